@@ -1,0 +1,145 @@
+# -*- test-case-name: tests.config.test_registry -*-
+"""
+The extension registry: C{typed_config} C{@type} -> factory.
+
+Envoy 1.40 picks an extension only by the C{@type} of its C{typed_config}
+(the C{name} is informational). txenvoy does the same. Built-in extensions
+register themselves when L{txenvoy.extensions} is imported; third parties
+ship an L{IExtensionFactory} provider as a C{twisted.plugin} (an object in a
+module under their own C{twisted/plugins/}) and are found by
+L{loadPlugins}.
+"""
+
+from google.protobuf import descriptor_pool, message_factory
+from twisted.plugin import IPlugin, getPlugins
+from zope.interface import implementer
+
+from txenvoy.config.errors import ConfigError, UnsupportedExtension
+from txenvoy.interfaces import IExtensionFactory
+
+
+class Category:
+    """The kinds of extension, as Envoy names its extension categories."""
+
+    LISTENER_FILTER = "envoy.filters.listener"
+    NETWORK_FILTER = "envoy.filters.network"
+    HTTP_FILTER = "envoy.filters.http"
+    ACCESS_LOGGER = "envoy.access_loggers"
+    TRANSPORT_SOCKET_DOWNSTREAM = "envoy.transport_sockets.downstream"
+    TRANSPORT_SOCKET_UPSTREAM = "envoy.transport_sockets.upstream"
+    STATS_SINK = "envoy.stats_sinks"
+    CLUSTER = "envoy.clusters"
+    RESOURCE_MONITOR = "envoy.resource_monitors"
+    WATCHDOG_ACTION = "envoy.guarddog_actions"
+    UPSTREAM_OPTIONS = "envoy.upstream_options"
+    OTHER = "other"
+
+
+_factories = {}
+
+
+@implementer(IExtensionFactory, IPlugin)
+class FunctionFactory:
+    """An L{IExtensionFactory} made from a plain function (see L{extension})."""
+
+    def __init__(self, category, typeNames, names, create):
+        self.category = category
+        self.typeNames = tuple(typeNames)
+        self.names = tuple(names)
+        self._create = create
+
+    def create(self, message, context):
+        return self._create(message, context)
+
+
+def register(factory):
+    """
+    Add an L{IExtensionFactory}; a later registration of the same
+    (category, type) replaces the earlier one, so a plugin can override a
+    built-in.
+    """
+    for typeName in factory.typeNames:
+        _factories[(factory.category, typeName)] = factory
+    return factory
+
+
+def extension(category, typeName, *names):
+    """
+    Decorator registering C{create(message, context)} for one C{@type}::
+
+        @extension(Category.NETWORK_FILTER,
+                   "envoy.extensions.filters.network.echo.v3.Echo",
+                   "envoy.filters.network.echo")
+        def echo(message, context):
+            return EchoFactory()
+    """
+
+    def deco(create):
+        register(FunctionFactory(category, [typeName], names, create))
+        return create
+
+    return deco
+
+
+def lookup(category, typeName):
+    """@return: the factory for that C{@type} in that category, or C{None}."""
+    return _factories.get((category, typeName))
+
+
+def registered(category=None):
+    """@return: sorted C{(category, typeName)} pairs, for docs and /server_info."""
+    return sorted(k for k in _factories if category is None or k[0] == category)
+
+
+def typeNameOf(any_):
+    """The full message name of a C{google.protobuf.Any}'s type URL."""
+    return any_.type_url.rsplit("/", 1)[-1]
+
+
+def unpackAny(any_, path):
+    """
+    Unpack a C{google.protobuf.Any} into its concrete message class.
+    """
+    typeName = typeNameOf(any_)
+    try:
+        desc = descriptor_pool.Default().FindMessageTypeByName(typeName)
+    except KeyError:
+        raise ConfigError("%s: could not find @type '%s'" % (path, any_.type_url))
+    msg = message_factory.GetMessageClass(desc)()
+    any_.Unpack(msg)
+    return msg
+
+
+def createExtension(category, typedExtension, context, path):
+    """
+    Build the compiled object for a C{{name, typed_config}} entry (a
+    filter, an access logger, a transport socket...).
+
+    @param typedExtension: a message with C{name} and C{typed_config}.
+    @param path: the field path, for messages (C{...filters[0]}).
+    @raise UnsupportedExtension: for an C{@type} txenvoy does not implement.
+    """
+    name = getattr(typedExtension, "name", "")
+    if not typedExtension.HasField("typed_config"):
+        raise ConfigError(
+            "%s: Didn't find a registered implementation for '%s' with type URL: ''"
+            % (path, name)
+        )
+    any_ = typedExtension.typed_config
+    typeName = typeNameOf(any_)
+    factory = lookup(category, typeName)
+    if factory is None:
+        raise UnsupportedExtension(path + ".typed_config", typeName, name)
+    return factory.create(unpackAny(any_, path + ".typed_config"), context.child(path))
+
+
+def loadPlugins():
+    """
+    Register every L{IExtensionFactory} shipped as a C{twisted.plugin} by
+    other packages.
+    """
+    import txenvoy.extensions  # noqa: F401  (built-ins register on import)
+
+    for factory in getPlugins(IExtensionFactory):
+        register(factory)
+

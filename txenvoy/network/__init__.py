@@ -1,0 +1,1 @@
+"""Downstream connections: listeners, listener filters, filter chains."""

@@ -1,0 +1,131 @@
+# -*- test-case-name: tests.network.test_stream_info -*-
+"""
+What is known about one connection or one HTTP request, for access logs and
+stats (Envoy's C{StreamInfo}).
+"""
+
+import time
+
+
+class ResponseFlag:
+    """Envoy's response flags, as printed by C{%RESPONSE_FLAGS%}."""
+
+    FAILED_LOCAL_HEALTH_CHECK = "LH"
+    NO_HEALTHY_UPSTREAM = "UH"
+    UPSTREAM_REQUEST_TIMEOUT = "UT"
+    LOCAL_RESET = "LR"
+    UPSTREAM_REMOTE_RESET = "UR"
+    UPSTREAM_CONNECTION_FAILURE = "UF"
+    UPSTREAM_CONNECTION_TERMINATION = "UC"
+    UPSTREAM_OVERFLOW = "UO"
+    NO_ROUTE_FOUND = "NR"
+    DELAY_INJECTED = "DI"
+    FAULT_INJECTED = "FI"
+    RATE_LIMITED = "RL"
+    UPSTREAM_RETRY_LIMIT_EXCEEDED = "URX"
+    STREAM_IDLE_TIMEOUT = "SI"
+    DOWNSTREAM_CONNECTION_TERMINATION = "DC"
+    DOWNSTREAM_PROTOCOL_ERROR = "DPE"
+    NO_CLUSTER_FOUND = "NC"
+    UPSTREAM_MAX_STREAM_DURATION_REACHED = "UMSDR"
+    DURATION_TIMEOUT = "DT"
+    NO_FILTER_CONFIG_FOUND = "NFCF"
+    OVERLOAD_MANAGER = "OM"
+    UNAUTHORIZED_EXTERNAL_SERVICE = "UAEX"
+    RATELIMIT_SERVICE_ERROR = "RLSE"
+    INVALID_ENVOY_REQUEST_HEADERS = "IH"
+    DOWNSTREAM_REMOTE_RESET = "DR"
+
+
+# The order in which Envoy prints several flags (comma-joined).
+FLAG_ORDER = [
+    "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL",
+    "UAEX", "RLSE", "URX", "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT",
+    "UPE", "NC", "OM", "DF", "DO", "DR", "UDO", "DC",
+]
+_FLAG_RANK = {f: i for i, f in enumerate(FLAG_ORDER)}
+
+
+class StreamInfo:
+    """
+    Facts about one connection (L4) or one request (HTTP), filled in as it
+    goes and read by access loggers once it is done.
+
+    Times are wall-clock seconds (C{startTime}) and monotonic seconds for
+    durations, so a clock step does not make durations negative.
+
+    @ivar downstreamRemoteAddress: C{(host, port)} of the client.
+    @ivar downstreamLocalAddress: C{(host, port)} the client connected to.
+    @ivar upstreamHost: C{"ip:port"} of the chosen upstream, or C{None}.
+    @ivar upstreamCluster: the cluster name, or C{None}.
+    @ivar upstreamLocalAddress: C{(host, port)} of our side upstream.
+    @ivar bytesReceived: bytes read from downstream (body bytes for HTTP).
+    @ivar bytesSent: bytes written to downstream (body bytes for HTTP).
+    @ivar responseCode: the HTTP status sent, or C{None}.
+    @ivar responseCodeDetails: Envoy's C{%RESPONSE_CODE_DETAILS%}.
+    @ivar protocol: C{"HTTP/1.1"} etc., or C{None} at L4.
+    @ivar requestedServerName: SNI, or C{""}.
+    @ivar routeName: the matched route's name, or C{""}.
+    @ivar connectionTerminationDetails: why we closed, if we did.
+    @ivar filterState: free-form data set by filters.
+    """
+
+    def __init__(self, clock, wallTime=time.time):
+        self._clock = clock
+        self.startTime = wallTime()
+        self._startMonotonic = clock.seconds()
+        self.endMonotonic = None
+        self.firstUpstreamTxMonotonic = None
+        self.lastUpstreamRxMonotonic = None
+        self.lastDownstreamTxMonotonic = None
+        self.downstreamRemoteAddress = None
+        self.downstreamDirectRemoteAddress = None
+        self.downstreamLocalAddress = None
+        self.upstreamHost = None
+        self.upstreamCluster = None
+        self.upstreamLocalAddress = None
+        self.upstreamTransportFailureReason = None
+        self.bytesReceived = 0
+        self.bytesSent = 0
+        self.responseCode = None
+        self.responseCodeDetails = None
+        self.protocol = None
+        self.requestedServerName = ""
+        self.routeName = ""
+        self.connectionId = 0
+        self.connectionTerminationDetails = None
+        self._flags = None
+        self.filterState = {}
+
+    def setResponseFlag(self, flag):
+        if self._flags is None:
+            self._flags = {flag}
+        else:
+            self._flags.add(flag)
+
+    def hasResponseFlag(self, flag):
+        return self._flags is not None and flag in self._flags
+
+    def responseFlags(self):
+        """
+        @return: Envoy's C{%RESPONSE_FLAGS%} text: C{"-"} or C{"URX,UF"}.
+        """
+        if not self._flags:
+            return "-"
+        return ",".join(sorted(self._flags, key=lambda f: _FLAG_RANK.get(f, 99)))
+
+    def onComplete(self):
+        """Mark the stream finished; fixes L{duration}."""
+        if self.endMonotonic is None:
+            self.endMonotonic = self._clock.seconds()
+
+    def elapsed(self, monotonic):
+        """Seconds from start to a monotonic time, or C{None}."""
+        if monotonic is None:
+            return None
+        return monotonic - self._startMonotonic
+
+    def duration(self):
+        """Seconds from start to completion (or to now while running)."""
+        end = self.endMonotonic if self.endMonotonic is not None else self._clock.seconds()
+        return end - self._startMonotonic

@@ -1,0 +1,1 @@
+"""Stats: counters, gauges and histograms with Envoy's names."""

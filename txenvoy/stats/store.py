@@ -1,0 +1,322 @@
+# -*- test-case-name: tests.stats.test_store -*-
+"""
+The stats store shared by the main thread and every worker.
+
+Envoy keeps thread-local caches in front of atomic counters. Python has no
+cheap atomics, so each thread gets its own L{StatsShard}: a stat object is
+only ever written by the thread that owns its shard (a plain attribute
+increment, no lock), and readers sum the shards. Stat objects are resolved
+once, when a listener, cluster or filter is set up on a thread, so the data
+path never looks a name up.
+"""
+
+import threading
+
+COUNTER = "counter"
+GAUGE = "gauge"
+HISTOGRAM = "histogram"
+
+
+class Counter:
+    """
+    A monotonically increasing count owned by one shard.
+
+    @ivar value: the count in this shard since the last reset.
+    @ivar used: whether it was ever incremented (for C{?usedonly}).
+    """
+
+    __slots__ = ("value", "used")
+
+    def __init__(self):
+        self.value = 0
+        self.used = False
+
+    def inc(self, amount=1):
+        self.value += amount
+        self.used = True
+
+
+class Gauge:
+    """
+    A value that goes up and down, owned by one shard; the store reports the
+    sum over shards.
+    """
+
+    __slots__ = ("value", "used")
+
+    def __init__(self):
+        self.value = 0
+        self.used = False
+
+    def inc(self, amount=1):
+        self.value += amount
+        self.used = True
+
+    def dec(self, amount=1):
+        self.value -= amount
+        self.used = True
+
+    def set(self, value):
+        self.value = value
+        self.used = True
+
+
+class Histogram:
+    """
+    Recorded values owned by one shard, kept as counts per bucket of two
+    significant digits (as Envoy's circllhist does), so memory stays bounded
+    and quantiles stay within about 1%.
+
+    @ivar buckets: C{{bucketValue: count}} since start.
+    @ivar intervalBuckets: the same since the last stats flush.
+    """
+
+    __slots__ = ("buckets", "intervalBuckets", "count", "sum", "unit", "used")
+
+    def __init__(self, unit="ms"):
+        self.buckets = {}
+        self.intervalBuckets = {}
+        self.count = 0
+        self.sum = 0.0
+        self.unit = unit
+        self.used = False
+
+    def recordValue(self, value):
+        bucket = roundToTwoDigits(value)
+        b = self.buckets
+        b[bucket] = b.get(bucket, 0) + 1
+        b = self.intervalBuckets
+        b[bucket] = b.get(bucket, 0) + 1
+        self.count += 1
+        self.sum += value
+        self.used = True
+
+
+def roundToTwoDigits(value):
+    """
+    Round down to two significant digits: 1234 -> 1200, 0.567 -> 0.56.
+    """
+    if value <= 0:
+        return 0
+    if value < 10:
+        if value >= 1:
+            return int(value * 10) / 10.0
+        scale = 10.0
+        while value * scale < 10:
+            scale *= 10
+        return int(value * scale) / scale
+    scale = 1
+    while value >= 100:
+        value /= 10.0
+        scale *= 10
+    return int(value) * scale
+
+
+class StatsScope:
+    """
+    A view of a shard under a name prefix (Envoy's C{Stats::Scope}):
+    C{scope("cluster.c1.").counter("upstream_cx_total")}.
+    """
+
+    def __init__(self, shard, prefix):
+        self._shard = shard
+        self.prefix = prefix
+
+    def counter(self, name):
+        return self._shard.counter(self.prefix + name)
+
+    def gauge(self, name):
+        return self._shard.gauge(self.prefix + name)
+
+    def histogram(self, name, unit="ms"):
+        return self._shard.histogram(self.prefix + name, unit)
+
+    def scope(self, prefix):
+        return StatsScope(self._shard, self.prefix + prefix)
+
+
+class StatsShard:
+    """
+    The stats of one thread. Only that thread creates or writes stats here;
+    any thread may read them (through the store).
+    """
+
+    def __init__(self, store, name):
+        self._store = store
+        self.name = name
+        self.counters = {}
+        self.gauges = {}
+        self.histograms = {}
+
+    def counter(self, name):
+        c = self.counters.get(name)
+        if c is None:
+            self._store._register(name, COUNTER)
+            c = self.counters[name] = Counter()
+        return c
+
+    def gauge(self, name):
+        g = self.gauges.get(name)
+        if g is None:
+            self._store._register(name, GAUGE)
+            g = self.gauges[name] = Gauge()
+        return g
+
+    def histogram(self, name, unit="ms"):
+        h = self.histograms.get(name)
+        if h is None:
+            self._store._register(name, HISTOGRAM)
+            h = self.histograms[name] = Histogram(unit)
+        return h
+
+    def scope(self, prefix):
+        return StatsScope(self, prefix)
+
+
+class MergedHistogram:
+    """
+    A histogram summed over every shard, as read by the admin and sinks.
+    """
+
+    def __init__(self, name, unit):
+        self.name = name
+        self.unit = unit
+        self.buckets = {}
+        self.intervalBuckets = {}
+        self.count = 0
+        self.sum = 0.0
+        self.used = False
+
+    def merge(self, h):
+        for k, v in h.buckets.copy().items():
+            self.buckets[k] = self.buckets.get(k, 0) + v
+        for k, v in h.intervalBuckets.copy().items():
+            self.intervalBuckets[k] = self.intervalBuckets.get(k, 0) + v
+        self.count += h.count
+        self.sum += h.sum
+        self.used = self.used or h.used
+
+    def quantile(self, q, interval=False):
+        """
+        @param q: 0..1.
+        @return: the value at that quantile, or C{None} with no values.
+        """
+        buckets = self.intervalBuckets if interval else self.buckets
+        total = sum(buckets.values())
+        if not total:
+            return None
+        items = sorted(buckets.items())
+        rank = q * (total - 1)
+        seen = 0
+        for value, count in items:
+            if seen + count > rank:
+                return value
+            seen += count
+        return items[-1][0]
+
+    def cumulativeCountsAt(self, bounds):
+        """
+        @return: for each upper bound, how many values were C{<=} it.
+        """
+        items = sorted(self.buckets.items())
+        out = []
+        i = 0
+        running = 0
+        for bound in bounds:
+            while i < len(items) and items[i][0] <= bound:
+                running += items[i][1]
+                i += 1
+            out.append(running)
+        return out
+
+
+class Snapshot:
+    """
+    Every stat's value at one moment, summed over shards.
+
+    @ivar counters: C{{name: value}}.
+    @ivar gauges: C{{name: value}}.
+    @ivar histograms: C{{name: MergedHistogram}}.
+    @ivar used: the set of names ever written.
+    """
+
+    def __init__(self, counters, gauges, histograms, used):
+        self.counters = counters
+        self.gauges = gauges
+        self.histograms = histograms
+        self.used = used
+
+
+class StatsStore:
+    """
+    All stats of one server: the registry of names and kinds, and the shards
+    (one per thread) that hold the values.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._kinds = {}
+        self._shards = []
+
+    def shard(self, name):
+        """
+        Create the shard for one thread (C{'main_thread'}, C{'worker_0'}).
+        """
+        shard = StatsShard(self, name)
+        with self._lock:
+            self._shards.append(shard)
+        return shard
+
+    def _register(self, name, kind):
+        known = self._kinds.get(name)
+        if known is None:
+            with self._lock:
+                self._kinds.setdefault(name, kind)
+
+    def kindOf(self, name):
+        return self._kinds.get(name)
+
+    def counterValue(self, name):
+        return sum(s.counters[name].value for s in self._shardsCopy() if name in s.counters)
+
+    def gaugeValue(self, name):
+        return sum(s.gauges[name].value for s in self._shardsCopy() if name in s.gauges)
+
+    def _shardsCopy(self):
+        with self._lock:
+            return list(self._shards)
+
+    def snapshot(self, resetInterval=False):
+        """
+        Sum every shard. With C{resetInterval}, start a new histogram
+        interval (done by the stats flush).
+        """
+        counters = {}
+        gauges = {}
+        histograms = {}
+        used = set()
+        for shard in self._shardsCopy():
+            for name, c in shard.counters.copy().items():
+                counters[name] = counters.get(name, 0) + c.value
+                if c.used:
+                    used.add(name)
+            for name, g in shard.gauges.copy().items():
+                gauges[name] = gauges.get(name, 0) + g.value
+                if g.used:
+                    used.add(name)
+            for name, h in shard.histograms.copy().items():
+                m = histograms.get(name)
+                if m is None:
+                    m = histograms[name] = MergedHistogram(name, h.unit)
+                m.merge(h)
+                if h.used:
+                    used.add(name)
+                if resetInterval:
+                    h.intervalBuckets = {}
+        return Snapshot(counters, gauges, histograms, used)
+
+    def resetCounters(self):
+        """C{POST /reset_counters}: every counter back to zero."""
+        for shard in self._shardsCopy():
+            for c in shard.counters.copy().values():
+                c.value = 0
