@@ -1,0 +1,212 @@
+"""
+Helpers for end-to-end tests: a real C{twistd -n envoy} process, real
+upstream servers and clients on 127.0.0.1, all bounded in time.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLES = os.path.join(os.path.dirname(REPO), "shared", "envoy-examples")
+
+
+def freePort():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def twistdCommand():
+    exe = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if os.path.exists(exe):
+        return [exe]
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def processEnv():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("PYTHONWARNINGS", None)
+    return env
+
+
+def runTwistd(args, cwd=None, timeout=60):
+    """Run C{twistd -n envoy ARGS} to completion; returns (rc, stdout, stderr)."""
+    p = subprocess.run(twistdCommand() + ["-n", "--pidfile=", "envoy"] + list(args),
+                       cwd=cwd or REPO, env=processEnv(), capture_output=True, text=True,
+                       timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+class Envoy:
+    """
+    A running C{twistd -n envoy} process.
+
+    @ivar adminPort: the admin port, if the config has one.
+    """
+
+    def __init__(self, config=None, configPath=None, args=(), cwd=None, adminPort=None):
+        self.tmp = tempfile.mkdtemp(prefix="txenvoy-e2e-")
+        if config is not None:
+            configPath = os.path.join(self.tmp, "envoy.yaml")
+            with open(configPath, "w") as f:
+                f.write(config if isinstance(config, str) else json.dumps(config))
+        self.configPath = configPath
+        self.adminPort = adminPort
+        self.stdout = open(os.path.join(self.tmp, "stdout"), "w+")
+        self.stderr = open(os.path.join(self.tmp, "stderr"), "w+")
+        self.proc = subprocess.Popen(
+            twistdCommand() + ["-n", "--pidfile=", "envoy", "-c", configPath] + list(args),
+            cwd=cwd or self.tmp, env=processEnv(), stdout=self.stdout, stderr=self.stderr)
+
+    def output(self):
+        self.stdout.flush()
+        self.stderr.flush()
+        with open(self.stdout.name) as o, open(self.stderr.name) as e:
+            return o.read(), e.read()
+
+    def waitReady(self, timeout=20.0):
+        """Wait for admin /ready to say LIVE (or the process to die)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("txenvoy exited with %s:\n%s" % (self.proc.returncode,
+                                                                       self.output()[1]))
+            try:
+                status, body = self.admin("/ready")
+                if status == 200 and body.strip() == "LIVE":
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("txenvoy not ready in %ss:\n%s" % (timeout, self.output()[1]))
+
+    def waitPort(self, port, timeout=20.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("txenvoy exited with %s:\n%s" % (self.proc.returncode,
+                                                                       self.output()[1]))
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("port %d not open in %ss" % (port, timeout))
+
+    def admin(self, path, method="GET"):
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.adminPort, path),
+                                     method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def stats(self):
+        """C{/stats} as a dict of name -> value (counters and gauges)."""
+        _, body = self.admin("/stats")
+        out = {}
+        for line in body.splitlines():
+            name, _, value = line.partition(": ")
+            try:
+                out[name] = int(value)
+            except ValueError:
+                pass
+        return out
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.stdout.close()
+        self.stderr.close()
+        return self.proc.returncode
+
+
+class Upstream:
+    """
+    A threaded TCP server on 127.0.0.1 running C{handler(sock)} per
+    connection; stopped by L{stop}.
+    """
+
+    def __init__(self, handler, port=0):
+        self.handler = handler
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(128)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._running = True
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        while self._running:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            conn.settimeout(30)
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        try:
+            self.handler(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def stop(self):
+        self._running = False
+        self._thread.join(2)
+        self.sock.close()
+
+
+def echoHandler(conn):
+    """Echo until the client half-closes, then half-close back."""
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            conn.shutdown(socket.SHUT_WR)
+            return
+        conn.sendall(data)
+
+
+def tagHandler(tag):
+    """Answer each connection with C{tag} and close."""
+    def handler(conn):
+        conn.sendall(tag)
+    return handler
+
+
+def recvAll(sock, timeout=30.0):
+    """Read until EOF."""
+    sock.settimeout(timeout)
+    chunks = []
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)

@@ -1,0 +1,62 @@
+"""Tests for L{txenvoy.stats.store}."""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from txenvoy.stats.store import StatsStore, roundToTwoDigits
+
+
+class StoreTests(SynchronousTestCase):
+
+    def test_shardsAreSummed(self):
+        """Each thread writes its own shard; reads sum them."""
+        store = StatsStore()
+        a, b = store.shard("worker_0"), store.shard("worker_1")
+        a.counter("x").inc()
+        b.counter("x").inc(2)
+        a.gauge("g").inc(5)
+        b.gauge("g").dec(2)
+        self.assertEqual(store.counterValue("x"), 3)
+        snap = store.snapshot()
+        self.assertEqual(snap.counters["x"], 3)
+        self.assertEqual(snap.gauges["g"], 3)
+        self.assertEqual(snap.used, {"x", "g"})
+
+    def test_scope(self):
+        store = StatsStore()
+        s = store.shard("main_thread").scope("cluster.c1.")
+        s.counter("upstream_cx_total").inc()
+        self.assertEqual(store.counterValue("cluster.c1.upstream_cx_total"), 1)
+
+    def test_unusedStatIsNotUsed(self):
+        store = StatsStore()
+        store.shard("m").counter("never")
+        snap = store.snapshot()
+        self.assertEqual(snap.counters["never"], 0)
+        self.assertNotIn("never", snap.used)
+
+    def test_histogramQuantiles(self):
+        store = StatsStore()
+        a, b = store.shard("a"), store.shard("b")
+        for v in range(1, 51):
+            a.histogram("h").recordValue(v)
+        for v in range(51, 101):
+            b.histogram("h").recordValue(v)
+        h = store.snapshot().histograms["h"]
+        self.assertEqual(h.count, 100)
+        self.assertEqual(h.quantile(0), 1)
+        self.assertEqual(h.quantile(1), 100)
+        self.assertAlmostEqual(h.quantile(0.5), 50, delta=1)
+        self.assertEqual(h.cumulativeCountsAt([10, 1000]), [10, 100])
+
+    def test_resetCounters(self):
+        store = StatsStore()
+        c = store.shard("m").counter("x")
+        c.inc(4)
+        store.resetCounters()
+        self.assertEqual(store.counterValue("x"), 0)
+
+    def test_roundToTwoDigits(self):
+        self.assertEqual(roundToTwoDigits(1234), 1200)
+        self.assertEqual(roundToTwoDigits(5.67), 5.6)
+        self.assertEqual(roundToTwoDigits(0.567), 0.56)
+        self.assertEqual(roundToTwoDigits(0), 0)

@@ -1,0 +1,1 @@
+"""Listener, network and HTTP filters."""

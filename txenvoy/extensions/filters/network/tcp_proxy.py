@@ -1,0 +1,332 @@
+# -*- test-case-name: tests.extensions.filters.network.test_tcp_proxy -*-
+"""
+C{envoy.filters.network.tcp_proxy}: L4 proxying to a cluster.
+
+Bytes flow with Twisted's producer/consumer back-pressure: each side's
+transport is registered as the producer of the other, so when one side's
+write buffer passes the buffer limit the other side stops reading (Envoy's
+watermarks, with the low watermark at zero). Half-close is carried both
+ways: a FIN from one side becomes a FIN to the other, and the connection
+pair closes once both directions are done.
+"""
+
+import random
+
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.registry import Category, extension
+from txenvoy.interfaces import INetworkFilterFactory
+from txenvoy.network.stream_info import ResponseFlag
+
+log = Logger(namespace="filter")
+
+DEFAULT_IDLE_TIMEOUT = 3600.0
+
+# TcpProxy fields txenvoy implements; any other set field is rejected.
+_SUPPORTED = {"stat_prefix", "cluster", "weighted_clusters", "idle_timeout",
+              "max_connect_attempts", "access_log", "max_downstream_connection_duration",
+              "access_log_options", "downstream_idle_timeout", "upstream_idle_timeout"}
+
+_COUNTERS = ("downstream_cx_total", "downstream_cx_no_route", "downstream_cx_rx_bytes_total",
+             "downstream_cx_tx_bytes_total", "downstream_flow_control_paused_reading_total",
+             "downstream_flow_control_resumed_reading_total", "idle_timeout",
+             "max_downstream_connection_duration", "upstream_flush_total")
+_GAUGES = ("downstream_cx_rx_bytes_buffered", "downstream_cx_tx_bytes_buffered",
+           "upstream_flush_active")
+
+
+class _TcpProxyStats:
+    """The per-worker C{tcp.<stat_prefix>.*} stat objects."""
+
+    def __init__(self, shard, prefix):
+        scope = shard.scope(prefix)
+        for name in _COUNTERS:
+            setattr(self, name, scope.counter(name))
+        for name in _GAUGES:
+            setattr(self, name, scope.gauge(name))
+
+
+@implementer(IPushProducer)
+class _CountingProducer:
+    """
+    Stands between a consumer and the downstream transport it pauses, to
+    count C{downstream_flow_control_*_reading_total} as Envoy does. Only
+    called when a buffer crosses its limit, never per byte.
+    """
+
+    def __init__(self, transport, stats):
+        self._transport = transport
+        self._stats = stats
+
+    def pauseProducing(self):
+        self._stats.downstream_flow_control_paused_reading_total.inc()
+        self._transport.pauseProducing()
+
+    def resumeProducing(self):
+        self._stats.downstream_flow_control_resumed_reading_total.inc()
+        self._transport.resumeProducing()
+
+    def stopProducing(self):
+        self._transport.stopProducing()
+
+
+@implementer(IHalfCloseableProtocol)
+class TcpProxyFilter(Protocol):
+    """
+    The tcp_proxy terminal filter for one downstream connection; it is also
+    the callbacks object of its upstream connection.
+    """
+
+    upstream = None
+    _connected = False
+    _downstreamReadClosed = False
+    _upstreamReadClosed = False
+    _closed = False
+    _idleTimer = None
+    _durationTimer = None
+    _active = False
+
+    def __init__(self, config, connection):
+        self.config = config
+        self.connection = connection
+        self.dispatcher = connection.dispatcher
+        self.stats = config.statsFor(self.dispatcher)
+        self.streamInfo = connection.streamInfo
+        self._attempts = 0
+        self._pending = []
+
+    def connectionMade(self):
+        self.stats.downstream_cx_total.inc()
+        clusterName = self.config.pickCluster()
+        cluster = self.dispatcher.clusterManager.getThreadLocalCluster(clusterName)
+        if cluster is None:
+            self.stats.downstream_cx_no_route.inc()
+            self.streamInfo.setResponseFlag(ResponseFlag.NO_CLUSTER_FOUND)
+            log.debug("Cluster not found {name}", name=clusterName)
+            self.transport.loseConnection()
+            return
+        self.cluster = cluster
+        self.streamInfo.upstreamCluster = clusterName
+        # Nothing is read from downstream until the upstream is there.
+        self.transport.pauseProducing()
+        reactor = self.dispatcher.reactor
+        if self.config.maxDownstreamConnectionDuration:
+            self._durationTimer = reactor.callLater(
+                self.config.maxDownstreamConnectionDuration, self._onMaxDuration)
+        if self.config.idleTimeout:
+            self._idleTimer = reactor.callLater(self.config.idleTimeout, self._onIdleTimeout)
+        self._connect()
+
+    def _connect(self):
+        host = self.cluster.chooseHost(None)
+        if host is None:
+            self.cluster.stats.upstream_cx_none_healthy.inc()
+            self.streamInfo.setResponseFlag(ResponseFlag.NO_HEALTHY_UPSTREAM)
+            self._closeDownstream()
+            return
+        self._attempts += 1
+        self.streamInfo.upstreamHost = host.addressString
+        self.upstream = self.cluster.connect(host, self)
+
+    # Upstream callbacks.
+
+    def onUpstreamConnected(self, upstream):
+        if self._closed:
+            upstream.close()
+            return
+        self._connected = True
+        self.upstream = upstream
+        transport = self.transport
+        # Each side produces for the other: back-pressure both ways.
+        upstream.registerProducer(_CountingProducer(transport, self.stats), True)
+        transport.registerProducer(upstream.transport, True)
+        if self._pending:
+            upstream.writeSequence(self._pending)
+            self._pending = None
+        transport.resumeProducing()
+        if self._downstreamReadClosed:
+            upstream.loseWriteConnection()
+
+    def onUpstreamConnectFailed(self, upstream, reason):
+        if self._closed:
+            return
+        if self._attempts < self.config.maxConnectAttempts:
+            self._connect()
+            return
+        self.cluster.stats.upstream_cx_connect_attempts_exceeded.inc()
+        self.streamInfo.setResponseFlag(ResponseFlag.UPSTREAM_CONNECTION_FAILURE)
+        self.streamInfo.upstreamTransportFailureReason = reason
+        self._closeDownstream()
+
+    def onUpstreamData(self, data):
+        self._active = True
+        self.streamInfo.bytesSent += len(data)
+        self.stats.downstream_cx_tx_bytes_total.inc(len(data))
+        self.transport.write(data)
+
+    def onUpstreamReadClosed(self):
+        self._upstreamReadClosed = True
+        if self._downstreamReadClosed:
+            self._closeDownstream()
+        else:
+            self.transport.loseWriteConnection()
+
+    def onUpstreamClosed(self, reason):
+        self.upstream = None
+        if not self._closed:
+            self._closeDownstream()
+
+    # Downstream side.
+
+    def dataReceived(self, data):
+        self._active = True
+        self.streamInfo.bytesReceived += len(data)
+        self.stats.downstream_cx_rx_bytes_total.inc(len(data))
+        if self._connected:
+            self.upstream.write(data)
+        else:
+            # Bytes read ahead by listener filters, before the upstream is up.
+            self._pending.append(data)
+
+    def readConnectionLost(self):
+        self._downstreamReadClosed = True
+        if not self._connected:
+            # Envoy keeps connecting; the FIN is passed on once connected.
+            return
+        if self._upstreamReadClosed:
+            self._closeDownstream()
+        else:
+            self.upstream.loseWriteConnection()
+
+    def writeConnectionLost(self):
+        if self._downstreamReadClosed:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self._closed = True
+        self._cancelTimers()
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            if self._connected:
+                upstream.close()
+            else:
+                upstream.abort()
+        info = self.streamInfo
+        info.onComplete()
+        for logger in self.config.accessLogs:
+            logger.log(info, None, None)
+
+    def _closeDownstream(self):
+        self.transport.loseConnection()
+
+    # Timers.
+
+    def _cancelTimers(self):
+        for t in (self._idleTimer, self._durationTimer):
+            if t is not None and t.active():
+                t.cancel()
+        self._idleTimer = self._durationTimer = None
+
+    def _onIdleTimeout(self):
+        # Activity only sets a flag; the timer re-arms itself, so the data
+        # path never touches the timer heap.
+        if self._active:
+            self._active = False
+            self._idleTimer = self.dispatcher.reactor.callLater(
+                self.config.idleTimeout, self._onIdleTimeout)
+            return
+        self._idleTimer = None
+        self.stats.idle_timeout.inc()
+        self.connection.streamInfo.connectionTerminationDetails = "tcp_proxy idle timeout"
+        self._closeDownstream()
+
+    def _onMaxDuration(self):
+        self._durationTimer = None
+        self.stats.max_downstream_connection_duration.inc()
+        self._closeDownstream()
+
+
+@implementer(INetworkFilterFactory)
+class TcpProxyConfig:
+    """
+    A compiled C{TcpProxy} config.
+
+    @ivar clusters: C{[(name, weight)]}.
+    """
+
+    terminal = True
+
+    def __init__(self, statPrefix, clusters, idleTimeout, maxConnectAttempts, accessLogs,
+                 maxDownstreamConnectionDuration=0.0, rng=random.random):
+        self.statPrefix = "tcp.%s." % (statPrefix,)
+        self.clusters = clusters
+        self.idleTimeout = idleTimeout
+        self.maxConnectAttempts = maxConnectAttempts
+        self.accessLogs = accessLogs
+        self.maxDownstreamConnectionDuration = maxDownstreamConnectionDuration
+        self._totalWeight = sum(w for _, w in clusters)
+        self._rng = rng
+        self._stats = {}
+
+    def statsFor(self, dispatcher):
+        """This worker's stat objects (made on first use on that worker)."""
+        stats = self._stats.get(dispatcher.name)
+        if stats is None:
+            stats = self._stats[dispatcher.name] = _TcpProxyStats(dispatcher.stats, self.statPrefix)
+        return stats
+
+    def pickCluster(self):
+        if len(self.clusters) == 1:
+            return self.clusters[0][0]
+        point = self._rng() * self._totalWeight
+        for name, weight in self.clusters:
+            point -= weight
+            if point < 0:
+                return name
+        return self.clusters[-1][0]
+
+    def buildFilter(self, connection, nextProtocol):
+        return TcpProxyFilter(self, connection)
+
+
+def _seconds(duration):
+    return duration.seconds + duration.nanos / 1e9
+
+
+@extension(Category.NETWORK_FILTER,
+           "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+           "envoy.filters.network.tcp_proxy")
+def createTcpProxy(message, context):
+    from txenvoy.accesslog.filters import createAccessLog
+
+    path = context.path + ".typed_config"
+    for field, _ in message.ListFields():
+        if field.name not in _SUPPORTED:
+            raise UnsupportedField("%s.%s" % (path, field.name))
+    which = message.WhichOneof("cluster_specifier")
+    if which == "cluster":
+        clusters = [(message.cluster, 1)]
+    elif which == "weighted_clusters":
+        clusters = []
+        for i, wc in enumerate(message.weighted_clusters.clusters):
+            if wc.HasField("metadata_match"):
+                raise UnsupportedField("%s.weighted_clusters.clusters[%d].metadata_match" % (path, i))
+            clusters.append((wc.name, wc.weight))
+        if not clusters or not sum(w for _, w in clusters):
+            raise ConfigError("%s.weighted_clusters: the sum of weights must be above 0" % (path,))
+    else:
+        raise ConfigError("%s: TcpProxyValidationError: value is required for cluster_specifier"
+                          % (path,))
+    idle = _seconds(message.idle_timeout) if message.HasField("idle_timeout") else DEFAULT_IDLE_TIMEOUT
+    attempts = (message.max_connect_attempts.value
+                if message.HasField("max_connect_attempts") else 1)
+    duration = (_seconds(message.max_downstream_connection_duration)
+                if message.HasField("max_downstream_connection_duration") else 0.0)
+    logs = [createAccessLog(al, context, "%s.access_log[%d]" % (path, i))
+            for i, al in enumerate(message.access_log)]
+    return TcpProxyConfig(message.stat_prefix, clusters, idle, attempts, logs, duration)

@@ -1,0 +1,201 @@
+# -*- test-case-name: tests.network.test_listener -*-
+"""
+Listeners: the compiled C{Listener} config, and the per-worker
+C{ActiveListener} that accepts its connections.
+"""
+
+import uuid
+
+from twisted.internet.protocol import ServerFactory
+
+from txenvoy.config import registry
+from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.registry import Category
+from txenvoy.network.filter_chain import FilterChain, FilterChainManager, FilterChainMatch
+
+DEFAULT_BUFFER_LIMIT = 1024 * 1024
+
+
+def addressString(host, port):
+    """C{127.0.0.1:10000}, or C{[::1]:10000} for IPv6."""
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+def listenerStatPrefix(host, port):
+    """
+    Envoy's stat name for a listener address: C{listener.127.0.0.1_10000.}
+    (dots kept, the last C{:} becomes C{_}).
+    """
+    return "listener.%s_%d." % (("[%s]" % host) if ":" in host else host, port)
+
+
+def socketAddress(address, path):
+    """
+    The C{(host, port)} of an C{envoy.config.core.v3.Address}.
+    """
+    which = address.WhichOneof("address")
+    if which != "socket_address":
+        raise UnsupportedField(path + "." + (which or "address"), "only socket_address")
+    sa = address.socket_address
+    if sa.protocol != 0:
+        raise UnsupportedField(path + ".socket_address.protocol", "only TCP")
+    if sa.WhichOneof("port_specifier") == "named_port":
+        raise UnsupportedField(path + ".socket_address.named_port")
+    return sa.address, sa.port_value
+
+
+# Listener fields that change nothing txenvoy does, accepted as they are.
+_IGNORED_FIELDS = {
+    "name", "address", "filter_chains", "default_filter_chain", "listener_filters",
+    "listener_filters_timeout", "continue_on_listener_filters_timeout",
+    "per_connection_buffer_limit_bytes", "access_log", "enable_reuse_port",
+    "tcp_backlog_size", "drain_type", "traffic_direction", "stat_prefix",
+    # Kernel-level tuning txenvoy leaves to the kernel's defaults.
+    "max_connections_to_accept_per_socket_event", "connection_balance_config",
+    "reuse_port", "metadata", "bind_to_port", "socket_options",
+    "ignore_global_conn_limit", "enable_mptcp", "freebind", "transparent",
+    "tcp_fast_open_queue_length",
+}
+
+
+class ListenerConfig:
+    """
+    One compiled listener.
+
+    @ivar name: its name (a UUID when the config gives none, as Envoy does).
+    @ivar address: C{(host, port)}.
+    @ivar statPrefix: C{listener.<address>.}.
+    @ivar filterChainManager: the L{FilterChainManager}.
+    @ivar listenerFilters: L{txenvoy.interfaces.IListenerFilterFactory}s.
+    @ivar accessLogs: loggers called when each connection closes.
+    @ivar proto: the C{Listener} message (for the admin).
+    """
+
+    def __init__(self, proto, context, path):
+        self.proto = proto
+        self.name = proto.name or str(uuid.uuid4())
+        if not proto.HasField("address"):
+            raise ConfigError("error adding listener named '%s': address is necessary" % (self.name,))
+        for field, _ in proto.ListFields():
+            if field.name not in _IGNORED_FIELDS:
+                raise UnsupportedField("%s.%s" % (path, field.name))
+        self.address = socketAddress(proto.address, path + ".address")
+        self.statPrefix = listenerStatPrefix(*self.address)
+        self.perConnectionBufferLimitBytes = (
+            proto.per_connection_buffer_limit_bytes.value
+            if proto.HasField("per_connection_buffer_limit_bytes") else DEFAULT_BUFFER_LIMIT)
+        self.enableReusePort = (proto.enable_reuse_port.value
+                                if proto.HasField("enable_reuse_port") else True)
+        self.backlog = proto.tcp_backlog_size.value if proto.HasField("tcp_backlog_size") else 128
+        self.listenerFiltersTimeout = (
+            proto.listener_filters_timeout.ToTimedelta().total_seconds()
+            if proto.HasField("listener_filters_timeout") else 15.0)
+        self.continueOnListenerFiltersTimeout = proto.continue_on_listener_filters_timeout
+        self.listenerFilters = [
+            context.createExtension(Category.LISTENER_FILTER, lf,
+                                    "%s.listener_filters[%d]" % (path, i))
+            for i, lf in enumerate(proto.listener_filters)
+        ]
+        chains = [self._compileChain(fc, context, "%s.filter_chains[%d]" % (path, i))
+                  for i, fc in enumerate(proto.filter_chains)]
+        default = (self._compileChain(proto.default_filter_chain, context,
+                                      path + ".default_filter_chain")
+                   if proto.HasField("default_filter_chain") else None)
+        if not chains and default is None:
+            raise ConfigError("%s: error adding listener '%s': no filter chains specified"
+                              % (path, addressString(*self.address)))
+        self.filterChainManager = FilterChainManager(chains, default, path)
+        from txenvoy.accesslog.filters import createAccessLog
+        self.accessLogs = [createAccessLog(al, context, "%s.access_log[%d]" % (path, i))
+                           for i, al in enumerate(proto.access_log)]
+
+    @staticmethod
+    def _compileChain(fc, context, path):
+        if fc.HasField("transport_socket"):
+            transport = context.createExtension(
+                Category.TRANSPORT_SOCKET_DOWNSTREAM, fc.transport_socket, path + ".transport_socket")
+        else:
+            transport = None
+        factories = []
+        for i, f in enumerate(fc.filters):
+            factories.append(context.createExtension(
+                Category.NETWORK_FILTER, f, "%s.filters[%d]" % (path, i)))
+        for i, factory in enumerate(factories[:-1]):
+            if factory.terminal:
+                raise ConfigError(
+                    "%s.filters[%d]: terminal filter named %s of type %s must be the last filter "
+                    "in a network filter chain." % (path, i, fc.filters[i].name,
+                                                     registry.typeNameOf(fc.filters[i].typed_config)))
+        if factories and not factories[-1].terminal:
+            last = fc.filters[len(factories) - 1]
+            raise ConfigError(
+                "%s.filters[%d]: non-terminal filter named %s of type %s is the last filter in a "
+                "network filter chain." % (path, len(factories) - 1, last.name,
+                                            registry.typeNameOf(last.typed_config)))
+        return FilterChain(fc.name, factories, transport,
+                           FilterChainMatch(fc.filter_chain_match, path + ".filter_chain_match"))
+
+
+class _ListenerStats:
+    """The per-worker stat objects of one listener."""
+
+    COUNTERS = ("downstream_cx_total", "downstream_cx_destroy", "no_filter_chain_match",
+                "network_extension_config_missing", "downstream_pre_cx_timeout",
+                "downstream_listener_filter_error", "downstream_listener_filter_remote_close",
+                "downstream_cx_overflow")
+    GAUGES = ("downstream_cx_active", "downstream_pre_cx_active")
+
+    def __init__(self, shard, prefix, workerName):
+        scope = shard.scope(prefix)
+        for name in self.COUNTERS:
+            setattr(self, name, scope.counter(name))
+        for name in self.GAUGES:
+            setattr(self, name, scope.gauge(name))
+        self.downstream_cx_length_ms = scope.histogram("downstream_cx_length_ms")
+        worker = scope.scope(workerName + ".")
+        self.worker_downstream_cx_total = worker.counter("downstream_cx_total")
+        self.worker_downstream_cx_active = worker.gauge("downstream_cx_active")
+
+
+class ActiveListener(ServerFactory):
+    """
+    One listener on one worker (Envoy's C{ActiveTcpListener}): builds a
+    L{txenvoy.network.connection.ServerConnection} per accepted socket and
+    keeps the worker's count of them.
+
+    @ivar connections: the live connections, for draining and shutdown.
+    """
+
+    def __init__(self, dispatcher, config):
+        from txenvoy.network.connection import ServerConnection
+
+        self.dispatcher = dispatcher
+        self.config = config
+        self.stats = _ListenerStats(dispatcher.stats, config.statPrefix, dispatcher.name)
+        self.connections = set()
+        self.port = None
+        self._connectionClass = ServerConnection
+        self._clock = dispatcher.reactor
+
+    def buildProtocol(self, addr):
+        return self._connectionClass(self, addr)
+
+    def onConnectionCreated(self, connection):
+        s = self.stats
+        s.downstream_cx_total.inc()
+        s.downstream_cx_active.inc()
+        s.worker_downstream_cx_total.inc()
+        s.worker_downstream_cx_active.inc()
+        self.connections.add(connection)
+
+    def onConnectionDestroyed(self, connection):
+        s = self.stats
+        s.downstream_cx_destroy.inc()
+        s.downstream_cx_active.dec()
+        s.worker_downstream_cx_active.dec()
+        self.connections.discard(connection)
+        info = connection.streamInfo
+        info.onComplete()
+        s.downstream_cx_length_ms.recordValue(info.duration() * 1000.0)
+        for logger in self.config.accessLogs:
+            logger.log(info, None, None)

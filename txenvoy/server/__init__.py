@@ -1,0 +1,1 @@
+"""The server: lifecycle, workers, listener manager, options."""

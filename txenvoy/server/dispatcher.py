@@ -1,0 +1,37 @@
+# -*- test-case-name: tests.server.test_dispatcher -*-
+"""
+Envoy's C{Dispatcher}: one reactor and the thread that runs it.
+"""
+
+from zope.interface import implementer
+
+from txenvoy.interfaces import IDispatcher
+
+
+@implementer(IDispatcher)
+class Dispatcher:
+    """
+    A reactor with a name and the stats shard of its thread.
+
+    Objects created for a dispatcher (connections, thread-local clusters,
+    stat objects) are used only on its thread; other threads L{post}.
+
+    @ivar reactor: the reactor.
+    @ivar name: C{'main_thread'} or C{'worker_N'}.
+    @ivar stats: this thread's L{txenvoy.stats.store.StatsShard}.
+    @ivar clusterManager: this thread's
+        L{txenvoy.upstream.cluster_manager.ThreadLocalClusterManager}, set
+        when the worker is set up.
+    """
+
+    def __init__(self, reactor, name, stats):
+        self.reactor = reactor
+        self.name = name
+        self.stats = stats
+        self.clusterManager = None
+
+    def post(self, f, *args, **kwargs):
+        self.reactor.callFromThread(f, *args, **kwargs)
+
+    def __repr__(self):
+        return "<Dispatcher %s>" % (self.name,)

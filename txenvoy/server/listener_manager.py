@@ -1,0 +1,102 @@
+# -*- test-case-name: tests.server.test_listener_manager -*-
+"""
+The listener manager (Envoy's C{ListenerManagerImpl}).
+
+Listeners are compiled and their sockets bound on the main thread, so a
+bad address or a port in use is a start-up error naming the address. Then
+C{startWorkers} adds every listener to every worker by a post; each worker
+posts its result back and only the main thread counts
+C{listener_manager.listener_create_success} / C{listener_create_failure}.
+"""
+
+from twisted.logger import Logger
+
+from txenvoy.network.listener import ListenerConfig
+from txenvoy.server.worker import bindListenSockets
+
+log = Logger(namespace="config")
+
+
+class ListenerManager:
+    """
+    @ivar listeners: the L{ListenerConfig}s, in config order (a second
+        static listener with an existing name is skipped, as Envoy does).
+    """
+
+    def __init__(self, server, listenerProtos, context):
+        self.server = server
+        self.listeners = []
+        names = set()
+        for i, proto in enumerate(listenerProtos):
+            config = ListenerConfig(proto, context, "static_resources.listeners[%d]" % (i,))
+            if proto.name and proto.name in names:
+                continue
+            names.add(config.name)
+            self.listeners.append(config)
+        stats = server.mainStats.scope("listener_manager.")
+        self._stats = stats
+        self.createSuccess = stats.counter("listener_create_success")
+        self.createFailure = stats.counter("listener_create_failure")
+        for name in ("listener_added", "listener_modified", "listener_removed",
+                     "listener_stopped", "listener_in_place_updated"):
+            stats.counter(name)
+        for name in ("total_listeners_warming", "total_listeners_draining",
+                     "total_filter_chains_draining", "workers_started"):
+            stats.gauge(name)
+        self.totalActive = stats.gauge("total_listeners_active")
+        self._sockets = {}
+        self.stopped = False
+
+    def bind(self, workerCount):
+        """
+        Bind every listener's sockets (one per worker). Raises
+        L{txenvoy.server.worker.BindError} for the first that fails.
+        """
+        try:
+            for config in self.listeners:
+                self._sockets[config.name] = bindListenSockets(config, workerCount)
+                # Port 0 in the config: the kernel's choice, for /listeners.
+                config.address = (config.address[0],
+                                  self._sockets[config.name][0].getsockname()[1])
+                self._stats.counter("listener_added").inc()
+        except Exception:
+            self.closeSockets()
+            raise
+
+    def closeSockets(self):
+        for socks in self._sockets.values():
+            for s in socks:
+                s.close()
+        self._sockets.clear()
+
+    def startWorkers(self, workers):
+        """
+        Envoy's C{startWorkers}: add each listener to each worker.
+        """
+        for config in self.listeners:
+            socks = self._sockets.pop(config.name)
+            self.totalActive.inc()
+            for worker, sock in zip(workers, socks):
+                worker.addListener(config, sock, self._onListenerCreated(config, worker))
+        self._stats.gauge("workers_started").set(1)
+
+    def _onListenerCreated(self, config, worker):
+        def done(success):
+            if success:
+                self.createSuccess.inc()
+            else:
+                self.createFailure.inc()
+                log.error("listener '{name}' failed to start on {worker}",
+                          name=config.name, worker=worker.name)
+        return done
+
+    def stopListeners(self, workers, inboundOnly=False):
+        """Stop accepting on every listener (drain); connections stay."""
+        stopped = self._stats.counter("listener_stopped")
+        for config in self.listeners:
+            if inboundOnly and config.proto.traffic_direction == 2:  # OUTBOUND
+                continue
+            for worker in workers:
+                worker.stopListener(config.name)
+            stopped.inc()
+        self.stopped = True

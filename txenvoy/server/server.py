@@ -1,0 +1,262 @@
+# -*- test-case-name: tests.server.test_server -*-
+"""
+The server (Envoy's C{InstanceImpl}): one C{MultiService} holding the main
+dispatcher, stats, cluster manager, listener manager, workers, admin and
+guard dog, started in the order of Envoy's C{RunHelper}.
+
+Embedding::
+
+    server = Server.fromConfig(reactor, configPath="envoy.yaml", concurrency=0)
+    server.setServiceParent(application)
+"""
+
+import time
+
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.logger import Logger
+
+import txenvoy
+from txenvoy.config.context import FactoryContext
+from txenvoy.config.registry import loadPlugins
+from txenvoy.server.dispatcher import Dispatcher
+from txenvoy.server.listener_manager import ListenerManager
+from txenvoy.server.options import ServerOptions
+from txenvoy.server.worker import MainThreadWorker, Worker
+from txenvoy.stats.store import StatsStore
+
+log = Logger(namespace="main")
+
+LIVE, DRAINING, PRE_INITIALIZING, INITIALIZING = 0, 1, 2, 3
+_STATE_NAMES = {LIVE: "LIVE", DRAINING: "DRAINING", PRE_INITIALIZING: "PRE_INITIALIZING",
+                INITIALIZING: "INITIALIZING"}
+
+
+class Server(MultiService):
+    """
+    A whole txenvoy instance.
+
+    @ivar reactor: the main reactor.
+    @ivar stats: the L{StatsStore}; C{mainStats} is the main thread's shard.
+    @ivar clusterManager: the L{txenvoy.upstream.cluster_manager.ClusterManager}.
+    @ivar listenerManager: the L{ListenerManager}.
+    @ivar workers: the worker services.
+    @ivar bootstrap: the C{Bootstrap} message it was built from.
+    @ivar options: the L{ServerOptions}.
+    """
+
+    def __init__(self, reactor, bootstrap, options=None, validateOnly=False):
+        MultiService.__init__(self)
+        self.reactor = reactor
+        self.bootstrap = bootstrap
+        self.options = options = options or ServerOptions()
+        self.versionString = txenvoy.VERSION_STRING
+        self.startTime = time.time()
+        self._state = PRE_INITIALIZING
+        self.healthCheckFailed = False
+        self.node = bootstrap.node
+        self.runtime = {}
+        self.stats = StatsStore()
+        self.mainStats = self.stats.shard("main_thread")
+        self.mainDispatcher = Dispatcher(reactor, "main_thread", self.mainStats)
+        self._serverStats()
+        loadPlugins()
+
+        from txenvoy.accesslog.manager import AccessLogManager
+        from txenvoy.server.logging import LogLevels
+        from txenvoy.upstream.cluster_manager import ClusterManager
+
+        self.logLevels = LogLevels()
+        self.accessLogManager = AccessLogManager(reactor, self.stats.shard("access_log"))
+        self.clusterManager = ClusterManager(
+            reactor, self.stats, self.mainStats, list(bootstrap.static_resources.clusters),
+            localClusterName=bootstrap.cluster_manager.local_cluster_name,
+            validateOnly=validateOnly)
+        self.context = FactoryContext(
+            reactor, self.stats, clusterManager=self.clusterManager,
+            accessLogManager=self.accessLogManager, server=self, bootstrap=bootstrap,
+            validateOnly=validateOnly, runtime=self.runtime)
+        self._checkUnsupported(bootstrap)
+        self.listenerManager = ListenerManager(
+            self, bootstrap.static_resources.listeners, self.context)
+        self._buildAdmin(validateOnly)
+        self.guardDog = None
+        if not validateOnly:
+            self._buildGuardDog()
+        if options.concurrency == 0:
+            self.workers = [MainThreadWorker(self)]
+        else:
+            self.workers = [Worker(self, i) for i in range(options.concurrency)]
+        self.mainStats.gauge("server.concurrency").set(options.concurrency)
+
+    @classmethod
+    def fromConfig(cls, reactor, configPath=None, configYaml=None, configDict=None,
+                   concurrency=0, **optionValues):
+        """
+        Build a server for embedding from a file, YAML text or a dict (the
+        parsed YAML). Raises L{txenvoy.config.errors.ConfigError}.
+        """
+        import json
+
+        from txenvoy.config.loader import loadBootstrap
+
+        if configDict is not None:
+            configYaml = json.dumps(configDict)
+        options = ServerOptions(concurrency=concurrency, configPath=configPath or "",
+                                configYaml=configYaml or "", **optionValues)
+        bootstrap = loadBootstrap(configPath, configYaml, options.serviceNode,
+                                  options.serviceCluster)
+        return cls(reactor, bootstrap, options)
+
+    # Building.
+
+    def _serverStats(self):
+        s = self.mainStats.scope("server.")
+        self._live = s.gauge("live")
+        self._stateGauge = s.gauge("state")
+        self._uptime = s.gauge("uptime")
+        s.gauge("version").set(0)
+        s.gauge("hot_restart_epoch").set(0)
+        s.gauge("days_until_first_cert_expiring").set(4294967295)
+        s.gauge("total_connections")
+        for name in ("debug_assertion_failures", "envoy_bug_failures", "dynamic_unknown_fields",
+                     "static_unknown_fields", "dropped_stat_flushes"):
+            s.counter(name)
+        self._stateGauge.set(PRE_INITIALIZING)
+
+    def _checkUnsupported(self, bootstrap):
+        from txenvoy.config.errors import UnsupportedField
+
+        for field in ("dynamic_resources", "overload_manager", "hds_config", "tracing",
+                      "default_regex_engine", "fatal_actions", "certificate_provider_instances",
+                      "inline_headers", "default_socket_interface", "bootstrap_extensions",
+                      "config_sources", "default_config_source", "xds_delegate_extension",
+                      "application_log_config"):
+            if bootstrap.HasField(field) if _isMessage(bootstrap, field) else len(getattr(bootstrap, field)):
+                raise UnsupportedField(field)
+        if bootstrap.static_resources.secrets:
+            raise UnsupportedField("static_resources.secrets")
+
+    def _buildAdmin(self, validateOnly):
+        self.admin = None
+        admin = self.bootstrap.admin
+        if not admin.HasField("address"):
+            return
+        from txenvoy.accesslog.filters import createAccessLog
+        from txenvoy.admin.admin import AdminServer
+
+        logs = [createAccessLog(al, self.context, "admin.access_log[%d]" % (i,))
+                for i, al in enumerate(admin.access_log)]
+        if not validateOnly:
+            self.admin = AdminServer(self.reactor, self, admin, accessLogs=logs)
+
+    def _buildGuardDog(self):
+        from txenvoy.server.guarddog import GuardDog, WatchdogConfig
+
+        b = self.bootstrap
+        if b.HasField("watchdogs"):
+            main = WatchdogConfig.fromProto(b.watchdogs.main_thread_watchdog)
+            worker = WatchdogConfig.fromProto(b.watchdogs.worker_watchdog)
+        elif b.HasField("watchdog"):
+            main = worker = WatchdogConfig.fromProto(b.watchdog)
+        else:
+            main = worker = WatchdogConfig.fromProto(None)
+        self.guardDog = GuardDog(self.reactor, self.stats.shard("guard_dog"), main, worker)
+
+    # Lifecycle (Envoy's RunHelper).
+
+    def privilegedStartService(self):
+        """
+        Bind every listener before privileges are dropped; a port in use is
+        fatal here, with the address in the message.
+        """
+        self.listenerManager.bind(len(self.workers))
+        MultiService.privilegedStartService(self)
+
+    def startService(self):
+        if not self.listenerManager._sockets and self.listenerManager.listeners:
+            self.listenerManager.bind(len(self.workers))
+        self.accessLogManager.start()
+        if self.admin is not None:
+            self.admin.start()
+        if self.guardDog is not None:
+            self.guardDog.start()
+            self.guardDog.createWatchDog(self.mainDispatcher).startWatchdog()
+        self._uptimeCall = self.reactor.callLater(1, self._tickUptime)
+        self._setState(INITIALIZING)
+        MultiService.startService(self)
+        log.info("starting main dispatch loop")
+        self.initialized = self.clusterManager.initialize()
+        self.initialized.addCallback(self._startWorkers)
+        self.initialized.addErrback(lambda f: log.failure("initialization failed", f))
+
+    def _startWorkers(self, _):
+        log.info("all clusters initialized. initializing init manager")
+        for worker in self.workers:
+            worker.setServiceParent(self)
+        self.listenerManager.startWorkers(self.workers)
+        self._setState(LIVE)
+        self._live.set(0 if self.healthCheckFailed else 1)
+        log.info("all dependencies initialized. starting workers")
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        log.info("shutting down server instance")
+        if getattr(self, "_uptimeCall", None) is not None and self._uptimeCall.active():
+            self._uptimeCall.cancel()
+        if self.guardDog is not None:
+            self.guardDog.stop()
+        if self.admin is not None:
+            yield self.admin.stop()
+        yield defer.maybeDeferred(MultiService.stopService, self)
+        self.clusterManager.stop()
+        self.listenerManager.closeSockets()
+        self.accessLogManager.stop()
+
+    def _tickUptime(self):
+        self._uptime.set(int(time.time() - self.startTime))
+        self._uptimeCall = self.reactor.callLater(1, self._tickUptime)
+
+    # What the admin and signals act on.
+
+    def _setState(self, state):
+        self._state = state
+        self._stateGauge.set(state)
+
+    def state(self):
+        """C{"LIVE"}, C{"DRAINING"}, C{"PRE_INITIALIZING"} or C{"INITIALIZING"}."""
+        return _STATE_NAMES[self._state]
+
+    def failHealthcheck(self):
+        """C{POST /healthcheck/fail}: /ready answers 503 and server.live is 0."""
+        self.healthCheckFailed = True
+        self._live.set(0)
+        self._setState(DRAINING)
+
+    def passHealthcheck(self):
+        self.healthCheckFailed = False
+        self._live.set(1)
+        self._setState(LIVE)
+
+    def drainListeners(self, graceful=False, inboundOnly=False, skipExit=False):
+        """
+        C{POST /drain_listeners}: stop accepting, at once or after
+        C{--drain-time-s} with C{graceful}.
+        """
+        if graceful:
+            self.reactor.callLater(self.options.drainTimeS, self.listenerManager.stopListeners,
+                                   self.workers, inboundOnly)
+        else:
+            self.listenerManager.stopListeners(self.workers, inboundOnly)
+
+    def shutdown(self):
+        """C{POST /quitquitquit}: stop the reactor (exit 0)."""
+        self.reactor.stop()
+
+    def commandLineOptions(self):
+        return self.options.asServerInfo()
+
+
+def _isMessage(message, field):
+    return message.DESCRIPTOR.fields_by_name[field].message_type is not None and \
+        message.DESCRIPTOR.fields_by_name[field].label != 3

@@ -1,0 +1,186 @@
+# -*- test-case-name: tests.server.test_worker -*-
+"""
+Workers: a reactor of their own, run in a thread (Envoy's C{WorkerImpl}).
+
+Each worker owns its connections, its thread-local clusters and its stats
+shard; the main thread talks to it only by posting. With C{--concurrency 0}
+txenvoy's L{MainThreadWorker} puts the connections on the main reactor
+instead, for embedding in an application that runs its own reactor.
+"""
+
+import socket
+import threading
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from txenvoy.network.listener import ActiveListener
+from txenvoy.server.dispatcher import Dispatcher
+
+log = Logger(namespace="main")
+
+
+def newReactor():
+    """
+    A fresh, uninstalled reactor for a worker thread. Never the global one:
+    nothing of a worker may be scheduled on the main reactor by accident.
+    """
+    try:
+        from twisted.internet.epollreactor import EPollReactor
+        reactor = EPollReactor()
+    except ImportError:  # not Linux
+        from twisted.internet.pollreactor import PollReactor
+        reactor = PollReactor()
+    # Worker reactors must not claim the process-wide "I/O thread" marker.
+    reactor._registerAsIOThread = False
+    return reactor
+
+
+class _WorkerBase(Service):
+    """What both worker kinds share: listeners added by post."""
+
+    def __init__(self, server, dispatcher):
+        self.server = server
+        self.dispatcher = dispatcher
+        self.activeListeners = {}
+
+    def addListener(self, config, sock, completion):
+        """
+        Post to this worker: start accepting on C{sock} (an already bound
+        and listening socket, which the worker adopts and closes), then post
+        C{completion(success)} back to the main thread.
+        """
+        self.dispatcher.post(self._addListener, config, sock, completion)
+
+    def _addListener(self, config, sock, completion):
+        try:
+            active = ActiveListener(self.dispatcher, config)
+            family = sock.family
+            active.port = self.dispatcher.reactor.adoptStreamPort(sock.fileno(), family, active)
+            self.activeListeners[config.name] = active
+            ok = True
+        except Exception:
+            log.failure("worker {name} failed to add listener {listener}",
+                        name=self.dispatcher.name, listener=config.name)
+            ok = False
+        finally:
+            sock.close()
+        self.server.mainDispatcher.post(completion, ok)
+
+    def stopListener(self, name):
+        """Post: stop accepting on one listener (connections stay)."""
+        self.dispatcher.post(self._stopListener, name)
+
+    def _stopListener(self, name):
+        active = self.activeListeners.get(name)
+        if active is not None and active.port is not None:
+            active.port.stopListening()
+            active.port = None
+
+    def connectionCount(self):
+        return sum(len(a.connections) for a in list(self.activeListeners.values()))
+
+    def _closeEverything(self):
+        for active in self.activeListeners.values():
+            if active.port is not None:
+                active.port.stopListening()
+                active.port = None
+            for conn in list(active.connections):
+                conn.transport.abortConnection()
+
+
+class Worker(_WorkerBase):
+    """
+    A worker thread running its own reactor.
+    """
+
+    def __init__(self, server, index):
+        self.index = index
+        reactor = newReactor()
+        stats = server.stats.shard("worker_%d" % (index,))
+        _WorkerBase.__init__(self, server, Dispatcher(reactor, "worker_%d" % (index,), stats))
+        self.name = self.dispatcher.name
+        self._thread = None
+        self._stopped = None
+
+    def startService(self):
+        Service.startService(self)
+        reactor = self.dispatcher.reactor
+        self.dispatcher.clusterManager = self.server.clusterManager.createThreadLocal(self.dispatcher)
+        self._stopped = defer.Deferred()
+        mainPost = self.server.mainDispatcher.post
+        reactor.addSystemEventTrigger("after", "shutdown", mainPost, self._stopped.callback, None)
+        self._thread = threading.Thread(
+            target=reactor.run, kwargs={"installSignalHandlers": False},
+            name="txenvoy-" + self.name, daemon=True)
+        self._thread.start()
+        if self.server.guardDog is not None:
+            self.server.guardDog.createWatchDog(self.dispatcher).startWatchdog()
+
+    def stopService(self):
+        Service.stopService(self)
+        reactor = self.dispatcher.reactor
+        self.dispatcher.post(self._closeEverything)
+        self.dispatcher.post(reactor.stop)
+        thread = self._thread
+        return self._stopped.addCallback(lambda _: thread.join(5))
+
+
+class MainThreadWorker(_WorkerBase):
+    """
+    The C{--concurrency 0} worker: connections live on the main reactor.
+    """
+
+    name = "main_thread"
+
+    def __init__(self, server):
+        _WorkerBase.__init__(self, server, server.mainDispatcher)
+
+    def startService(self):
+        Service.startService(self)
+        self.dispatcher.clusterManager = self.server.clusterManager.createThreadLocal(self.dispatcher)
+
+    def stopService(self):
+        Service.stopService(self)
+        self._closeEverything()
+
+
+def bindListenSockets(config, count):
+    """
+    Bind C{count} listening sockets for one listener on the main thread,
+    one per worker, with C{SO_REUSEPORT} (Envoy's C{enable_reuse_port}
+    default) so the kernel spreads connections over the workers.
+
+    @raise BindError: with Envoy's message, naming the address.
+    """
+    host, port = config.address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sockets = []
+    try:
+        for _ in range(count if config.enableReusePort else 1):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if config.enableReusePort and hasattr(socket, "SO_REUSEPORT"):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((host, port))
+            # Port 0: every worker's socket shares the first one's port.
+            port = s.getsockname()[1]
+            s.listen(config.backlog)
+            s.setblocking(False)
+    except OSError as e:
+        for s in sockets:
+            s.close()
+        raise BindError(
+            "listener '%s' failed to bind or apply socket options: cannot bind '%s:%d': %s"
+            % (config.name, host, port, e.strerror or e))
+    if not config.enableReusePort:
+        # One socket, adopted by every worker (each adopt dups the fd).
+        sockets = [sockets[0]] + [socket.fromfd(sockets[0].fileno(), family, socket.SOCK_STREAM)
+                                  for _ in range(count - 1)]
+    return sockets
+
+
+class BindError(Exception):
+    """A listener's address could not be bound; fatal at start-up."""
