@@ -125,17 +125,25 @@ class Server(MultiService):
         self._stateGauge.set(PRE_INITIALIZING)
 
     def _checkUnsupported(self, bootstrap):
+        """
+        Reject, with the field path, every bootstrap field txenvoy does not
+        honour yet, rather than ignore it silently.
+        """
         from txenvoy.config.errors import UnsupportedField
 
-        for field in ("dynamic_resources", "overload_manager", "hds_config", "tracing",
-                      "default_regex_engine", "fatal_actions", "certificate_provider_instances",
-                      "inline_headers", "default_socket_interface", "bootstrap_extensions",
-                      "config_sources", "default_config_source", "xds_delegate_extension",
-                      "application_log_config"):
-            if bootstrap.HasField(field) if _isMessage(bootstrap, field) else len(getattr(bootstrap, field)):
-                raise UnsupportedField(field)
-        if bootstrap.static_resources.secrets:
-            raise UnsupportedField("static_resources.secrets")
+        for field, _ in bootstrap.ListFields():
+            if field.name not in _BOOTSTRAP_FIELDS:
+                raise UnsupportedField(field.name)
+        for field, _ in bootstrap.static_resources.ListFields():
+            if field.name not in ("listeners", "clusters"):
+                raise UnsupportedField("static_resources." + field.name)
+        for field, _ in bootstrap.cluster_manager.ListFields():
+            if field.name != "local_cluster_name":
+                raise UnsupportedField("cluster_manager." + field.name)
+        for i, layer in enumerate(bootstrap.layered_runtime.layers):
+            if layer.WhichOneof("layer_specifier") not in ("static_layer", "admin_layer"):
+                raise UnsupportedField("layered_runtime.layers[%d].%s"
+                                       % (i, layer.WhichOneof("layer_specifier")))
 
     def _buildAdmin(self, validateOnly):
         self.admin = None
@@ -257,6 +265,11 @@ class Server(MultiService):
         return self.options.asServerInfo()
 
 
-def _isMessage(message, field):
-    return message.DESCRIPTOR.fields_by_name[field].message_type is not None and \
-        message.DESCRIPTOR.fields_by_name[field].label != 3
+
+# Bootstrap fields txenvoy honours (or that change nothing it does).
+_BOOTSTRAP_FIELDS = {
+    "node", "static_resources", "admin", "cluster_manager", "stats_flush_interval",
+    "stats_flush_on_admin", "stats_sinks", "stats_config", "watchdogs", "watchdog",
+    "layered_runtime", "enable_dispatcher_stats", "stats_server_version_override",
+    "use_tcp_for_dns_lookups",
+}

@@ -1,0 +1,351 @@
+"""
+Tests for L{txenvoy.upstream.cluster}: compiling C{Cluster} messages and
+static membership.
+"""
+
+from google.protobuf import json_format
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from envoy.config.cluster.v3 import cluster_pb2
+from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField
+from txenvoy.stats.store import StatsStore
+from txenvoy.upstream import cluster as clustermod
+from txenvoy.upstream.cluster import compileCluster
+from txenvoy.upstream.cluster_manager import ClusterManager
+from txenvoy.upstream.host import Host
+
+from tests.upstream.test_fakes import FakeDispatcher, clusterProto, endpoint, stat
+
+PATH = "static_resources.clusters[0]"
+
+
+def compile_(**fields):
+    eps = fields.pop("endpoints", [endpoint("127.0.0.1", 8080)])
+    return compileCluster(clusterProto("c1", eps, **fields), PATH)
+
+
+class DefaultsTests(SynchronousTestCase):
+    """Envoy's defaults when fields are left out."""
+
+    def test_defaults(self):
+        info, endpoints = compile_()
+        self.assertEqual(info.name, "c1")
+        self.assertEqual(info.observabilityName, "c1")
+        self.assertEqual(info.statPrefix, "cluster.c1.")
+        self.assertEqual(info.type, "STATIC")
+        self.assertEqual(info.connectTimeout, 5.0)
+        self.assertEqual(info.perConnectionBufferLimitBytes, 1024 * 1024)
+        self.assertEqual(info.lbPolicy, "ROUND_ROBIN")
+        self.assertEqual(info.maxRequestsPerConnection, 0)
+        self.assertEqual(info.typedExtensionProtocolOptions, {})
+        self.assertIsNone(info.bindAddress)
+        self.assertEqual(info.dns.refreshRate, 5.0)
+        self.assertEqual(info.dns.lookupFamily, "AUTO")
+        self.assertEqual(info.lbConfig.healthyPanicThreshold, 50.0)
+        self.assertEqual([(e.address, e.port, e.weight) for e in endpoints],
+                         [("127.0.0.1", 8080, 1)])
+
+    def test_circuitBreakerDefaults(self):
+        """/clusters prints 1024/1024/1024/3 for both priorities."""
+        info, _ = compile_()
+        for t, prio in zip(info.circuitBreakers.thresholds, ("DEFAULT", "HIGH")):
+            self.assertEqual(
+                (t.priority, t.maxConnections, t.maxPendingRequests, t.maxRequests,
+                 t.maxRetries), (prio, 1024, 1024, 1024, 3))
+
+    def test_immutable(self):
+        info, _ = compile_()
+        self.assertRaises(AttributeError, setattr, info, "connectTimeout", 1)
+
+
+class ValuesTests(SynchronousTestCase):
+    """Fields that are implemented."""
+
+    def test_values(self):
+        info, _ = compile_(connect_timeout="0.25s", per_connection_buffer_limit_bytes=32768,
+                           lb_policy="RANDOM", alt_stat_name="alt",
+                           common_lb_config={"healthy_panic_threshold": {"value": 20}})
+        self.assertEqual(info.connectTimeout, 0.25)
+        self.assertEqual(info.perConnectionBufferLimitBytes, 32768)
+        self.assertEqual(info.lbPolicy, "RANDOM")
+        self.assertEqual(info.statPrefix, "cluster.alt.")
+        self.assertEqual(info.lbConfig.healthyPanicThreshold, 20)
+
+    def test_httpProtocolOptions(self):
+        key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        info, _ = compile_(typed_extension_protocol_options={key: {
+            "@type": "type.googleapis.com/" + key,
+            "common_http_protocol_options": {"max_requests_per_connection": 7,
+                                             "idle_timeout": "30s"},
+            "explicit_http_config": {"http_protocol_options": {}},
+        }})
+        self.assertEqual(info.maxRequestsPerConnection, 7)
+        self.assertEqual(list(info.typedExtensionProtocolOptions), [key])
+        self.assertEqual(
+            info.httpProtocolOptions.common_http_protocol_options.idle_timeout.seconds, 30)
+
+    def test_leastRequest(self):
+        info, _ = compile_(lb_policy="LEAST_REQUEST",
+                           least_request_lb_config={"choice_count": 3,
+                                                    "active_request_bias": {
+                                                        "default_value": 0.5,
+                                                        "runtime_key": "k"}})
+        self.assertEqual(info.lbPolicy, "LEAST_REQUEST")
+        self.assertEqual(info.lbConfig.choiceCount, 3)
+        self.assertEqual(info.lbConfig.activeRequestBias, 0.5)
+
+    def test_loadBalancingPolicy(self):
+        """
+        The typed C{load_balancing_policy} wins over C{lb_policy}; the first
+        implemented policy in the list is used, as Envoy does.
+        """
+        info, _ = compile_(load_balancing_policy={"policies": [
+            {"typed_extension_config": {
+                "name": "x", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.load_balancing_policies"
+                             ".least_request.v3.LeastRequest",
+                    "choice_count": 4}}}]})
+        self.assertEqual(info.lbPolicy, "LEAST_REQUEST")
+        self.assertEqual(info.lbConfig.choiceCount, 4)
+
+    def test_dnsSettings(self):
+        info, _ = compile_(type="STRICT_DNS", dns_refresh_rate="2s", dns_jitter="1s",
+                           dns_lookup_family="V4_ONLY",
+                           dns_failure_refresh_rate={"base_interval": "1s",
+                                                     "max_interval": "8s"})
+        self.assertEqual((info.dns.refreshRate, info.dns.jitter, info.dns.lookupFamily),
+                         (2.0, 1.0, "V4_ONLY"))
+        self.assertEqual((info.dns.failureBaseInterval, info.dns.failureMaxInterval),
+                         (1.0, 8.0))
+
+    def test_bindAndKeepalive(self):
+        info, _ = compile_(
+            upstream_bind_config={"source_address": {"address": "127.0.0.1", "port_value": 0}},
+            upstream_connection_options={"tcp_keepalive": {"keepalive_time": 30}})
+        self.assertEqual(info.bindAddress, ("127.0.0.1", 0))
+        self.assertEqual(info.tcpKeepalive.time, 30)
+        self.assertIsNone(info.tcpKeepalive.probes)
+
+    def test_rawBufferTransportSocket(self):
+        compile_(transport_socket={"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3"
+                     ".RawBuffer"}})
+
+    def test_explicitDefaultCircuitBreakers(self):
+        compile_(circuit_breakers={"thresholds": [
+            {"priority": "DEFAULT", "max_connections": 1024, "max_retries": 3}]})
+
+    def test_ignoredFields(self):
+        """Fields listed as harmless are accepted."""
+        compile_(metadata={"filter_metadata": {"x": {"a": 1}}},
+                 close_connections_on_host_health_failure=True,
+                 common_lb_config={"update_merge_window": "1s"})
+
+    def test_endpointDetails(self):
+        _, eps = compile_(endpoints=[
+            endpoint("10.0.0.1", 80, weight=3, healthStatus="UNHEALTHY", hostname="web")])
+        ep = eps[0]
+        self.assertEqual((ep.weight, ep.hostname, ep.edsHealthStatus), (3, "web", "UNHEALTHY"))
+        host = ep.makeHost("c1")
+        self.assertFalse(host.healthy)
+        self.assertEqual(host.healthFlags(), "/failed_eds_health")
+
+
+class RejectionTests(SynchronousTestCase):
+    """Settings txenvoy does not implement are errors naming the field."""
+
+    def assertRejected(self, exc, path, **fields):
+        e = self.assertRaises(exc, compile_, **fields)
+        self.assertIn(path, str(e))
+        return e
+
+    def test_types(self):
+        for t in ("EDS", "ORIGINAL_DST"):
+            self.assertRejected(UnsupportedField, PATH + ".type", type=t)
+
+    def test_lbPolicies(self):
+        for p in ("RING_HASH", "MAGLEV", "CLUSTER_PROVIDED"):
+            self.assertRejected(UnsupportedField, PATH + ".lb_policy", lb_policy=p)
+
+    def test_healthChecks(self):
+        self.assertRejected(UnsupportedField, PATH + ".health_checks", health_checks=[{
+            "timeout": "1s", "interval": "1s", "unhealthy_threshold": 1,
+            "healthy_threshold": 1, "tcp_health_check": {}}])
+
+    def test_outlierDetection(self):
+        self.assertRejected(UnsupportedField, PATH + ".outlier_detection",
+                            outlier_detection={"consecutive_5xx": 5})
+
+    def test_tlsTransportSocket(self):
+        e = self.assertRejected(
+            UnsupportedExtension, PATH + ".transport_socket",
+            transport_socket={"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
+                         ".UpstreamTlsContext", "sni": "x"}})
+        self.assertIn("UpstreamTlsContext", str(e))
+
+    def test_circuitBreakerLimits(self):
+        self.assertRejected(
+            UnsupportedField, PATH + ".circuit_breakers.thresholds[0].max_connections",
+            circuit_breakers={"thresholds": [{"max_connections": 100}]})
+        self.assertRejected(
+            UnsupportedField, PATH + ".circuit_breakers.per_host_thresholds",
+            circuit_breakers={"per_host_thresholds": [{"max_connections": 1}]})
+
+    def test_otherProtocolOptions(self):
+        key = "envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions"
+        self.assertRejected(UnsupportedExtension, PATH + ".typed_extension_protocol_options",
+                            typed_extension_protocol_options={key: {
+                                "@type": "type.googleapis.com/" + key}})
+
+    def test_staticHostname(self):
+        """Envoy's own message for a name in a STATIC cluster."""
+        e = self.assertRejected(ConfigError, PATH + ".load_assignment.endpoints[0]"
+                                ".lb_endpoints[0].endpoint.address.socket_address",
+                                endpoints=[endpoint("localhost", 80)])
+        self.assertIn("malformed IP address: localhost. Consider setting resolver_name or "
+                      "setting cluster type to 'STRICT_DNS' or 'LOGICAL_DNS'", str(e))
+
+    def test_logicalDnsSingleEndpoint(self):
+        e = self.assertRejected(ConfigError, PATH + ".load_assignment", type="LOGICAL_DNS",
+                                endpoints=[endpoint("a.example", 80), endpoint("b.example", 80)])
+        self.assertIn("LOGICAL_DNS clusters must have a single locality_lb_endpoint and a "
+                      "single lb_endpoint", str(e))
+
+    def test_zeroWeight(self):
+        self.assertRejected(ConfigError, "lb_endpoints[0].load_balancing_weight",
+                            endpoints=[endpoint("10.0.0.1", 80, weight=0)])
+
+    def test_badValues(self):
+        self.assertRejected(ConfigError, PATH + ".connect_timeout", connect_timeout="0s")
+        self.assertRejected(ConfigError, PATH + ".dns_refresh_rate", dns_refresh_rate="0.001s")
+
+    def test_emptyName(self):
+        e = self.assertRaises(ConfigError, compileCluster, cluster_pb2.Cluster(), PATH)
+        self.assertIn(PATH + ".name", str(e))
+
+    def test_nestedUnknownSetting(self):
+        self.assertRejected(UnsupportedField, "lb_endpoints[0].endpoint.additional_addresses",
+                            endpoints=[{"endpoint": {
+                                "address": {"socket_address": {"address": "10.0.0.1",
+                                                               "port_value": 1}},
+                                "additional_addresses": [{"address": {"socket_address": {
+                                    "address": "10.0.0.2", "port_value": 1}}}]}}])
+
+    def test_noFieldSilentlyIgnored(self):
+        """
+        Setting any Cluster field that is neither implemented nor listed as
+        harmless is an error: none is dropped without a word.
+        """
+        handled = set(clustermod._CLUSTER_HANDLED) | set(clustermod.IGNORED_CLUSTER_FIELDS)
+        desc = cluster_pb2.Cluster.DESCRIPTOR
+        checked = 0
+        for field in desc.fields:
+            if field.name in handled:
+                continue
+            msg = clusterProto("c1", [endpoint("127.0.0.1", 1)])
+            _setSomething(msg, field)
+            self.assertTrue(msg.ListFields(), field.name)
+            self.assertRaises(ConfigError, compileCluster, msg, PATH)
+            checked += 1
+        self.assertGreater(checked, 15)
+
+
+def _setSomething(msg, field):
+    """Give C{field} of C{msg} a non-default value."""
+    fd = field
+    if fd.is_repeated:
+        container = getattr(msg, fd.name)
+        if fd.message_type is not None:
+            container.add()
+        else:
+            container.append("x" if fd.type == fd.TYPE_STRING else 1)
+    elif fd.message_type is not None:
+        getattr(msg, fd.name).SetInParent()
+    elif fd.type == fd.TYPE_BOOL:
+        setattr(msg, fd.name, True)
+    elif fd.type == fd.TYPE_STRING:
+        setattr(msg, fd.name, "x")
+    else:
+        setattr(msg, fd.name, 1)
+
+
+class StaticClusterTests(SynchronousTestCase):
+    """A STATIC cluster's membership and its stats."""
+
+    def setUp(self):
+        self.reactor = Clock()
+        self.store = StatsStore()
+        self.main = self.store.shard("main_thread")
+
+    def test_membership(self):
+        cm = ClusterManager(self.reactor, self.store, self.main, [clusterProto("c1", [
+            endpoint("10.0.0.1", 80, weight=2),
+            endpoint("10.0.0.2", 81, healthStatus="UNHEALTHY"),
+            endpoint("10.0.0.3", 82, healthStatus="DEGRADED"),
+        ])])
+        primary = cm.clusters["c1"]
+        self.assertEqual([h.addressString for h in primary.hosts],
+                         ["10.0.0.1:80", "10.0.0.2:81", "10.0.0.3:82"])
+        self.assertEqual([h.weight for h in primary.hosts], [2, 1, 1])
+        self.assertEqual([h.healthFlags() for h in primary.hosts],
+                         ["healthy", "/failed_eds_health", "/degraded_eds_health"])
+        s = lambda n: stat(self.store, "cluster.c1." + n)  # noqa: E731
+        self.assertEqual((s("membership_total"), s("membership_healthy"),
+                          s("membership_degraded"), s("membership_excluded")), (3, 1, 1, 0))
+        # Envoy: a static cluster counts one membership change, makes no
+        # update attempt, and leaves max_host_weight at 0.
+        self.assertEqual((s("membership_change"), s("update_attempt"),
+                          s("max_host_weight"), s("version")), (1, 0, 0, 0))
+
+    def test_emptyCluster(self):
+        ClusterManager(self.reactor, self.store, self.main, [clusterProto("empty")])
+        self.assertEqual(stat(self.store, "cluster.empty.membership_change"), 0)
+        self.assertEqual(stat(self.store, "cluster.empty.membership_total"), 0)
+
+    def test_priorities(self):
+        cm = ClusterManager(self.reactor, self.store, self.main, [clusterProto(
+            "c1", priorityGroups=[(0, [endpoint("10.0.0.1", 80)]),
+                                  (1, [endpoint("10.0.0.2", 80)])])])
+        self.assertEqual([h.priority for h in cm.clusters["c1"].hosts], [0, 1])
+        tlc = cm.createThreadLocal(FakeDispatcher(self.reactor, "worker_0", self.store)) \
+            .getThreadLocalCluster("c1")
+        self.assertEqual({tlc.chooseHost().addressString for _ in range(5)}, {"10.0.0.1:80"})
+
+
+class HostTests(SynchronousTestCase):
+    """L{Host}."""
+
+    def test_perWorkerStatsSummed(self):
+        h = Host(("10.0.0.1", 80))
+        h.statsFor("worker_0").cx_total += 2
+        h.statsFor("worker_1").cx_total += 3
+        h.statsFor("worker_1").rq_active += 1
+        self.assertEqual(h.stats("cx_total"), 5)
+        self.assertEqual(h.stats("rq_active"), 1)
+        self.assertEqual(h.allStats()["cx_total"], 5)
+        self.assertIs(h.statsFor("worker_0"), h.statsFor("worker_0"))
+
+    def test_addressString(self):
+        self.assertEqual(Host(("::1", 80)).addressString, "[::1]:80")
+        self.assertEqual(Host(("10.0.0.1", 80)).addressString, "10.0.0.1:80")
+
+    def test_healthFlags(self):
+        h = Host(("10.0.0.1", 80))
+        self.assertEqual(h.healthFlags(), "healthy")
+        self.assertTrue(h.healthy)
+        h.setHealthFlag("failed_active_hc")
+        self.assertEqual(h.healthFlags(), "/failed_active_hc")
+        self.assertFalse(h.healthy)
+        h.clearHealthFlag("failed_active_hc")
+        self.assertTrue(h.healthy)
+        self.assertEqual(h.edsHealthStatus(), "HEALTHY")
+
+
+class ProtoJsonTests(SynchronousTestCase):
+    """The fixture builder parses what Envoy's YAML would."""
+
+    def test_roundTrip(self):
+        msg = clusterProto("c1", [endpoint("10.0.0.1", 80)], connect_timeout="1s")
+        self.assertEqual(json_format.MessageToDict(msg)["connectTimeout"], "1s")

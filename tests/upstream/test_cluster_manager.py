@@ -1,0 +1,179 @@
+"""
+Tests for L{txenvoy.upstream.cluster_manager}.
+"""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from txenvoy.config.errors import ConfigError
+from txenvoy.stats.store import StatsStore
+from txenvoy.upstream.cluster_manager import ClusterManager, ThreadLocalCluster
+
+from tests.upstream.test_fakes import (
+    FakeDispatcher,
+    FakeResolver,
+    QueueDispatcher,
+    clusterProto,
+    endpoint,
+    stat,
+)
+
+
+class ClusterManagerTests(SynchronousTestCase):
+    """Building clusters and handing them to workers."""
+
+    def setUp(self):
+        self.reactor = Clock()
+        self.store = StatsStore()
+        self.main = self.store.shard("main_thread")
+        self.resolver = FakeResolver()
+
+    def make(self, protos, **kw):
+        kw.setdefault("dnsResolver", self.resolver)
+        cm = ClusterManager(self.reactor, self.store, self.main, protos, **kw)
+        self.addCleanup(cm.stop)
+        return cm
+
+    def test_clustersInOrderAndStats(self):
+        cm = self.make([clusterProto("b", [endpoint("10.0.0.1", 80)]), clusterProto("a")])
+        self.assertEqual(list(cm.clusters), ["b", "a"])
+        self.assertEqual(cm.clusters["b"].info.name, "b")
+        self.assertIs(cm.get("a"), cm.clusters["a"])
+        self.assertEqual(stat(self.store, "cluster_manager.active_clusters"), 2)
+        self.assertEqual(stat(self.store, "cluster_manager.cluster_added"), 2)
+        self.assertEqual(stat(self.store, "cluster_manager.warming_clusters"), 0)
+
+    def test_duplicate(self):
+        """Envoy's message for a duplicate name."""
+        e = self.assertRaises(ConfigError, self.make, [clusterProto("c1"), clusterProto("c1")])
+        self.assertIn("static_resources.clusters[1]", str(e))
+        self.assertIn("cluster manager: duplicate cluster 'c1'", str(e))
+
+    def test_errorPathNamesIndex(self):
+        e = self.assertRaises(ConfigError, self.make,
+                              [clusterProto("ok"), clusterProto("bad", lb_policy="MAGLEV")])
+        self.assertIn("static_resources.clusters[1].lb_policy", str(e))
+
+    def test_localClusterMustExist(self):
+        e = self.assertRaises(ConfigError, self.make, [clusterProto("c1")],
+                              localClusterName="nope")
+        self.assertIn("local cluster 'nope' must be defined", str(e))
+        self.assertEqual(self.make([clusterProto("c1")], localClusterName="c1")
+                         .localClusterName, "c1")
+
+    def test_configDump(self):
+        protos = [clusterProto("c1"), clusterProto("c2")]
+        self.assertEqual(self.make(protos).configDump(), protos)
+
+    def test_threadLocal(self):
+        cm = self.make([clusterProto("c1", [endpoint("10.0.0.1", 80)])])
+        d = FakeDispatcher(self.reactor, "worker_3", self.store)
+        tlcm = cm.createThreadLocal(d)
+        tlc = tlcm.getThreadLocalCluster("c1")
+        self.assertIsInstance(tlc, ThreadLocalCluster)
+        self.assertIsNone(tlcm.getThreadLocalCluster("nope"))
+        self.assertIs(tlc.info, cm.clusters["c1"].info)
+        self.assertEqual(tlc.workerName, "worker_3")
+        self.assertEqual(tlc.chooseHost().addressString, "10.0.0.1:80")
+        self.assertEqual(
+            stat(self.store, "thread_local_cluster_manager.worker_3.clusters_inflated"), 1)
+        # The worker's stats live in its own shard.
+        self.assertIn("cluster.c1.upstream_cx_total", d.stats.counters)
+        self.assertNotIn("cluster.c1.upstream_cx_total", self.main.counters)
+
+    def test_statsObject(self):
+        cm = self.make([clusterProto("c1", [endpoint("10.0.0.1", 80)])])
+        tlc = cm.createThreadLocal(FakeDispatcher(self.reactor, "worker_0", self.store)) \
+            .getThreadLocalCluster("c1")
+        for name in ("upstream_cx_total", "upstream_cx_connect_timeout", "upstream_rq_total",
+                     "upstream_rq_retry_success", "upstream_cx_none_healthy"):
+            getattr(tlc.stats, name).inc()
+            self.assertEqual(stat(self.store, "cluster.c1." + name), 1)
+        tlc.stats.upstream_rq_active.inc()
+        self.assertEqual(self.store.kindOf("cluster.c1.upstream_rq_active"), "gauge")
+        tlc.stats.upstream_rq_time.recordValue(12)
+        self.assertEqual(self.store.kindOf("cluster.c1.upstream_rq_time"), "histogram")
+        code, klass = tlc.stats.rqCode(503)
+        code.inc()
+        klass.inc()
+        self.assertIs(tlc.stats.rqCode(503)[0], code)
+        self.assertIs(tlc.stats.rqCode(504)[1], klass)
+        self.assertEqual(stat(self.store, "cluster.c1.upstream_rq_503"), 1)
+        self.assertEqual(stat(self.store, "cluster.c1.upstream_rq_5xx"), 1)
+
+    def test_initializeStatic(self):
+        cm = self.make([clusterProto("c1", [endpoint("10.0.0.1", 80)])])
+        self.assertIsNone(self.successResultOf(cm.initialize()))
+
+    def test_membershipPostedToWorkers(self):
+        """
+        A new membership reaches each worker through its queue, not
+        before.
+        """
+        cm = self.make([clusterProto("c1", [endpoint("web.example", 80)], type="STRICT_DNS")])
+        w0 = QueueDispatcher(self.reactor, "worker_0", self.store)
+        w1 = QueueDispatcher(self.reactor, "worker_1", self.store)
+        tlc0 = cm.createThreadLocal(w0).getThreadLocalCluster("c1")
+        tlc1 = cm.createThreadLocal(w1).getThreadLocalCluster("c1")
+        d = cm.initialize()
+        self.assertNoResult(d)
+        self.assertEqual(self.resolver.answer(["10.1.1.1", "10.1.1.2"]), ("web.example", "AUTO"))
+        self.successResultOf(d)
+        self.assertIsNone(tlc0.chooseHost())
+        w0.run()
+        self.assertEqual(len(tlc0.hosts), 2)
+        self.assertEqual(tlc1.hosts, ())
+        w1.run()
+        self.assertEqual({tlc1.chooseHost().addressString for _ in range(4)},
+                         {"10.1.1.1:80", "10.1.1.2:80"})
+
+    def test_lateWorkerGetsCurrentMembership(self):
+        cm = self.make([clusterProto("c1", [endpoint("web.example", 80)], type="STRICT_DNS")])
+        cm.initialize()
+        self.resolver.answer(["10.1.1.1"])
+        tlc = cm.createThreadLocal(QueueDispatcher(self.reactor, "worker_0", self.store)) \
+            .getThreadLocalCluster("c1")
+        self.assertEqual(tlc.chooseHost().addressString, "10.1.1.1:80")
+
+    def test_shutdownStopsUpdates(self):
+        cm = self.make([clusterProto("c1", [endpoint("web.example", 80)], type="STRICT_DNS")])
+        w = QueueDispatcher(self.reactor, "worker_0", self.store)
+        tlcm = cm.createThreadLocal(w)
+        tlcm.shutdown()
+        cm.initialize()
+        self.resolver.answer(["10.1.1.1"])
+        self.assertEqual(w.queue, [])
+
+    def test_validateOnly(self):
+        """Validate mode compiles, but resolves nothing and starts no timer."""
+        cm = self.make([clusterProto("c1", [endpoint("web.example", 80)], type="STRICT_DNS")],
+                       validateOnly=True)
+        self.successResultOf(cm.initialize())
+        self.assertEqual(self.resolver.pending, [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_initializeWaitsForEveryCluster(self):
+        cm = self.make([
+            clusterProto("s", [endpoint("10.0.0.1", 80)]),
+            clusterProto("d1", [endpoint("a.example", 80)], type="STRICT_DNS"),
+            clusterProto("d2", [endpoint("b.example", 80)], type="LOGICAL_DNS"),
+        ])
+        d = cm.initialize()
+        self.resolver.answer(["10.0.0.2"])
+        self.assertNoResult(d)
+        self.resolver.fail()
+        self.successResultOf(d)
+
+    def test_waitForWarmOnInitFalse(self):
+        cm = self.make([clusterProto("d1", [endpoint("a.example", 80)], type="STRICT_DNS",
+                                     wait_for_warm_on_init=False)])
+        self.successResultOf(cm.initialize())
+        self.assertEqual(len(self.resolver.pending), 1)
+
+    def test_stopCancelsTimers(self):
+        cm = self.make([clusterProto("d1", [endpoint("a.example", 80)], type="STRICT_DNS")])
+        cm.initialize()
+        self.resolver.answer(["10.0.0.2"])
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+        cm.stop()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])

@@ -1,0 +1,340 @@
+# -*- test-case-name: tests.config.test_checks -*-
+"""
+Envoy's checks that look across a bootstrap rather than at one field.
+
+These are the errors Envoy raises while it builds the server from a valid
+bootstrap (cluster manager, listener manager, route tables), not from the
+schema. Running them at load time lets C{--mode validate} and a failed start
+report them with Envoy's wording, before anything is bound or connected:
+
+  - C{cluster manager: duplicate cluster 'c1'}
+  - C{error adding listener named 'l1': address is necessary}
+  - C{error adding listener: 'l2' has duplicate address '127.0.0.1:10040'
+    as existing listener, ...}
+  - C{route: unknown cluster 'nosuch'} for an inline route table
+  - C{Didn't find a registered implementation for 'envoy.filters.http.router'
+    with type URL: ''}
+  - C{type.googleapis.com/envoy.config.cluster.v3.Cluster: node 'id' and
+    'cluster' are required. ...}
+
+Each message ends with C{@ <field path>}.
+"""
+
+import ipaddress
+
+from txenvoy.config.errors import ConfigError
+
+_HCM_TYPE = (
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")
+
+# Extension entries that name an implementation only through typed_config:
+# Envoy 1.40 no longer looks extensions up by name.
+_EXTENSION_ENTRIES = frozenset((
+    "envoy.config.listener.v3.ListenerFilter",
+    "envoy.config.listener.v3.Filter",
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
+    "envoy.config.accesslog.v3.AccessLog",
+    "envoy.config.core.v3.TransportSocket",
+    "envoy.config.metrics.v3.StatsSink",
+))
+
+_NODE_REQUIRED = (
+    "%s: node 'id' and 'cluster' are required. Set it either in 'node' config "
+    "or via --service-node and --service-cluster options.")
+
+_DUPLICATE_ADDRESS = (
+    "error adding listener: '%s' has duplicate address '%s' as existing listener, "
+    "to check if the listener has duplicated addresses with other listeners or "
+    "'enable_reuse_port' is set to 'false' for the listener")
+
+_EDS_TYPE = 3  # envoy.config.cluster.v3.Cluster.DiscoveryType.EDS
+_EDS_TYPE_URL = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+
+
+def check(bootstrap, serviceNode="", serviceCluster=""):
+    """
+    Run Envoy's cross-reference checks on a parsed, schema-valid bootstrap.
+
+    @param bootstrap: an C{envoy.config.bootstrap.v3.Bootstrap}.
+    @param serviceNode: C{--service-node}, standing in for an empty
+        C{node.id}.
+    @param serviceCluster: C{--service-cluster}, standing in for an empty
+        C{node.cluster}.
+    @raise ConfigError: the first problem found, in the order Envoy meets
+        them while starting.
+    """
+    hasNode = bool((bootstrap.node.id or serviceNode)
+                   and (bootstrap.node.cluster or serviceCluster))
+    dynamic = bootstrap.dynamic_resources
+    static = bootstrap.static_resources
+
+    if bootstrap.HasField("admin"):
+        _checkExtensionEntries(bootstrap.admin, "admin")
+    if not hasNode and bootstrap.HasField("dynamic_resources") and dynamic.HasField("ads_config"):
+        raise ConfigError(_NODE_REQUIRED % ("ads",) + " @ dynamic_resources.ads_config")
+
+    clusterNames = set()
+    for i, cluster in enumerate(static.clusters):
+        path = "static_resources.clusters[%d]" % (i,)
+        _checkExtensionEntries(cluster, path)
+        if cluster.name in clusterNames:
+            raise ConfigError("cluster manager: duplicate cluster '%s' @ %s" % (cluster.name, path))
+        clusterNames.add(cluster.name)
+        if (not hasNode and cluster.type == _EDS_TYPE
+                and cluster.eds_cluster_config.HasField("eds_config")):
+            raise ConfigError(
+                _NODE_REQUIRED % (_EDS_TYPE_URL,) + " @ %s.eds_cluster_config" % (path,))
+
+    if not hasNode and bootstrap.HasField("dynamic_resources"):
+        # CDS starts before LDS. Envoy's validate mode never starts LDS, but
+        # serve mode fails the same way for it, so both are checked.
+        for field, typeUrl in (
+                ("cds_config", "type.googleapis.com/envoy.config.cluster.v3.Cluster"),
+                ("lds_config", "type.googleapis.com/envoy.config.listener.v3.Listener")):
+            if dynamic.HasField(field):
+                raise ConfigError(_NODE_REQUIRED % (typeUrl,) + " @ dynamic_resources." + field)
+
+    _checkListeners(static.listeners, clusterNames)
+
+    for i, sink in enumerate(bootstrap.stats_sinks):
+        _checkExtensionEntries(sink, "stats_sinks[%d]" % (i,))
+
+
+def _checkListeners(listeners, clusterNames):
+    names = set()
+    bound = []
+    for i, listener in enumerate(listeners):
+        path = "static_resources.listeners[%d]" % (i,)
+        if listener.name:
+            if listener.name in names:
+                # Envoy keeps the first static listener of a name and
+                # ignores the others without building them.
+                continue
+            names.add(listener.name)
+        if listener.HasField("internal_listener"):
+            if listener.HasField("address"):
+                raise ConfigError(
+                    "error adding listener '%s': address should not be used when an "
+                    "internal listener config is provided @ %s.address" % (listener.name, path))
+        elif not listener.HasField("address") and not listener.HasField("api_listener"):
+            raise ConfigError(
+                "error adding listener named '%s': address is necessary @ %s"
+                % (listener.name, path))
+        _checkExtensionEntries(listener, path)
+        for hcm, hcmPath in _find(listener, path, frozenset((_HCM_TYPE,))):
+            _checkRouteClusters(hcm, hcmPath, clusterNames)
+        addresses = [listener.address] + [a.address for a in listener.additional_addresses]
+        keyed = [_addressKey(a) for a in addresses if a.WhichOneof("address")]
+        keys = {key for key, _ in keyed if key is not None}
+        for other in bound:
+            if keys & other:
+                raise ConfigError(
+                    _DUPLICATE_ADDRESS % (listener.name, ",".join(text for _, text in keyed))
+                    + " @ %s.address" % (path,))
+        bound.append(keys)
+
+
+def _addressKey(address):
+    """
+    A comparable key and Envoy's text for one address; the key is C{None}
+    for addresses that never clash (port 0, internal addresses).
+    """
+    kind = address.WhichOneof("address")
+    if kind == "socket_address":
+        socket = address.socket_address
+        host = socket.address
+        try:
+            host = str(ipaddress.ip_address(host))
+        except ValueError:
+            pass
+        port = socket.port_value if socket.WhichOneof("port_specifier") == "port_value" else 0
+        text = "%s:%d" % ("[%s]" % host if ":" in host else host, port)
+        if socket.WhichOneof("port_specifier") == "named_port":
+            text = "%s:%s" % (host, socket.named_port)
+            return ("socket", socket.protocol, host, socket.named_port), text
+        if port == 0:
+            return None, text
+        return ("socket", socket.protocol, host, port), text
+    if kind == "pipe":
+        return ("pipe", address.pipe.path), address.pipe.path
+    return None, str(kind)
+
+
+def _checkRouteClusters(hcm, path, clusterNames):
+    """
+    Envoy checks the clusters of a static route table when it is built
+    (C{validate_clusters} defaults to true for an inline C{route_config}).
+    """
+    if hcm.WhichOneof("route_specifier") != "route_config":
+        return
+    routeConfig = hcm.route_config
+    if routeConfig.HasField("validate_clusters") and not routeConfig.validate_clusters.value:
+        return
+    base = path + ".route_config"
+    for v, vhost in enumerate(routeConfig.virtual_hosts):
+        for r, route in enumerate(vhost.routes):
+            if route.WhichOneof("action") != "route":
+                continue
+            action = route.route
+            routePath = "%s.virtual_hosts[%d].routes[%d].route" % (base, v, r)
+            specifier = action.WhichOneof("cluster_specifier")
+            if specifier == "cluster" and action.cluster not in clusterNames:
+                raise ConfigError("route: unknown cluster '%s' @ %s.cluster"
+                                  % (action.cluster, routePath))
+            if specifier == "weighted_clusters":
+                for w, weighted in enumerate(action.weighted_clusters.clusters):
+                    if weighted.name and weighted.name not in clusterNames:
+                        raise ConfigError(
+                            "route: unknown weighted cluster '%s' @ %s.weighted_clusters"
+                            ".clusters[%d].name" % (weighted.name, routePath, w))
+            for m, mirror in enumerate(action.request_mirror_policies):
+                if mirror.cluster and mirror.cluster not in clusterNames:
+                    raise ConfigError(
+                        "route: unknown shadow cluster '%s' @ %s.request_mirror_policies[%d]"
+                        ".cluster" % (mirror.cluster, routePath, m))
+
+
+def _checkExtensionEntries(message, path):
+    for entry, entryPath in _find(message, path, _EXTENSION_ENTRIES):
+        typedConfig = entry.DESCRIPTOR.fields_by_name["typed_config"]
+        oneof = typedConfig.containing_oneof
+        if oneof is not None and entry.WhichOneof(oneof.name) is not None:
+            continue
+        if not oneof and entry.HasField("typed_config"):
+            continue
+        if getattr(entry, "is_optional", False):
+            # An optional HTTP filter Envoy cannot find is skipped.
+            continue
+        raise ConfigError(
+            "Didn't find a registered implementation for '%s' with type URL: '' @ %s"
+            % (entry.name, entryPath))
+
+
+# --- finding messages of some types anywhere, typed_config included ----------
+
+_descend = {}
+
+
+def _fieldsToDescend(desc, targets):
+    """
+    The message fields of C{desc} that can lead to a message of one of the
+    C{targets} types (an C{Any} can hold anything), cached per type.
+    """
+    key = (targets, desc.full_name)
+    try:
+        return _descend[key]
+    except KeyError:
+        pass
+    # Each type is looked at once; a recursive type reaching itself is
+    # answered by the reachability pass below.
+    reach = _reachable(desc, targets)
+    fields = []
+    for fd in desc.fields:
+        sub = fd.message_type
+        if sub is None:
+            continue
+        if sub.full_name in targets or reach.get(sub.full_name):
+            fields.append(fd)
+    _descend[key] = fields
+    return fields
+
+
+_reachCache = {}
+
+
+def _reachable(root, targets):
+    """
+    For every message type reachable from C{root}: whether a target type
+    (or an C{Any}) is reachable from it.
+    """
+    cache = _reachCache.setdefault(targets, {})
+    if root.full_name in cache:
+        return cache
+    # Collect the type graph below root that is not yet known.
+    graph = {}
+    stack = [root]
+    while stack:
+        desc = stack.pop()
+        if desc.full_name in graph or desc.full_name in cache:
+            continue
+        children = []
+        for fd in desc.fields:
+            if fd.message_type is not None:
+                children.append(fd.message_type)
+                stack.append(fd.message_type)
+        graph[desc.full_name] = (desc, children)
+    # Fixed point: a type reaches a target if a child is one, is an Any,
+    # or reaches one.
+    state = {name: (name == "google.protobuf.Any" or name in targets) for name in graph}
+    changed = True
+    while changed:
+        changed = False
+        for name, (desc, children) in graph.items():
+            if state[name]:
+                continue
+            for child in children:
+                childName = child.full_name
+                if (childName in targets or childName == "google.protobuf.Any"
+                        or state.get(childName, cache.get(childName, False))):
+                    state[name] = True
+                    changed = True
+                    break
+    cache.update(state)
+    return cache
+
+
+def _find(message, path, targets):
+    """
+    Yield C{(message, path)} for every message of a C{targets} type inside
+    C{message} (itself included), looking inside C{typed_config} values.
+    """
+    desc = message.DESCRIPTOR
+    name = desc.full_name
+    if name in targets:
+        yield message, path
+    if name == "google.protobuf.Any":
+        inner = _unpack(message)
+        if inner is not None:
+            yield from _find(inner, path, targets)
+        return
+    for fd in _fieldsToDescend(desc, targets):
+        fieldPath = "%s.%s" % (path, fd.name) if path else fd.name
+        value = getattr(message, fd.name)
+        if fd.is_repeated:
+            if _isMap(fd):
+                valueField = fd.message_type.fields_by_name["value"]
+                if valueField.message_type is None:
+                    continue
+                for key in sorted(value):
+                    yield from _find(value[key], "%s[%s]" % (fieldPath, key), targets)
+            else:
+                for i, item in enumerate(value):
+                    yield from _find(item, "%s[%d]" % (fieldPath, i), targets)
+        elif message.HasField(fd.name):
+            yield from _find(value, fieldPath, targets)
+
+
+_maps = {}
+
+
+def _isMap(fd):
+    try:
+        return _maps[fd.full_name]
+    except KeyError:
+        result = _maps[fd.full_name] = bool(fd.message_type.GetOptions().map_entry)
+        return result
+
+
+def _unpack(any_):
+    if not any_.type_url:
+        return None
+    from txenvoy.config import protos
+
+    try:
+        inner = protos.messageClass(any_.type_url)()
+        inner.ParseFromString(any_.value)
+    except Exception:
+        # Parsing reports unknown or broken typed_config values; here they
+        # hold nothing to check.
+        return None
+    return inner

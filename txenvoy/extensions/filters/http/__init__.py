@@ -1,0 +1,1 @@
+"""Extensions of this kind, each registered by its @type."""

@@ -1,0 +1,251 @@
+# -*- test-case-name: tests.server.test_logging -*-
+"""
+Application logging with Envoy's logger names, levels and line layout.
+
+txenvoy modules log through C{twisted.logger} with Envoy's logger name as
+the namespace::
+
+    log = Logger(namespace="upstream")
+    log.info("cm init: all clusters initialized")
+
+L{makeObserver} prints such events as Envoy does::
+
+    [2026-11-25 21:06:30.602][4781][info][upstream] cm init: all clusters initialized
+
+Each logger has its own level (C{--log-level}, C{--component-log-level},
+C{POST /logging}), held by L{LogLevels}.
+"""
+
+import sys
+import threading
+import time
+
+from twisted.logger import ILogObserver, LogLevel, formatEvent
+from zope.interface import implementer
+
+#: Envoy's level names, most verbose first.
+LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
+_RANK = {name: i for i, name in enumerate(LEVELS)}
+# Accepted on the command line (spdlog's short name), not by the admin.
+_ALIASES = {"warn": "warning"}
+
+#: Envoy 1.40's logger names, in the order C{POST /logging} lists them.
+LOGGER_NAMES = (
+    "a2a", "admin", "ai_protocol_manager", "alternate_protocols_cache", "aws", "assert",
+    "backtrace", "basic_auth", "cache_filter", "client", "config", "connection",
+    "conn_handler", "compression", "credential_injector", "decompression", "dns", "dubbo",
+    "envoy_bug", "ext_authz", "ext_proc", "rocketmq", "file", "filter", "forward_proxy",
+    "geolocation", "grpc", "happy_eyeballs", "hc", "health_checker", "http", "http2",
+    "hystrix", "init", "io", "jwt", "json_rpc", "kafka", "key_value_store", "lua",
+    "local_rate_limit", "main", "matcher", "mcp", "misc", "mongo", "multi_connection",
+    "notification", "oauth2", "quic", "quic_stream", "pool", "rate_limit_quota", "rbac",
+    "rds", "redis", "router", "runtime", "stats", "secret", "sse", "tap", "testing",
+    "thrift", "tracing", "upstream", "udp", "wasm", "websocket", "golang", "stats_sinks",
+    "dynamic_modules", "ip_tagging",
+)
+
+_TWISTED_LEVELS = {
+    LogLevel.debug: "debug",
+    LogLevel.info: "info",
+    LogLevel.warn: "warning",
+    LogLevel.error: "error",
+    LogLevel.critical: "critical",
+}
+
+
+class UnknownLogLevel(ValueError):
+    """A level name that is not one of L{LEVELS}."""
+
+
+class UnknownLogger(KeyError):
+    """A logger name that is not one of L{LOGGER_NAMES}."""
+
+
+def parseLevel(name, allowAlias=True):
+    """
+    @return: Envoy's level name for C{name} (C{"warn"} -> C{"warning"}
+        when C{allowAlias}).
+    @raise UnknownLogLevel: for anything else.
+    """
+    if allowAlias:
+        name = _ALIASES.get(name, name)
+    if name not in _RANK:
+        raise UnknownLogLevel(name)
+    return name
+
+
+class LogLevels:
+    """
+    The level of every Envoy logger.
+
+    @ivar names: the logger names, in Envoy's order.
+    """
+
+    def __init__(self, level="info", names=LOGGER_NAMES):
+        self.names = tuple(names)
+        level = parseLevel(level)
+        self._levels = dict.fromkeys(self.names, level)
+
+    def setAll(self, level):
+        """Set every logger (C{--log-level}, C{/logging?level=}).
+
+        @raise UnknownLogLevel: for a bad level.
+        """
+        level = parseLevel(level)
+        for name in self.names:
+            self._levels[name] = level
+
+    def set(self, name, level):
+        """Set one logger.
+
+        @raise UnknownLogger: for a name Envoy does not have.
+        @raise UnknownLogLevel: for a bad level.
+        """
+        if name not in self._levels:
+            raise UnknownLogger(name)
+        self._levels[name] = parseLevel(level)
+
+    def setComponents(self, spec):
+        """
+        Apply C{--component-log-level}'s C{upstream:debug,connection:trace};
+        nothing changes unless every pair is valid.
+
+        @raise ValueError: for a malformed pair, with Envoy's message.
+        @raise UnknownLogger: for an unknown name.
+        @raise UnknownLogLevel: for a bad level.
+        """
+        pairs = []
+        for item in spec.split(","):
+            name, sep, level = item.partition(":")
+            if not sep or not name or not level:
+                raise ValueError("error: component log level not correctly specified '%s'"
+                                 % (item,))
+            if name not in self._levels:
+                raise UnknownLogger(name)
+            pairs.append((name, parseLevel(level)))
+        for name, level in pairs:
+            self._levels[name] = level
+
+    def levelOf(self, name):
+        """@return: the level name of a logger (C{"info"})."""
+        return self._levels[name]
+
+    def enabled(self, name, level):
+        """Whether an event at C{level} on logger C{name} is printed."""
+        current = self._levels.get(name)
+        if current is None or current == "off" or level == "off":
+            return False
+        return _RANK[level] >= _RANK[current]
+
+    def text(self):
+        """
+        What C{POST /logging} answers: C{active loggers:} and one
+        C{  name: level} line per logger, then an empty line.
+        """
+        return "active loggers:\n" + "".join(
+            "  %s: %s\n" % (name, self._levels[name]) for name in self.names) + "\n"
+
+
+def eventLevel(event):
+    """
+    Envoy's level of a C{twisted.logger} event: C{log_envoy_level} if set
+    (the only way to say C{trace}), otherwise from C{log_level}.
+    """
+    level = event.get("log_envoy_level")
+    if level in _RANK:
+        return level
+    return _TWISTED_LEVELS.get(event.get("log_level"), "info")
+
+
+def loggerNameOf(event, names):
+    """
+    The Envoy logger of an event: its C{log_namespace} when that is a
+    logger name. Anything else (Twisted's own events) is reported under
+    C{misc} when it is a warning or worse, and dropped otherwise, so that
+    Twisted's routine chatter does not drown Envoy's log.
+    """
+    namespace = event.get("log_namespace")
+    if namespace in names:
+        return namespace
+    if event.get("log_failure") is not None:
+        return "misc"
+    if _RANK[eventLevel(event)] >= _RANK["warning"]:
+        return "misc"
+    return None
+
+
+def formatTime(t):
+    """C{2026-11-25 21:06:30.602} in local time, as Envoy's default layout."""
+    millis = int((t - int(t)) * 1000)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + ".%03d" % (millis,)
+
+
+def formatLine(event, name, level, tid=None):
+    """One log line (with a trailing newline; a traceback follows)."""
+    if tid is None:
+        tid = threading.get_native_id()
+    message = formatEvent(event)
+    failure = event.get("log_failure")
+    if failure is not None:
+        try:
+            message = message + "\n" + failure.getTraceback().rstrip("\n")
+        except Exception:
+            pass
+    return "[%s][%d][%s][%s] %s\n" % (
+        formatTime(event.get("log_time") or time.time()), tid, level, name, message)
+
+
+@implementer(ILogObserver)
+class EnvoyLogObserver:
+    """
+    Prints events in Envoy's layout to a text stream, at each logger's
+    level. Safe to call from any thread (workers log too).
+    """
+
+    def __init__(self, outFile, levels):
+        self._out = outFile
+        self._levels = levels
+        self._lock = threading.Lock()
+
+    def __call__(self, event):
+        name = loggerNameOf(event, self._levels._levels)
+        if name is None:
+            return
+        level = eventLevel(event)
+        if not self._levels.enabled(name, level):
+            return
+        line = formatLine(event, name, level)
+        with self._lock:
+            try:
+                self._out.write(line)
+                self._out.flush()
+            except (OSError, ValueError):
+                # A closed or full log file must never take the server down.
+                pass
+
+    def setOutput(self, outFile):
+        """Switch to another stream (reopened log file)."""
+        with self._lock:
+            self._out = outFile
+
+
+def makeObserver(outFile, levels):
+    """
+    @param outFile: a text stream (L{openLogOutput}).
+    @param levels: the L{LogLevels}.
+    @return: an C{ILogObserver} to add to the global log beginner or
+        publisher.
+    """
+    return EnvoyLogObserver(outFile, levels)
+
+
+def openLogOutput(path=None):
+    """
+    The stream for C{--log-path}: the file, opened for appending and line
+    buffered, or C{sys.stderr} without a path.
+
+    @raise OSError: when the file cannot be opened.
+    """
+    if not path:
+        return sys.stderr
+    return open(path, "a", buffering=1, encoding="utf-8")

@@ -1,0 +1,856 @@
+# -*- test-case-name: tests.upstream.test_cluster -*-
+"""
+Clusters: the compiled settings of one C{envoy.config.cluster.v3.Cluster}
+(L{ClusterInfo}), its stats, and the main-thread object that owns its
+membership (L{PrimaryCluster}, L{StaticCluster}; the DNS types are in
+L{txenvoy.upstream.dns}).
+
+Compilation is strict in Envoy's way and in txenvoy's: every field that is
+set is either implemented, listed in one of the C{IGNORED_*} tuples below
+with the reason it is harmless, or rejected with
+L{txenvoy.config.errors.UnsupportedField} naming its path.
+"""
+
+import threading
+
+from twisted.internet import defer
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+
+from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField
+from txenvoy.config.registry import unpackAny
+from txenvoy.upstream.host import (
+    DEGRADED_EDS_HEALTH,
+    FAILED_EDS_HEALTH,
+    Host,
+    Locality,
+)
+from txenvoy.upstream.load_balancer import (
+    LEAST_REQUEST,
+    RANDOM,
+    ROUND_ROBIN,
+    LbConfig,
+)
+
+STATIC = "STATIC"
+STRICT_DNS = "STRICT_DNS"
+LOGICAL_DNS = "LOGICAL_DNS"
+
+_DISCOVERY_TYPES = {0: STATIC, 1: STRICT_DNS, 2: LOGICAL_DNS, 3: "EDS", 4: "ORIGINAL_DST"}
+_LB_POLICIES = {
+    0: ROUND_ROBIN, 1: LEAST_REQUEST, 2: "RING_HASH", 3: RANDOM, 5: "MAGLEV",
+    6: "CLUSTER_PROVIDED", 7: "LOAD_BALANCING_POLICY_CONFIG",
+}
+DNS_LOOKUP_FAMILIES = {0: "AUTO", 1: "V4_ONLY", 2: "V6_ONLY", 3: "V4_PREFERRED", 4: "ALL"}
+_HEALTH_STATUS = {0: "UNKNOWN", 1: "HEALTHY", 2: "UNHEALTHY", 3: "DRAINING", 4: "TIMEOUT",
+                  5: "DEGRADED"}
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_BUFFER_LIMIT = 1024 * 1024
+DEFAULT_DNS_REFRESH_RATE = 5.0
+
+HTTP_PROTOCOL_OPTIONS_TYPE = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+# Envoy accepts the extension name as the map key too.
+_HTTP_PROTOCOL_OPTIONS_KEYS = (HTTP_PROTOCOL_OPTIONS_TYPE, "envoy.upstreams.http.http_protocol_options")
+_RAW_BUFFER_TYPE = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+_GETADDRINFO_TYPE = "envoy.extensions.network.dns_resolver.getaddrinfo.v3.GetAddrInfoDnsResolverConfig"
+_LB_POLICY_TYPES = {
+    "envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin": ROUND_ROBIN,
+    "envoy.extensions.load_balancing_policies.random.v3.Random": RANDOM,
+    "envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest": LEAST_REQUEST,
+}
+
+# Cluster fields that are accepted and deliberately not acted on, each
+# because ignoring it cannot change what a request sees:
+IGNORED_CLUSTER_FIELDS = (
+    # Read only by the subset load balancer and metadata_match, which are
+    # rejected where they are configured.
+    "metadata",
+    # Only used by ORIGINAL_DST clusters, which are rejected.
+    "cleanup_interval",
+    # Both act on a host failing active health checks or outlier detection;
+    # neither is implemented (health_checks and outlier_detection are
+    # rejected), so no host ever fails that way.
+    "close_connections_on_host_health_failure",
+    "ignore_health_on_host_removal",
+)
+
+# common_lb_config fields accepted and not acted on:
+IGNORED_COMMON_LB_FIELDS = (
+    # Batches EDS/health updates to save CPU; applying each update at once
+    # gives the same membership.
+    "update_merge_window",
+    # Only matters with active health checking, which is rejected.
+    "ignore_new_hosts_until_first_hc",
+)
+
+# load_assignment (and nested) fields accepted and not acted on:
+IGNORED_LOAD_ASSIGNMENT_FIELDS = (
+    # Informational: Envoy does not check it against the cluster name for
+    # STATIC and DNS clusters.
+    "cluster_name",
+)
+IGNORED_LOCALITY_ENDPOINTS_FIELDS = (
+    # Subset load balancing / metadata_match only (rejected).
+    "metadata",
+    # Locality weights only apply with locality_weighted_lb_config
+    # (rejected); Envoy ignores them otherwise.
+    "load_balancing_weight",
+    # Not used by Envoy's built-in load balancers.
+    "proximity",
+)
+IGNORED_LB_ENDPOINT_FIELDS = (
+    # Subset load balancing / metadata_match only (rejected).
+    "metadata",
+)
+IGNORED_ENDPOINT_FIELDS = (
+    # Only read by active health checks (rejected).
+    "health_check_config",
+)
+IGNORED_POLICY_FIELDS = (
+    # EDS only: static and DNS assignments never go stale.
+    "endpoint_stale_after",
+)
+IGNORED_SOCKET_ADDRESS_FIELDS = (
+    # Only affects binding a dual-stack listening socket.
+    "ipv4_compat",
+)
+IGNORED_DNS_RESOLVER_FIELDS = (
+    # The size of Envoy's resolver thread pool; txenvoy resolves in the
+    # main reactor's thread pool.
+    "num_resolver_threads",
+)
+
+
+def durationSeconds(d):
+    """A C{google.protobuf.Duration} in float seconds."""
+    return d.seconds + d.nanos / 1e9
+
+
+def _checkFields(message, path, handled, ignored=()):
+    """
+    Reject any field that is set but neither handled nor harmless to
+    ignore, so that no setting is silently dropped.
+    """
+    for field, _ in message.ListFields():
+        name = field.name
+        if name in handled or name in ignored:
+            continue
+        raise UnsupportedField("%s.%s" % (path, name))
+
+
+class Thresholds:
+    """
+    One circuit breaker priority's limits (Envoy's
+    C{CircuitBreakers.Thresholds}), as printed by C{/clusters}.
+    """
+
+    __slots__ = ("priority", "maxConnections", "maxPendingRequests", "maxRequests",
+                 "maxRetries")
+
+    def __init__(self, priority, maxConnections=1024, maxPendingRequests=1024,
+                 maxRequests=1024, maxRetries=3):
+        self.priority = priority
+        self.maxConnections = maxConnections
+        self.maxPendingRequests = maxPendingRequests
+        self.maxRequests = maxRequests
+        self.maxRetries = maxRetries
+
+    def __repr__(self):
+        return "Thresholds(%s, %d, %d, %d, %d)" % (
+            self.priority, self.maxConnections, self.maxPendingRequests,
+            self.maxRequests, self.maxRetries)
+
+
+class CircuitBreakers:
+    """
+    @ivar default: L{Thresholds} for C{DEFAULT} priority.
+    @ivar high: L{Thresholds} for C{HIGH} priority.
+    """
+
+    __slots__ = ("default", "high")
+
+    def __init__(self, default=None, high=None):
+        self.default = default or Thresholds("DEFAULT")
+        self.high = high or Thresholds("HIGH")
+
+    @property
+    def thresholds(self):
+        """C{(default, high)}."""
+        return (self.default, self.high)
+
+
+class TcpKeepalive:
+    """Compiled C{upstream_connection_options.tcp_keepalive}; C{None} = OS default."""
+
+    __slots__ = ("probes", "time", "interval")
+
+    def __init__(self, probes=None, time=None, interval=None):
+        self.probes = probes
+        self.time = time
+        self.interval = interval
+
+
+class DnsSettings:
+    """
+    The DNS settings of a C{STRICT_DNS} / C{LOGICAL_DNS} cluster.
+
+    @ivar lookupFamily: one of C{AUTO}, C{V4_ONLY}, C{V6_ONLY},
+        C{V4_PREFERRED}, C{ALL}.
+    @ivar refreshRate: seconds between successful resolutions (5.0).
+    @ivar jitter: up to this many seconds added to each refresh.
+    @ivar failureBaseInterval: C{dns_failure_refresh_rate.base_interval}, or
+        C{None} to retry failures at L{refreshRate}.
+    @ivar failureMaxInterval: its C{max_interval} (10 x base by default).
+    """
+
+    __slots__ = ("lookupFamily", "refreshRate", "jitter", "failureBaseInterval",
+                 "failureMaxInterval")
+
+    def __init__(self, lookupFamily="AUTO", refreshRate=DEFAULT_DNS_REFRESH_RATE,
+                 jitter=0.0, failureBaseInterval=None, failureMaxInterval=None):
+        self.lookupFamily = lookupFamily
+        self.refreshRate = refreshRate
+        self.jitter = jitter
+        self.failureBaseInterval = failureBaseInterval
+        self.failureMaxInterval = failureMaxInterval
+
+
+class ClusterInfo:
+    """
+    The compiled, immutable settings of one cluster, shared read-only by
+    the main thread and every worker.
+
+    @ivar name: the cluster's name.
+    @ivar observabilityName: C{alt_stat_name} or the name; stats use it.
+    @ivar statPrefix: C{"cluster.<observabilityName>."}.
+    @ivar type: C{"STATIC"}, C{"STRICT_DNS"} or C{"LOGICAL_DNS"}.
+    @ivar connectTimeout: seconds (5.0).
+    @ivar perConnectionBufferLimitBytes: (1 MiB).
+    @ivar lbPolicy: C{"ROUND_ROBIN"}, C{"RANDOM"} or C{"LEAST_REQUEST"}.
+    @ivar lbConfig: the L{LbConfig} built from it.
+    @ivar maxRequestsPerConnection: 0 for unlimited.
+    @ivar circuitBreakers: L{CircuitBreakers}.
+    @ivar typedExtensionProtocolOptions: C{{key: google.protobuf.Any}} as
+        configured.
+    @ivar httpProtocolOptions: the unpacked C{HttpProtocolOptions} message,
+        or C{None}.
+    @ivar dns: L{DnsSettings}.
+    @ivar bindAddress: C{(ip, port)} from C{upstream_bind_config}, or C{None}.
+    @ivar tcpKeepalive: L{TcpKeepalive} or C{None}.
+    @ivar waitForWarmOnInit: whether server init waits for this cluster.
+    @ivar addedViaApi: always C{False} for static clusters.
+    @ivar proto: the C{Cluster} message as configured.
+    """
+
+    def __init__(self, **kw):
+        self.name = kw.pop("name")
+        self.observabilityName = kw.pop("observabilityName", "") or self.name
+        self.statPrefix = "cluster.%s." % (self.observabilityName,)
+        self.type = kw.pop("type", STATIC)
+        self.connectTimeout = kw.pop("connectTimeout", DEFAULT_CONNECT_TIMEOUT)
+        self.perConnectionBufferLimitBytes = kw.pop(
+            "perConnectionBufferLimitBytes", DEFAULT_BUFFER_LIMIT)
+        self.lbConfig = kw.pop("lbConfig", None) or LbConfig()
+        self.lbPolicy = self.lbConfig.policy
+        self.maxRequestsPerConnection = kw.pop("maxRequestsPerConnection", 0)
+        self.circuitBreakers = kw.pop("circuitBreakers", None) or CircuitBreakers()
+        self.typedExtensionProtocolOptions = kw.pop("typedExtensionProtocolOptions", {})
+        self.httpProtocolOptions = kw.pop("httpProtocolOptions", None)
+        self.dns = kw.pop("dns", None) or DnsSettings()
+        self.bindAddress = kw.pop("bindAddress", None)
+        self.tcpKeepalive = kw.pop("tcpKeepalive", None)
+        self.waitForWarmOnInit = kw.pop("waitForWarmOnInit", True)
+        self.addedViaApi = kw.pop("addedViaApi", False)
+        self.proto = kw.pop("proto", None)
+        if kw:
+            raise TypeError("unknown ClusterInfo settings: %s" % (sorted(kw),))
+
+    def __setattr__(self, name, value):
+        if "_frozen" in self.__dict__:
+            raise AttributeError("ClusterInfo is immutable")
+        object.__setattr__(self, name, value)
+
+    def freeze(self):
+        """Forbid further changes (done once compiled)."""
+        self.__dict__["_frozen"] = True
+        return self
+
+    def __repr__(self):
+        return "<ClusterInfo %s %s %s>" % (self.name, self.type, self.lbPolicy)
+
+
+class EndpointSpec:
+    """
+    One configured C{lb_endpoint}: what to resolve and how to weigh it.
+
+    @ivar address: the configured address (an IP, or a DNS name for the
+        DNS cluster types).
+    @ivar port: the port.
+    @ivar hostname: the endpoint's C{hostname} field.
+    """
+
+    __slots__ = ("address", "port", "hostname", "weight", "priority", "locality",
+                 "healthFlags", "edsHealthStatus", "path")
+
+    def __init__(self, address, port, hostname="", weight=1, priority=0, locality=None,
+                 healthFlags=(), edsHealthStatus="HEALTHY", path=""):
+        self.address = address
+        self.port = port
+        self.hostname = hostname
+        self.weight = weight
+        self.priority = priority
+        self.locality = locality
+        self.healthFlags = healthFlags
+        self.edsHealthStatus = edsHealthStatus
+        self.path = path
+
+    def makeHost(self, clusterName, ip=None, hostname=None):
+        """A new L{Host} for this endpoint at C{ip} (default: the address)."""
+        return Host(
+            (ip if ip is not None else self.address, self.port),
+            hostname=self.hostname if hostname is None else hostname,
+            weight=self.weight,
+            priority=self.priority,
+            locality=self.locality,
+            clusterName=clusterName,
+            healthFlags=self.healthFlags,
+            edsHealthStatus=self.edsHealthStatus,
+        )
+
+
+# --- compilation -------------------------------------------------------
+
+_CLUSTER_HANDLED = frozenset((
+    "name", "alt_stat_name", "type", "connect_timeout", "per_connection_buffer_limit_bytes",
+    "lb_policy", "load_assignment", "max_requests_per_connection", "circuit_breakers",
+    "typed_extension_protocol_options", "dns_refresh_rate", "dns_jitter",
+    "dns_failure_refresh_rate", "dns_lookup_family", "typed_dns_resolver_config",
+    "wait_for_warm_on_init", "upstream_bind_config", "least_request_lb_config",
+    "round_robin_lb_config", "common_lb_config", "transport_socket",
+    "protocol_selection", "upstream_connection_options", "load_balancing_policy",
+))
+
+
+def compileCluster(proto, path):
+    """
+    Compile one C{Cluster} message.
+
+    @param path: its field path, e.g. C{static_resources.clusters[0]}.
+    @return: C{(ClusterInfo, [EndpointSpec])}.
+    @raise ConfigError: for an invalid or unsupported setting.
+    """
+    _checkFields(proto, path, _CLUSTER_HANDLED, IGNORED_CLUSTER_FIELDS)
+    if not proto.name:
+        raise ConfigError(
+            "%s.name: value length must be at least 1 characters "
+            "(ClusterValidationError.Name)" % (path,))
+    kw = {"name": proto.name, "observabilityName": proto.alt_stat_name, "proto": proto}
+
+    if proto.WhichOneof("cluster_discovery_type") == "cluster_type":
+        ct = proto.cluster_type
+        raise UnsupportedExtension(
+            path + ".cluster_type", ct.typed_config.type_url.rsplit("/", 1)[-1], ct.name)
+    ctype = _DISCOVERY_TYPES.get(proto.type, str(proto.type))
+    if ctype not in (STATIC, STRICT_DNS, LOGICAL_DNS):
+        raise UnsupportedField(path + ".type", "type %s" % (ctype,))
+    kw["type"] = ctype
+
+    if proto.HasField("connect_timeout"):
+        t = durationSeconds(proto.connect_timeout)
+        if t <= 0:
+            raise ConfigError(
+                "%s.connect_timeout: value must be greater than 0s "
+                "(ClusterValidationError.ConnectTimeout)" % (path,))
+        kw["connectTimeout"] = t
+    if proto.HasField("per_connection_buffer_limit_bytes"):
+        kw["perConnectionBufferLimitBytes"] = proto.per_connection_buffer_limit_bytes.value
+    if proto.HasField("max_requests_per_connection"):
+        kw["maxRequestsPerConnection"] = proto.max_requests_per_connection.value
+
+    kw["lbConfig"] = _compileLb(proto, path)
+    kw["circuitBreakers"] = _compileCircuitBreakers(proto, path)
+    _compileProtocolOptions(proto, path, kw)
+    kw["dns"] = _compileDns(proto, path)
+    if proto.HasField("wait_for_warm_on_init"):
+        kw["waitForWarmOnInit"] = proto.wait_for_warm_on_init.value
+    if proto.HasField("upstream_bind_config"):
+        kw["bindAddress"] = _compileBindConfig(proto.upstream_bind_config,
+                                               path + ".upstream_bind_config")
+    if proto.HasField("upstream_connection_options"):
+        kw["tcpKeepalive"] = _compileConnectionOptions(
+            proto.upstream_connection_options, path + ".upstream_connection_options")
+    if proto.HasField("transport_socket"):
+        ts = proto.transport_socket
+        _checkFields(ts, path + ".transport_socket", ("name", "typed_config"))
+        typeName = ts.typed_config.type_url.rsplit("/", 1)[-1]
+        if typeName != _RAW_BUFFER_TYPE:
+            raise UnsupportedExtension(path + ".transport_socket", typeName, ts.name)
+    if proto.protocol_selection != 0:
+        raise UnsupportedField(path + ".protocol_selection", "USE_DOWNSTREAM_PROTOCOL")
+
+    endpoints = _compileLoadAssignment(proto, path, ctype)
+    info = ClusterInfo(**kw).freeze()
+    return info, endpoints
+
+
+def _compileLb(proto, path):
+    cfg = LbConfig()
+    if proto.HasField("load_balancing_policy"):
+        lbp = proto.load_balancing_policy
+        _checkFields(lbp, path + ".load_balancing_policy", ("policies",))
+        chosen = None
+        for i, policy in enumerate(lbp.policies):
+            ppath = "%s.load_balancing_policy.policies[%d]" % (path, i)
+            _checkFields(policy, ppath, ("typed_extension_config",))
+            ext = policy.typed_extension_config
+            typeName = ext.typed_config.type_url.rsplit("/", 1)[-1]
+            if typeName in _LB_POLICY_TYPES:
+                chosen = (ppath + ".typed_extension_config.typed_config", typeName,
+                          ext.typed_config)
+                break
+        if chosen is None:
+            # Envoy uses the first policy it implements; report the first.
+            if not lbp.policies:
+                raise ConfigError("%s.load_balancing_policy.policies: must have at least "
+                                  "one policy" % (path,))
+            ext = lbp.policies[0].typed_extension_config
+            raise UnsupportedExtension(
+                "%s.load_balancing_policy.policies[0]" % (path,),
+                ext.typed_config.type_url.rsplit("/", 1)[-1], ext.name)
+        ppath, typeName, anyMsg = chosen
+        msg = unpackAny(anyMsg, ppath)
+        cfg.policy = _LB_POLICY_TYPES[typeName]
+        if cfg.policy == LEAST_REQUEST:
+            _checkFields(msg, ppath, ("choice_count", "active_request_bias", "selection_method"))
+            if msg.selection_method != 0:
+                raise UnsupportedField(ppath + ".selection_method", "FULL_SCAN")
+            _applyLeastRequest(cfg, msg, ppath)
+        else:
+            _checkFields(msg, ppath, ())
+    else:
+        policy = _LB_POLICIES.get(proto.lb_policy, str(proto.lb_policy))
+        if policy == "LOAD_BALANCING_POLICY_CONFIG":
+            raise ConfigError("%s.lb_policy: LOAD_BALANCING_POLICY_CONFIG needs "
+                              "load_balancing_policy" % (path,))
+        if policy not in (ROUND_ROBIN, RANDOM, LEAST_REQUEST):
+            raise UnsupportedField(path + ".lb_policy", "lb_policy %s" % (policy,))
+        cfg.policy = policy
+    if proto.HasField("least_request_lb_config"):
+        lpath = path + ".least_request_lb_config"
+        _checkFields(proto.least_request_lb_config, lpath,
+                     ("choice_count", "active_request_bias"))
+        _applyLeastRequest(cfg, proto.least_request_lb_config, lpath)
+    if proto.HasField("round_robin_lb_config"):
+        _checkFields(proto.round_robin_lb_config, path + ".round_robin_lb_config", ())
+    if proto.HasField("common_lb_config"):
+        cpath = path + ".common_lb_config"
+        common = proto.common_lb_config
+        _checkFields(common, cpath, ("healthy_panic_threshold",), IGNORED_COMMON_LB_FIELDS)
+        if common.HasField("healthy_panic_threshold"):
+            v = common.healthy_panic_threshold.value
+            if not 0 <= v <= 100:
+                raise ConfigError("%s.healthy_panic_threshold.value: value must be inside "
+                                  "range [0, 100]" % (cpath,))
+            cfg.healthyPanicThreshold = v
+    if proto.load_assignment.HasField("policy"):
+        pol = proto.load_assignment.policy
+        if pol.HasField("overprovisioning_factor"):
+            f = pol.overprovisioning_factor.value
+            if f < 1:
+                raise ConfigError("%s.load_assignment.policy.overprovisioning_factor: value "
+                                  "must be greater than 0" % (path,))
+            cfg.overprovisioningFactor = f
+    return cfg
+
+
+def _applyLeastRequest(cfg, msg, path):
+    if msg.HasField("choice_count"):
+        if msg.choice_count.value < 2:
+            raise ConfigError("%s.choice_count: value must be greater than or equal "
+                              "to 2" % (path,))
+        cfg.choiceCount = msg.choice_count.value
+    if msg.HasField("active_request_bias"):
+        bias = msg.active_request_bias.default_value
+        if bias < 0:
+            raise ConfigError("%s.active_request_bias: must be >= 0" % (path,))
+        cfg.activeRequestBias = bias
+
+
+def _compileCircuitBreakers(proto, path):
+    if not proto.HasField("circuit_breakers"):
+        return CircuitBreakers()
+    cbpath = path + ".circuit_breakers"
+    cb = proto.circuit_breakers
+    _checkFields(cb, cbpath, ("thresholds",))
+    defaults = Thresholds("DEFAULT")
+    for i, t in enumerate(cb.thresholds):
+        tpath = "%s.thresholds[%d]" % (cbpath, i)
+        _checkFields(t, tpath, ("priority", "max_connections", "max_pending_requests",
+                                "max_requests", "max_retries"))
+        # Limits are not enforced yet; the defaults are what Envoy enforces
+        # when nothing is configured, so only they can be accepted as-is.
+        for field, default in (("max_connections", defaults.maxConnections),
+                               ("max_pending_requests", defaults.maxPendingRequests),
+                               ("max_requests", defaults.maxRequests),
+                               ("max_retries", defaults.maxRetries)):
+            if t.HasField(field) and getattr(t, field).value != default:
+                raise UnsupportedField(
+                    "%s.%s" % (tpath, field),
+                    "circuit breaker limits other than the default %d" % (default,))
+    return CircuitBreakers()
+
+
+def _compileProtocolOptions(proto, path, kw):
+    options = {}
+    for key in sorted(proto.typed_extension_protocol_options):
+        anyMsg = proto.typed_extension_protocol_options[key]
+        opath = "%s.typed_extension_protocol_options[%s]" % (path, key)
+        typeName = anyMsg.type_url.rsplit("/", 1)[-1]
+        if key not in _HTTP_PROTOCOL_OPTIONS_KEYS or typeName != HTTP_PROTOCOL_OPTIONS_TYPE:
+            raise UnsupportedExtension(opath, typeName, key)
+        msg = unpackAny(anyMsg, opath)
+        kw["httpProtocolOptions"] = msg
+        common = msg.common_http_protocol_options
+        if common.HasField("max_requests_per_connection"):
+            kw["maxRequestsPerConnection"] = common.max_requests_per_connection.value
+        options[key] = anyMsg
+    kw["typedExtensionProtocolOptions"] = options
+
+
+def _compileDns(proto, path):
+    dns = DnsSettings(lookupFamily=DNS_LOOKUP_FAMILIES.get(proto.dns_lookup_family, "AUTO"))
+    if proto.HasField("dns_refresh_rate"):
+        r = durationSeconds(proto.dns_refresh_rate)
+        if r <= 0.001:
+            raise ConfigError("%s.dns_refresh_rate: value must be greater than 1ms "
+                              "(ClusterValidationError.DnsRefreshRate)" % (path,))
+        dns.refreshRate = r
+    if proto.HasField("dns_jitter"):
+        dns.jitter = max(0.0, durationSeconds(proto.dns_jitter))
+    if proto.HasField("dns_failure_refresh_rate"):
+        fpath = path + ".dns_failure_refresh_rate"
+        rr = proto.dns_failure_refresh_rate
+        _checkFields(rr, fpath, ("base_interval", "max_interval"))
+        base = durationSeconds(rr.base_interval)
+        if base <= 0.001:
+            raise ConfigError("%s.base_interval: value must be greater than 1ms" % (fpath,))
+        maxI = durationSeconds(rr.max_interval) if rr.HasField("max_interval") else 10 * base
+        if maxI < base:
+            raise ConfigError("%s.max_interval: must be greater than or equal to the "
+                              "base_interval" % (fpath,))
+        dns.failureBaseInterval = base
+        dns.failureMaxInterval = maxI
+    if proto.HasField("typed_dns_resolver_config"):
+        rpath = path + ".typed_dns_resolver_config"
+        ext = proto.typed_dns_resolver_config
+        typeName = ext.typed_config.type_url.rsplit("/", 1)[-1]
+        if typeName != _GETADDRINFO_TYPE:
+            raise UnsupportedExtension(rpath, typeName, ext.name)
+        msg = unpackAny(ext.typed_config, rpath + ".typed_config")
+        _checkFields(msg, rpath + ".typed_config", (), IGNORED_DNS_RESOLVER_FIELDS)
+    return dns
+
+
+def _compileSocketAddress(sa, path):
+    _checkFields(sa, path, ("address", "port_value", "protocol"), IGNORED_SOCKET_ADDRESS_FIELDS)
+    if sa.protocol != 0:
+        raise UnsupportedField(path + ".protocol", "UDP")
+    return sa.address, sa.port_value
+
+
+def _compileBindConfig(bind, path):
+    _checkFields(bind, path, ("source_address",))
+    if not bind.HasField("source_address"):
+        return None
+    ip, port = _compileSocketAddress(bind.source_address, path + ".source_address")
+    if not isIPAddress(ip) and not isIPv6Address(ip):
+        raise ConfigError("%s.source_address.address: malformed IP address: %s" % (path, ip))
+    return (ip, port)
+
+
+def _compileConnectionOptions(opts, path):
+    _checkFields(opts, path, ("tcp_keepalive",))
+    if not opts.HasField("tcp_keepalive"):
+        return None
+    ka = opts.tcp_keepalive
+    return TcpKeepalive(
+        probes=ka.keepalive_probes.value if ka.HasField("keepalive_probes") else None,
+        time=ka.keepalive_time.value if ka.HasField("keepalive_time") else None,
+        interval=ka.keepalive_interval.value if ka.HasField("keepalive_interval") else None,
+    )
+
+
+def _compileLoadAssignment(proto, path, ctype):
+    endpoints = []
+    if not proto.HasField("load_assignment"):
+        return endpoints
+    lapath = path + ".load_assignment"
+    la = proto.load_assignment
+    _checkFields(la, lapath, ("endpoints", "policy"), IGNORED_LOAD_ASSIGNMENT_FIELDS)
+    if la.HasField("policy"):
+        _checkFields(la.policy, lapath + ".policy", ("overprovisioning_factor",),
+                     IGNORED_POLICY_FIELDS)
+    for i, lle in enumerate(la.endpoints):
+        epath = "%s.endpoints[%d]" % (lapath, i)
+        _checkFields(lle, epath, ("locality", "lb_endpoints", "priority"),
+                     IGNORED_LOCALITY_ENDPOINTS_FIELDS)
+        locality = None
+        if lle.HasField("locality"):
+            locality = Locality(lle.locality.region, lle.locality.zone, lle.locality.sub_zone)
+        for j, lbe in enumerate(lle.lb_endpoints):
+            bpath = "%s.lb_endpoints[%d]" % (epath, j)
+            _checkFields(lbe, bpath, ("endpoint", "health_status", "load_balancing_weight"),
+                         IGNORED_LB_ENDPOINT_FIELDS)
+            weight = 1
+            if lbe.HasField("load_balancing_weight"):
+                weight = lbe.load_balancing_weight.value
+                if weight < 1:
+                    raise ConfigError(
+                        "%s.load_balancing_weight: value must be greater than or equal to 1 "
+                        "(LbEndpointValidationError.LoadBalancingWeight)" % (bpath,))
+            status = _HEALTH_STATUS.get(lbe.health_status, "UNKNOWN")
+            flags = ()
+            if status in ("UNHEALTHY", "DRAINING", "TIMEOUT"):
+                flags = (FAILED_EDS_HEALTH,)
+            elif status == "DEGRADED":
+                flags = (DEGRADED_EDS_HEALTH,)
+            ep = lbe.endpoint
+            dpath = bpath + ".endpoint"
+            _checkFields(ep, dpath, ("address", "hostname"), IGNORED_ENDPOINT_FIELDS)
+            _checkFields(ep.address, dpath + ".address", ("socket_address",))
+            if not ep.address.HasField("socket_address"):
+                raise ConfigError("%s.address: a socket_address is required" % (dpath,))
+            apath = dpath + ".address.socket_address"
+            address, port = _compileSocketAddress(ep.address.socket_address, apath)
+            if ctype == STATIC and not (isIPAddress(address) or isIPv6Address(address)):
+                raise ConfigError(
+                    "%s.address: malformed IP address: %s. Consider setting resolver_name "
+                    "or setting cluster type to 'STRICT_DNS' or 'LOGICAL_DNS'"
+                    % (apath, address))
+            if not address:
+                raise ConfigError("%s.address: value length must be at least 1 characters"
+                                  % (apath,))
+            endpoints.append(EndpointSpec(
+                address, port, hostname=ep.hostname, weight=weight, priority=lle.priority,
+                locality=locality, healthFlags=flags,
+                edsHealthStatus="HEALTHY" if status == "UNKNOWN" else status,
+                path=dpath))
+    if ctype == LOGICAL_DNS and (len(la.endpoints) != 1 or len(endpoints) != 1):
+        raise ConfigError(
+            "%s: LOGICAL_DNS clusters must have a single locality_lb_endpoint and a "
+            "single lb_endpoint" % (lapath,))
+    return endpoints
+
+
+# --- stats -----------------------------------------------------------------
+
+#: Per-worker counters of C{cluster.<name>.*}, created at zero on every
+#: worker as Envoy does, so dashboards see them before traffic.
+WORKER_COUNTERS = (
+    "upstream_cx_total", "upstream_cx_connect_fail", "upstream_cx_connect_timeout",
+    "upstream_cx_connect_attempts_exceeded", "upstream_cx_overflow",
+    "upstream_cx_pool_overflow", "upstream_cx_none_healthy", "upstream_cx_destroy",
+    "upstream_cx_destroy_local", "upstream_cx_destroy_remote",
+    "upstream_cx_destroy_with_active_rq", "upstream_cx_destroy_local_with_active_rq",
+    "upstream_cx_destroy_remote_with_active_rq", "upstream_cx_rx_bytes_total",
+    "upstream_cx_tx_bytes_total", "upstream_cx_http1_total", "upstream_cx_http2_total",
+    "upstream_cx_http3_total", "upstream_cx_idle_timeout", "upstream_cx_max_requests",
+    "upstream_cx_max_duration_reached", "upstream_cx_protocol_error",
+    "upstream_cx_close_notify", "upstream_flow_control_paused_reading_total",
+    "upstream_flow_control_resumed_reading_total", "upstream_flow_control_backed_up_total",
+    "upstream_flow_control_drained_total", "upstream_rq_total", "upstream_rq_pending_total",
+    "upstream_rq_pending_overflow", "upstream_rq_pending_failure_eject",
+    "upstream_rq_completed", "upstream_rq_cancelled", "upstream_rq_timeout",
+    "upstream_rq_per_try_timeout", "upstream_rq_per_try_idle_timeout", "upstream_rq_rx_reset",
+    "upstream_rq_tx_reset", "upstream_rq_retry", "upstream_rq_retry_success",
+    "upstream_rq_retry_overflow", "upstream_rq_retry_limit_exceeded",
+    "upstream_rq_retry_backoff_exponential", "upstream_rq_retry_backoff_ratelimited",
+    "upstream_rq_max_duration_reached", "upstream_rq_maintenance_mode",
+    "lb_healthy_panic", "bind_errors", "retry_or_shadow_abandoned",
+)
+WORKER_GAUGES = (
+    "upstream_cx_active", "upstream_rq_active", "upstream_rq_pending_active",
+    "upstream_cx_rx_bytes_buffered", "upstream_cx_tx_bytes_buffered",
+)
+WORKER_HISTOGRAMS = (
+    "upstream_cx_connect_ms", "upstream_cx_length_ms", "upstream_rq_time",
+    "upstream_rq_per_cx",
+)
+
+#: Main-thread stats of C{cluster.<name>.*}.
+MAIN_COUNTERS = (
+    "membership_change", "update_attempt", "update_success", "update_failure",
+    "update_empty", "update_no_rebuild", "assignment_stale", "assignment_timeout_received",
+    "assignment_use_cached", "lb_local_cluster_not_ok", "lb_recalculate_zone_structures",
+    "lb_zone_cluster_too_small", "lb_zone_no_capacity_left", "lb_zone_routing_all_directly",
+    "lb_zone_routing_cross_zone", "lb_zone_routing_sampled", "lb_subsets_created",
+    "lb_subsets_fallback", "lb_subsets_fallback_panic", "lb_subsets_removed",
+    "lb_subsets_selected", "original_dst_host_invalid",
+)
+MAIN_GAUGES = (
+    "membership_total", "membership_healthy", "membership_degraded", "membership_excluded",
+    "max_host_weight", "version", "warming_state", "lb_subsets_active",
+) + tuple(
+    "circuit_breakers.%s.%s" % (p, n)
+    for p in ("default", "high")
+    for n in ("cx_open", "cx_pool_open", "rq_open", "rq_pending_open", "rq_retry_open")
+)
+
+
+class ClusterStats:
+    """
+    One worker's C{cluster.<name>.*} stat objects, as attributes named
+    like the stats (C{stats.upstream_cx_total.inc()}), resolved once when
+    the worker sets the cluster up.
+    """
+
+    def __init__(self, scope):
+        self._scope = scope
+        for name in WORKER_COUNTERS:
+            setattr(self, name, scope.counter(name))
+        for name in WORKER_GAUGES:
+            setattr(self, name, scope.gauge(name))
+        for name in WORKER_HISTOGRAMS:
+            setattr(self, name, scope.histogram(name))
+        self._codes = {}
+
+    def rqCode(self, code):
+        """
+        @return: C{(upstream_rq_<code>, upstream_rq_<N>xx)} counters,
+            created on first use and cached.
+        """
+        pair = self._codes.get(code)
+        if pair is None:
+            scope = self._scope
+            pair = self._codes[code] = (
+                scope.counter("upstream_rq_%d" % (code,)),
+                scope.counter("upstream_rq_%dxx" % (code // 100,)),
+            )
+        return pair
+
+
+class MainClusterStats:
+    """The main thread's C{cluster.<name>.*} stats (membership, updates)."""
+
+    def __init__(self, scope):
+        for name in MAIN_COUNTERS:
+            setattr(self, name, scope.counter(name))
+        for name in MAIN_GAUGES:
+            g = scope.gauge(name)
+            if "." not in name:
+                setattr(self, name, g)
+
+
+# --- primary clusters ----------------------------------------------------
+
+
+class PrimaryCluster:
+    """
+    The main thread's side of one cluster: it owns membership and posts
+    each new host list to every worker's L{ThreadLocalCluster}.
+
+    @ivar info: the L{ClusterInfo}.
+    @ivar hosts: the current membership, a tuple of L{Host} (replaced, never
+        mutated, so any thread may read it).
+    @ivar initialized: whether the first membership is known.
+    """
+
+    def __init__(self, reactor, info, endpoints, mainShard):
+        self.reactor = reactor
+        self.info = info
+        self.endpoints = endpoints
+        self.hosts = ()
+        self.initialized = False
+        self.stats = MainClusterStats(mainShard.scope(info.statPrefix))
+        self._lock = threading.Lock()
+        self._threadLocals = []
+        self._initWaiters = []
+        self._stopped = False
+
+    def start(self):
+        """Begin discovering membership (main thread)."""
+        self._markInitialized()
+
+    def stop(self):
+        """Cancel timers; later results are dropped."""
+        self._stopped = True
+
+    def whenInitialized(self):
+        """@return: a Deferred fired once the first membership is known."""
+        if self.initialized:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._initWaiters.append(d)
+        return d
+
+    def _markInitialized(self):
+        if self.initialized:
+            return
+        self.initialized = True
+        waiters, self._initWaiters = self._initWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _register(self, threadLocal):
+        """
+        Add a worker's cluster and give it the current membership, under
+        the lock so that no update falls between the two.
+        """
+        with self._lock:
+            self._threadLocals.append(threadLocal)
+            threadLocal.updateHosts(self.hosts)
+
+    def _unregister(self, threadLocal):
+        with self._lock:
+            try:
+                self._threadLocals.remove(threadLocal)
+            except ValueError:
+                pass
+
+    def setHosts(self, hosts, membershipChanged=True):
+        """
+        Install a new membership (main thread): update the membership
+        stats and post the list to every worker.
+        """
+        hosts = tuple(hosts)
+        s = self.stats
+        healthy = degraded = excluded = 0
+        for h in hosts:
+            if h.excluded:
+                excluded += 1
+            elif h.healthy:
+                if h.degraded:
+                    degraded += 1
+                else:
+                    healthy += 1
+        s.membership_total.set(len(hosts))
+        s.membership_healthy.set(healthy)
+        s.membership_degraded.set(degraded)
+        s.membership_excluded.set(excluded)
+        if membershipChanged:
+            s.membership_change.inc()
+        with self._lock:
+            self.hosts = hosts
+            targets = list(self._threadLocals)
+            # Posting under the lock keeps every worker's queue in the
+            # order the memberships were made.
+            for tlc in targets:
+                tlc.dispatcher.post(tlc.updateHosts, hosts)
+
+    def refreshHealth(self):
+        """
+        Re-post the current membership after health flags changed (main
+        thread), so workers rebuild their healthy host lists.
+        """
+        self.setHosts(self.hosts, membershipChanged=False)
+
+
+class StaticCluster(PrimaryCluster):
+    """A C{STATIC} cluster: the configured IPs, known at once."""
+
+    def __init__(self, reactor, info, endpoints, mainShard):
+        PrimaryCluster.__init__(self, reactor, info, endpoints, mainShard)
+        hosts = [ep.makeHost(info.name) for ep in endpoints]
+        # Envoy counts a membership change for a non-empty static cluster
+        # and leaves max_host_weight at 0 (only dynamic updates set it).
+        self.setHosts(hosts, membershipChanged=bool(hosts))

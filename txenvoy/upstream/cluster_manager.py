@@ -1,0 +1,245 @@
+# -*- test-case-name: tests.upstream.test_cluster_manager -*-
+"""
+The cluster manager (Envoy's C{ClusterManagerImpl}) and its per-worker
+face (C{ThreadLocalClusterManagerImpl}).
+
+The L{ClusterManager} and every L{PrimaryCluster} live on the main thread:
+they own membership and DNS. Each worker gets a
+L{ThreadLocalClusterManager} holding one L{ThreadLocalCluster} per cluster:
+the worker's load balancer state and stat objects. New memberships reach
+workers through C{dispatcher.post}.
+"""
+
+import random as _random
+import threading
+
+from twisted.internet import defer
+
+from txenvoy.config.errors import ConfigError
+from txenvoy.upstream import connection
+from txenvoy.upstream.cluster import (
+    LOGICAL_DNS,
+    STRICT_DNS,
+    ClusterStats,
+    StaticCluster,
+    compileCluster,
+)
+from txenvoy.upstream.dns import GetAddrInfoResolver, LogicalDnsCluster, StrictDnsCluster
+from txenvoy.upstream.load_balancer import LoadBalancer
+
+
+class ThreadLocalCluster:
+    """
+    One cluster as one worker sees it.
+
+    @ivar info: the shared L{ClusterInfo}.
+    @ivar stats: this worker's L{ClusterStats} (C{stats.upstream_cx_total},
+        ..., C{stats.rqCode(200)}).
+    @ivar hosts: the membership last posted to this worker.
+    @ivar dispatcher: the owning worker's dispatcher.
+    @ivar reactor: its reactor.
+    @ivar workerName: its name (C{"worker_0"}, C{"main_thread"}).
+    @ivar loadBalancer: the L{LoadBalancer}.
+    """
+
+    def __init__(self, info, dispatcher, rng=None):
+        self.info = info
+        self.dispatcher = dispatcher
+        self.reactor = dispatcher.reactor
+        self.workerName = dispatcher.name
+        self.stats = ClusterStats(dispatcher.stats.scope(info.statPrefix))
+        self.hosts = ()
+        self.loadBalancer = LoadBalancer(
+            info.lbConfig, self.workerName, self.stats.lb_healthy_panic, rng)
+
+    def updateHosts(self, hosts):
+        """Take a new membership (runs on this worker, posted by main)."""
+        self.hosts = hosts
+        self.loadBalancer.setHosts(hosts)
+
+    def chooseHost(self, context=None):
+        """
+        Pick a host with the cluster's load balancing policy.
+
+        The caller counts C{upstream_cx_none_healthy} (tcp_proxy, router)
+        when this returns C{None}, as Envoy's callers do.
+
+        @return: a L{Host}, or C{None} when there is none to offer.
+        """
+        return self.loadBalancer.chooseHost(context)
+
+    def connect(self, host, callbacks):
+        """
+        Open a TCP connection to C{host} on this worker's reactor.
+
+        @param callbacks: see L{txenvoy.upstream.connection}.
+        @return: an L{UpstreamConnection}, connecting.
+        """
+        return connection.connectUpstream(self, host, callbacks)
+
+    def __repr__(self):
+        return "<ThreadLocalCluster %s on %s>" % (self.info.name, self.workerName)
+
+
+class ThreadLocalClusterManager:
+    """
+    A worker's clusters (Envoy's C{ThreadLocalClusterManagerImpl}).
+
+    @ivar dispatcher: the worker's dispatcher.
+    @ivar clusters: C{{name: ThreadLocalCluster}}.
+    """
+
+    def __init__(self, clusterManager, dispatcher):
+        self.dispatcher = dispatcher
+        self.clusters = {}
+        self._clusterManager = clusterManager
+
+    def getThreadLocalCluster(self, name):
+        """@return: the L{ThreadLocalCluster} named C{name}, or C{None}."""
+        return self.clusters.get(name)
+
+    def shutdown(self):
+        """Stop receiving membership updates (worker shutting down)."""
+        self._clusterManager._releaseThreadLocal(self)
+
+
+class ClusterManager:
+    """
+    Every configured cluster (Envoy's C{ClusterManagerImpl}), on the main
+    thread.
+
+    @ivar clusters: C{{name: PrimaryCluster}} in config order.
+    @ivar localClusterName: C{cluster_manager.local_cluster_name}.
+    """
+
+    def __init__(self, reactor, stats, mainShard, clusterProtos, localClusterName="",
+                 validateOnly=False, pathPrefix="static_resources.clusters",
+                 dnsResolver=None, rng=None):
+        """
+        @param reactor: the main reactor (DNS timers and thread pool).
+        @param stats: the L{StatsStore}.
+        @param mainShard: the main thread's L{StatsShard}.
+        @param clusterProtos: C{envoy.config.cluster.v3.Cluster} messages.
+        @param localClusterName: must name one of them when set.
+        @param validateOnly: compile only; never resolve or start timers.
+        @param pathPrefix: field path of the cluster list, for messages.
+        @param dnsResolver: an object with C{resolve(name, family)} returning
+            a Deferred list of IPs; default L{GetAddrInfoResolver}.
+        @param rng: a C{random()}-like function for load balancers and DNS
+            jitter; default C{random.random}.
+        @raise ConfigError: naming the field of the first invalid setting.
+        """
+        self.reactor = reactor
+        self.statsStore = stats
+        self.mainShard = mainShard
+        self.validateOnly = validateOnly
+        self.localClusterName = localClusterName
+        self._rng = rng if rng is not None else _random.random
+        self._resolver = dnsResolver if dnsResolver is not None else GetAddrInfoResolver(reactor)
+        self._protos = list(clusterProtos)
+        self._lock = threading.Lock()
+        self._threadLocals = []
+        self._started = False
+        self.clusters = {}
+        compiled = []
+        names = set()
+        for i, proto in enumerate(self._protos):
+            path = "%s[%d]" % (pathPrefix, i)
+            info, endpoints = compileCluster(proto, path)
+            if info.name in names:
+                raise ConfigError("%s.name: cluster manager: duplicate cluster '%s'"
+                                  % (path, info.name))
+            names.add(info.name)
+            compiled.append((info, endpoints))
+        if localClusterName and localClusterName not in names:
+            raise ConfigError("cluster_manager.local_cluster_name: local cluster '%s' must "
+                              "be defined" % (localClusterName,))
+        cm = mainShard.scope("cluster_manager.")
+        self._activeClusters = cm.gauge("active_clusters")
+        self._clusterAdded = cm.counter("cluster_added")
+        for name in ("cluster_modified", "cluster_removed", "cluster_updated",
+                     "cluster_updated_via_merge", "update_merge_cancelled",
+                     "update_out_of_merge_window"):
+            cm.counter(name)
+        cm.gauge("warming_clusters")
+        for info, endpoints in compiled:
+            self.clusters[info.name] = self._makeCluster(info, endpoints)
+            self._clusterAdded.inc()
+            self._activeClusters.inc()
+
+    def _makeCluster(self, info, endpoints):
+        if info.type == STRICT_DNS:
+            return StrictDnsCluster(self.reactor, info, endpoints, self.mainShard,
+                                    self._resolver, self._rng)
+        if info.type == LOGICAL_DNS:
+            return LogicalDnsCluster(self.reactor, info, endpoints, self.mainShard,
+                                     self._resolver, self._rng)
+        return StaticCluster(self.reactor, info, endpoints, self.mainShard)
+
+    def initialize(self):
+        """
+        Start membership discovery (DNS) on the main reactor.
+
+        @return: a Deferred fired once every cluster that has
+            C{wait_for_warm_on_init} (the default) has its first membership:
+            at once for C{STATIC}, after the first resolution (success or
+            failure) of every endpoint for the DNS types. In validate mode,
+            nothing starts and it fires at once.
+        """
+        if self.validateOnly:
+            return defer.succeed(None)
+        if not self._started:
+            self._started = True
+            for cluster in self.clusters.values():
+                cluster.start()
+        waits = [c.whenInitialized() for c in self.clusters.values()
+                 if c.info.waitForWarmOnInit]
+        if not waits:
+            return defer.succeed(None)
+        d = defer.gatherResults(waits, consumeErrors=True)
+        d.addCallback(lambda _: None)
+        return d
+
+    def createThreadLocal(self, dispatcher):
+        """
+        Build a worker's clusters. Call it when the worker is set up,
+        before its reactor serves traffic (or on the worker's own thread),
+        and keep the result on the worker.
+
+        @param dispatcher: the worker's dispatcher (C{name}, C{reactor},
+            C{stats}, C{post}).
+        @return: a L{ThreadLocalClusterManager}.
+        """
+        tlcm = ThreadLocalClusterManager(self, dispatcher)
+        for name, primary in self.clusters.items():
+            tlc = ThreadLocalCluster(primary.info, dispatcher, self._rng)
+            primary._register(tlc)
+            tlcm.clusters[name] = tlc
+        dispatcher.stats.gauge(
+            "thread_local_cluster_manager.%s.clusters_inflated" % (dispatcher.name,)
+        ).set(len(tlcm.clusters))
+        with self._lock:
+            self._threadLocals.append(tlcm)
+        return tlcm
+
+    def _releaseThreadLocal(self, tlcm):
+        with self._lock:
+            if tlcm in self._threadLocals:
+                self._threadLocals.remove(tlcm)
+        for name, tlc in tlcm.clusters.items():
+            primary = self.clusters.get(name)
+            if primary is not None:
+                primary._unregister(tlc)
+
+    def get(self, name):
+        """@return: the L{PrimaryCluster} named C{name}, or C{None}."""
+        return self.clusters.get(name)
+
+    def stop(self):
+        """Cancel every DNS timer (main thread)."""
+        for cluster in self.clusters.values():
+            cluster.stop()
+
+    def configDump(self):
+        """@return: the configured C{Cluster} messages, for C{/config_dump}."""
+        return list(self._protos)

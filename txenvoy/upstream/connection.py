@@ -1,0 +1,405 @@
+# -*- test-case-name: tests.upstream.test_connection -*-
+"""
+One upstream TCP connection (Envoy's upstream C{Network::ClientConnection}
+plus the accounting its connection pools do).
+
+An L{UpstreamConnection} is the Twisted protocol for a socket the worker's
+reactor opens to a host. It counts Envoy's C{cluster.<name>.upstream_cx_*}
+stats and the host's C{cx_*} stats, and hands everything else to a
+callbacks object (tcp_proxy's upstream side, an HTTP codec):
+
+ - C{onUpstreamConnected(upstreamConnection)}
+ - C{onUpstreamConnectFailed(upstreamConnection, reason)}: C{reason} is
+   Envoy's text (L{CONNECT_TIMEOUT}, L{REMOTE_CONNECTION_FAILURE} or
+   L{LOCAL_CONNECTION_FAILURE}); the Twisted failure is kept as
+   C{upstreamConnection.failureReason}
+ - C{onUpstreamData(data)}
+ - C{onUpstreamReadClosed()}: the host half-closed (FIN); we may still
+   write
+ - C{onUpstreamClosed(reason)}: fully closed; C{reason} is the Twisted
+   L{Failure} given to C{connectionLost}
+
+Reads go straight to C{onUpstreamData} through a small closure that adds
+the byte count, bound once when the connection is made: the per-read cost
+is one extra Python call.
+"""
+
+import socket
+
+from twisted.internet import error
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+#: Envoy's reset reasons for a failed upstream connect, as they appear in
+#: local reply bodies (C{... reset reason: connection timeout}).
+CONNECT_TIMEOUT = "connection timeout"
+REMOTE_CONNECTION_FAILURE = "remote connection failure"
+LOCAL_CONNECTION_FAILURE = "local connection failure"
+
+_CONNECTING = 0
+_CONNECTED = 1
+_FAILED = 2
+_CLOSED = 3
+
+
+class _UpstreamFactory(ClientFactory):
+    """Routes the connector's events to its one L{UpstreamConnection}."""
+
+    noisy = False
+
+    def __init__(self, connection):
+        self._connection = connection
+
+    def buildProtocol(self, addr):
+        return self._connection._buildProtocol()
+
+    def clientConnectionFailed(self, connector, reason):
+        self._connection._connectFailed(reason)
+
+    def clientConnectionLost(self, connector, reason):
+        pass
+
+
+@implementer(IHalfCloseableProtocol)
+class UpstreamConnection(Protocol):
+    """
+    A connection to one upstream host, owned by one worker.
+
+    @ivar host: the L{txenvoy.upstream.host.Host}.
+    @ivar hostStats: this worker's L{txenvoy.upstream.host.HostStats} for
+        that host (the HTTP side counts C{rq_*} there).
+    @ivar cluster: the worker's L{ThreadLocalCluster}.
+    @ivar transport: the Twisted transport once connected, else C{None}.
+    @ivar connected: True between connect and close.
+    @ivar failureReason: the Twisted L{Failure} of a failed connect.
+    @ivar timedOut: whether the connect timed out.
+    @ivar closedLocally: whether we (not the host) closed it.
+    """
+
+    transport = None
+    connected = False
+
+    def __init__(self, cluster, host, callbacks):
+        self.cluster = cluster
+        self.host = host
+        self.callbacks = callbacks
+        self.hostStats = host.statsFor(cluster.workerName)
+        self.failureReason = None
+        self.timedOut = False
+        self.closedLocally = False
+        self._state = _CONNECTING
+        self._reactor = cluster.reactor
+        self._stats = cluster.stats
+        self._connector = None
+        self._timer = None
+        self._startTime = 0.0
+        self._connectedTime = 0.0
+        self._pendingWrites = []
+        self._pendingWriteClose = False
+        self._pendingProducer = None
+        self._readPaused = False
+        self._readClosed = False
+        self._writeClosed = False
+
+    # --- connecting ----------------------------------------------------
+
+    def _start(self):
+        info = self.cluster.info
+        stats = self._stats
+        hs = self.hostStats
+        stats.upstream_cx_total.inc()
+        # Active from the attempt until destroyed, as Envoy's pools count.
+        stats.upstream_cx_active.inc()
+        hs.cx_total += 1
+        hs.cx_active += 1
+        reactor = self._reactor
+        self._startTime = reactor.seconds()
+        ip, port = self.host.address
+        self._timer = reactor.callLater(info.connectTimeout, self._onConnectTimeout)
+        try:
+            self._connector = reactor.connectTCP(
+                ip, port, _UpstreamFactory(self), timeout=info.connectTimeout,
+                bindAddress=info.bindAddress)
+        except Exception:
+            # Report on the next turn, as a refused connect would be, so
+            # that callbacks never run before connect() returns.
+            failure = Failure()
+            reactor.callLater(0, self._connectFailed, failure)
+
+    def _onConnectTimeout(self):
+        self._timer = None
+        if self._state != _CONNECTING:
+            return
+        self.timedOut = True
+        connector = self._connector
+        # Account first: stopping the connector reports a failure that
+        # must find the attempt already over.
+        self._fail(Failure(error.TimeoutError("connect to %s" % (self.host.addressString,))))
+        self._stopConnecting(connector)
+
+    def _stopConnecting(self, connector):
+        self._connector = None
+        if connector is not None:
+            try:
+                connector.stopConnecting()
+            except error.NotConnectingError:
+                pass
+
+    def _cancelTimer(self):
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _connectFailed(self, reason):
+        if self._state != _CONNECTING:
+            # Our own timeout or cancel already accounted for it.
+            return
+        if reason.check(error.TimeoutError):
+            self.timedOut = True
+        self._fail(reason)
+
+    def _fail(self, reason):
+        self._state = _FAILED
+        self._cancelTimer()
+        self._connector = None
+        self.failureReason = reason
+        stats = self._stats
+        hs = self.hostStats
+        stats.upstream_cx_connect_fail.inc()
+        hs.cx_connect_fail += 1
+        local = False
+        if self.timedOut:
+            stats.upstream_cx_connect_timeout.inc()
+            text = CONNECT_TIMEOUT
+            local = True
+        elif reason.check(error.ConnectBindError):
+            stats.bind_errors.inc()
+            text = LOCAL_CONNECTION_FAILURE
+            local = True
+        else:
+            text = REMOTE_CONNECTION_FAILURE
+        # Envoy destroys the failed connection like any other: it shows in
+        # upstream_cx_destroy{,_local,_remote} and upstream_cx_length_ms.
+        self._destroyed(local)
+        self._pendingWrites = []
+        self.callbacks.onUpstreamConnectFailed(self, text)
+
+    def _destroyed(self, local):
+        stats = self._stats
+        stats.upstream_cx_destroy.inc()
+        if local:
+            stats.upstream_cx_destroy_local.inc()
+        else:
+            stats.upstream_cx_destroy_remote.inc()
+        stats.upstream_cx_active.dec()
+        self.hostStats.cx_active -= 1
+        stats.upstream_cx_length_ms.recordValue(
+            (self._reactor.seconds() - self._startTime) * 1000.0)
+
+    def _buildProtocol(self):
+        if self._state != _CONNECTING:
+            return None
+        return self
+
+    def connectionMade(self):
+        self._state = _CONNECTED
+        self._connector = None
+        self._cancelTimer()
+        self.connected = True
+        now = self._reactor.seconds()
+        self._connectedTime = now
+        stats = self._stats
+        stats.upstream_cx_connect_ms.recordValue((now - self._startTime) * 1000.0)
+        transport = self.transport
+        info = self.cluster.info
+        # Writes beyond the limit pause a registered producer (Envoy's
+        # high watermark; Twisted resumes it once the buffer drains).
+        transport.bufferSize = info.perConnectionBufferLimitBytes
+        _setSocketOptions(transport, info.tcpKeepalive)
+
+        rx = stats.upstream_cx_rx_bytes_total
+        rx.used = True
+        stats.upstream_cx_tx_bytes_total.used = True
+        onData = self.callbacks.onUpstreamData
+
+        def dataReceived(data):
+            rx.value += len(data)
+            onData(data)
+
+        self.dataReceived = dataReceived
+
+        if self._pendingProducer is not None:
+            producer, streaming = self._pendingProducer
+            self._pendingProducer = None
+            transport.registerProducer(producer, streaming)
+        if self._readPaused:
+            transport.pauseProducing()
+        self.callbacks.onUpstreamConnected(self)
+        if self._state != _CONNECTED:
+            return
+        pending, self._pendingWrites = self._pendingWrites, []
+        if pending:
+            self.writeSequence(pending)
+        if self._pendingWriteClose:
+            self.loseWriteConnection()
+
+    def dataReceived(self, data):
+        # Replaced per instance in connectionMade; kept for the interface.
+        self._stats.upstream_cx_rx_bytes_total.inc(len(data))
+        self.callbacks.onUpstreamData(data)
+
+    # --- closing -------------------------------------------------------
+
+    def readConnectionLost(self):
+        """The host sent FIN: tell the callbacks; close if we did too."""
+        self._readClosed = True
+        self.callbacks.onUpstreamReadClosed()
+        if self._writeClosed and self._state == _CONNECTED:
+            # Twisted does not call connectionLost once both halves are
+            # shut; the host's FIN came last, so the close is remote.
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self):
+        """Our FIN went out; close if the host's came already."""
+        self._writeClosed = True
+        if self._readClosed and self._state == _CONNECTED:
+            self.closedLocally = True
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason=None):
+        if self._state != _CONNECTED:
+            return
+        self._state = _CLOSED
+        self.connected = False
+        self._destroyed(self.closedLocally)
+        self.callbacks.onUpstreamClosed(reason)
+
+    # --- the callbacks' side -------------------------------------------
+
+    def write(self, data):
+        """Send bytes (buffered until connected)."""
+        if self._state == _CONNECTED:
+            tx = self._stats.upstream_cx_tx_bytes_total
+            tx.value += len(data)
+            self.transport.write(data)
+        elif self._state == _CONNECTING:
+            self._pendingWrites.append(data)
+
+    def writeSequence(self, seq):
+        """Send several byte strings at once."""
+        if self._state == _CONNECTED:
+            tx = self._stats.upstream_cx_tx_bytes_total
+            tx.value += sum(map(len, seq))
+            self.transport.writeSequence(seq)
+        elif self._state == _CONNECTING:
+            self._pendingWrites.extend(seq)
+
+    def loseWriteConnection(self):
+        """Half-close: send FIN upstream once buffered data is written."""
+        if self._state == _CONNECTED:
+            if not self._writeClosed:
+                self.transport.loseWriteConnection()
+        elif self._state == _CONNECTING:
+            self._pendingWriteClose = True
+
+    def close(self):
+        """Flush what is buffered, then close (or stop connecting)."""
+        if self._state == _CONNECTED:
+            self.closedLocally = True
+            self.transport.loseConnection()
+        elif self._state == _CONNECTING:
+            self._cancel()
+
+    def abort(self):
+        """Close now, dropping buffered data (or stop connecting)."""
+        if self._state == _CONNECTED:
+            self.closedLocally = True
+            self.transport.abortConnection()
+        elif self._state == _CONNECTING:
+            self._cancel()
+
+    def _cancel(self):
+        # The caller gave up (its downstream went away): no callbacks.
+        self._state = _CLOSED
+        self.closedLocally = True
+        self._cancelTimer()
+        self._pendingWrites = []
+        self._stopConnecting(self._connector)
+        self._destroyed(True)
+
+    def pauseReading(self):
+        """Stop reading from the host (downstream is backed up)."""
+        if not self._readPaused:
+            self._readPaused = True
+            self._stats.upstream_flow_control_paused_reading_total.inc()
+            if self._state == _CONNECTED:
+                self.transport.pauseProducing()
+
+    def resumeReading(self):
+        """Read from the host again."""
+        if self._readPaused:
+            self._readPaused = False
+            self._stats.upstream_flow_control_resumed_reading_total.inc()
+            if self._state == _CONNECTED:
+                self.transport.resumeProducing()
+
+    def registerProducer(self, producer, streaming):
+        """
+        Let C{producer} (the downstream transport) be paused while this
+        connection's write buffer is above
+        C{per_connection_buffer_limit_bytes}.
+        """
+        if self._state == _CONNECTED:
+            self.transport.registerProducer(producer, streaming)
+        elif self._state == _CONNECTING:
+            self._pendingProducer = (producer, streaming)
+
+    def unregisterProducer(self):
+        """Undo L{registerProducer}."""
+        if self._state == _CONNECTED:
+            self.transport.unregisterProducer()
+        self._pendingProducer = None
+
+    def __repr__(self):
+        return "<UpstreamConnection %s %s>" % (self.host.addressString,
+                                               ("connecting", "connected", "failed",
+                                                "closed")[self._state])
+
+
+def _setSocketOptions(transport, keepalive):
+    # Envoy sets TCP_NODELAY on every upstream connection.
+    setNoDelay = getattr(transport, "setTcpNoDelay", None)
+    if setNoDelay is not None:
+        try:
+            setNoDelay(True)
+        except OSError:
+            pass
+    if keepalive is None:
+        return
+    try:
+        transport.setTcpKeepAlive(True)
+        sock = transport.getHandle()
+    except (AttributeError, OSError):
+        return
+    for opt, value in (("TCP_KEEPCNT", keepalive.probes),
+                       ("TCP_KEEPIDLE", keepalive.time),
+                       ("TCP_KEEPINTVL", keepalive.interval)):
+        if value is not None and hasattr(socket, opt):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
+            except OSError:
+                pass
+
+
+def connectUpstream(cluster, host, callbacks):
+    """
+    Open a connection from a worker to C{host}.
+
+    @param cluster: the worker's L{ThreadLocalCluster}.
+    @return: the L{UpstreamConnection}, connecting.
+    """
+    conn = UpstreamConnection(cluster, host, callbacks)
+    conn._start()
+    return conn
