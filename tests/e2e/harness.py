@@ -71,8 +71,9 @@ class Envoy:
             cwd=cwd or self.tmp, env=processEnv(), stdout=self.stdout, stderr=self.stderr)
 
     def output(self):
-        self.stdout.flush()
-        self.stderr.flush()
+        for f in (self.stdout, self.stderr):
+            if not f.closed:
+                f.flush()
         with open(self.stdout.name) as o, open(self.stderr.name) as e:
             return o.read(), e.read()
 

@@ -305,6 +305,8 @@ class DeferredRecorder(Recorder):
 class RealSocketTests(TestCase):
     """Connections over real sockets on 127.0.0.1, on the real reactor."""
 
+    timeout = 10
+
     def listen(self, echo=False, finFirst=False):
         from twisted.internet import reactor
 
@@ -332,16 +334,21 @@ class RealSocketTests(TestCase):
         rec = DeferredRecorder()
         host = tlc.chooseHost()
         conn = tlc.connect(host, rec)
+        print("A")
         yield rec.connected
+        print("B")
         self.assertTrue(conn.connected)
         self.assertEqual(conn.transport.getPeer().port, port)
         self.assertTrue(conn.transport.getTcpNoDelay())
         conn.write(b"ping")
         server = yield factory.connected
+        print("C")
         while b"".join(rec.data) != b"ping":
             yield _turn()
+        print("D")
         conn.close()
         yield rec.closed
+        print("E")
         yield factory.lost
         s = lambda n: stat(store, "cluster.c1." + n)  # noqa: E731
         self.assertEqual((s("upstream_cx_total"), s("upstream_cx_active"),

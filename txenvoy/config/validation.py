@@ -512,7 +512,6 @@ class _MessagePlan:
 
 
 _plans = {}
-_visitNeeded = {}
 _mapEntries = {}
 
 
@@ -549,31 +548,6 @@ def _messageDisabled(desc):
     return False
 
 
-def _needsVisit(desc):
-    """
-    Whether a message of this type can hold anything to check: a rule, an
-    Any or a Duration, in it or below it.
-    """
-    name = desc.full_name
-    try:
-        return _visitNeeded[name]
-    except KeyError:
-        pass
-    if name == "google.protobuf.Any":
-        _visitNeeded[name] = True
-        return True
-    if name.startswith("google.protobuf."):
-        _visitNeeded[name] = False
-        return False
-    # Assume yes while this type is being looked at, so recursive types
-    # are visited (being wrong that way only costs time).
-    _visitNeeded[name] = True
-    plan = _plan(desc)
-    result = bool(plan is not None and (plan.fields or plan.requiredOneofs))
-    _visitNeeded[name] = result
-    return result
-
-
 def _plan(desc):
     """The cached L{_MessagePlan} for a message type (C{None}: nothing to do)."""
     name = desc.full_name
@@ -585,19 +559,6 @@ def _plan(desc):
         _plans[name] = None
         return None
     plan = _MessagePlan(desc)
-    # Recursive types look up their own plan while it is being built.
-    _plans[name] = plan
-    try:
-        _fillPlan(plan, desc)
-    except BaseException:
-        # Never leave a half-built plan behind for the next config.
-        _plans.pop(name, None)
-        _visitNeeded.pop(name, None)
-        raise
-    return plan
-
-
-def _fillPlan(plan, desc):
     requiredExt = _rulesModule().required
     for oneof in desc.oneofs:
         if _isSynthetic(oneof) or not oneof.has_options:
@@ -609,6 +570,9 @@ def _fillPlan(plan, desc):
         fieldPlan = _planField(fd)
         if fieldPlan is not None:
             plan.fields.append(fieldPlan)
+    # Stored only when complete: a failure leaves nothing half-built behind.
+    _plans[name] = plan
+    return plan
 
 
 def _elementInteresting(fd, rules):
@@ -621,7 +585,10 @@ def _elementInteresting(fd, rules):
         return True
     if rules is not None and rules.skip:
         return False
-    return _needsVisit(fd.message_type)
+    # The other well-known types carry no rules. Any other message is
+    # looked inside when set; its own plan is built the first time one is
+    # met, so only the types a config uses are ever compiled.
+    return not name.startswith("google.protobuf.")
 
 
 def _planField(fd):
@@ -707,9 +674,9 @@ def _validateMessage(message, path):
     if desc.full_name == "google.protobuf.Any":
         _validateAny(message, path)
         return
-    if not _needsVisit(desc):
-        return
     plan = _plan(desc)
+    if plan is None:
+        return
     for fieldPlan in plan.fields:
         name = fieldPlan.name
         if fieldPlan.items is not None:
@@ -744,7 +711,7 @@ def _validateValue(desc, fd, rules, value, label, path):
         return
     if name == "google.protobuf.Any":
         _validateAny(value, path)
-    elif _needsVisit(messageType):
+    elif not name.startswith("google.protobuf."):
         _validateMessage(value, path)
 
 

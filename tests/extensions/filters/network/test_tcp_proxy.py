@@ -1,0 +1,201 @@
+"""
+Tests for L{txenvoy.extensions.filters.network.tcp_proxy} on a fake clock,
+fake transports and a fake cluster.
+"""
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from txenvoy.extensions.filters.network.tcp_proxy import TcpProxyConfig
+from txenvoy.network.stream_info import StreamInfo
+from txenvoy.server.dispatcher import Dispatcher
+from txenvoy.stats.store import StatsStore
+
+
+class FakeHost:
+    def __init__(self, name):
+        self.addressString = name
+
+
+class FakeUpstream:
+    def __init__(self, host, callbacks):
+        self.host = host
+        self.callbacks = callbacks
+        self.transport = StringTransport()
+        self.written = []
+        self.writeClosed = False
+        self.closed = self.aborted = False
+        self.producer = None
+
+    def write(self, data):
+        self.written.append(data)
+
+    def writeSequence(self, seq):
+        self.written.extend(seq)
+
+    def loseWriteConnection(self):
+        self.writeClosed = True
+
+    def close(self):
+        self.closed = True
+
+    def abort(self):
+        self.aborted = True
+
+    def registerProducer(self, producer, streaming):
+        self.producer = producer
+
+
+class FakeStats:
+    def __init__(self, shard):
+        for name in ("upstream_cx_none_healthy", "upstream_cx_connect_attempts_exceeded"):
+            setattr(self, name, shard.counter("cluster.c." + name))
+
+
+class FakeCluster:
+    def __init__(self, shard, hosts):
+        self.hosts = list(hosts)
+        self.stats = FakeStats(shard)
+        self.upstreams = []
+
+    def chooseHost(self, context):
+        return self.hosts.pop(0) if self.hosts else None
+
+    def connect(self, host, callbacks):
+        upstream = FakeUpstream(host, callbacks)
+        self.upstreams.append(upstream)
+        return upstream
+
+
+class FakeClusterManager:
+    def __init__(self, clusters):
+        self.clusters = clusters
+
+    def getThreadLocalCluster(self, name):
+        return self.clusters.get(name)
+
+
+class FakeConnection:
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+        self.streamInfo = StreamInfo(dispatcher.reactor)
+
+
+class RecordingLogger:
+    def __init__(self):
+        self.infos = []
+
+    def log(self, info, req, resp):
+        self.infos.append(info)
+
+
+class TcpProxyTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.clock = Clock()
+        self.store = StatsStore()
+        self.dispatcher = Dispatcher(self.clock, "worker_0", self.store.shard("worker_0"))
+        self.logger = RecordingLogger()
+
+    def start(self, hosts=("h1",), attempts=1, idle=3600.0, clusterName="c"):
+        cluster = FakeCluster(self.dispatcher.stats, [FakeHost(h) for h in hosts])
+        self.dispatcher.clusterManager = FakeClusterManager({"c": cluster})
+        config = TcpProxyConfig("p", [(clusterName, 1)], idle, attempts, [self.logger])
+        proxy = config.buildFilter(FakeConnection(self.dispatcher), None)
+        transport = StringTransport()
+        proxy.makeConnection(transport)
+        return cluster, proxy, transport
+
+    def counter(self, name):
+        return self.store.counterValue(name)
+
+    def test_bytesBothWays(self):
+        cluster, proxy, transport = self.start()
+        self.assertEqual(transport.producerState, "paused")
+        upstream = cluster.upstreams[0]
+        proxy.dataReceived(b"early")
+        proxy.onUpstreamConnected(upstream)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(upstream.written, [b"early"])
+        proxy.dataReceived(b"more")
+        self.assertEqual(upstream.written, [b"early", b"more"])
+        proxy.onUpstreamData(b"reply")
+        self.assertEqual(transport.value(), b"reply")
+        self.assertIs(transport.producer, upstream.transport)
+        self.assertEqual(self.counter("tcp.p.downstream_cx_rx_bytes_total"), 9)
+        self.assertEqual(self.counter("tcp.p.downstream_cx_tx_bytes_total"), 5)
+
+    def test_halfCloseBothWays(self):
+        """A FIN each way is passed on; both done closes the downstream."""
+        cluster, proxy, transport = self.start()
+        upstream = cluster.upstreams[0]
+        proxy.onUpstreamConnected(upstream)
+        proxy.readConnectionLost()
+        self.assertTrue(upstream.writeClosed)
+        self.assertFalse(transport.disconnecting)
+        proxy.onUpstreamReadClosed()
+        self.assertTrue(transport.disconnecting)
+
+    def test_finBeforeConnectIsPassedOnConnect(self):
+        cluster, proxy, transport = self.start()
+        proxy.readConnectionLost()
+        upstream = cluster.upstreams[0]
+        proxy.onUpstreamConnected(upstream)
+        self.assertTrue(upstream.writeClosed)
+
+    def test_unknownCluster(self):
+        """Envoy: tcp_proxy to an undefined cluster closes and counts no_route."""
+        _, proxy, transport = self.start(clusterName="nosuch")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.counter("tcp.p.downstream_cx_no_route"), 1)
+
+    def test_noHealthyHost(self):
+        cluster, proxy, transport = self.start(hosts=())
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.counter("cluster.c.upstream_cx_none_healthy"), 1)
+
+    def test_maxConnectAttempts(self):
+        """Each failed connect tries another host until max_connect_attempts."""
+        cluster, proxy, transport = self.start(hosts=("h1", "h2", "h3"), attempts=2)
+        proxy.onUpstreamConnectFailed(cluster.upstreams[0], "remote connection failure")
+        self.assertEqual(len(cluster.upstreams), 2)
+        self.assertFalse(transport.disconnecting)
+        proxy.onUpstreamConnectFailed(cluster.upstreams[1], "remote connection failure")
+        self.assertEqual(len(cluster.upstreams), 2)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.counter("cluster.c.upstream_cx_connect_attempts_exceeded"), 1)
+        proxy.connectionLost(None)
+        self.assertEqual(self.logger.infos[0].responseFlags(), "UF")
+        self.assertEqual(self.logger.infos[0].upstreamHost, "h2")
+
+    def test_idleTimeout(self):
+        """No bytes for idle_timeout: closed and counted; activity re-arms."""
+        cluster, proxy, transport = self.start(idle=10.0)
+        proxy.onUpstreamConnected(cluster.upstreams[0])
+        self.clock.advance(6)
+        proxy.dataReceived(b"x")
+        self.clock.advance(6)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(10)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.counter("tcp.p.idle_timeout"), 1)
+
+    def test_downstreamCloseClosesUpstream(self):
+        cluster, proxy, transport = self.start()
+        upstream = cluster.upstreams[0]
+        proxy.onUpstreamConnected(upstream)
+        proxy.connectionLost(None)
+        self.assertTrue(upstream.closed)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(len(self.logger.infos), 1)
+
+    def test_downstreamCloseWhileConnectingAborts(self):
+        cluster, proxy, transport = self.start()
+        proxy.connectionLost(None)
+        self.assertTrue(cluster.upstreams[0].aborted)
+
+    def test_weightedClusters(self):
+        values = iter([0.1, 0.9])
+        config = TcpProxyConfig("p", [("a", 80), ("b", 20)], 0, 1, [], rng=lambda: next(values))
+        self.assertEqual([config.pickCluster(), config.pickCluster()], ["a", "b"])
