@@ -404,6 +404,7 @@ class FormatErrorTests(SynchronousTestCase):
     def test_parameters(self):
         self.assertError("%REQ()%", "REQ requires parameters")
         self.assertError("%ENVIRONMENT%", "ENVIRONMENT requires parameters")
+        self.assertError("%REQ(?)%", "REQ requires parameters")
         self.assertError("%RESP(a?b?c)%",
                          "More than 1 alternative header specified in token: a?b?c")
         self.assertError("%DURATION(x)%", "DURATION does not take any parameters or length")

@@ -192,6 +192,83 @@ class ListenerTests(CheckTestMixin, SynchronousTestCase):
                               "duplicate address '/tmp/x.sock'")
 
 
+class FilterChainTests(CheckTestMixin, SynchronousTestCase):
+    """The filter chains of one listener."""
+
+    ECHO = ("filters: [{name: e, typed_config: "
+            "{'@type': type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo}}]")
+
+    def listener(self, chains, extra=""):
+        return ("{name: l, %s address: {socket_address: {address: 127.0.0.1, port_value: 10040}},"
+                " filter_chains: [%s]}" % (extra, ", ".join(
+                    "{name: %s, %s %s}" % (name, match, self.ECHO) for name, match in chains)))
+
+    def test_noFilterChains(self):
+        """
+        Envoy: C{error adding listener '127.0.0.1:10040': no filter chains
+        specified}; an internal listener is named C{envoy://l/}.
+        """
+        self.assertCheckError(
+            self.static(["{name: l, address: {socket_address: {address: 127.0.0.1, "
+                         "port_value: 10040}}}"]),
+            "error adding listener '127.0.0.1:10040': no filter chains specified")
+        self.assertCheckError(
+            self.static(["{name: l, internal_listener: {}}"]),
+            "error adding listener 'envoy://l/': no filter chains specified")
+
+    def test_noFilterChainsAllowed(self):
+        """
+        Envoy accepts a UDP listener without filter chains, and a
+        default_filter_chain alone.
+        """
+        check(self.static([
+            "{name: u, address: {socket_address: {address: 127.0.0.1, port_value: 10041, "
+            "protocol: UDP}}}",
+            "{name: d, address: {socket_address: {address: 127.0.0.1, port_value: 10042}}, "
+            "default_filter_chain: {%s}}" % (self.ECHO,)]))
+
+    def test_sameMatchingRules(self):
+        """
+        Envoy: C{filter chain 'b' has the same matching rules defined as 'a'.
+        duplicate matcher is: {...}}; no match and an empty match are the
+        same.
+        """
+        self.assertCheckError(
+            self.static([self.listener([("a", ""), ("b", "filter_chain_match: {},")])]),
+            "error adding listener '127.0.0.1:10040': filter chain 'b' has the same matching "
+            "rules defined as 'a'. duplicate matcher is: {}")
+        match = "filter_chain_match: {server_names: ['x'], transport_protocol: tls},"
+        self.assertCheckError(
+            self.static([self.listener([("a", match), ("b", match)])]),
+            'duplicate matcher is: {"transport_protocol":"tls","server_names":["x"]}')
+
+    def test_overlappingRules(self):
+        """
+        Envoy: chains sharing one server name (other criteria equal) ->
+        C{multiple filter chains with overlapping matching rules are
+        defined}.
+        """
+        self.assertCheckError(
+            self.static([self.listener([
+                ("a", "filter_chain_match: {server_names: ['x', 'w']},"),
+                ("b", "filter_chain_match: {server_names: ['x']},")])]),
+            "error adding listener '127.0.0.1:10040': multiple filter chains with overlapping "
+            "matching rules are defined", "filter_chains[1]")
+
+    def test_distinctRules(self):
+        """
+        Envoy: a port-specific chain and a catch-all chain coexist, as do
+        chains for different names or source ranges.
+        """
+        check(self.static([self.listener([
+            ("a", "filter_chain_match: {destination_port: 10040},"),
+            ("b", ""),
+            ("c", "filter_chain_match: {server_names: ['x']},"),
+            ("d", "filter_chain_match: {source_prefix_ranges: [{address_prefix: 10.0.0.0, "
+                  "prefix_len: 8}]},"),
+        ])]))
+
+
 class RouteTests(CheckTestMixin, SynchronousTestCase):
     """Cluster names in inline route tables."""
 
@@ -298,8 +375,20 @@ class TypedConfigTests(CheckTestMixin, SynchronousTestCase):
             "'envoy.filters.network.echo' with type URL: ''", "filter_chains[0].filters[0]")
         self.assertCheckError(
             self.static(["{name: l, address: {socket_address: {address: 127.0.0.1, port_value: 1}},"
-                         " listener_filters: [{name: envoy.filters.listener.tls_inspector}]}"]),
+                         " listener_filters: [{name: envoy.filters.listener.tls_inspector}],"
+                         " filter_chains: [{filters: []}]}"]),
             "'envoy.filters.listener.tls_inspector' with type URL: ''", "listener_filters[0]")
+
+    def test_emptyTypedConfig(self):
+        """
+        Envoy: C{typed_config: {}} names no type either (C{with type URL:
+        ''}).
+        """
+        self.assertCheckError(
+            self.static(["{name: l, address: {socket_address: {address: 127.0.0.1, port_value: 1}},"
+                         " filter_chains: [{filters: [{name: envoy.filters.network.echo, "
+                         "typed_config: {}}]}]}"]),
+            "'envoy.filters.network.echo' with type URL: ''")
 
     def test_accessLogs(self):
         """

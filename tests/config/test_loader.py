@@ -535,6 +535,15 @@ class FieldTests(LoaderTestMixin, SynchronousTestCase):
         self.assertEqual(len(hcm.http_filters), 1)
         self.assertEqual(list(hcm.route_config.virtual_hosts[0].domains), ["*"])
 
+    def test_nestedListsSpliced(self):
+        """
+        Envoy splices a list nested in a repeated field into it:
+        C{clusters: [[a, [b]], c, []]} is three clusters.
+        """
+        bootstrap = loadBootstrap(
+            configYaml="static_resources: {clusters: [[{name: a}, [{name: b}]], {name: c}, []]}")
+        self.assertEqual([c.name for c in bootstrap.static_resources.clusters], ["a", "b", "c"])
+
     def test_nullElement(self):
         """
         Envoy reads a null list element as an empty message, which then

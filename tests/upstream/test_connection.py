@@ -258,20 +258,26 @@ class HalfCloseServer(Protocol):
         if self.factory.echo:
             self.transport.write(data)
 
+    readClosed = writeClosed = False
+
     def readConnectionLost(self):
+        self.readClosed = True
         self.factory.gotFin.callback(b"".join(self.received))
-        if not self.finFirst:
+        if self.writeClosed:
+            self.transport.loseConnection()
+        else:
             self.transport.write(self.reply)
             self.transport.loseWriteConnection()
-        else:
-            self.transport.loseConnection()
 
     def writeConnectionLost(self):
-        pass
+        # Both halves shut: Twisted leaves the socket open until asked.
+        self.writeClosed = True
+        if self.readClosed:
+            self.transport.loseConnection()
 
     def connectionLost(self, reason):
         if not self.factory.lost.called:
-            self.factory.lost.callback(reason)
+            self.factory.lost.callback([reason])
 
 
 class DeferredRecorder(Recorder):
@@ -334,21 +340,16 @@ class RealSocketTests(TestCase):
         rec = DeferredRecorder()
         host = tlc.chooseHost()
         conn = tlc.connect(host, rec)
-        print("A")
         yield rec.connected
-        print("B")
         self.assertTrue(conn.connected)
         self.assertEqual(conn.transport.getPeer().port, port)
         self.assertTrue(conn.transport.getTcpNoDelay())
         conn.write(b"ping")
         server = yield factory.connected
-        print("C")
         while b"".join(rec.data) != b"ping":
             yield _turn()
-        print("D")
         conn.close()
         yield rec.closed
-        print("E")
         yield factory.lost
         s = lambda n: stat(store, "cluster.c1." + n)  # noqa: E731
         self.assertEqual((s("upstream_cx_total"), s("upstream_cx_active"),

@@ -48,6 +48,7 @@ class FilteredAccessLogger:
 
     def log(self, streamInfo, requestHeaders=None, responseHeaders=None,
             responseTrailers=None):
+        """Log through the wrapped logger when the filter accepts."""
         if self._predicate(streamInfo, requestHeaders, responseHeaders):
             self.logger.log(streamInfo, requestHeaders, responseHeaders, responseTrailers)
 

@@ -375,6 +375,8 @@ def _parseHeaderArgument(command, argument, path):
             path, "More than 1 alternative header specified in token: %s" % (argument,)
         )
     names = [n for n in names if n]
+    if not names:
+        raise _error(path, "%s requires parameters" % (command,))
     for n in names:
         if not _HEADER_NAME.match(n):
             raise _error(

@@ -372,6 +372,12 @@ class AccessLogManager(service.Service):
                 self._stopping = True
                 self._wake.set()
                 thread.join(5)
+                if thread.is_alive():
+                    # Stuck in a write (a stalled stdout reader): flushing
+                    # here would wait on it forever; shutdown matters more.
+                    _log.error("access log flush thread did not finish; "
+                               "buffered access log lines are dropped")
+                    return
         self.flush()
         for writer in self.writers():
             # From now on every line is written by its caller at once.

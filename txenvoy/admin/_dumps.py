@@ -10,7 +10,7 @@ Envoy's.
 import json
 import re
 
-from google.protobuf import any_pb2, descriptor, field_mask_pb2, json_format, timestamp_pb2
+from google.protobuf import any_pb2, descriptor, json_format, timestamp_pb2
 
 from envoy.admin.v3 import (
     clusters_pb2,
@@ -265,20 +265,15 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         dumps = items
 
     if mask:
-        fieldMask = field_mask_pb2.FieldMask()
-        try:
-            fieldMask.FromJsonString(mask)
-        except ValueError:
-            raise ConfigDumpError(
-                "FieldMask %s could not be successfully applied to any configs." % (mask,))
+        paths = [p.split(".") for p in mask.split(",") if p]
         trimmed = []
         for d in dumps:
-            if resource and not fieldMask.IsValidForDescriptor(d.DESCRIPTOR):
-                raise ConfigDumpError("FieldMask %s could not be successfully used." % (mask,))
-            if fieldMask.IsValidForDescriptor(d.DESCRIPTOR):
-                out = type(d)()
-                fieldMask.MergeMessage(d, out)
-                trimmed.append(out)
+            try:
+                trimmed.append(trimMessage(d, paths))
+            except ValueError:
+                if resource:
+                    raise ConfigDumpError(
+                        "FieldMask %s could not be successfully used." % (mask,))
         if not trimmed:
             raise ConfigDumpError(
                 "FieldMask %s could not be successfully applied to any configs." % (mask,))
@@ -289,6 +284,61 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         redact(d)
         out.configs.add().Pack(d)
     return toJson(out)
+
+
+def trimMessage(message, paths):
+    """
+    A copy of C{message} with only the fields named by a field mask's
+    C{paths} (lists of field names), looking inside C{Any}s as Envoy's
+    config dump does.
+
+    @raise ValueError: when a path does not name fields of the message.
+    """
+    if message.DESCRIPTOR.full_name == "google.protobuf.Any":
+        from txenvoy.config.registry import unpackAny
+
+        if not message.type_url:
+            return type(message)()
+        try:
+            inner = unpackAny(message, "")
+        except Exception:
+            raise ValueError(message.type_url)
+        return _packed(trimMessage(inner, paths))
+    out = type(message)()
+    groups = {}
+    for path in paths:
+        field = message.DESCRIPTOR.fields_by_name.get(path[0])
+        if field is None:
+            raise ValueError(path[0])
+        if len(path) > 1 and (field.message_type is None or _isRepeated(field)):
+            raise ValueError(".".join(path))
+        groups.setdefault(path[0], []).append(path[1:])
+    for name, rests in groups.items():
+        field = message.DESCRIPTOR.fields_by_name[name]
+        if any(not rest for rest in rests):
+            _copyField(message, out, field)
+        elif message.HasField(name):
+            getattr(out, name).CopyFrom(trimMessage(getattr(message, name), rests))
+    return out
+
+
+def _copyField(source, target, field):
+    name = field.name
+    if _isRepeated(field):
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            valueIsMessage = field.message_type.fields_by_name["value"].message_type is not None
+            for k, v in getattr(source, name).items():
+                if valueIsMessage:
+                    getattr(target, name)[k].CopyFrom(v)
+                else:
+                    getattr(target, name)[k] = v
+        else:
+            getattr(target, name).extend(getattr(source, name))
+    elif field.message_type is not None:
+        if source.HasField(name):
+            getattr(target, name).CopyFrom(getattr(source, name))
+    else:
+        setattr(target, name, getattr(source, name))
 
 
 # /clusters.

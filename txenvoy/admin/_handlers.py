@@ -319,7 +319,7 @@ def logging(call):
         if value not in LEVELS:
             return error("unknown logger level")
         levels.setAll(value)
-        call.admin.log.info("change all log levels: level='{level}'", level=value)
+        call.admin.log.info("change all log levels: level='{newLevel}'", newLevel=value)
         return AdminResponse(200, levels.text())
     if key == "paths":
         pairs = []

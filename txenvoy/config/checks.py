@@ -11,6 +11,8 @@ report them with Envoy's wording, before anything is bound or connected:
   - C{error adding listener named 'l1': address is necessary}
   - C{error adding listener: 'l2' has duplicate address '127.0.0.1:10040'
     as existing listener, ...}
+  - C{error adding listener '127.0.0.1:10040': no filter chains specified},
+    and filter chains with the same or overlapping matching rules
   - C{route: unknown cluster 'nosuch'} for an inline route table
   - C{Didn't find a registered implementation for 'envoy.filters.http.router'
     with type URL: ''}
@@ -48,6 +50,7 @@ _DUPLICATE_ADDRESS = (
     "'enable_reuse_port' is set to 'false' for the listener")
 
 _EDS_TYPE = 3  # envoy.config.cluster.v3.Cluster.DiscoveryType.EDS
+_UDP = 1  # envoy.config.core.v3.SocketAddress.Protocol.UDP
 _EDS_TYPE_URL = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 
 
@@ -120,6 +123,7 @@ def _checkListeners(listeners, clusterNames):
             raise ConfigError(
                 "error adding listener named '%s': address is necessary @ %s"
                 % (listener.name, path))
+        _checkFilterChains(listener, path)
         _checkExtensionEntries(listener, path)
         for hcm, hcmPath in _find(listener, path, frozenset((_HCM_TYPE,))):
             _checkRouteClusters(hcm, hcmPath, clusterNames)
@@ -132,6 +136,92 @@ def _checkListeners(listeners, clusterNames):
                     _DUPLICATE_ADDRESS % (listener.name, ",".join(text for _, text in keyed))
                     + " @ %s.address" % (path,))
         bound.append(keys)
+
+
+def _listenerText(listener):
+    """How Envoy names a listener in filter chain errors: its address."""
+    if listener.HasField("internal_listener"):
+        return "envoy://%s/" % (listener.name,)
+    return _addressKey(listener.address)[1]
+
+
+def _checkFilterChains(listener, path):
+    """
+    The listener manager's filter chain checks: a TCP listener needs a
+    filter chain, and no two chains may match the same connections.
+    """
+    if listener.HasField("api_listener"):
+        return
+    isUdp = (listener.address.WhichOneof("address") == "socket_address"
+             and listener.address.socket_address.protocol == _UDP)
+    chains = list(listener.filter_chains)
+    if not chains and not listener.HasField("default_filter_chain"):
+        if isUdp:
+            return
+        raise ConfigError("error adding listener '%s': no filter chains specified @ %s"
+                          % (_listenerText(listener), path))
+    seen = {}
+    for i, chain in enumerate(chains):
+        key = chain.filter_chain_match.SerializeToString(deterministic=True)
+        if key in seen:
+            raise ConfigError(
+                "error adding listener '%s': filter chain '%s' has the same matching rules "
+                "defined as '%s'. duplicate matcher is: %s @ %s.filter_chains[%d]"
+                % (_listenerText(listener), chain.name, seen[key],
+                   _matchText(chain.filter_chain_match), path, i))
+        seen[key] = chain.name
+    leaves = set()
+    for i, chain in enumerate(chains):
+        for leaf in _matchLeaves(chain.filter_chain_match):
+            if leaf in leaves:
+                raise ConfigError(
+                    "error adding listener '%s': multiple filter chains with overlapping "
+                    "matching rules are defined @ %s.filter_chains[%d]"
+                    % (_listenerText(listener), path, i))
+            leaves.add(leaf)
+
+
+def _matchText(match):
+    import json
+
+    from google.protobuf import json_format
+
+    return json.dumps(json_format.MessageToDict(match, preserving_proto_field_name=True),
+                      separators=(",", ":"))
+
+
+def _cidr(cidr):
+    prefixLen = cidr.prefix_len.value if cidr.HasField("prefix_len") else None
+    try:
+        address = ipaddress.ip_address(cidr.address_prefix)
+        if prefixLen is None:
+            prefixLen = address.max_prefixlen
+        return str(ipaddress.ip_network("%s/%d" % (address, prefixLen), strict=False))
+    except ValueError:
+        return "%s/%s" % (cidr.address_prefix, prefixLen)
+
+
+def _matchLeaves(match):
+    """
+    Every combination of criteria a chain matches on, as Envoy's matching
+    tree holds them (an empty criterion matches anything); two chains that
+    share one overlap.
+    """
+    import itertools
+
+    port = match.destination_port.value if match.HasField("destination_port") else None
+    levels = [
+        [port],
+        sorted({_cidr(c) for c in match.prefix_ranges}) or [None],
+        sorted(set(match.server_names)) or [None],
+        [match.transport_protocol],
+        sorted(set(match.application_protocols)) or [None],
+        sorted({_cidr(c) for c in match.direct_source_prefix_ranges}) or [None],
+        [match.source_type],
+        sorted({_cidr(c) for c in match.source_prefix_ranges}) or [None],
+        sorted(set(match.source_ports)) or [None],
+    ]
+    return itertools.product(*levels)
 
 
 def _addressKey(address):
@@ -198,9 +288,11 @@ def _checkExtensionEntries(message, path):
     for entry, entryPath in _find(message, path, _EXTENSION_ENTRIES):
         typedConfig = entry.DESCRIPTOR.fields_by_name["typed_config"]
         oneof = typedConfig.containing_oneof
-        if oneof is not None and entry.WhichOneof(oneof.name) is not None:
+        chosen = entry.WhichOneof(oneof.name) if oneof is not None else None
+        if chosen is not None and chosen != "typed_config":
             continue
-        if not oneof and entry.HasField("typed_config"):
+        # An empty typed_config ({}) names no type either.
+        if entry.HasField("typed_config") and entry.typed_config.type_url:
             continue
         if getattr(entry, "is_optional", False):
             # An optional HTTP filter Envoy cannot find is skipped.

@@ -232,7 +232,7 @@ class _Walk:
                 return [self.single(fd, value, path, repeated=True)]
             return [
                 self.single(fd, item, "%s[%d]" % (path, i), repeated=True)
-                for i, item in enumerate(value)
+                for i, item in enumerate(_flatten(value))
             ]
         return self.single(fd, value, path)
 
@@ -486,6 +486,26 @@ _SPECIAL_HANDLERS = {
 }
 for _name in _WRAPPERS:
     _SPECIAL_HANDLERS[_name] = _Walk.wrapper
+
+
+def _flatten(items):
+    """
+    Envoy's parser splices a list nested in a repeated field into it
+    (C{[[a], b, []]} reads as C{[a, b]}).
+    """
+    if not any(isinstance(item, list) for item in items):
+        return items
+    flat = []
+    stack = [iter(items)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
 
 
 def _join(path, name):

@@ -41,7 +41,7 @@ class ServerConnection(Protocol):
     """
 
     filterChain = None
-    _head = None
+    head = None
     _counted = False
     _buffer = b""
     _timer = None
@@ -183,7 +183,7 @@ class ServerConnection(Protocol):
             return
         if chain.transportSocket is not None:
             head = chain.transportSocket.wrap(self, head)
-        self._head = head
+        self.head = head
         # From now on the head reads the socket directly.
         self.dataReceived = head.dataReceived
         head.makeConnection(self.transport)
@@ -200,8 +200,8 @@ class ServerConnection(Protocol):
                 self.continueFilterChain(True)
 
     def readConnectionLost(self):
-        if self._head is not None:
-            forwardReadConnectionLost(self._head, self.transport)
+        if self.head is not None:
+            forwardReadConnectionLost(self.head, self.transport)
         else:
             if self._filterIndex is not None:
                 self.listener.stats.downstream_listener_filter_remote_close.inc()
@@ -209,7 +209,7 @@ class ServerConnection(Protocol):
             self.transport.loseConnection()
 
     def writeConnectionLost(self):
-        p = IHalfCloseableProtocol(self._head, None)
+        p = IHalfCloseableProtocol(self.head, None)
         if p is not None:
             p.writeConnectionLost()
 
@@ -218,5 +218,5 @@ class ServerConnection(Protocol):
         self._endListenerFilters()
         if self._counted:
             self.listener.onConnectionDestroyed(self)
-        if self._head is not None:
-            self._head.connectionLost(reason)
+        if self.head is not None:
+            self.head.connectionLost(reason)

@@ -89,6 +89,10 @@ class AbortAction:
     waitDuration = attr.ib(default=0.0)
 
     def run(self, guardDog, event, dogs):
+        """
+        @param event: C{KILL}, C{MULTIKILL}, C{MEGAMISS} or C{MISS}.
+        @param dogs: the stuck L{WatchDog}s.
+        """
         for dog in dogs:
             _log.critical(
                 "Watchdog AbortAction terminating thread with tid {tid} ({name}), "

@@ -14,6 +14,7 @@ import time
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 import txenvoy
@@ -56,6 +57,10 @@ class Server(MultiService):
         self.healthCheckFailed = False
         self.node = bootstrap.node
         self.runtime = {}
+        from txenvoy.server.drain import DrainManager
+
+        self.drainManager = DrainManager(reactor, options.drainTimeS, options.drainStrategy)
+        self.initializedHook = None
         self.stats = StatsStore()
         self.mainStats = self.stats.shard("main_thread")
         self.mainDispatcher = Dispatcher(reactor, "main_thread", self.mainStats)
@@ -81,6 +86,7 @@ class Server(MultiService):
             self, bootstrap.static_resources.listeners, self.context)
         self._buildAdmin(validateOnly)
         self.guardDog = None
+        self._watchDogs = []
         if not validateOnly:
             self._buildGuardDog()
         if options.concurrency == 0:
@@ -189,7 +195,7 @@ class Server(MultiService):
             self.admin.start()
         if self.guardDog is not None:
             self.guardDog.start()
-            self.guardDog.createWatchDog(self.mainDispatcher).startWatchdog()
+            self.watch(self.mainDispatcher)
         self._uptimeCall = self.reactor.callLater(1, self._tickUptime)
         self._setState(INITIALIZING)
         MultiService.startService(self)
@@ -206,13 +212,26 @@ class Server(MultiService):
         self._setState(LIVE)
         self._live.set(0 if self.healthCheckFailed else 1)
         log.info("all dependencies initialized. starting workers")
+        if self.initializedHook is not None:
+            self.initializedHook()
 
     @defer.inlineCallbacks
     def stopService(self):
+        """
+        Stop accepting, let in-flight connections finish for up to
+        C{--drain-time-s} (idle HTTP connections are closed at once), then
+        stop the workers and close what is left. Envoy drops in-flight work
+        on SIGTERM; txenvoy drains first.
+        """
         log.info("shutting down server instance")
+        if self._state == LIVE:
+            yield self._drainForShutdown()
         if getattr(self, "_uptimeCall", None) is not None and self._uptimeCall.active():
             self._uptimeCall.cancel()
         if self.guardDog is not None:
+            for dog in self._watchDogs:
+                self.guardDog.stopWatching(dog)
+                dog.stopWatchdog()
             self.guardDog.stop()
         if self.admin is not None:
             yield self.admin.stop()
@@ -220,6 +239,32 @@ class Server(MultiService):
         self.clusterManager.stop()
         self.listenerManager.closeSockets()
         self.accessLogManager.stop()
+        # Let what was posted to the main reactor (the main watchdog's
+        # stop) run before the server counts as stopped.
+        yield deferLater(self.reactor, 0, lambda: None)
+
+    @defer.inlineCallbacks
+    def _drainForShutdown(self):
+        self._setState(DRAINING)
+        self.drainManager.startDrainSequence()
+        self.listenerManager.stopListeners(self.workers)
+        for worker in self.workers:
+            worker.drainConnections()
+        deadline = self.reactor.seconds() + self.options.drainTimeS
+        while self.reactor.seconds() < deadline:
+            if not sum(w.connectionCount() for w in self.workers):
+                break
+            yield deferLater(self.reactor, 0.05, lambda: None)
+        left = sum(w.connectionCount() for w in self.workers)
+        if left:
+            log.info("drain time over: closing {n} connection(s)", n=left)
+
+    def watch(self, dispatcher):
+        """Give a dispatcher a watchdog touched from its own reactor."""
+        dog = self.guardDog.createWatchDog(dispatcher)
+        self._watchDogs.append(dog)
+        dog.startWatchdog()
+        return dog
 
     def _tickUptime(self):
         self._uptime.set(int(time.time() - self.startTime))
@@ -246,12 +291,20 @@ class Server(MultiService):
         self._live.set(1)
         self._setState(LIVE)
 
+    def drainClose(self):
+        """
+        Whether a filter that can close gracefully should close its
+        connection now: while draining, or after C{/healthcheck/fail}.
+        """
+        return self.healthCheckFailed or self.drainManager.drainClose()
+
     def drainListeners(self, graceful=False, inboundOnly=False, skipExit=False):
         """
         C{POST /drain_listeners}: stop accepting, at once or after
         C{--drain-time-s} with C{graceful}.
         """
         if graceful:
+            self.drainManager.startDrainSequence()
             self.reactor.callLater(self.options.drainTimeS, self.listenerManager.stopListeners,
                                    self.workers, inboundOnly)
         else:

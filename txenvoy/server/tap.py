@@ -61,6 +61,13 @@ class _TwistdRoot(MultiService):
         signal.signal(signal.SIGUSR1, lambda *a: reactor.callFromThread(self._reopenLogs))
         MultiService.startService(self)
 
+    def stopService(self):
+        # Envoy exits 0 after SIGTERM or SIGINT; twistd would re-raise the
+        # signal after the reactor stops (exit status 143), so forget it.
+        if getattr(self.server.reactor, "_exitSignal", None) is not None:
+            self.server.reactor._exitSignal = None
+        return MultiService.stopService(self)
+
     def _reopenLogs(self):
         log.warn("caught SIGUSR1. Reopening access logs.")
         self.server.accessLogManager.reopen()

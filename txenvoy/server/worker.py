@@ -78,6 +78,20 @@ class _WorkerBase(Service):
             active.port.stopListening()
             active.port = None
 
+    def drainConnections(self):
+        """
+        Post: ask every connection's filter chain to close gracefully
+        (C{startDrain}: an HTTP connection closes when idle).
+        """
+        self.dispatcher.post(self._drainConnections)
+
+    def _drainConnections(self):
+        for active in self.activeListeners.values():
+            for conn in list(active.connections):
+                startDrain = getattr(conn.head, "startDrain", None)
+                if startDrain is not None:
+                    startDrain()
+
     def connectionCount(self):
         return sum(len(a.connections) for a in list(self.activeListeners.values()))
 
@@ -116,7 +130,7 @@ class Worker(_WorkerBase):
             name="txenvoy-" + self.name, daemon=True)
         self._thread.start()
         if self.server.guardDog is not None:
-            self.server.guardDog.createWatchDog(self.dispatcher).startWatchdog()
+            self.server.watch(self.dispatcher)
 
     def stopService(self):
         Service.stopService(self)

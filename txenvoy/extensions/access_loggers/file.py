@@ -33,6 +33,7 @@ class FileAccessLogger:
 
     def log(self, streamInfo, requestHeaders=None, responseHeaders=None,
             responseTrailers=None):
+        """Format one line and queue it; see L{IAccessLogger.log}."""
         self.writer.write(self.formatter.format(
             streamInfo, requestHeaders, responseHeaders, responseTrailers))
 

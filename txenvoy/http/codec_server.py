@@ -1,0 +1,1158 @@
+# -*- test-case-name: tests.http.test_codec_server -*-
+"""
+The downstream HTTP/1.1 codec (Envoy's C{Http1::ServerConnectionImpl}).
+
+The connection manager owns the connection's Protocol and hands every byte
+to L{ServerCodec.dataReceived}. For each request the codec asks
+C{callbacks.newStream(encoder)} for a decoder, then calls, on that decoder::
+
+    decodeHeaders(requestHeaders, endStream)
+    decodeData(data, endStream)
+    decodeTrailers(trailers)          # only with enableTrailers
+
+and the connection manager answers through the L{ResponseEncoder}::
+
+    encodeHeaders(responseHeaders, endStream)
+    encode100ContinueHeaders()
+    encodeData(data, endStream)
+    encodeTrailers(trailers)
+    resetStream()
+
+Requests are handed over one at a time, as in Envoy: request n+1 reaches
+C{newStream} once the response to request n is complete, and reading is
+paused while a complete request waits for its response. Writes made while
+the codec is handling input are gathered and written once at the end.
+
+Malformed input is answered by the codec itself as Envoy 1.40 answers it
+(each case is pinned by a test), the connection is closed after the reply,
+and C{callbacks.onCodecError(status, details)} is called with Envoy's
+response code details. Only the callbacks' and decoders' own exceptions
+ever leave L{ServerCodec.dataReceived}.
+"""
+
+import re
+from collections import deque
+
+from httptools import (
+    HttpParserCallbackError,
+    HttpParserError,
+    HttpParserUpgrade,
+    HttpRequestParser,
+)
+
+from txenvoy.http.codec import (
+    PLAIN_NAMES,
+    PLAIN_NAMES_MAX,
+    CodecError,
+    DateCache,
+    Details,
+    _mapParserError,
+    _StopParsing,
+    localReply,
+)
+from txenvoy.http.headers import HeaderMap, RequestHeaders
+from txenvoy.http.status import statusLine
+
+__all__ = ["ServerCodec", "ResponseEncoder"]
+
+# Request headers with a meaning for the codec (see ServerCodec._namedHeader).
+_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _UPGRADE = range(5)
+_SPECIAL = {
+    b"host": _HOST,
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+    b"upgrade": _UPGRADE,
+}
+
+# Envoy's sanitizeConnectionHeader: tokens that nominate no header, and
+# nominations that fail the request.
+_CONNECTION_PLAIN = frozenset([b"close", b"keep-alive", b"upgrade", b"http2-settings"])
+_CONNECTION_FORBIDDEN = frozenset(
+    [b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"])
+_MAX_NOMINATED_HEADERS = 10
+
+_ABSOLUTE_URL = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)", re.S)
+_AUTHORITY = re.compile(rb"[A-Za-z0-9!$&'()*+,;=\-._~:@%\[\]]*")
+_PORT = re.compile(rb"[^\]]*:([0-9]+)")
+
+# What the rewriting feeder fixes in a request head: an obs-fold line break,
+# a CR not followed by LF, an LF not preceded by CR.
+_ANOMALY = re.compile(rb"(?P<fold>\r?\n[ \t])|(?P<cr>\r(?!\n))|(?P<lf>(?<!\r)\n)")
+
+# Parse events queued for a request that waits for its turn.
+_EV_HEADERS, _EV_DATA, _EV_TRAILERS = range(3)
+
+# Response headers the encoder looks at while it serialises.
+_RESPONSE_SPECIAL = frozenset([b"content-length", b"transfer-encoding", b"connection"])
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+_UNDERSCORE_ACTIONS = ("ALLOW", "REJECT_REQUEST", "DROP_HEADER")
+
+# Chunks of an unfinished message are kept (by reference) so that a head
+# needing a rewrite can be parsed again; past this, it is answered 400.
+_REPLAY_LIMIT = 256 * 1024
+
+
+def _newParser(protocol):
+    parser = HttpRequestParser(protocol)
+    # Let HTTP/1.2, 2.0 and 0.9 request lines parse: Envoy answers them 426,
+    # or serves them as 1.0, rather than 400.
+    parser.set_dangerous_leniencies(lenient_version=True)
+    return parser
+
+
+class ResponseEncoder:
+    """
+    One request's response side (Envoy's C{ResponseEncoder}), handed to
+    C{callbacks.newStream}.
+
+    Framing follows Envoy: a C{content-length} in the headers is used as it
+    is; without one, a headers-only response gets C{content-length: 0}, an
+    HTTP/1.1 response with a body is chunked and an HTTP/1.0 one is ended by
+    closing the connection. Responses to C{HEAD}, and 1xx, 204 and 304
+    responses, carry no body (data given for them is dropped). After a 101
+    to an upgrade request, or a 2xx to C{CONNECT}, data is written raw. A
+    C{transfer-encoding} entry in the given headers is ignored.
+
+    When the connection is to close after the response (the request asked
+    for it, it is HTTP/1.0 without keep-alive, or the response started
+    before the request was read in full) a C{connection: close} header is
+    added unless the headers have a C{connection} entry.
+    """
+
+    # Defaults shared by every instance: a stream only stores what differs.
+    _decoder = None
+    _events = None
+    _requestComplete = False
+    _isHead = False
+    _isConnect = False
+    _upgrade = False
+    _http10 = False
+    _keepAlive = True
+    _started = False
+    _complete = False
+    _chunked = False
+    _noBody = False
+    _raw = False
+    _closeAfter = False
+
+    def __init__(self, codec):
+        self._codec = codec
+
+    @property
+    def responseStarted(self):
+        """Whether the response head has been written."""
+        return self._started
+
+    @property
+    def responseComplete(self):
+        """Whether the response has been written in full."""
+        return self._complete
+
+    def encode100ContinueHeaders(self):
+        """Write C{HTTP/1.1 100 Continue}, unless the response has started."""
+        if not self._started and not self._complete and not self._codec._closed:
+            self._codec._send(_CONTINUE)
+
+    def encodeHeaders(self, headers, endStream):
+        """
+        Write the response head.
+
+        @param headers: a L{ResponseHeaders}. A 1xx other than 101 is
+            written as an informational head and does not start the
+            response.
+        @param endStream: no body follows.
+        """
+        codec = self._codec
+        if self._started or self._complete or codec._closed:
+            return
+        status = headers.status
+        http10 = self._http10
+        close = self._closeAfter
+        cl = None
+        connection = None
+        lines = []
+        append = lines.append
+        for entry in headers.headers._entries:
+            if entry[0] in _RESPONSE_SPECIAL:
+                name = entry[0]
+                if name == b"transfer-encoding":
+                    continue
+                if name == b"content-length":
+                    cl = entry[1]
+                else:
+                    connection = entry[1]
+                    if b"close" in connection.lower():
+                        close = True
+            append(b": ".join(entry))
+
+        if status < 200 and status != 101:
+            self._writeHead(statusLine(status, http10), lines, None)
+            return
+        self._started = True
+
+        if (status == 101 and self._upgrade) or (
+                self._isConnect and 200 <= status < 300):
+            # The connection now carries the upgraded protocol.
+            self._raw = True
+            framing = None
+        else:
+            if self._upgrade or not self._requestComplete:
+                # Answered before the request was read in full, or an
+                # upgrade refused: what follows on the connection cannot be
+                # parsed.
+                close = True
+            if cl is not None or status < 200 or status == 204 or status == 304:
+                framing = None
+            elif endStream:
+                framing = None if self._isHead else b"content-length: 0"
+            elif http10:
+                close = True
+                framing = None
+            else:
+                framing = b"transfer-encoding: chunked"
+                self._chunked = not self._isHead
+            if self._isHead or status == 204 or status == 304:
+                self._noBody = True
+
+        if close:
+            self._closeAfter = True
+            if connection is None:
+                append(b"connection: close")
+        elif http10 and connection is None:
+            append(b"connection: keep-alive")
+        self._writeHead(statusLine(status, http10), lines, framing)
+        if endStream and not self._raw:
+            self._complete = True
+            codec._responseComplete(self)
+
+    def _writeHead(self, first, lines, framing):
+        if framing is not None:
+            lines.append(framing)
+        if lines:
+            self._codec._send(first + b"\r\n".join(lines) + b"\r\n\r\n")
+        else:
+            self._codec._send(first + b"\r\n")
+
+    def encodeData(self, data, endStream):
+        """
+        Write body bytes (chunk-framed when the response is chunked).
+
+        @param data: bytes, possibly empty.
+        @param endStream: this ends the response.
+        """
+        codec = self._codec
+        if self._complete or codec._closed:
+            return
+        if not self._started:
+            raise ValueError("encodeData before encodeHeaders")
+        if data and not self._noBody:
+            if self._chunked:
+                if endStream:
+                    codec._send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
+                    self._complete = True
+                    codec._responseComplete(self)
+                    return
+                codec._send(b"%x\r\n%s\r\n" % (len(data), data))
+            else:
+                codec._send(data)
+        if endStream:
+            if self._raw:
+                # An upgraded stream ends with the connection.
+                self._complete = True
+                codec._loseConnection()
+                return
+            if self._chunked:
+                codec._send(_LAST_CHUNK)
+            self._complete = True
+            codec._responseComplete(self)
+
+    def encodeTrailers(self, trailers):
+        """
+        End the response with trailers. As in Envoy they are written only
+        when the codec was built with C{enableTrailers} and the response is
+        chunked; otherwise the response just ends.
+
+        @param trailers: a L{HeaderMap}.
+        """
+        codec = self._codec
+        if self._complete or codec._closed or not self._started:
+            return
+        if self._chunked:
+            if codec._enableTrailers and len(trailers):
+                codec._send(b"0\r\n" + b"".join(
+                    [b": ".join(e) + b"\r\n" for e in trailers._entries]) + b"\r\n")
+            else:
+                codec._send(_LAST_CHUNK)
+        self._complete = True
+        codec._responseComplete(self)
+
+    def resetStream(self):
+        """
+        Abandon the stream. HTTP/1 has no per-stream reset, so, as in Envoy,
+        the connection is closed (after what was already written).
+        """
+        self._complete = True
+        codec = self._codec
+        if not codec._lost:
+            codec._loseConnection()
+
+
+class _Forwarder:
+    """
+    Parser callbacks used while the codec re-parses or rewrites input:
+    tracks whether the parser is inside a request head, drops every event of
+    the first C{skip} messages (handled before a replay) and, with
+    C{skipHead}, the head of the next one (the made-up head that gives an
+    C{h2c} request's body its framing), and forwards the rest to the codec.
+    """
+
+    def __init__(self, codec, skip=0, skipHead=False):
+        self.codec = codec
+        self.skip = skip
+        self.skipHead = skipHead
+        self.inHead = False
+
+    def on_message_begin(self):
+        self.inHead = True
+        if not self.skip and not self.skipHead:
+            self.codec.on_message_begin()
+
+    def on_url(self, url):
+        if not self.skip and not self.skipHead:
+            self.codec.on_url(url)
+
+    def on_header(self, name, value):
+        if not self.skip and not self.skipHead:
+            self.codec.on_header(name, value)
+
+    def on_headers_complete(self):
+        self.inHead = False
+        if self.skip:
+            return
+        if self.skipHead:
+            self.skipHead = False
+            return
+        self.codec.on_headers_complete()
+
+    def on_body(self, data):
+        if not self.skip:
+            self.codec.on_body(data)
+
+    def on_message_complete(self):
+        if self.skip:
+            self.skip -= 1
+        else:
+            self.codec.on_message_complete()
+
+
+class ServerCodec:
+    """
+    The downstream HTTP/1.1 codec of one connection.
+
+    @param callbacks: provides C{newStream(encoder) -> decoder} and
+        C{onCodecError(status, details)}; optionally
+        C{onDroppedHeaderWithUnderscores(name)} (Envoy's
+        C{dropped_headers_with_underscores} counter).
+    @param transport: the connection's transport (C{write},
+        C{loseConnection}, C{pauseProducing}, C{resumeProducing}).
+    @param maxRequestHeadersKb: limit on the request head (request line and
+        headers, as sent), in KiB; beyond it, 431.
+    @param maxHeadersCount: limit on the number of headers; beyond it, 431.
+    @param acceptHttp10: serve HTTP/1.0 (and 0.9) instead of answering 426.
+    @param defaultHostForHttp10: authority for HTTP/1.0 requests without a
+        C{Host}.
+    @param headersWithUnderscoresAction: C{"ALLOW"}, C{"REJECT_REQUEST"}
+        (400) or C{"DROP_HEADER"}.
+    @param serverName: the C{server} value of the codec's own replies.
+    @param clock: an C{IReactorTime} for the C{date} of those replies
+        (C{None}: the wall clock).
+    @param enableTrailers: pass request trailers to decoders and write
+        response trailers (Envoy's C{enable_trailers}); by default both are
+        dropped.
+
+    @ivar dateCache: the L{DateCache}, for the connection manager's own
+        C{date} headers.
+    """
+
+    def __init__(self, callbacks, transport, maxRequestHeadersKb=60,
+                 maxHeadersCount=100, acceptHttp10=False,
+                 defaultHostForHttp10=None, headersWithUnderscoresAction="ALLOW",
+                 serverName=b"envoy", clock=None, enableTrailers=False):
+        if headersWithUnderscoresAction not in _UNDERSCORE_ACTIONS:
+            raise ValueError(
+                "headersWithUnderscoresAction must be one of %s, not %r"
+                % (", ".join(_UNDERSCORE_ACTIONS), headersWithUnderscoresAction))
+        self._callbacks = callbacks
+        self._newStream = callbacks.newStream
+        self._onDropped = getattr(callbacks, "onDroppedHeaderWithUnderscores", None)
+        self._transport = transport
+        self._maxHeadBytes = maxRequestHeadersKb * 1024
+        self._maxHeadersCount = maxHeadersCount
+        self._acceptHttp10 = acceptHttp10
+        if isinstance(defaultHostForHttp10, str):
+            defaultHostForHttp10 = defaultHostForHttp10.encode("ascii")
+        self._defaultHost = defaultHostForHttp10 or None
+        self._underscoreAction = headersWithUnderscoresAction
+        if isinstance(serverName, str):
+            serverName = serverName.encode("ascii")
+        self._serverName = serverName
+        self._enableTrailers = enableTrailers
+        self.dateCache = DateCache(clock)
+
+        self._parser = _newParser(self)
+        self._forwarder = None      # set while input is re-parsed/rewritten
+        self._carry = b""           # head bytes held back while rewriting
+        self._parsing = True        # False once an error stopped parsing
+
+        # The message being parsed.
+        self._inHead = False
+        self._idle = True
+        self._url = b""
+        self._headers = None
+        self._headSize = 0
+        self._extraCount = 0
+        self._host = None
+        self._contentLength = None
+        self._transferEncoding = None
+        self._connection = None
+        self._upgradeValue = None
+        self._bodyRemaining = 0
+        self._trailers = None
+        self._partial = 0
+        self._bodyEvents = 0
+        self._h2cBody = None
+        self._lastAuthority = None
+
+        # Streams.
+        self._current = None        # the stream whose request is being read
+        self._active = None         # the stream whose response is awaited
+        self._pending = deque()     # parsed streams (and errors), in order
+        self._dispatching = False
+        self._upgraded = None       # the upgrade stream that owns the input
+        self._rawOnData = None
+
+        # Chunks read since the parser was last between messages at a chunk
+        # boundary, for a replay.
+        self._savedFirst = b""
+        self._savedMore = None
+        self._savedBytes = 0
+        self._completedSinceSaved = 0
+
+        # Output.
+        self._batching = False
+        self._out = []
+        self._loseAfterFlush = False
+        self._closed = False        # the connection is to close: no new work
+        self._lost = False          # loseConnection called, or connection lost
+        self._readDisableCount = 0
+        self._waitingForResponse = False
+
+    # -- public -----------------------------------------------------------
+
+    def dataReceived(self, data):
+        """
+        Parse C{data} from the connection, calling the callbacks and decoders
+        as requests arrive. Only the callbacks' and decoders' own exceptions
+        propagate.
+        """
+        if self._rawOnData is not None:
+            self._rawOnData(data)
+            return
+        if self._closed or not self._parsing:
+            return
+        if self._upgraded is not None:
+            self._upgradeData(data)
+            return
+        self._batching = True
+        try:
+            if self._forwarder is None:
+                self._feedFast(data)
+            else:
+                self._feedRewriting(data)
+        finally:
+            self._batching = False
+            if self._out or self._loseAfterFlush:
+                self._flush()
+
+    def connectionLost(self, reason=None):
+        """
+        The connection is gone: write nothing more, and forget requests that
+        never reached C{newStream}.
+        """
+        self._closed = True
+        self._lost = True
+        self._parsing = False
+        self._pending.clear()
+        self._out = []
+
+    def readDisable(self, disable):
+        """
+        Stop (C{True}) or resume (C{False}) reading the connection, counted
+        as Envoy's C{readDisable} is: reading resumes once every disable has
+        been matched. The codec itself uses it while a response is awaited.
+        """
+        if disable:
+            self._readDisableCount += 1
+            if self._readDisableCount == 1 and not self._lost:
+                self._transport.pauseProducing()
+        elif self._readDisableCount:
+            self._readDisableCount -= 1
+            if self._readDisableCount == 0 and not self._lost:
+                self._transport.resumeProducing()
+
+    def switchToRaw(self, onData):
+        """
+        Hand the connection over to an upgraded protocol, typically after a
+        101 to an upgrade request: from now on every byte read goes to
+        C{onData(data)}, not to a decoder. Bytes of the upgrade stream that
+        were read but not yet given to a decoder go to C{onData} first. The
+        stream's encoder keeps writing raw bytes.
+        """
+        self._rawOnData = onData
+        stream = self._upgraded
+        self._upgraded = None
+        self._parsing = False
+        if stream is not None and stream._events:
+            events, stream._events = stream._events, None
+            for kind, a, _ in events:
+                if kind == _EV_DATA and a:
+                    onData(a)
+        if self._waitingForResponse:
+            self._waitingForResponse = False
+            self.readDisable(False)
+
+    # -- parser callbacks ---------------------------------------------------
+
+    def on_message_begin(self):
+        if self._closed:
+            raise _StopParsing()
+        self._inHead = True
+        self._idle = False
+        self._url = b""
+        self._headers = []
+        self._headSize = 0
+        self._extraCount = 0
+        self._host = None
+        self._contentLength = None
+        self._transferEncoding = None
+        self._connection = None
+        self._upgradeValue = None
+        self._trailers = None
+
+    def on_url(self, url):
+        self._url += url
+        self._headSize += len(url)
+        if self._headSize > self._maxHeadBytes:
+            raise CodecError(431, Details.HEADERS_TOO_LARGE)
+
+    def on_header(self, name, value):
+        lname = PLAIN_NAMES.get(name)
+        if lname is None:
+            self._namedHeader(name, value)
+            return
+        value = value.rstrip(b" \t")
+        self._headSize += len(name) + len(value)
+        self._headers.append((lname, value))
+
+    def _namedHeader(self, name, value):
+        # Every name not in the cache comes here: lower-case it, apply the
+        # underscore policy, pick out the headers the codec reads.
+        lname = name.lower()
+        value = value.rstrip(b" \t")
+        self._headSize += len(name) + len(value)
+        if self._trailers is not None:
+            self._trailers.append((lname, value))
+            return
+        kind = _SPECIAL.get(lname)
+        if kind is None:
+            if b"_" in lname:
+                action = self._underscoreAction
+                if action == "REJECT_REQUEST":
+                    raise CodecError(400, Details.UNEXPECTED_UNDERSCORE)
+                if action == "DROP_HEADER":
+                    if self._onDropped is not None:
+                        self._onDropped(lname)
+                    self._extraCount += 1
+                    return
+            elif len(PLAIN_NAMES) < PLAIN_NAMES_MAX:
+                PLAIN_NAMES[name] = lname
+            self._headers.append((lname, value))
+        elif kind == _HOST:
+            # Envoy joins several Host headers into one authority.
+            self._host = value if self._host is None else self._host + b"," + value
+            self._extraCount += 1
+        elif kind == _TRANSFER_ENCODING:
+            self._transferEncoding = value
+            self._extraCount += 1
+        else:
+            if kind == _CONTENT_LENGTH:
+                self._contentLength = value
+            elif kind == _CONNECTION:
+                self._connection = value
+            else:
+                self._upgradeValue = value
+            self._headers.append((lname, value))
+
+    def on_headers_complete(self):
+        # Checks run in the order Envoy's codec and connection manager run
+        # them, so that a request with several faults gets Envoy's answer.
+        self._inHead = False
+        parser = self._parser
+        headers = self._headers
+        count = len(headers) + self._extraCount
+        if count > self._maxHeadersCount:
+            raise CodecError(431, Details.TOO_MANY_HEADERS)
+        method = parser.get_method()
+        # Head size as sent: the request line, "name: value\r\n" per header
+        # and the empty line.
+        if self._headSize + len(method) + 14 + 4 * count > self._maxHeadBytes:
+            raise CodecError(431, Details.HEADERS_TOO_LARGE)
+        url = self._url
+        cl = self._contentLength
+        te = self._transferEncoding
+        isConnect = method == b"CONNECT"
+        if isConnect and cl is not None and cl != b"0":
+            raise CodecError(400, Details.BODY_DISALLOWED)
+        if te is not None and (isConnect or te.lower() != b"chunked"):
+            raise CodecError(501, Details.INVALID_TRANSFER_ENCODING)
+        if self._connection is not None:
+            self._sanitizeConnection(headers)
+
+        authority = self._host
+        scheme = None
+        if url[:1] == b"/":
+            path = url
+        elif isConnect:
+            path = None
+            authority = url
+        elif url == b"*" and method == b"OPTIONS":
+            path = url
+        else:
+            path, authority, scheme = _absoluteUrl(url)
+
+        if parser.get_http_version() == "1.1":
+            version = "HTTP/1.1"
+            http10 = False
+        elif self._acceptHttp10:
+            version = "HTTP/1.0"
+            http10 = True
+            if authority is None:
+                authority = self._defaultHost
+        else:
+            raise CodecError(426, Details.LOW_VERSION)
+
+        if authority is None:
+            if not http10:
+                raise CodecError(400, Details.MISSING_HOST, emptyBody=True)
+        elif authority != self._lastAuthority:
+            if _AUTHORITY.fullmatch(authority) is None:
+                raise CodecError(400, Details.INVALID_AUTHORITY)
+            self._lastAuthority = authority
+        if path is not None and b"#" in path:
+            raise CodecError(400, Details.PATH_NORMALIZATION_FAILED,
+                             emptyBody=True, http10=http10)
+
+        keepAlive = parser.should_keep_alive()
+        upgrade = parser.should_upgrade()
+        request = RequestHeaders(method, path, authority, scheme, version,
+                                 HeaderMap._fromList(headers))
+        stream = ResponseEncoder(self)
+        if http10:
+            stream._http10 = True
+        if not keepAlive:
+            request.keepAlive = False
+            stream._keepAlive = False
+            stream._closeAfter = True
+        if method == b"HEAD":
+            stream._isHead = True
+        if upgrade:
+            kind = b"connect" if isConnect else (self._upgradeValue or b"").lower()
+            if kind == b"h2c":
+                # Envoy ignores h2c upgrades: strip them, serve HTTP/1.1.
+                _stripH2c(headers)
+                upgrade = False
+                self._h2cBody = te is not None or (cl is not None and cl != b"0")
+            else:
+                request.upgrade = kind
+                stream._upgrade = True
+                stream._isConnect = isConnect
+
+        if te is not None:
+            request.chunked = True
+            self._bodyRemaining = -1
+            # Trailers, if any, are collected apart from the headers.
+            self._trailers = self._headers = []
+            self._headSize = 0
+            endStream = False
+        elif cl is not None:
+            n = int(cl)
+            request.contentLength = n
+            self._bodyRemaining = n
+            endStream = n == 0
+        else:
+            self._bodyRemaining = 0
+            endStream = True
+        if upgrade:
+            endStream = False
+        elif endStream:
+            stream._requestComplete = True
+
+        self._current = stream
+        if self._active is None and not self._pending:
+            self._active = stream
+            decoder = stream._decoder = self._newStream(stream)
+            decoder.decodeHeaders(request, endStream)
+        else:
+            stream._events = [(_EV_HEADERS, request, endStream)]
+            self._pending.append(stream)
+
+    def on_body(self, data):
+        if self._closed:
+            raise _StopParsing()
+        self._bodyEvents += 1
+        stream = self._current
+        end = False
+        remaining = self._bodyRemaining
+        if remaining > 0:
+            remaining -= len(data)
+            self._bodyRemaining = remaining
+            if remaining <= 0:
+                end = True
+                stream._requestComplete = True
+        if stream._events is None:
+            stream._decoder.decodeData(data, end)
+        else:
+            stream._events.append((_EV_DATA, data, end))
+
+    def on_message_complete(self):
+        self._idle = True
+        self._completedSinceSaved += 1
+        stream = self._current
+        if stream is None:
+            return
+        if not stream._requestComplete:
+            if stream._upgrade or self._h2cBody:
+                # llhttp stops at an upgrade's head: the bytes after it are
+                # the upgraded stream's (or the h2c request's body).
+                return
+            stream._requestComplete = True
+            trailers = self._trailers
+            self._trailers = None
+            if trailers and self._enableTrailers:
+                trailers = HeaderMap._fromList(trailers)
+                if stream._events is None:
+                    stream._decoder.decodeTrailers(trailers)
+                else:
+                    stream._events.append((_EV_TRAILERS, trailers, True))
+            elif stream._events is None:
+                stream._decoder.decodeData(b"", True)
+            else:
+                stream._events.append((_EV_DATA, b"", True))
+        if not stream._complete and not self._waitingForResponse and not self._closed:
+            # A complete request waits for its response with reading
+            # paused, as in Envoy; requests already read wait in the queue.
+            self._waitingForResponse = True
+            self.readDisable(True)
+
+    # -- feeding ----------------------------------------------------------
+
+    def _feedFast(self, data):
+        if self._idle:
+            self._savedFirst = data
+            self._savedMore = None
+            self._savedBytes = len(data)
+            self._completedSinceSaved = 0
+            wasInHead = False
+        else:
+            self._saveChunk(data)
+            wasInHead = self._inHead
+        sizeBefore = self._headSize
+        bodyBefore = self._bodyEvents
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade as e:
+            self._onParserUpgrade(data, e.args[0])
+        except HttpParserError as e:
+            self._onParserError(e)
+        else:
+            if self._inHead:
+                # A head being read: bound what httptools accumulates for a
+                # header still in progress. A chunk that completed no part
+                # of the head belongs to it entirely.
+                if wasInHead and self._headSize == sizeBefore:
+                    self._partial += len(data)
+                else:
+                    self._partial = 0
+                if self._headSize + self._partial > self._maxHeadBytes:
+                    self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
+            elif self._trailers is not None:
+                # Inside a chunked body: a chunk with no body and no header
+                # in it went into trailers (or chunk extensions).
+                if self._bodyEvents == bodyBefore and self._headSize == sizeBefore:
+                    self._partial += len(data)
+                else:
+                    self._partial = 0
+                if self._headSize + self._partial > self._maxHeadBytes:
+                    self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
+
+    def _saveChunk(self, data):
+        if self._savedBytes > _REPLAY_LIMIT:
+            return
+        self._savedBytes += len(data)
+        if self._savedBytes > _REPLAY_LIMIT:
+            self._savedFirst = b""
+            self._savedMore = None
+        elif self._savedMore is None:
+            self._savedMore = [data]
+        else:
+            self._savedMore.append(data)
+
+    def _onParserError(self, exc):
+        cause = exc.__context__ if isinstance(exc, HttpParserCallbackError) else None
+        if cause is not None:
+            if isinstance(cause, _StopParsing):
+                return
+            if isinstance(cause, CodecError):
+                self._protocolError(cause)
+                return
+            # A callback or a decoder failed: not the peer's doing. Stop, and
+            # let the exception reach whoever called dataReceived.
+            self._parsing = False
+            raise cause
+        current = self._current
+        if current is not None and self._idle and not current._keepAlive:
+            # llhttp refuses bytes after a request that closes the
+            # connection; Envoy ignores them.
+            self._parsing = False
+            return
+        if (self._forwarder is None and self._inHead and self._savedFirst
+                and self._savedBytes <= _REPLAY_LIMIT):
+            # The head may only need rewriting (bare CR or LF, obs-fold):
+            # parse the input again from the last message boundary.
+            self._replay()
+            return
+        self._protocolError(_mapParserError(str(exc)))
+
+    def _replay(self):
+        chunks = [self._savedFirst]
+        if self._savedMore:
+            chunks.extend(self._savedMore)
+        self._savedFirst = b""
+        self._savedMore = None
+        self._forwarder = _Forwarder(self, self._completedSinceSaved)
+        self._parser = _newParser(self._forwarder)
+        self._carry = b""
+        self._inHead = False
+        self._idle = True
+        for chunk in chunks:
+            if self._forwarder is None or not self._parsing or self._closed:
+                break
+            self._feedRewriting(chunk, replaying=True)
+
+    def _feedRewriting(self, data, replaying=False):
+        """
+        Feed C{data}, rewriting what Envoy tolerates in a request head and
+        llhttp does not: a CR not followed by LF in a header value is dropped
+        (Envoy forwards C{ab} for C{a\\rb}), a bare LF gets its CR, and an
+        obs-fold line break is removed (C{a\\r\\n  b} gives C{a  b}). Bytes
+        outside heads are fed untouched.
+        """
+        forwarder = self._forwarder
+        if (not replaying and not forwarder.inHead and not forwarder.skip
+                and self._idle and not self._carry):
+            # Between messages at a chunk boundary: back to the fast path.
+            self._forwarder = None
+            self._parser = _newParser(self)
+            self._feedFast(data)
+            return
+        if self._carry:
+            data = self._carry + data
+            self._carry = b""
+        n = len(data)
+        # A head's trailing line breaks wait for the next chunk (it may
+        # start an obs-fold), unless they hold the empty line ending it.
+        end = n
+        while end and data[end - 1] in b"\r\n":
+            end -= 1
+        if end < n:
+            run = data[end:]
+            if b"\n\n" in run or b"\n\r\n" in run:
+                end = n
+        feed = self._parser.feed_data
+        pos = 0
+        base = 0
+        try:
+            for m in _ANOMALY.finditer(data, 0, end):
+                i = m.start()
+                if i < pos:
+                    continue
+                if i > pos:
+                    base = pos
+                    feed(data[pos:i])
+                    pos = i
+                if not forwarder.inHead:
+                    continue
+                kind = m.lastgroup
+                if kind == "fold":
+                    pos = m.end() - 1
+                elif kind == "cr":
+                    if _crInHeaderValue(data, i):
+                        pos = i + 1
+                else:
+                    feed(b"\r")
+            if pos < end:
+                base = pos
+                feed(data[pos:end])
+            if end < n:
+                if forwarder.inHead:
+                    self._carry = data[end:]
+                else:
+                    base = end
+                    feed(data[end:])
+        except HttpParserUpgrade as e:
+            self._onParserUpgrade(data, base + e.args[0])
+        except HttpParserError as e:
+            self._onParserError(e)
+        else:
+            if forwarder.inHead and self._headSize + len(self._carry) > self._maxHeadBytes:
+                self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
+
+    def _onParserUpgrade(self, data, offset):
+        rest = data[offset:]
+        stream = self._current
+        if self._h2cBody is not None:
+            hasBody = self._h2cBody
+            self._h2cBody = None
+            if not hasBody:
+                # A body-less h2c request: carry on with HTTP/1.1.
+                if rest and self._parsing and not self._closed:
+                    if self._forwarder is None:
+                        self._feedFast(rest)
+                    else:
+                        self._feedRewriting(rest, replaying=True)
+                return
+            # llhttp skipped the body: a fresh parser gets a made-up head
+            # with the request's framing, then the real bytes.
+            self._forwarder = _Forwarder(self, skipHead=True)
+            self._parser = _newParser(self._forwarder)
+            self._savedFirst = b""
+            if self._bodyRemaining >= 0:
+                head = b"POST / HTTP/1.1\r\ncontent-length: %d\r\n\r\n" % (
+                    self._bodyRemaining,)
+            else:
+                head = b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+            self._parser.feed_data(head)
+            if rest:
+                self._feedRewriting(rest, replaying=True)
+            return
+        if stream is None or not stream._upgrade:
+            self._protocolError(CodecError(400, Details.CODEC_ERROR))
+            return
+        self._upgraded = stream
+        if rest:
+            self._upgradeData(rest)
+
+    def _upgradeData(self, data):
+        stream = self._upgraded
+        if stream._events is None:
+            stream._decoder.decodeData(data, False)
+        else:
+            stream._events.append((_EV_DATA, data, False))
+
+    # -- request head details -------------------------------------------
+
+    def _sanitizeConnection(self, headers):
+        # Envoy's sanitizeConnectionHeader: drop the headers the Connection
+        # header nominates; refuse nominating ten or more, X-Forwarded-* or
+        # pseudo-headers.
+        value = self._connection.lower()
+        if value in _CONNECTION_PLAIN:
+            return
+        tokens = [t.strip() for t in value.split(b",")]
+        if len(tokens) >= _MAX_NOMINATED_HEADERS:
+            raise CodecError(400, Details.CONNECTION_HEADER_REJECTED)
+        nominated = set()
+        for token in tokens:
+            if not token or token in _CONNECTION_PLAIN or token == b"connection":
+                continue
+            if token in _CONNECTION_FORBIDDEN or token[:1] == b":":
+                raise CodecError(400, Details.CONNECTION_HEADER_REJECTED)
+            if token != b"te":
+                nominated.add(token)
+        if nominated:
+            headers[:] = [e for e in headers if e[0] not in nominated]
+
+    # -- streams ----------------------------------------------------------
+
+    def _responseComplete(self, stream):
+        if stream._closeAfter or self._closed:
+            self._loseConnection()
+            return
+        if self._active is stream:
+            self._active = None
+        if self._pending:
+            self._dispatchPending()
+        if self._active is None and self._waitingForResponse and not self._pending:
+            self._waitingForResponse = False
+            self.readDisable(False)
+
+    def _dispatchPending(self):
+        # A loop rather than recursion: a queued request answered at once
+        # completes inside this loop and lets the next one through.
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            pending = self._pending
+            while self._active is None and pending and not self._closed:
+                item = pending.popleft()
+                if item.__class__ is CodecError:
+                    self._sendLocalReply(item)
+                    break
+                self._active = item
+                events = item._events
+                item._events = None
+                decoder = item._decoder = self._newStream(item)
+                for kind, a, b in events:
+                    if self._closed:
+                        break
+                    if kind == _EV_DATA:
+                        decoder.decodeData(a, b)
+                    elif kind == _EV_HEADERS:
+                        decoder.decodeHeaders(a, b)
+                    else:
+                        decoder.decodeTrailers(a)
+        finally:
+            self._dispatching = False
+
+    def _protocolError(self, error):
+        """Answer C{error} (a L{CodecError}) in its turn, then close."""
+        if self._closed:
+            return
+        self._parsing = False
+        self._parser = None
+        self._forwarder = None
+        self._inHead = False
+        self._upgraded = None
+        current = self._current
+        if (current is not None and not current._requestComplete
+                and not current._complete):
+            if current._events is not None:
+                # Still queued: the error takes its place.
+                try:
+                    self._pending.remove(current)
+                except ValueError:
+                    pass
+            elif current is self._active:
+                if current._started:
+                    # Too late for a reply.
+                    self._loseConnection()
+                    self._callbacks.onCodecError(error.status, error.details)
+                else:
+                    self._sendLocalReply(error)
+                return
+        if self._active is None and not self._pending:
+            self._sendLocalReply(error)
+        else:
+            self._pending.append(error)
+
+    def _sendLocalReply(self, error):
+        self._send(localReply(error.status, self.dateCache.value(),
+                              self._serverName, error.emptyBody, error.http10))
+        self._loseConnection()
+        self._callbacks.onCodecError(error.status, error.details)
+
+    # -- output -----------------------------------------------------------
+
+    def _send(self, data):
+        if self._lost:
+            return
+        if self._batching:
+            self._out.append(data)
+        else:
+            self._transport.write(data)
+
+    def _loseConnection(self):
+        self._closed = True
+        if self._lost:
+            return
+        if self._batching:
+            self._loseAfterFlush = True
+            return
+        self._lost = True
+        self._transport.loseConnection()
+
+    def _flush(self):
+        out = self._out
+        if out:
+            self._out = []
+            if not self._lost:
+                self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self._loseAfterFlush:
+            self._loseAfterFlush = False
+            if not self._lost:
+                self._lost = True
+                self._transport.loseConnection()
+
+
+def _absoluteUrl(url):
+    """
+    Envoy's handling of an absolute-form target: the URI's authority wins
+    over C{Host}, and the scheme must be http or https.
+
+    @return: C{(path, authority, scheme)}.
+    @raise CodecError: for a target that is not an absolute URI.
+    """
+    m = _ABSOLUTE_URL.fullmatch(url)
+    if m is None:
+        raise CodecError(400, Details.INVALID_URL)
+    scheme, authority, rest = m.groups()
+    if not authority:
+        raise CodecError(400, Details.INVALID_URL)
+    port = _PORT.fullmatch(authority)
+    if port is not None and int(port.group(1)) > 65535:
+        raise CodecError(400, Details.INVALID_URL)
+    scheme = scheme.lower()
+    if scheme != b"http" and scheme != b"https":
+        raise CodecError(400, Details.INVALID_SCHEME)
+    if not rest:
+        rest = b"/"
+    elif rest[:1] != b"/":
+        rest = b"/" + rest
+    return rest, authority, scheme
+
+
+def _stripH2c(headers):
+    """Remove an h2c upgrade's headers and C{Connection} tokens in place."""
+    keep = []
+    for e in headers:
+        name = e[0]
+        if name == b"upgrade" or name == b"http2-settings":
+            continue
+        if name == b"connection":
+            tokens = [t.strip() for t in e[1].split(b",")]
+            tokens = [t for t in tokens
+                      if t.lower() not in (b"upgrade", b"http2-settings")]
+            if not tokens:
+                continue
+            e = (name, b",".join(tokens))
+        keep.append(e)
+    headers[:] = keep
+
+
+def _crInHeaderValue(data, i):
+    """
+    Whether the CR at C{data[i]} sits in a header value (Envoy drops it)
+    rather than in the request line or a name (an error). A line that began
+    in an earlier read is judged on the part at hand.
+    """
+    start = data.rfind(b"\n", 0, i) + 1
+    line = data[start:i]
+    if line[:1] == b" " or line[:1] == b"\t":
+        return True
+    colon = line.find(b":")
+    return colon > 0 and b" " not in line[:colon]
