@@ -87,8 +87,7 @@ class Server(MultiService):
         self._buildAdmin(validateOnly)
         self.guardDog = None
         self._watchDogs = []
-        if not validateOnly:
-            self._buildGuardDog()
+        self._buildGuardDog(validateOnly)
         if options.concurrency == 0:
             self.workers = [MainThreadWorker(self)]
         else:
@@ -164,18 +163,12 @@ class Server(MultiService):
         if not validateOnly:
             self.admin = AdminServer(self.reactor, self, admin, accessLogs=logs)
 
-    def _buildGuardDog(self):
-        from txenvoy.server.guarddog import GuardDog, WatchdogConfig
+    def _buildGuardDog(self, validateOnly):
+        from txenvoy.server.guarddog import GuardDog, watchdogConfigsFromBootstrap
 
-        b = self.bootstrap
-        if b.HasField("watchdogs"):
-            main = WatchdogConfig.fromProto(b.watchdogs.main_thread_watchdog)
-            worker = WatchdogConfig.fromProto(b.watchdogs.worker_watchdog)
-        elif b.HasField("watchdog"):
-            main = worker = WatchdogConfig.fromProto(b.watchdog)
-        else:
-            main = worker = WatchdogConfig.fromProto(None)
-        self.guardDog = GuardDog(self.reactor, self.stats.shard("guard_dog"), main, worker)
+        main, worker = watchdogConfigsFromBootstrap(self.bootstrap)
+        if not validateOnly:
+            self.guardDog = GuardDog(self.reactor, self.stats.shard("guard_dog"), main, worker)
 
     # Lifecycle (Envoy's RunHelper).
 
