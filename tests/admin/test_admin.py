@@ -7,7 +7,6 @@ bodies, status codes and headers were read from Envoy 1.40's admin.
 """
 
 import json
-import time
 
 from google.protobuf import json_format
 from prometheus_client.parser import text_string_to_metric_families
@@ -363,7 +362,7 @@ class StateTests(AdminTestCase):
         self.assertEqual(self.get("/init_dump").body, b"{}\n")
         self.assertEqual(self.get("/contention").text,
                          "Mutex contention tracing is not enabled. To enable, run Envoy with "
-                         "flag --enable-mutex-tracing.\n")
+                         "flag --enable-mutex-tracing.")
         self.assertEqual(list(json.loads(self.get("/memory").text)), [
             "allocated", "heap_size", "pageheap_unmapped", "pageheap_free",
             "total_thread_cache", "total_physical_bytes"])
@@ -410,7 +409,8 @@ class StatsEndpointTests(AdminTestCase):
         r = self.get("/stats?type=Bogus")
         self.assertEqual((r.status, r.body), (400, b"invalid &type= param"))
         r = self.get("/stats?format=bogus")
-        self.assertEqual(r.body, b"usage: /stats?format=(html|active-html|json|prometheus|text)\n\n")
+        self.assertEqual(
+            r.body, b"usage: /stats?format=(html|active-html|json|prometheus|text)\n\n")
         self.assertEqual(self.get("/stats?filter=(").status, 400)
         self.assertEqual(self.get("/stats/prometheus?filter=(").status, 400)
 
@@ -768,6 +768,3 @@ class LifecycleTests(AdminTestCase):
         proto = bootstrap_pb2.Admin(access_log_path="/dev/null")
         self.assertRaises(UnsupportedField, checkAdminConfig, proto)
 
-
-def _unused():
-    return time

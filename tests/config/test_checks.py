@@ -192,6 +192,67 @@ class ListenerTests(CheckTestMixin, SynchronousTestCase):
                               "duplicate address '/tmp/x.sock'")
 
 
+class AddressTests(CheckTestMixin, SynchronousTestCase):
+    """Addresses Envoy resolves without DNS must be IP literals."""
+
+    def endpointCluster(self, address, kind=""):
+        return ("[{name: a, %s load_assignment: {cluster_name: a, endpoints: [{lb_endpoints: "
+                "[{endpoint: {address: {socket_address: {address: '%s', port_value: 1}}}}]}]}}]"
+                % (kind, address))
+
+    def test_staticCluster(self):
+        """
+        Envoy: C{malformed IP address: localhost. Consider setting
+        resolver_name or setting cluster type to 'STRICT_DNS' or
+        'LOGICAL_DNS'} for a STATIC cluster (the default type).
+        """
+        for kind in ("", "type: STATIC,"):
+            self.assertCheckError(
+                self.static(clusters=self.endpointCluster("localhost", kind)),
+                "malformed IP address: localhost. Consider setting resolver_name or setting "
+                "cluster type to 'STRICT_DNS' or 'LOGICAL_DNS'",
+                "load_assignment.endpoints[0].lb_endpoints[0].endpoint.address")
+
+    def test_endpointWithoutAddress(self):
+        """
+        Envoy: an endpoint of a STATIC cluster without an address ->
+        C{Address must be set: ... Consider setting resolver_name or setting
+        cluster type to 'STRICT_DNS' or 'LOGICAL_DNS'}, also for an empty
+        lb_endpoint; a STRICT_DNS cluster passes validation.
+        """
+        template = ("[{name: a, type: %s, load_assignment: {cluster_name: a, endpoints: "
+                    "[{lb_endpoints: [%s]}]}}]")
+        for endpoint in ("{endpoint: {}}", "{}"):
+            self.assertCheckError(
+                self.static(clusters=template % ("STATIC", endpoint)),
+                "Address must be set", "Consider setting resolver_name")
+            check(self.static(clusters=template % ("STRICT_DNS", endpoint)))
+
+    def test_dnsCluster(self):
+        """
+        Envoy: hostnames are fine for STRICT_DNS clusters, and for EDS ones.
+        """
+        check(self.static(clusters=self.endpointCluster("localhost", "type: STRICT_DNS,")))
+        check(self.static(clusters=self.endpointCluster("::1")))
+
+    def test_listenerAndAdmin(self):
+        """
+        Envoy: C{malformed IP address: localhost} for a listener or the
+        admin; C{[::1]} in brackets is malformed too, a scoped IPv6 address
+        is fine.
+        """
+        listener = ("{name: l, address: {socket_address: {address: '%s', port_value: 10040}},"
+                    " filter_chains: [{filters: []}]}")
+        self.assertCheckError(self.static([listener % "localhost"]),
+                              "malformed IP address: localhost")
+        self.assertCheckError(self.static([listener % "[::1]"]), "malformed IP address: [::1]")
+        check(self.static([listener % "fe80::1%lo"]))
+        self.assertCheckError(
+            self.bootstrap("admin: {address: {socket_address: {address: localhost, "
+                           "port_value: 10090}}}"),
+            "malformed IP address: localhost", "@ admin.address")
+
+
 class FilterChainTests(CheckTestMixin, SynchronousTestCase):
     """The filter chains of one listener."""
 
@@ -313,6 +374,22 @@ class RouteTests(CheckTestMixin, SynchronousTestCase):
                                      routeConfigExtra="validate_clusters: true,")]),
             "route: unknown cluster 'nosuch'")
 
+    def test_duplicateDomains(self):
+        """
+        Envoy: C{Only unique values for domains are permitted. Duplicate
+        entry of domain a in route r}, across virtual hosts and regardless
+        of case, with or without validate_clusters.
+        """
+        route = ("{name: l, address: {socket_address: {address: 127.0.0.1, port_value: 1}}, "
+                 "filter_chains: [{filters: [{name: h, typed_config: {'@type': %s, "
+                 "stat_prefix: s, route_config: {name: r, validate_clusters: false, "
+                 "virtual_hosts: [{name: v, domains: ['a']}, {name: w, domains: ['b', 'A']}]}, "
+                 "http_filters: [%s]}}]}]}" % (HCM_TYPE, ROUTER))
+        self.assertCheckError(
+            self.static([route]),
+            "Only unique values for domains are permitted. Duplicate entry of domain a in route r",
+            "virtual_hosts[1].domains[1]")
+
     def test_clusterHeader(self):
         """
         Envoy: a C{cluster_header} route is not checked.
@@ -389,6 +466,19 @@ class TypedConfigTests(CheckTestMixin, SynchronousTestCase):
                          " filter_chains: [{filters: [{name: envoy.filters.network.echo, "
                          "typed_config: {}}]}]}"]),
             "'envoy.filters.network.echo' with type URL: ''")
+
+    def test_emptyPerFilterConfig(self):
+        """
+        Envoy: an empty C{typed_per_filter_config} entry ->
+        C{Didn't find a registered implementation for
+        'envoy.filters.http.cors' with type URL: ''}.
+        """
+        self.assertCheckError(
+            self.static([hcmListener(
+                "l1", 10040, routeConfigExtra="",
+                route="{cluster: c1}, typed_per_filter_config: {envoy.filters.http.cors: {}}")]),
+            "'envoy.filters.http.cors' with type URL: ''",
+            "routes[0].typed_per_filter_config[envoy.filters.http.cors]")
 
     def test_accessLogs(self):
         """

@@ -459,6 +459,10 @@ class FieldTests(LoaderTestMixin, SynchronousTestCase):
             "{value: 5}}]}"))
         self.assertEqual(
             bootstrap.static_resources.clusters[0].per_connection_buffer_limit_bytes.value, 5)
+        bootstrap = loadBootstrap(configYaml=(
+            "static_resources: {clusters: [{name: a, per_connection_buffer_limit_bytes: {}}]}"))
+        limit = bootstrap.static_resources.clusters[0].per_connection_buffer_limit_bytes
+        self.assertEqual(limit.value, 0)
 
     def test_booleans(self):
         """
@@ -552,6 +556,15 @@ class FieldTests(LoaderTestMixin, SynchronousTestCase):
         self.assertConfigError(
             "ClusterValidationError.Name: value length must be at least 1 characters",
             configYaml="static_resources: {clusters: [null]}")
+
+    def test_nullScalarElement(self):
+        """
+        Envoy reads a null element of a list of scalars as the default
+        value (C{domains: [null, null]} gives two empty domains).
+        """
+        bootstrap = loadBootstrap(
+            configYaml="node: {id: i, cluster: c, client_features: [null, a]}")
+        self.assertEqual(list(bootstrap.node.client_features), ["", "a"])
 
     def test_nullField(self):
         """

@@ -18,7 +18,6 @@ from envoy.admin.v3 import (
     config_dump_shared_pb2,
     listeners_pb2,
 )
-from envoy.config.cluster.v3 import circuit_breaker_pb2
 from envoy.config.core.v3 import base_pb2, health_check_pb2
 from udpa.annotations import sensitive_pb2
 

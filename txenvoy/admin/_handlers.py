@@ -37,6 +37,7 @@ class AdminResponse:
         self.contentType = contentType
 
     def bodyBytes(self):
+        """The body as UTF-8 bytes."""
         if isinstance(self.body, bytes):
             return self.body
         return self.body.encode("utf-8")
@@ -281,7 +282,7 @@ def runtimeModify(call):
     if not items:
         return AdminResponse(400, "usage: /runtime_modify?key1=value1&key2=value2&keyN=valueN\n"
                                   "       or send the parameters as form values\n"
-                                  "use an empty value to remove a previously added override\n")
+                                  "use an empty value to remove a previously added override")
     if not any(kind == "admin" for _, kind in call.admin.runtimeLayers()):
         return AdminResponse(503, "No admin layer specified\n")
     call.admin.modifyRuntime(dict(items))
@@ -414,7 +415,7 @@ def memoryTcmalloc(call):
 
 def contention(call):
     return AdminResponse(200, "Mutex contention tracing is not enabled. To enable, run Envoy "
-                              "with flag --enable-mutex-tracing.\n")
+                              "with flag --enable-mutex-tracing.")
 
 
 def _profiler(label):

@@ -128,11 +128,13 @@ class AdminServer:
 
     @property
     def statsFlusher(self):
+        """The flusher given at construction, else C{server.statsFlusher}, else C{None}."""
         if self._statsFlusher is not None:
             return self._statsFlusher
         return getattr(self.server, "statsFlusher", None)
 
     def wallTime(self):
+        """Wall-clock seconds (for C{/server_info} uptimes)."""
         return _handlers.wallTime()
 
     # Stats (Envoy's listener.admin.* and http.admin.*).
@@ -335,6 +337,7 @@ class _HeaderMap:
             setattr(self, name, pseudo.get(name))
 
     def get(self, name):
+        """The first value of a header, as bytes, or C{None}."""
         values = self._headers.getRawHeaders(name)
         return values[0] if values else None
 

@@ -13,6 +13,7 @@ report them with Envoy's wording, before anything is bound or connected:
     as existing listener, ...}
   - C{error adding listener '127.0.0.1:10040': no filter chains specified},
     and filter chains with the same or overlapping matching rules
+  - C{malformed IP address: localhost} where Envoy resolves without DNS
   - C{route: unknown cluster 'nosuch'} for an inline route table
   - C{Didn't find a registered implementation for 'envoy.filters.http.router'
     with type URL: ''}
@@ -29,6 +30,14 @@ from txenvoy.config.errors import ConfigError
 _HCM_TYPE = (
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")
 
+# Route table parts whose typed_per_filter_config maps filter names to
+# configs; an empty config there names no type either.
+_PER_FILTER_CONFIG_HOLDERS = frozenset((
+    "envoy.config.route.v3.VirtualHost",
+    "envoy.config.route.v3.Route",
+    "envoy.config.route.v3.WeightedCluster.ClusterWeight",
+))
+
 # Extension entries that name an implementation only through typed_config:
 # Envoy 1.40 no longer looks extensions up by name.
 _EXTENSION_ENTRIES = frozenset((
@@ -38,7 +47,7 @@ _EXTENSION_ENTRIES = frozenset((
     "envoy.config.accesslog.v3.AccessLog",
     "envoy.config.core.v3.TransportSocket",
     "envoy.config.metrics.v3.StatsSink",
-))
+)) | _PER_FILTER_CONFIG_HOLDERS
 
 _NODE_REQUIRED = (
     "%s: node 'id' and 'cluster' are required. Set it either in 'node' config "
@@ -49,6 +58,7 @@ _DUPLICATE_ADDRESS = (
     "to check if the listener has duplicated addresses with other listeners or "
     "'enable_reuse_port' is set to 'false' for the listener")
 
+_STATIC_TYPE = 0  # envoy.config.cluster.v3.Cluster.DiscoveryType.STATIC
 _EDS_TYPE = 3  # envoy.config.cluster.v3.Cluster.DiscoveryType.EDS
 _UDP = 1  # envoy.config.core.v3.SocketAddress.Protocol.UDP
 _EDS_TYPE_URL = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -73,6 +83,8 @@ def check(bootstrap, serviceNode="", serviceCluster=""):
 
     if bootstrap.HasField("admin"):
         _checkExtensionEntries(bootstrap.admin, "admin")
+        if bootstrap.admin.HasField("address"):
+            _checkIpAddress(bootstrap.admin.address, "admin.address")
     if not hasNode and bootstrap.HasField("dynamic_resources") and dynamic.HasField("ads_config"):
         raise ConfigError(_NODE_REQUIRED % ("ads",) + " @ dynamic_resources.ads_config")
 
@@ -83,6 +95,9 @@ def check(bootstrap, serviceNode="", serviceCluster=""):
         if cluster.name in clusterNames:
             raise ConfigError("cluster manager: duplicate cluster '%s' @ %s" % (cluster.name, path))
         clusterNames.add(cluster.name)
+        if cluster.WhichOneof("cluster_discovery_type") in (None, "type") \
+                and cluster.type == _STATIC_TYPE:
+            _checkStaticEndpoints(cluster, path)
         if (not hasNode and cluster.type == _EDS_TYPE
                 and cluster.eds_cluster_config.HasField("eds_config")):
             raise ConfigError(
@@ -123,10 +138,14 @@ def _checkListeners(listeners, clusterNames):
             raise ConfigError(
                 "error adding listener named '%s': address is necessary @ %s"
                 % (listener.name, path))
+        if listener.HasField("address"):
+            _checkIpAddress(listener.address, path + ".address")
+        for j, extra in enumerate(listener.additional_addresses):
+            _checkIpAddress(extra.address, "%s.additional_addresses[%d].address" % (path, j))
         _checkFilterChains(listener, path)
         _checkExtensionEntries(listener, path)
         for hcm, hcmPath in _find(listener, path, frozenset((_HCM_TYPE,))):
-            _checkRouteClusters(hcm, hcmPath, clusterNames)
+            _checkRouteConfig(hcm, hcmPath, clusterNames)
         addresses = [listener.address] + [a.address for a in listener.additional_addresses]
         keyed = [_addressKey(a) for a in addresses if a.WhichOneof("address")]
         keys = {key for key, _ in keyed if key is not None}
@@ -136,6 +155,42 @@ def _checkListeners(listeners, clusterNames):
                     _DUPLICATE_ADDRESS % (listener.name, ",".join(text for _, text in keyed))
                     + " @ %s.address" % (path,))
         bound.append(keys)
+
+
+def _isIp(text):
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _checkIpAddress(address, path, hint=""):
+    """
+    Envoy resolves listener, admin and static endpoint addresses without
+    DNS: they must be IP literals unless a resolver is named.
+    """
+    if address.WhichOneof("address") != "socket_address":
+        return
+    socket = address.socket_address
+    if socket.resolver_name or _isIp(socket.address):
+        return
+    raise ConfigError("malformed IP address: %s%s @ %s.socket_address.address"
+                      % (socket.address, hint, path))
+
+
+def _checkStaticEndpoints(cluster, path):
+    hint = (". Consider setting resolver_name or setting cluster type to 'STRICT_DNS' "
+            "or 'LOGICAL_DNS'")
+    base = path + ".load_assignment"
+    for e, locality in enumerate(cluster.load_assignment.endpoints):
+        for h, host in enumerate(locality.lb_endpoints):
+            if host.WhichOneof("host_identifier") == "endpoint_name":
+                continue
+            addressPath = "%s.endpoints[%d].lb_endpoints[%d].endpoint.address" % (base, e, h)
+            if not host.endpoint.address.WhichOneof("address"):
+                raise ConfigError("Address must be set%s @ %s" % (hint, addressPath))
+            _checkIpAddress(host.endpoint.address, addressPath, hint)
 
 
 def _listenerText(listener):
@@ -250,17 +305,28 @@ def _addressKey(address):
     return None, str(kind)
 
 
-def _checkRouteClusters(hcm, path, clusterNames):
+def _checkRouteConfig(hcm, path, clusterNames):
     """
-    Envoy checks the clusters of a static route table when it is built
-    (C{validate_clusters} defaults to true for an inline C{route_config}).
+    Envoy's checks of an inline route table when it is built: unique
+    domains, and known clusters (C{validate_clusters} defaults to true for
+    an inline C{route_config}).
     """
     if hcm.WhichOneof("route_specifier") != "route_config":
         return
     routeConfig = hcm.route_config
+    base = path + ".route_config"
+    domains = set()
+    for v, vhost in enumerate(routeConfig.virtual_hosts):
+        for d, domain in enumerate(vhost.domains):
+            # Envoy compares domains case-insensitively.
+            if domain.lower() in domains:
+                raise ConfigError(
+                    "Only unique values for domains are permitted. Duplicate entry of domain "
+                    "%s in route %s @ %s.virtual_hosts[%d].domains[%d]"
+                    % (domain.lower(), routeConfig.name, base, v, d))
+            domains.add(domain.lower())
     if routeConfig.HasField("validate_clusters") and not routeConfig.validate_clusters.value:
         return
-    base = path + ".route_config"
     for v, vhost in enumerate(routeConfig.virtual_hosts):
         for r, route in enumerate(vhost.routes):
             if route.WhichOneof("action") != "route":
@@ -286,6 +352,13 @@ def _checkRouteClusters(hcm, path, clusterNames):
 
 def _checkExtensionEntries(message, path):
     for entry, entryPath in _find(message, path, _EXTENSION_ENTRIES):
+        if entry.DESCRIPTOR.full_name in _PER_FILTER_CONFIG_HOLDERS:
+            for key in sorted(entry.typed_per_filter_config):
+                if not entry.typed_per_filter_config[key].type_url:
+                    raise ConfigError(
+                        "Didn't find a registered implementation for '%s' with type URL: '' "
+                        "@ %s.typed_per_filter_config[%s]" % (key, entryPath, key))
+            continue
         typedConfig = entry.DESCRIPTOR.fields_by_name["typed_config"]
         oneof = typedConfig.containing_oneof
         chosen = entry.WhichOneof(oneof.name) if oneof is not None else None

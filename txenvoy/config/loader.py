@@ -230,9 +230,10 @@ class _Walk:
                 # one-element list (envoyproxy/examples dynamic-config-fs
                 # writes `filters:` as a mapping).
                 return [self.single(fd, value, path, repeated=True)]
+            items = _flatten(value)
             return [
                 self.single(fd, item, "%s[%d]" % (path, i), repeated=True)
-                for i, item in enumerate(_flatten(value))
+                for i, item in enumerate(items)
             ]
         return self.single(fd, value, path)
 
@@ -256,11 +257,12 @@ class _Walk:
 
     def single(self, fd, value, path, repeated=False):
         if value is None and repeated:
+            # Envoy reads a null element as the default value: an empty
+            # message, "", 0 or false.
             if fd.message_type is not None:
-                # Envoy reads a null element as an empty message.
                 value = {}
             else:
-                raise self.parseError(path, _scalarName(fd), "null is not allowed in a list")
+                return _defaultJson(fd)
         if fd.message_type is not None:
             return self.message(fd.message_type, value, path)
         if fd.enum_type is not None:
@@ -436,12 +438,14 @@ class _Walk:
         raise self.parseError(path, "message " + desc.full_name, self.unexpected(value, '"'))
 
     def wrapper(self, desc, value, path):
-        if isinstance(value, dict) and list(value) == ["value"]:
-            # The object form {value: x} is accepted by Envoy too.
-            value = value["value"]
+        inner = desc.fields_by_name["value"]
+        if isinstance(value, dict) and set(value) <= {"value"}:
+            # The object form {value: x} is accepted by Envoy too; {} is the
+            # default value.
+            value = value.get("value", _defaultJson(inner))
         if value is None:
             raise self.parseError(path, "message " + desc.full_name, "null is not a value")
-        return self.scalar(desc.fields_by_name["value"], value, path, "message " + desc.full_name)
+        return self.scalar(inner, value, path, "message " + desc.full_name)
 
     def struct(self, desc, value, path):
         if not isinstance(value, dict):
@@ -506,6 +510,17 @@ def _flatten(items):
         else:
             stack.pop()
     return flat
+
+
+def _defaultJson(fd):
+    """The JSON form of a scalar field's default value."""
+    if fd.enum_type is not None:
+        return fd.enum_type.values[0].number
+    if fd.type in (fd.TYPE_STRING, fd.TYPE_BYTES):
+        return ""
+    if fd.type == fd.TYPE_BOOL:
+        return False
+    return 0
 
 
 def _join(path, name):

@@ -127,10 +127,33 @@ def createExtension(category, typedExtension, context, path):
         )
     any_ = typedExtension.typed_config
     typeName = typeNameOf(any_)
+    if typeName in TYPED_STRUCTS:
+        return _createFromTypedStruct(category, name, any_, context, path)
     factory = lookup(category, typeName)
     if factory is None:
         raise UnsupportedExtension(path + ".typed_config", typeName, name)
     return factory.create(unpackAny(any_, path + ".typed_config"), context.child(path))
+
+
+#: Envoy's way to configure an extension that has no proto of its own:
+#: C{{"@type": ".../xds.type.v3.TypedStruct", "type_url": ..., "value": {...}}}.
+TYPED_STRUCTS = ("xds.type.v3.TypedStruct", "udpa.type.v1.TypedStruct")
+
+
+def _createFromTypedStruct(category, name, any_, context, path):
+    """
+    Dispatch a C{TypedStruct} on its inner C{type_url}; the factory gets
+    the C{value} as a plain dict. This is how filters written in Python,
+    with no protobuf schema, are configured from Envoy YAML.
+    """
+    from google.protobuf import json_format
+
+    struct = unpackAny(any_, path + ".typed_config")
+    typeName = struct.type_url.rsplit("/", 1)[-1]
+    factory = lookup(category, typeName)
+    if factory is None:
+        raise UnsupportedExtension(path + ".typed_config.type_url", typeName, name)
+    return factory.create(json_format.MessageToDict(struct.value), context.child(path))
 
 
 def loadPlugins():

@@ -64,6 +64,10 @@ _SPECIAL = {
     b"connection": _CONNECTION,
     b"upgrade": _UPGRADE,
 }
+# The same, by spelling as received; filled as spellings are seen.
+_SPECIAL_RAW = {}
+
+_newObject = object.__new__
 
 # Envoy's sanitizeConnectionHeader: tokens that nominate no header, and
 # nominations that fail the request.
@@ -406,6 +410,7 @@ class ServerCodec:
         self._parser = _newParser(self)
         self._forwarder = None      # set while input is re-parsed/rewritten
         self._carry = b""           # head bytes held back while rewriting
+        self._lineState = 0         # what the head line being fed is so far
         self._parsing = True        # False once an error stopped parsing
 
         # The message being parsed.
@@ -552,7 +557,25 @@ class ServerCodec:
     def on_header(self, name, value):
         lname = PLAIN_NAMES.get(name)
         if lname is None:
-            self._namedHeader(name, value)
+            kind = _SPECIAL_RAW.get(name)
+            if kind is None or self._trailers is not None:
+                self._namedHeader(name, value)
+                return
+            # A header the codec reads, under a spelling seen before.
+            value = value.rstrip(b" \t")
+            self._headSize += len(name) + len(value)
+            if kind == _HOST:
+                if self._host is None:
+                    self._host = value
+                else:
+                    self._host += b"," + value
+                self._extraCount += 1
+                return
+            if kind == _CONNECTION:
+                self._connection = value
+                self._headers.append((b"connection", value))
+                return
+            self._special(kind, value)
             return
         value = value.rstrip(b" \t")
         self._headSize += len(name) + len(value)
@@ -568,6 +591,8 @@ class ServerCodec:
             self._trailers.append((lname, value))
             return
         kind = _SPECIAL.get(lname)
+        if kind is not None and len(_SPECIAL_RAW) < PLAIN_NAMES_MAX:
+            _SPECIAL_RAW[name] = kind
         if kind is None:
             if b"_" in lname:
                 action = self._underscoreAction
@@ -581,25 +606,32 @@ class ServerCodec:
             elif len(PLAIN_NAMES) < PLAIN_NAMES_MAX:
                 PLAIN_NAMES[name] = lname
             self._headers.append((lname, value))
-        elif kind == _HOST:
+        else:
+            self._special(kind, value)
+
+    def _special(self, kind, value):
+        if kind == _HOST:
             # Envoy joins several Host headers into one authority.
             self._host = value if self._host is None else self._host + b"," + value
             self._extraCount += 1
         elif kind == _TRANSFER_ENCODING:
             self._transferEncoding = value
             self._extraCount += 1
+        elif kind == _CONTENT_LENGTH:
+            self._contentLength = value
+            self._headers.append((b"content-length", value))
+        elif kind == _CONNECTION:
+            self._connection = value
+            self._headers.append((b"connection", value))
         else:
-            if kind == _CONTENT_LENGTH:
-                self._contentLength = value
-            elif kind == _CONNECTION:
-                self._connection = value
-            else:
-                self._upgradeValue = value
-            self._headers.append((lname, value))
+            self._upgradeValue = value
+            self._headers.append((b"upgrade", value))
 
     def on_headers_complete(self):
         # Checks run in the order Envoy's codec and connection manager run
         # them, so that a request with several faults gets Envoy's answer.
+        if self._closed:
+            raise _StopParsing()
         self._inHead = False
         parser = self._parser
         headers = self._headers
@@ -620,7 +652,7 @@ class ServerCodec:
         if te is not None and (isConnect or te.lower() != b"chunked"):
             raise CodecError(501, Details.INVALID_TRANSFER_ENCODING)
         if self._connection is not None:
-            self._sanitizeConnection(headers)
+            self._sanitizeConnection(headers, self._connection.lower())
 
         authority = self._host
         scheme = None
@@ -656,10 +688,16 @@ class ServerCodec:
             raise CodecError(400, Details.PATH_NORMALIZATION_FAILED,
                              emptyBody=True, http10=http10)
 
-        keepAlive = parser.should_keep_alive()
-        upgrade = parser.should_upgrade()
-        request = RequestHeaders(method, path, authority, scheme, version,
-                                 HeaderMap._fromList(headers))
+        connection = self._connection
+        if http10:
+            keepAlive = parser.should_keep_alive()
+        else:
+            keepAlive = connection is None or b"close" not in connection.lower()
+        # llhttp flags an upgrade only for CONNECT or an Upgrade header.
+        upgrade = (isConnect or self._upgradeValue is not None) and parser.should_upgrade()
+        headerMap = _newObject(HeaderMap)
+        headerMap._entries = headers
+        request = RequestHeaders(method, path, authority, scheme, version, headerMap)
         stream = ResponseEncoder(self)
         if http10:
             stream._http10 = True
@@ -735,9 +773,13 @@ class ServerCodec:
         if stream is None:
             return
         if not stream._requestComplete:
-            if stream._upgrade or self._h2cBody:
+            if stream._upgrade:
                 # llhttp stops at an upgrade's head: the bytes after it are
-                # the upgraded stream's (or the h2c request's body).
+                # the upgraded stream's.
+                return
+            if self._h2cBody:
+                # llhttp skipped an h2c request's body; it comes next.
+                self._idle = False
                 return
             stream._requestComplete = True
             trailers = self._trailers
@@ -771,19 +813,25 @@ class ServerCodec:
             self._saveChunk(data)
             wasInHead = self._inHead
         sizeBefore = self._headSize
+        headersBefore = self._headers
         bodyBefore = self._bodyEvents
+        # Errors are handled once out of the except clauses: handling may
+        # parse again, and an error raised while another one is being
+        # handled would lose the cause httptools attaches to it.
+        upgradeAt = error = None
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as e:
-            self._onParserUpgrade(data, e.args[0])
+            upgradeAt = e.args[0]
         except HttpParserError as e:
-            self._onParserError(e)
+            error = e
         else:
             if self._inHead:
                 # A head being read: bound what httptools accumulates for a
                 # header still in progress. A chunk that completed no part
                 # of the head belongs to it entirely.
-                if wasInHead and self._headSize == sizeBefore:
+                if (wasInHead and self._headers is headersBefore
+                        and self._headSize == sizeBefore):
                     self._partial += len(data)
                 else:
                     self._partial = 0
@@ -792,12 +840,18 @@ class ServerCodec:
             elif self._trailers is not None:
                 # Inside a chunked body: a chunk with no body and no header
                 # in it went into trailers (or chunk extensions).
-                if self._bodyEvents == bodyBefore and self._headSize == sizeBefore:
+                if (self._bodyEvents == bodyBefore and self._headers is headersBefore
+                        and self._headSize == sizeBefore):
                     self._partial += len(data)
                 else:
                     self._partial = 0
                 if self._headSize + self._partial > self._maxHeadBytes:
                     self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
+            return
+        if error is not None:
+            self._onParserError(error)
+        else:
+            self._onParserUpgrade(data, upgradeAt)
 
     def _saveChunk(self, data):
         if self._savedBytes > _REPLAY_LIMIT:
@@ -846,12 +900,16 @@ class ServerCodec:
         self._forwarder = _Forwarder(self, self._completedSinceSaved)
         self._parser = _newParser(self._forwarder)
         self._carry = b""
+        self._lineState = _LINE_EMPTY
         self._inHead = False
         self._idle = True
         for chunk in chunks:
-            if self._forwarder is None or not self._parsing or self._closed:
+            if not self._parsing or self._closed:
                 break
-            self._feedRewriting(chunk, replaying=True)
+            if self._upgraded is not None:
+                self._upgradeData(chunk)
+            else:
+                self._feedRewriting(chunk, replaying=True)
 
     def _feedRewriting(self, data, replaying=False):
         """
@@ -882,9 +940,15 @@ class ServerCodec:
             run = data[end:]
             if b"\n\n" in run or b"\n\r\n" in run:
                 end = n
-        feed = self._parser.feed_data
+        parserFeed = self._parser.feed_data
+
+        def feed(segment):
+            parserFeed(segment)
+            self._lineState = _lineState(self._lineState, segment)
+
         pos = 0
         base = 0
+        upgradeAt = error = None
         try:
             for m in _ANOMALY.finditer(data, 0, end):
                 i = m.start()
@@ -900,10 +964,10 @@ class ServerCodec:
                 if kind == "fold":
                     pos = m.end() - 1
                 elif kind == "cr":
-                    if _crInHeaderValue(data, i):
+                    if self._lineState == _IN_VALUE:
                         pos = i + 1
                 else:
-                    feed(b"\r")
+                    parserFeed(b"\r")
             if pos < end:
                 base = pos
                 feed(data[pos:end])
@@ -914,12 +978,17 @@ class ServerCodec:
                     base = end
                     feed(data[end:])
         except HttpParserUpgrade as e:
-            self._onParserUpgrade(data, base + e.args[0])
+            upgradeAt = base + e.args[0]
         except HttpParserError as e:
-            self._onParserError(e)
+            error = e
         else:
             if forwarder.inHead and self._headSize + len(self._carry) > self._maxHeadBytes:
                 self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
+            return
+        if error is not None:
+            self._onParserError(error)
+        else:
+            self._onParserUpgrade(data, upgradeAt)
 
     def _onParserUpgrade(self, data, offset):
         rest = data[offset:]
@@ -965,11 +1034,10 @@ class ServerCodec:
 
     # -- request head details -------------------------------------------
 
-    def _sanitizeConnection(self, headers):
+    def _sanitizeConnection(self, headers, value):
         # Envoy's sanitizeConnectionHeader: drop the headers the Connection
         # header nominates; refuse nominating ten or more, X-Forwarded-* or
         # pseudo-headers.
-        value = self._connection.lower()
         if value in _CONNECTION_PLAIN:
             return
         tokens = [t.strip() for t in value.split(b",")]
@@ -1144,15 +1212,30 @@ def _stripH2c(headers):
     headers[:] = keep
 
 
-def _crInHeaderValue(data, i):
+# What the part of a head line fed so far is: nothing yet, a name (or a
+# method) in progress, a header value (a CR there is dropped, as Envoy does),
+# or something else, such as the request line (a CR there is an error).
+_LINE_EMPTY, _IN_NAME, _IN_VALUE, _IN_OTHER = range(4)
+
+
+def _lineState(state, segment):
     """
-    Whether the CR at C{data[i]} sits in a header value (Envoy drops it)
-    rather than in the request line or a name (an error). A line that began
-    in an earlier read is judged on the part at hand.
+    @return: the state of the current head line after C{segment} is fed.
     """
-    start = data.rfind(b"\n", 0, i) + 1
-    line = data[start:i]
-    if line[:1] == b" " or line[:1] == b"\t":
-        return True
-    colon = line.find(b":")
-    return colon > 0 and b" " not in line[:colon]
+    k = segment.rfind(b"\n")
+    if k >= 0:
+        state = _LINE_EMPTY
+        segment = segment[k + 1:]
+    if not segment or state == _IN_VALUE or state == _IN_OTHER:
+        return state
+    if state == _LINE_EMPTY and segment[:1] in (b" ", b"\t"):
+        return _IN_VALUE
+    colon = segment.find(b":")
+    space = segment.find(b" ")
+    if colon < 0 and space < 0:
+        return _IN_NAME
+    if colon >= 0 and (space < 0 or colon < space):
+        if colon == 0 and state == _LINE_EMPTY:
+            return _IN_OTHER
+        return _IN_VALUE
+    return _IN_OTHER

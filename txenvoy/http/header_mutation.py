@@ -65,20 +65,53 @@ class FormatContext:
     @ivar responseHeaders: the response head, or C{None}.
     """
 
-    __slots__ = ("streamInfo", "requestHeaders", "responseHeaders")
+    __slots__ = ("streamInfo", "requestHeaders", "responseHeaders", "_views")
 
     def __init__(self, streamInfo, requestHeaders=None, responseHeaders=None):
         self.streamInfo = streamInfo
         self.requestHeaders = requestHeaders
         self.responseHeaders = responseHeaders
+        self._views = None
 
     def format(self, compiled):
         """
         @param compiled: a compiled value (from the access log formatter).
         @return: the value, C{bytes}.
         """
-        text = compiled.format(self.streamInfo, self.requestHeaders, self.responseHeaders)
+        views = self._views
+        if views is None:
+            views = self._views = (_FormatterView.of(self.requestHeaders),
+                                   _FormatterView.of(self.responseHeaders))
+        text = compiled.format(self.streamInfo, views[0], views[1])
         return text.encode("utf-8", "surrogateescape")
+
+
+class _FormatterView:
+    """
+    A header map as the access log formatter reads it: it asks for header
+    names as text, and for pseudo-headers as attributes (C{method},
+    C{path}, C{authority}...). Header maps here are keyed by bytes, and a
+    request head keeps its map in C{.headers}.
+    """
+
+    __slots__ = ("_head", "_map")
+
+    def __init__(self, head):
+        self._head = head
+        inner = getattr(head, "headers", None)
+        self._map = inner if inner is not None and hasattr(inner, "get") else head
+
+    @classmethod
+    def of(cls, head):
+        return None if head is None else cls(head)
+
+    def get(self, name):
+        if name.__class__ is str:
+            name = name.encode("latin-1")
+        return self._map.get(name)
+
+    def __getattr__(self, name):
+        return getattr(self._head, name)
 
 
 def _isProtected(name):

@@ -49,6 +49,8 @@ __all__ = [
     "QueryParameterMatcher",
     "compileQueryParameterMatcher",
     "parseQueryParameters",
+    "queryOf",
+    "compileRegexMatcher",
     "decodeValue",
     "encodeValue",
 ]
@@ -139,7 +141,8 @@ def _translateRe2(pattern):
                     end = pattern.find("}", i + 3)
                     digits = pattern[i + 3:end] if end > 0 else ""
                     if end < 0 or not digits or any(h not in _HEX for h in digits):
-                        raise _Re2Error("invalid escape sequence: %s" % (pattern[i:end + 1 if end > 0 else n],))
+                        escape = pattern[i:end + 1] if end > 0 else pattern[i:]
+                        raise _Re2Error("invalid escape sequence: %s" % (escape,))
                     code = int(digits, 16)
                     if code > 0x10FFFF:
                         raise _Re2Error("invalid escape sequence: %s" % (pattern[i:end + 1],))
@@ -216,7 +219,8 @@ def _translateRe2(pattern):
                 i += 3
                 continue
             if rest[:1] in ("=", "!", ">", "#", "<", "|", "(") or not rest:
-                raise _Re2Error("invalid perl operator: %s" % (pattern[i:i + 3 + (rest[:1] == "<")],))
+                operator = pattern[i:i + 4] if rest[:1] == "<" else pattern[i:i + 3]
+                raise _Re2Error("invalid perl operator: %s" % (operator,))
             # Flags: (?flags) or (?flags:...)
             j = i + 2
             while j < n and pattern[j] not in ":)":
@@ -293,6 +297,36 @@ def compileRegex(regexMatcher, path):
         raise ConfigError("invalid regex '%s': %s @ %s.regex" % (pattern, e, path))
     except (OverflowError, ValueError) as e:
         raise ConfigError("invalid regex '%s': %s @ %s.regex" % (pattern, e, path))
+
+
+def compileRegexMatcher(regexMatcher, path):
+    """
+    Compile an Envoy C{RegexMatcher} into C{fullmatch(value: bytes) -> bool}
+    (the whole value must match, as RE2's C{FullMatch}).
+
+    An ASCII value is matched by a C{bytes} twin of the pattern, which gives
+    the same answer without decoding; other values are decoded first (see
+    L{decodeValue}).
+    """
+    regex = compileRegex(regexMatcher, path)
+    textMatch = regex.fullmatch
+    try:
+        bytesMatch = re.compile(regex.pattern.encode("utf-8"), re.ASCII).fullmatch
+    except (re.error, ValueError):
+        # Escapes such as \U exist only for text patterns.
+        bytesMatch = None
+    if bytesMatch is None:
+        def fullmatchText(value):
+            return textMatch(decodeValue(value)) is not None
+
+        return fullmatchText
+
+    def fullmatch(value):
+        if value.isascii():
+            return bytesMatch(value) is not None
+        return textMatch(decodeValue(value)) is not None
+
+    return fullmatch
 
 
 def compileRegexRewrite(regexMatchAndSubstitute, path):
@@ -374,12 +408,7 @@ def compileStringMatcher(stringMatcher, path):
         if ignoreCase:
             raise ConfigError("ignore_case has no effect for safe_regex. @ %s" % (path,))
         _checkFields(stringMatcher.safe_regex, _REGEX_MATCHER_FIELDS, path + ".safe_regex")
-        fullmatch = compileRegex(stringMatcher.safe_regex, path + ".safe_regex").fullmatch
-
-        def matchRegex(value):
-            return fullmatch(decodeValue(value)) is not None
-
-        return matchRegex
+        return compileRegexMatcher(stringMatcher.safe_regex, path + ".safe_regex")
     if which is None:
         raise ConfigError("%s: one of exact, prefix, suffix, safe_regex or contains "
                           "is required" % (path,))
@@ -414,8 +443,9 @@ _INT = re.compile(rb"\s*[+-]?[0-9]+\s*\Z")
 def _pseudoReader(name):
     """
     C{read(headers, authority, path, method) -> list of values} for one
-    header name. Pseudo-headers come from the request line; C{host} is the
-    authority too, since the codec moves it out of the map as Envoy does.
+    header name, or C{None} for an ordinary header. Pseudo-headers come
+    from the request line; C{host} is the authority too, since the codec
+    moves it out of the map as Envoy does.
     """
     if name == b":method":
         return lambda headers, authority, path, method: (method,) if method is not None else ()
@@ -430,10 +460,7 @@ def _pseudoReader(name):
             return (headers.get(b"x-forwarded-proto") or b"http",)
 
         return readScheme
-    def readHeader(headers, authority, path, method):
-        return headers.getAll(name)
-
-    return readHeader
+    return None
 
 
 class HeaderMatcher:
@@ -445,7 +472,7 @@ class HeaderMatcher:
         header's values (pseudo-headers from the request line).
     """
 
-    __slots__ = ("name", "read", "_match", "_invert", "_missing", "_present")
+    __slots__ = ("name", "_pseudo", "_match", "_invert", "_missing", "_present")
 
     def __init__(self, name, match, invert=False, treatMissingAsEmpty=False, present=None):
         """
@@ -455,7 +482,7 @@ class HeaderMatcher:
             present (C{True}) or absent (C{False}).
         """
         self.name = name
-        self.read = _pseudoReader(name)
+        self._pseudo = _pseudoReader(name)
         self._match = match
         self._invert = invert
         self._present = present
@@ -486,14 +513,48 @@ class HeaderMatcher:
                 return not self._invert
         return self._invert
 
+    def read(self, headers, authority=None, path=None, method=None):
+        """
+        @return: every value of the header in this request (pseudo-headers
+            from the request line).
+        """
+        pseudo = self._pseudo
+        if pseudo is not None:
+            return pseudo(headers, authority, path, method)
+        return headers.getAll(self.name)
+
     def matches(self, headers, authority=None, path=None, method=None):
         """
         Match against a request.
 
-        @param headers: a header map with C{getAll(lowercaseName)} and
-            C{get(lowercaseName)}.
+        @param headers: a header map with C{get(lowercaseName)} (the first
+            value or C{None}) and C{getAll(lowercaseName)}.
         """
-        return self.matchValues(self.read(headers, authority, path, method))
+        pseudo = self._pseudo
+        if pseudo is not None:
+            return self.matchValues(pseudo(headers, authority, path, method))
+        name = self.name
+        # Most headers are sent once: look at the first value, and fetch
+        # the others only when it does not match.
+        first = headers.get(name)
+        if first is None:
+            missing = self._missing
+            if missing is not None:
+                return missing
+            match = self._match
+            if match is None:
+                return self._present != self._invert
+            return match(b"") != self._invert
+        match = self._match
+        if match is None:
+            return self._present != self._invert
+        if match(first):
+            return not self._invert
+        values = headers.getAll(name)
+        for value in values[1:]:
+            if match(value):
+                return not self._invert
+        return self._invert
 
     def __repr__(self):
         return "<HeaderMatcher %r>" % (self.name,)
@@ -539,10 +600,7 @@ def compileHeaderMatcher(headerMatcher, path):
     elif which == "safe_regex_match":
         _checkFields(headerMatcher.safe_regex_match, _REGEX_MATCHER_FIELDS,
                      path + ".safe_regex_match")
-        fullmatch = compileRegex(headerMatcher.safe_regex_match, path + ".safe_regex_match").fullmatch
-
-        def match(value):
-            return fullmatch(decodeValue(value)) is not None
+        match = compileRegexMatcher(headerMatcher.safe_regex_match, path + ".safe_regex_match")
     elif which == "range_match":
         match = _rangeMatcher(headerMatcher.range_match.start, headerMatcher.range_match.end)
     elif which == "prefix_match":
@@ -576,7 +634,7 @@ def matchHeaders(matchers, headers, authority=None, path=None, method=None):
         C{HeaderUtility::matchHeaders}; true for none).
     """
     for matcher in matchers:
-        if not matcher.matchValues(matcher.read(headers, authority, path, method)):
+        if not matcher.matches(headers, authority, path, method):
             return False
     return True
 
@@ -607,6 +665,18 @@ def parseQueryParameters(path):
     return params
 
 
+def queryOf(path):
+    """
+    The query of a request path in the form L{QueryParameterMatcher.matchesQuery}
+    takes: C{b"&"} followed by everything after the first C{?} (C{None}
+    when there is no query).
+    """
+    start = path.find(b"?")
+    if start < 0:
+        return None
+    return b"&" + path[start + 1:]
+
+
 class QueryParameterMatcher:
     """
     One compiled route C{QueryParameterMatcher}.
@@ -614,7 +684,7 @@ class QueryParameterMatcher:
     @ivar name: the parameter name, C{bytes}.
     """
 
-    __slots__ = ("name", "_match")
+    __slots__ = ("name", "_match", "_key", "_size")
 
     def __init__(self, name, match):
         """
@@ -623,6 +693,9 @@ class QueryParameterMatcher:
         """
         self.name = name
         self._match = match
+        # A name holding "=" or "&" can never be split out of a query.
+        self._key = None if (b"=" in name or b"&" in name) else b"&" + name
+        self._size = len(name) + 1
 
     def matches(self, params):
         """
@@ -630,6 +703,33 @@ class QueryParameterMatcher:
         """
         value = params.get(self.name)
         if value is None:
+            return False
+        match = self._match
+        return match is None or match(value)
+
+    def matchesQuery(self, query):
+        """
+        Match against a query without parsing all of it.
+
+        @param query: the result of L{queryOf} for the request path.
+        """
+        key = self._key
+        if query is None or key is None:
+            return False
+        size = self._size
+        end = len(query)
+        at = query.find(key)
+        while at >= 0:
+            after = at + size
+            if after == end or query[after] == 38:  # "&": no value
+                value = b""
+                break
+            if query[after] == 61:  # "="
+                stop = query.find(b"&", after + 1)
+                value = query[after + 1:] if stop < 0 else query[after + 1:stop]
+                break
+            at = query.find(key, at + 1)
+        else:
             return False
         match = self._match
         return match is None or match(value)

@@ -70,7 +70,7 @@ class ServerOptions:
             "socket_path": "",
             "socket_mode": 0,
             "enable_core_dump": False,
-            "stats_tags": [],
+            "stats_tag": [],
             "file_flush_interval": "%gs" % (self.fileFlushIntervalMsec / 1000.0,),
             "drain_time": "%ds" % (self.drainTimeS,),
             "parent_shutdown_time": "%ds" % (self.parentShutdownTimeS,),

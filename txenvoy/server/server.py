@@ -84,6 +84,7 @@ class Server(MultiService):
         self._checkUnsupported(bootstrap)
         self.listenerManager = ListenerManager(
             self, bootstrap.static_resources.listeners, self.context)
+        self._buildStats(validateOnly)
         self._buildAdmin(validateOnly)
         self.guardDog = None
         self._watchDogs = []
@@ -150,13 +151,30 @@ class Server(MultiService):
                 raise UnsupportedField("layered_runtime.layers[%d].%s"
                                        % (i, layer.WhichOneof("layer_specifier")))
 
+    def _buildStats(self, validateOnly):
+        """Tag extraction, stats sinks and the periodic flush."""
+        from txenvoy.config.registry import Category
+        from txenvoy.stats.flush import StatsFlusher, flushIntervalOf
+        from txenvoy.stats.tags import TagProducer
+
+        b = self.bootstrap
+        self.tagProducer = TagProducer.fromStatsConfig(
+            b.stats_config if b.HasField("stats_config") else None)
+        sinks = [self.context.createExtension(Category.STATS_SINK, sink, "stats_sinks[%d]" % (i,))
+                 for i, sink in enumerate(b.stats_sinks)]
+        self.statsFlusher = None
+        if not validateOnly:
+            self.statsFlusher = StatsFlusher(self.reactor, self.stats, sinks, flushIntervalOf(b))
+
     def _buildAdmin(self, validateOnly):
         self.admin = None
         admin = self.bootstrap.admin
+        from txenvoy.accesslog.filters import createAccessLog
+        from txenvoy.admin.admin import AdminServer, checkAdminConfig
+
+        checkAdminConfig(admin)
         if not admin.HasField("address"):
             return
-        from txenvoy.accesslog.filters import createAccessLog
-        from txenvoy.admin.admin import AdminServer
 
         logs = [createAccessLog(al, self.context, "admin.access_log[%d]" % (i,))
                 for i, al in enumerate(admin.access_log)]
@@ -184,6 +202,8 @@ class Server(MultiService):
         if not self.listenerManager._sockets and self.listenerManager.listeners:
             self.listenerManager.bind(len(self.workers))
         self.accessLogManager.start()
+        if self.statsFlusher is not None:
+            self.statsFlusher.start()
         if self.admin is not None:
             self.admin.start()
         if self.guardDog is not None:
@@ -226,6 +246,8 @@ class Server(MultiService):
                 self.guardDog.stopWatching(dog)
                 dog.stopWatchdog()
             self.guardDog.stop()
+        if self.statsFlusher is not None:
+            self.statsFlusher.stop()
         if self.admin is not None:
             yield self.admin.stop()
         yield defer.maybeDeferred(MultiService.stopService, self)

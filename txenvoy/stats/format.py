@@ -419,7 +419,8 @@ def prometheusStats(snapshot, params=None, tagProducer=None):
             labels = formatLabels(tags)
             prefix = labels + "," if labels else ""
             for bound, count in zip(DEFAULT_BUCKETS, cumulativeCounts(h.buckets)):
-                out.append('%s_bucket{%sle="%s"} %d\n' % (metric, prefix, _promNumber(bound), count))
+                out.append('%s_bucket{%sle="%s"} %d\n'
+                           % (metric, prefix, _promNumber(bound), count))
             out.append('%s_bucket{%sle="+Inf"} %d\n' % (metric, prefix, h.count))
             out.append("%s_sum{%s} %s\n" % (metric, labels, _promNumber(h.sum)))
             out.append("%s_count{%s} %d\n" % (metric, labels, h.count))

@@ -95,7 +95,6 @@ class UpstreamConnection(Protocol):
         self._connector = None
         self._timer = None
         self._startTime = 0.0
-        self._connectedTime = 0.0
         self._pendingWrites = []
         self._pendingWriteClose = False
         self._pendingProducer = None
@@ -133,11 +132,11 @@ class UpstreamConnection(Protocol):
         if self._state != _CONNECTING:
             return
         self.timedOut = True
-        connector = self._connector
-        # Account first: stopping the connector reports a failure that
-        # must find the attempt already over.
+        # Leave the connecting state first: stopping the connector reports
+        # a failure of its own, which must find the attempt already over.
+        self._state = _FAILED
+        self._stopConnecting(self._connector)
         self._fail(Failure(error.TimeoutError("connect to %s" % (self.host.addressString,))))
-        self._stopConnecting(connector)
 
     def _stopConnecting(self, connector):
         self._connector = None
@@ -209,7 +208,6 @@ class UpstreamConnection(Protocol):
         self._cancelTimer()
         self.connected = True
         now = self._reactor.seconds()
-        self._connectedTime = now
         stats = self._stats
         stats.upstream_cx_connect_ms.recordValue((now - self._startTime) * 1000.0)
         transport = self.transport
@@ -289,6 +287,8 @@ class UpstreamConnection(Protocol):
 
     def writeSequence(self, seq):
         """Send several byte strings at once."""
+        if not isinstance(seq, (list, tuple)):
+            seq = list(seq)
         if self._state == _CONNECTED:
             tx = self._stats.upstream_cx_tx_bytes_total
             tx.value += sum(map(len, seq))

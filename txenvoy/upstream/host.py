@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.upstream.test_host -*-
+# -*- test-case-name: tests.upstream.test_cluster -*-
 """
 Upstream hosts (Envoy's C{Upstream::Host}): one address of a cluster, its
 weight, priority, health and per-host stats.

@@ -184,11 +184,12 @@ def _roundRobinPicker(hosts, rng):
         # begin with the same host (Envoy seeds each worker's index too).
         state = [int(rng() * n)]
         seq = tuple(hosts)
+        last = n - 1
 
         def pick():
             i = state[0]
-            state[0] = i + 1
-            return seq[i % n]
+            state[0] = i + 1 if i < last else 0
+            return seq[i]
 
         return pick
     if n <= _SMOOTH_WRR_MAX_HOSTS:

@@ -1,0 +1,7 @@
+"""
+Transport sockets (Envoy's C{envoy.transport_sockets.*}), each registered
+by its C{typed_config} C{@type}: what sits between a socket and its filter
+chain (TLS).
+"""
+
+from txenvoy.extensions.transport_sockets import tls  # noqa: F401

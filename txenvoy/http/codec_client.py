@@ -1,0 +1,448 @@
+# -*- test-case-name: tests.http.test_codec_client -*-
+"""
+The upstream HTTP/1.1 codec (Envoy's C{Http1::ClientConnectionImpl}): writes
+one request at a time on an upstream connection and parses the response.
+
+The connection's owner (a connection pool) passes every byte read to
+L{ClientCodec.dataReceived} and calls L{ClientCodec.connectionLost} when the
+connection goes. The codec calls, on its callbacks::
+
+    onResponseHeaders(responseHeaders, endStream)
+    onResponseData(data, endStream)
+    onResponseTrailers(trailers)       # only with enableTrailers
+    onResponseComplete()
+    onProtocolError(details)
+    onResponse1xxHeaders(responseHeaders)   # optional
+
+1xx responses other than 101 are swallowed, as Envoy does, unless the
+callbacks have C{onResponse1xxHeaders}. After a 101, everything read is
+passed on raw through C{onResponseData}. A response delimited by the end of
+the connection ends in L{ClientCodec.connectionLost}. Upstream protocol
+errors (a garbage status line, C{Content-Length} with C{Transfer-Encoding},
+oversized or invalid headers, a bad chunk) reach C{onProtocolError}, once,
+and never raise.
+"""
+
+import re
+
+from httptools import (
+    HttpParserCallbackError,
+    HttpParserError,
+    HttpParserUpgrade,
+    HttpResponseParser,
+)
+
+from txenvoy.http.codec import PLAIN_NAMES, PLAIN_NAMES_MAX, Details, _mapParserError, _StopParsing
+from txenvoy.http.headers import HeaderMap, ResponseHeaders
+
+__all__ = ["ClientCodec"]
+
+# Request methods that get no "content-length: 0" when sent without a body
+# (Envoy's requestShouldHaveNoBody).
+_NO_BODY_METHODS = frozenset([b"GET", b"HEAD", b"DELETE", b"TRACE", b"CONNECT"])
+
+_REQUEST_SPECIAL = frozenset(
+    [b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade"])
+_LAST_CHUNK = b"0\r\n\r\n"
+
+# The empty line that ends a response head.
+_HEAD_END = re.compile(rb"\n\r?\n")
+
+
+class ClientCodec:
+    """
+    The upstream HTTP/1.1 codec of one connection.
+
+    @param callbacks: see the module docstring.
+    @param transport: the connection's transport (C{write}).
+    @param maxResponseHeadersKb: limit on a response head, in KiB.
+    @param maxHeadersCount: limit on the number of response headers.
+    @param enableTrailers: write request trailers and pass response trailers
+        on (Envoy's C{enable_trailers}); by default both are dropped.
+    """
+
+    def __init__(self, callbacks, transport, maxResponseHeadersKb=60,
+                 maxHeadersCount=100, enableTrailers=False):
+        self._callbacks = callbacks
+        self._onHeaders = callbacks.onResponseHeaders
+        self._onData = callbacks.onResponseData
+        self._on1xx = getattr(callbacks, "onResponse1xxHeaders", None)
+        self._transport = transport
+        self._maxHeadBytes = maxResponseHeadersKb * 1024
+        self._maxHeadersCount = maxHeadersCount
+        self._enableTrailers = enableTrailers
+        self._parser = HttpResponseParser(self)
+
+        # The request.
+        self._inFlight = False          # a request was sent, its response is due
+        self._requestComplete = False
+        self._requestChunked = False
+        self._requestRaw = False
+        self._requestKeepAlive = True
+        self._isHead = False
+
+        # The response.
+        self._inHead = False
+        self._reason = b""
+        self._headers = None
+        self._headSize = 0
+        self._headRaw = 0
+        self._extraCount = 0
+        self._contentLength = None
+        self._transferEncoding = None
+        self._trailers = None
+        self._bodyRemaining = 0
+        self._endDelivered = False
+        self._informational = False
+        self._closeDelimited = False
+        self._responseKeepAlive = True
+        self._headBuffer = None         # raw bytes of a HEAD response's heads
+        self._headsSeen = 0
+
+        self._upgraded = False
+        self._dead = False              # after an error or the end of the connection
+        self._reusable = True
+
+    # -- requests -----------------------------------------------------------
+
+    def encodeRequest(self, request, endStream):
+        """
+        Write a request head.
+
+        The authority is written as the first header, C{host}, where Envoy
+        writes it; a C{host} entry in the map is then skipped. Framing
+        follows Envoy: a C{content-length} in the map is used as it is;
+        without one, a request ending here gets C{content-length: 0} unless
+        its method takes no body (GET, HEAD, DELETE, TRACE, CONNECT), one
+        with a body is chunked, and upgrades and C{CONNECT} are raw.
+
+        @param request: a L{RequestHeaders}.
+        @param endStream: no body follows.
+        @raise RuntimeError: when a request is already in flight or the
+            connection cannot be reused.
+        """
+        if self._inFlight or self._dead:
+            raise RuntimeError("the connection is not ready for a request")
+        method = request.method
+        authority = request.authority
+        isConnect = method == b"CONNECT"
+        target = authority if isConnect else request.path
+        lines = []
+        append = lines.append
+        if authority is not None:
+            append(b"host: " + authority)
+        cl = None
+        upgradeHeader = False
+        connectionUpgrade = False
+        keepAlive = True
+        for entry in request.headers._entries:
+            name = entry[0]
+            if name in _REQUEST_SPECIAL:
+                if name == b"host":
+                    if authority is not None:
+                        continue
+                elif name == b"transfer-encoding":
+                    continue
+                elif name == b"content-length":
+                    cl = entry[1]
+                elif name == b"connection":
+                    value = entry[1].lower()
+                    if b"close" in value:
+                        keepAlive = False
+                    if b"upgrade" in value:
+                        connectionUpgrade = True
+                else:
+                    upgradeHeader = True
+            append(b": ".join(entry))
+        raw = isConnect or (upgradeHeader and connectionUpgrade)
+        chunked = False
+        if cl is not None or raw:
+            pass
+        elif endStream:
+            if method not in _NO_BODY_METHODS:
+                append(b"content-length: 0")
+        else:
+            append(b"transfer-encoding: chunked")
+            chunked = True
+        lines.append(b"\r\n")
+        self._transport.write(
+            b"%s %s HTTP/1.1\r\n%s" % (method, target, b"\r\n".join(lines)))
+
+        self._inFlight = True
+        self._requestComplete = endStream
+        self._requestChunked = chunked
+        self._requestRaw = raw
+        self._requestKeepAlive = keepAlive
+        self._isHead = method == b"HEAD"
+        self._headBuffer = [] if self._isHead else None
+        self._headsSeen = 0
+
+    def encodeData(self, data, endStream):
+        """
+        Write request body bytes (chunk-framed when the request is chunked).
+        """
+        if self._requestComplete or self._dead:
+            return
+        write = self._transport.write
+        if self._requestChunked:
+            if data:
+                if endStream:
+                    write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
+                else:
+                    write(b"%x\r\n%s\r\n" % (len(data), data))
+            elif endStream:
+                write(_LAST_CHUNK)
+        elif data:
+            write(data)
+        if endStream:
+            self._requestComplete = True
+
+    def encodeTrailers(self, trailers):
+        """
+        End the request with trailers, written only with C{enableTrailers}
+        on a chunked request, as in Envoy.
+        """
+        if self._requestComplete or self._dead:
+            return
+        if self._requestChunked:
+            if self._enableTrailers and len(trailers):
+                self._transport.write(b"0\r\n" + b"".join(
+                    [b": ".join(e) + b"\r\n" for e in trailers._entries]) + b"\r\n")
+            else:
+                self._transport.write(_LAST_CHUNK)
+        self._requestComplete = True
+
+    # -- state ----------------------------------------------------------------
+
+    @property
+    def keepAlive(self):
+        """
+        Whether the connection may carry another request: the last response
+        is complete, neither side asked to close, the response was not
+        delimited by the end of the connection, and no error happened.
+        """
+        return not self._inFlight and not self._dead and self._reusable
+
+    @property
+    def responseInProgress(self):
+        """
+        Whether a request's response has not been completed; after
+        L{connectionLost} this means the upstream reset the stream.
+        """
+        return self._inFlight
+
+    # -- input ----------------------------------------------------------------
+
+    def dataReceived(self, data):
+        """Parse response bytes; protocol errors go to C{onProtocolError}."""
+        if self._upgraded:
+            self._onData(data, False)
+            return
+        if self._dead:
+            return
+        if not self._inFlight:
+            self._protocolError(Details.CODEC_ERROR)
+            return
+        if self._headBuffer is not None:
+            self._headBuffer.append(data)
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade as e:
+            self._upgrade(data[e.args[0]:])
+        except HttpParserError as e:
+            cause = e.__context__ if isinstance(e, HttpParserCallbackError) else None
+            if isinstance(cause, _StopParsing):
+                if not self._dead and self._headBuffer is not None:
+                    self._headResponseDone()
+            elif cause is not None and not isinstance(cause, _ProtocolError):
+                self._dead = True
+                raise cause
+            elif cause is not None:
+                self._protocolError(cause.details)
+            else:
+                self._protocolError(_mapParserError(str(e)).details)
+        else:
+            if self._inHead:
+                self._headRaw += len(data)
+                if self._headRaw > self._maxHeadBytes:
+                    self._protocolError(Details.HEADERS_TOO_LARGE)
+
+    def connectionLost(self, reason=None):
+        """
+        The connection is gone. A response delimited by the end of the
+        connection (or an upgraded stream) ends here; any other response
+        still in progress stays incomplete (see L{responseInProgress}).
+        """
+        if self._dead:
+            return
+        self._dead = True
+        if self._upgraded:
+            self._inFlight = False
+            self._onData(b"", True)
+            self._callbacks.onResponseComplete()
+        elif self._inFlight and self._closeDelimited and not self._inHead:
+            self._inFlight = False
+            self._onData(b"", True)
+            self._callbacks.onResponseComplete()
+
+    # -- parser callbacks ---------------------------------------------------
+
+    def on_message_begin(self):
+        self._inHead = True
+        self._reason = b""
+        self._headers = []
+        self._headSize = 0
+        self._headRaw = 0
+        self._extraCount = 0
+        self._contentLength = None
+        self._transferEncoding = None
+        self._trailers = None
+        self._endDelivered = False
+        self._informational = False
+        self._closeDelimited = False
+
+    def on_status(self, reason):
+        self._reason += reason
+
+    def on_header(self, name, value):
+        lname = PLAIN_NAMES.get(name)
+        value = value.rstrip(b" \t")
+        self._headSize += len(name) + len(value) + 4
+        if lname is None:
+            lname = name.lower()
+            if self._trailers is not None:
+                self._trailers.append((lname, value))
+                return
+            if lname == b"content-length":
+                self._contentLength = value
+            elif lname == b"transfer-encoding":
+                # Framing is the codec's business: the body is delivered
+                # de-chunked and the header is not passed on.
+                self._transferEncoding = value
+                self._extraCount += 1
+                return
+            elif b"_" not in lname and len(PLAIN_NAMES) < PLAIN_NAMES_MAX and (
+                    lname not in _REQUEST_SPECIAL):
+                PLAIN_NAMES[name] = lname
+        self._headers.append((lname, value))
+        if self._headSize > self._maxHeadBytes:
+            raise _ProtocolError(Details.HEADERS_TOO_LARGE)
+
+    def on_headers_complete(self):
+        self._inHead = False
+        parser = self._parser
+        status = parser.get_status_code()
+        headers = self._headers
+        if len(headers) + self._extraCount > self._maxHeadersCount:
+            raise _ProtocolError(Details.TOO_MANY_HEADERS)
+        te = self._transferEncoding
+        if te is not None and te.lower() != b"chunked":
+            raise _ProtocolError(Details.INVALID_TRANSFER_ENCODING)
+        response = ResponseHeaders(
+            status, HeaderMap._fromList(headers), self._reason,
+            "HTTP/1.1" if parser.get_http_version() == "1.1" else "HTTP/1.0")
+        self._headsSeen += 1
+        if 100 <= status < 200 and status != 101:
+            self._informational = True
+            if self._on1xx is not None:
+                self._on1xx(response)
+            return
+        cl = self._contentLength
+        if cl is not None:
+            response.contentLength = int(cl)
+        self._responseKeepAlive = parser.should_keep_alive()
+        if status == 101:
+            self._onHeaders(response, False)
+            return
+        if self._isHead or status == 204 or status == 304:
+            endStream = True
+        elif te is not None:
+            endStream = False
+            self._bodyRemaining = -1
+            self._trailers = self._headers = []
+        elif cl is not None:
+            self._bodyRemaining = response.contentLength
+            endStream = self._bodyRemaining == 0
+        else:
+            endStream = False
+            self._bodyRemaining = -1
+            self._closeDelimited = True
+        self._endDelivered = endStream
+        self._onHeaders(response, endStream)
+        if self._isHead and not self._dead:
+            # llhttp would wait for the body a HEAD response announces.
+            raise _StopParsing()
+
+    def on_body(self, data):
+        if self._dead:
+            raise _StopParsing()
+        remaining = self._bodyRemaining
+        end = False
+        if remaining > 0:
+            remaining -= len(data)
+            self._bodyRemaining = remaining
+            end = remaining <= 0
+            self._endDelivered = end
+        self._onData(data, end)
+
+    def on_message_complete(self):
+        if self._dead:
+            raise _StopParsing()
+        if self._informational:
+            self._informational = False
+            return
+        if not self._endDelivered:
+            trailers = self._trailers
+            if trailers and self._enableTrailers:
+                self._callbacks.onResponseTrailers(HeaderMap._fromList(trailers))
+            else:
+                self._onData(b"", True)
+        self._trailers = None
+        self._responseDone()
+
+    # -- internals --------------------------------------------------------
+
+    def _responseDone(self):
+        self._inFlight = False
+        if not (self._responseKeepAlive and self._requestKeepAlive
+                and self._requestComplete and not self._closeDelimited):
+            self._reusable = False
+        self._callbacks.onResponseComplete()
+
+    def _headResponseDone(self):
+        # The final head of a HEAD response was parsed; the parser was
+        # abandoned there. Bytes beyond that head mean the upstream sent a
+        # body anyway: the response is complete, the connection not reusable.
+        buffered = b"".join(self._headBuffer)
+        self._headBuffer = None
+        end = 0
+        for _ in range(self._headsSeen):
+            m = _HEAD_END.search(buffered, end)
+            if m is None:
+                break
+            end = m.end()
+        if end < len(buffered):
+            self._reusable = False
+        self._parser = HttpResponseParser(self)
+        self._responseDone()
+
+    def _upgrade(self, rest):
+        self._upgraded = True
+        self._reusable = False
+        if rest:
+            self._onData(rest, False)
+
+    def _protocolError(self, details):
+        if self._dead:
+            return
+        self._dead = True
+        self._reusable = False
+        self._callbacks.onProtocolError(details)
+
+
+class _ProtocolError(Exception):
+    """Raised from a parser callback for an upstream protocol error."""
+
+    def __init__(self, details):
+        Exception.__init__(self, details)
+        self.details = details
