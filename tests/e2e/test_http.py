@@ -97,11 +97,25 @@ def parseHead(head):
     return lines[0].decode("latin-1"), headers
 
 
+_KEYWORDS = frozenset(["count", "status", "stall", "reset", "garbage", "big", "sum",
+                       "close", "ws", "partial", "echo"])
+
+
+def _originPath(target):
+    """The path from the first keyword segment on (routes may prefix it)."""
+    segments = target.split("?")[0].split("/")
+    for i, segment in enumerate(segments):
+        if segment in _KEYWORDS:
+            return "/" + "/".join(segments[i:])
+    return "/echo"
+
+
 class Origin:
     """
-    A small threaded HTTP/1.1 origin with keep-alive. By path:
+    A small threaded HTTP/1.1 origin with keep-alive. By the path from its
+    first keyword segment on (so C{/api/status/503} is C{/status/503}):
 
-     - anything else: 200, a JSON body echoing the request line, the
+     - anything else (C{/echo}): 200, a JSON body echoing the request line, the
        headers (in order), the body length, the connection number and the
        request's number on its connection;
      - C{/status/<code>}: that status, body C{status <code>};
@@ -151,7 +165,7 @@ class Origin:
         line, headers = parseHead(head)
         method, target, version = line.split(" ", 2)
         lower = dict(headers)
-        path = target
+        path = _originPath(target)
         while path.startswith("/count/"):
             key, _, rest = path[len("/count/"):].partition("/")
             with self.lock:

@@ -929,8 +929,7 @@ class PipeliningTests(CodecTestMixin, SynchronousTestCase):
         self.assertEqual(self.transport.producerState, "paused")
         self.callbacks.decoders[0].respond()
         self.assertEqual(len(self.callbacks.decoders), 2)
-        self.assertEqual(self.callbacks.events[1:],
-                         [("headers", b"/2"), ("data", b"hi", False), ("data", b"", True)])
+        self.assertEqual(self.callbacks.events[1:], [("headers", b"/2"), ("data", b"hi", True)])
         self.assertEqual(self.transport.producerState, "paused")
         self.callbacks.decoders[1].respond()
         self.callbacks.decoders[2].respond()
@@ -972,6 +971,20 @@ class PipeliningTests(CodecTestMixin, SynchronousTestCase):
         self.callbacks.decoders[0].respond()
         self.assertEqual(self.transport.value(), OK + BAD_REQUEST)
         self.assertEqual(self.callbacks.errors, [(400, Details.CODEC_ERROR)])
+
+    def test_queuedRequestWithBadBody(self):
+        """
+        A queued request whose body turns out bad never reaches newStream:
+        the 400 takes its place after the response before it.
+        """
+        server = self.codec(autoRespond=False)
+        server.dataReceived(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+                            b"POST /2 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"2\r\nhi\r\nzz\r\n")
+        self.callbacks.decoders[0].respond()
+        self.assertEqual(self.transport.value(), OK + BAD_REQUEST)
+        self.assertEqual(len(self.callbacks.decoders), 1)
+        self.assertTrue(self.transport.disconnecting)
 
     def test_connectionClose(self):
         """

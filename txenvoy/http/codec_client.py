@@ -245,27 +245,33 @@ class ClientCodec:
             return
         if self._headBuffer is not None:
             self._headBuffer.append(data)
+        error = None
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as e:
             self._upgrade(data[e.args[0]:])
+            return
         except HttpParserError as e:
-            cause = e.__context__ if isinstance(e, HttpParserCallbackError) else None
-            if isinstance(cause, _StopParsing):
-                if not self._dead and self._headBuffer is not None:
-                    self._headResponseDone()
-            elif cause is not None and not isinstance(cause, _ProtocolError):
-                self._dead = True
-                raise cause
-            elif cause is not None:
-                self._protocolError(cause.details)
-            else:
-                self._protocolError(_mapParserError(str(e)).details)
+            error = e
         else:
             if self._inHead:
                 self._headRaw += len(data)
                 if self._headRaw > self._maxHeadBytes:
                     self._protocolError(Details.HEADERS_TOO_LARGE)
+            return
+        # Out of the except clause, so that a callback's exception raised
+        # again here is not chained to the parser's.
+        cause = error.__context__ if isinstance(error, HttpParserCallbackError) else None
+        if isinstance(cause, _StopParsing):
+            if not self._dead and self._headBuffer is not None:
+                self._headResponseDone()
+        elif isinstance(cause, _ProtocolError):
+            self._protocolError(cause.details)
+        elif cause is not None:
+            self._dead = True
+            raise cause
+        else:
+            self._protocolError(_mapParserError(str(error)).details)
 
     def connectionLost(self, reason=None):
         """
