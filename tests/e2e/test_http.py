@@ -98,7 +98,7 @@ def parseHead(head):
 
 
 _KEYWORDS = frozenset(["count", "status", "stall", "reset", "garbage", "big", "sum",
-                       "close", "ws", "partial", "echo"])
+                       "close", "ws", "partial", "echo", "bare", "eof"])
 
 
 def _originPath(target):
@@ -128,7 +128,9 @@ class Origin:
      - C{/close}: answers with C{connection: close} and closes;
      - C{/ws}: an upgrade: 101, then echoes raw bytes;
      - C{/partial}: 200 with content-length 100000, 1000 bytes, then
-       closes.
+       closes;
+     - C{/bare}: 200 with no C{date} or C{server}, body C{bare};
+     - C{/eof}: 200 with a body delimited by the end of the connection.
 
     Every response carries C{date: Mon, 01 Jan 2001...} and
     C{server: origin}, so that what the proxy does to them shows.
@@ -217,6 +219,12 @@ class Origin:
             conn.sendall(b"HTTP/1.1 200 OK\r\n%scontent-length: 100000\r\n\r\n%s"
                          % (base, b"p" * 1000))
             time.sleep(0.2)
+            return False
+        if path.startswith("/bare"):
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nbare")
+            return True
+        if path.startswith("/eof"):
+            conn.sendall(b"HTTP/1.1 200 OK\r\n%s\r\n%s" % (base, b"e" * 3000))
             return False
         if path.startswith("/ws"):
             conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"

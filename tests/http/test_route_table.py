@@ -344,6 +344,16 @@ class PathMatchTests(SynchronousTestCase):
         self.assertEqual(self.name(b"/cisep/a"), "ci-sep")
         self.assertIsNone(self.name(b"/cisepx"))
 
+    def test_regexOnUtf8Path(self):
+        """
+        A regex route sees a UTF-8 path as characters, as RE2 does.
+        """
+        table = _oneHost('- {name: r, match: {safe_regex: {regex: "/caf."}}, '
+                         'direct_response: {status: 200}}')
+        self.assertEqual(_name(_route(table, "/café".encode())), "r")
+        self.assertEqual(_name(_route(table, b"/cafe?x")), "r")
+        self.assertIsNone(_route(table, b"/caf\xff\xfe"))
+
     def test_caseSensitiveDoesNotApplyToRegex(self):
         """
         C{case_sensitive} does not change a regex.
@@ -408,6 +418,9 @@ HEADERS = """
 - {name: old-suffix, match: {prefix: "/olds", headers: [{name: x-h, suffix_match: "yz"}]}, direct_response: {status: 200}}
 - {name: old-contains, match: {prefix: "/oldc", headers: [{name: x-h, contains_match: "mid"}]}, direct_response: {status: 200}}
 - {name: old-regex, match: {prefix: "/oldr", headers: [{name: x-h, safe_regex_match: {regex: "[0-9]+"}}]}, direct_response: {status: 200}}
+- {name: old-empty, match: {prefix: "/oe", headers: [{name: x-h, exact_match: ""}]}, direct_response: {status: 200}}
+- {name: absent-empty, match: {prefix: "/ae", headers: [{name: x-h, present_match: false, treat_missing_header_as_empty: true}]}, direct_response: {status: 200}}
+- {name: invert-empty, match: {prefix: "/ie", headers: [{name: x-h, string_match: {exact: "a"}, invert_match: true, treat_missing_header_as_empty: true}]}, direct_response: {status: 200}}
 - {name: method, match: {prefix: "/method", headers: [{name: ":method", string_match: {exact: "POST"}}]}, direct_response: {status: 200}}
 - {name: authority, match: {prefix: "/auth", headers: [{name: ":authority", string_match: {exact: "h.com:8080"}}]}, direct_response: {status: 200}}
 - {name: host, match: {prefix: "/host", headers: [{name: "host", present_match: true}]}, direct_response: {status: 200}}
@@ -480,6 +493,19 @@ class HeaderMatchTests(SynchronousTestCase):
         self.assertEqual(self.name(b"/empty"), "missing-empty")
         self.assertIsNone(self.name(b"/empty", (b"x-h", b"v")))
 
+    def test_missingAsEmptyCombinations(self):
+        """
+        An empty deprecated C{exact_match} matches any value but not a
+        missing header; C{treat_missing_header_as_empty} makes a missing
+        header present (so C{present_match: false} fails) with the value
+        C{""} (so an inverted C{exact: a} holds) (Envoy 1.40).
+        """
+        self.assertEqual(self.name(b"/oe", (b"x-h", b"zzz")), "old-empty")
+        self.assertIsNone(self.name(b"/oe"))
+        self.assertIsNone(self.name(b"/ae"))
+        self.assertEqual(self.name(b"/ie"), "invert-empty")
+        self.assertIsNone(self.name(b"/ie", (b"x-h", b"a")))
+
     def test_range(self):
         """
         C{range_match} is C{[start, end)} over an integer value.
@@ -489,6 +515,8 @@ class HeaderMatchTests(SynchronousTestCase):
         self.assertIsNone(self.name(b"/range", (b"x-h", b"7")))
         self.assertIsNone(self.name(b"/range", (b"x-h", b"5x")))
         self.assertIsNone(self.name(b"/range", (b"x-h", b"5_0")))
+        self.assertIsNone(self.name(b"/range", (b"x-h", b"6.0")))
+        self.assertEqual(self.name(b"/range", (b"x-h", b"+6")), "range")
 
     def test_deprecatedSpecifiers(self):
         """
@@ -677,6 +705,22 @@ class QueryParameterTests(SynchronousTestCase):
         self.assertEqual(self.name(b"/p?flag"), "present")
         self.assertEqual(self.name(b"/p?a=1&flag=x"), "present")
         self.assertIsNone(self.name(b"/p?flags=1"))
+
+    def test_lookupAgreesWithParse(self):
+        """
+        The matcher's direct lookup in the query finds the same value as a
+        full parse.
+        """
+        from txenvoy.http.route_matcher import QueryParameterMatcher, queryOf
+        matcher = QueryParameterMatcher(b"id", None)
+        for path in [b"/?id=1", b"/?x=1&id=2&id=3", b"/?idx=1", b"/?xid=1", b"/?id",
+                     b"/?a=1&id&id=2", b"/?a=id&b=2", b"/", b"/?", b"/?id=1=2"]:
+            expected = parseQueryParameters(path).get(b"id")
+            seen = []
+            QueryParameterMatcher(b"id", lambda v: seen.append(v) or True).matchesQuery(
+                queryOf(path))
+            self.assertEqual(seen[0] if seen else None, expected, path)
+            self.assertEqual(matcher.matchesQuery(queryOf(path)), expected is not None, path)
 
     def test_nameWithoutValue(self):
         """

@@ -135,7 +135,8 @@ class PermissionTests(SynchronousTestCase):
 
     def test_andOrNot(self):
         self.assertTrue(self.allowed(
-            "{and_rules: {rules: [{destination_port: 10021}, {not_rule: {destination_port: 1}}]}}"))
+            "{and_rules: {rules: [{destination_port: 10021}, "
+            "{not_rule: {destination_port: 1}}]}}"))
         self.assertFalse(self.allowed(
             "{and_rules: {rules: [{destination_port: 10021}, {destination_port: 1}]}}"))
         self.assertTrue(self.allowed(
@@ -177,7 +178,8 @@ class PermissionTests(SynchronousTestCase):
 
     def test_unsupportedRules(self):
         e = self.assertRaises(UnsupportedField, policy,
-                              "{metadata: {filter: f, path: [{key: k}], value: {present_match: true}}}")
+                              "{metadata: {filter: f, path: [{key: k}], "
+                              "value: {present_match: true}}}")
         self.assertIn("rules.policies[p].permissions[0].metadata", str(e))
 
     def test_conditionUnsupported(self):
@@ -279,7 +281,8 @@ class HeaderMatcherTests(SynchronousTestCase):
                                       [(b"a", b"1_0")]))
 
     def test_repeatedHeadersAreJoined(self):
-        self.assertTrue(self.matches("{name: a, exact_match: 'x,y'}", [(b"a", b"x"), (b"a", b"y")]))
+        self.assertTrue(self.matches("{name: a, exact_match: 'x,y'}",
+                                     [(b"a", b"x"), (b"a", b"y")]))
 
     def test_stringMatchIgnoreCase(self):
         self.assertTrue(self.matches("{name: a, string_match: {prefix: AB, ignore_case: true}}",

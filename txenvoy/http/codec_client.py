@@ -358,6 +358,9 @@ class ClientCodec:
             response.contentLength = int(cl)
         self._responseKeepAlive = parser.should_keep_alive()
         if status == 101:
+            # llhttp completes the message at the head and then reports
+            # the upgrade; the stream goes on as raw data.
+            self._informational = True
             self._onHeaders(response, False)
             return
         if self._isHead or status == 204 or status == 304:

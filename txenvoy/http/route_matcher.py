@@ -454,7 +454,6 @@ def _pseudoReader(name):
     if name in (b":authority", b"host"):
         return lambda headers, authority, path, method: (
             (authority,) if authority is not None else ())
-
     if name == b":scheme":
         def readScheme(headers, authority, path, method):
             return (headers.get(b"x-forwarded-proto") or b"http",)
@@ -467,9 +466,11 @@ class HeaderMatcher:
     """
     One compiled route C{HeaderMatcher}.
 
+    Filters with their own view of a request can read the values
+    themselves and call L{matchValues}; L{matches} reads a request given as
+    a header map plus the request line.
+
     @ivar name: the lower-cased header name, C{bytes}.
-    @ivar read: C{read(headers, authority, path, method)} returning the
-        header's values (pseudo-headers from the request line).
     """
 
     __slots__ = ("name", "_pseudo", "_match", "_invert", "_missing", "_present")

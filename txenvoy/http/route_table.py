@@ -612,38 +612,55 @@ class RouteEntry(_Frozen):
         return "<RouteEntry %r %s=%r>" % (self.name, kind, value)
 
 
-class _SslRedirectEntry(_Frozen):
+def _entryDefaults(name, vhost):
+    """The attributes of a L{RouteEntry} before its action is compiled."""
+    return dict(
+        name=name,
+        virtualHost=vhost,
+        pathSpecifier=("prefix", ""),
+        caseSensitive=True,
+        cluster=None, clusterHeader=None, weightedClusters=None, totalWeight=0,
+        clusterNotFoundResponseCode=503,
+        timeout=0.0, idleTimeout=None, flushTimeout=None, maxStreamDuration=None,
+        grpcTimeoutHeaderMax=None, grpcTimeoutHeaderOffset=None, maxGrpcTimeout=None,
+        grpcTimeoutOffset=None,
+        retryPolicy=DEFAULT_RETRY_POLICY,
+        prefixRewrite=None, regexRewrite=None, hostRewriteLiteral=None,
+        autoHostRewrite=False, hostRewriteHeader=None, hostRewritePathRegex=None,
+        appendXForwardedHost=False, hashPolicies=(), upgradeMap={},
+        isRedirect=False, redirect=None, directResponse=None, isDirectResponse=False,
+        responseCode=None, addsLocation=False,
+        requestHeadersMutation=None, responseHeadersMutation=None,
+        requestHeadersMutations=EMPTY, responseHeadersMutations=EMPTY,
+        perFilterConfig={}, cors=None, metadata=None,
+        priority="DEFAULT", includeVhRateLimits=False,
+        perRequestBufferLimitBytes=vhost.perRequestBufferLimitBytes,
+        requestBodyBufferLimit=vhost.requestBodyBufferLimit,
+        _matchedSize=None, _routeMatch=None, _weightEnds=None,
+        _randomHeader=None, _rng=None,
+    )
+
+
+class _SslRedirectEntry(RouteEntry):
     """
     The route Envoy answers with when a virtual host's C{require_tls} is not
-    met: a 301 to the same Host and path over https.
+    met: a 301 to the same Host and path over https, with no header
+    mutations.
     """
 
-    __slots__ = ("name", "virtualHost", "isRedirect", "isDirectResponse", "directResponse",
-                 "responseCode", "addsLocation", "redirect", "requestHeadersMutations",
-                 "responseHeadersMutations", "perFilterConfig", "cluster", "clusterHeader",
-                 "weightedClusters", "retryPolicy", "timeout")
+    __slots__ = ()
 
     def __init__(self, virtualHost):
-        self._init(name="", virtualHost=virtualHost, isRedirect=True, isDirectResponse=True,
-                   directResponse=None, responseCode=301, addsLocation=True, redirect=None,
-                   requestHeadersMutations=EMPTY, responseHeadersMutations=EMPTY,
-                   perFilterConfig={}, cluster=None, clusterHeader=None,
-                   weightedClusters=None, retryPolicy=DEFAULT_RETRY_POLICY, timeout=0.0)
-
-    def clusterName(self, headers):
-        """@return: C{None}: nothing is forwarded."""
-        return None
-
-    def rewritePath(self, path):
-        """@return: C{path}."""
-        return path
-
-    def rewriteHost(self, headers, path):
-        """@return: C{None}."""
-        return None
+        attributes = _entryDefaults("", virtualHost)
+        attributes.update(isRedirect=True, isDirectResponse=True, responseCode=301,
+                          addsLocation=True)
+        self._init(**attributes)
 
     def redirectLocation(self, scheme, authority, path, forwardedProto=None):
-        """Envoy's C{createSslRedirectPath}: C{https://<Host><path>}."""
+        """
+        Envoy's C{createSslRedirectPath}: C{https://<Host><path>}, the Host
+        kept as it is (port included).
+        """
         return b"https://%s%s" % (authority or b"", path)
 
 
@@ -1089,39 +1106,23 @@ class _Compiler:
                             table.requestHeadersMutation)
             responseChain = (responseLevel, vhost.responseHeadersMutation,
                              table.responseHeadersMutation)
-        attributes = dict(
-            name=config.name,
-            virtualHost=vhost,
+        attributes = _entryDefaults(config.name, vhost)
+        attributes.update(
             pathSpecifier=pathSpecifier,
             caseSensitive=caseSensitive,
-            cluster=None, clusterHeader=None, weightedClusters=None, totalWeight=0,
-            clusterNotFoundResponseCode=503,
-            timeout=0.0, idleTimeout=None, flushTimeout=None, maxStreamDuration=None,
-            grpcTimeoutHeaderMax=None, grpcTimeoutHeaderOffset=None, maxGrpcTimeout=None,
-            grpcTimeoutOffset=None,
-            retryPolicy=DEFAULT_RETRY_POLICY,
-            prefixRewrite=None, regexRewrite=None, hostRewriteLiteral=None,
-            autoHostRewrite=False, hostRewriteHeader=None, hostRewritePathRegex=None,
-            appendXForwardedHost=False, hashPolicies=(), upgradeMap={},
-            isRedirect=False, redirect=None, directResponse=None, isDirectResponse=False,
-            responseCode=None, addsLocation=False,
             requestHeadersMutation=requestLevel,
             responseHeadersMutation=responseLevel,
             requestHeadersMutations=HeaderMutations(requestChain),
             responseHeadersMutations=HeaderMutations(responseChain),
             perFilterConfig=dict(config.typed_per_filter_config),
-            cors=None,
             metadata=config.metadata if config.HasField("metadata") else None,
-            priority="DEFAULT", includeVhRateLimits=False,
-            perRequestBufferLimitBytes=(config.per_request_buffer_limit_bytes.value
-                                        if config.HasField("per_request_buffer_limit_bytes")
-                                        else vhost.perRequestBufferLimitBytes),
-            requestBodyBufferLimit=(config.request_body_buffer_limit.value
-                                    if config.HasField("request_body_buffer_limit")
-                                    else vhost.requestBodyBufferLimit),
-            _matchedSize=matchedSize, _routeMatch=None, _weightEnds=None,
-            _randomHeader=None, _rng=self.rng,
+            _matchedSize=matchedSize,
+            _rng=self.rng,
         )
+        if config.HasField("per_request_buffer_limit_bytes"):
+            attributes["perRequestBufferLimitBytes"] = config.per_request_buffer_limit_bytes.value
+        if config.HasField("request_body_buffer_limit"):
+            attributes["requestBodyBufferLimit"] = config.request_body_buffer_limit.value
         if action == "route":
             self.compileRouteAction(config.route, attributes, vhost, requestChain,
                                     responseChain, path + ".route")

@@ -72,7 +72,9 @@ class Server(MultiService):
         from txenvoy.upstream.cluster_manager import ClusterManager
 
         self.logLevels = LogLevels()
-        self.accessLogManager = AccessLogManager(reactor, self.stats.shard("access_log"))
+        self.accessLogManager = AccessLogManager(
+            reactor, self.stats.shard("access_log"),
+            flushInterval=options.fileFlushIntervalMsec / 1000.0)
         self.clusterManager = ClusterManager(
             reactor, self.stats, self.mainStats, list(bootstrap.static_resources.clusters),
             localClusterName=bootstrap.cluster_manager.local_cluster_name,

@@ -52,6 +52,19 @@ class ClassifyTests(SynchronousTestCase):
             (b" GET / HTTP/1.1\r\n", Protocol.NONE),
             (b"\r\nGET / HTTP/1.1\r\n", Protocol.NONE),
             (b"G\x00T / HTTP", Protocol.NONE),
+            (b"GET world HTTP/1.1\r\n", Protocol.NONE),
+            (b"GET world\r\n", Protocol.NONE),
+            (b"GET http://a/\r\n", Protocol.HTTP10),
+            (b"GET http://a/ HTTP/1.1\r\n", Protocol.HTTP11),
+            (b"GET *\r\n", Protocol.HTTP10),
+            (b"OPTIONS * HTTP/1.1\r\n", Protocol.HTTP11),
+            (b"hello /\r\n", Protocol.HTTP10),
+            (b"CONNECT a:443\r\n", Protocol.HTTP10),
+            (b"GET a:443 HTTP/1.1\r\n", Protocol.NONE),
+            (b"GET /  \r\n", Protocol.HTTP10),
+            (b"GET / \x00\r\n", Protocol.NONE),
+            (b"GET / HTTP/1.1\r\r\n", Protocol.HTTP11),
+            (b"GET / HTTP/1.1\rX\n", Protocol.NONE),
         ]
         for data, expected in cases:
             self.assertEqual(classify(data), expected, data)

@@ -95,8 +95,9 @@ class ConnectionLimitTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.store = StatsStore()
-        self.dispatchers = [Dispatcher(self.clock, "worker_%d" % i, self.store.shard("worker_%d" % i))
-                            for i in range(2)]
+        self.dispatchers = [
+            Dispatcher(self.clock, "worker_%d" % i, self.store.shard("worker_%d" % i))
+            for i in range(2)]
 
     def connect(self, config, worker=0):
         nextProtocol = Recorder()
@@ -172,6 +173,7 @@ class ConnectionLimitTests(SynchronousTestCase):
 
     def test_allowedPassesEverything(self):
         f, nextProtocol, transport = self.connect(compile(EXAMPLE))
+        self.assertTrue(IHalfCloseableProtocol.providedBy(f))
         f.dataReceived(b"x")
         nextProtocol.transport.write(b"y")
         self.assertEqual(nextProtocol.data, [b"x"])

@@ -108,8 +108,9 @@ class LocalRateLimitTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.store = StatsStore()
-        self.dispatchers = [Dispatcher(self.clock, "worker_%d" % i, self.store.shard("worker_%d" % i))
-                            for i in range(2)]
+        self.dispatchers = [
+            Dispatcher(self.clock, "worker_%d" % i, self.store.shard("worker_%d" % i))
+            for i in range(2)]
 
     def connect(self, config, worker=0):
         nextProtocol = Recorder()
@@ -149,6 +150,7 @@ class LocalRateLimitTests(SynchronousTestCase):
 
     def test_allowedConnectionPassesEverything(self):
         f, nextProtocol, transport = self.connect(compile(EXAMPLE))
+        self.assertTrue(IHalfCloseableProtocol.providedBy(f))
         f.dataReceived(b"x")
         f.readConnectionLost()
         nextProtocol.transport.write(b"reply")
@@ -205,8 +207,9 @@ runtime_enabled: {default_value: false, runtime_key: foo.bar}
 
     def test_fillIntervalAtLeast50ms(self):
         """Envoy 1.40: "local rate limit token bucket fill timer must be >= 50ms"."""
-        e = self.assertRaises(ConfigError, compile,
-                              "stat_prefix: a\ntoken_bucket: {max_tokens: 2, fill_interval: 0.01s}")
+        e = self.assertRaises(
+            ConfigError, compile,
+            "stat_prefix: a\ntoken_bucket: {max_tokens: 2, fill_interval: 0.01s}")
         self.assertIn("local rate limit token bucket fill timer must be >= 50ms", str(e))
         self.assertIn(PATH, str(e))
         compile("stat_prefix: a\ntoken_bucket: {max_tokens: 2, fill_interval: 0.05s}")

@@ -150,7 +150,9 @@ stat_prefix: p
 rules:
   action: DENY
   policies:
-    loopback: {permissions: [{any: true}], principals: [{remote_ip: {address_prefix: 127.0.0.1}}]}
+    loopback:
+      permissions: [{any: true}]
+      principals: [{remote_ip: {address_prefix: 127.0.0.1}}]
 """)
         f.dataReceived(b"x")
         self.assertEqual(self.connection.streamInfo.connectionTerminationDetails,
@@ -166,7 +168,9 @@ stat_prefix: deny_rbac.
 rules:
   action: DENY
   policies:
-    loopback: {permissions: [{any: true}], principals: [{remote_ip: {address_prefix: 127.0.0.0, prefix_len: 8}}]}
+    loopback:
+      permissions: [{any: true}]
+      principals: [{remote_ip: {address_prefix: 127.0.0.0, prefix_len: 8}}]
 shadow_rules:
   action: ALLOW
   policies:
@@ -386,3 +390,21 @@ class ChainTests(SynchronousTestCase):
         self.assertEqual(results, [([b"hello"], False), ([], True)])
         self.assertEqual(store.counterValue("tcp_rbac.rbac.allowed"), 1)
         self.assertEqual(store.counterValue("tcp_rbac.rbac.denied"), 1)
+
+    def test_finThroughServerConnection(self):
+        """
+        The FIN of the socket reaches RBAC as a half-close once the filter
+        has its transport (its interfaces are not the transport's).
+        """
+        store = StatsStore()
+        dispatcher = Dispatcher(Clock(), "worker_0", store.shard("worker_0"))
+        terminal = TerminalFactory()
+        listener = ActiveListener(dispatcher, FakeListenerConfig([compile(LOOPBACK_ONLY),
+                                                                  terminal]))
+        conn = listener.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+        conn.makeConnection(StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 10021),
+                                            peerAddress=IPv4Address("TCP", "127.0.0.1", 5555)))
+        self.assertTrue(IHalfCloseableProtocol.providedBy(conn.head))
+        conn.readConnectionLost()
+        self.assertTrue(terminal.built[-1].readClosed)
+        self.assertEqual(store.counterValue("tcp_rbac.rbac.allowed"), 1)

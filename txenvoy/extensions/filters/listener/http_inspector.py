@@ -7,9 +7,10 @@ knowledge preface (C{h2c}). It never consumes a byte.
 
 What counts as a request line follows Envoy 1.40, observed on the real
 binary: any method token (C{get}, C{FOO}), spaces or tabs between the
-parts, C{HTTP/x.y} with one digit each side (C{1.1} is HTTP/1.1, any other
-version and a version-less C{GET /} count as HTTP/1.0), the line ending at
-LF with an optional CR.
+parts, a target that is a path, C{*}, an absolute URI or (for C{CONNECT})
+an authority, then C{HTTP/x.y} with one digit each side (C{1.1} is
+HTTP/1.1; any other version, and a version-less C{GET /}, count as
+HTTP/1.0), the line ending at LF.
 """
 
 import re
@@ -26,9 +27,13 @@ MAX_INSPECT_SIZE = 64 * 1024
 
 _TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 _REQUEST_LINE = re.compile(
-    rb"([" + _TCHAR + rb"]+)[ \t]+([\x21-\x7e]+)(?:[ \t]+HTTP/([0-9])\.([0-9]))?[ \t\x00-\x20]*\Z")
+    rb"([" + _TCHAR + rb"]+)[ \t]+([\x21-\x7e]+)"
+    rb"(?:[ \t]+HTTP/([0-9])\.([0-9])[ \t\r\x00]*|[ \t\r]*)\Z")
+# The request target forms Envoy accepted: origin (/path), asterisk, absolute
+# (scheme://...), and authority (host:port) for CONNECT only.
+_ABSOLUTE_TARGET = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://")
 _METHOD_CHARS = re.compile(rb"[" + _TCHAR + rb"]*")
-_LINE_CHARS = re.compile(rb"[\x21-\x7e \t]*\Z")
+_LINE_CHARS = re.compile(rb"[\x21-\x7e \t\r]*\Z")
 
 
 class Protocol:
@@ -93,6 +98,10 @@ def classify(data, partial=None, scanned=0):
         line = line[:-1]
     m = _REQUEST_LINE.match(line)
     if m is None:
+        return Protocol.NONE
+    method, target = m.group(1), m.group(2)
+    if not (target[:1] == b"/" or target == b"*" or _ABSOLUTE_TARGET.match(target)
+            or method == b"CONNECT"):
         return Protocol.NONE
     if m.group(3) == b"1" and m.group(4) == b"1":
         return Protocol.HTTP11

@@ -19,6 +19,7 @@ The count is shared by the workers in a small lock-protected object
 
 import threading
 
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITransport
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError
@@ -55,6 +56,10 @@ class ConnectionCounter:
             self.count -= 1
 
 
+# Declared again on the subclass: otherwise zope looks up __provides__
+# through NetworkFilter.__getattr__ and finds the transport's interfaces,
+# and the FIN would no longer be passed on as a half-close.
+@implementer(IHalfCloseableProtocol, ITransport, IPushProducer)
 class ConnectionLimitFilter(NetworkFilter):
     """The filter for one connection."""
 

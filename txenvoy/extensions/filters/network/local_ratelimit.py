@@ -19,6 +19,7 @@ from the clock when a connection arrives, so an idle filter costs nothing.
 import threading
 import weakref
 
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITransport
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError
@@ -89,6 +90,10 @@ def sharedTokenBucket(shareKey, maxTokens, tokensPerFill, fillInterval):
         return bucket
 
 
+# Declared again on the subclass: otherwise zope looks up __provides__
+# through NetworkFilter.__getattr__ and finds the transport's interfaces,
+# and the FIN would no longer be passed on as a half-close.
+@implementer(IHalfCloseableProtocol, ITransport, IPushProducer)
 class LocalRateLimitFilter(NetworkFilter):
     """
     The filter for one connection: on connect, take a token or close.

@@ -1,0 +1,398 @@
+"""
+Tests for L{txenvoy.http.codec_client}.
+
+Request serialisation is pinned to what a real Envoy 1.40 writes upstream;
+response handling to how Envoy answers a misbehaving upstream (reliability
+anchor, section 1.4, "Upstream misbehaviour").
+"""
+
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from txenvoy.http.codec import Details
+from txenvoy.http.codec_client import ClientCodec
+from txenvoy.http.headers import HeaderMap, RequestHeaders
+
+
+class Callbacks:
+    """The connection pool side: records what the codec reports."""
+
+    def __init__(self):
+        self.events = []
+        self.headers = None
+
+    def onResponseHeaders(self, headers, endStream):
+        self.headers = headers
+        self.events.append(("headers", headers.status, endStream))
+
+    def onResponseData(self, data, endStream):
+        self.events.append(("data", data, endStream))
+
+    def onResponseTrailers(self, trailers):
+        self.events.append(("trailers", list(trailers)))
+
+    def onResponseComplete(self):
+        self.events.append(("complete",))
+
+    def onProtocolError(self, details):
+        self.events.append(("error", details))
+
+    def body(self):
+        return b"".join(e[1] for e in self.events if e[0] == "data")
+
+
+class Informational(Callbacks):
+    """Callbacks that ask for 1xx heads."""
+
+    def onResponse1xxHeaders(self, headers):
+        self.events.append(("1xx", headers.status))
+
+
+def get(path=b"/p", authority=b"a.test", headers=(), method=b"GET"):
+    return RequestHeaders(method, path, authority, headers=HeaderMap(list(headers)))
+
+
+class ClientTestMixin:
+
+    def client(self, callbacks=None, **kwargs):
+        self.transport = StringTransport()
+        self.callbacks = callbacks or Callbacks()
+        self.codec = ClientCodec(self.callbacks, self.transport, **kwargs)
+        return self.codec
+
+    def exchange(self, response, request=None, step=None, **kwargs):
+        """Send C{request} (a GET by default), feed C{response}."""
+        codec = self.client(**kwargs)
+        codec.encodeRequest(request or get(), True)
+        if step:
+            for i in range(0, len(response), step):
+                codec.dataReceived(response[i:i + step])
+        else:
+            codec.dataReceived(response)
+        return self.callbacks.events
+
+
+class RequestEncodingTests(ClientTestMixin, SynchronousTestCase):
+    """Requests are written as Envoy writes them upstream."""
+
+    def test_get(self):
+        """
+        Envoy: host first, then the headers in order, names as given (lower
+        case); a GET without a body gets no content-length.
+        """
+        codec = self.client()
+        codec.encodeRequest(get(headers=[(b"x-foo", b"1"), (b"x-forwarded-proto", b"http")]), True)
+        self.assertEqual(self.transport.value(),
+                         b"GET /p HTTP/1.1\r\nhost: a.test\r\nx-foo: 1\r\n"
+                         b"x-forwarded-proto: http\r\n\r\n")
+
+    def test_bodylessMethods(self):
+        """Envoy adds content-length: 0 to a body-less POST, not to DELETE."""
+        codec = self.client()
+        codec.encodeRequest(get(method=b"POST"), True)
+        self.assertEqual(self.transport.value(),
+                         b"POST /p HTTP/1.1\r\nhost: a.test\r\ncontent-length: 0\r\n\r\n")
+        for method in (b"DELETE", b"HEAD", b"TRACE"):
+            codec = self.client()
+            codec.encodeRequest(get(method=method), True)
+            self.assertEqual(self.transport.value(),
+                             method + b" /p HTTP/1.1\r\nhost: a.test\r\n\r\n")
+
+    def test_contentLength(self):
+        """A request with a content-length is written as it comes."""
+        codec = self.client()
+        codec.encodeRequest(get(method=b"POST", headers=[(b"content-length", b"5")]), False)
+        codec.encodeData(b"hel", False)
+        codec.encodeData(b"lo", True)
+        self.assertEqual(self.transport.value(),
+                         b"POST /p HTTP/1.1\r\nhost: a.test\r\ncontent-length: 5\r\n\r\nhello")
+
+    def test_chunked(self):
+        """
+        Envoy: a body without content-length goes chunked, transfer-encoding
+        last; trailers are dropped by default.
+        """
+        codec = self.client()
+        codec.encodeRequest(get(method=b"POST"), False)
+        codec.encodeData(b"hello", False)
+        codec.encodeData(b"", False)
+        codec.encodeTrailers(HeaderMap([(b"x-t", b"1")]))
+        self.assertEqual(self.transport.value(),
+                         b"POST /p HTTP/1.1\r\nhost: a.test\r\ntransfer-encoding: chunked\r\n\r\n"
+                         b"5\r\nhello\r\n0\r\n\r\n")
+        codec.encodeData(b"late", True)
+        self.assertTrue(self.transport.value().endswith(b"0\r\n\r\n"))
+
+    def test_chunkedEnds(self):
+        for last, tail in ((b"ab", b"2\r\nab\r\n0\r\n\r\n"), (b"", b"0\r\n\r\n")):
+            codec = self.client()
+            codec.encodeRequest(get(method=b"PUT"), False)
+            codec.encodeData(last, True)
+            self.assertTrue(self.transport.value().endswith(b"\r\n\r\n" + tail))
+
+    def test_trailersEnabled(self):
+        codec = self.client(enableTrailers=True)
+        codec.encodeRequest(get(method=b"POST"), False)
+        codec.encodeData(b"a", False)
+        codec.encodeTrailers(HeaderMap([(b"x-t", b"1")]))
+        self.assertTrue(self.transport.value().endswith(b"1\r\na\r\n0\r\nx-t: 1\r\n\r\n"))
+
+    def test_hostAndFramingEntriesSkipped(self):
+        """A host entry (the authority is written) and transfer-encoding are skipped."""
+        codec = self.client()
+        codec.encodeRequest(get(headers=[(b"host", b"other"), (b"transfer-encoding", b"chunked"),
+                                         (b"x-a", b"1")]), True)
+        self.assertEqual(self.transport.value(),
+                         b"GET /p HTTP/1.1\r\nhost: a.test\r\nx-a: 1\r\n\r\n")
+
+    def test_hostEntryWithoutAuthority(self):
+        codec = self.client()
+        codec.encodeRequest(get(authority=None, headers=[(b"host", b"h")]), True)
+        self.assertEqual(self.transport.value(), b"GET /p HTTP/1.1\r\nhost: h\r\n\r\n")
+
+    def test_connect(self):
+        """CONNECT's target is the authority; its body is raw."""
+        codec = self.client()
+        codec.encodeRequest(get(method=b"CONNECT", path=None, authority=b"b.test:443"), False)
+        codec.encodeData(b"tunnel", False)
+        self.assertEqual(self.transport.value(),
+                         b"CONNECT b.test:443 HTTP/1.1\r\nhost: b.test:443\r\n\r\ntunnel")
+
+    def test_upgradeIsRaw(self):
+        """An upgrade request's body is not chunked."""
+        codec = self.client()
+        codec.encodeRequest(get(headers=[(b"upgrade", b"websocket"),
+                                         (b"connection", b"Upgrade")]), False)
+        codec.encodeData(b"\x81\x00", False)
+        self.assertTrue(self.transport.value().endswith(b"connection: Upgrade\r\n\r\n\x81\x00"))
+
+    def test_oneAtATime(self):
+        """A second request before the response is a programming error."""
+        codec = self.client()
+        codec.encodeRequest(get(), True)
+        self.assertRaises(RuntimeError, codec.encodeRequest, get(), True)
+
+
+class ResponseTests(ClientTestMixin, SynchronousTestCase):
+    """Responses are parsed into callbacks."""
+
+    def test_contentLength(self):
+        """Names lower-cased, values and reason kept, body by length."""
+        events = self.exchange(b"HTTP/1.1 200 Fine\r\nContent-Length: 5\r\nX-Up: V\r\n"
+                               b"Server: up\r\n\r\nhello")
+        self.assertEqual(events, [("headers", 200, False), ("data", b"hello", True),
+                                  ("complete",)])
+        h = self.callbacks.headers
+        self.assertEqual(list(h.headers), [(b"content-length", b"5"), (b"x-up", b"V"),
+                                           (b"server", b"up")])
+        self.assertEqual((h.reason, h.contentLength, h.version), (b"Fine", 5, "HTTP/1.1"))
+        self.assertTrue(self.codec.keepAlive)
+        self.assertFalse(self.codec.responseInProgress)
+
+    def test_everySplit(self):
+        response = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Up: abc\r\n\r\nhello"
+        for cut in range(1, len(response)):
+            codec = self.client()
+            codec.encodeRequest(get(), True)
+            codec.dataReceived(response[:cut])
+            codec.dataReceived(response[cut:])
+            self.assertEqual(self.callbacks.body(), b"hello", cut)
+            self.assertEqual(self.callbacks.events[-1], ("complete",))
+            self.assertTrue(codec.keepAlive)
+
+    def test_emptyBody(self):
+        events = self.exchange(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(events, [("headers", 200, True), ("complete",)])
+
+    def test_chunked(self):
+        """A chunked body is de-chunked; transfer-encoding is not passed on."""
+        events = self.exchange(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               b"5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n", step=4)
+        self.assertEqual(self.callbacks.body(), b"hello")
+        self.assertEqual(events[-2:], [("data", b"", True), ("complete",)])
+        self.assertEqual(list(self.callbacks.headers.headers), [])
+        self.assertTrue(self.codec.keepAlive)
+
+    def test_trailersEnabled(self):
+        events = self.exchange(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               b"5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n", enableTrailers=True)
+        self.assertEqual(events[-2:], [("trailers", [(b"x-t", b"1")]), ("complete",)])
+
+    def test_closeDelimited(self):
+        """
+        Envoy: a response with no length ends with the connection, and
+        arrives whole; the connection is not reused.
+        """
+        events = self.exchange(b"HTTP/1.1 200 OK\r\n\r\npart one, ")
+        self.codec.dataReceived(b"part two")
+        self.assertTrue(self.codec.responseInProgress)
+        self.codec.connectionLost(None)
+        self.assertEqual(events, [("headers", 200, False), ("data", b"part one, ", False),
+                                  ("data", b"part two", False), ("data", b"", True),
+                                  ("complete",)])
+        self.assertFalse(self.codec.responseInProgress)
+        self.assertFalse(self.codec.keepAlive)
+
+    def test_cutShort(self):
+        """A response with a length cut by the connection stays incomplete."""
+        events = self.exchange(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+        self.codec.connectionLost(None)
+        self.assertEqual(events[-1], ("data", b"x" * 1000, False))
+        self.assertTrue(self.codec.responseInProgress)
+        self.assertFalse(self.codec.keepAlive)
+
+    def test_head(self):
+        """A response to HEAD has no body, whatever its content-length says."""
+        events = self.exchange(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
+                               request=get(method=b"HEAD"))
+        self.assertEqual(events, [("headers", 200, True), ("complete",)])
+        self.assertTrue(self.codec.keepAlive)
+        self.codec.encodeRequest(get(), True)
+        self.codec.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(events[-2:], [("data", b"ok", True), ("complete",)])
+
+    def test_headAfterContinue(self):
+        for step in (None, 1):
+            events = self.exchange(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"
+                                   b"Transfer-Encoding: chunked\r\n\r\n",
+                                   request=get(method=b"HEAD"), step=step)
+            self.assertEqual(events, [("headers", 200, True), ("complete",)])
+            self.assertTrue(self.codec.keepAlive)
+
+    def test_headWithBodyAnyway(self):
+        """Bytes after a HEAD response's head: complete, but not reusable."""
+        events = self.exchange(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                               request=get(method=b"HEAD"))
+        self.assertEqual(events, [("headers", 200, True), ("complete",)])
+        self.assertFalse(self.codec.keepAlive)
+
+    def test_noBodyStatuses(self):
+        for status in (b"204 No Content", b"304 Not Modified"):
+            events = self.exchange(b"HTTP/1.1 " + status + b"\r\nContent-Length: 5\r\n\r\n")
+            self.assertEqual(events, [("headers", int(status[:3]), True), ("complete",)])
+
+    def test_continueSwallowed(self):
+        """Envoy: 100 Continue then 200 gives the client the 200 only."""
+        events = self.exchange(b"HTTP/1.1 100 Continue\r\n\r\n"
+                               b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(events, [("headers", 200, False), ("data", b"ok", True), ("complete",)])
+
+    def test_informationalWhenAsked(self):
+        events = self.exchange(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                               b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                               callbacks=Informational())
+        self.assertEqual(events, [("1xx", 103), ("headers", 200, True), ("complete",)])
+
+    def test_upgrade(self):
+        """After a 101, everything is passed on raw until the connection ends."""
+        request = get(headers=[(b"upgrade", b"websocket"), (b"connection", b"upgrade")])
+        events = self.exchange(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                               b"Connection: Upgrade\r\n\r\n\x81\x02hi", request=request)
+        self.codec.dataReceived(b"more")
+        self.codec.connectionLost(None)
+        self.assertEqual(events, [("headers", 101, False), ("data", b"\x81\x02hi", False),
+                                  ("data", b"more", False), ("data", b"", True), ("complete",)])
+        self.assertFalse(self.codec.keepAlive)
+
+    def test_connectionClose(self):
+        """Connection: close or HTTP/1.0 without keep-alive: not reusable."""
+        for response in (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                         b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"):
+            self.exchange(response)
+            self.assertEqual(self.callbacks.events[-1], ("complete",))
+            self.assertFalse(self.codec.keepAlive)
+        self.exchange(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+        self.assertTrue(self.codec.keepAlive)
+        self.assertEqual(self.callbacks.headers.version, "HTTP/1.0")
+
+    def test_requestAskedClose(self):
+        self.exchange(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                      request=get(headers=[(b"connection", b"close")]))
+        self.assertFalse(self.codec.keepAlive)
+
+    def test_earlyResponse(self):
+        """A response complete before the request was sent in full: not reusable."""
+        codec = self.client()
+        codec.encodeRequest(get(method=b"POST", headers=[(b"content-length", b"10")]), False)
+        codec.dataReceived(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.callbacks.events[-1], ("complete",))
+        self.assertFalse(codec.keepAlive)
+
+    def test_keepAliveAcrossRequests(self):
+        codec = self.client()
+        for i in range(3):
+            codec.encodeRequest(get(), True)
+            codec.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % i)
+            self.assertTrue(codec.keepAlive)
+        self.assertEqual(self.callbacks.body(), b"012")
+
+
+class UpstreamProtocolErrorTests(ClientTestMixin, SynchronousTestCase):
+    """
+    Upstream protocol errors reach onProtocolError once, never raise, and
+    leave the connection unusable (Envoy: 502/503 "protocol error").
+    """
+
+    def assertProtocolError(self, response, details, step=None, before=()):
+        for s in (step, 1):
+            events = self.exchange(response, step=s)
+            self.assertEqual(events, list(before) + [("error", details)])
+            self.assertFalse(self.codec.keepAlive)
+            self.codec.dataReceived(b"HTTP/1.1 200 OK\r\n\r\n")
+            self.codec.connectionLost(None)
+            self.assertEqual(events, list(before) + [("error", details)])
+
+    def test_garbageStatusLine(self):
+        """Envoy: a garbage status line is a protocol error (502)."""
+        self.assertProtocolError(b"garbage\r\n\r\n", Details.CODEC_ERROR)
+
+    def test_contentLengthAndChunked(self):
+        """Envoy: CL with TE from an upstream is a protocol error (502)."""
+        self.assertProtocolError(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nok",
+            Details.CONTENT_LENGTH_AND_CHUNKED)
+
+    def test_unsupportedTransferEncoding(self):
+        self.assertProtocolError(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+                                 Details.INVALID_TRANSFER_ENCODING)
+
+    def test_oversizedHeaders(self):
+        """Envoy: 100 KiB of response headers is a protocol error (502)."""
+        self.assertProtocolError(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 100 * 1024 + b"\r\n\r\n",
+                                 Details.HEADERS_TOO_LARGE, step=4096)
+
+    def test_manySmallHeaders(self):
+        self.assertProtocolError(
+            b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 9000 + b"\r\n", Details.HEADERS_TOO_LARGE)
+
+    def test_tooManyHeaders(self):
+        self.assertProtocolError(
+            b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", Details.TOO_MANY_HEADERS)
+
+    def test_nulInHeader(self):
+        """Envoy: NUL in a response header is refused (nothing forwarded)."""
+        self.assertProtocolError(b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\n\r\n",
+                                 Details.INVALID_CHARACTERS)
+
+    def test_badChunkSize(self):
+        """Envoy: C{zz} as a chunk size: the headers went out, then the reset."""
+        self.assertProtocolError(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                                 Details.CODEC_ERROR, before=[("headers", 200, False)])
+
+    def test_unsolicited(self):
+        """Bytes with no request in flight are a protocol error."""
+        codec = self.client()
+        codec.dataReceived(b"HTTP/1.1 200 OK\r\n\r\n")
+        self.assertEqual(self.callbacks.events, [("error", Details.CODEC_ERROR)])
+        self.assertRaises(RuntimeError, codec.encodeRequest, get(), True)
+
+    def test_callbackExceptionsPropagate(self):
+        codec = self.client()
+
+        def broken(headers, endStream):
+            raise ZeroDivisionError()
+        codec._onHeaders = broken
+        codec.encodeRequest(get(), True)
+        self.assertRaises(ZeroDivisionError, codec.dataReceived,
+                          b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertFalse(codec.keepAlive)
