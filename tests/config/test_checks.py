@@ -480,6 +480,21 @@ class TypedConfigTests(CheckTestMixin, SynchronousTestCase):
             "'envoy.filters.http.cors' with type URL: ''",
             "routes[0].typed_per_filter_config[envoy.filters.http.cors]")
 
+    def test_resourceMonitor(self):
+        """
+        Envoy: C{Didn't find a registered implementation for
+        'envoy.resource_monitors.fixed_heap' with type URL: ''}; an overload
+        action needs no typed_config.
+        """
+        self.assertCheckError(
+            self.bootstrap("overload_manager: {resource_monitors: "
+                           "[{name: envoy.resource_monitors.fixed_heap}]}"),
+            "'envoy.resource_monitors.fixed_heap' with type URL: ''",
+            "@ overload_manager.resource_monitors[0]")
+        check(self.bootstrap(
+            "overload_manager: {actions: [{name: envoy.overload_actions.stop_accepting_requests,"
+            " triggers: [{name: m, threshold: {value: 0.9}}]}]}"))
+
     def test_accessLogs(self):
         """
         Access logs, the admin's included.

@@ -393,7 +393,10 @@ class GenericRuleTests(SynchronousTestCase):
         """
         sample = valid()
         sample.ClearField("b")
-        self.assertViolation(sample, "Choice: value is required", "choice")
+        error = self.assertRaises(ConfigError, validate, sample)
+        self.assertEqual(
+            error.message,
+            'Proto constraint validation failed (field: "choice", reason: is required) @ choice')
         sample.a = "ab"
         self.assertViolation(sample, "A: value length must be at least 3 characters", "a")
         sample.a = "abc"
@@ -488,7 +491,8 @@ class EnvoyMessageTests(SynchronousTestCase):
     def test_healthCheckRequired(self):
         """
         Envoy: C{HealthCheckValidationError.Interval: value is required};
-        the required oneof C{health_checker} too.
+        for the required oneof Envoy says C{field: "health_checker", reason:
+        is required}.
         """
         bootstrap = self.bootstrap(
             "static_resources: {clusters: [{name: a, health_checks: [{timeout: 1s}]}]}")
@@ -498,9 +502,26 @@ class EnvoyMessageTests(SynchronousTestCase):
             "static_resources: {clusters: [{name: a, health_checks: [{timeout: 1s, interval: 1s,"
             " unhealthy_threshold: 1, healthy_threshold: 1}]}]}")
         error = self.assertRaises(ConfigError, validate, bootstrap)
-        self.assertIn("HealthCheckValidationError.HealthChecker: value is required", error.message)
+        self.assertIn('(field: "health_checker", reason: is required)', error.message)
         self.assertTrue(error.message.endswith(
             "@ static_resources.clusters[0].health_checks[0].health_checker"))
+
+    def test_requiredWrapper(self):
+        """
+        Envoy: a required wrapper -> C{BufferValidationError.MaxRequestBytes:
+        value is required and must not be nil.}; a required message ->
+        C{RouteValidationError.Match: value is required}.
+        """
+        from txenvoy.config import protos
+
+        buffer = protos.messageClass("envoy.extensions.filters.http.buffer.v3.Buffer")()
+        error = self.assertRaises(ConfigError, validate, buffer)
+        self.assertIn("BufferValidationError.MaxRequestBytes: value is required and must not "
+                      "be nil.", error.message)
+        route = protos.messageClass("envoy.config.route.v3.Route")()
+        route.route.cluster = "c"
+        error = self.assertRaises(ConfigError, validate, route)
+        self.assertIn("RouteValidationError.Match: value is required)", error.message)
 
     def test_statsFlushInterval(self):
         """

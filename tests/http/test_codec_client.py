@@ -379,6 +379,13 @@ class UpstreamProtocolErrorTests(ClientTestMixin, SynchronousTestCase):
         self.assertProtocolError(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
                                  Details.CODEC_ERROR, before=[("headers", 200, False)])
 
+    def test_secondResponse(self):
+        """A second response to one request: the first stands, then an error."""
+        events = self.exchange(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" * 2)
+        self.assertEqual(events, [("headers", 200, True), ("complete",),
+                                  ("error", Details.CODEC_ERROR)])
+        self.assertFalse(self.codec.keepAlive)
+
     def test_unsolicited(self):
         """Bytes with no request in flight are a protocol error."""
         codec = self.client()

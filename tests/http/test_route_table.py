@@ -614,6 +614,9 @@ class StringMatcherTests(SynchronousTestCase):
         A regex matches UTF-8 characters, not bytes, as RE2 does.
         """
         self.assertTrue(self.matcher({"safe_regex": {"regex": "caf."}})("café".encode()))
+        optional = self.matcher({"safe_regex": {"regex": "/café?"}})
+        self.assertTrue(optional(b"/caf"))
+        self.assertTrue(optional("/café".encode()))
 
 
 class RegexTranslationTests(SynchronousTestCase):

@@ -18,8 +18,8 @@ from txenvoy.config.loader import parseDict, parseYaml
 from txenvoy.http.headers import HeaderMap, RequestHeaders
 from txenvoy.network.stream_info import StreamInfo
 from txenvoy.rbac import (
-    PeerIdentity, RbacInput, RequestHeaderView, createEngine, createMatcherEngine,
-    createPolicyEngine, peerIdentityOf, statPrefixJoin)
+    PeerIdentity, RbacInput, createEngine, createMatcherEngine, createPolicyEngine,
+    peerIdentityOf, statPrefixJoin)
 
 
 def rules(text, network=False):
@@ -36,9 +36,9 @@ def networkFilter(text):
     return parseDict(parseYaml(text), network_rbac_pb2.RBAC())
 
 
-def request(path=b"/", headers=(), method=b"GET", authority=b"example.com", **kw):
+def request(path=b"/", headers=(), method=b"GET", authority=b"example.com"):
     req = RequestHeaders(method, path, authority, headers=HeaderMap(headers))
-    return RbacInput(remoteIp="10.0.0.1", headers=RequestHeaderView(req), path=path, **kw)
+    return RbacInput.fromConnection(FakeConnection(), request=req)
 
 
 CONN = RbacInput(remoteIp="10.1.2.3", directRemoteIp="127.0.0.1", localIp="127.0.0.1",
@@ -144,7 +144,10 @@ class PermissionTests(SynchronousTestCase):
         self.assertFalse(self.allowed("{not_rule: {any: true}}"))
 
     def test_urlPathIgnoresQuery(self):
-        """Envoy's C{PathMatcher} drops the query and fragment first."""
+        """
+        Envoy's C{PathMatcher} drops the query and fragment first (1.40:
+        C{url_path exact /p} allowed C{/p?q=1}).
+        """
         self.assertTrue(self.allowed("{url_path: {path: {exact: /admin}}}",
                                      request(b"/admin?x=1")))
         self.assertFalse(self.allowed("{url_path: {path: {exact: /admin}}}",
@@ -280,8 +283,14 @@ class HeaderMatcherTests(SynchronousTestCase):
         self.assertFalse(self.matches("{name: a, range_match: {start: 0, end: 100}}",
                                       [(b"a", b"1_0")]))
 
-    def test_repeatedHeadersAreJoined(self):
-        self.assertTrue(self.matches("{name: a, exact_match: 'x,y'}",
+    def test_repeatedHeaderMatchesAnyValue(self):
+        """
+        Envoy 1.40 HTTP RBAC: C{x: a} + C{x: b} was denied by a policy
+        C{exact: "a,b"}, and C{yy: a} + C{yy: b} allowed by C{exact: b}.
+        """
+        self.assertFalse(self.matches("{name: a, string_match: {exact: 'x,y'}}",
+                                      [(b"a", b"x"), (b"a", b"y")]))
+        self.assertTrue(self.matches("{name: a, string_match: {exact: y}}",
                                      [(b"a", b"x"), (b"a", b"y")]))
 
     def test_stringMatchIgnoreCase(self):
@@ -542,8 +551,33 @@ matcher:
         self.assertRaises(UnsupportedField, matcherEngine,
                           text % (networkInput("SourceIPInput"), keep))
 
-    def test_queryParamInput(self):
+    def test_headerInputJoinsValues(self):
+        """
+        Envoy 1.40: C{HttpRequestHeaderMatchInput} gives C{x: a} + C{x: b}
+        as C{"a,b"}.
+        """
         engine = matcherEngine("""
+matcher:
+  matcher_list:
+    matchers:
+    - predicate:
+        single_predicate:
+          input:
+            name: h
+            typed_config:
+              "@type": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput
+              header_name: X
+          value_match: {exact: "a,b"}
+      on_match: %s
+""" % (action("joined", "ALLOW"),), network=False)
+        self.assertEqual(engine.evaluate(request(headers=[(b"x", b"a"), (b"x", b"b")])),
+                         (True, "joined"))
+        self.assertEqual(engine.evaluate(request(headers=[(b"x", b"a,b")])), (True, "joined"))
+        self.assertEqual(engine.evaluate(request()), (False, None))
+
+    def test_httpRejectsQueryParamInput(self):
+        """Envoy 1.40: "RBAC HTTP filter cannot match on '<type url>'"."""
+        e = self.assertRaises(ConfigError, matcherEngine, """
 matcher:
   matcher_list:
     matchers:
@@ -557,8 +591,8 @@ matcher:
           value_match: {exact: alice}
       on_match: %s
 """ % (action("alice", "ALLOW"),), network=False)
-        self.assertEqual(engine.evaluate(request(b"/x?user=alice")), (True, "alice"))
-        self.assertEqual(engine.evaluate(request(b"/x?user=bob")), (False, None))
+        self.assertIn("RBAC HTTP filter cannot match on 'type.googleapis.com/envoy.type.matcher."
+                      "v3.HttpRequestQueryParamMatchInput'", str(e))
 
     def test_matcherWinsOverRules(self):
         """Envoy: "RBAC rules are ignored when matcher is configured"."""

@@ -47,6 +47,7 @@ _EXTENSION_ENTRIES = frozenset((
     "envoy.config.accesslog.v3.AccessLog",
     "envoy.config.core.v3.TransportSocket",
     "envoy.config.metrics.v3.StatsSink",
+    "envoy.config.overload.v3.ResourceMonitor",
 )) | _PER_FILTER_CONFIG_HOLDERS
 
 _NODE_REQUIRED = (
@@ -116,6 +117,8 @@ def check(bootstrap, serviceNode="", serviceCluster=""):
 
     for i, sink in enumerate(bootstrap.stats_sinks):
         _checkExtensionEntries(sink, "stats_sinks[%d]" % (i,))
+    if bootstrap.HasField("overload_manager"):
+        _checkExtensionEntries(bootstrap.overload_manager, "overload_manager")
 
 
 def _checkListeners(listeners, clusterNames):

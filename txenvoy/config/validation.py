@@ -432,6 +432,7 @@ class _ValueRules:
 
     @ivar check: C{value -> reason or None} for a present value, or C{None}.
     @ivar required: the value must be set (message, duration, any, timestamp).
+    @ivar requiredReason: PGV's words when a required value is missing.
     @ivar skip: do not look inside the message (C{message.skip}).
     """
 
@@ -440,6 +441,12 @@ class _ValueRules:
         self.required = False
         self.skip = False
         self.unwrap = False
+        messageType = fd.message_type
+        # PGV words a missing wrapper differently from other messages.
+        if messageType is not None and messageType.full_name in _WRAPPERS:
+            self.requiredReason = "value is required and must not be nil."
+        else:
+            self.requiredReason = "value is required"
         if fieldRules is None:
             return
         if fieldRules.HasField("message"):
@@ -449,7 +456,6 @@ class _ValueRules:
         if kind is None:
             return
         rules = getattr(fieldRules, kind)
-        messageType = fd.message_type
         if kind in _NUMBER_RULES:
             self.check = _compileNumber(rules)
         elif kind == "bool":
@@ -565,7 +571,7 @@ def _plan(desc):
             continue
         options = oneof.GetOptions()
         if options.HasExtension(requiredExt) and options.Extensions[requiredExt]:
-            plan.requiredOneofs.append((oneof.name, _camel(oneof.name)))
+            plan.requiredOneofs.append(oneof.name)
     for fd in desc.fields:
         fieldPlan = _planField(fd)
         if fieldPlan is not None:
@@ -687,13 +693,17 @@ def _validateMessage(message, path):
             continue
         if fieldPlan.hasPresence and not message.HasField(name):
             if fieldPlan.value.required and not fieldPlan.inOneof:
-                raise _violation(desc, fieldPlan.label, "value is required", _join(path, name))
+                raise _violation(desc, fieldPlan.label, fieldPlan.value.requiredReason,
+                                 _join(path, name))
             continue
         _validateValue(desc, fieldPlan.fd, fieldPlan.value, getattr(message, name),
                        fieldPlan.label, _join(path, name))
-    for oneofName, label in plan.requiredOneofs:
+    for oneofName in plan.requiredOneofs:
         if message.WhichOneof(oneofName) is None:
-            raise _violation(desc, label, "value is required", _join(path, oneofName))
+            # Envoy's wording for a required oneof differs from the fields'.
+            raise ConfigError(
+                'Proto constraint validation failed (field: "%s", reason: is required) @ %s'
+                % (oneofName, _join(path, oneofName)))
 
 
 def _validateValue(desc, fd, rules, value, label, path):

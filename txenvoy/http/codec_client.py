@@ -20,7 +20,9 @@ passed on raw through C{onResponseData}. A response delimited by the end of
 the connection ends in L{ClientCodec.connectionLost}. Upstream protocol
 errors (a garbage status line, C{Content-Length} with C{Transfer-Encoding},
 oversized or invalid headers, a bad chunk) reach C{onProtocolError}, once,
-and never raise.
+and never raise. Bytes that arrive with no request in flight (after a
+complete response, even in the same read) are one too: the connection is
+then unusable, although the response before them stands.
 """
 
 import re
@@ -294,6 +296,9 @@ class ClientCodec:
     # -- parser callbacks ---------------------------------------------------
 
     def on_message_begin(self):
+        if not self._inFlight:
+            # A second response to one request.
+            raise _ProtocolError(Details.CODEC_ERROR)
         self._inHead = True
         self._reason = b""
         self._headers = []

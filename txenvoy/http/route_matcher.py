@@ -310,11 +310,15 @@ def compileRegexMatcher(regexMatcher, path):
     """
     regex = compileRegex(regexMatcher, path)
     textMatch = regex.fullmatch
-    try:
-        bytesMatch = re.compile(regex.pattern.encode("utf-8"), re.ASCII).fullmatch
-    except (re.error, ValueError):
-        # Escapes such as \U exist only for text patterns.
-        bytesMatch = None
+    bytesMatch = None
+    # Only an ASCII pattern has a bytes twin that agrees with it (a
+    # quantifier after a multi-byte character would apply to its last
+    # byte); escapes such as \U exist only in text patterns.
+    if regex.pattern.isascii():
+        try:
+            bytesMatch = re.compile(regex.pattern.encode("ascii"), re.ASCII).fullmatch
+        except (re.error, ValueError):
+            bytesMatch = None
     if bytesMatch is None:
         def fullmatchText(value):
             return textMatch(decodeValue(value)) is not None

@@ -9,8 +9,8 @@ C{evaluate(input) -> (allowed, policyName)} for an L{engine.RbacInput}.
 """
 
 from txenvoy.rbac.engine import (
-    ALLOW, DENY, LOG, PeerIdentity, PolicyEngine, RbacInput, RequestHeaderView,
-    createPolicyEngine, peerIdentityOf, statPrefixJoin)
+    ALLOW, DENY, LOG, PeerIdentity, PolicyEngine, RbacInput, createPolicyEngine,
+    peerIdentityOf, statPrefixJoin)
 from txenvoy.rbac.matcher import RbacMatcherEngine, createMatcherEngine
 
 
@@ -34,7 +34,7 @@ def createEngine(message, rulesField, matcherField, path, network=False):
 
 
 __all__ = [
-    "ALLOW", "DENY", "LOG", "PeerIdentity", "PolicyEngine", "RbacInput", "RequestHeaderView",
+    "ALLOW", "DENY", "LOG", "PeerIdentity", "PolicyEngine", "RbacInput",
     "RbacMatcherEngine", "createEngine", "createMatcherEngine", "createPolicyEngine",
     "peerIdentityOf", "statPrefixJoin",
 ]

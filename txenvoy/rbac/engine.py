@@ -12,15 +12,15 @@ Envoy keeps the policies in a C{std::map}, so they are tried in the order of
 their names and the first one that matches is the effective policy; the
 same order is used here.
 
-String and header matching is done by the small private compilers below
-(C{compileStringMatcher}, C{compileHeaderMatcher}), which follow Envoy's
-C{StringMatcherImpl} and C{HeaderUtility} semantics.
+String and header matching is the router's
+(L{txenvoy.http.route_matcher}), so RBAC and routes read headers, RE2
+regexes and C{ignore_case} the same way.
 """
 
 import ipaddress
-import re
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.http.route_matcher import compileHeaderMatcher, compileStringMatcher
 
 # envoy.config.rbac.v3.RBAC.Action
 ALLOW = 0
@@ -28,12 +28,6 @@ DENY = 1
 LOG = 2
 
 ACTION_NAMES = {ALLOW: "ALLOW", DENY: "DENY", LOG: "LOG"}
-
-_ASCII_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
-_ASCII_LOWER_STR = {ord(c): ord(c.lower()) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
-# absl::SimpleAtoi: optional blanks, optional sign, digits.
-_INT_RE = re.compile(r"^\s*[+-]?[0-9]+\s*$")
-
 
 def statPrefixJoin(prefix, token):
     """
@@ -47,119 +41,15 @@ def statPrefixJoin(prefix, token):
     return prefix + "." + token
 
 
-def _asciiLower(text):
-    return text.translate(_ASCII_LOWER_STR)
-
-
-def _text(value):
-    """Header bytes as text, keeping undecodable bytes distinct."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "surrogateescape")
-    return value
-
-
-def compileRegex(regexMatcher, path):
+def compileTextMatcher(matcher, path):
     """
-    Compile an C{envoy.type.matcher.v3.RegexMatcher} (or the xds one) into
-    a function C{text -> bool} that matches the whole text, as RE2's
-    C{FullMatch} does.
+    Compile an C{envoy.type.matcher.v3.StringMatcher} (or the xds one) for
+    values that are text, not bytes: SNI, addresses, certificate names.
+
+    @return: C{match(text) -> bool}.
     """
-    try:
-        pattern = re.compile(regexMatcher.regex)
-    except re.error as e:
-        raise ConfigError("%s.regex: invalid regex '%s': %s" % (path, regexMatcher.regex, e))
-    fullmatch = pattern.fullmatch
-    return lambda text: fullmatch(text) is not None
-
-
-def compileStringMatcher(matcher, path):
-    """
-    Compile an C{envoy.type.matcher.v3.StringMatcher} or
-    C{xds.type.matcher.v3.StringMatcher} into a function C{text -> bool}.
-
-    C{ignore_case} lower-cases ASCII only, as Envoy does.
-    """
-    which = matcher.WhichOneof("match_pattern")
-    ignoreCase = matcher.ignore_case
-    if which == "safe_regex":
-        if ignoreCase:
-            raise ConfigError("%s: ignore_case has no effect for safe_regex." % (path,))
-        return compileRegex(matcher.safe_regex, path + ".safe_regex")
-    if which is None:
-        raise ConfigError("%s: StringMatcherValidationError.MatchPattern: value is required"
-                          % (path,))
-    if which == "custom":
-        raise UnsupportedField(path + ".custom")
-    value = getattr(matcher, which)
-    if ignoreCase:
-        value = _asciiLower(value)
-    if which == "exact":
-        test = value.__eq__
-    elif which == "prefix":
-        test = lambda text: text.startswith(value)
-    elif which == "suffix":
-        test = lambda text: text.endswith(value)
-    else:
-        test = lambda text: value in text
-    if ignoreCase:
-        return lambda text: test(_asciiLower(text))
-    return test
-
-
-def compileHeaderMatcher(header, path):
-    """
-    Compile an C{envoy.config.route.v3.HeaderMatcher} into a function
-    C{headers -> bool}, where C{headers.get(name)} returns the value
-    (several values joined with C{,}) or C{None}.
-
-    As in Envoy: a missing header never matches (whatever C{invert_match}
-    says) unless C{treat_missing_header_as_empty}; C{present_match} compares
-    presence with its value, then C{invert_match} flips the result.
-    """
-    name = header.name.lower().encode("latin-1")
-    invert = header.invert_match
-    which = header.WhichOneof("header_match_specifier")
-    if which is None or which == "present_match":
-        present = header.present_match if which else True
-
-        def matchPresent(headers):
-            isPresent = headers is not None and headers.get(name) is not None
-            return (isPresent == present) != invert
-
-        return matchPresent
-
-    if which == "exact_match":
-        expected = header.exact_match
-        test = (lambda text: True) if not expected else expected.__eq__
-    elif which == "safe_regex_match":
-        test = compileRegex(header.safe_regex_match, path + ".safe_regex_match")
-    elif which == "range_match":
-        start, end = header.range_match.start, header.range_match.end
-
-        def test(text):
-            return _INT_RE.match(text) is not None and start <= int(text) < end
-    elif which == "prefix_match":
-        prefix = header.prefix_match
-        test = lambda text: text.startswith(prefix)
-    elif which == "suffix_match":
-        suffix = header.suffix_match
-        test = lambda text: text.endswith(suffix)
-    elif which == "contains_match":
-        substring = header.contains_match
-        test = lambda text: substring in text
-    else:
-        test = compileStringMatcher(header.string_match, path + ".string_match")
-    missingAsEmpty = header.treat_missing_header_as_empty
-
-    def matchValue(headers):
-        value = headers.get(name) if headers is not None else None
-        if value is None:
-            if not missingAsEmpty:
-                return False
-            value = ""
-        return test(_text(value)) != invert
-
-    return matchValue
+    test = compileStringMatcher(matcher, path)
+    return lambda text: test(text.encode("utf-8", "surrogateescape"))
 
 
 def compileCidr(cidr, path):
@@ -193,14 +83,25 @@ def _pathMatcher(pathMatcher, path):
         if value is None:
             return False
         # Envoy matches the path without its query and fragment.
-        value = _text(value)
-        for sep in ("?", "#"):
+        for sep in (b"?", b"#"):
             i = value.find(sep)
             if i >= 0:
                 value = value[:i]
         return test(value)
 
     return matchPath
+
+
+def _headerMatcher(header, path):
+    matcher = compileHeaderMatcher(header, path)
+
+    def matchHeader(input):
+        if input.headers is None:
+            # At L4 there are no headers: the matcher sees an empty map.
+            return matcher.matchValues(())
+        return matcher.matches(input.headers, input.authority, input.path, input.method)
+
+    return matchHeader
 
 
 def _always(input):
@@ -242,8 +143,7 @@ def compilePermission(permission, path, network=False):
     if which == "header":
         if network:
             raise _networkHeaderError(permission.header)
-        headerMatch = compileHeaderMatcher(permission.header, path + ".header")
-        return lambda input: headerMatch(input.headers)
+        return _headerMatcher(permission.header, path + ".header")
     if which == "url_path":
         return _pathMatcher(permission.url_path, path + ".url_path")
     if which == "destination_ip":
@@ -265,8 +165,8 @@ def compilePermission(permission, path, network=False):
         inner = compilePermission(permission.not_rule, path + ".not_rule", network)
         return lambda input: not inner(input)
     if which == "requested_server_name":
-        test = compileStringMatcher(permission.requested_server_name,
-                                    path + ".requested_server_name")
+        test = compileTextMatcher(permission.requested_server_name,
+                                  path + ".requested_server_name")
         return lambda input: test(input.requestedServerName or "")
     if which is None:
         raise ConfigError("%s: PermissionValidationError.Rule: value is required" % (path,))
@@ -297,8 +197,7 @@ def compilePrincipal(principal, path, network=False):
     if which == "header":
         if network:
             raise _networkHeaderError(principal.header)
-        headerMatch = compileHeaderMatcher(principal.header, path + ".header")
-        return lambda input: headerMatch(input.headers)
+        return _headerMatcher(principal.header, path + ".header")
     if which == "url_path":
         return _pathMatcher(principal.url_path, path + ".url_path")
     if which == "not_id":
@@ -314,7 +213,7 @@ def _authenticatedMatcher(authenticated, path):
     if not authenticated.HasField("principal_name"):
         # Any TLS connection, with or without a client certificate.
         return lambda input: input.ssl is not None
-    test = compileStringMatcher(authenticated.principal_name, path + ".principal_name")
+    test = compileTextMatcher(authenticated.principal_name, path + ".principal_name")
 
     def matchPeer(input):
         ssl = input.ssl
@@ -467,38 +366,6 @@ def peerIdentityOf(transport):
     return PeerIdentity(uris, dns, cert.subject.rfc4514_string())
 
 
-class RequestHeaderView:
-    """
-    Header lookup for RBAC over a L{txenvoy.http.headers.RequestHeaders}:
-    C{get(b":path")} and the other pseudo-headers read the request line
-    (C{host} is C{:authority}, as in Envoy's header map), and repeated
-    headers are joined with C{,} as Envoy's header matchers see them.
-    """
-
-    __slots__ = ("_request",)
-
-    def __init__(self, request):
-        self._request = request
-
-    def get(self, name):
-        """@return: the value as bytes, or C{None}."""
-        request = self._request
-        if name in (b":authority", b"host"):
-            return request.authority
-        if name == b":path":
-            return request.path
-        if name == b":method":
-            return request.method
-        if name == b":scheme":
-            return request.scheme
-        values = request.headers.getAll(name)
-        if not values:
-            return None
-        if len(values) == 1:
-            return values[0]
-        return b",".join(values)
-
-
 class RbacInput:
     """
     What RBAC rules and matchers look at for one connection or request.
@@ -517,14 +384,18 @@ class RbacInput:
     @ivar transportProtocol: C{"tls"} or C{"raw_buffer"}.
     @ivar applicationProtocols: ALPN (or sniffed) protocols.
     @ivar ssl: a L{PeerIdentity} for a TLS connection, else C{None}.
-    @ivar headers: for HTTP, an object whose C{get(lowercase bytes)} gives
-        a header value (see L{RequestHeaderView}); C{None} at L4.
-    @ivar path: for HTTP, the C{:path} (bytes); C{None} at L4.
+    @ivar headers: for HTTP, the request's header map (C{get} and C{getAll}
+        by lower-case bytes name, see L{txenvoy.http.headers.HeaderMap});
+        C{None} at L4.
+    @ivar path: for HTTP, the C{:path} with its query (bytes); C{None} at L4.
+    @ivar authority: for HTTP, the C{:authority} (bytes).
+    @ivar method: for HTTP, the C{:method} (bytes).
     """
 
     def __init__(self, remoteIp=None, directRemoteIp=None, localIp=None, localPort=None,
                  requestedServerName="", ssl=None, headers=None, path=None, sourceIp=None,
-                 remotePort=None, transportProtocol="raw_buffer", applicationProtocols=()):
+                 remotePort=None, transportProtocol="raw_buffer", applicationProtocols=(),
+                 authority=None, method=None):
         self.remoteIp = remoteIp
         self.directRemoteIp = directRemoteIp if directRemoteIp is not None else remoteIp
         self.sourceIp = sourceIp if sourceIp is not None else remoteIp
@@ -537,6 +408,8 @@ class RbacInput:
         self.ssl = ssl
         self.headers = headers
         self.path = path
+        self.authority = authority
+        self.method = method
         self._parsed = {}
 
     def ip(self, attribute):
@@ -559,14 +432,14 @@ class RbacInput:
         return value
 
     @classmethod
-    def fromConnection(cls, connection, transport=None, headers=None, path=None,
-                       remoteIp=None):
+    def fromConnection(cls, connection, transport=None, request=None, remoteIp=None):
         """
         Build the input for a downstream connection (and, for HTTP, one of
         its requests).
 
         @param connection: a L{txenvoy.network.connection.ServerConnection}.
         @param transport: the transport the filter writes to, to find TLS.
+        @param request: for HTTP, the L{txenvoy.http.headers.RequestHeaders}.
         @param remoteIp: overrides the connection's remote address (HTTP
             with a trusted C{x-forwarded-for}).
         """
@@ -585,5 +458,7 @@ class RbacInput:
             transportProtocol=getattr(connection, "transportProtocol", "raw_buffer"),
             applicationProtocols=getattr(connection, "applicationProtocols", ()),
             ssl=peerIdentityOf(transport) if transport is not None else None,
-            headers=headers,
-            path=path)
+            headers=request.headers if request is not None else None,
+            path=request.path if request is not None else None,
+            authority=request.authority if request is not None else None,
+            method=request.method if request is not None else None)

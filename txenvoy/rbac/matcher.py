@@ -15,15 +15,17 @@ The semantics follow Envoy's C{MatchTree}:
     prefix first) or in an C{IPMatcher} (most specific range first, less
     specific ones too unless C{exclusive});
   - an input with no value (no SNI, a missing header) matches nothing;
+  - input values are bytes (a header sent on several lines is one value,
+    joined with C{,}, as Envoy's header inputs give it);
   - when nothing matches and there is no C{on_no_match}, RBAC denies.
 """
 
 import ipaddress
-import urllib.parse
 
 from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField
 from txenvoy.config.registry import typeNameOf, unpackAny
-from txenvoy.rbac.engine import ACTION_NAMES, ALLOW, DENY, LOG, compileCidr, compileStringMatcher
+from txenvoy.http.route_matcher import HeaderMatcher, compileStringMatcher
+from txenvoy.rbac.engine import ACTION_NAMES, ALLOW, DENY, LOG, compileCidr
 
 _NETWORK_INPUTS = "envoy.extensions.matching.common_inputs.network.v3."
 _HTTP_INPUTS = "envoy.type.matcher.v3."
@@ -90,8 +92,8 @@ def compileMatcher(matcher, path, compileInput, compileAction):
     Compile an C{xds.type.matcher.v3.Matcher} into a function
     C{input -> action or None}.
 
-    @param compileInput: C{(TypedExtensionConfig, path) -> (input -> str or
-        None)}.
+    @param compileInput: C{(TypedExtensionConfig, path) -> (input -> bytes
+        or None)}.
     @param compileAction: C{(TypedExtensionConfig, path) -> action}.
     """
     onNoMatch = None
@@ -187,11 +189,8 @@ def _compileCustomInputMatcher(typed, path):
                      for i, c in enumerate(config.cidr_ranges))
 
     def matchIp(value):
-        try:
-            address = ipaddress.ip_address(value)
-        except ValueError:
-            return False
-        return any(address in n for n in networks)
+        address = _ipOf(value)
+        return address is not None and any(address in n for n in networks)
 
     return matchIp
 
@@ -203,7 +202,7 @@ def _compileTree(tree, path, onNoMatch, compileInput, compileAction):
     if which in ("exact_match_map", "prefix_match_map"):
         table = {}
         for key in sorted(getattr(tree, which).map):
-            table[key] = _compileOnMatch(getattr(tree, which).map[key],
+            table[key.encode("utf-8")] = _compileOnMatch(getattr(tree, which).map[key],
                                          "%s.%s.map[%s]" % (path, which, key),
                                          compileInput, compileAction)
         if which == "exact_match_map":
@@ -254,19 +253,15 @@ def _compileIpTree(typed, path, getValue, fallback, compileInput, compileAction)
 
     def matchIp(input):
         value = getValue(input)
-        if value is not None:
-            try:
-                address = ipaddress.ip_address(value)
-            except ValueError:
-                address = None
-            if address is not None:
-                for network, exclusive, onMatch in ranges:
-                    if address in network:
-                        result = onMatch(input)
-                        if result is not None:
-                            return result
-                        if exclusive:
-                            break
+        address = _ipOf(value) if value is not None else None
+        if address is not None:
+            for network, exclusive, onMatch in ranges:
+                if address in network:
+                    result = onMatch(input)
+                    if result is not None:
+                        return result
+                    if exclusive:
+                        break
         return fallback(input)
 
     return matchIp
@@ -282,8 +277,19 @@ def _rbacAction(typed, path):
     return RbacAction(action.name, action.action)
 
 
+def _ipOf(value):
+    try:
+        return ipaddress.ip_address(value.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _text(value):
+    return value.encode("utf-8") if value else None
+
+
 def _port(value):
-    return str(value) if value is not None else None
+    return str(value).encode("ascii") if value is not None else None
 
 
 def _sourceType(input):
@@ -293,7 +299,7 @@ def _sourceType(input):
     if remote is None:
         return None
     if remote.is_loopback or remote == input.ip("localIp"):
-        return "local"
+        return b"local"
     return None
 
 
@@ -301,18 +307,18 @@ def _applicationProtocols(input):
     protocols = input.applicationProtocols
     if not protocols:
         return None
-    return "'" + "','".join(protocols) + "'"
+    return ("'" + "','".join(protocols) + "'").encode("utf-8")
 
 
 _NETWORK_INPUT_GETTERS = {
-    "DestinationIPInput": lambda input: input.localIp,
+    "DestinationIPInput": lambda input: _text(input.localIp),
     "DestinationPortInput": lambda input: _port(input.localPort),
-    "SourceIPInput": lambda input: input.remoteIp,
+    "SourceIPInput": lambda input: _text(input.remoteIp),
     "SourcePortInput": lambda input: _port(input.remotePort),
-    "DirectSourceIPInput": lambda input: input.directRemoteIp,
+    "DirectSourceIPInput": lambda input: _text(input.directRemoteIp),
     "SourceTypeInput": _sourceType,
-    "ServerNameInput": lambda input: input.requestedServerName or None,
-    "TransportProtocolInput": lambda input: input.transportProtocol or None,
+    "ServerNameInput": lambda input: _text(input.requestedServerName),
+    "TransportProtocolInput": lambda input: _text(input.transportProtocol),
     "ApplicationProtocolInput": _applicationProtocols,
 }
 
@@ -336,47 +342,35 @@ def _networkInput(typed, path):
         % (path, typed.typed_config.type_url))
 
 
-def _headerValue(input, name):
-    headers = input.headers
-    if headers is None:
-        return None
-    value = headers.get(name)
-    if value is None:
-        return None
-    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+def _headerInput(name):
+    reader = HeaderMatcher(name, None, present=True)
 
+    def readHeader(input):
+        if input.headers is None:
+            return None
+        values = reader.read(input.headers, input.authority, input.path, input.method)
+        if not values:
+            return None
+        return values[0] if len(values) == 1 else b",".join(values)
 
-def _queryParam(input, name):
-    path = input.path
-    if path is None:
-        return None
-    if isinstance(path, bytes):
-        path = path.decode("utf-8", "surrogateescape")
-    query = path.partition("?")[2].partition("#")[0]
-    for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
-        if key == name:
-            return value
-    return None
+    return readHeader
 
 
 def _httpInput(typed, path):
+    # Envoy 1.40's HTTP RBAC takes request headers and the network inputs
+    # only; even the query parameter input is refused.
     typeName = typeNameOf(typed.typed_config)
     getter = _networkInputGetter(typeName)
     if getter is not None:
         return getter
     if typeName == _HTTP_INPUTS + "HttpRequestHeaderMatchInput":
         config = unpackAny(typed.typed_config, path + ".typed_config")
-        name = config.header_name.lower().encode("latin-1")
-        return lambda input: _headerValue(input, name)
-    if typeName == _HTTP_INPUTS + "HttpRequestQueryParamMatchInput":
-        config = unpackAny(typed.typed_config, path + ".typed_config")
-        param = config.query_param
-        return lambda input: _queryParam(input, param)
+        return _headerInput(config.header_name.lower().encode("utf-8"))
     if typeName.startswith(_NETWORK_INPUTS):
         raise UnsupportedExtension(path + ".typed_config", typeName, typed.name)
     raise ConfigError(
         "%s.typed_config: requirement violation while creating RBAC match tree: "
-        "INVALID_ARGUMENT: RBAC HTTP filter cannot match '%s'"
+        "INVALID_ARGUMENT: RBAC HTTP filter cannot match on '%s'"
         % (path, typed.typed_config.type_url))
 
 

@@ -55,7 +55,13 @@ class Server(MultiService):
         self.startTime = time.time()
         self._state = PRE_INITIALIZING
         self.healthCheckFailed = False
-        self.node = bootstrap.node
+        self.node = node = type(bootstrap.node)()
+        node.CopyFrom(bootstrap.node)
+        # As Envoy fills it in for xDS servers and /server_info.
+        node.user_agent_name = "envoy"
+        major, minor, patch = (int(p) for p in txenvoy.__version__.split("."))
+        v = node.user_agent_build_version.version
+        v.major_number, v.minor_number, v.patch = major, minor, patch
         self.runtime = {}
         from txenvoy.server.drain import DrainManager
 

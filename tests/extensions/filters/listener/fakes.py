@@ -138,10 +138,11 @@ class Harness:
         self.store = StatsStore()
         self.dispatcher = Dispatcher(self.clock, "worker_0", self.store.shard("worker_0"))
 
-    def connect(self, config, peer=("10.0.0.1", 5555), host=("127.0.0.1", 10000)):
+    def connect(self, config, peer=("10.0.0.1", 5555), host=("127.0.0.1", 10000), handle=None):
         """
         Accept one connection on a StringTransport.
 
+        @param handle: what the transport's C{getHandle} returns (a socket).
         @return: C{(connection, transport)}.
         """
         listener = ActiveListener(self.dispatcher, config)
@@ -149,6 +150,8 @@ class Harness:
         conn = listener.buildProtocol(make("TCP", *peer))
         transport = HalfCloseStringTransport(hostAddress=make("TCP", *host),
                                              peerAddress=make("TCP", *peer))
+        if handle is not None:
+            transport.getHandle = lambda: handle
         conn.makeConnection(transport)
         return conn, transport
 

@@ -1,0 +1,103 @@
+"""
+End-to-end: the C{twistd envoy} command line, with Envoy's names, messages
+and exit codes.
+"""
+
+import os
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.e2e.harness import EXAMPLES, REPO, runTwistd
+
+
+class CommandLineTests(SynchronousTestCase):
+
+    def test_pluginIsVisible(self):
+        """twistd finds the C{envoy} subcommand."""
+        self.assertIn("envoy", {p.tapname for p in getPlugins(IServiceMaker)})
+
+    def test_version(self):
+        rc, out, _ = runTwistd(["--version"])
+        self.assertEqual(rc, 0)
+        self.assertIn("version: txenvoy/", out)
+
+    # twistd prints usage errors on stdout, with the usage text.
+
+    def test_unknownFlag(self):
+        rc, out, _ = runTwistd(["--bogus-flag"])
+        self.assertEqual(rc, 1)
+        self.assertIn("--bogus-flag", out)
+
+    def test_unknownMode(self):
+        rc, out, _ = runTwistd(["-c", "conf/demo.yaml", "--mode", "bogus"])
+        self.assertEqual(rc, 1)
+        self.assertIn("error: unknown mode 'bogus'", out)
+
+    def test_badLogLevel(self):
+        rc, out, _ = runTwistd(["-c", "conf/demo.yaml", "-l", "bogus"])
+        self.assertEqual(rc, 1)
+        self.assertIn("error: invalid log level specified 'bogus'", out)
+
+    def test_noConfig(self):
+        rc, out, _ = runTwistd([])
+        self.assertEqual(rc, 1)
+        self.assertIn("At least one of --config-path or --config-yaml", out)
+
+    def test_missingFile(self):
+        rc, _, err = runTwistd(["-c", "/nonexistent.yaml"])
+        self.assertEqual(rc, 1)
+        self.assertIn("Invalid path: /nonexistent.yaml", err)
+        self.assertNotIn("Traceback", err)
+
+    def test_configYamlMergedOverFile(self):
+        """
+        Envoy: --config-yaml is merged over -c; repeated fields are appended
+        (one cluster in each gives two).
+        """
+        extra = ("static_resources: {clusters: [{name: extra, type: STATIC, "
+                 "load_assignment: {cluster_name: extra}}]}")
+        rc, out, err = runTwistd(["--mode", "validate", "-c", "06-tcp-proxy.yaml",
+                                  "--config-yaml", extra], cwd=EXAMPLES)
+        self.assertEqual((rc, out), (0, "configuration '06-tcp-proxy.yaml' OK\n"), err)
+        rc, _, err = runTwistd(["--mode", "validate", "-c", "06-tcp-proxy.yaml",
+                                "--config-yaml", extra.replace("extra", "backend_a")],
+                               cwd=EXAMPLES)
+        self.assertEqual(rc, 1)
+        self.assertIn("duplicate cluster 'backend_a'", err)
+
+    def test_validateNeverBinds(self):
+        """validate mode builds everything but binds nothing: a busy port is fine."""
+        import socket
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        self.addCleanup(busy.close)
+        config = ("static_resources: {listeners: [{name: l, address: {socket_address: "
+                  "{address: 127.0.0.1, port_value: %d}}, filter_chains: [{filters: [{name: e, "
+                  "typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network."
+                  "echo.v3.Echo}}]}]}]}" % (busy.getsockname()[1],))
+        rc, out, err = runTwistd(["--mode", "validate", "--config-yaml", config])
+        self.assertEqual((rc, out), (0, "configuration '' OK\n"), err)
+
+    def test_unsupportedExtensionNamed(self):
+        """A valid Envoy extension txenvoy lacks: exit 1 naming the path and @type."""
+        rc, _, err = runTwistd(["--mode", "validate", "-c", "05-dynamic-fs/envoy.yaml"],
+                               cwd=EXAMPLES)
+        self.assertEqual(rc, 1)
+        self.assertIn("dynamic_resources: unsupported", err)
+
+    def test_invalidCorpus(self):
+        """Every broken config of Envoy's corpus exits 1 with no traceback."""
+        for name in sorted(os.listdir(os.path.join(EXAMPLES, "invalid"))):
+            if not name.endswith(".yaml") or name.startswith("lds-path-missing"):
+                continue
+            rc, out, err = runTwistd(["--mode", "validate", "-c", "invalid/" + name],
+                                     cwd=EXAMPLES)
+            self.assertEqual((rc, out), (1, ""), name)
+            self.assertNotIn("Traceback", err, name)
+            self.assertIn("error initializing configuration 'invalid/%s'" % (name,), err)
+
+
+del REPO
