@@ -290,7 +290,7 @@ class HeaderMatcherTests(SynchronousTestCase):
         """
         self.assertFalse(self.matches("{name: a, string_match: {exact: 'x,y'}}",
                                       [(b"a", b"x"), (b"a", b"y")]))
-        self.assertTrue(self.matches("{name: a, string_match: {exact: y}}",
+        self.assertTrue(self.matches("{name: a, string_match: {exact: 'y'}}",
                                      [(b"a", b"x"), (b"a", b"y")]))
 
     def test_stringMatchIgnoreCase(self):
@@ -310,7 +310,8 @@ class HeaderMatcherTests(SynchronousTestCase):
     def test_badRegex(self):
         e = self.assertRaises(ConfigError, policy, "{header: {name: a, safe_regex_match: "
                               "{regex: '(('}}}")
-        self.assertIn("invalid regex", str(e))
+        self.assertEqual(str(e), "missing ): (( @ rules.policies[p].permissions[0].header."
+                                 "safe_regex_match.regex")
 
     def test_ignoreCaseWithRegex(self):
         """Envoy: "ignore_case has no effect for safe_regex."."""
@@ -686,4 +687,10 @@ class InputTests(SynchronousTestCase):
         self.assertEqual(input.sourceIp, "203.0.113.7")
 
     def test_notAnIp(self):
-        self.assertIsNone(RbacInput(remoteIp="/tmp/sock").ip("remoteIp"))
+        """A Unix socket peer is in no range, and matches no IP input."""
+        input = RbacInput(remoteIp="/tmp/sock")
+        self.assertIsNone(input.ip("remoteIp"))
+        self.assertEqual(policy("{any: true}", "{remote_ip: {address_prefix: '::', "
+                                "prefix_len: 0}}").evaluate(input), (False, None))
+        self.assertEqual(policy("{any: true}", "{not_id: {source_ip: {address_prefix: "
+                                "0.0.0.0, prefix_len: 0}}}").evaluate(input), (True, "p"))

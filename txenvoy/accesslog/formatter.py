@@ -87,7 +87,7 @@ _KNOWN_UNSUPPORTED = frozenset(
     DOWNSTREAM_PEER_CERT_V_START DOWNSTREAM_PEER_CERT_V_END
     DOWNSTREAM_TRANSPORT_FAILURE_REASON DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT_AND_IP
     DOWNSTREAM_PEER_CHAIN_FINGERPRINTS_256 DOWNSTREAM_PEER_CHAIN_SERIALS
-    UNIQUE_ID STREAM_ID TRACE_ID LOCAL_REPLY_BODY ACCESS_LOG_TYPE
+    UNIQUE_ID STREAM_ID TRACE_ID ACCESS_LOG_TYPE
     CUSTOM_FLAGS COMMON_DURATION UPSTREAM_CLUSTER_RAW
     DOWNSTREAM_REMOTE_ADDRESS_ENDPOINT_ID QUERY_PARAM PATH
     """.split()
@@ -526,6 +526,8 @@ _COMMANDS = {
     "PROTOCOL": _simple(lambda si: si.protocol or None),
     "REQUESTED_SERVER_NAME": _simple(lambda si: si.requestedServerName or None),
     "ROUTE_NAME": _simple(lambda si: si.routeName or None),
+    # Set by the HTTP connection manager while it formats a local reply.
+    "LOCAL_REPLY_BODY": _simple(lambda si: getattr(si, "localReplyBody", None)),
     "CONNECTION_ID": _simple(lambda si: si.connectionId or 0),
     "HOSTNAME": _hostname(),
     "REQ": _headerCommand("request"),

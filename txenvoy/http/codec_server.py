@@ -688,11 +688,22 @@ class ServerCodec:
             raise CodecError(400, Details.PATH_NORMALIZATION_FAILED,
                              emptyBody=True, http10=http10)
 
+        # Envoy's shouldCloseConnection: 1.1 closes on a close token, every
+        # other version (served as 1.0) stays open only with a keep-alive
+        # token.
         connection = self._connection
-        if http10:
-            keepAlive = parser.should_keep_alive()
+        if connection is None:
+            keepAlive = not http10
         else:
-            keepAlive = connection is None or b"close" not in connection.lower()
+            connection = connection.lower()
+            if connection == b"keep-alive":
+                keepAlive = True
+            elif connection == b"close":
+                keepAlive = False
+            elif http10:
+                keepAlive = _hasToken(connection, b"keep-alive")
+            else:
+                keepAlive = not _hasToken(connection, b"close")
         # llhttp flags an upgrade only for CONNECT or an Upgrade header.
         upgrade = (isConnect or self._upgradeValue is not None) and parser.should_upgrade()
         headerMap = _newObject(HeaderMap)
@@ -1192,6 +1203,14 @@ def _absoluteUrl(url):
     elif rest[:1] != b"/":
         rest = b"/" + rest
     return rest, authority, scheme
+
+
+def _hasToken(value, token):
+    """Whether the comma-separated C{value} (lower case) has C{token}."""
+    for t in value.split(b","):
+        if t.strip() == token:
+            return True
+    return False
 
 
 def _stripH2c(headers):

@@ -109,7 +109,9 @@ class NetworkFilter(Protocol):
         # Everything else a transport offers (setTcpNoDelay, getHandle,
         # bufferSize...) comes from the real transport.
         transport = self.__dict__.get("transport")
-        if transport is None:
+        # Dunder names (zope's __provides__ among them) stay our own, or the
+        # filter would claim the transport's interfaces instead of its own.
+        if transport is None or name.startswith("__"):
             raise AttributeError(name)
         return getattr(transport, name)
 

@@ -29,6 +29,7 @@ LOG = 2
 
 ACTION_NAMES = {ALLOW: "ALLOW", DENY: "DENY", LOG: "LOG"}
 
+
 def statPrefixJoin(prefix, token):
     """
     Envoy's C{statPrefixJoin}: join with a dot unless C{prefix} is empty or
@@ -69,7 +70,13 @@ def compileCidr(cidr, path):
 
 def _ipMatcher(cidr, path, attribute):
     network = compileCidr(cidr, path)
-    return lambda input: input.ip(attribute) in network
+
+    def matchIp(input):
+        address = input.ip(attribute)
+        # A Unix socket peer has no IP address: no range holds it.
+        return address is not None and address in network
+
+    return matchIp
 
 
 def _pathMatcher(pathMatcher, path):
@@ -152,7 +159,8 @@ def compilePermission(permission, path, network=False):
         port = permission.destination_port
         return lambda input: input.localPort == port
     if which == "destination_port_range":
-        start, end = permission.destination_port_range.start, permission.destination_port_range.end
+        portRange = permission.destination_port_range
+        start, end = portRange.start, portRange.end
         if not 0 <= start <= 65536:
             raise ConfigError("range start %d is out of bounds" % (start,))
         if not 0 <= end <= 65536:
@@ -350,6 +358,7 @@ def peerIdentityOf(transport):
     try:
         cert = getter()
     except Exception:
+        # Before the handshake ends there is no peer to speak of.
         cert = None
     if cert is None:
         return PeerIdentity()

@@ -151,8 +151,9 @@ def _compilePredicate(predicate, path, compileInput):
         return _compileSingle(predicate.single_predicate, path + ".single_predicate",
                               compileInput)
     if which in ("or_matcher", "and_matcher"):
-        parts = tuple(_compilePredicate(p, "%s.%s.predicate[%d]" % (path, which, i), compileInput)
-                      for i, p in enumerate(getattr(predicate, which).predicate))
+        parts = tuple(
+            _compilePredicate(p, "%s.%s.predicate[%d]" % (path, which, i), compileInput)
+            for i, p in enumerate(getattr(predicate, which).predicate))
         if which == "or_matcher":
             return lambda input: any(p(input) for p in parts)
         return lambda input: all(p(input) for p in parts)
@@ -200,11 +201,11 @@ def _compileTree(tree, path, onNoMatch, compileInput, compileAction):
     which = tree.WhichOneof("tree_type")
     fallback = onNoMatch if onNoMatch is not None else (lambda input: None)
     if which in ("exact_match_map", "prefix_match_map"):
+        entries = getattr(tree, which).map
         table = {}
-        for key in sorted(getattr(tree, which).map):
-            table[key.encode("utf-8")] = _compileOnMatch(getattr(tree, which).map[key],
-                                         "%s.%s.map[%s]" % (path, which, key),
-                                         compileInput, compileAction)
+        for key in sorted(entries):
+            table[key.encode("utf-8")] = _compileOnMatch(
+                entries[key], "%s.%s.map[%s]" % (path, which, key), compileInput, compileAction)
         if which == "exact_match_map":
             def matchExact(input):
                 value = getValue(input)

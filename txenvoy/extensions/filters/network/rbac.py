@@ -46,6 +46,9 @@ class RbacFilter(NetworkFilter):
     """
 
     allowed = None
+    # Set once a one-time check allowed the connection: bytes then go
+    # straight on.
+    _passThrough = False
     _shadowChecked = False
     _input = None
     _delayTimer = None
@@ -56,7 +59,7 @@ class RbacFilter(NetworkFilter):
         self.stats = config.statsFor(connection.dispatcher)
 
     def dataReceived(self, data):
-        if self._check():
+        if self._passThrough or self._check():
             self.next.dataReceived(data)
 
     def readConnectionLost(self):
@@ -99,11 +102,13 @@ class RbacFilter(NetworkFilter):
         if engine is None:
             # No enforcing policy: everything is allowed, nothing counted.
             self.allowed = True
+            self._passThrough = not continuous
             return True
         allowed, policy = engine.evaluate(self._input)
         self.allowed = allowed
         if allowed:
             stats.allowed.inc()
+            self._passThrough = not continuous
             return True
         stats.denied.inc()
         self.connection.streamInfo.connectionTerminationDetails = (

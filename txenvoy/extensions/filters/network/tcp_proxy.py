@@ -98,9 +98,11 @@ class TcpProxyFilter(Protocol):
         self.streamInfo = connection.streamInfo
         self._attempts = 0
         self._pending = []
+        # Envoy counts the connection when the filter is created, so one
+        # closed by an earlier filter (a rate limiter) still counts.
+        self.stats.downstream_cx_total.inc()
 
     def connectionMade(self):
-        self.stats.downstream_cx_total.inc()
         clusterName = self.config.pickCluster()
         cluster = self.dispatcher.clusterManager.getThreadLocalCluster(clusterName)
         if cluster is None:

@@ -1,0 +1,270 @@
+# -*- test-case-name: tests.http.test_conn_manager -*-
+"""
+The HTTP filter API (Envoy's C{Http::StreamDecoderFilter},
+C{StreamEncoderFilter} and their callbacks).
+
+An HTTP filter extension registers a factory for its C{@type} in the
+category L{txenvoy.config.registry.Category.HTTP_FILTER}; the factory
+provides L{txenvoy.interfaces.IHttpFilterFactory} and is built once, when
+the config loads. For every request the connection manager calls
+C{factory.createFilter(callbacks)} with that filter's
+L{IStreamFilterCallbacks} and gets back the filter for the stream::
+
+    from txenvoy.config.registry import Category, extension
+    from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
+
+    class AddHeader(PassThroughFilter):
+        def decodeHeaders(self, headers, endStream):
+            headers.headers.add(b"x-seen", b"1")
+            return FilterHeadersStatus.Continue
+
+    class AddHeaderFactory:
+        terminal = False
+        def createFilter(self, callbacks):
+            return AddHeader(callbacks)
+
+    @extension(Category.HTTP_FILTER, "my.pkg.v1.AddHeader")
+    def create(message, context):
+        return AddHeaderFactory()
+
+A filter takes part in the request (decode) direction if it has
+C{decodeHeaders}, and in the response (encode) direction if it has
+C{encodeHeaders}; a L{PassThroughFilter} subclass that overrides only one
+side is left out of the other, so it costs nothing there. Decoder filters
+run in config order, encoder filters in reverse order, as in Envoy.
+
+Request heads are L{txenvoy.http.headers.RequestHeaders} (C{method},
+C{path}, C{authority} as attributes; other headers in C{.headers}, a
+L{txenvoy.http.headers.HeaderMap} with lower-case C{bytes} names); response
+heads are L{txenvoy.http.headers.ResponseHeaders} (C{status}, C{.headers}).
+Bodies are C{bytes}.
+
+Statuses (Envoy's meaning):
+
+ - C{decodeHeaders}/C{encodeHeaders} return L{FilterHeadersStatus}:
+   C{Continue}, or C{StopIteration} (later filters do not see the headers
+   until the filter calls C{continueDecoding()} / C{continueEncoding()}; body
+   data still reaches this filter, and a C{Continue} from its C{decodeData}
+   releases the headers too), or C{StopAllIterationAndBuffer} (headers and
+   body wait, body buffered, until C{continue...()}).
+ - C{decodeData}/C{encodeData} return L{FilterDataStatus}: C{Continue},
+   C{StopIterationAndBuffer} (keep this data and what follows for later
+   filters until C{continue...()}), C{StopIterationAndWatermark} (the same),
+   or C{StopIterationNoBuffer} (the filter took the data; nothing is
+   passed on).
+ - C{decodeTrailers}/C{encodeTrailers} return L{FilterTrailersStatus}.
+
+A filter may also have C{onDestroy()}, called once when the stream ends.
+"""
+
+from zope.interface import Attribute, Interface
+
+__all__ = [
+    "FilterHeadersStatus", "FilterDataStatus", "FilterTrailersStatus",
+    "IStreamFilterCallbacks", "PassThroughFilter", "LocalReplyDetails",
+]
+
+
+class FilterHeadersStatus:
+    """What C{decodeHeaders} / C{encodeHeaders} return."""
+
+    Continue = 0
+    StopIteration = 1
+    StopAllIterationAndBuffer = 3
+    StopAllIterationAndWatermark = 4
+
+
+class FilterDataStatus:
+    """What C{decodeData} / C{encodeData} return."""
+
+    Continue = 0
+    StopIterationAndBuffer = 1
+    StopIterationAndWatermark = 2
+    StopIterationNoBuffer = 3
+
+
+class FilterTrailersStatus:
+    """What C{decodeTrailers} / C{encodeTrailers} return."""
+
+    Continue = 0
+    StopIteration = 1
+
+
+class LocalReplyDetails:
+    """Envoy's C{%RESPONSE_CODE_DETAILS%} for the replies txenvoy itself sends."""
+
+    ROUTE_NOT_FOUND = "route_not_found"
+    CLUSTER_NOT_FOUND = "cluster_not_found"
+    DIRECT_RESPONSE = "direct_response"
+    NO_HEALTHY_UPSTREAM = "no_healthy_upstream"
+    UPSTREAM_OVERFLOW = "upstream_reset_before_response_started{overflow}"
+    UPSTREAM_TIMEOUT = "upstream_response_timeout"
+    UPSTREAM_PER_TRY_TIMEOUT = "upstream_per_try_timeout"
+    STREAM_IDLE_TIMEOUT = "stream_idle_timeout"
+    REQUEST_OVERALL_TIMEOUT = "request_overall_timeout"
+    REQUEST_HEADER_TIMEOUT = "request_header_timeout"
+    MAX_DURATION_TIMEOUT = "max_duration_timeout"
+    UPGRADE_FAILED = "upgrade_failed"
+    VIA_UPSTREAM = "via_upstream"
+    PATH_NORMALIZATION_FAILED = "path_normalization_failed"
+    REQUEST_PAYLOAD_TOO_LARGE = "request_payload_too_large"
+    RESPONSE_PAYLOAD_TOO_LARGE = "response_payload_too_large"
+    FILTER_CHAIN_NOT_FOUND = "filter_chain_not_found"
+
+
+class IStreamFilterCallbacks(Interface):
+    """
+    What the connection manager gives each HTTP filter of a stream (Envoy's
+    C{StreamDecoderFilterCallbacks} and C{StreamEncoderFilterCallbacks} in
+    one object). Only use it on the worker thread that runs the stream.
+    """
+
+    streamInfo = Attribute(
+        "The request's L{txenvoy.network.stream_info.StreamInfo} (response "
+        "flags, addresses, filterState for data shared between filters).")
+    connection = Attribute("The L{txenvoy.network.connection.ServerConnection}.")
+    dispatcher = Attribute("The worker's dispatcher (C{.reactor}, C{.stats}, "
+                           "C{.clusterManager}).")
+    streamId = Attribute("An integer unique on this worker.")
+    filterConfigName = Attribute(
+        "The filter's C{name} in C{http_filters}, the key of its "
+        "C{typed_per_filter_config} entries.")
+    requestHeaders = Attribute("The request head, or C{None} before it.")
+    responseHeaders = Attribute("The response head, or C{None} before it.")
+
+    def route():
+        """
+        @return: the L{txenvoy.http.route_table.RouteMatch} of the request,
+            resolved once and cached, or C{None} when nothing matches.
+        """
+
+    def clearRouteCache():
+        """Forget the cached route (after changing what routing reads)."""
+
+    def continueDecoding():
+        """Resume the request direction after this filter stopped it."""
+
+    def continueEncoding():
+        """Resume the response direction after this filter stopped it."""
+
+    def sendLocalReply(code, body=b"", modifyHeaders=None, details=""):
+        """
+        Answer the request from here, as Envoy's C{sendLocalReply}: the
+        C{local_reply_config} mappers and body format apply, the reply goes
+        through every encoder filter, and the request direction stops.
+        After the response started this resets the stream instead.
+
+        @param code: the HTTP status (int).
+        @param body: C{bytes}; a non-empty body gets
+            C{content-type: text/plain}.
+        @param modifyHeaders: C{None} or C{f(responseHeaders)}, called
+            before the body headers are added.
+        @param details: Envoy's response code details.
+        """
+
+    def encodeHeaders(headers, endStream):
+        """
+        Send a response head from a decoder filter (the router does): it
+        goes through every encoder filter.
+        """
+
+    def encodeData(data, endStream):
+        """Send response body bytes from a decoder filter."""
+
+    def encodeTrailers(trailers):
+        """End the response with trailers from a decoder filter."""
+
+    def resetStream():
+        """Abandon the stream (HTTP/1: the connection is closed)."""
+
+    def decodingBuffer():
+        """The request body this filter holds buffered, C{bytes} or C{None}."""
+
+    def bufferLimit():
+        """The stream's buffer limit in bytes (the listener's
+        C{per_connection_buffer_limit_bytes})."""
+
+    def callLater(delay, f):
+        """
+        A cheap timer tied to the stream's connection.
+
+        @return: an object with C{cancel()}.
+        """
+
+    def onDecoderFilterAboveWriteBufferHighWatermark():
+        """The filter cannot take more request data: stop reading downstream."""
+
+    def onDecoderFilterBelowWriteBufferLowWatermark():
+        """Read downstream again (each call matches one of the above)."""
+
+    def addDownstreamWatermarkCallbacks(callbacks):
+        """
+        Be told when the downstream connection cannot take more response
+        bytes: C{callbacks.onAboveWriteBufferHighWatermark()} and
+        C{onBelowWriteBufferLowWatermark()}. Removed when the stream ends.
+        """
+
+    def removeDownstreamWatermarkCallbacks(callbacks):
+        """Undo L{addDownstreamWatermarkCallbacks}."""
+
+
+class PassThroughFilter:
+    """
+    A filter that lets everything through (Envoy's C{PassThroughFilter});
+    subclass it and override what you need. Only the overridden direction
+    is run.
+
+    @ivar callbacks: the filter's L{IStreamFilterCallbacks}.
+    """
+
+    def __init__(self, callbacks):
+        self.callbacks = callbacks
+
+    def decodeHeaders(self, headers, endStream):
+        return FilterHeadersStatus.Continue
+
+    def decodeData(self, data, endStream):
+        return FilterDataStatus.Continue
+
+    def decodeTrailers(self, trailers):
+        return FilterTrailersStatus.Continue
+
+    def encodeHeaders(self, headers, endStream):
+        return FilterHeadersStatus.Continue
+
+    def encodeData(self, data, endStream):
+        return FilterDataStatus.Continue
+
+    def encodeTrailers(self, trailers):
+        return FilterTrailersStatus.Continue
+
+    def onDestroy(self):
+        pass
+
+
+_roles = {}
+
+
+def filterRoles(filter_):
+    """
+    @return: C{(isDecoder, isEncoder)} for a filter, decided once per
+        class: a method counts when it exists and is not
+        L{PassThroughFilter}'s own pass-through.
+    """
+    cls = type(filter_)
+    roles = _roles.get(cls)
+    if roles is None:
+        decoder = any(
+            getattr(cls, name, None) is not None
+            and getattr(cls, name) is not getattr(PassThroughFilter, name)
+            for name in ("decodeHeaders", "decodeData", "decodeTrailers"))
+        encoder = any(
+            getattr(cls, name, None) is not None
+            and getattr(cls, name) is not getattr(PassThroughFilter, name)
+            for name in ("encodeHeaders", "encodeData", "encodeTrailers"))
+        if decoder and getattr(cls, "decodeHeaders", None) is None:
+            decoder = False
+        if encoder and getattr(cls, "encodeHeaders", None) is None:
+            encoder = False
+        roles = _roles[cls] = (decoder, encoder)
+    return roles
