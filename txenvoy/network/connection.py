@@ -46,6 +46,8 @@ class ServerConnection(Protocol):
     _buffer = b""
     _timer = None
     _closed = False
+    _filterIndex = None
+    _waitingForData = False
 
     def __init__(self, listener, remoteAddress):
         self.listener = listener
@@ -93,15 +95,13 @@ class ServerConnection(Protocol):
         while self._filterIndex + 1 < len(self._filters):
             self._filterIndex += 1
             f = self._filters[self._filterIndex]
-            if not f.onAccept(self):
-                if self._closed or self.transport.disconnecting:
-                    return
-                self._waitingForData = True
-                if f.maxReadBytes and self._buffer and f.onData(self._buffer):
-                    self._waitingForData = False
-                    continue
-                if self._closed or self.transport.disconnecting:
-                    return
+            if f.onAccept(self):
+                continue
+            if self._closed or self.transport.disconnecting:
+                return
+            # Stopped: decide now on what was already read, else wait for more.
+            if not (f.maxReadBytes and self._buffer and f.onData(self._buffer)):
+                self._waitingForData = not (self._closed or self.transport.disconnecting)
                 return
         self._endListenerFilters()
         self._newConnection()
@@ -142,8 +142,6 @@ class ServerConnection(Protocol):
         if self._filterIndex is not None:
             self.listener.stats.downstream_pre_cx_active.dec()
             self._filterIndex = None
-
-    _filterIndex = None
 
     def _onListenerFiltersTimeout(self):
         self._timer = None
