@@ -118,3 +118,31 @@ def _refused(port):
         return False
     except OSError:
         return True
+
+
+class LoggingTests(SynchronousTestCase):
+
+    def test_logPathAndAdminAccessLog(self):
+        """
+        --log-path gets the application log (Envoy's layout); the admin's own
+        access_log records admin requests.
+        """
+        tmp = tempfile.mkdtemp(prefix="txenvoy-log-")
+        logPath = os.path.join(tmp, "app.log")
+        adminLog = os.path.join(tmp, "admin.log")
+        adminPort = freePort()
+        config = l4Config(adminPort, [], [])
+        config["admin"]["access_log"] = [{
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": adminLog}}]
+        envoy = Envoy(config, args=("--log-path", logPath, "--file-flush-interval-msec", "100"),
+                      adminPort=adminPort)
+        self.addCleanup(envoy.stop)
+        envoy.waitReady()
+        self.assertTrue(waitFor(lambda: "[info][main] starting main dispatch loop"
+                                in fileContents(logPath)), fileContents(logPath))
+        envoy.admin("/stats?filter=server")
+        self.assertTrue(waitFor(lambda: '"GET /stats?filter=server HTTP/1.1" 200'
+                                in fileContents(adminLog)), fileContents(adminLog))
