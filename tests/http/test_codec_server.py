@@ -823,6 +823,28 @@ class Http10Tests(CodecTestMixin, SynchronousTestCase):
         self.assertEqual(len(self.callbacks.decoders), 2)
         self.assertTrue(self.transport.disconnecting)
 
+    def test_keepAliveTokens(self):
+        """
+        Envoy's shouldCloseConnection: HTTP/1.0 stays open with a keep-alive
+        token (even beside close); HTTP/1.2, served as 1.0, closes without
+        one.
+        """
+        out = self.feed(b"GET / HTTP/1.0\r\nConnection: Keep-Alive, close\r\n\r\n",
+                        acceptHttp10=True)
+        self.assertTrue(out.endswith(b"connection: keep-alive\r\n\r\nok"), out)
+        self.assertFalse(self.transport.disconnecting)
+        out = self.feed(b"GET / HTTP/1.2\r\nHost: a\r\n\r\nGET / HTTP/1.2\r\nHost: a\r\n\r\n",
+                        acceptHttp10=True)
+        self.assertTrue(out.endswith(b"connection: close\r\n\r\nok"), out)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(len(self.callbacks.decoders), 1)
+
+    def test_http11CloseToken(self):
+        """HTTP/1.1 closes on a close token among others."""
+        out = self.feed(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: TE, Close\r\n\r\n")
+        self.assertTrue(out.endswith(b"connection: close\r\n\r\nok"), out)
+        self.assertTrue(self.transport.disconnecting)
+
     def test_otherVersionsServedAs10(self):
         """Envoy serves HTTP/0.9, 1.2 and 2.0 as HTTP/1.0 when 1.0 is accepted."""
         for data in (b"GET /\r\n\r\n", b"GET / HTTP/1.2\r\nHost: a\r\n\r\n",

@@ -125,6 +125,7 @@ def localReply(status, date, serverName, emptyBody=False, http10=False):
 # a 400 with http1.codec_error.
 _PARSER_ERRORS = [
     ("can't be present with", 400, Details.CONTENT_LENGTH_AND_CHUNKED),
+    ("Invalid HTTP version", 426, Details.LOW_VERSION),
     ("Transfer-Encoding", 501, Details.INVALID_TRANSFER_ENCODING),
     ("Invalid header value char", 400, Details.INVALID_CHARACTERS),
 ]

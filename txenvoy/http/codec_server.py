@@ -100,11 +100,16 @@ _UNDERSCORE_ACTIONS = ("ALLOW", "REJECT_REQUEST", "DROP_HEADER")
 _REPLAY_LIMIT = 256 * 1024
 
 
-def _newParser(protocol):
+def _newParser(protocol, anyVersion=False):
+    """
+    A request parser for C{protocol}. Whether a connection stays open is
+    the codec's decision (Envoy's rules), not llhttp's. C{anyVersion} lets
+    request lines such as HTTP/1.2 parse (Envoy answers them 426, or serves
+    them as 1.0); the fast path's parser accepts 0.9, 1.0, 1.1 and 2.0 only
+    and hands the others to a replay.
+    """
     parser = HttpRequestParser(protocol)
-    # Let HTTP/1.2, 2.0 and 0.9 request lines parse: Envoy answers them 426,
-    # or serves them as 1.0, rather than 400.
-    parser.set_dangerous_leniencies(lenient_version=True)
+    parser.set_dangerous_leniencies(lenient_version=anyVersion, lenient_keep_alive=True)
     return parser
 
 
@@ -452,6 +457,7 @@ class ServerCodec:
         self._out = []
         self._loseAfterFlush = False
         self._closed = False        # the connection is to close: no new work
+        self._stopAtNext = False    # parse no further request
         self._lost = False          # loseConnection called, or connection lost
         self._readDisableCount = 0
         self._waitingForResponse = False
@@ -489,6 +495,7 @@ class ServerCodec:
         never reached C{newStream}.
         """
         self._closed = True
+        self._stopAtNext = True
         self._lost = True
         self._parsing = False
         self._pending.clear()
@@ -533,7 +540,7 @@ class ServerCodec:
     # -- parser callbacks ---------------------------------------------------
 
     def on_message_begin(self):
-        if self._closed:
+        if self._stopAtNext:
             raise _StopParsing()
         self._inHead = True
         self._idle = False
@@ -572,7 +579,8 @@ class ServerCodec:
                 self._extraCount += 1
                 return
             if kind == _CONNECTION:
-                self._connection = value
+                self._connection = value if self._connection is None else (
+                    self._connection + b"," + value)
                 self._headers.append((b"connection", value))
                 return
             self._special(kind, value)
@@ -621,7 +629,8 @@ class ServerCodec:
             self._contentLength = value
             self._headers.append((b"content-length", value))
         elif kind == _CONNECTION:
-            self._connection = value
+            self._connection = value if self._connection is None else (
+                self._connection + b"," + value)
             self._headers.append((b"connection", value))
         else:
             self._upgradeValue = value
@@ -646,13 +655,16 @@ class ServerCodec:
         url = self._url
         cl = self._contentLength
         te = self._transferEncoding
+        connection = self._connection
         isConnect = method == b"CONNECT"
         if isConnect and cl is not None and cl != b"0":
             raise CodecError(400, Details.BODY_DISALLOWED)
         if te is not None and (isConnect or te.lower() != b"chunked"):
             raise CodecError(501, Details.INVALID_TRANSFER_ENCODING)
-        if self._connection is not None:
-            self._sanitizeConnection(headers, self._connection.lower())
+        if connection is not None:
+            connection = connection.lower()
+            if connection != b"keep-alive" and connection != b"close":
+                self._sanitizeConnection(headers, connection)
 
         authority = self._host
         scheme = None
@@ -666,12 +678,34 @@ class ServerCodec:
         else:
             path, authority, scheme = _absoluteUrl(url)
 
-        if parser.get_http_version() == "1.1":
+        # Envoy's shouldCloseConnection: 1.1 closes on a close token; every
+        # other version is served as 1.0 and stays open only with a
+        # keep-alive token.
+        if connection is None:
+            hasClose = hasKeepAlive = False
+        elif connection == b"keep-alive":
+            hasClose, hasKeepAlive = False, True
+        elif connection == b"close":
+            hasClose, hasKeepAlive = True, False
+        else:
+            hasClose = _hasToken(connection, b"close")
+            hasKeepAlive = _hasToken(connection, b"keep-alive")
+        if self._forwarder is None and hasClose == hasKeepAlive:
+            # The fast parser accepts only 0.9, 1.0, 1.1 and 2.0, and
+            # llhttp's keep-alive answer then tells 1.1 from the others
+            # unless exactly one of the two tokens is present; that is
+            # cheaper than asking for the version string.
+            http11 = parser.should_keep_alive() != hasClose
+        else:
+            http11 = parser.get_http_version() == "1.1"
+        if http11:
             version = "HTTP/1.1"
             http10 = False
+            keepAlive = not hasClose
         elif self._acceptHttp10:
             version = "HTTP/1.0"
             http10 = True
+            keepAlive = hasKeepAlive
             if authority is None:
                 authority = self._defaultHost
         else:
@@ -688,47 +722,36 @@ class ServerCodec:
             raise CodecError(400, Details.PATH_NORMALIZATION_FAILED,
                              emptyBody=True, http10=http10)
 
-        # Envoy's shouldCloseConnection: 1.1 closes on a close token, every
-        # other version (served as 1.0) stays open only with a keep-alive
-        # token.
-        connection = self._connection
-        if connection is None:
-            keepAlive = not http10
-        else:
-            connection = connection.lower()
-            if connection == b"keep-alive":
-                keepAlive = True
-            elif connection == b"close":
-                keepAlive = False
-            elif http10:
-                keepAlive = _hasToken(connection, b"keep-alive")
-            else:
-                keepAlive = not _hasToken(connection, b"close")
-        # llhttp flags an upgrade only for CONNECT or an Upgrade header.
-        upgrade = (isConnect or self._upgradeValue is not None) and parser.should_upgrade()
         headerMap = _newObject(HeaderMap)
         headerMap._entries = headers
         request = RequestHeaders(method, path, authority, scheme, version, headerMap)
-        stream = ResponseEncoder(self)
+        stream = _newObject(ResponseEncoder)
+        stream._codec = self
         if http10:
             stream._http10 = True
         if not keepAlive:
+            # Envoy answers this request and closes: what follows is ignored.
             request.keepAlive = False
             stream._keepAlive = False
             stream._closeAfter = True
+            self._stopAtNext = True
         if method == b"HEAD":
             stream._isHead = True
-        if upgrade:
-            kind = b"connect" if isConnect else (self._upgradeValue or b"").lower()
+        # llhttp flags an upgrade only for CONNECT or an Upgrade header.
+        if (isConnect or self._upgradeValue is not None) and parser.should_upgrade():
+            kind = b"connect" if isConnect else self._upgradeValue.lower()
             if kind == b"h2c":
                 # Envoy ignores h2c upgrades: strip them, serve HTTP/1.1.
                 _stripH2c(headers)
                 upgrade = False
                 self._h2cBody = te is not None or (cl is not None and cl != b"0")
             else:
+                upgrade = True
                 request.upgrade = kind
                 stream._upgrade = True
                 stream._isConnect = isConnect
+        else:
+            upgrade = False
 
         if te is not None:
             request.chunked = True
@@ -909,7 +932,7 @@ class ServerCodec:
         self._savedFirst = b""
         self._savedMore = None
         self._forwarder = _Forwarder(self, self._completedSinceSaved)
-        self._parser = _newParser(self._forwarder)
+        self._parser = _newParser(self._forwarder, anyVersion=True)
         self._carry = b""
         self._lineState = _LINE_EMPTY
         self._inHead = False
@@ -1018,7 +1041,7 @@ class ServerCodec:
             # llhttp skipped the body: a fresh parser gets a made-up head
             # with the request's framing, then the real bytes.
             self._forwarder = _Forwarder(self, skipHead=True)
-            self._parser = _newParser(self._forwarder)
+            self._parser = _newParser(self._forwarder, anyVersion=True)
             self._savedFirst = b""
             if self._bodyRemaining >= 0:
                 head = b"POST / HTTP/1.1\r\ncontent-length: %d\r\n\r\n" % (
@@ -1157,6 +1180,7 @@ class ServerCodec:
 
     def _loseConnection(self):
         self._closed = True
+        self._stopAtNext = True
         if self._lost:
             return
         if self._batching:

@@ -42,6 +42,10 @@ class ServerConnection(Protocol):
 
     filterChain = None
     head = None
+    # Set by a TLS transport socket: its SslConnectionInfo, and the
+    # negotiated ALPN protocol (str) once the handshake is done.
+    ssl = None
+    negotiatedProtocol = None
     _counted = False
     _buffer = b""
     _timer = None
@@ -111,7 +115,8 @@ class ServerConnection(Protocol):
         self._buffer = self._buffer[n:]
 
     def setRequestedServerName(self, name):
-        self.streamInfo.requestedServerName = name
+        # Envoy's socket keeps the requested server name in lower case.
+        self.streamInfo.requestedServerName = name.lower()
 
     def setDetectedTransportProtocol(self, protocol):
         self.transportProtocol = protocol
@@ -129,9 +134,11 @@ class ServerConnection(Protocol):
         self.streamInfo.downstreamLocalAddress = address
 
     def closeSocket(self):
-        """A listener filter rejects the connection (reset, as Envoy does)."""
+        """
+        A listener filter rejects the connection (reset, as Envoy does;
+        Envoy 1.40 counts no listener stat for it).
+        """
         self._endListenerFilters()
-        self.listener.stats.downstream_listener_filter_error.inc()
         self.transport.abortConnection()
 
     def _endListenerFilters(self):

@@ -96,6 +96,7 @@ class StreamInfo:
         self.connectionTerminationDetails = None
         self._flags = None
         self.filterState = {}
+        self.dynamicMetadata = {}
 
     def setResponseFlag(self, flag):
         if self._flags is None:

@@ -65,8 +65,8 @@ def compileListener(proto, path="static_resources.listeners[0]"):
             transport = context.createExtension(Category.TRANSPORT_SOCKET_DOWNSTREAM,
                                                 fc.transport_socket, p + ".transport_socket")
         echoes[fc.name or i] = factory = RecorderFactory(Echo)
-        chains.append(FilterChain(fc.name, [factory], transport,
-                                  FilterChainMatch(fc.filter_chain_match, p + ".filter_chain_match")))
+        match = FilterChainMatch(fc.filter_chain_match, p + ".filter_chain_match")
+        chains.append(FilterChain(fc.name, [factory], transport, match))
     return FakeListenerConfig(chains, filters), echoes
 
 

@@ -11,9 +11,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import json_format
 from OpenSSL import SSL
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
@@ -319,6 +320,43 @@ class HalfCloseTests(TlsTestCase):
         conn.readConnectionLost()
         self.assertTrue(head.readClosed)
         self.assertTrue(transport.disconnecting)
+
+    def test_closeWithProducerRegistered(self):
+        """
+        tcp_proxy registers the upstream as producer and later calls
+        C{loseConnection}: close_notify goes out and the socket closes at
+        once, as a TCP transport would (Twisted's TLS would wait for
+        C{unregisterProducer}).
+        """
+        conn, transport, client = self.handshake(tlsSocket(), cls=Recorder)
+        head = self.factory.built[0]
+
+        @implementer(IPushProducer)
+        class Upstream:
+            def pauseProducing(self):
+                pass
+
+            def resumeProducing(self):
+                pass
+
+            def stopProducing(self):
+                pass
+
+        head.transport.registerProducer(Upstream(), True)
+        head.transport.write(b"last words")
+        head.transport.loseConnection()
+        self.assertTrue(transport.disconnecting)
+        client.pump(conn, transport, self.h.clock)
+        self.assertEqual(client.data(), b"last words")
+        self.assertTrue(client.closedByPeer)
+        head.transport.write(b"after close")
+        client.pump(conn, transport, self.h.clock)
+        self.assertEqual(client.data(), b"last words")
+
+    def test_closeBeforeHandshake(self):
+        conn, transport = self.accept(tlsSocket(), Recorder)
+        self.factory.built[0].transport.loseConnection()
+        self.assertTrue(transport.disconnected)
 
     def test_writesAfterWriteCloseDropped(self):
         conn, transport, client = self.handshake(tlsSocket(), cls=Recorder)

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import attr
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL, crypto
@@ -173,7 +174,7 @@ def loadTlsCertificate(tlsCertificate, path):
         # certificate, which is what OpenSSL-based servers rely on.
         key = serialization.load_pem_private_key(
             keyData, password, unsafe_skip_rsa_key_validation=True)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise ConfigError("%s.private_key: Failed to load private key from %s, Cause: %s"
                           % (path, keySource, e))
     leaf = certificates[0]
@@ -761,6 +762,7 @@ class DownstreamTlsProtocol(BufferingTLSTransport):
     _readClosed = False
     _writeClosed = False
     _closeWritePending = False
+    _closeNotifySent = False
     _peerFinished = False
     _failureCounted = False
     _chainFailed = False
@@ -909,7 +911,7 @@ class DownstreamTlsProtocol(BufferingTLSTransport):
     # Writing, with loseWriteConnection as close_notify then FIN.
 
     def _write(self, data):
-        if self._writeClosed and not self._closeWritePending:
+        if self._closeNotifySent or (self._writeClosed and not self._closeWritePending):
             return
         BufferingTLSTransport._write(self, data)
 
@@ -936,13 +938,14 @@ class DownstreamTlsProtocol(BufferingTLSTransport):
             self._closeWritePending = False
             self._sendCloseNotify()
 
-    def _sendCloseNotify(self):
+    def _sendCloseNotify(self, close=False):
+        self._closeNotifySent = True
         try:
             self._tlsConnection.shutdown()
         except Error:
             pass
         self._flushSendBIO()
-        if self._readClosed:
+        if close or self._readClosed:
             self.transport.loseConnection()
         else:
             self.transport.loseWriteConnection()
@@ -954,10 +957,23 @@ class DownstreamTlsProtocol(BufferingTLSTransport):
             p.writeConnectionLost()
 
     def loseConnection(self):
-        if self._writeClosed:
+        """
+        Send what is buffered and C{close_notify}, then close the socket
+        without waiting for the client's C{close_notify} (Envoy's close
+        with C{FlushWrite}). As with a TCP transport, a registered producer
+        does not hold the close back.
+        """
+        if self.disconnecting or not self.connected:
+            return
+        if self._writeClosed and not self._closeWritePending:
             # close_notify and FIN are out already; only the socket is left.
             self.disconnecting = True
             self.transport.loseConnection()
+            return
+        if self._handshakeDone and not self._appSendBuffer:
+            self._aggregator.flush()
+            self.disconnecting = True
+            self._sendCloseNotify(close=True)
             return
         BufferingTLSTransport.loseConnection(self)
         if self._peerFinished:

@@ -173,6 +173,11 @@ class InspectorTests(SynchronousTestCase):
         self.assertEqual(self.stat("alpn_not_found"), 1)
         self.assertEqual(self.stat("tls_found"), 1)
 
+    def test_serverNameLowerCase(self):
+        """Envoy's socket keeps the requested server name in lower case."""
+        self.conn.dataReceived(records(handBuiltClientHello(sniExtension("A.Example.COM"))))
+        self.assertEqual(self.conn.streamInfo.requestedServerName, "a.example.com")
+
     def test_splitAcrossReads(self):
         data = clientHelloBytes(b"split.example.com")
         self.conn.dataReceived(data[:3])

@@ -14,6 +14,14 @@ from txenvoy.interfaces import IListenerFilter, IListenerFilterFactory
 from txenvoy.network.tls_parse import TLS_MAX_CLIENT_HELLO, ClientHelloParser, ParseState
 
 
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_LOWER_TABLE = str.maketrans(_UPPER, _UPPER.lower())
+
+
+def _asciiLower(text):
+    return text.translate(_LOWER_TABLE)
+
+
 class TlsInspectorStats:
     """The C{tls_inspector.*} stats of one worker."""
 
@@ -57,7 +65,8 @@ class TlsInspector:
             hello = parser.clientHello
             if hello.serverName:
                 stats.sni_found.inc()
-                callbacks.setRequestedServerName(hello.serverName)
+                # Envoy's socket keeps the requested server name in lower case.
+                callbacks.setRequestedServerName(_asciiLower(hello.serverName))
             else:
                 stats.sni_not_found.inc()
             if hello.alpnProtocols:

@@ -8,6 +8,11 @@ write buffer passes the buffer limit the other side stops reading (Envoy's
 watermarks, with the low watermark at zero). Half-close is carried both
 ways: a FIN from one side becomes a FIN to the other, and the connection
 pair closes once both directions are done.
+
+A plain TCP connection with no other filter takes the fast path once the
+upstream is connected: L{txenvoy.network.splice} moves its bytes in the
+kernel and reports byte counts and FINs back here, so stats, access logs
+and half-close are those of the ordinary path.
 """
 
 import random
@@ -20,6 +25,7 @@ from zope.interface import implementer
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import INetworkFilterFactory
+from txenvoy.network import splice
 from txenvoy.network.stream_info import ResponseFlag
 
 log = Logger(namespace="filter")
@@ -89,6 +95,7 @@ class TcpProxyFilter(Protocol):
     _idleTimer = None
     _durationTimer = None
     _active = False
+    _splice = None
 
     def __init__(self, config, connection):
         self.config = config
@@ -143,6 +150,17 @@ class TcpProxyFilter(Protocol):
         self._connected = True
         self.upstream = upstream
         transport = self.transport
+        if (not self._downstreamReadClosed
+                and splice.eligible(self.connection, transport, upstream.transport)):
+            self._splice = splice.SplicePump(self.dispatcher.reactor, transport,
+                                             upstream.transport, self)
+            # Read-ahead goes out through the transport; the pump waits
+            # for it to be written before it takes the sockets.
+            if self._pending:
+                upstream.writeSequence(self._pending)
+            self._pending = None
+            self._splice.start()
+            return
         # Each side produces for the other: back-pressure both ways.
         upstream.registerProducer(_CountingProducer(transport, self.stats), True)
         transport.registerProducer(upstream.transport, True)
@@ -182,6 +200,52 @@ class TcpProxyFilter(Protocol):
         if not self._closed:
             self._closeDownstream()
 
+    # Splice callbacks (the fast path's reads, FINs and pauses).
+
+    def onSpliceBytes(self, fromDownstream, toDownstream):
+        self._active = True
+        clusterStats = self.cluster.stats
+        if fromDownstream:
+            self.streamInfo.bytesReceived += fromDownstream
+            self.stats.downstream_cx_rx_bytes_total.inc(fromDownstream)
+            clusterStats.upstream_cx_tx_bytes_total.inc(fromDownstream)
+        if toDownstream:
+            self.streamInfo.bytesSent += toDownstream
+            self.stats.downstream_cx_tx_bytes_total.inc(toDownstream)
+            clusterStats.upstream_cx_rx_bytes_total.inc(toDownstream)
+
+    def onSpliceReadClosed(self, fromDownstream):
+        if fromDownstream:
+            self._downstreamReadClosed = True
+        else:
+            self._upstreamReadClosed = True
+        if self._downstreamReadClosed and self._upstreamReadClosed:
+            self._closeDownstream()
+
+    def onSplicePaused(self, fromDownstream):
+        if fromDownstream:
+            self.stats.downstream_flow_control_paused_reading_total.inc()
+
+    def onSpliceResumed(self, fromDownstream):
+        if fromDownstream:
+            self.stats.downstream_flow_control_resumed_reading_total.inc()
+
+    def onSpliceFallback(self):
+        # No pipe to be had (out of file descriptors): the ordinary path,
+        # wired as onUpstreamConnected would have.
+        self._splice = None
+        transport = self.transport
+        upstream = self.upstream
+        upstream.registerProducer(_CountingProducer(transport, self.stats), True)
+        transport.registerProducer(upstream.transport, True)
+        transport.resumeProducing()
+        upstream.transport.resumeProducing()
+
+    def _stopSplice(self):
+        pump, self._splice = self._splice, None
+        if pump is not None:
+            pump.stop()
+
     # Downstream side.
 
     def dataReceived(self, data):
@@ -210,6 +274,7 @@ class TcpProxyFilter(Protocol):
 
     def connectionLost(self, reason):
         self._closed = True
+        self._stopSplice()
         self._cancelTimers()
         upstream = self.upstream
         if upstream is not None:
@@ -224,6 +289,8 @@ class TcpProxyFilter(Protocol):
             logger.log(info, None, None)
 
     def _closeDownstream(self):
+        # The pump gives the sockets back before the transports close them.
+        self._stopSplice()
         self.transport.loseConnection()
 
     # Timers.

@@ -1,0 +1,448 @@
+# -*- test-case-name: tests.http.test_conn_pool -*-
+"""
+Upstream HTTP/1.1 connection pools (Envoy's C{Http1::ConnPoolImpl} and
+C{ConnPoolImplBase}), one per worker, per cluster, per host.
+
+A stream asks its pool with L{HttpConnPool.newStream}; the pool answers
+C{callbacks.onPoolReady(client)} with an L{ActiveClient} (at once when a
+kept-alive connection is idle), or C{callbacks.onPoolFailure(reason)} with
+Envoy's reset reason text. A client carries one request at a time and
+passes the response to its stream: C{onResponseHeaders(headers,
+endStream)}, C{onResponseData(data, endStream)},
+C{onResponseTrailers(trailers)}, C{onResponseComplete()} and
+C{onUpstreamReset(reason)}. On C{onResponseComplete} the client is already
+back in the pool (or closed), so a request waiting on the same worker can
+have it at once.
+
+Behaviour copied from Envoy 1.40:
+ - connections are kept alive and reused, most recently used first; a
+   connection the host closes, or whose response said
+   C{connection: close}, or that reached C{max_requests_per_connection},
+   is dropped;
+ - requests wait in a pending queue while connections are opened, bounded
+   by the cluster's circuit breakers: past C{max_pending_requests} a
+   request fails at once with C{overflow}
+   (C{upstream_rq_pending_overflow}); past C{max_connections} no new
+   connection is opened (C{upstream_cx_overflow}) and requests wait for one
+   to free up;
+ - a failed connect fails every request pending on that host
+   (C{upstream_rq_pending_failure_eject});
+ - a request abandoned while its response is in progress closes its
+   connection (HTTP/1.1 cannot reuse it).
+
+Circuit breakers count per worker here (Envoy's are shared by all
+workers).
+
+Flow control: each client registers a producer on its connection, so when
+the connection's write buffer passes the cluster's
+C{per_connection_buffer_limit_bytes} its stream is told
+C{onAboveWriteBufferHighWatermark()} (the router then stops reading the
+downstream connection), and C{onBelowWriteBufferLowWatermark()} once it
+drained.
+"""
+
+from collections import deque
+
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from txenvoy.http.codec_client import ClientCodec
+
+__all__ = ["HttpConnPool", "ActiveClient", "ClusterPools", "poolsFor", "OVERFLOW",
+           "CONNECTION_TERMINATION", "PROTOCOL_ERROR"]
+
+#: Envoy's reset reasons, as they appear in local reply bodies.
+OVERFLOW = "overflow"
+CONNECTION_TERMINATION = "connection termination"
+PROTOCOL_ERROR = "protocol error"
+
+
+class ClusterPools:
+    """
+    One worker's HTTP pools of one cluster, and the cluster-wide counts the
+    circuit breakers need.
+
+    @ivar cluster: the L{txenvoy.upstream.cluster_manager.ThreadLocalCluster}.
+    @ivar retriesActive: retries in progress (C{max_retries}).
+    """
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.stats = cluster.stats
+        thresholds = cluster.info.circuitBreakers.default
+        self.maxConnections = thresholds.maxConnections
+        self.maxPendingRequests = thresholds.maxPendingRequests
+        self.maxRequests = thresholds.maxRequests
+        self.maxRetries = thresholds.maxRetries
+        self.maxRequestsPerConnection = cluster.info.maxRequestsPerConnection
+        self.connections = 0
+        self.pendingRequests = 0
+        self.retriesActive = 0
+        self._pools = {}
+
+    def poolFor(self, host):
+        """@return: the L{HttpConnPool} of C{host}, made on first use."""
+        pool = self._pools.get(host)
+        if pool is None:
+            pool = self._pools[host] = HttpConnPool(self, host)
+        return pool
+
+    def drainConnections(self):
+        """Close every idle connection (the cluster or host went away)."""
+        for pool in list(self._pools.values()):
+            pool.closeIdle()
+
+
+def poolsFor(cluster):
+    """
+    The L{ClusterPools} of a worker's cluster, made on first use and kept on
+    the cluster object, so that every listener of the worker shares them.
+    """
+    pools = cluster.__dict__.get("httpConnPools")
+    if pools is None:
+        pools = cluster.httpConnPools = ClusterPools(cluster)
+    return pools
+
+
+class _PendingStream:
+    """A stream waiting for a connection; C{cancel()} withdraws it."""
+
+    __slots__ = ("pool", "callbacks", "cancelled")
+
+    def __init__(self, pool, callbacks):
+        self.pool = pool
+        self.callbacks = callbacks
+        self.cancelled = False
+
+    def cancel(self):
+        """Give up waiting (the downstream went away, or a timeout)."""
+        if not self.cancelled:
+            self.cancelled = True
+            self.pool._cancelPending(self)
+
+
+class HttpConnPool:
+    """
+    The connections of one worker to one host of one cluster.
+
+    @ivar host: the L{txenvoy.upstream.host.Host}.
+    @ivar ready: idle, connected clients; the last is used first.
+    @ivar busy: clients carrying a request.
+    @ivar connecting: clients not connected yet.
+    @ivar pending: L{_PendingStream}s waiting, oldest first.
+    """
+
+    def __init__(self, clusterPools, host):
+        self.clusterPools = clusterPools
+        self.cluster = clusterPools.cluster
+        self.stats = clusterPools.stats
+        self.host = host
+        self.hostStats = host.statsFor(self.cluster.workerName)
+        self.ready = []
+        self.busy = set()
+        self.connecting = []
+        self.pending = deque()
+
+    def newStream(self, callbacks):
+        """
+        Get a connection for one request.
+
+        @param callbacks: C{onPoolReady(client)} and C{onPoolFailure(reason)};
+            either may be called before this returns.
+        @return: a handle with C{cancel()} while the request waits, else
+            C{None}.
+        """
+        ready = self.ready
+        if ready:
+            client = ready.pop()
+            self.busy.add(client)
+            callbacks.onPoolReady(client)
+            return None
+        cp = self.clusterPools
+        stats = self.stats
+        if cp.pendingRequests >= cp.maxPendingRequests:
+            stats.upstream_rq_pending_overflow.inc()
+            callbacks.onPoolFailure(OVERFLOW)
+            return None
+        pending = _PendingStream(self, callbacks)
+        self.pending.append(pending)
+        cp.pendingRequests += 1
+        stats.upstream_rq_pending_total.inc()
+        stats.upstream_rq_pending_active.inc()
+        self.hostStats.rq_pending_active += 1
+        if len(self.connecting) < len(self.pending):
+            if cp.connections >= cp.maxConnections:
+                stats.upstream_cx_overflow.inc()
+            else:
+                self._connect()
+        return pending
+
+    def _connect(self):
+        self.clusterPools.connections += 1
+        self.stats.upstream_cx_http1_total.inc()
+        client = ActiveClient(self)
+        self.connecting.append(client)
+        client.start()
+
+    def _takePending(self):
+        pending = self.pending.popleft()
+        self._pendingDone()
+        return pending
+
+    def _pendingDone(self):
+        self.clusterPools.pendingRequests -= 1
+        self.stats.upstream_rq_pending_active.dec()
+        self.hostStats.rq_pending_active -= 1
+
+    def _cancelPending(self, pending):
+        try:
+            self.pending.remove(pending)
+        except ValueError:
+            return
+        self._pendingDone()
+        self.stats.upstream_rq_cancelled.inc()
+
+    # Client life cycle.
+
+    def _onConnected(self, client):
+        self.connecting.remove(client)
+        self._assignOrIdle(client)
+
+    def _assignOrIdle(self, client):
+        if self.pending:
+            pending = self._takePending()
+            self.busy.add(client)
+            pending.callbacks.onPoolReady(client)
+        else:
+            self.ready.append(client)
+
+    def _onConnectFailed(self, client, reason):
+        self.connecting.remove(client)
+        self.clusterPools.connections -= 1
+        # Envoy fails every request waiting on this host when a connect
+        # fails, rather than leaving them for the next attempt.
+        failed = list(self.pending)
+        self.pending.clear()
+        stats = self.stats
+        for pending in failed:
+            self._pendingDone()
+            stats.upstream_rq_pending_failure_eject.inc()
+        for pending in failed:
+            pending.callbacks.onPoolFailure(reason)
+
+    def _release(self, client):
+        """A client finished its request and can be reused."""
+        self.busy.discard(client)
+        self._assignOrIdle(client)
+
+    def _onClosed(self, client):
+        if client in self.busy:
+            self.busy.discard(client)
+        else:
+            try:
+                self.ready.remove(client)
+            except ValueError:
+                pass
+        self.clusterPools.connections -= 1
+        self.stats.upstream_rq_per_cx.recordValue(client.requests)
+        if self.pending and len(self.connecting) < len(self.pending):
+            cp = self.clusterPools
+            if cp.connections < cp.maxConnections:
+                self._connect()
+
+    def closeIdle(self):
+        """Close every idle connection."""
+        for client in list(self.ready):
+            client.close()
+
+
+@implementer(IPushProducer)
+class _UpstreamWatermark:
+    """
+    Registered as the producer of a client's connection: Twisted pauses it
+    when the connection's write buffer passes the limit, and resumes it
+    once drained. Only called at those crossings.
+    """
+
+    __slots__ = ("client",)
+
+    def __init__(self, client):
+        self.client = client
+
+    def pauseProducing(self):
+        client = self.client
+        client.above = True
+        stream = client.stream
+        if stream is not None:
+            stream.onAboveWriteBufferHighWatermark()
+
+    def resumeProducing(self):
+        client = self.client
+        if client.above:
+            client.above = False
+            stream = client.stream
+            if stream is not None:
+                stream.onBelowWriteBufferLowWatermark()
+
+    def stopProducing(self):
+        pass
+
+
+class ActiveClient:
+    """
+    One upstream HTTP/1.1 connection of a pool: an
+    L{txenvoy.upstream.connection.UpstreamConnection} (whose callbacks it
+    is) and a L{ClientCodec} (whose callbacks it is too).
+
+    @ivar stream: the stream its current request belongs to, or C{None}.
+    @ivar codec: the L{ClientCodec}; a stream writes its request with
+        C{codec.encodeRequest}, C{encodeData}, C{encodeTrailers}.
+    @ivar connection: the L{UpstreamConnection}.
+    @ivar requests: how many requests it carried.
+    """
+
+    stream = None
+    above = False
+    connected = False
+    closed = False
+    _readPaused = False
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.requests = 0
+        self.connection = None
+        self.codec = None
+        self._watermark = _UpstreamWatermark(self)
+
+    def start(self):
+        pool = self.pool
+        self.connection = pool.cluster.connect(pool.host, self)
+
+    def attach(self, stream):
+        """Carry C{stream}'s request (called by the stream on pool ready)."""
+        self.stream = stream
+        if self.above:
+            stream.onAboveWriteBufferHighWatermark()
+
+    def _detach(self):
+        stream = self.stream
+        self.stream = None
+        if stream is not None and self.above:
+            stream.onBelowWriteBufferLowWatermark()
+        if self._readPaused:
+            self._readPaused = False
+            self.connection.resumeReading()
+        return stream
+
+    def pauseReading(self):
+        """Stop reading the response (the downstream is backed up)."""
+        if not self._readPaused:
+            self._readPaused = True
+            self.connection.pauseReading()
+
+    def resumeReading(self):
+        """Read the response again."""
+        if self._readPaused:
+            self._readPaused = False
+            self.connection.resumeReading()
+
+    def resetStream(self):
+        """
+        Abandon the current request: HTTP/1.1 cannot reuse a connection in
+        the middle of an exchange, so it is closed.
+        """
+        self._detach()
+        self.abort()
+
+    def close(self):
+        """Close the connection once what is buffered is written."""
+        if not self.closed:
+            self.closed = True
+            conn = self.connection
+            if conn is not None:
+                conn.unregisterProducer()
+                conn.close()
+
+    def abort(self):
+        """Close the connection now."""
+        if not self.closed:
+            self.closed = True
+            conn = self.connection
+            if conn is not None:
+                conn.unregisterProducer()
+                conn.abort()
+
+    # UpstreamConnection callbacks.
+
+    def onUpstreamConnected(self, connection):
+        self.connection = connection
+        self.connected = True
+        self.codec = ClientCodec(self, connection)
+        connection.registerProducer(self._watermark, True)
+        if self.closed:
+            connection.abort()
+            return
+        self.pool._onConnected(self)
+
+    def onUpstreamConnectFailed(self, connection, reason):
+        self.closed = True
+        self.pool._onConnectFailed(self, reason)
+
+    def onUpstreamData(self, data):
+        self.codec.dataReceived(data)
+
+    def onUpstreamReadClosed(self):
+        # HTTP/1.1 has no half-close: the host is done with the connection.
+        # A response delimited by the end of the connection ends here.
+        self.codec.connectionLost()
+        self.close()
+
+    def onUpstreamClosed(self, reason):
+        self.closed = True
+        codec = self.codec
+        if codec is not None:
+            # A response delimited by the end of the connection ends here.
+            codec.connectionLost(reason)
+        self.pool._onClosed(self)
+        if self.stream is not None:
+            self._detach().onUpstreamReset(CONNECTION_TERMINATION)
+
+    # ClientCodec callbacks.
+
+    def onResponseHeaders(self, headers, endStream):
+        self.stream.onResponseHeaders(headers, endStream)
+
+    def onResponseData(self, data, endStream):
+        stream = self.stream
+        if stream is not None:
+            stream.onResponseData(data, endStream)
+
+    def onResponseTrailers(self, trailers):
+        stream = self.stream
+        if stream is not None:
+            stream.onResponseTrailers(trailers)
+
+    def onResponseComplete(self):
+        self.requests += 1
+        stream = self._detach()
+        pool = self.pool
+        maxRequests = pool.clusterPools.maxRequestsPerConnection
+        if maxRequests and self.requests >= maxRequests:
+            pool.stats.upstream_cx_max_requests.inc()
+            self.close()
+        elif self.codec.keepAlive and not self.closed:
+            pool._release(self)
+        else:
+            self.close()
+        if stream is not None:
+            stream.onResponseComplete()
+
+    def onProtocolError(self, details):
+        self.pool.stats.upstream_cx_protocol_error.inc()
+        stream = self._detach()
+        self.abort()
+        if stream is not None:
+            stream.onUpstreamReset(PROTOCOL_ERROR)
+
+    def __repr__(self):
+        return "<ActiveClient %s requests=%d>" % (self.pool.host.addressString, self.requests)

@@ -1,0 +1,803 @@
+# -*- test-case-name: tests.http.test_router -*-
+"""
+The router filter (Envoy's C{Router::Filter}): the terminal HTTP filter
+that answers from the route (direct responses, redirects, 404 when nothing
+matches) or forwards the request to a host of the route's cluster, with
+timeouts and retries, and streams the response back.
+
+Behaviour copied from Envoy 1.40 (each pinned by a test against the
+binary's output):
+
+ - no route: 404 with an empty body, flag C{NR}, C{http.<p>.no_route};
+ - unknown cluster: the route's C{cluster_not_found_response_code} (503)
+   with an empty body, flag C{NC}, C{http.<p>.no_cluster};
+ - no host: 503 C{no healthy upstream}, flag C{UH};
+ - connect failure: 503 C{upstream connect error or disconnect/reset before
+   headers. reset reason: remote connection failure}, flag C{UF}; after
+   retries the body reads C{... retried and the latest reset reason: ...}
+   and the flags gain C{URX};
+ - the host closes before the response head: 503 C{... connection
+   termination}, flag C{UC}; an unparseable response: 502 C{... protocol
+   error}, flag C{UPE}; either after the head was passed on: the
+   downstream connection is closed;
+ - the route timeout, started once the whole request was received: 504
+   C{upstream request timeout}, flag C{UT},
+   C{cluster.<c>.upstream_rq_timeout}; C{per_try_timeout} bounds each
+   attempt until its response head (C{upstream_rq_per_try_timeout});
+ - retries (C{5xx}, C{gateway-error}, C{connect-failure}, C{reset},
+   C{retriable-4xx}, C{retriable-status-codes}) with exponential back-off
+   and full jitter (C{base_interval} 25 ms, capped at C{max_interval});
+   when retries are exhausted on a 5xx the host's last response is passed
+   on with flag C{URX};
+ - to the host: C{x-envoy-expected-rq-timeout-ms} (the per-try timeout when
+   it is the smaller), C{x-envoy-original-path} on a path rewrite, the
+   route's header mutations, host rewrites; to the client:
+   C{x-envoy-upstream-service-time}.
+
+The request body is kept for a retry only while it fits in the buffer
+limit; past it, retries are given up (C{retry_or_shadow_abandoned}) and the
+body streams on.
+"""
+
+import random
+
+from txenvoy.http.conn_pool import OVERFLOW, PROTOCOL_ERROR, poolsFor
+from txenvoy.http.filter import FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus
+from txenvoy.http.header_mutation import FormatContext
+from txenvoy.network.stream_info import ResponseFlag
+from txenvoy.upstream.connection import CONNECT_TIMEOUT, LOCAL_CONNECTION_FAILURE
+
+__all__ = ["RouterConfig", "RouterFilter", "UpstreamRequest"]
+
+_STOP = FilterHeadersStatus.StopAllIterationAndWatermark
+_NO_BUFFER = FilterDataStatus.StopIterationNoBuffer
+_TRAILERS_STOP = FilterTrailersStatus.StopIteration
+
+_RESET_PREFIX = "upstream connect error or disconnect/reset before headers. "
+
+# Retry condition bits (Envoy's RetryPolicy::RETRY_ON_*).
+_RETRY_5XX = 1
+_RETRY_GATEWAY_ERROR = 2
+_RETRY_CONNECT_FAILURE = 4
+_RETRY_RETRIABLE_4XX = 8
+_RETRY_RESET = 16
+_RETRY_STATUS_CODES = 32
+_RETRY_RESET_BEFORE_REQUEST = 64
+_RETRY_BITS = {
+    "5xx": _RETRY_5XX, "gateway-error": _RETRY_GATEWAY_ERROR,
+    "connect-failure": _RETRY_CONNECT_FAILURE, "retriable-4xx": _RETRY_RETRIABLE_4XX,
+    "reset": _RETRY_RESET, "retriable-status-codes": _RETRY_STATUS_CODES,
+    "reset-before-request": _RETRY_RESET_BEFORE_REQUEST,
+}
+# Conditions under which a reset (or per-try timeout) is retried.
+_RESET_RETRY = _RETRY_5XX | _RETRY_GATEWAY_ERROR | _RETRY_RESET
+_CONNECT_FAILURE_REASONS = frozenset(["remote connection failure", CONNECT_TIMEOUT,
+                                      LOCAL_CONNECTION_FAILURE])
+
+_policyBits = {}
+
+
+def _retryBits(policy):
+    """The retry conditions of a compiled policy as bits, computed once."""
+    bits = _policyBits.get(id(policy))
+    if bits is None or bits[0] is not policy:
+        value = 0
+        for name in policy.retryOn:
+            value |= _RETRY_BITS.get(name, 0)
+        bits = _policyBits[id(policy)] = (policy, value)
+    return bits[1]
+
+
+def _headerRetryBits(text):
+    value = 0
+    for name in text.split(b","):
+        value |= _RETRY_BITS.get(name.strip().decode("latin-1"), 0)
+    return value
+
+
+class _RouterStats:
+    """The router's per-worker counters under C{http.<stat_prefix>.}."""
+
+    __slots__ = ("rq_total", "no_route", "no_cluster", "rq_direct_response", "rq_redirect",
+                 "rq_reset_after_downstream_response_started")
+
+    def __init__(self, shard, prefix):
+        scope = shard.scope(prefix)
+        for name in self.__slots__:
+            setattr(self, name, scope.counter(name))
+
+
+class RouterConfig:
+    """
+    A compiled C{envoy.extensions.filters.http.router.v3.Router}; the HTTP
+    filter factory of the router.
+
+    @ivar statPrefix: C{"http.<stat_prefix>."} of the connection manager.
+    @ivar suppressEnvoyHeaders: do not add C{x-envoy-*} headers.
+    @ivar respectExpectedRqTimeout: honour an internal request's
+        C{x-envoy-expected-rq-timeout-ms}.
+    """
+
+    terminal = True
+
+    def __init__(self, statPrefix, suppressEnvoyHeaders=False, respectExpectedRqTimeout=False,
+                 rng=random.random):
+        self.statPrefix = statPrefix
+        self.suppressEnvoyHeaders = suppressEnvoyHeaders
+        self.respectExpectedRqTimeout = respectExpectedRqTimeout
+        self.rng = rng
+        self._stats = {}
+
+    def statsFor(self, dispatcher):
+        """This worker's router stats."""
+        stats = self._stats.get(dispatcher.name)
+        if stats is None:
+            stats = self._stats[dispatcher.name] = _RouterStats(dispatcher.stats, self.statPrefix)
+        return stats
+
+    def createFilter(self, callbacks):
+        """@return: a L{RouterFilter} for one stream."""
+        return RouterFilter(self, callbacks)
+
+
+class UpstreamRequest:
+    """
+    One attempt at forwarding the request to one host: the pool's callbacks
+    while it waits for a connection, then the client's while the response
+    arrives.
+    """
+
+    __slots__ = ("router", "host", "hostStats", "pool", "handle", "client", "startTime",
+                 "perTryTimer", "awaitingHeaders", "done", "counted", "pendingEnd",
+                 "pendingHeaders")
+
+    def __init__(self, router, host, pool):
+        self.router = router
+        self.host = host
+        self.hostStats = pool.hostStats
+        self.pool = pool
+        self.handle = None
+        self.client = None
+        self.startTime = 0.0
+        self.perTryTimer = None
+        self.awaitingHeaders = True
+        self.done = False
+        self.counted = False
+        self.pendingEnd = None
+        self.pendingHeaders = None
+
+    # Pool callbacks.
+
+    def onPoolReady(self, client):
+        self.handle = None
+        if self.done:
+            # Abandoned while the connection was being set up.
+            self.pool._release(client)
+            return
+        self.client = client
+        client.attach(self)
+        self.router._onPoolReady(self, client)
+
+    def onPoolFailure(self, reason):
+        self.handle = None
+        if not self.done:
+            self.router._onUpstreamFailure(self, reason)
+
+    # Response callbacks (from the client).
+
+    def onResponseHeaders(self, headers, endStream):
+        if not self.done:
+            self.router._onResponseHeaders(self, headers, endStream)
+
+    def onResponseData(self, data, endStream):
+        if self.done:
+            return
+        if endStream:
+            # The connection goes back to the pool before the downstream
+            # hears the end, so a request pipelined behind this one finds
+            # it there.
+            self.pendingEnd = data
+            return
+        self.router._onResponseData(data)
+
+    def onResponseTrailers(self, trailers):
+        if not self.done:
+            self.pendingEnd = trailers
+
+    def onResponseComplete(self):
+        self.client = None
+        self.uncount()
+        if not self.done:
+            self.router._onResponseComplete(self)
+
+    def onUpstreamReset(self, reason):
+        self.client = None
+        self.uncount()
+        if not self.done:
+            self.router._onUpstreamFailure(self, reason)
+
+    def uncount(self):
+        """The attempt is over: it no longer counts as an active request."""
+        if self.counted:
+            self.counted = False
+            self.router.clusterStats.upstream_rq_active.dec()
+            self.hostStats.rq_active -= 1
+
+    # Flow control: the upstream connection's write buffer.
+
+    def onAboveWriteBufferHighWatermark(self):
+        self.router._upstreamAbove()
+
+    def onBelowWriteBufferLowWatermark(self):
+        self.router._upstreamBelow()
+
+    # Giving up.
+
+    def cancel(self):
+        """Abandon the attempt: stop waiting, or close its connection."""
+        self.done = True
+        self.uncount()
+        if self.perTryTimer is not None:
+            self.perTryTimer.cancel()
+            self.perTryTimer = None
+        handle = self.handle
+        if handle is not None:
+            self.handle = None
+            handle.cancel()
+        client = self.client
+        if client is not None:
+            self.client = None
+            client.resetStream()
+
+
+class RouterFilter:
+    """
+    The router for one stream. Its C{decodeHeaders} decides what to do with
+    the request; the body follows through C{decodeData}.
+    """
+
+    _upstream = None
+    _routeTimer = None
+    _retryTimer = None
+    _downstreamComplete = False
+    _responseStarted = False
+    _finished = False
+    _retried = False
+    _retriesLeft = 0
+    _retryBits = 0
+    _retryCodes = frozenset()
+    _body = None
+    _bodySize = 0
+    _bodyEnd = False
+    _buffering = False
+    _trailers = None
+    _paused = 0
+    _bufferPaused = False
+    _downstreamAbove = False
+    _attempts = 0
+    _retryingActive = False
+
+    def __init__(self, config, callbacks):
+        self.config = config
+        self.callbacks = callbacks
+
+    # Decoding.
+
+    def decodeHeaders(self, headers, endStream):
+        cb = self.callbacks
+        config = self.config
+        stats = self.stats = config.statsFor(cb.dispatcher)
+        stats.rq_total.inc()
+        info = cb.streamInfo
+        route = cb.route()
+        if route is None:
+            stats.no_route.inc()
+            info.setResponseFlag(ResponseFlag.NO_ROUTE_FOUND)
+            cb.sendLocalReply(404, b"", None, "route_not_found")
+            return _STOP
+        entry = route.entry
+        if entry.isDirectResponse:
+            self._directResponse(route, entry, headers)
+            return _STOP
+        clusterName = route.clusterName
+        cluster = None
+        if clusterName is not None:
+            cluster = cb.dispatcher.clusterManager.getThreadLocalCluster(clusterName)
+        if cluster is None:
+            stats.no_cluster.inc()
+            info.setResponseFlag(ResponseFlag.NO_CLUSTER_FOUND)
+            cb.sendLocalReply(entry.clusterNotFoundResponseCode, b"", None, "cluster_not_found")
+            return _STOP
+        self.cluster = cluster
+        self.clusterStats = cluster.stats
+        self.pools = poolsFor(cluster)
+        self.route = route
+        self.entry = entry
+        self.request = headers
+        info.upstreamCluster = clusterName
+
+        entries = headers.headers
+        mutations = route.requestHeadersMutations
+        if mutations:
+            mutations.apply(entries, FormatContext(info, headers, None))
+        path = headers.path
+        host = route.rewriteHost(entries, path)
+        if host is not None:
+            if entry.appendXForwardedHost and headers.authority:
+                entries.add(b"x-forwarded-host", headers.authority)
+            headers.authority = host
+
+        policy = entry.retryPolicy
+        bits = _retryBits(policy)
+        retries = policy.numRetries
+        timeout = entry.timeout
+        perTry = policy.perTryTimeout
+        if cb.streamInfo.filterState.get("envoy.internal_request"):
+            timeout, perTry, bits, retries = self._internalOverrides(
+                entries, timeout, perTry, bits, retries)
+        self._retryBits = bits
+        if bits:
+            self._retriesLeft = retries
+            self._retryCodes = policy.retriableStatusCodes
+            self._baseInterval = policy.baseInterval
+            self._maxInterval = policy.maxInterval
+            self._buffering = not endStream
+        self.timeout = timeout
+        self.perTryTimeout = perTry
+        if not config.suppressEnvoyHeaders:
+            expected = perTry if perTry and (not timeout or perTry < timeout) else timeout
+            if expected:
+                entries._entries.append(
+                    (b"x-envoy-expected-rq-timeout-ms", b"%d" % (int(expected * 1000 + 0.5),)))
+        newPath = entry.rewritePath(path) if path is not None else path
+        if newPath is not path and newPath != path:
+            entries._entries.append((b"x-envoy-original-path", path))
+            headers.path = newPath
+
+        cb.addDownstreamWatermarkCallbacks(self)
+        if endStream:
+            self._downstreamComplete = True
+            self._startRouteTimer()
+        self._startAttempt()
+        return _STOP
+
+    def _internalOverrides(self, entries, timeout, perTry, bits, retries):
+        # Envoy honours these only on requests from internal addresses; the
+        # connection manager strips them from the others.
+        value = entries.get(b"x-envoy-upstream-rq-timeout-ms")
+        if value is not None:
+            entries.remove(b"x-envoy-upstream-rq-timeout-ms")
+            if value.isdigit():
+                timeout = int(value) / 1000.0
+        value = entries.get(b"x-envoy-upstream-rq-per-try-timeout-ms")
+        if value is not None:
+            entries.remove(b"x-envoy-upstream-rq-per-try-timeout-ms")
+            if value.isdigit():
+                perTry = int(value) / 1000.0
+        if self.config.respectExpectedRqTimeout:
+            value = entries.get(b"x-envoy-expected-rq-timeout-ms")
+            if value is not None and value.isdigit():
+                timeout = int(value) / 1000.0
+        value = entries.get(b"x-envoy-retry-on")
+        if value is not None:
+            bits |= _headerRetryBits(value)
+        value = entries.get(b"x-envoy-max-retries")
+        if value is not None and value.isdigit():
+            retries = int(value)
+        if retries and not bits:
+            retries = 0
+        return timeout, perTry, bits, retries
+
+    def _directResponse(self, route, entry, request):
+        cb = self.callbacks
+        if entry.isRedirect:
+            self.stats.rq_redirect.inc()
+        else:
+            self.stats.rq_direct_response.inc()
+        location = None
+        if entry.addsLocation:
+            connection = cb.connection
+            scheme = b"https" if getattr(connection, "ssl", None) is not None else b"http"
+            if request.scheme is not None:
+                scheme = request.scheme
+            forwarded = request.headers.get(b"x-forwarded-proto")
+            location = route.redirectLocation(scheme, request.authority, request.path or b"/",
+                                              forwarded or scheme)
+        body = entry.directResponse.body if entry.directResponse is not None else b""
+        mutations = route.responseHeadersMutations
+        info = cb.streamInfo
+
+        def modify(response):
+            if location is not None:
+                response.headers._entries.append((b"location", location))
+            if mutations:
+                mutations.apply(response.headers, FormatContext(info, request, response))
+
+        modifyHeaders = modify if location is not None or mutations else None
+        cb.sendLocalReply(entry.responseCode, body, modifyHeaders, "direct_response")
+
+    def decodeData(self, data, endStream):
+        if self._finished:
+            return _NO_BUFFER
+        if endStream:
+            self._downstreamComplete = True
+            self._bodyEnd = True
+        upstream = self._upstream
+        client = upstream.client if upstream is not None else None
+        if self._buffering:
+            # Kept for a retry, and sent now if there is a connection.
+            self._appendBody(data)
+            if self._bodySize > self.callbacks.bufferLimit():
+                self._abandonRetries(client is not None)
+        elif client is None:
+            # No connection yet: hold the bytes until there is one, and
+            # stop reading once that is more than the buffer limit.
+            self._appendBody(data)
+            if self._bodySize > self.callbacks.bufferLimit() and not self._bufferPaused:
+                self._bufferPaused = True
+                self.callbacks.onDecoderFilterAboveWriteBufferHighWatermark()
+        if client is not None:
+            client.codec.encodeData(data, endStream)
+            if endStream:
+                self._onRequestSent(upstream)
+        if endStream:
+            self._startRouteTimer()
+        return _NO_BUFFER
+
+    def _appendBody(self, data):
+        if self._body is None:
+            self._body = [data]
+        else:
+            self._body.append(data)
+        self._bodySize += len(data)
+
+    def decodeTrailers(self, trailers):
+        if self._finished:
+            return _TRAILERS_STOP
+        self._downstreamComplete = True
+        self._trailers = trailers
+        upstream = self._upstream
+        if upstream is not None and upstream.client is not None:
+            upstream.client.codec.encodeTrailers(trailers)
+            self._onRequestSent(upstream)
+        self._startRouteTimer()
+        return _TRAILERS_STOP
+
+    def _abandonRetries(self, sent):
+        self._buffering = False
+        self._retriesLeft = 0
+        self._retryBits = 0
+        self.clusterStats.retry_or_shadow_abandoned.inc()
+        if sent:
+            self._body = None
+            self._bodySize = 0
+
+    # Attempts.
+
+    def _startAttempt(self):
+        cb = self.callbacks
+        cluster = self.cluster
+        host = cluster.chooseHost(None)
+        if host is None:
+            self.clusterStats.upstream_cx_none_healthy.inc()
+            cb.streamInfo.setResponseFlag(ResponseFlag.NO_HEALTHY_UPSTREAM)
+            self._chargeCode(503)
+            self._localReply(503, b"no healthy upstream", "no_healthy_upstream")
+            return
+        cb.streamInfo.upstreamHost = host.addressString
+        if self.entry.autoHostRewrite and host.hostname:
+            self.request.authority = host.hostname.encode("utf-8")
+        self._attempts += 1
+        pool = self.pools.poolFor(host)
+        upstream = self._upstream = UpstreamRequest(self, host, pool)
+        upstream.startTime = cb.dispatcher.reactor.seconds()
+        upstream.handle = pool.newStream(upstream)
+
+    def _onPoolReady(self, upstream, client):
+        upstream.counted = True
+        self.clusterStats.upstream_rq_total.inc()
+        self.clusterStats.upstream_rq_active.inc()
+        hostStats = upstream.hostStats
+        hostStats.rq_total += 1
+        hostStats.rq_active += 1
+        codec = client.codec
+        body = self._body
+        trailers = self._trailers
+        if body is None:
+            codec.encodeRequest(self.request, self._downstreamComplete and trailers is None)
+        else:
+            codec.encodeRequest(self.request, False)
+            data = body[0] if len(body) == 1 else b"".join(body)
+            codec.encodeData(data, self._bodyEnd and trailers is None)
+            if self._buffering:
+                self._body = [data]
+            else:
+                self._body = None
+                self._bodySize = 0
+                if self._bufferPaused:
+                    self._bufferPaused = False
+                    self.callbacks.onDecoderFilterBelowWriteBufferLowWatermark()
+        if trailers is not None:
+            codec.encodeTrailers(trailers)
+        if self._downstreamComplete:
+            self._onRequestSent(upstream)
+        if self._downstreamAbove:
+            client.pauseReading()
+
+    def _onRequestSent(self, upstream):
+        perTry = self.perTryTimeout
+        if perTry and upstream.perTryTimer is None and upstream.awaitingHeaders:
+            upstream.perTryTimer = self.callbacks.callLater(
+                perTry, lambda: self._onPerTryTimeout(upstream))
+
+    def _startRouteTimer(self):
+        if self.timeout and self._routeTimer is None and not self._finished:
+            self._routeTimer = self.callbacks.callLater(self.timeout, self._onRouteTimeout)
+
+    # Failures and retries.
+
+    def _onUpstreamFailure(self, upstream, reason):
+        if upstream is not self._upstream:
+            return
+        upstream.done = True
+        self._endAttempt(upstream)
+        info = self.callbacks.streamInfo
+        if reason == OVERFLOW:
+            flag = ResponseFlag.UPSTREAM_OVERFLOW
+        elif reason in _CONNECT_FAILURE_REASONS:
+            flag = ResponseFlag.UPSTREAM_CONNECTION_FAILURE
+            info.upstreamTransportFailureReason = reason
+        elif reason == PROTOCOL_ERROR:
+            flag = "UPE"
+        else:
+            flag = ResponseFlag.UPSTREAM_CONNECTION_TERMINATION
+        if self._responseStarted:
+            if reason == "connection termination":
+                # The host closed in the middle of the body: Envoy's codec
+                # reports that as a protocol error.
+                flag = "UPE"
+            info.setResponseFlag(flag)
+            self.stats.rq_reset_after_downstream_response_started.inc()
+            self._finish()
+            self.callbacks.resetStream()
+            return
+        if reason != OVERFLOW:
+            bits = self._retryBits
+            if bits & _RESET_RETRY or (
+                    flag == ResponseFlag.UPSTREAM_CONNECTION_FAILURE
+                    and bits & _RETRY_CONNECT_FAILURE):
+                if self._maybeRetry():
+                    return
+        info.setResponseFlag(flag)
+        code = 502 if reason == PROTOCOL_ERROR else 503
+        self._chargeCode(code)
+        prefix = "retried and the latest " if self._retried else ""
+        body = (_RESET_PREFIX + prefix + "reset reason: " + reason).encode("utf-8")
+        if reason == OVERFLOW:
+            self._localReply(code, body, "upstream_reset_before_response_started{overflow}",
+                             _addOverloaded)
+        else:
+            self._localReply(code, body, "upstream_reset_before_response_started{%s}"
+                             % (reason.replace(" ", "_"),))
+
+    def _maybeRetry(self):
+        """
+        Retry if a retry is left, else note C{URX}.
+
+        @return: whether a retry was scheduled.
+        """
+        stats = self.clusterStats
+        if self._retriesLeft <= 0:
+            stats.upstream_rq_retry_limit_exceeded.inc()
+            self.callbacks.streamInfo.setResponseFlag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
+            return False
+        pools = self.pools
+        if not self._retryingActive and pools.retriesActive >= pools.maxRetries:
+            stats.upstream_rq_retry_overflow.inc()
+            return False
+        self._retriesLeft -= 1
+        if not self._retryingActive:
+            self._retryingActive = True
+            pools.retriesActive += 1
+        self._retried = True
+        stats.upstream_rq_retry.inc()
+        stats.upstream_rq_retry_backoff_exponential.inc()
+        # Envoy's JitteredExponentialBackOffStrategy: uniform in
+        # [0, (2^n - 1) * base), capped at max_interval.
+        n = self._attempts
+        ceiling = min(((1 << n) - 1) * self._baseInterval, self._maxInterval)
+        delay = self.config.rng() * ceiling
+        self._upstream = None
+        self._retryTimer = self.callbacks.callLater(delay, self._retry)
+        return True
+
+    def _retry(self):
+        self._retryTimer = None
+        if not self._finished:
+            self._startAttempt()
+
+    def _endAttempt(self, upstream):
+        if upstream.perTryTimer is not None:
+            upstream.perTryTimer.cancel()
+            upstream.perTryTimer = None
+        if upstream.client is not None or upstream.handle is not None:
+            upstream.cancel()
+
+    def _retriable(self, status):
+        bits = self._retryBits
+        if status >= 500:
+            if bits & _RETRY_5XX:
+                return True
+            if bits & _RETRY_GATEWAY_ERROR and 502 <= status <= 504:
+                return True
+        if status == 409 and bits & _RETRY_RETRIABLE_4XX:
+            return True
+        if bits & _RETRY_STATUS_CODES and status in self._retryCodes:
+            return True
+        return False
+
+    # The response.
+
+    def _onResponseHeaders(self, upstream, headers, endStream):
+        upstream.awaitingHeaders = False
+        if upstream.perTryTimer is not None:
+            upstream.perTryTimer.cancel()
+            upstream.perTryTimer = None
+        status = headers.status
+        stats = self.clusterStats
+        hostStats = upstream.hostStats
+        if self._retryBits and self._retriable(status) and not self._responseStarted:
+            if self._maybeRetry():
+                hostStats.rq_error += 1
+                upstream.cancel()
+                return
+        elif self._retried:
+            stats.upstream_rq_retry_success.inc()
+        if status >= 500:
+            hostStats.rq_error += 1
+        else:
+            hostStats.rq_success += 1
+        self._chargeCode(status)
+        self._responseStarted = True
+        cb = self.callbacks
+        now = cb.dispatcher.reactor.seconds()
+        entries = headers.headers._entries
+        if not self.config.suppressEnvoyHeaders:
+            entries.append((b"x-envoy-upstream-service-time",
+                            b"%d" % (int((now - upstream.startTime) * 1000),)))
+        mutations = self.route.responseHeadersMutations
+        if mutations:
+            mutations.apply(headers.headers, FormatContext(cb.streamInfo, self.request, headers))
+        info = cb.streamInfo
+        info.firstUpstreamRxMonotonic = now
+        if endStream:
+            upstream.pendingHeaders = headers
+            return
+        cb.encodeHeaders(headers, False)
+
+    def _onResponseData(self, data):
+        self.callbacks.encodeData(data, False)
+
+    def _onResponseComplete(self, upstream):
+        upstream.done = True
+        self._finish()
+        self.clusterStats.upstream_rq_time.recordValue(
+            (self.callbacks.dispatcher.reactor.seconds() - upstream.startTime) * 1000.0)
+        cb = self.callbacks
+        headers = upstream.pendingHeaders
+        end = upstream.pendingEnd
+        if headers is not None:
+            upstream.pendingHeaders = None
+            cb.encodeHeaders(headers, True)
+        elif end is None or end.__class__ is bytes:
+            cb.encodeData(end or b"", True)
+        else:
+            cb.encodeTrailers(end)
+
+    def _chargeCode(self, status):
+        code, klass = self.clusterStats.rqCode(status)
+        code.inc()
+        klass.inc()
+        self.clusterStats.upstream_rq_completed.inc()
+
+    # Timeouts.
+
+    def _onPerTryTimeout(self, upstream):
+        upstream.perTryTimer = None
+        if upstream is not self._upstream or upstream.done or not upstream.awaitingHeaders:
+            return
+        self.clusterStats.upstream_rq_per_try_timeout.inc()
+        upstream.hostStats.rq_timeout += 1
+        upstream.done = True
+        upstream.cancel()
+        if self._retryBits & _RESET_RETRY and self._maybeRetry():
+            return
+        self._timeoutReply()
+
+    def _onRouteTimeout(self):
+        self._routeTimer = None
+        if self._finished:
+            return
+        stats = self.clusterStats
+        stats.upstream_rq_timeout.inc()
+        upstream = self._upstream
+        if upstream is not None:
+            upstream.hostStats.rq_timeout += 1
+            upstream.done = True
+            upstream.cancel()
+        if self._responseStarted:
+            self.callbacks.streamInfo.setResponseFlag(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
+            self._finish()
+            self.callbacks.resetStream()
+            return
+        self._timeoutReply()
+
+    def _timeoutReply(self):
+        self.callbacks.streamInfo.setResponseFlag(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
+        self._chargeCode(504)
+        self._localReply(504, b"upstream request timeout", "upstream_response_timeout")
+
+    def _localReply(self, code, body, details, modify=None):
+        self._finish()
+        self.callbacks.sendLocalReply(code, body, modify, details)
+
+    # Flow control.
+
+    def _upstreamAbove(self):
+        self._paused += 1
+        self.callbacks.onDecoderFilterAboveWriteBufferHighWatermark()
+
+    def _upstreamBelow(self):
+        if self._paused:
+            self._paused -= 1
+            self.callbacks.onDecoderFilterBelowWriteBufferLowWatermark()
+
+    def onAboveWriteBufferHighWatermark(self):
+        """The downstream is backed up: stop reading the response."""
+        self._downstreamAbove = True
+        upstream = self._upstream
+        if upstream is not None and upstream.client is not None:
+            upstream.client.pauseReading()
+
+    def onBelowWriteBufferLowWatermark(self):
+        """The downstream drained: read the response again."""
+        self._downstreamAbove = False
+        upstream = self._upstream
+        if upstream is not None and upstream.client is not None:
+            upstream.client.resumeReading()
+
+    # The end.
+
+    def _finish(self):
+        """Stop timers and retries; the stream is being answered."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._routeTimer is not None:
+            self._routeTimer.cancel()
+            self._routeTimer = None
+        if self._retryTimer is not None:
+            self._retryTimer.cancel()
+            self._retryTimer = None
+        if self._retryingActive:
+            self._retryingActive = False
+            self.pools.retriesActive -= 1
+        while self._paused:
+            self._paused -= 1
+            self.callbacks.onDecoderFilterBelowWriteBufferLowWatermark()
+        if self._bufferPaused:
+            self._bufferPaused = False
+            self.callbacks.onDecoderFilterBelowWriteBufferLowWatermark()
+
+    def onDestroy(self):
+        """The stream ended: abandon whatever is still in flight."""
+        upstream = self._upstream
+        self._upstream = None
+        self._finish()
+        if upstream is not None and not upstream.done:
+            upstream.done = True
+            upstream.cancel()
+
+
+def _addOverloaded(response):
+    response.headers._entries.append((b"x-envoy-overloaded", b"true"))

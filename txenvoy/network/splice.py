@@ -1,0 +1,431 @@
+# -*- test-case-name: tests.network.test_splice -*-
+"""
+Kernel-side byte moving for plain TCP proxying, with Linux C{splice(2)}.
+
+A tcp_proxy connection with no other network filter and no TLS has nothing
+to do with its bytes but pass them on. L{SplicePump} takes both sockets out
+of the reactor's ordinary read handling and moves bytes socket -> pipe ->
+socket inside the kernel, one pipe per direction, so no byte is copied into
+Python.
+
+The reactor keeps one selectable per file descriptor, so while the pump runs
+each socket is represented by one L{_SpliceEnd}: readable means "move bytes
+out of me", writable means "the bytes waiting for me can go now". The
+transports stay connected but idle; on an error or a hang-up the pump hands
+the socket back and calls the transport's own C{connectionLost}, the call
+the reactor would have made, so that protocols, stats, access logs and
+cluster accounting run as they do without splice.
+
+Back-pressure: a direction reads from its source only while its pipe has
+room; when the destination would block, the source leaves the reactor's
+read set and the destination joins the write set until the pipe drains.
+A direction therefore never holds more than one pipe's capacity.
+"""
+
+import errno
+import os
+import socket
+
+from twisted.internet import main, tcp
+from twisted.internet.interfaces import IPullProducer, IReadDescriptor, IWriteDescriptor
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+log = Logger(namespace="connection")
+
+#: Whether this Python and OS have C{os.splice} (Linux, Python 3.10+).
+AVAILABLE = hasattr(os, "splice") and hasattr(os, "SPLICE_F_NONBLOCK")
+
+#: Whether tcp_proxy uses the fast path where it can. C{TXENVOY_SPLICE=0}
+#: in the environment turns it off for a whole process (end-to-end tests
+#: compare both paths on the same binary); tests in-process set it directly.
+ENABLED = AVAILABLE and os.environ.get("TXENVOY_SPLICE", "1") != "0"
+
+#: Pipe size asked for with C{F_SETPIPE_SZ}; the kernel may give less (an
+#: unprivileged user past C{fs.pipe-user-pages-soft} gets the minimum), and
+#: the pump uses what it got.
+PIPE_SIZE = 1 << 18
+
+# Bounds the work done for one readiness event, so one busy connection
+# cannot keep the others of its worker waiting.
+_MAX_ROUNDS = 8
+
+if AVAILABLE:
+    import fcntl
+
+    _splice = os.splice
+    _FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+    # Linux's values; the constants are named in fcntl from Python 3.10.
+    _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+    _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+
+
+def eligible(connection, downstream, upstream):
+    """
+    Whether a tcp_proxy connection may use the fast path: splice is on, the
+    downstream filter chain is the terminal filter alone with no transport
+    socket, and both transports are plain TCP sockets the reactor owns.
+
+    @param connection: the L{txenvoy.network.connection.ServerConnection}
+        (anything without a C{filterChain} is not eligible).
+    @param downstream: the downstream transport.
+    @param upstream: the upstream transport.
+    """
+    if not ENABLED:
+        return False
+    chain = getattr(connection, "filterChain", None)
+    if chain is None or len(chain.filterFactories) != 1 or chain.transportSocket is not None:
+        return False
+    for transport in (downstream, upstream):
+        if not isinstance(transport, tcp.Connection) or not transport.connected:
+            return False
+        if transport.disconnecting or getattr(transport, "_writeDisconnecting", False):
+            return False
+    return True
+
+
+def _unsent(transport):
+    """Bytes a Twisted transport still holds for writing."""
+    # FileDescriptor keeps its write buffer in these attributes; there is
+    # no public accessor, and the fast path may only take a socket over
+    # once it is empty, or the kernel would reorder bytes.
+    return (len(transport.dataBuffer) - transport.offset
+            + getattr(transport, "_tempDataLen", 0))
+
+
+class _Direction:
+    """One direction of the pair: source socket -> pipe -> sink socket."""
+
+    __slots__ = ("source", "sink", "pipeRead", "pipeWrite", "inPipe", "eof", "finished",
+                 "blocked", "fromDownstream")
+
+    def __init__(self, source, sink, fromDownstream):
+        self.source = source
+        self.sink = sink
+        self.fromDownstream = fromDownstream
+        self.pipeRead = self.pipeWrite = -1
+        self.inPipe = 0
+        self.eof = False
+        self.finished = False
+        self.blocked = False
+
+
+@implementer(IReadDescriptor, IWriteDescriptor)
+class _SpliceEnd:
+    """
+    What the reactor sees of one socket while the pump runs.
+
+    @ivar transport: the socket's Twisted transport.
+    @ivar outbound: the L{_Direction} reading from this socket.
+    @ivar inbound: the L{_Direction} writing to this socket.
+    """
+
+    reading = False
+    writing = False
+
+    def __init__(self, pump, transport):
+        self.pump = pump
+        self.transport = transport
+        self.socket = transport.getHandle()
+        self.fd = self.socket.fileno()
+        self.outbound = self.inbound = None
+
+    def fileno(self):
+        # Live, so that a socket closed behind our back reads as -1 and the
+        # reactor looks us up by identity instead of by a reused number.
+        return self.socket.fileno()
+
+    def doRead(self):
+        self.pump._readable(self.outbound)
+
+    def doWrite(self):
+        self.pump._writable(self.inbound)
+
+    def connectionLost(self, reason):
+        # The reactor dropped us (a hang-up, or shutdown's disconnectAll).
+        self.reading = self.writing = False
+        self.pump._lose(self, reason)
+
+    def logPrefix(self):
+        return "splice"
+
+
+@implementer(IPullProducer)
+class _FlushWaiter:
+    """
+    Registered on a transport that still has bytes to write when the pump
+    starts: Twisted calls a pull producer's C{resumeProducing} each time
+    the transport's buffer has drained.
+    """
+
+    def __init__(self, pump, transport):
+        self.pump = pump
+        self.transport = transport
+
+    def resumeProducing(self):
+        if _unsent(self.transport):
+            return
+        self.transport.unregisterProducer()
+        self.pump._flushed(self)
+
+    def stopProducing(self):
+        # The transport was lost while flushing: its protocol's
+        # connectionLost stops the pump.
+        pass
+
+
+class SplicePump:
+    """
+    Moves the bytes of one downstream/upstream socket pair in the kernel.
+
+    C{callbacks} (the tcp_proxy filter) is told:
+
+     - C{onSpliceBytes(fromDownstream, toDownstream)}: bytes read from each
+       side since the last call (counted from splice's return values when
+       they leave the source, as the ordinary path counts reads);
+     - C{onSpliceReadClosed(fromDownstream)}: that side sent FIN, every
+       byte before it reached the other side and the other side got a FIN;
+     - C{onSplicePaused(fromDownstream)} / C{onSpliceResumed(fromDownstream)}:
+       that side stopped / resumed being read because the other side
+       would not take more;
+     - C{onSpliceFallback()}: no pipe could be made; the pump is stopped,
+       both transports are left not reading, and the caller wires the
+       ordinary path.
+
+    Errors and hang-ups go to the transports' own C{connectionLost}.
+
+    @ivar running: whether the pump owns the sockets.
+    """
+
+    running = False
+    stopped = False
+
+    def __init__(self, reactor, downstream, upstream, callbacks):
+        self.reactor = reactor
+        self.callbacks = callbacks
+        self._down = _SpliceEnd(self, downstream)
+        self._up = _SpliceEnd(self, upstream)
+        self._toUpstream = _Direction(self._down, self._up, True)
+        self._toDownstream = _Direction(self._up, self._down, False)
+        self._down.outbound = self._up.inbound = self._toUpstream
+        self._up.outbound = self._down.inbound = self._toDownstream
+        self._waiters = []
+        self._capacity = 0
+
+    # --- life cycle ------------------------------------------------------
+
+    def start(self):
+        """
+        Take both sockets over. Bytes the transports still buffer for
+        writing (what was read before the upstream connected) are written
+        by them first.
+        """
+        for end in (self._down, self._up):
+            end.transport.stopReading()
+            if _unsent(end.transport):
+                waiter = _FlushWaiter(self, end.transport)
+                self._waiters.append(waiter)
+                end.transport.registerProducer(waiter, False)
+        if not self._waiters:
+            self._run()
+
+    def _flushed(self, waiter):
+        self._waiters.remove(waiter)
+        if not self._waiters and not self.stopped:
+            self._run()
+
+    def _run(self):
+        self.running = True
+        for end in (self._down, self._up):
+            self._startReading(end)
+
+    def stop(self):
+        """
+        Give the sockets back (not reading, not writing) and close the
+        pipes. Bytes still in a pipe are dropped, as a closing connection
+        drops its buffers. Safe to call more than once.
+        """
+        if self.stopped:
+            return
+        self.stopped = True
+        self.running = False
+        for waiter in self._waiters:
+            if waiter.transport.producer is waiter:
+                waiter.transport.unregisterProducer()
+        self._waiters = []
+        reactor = self.reactor
+        for end in (self._down, self._up):
+            if end.reading:
+                end.reading = False
+                reactor.removeReader(end)
+            if end.writing:
+                end.writing = False
+                reactor.removeWriter(end)
+        for d in (self._toUpstream, self._toDownstream):
+            for fd in (d.pipeRead, d.pipeWrite):
+                if fd >= 0:
+                    os.close(fd)
+            d.pipeRead = d.pipeWrite = -1
+
+    def _openPipes(self):
+        # Made on the first readable event, not at connect: an idle
+        # connection then costs no pipe, and no file descriptor.
+        opened = []
+        try:
+            for d in (self._toUpstream, self._toDownstream):
+                r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+                opened += [r, w]
+                try:
+                    size = fcntl.fcntl(w, _F_SETPIPE_SZ, PIPE_SIZE)
+                except OSError:
+                    size = fcntl.fcntl(w, _F_GETPIPE_SZ, 0)
+                d.pipeRead, d.pipeWrite = r, w
+                self._capacity = min(self._capacity or size, size)
+        except OSError as e:
+            for fd in opened:
+                os.close(fd)
+            for d in (self._toUpstream, self._toDownstream):
+                d.pipeRead = d.pipeWrite = -1
+            log.debug("splice: no pipe ({error}), using the ordinary path", error=e)
+            return False
+        return True
+
+    def _fallback(self):
+        self.stop()
+        self.callbacks.onSpliceFallback()
+
+    # --- registration ------------------------------------------------------
+
+    def _startReading(self, end):
+        if not end.reading:
+            end.reading = True
+            self.reactor.addReader(end)
+
+    def _stopReading(self, end):
+        if end.reading:
+            end.reading = False
+            self.reactor.removeReader(end)
+
+    # --- moving bytes ------------------------------------------------------
+
+    def _readable(self, d):
+        """C{d}'s source has bytes or EOF: move them as far as the sink takes."""
+        if not d.source.reading:
+            # A readiness event from the same poll batch, after we stopped.
+            return
+        if d.pipeRead < 0 and not self._openPipes():
+            self._fallback()
+            return
+        src = d.source.fd
+        pipeWrite = d.pipeWrite
+        capacity = self._capacity
+        moved = 0
+        # Reading only runs with an empty pipe (a non-empty one means the
+        # sink is blocked and the source is out of the read set), so each
+        # round may fill the whole pipe.
+        for _ in range(_MAX_ROUNDS):
+            try:
+                n = _splice(src, pipeWrite, capacity, None, None, _FLAGS)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                self._report(d, moved)
+                self._lose(d.source, e)
+                return
+            if n == 0:
+                d.eof = True
+                break
+            moved += n
+            d.inPipe = n
+            try:
+                self._drain(d)
+            except OSError as e:
+                self._report(d, moved)
+                self._lose(d.sink, e)
+                return
+            if d.inPipe:
+                d.blocked = True
+                break
+            if n < capacity:
+                # A short read: the socket had no more for now.
+                break
+        if moved:
+            self._report(d, moved)
+        if d.blocked:
+            self._stopReading(d.source)
+            if not d.sink.writing:
+                d.sink.writing = True
+                self.reactor.addWriter(d.sink)
+            self.callbacks.onSplicePaused(d.fromDownstream)
+        elif d.eof:
+            self._stopReading(d.source)
+            self._finish(d)
+
+    def _drain(self, d):
+        """Move the pipe's bytes to the sink until empty or it would block."""
+        sink = d.sink.fd
+        pipeRead = d.pipeRead
+        while d.inPipe:
+            try:
+                n = _splice(pipeRead, sink, d.inPipe, None, None, _FLAGS)
+            except BlockingIOError:
+                return
+            if n <= 0:
+                return
+            d.inPipe -= n
+
+    def _writable(self, d):
+        """C{d}'s sink can take bytes again."""
+        if not d.sink.writing:
+            return
+        try:
+            self._drain(d)
+        except OSError as e:
+            self._lose(d.sink, e)
+            return
+        if d.inPipe:
+            return
+        d.blocked = False
+        d.sink.writing = False
+        self.reactor.removeWriter(d.sink)
+        if d.eof:
+            self._finish(d)
+        else:
+            self._startReading(d.source)
+            self.callbacks.onSpliceResumed(d.fromDownstream)
+
+    def _finish(self, d):
+        """C{d}'s source sent FIN and every byte reached the sink: pass the FIN on."""
+        if d.finished:
+            return
+        d.finished = True
+        try:
+            d.sink.socket.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            if e.errno != errno.ENOTCONN:
+                self._lose(d.sink, e)
+                return
+        self.callbacks.onSpliceReadClosed(d.fromDownstream)
+
+    def _report(self, d, moved):
+        if d.fromDownstream:
+            self.callbacks.onSpliceBytes(moved, 0)
+        else:
+            self.callbacks.onSpliceBytes(0, moved)
+
+    # --- errors ----------------------------------------------------------
+
+    def _lose(self, end, reason):
+        """
+        C{end}'s socket failed or hung up: stop, and deliver the loss to
+        its transport as the reactor would have.
+        """
+        self.stop()
+        if not isinstance(reason, Failure):
+            log.debug("splice: {error} on fd {fd}", error=reason, fd=end.fd)
+            reason = Failure(main.CONNECTION_LOST)
+        transport = end.transport
+        if not transport.disconnected:
+            transport.connectionLost(reason)
+
