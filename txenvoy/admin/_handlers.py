@@ -256,6 +256,9 @@ def _runtimeString(value):
 
 
 def runtime(call):
+    loader = getattr(call.admin.server, "runtime", None)
+    if hasattr(loader, "dump"):
+        return AdminResponse(200, _dumps.dumpJson(loader.dump()), JSON)
     admin = call.admin
     layers = admin.runtimeLayers()
     static = admin.staticRuntime
@@ -283,6 +286,16 @@ def runtimeModify(call):
         return AdminResponse(400, "usage: /runtime_modify?key1=value1&key2=value2&keyN=valueN\n"
                                   "       or send the parameters as form values\n"
                                   "use an empty value to remove a previously added override")
+    loader = getattr(call.admin.server, "runtime", None)
+    if hasattr(loader, "mergeValues"):
+        from txenvoy.runtime import NoAdminLayer, RuntimeYamlError
+
+        try:
+            loader.mergeValues(dict(items))
+        except (NoAdminLayer, RuntimeYamlError) as e:
+            # Envoy's bodies: no newline after the error.
+            return AdminResponse(503, str(e))
+        return _ok()
     if not any(kind == "admin" for _, kind in call.admin.runtimeLayers()):
         return AdminResponse(503, "No admin layer specified\n")
     call.admin.modifyRuntime(dict(items))

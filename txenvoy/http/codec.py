@@ -149,8 +149,8 @@ class _StopParsing(Exception):
 # Raw header name -> lower-cased name, for names the codecs give no meaning
 # to; filled as names are seen, bounded so junk names cannot grow it. Names
 # with an underscore never enter it, so a hit needs no policy check.
-PLAIN_NAMES = {}
-PLAIN_NAMES_MAX = 4096
+_PLAIN_NAMES = {}
+_PLAIN_NAMES_MAX = 4096
 for _n in (
     b"accept", b"accept-encoding", b"accept-language", b"user-agent",
     b"cookie", b"content-type", b"authorization", b"cache-control",
@@ -161,7 +161,7 @@ for _n in (
     b"content-encoding", b"expires", b"age", b"accept-ranges",
 ):
     for _v in (_n, _n.title(), _n.upper()):
-        PLAIN_NAMES[_v] = _n
+        _PLAIN_NAMES[_v] = _n
 del _n, _v
 
 

@@ -34,7 +34,13 @@ from httptools import (
     HttpResponseParser,
 )
 
-from txenvoy.http.codec import PLAIN_NAMES, PLAIN_NAMES_MAX, Details, _mapParserError, _StopParsing
+from txenvoy.http.codec import (
+    _PLAIN_NAMES,
+    _PLAIN_NAMES_MAX,
+    Details,
+    _mapParserError,
+    _StopParsing,
+)
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
 
 __all__ = ["ClientCodec"]
@@ -79,7 +85,6 @@ class ClientCodec:
         self._inFlight = False          # a request was sent, its response is due
         self._requestComplete = False
         self._requestChunked = False
-        self._requestRaw = False
         self._requestKeepAlive = True
         self._isHead = False
 
@@ -173,7 +178,6 @@ class ClientCodec:
         self._inFlight = True
         self._requestComplete = endStream
         self._requestChunked = chunked
-        self._requestRaw = raw
         self._requestKeepAlive = keepAlive
         self._isHead = method == b"HEAD"
         self._headBuffer = [] if self._isHead else None
@@ -316,7 +320,7 @@ class ClientCodec:
         self._reason += reason
 
     def on_header(self, name, value):
-        lname = PLAIN_NAMES.get(name)
+        lname = _PLAIN_NAMES.get(name)
         value = value.rstrip(b" \t")
         self._headSize += len(name) + len(value) + 4
         if lname is None:
@@ -332,9 +336,9 @@ class ClientCodec:
                 self._transferEncoding = value
                 self._extraCount += 1
                 return
-            elif b"_" not in lname and len(PLAIN_NAMES) < PLAIN_NAMES_MAX and (
+            elif b"_" not in lname and len(_PLAIN_NAMES) < _PLAIN_NAMES_MAX and (
                     lname not in _REQUEST_SPECIAL):
-                PLAIN_NAMES[name] = lname
+                _PLAIN_NAMES[name] = lname
         self._headers.append((lname, value))
         if self._headSize > self._maxHeadBytes:
             raise _ProtocolError(Details.HEADERS_TOO_LARGE)

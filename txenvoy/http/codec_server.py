@@ -41,8 +41,8 @@ from httptools import (
 )
 
 from txenvoy.http.codec import (
-    PLAIN_NAMES,
-    PLAIN_NAMES_MAX,
+    _PLAIN_NAMES,
+    _PLAIN_NAMES_MAX,
     CodecError,
     DateCache,
     Details,
@@ -87,6 +87,9 @@ _ANOMALY = re.compile(rb"(?P<fold>\r?\n[ \t])|(?P<cr>\r(?!\n))|(?P<lf>(?<!\r)\n)
 # Parse events queued for a request that waits for its turn.
 _EV_HEADERS, _EV_DATA, _EV_TRAILERS = range(3)
 
+# Status lines without their CRLF, by code.
+_STATUS_LINES = {code: statusLine(code)[:-2] for code in range(100, 600)}
+
 # Response headers the encoder looks at while it serialises.
 _RESPONSE_SPECIAL = frozenset([b"content-length", b"transfer-encoding", b"connection"])
 
@@ -95,9 +98,12 @@ _LAST_CHUNK = b"0\r\n\r\n"
 
 _UNDERSCORE_ACTIONS = ("ALLOW", "REJECT_REQUEST", "DROP_HEADER")
 
-# Chunks of an unfinished message are kept (by reference) so that a head
-# needing a rewrite can be parsed again; past this, it is answered 400.
-_REPLAY_LIMIT = 256 * 1024
+# The reads since the parser was last between messages are kept (by
+# reference) so that a head needing a rewrite can be parsed again; past
+# this, or once a body larger than _REPLAY_BODY starts, such a head is
+# answered 400 instead.
+_REPLAY_LIMIT = 64 * 1024
+_REPLAY_BODY = 16 * 1024
 
 
 def _newParser(protocol, anyVersion=False):
@@ -183,11 +189,11 @@ class ResponseEncoder:
         close = self._closeAfter
         cl = None
         connection = None
-        lines = []
+        lines = [_STATUS_LINES.get(status) or statusLine(status)]
         append = lines.append
         for entry in headers.headers._entries:
-            if entry[0] in _RESPONSE_SPECIAL:
-                name = entry[0]
+            name = entry[0]
+            if name in _RESPONSE_SPECIAL:
                 if name == b"transfer-encoding":
                     continue
                 if name == b"content-length":
@@ -197,9 +203,11 @@ class ResponseEncoder:
                     if b"close" in connection.lower():
                         close = True
             append(b": ".join(entry))
+        if http10:
+            lines[0] = statusLine(status, True)[:-2]
 
         if status < 200 and status != 101:
-            self._writeHead(statusLine(status, http10), lines, None)
+            self._writeHead(lines, None)
             return
         self._started = True
 
@@ -233,18 +241,26 @@ class ResponseEncoder:
                 append(b"connection: close")
         elif http10 and connection is None:
             append(b"connection: keep-alive")
-        self._writeHead(statusLine(status, http10), lines, framing)
+        if framing is not None:
+            append(framing)
+        # Two empty items end the last line and the head.
+        append(b"")
+        append(b"")
+        head = b"\r\n".join(lines)
+        if codec._batching:
+            codec._out.append(head)
+        else:
+            codec._send(head)
         if endStream and not self._raw:
             self._complete = True
             codec._responseComplete(self)
 
-    def _writeHead(self, first, lines, framing):
+    def _writeHead(self, lines, framing):
         if framing is not None:
             lines.append(framing)
-        if lines:
-            self._codec._send(first + b"\r\n".join(lines) + b"\r\n\r\n")
-        else:
-            self._codec._send(first + b"\r\n")
+        lines.append(b"")
+        lines.append(b"")
+        self._codec._send(b"\r\n".join(lines))
 
     def encodeData(self, data, endStream):
         """
@@ -365,7 +381,9 @@ class ServerCodec:
     @param callbacks: provides C{newStream(encoder) -> decoder} and
         C{onCodecError(status, details)}; optionally
         C{onDroppedHeaderWithUnderscores(name)} (Envoy's
-        C{dropped_headers_with_underscores} counter).
+        C{dropped_headers_with_underscores} counter) and
+        C{codecLocalReply(status, details, emptyBody, http10)}, returning
+        the bytes of the codec's own reply, or C{None} for the default.
     @param transport: the connection's transport (C{write},
         C{loseConnection}, C{pauseProducing}, C{resumeProducing}).
     @param maxRequestHeadersKb: limit on the request head (request line and
@@ -398,6 +416,7 @@ class ServerCodec:
         self._callbacks = callbacks
         self._newStream = callbacks.newStream
         self._onDropped = getattr(callbacks, "onDroppedHeaderWithUnderscores", None)
+        self._replyHook = getattr(callbacks, "codecLocalReply", None)
         self._transport = transport
         self._maxHeadBytes = maxRequestHeadersKb * 1024
         self._maxHeadersCount = maxHeadersCount
@@ -561,10 +580,11 @@ class ServerCodec:
         if self._headSize > self._maxHeadBytes:
             raise CodecError(431, Details.HEADERS_TOO_LARGE)
 
-    def on_header(self, name, value):
-        lname = PLAIN_NAMES.get(name)
+    def on_header(self, name, value, _plain=_PLAIN_NAMES.get, _special=_SPECIAL_RAW.get):
+        # (The defaults make the two lookups local: this runs per header.)
+        lname = _plain(name)
         if lname is None:
-            kind = _SPECIAL_RAW.get(name)
+            kind = _special(name)
             if kind is None or self._trailers is not None:
                 self._namedHeader(name, value)
                 return
@@ -599,7 +619,7 @@ class ServerCodec:
             self._trailers.append((lname, value))
             return
         kind = _SPECIAL.get(lname)
-        if kind is not None and len(_SPECIAL_RAW) < PLAIN_NAMES_MAX:
+        if kind is not None and len(_SPECIAL_RAW) < _PLAIN_NAMES_MAX:
             _SPECIAL_RAW[name] = kind
         if kind is None:
             if b"_" in lname:
@@ -607,12 +627,12 @@ class ServerCodec:
                 if action == "REJECT_REQUEST":
                     raise CodecError(400, Details.UNEXPECTED_UNDERSCORE)
                 if action == "DROP_HEADER":
+                    # Not in the map, so not counted against the limit.
                     if self._onDropped is not None:
                         self._onDropped(lname)
-                    self._extraCount += 1
                     return
-            elif len(PLAIN_NAMES) < PLAIN_NAMES_MAX:
-                PLAIN_NAMES[name] = lname
+            elif len(_PLAIN_NAMES) < _PLAIN_NAMES_MAX:
+                _PLAIN_NAMES[name] = lname
             self._headers.append((lname, value))
         else:
             self._special(kind, value)
@@ -765,6 +785,8 @@ class ServerCodec:
             request.contentLength = n
             self._bodyRemaining = n
             endStream = n == 0
+            if n > _REPLAY_BODY:
+                self._dropReplay()
         else:
             self._bodyRemaining = 0
             endStream = True
@@ -886,6 +908,13 @@ class ServerCodec:
             self._onParserError(error)
         else:
             self._onParserUpgrade(data, upgradeAt)
+
+    def _dropReplay(self):
+        # A large body follows: its bytes are not kept for a replay (a head
+        # later in the same reads can no longer be rewritten, only refused).
+        self._savedFirst = b""
+        self._savedMore = None
+        self._savedBytes = _REPLAY_LIMIT + 1
 
     def _saveChunk(self, data):
         if self._savedBytes > _REPLAY_LIMIT:
@@ -1163,8 +1192,15 @@ class ServerCodec:
             self._pending.append(error)
 
     def _sendLocalReply(self, error):
-        self._send(localReply(error.status, self.dateCache.value(),
-                              self._serverName, error.emptyBody, error.http10))
+        reply = None
+        if self._replyHook is not None:
+            # The connection manager may format the reply itself (its
+            # local_reply_config, via).
+            reply = self._replyHook(error.status, error.details, error.emptyBody, error.http10)
+        if reply is None:
+            reply = localReply(error.status, self.dateCache.value(),
+                               self._serverName, error.emptyBody, error.http10)
+        self._send(reply)
         self._loseConnection()
         self._callbacks.onCodecError(error.status, error.details)
 

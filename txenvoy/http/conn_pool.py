@@ -43,18 +43,51 @@ drained.
 
 from collections import deque
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from txenvoy.http.codec_client import ClientCodec
 
 __all__ = ["HttpConnPool", "ActiveClient", "ClusterPools", "poolsFor", "OVERFLOW",
-           "CONNECTION_TERMINATION", "PROTOCOL_ERROR"]
+           "CONNECTION_TERMINATION", "PROTOCOL_ERROR", "directWriter"]
 
 #: Envoy's reset reasons, as they appear in local reply bodies.
 OVERFLOW = "overflow"
 CONNECTION_TERMINATION = "connection termination"
 PROTOCOL_ERROR = "protocol error"
+
+
+def _sendNow(transport, data):
+    # Twisted queues every write and sends it once the reactor sees the
+    # socket writable, at the cost of two epoll changes and a dispatch per
+    # write. When nothing is queued, try the socket at once; whatever it
+    # does not take goes the usual way, so ordering and back-pressure hold.
+    if (transport._tempDataLen or len(transport.dataBuffer) != transport.offset
+            or not transport.connected or transport.disconnecting):
+        transport.write(data)
+        return
+    try:
+        sent = transport.socket.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        # Let Twisted meet the error and close the connection its way.
+        transport.write(data)
+        return
+    if sent < len(data):
+        transport.write(data[sent:])
+
+
+def directWriter(transport):
+    """
+    @return: C{write(data)} for C{transport}: a plain TCP transport gets
+        bytes sent at once when nothing is queued before them; any other
+        transport (TLS, a network filter) its own C{write}.
+    """
+    if isinstance(transport, tcp.Connection):
+        return lambda data: _sendNow(transport, data)
+    return transport.write
 
 
 class ClusterPools:
@@ -377,7 +410,9 @@ class ActiveClient:
     def onUpstreamConnected(self, connection):
         self.connection = connection
         self.connected = True
-        self.codec = ClientCodec(self, connection)
+        self._tx = self.pool.stats.upstream_cx_tx_bytes_total
+        self._write = directWriter(connection.transport)
+        self.codec = ClientCodec(self, self)
         connection.registerProducer(self._watermark, True)
         if self.closed:
             connection.abort()
@@ -388,8 +423,27 @@ class ActiveClient:
         self.closed = True
         self.pool._onConnectFailed(self, reason)
 
+    def write(self, data):
+        """The codec's transport: count and send request bytes."""
+        if not self.closed:
+            tx = self._tx
+            tx.value += len(data)
+            tx.used = True
+            self._write(data)
+
     def onUpstreamData(self, data):
-        self.codec.dataReceived(data)
+        stream = self.stream
+        corker = stream.corker if stream is not None else None
+        if corker is None:
+            self.codec.dataReceived(data)
+            return
+        # What one read of the response produces goes downstream in one
+        # write (a response head and its body, typically).
+        corker.cork()
+        try:
+            self.codec.dataReceived(data)
+        finally:
+            corker.uncork()
 
     def onUpstreamReadClosed(self):
         # HTTP/1.1 has no half-close: the host is done with the connection.

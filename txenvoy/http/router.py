@@ -49,7 +49,7 @@ from txenvoy.upstream.connection import CONNECT_TIMEOUT, LOCAL_CONNECTION_FAILUR
 
 __all__ = ["RouterConfig", "RouterFilter", "UpstreamRequest"]
 
-_STOP = FilterHeadersStatus.StopAllIterationAndWatermark
+_STOP = FilterHeadersStatus.StopIteration
 _NO_BUFFER = FilterDataStatus.StopIterationNoBuffer
 _TRAILERS_STOP = FilterTrailersStatus.StopIteration
 
@@ -149,7 +149,7 @@ class UpstreamRequest:
 
     __slots__ = ("router", "host", "hostStats", "pool", "handle", "client", "startTime",
                  "perTryTimer", "awaitingHeaders", "done", "counted", "pendingEnd",
-                 "pendingHeaders")
+                 "pendingHeaders", "corker")
 
     def __init__(self, router, host, pool):
         self.router = router
@@ -165,6 +165,7 @@ class UpstreamRequest:
         self.counted = False
         self.pendingEnd = None
         self.pendingHeaders = None
+        self.corker = None
 
     # Pool callbacks.
 
@@ -317,15 +318,6 @@ class RouterFilter:
         info.upstreamCluster = clusterName
 
         entries = headers.headers
-        mutations = route.requestHeadersMutations
-        if mutations:
-            mutations.apply(entries, FormatContext(info, headers, None))
-        path = headers.path
-        host = route.rewriteHost(entries, path)
-        if host is not None:
-            if entry.appendXForwardedHost and headers.authority:
-                entries.add(b"x-forwarded-host", headers.authority)
-            headers.authority = host
 
         policy = entry.retryPolicy
         bits = _retryBits(policy)
@@ -344,14 +336,31 @@ class RouterFilter:
             self._buffering = not endStream
         self.timeout = timeout
         self.perTryTimeout = perTry
-        if not config.suppressEnvoyHeaders:
+        # Envoy 1.40's order: the timeout header, the route's header
+        # mutations, then the host and path rewrites with their
+        # x-envoy-original-* headers.
+        envoyHeaders = not config.suppressEnvoyHeaders
+        if envoyHeaders:
             expected = perTry if perTry and (not timeout or perTry < timeout) else timeout
             if expected:
                 entries._entries.append(
                     (b"x-envoy-expected-rq-timeout-ms", b"%d" % (int(expected * 1000 + 0.5),)))
+        mutations = route.requestHeadersMutations
+        if mutations:
+            mutations.apply(entries, FormatContext(info, headers, None))
+        path = headers.path
+        host = route.rewriteHost(entries, path)
+        if host is not None:
+            original = headers.authority
+            if entry.appendXForwardedHost and original:
+                entries.add(b"x-forwarded-host", original)
+            if envoyHeaders and original:
+                entries.set(b"x-envoy-original-host", original)
+            headers.authority = host
         newPath = entry.rewritePath(path) if path is not None else path
         if newPath is not path and newPath != path:
-            entries._entries.append((b"x-envoy-original-path", path))
+            if envoyHeaders:
+                entries.set(b"x-envoy-original-path", path)
             headers.path = newPath
 
         cb.addDownstreamWatermarkCallbacks(self)
@@ -495,6 +504,7 @@ class RouterFilter:
 
     def _onPoolReady(self, upstream, client):
         upstream.counted = True
+        upstream.corker = self.callbacks._corker()
         self.clusterStats.upstream_rq_total.inc()
         self.clusterStats.upstream_rq_active.inc()
         hostStats = upstream.hostStats
@@ -662,7 +672,8 @@ class RouterFilter:
         cb = self.callbacks
         now = cb.dispatcher.reactor.seconds()
         entries = headers.headers._entries
-        if not self.config.suppressEnvoyHeaders:
+        if not self.config.suppressEnvoyHeaders and status != 101:
+            # Envoy 1.40 does not time an upgrade's 101.
             entries.append((b"x-envoy-upstream-service-time",
                             b"%d" % (int((now - upstream.startTime) * 1000),)))
         mutations = self.route.responseHeadersMutations

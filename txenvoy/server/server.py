@@ -62,7 +62,6 @@ class Server(MultiService):
         major, minor, patch = (int(p) for p in txenvoy.__version__.split("."))
         v = node.user_agent_build_version.version
         v.major_number, v.minor_number, v.patch = major, minor, patch
-        self.runtime = {}
         from txenvoy.server.drain import DrainManager
 
         self.drainManager = DrainManager(reactor, options.drainTimeS, options.drainStrategy)
@@ -71,6 +70,10 @@ class Server(MultiService):
         self.mainStats = self.stats.shard("main_thread")
         self.mainDispatcher = Dispatcher(reactor, "main_thread", self.mainStats)
         self._serverStats()
+        from txenvoy.runtime import Runtime
+
+        self.runtime = Runtime(reactor, bootstrap.layered_runtime, self.mainStats,
+                               serviceCluster=node.cluster)
         loadPlugins()
 
         from txenvoy.accesslog.manager import AccessLogManager
@@ -155,7 +158,8 @@ class Server(MultiService):
             if field.name != "local_cluster_name":
                 raise UnsupportedField("cluster_manager." + field.name)
         for i, layer in enumerate(bootstrap.layered_runtime.layers):
-            if layer.WhichOneof("layer_specifier") not in ("static_layer", "admin_layer"):
+            if layer.WhichOneof("layer_specifier") not in ("static_layer", "admin_layer",
+                                                           "disk_layer"):
                 raise UnsupportedField("layered_runtime.layers[%d].%s"
                                        % (i, layer.WhichOneof("layer_specifier")))
 
@@ -210,6 +214,7 @@ class Server(MultiService):
         if not self.listenerManager._sockets and self.listenerManager.listeners:
             self.listenerManager.bind(len(self.workers))
         self.accessLogManager.start()
+        self.runtime.start()
         if self.statsFlusher is not None:
             self.statsFlusher.start()
         if self.admin is not None:
@@ -256,6 +261,7 @@ class Server(MultiService):
             self.guardDog.stop()
         if self.statsFlusher is not None:
             self.statsFlusher.stop()
+        self.runtime.stop()
         if self.admin is not None:
             yield self.admin.stop()
         yield defer.maybeDeferred(MultiService.stopService, self)

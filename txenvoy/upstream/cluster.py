@@ -237,6 +237,8 @@ class ClusterInfo:
     @ivar dns: L{DnsSettings}.
     @ivar bindAddress: C{(ip, port)} from C{upstream_bind_config}, or C{None}.
     @ivar tcpKeepalive: L{TcpKeepalive} or C{None}.
+    @ivar transportSocket: the compiled upstream transport socket (an object
+        with C{wrapProtocolFactory}), or C{None} for plain TCP.
     @ivar waitForWarmOnInit: whether server init waits for this cluster.
     @ivar addedViaApi: always C{False} for static clusters.
     @ivar proto: the C{Cluster} message as configured.
@@ -259,6 +261,7 @@ class ClusterInfo:
         self.dns = kw.pop("dns", None) or DnsSettings()
         self.bindAddress = kw.pop("bindAddress", None)
         self.tcpKeepalive = kw.pop("tcpKeepalive", None)
+        self.transportSocket = kw.pop("transportSocket", None)
         self.waitForWarmOnInit = kw.pop("waitForWarmOnInit", True)
         self.addedViaApi = kw.pop("addedViaApi", False)
         self.proto = kw.pop("proto", None)
@@ -384,13 +387,23 @@ def compileCluster(proto, path):
         _checkFields(ts, path + ".transport_socket", ("name", "typed_config"))
         typeName = ts.typed_config.type_url.rsplit("/", 1)[-1]
         if typeName != _RAW_BUFFER_TYPE:
-            raise UnsupportedExtension(path + ".transport_socket", typeName, ts.name)
+            kw["transportSocket"] = _compileTransportSocket(ts, path + ".transport_socket")
     if proto.protocol_selection != 0:
         raise UnsupportedField(path + ".protocol_selection", "USE_DOWNSTREAM_PROTOCOL")
 
     endpoints = _compileLoadAssignment(proto, path, ctype)
     info = ClusterInfo(**kw).freeze()
     return info, endpoints
+
+
+def _compileTransportSocket(ts, path):
+    # Imported here: extensions import this module.
+    import txenvoy.extensions  # noqa: F401  (registers the built-in transport sockets)
+    from txenvoy.config.context import FactoryContext
+    from txenvoy.config.registry import Category, createExtension
+
+    return createExtension(Category.TRANSPORT_SOCKET_UPSTREAM, ts, FactoryContext(None, None),
+                           path)
 
 
 def _compileLb(proto, path):

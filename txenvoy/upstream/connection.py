@@ -80,6 +80,9 @@ class UpstreamConnection(Protocol):
 
     transport = None
     connected = False
+    #: Why the transport socket failed to connect (Envoy's
+    #: C{%UPSTREAM_TRANSPORT_FAILURE_REASON%}, e.g. C{TLS_error:|...}), or C{""}.
+    transportFailureReason = ""
 
     def __init__(self, cluster, host, callbacks):
         self.cluster = cluster
@@ -117,9 +120,14 @@ class UpstreamConnection(Protocol):
         self._startTime = reactor.seconds()
         ip, port = self.host.address
         self._timer = reactor.callLater(info.connectTimeout, self._onConnectTimeout)
+        factory = _UpstreamFactory(self)
+        transportSocket = getattr(info, "transportSocket", None)
+        if transportSocket is not None:
+            factory = transportSocket.wrapProtocolFactory(factory, reactor, self.host,
+                                                          self.cluster)
         try:
             self._connector = reactor.connectTCP(
-                ip, port, _UpstreamFactory(self), timeout=info.connectTimeout,
+                ip, port, factory, timeout=info.connectTimeout,
                 bindAddress=info.bindAddress)
         except Exception:
             # Report on the next turn, as a refused connect would be, so
@@ -144,7 +152,11 @@ class UpstreamConnection(Protocol):
             try:
                 connector.stopConnecting()
             except error.NotConnectingError:
-                pass
+                # Connected, but the transport socket's handshake is not
+                # done: drop the socket.
+                transport = getattr(connector, "transport", None)
+                if transport is not None:
+                    transport.abortConnection()
 
     def _cancelTimer(self):
         timer, self._timer = self._timer, None
@@ -164,6 +176,7 @@ class UpstreamConnection(Protocol):
         self._cancelTimer()
         self._connector = None
         self.failureReason = reason
+        self.transportFailureReason = getattr(reason.value, "transportFailureReason", "")
         stats = self._stats
         hs = self.hostStats
         stats.upstream_cx_connect_fail.inc()

@@ -5,3 +5,4 @@ chain (TLS).
 """
 
 from txenvoy.extensions.transport_sockets import tls  # noqa: F401
+from txenvoy.extensions.transport_sockets import upstream_tls  # noqa: F401

@@ -152,8 +152,11 @@ class TcpProxyFilter(Protocol):
         transport = self.transport
         if (not self._downstreamReadClosed
                 and splice.eligible(self.connection, transport, upstream.transport)):
+            # The accept path set the transport's bufferSize to the
+            # listener's per_connection_buffer_limit_bytes.
             self._splice = splice.SplicePump(self.dispatcher.reactor, transport,
-                                             upstream.transport, self)
+                                             upstream.transport, self,
+                                             getattr(transport, "bufferSize", None))
             # Read-ahead goes out through the transport; the pump waits
             # for it to be written before it takes the sockets.
             if self._pending:

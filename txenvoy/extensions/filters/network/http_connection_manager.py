@@ -1,0 +1,233 @@
+# -*- test-case-name: tests.extensions.filters.http.test_http_connection_manager -*-
+"""
+C{envoy.filters.network.http_connection_manager}: compiles an
+C{HttpConnectionManager} once into a
+L{txenvoy.http.conn_manager.ConnectionManagerConfig} (route table, HTTP
+filter factories, access logs, timeouts, header policies).
+
+Every field is either honoured, accepted because it changes nothing for
+HTTP/1.1 (C{drain_timeout}, C{delayed_close_timeout}, C{stream_flush_timeout}),
+or rejected with L{UnsupportedField} naming its path.
+"""
+
+import ipaddress
+
+from txenvoy.accesslog.filters import createAccessLog
+from txenvoy.config import registry
+from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField
+from txenvoy.config.registry import Category, extension
+from txenvoy.http import conn_manager
+from txenvoy.http.conn_manager import ConnectionManagerConfig
+from txenvoy.http.local_reply import compileLocalReplyConfig
+from txenvoy.http.route_table import RouteTable
+
+#: HttpConnectionManager fields txenvoy compiles (or that change nothing
+#: for HTTP/1.1); any other field that is set is rejected.
+SUPPORTED_FIELDS = frozenset([
+    "codec_type", "stat_prefix", "route_config", "http_filters", "access_log",
+    "common_http_protocol_options", "http_protocol_options", "server_name",
+    "server_header_transformation", "max_request_headers_kb", "stream_idle_timeout",
+    "request_timeout", "request_headers_timeout", "drain_timeout", "delayed_close_timeout",
+    "stream_flush_timeout", "use_remote_address", "xff_num_trusted_hops",
+    "internal_address_config", "skip_xff_append", "via", "generate_request_id",
+    "preserve_external_request_id", "always_set_request_id_in_response",
+    "forward_client_cert_details", "proxy_100_continue", "upgrade_configs", "normalize_path",
+    "merge_slashes", "path_with_escaped_slashes_action", "request_id_extension",
+    "local_reply_config", "strip_matching_host_port", "strip_any_host_port",
+    "stream_error_on_invalid_http_message",
+])
+
+_COMMON_FIELDS = frozenset(["idle_timeout", "max_connection_duration", "max_headers_count",
+                            "max_stream_duration", "headers_with_underscores_action",
+                            "max_requests_per_connection"])
+_HTTP1_FIELDS = frozenset(["accept_http_10", "default_host_for_http_10", "allow_chunked_length",
+                           "enable_trailers", "allow_absolute_url"])
+_HTTP_FILTER_FIELDS = frozenset(["name", "typed_config", "is_optional", "disabled"])
+_UPGRADE_FIELDS = frozenset(["upgrade_type", "enabled"])
+_UNDERSCORE_ACTIONS = {0: "ALLOW", 1: "REJECT_REQUEST", 2: "DROP_HEADER"}
+_UUID_REQUEST_ID = "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig"
+
+
+def _seconds(duration):
+    return duration.seconds + duration.nanos / 1e9
+
+
+def _checkFields(message, allowed, path):
+    for field, _ in message.ListFields():
+        if field.name not in allowed:
+            raise UnsupportedField("%s.%s" % (path, field.name))
+
+
+def _filterTypeName(entry):
+    typeName = registry.typeNameOf(entry.typed_config)
+    factory = registry.lookup(Category.HTTP_FILTER, typeName)
+    if factory is not None and factory.names:
+        return factory.names[0]
+    return entry.name or typeName
+
+
+def _compileFilters(message, context, path, statPrefix):
+    """@return: C{[(name, factory)]} in config order."""
+    filterContext = context.child(path)
+    filterContext.httpStatPrefix = statPrefix
+    factories = []
+    entries = list(message.http_filters)
+    for i, entry in enumerate(entries):
+        fpath = "%s.http_filters[%d]" % (path, i)
+        _checkFields(entry, _HTTP_FILTER_FIELDS, fpath)
+        if entry.disabled:
+            raise UnsupportedField(fpath + ".disabled")
+        try:
+            factory = filterContext.createExtension(Category.HTTP_FILTER, entry, fpath)
+        except UnsupportedExtension:
+            if entry.is_optional:
+                continue
+            raise
+        terminal = bool(getattr(factory, "terminal", False))
+        last = i == len(entries) - 1
+        if terminal and not last:
+            raise ConfigError(
+                "Error: terminal filter named %s of type %s must be the last filter in a "
+                "http filter chain. @ %s" % (entry.name, _filterTypeName(entry), fpath))
+        if last and not terminal:
+            raise ConfigError(
+                "Error: non-terminal filter named %s of type %s is the last filter in a "
+                "http filter chain. @ %s" % (entry.name, _filterTypeName(entry), fpath))
+        factories.append((entry.name, factory))
+    return factories
+
+
+def _knownClusters(context):
+    bootstrap = context.bootstrap
+    if bootstrap is None:
+        return None
+    return {c.name for c in bootstrap.static_resources.clusters}
+
+
+@extension(Category.NETWORK_FILTER,
+           "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+           "envoy.filters.network.http_connection_manager")
+def createHttpConnectionManager(message, context):
+    """Compile an C{HttpConnectionManager} into a L{ConnectionManagerConfig}."""
+    path = context.path + ".typed_config"
+    _checkFields(message, SUPPORTED_FIELDS, path)
+    config = ConnectionManagerConfig()
+    if not message.stat_prefix:
+        raise ConfigError("%s.stat_prefix: value length must be at least 1 characters" % (path,))
+    config.statPrefix = "http.%s." % (message.stat_prefix,)
+
+    if message.codec_type not in (0, 1):
+        raise UnsupportedField(path + ".codec_type", "only AUTO and HTTP1 (HTTP/1.1)")
+    if message.HasField("route_config"):
+        config.routeTable = RouteTable.fromProto(
+            message.route_config, path + ".route_config", _knownClusters(context))
+    else:
+        raise ConfigError("%s: one of route_config, rds or scoped_routes is required" % (path,))
+
+    config.filterFactories = _compileFilters(message, context, path, config.statPrefix)
+    config.accessLogs = tuple(
+        createAccessLog(al, context, "%s.access_log[%d]" % (path, i))
+        for i, al in enumerate(message.access_log))
+
+    common = message.common_http_protocol_options
+    cpath = path + ".common_http_protocol_options"
+    _checkFields(common, _COMMON_FIELDS, cpath)
+    if common.HasField("idle_timeout"):
+        config.idleTimeout = _seconds(common.idle_timeout)
+    if common.HasField("max_connection_duration"):
+        config.maxConnectionDuration = _seconds(common.max_connection_duration)
+    if common.HasField("max_stream_duration"):
+        config.maxStreamDuration = _seconds(common.max_stream_duration)
+    if common.HasField("max_headers_count"):
+        config.maxHeadersCount = common.max_headers_count.value
+    if common.HasField("max_requests_per_connection"):
+        config.maxRequestsPerConnection = common.max_requests_per_connection.value
+    config.headersWithUnderscoresAction = _UNDERSCORE_ACTIONS[
+        common.headers_with_underscores_action]
+
+    http1 = message.http_protocol_options
+    hpath = path + ".http_protocol_options"
+    _checkFields(http1, _HTTP1_FIELDS, hpath)
+    config.acceptHttp10 = http1.accept_http_10
+    if http1.default_host_for_http_10:
+        config.defaultHostForHttp10 = http1.default_host_for_http_10.encode("utf-8")
+    if http1.allow_chunked_length:
+        raise UnsupportedField(hpath + ".allow_chunked_length", "only false")
+    if http1.HasField("allow_absolute_url") and not http1.allow_absolute_url.value:
+        raise UnsupportedField(hpath + ".allow_absolute_url", "only true")
+    config.enableTrailers = http1.enable_trailers
+
+    if message.server_name:
+        config.serverName = message.server_name.encode("utf-8")
+    config.serverHeaderTransformation = message.server_header_transformation
+    if message.HasField("max_request_headers_kb"):
+        kb = message.max_request_headers_kb.value
+        if not 0 < kb <= 8192:
+            raise ConfigError("%s.max_request_headers_kb: value must be inside range (0, 8192]"
+                              % (path,))
+        config.maxRequestHeadersKb = kb
+    if message.HasField("stream_idle_timeout"):
+        config.streamIdleTimeout = _seconds(message.stream_idle_timeout)
+    if message.HasField("request_timeout"):
+        config.requestTimeout = _seconds(message.request_timeout)
+    if message.HasField("request_headers_timeout"):
+        config.requestHeadersTimeout = _seconds(message.request_headers_timeout)
+
+    if message.HasField("use_remote_address"):
+        config.useRemoteAddress = message.use_remote_address.value
+    config.xffNumTrustedHops = message.xff_num_trusted_hops
+    config.skipXffAppend = message.skip_xff_append
+    if message.HasField("internal_address_config"):
+        iac = message.internal_address_config
+        networks = []
+        for i, r in enumerate(iac.cidr_ranges):
+            prefix = r.prefix_len.value if r.HasField("prefix_len") else (
+                128 if ":" in r.address_prefix else 32)
+            try:
+                networks.append(ipaddress.ip_network("%s/%d" % (r.address_prefix, prefix),
+                                                     strict=False))
+            except ValueError as e:
+                raise ConfigError("%s.internal_address_config.cidr_ranges[%d]: malformed IP "
+                                  "address: %s" % (path, i, e))
+        config.internalNetworks = tuple(networks)
+    if message.via:
+        config.via = message.via.encode("utf-8")
+    if message.HasField("generate_request_id"):
+        config.generateRequestId = message.generate_request_id.value
+    config.preserveExternalRequestId = message.preserve_external_request_id
+    config.alwaysSetRequestIdInResponse = message.always_set_request_id_in_response
+    if message.forward_client_cert_details != 0:
+        raise UnsupportedField(path + ".forward_client_cert_details", "only SANITIZE")
+    if message.proxy_100_continue:
+        raise UnsupportedField(path + ".proxy_100_continue", "only false")
+    if message.HasField("stream_error_on_invalid_http_message") and \
+            message.stream_error_on_invalid_http_message.value:
+        raise UnsupportedField(path + ".stream_error_on_invalid_http_message", "only false")
+    if message.HasField("request_id_extension"):
+        ext = message.request_id_extension
+        typeName = registry.typeNameOf(ext.typed_config)
+        if typeName != _UUID_REQUEST_ID:
+            raise UnsupportedExtension(path + ".request_id_extension.typed_config", typeName)
+
+    upgrades = set()
+    for i, upgrade in enumerate(message.upgrade_configs):
+        upath = "%s.upgrade_configs[%d]" % (path, i)
+        _checkFields(upgrade, _UPGRADE_FIELDS, upath)
+        enabled = upgrade.enabled.value if upgrade.HasField("enabled") else True
+        if enabled:
+            upgrades.add(upgrade.upgrade_type.lower().encode("utf-8"))
+    config.upgradeTypes = frozenset(upgrades)
+
+    if message.HasField("normalize_path"):
+        config.normalizePath = message.normalize_path.value
+    config.mergeSlashes = message.merge_slashes
+    action = message.path_with_escaped_slashes_action
+    config.escapedSlashesAction = conn_manager.KEEP_UNCHANGED if action == 0 else action
+    config.stripAnyHostPort = message.strip_any_host_port
+    config.stripMatchingHostPort = message.strip_matching_host_port
+
+    if message.HasField("local_reply_config"):
+        config.localReply = compileLocalReplyConfig(message.local_reply_config,
+                                                    path + ".local_reply_config")
+    config.server = context.server
+    return config.finish()

@@ -1,0 +1,1922 @@
+# -*- test-case-name: tests.http.test_conn_manager -*-
+"""
+The HTTP connection manager (Envoy's C{Http::ConnectionManagerImpl}): the
+terminal network filter that runs the HTTP/1.1 codec on a downstream
+connection, makes an L{ActiveStream} per request, runs the stream's HTTP
+filters, and keeps Envoy's books (C{http.<stat_prefix>.*}, access logs).
+
+One request is in flight per connection at a time: the codec hands request
+n+1 over once response n is complete, and answers pipelined requests in
+order.
+
+Behaviour copied from Envoy 1.40 (checked against the binary, pinned in
+the tests):
+
+ - to the upstream: hop-by-hop headers are removed (C{connection},
+   C{keep-alive}, C{proxy-connection}, C{upgrade} unless upgrading, C{te}
+   other than C{trailers}); from requests Envoy considers external (all of
+   them unless C{internal_address_config} says otherwise) the C{x-envoy-*}
+   control headers a client could abuse are removed; then
+   C{x-forwarded-for} (only with C{use_remote_address}; a loopback peer is
+   recorded as the machine's own address), C{x-forwarded-proto}, C{via},
+   C{x-envoy-external-address} and C{x-request-id} are added, in that
+   order; C{Expect: 100-continue} is answered here and not forwarded;
+ - to the client: the upstream's C{date} is kept (added when absent),
+   C{server} is overwritten in place (C{server_header_transformation}),
+   hop-by-hop headers are removed, C{via} is appended, and while draining
+   C{connection: close} is added;
+ - C{stream_idle_timeout} (300 s) answers 408 C{stream timeout} while the
+   request is incomplete and 504 after it, flag C{SI}; partial request
+   heads count from their first byte and trickling does not extend them;
+   C{request_timeout} answers 408 C{request timeout};
+   C{request_headers_timeout} answers 408 C{request header timeout};
+ - an C{Upgrade} request with no matching C{upgrade_configs} gets 403 and
+   the connection is closed; after a 101 both sides carry raw bytes.
+"""
+
+import itertools
+import random
+import socket
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from txenvoy.http.codec import NON_PROTOCOL_ERROR_DETAILS
+from txenvoy.http.codec_server import ServerCodec
+from txenvoy.http.conn_pool import directWriter
+from txenvoy.http.filter import (
+    FilterDataStatus,
+    FilterHeadersStatus,
+    FilterTrailersStatus,
+    IStreamFilterCallbacks,
+    filterRoles,
+)
+from txenvoy.http.local_reply import DEFAULT_LOCAL_REPLY, makeLocalReply
+from txenvoy.http.status import reasonPhrase, statusLine
+from txenvoy.network.stream_info import ResponseFlag, StreamInfo
+
+log = Logger(namespace="http")
+
+__all__ = ["ConnectionManager", "ConnectionManagerConfig", "ActiveStream", "TimerSet"]
+
+_INF = float("inf")
+_ids = itertools.count(1)
+
+OVERWRITE, APPEND_IF_ABSENT, PASS_THROUGH = 0, 1, 2
+KEEP_UNCHANGED, REJECT_REQUEST, UNESCAPE_AND_REDIRECT, UNESCAPE_AND_FORWARD = 1, 2, 3, 4
+
+_CONTINUE = FilterHeadersStatus.Continue
+_DATA_CONTINUE = FilterDataStatus.Continue
+_DATA_NO_BUFFER = FilterDataStatus.StopIterationNoBuffer
+_TRAILERS_CONTINUE = FilterTrailersStatus.Continue
+
+# Request headers that never go upstream (hop-by-hop).
+HOP_BY_HOP = frozenset([b"connection", b"keep-alive", b"proxy-connection", b"upgrade",
+                        b"transfer-encoding"])
+# Envoy's cleanInternalHeaders: removed from external requests.
+EXTERNAL_STRIPPED = frozenset([
+    b"x-envoy-retriable-status-codes", b"x-envoy-retriable-header-names", b"x-envoy-retry-on",
+    b"x-envoy-retry-grpc-on", b"x-envoy-max-retries", b"x-envoy-upstream-alt-stat-name",
+    b"x-envoy-upstream-rq-timeout-ms", b"x-envoy-upstream-rq-per-try-timeout-ms",
+    b"x-envoy-upstream-rq-timeout-alt-response", b"x-envoy-expected-rq-timeout-ms",
+    b"x-envoy-force-trace", b"x-envoy-ip-tags", b"x-envoy-original-url",
+    b"x-envoy-hedge-on-per-try-timeout", b"x-envoy-internal",
+])
+# ... and from edge requests (external, with use_remote_address).
+EDGE_STRIPPED = frozenset([
+    b"x-envoy-decorator-operation", b"x-envoy-downstream-service-cluster",
+    b"x-envoy-downstream-service-node", b"x-envoy-original-path",
+])
+# Request headers the connection manager reads or rewrites.
+_DETECTED = frozenset([b"x-forwarded-for", b"x-forwarded-proto", b"x-request-id", b"via",
+                       b"expect", b"te", b"x-forwarded-client-cert",
+                       b"x-envoy-external-address"])
+# Response headers the connection manager reads or rewrites.
+_RESPONSE_SPECIAL = frozenset([b"date", b"server", b"connection", b"keep-alive",
+                               b"proxy-connection", b"upgrade", b"transfer-encoding", b"via",
+                               b"x-request-id"])
+_RESPONSE_HOP_BY_HOP = frozenset([b"connection", b"keep-alive", b"proxy-connection",
+                                  b"upgrade", b"transfer-encoding"])
+
+_HCM_COUNTERS = (
+    "downstream_cx_total", "downstream_cx_destroy", "downstream_cx_destroy_local",
+    "downstream_cx_destroy_remote", "downstream_cx_destroy_active_rq",
+    "downstream_cx_destroy_local_active_rq", "downstream_cx_destroy_remote_active_rq",
+    "downstream_cx_http1_total", "downstream_cx_ssl_total", "downstream_cx_protocol_error",
+    "downstream_cx_idle_timeout", "downstream_cx_drain_close",
+    "downstream_cx_max_duration_reached", "downstream_cx_max_requests_reached",
+    "downstream_cx_upgrades_total", "downstream_cx_rx_bytes_total",
+    "downstream_cx_tx_bytes_total", "downstream_rq_total", "downstream_rq_http1_total",
+    "downstream_rq_completed", "downstream_rq_1xx", "downstream_rq_2xx", "downstream_rq_3xx",
+    "downstream_rq_4xx", "downstream_rq_5xx", "downstream_rq_timeout",
+    "downstream_rq_idle_timeout", "downstream_rq_too_large", "downstream_rq_header_timeout",
+    "downstream_rq_rx_reset", "downstream_rq_tx_reset",
+    "downstream_rq_response_before_rq_complete", "downstream_rq_max_duration_reached",
+    "rs_too_large",
+)
+_HCM_GAUGES = ("downstream_cx_active", "downstream_cx_http1_active", "downstream_cx_ssl_active",
+               "downstream_rq_active", "downstream_cx_upgrades_active")
+
+
+class _HcmStats:
+    """One worker's C{http.<stat_prefix>.*} stat objects."""
+
+    def __init__(self, shard, prefix):
+        scope = shard.scope(prefix)
+        for name in _HCM_COUNTERS:
+            setattr(self, name, scope.counter(name))
+        for name in _HCM_GAUGES:
+            setattr(self, name, scope.gauge(name))
+        self.downstream_rq_time = scope.histogram("downstream_rq_time")
+        self.downstream_cx_length_ms = scope.histogram("downstream_cx_length_ms")
+        # Counted on every read and write: the value is added to directly.
+        self.downstream_cx_rx_bytes_total.used = True
+        self.downstream_cx_tx_bytes_total.used = True
+        self.byClass = (None, self.downstream_rq_1xx, self.downstream_rq_2xx,
+                        self.downstream_rq_3xx, self.downstream_rq_4xx, self.downstream_rq_5xx)
+
+
+class _ListenerHttpStats:
+    """C{listener.<address>.http.<stat_prefix>.downstream_rq_*} of one worker."""
+
+    def __init__(self, shard, prefix):
+        scope = shard.scope(prefix)
+        self.downstream_rq_completed = scope.counter("downstream_rq_completed")
+        self.byClass = (None,) + tuple(
+            scope.counter("downstream_rq_%dxx" % (n,)) for n in range(1, 6))
+
+
+# -- timers ----------------------------------------------------------------------
+
+
+class Timer:
+    """One timer of a L{TimerSet}; C{cancel()} it, or reschedule it."""
+
+    __slots__ = ("when", "callback", "active", "_set")
+
+    def __init__(self, timerSet, callback):
+        self._set = timerSet
+        self.callback = callback
+        self.when = _INF
+        self.active = False
+
+    def cancel(self):
+        """Stop the timer (harmless when it is not running)."""
+        if self.active:
+            self._set._remove(self)
+
+    def schedule(self, delay):
+        """Run C{callback} C{delay} seconds from now (again)."""
+        s = self._set
+        s.scheduleAt(self, s._reactor.seconds() + delay)
+
+
+class TimerSet:
+    """
+    The timers of one connection behind one reactor timer.
+
+    Requests on a kept-alive connection start and stop several timers each
+    (stream idle, route timeout); here that is a list append and a removal,
+    and the reactor is only asked to wake up earlier, or again once its
+    timer fired, never once per request.
+    """
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+        self._timers = []
+        self._call = None
+        self._at = _INF
+
+    def timer(self, callback):
+        """@return: a new, inactive L{Timer} calling C{callback}."""
+        return Timer(self, callback)
+
+    def callLater(self, delay, callback):
+        """
+        Run C{callback} after C{delay} seconds.
+
+        @return: the L{Timer}.
+        """
+        t = Timer(self, callback)
+        self.scheduleAt(t, self._reactor.seconds() + delay)
+        return t
+
+    def scheduleAt(self, t, when):
+        """(Re)schedule C{t} at the reactor time C{when}."""
+        t.when = when
+        if not t.active:
+            t.active = True
+            self._timers.append(t)
+        if when < self._at:
+            self._arm(when)
+
+    def _remove(self, t):
+        t.active = False
+        self._timers.remove(t)
+
+    def _arm(self, when):
+        self._at = when
+        delay = when - self._reactor.seconds()
+        if delay < 0:
+            delay = 0
+        call = self._call
+        if call is not None and call.active():
+            call.reset(delay)
+        else:
+            self._call = self._reactor.callLater(delay, self._fire)
+
+    def _fire(self):
+        self._call = None
+        self._at = _INF
+        now = self._reactor.seconds()
+        timers = self._timers
+        due = [t for t in timers if t.when <= now]
+        for t in due:
+            t.active = False
+            timers.remove(t)
+        if timers:
+            self._arm(min(t.when for t in timers))
+        if len(due) > 1:
+            due.sort(key=lambda t: t.when)
+        for t in due:
+            t.callback()
+
+    def stop(self):
+        """Cancel everything (the connection is gone)."""
+        for t in self._timers:
+            t.active = False
+        del self._timers[:]
+        call = self._call
+        self._call = None
+        self._at = _INF
+        if call is not None and call.active():
+            call.cancel()
+
+
+# -- helpers ---------------------------------------------------------------------
+
+_getrandbits = random.getrandbits
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def requestId():
+    """@return: a random (version 4) UUID as Envoy writes C{x-request-id}, C{bytes}."""
+    h = b"%032x" % ((_getrandbits(128) & _UUID_CLEAR) | _UUID_SET)
+    return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+
+
+_machineAddresses = {}
+
+
+def machineAddress(family=socket.AF_INET):
+    """
+    Envoy's C{Network::Utility::getLocalAddress}: the first non-loopback
+    address of the machine's interfaces (what Envoy appends to
+    C{x-forwarded-for} for a loopback peer), else the loopback address.
+    """
+    address = _machineAddresses.get(family)
+    if address is not None:
+        return address
+    address = "127.0.0.1" if family == socket.AF_INET else "::1"
+    try:
+        import fcntl
+        import struct
+        for _, name in socket.if_nameindex():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                packed = fcntl.ioctl(s.fileno(), 0x8915,  # SIOCGIFADDR
+                                     struct.pack("256s", name[:15].encode()))
+            except OSError:
+                continue
+            finally:
+                s.close()
+            candidate = socket.inet_ntoa(packed[20:24])
+            if not candidate.startswith("127."):
+                address = candidate
+                break
+    except (ImportError, OSError):
+        pass
+    _machineAddresses[family] = address
+    return address
+
+
+def _isLoopback(host):
+    return host.startswith("127.") or host == "::1"
+
+
+_HEX = b"0123456789ABCDEFabcdef"
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _splitQuery(path):
+    q = path.find(b"?")
+    return (path, b"") if q < 0 else (path[:q], path[q:])
+
+
+def normalizePath(path):
+    """
+    Envoy's C{normalize_path} (RFC 3986 normalisation as its URL
+    canonicaliser does it): percent-encoded unreserved characters are
+    decoded, other escapes get upper-case hex, backslashes become slashes,
+    and C{.} and C{..} segments are removed. The query is kept as is.
+
+    @return: the path (C{bytes}), or C{None} when it cannot be normalised.
+    """
+    p, query = _splitQuery(path)
+    if b"%" in p:
+        out = bytearray()
+        i = 0
+        n = len(p)
+        while i < n:
+            c = p[i]
+            if c == 0x25 and i + 2 < n and p[i + 1] in _HEX and p[i + 2] in _HEX:
+                value = int(p[i + 1:i + 3], 16)
+                if value in _UNRESERVED:
+                    out.append(value)
+                else:
+                    out += b"%" + p[i + 1:i + 3].upper()
+                i += 3
+                continue
+            out.append(c)
+            i += 1
+        p = bytes(out)
+    p = p.replace(b"\\", b"/")
+    if not p.startswith(b"/"):
+        return None
+    segments = p.split(b"/")[1:]
+    stack = []
+    for segment in segments:
+        if segment == b".":
+            continue
+        if segment == b"..":
+            if stack:
+                stack.pop()
+            continue
+        stack.append(segment)
+    if segments and segments[-1] in (b".", b".."):
+        stack.append(b"")
+    return b"/" + b"/".join(stack) + query
+
+
+def mergeSlashes(path):
+    """Envoy's C{merge_slashes}: runs of C{/} in the path become one."""
+    p, query = _splitQuery(path)
+    while b"//" in p:
+        p = p.replace(b"//", b"/")
+    return p + query
+
+
+def _hasEscapedSlash(path):
+    p = _splitQuery(path)[0].lower()
+    return b"%2f" in p or b"%5c" in p
+
+
+def _unescapeSlashes(path):
+    p, query = _splitQuery(path)
+    for escaped, plain in ((b"%2F", b"/"), (b"%2f", b"/"), (b"%5C", b"\\"), (b"%5c", b"\\")):
+        p = p.replace(escaped, plain)
+    return p + query
+
+
+class _HeaderView:
+    """
+    A request or response head as the access log formatter reads it:
+    header names as text, pseudo-headers as attributes.
+    """
+
+    __slots__ = ("_head",)
+
+    _names = {}
+
+    def __init__(self, head):
+        self._head = head
+
+    def get(self, name):
+        key = self._names.get(name)
+        if key is None:
+            key = self._names[name] = name.lower().encode("latin-1")
+        for n, v in self._head.headers._entries:
+            if n == key:
+                return v
+        return None
+
+    def __getattr__(self, name):
+        return getattr(self._head, name)
+
+
+def _view(head):
+    return None if head is None else _HeaderView(head)
+
+
+# -- the configuration -------------------------------------------------------------
+
+
+class ConnectionManagerConfig:
+    """
+    A compiled C{HttpConnectionManager}; the network filter factory of the
+    connection manager. Built by
+    L{txenvoy.extensions.filters.network.http_connection_manager}; every
+    attribute is set there, once.
+
+    @ivar statPrefix: C{"http.<stat_prefix>."}.
+    @ivar routeTable: the L{txenvoy.http.route_table.RouteTable}.
+    @ivar filterFactories: C{[(name, IHttpFilterFactory)]} in config order.
+    @ivar accessLogs: L{txenvoy.interfaces.IAccessLogger}s.
+    @ivar localReply: the L{txenvoy.http.local_reply.LocalReplyConfig}.
+    @ivar server: the L{txenvoy.server.server.Server} (its C{drainClose}),
+        or C{None}.
+    """
+
+    terminal = True
+
+    # Defaults (Envoy 1.40's); the compiler overrides what is configured.
+    statPrefix = "http.ingress."
+    routeTable = None
+    filterFactories = ()
+    accessLogs = ()
+    localReply = DEFAULT_LOCAL_REPLY
+    server = None
+    serverName = b"envoy"
+    serverHeaderTransformation = OVERWRITE
+    useRemoteAddress = False
+    xffNumTrustedHops = 0
+    skipXffAppend = False
+    via = None
+    generateRequestId = True
+    preserveExternalRequestId = False
+    alwaysSetRequestIdInResponse = False
+    normalizePath = False
+    mergeSlashes = False
+    escapedSlashesAction = KEEP_UNCHANGED
+    headersWithUnderscoresAction = "ALLOW"
+    idleTimeout = 3600.0
+    maxConnectionDuration = 0.0
+    maxStreamDuration = 0.0
+    maxHeadersCount = 100
+    maxRequestHeadersKb = 60
+    maxRequestsPerConnection = 0
+    streamIdleTimeout = 300.0
+    requestTimeout = 0.0
+    requestHeadersTimeout = 0.0
+    acceptHttp10 = False
+    defaultHostForHttp10 = None
+    enableTrailers = False
+    upgradeTypes = frozenset()
+    internalNetworks = ()
+    stripAnyHostPort = False
+    stripMatchingHostPort = False
+
+    def __init__(self):
+        self._stats = {}
+        self._listenerStats = {}
+
+    def finish(self):
+        """Derive the per-request lookup sets once every field is set."""
+        edge = EDGE_STRIPPED if self.useRemoteAddress else frozenset()
+        external = HOP_BY_HOP | EXTERNAL_STRIPPED | edge
+        internal = HOP_BY_HOP | frozenset([b"x-envoy-internal"])
+        upgrade = frozenset([b"connection", b"upgrade"])
+        self.stripExternal = external
+        self.stripExternalUpgrade = external - upgrade
+        self.stripInternal = internal
+        self.stripInternalUpgrade = internal - upgrade
+        self.interestingExternal = external | _DETECTED
+        self.interestingInternal = internal | _DETECTED
+        self.needsPathWork = (self.normalizePath or self.mergeSlashes
+                              or self.escapedSlashesAction in (REJECT_REQUEST,
+                                                               UNESCAPE_AND_REDIRECT,
+                                                               UNESCAPE_AND_FORWARD))
+        self.minHeadTimeout = min(
+            [t for t in (self.streamIdleTimeout, self.requestTimeout, self.requestHeadersTimeout)
+             if t] or [0.0])
+        if self.useRemoteAddress:
+            self.localAddressText = machineAddress().encode("ascii")
+        return self
+
+    def statsFor(self, dispatcher):
+        """This worker's C{http.<prefix>.*} stats, made on first use."""
+        stats = self._stats.get(dispatcher.name)
+        if stats is None:
+            stats = self._stats[dispatcher.name] = _HcmStats(dispatcher.stats, self.statPrefix)
+        return stats
+
+    def listenerStatsFor(self, dispatcher, listenerPrefix):
+        """This worker's C{listener.<address>.http.<prefix>.*} stats."""
+        key = (dispatcher.name, listenerPrefix)
+        stats = self._listenerStats.get(key)
+        if stats is None:
+            stats = self._listenerStats[key] = _ListenerHttpStats(
+                dispatcher.stats, listenerPrefix + self.statPrefix)
+        return stats
+
+    def isInternal(self, host):
+        """Whether a client address is internal (C{internal_address_config})."""
+        networks = self.internalNetworks
+        if not networks:
+            return False
+        import ipaddress
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address.version == n.version and address in n for n in networks)
+
+    def buildFilter(self, connection, nextProtocol):
+        """@return: a L{ConnectionManager} for the connection."""
+        return ConnectionManager(self, connection)
+
+
+# -- the connection ----------------------------------------------------------------
+
+
+@implementer(IPushProducer)
+class _DownstreamWatermark:
+    """
+    Registered once as the producer of the downstream transport: Twisted
+    pauses it when the connection's write buffer passes
+    C{per_connection_buffer_limit_bytes} and resumes it once drained; the
+    current stream's watermark callbacks hear about it.
+    """
+
+    __slots__ = ("cm",)
+
+    def __init__(self, cm):
+        self.cm = cm
+
+    def pauseProducing(self):
+        cm = self.cm
+        if not cm._above:
+            cm._above = True
+            stream = cm._stream
+            if stream is not None:
+                for cb in stream._watermarkCallbacks:
+                    cb.onAboveWriteBufferHighWatermark()
+
+    def resumeProducing(self):
+        cm = self.cm
+        if cm._above:
+            cm._above = False
+            stream = cm._stream
+            if stream is not None:
+                for cb in stream._watermarkCallbacks:
+                    cb.onBelowWriteBufferLowWatermark()
+
+    def stopProducing(self):
+        pass
+
+
+class ConnectionManager(Protocol):
+    """
+    The connection manager of one downstream connection; also the codec's
+    callbacks and, to count bytes, its transport.
+
+    @ivar config: the L{ConnectionManagerConfig}.
+    @ivar connection: the L{txenvoy.network.connection.ServerConnection}.
+    @ivar codec: the L{ServerCodec}.
+    @ivar timers: the connection's L{TimerSet}.
+    """
+
+    _stream = None
+    _closed = False
+    _lost = False
+    _codecFailed = False
+    _localClose = False
+    _draining = False
+    _above = False
+    _headTimer = None
+    _headStart = None
+    _idleSince = None
+
+    def __init__(self, config, connection):
+        self.config = config
+        self.connection = connection
+        dispatcher = self.dispatcher = connection.dispatcher
+        self.reactor = dispatcher.reactor
+        self.stats = config.statsFor(dispatcher)
+        listener = getattr(connection, "listener", None)
+        prefix = listener.config.statPrefix if listener is not None else "listener.unknown."
+        self.listenerStats = config.listenerStatsFor(dispatcher, prefix)
+        self.streamsStarted = 0
+        self.requests = 0
+
+    # Protocol.
+
+    def connectionMade(self):
+        config = self.config
+        stats = self.stats
+        stats.downstream_cx_total.inc()
+        stats.downstream_cx_active.inc()
+        stats.downstream_cx_http1_total.inc()
+        stats.downstream_cx_http1_active.inc()
+        reactor = self.reactor
+        self.tls = getattr(self.connection, "ssl", None) is not None
+        if self.tls:
+            stats.downstream_cx_ssl_total.inc()
+            stats.downstream_cx_ssl_active.inc()
+        self.scheme = b"https" if self.tls else b"http"
+        remote = self.connection.streamInfo.downstreamRemoteAddress
+        self.remoteHost = remote[0] if remote else "127.0.0.1"
+        self._startTime = reactor.seconds()
+        self.codec = ServerCodec(
+            self, self, maxRequestHeadersKb=config.maxRequestHeadersKb,
+            maxHeadersCount=config.maxHeadersCount, acceptHttp10=config.acceptHttp10,
+            defaultHostForHttp10=config.defaultHostForHttp10,
+            headersWithUnderscoresAction=config.headersWithUnderscoresAction,
+            serverName=config.serverName, clock=reactor, enableTrailers=config.enableTrailers)
+        timers = self.timers = TimerSet(reactor)
+        self._streamIdleTimer = timers.timer(self._onStreamIdleTimer)
+        self._requestTimer = timers.timer(self._onRequestTimer)
+        self._maxStreamTimer = timers.timer(self._onMaxStreamDuration)
+        self._idleSince = self._startTime
+        if config.idleTimeout:
+            self._idleTimer = timers.timer(self._onIdleTimer)
+            timers.scheduleAt(self._idleTimer, self._startTime + config.idleTimeout)
+        if config.maxConnectionDuration:
+            timers.callLater(config.maxConnectionDuration, self._onMaxConnectionDuration)
+        self._write = directWriter(self.transport)
+        self._watermark = _DownstreamWatermark(self)
+        try:
+            self.transport.registerProducer(self._watermark, True)
+            self._producerRegistered = True
+        except RuntimeError:
+            self._producerRegistered = False
+
+    def dataReceived(self, data):
+        self.stats.downstream_cx_rx_bytes_total.value += len(data)
+        if self._closed or self._codecFailed:
+            return
+        started = self.streamsStarted
+        self.codec.dataReceived(data)
+        if (self._stream is None and self.streamsStarted == started and not self._closed
+                and not self._codecFailed and self._headTimer is None
+                and self.config.minHeadTimeout):
+            # Part of a request head: its timeouts run from this first byte.
+            self._headStart = self.reactor.seconds()
+            self._headTimer = self.timers.callLater(self.config.minHeadTimeout,
+                                                    self._onHeadTimeout)
+
+    def connectionLost(self, reason=None):
+        if self._lost:
+            return
+        self._lost = True
+        self._closed = True
+        self.codec.connectionLost(reason)
+        stats = self.stats
+        stream = self._stream
+        if stream is not None:
+            stats.downstream_cx_destroy_active_rq.inc()
+            if self._localClose:
+                stats.downstream_cx_destroy_local_active_rq.inc()
+            else:
+                stats.downstream_cx_destroy_remote_active_rq.inc()
+            stream._onDownstreamReset()
+        self.timers.stop()
+        stats.downstream_cx_destroy.inc()
+        if self._localClose:
+            stats.downstream_cx_destroy_local.inc()
+        else:
+            stats.downstream_cx_destroy_remote.inc()
+        stats.downstream_cx_active.dec()
+        stats.downstream_cx_http1_active.dec()
+        if self.tls:
+            stats.downstream_cx_ssl_active.dec()
+        stats.downstream_cx_length_ms.recordValue(
+            (self.reactor.seconds() - self._startTime) * 1000.0)
+
+    # What the codec sees as its transport.
+
+    _corked = None
+
+    def write(self, data):
+        self.stats.downstream_cx_tx_bytes_total.value += len(data)
+        corked = self._corked
+        if corked is not None:
+            corked.append(data)
+        else:
+            self._write(data)
+
+    def cork(self):
+        """Hold writes until L{uncork}, then write them at once."""
+        if self._corked is None:
+            self._corked = []
+            self._corkDepth = 1
+        else:
+            self._corkDepth += 1
+
+    def uncork(self):
+        """Write what L{cork} held."""
+        self._corkDepth -= 1
+        if self._corkDepth:
+            return
+        corked = self._corked
+        self._corked = None
+        if corked and not self._lost:
+            self._write(corked[0] if len(corked) == 1 else b"".join(corked))
+
+    def loseConnection(self):
+        self._closeConnection()
+
+    def pauseProducing(self):
+        self.transport.pauseProducing()
+
+    def resumeProducing(self):
+        self.transport.resumeProducing()
+
+    def _closeConnection(self, abort=False):
+        if self._closed:
+            return
+        self._closed = True
+        self._localClose = True
+        corked = self._corked
+        if corked:
+            self._corked = []
+            self._write(b"".join(corked))
+        transport = self.transport
+        if self._producerRegistered:
+            # A paused producer would keep Twisted from ever closing.
+            self._producerRegistered = False
+            transport.unregisterProducer()
+        if abort:
+            transport.abortConnection()
+        else:
+            transport.loseConnection()
+
+    # Codec callbacks.
+
+    def newStream(self, encoder):
+        """A request head arrived: its L{ActiveStream} decodes it."""
+        self.streamsStarted += 1
+        stream = ActiveStream(self, encoder)
+        self._stream = stream
+        if self._headTimer is not None:
+            stream._startTime = self._headStart
+            self._headTimer.cancel()
+            self._headTimer = None
+            self._headStart = None
+        return stream
+
+    def codecLocalReply(self, status, details, emptyBody, http10):
+        """
+        Format the codec's own reply the way the connection manager formats
+        local replies, when that differs from the codec's default (a
+        C{local_reply_config}, C{via}): Envoy sends both through the same
+        path.
+        """
+        config = self.config
+        if config.via is None and not config.localReply.active:
+            return None
+        stream = self._stream
+        request = None
+        if stream is not None and not stream._complete:
+            request = stream.requestHeaders
+            info = stream.streamInfo
+        else:
+            info = self._newStreamInfo()
+        info.responseCodeDetails = details
+        body = b"" if emptyBody else reasonPhrase(status).encode("ascii")
+        headers, body = makeLocalReply(config.localReply, info, request, status, body)
+        self._finishResponseHeaders(headers, None, info, False)
+        entries = headers.headers
+        entries.set(b"connection", b"close")
+        if not body:
+            entries.add(b"content-length", b"0")
+        self._codecReply = (headers, len(body), info)
+        return statusLine(headers.status, http10) + b"".join(
+            [n + b": " + v + b"\r\n" for n, v in entries._entries]) + b"\r\n" + body
+
+    _codecReply = None
+
+    def onCodecError(self, status, details):
+        """The codec refused a request and answered it (or closed)."""
+        stats = self.stats
+        reply = self._codecReply
+        self._codecReply = None
+        protocolError = details not in NON_PROTOCOL_ERROR_DETAILS
+        if protocolError:
+            stats.downstream_cx_protocol_error.inc()
+        # The codec closes the connection after its reply.
+        self._codecFailed = True
+        self._localClose = True
+        if self._headTimer is not None:
+            self._headTimer.cancel()
+            self._headTimer = None
+        bodySize = 0 if details in NON_PROTOCOL_ERROR_DETAILS else len(reasonPhrase(status))
+        response = None
+        if reply is not None:
+            response, bodySize, _ = reply
+            status = response.status
+        stream = self._stream
+        if stream is not None and not stream._complete:
+            stream._onCodecError(status, details, protocolError, bodySize, response)
+            return
+        info = reply[2] if reply is not None else self._newStreamInfo()
+        stats.downstream_rq_total.inc()
+        stats.downstream_rq_http1_total.inc()
+        info.responseCode = status
+        info.responseCodeDetails = details
+        if protocolError:
+            info.setResponseFlag(ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR)
+        info.bytesSent = bodySize
+        self._chargeReply(status)
+        info.onComplete()
+        for logger in self.config.accessLogs:
+            logger.log(info, None, _view(response))
+
+    def onDroppedHeaderWithUnderscores(self, name):
+        pass
+
+    def _newStreamInfo(self):
+        info = StreamInfo(self.reactor)
+        cinfo = self.connection.streamInfo
+        info.downstreamRemoteAddress = cinfo.downstreamRemoteAddress
+        info.downstreamDirectRemoteAddress = cinfo.downstreamDirectRemoteAddress
+        info.downstreamLocalAddress = cinfo.downstreamLocalAddress
+        info.connectionId = cinfo.connectionId
+        info.requestedServerName = cinfo.requestedServerName
+        info.protocol = "HTTP/1.1"
+        return info
+
+    def _chargeReply(self, status):
+        stats = self.stats
+        klass = status // 100
+        if 1 <= klass <= 5:
+            stats.byClass[klass].inc()
+            self.listenerStats.byClass[klass].inc()
+        stats.downstream_rq_completed.inc()
+        self.listenerStats.downstream_rq_completed.inc()
+
+    # Stream bookkeeping.
+
+    def _onStreamDone(self, now):
+        self._idleSince = now
+        self.requests += 1
+        config = self.config
+        if config.maxRequestsPerConnection and self.requests >= config.maxRequestsPerConnection \
+                and not self._draining:
+            self.stats.downstream_cx_max_requests_reached.inc()
+            self._draining = True
+        if self._draining and self._stream is None and not self._closed:
+            self._closeConnection()
+
+    def startDrain(self):
+        """
+        Close gracefully (the server drains): now when no request is in
+        flight, else after the current response (C{connection: close}).
+        """
+        if self._closed:
+            return
+        self._draining = True
+        if self._stream is None and self._headTimer is None:
+            self._closeConnection()
+
+    # Timers.
+
+    def _onIdleTimer(self):
+        timeout = self.config.idleTimeout
+        if self._stream is not None or self._headTimer is not None or self._closed:
+            self.timers.scheduleAt(self._idleTimer, self.reactor.seconds() + timeout)
+            return
+        due = self._idleSince + timeout
+        if self.reactor.seconds() < due:
+            self.timers.scheduleAt(self._idleTimer, due)
+            return
+        self.stats.downstream_cx_idle_timeout.inc()
+        self.connection.streamInfo.connectionTerminationDetails = "http idle timeout"
+        self._closeConnection()
+
+    def _onMaxConnectionDuration(self):
+        self.stats.downstream_cx_max_duration_reached.inc()
+        self._draining = True
+        if self._stream is None and self._headTimer is None:
+            self._closeConnection()
+
+    def _onStreamIdleTimer(self):
+        stream = self._stream
+        if stream is None or stream._complete:
+            return
+        due = stream._lastActivity + self.config.streamIdleTimeout
+        if self.reactor.seconds() < due:
+            self.timers.scheduleAt(self._streamIdleTimer, due)
+            return
+        stream._onIdleTimeout()
+
+    def _onRequestTimer(self):
+        stream = self._stream
+        if stream is not None and not stream._complete and not stream._remoteComplete:
+            stream._onRequestTimeout()
+
+    def _onMaxStreamDuration(self):
+        stream = self._stream
+        if stream is not None and not stream._complete:
+            stream._onMaxDuration()
+
+    def _onHeadTimeout(self):
+        self._headTimer = None
+        if self._stream is not None or self._closed:
+            return
+        config = self.config
+        elapsed = self.reactor.seconds() - self._headStart
+        choices = []
+        if config.requestHeadersTimeout:
+            choices.append((config.requestHeadersTimeout, 0))
+        if config.streamIdleTimeout:
+            choices.append((config.streamIdleTimeout, 1))
+        if config.requestTimeout:
+            choices.append((config.requestTimeout, 2))
+        choices.sort()
+        for timeout, kind in choices:
+            if elapsed + 1e-9 >= timeout:
+                break
+        else:
+            self._headTimer = self.timers.callLater(choices[0][0] - elapsed, self._onHeadTimeout)
+            return
+        info = self._newStreamInfo()
+        stats = self.stats
+        stats.downstream_rq_total.inc()
+        stats.downstream_rq_http1_total.inc()
+        if kind == 0:
+            stats.downstream_rq_header_timeout.inc()
+            body, details = b"request header timeout", "request_header_timeout"
+        elif kind == 1:
+            stats.downstream_rq_idle_timeout.inc()
+            info.setResponseFlag(ResponseFlag.STREAM_IDLE_TIMEOUT)
+            body, details = b"stream timeout", "stream_idle_timeout"
+        else:
+            stats.downstream_rq_timeout.inc()
+            body, details = b"request timeout", "request_overall_timeout"
+        info.responseCodeDetails = details
+        headers, body = makeLocalReply(config.localReply, info, None, 408, body)
+        self._finishResponseHeaders(headers, None, info, False)
+        entries = headers.headers._entries
+        entries.append((b"connection", b"close"))
+        if not body:
+            entries.append((b"content-length", b"0"))
+        status = headers.status
+        info.responseCode = status
+        info.bytesSent = len(body)
+        self.write(statusLine(status) + b"".join(
+            [n + b": " + v + b"\r\n" for n, v in entries]) + b"\r\n" + body)
+        self._chargeReply(status)
+        self._closeConnection()
+        info.onComplete()
+        for logger in config.accessLogs:
+            logger.log(info, None, _view(headers))
+
+    def _finishResponseHeaders(self, headers, request, info, upgrade):
+        """
+        What the connection manager does to every response head: C{date},
+        C{server}, hop-by-hop headers, C{via}, C{x-request-id}, drain.
+
+        @return: whether C{connection: close} was added.
+        """
+        config = self.config
+        entries = headers.headers._entries
+        hasDate = False
+        serverAt = -1
+        strip = False
+        viaAt = -1
+        requestIdAt = -1
+        for i, entry in enumerate(entries):
+            name = entry[0]
+            if name in _RESPONSE_SPECIAL:
+                if name == b"date":
+                    hasDate = True
+                elif name == b"server":
+                    if serverAt < 0:
+                        serverAt = i
+                elif name == b"via":
+                    viaAt = i
+                elif name == b"x-request-id":
+                    requestIdAt = i
+                elif not upgrade or (name != b"connection" and name != b"upgrade"):
+                    strip = True
+        if strip:
+            keep = frozenset([b"connection", b"upgrade"]) if upgrade else frozenset()
+            kept = [e for e in entries if e[0] not in _RESPONSE_HOP_BY_HOP or e[0] in keep]
+            entries[:] = kept
+            serverAt = -1
+            viaAt = -1
+            requestIdAt = -1
+            for i, entry in enumerate(entries):
+                name = entry[0]
+                if name == b"server" and serverAt < 0:
+                    serverAt = i
+                elif name == b"via":
+                    viaAt = i
+                elif name == b"x-request-id":
+                    requestIdAt = i
+        if not hasDate:
+            entries.append((b"date", self.codec.dateCache.value()))
+        transformation = config.serverHeaderTransformation
+        if transformation == OVERWRITE:
+            if serverAt < 0:
+                entries.append((b"server", config.serverName))
+            else:
+                entries[serverAt] = (b"server", config.serverName)
+                if len(entries) > serverAt + 1:
+                    tail = [e for e in entries[serverAt + 1:] if e[0] != b"server"]
+                    entries[serverAt + 1:] = tail
+        elif transformation == APPEND_IF_ABSENT and serverAt < 0:
+            entries.append((b"server", config.serverName))
+        via = config.via
+        if via is not None:
+            if viaAt < 0:
+                entries.append((b"via", via))
+            else:
+                entries[viaAt] = (b"via", entries[viaAt][1] + b", " + via)
+        if config.alwaysSetRequestIdInResponse and request is not None:
+            rid = request.headers.get(b"x-request-id")
+            if rid is not None:
+                if requestIdAt < 0:
+                    entries.append((b"x-request-id", rid))
+                else:
+                    entries[requestIdAt] = (b"x-request-id", rid)
+        if not self._draining:
+            server = config.server
+            if server is not None and server.drainClose():
+                self._draining = True
+                self.stats.downstream_cx_drain_close.inc()
+        if self._draining and not upgrade:
+            headers.headers.set(b"connection", b"close")
+            return True
+        return False
+
+
+# -- the filter chain --------------------------------------------------------------
+
+
+@implementer(IStreamFilterCallbacks)
+class _FilterSlot:
+    """
+    One HTTP filter of one stream and the callbacks it was given (see
+    L{IStreamFilterCallbacks}).
+    """
+
+    __slots__ = ("stream", "filter", "filterConfigName", "decIndex", "encIndex")
+
+    def __init__(self, stream, name):
+        self.stream = stream
+        self.filterConfigName = name
+        self.filter = None
+        self.decIndex = -1
+        self.encIndex = -1
+
+    @property
+    def streamInfo(self):
+        return self.stream.streamInfo
+
+    @property
+    def connection(self):
+        return self.stream.cm.connection
+
+    @property
+    def dispatcher(self):
+        return self.stream.cm.dispatcher
+
+    @property
+    def streamId(self):
+        return self.stream.streamId
+
+    @property
+    def requestHeaders(self):
+        return self.stream.requestHeaders
+
+    @property
+    def responseHeaders(self):
+        return self.stream.responseHeaders
+
+    def route(self):
+        return self.stream.route()
+
+    def clearRouteCache(self):
+        self.stream._routeCached = False
+        self.stream._route = None
+
+    def continueDecoding(self):
+        it = self.stream._decoding
+        if it is not None:
+            it.resume(self.decIndex)
+
+    def continueEncoding(self):
+        it = self.stream._encoding
+        if it is not None:
+            it.resume(self.encIndex)
+
+    def sendLocalReply(self, code, body=b"", modifyHeaders=None, details=""):
+        self.stream.sendLocalReply(code, body, modifyHeaders, details)
+
+    def encodeHeaders(self, headers, endStream):
+        self.stream.encodeHeaders(headers, endStream)
+
+    def encodeData(self, data, endStream):
+        self.stream.encodeData(data, endStream)
+
+    def encodeTrailers(self, trailers):
+        self.stream.encodeTrailers(trailers)
+
+    def resetStream(self):
+        self.stream.resetStream()
+
+    def decodingBuffer(self):
+        it = self.stream._decoding
+        if it is not None and it.stop == self.decIndex and it.buf:
+            return b"".join(it.buf)
+        return None
+
+    def bufferLimit(self):
+        return self.stream._bufferLimit()
+
+    def callLater(self, delay, f):
+        return self.stream.cm.timers.callLater(delay, f)
+
+    def onDecoderFilterAboveWriteBufferHighWatermark(self):
+        self.stream._readDisable(True)
+
+    def onDecoderFilterBelowWriteBufferLowWatermark(self):
+        self.stream._readDisable(False)
+
+    def addDownstreamWatermarkCallbacks(self, callbacks):
+        stream = self.stream
+        stream._watermarkCallbacks = stream._watermarkCallbacks + (callbacks,)
+        if stream.cm._above:
+            callbacks.onAboveWriteBufferHighWatermark()
+
+    def _corker(self):
+        # The router batches downstream writes per upstream read through it
+        # (see ConnectionManager.cork).
+        return self.stream.cm
+
+    def removeDownstreamWatermarkCallbacks(self, callbacks):
+        stream = self.stream
+        stream._watermarkCallbacks = tuple(
+            c for c in stream._watermarkCallbacks if c is not callbacks)
+
+
+_NOT_STOPPED = 1 << 30
+
+
+def _noop(*args):
+    pass
+
+
+class _Iteration:
+    """
+    One direction of a stream's filter chain (Envoy's filter manager
+    iteration): headers, data and trailers pass the filters in order; a
+    filter may stop them, hold body data, and later resume.
+
+    @ivar stop: the index of the filter that stopped iteration (it holds
+        the buffered data), or a large number while data flows.
+    """
+
+    __slots__ = ("stream", "slots", "n", "names", "sinkHeaders", "sinkData", "sinkTrailers",
+                 "headers", "headersPassed", "headersDone", "stop", "stopAll", "buf",
+                 "bufSize", "bufEnd", "trailers", "endSeen", "limit", "overflow")
+
+    def __init__(self, stream, slots, names, sinks, limit, overflow):
+        self.stream = stream
+        self.slots = slots
+        self.n = len(slots)
+        self.names = names
+        self.sinkHeaders, self.sinkData, self.sinkTrailers = sinks
+        self.headers = None
+        self.headersPassed = 0
+        self.headersDone = False
+        self.stop = _NOT_STOPPED
+        self.stopAll = False
+        self.buf = None
+        self.bufSize = 0
+        self.bufEnd = False
+        self.trailers = None
+        self.endSeen = False
+        self.limit = limit
+        self.overflow = overflow
+
+    def runHeaders(self, headers, endStream):
+        self.headers = headers
+        if endStream:
+            self.endSeen = True
+        self._headers(0, endStream)
+
+    def _headers(self, start, endStream):
+        slots = self.slots
+        method = self.names[0]
+        stream = self.stream
+        for i in range(start, self.n):
+            self.headersPassed = i + 1
+            status = getattr(slots[i].filter, method)(self.headers, endStream)
+            if stream._stopped(self):
+                return False
+            if status != _CONTINUE:
+                self.stop = i
+                self.stopAll = status >= FilterHeadersStatus.StopAllIterationAndBuffer
+                return False
+        self.headersDone = True
+        self.stop = _NOT_STOPPED
+        self.sinkHeaders(self.headers, endStream)
+        return True
+
+    def runData(self, data, endStream):
+        if endStream:
+            self.endSeen = True
+        self._data(0, data, endStream)
+
+    def _data(self, start, data, endStream):
+        slots = self.slots
+        method = self.names[1]
+        stream = self.stream
+        i = start
+        n = self.n
+        while i < n:
+            if i == self.stop and self.stopAll:
+                self._hold(data, endStream)
+                return
+            status = getattr(slots[i].filter, method)(data, endStream)
+            if stream._stopped(self):
+                return
+            if status == _DATA_CONTINUE:
+                if i == self.stop:
+                    self.stop = _NOT_STOPPED
+                    if self.buf is not None:
+                        held = self.buf
+                        self.buf = None
+                        self.bufSize = 0
+                        held.append(data)
+                        data = b"".join(held)
+                        endStream = endStream or self.bufEnd
+                if not self.headersDone and self.headersPassed == i + 1:
+                    self._headers(i + 1, False)
+                    if stream._stopped(self):
+                        return
+                i += 1
+                continue
+            if status == _DATA_NO_BUFFER:
+                if i != self.stop:
+                    self.stop = i
+                    self.stopAll = False
+                return
+            if i != self.stop:
+                self.stop = i
+                self.stopAll = False
+            self._hold(data, endStream)
+            return
+        self.sinkData(data, endStream)
+
+    def _hold(self, data, endStream):
+        if self.buf is None:
+            self.buf = [data]
+        else:
+            self.buf.append(data)
+        self.bufSize += len(data)
+        if endStream:
+            self.bufEnd = True
+        if self.bufSize > self.limit:
+            self.overflow()
+
+    def runTrailers(self, trailers):
+        self.endSeen = True
+        self._trailers(0, trailers)
+
+    def _trailers(self, start, trailers):
+        slots = self.slots
+        method = self.names[2]
+        stream = self.stream
+        for i in range(start, self.n):
+            if i == self.stop:
+                self.trailers = trailers
+                return
+            f = getattr(slots[i].filter, method, None)
+            if f is None:
+                continue
+            status = f(trailers)
+            if stream._stopped(self):
+                return
+            if status != _TRAILERS_CONTINUE:
+                self.stop = i
+                self.stopAll = False
+                self.trailers = trailers
+                return
+        self.sinkTrailers(trailers)
+
+    def resume(self, index):
+        """The filter at C{index} continues iteration."""
+        if index != self.stop:
+            return
+        self.stop = _NOT_STOPPED
+        stream = self.stream
+        if not self.headersDone and self.headersPassed == index + 1:
+            end = self.endSeen and self.buf is None and self.trailers is None
+            self._headers(index + 1, end)
+            if stream._stopped(self):
+                return
+            if end:
+                return
+        if self.buf is not None:
+            data = b"".join(self.buf)
+            end = self.bufEnd and self.trailers is None
+            self.buf = None
+            self.bufSize = 0
+            self._data(index + 1, data, end)
+            if stream._stopped(self) or self.stop != _NOT_STOPPED:
+                return
+        elif self.endSeen and self.trailers is None and self.headersDone and not self.bufEnd:
+            pass
+        if self.trailers is not None:
+            trailers = self.trailers
+            self.trailers = None
+            self._trailers(index + 1, trailers)
+
+
+_DECODE_NAMES = ("decodeHeaders", "decodeData", "decodeTrailers")
+_ENCODE_NAMES = ("encodeHeaders", "encodeData", "encodeTrailers")
+_DECODE_SINKS = (_noop, _noop, _noop)
+
+
+class ActiveStream:
+    """
+    One request and its response (Envoy's C{ActiveStream} and its filter
+    manager): the codec's decoder for the request, and what HTTP filters
+    reach through their callbacks.
+
+    @ivar streamInfo: the request's L{StreamInfo}.
+    @ivar requestHeaders: the L{txenvoy.http.headers.RequestHeaders}.
+    @ivar responseHeaders: the response head once sent.
+    """
+
+    _decoding = None
+    _encoding = None
+    _routeCached = False
+    _route = None
+    _remoteComplete = False
+    _complete = False
+    _responseStarted = False
+    _localReplySent = False
+    _decodeStopped = False
+    _noBody = False
+    _upgrade = False
+    _readDisabled = 0
+    _watermarkCallbacks = ()
+    _startTime = None
+    _destroyed = False
+
+    def __init__(self, cm, encoder):
+        self.cm = cm
+        self.encoder = encoder
+        self.streamId = next(_ids)
+        self.requestHeaders = None
+        self.responseHeaders = None
+        self.streamInfo = None
+        self._slots = ()
+
+    # The codec's decoder.
+
+    def decodeHeaders(self, request, endStream):
+        cm = self.cm
+        config = cm.config
+        stats = cm.stats
+        reactor = cm.reactor
+        info = self.streamInfo = StreamInfo(reactor)
+        cinfo = cm.connection.streamInfo
+        info.downstreamRemoteAddress = cinfo.downstreamRemoteAddress
+        info.downstreamDirectRemoteAddress = cinfo.downstreamDirectRemoteAddress
+        info.downstreamLocalAddress = cinfo.downstreamLocalAddress
+        info.connectionId = cinfo.connectionId
+        info.requestedServerName = cinfo.requestedServerName
+        info.protocol = request.version
+        stats.downstream_rq_total.inc()
+        stats.downstream_rq_http1_total.inc()
+        stats.downstream_rq_active.inc()
+        self.requestHeaders = request
+        now = reactor.seconds()
+        start = self._startTime
+        if start is None:
+            start = self._startTime = now
+        self._lastActivity = now
+        if endStream:
+            self._remoteComplete = True
+        if request.method == b"HEAD":
+            self._noBody = True
+        timers = cm.timers
+        if config.streamIdleTimeout:
+            timers.scheduleAt(cm._streamIdleTimer, now + config.streamIdleTimeout)
+        if config.requestTimeout and not endStream:
+            timers.scheduleAt(cm._requestTimer, start + config.requestTimeout)
+        if config.maxStreamDuration:
+            timers.scheduleAt(cm._maxStreamTimer, start + config.maxStreamDuration)
+
+        if not self._prepareRequest(request):
+            return
+        upgrade = request.upgrade
+        if upgrade is not None and upgrade != b"connect":
+            allowed = upgrade in config.upgradeTypes
+            route = self.route()
+            if route is not None:
+                enabled = route.entry.upgradeMap.get(upgrade) if hasattr(
+                    route.entry, "upgradeMap") else None
+                if enabled is not None:
+                    allowed = enabled
+            if not allowed:
+                self.sendLocalReply(403, b"", None, "upgrade_failed")
+                return
+            self._upgrade = True
+
+        slots = []
+        decoders = []
+        encoders = []
+        for name, factory in config.filterFactories:
+            slot = _FilterSlot(self, name)
+            f = slot.filter = factory.createFilter(slot)
+            slots.append(slot)
+            isDecoder, isEncoder = filterRoles(f)
+            if isDecoder:
+                slot.decIndex = len(decoders)
+                decoders.append(slot)
+            if isEncoder:
+                encoders.append(slot)
+        self._slots = slots
+        limit = self._bufferLimit()
+        self._decoding = _Iteration(self, decoders, _DECODE_NAMES, _DECODE_SINKS, limit,
+                                    self._onDecodeOverflow)
+        if encoders:
+            encoders.reverse()
+            for i, slot in enumerate(encoders):
+                slot.encIndex = i
+            self._encoding = _Iteration(
+                self, encoders, _ENCODE_NAMES,
+                (self._finalEncodeHeaders, self._finalEncodeData, self._finalEncodeTrailers),
+                limit, self._onEncodeOverflow)
+        self._decoding.runHeaders(request, endStream)
+
+    def decodeData(self, data, endStream):
+        self._lastActivity = self.cm.reactor.seconds()
+        info = self.streamInfo
+        info.bytesReceived += len(data)
+        if endStream:
+            self._onRemoteComplete()
+        if self._decodeStopped:
+            return
+        decoding = self._decoding
+        if decoding is not None:
+            decoding.runData(data, endStream)
+
+    def decodeTrailers(self, trailers):
+        self._onRemoteComplete()
+        if self._decodeStopped:
+            return
+        decoding = self._decoding
+        if decoding is not None:
+            decoding.runTrailers(trailers)
+
+    def _onRemoteComplete(self):
+        if not self._remoteComplete:
+            self._remoteComplete = True
+            self.streamInfo.lastDownstreamRxMonotonic = self.cm.reactor.seconds()
+            self.cm._requestTimer.cancel()
+
+    def _stopped(self, iteration):
+        if iteration is self._decoding:
+            return self._decodeStopped or self._destroyed
+        return self._destroyed or iteration is not self._encoding
+
+    # Request processing.
+
+    def _prepareRequest(self, request):
+        """
+        Envoy's C{mutateRequestHeaders} and friends.
+
+        @return: False when a local reply was sent instead.
+        """
+        cm = self.cm
+        config = cm.config
+        headers = request.headers
+        entries = headers._entries
+        upgrade = request.upgrade is not None and request.upgrade != b"connect"
+        internal = False
+        if config.internalNetworks:
+            internal = config.isInternal(self._effectiveRemote(entries))
+            if internal:
+                self.streamInfo.filterState["envoy.internal_request"] = True
+        if internal:
+            strip = config.stripInternalUpgrade if upgrade else config.stripInternal
+            interesting = config.interestingInternal
+        else:
+            strip = config.stripExternalUpgrade if upgrade else config.stripExternal
+            interesting = config.interestingExternal
+        xffAt = xfpAt = ridAt = viaAt = extAt = -1
+        expectContinue = False
+        for entry in entries:
+            if entry[0] in interesting:
+                break
+        else:
+            entry = None
+        if entry is not None:
+            kept = []
+            for entry in entries:
+                name = entry[0]
+                if name in strip:
+                    continue
+                if name in _DETECTED:
+                    if name == b"te":
+                        tokens = [t.strip().lower() for t in entry[1].split(b",")]
+                        if b"trailers" not in tokens:
+                            continue
+                        entry = (b"te", b"trailers")
+                    elif name == b"x-forwarded-for":
+                        xffAt = len(kept)
+                    elif name == b"x-forwarded-proto":
+                        xfpAt = len(kept)
+                    elif name == b"x-request-id":
+                        ridAt = len(kept)
+                    elif name == b"via":
+                        viaAt = len(kept)
+                    elif name == b"x-envoy-external-address":
+                        extAt = len(kept)
+                    elif name == b"expect":
+                        if entry[1].lower() == b"100-continue":
+                            expectContinue = True
+                            continue
+                    elif name == b"x-forwarded-client-cert":
+                        # Envoy's default forward_client_cert_details:
+                        # SANITIZE.
+                        continue
+                kept.append(entry)
+            entries[:] = kept
+        if config.stripAnyHostPort or config.stripMatchingHostPort:
+            self._stripPort(request)
+        append = entries.append
+        edge = config.useRemoteAddress and not internal
+        if config.useRemoteAddress:
+            if not config.skipXffAppend:
+                peer = cm.remoteHost
+                address = (config.localAddressText if _isLoopback(peer)
+                           else peer.encode("ascii"))
+                if xffAt < 0:
+                    append((b"x-forwarded-for", address))
+                else:
+                    entries[xffAt] = (b"x-forwarded-for", entries[xffAt][1] + b"," + address)
+            if xfpAt < 0:
+                append((b"x-forwarded-proto", cm.scheme))
+            elif config.xffNumTrustedHops == 0:
+                entries[xfpAt] = (b"x-forwarded-proto", cm.scheme)
+        elif xfpAt < 0:
+            append((b"x-forwarded-proto", cm.scheme))
+        via = config.via
+        if via is not None:
+            if viaAt < 0:
+                append((b"via", via))
+            else:
+                entries[viaAt] = (b"via", entries[viaAt][1] + b", " + via)
+        if edge:
+            external = self._externalAddress(entries)
+            if extAt < 0:
+                append((b"x-envoy-external-address", external))
+            else:
+                entries[extAt] = (b"x-envoy-external-address", external)
+        elif internal and config.useRemoteAddress:
+            headers.set(b"x-envoy-internal", b"true")
+        if config.generateRequestId:
+            if ridAt < 0:
+                append((b"x-request-id", requestId()))
+            elif not entries[ridAt][1] or (edge and not config.preserveExternalRequestId):
+                entries[ridAt] = (b"x-request-id", requestId())
+        if expectContinue:
+            self.encoder.encode100ContinueHeaders()
+            cm.stats.downstream_rq_1xx.inc()
+            cm.listenerStats.byClass[1].inc()
+        if config.needsPathWork and request.path is not None and request.path != b"*":
+            return self._normalizePath(request)
+        return True
+
+    def _effectiveRemote(self, entries):
+        cm = self.cm
+        if cm.config.useRemoteAddress:
+            return cm.remoteHost
+        for name, value in entries:
+            if name == b"x-forwarded-for":
+                return value.split(b",")[-1].strip().decode("latin-1")
+        return cm.remoteHost
+
+    def _externalAddress(self, entries):
+        cm = self.cm
+        hops = cm.config.xffNumTrustedHops
+        if hops:
+            for name, value in entries:
+                if name == b"x-forwarded-for":
+                    parts = [p.strip() for p in value.split(b",")]
+                    # The appended peer is the last entry.
+                    if len(parts) > hops:
+                        return parts[-1 - hops]
+        return cm.remoteHost.encode("ascii")
+
+    def _stripPort(self, request):
+        authority = request.authority
+        if not authority:
+            return
+        colon = authority.rfind(b":")
+        if colon < 0 or b"]" in authority[colon:]:
+            return
+        if self.cm.config.stripMatchingHostPort:
+            local = self.cm.connection.streamInfo.downstreamLocalAddress
+            if local is None or authority[colon + 1:] != b"%d" % (local[1],):
+                return
+        request.authority = authority[:colon]
+
+    def _normalizePath(self, request):
+        config = self.cm.config
+        path = request.path
+        action = config.escapedSlashesAction
+        redirect = False
+        if action != KEEP_UNCHANGED and _hasEscapedSlash(path):
+            if action == REJECT_REQUEST:
+                self.sendLocalReply(400, b"", None, "path_normalization_failed")
+                return False
+            path = _unescapeSlashes(path)
+            redirect = action == UNESCAPE_AND_REDIRECT
+        if config.normalizePath:
+            normalized = normalizePath(path)
+            if normalized is None:
+                self.sendLocalReply(400, b"", None, "path_normalization_failed")
+                return False
+            path = normalized
+        if config.mergeSlashes:
+            path = mergeSlashes(path)
+        request.path = path
+        if redirect:
+            location = path
+
+            def modify(response):
+                response.headers._entries.append((b"location", location))
+
+            self.sendLocalReply(307, b"", modify, "path_normalization_failed")
+            return False
+        return True
+
+    def route(self):
+        """The request's route, resolved once (see L{IStreamFilterCallbacks.route})."""
+        if self._routeCached:
+            return self._route
+        request = self.requestHeaders
+        table = self.cm.config.routeTable
+        route = None
+        if table is not None and request is not None:
+            route = table.route(request.authority, request.path, request.headers,
+                                request.method)
+        self._route = route
+        self._routeCached = True
+        if route is not None:
+            self.streamInfo.routeName = route.entry.name
+        return route
+
+    # Flow control.
+
+    def _bufferLimit(self):
+        listener = getattr(self.cm.connection, "listener", None)
+        if listener is None:
+            return 1024 * 1024
+        return listener.config.perConnectionBufferLimitBytes
+
+    def _readDisable(self, disable):
+        if disable:
+            self._readDisabled += 1
+            self.cm.codec.readDisable(True)
+        elif self._readDisabled:
+            self._readDisabled -= 1
+            self.cm.codec.readDisable(False)
+
+    # Local replies and resets.
+
+    def sendLocalReply(self, code, body=b"", modifyHeaders=None, details=""):
+        """See L{IStreamFilterCallbacks.sendLocalReply}."""
+        if self._destroyed or self._complete:
+            return
+        if self._responseStarted:
+            self.resetStream()
+            return
+        self._decodeStopped = True
+        self._localReplySent = True
+        info = self.streamInfo
+        info.responseCodeDetails = details
+        headers, body = makeLocalReply(self.cm.config.localReply, info, self.requestHeaders,
+                                       code, body, modifyHeaders)
+        if self._encoding is not None:
+            # A fresh pass through every encoder filter.
+            old = self._encoding
+            self._encoding = _Iteration(self, old.slots, _ENCODE_NAMES,
+                                        (old.sinkHeaders, old.sinkData, old.sinkTrailers),
+                                        old.limit, old.overflow)
+        if body:
+            self.encodeHeaders(headers, False)
+            if not self._destroyed and not self._complete:
+                self.encodeData(body, True)
+        else:
+            self.encodeHeaders(headers, True)
+
+    def resetStream(self):
+        """Abandon the stream; for HTTP/1 the connection is closed."""
+        if self._destroyed:
+            return
+        cm = self.cm
+        cm.stats.downstream_rq_tx_reset.inc()
+        self._detach()
+        cm._localClose = True
+        self.encoder.resetStream()
+        self._destroy()
+
+    def _onDownstreamReset(self):
+        if self._destroyed:
+            return
+        self.cm.stats.downstream_rq_rx_reset.inc()
+        if not self._complete:
+            self.streamInfo.setResponseFlag(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION)
+        self._detach()
+        self._destroy()
+
+    def _onCodecError(self, status, details, protocolError, bodySize, response):
+        info = self.streamInfo
+        if protocolError:
+            info.setResponseFlag(ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR)
+        if not self._responseStarted and not self.encoder.responseStarted:
+            info.responseCode = status
+            info.responseCodeDetails = details
+            info.bytesSent += bodySize
+            if response is not None:
+                self.responseHeaders = response
+            self.cm._chargeReply(status)
+        self._decodeStopped = True
+        self._detach()
+        self._destroy()
+
+    def _onIdleTimeout(self):
+        cm = self.cm
+        cm.stats.downstream_rq_idle_timeout.inc()
+        self.streamInfo.setResponseFlag(ResponseFlag.STREAM_IDLE_TIMEOUT)
+        if self._responseStarted:
+            self.resetStream()
+            return
+        code = 504 if self._remoteComplete else 408
+        self.sendLocalReply(code, b"stream timeout", None, "stream_idle_timeout")
+
+    def _onRequestTimeout(self):
+        self.cm.stats.downstream_rq_timeout.inc()
+        if self._responseStarted:
+            self.resetStream()
+            return
+        self.sendLocalReply(408, b"request timeout", None, "request_overall_timeout")
+
+    def _onMaxDuration(self):
+        self.cm.stats.downstream_rq_max_duration_reached.inc()
+        self.streamInfo.setResponseFlag(ResponseFlag.DURATION_TIMEOUT)
+        if self._responseStarted:
+            self.resetStream()
+            return
+        code = 504 if self._remoteComplete else 408
+        self.sendLocalReply(code, b"downstream duration timeout", None, "max_duration_timeout")
+
+    def _onDecodeOverflow(self):
+        self.cm.stats.downstream_rq_too_large.inc()
+        self.sendLocalReply(413, b"Payload Too Large", None, "request_payload_too_large")
+
+    def _onEncodeOverflow(self):
+        self.cm.stats.rs_too_large.inc()
+        if self._responseStarted:
+            self.resetStream()
+            return
+        self._encoding = None
+        self.sendLocalReply(500, b"Internal Server Error", None, "response_payload_too_large")
+
+    # Encoding (from decoder filters, through the encoder filters).
+
+    def encodeHeaders(self, headers, endStream):
+        """Send a response head through every encoder filter."""
+        if self._destroyed or self._complete:
+            return
+        encoding = self._encoding
+        if encoding is None:
+            self._finalEncodeHeaders(headers, endStream)
+        else:
+            encoding.runHeaders(headers, endStream)
+
+    def encodeData(self, data, endStream):
+        """Send response body bytes through every encoder filter."""
+        if self._destroyed or self._complete:
+            return
+        encoding = self._encoding
+        if encoding is None:
+            self._finalEncodeData(data, endStream)
+        else:
+            encoding.runData(data, endStream)
+
+    def encodeTrailers(self, trailers):
+        """End the response with trailers, through every encoder filter."""
+        if self._destroyed or self._complete:
+            return
+        encoding = self._encoding
+        if encoding is None:
+            self._finalEncodeTrailers(trailers)
+        else:
+            encoding.runTrailers(trailers)
+
+    def _finalEncodeHeaders(self, headers, endStream):
+        cm = self.cm
+        self.responseHeaders = headers
+        self._responseStarted = True
+        status = headers.status
+        info = self.streamInfo
+        info.responseCode = status
+        if info.responseCodeDetails is None:
+            info.responseCodeDetails = "via_upstream"
+        upgrade = status == 101 and self._upgrade
+        cm._finishResponseHeaders(headers, self.requestHeaders, info, upgrade)
+        if status == 204 or status == 304:
+            self._noBody = True
+        stats = cm.stats
+        klass = status // 100
+        if 1 <= klass <= 5:
+            stats.byClass[klass].inc()
+            cm.listenerStats.byClass[klass].inc()
+        if not self._remoteComplete:
+            stats.downstream_rq_response_before_rq_complete.inc()
+        if endStream:
+            self._beforeComplete()
+            self.encoder.encodeHeaders(headers, True)
+            self._afterComplete()
+            return
+        self._lastActivity = cm.reactor.seconds()
+        self.encoder.encodeHeaders(headers, False)
+        if upgrade:
+            stats.downstream_cx_upgrades_total.inc()
+            stats.downstream_cx_upgrades_active.inc()
+            cm.codec.switchToRaw(self._onRawData)
+
+    def _onRawData(self, data):
+        if not self._destroyed:
+            self.decodeData(data, False)
+
+    def _finalEncodeData(self, data, endStream):
+        if data and not self._noBody:
+            self.streamInfo.bytesSent += len(data)
+        if endStream:
+            self._beforeComplete()
+            self.encoder.encodeData(data, True)
+            self._afterComplete()
+            return
+        self._lastActivity = self.cm.reactor.seconds()
+        self.encoder.encodeData(data, False)
+
+    def _finalEncodeTrailers(self, trailers):
+        self._beforeComplete()
+        self.encoder.encodeTrailers(trailers)
+        self._afterComplete()
+
+    # The end.
+
+    def _detach(self):
+        cm = self.cm
+        if cm._stream is self:
+            cm._stream = None
+            cm._streamIdleTimer.cancel()
+            cm._requestTimer.cancel()
+            cm._maxStreamTimer.cancel()
+        while self._readDisabled:
+            self._readDisabled -= 1
+            cm.codec.readDisable(False)
+
+    def _beforeComplete(self):
+        # The codec may hand the next pipelined request over while it
+        # writes this response's end: the connection must be ready for it.
+        self._complete = True
+        self._detach()
+
+    def _afterComplete(self):
+        self._destroy()
+
+    def _destroy(self):
+        if self._destroyed:
+            return
+        self._destroyed = True
+        cm = self.cm
+        stats = cm.stats
+        info = self.streamInfo
+        for slot in self._slots:
+            onDestroy = getattr(slot.filter, "onDestroy", None)
+            if onDestroy is not None:
+                onDestroy()
+        info.onComplete()
+        now = info.endMonotonic
+        if self._complete:
+            stats.downstream_rq_completed.inc()
+            cm.listenerStats.downstream_rq_completed.inc()
+        stats.downstream_rq_active.dec()
+        if self._upgrade and self._responseStarted and self.responseHeaders.status == 101:
+            stats.downstream_cx_upgrades_active.dec()
+        stats.downstream_rq_time.recordValue((now - self._startTime) * 1000.0)
+        logs = cm.config.accessLogs
+        if logs:
+            request = _view(self.requestHeaders)
+            response = _view(self.responseHeaders)
+            for logger in logs:
+                logger.log(info, request, response)
+        cm._onStreamDone(now)
