@@ -145,6 +145,13 @@ def stop(proc):
             proc.wait()
 
 
+def cpuSeconds(pid):
+    """User plus system CPU seconds a process used so far (Linux /proc)."""
+    with open("/proc/%d/stat" % (pid,)) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(port, duration, connections):
     out = subprocess.run(
         ["wrk", "-t1", "-c%d" % (connections,), "-d%ds" % (duration,),
@@ -257,21 +264,32 @@ def main():
             profile(originPort, options.duration, options.connections)
             return
         results = {}
+        capacity = {}
         for name, start in (("txenvoy", startTxenvoy), ("envoy", startEnvoy)):
             port = freePort()
             proc = start(PROXY % {"port": port, "origin": originPort})
             try:
                 waitPort(port, proc)
                 load(port, 2, options.connections)  # warm up
-                results[name] = load(port, options.duration, options.connections)
+                before = cpuSeconds(proc.pid)
+                results[name] = rps = load(port, options.duration, options.connections)
+                used = cpuSeconds(proc.pid) - before
+                # What one fully busy core would serve at this CPU cost: fair
+                # when the machine is shared and the proxy is not the only
+                # bottleneck.
+                capacity[name] = rps * options.duration / used if used else 0.0
             finally:
                 stop(proc)
         tool = "wrk -t1 -c%d" % (options.connections,) if shutil.which("wrk") else \
             "built-in generator, %d connections" % (options.connections,)
         print("small keep-alive GETs, %ds, %s" % (options.duration, tool))
-        print("txenvoy --concurrency 1: %10.0f req/s" % (results["txenvoy"],))
-        print("envoy   --concurrency 1: %10.0f req/s" % (results["envoy"],))
-        print("ratio txenvoy/envoy:     %10.3f" % (results["txenvoy"] / results["envoy"],))
+        print("                          measured req/s   req per CPU-second of the proxy")
+        for name in ("txenvoy", "envoy"):
+            print("%-7s --concurrency 1: %10.0f        %10.0f" % (name, results[name],
+                                                                  capacity[name]))
+        print("ratio txenvoy/envoy:      %10.3f        %10.3f" % (
+            results["txenvoy"] / results["envoy"],
+            capacity["txenvoy"] / capacity["envoy"] if capacity["envoy"] else 0.0))
     finally:
         stop(origin)
 

@@ -222,6 +222,12 @@ def main(argv=None):
     }
     log("txenvoy bench: %d workload(s), %d repetition(s); proxy on cpu %s, load on cpu %s"
         % (len(selected), reps, proxyCpus, loadCpus))
+    meta["loadavgStart"] = os.getloadavg()
+    if meta["loadavgStart"][0] > 0.5:
+        note = ("load average %.2f before starting: other processes are running, the numbers"
+                " will be noisy" % (meta["loadavgStart"][0],))
+        notes.append(note)
+        log("NOTE: " + note)
     allRows = []
     results = {}
 
@@ -252,12 +258,15 @@ def main(argv=None):
         meta["origin"] = _originKind(ctx)
         ctx.stopOrigins()
     meta["seconds"] = round(time.time() - started, 1)
+    meta["loadavgEnd"] = os.getloadavg()
     path = args.output or os.path.join(RESULTS, stamp + ".json")
     with open(path, "w") as f:
         json.dump({"meta": meta, "workloads": results, "rows": allRows}, f, indent=2,
                   default=str)
     log("")
     log(table(allRows))
+    for note in notes:
+        log("note: " + note)
     log("")
     log("results: %s (configs and proxy logs in %s)" % (path, runDir))
     return 0

@@ -79,8 +79,15 @@ class Proxy:
         self.listenPort = freePort()
         self.adminPort = freePort()
         with open(os.path.join(CONFIGS, template)) as f:
-            text = string.Template(f.read()).substitute(
-                LISTEN_PORT=self.listenPort, ADMIN_PORT=self.adminPort, ORIGIN_PORT=originPort)
+            text = f.read()
+        ports = {"LISTEN_PORT": self.listenPort, "ADMIN_PORT": self.adminPort,
+                 "ORIGIN_PORT": originPort}
+        # Templates with several listeners name the others LISTEN_PORT_1...
+        for name in sorted(set(re.findall(r"\$\{(LISTEN_PORT_\d+)\}", text))):
+            ports[name] = freePort()
+        self.listenPorts = [self.listenPort] + [ports[n] for n in sorted(ports)
+                                                if n.startswith("LISTEN_PORT_")]
+        text = string.Template(text).substitute(ports)
         stem = "%s-%s-%d" % (variant.label.replace(" ", "_").replace("=", ""),
                              template.split(".")[0], self.listenPort)
         self.configPath = os.path.join(runDir, stem + ".yaml")
@@ -216,44 +223,49 @@ class Context:
     def measure(self, variants, template, originPort, once, warmup=None, fresh=False,
                 nofile=None):
         """
-        For each variant: start it, C{warmup(proxy)}, then C{reps} times
-        C{once(proxy)} (a dict of metric -> value). With C{fresh}, every
-        repetition gets a new process. Returns {label: {"runs": [...]} or
-        {"error": text}}.
+        Start each variant, C{warmup(proxy)} it, then C{reps} times
+        C{once(proxy)} (a dict of metric -> value). Repetitions are
+        interleaved (A B, B A, A B...) so that outside load hits every
+        variant alike; between its runs a proxy sits idle on its core. With
+        C{fresh}, every repetition gets a new process. Returns {label:
+        {"runs": [...], "error": None or text, ...}}.
         """
-        results = {}
-        for variant in variants:
-            runs = []
-            error = None
-            proxy = None
-            try:
-                for rep in range(self.reps):
-                    if proxy is None:
-                        proxy = Proxy(variant, template, originPort, self.runDir,
-                                      variant.cpus or self.proxyCpus, nofile=nofile)
-                        proxy.waitReady()
-                        if warmup is not None:
-                            warmup(proxy)
-                    self.log("  %-22s run %d/%d" % (variant.label, rep + 1, self.reps))
-                    runs.append(once(proxy))
-                    self.log("  %-22s %s" % ("", _brief(runs[-1])))
-                    if fresh:
-                        proxy.stop()
-                        proxy = None
-            except ProxyFailed as e:
-                error = "n/a: %s" % (e,)
-                self.log("  %-22s %s" % (variant.label, error))
-            except (RuntimeError, OSError, ValueError) as e:
-                error = "failed: %s" % (e,)
-                self.log("  %-22s %s" % (variant.label, error))
-            finally:
-                if proxy is not None:
-                    proxy.stop()
-            results[variant.label] = {"runs": runs, "error": error, "command": variant.kind,
-                                      "concurrency": variant.concurrency,
-                                      "cpus": variant.cpus or self.proxyCpus,
-                                      "env": variant.env}
-        return results
+        state = {v.label: {"runs": [], "error": None, "proxy": None} for v in variants}
+        try:
+            for rep in range(self.reps):
+                k = rep % len(variants)
+                for variant in variants[k:] + variants[:k]:
+                    st = state[variant.label]
+                    if st["error"]:
+                        continue
+                    try:
+                        if st["proxy"] is None:
+                            st["proxy"] = Proxy(variant, template, originPort, self.runDir,
+                                                variant.cpus or self.proxyCpus, nofile=nofile)
+                            st["proxy"].waitReady()
+                            if warmup is not None:
+                                warmup(st["proxy"])
+                        self.log("  %-22s run %d/%d" % (variant.label, rep + 1, self.reps))
+                        st["runs"].append(once(st["proxy"]))
+                        self.log("  %-22s %s" % ("", _brief(st["runs"][-1])))
+                    except ProxyFailed as e:
+                        st["error"] = "n/a: %s" % (e,)
+                    except (RuntimeError, OSError, ValueError) as e:
+                        st["error"] = "failed: %s" % (e,)
+                    if st["error"]:
+                        self.log("  %-22s %s" % (variant.label, st["error"]))
+                    if (fresh or st["error"]) and st["proxy"] is not None:
+                        st["proxy"].stop()
+                        st["proxy"] = None
+        finally:
+            for st in state.values():
+                if st["proxy"] is not None:
+                    st["proxy"].stop()
+                    st["proxy"] = None
+        return {v.label: {"runs": state[v.label]["runs"], "error": state[v.label]["error"],
+                          "command": v.kind, "concurrency": v.concurrency,
+                          "cpus": v.cpus or self.proxyCpus, "env": v.env}
+                for v in variants}
 
     # --- HTTP load ---------------------------------------------------------
 
@@ -347,9 +359,13 @@ def _wrkWarmup(ctx, path="/", connections=32, headers=()):
 
 def _smallOnce(ctx, headers=(), path="/", connections=32):
     def once(proxy):
+        cpu, wall = proxy.cpuSeconds(), time.time()
         r = ctx.httpLoad(proxy.listenPort, path, connections, 5, headers)
         lat = r["latency"]
         return {"rps": r["rps"], "requests": r["requests"],
+                # Well under 1.0 for a saturated proxy means it was starved
+                # (another process on its core), not that it was idle.
+                "proxy_cpu_share": (proxy.cpuSeconds() - cpu) / (time.time() - wall),
                 "p50_ms": lat["p50"] * 1e3 if lat.get("p50") is not None else None,
                 "p99_ms": lat["p99"] * 1e3 if lat.get("p99") is not None else None}
     return once
@@ -382,8 +398,10 @@ def http1MiB(ctx):
     origin = ctx.httpOrigin()
 
     def once(proxy):
+        cpu, wall = proxy.cpuSeconds(), time.time()
         r = ctx.httpLoad(proxy.listenPort, "/1m", 8, 5)
-        return {"mibps": r["rps"], "requests": r["requests"]}
+        return {"mibps": r["rps"], "requests": r["requests"],
+                "proxy_cpu_share": (proxy.cpuSeconds() - cpu) / (time.time() - wall)}
     res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port, once,
                       _wrkWarmup(ctx, "/1m", 8))
     w = "c. 1 MiB responses"
@@ -433,12 +451,19 @@ def tcpIdle(ctx):
 
     def once(proxy):
         # Warm up the allocator and the lazy parts of the accept path.
-        loadgen.closeAll(loadgen.openIdle(proxy.listenPort, 200))
+        for port in proxy.listenPorts:
+            loadgen.closeAll(loadgen.openIdle(port, 50))
         time.sleep(1.0)
         fds = proxy.fdCount()
         before = proxy.rssKiB()
-        socks = loadgen.openIdle(proxy.listenPort, n)
+        socks = []
         try:
+            # Spread over the listeners: each cluster stays under the
+            # default circuit breaker (see configs/tcp_idle.yaml).
+            ports = proxy.listenPorts
+            for i, port in enumerate(ports):
+                share = n // len(ports) + (1 if i < n % len(ports) else 0)
+                socks += loadgen.openIdle(port, share)
             deadline = time.time() + 60
             # Each connection is one downstream and one upstream socket.
             while proxy.fdCount() < fds + 2 * n and time.time() < deadline:
@@ -452,7 +477,7 @@ def tcpIdle(ctx):
             loadgen.closeAll(socks)
         return {"kib_per_conn": (after - before) / n, "rss_before_kib": before,
                 "rss_after_kib": after}
-    res = ctx.measure([ENVOY, TXENVOY], "tcp.yaml", origin.port, once, fresh=True,
+    res = ctx.measure([ENVOY, TXENVOY], "tcp_idle.yaml", origin.port, once, fresh=True,
                       nofile=nofileTarget(65536))
     w = "e. idle connection memory"
     return res, [row(w, w + " (%d conns)" % (n,), "RSS per connection", "KiB", "lower", res,

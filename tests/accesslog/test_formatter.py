@@ -105,8 +105,10 @@ class DefaultFormatTests(SynchronousTestCase):
         """Envoy 1.40, tcp_proxy to a refused port."""
         si = tcpStreamInfo(durationMs=1, bytesReceived=0, bytesSent=0,
                            upstreamHost="127.0.0.1:50581")
-        si.setResponseFlag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
+        # In the order tcp_proxy meets them: Envoy prints flags in the
+        # order they were set.
         si.setResponseFlag(ResponseFlag.UPSTREAM_CONNECTION_FAILURE)
+        si.setResponseFlag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
         self.assertEqual(
             defaultFormatter().format(si, None, None),
             '[2026-11-25T22:17:11.272Z] "- - -" 0 UF,URX 0 0 1 - "-" "-" "-" "-" '

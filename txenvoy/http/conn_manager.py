@@ -55,6 +55,7 @@ from txenvoy.http.filter import (
 )
 from txenvoy.http.local_reply import DEFAULT_LOCAL_REPLY, makeLocalReply
 from txenvoy.http.status import reasonPhrase, statusLine
+from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.stream_info import ResponseFlag, StreamInfo
 
 log = Logger(namespace="http")
@@ -114,7 +115,8 @@ _HCM_COUNTERS = (
     "downstream_rq_idle_timeout", "downstream_rq_too_large", "downstream_rq_header_timeout",
     "downstream_rq_rx_reset", "downstream_rq_tx_reset",
     "downstream_rq_response_before_rq_complete", "downstream_rq_max_duration_reached",
-    "rs_too_large",
+    "rs_too_large", "http1.dropped_headers_with_underscores",
+    "http1.requests_rejected_with_underscores_in_headers",
 )
 _HCM_GAUGES = ("downstream_cx_active", "downstream_cx_http1_active", "downstream_cx_ssl_active",
                "downstream_rq_active", "downstream_cx_upgrades_active")
@@ -126,7 +128,7 @@ class _HcmStats:
     def __init__(self, shard, prefix):
         scope = shard.scope(prefix)
         for name in _HCM_COUNTERS:
-            setattr(self, name, scope.counter(name))
+            setattr(self, name.replace(".", "_"), scope.counter(name))
         for name in _HCM_GAUGES:
             setattr(self, name, scope.gauge(name))
         self.downstream_rq_time = scope.histogram("downstream_rq_time")
@@ -414,6 +416,7 @@ def _view(head):
 # -- the configuration -------------------------------------------------------------
 
 
+@implementer(INetworkFilterFactory)
 class ConnectionManagerConfig:
     """
     A compiled C{HttpConnectionManager}; the network filter factory of the
@@ -650,6 +653,9 @@ class ConnectionManager(Protocol):
             return
         started = self.streamsStarted
         self.codec.dataReceived(data)
+        if self._pauseWanted and not self._paused and not self._lost:
+            self._paused = True
+            self.transport.pauseProducing()
         if (self._stream is None and self.streamsStarted == started and not self._closed
                 and not self._codecFailed and self._headTimer is None
                 and self.config.minHeadTimeout):
@@ -719,11 +725,23 @@ class ConnectionManager(Protocol):
     def loseConnection(self):
         self._closeConnection()
 
+    # The codec stops reading while a request waits for its response, and
+    # the router while the upstream is backed up. Most clients send nothing
+    # in that time, so the socket is only really paused once bytes do come:
+    # two epoll changes a request saved, and one more read at most.
+
+    _pauseWanted = False
+    _paused = False
+
     def pauseProducing(self):
-        self.transport.pauseProducing()
+        self._pauseWanted = True
 
     def resumeProducing(self):
-        self.transport.resumeProducing()
+        self._pauseWanted = False
+        if self._paused:
+            self._paused = False
+            if not self._lost:
+                self.transport.resumeProducing()
 
     def _closeConnection(self, abort=False):
         if self._closed:
@@ -797,6 +815,8 @@ class ConnectionManager(Protocol):
         protocolError = details not in NON_PROTOCOL_ERROR_DETAILS
         if protocolError:
             stats.downstream_cx_protocol_error.inc()
+        if details == "http1.unexpected_underscore":
+            stats.http1_requests_rejected_with_underscores_in_headers.inc()
         # The codec closes the connection after its reply.
         self._codecFailed = True
         self._localClose = True
@@ -826,7 +846,8 @@ class ConnectionManager(Protocol):
             logger.log(info, None, _view(response))
 
     def onDroppedHeaderWithUnderscores(self, name):
-        pass
+        """headers_with_underscores_action DROP_HEADER dropped one."""
+        self.stats.http1_dropped_headers_with_underscores.inc()
 
     def _newStreamInfo(self):
         info = StreamInfo(self.reactor)
@@ -1348,6 +1369,7 @@ class ActiveStream:
 
     _decoding = None
     _encoding = None
+    _only = None
     _routeCached = False
     _route = None
     _remoteComplete = False
@@ -1438,6 +1460,24 @@ class ActiveStream:
                 encoders.append(slot)
         self._slots = slots
         limit = self._bufferLimit()
+        if len(decoders) == 1 and not encoders:
+            # The common chain, the router alone: nothing follows it, so
+            # there is nothing to stop or resume and events go straight to it.
+            only = decoders[0].filter
+            status = only.decodeHeaders(request, endStream)
+            if status >= FilterHeadersStatus.StopAllIterationAndBuffer and not (
+                    self._decodeStopped or self._destroyed):
+                # It wants the body held until it continues.
+                it = self._decoding = _Iteration(self, decoders, _DECODE_NAMES, _DECODE_SINKS,
+                                                 limit, self._onDecodeOverflow)
+                it.headers = request
+                it.headersPassed = 1
+                it.stop = 0
+                it.stopAll = True
+                it.endSeen = endStream
+            else:
+                self._only = only
+            return
         self._decoding = _Iteration(self, decoders, _DECODE_NAMES, _DECODE_SINKS, limit,
                                     self._onDecodeOverflow)
         if encoders:
@@ -1458,6 +1498,10 @@ class ActiveStream:
             self._onRemoteComplete()
         if self._decodeStopped:
             return
+        only = self._only
+        if only is not None:
+            only.decodeData(data, endStream)
+            return
         decoding = self._decoding
         if decoding is not None:
             decoding.runData(data, endStream)
@@ -1465,6 +1509,12 @@ class ActiveStream:
     def decodeTrailers(self, trailers):
         self._onRemoteComplete()
         if self._decodeStopped:
+            return
+        only = self._only
+        if only is not None:
+            f = getattr(only, "decodeTrailers", None)
+            if f is not None:
+                f(trailers)
             return
         decoding = self._decoding
         if decoding is not None:

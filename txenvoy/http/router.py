@@ -41,9 +41,12 @@ body streams on.
 
 import random
 
+from zope.interface import implementer
+
 from txenvoy.http.conn_pool import OVERFLOW, PROTOCOL_ERROR, poolsFor
 from txenvoy.http.filter import FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus
 from txenvoy.http.header_mutation import FormatContext
+from txenvoy.interfaces import IHttpFilterFactory
 from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.upstream.connection import CONNECT_TIMEOUT, LOCAL_CONNECTION_FAILURE
 
@@ -107,6 +110,7 @@ class _RouterStats:
             setattr(self, name, scope.counter(name))
 
 
+@implementer(IHttpFilterFactory)
 class RouterConfig:
     """
     A compiled C{envoy.extensions.filters.http.router.v3.Router}; the HTTP

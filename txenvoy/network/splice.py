@@ -327,7 +327,9 @@ class SplicePump:
         if d.pipeRead < 0 and not self._openPipes():
             self._fallback()
             return
-        src = d.source.fd
+        # Live descriptors: a socket its transport closed reads as -1 (an
+        # EBADF below), never as a number some new connection now holds.
+        src = d.source.socket.fileno()
         pipeWrite = d.pipeWrite
         capacity = self._capacity
         moved = 0
@@ -360,8 +362,7 @@ class SplicePump:
             if n < capacity:
                 # A short read: the socket had no more for now.
                 break
-        if moved:
-            self._report(d, moved)
+        self._report(d, moved)
         if d.blocked:
             self._stopReading(d.source)
             if not d.sink.writing:
@@ -374,7 +375,7 @@ class SplicePump:
 
     def _drain(self, d):
         """Move the pipe's bytes to the sink until empty or it would block."""
-        sink = d.sink.fd
+        sink = d.sink.socket.fileno()
         pipeRead = d.pipeRead
         while d.inPipe:
             try:
@@ -419,6 +420,8 @@ class SplicePump:
         self.callbacks.onSpliceReadClosed(d.fromDownstream)
 
     def _report(self, d, moved):
+        if not moved:
+            return
         if d.fromDownstream:
             self.callbacks.onSpliceBytes(moved, 0)
         else:

@@ -37,7 +37,8 @@ class ResponseFlag:
     DOWNSTREAM_REMOTE_RESET = "DR"
 
 
-# The order in which Envoy prints several flags (comma-joined).
+# Envoy's response flags in the order of its enum. Several flags print in
+# the order they were set (see StreamInfo.responseFlags).
 FLAG_ORDER = [
     "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL",
     "UAEX", "RLSE", "URX", "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT",
@@ -99,10 +100,13 @@ class StreamInfo:
         self.dynamicMetadata = {}
 
     def setResponseFlag(self, flag):
+        # Envoy 1.40 keeps flags in the order they were set (a vector), and
+        # prints them so: a retry limit hit before the failure that ends
+        # the request gives "URX,UF".
         if self._flags is None:
-            self._flags = {flag}
-        else:
-            self._flags.add(flag)
+            self._flags = [flag]
+        elif flag not in self._flags:
+            self._flags.append(flag)
 
     def hasResponseFlag(self, flag):
         return self._flags is not None and flag in self._flags
@@ -113,7 +117,7 @@ class StreamInfo:
         """
         if not self._flags:
             return "-"
-        return ",".join(sorted(self._flags, key=lambda f: _FLAG_RANK.get(f, 99)))
+        return ",".join(self._flags)
 
     def onComplete(self):
         """Mark the stream finished; fixes L{duration}."""

@@ -1,0 +1,289 @@
+"""
+Tests for L{txenvoy.http.conn_pool}: one worker's HTTP/1.1 connections to
+one host, driven on a L{MemoryReactorClock}.
+"""
+
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from txenvoy.http.conn_pool import OVERFLOW, directWriter, poolsFor
+from txenvoy.http.headers import RequestHeaders
+from txenvoy.stats.store import StatsStore
+from txenvoy.upstream.cluster_manager import ClusterManager
+
+from tests.upstream.test_fakes import FakeDispatcher, clusterProto, endpoint
+
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+class Stream:
+    """A pool user: records what the pool and its client tell it."""
+
+    def __init__(self):
+        self.events = []
+        self.client = None
+        self.corker = None
+
+    def onPoolReady(self, client):
+        self.client = client
+        client.attach(self)
+        self.events.append("ready")
+
+    def onPoolFailure(self, reason):
+        self.events.append(("failure", reason))
+
+    def send(self, path=b"/"):
+        self.client.codec.encodeRequest(RequestHeaders(b"GET", path, b"a"), True)
+
+    def onResponseHeaders(self, headers, endStream):
+        self.events.append(("headers", headers.status, endStream))
+
+    def onResponseData(self, data, endStream):
+        self.events.append(("data", data, endStream))
+
+    def onResponseTrailers(self, trailers):
+        self.events.append("trailers")
+
+    def onResponseComplete(self):
+        self.events.append("complete")
+
+    def onUpstreamReset(self, reason):
+        self.events.append(("reset", reason))
+
+    def onAboveWriteBufferHighWatermark(self):
+        self.events.append("above")
+
+    def onBelowWriteBufferLowWatermark(self):
+        self.events.append("below")
+
+
+class PoolTests(SynchronousTestCase):
+
+    def setUp(self, **fields):
+        self.reactor = MemoryReactorClock()
+        self.store = StatsStore()
+        cm = ClusterManager(self.reactor, self.store, self.store.shard("main_thread"), [
+            clusterProto("c1", [endpoint("127.0.0.1", 8080)], connect_timeout="1s",
+                         **fields)])
+        self.addCleanup(cm.stop)
+        dispatcher = FakeDispatcher(self.reactor, "worker_0", self.store)
+        self.cluster = cm.createThreadLocal(dispatcher).getThreadLocalCluster("c1")
+        self.host = self.cluster.chooseHost()
+        self.pools = poolsFor(self.cluster)
+        self.pool = self.pools.poolFor(self.host)
+        self.connected = 0
+
+    def stat(self, name):
+        snapshot = self.store.snapshot()
+        full = "cluster.c1." + name
+        return snapshot.counters.get(full, snapshot.gauges.get(full, 0))
+
+    def establish(self, index=None):
+        """Bring the next pending connection attempt up."""
+        if index is None:
+            index = self.connected
+        self.connected += 1
+        factory = self.reactor.tcpClients[index][2]
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_sharedPerCluster(self):
+        self.assertIs(poolsFor(self.cluster), self.pools)
+        self.assertIs(self.pools.poolFor(self.host), self.pool)
+
+    def test_connectThenReady(self):
+        s = Stream()
+        handle = self.pool.newStream(s)
+        self.assertIsNotNone(handle)
+        self.assertEqual(s.events, [])
+        self.assertEqual((self.stat("upstream_rq_pending_total"),
+                          self.stat("upstream_rq_pending_active"),
+                          self.stat("upstream_cx_http1_total")), (1, 1, 1))
+        self.establish()
+        self.assertEqual(s.events, ["ready"])
+        self.assertEqual(self.stat("upstream_rq_pending_active"), 0)
+
+    def test_keepAliveReuse(self):
+        """A finished connection is reused at once, without a new connect."""
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, transport = self.establish()
+        s.send()
+        protocol.dataReceived(OK)
+        self.assertEqual(s.events[-1], "complete")
+        self.assertEqual(self.pool.ready, [s.client])
+        t = Stream()
+        self.assertIsNone(self.pool.newStream(t))
+        self.assertEqual(t.events, ["ready"])
+        self.assertIs(t.client, s.client)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+
+    def test_releasedBeforeComplete(self):
+        """When a stream hears onResponseComplete its connection is already free."""
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, _ = self.establish()
+        s.send()
+        seen = []
+        s.onResponseComplete = lambda: seen.append(list(self.pool.ready))
+        protocol.dataReceived(OK)
+        self.assertEqual(seen, [[s.client]])
+
+    def test_connectionCloseNotReused(self):
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, transport = self.establish()
+        s.send()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+        self.assertEqual(self.pool.ready, [])
+        self.assertTrue(transport.disconnecting)
+
+    def test_idleClosedByHost(self):
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, _ = self.establish()
+        s.send()
+        protocol.dataReceived(OK)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.pool.ready, [])
+        self.assertEqual(self.pools.connections, 0)
+        self.assertIsNotNone(self.pool.newStream(Stream()))
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+
+    def test_hostClosesMidResponse(self):
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, _ = self.establish()
+        s.send()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(s.events[-1], ("reset", "connection termination"))
+
+    def test_closeDelimitedResponse(self):
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, _ = self.establish()
+        s.send()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\n\r\nabc")
+        protocol.readConnectionLost()
+        self.assertEqual(s.events[-2:], [("data", b"", True), "complete"])
+
+    def test_protocolError(self):
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, transport = self.establish()
+        s.send()
+        protocol.dataReceived(b"junk\r\n\r\n")
+        self.assertEqual(s.events[-1], ("reset", "protocol error"))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.stat("upstream_cx_protocol_error"), 1)
+
+    def test_connectFailureEjectsPending(self):
+        """Envoy fails every request waiting on the host when a connect fails."""
+        a, b = Stream(), Stream()
+        self.pool.newStream(a)
+        self.pool.newStream(b)
+        factory = self.reactor.tcpClients[0][2]
+        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.assertEqual(a.events, [("failure", "remote connection failure")])
+        self.assertEqual(b.events, [("failure", "remote connection failure")])
+        self.assertEqual(self.stat("upstream_rq_pending_failure_eject"), 2)
+        self.assertEqual(self.stat("upstream_rq_pending_active"), 0)
+
+    def test_cancelPending(self):
+        s = Stream()
+        handle = self.pool.newStream(s)
+        handle.cancel()
+        self.assertEqual(self.stat("upstream_rq_pending_active"), 0)
+        self.assertEqual(self.stat("upstream_rq_cancelled"), 1)
+        self.establish()
+        self.assertEqual(s.events, [])
+        self.assertEqual(len(self.pool.ready), 1)
+
+    def test_pendingOverflow(self):
+        self.pools.maxPendingRequests = 1
+        self.pool.newStream(Stream())
+        s = Stream()
+        self.assertIsNone(self.pool.newStream(s))
+        self.assertEqual(s.events, [("failure", OVERFLOW)])
+        self.assertEqual(self.stat("upstream_rq_pending_overflow"), 1)
+
+    def test_maxConnections(self):
+        """Past max_connections requests wait for a connection to free up."""
+        self.pools.maxConnections = 1
+        a, b = Stream(), Stream()
+        self.pool.newStream(a)
+        self.pool.newStream(b)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertEqual(self.stat("upstream_cx_overflow"), 1)
+        protocol, _ = self.establish()
+        a.send()
+        protocol.dataReceived(OK)
+        self.assertEqual(b.events, ["ready"])
+        self.assertIs(b.client, a.client)
+
+    def test_maxRequestsPerConnection(self):
+        self.setUp(max_requests_per_connection=2)
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, transport = self.establish()
+        for _ in range(2):
+            s.send()
+            protocol.dataReceived(OK)
+            if not transport.disconnecting:
+                s = Stream()
+                self.pool.newStream(s)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.stat("upstream_cx_max_requests"), 1)
+
+    def test_resetClosesConnection(self):
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, transport = self.establish()
+        s.send()
+        s.client.resetStream()
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(s.events, ["ready"])
+        self.assertEqual(self.pools.connections, 0)
+
+    def test_watermarks(self):
+        s = Stream()
+        self.pool.newStream(s)
+        _, transport = self.establish()
+        transport.producer.pauseProducing()
+        transport.producer.resumeProducing()
+        self.assertEqual(s.events, ["ready", "above", "below"])
+
+    def test_bytesCounted(self):
+        s = Stream()
+        self.pool.newStream(s)
+        _, transport = self.establish()
+        s.send()
+        self.assertEqual(self.stat("upstream_cx_tx_bytes_total"), len(transport.value()))
+
+
+class DirectWriterTests(SynchronousTestCase):
+
+    def test_otherTransports(self):
+        t = StringTransport()
+        self.assertEqual(directWriter(t), t.write)
+
+    def test_tcpSendsAtOnce(self):
+        import socket
+
+        from twisted.internet import tcp
+
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        conn = tcp.Connection(a, None, MemoryReactorClock())
+        conn.connected = True
+        write = directWriter(conn)
+        write(b"hello")
+        self.assertEqual(b.recv(10), b"hello")
+        self.assertEqual(conn._tempDataLen, 0)

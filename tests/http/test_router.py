@@ -1,0 +1,483 @@
+"""
+Tests for L{txenvoy.http.router}: the router filter driven through the
+connection manager in memory (L{tests.http.hcm_harness}). Bodies and flags
+marked "Envoy 1.40" were checked against the binary.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from txenvoy.http.conn_pool import poolsFor
+
+from tests.http.hcm_harness import Harness
+from tests.upstream.test_fakes import clusterProto, endpoint
+
+GET = b"GET /o/x HTTP/1.1\r\nhost: example.com\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+RESET = (b"upstream connect error or disconnect/reset before headers. reset reason: ")
+RETRIED = (b"upstream connect error or disconnect/reset before headers. retried and the "
+           b"latest reset reason: ")
+
+
+def headerDict(pairs):
+    return dict(pairs)
+
+
+class RouterTestCase(SynchronousTestCase):
+
+    def setUp(self):
+        self.h = self.harness()
+        self.down = self.h.connect()
+
+    def harness(self, **kw):
+        h = Harness(self, **kw)
+        for _, factory in h.config.filterFactories:
+            # Back-off jitter at the middle of its range.
+            factory.rng = lambda: 0.5
+        return h
+
+    def log(self, index=0):
+        return self.h.logger.entries[index][0]
+
+
+class LocalAnswerTests(RouterTestCase):
+
+    def test_noHealthyUpstream(self):
+        """Envoy 1.40: 503 "no healthy upstream", flag UH."""
+        self.down.send(b"GET /empty/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        r = self.down.response()
+        self.assertEqual((r.status, r.body), (503, b"no healthy upstream"))
+        self.assertEqual(r.names(), ["content-length", "content-type", "date", "server"])
+        self.assertEqual(self.log().responseFlags(), "UH")
+        self.assertEqual(self.h.stat("cluster.empty.upstream_cx_none_healthy"), 1)
+        self.assertEqual(self.h.stat("cluster.empty.upstream_rq_503"), 1)
+
+    def test_unknownCluster(self):
+        """Envoy 1.40: 503 with an empty body, flag NC, http.<p>.no_cluster."""
+        self.down.send(b"GET /byheader/x HTTP/1.1\r\nhost: a\r\nx-cluster: nosuch\r\n\r\n")
+        r = self.down.response()
+        self.assertEqual((r.status, r.body), (503, b""))
+        self.assertEqual(self.log().responseFlags(), "NC")
+        self.assertEqual(self.h.stat("http.ingress.no_cluster"), 1)
+
+    def test_clusterHeaderMissing(self):
+        self.down.send(b"GET /byheader/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        self.assertEqual(self.down.response().status, 503)
+
+    def test_clusterHeaderRoutes(self):
+        self.down.send(b"GET /byheader/x HTTP/1.1\r\nhost: a\r\nx-cluster: origin\r\n\r\n")
+        self.assertEqual(self.h.upstream().port, 8080)
+
+
+class ForwardingTests(RouterTestCase):
+
+    def test_rewrites(self):
+        """
+        Envoy 1.40: prefix_rewrite and host_rewrite_literal leave
+        x-envoy-original-host and x-envoy-original-path, after the timeout
+        header.
+        """
+        self.down.send(b"GET /rewrite/a?b HTTP/1.1\r\nhost: front\r\n\r\n")
+        line, headers = self.h.upstream().request()
+        self.assertEqual(line, "GET /x/a?b HTTP/1.1")
+        self.assertEqual(headers[0], ("host", "up.internal"))
+        self.assertEqual([n for n, _ in headers][-3:], [
+            "x-envoy-expected-rq-timeout-ms", "x-envoy-original-host", "x-envoy-original-path"])
+        d = headerDict(headers)
+        self.assertEqual(d["x-envoy-original-host"], "front")
+        self.assertEqual(d["x-envoy-original-path"], "/rewrite/a?b")
+
+    def test_headerMutationsAfterTimeoutHeader(self):
+        """Envoy 1.40 adds the route's request headers after x-envoy-expected-rq-timeout-ms."""
+        h = self.harness(routes="""
+- match: {prefix: "/"}
+  route: {cluster: origin}
+  request_headers_to_add: [{header: {key: x-added, value: "1"}}]
+  response_headers_to_add: [{header: {key: x-resp, value: "2"}}]
+""")
+        down = h.connect()
+        down.send(GET)
+        up = h.upstream()
+        names = [n for n, _ in up.request()[1]]
+        self.assertEqual(names[-2:], ["x-envoy-expected-rq-timeout-ms", "x-added"])
+        up.respond(OK)
+        self.assertEqual(down.response().names(), [
+            "content-length", "x-envoy-upstream-service-time", "x-resp", "date", "server"])
+
+    def test_autoHostRewrite(self):
+        h = self.harness(
+            routes='[{match: {prefix: "/"}, route: {cluster: named, auto_host_rewrite: true}}]',
+            clusters=[clusterProto("named", [endpoint("127.0.0.1", 8080,
+                                                      hostname="origin.local")])])
+        down = h.connect()
+        down.send(GET)
+        self.assertEqual(headerDict(h.upstream().request()[1])["host"], "origin.local")
+
+    def test_timeoutHeader(self):
+        """Envoy 1.40: x-envoy-expected-rq-timeout-ms is the route timeout..."""
+        self.down.send(b"GET /timeout/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        self.assertEqual(headerDict(self.h.upstream().request()[1])
+                         ["x-envoy-expected-rq-timeout-ms"], "2000")
+
+    def test_perTryTimeoutHeader(self):
+        """... or the per-try timeout when smaller (Envoy 1.40: 500 for 0.5s)."""
+        self.down.send(b"GET /pertry/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        self.assertEqual(headerDict(self.h.upstream().request()[1])
+                         ["x-envoy-expected-rq-timeout-ms"], "1000")
+
+    def test_noTimeoutNoHeader(self):
+        """Envoy 1.40: timeout: 0s sends no x-envoy-expected-rq-timeout-ms."""
+        h = self.harness(routes='[{match: {prefix: "/"}, route: {cluster: origin, timeout: 0s}}]')
+        down = h.connect()
+        down.send(GET)
+        self.assertNotIn("x-envoy-expected-rq-timeout-ms", headerDict(h.upstream().request()[1]))
+
+    def test_suppressEnvoyHeaders(self):
+        h = self.harness(filters=[{"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+            "suppress_envoy_headers": True}}])
+        down = h.connect()
+        down.send(GET)
+        up = h.upstream()
+        self.assertNotIn("x-envoy-expected-rq-timeout-ms", headerDict(up.request()[1]))
+        up.respond(OK)
+        self.assertIsNone(down.response().header("x-envoy-upstream-service-time"))
+
+    def test_serviceTime(self):
+        self.down.send(GET)
+        up = self.h.upstream()
+        self.h.advance(0.25)
+        up.respond(OK)
+        self.assertEqual(self.down.response().header("x-envoy-upstream-service-time"), "250")
+
+    def test_postBodyStreams(self):
+        self.down.send(b"POST /o/x HTTP/1.1\r\nhost: a\r\ncontent-length: 6\r\n\r\nab")
+        up = self.h.upstream()
+        self.assertTrue(up.received().endswith(b"\r\n\r\nab"))
+        self.down.send(b"cdef")
+        self.assertTrue(up.received().endswith(b"\r\n\r\nabcdef"))
+
+    def test_bodyHeldUntilConnected(self):
+        self.down.send(b"POST /o/x HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\n\r\nabcd")
+        up = self.h.upstream(connect=False)
+        up.connect()
+        self.assertTrue(up.received().endswith(b"\r\n\r\nabcd"))
+
+    def test_chunkedRequest(self):
+        """Envoy 1.40 forwards a chunked request chunked, transfer-encoding last."""
+        self.down.send(b"POST /o/x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n"
+                       b"5\r\nhello\r\n0\r\n\r\n")
+        up = self.h.upstream()
+        head, _, body = up.received().partition(b"\r\n\r\n")
+        self.assertTrue(head.endswith(b"transfer-encoding: chunked"))
+        self.assertEqual(body, b"5\r\nhello\r\n0\r\n\r\n")
+
+    def test_headResponse(self):
+        self.down.send(b"HEAD /o/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        up = self.h.upstream()
+        up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n")
+        raw = self.down.written()
+        self.assertIn(b"content-length: 10", raw)
+        self.assertTrue(raw.endswith(b"\r\n\r\n"))
+        self.down.send(GET)
+        self.assertEqual(len(self.h.upstreams()), 1)
+
+    def test_downstreamGoesAway(self):
+        """The client leaves mid-request: the upstream connection is closed, flag DC."""
+        self.down.send(GET)
+        up = self.h.upstream()
+        self.down.lose()
+        self.assertTrue(up.transport.disconnecting)
+        self.assertEqual(self.log().responseFlags(), "DC")
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_active"), 0)
+
+    def test_downstreamGoesAwayWhileConnecting(self):
+        self.down.send(GET)
+        up = self.h.upstream(connect=False)
+        self.down.lose()
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_pending_active"), 0)
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_cancelled"), 1)
+        up.connect()
+        # The connection that came up anyway waits for the next request.
+        down = self.h.connect()
+        down.send(GET)
+        self.assertEqual(len(self.h.upstreams()), 1)
+
+
+class FailureTests(RouterTestCase):
+
+    def test_connectFailure(self):
+        """Envoy 1.40: 503, its 98-byte body, flag UF, the host in the log."""
+        self.down.send(b"GET /dead/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        self.h.upstream(connect=False).fail()
+        r = self.down.response()
+        self.assertEqual((r.status, r.body), (503, RESET + b"remote connection failure"))
+        self.assertEqual(len(r.body), 98)
+        info = self.log()
+        self.assertEqual(info.responseFlags(), "UF")
+        self.assertEqual(info.upstreamHost, "127.0.0.1:8081")
+        self.assertEqual(self.h.stat("cluster.dead.upstream_rq_pending_failure_eject"), 1)
+        self.assertEqual(self.h.stat("cluster.dead.upstream_rq_503"), 1)
+        self.assertEqual(self.h.stat("cluster.dead.upstream_rq_total"), 0)
+
+    def test_connectTimeout(self):
+        self.down.send(b"GET /dead/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        self.h.advance(1.1)
+        r = self.down.response()
+        self.assertEqual(r.body, RESET + b"connection timeout")
+        self.assertEqual(self.log().responseFlags(), "UF")
+
+    def test_connectFailureRetried(self):
+        """Envoy 1.40: "... retried and the latest reset reason ...", flags URX,UF."""
+        self.down.send(b"GET /retry/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        self.h.upstream(connect=False).fail()
+        self.assertEqual(len(self.h.upstreams()), 1)
+        # Back-off: uniform below 25 ms, then below 75 ms.
+        self.h.advance(0.0125)
+        self.h.upstream(connect=False).fail()
+        self.h.advance(0.0375)
+        self.h.upstream(connect=False).fail()
+        r = self.down.response()
+        self.assertEqual((r.status, r.body), (503, RETRIED + b"remote connection failure"))
+        self.assertEqual(self.log().responseFlags(), "URX,UF")
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_retry"), 2)
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_retry_limit_exceeded"), 1)
+
+    def test_resetBeforeHeaders(self):
+        """Envoy 1.40: the host closes before answering: 503 connection termination, UC."""
+        self.down.send(GET)
+        self.h.upstream().close()
+        r = self.down.response()
+        self.assertEqual((r.status, r.body), (503, RESET + b"connection termination"))
+        self.assertEqual(self.log().responseFlags(), "UC")
+
+    def test_protocolError(self):
+        """Envoy 1.40: a garbage status line gives 502 protocol error, UPE."""
+        self.down.send(GET)
+        up = self.h.upstream()
+        up.respond(b"HTTX/9 what\r\n\r\n")
+        r = self.down.response()
+        self.assertEqual((r.status, r.body), (502, RESET + b"protocol error"))
+        self.assertEqual(self.log().responseFlags(), "UPE")
+        self.assertTrue(up.transport.disconnecting)
+
+    def test_resetAfterHeaders(self):
+        """Envoy 1.40: the host closes mid-body: the client is cut off too (UPE)."""
+        self.down.send(GET)
+        up = self.h.upstream()
+        up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
+        up.close()
+        self.assertTrue(self.down.written().endswith(b"partial"))
+        self.assertTrue(self.down.closed)
+        self.assertEqual(self.log().responseFlags(), "UPE")
+        self.assertEqual(self.h.stat("http.ingress.rq_reset_after_downstream_response_started"),
+                         1)
+
+    def test_routeTimeout(self):
+        """Envoy 1.40: 504 "upstream request timeout", flag UT."""
+        self.down.send(b"GET /timeout/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        up = self.h.upstream()
+        self.h.advance(1.9)
+        self.assertEqual(self.down.written(), b"")
+        self.h.advance(0.2)
+        r = self.down.response()
+        self.assertEqual((r.status, r.body), (504, b"upstream request timeout"))
+        self.assertEqual(self.log().responseFlags(), "UT")
+        self.assertTrue(up.transport.disconnecting)
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_timeout"), 1)
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_504"), 1)
+        host = self.h.dispatcher.clusterManager.getThreadLocalCluster("origin").hosts[0]
+        self.assertEqual(host.stats("rq_timeout"), 1)
+
+    def test_routeTimeoutStartsWhenRequestComplete(self):
+        """Envoy starts the route timeout once the whole request was received."""
+        self.down.send(b"POST /timeout/x HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\n")
+        self.h.upstream()
+        self.h.advance(5)
+        self.assertEqual(self.down.written(), b"")
+        self.down.send(b"hi")
+        self.h.advance(2.1)
+        self.assertEqual(self.down.response().status, 504)
+
+    def test_routeTimeoutAfterHeaders(self):
+        """The timeout covers the whole response: past it the client is cut off."""
+        self.down.send(b"GET /timeout/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        up = self.h.upstream()
+        up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nsome")
+        self.h.advance(2.1)
+        self.assertTrue(self.down.closed)
+        self.assertEqual(self.log().responseFlags(), "UT")
+
+    def test_perTryTimeout(self):
+        """Envoy 1.40: per-try timeouts use up the retries, then 504 with URX,UT."""
+        self.down.send(b"GET /pertry/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        first = self.h.upstream()
+        self.h.advance(1.0)
+        self.assertTrue(first.transport.disconnecting)
+        self.h.advance(0.0125)
+        second = self.h.upstream()
+        self.h.advance(1.0)
+        r = self.down.response()
+        self.assertEqual((r.status, r.body), (504, b"upstream request timeout"))
+        self.assertEqual(self.log().responseFlags(), "URX,UT")
+        self.assertTrue(second.transport.disconnecting)
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_per_try_timeout"), 2)
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_timeout"), 0)
+
+    def test_overflow(self):
+        """Envoy 1.40: past max_pending_requests, 503 overflow with x-envoy-overloaded."""
+        tlc = self.h.dispatcher.clusterManager.getThreadLocalCluster("origin")
+        poolsFor(tlc).maxPendingRequests = 0
+        self.down.send(GET)
+        r = self.down.response()
+        self.assertEqual((r.status, r.body), (503, RESET + b"overflow"))
+        self.assertEqual(r.header("x-envoy-overloaded"), "true")
+        self.assertEqual(self.log().responseFlags(), "UO")
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_pending_overflow"), 1)
+
+
+class RetryTests(RouterTestCase):
+
+    def test_retriesExhausted(self):
+        """Envoy 1.40: after num_retries the host's last 5xx is passed on, flag URX."""
+        self.down.send(b"GET /retry/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        for delay in (0.0125, 0.0375, None):
+            up = self.h.upstream()
+            up.respond(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy")
+            if delay is not None:
+                self.assertEqual(self.down.written(), b"")
+                self.h.advance(delay)
+        r = self.down.response()
+        self.assertEqual((r.status, r.body), (503, b"busy"))
+        self.assertEqual(self.log().responseFlags(), "URX")
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_retry"), 2)
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_retry_limit_exceeded"), 1)
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_503"), 1)
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_total"), 3)
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_active"), 0)
+
+    def test_retrySucceeds(self):
+        self.down.send(b"GET /retry/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        self.h.upstream().respond(b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\n")
+        self.h.advance(0.0125)
+        self.h.upstream().respond(OK)
+        r = self.down.response()
+        self.assertEqual((r.status, r.body), (200, b"ok"))
+        self.assertEqual(self.log().responseFlags(), "-")
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_retry_success"), 1)
+
+    def test_retryResendsBody(self):
+        self.down.send(b"POST /retry/x HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\n\r\nab")
+        first = self.h.upstream()
+        self.down.send(b"cd")
+        self.assertTrue(first.received().endswith(b"abcd"))
+        first.respond(b"HTTP/1.1 503 X\r\ncontent-length: 0\r\n\r\n")
+        self.h.advance(0.0125)
+        second = self.h.upstream()
+        head, _, body = second.received().partition(b"\r\n\r\n")
+        self.assertEqual(body, b"abcd")
+
+    def test_retryWhileBodyStreams(self):
+        """The retried attempt gets the body so far, then the rest as it comes."""
+        self.down.send(b"POST /retry/x HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\n\r\nab")
+        self.h.upstream().close()
+        self.h.advance(0.0125)
+        second = self.h.upstream()
+        self.assertTrue(second.received().endswith(b"\r\n\r\nab"))
+        self.down.send(b"cd")
+        self.assertTrue(second.received().endswith(b"\r\n\r\nabcd"))
+
+    def test_bigBodyAbandonsRetries(self):
+        """Past the buffer limit the body is not kept, and retries are given up."""
+        size = 1024 * 1024 + 10
+        self.down.send(b"POST /retry/x HTTP/1.1\r\nhost: a\r\ncontent-length: %d\r\n\r\n" % size)
+        up = self.h.upstream()
+        self.down.send(b"x" * size)
+        self.assertEqual(self.h.stat("cluster.origin.retry_or_shadow_abandoned"), 1)
+        up.respond(b"HTTP/1.1 503 X\r\ncontent-length: 0\r\n\r\n")
+        self.assertEqual(self.down.responses()[0].status, 503)
+        self.assertEqual(len(self.h.upstreams()), 1)
+
+    def test_notRetriedWithoutPolicy(self):
+        self.down.send(GET)
+        self.h.upstream().respond(b"HTTP/1.1 503 X\r\ncontent-length: 0\r\n\r\n")
+        self.assertEqual(self.down.response().status, 503)
+        self.assertEqual(self.log().responseFlags(), "-")
+
+    def test_gatewayErrorAndRetriable4xx(self):
+        h = self.harness(routes="""
+- match: {prefix: "/"}
+  route:
+    cluster: origin
+    retry_policy: {retry_on: "gateway-error,retriable-4xx,retriable-status-codes",
+                   num_retries: 3, retriable_status_codes: [418]}
+""")
+        down = h.connect()
+        down.send(GET)
+        for status in (502, 409, 418, 500):
+            h.upstream().respond(b"HTTP/1.1 %d X\r\ncontent-length: 0\r\n\r\n" % (status,))
+            h.advance(1)
+        self.assertEqual(down.response().status, 500)
+        self.assertEqual(len(h.upstreams()), 4)
+
+    def test_retryOverflow(self):
+        tlc = self.h.dispatcher.clusterManager.getThreadLocalCluster("origin")
+        poolsFor(tlc).maxRetries = 0
+        self.down.send(b"GET /retry/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        self.h.upstream().respond(b"HTTP/1.1 503 X\r\ncontent-length: 0\r\n\r\n")
+        self.assertEqual(self.down.response().status, 503)
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_retry_overflow"), 1)
+
+    def test_internalRequestHeaders(self):
+        """From an internal address, x-envoy-max-retries and x-envoy-retry-on are honoured."""
+        h = self.harness(hcm={"internal_address_config": {"cidr_ranges": [
+            {"address_prefix": "10.0.0.0", "prefix_len": 8}]}})
+        down = h.connect()
+        down.send(b"GET /o/x HTTP/1.1\r\nhost: a\r\nx-envoy-retry-on: 5xx\r\n"
+                  b"x-envoy-max-retries: 1\r\nx-envoy-upstream-rq-timeout-ms: 700\r\n\r\n")
+        first = h.upstream()
+        d = headerDict(first.request()[1])
+        self.assertEqual(d["x-envoy-expected-rq-timeout-ms"], "700")
+        self.assertNotIn("x-envoy-upstream-rq-timeout-ms", d)
+        first.respond(b"HTTP/1.1 503 X\r\ncontent-length: 0\r\n\r\n")
+        h.advance(0.02)
+        h.upstream()
+        h.advance(0.7)
+        self.assertEqual(down.response().status, 504)
+
+
+class FlowControlTests(RouterTestCase):
+
+    def test_uploadBackPressure(self):
+        """The upstream connection's buffer is full: the downstream stops being read."""
+        self.down.send(b"POST /o/x HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\nab")
+        up = self.h.upstream()
+        producer = up.transport.producer
+        producer.pauseProducing()
+        # The socket is paused once more bytes come (see PausingTests).
+        self.down.send(b"cd")
+        self.assertEqual(self.down.transport.producerState, "paused")
+        producer.resumeProducing()
+        self.assertEqual(self.down.transport.producerState, "producing")
+
+    def test_downloadBackPressure(self):
+        """The downstream connection's buffer is full: the response stops being read."""
+        self.down.send(GET)
+        up = self.h.upstream()
+        up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nab")
+        self.down.transport.producer.pauseProducing()
+        self.assertEqual(up.transport.producerState, "paused")
+        self.down.transport.producer.resumeProducing()
+        self.assertEqual(up.transport.producerState, "producing")
+
+    def test_pausedWhileConnecting(self):
+        """Body bytes beyond the buffer limit wait, unread, for the connection."""
+        size = 1024 * 1024 + 100
+        self.down.send(b"POST /o/x HTTP/1.1\r\nhost: a\r\ncontent-length: %d\r\n\r\n" % size)
+        up = self.h.upstream(connect=False)
+        self.down.send(b"x" * (size - 50))
+        self.assertEqual(self.down.transport.producerState, "paused")
+        up.connect()
+        self.assertEqual(self.down.transport.producerState, "producing")
+        self.down.send(b"y" * 50)
+        head, _, body = up.received().partition(b"\r\n\r\n")
+        self.assertEqual(len(body), size)
