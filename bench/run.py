@@ -161,15 +161,20 @@ def formatValue(s, unit):
 
 def table(rows):
     """The summary table as text."""
-    header = ("workload", "metric", "baseline", "value", "candidate", "value", "ratio")
+    header = ("workload", "metric", "baseline", "value", "candidate", "value", "ratio",
+              "core use")
     lines = []
     for r in rows:
         ratio = "%.2f" % r["ratio"] if r.get("ratio") is not None else "-"
         if r["better"] == "lower" and r.get("ratio") is not None:
             ratio += " (lower is better)"
+        share = "-"
+        if r.get("baseCpuShare") is not None or r.get("candidateCpuShare") is not None:
+            share = "/".join("%.2f" % v if v is not None else "-"
+                             for v in (r.get("baseCpuShare"), r.get("candidateCpuShare")))
         lines.append((r["label"], "%s (%s)" % (r["metric"], r["unit"]), r["base"],
                       formatValue(r["baseValue"], r["unit"]), r["candidate"],
-                      formatValue(r["candidateValue"], r["unit"]), ratio))
+                      formatValue(r["candidateValue"], r["unit"]), ratio, share))
     widths = [max(len(str(x[i])) for x in [header] + lines) for i in range(len(header))]
     # Error texts can be long: cap the value columns and let them run on.
     widths = [min(w, 48) for w in widths]
@@ -180,6 +185,10 @@ def table(rows):
     notes = [(r["label"] or r["workload"], r["note"]) for r in rows if r.get("note")]
     for label, note in notes:
         out.append("note: %s: %s" % (label, note))
+    if any(line[-1] != "-" for line in lines):
+        out.append("core use: CPU-seconds per second of each proxy during its runs"
+                   " (baseline/candidate); a saturated proxy well under 1.00 was starved"
+                   " by other processes")
     return "\n".join(out)
 
 

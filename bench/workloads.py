@@ -328,6 +328,12 @@ def row(workload, label, metric, unit, better, results, base, candidate, key, no
             out[side] = {"error": r["error"]}
         else:
             out[side] = summary([run[key] for run in r.get("runs", []) if run.get(key) is not None])
+    # How much of its cores each proxy got during the runs: a saturated
+    # proxy well under 1.0 was starved by outside load.
+    for side, name in (("baseCpuShare", base), ("candidateCpuShare", candidate)):
+        shares = [run["proxy_cpu_share"] for run in results.get(name, {}).get("runs", [])
+                  if run.get("proxy_cpu_share") is not None]
+        out[side] = statistics.median(shares) if shares else None
     a, b = out["baseValue"], out["candidateValue"]
     if a and b and "median" in a and "median" in b and a["median"]:
         out["ratio"] = b["median"] / a["median"]
@@ -417,11 +423,13 @@ def tcpBulk(ctx):
         loadgen.bulkTransfer(proxy.listenPort, 64 << 20)
 
     def once(proxy):
-        before = proxy.cpuSeconds()
+        before, wall = proxy.cpuSeconds(), time.time()
         gbps = loadgen.bulkTransfer(proxy.listenPort, total)
+        cpu = proxy.cpuSeconds() - before
         # The proxy's own cost, steadier than throughput on a shared box:
         # the load generator and the origin share one core.
-        return {"gbps": gbps, "cpu_per_gib": (proxy.cpuSeconds() - before) / (total / (1 << 30))}
+        return {"gbps": gbps, "cpu_per_gib": cpu / (total / (1 << 30)),
+                "proxy_cpu_share": cpu / (time.time() - wall)}
     res = ctx.measure([ENVOY, TXENVOY, TXENVOY_NOSPLICE], "tcp.yaml", origin.port, once, warmup)
     # The load generator's own ceiling, without a proxy.
     loadgen.bulkTransfer(origin.port, 64 << 20)

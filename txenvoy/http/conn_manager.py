@@ -652,8 +652,10 @@ class ConnectionManager(Protocol):
         if self._closed or self._codecFailed:
             return
         started = self.streamsStarted
+        wanted = self._pauseWanted
         self.codec.dataReceived(data)
-        if self._pauseWanted and not self._paused and not self._lost:
+        if wanted and self._pauseWanted and not self._paused and not self._lost:
+            # Bytes came while reading was to be stopped: stop it now.
             self._paused = True
             self.transport.pauseProducing()
         if (self._stream is None and self.streamsStarted == started and not self._closed

@@ -12,6 +12,7 @@ from txenvoy.config import registry
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.registry import Category
 from txenvoy.network.filter_chain import FilterChain, FilterChainManager, FilterChainMatch
+from txenvoy.stats.per_worker import StatsStruct
 
 DEFAULT_BUFFER_LIMIT = 1024 * 1024
 
@@ -136,23 +137,21 @@ class ListenerConfig:
                            FilterChainMatch(fc.filter_chain_match, path + ".filter_chain_match"))
 
 
-class _ListenerStats:
+_LISTENER_COUNTERS = (
+    "downstream_cx_total", "downstream_cx_destroy", "no_filter_chain_match",
+    "network_extension_config_missing", "downstream_pre_cx_timeout",
+    "downstream_listener_filter_error", "downstream_listener_filter_remote_close",
+    "downstream_cx_overflow")
+_LISTENER_GAUGES = ("downstream_cx_active", "downstream_pre_cx_active")
+
+
+class _ListenerStats(StatsStruct):
     """The per-worker stat objects of one listener."""
 
-    COUNTERS = ("downstream_cx_total", "downstream_cx_destroy", "no_filter_chain_match",
-                "network_extension_config_missing", "downstream_pre_cx_timeout",
-                "downstream_listener_filter_error", "downstream_listener_filter_remote_close",
-                "downstream_cx_overflow")
-    GAUGES = ("downstream_cx_active", "downstream_pre_cx_active")
-
     def __init__(self, shard, prefix, workerName):
-        scope = shard.scope(prefix)
-        for name in self.COUNTERS:
-            setattr(self, name, scope.counter(name))
-        for name in self.GAUGES:
-            setattr(self, name, scope.gauge(name))
-        self.downstream_cx_length_ms = scope.histogram("downstream_cx_length_ms")
-        worker = scope.scope(workerName + ".")
+        StatsStruct.__init__(self, shard, prefix, _LISTENER_COUNTERS, _LISTENER_GAUGES,
+                             ("downstream_cx_length_ms",))
+        worker = shard.scope(prefix + workerName + ".")
         self.worker_downstream_cx_total = worker.counter("downstream_cx_total")
         self.worker_downstream_cx_active = worker.gauge("downstream_cx_active")
 

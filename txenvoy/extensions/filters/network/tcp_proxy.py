@@ -27,6 +27,7 @@ from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network import splice
 from txenvoy.network.stream_info import ResponseFlag
+from txenvoy.stats.per_worker import PerWorker, StatsStruct
 
 log = Logger(namespace="filter")
 
@@ -43,17 +44,6 @@ _COUNTERS = ("downstream_cx_total", "downstream_cx_no_route", "downstream_cx_rx_
              "max_downstream_connection_duration", "upstream_flush_total")
 _GAUGES = ("downstream_cx_rx_bytes_buffered", "downstream_cx_tx_bytes_buffered",
            "upstream_flush_active")
-
-
-class _TcpProxyStats:
-    """The per-worker C{tcp.<stat_prefix>.*} stat objects."""
-
-    def __init__(self, shard, prefix):
-        scope = shard.scope(prefix)
-        for name in _COUNTERS:
-            setattr(self, name, scope.counter(name))
-        for name in _GAUGES:
-            setattr(self, name, scope.gauge(name))
 
 
 @implementer(IPushProducer)
@@ -343,14 +333,9 @@ class TcpProxyConfig:
         self.maxDownstreamConnectionDuration = maxDownstreamConnectionDuration
         self._totalWeight = sum(w for _, w in clusters)
         self._rng = rng
-        self._stats = {}
-
-    def statsFor(self, dispatcher):
-        """This worker's stat objects (made on first use on that worker)."""
-        stats = self._stats.get(dispatcher.name)
-        if stats is None:
-            stats = self._stats[dispatcher.name] = _TcpProxyStats(dispatcher.stats, self.statPrefix)
-        return stats
+        #: This worker's C{tcp.<stat_prefix>.*} stat objects.
+        self.statsFor = PerWorker(lambda d: StatsStruct(
+            d.stats, self.statPrefix, counters=_COUNTERS, gauges=_GAUGES)).get
 
     def pickCluster(self):
         if len(self.clusters) == 1:

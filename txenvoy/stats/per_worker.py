@@ -1,0 +1,44 @@
+# -*- test-case-name: tests.stats.test_per_worker -*-
+"""
+Stat objects made once per worker.
+
+A compiled filter or listener is shared by every worker, but each worker
+writes only its own stats shard. L{PerWorker} keeps one object per worker,
+made on first use on that worker's thread; L{StatsStruct} resolves a group
+of names under one prefix into attributes, so the data path does
+C{stats.downstream_cx_total.inc()} and never looks a name up.
+"""
+
+
+class StatsStruct:
+    """
+    Attributes named after stats: counters, gauges and histograms of one
+    prefix in one shard.
+    """
+
+    def __init__(self, shard, prefix, counters=(), gauges=(), histograms=()):
+        scope = shard.scope(prefix)
+        for name in counters:
+            setattr(self, name, scope.counter(name))
+        for name in gauges:
+            setattr(self, name, scope.gauge(name))
+        for name in histograms:
+            setattr(self, name, scope.histogram(name))
+
+
+class PerWorker:
+    """
+    C{make(dispatcher)} once per worker; L{get} from that worker's thread.
+    Different workers add different keys, which a dict takes safely under
+    the GIL.
+    """
+
+    def __init__(self, make):
+        self._make = make
+        self._byWorker = {}
+
+    def get(self, dispatcher):
+        value = self._byWorker.get(dispatcher.name)
+        if value is None:
+            value = self._byWorker[dispatcher.name] = self._make(dispatcher)
+        return value
