@@ -4,7 +4,7 @@ against real Envoy (C{--concurrency 1}) on the same config, in front of
 the same fast origin (a real Envoy answering with C{direct_response}, so
 the origin is never the bottleneck). Not a test.
 
-    python bench/http_small.py [--duration 10] [--connections 50]
+    python bench/http_small.py [--duration 10] [--connections 50] [--rounds 3]
     python bench/http_small.py --profile [--duration 10]
 
 The load comes from C{wrk} when it is installed (one thread), else from a
@@ -253,6 +253,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     options = parser.parse_args()
 
@@ -263,26 +264,31 @@ def main():
         if options.profile:
             profile(originPort, options.duration, options.connections)
             return
-        results = {}
-        capacity = {}
-        for name, start in (("txenvoy", startTxenvoy), ("envoy", startEnvoy)):
-            port = freePort()
-            proc = start(PROXY % {"port": port, "origin": originPort})
-            try:
-                waitPort(port, proc)
-                load(port, 2, options.connections)  # warm up
-                before = cpuSeconds(proc.pid)
-                results[name] = rps = load(port, options.duration, options.connections)
-                used = cpuSeconds(proc.pid) - before
-                # What one fully busy core would serve at this CPU cost: fair
-                # when the machine is shared and the proxy is not the only
-                # bottleneck.
-                capacity[name] = rps * options.duration / used if used else 0.0
-            finally:
-                stop(proc)
+        results = {"txenvoy": 0.0, "envoy": 0.0}
+        capacity = {"txenvoy": 0.0, "envoy": 0.0}
+        # Rounds alternate between the two proxies and the best of each is
+        # kept: on a shared machine other work only ever slows a run down.
+        for _ in range(options.rounds):
+            for name, start in (("txenvoy", startTxenvoy), ("envoy", startEnvoy)):
+                port = freePort()
+                proc = start(PROXY % {"port": port, "origin": originPort})
+                try:
+                    waitPort(port, proc)
+                    load(port, 2, options.connections)  # warm up
+                    before = cpuSeconds(proc.pid)
+                    rps = load(port, options.duration, options.connections)
+                    used = cpuSeconds(proc.pid) - before
+                    results[name] = max(results[name], rps)
+                    # What one fully busy core would serve at this CPU cost:
+                    # fair when the proxy is not the only bottleneck.
+                    if used:
+                        capacity[name] = max(capacity[name], rps * options.duration / used)
+                finally:
+                    stop(proc)
         tool = "wrk -t1 -c%d" % (options.connections,) if shutil.which("wrk") else \
             "built-in generator, %d connections" % (options.connections,)
-        print("small keep-alive GETs, %ds, %s" % (options.duration, tool))
+        print("small keep-alive GETs, %ds, %s, best of %d rounds"
+              % (options.duration, tool, options.rounds))
         print("                          measured req/s   req per CPU-second of the proxy")
         for name in ("txenvoy", "envoy"):
             print("%-7s --concurrency 1: %10.0f        %10.0f" % (name, results[name],

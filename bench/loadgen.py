@@ -21,8 +21,6 @@ import subprocess
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 # wrk: stop the (single) thread after a fixed number of responses.
 STOP_AFTER_LUA = """
 local n = 0
@@ -118,9 +116,9 @@ class PyHttpLoad:
 
     def __init__(self, host, port, path="/", connections=32, close=False):
         self.addr = (host, port)
-        close_hdr = "Connection: close\r\n" if close else ""
+        closeHeader = "Connection: close\r\n" if close else ""
         self.request = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\n%s\r\n"
-                        % (path, host, port, close_hdr)).encode()
+                        % (path, host, port, closeHeader)).encode()
         self.connections = connections
         self.close = close
 
@@ -133,7 +131,7 @@ class PyHttpLoad:
         done = 0
         deadline = time.perf_counter() + duration
 
-        def open_one():
+        def openOne():
             s = socket.socket()
             s.setblocking(False)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -149,7 +147,7 @@ class PyHttpLoad:
             socks.pop(fd)[0].close()
 
         for _ in range(self.connections):
-            open_one()
+            openOne()
         start = time.perf_counter()
         while time.perf_counter() < deadline and (count is None or done < count):
             for fd, ev in ep.poll(0.1):
@@ -163,7 +161,7 @@ class PyHttpLoad:
                     except OSError:
                         errors += 1
                         finish(fd)
-                        open_one()
+                        openOne()
                         continue
                     st[4] = True
                     st[3] = time.perf_counter()
@@ -178,7 +176,7 @@ class PyHttpLoad:
                 if not data:
                     errors += 1
                     finish(fd)
-                    open_one()
+                    openOne()
                     continue
                 st[1] += data
                 length = _responseLength(st[1])
@@ -189,7 +187,7 @@ class PyHttpLoad:
                 st[1] = st[1][length:]
                 if self.close:
                     finish(fd)
-                    open_one()
+                    openOne()
                 else:
                     st[4] = False
                     ep.modify(fd, select.EPOLLOUT)
@@ -200,7 +198,9 @@ class PyHttpLoad:
         latencies.sort()
 
         def pct(p):
-            return latencies[min(len(latencies) - 1, int(len(latencies) * p))] if latencies else None
+            if not latencies:
+                return None
+            return latencies[min(len(latencies) - 1, int(len(latencies) * p))]
         return {"requests": done, "duration": elapsed, "rps": done / elapsed if elapsed else 0.0,
                 "latency": {"p50": pct(0.50), "p99": pct(0.99)}, "errors": errors,
                 "non2xx": 0, "loader": "python"}

@@ -1929,9 +1929,9 @@ class ActiveStream:
         cm = self.cm
         if cm._stream is self:
             cm._stream = None
-            cm._streamIdleTimer.cancel()
-            cm._requestTimer.cancel()
-            cm._maxStreamTimer.cancel()
+            for timer in (cm._streamIdleTimer, cm._requestTimer, cm._maxStreamTimer):
+                if timer.active:
+                    timer.cancel()
         while self._readDisabled:
             self._readDisabled -= 1
             cm.codec.readDisable(False)

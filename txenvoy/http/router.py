@@ -291,9 +291,11 @@ class RouterFilter:
     def decodeHeaders(self, headers, endStream):
         cb = self.callbacks
         config = self.config
-        stats = self.stats = config.statsFor(cb.dispatcher)
+        dispatcher = self.dispatcher = cb.dispatcher
+        self.reactor = dispatcher.reactor
+        stats = self.stats = config.statsFor(dispatcher)
         stats.rq_total.inc()
-        info = cb.streamInfo
+        info = self.info = cb.streamInfo
         route = cb.route()
         if route is None:
             stats.no_route.inc()
@@ -307,7 +309,7 @@ class RouterFilter:
         clusterName = route.clusterName
         cluster = None
         if clusterName is not None:
-            cluster = cb.dispatcher.clusterManager.getThreadLocalCluster(clusterName)
+            cluster = dispatcher.clusterManager.getThreadLocalCluster(clusterName)
         if cluster is None:
             stats.no_cluster.inc()
             info.setResponseFlag(ResponseFlag.NO_CLUSTER_FOUND)
@@ -328,7 +330,7 @@ class RouterFilter:
         retries = policy.numRetries
         timeout = entry.timeout
         perTry = policy.perTryTimeout
-        if cb.streamInfo.filterState.get("envoy.internal_request"):
+        if info.filterState.get("envoy.internal_request"):
             timeout, perTry, bits, retries = self._internalOverrides(
                 entries, timeout, perTry, bits, retries)
         self._retryBits = bits
@@ -493,17 +495,17 @@ class RouterFilter:
         host = cluster.chooseHost(None)
         if host is None:
             self.clusterStats.upstream_cx_none_healthy.inc()
-            cb.streamInfo.setResponseFlag(ResponseFlag.NO_HEALTHY_UPSTREAM)
+            self.info.setResponseFlag(ResponseFlag.NO_HEALTHY_UPSTREAM)
             self._chargeCode(503)
             self._localReply(503, b"no healthy upstream", "no_healthy_upstream")
             return
-        cb.streamInfo.upstreamHost = host.addressString
+        self.info.upstreamHost = host.addressString
         if self.entry.autoHostRewrite and host.hostname:
             self.request.authority = host.hostname.encode("utf-8")
         self._attempts += 1
         pool = self.pools.poolFor(host)
         upstream = self._upstream = UpstreamRequest(self, host, pool)
-        upstream.startTime = cb.dispatcher.reactor.seconds()
+        upstream.startTime = self.reactor.seconds()
         upstream.handle = pool.newStream(upstream)
 
     def _onPoolReady(self, upstream, client):
@@ -555,7 +557,7 @@ class RouterFilter:
             return
         upstream.done = True
         self._endAttempt(upstream)
-        info = self.callbacks.streamInfo
+        info = self.info
         if reason == OVERFLOW:
             flag = ResponseFlag.UPSTREAM_OVERFLOW
         elif reason in _CONNECT_FAILURE_REASONS:
@@ -603,7 +605,7 @@ class RouterFilter:
         stats = self.clusterStats
         if self._retriesLeft <= 0:
             stats.upstream_rq_retry_limit_exceeded.inc()
-            self.callbacks.streamInfo.setResponseFlag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
+            self.info.setResponseFlag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
             return False
         pools = self.pools
         if not self._retryingActive and pools.retriesActive >= pools.maxRetries:
@@ -674,7 +676,7 @@ class RouterFilter:
         self._chargeCode(status)
         self._responseStarted = True
         cb = self.callbacks
-        now = cb.dispatcher.reactor.seconds()
+        now = self.reactor.seconds()
         entries = headers.headers._entries
         if not self.config.suppressEnvoyHeaders and status != 101:
             # Envoy 1.40 does not time an upgrade's 101.
@@ -682,9 +684,8 @@ class RouterFilter:
                             b"%d" % (int((now - upstream.startTime) * 1000),)))
         mutations = self.route.responseHeadersMutations
         if mutations:
-            mutations.apply(headers.headers, FormatContext(cb.streamInfo, self.request, headers))
-        info = cb.streamInfo
-        info.firstUpstreamRxMonotonic = now
+            mutations.apply(headers.headers, FormatContext(self.info, self.request, headers))
+        self.info.firstUpstreamRxMonotonic = now
         if endStream:
             upstream.pendingHeaders = headers
             return
@@ -697,7 +698,7 @@ class RouterFilter:
         upstream.done = True
         self._finish()
         self.clusterStats.upstream_rq_time.recordValue(
-            (self.callbacks.dispatcher.reactor.seconds() - upstream.startTime) * 1000.0)
+            (self.reactor.seconds() - upstream.startTime) * 1000.0)
         cb = self.callbacks
         headers = upstream.pendingHeaders
         end = upstream.pendingEnd
@@ -741,14 +742,14 @@ class RouterFilter:
             upstream.done = True
             upstream.cancel()
         if self._responseStarted:
-            self.callbacks.streamInfo.setResponseFlag(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
+            self.info.setResponseFlag(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
             self._finish()
             self.callbacks.resetStream()
             return
         self._timeoutReply()
 
     def _timeoutReply(self):
-        self.callbacks.streamInfo.setResponseFlag(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
+        self.info.setResponseFlag(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
         self._chargeCode(504)
         self._localReply(504, b"upstream request timeout", "upstream_response_timeout")
 

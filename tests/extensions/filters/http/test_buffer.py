@@ -13,12 +13,8 @@ from zope.interface.verify import verifyObject
 
 from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
 from txenvoy.config.errors import ConfigError
-from txenvoy.extensions.filters.http.buffer import (
-    BufferConfig,
-    RouteSpecificConfigs,
-    WorkerStats,
-    snapshotSource,
-)
+from txenvoy.extensions.filters.http.buffer import BufferConfig
+from txenvoy.http.filter_config import RouteSpecificConfigs, WorkerStats, snapshotSource
 from txenvoy.http.filter import FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
 from txenvoy.stats.store import StatsStore

@@ -40,7 +40,7 @@ from txenvoy.http.route_matcher import compileStringMatcher
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
 from txenvoy.runtime import RuntimeFractionalPercent
 
-from txenvoy.extensions.filters.http.buffer import (
+from txenvoy.http.filter_config import (
     RouteSpecificConfigs,
     WorkerStats,
     checkFields,

@@ -60,7 +60,7 @@ from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
 from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.runtime.runtime import FractionalPercent, fractionalPercent
 
-from txenvoy.extensions.filters.http.buffer import (
+from txenvoy.http.filter_config import (
     RouteSpecificConfigs,
     WorkerStats,
     checkFields,

@@ -46,7 +46,7 @@ from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
 from txenvoy.http.route_matcher import HeaderMatcher, compileRegexRewrite
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
 
-from txenvoy.extensions.filters.http.buffer import RouteSpecificConfigs, WorkerStats, checkFields
+from txenvoy.http.filter_config import RouteSpecificConfigs, WorkerStats, checkFields
 
 __all__ = ["HeaderToMetadataConfig", "Rule", "createHeaderToMetadata"]
 

@@ -41,7 +41,7 @@ from txenvoy.http.route_matcher import compileHeaderMatchers
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
 from txenvoy.network.stream_info import ResponseFlag
 
-from txenvoy.extensions.filters.http.buffer import WorkerStats, checkFields, httpStatPrefix
+from txenvoy.http.filter_config import WorkerStats, checkFields, httpStatPrefix
 
 __all__ = ["HealthCheckConfig", "HealthCheckFilter", "HealthCheckCache", "createHealthCheck"]
 

@@ -38,7 +38,7 @@ from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
 from txenvoy.rbac import PeerIdentity, RbacInput, createEngine, statPrefixJoin
 
-from txenvoy.extensions.filters.http.buffer import (
+from txenvoy.http.filter_config import (
     RouteSpecificConfigs,
     WorkerStats,
     checkFields,
