@@ -98,7 +98,7 @@ def parseHead(head):
 
 
 _KEYWORDS = frozenset(["count", "status", "stall", "reset", "garbage", "big", "sum",
-                       "close", "ws", "partial", "echo", "bare", "eof"])
+                       "close", "ws", "partial", "echo", "bare", "eof", "slowsum"])
 
 
 def _originPath(target):
@@ -125,6 +125,7 @@ class Origin:
      - C{/garbage}: answers a garbage status line;
      - C{/big/<n>}: a body of C{n} bytes, sent in 64 KiB pieces;
      - C{/sum}: reads the body (any size) and answers its length;
+       C{/slowsum} does the same, slowly;
      - C{/close}: answers with C{connection: close} and closes;
      - C{/ws}: an upgrade: 101, then echoes raw bytes;
      - C{/partial}: 200 with content-length 100000, 1000 bytes, then
@@ -180,7 +181,9 @@ class Origin:
         def count(piece):
             size[0] += len(piece)
 
-        if lower.get("transfer-encoding", "").lower() == "chunked":
+        if path.startswith("/slowsum"):
+            pass
+        elif lower.get("transfer-encoding", "").lower() == "chunked":
             reader.readChunked(count)
         elif "content-length" in lower:
             reader.readExactly(int(lower["content-length"]), count)
@@ -209,6 +212,17 @@ class Origin:
                 k = min(n, len(piece))
                 conn.sendall(piece[:k])
                 n -= k
+            return True
+        if path.startswith("/slowsum"):
+            # A slow reader: the proxy must stop reading its client.
+            def slowCount(piece):
+                size[0] += len(piece)
+                time.sleep(0.0003)
+            if "content-length" in lower:
+                reader.readExactly(int(lower["content-length"]) - size[0], slowCount)
+            body = b"%d" % (size[0],)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n%scontent-length: %d\r\n\r\n%s"
+                         % (base, len(body), body))
             return True
         if path.startswith("/sum"):
             body = b"%d" % (size[0],)
@@ -745,6 +759,51 @@ class ProxyTests(SynchronousTestCase):
             c.send(piece)
         r = c.read()
         self.assertEqual((r.status, r.body), (200, b"%d" % (size,)))
+
+    def rss(self):
+        with open("/proc/%d/status" % (self.d.proxy.proc.pid,)) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+
+    def test_uploadToSlowOriginBounded(self):
+        """
+        Back-pressure: a fast client uploading to a slow origin is read no
+        faster than the origin reads, so the body never piles up in memory.
+        """
+        size = 128 * 1024 * 1024
+        before = self.rss()
+        c = self.d.client()
+        self.addCleanup(c.close)
+        c.send(b"POST /o/slowsum HTTP/1.1\r\nhost: a\r\ncontent-length: %d\r\n\r\n" % (size,))
+        piece = b"u" * (256 * 1024)
+        peak = before
+        for i in range(size // len(piece)):
+            c.send(piece)
+            if i % 32 == 0:
+                peak = max(peak, self.rss())
+        r = c.read()
+        self.assertEqual((r.status, r.body), (200, b"%d" % (size,)))
+        self.assertLess(peak - before, 48 * 1024 * 1024)
+
+    def test_downloadToSlowClientBounded(self):
+        """Back-pressure: a slow client reads a fast origin's 128 MiB through little memory."""
+        size = 128 * 1024 * 1024
+        before = self.rss()
+        c = self.d.client()
+        self.addCleanup(c.close)
+        c.send(b"GET /o/big/%d HTTP/1.1\r\nhost: a\r\n\r\n" % (size,))
+        got = [0, before]
+
+        def sink(piece):
+            got[0] += len(piece)
+            if got[0] % (4 * 1024 * 1024) < len(piece):
+                got[1] = max(got[1], self.rss())
+                time.sleep(0.05)
+
+        r = c.read(sink=sink)
+        self.assertEqual((r.status, got[0]), (200, size))
+        self.assertLess(got[1] - before, 48 * 1024 * 1024)
 
     def test_websocketWithoutUpgradeConfig(self):
         """Envoy 1.40: an upgrade with no upgrade_configs gets 403 and a close."""

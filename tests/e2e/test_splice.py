@@ -40,6 +40,20 @@ def rssKiB(pid):
     return 0
 
 
+def kernelBufferBound():
+    """
+    The most a path client -> proxy -> upstream that does not read can
+    hold in socket buffers: the client's send buffer, the proxy's receive
+    and send buffers (all autotuned up to the sysctl maxima) and the
+    upstream's initial receive buffer.
+    """
+    def sysctl(name):
+        with open("/proc/sys/net/ipv4/" + name) as f:
+            return [int(x) for x in f.read().split()]
+    rmem, wmem = sysctl("tcp_rmem"), sysctl("tcp_wmem")
+    return 2 * wmem[2] + rmem[2] + rmem[1]
+
+
 def waitFor(predicate, timeout=10.0, message="condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -210,7 +224,7 @@ class _SpliceE2EMixin:
         chunk = b"x" * 65536
         sent = 0
         stalled = 0
-        deadline = time.time() + 5
+        deadline = time.time() + 10
         while time.time() < deadline and sent < 64 * 1024 * 1024:
             try:
                 sent += s.send(chunk)
@@ -220,7 +234,13 @@ class _SpliceE2EMixin:
                 if stalled > 50:
                     break
                 time.sleep(0.02)
-        self.assertLess(sent, 16 * 1024 * 1024)
+        # The sender stalled, having pushed no more than the kernel's
+        # socket buffers along the way can hold plus the proxy's own
+        # (its pipe, or its buffer limit): on loopback the receive buffers
+        # autotune up to tcp_rmem's maximum, so that is the bound, not a
+        # constant.
+        self.assertGreater(stalled, 50)
+        self.assertLess(sent, kernelBufferBound() + (1 << 20))
         self.assertLess(rssKiB(self.envoy.proc.pid) - before, 16 * 1024)
         self.assertPathUsed()
         stats = self.envoy.stats()

@@ -12,8 +12,6 @@ L{StringTransport}s.
     response = down.response()
 """
 
-import json
-
 import yaml
 from google.protobuf import json_format
 from twisted.internet.address import IPv4Address
@@ -331,7 +329,3 @@ class Harness:
     def advance(self, seconds):
         self.reactor.advance(seconds)
 
-
-def echoed(upstream):
-    """Parse the JSON an origin test double echoes (unused helper)."""
-    return json.loads(upstream)

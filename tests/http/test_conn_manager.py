@@ -20,7 +20,6 @@ from txenvoy.http.filter import (
     IStreamFilterCallbacks,
     PassThroughFilter,
 )
-from txenvoy.network.stream_info import ResponseFlag
 
 from tests.http.hcm_harness import Harness
 
@@ -609,7 +608,9 @@ class TimeoutTests(SynchronousTestCase):
         down.send(b"GET /direct HTTP/1.1\r\nhost: a\r\n\r\n")
         self.assertIsNone(down.response().header("connection"))
         down.send(b"GET /direct HTTP/1.1\r\nhost: a\r\n\r\n")
+        self.assertEqual(down.response().header("connection"), "close")
         self.assertTrue(down.closed)
+        self.assertEqual(h.stat("http.ingress.downstream_cx_max_requests_reached"), 1)
 
 
 class PausingTests(SynchronousTestCase):

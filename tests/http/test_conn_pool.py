@@ -259,6 +259,16 @@ class PoolTests(SynchronousTestCase):
         transport.producer.resumeProducing()
         self.assertEqual(s.events, ["ready", "above", "below"])
 
+    def test_watermarkPausedTwice(self):
+        """Twisted pauses on every write while the buffer is full, and resumes once."""
+        s = Stream()
+        self.pool.newStream(s)
+        _, transport = self.establish()
+        transport.producer.pauseProducing()
+        transport.producer.pauseProducing()
+        transport.producer.resumeProducing()
+        self.assertEqual(s.events, ["ready", "above", "below"])
+
     def test_bytesCounted(self):
         s = Stream()
         self.pool.newStream(s)

@@ -482,3 +482,17 @@ class FlowControlTests(RouterTestCase):
         self.down.send(b"y" * 25)
         head, _, body = up.received().partition(b"\r\n\r\n")
         self.assertEqual(len(body), size)
+
+
+class ServiceTimeTests(RouterTestCase):
+
+    def test_includesRetries(self):
+        """Envoy times x-envoy-upstream-service-time from the end of the request."""
+        self.down.send(b"GET /retry/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        self.h.advance(0.1)
+        self.h.upstream().respond(b"HTTP/1.1 503 X\r\ncontent-length: 0\r\n\r\n")
+        self.h.advance(0.0125)
+        up = self.h.upstream()
+        self.h.advance(0.1)
+        up.respond(OK)
+        self.assertEqual(self.down.response().header("x-envoy-upstream-service-time"), "212")

@@ -397,6 +397,7 @@ class _HeaderView:
         self._head = head
 
     def get(self, name):
+        """The value of header C{name} (text), or C{None}."""
         key = self._names.get(name)
         if key is None:
             key = self._names[name] = name.lower().encode("latin-1")
@@ -568,6 +569,7 @@ class _DownstreamWatermark:
                     cb.onBelowWriteBufferLowWatermark()
 
     def stopProducing(self):
+        """Nothing to stop: the connection closes on its own."""
         pass
 
 
@@ -603,11 +605,11 @@ class ConnectionManager(Protocol):
         prefix = listener.config.statPrefix if listener is not None else "listener.unknown."
         self.listenerStats = config.listenerStatsFor(dispatcher, prefix)
         self.streamsStarted = 0
-        self.requests = 0
 
     # Protocol.
 
     def connectionMade(self):
+        """Count the connection and start its codec and timers."""
         config = self.config
         stats = self.stats
         stats.downstream_cx_total.inc()
@@ -648,6 +650,7 @@ class ConnectionManager(Protocol):
             self._producerRegistered = False
 
     def dataReceived(self, data):
+        """Feed the codec; a partial request head starts its timeouts."""
         self.stats.downstream_cx_rx_bytes_total.value += len(data)
         if self._closed or self._codecFailed:
             return
@@ -667,6 +670,7 @@ class ConnectionManager(Protocol):
                                                     self._onHeadTimeout)
 
     def connectionLost(self, reason=None):
+        """End the stream in flight (flag C{DC}) and keep the books."""
         if self._lost:
             return
         self._lost = True
@@ -699,6 +703,7 @@ class ConnectionManager(Protocol):
     _corked = None
 
     def write(self, data):
+        """The codec's writes: counted, and held while corked."""
         self.stats.downstream_cx_tx_bytes_total.value += len(data)
         corked = self._corked
         if corked is not None:
@@ -725,6 +730,7 @@ class ConnectionManager(Protocol):
             self._write(corked[0] if len(corked) == 1 else b"".join(corked))
 
     def loseConnection(self):
+        """The codec closes the connection."""
         self._closeConnection()
 
     # The codec stops reading while a request waits for its response, and
@@ -769,6 +775,12 @@ class ConnectionManager(Protocol):
     def newStream(self, encoder):
         """A request head arrived: its L{ActiveStream} decodes it."""
         self.streamsStarted += 1
+        maxRequests = self.config.maxRequestsPerConnection
+        if maxRequests and self.streamsStarted >= maxRequests and not self._draining:
+            # Envoy drains as the last allowed request starts, so its
+            # response says connection: close.
+            self.stats.downstream_cx_max_requests_reached.inc()
+            self._draining = True
         stream = ActiveStream(self, encoder)
         self._stream = stream
         if self._headTimer is not None:
@@ -875,12 +887,6 @@ class ConnectionManager(Protocol):
 
     def _onStreamDone(self, now):
         self._idleSince = now
-        self.requests += 1
-        config = self.config
-        if config.maxRequestsPerConnection and self.requests >= config.maxRequestsPerConnection \
-                and not self._draining:
-            self.stats.downstream_cx_max_requests_reached.inc()
-            self._draining = True
         if self._draining and self._stream is None and not self._closed:
             self._closeConnection()
 
@@ -1182,6 +1188,8 @@ _NOT_STOPPED = 1 << 30
 
 
 def _noop(*args):
+    # Past the last decoder filter there is nothing: a request no filter
+    # answered waits (for stream_idle_timeout), as in Envoy.
     pass
 
 
@@ -1219,6 +1227,7 @@ class _Iteration:
         self.overflow = overflow
 
     def runHeaders(self, headers, endStream):
+        """Pass a head through the filters from the first."""
         self.headers = headers
         if endStream:
             self.endSeen = True
@@ -1243,6 +1252,7 @@ class _Iteration:
         return True
 
     def runData(self, data, endStream):
+        """Pass body bytes through the filters from the first."""
         if endStream:
             self.endSeen = True
         self._data(0, data, endStream)
@@ -1300,6 +1310,7 @@ class _Iteration:
             self.overflow()
 
     def runTrailers(self, trailers):
+        """Pass trailers through the filters from the first."""
         self.endSeen = True
         self._trailers(0, trailers)
 
@@ -1345,8 +1356,6 @@ class _Iteration:
             self._data(index + 1, data, end)
             if stream._stopped(self) or self.stop != _NOT_STOPPED:
                 return
-        elif self.endSeen and self.trailers is None and self.headersDone and not self.bufEnd:
-            pass
         if self.trailers is not None:
             trailers = self.trailers
             self.trailers = None
@@ -1398,6 +1407,7 @@ class ActiveStream:
     # The codec's decoder.
 
     def decodeHeaders(self, request, endStream):
+        """The codec's request head: prepare it, then run the decoder filters."""
         cm = self.cm
         config = cm.config
         stats = cm.stats
@@ -1493,6 +1503,7 @@ class ActiveStream:
         self._decoding.runHeaders(request, endStream)
 
     def decodeData(self, data, endStream):
+        """Request body bytes from the codec (or raw bytes after an upgrade)."""
         self._lastActivity = self.cm.reactor.seconds()
         info = self.streamInfo
         info.bytesReceived += len(data)
@@ -1509,6 +1520,7 @@ class ActiveStream:
             decoding.runData(data, endStream)
 
     def decodeTrailers(self, trailers):
+        """Request trailers from the codec."""
         self._onRemoteComplete()
         if self._decodeStopped:
             return

@@ -304,6 +304,10 @@ class _UpstreamWatermark:
 
     def pauseProducing(self):
         client = self.client
+        # Twisted pauses again on every write while the buffer is full, and
+        # resumes once: only the crossing counts.
+        if client.above:
+            return
         client.above = True
         stream = client.stream
         if stream is not None:
@@ -318,6 +322,7 @@ class _UpstreamWatermark:
                 stream.onBelowWriteBufferLowWatermark()
 
     def stopProducing(self):
+        """Nothing to stop."""
         pass
 
 
@@ -348,6 +353,7 @@ class ActiveClient:
         self._watermark = _UpstreamWatermark(self)
 
     def start(self):
+        """Open the connection."""
         pool = self.pool
         self.connection = pool.cluster.connect(pool.host, self)
 
@@ -408,6 +414,7 @@ class ActiveClient:
     # UpstreamConnection callbacks.
 
     def onUpstreamConnected(self, connection):
+        """Connected: start the codec and serve a waiting request."""
         self.connection = connection
         self.connected = True
         self._tx = self.pool.stats.upstream_cx_tx_bytes_total
@@ -420,6 +427,7 @@ class ActiveClient:
         self.pool._onConnected(self)
 
     def onUpstreamConnectFailed(self, connection, reason):
+        """The connect failed: every request waiting on the host fails."""
         self.closed = True
         self.pool._onConnectFailed(self, reason)
 
@@ -432,6 +440,7 @@ class ActiveClient:
             self._write(data)
 
     def onUpstreamData(self, data):
+        """Response bytes, parsed with downstream writes held until done."""
         stream = self.stream
         corker = stream.corker if stream is not None else None
         if corker is None:
@@ -448,10 +457,12 @@ class ActiveClient:
     def onUpstreamReadClosed(self):
         # HTTP/1.1 has no half-close: the host is done with the connection.
         # A response delimited by the end of the connection ends here.
+        """The host sent FIN."""
         self.codec.connectionLost()
         self.close()
 
     def onUpstreamClosed(self, reason):
+        """The connection is gone: drop it, reset the request it carried."""
         self.closed = True
         codec = self.codec
         if codec is not None:
@@ -464,19 +475,23 @@ class ActiveClient:
     # ClientCodec callbacks.
 
     def onResponseHeaders(self, headers, endStream):
+        """Passed to the stream."""
         self.stream.onResponseHeaders(headers, endStream)
 
     def onResponseData(self, data, endStream):
+        """Passed to the stream."""
         stream = self.stream
         if stream is not None:
             stream.onResponseData(data, endStream)
 
     def onResponseTrailers(self, trailers):
+        """Passed to the stream."""
         stream = self.stream
         if stream is not None:
             stream.onResponseTrailers(trailers)
 
     def onResponseComplete(self):
+        """Back to the pool (or closed), then the stream hears the end."""
         self.requests += 1
         stream = self._detach()
         pool = self.pool
@@ -492,6 +507,7 @@ class ActiveClient:
             stream.onResponseComplete()
 
     def onProtocolError(self, details):
+        """The host's response could not be parsed: close, reset the request."""
         self.pool.stats.upstream_cx_protocol_error.inc()
         stream = self._detach()
         self.abort()

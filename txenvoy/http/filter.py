@@ -221,24 +221,31 @@ class PassThroughFilter:
         self.callbacks = callbacks
 
     def decodeHeaders(self, headers, endStream):
+        """Continue."""
         return FilterHeadersStatus.Continue
 
     def decodeData(self, data, endStream):
+        """Continue."""
         return FilterDataStatus.Continue
 
     def decodeTrailers(self, trailers):
+        """Continue."""
         return FilterTrailersStatus.Continue
 
     def encodeHeaders(self, headers, endStream):
+        """Continue."""
         return FilterHeadersStatus.Continue
 
     def encodeData(self, data, endStream):
+        """Continue."""
         return FilterDataStatus.Continue
 
     def encodeTrailers(self, trailers):
+        """Continue."""
         return FilterTrailersStatus.Continue
 
     def onDestroy(self):
+        """Nothing to release."""
         pass
 
 

@@ -174,6 +174,7 @@ class UpstreamRequest:
     # Pool callbacks.
 
     def onPoolReady(self, client):
+        """The pool has a connection for this attempt."""
         self.handle = None
         if self.done:
             # Abandoned while the connection was being set up.
@@ -184,6 +185,7 @@ class UpstreamRequest:
         self.router._onPoolReady(self, client)
 
     def onPoolFailure(self, reason):
+        """The pool could not get a connection (Envoy's reset reason)."""
         self.handle = None
         if not self.done:
             self.router._onUpstreamFailure(self, reason)
@@ -191,10 +193,12 @@ class UpstreamRequest:
     # Response callbacks (from the client).
 
     def onResponseHeaders(self, headers, endStream):
+        """The response head arrived."""
         if not self.done:
             self.router._onResponseHeaders(self, headers, endStream)
 
     def onResponseData(self, data, endStream):
+        """Response body bytes arrived."""
         if self.done:
             return
         if endStream:
@@ -206,16 +210,19 @@ class UpstreamRequest:
         self.router._onResponseData(data)
 
     def onResponseTrailers(self, trailers):
+        """Response trailers arrived (with C{enable_trailers})."""
         if not self.done:
             self.pendingEnd = trailers
 
     def onResponseComplete(self):
+        """The response ended; the connection is back in the pool."""
         self.client = None
         self.uncount()
         if not self.done:
             self.router._onResponseComplete(self)
 
     def onUpstreamReset(self, reason):
+        """The connection failed before the response ended."""
         self.client = None
         self.uncount()
         if not self.done:
@@ -231,9 +238,11 @@ class UpstreamRequest:
     # Flow control: the upstream connection's write buffer.
 
     def onAboveWriteBufferHighWatermark(self):
+        """The upstream connection is backed up."""
         self.router._upstreamAbove()
 
     def onBelowWriteBufferLowWatermark(self):
+        """The upstream connection drained."""
         self.router._upstreamBelow()
 
     # Giving up.
@@ -281,6 +290,7 @@ class RouterFilter:
     _downstreamAbove = False
     _attempts = 0
     _retryingActive = False
+    _completeTime = None
 
     def __init__(self, config, callbacks):
         self.config = config
@@ -289,6 +299,7 @@ class RouterFilter:
     # Decoding.
 
     def decodeHeaders(self, headers, endStream):
+        """Answer from the route, or start forwarding the request."""
         cb = self.callbacks
         config = self.config
         dispatcher = self.dispatcher = cb.dispatcher
@@ -372,6 +383,7 @@ class RouterFilter:
         cb.addDownstreamWatermarkCallbacks(self)
         if endStream:
             self._downstreamComplete = True
+            self._completeTime = self.reactor.seconds()
             self._startRouteTimer()
         self._startAttempt()
         return _STOP
@@ -432,10 +444,12 @@ class RouterFilter:
         cb.sendLocalReply(entry.responseCode, body, modifyHeaders, "direct_response")
 
     def decodeData(self, data, endStream):
+        """Forward (and, while retries are possible, keep) request body bytes."""
         if self._finished:
             return _NO_BUFFER
         if endStream:
             self._downstreamComplete = True
+            self._completeTime = self.reactor.seconds()
             self._bodyEnd = True
         upstream = self._upstream
         client = upstream.client if upstream is not None else None
@@ -467,9 +481,11 @@ class RouterFilter:
         self._bodySize += len(data)
 
     def decodeTrailers(self, trailers):
+        """Forward request trailers."""
         if self._finished:
             return _TRAILERS_STOP
         self._downstreamComplete = True
+        self._completeTime = self.reactor.seconds()
         self._trailers = trailers
         upstream = self._upstream
         if upstream is not None and upstream.client is not None:
@@ -490,7 +506,6 @@ class RouterFilter:
     # Attempts.
 
     def _startAttempt(self):
-        cb = self.callbacks
         cluster = self.cluster
         host = cluster.chooseHost(None)
         if host is None:
@@ -679,9 +694,13 @@ class RouterFilter:
         now = self.reactor.seconds()
         entries = headers.headers._entries
         if not self.config.suppressEnvoyHeaders and status != 101:
-            # Envoy 1.40 does not time an upgrade's 101.
+            # Envoy times from the end of the downstream request (so retries
+            # and back-off count), and does not time an upgrade's 101.
+            since = self._completeTime
+            if since is None:
+                since = upstream.startTime
             entries.append((b"x-envoy-upstream-service-time",
-                            b"%d" % (int((now - upstream.startTime) * 1000),)))
+                            b"%d" % (int((now - since) * 1000),)))
         mutations = self.route.responseHeadersMutations
         if mutations:
             mutations.apply(headers.headers, FormatContext(self.info, self.request, headers))
