@@ -227,10 +227,13 @@ def main(argv=None):
         "txenvoyRevision": workloads.versionOf(["git", "-C", REPO, "rev-parse", "--short",
                                                 "HEAD"]),
         "spliceDefault": _spliceDefault(),
+        "probe": machineProbe(),
         "notes": notes, "runDir": runDir,
     }
     log("txenvoy bench: %d workload(s), %d repetition(s); proxy on cpu %s, load on cpu %s"
         % (len(selected), reps, proxyCpus, loadCpus))
+    log("machine: a system call costs %(syscall_us).2f us, a loopback TCP round trip"
+        " %(loopback_round_trip_us).1f us (from Python)" % meta["probe"])
     meta["loadavgStart"] = os.getloadavg()
     if meta["loadavgStart"][0] > 0.5:
         note = ("load average %.2f before starting: other processes are running, the numbers"
@@ -279,6 +282,37 @@ def main(argv=None):
     log("")
     log("results: %s (configs and proxy logs in %s)" % (path, runDir))
     return 0
+
+
+def machineProbe():
+    """
+    What a system call and a loopback TCP round trip cost here, in
+    microseconds (from Python, so they include its overhead). Numbers from
+    machines whose kernel costs differ are not comparable: the heavier the
+    kernel's share, the closer the two proxies look.
+    """
+    import socket
+    n = 100000
+    t = time.perf_counter()
+    for _ in range(n):
+        os.getppid()
+    syscall = (time.perf_counter() - t) / n * 1e6
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    a = socket.create_connection(server.getsockname())
+    b, _ = server.accept()
+    n = 20000
+    t = time.perf_counter()
+    for _ in range(n):
+        a.send(b"x")
+        b.recv(1)
+        b.send(b"y")
+        a.recv(1)
+    rtt = (time.perf_counter() - t) / n * 1e6
+    for s in (a, b, server):
+        s.close()
+    return {"syscall_us": round(syscall, 3), "loopback_round_trip_us": round(rtt, 2)}
 
 
 def _spliceDefault():

@@ -747,11 +747,22 @@ class PathTests(SynchronousTestCase):
         r = down.response()
         self.assertEqual((r.status, r.header("location")), (307, "/o/a/b"))
         self.assertEqual(h.upstreams(), [])
+        self.assertIsNone(h.logger.entries[0][1].get("x-request-id"))
 
     def test_escapedSlashReject(self):
-        _, down = self.forward(b"/o/a%2fb", {"path_with_escaped_slashes_action":
+        """
+        Envoy 1.40: 400, empty body, connection: close, no x-request-id;
+        the log shows the unescaped path.
+        """
+        h, down = self.forward(b"/o/a%2fb", {"path_with_escaped_slashes_action":
                                              "REJECT_REQUEST"})
-        self.assertEqual(down.response().status, 400)
+        r = down.response()
+        self.assertEqual((r.status, r.body), (400, b""))
+        self.assertEqual(r.names(), ["date", "server", "connection", "content-length"])
+        self.assertTrue(down.closed)
+        _, request, _ = h.logger.entries[0]
+        self.assertEqual(request.path, b"/o/a/b")
+        self.assertIsNone(request.get("x-request-id"))
 
     def test_escapedSlashForward(self):
         h, _ = self.forward(b"/o/a%2Fb", {"path_with_escaped_slashes_action":

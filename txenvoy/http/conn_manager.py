@@ -470,6 +470,9 @@ class ConnectionManagerConfig:
     enableTrailers = False
     upgradeTypes = frozenset()
     internalNetworks = ()
+    # (name, factory) when the chain is one decoder-only filter, learnt from
+    # the first stream (a filter's roles show on an instance).
+    singleDecoder = None
     stripAnyHostPort = False
     stripMatchingHostPort = False
 
@@ -994,7 +997,7 @@ class ConnectionManager(Protocol):
         for logger in config.accessLogs:
             logger.log(info, None, _view(headers))
 
-    def _finishResponseHeaders(self, headers, request, info, upgrade):
+    def _finishResponseHeaders(self, headers, request, info, upgrade, close=False):
         """
         What the connection manager does to every response head: C{date},
         C{server}, hop-by-hop headers, C{via}, C{x-request-id}, drain.
@@ -1068,7 +1071,7 @@ class ConnectionManager(Protocol):
             if server is not None and server.drainClose():
                 self._draining = True
                 self.stats.downstream_cx_drain_close.inc()
-        if self._draining and not upgrade:
+        if (self._draining or close) and not upgrade:
             headers.headers.set(b"connection", b"close")
             return True
         return False
@@ -1394,6 +1397,7 @@ class ActiveStream:
     _watermarkCallbacks = ()
     _startTime = None
     _destroyed = False
+    _closeAfter = False
 
     def __init__(self, cm, encoder):
         self.cm = cm
@@ -1457,6 +1461,21 @@ class ActiveStream:
                 return
             self._upgrade = True
 
+        single = config.singleDecoder
+        if single is not None:
+            # The common chain, the router alone: nothing follows it, so
+            # there is nothing to stop or resume and events go straight to it.
+            slot = _FilterSlot(self, single[0])
+            only = slot.filter = single[1].createFilter(slot)
+            self._slots = (slot,)
+            slot.decIndex = 0
+            status = only.decodeHeaders(request, endStream)
+            if status >= FilterHeadersStatus.StopAllIterationAndBuffer and not (
+                    self._decodeStopped or self._destroyed):
+                self._holdAfterSingle(slot, request, endStream)
+            else:
+                self._only = only
+            return
         slots = []
         decoders = []
         encoders = []
@@ -1473,20 +1492,14 @@ class ActiveStream:
         self._slots = slots
         limit = self._bufferLimit()
         if len(decoders) == 1 and not encoders:
-            # The common chain, the router alone: nothing follows it, so
-            # there is nothing to stop or resume and events go straight to it.
+            if len(slots) == 1:
+                # From now on this chain takes the short way above.
+                config.singleDecoder = config.filterFactories[0]
             only = decoders[0].filter
             status = only.decodeHeaders(request, endStream)
             if status >= FilterHeadersStatus.StopAllIterationAndBuffer and not (
                     self._decodeStopped or self._destroyed):
-                # It wants the body held until it continues.
-                it = self._decoding = _Iteration(self, decoders, _DECODE_NAMES, _DECODE_SINKS,
-                                                 limit, self._onDecodeOverflow)
-                it.headers = request
-                it.headersPassed = 1
-                it.stop = 0
-                it.stopAll = True
-                it.endSeen = endStream
+                self._holdAfterSingle(decoders[0], request, endStream)
             else:
                 self._only = only
             return
@@ -1501,6 +1514,16 @@ class ActiveStream:
                 (self._finalEncodeHeaders, self._finalEncodeData, self._finalEncodeTrailers),
                 limit, self._onEncodeOverflow)
         self._decoding.runHeaders(request, endStream)
+
+    def _holdAfterSingle(self, slot, request, endStream):
+        # The lone filter wants the body held until it continues.
+        it = self._decoding = _Iteration(self, [slot], _DECODE_NAMES, _DECODE_SINKS,
+                                         self._bufferLimit(), self._onDecodeOverflow)
+        it.headers = request
+        it.headersPassed = 1
+        it.stop = 0
+        it.stopAll = True
+        it.endSeen = endStream
 
     def decodeData(self, data, endStream):
         """Request body bytes from the codec (or raw bytes after an upgrade)."""
@@ -1555,6 +1578,11 @@ class ActiveStream:
         """
         cm = self.cm
         config = cm.config
+        # Envoy normalises the path before it touches any header, so a
+        # rejected or redirected path gets no x-request-id.
+        if config.needsPathWork and request.path is not None and request.path != b"*":
+            if not self._normalizePath(request):
+                return False
         headers = request.headers
         entries = headers._entries
         upgrade = request.upgrade is not None and request.upgrade != b"connect"
@@ -1650,8 +1678,6 @@ class ActiveStream:
             self.encoder.encode100ContinueHeaders()
             cm.stats.downstream_rq_1xx.inc()
             cm.listenerStats.byClass[1].inc()
-        if config.needsPathWork and request.path is not None and request.path != b"*":
-            return self._normalizePath(request)
         return True
 
     def _effectiveRemote(self, entries):
@@ -1695,6 +1721,9 @@ class ActiveStream:
         redirect = False
         if action != KEEP_UNCHANGED and _hasEscapedSlash(path):
             if action == REJECT_REQUEST:
+                # Envoy 1.40 closes the connection after this one.
+                self._closeAfter = True
+                request.path = _unescapeSlashes(path)
                 self.sendLocalReply(400, b"", None, "path_normalization_failed")
                 return False
             path = _unescapeSlashes(path)
@@ -1893,7 +1922,7 @@ class ActiveStream:
         if info.responseCodeDetails is None:
             info.responseCodeDetails = "via_upstream"
         upgrade = status == 101 and self._upgrade
-        cm._finishResponseHeaders(headers, self.requestHeaders, info, upgrade)
+        cm._finishResponseHeaders(headers, self.requestHeaders, info, upgrade, self._closeAfter)
         if status == 204 or status == 304:
             self._noBody = True
         stats = cm.stats

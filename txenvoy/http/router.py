@@ -151,25 +151,23 @@ class UpstreamRequest:
     arrives.
     """
 
-    __slots__ = ("router", "host", "hostStats", "pool", "handle", "client", "startTime",
-                 "perTryTimer", "awaitingHeaders", "done", "counted", "pendingEnd",
-                 "pendingHeaders", "corker")
+    # Defaults shared by every instance: an attempt only stores what differs.
+    handle = None
+    client = None
+    startTime = 0.0
+    perTryTimer = None
+    awaitingHeaders = True
+    done = False
+    counted = False
+    pendingEnd = None
+    pendingHeaders = None
+    corker = None
 
     def __init__(self, router, host, pool):
         self.router = router
         self.host = host
         self.hostStats = pool.hostStats
         self.pool = pool
-        self.handle = None
-        self.client = None
-        self.startTime = 0.0
-        self.perTryTimer = None
-        self.awaitingHeaders = True
-        self.done = False
-        self.counted = False
-        self.pendingEnd = None
-        self.pendingHeaders = None
-        self.corker = None
 
     # Pool callbacks.
 
