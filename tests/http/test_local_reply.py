@@ -12,7 +12,12 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter, filterRoles
 from txenvoy.http.headers import RequestHeaders
-from txenvoy.http.local_reply import DEFAULT_LOCAL_REPLY, compileLocalReplyConfig, makeLocalReply
+from txenvoy.http.local_reply import (
+    DEFAULT_LOCAL_REPLY,
+    compileLocalReplyConfig,
+    headerView,
+    makeLocalReply,
+)
 from txenvoy.network.stream_info import StreamInfo
 
 
@@ -80,11 +85,13 @@ class MakeLocalReplyTests(SynchronousTestCase):
         self.assertEqual(body, b"<down>")
 
     def test_formatReadsRequest(self):
-        config = compiled({"body_format": {"text_format": "%REQ(:PATH)%"}})
+        config = compiled({"body_format": {"text_format": "%REQ(:PATH)% %REQ(X-A)%"}})
         request = RequestHeaders(b"GET", b"/p", b"a")
-        from txenvoy.http.conn_manager import _view
-        _, body = makeLocalReply(config, self.info, _view(request), 404, b"")
-        self.assertEqual(body, b"/p")
+        request.headers.add(b"x-a", b"1")
+        _, body = makeLocalReply(config, self.info, request, 404, b"")
+        self.assertEqual(body, b"/p 1")
+        _, body = makeLocalReply(config, self.info, headerView(request), 404, b"")
+        self.assertEqual(body, b"/p 1")
 
     def test_mapperNeedsFilter(self):
         self.assertRaises(ConfigError, compiled, {"mappers": [{"status_code": 400}]})

@@ -47,13 +47,15 @@ from txenvoy.http.codec import NON_PROTOCOL_ERROR_DETAILS
 from txenvoy.http.codec_server import ServerCodec
 from txenvoy.http.conn_pool import directWriter
 from txenvoy.http.filter import (
-    FilterDataStatus,
+    DECODE_NAMES,
+    DECODE_SINKS,
+    ENCODE_NAMES,
     FilterHeadersStatus,
-    FilterTrailersStatus,
-    IStreamFilterCallbacks,
+    FilterIteration,
+    FilterSlot,
     filterRoles,
 )
-from txenvoy.http.local_reply import DEFAULT_LOCAL_REPLY, makeLocalReply
+from txenvoy.http.local_reply import DEFAULT_LOCAL_REPLY, headerView, makeLocalReply
 from txenvoy.http.status import reasonPhrase, statusLine
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.stream_info import ResponseFlag, StreamInfo
@@ -68,10 +70,6 @@ _ids = itertools.count(1)
 OVERWRITE, APPEND_IF_ABSENT, PASS_THROUGH = 0, 1, 2
 KEEP_UNCHANGED, REJECT_REQUEST, UNESCAPE_AND_REDIRECT, UNESCAPE_AND_FORWARD = 1, 2, 3, 4
 
-_CONTINUE = FilterHeadersStatus.Continue
-_DATA_CONTINUE = FilterDataStatus.Continue
-_DATA_NO_BUFFER = FilterDataStatus.StopIterationNoBuffer
-_TRAILERS_CONTINUE = FilterTrailersStatus.Continue
 
 # Request headers that never go upstream (hop-by-hop).
 HOP_BY_HOP = frozenset([b"connection", b"keep-alive", b"proxy-connection", b"upgrade",
@@ -381,37 +379,6 @@ def _unescapeSlashes(path):
     for escaped, plain in ((b"%2F", b"/"), (b"%2f", b"/"), (b"%5C", b"\\"), (b"%5c", b"\\")):
         p = p.replace(escaped, plain)
     return p + query
-
-
-class _HeaderView:
-    """
-    A request or response head as the access log formatter reads it:
-    header names as text, pseudo-headers as attributes.
-    """
-
-    __slots__ = ("_head",)
-
-    _names = {}
-
-    def __init__(self, head):
-        self._head = head
-
-    def get(self, name):
-        """The value of header C{name} (text), or C{None}."""
-        key = self._names.get(name)
-        if key is None:
-            key = self._names[name] = name.lower().encode("latin-1")
-        for n, v in self._head.headers._entries:
-            if n == key:
-                return v
-        return None
-
-    def __getattr__(self, name):
-        return getattr(self._head, name)
-
-
-def _view(head):
-    return None if head is None else _HeaderView(head)
 
 
 # -- the configuration -------------------------------------------------------------
@@ -860,7 +827,7 @@ class ConnectionManager(Protocol):
         self._chargeReply(status)
         info.onComplete()
         for logger in self.config.accessLogs:
-            logger.log(info, None, _view(response))
+            logger.log(info, None, headerView(response))
 
     def onDroppedHeaderWithUnderscores(self, name):
         """headers_with_underscores_action DROP_HEADER dropped one."""
@@ -995,7 +962,7 @@ class ConnectionManager(Protocol):
         self._closeConnection()
         info.onComplete()
         for logger in config.accessLogs:
-            logger.log(info, None, _view(headers))
+            logger.log(info, None, headerView(headers))
 
     def _finishResponseHeaders(self, headers, request, info, upgrade, close=False):
         """
@@ -1077,299 +1044,6 @@ class ConnectionManager(Protocol):
         return False
 
 
-# -- the filter chain --------------------------------------------------------------
-
-
-@implementer(IStreamFilterCallbacks)
-class _FilterSlot:
-    """
-    One HTTP filter of one stream and the callbacks it was given (see
-    L{IStreamFilterCallbacks}).
-    """
-
-    __slots__ = ("stream", "filter", "filterConfigName", "decIndex", "encIndex")
-
-    def __init__(self, stream, name):
-        self.stream = stream
-        self.filterConfigName = name
-        self.filter = None
-        self.decIndex = -1
-        self.encIndex = -1
-
-    @property
-    def streamInfo(self):
-        return self.stream.streamInfo
-
-    @property
-    def connection(self):
-        return self.stream.cm.connection
-
-    @property
-    def dispatcher(self):
-        return self.stream.cm.dispatcher
-
-    @property
-    def streamId(self):
-        return self.stream.streamId
-
-    @property
-    def requestHeaders(self):
-        return self.stream.requestHeaders
-
-    @property
-    def responseHeaders(self):
-        return self.stream.responseHeaders
-
-    def route(self):
-        return self.stream.route()
-
-    def clearRouteCache(self):
-        self.stream._routeCached = False
-        self.stream._route = None
-
-    def continueDecoding(self):
-        it = self.stream._decoding
-        if it is not None:
-            it.resume(self.decIndex)
-
-    def continueEncoding(self):
-        it = self.stream._encoding
-        if it is not None:
-            it.resume(self.encIndex)
-
-    def sendLocalReply(self, code, body=b"", modifyHeaders=None, details=""):
-        self.stream.sendLocalReply(code, body, modifyHeaders, details)
-
-    def encodeHeaders(self, headers, endStream):
-        self.stream.encodeHeaders(headers, endStream)
-
-    def encodeData(self, data, endStream):
-        self.stream.encodeData(data, endStream)
-
-    def encodeTrailers(self, trailers):
-        self.stream.encodeTrailers(trailers)
-
-    def resetStream(self):
-        self.stream.resetStream()
-
-    def decodingBuffer(self):
-        it = self.stream._decoding
-        if it is not None and it.stop == self.decIndex and it.buf:
-            return b"".join(it.buf)
-        return None
-
-    def bufferLimit(self):
-        return self.stream._bufferLimit()
-
-    def callLater(self, delay, f):
-        return self.stream.cm.timers.callLater(delay, f)
-
-    def onDecoderFilterAboveWriteBufferHighWatermark(self):
-        self.stream._readDisable(True)
-
-    def onDecoderFilterBelowWriteBufferLowWatermark(self):
-        self.stream._readDisable(False)
-
-    def addDownstreamWatermarkCallbacks(self, callbacks):
-        stream = self.stream
-        stream._watermarkCallbacks = stream._watermarkCallbacks + (callbacks,)
-        if stream.cm._above:
-            callbacks.onAboveWriteBufferHighWatermark()
-
-    def _corker(self):
-        # The router batches downstream writes per upstream read through it
-        # (see ConnectionManager.cork).
-        return self.stream.cm
-
-    def removeDownstreamWatermarkCallbacks(self, callbacks):
-        stream = self.stream
-        stream._watermarkCallbacks = tuple(
-            c for c in stream._watermarkCallbacks if c is not callbacks)
-
-
-_NOT_STOPPED = 1 << 30
-
-
-def _noop(*args):
-    # Past the last decoder filter there is nothing: a request no filter
-    # answered waits (for stream_idle_timeout), as in Envoy.
-    pass
-
-
-class _Iteration:
-    """
-    One direction of a stream's filter chain (Envoy's filter manager
-    iteration): headers, data and trailers pass the filters in order; a
-    filter may stop them, hold body data, and later resume.
-
-    @ivar stop: the index of the filter that stopped iteration (it holds
-        the buffered data), or a large number while data flows.
-    """
-
-    __slots__ = ("stream", "slots", "n", "names", "sinkHeaders", "sinkData", "sinkTrailers",
-                 "headers", "headersPassed", "headersDone", "stop", "stopAll", "buf",
-                 "bufSize", "bufEnd", "trailers", "endSeen", "limit", "overflow")
-
-    def __init__(self, stream, slots, names, sinks, limit, overflow):
-        self.stream = stream
-        self.slots = slots
-        self.n = len(slots)
-        self.names = names
-        self.sinkHeaders, self.sinkData, self.sinkTrailers = sinks
-        self.headers = None
-        self.headersPassed = 0
-        self.headersDone = False
-        self.stop = _NOT_STOPPED
-        self.stopAll = False
-        self.buf = None
-        self.bufSize = 0
-        self.bufEnd = False
-        self.trailers = None
-        self.endSeen = False
-        self.limit = limit
-        self.overflow = overflow
-
-    def runHeaders(self, headers, endStream):
-        """Pass a head through the filters from the first."""
-        self.headers = headers
-        if endStream:
-            self.endSeen = True
-        self._headers(0, endStream)
-
-    def _headers(self, start, endStream):
-        slots = self.slots
-        method = self.names[0]
-        stream = self.stream
-        for i in range(start, self.n):
-            self.headersPassed = i + 1
-            status = getattr(slots[i].filter, method)(self.headers, endStream)
-            if stream._stopped(self):
-                return False
-            if status != _CONTINUE:
-                self.stop = i
-                self.stopAll = status >= FilterHeadersStatus.StopAllIterationAndBuffer
-                return False
-        self.headersDone = True
-        self.stop = _NOT_STOPPED
-        self.sinkHeaders(self.headers, endStream)
-        return True
-
-    def runData(self, data, endStream):
-        """Pass body bytes through the filters from the first."""
-        if endStream:
-            self.endSeen = True
-        self._data(0, data, endStream)
-
-    def _data(self, start, data, endStream):
-        slots = self.slots
-        method = self.names[1]
-        stream = self.stream
-        i = start
-        n = self.n
-        while i < n:
-            if i == self.stop and self.stopAll:
-                self._hold(data, endStream)
-                return
-            status = getattr(slots[i].filter, method)(data, endStream)
-            if stream._stopped(self):
-                return
-            if status == _DATA_CONTINUE:
-                if i == self.stop:
-                    self.stop = _NOT_STOPPED
-                    if self.buf is not None:
-                        held = self.buf
-                        self.buf = None
-                        self.bufSize = 0
-                        held.append(data)
-                        data = b"".join(held)
-                        endStream = endStream or self.bufEnd
-                if not self.headersDone and self.headersPassed == i + 1:
-                    self._headers(i + 1, False)
-                    if stream._stopped(self):
-                        return
-                i += 1
-                continue
-            if status == _DATA_NO_BUFFER:
-                if i != self.stop:
-                    self.stop = i
-                    self.stopAll = False
-                return
-            if i != self.stop:
-                self.stop = i
-                self.stopAll = False
-            self._hold(data, endStream)
-            return
-        self.sinkData(data, endStream)
-
-    def _hold(self, data, endStream):
-        if self.buf is None:
-            self.buf = [data]
-        else:
-            self.buf.append(data)
-        self.bufSize += len(data)
-        if endStream:
-            self.bufEnd = True
-        if self.bufSize > self.limit:
-            self.overflow()
-
-    def runTrailers(self, trailers):
-        """Pass trailers through the filters from the first."""
-        self.endSeen = True
-        self._trailers(0, trailers)
-
-    def _trailers(self, start, trailers):
-        slots = self.slots
-        method = self.names[2]
-        stream = self.stream
-        for i in range(start, self.n):
-            if i == self.stop:
-                self.trailers = trailers
-                return
-            f = getattr(slots[i].filter, method, None)
-            if f is None:
-                continue
-            status = f(trailers)
-            if stream._stopped(self):
-                return
-            if status != _TRAILERS_CONTINUE:
-                self.stop = i
-                self.stopAll = False
-                self.trailers = trailers
-                return
-        self.sinkTrailers(trailers)
-
-    def resume(self, index):
-        """The filter at C{index} continues iteration."""
-        if index != self.stop:
-            return
-        self.stop = _NOT_STOPPED
-        stream = self.stream
-        if not self.headersDone and self.headersPassed == index + 1:
-            end = self.endSeen and self.buf is None and self.trailers is None
-            self._headers(index + 1, end)
-            if stream._stopped(self):
-                return
-            if end:
-                return
-        if self.buf is not None:
-            data = b"".join(self.buf)
-            end = self.bufEnd and self.trailers is None
-            self.buf = None
-            self.bufSize = 0
-            self._data(index + 1, data, end)
-            if stream._stopped(self) or self.stop != _NOT_STOPPED:
-                return
-        if self.trailers is not None:
-            trailers = self.trailers
-            self.trailers = None
-            self._trailers(index + 1, trailers)
-
-
-_DECODE_NAMES = ("decodeHeaders", "decodeData", "decodeTrailers")
-_ENCODE_NAMES = ("encodeHeaders", "encodeData", "encodeTrailers")
-_DECODE_SINKS = (_noop, _noop, _noop)
-
-
 class ActiveStream:
     """
     One request and its response (Envoy's C{ActiveStream} and its filter
@@ -1389,7 +1063,6 @@ class ActiveStream:
     _remoteComplete = False
     _complete = False
     _responseStarted = False
-    _localReplySent = False
     _decodeStopped = False
     _noBody = False
     _upgrade = False
@@ -1465,7 +1138,7 @@ class ActiveStream:
         if single is not None:
             # The common chain, the router alone: nothing follows it, so
             # there is nothing to stop or resume and events go straight to it.
-            slot = _FilterSlot(self, single[0])
+            slot = FilterSlot(self, single[0])
             only = slot.filter = single[1].createFilter(slot)
             self._slots = (slot,)
             slot.decIndex = 0
@@ -1480,7 +1153,7 @@ class ActiveStream:
         decoders = []
         encoders = []
         for name, factory in config.filterFactories:
-            slot = _FilterSlot(self, name)
+            slot = FilterSlot(self, name)
             f = slot.filter = factory.createFilter(slot)
             slots.append(slot)
             isDecoder, isEncoder = filterRoles(f)
@@ -1503,22 +1176,22 @@ class ActiveStream:
             else:
                 self._only = only
             return
-        self._decoding = _Iteration(self, decoders, _DECODE_NAMES, _DECODE_SINKS, limit,
-                                    self._onDecodeOverflow)
+        self._decoding = FilterIteration(self, decoders, DECODE_NAMES, DECODE_SINKS, limit,
+                                         self._onDecodeOverflow)
         if encoders:
             encoders.reverse()
             for i, slot in enumerate(encoders):
                 slot.encIndex = i
-            self._encoding = _Iteration(
-                self, encoders, _ENCODE_NAMES,
+            self._encoding = FilterIteration(
+                self, encoders, ENCODE_NAMES,
                 (self._finalEncodeHeaders, self._finalEncodeData, self._finalEncodeTrailers),
                 limit, self._onEncodeOverflow)
         self._decoding.runHeaders(request, endStream)
 
     def _holdAfterSingle(self, slot, request, endStream):
         # The lone filter wants the body held until it continues.
-        it = self._decoding = _Iteration(self, [slot], _DECODE_NAMES, _DECODE_SINKS,
-                                         self._bufferLimit(), self._onDecodeOverflow)
+        it = self._decoding = FilterIteration(self, [slot], DECODE_NAMES, DECODE_SINKS,
+                                              self._bufferLimit(), self._onDecodeOverflow)
         it.headers = request
         it.headersPassed = 1
         it.stop = 0
@@ -1789,7 +1462,6 @@ class ActiveStream:
             self.resetStream()
             return
         self._decodeStopped = True
-        self._localReplySent = True
         info = self.streamInfo
         info.responseCodeDetails = details
         headers, body = makeLocalReply(self.cm.config.localReply, info, self.requestHeaders,
@@ -1797,9 +1469,9 @@ class ActiveStream:
         if self._encoding is not None:
             # A fresh pass through every encoder filter.
             old = self._encoding
-            self._encoding = _Iteration(self, old.slots, _ENCODE_NAMES,
-                                        (old.sinkHeaders, old.sinkData, old.sinkTrailers),
-                                        old.limit, old.overflow)
+            self._encoding = FilterIteration(self, old.slots, ENCODE_NAMES,
+                                             (old.sinkHeaders, old.sinkData, old.sinkTrailers),
+                                             old.limit, old.overflow)
         if body:
             self.encodeHeaders(headers, False)
             if not self._destroyed and not self._complete:
@@ -2008,8 +1680,8 @@ class ActiveStream:
         stats.downstream_rq_time.recordValue((now - self._startTime) * 1000.0)
         logs = cm.config.accessLogs
         if logs:
-            request = _view(self.requestHeaders)
-            response = _view(self.responseHeaders)
+            request = headerView(self.requestHeaders)
+            response = headerView(self.responseHeaders)
             for logger in logs:
                 logger.log(info, request, response)
         cm._onStreamDone(now)

@@ -57,11 +57,12 @@ Statuses (Envoy's meaning):
 A filter may also have C{onDestroy()}, called once when the stream ends.
 """
 
-from zope.interface import Attribute, Interface
+from zope.interface import Attribute, Interface, implementer
 
 __all__ = [
     "FilterHeadersStatus", "FilterDataStatus", "FilterTrailersStatus",
-    "IStreamFilterCallbacks", "PassThroughFilter", "LocalReplyDetails",
+    "IStreamFilterCallbacks", "PassThroughFilter", "LocalReplyDetails", "filterRoles",
+    "FilterSlot", "FilterIteration",
 ]
 
 
@@ -275,3 +276,307 @@ def filterRoles(filter_):
             encoder = False
         roles = _roles[cls] = (decoder, encoder)
     return roles
+
+
+# -- the filter manager: what the connection manager runs a chain with ----------
+
+_CONTINUE = FilterHeadersStatus.Continue
+_DATA_CONTINUE = FilterDataStatus.Continue
+_DATA_NO_BUFFER = FilterDataStatus.StopIterationNoBuffer
+_TRAILERS_CONTINUE = FilterTrailersStatus.Continue
+
+
+# -- the filter chain --------------------------------------------------------------
+
+
+@implementer(IStreamFilterCallbacks)
+class FilterSlot:
+    """
+    One HTTP filter of one stream and the callbacks it was given: the
+    connection manager's implementation of L{IStreamFilterCallbacks}, whose
+    documentation its methods follow. C{stream} is the connection manager's
+    C{ActiveStream}.
+    """
+
+    __slots__ = ("stream", "filter", "filterConfigName", "decIndex", "encIndex")
+
+    def __init__(self, stream, name):
+        self.stream = stream
+        self.filterConfigName = name
+        self.filter = None
+        self.decIndex = -1
+        self.encIndex = -1
+
+    @property
+    def streamInfo(self):
+        return self.stream.streamInfo
+
+    @property
+    def connection(self):
+        return self.stream.cm.connection
+
+    @property
+    def dispatcher(self):
+        return self.stream.cm.dispatcher
+
+    @property
+    def streamId(self):
+        return self.stream.streamId
+
+    @property
+    def requestHeaders(self):
+        return self.stream.requestHeaders
+
+    @property
+    def responseHeaders(self):
+        return self.stream.responseHeaders
+
+    def route(self):
+        return self.stream.route()
+
+    def clearRouteCache(self):
+        self.stream._routeCached = False
+        self.stream._route = None
+
+    def continueDecoding(self):
+        it = self.stream._decoding
+        if it is not None:
+            it.resume(self.decIndex)
+
+    def continueEncoding(self):
+        it = self.stream._encoding
+        if it is not None:
+            it.resume(self.encIndex)
+
+    def sendLocalReply(self, code, body=b"", modifyHeaders=None, details=""):
+        self.stream.sendLocalReply(code, body, modifyHeaders, details)
+
+    def encodeHeaders(self, headers, endStream):
+        self.stream.encodeHeaders(headers, endStream)
+
+    def encodeData(self, data, endStream):
+        self.stream.encodeData(data, endStream)
+
+    def encodeTrailers(self, trailers):
+        self.stream.encodeTrailers(trailers)
+
+    def resetStream(self):
+        self.stream.resetStream()
+
+    def decodingBuffer(self):
+        it = self.stream._decoding
+        if it is not None and it.stop == self.decIndex and it.buf:
+            return b"".join(it.buf)
+        return None
+
+    def bufferLimit(self):
+        return self.stream._bufferLimit()
+
+    def callLater(self, delay, f):
+        return self.stream.cm.timers.callLater(delay, f)
+
+    def onDecoderFilterAboveWriteBufferHighWatermark(self):
+        self.stream._readDisable(True)
+
+    def onDecoderFilterBelowWriteBufferLowWatermark(self):
+        self.stream._readDisable(False)
+
+    def addDownstreamWatermarkCallbacks(self, callbacks):
+        stream = self.stream
+        stream._watermarkCallbacks = stream._watermarkCallbacks + (callbacks,)
+        if stream.cm._above:
+            callbacks.onAboveWriteBufferHighWatermark()
+
+    def _corker(self):
+        # The router batches downstream writes per upstream read through it
+        # (see ConnectionManager.cork).
+        return self.stream.cm
+
+    def removeDownstreamWatermarkCallbacks(self, callbacks):
+        stream = self.stream
+        stream._watermarkCallbacks = tuple(
+            c for c in stream._watermarkCallbacks if c is not callbacks)
+
+
+_NOT_STOPPED = 1 << 30
+
+
+def _noop(*args):
+    # Past the last decoder filter there is nothing: a request no filter
+    # answered waits (for stream_idle_timeout), as in Envoy.
+    pass
+
+
+class FilterIteration:
+    """
+    One direction of a stream's filter chain (Envoy's filter manager
+    iteration), used by the connection manager: headers, data and trailers
+    pass the filters in order; a filter may stop them, hold body data, and
+    later resume; what passes the last filter goes to the sinks.
+
+    @ivar stop: the index of the filter that stopped iteration (it holds
+        the buffered data), or a large number while data flows.
+    """
+
+    __slots__ = ("stream", "slots", "n", "names", "sinkHeaders", "sinkData", "sinkTrailers",
+                 "headers", "headersPassed", "headersDone", "stop", "stopAll", "buf",
+                 "bufSize", "bufEnd", "trailers", "endSeen", "limit", "overflow")
+
+    def __init__(self, stream, slots, names, sinks, limit, overflow):
+        self.stream = stream
+        self.slots = slots
+        self.n = len(slots)
+        self.names = names
+        self.sinkHeaders, self.sinkData, self.sinkTrailers = sinks
+        self.headers = None
+        self.headersPassed = 0
+        self.headersDone = False
+        self.stop = _NOT_STOPPED
+        self.stopAll = False
+        self.buf = None
+        self.bufSize = 0
+        self.bufEnd = False
+        self.trailers = None
+        self.endSeen = False
+        self.limit = limit
+        self.overflow = overflow
+
+    def runHeaders(self, headers, endStream):
+        """Pass a head through the filters from the first."""
+        self.headers = headers
+        if endStream:
+            self.endSeen = True
+        self._headers(0, endStream)
+
+    def _headers(self, start, endStream):
+        slots = self.slots
+        method = self.names[0]
+        stream = self.stream
+        for i in range(start, self.n):
+            self.headersPassed = i + 1
+            status = getattr(slots[i].filter, method)(self.headers, endStream)
+            if stream._stopped(self):
+                return False
+            if status != _CONTINUE:
+                self.stop = i
+                self.stopAll = status >= FilterHeadersStatus.StopAllIterationAndBuffer
+                return False
+        self.headersDone = True
+        self.stop = _NOT_STOPPED
+        self.sinkHeaders(self.headers, endStream)
+        return True
+
+    def runData(self, data, endStream):
+        """Pass body bytes through the filters from the first."""
+        if endStream:
+            self.endSeen = True
+        self._data(0, data, endStream)
+
+    def _data(self, start, data, endStream):
+        slots = self.slots
+        method = self.names[1]
+        stream = self.stream
+        i = start
+        n = self.n
+        while i < n:
+            if i == self.stop and self.stopAll:
+                self._hold(data, endStream)
+                return
+            status = getattr(slots[i].filter, method)(data, endStream)
+            if stream._stopped(self):
+                return
+            if status == _DATA_CONTINUE:
+                if i == self.stop:
+                    self.stop = _NOT_STOPPED
+                    if self.buf is not None:
+                        held = self.buf
+                        self.buf = None
+                        self.bufSize = 0
+                        held.append(data)
+                        data = b"".join(held)
+                        endStream = endStream or self.bufEnd
+                if not self.headersDone and self.headersPassed == i + 1:
+                    self._headers(i + 1, False)
+                    if stream._stopped(self):
+                        return
+                i += 1
+                continue
+            if status == _DATA_NO_BUFFER:
+                if i != self.stop:
+                    self.stop = i
+                    self.stopAll = False
+                return
+            if i != self.stop:
+                self.stop = i
+                self.stopAll = False
+            self._hold(data, endStream)
+            return
+        self.sinkData(data, endStream)
+
+    def _hold(self, data, endStream):
+        if self.buf is None:
+            self.buf = [data]
+        else:
+            self.buf.append(data)
+        self.bufSize += len(data)
+        if endStream:
+            self.bufEnd = True
+        if self.bufSize > self.limit:
+            self.overflow()
+
+    def runTrailers(self, trailers):
+        """Pass trailers through the filters from the first."""
+        self.endSeen = True
+        self._trailers(0, trailers)
+
+    def _trailers(self, start, trailers):
+        slots = self.slots
+        method = self.names[2]
+        stream = self.stream
+        for i in range(start, self.n):
+            if i == self.stop:
+                self.trailers = trailers
+                return
+            f = getattr(slots[i].filter, method, None)
+            if f is None:
+                continue
+            status = f(trailers)
+            if stream._stopped(self):
+                return
+            if status != _TRAILERS_CONTINUE:
+                self.stop = i
+                self.stopAll = False
+                self.trailers = trailers
+                return
+        self.sinkTrailers(trailers)
+
+    def resume(self, index):
+        """The filter at C{index} continues iteration."""
+        if index != self.stop:
+            return
+        self.stop = _NOT_STOPPED
+        stream = self.stream
+        if not self.headersDone and self.headersPassed == index + 1:
+            end = self.endSeen and self.buf is None and self.trailers is None
+            self._headers(index + 1, end)
+            if stream._stopped(self):
+                return
+            if end:
+                return
+        if self.buf is not None:
+            data = b"".join(self.buf)
+            end = self.bufEnd and self.trailers is None
+            self.buf = None
+            self.bufSize = 0
+            self._data(index + 1, data, end)
+            if stream._stopped(self) or self.stop != _NOT_STOPPED:
+                return
+        if self.trailers is not None:
+            trailers = self.trailers
+            self.trailers = None
+            self._trailers(index + 1, trailers)
+
+
+DECODE_NAMES = ("decodeHeaders", "decodeData", "decodeTrailers")
+ENCODE_NAMES = ("encodeHeaders", "encodeData", "encodeTrailers")
+DECODE_SINKS = (_noop, _noop, _noop)

@@ -29,7 +29,7 @@ from txenvoy.http.header_mutation import FormatContext, compileHeaderMutation
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
 
 __all__ = ["LocalReplyConfig", "DEFAULT_LOCAL_REPLY", "compileLocalReplyConfig",
-           "makeLocalReply"]
+           "makeLocalReply", "headerView"]
 
 TEXT_PLAIN = b"text/plain"
 APPLICATION_JSON = b"application/json"
@@ -107,7 +107,8 @@ class LocalReplyConfig:
             return code, body, None
         streamInfo.localReplyBody = body.decode("utf-8", "surrogateescape")
         try:
-            text = bodyFormat.formatter.format(streamInfo, requestHeaders, responseHeaders)
+            text = bodyFormat.formatter.format(streamInfo, headerView(requestHeaders),
+                                               headerView(responseHeaders))
         finally:
             streamInfo.localReplyBody = None
         return code, text.encode("utf-8", "surrogateescape"), bodyFormat.contentType
@@ -200,3 +201,40 @@ def compileLocalReplyConfig(message, path):
     if message.HasField("body_format"):
         bodyFormat = _compileBodyFormat(message.body_format, path + ".body_format")
     return LocalReplyConfig(mappers, bodyFormat)
+
+
+class _HeaderView:
+    """
+    A request or response head as the access log formatter reads it:
+    header names as text, pseudo-headers as attributes.
+    """
+
+    __slots__ = ("_head",)
+
+    _names = {}
+
+    def __init__(self, head):
+        self._head = head
+
+    def get(self, name):
+        """The value of header C{name} (text), or C{None}."""
+        key = self._names.get(name)
+        if key is None:
+            key = self._names[name] = name.lower().encode("latin-1")
+        for n, v in self._head.headers._entries:
+            if n == key:
+                return v
+        return None
+
+    def __getattr__(self, name):
+        return getattr(self._head, name)
+
+
+def headerView(head):
+    """
+    @param head: a request or response head, or C{None}.
+    @return: what access log formatters read: a L{_HeaderView}, or C{None}.
+    """
+    if head is None or head.__class__ is _HeaderView:
+        return head
+    return _HeaderView(head)
