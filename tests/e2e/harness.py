@@ -211,3 +211,52 @@ def recvAll(sock, timeout=30.0):
         if not data:
             return b"".join(chunks)
         chunks.append(data)
+
+
+class SharedFixture:
+    """
+    One expensive fixture (processes) for a whole test class, under both
+    runners. pytest calls C{setUpClass}/C{tearDownClass}; trial does not,
+    so under trial the first test of the class starts the fixture and the
+    last one stops it (and, should a selection leave some tests out, the
+    interpreter's exit does).
+
+    Subclasses define the classmethods C{startFixture} and C{stopFixture}.
+    """
+
+    @classmethod
+    def setUpClass(cls):
+        cls.startFixture()
+        cls._fixtureRunner = "unittest"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._fixtureRunner = None
+        cls.stopFixture()
+
+    def setUp(self):
+        cls = type(self)
+        if cls.__dict__.get("_fixtureRunner") is None:
+            import atexit
+            import unittest
+
+            cls.startFixture()
+            cls._fixtureRunner = "trial"
+            cls._testsLeft = len(unittest.TestLoader().getTestCaseNames(cls))
+            atexit.register(cls._stopAtExit)
+        super().setUp()
+
+    def tearDown(self):
+        super().tearDown()
+        cls = type(self)
+        if cls.__dict__.get("_fixtureRunner") == "trial":
+            cls._testsLeft -= 1
+            if cls._testsLeft <= 0:
+                cls._fixtureRunner = None
+                cls.stopFixture()
+
+    @classmethod
+    def _stopAtExit(cls):
+        if cls.__dict__.get("_fixtureRunner") == "trial":
+            cls._fixtureRunner = None
+            cls.stopFixture()

@@ -11,14 +11,14 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import Envoy, Upstream, freePort, recvAll, tagHandler
+from tests.e2e.harness import Envoy, SharedFixture, Upstream, freePort, recvAll, tagHandler
 from tests.e2e.test_l4 import l4Config, staticCluster, tcpProxyListener
 
 
-class AdminTests(SynchronousTestCase):
+class AdminTests(SharedFixture, SynchronousTestCase):
 
     @classmethod
-    def setUpClass(cls):
+    def startFixture(cls):
         cls.upstream = Upstream(tagHandler(b"hi"))
         cls.port, cls.adminPort = freePort(), freePort()
         cls.envoy = Envoy(l4Config(cls.adminPort, [tcpProxyListener("p", cls.port, "u")],
@@ -30,7 +30,7 @@ class AdminTests(SynchronousTestCase):
         s.close()
 
     @classmethod
-    def tearDownClass(cls):
+    def stopFixture(cls):
         cls.envoy.stop()
         cls.upstream.stop()
 

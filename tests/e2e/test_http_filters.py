@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import Envoy, freePort
+from tests.e2e.harness import Envoy, SharedFixture, freePort
 
 # -- the origin ----------------------------------------------------------------
 
@@ -515,11 +515,11 @@ FILTER_STATS = ("http.filtered.cors.", "http.filtered.fault.", "http.filtered.he
 REFERER = ("referer", "https://www.envoyproxy.io/docs/envoy/latest")
 
 
-class HttpFiltersTests(SynchronousTestCase):
+class HttpFiltersTests(SharedFixture, SynchronousTestCase):
     """txenvoy and Envoy 1.40 with the same config, the same requests."""
 
     @classmethod
-    def setUpClass(cls):
+    def startFixture(cls):
         # Empty at first: the fault runtime keys are read by every fault
         # filter of the process, the header-driven ones of "chain" included.
         cls.runtime = RuntimeFolder({})
@@ -534,7 +534,7 @@ class HttpFiltersTests(SynchronousTestCase):
             raise
 
     @classmethod
-    def tearDownClass(cls):
+    def stopFixture(cls):
         for proxy in (cls.tx, cls.envoy):
             if proxy is not None:
                 proxy.stop()
