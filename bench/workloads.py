@@ -104,6 +104,9 @@ class Proxy:
         if variant.kind == "envoy":
             cmd += [envoyBinary(), "-c", self.configPath, "--concurrency",
                     str(variant.concurrency), "--disable-hot-restart", "-l", "error"]
+        elif variant.kind == "twisted_web":
+            cmd += [sys.executable, os.path.join(HERE, "twisted_web_proxy.py"),
+                    str(self.listenPort), str(self.adminPort), str(originPort)]
         else:
             cmd += [twistdBinary(), "-n", "--pidfile=", "envoy", "-c", self.configPath,
                     "--concurrency", str(variant.concurrency), "-l", "error"]
@@ -346,6 +349,7 @@ def row(workload, label, metric, unit, better, results, base, candidate, key, no
 
 ENVOY = Variant("envoy", "Envoy")
 TXENVOY = Variant("txenvoy", "txenvoy")
+TWISTED_WEB = Variant("twisted_web", "twisted.web.proxy")
 TXENVOY_NOSPLICE = Variant("txenvoy", "txenvoy splice=off", env={"TXENVOY_SPLICE": "0"})
 
 
@@ -386,6 +390,16 @@ def httpSmall(ctx):
     return res, [row(w, w, "req/s", "req/s", "higher", res, "Envoy", "txenvoy", "rps"),
                  row(w, "", "p50 latency", "ms", "lower", res, "Envoy", "txenvoy", "p50_ms"),
                  row(w, "", "p99 latency", "ms", "lower", res, "Envoy", "txenvoy", "p99_ms")]
+
+
+def httpSmallTwisted(ctx):
+    """(a) against Twisted's own twisted.web.proxy instead of Envoy."""
+    origin = ctx.httpOrigin()
+    res = ctx.measure([TWISTED_WEB, TXENVOY], "http.yaml", origin.port, _smallOnce(ctx),
+                      _wrkWarmup(ctx))
+    w = "a''. small HTTP vs twisted.web.proxy"
+    return res, [row(w, w, "req/s", "req/s", "higher", res, "twisted.web.proxy", "txenvoy",
+                     "rps")]
 
 
 def httpClose(ctx):
@@ -593,6 +607,7 @@ WORKLOADS = [
     Workload("tcp_idle", "e", "memory per idle tcp_proxy connection", tcpIdle),
     Workload("http_cpu", "f", "CPU-seconds per 10,000 small requests", httpCpu),
     Workload("http_threads", "g", "txenvoy --concurrency 1 vs 2 on (a)", httpThreads),
+    Workload("http_small_twisted", "a''", "(a) against twisted.web.proxy", httpSmallTwisted),
     Workload("l4_small", "a'", "(a) through tcp_proxy, splice on and off", l4Small),
     Workload("l4_cpu", "f'", "(f) through tcp_proxy, splice on and off", l4Cpu),
     Workload("l4_threads", "g'", "(g) through tcp_proxy", l4Threads),
