@@ -10,6 +10,7 @@ Embedding::
     server.setServiceParent(application)
 """
 
+import json
 import time
 
 from twisted.application.service import MultiService
@@ -18,13 +19,25 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 import txenvoy
+from txenvoy.accesslog.filters import createAccessLog
+from txenvoy.accesslog.manager import AccessLogManager
+from txenvoy.admin.admin import AdminServer, checkAdminConfig
 from txenvoy.config.context import FactoryContext
-from txenvoy.config.registry import loadPlugins
+from txenvoy.config.errors import UnsupportedField
+from txenvoy.config.loader import loadBootstrap
+from txenvoy.config.registry import Category, loadPlugins
+from txenvoy.runtime import Runtime
 from txenvoy.server.dispatcher import Dispatcher
+from txenvoy.server.drain import DrainManager
+from txenvoy.server.guarddog import GuardDog, watchdogConfigsFromBootstrap
 from txenvoy.server.listener_manager import ListenerManager
+from txenvoy.server.logging import LogLevels
 from txenvoy.server.options import ServerOptions
 from txenvoy.server.worker import MainThreadWorker, Worker
+from txenvoy.stats.flush import StatsFlusher, flushIntervalOf
 from txenvoy.stats.store import StatsStore
+from txenvoy.stats.tags import TagProducer
+from txenvoy.upstream.cluster_manager import ClusterManager
 
 log = Logger(namespace="main")
 
@@ -62,7 +75,6 @@ class Server(MultiService):
         major, minor, patch = (int(p) for p in txenvoy.__version__.split("."))
         v = node.user_agent_build_version.version
         v.major_number, v.minor_number, v.patch = major, minor, patch
-        from txenvoy.server.drain import DrainManager
 
         self.drainManager = DrainManager(reactor, options.drainTimeS, options.drainStrategy)
         self.initializedHook = None
@@ -70,15 +82,10 @@ class Server(MultiService):
         self.mainStats = self.stats.shard("main_thread")
         self.mainDispatcher = Dispatcher(reactor, "main_thread", self.mainStats)
         self._serverStats()
-        from txenvoy.runtime import Runtime
 
         self.runtime = Runtime(reactor, bootstrap.layered_runtime, self.mainStats,
                                serviceCluster=node.cluster)
         loadPlugins()
-
-        from txenvoy.accesslog.manager import AccessLogManager
-        from txenvoy.server.logging import LogLevels
-        from txenvoy.upstream.cluster_manager import ClusterManager
 
         self.logLevels = LogLevels()
         self.accessLogManager = AccessLogManager(
@@ -113,9 +120,6 @@ class Server(MultiService):
         Build a server for embedding from a file, YAML text or a dict (the
         parsed YAML). Raises L{txenvoy.config.errors.ConfigError}.
         """
-        import json
-
-        from txenvoy.config.loader import loadBootstrap
 
         if configDict is not None:
             configYaml = json.dumps(configDict)
@@ -146,7 +150,6 @@ class Server(MultiService):
         Reject, with the field path, every bootstrap field txenvoy does not
         honour yet, rather than ignore it silently.
         """
-        from txenvoy.config.errors import UnsupportedField
 
         for field, _ in bootstrap.ListFields():
             if field.name not in _BOOTSTRAP_FIELDS:
@@ -165,9 +168,6 @@ class Server(MultiService):
 
     def _buildStats(self, validateOnly):
         """Tag extraction, stats sinks and the periodic flush."""
-        from txenvoy.config.registry import Category
-        from txenvoy.stats.flush import StatsFlusher, flushIntervalOf
-        from txenvoy.stats.tags import TagProducer
 
         b = self.bootstrap
         self.tagProducer = TagProducer.fromStatsConfig(
@@ -181,8 +181,6 @@ class Server(MultiService):
     def _buildAdmin(self, validateOnly):
         self.admin = None
         admin = self.bootstrap.admin
-        from txenvoy.accesslog.filters import createAccessLog
-        from txenvoy.admin.admin import AdminServer, checkAdminConfig
 
         checkAdminConfig(admin)
         if not admin.HasField("address"):
@@ -194,7 +192,6 @@ class Server(MultiService):
             self.admin = AdminServer(self.reactor, self, admin, accessLogs=logs)
 
     def _buildGuardDog(self, validateOnly):
-        from txenvoy.server.guarddog import GuardDog, watchdogConfigsFromBootstrap
 
         main, worker = watchdogConfigsFromBootstrap(self.bootstrap)
         if not validateOnly:
