@@ -197,7 +197,7 @@ class _DnsCluster(PrimaryCluster):
             self._markInitialized()
 
     def _applyAnswer(self, target, ips):
-        raise NotImplementedError()
+        """Each cluster kind turns a target's resolved addresses into hosts."""
 
 
 class StrictDnsCluster(_DnsCluster):
