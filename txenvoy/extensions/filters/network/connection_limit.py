@@ -27,6 +27,7 @@ from txenvoy.config.registry import Category, extension
 from txenvoy.extensions.filters.network.local_ratelimit import runtimeFeatureEnabled
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.filter import NetworkFilter
+from txenvoy.stats.per_worker import PerWorker
 
 
 class ConnectionCounter:
@@ -146,15 +147,8 @@ class ConnectionLimitConfig:
         self.counter = ConnectionCounter(maxConnections)
         self.delay = delay
         self.enabled = enabled
-        self._stats = {}
-
-    def statsFor(self, dispatcher):
-        """This worker's stat objects (made on first use on that worker)."""
-        stats = self._stats.get(dispatcher.name)
-        if stats is None:
-            stats = self._stats[dispatcher.name] = _ConnectionLimitStats(
-                dispatcher.stats, self.statPrefix)
-        return stats
+        #: This worker's stat objects, made on first use on that worker.
+        self.statsFor = PerWorker(lambda d: _ConnectionLimitStats(d.stats, self.statPrefix)).get
 
     def buildFilter(self, connection, nextProtocol):
         return ConnectionLimitFilter(self, connection, nextProtocol)

@@ -26,6 +26,7 @@ from txenvoy.config.errors import ConfigError
 from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.filter import NetworkFilter
+from txenvoy.stats.per_worker import PerWorker
 
 # Envoy refuses faster fill timers.
 MIN_FILL_INTERVAL = 0.05
@@ -159,15 +160,8 @@ class LocalRateLimitConfig:
         self.statPrefix = "local_rate_limit.%s." % (statPrefix,)
         self.bucket = bucket
         self.enabled = enabled
-        self._stats = {}
-
-    def statsFor(self, dispatcher):
-        """This worker's stat objects (made on first use on that worker)."""
-        stats = self._stats.get(dispatcher.name)
-        if stats is None:
-            stats = self._stats[dispatcher.name] = _LocalRateLimitStats(
-                dispatcher.stats, self.statPrefix)
-        return stats
+        #: This worker's stat objects, made on first use on that worker.
+        self.statsFor = PerWorker(lambda d: _LocalRateLimitStats(d.stats, self.statPrefix)).get
 
     def buildFilter(self, connection, nextProtocol):
         return LocalRateLimitFilter(self, connection, nextProtocol)

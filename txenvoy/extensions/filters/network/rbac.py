@@ -28,6 +28,7 @@ from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.filter import NetworkFilter, forwardReadConnectionLost
 from txenvoy.rbac import RbacInput, createEngine, statPrefixJoin
+from txenvoy.stats.per_worker import PerWorker
 
 # envoy.extensions.filters.network.rbac.v3.RBAC.EnforcementType
 ONE_TIME_ON_FIRST_BYTE = 0
@@ -168,14 +169,8 @@ class RbacConfig:
         self.shadowEngine = shadowEngine
         self.continuous = continuous
         self.delayDeny = delayDeny
-        self._stats = {}
-
-    def statsFor(self, dispatcher):
-        """This worker's stat objects (made on first use on that worker)."""
-        stats = self._stats.get(dispatcher.name)
-        if stats is None:
-            stats = self._stats[dispatcher.name] = _RbacStats(dispatcher.stats, self.statNames)
-        return stats
+        #: This worker's stat objects, made on first use on that worker.
+        self.statsFor = PerWorker(lambda d: _RbacStats(d.stats, self.statNames)).get
 
     def buildFilter(self, connection, nextProtocol):
         return RbacFilter(self, connection, nextProtocol)
