@@ -496,3 +496,31 @@ class ServiceTimeTests(RouterTestCase):
         self.h.advance(0.1)
         up.respond(OK)
         self.assertEqual(self.down.response().header("x-envoy-upstream-service-time"), "212")
+
+
+class RouteIdleTimeoutTests(RouterTestCase):
+
+    def test_routeIdleTimeout(self):
+        """A route's idle_timeout replaces stream_idle_timeout (Envoy: 504 "stream timeout")."""
+        h = self.harness(routes=(
+            '[{match: {prefix: "/"}, route: {cluster: origin, timeout: 0s, idle_timeout: 2s}}]'))
+        down = h.connect()
+        down.send(GET)
+        up = h.upstream()
+        h.advance(1.5)
+        up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+        h.advance(1.9)
+        self.assertFalse(down.closed)
+        h.advance(0.2)
+        self.assertTrue(down.closed)
+        self.assertEqual(h.logger.entries[0][0].responseFlags(), "SI")
+
+    def test_routeIdleTimeoutDisables(self):
+        h = self.harness(routes=(
+            '[{match: {prefix: "/"}, route: {cluster: origin, timeout: 0s, idle_timeout: 0s}}]'),
+            hcm={"stream_idle_timeout": "1s"})
+        down = h.connect()
+        down.send(GET)
+        h.upstream()
+        h.advance(100)
+        self.assertEqual(down.written(), b"")

@@ -896,7 +896,10 @@ class ConnectionManager(Protocol):
         stream = self._stream
         if stream is None or stream._complete:
             return
-        due = stream._lastActivity + self.config.streamIdleTimeout
+        timeout = stream._idleTimeout
+        if not timeout:
+            return
+        due = stream._lastActivity + timeout
         if self.reactor.seconds() < due:
             self.timers.scheduleAt(self._streamIdleTimer, due)
             return
@@ -975,10 +978,12 @@ class ConnectionManager(Protocol):
         entries = headers.headers._entries
         hasDate = False
         serverAt = -1
+        servers = 0
         strip = False
         viaAt = -1
         requestIdAt = -1
-        for i, entry in enumerate(entries):
+        i = 0
+        for entry in entries:
             name = entry[0]
             if name in _RESPONSE_SPECIAL:
                 if name == b"date":
@@ -986,12 +991,14 @@ class ConnectionManager(Protocol):
                 elif name == b"server":
                     if serverAt < 0:
                         serverAt = i
+                    servers += 1
                 elif name == b"via":
                     viaAt = i
                 elif name == b"x-request-id":
                     requestIdAt = i
                 elif not upgrade or (name != b"connection" and name != b"upgrade"):
                     strip = True
+            i += 1
         if strip:
             keep = frozenset([b"connection", b"upgrade"]) if upgrade else frozenset()
             kept = [e for e in entries if e[0] not in _RESPONSE_HOP_BY_HOP or e[0] in keep]
@@ -1015,7 +1022,7 @@ class ConnectionManager(Protocol):
                 entries.append((b"server", config.serverName))
             else:
                 entries[serverAt] = (b"server", config.serverName)
-                if len(entries) > serverAt + 1:
+                if servers > 1:
                     tail = [e for e in entries[serverAt + 1:] if e[0] != b"server"]
                     entries[serverAt + 1:] = tail
         elif transformation == APPEND_IF_ABSENT and serverAt < 0:
@@ -1071,6 +1078,7 @@ class ActiveStream:
     _startTime = None
     _destroyed = False
     _closeAfter = False
+    _idleTimeout = 0.0
 
     def __init__(self, cm, encoder):
         self.cm = cm
@@ -1111,8 +1119,9 @@ class ActiveStream:
         if request.method == b"HEAD":
             self._noBody = True
         timers = cm.timers
-        if config.streamIdleTimeout:
-            timers.scheduleAt(cm._streamIdleTimer, now + config.streamIdleTimeout)
+        idle = self._idleTimeout = config.streamIdleTimeout
+        if idle:
+            timers.scheduleAt(cm._streamIdleTimer, now + idle)
         if config.requestTimeout and not endStream:
             timers.scheduleAt(cm._requestTimer, start + config.requestTimeout)
         if config.maxStreamDuration:
@@ -1435,6 +1444,18 @@ class ActiveStream:
         if route is not None:
             self.streamInfo.routeName = route.entry.name
         return route
+
+    def _setIdleTimeout(self, timeout):
+        """
+        The route's C{idle_timeout}: replaces C{stream_idle_timeout} for
+        this stream from now on (0 disables it), as in Envoy.
+        """
+        self._idleTimeout = timeout
+        cm = self.cm
+        if timeout:
+            cm.timers.scheduleAt(cm._streamIdleTimer, self._lastActivity + timeout)
+        elif cm._streamIdleTimer.active:
+            cm._streamIdleTimer.cancel()
 
     # Flow control.
 

@@ -387,6 +387,10 @@ class FilterSlot:
         if stream.cm._above:
             callbacks.onAboveWriteBufferHighWatermark()
 
+    def _setIdleTimeout(self, timeout):
+        # The router applies a route's idle_timeout through this.
+        self.stream._setIdleTimeout(timeout)
+
     def _corker(self):
         # The router batches downstream writes per upstream read through it
         # (see ConnectionManager.cork).

@@ -78,6 +78,9 @@ _CONNECT_FAILURE_REASONS = frozenset(["remote connection failure", CONNECT_TIMEO
                                       LOCAL_CONNECTION_FAILURE])
 
 _policyBits = {}
+# The x-envoy-expected-rq-timeout-ms entry for each timeout in use (a
+# handful per config), built once.
+_timeoutHeaders = {}
 
 
 def _retryBits(policy):
@@ -351,6 +354,8 @@ class RouterFilter:
             self._buffering = not endStream
         self.timeout = timeout
         self.perTryTimeout = perTry
+        if entry.idleTimeout is not None:
+            cb._setIdleTimeout(entry.idleTimeout)
         # Envoy 1.40's order: the timeout header, the route's header
         # mutations, then the host and path rewrites with their
         # x-envoy-original-* headers.
@@ -358,8 +363,11 @@ class RouterFilter:
         if envoyHeaders:
             expected = perTry if perTry and (not timeout or perTry < timeout) else timeout
             if expected:
-                entries._entries.append(
-                    (b"x-envoy-expected-rq-timeout-ms", b"%d" % (int(expected * 1000 + 0.5),)))
+                header = _timeoutHeaders.get(expected)
+                if header is None:
+                    header = _timeoutHeaders[expected] = (
+                        b"x-envoy-expected-rq-timeout-ms", b"%d" % (int(expected * 1000 + 0.5),))
+                entries._entries.append(header)
         mutations = route.requestHeadersMutations
         if mutations:
             mutations.apply(entries, FormatContext(info, headers, None))
