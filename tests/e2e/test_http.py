@@ -18,7 +18,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import Envoy, Upstream, freePort
+from tests.e2e.harness import Envoy, SharedFixture, Upstream, freePort
 
 # -- the origin --------------------------------------------------------------
 
@@ -548,18 +548,18 @@ CONNECT_FAILURE = (b"upstream connect error or disconnect/reset before headers. 
                    b"reset reason: remote connection failure")
 
 
-class ProxyTests(SynchronousTestCase):
+class ProxyTests(SharedFixture, SynchronousTestCase):
     """
     The HTTP/1.1 proxy through a real C{twistd -n envoy}, one process for
     the whole class.
     """
 
     @classmethod
-    def setUpClass(cls):
+    def startFixture(cls):
         cls.d = _Deployment(False, accessLog=True)
 
     @classmethod
-    def tearDownClass(cls):
+    def stopFixture(cls):
         cls.d.stop()
 
     def seen(self, response):
@@ -1063,13 +1063,13 @@ COMPARED = {
 }
 
 
-class _Comparison:
+class _Comparison(SharedFixture):
     """Runs every request of L{COMPARED} against Envoy and txenvoy, same config."""
 
     hcm = ""
 
     @classmethod
-    def setUpClass(cls):
+    def startFixture(cls):
         cls.envoy = _Deployment(True, hcm=cls.hcm, routes=COMPARED_ROUTES)
         try:
             cls.txenvoy = _Deployment(False, hcm=cls.hcm, routes=COMPARED_ROUTES)
@@ -1078,7 +1078,7 @@ class _Comparison:
             raise
 
     @classmethod
-    def tearDownClass(cls):
+    def stopFixture(cls):
         try:
             cls.envoy.stop()
         finally:

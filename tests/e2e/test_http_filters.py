@@ -530,7 +530,7 @@ class HttpFiltersTests(SharedFixture, SynchronousTestCase):
             cls.envoy = Proxy(cls.runtime.root, cls.origin.port, real=True)
             cls.initialStats = (cls.tx.stats(), cls.envoy.stats())
         except BaseException:
-            cls.tearDownClass()
+            cls.stopFixture()
             raise
 
     @classmethod

@@ -25,3 +25,25 @@ class DrainManagerTests(SynchronousTestCase):
         self.assertFalse(d.drainClose())
         clock.advance(2)
         self.assertTrue(d.drainClose())
+
+
+class FindStartDrainTests(SynchronousTestCase):
+
+    def test_throughFiltersAndTls(self):
+        """The connection manager behind TLS and a network filter still drains."""
+        from txenvoy.server.worker import _findStartDrain
+
+        class Hcm:
+            def startDrain(self):
+                pass
+
+        hcm = Hcm()
+
+        class Filter:
+            next = hcm
+
+        class Tls:
+            wrappedProtocol = Filter()
+
+        self.assertEqual(_findStartDrain(Tls()), hcm.startDrain)
+        self.assertIsNone(_findStartDrain(object()))

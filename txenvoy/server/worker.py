@@ -88,7 +88,7 @@ class _WorkerBase(Service):
     def _drainConnections(self):
         for active in self.activeListeners.values():
             for conn in list(active.connections):
-                startDrain = getattr(conn.head, "startDrain", None)
+                startDrain = _findStartDrain(conn.head)
                 if startDrain is not None:
                     startDrain()
 
@@ -102,6 +102,20 @@ class _WorkerBase(Service):
                 active.port = None
             for conn in list(active.connections):
                 conn.transport.abortConnection()
+
+
+def _findStartDrain(protocol):
+    """
+    The C{startDrain} of the first protocol in a connection's stack that
+    has one, looking through network filters (C{next}) and TLS
+    (C{wrappedProtocol}).
+    """
+    while protocol is not None:
+        startDrain = getattr(protocol, "startDrain", None)
+        if startDrain is not None:
+            return startDrain
+        protocol = getattr(protocol, "next", None) or getattr(protocol, "wrappedProtocol", None)
+    return None
 
 
 class Worker(_WorkerBase):
