@@ -43,3 +43,15 @@ class DrainTests(SynchronousTestCase):
         s.close()
         self.assertEqual(len(first) + len(rest), 20 * 65536)
         self.assertEqual(envoy.proc.wait(15), 0)
+
+    def test_sighupIsIgnored(self):
+        """Envoy eats SIGHUP (hot restart is driven from outside); so does txenvoy."""
+        adminPort = freePort()
+        envoy = Envoy(l4Config(adminPort, [], []), adminPort=adminPort)
+        self.addCleanup(envoy.stop)
+        envoy.waitReady()
+        envoy.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        self.assertIsNone(envoy.proc.poll())
+        self.assertEqual(envoy.admin("/ready"), (200, "LIVE\n"))
+        self.assertIn("caught and eating SIGHUP", envoy.output()[1])
