@@ -3,10 +3,3 @@ Listener filters (Envoy's C{envoy.filters.listener.*}), each registered by
 its C{typed_config} C{@type}: they run on an accepted socket before a
 filter chain is chosen.
 """
-
-from txenvoy.extensions.filters.listener import (  # noqa: F401
-    http_inspector,
-    original_dst,
-    proxy_protocol,
-    tls_inspector,
-)
