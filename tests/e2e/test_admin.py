@@ -5,7 +5,6 @@ Envoy's status codes, content types and formats.
 
 import json
 import socket
-import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families

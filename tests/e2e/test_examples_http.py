@@ -10,13 +10,12 @@ import os
 import socket
 import ssl
 import subprocess
-import threading
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import EXAMPLES, Envoy, Upstream
-from tests.e2e.test_http import Origin, envoyBinary, exchange
+from tests.e2e.harness import EXAMPLES, Envoy, Upstream, envoyBinary
+from tests.e2e.test_http import Origin, exchange
 
 CERTS = os.path.join(EXAMPLES, "certs")
 

