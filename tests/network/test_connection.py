@@ -191,3 +191,30 @@ class ConnectionTests(SynchronousTestCase):
         self.clock.advance(15)
         self.assertEqual(recorder.data, [b"a"])
         self.assertFalse(transport.disconnecting)
+
+
+class NetworkFilterTests(SynchronousTestCase):
+
+    def test_subclassKeepsItsInterfaces(self):
+        """
+        A NetworkFilter subclass with a transport still provides
+        IHalfCloseableProtocol itself (its transport's interfaces do not
+        leak through attribute forwarding), so a FIN stays a half-close.
+        """
+        class Sub(NetworkFilter):
+            pass
+
+        f = Sub(None, Recorder())
+        f.makeConnection(StringTransport())
+        self.assertTrue(IHalfCloseableProtocol.providedBy(f))
+
+    def test_stopChain(self):
+        """After stopChain the next protocol hears nothing more."""
+        recorder = Recorder()
+        f = NetworkFilter(None, recorder)
+        f.makeConnection(StringTransport())
+        f.stopChain()
+        f.dataReceived(b"x")
+        f.readConnectionLost()
+        f.connectionLost(None)
+        self.assertEqual((recorder.data, recorder.readClosed, recorder.lost), ([], False, False))

@@ -30,15 +30,26 @@ class NetworkFilter(Protocol):
 
     To stop iteration (Envoy's C{StopIteration}), hold the bytes and do not
     call the next protocol; to continue, call L{continueReading} with them.
+    A filter that rejects the connection calls L{stopChain}: the next
+    protocol then never hears of this connection again.
 
     @ivar connection: the L{txenvoy.network.connection.ServerConnection}.
     @ivar next: the next Protocol in the chain.
     """
 
+    chainStopped = False
+
     def __init__(self, connection, nextProtocol):
         self.connection = connection
         self.next = nextProtocol
         self.disconnecting = False
+
+    def stopChain(self):
+        """
+        Stop the filter chain here for good (a rejected connection): bytes,
+        half-close and close are no longer passed on.
+        """
+        self.chainStopped = True
 
     # Protocol side: bytes from the connection (or the filter before us).
 
@@ -47,7 +58,8 @@ class NetworkFilter(Protocol):
         self.next.makeConnection(self)
 
     def dataReceived(self, data):
-        self.next.dataReceived(data)
+        if not self.chainStopped:
+            self.next.dataReceived(data)
 
     def continueReading(self, data):
         """Hand held bytes to the next protocol (Envoy's C{continueReading})."""
@@ -55,15 +67,17 @@ class NetworkFilter(Protocol):
             self.next.dataReceived(data)
 
     def readConnectionLost(self):
-        forwardReadConnectionLost(self.next, self)
+        if not self.chainStopped:
+            forwardReadConnectionLost(self.next, self)
 
     def writeConnectionLost(self):
         p = IHalfCloseableProtocol(self.next, None)
-        if p is not None:
+        if p is not None and not self.chainStopped:
             p.writeConnectionLost()
 
     def connectionLost(self, reason):
-        self.next.connectionLost(reason)
+        if not self.chainStopped:
+            self.next.connectionLost(reason)
 
     # Transport side: what the next protocol sees as its transport.
 

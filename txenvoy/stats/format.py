@@ -21,6 +21,7 @@ import json
 import math
 import re
 
+from txenvoy.stats.store import cumulativeCounts as _cumulativeCounts
 from txenvoy.stats.tags import defaultTagProducer
 
 #: Envoy's supported quantiles, as fractions.
@@ -193,20 +194,8 @@ def quantiles(buckets, qs=SUPPORTED_QUANTILES):
 
 
 def cumulativeCounts(buckets, bounds=DEFAULT_BUCKETS):
-    """
-    For each bound, how many values lie in buckets starting at or below it
-    (Envoy's C{computedBuckets}).
-    """
-    items = sorted(buckets.items())
-    out = []
-    i = 0
-    running = 0
-    for bound in bounds:
-        while i < len(items) and items[i][0] <= bound:
-            running += items[i][1]
-            i += 1
-        out.append(running)
-    return out
+    """Cumulative counts at Envoy's default Prometheus bucket bounds."""
+    return _cumulativeCounts(buckets, bounds)
 
 
 def _intervalBuckets(intervals, name):

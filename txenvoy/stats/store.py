@@ -218,16 +218,24 @@ class MergedHistogram:
         """
         @return: for each upper bound, how many values were C{<=} it.
         """
-        items = sorted(self.buckets.items())
-        out = []
-        i = 0
-        running = 0
-        for bound in bounds:
-            while i < len(items) and items[i][0] <= bound:
-                running += items[i][1]
-                i += 1
-            out.append(running)
-        return out
+        return cumulativeCounts(self.buckets, bounds)
+
+
+def cumulativeCounts(buckets, bounds):
+    """
+    For each bound, how many values lie in buckets starting at or below it
+    (Envoy's C{computedBuckets}).
+    """
+    items = sorted(buckets.items())
+    out = []
+    i = 0
+    running = 0
+    for bound in bounds:
+        while i < len(items) and items[i][0] <= bound:
+            running += items[i][1]
+            i += 1
+        out.append(running)
+    return out
 
 
 class Snapshot:

@@ -19,7 +19,6 @@ The count is shared by the workers in a small lock-protected object
 
 import threading
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITransport
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError
@@ -57,15 +56,10 @@ class ConnectionCounter:
             self.count -= 1
 
 
-# Declared again on the subclass: otherwise zope looks up __provides__
-# through NetworkFilter.__getattr__ and finds the transport's interfaces,
-# and the FIN would no longer be passed on as a half-close.
-@implementer(IHalfCloseableProtocol, ITransport, IPushProducer)
 class ConnectionLimitFilter(NetworkFilter):
     """The filter for one connection."""
 
     _counted = False
-    _limited = False
     _timer = None
 
     def __init__(self, config, connection, nextProtocol):
@@ -84,7 +78,7 @@ class ConnectionLimitFilter(NetworkFilter):
         if config.counter.increment():
             self.next.makeConnection(self)
             return
-        self._limited = True
+        self.stopChain()
         stats.limited_connections.inc()
         if config.delay:
             # Holding the socket open a while slows down a client that
@@ -97,18 +91,6 @@ class ConnectionLimitFilter(NetworkFilter):
         self._timer = None
         self.transport.loseConnection()
 
-    def dataReceived(self, data):
-        if not self._limited:
-            self.next.dataReceived(data)
-
-    def readConnectionLost(self):
-        if not self._limited:
-            NetworkFilter.readConnectionLost(self)
-
-    def writeConnectionLost(self):
-        if not self._limited:
-            NetworkFilter.writeConnectionLost(self)
-
     def connectionLost(self, reason):
         if self._timer is not None:
             self._timer.cancel()
@@ -117,8 +99,7 @@ class ConnectionLimitFilter(NetworkFilter):
             self._counted = False
             self.config.counter.decrement()
             self._stats.active_connections.dec()
-        if not self._limited:
-            self.next.connectionLost(reason)
+        NetworkFilter.connectionLost(self, reason)
 
 
 class _ConnectionLimitStats:

@@ -19,7 +19,6 @@ from the clock when a connection arrives, so an idle filter costs nothing.
 import threading
 import weakref
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITransport
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError
@@ -91,10 +90,6 @@ def sharedTokenBucket(shareKey, maxTokens, tokensPerFill, fillInterval):
         return bucket
 
 
-# Declared again on the subclass: otherwise zope looks up __provides__
-# through NetworkFilter.__getattr__ and finds the transport's interfaces,
-# and the FIN would no longer be passed on as a half-close.
-@implementer(IHalfCloseableProtocol, ITransport, IPushProducer)
 class LocalRateLimitFilter(NetworkFilter):
     """
     The filter for one connection: on connect, take a token or close.
@@ -104,7 +99,6 @@ class LocalRateLimitFilter(NetworkFilter):
     neither sees the connection nor its bytes.
     """
 
-    _limited = False
 
     def __init__(self, config, connection, nextProtocol):
         NetworkFilter.__init__(self, connection, nextProtocol)
@@ -114,27 +108,12 @@ class LocalRateLimitFilter(NetworkFilter):
         config = self.config
         dispatcher = self.connection.dispatcher
         if config.enabled and not config.bucket.consume(dispatcher.reactor.seconds()):
-            self._limited = True
+            self.stopChain()
             config.statsFor(dispatcher).rate_limited.inc()
             self.transport.loseConnection()
             return
         self.next.makeConnection(self)
 
-    def dataReceived(self, data):
-        if not self._limited:
-            self.next.dataReceived(data)
-
-    def readConnectionLost(self):
-        if not self._limited:
-            NetworkFilter.readConnectionLost(self)
-
-    def writeConnectionLost(self):
-        if not self._limited:
-            NetworkFilter.writeConnectionLost(self)
-
-    def connectionLost(self, reason):
-        if not self._limited:
-            self.next.connectionLost(reason)
 
 
 class _LocalRateLimitStats:

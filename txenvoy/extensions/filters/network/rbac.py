@@ -20,7 +20,7 @@ C{shadow_denied} (a trailing dot of a prefix is not doubled; there is no
 C{network.} in front).
 """
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITransport
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError
@@ -35,10 +35,6 @@ ONE_TIME_ON_FIRST_BYTE = 0
 CONTINUOUS = 1
 
 
-# Declared again on the subclass: otherwise zope looks up __provides__
-# through NetworkFilter.__getattr__ and finds the transport's interfaces,
-# and the FIN would no longer be passed on as a half-close.
-@implementer(IHalfCloseableProtocol, ITransport, IPushProducer)
 class RbacFilter(NetworkFilter):
     """
     The filter for one connection.
