@@ -66,20 +66,21 @@ class NoConfigTests(LoaderTestMixin, SynchronousTestCase):
 
     def test_nothingGiven(self):
         """
-        Envoy's message when neither -c nor --config-yaml is given.
+        Neither -c nor --config-yaml: the message names both flags in the
+        user's terms (Envoy's own mentions its C++ C{Options::configProto()}).
         """
         error = self.assertRaises(ConfigError, loadBootstrap)
         self.assertEqual(
             error.message,
-            "At least one of --config-path or --config-yaml or "
-            "Options::configProto() should be non-empty")
+            "no config given: pass -c/--config-path FILE (an Envoy v3 bootstrap, YAML or "
+            "JSON) or --config-yaml TEXT")
 
     def test_emptyStrings(self):
         """
         Empty strings count as not given, as in Envoy.
         """
         error = self.assertRaises(ConfigError, loadBootstrap, configPath="", configYaml="")
-        self.assertIn("should be non-empty", error.message)
+        self.assertIn("no config given", error.message)
 
     def test_missingFile(self):
         """

@@ -16,7 +16,20 @@ import time
 import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EXAMPLES = os.path.join(os.path.dirname(REPO), "shared", "envoy-examples")
+
+
+def _findExamples(start):
+    """C{shared/envoy-examples} beside the checkout or beside one of its parents."""
+    here = start
+    while True:
+        parent = os.path.dirname(here)
+        candidate = os.path.join(parent, "shared", "envoy-examples")
+        if os.path.isdir(candidate) or parent == here:
+            return candidate
+        here = parent
+
+
+EXAMPLES = _findExamples(REPO)
 
 
 def freePort():

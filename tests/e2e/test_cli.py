@@ -41,9 +41,25 @@ class CommandLineTests(SynchronousTestCase):
         self.assertIn("error: invalid log level specified 'bogus'", out)
 
     def test_noConfig(self):
-        rc, out, _ = runTwistd([])
+        """
+        No C{-c}: one line saying a config is needed, in the user's terms
+        (Envoy's own names C{Options::configProto()}), exit 1 as Envoy.
+        """
+        rc, out, err = runTwistd([])
         self.assertEqual(rc, 1)
-        self.assertIn("At least one of --config-path or --config-yaml", out)
+        self.assertEqual(out, "")
+        self.assertEqual(
+            err,
+            "twistd envoy: no config given: pass -c/--config-path FILE (an Envoy v3 "
+            "bootstrap, YAML or JSON) or --config-yaml TEXT (see: twistd envoy --help)\n")
+
+    def test_help(self):
+        """C{--help} prints one usage block, with one synopsis line, and exits 0."""
+        rc, out, err = runTwistd(["--help"])
+        self.assertEqual((rc, err), (0, ""))
+        self.assertEqual(out.count("Usage:"), 1)
+        self.assertTrue(out.startswith("Usage: twistd [options] envoy [options]\n"), out)
+        self.assertIn("--config-path=", out)
 
     def test_missingFile(self):
         rc, _, err = runTwistd(["-c", "/nonexistent.yaml"])

@@ -7,6 +7,13 @@ for a config mistake.
 """
 
 
+#: What a user is told when neither C{-c} nor C{--config-yaml} is given.
+NO_CONFIG = (
+    "no config given: pass -c/--config-path FILE (an Envoy v3 bootstrap, YAML or "
+    "JSON) or --config-yaml TEXT"
+)
+
+
 class ConfigError(Exception):
     """
     The configuration is invalid.

@@ -24,12 +24,7 @@ import math
 import os
 import re
 
-from txenvoy.config.errors import ConfigError
-
-_NO_CONFIG = (
-    "At least one of --config-path or --config-yaml or "
-    "Options::configProto() should be non-empty"
-)
+from txenvoy.config.errors import NO_CONFIG, ConfigError
 
 
 # --- YAML, read as Envoy's yaml-cpp reads it ---------------------------------
@@ -781,7 +776,7 @@ def loadBootstrap(configPath=None, configYaml=None, serviceNode="", serviceClust
     from txenvoy.config import checks, validation
 
     if not configPath and not configYaml:
-        raise ConfigError(_NO_CONFIG)
+        raise ConfigError(NO_CONFIG)
     bootstrap = bootstrap_pb2.Bootstrap()
     try:
         if configPath:

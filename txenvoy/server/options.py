@@ -9,6 +9,7 @@ import sys
 from twisted.python import usage
 
 import txenvoy
+from txenvoy.config.errors import NO_CONFIG
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "warn", "error", "critical", "off")
 MODES = ("serve", "validate", "init_only")
@@ -94,7 +95,8 @@ class Options(usage.Options):
     C{twistd envoy} options, with Envoy's names and messages.
     """
 
-    synopsis = "Usage: twistd [twistd options] envoy [options]"
+    # twistd prefixes "Usage: twistd [options] envoy".
+    synopsis = "[options]"
 
     optParameters = [
         ["config-path", "c", "", "Path to configuration file (YAML or JSON)."],
@@ -132,9 +134,11 @@ class Options(usage.Options):
         if self["drain-strategy"] not in ("gradual", "immediate"):
             raise usage.UsageError("error: unknown drain-strategy '%s'" % (self["drain-strategy"],))
         if not self["config-path"] and not self["config-yaml"]:
-            raise usage.UsageError(
-                "At least one of --config-path or --config-yaml or Options::configProto() "
-                "should be non-empty")
+            # One line in the user's terms, not the usage block twistd
+            # prints around a UsageError.
+            sys.stderr.write("twistd envoy: %s (see: twistd envoy --help)\n" % (NO_CONFIG,))
+            sys.stderr.flush()
+            sys.exit(1)
 
     def serverOptions(self):
         """The parsed values as L{ServerOptions}."""
