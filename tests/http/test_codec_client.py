@@ -374,6 +374,31 @@ class UpstreamProtocolErrorTests(ClientTestMixin, SynchronousTestCase):
         self.assertProtocolError(b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\n\r\n",
                                  Details.INVALID_CHARACTERS)
 
+    def test_informationalWithBody(self):
+        """
+        A 1xx has no body (RFC 9110 15.2), as for C{100} with a
+        C{Content-Length}, which llhttp refuses: a 1xx that announces one is
+        a protocol error, and its bytes never reach the callbacks as the
+        final response's data (found by the fuzz target
+        L{tests.fuzz.http_client}).
+        """
+        for status in (b"199 X", b"150 Y", b"199 X"):
+            self.assertProtocolError(
+                b"HTTP/1.1 " + status + b"\r\nContent-Length: 5\r\n\r\nhello"
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", Details.CODEC_ERROR)
+        self.assertProtocolError(
+            b"HTTP/1.1 199 X\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            Details.CODEC_ERROR)
+
+    def test_informationalWithBodyRawInput(self):
+        """The fuzz target's input that found it, as it was cut into reads."""
+        events = self.exchange(
+            b"HTTP/1.1 199 0\x00\x1fLt\x8c\x8c+" + b"\x8c" * 20 + b"\x00trP/0.1 200 OK\r\n"
+            b"Content-Length: 5\r\nX-A: b\r\n\r\nheolo-", step=2,
+            request=get(method=b"CONNECT", path=None), maxResponseHeadersKb=1,
+            maxHeadersCount=5)
+        self.assertEqual(events, [("error", Details.CODEC_ERROR)])
+
     def test_badChunkSize(self):
         """Envoy: C{zz} as a chunk size: the headers went out, then the reset."""
         self.assertProtocolError(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",

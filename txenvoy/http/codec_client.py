@@ -394,6 +394,11 @@ class ClientCodec:
     def on_body(self, data):
         if self._dead:
             raise _StopParsing()
+        if self._informational:
+            # A 1xx has no body (RFC 9110 15.2); llhttp reads one for a 1xx
+            # other than 100, 102 and 103 that announces it. It must not
+            # reach the callbacks as the final response's data.
+            raise _ProtocolError(Details.CODEC_ERROR)
         remaining = self._bodyRemaining
         end = False
         if remaining > 0:
