@@ -43,11 +43,11 @@ import sys
 import threading
 import time
 
-from twisted.application import service
 from twisted.internet import task
 from twisted.logger import Logger
 
 from txenvoy.config.errors import ConfigError
+from txenvoy.lifecycle import StartStopService
 
 #: Envoy flushes a file early once this much is buffered.
 MIN_FLUSH_SIZE = 64 * 1024
@@ -236,7 +236,7 @@ class _DiscardWriter:
 DISCARD = _DiscardWriter()
 
 
-class AccessLogManager(service.Service):
+class AccessLogManager(StartStopService):
     """
     Owns every access log output of a server: one L{LogWriter} per path,
     shared by all loggers and threads.
@@ -385,14 +385,6 @@ class AccessLogManager(service.Service):
             with writer._ioLock:
                 writer._sink.close()
         self._stopped = True
-
-    def startService(self):
-        service.Service.startService(self)
-        self.start()
-
-    def stopService(self):
-        service.Service.stopService(self)
-        self.stop()
 
     def flush(self):
         """Write every buffer now, in the calling thread."""

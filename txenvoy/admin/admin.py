@@ -11,6 +11,7 @@ given to the admin's access loggers.
 import re
 from urllib.parse import unquote
 
+from twisted.application import service
 from twisted.internet import defer, error, interfaces
 from twisted.logger import Logger
 from twisted.web import http
@@ -79,9 +80,11 @@ def _runtimeValue(text):
 _MISSING = object()
 
 
-class AdminServer:
+class AdminServer(service.Service):
     """
-    The admin HTTP server.
+    The admin HTTP server, a service of the server: it binds in
+    C{privilegedStartService}, as Twisted's C{StreamServerEndpointService}
+    does, so a port in use is a start-up error.
 
     @ivar port: the bound port number after L{start}, else C{None}.
     @ivar statsFlusher: the L{txenvoy.stats.flush.StatsFlusher} whose last
@@ -323,6 +326,20 @@ class AdminServer:
         if port is None:
             return defer.succeed(None)
         return defer.maybeDeferred(port.stopListening)
+
+    def privilegedStartService(self):
+        service.Service.privilegedStartService(self)
+        self.start()
+
+    def startService(self):
+        service.Service.startService(self)
+        if self._listeningPort is None:
+            # Started by a parent that was already running: no privileged step.
+            self.start()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        return self.stop()
 
 
 class _HeaderMap:

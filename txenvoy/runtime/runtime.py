@@ -29,6 +29,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.lifecycle import StartStopService
 from txenvoy.runtime import _disk
 
 log = Logger(namespace="runtime")
@@ -513,10 +514,11 @@ class _DiskLayerConfig:
         self.path = path
 
 
-class Runtime:
+class Runtime(StartStopService):
     """
     The runtime loader (Envoy's C{Runtime::LoaderImpl}); main thread only,
-    except L{snapshot}, which any thread may call.
+    except L{snapshot}, which any thread may call. As a service of the
+    server it loads again and watches its disk layers while running.
 
     @ivar adminLayer: the L{AdminLayer}, or C{None} without one.
     @ivar layerNames: the configured layer names, in order.

@@ -45,12 +45,12 @@ import threading
 import time
 
 import attr
-from twisted.application import service
 from twisted.internet import task
 from twisted.logger import Logger
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.registry import typeNameOf
+from txenvoy.lifecycle import StartStopService
 
 _log = Logger()
 
@@ -305,7 +305,7 @@ class _Pack:
         self.actions = actions
 
 
-class GuardDog(service.Service):
+class GuardDog(StartStopService):
     """
     Watches every dispatcher's L{WatchDog} (Envoy's two C{GuardDogImpl}s,
     main thread and workers, in one object).
@@ -319,13 +319,16 @@ class GuardDog(service.Service):
     @param abort: ends the process (C{os.abort}).
     @param dumpStacks: writes every thread's stack to stderr.
     @param wallClock: a monotonic clock, in seconds.
+    @param mainDispatcher: when given, its watchdog is started and
+        stopped with the service (Envoy's C{InstanceImpl::run}).
     """
 
     name = "guard_dog"
 
     def __init__(self, mainReactor, stats, mainConfig=None, workerConfig=None,
                  abort=os.abort, dumpStacks=_dumpStacks, wallClock=time.monotonic,
-                 useThread=True):
+                 useThread=True, mainDispatcher=None):
+        self.mainDispatcher = mainDispatcher
         self._reactor = mainReactor
         self._shard = stats
         self._abort = abort
@@ -342,6 +345,7 @@ class GuardDog(service.Service):
         self._stopEvent = threading.Event()
         self._loop = None
         self._lastTick = None
+        self._started = []
 
     def _packFor(self, name):
         return self._packs[MAIN_THREAD if name == MAIN_THREAD else WORKERS]
@@ -364,6 +368,25 @@ class GuardDog(service.Service):
         with self._lock:
             for pack in self._packs.values():
                 pack.dogs = [w for w in pack.dogs if w.dog is not dog]
+
+    def watch(self, dispatcher):
+        """
+        Create, register and start the watchdog of C{dispatcher}; it is
+        stopped by L{unwatch}, or with the guard dog service.
+
+        @return: the L{WatchDog}.
+        """
+        dog = self.createWatchDog(dispatcher)
+        self._started.append(dog)
+        dog.startWatchdog()
+        return dog
+
+    def unwatch(self, dog):
+        """Stop and forget a watchdog made by L{watch}."""
+        self.stopWatching(dog)
+        if dog in self._started:
+            self._started.remove(dog)
+        dog.stopWatchdog()
 
     def step(self):
         """
@@ -478,12 +501,14 @@ class GuardDog(service.Service):
                 _log.failure("watchdog check failed")
 
     def startService(self):
-        service.Service.startService(self)
-        self.start()
+        StartStopService.startService(self)
+        if self.mainDispatcher is not None:
+            self.watch(self.mainDispatcher)
 
     def stopService(self):
-        service.Service.stopService(self)
-        self.stop()
+        for dog in list(self._started):
+            self.unwatch(dog)
+        return StartStopService.stopService(self)
 
 
 __all__ = [

@@ -3,12 +3,15 @@
 The listener manager (Envoy's C{ListenerManagerImpl}).
 
 Listeners are compiled and their sockets bound on the main thread, so a
-bad address or a port in use is a start-up error naming the address. Then
-C{startWorkers} adds every listener to every worker by a post; each worker
+bad address or a port in use is a start-up error naming the address: as a
+service it binds in C{privilegedStartService}, as Twisted's
+C{StreamServerEndpointService} does, and closes what no worker adopted when
+stopped. Then C{startWorkers} adds every listener to every worker by a post; each worker
 posts its result back and only the main thread counts
 C{listener_manager.listener_create_success} / C{listener_create_failure}.
 """
 
+from twisted.application.service import Service
 from twisted.logger import Logger
 
 from txenvoy.network.listener import ListenerConfig
@@ -17,14 +20,21 @@ from txenvoy.server.worker import bindListenSockets
 log = Logger(namespace="config")
 
 
-class ListenerManager:
+class ListenerManager(Service):
     """
+    Every listener of the server, bound on the main thread.
+
     @ivar listeners: the L{ListenerConfig}s, in config order (a second
         static listener with an existing name is skipped, as Envoy does).
     """
 
-    def __init__(self, server, listenerProtos, context):
+    def __init__(self, server, listenerProtos, context, workerCount=1):
+        """
+        @param workerCount: how many sockets to bind per listener, one per
+            worker (with C{SO_REUSEPORT}).
+        """
         self.server = server
+        self._workerCount = workerCount
         self.listeners = []
         names = set()
         for i, proto in enumerate(listenerProtos):
@@ -45,7 +55,22 @@ class ListenerManager:
             stats.gauge(name)
         self.totalActive = stats.gauge("total_listeners_active")
         self._sockets = {}
+        self._bound = False
         self.stopped = False
+
+    def privilegedStartService(self):
+        Service.privilegedStartService(self)
+        self.bind(self._workerCount)
+
+    def startService(self):
+        Service.startService(self)
+        if not self._bound:
+            # Started by a parent that was already running: no privileged step.
+            self.bind(self._workerCount)
+
+    def stopService(self):
+        Service.stopService(self)
+        self.closeSockets()
 
     def bind(self, workerCount):
         """
@@ -62,6 +87,7 @@ class ListenerManager:
         except Exception:
             self.closeSockets()
             raise
+        self._bound = True
 
     def closeSockets(self):
         for socks in self._sockets.values():

@@ -13,7 +13,8 @@ Embedding::
 import json
 import time
 
-from twisted.application.service import MultiService
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -33,6 +34,7 @@ from txenvoy.server.guarddog import GuardDog, watchdogConfigsFromBootstrap
 from txenvoy.server.listener_manager import ListenerManager
 from txenvoy.server.logging import LogLevels
 from txenvoy.server.options import ServerOptions
+from txenvoy.server.run_helper import RunHelper
 from txenvoy.server.worker import MainThreadWorker, Worker
 from txenvoy.stats.flush import StatsFlusher, flushIntervalOf
 from txenvoy.stats.store import StatsStore
@@ -100,18 +102,22 @@ class Server(MultiService):
             accessLogManager=self.accessLogManager, server=self, bootstrap=bootstrap,
             validateOnly=validateOnly, runtime=self.runtime)
         self._checkUnsupported(bootstrap)
-        self.listenerManager = ListenerManager(
-            self, bootstrap.static_resources.listeners, self.context)
-        self._buildStats(validateOnly)
-        self._buildAdmin(validateOnly)
-        self.guardDog = None
-        self._watchDogs = []
-        self._buildGuardDog(validateOnly)
         if options.concurrency == 0:
             self.workers = [MainThreadWorker(self)]
         else:
             self.workers = [Worker(self, i) for i in range(options.concurrency)]
         self.mainStats.gauge("server.concurrency").set(options.concurrency)
+        self.listenerManager = ListenerManager(
+            self, bootstrap.static_resources.listeners, self.context,
+            workerCount=len(self.workers))
+        self._buildStats(validateOnly)
+        self._buildAdmin(validateOnly)
+        self.guardDog = None
+        self._buildGuardDog(validateOnly)
+        self.runHelper = RunHelper(self.clusterManager, self.listenerManager, self.workers,
+                                   onLive=self._onLive)
+        self.initialized = None
+        self._addServices()
 
     @classmethod
     def fromConfig(cls, reactor, configPath=None, configYaml=None, configDict=None,
@@ -195,46 +201,45 @@ class Server(MultiService):
 
         main, worker = watchdogConfigsFromBootstrap(self.bootstrap)
         if not validateOnly:
-            self.guardDog = GuardDog(self.reactor, self.stats.shard("guard_dog"), main, worker)
+            self.guardDog = GuardDog(self.reactor, self.stats.shard("guard_dog"), main, worker,
+                                     mainDispatcher=self.mainDispatcher)
 
-    # Lifecycle (Envoy's RunHelper).
+    def _addServices(self):
+        """
+        The parts of the server as child services, in the order Envoy's
+        C{InstanceImpl} and C{RunHelper} start them. L{stopService} stops
+        them in reverse, each once the one after it has stopped. In
+        validate mode the timers, admin and guard dog are not built.
+        """
+        uptime = TimerService(1, self._tickUptime)
+        uptime.clock = self.reactor
+        parts = [
+            ("access_log", self.accessLogManager),
+            ("runtime", self.runtime),
+            ("stats_flush", self.statsFlusher),
+            ("uptime", uptime),
+            ("admin", self.admin),
+            ("guard_dog", self.guardDog),
+            ("cluster_manager", self.clusterManager),
+            ("listener_manager", self.listenerManager),
+            ("workers", self.runHelper),
+        ]
+        for name, part in parts:
+            if part is not None:
+                part.setName(name)
+                part.setServiceParent(self)
 
-    def privilegedStartService(self):
-        """
-        Bind every listener before privileges are dropped; a port in use is
-        fatal here, with the address in the message.
-        """
-        self.listenerManager.bind(len(self.workers))
-        MultiService.privilegedStartService(self)
+    # Lifecycle (Envoy's RunHelper; the order is L{_addServices}).
 
     def startService(self):
-        if not self.listenerManager._sockets and self.listenerManager.listeners:
-            self.listenerManager.bind(len(self.workers))
-        self.accessLogManager.start()
-        self.runtime.start()
-        if self.statsFlusher is not None:
-            self.statsFlusher.start()
-        if self.admin is not None:
-            self.admin.start()
-        if self.guardDog is not None:
-            self.guardDog.start()
-            self.watch(self.mainDispatcher)
-        self._uptimeCall = self.reactor.callLater(1, self._tickUptime)
         self._setState(INITIALIZING)
         MultiService.startService(self)
         log.info("starting main dispatch loop")
-        self.initialized = self.clusterManager.initialize()
-        self.initialized.addCallback(self._startWorkers)
-        self.initialized.addErrback(lambda f: log.failure("initialization failed", f))
+        self.initialized = self.runHelper.initialized
 
-    def _startWorkers(self, _):
-        log.info("all clusters initialized. initializing init manager")
-        for worker in self.workers:
-            worker.setServiceParent(self)
-        self.listenerManager.startWorkers(self.workers)
+    def _onLive(self):
         self._setState(LIVE)
         self._live.set(0 if self.healthCheckFailed else 1)
-        log.info("all dependencies initialized. starting workers")
         if self.initializedHook is not None:
             self.initializedHook()
 
@@ -243,28 +248,20 @@ class Server(MultiService):
         """
         Stop accepting, let in-flight connections finish for up to
         C{--drain-time-s} (idle HTTP connections are closed at once), then
-        stop the workers and close what is left. Envoy drops in-flight work
+        stop the parts in reverse start order. Envoy drops in-flight work
         on SIGTERM; txenvoy drains first.
         """
         log.info("shutting down server instance")
         if self._state == LIVE:
             yield self._drainForShutdown()
-        if getattr(self, "_uptimeCall", None) is not None and self._uptimeCall.active():
-            self._uptimeCall.cancel()
-        if self.guardDog is not None:
-            for dog in self._watchDogs:
-                self.guardDog.stopWatching(dog)
-                dog.stopWatchdog()
-            self.guardDog.stop()
-        if self.statsFlusher is not None:
-            self.statsFlusher.stop()
-        self.runtime.stop()
-        if self.admin is not None:
-            yield self.admin.stop()
-        yield defer.maybeDeferred(MultiService.stopService, self)
-        self.clusterManager.stop()
-        self.listenerManager.closeSockets()
-        self.accessLogManager.stop()
+        Service.stopService(self)
+        for part in reversed(list(self)):
+            if not part.running:
+                continue
+            try:
+                yield defer.maybeDeferred(part.stopService)
+            except Exception:
+                log.failure("{name} failed to stop", name=part.name)
         # Let what was posted to the main reactor (the main watchdog's
         # stop) run before the server counts as stopped.
         yield deferLater(self.reactor, 0, lambda: None)
@@ -285,16 +282,8 @@ class Server(MultiService):
         if left:
             log.info("drain time over: closing {n} connection(s)", n=left)
 
-    def watch(self, dispatcher):
-        """Give a dispatcher a watchdog touched from its own reactor."""
-        dog = self.guardDog.createWatchDog(dispatcher)
-        self._watchDogs.append(dog)
-        dog.startWatchdog()
-        return dog
-
     def _tickUptime(self):
         self._uptime.set(int(time.time() - self.startTime))
-        self._uptimeCall = self.reactor.callLater(1, self._tickUptime)
 
     # What the admin and signals act on.
 

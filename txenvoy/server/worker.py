@@ -131,6 +131,7 @@ class Worker(_WorkerBase):
         self.name = self.dispatcher.name
         self._thread = None
         self._stopped = None
+        self._watchDog = None
 
     def startService(self):
         Service.startService(self)
@@ -144,11 +145,14 @@ class Worker(_WorkerBase):
             name="txenvoy-" + self.name, daemon=True)
         self._thread.start()
         if self.server.guardDog is not None:
-            self.server.watch(self.dispatcher)
+            self._watchDog = self.server.guardDog.watch(self.dispatcher)
 
     def stopService(self):
         Service.stopService(self)
         reactor = self.dispatcher.reactor
+        if self._watchDog is not None:
+            self.server.guardDog.unwatch(self._watchDog)
+            self._watchDog = None
         self.dispatcher.post(self._closeEverything)
         self.dispatcher.post(reactor.stop)
         thread = self._thread

@@ -9,6 +9,8 @@ Runs on the main reactor.
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from txenvoy.lifecycle import StartStopService
+
 log = Logger(namespace="main")
 
 #: Envoy's default C{stats_flush_interval}.
@@ -23,9 +25,9 @@ def flushIntervalOf(bootstrap):
     return DEFAULT_FLUSH_INTERVAL
 
 
-class StatsFlusher:
+class StatsFlusher(StartStopService):
     """
-    Flushes stats to sinks on a timer.
+    Flushes stats to sinks on a timer while it runs as a service.
 
     @ivar lastIntervals: C{{name: MergedHistogram}} whose C{intervalBuckets}
         hold the values recorded during the last completed interval (what

@@ -13,6 +13,7 @@ workers through C{dispatcher.post}.
 import random as _random
 import threading
 
+from twisted.application.service import Service
 from twisted.internet import defer
 
 from txenvoy.config.errors import ConfigError
@@ -103,13 +104,15 @@ class ThreadLocalClusterManager:
         self._clusterManager._releaseThreadLocal(self)
 
 
-class ClusterManager:
+class ClusterManager(Service):
     """
     Every configured cluster (Envoy's C{ClusterManagerImpl}), on the main
-    thread.
+    thread. As a service it starts membership discovery when started
+    (L{initialized}) and cancels its timers when stopped.
 
     @ivar clusters: C{{name: PrimaryCluster}} in config order.
     @ivar localClusterName: C{cluster_manager.local_cluster_name}.
+    @ivar initialized: once started, the Deferred of L{initialize}.
     """
 
     def __init__(self, reactor, stats, mainShard, clusterProtos, localClusterName="",
@@ -140,6 +143,7 @@ class ClusterManager:
         self._lock = threading.Lock()
         self._threadLocals = []
         self._started = False
+        self.initialized = None
         self.clusters = {}
         compiled = []
         names = set()
@@ -239,6 +243,14 @@ class ClusterManager:
         """Cancel every DNS timer (main thread)."""
         for cluster in self.clusters.values():
             cluster.stop()
+
+    def startService(self):
+        Service.startService(self)
+        self.initialized = self.initialize()
+
+    def stopService(self):
+        Service.stopService(self)
+        self.stop()
 
     def configDump(self):
         """@return: the configured C{Cluster} messages, for C{/config_dump}."""
