@@ -23,22 +23,29 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(rc, 0)
         self.assertIn("version: txenvoy/", out)
 
-    # twistd prints usage errors on stdout, with the usage text.
+    # Envoy prints usage errors on stderr, one line, exit 1.
 
     def test_unknownFlag(self):
-        rc, out, _ = runTwistd(["--bogus-flag"])
-        self.assertEqual(rc, 1)
-        self.assertIn("--bogus-flag", out)
+        rc, out, err = runTwistd(["--bogus-flag"])
+        self.assertEqual((rc, out), (1, ""))
+        self.assertEqual(err, "error: option --bogus-flag not recognized "
+                              "(see: twistd envoy --help)\n")
 
     def test_unknownMode(self):
-        rc, out, _ = runTwistd(["-c", "conf/demo.yaml", "--mode", "bogus"])
-        self.assertEqual(rc, 1)
-        self.assertIn("error: unknown mode 'bogus'", out)
+        rc, out, err = runTwistd(["-c", "conf/demo.yaml", "--mode", "bogus"])
+        self.assertEqual((rc, out), (1, ""))
+        self.assertIn("error: unknown mode 'bogus'", err)
 
     def test_badLogLevel(self):
-        rc, out, _ = runTwistd(["-c", "conf/demo.yaml", "-l", "bogus"])
-        self.assertEqual(rc, 1)
-        self.assertIn("error: invalid log level specified 'bogus'", out)
+        rc, out, err = runTwistd(["-c", "conf/demo.yaml", "-l", "bogus"])
+        self.assertEqual((rc, out), (1, ""))
+        self.assertIn("error: invalid log level specified 'bogus'", err)
+
+    def test_badIpVersion(self):
+        """Envoy: C{error: unknown IP address version 'v5'}, rc 1."""
+        rc, out, err = runTwistd(["-c", "conf/demo.yaml", "--local-address-ip-version", "v5"])
+        self.assertEqual((rc, out), (1, ""))
+        self.assertIn("error: unknown IP address version 'v5'", err)
 
     def test_noConfig(self):
         """

@@ -1,7 +1,8 @@
 """
 End-to-end: SIGTERM drains. txenvoy stops accepting, lets a transfer in
-progress finish (up to --drain-time-s), then exits 0. Envoy itself drops
-in-flight work on SIGTERM; this is txenvoy going further.
+progress finish (up to --shutdown-drain-time-s), then exits 0. Envoy itself
+drops in-flight work on SIGTERM; this is txenvoy going further. SIGINT, and
+a second signal while draining, exit at once as Envoy does.
 """
 
 import signal
@@ -10,7 +11,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import Envoy, Upstream, freePort, recvAll
+from tests.e2e.harness import Envoy, Upstream, echoHandler, freePort, recvAll
 from tests.e2e.test_l4 import l4Config, staticCluster, tcpProxyListener
 
 
@@ -29,7 +30,8 @@ class DrainTests(SynchronousTestCase):
         port, adminPort = freePort(), freePort()
         envoy = Envoy(l4Config(adminPort, [tcpProxyListener("p", port, "u")],
                                [staticCluster("u", [upstream.port])]),
-                      args=("--concurrency", "1", "--drain-time-s", "20"), adminPort=adminPort)
+                      args=("--concurrency", "1", "--shutdown-drain-time-s", "20"),
+                      adminPort=adminPort)
         self.addCleanup(envoy.stop)
         envoy.waitReady()
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -55,3 +57,79 @@ class DrainTests(SynchronousTestCase):
         self.assertIsNone(envoy.proc.poll())
         self.assertEqual(envoy.admin("/ready"), (200, "LIVE\n"))
         self.assertIn("caught and eating SIGHUP", envoy.output()[1])
+
+
+class ShutdownTests(SynchronousTestCase):
+    """
+    One idle TCP connection open through a tcp_proxy, then signals: nothing
+    waits silently, and nothing waits once the connection is gone.
+    """
+
+    def setUp(self):
+        upstream = Upstream(echoHandler)
+        self.addCleanup(upstream.stop)
+        self.port, adminPort = freePort(), freePort()
+        self.envoy = Envoy(l4Config(adminPort, [tcpProxyListener("p", self.port, "u")],
+                                    [staticCluster("u", [upstream.port])]),
+                           args=("--concurrency", "1"), adminPort=adminPort)
+        self.addCleanup(self.envoy.stop)
+        self.envoy.waitReady()
+        self.client = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.addCleanup(self.client.close)
+        self.client.sendall(b"ping")
+        self.assertEqual(self.client.recv(4), b"ping")
+
+    def assertClosed(self):
+        """The proxied connection is closed (EOF or reset), not left open."""
+        try:
+            self.assertEqual(recvAll(self.client, 5), b"")
+        except ConnectionResetError:
+            pass
+
+    def assertExitsWithin(self, seconds):
+        start = time.monotonic()
+        self.assertEqual(self.envoy.proc.wait(seconds + 5), 0)
+        elapsed = time.monotonic() - start
+        self.assertLess(elapsed, seconds, self.envoy.output()[1])
+        return self.envoy.output()[1]
+
+    def test_sigintExitsAtOnce(self):
+        """Envoy: Ctrl-C (SIGINT) exits at once, open connections or not."""
+        self.envoy.proc.send_signal(signal.SIGINT)
+        err = self.assertExitsWithin(3)
+        self.assertIn("[main] caught SIGINT", err)
+        self.assertClosed()
+
+    def test_sigtermSaysWhatItWaitsForAndEndsWithTheLastConnection(self):
+        """
+        SIGTERM waits for the open connection (default bound 25 s, inside
+        Kubernetes' 30 s grace period), says so, and exits as soon as the
+        connection closes.
+        """
+        self.envoy.proc.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        self.assertIsNone(self.envoy.proc.poll())
+        err = self.envoy.output()[1]
+        self.assertIn("caught ENVOY_SIGTERM", err)
+        self.assertIn("draining 1 open connection(s) for up to 25 s, until ", err)
+        # Still served while draining.
+        self.client.sendall(b"more")
+        self.assertEqual(self.client.recv(4), b"more")
+        self.client.close()
+        err = self.assertExitsWithin(3)
+        self.assertIn("drain complete: no connection left", err)
+
+    def test_secondSigtermExitsAtOnce(self):
+        self.envoy.proc.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        self.assertIsNone(self.envoy.proc.poll())
+        self.envoy.proc.send_signal(signal.SIGTERM)
+        err = self.assertExitsWithin(3)
+        self.assertIn("drain cut short: closing 1 connection(s)", err)
+        self.assertClosed()
+
+    def test_sigintWhileDrainingExitsAtOnce(self):
+        self.envoy.proc.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        self.envoy.proc.send_signal(signal.SIGINT)
+        self.assertExitsWithin(3)

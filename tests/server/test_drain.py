@@ -3,7 +3,7 @@
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from txenvoy.server.drain import DrainManager
+from txenvoy.server.drain import DrainManager, ShutdownDrain
 
 
 class DrainManagerTests(SynchronousTestCase):
@@ -47,3 +47,69 @@ class FindStartDrainTests(SynchronousTestCase):
 
         self.assertEqual(_findStartDrain(Tls()), hcm.startDrain)
         self.assertIsNone(_findStartDrain(object()))
+
+
+class _Log:
+    def __init__(self):
+        self.messages = []
+
+    def info(self, format, **kw):
+        self.messages.append(format.format(**kw))
+
+
+class ShutdownDrainTests(SynchronousTestCase):
+    """
+    L{ShutdownDrain}: the SIGTERM drain ends with the last connection, at
+    its deadline, or when cut short, and says what it waits for.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.open = 2
+        self.log = _Log()
+        self.result = []
+
+    def drain(self, timeout=25):
+        d = ShutdownDrain(self.clock, lambda: self.open, timeout, self.log)
+        d.start().addCallback(self.result.append)
+        return d
+
+    def test_noConnectionsDoneAtOnce(self):
+        self.open = 0
+        self.drain()
+        self.assertEqual(self.result, [0])
+        self.assertEqual(self.log.messages, [])
+
+    def test_saysWhatAndUntilWhen(self):
+        self.drain()
+        self.assertEqual(len(self.log.messages), 1)
+        self.assertIn("draining 2 open connection(s) for up to 25 s, until ",
+                      self.log.messages[0])
+
+    def test_doneWhenLastConnectionCloses(self):
+        self.drain()
+        self.clock.advance(1)
+        self.assertEqual(self.result, [])
+        self.open = 0
+        self.clock.advance(0.05)
+        self.assertEqual(self.result, [0])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_deadline(self):
+        self.drain(timeout=3)
+        for _ in range(100):
+            self.clock.advance(0.05)
+        self.assertEqual(self.result, [2])
+        self.assertIn("drain time over: closing 2 connection(s)", self.log.messages)
+
+    def test_cut(self):
+        d = self.drain()
+        self.clock.advance(1)
+        d.cut()
+        d.cut()
+        self.assertEqual(self.result, [2])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_zeroTimeoutNeverWaits(self):
+        self.drain(timeout=0)
+        self.assertEqual(self.result, [2])

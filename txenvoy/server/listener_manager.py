@@ -60,7 +60,9 @@ class ListenerManager(Service):
 
     def privilegedStartService(self):
         Service.privilegedStartService(self)
-        self.bind(self._workerCount)
+        if not self._bound:
+            # Not bound early by the entry point (twistd's daemon mode).
+            self.bind(self._workerCount)
 
     def startService(self):
         Service.startService(self)

@@ -224,9 +224,10 @@ class EnvoyLogObserver:
                 pass
 
     def setOutput(self, outFile):
-        """Switch to another stream (reopened log file)."""
+        """Switch to another stream (reopened log file); returns the old one."""
         with self._lock:
-            self._out = outFile
+            old, self._out = self._out, outFile
+        return old
 
 
 def makeObserver(outFile, levels):

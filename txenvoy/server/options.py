@@ -4,6 +4,7 @@ Envoy's command line (C{OptionsImpl}), as a C{twisted.python.usage.Options}
 for C{twistd envoy}, and the plain L{ServerOptions} value the server reads.
 """
 
+import os
 import sys
 
 from twisted.python import usage
@@ -14,6 +15,15 @@ from txenvoy.config.errors import NO_CONFIG
 LOG_LEVELS = ("trace", "debug", "info", "warning", "warn", "error", "critical", "off")
 MODES = ("serve", "validate", "init_only")
 
+#: Envoy's application log layout, less the source location txenvoy does
+#: not have (C{[%g:%#]}).
+DEFAULT_LOG_FORMAT = "[%Y-%m-%d %T.%e][%t][%l][%n] %v"
+
+#: How long SIGTERM (or a stop of an embedded server) lets open connections
+#: finish: inside the 30 s an orchestrator such as Kubernetes waits between
+#: SIGTERM and SIGKILL, so the process exits on its own first.
+SHUTDOWN_DRAIN_TIME_S = 25
+
 
 class ServerOptions:
     """
@@ -23,7 +33,12 @@ class ServerOptions:
     def __init__(self, configPath="", configYaml="", mode="serve", concurrency=1,
                  logLevel="info", componentLogLevel="", logPath="", drainTimeS=600,
                  parentShutdownTimeS=900, drainStrategy="gradual", serviceCluster="",
-                 serviceNode="", serviceZone="", fileFlushIntervalMsec=10000):
+                 serviceNode="", serviceZone="", fileFlushIntervalMsec=10000,
+                 shutdownDrainTimeS=SHUTDOWN_DRAIN_TIME_S, baseId=0, useDynamicBaseId=False,
+                 logFormat=DEFAULT_LOG_FORMAT, logFormatEscaped=False, adminAddressPath="",
+                 localAddressIpVersion="v4", allowUnknownStaticFields=False,
+                 rejectUnknownDynamicFields=False, ignoreUnknownDynamicFields=False,
+                 cpusetThreads=False, enableCoreDump=False, imports=()):
         self.configPath = configPath
         self.configYaml = configYaml
         self.mode = mode
@@ -38,24 +53,37 @@ class ServerOptions:
         self.serviceNode = serviceNode
         self.serviceZone = serviceZone
         self.fileFlushIntervalMsec = fileFlushIntervalMsec
+        self.shutdownDrainTimeS = shutdownDrainTimeS
+        self.baseId = baseId
+        self.useDynamicBaseId = useDynamicBaseId
+        self.logFormat = logFormat
+        self.logFormatEscaped = logFormatEscaped
+        self.adminAddressPath = adminAddressPath
+        self.localAddressIpVersion = localAddressIpVersion
+        self.allowUnknownStaticFields = allowUnknownStaticFields
+        self.rejectUnknownDynamicFields = rejectUnknownDynamicFields
+        self.ignoreUnknownDynamicFields = ignoreUnknownDynamicFields
+        self.cpusetThreads = cpusetThreads
+        self.enableCoreDump = enableCoreDump
+        self.imports = list(imports)
 
     def asServerInfo(self):
         """C{command_line_options} of C{/server_info}, with Envoy's keys."""
         return {
-            "base_id": "0",
-            "use_dynamic_base_id": False,
+            "base_id": str(self.baseId),
+            "use_dynamic_base_id": self.useDynamicBaseId,
             "concurrency": self.concurrency,
             "config_path": self.configPath,
             "config_yaml": self.configYaml,
-            "allow_unknown_static_fields": False,
-            "reject_unknown_dynamic_fields": False,
-            "ignore_unknown_dynamic_fields": False,
-            "admin_address_path": "",
-            "local_address_ip_version": "v4",
+            "allow_unknown_static_fields": self.allowUnknownStaticFields,
+            "reject_unknown_dynamic_fields": self.rejectUnknownDynamicFields,
+            "ignore_unknown_dynamic_fields": self.ignoreUnknownDynamicFields,
+            "admin_address_path": self.adminAddressPath,
+            "local_address_ip_version": self.localAddressIpVersion,
             "log_level": self.logLevel,
             "component_log_level": self.componentLogLevel,
-            "log_format": "[%Y-%m-%d %T.%e][%t][%l][%n] %v",
-            "log_format_escaped": False,
+            "log_format": self.logFormat,
+            "log_format_escaped": self.logFormatEscaped,
             "log_path": self.logPath,
             "service_cluster": self.serviceCluster,
             "service_node": self.serviceNode,
@@ -65,12 +93,12 @@ class ServerOptions:
             "disable_hot_restart": True,
             "enable_mutex_tracing": False,
             "restart_epoch": 0,
-            "cpuset_threads": False,
+            "cpuset_threads": self.cpusetThreads,
             "disabled_extensions": [],
             "enable_fine_grain_logging": False,
             "socket_path": "",
             "socket_mode": 0,
-            "enable_core_dump": False,
+            "enable_core_dump": self.enableCoreDump,
             "stats_tag": [],
             "file_flush_interval": "%gs" % (self.fileFlushIntervalMsec / 1000.0,),
             "drain_time": "%ds" % (self.drainTimeS,),
@@ -118,7 +146,62 @@ class Options(usage.Options):
         ["service-zone", None, "", "Zone name."],
         ["file-flush-interval-msec", None, 10000, "Interval for log flushing in msec.",
          _nonNegativeInt("file-flush-interval-msec")],
+        ["shutdown-drain-time-s", None, SHUTDOWN_DRAIN_TIME_S,
+         "txenvoy: on SIGTERM, how long open connections may finish before exit "
+         "(a second SIGTERM or SIGINT exits at once; SIGINT never waits).",
+         _nonNegativeInt("shutdown-drain-time-s")],
+        ["log-format", None, DEFAULT_LOG_FORMAT,
+         "Log line format in spdlog syntax (%Y %m %d %T %e %H %M %S %t %l %L %n %v %%...)."],
+        ["admin-address-path", None, "", "Write the admin address (ip:port) to this file."],
+        ["local-address-ip-version", None, "v4", "The local IP address version (v4 or v6)."],
+        ["base-id", None, 0, "Not applicable: txenvoy has no hot restart shared memory.",
+         _nonNegativeInt("base-id")],
     ]
+
+    optFlags = [
+        ["disable-hot-restart", None,
+         "Accepted for Envoy's command lines: txenvoy never hot restarts through shared memory."],
+        ["use-dynamic-base-id", None, "Not applicable: txenvoy has no hot restart base id."],
+        ["log-format-escaped", None, "Escape C-style escape sequences in the application logs."],
+        ["allow-unknown-static-fields", None,
+         "Unknown fields in the static config are warnings (server.static_unknown_fields)."],
+        ["reject-unknown-dynamic-fields", None,
+         "Accepted: txenvoy reads no dynamic (xDS) config yet."],
+        ["ignore-unknown-dynamic-fields", None,
+         "Accepted: txenvoy reads no dynamic (xDS) config yet."],
+        ["cpuset-threads", None,
+         "Default --concurrency from the number of CPUs this process may run on."],
+        ["enable-core-dump", None, "Enable core dumps (raise RLIMIT_CORE to its hard limit)."],
+    ]
+
+    def __init__(self):
+        usage.Options.__init__(self)
+        self["import"] = []
+
+    def opt_import(self, module):
+        """
+        Import a Python module before the config is read, so filters it
+        registers with @extension can be named in it (repeatable).
+        """
+        self["import"].append(module)
+
+    def parseOptions(self, options=None):
+        # Envoy prints usage errors to stderr (twistd prints them to stdout).
+        argv = sys.argv[1:] if options is None else options
+        self._concurrencyGiven = any(a == "--concurrency" or a.startswith("--concurrency=")
+                                     for a in argv)
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            message = str(e)
+            if not message.startswith("error:"):
+                message = "error: " + message
+            sys.stderr.write("%s (see: %s --help)\n" % (message, self.commandName))
+            sys.stderr.flush()
+            sys.exit(1)
+
+    #: How the user started us, for messages.
+    commandName = "twistd envoy"
 
     def opt_version(self):
         """Print the version and exit."""
@@ -133,6 +216,11 @@ class Options(usage.Options):
             raise usage.UsageError("error: invalid log level specified '%s'" % (self["log-level"],))
         if self["drain-strategy"] not in ("gradual", "immediate"):
             raise usage.UsageError("error: unknown drain-strategy '%s'" % (self["drain-strategy"],))
+        if self["local-address-ip-version"] not in ("v4", "v6"):
+            raise usage.UsageError("error: unknown IP address version '%s'"
+                                   % (self["local-address-ip-version"],))
+        if self["cpuset-threads"] and not self._concurrencyGiven:
+            self["concurrency"] = len(os.sched_getaffinity(0))
         if not self["config-path"] and not self["config-yaml"]:
             # One line in the user's terms, not the usage block twistd
             # prints around a UsageError.
@@ -149,4 +237,14 @@ class Options(usage.Options):
             drainTimeS=self["drain-time-s"], parentShutdownTimeS=self["parent-shutdown-time-s"],
             drainStrategy=self["drain-strategy"], serviceCluster=self["service-cluster"],
             serviceNode=self["service-node"], serviceZone=self["service-zone"],
-            fileFlushIntervalMsec=self["file-flush-interval-msec"])
+            fileFlushIntervalMsec=self["file-flush-interval-msec"],
+            shutdownDrainTimeS=self["shutdown-drain-time-s"], baseId=self["base-id"],
+            useDynamicBaseId=bool(self["use-dynamic-base-id"]), logFormat=self["log-format"],
+            logFormatEscaped=bool(self["log-format-escaped"]),
+            adminAddressPath=self["admin-address-path"],
+            localAddressIpVersion=self["local-address-ip-version"],
+            allowUnknownStaticFields=bool(self["allow-unknown-static-fields"]),
+            rejectUnknownDynamicFields=bool(self["reject-unknown-dynamic-fields"]),
+            ignoreUnknownDynamicFields=bool(self["ignore-unknown-dynamic-fields"]),
+            cpusetThreads=bool(self["cpuset-threads"]),
+            enableCoreDump=bool(self["enable-core-dump"]), imports=self["import"])

@@ -29,7 +29,7 @@ from txenvoy.config.loader import loadBootstrap
 from txenvoy.config.registry import Category, loadPlugins
 from txenvoy.runtime import Runtime
 from txenvoy.server.dispatcher import Dispatcher
-from txenvoy.server.drain import DrainManager
+from txenvoy.server.drain import DrainManager, ShutdownDrain
 from txenvoy.server.guarddog import GuardDog, watchdogConfigsFromBootstrap
 from txenvoy.server.listener_manager import ListenerManager
 from txenvoy.server.logging import LogLevels
@@ -79,6 +79,8 @@ class Server(MultiService):
         v.major_number, v.minor_number, v.patch = major, minor, patch
 
         self.drainManager = DrainManager(reactor, options.drainTimeS, options.drainStrategy)
+        self._shutdownDrain = None
+        self._exitNow = False
         self.initializedHook = None
         self.stats = StatsStore()
         self.mainStats = self.stats.shard("main_thread")
@@ -247,9 +249,10 @@ class Server(MultiService):
     def stopService(self):
         """
         Stop accepting, let in-flight connections finish for up to
-        C{--drain-time-s} (idle HTTP connections are closed at once), then
-        stop the parts in reverse start order. Envoy drops in-flight work
-        on SIGTERM; txenvoy drains first.
+        C{--shutdown-drain-time-s} (idle HTTP connections are closed at
+        once; L{exitNow} cuts it short), then stop the parts in reverse
+        start order. Envoy drops in-flight work on SIGTERM; txenvoy drains
+        first.
         """
         log.info("shutting down server instance")
         if self._state == LIVE:
@@ -266,21 +269,28 @@ class Server(MultiService):
         # stop) run before the server counts as stopped.
         yield deferLater(self.reactor, 0, lambda: None)
 
-    @defer.inlineCallbacks
     def _drainForShutdown(self):
         self._setState(DRAINING)
         self.drainManager.startDrainSequence()
         self.listenerManager.stopListeners(self.workers)
         for worker in self.workers:
             worker.drainConnections()
-        deadline = self.reactor.seconds() + self.options.drainTimeS
-        while self.reactor.seconds() < deadline:
-            if not sum(w.connectionCount() for w in self.workers):
-                break
-            yield deferLater(self.reactor, 0.05, lambda: None)
-        left = sum(w.connectionCount() for w in self.workers)
-        if left:
-            log.info("drain time over: closing {n} connection(s)", n=left)
+        timeout = 0 if self._exitNow else self.options.shutdownDrainTimeS
+        self._shutdownDrain = ShutdownDrain(self.reactor, self.connectionCount, timeout, log)
+        return self._shutdownDrain.start()
+
+    def exitNow(self):
+        """
+        Skip or cut short the shutdown drain: a stop now closes every
+        connection at once (Envoy's SIGINT, a second SIGTERM).
+        """
+        self._exitNow = True
+        if self._shutdownDrain is not None:
+            self._shutdownDrain.cut()
+
+    def connectionCount(self):
+        """Downstream connections open on every worker."""
+        return sum(w.connectionCount() for w in self.workers)
 
     def _tickUptime(self):
         self._uptime.set(int(time.time() - self.startTime))

@@ -6,7 +6,9 @@ This is the one module of txenvoy that uses the global reactor: twistd owns
 it and hands it to the server as the main dispatcher's reactor.
 """
 
-import signal
+import importlib
+import os
+import resource
 import sys
 
 from twisted.application.service import MultiService
@@ -15,8 +17,20 @@ from twisted.python import usage
 
 from txenvoy.config.errors import ConfigError
 from txenvoy.server.options import Options  # noqa: F401  (twistd reads tap.Options)
+from txenvoy.server.signals import SignalHandlers
 
 log = Logger(namespace="main")
+
+#: Where logs go in daemon mode without C{--log-path} or twistd's
+#: C{--logfile}: where a Twisted user looks first.
+DAEMON_LOG_FILE = "twistd.log"
+
+
+class StartError(Exception):
+    """
+    Start-up failed in daemon mode: raised (not C{SystemExit}) so that
+    twistd's daemon hand-shake reports it to the launching terminal.
+    """
 
 
 def _fail(message):
@@ -30,12 +44,18 @@ class _TwistdRoot(MultiService):
     """
     The service twistd runs: the server plus what only a process entry
     point does (log observer, signals, fatal start-up errors).
+
+    @ivar logPath: the application log file (reopened on SIGUSR1), or
+        C{None} for a stream that is not ours to reopen.
     """
 
-    def __init__(self, server, observer):
+    def __init__(self, server, observer, logPath=None, daemon=False):
         MultiService.__init__(self)
         self.server = server
         self._observer = observer
+        self.logPath = logPath
+        self.daemon = daemon
+        self.signals = SignalHandlers(server.reactor, server, self._reopenLogs)
         server.setServiceParent(self)
 
     def setServiceParent(self, parent):
@@ -44,22 +64,39 @@ class _TwistdRoot(MultiService):
             parent.setComponent(ILogObserver, self._observer)
         MultiService.setServiceParent(self, parent)
 
+    def bindEarly(self):
+        """
+        Bind the listeners now, in the launching process, so that a port in
+        use is reported on the user's terminal before twistd daemonizes
+        (the sockets survive the fork).
+        """
+        from txenvoy.server.worker import BindError
+
+        try:
+            self.server.listenerManager.bind(len(self.server.workers))
+        except BindError as e:
+            _fail("error initializing config '%s': %s" % (self.server.options.configPath, e))
+
     def privilegedStartService(self):
         from txenvoy.server.worker import BindError
 
         try:
             MultiService.privilegedStartService(self)
         except (BindError, ConfigError) as e:
-            _fail("error initializing config '%s': %s" % (self.server.options.configPath, e))
+            message = "error initializing config '%s': %s" % (self.server.options.configPath, e)
+            if self.daemon:
+                log.critical(message)
+                raise StartError(message)
+            _fail(message)
 
     def startService(self):
-        reactor = self.server.reactor
-        # Envoy eats SIGHUP (hot restart is driven from outside) and reopens
-        # access logs on SIGUSR1.
-        signal.signal(signal.SIGHUP, lambda *a: reactor.callFromThread(
-            log.warn, "caught and eating SIGHUP. See documentation for how to hot restart."))
-        signal.signal(signal.SIGUSR1, lambda *a: reactor.callFromThread(self._reopenLogs))
+        # twistd calls this before reactor.run(), which installs the
+        # reactor's own SIGINT/SIGTERM handlers; ours replace them after.
+        self.server.reactor.callWhenRunning(self.signals.install)
         MultiService.startService(self)
+        path = self.server.options.adminAddressPath
+        if path and self.server.admin is not None:
+            writeAdminAddress(path, self.server.admin)
 
     def stopService(self):
         # Envoy exits 0 after SIGTERM or SIGINT; twistd would re-raise the
@@ -69,8 +106,72 @@ class _TwistdRoot(MultiService):
         return MultiService.stopService(self)
 
     def _reopenLogs(self):
-        log.warn("caught SIGUSR1. Reopening access logs.")
         self.server.accessLogManager.reopen()
+        if self.logPath and self._observer is not None:
+            from txenvoy.server.logging import openLogOutput
+
+            try:
+                out = openLogOutput(self.logPath)
+            except OSError as e:
+                log.error("cannot reopen log file {path}: {error}", path=self.logPath,
+                          error=e.strerror)
+                return
+            old = self._observer.setOutput(out)
+            if old is not None and old not in (sys.stderr, sys.stdout):
+                old.close()
+
+
+def writeAdminAddress(path, admin):
+    """C{--admin-address-path}: the admin's C{ip:port}, as Envoy writes it."""
+    try:
+        with open(path, "w") as f:
+            f.write("%s:%d\n" % (admin.host, admin.port))
+    except OSError as e:
+        log.critical("cannot write the admin address to {path}: {error}", path=path,
+                     error=e.strerror)
+
+
+def importModules(names):
+    """
+    C{--import}: import each module, so that the extensions it registers
+    are known before the config is read.
+    """
+    # As "python -m" and twistd's .tac files do: the working directory's
+    # modules are importable.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as e:
+            _fail("error: --import %s failed: %s: %s" % (name, type(e).__name__, e))
+
+
+def enableCoreDump():
+    """C{--enable-core-dump}: allow core files up to the hard limit."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
+
+
+def _logDestination(opts, twistdConfig):
+    """
+    Where the application log goes: C{--log-path}; else twistd's
+    C{--logfile}; else stderr in the foreground and C{twistd.log} in
+    daemon mode (whose stderr is /dev/null).
+
+    @return: a path, or C{None} for stderr.
+    """
+    logfile = (twistdConfig or {}).get("logfile")
+    if opts.logPath:
+        if logfile and os.path.abspath(logfile) != os.path.abspath(opts.logPath):
+            _fail("error: both twistd's --logfile (%s) and --log-path (%s) are given: "
+                  "use --log-path alone" % (logfile, opts.logPath))
+        return opts.logPath
+    if logfile:
+        return None if logfile == "-" else logfile
+    if twistdConfig is not None and not twistdConfig.get("nodaemon"):
+        return DAEMON_LOG_FILE
+    return None
 
 
 def makeService(options):
@@ -81,10 +182,13 @@ def makeService(options):
     from twisted.internet import reactor  # entry point
 
     from txenvoy.config.loader import loadBootstrap
-    from txenvoy.server.logging import makeObserver
+    from txenvoy.server.logging import makeObserver, openLogOutput
     from txenvoy.server.server import Server
 
     opts = options.serverOptions()
+    twistdConfig = getattr(options, "parent", None)
+    daemon = twistdConfig is not None and not twistdConfig.get("nodaemon")
+    importModules(opts.imports)
     try:
         bootstrap = loadBootstrap(opts.configPath or None, opts.configYaml or None,
                                   opts.serviceNode, opts.serviceCluster)
@@ -100,11 +204,16 @@ def makeService(options):
         for pair in opts.componentLogLevel.split(","):
             name, _, level = pair.partition(":")
             server.logLevels.set(name, level)
-    if opts.logPath:
-        out = open(opts.logPath, "a")
-    else:
-        out = sys.stderr
-    root = _TwistdRoot(server, makeObserver(out, server.logLevels))
+    if opts.enableCoreDump:
+        enableCoreDump()
+    logPath = _logDestination(opts, twistdConfig)
+    try:
+        out = openLogOutput(logPath)
+    except OSError as e:
+        _fail("error: cannot open log file %s: %s" % (logPath, e.strerror))
+    root = _TwistdRoot(server, makeObserver(out, server.logLevels), logPath, daemon=daemon)
+    if daemon:
+        root.bindEarly()
     if opts.mode == "init_only":
         server.initializedHook = lambda: reactor.callLater(0, reactor.stop)
     return root
