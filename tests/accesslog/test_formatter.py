@@ -204,6 +204,19 @@ class TextFormatTests(SynchronousTestCase):
         self.assertEqual(formatter.format(1795645032.001), "2026-11-25T22:17:12.001Z")
         self.assertEqual(formatter.format(1795645031.5), "2026-11-25T22:17:11.500Z")
 
+    def test_startTimeNul(self):
+        """
+        A NUL in a C{START_TIME} format (YAML can spell it C{"\\0"}) is
+        written as it is, instead of failing every line at format time
+        (found by the fuzz target L{tests.fuzz.access_log_format}).
+        """
+        formatter = TimeFormatter("%Y\0%m\0\0%")
+        self.assertEqual(formatter.format(1795645031.5), "2026\x0011\x00\x00%")
+        si = StreamInfo(Clock(), wallTime=lambda: START)
+        line = self.fmt("[%START_TIME(%YA/.%m/%on_\x01\x00format%ZTA(%f)%", si)
+        self.assertTrue(line.startswith("[2026A/.11/%on_\x01\x00format"), line)
+        self.assertTrue(line.endswith("TA(272046000"), line)
+
     def test_startTimeLocal(self):
         si = StreamInfo(Clock(), wallTime=lambda: START)
         import time as _time

@@ -264,7 +264,7 @@ class TimeFormatter:
         for segment in self._segments:
             kind = segment[0]
             if kind == "s":
-                parts.append(time.strftime(segment[1], tm))
+                parts.append(_strftime(segment[1], tm))
             elif kind == "e":
                 parts.append(str(seconds))
             elif kind == "z":
@@ -275,6 +275,14 @@ class TimeFormatter:
             else:
                 parts.append(None)
         return tuple(parts)
+
+
+def _strftime(fmt, tm):
+    # strftime(3) stops at a NUL, and Python's refuses one: it is written
+    # as it is, between the formatted pieces around it.
+    if "\0" in fmt:
+        return "\0".join([time.strftime(piece, tm) for piece in fmt.split("\0")])
+    return time.strftime(fmt, tm)
 
 
 # -- operators ------------------------------------------------------------
