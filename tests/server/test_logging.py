@@ -14,13 +14,17 @@ from twisted.logger import ILogObserver
 
 from txenvoy.server.logging import (
     LOGGER_NAMES,
+    ComponentLogger,
     LogLevels,
     UnknownLogger,
     UnknownLogLevel,
+    componentLogger,
+    connTag,
     eventLevel,
     formatTime,
     makeObserver,
     openLogOutput,
+    streamTag,
 )
 
 _LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\]\[\d+\]\[(\w+)\]\[(\w+)\] (.*)$")
@@ -135,6 +139,88 @@ class ObserverTests(SynchronousTestCase):
 
     def test_formatTime(self):
         self.assertRegex(formatTime(1764104790.6021), r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.602$")
+
+
+class ComponentLoggerTests(SynchronousTestCase):
+    """The data path's loggers: booleans to test, Envoy's tags, a source location."""
+
+    def setUp(self):
+        self.out = io.StringIO()
+        self.levels = LogLevels()
+        self.publisher = LogPublisher(makeObserver(self.out, self.levels))
+
+    def test_flags(self):
+        """C{setLevel} sets the two booleans a call site tests before formatting."""
+        log = ComponentLogger("http")
+        self.assertEqual((log.traceEnabled, log.debugEnabled), (False, False))
+        log.setLevel("debug")
+        self.assertEqual((log.traceEnabled, log.debugEnabled), (False, True))
+        log.setLevel("trace")
+        self.assertEqual((log.traceEnabled, log.debugEnabled), (True, True))
+        log.setLevel("off")
+        self.assertEqual((log.traceEnabled, log.debugEnabled), (False, False))
+
+    def test_layout(self):
+        """
+        Envoy's layout with the Python source location where Envoy prints
+        its C++ one: C{[time][tid][debug][http] [txenvoy/...py:N] message}.
+        """
+        self.levels.set("http", "trace")
+        log = ComponentLogger("http", observer=self.publisher)
+        log.debug("%snew stream", connTag(7))
+        line = sys._getframe().f_lineno - 1
+        tag = streamTag(7, 2 ** 64 - 1)
+        log.trace("%sencoding data via codec (size=%d end_stream=%s)", tag, 5, "true")
+        first, second = self.lines()
+        self.assertEqual(_LINE.match(first).groups(), (
+            "debug", "http",
+            '[test_logging.py:%d] [Tags: "ConnectionId":"7"] new stream' % (line,)))
+        self.assertTrue(second.endswith(
+            '[trace][http] [test_logging.py:%d] [Tags: "ConnectionId":"7",'
+            '"StreamId":"18446744073709551615"] encoding data via codec (size=5 end_stream=true)'
+            % (line + 3,)), second)
+
+    def test_noArguments(self):
+        """A message without arguments is printed as it is (a % stays)."""
+        self.levels.set("pool", "debug")
+        ComponentLogger("pool", observer=self.publisher).debug("100% busy")
+        self.assertTrue(self.lines()[0].endswith("] 100% busy"))
+
+    def lines(self):
+        return self.out.getvalue().splitlines()
+
+    def test_bound(self):
+        """
+        The bound L{LogLevels} drives every component logger: C{--log-level},
+        C{--component-log-level} and C{POST /logging} alike.
+        """
+        http, connection = componentLogger("http"), componentLogger("connection")
+        self.assertIs(componentLogger("http"), http)
+        self.assertRaises(UnknownLogger, componentLogger, "nosuch")
+        levels = LogLevels("info")
+        levels.bindLoggers()
+        self.addCleanup(levels.unbindLoggers)
+        self.assertFalse(http.debugEnabled)
+        levels.setComponents("http:debug")
+        self.assertEqual((http.debugEnabled, http.traceEnabled, connection.debugEnabled),
+                         (True, False, False))
+        levels.set("connection", "trace")
+        self.assertTrue(connection.traceEnabled)
+        levels.setAll("info")
+        self.assertEqual((http.debugEnabled, connection.debugEnabled), (False, False))
+        levels.setAll("debug")
+        # Another server's levels (a test's, an embedded one's) change nothing.
+        LogLevels("info").setAll("critical")
+        self.assertTrue(http.debugEnabled)
+        levels.unbindLoggers()
+        self.assertEqual((http.debugEnabled, connection.traceEnabled), (False, False))
+
+    def test_laterLogger(self):
+        """A logger first asked for after binding starts at the bound level."""
+        levels = LogLevels("debug")
+        levels.bindLoggers()
+        self.addCleanup(levels.unbindLoggers)
+        self.assertTrue(componentLogger("rbac").debugEnabled)
 
 
 class OutputTests(SynchronousTestCase):

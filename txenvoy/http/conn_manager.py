@@ -40,12 +40,12 @@ import socket
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from txenvoy.http.codec import NON_PROTOCOL_ERROR_DETAILS
 from txenvoy.http.codec_server import ServerCodec
 from txenvoy.http.conn_pool import directWriter
+from txenvoy.http.header_dump import dumpRequestHeaders, dumpResponseHeaders
 from txenvoy.http.filter import (
     DECODE_NAMES,
     DECODE_SINKS,
@@ -59,8 +59,10 @@ from txenvoy.http.local_reply import DEFAULT_LOCAL_REPLY, headerView, makeLocalR
 from txenvoy.http.status import reasonPhrase, statusLine
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.stream_info import ResponseFlag, StreamInfo
+from txenvoy.server.logging import componentLogger, connTag, streamTag
 
-log = Logger(namespace="http")
+log = componentLogger("http")
+connLog = componentLogger("connection")
 
 __all__ = ["ConnectionManager", "ConnectionManagerConfig", "ActiveStream", "TimerSet"]
 
@@ -726,11 +728,15 @@ class ConnectionManager(Protocol):
             return
         self._closed = True
         self._localClose = True
+        self.connection.closedLocally = True
         corked = self._corked
         if corked:
             self._corked = []
             self._write(b"".join(corked))
         transport = self.transport
+        if connLog.debugEnabled:
+            # Envoy's close types: 0 FlushWrite, 3 Abort.
+            connLog.debug("%sclosing type=%d", self.logTag(), 3 if abort else 0)
         if self._producerRegistered:
             # A paused producer would keep Twisted from ever closing.
             self._producerRegistered = False
@@ -740,10 +746,16 @@ class ConnectionManager(Protocol):
         else:
             transport.loseConnection()
 
+    def logTag(self):
+        """This connection's prefix for log lines (L{connTag})."""
+        return connTag(self.connection.streamInfo.connectionId)
+
     # Codec callbacks.
 
     def newStream(self, encoder):
         """A request head arrived: its L{ActiveStream} decodes it."""
+        if log.debugEnabled:
+            log.debug("%snew stream", self.logTag())
         self.streamsStarted += 1
         maxRequests = self.config.maxRequestsPerConnection
         if maxRequests and self.streamsStarted >= maxRequests and not self._draining:
@@ -801,6 +813,8 @@ class ConnectionManager(Protocol):
             stats.downstream_cx_protocol_error.inc()
         if details == "http1.unexpected_underscore":
             stats.http1_requests_rejected_with_underscores_in_headers.inc()
+        if log.debugEnabled:
+            log.debug("%sdispatch error: %s (%d)", self.logTag(), details, status)
         # The codec closes the connection after its reply.
         self._codecFailed = True
         self._localClose = True
@@ -858,6 +872,8 @@ class ConnectionManager(Protocol):
     def _onStreamDone(self, now):
         self._idleSince = now
         if self._draining and self._stream is None and not self._closed:
+            if log.debugEnabled:
+                log.debug("%sdrain closing connection", self.logTag())
             self._closeConnection()
 
     def startDrain(self):
@@ -869,6 +885,8 @@ class ConnectionManager(Protocol):
             return
         self._draining = True
         if self._stream is None and self._headTimer is None:
+            if log.debugEnabled:
+                log.debug("%sdrain closing connection", self.logTag())
             self._closeConnection()
 
     # Timers.
@@ -883,11 +901,15 @@ class ConnectionManager(Protocol):
             self.timers.scheduleAt(self._idleTimer, due)
             return
         self.stats.downstream_cx_idle_timeout.inc()
+        if log.debugEnabled:
+            log.debug("%sidle timeout", self.logTag())
         self.connection.streamInfo.connectionTerminationDetails = "http idle timeout"
         self._closeConnection()
 
     def _onMaxConnectionDuration(self):
         self.stats.downstream_cx_max_duration_reached.inc()
+        if log.debugEnabled:
+            log.debug("%smax connection duration reached", self.logTag())
         self._draining = True
         if self._stream is None and self._headTimer is None:
             self._closeConnection()
@@ -1079,6 +1101,7 @@ class ActiveStream:
     _destroyed = False
     _closeAfter = False
     _idleTimeout = 0.0
+    _logTag = None
 
     def __init__(self, cm, encoder):
         self.cm = cm
@@ -1088,6 +1111,17 @@ class ActiveStream:
         self.responseHeaders = None
         self.streamInfo = None
         self._slots = ()
+
+    def logTag(self):
+        """
+        This stream's prefix for log lines (L{streamTag}), with a random
+        64-bit stream id as Envoy's, drawn the first time a line needs it.
+        """
+        tag = self._logTag
+        if tag is None:
+            tag = self._logTag = streamTag(self.cm.connection.streamInfo.connectionId,
+                                           _getrandbits(64))
+        return tag
 
     # The codec's decoder.
 
@@ -1109,6 +1143,9 @@ class ActiveStream:
         stats.downstream_rq_http1_total.inc()
         stats.downstream_rq_active.inc()
         self.requestHeaders = request
+        if log.debugEnabled:
+            log.debug("%srequest headers complete (end_stream=%s):\n%s", self.logTag(),
+                      "true" if endStream else "false", dumpRequestHeaders(request))
         now = reactor.seconds()
         start = self._startTime
         if start is None:
@@ -1480,11 +1517,16 @@ class ActiveStream:
         if self._destroyed or self._complete:
             return
         if self._responseStarted:
+            if log.debugEnabled:
+                log.debug("%sresetting stream instead of a local reply (%s): response started",
+                          self.logTag(), details)
             self.resetStream()
             return
         self._decodeStopped = True
         info = self.streamInfo
         info.responseCodeDetails = details
+        if log.debugEnabled:
+            log.debug("%sSending local reply with details %s", self.logTag(), details)
         headers, body = makeLocalReply(self.cm.config.localReply, info, self.requestHeaders,
                                        code, body, modifyHeaders)
         if self._encoding is not None:
@@ -1506,6 +1548,9 @@ class ActiveStream:
             return
         cm = self.cm
         cm.stats.downstream_rq_tx_reset.inc()
+        if log.debugEnabled:
+            log.debug("%sstream reset: reset reason: local reset, response details: %s",
+                      self.logTag(), self.streamInfo.responseCodeDetails)
         self._detach()
         cm._localClose = True
         self.encoder.resetStream()
@@ -1515,6 +1560,8 @@ class ActiveStream:
         if self._destroyed:
             return
         self.cm.stats.downstream_rq_rx_reset.inc()
+        if log.debugEnabled:
+            log.debug("%sstream reset: reset reason: connection termination", self.logTag())
         if not self._complete:
             self.streamInfo.setResponseFlag(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION)
         self._detach()
@@ -1538,6 +1585,8 @@ class ActiveStream:
     def _onIdleTimeout(self):
         cm = self.cm
         cm.stats.downstream_rq_idle_timeout.inc()
+        if log.debugEnabled:
+            log.debug("%sstream idle timeout", self.logTag())
         self.streamInfo.setResponseFlag(ResponseFlag.STREAM_IDLE_TIMEOUT)
         if self._responseStarted:
             self.resetStream()
@@ -1625,6 +1674,9 @@ class ActiveStream:
             cm.listenerStats.byClass[klass].inc()
         if not self._remoteComplete:
             stats.downstream_rq_response_before_rq_complete.inc()
+        if log.debugEnabled:
+            log.debug("%sencoding headers via codec (end_stream=%s):\n%s", self.logTag(),
+                      "true" if endStream else "false", dumpResponseHeaders(headers))
         if endStream:
             self._beforeComplete()
             self.encoder.encodeHeaders(headers, True)
@@ -1642,6 +1694,9 @@ class ActiveStream:
             self.decodeData(data, False)
 
     def _finalEncodeData(self, data, endStream):
+        if log.traceEnabled:
+            log.trace("%sencoding data via codec (size=%d end_stream=%s)", self.logTag(),
+                      len(data), "true" if endStream else "false")
         if data and not self._noBody:
             self.streamInfo.bytesSent += len(data)
         if endStream:
@@ -1677,6 +1732,8 @@ class ActiveStream:
         self._detach()
 
     def _afterComplete(self):
+        if log.debugEnabled:
+            log.debug("%sCodec completed encoding stream.", self.logTag())
         self._destroy()
 
     def _destroy(self):

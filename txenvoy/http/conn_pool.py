@@ -48,6 +48,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from txenvoy.http.codec_client import ClientCodec
+from txenvoy.server.logging import componentLogger, connTag
 
 __all__ = ["HttpConnPool", "ActiveClient", "ClusterPools", "poolsFor", "OVERFLOW",
            "CONNECTION_TERMINATION", "PROTOCOL_ERROR", "directWriter"]
@@ -56,6 +57,8 @@ __all__ = ["HttpConnPool", "ActiveClient", "ClusterPools", "poolsFor", "OVERFLOW
 OVERFLOW = "overflow"
 CONNECTION_TERMINATION = "connection termination"
 PROTOCOL_ERROR = "protocol error"
+
+log = componentLogger("pool")
 
 
 def _sendNow(transport, data):
@@ -189,14 +192,23 @@ class HttpConnPool:
         if ready:
             client = ready.pop()
             self.busy.add(client)
+            if log.debugEnabled:
+                tag = connTag(client.connection.connectionId)
+                log.debug("%susing existing fully connected connection", tag)
+                log.debug("%screating stream", tag)
             callbacks.onPoolReady(client)
             return None
         cp = self.clusterPools
         stats = self.stats
         if cp.pendingRequests >= cp.maxPendingRequests:
             stats.upstream_rq_pending_overflow.inc()
+            if log.debugEnabled:
+                log.debug("max pending streams overflow")
             callbacks.onPoolFailure(OVERFLOW)
             return None
+        if log.debugEnabled:
+            log.debug("queueing stream due to no available connections (ready=%d busy=%d "
+                      "connecting=%d)", len(ready), len(self.busy), len(self.connecting))
         pending = _PendingStream(self, callbacks)
         self.pending.append(pending)
         cp.pendingRequests += 1
@@ -206,11 +218,16 @@ class HttpConnPool:
         if len(self.connecting) < len(self.pending):
             if cp.connections >= cp.maxConnections:
                 stats.upstream_cx_overflow.inc()
+                if log.debugEnabled:
+                    log.debug("max connections overflow: not creating a new connection")
             else:
                 self._connect()
         return pending
 
     def _connect(self):
+        if log.debugEnabled:
+            log.debug("trying to create new connection")
+            log.debug("creating a new connection (connecting=%d)", len(self.connecting))
         self.clusterPools.connections += 1
         self.stats.upstream_cx_http1_total.inc()
         client = ActiveClient(self)
@@ -245,11 +262,22 @@ class HttpConnPool:
         if self.pending:
             pending = self._takePending()
             self.busy.add(client)
+            if log.debugEnabled:
+                tag = connTag(client.connection.connectionId)
+                log.debug("%sattaching to next stream", tag)
+                log.debug("%screating stream", tag)
             pending.callbacks.onPoolReady(client)
         else:
             self.ready.append(client)
 
     def _onConnectFailed(self, client, reason):
+        #: The last connection that failed to connect, for the router's
+        #: log line (C{transport failure reason: ...}).
+        self.lastFailedConnection = client.connection
+        if log.debugEnabled:
+            log.debug("%sclient disconnected, failure reason: %s",
+                      connTag(client.connection.connectionId),
+                      client.connection.connectFailureDetail())
         self.connecting.remove(client)
         self.clusterPools.connections -= 1
         # Envoy fails every request waiting on this host when a connect
@@ -269,6 +297,9 @@ class HttpConnPool:
         self._assignOrIdle(client)
 
     def _onClosed(self, client):
+        if log.debugEnabled:
+            log.debug("%sclient disconnected, failure reason: ",
+                      connTag(client.connection.connectionId))
         if client in self.busy:
             self.busy.discard(client)
         else:
@@ -282,6 +313,8 @@ class HttpConnPool:
             cp = self.clusterPools
             if cp.connections < cp.maxConnections:
                 self._connect()
+
+    lastFailedConnection = None
 
     def closeIdle(self):
         """Close every idle connection."""
@@ -495,13 +528,20 @@ class ActiveClient:
         self.requests += 1
         stream = self._detach()
         pool = self.pool
+        if log.debugEnabled:
+            log.debug("%sresponse complete", connTag(self.connection.connectionId))
         maxRequests = pool.clusterPools.maxRequestsPerConnection
         if maxRequests and self.requests >= maxRequests:
             pool.stats.upstream_cx_max_requests.inc()
+            if log.debugEnabled:
+                log.debug("%smax requests per connection reached",
+                          connTag(self.connection.connectionId))
             self.close()
         elif self.codec.keepAlive and not self.closed:
             pool._release(self)
         else:
+            if log.debugEnabled:
+                log.debug("%ssaw upstream close connection", connTag(self.connection.connectionId))
             self.close()
         if stream is not None:
             stream.onResponseComplete()

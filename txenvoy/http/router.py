@@ -45,12 +45,37 @@ from zope.interface import implementer
 
 from txenvoy.http.conn_pool import OVERFLOW, PROTOCOL_ERROR, poolsFor
 from txenvoy.http.filter import FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus
+from txenvoy.http.header_dump import dumpRequestHeaders
 from txenvoy.http.header_mutation import FormatContext
 from txenvoy.interfaces import IHttpFilterFactory
 from txenvoy.network.stream_info import ResponseFlag
+from txenvoy.server.logging import componentLogger
 from txenvoy.upstream.connection import CONNECT_TIMEOUT, LOCAL_CONNECTION_FAILURE
 
 __all__ = ["RouterConfig", "RouterFilter", "UpstreamRequest"]
+
+log = componentLogger("router")
+
+
+def _tag(callbacks):
+    # The stream's log prefix; a filter test's fake callbacks may have none.
+    stream = getattr(callbacks, "stream", None)
+    logTag = getattr(stream, "logTag", None)
+    return logTag() if logTag is not None else ""
+
+
+def _scheme(callbacks, request):
+    # What the upstream request's :scheme is: the request's own, else the
+    # downstream connection's.
+    if request.scheme is not None:
+        return request.scheme
+    cm = getattr(getattr(callbacks, "stream", None), "cm", None)
+    return getattr(cm, "scheme", b"http")
+
+
+def _path(request):
+    path = request.path
+    return path.decode("latin-1") if path is not None else ""
 
 _STOP = FilterHeadersStatus.StopIteration
 _NO_BUFFER = FilterDataStatus.StopIterationNoBuffer
@@ -311,6 +336,8 @@ class RouterFilter:
         route = cb.route()
         if route is None:
             stats.no_route.inc()
+            if log.debugEnabled:
+                log.debug("%sno route match for URL '%s'", _tag(cb), _path(headers))
             info.setResponseFlag(ResponseFlag.NO_ROUTE_FOUND)
             cb.sendLocalReply(404, b"", None, "route_not_found")
             return _STOP
@@ -319,11 +346,15 @@ class RouterFilter:
             self._directResponse(route, entry, headers)
             return _STOP
         clusterName = route.clusterName
+        if log.debugEnabled:
+            log.debug("%scluster '%s' match for URL '%s'", _tag(cb), clusterName, _path(headers))
         cluster = None
         if clusterName is not None:
             cluster = dispatcher.clusterManager.getThreadLocalCluster(clusterName)
         if cluster is None:
             stats.no_cluster.inc()
+            if log.debugEnabled:
+                log.debug("%sunknown cluster '%s'", _tag(cb), clusterName)
             info.setResponseFlag(ResponseFlag.NO_CLUSTER_FOUND)
             cb.sendLocalReply(entry.clusterNotFoundResponseCode, b"", None, "cluster_not_found")
             return _STOP
@@ -386,6 +417,9 @@ class RouterFilter:
                 entries.set(b"x-envoy-original-path", path)
             headers.path = newPath
 
+        if log.debugEnabled:
+            log.debug("%srouter decoding headers:\n%s", _tag(cb),
+                      dumpRequestHeaders(headers, _scheme(cb, headers)))
         cb.addDownstreamWatermarkCallbacks(self)
         if endStream:
             self._downstreamComplete = True
@@ -515,12 +549,17 @@ class RouterFilter:
         cluster = self.cluster
         host = cluster.chooseHost(None)
         if host is None:
+            if log.debugEnabled:
+                log.debug("%sno healthy host for HTTP connection pool", _tag(self.callbacks))
             self.clusterStats.upstream_cx_none_healthy.inc()
             self.info.setResponseFlag(ResponseFlag.NO_HEALTHY_UPSTREAM)
             self._chargeCode(503)
             self._localReply(503, b"no healthy upstream", "no_healthy_upstream")
             return
         self.info.upstreamHost = host.addressString
+        if log.debugEnabled:
+            log.debug("%supstream host %s selected from cluster '%s'", _tag(self.callbacks),
+                      host.addressString, self.info.upstreamCluster)
         if self.entry.autoHostRewrite and host.hostname:
             self.request.authority = host.hostname.encode("utf-8")
         self._attempts += 1
@@ -530,6 +569,10 @@ class RouterFilter:
         upstream.handle = pool.newStream(upstream)
 
     def _onPoolReady(self, upstream, client):
+        if log.debugEnabled:
+            log.debug("%spool ready", _tag(self.callbacks))
+            log.debug("Attached upstream connection [C%d] to downstream connection [C%d]",
+                      client.connection.connectionId, self.info.connectionId)
         upstream.counted = True
         upstream.corker = self.callbacks._corker()
         self.clusterStats.upstream_rq_total.inc()
@@ -576,6 +619,12 @@ class RouterFilter:
     def _onUpstreamFailure(self, upstream, reason):
         if upstream is not self._upstream:
             return
+        if log.debugEnabled:
+            failed = upstream.pool.lastFailedConnection
+            log.debug("%supstream reset: reset reason: %s, transport failure reason: %s",
+                      _tag(self.callbacks), reason,
+                      failed.connectFailureDetail() if reason in _CONNECT_FAILURE_REASONS
+                      and failed is not None else "")
         upstream.done = True
         self._endAttempt(upstream)
         info = self.info
@@ -633,6 +682,8 @@ class RouterFilter:
             stats.upstream_rq_retry_overflow.inc()
             return False
         self._retriesLeft -= 1
+        if log.debugEnabled:
+            log.debug("%sperforming retry", _tag(self.callbacks))
         if not self._retryingActive:
             self._retryingActive = True
             pools.retriesActive += 1
@@ -683,6 +734,9 @@ class RouterFilter:
         status = headers.status
         stats = self.clusterStats
         hostStats = upstream.hostStats
+        if log.debugEnabled:
+            log.debug("%supstream headers complete: end_stream=%s", _tag(self.callbacks),
+                      "true" if endStream else "false")
         if self._retryBits and self._retriable(status) and not self._responseStarted:
             if self._maybeRetry():
                 hostStats.rq_error += 1
@@ -748,6 +802,8 @@ class RouterFilter:
         if upstream is not self._upstream or upstream.done or not upstream.awaitingHeaders:
             return
         self.clusterStats.upstream_rq_per_try_timeout.inc()
+        if log.debugEnabled:
+            log.debug("%supstream per try timeout", _tag(self.callbacks))
         upstream.hostStats.rq_timeout += 1
         upstream.done = True
         upstream.cancel()
@@ -761,6 +817,8 @@ class RouterFilter:
             return
         stats = self.clusterStats
         stats.upstream_rq_timeout.inc()
+        if log.debugEnabled:
+            log.debug("%supstream timeout", _tag(self.callbacks))
         upstream = self._upstream
         if upstream is not None:
             upstream.hostStats.rq_timeout += 1

@@ -13,16 +13,26 @@ and to carry half-close.
 
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from txenvoy.network.filter import forwardReadConnectionLost
 from txenvoy.network.filter_chain import ConnectionMatchInfo
 from txenvoy.network.stream_info import StreamInfo
+from txenvoy.server.logging import componentLogger, connTag
 
-log = Logger(namespace="connection")
+log = componentLogger("connection")
+handlerLog = componentLogger("conn_handler")
 
 _nextConnectionId = [0]
+
+
+def nextConnectionId():
+    """
+    A new connection id, shared by downstream and upstream connections as
+    Envoy's are (the C{ConnectionId} of log lines, C{%CONNECTION_ID%}).
+    """
+    _nextConnectionId[0] += 1
+    return _nextConnectionId[0]
 
 
 @implementer(IHalfCloseableProtocol)
@@ -52,13 +62,15 @@ class ServerConnection(Protocol):
     _closed = False
     _filterIndex = None
     _waitingForData = False
+    #: Whether this side closed (set by whoever closes: the HTTP connection
+    #: manager, tcp_proxy, a listener filter); Envoy's close type in logs.
+    closedLocally = False
 
     def __init__(self, listener, remoteAddress):
         self.listener = listener
         self.dispatcher = listener.dispatcher
         self.streamInfo = info = StreamInfo(self.dispatcher.reactor)
-        _nextConnectionId[0] += 1
-        info.connectionId = _nextConnectionId[0]
+        info.connectionId = nextConnectionId()
         self.remoteAddress = (remoteAddress.host, remoteAddress.port)
         info.downstreamRemoteAddress = info.downstreamDirectRemoteAddress = self.remoteAddress
         self.transportProtocol = "raw_buffer"
@@ -92,7 +104,12 @@ class ServerConnection(Protocol):
         if self._closed:
             return
         if not success:
+            if handlerLog.debugEnabled:
+                handlerLog.debug("%slistener filter %s: closing the socket",
+                                 connTag(self.streamInfo.connectionId),
+                                 type(self._filters[self._filterIndex]).__name__)
             self._endListenerFilters()
+            self.closedLocally = True
             self.transport.abortConnection()
             return
         self._waitingForData = False
@@ -100,13 +117,23 @@ class ServerConnection(Protocol):
             self._filterIndex += 1
             f = self._filters[self._filterIndex]
             if f.onAccept(self):
+                if handlerLog.debugEnabled:
+                    handlerLog.debug("%slistener filter %s: continue",
+                                     connTag(self.streamInfo.connectionId), type(f).__name__)
                 continue
             if self._closed or self.transport.disconnecting:
                 return
             # Stopped: decide now on what was already read, else wait for more.
             if not (f.maxReadBytes and self._buffer and f.onData(self._buffer)):
                 self._waitingForData = not (self._closed or self.transport.disconnecting)
+                if handlerLog.debugEnabled and self._waitingForData:
+                    handlerLog.debug("%slistener filter %s: waiting for data",
+                                     connTag(self.streamInfo.connectionId), type(f).__name__)
                 return
+            if handlerLog.debugEnabled:
+                handlerLog.debug("%slistener filter %s: continue after %d bytes",
+                                 connTag(self.streamInfo.connectionId), type(f).__name__,
+                                 len(self._buffer))
         self._endListenerFilters()
         self._newConnection()
 
@@ -138,7 +165,11 @@ class ServerConnection(Protocol):
         A listener filter rejects the connection (reset, as Envoy does;
         Envoy 1.40 counts no listener stat for it).
         """
+        if handlerLog.debugEnabled:
+            handlerLog.debug("%slistener filter rejected the connection",
+                             connTag(self.streamInfo.connectionId))
         self._endListenerFilters()
+        self.closedLocally = True
         self.transport.abortConnection()
 
     def _endListenerFilters(self):
@@ -153,11 +184,15 @@ class ServerConnection(Protocol):
     def _onListenerFiltersTimeout(self):
         self._timer = None
         self.listener.stats.downstream_pre_cx_timeout.inc()
+        if handlerLog.debugEnabled:
+            handlerLog.debug("listener filter times out after %d ms",
+                             self.listener.config.listenerFiltersTimeout * 1000)
         if self.listener.config.continueOnListenerFiltersTimeout:
             self._endListenerFilters()
             self._newConnection()
         else:
             self._endListenerFilters()
+            self.closedLocally = True
             self.transport.abortConnection()
 
     # The network filter chain.
@@ -173,17 +208,28 @@ class ServerConnection(Protocol):
         chain = listener.config.filterChainManager.findFilterChain(self.matchInfo)
         if chain is None:
             listener.stats.no_filter_chain_match.inc()
-            log.debug("closing connection from {peer}: no matching filter chain",
-                      peer=self.remoteAddress)
+            if handlerLog.debugEnabled:
+                handlerLog.debug("closing connection from %s:%d: no matching filter chain found",
+                                 self.remoteAddress[0], self.remoteAddress[1])
+            self.closedLocally = True
             self.transport.abortConnection()
             return
         self.filterChain = chain
+        if handlerLog.debugEnabled:
+            tag = connTag(self.streamInfo.connectionId)
+            handlerLog.debug("%snew connection from %s:%d", tag, self.remoteAddress[0],
+                             self.remoteAddress[1])
+            handlerLog.debug("%sfilter chain '%s' matched", tag, chain.name or "<unnamed>")
         listener.onConnectionCreated(self)
         self._counted = True
         head = chain.buildFilterChain(self) if chain.filterFactories else None
         if head is None:
             listener.stats.network_extension_config_missing.inc()
-            log.debug("closing connection from {peer}: no filters", peer=self.remoteAddress)
+            if handlerLog.debugEnabled:
+                handlerLog.debug("%sclosing connection from %s:%d: no filters",
+                                 connTag(self.streamInfo.connectionId),
+                                 self.remoteAddress[0], self.remoteAddress[1])
+            self.closedLocally = True
             self.transport.loseConnection()
             return
         if chain.transportSocket is not None:
@@ -220,6 +266,13 @@ class ServerConnection(Protocol):
 
     def connectionLost(self, reason):
         self._closed = True
+        if log.debugEnabled:
+            tag = connTag(self.streamInfo.connectionId)
+            if not self.closedLocally:
+                log.debug("%sremote close", tag)
+            log.debug("%sclosing socket: %d", tag, 1 if self.closedLocally else 0)
+        if self._counted and handlerLog.debugEnabled:
+            handlerLog.debug("%sadding to cleanup list", connTag(self.streamInfo.connectionId))
         self._endListenerFilters()
         if self._counted:
             self.listener.onConnectionDestroyed(self)

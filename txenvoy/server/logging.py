@@ -14,13 +14,28 @@ L{makeObserver} prints such events as Envoy does::
 
 Each logger has its own level (C{--log-level}, C{--component-log-level},
 C{POST /logging}), held by L{LogLevels}.
+
+The data path logs its debug and trace story through a L{ComponentLogger}
+per Envoy logger, whose C{debugEnabled} / C{traceEnabled} booleans the
+bound L{LogLevels} keeps current. A call site tests the boolean before it
+builds anything, so a level that is off costs one attribute read::
+
+    log = componentLogger("http")
+    if log.debugEnabled:
+        log.debug("%snew stream", connTag(connectionId))
+
+Such lines carry the Python source location where Envoy prints its C++
+one, and Envoy 1.40's tags for the connection and stream ids::
+
+    [2026-12-07 08:50:30.103][7224][debug][http] [txenvoy/http/conn_manager.py:771] \
+[Tags: "ConnectionId":"2","StreamId":"14270386874937559073"] request headers complete (end_stream=true):
 """
 
 import sys
 import threading
 import time
 
-from twisted.logger import ILogObserver, LogLevel, formatEvent
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 from zope.interface import implementer
 
 #: Envoy's level names, most verbose first.
@@ -81,10 +96,43 @@ class LogLevels:
     @ivar names: the logger names, in Envoy's order.
     """
 
+    _bound = False
+
     def __init__(self, level="info", names=LOGGER_NAMES):
         self.names = tuple(names)
         level = parseLevel(level)
         self._levels = dict.fromkeys(self.names, level)
+
+    def bindLoggers(self):
+        """
+        Make these levels the ones every L{ComponentLogger} follows, now
+        and on every later change (the server whose log is printed calls
+        this; other instances, in tests and embedding, leave the data
+        path's loggers alone).
+        """
+        global _boundLevels
+        if _boundLevels is not None:
+            _boundLevels._bound = False
+        _boundLevels = self
+        self._bound = True
+        self._syncLoggers()
+
+    def unbindLoggers(self):
+        """
+        Stop driving the component loggers (if these levels drove them);
+        they fall back to C{info}, where their debug and trace lines are off.
+        """
+        global _boundLevels
+        if _boundLevels is self:
+            _boundLevels = None
+            for logger in _componentLoggers.values():
+                logger.setLevel("info")
+        self._bound = False
+
+    def _syncLoggers(self):
+        if self._bound:
+            for name, logger in _componentLoggers.items():
+                logger.setLevel(self._levels.get(name, "off"))
 
     def setAll(self, level):
         """Set every logger (C{--log-level}, C{/logging?level=}).
@@ -94,6 +142,7 @@ class LogLevels:
         level = parseLevel(level)
         for name in self.names:
             self._levels[name] = level
+        self._syncLoggers()
 
     def set(self, name, level):
         """Set one logger.
@@ -104,6 +153,7 @@ class LogLevels:
         if name not in self._levels:
             raise UnknownLogger(name)
         self._levels[name] = parseLevel(level)
+        self._syncLoggers()
 
     def setComponents(self, spec):
         """
@@ -125,6 +175,7 @@ class LogLevels:
             pairs.append((name, parseLevel(level)))
         for name, level in pairs:
             self._levels[name] = level
+        self._syncLoggers()
 
     def levelOf(self, name):
         """@return: the level name of a logger (C{"info"})."""
@@ -144,6 +195,104 @@ class LogLevels:
         """
         return "active loggers:\n" + "".join(
             "  %s: %s\n" % (name, self._levels[name]) for name in self.names) + "\n"
+
+
+#: The L{LogLevels} the component loggers follow (L{LogLevels.bindLoggers}).
+_boundLevels = None
+_componentLoggers = {}
+
+
+class ComponentLogger:
+    """
+    One Envoy logger as the data path uses it (Envoy's C{ENVOY_LOG} with
+    its C{ENVOY_LOGGER().should_log()} test made explicit).
+
+    Call sites test L{debugEnabled} or L{traceEnabled} first and only then
+    format a message, so that a disabled level costs one attribute read::
+
+        if log.debugEnabled:
+            log.debug("%sconnecting to %s", connTag(cid), address)
+
+    @ivar name: the Envoy logger name (C{"http"}).
+    @ivar traceEnabled: whether C{trace} lines are printed.
+    @ivar debugEnabled: whether C{debug} lines are printed.
+    """
+
+    __slots__ = ("name", "traceEnabled", "debugEnabled", "_logger")
+
+    def __init__(self, name, observer=None):
+        self.name = name
+        self.traceEnabled = False
+        self.debugEnabled = False
+        self._logger = Logger(namespace=name, observer=observer)
+
+    def setLevel(self, level):
+        """Follow a new level name (one of L{LEVELS})."""
+        rank = _RANK[level]
+        self.traceEnabled = rank <= _RANK["trace"]
+        self.debugEnabled = rank <= _RANK["debug"]
+
+    def trace(self, message, *args):
+        """Print C{message % args} at trace level (test L{traceEnabled} first)."""
+        self._emit("trace", message, args)
+
+    def debug(self, message, *args):
+        """Print C{message % args} at debug level (test L{debugEnabled} first)."""
+        self._emit("debug", message, args)
+
+    def _emit(self, level, message, args):
+        if args:
+            message = message % args
+        frame = sys._getframe(2)
+        self._logger.emit(
+            LogLevel.debug, "{log_text}", log_text=message, log_envoy_level=level,
+            log_location="%s:%d" % (_sourcePath(frame.f_code.co_filename), frame.f_lineno))
+
+
+_sourcePaths = {}
+
+
+def _sourcePath(filename):
+    # txenvoy/http/conn_manager.py, as Envoy prints source/common/...
+    path = _sourcePaths.get(filename)
+    if path is None:
+        normal = filename.replace("\\", "/")
+        index = normal.rfind("/txenvoy/")
+        path = normal[index + 1:] if index >= 0 else normal.rsplit("/", 1)[-1]
+        _sourcePaths[filename] = path
+    return path
+
+
+def componentLogger(name):
+    """
+    The L{ComponentLogger} of Envoy logger C{name}, one per process.
+
+    @raise UnknownLogger: for a name Envoy does not have.
+    """
+    logger = _componentLoggers.get(name)
+    if logger is None:
+        if name not in LOGGER_NAMES:
+            raise UnknownLogger(name)
+        logger = _componentLoggers[name] = ComponentLogger(name)
+        if _boundLevels is not None:
+            logger.setLevel(_boundLevels._levels.get(name, "off"))
+    return logger
+
+
+def connTag(connectionId):
+    """
+    Envoy 1.40's prefix of a connection's lines (C{ENVOY_CONN_LOG}):
+    C{[Tags: "ConnectionId":"12"] }.
+    """
+    return '[Tags: "ConnectionId":"%d"] ' % (connectionId,)
+
+
+def streamTag(connectionId, streamId):
+    """
+    Envoy 1.40's prefix of a stream's lines (C{ENVOY_STREAM_LOG}):
+    C{[Tags: "ConnectionId":"12","StreamId":"3456..."] }.
+    """
+    return '[Tags: "ConnectionId":"%d","StreamId":"%d"] ' % (connectionId, streamId)
 
 
 def eventLevel(event):
@@ -191,6 +340,9 @@ def formatLine(event, name, level, tid=None):
             message = message + "\n" + failure.getTraceback().rstrip("\n")
         except Exception:
             pass
+    location = event.get("log_location")
+    if location is not None:
+        message = "[%s] %s" % (location, message)
     return "[%s][%d][%s][%s] %s\n" % (
         formatTime(event.get("log_time") or time.time()), tid, level, name, message)
 
@@ -233,7 +385,8 @@ class EnvoyLogObserver:
 def makeObserver(outFile, levels):
     """
     @param outFile: a text stream (L{openLogOutput}).
-    @param levels: the L{LogLevels}.
+    @param levels: the L{LogLevels} (call its C{bindLoggers} too when
+        the data path's debug and trace lines should follow them).
     @return: an C{ILogObserver} to add to the global log beginner or
         publisher.
     """

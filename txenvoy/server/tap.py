@@ -204,6 +204,7 @@ def makeService(options):
         for pair in opts.componentLogLevel.split(","):
             name, _, level = pair.partition(":")
             server.logLevels.set(name, level)
+    server.logLevels.bindLoggers()
     if opts.enableCoreDump:
         enableCoreDump()
     logPath = _logDestination(opts, twistdConfig)

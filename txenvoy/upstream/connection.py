@@ -24,6 +24,8 @@ the byte count, bound once when the connection is made: the per-read cost
 is one extra Python call.
 """
 
+import errno
+import os
 import socket
 
 from twisted.internet import error
@@ -31,6 +33,11 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from txenvoy.network.connection import nextConnectionId
+from txenvoy.server.logging import componentLogger, connTag
+
+log = componentLogger("connection")
 
 #: Envoy's reset reasons for a failed upstream connect, as they appear in
 #: local reply bodies (C{... reset reason: connection timeout}).
@@ -76,6 +83,8 @@ class UpstreamConnection(Protocol):
     @ivar failureReason: the Twisted L{Failure} of a failed connect.
     @ivar timedOut: whether the connect timed out.
     @ivar closedLocally: whether we (not the host) closed it.
+    @ivar connectionId: its id, from the same sequence as downstream
+        connections' (Envoy's C{[C1]} in C{Attached upstream connection [C1]}).
     """
 
     transport = None
@@ -88,6 +97,7 @@ class UpstreamConnection(Protocol):
         self.cluster = cluster
         self.host = host
         self.callbacks = callbacks
+        self.connectionId = nextConnectionId()
         self.hostStats = host.statsFor(cluster.workerName)
         self.failureReason = None
         self.timedOut = False
@@ -119,6 +129,8 @@ class UpstreamConnection(Protocol):
         reactor = self._reactor
         self._startTime = reactor.seconds()
         ip, port = self.host.address
+        if log.debugEnabled:
+            log.debug("%sconnecting to %s", connTag(self.connectionId), self.host.addressString)
         self._timer = reactor.callLater(info.connectTimeout, self._onConnectTimeout)
         factory = _UpstreamFactory(self)
         transportSocket = getattr(info, "transportSocket", None)
@@ -134,11 +146,16 @@ class UpstreamConnection(Protocol):
             # that callbacks never run before connect() returns.
             failure = Failure()
             reactor.callLater(0, self._connectFailed, failure)
+            return
+        if log.debugEnabled:
+            log.debug("%sconnection in progress", connTag(self.connectionId))
 
     def _onConnectTimeout(self):
         self._timer = None
         if self._state != _CONNECTING:
             return
+        if log.debugEnabled:
+            log.debug("%sconnect timeout", connTag(self.connectionId))
         self.timedOut = True
         # Leave the connecting state first: stopping the connector reports
         # a failure of its own, which must find the attempt already over.
@@ -192,11 +209,34 @@ class UpstreamConnection(Protocol):
             local = True
         else:
             text = REMOTE_CONNECTION_FAILURE
+        if log.debugEnabled:
+            tag = connTag(self.connectionId)
+            if not self.timedOut:
+                log.debug("%s%s", tag, self.connectFailureDetail())
+            log.debug("%sclosing socket: %d", tag, 1 if local else 0)
         # Envoy destroys the failed connection like any other: it shows in
         # upstream_cx_destroy{,_local,_remote} and upstream_cx_length_ms.
         self._destroyed(local)
         self._pendingWrites = []
         self.callbacks.onUpstreamConnectFailed(self, text)
+
+    def connectFailureDetail(self):
+        """
+        Why the connect failed, in Envoy's words for its debug log and its
+        C{failure reason} (C{delayed connect error: Connection refused}).
+        """
+        reason = self.failureReason
+        if reason is None:
+            return ""
+        if self.timedOut:
+            return "connect timeout"
+        value = reason.value
+        code = getattr(value, "osError", None)
+        if code is None and isinstance(value, error.ConnectionRefusedError):
+            code = errno.ECONNREFUSED
+        if isinstance(code, int):
+            return "delayed connect error: %s" % (os.strerror(code),)
+        return "delayed connect error: %s" % (reason.getErrorMessage(),)
 
     def _destroyed(self, local):
         stats = self._stats
@@ -216,6 +256,8 @@ class UpstreamConnection(Protocol):
         return self
 
     def connectionMade(self):
+        if log.debugEnabled:
+            log.debug("%sconnected", connTag(self.connectionId))
         self._state = _CONNECTED
         self._connector = None
         self._cancelTimer()
@@ -284,6 +326,11 @@ class UpstreamConnection(Protocol):
             return
         self._state = _CLOSED
         self.connected = False
+        if log.debugEnabled:
+            tag = connTag(self.connectionId)
+            if not self.closedLocally:
+                log.debug("%sremote close", tag)
+            log.debug("%sclosing socket: %d", tag, 1 if self.closedLocally else 0)
         self._destroyed(self.closedLocally)
         self.callbacks.onUpstreamClosed(reason)
 
@@ -335,6 +382,8 @@ class UpstreamConnection(Protocol):
 
     def _cancel(self):
         # The caller gave up (its downstream went away): no callbacks.
+        if log.debugEnabled:
+            log.debug("%sclosing socket: 1", connTag(self.connectionId))
         self._state = _CLOSED
         self.closedLocally = True
         self._cancelTimer()

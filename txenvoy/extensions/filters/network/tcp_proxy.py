@@ -19,7 +19,6 @@ import random
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
@@ -27,9 +26,10 @@ from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network import splice
 from txenvoy.network.stream_info import ResponseFlag
+from txenvoy.server.logging import componentLogger, connTag
 from txenvoy.stats.per_worker import PerWorker, StatsStruct
 
-log = Logger(namespace="filter")
+log = componentLogger("filter")
 
 DEFAULT_IDLE_TIMEOUT = 3600.0
 
@@ -100,12 +100,17 @@ class TcpProxyFilter(Protocol):
         self.stats.downstream_cx_total.inc()
 
     def connectionMade(self):
+        if log.debugEnabled:
+            log.debug("%snew tcp proxy session", connTag(self.streamInfo.connectionId))
         clusterName = self.config.pickCluster()
         cluster = self.dispatcher.clusterManager.getThreadLocalCluster(clusterName)
         if cluster is None:
             self.stats.downstream_cx_no_route.inc()
             self.streamInfo.setResponseFlag(ResponseFlag.NO_CLUSTER_FOUND)
-            log.debug("Cluster not found {name}", name=clusterName)
+            if log.debugEnabled:
+                log.debug("%sCluster not found %s and no on demand cluster set.",
+                          connTag(self.streamInfo.connectionId), clusterName)
+            self.connection.closedLocally = True
             self.transport.loseConnection()
             return
         self.cluster = cluster
@@ -129,6 +134,9 @@ class TcpProxyFilter(Protocol):
             return
         self._attempts += 1
         self.streamInfo.upstreamHost = host.addressString
+        if log.debugEnabled:
+            log.debug("%sCreating connection to cluster %s", connTag(self.streamInfo.connectionId),
+                      self.streamInfo.upstreamCluster)
         self.upstream = self.cluster.connect(host, self)
 
     # Upstream callbacks.
@@ -139,6 +147,10 @@ class TcpProxyFilter(Protocol):
             return
         self._connected = True
         self.upstream = upstream
+        if log.debugEnabled:
+            log.debug("%sTCP:onUpstreamEvent(), requestedServerName: %s",
+                      connTag(self.streamInfo.connectionId),
+                      self.streamInfo.requestedServerName or "")
         transport = self.transport
         if (not self._downstreamReadClosed
                 and splice.eligible(self.connection, transport, upstream.transport)):
@@ -167,6 +179,9 @@ class TcpProxyFilter(Protocol):
     def onUpstreamConnectFailed(self, upstream, reason):
         if self._closed:
             return
+        if log.debugEnabled:
+            log.debug("%supstream connect failed: %s, %s", connTag(self.streamInfo.connectionId),
+                      reason, upstream.connectFailureDetail())
         if self._attempts < self.config.maxConnectAttempts:
             self._connect()
             return
@@ -284,6 +299,7 @@ class TcpProxyFilter(Protocol):
     def _closeDownstream(self):
         # The pump gives the sockets back before the transports close them.
         self._stopSplice()
+        self.connection.closedLocally = True
         self.transport.loseConnection()
 
     # Timers.
