@@ -221,6 +221,11 @@ class Options(usage.Options):
                                    % (self["local-address-ip-version"],))
         if self["cpuset-threads"] and not self._concurrencyGiven:
             self["concurrency"] = len(os.sched_getaffinity(0))
+        parent = getattr(self, "parent", None)
+        if parent is not None:
+            from txenvoy.server.tap import removeStalePidfile
+
+            removeStalePidfile(parent.get("pidfile"))
         if not self["config-path"] and not self["config-yaml"]:
             # One line in the user's terms, not the usage block twistd
             # prints around a UsageError.

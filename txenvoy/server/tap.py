@@ -58,6 +58,10 @@ class _TwistdRoot(MultiService):
         self.signals = SignalHandlers(server.reactor, server, self._reopenLogs)
         server.setServiceParent(self)
 
+    def setObserver(self, observer):
+        """The application log observer twistd is to use."""
+        self._observer = observer
+
     def setServiceParent(self, parent):
         # twistd asks the application for its log observer after makeService.
         if self._observer is not None:
@@ -121,11 +125,37 @@ class _TwistdRoot(MultiService):
                 old.close()
 
 
+def removeStalePidfile(path):
+    """
+    Remove a pidfile whose process is gone, saying so once at warning
+    level, before twistd's own check (which logs it twice, as critical).
+    A live or unreadable pidfile is left for twistd to refuse.
+    """
+    if not path:
+        return
+    try:
+        with open(path) as f:
+            pid = int(f.read())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        try:
+            os.remove(path)
+        except OSError:
+            return
+        log.warn("removed stale pidfile {path} (process {pid} is not running)",
+                 path=path, pid=pid)
+    except OSError:
+        pass
+
+
 def writeAdminAddress(path, admin):
-    """C{--admin-address-path}: the admin's C{ip:port}, as Envoy writes it."""
+    """C{--admin-address-path}: the admin's C{ip:port}, no newline, as Envoy writes it."""
     try:
         with open(path, "w") as f:
-            f.write("%s:%d\n" % (admin.host, admin.port))
+            f.write("%s:%d" % (admin.host, admin.port))
     except OSError as e:
         log.critical("cannot write the admin address to {path}: {error}", path=path,
                      error=e.strerror)
@@ -208,13 +238,14 @@ def makeService(options):
     if opts.enableCoreDump:
         enableCoreDump()
     logPath = _logDestination(opts, twistdConfig)
+    root = _TwistdRoot(server, None, logPath, daemon=daemon)
+    if daemon:
+        root.bindEarly()
     try:
         out = openLogOutput(logPath)
     except OSError as e:
         _fail("error: cannot open log file %s: %s" % (logPath, e.strerror))
-    root = _TwistdRoot(server, makeObserver(out, server.logLevels), logPath, daemon=daemon)
-    if daemon:
-        root.bindEarly()
+    root.setObserver(makeObserver(out, server.logLevels))
     if opts.mode == "init_only":
         server.initializedHook = lambda: reactor.callLater(0, reactor.stop)
     return root
