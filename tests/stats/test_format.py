@@ -202,8 +202,21 @@ class TextTests(SynchronousTestCase):
                               {"histogram_buckets": "x"})
         self.assertEqual(str(e), "usage: /stats?histogram_buckets=(cumulative|disjoint|detailed"
                                  "|summary|prometheusnative)\n")
-        e = self.assertRaises(StatsParamsError, StatsParams.fromQuery, {"filter": "("})
-        self.assertTrue(str(e).startswith("Invalid re2 regex: "))
+        e = self.assertRaises(StatsParamsError, StatsParams.fromQuery, {"filter": "(a"})
+        self.assertEqual(str(e), "Invalid re2 regex: missing ): (a")
+        e = self.assertRaises(StatsParamsError, StatsParams.fromQuery, {"filter": r"\pl"})
+        self.assertEqual(str(e), "Invalid re2 regex: invalid character class range: \\pl")
+
+    def test_filterIsRE2(self):
+        """
+        C{filter} is an RE2 pattern (Envoy 1.40 accepts C{\\pL} and
+        C{a{1000}} there, with no program-size limit).
+        """
+        self.assertTrue(StatsParams.fromQuery({"filter": r"^\pL+\."}).shows("server.live", True))
+        self.assertTrue(StatsParams.fromQuery({"filter": "a{1000}"}).filter is not None)
+        inverted = StatsParams.fromQuery({"filter": "^server", "invert_filter": ""})
+        self.assertFalse(inverted.shows("server.live", True))
+        self.assertTrue(inverted.shows("http.x", True))
 
     def test_cumulativeBuckets(self):
         """histogram_buckets=cumulative: B<bound>(interval,cumulative), bounds as %g."""

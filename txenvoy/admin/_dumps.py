@@ -8,7 +8,6 @@ Envoy's.
 """
 
 import json
-import re
 
 from google.protobuf import any_pb2, descriptor, json_format, timestamp_pb2
 
@@ -20,6 +19,8 @@ from envoy.admin.v3 import (
 )
 from envoy.config.core.v3 import base_pb2, health_check_pb2
 from udpa.annotations import sensitive_pb2
+
+from txenvoy.regex import RegexError, compilePattern
 
 REDACTED = "[redacted]"
 
@@ -201,10 +202,10 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         clusters = list(bootstrap.static_resources.clusters)
     if nameRegex:
         try:
-            nameRe = re.compile(nameRegex)
-        except re.error as e:
+            nameRe = compilePattern(nameRegex)
+        except RegexError as e:
             raise ConfigDumpError("INVALID_ARGUMENT: Error while parsing name_regex from %s: %s"
-                                  % (nameRegex, e.msg))
+                                  % (nameRegex, e))
         listeners = [x for x in listeners if nameRe.search(x.name)]
         clusters = [x for x in clusters if nameRe.search(x.name)]
     else:

@@ -6,7 +6,6 @@ Envoy 1.40's (compared with the real binary).
 """
 
 import os
-import re
 import sys
 import time
 
@@ -14,6 +13,7 @@ from txenvoy.admin import _dumps
 from txenvoy.admin._help import helpText, homePage
 from txenvoy.server.logging import LEVELS, UnknownLogger, UnknownLogLevel
 from txenvoy.stats import format as statsformat
+from txenvoy.regex import RegexError, compilePattern
 
 TEXT = "text/plain; charset=UTF-8"
 JSON = "application/json"
@@ -208,8 +208,8 @@ def clusters(call):
     filterRe = None
     if call.query.get("filter"):
         try:
-            filterRe = re.compile(call.query["filter"])
-        except re.error:
+            filterRe = compilePattern(call.query["filter"])
+        except RegexError:
             return AdminResponse(400, "Invalid re2 regex")
     cm = call.server.clusterManager
     if call.query.get("format") == "json":

@@ -29,14 +29,17 @@ import time
 import urllib.parse
 
 from txenvoy.config.errors import ConfigError
+from txenvoy.regex import compilePattern
 
 _MAX_DURATION_SECONDS = 315576000000
 _NANOS = 10 ** 9
 
 # Regular expressions of PGV's well_known_regex rule.
-_HEADER_NAME_RE = re.compile(r"^:?[0-9a-zA-Z!#$%&'*+-.^_|~\x60]+$")
-_HEADER_VALUE_RE = re.compile(r"^[^\u0000-\u0008\u000A-\u001F\u007F]*$")
-_HEADER_STRING_RE = re.compile(r"^[^\u0000\u000A\u000D]*$")
+# protoc-gen-validate's well-known header patterns, matched with RE2 as its
+# C++ validators do (RE2's "$" is the end of the text: no final newline).
+_HEADER_NAME_RE = compilePattern(r"^:?[0-9a-zA-Z!#$%&'*+-.^_|~\x60]+$")
+_HEADER_VALUE_RE = compilePattern(r"^[^\x00-\x08\x0A-\x1F\x7F]*$")
+_HEADER_STRING_RE = compilePattern(r"^[^\x00\n\r]*$")
 _UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _HOST_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -284,14 +287,9 @@ def _compileString(rules, isBytes=False):
             n = rules.max_bytes
             add(lambda v, n=n: nbytes(v) <= n, "value length must be at most %d bytes" % n)
     if has("pattern"):
-        try:
-            regexp = re.compile(rules.pattern if not isBytes else rules.pattern.encode("latin-1"))
-        except (re.error, UnicodeEncodeError):
-            # An RE2-only pattern cannot be checked here; Envoy would.
-            regexp = None
-        if regexp is not None:
-            add(lambda v, r=regexp: r.search(v) is not None,
-                "value does not match regex pattern %s" % _quote(rules.pattern))
+        # protoc-gen-validate's C++ rules match with RE2 (PartialMatch).
+        regexp = compilePattern(rules.pattern)
+        add(regexp.search, "value does not match regex pattern %s" % _quote(rules.pattern))
     if has("prefix"):
         prefix = rules.prefix
         add(lambda v, p=prefix: v.startswith(p), "value does not have prefix %s" % _quote(prefix))
@@ -334,8 +332,8 @@ def _compileString(rules, isBytes=False):
             else:
                 regexp = None
             if regexp is not None:
-                add(lambda v, r=regexp: r.match(v) is not None,
-                    "value does not match regex pattern %s" % _quote(regexp.pattern))
+                # Printed as Envoy prints it: the escapes as written.
+                add(regexp.search, 'value does not match regex pattern "%s"' % (regexp.pattern,))
         else:
             predicate, what = {
                 "email": (_isEmail, "email address"),

@@ -45,10 +45,9 @@ from txenvoy.http.header_mutation import EMPTY, HeaderMutations, compileHeaderMu
 from txenvoy.http.route_matcher import (
     compileHeaderMatchers,
     compileQueryParameterMatcher,
-    compileRegexMatcher,
-    compileRegexRewrite,
     queryOf,
 )
+from txenvoy.regex import compileRegexMatcher, compileRegexRewrite
 
 __all__ = [
     "RouteTable",

@@ -20,6 +20,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 import txenvoy
+from txenvoy import regex
 from txenvoy.accesslog.filters import createAccessLog
 from txenvoy.accesslog.manager import AccessLogManager
 from txenvoy.admin.admin import AdminServer, checkAdminConfig
@@ -89,6 +90,7 @@ class Server(MultiService):
 
         self.runtime = Runtime(reactor, bootstrap.layered_runtime, self.mainStats,
                                serviceCluster=node.cluster)
+        regex.useRuntimeLimits(self.runtime.snapshot())
         loadPlugins()
 
         self.logLevels = LogLevels()

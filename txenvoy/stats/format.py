@@ -21,6 +21,7 @@ import json
 import math
 import re
 
+from txenvoy.regex import RegexError, compilePattern
 from txenvoy.stats.store import cumulativeCounts as _cumulativeCounts
 from txenvoy.stats.tags import defaultTagProducer
 
@@ -59,7 +60,7 @@ class StatsParams:
     def __init__(self, usedOnly=False, filter=None, invertFilter=False, type="All",
                  format="text", histogramBuckets=None):
         self.usedOnly = usedOnly
-        self.filter = re.compile(filter) if isinstance(filter, str) else filter
+        self.filter = compilePattern(filter) if isinstance(filter, str) else filter
         self.invertFilter = invertFilter
         self.type = type
         self.format = format
@@ -76,9 +77,9 @@ class StatsParams:
         p.invertFilter = "invert_filter" in query
         if "filter" in query and query["filter"] != "":
             try:
-                p.filter = re.compile(query["filter"])
-            except re.error as e:
-                raise StatsParamsError("Invalid re2 regex: %s: %s" % (e.msg, query["filter"]))
+                p.filter = compilePattern(query["filter"])
+            except RegexError as e:
+                raise StatsParamsError("Invalid re2 regex: %s" % (e,))
         if "type" in query:
             if query["type"] not in STAT_TYPES:
                 raise StatsParamsError("invalid &type= param")
@@ -102,7 +103,7 @@ class StatsParams:
         if self.usedOnly and not used:
             return False
         if self.filter is not None:
-            if (self.filter.search(name) is None) != self.invertFilter:
+            if self.filter.search(name) == self.invertFilter:
                 return False
         return True
 

@@ -43,7 +43,8 @@ from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metada
 from txenvoy.config.errors import ConfigError
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
-from txenvoy.http.route_matcher import HeaderMatcher, compileRegexRewrite
+from txenvoy.http.route_matcher import HeaderMatcher
+from txenvoy.regex import compileRegexRewrite
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
 
 from txenvoy.http.filter_config import RouteSpecificConfigs, WorkerStats, checkFields
