@@ -8,7 +8,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from txenvoy.http.conn_pool import OVERFLOW, directWriter, poolsFor
+from txenvoy.http.conn_pool import CLOSED, DRAINING, OVERFLOW, directWriter, poolsFor
 from txenvoy.http.headers import RequestHeaders
 from txenvoy.stats.store import StatsStore
 from txenvoy.upstream.cluster_manager import ClusterManager
@@ -269,6 +269,147 @@ class PoolTests(SynchronousTestCase):
         transport.producer.resumeProducing()
         self.assertEqual(s.events, ["ready", "above", "below"])
 
+    def test_finLeavesReadyAtOnce(self):
+        """
+        An idle connection whose host sent FIN is never handed out, even
+        before the reactor reports the close (the idle-close race).
+        """
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, transport = self.establish()
+        s.send()
+        protocol.dataReceived(OK)
+        client = s.client
+        protocol.readConnectionLost()
+        self.assertEqual(self.pool.ready, [])
+        self.assertEqual(client.state, DRAINING)
+        t = Stream()
+        self.assertIsNotNone(self.pool.newStream(t))
+        self.assertEqual(t.events, [])
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(client.state, CLOSED)
+        self.assertEqual(self.pools.connections, 1)
+
+    def test_hostCloseCountsRemote(self):
+        """Envoy counts an idle connection the host closed as upstream_cx_destroy_remote."""
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, transport = self.establish()
+        s.send()
+        protocol.dataReceived(OK)
+        protocol.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((self.stat("upstream_cx_destroy"), self.stat("upstream_cx_destroy_remote"),
+                          self.stat("upstream_cx_destroy_local"),
+                          self.stat("upstream_cx_destroy_with_active_rq")), (1, 1, 0, 0))
+
+    def test_hostCloseWithActiveRequest(self):
+        """
+        Envoy: a host that closes in the middle of a response counts
+        upstream_cx_destroy_remote_with_active_rq.
+        """
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, _ = self.establish()
+        s.send()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+        protocol.readConnectionLost()
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((self.stat("upstream_cx_destroy_remote"),
+                          self.stat("upstream_cx_destroy_with_active_rq"),
+                          self.stat("upstream_cx_destroy_remote_with_active_rq")), (1, 1, 1))
+        self.assertFalse(s.client.closedUnanswered)
+
+    def test_resetCountsLocalWithActiveRequest(self):
+        """Envoy: a stream reset mid-request counts upstream_cx_destroy_local_with_active_rq."""
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, _ = self.establish()
+        s.send()
+        s.client.resetStream()
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((self.stat("upstream_cx_destroy_local"),
+                          self.stat("upstream_cx_destroy_local_with_active_rq")), (1, 1))
+
+    def test_closedUnanswered(self):
+        """
+        A reused connection the host closes before a byte of the response is
+        marked C{closedUnanswered}: the request may be sent again.
+        """
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, _ = self.establish()
+        s.send()
+        protocol.dataReceived(OK)
+        t = Stream()
+        self.pool.newStream(t)
+        self.assertIs(t.client, s.client)
+        t.send()
+        protocol.readConnectionLost()
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(t.events[-1], ("reset", "connection termination"))
+        self.assertTrue(t.client.closedUnanswered)
+
+    def test_firstRequestNotUnanswered(self):
+        """On a fresh connection an unanswered request is not the idle-close race."""
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, _ = self.establish()
+        s.send()
+        protocol.readConnectionLost()
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertFalse(s.client.closedUnanswered)
+
+    def test_closeNotify(self):
+        """Envoy counts a response that closes its connection in upstream_cx_close_notify."""
+        for response in (b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+                         b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n",
+                         OK):
+            s = Stream()
+            self.pool.newStream(s)
+            protocol, _ = self.establish()
+            s.send()
+            protocol.dataReceived(response)
+        self.assertEqual(self.stat("upstream_cx_close_notify"), 2)
+
+    def test_idleTimeout(self):
+        """
+        common_http_protocol_options.idle_timeout closes a connection idle
+        in the pool that long, counting upstream_cx_idle_timeout.
+        """
+        self.setUp(typed_extension_protocol_options={
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                         "HttpProtocolOptions",
+                "common_http_protocol_options": {"idle_timeout": "2s"},
+                "explicit_http_config": {"http_protocol_options": {}}}})
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, transport = self.establish()
+        self.reactor.advance(1.5)
+        s.send()
+        self.reactor.advance(1.5)
+        protocol.dataReceived(OK)
+        self.reactor.advance(1.9)
+        t = Stream()
+        self.pool.newStream(t)
+        t.send()
+        protocol.dataReceived(OK)
+        self.reactor.advance(1.9)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(0.2)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.pool.ready, [])
+        self.assertEqual(self.stat("upstream_cx_idle_timeout"), 1)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.stat("upstream_cx_destroy_local"), 1)
+
+    def test_idleTimeoutDefault(self):
+        """Envoy's upstream idle_timeout is one hour unless set."""
+        self.assertEqual(self.pools.idleTimeout, 3600.0)
+
     def test_bytesCounted(self):
         s = Stream()
         self.pool.newStream(s)
@@ -297,3 +438,64 @@ class DirectWriterTests(SynchronousTestCase):
         write(b"hello")
         self.assertEqual(b.recv(10), b"hello")
         self.assertEqual(conn._tempDataLen, 0)
+
+
+class PeekTests(SynchronousTestCase):
+    """
+    L{UpstreamConnection.peek} and the pool's look before it hands out an
+    idle connection, on a real TCP connection over 127.0.0.1.
+    """
+
+    setUp = PoolTests.setUp
+
+    def connectedPair(self):
+        import socket
+
+        from twisted.internet import tcp
+
+        s = Stream()
+        self.pool.newStream(s)
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        a = socket.create_connection(listener.getsockname())
+        b, _ = listener.accept()
+        listener.close()
+        a.setblocking(False)
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        protocol = self.reactor.tcpClients[0][2].buildProtocol(None)
+        transport = tcp.Connection(a, protocol, self.reactor)
+        transport.connected = True
+        protocol.makeConnection(transport)
+        s.send()
+        b.recv(1000)
+        b.sendall(OK)
+        protocol.dataReceived(a.recv(1000))
+        return s, protocol, b
+
+    def test_idleIsHandedOut(self):
+        s, _, _ = self.connectedPair()
+        t = Stream()
+        self.assertIsNone(self.pool.newStream(t))
+        self.assertIs(t.client, s.client)
+
+    def test_pendingFinIsNotHandedOut(self):
+        """A FIN not yet read by the reactor keeps the connection from a new request."""
+        import socket
+
+        s, protocol, peer = self.connectedPair()
+        peer.shutdown(socket.SHUT_WR)
+        t = Stream()
+        self.assertIsNotNone(self.pool.newStream(t))
+        self.assertEqual(t.events, [])
+        self.assertEqual(s.client.state, DRAINING)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+
+    def test_pendingBytesAreNotHandedOut(self):
+        """Bytes nobody asked for keep the connection from a new request."""
+        s, protocol, peer = self.connectedPair()
+        peer.sendall(b"HTTP/1.1 200 OK\r\n")
+        t = Stream()
+        self.assertIsNotNone(self.pool.newStream(t))
+        self.assertEqual(s.client.state, DRAINING)

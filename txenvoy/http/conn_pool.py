@@ -14,11 +14,24 @@ C{onUpstreamReset(reason)}. On C{onResponseComplete} the client is already
 back in the pool (or closed), so a request waiting on the same worker can
 have it at once.
 
+Each L{ActiveClient} is in one of Envoy's C{ActiveClient} states:
+L{CONNECTING}, L{READY} (idle, in C{pool.ready}), L{BUSY} (carrying a
+request), L{DRAINING} (closing: never handed out again) and L{CLOSED}.
+
 Behaviour copied from Envoy 1.40:
  - connections are kept alive and reused, most recently used first; a
    connection the host closes, or whose response said
-   C{connection: close}, or that reached C{max_requests_per_connection},
-   is dropped;
+   C{connection: close} (C{upstream_cx_close_notify}), or that reached
+   C{max_requests_per_connection}, is dropped; one idle for the cluster's
+   C{common_http_protocol_options.idle_timeout} (1 hour unless set) is
+   closed (C{upstream_cx_idle_timeout});
+ - a connection the host closes leaves the idle list at its FIN, and an
+   idle connection is looked at (L{UpstreamConnection.peek}) before it is
+   handed out, so that a request is not written to a connection the host
+   closed a moment ago (the idle-close race);
+ - closes are counted as Envoy counts them: C{upstream_cx_destroy_remote}
+   when the host closed first, and C{upstream_cx_destroy_with_active_rq}
+   (with C{_local_} / C{_remote_}) when a response was incomplete;
  - requests wait in a pending queue while connections are opened, bounded
    by the cluster's circuit breakers: past C{max_pending_requests} a
    request fails at once with C{overflow}
@@ -49,9 +62,18 @@ from zope.interface import implementer
 
 from txenvoy.http.codec_client import ClientCodec
 from txenvoy.server.logging import componentLogger, connTag
+from txenvoy.upstream.connection import PEEK_CLOSED, PEEK_IDLE
 
 __all__ = ["HttpConnPool", "ActiveClient", "ClusterPools", "poolsFor", "OVERFLOW",
-           "CONNECTION_TERMINATION", "PROTOCOL_ERROR", "directWriter"]
+           "CONNECTION_TERMINATION", "PROTOCOL_ERROR", "directWriter", "CONNECTING",
+           "READY", "BUSY", "DRAINING", "CLOSED"]
+
+#: Envoy's C{ActiveClient::State}s.
+CONNECTING = "CONNECTING"
+READY = "READY"
+BUSY = "BUSY"
+DRAINING = "DRAINING"
+CLOSED = "CLOSED"
 
 #: Envoy's reset reasons, as they appear in local reply bodies.
 OVERFLOW = "overflow"
@@ -111,6 +133,7 @@ class ClusterPools:
         self.maxRequests = thresholds.maxRequests
         self.maxRetries = thresholds.maxRetries
         self.maxRequestsPerConnection = cluster.info.maxRequestsPerConnection
+        self.idleTimeout = cluster.info.upstreamIdleTimeout
         self.connections = 0
         self.pendingRequests = 0
         self.retriesActive = 0
@@ -189,15 +212,17 @@ class HttpConnPool:
             C{None}.
         """
         ready = self.ready
-        if ready:
+        while ready:
             client = ready.pop()
-            self.busy.add(client)
-            if log.debugEnabled:
-                tag = connTag(client.connection.connectionId)
-                log.debug("%susing existing fully connected connection", tag)
-                log.debug("%screating stream", tag)
-            callbacks.onPoolReady(client)
-            return None
+            if client.checkIdle():
+                client.state = BUSY
+                self.busy.add(client)
+                if log.debugEnabled:
+                    tag = connTag(client.connection.connectionId)
+                    log.debug("%susing existing fully connected connection", tag)
+                    log.debug("%screating stream", tag)
+                callbacks.onPoolReady(client)
+                return None
         cp = self.clusterPools
         stats = self.stats
         if cp.pendingRequests >= cp.maxPendingRequests:
@@ -261,6 +286,7 @@ class HttpConnPool:
     def _assignOrIdle(self, client):
         if self.pending:
             pending = self._takePending()
+            client.state = BUSY
             self.busy.add(client)
             if log.debugEnabled:
                 tag = connTag(client.connection.connectionId)
@@ -268,7 +294,9 @@ class HttpConnPool:
                 log.debug("%screating stream", tag)
             pending.callbacks.onPoolReady(client)
         else:
+            client.state = READY
             self.ready.append(client)
+            client.startIdleTimer()
 
     def _onConnectFailed(self, client, reason):
         #: The last connection that failed to connect, for the router's
@@ -296,17 +324,22 @@ class HttpConnPool:
         self.busy.discard(client)
         self._assignOrIdle(client)
 
-    def _onClosed(self, client):
-        if log.debugEnabled:
-            log.debug("%sclient disconnected, failure reason: ",
-                      connTag(client.connection.connectionId))
-        if client in self.busy:
-            self.busy.discard(client)
-        else:
+    def _retire(self, client):
+        """C{client} is closing: it is never handed out again."""
+        if client.state == READY:
             try:
                 self.ready.remove(client)
             except ValueError:
                 pass
+        client.state = DRAINING
+
+    def _onClosed(self, client):
+        if log.debugEnabled:
+            log.debug("%sclient disconnected, failure reason: ",
+                      connTag(client.connection.connectionId))
+        self.busy.discard(client)
+        self._retire(client)
+        client.state = CLOSED
         self.clusterPools.connections -= 1
         self.stats.upstream_rq_per_cx.recordValue(client.requests)
         if self.pending and len(self.connecting) < len(self.pending):
@@ -320,6 +353,17 @@ class HttpConnPool:
         """Close every idle connection."""
         for client in list(self.ready):
             client.close()
+
+
+def _closesConnection(response):
+    # Envoy's HeaderUtility::shouldCloseConnection: "connection: close", or
+    # HTTP/1.0 without "connection: keep-alive".
+    value = response.headers.get(b"connection")
+    if value is not None:
+        value = value.lower()
+        if b"close" in value:
+            return True
+    return response.version == "HTTP/1.0" and (value is None or b"keep-alive" not in value)
 
 
 @implementer(IPushProducer)
@@ -365,21 +409,31 @@ class ActiveClient:
     L{txenvoy.upstream.connection.UpstreamConnection} (whose callbacks it
     is) and a L{ClientCodec} (whose callbacks it is too).
 
+    @ivar state: L{CONNECTING}, L{READY}, L{BUSY}, L{DRAINING} or L{CLOSED}.
     @ivar stream: the stream its current request belongs to, or C{None}.
     @ivar codec: the L{ClientCodec}; a stream writes its request with
         C{codec.encodeRequest}, C{encodeData}, C{encodeTrailers}.
     @ivar connection: the L{UpstreamConnection}.
-    @ivar requests: how many requests it carried.
+    @ivar requests: how many requests it carried to their end.
+    @ivar closedUnanswered: the host closed this connection, which had
+        carried requests before, without a byte of the response to the
+        current one: the host most likely closed it as idle while the
+        request was on its way, and never read it.
     """
 
     stream = None
     above = False
     connected = False
     closed = False
+    closedUnanswered = False
     _readPaused = False
+    _incomplete = False         # a request started, its response not complete
+    _answered = False           # response bytes came for the current request
+    _idleTimer = None
 
     def __init__(self, pool):
         self.pool = pool
+        self.state = CONNECTING
         self.requests = 0
         self.connection = None
         self.codec = None
@@ -393,6 +447,8 @@ class ActiveClient:
     def attach(self, stream):
         """Carry C{stream}'s request (called by the stream on pool ready)."""
         self.stream = stream
+        self._incomplete = True
+        self._answered = False
         if self.above:
             stream.onAboveWriteBufferHighWatermark()
 
@@ -405,6 +461,50 @@ class ActiveClient:
             self._readPaused = False
             self.connection.resumeReading()
         return stream
+
+    def checkIdle(self):
+        """
+        Whether this idle connection can take a request now. The host may
+        have closed it a moment ago, its FIN not read yet: then it is
+        closed here (as the host's close) and never handed out.
+        """
+        self._cancelIdleTimer()
+        if self.closed:
+            return False
+        seen = self.connection.peek()
+        if seen == PEEK_IDLE:
+            return True
+        if seen == PEEK_CLOSED:
+            self.onUpstreamReadClosed()
+        else:
+            # Bytes nobody asked for: the codec meets them when the reactor
+            # reads them (a protocol error); until then it is not handed out.
+            self.pool._retire(self)
+        return False
+
+    def startIdleTimer(self):
+        """Idle in the pool: close after the cluster's C{idle_timeout}."""
+        timeout = self.pool.clusterPools.idleTimeout
+        if timeout:
+            self._cancelIdleTimer()
+            self._idleTimer = self.pool.cluster.reactor.callLater(timeout, self._onIdleTimeout)
+
+    def _cancelIdleTimer(self):
+        timer = self._idleTimer
+        if timer is not None:
+            self._idleTimer = None
+            if timer.active():
+                timer.cancel()
+
+    def _onIdleTimeout(self):
+        self._idleTimer = None
+        if self.state == READY:
+            self.pool.stats.upstream_cx_idle_timeout.inc()
+            self.close()
+
+    def closingWithIncompleteStream(self):
+        """Whether a response is incomplete (for the connection's stats)."""
+        return self._incomplete
 
     def pauseReading(self):
         """Stop reading the response (the downstream is backed up)."""
@@ -426,10 +526,15 @@ class ActiveClient:
         self._detach()
         self.abort()
 
+    def _closing(self):
+        self.closed = True
+        self._cancelIdleTimer()
+        self.pool._retire(self)
+
     def close(self):
         """Close the connection once what is buffered is written."""
         if not self.closed:
-            self.closed = True
+            self._closing()
             conn = self.connection
             if conn is not None:
                 conn.unregisterProducer()
@@ -438,7 +543,7 @@ class ActiveClient:
     def abort(self):
         """Close the connection now."""
         if not self.closed:
-            self.closed = True
+            self._closing()
             conn = self.connection
             if conn is not None:
                 conn.unregisterProducer()
@@ -462,6 +567,7 @@ class ActiveClient:
     def onUpstreamConnectFailed(self, connection, reason):
         """The connect failed: every request waiting on the host fails."""
         self.closed = True
+        self.state = CLOSED
         self.pool._onConnectFailed(self, reason)
 
     def write(self, data):
@@ -474,6 +580,7 @@ class ActiveClient:
 
     def onUpstreamData(self, data):
         """Response bytes, parsed with downstream writes held until done."""
+        self._answered = True
         stream = self.stream
         corker = stream.corker if stream is not None else None
         if corker is None:
@@ -488,19 +595,27 @@ class ActiveClient:
             corker.uncork()
 
     def onUpstreamReadClosed(self):
-        # HTTP/1.1 has no half-close: the host is done with the connection.
-        # A response delimited by the end of the connection ends here.
-        """The host sent FIN."""
-        self.codec.connectionLost()
+        """
+        The host sent FIN. HTTP/1.1 has no half-close: the host is done
+        with the connection, which leaves the pool at once. A response
+        delimited by the end of the connection ends here.
+        """
+        if self.stream is not None and self.requests and not self._answered:
+            self.closedUnanswered = True
+        codec = self.codec
+        if codec is not None:
+            codec.connectionLost()
         self.close()
 
     def onUpstreamClosed(self, reason):
         """The connection is gone: drop it, reset the request it carried."""
-        self.closed = True
+        self._closing()
         codec = self.codec
         if codec is not None:
             # A response delimited by the end of the connection ends here.
             codec.connectionLost(reason)
+        if self.stream is not None and self.requests and not self._answered:
+            self.closedUnanswered = True
         self.pool._onClosed(self)
         if self.stream is not None:
             self._detach().onUpstreamReset(CONNECTION_TERMINATION)
@@ -509,6 +624,8 @@ class ActiveClient:
 
     def onResponseHeaders(self, headers, endStream):
         """Passed to the stream."""
+        if _closesConnection(headers):
+            self.pool.stats.upstream_cx_close_notify.inc()
         self.stream.onResponseHeaders(headers, endStream)
 
     def onResponseData(self, data, endStream):
@@ -526,6 +643,7 @@ class ActiveClient:
     def onResponseComplete(self):
         """Back to the pool (or closed), then the stream hears the end."""
         self.requests += 1
+        self._incomplete = False
         stream = self._detach()
         pool = self.pool
         if log.debugEnabled:
@@ -555,4 +673,5 @@ class ActiveClient:
             stream.onUpstreamReset(PROTOCOL_ERROR)
 
     def __repr__(self):
-        return "<ActiveClient %s requests=%d>" % (self.pool.host.addressString, self.requests)
+        return "<ActiveClient %s %s requests=%d>" % (self.pool.host.addressString, self.state,
+                                                     self.requests)

@@ -83,6 +83,11 @@ _TRAILERS_STOP = FilterTrailersStatus.StopIteration
 
 _RESET_PREFIX = "upstream connect error or disconnect/reset before headers. "
 
+# Methods whose requests may be sent twice (RFC 9110 9.2.2).
+_IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
+# How many times one request may meet an idle-close race.
+_MAX_REPLAYS = 3
+
 # Retry condition bits (Envoy's RetryPolicy::RETRY_ON_*).
 _RETRY_5XX = 1
 _RETRY_GATEWAY_ERROR = 2
@@ -249,9 +254,12 @@ class UpstreamRequest:
 
     def onUpstreamReset(self, reason):
         """The connection failed before the response ended."""
+        client = self.client
         self.client = None
         self.uncount()
         if not self.done:
+            if client is not None and client.closedUnanswered and self.router._replay(self):
+                return
             self.router._onUpstreamFailure(self, reason)
 
     def uncount(self):
@@ -317,6 +325,8 @@ class RouterFilter:
     _attempts = 0
     _retryingActive = False
     _completeTime = None
+    _headersOnly = False
+    _replays = 0
 
     def __init__(self, config, callbacks):
         self.config = config
@@ -421,6 +431,7 @@ class RouterFilter:
             log.debug("%srouter decoding headers:\n%s", _tag(cb),
                       dumpRequestHeaders(headers, _scheme(cb, headers)))
         cb.addDownstreamWatermarkCallbacks(self)
+        self._headersOnly = endStream
         if endStream:
             self._downstreamComplete = True
             self._completeTime = self.reactor.seconds()
@@ -665,6 +676,31 @@ class RouterFilter:
         else:
             self._localReply(code, body, "upstream_reset_before_response_started{%s}"
                              % (reason.replace(" ", "_"),))
+
+    def _replay(self, upstream):
+        """
+        The host closed a reused connection without answering a byte: it
+        closed it as idle while the request was on its way (the idle-close
+        race). Send a request that is safe to send twice again at once, on
+        another connection, without spending a retry (Envoy's pool does not
+        count a connection lost before its stream as an attempt). Safe:
+        an idempotent method (RFC 9110 9.2.2) whose request was complete and
+        had no body, or whose body is still held for retries.
+
+        @return: whether the request was sent again.
+        """
+        if upstream is not self._upstream or self._replays >= _MAX_REPLAYS:
+            return False
+        if not (self._downstreamComplete and self.request.method in _IDEMPOTENT):
+            return False
+        if not (self._headersOnly or (self._buffering and self._body is not None)):
+            return False
+        self._replays += 1
+        upstream.done = True
+        self._endAttempt(upstream)
+        self._attempts -= 1
+        self._startAttempt()
+        return True
 
     def _maybeRetry(self):
         """

@@ -47,6 +47,7 @@ _HEALTH_STATUS = {0: "UNKNOWN", 1: "HEALTHY", 2: "UNHEALTHY", 3: "DRAINING", 4: 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_BUFFER_LIMIT = 1024 * 1024
 DEFAULT_DNS_REFRESH_RATE = 5.0
+DEFAULT_UPSTREAM_IDLE_TIMEOUT = 3600.0
 
 HTTP_PROTOCOL_OPTIONS_TYPE = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 # Envoy accepts the extension name as the map key too.
@@ -229,6 +230,9 @@ class ClusterInfo:
     @ivar lbPolicy: C{"ROUND_ROBIN"}, C{"RANDOM"} or C{"LEAST_REQUEST"}.
     @ivar lbConfig: the L{LbConfig} built from it.
     @ivar maxRequestsPerConnection: 0 for unlimited.
+    @ivar upstreamIdleTimeout: seconds an HTTP connection may sit idle in
+        its pool before it is closed (C{common_http_protocol_options.
+        idle_timeout}; Envoy's default is 1 hour, 0 for never).
     @ivar circuitBreakers: L{CircuitBreakers}.
     @ivar typedExtensionProtocolOptions: C{{key: google.protobuf.Any}} as
         configured.
@@ -255,6 +259,7 @@ class ClusterInfo:
         self.lbConfig = kw.pop("lbConfig", None) or LbConfig()
         self.lbPolicy = self.lbConfig.policy
         self.maxRequestsPerConnection = kw.pop("maxRequestsPerConnection", 0)
+        self.upstreamIdleTimeout = kw.pop("upstreamIdleTimeout", DEFAULT_UPSTREAM_IDLE_TIMEOUT)
         self.circuitBreakers = kw.pop("circuitBreakers", None) or CircuitBreakers()
         self.typedExtensionProtocolOptions = kw.pop("typedExtensionProtocolOptions", {})
         self.httpProtocolOptions = kw.pop("httpProtocolOptions", None)
@@ -526,6 +531,8 @@ def _compileProtocolOptions(proto, path, kw):
         common = msg.common_http_protocol_options
         if common.HasField("max_requests_per_connection"):
             kw["maxRequestsPerConnection"] = common.max_requests_per_connection.value
+        if common.HasField("idle_timeout"):
+            kw["upstreamIdleTimeout"] = durationSeconds(common.idle_timeout)
         options[key] = anyMsg
     kw["typedExtensionProtocolOptions"] = options
 

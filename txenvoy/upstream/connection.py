@@ -28,7 +28,7 @@ import errno
 import os
 import socket
 
-from twisted.internet import error
+from twisted.internet import error, tcp
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
@@ -49,6 +49,13 @@ _CONNECTING = 0
 _CONNECTED = 1
 _FAILED = 2
 _CLOSED = 3
+
+#: What L{UpstreamConnection.peek} finds on an idle connection.
+PEEK_IDLE = 0       # nothing: the host has not closed it
+PEEK_CLOSED = 1     # the host's FIN or reset waits to be read
+PEEK_DATA = 2       # bytes nobody asked for wait to be read
+
+_PEEK_FLAGS = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)
 
 
 class _UpstreamFactory(ClientFactory):
@@ -85,6 +92,12 @@ class UpstreamConnection(Protocol):
     @ivar closedLocally: whether we (not the host) closed it.
     @ivar connectionId: its id, from the same sequence as downstream
         connections' (Envoy's C{[C1]} in C{Attached upstream connection [C1]}).
+
+    The callbacks may also have C{closingWithIncompleteStream()}: whether
+    closing now interrupts a request (Envoy counts those closes again in
+    C{upstream_cx_destroy_{local,remote}_with_active_rq}). Without it, a
+    connected connection always carries one (a TCP proxy's connection is
+    its stream, as Envoy's TCP pool counts it).
     """
 
     transport = None
@@ -216,7 +229,7 @@ class UpstreamConnection(Protocol):
             log.debug("%sclosing socket: %d", tag, 1 if local else 0)
         # Envoy destroys the failed connection like any other: it shows in
         # upstream_cx_destroy{,_local,_remote} and upstream_cx_length_ms.
-        self._destroyed(local)
+        self._destroyed(local, False)
         self._pendingWrites = []
         self.callbacks.onUpstreamConnectFailed(self, text)
 
@@ -238,13 +251,19 @@ class UpstreamConnection(Protocol):
             return "delayed connect error: %s" % (os.strerror(code),)
         return "delayed connect error: %s" % (reason.getErrorMessage(),)
 
-    def _destroyed(self, local):
+    def _destroyed(self, local, activeRequest):
         stats = self._stats
         stats.upstream_cx_destroy.inc()
         if local:
             stats.upstream_cx_destroy_local.inc()
         else:
             stats.upstream_cx_destroy_remote.inc()
+        if activeRequest:
+            stats.upstream_cx_destroy_with_active_rq.inc()
+            if local:
+                stats.upstream_cx_destroy_local_with_active_rq.inc()
+            else:
+                stats.upstream_cx_destroy_remote_with_active_rq.inc()
         stats.upstream_cx_active.dec()
         self.hostStats.cx_active -= 1
         stats.upstream_cx_length_ms.recordValue(
@@ -331,7 +350,8 @@ class UpstreamConnection(Protocol):
             if not self.closedLocally:
                 log.debug("%sremote close", tag)
             log.debug("%sclosing socket: %d", tag, 1 if self.closedLocally else 0)
-        self._destroyed(self.closedLocally)
+        incomplete = getattr(self.callbacks, "closingWithIncompleteStream", None)
+        self._destroyed(self.closedLocally, True if incomplete is None else incomplete())
         self.callbacks.onUpstreamClosed(reason)
 
     # --- the callbacks' side -------------------------------------------
@@ -365,9 +385,12 @@ class UpstreamConnection(Protocol):
             self._pendingWriteClose = True
 
     def close(self):
-        """Flush what is buffered, then close (or stop connecting)."""
+        """
+        Flush what is buffered, then close (or stop connecting). After the
+        host's FIN the close is the host's (C{upstream_cx_destroy_remote}).
+        """
         if self._state == _CONNECTED:
-            self.closedLocally = True
+            self.closedLocally = not self._readClosed
             self.transport.loseConnection()
         elif self._state == _CONNECTING:
             self._cancel()
@@ -375,10 +398,36 @@ class UpstreamConnection(Protocol):
     def abort(self):
         """Close now, dropping buffered data (or stop connecting)."""
         if self._state == _CONNECTED:
-            self.closedLocally = True
+            self.closedLocally = not self._readClosed
             self.transport.abortConnection()
         elif self._state == _CONNECTING:
             self._cancel()
+
+    def peek(self):
+        """
+        Look at the socket, without reading, for what the host sent since
+        the reactor last read it: on an idle keep-alive connection, a FIN
+        that is already here means the host closed it a moment ago and a
+        request written now would be lost. One non-blocking
+        C{recv(MSG_PEEK)}; other transports (TLS) say L{PEEK_IDLE}.
+
+        @return: L{PEEK_IDLE}, L{PEEK_CLOSED} (the close then counts as the
+            host's) or L{PEEK_DATA}.
+        """
+        transport = self.transport
+        if self._state != _CONNECTED or not isinstance(transport, tcp.Connection):
+            return PEEK_IDLE
+        try:
+            data = transport.socket.recv(1, _PEEK_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            return PEEK_IDLE
+        except OSError:
+            self._readClosed = True
+            return PEEK_CLOSED
+        if data:
+            return PEEK_DATA
+        self._readClosed = True
+        return PEEK_CLOSED
 
     def _cancel(self):
         # The caller gave up (its downstream went away): no callbacks.
@@ -389,7 +438,7 @@ class UpstreamConnection(Protocol):
         self._cancelTimer()
         self._pendingWrites = []
         self._stopConnecting(self._connector)
-        self._destroyed(True)
+        self._destroyed(True, False)
 
     def pauseReading(self):
         """Stop reading from the host (downstream is backed up)."""
