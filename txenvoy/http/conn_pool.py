@@ -61,6 +61,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from txenvoy.http.codec_client import ClientCodec
+from txenvoy.privates import unsentBytes
 from txenvoy.server.logging import componentLogger, connTag
 from txenvoy.upstream.connection import PEEK_CLOSED, PEEK_IDLE
 
@@ -88,8 +89,7 @@ def _sendNow(transport, data):
     # socket writable, at the cost of two epoll changes and a dispatch per
     # write. When nothing is queued, try the socket at once; whatever it
     # does not take goes the usual way, so ordering and back-pressure hold.
-    if (transport._tempDataLen or len(transport.dataBuffer) != transport.offset
-            or not transport.connected or transport.disconnecting):
+    if unsentBytes(transport) or not transport.connected or transport.disconnecting:
         transport.write(data)
         return
     try:

@@ -32,6 +32,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from txenvoy.privates import unsentBytes, writeDisconnecting
+
 log = Logger(namespace="connection")
 
 #: Whether this Python and OS have C{os.splice} (Linux, Python 3.10+).
@@ -83,18 +85,9 @@ def eligible(connection, downstream, upstream):
     for transport in (downstream, upstream):
         if not isinstance(transport, tcp.Connection) or not transport.connected:
             return False
-        if transport.disconnecting or getattr(transport, "_writeDisconnecting", False):
+        if transport.disconnecting or writeDisconnecting(transport):
             return False
     return True
-
-
-def _unsent(transport):
-    """Bytes a Twisted transport still holds for writing."""
-    # FileDescriptor keeps its write buffer in these attributes; there is
-    # no public accessor, and the fast path may only take a socket over
-    # once it is empty, or the kernel would reorder bytes.
-    return (len(transport.dataBuffer) - transport.offset
-            + getattr(transport, "_tempDataLen", 0))
 
 
 class _Direction:
@@ -167,7 +160,7 @@ class _FlushWaiter:
         self.transport = transport
 
     def resumeProducing(self):
-        if _unsent(self.transport):
+        if unsentBytes(self.transport):
             return
         self.transport.unregisterProducer()
         self.pump._flushed(self)
@@ -233,7 +226,7 @@ class SplicePump:
         """
         for end in (self._down, self._up):
             end.transport.stopReading()
-            if _unsent(end.transport):
+            if unsentBytes(end.transport):
                 waiter = _FlushWaiter(self, end.transport)
                 self._waiters.append(waiter)
                 end.transport.registerProducer(waiter, False)

@@ -16,6 +16,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 
 from txenvoy.config.errors import ConfigError
+from txenvoy.privates import forgetExitSignal
 from txenvoy.server.options import Options  # noqa: F401  (twistd reads tap.Options)
 from txenvoy.server.signals import SignalHandlers
 
@@ -105,8 +106,7 @@ class _TwistdRoot(MultiService):
     def stopService(self):
         # Envoy exits 0 after SIGTERM or SIGINT; twistd would re-raise the
         # signal after the reactor stops (exit status 143), so forget it.
-        if getattr(self.server.reactor, "_exitSignal", None) is not None:
-            self.server.reactor._exitSignal = None
+        forgetExitSignal(self.server.reactor)
         return MultiService.stopService(self)
 
     def _reopenLogs(self):

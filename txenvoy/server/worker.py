@@ -16,6 +16,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from txenvoy.network.listener import ActiveListener
+from txenvoy.privates import markNotIOThread
 from txenvoy.server.dispatcher import Dispatcher
 
 log = Logger(namespace="main")
@@ -32,8 +33,7 @@ def newReactor():
     except ImportError:  # not Linux
         from twisted.internet.pollreactor import PollReactor
         reactor = PollReactor()
-    # Worker reactors must not claim the process-wide "I/O thread" marker.
-    reactor._registerAsIOThread = False
+    markNotIOThread(reactor)
     return reactor
 
 

@@ -31,13 +31,12 @@ from OpenSSL import SSL, crypto
 from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
-    IHandshakeListener,
     IOpenSSLServerConnectionCreator,
 )
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -45,6 +44,7 @@ from txenvoy.config.datasource import readDataSource
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.registry import Category, extension
 from txenvoy.network.filter import forwardReadConnectionLost
+from txenvoy.privates import TLSTransport, sessionReused
 
 log = Logger(namespace="tls")
 
@@ -617,7 +617,7 @@ class SslConnectionInfo:
         self.alpn = negotiated.decode("ascii", "replace") if negotiated else None
         sni = tlsConnection.get_servername()
         self.sni = sni.decode("ascii", "replace") if sni else ""
-        self.sessionReused = _sessionReused(tlsConnection)
+        self.sessionReused = sessionReused(tlsConnection)
         peer = tlsConnection.get_peer_certificate(as_cryptography=True)
         self._peer = peer
         self.peerCertificatePresented = peer is not None
@@ -718,14 +718,6 @@ class SslConnectionInfo:
         return tuple(self._localSans.get(_SAN_DNS, ()))
 
 
-def _sessionReused(tlsConnection):
-    # pyOpenSSL has no public call for this; the binding is there.
-    reused = getattr(SSL._lib, "SSL_session_reused", None)
-    if reused is None:
-        return False
-    return bool(reused(tlsConnection._ssl))
-
-
 def _representsEof(error):
     if isinstance(error, SSL.SysCallError):
         return True
@@ -747,7 +739,7 @@ def _hasReason(error, text):
 
 
 @implementer(IHalfCloseableProtocol)
-class DownstreamTlsProtocol(BufferingTLSTransport):
+class DownstreamTlsProtocol(TLSTransport):
     """
     TLS between the TCP transport and the network filter chain of one
     downstream connection.
@@ -770,32 +762,15 @@ class DownstreamTlsProtocol(BufferingTLSTransport):
     _verifyFailureCounted = False
 
     def __init__(self, factory, wrappedProtocol, _connectWrapped=True):
-        BufferingTLSTransport.__init__(self, factory, wrappedProtocol, _connectWrapped)
+        TLSTransport.__init__(self, factory, wrappedProtocol, _connectWrapped)
         self.connection = factory.connection
         self.tlsSocket = factory.tlsSocket
         self.sslStats = factory.tlsSocket.statsFor(factory.connection)
 
     # Handshake.
 
-    def _checkHandshakeStatus(self):
-        # Twisted's, with the bookkeeping done before the application hears
-        # about the handshake.
-        if self._aborted:
-            return
-        try:
-            self._tlsConnection.do_handshake()
-        except WantReadError:
-            self._flushSendBIO()
-        except Error:
-            self._tlsShutdownFinished(Failure())
-        else:
-            self._handshakeDone = True
-            self._onHandshakeDone()
-            if IHandshakeListener.providedBy(self.wrappedProtocol):
-                self.wrappedProtocol.handshakeCompleted()
-
     def _onHandshakeDone(self):
-        tls = self._tlsConnection
+        tls = self.tlsConnection
         stats = self.sslStats
         stats.handshake.inc()
         info = self.connection.ssl
@@ -816,10 +791,10 @@ class DownstreamTlsProtocol(BufferingTLSTransport):
         self.connection.negotiatedProtocol = info.alpn
 
     def _tlsShutdownFinished(self, reason):
-        if reason is not None and not self._handshakeDone and not self._failureCounted:
+        if reason is not None and not self.handshakeDone and not self._failureCounted:
             self._failureCounted = True
             self._countHandshakeFailure(reason.value)
-        BufferingTLSTransport._tlsShutdownFinished(self, reason)
+        TLSTransport._tlsShutdownFinished(self, reason)
 
     def _countHandshakeFailure(self, error):
         if self._verifyFailureCounted or not isinstance(error, Error) or _representsEof(error):
@@ -867,7 +842,7 @@ class DownstreamTlsProtocol(BufferingTLSTransport):
     def _flushReceiveBIO(self):
         while not self._lostTLSConnection and not self._readClosed:
             try:
-                data = self._tlsConnection.recv(2 ** 15)
+                data = self.tlsConnection.recv(2 ** 15)
             except WantReadError:
                 break
             except ZeroReturnError:
@@ -894,7 +869,7 @@ class DownstreamTlsProtocol(BufferingTLSTransport):
     def readConnectionLost(self):
         """The client's FIN, from the TCP transport."""
         self._peerFinished = True
-        if not self._handshakeDone:
+        if not self.handshakeDone:
             # The client gave up before the handshake finished.
             self.transport.loseConnection()
             return
@@ -913,7 +888,7 @@ class DownstreamTlsProtocol(BufferingTLSTransport):
     def _write(self, data):
         if self._closeNotifySent or (self._writeClosed and not self._closeWritePending):
             return
-        BufferingTLSTransport._write(self, data)
+        TLSTransport._write(self, data)
 
     def loseWriteConnection(self):
         """
@@ -922,26 +897,26 @@ class DownstreamTlsProtocol(BufferingTLSTransport):
         """
         if self._writeClosed or self.disconnecting:
             return
-        if not self._handshakeDone:
+        if not self.handshakeDone:
             self.loseConnection()
             return
-        self._aggregator.flush()
+        self.flushSmallWrites()
         self._writeClosed = True
-        if self._appSendBuffer:
+        if self.appDataPending:
             self._closeWritePending = True
             return
         self._sendCloseNotify()
 
     def _unbufferPendingWrites(self):
-        BufferingTLSTransport._unbufferPendingWrites(self)
-        if self._closeWritePending and not self._appSendBuffer:
+        TLSTransport._unbufferPendingWrites(self)
+        if self._closeWritePending and not self.appDataPending:
             self._closeWritePending = False
             self._sendCloseNotify()
 
     def _sendCloseNotify(self, close=False):
         self._closeNotifySent = True
         try:
-            self._tlsConnection.shutdown()
+            self.tlsConnection.shutdown()
         except Error:
             pass
         self._flushSendBIO()
@@ -970,12 +945,12 @@ class DownstreamTlsProtocol(BufferingTLSTransport):
             self.disconnecting = True
             self.transport.loseConnection()
             return
-        if self._handshakeDone and not self._appSendBuffer:
-            self._aggregator.flush()
+        if self.handshakeDone and not self.appDataPending:
+            self.flushSmallWrites()
             self.disconnecting = True
             self._sendCloseNotify(close=True)
             return
-        BufferingTLSTransport.loseConnection(self)
+        TLSTransport.loseConnection(self)
         if self._peerFinished:
             # No close_notify can come back over a finished TCP stream.
             self.transport.loseConnection()

@@ -44,6 +44,7 @@ from txenvoy.extensions.transport_sockets.tls import (
     SslStats,
     loadCertificateOptions,
 )
+from txenvoy.privates import verifyErrorString
 
 log = Logger(namespace="tls")
 
@@ -133,7 +134,7 @@ def _verifyErrorString(errno):
     text = _VERIFY_ERRORS.get(errno)
     if text is None:
         try:
-            text = SSL._ffi.string(SSL._lib.X509_verify_cert_error_string(errno)).decode()
+            text = verifyErrorString(errno)
         except Exception:
             text = "error %d" % (errno,)
     return text
@@ -237,15 +238,10 @@ class UpstreamTlsProtocol(DownstreamTlsProtocol):
         """
         return self.transport.getHandle()
 
-    @property
-    def tlsConnection(self):
-        """The C{OpenSSL.SSL.Connection}, or C{None} once closed."""
-        return self._tlsConnection
-
     # Handshake.
 
     def _onHandshakeDone(self):
-        tls = self._tlsConnection
+        tls = self.tlsConnection
         stats = self.sslStats
         stats.handshake.inc()
         validation = self.tlsSocket.validation
@@ -285,16 +281,16 @@ class UpstreamTlsProtocol(DownstreamTlsProtocol):
         return result
 
     def _tlsShutdownFinished(self, reason):
-        if (reason is not None and not self._handshakeDone and self._handshakeError is None
+        if (reason is not None and not self.handshakeDone and self._handshakeError is None
                 and isinstance(reason.value, SSL.Error)):
             self._handshakeError = reason.value
         DownstreamTlsProtocol._tlsShutdownFinished(self, reason)
 
     def connectionLost(self, reason):
-        handshakeDone = self._handshakeDone
-        if handshakeDone and self._tlsConnection is not None:
+        handshakeDone = self.handshakeDone
+        if handshakeDone and self.tlsConnection is not None:
             # TLS 1.3 tickets arrive after the handshake.
-            self.tlsSocket._keepSession(self._tlsConnection)
+            self.tlsSocket._keepSession(self.tlsConnection)
         DownstreamTlsProtocol.connectionLost(self, reason)
         if not handshakeDone and not self._failureReported:
             self._failureReported = True

@@ -1,0 +1,92 @@
+"""
+Tests for L{txenvoy.privates}: every private attribute of Twisted and
+pyOpenSSL that txenvoy uses is still where it was. When one of these fails
+after an upgrade, the release moved it: adapt L{txenvoy.privates} before
+raising the caps in C{pyproject.toml}.
+"""
+
+import os
+import re
+import socket
+
+from twisted.internet import reactor as globalReactor
+from twisted.internet import tcp
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.reflect import namedAny
+from twisted.trial.unittest import SynchronousTestCase
+
+import txenvoy
+from txenvoy import privates
+
+PATTERN = re.compile(r"_tlsConnection|_tempDataLen|dataBuffer|_exitSignal|_registerAsIOThread"
+                     r"|_appSendBuffer|_handshakeDone|SSL\._(lib|ffi)")
+
+
+class PrivatesPresentTests(SynchronousTestCase):
+
+    def test_classAttributes(self):
+        """Each named attribute exists on its class or module."""
+        missing = ["%s.%s" % (owner, name) for owner, name in privates.CLASS_ATTRIBUTES
+                   if not hasattr(namedAny(owner), name)]
+        self.assertEqual(missing, [], "moved by the installed Twisted or pyOpenSSL")
+
+    def test_tlsInstanceAttributes(self):
+        """A connected L{privates.TLSTransport} has its private state."""
+        factory = TLSMemoryBIOFactory(optionsForClientTLS("example.com"), True,
+                                      Factory.forProtocol(Protocol), clock=Clock())
+        tls = privates.TLSTransport(factory, Protocol())
+        tls.makeConnection(StringTransport())
+        missing = [n for n in privates.TLS_INSTANCE_ATTRIBUTES if not hasattr(tls, n)]
+        self.assertEqual(missing, [])
+        self.assertFalse(tls.handshakeDone)
+        self.assertFalse(tls.appDataPending)
+        self.assertIsNotNone(tls.tlsConnection)
+        self.assertFalse(privates.sessionReused(tls.tlsConnection))
+        tls.write(b"early")
+        tls.flushSmallWrites()
+        self.assertTrue(tls.appDataPending)
+
+    def test_tcpInstanceAttributes(self):
+        """A TCP transport keeps its write buffer where L{unsentBytes} reads it."""
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        conn = tcp.Connection(a, Protocol(), globalReactor)
+        missing = [n for n in privates.TCP_INSTANCE_ATTRIBUTES if not hasattr(conn, n)]
+        self.assertEqual(missing, [])
+        self.assertEqual(privates.unsentBytes(conn), 0)
+        self.assertFalse(privates.writeDisconnecting(conn))
+
+    def test_verifyErrorString(self):
+        """OpenSSL's own text for X509_V_ERR_CERT_HAS_EXPIRED (10)."""
+        self.assertEqual(privates.verifyErrorString(10), "certificate has expired")
+
+    def test_reactorMarkers(self):
+        reactor = type(globalReactor)()
+        privates.markNotIOThread(reactor)
+        self.assertFalse(reactor._registerAsIOThread)
+        reactor._exitSignal = 15
+        privates.forgetExitSignal(reactor)
+        self.assertIsNone(reactor._exitSignal)
+
+
+class OnlyHereTests(SynchronousTestCase):
+
+    def test_noOtherModuleReachesIn(self):
+        """Only L{txenvoy.privates} names these private attributes."""
+        root = os.path.dirname(txenvoy.__file__)
+        found = []
+        for folder, _, files in os.walk(root):
+            for name in files:
+                path = os.path.join(folder, name)
+                if not name.endswith(".py") or path == privates.__file__:
+                    continue
+                with open(path) as f:
+                    for number, line in enumerate(f, 1):
+                        if PATTERN.search(line):
+                            found.append("%s:%d" % (os.path.relpath(path, root), number))
+        self.assertEqual(found, [])

@@ -1,0 +1,166 @@
+# -*- test-case-name: tests.test_privates -*-
+"""
+Every private attribute of Twisted and pyOpenSSL that txenvoy relies on,
+named once, each with the reason no public API serves.
+
+A release of either may move any of them without notice. That is why they
+are reached only from here, why C{tests/test_privates.py} checks each one
+against the installed versions (it fails loudly, naming the attribute,
+rather than letting a proxy misbehave), and why C{pyproject.toml} caps
+Twisted and pyOpenSSL at the newest releases this was tested with: raise
+the caps once that test passes on a new release.
+
+What is used, and why:
+
+Twisted, C{twisted.protocols.tls.TLSMemoryBIOProtocol} (L{TLSTransport}):
+ - C{_tlsConnection}: the C{OpenSSL.SSL.Connection} of one TLS connection,
+   for the handshake's stats (cipher, version, curve, session reuse) and
+   for C{close_notify} as a write half-close; Twisted exposes no accessor.
+ - C{_handshakeDone}: whether the handshake finished; Twisted tells the
+   wrapped protocol only when it provides C{IHandshakeListener}, and
+   txenvoy must know it inside the transport too.
+ - C{_appSendBuffer}: application data written before the handshake
+   finished; C{close_notify} must wait until it is sent.
+ - C{_checkHandshakeStatus}, C{_flushReceiveBIO}, C{_flushSendBIO},
+   C{_shutdownTLS}, C{_tlsShutdownFinished}, C{_unbufferPendingWrites},
+   C{_write}, C{_aborted}, C{_lostTLSConnection}: overridden or called
+   by the subclasses that count Envoy's C{ssl.*} stats before the
+   application hears of the handshake and carry TCP half-close through
+   TLS, which Twisted's transport does not do.
+ - C{BufferingTLSTransport._aggregator}: its small-write buffer, flushed
+   before a close so the last bytes precede C{close_notify}.
+
+Twisted, C{twisted.internet.abstract.FileDescriptor} (L{unsentBytes}):
+ - C{dataBuffer}, C{offset}, C{_tempDataLen}: the transport's write
+   buffer. The write fast path and splice may only write to the socket
+   directly when it is empty, or the kernel would reorder bytes.
+ - C{tcp.Connection._writeDisconnecting}: a write half-close in progress
+   (L{writeDisconnecting}); splice must not take such a socket over.
+
+Twisted, the reactor:
+ - C{_registerAsIOThread} (L{markNotIOThread}): a worker's reactor would
+   otherwise claim the process-wide "I/O thread" marker when it runs.
+ - C{_exitSignal} (L{forgetExitSignal}): twistd re-raises SIGTERM/SIGINT
+   after the reactor stops (exit status 143); Envoy exits 0.
+
+pyOpenSSL, C{OpenSSL.SSL._lib} / C{_ffi} and C{Connection._ssl}:
+ - C{SSL_session_reused} (L{sessionReused}): no public call says whether
+   a session was resumed (C{ssl.session_reused}).
+ - C{X509_verify_cert_error_string} (L{verifyErrorString}): OpenSSL's
+   text for a verify error number, for upstream failure reasons.
+"""
+
+from OpenSSL import SSL
+from OpenSSL.SSL import Error, WantReadError
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.protocols.tls import BufferingTLSTransport
+from twisted.python.failure import Failure
+
+#: (owner, attribute) pairs C{tests/test_privates.py} checks on classes.
+CLASS_ATTRIBUTES = (
+    ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_checkHandshakeStatus"),
+    ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_flushReceiveBIO"),
+    ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_flushSendBIO"),
+    ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_shutdownTLS"),
+    ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_tlsShutdownFinished"),
+    ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_unbufferPendingWrites"),
+    ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_write"),
+    ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_aborted"),
+    ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_lostTLSConnection"),
+    ("twisted.internet.tcp.Connection", "_writeDisconnecting"),
+    ("twisted.internet.base.ReactorBase", "_registerAsIOThread"),
+    ("twisted.internet.base.ReactorBase", "_exitSignal"),
+    ("OpenSSL.SSL._lib", "SSL_session_reused"),
+    ("OpenSSL.SSL._lib", "X509_verify_cert_error_string"),
+    ("OpenSSL.SSL._ffi", "string"),
+)
+
+#: Attributes set on a connected L{TLSTransport} instance.
+TLS_INSTANCE_ATTRIBUTES = ("_tlsConnection", "_handshakeDone", "_appSendBuffer", "_aggregator")
+
+#: Attributes set on a connected C{tcp.Connection} instance.
+TCP_INSTANCE_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataLen")
+
+
+class TLSTransport(BufferingTLSTransport):
+    """
+    Twisted's buffering TLS transport with the private state its
+    subclasses need given public names.
+
+    The subclasses (L{txenvoy.extensions.transport_sockets.tls}) override
+    C{_onHandshakeDone}, called once the handshake is done and before the
+    wrapped protocol hears of it.
+    """
+
+    @property
+    def tlsConnection(self):
+        """The C{OpenSSL.SSL.Connection}, or C{None} once closed."""
+        return self._tlsConnection
+
+    @property
+    def handshakeDone(self):
+        """Whether the TLS handshake finished."""
+        return self._handshakeDone
+
+    @property
+    def appDataPending(self):
+        """Whether application data written before the handshake waits."""
+        return bool(self._appSendBuffer)
+
+    def flushSmallWrites(self):
+        """Send what the small-write aggregator holds now."""
+        self._aggregator.flush()
+
+    def _onHandshakeDone(self):
+        """The handshake just finished; override."""
+
+    def _checkHandshakeStatus(self):
+        # Twisted's, with the bookkeeping done before the application hears
+        # about the handshake.
+        if self._aborted:
+            return
+        try:
+            self._tlsConnection.do_handshake()
+        except WantReadError:
+            self._flushSendBIO()
+        except Error:
+            self._tlsShutdownFinished(Failure())
+        else:
+            self._handshakeDone = True
+            self._onHandshakeDone()
+            if IHandshakeListener.providedBy(self.wrappedProtocol):
+                self.wrappedProtocol.handshakeCompleted()
+
+
+def unsentBytes(transport):
+    """How many bytes a Twisted C{FileDescriptor} transport still holds."""
+    return len(transport.dataBuffer) - transport.offset + getattr(transport, "_tempDataLen", 0)
+
+
+def writeDisconnecting(transport):
+    """Whether a TCP transport is half-closing its write side."""
+    return getattr(transport, "_writeDisconnecting", False)
+
+
+def markNotIOThread(reactor):
+    """Keep a worker thread's reactor from claiming the I/O thread marker."""
+    reactor._registerAsIOThread = False
+
+
+def forgetExitSignal(reactor):
+    """Make twistd exit 0 after SIGTERM / SIGINT, as Envoy does."""
+    if getattr(reactor, "_exitSignal", None) is not None:
+        reactor._exitSignal = None
+
+
+def sessionReused(tlsConnection):
+    """Whether an C{OpenSSL.SSL.Connection} resumed a session."""
+    reused = getattr(SSL._lib, "SSL_session_reused", None)
+    if reused is None:
+        return False
+    return bool(reused(tlsConnection._ssl))
+
+
+def verifyErrorString(errno):
+    """OpenSSL's text for an X509 verify error number."""
+    return SSL._ffi.string(SSL._lib.X509_verify_cert_error_string(errno)).decode()
