@@ -219,6 +219,17 @@ class DebugStoryTests(SynchronousTestCase):
         find("conn_handler", downTag + "adding to cleanup list$", i)
         # Trace lines stay off at debug.
         self.assertEqual([l for l in lines if l[0] == "trace"], [])
+        # Start-up and the admin (the harness asked for /ready).
+        for logger, pattern in [
+                ("config", r"Create listen socket for listener front on address "
+                           r"127\.0\.0\.1:%d$" % (d.http,)),
+                ("config", r"add active listener: name=front, address=127\.0\.0\.1:%d$"
+                           % (d.http,)),
+                ("upstream", "cm init: adding: cluster=refused$"),
+                ("upstream", "adding TLS cluster refused$"),
+                ("upstream", "membership update for TLS cluster refused added 1 removed 0$"),
+                ("admin", _STREAM + "request complete: path: /ready$")]:
+            find(logger, pattern)
 
     def test_poolReuseAndDrain(self):
         """

@@ -8,6 +8,7 @@ Envoy's C{listener.admin.*} and C{http.admin.*} stats, and each request is
 given to the admin's access loggers.
 """
 
+import random as _random
 import re
 from urllib.parse import unquote
 
@@ -22,10 +23,15 @@ from zope.interface import implementer
 from txenvoy.admin import _handlers
 from txenvoy.admin._help import ENDPOINTS_BY_PATH
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.network.connection import nextConnectionId
 from txenvoy.network.stream_info import StreamInfo
+from txenvoy.server.logging import componentLogger, connTag, streamTag
 from txenvoy.stats.tags import defaultTagProducer
 
 log = Logger(namespace="admin")
+debugLog = componentLogger("admin")
+handlerLog = componentLogger("conn_handler")
+connectionLog = componentLogger("connection")
 
 _SLASHES = re.compile(rb"/+")
 
@@ -177,6 +183,11 @@ class AdminServer(service.Service):
         self._rqRxReset = hcm.counter("downstream_rq_rx_reset")
 
     def _connectionOpened(self, channel):
+        channel.connectionId = nextConnectionId()
+        if handlerLog.debugEnabled:
+            peer = channel.transport.getPeer()
+            handlerLog.debug("%snew connection from %s:%s", connTag(channel.connectionId),
+                             getattr(peer, "host", "?"), getattr(peer, "port", "?"))
         self._channels.add(channel)
         channel._openedAt = self.reactor.seconds()
         for c in self._cxTotal:
@@ -186,6 +197,12 @@ class AdminServer(service.Service):
         self._acceptedPerEvent.recordValue(1)
 
     def _connectionClosed(self, channel, reason):
+        if connectionLog.debugEnabled:
+            local = getattr(channel, "_closedLocally", False)
+            tag = connTag(getattr(channel, "connectionId", 0))
+            if not local:
+                connectionLog.debug("%sremote close", tag)
+            connectionLog.debug("%sclosing socket: %d", tag, 1 if local else 0)
         self._channels.discard(channel)
         for g in self._cxActive:
             g.dec()
@@ -218,6 +235,12 @@ class AdminServer(service.Service):
                 si.bytesReceived = len(content.getvalue())
             except AttributeError:
                 pass
+        if debugLog.debugEnabled:
+            # Envoy's admin filter says so once the request is in.
+            debugLog.debug("%srequest complete: path: %s",
+                           streamTag(getattr(request.channel, "connectionId", 0),
+                                     _random.getrandbits(64)),
+                           request.uri.decode("latin-1"))
 
     def _requestDone(self, request, result):
         self._rqActive.dec()

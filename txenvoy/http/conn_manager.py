@@ -626,6 +626,8 @@ class ConnectionManager(Protocol):
         self.stats.downstream_cx_rx_bytes_total.value += len(data)
         if self._closed or self._codecFailed:
             return
+        if log.traceEnabled:
+            log.trace("%sparsing %d bytes", self.logTag(), len(data))
         started = self.streamsStarted
         wanted = self._pauseWanted
         self.codec.dataReceived(data)
@@ -677,6 +679,8 @@ class ConnectionManager(Protocol):
     def write(self, data):
         """The codec's writes: counted, and held while corked."""
         self.stats.downstream_cx_tx_bytes_total.value += len(data)
+        if connLog.traceEnabled:
+            connLog.trace("%swriting %d bytes, end_stream false", self.logTag(), len(data))
         corked = self._corked
         if corked is not None:
             corked.append(data)

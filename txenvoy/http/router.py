@@ -45,7 +45,7 @@ from zope.interface import implementer
 
 from txenvoy.http.conn_pool import OVERFLOW, PROTOCOL_ERROR, poolsFor
 from txenvoy.http.filter import FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus
-from txenvoy.http.header_dump import dumpRequestHeaders
+from txenvoy.http.header_dump import dumpRequestHeaders, dumpResponseHeaders
 from txenvoy.http.header_mutation import FormatContext
 from txenvoy.interfaces import IHttpFilterFactory
 from txenvoy.network.stream_info import ResponseFlag
@@ -771,8 +771,12 @@ class RouterFilter:
         stats = self.clusterStats
         hostStats = upstream.hostStats
         if log.debugEnabled:
-            log.debug("%supstream headers complete: end_stream=%s", _tag(self.callbacks),
-                      "true" if endStream else "false")
+            tag = _tag(self.callbacks)
+            end = "true" if endStream else "false"
+            if log.traceEnabled:
+                log.trace("%send_stream: %s, upstream response headers:\n%s", tag, end,
+                          dumpResponseHeaders(headers))
+            log.debug("%supstream headers complete: end_stream=%s", tag, end)
         if self._retryBits and self._retriable(status) and not self._responseStarted:
             if self._maybeRetry():
                 hostStats.rq_error += 1

@@ -15,9 +15,11 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 
 from txenvoy.network.listener import ListenerConfig
+from txenvoy.server.logging import componentLogger
 from txenvoy.server.worker import bindListenSockets
 
 log = Logger(namespace="config")
+debugLog = componentLogger("config")
 
 
 class ListenerManager(Service):
@@ -85,6 +87,9 @@ class ListenerManager(Service):
                 # Port 0 in the config: the kernel's choice, for /listeners.
                 config.address = (config.address[0],
                                   self._sockets[config.name][0].getsockname()[1])
+                if debugLog.debugEnabled:
+                    debugLog.debug("Create listen socket for listener %s on address %s:%d",
+                                   config.name, config.address[0], config.address[1])
                 self._stats.counter("listener_added").inc()
         except Exception:
             self.closeSockets()
@@ -104,6 +109,9 @@ class ListenerManager(Service):
         for config in self.listeners:
             socks = self._sockets.pop(config.name)
             self.totalActive.inc()
+            if debugLog.debugEnabled:
+                debugLog.debug("add active listener: name=%s, address=%s:%d", config.name,
+                               config.address[0], config.address[1])
             for worker, sock in zip(workers, socks):
                 worker.addListener(config, sock, self._onListenerCreated(config, worker))
         self._stats.gauge("workers_started").set(1)
@@ -124,6 +132,9 @@ class ListenerManager(Service):
         for config in self.listeners:
             if inboundOnly and config.proto.traffic_direction == 2:  # OUTBOUND
                 continue
+            if debugLog.debugEnabled:
+                debugLog.debug("draining listener: name=%s, address=%s:%d", config.name,
+                               config.address[0], config.address[1])
             for worker in workers:
                 worker.stopListener(config.name)
             stopped.inc()

@@ -17,6 +17,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 
 from txenvoy.config.errors import ConfigError
+from txenvoy.server.logging import componentLogger
 from txenvoy.upstream import connection
 from txenvoy.upstream.cluster import (
     LOGICAL_DNS,
@@ -27,6 +28,8 @@ from txenvoy.upstream.cluster import (
 )
 from txenvoy.upstream.dns import GetAddrInfoResolver, LogicalDnsCluster, StrictDnsCluster
 from txenvoy.upstream.load_balancer import LoadBalancer
+
+log = componentLogger("upstream")
 
 
 class ThreadLocalCluster:
@@ -55,6 +58,10 @@ class ThreadLocalCluster:
 
     def updateHosts(self, hosts):
         """Take a new membership (runs on this worker, posted by main)."""
+        if log.debugEnabled:
+            old, new = set(self.hosts), set(hosts)
+            log.debug("membership update for TLS cluster %s added %d removed %d",
+                      self.info.name, len(new - old), len(old - new))
         self.hosts = hosts
         self.loadBalancer.setHosts(hosts)
 
@@ -195,6 +202,8 @@ class ClusterManager(Service):
         if not self._started:
             self._started = True
             for cluster in self.clusters.values():
+                if log.debugEnabled:
+                    log.debug("cm init: adding: cluster=%s", cluster.info.name)
                 cluster.start()
         waits = [c.whenInitialized() for c in self.clusters.values()
                  if c.info.waitForWarmOnInit]
@@ -216,6 +225,8 @@ class ClusterManager(Service):
         """
         tlcm = ThreadLocalClusterManager(self, dispatcher)
         for name, primary in self.clusters.items():
+            if log.debugEnabled:
+                log.debug("adding TLS cluster %s", name)
             tlc = ThreadLocalCluster(primary.info, dispatcher, self._rng)
             primary._register(tlc)
             tlcm.clusters[name] = tlc
