@@ -34,3 +34,4 @@ class ExampleCorpusTests(SynchronousTestCase):
                 self.assertIn("unsupported", str(e), name)
                 results[name] = str(e)
         self.assertEqual(results["06-tcp-proxy.yaml"], "OK")
+        self.assertEqual(results["12-bootstrap-ops.yaml"], "OK")

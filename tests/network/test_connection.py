@@ -57,6 +57,8 @@ class FakeListenerConfig:
     continueOnListenerFiltersTimeout = False
     statPrefix = "listener.127.0.0.1_10000."
     accessLogs = ()
+    ignoreGlobalConnLimit = False
+    connectionLimit = staticmethod(lambda: None)
 
     def __init__(self, factories, listenerFilters=()):
         self.listenerFilters = list(listenerFilters)

@@ -59,6 +59,13 @@ from txenvoy.http.local_reply import DEFAULT_LOCAL_REPLY, headerView, makeLocalR
 from txenvoy.http.status import reasonPhrase, statusLine
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.stream_info import ResponseFlag, StreamInfo
+from txenvoy.server.overload_manager import (
+    DISABLE_HTTP_KEEPALIVE,
+    HTTP_DOWNSTREAM_CONNECTION_IDLE,
+    REDUCE_TIMEOUTS,
+    STOP_ACCEPTING_REQUESTS,
+    overloadStateOf,
+)
 from txenvoy.server.logging import componentLogger, connTag, streamTag
 
 log = componentLogger("http")
@@ -116,6 +123,8 @@ _HCM_COUNTERS = (
     "downstream_rq_rx_reset", "downstream_rq_tx_reset",
     "downstream_rq_response_before_rq_complete", "downstream_rq_max_duration_reached",
     "rs_too_large", "http1.dropped_headers_with_underscores",
+    "downstream_rq_overload_close", "downstream_cx_overload_disable_keepalive",
+    "rq_overload_local_reply",
     "http1.requests_rejected_with_underscores_in_headers",
 )
 _HCM_GAUGES = ("downstream_cx_active", "downstream_cx_http1_active", "downstream_cx_ssl_active",
@@ -577,6 +586,7 @@ class ConnectionManager(Protocol):
         prefix = listener.config.statPrefix if listener is not None else "listener.unknown."
         self.listenerStats = config.listenerStatsFor(dispatcher, prefix)
         self.streamsStarted = 0
+        self.overload = overloadStateOf(dispatcher)
 
     # Protocol.
 
@@ -611,6 +621,8 @@ class ConnectionManager(Protocol):
         if config.idleTimeout:
             self._idleTimer = timers.timer(self._onIdleTimer)
             timers.scheduleAt(self._idleTimer, self._startTime + config.idleTimeout)
+            if HTTP_DOWNSTREAM_CONNECTION_IDLE in self.overload.scaledTimers:
+                self.overload.addCallback(REDUCE_TIMEOUTS, self._onTimeoutsScaled)
         if config.maxConnectionDuration:
             timers.callLater(config.maxConnectionDuration, self._onMaxConnectionDuration)
         self._write = directWriter(self.transport)
@@ -660,6 +672,7 @@ class ConnectionManager(Protocol):
                 stats.downstream_cx_destroy_remote_active_rq.inc()
             stream._onDownstreamReset()
         self.timers.stop()
+        self.overload.removeCallback(REDUCE_TIMEOUTS, self._onTimeoutsScaled)
         stats.downstream_cx_destroy.inc()
         if self._localClose:
             stats.downstream_cx_destroy_local.inc()
@@ -896,7 +909,9 @@ class ConnectionManager(Protocol):
     # Timers.
 
     def _onIdleTimer(self):
-        timeout = self.config.idleTimeout
+        # reduce_timeouts shortens the idle timeout while memory is short.
+        timeout = self.overload.scaledTimeout(HTTP_DOWNSTREAM_CONNECTION_IDLE,
+                                              self.config.idleTimeout)
         if self._stream is not None or self._headTimer is not None or self._closed:
             self.timers.scheduleAt(self._idleTimer, self.reactor.seconds() + timeout)
             return
@@ -909,6 +924,16 @@ class ConnectionManager(Protocol):
             log.debug("%sidle timeout", self.logTag())
         self.connection.streamInfo.connectionTerminationDetails = "http idle timeout"
         self._closeConnection()
+
+    def _onTimeoutsScaled(self, value):
+        """C{reduce_timeouts} changed: the idle timer may be due sooner."""
+        if self._closed:
+            return
+        timeout = self.overload.scaledTimeout(HTTP_DOWNSTREAM_CONNECTION_IDLE,
+                                              self.config.idleTimeout)
+        due = self._idleSince + timeout
+        if due < self._idleTimer.when:
+            self.timers.scheduleAt(self._idleTimer, due)
 
     def _onMaxConnectionDuration(self):
         self.stats.downstream_cx_max_duration_reached.inc()
@@ -1071,6 +1096,9 @@ class ConnectionManager(Protocol):
             if server is not None and server.drainClose():
                 self._draining = True
                 self.stats.downstream_cx_drain_close.inc()
+            elif self.overload.shouldApply(DISABLE_HTTP_KEEPALIVE):
+                self._draining = True
+                self.stats.downstream_cx_overload_disable_keepalive.inc()
         if (self._draining or close) and not upgrade:
             headers.headers.set(b"connection", b"close")
             return True
@@ -1168,6 +1196,13 @@ class ActiveStream:
         if config.maxStreamDuration:
             timers.scheduleAt(cm._maxStreamTimer, start + config.maxStreamDuration)
 
+        if cm.overload.shouldApply(STOP_ACCEPTING_REQUESTS):
+            # Envoy answers before building any filter: under memory
+            # pressure nothing more is allocated for the request.
+            stats.downstream_rq_overload_close.inc()
+            info.setResponseFlag(ResponseFlag.OVERLOAD_MANAGER)
+            self.sendLocalReply(503, b"envoy overloaded", None, "overload")
+            return
         if not self._prepareRequest(request):
             return
         upgrade = request.upgrade

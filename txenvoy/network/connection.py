@@ -65,6 +65,8 @@ class ServerConnection(Protocol):
     #: Whether this side closed (set by whoever closes: the HTTP connection
     #: manager, tcp_proxy, a listener filter); Envoy's close type in logs.
     closedLocally = False
+    # Whether the listener counted it against its own connection limit.
+    limited = False
 
     def __init__(self, listener, remoteAddress):
         self.listener = listener
@@ -266,6 +268,7 @@ class ServerConnection(Protocol):
 
     def connectionLost(self, reason):
         self._closed = True
+        self.listener.onSocketClosed(self)
         if log.debugEnabled:
             tag = connTag(self.streamInfo.connectionId)
             if not self.closedLocally:

@@ -12,6 +12,13 @@ from txenvoy.config import registry
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.registry import Category
 from txenvoy.network.filter_chain import FilterChain, FilterChainManager, FilterChainMatch
+from txenvoy.server.overload_manager import (
+    GLOBAL_DOWNSTREAM_MAX_CONNECTIONS,
+    REJECT_INCOMING_CONNECTIONS,
+    STOP_ACCEPTING_CONNECTIONS,
+    SharedCount,
+    overloadStateOf,
+)
 from txenvoy.stats.per_worker import StatsStruct
 
 DEFAULT_BUFFER_LIMIT = 1024 * 1024
@@ -109,6 +116,19 @@ class ListenerConfig:
         from txenvoy.accesslog.filters import createAccessLog
         self.accessLogs = [createAccessLog(al, context, "%s.access_log[%d]" % (path, i))
                            for i, al in enumerate(proto.access_log)]
+        self.ignoreGlobalConnLimit = proto.ignore_global_conn_limit
+        # Envoy's per-listener limit: a runtime key, counted over all workers.
+        self.connectionLimitKey = "envoy.resource_limits.listener.%s.connection_limit" % (
+            self.name,)
+        self.runtime = getattr(context, "runtime", None)
+        self.openConnections = SharedCount()
+
+    def connectionLimit(self):
+        """The runtime's limit on this listener's open connections, or C{None}."""
+        runtime = self.runtime
+        if runtime is None:
+            return None
+        return runtime.snapshot().getInteger(self.connectionLimitKey, None)
 
     @staticmethod
     def _compileChain(fc, context, path):
@@ -141,7 +161,7 @@ _LISTENER_COUNTERS = (
     "downstream_cx_total", "downstream_cx_destroy", "no_filter_chain_match",
     "network_extension_config_missing", "downstream_pre_cx_timeout",
     "downstream_listener_filter_error", "downstream_listener_filter_remote_close",
-    "downstream_cx_overflow")
+    "downstream_cx_overflow", "downstream_cx_overload_reject", "downstream_global_cx_overflow")
 _LISTENER_GAUGES = ("downstream_cx_active", "downstream_pre_cx_active")
 
 
@@ -162,6 +182,13 @@ class ActiveListener(ServerFactory):
     L{txenvoy.network.connection.ServerConnection} per accepted socket and
     keeps the worker's count of them.
 
+    Before a connection is built, the accept path applies Envoy's limits in
+    Envoy's order: the global connection limit
+    (C{downstream_global_cx_overflow}), C{reject_incoming_connections}
+    (C{downstream_cx_overload_reject}), then this listener's own runtime
+    limit (C{downstream_cx_overflow}); a refused socket is closed at once.
+    While C{stop_accepting_connections} is saturated the port is not read.
+
     @ivar connections: the live connections, for draining and shutdown.
     """
 
@@ -172,12 +199,67 @@ class ActiveListener(ServerFactory):
         self.config = config
         self.stats = _ListenerStats(dispatcher.stats, config.statPrefix, dispatcher.name)
         self.connections = set()
-        self.port = None
+        self._port = None
         self._connectionClass = ServerConnection
         self._clock = dispatcher.reactor
+        self.overload = overload = overloadStateOf(dispatcher)
+        self._global = (not config.ignoreGlobalConnLimit
+                        and overload.hasProactiveResource(GLOBAL_DOWNSTREAM_MAX_CONNECTIONS))
+        overload.addCallback(STOP_ACCEPTING_CONNECTIONS, self._onStopAcceptingConnections)
+
+    @property
+    def port(self):
+        return self._port
+
+    @port.setter
+    def port(self, port):
+        self._port = port
+        if port is None:
+            self.overload.removeCallback(STOP_ACCEPTING_CONNECTIONS,
+                                         self._onStopAcceptingConnections)
+        elif self.overload.isSaturated(STOP_ACCEPTING_CONNECTIONS):
+            port.stopReading()
+
+    def _onStopAcceptingConnections(self, value):
+        port = self._port
+        if port is None:
+            return
+        if value >= 1.0:
+            port.stopReading()
+        else:
+            port.startReading()
 
     def buildProtocol(self, addr):
-        return self._connectionClass(self, addr)
+        s = self.stats
+        if self._global and not self.overload.tryAllocateResource(
+                GLOBAL_DOWNSTREAM_MAX_CONNECTIONS):
+            s.downstream_global_cx_overflow.inc()
+            return None
+        if self.overload.shouldApply(REJECT_INCOMING_CONNECTIONS):
+            s.downstream_cx_overload_reject.inc()
+            self._releaseGlobal()
+            return None
+        limit = self.config.connectionLimit()
+        if limit is not None and not self.config.openConnections.tryAllocate(limit):
+            s.downstream_cx_overflow.inc()
+            self._releaseGlobal()
+            return None
+        connection = self._connectionClass(self, addr)
+        connection.limited = limit is not None
+        return connection
+
+    def _releaseGlobal(self):
+        if self._global:
+            self.overload.tryDeallocateResource(GLOBAL_DOWNSTREAM_MAX_CONNECTIONS)
+
+    def onSocketClosed(self, connection):
+        """
+        Any connection this listener built closed: give back what
+        L{buildProtocol} took from the connection limits.
+        """
+        self._releaseGlobal()
+        if connection.limited:
+            self.config.openConnections.deallocate()
 
     def onConnectionCreated(self, connection):
         s = self.stats

@@ -35,6 +35,7 @@ from txenvoy.server.guarddog import GuardDog, watchdogConfigsFromBootstrap
 from txenvoy.server.listener_manager import ListenerManager
 from txenvoy.server.logging import LogLevels
 from txenvoy.server.options import ServerOptions
+from txenvoy.server.overload_manager import OverloadManager
 from txenvoy.server.run_helper import RunHelper
 from txenvoy.server.worker import MainThreadWorker, Worker
 from txenvoy.stats.flush import StatsFlusher, flushIntervalOf
@@ -106,10 +107,14 @@ class Server(MultiService):
             accessLogManager=self.accessLogManager, server=self, bootstrap=bootstrap,
             validateOnly=validateOnly, runtime=self.runtime)
         self._checkUnsupported(bootstrap)
+        self.overloadManager = OverloadManager(reactor, bootstrap.overload_manager,
+                                               self.mainStats, self.context)
         if options.concurrency == 0:
             self.workers = [MainThreadWorker(self)]
         else:
             self.workers = [Worker(self, i) for i in range(options.concurrency)]
+        for worker in self.workers:
+            self.overloadManager.registerWorker(worker.dispatcher)
         self.mainStats.gauge("server.concurrency").set(options.concurrency)
         self.listenerManager = ListenerManager(
             self, bootstrap.static_resources.listeners, self.context,
@@ -220,6 +225,7 @@ class Server(MultiService):
         parts = [
             ("access_log", self.accessLogManager),
             ("runtime", self.runtime),
+            ("overload_manager", self.overloadManager),
             ("stats_flush", self.statsFlusher),
             ("uptime", uptime),
             ("admin", self.admin),
@@ -351,5 +357,5 @@ _BOOTSTRAP_FIELDS = {
     "node", "static_resources", "admin", "cluster_manager", "stats_flush_interval",
     "stats_flush_on_admin", "stats_sinks", "stats_config", "watchdogs", "watchdog",
     "layered_runtime", "enable_dispatcher_stats", "stats_server_version_override",
-    "use_tcp_for_dns_lookups",
+    "use_tcp_for_dns_lookups", "overload_manager",
 }

@@ -110,6 +110,8 @@ class FakeListenerConfig:
     continueOnListenerFiltersTimeout = False
     statPrefix = "listener.127.0.0.1_10000."
     accessLogs = ()
+    ignoreGlobalConnLimit = False
+    connectionLimit = staticmethod(lambda: None)
 
     def __init__(self, chains, listenerFilters=(), default=None):
         self.listenerFilters = list(listenerFilters)

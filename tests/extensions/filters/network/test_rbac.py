@@ -350,6 +350,8 @@ class FakeListenerConfig:
     continueOnListenerFiltersTimeout = False
     statPrefix = "listener.127.0.0.1_10021."
     accessLogs = ()
+    ignoreGlobalConnLimit = False
+    connectionLimit = staticmethod(lambda: None)
     listenerFilters = ()
 
     def __init__(self, factories):
