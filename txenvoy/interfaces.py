@@ -1,12 +1,21 @@
 # -*- test-case-name: tests.test_interfaces -*-
 """
-The seams of txenvoy, as zope interfaces.
+The seams of txenvoy, as zope interfaces (Envoy's C{envoy/} headers).
 
-Each pluggable piece (listener filter, network filter, HTTP filter, cluster,
-load balancer, access logger, stats sink) is found through the extension
-registry (L{txenvoy.config.registry}) by its C{typed_config} C{@type}, and
-provides one of these interfaces. Third parties add their own through
-C{twisted.plugin} without touching txenvoy.
+Each pluggable piece (listener filter, network filter, HTTP filter,
+transport socket, access logger, stats sink) is found through the
+extension registry (L{txenvoy.config.registry}) by its C{typed_config}
+C{@type}, and what its factory returns provides the interface of its
+category (L{txenvoy.config.registry.CATEGORY_INTERFACES}). Third parties
+add their own through C{twisted.plugin} without touching txenvoy.
+
+The seams between core parts are declared here too, as Envoy declares a
+callbacks interface for each: what a listener filter may do to its socket
+(L{IListenerFilterCallbacks}), what an HTTP filter is given
+(L{IStreamFilterCallbacks}), what an upstream connection and a connection
+pool tell their owners (L{IUpstreamConnectionCallbacks},
+L{IConnectionPoolCallbacks}, L{IResponseDecoder}), and what a cluster is
+(L{ICluster}).
 """
 
 from zope.interface import Attribute, Interface
@@ -115,7 +124,17 @@ class IHttpFilterFactory(Interface):
         """@return: an L{IStreamDecoderFilter} and/or L{IStreamEncoderFilter}."""
 
 
-class IStreamDecoderFilter(Interface):
+class IStreamFilterBase(Interface):
+    """What every HTTP filter has (Envoy's C{StreamFilterBase})."""
+
+    def onDestroy():
+        """
+        The stream ended (completed or reset): release timers and state.
+        Called once, after which no other method is called.
+        """
+
+
+class IStreamDecoderFilter(IStreamFilterBase):
     """The request side of an HTTP filter (Envoy's C{StreamDecoderFilter})."""
 
     def decodeHeaders(headers, endStream):
@@ -124,8 +143,11 @@ class IStreamDecoderFilter(Interface):
     def decodeData(data, endStream):
         """@return: a L{txenvoy.http.filter.FilterDataStatus}."""
 
+    def decodeTrailers(trailers):
+        """@return: a L{txenvoy.http.filter.FilterTrailersStatus}."""
 
-class IStreamEncoderFilter(Interface):
+
+class IStreamEncoderFilter(IStreamFilterBase):
     """The response side of an HTTP filter (Envoy's C{StreamEncoderFilter})."""
 
     def encodeHeaders(headers, endStream):
@@ -133,6 +155,105 @@ class IStreamEncoderFilter(Interface):
 
     def encodeData(data, endStream):
         """@return: a L{txenvoy.http.filter.FilterDataStatus}."""
+
+    def encodeTrailers(trailers):
+        """@return: a L{txenvoy.http.filter.FilterTrailersStatus}."""
+
+
+class IStreamFilterCallbacks(Interface):
+    """
+    What the connection manager gives each HTTP filter of a stream (Envoy's
+    C{StreamDecoderFilterCallbacks} and C{StreamEncoderFilterCallbacks} in
+    one object). Only use it on the worker thread that runs the stream.
+    """
+
+    streamInfo = Attribute(
+        "The request's L{txenvoy.network.stream_info.StreamInfo} (response "
+        "flags, addresses, filterState for data shared between filters).")
+    connection = Attribute("The L{txenvoy.network.connection.ServerConnection}.")
+    dispatcher = Attribute("The worker's dispatcher (C{.reactor}, C{.stats}, "
+                           "C{.clusterManager}).")
+    streamId = Attribute("An integer unique on this worker.")
+    filterConfigName = Attribute(
+        "The filter's C{name} in C{http_filters}, the key of its "
+        "C{typed_per_filter_config} entries.")
+    requestHeaders = Attribute("The request head, or C{None} before it.")
+    responseHeaders = Attribute("The response head, or C{None} before it.")
+
+    def route():
+        """
+        @return: the L{txenvoy.http.route_table.RouteMatch} of the request,
+            resolved once and cached, or C{None} when nothing matches.
+        """
+
+    def clearRouteCache():
+        """Forget the cached route (after changing what routing reads)."""
+
+    def continueDecoding():
+        """Resume the request direction after this filter stopped it."""
+
+    def continueEncoding():
+        """Resume the response direction after this filter stopped it."""
+
+    def sendLocalReply(code, body=b"", modifyHeaders=None, details=""):
+        """
+        Answer the request from here, as Envoy's C{sendLocalReply}: the
+        C{local_reply_config} mappers and body format apply, the reply goes
+        through every encoder filter, and the request direction stops.
+        After the response started this resets the stream instead.
+
+        @param code: the HTTP status (int).
+        @param body: C{bytes}; a non-empty body gets
+            C{content-type: text/plain}.
+        @param modifyHeaders: C{None} or C{f(responseHeaders)}, called
+            before the body headers are added.
+        @param details: Envoy's response code details.
+        """
+
+    def encodeHeaders(headers, endStream):
+        """
+        Send a response head from a decoder filter (the router does): it
+        goes through every encoder filter.
+        """
+
+    def encodeData(data, endStream):
+        """Send response body bytes from a decoder filter."""
+
+    def encodeTrailers(trailers):
+        """End the response with trailers from a decoder filter."""
+
+    def resetStream():
+        """Abandon the stream (HTTP/1: the connection is closed)."""
+
+    def decodingBuffer():
+        """The request body this filter holds buffered, C{bytes} or C{None}."""
+
+    def bufferLimit():
+        """The stream's buffer limit in bytes (the listener's
+        C{per_connection_buffer_limit_bytes})."""
+
+    def callLater(delay, f):
+        """
+        A cheap timer tied to the stream's connection.
+
+        @return: an object with C{cancel()}.
+        """
+
+    def onDecoderFilterAboveWriteBufferHighWatermark():
+        """The filter cannot take more request data: stop reading downstream."""
+
+    def onDecoderFilterBelowWriteBufferLowWatermark():
+        """Read downstream again (each call matches one of the above)."""
+
+    def addDownstreamWatermarkCallbacks(callbacks):
+        """
+        Be told when the downstream connection cannot take more response
+        bytes: C{callbacks.onAboveWriteBufferHighWatermark()} and
+        C{onBelowWriteBufferLowWatermark()}. Removed when the stream ends.
+        """
+
+    def removeDownstreamWatermarkCallbacks(callbacks):
+        """Undo L{addDownstreamWatermarkCallbacks}."""
 
 
 class ILoadBalancer(Interface):
@@ -163,3 +284,160 @@ class IStatsSink(Interface):
 
     def flush(snapshot):
         """@param snapshot: a L{txenvoy.stats.store.Snapshot}."""
+
+
+# -- Seams between core parts ----------------------------------------------------
+
+
+class IListenerFilterCallbacks(Interface):
+    """
+    What a listener filter may do to the accepted socket it runs on
+    (Envoy's C{ListenerFilterCallbacks}); provided by
+    L{txenvoy.network.connection.ServerConnection}.
+    """
+
+    dispatcher = Attribute("The worker's L{IDispatcher}.")
+    streamInfo = Attribute("The connection's L{txenvoy.network.stream_info.StreamInfo}.")
+    transport = Attribute("The accepted socket's transport.")
+    localAddress = Attribute("C{(host, port)} the client connected to.")
+    remoteAddress = Attribute("C{(host, port)} of the client (or what PROXY said).")
+    transportProtocol = Attribute("C{'raw_buffer'}, or what a filter detected.")
+
+    def continueFilterChain(success):
+        """Resume with the next filter, or close the socket if not C{success}."""
+
+    def consume(n):
+        """Drop the first C{n} bytes read so far (a PROXY protocol header)."""
+
+    def setRequestedServerName(name):
+        """The SNI, for filter chain matching and C{%REQUESTED_SERVER_NAME%}."""
+
+    def setDetectedTransportProtocol(protocol):
+        """C{'tls'} or C{'raw_buffer'}, for filter chain matching."""
+
+    def setRequestedApplicationProtocols(protocols):
+        """ALPN values (or C{http/1.1}, C{h2c}) for filter chain matching."""
+
+    def restoreRemoteAddress(address):
+        """The client's C{(host, port)} as a PROXY header gives it."""
+
+    def restoreLocalAddress(address):
+        """The original destination C{(host, port)}."""
+
+    def closeSocket():
+        """Reject the connection (reset)."""
+
+
+class IDownstreamTransportSocketFactory(Interface):
+    """
+    A compiled downstream C{transport_socket} (Envoy's
+    C{DownstreamTransportSocketFactory}), built once per filter chain.
+    """
+
+    def wrap(connection, headProtocol):
+        """
+        Put the transport socket under a connection's network filter chain.
+
+        @param connection: the L{IListenerFilterCallbacks} provider.
+        @param headProtocol: the head of the network filter chain.
+        @return: the protocol that gets the socket's C{makeConnection} and
+            bytes.
+        """
+
+
+class IUpstreamTransportSocketFactory(Interface):
+    """
+    A compiled cluster C{transport_socket} (Envoy's
+    C{UpstreamTransportSocketFactory}), built once per cluster.
+    """
+
+    def wrapProtocolFactory(factory, reactor, host, cluster=None):
+        """
+        @param factory: the client factory of the plain connection.
+        @param reactor: the worker's reactor.
+        @param host: the L{txenvoy.upstream.host.Host} connected to.
+        @param cluster: the worker's L{txenvoy.upstream.cluster_manager.ThreadLocalCluster}.
+        @return: a client factory whose protocols speak through it.
+        """
+
+
+class IUpstreamConnectionCallbacks(Interface):
+    """
+    What an L{txenvoy.upstream.connection.UpstreamConnection} tells its
+    owner (tcp_proxy's upstream side, an HTTP connection pool client):
+    Envoy's C{ConnectionCallbacks} and C{ReadFilter} for one upstream
+    connection.
+    """
+
+    def onUpstreamConnected(upstreamConnection):
+        """The connection (and its transport socket's handshake) is up."""
+
+    def onUpstreamConnectFailed(upstreamConnection, reason):
+        """
+        @param reason: Envoy's text (C{connection timeout}, C{remote
+            connection failure}, C{local connection failure}).
+        """
+
+    def onUpstreamData(data):
+        """Bytes from the host."""
+
+    def onUpstreamReadClosed():
+        """The host half-closed (FIN); writing may go on."""
+
+    def onUpstreamClosed(reason):
+        """Fully closed; C{reason} is Twisted's C{Failure}."""
+
+
+class IConnectionPoolCallbacks(Interface):
+    """What asks an HTTP connection pool for a stream (Envoy's C{ConnectionPool::Callbacks})."""
+
+    def onPoolReady(client):
+        """@param client: the L{txenvoy.http.conn_pool.ActiveClient} carrying the request."""
+
+    def onPoolFailure(reason):
+        """@param reason: Envoy's reset reason text (C{overflow}, ...)."""
+
+
+class IResponseDecoder(Interface):
+    """
+    Where a pool client delivers its response (Envoy's C{ResponseDecoder}
+    and C{StreamCallbacks}).
+    """
+
+    def onResponseHeaders(headers, endStream):
+        """A L{txenvoy.http.headers.ResponseHeaders} (1xx ones included)."""
+
+    def onResponseData(data, endStream):
+        """Body bytes."""
+
+    def onResponseTrailers(trailers):
+        """The trailers; the response ends."""
+
+    def onResponseComplete():
+        """The response ended; the client is already back in its pool."""
+
+    def onUpstreamReset(reason):
+        """The stream was reset, with Envoy's reset reason text."""
+
+
+class ICluster(Interface):
+    """
+    The main thread's side of one cluster (Envoy's C{Upstream::Cluster}):
+    it owns membership and posts each new host list to the workers.
+    """
+
+    info = Attribute("The L{txenvoy.upstream.cluster.ClusterInfo}.")
+    hosts = Attribute("The current membership, a tuple of hosts.")
+    initialized = Attribute("Whether the first membership is known.")
+
+    def start():
+        """Begin discovering membership (main thread)."""
+
+    def stop():
+        """Cancel timers; later results are dropped."""
+
+    def whenInitialized():
+        """@return: a Deferred fired once the first membership is known."""
+
+    def setHosts(hosts, membershipChanged=True):
+        """Install a new membership and post it to every worker."""

@@ -15,6 +15,7 @@ from twisted.plugin import IPlugin, getPlugins
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError, UnsupportedExtension
+from txenvoy import interfaces
 from txenvoy.interfaces import IExtensionFactory
 
 
@@ -34,6 +35,19 @@ class Category:
     UPSTREAM_OPTIONS = "envoy.upstream_options"
     OTHER = "other"
 
+
+#: What a factory's C{create} returns, per category: the registry refuses
+#: anything else, so a broken third-party extension fails when the config
+#: loads, naming its field, rather than on the first connection.
+CATEGORY_INTERFACES = {
+    Category.LISTENER_FILTER: interfaces.IListenerFilterFactory,
+    Category.NETWORK_FILTER: interfaces.INetworkFilterFactory,
+    Category.HTTP_FILTER: interfaces.IHttpFilterFactory,
+    Category.ACCESS_LOGGER: interfaces.IAccessLogger,
+    Category.TRANSPORT_SOCKET_DOWNSTREAM: interfaces.IDownstreamTransportSocketFactory,
+    Category.TRANSPORT_SOCKET_UPSTREAM: interfaces.IUpstreamTransportSocketFactory,
+    Category.STATS_SINK: interfaces.IStatsSink,
+}
 
 _factories = {}
 
@@ -132,7 +146,20 @@ def createExtension(category, typedExtension, context, path):
     factory = lookup(category, typeName)
     if factory is None:
         raise UnsupportedExtension(path + ".typed_config", typeName, name)
-    return factory.create(unpackAny(any_, path + ".typed_config"), context.child(path))
+    created = factory.create(unpackAny(any_, path + ".typed_config"), context.child(path))
+    return _checkProvides(category, typeName, created, path)
+
+
+def _checkProvides(category, typeName, created, path):
+    """
+    @return: C{created}, when it provides its category's interface.
+    @raise ConfigError: naming the extension and the interface otherwise.
+    """
+    interface = CATEGORY_INTERFACES.get(category)
+    if interface is not None and not interface.providedBy(created):
+        raise ConfigError("%s.typed_config: the extension for '%s' made %r, which does not "
+                          "provide %s" % (path, typeName, created, interface.__name__))
+    return created
 
 
 #: Envoy's way to configure an extension that has no proto of its own:
@@ -153,7 +180,8 @@ def _createFromTypedStruct(category, name, any_, context, path):
     factory = lookup(category, typeName)
     if factory is None:
         raise UnsupportedExtension(path + ".typed_config.type_url", typeName, name)
-    return factory.create(json_format.MessageToDict(struct.value), context.child(path))
+    created = factory.create(json_format.MessageToDict(struct.value), context.child(path))
+    return _checkProvides(category, typeName, created, path)
 
 
 def loadPlugins():

@@ -53,6 +53,7 @@ from txenvoy.http.filter import (
     FilterHeadersStatus,
     FilterIteration,
     FilterSlot,
+    filterMethod,
     filterRoles,
 )
 from txenvoy.http.local_reply import DEFAULT_LOCAL_REPLY, headerView, makeLocalReply
@@ -1307,9 +1308,7 @@ class ActiveStream:
             return
         only = self._only
         if only is not None:
-            f = getattr(only, "decodeTrailers", None)
-            if f is not None:
-                f(trailers)
+            filterMethod(only, "decodeTrailers")(only, trailers)
             return
         decoding = self._decoding
         if decoding is not None:
@@ -1783,9 +1782,9 @@ class ActiveStream:
         stats = cm.stats
         info = self.streamInfo
         for slot in self._slots:
-            onDestroy = getattr(slot.filter, "onDestroy", None)
-            if onDestroy is not None:
-                onDestroy()
+            f = slot.filter
+            if f is not None:
+                filterMethod(f, "onDestroy")(f)
         info.onComplete()
         now = info.endMonotonic
         if self._complete:

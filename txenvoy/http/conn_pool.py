@@ -61,6 +61,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from txenvoy.http.codec_client import ClientCodec
+from txenvoy.interfaces import IUpstreamConnectionCallbacks
 from txenvoy.privates import unsentBytes
 from txenvoy.server.logging import componentLogger, connTag
 from txenvoy.upstream.connection import PEEK_CLOSED, PEEK_IDLE
@@ -403,6 +404,7 @@ class _UpstreamWatermark:
         pass
 
 
+@implementer(IUpstreamConnectionCallbacks)
 class ActiveClient:
     """
     One upstream HTTP/1.1 connection of a pool: an

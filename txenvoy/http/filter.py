@@ -10,14 +10,18 @@ the config loads. For every request the connection manager calls
 C{factory.createFilter(callbacks)} with that filter's
 L{IStreamFilterCallbacks} and gets back the filter for the stream::
 
+    from zope.interface import implementer
+
     from txenvoy.config.registry import Category, extension
     from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
+    from txenvoy.interfaces import IHttpFilterFactory
 
     class AddHeader(PassThroughFilter):
         def decodeHeaders(self, headers, endStream):
             headers.headers.add(b"x-seen", b"1")
             return FilterHeadersStatus.Continue
 
+    @implementer(IHttpFilterFactory)
     class AddHeaderFactory:
         terminal = False
         def createFilter(self, callbacks):
@@ -55,13 +59,25 @@ Statuses (Envoy's meaning):
  - C{decodeTrailers}/C{encodeTrailers} return L{FilterTrailersStatus}.
 
 A filter may also have C{onDestroy()}, called once when the stream ends.
+These methods are declared by L{txenvoy.interfaces.IStreamDecoderFilter},
+L{txenvoy.interfaces.IStreamEncoderFilter} and
+L{txenvoy.interfaces.IStreamFilterBase}; a filter that lacks
+C{decodeTrailers}, C{encodeTrailers} or C{onDestroy} gets
+L{PassThroughFilter}'s (L{filterMethod}).
 """
 
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import implementer
+
+from txenvoy.interfaces import (
+    IStreamDecoderFilter,
+    IStreamEncoderFilter,
+    IStreamFilterCallbacks,
+)
 
 __all__ = [
     "FilterHeadersStatus", "FilterDataStatus", "FilterTrailersStatus",
     "IStreamFilterCallbacks", "PassThroughFilter", "LocalReplyDetails", "filterRoles",
+    "filterMethod",
     "FilterSlot", "FilterIteration",
 ]
 
@@ -113,102 +129,7 @@ class LocalReplyDetails:
     FILTER_CHAIN_NOT_FOUND = "filter_chain_not_found"
 
 
-class IStreamFilterCallbacks(Interface):
-    """
-    What the connection manager gives each HTTP filter of a stream (Envoy's
-    C{StreamDecoderFilterCallbacks} and C{StreamEncoderFilterCallbacks} in
-    one object). Only use it on the worker thread that runs the stream.
-    """
-
-    streamInfo = Attribute(
-        "The request's L{txenvoy.network.stream_info.StreamInfo} (response "
-        "flags, addresses, filterState for data shared between filters).")
-    connection = Attribute("The L{txenvoy.network.connection.ServerConnection}.")
-    dispatcher = Attribute("The worker's dispatcher (C{.reactor}, C{.stats}, "
-                           "C{.clusterManager}).")
-    streamId = Attribute("An integer unique on this worker.")
-    filterConfigName = Attribute(
-        "The filter's C{name} in C{http_filters}, the key of its "
-        "C{typed_per_filter_config} entries.")
-    requestHeaders = Attribute("The request head, or C{None} before it.")
-    responseHeaders = Attribute("The response head, or C{None} before it.")
-
-    def route():
-        """
-        @return: the L{txenvoy.http.route_table.RouteMatch} of the request,
-            resolved once and cached, or C{None} when nothing matches.
-        """
-
-    def clearRouteCache():
-        """Forget the cached route (after changing what routing reads)."""
-
-    def continueDecoding():
-        """Resume the request direction after this filter stopped it."""
-
-    def continueEncoding():
-        """Resume the response direction after this filter stopped it."""
-
-    def sendLocalReply(code, body=b"", modifyHeaders=None, details=""):
-        """
-        Answer the request from here, as Envoy's C{sendLocalReply}: the
-        C{local_reply_config} mappers and body format apply, the reply goes
-        through every encoder filter, and the request direction stops.
-        After the response started this resets the stream instead.
-
-        @param code: the HTTP status (int).
-        @param body: C{bytes}; a non-empty body gets
-            C{content-type: text/plain}.
-        @param modifyHeaders: C{None} or C{f(responseHeaders)}, called
-            before the body headers are added.
-        @param details: Envoy's response code details.
-        """
-
-    def encodeHeaders(headers, endStream):
-        """
-        Send a response head from a decoder filter (the router does): it
-        goes through every encoder filter.
-        """
-
-    def encodeData(data, endStream):
-        """Send response body bytes from a decoder filter."""
-
-    def encodeTrailers(trailers):
-        """End the response with trailers from a decoder filter."""
-
-    def resetStream():
-        """Abandon the stream (HTTP/1: the connection is closed)."""
-
-    def decodingBuffer():
-        """The request body this filter holds buffered, C{bytes} or C{None}."""
-
-    def bufferLimit():
-        """The stream's buffer limit in bytes (the listener's
-        C{per_connection_buffer_limit_bytes})."""
-
-    def callLater(delay, f):
-        """
-        A cheap timer tied to the stream's connection.
-
-        @return: an object with C{cancel()}.
-        """
-
-    def onDecoderFilterAboveWriteBufferHighWatermark():
-        """The filter cannot take more request data: stop reading downstream."""
-
-    def onDecoderFilterBelowWriteBufferLowWatermark():
-        """Read downstream again (each call matches one of the above)."""
-
-    def addDownstreamWatermarkCallbacks(callbacks):
-        """
-        Be told when the downstream connection cannot take more response
-        bytes: C{callbacks.onAboveWriteBufferHighWatermark()} and
-        C{onBelowWriteBufferLowWatermark()}. Removed when the stream ends.
-        """
-
-    def removeDownstreamWatermarkCallbacks(callbacks):
-        """Undo L{addDownstreamWatermarkCallbacks}."""
-
-
+@implementer(IStreamDecoderFilter, IStreamEncoderFilter)
 class PassThroughFilter:
     """
     A filter that lets everything through (Envoy's C{PassThroughFilter});
@@ -276,6 +197,22 @@ def filterRoles(filter_):
             encoder = False
         roles = _roles[cls] = (decoder, encoder)
     return roles
+
+
+_methods = {}
+
+
+def filterMethod(filter_, name):
+    """
+    The function behind a filter's declared method C{name} (call it with
+    the filter first), looked up once per class; L{PassThroughFilter}'s
+    when the filter's class does not have it.
+    """
+    cls = type(filter_)
+    f = _methods.get((cls, name))
+    if f is None:
+        f = _methods[cls, name] = getattr(cls, name, None) or getattr(PassThroughFilter, name)
+    return f
 
 
 # -- the filter manager: what the connection manager runs a chain with ----------
@@ -541,10 +478,8 @@ class FilterIteration:
             if i == self.stop:
                 self.trailers = trailers
                 return
-            f = getattr(slots[i].filter, method, None)
-            if f is None:
-                continue
-            status = f(trailers)
+            f = slots[i].filter
+            status = filterMethod(f, method)(f, trailers)
             if stream._stopped(self):
                 return
             if status != _TRAILERS_CONTINUE:

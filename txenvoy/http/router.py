@@ -47,7 +47,7 @@ from txenvoy.http.conn_pool import OVERFLOW, PROTOCOL_ERROR, poolsFor
 from txenvoy.http.filter import FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus
 from txenvoy.http.header_dump import dumpRequestHeaders, dumpResponseHeaders
 from txenvoy.http.header_mutation import FormatContext
-from txenvoy.interfaces import IHttpFilterFactory
+from txenvoy.interfaces import IConnectionPoolCallbacks, IHttpFilterFactory, IResponseDecoder
 from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.server.logging import componentLogger
 from txenvoy.upstream.connection import CONNECT_TIMEOUT, LOCAL_CONNECTION_FAILURE
@@ -177,6 +177,7 @@ class RouterConfig:
         return RouterFilter(self, callbacks)
 
 
+@implementer(IConnectionPoolCallbacks, IResponseDecoder)
 class UpstreamRequest:
     """
     One attempt at forwarding the request to one host: the pool's callbacks

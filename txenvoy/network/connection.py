@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
+from txenvoy.interfaces import IListenerFilterCallbacks
 from txenvoy.network.filter import forwardReadConnectionLost
 from txenvoy.network.filter_chain import ConnectionMatchInfo
 from txenvoy.network.stream_info import StreamInfo
@@ -35,7 +36,7 @@ def nextConnectionId():
     return _nextConnectionId[0]
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IListenerFilterCallbacks)
 class ServerConnection(Protocol):
     """
     One accepted downstream connection (Envoy's C{ServerConnectionImpl}

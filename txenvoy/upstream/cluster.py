@@ -15,9 +15,11 @@ import threading
 
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
+from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField
 from txenvoy.config.registry import unpackAny
+from txenvoy.interfaces import ICluster
 from txenvoy.upstream.host import (
     DEGRADED_EDS_HEALTH,
     FAILED_EDS_HEALTH,
@@ -764,6 +766,7 @@ class MainClusterStats:
 # --- primary clusters ----------------------------------------------------
 
 
+@implementer(ICluster)
 class PrimaryCluster:
     """
     The main thread's side of one cluster: it owns membership and posts

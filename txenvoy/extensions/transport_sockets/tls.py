@@ -43,6 +43,7 @@ from zope.interface import implementer
 from txenvoy.config.datasource import readDataSource
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.registry import Category, extension
+from txenvoy.interfaces import IDownstreamTransportSocketFactory
 from txenvoy.network.filter import forwardReadConnectionLost
 from txenvoy.privates import TLSTransport, sessionReused
 
@@ -978,7 +979,7 @@ class _DownstreamTlsFactory(TLSMemoryBIOFactory):
         self.connection = connection
 
 
-@implementer(IOpenSSLServerConnectionCreator)
+@implementer(IOpenSSLServerConnectionCreator, IDownstreamTransportSocketFactory)
 class DownstreamTlsSocket:
     """
     A compiled C{DownstreamTlsContext}: the OpenSSL server contexts (one

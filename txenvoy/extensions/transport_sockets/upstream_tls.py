@@ -44,6 +44,7 @@ from txenvoy.extensions.transport_sockets.tls import (
     SslStats,
     loadCertificateOptions,
 )
+from txenvoy.interfaces import IUpstreamTransportSocketFactory
 from txenvoy.privates import verifyErrorString
 
 log = Logger(namespace="tls")
@@ -344,7 +345,7 @@ class _NullShard:
         return _NullCounter()
 
 
-@implementer(IOpenSSLClientConnectionCreator)
+@implementer(IOpenSSLClientConnectionCreator, IUpstreamTransportSocketFactory)
 class UpstreamTlsSocket:
     """
     A compiled C{UpstreamTlsContext}: one OpenSSL client context, built

@@ -200,6 +200,11 @@ class RejectTests(SynchronousTestCase):
         key = (Category.HTTP_FILTER, "envoy.extensions.filters.http.router.v3.Router")
         original = registry._factories[key]
 
+        from zope.interface import implementer
+
+        from txenvoy.interfaces import IHttpFilterFactory
+
+        @implementer(IHttpFilterFactory)
         class NotTerminal:
             terminal = False
 

@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.registry import Category, extension
-from txenvoy.interfaces import INetworkFilterFactory
+from txenvoy.interfaces import INetworkFilterFactory, IUpstreamConnectionCallbacks
 from txenvoy.network import splice
 from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.server.logging import componentLogger, connTag
@@ -70,7 +70,7 @@ class _CountingProducer:
         self._transport.stopProducing()
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IUpstreamConnectionCallbacks)
 class TcpProxyFilter(Protocol):
     """
     The tcp_proxy terminal filter for one downstream connection; it is also

@@ -1,0 +1,149 @@
+"""
+Tests for L{txenvoy.interfaces}: every registered extension, and every
+class of txenvoy that declares one of its interfaces, provides it.
+"""
+
+import glob
+import importlib
+import inspect
+import os
+import pkgutil
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementedBy
+from zope.interface.verify import verifyClass, verifyObject
+
+import txenvoy
+from tests.e2e.harness import EXAMPLES
+from txenvoy import interfaces
+from txenvoy.config import registry
+from txenvoy.config.errors import ConfigError
+from txenvoy.config.loader import loadBootstrap
+from txenvoy.server.server import Server
+
+# What Envoy's example corpus does not use, in one config.
+_REST = """
+stats_sinks:
+- name: envoy.stat_sinks.statsd
+  typed_config:
+    "@type": type.googleapis.com/envoy.config.metrics.v3.StatsdSink
+    address: {socket_address: {address: 127.0.0.1, port_value: 8125}}
+static_resources:
+  listeners:
+  - name: rest
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    listener_filters:
+    - name: envoy.filters.listener.original_dst
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst
+    - name: envoy.filters.listener.proxy_protocol
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol
+    - name: envoy.filters.listener.http_inspector
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector
+    access_log:
+    - name: envoy.access_loggers.stderr
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.echo
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo
+"""
+
+
+class _Recording:
+    """Stands in for one registered factory and keeps what it made."""
+
+    def __init__(self, category, typeName, factory, made):
+        self.category = category
+        self.typeNames = (typeName,)
+        self.names = factory.names
+        self._factory = factory
+        self._made = made
+
+    def create(self, message, context):
+        created = self._factory.create(message, context)
+        self._made.setdefault((self.category, self.typeNames[0]), created)
+        return created
+
+
+class RegisteredExtensionsTests(SynchronousTestCase):
+
+    def test_everyExtensionProvidesItsCategory(self):
+        """
+        Every registered extension, built from Envoy's example configs (and
+        one config for what they do not use), passes C{verifyObject} for
+        its category's interface.
+        """
+        registry.loadPlugins()
+        made = {}
+        for category, typeName in registry.registered():
+            original = registry.lookup(category, typeName)
+            registry.register(_Recording(category, typeName, original, made))
+            self.addCleanup(registry.register, original)
+        cwd = os.getcwd()
+        os.chdir(EXAMPLES)
+        self.addCleanup(os.chdir, cwd)
+        for path in sorted(glob.glob("*.yaml")):
+            try:
+                Server(Clock(), loadBootstrap(path), validateOnly=True)
+            except ConfigError as e:
+                self.assertIn("unsupported", str(e), path)
+        Server(Clock(), loadBootstrap(None, _REST), validateOnly=True)
+        self.assertEqual(sorted(set(registry.registered()) - set(made)), [])
+        for (category, typeName), created in sorted(made.items()):
+            interface = registry.CATEGORY_INTERFACES.get(category)
+            if interface is not None:
+                verifyObject(interface, created)
+
+    def test_registryRefusesWhatDoesNotProvide(self):
+        """
+        A factory whose result does not provide its category's interface
+        is a config error naming the field, the type and the interface.
+        """
+        key = (registry.Category.NETWORK_FILTER,
+               "envoy.extensions.filters.network.echo.v3.Echo")
+        original = registry.lookup(*key)
+        self.addCleanup(registry.register, original)
+        registry.register(registry.FunctionFactory(key[0], [key[1]], (), lambda m, c: object()))
+        e = self.assertRaises(ConfigError, Server, Clock(), loadBootstrap(None, _REST),
+                              validateOnly=True)
+        self.assertIn("static_resources.listeners[0].filter_chains[0].filters[0].typed_config: "
+                      "the extension for 'envoy.extensions.filters.network.echo.v3.Echo' made",
+                      str(e))
+        self.assertIn("which does not provide INetworkFilterFactory", str(e))
+
+
+def _txenvoyModules():
+    for info in pkgutil.walk_packages(txenvoy.__path__, "txenvoy."):
+        yield importlib.import_module(info.name)
+
+
+class DeclaredSeamsTests(SynchronousTestCase):
+
+    def test_declaringClassesHaveTheMethods(self):
+        """
+        Every class in txenvoy that declares one of L{txenvoy.interfaces}
+        has its methods, with compatible signatures.
+        """
+        ours = {v for v in vars(interfaces).values()
+                if isinstance(v, type(interfaces.IDispatcher))}
+        checked = set()
+        for module in _txenvoyModules():
+            for _, cls in inspect.getmembers(module, inspect.isclass):
+                if cls.__module__ != module.__name__:
+                    continue
+                for interface in implementedBy(cls).flattened():
+                    if interface in ours:
+                        verifyClass(interface, cls)
+                        checked.add(interface.__name__)
+        for seam in ("IListenerFilterCallbacks", "IStreamFilterCallbacks",
+                     "IUpstreamConnectionCallbacks", "IConnectionPoolCallbacks",
+                     "IResponseDecoder", "ICluster", "IDownstreamTransportSocketFactory",
+                     "IUpstreamTransportSocketFactory", "IStreamDecoderFilter",
+                     "IStreamEncoderFilter", "IStreamFilterBase", "IDispatcher"):
+            self.assertIn(seam, checked)
