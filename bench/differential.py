@@ -486,22 +486,21 @@ class Proxy:
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})")
 
 
-def firstOutcomes(ports, data, timeout):
+def firstOutcomes(ports, data, timeout, settle=0.15):
     """
-    Send C{data} on a fresh connection to each port at once.
+    Send C{data} on a fresh connection to each port at once, and read
+    until each connection closed, or was quiet for C{settle} seconds after
+    its first response (pipelined requests behind it get the time to reach
+    the origin), or C{timeout} passed.
 
     @return: for each port, the first response's status (a string),
         C{"closed"}, C{"hang"} or C{"garbage"}.
     """
     socks = []
     for port in ports:
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        s.setblocking(False)
-        socks.append(s)
+        socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
     try:
         for s in socks:
-            s.setblocking(True)
-            s.settimeout(5)
             try:
                 s.sendall(data)
             except OSError:
@@ -509,13 +508,22 @@ def firstOutcomes(ports, data, timeout):
             s.setblocking(False)
         bufs = [b""] * len(socks)
         outcomes = [None] * len(socks)
+        done = [False] * len(socks)
+        last = [0.0] * len(socks)
         deadline = time.time() + timeout
-        while None in outcomes:
-            left = deadline - time.time()
+        while not all(done):
+            now = time.time()
+            left = deadline - now
             if left <= 0:
                 break
-            waiting = [s for s, o in zip(socks, outcomes) if o is None]
-            readable, _, _ = select.select(waiting, [], [], left)
+            for i, s in enumerate(socks):
+                if not done[i] and outcomes[i] is not None and now - last[i] >= settle:
+                    done[i] = True
+            waiting = [s for s, d in zip(socks, done) if not d]
+            if not waiting:
+                break
+            readable, _, _ = select.select(waiting, [], [], min(left, settle))
+            now = time.time()
             for s in readable:
                 i = socks.index(s)
                 try:
@@ -523,10 +531,14 @@ def firstOutcomes(ports, data, timeout):
                 except OSError:
                     piece = b""
                 if not piece:
-                    outcomes[i] = _outcome(bufs[i], True)
+                    if outcomes[i] is None:
+                        outcomes[i] = _outcome(bufs[i], True)
+                    done[i] = True
                     continue
+                last[i] = now
                 bufs[i] += piece
-                outcomes[i] = _outcome(bufs[i], False)
+                if outcomes[i] is None:
+                    outcomes[i] = _outcome(bufs[i], False)
         return [o if o is not None else ("hang" if not b else "garbage")
                 for o, b in zip(outcomes, bufs)]
     finally:

@@ -356,6 +356,22 @@ class UpstreamProtocolErrorTests(ClientTestMixin, SynchronousTestCase):
         self.assertProtocolError(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
                                  Details.INVALID_TRANSFER_ENCODING)
 
+    def test_transferEncodingHeadersAreOneList(self):
+        """
+        Envoy: an upstream response's Transfer-Encoding headers are one
+        list; C{x} then C{chunked}, C{gzip} then C{chunked}, C{gzip,
+        chunked} or C{chunked} twice is a protocol error (502 with
+        C{upstream_reset_before_response_started{protocol_error}}).
+        """
+        for head in (b"Transfer-Encoding: x\r\nTransfer-Encoding: chunked\r\n",
+                     b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+                     b"Transfer-Encoding: gzip, chunked\r\n",
+                     b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                     b"Transfer-Encoding: chunked\r\nTransfer-Encoding:\r\n"):
+            self.assertProtocolError(
+                b"HTTP/1.1 200 OK\r\n" + head + b"\r\n0\r\n\r\n",
+                Details.INVALID_TRANSFER_ENCODING)
+
     def test_oversizedHeaders(self):
         """Envoy: 100 KiB of response headers is a protocol error (502)."""
         self.assertProtocolError(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 100 * 1024 + b"\r\n\r\n",

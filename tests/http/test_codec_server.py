@@ -470,6 +470,34 @@ class SmugglingTests(CodecTestMixin, SynchronousTestCase):
                 b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + value + b"\r\n\r\n0\r\n\r\n",
                 NOT_IMPLEMENTED, 501, Details.INVALID_TRANSFER_ENCODING)
 
+    def test_transferEncodingHeadersAreOneList(self):
+        """
+        Envoy 1.40 judges several Transfer-Encoding headers as one list
+        (RFC 9112): C{x} then C{chunked}, or C{gzip} then C{chunked}, is
+        501 and the body's second request never reaches anyone (the last
+        value does not win).
+        """
+        for first in (b"x", b"gzip", b"identity", b"chunked"):
+            self.assertRejected(
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + first +
+                b"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+                NOT_IMPLEMENTED, 501, Details.INVALID_TRANSFER_ENCODING)
+
+    def test_emptyTransferEncoding(self):
+        """
+        Envoy: an empty Transfer-Encoding alone is 501. Next to C{chunked}
+        Envoy takes it as nothing (before) or frames the request by no
+        length at all and closes (after); both are refused here (501), the
+        safe side of Envoy.
+        """
+        for head in (b"Transfer-Encoding:\r\n",
+                     b"Transfer-Encoding: chunked\r\nTransfer-Encoding:\r\n",
+                     b"Transfer-Encoding:\r\nTransfer-Encoding: chunked\r\n"):
+            self.assertRejected(
+                b"POST / HTTP/1.1\r\nHost: a\r\n" + head + b"\r\n0\r\n\r\n",
+                NOT_IMPLEMENTED, 501, Details.INVALID_TRANSFER_ENCODING)
+
     def test_chunkedCaseInsensitive(self):
         """TE: CHUNKED is chunked; the header is not passed on."""
         decoder = self.assertServed(
@@ -718,6 +746,33 @@ class LimitTests(CodecTestMixin, SynchronousTestCase):
         self.assertServed(request(100))
         self.assertRejected(request(101), TOO_LARGE, 431, Details.TOO_MANY_HEADERS)
 
+    def test_repeatedInlineHeadersCountOnce(self):
+        """
+        Envoy joins the repeats of a header its map keeps inline (C{host:
+        a,a,...}, user-agent, accept, x-forwarded-for...) into one entry:
+        101 of them are served; 101 of any other name (cookie, x-foo) are
+        431.
+        """
+        for name in (b"Host", b"User-Agent", b"Accept", b"X-Forwarded-For", b"Expect"):
+            self.assertServed(b"GET / HTTP/1.1\r\nHost: a\r\n" +
+                              (name + b": a\r\n") * 101 + b"\r\n")
+        for name in (b"Cookie", b"X-Foo", b"Accept-Language"):
+            self.assertRejected(b"GET / HTTP/1.1\r\nHost: a\r\n" +
+                                (name + b": a\r\n") * 101 + b"\r\n",
+                                TOO_LARGE, 431, Details.TOO_MANY_HEADERS)
+
+    def test_repeatedHeadersThenTheirOwnChecks(self):
+        """
+        Joined, 101 Transfer-Encoding headers are one list (501) and 101
+        Connection headers nominate too many (400), as in Envoy.
+        """
+        self.assertRejected(b"GET / HTTP/1.1\r\nHost: a\r\n" +
+                            b"Transfer-Encoding: v\r\n" * 101 + b"\r\n",
+                            NOT_IMPLEMENTED, 501, Details.INVALID_TRANSFER_ENCODING)
+        self.assertRejected(b"GET / HTTP/1.1\r\nHost: a\r\n" +
+                            b"Connection: v\r\n" * 101 + b"\r\n",
+                            BAD_REQUEST, 400, Details.CONNECTION_HEADER_REJECTED)
+
     def test_longRequestLine(self):
         """Envoy: a 70 KiB request line is 431, not 414."""
         self.assertRejected(b"GET /" + b"a" * 70 * 1024 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -777,6 +832,87 @@ class RequestLineTests(CodecTestMixin, SynchronousTestCase):
         """Envoy: FOO (no allow_custom_methods) is 400."""
         self.assertRejected(b"FOO / HTTP/1.1\r\nHost: a\r\n\r\n",
                             BAD_REQUEST, 400, Details.CODEC_ERROR)
+
+    def test_methodsEnvoyDoesNotKnow(self):
+        """
+        Envoy (balsa) accepts 34 methods; methods llhttp knows beyond them
+        (M-SEARCH, QUERY, DESCRIBE, SETUP, ...) are 400, even with a body.
+        """
+        for method in (b"M-SEARCH", b"QUERY", b"DESCRIBE", b"SETUP", b"PRI"):
+            self.assertRejected(method + b" / HTTP/1.1\r\nHost: a\r\n"
+                                b"Content-Length: 0\r\n\r\n",
+                                BAD_REQUEST, 400, Details.CODEC_ERROR)
+        for method in (b"MKACTIVITY", b"UNSUBSCRIBE", b"PURGE", b"MOVE", b"SOURCE"):
+            decoder = self.assertServed(method + b" / HTTP/1.1\r\nHost: a\r\n\r\n")
+            self.assertEqual(decoder.headers.method, method)
+
+    def test_bareLineFeedInsideRequestLine(self):
+        """
+        Envoy: a bare LF ends the request line wherever it is, so C{POST
+        /c\\n HTTP/1.1} is an HTTP/0.9 request (426) and never
+        C{POST /c HTTP/1.1}; with CRLF, the same. Nothing is forwarded.
+        """
+        for data in (b"POST /c\n HTTP/1.1\r\nHost: a\r\n\r\n",
+                     b"POST /c\r\n HTTP/1.1\r\nHost: a\r\n\r\n",
+                     b"POST /c\n\tHTTP/1.1\r\nHost: a\r\n\r\n"):
+            self.assertRejected(data, UPGRADE_REQUIRED, 426, Details.LOW_VERSION)
+
+    def test_bareLineFeedInsidePipelinedRequestLine(self):
+        """The same in a request that follows another one in the same read."""
+        server = self.codec()
+        server.dataReceived(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n"
+                            b"POST /c\n HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(self.transport.value(), OK + UPGRADE_REQUIRED)
+        self.assertEqual([d.headers.path for d in self.callbacks.decoders], [b"/a"])
+
+    def test_requestLineWhitespace(self):
+        """
+        Envoy (balsa) reads HTAB and CR in the request line as spaces and
+        runs of them as one: tabs as separators, a space or tab before the
+        line break, C{HTTP/1.1\\r\\r\\n}, all are served as C{GET /p HTTP/1.1}.
+        """
+        for line in (b"GET /p \tHTTP/1.1", b"GET\t/p HTTP/1.1", b"GET /p\tHTTP/1.1",
+                     b"GET /p HTTP/1.1 ", b"GET /p HTTP/1.1\t", b"GET /p HTTP/1.1\r",
+                     b"GET /p\rHTTP/1.1", b"GET  /p  HTTP/1.1"):
+            decoder = self.assertServed(line + b"\r\nHost: a\r\n\r\n")
+            self.assertEqual((decoder.headers.method, decoder.headers.path), (b"GET", b"/p"))
+
+    def test_requestLineRefused(self):
+        """
+        Envoy: a request line that starts with whitespace, has four parts,
+        or holds another control character is 400.
+        """
+        for line in (b" GET /p HTTP/1.1", b"GET /a\tb HTTP/1.1", b"GET /p\x0bHTTP/1.1",
+                     b"GET /p\x0cHTTP/1.1", b"GET /p HTTP/1.1 x", b"GET /p\x00 HTTP/1.1"):
+            self.assertRejected(line + b"\r\nHost: a\r\n\r\n",
+                                BAD_REQUEST, 400, Details.CODEC_ERROR)
+
+    def test_whitespaceLineContinuesTheHead(self):
+        """
+        Envoy: a line of only whitespace after a header is an obs-fold, not
+        the end of the head: nothing is answered yet.
+        """
+        server = self.codec()
+        server.dataReceived(b"GET /p HTTP/1.1 \r\nHost: a \r\n \r\n")
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(self.callbacks.decoders, [])
+        server.dataReceived(b"\r\n")
+        self.assertEqual(self.transport.value(), OK)
+
+    def test_absoluteFormAuthority(self):
+        """
+        Envoy parses an absolute-form target with its URL parser, which
+        refuses a host with C{%} or other characters outside a reg-name (400,
+        http1.invalid_url), while the same in C{Host} is taken.
+        """
+        for target in (b"http://b%.test/p", b"http://b%41/p"):
+            self.assertRejected(b"MOVE " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+                                BAD_REQUEST, 400, Details.INVALID_URL)
+
+    def test_connectTargetIsAuthorityForm(self):
+        """Envoy: C{CONNECT /p} (not host:port) is 400 http1.invalid_url."""
+        self.assertRejected(b"CONNECT /p HTTP/1.1\r\nHost: a\r\n\r\n",
+                            BAD_REQUEST, 400, Details.INVALID_URL)
 
     def test_fragment(self):
         """

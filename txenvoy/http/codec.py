@@ -19,7 +19,7 @@ from txenvoy.http.status import reasonPhrase, statusLine
 
 __all__ = [
     "CodecError", "Details", "DateCache", "NON_PROTOCOL_ERROR_DETAILS",
-    "localReply", "ServerCodec", "ResponseEncoder", "ClientCodec",
+    "localReply", "joinTransferEncoding", "ServerCodec", "ResponseEncoder", "ClientCodec",
 ]
 
 
@@ -119,6 +119,24 @@ def localReply(status, date, serverName, emptyBody=False, http10=False):
         b"server: %s\r\nconnection: close\r\n\r\n%s" % (
             line, len(body), date, serverName, body)
     )
+
+
+def joinTransferEncoding(existing, value):
+    """
+    Add one C{Transfer-Encoding} header's value to the values seen before
+    it, so that the codecs judge the header's values as one list, as RFC
+    9112 and Envoy do: C{x} then C{chunked} is C{x,chunked} (refused), not
+    the last value. Envoy's header map adds no comma after an empty value;
+    an empty value after another one leaves a trailing comma, refused (where
+    Envoy frames such a request by no length at all).
+
+    @param existing: the joined values so far, or C{None}.
+    @param value: this header's value (stripped).
+    @return: the joined value.
+    """
+    if not existing:
+        return value
+    return existing + b"," + value
 
 
 # How llhttp's own error reasons map onto Envoy's answers; anything else is

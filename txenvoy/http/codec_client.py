@@ -40,6 +40,7 @@ from txenvoy.http.codec import (
     Details,
     _mapParserError,
     _StopParsing,
+    joinTransferEncoding,
 )
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
 
@@ -333,7 +334,8 @@ class ClientCodec:
             elif lname == b"transfer-encoding":
                 # Framing is the codec's business: the body is delivered
                 # de-chunked and the header is not passed on.
-                self._transferEncoding = value
+                self._transferEncoding = joinTransferEncoding(
+                    self._transferEncoding, value)
                 self._extraCount += 1
                 return
             elif b"_" not in lname and len(_PLAIN_NAMES) < _PLAIN_NAMES_MAX and (

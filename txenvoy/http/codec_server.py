@@ -48,6 +48,7 @@ from txenvoy.http.codec import (
     Details,
     _mapParserError,
     _StopParsing,
+    joinTransferEncoding,
     localReply,
 )
 from txenvoy.http.headers import HeaderMap, RequestHeaders
@@ -79,10 +80,53 @@ _MAX_NOMINATED_HEADERS = 10
 _ABSOLUTE_URL = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)", re.S)
 _AUTHORITY = re.compile(rb"[A-Za-z0-9!$&'()*+,;=\-._~:@%\[\]]*")
 _PORT = re.compile(rb"[^\]]*:([0-9]+)")
+# The authority of an absolute-form target, as Envoy's URL parser (GURL)
+# takes it: reg-name characters or an IPv6 literal, an optional port.
+_URL_AUTHORITY = re.compile(
+    rb"(?:[^@/?#]*@)?(?:[A-Za-z0-9\-._~!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
+# A CONNECT target: host:port.
+_CONNECT_TARGET = re.compile(rb"[A-Za-z0-9\-._~]+:[0-9]{1,5}")
 
-# What the rewriting feeder fixes in a request head: an obs-fold line break,
-# a CR not followed by LF, an LF not preceded by CR.
-_ANOMALY = re.compile(rb"(?P<fold>\r?\n[ \t])|(?P<cr>\r(?!\n))|(?P<lf>(?<!\r)\n)")
+# A line as the rewriting feeder reads a request head: up to and with its LF.
+_LINE = re.compile(rb"[^\n]*\n")
+# Control characters that make Envoy refuse a request line (HTAB and CR are
+# read as spaces).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x0c\x0e-\x1f\x7f]")
+
+# Request headers that Envoy 1.40's header map keeps inline (its built-in
+# ones and those its compiled-in extensions register): repeats are joined
+# into one entry, so they count once against max_headers_count. Observed
+# one by one against real Envoy (101 repeats: 200 for these, 431 for the
+# others, e.g. cookie, accept-language, range, forwarded, traceparent).
+_INLINE_HEADERS = frozenset([
+    b"accept", b"accept-encoding", b"access-control-request-headers",
+    b"access-control-request-method", b"access-control-request-private-network",
+    b"authorization", b"cache-control", b"connection", b"content-encoding",
+    b"content-length", b"content-type", b"expect", b"grpc-accept-encoding", b"grpc-timeout",
+    b"if-match", b"if-modified-since", b"if-none-match", b"if-range", b"if-unmodified-since",
+    b"keep-alive", b"origin", b"pragma", b"proxy-connection", b"proxy-status", b"referer",
+    b"te", b"upgrade", b"user-agent", b"via", b"x-client-trace-id",
+    b"x-envoy-attempt-count", b"x-envoy-decorator-operation",
+    b"x-envoy-downstream-service-cluster", b"x-envoy-downstream-service-node",
+    b"x-envoy-expected-rq-timeout-ms", b"x-envoy-external-address", b"x-envoy-force-trace",
+    b"x-envoy-hedge-on-per-try-timeout", b"x-envoy-internal", b"x-envoy-ip-tags",
+    b"x-envoy-is-timeout-retry", b"x-envoy-max-retries", b"x-envoy-original-host",
+    b"x-envoy-original-path", b"x-envoy-original-url", b"x-envoy-retriable-header-names",
+    b"x-envoy-retriable-status-codes", b"x-envoy-retry-grpc-on", b"x-envoy-retry-on",
+    b"x-envoy-upstream-alt-stat-name", b"x-envoy-upstream-rq-per-try-timeout-ms",
+    b"x-envoy-upstream-rq-timeout-alt-response", b"x-envoy-upstream-rq-timeout-ms",
+    b"x-envoy-upstream-stream-duration-ms", b"x-forwarded-client-cert", b"x-forwarded-for",
+    b"x-forwarded-host", b"x-forwarded-port", b"x-forwarded-proto", b"x-request-id",
+])
+
+# The methods Envoy's HTTP/1 codec (balsa) accepts without
+# allow_custom_methods; llhttp knows more (M-SEARCH, QUERY, RTSP's...).
+_ENVOY_METHODS = frozenset([
+    b"ACL", b"BIND", b"CHECKOUT", b"CONNECT", b"COPY", b"DELETE", b"GET", b"HEAD",
+    b"LINK", b"LOCK", b"MERGE", b"MKACTIVITY", b"MKCALENDAR", b"MKCOL", b"MOVE",
+    b"MSEARCH", b"NOTIFY", b"OPTIONS", b"PATCH", b"POST", b"PROPFIND", b"PROPPATCH",
+    b"PURGE", b"PUT", b"REBIND", b"REPORT", b"SEARCH", b"SOURCE", b"SUBSCRIBE", b"TRACE",
+    b"UNBIND", b"UNLINK", b"UNLOCK", b"UNSUBSCRIBE"])
 
 # Parse events queued for a request that waits for its turn.
 _EV_HEADERS, _EV_DATA, _EV_TRAILERS = range(3)
@@ -340,9 +384,15 @@ class _Forwarder:
         self.skip = skip
         self.skipHead = skipHead
         self.inHead = False
+        # Between messages (a request line is due), and the number of head
+        # lines fed since the message began.
+        self.idle = not skipHead
+        self.lines = 0
 
     def on_message_begin(self):
         self.inHead = True
+        self.idle = False
+        self.lines = 0
         if not self.skip and not self.skipHead:
             self.codec.on_message_begin()
 
@@ -368,6 +418,7 @@ class _Forwarder:
             self.codec.on_body(data)
 
     def on_message_complete(self):
+        self.idle = True
         if self.skip:
             self.skip -= 1
         else:
@@ -433,8 +484,8 @@ class ServerCodec:
 
         self._parser = _newParser(self)
         self._forwarder = None      # set while input is re-parsed/rewritten
-        self._carry = b""           # head bytes held back while rewriting
-        self._lineState = 0         # what the head line being fed is so far
+        self._carry = b""           # a head line held back while rewriting
+        self._lineEnd = b""         # a header line's end, held back (obs-fold)
         self._parsing = True        # False once an error stopped parsing
 
         # The message being parsed.
@@ -643,7 +694,7 @@ class ServerCodec:
             self._host = value if self._host is None else self._host + b"," + value
             self._extraCount += 1
         elif kind == _TRANSFER_ENCODING:
-            self._transferEncoding = value
+            self._transferEncoding = joinTransferEncoding(self._transferEncoding, value)
             self._extraCount += 1
         elif kind == _CONTENT_LENGTH:
             self._contentLength = value
@@ -663,11 +714,18 @@ class ServerCodec:
             raise _StopParsing()
         self._inHead = False
         parser = self._parser
+        method = parser.get_method()
+        if method not in _ENVOY_METHODS:
+            # Envoy refuses, at the request line, the methods llhttp knows
+            # and it does not (M-SEARCH, QUERY, ...).
+            raise CodecError(400, Details.CODEC_ERROR)
         headers = self._headers
         count = len(headers) + self._extraCount
         if count > self._maxHeadersCount:
-            raise CodecError(431, Details.TOO_MANY_HEADERS)
-        method = parser.get_method()
+            count = _mergedCount(headers, self._host is not None,
+                                 self._transferEncoding is not None)
+            if count > self._maxHeadersCount:
+                raise CodecError(431, Details.TOO_MANY_HEADERS)
         # Head size as sent: the request line, "name: value\r\n" per header
         # and the empty line.
         if self._headSize + len(method) + 14 + 4 * count > self._maxHeadBytes:
@@ -688,11 +746,14 @@ class ServerCodec:
 
         authority = self._host
         scheme = None
-        if url[:1] == b"/":
-            path = url
-        elif isConnect:
+        if isConnect:
+            # Envoy: a CONNECT target is host:port (authority-form).
+            if _CONNECT_TARGET.fullmatch(url) is None:
+                raise CodecError(400, Details.INVALID_URL)
             path = None
             authority = url
+        elif url[:1] == b"/":
+            path = url
         elif url == b"*" and method == b"OPTIONS":
             path = url
         else:
@@ -963,7 +1024,7 @@ class ServerCodec:
         self._forwarder = _Forwarder(self, self._completedSinceSaved)
         self._parser = _newParser(self._forwarder, anyVersion=True)
         self._carry = b""
-        self._lineState = _LINE_EMPTY
+        self._lineEnd = b""
         self._inHead = False
         self._idle = True
         for chunk in chunks:
@@ -976,15 +1037,17 @@ class ServerCodec:
 
     def _feedRewriting(self, data, replaying=False):
         """
-        Feed C{data}, rewriting what Envoy tolerates in a request head and
-        llhttp does not: a CR not followed by LF in a header value is dropped
-        (Envoy forwards C{ab} for C{a\\rb}), a bare LF gets its CR, and an
-        obs-fold line break is removed (C{a\\r\\n  b} gives C{a  b}). Bytes
-        outside heads are fed untouched.
+        Feed C{data} a head line at a time, rewriting what Envoy (balsa)
+        tolerates in a request head and llhttp does not, and refusing what
+        Envoy refuses and llhttp would let through (see L{_requestLine}).
+        In header lines a CR not followed by LF is dropped (Envoy forwards
+        C{ab} for C{a\\rb}), a bare LF gets its CR, and an obs-fold line
+        break is removed (C{a\\r\\n  b} gives C{a  b}). Bytes outside heads are
+        fed untouched.
         """
         forwarder = self._forwarder
         if (not replaying and not forwarder.inHead and not forwarder.skip
-                and self._idle and not self._carry):
+                and forwarder.idle and self._idle and not self._carry):
             # Between messages at a chunk boundary: back to the fast path.
             self._forwarder = None
             self._parser = _newParser(self)
@@ -993,65 +1056,108 @@ class ServerCodec:
         if self._carry:
             data = self._carry + data
             self._carry = b""
-        n = len(data)
-        # A head's trailing line breaks wait for the next chunk (it may
-        # start an obs-fold), unless they hold the empty line ending it.
-        end = n
-        while end and data[end - 1] in b"\r\n":
-            end -= 1
-        if end < n:
-            run = data[end:]
-            if b"\n\n" in run or b"\n\r\n" in run:
-                end = n
         parserFeed = self._parser.feed_data
-
-        def feed(segment):
-            parserFeed(segment)
-            self._lineState = _lineState(self._lineState, segment)
-
+        n = len(data)
         pos = 0
-        base = 0
+        base = None         # where the raw bytes being fed start in data
         upgradeAt = error = None
         try:
-            for m in _ANOMALY.finditer(data, 0, end):
-                i = m.start()
-                if i < pos:
-                    continue
-                if i > pos:
+            while pos < n and self._parsing:
+                if not forwarder.inHead and not forwarder.idle:
+                    # A body: untouched, up to the end of this line (the
+                    # next message may start within it).
+                    # If a request starts within the line, the line's end
+                    # is its request line's: a bare LF there gets its CR.
+                    m = _LINE.match(data, pos)
+                    nxt = m.end() if m is not None else n
+                    cut = nxt - 1 if m is not None else n
+                    if cut > pos and data[cut - 1:cut] == b"\r":
+                        cut -= 1
                     base = pos
-                    feed(data[pos:i])
-                    pos = i
-                if not forwarder.inHead:
+                    parserFeed(data[pos:cut])
+                    if forwarder.inHead and cut < nxt:
+                        base = None
+                        parserFeed(b"\r\n")
+                        forwarder.lines += 1
+                    elif cut < nxt:
+                        base = cut
+                        parserFeed(data[cut:nxt])
+                    pos = nxt
                     continue
-                kind = m.lastgroup
-                if kind == "fold":
-                    pos = m.end() - 1
-                elif kind == "cr":
-                    if self._lineState == _IN_VALUE:
-                        pos = i + 1
+                m = _LINE.match(data, pos)
+                if m is None:
+                    # A head line not yet complete waits for its end.
+                    self._carry = data[pos:]
+                    break
+                nxt = m.end()
+                line = data[pos:nxt - 1]
+                if line[-1:] == b"\r":
+                    line = line[:-1]
+                base = None
+                if not forwarder.inHead:
+                    # Between messages: empty lines are skipped, as both
+                    # parsers do; anything else is a request line.
+                    if not line:
+                        parserFeed(b"\r\n")
+                    else:
+                        parserFeed(self._requestLine(line))
+                        forwarder.lines = 1
+                elif not line:
+                    # The empty line that ends the head.
+                    lineEnd, self._lineEnd = self._lineEnd, b""
+                    parserFeed(lineEnd + b"\r\n")
+                elif line[:1] in b" \t" and forwarder.lines > 1:
+                    # An obs-fold: the previous header line goes on.
+                    self._lineEnd = b"\r\n"
+                    parserFeed(_headerLine(line))
                 else:
-                    parserFeed(b"\r")
-            if pos < end:
-                base = pos
-                feed(data[pos:end])
-            if end < n:
-                if forwarder.inHead:
-                    self._carry = data[end:]
-                else:
-                    base = end
-                    feed(data[end:])
+                    lineEnd, self._lineEnd = self._lineEnd, b"\r\n"
+                    parserFeed(lineEnd + _headerLine(line))
+                    forwarder.lines += 1
+                pos = nxt
         except HttpParserUpgrade as e:
-            upgradeAt = base + e.args[0]
+            upgradeAt = nxt if base is None else base + e.args[0]
         except HttpParserError as e:
             error = e
+        except CodecError as e:
+            self._protocolError(e)
+            return
         else:
-            if forwarder.inHead and self._headSize + len(self._carry) > self._maxHeadBytes:
-                self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
+            if forwarder.inHead or forwarder.idle:
+                size = len(self._carry) + (self._headSize if forwarder.inHead else 0)
+                if size > self._maxHeadBytes:
+                    self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
             return
         if error is not None:
             self._onParserError(error)
         else:
             self._onParserUpgrade(data, upgradeAt)
+
+    def _requestLine(self, line):
+        """
+        A request line as Envoy's balsa reads it: CR and HTAB are spaces,
+        runs of spaces and trailing spaces are one separator. Three parts
+        make a request line; two are an HTTP/0.9 request (426, or 400 for a
+        method Envoy does not know); more are a 400. Everything else is
+        llhttp's to judge.
+
+        @param line: the line without its line break.
+        @return: the line to feed, with CRLF.
+        @raise CodecError: for a line Envoy refuses that llhttp might take.
+        """
+        if line[:1] in b" \t\r" or _CONTROL.search(line) is not None:
+            raise CodecError(400, Details.CODEC_ERROR)
+        if b"\t" in line or b"\r" in line:
+            line = line.replace(b"\t", b" ").replace(b"\r", b" ")
+        parts = [p for p in line.split(b" ") if p]
+        if len(parts) == 3:
+            return b" ".join(parts) + b"\r\n"
+        if len(parts) == 2:
+            if self._acceptHttp10:
+                return b" ".join(parts) + b"\r\n"
+            if parts[0] in _ENVOY_METHODS:
+                raise CodecError(426, Details.LOW_VERSION)
+        raise CodecError(400, Details.CODEC_ERROR)
 
     def _onParserUpgrade(self, data, offset):
         rest = data[offset:]
@@ -1250,7 +1356,7 @@ def _absoluteUrl(url):
     if m is None:
         raise CodecError(400, Details.INVALID_URL)
     scheme, authority, rest = m.groups()
-    if not authority:
+    if not authority or _URL_AUTHORITY.fullmatch(authority) is None:
         raise CodecError(400, Details.INVALID_URL)
     port = _PORT.fullmatch(authority)
     if port is not None and int(port.group(1)) > 65535:
@@ -1263,6 +1369,27 @@ def _absoluteUrl(url):
     elif rest[:1] != b"/":
         rest = b"/" + rest
     return rest, authority, scheme
+
+
+def _mergedCount(headers, host, te):
+    """
+    The number of request headers as Envoy counts them against
+    C{max_headers_count}: the repeats of a header its header map keeps
+    inline are joined into one entry (C{host: a,a,...}), the others count
+    one each.
+
+    @param headers: the request's C{(name, value)} entries.
+    @param host: whether the request has a C{Host} header (kept apart).
+    @param te: whether it has a C{Transfer-Encoding} header (kept apart).
+    """
+    inline = set()
+    count = int(host) + int(te)
+    for name, _ in headers:
+        if name in _INLINE_HEADERS:
+            inline.add(name)
+        else:
+            count += 1
+    return count + len(inline)
 
 
 def _hasToken(value, token):
@@ -1291,30 +1418,15 @@ def _stripH2c(headers):
     headers[:] = keep
 
 
-# What the part of a head line fed so far is: nothing yet, a name (or a
-# method) in progress, a header value (a CR there is dropped, as Envoy does),
-# or something else, such as the request line (a CR there is an error).
-_LINE_EMPTY, _IN_NAME, _IN_VALUE, _IN_OTHER = range(4)
-
-
-def _lineState(state, segment):
+def _headerLine(line):
     """
-    @return: the state of the current head line after C{segment} is fed.
+    A header line (without its line break) with the CRs Envoy drops from
+    a header value removed; a CR before the colon is left for llhttp to
+    refuse.
     """
-    k = segment.rfind(b"\n")
-    if k >= 0:
-        state = _LINE_EMPTY
-        segment = segment[k + 1:]
-    if not segment or state == _IN_VALUE or state == _IN_OTHER:
-        return state
-    if state == _LINE_EMPTY and segment[:1] in (b" ", b"\t"):
-        return _IN_VALUE
-    colon = segment.find(b":")
-    space = segment.find(b" ")
-    if colon < 0 and space < 0:
-        return _IN_NAME
-    if colon >= 0 and (space < 0 or colon < space):
-        if colon == 0 and state == _LINE_EMPTY:
-            return _IN_OTHER
-        return _IN_VALUE
-    return _IN_OTHER
+    if b"\r" not in line:
+        return line
+    colon = line.find(b":")
+    if colon < 0 or b"\r" in line[:colon]:
+        return line
+    return line[:colon] + line[colon:].replace(b"\r", b"")
