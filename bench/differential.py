@@ -34,19 +34,13 @@ import os
 import random
 import re
 import select
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-BIN = os.path.dirname(sys.executable)
-ENVOY = os.path.join(BIN, "envoy")
-TWISTD = os.path.join(BIN, "twistd")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import http_small  # noqa: E402
 
 TAG = b"@@"
 _TAG_SEEN = re.compile(rb"zq(\d+)zq")
@@ -294,11 +288,38 @@ def makeInput(rng, index):
 # -- the origin ----------------------------------------------------------------
 
 
+class _Reader:
+    """Buffered reads from a socket; L{EOFError} at its end."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.buf = b""
+
+    def _fill(self):
+        piece = self.conn.recv(65536)
+        if not piece:
+            raise EOFError()
+        self.buf += piece
+
+    def until(self, marker):
+        """The bytes before C{marker}; the marker is consumed."""
+        while marker not in self.buf:
+            self._fill()
+        out, _, self.buf = self.buf.partition(marker)
+        return out
+
+    def exactly(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
 class Origin:
     """
-    A threaded HTTP/1.1 origin that answers C{200 ok} to every request head
+    A threaded HTTP/1.1 origin that answers C{200 ok} to every request
     (after reading a body framed by Content-Length or chunked) and counts
-    the heads seen per input tag.
+    the requests received whole per input tag.
     """
 
     def __init__(self):
@@ -323,72 +344,37 @@ class Origin:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
-        buf = b""
+        reader = _Reader(conn)
         try:
             while True:
-                while b"\r\n\r\n" not in buf:
-                    piece = conn.recv(65536)
-                    if not piece:
-                        return
-                    buf += piece
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                with self.lock:
-                    for m in _TAG_SEEN.finditer(head.split(b"\r\n", 1)[0]):
-                        self.seen[int(m.group(1))] += 1
-                        self.heads.setdefault(int(m.group(1)), head)
-                        break
+                head = reader.until(b"\r\n\r\n")
                 lower = head.lower()
-                isHead = head.startswith(b"HEAD ")
                 m = re.search(rb"\r\ncontent-length: *(\d+)", lower)
                 if b"\r\ntransfer-encoding:" in lower:
-                    buf = self._chunked(conn, buf)
-                    if buf is None:
-                        return
+                    while True:
+                        size = int(reader.until(b"\r\n").split(b";")[0], 16)
+                        if size == 0:
+                            break
+                        reader.exactly(size + 2)
+                    while reader.until(b"\r\n"):
+                        pass
                 elif m:
-                    n = int(m.group(1))
-                    while len(buf) < n:
-                        piece = conn.recv(65536)
-                        if not piece:
-                            return
-                        buf += piece
-                    buf = buf[n:]
-                if isHead:
+                    reader.exactly(int(m.group(1)))
+                # Counted once whole: a head whose body the proxy gave up
+                # on was not delivered.
+                m = _TAG_SEEN.search(head.split(b"\r\n", 1)[0])
+                if m is not None:
+                    with self.lock:
+                        self.seen[int(m.group(1))] += 1
+                        self.heads.setdefault(int(m.group(1)), head)
+                if head.startswith(b"HEAD "):
                     conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
                 else:
                     conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-        except OSError:
+        except (OSError, EOFError, ValueError):
             pass
         finally:
             conn.close()
-
-    def _chunked(self, conn, buf):
-        while True:
-            while b"\r\n" not in buf:
-                piece = conn.recv(65536)
-                if not piece:
-                    return None
-                buf += piece
-            line, _, buf = buf.partition(b"\r\n")
-            try:
-                size = int(line.split(b";")[0], 16)
-            except ValueError:
-                return None
-            if size == 0:
-                while True:
-                    while b"\r\n" not in buf:
-                        piece = conn.recv(65536)
-                        if not piece:
-                            return None
-                        buf += piece
-                    line, _, buf = buf.partition(b"\r\n")
-                    if not line:
-                        return buf
-            while len(buf) < size + 2:
-                piece = conn.recv(65536)
-                if not piece:
-                    return None
-                buf += piece
-            buf = buf[size + 2:]
 
     def stop(self):
         self.running = False
@@ -397,89 +383,27 @@ class Origin:
 
 # -- the proxies -----------------------------------------------------------------
 
-CONFIG = """
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
-static_resources:
-  listeners:
-  - name: front
-    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: front
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                route: {cluster: origin}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: origin
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}
-"""
-
-
-def freePort():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class Proxy:
-    """Real Envoy or C{twistd -n envoy} on L{CONFIG}, in front of its own L{Origin}."""
+    """
+    Real Envoy or C{twistd -n envoy} on L{http_small.PROXY} (one route to
+    one cluster), in front of its own L{Origin}.
+    """
 
     def __init__(self, real):
         self.name = "envoy" if real else "txenvoy"
         self.origin = Origin()
-        self.port = freePort()
-        self.tmp = tempfile.mkdtemp(prefix="differential-")
-        path = os.path.join(self.tmp, "envoy.yaml")
-        with open(path, "w") as f:
-            f.write(CONFIG % {"admin": freePort(), "port": self.port,
-                              "origin": self.origin.port})
-        if real:
-            cmd = [ENVOY, "--disable-hot-restart", "-c", path, "--concurrency", "1",
-                   "-l", "critical"]
-        else:
-            cmd = [TWISTD, "-n", "--pidfile=", "envoy", "-c", path, "--concurrency", "1"]
-        env = dict(os.environ, PYTHONPATH=REPO)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     cwd=self.tmp, env=env)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit("%s exited early" % (self.name,))
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise SystemExit("%s never opened its port" % (self.name,))
+        self.port = http_small.freePort()
+        config = http_small.PROXY % {"port": self.port, "origin": self.origin.port}
+        start = http_small.startEnvoy if real else http_small.startTxenvoy
+        self.proc = start(config)
+        try:
+            http_small.waitPort(self.port, self.proc)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        http_small.stop(self.proc)
         self.origin.stop()
 
 
