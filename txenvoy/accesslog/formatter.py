@@ -40,6 +40,7 @@ import socket
 import time
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.network.address import addressString
 
 #: Envoy's format when an access log has no C{log_format}.
 DEFAULT_FORMAT = (
@@ -144,9 +145,7 @@ def formatAddress(address):
     host, port = _hostPort(address)
     if port is None:
         return host
-    if ":" in host:
-        return "[%s]:%d" % (host, port)
-    return "%s:%d" % (host, port)
+    return addressString(host, port)
 
 
 def _addressWithoutPort(address):

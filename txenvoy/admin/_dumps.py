@@ -20,6 +20,7 @@ from envoy.admin.v3 import (
 from envoy.config.core.v3 import base_pb2, health_check_pb2
 from udpa.annotations import sensitive_pb2
 
+from txenvoy.network.address import formatAddress
 from txenvoy.regex import RegexError, compilePattern
 
 REDACTED = "[redacted]"
@@ -506,16 +507,9 @@ def clustersJson(clusterManager, filterRe=None):
 
 # /listeners.
 
-def _hostPort(address):
-    host, port = address[0], address[1]
-    if ":" in host:
-        return "[%s]:%d" % (host, port)
-    return "%s:%d" % (host, port)
-
-
 def listenersText(listeners):
     """C{/listeners}: C{name::host:port} per listener."""
-    return "".join("%s::%s\n" % (x.name, _hostPort(x.address)) for x in listeners)
+    return "".join("%s::%s\n" % (x.name, formatAddress(x.address)) for x in listeners)
 
 
 def listenersJson(listeners):

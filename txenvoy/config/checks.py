@@ -26,6 +26,7 @@ Each message ends with C{@ <field path>}.
 import ipaddress
 
 from txenvoy.config.errors import ConfigError
+from txenvoy.network.address import addressString
 
 _HCM_TYPE = (
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")
@@ -296,7 +297,7 @@ def _addressKey(address):
         except ValueError:
             pass
         port = socket.port_value if socket.WhichOneof("port_specifier") == "port_value" else 0
-        text = "%s:%d" % ("[%s]" % host if ":" in host else host, port)
+        text = addressString(host, port)
         if socket.WhichOneof("port_specifier") == "named_port":
             text = "%s:%s" % (host, socket.named_port)
             return ("socket", socket.protocol, host, socket.named_port), text

@@ -68,6 +68,7 @@ from txenvoy.server.overload_manager import (
     overloadStateOf,
 )
 from txenvoy.server.logging import componentLogger, connTag, streamTag
+from txenvoy.stats.per_worker import PerWorker
 
 log = componentLogger("http")
 connLog = componentLogger("connection")
@@ -456,7 +457,7 @@ class ConnectionManagerConfig:
     stripMatchingHostPort = False
 
     def __init__(self):
-        self._stats = {}
+        self._stats = PerWorker(lambda d: _HcmStats(d.stats, self.statPrefix))
         self._listenerStats = {}
 
     def finish(self):
@@ -484,10 +485,7 @@ class ConnectionManagerConfig:
 
     def statsFor(self, dispatcher):
         """This worker's C{http.<prefix>.*} stats, made on first use."""
-        stats = self._stats.get(dispatcher.name)
-        if stats is None:
-            stats = self._stats[dispatcher.name] = _HcmStats(dispatcher.stats, self.statPrefix)
-        return stats
+        return self._stats.get(dispatcher)
 
     def listenerStatsFor(self, dispatcher, listenerPrefix):
         """This worker's C{listener.<address>.http.<prefix>.*} stats."""

@@ -14,6 +14,7 @@ from txenvoy.config.errors import ConfigError
 
 from txenvoy.config.registry import typeNameOf, unpackAny
 from txenvoy.runtime import Snapshot
+from txenvoy.stats.per_worker import PerWorker
 
 log = Logger(namespace="http")
 
@@ -161,15 +162,11 @@ class WorkerStats:
     def __init__(self, counters=None, gauges=None):
         self.names = dict(counters or {})
         self.gaugeNames = dict(gauges or {})
-        self._byWorker = {}
+        self._byWorker = PerWorker(lambda d: self._build(d.stats))
 
     def forDispatcher(self, dispatcher):
         """This worker's stat objects, made on first use on that worker."""
-        stats = self._byWorker.get(dispatcher.name)
-        if stats is None:
-            stats = self._build(dispatcher.stats)
-            self._byWorker[dispatcher.name] = stats
-        return stats
+        return self._byWorker.get(dispatcher)
 
     def _build(self, shard):
         stats = _StatSet()

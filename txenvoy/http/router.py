@@ -50,6 +50,7 @@ from txenvoy.http.header_mutation import FormatContext
 from txenvoy.interfaces import IConnectionPoolCallbacks, IHttpFilterFactory, IResponseDecoder
 from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.server.logging import componentLogger
+from txenvoy.stats.per_worker import PerWorker
 from txenvoy.upstream.connection import CONNECT_TIMEOUT, LOCAL_CONNECTION_FAILURE
 
 __all__ = ["RouterConfig", "RouterFilter", "UpstreamRequest"]
@@ -163,14 +164,11 @@ class RouterConfig:
         self.suppressEnvoyHeaders = suppressEnvoyHeaders
         self.respectExpectedRqTimeout = respectExpectedRqTimeout
         self.rng = rng
-        self._stats = {}
+        self._stats = PerWorker(lambda d: _RouterStats(d.stats, self.statPrefix))
 
     def statsFor(self, dispatcher):
         """This worker's router stats."""
-        stats = self._stats.get(dispatcher.name)
-        if stats is None:
-            stats = self._stats[dispatcher.name] = _RouterStats(dispatcher.stats, self.statPrefix)
-        return stats
+        return self._stats.get(dispatcher)
 
     def createFilter(self, callbacks):
         """@return: a L{RouterFilter} for one stream."""

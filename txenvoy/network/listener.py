@@ -11,6 +11,7 @@ from twisted.internet.protocol import ServerFactory
 from txenvoy.config import registry
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.registry import Category
+from txenvoy.network.address import addressString
 from txenvoy.network.filter_chain import FilterChain, FilterChainManager, FilterChainMatch
 from txenvoy.server.overload_manager import (
     GLOBAL_DOWNSTREAM_MAX_CONNECTIONS,
@@ -22,11 +23,6 @@ from txenvoy.server.overload_manager import (
 from txenvoy.stats.per_worker import StatsStruct
 
 DEFAULT_BUFFER_LIMIT = 1024 * 1024
-
-
-def addressString(host, port):
-    """C{127.0.0.1:10000}, or C{[::1]:10000} for IPv6."""
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
 
 
 def listenerStatPrefix(host, port):

@@ -9,6 +9,8 @@ only its own L{HostStats} slot, so no lock is needed on the data path.
 Readers (admin C{/clusters}) sum the slots.
 """
 
+from txenvoy.network.address import formatAddress
+
 # Envoy's health flag names, in the order Envoy prints them in /clusters
 # (Host::HealthFlag, printed by HostUtility::healthFlagsToString).
 FAILED_ACTIVE_HC = "failed_active_hc"
@@ -241,9 +243,3 @@ class Host:
             self.healthFlags())
 
 
-def formatAddress(address):
-    """C{("::1", 80)} -> C{"[::1]:80"}, C{("1.2.3.4", 80)} -> C{"1.2.3.4:80"}."""
-    ip, port = address[0], address[1]
-    if ":" in ip:
-        return "[%s]:%d" % (ip, port)
-    return "%s:%d" % (ip, port)

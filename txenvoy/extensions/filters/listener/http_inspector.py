@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import IListenerFilter, IListenerFilterFactory
+from txenvoy.stats.per_worker import PerWorker
 
 HTTP2_CONNECTION_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -170,14 +171,11 @@ class HttpInspectorConfig:
     """A compiled C{HttpInspector} (it has no fields)."""
 
     def __init__(self):
-        self._stats = {}
+        self._stats = PerWorker(lambda d: HttpInspectorStats(d.stats))
 
     def statsFor(self, dispatcher):
         """The L{HttpInspectorStats} of C{dispatcher}'s thread."""
-        stats = self._stats.get(dispatcher.name)
-        if stats is None:
-            stats = self._stats[dispatcher.name] = HttpInspectorStats(dispatcher.stats)
-        return stats
+        return self._stats.get(dispatcher)
 
     def buildListenerFilter(self, connection):
         return HttpInspector(self, connection)

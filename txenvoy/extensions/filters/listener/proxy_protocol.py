@@ -27,6 +27,7 @@ from zope.interface import implementer
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import IListenerFilter, IListenerFilterFactory
+from txenvoy.stats.per_worker import PerWorker
 
 V1_SIGNATURE = b"PROXY "
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -410,7 +411,7 @@ class ProxyProtocolConfig:
         self.rules = dict(rules or {})
         self.passThroughAll = passThroughAll
         self.passThroughTypes = frozenset(passThroughTypes)
-        self._stats = {}
+        self._stats = PerWorker(lambda d: ProxyProtocolStats(d.stats, self.statPrefix))
 
     def passThrough(self, tlvType):
         """Whether a TLV of this type is kept in the filter state."""
@@ -418,11 +419,7 @@ class ProxyProtocolConfig:
 
     def statsFor(self, dispatcher):
         """The L{ProxyProtocolStats} of C{dispatcher}'s thread."""
-        stats = self._stats.get(dispatcher.name)
-        if stats is None:
-            stats = self._stats[dispatcher.name] = ProxyProtocolStats(
-                dispatcher.stats, self.statPrefix)
-        return stats
+        return self._stats.get(dispatcher)
 
     def buildListenerFilter(self, connection):
         return ProxyProtocolFilter(self, connection)

@@ -12,6 +12,7 @@ from txenvoy.config.errors import UnsupportedField
 from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import IListenerFilter, IListenerFilterFactory
 from txenvoy.network.tls_parse import TLS_MAX_CLIENT_HELLO, ClientHelloParser, ParseState
+from txenvoy.stats.per_worker import PerWorker
 
 
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -103,14 +104,11 @@ class TlsInspectorConfig:
     def __init__(self, maxClientHelloSize=TLS_MAX_CLIENT_HELLO, closeOnParseError=False):
         self.maxClientHelloSize = maxClientHelloSize
         self.closeOnParseError = closeOnParseError
-        self._stats = {}
+        self._stats = PerWorker(lambda d: TlsInspectorStats(d.stats))
 
     def statsFor(self, dispatcher):
         """The L{TlsInspectorStats} of C{dispatcher}'s thread."""
-        stats = self._stats.get(dispatcher.name)
-        if stats is None:
-            stats = self._stats[dispatcher.name] = TlsInspectorStats(dispatcher.stats)
-        return stats
+        return self._stats.get(dispatcher)
 
     def buildListenerFilter(self, connection):
         return TlsInspector(self, connection)
