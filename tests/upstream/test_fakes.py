@@ -1,13 +1,12 @@
 """
-Fakes shared by the upstream tests: dispatchers, cluster config builders
-and a recording callbacks object; plus a check that the fakes are
-faithful to the interfaces they stand in for.
+Fakes shared by the upstream tests: L{txenvoy.testing}'s dispatchers and
+cluster config builders, a DNS resolver and a recording callbacks object;
+plus a check that the fakes are faithful to the interfaces they stand in
+for.
 """
 
-from google.protobuf import json_format
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -23,37 +22,12 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from envoy.extensions.upstreams.tcp.v3 import tcp_protocol_options_pb2  # noqa: F401
 from txenvoy.interfaces import IDispatcher
-from txenvoy.stats.store import StatsStore
-
-
-@implementer(IDispatcher)
-class FakeDispatcher:
-    """A dispatcher whose post() runs the function at once."""
-
-    def __init__(self, reactor, name="worker_0", store=None):
-        self.reactor = reactor
-        self.name = name
-        self.store = store if store is not None else StatsStore()
-        self.stats = self.store.shard(name)
-
-    def post(self, f, *args, **kwargs):
-        f(*args, **kwargs)
-
-
-class QueueDispatcher(FakeDispatcher):
-    """A dispatcher whose post() queues until L{run} (a worker's queue)."""
-
-    def __init__(self, *a, **kw):
-        FakeDispatcher.__init__(self, *a, **kw)
-        self.queue = []
-
-    def post(self, f, *args, **kwargs):
-        self.queue.append((f, args, kwargs))
-
-    def run(self):
-        queue, self.queue = self.queue, []
-        for f, args, kwargs in queue:
-            f(*args, **kwargs)
+from txenvoy.testing import (  # noqa: F401 (the upstream tests import them from here)
+    FakeDispatcher,
+    QueueDispatcher,
+    clusterProto,
+    endpoint,
+)
 
 
 class FakeResolver:
@@ -101,41 +75,6 @@ class Recorder:
 
     def onUpstreamClosed(self, reason):
         self.events.append(("closed", reason))
-
-
-def endpoint(ip, port, weight=None, healthStatus=None, hostname=None):
-    """One C{lb_endpoints} entry as a dict."""
-    e = {"endpoint": {"address": {"socket_address": {"address": ip, "port_value": port}}}}
-    if hostname:
-        e["endpoint"]["hostname"] = hostname
-    if weight is not None:
-        e["load_balancing_weight"] = weight
-    if healthStatus is not None:
-        e["health_status"] = healthStatus
-    return e
-
-
-def clusterProto(name="c1", endpoints=(), priorityGroups=None, **fields):
-    """
-    A C{Cluster} message built from proto3-JSON-style fields.
-
-    @param endpoints: C{lb_endpoints} dicts for one locality at priority 0.
-    @param priorityGroups: or C{[(priority, [lb_endpoints])]}.
-    """
-    d = {"name": name}
-    groups = priorityGroups
-    if groups is None:
-        groups = [(0, list(endpoints))] if endpoints else []
-    if groups or "load_assignment" not in fields:
-        d["load_assignment"] = {
-            "cluster_name": name,
-            "endpoints": [
-                dict({"lb_endpoints": eps}, **({"priority": p} if p else {}))
-                for p, eps in groups
-            ],
-        }
-    d.update(fields)
-    return json_format.ParseDict(d, cluster_pb2.Cluster())
 
 
 def stat(store, name):

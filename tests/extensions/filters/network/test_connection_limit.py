@@ -9,11 +9,9 @@ C{max_connections: 1} and no delay.
 
 from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from txenvoy.config import registry
@@ -23,9 +21,10 @@ from txenvoy.config.loader import parseDict, parseYaml
 from txenvoy.extensions.filters.network.connection_limit import (
     ConnectionCounter, createConnectionLimit)
 from txenvoy.interfaces import INetworkFilterFactory
-from txenvoy.network.stream_info import StreamInfo
 from txenvoy.server.dispatcher import Dispatcher
 from txenvoy.stats.store import StatsStore
+from txenvoy.testing import FakeNetworkConnection, FakeServer
+from txenvoy.testing import RecordingProtocol as Recorder
 
 PATH = "static_resources.listeners[3].filter_chains[0].filters[0]"
 
@@ -37,37 +36,6 @@ delay: 0.1s
 
 ACTIVE = "connection_limit.echo_limit.active_connections"
 LIMITED = "connection_limit.echo_limit.limited_connections"
-
-
-@implementer(IHalfCloseableProtocol)
-class Recorder(Protocol):
-    def __init__(self):
-        self.made = False
-        self.data = []
-        self.lost = False
-
-    def connectionMade(self):
-        self.made = True
-
-    def dataReceived(self, data):
-        self.data.append(data)
-
-    def readConnectionLost(self):
-        pass
-
-    def connectionLost(self, reason):
-        self.lost = True
-
-
-class FakeConnection:
-    def __init__(self, dispatcher):
-        self.dispatcher = dispatcher
-        self.streamInfo = StreamInfo(dispatcher.reactor)
-
-
-class FakeServer:
-    def __init__(self, store):
-        self.mainStats = store.shard("main_thread")
 
 
 def compile(text, context=None):
@@ -101,7 +69,7 @@ class ConnectionLimitTests(SynchronousTestCase):
 
     def connect(self, config, worker=0):
         nextProtocol = Recorder()
-        f = config.buildFilter(FakeConnection(self.dispatchers[worker]), nextProtocol)
+        f = config.buildFilter(FakeNetworkConnection(self.dispatchers[worker]), nextProtocol)
         transport = StringTransport()
         f.makeConnection(transport)
         return f, nextProtocol, transport

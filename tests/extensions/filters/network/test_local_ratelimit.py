@@ -10,11 +10,9 @@ fill_interval: 0.5s}.
 
 from envoy.extensions.filters.network.local_ratelimit.v3 import local_rate_limit_pb2
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from txenvoy.config import registry
@@ -24,9 +22,10 @@ from txenvoy.config.loader import parseDict, parseYaml
 from txenvoy.extensions.filters.network.local_ratelimit import (
     LocalRateLimitConfig, TokenBucket, createLocalRateLimit)
 from txenvoy.interfaces import INetworkFilterFactory
-from txenvoy.network.stream_info import StreamInfo
 from txenvoy.server.dispatcher import Dispatcher
 from txenvoy.stats.store import StatsStore
+from txenvoy.testing import FakeNetworkConnection, FakeServer
+from txenvoy.testing import RecordingProtocol as Recorder
 
 PATH = "static_resources.listeners[2].filter_chains[0].filters[0]"
 
@@ -34,38 +33,6 @@ EXAMPLE = """
 stat_prefix: tcp_rl
 token_bucket: {max_tokens: 5, tokens_per_fill: 5, fill_interval: 1s}
 """
-
-
-@implementer(IHalfCloseableProtocol)
-class Recorder(Protocol):
-    def __init__(self):
-        self.made = False
-        self.data = []
-        self.lost = False
-        self.readClosed = False
-
-    def connectionMade(self):
-        self.made = True
-
-    def dataReceived(self, data):
-        self.data.append(data)
-
-    def readConnectionLost(self):
-        self.readClosed = True
-
-    def connectionLost(self, reason):
-        self.lost = True
-
-
-class FakeConnection:
-    def __init__(self, dispatcher):
-        self.dispatcher = dispatcher
-        self.streamInfo = StreamInfo(dispatcher.reactor)
-
-
-class FakeServer:
-    def __init__(self, store):
-        self.mainStats = store.shard("main_thread")
 
 
 def compile(text, context=None):
@@ -114,7 +81,7 @@ class LocalRateLimitTests(SynchronousTestCase):
 
     def connect(self, config, worker=0):
         nextProtocol = Recorder()
-        f = config.buildFilter(FakeConnection(self.dispatchers[worker]), nextProtocol)
+        f = config.buildFilter(FakeNetworkConnection(self.dispatchers[worker]), nextProtocol)
         transport = StringTransport()
         f.makeConnection(transport)
         return f, nextProtocol, transport

@@ -14,7 +14,6 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2
@@ -27,9 +26,10 @@ from txenvoy.extensions.filters.network.rbac import RbacConfig, createRbac, rbac
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.filter_chain import FilterChain, FilterChainManager
 from txenvoy.network.listener import ActiveListener
-from txenvoy.network.stream_info import StreamInfo
 from txenvoy.server.dispatcher import Dispatcher
 from txenvoy.stats.store import StatsStore
+from txenvoy.testing import FakeNetworkConnection, FakeServer
+from txenvoy.testing import RecordingProtocol as Recorder
 
 PATH = "static_resources.listeners[4].filter_chains[0].filters[0]"
 
@@ -42,43 +42,6 @@ rules:
       permissions: [{any: true}]
       principals: [{direct_remote_ip: {address_prefix: 127.0.0.0, prefix_len: 8}}]
 """
-
-
-@implementer(IHalfCloseableProtocol)
-class Recorder(Protocol):
-    """The next filter: records what it is given."""
-
-    def __init__(self):
-        self.data = []
-        self.made = False
-        self.readClosed = False
-        self.lost = False
-
-    def connectionMade(self):
-        self.made = True
-
-    def dataReceived(self, data):
-        self.data.append(data)
-
-    def readConnectionLost(self):
-        self.readClosed = True
-
-    def connectionLost(self, reason):
-        self.lost = True
-
-
-class FakeConnection:
-    def __init__(self, dispatcher, remote="127.0.0.1"):
-        self.dispatcher = dispatcher
-        self.streamInfo = StreamInfo(dispatcher.reactor)
-        self.remoteAddress = (remote, 40000)
-        self.streamInfo.downstreamDirectRemoteAddress = self.remoteAddress
-        self.localAddress = ("127.0.0.1", 10021)
-
-
-class FakeServer:
-    def __init__(self, store):
-        self.mainStats = store.shard("main_thread")
 
 
 def compile(text, context=None):
@@ -98,7 +61,7 @@ class RbacFilterTests(SynchronousTestCase):
     def connect(self, text, remote="127.0.0.1", nextProtocol=None):
         config = compile(text)
         self.next = Recorder() if nextProtocol is None else nextProtocol
-        self.connection = FakeConnection(self.dispatcher, remote)
+        self.connection = FakeNetworkConnection(self.dispatcher, (remote, 40000), ("127.0.0.1", 10021))
         f = config.buildFilter(self.connection, self.next)
         self.transport = StringTransport()
         f.makeConnection(self.transport)
@@ -313,7 +276,7 @@ shadow_rules:
         config = compile(LOOPBACK_ONLY)
         other = Dispatcher(self.clock, "worker_1", self.store.shard("worker_1"))
         for dispatcher in (self.dispatcher, other):
-            f = config.buildFilter(FakeConnection(dispatcher), Recorder())
+            f = config.buildFilter(FakeNetworkConnection(dispatcher), Recorder())
             f.makeConnection(StringTransport())
             f.dataReceived(b"x")
         self.assertEqual(self.counter("tcp_rbac.rbac.allowed"), 2)
