@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.testing.test_cluster -*-
+# -*- test-case-name: tests.testing.test_dispatcher -*-
 """
 Cluster configs for tests, built from the same proto3-JSON fields a
 bootstrap's C{clusters} entry has.

@@ -32,7 +32,7 @@ from txenvoy.config import registry
 from txenvoy.config.context import FactoryContext
 from txenvoy.config.loader import parseDict
 from txenvoy.config.registry import Category, loadPlugins
-from txenvoy.http.filter import IStreamFilterCallbacks
+from txenvoy.interfaces import IStreamFilterCallbacks
 from txenvoy.http.headers import HeaderMap, RequestHeaders, ResponseHeaders
 from txenvoy.network.stream_info import StreamInfo
 from txenvoy.runtime import Runtime

@@ -16,7 +16,6 @@ written to a L{StringTransport}, time on a L{Clock}::
     harness.counter("tcp.rbac.denied")
 """
 
-from google.protobuf import json_format
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
@@ -28,6 +27,7 @@ import yaml
 from envoy.config.listener.v3 import listener_components_pb2
 from txenvoy.config import registry
 from txenvoy.config.context import FactoryContext
+from txenvoy.config.loader import parseDict
 from txenvoy.config.registry import Category, loadPlugins
 from txenvoy.network.stream_info import StreamInfo
 from txenvoy.server.dispatcher import Dispatcher
@@ -104,7 +104,7 @@ def compileNetworkFilter(typedConfig, context, name=None):
     loadPlugins()
     if isinstance(typedConfig, str):
         typedConfig = yaml.safe_load(typedConfig)
-    message = json_format.ParseDict(
+    message = parseDict(
         {"name": name or typedConfig["@type"].rsplit("/", 1)[-1], "typed_config": typedConfig},
         listener_components_pb2.Filter())
     return registry.createExtension(Category.NETWORK_FILTER, message, context, _PATH)

@@ -30,11 +30,11 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 import yaml
-from google.protobuf import json_format
 
 from envoy.config.listener.v3 import listener_components_pb2
 from txenvoy.config import registry
 from txenvoy.config.context import FactoryContext
+from txenvoy.config.loader import parseDict
 from txenvoy.config.registry import Category, loadPlugins
 from txenvoy.stats.store import StatsStore
 from txenvoy.testing.cluster import clusterProto, endpoint
@@ -321,7 +321,7 @@ class HttpProxyHarness:
                  "http_filters": list(httpFilters) + (filters if filters is not None
                                                       else [ROUTER])}
         typed.update(hcm or {})
-        message = json_format.ParseDict(
+        message = parseDict(
             {"name": "envoy.filters.network.http_connection_manager", "typed_config": typed},
             listener_components_pb2.Filter())
         context = FactoryContext(self.reactor, self.store, clusterManager=self.clusterManager,
