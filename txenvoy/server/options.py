@@ -229,7 +229,8 @@ class Options(usage.Options):
         if not self["config-path"] and not self["config-yaml"]:
             # One line in the user's terms, not the usage block twistd
             # prints around a UsageError.
-            sys.stderr.write("twistd envoy: %s (see: twistd envoy --help)\n" % (NO_CONFIG,))
+            sys.stderr.write("%s: %s (see: %s --help)\n" % (self.commandName, NO_CONFIG,
+                                                             self.commandName))
             sys.stderr.flush()
             sys.exit(1)
 
