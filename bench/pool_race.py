@@ -23,21 +23,14 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from tests.e2e.closing_origin import ClosingOrigin, raceConfig, runRace  # noqa: E402
-from tests.e2e.harness import Envoy, RealEnvoy, freePort  # noqa: E402
+from tests.e2e.harness import adminStats, freePort, startProxy  # noqa: E402
 
 
-def _stats(port):
-    import urllib.request
-    with urllib.request.urlopen("http://127.0.0.1:%d/stats" % (port,), timeout=5) as r:
-        out = {}
-        for line in r.read().decode().splitlines():
-            name, _, value = line.partition(": ")
+def _stats(adminPort):
+    return {name.split(".", 2)[2]: value for name, value in adminStats(adminPort).items()
             if name.startswith(("cluster.origin.upstream_cx_destroy",
                                 "cluster.origin.upstream_cx_total",
-                                "cluster.origin.upstream_rq_retry",
-                                "cluster.origin.upstream_cx_idle_timeout")):
-                out[name.split(".", 2)[2]] = value
-        return out
+                                "cluster.origin.upstream_rq_total"))}
 
 
 def run(real, trials, args):
@@ -45,11 +38,7 @@ def run(real, trials, args):
     port, adminPort = freePort(), freePort()
     config = raceConfig(port, adminPort, origin.port)
     try:
-        if real:
-            proxy = RealEnvoy(config)
-        else:
-            proxy = Envoy(config, args=("--concurrency", "1"), adminPort=adminPort)
-        proxy.waitPort(port)
+        proxy = startProxy(real, config, port, adminPort)
         started = time.time()
         result = runRace(port, trials, maxDelay=args.max_delay_ms / 1000.0,
                          method=args.method.encode())

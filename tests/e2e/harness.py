@@ -197,6 +197,34 @@ class RealEnvoy:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def startProxy(real, config, port, adminPort):
+    """
+    Real Envoy (C{real}) or txenvoy (one worker) running C{config}, once
+    C{port} accepts connections.
+    """
+    if real:
+        proxy = RealEnvoy(config)
+    else:
+        proxy = Envoy(config, args=("--concurrency", "1"), adminPort=adminPort)
+    try:
+        proxy.waitPort(port)
+    except BaseException:
+        proxy.stop()
+        raise
+    return proxy
+
+
+def adminStats(adminPort):
+    """C{/stats} of either proxy's admin as a dict of counters and gauges."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/stats" % (adminPort,), timeout=5) as r:
+        out = {}
+        for line in r.read().decode().splitlines():
+            name, _, value = line.partition(": ")
+            if value.isdigit():
+                out[name] = int(value)
+        return out
+
+
 class Upstream:
     """
     A threaded TCP server on 127.0.0.1 running C{handler(sock)} per

@@ -31,6 +31,21 @@ def headerDict(pairs):
     return dict(pairs)
 
 
+
+def assertDelayedClose(case, h, down, timeout=1.0):
+    """
+    Envoy's FlushWriteAndDelay: the connection stays open for
+    delayed_close_timeout (1 s) after a reply that closes it, then closes,
+    counting downstream_cx_delayed_close_timeout.
+    """
+    before = h.stat("http.ingress.downstream_cx_delayed_close_timeout")
+    case.assertFalse(down.closed)
+    h.advance(timeout - 0.01)
+    case.assertFalse(down.closed)
+    h.advance(0.02)
+    case.assertTrue(down.closed)
+    case.assertEqual(h.stat("http.ingress.downstream_cx_delayed_close_timeout"), before + 1)
+
 class ProxiedRequestTests(SynchronousTestCase):
     """What the connection manager adds and strips on a proxied request."""
 
@@ -330,7 +345,7 @@ class LocalReplyTests(SynchronousTestCase):
         self.assertEqual((r.status, r.body), (426, b"Upgrade Required (426)\n"))
         self.assertEqual(r.names(), ["content-length", "content-type", "date", "server", "via",
                                      "connection"])
-        self.assertTrue(down.closed)
+        assertDelayedClose(self, h, down)
         self.assertEqual(h.logger.entries[0][0].responseCode, 426)
 
     def test_codecErrorLogged(self):
@@ -515,6 +530,44 @@ class TimeoutTests(SynchronousTestCase):
         r = down.response()
         self.assertEqual((r.status, r.body), (408, b"stream timeout"))
         self.assertEqual(r.header("connection"), "close")
+        assertDelayedClose(self, h, down)
+
+    def test_delayedCloseClientFirst(self):
+        """
+        Envoy 1.40: a client that closes during the delay closes the
+        connection itself (downstream_cx_destroy_remote), and nothing counts
+        as a delayed close timeout.
+        """
+        h = Harness(self)
+        down = h.connect()
+        down.send(b"GET / HTTP/1.1\r\n\r\n")
+        self.assertEqual(down.response().status, 400)
+        self.assertFalse(down.closed)
+        down.lose()
+        h.advance(2)
+        self.assertEqual((h.stat("http.ingress.downstream_cx_destroy_remote"),
+                          h.stat("http.ingress.downstream_cx_destroy_local"),
+                          h.stat("http.ingress.downstream_cx_delayed_close_timeout")), (1, 0, 0))
+
+    def test_noDelayWhenAsked(self):
+        """Envoy 1.40 closes at once after a complete request that asked to close."""
+        h = Harness(self)
+        down = h.connect()
+        down.send(b"GET /direct HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        down.response()
+        self.assertTrue(down.closed)
+
+    def test_delayedCloseTimeoutConfigured(self):
+        """delayed_close_timeout sets the delay; 0s closes at once."""
+        h = Harness(self, hcm={"delayed_close_timeout": "0.2s"})
+        down = h.connect()
+        down.send(b"GET / HTTP/1.1\r\n\r\n")
+        down.response()
+        assertDelayedClose(self, h, down, 0.2)
+        h = Harness(self, hcm={"delayed_close_timeout": "0s"})
+        down = h.connect()
+        down.send(b"GET / HTTP/1.1\r\n\r\n")
+        down.response()
         self.assertTrue(down.closed)
 
     def test_partialHead(self):
@@ -685,7 +738,7 @@ class UpgradeTests(SynchronousTestCase):
         r = down.responses()[0]
         self.assertEqual((r.status, r.body), (403, b""))
         self.assertEqual(r.names(), ["date", "server", "connection", "content-length"])
-        self.assertTrue(down.closed)
+        assertDelayedClose(self, h, down)
         self.assertEqual(h.upstreams(), [])
 
     def test_rawBothWays(self):
@@ -759,7 +812,7 @@ class PathTests(SynchronousTestCase):
         r = down.response()
         self.assertEqual((r.status, r.body), (400, b""))
         self.assertEqual(r.names(), ["date", "server", "connection", "content-length"])
-        self.assertTrue(down.closed)
+        assertDelayedClose(self, h, down)
         _, request, _ = h.logger.entries[0]
         self.assertEqual(request.path, b"/o/a/b")
         self.assertIsNone(request.get("x-request-id"))

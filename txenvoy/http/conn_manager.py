@@ -31,7 +31,13 @@ the tests):
    C{request_timeout} answers 408 C{request timeout};
    C{request_headers_timeout} answers 408 C{request header timeout};
  - an C{Upgrade} request with no matching C{upgrade_configs} gets 403 and
-   the connection is closed; after a 101 both sides carry raw bytes.
+   the connection is closed; after a 101 both sides carry raw bytes;
+ - when the connection is closed after a response (a codec error, a local
+   reply, a drain), the close waits up to C{delayed_close_timeout} (1 s)
+   for the client to close first, and counts
+   C{downstream_cx_delayed_close_timeout} when it did not; only a complete
+   request that asked to close (C{connection: close}, HTTP/1.0) is closed
+   at once (Envoy's C{FlushWriteAndDelay} and its C{skip_delay_close}).
 """
 
 import itertools
@@ -116,6 +122,7 @@ _HCM_COUNTERS = (
     "downstream_cx_destroy_local_active_rq", "downstream_cx_destroy_remote_active_rq",
     "downstream_cx_http1_total", "downstream_cx_ssl_total", "downstream_cx_protocol_error",
     "downstream_cx_idle_timeout", "downstream_cx_drain_close",
+    "downstream_cx_delayed_close_timeout",
     "downstream_cx_max_duration_reached", "downstream_cx_max_requests_reached",
     "downstream_cx_upgrades_total", "downstream_cx_rx_bytes_total",
     "downstream_cx_tx_bytes_total", "downstream_rq_total", "downstream_rq_http1_total",
@@ -437,6 +444,7 @@ class ConnectionManagerConfig:
     escapedSlashesAction = KEEP_UNCHANGED
     headersWithUnderscoresAction = "ALLOW"
     idleTimeout = 3600.0
+    delayedCloseTimeout = 1.0
     maxConnectionDuration = 0.0
     maxStreamDuration = 0.0
     maxHeadersCount = 100
@@ -717,9 +725,23 @@ class ConnectionManager(Protocol):
         if corked and not self._lost:
             self._write(corked[0] if len(corked) == 1 else b"".join(corked))
 
+    _lastStream = None
+    _upgraded = False
+
     def loseConnection(self):
-        """The codec closes the connection."""
-        self._closeConnection()
+        """
+        The codec closes the connection: at once for a stream reset or when
+        the request asked for it and was complete, else after a delay (see
+        L{_closeConnection}).
+        """
+        if self._localClose or self._upgraded or self._draining:
+            # A stream reset, the end of a tunnel, a drain: closed at once.
+            self._closeConnection()
+            return
+        stream = self._lastStream
+        askedClose = (stream is not None and not stream.requestHeaders.keepAlive
+                      and stream._remoteComplete and not self._codecFailed)
+        self._closeConnection(delay=not askedClose)
 
     # The codec stops reading while a request waits for its response, and
     # the router while the upstream is backed up. Most clients send nothing
@@ -739,16 +761,35 @@ class ConnectionManager(Protocol):
             if not self._lost:
                 self.transport.resumeProducing()
 
-    def _closeConnection(self, abort=False):
+    def _closeConnection(self, abort=False, delay=False):
+        """
+        Close the connection. With C{delay} (Envoy's C{FlushWriteAndDelay}):
+        write what is buffered, then wait up to C{delayed_close_timeout}
+        for the client to close first (its close is then the remote's), so
+        that it reads the last response rather than a reset.
+        """
         if self._closed:
             return
         self._closed = True
-        self._localClose = True
-        self.connection.closedLocally = True
         corked = self._corked
         if corked:
             self._corked = []
             self._write(b"".join(corked))
+        timeout = self.config.delayedCloseTimeout
+        if delay and timeout and not abort and not self._lost:
+            if connLog.debugEnabled:
+                connLog.debug("%sclosing type=2", self.logTag())
+            if self._producerRegistered:
+                self._producerRegistered = False
+                self.transport.unregisterProducer()
+            if self._paused:
+                # The client's close must be read to be seen.
+                self._paused = False
+                self.transport.resumeProducing()
+            self.timers.callLater(timeout, self._onDelayedCloseTimeout)
+            return
+        self._localClose = True
+        self.connection.closedLocally = True
         transport = self.transport
         if connLog.debugEnabled:
             # Envoy's close types: 0 FlushWrite, 3 Abort.
@@ -761,6 +802,16 @@ class ConnectionManager(Protocol):
             transport.abortConnection()
         else:
             transport.loseConnection()
+
+    def _onDelayedCloseTimeout(self):
+        if self._lost:
+            return
+        self.stats.downstream_cx_delayed_close_timeout.inc()
+        if connLog.debugEnabled:
+            connLog.debug("%striggered delayed close", self.logTag())
+        self._localClose = True
+        self.connection.closedLocally = True
+        self.transport.loseConnection()
 
     def logTag(self):
         """This connection's prefix for log lines (L{connTag})."""
@@ -833,7 +884,9 @@ class ConnectionManager(Protocol):
             log.debug("%sdispatch error: %s (%d)", self.logTag(), details, status)
         # The codec closes the connection after its reply.
         self._codecFailed = True
-        self._localClose = True
+        if protocolError:
+            # Envoy resets the stream its codec made for the bad request.
+            stats.downstream_rq_rx_reset.inc()
         if self._headTimer is not None:
             self._headTimer.cancel()
             self._headTimer = None
@@ -1174,6 +1227,7 @@ class ActiveStream:
         stats.downstream_rq_http1_total.inc()
         stats.downstream_rq_active.inc()
         self.requestHeaders = request
+        cm._lastStream = self
         if log.debugEnabled:
             log.debug("%srequest headers complete (end_stream=%s):\n%s", self.logTag(),
                       "true" if endStream else "false", dumpRequestHeaders(request))
@@ -1723,6 +1777,7 @@ class ActiveStream:
         if upgrade:
             stats.downstream_cx_upgrades_total.inc()
             stats.downstream_cx_upgrades_active.inc()
+            cm._upgraded = True
             cm.codec.switchToRaw(self._onRawData)
 
     def _onRawData(self, data):

@@ -6,7 +6,7 @@ L{txenvoy.http.conn_manager.ConnectionManagerConfig} (route table, HTTP
 filter factories, access logs, timeouts, header policies).
 
 Every field is either honoured, accepted because it changes nothing for
-HTTP/1.1 (C{drain_timeout}, C{delayed_close_timeout}, C{stream_flush_timeout}),
+HTTP/1.1 (C{drain_timeout}, C{stream_flush_timeout}),
 or rejected with L{UnsupportedField} naming its path.
 """
 
@@ -172,6 +172,8 @@ def createHttpConnectionManager(message, context):
         config.requestTimeout = _seconds(message.request_timeout)
     if message.HasField("request_headers_timeout"):
         config.requestHeadersTimeout = _seconds(message.request_headers_timeout)
+    if message.HasField("delayed_close_timeout"):
+        config.delayedCloseTimeout = _seconds(message.delayed_close_timeout)
 
     if message.HasField("use_remote_address"):
         config.useRemoteAddress = message.use_remote_address.value

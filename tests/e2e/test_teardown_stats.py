@@ -1,0 +1,221 @@
+"""
+Envoy's connection-teardown counters, from real Envoy 1.40 and from a real
+C{twistd -n envoy}, for the same scenarios with the same config: a host
+that resets before answering, answers garbage, stalls past the route
+timeout, says C{connection: close}, or is idle past the cluster's
+C{idle_timeout}; a client that goes away in the middle of a request, or
+that leaves a connection Envoy is closing open past
+C{delayed_close_timeout}. Each scenario has its own cluster, so that the
+C{cluster.<name>.*} counters name one scenario each.
+"""
+
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
+from tests.e2e.test_http import Client, Origin
+
+CLUSTERS = ("reset", "garbage", "stall", "gone", "idle", "closing", "keep")
+
+CONFIG = """
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
+static_resources:
+  listeners:
+  - name: front
+    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: teardown
+          delayed_close_timeout: 0.5s
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/stall/"}
+                route: {cluster: stall, timeout: 0.3s}
+%(routes)s
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+%(clusters)s
+"""
+
+ROUTE = """              - match: {prefix: "/%(name)s/"}
+                route: {cluster: %(name)s}"""
+
+CLUSTER = """  - name: %(name)s
+    connect_timeout: 1s
+    type: STATIC%(options)s
+    load_assignment:
+      cluster_name: %(name)s
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}"""
+
+IDLE_OPTIONS = """
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        common_http_protocol_options: {idle_timeout: 0.3s}
+        explicit_http_config: {http_protocol_options: {}}"""
+
+
+def teardownConfig(port, adminPort, originPort):
+    routes = "\n".join(ROUTE % {"name": name} for name in CLUSTERS if name != "stall")
+    clusters = "\n".join(
+        CLUSTER % {"name": name, "origin": originPort,
+                   "options": IDLE_OPTIONS if name == "idle" else ""}
+        for name in CLUSTERS)
+    return CONFIG % {"admin": adminPort, "port": port, "routes": routes, "clusters": clusters}
+
+
+# Counters compared, per cluster and for the connection manager.
+UPSTREAM = ("upstream_cx_total", "upstream_cx_destroy", "upstream_cx_destroy_local",
+            "upstream_cx_destroy_remote", "upstream_cx_destroy_with_active_rq",
+            "upstream_cx_destroy_local_with_active_rq",
+            "upstream_cx_destroy_remote_with_active_rq", "upstream_cx_protocol_error",
+            "upstream_cx_idle_timeout", "upstream_cx_close_notify", "upstream_rq_timeout",
+            "upstream_rq_total", "upstream_rq_rx_reset", "upstream_rq_tx_reset")
+DOWNSTREAM = ("downstream_cx_total", "downstream_cx_destroy", "downstream_cx_destroy_local",
+              "downstream_cx_destroy_remote", "downstream_cx_destroy_active_rq",
+              "downstream_cx_destroy_local_active_rq", "downstream_cx_destroy_remote_active_rq",
+              "downstream_cx_delayed_close_timeout", "downstream_rq_rx_reset",
+              "downstream_rq_tx_reset", "downstream_rq_total", "downstream_rq_completed",
+              "downstream_rq_2xx", "downstream_rq_4xx", "downstream_rq_5xx")
+
+
+def waitClosed(sock, timeout=3.0):
+    """Read until the proxy closes; @return: seconds it took."""
+    started = time.time()
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+    return time.time() - started
+
+
+def _get(port, path, headers=()):
+    c = Client(port)
+    try:
+        return c.request("GET", path, headers=headers)
+    finally:
+        c.close()
+
+
+class _Scenarios:
+    """The scenarios, each run against one proxy; the results are kept."""
+
+    def __init__(self, port, adminPort):
+        self.port = port
+        self.adminPort = adminPort
+        self.seen = {}
+
+    def runAll(self):
+        port = self.port
+        self.seen["reset"] = _get(port, "/reset/reset").status
+        self.seen["garbage"] = _get(port, "/garbage/garbage").status
+        self.seen["stall"] = _get(port, "/stall/stall").status
+        # The client goes away while its request waits for the response.
+        c = Client(port)
+        c.send(b"GET /gone/stall HTTP/1.1\r\nhost: a\r\n\r\n")
+        time.sleep(0.2)
+        c.close()
+        # A response that closes its connection; one kept alive.
+        self.seen["closing"] = _get(port, "/closing/close").status
+        self.seen["keep"] = _get(port, "/keep/echo").status
+        # A connection idle in the pool past the cluster's idle_timeout.
+        self.seen["idle"] = _get(port, "/idle/echo").status
+        time.sleep(0.6)
+        # A client asking to close, reading the response and leaving its
+        # end open: closed after delayed_close_timeout.
+        c = Client(port)
+        response = c.request("GET", "/keep/echo", headers=[("connection", "close")])
+        self.seen["delayed"] = (response.status, response.header("connection"),
+                                round(waitClosed(c.sock), 1))
+        c.close()
+        # ... and one that closes its end first.
+        c = Client(port)
+        response = c.request("GET", "/keep/echo", headers=[("connection", "close")])
+        c.close()
+        # A local reply that closes the connection (no Host): Envoy waits
+        # delayed_close_timeout for the client to close first.
+        c = Client(port)
+        response = c.request("GET", "/keep/echo", host=None)
+        self.seen["noHost"] = (response.status, response.header("connection"),
+                               round(waitClosed(c.sock), 1))
+        c.close()
+        c = Client(port)
+        c.send(b"GET /keep/echo HTTP/1.1\r\nbad header\r\n\r\n")
+        response = c.read()
+        self.seen["badRequest"] = (response.status, response.header("connection"),
+                                   round(waitClosed(c.sock), 1))
+        c.close()
+        c = Client(port)
+        response = c.request("GET", "/keep/echo", host=None)
+        c.close()
+        time.sleep(0.8)
+        self.stats = adminStats(self.adminPort)
+
+    def counters(self):
+        out = {}
+        for name in CLUSTERS:
+            for counter in UPSTREAM:
+                out["cluster.%s.%s" % (name, counter)] = self.stats.get(
+                    "cluster.%s.%s" % (name, counter))
+        for counter in DOWNSTREAM:
+            out["http.teardown." + counter] = self.stats.get("http.teardown." + counter)
+        return out
+
+
+class CompareTeardownStatsTests(SharedFixture, SynchronousTestCase):
+    """The same scenarios through real Envoy and through txenvoy."""
+
+    @classmethod
+    def startFixture(cls):
+        cls.results = []
+        for real in (True, False):
+            origin = Origin()
+            port, adminPort = freePort(), freePort()
+            config = teardownConfig(port, adminPort, origin.port)
+            try:
+                proxy = startProxy(real, config, port, adminPort)
+                try:
+                    scenarios = _Scenarios(port, adminPort)
+                    scenarios.runAll()
+                    if not real:
+                        scenarios.output = proxy.output()
+                finally:
+                    proxy.stop()
+            finally:
+                origin.stop()
+            cls.results.append(scenarios)
+
+    @classmethod
+    def stopFixture(cls):
+        pass
+
+    def test_sameResponses(self):
+        envoy, txenvoy = self.results
+        self.assertEqual(txenvoy.seen, envoy.seen)
+
+    def test_sameCounters(self):
+        """Every teardown counter reads the same in Envoy 1.40 and txenvoy."""
+        envoy, txenvoy = self.results
+        expected, got = envoy.counters(), txenvoy.counters()
+        differing = {name: (expected[name], got[name]) for name in expected
+                     if expected[name] != got[name]}
+        self.assertEqual(differing, {})
+
+    def test_noTraceback(self):
+        out, err = self.results[1].output
+        self.assertNotIn("Traceback", out + err)
