@@ -37,6 +37,12 @@ Twisted, C{twisted.internet.abstract.FileDescriptor} (L{unsentBytes}):
  - C{tcp.Connection._writeDisconnecting}: a write half-close in progress
    (L{writeDisconnecting}); splice must not take such a socket over.
 
+Twisted, C{twisted.internet.tcp.Port} (L{adoptListeningPort}):
+ - C{_fromListeningDescriptor}: what C{reactor.adoptStreamPort} builds a
+   port with; called on a subclass (L{txenvoy.network.accept.ListenerPort})
+   whose accept loop counts the connections dropped when descriptors run
+   out. C{adoptStreamPort} always builds Twisted's own class.
+
 Twisted, the reactor:
  - C{_registerAsIOThread} (L{markNotIOThread}): a worker's reactor would
    otherwise claim the process-wide "I/O thread" marker when it runs.
@@ -68,6 +74,7 @@ CLASS_ATTRIBUTES = (
     ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_aborted"),
     ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_lostTLSConnection"),
     ("twisted.internet.tcp.Connection", "_writeDisconnecting"),
+    ("twisted.internet.tcp.Port", "_fromListeningDescriptor"),
     ("twisted.internet.base.ReactorBase", "_registerAsIOThread"),
     ("twisted.internet.base.ReactorBase", "_exitSignal"),
     ("OpenSSL.SSL._lib", "SSL_session_reused"),
@@ -140,6 +147,14 @@ def unsentBytes(transport):
 def writeDisconnecting(transport):
     """Whether a TCP transport is half-closing its write side."""
     return getattr(transport, "_writeDisconnecting", False)
+
+
+def adoptListeningPort(portClass, reactor, fileDescriptor, addressFamily, factory):
+    """
+    An unstarted C{portClass} (a C{tcp.Port} subclass) on a duplicate of a
+    listening socket's descriptor, as C{reactor.adoptStreamPort} makes.
+    """
+    return portClass._fromListeningDescriptor(reactor, fileDescriptor, addressFamily, factory)
 
 
 def markNotIOThread(reactor):

@@ -11,6 +11,7 @@ from twisted.internet.protocol import ServerFactory
 from txenvoy.config import registry
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.registry import Category
+from txenvoy.network.accept import OverflowLog
 from txenvoy.network.address import addressString
 from txenvoy.network.filter_chain import FilterChain, FilterChainManager, FilterChainMatch
 from txenvoy.server.overload_manager import (
@@ -224,6 +225,24 @@ class ActiveListener(ServerFactory):
             port.stopReading()
         else:
             port.startReading()
+
+    @property
+    def acceptPaused(self):
+        """Whether C{stop_accepting_connections} keeps this port unread."""
+        return self.overload.isSaturated(STOP_ACCEPTING_CONNECTIONS)
+
+    def onAcceptError(self, dropped, err):
+        """
+        The port could not accept (descriptors or buffers ran out) and
+        closed C{dropped} waiting connections: counted as the global
+        connection limit they hit, and logged at a bounded rate.
+        """
+        self.stats.downstream_global_cx_overflow.inc(dropped)
+        if self._overflowLog is None:
+            self._overflowLog = OverflowLog(self._clock, self.config.name)
+        self._overflowLog.record(dropped, err)
+
+    _overflowLog = None
 
     def buildProtocol(self, addr):
         s = self.stats

@@ -15,6 +15,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from txenvoy.network.accept import ListenerPort
 from txenvoy.network.listener import ActiveListener
 from txenvoy.privates import markNotIOThread
 from txenvoy.server.dispatcher import Dispatcher
@@ -57,7 +58,8 @@ class _WorkerBase(Service):
         try:
             active = ActiveListener(self.dispatcher, config)
             family = sock.family
-            active.port = self.dispatcher.reactor.adoptStreamPort(sock.fileno(), family, active)
+            active.port = ListenerPort.adopt(self.dispatcher.reactor, sock.fileno(), family,
+                                             active)
             self.activeListeners[config.name] = active
             ok = True
         except Exception:

@@ -1,0 +1,104 @@
+"""
+File descriptors exhausted, end to end: a real C{twistd -n envoy} whose
+C{RLIMIT_NOFILE} is lowered while it runs, connections opened until
+accept(2) fails with C{EMFILE}.
+
+The connections it cannot take are closed at once and counted in the
+listener's C{downstream_global_cx_overflow}; the log says so at a bounded
+rate; once connections are released, the admin and the listener answer
+again.
+"""
+
+import os
+import resource
+import socket
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.e2e.harness import Envoy, Upstream, freePort
+from tests.e2e.test_overload import GET, isClosed, originHandler, readResponse
+
+CONFIG = """
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}}
+static_resources:
+  listeners:
+  - name: l1
+    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                route: {cluster: c1}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: c1
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: c1
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}}]}]
+"""
+
+ROOM = 8
+CLIENTS = 40
+
+
+class DescriptorExhaustionTests(SynchronousTestCase):
+
+    def test_emfileCountedLoggedAndSurvived(self):
+        origin = Upstream(originHandler)
+        self.addCleanup(origin.stop)
+        admin, port = freePort(), freePort()
+        proxy = Envoy(CONFIG % dict(admin=admin, port=port, origin=origin.port),
+                      adminPort=admin, args=("--concurrency", "1"))
+        self.addCleanup(proxy.stop)
+        proxy.waitReady()
+        prefix = "listener.127.0.0.1_%d." % (port,)
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(GET)
+            self.assertEqual(readResponse(s).split(b"\r\n")[0], b"HTTP/1.1 200 OK")
+        time.sleep(0.2)
+
+        pid = proxy.proc.pid
+        inUse = len(os.listdir("/proc/%d/fd" % (pid,)))
+        _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (inUse + ROOM, hard))
+        clients = []
+        try:
+            for _ in range(CLIENTS):
+                clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            # Give the proxy time to accept what it can and drop the rest.
+            time.sleep(1.0)
+            dropped = sum(1 for c in clients if isClosed(c, 0.05))
+        finally:
+            for c in clients:
+                c.close()
+        time.sleep(0.5)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (hard, hard))
+
+        stats = proxy.stats()
+        overflow = stats[prefix + "downstream_global_cx_overflow"]
+        accepted = stats[prefix + "downstream_cx_total"] - 1
+        self.assertGreater(dropped, CLIENTS // 2)
+        self.assertEqual(overflow, dropped)
+        self.assertEqual(overflow + accepted, CLIENTS)
+        self.assertEqual(proxy.admin("/ready"), (200, "LIVE\n"))
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(GET)
+            self.assertEqual(readResponse(s).split(b"\r\n")[0], b"HTTP/1.1 200 OK")
+
+        err = proxy.output()[1]
+        lines = [line for line in err.splitlines() if "cannot accept connections" in line]
+        self.assertEqual(len(lines), 1, err[-3000:])
+        self.assertIn("[warning][conn_handler] listener 'l1': cannot accept connections: "
+                      "Too many open files (EMFILE); ", lines[0])

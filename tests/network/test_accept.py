@@ -1,0 +1,116 @@
+"""
+Tests for L{txenvoy.network.accept}: the rate-bounded overflow log, the
+reserved descriptor, and a L{ListenerPort} accepting on a real socket.
+"""
+
+import errno
+import socket
+
+from twisted.internet import reactor
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from txenvoy.network.accept import ListenerPort, OverflowLog, ReservedDescriptor
+
+
+class OverflowLogTests(TestCase):
+
+    def test_oneLinePerInterval(self):
+        """
+        The first drop is logged at once; later ones within the interval
+        only add to the count the next line carries.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = Clock()
+        overflow = OverflowLog(clock, "l1", interval=5.0)
+        self.assertTrue(overflow.record(3, errno.EMFILE))
+        for _ in range(100):
+            clock.advance(0.01)
+            self.assertFalse(overflow.record(2, errno.EMFILE))
+        clock.advance(5)
+        self.assertTrue(overflow.record(1, errno.ENFILE))
+        lines = [e for e in events if e.get("log_namespace") == "conn_handler"]
+        self.assertEqual([(e["dropped"], e["events"], e["code"]) for e in lines],
+                         [(3, 1, "EMFILE"), (201, 101, "ENFILE")])
+
+
+class ReservedDescriptorTests(TestCase):
+
+    def test_releaseAndReserve(self):
+        reserve = ReservedDescriptor()
+        self.addCleanup(reserve.close)
+        self.assertTrue(reserve.release())
+        self.assertFalse(reserve.release())
+        reserve.reserve()
+        self.assertTrue(reserve.release())
+
+
+class Recorder(ServerFactory):
+    protocol = Protocol
+
+    def __init__(self):
+        self.peers = []
+
+    def buildProtocol(self, addr):
+        self.peers.append(addr)
+        return ServerFactory.buildProtocol(self, addr)
+
+
+class ListenerPortTests(TestCase):
+
+    def test_acceptsOnAdoptedSocket(self):
+        """A L{ListenerPort} adopts a bound socket and builds a protocol per connection."""
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        sock.setblocking(False)
+        factory = Recorder()
+        port = ListenerPort.adopt(reactor, sock.fileno(), socket.AF_INET, factory)
+        sock.close()
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(client.close)
+
+        from twisted.internet.task import deferLater
+
+        def check(_=None, tries=[0]):
+            if factory.peers or tries[0] > 100:
+                self.assertEqual(factory.peers[0].host, "127.0.0.1")
+                self.assertEqual(factory.peers[0].port, client.getsockname()[1])
+                return None
+            tries[0] += 1
+            return deferLater(reactor, 0.01, check)
+        return check()
+
+    def test_exhaustedDropsWaitingConnections(self):
+        """
+        On C{EMFILE} the reserve makes room: each waiting connection is
+        accepted and closed, and the factory hears how many.
+        """
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        sock.setblocking(False)
+        self.addCleanup(sock.close)
+        clients = [socket.create_connection(("127.0.0.1", sock.getsockname()[1]))
+                   for _ in range(3)]
+        for c in clients:
+            self.addCleanup(c.close)
+        heard = []
+        factory = Recorder()
+        factory.onAcceptError = lambda dropped, err: heard.append((dropped, err))
+        port = ListenerPort.__new__(ListenerPort)
+        port.socket = sock
+        port.factory = factory
+        port._reserve = ReservedDescriptor()
+        self.addCleanup(port._reserve.close)
+        port._onExhausted(errno.EMFILE)
+        self.assertEqual(heard, [(3, errno.EMFILE)])
+        for c in clients:
+            c.settimeout(2)
+            self.assertEqual(c.recv(1), b"")
+        self.assertTrue(port._reserve.release())

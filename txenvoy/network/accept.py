@@ -1,0 +1,199 @@
+# -*- test-case-name: tests.network.test_accept -*-
+"""
+The accept loop of a worker's listening socket, with Envoy's books kept
+when the process runs out of file descriptors.
+
+Twisted's C{tcp.Port.doRead} already survives C{EMFILE}: it closes a
+reserved descriptor, accepts the waiting connections and closes them, so
+the listen backlog drains instead of waking the reactor forever. But it
+only says so in log events of its own namespace, and counts nothing. The
+listener has to know, so L{ListenerPort} runs the same loop itself and
+hands every connection it had to drop to its factory's
+C{onAcceptError(count, errno)}; L{txenvoy.network.listener.ActiveListener}
+counts them in the listener's C{downstream_global_cx_overflow} (the
+process-wide connection limit, which the descriptor limit is) and logs
+them through an L{OverflowLog}, at most one line per interval.
+
+Only the accept loop is replaced: transports, addresses and the rest of
+the port are Twisted's.
+"""
+
+import errno
+import os
+import socket
+
+from twisted.internet import tcp
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.logger import Logger
+from twisted.python import log as legacyLog
+
+from txenvoy import privates
+
+log = Logger(namespace="conn_handler")
+
+#: accept(2) errors that mean a resource (descriptors, buffers) ran out.
+EXHAUSTED = frozenset([errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM])
+_RETRY = frozenset([errno.EPERM, errno.ECONNABORTED, errno.EINTR])
+_DONE = frozenset([errno.EAGAIN, errno.EWOULDBLOCK])
+#: Seconds a port stops accepting when a resource ran out and nothing
+#: could be done about the waiting connections.
+PAUSE_AFTER_EXHAUSTED = 0.5
+
+
+class ReservedDescriptor:
+    """
+    One descriptor kept open so that, once the process hits its limit, it
+    can be closed to make room for accepting (and closing) the waiting
+    connections; reopened afterwards.
+    """
+
+    def __init__(self):
+        self._fd = None
+        self.reserve()
+
+    def reserve(self):
+        if self._fd is None:
+            try:
+                self._fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                self._fd = None
+
+    def release(self):
+        """Close the reserved descriptor; say whether there was one."""
+        if self._fd is None:
+            return False
+        os.close(self._fd)
+        self._fd = None
+        return True
+
+    def close(self):
+        self.release()
+
+
+class ListenerPort(tcp.Port):
+    """
+    A C{tcp.Port} adopting an already bound socket, whose accept loop
+    reports the connections it had to drop (see the module docstring).
+    """
+
+    _reserve = None
+
+    @classmethod
+    def adopt(cls, reactor, fileDescriptor, addressFamily, factory):
+        """
+        Start accepting on a listening socket's (duplicated) descriptor, as
+        C{reactor.adoptStreamPort} does.
+        """
+        port = privates.adoptListeningPort(cls, reactor, fileDescriptor, addressFamily,
+                                           factory)
+        port._reserve = ReservedDescriptor()
+        port.startListening()
+        return port
+
+    def connectionLost(self, reason):
+        if self._reserve is not None:
+            self._reserve.close()
+        tcp.Port.connectionLost(self, reason)
+
+    def _address(self, addr):
+        if len(addr) == 4:
+            host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)[0]
+            return IPv6Address("TCP", host, addr[1], addr[2], addr[3])
+        return IPv4Address("TCP", addr[0], addr[1])
+
+    def doRead(self):
+        """Accept what waits, up to C{numberAccepts} at a time (Twisted's)."""
+        accepted = 0
+        try:
+            for _ in range(self.numberAccepts):
+                try:
+                    skt, addr = self.socket.accept()
+                except OSError as e:
+                    if e.errno in _DONE:
+                        break
+                    if e.errno in _RETRY:
+                        continue
+                    if e.errno in EXHAUSTED:
+                        self._onExhausted(e.errno)
+                        break
+                    raise
+                accepted += 1
+                protocol = self.factory.buildProtocol(self._address(addr))
+                if protocol is None:
+                    skt.close()
+                    continue
+                s = self.sessionno
+                self.sessionno = s + 1
+                transport = self.transport(skt, protocol, addr, self, s, self.reactor)
+                protocol.makeConnection(transport)
+        except Exception:
+            legacyLog.err(None, "listener accept loop failed")
+        if accepted == self.numberAccepts:
+            self.numberAccepts += 20
+        else:
+            self.numberAccepts = max(1, accepted)
+
+    def _onExhausted(self, err):
+        """
+        accept(2) failed for want of a resource. With C{EMFILE} and the
+        reserve available, make room and drop every waiting connection;
+        otherwise drop none (they wait in the backlog). Either way the
+        factory hears of it.
+        """
+        dropped = 0
+        if err == errno.EMFILE and self._reserve is not None and self._reserve.release():
+            try:
+                while dropped < 10000:
+                    try:
+                        skt, _ = self.socket.accept()
+                    except OSError:
+                        break
+                    skt.close()
+                    dropped += 1
+            finally:
+                self._reserve.reserve()
+        else:
+            # Nothing to make room with: rather than wake up at once for
+            # the same waiting connections, stop accepting for a moment.
+            self.stopReading()
+            self.reactor.callLater(PAUSE_AFTER_EXHAUSTED, self._resumeAfterExhausted)
+        onAcceptError = getattr(self.factory, "onAcceptError", None)
+        if onAcceptError is not None:
+            onAcceptError(dropped, err)
+
+    def _resumeAfterExhausted(self):
+        if self.connected and not self.disconnecting and not getattr(
+                self.factory, "acceptPaused", False):
+            self.startReading()
+
+
+class OverflowLog:
+    """
+    One warning line per C{interval} at most for connections dropped at
+    accept time, carrying how many were dropped since the last line, so a
+    flood of them cannot flood the log.
+    """
+
+    def __init__(self, clock, name, interval=5.0):
+        self._clock = clock
+        self._name = name
+        self.interval = interval
+        self._last = None
+        self._dropped = 0
+        self._events = 0
+
+    def record(self, dropped, err):
+        """Count C{dropped} connections lost to C{err}; maybe log."""
+        self._dropped += dropped
+        self._events += 1
+        now = self._clock.seconds()
+        if self._last is not None and now - self._last < self.interval:
+            return False
+        self._last = now
+        log.warn("listener '{listener}': cannot accept connections: {error} ({code}); "
+                 "{dropped} connection(s) closed in {events} event(s) since the last message",
+                 listener=self._name, error=os.strerror(err), code=errno.errorcode.get(err, err),
+                 dropped=self._dropped, events=self._events)
+        self._dropped = 0
+        self._events = 0
+        return True
