@@ -24,7 +24,6 @@ from txenvoy.accesslog.filters import (
     createAccessLog,
     createAccessLogs,
 )
-from txenvoy.accesslog.formatter import DEFAULT_FORMAT
 from txenvoy.accesslog.manager import (
     DISCARD,
     AccessLogManager,
@@ -33,6 +32,7 @@ from txenvoy.accesslog.manager import (
 from txenvoy.config.context import FactoryContext
 from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField
 from txenvoy.extensions.access_loggers.file import FileAccessLogger
+from txenvoy.formatter.substitution import DEFAULT_FORMAT
 from txenvoy.interfaces import IAccessLogger
 from txenvoy.network.stream_info import ResponseFlag, StreamInfo
 from txenvoy.stats.store import StatsStore

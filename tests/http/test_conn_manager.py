@@ -247,7 +247,7 @@ class ProxiedRequestTests(SynchronousTestCase):
 
     def test_defaultAccessLogLine(self):
         """Envoy's default format, through the real formatter."""
-        from txenvoy.accesslog.formatter import defaultFormatter
+        from txenvoy.formatter.substitution import defaultFormatter
         self.forward(b"GET /o/x HTTP/1.1\r\nhost: example.com\r\nuser-agent: t\r\n"
                      b"x-request-id: rid\r\n\r\n")
         info, request, response = self.h.logger.entries[0]

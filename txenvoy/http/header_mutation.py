@@ -29,8 +29,8 @@ Envoy refuses to add or remove C{:}-prefixed headers and C{host}; so does
 this module, with Envoy's messages.
 """
 
-from txenvoy.accesslog.formatter import compileFormat, parseFormat
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.formatter.substitution import compileFormat, parseFormat
 
 __all__ = [
     "APPEND_IF_EXISTS_OR_ADD",

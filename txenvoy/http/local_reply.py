@@ -22,9 +22,9 @@ C{LocalReplyImpl}, checked against the binary):
 """
 
 from txenvoy.accesslog.filters import compileFilter
-from txenvoy.accesslog.formatter import formatterFromProto
 from txenvoy.config.datasource import readDataSource
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.formatter.substitution import formatterFromProto
 from txenvoy.http.header_mutation import FormatContext, compileHeaderMutation
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
 

@@ -10,10 +10,10 @@ are this same logger on another writer, as in Envoy.
 
 from zope.interface import implementer
 
-from txenvoy.accesslog import formatter as _formatter
 from txenvoy.accesslog.manager import DISCARD, checkWritable
 from txenvoy.config.errors import ConfigError
 from txenvoy.config.registry import Category, extension
+from txenvoy.formatter import substitution as _formatter
 from txenvoy.interfaces import IAccessLogger
 
 
@@ -22,8 +22,8 @@ class FileAccessLogger:
     """
     Formats a line and hands it to a writer; the writer never blocks.
 
-    @ivar formatter: a L{txenvoy.accesslog.formatter.Formatter} or
-        L{txenvoy.accesslog.formatter.JsonFormatter}.
+    @ivar formatter: a L{txenvoy.formatter.substitution.Formatter} or
+        L{txenvoy.formatter.substitution.JsonFormatter}.
     @ivar writer: a L{txenvoy.accesslog.manager.LogWriter}.
     """
 

@@ -1,7 +1,8 @@
-# -*- test-case-name: tests.accesslog.test_formatter -*-
+# -*- test-case-name: tests.formatter.test_substitution -*-
 """
-Envoy's access log format strings (its "substitution formatter"), compiled
-once when the config loads.
+Envoy's substitution formatter (C{substitution_formatter.cc}): the format
+strings of access logs, header mutation values and local reply bodies,
+compiled once when the config loads.
 
 A text format such as::
 

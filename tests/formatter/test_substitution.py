@@ -1,5 +1,5 @@
 """
-Tests for L{txenvoy.accesslog.formatter}. Expected lines marked "Envoy
+Tests for L{txenvoy.formatter.substitution}. Expected lines marked "Envoy
 1.40" were printed by the real binary for the same connection or request.
 """
 
@@ -13,7 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from envoy.config.core.v3 import substitution_format_string_pb2
 
-from txenvoy.accesslog.formatter import (
+from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.formatter.substitution import (
     DEFAULT_FORMAT,
     Formatter,
     JsonFormatter,
@@ -26,7 +27,6 @@ from txenvoy.accesslog.formatter import (
     jsonString,
     supportedCommands,
 )
-from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.network.stream_info import ResponseFlag, StreamInfo
 
 # 2026-11-25T22:17:11.272046Z
