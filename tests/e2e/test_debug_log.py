@@ -233,12 +233,13 @@ class DebugStoryTests(SynchronousTestCase):
 
     def test_poolReuseAndDrain(self):
         """
-        Two requests on one downstream connection: the first opens an
-        upstream connection, the second finds it in the pool (Envoy's
-        C{using existing fully connected connection}); SIGTERM drains the
-        idle downstream connection.
+        C{-l trace}: two requests on one downstream connection: the first
+        opens an upstream connection, the second finds it in the pool
+        (Envoy's C{using existing fully connected connection}); SIGTERM
+        drains the idle downstream connection. Trace adds the bytes parsed
+        and written and the upstream's response headers.
         """
-        d = _Deployment(self, ["-l", "debug", "--drain-time-s", "1",
+        d = _Deployment(self, ["-l", "trace", "--drain-time-s", "1",
                                "--drain-strategy", "immediate"])
         s = socket.create_connection(("127.0.0.1", d.http), timeout=10)
         self.addCleanup(s.close)
@@ -250,8 +251,17 @@ class DebugStoryTests(SynchronousTestCase):
         d.envoy.proc.send_signal(signal.SIGTERM)
         self.assertEqual(s.recv(10), b"")
         d.envoy.proc.wait(15)
-        story = [(logger, message) for level, logger, _, message in _lines(d.log())
-                 if level == "debug"]
+        lines = _lines(d.log())
+        story = [(logger, message) for level, logger, _, message in lines if level == "debug"]
+        trace = [(logger, message) for level, logger, _, message in lines if level == "trace"]
+        for logger, pattern in [
+                ("http", _CONN + r"parsing \d+ bytes$"),
+                ("router", _STREAM + r"end_stream: false, upstream response headers:\n"
+                           r"':status', '200'\n'content-length', '2'\n"),
+                ("connection", _CONN + r"writing \d+ bytes, end_stream false$"),
+                ("http", _STREAM + r"encoding data via codec \(size=2 end_stream=true\)$")]:
+            self.assertTrue(any(l == logger and re.match(pattern, m) for l, m in trace),
+                            (logger, pattern))
         text = "\n".join("[%s] %s" % line for line in story)
         pool = [message for logger, message in story if logger == "pool"]
         self.assertEqual(sum("creating a new connection" in m for m in pool), 1, text)

@@ -11,6 +11,7 @@ only to keep the listener's books (active connections, length histogram)
 and to carry half-close.
 """
 
+from twisted.internet import error
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
@@ -273,6 +274,8 @@ class ServerConnection(Protocol):
         if log.debugEnabled:
             tag = connTag(self.streamInfo.connectionId)
             if not self.closedLocally:
+                if reason is not None and not reason.check(error.ConnectionDone):
+                    log.debug("%sread error: %s", tag, reason.getErrorMessage())
                 log.debug("%sremote close", tag)
             log.debug("%sclosing socket: %d", tag, 1 if self.closedLocally else 0)
         if self._counted and handlerLog.debugEnabled:

@@ -19,8 +19,10 @@ from txenvoy.network.accept import ListenerPort
 from txenvoy.network.listener import ActiveListener
 from txenvoy.privates import markNotIOThread
 from txenvoy.server.dispatcher import Dispatcher
+from txenvoy.server.logging import componentLogger
 
 log = Logger(namespace="main")
+configLog = componentLogger("config")
 
 
 def newReactor():
@@ -103,6 +105,7 @@ class _WorkerBase(Service):
                 active.port.stopListening()
                 active.port = None
             for conn in list(active.connections):
+                conn.closedLocally = True
                 conn.transport.abortConnection()
 
 
@@ -137,6 +140,8 @@ class Worker(_WorkerBase):
 
     def startService(self):
         Service.startService(self)
+        if configLog.debugEnabled:
+            configLog.debug("starting worker %d", self.index)
         reactor = self.dispatcher.reactor
         self.dispatcher.clusterManager = self.server.clusterManager.createThreadLocal(self.dispatcher)
         self._stopped = defer.Deferred()

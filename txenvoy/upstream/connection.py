@@ -348,6 +348,8 @@ class UpstreamConnection(Protocol):
         if log.debugEnabled:
             tag = connTag(self.connectionId)
             if not self.closedLocally:
+                if reason is not None and not reason.check(error.ConnectionDone):
+                    log.debug("%sread error: %s", tag, reason.getErrorMessage())
                 log.debug("%sremote close", tag)
             log.debug("%sclosing socket: %d", tag, 1 if self.closedLocally else 0)
         incomplete = getattr(self.callbacks, "closingWithIncompleteStream", None)
