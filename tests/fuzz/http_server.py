@@ -20,6 +20,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from tests.fuzz.support import FuzzInput, check
+from tests.http.test_codec_fuzz import ResponseCounter
 from txenvoy.http.codec_server import ServerCodec
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
 
@@ -122,23 +123,8 @@ class _Callbacks:
         self.dropped += 1
 
 
-class _Responses:
-    """httptools callbacks counting the responses written."""
-
-    def __init__(self):
-        self.begun = 0
-        self.complete = 0
-        self.statuses = []
-
-    def on_message_begin(self):
-        self.begun += 1
-
-    def on_message_complete(self):
-        self.complete += 1
-
-
 def _checkOutput(out, callbacks, transport):
-    counter = _Responses()
+    counter = ResponseCounter()
     parser = httptools.HttpResponseParser(counter)
     upgraded = False
     try:
