@@ -1,5 +1,5 @@
 """
-Fuzz target: the access log format compiler (L{txenvoy.accesslog.formatter}).
+Fuzz target: the access log format compiler (L{txenvoy.formatter.substitution}).
 
 The input's first byte chooses how the format reaches the compiler, as a
 C{log_format} (C{SubstitutionFormatString}) does: C{text_format},
@@ -23,7 +23,7 @@ from twisted.internet.task import Clock
 from envoy.config.core.v3 import substitution_format_string_pb2
 
 from tests.fuzz.support import FuzzInput, check
-from txenvoy.accesslog.formatter import JsonFormatter, formatterFromProto
+from txenvoy.formatter.substitution import JsonFormatter, formatterFromProto
 from txenvoy.config.errors import ConfigError
 from txenvoy.http.headers import HeaderMap, RequestHeaders, ResponseHeaders
 from txenvoy.http.local_reply import headerView
