@@ -184,3 +184,15 @@ class AdminAddressPathTests(SynchronousTestCase):
         self.assertEqual(host, "127.0.0.1")
         envoy.adminPort = int(port)
         envoy.waitReady()
+
+
+class LogFormatTests(SynchronousTestCase):
+
+    def test_logFormat(self):
+        """Envoy's --log-format changes the application log's lines."""
+        adminPort = freePort()
+        envoy = Envoy(l4Config(adminPort, [], []), args=("--log-format", "%L|%l|%n|%v"),
+                      adminPort=adminPort)
+        self.addCleanup(envoy.stop)
+        envoy.waitReady()
+        self.assertIn("I|info|main|starting main dispatch loop\n", envoy.output()[1])

@@ -329,10 +329,8 @@ def formatTime(t):
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + ".%03d" % (millis,)
 
 
-def formatLine(event, name, level, tid=None):
-    """One log line (with a trailing newline; a traceback follows)."""
-    if tid is None:
-        tid = threading.get_native_id()
+def eventMessage(event):
+    """An event's text, with the traceback of its failure if it has one."""
     message = formatEvent(event)
     failure = event.get("log_failure")
     if failure is not None:
@@ -340,6 +338,14 @@ def formatLine(event, name, level, tid=None):
             message = message + "\n" + failure.getTraceback().rstrip("\n")
         except Exception:
             pass
+    return message
+
+
+def formatLine(event, name, level, tid=None):
+    """One log line (with a trailing newline; a traceback follows)."""
+    if tid is None:
+        tid = threading.get_native_id()
+    message = eventMessage(event)
     location = event.get("log_location")
     if location is not None:
         message = "[%s] %s" % (location, message)
@@ -354,9 +360,10 @@ class EnvoyLogObserver:
     level. Safe to call from any thread (workers log too).
     """
 
-    def __init__(self, outFile, levels):
+    def __init__(self, outFile, levels, render=None):
         self._out = outFile
         self._levels = levels
+        self._render = render
         self._lock = threading.Lock()
 
     def __call__(self, event):
@@ -366,7 +373,13 @@ class EnvoyLogObserver:
         level = eventLevel(event)
         if not self._levels.enabled(name, level):
             return
-        line = formatLine(event, name, level)
+        if self._render is None:
+            line = formatLine(event, name, level)
+        else:
+            # --log-format (txenvoy.server.logformat).
+            line = self._render(event.get("log_time") or time.time(),
+                                threading.get_native_id(), level, name, eventMessage(event),
+                                event.get("log_location"))
         with self._lock:
             try:
                 self._out.write(line)
@@ -382,15 +395,18 @@ class EnvoyLogObserver:
         return old
 
 
-def makeObserver(outFile, levels):
+def makeObserver(outFile, levels, render=None):
     """
     @param outFile: a text stream (L{openLogOutput}).
     @param levels: the L{LogLevels} (call its C{bindLoggers} too when
         the data path's debug and trace lines should follow them).
+    @param render: a C{--log-format} line layout
+        (L{txenvoy.server.logformat.compileLogFormat}); Envoy's default
+        layout without it.
     @return: an C{ILogObserver} to add to the global log beginner or
         publisher.
     """
-    return EnvoyLogObserver(outFile, levels)
+    return EnvoyLogObserver(outFile, levels, render)
 
 
 def openLogOutput(path=None):

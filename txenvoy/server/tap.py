@@ -17,6 +17,8 @@ from twisted.python import usage
 
 from txenvoy.config.errors import ConfigError
 from txenvoy.privates import forgetExitSignal
+from txenvoy.server.logformat import compileLogFormat
+from txenvoy.server.options import DEFAULT_LOG_FORMAT
 from txenvoy.server.options import Options  # noqa: F401  (twistd reads tap.Options)
 from txenvoy.server.signals import SignalHandlers
 
@@ -245,7 +247,10 @@ def makeService(options):
         out = openLogOutput(logPath)
     except OSError as e:
         _fail("error: cannot open log file %s: %s" % (logPath, e.strerror))
-    root.setObserver(makeObserver(out, server.logLevels))
+    render = None
+    if opts.logFormat != DEFAULT_LOG_FORMAT or opts.logFormatEscaped:
+        render = compileLogFormat(opts.logFormat, opts.logFormatEscaped)
+    root.setObserver(makeObserver(out, server.logLevels, render))
     if opts.mode == "init_only":
         server.initializedHook = lambda: reactor.callLater(0, reactor.stop)
     return root
