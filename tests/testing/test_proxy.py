@@ -6,7 +6,7 @@ through C{TypedStruct}, run in the in-memory connection manager.
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from txenvoy.config.registry import Category, extension
+from txenvoy.config.registry import Category, FunctionFactory, register, unregister
 from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
 from txenvoy.interfaces import IHttpFilterFactory
 from txenvoy.testing import HttpProxyHarness
@@ -48,9 +48,8 @@ class ApiKeyFactory:
         return ApiKey(callbacks, self.key)
 
 
-@extension(Category.HTTP_FILTER, "txenvoy.testing.example.ApiKey")
-def createApiKey(message, context):
-    return ApiKeyFactory(message["key"])
+API_KEY_FACTORY = FunctionFactory(Category.HTTP_FILTER, ["txenvoy.testing.example.ApiKey"],
+                                  (), lambda message, context: ApiKeyFactory(message["key"]))
 
 
 class HttpProxyHarnessTests(SynchronousTestCase):
@@ -60,6 +59,10 @@ class HttpProxyHarnessTests(SynchronousTestCase):
     """
 
     def setUp(self):
+        # A filter package would register at import time with @extension;
+        # this test's filter is registered for the test only.
+        register(API_KEY_FACTORY)
+        self.addCleanup(unregister, API_KEY_FACTORY)
         self.proxy = HttpProxyHarness(httpFilters=[API_KEY], testCase=self)
 
     def test_localReply(self):

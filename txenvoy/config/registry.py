@@ -77,6 +77,16 @@ def register(factory):
     return factory
 
 
+def unregister(factory):
+    """
+    Remove an L{IExtensionFactory} added with L{register} (a test's own
+    extension, after the test).
+    """
+    for typeName in factory.typeNames:
+        if _factories.get((factory.category, typeName)) is factory:
+            del _factories[(factory.category, typeName)]
+
+
 def extension(category, typeName, *names):
     """
     Decorator registering C{create(message, context)} for one C{@type}::
