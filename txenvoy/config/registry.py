@@ -54,16 +54,20 @@ _factories = {}
 
 @implementer(IExtensionFactory, IPlugin)
 class FunctionFactory:
-    """An L{IExtensionFactory} made from a plain function (see L{extension})."""
+    """
+    An L{IExtensionFactory} made from a plain function (see L{extension}).
+
+    @ivar function: C{create(message, context)}, the function itself.
+    """
 
     def __init__(self, category, typeNames, names, create):
         self.category = category
         self.typeNames = tuple(typeNames)
         self.names = tuple(names)
-        self._create = create
+        self.function = create
 
     def create(self, message, context):
-        return self._create(message, context)
+        return self.function(message, context)
 
 
 def register(factory):

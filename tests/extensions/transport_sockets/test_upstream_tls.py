@@ -176,7 +176,7 @@ class HandshakeTests(UpstreamTlsTestCase):
         factory = registry.lookup(registry.Category.TRANSPORT_SOCKET_UPSTREAM,
                                   TLS_TYPE.rsplit("/", 1)[-1])
         self.assertIsNotNone(factory)
-        self.assertIs(factory._create, upstream_tls.createUpstreamTlsSocket)
+        self.assertIs(factory.function, upstream_tls.createUpstreamTlsSocket)
 
     def test_sniAndVerifiedHandshake(self):
         """
