@@ -14,7 +14,7 @@ from google.protobuf import descriptor_pool, message_factory
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface import implementer
 
-from txenvoy.config.errors import ConfigError, UnsupportedExtension
+from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField
 from txenvoy import interfaces
 from txenvoy.interfaces import IExtensionFactory
 
@@ -47,9 +47,11 @@ CATEGORY_INTERFACES = {
     Category.TRANSPORT_SOCKET_DOWNSTREAM: interfaces.IDownstreamTransportSocketFactory,
     Category.TRANSPORT_SOCKET_UPSTREAM: interfaces.IUpstreamTransportSocketFactory,
     Category.STATS_SINK: interfaces.IStatsSink,
+    Category.CLUSTER: interfaces.ICluster,
 }
 
 _factories = {}
+_byName = {}
 
 
 @implementer(IExtensionFactory, IPlugin)
@@ -78,6 +80,8 @@ def register(factory):
     """
     for typeName in factory.typeNames:
         _factories[(factory.category, typeName)] = factory
+    for name in factory.names:
+        _byName[(factory.category, name)] = factory
     return factory
 
 
@@ -93,7 +97,9 @@ def unregister(factory):
 
 def extension(category, typeName, *names):
     """
-    Decorator registering C{create(message, context)} for one C{@type}::
+    Decorator registering C{create(message, context)} for one C{@type}
+    (C{None} for an extension found only by name, as Envoy's cluster
+    types are)::
 
         @extension(Category.NETWORK_FILTER,
                    "envoy.extensions.filters.network.echo.v3.Echo",
@@ -103,7 +109,7 @@ def extension(category, typeName, *names):
     """
 
     def deco(create):
-        register(FunctionFactory(category, [typeName], names, create))
+        register(FunctionFactory(category, [typeName] if typeName else [], names, create))
         return create
 
     return deco
@@ -112,6 +118,31 @@ def extension(category, typeName, *names):
 def lookup(category, typeName):
     """@return: the factory for that C{@type} in that category, or C{None}."""
     return _factories.get((category, typeName))
+
+
+def lookupName(category, name):
+    """
+    @return: the factory registered under Envoy's extension C{name} (such
+        as C{envoy.cluster.static}) in that category, or C{None}.
+    """
+    import txenvoy.extensions  # noqa: F401  (built-ins register on import)
+
+    return _byName.get((category, name))
+
+
+def createByName(category, name, message, context, path):
+    """
+    Build an extension found by its name rather than a C{typed_config}
+    (Envoy's cluster types: C{type: STRICT_DNS} is C{envoy.cluster.strict_dns}).
+
+    @raise UnsupportedField: when no extension has that name.
+    @raise ConfigError: when what it makes does not provide its category's
+        interface.
+    """
+    factory = lookupName(category, name)
+    if factory is None:
+        raise UnsupportedField(path, "no extension named '%s'" % (name,))
+    return _checkProvides(category, name, factory.create(message, context), path)
 
 
 def registered(category=None):
@@ -161,7 +192,7 @@ def createExtension(category, typedExtension, context, path):
     if factory is None:
         raise UnsupportedExtension(path + ".typed_config", typeName, name)
     created = factory.create(unpackAny(any_, path + ".typed_config"), context.child(path))
-    return _checkProvides(category, typeName, created, path)
+    return _checkProvides(category, typeName, created, path + ".typed_config")
 
 
 def _checkProvides(category, typeName, created, path):
@@ -171,7 +202,7 @@ def _checkProvides(category, typeName, created, path):
     """
     interface = CATEGORY_INTERFACES.get(category)
     if interface is not None and not interface.providedBy(created):
-        raise ConfigError("%s.typed_config: the extension for '%s' made %r, which does not "
+        raise ConfigError("%s: the extension for '%s' made %r, which does not "
                           "provide %s" % (path, typeName, created, interface.__name__))
     return created
 
@@ -195,7 +226,7 @@ def _createFromTypedStruct(category, name, any_, context, path):
     if factory is None:
         raise UnsupportedExtension(path + ".typed_config.type_url", typeName, name)
     created = factory.create(json_format.MessageToDict(struct.value), context.child(path))
-    return _checkProvides(category, typeName, created, path)
+    return _checkProvides(category, typeName, created, path + ".typed_config")
 
 
 def loadPlugins():

@@ -13,6 +13,8 @@ L{txenvoy.config.errors.UnsupportedField} naming its path.
 
 import threading
 
+import attr
+
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from zope.interface import implementer
@@ -38,6 +40,14 @@ STRICT_DNS = "STRICT_DNS"
 LOGICAL_DNS = "LOGICAL_DNS"
 
 _DISCOVERY_TYPES = {0: STATIC, 1: STRICT_DNS, 2: LOGICAL_DNS, 3: "EDS", 4: "ORIGINAL_DST"}
+
+#: The extension that makes each discovery type (Envoy's
+#: C{ClusterFactoryImplBase::create} maps the C{type} enum to these names).
+CLUSTER_FACTORY_NAMES = {
+    STATIC: "envoy.cluster.static",
+    STRICT_DNS: "envoy.cluster.strict_dns",
+    LOGICAL_DNS: "envoy.cluster.logical_dns",
+}
 _LB_POLICIES = {
     0: ROUND_ROBIN, 1: LEAST_REQUEST, 2: "RING_HASH", 3: RANDOM, 5: "MAGLEV",
     6: "CLUSTER_PROVIDED", 7: "LOAD_BALANCING_POLICY_CONFIG",
@@ -868,12 +878,22 @@ class PrimaryCluster:
         self.setHosts(self.hosts, membershipChanged=False)
 
 
-class StaticCluster(PrimaryCluster):
-    """A C{STATIC} cluster: the configured IPs, known at once."""
+@attr.s(frozen=True)
+class ClusterFactoryContext:
+    """
+    What a cluster extension builds one cluster with (Envoy's
+    C{ClusterFactoryContext}); its C{create(info, context)} gets the
+    compiled L{ClusterInfo}.
 
-    def __init__(self, reactor, info, endpoints, mainShard):
-        PrimaryCluster.__init__(self, reactor, info, endpoints, mainShard)
-        hosts = [ep.makeHost(info.name) for ep in endpoints]
-        # Envoy counts a membership change for a non-empty static cluster
-        # and leaves max_host_weight at 0 (only dynamic updates set it).
-        self.setHosts(hosts, membershipChanged=bool(hosts))
+    @ivar reactor: the main reactor.
+    @ivar mainShard: the main thread's stats shard.
+    @ivar endpoints: the compiled L{EndpointSpec}s of C{load_assignment}.
+    @ivar dnsResolver: has C{resolve(name, family)}, for DNS types.
+    @ivar rng: a C{random()}-like function (DNS jitter, back-off).
+    """
+
+    reactor = attr.ib()
+    mainShard = attr.ib()
+    endpoints = attr.ib()
+    dnsResolver = attr.ib(default=None)
+    rng = attr.ib(default=None)

@@ -17,16 +17,16 @@ from twisted.application.service import Service
 from twisted.internet import defer
 
 from txenvoy.config.errors import ConfigError
+from txenvoy.config.registry import Category, createByName
 from txenvoy.server.logging import componentLogger
 from txenvoy.upstream import connection
 from txenvoy.upstream.cluster import (
-    LOGICAL_DNS,
-    STRICT_DNS,
+    CLUSTER_FACTORY_NAMES,
+    ClusterFactoryContext,
     ClusterStats,
-    StaticCluster,
     compileCluster,
 )
-from txenvoy.upstream.dns import GetAddrInfoResolver, LogicalDnsCluster, StrictDnsCluster
+from txenvoy.upstream.dns import GetAddrInfoResolver
 from txenvoy.upstream.load_balancer import LoadBalancer
 
 log = componentLogger("upstream")
@@ -161,7 +161,7 @@ class ClusterManager(Service):
                 raise ConfigError("%s.name: cluster manager: duplicate cluster '%s'"
                                   % (path, info.name))
             names.add(info.name)
-            compiled.append((info, endpoints))
+            compiled.append((info, endpoints, path))
         if localClusterName and localClusterName not in names:
             raise ConfigError("cluster_manager.local_cluster_name: local cluster '%s' must "
                               "be defined" % (localClusterName,))
@@ -173,19 +173,16 @@ class ClusterManager(Service):
                      "update_out_of_merge_window"):
             cm.counter(name)
         cm.gauge("warming_clusters")
-        for info, endpoints in compiled:
-            self.clusters[info.name] = self._makeCluster(info, endpoints)
+        for info, endpoints, path in compiled:
+            self.clusters[info.name] = self._makeCluster(info, endpoints, path)
             self._clusterAdded.inc()
             self._activeClusters.inc()
 
-    def _makeCluster(self, info, endpoints):
-        if info.type == STRICT_DNS:
-            return StrictDnsCluster(self.reactor, info, endpoints, self.mainShard,
-                                    self._resolver, self._rng)
-        if info.type == LOGICAL_DNS:
-            return LogicalDnsCluster(self.reactor, info, endpoints, self.mainShard,
-                                     self._resolver, self._rng)
-        return StaticCluster(self.reactor, info, endpoints, self.mainShard)
+    def _makeCluster(self, info, endpoints, path):
+        context = ClusterFactoryContext(self.reactor, self.mainShard, endpoints,
+                                        self._resolver, self._rng)
+        return createByName(Category.CLUSTER, CLUSTER_FACTORY_NAMES[info.type], info, context,
+                            path + ".type")
 
     def initialize(self):
         """

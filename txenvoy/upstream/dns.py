@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.upstream.test_dns -*-
 """
-DNS clusters (Envoy's C{STRICT_DNS} and C{LOGICAL_DNS}) and the resolver
-they use.
+What DNS clusters (Envoy's C{STRICT_DNS} and C{LOGICAL_DNS}, the
+extensions in L{txenvoy.extensions.clusters}) share: the resolver and the
+resolution schedule.
 
 Resolution runs on the main thread only: getaddrinfo in the main reactor's
 thread pool, re-resolved every C{dns_refresh_rate}. Workers never resolve;
@@ -105,7 +106,7 @@ class GetAddrInfoResolver:
             self._reactor, self._reactor.getThreadPool(), _getaddrinfo, name, family)
 
 
-class _ResolveTarget:
+class ResolveTarget:
     """One endpoint of a DNS cluster and its resolution state."""
 
     def __init__(self, endpoint):
@@ -117,25 +118,30 @@ class _ResolveTarget:
         self.inFlight = None
 
 
-class _DnsCluster(PrimaryCluster):
-    """Shared resolution scheduling of the two DNS cluster types."""
+class DnsClusterBase(PrimaryCluster):
+    """
+    Shared resolution scheduling of the DNS cluster types
+    (L{txenvoy.extensions.clusters.strict_dns},
+    L{txenvoy.extensions.clusters.logical_dns}), which say what an answer
+    does to membership in C{applyAnswer}.
+    """
 
     def __init__(self, reactor, info, endpoints, mainShard, resolver, rng):
         PrimaryCluster.__init__(self, reactor, info, endpoints, mainShard)
         self._resolver = resolver
         self._rng = rng
-        self._targets = [_ResolveTarget(ep) for ep in endpoints]
+        self.targets = [ResolveTarget(ep) for ep in endpoints]
 
     def start(self):
-        if not self._targets:
+        if not self.targets:
             self._markInitialized()
             return
-        for target in self._targets:
+        for target in self.targets:
             self._resolve(target)
 
     def stop(self):
         PrimaryCluster.stop(self)
-        for target in self._targets:
+        for target in self.targets:
             if target.timer is not None and target.timer.active():
                 target.timer.cancel()
             target.timer = None
@@ -161,7 +167,7 @@ class _DnsCluster(PrimaryCluster):
         target.inFlight = None
         target.failures = 0
         self.stats.update_success.inc()
-        self._applyAnswer(target, list(ips))
+        self.applyAnswer(target, list(ips))
         self._schedule(target, self.info.dns.refreshRate)
         self._targetDone(target)
 
@@ -193,56 +199,14 @@ class _DnsCluster(PrimaryCluster):
 
     def _targetDone(self, target):
         target.resolved = True
-        if not self.initialized and all(t.resolved for t in self._targets):
+        if not self.initialized and all(t.resolved for t in self.targets):
             self._markInitialized()
 
-    def _applyAnswer(self, target, ips):
-        """Each cluster kind turns a target's resolved addresses into hosts."""
+    def applyAnswer(self, target, ips):
+        """
+        Each cluster kind turns a target's resolved addresses into hosts.
 
-
-class StrictDnsCluster(_DnsCluster):
-    """
-    A C{STRICT_DNS} cluster: one host per resolved address of every
-    endpoint.
-    """
-
-    def _applyAnswer(self, target, ips):
-        ep = target.endpoint
-        old = {h.address[0]: h for h in target.hosts}
-        hostname = ep.hostname or ep.address
-        new = []
-        for ip in ips:
-            h = old.get(ip)
-            if h is None:
-                h = ep.makeHost(self.info.name, ip=ip, hostname=hostname)
-            new.append(h)
-        changed = [h.address[0] for h in target.hosts] != ips
-        target.hosts = new
-        if changed:
-            hosts = []
-            for t in self._targets:
-                hosts.extend(t.hosts)
-            self.stats.max_host_weight.set(max((h.weight for h in hosts), default=0))
-            self.setHosts(hosts, membershipChanged=True)
-
-
-class LogicalDnsCluster(_DnsCluster):
-    """
-    A C{LOGICAL_DNS} cluster: one host for the single endpoint, at the
-    first address DNS returned most recently.
-    """
-
-    def _applyAnswer(self, target, ips):
-        if not ips:
-            # Envoy keeps the logical host when an answer is empty.
-            return
-        ep = target.endpoint
-        if not target.hosts:
-            host = ep.makeHost(self.info.name, ip=ips[0], hostname=ep.hostname or ep.address)
-            target.hosts = [host]
-            self.stats.max_host_weight.set(host.weight)
-            self.setHosts(target.hosts, membershipChanged=True)
-        else:
-            host = target.hosts[0]
-            if host.address[0] != ips[0]:
-                host.setAddress((ips[0], ep.port))
+        @param target: the L{ResolveTarget} (C{endpoint}, and C{hosts} it
+            made last time).
+        @param ips: the addresses DNS returned, in order.
+        """
