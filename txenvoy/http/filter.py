@@ -73,6 +73,9 @@ from txenvoy.interfaces import (
     IStreamEncoderFilter,
     IStreamFilterCallbacks,
 )
+from txenvoy.server.logging import componentLogger
+
+_log = componentLogger("http")
 
 __all__ = [
     "FilterHeadersStatus", "FilterDataStatus", "FilterTrailersStatus",
@@ -341,6 +344,23 @@ class FilterSlot:
 
 _NOT_STOPPED = 1 << 30
 
+#: "decodeHeaders" -> "decode headers", as Envoy's filter manager says.
+_CALLED = {name: name[:6] + " " + name[6:].lower() for name in (
+    "decodeHeaders", "decodeData", "decodeTrailers",
+    "encodeHeaders", "encodeData", "encodeTrailers")}
+
+
+def _streamTag(stream):
+    logTag = getattr(stream, "logTag", None)
+    return logTag() if logTag is not None else ""
+
+
+def _traceCalled(stream, method, slot, status):
+    # Envoy's trace line after each filter call (its status is the enum's
+    # number, as Envoy prints it).
+    _log.trace("%s%s called: filter=%s status=%d", _streamTag(stream), _CALLED[method],
+               slot.filterConfigName, int(status))
+
 
 def _noop(*args):
     # Past the last decoder filter there is nothing: a request no filter
@@ -396,6 +416,8 @@ class FilterIteration:
         for i in range(start, self.n):
             self.headersPassed = i + 1
             status = getattr(slots[i].filter, method)(self.headers, endStream)
+            if _log.traceEnabled:
+                _traceCalled(stream, method, slots[i], status)
             if stream._stopped(self):
                 return False
             if status != _CONTINUE:
@@ -424,6 +446,8 @@ class FilterIteration:
                 self._hold(data, endStream)
                 return
             status = getattr(slots[i].filter, method)(data, endStream)
+            if _log.traceEnabled:
+                _traceCalled(stream, method, slots[i], status)
             if stream._stopped(self):
                 return
             if status == _DATA_CONTINUE:
@@ -480,6 +504,8 @@ class FilterIteration:
                 return
             f = slots[i].filter
             status = filterMethod(f, method)(f, trailers)
+            if _log.traceEnabled:
+                _traceCalled(stream, method, slots[i], status)
             if stream._stopped(self):
                 return
             if status != _TRAILERS_CONTINUE:
@@ -495,6 +521,9 @@ class FilterIteration:
             return
         self.stop = _NOT_STOPPED
         stream = self.stream
+        if _log.traceEnabled:
+            _log.trace("%scontinuing filter chain: filter=%s", _streamTag(stream),
+                       self.slots[index].filterConfigName)
         if not self.headersDone and self.headersPassed == index + 1:
             end = self.endSeen and self.buf is None and self.trailers is None
             self._headers(index + 1, end)
