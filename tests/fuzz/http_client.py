@@ -48,7 +48,7 @@ class _Events:
 
     def onResponseHeaders(self, headers, endStream):
         check(isinstance(headers, ResponseHeaders), "headers %r", headers)
-        check(0 <= headers.status <= 999, "status %r", headers.status)
+        check(100 <= headers.status <= 999, "status %r", headers.status)
         check("headers" not in self.events, "headers twice: %r", self.events)
         self._add("headers")
         if endStream:

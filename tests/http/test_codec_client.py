@@ -392,11 +392,11 @@ class UpstreamProtocolErrorTests(ClientTestMixin, SynchronousTestCase):
 
     def test_informationalWithBody(self):
         """
-        A 1xx has no body (RFC 9110 15.2), as for C{100} with a
-        C{Content-Length}, which llhttp refuses: a 1xx that announces one is
-        a protocol error, and its bytes never reach the callbacks as the
-        final response's data (found by the fuzz target
-        L{tests.fuzz.http_client}).
+        A 1xx has no body (RFC 9110 15.2): one that announces one is a
+        protocol error, as Envoy 1.40 has it (C{199} with C{Content-Length:
+        5} then a 200: 502, C{reset reason: protocol error}); its bytes never
+        reach the callbacks as the final response's data (found by the fuzz
+        target L{tests.fuzz.http_client}).
         """
         for status in (b"199 X", b"150 Y", b"199 X"):
             self.assertProtocolError(
@@ -405,6 +405,26 @@ class UpstreamProtocolErrorTests(ClientTestMixin, SynchronousTestCase):
         self.assertProtocolError(
             b"HTTP/1.1 199 X\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
             Details.CODEC_ERROR)
+
+    def test_statusBelow100(self):
+        """
+        Envoy 1.40 answers 502 (C{reset reason: protocol error}) for an
+        upstream status below 100 (C{011}, C{099}, C{000} after a 100), and
+        passes 600 and 999 on. Found by the fuzz target
+        L{tests.fuzz.http_client}.
+        """
+        for status in (b"011", b"099", b"000"):
+            self.assertProtocolError(
+                b"HTTP/1.1 " + status + b" X\r\nContent-Length: 2\r\n\r\nok",
+                Details.CODEC_ERROR)
+        self.assertProtocolError(b"HTTP/1.1 100 X\r\n\r\nHTTP/1.1 000 X\r\n\r\n",
+                                 Details.CODEC_ERROR)
+        self.assertProtocolError(b"HTTP/1.0 011 Continue\r\n\r\n"
+                                 b"HTTP/1.1 204 No Cont\r\n\r\n\x11\x00", Details.CODEC_ERROR)
+        for status in (600, 999):
+            events = self.exchange(b"HTTP/1.1 %d X\r\nContent-Length: 2\r\n\r\nok" % (status,))
+            self.assertEqual(events, [("headers", status, False), ("data", b"ok", True),
+                                      ("complete",)])
 
     def test_informationalWithBodyRawInput(self):
         """The fuzz target's input that found it, as it was cut into reads."""

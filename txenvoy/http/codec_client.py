@@ -355,6 +355,9 @@ class ClientCodec:
         te = self._transferEncoding
         if te is not None and te.lower() != b"chunked":
             raise _ProtocolError(Details.INVALID_TRANSFER_ENCODING)
+        if status < 100:
+            # Envoy 1.40 resets such a response as a protocol error (502).
+            raise _ProtocolError(Details.CODEC_ERROR)
         response = ResponseHeaders(
             status, HeaderMap._fromList(headers), self._reason,
             "HTTP/1.1" if parser.get_http_version() == "1.1" else "HTTP/1.0")
