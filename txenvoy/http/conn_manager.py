@@ -465,7 +465,7 @@ class ConnectionManagerConfig:
     stripMatchingHostPort = False
 
     def __init__(self):
-        self._stats = PerWorker(lambda d: _HcmStats(d.stats, self.statPrefix))
+        self.statsFor = PerWorker(lambda d: _HcmStats(d.stats, self.statPrefix)).get
         self._listenerStats = {}
 
     def finish(self):
@@ -490,10 +490,6 @@ class ConnectionManagerConfig:
         if self.useRemoteAddress:
             self.localAddressText = machineAddress().encode("ascii")
         return self
-
-    def statsFor(self, dispatcher):
-        """This worker's C{http.<prefix>.*} stats, made on first use."""
-        return self._stats.get(dispatcher)
 
     def listenerStatsFor(self, dispatcher, listenerPrefix):
         """This worker's C{listener.<address>.http.<prefix>.*} stats."""

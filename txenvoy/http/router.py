@@ -164,11 +164,7 @@ class RouterConfig:
         self.suppressEnvoyHeaders = suppressEnvoyHeaders
         self.respectExpectedRqTimeout = respectExpectedRqTimeout
         self.rng = rng
-        self._stats = PerWorker(lambda d: _RouterStats(d.stats, self.statPrefix))
-
-    def statsFor(self, dispatcher):
-        """This worker's router stats."""
-        return self._stats.get(dispatcher)
+        self.statsFor = PerWorker(lambda d: _RouterStats(d.stats, self.statPrefix)).get
 
     def createFilter(self, callbacks):
         """@return: a L{RouterFilter} for one stream."""

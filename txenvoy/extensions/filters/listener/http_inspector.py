@@ -171,11 +171,7 @@ class HttpInspectorConfig:
     """A compiled C{HttpInspector} (it has no fields)."""
 
     def __init__(self):
-        self._stats = PerWorker(lambda d: HttpInspectorStats(d.stats))
-
-    def statsFor(self, dispatcher):
-        """The L{HttpInspectorStats} of C{dispatcher}'s thread."""
-        return self._stats.get(dispatcher)
+        self.statsFor = PerWorker(lambda d: HttpInspectorStats(d.stats)).get
 
     def buildListenerFilter(self, connection):
         return HttpInspector(self, connection)

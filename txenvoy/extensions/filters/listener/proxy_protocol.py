@@ -411,15 +411,11 @@ class ProxyProtocolConfig:
         self.rules = dict(rules or {})
         self.passThroughAll = passThroughAll
         self.passThroughTypes = frozenset(passThroughTypes)
-        self._stats = PerWorker(lambda d: ProxyProtocolStats(d.stats, self.statPrefix))
+        self.statsFor = PerWorker(lambda d: ProxyProtocolStats(d.stats, self.statPrefix)).get
 
     def passThrough(self, tlvType):
         """Whether a TLV of this type is kept in the filter state."""
         return self.passThroughAll or tlvType in self.passThroughTypes
-
-    def statsFor(self, dispatcher):
-        """The L{ProxyProtocolStats} of C{dispatcher}'s thread."""
-        return self._stats.get(dispatcher)
 
     def buildListenerFilter(self, connection):
         return ProxyProtocolFilter(self, connection)

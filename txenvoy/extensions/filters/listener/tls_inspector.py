@@ -104,11 +104,7 @@ class TlsInspectorConfig:
     def __init__(self, maxClientHelloSize=TLS_MAX_CLIENT_HELLO, closeOnParseError=False):
         self.maxClientHelloSize = maxClientHelloSize
         self.closeOnParseError = closeOnParseError
-        self._stats = PerWorker(lambda d: TlsInspectorStats(d.stats))
-
-    def statsFor(self, dispatcher):
-        """The L{TlsInspectorStats} of C{dispatcher}'s thread."""
-        return self._stats.get(dispatcher)
+        self.statsFor = PerWorker(lambda d: TlsInspectorStats(d.stats)).get
 
     def buildListenerFilter(self, connection):
         return TlsInspector(self, connection)
