@@ -899,6 +899,60 @@ class RequestLineTests(CodecTestMixin, SynchronousTestCase):
         server.dataReceived(b"\r\n")
         self.assertEqual(self.transport.value(), OK)
 
+    def test_errorInHeadWaitsForItsEnd(self):
+        """
+        Envoy (balsa) judges a head once it is whole: a bad character in a
+        head that has not ended is answered when the empty line comes, not
+        before (until then the head timeouts run).
+        """
+        for head in (b"GET / HTTP/1.1\r\nHost: a\x01\r\n", b"GET / HTTP/1.1\r\nHo st: a\r\n",
+                     b"GET\x0b/ HTTP/1.1\r\nHost: a\r\n",
+                     b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n"):
+            server = self.codec()
+            server.dataReceived(head)
+            server.dataReceived(b"X-More: 1\r\n\r")
+            self.assertEqual((self.transport.value(), self.callbacks.errors), (b"", []))
+            server.dataReceived(b"\n")
+            self.assertEqual(self.transport.value(), BAD_REQUEST)
+            self.assertEqual([status for status, _ in self.callbacks.errors], [400])
+
+    def test_erroredHeadStillLimited(self):
+        """A head waited for after an error still may not pass the limit (431)."""
+        server = self.codec()
+        server.dataReceived(b"GET / HTTP/1.1\r\nHost: a\x01\r\n")
+        for _ in range(16):
+            server.dataReceived(b"X: " + b"a" * 4093 + b"\r\n")
+        self.assertEqual(self.transport.value(), TOO_LARGE)
+
+    def test_unknownMethodAtOnce(self):
+        """
+        Envoy refuses a method it does not know, or bytes that cannot be
+        one (a TLS hello), as soon as it reads them: 400 before the head
+        ends.
+        """
+        for data in (b"FOO / HTTP/1.1\r\nHost: a\r\n", b"FOO /",
+                     b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03"):
+            server = self.codec()
+            server.dataReceived(data)
+            self.assertEqual(self.transport.value(), BAD_REQUEST)
+
+    def test_twoPartLineEndingInHttp11(self):
+        """
+        Envoy: a request line of two parts is a whole request with no
+        headers (HTTP/0.9), and Envoy takes it for HTTP/1.1 when the line
+        ends in C{HTTP/1.1}: C{GET /x?HTTP/1.1} has no Host (400, empty
+        body); an absolute target is served; the next line is then a
+        request of its own (400).
+        """
+        self.assertRejected(b"GET /x?HTTP/1.1\r\nHost: a\r\n\r\n", EMPTY_400, 400,
+                            Details.MISSING_HOST)
+        server = self.codec()
+        server.dataReceived(b"GET http://b.test/x?HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(self.transport.value(), OK + BAD_REQUEST)
+        [decoder] = self.callbacks.decoders
+        self.assertEqual((decoder.headers.path, decoder.headers.authority),
+                         (b"/x?HTTP/1.1", b"b.test"))
+
     def test_absoluteFormAuthority(self):
         """
         Envoy parses an absolute-form target with its URL parser, which

@@ -89,8 +89,16 @@ _CONNECT_TARGET = re.compile(rb"[A-Za-z0-9\-._~]+:[0-9]{1,5}")
 
 # A line as the rewriting feeder reads a request head: up to and with its LF.
 _LINE = re.compile(rb"[^\n]*\n")
-# Control characters that make Envoy refuse a request line (HTAB and CR are
-# read as spaces).
+# The empty line that ends a head, as Envoy finds it.
+_HEAD_END = re.compile(rb"\n\r?\n")
+# A request line's method and parts as Envoy (balsa) cuts them: at bytes
+# up to SP.
+_METHOD = re.compile(rb"[^\x00-\x20]*")
+_PART = re.compile(rb"[^\x00-\x20]+")
+# The form of a version Envoy reads further.
+_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
+# Control characters that make Envoy refuse a head (HTAB and CR are read as
+# spaces in a request line).
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x0c\x0e-\x1f\x7f]")
 
 # Request headers that Envoy 1.40's header map keeps inline (its built-in
@@ -486,6 +494,11 @@ class ServerCodec:
         self._forwarder = None      # set while input is re-parsed/rewritten
         self._carry = b""           # a head line held back while rewriting
         self._lineEnd = b""         # a header line's end, held back (obs-fold)
+        # An error in a head whose end has not come yet: Envoy (balsa) judges
+        # a head once it is whole, so the answer waits for the empty line.
+        self._deferred = None
+        self._deferredBytes = 0
+        self._deferredTail = b""
         self._parsing = True        # False once an error stopped parsing
 
         # The message being parsed.
@@ -543,7 +556,12 @@ class ServerCodec:
         if self._rawOnData is not None:
             self._rawOnData(data)
             return
-        if self._closed or not self._parsing:
+        if self._closed:
+            return
+        if self._deferred is not None:
+            self._scanDeferred(data)
+            return
+        if not self._parsing:
             return
         if self._upgraded is not None:
             self._upgradeData(data)
@@ -789,6 +807,11 @@ class ServerCodec:
             keepAlive = hasKeepAlive
             if authority is None:
                 authority = self._defaultHost
+        elif self._forwarder is None and url.endswith(b"HTTP/1.1"):
+            # Perhaps a request line of two parts that Envoy takes for
+            # HTTP/1.1 (see _requestLine): the rewriting parser decides.
+            self._inHead = True
+            raise _Reparse()
         else:
             raise CodecError(426, Details.LOW_VERSION)
 
@@ -951,7 +974,11 @@ class ServerCodec:
                         and self._headSize == sizeBefore):
                     self._partial += len(data)
                 else:
-                    self._partial = 0
+                    # What this chunk holds past the parts it completed
+                    # (less their separators and a request line's method
+                    # and version, so never more than is pending).
+                    done = self._headSize - (sizeBefore if self._headers is headersBefore else 0)
+                    self._partial = max(0, len(data) - done - 4 * len(self._headers) - 32)
                 if self._headSize + self._partial > self._maxHeadBytes:
                     self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
             elif self._trailers is not None:
@@ -966,7 +993,7 @@ class ServerCodec:
                     self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
             return
         if error is not None:
-            self._onParserError(error)
+            self._onParserError(error, data)
         else:
             self._onParserUpgrade(data, upgradeAt)
 
@@ -989,13 +1016,24 @@ class ServerCodec:
         else:
             self._savedMore.append(data)
 
-    def _onParserError(self, exc):
+    def _onParserError(self, exc, data):
+        """
+        @param exc: the parser's error.
+        @param data: the input from about where the error was found on (for
+            an error in a head: whether the head's end is in it).
+        """
         cause = exc.__context__ if isinstance(exc, HttpParserCallbackError) else None
         if cause is not None:
             if isinstance(cause, _StopParsing):
                 return
             if isinstance(cause, CodecError):
                 self._protocolError(cause)
+                return
+            if isinstance(cause, _Reparse):
+                if self._savedFirst and self._savedBytes <= _REPLAY_LIMIT:
+                    self._replay()
+                else:
+                    self._protocolError(CodecError(426, Details.LOW_VERSION))
                 return
             # A callback or a decoder failed: not the peer's doing. Stop, and
             # let the exception reach whoever called dataReceived.
@@ -1013,7 +1051,12 @@ class ServerCodec:
             # parse the input again from the last message boundary.
             self._replay()
             return
-        self._protocolError(_mapParserError(str(exc)))
+        error = _mapParserError(str(exc))
+        forwarder = self._forwarder
+        if forwarder is not None and (forwarder.inHead or forwarder.idle):
+            self._headError(error, data)
+        else:
+            self._protocolError(error)
 
     def _replay(self):
         chunks = [self._savedFirst]
@@ -1028,6 +1071,9 @@ class ServerCodec:
         self._inHead = False
         self._idle = True
         for chunk in chunks:
+            if self._deferred is not None:
+                self._scanDeferred(chunk)
+                continue
             if not self._parsing or self._closed:
                 break
             if self._upgraded is not None:
@@ -1060,6 +1106,7 @@ class ServerCodec:
         n = len(data)
         pos = 0
         base = None         # where the raw bytes being fed start in data
+        whole = False       # the head's end is being fed
         upgradeAt = error = None
         try:
             while pos < n and self._parsing:
@@ -1086,8 +1133,12 @@ class ServerCodec:
                     continue
                 m = _LINE.match(data, pos)
                 if m is None:
-                    # A head line not yet complete waits for its end.
+                    # A head line not yet complete waits for its end; a
+                    # request line whose method cannot be one is refused
+                    # at once, as Envoy does.
                     self._carry = data[pos:]
+                    if not forwarder.inHead:
+                        _checkMethod(self._carry)
                     break
                 nxt = m.end()
                 line = data[pos:nxt - 1]
@@ -1105,7 +1156,9 @@ class ServerCodec:
                 elif not line:
                     # The empty line that ends the head.
                     lineEnd, self._lineEnd = self._lineEnd, b""
+                    whole = True
                     parserFeed(lineEnd + b"\r\n")
+                    whole = False
                 elif line[:1] in b" \t" and forwarder.lines > 1:
                     # An obs-fold: the previous header line goes on.
                     self._lineEnd = b"\r\n"
@@ -1119,8 +1172,11 @@ class ServerCodec:
             upgradeAt = nxt if base is None else base + e.args[0]
         except HttpParserError as e:
             error = e
-        except CodecError as e:
+        except _LineError as e:
             self._protocolError(e)
+            return
+        except CodecError as e:
+            self._headError(e, data[pos:])
             return
         else:
             if forwarder.inHead or forwarder.idle:
@@ -1129,35 +1185,73 @@ class ServerCodec:
                     self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
             return
         if error is not None:
-            self._onParserError(error)
+            self._onParserError(error, b"\n\n" if whole else data[pos:])
         else:
             self._onParserUpgrade(data, upgradeAt)
 
     def _requestLine(self, line):
         """
-        A request line as Envoy's balsa reads it: CR and HTAB are spaces,
-        runs of spaces and trailing spaces are one separator. Three parts
-        make a request line; two are an HTTP/0.9 request (426, or 400 for a
-        method Envoy does not know); more are a 400. Everything else is
-        llhttp's to judge.
+        A request line as Envoy's balsa reads it: its parts are cut at runs
+        of bytes up to SP (HTAB and CR included, so tabs separate and
+        trailing whitespace goes). The method, the version's form and the
+        number of parts are judged at once, as Envoy judges them when the
+        line ends: an unknown method, a version not C{HTTP/d.d}, one part or
+        more than three are 400; two parts are an HTTP/0.9 request (426,
+        but see below). Other control characters in the line are judged
+        with the rest of the head, once it is whole (400).
 
         @param line: the line without its line break.
-        @return: the line to feed, with CRLF.
-        @raise CodecError: for a line Envoy refuses that llhttp might take.
+        @return: the line to feed the parser, with CRLF.
+        @raise _LineError: for what is refused at once.
+        @raise CodecError: for what is refused once the head is whole.
         """
-        if line[:1] in b" \t\r" or _CONTROL.search(line) is not None:
-            raise CodecError(400, Details.CODEC_ERROR)
-        if b"\t" in line or b"\r" in line:
-            line = line.replace(b"\t", b" ").replace(b"\r", b" ")
-        parts = [p for p in line.split(b" ") if p]
-        if len(parts) == 3:
-            return b" ".join(parts) + b"\r\n"
+        _checkMethod(line)
+        parts = _PART.findall(line)
+        if len(parts) == 1 or (len(parts) >= 3 and (
+                len(parts) > 3 or _VERSION.fullmatch(parts[2]) is None)):
+            raise _LineError(400, Details.CODEC_ERROR)
         if len(parts) == 2:
-            if self._acceptHttp10:
-                return b" ".join(parts) + b"\r\n"
-            if parts[0] in _ENVOY_METHODS:
-                raise CodecError(426, Details.LOW_VERSION)
-        raise CodecError(400, Details.CODEC_ERROR)
+            if parts[1].endswith(b"HTTP/1.1"):
+                # Envoy: a line of two parts ends the request there (HTTP/0.9,
+                # no headers), and one that ends in HTTP/1.1 is taken for an
+                # HTTP/1.1 request (its isHttp11 reads the line's end).
+                return b"%s %s HTTP/1.1\r\n\r\n" % (parts[0], parts[1])
+            if not self._acceptHttp10:
+                raise _LineError(426, Details.LOW_VERSION)
+        if _CONTROL.search(line) is not None:
+            raise CodecError(400, Details.CODEC_ERROR)
+        return b" ".join(parts) + b"\r\n"
+
+    def _headError(self, error, data):
+        """
+        Answer C{error}, found in a request head, once the head is whole:
+        at once if C{data} (the input from the error on) holds the empty
+        line that ends it, else when it comes. Until then what is read is
+        only scanned for it (and counted against the head size limit).
+        """
+        if _HEAD_END.search(data) is not None:
+            self._protocolError(error)
+            return
+        self._deferred = error
+        self._deferredBytes = len(data)
+        self._deferredTail = data[-2:]
+        self._parsing = False
+        self._parser = None
+        self._forwarder = None
+        self._inHead = False
+        self._upgraded = None
+
+    def _scanDeferred(self, data):
+        text = self._deferredTail + data
+        if _HEAD_END.search(text) is not None:
+            error, self._deferred = self._deferred, None
+            self._protocolError(error)
+            return
+        self._deferredBytes += len(data)
+        self._deferredTail = text[-2:]
+        if self._deferredBytes > self._maxHeadBytes:
+            self._deferred = None
+            self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
 
     def _onParserUpgrade(self, data, offset):
         rest = data[offset:]
@@ -1247,7 +1341,7 @@ class ServerCodec:
             pending = self._pending
             while self._active is None and pending and not self._closed:
                 item = pending.popleft()
-                if item.__class__ is CodecError:
+                if isinstance(item, CodecError):
                     self._sendLocalReply(item)
                     break
                 self._active = item
@@ -1416,6 +1510,29 @@ def _stripH2c(headers):
             e = (name, b",".join(tokens))
         keep.append(e)
     headers[:] = keep
+
+
+class _Reparse(Exception):
+    """Raised from a parser callback: the head is to be parsed again."""
+
+
+class _LineError(CodecError):
+    """A request line Envoy refuses as soon as it reads it, whole head or not."""
+
+
+def _checkMethod(line):
+    """
+    Refuse the (possibly partial) request line C{line} if its method is not
+    one of Envoy's, or cannot become one (binary bytes, a TLS hello).
+
+    @raise _LineError: 400.
+    """
+    method = _METHOD.match(line).group()
+    if len(method) < len(line) or len(method) > 11:
+        if method not in _ENVOY_METHODS:
+            raise _LineError(400, Details.CODEC_ERROR)
+    elif method.strip(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"):
+        raise _LineError(400, Details.CODEC_ERROR)
 
 
 def _headerLine(line):
