@@ -953,6 +953,26 @@ class RequestLineTests(CodecTestMixin, SynchronousTestCase):
         self.assertEqual((decoder.headers.path, decoder.headers.authority),
                          (b"/x?HTTP/1.1", b"b.test"))
 
+    def test_invalidTargetAtOnce(self):
+        """
+        Envoy checks the target's characters when the request line ends
+        (400 before the head is whole): DEL or a byte past ASCII in a path,
+        a bad character in a scheme, C{@@} in a host.
+        """
+        for line in (b"GET /p\x7f HTTP/1.1", b"GET /p?q=1HTTP\x7f/1.1", b"GET /\xc3\xa9 HTTP/1.1",
+                     b"GET htt[p://b.test/p HTTP/1.1", b"GET http://a@@b/p HTTP/1.1"):
+            server = self.codec()
+            server.dataReceived(line + b"\r\nHost: a\r\n")
+            self.assertEqual(self.transport.value(), BAD_REQUEST)
+
+    def test_badHeaderNameBeforeTransferEncoding(self):
+        """
+        Envoy refuses a bad header name anywhere in the head (400) before
+        it judges Transfer-Encoding (501).
+        """
+        self.assertRejected(b"POST / HTTP/1.1\r\nTransfer-Encoding:\r\nHost\xff: a\r\n\r\n",
+                            BAD_REQUEST, 400, Details.CODEC_ERROR)
+
     def test_absoluteFormAuthority(self):
         """
         Envoy parses an absolute-form target with its URL parser, which

@@ -95,6 +95,13 @@ _HEAD_END = re.compile(rb"\n\r?\n")
 # up to SP.
 _METHOD = re.compile(rb"[^\x00-\x20]*")
 _PART = re.compile(rb"[^\x00-\x20]+")
+# Request targets as Envoy's first check takes them (see _urlValid).
+_URL_PATH = re.compile(rb"[\x21-\x7e]*")
+_URL_HOST = rb"([A-Za-z0-9!$%&'()*+,\-.:;=@\[\]_~]*)"
+_URL_ABSOLUTE = re.compile(rb"[A-Za-z]+://" + _URL_HOST + rb"(?:[/?][\x21-\x7e]*)?")
+_URL_CONNECT = re.compile(_URL_HOST + rb"(?:[/?][\x21-\x7e]*)?")
+# A header name.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # The form of a version Envoy reads further.
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
 # Control characters that make Envoy refuse a head (HTAB and CR are read as
@@ -1052,6 +1059,10 @@ class ServerCodec:
             self._replay()
             return
         error = _mapParserError(str(exc))
+        if error.status == 501 and _headFault(data):
+            # Envoy refuses bad characters in any header line before it
+            # looks at Transfer-Encoding.
+            error = CodecError(400, Details.CODEC_ERROR)
         forwarder = self._forwarder
         if forwarder is not None and (forwarder.inHead or forwarder.idle):
             self._headError(error, data)
@@ -1209,6 +1220,8 @@ class ServerCodec:
         parts = _PART.findall(line)
         if len(parts) == 1 or (len(parts) >= 3 and (
                 len(parts) > 3 or _VERSION.fullmatch(parts[2]) is None)):
+            raise _LineError(400, Details.CODEC_ERROR)
+        if not _urlValid(parts[1], parts[0] == b"CONNECT"):
             raise _LineError(400, Details.CODEC_ERROR)
         if len(parts) == 2:
             if parts[1].endswith(b"HTTP/1.1"):
@@ -1510,6 +1523,35 @@ def _stripH2c(headers):
             e = (name, b",".join(tokens))
         keep.append(e)
     headers[:] = keep
+
+
+def _urlValid(url, isConnect):
+    """
+    Envoy's first check of a request target (its balsa parser's
+    C{isUrlValid}, made to match http-parser): a path of visible ASCII, or
+    a scheme, C{://}, host characters (no C{@@}) and such a path.
+    """
+    if url[:1] in b"/*":
+        return _URL_PATH.fullmatch(url, 1) is not None
+    m = (_URL_CONNECT if isConnect else _URL_ABSOLUTE).fullmatch(url)
+    return m is not None and b"@@" not in m.group(1)
+
+
+def _headFault(data):
+    """
+    Whether the head lines in C{data} (up to the head's end) hold what
+    Envoy refuses before it looks at the framing headers: a control
+    character, or a header name that is not a token.
+    """
+    end = _HEAD_END.search(data)
+    for line in data[:end.start() if end is not None else len(data)].split(b"\n"):
+        line = line.rstrip(b"\r")
+        if _CONTROL.search(line) is not None:
+            return True
+        name, colon, _ = line.partition(b":")
+        if colon and _TOKEN.fullmatch(name) is None:
+            return True
+    return False
 
 
 class _Reparse(Exception):
