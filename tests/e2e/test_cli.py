@@ -3,13 +3,15 @@ End-to-end: the C{twistd envoy} command line, with Envoy's names, messages
 and exit codes.
 """
 
+import json
 import os
+import tempfile
 
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import EXAMPLES, REPO, runTwistd
+from tests.e2e.harness import EXAMPLES, REPO, Envoy, freePort, runTwistd
 
 
 class CommandLineTests(SynchronousTestCase):
@@ -124,3 +126,48 @@ class CommandLineTests(SynchronousTestCase):
 
 
 del REPO
+
+
+class AllowUnknownStaticFieldsTests(SynchronousTestCase):
+    """
+    Envoy 1.40 with --allow-unknown-static-fields: the config loads, each
+    unknown field is a [warning][config] "Unknown field: ..." line, and
+    server.static_unknown_fields counts 1 for the file.
+    """
+
+    def config(self, adminPort):
+        return json.dumps({
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                     "port_value": adminPort}}},
+            "bogus_top": 1,
+            "static_resources": {"clusters": [{
+                "name": "c", "bogus_cluster_field": True, "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "c"}}]},
+        })
+
+    def test_serve(self):
+        adminPort = freePort()
+        envoy = Envoy(self.config(adminPort), args=("--allow-unknown-static-fields",),
+                      adminPort=adminPort)
+        self.addCleanup(envoy.stop)
+        envoy.waitReady()
+        self.assertEqual(envoy.stats()["server.static_unknown_fields"], 1)
+        err = envoy.output()[1]
+        self.assertIn("[warning][config] Unknown field: type envoy.config.bootstrap.v3.Bootstrap "
+                      "reason INVALID_ARGUMENT: invalid JSON in envoy.config.bootstrap.v3."
+                      "Bootstrap: message envoy.config.bootstrap.v3.Bootstrap: no such field: "
+                      "'bogus_top'", err)
+        self.assertIn("@ static_resources.clusters[0]: message envoy.config.cluster.v3.Cluster: "
+                      "no such field: 'bogus_cluster_field'", err)
+
+    def test_withoutTheFlagAnError(self):
+        path = os.path.join(tempfile.mkdtemp(), "envoy.json")
+        with open(path, "w") as f:
+            f.write(self.config(freePort()))
+        rc, _, err = runTwistd(["--mode", "validate", "-c", path])
+        self.assertEqual(rc, 1)
+        self.assertIn("no such field: 'bogus_top'", err)
+        rc, out, err = runTwistd(["--mode", "validate", "-c", path,
+                                  "--allow-unknown-static-fields"])
+        self.assertEqual((rc, out), (0, "configuration '%s' OK\n" % (path,)), err)
+        self.assertIn("no such field: 'bogus_cluster_field'", err)

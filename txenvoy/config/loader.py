@@ -173,8 +173,11 @@ class _Walk:
     accepts.
     """
 
-    def __init__(self, rootName):
+    def __init__(self, rootName, unknown=None):
         self.rootName = rootName
+        # --allow-unknown-static-fields: unknown fields are dropped and
+        # described here instead of failing the config.
+        self.unknown = unknown
 
     # messages
     def _at(self, path):
@@ -207,6 +210,12 @@ class _Walk:
             key = _keyText(key)
             fd = fields.get(key)
             if fd is None:
+                if self.unknown is not None:
+                    self.unknown.append(
+                        "Unknown field: type %s reason INVALID_ARGUMENT: invalid JSON in %s%s: "
+                        "message %s: no such field: '%s'" % (self.rootName, self.rootName,
+                                                             self._at(path), desc.full_name, key))
+                    continue
                 raise self.unknownError(
                     path, "message " + desc.full_name, "no such field: '%s'" % (key,))
             if item is None and not _keepsNull(fd):
@@ -622,7 +631,7 @@ def _translateParseError(error, rootName):
         % (rootName, " @ %s" % (path,) if path else "", detail or type(error).__name__))
 
 
-def parseDict(data, message):
+def parseDict(data, message, unknownFields=None):
     """
     Fill C{message} from plain data (parsed YAML or JSON) the way Envoy
     parses a config: Envoy's leniencies are applied, every C{@type} is
@@ -630,13 +639,16 @@ def parseDict(data, message):
 
     @param data: a C{dict}.
     @param message: an empty message instance of the root type.
+    @param unknownFields: C{--allow-unknown-static-fields}: a list to which
+        the warnings for unknown fields (dropped, not errors) are appended,
+        as one list per document that has any.
     @return: C{message}.
     @raise ConfigError: for anything the data gets wrong.
     """
     from google.protobuf import json_format
 
     rootName = message.DESCRIPTOR.full_name
-    walk = _Walk(rootName)
+    walk = _Walk(rootName, None if unknownFields is None else [])
     if not isinstance(data, dict):
         raise ConfigError(
             "Unable to parse JSON as proto (INVALID_ARGUMENT: invalid JSON in %s: "
@@ -649,6 +661,8 @@ def parseDict(data, message):
         raise ConfigError(
             "Unable to parse JSON as proto (INVALID_ARGUMENT: invalid JSON in %s: "
             "the config nests too deeply)" % (rootName,))
+    if walk.unknown:
+        unknownFields.append(walk.unknown)
     try:
         json_format.ParseDict(normalized, message, ignore_unknown_fields=False)
     except RecursionError:
@@ -701,7 +715,7 @@ def _importTextTypes(text):
         protos.importTypeName(url)
 
 
-def _loadFile(path, message):
+def _loadFile(path, message, unknownFields=None):
     """Fill C{message} from a file, choosing the format by its extension."""
     raw = _readText(path)
     lower = path.lower()
@@ -728,7 +742,7 @@ def _loadFile(path, message):
         data = parseYaml(text)
         if data is None:
             raise ConfigError("Unable to convert YAML as JSON: the file '%s' is empty" % (path,))
-        return parseDict(data, message)
+        return parseDict(data, message, unknownFields)
     try:
         data = _parseJson(text, rootName)
         if not isinstance(data, dict):
@@ -739,7 +753,7 @@ def _loadFile(path, message):
         raise ConfigError(
             "%s (a config file whose name does not end in .yaml or .yml is read as "
             "JSON, as Envoy does)" % (e.message,))
-    return parseDict(data, message)
+    return parseDict(data, message, unknownFields)
 
 
 def readConfigFile(path):
@@ -757,7 +771,8 @@ def readConfigFile(path):
 
 # --- the entry point ---------------------------------------------------------
 
-def loadBootstrap(configPath=None, configYaml=None, serviceNode="", serviceCluster=""):
+def loadBootstrap(configPath=None, configYaml=None, serviceNode="", serviceCluster="",
+                  unknownFields=None):
     """
     Load, validate and cross-check a bootstrap as C{envoy -c configPath
     --config-yaml configYaml --service-node ... --service-cluster ...} does.
@@ -768,6 +783,7 @@ def loadBootstrap(configPath=None, configYaml=None, serviceNode="", serviceClust
     @param serviceNode: fills C{node.id} when the bootstrap leaves it empty.
     @param serviceCluster: fills C{node.cluster} when the bootstrap leaves it
         empty.
+    @param unknownFields: C{--allow-unknown-static-fields}: see L{parseDict}.
     @return: an C{envoy.config.bootstrap.v3.Bootstrap}.
     @raise ConfigError: for any mistake, with a one-line message.
     """
@@ -780,13 +796,13 @@ def loadBootstrap(configPath=None, configYaml=None, serviceNode="", serviceClust
     bootstrap = bootstrap_pb2.Bootstrap()
     try:
         if configPath:
-            _loadFile(os.fspath(configPath), bootstrap)
+            _loadFile(os.fspath(configPath), bootstrap, unknownFields)
         if configYaml:
             override = bootstrap_pb2.Bootstrap()
             data = parseYaml(configYaml)
             if data is None:
                 raise ConfigError("Unable to convert YAML as JSON: --config-yaml is empty")
-            parseDict(data, override)
+            parseDict(data, override, unknownFields)
             bootstrap.MergeFrom(override)
         if serviceNode and not bootstrap.node.id:
             bootstrap.node.id = serviceNode

@@ -153,6 +153,22 @@ def removeStalePidfile(path):
         pass
 
 
+def warnUnknownFields(server, unknownFields):
+    """
+    C{--allow-unknown-static-fields}: each unknown field is a warning, and
+    C{server.static_unknown_fields} counts the documents that had any, as
+    Envoy counts them.
+    """
+    configLog = Logger(namespace="config")
+    for document in unknownFields:
+        server.mainStats.counter("server.static_unknown_fields").inc()
+        for warning in document:
+            configLog.warn("{warning}", warning=warning)
+            if server.options.mode == "validate":
+                # Before logging starts: say it where validate speaks.
+                sys.stderr.write(warning + "\n")
+
+
 def writeAdminAddress(path, admin):
     """C{--admin-address-path}: the admin's C{ip:port}, no newline, as Envoy writes it."""
     try:
@@ -221,12 +237,14 @@ def makeService(options):
     twistdConfig = getattr(options, "parent", None)
     daemon = twistdConfig is not None and not twistdConfig.get("nodaemon")
     importModules(opts.imports)
+    unknownFields = [] if opts.allowUnknownStaticFields else None
     try:
         bootstrap = loadBootstrap(opts.configPath or None, opts.configYaml or None,
-                                  opts.serviceNode, opts.serviceCluster)
+                                  opts.serviceNode, opts.serviceCluster, unknownFields)
         server = Server(reactor, bootstrap, opts, validateOnly=(opts.mode == "validate"))
     except ConfigError as e:
         _fail("error initializing configuration '%s': %s" % (opts.configPath, e))
+    warnUnknownFields(server, unknownFields or [])
     if opts.mode == "validate":
         sys.stdout.write("configuration '%s' OK\n" % (opts.configPath,))
         sys.stdout.flush()
