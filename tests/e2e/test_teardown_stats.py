@@ -16,7 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
 from tests.e2e.test_http import Client, Origin
 
-CLUSTERS = ("reset", "garbage", "stall", "gone", "idle", "closing", "keep")
+CLUSTERS = ("reset", "garbage", "stall", "gone", "idle", "closing", "keep", "partial", "dead",
+            "slowbody")
 
 CONFIG = """
 admin:
@@ -32,6 +33,7 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: teardown
           delayed_close_timeout: 0.5s
+          common_http_protocol_options: {idle_timeout: 1.5s}
           route_config:
             virtual_hosts:
             - name: all
@@ -39,6 +41,8 @@ static_resources:
               routes:
               - match: {prefix: "/stall/"}
                 route: {cluster: stall, timeout: 0.3s}
+              - match: {prefix: "/slowbody/"}
+                route: {cluster: slowbody, timeout: 0.1s}
 %(routes)s
           http_filters:
           - name: envoy.filters.http.router
@@ -68,10 +72,11 @@ IDLE_OPTIONS = """
         explicit_http_config: {http_protocol_options: {}}"""
 
 
-def teardownConfig(port, adminPort, originPort):
-    routes = "\n".join(ROUTE % {"name": name} for name in CLUSTERS if name != "stall")
+def teardownConfig(port, adminPort, originPort, deadPort):
+    routes = "\n".join(ROUTE % {"name": name} for name in CLUSTERS
+                       if name not in ("stall", "slowbody"))
     clusters = "\n".join(
-        CLUSTER % {"name": name, "origin": originPort,
+        CLUSTER % {"name": name, "origin": deadPort if name == "dead" else originPort,
                    "options": IDLE_OPTIONS if name == "idle" else ""}
         for name in CLUSTERS)
     return CONFIG % {"admin": adminPort, "port": port, "routes": routes, "clusters": clusters}
@@ -83,13 +88,16 @@ UPSTREAM = ("upstream_cx_total", "upstream_cx_destroy", "upstream_cx_destroy_loc
             "upstream_cx_destroy_local_with_active_rq",
             "upstream_cx_destroy_remote_with_active_rq", "upstream_cx_protocol_error",
             "upstream_cx_idle_timeout", "upstream_cx_close_notify", "upstream_rq_timeout",
-            "upstream_rq_total", "upstream_rq_rx_reset", "upstream_rq_tx_reset")
+            "upstream_rq_total", "upstream_rq_rx_reset", "upstream_rq_tx_reset",
+            "upstream_cx_connect_fail", "upstream_rq_pending_failure_eject")
 DOWNSTREAM = ("downstream_cx_total", "downstream_cx_destroy", "downstream_cx_destroy_local",
               "downstream_cx_destroy_remote", "downstream_cx_destroy_active_rq",
               "downstream_cx_destroy_local_active_rq", "downstream_cx_destroy_remote_active_rq",
               "downstream_cx_delayed_close_timeout", "downstream_rq_rx_reset",
               "downstream_rq_tx_reset", "downstream_rq_total", "downstream_rq_completed",
-              "downstream_rq_2xx", "downstream_rq_4xx", "downstream_rq_5xx")
+              "downstream_rq_2xx", "downstream_rq_4xx", "downstream_rq_5xx",
+              "downstream_cx_protocol_error", "downstream_cx_idle_timeout",
+              "rq_reset_after_downstream_response_started")
 
 
 def waitClosed(sock, timeout=3.0):
@@ -123,6 +131,25 @@ class _Scenarios:
     def runAll(self):
         port = self.port
         self.seen["reset"] = _get(port, "/reset/reset").status
+        self.seen["dead"] = _get(port, "/dead/echo").status
+        # The host closes in the middle of the response body.
+        c = Client(port)
+        c.send(b"GET /partial/partial HTTP/1.1\r\nhost: a\r\n\r\n")
+        head = c.reader.readHead()
+        c.reader.readRest()
+        self.seen["partial"] = head.split(b"\r\n")[0].decode()
+        c.close()
+        # The route timeout strikes in the middle of the body.
+        c = Client(port)
+        c.send(b"GET /slowbody/partial HTTP/1.1\r\nhost: a\r\n\r\n")
+        head = c.reader.readHead()
+        self.seen["slowbody"] = (head.split(b"\r\n")[0].decode(), round(waitClosed(c.sock), 1))
+        c.close()
+        # A connection with no request: closed after the HCM's idle_timeout.
+        c = Client(port)
+        # (Envoy closes it at once: no delayed close.)
+        self.seen["downstreamIdle"] = 1.3 < waitClosed(c.sock, 4.0) < 1.9
+        c.close()
         self.seen["garbage"] = _get(port, "/garbage/garbage").status
         self.seen["stall"] = _get(port, "/stall/stall").status
         # The client goes away while its request waits for the response.
@@ -186,7 +213,7 @@ class CompareTeardownStatsTests(SharedFixture, SynchronousTestCase):
         for real in (True, False):
             origin = Origin()
             port, adminPort = freePort(), freePort()
-            config = teardownConfig(port, adminPort, origin.port)
+            config = teardownConfig(port, adminPort, origin.port, freePort())
             try:
                 proxy = startProxy(real, config, port, adminPort)
                 try:

@@ -261,16 +261,27 @@ class FailureTests(RouterTestCase):
         self.assertTrue(up.transport.disconnecting)
 
     def test_resetAfterHeaders(self):
-        """Envoy 1.40: the host closes mid-body: the client is cut off too (UPE)."""
+        """
+        Envoy 1.40: the host closes mid-body: the client is cut off too (UPE),
+        after delayed_close_timeout; the host's close counts as
+        upstream_cx_protocol_error, and rq_reset_after_downstream_response_started
+        stays 0 (Envoy counts it for gRPC only).
+        """
         self.down.send(GET)
         up = self.h.upstream()
         up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
         up.close()
         self.assertTrue(self.down.written().endswith(b"partial"))
+        self.assertFalse(self.down.closed)
+        self.h.advance(1.0)
         self.assertTrue(self.down.closed)
         self.assertEqual(self.log().responseFlags(), "UPE")
-        self.assertEqual(self.h.stat("http.ingress.rq_reset_after_downstream_response_started"),
-                         1)
+        self.assertEqual((self.h.stat("http.ingress.rq_reset_after_downstream_response_started"),
+                          self.h.stat("http.ingress.downstream_rq_tx_reset"),
+                          self.h.stat("http.ingress.downstream_rq_rx_reset"),
+                          self.h.stat("http.ingress.downstream_rq_completed"),
+                          self.h.stat("cluster.origin.upstream_cx_protocol_error")),
+                         (0, 1, 1, 1, 1))
 
     def test_routeTimeout(self):
         """Envoy 1.40: 504 "upstream request timeout", flag UT."""
@@ -299,11 +310,16 @@ class FailureTests(RouterTestCase):
         self.assertEqual(self.down.response().status, 504)
 
     def test_routeTimeoutAfterHeaders(self):
-        """The timeout covers the whole response: past it the client is cut off."""
+        """
+        The timeout covers the whole response: past it the client is cut
+        off, after delayed_close_timeout (Envoy 1.40).
+        """
         self.down.send(b"GET /timeout/x HTTP/1.1\r\nhost: a\r\n\r\n")
         up = self.h.upstream()
         up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nsome")
         self.h.advance(2.1)
+        self.assertFalse(self.down.closed)
+        self.h.advance(1.0)
         self.assertTrue(self.down.closed)
         self.assertEqual(self.log().responseFlags(), "UT")
 
@@ -510,10 +526,13 @@ class RouteIdleTimeoutTests(RouterTestCase):
         h.advance(1.5)
         up.respond(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
         h.advance(1.9)
-        self.assertFalse(down.closed)
+        self.assertEqual(h.logger.entries, [])
         h.advance(0.2)
-        self.assertTrue(down.closed)
         self.assertEqual(h.logger.entries[0][0].responseFlags(), "SI")
+        # The stream is reset; its connection closes after delayed_close_timeout.
+        self.assertFalse(down.closed)
+        h.advance(1.0)
+        self.assertTrue(down.closed)
 
     def test_routeIdleTimeoutDisables(self):
         h = self.harness(routes=(

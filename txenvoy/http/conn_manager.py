@@ -1629,16 +1629,21 @@ class ActiveStream:
             self.encodeHeaders(headers, True)
 
     def resetStream(self):
-        """Abandon the stream; for HTTP/1 the connection is closed."""
+        """
+        Abandon the stream; for HTTP/1 the connection is closed, after
+        C{delayed_close_timeout} as Envoy closes it.
+        """
         if self._destroyed:
             return
         cm = self.cm
-        cm.stats.downstream_rq_tx_reset.inc()
+        stats = cm.stats
+        # Envoy's onResetStream counts every reset, its own too, as rx.
+        stats.downstream_rq_tx_reset.inc()
+        stats.downstream_rq_rx_reset.inc()
         if log.debugEnabled:
             log.debug("%sstream reset: reset reason: local reset, response details: %s",
                       self.logTag(), self.streamInfo.responseCodeDetails)
         self._detach()
-        cm._localClose = True
         self.encoder.resetStream()
         self._destroy()
 
@@ -1758,6 +1763,10 @@ class ActiveStream:
         if 1 <= klass <= 5:
             stats.byClass[klass].inc()
             cm.listenerStats.byClass[klass].inc()
+        # Envoy's chargeStats: a request counts as completed once its
+        # response head is sent, even if the stream is reset later.
+        stats.downstream_rq_completed.inc()
+        cm.listenerStats.downstream_rq_completed.inc()
         if not self._remoteComplete:
             stats.downstream_rq_response_before_rq_complete.inc()
         if log.debugEnabled:
@@ -1836,9 +1845,6 @@ class ActiveStream:
                 filterMethod(f, "onDestroy")(f)
         info.onComplete()
         now = info.endMonotonic
-        if self._complete:
-            stats.downstream_rq_completed.inc()
-            cm.listenerStats.downstream_rq_completed.inc()
         stats.downstream_rq_active.dec()
         if self._upgrade and self._responseStarted and self.responseHeaders.status == 101:
             stats.downstream_cx_upgrades_active.dec()

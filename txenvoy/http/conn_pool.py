@@ -616,8 +616,13 @@ class ActiveClient:
         if codec is not None:
             # A response delimited by the end of the connection ends here.
             codec.connectionLost(reason)
-        if self.stream is not None and self.requests and not self._answered:
-            self.closedUnanswered = True
+        if self.stream is not None:
+            if self._answered:
+                # Envoy's codec meets the end of the connection in the
+                # middle of a response as a protocol error.
+                self.pool.stats.upstream_cx_protocol_error.inc()
+            elif self.requests:
+                self.closedUnanswered = True
         self.pool._onClosed(self)
         if self.stream is not None:
             self._detach().onUpstreamReset(CONNECTION_TERMINATION)

@@ -648,8 +648,9 @@ class RouterFilter:
                 # The host closed in the middle of the body: Envoy's codec
                 # reports that as a protocol error.
                 flag = "UPE"
+            # Envoy counts rq_reset_after_downstream_response_started for
+            # gRPC only (chargeUpstreamAbort).
             info.setResponseFlag(flag)
-            self.stats.rq_reset_after_downstream_response_started.inc()
             self._finish()
             self.callbacks.resetStream()
             return
