@@ -21,6 +21,7 @@ The wording is copied from Envoy 1.40 run on the same kind of config
 """
 
 import re
+import ssl
 import signal
 import socket
 import time
@@ -326,3 +327,50 @@ class ComponentLevelTests(SynchronousTestCase):
         _get(d.http, [b"/ok/3"])
         time.sleep(0.3)
         self.assertEqual(len(_lines(d.log())), before)
+
+
+class TlsStoryTests(SynchronousTestCase):
+    """The listener filter's decision, the chosen chain and a failed TLS handshake."""
+
+    def test_handshakeFailure(self):
+        from tests.e2e.test_l4 import l4Config, staticCluster
+        from tests.e2e.test_tls import tlsChain
+
+        origin = Upstream(_keepAliveOrigin)
+        self.addCleanup(origin.stop)
+        port, admin = freePort(), freePort()
+        chain = tlsChain("domain1.example.com", "domain1", port, "origin")
+        chain["name"] = "domain1"
+        listener = {
+            "name": "tls",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "listener_filters": [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3."
+                         "TlsInspector"}}],
+            "filter_chains": [chain],
+        }
+        envoy = Envoy(l4Config(admin, [listener], [staticCluster("origin", [origin.port])]),
+                      args=("--concurrency", "1", "-l", "debug"), adminPort=admin)
+        self.addCleanup(envoy.stop)
+        envoy.waitReady()
+        # A client that trusts nobody: it rejects the certificate and aborts.
+        context = ssl.create_default_context()
+        for name in ("domain1.example.com", "other.example.com"):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            with self.assertRaises((ssl.SSLError, ConnectionResetError, OSError)):
+                context.wrap_socket(raw, server_hostname=name)
+            raw.close()
+        _waitFor(envoy, lambda text: "no matching filter chain found" in text
+                 and "TLS_error_end" in text)
+        text = envoy.output()[1]
+        m = re.search(r'\[conn_handler\] \[txenvoy/[\w/.]+:\d+\] \[Tags: "ConnectionId":"(\d+)"\] '
+                      r"listener filter TlsInspector: continue after \d+ bytes", text)
+        self.assertIsNotNone(m, text)
+        tag = '[Tags: "ConnectionId":"%s"] ' % (m.group(1),)
+        self.assertIn(tag + "filter chain 'domain1' matched", text)
+        # Envoy 1.40's words for it.
+        self.assertRegex(text, re.escape(tag) + r"remote address:127\.0\.0\.1:\d+,TLS_error:"
+                                                r"\|\d+:SSL routines:OPENSSL_internal:"
+                                                r"TLSV1_ALERT_UNKNOWN_CA:TLS_error_end\n")
+        self.assertRegex(text, r"\[conn_handler\] \[[\w/.:]+\] closing connection from "
+                               r"127\.0\.0\.1:\d+: no matching filter chain found")

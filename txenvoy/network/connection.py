@@ -252,6 +252,10 @@ class ServerConnection(Protocol):
         if self._waitingForData:
             f = self._filters[self._filterIndex]
             if f.onData(self._buffer):
+                if handlerLog.debugEnabled:
+                    handlerLog.debug("%slistener filter %s: continue after %d bytes",
+                                     connTag(self.streamInfo.connectionId), type(f).__name__,
+                                     len(self._buffer))
                 self.continueFilterChain(True)
 
     def readConnectionLost(self):

@@ -23,7 +23,10 @@ import socket
 from twisted.internet import defer, threads
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 
+from txenvoy.server.logging import componentLogger
 from txenvoy.upstream.cluster import PrimaryCluster
+
+log = componentLogger("upstream")
 
 V4_ONLY = "V4_ONLY"
 V6_ONLY = "V6_ONLY"
@@ -156,6 +159,8 @@ class DnsClusterBase(PrimaryCluster):
             return
         self.stats.update_attempt.inc()
         ep = target.endpoint
+        if log.debugEnabled:
+            log.debug("starting async DNS resolution for %s", ep.address)
         d = self._resolver.resolve(ep.address, self.info.dns.lookupFamily)
         target.inFlight = d
         d.addCallbacks(self._resolved, self._failed, callbackArgs=(target, d),
@@ -166,6 +171,9 @@ class DnsClusterBase(PrimaryCluster):
             return
         target.inFlight = None
         target.failures = 0
+        if log.debugEnabled:
+            log.debug("async DNS resolution complete for %s: %s", target.endpoint.address,
+                      ", ".join(map(str, ips)) or "no addresses")
         self.stats.update_success.inc()
         self.applyAnswer(target, list(ips))
         self._schedule(target, self.info.dns.refreshRate)
@@ -186,6 +194,9 @@ class DnsClusterBase(PrimaryCluster):
             delay = max(0.001, self._rng() * ceiling)
         else:
             delay = dns.refreshRate
+        if log.debugEnabled:
+            log.debug("DNS refresh rate reset for %s, (failure) refresh rate %d ms: %s",
+                      target.endpoint.address, delay * 1000, failure.getErrorMessage())
         self._schedule(target, delay, jitter=False)
         self._targetDone(target)
         return None

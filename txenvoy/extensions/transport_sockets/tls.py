@@ -46,8 +46,10 @@ from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import IDownstreamTransportSocketFactory
 from txenvoy.network.filter import forwardReadConnectionLost
 from txenvoy.privates import TLSTransport, sessionReused
+from txenvoy.server.logging import componentLogger, connTag
 
 log = Logger(namespace="tls")
+connectionLog = componentLogger("connection")
 
 _VERSIONS = {
     1: SSL.TLS1_VERSION,
@@ -795,7 +797,22 @@ class DownstreamTlsProtocol(TLSTransport):
         if reason is not None and not self.handshakeDone and not self._failureCounted:
             self._failureCounted = True
             self._countHandshakeFailure(reason.value)
+            if connectionLog.debugEnabled:
+                self._logHandshakeFailure(reason)
         TLSTransport._tlsShutdownFinished(self, reason)
+
+    def _logHandshakeFailure(self, reason):
+        # Envoy 1.40: [C2] remote address:127.0.0.1:40790,TLS_error:|268436...:TLS_error_end
+        from txenvoy.extensions.transport_sockets.upstream_tls import tlsFailureReason
+
+        if isinstance(reason.value, Error):
+            why = tlsFailureReason(reason.value)
+        else:
+            why = reason.getErrorMessage()
+        remote = self.connection.remoteAddress
+        connectionLog.debug("%sremote address:%s:%s,%s",
+                            connTag(self.connection.streamInfo.connectionId),
+                            remote[0], remote[1], why)
 
     def _countHandshakeFailure(self, error):
         if self._verifyFailureCounted or not isinstance(error, Error) or _representsEof(error):
