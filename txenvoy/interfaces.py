@@ -38,6 +38,13 @@ class IDispatcher(Interface):
         call from any thread.
         """
 
+    def nextConnectionId():
+        """
+        A new connection id (the C{ConnectionId} of log lines,
+        C{%CONNECTION_ID%}), unique in the process; call it on this
+        dispatcher's thread only.
+        """
+
 
 class IExtensionFactory(Interface):
     """

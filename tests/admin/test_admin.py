@@ -31,6 +31,7 @@ from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.server.logging import LogLevels
 from txenvoy.stats.flush import StatsFlusher
 from txenvoy.stats.store import StatsStore
+from txenvoy.testing import FakeDispatcher
 
 BOOTSTRAP = {
     "node": {"id": "node1", "cluster": "txenvoy-test"},
@@ -117,6 +118,7 @@ class FakeServer:
     def __init__(self, bootstrap):
         self.stats = StatsStore()
         self.mainStats = self.stats.shard("main_thread")
+        self.mainDispatcher = FakeDispatcher(MemoryReactorClock(), "main_thread", self.stats)
         self.versionString = "txenvoy/0.1.0/Clean/RELEASE/OpenSSL"
         self.startTime = 1000.0
         self._state = "LIVE"

@@ -23,7 +23,6 @@ from zope.interface import implementer
 from txenvoy.admin import _handlers
 from txenvoy.admin._help import ENDPOINTS_BY_PATH
 from txenvoy.config.errors import ConfigError, UnsupportedField
-from txenvoy.network.connection import nextConnectionId
 from txenvoy.network.stream_info import StreamInfo
 from txenvoy.server.logging import componentLogger, connTag, streamTag
 from txenvoy.stats.tags import defaultTagProducer
@@ -183,7 +182,7 @@ class AdminServer(service.Service):
         self._rqRxReset = hcm.counter("downstream_rq_rx_reset")
 
     def _connectionOpened(self, channel):
-        channel.connectionId = nextConnectionId()
+        channel.connectionId = self.server.mainDispatcher.nextConnectionId()
         if handlerLog.debugEnabled:
             peer = channel.transport.getPeer()
             handlerLog.debug("%snew connection from %s:%s", connTag(channel.connectionId),

@@ -25,18 +25,6 @@ from txenvoy.server.logging import componentLogger, connTag
 log = componentLogger("connection")
 handlerLog = componentLogger("conn_handler")
 
-_nextConnectionId = [0]
-
-
-def nextConnectionId():
-    """
-    A new connection id, shared by downstream and upstream connections as
-    Envoy's are (the C{ConnectionId} of log lines, C{%CONNECTION_ID%}).
-    """
-    _nextConnectionId[0] += 1
-    return _nextConnectionId[0]
-
-
 @implementer(IHalfCloseableProtocol, IListenerFilterCallbacks)
 class ServerConnection(Protocol):
     """
@@ -74,7 +62,7 @@ class ServerConnection(Protocol):
         self.listener = listener
         self.dispatcher = listener.dispatcher
         self.streamInfo = info = StreamInfo(self.dispatcher.reactor)
-        info.connectionId = nextConnectionId()
+        info.connectionId = self.dispatcher.nextConnectionId()
         self.remoteAddress = (remoteAddress.host, remoteAddress.port)
         info.downstreamRemoteAddress = info.downstreamDirectRemoteAddress = self.remoteAddress
         self.transportProtocol = "raw_buffer"

@@ -7,6 +7,11 @@ from zope.interface import implementer
 
 from txenvoy.interfaces import IDispatcher
 
+#: How many connection ids each dispatcher owns: dispatcher C{k} hands out
+#: C{k * CONNECTION_ID_RANGE + 1}, C{+ 2}, ... from its own thread, so ids
+#: are unique across threads with no lock (Envoy uses one atomic counter).
+CONNECTION_ID_RANGE = 1 << 40
+
 
 @implementer(IDispatcher)
 class Dispatcher:
@@ -24,11 +29,20 @@ class Dispatcher:
         when the worker is set up.
     """
 
-    def __init__(self, reactor, name, stats):
+    def __init__(self, reactor, name, stats, idRange=0):
+        """
+        @param idRange: which range of connection ids this dispatcher owns
+            (0 for the first).
+        """
         self.reactor = reactor
         self.name = name
         self.stats = stats
         self.clusterManager = None
+        self._lastConnectionId = idRange * CONNECTION_ID_RANGE
+
+    def nextConnectionId(self):
+        self._lastConnectionId += 1
+        return self._lastConnectionId
 
     def post(self, f, *args, **kwargs):
         self.reactor.callFromThread(f, *args, **kwargs)

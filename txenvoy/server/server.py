@@ -86,7 +86,9 @@ class Server(MultiService):
         self.initializedHook = None
         self.stats = StatsStore()
         self.mainStats = self.stats.shard("main_thread")
-        self.mainDispatcher = Dispatcher(reactor, "main_thread", self.mainStats)
+        # Worker i owns connection id range i; the main thread the one after.
+        self.mainDispatcher = Dispatcher(reactor, "main_thread", self.mainStats,
+                                         idRange=options.concurrency)
         self._serverStats()
 
         self.runtime = Runtime(reactor, bootstrap.layered_runtime, self.mainStats,

@@ -132,7 +132,8 @@ class Worker(_WorkerBase):
         self.index = index
         reactor = newReactor()
         stats = server.stats.shard("worker_%d" % (index,))
-        _WorkerBase.__init__(self, server, Dispatcher(reactor, "worker_%d" % (index,), stats))
+        _WorkerBase.__init__(self, server, Dispatcher(reactor, "worker_%d" % (index,), stats,
+                                                      idRange=index))
         self.name = self.dispatcher.name
         self._thread = None
         self._stopped = None

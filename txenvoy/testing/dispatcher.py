@@ -27,9 +27,14 @@ class FakeDispatcher:
         self.name = name
         self.store = store if store is not None else StatsStore()
         self.stats = self.store.shard(name)
+        self._lastConnectionId = 0
 
     def post(self, f, *args, **kwargs):
         f(*args, **kwargs)
+
+    def nextConnectionId(self):
+        self._lastConnectionId += 1
+        return self._lastConnectionId
 
 
 class QueueDispatcher(FakeDispatcher):

@@ -34,7 +34,6 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from txenvoy.network.connection import nextConnectionId
 from txenvoy.server.logging import componentLogger, connTag
 
 log = componentLogger("connection")
@@ -110,7 +109,7 @@ class UpstreamConnection(Protocol):
         self.cluster = cluster
         self.host = host
         self.callbacks = callbacks
-        self.connectionId = nextConnectionId()
+        self.connectionId = cluster.dispatcher.nextConnectionId()
         self.hostStats = host.statsFor(cluster.workerName)
         self.failureReason = None
         self.timedOut = False
