@@ -169,6 +169,9 @@ class _StopParsing(Exception):
 # with an underscore never enter it, so a hit needs no policy check.
 _PLAIN_NAMES = {}
 _PLAIN_NAMES_MAX = 4096
+#: Longer names are lower-cased each time rather than kept: the cache is
+#: bounded in bytes too (at most 4096 x 64), whatever names clients send.
+PLAIN_NAME_MAX_LENGTH = 64
 for _n in (
     b"accept", b"accept-encoding", b"accept-language", b"user-agent",
     b"cookie", b"content-type", b"authorization", b"cache-control",

@@ -37,6 +37,7 @@ from httptools import (
 from txenvoy.http.codec import (
     _PLAIN_NAMES,
     _PLAIN_NAMES_MAX,
+    PLAIN_NAME_MAX_LENGTH,
     Details,
     _mapParserError,
     _StopParsing,
@@ -339,7 +340,7 @@ class ClientCodec:
                 self._extraCount += 1
                 return
             elif b"_" not in lname and len(_PLAIN_NAMES) < _PLAIN_NAMES_MAX and (
-                    lname not in _REQUEST_SPECIAL):
+                    lname not in _REQUEST_SPECIAL and len(name) <= PLAIN_NAME_MAX_LENGTH):
                 _PLAIN_NAMES[name] = lname
         self._headers.append((lname, value))
         if self._headSize > self._maxHeadBytes:

@@ -43,6 +43,7 @@ from httptools import (
 from txenvoy.http.codec import (
     _PLAIN_NAMES,
     _PLAIN_NAMES_MAX,
+    PLAIN_NAME_MAX_LENGTH,
     CodecError,
     DateCache,
     Details,
@@ -696,6 +697,7 @@ class ServerCodec:
             return
         kind = _SPECIAL.get(lname)
         if kind is not None and len(_SPECIAL_RAW) < _PLAIN_NAMES_MAX:
+            # Special names are short: a hit here is bounded in bytes.
             _SPECIAL_RAW[name] = kind
         if kind is None:
             if b"_" in lname:
@@ -707,7 +709,7 @@ class ServerCodec:
                     if self._onDropped is not None:
                         self._onDropped(lname)
                     return
-            elif len(_PLAIN_NAMES) < _PLAIN_NAMES_MAX:
+            elif len(_PLAIN_NAMES) < _PLAIN_NAMES_MAX and len(name) <= PLAIN_NAME_MAX_LENGTH:
                 _PLAIN_NAMES[name] = lname
             self._headers.append((lname, value))
         else:

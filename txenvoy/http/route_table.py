@@ -71,7 +71,10 @@ DEFAULT_MAX_DIRECT_RESPONSE_BODY_SIZE = 4096
 
 # How many distinct Host values keep their virtual host cached; past this
 # the cache starts over, so a client sending random Hosts cannot grow it.
+# Longer Host values are matched each time and never kept, so the cache is
+# bounded in bytes too (a Host may be as long as the whole request head).
 _VHOST_CACHE_SIZE = 1024
+_VHOST_CACHE_KEY_MAX = 256
 
 # Retry conditions Envoy knows (RetryStateImpl::parseRetryOn and
 # parseRetryGrpcOn); anything else in retry_on is ignored, as Envoy does.
@@ -805,6 +808,8 @@ class RouteTable:
         except KeyError:
             pass
         vhost = self._findVirtualHost(authority)
+        if len(authority) > _VHOST_CACHE_KEY_MAX:
+            return vhost
         if len(cache) >= _VHOST_CACHE_SIZE:
             cache.clear()
         cache[authority] = vhost

@@ -112,6 +112,7 @@ _policyBits = {}
 # The x-envoy-expected-rq-timeout-ms entry for each timeout in use (a
 # handful per config), built once.
 _timeoutHeaders = {}
+_TIMEOUT_HEADERS_MAX = 64
 
 
 def _retryBits(policy):
@@ -401,8 +402,11 @@ class RouterFilter:
             if expected:
                 header = _timeoutHeaders.get(expected)
                 if header is None:
-                    header = _timeoutHeaders[expected] = (
-                        b"x-envoy-expected-rq-timeout-ms", b"%d" % (int(expected * 1000 + 0.5),))
+                    header = (b"x-envoy-expected-rq-timeout-ms",
+                              b"%d" % (int(expected * 1000 + 0.5),))
+                    # A timeout can come from a request header: keep few.
+                    if len(_timeoutHeaders) < _TIMEOUT_HEADERS_MAX:
+                        _timeoutHeaders[expected] = header
                 entries._entries.append(header)
         mutations = route.requestHeadersMutations
         if mutations:
