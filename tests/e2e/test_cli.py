@@ -171,3 +171,18 @@ class AllowUnknownStaticFieldsTests(SynchronousTestCase):
                                   "--allow-unknown-static-fields"])
         self.assertEqual((rc, out), (0, "configuration '%s' OK\n" % (path,)), err)
         self.assertIn("no such field: 'bogus_cluster_field'", err)
+
+
+class ServiceZoneTests(SynchronousTestCase):
+
+    def test_serviceZone(self):
+        """Envoy: --service-zone fills node.locality.zone (/server_info)."""
+        adminPort = freePort()
+        envoy = Envoy(json.dumps({"admin": {"address": {"socket_address": {
+            "address": "127.0.0.1", "port_value": adminPort}}}}),
+            args=("--service-zone", "z1"), adminPort=adminPort)
+        self.addCleanup(envoy.stop)
+        envoy.waitReady()
+        info = json.loads(envoy.admin("/server_info")[1])
+        self.assertEqual(info["node"]["locality"]["zone"], "z1")
+        self.assertEqual(info["command_line_options"]["service_zone"], "z1")

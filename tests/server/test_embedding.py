@@ -59,3 +59,37 @@ class EmbeddingTests(TestCase):
         self.assertEqual(data, b"ping\n")
         self.assertEqual(server.stats.counterValue(
             "listener.127.0.0.1_%d.downstream_cx_total" % (port,)), 1)
+
+
+class EmbeddedStopTests(TestCase):
+
+    @defer.inlineCallbacks
+    def test_stopServiceDrainsThenStops(self):
+        """
+        A plain C{startService()} on the application's reactor;
+        C{stopService()} waits for the open connection (the SIGTERM drain),
+        which still gets served, and stops as soon as the peer closes it.
+        """
+        port = freePort()
+        server = Server.fromConfig(reactor, configDict={"static_resources": {"listeners": [{
+            "name": "echo",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.echo",
+                "typed_config": {"@type": "type.googleapis.com/"
+                                          "envoy.extensions.filters.network.echo.v3.Echo"},
+            }]}],
+        }]}}, concurrency=0, shutdownDrainTimeS=10)
+        server.startService()
+        yield server.initialized
+        client = _Collect()
+        yield endpoints.connectProtocol(
+            endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        start = reactor.seconds()
+        stopped = server.stopService()
+        self.assertEqual(server.state(), "DRAINING")
+        client.transport.write(b"still served while draining\n")
+        data = yield client.done
+        self.assertEqual(data, b"still served while draining\n")
+        yield stopped
+        self.assertLess(reactor.seconds() - start, 5)

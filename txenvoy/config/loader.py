@@ -772,7 +772,7 @@ def readConfigFile(path):
 # --- the entry point ---------------------------------------------------------
 
 def loadBootstrap(configPath=None, configYaml=None, serviceNode="", serviceCluster="",
-                  unknownFields=None):
+                  unknownFields=None, serviceZone=""):
     """
     Load, validate and cross-check a bootstrap as C{envoy -c configPath
     --config-yaml configYaml --service-node ... --service-cluster ...} does.
@@ -784,6 +784,8 @@ def loadBootstrap(configPath=None, configYaml=None, serviceNode="", serviceClust
     @param serviceCluster: fills C{node.cluster} when the bootstrap leaves it
         empty.
     @param unknownFields: C{--allow-unknown-static-fields}: see L{parseDict}.
+    @param serviceZone: fills C{node.locality.zone} when the bootstrap leaves
+        it empty.
     @return: an C{envoy.config.bootstrap.v3.Bootstrap}.
     @raise ConfigError: for any mistake, with a one-line message.
     """
@@ -808,6 +810,8 @@ def loadBootstrap(configPath=None, configYaml=None, serviceNode="", serviceClust
             bootstrap.node.id = serviceNode
         if serviceCluster and not bootstrap.node.cluster:
             bootstrap.node.cluster = serviceCluster
+        if serviceZone and not bootstrap.node.locality.zone:
+            bootstrap.node.locality.zone = serviceZone
         validation.validate(bootstrap)
         checks.check(bootstrap, serviceNode, serviceCluster)
     except ConfigError:

@@ -143,7 +143,7 @@ class Server(MultiService):
         options = ServerOptions(concurrency=concurrency, configPath=configPath or "",
                                 configYaml=configYaml or "", **optionValues)
         bootstrap = loadBootstrap(configPath, configYaml, options.serviceNode,
-                                  options.serviceCluster)
+                                  options.serviceCluster, serviceZone=options.serviceZone)
         return cls(reactor, bootstrap, options)
 
     # Building.

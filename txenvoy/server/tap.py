@@ -240,7 +240,8 @@ def makeService(options):
     unknownFields = [] if opts.allowUnknownStaticFields else None
     try:
         bootstrap = loadBootstrap(opts.configPath or None, opts.configYaml or None,
-                                  opts.serviceNode, opts.serviceCluster, unknownFields)
+                                  opts.serviceNode, opts.serviceCluster, unknownFields,
+                                  opts.serviceZone)
         server = Server(reactor, bootstrap, opts, validateOnly=(opts.mode == "validate"))
     except ConfigError as e:
         _fail("error initializing configuration '%s': %s" % (opts.configPath, e))
