@@ -99,3 +99,38 @@ class DataPathLogTests(SynchronousTestCase):
         up = self.exchange(down)
         self.exchange(down, up)
         self.assertEqual(self.out.getvalue(), "")
+
+    def test_connectTimeoutAndReset(self):
+        """
+        A connect that times out, then a client that goes away while its
+        request waits: the reasons Envoy gives for both.
+        """
+        self.levels.setAll("debug")
+        down = self.h.connect()
+        down.send(b"GET /o/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        self.h.upstream(connect=False)
+        self.h.advance(1.1)
+        self.assertEqual(down.response().status, 503)
+        text = self.out.getvalue()
+        self.assertRegex(text, r'\[Tags: "ConnectionId":"\d+"\] connect timeout\n')
+        self.assertIn("upstream reset: reset reason: connection timeout, transport failure "
+                      "reason: connect timeout\n", text)
+        down.send(b"GET /o/y HTTP/1.1\r\nhost: a\r\n\r\n")
+        down.lose()
+        self.assertIn("stream reset: reset reason: connection termination\n",
+                      self.out.getvalue()[len(text):])
+
+    def test_rbacDenied(self):
+        """The RBAC filter's decision, in Envoy's words, on the stream's line."""
+        self.levels.setAll("debug")
+        h = Harness(self, extraFilters=[{"name": "envoy.filters.http.rbac", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {"action": "DENY", "policies": {"everyone": {
+                "permissions": [{"any": True}], "principals": [{"any": True}]}}}}}])
+        down = h.connect()
+        down.send(b"GET /o/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        self.assertEqual(down.response().status, 403)
+        self.assertRegex(self.out.getvalue(),
+                         r'\[debug\]\[rbac\] \[txenvoy/extensions/filters/http/rbac\.py:\d+\] '
+                         r'\[Tags: "ConnectionId":"7","StreamId":"\d+"\] enforced denied, '
+                         r"matched policy everyone\n")

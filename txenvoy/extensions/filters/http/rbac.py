@@ -37,6 +37,7 @@ from txenvoy.config.registry import Category, extension
 from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
 from txenvoy.rbac import PeerIdentity, RbacInput, createEngine, statPrefixJoin
+from txenvoy.server.logging import componentLogger
 
 from txenvoy.http.filter_config import (
     RouteSpecificConfigs,
@@ -46,6 +47,8 @@ from txenvoy.http.filter_config import (
 )
 
 __all__ = ["RbacConfig", "RbacFilter", "rbacStatNames", "createRbac"]
+
+log = componentLogger("rbac")
 
 _NAME = "envoy.filters.http.rbac"
 _RBAC = "envoy.extensions.filters.http.rbac.v3.RBAC"
@@ -148,6 +151,8 @@ class RbacFilter(PassThroughFilter):
         fields = {}
         if shadow is not None:
             allowed, policy = shadow.evaluate(input)
+            if log.debugEnabled:
+                _logDecision(callbacks, "shadow", allowed, policy)
             if allowed:
                 stats.shadow_allowed.inc()
             else:
@@ -157,6 +162,8 @@ class RbacFilter(PassThroughFilter):
             fields[config.shadowResultField] = "allowed" if allowed else "denied"
         if engine is not None:
             allowed, policy = engine.evaluate(input)
+            if log.debugEnabled:
+                _logDecision(callbacks, "enforced", allowed, policy)
             if policy:
                 fields[config.enforcedPolicyField] = policy
             fields[config.enforcedResultField] = "allowed" if allowed else "denied"
@@ -169,6 +176,14 @@ class RbacFilter(PassThroughFilter):
         callbacks.sendLocalReply(403, b"RBAC: access denied", None,
                                  "rbac_access_denied_matched_policy[%s]" % (policy or "none",))
         return FilterHeadersStatus.StopIteration
+
+
+def _logDecision(callbacks, kind, allowed, policy):
+    # Envoy's "enforced denied, matched policy none".
+    stream = getattr(callbacks, "stream", None)
+    logTag = getattr(stream, "logTag", None)
+    log.debug("%s%s %s, matched policy %s", logTag() if logTag is not None else "", kind,
+              "allowed" if allowed else "denied", policy or "none")
 
 
 def _setMetadata(info, fields):

@@ -28,7 +28,10 @@ from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.filter import NetworkFilter, forwardReadConnectionLost
 from txenvoy.rbac import RbacInput, createEngine, statPrefixJoin
+from txenvoy.server.logging import componentLogger, connTag
 from txenvoy.stats.per_worker import PerWorker
+
+log = componentLogger("rbac")
 
 # envoy.extensions.filters.network.rbac.v3.RBAC.EnforcementType
 ONE_TIME_ON_FIRST_BYTE = 0
@@ -91,7 +94,10 @@ class RbacFilter(NetworkFilter):
         shadow = config.shadowEngine
         if shadow is not None and (continuous or not self._shadowChecked):
             self._shadowChecked = True
-            if shadow.evaluate(self._input)[0]:
+            shadowAllowed, shadowPolicy = shadow.evaluate(self._input)
+            if log.debugEnabled:
+                self._logDecision("shadow", shadowAllowed, shadowPolicy)
+            if shadowAllowed:
                 stats.shadow_allowed.inc()
             else:
                 stats.shadow_denied.inc()
@@ -102,6 +108,8 @@ class RbacFilter(NetworkFilter):
             self._passThrough = not continuous
             return True
         allowed, policy = engine.evaluate(self._input)
+        if log.debugEnabled:
+            self._logDecision("enforced", allowed, policy)
         self.allowed = allowed
         if allowed:
             stats.allowed.inc()
@@ -117,6 +125,11 @@ class RbacFilter(NetworkFilter):
         else:
             self._close()
         return False
+
+    def _logDecision(self, kind, allowed, policy):
+        # Envoy's "enforced denied, matched policy none".
+        log.debug("%s%s %s, matched policy %s", connTag(self.connection.streamInfo.connectionId),
+                  kind, "allowed" if allowed else "denied", policy or "none")
 
     def _close(self):
         self._delayTimer = None
