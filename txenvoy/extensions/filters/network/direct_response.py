@@ -39,4 +39,5 @@ class DirectResponseFactory:
            "envoy.extensions.filters.network.direct_response.v3.Config",
            "envoy.filters.network.direct_response")
 def createDirectResponse(message, context):
-    return DirectResponseFactory(readDataSource(message.response, context.path + ".response"))
+    return DirectResponseFactory(
+        readDataSource(message.response, context.path + ".typed_config.response"))

@@ -1,0 +1,76 @@
+"""
+Tests for L{txenvoy.network.listener}: compiling a C{Listener} (the
+accept path itself is in C{tests.network.test_connection}).
+"""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from envoy.config.listener.v3 import listener_pb2
+from txenvoy.config.context import FactoryContext
+from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.loader import parseDict
+from txenvoy.config.registry import loadPlugins
+from txenvoy.network.listener import ListenerConfig, listenerStatPrefix
+from txenvoy.stats.store import StatsStore
+
+ECHO = {"name": "echo", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo"}}
+PROXY = {"name": "tcp", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+    "stat_prefix": "t", "cluster": "c"}}
+PATH = "static_resources.listeners[0]"
+
+
+def compile_(**fields):
+    loadPlugins()
+    listener = {"name": "l", "address": {"socket_address": {"address": "127.0.0.1",
+                                                            "port_value": 10000}},
+                "filter_chains": [{"filters": [ECHO]}]}
+    listener.update(fields)
+    return ListenerConfig(parseDict(listener, listener_pb2.Listener()),
+                          FactoryContext(Clock(), StatsStore(), path=PATH), PATH)
+
+
+class ListenerConfigTests(SynchronousTestCase):
+
+    def test_envoyDefaults(self):
+        """Envoy's defaults: 1 MiB buffers, reuse_port on, 15 s listener filter timeout."""
+        config = compile_()
+        self.assertEqual(config.address, ("127.0.0.1", 10000))
+        self.assertEqual(config.statPrefix, "listener.127.0.0.1_10000.")
+        self.assertEqual(config.perConnectionBufferLimitBytes, 1024 * 1024)
+        self.assertTrue(config.enableReusePort)
+        self.assertEqual(config.listenerFiltersTimeout, 15.0)
+        self.assertEqual(config.listenerFilters, [])
+
+    def test_values(self):
+        config = compile_(per_connection_buffer_limit_bytes=4096,
+                          listener_filters_timeout="0.5s", enable_reuse_port=False)
+        self.assertEqual((config.perConnectionBufferLimitBytes, config.listenerFiltersTimeout,
+                          config.enableReusePort), (4096, 0.5, False))
+
+    def test_statPrefixIpv6(self):
+        """Envoy keeps the brackets of an IPv6 listener's stat name."""
+        self.assertEqual(listenerStatPrefix("::1", 80), "listener.[::1]_80.")
+
+    def test_noFilterChains(self):
+        """Envoy 1.40's message, with the address."""
+        e = self.assertRaises(ConfigError, compile_, filter_chains=[])
+        self.assertIn("error adding listener '127.0.0.1:10000': no filter chains specified",
+                      str(e))
+
+    def test_terminalNotLast(self):
+        e = self.assertRaises(ConfigError, compile_, filter_chains=[{"filters": [ECHO, PROXY]}])
+        self.assertIn("filter_chains[0].filters[0]: terminal filter named echo of type "
+                      "envoy.extensions.filters.network.echo.v3.Echo must be the last filter "
+                      "in a network filter chain.", str(e))
+
+    def test_unsupportedField(self):
+        e = self.assertRaises(UnsupportedField, compile_, udp_listener_config={})
+        self.assertIn(PATH + ".udp_listener_config", str(e))
+
+    def test_pipeAddressUnsupported(self):
+        e = self.assertRaises(UnsupportedField, compile_,
+                              address={"pipe": {"path": "/tmp/x.sock"}})
+        self.assertIn(PATH + ".address.pipe", str(e))

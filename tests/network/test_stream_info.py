@@ -1,0 +1,51 @@
+"""Tests for L{txenvoy.network.stream_info}."""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from txenvoy.network.stream_info import ResponseFlag, StreamInfo
+
+
+class ResponseFlagTests(SynchronousTestCase):
+
+    def test_none(self):
+        """Envoy prints C{-} when no flag is set."""
+        info = StreamInfo(Clock())
+        self.assertEqual(info.responseFlags(), "-")
+        self.assertFalse(info.hasResponseFlag(ResponseFlag.NO_ROUTE_FOUND))
+
+    def test_inTheOrderSet(self):
+        """
+        Envoy 1.40 prints flags in the order they were set: a retry limit
+        hit before the failure that ends the request gives C{URX,UF}; a
+        flag set twice prints once.
+        """
+        info = StreamInfo(Clock())
+        info.setResponseFlag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
+        info.setResponseFlag(ResponseFlag.UPSTREAM_CONNECTION_FAILURE)
+        info.setResponseFlag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
+        self.assertEqual(info.responseFlags(), "URX,UF")
+        self.assertTrue(info.hasResponseFlag(ResponseFlag.UPSTREAM_CONNECTION_FAILURE))
+
+
+class TimingTests(SynchronousTestCase):
+
+    def test_durationRunsUntilComplete(self):
+        """Durations come from the monotonic clock; C{onComplete} fixes them once."""
+        clock = Clock()
+        clock.advance(100)
+        info = StreamInfo(clock, wallTime=lambda: 1700000000.0)
+        self.assertEqual(info.startTime, 1700000000.0)
+        clock.advance(1.5)
+        self.assertEqual(info.duration(), 1.5)
+        info.onComplete()
+        clock.advance(3)
+        info.onComplete()
+        self.assertEqual(info.duration(), 1.5)
+
+    def test_elapsed(self):
+        clock = Clock()
+        info = StreamInfo(clock)
+        clock.advance(2)
+        self.assertEqual(info.elapsed(clock.seconds()), 2)
+        self.assertIsNone(info.elapsed(None))
