@@ -1132,9 +1132,7 @@ class CompareAccessLogTests(SynchronousTestCase):
     the same requests: codes, flags and byte counts must agree.
     """
 
-    # Not "missingHost": Envoy logs that request's method and path, which
-    # the codec does not hand over with its error (txenvoy logs "- -").
-    NAMES = ("get", "post", "noRoute", "direct", "directHead", "redirect", "dead", "deadRetried",
+    NAMES = ("missingHost", "get", "post", "noRoute", "direct", "directHead", "redirect", "dead", "deadRetried",
              "empty", "noCluster", "retried503", "retriedReset", "reset", "garbage", "http10",
              "eof", "head")
 

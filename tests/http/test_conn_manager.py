@@ -549,6 +549,20 @@ class TimeoutTests(SynchronousTestCase):
                           h.stat("http.ingress.downstream_cx_destroy_local"),
                           h.stat("http.ingress.downstream_cx_delayed_close_timeout")), (1, 0, 0))
 
+    def test_missingHostLogged(self):
+        """
+        Envoy 1.40 logs the method, path and headers of a request refused
+        for its missing Host.
+        """
+        h = Harness(self)
+        down = h.connect()
+        down.send(b"GET /a?b HTTP/1.1\r\nuser-agent: ua\r\n\r\n")
+        self.assertEqual(down.response().status, 400)
+        info, request, _ = h.logger.entries[0]
+        self.assertEqual((request.method, request.path, request.get("user-agent")),
+                         (b"GET", b"/a?b", b"ua"))
+        self.assertEqual(info.responseCode, 400)
+
     def test_noDelayWhenAsked(self):
         """Envoy 1.40 closes at once after a complete request that asked to close."""
         h = Harness(self)
@@ -1032,6 +1046,12 @@ class FilterChainTests(SynchronousTestCase):
         r = down.responses()[0]
         self.assertEqual((r.status, r.body), (413, b"Payload Too Large"))
         self.assertEqual(h.stat("http.ingress.downstream_rq_too_large"), 1)
+        # Envoy's HTTP/1 codec hands the body over before the request's end,
+        # so the reply comes before the request is complete: the
+        # connection closes (after delayed_close_timeout).
+        self.assertEqual(r.header("connection"), "close")
+        self.assertEqual(h.stat("http.ingress.downstream_rq_response_before_rq_complete"), 1)
+        assertDelayedClose(self, h, down)
 
     def test_emptyChain(self):
         """Envoy 1.40 accepts http_filters: [] and lets the request wait (then 504)."""

@@ -34,14 +34,18 @@ class CodecError(Exception):
         layout (C{date, server, connection, content-length: 0}) rather than
         the codec's C{text/plain} body.
     @ivar http10: the reply answers an accepted HTTP/1.0 request.
+    @ivar request: the L{RequestHeaders} refused, when the request was read
+        far enough for Envoy's connection manager to see it (its access log
+        shows the method, path and headers), else C{None}.
     """
 
-    def __init__(self, status, details, emptyBody=False, http10=False):
+    def __init__(self, status, details, emptyBody=False, http10=False, request=None):
         Exception.__init__(self, status, details)
         self.status = status
         self.details = details
         self.emptyBody = emptyBody
         self.http10 = http10
+        self.request = request
 
 
 class Details:

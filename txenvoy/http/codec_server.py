@@ -470,7 +470,11 @@ class ServerCodec:
 
     @ivar dateCache: the L{DateCache}, for the connection manager's own
         C{date} headers.
+    @ivar rejectedRequest: when C{onCodecError} is called, the request the
+        codec refused, if it read it (L{CodecError.request}), else C{None}.
     """
+
+    rejectedRequest = None
 
     def __init__(self, callbacks, transport, maxRequestHeadersKb=60,
                  maxHeadersCount=100, acceptHttp10=False,
@@ -826,7 +830,9 @@ class ServerCodec:
 
         if authority is None:
             if not http10:
-                raise CodecError(400, Details.MISSING_HOST, emptyBody=True)
+                # Envoy's connection manager refuses it: its log shows it.
+                raise CodecError(400, Details.MISSING_HOST, emptyBody=True, request=RequestHeaders(
+                    method, path, None, scheme, version, HeaderMap._fromList(headers)))
         elif authority != self._lastAuthority:
             if _AUTHORITY.fullmatch(authority) is None:
                 raise CodecError(400, Details.INVALID_AUTHORITY)
@@ -1417,6 +1423,7 @@ class ServerCodec:
                                self._serverName, error.emptyBody, error.http10)
         self._send(reply)
         self._loseConnection()
+        self.rejectedRequest = error.request
         self._callbacks.onCodecError(error.status, error.details)
 
     # -- output -----------------------------------------------------------

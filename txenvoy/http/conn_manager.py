@@ -905,8 +905,9 @@ class ConnectionManager(Protocol):
         info.bytesSent = bodySize
         self._chargeReply(status)
         info.onComplete()
+        request = headerView(self.codec.rejectedRequest)
         for logger in self.config.accessLogs:
-            logger.log(info, None, headerView(response))
+            logger.log(info, request, headerView(response))
 
     def onDroppedHeaderWithUnderscores(self, name):
         """headers_with_underscores_action DROP_HEADER dropped one."""
@@ -1180,6 +1181,11 @@ class ActiveStream:
     _startTime = None
     _destroyed = False
     _closeAfter = False
+    # The body bytes that end the request are being decoded: Envoy's HTTP/1
+    # codec hands them over before the end (decodeData(body, false), then
+    # decodeData(empty, true)), so a reply its filters send now comes
+    # before the request is complete (connection: close).
+    _endInFlight = False
     _idleTimeout = 0.0
     _logTag = None
 
@@ -1347,7 +1353,14 @@ class ActiveStream:
             return
         decoding = self._decoding
         if decoding is not None:
-            decoding.runData(data, endStream)
+            if endStream and data:
+                self._endInFlight = True
+                try:
+                    decoding.runData(data, endStream)
+                finally:
+                    self._endInFlight = False
+            else:
+                decoding.runData(data, endStream)
 
     def decodeTrailers(self, trailers):
         """Request trailers from the codec."""
@@ -1755,7 +1768,9 @@ class ActiveStream:
         if info.responseCodeDetails is None:
             info.responseCodeDetails = "via_upstream"
         upgrade = status == 101 and self._upgrade
-        cm._finishResponseHeaders(headers, self.requestHeaders, info, upgrade, self._closeAfter)
+        beforeComplete = not self._remoteComplete or self._endInFlight
+        cm._finishResponseHeaders(headers, self.requestHeaders, info, upgrade,
+                                  self._closeAfter or self._endInFlight)
         if status == 204 or status == 304:
             self._noBody = True
         stats = cm.stats
@@ -1767,7 +1782,7 @@ class ActiveStream:
         # response head is sent, even if the stream is reset later.
         stats.downstream_rq_completed.inc()
         cm.listenerStats.downstream_rq_completed.inc()
-        if not self._remoteComplete:
+        if beforeComplete:
             stats.downstream_rq_response_before_rq_complete.inc()
         if log.debugEnabled:
             log.debug("%sencoding headers via codec (end_stream=%s):\n%s", self.logTag(),
