@@ -362,6 +362,7 @@ class Example12Tests(SynchronousTestCase):
         origin = Upstream(originHandler, port=10080)
         self.addCleanup(origin.stop)
         results = {}
+        names = {}
         with open(EXAMPLES + "/12-bootstrap-ops.yaml") as f:
             config = f.read()
         for kind in ("envoy", "txenvoy"):
@@ -383,5 +384,14 @@ class Example12Tests(SynchronousTestCase):
             results[kind] = status, sorted(k for k in stats if k.startswith("overload.")), {
                 k: stats[k] for k in stats if k.startswith("overload.")
                 and k.endswith((".active", ".scale_percent"))}
+            names[kind] = {k for k in stats if re.search(r"overload|cx_overflow|global_cx", k)}
         self.assertEqual(results["txenvoy"], results["envoy"])
+        # Every overload and connection-limit stat Envoy shows, but those
+        # of parts txenvoy does not have (Envoy's internal async client)
+        # or counts elsewhere.
+        self.assertEqual(sorted(names["envoy"] - names["txenvoy"]), [
+            "cluster.local_service.upstream_queue_overloaded",
+            "http.async-client.rq_overload_local_reply",
+            "tcp.modify_only.downstream_cx_overload_close"])
+        self.assertEqual(sorted(names["txenvoy"] - names["envoy"]), [])
         self.assertEqual(results["txenvoy"][0], b"HTTP/1.1 200 OK")

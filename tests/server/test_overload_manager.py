@@ -17,7 +17,7 @@ from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.loader import loadBootstrap
 from txenvoy.config.registry import Category, extension, loadPlugins
 from txenvoy.server.dispatcher import Dispatcher
-from txenvoy.server.heap_shrinker import HeapShrinker, releaseFreeMemory
+from txenvoy.server.heap_shrinker import FreeMemoryReleaser, HeapShrinker, releaseFreeMemory
 from txenvoy.server.overload_manager import (
     DISABLE_HTTP_KEEPALIVE,
     GLOBAL_DOWNSTREAM_MAX_CONNECTIONS,
@@ -394,6 +394,21 @@ class HeapShrinkerTests(SynchronousTestCase):
         shrinker.setActive(False)
         clock.advance(30)
         self.assertEqual(store.counterValue(name), 2)
+
+    def test_freeMemoryReleasedEveryFiveSeconds(self):
+        """
+        Free memory goes back to the system every 5 s whether or not
+        anything is overloaded (glibc does not do it on its own).
+        """
+        clock = Clock()
+        calls = []
+        releaser = FreeMemoryReleaser(clock, release=lambda: calls.append(clock.seconds()))
+        releaser.start()
+        clock.advance(5)
+        clock.advance(5)
+        releaser.stop()
+        clock.advance(10)
+        self.assertEqual(calls, [5, 10])
 
     def test_releaseFreeMemory(self):
         """glibc's malloc_trim runs and says whether it released anything."""

@@ -179,6 +179,12 @@ class AdminServer(service.Service):
             self._rqClass[c] = [hcm.counter("downstream_rq_%sxx" % c),
                                 listener.counter("http.admin.downstream_rq_%sxx" % c)]
         self._rqTime = hcm.histogram("downstream_rq_time")
+        # Overload and connection-limit stats Envoy shows for the admin too.
+        for name in ("downstream_cx_overflow", "downstream_cx_overload_reject",
+                     "downstream_global_cx_overflow"):
+            listener.counter(name)
+        for name in ("downstream_cx_overload_disable_keepalive", "downstream_rq_overload_close"):
+            hcm.counter(name)
         self._rqRxReset = hcm.counter("downstream_rq_rx_reset")
 
     def _connectionOpened(self, channel):

@@ -471,6 +471,8 @@ class OverloadManager(Service):
             for resource in action.triggers:
                 self._byResource.setdefault(resource, []).append(action)
         self._delay = stats.histogram("overload.refresh_interval_delay")
+        # Envoy 1.40 always has it, configured or not (txenvoy rejects the action).
+        stats.counter(RESET_HIGH_MEMORY_STREAM + ".count")
         self._workers = []
         self._loop = None
         self._lastRefresh = None
@@ -517,10 +519,15 @@ class OverloadManager(Service):
         self.stop()
 
     def start(self):
-        """Start the refresh loop on the main reactor (none without monitors)."""
-        if SHRINK_HEAP in self.actions:
-            from txenvoy.server.heap_shrinker import HeapShrinker
+        """
+        Start the refresh loop on the main reactor (none without monitors),
+        and the periodic release of free memory (always).
+        """
+        from txenvoy.server.heap_shrinker import FreeMemoryReleaser, HeapShrinker
 
+        self._releaser = FreeMemoryReleaser(self.reactor)
+        self._releaser.start()
+        if SHRINK_HEAP in self.actions:
             self._shrinkHeap = HeapShrinker(self.reactor, self._stats)
         if not self.resources:
             return
@@ -529,10 +536,14 @@ class OverloadManager(Service):
         self._loop.clock = self.reactor
         self._loop.start(self.refreshInterval, now=False)
 
+    _releaser = None
+
     def stop(self):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+        if self._releaser is not None:
+            self._releaser.stop()
         if self._shrinkHeap is not None:
             self._shrinkHeap.stop()
 
