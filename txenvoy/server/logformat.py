@@ -20,26 +20,17 @@ _LETTERS = {"trace": "T", "debug": "D", "info": "I", "warning": "W", "error": "E
             "critical": "C", "off": "O"}
 
 
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\", '"': '\\"', "'": "\\'"}
+
+
 def cEscape(text):
     """Escape C-style sequences (C{--log-format-escaped}): one line per event."""
     out = []
     for ch in text:
-        if ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "'":
-            out.append("\\'")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7f:
-            out.append("\\%03o" % (ord(ch),))
-        else:
-            out.append(ch)
+        escape = _ESCAPES.get(ch)
+        if escape is None and (ord(ch) < 0x20 or ord(ch) == 0x7f):
+            escape = "\\%03o" % (ord(ch),)
+        out.append(ch if escape is None else escape)
     return "".join(out)
 
 
