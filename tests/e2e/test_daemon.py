@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -95,6 +96,18 @@ class DaemonTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(self.pidfile))
         self.assertFalse(os.path.exists(os.path.join(self.dir, "twistd.log")))
 
+    def test_busyAdminPortFailsTheLauncher(self):
+        """The admin's port in use: the whole message on the terminal, exit 1."""
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", self.adminPort))
+        busy.listen(1)
+        self.addCleanup(busy.close)
+        rc, out, err = self.launch()
+        self.assertEqual((rc, out), (1, ""))
+        self.assertIn("cannot bind '127.0.0.1:%d': [Errno 98] Address already in use\n"
+                      % (self.adminPort,), err)
+        self.assertFalse(os.path.exists(self.pidfile))
+
     def test_startAndStopLogsToTwistdLog(self):
         """
         Without --log-path, the daemon logs to twistd.log, as any twistd
@@ -103,6 +116,9 @@ class DaemonTests(SynchronousTestCase):
         rc, out, err = self.launch()
         self.assertEqual((rc, out, err), (0, "", ""))
         self.assertEqual(self.echo(), b"ping")
+        with urllib.request.urlopen("http://127.0.0.1:%d/ready" % (self.adminPort,),
+                                    timeout=5) as r:
+            self.assertEqual(r.read(), b"LIVE\n")
         logPath = os.path.join(self.dir, "twistd.log")
         self.assertTrue(waitFor(lambda: "[info][main] starting main dispatch loop"
                                 in fileContents(logPath)), fileContents(logPath))

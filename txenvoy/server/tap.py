@@ -73,28 +73,36 @@ class _TwistdRoot(MultiService):
 
     def bindEarly(self):
         """
-        Bind the listeners now, in the launching process, so that a port in
-        use is reported on the user's terminal before twistd daemonizes
-        (the sockets survive the fork).
+        Daemon mode: bind the listeners and the admin now, in the launching
+        process, so that a port in use is reported in full on the user's
+        terminal before twistd daemonizes (the sockets survive the fork;
+        twistd's own report is cut at 100 bytes).
         """
-        from txenvoy.server.worker import BindError
-
         try:
-            self.server.listenerManager.bind(len(self.server.workers))
-        except BindError as e:
-            _fail("error initializing config '%s': %s" % (self.server.options.configPath, e))
+            self._privilegedStart()
+        except StartError as e:
+            _fail(str(e))
+        self._privilegedStarted = True
 
     def privilegedStartService(self):
+        if getattr(self, "_privilegedStarted", False):
+            return
+        try:
+            self._privilegedStart()
+        except StartError as e:
+            if self.daemon:
+                log.critical("{message}", message=str(e))
+                raise
+            _fail(str(e))
+
+    def _privilegedStart(self):
         from txenvoy.server.worker import BindError
 
         try:
             MultiService.privilegedStartService(self)
         except (BindError, ConfigError) as e:
-            message = "error initializing config '%s': %s" % (self.server.options.configPath, e)
-            if self.daemon:
-                log.critical(message)
-                raise StartError(message)
-            _fail(message)
+            raise StartError(
+                "error initializing config '%s': %s" % (self.server.options.configPath, e))
 
     def startService(self):
         # twistd calls this before reactor.run(), which installs the
