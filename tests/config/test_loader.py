@@ -331,13 +331,39 @@ class FieldTests(LoaderTestMixin, SynchronousTestCase):
 
     def test_badEnum(self):
         """
-        Envoy: C{... unknown enum value: 'STATICX') has unknown fields}; the
-        path is added.
+        Envoy says C{... unknown enum value: 'STATICX') has unknown fields},
+        which reads like a misspelt field name; txenvoy names the value, the
+        field and what it may be.
         """
-        self.assertConfigError(
-            "unknown enum value: 'STATICX'", "@ static_resources.clusters[0].type",
-            "has unknown fields",
+        message = self.assertConfigError(
+            "unknown enum value 'STATICX' for field type @ static_resources.clusters[0].type",
+            "envoy.config.cluster.v3.Cluster.DiscoveryType: one of STATIC, STRICT_DNS, "
+            "LOGICAL_DNS, EDS, ORIGINAL_DST, in any case",
             configYaml="static_resources: {clusters: [{name: a, type: STATICX}]}")
+        self.assertNotIn("unknown fields", message)
+
+    def test_enumAnyCase(self):
+        """
+        Envoy parses enum names case-insensitively (C{codec_type: auto},
+        C{lb_policy: round_robin}, C{type: Strict_Dns} all validate on Envoy
+        1.40), and a number written as a string.
+        """
+        bootstrap = loadBootstrap(configYaml=(
+            "static_resources: {clusters: [{name: a, type: Strict_Dns, lb_policy: round_robin},"
+            " {name: b, type: '1'}, {name: c, type: ' 0'}]}"))
+        clusters = bootstrap.static_resources.clusters
+        self.assertEqual([c.type for c in clusters], [1, 1, 0])
+        self.assertEqual(clusters[0].lb_policy, 0)
+
+    def test_enumNotLenientBeyondEnvoy(self):
+        """
+        Envoy 1.40 rejects C{strict-dns} and C{0x2} (unknown enum value) and
+        C{2.0}: only the case of a name and a decimal number are forgiven.
+        """
+        for value in ("strict-dns", "'0x2'", "2.0"):
+            self.assertConfigError(
+                "unknown enum value '%s' for field type" % (value.strip("'"),),
+                configYaml="static_resources: {clusters: [{name: a, type: %s}]}" % (value,))
 
     def test_enumNumbers(self):
         """
@@ -351,7 +377,7 @@ class FieldTests(LoaderTestMixin, SynchronousTestCase):
             "ClusterValidationError.Type: value must be one of the defined enum values",
             configYaml="static_resources: {clusters: [{name: a, type: 77}]}")
         self.assertConfigError(
-            "unknown enum value: '1.5'",
+            "unknown enum value '1.5'",
             configYaml="static_resources: {clusters: [{name: a, type: 1.5}]}")
 
     def test_badDuration(self):

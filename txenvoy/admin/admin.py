@@ -331,14 +331,16 @@ class AdminServer(service.Service):
         """
         Listen on the configured address (port 0 picks one; see L{port}).
 
-        @raise ConfigError: when the address cannot be bound.
+        @raise ConfigError: when the address cannot be bound, in Envoy's
+            words (C{cannot bind '127.0.0.1:9901': Address already in use}).
         """
         try:
             self._listeningPort = self.reactor.listenTCP(
                 self.configuredPort, self.site, interface=self.host)
         except error.CannotListenError as e:
-            raise ConfigError("cannot bind '%s:%d': %s" % (
-                self.host, self.configuredPort, e.socketError))
+            reason = getattr(e.socketError, "strerror", None) or e.socketError
+            raise ConfigError("admin.address: cannot bind '%s:%d': %s" % (
+                self.host, self.configuredPort, reason))
         self.port = self._listeningPort.getHost().port
         log.info("Starting admin HTTP server at {host}:{port}", host=self.host, port=self.port)
 

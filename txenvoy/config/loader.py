@@ -24,7 +24,17 @@ import math
 import os
 import re
 
-from txenvoy.config.errors import NO_CONFIG, ConfigError
+from txenvoy.config.errors import (
+    FAILED,
+    NO_CONFIG,
+    ConfigError,
+    SourceLines,
+    UnknownExtension,
+    attempt,
+    collectErrors,
+    report,
+    setSource,
+)
 
 
 # --- YAML, read as Envoy's yaml-cpp reads it ---------------------------------
@@ -94,9 +104,20 @@ def _yamlErrorMessage(error, text):
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
     problem = getattr(error, "problem", None) or str(error)
     context = getattr(error, "context", None)
+    start = getattr(error, "context_mark", None)
     detail = problem
     if context:
         detail = "%s, %s" % (problem, context)
+        if (start is not None and mark is not None and start.line != mark.line
+                and ("flow" in context or "quoted" in context)):
+            # An unclosed quote or bracket: the mistake is where it was
+            # opened, not where the parser gave up.
+            detail = "%s started at line %d, column %d" % (
+                detail, start.line + 1, start.column + 1)
+    if "cannot start any token" in problem and mark is not None:
+        lines = text.splitlines()
+        if 0 <= mark.line < len(lines) and lines[mark.line][mark.column:].startswith("\t"):
+            detail = "%s (YAML does not allow a tab for indentation)" % (detail,)
     if mark is None or not isinstance(error, yaml.MarkedYAMLError):
         return "yaml: error: %s" % (" ".join(str(error).split()),)
     # libyaml says "did not find expected node content" where yaml-cpp says
@@ -117,10 +138,64 @@ def parseYaml(text):
     @return: the plain Python value (C{None} for an empty document).
     @raise ConfigError: a syntax error, with its line and column.
     """
+    return parseYamlWithLines(text)[0]
+
+
+def _lineMap(root):
+    """
+    Field path -> 1-based line of every key and list item under a YAML
+    node, with the paths the config errors use (C{a.b[0].c}; a map key both
+    as C{a.b} and C{a[b]}).
+    """
+    import yaml
+
+    lines = {}
+    stack = [(root, "")]
+    seen = set()
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            # An alias: its lines are those of the anchor (and it may
+            # contain itself).
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for keyNode, valueNode in node.value:
+                if not isinstance(keyNode, yaml.ScalarNode):
+                    continue
+                line = keyNode.start_mark.line + 1
+                child = "%s.%s" % (path, keyNode.value) if path else keyNode.value
+                lines.setdefault(child, line)
+                if path:
+                    lines.setdefault("%s[%s]" % (path, keyNode.value), line)
+                stack.append((valueNode, child))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                child = "%s[%d]" % (path, i)
+                lines.setdefault(child, item.start_mark.line + 1)
+                stack.append((item, child))
+    return lines
+
+
+def parseYamlWithLines(text):
+    """
+    Parse YAML text as Envoy does, keeping where each field is.
+
+    @return: C{(value, SourceLines)}; the value is C{None} for an empty
+        document.
+    @raise ConfigError: a syntax error, with its line and column.
+    """
     import yaml
 
     try:
-        return yaml.load(text, Loader=_yamlLoader())
+        loader = _yamlLoader()(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None, SourceLines({})
+            return loader.construct_document(node), SourceLines(_lineMap(node))
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         raise ConfigError(_yamlErrorMessage(e, text))
     except RecursionError:
@@ -216,12 +291,20 @@ class _Walk:
                         "message %s: no such field: '%s'" % (self.rootName, self.rootName,
                                                              self._at(path), desc.full_name, key))
                     continue
-                raise self.unknownError(
+                error = self.unknownError(
                     path, "message " + desc.full_name, "no such field: '%s'" % (key,))
+                # Envoy names the message; the line is the key's own.
+                error.path = _join(path, key)
+                report(error)
+                continue
             if item is None and not _keepsNull(fd):
                 # JSON null means "not set"; dropping it is the same thing.
                 continue
-            out[key] = self.field(fd, item, _join(path, fd.name))
+            # Inside a collection of errors a bad field is reported and
+            # left out, and the next one checked.
+            value = attempt(self.field, fd, item, _join(path, fd.name))
+            if value is not FAILED:
+                out[key] = value
         return out
 
     def field(self, fd, value, path):
@@ -276,18 +359,27 @@ class _Walk:
     def enum(self, enumDesc, value, path):
         if enumDesc.full_name == "google.protobuf.NullValue":
             return value
-        what = "enum " + enumDesc.full_name
         if isinstance(value, str):
-            if value in enumDesc.values_by_name:
+            names = enumDesc.values_by_name
+            if value in names:
                 return value
+            # Envoy parses enums case-insensitively: it tries the name
+            # upper-cased (codec_type: auto, lb_policy: round_robin).
+            if value.upper() in names:
+                return value.upper()
+            # ... and takes a number written as a string ("2").
+            text = value.strip()
+            if _INTEGER_RE.match(text) and -2 ** 31 <= int(text) < 2 ** 31:
+                return int(text)
         elif isinstance(value, int) and not isinstance(value, bool):
             # An undefined number parses; validation's defined_only rejects
             # it where the schema asks, as in Envoy.
             if -2 ** 31 <= value < 2 ** 31:
                 return value
-        elif isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 31:
-            return int(value)
-        raise self.unknownError(path, what, "unknown enum value: '%s'" % (_scalarText(value),))
+        raise ConfigError(
+            "unknown enum value '%s' for field %s @ %s (%s: one of %s, in any case)"
+            % (_scalarText(value), path.rsplit(".", 1)[-1].split("[", 1)[0], path,
+               enumDesc.full_name, ", ".join(v.name for v in enumDesc.values)))
 
     def scalar(self, fd, value, path, what=None):
         t = fd.type
@@ -377,7 +469,11 @@ class _Walk:
                 path, what, "invalid @type '%s': a type URL needs a '/' and a type name"
                 % (_scalarText(url),))
         typeName = url.rsplit("/", 1)[-1]
-        if not protos.importTypeName(typeName):
+        if not protos.importTypeName(typeName) and not _typeFromPlugins(typeName):
+            from txenvoy.config import registry
+
+            if not registry.isEnvoyType(typeName) and not registry.isRegisteredType(typeName):
+                raise UnknownExtension(path or "(root)", typeName)
             raise ConfigError(
                 "Unable to parse JSON as proto (INVALID_ARGUMENT: could not find @type '%s') @ %s"
                 % (url, path or "(root)"))
@@ -481,6 +577,19 @@ class _Walk:
                                       "invalid number: '%s'" % (value,))
             return value
         return str(value)
+
+
+def _typeFromPlugins(typeName):
+    """
+    Whether C{typeName} is known once the installed plugins are loaded: a
+    third-party extension may bring its own protobuf message.
+    """
+    from txenvoy.config import protos, registry
+
+    if registry.isEnvoyType(typeName):
+        return False
+    registry.isRegisteredType(typeName)
+    return protos.importTypeName(typeName)
 
 
 _SPECIAL_HANDLERS = {
@@ -656,7 +765,9 @@ def parseDict(data, message, unknownFields=None):
             "must be a mapping of %s fields, not %s"
             % (rootName, _jsonText(data)[:1], rootName.rsplit(".", 1)[-1], _kindName(data)))
     try:
-        normalized = walk.message(message.DESCRIPTOR, data, "")
+        # Every mistake of the walk is reported before any is raised.
+        with collectErrors():
+            normalized = walk.message(message.DESCRIPTOR, data, "")
     except RecursionError:
         raise ConfigError(
             "Unable to parse JSON as proto (INVALID_ARGUMENT: invalid JSON in %s: "
@@ -739,7 +850,8 @@ def _loadFile(path, message, unknownFields=None):
                               % (path, rootName, " ".join(str(e).split())))
         return message
     if lower.endswith((".yaml", ".yml")):
-        data = parseYaml(text)
+        data, lines = parseYamlWithLines(text)
+        setSource(lines)
         if data is None:
             raise ConfigError("Unable to convert YAML as JSON: the file '%s' is empty" % (path,))
         return parseDict(data, message, unknownFields)
@@ -791,17 +903,32 @@ def loadBootstrap(configPath=None, configYaml=None, serviceNode="", serviceClust
     """
     from envoy.config.bootstrap.v3 import bootstrap_pb2
 
-    from txenvoy.config import checks, validation
-
     if not configPath and not configYaml:
         raise ConfigError(NO_CONFIG)
     bootstrap = bootstrap_pb2.Bootstrap()
+    # Every mistake of one phase (parsing, then building) is reported at
+    # once, each with its line in the file.
+    with collectErrors():
+        _loadInto(bootstrap, configPath, configYaml, serviceNode, serviceCluster, unknownFields,
+                  serviceZone)
+    return bootstrap
+
+
+def _loadInto(bootstrap, configPath, configYaml, serviceNode, serviceCluster, unknownFields,
+              serviceZone):
+    """Fill C{bootstrap} as L{loadBootstrap} describes."""
+    from envoy.config.bootstrap.v3 import bootstrap_pb2
+
+    from txenvoy.config import checks, validation
+
     try:
         if configPath:
             _loadFile(os.fspath(configPath), bootstrap, unknownFields)
         if configYaml:
             override = bootstrap_pb2.Bootstrap()
-            data = parseYaml(configYaml)
+            data, lines = parseYamlWithLines(configYaml)
+            if not configPath:
+                setSource(lines)
             if data is None:
                 raise ConfigError("Unable to convert YAML as JSON: --config-yaml is empty")
             parseDict(data, override, unknownFields)
@@ -822,4 +949,3 @@ def loadBootstrap(configPath=None, configYaml=None, serviceNode="", serviceClust
         # A user's config must never produce a traceback.
         raise ConfigError("invalid config: %s: %s" % (
             type(e).__name__, " ".join(str(e).split())))
-    return bootstrap

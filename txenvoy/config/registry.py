@@ -14,8 +14,13 @@ from google.protobuf import descriptor_pool, message_factory
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface import implementer
 
-from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField
 from txenvoy import interfaces
+from txenvoy.config.errors import (
+    ConfigError,
+    UnknownExtension,
+    UnsupportedExtension,
+    UnsupportedField,
+)
 from txenvoy.interfaces import IExtensionFactory
 
 
@@ -190,8 +195,9 @@ def createExtension(category, typedExtension, context, path):
         return _createFromTypedStruct(category, name, any_, context, path)
     factory = lookup(category, typeName)
     if factory is None:
-        raise UnsupportedExtension(path + ".typed_config", typeName, name)
-    created = factory.create(unpackAny(any_, path + ".typed_config"), context.child(path))
+        raise noExtension(path + ".typed_config", typeName, name)
+    created = _create(factory, unpackAny(any_, path + ".typed_config"), context.child(path),
+                      typeName)
     return _checkProvides(category, typeName, created, path + ".typed_config")
 
 
@@ -205,6 +211,49 @@ def _checkProvides(category, typeName, created, path):
         raise ConfigError("%s: the extension for '%s' made %r, which does not "
                           "provide %s" % (path, typeName, created, interface.__name__))
     return created
+
+
+#: The proto packages of Envoy's own API (xds-protos).
+_ENVOY_ROOTS = ("envoy", "xds", "udpa", "contrib")
+
+
+def isEnvoyType(typeName):
+    """Whether C{typeName} belongs to Envoy's API rather than a third party's."""
+    return typeName.split(".", 1)[0] in _ENVOY_ROOTS
+
+
+def noExtension(path, typeName, name=""):
+    """
+    The error for a C{@type} no factory is registered for: an Envoy
+    extension txenvoy does not implement yet, or a third-party type whose
+    package is not installed.
+    """
+    if isEnvoyType(typeName):
+        return UnsupportedExtension(path, typeName, name)
+    return UnknownExtension(path, typeName, name)
+
+
+def _create(factory, message, context, typeName):
+    """
+    C{factory.create}; whatever else a factory raises becomes one
+    L{ConfigError} naming the field path, never a traceback.
+    """
+    try:
+        return factory.create(message, context)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(
+            "%s: the extension for type.googleapis.com/%s (%s) failed to build: %s: %s"
+            % (context.path, typeName, _factoryName(factory), type(e).__name__,
+               " ".join(str(e).split())))
+
+
+def _factoryName(factory):
+    create = getattr(factory, "function", None) or getattr(factory, "create", None)
+    module = getattr(create, "__module__", None) or type(factory).__module__
+    name = getattr(create, "__qualname__", None) or type(factory).__qualname__
+    return "%s.%s" % (module, name)
 
 
 #: Envoy's way to configure an extension that has no proto of its own:
@@ -224,8 +273,9 @@ def _createFromTypedStruct(category, name, any_, context, path):
     typeName = struct.type_url.rsplit("/", 1)[-1]
     factory = lookup(category, typeName)
     if factory is None:
-        raise UnsupportedExtension(path + ".typed_config.type_url", typeName, name)
-    created = factory.create(json_format.MessageToDict(struct.value), context.child(path))
+        raise noExtension(path + ".typed_config.type_url", typeName, name)
+    created = _create(factory, json_format.MessageToDict(struct.value), context.child(path),
+                      typeName)
     return _checkProvides(category, typeName, created, path + ".typed_config")
 
 
@@ -234,8 +284,23 @@ def loadPlugins():
     Register every L{IExtensionFactory} shipped as a C{twisted.plugin} by
     other packages.
     """
+    global _pluginsLoaded
     import txenvoy.extensions  # noqa: F401  (built-ins register on import)
 
     for factory in getPlugins(IExtensionFactory):
         register(factory)
+    _pluginsLoaded = True
+
+
+_pluginsLoaded = False
+
+
+def isRegisteredType(typeName):
+    """
+    Whether any factory, of any category, is registered for C{typeName};
+    the plugins are looked for once if they were not yet.
+    """
+    if not _pluginsLoaded:
+        loadPlugins()
+    return any(key[1] == typeName for key in _factories)
 

@@ -3,7 +3,8 @@
 What HTTP filter extensions share: L{RouteSpecificConfigs} (Envoy's
 route-specific filter configs, from C{typed_per_filter_config}),
 L{WorkerStats} (stat objects resolved once per worker), L{snapshotSource}
-(the runtime seam), L{checkFields} and L{httpStatPrefix}.
+(the runtime seam) and L{httpStatPrefix}. Field checks live in
+L{txenvoy.config.fields}.
 """
 
 import sys
@@ -200,15 +201,6 @@ def snapshotSource(context):
     if runtime is None:
         return lambda: _EMPTY_SNAPSHOT
     return runtime.snapshot
-
-
-def checkFields(message, allowed, path):
-    """Reject with L{UnsupportedField} every set field not in C{allowed}."""
-    from txenvoy.config.errors import UnsupportedField
-
-    for field, _ in message.ListFields():
-        if field.name not in allowed:
-            raise UnsupportedField("%s.%s" % (path, field.name))
 
 
 def httpStatPrefix(context):

@@ -29,7 +29,8 @@ Envoy refuses to add or remove C{:}-prefixed headers and C{host}; so does
 this module, with Envoy's messages.
 """
 
-from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.errors import ConfigError
+from txenvoy.config.fields import checkFields
 from txenvoy.formatter.substitution import compileFormat, parseFormat
 
 __all__ = [
@@ -250,16 +251,10 @@ def _compileValue(text, path):
     return text.encode("utf-8"), compileFormat(text, omitEmptyValues=True, path=path)
 
 
-def _checkFields(message, allowed, path):
-    for field, _ in message.ListFields():
-        if field.name not in allowed:
-            raise UnsupportedField("%s.%s" % (path, field.name))
-
-
 def _compileAdd(option, path):
-    _checkFields(option, _OPTION_FIELDS, path)
+    checkFields(option, _OPTION_FIELDS, path)
     header = option.header
-    _checkFields(header, _VALUE_FIELDS, path + ".header")
+    checkFields(header, _VALUE_FIELDS, path + ".header")
     key = header.key
     if _isProtected(key):
         raise ConfigError(":-prefixed or host headers may not be modified @ %s.header.key"

@@ -23,7 +23,8 @@ C{LocalReplyImpl}, checked against the binary):
 
 from txenvoy.accesslog.filters import compileFilter
 from txenvoy.config.datasource import readDataSource
-from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.errors import ConfigError
+from txenvoy.config.fields import checkFields
 from txenvoy.formatter.substitution import formatterFromProto
 from txenvoy.http.header_mutation import FormatContext, compileHeaderMutation
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
@@ -151,9 +152,7 @@ def makeLocalReply(config, streamInfo, requestHeaders, code, body, modifyHeaders
 
 
 def _compileBodyFormat(message, path):
-    for field, _ in message.ListFields():
-        if field.name not in _FORMAT_FIELDS:
-            raise UnsupportedField("%s.%s" % (path, field.name))
+    checkFields(message, _FORMAT_FIELDS, path)
     formatter = formatterFromProto(message, path)
     if message.content_type:
         contentType = message.content_type.encode("utf-8")
@@ -176,9 +175,7 @@ def compileLocalReplyConfig(message, path):
     mappers = []
     for i, m in enumerate(message.mappers):
         mpath = "%s.mappers[%d]" % (path, i)
-        for field, _ in m.ListFields():
-            if field.name not in _MAPPER_FIELDS:
-                raise UnsupportedField("%s.%s" % (mpath, field.name))
+        checkFields(m, _MAPPER_FIELDS, mpath)
         if not m.HasField("filter"):
             raise ConfigError("%s.filter: value is required" % (mpath,))
         predicate = compileFilter(m.filter, mpath + ".filter")

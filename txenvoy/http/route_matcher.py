@@ -24,7 +24,8 @@ Header matching copies Envoy 1.40 as observed on the binary:
 
 import re
 
-from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.errors import ConfigError
+from txenvoy.config.fields import checkFields
 from txenvoy.regex import compileRegexMatcher
 
 __all__ = [
@@ -43,12 +44,6 @@ __all__ = [
 # -- StringMatcher -------------------------------------------------------------
 
 
-def _checkFields(message, allowed, path):
-    for field, _ in message.ListFields():
-        if field.name not in allowed:
-            raise UnsupportedField("%s.%s" % (path, field.name))
-
-
 _STRING_MATCHER_FIELDS = frozenset(
     ("exact", "prefix", "suffix", "safe_regex", "contains", "ignore_case"))
 _REGEX_MATCHER_FIELDS = frozenset(("regex", "google_re2"))
@@ -65,13 +60,13 @@ def compileStringMatcher(stringMatcher, path):
     C{ignore_case} compares ASCII letters case-insensitively, as Envoy does;
     it is an error with C{safe_regex} (Envoy's message).
     """
-    _checkFields(stringMatcher, _STRING_MATCHER_FIELDS, path)
+    checkFields(stringMatcher, _STRING_MATCHER_FIELDS, path)
     which = stringMatcher.WhichOneof("match_pattern")
     ignoreCase = stringMatcher.ignore_case
     if which == "safe_regex":
         if ignoreCase:
             raise ConfigError("ignore_case has no effect for safe_regex. @ %s" % (path,))
-        _checkFields(stringMatcher.safe_regex, _REGEX_MATCHER_FIELDS, path + ".safe_regex")
+        checkFields(stringMatcher.safe_regex, _REGEX_MATCHER_FIELDS, path + ".safe_regex")
         return compileRegexMatcher(stringMatcher.safe_regex, path + ".safe_regex")
     if which is None:
         raise ConfigError("%s: one of exact, prefix, suffix, safe_regex or contains "
@@ -248,7 +243,7 @@ def compileHeaderMatcher(headerMatcher, path):
 
     @rtype: L{HeaderMatcher}
     """
-    _checkFields(headerMatcher, _HEADER_MATCHER_FIELDS, path)
+    checkFields(headerMatcher, _HEADER_MATCHER_FIELDS, path)
     name = headerMatcher.name.lower().encode("utf-8")
     which = headerMatcher.WhichOneof("header_match_specifier")
     invert = headerMatcher.invert_match
@@ -263,7 +258,7 @@ def compileHeaderMatcher(headerMatcher, path):
         # Envoy's deprecated exact_match: an empty value matches any value.
         match = (lambda value: True) if not expected else expected.__eq__
     elif which == "safe_regex_match":
-        _checkFields(headerMatcher.safe_regex_match, _REGEX_MATCHER_FIELDS,
+        checkFields(headerMatcher.safe_regex_match, _REGEX_MATCHER_FIELDS,
                      path + ".safe_regex_match")
         match = compileRegexMatcher(headerMatcher.safe_regex_match, path + ".safe_regex_match")
     elif which == "range_match":
@@ -412,7 +407,7 @@ def compileQueryParameterMatcher(queryParameterMatcher, path):
 
     @rtype: L{QueryParameterMatcher}
     """
-    _checkFields(queryParameterMatcher, _QUERY_MATCHER_FIELDS, path)
+    checkFields(queryParameterMatcher, _QUERY_MATCHER_FIELDS, path)
     name = queryParameterMatcher.name.encode("utf-8")
     if queryParameterMatcher.HasField("string_match"):
         return QueryParameterMatcher(

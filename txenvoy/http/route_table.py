@@ -41,6 +41,7 @@ import random
 
 from txenvoy.config.datasource import readDataSource
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.fields import checkFields, wholeMilliseconds
 from txenvoy.http.header_mutation import EMPTY, HeaderMutations, compileHeaderMutation
 from txenvoy.http.route_matcher import (
     compileHeaderMatchers,
@@ -150,19 +151,8 @@ _QUERY_OR_FRAGMENT = b"?#"
 _SEPARATOR = b"/?#"
 
 
-def _checkFields(message, allowed, path):
-    for field, _ in message.ListFields():
-        if field.name not in allowed:
-            raise UnsupportedField("%s.%s" % (path, field.name))
-
-
-def _seconds(duration):
-    # Envoy reads route durations as whole milliseconds.
-    return (duration.seconds * 1000 + duration.nanos // 1000000) / 1000.0
-
-
 def _optionalSeconds(message, field):
-    return _seconds(getattr(message, field)) if message.HasField(field) else None
+    return wholeMilliseconds(getattr(message, field)) if message.HasField(field) else None
 
 
 def _pathEnd(path):
@@ -980,7 +970,7 @@ class _Compiler:
     def compile(self, table):
         config = self.config
         path = self.path
-        _checkFields(config, _ROUTE_CONFIG_FIELDS, path)
+        checkFields(config, _ROUTE_CONFIG_FIELDS, path)
         table.name = config.name
         table.internalOnlyHeaders = tuple(
             h.lower().encode("utf-8") for h in config.internal_only_headers)
@@ -1038,7 +1028,7 @@ class _Compiler:
     # -- virtual hosts -----------------------------------------------------------
 
     def compileVirtualHost(self, config, path):
-        _checkFields(config, _VHOST_FIELDS, path)
+        checkFields(config, _VHOST_FIELDS, path)
         vhost = VirtualHost.__new__(VirtualHost)
         retryPolicy = None
         if config.HasField("retry_policy"):
@@ -1083,7 +1073,7 @@ class _Compiler:
     # -- routes ------------------------------------------------------------------
 
     def compileRoute(self, config, vhost, path):
-        _checkFields(config, _ROUTE_FIELDS, path)
+        checkFields(config, _ROUTE_FIELDS, path)
         if not config.HasField("match"):
             raise ConfigError("Invalid route config: match is required @ %s.match" % (path,))
         action = config.WhichOneof("action")
@@ -1154,7 +1144,7 @@ class _Compiler:
             C{row} is the route's line of the virtual host's match table
             without the entry.
         """
-        _checkFields(match, _MATCH_FIELDS, path)
+        checkFields(match, _MATCH_FIELDS, path)
         caseSensitive = match.case_sensitive.value if match.HasField("case_sensitive") else True
         which = match.WhichOneof("path_specifier")
         if which is None:
@@ -1199,7 +1189,7 @@ class _Compiler:
             raise ConfigError("route: unknown %s '%s' @ %s" % (label, name, path))
 
     def compileRouteAction(self, action, attributes, vhost, requestChain, responseChain, path):
-        _checkFields(action, _ACTION_FIELDS, path)
+        checkFields(action, _ACTION_FIELDS, path)
         which = action.WhichOneof("cluster_specifier")
         if which == "cluster":
             self.checkCluster(action.cluster, path + ".cluster")
@@ -1238,7 +1228,7 @@ class _Compiler:
             attributes["hostRewritePathRegex"] = compileRegexRewrite(
                 action.host_rewrite_path_regex, path + ".host_rewrite_path_regex")
         attributes["appendXForwardedHost"] = action.append_x_forwarded_host
-        attributes["timeout"] = (_seconds(action.timeout) if action.HasField("timeout")
+        attributes["timeout"] = (wholeMilliseconds(action.timeout) if action.HasField("timeout")
                                  else DEFAULT_TIMEOUT)
         attributes["idleTimeout"] = _optionalSeconds(action, "idle_timeout")
         attributes["flushTimeout"] = _optionalSeconds(action, "flush_timeout")
@@ -1263,7 +1253,7 @@ class _Compiler:
         upgrades = {}
         for i, upgrade in enumerate(action.upgrade_configs):
             upgradePath = "%s.upgrade_configs[%d]" % (path, i)
-            _checkFields(upgrade, _UPGRADE_FIELDS, upgradePath)
+            checkFields(upgrade, _UPGRADE_FIELDS, upgradePath)
             key = upgrade.upgrade_type.lower().encode("utf-8")
             if key in upgrades:
                 raise ConfigError("Duplicate upgrade %s @ %s.upgrade_type"
@@ -1276,13 +1266,13 @@ class _Compiler:
             attributes["includeVhRateLimits"] = action.include_vh_rate_limits.value
 
     def compileWeighted(self, weighted, attributes, requestChain, responseChain, path):
-        _checkFields(weighted, _WEIGHTED_FIELDS, path)
+        checkFields(weighted, _WEIGHTED_FIELDS, path)
         clusters = []
         ends = []
         total = 0
         for i, clusterConfig in enumerate(weighted.clusters):
             clusterPath = "%s.clusters[%d]" % (path, i)
-            _checkFields(clusterConfig, _CLUSTER_WEIGHT_FIELDS, clusterPath)
+            checkFields(clusterConfig, _CLUSTER_WEIGHT_FIELDS, clusterPath)
             if clusterConfig.name:
                 self.checkCluster(clusterConfig.name, clusterPath + ".name", "weighted cluster")
             elif not clusterConfig.cluster_header:
@@ -1329,7 +1319,7 @@ class _Compiler:
             attributes["_randomHeader"] = weighted.header_name.lower().encode("utf-8")
 
     def compileRetryPolicy(self, policy, path):
-        _checkFields(policy, _RETRY_FIELDS, path)
+        checkFields(policy, _RETRY_FIELDS, path)
         retryOn = frozenset(
             token.strip() for token in policy.retry_on.split(",")
             if token.strip() in _RETRY_ON)
@@ -1337,9 +1327,9 @@ class _Compiler:
         maxInterval = None
         if policy.HasField("retry_back_off"):
             backOff = policy.retry_back_off
-            baseInterval = max(_seconds(backOff.base_interval), 0.001)
+            baseInterval = max(wholeMilliseconds(backOff.base_interval), 0.001)
             if backOff.HasField("max_interval"):
-                maxInterval = max(_seconds(backOff.max_interval), 0.001)
+                maxInterval = max(wholeMilliseconds(backOff.max_interval), 0.001)
                 if maxInterval < baseInterval:
                     raise ConfigError(
                         "retry_policy.max_interval must greater than or equal to the "
@@ -1362,7 +1352,7 @@ class _Compiler:
         )
 
     def compileHashPolicy(self, policy, path):
-        _checkFields(policy, _HASH_FIELDS, path)
+        checkFields(policy, _HASH_FIELDS, path)
         which = policy.WhichOneof("policy_specifier")
         terminal = policy.terminal
         if which == "header":
@@ -1389,7 +1379,7 @@ class _Compiler:
         raise UnsupportedField("%s.%s" % (path, which or "policy_specifier"))
 
     def compileRedirect(self, redirect, attributes, path):
-        _checkFields(redirect, _REDIRECT_FIELDS, path)
+        checkFields(redirect, _REDIRECT_FIELDS, path)
         scheme = None
         which = redirect.WhichOneof("scheme_rewrite_specifier")
         if which == "https_redirect" and redirect.https_redirect:
@@ -1418,7 +1408,7 @@ class _Compiler:
                           addsLocation=True, timeout=0.0)
 
     def compileDirectResponse(self, direct, attributes, path):
-        _checkFields(direct, _DIRECT_FIELDS, path)
+        checkFields(direct, _DIRECT_FIELDS, path)
         body = b""
         if direct.HasField("body"):
             body = self.readBody(direct.body, path + ".body")

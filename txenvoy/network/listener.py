@@ -9,7 +9,8 @@ import uuid
 from twisted.internet.protocol import ServerFactory
 
 from txenvoy.config import registry
-from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.errors import FAILED, ConfigError, UnsupportedField, attempt
+from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category
 from txenvoy.network.accept import OverflowLog
 from txenvoy.network.address import addressString
@@ -81,9 +82,7 @@ class ListenerConfig:
         self.name = proto.name or str(uuid.uuid4())
         if not proto.HasField("address"):
             raise ConfigError("error adding listener named '%s': address is necessary" % (self.name,))
-        for field, _ in proto.ListFields():
-            if field.name not in _IGNORED_FIELDS:
-                raise UnsupportedField("%s.%s" % (path, field.name))
+        checkFields(proto, _IGNORED_FIELDS, path)
         self.address = socketAddress(proto.address, path + ".address")
         self.statPrefix = listenerStatPrefix(*self.address)
         self.perConnectionBufferLimitBytes = (
@@ -96,22 +95,27 @@ class ListenerConfig:
             proto.listener_filters_timeout.ToTimedelta().total_seconds()
             if proto.HasField("listener_filters_timeout") else 15.0)
         self.continueOnListenerFiltersTimeout = proto.continue_on_listener_filters_timeout
+        # Inside a collection of errors (txenvoy.config.errors) a failing
+        # filter or chain is reported and left out, and the others checked.
         self.listenerFilters = [
-            context.createExtension(Category.LISTENER_FILTER, lf,
-                                    "%s.listener_filters[%d]" % (path, i))
+            attempt(context.createExtension, Category.LISTENER_FILTER, lf,
+                    "%s.listener_filters[%d]" % (path, i))
             for i, lf in enumerate(proto.listener_filters)
         ]
-        chains = [self._compileChain(fc, context, "%s.filter_chains[%d]" % (path, i))
+        chains = [attempt(self._compileChain, fc, context, "%s.filter_chains[%d]" % (path, i))
                   for i, fc in enumerate(proto.filter_chains)]
-        default = (self._compileChain(proto.default_filter_chain, context,
-                                      path + ".default_filter_chain")
+        default = (attempt(self._compileChain, proto.default_filter_chain, context,
+                           path + ".default_filter_chain")
                    if proto.HasField("default_filter_chain") else None)
-        if not chains and default is None:
+        if any(c is FAILED for c in chains) or default is FAILED:
+            chains = [c for c in chains if c is not FAILED]
+            default = None if default is FAILED else default
+        elif not chains and default is None:
             raise ConfigError("%s: error adding listener '%s': no filter chains specified"
                               % (path, addressString(*self.address)))
         self.filterChainManager = FilterChainManager(chains, default, path)
         from txenvoy.accesslog.filters import createAccessLog
-        self.accessLogs = [createAccessLog(al, context, "%s.access_log[%d]" % (path, i))
+        self.accessLogs = [attempt(createAccessLog, al, context, "%s.access_log[%d]" % (path, i))
                            for i, al in enumerate(proto.access_log)]
         self.ignoreGlobalConnLimit = proto.ignore_global_conn_limit
         # Envoy's per-listener limit: a runtime key, counted over all workers.
@@ -136,8 +140,11 @@ class ListenerConfig:
             transport = None
         factories = []
         for i, f in enumerate(fc.filters):
-            factories.append(context.createExtension(
-                Category.NETWORK_FILTER, f, "%s.filters[%d]" % (path, i)))
+            factories.append(attempt(context.createExtension,
+                                     Category.NETWORK_FILTER, f, "%s.filters[%d]" % (path, i)))
+        if any(f is FAILED for f in factories):
+            # Reported; which filter is terminal is unknown now.
+            return FAILED
         for i, factory in enumerate(factories[:-1]):
             if factory.terminal:
                 raise ConfigError(

@@ -29,6 +29,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.fields import checkFields
 from txenvoy.lifecycle import StartStopService
 from txenvoy.runtime import _disk
 
@@ -591,9 +592,8 @@ class Runtime(StartStopService):
 
     def _diskLayerConfig(self, layer, path, serviceCluster):
         disk = layer.disk_layer
-        for field, _ in disk.ListFields():
-            if field.name not in ("symlink_root", "subdirectory", "append_service_cluster"):
-                raise UnsupportedField("%s.disk_layer.%s" % (path, field.name))
+        checkFields(disk, ("symlink_root", "subdirectory", "append_service_cluster"),
+                    path + ".disk_layer")
         problem = _disk.checkWatchable(disk.symlink_root)
         if problem is not None:
             raise ConfigError("%s.disk_layer.symlink_root: %s" % (path, problem))

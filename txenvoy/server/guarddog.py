@@ -49,6 +49,7 @@ from twisted.internet import task
 from twisted.logger import Logger
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.fields import durationSeconds
 from txenvoy.config.registry import typeNameOf
 from txenvoy.lifecycle import StartStopService
 
@@ -64,10 +65,6 @@ MISS = "MISS"
 _EVENTS = {0: None, 1: KILL, 2: MULTIKILL, 3: MEGAMISS, 4: MISS}
 
 _ABORT_ACTION = "envoy.watchdog.v3.AbortActionConfig"
-
-
-def _seconds(duration):
-    return duration.seconds + duration.nanos / 1e9
 
 
 def _dumpStacks():
@@ -131,7 +128,7 @@ class WatchdogConfig:
 
         def duration(name, default):
             if proto.HasField(name):
-                return _seconds(getattr(proto, name))
+                return durationSeconds(getattr(proto, name))
             return default
 
         killTimeout = duration("kill_timeout", 0.0)
@@ -165,7 +162,8 @@ class WatchdogConfig:
 
             message = abort_action_pb2.AbortActionConfig()
             typed.typed_config.Unpack(message)
-            wait = _seconds(message.wait_duration) if message.HasField("wait_duration") else 0.0
+            wait = (durationSeconds(message.wait_duration)
+                    if message.HasField("wait_duration") else 0.0)
             if event is not None:
                 actions.append((event, AbortAction(wait)))
         return cls(

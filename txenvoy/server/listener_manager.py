@@ -14,6 +14,7 @@ C{listener_manager.listener_create_success} / C{listener_create_failure}.
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from txenvoy.config.errors import FAILED, attempt
 from txenvoy.network.listener import ListenerConfig
 from txenvoy.server.logging import componentLogger
 from txenvoy.server.worker import bindListenSockets
@@ -40,7 +41,10 @@ class ListenerManager(Service):
         self.listeners = []
         names = set()
         for i, proto in enumerate(listenerProtos):
-            config = ListenerConfig(proto, context, "static_resources.listeners[%d]" % (i,))
+            config = attempt(ListenerConfig, proto, context,
+                             "static_resources.listeners[%d]" % (i,))
+            if config is FAILED:
+                continue
             if proto.name and proto.name in names:
                 continue
             names.add(config.name)

@@ -25,7 +25,8 @@ from txenvoy.accesslog.filters import createAccessLog
 from txenvoy.accesslog.manager import AccessLogManager
 from txenvoy.admin.admin import AdminServer, checkAdminConfig
 from txenvoy.config.context import FactoryContext
-from txenvoy.config.errors import UnsupportedField
+from txenvoy.config.errors import UnsupportedField, report, skipOnError
+from txenvoy.config.fields import checkFields
 from txenvoy.config.loader import loadBootstrap
 from txenvoy.config.registry import Category, loadPlugins
 from txenvoy.runtime import Runtime
@@ -121,10 +122,12 @@ class Server(MultiService):
         self.listenerManager = ListenerManager(
             self, bootstrap.static_resources.listeners, self.context,
             workerCount=len(self.workers))
-        self._buildStats(validateOnly)
-        self._buildAdmin(validateOnly)
-        self.guardDog = None
-        self._buildGuardDog(validateOnly)
+        self.statsFlusher = self.admin = self.guardDog = None
+        # Inside a collection of errors each part is checked even when an
+        # earlier one failed (txenvoy.config.errors).
+        for build in (self._buildStats, self._buildAdmin, self._buildGuardDog):
+            with skipOnError():
+                build(validateOnly)
         self.runHelper = RunHelper(self.clusterManager, self.listenerManager, self.workers,
                                    onLive=self._onLive)
         self.initialized = None
@@ -168,20 +171,14 @@ class Server(MultiService):
         honour yet, rather than ignore it silently.
         """
 
-        for field, _ in bootstrap.ListFields():
-            if field.name not in _BOOTSTRAP_FIELDS:
-                raise UnsupportedField(field.name)
-        for field, _ in bootstrap.static_resources.ListFields():
-            if field.name not in ("listeners", "clusters"):
-                raise UnsupportedField("static_resources." + field.name)
-        for field, _ in bootstrap.cluster_manager.ListFields():
-            if field.name != "local_cluster_name":
-                raise UnsupportedField("cluster_manager." + field.name)
+        checkFields(bootstrap, _BOOTSTRAP_FIELDS, "")
+        checkFields(bootstrap.static_resources, ("listeners", "clusters"), "static_resources")
+        checkFields(bootstrap.cluster_manager, ("local_cluster_name",), "cluster_manager")
         for i, layer in enumerate(bootstrap.layered_runtime.layers):
             if layer.WhichOneof("layer_specifier") not in ("static_layer", "admin_layer",
                                                            "disk_layer"):
-                raise UnsupportedField("layered_runtime.layers[%d].%s"
-                                       % (i, layer.WhichOneof("layer_specifier")))
+                report(UnsupportedField("layered_runtime.layers[%d].%s"
+                                        % (i, layer.WhichOneof("layer_specifier"))))
 
     def _buildStats(self, validateOnly):
         """Tag extraction, stats sinks and the periodic flush."""

@@ -15,7 +15,7 @@ from twisted.application.service import MultiService
 from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 
-from txenvoy.config.errors import ConfigError
+from txenvoy.config.errors import ConfigError, collectErrors, describe
 from txenvoy.privates import forgetExitSignal
 from txenvoy.server.logformat import compileLogFormat
 from txenvoy.server.options import DEFAULT_LOG_FORMAT
@@ -247,12 +247,14 @@ def makeService(options):
     importModules(opts.imports)
     unknownFields = [] if opts.allowUnknownStaticFields else None
     try:
-        bootstrap = loadBootstrap(opts.configPath or None, opts.configYaml or None,
-                                  opts.serviceNode, opts.serviceCluster, unknownFields,
-                                  opts.serviceZone)
-        server = Server(reactor, bootstrap, opts, validateOnly=(opts.mode == "validate"))
+        # Every error in the config at once, not one a run.
+        with collectErrors():
+            bootstrap = loadBootstrap(opts.configPath or None, opts.configYaml or None,
+                                      opts.serviceNode, opts.serviceCluster, unknownFields,
+                                      opts.serviceZone)
+            server = Server(reactor, bootstrap, opts, validateOnly=(opts.mode == "validate"))
     except ConfigError as e:
-        _fail("error initializing configuration '%s': %s" % (opts.configPath, e))
+        _fail("error initializing configuration '%s': %s" % (opts.configPath, describe(e)))
     warnUnknownFields(server, unknownFields or [])
     if opts.mode == "validate":
         sys.stdout.write("configuration '%s' OK\n" % (opts.configPath,))

@@ -9,6 +9,7 @@ Runs on the main reactor.
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from txenvoy.config.fields import durationSeconds
 from txenvoy.lifecycle import StartStopService
 
 log = Logger(namespace="main")
@@ -20,8 +21,7 @@ DEFAULT_FLUSH_INTERVAL = 5.0
 def flushIntervalOf(bootstrap):
     """C{stats_flush_interval} of a Bootstrap in seconds (default 5)."""
     if bootstrap is not None and bootstrap.HasField("stats_flush_interval"):
-        d = bootstrap.stats_flush_interval
-        return d.seconds + d.nanos / 1e9
+        return durationSeconds(bootstrap.stats_flush_interval)
     return DEFAULT_FLUSH_INTERVAL
 
 

@@ -19,7 +19,8 @@ from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from zope.interface import implementer
 
-from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField
+from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField, report
+from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import unpackAny
 from txenvoy.interfaces import ICluster
 from txenvoy.upstream.host import (
@@ -132,23 +133,6 @@ IGNORED_DNS_RESOLVER_FIELDS = (
     # main reactor's thread pool.
     "num_resolver_threads",
 )
-
-
-def durationSeconds(d):
-    """A C{google.protobuf.Duration} in float seconds."""
-    return d.seconds + d.nanos / 1e9
-
-
-def _checkFields(message, path, handled, ignored=()):
-    """
-    Reject any field that is set but neither handled nor harmless to
-    ignore, so that no setting is silently dropped.
-    """
-    for field, _ in message.ListFields():
-        name = field.name
-        if name in handled or name in ignored:
-            continue
-        raise UnsupportedField("%s.%s" % (path, name))
 
 
 class Thresholds:
@@ -359,7 +343,7 @@ def compileCluster(proto, path):
     @return: C{(ClusterInfo, [EndpointSpec])}.
     @raise ConfigError: for an invalid or unsupported setting.
     """
-    _checkFields(proto, path, _CLUSTER_HANDLED, IGNORED_CLUSTER_FIELDS)
+    checkFields(proto, _CLUSTER_HANDLED, path, IGNORED_CLUSTER_FIELDS)
     if not proto.name:
         raise ConfigError(
             "%s.name: value length must be at least 1 characters "
@@ -368,11 +352,13 @@ def compileCluster(proto, path):
 
     if proto.WhichOneof("cluster_discovery_type") == "cluster_type":
         ct = proto.cluster_type
-        raise UnsupportedExtension(
-            path + ".cluster_type", ct.typed_config.type_url.rsplit("/", 1)[-1], ct.name)
+        report(UnsupportedExtension(
+            path + ".cluster_type", ct.typed_config.type_url.rsplit("/", 1)[-1], ct.name))
     ctype = _DISCOVERY_TYPES.get(proto.type, str(proto.type))
     if ctype not in (STATIC, STRICT_DNS, LOGICAL_DNS):
-        raise UnsupportedField(path + ".type", "type %s" % (ctype,))
+        report(UnsupportedField(path + ".type", "type %s" % (ctype,)))
+        # Reported: the rest of the cluster is checked as a static one.
+        ctype = STATIC
     kw["type"] = ctype
 
     if proto.HasField("connect_timeout"):
@@ -401,12 +387,12 @@ def compileCluster(proto, path):
             proto.upstream_connection_options, path + ".upstream_connection_options")
     if proto.HasField("transport_socket"):
         ts = proto.transport_socket
-        _checkFields(ts, path + ".transport_socket", ("name", "typed_config"))
+        checkFields(ts, ("name", "typed_config"), path + ".transport_socket")
         typeName = ts.typed_config.type_url.rsplit("/", 1)[-1]
         if typeName != _RAW_BUFFER_TYPE:
             kw["transportSocket"] = _compileTransportSocket(ts, path + ".transport_socket")
     if proto.protocol_selection != 0:
-        raise UnsupportedField(path + ".protocol_selection", "USE_DOWNSTREAM_PROTOCOL")
+        report(UnsupportedField(path + ".protocol_selection", "USE_DOWNSTREAM_PROTOCOL"))
 
     endpoints = _compileLoadAssignment(proto, path, ctype)
     info = ClusterInfo(**kw).freeze()
@@ -427,11 +413,11 @@ def _compileLb(proto, path):
     cfg = LbConfig()
     if proto.HasField("load_balancing_policy"):
         lbp = proto.load_balancing_policy
-        _checkFields(lbp, path + ".load_balancing_policy", ("policies",))
+        checkFields(lbp, ("policies",), path + ".load_balancing_policy")
         chosen = None
         for i, policy in enumerate(lbp.policies):
             ppath = "%s.load_balancing_policy.policies[%d]" % (path, i)
-            _checkFields(policy, ppath, ("typed_extension_config",))
+            checkFields(policy, ("typed_extension_config",), ppath)
             ext = policy.typed_extension_config
             typeName = ext.typed_config.type_url.rsplit("/", 1)[-1]
             if typeName in _LB_POLICY_TYPES:
@@ -451,31 +437,31 @@ def _compileLb(proto, path):
         msg = unpackAny(anyMsg, ppath)
         cfg.policy = _LB_POLICY_TYPES[typeName]
         if cfg.policy == LEAST_REQUEST:
-            _checkFields(msg, ppath, ("choice_count", "active_request_bias", "selection_method"))
+            checkFields(msg, ("choice_count", "active_request_bias", "selection_method"), ppath)
             if msg.selection_method != 0:
-                raise UnsupportedField(ppath + ".selection_method", "FULL_SCAN")
+                report(UnsupportedField(ppath + ".selection_method", "FULL_SCAN"))
             _applyLeastRequest(cfg, msg, ppath)
         else:
-            _checkFields(msg, ppath, ())
+            checkFields(msg, (), ppath)
     else:
         policy = _LB_POLICIES.get(proto.lb_policy, str(proto.lb_policy))
         if policy == "LOAD_BALANCING_POLICY_CONFIG":
             raise ConfigError("%s.lb_policy: LOAD_BALANCING_POLICY_CONFIG needs "
                               "load_balancing_policy" % (path,))
         if policy not in (ROUND_ROBIN, RANDOM, LEAST_REQUEST):
-            raise UnsupportedField(path + ".lb_policy", "lb_policy %s" % (policy,))
+            report(UnsupportedField(path + ".lb_policy", "lb_policy %s" % (policy,)))
+            policy = ROUND_ROBIN
         cfg.policy = policy
     if proto.HasField("least_request_lb_config"):
         lpath = path + ".least_request_lb_config"
-        _checkFields(proto.least_request_lb_config, lpath,
-                     ("choice_count", "active_request_bias"))
+        checkFields(proto.least_request_lb_config, ("choice_count", "active_request_bias"), lpath)
         _applyLeastRequest(cfg, proto.least_request_lb_config, lpath)
     if proto.HasField("round_robin_lb_config"):
-        _checkFields(proto.round_robin_lb_config, path + ".round_robin_lb_config", ())
+        checkFields(proto.round_robin_lb_config, (), path + ".round_robin_lb_config")
     if proto.HasField("common_lb_config"):
         cpath = path + ".common_lb_config"
         common = proto.common_lb_config
-        _checkFields(common, cpath, ("healthy_panic_threshold",), IGNORED_COMMON_LB_FIELDS)
+        checkFields(common, ("healthy_panic_threshold",), cpath, IGNORED_COMMON_LB_FIELDS)
         if common.HasField("healthy_panic_threshold"):
             v = common.healthy_panic_threshold.value
             if not 0 <= v <= 100:
@@ -511,12 +497,12 @@ def _compileCircuitBreakers(proto, path):
         return CircuitBreakers()
     cbpath = path + ".circuit_breakers"
     cb = proto.circuit_breakers
-    _checkFields(cb, cbpath, ("thresholds",))
+    checkFields(cb, ("thresholds",), cbpath)
     defaults = Thresholds("DEFAULT")
     for i, t in enumerate(cb.thresholds):
         tpath = "%s.thresholds[%d]" % (cbpath, i)
-        _checkFields(t, tpath, ("priority", "max_connections", "max_pending_requests",
-                                "max_requests", "max_retries"))
+        checkFields(t, ("priority", "max_connections", "max_pending_requests",
+                                "max_requests", "max_retries"), tpath)
         # Limits are not enforced yet; the defaults are what Envoy enforces
         # when nothing is configured, so only they can be accepted as-is.
         for field, default in (("max_connections", defaults.maxConnections),
@@ -524,9 +510,9 @@ def _compileCircuitBreakers(proto, path):
                                ("max_requests", defaults.maxRequests),
                                ("max_retries", defaults.maxRetries)):
             if t.HasField(field) and getattr(t, field).value != default:
-                raise UnsupportedField(
+                report(UnsupportedField(
                     "%s.%s" % (tpath, field),
-                    "circuit breaker limits other than the default %d" % (default,))
+                    "circuit breaker limits other than the default %d" % (default,)))
     return CircuitBreakers()
 
 
@@ -537,7 +523,8 @@ def _compileProtocolOptions(proto, path, kw):
         opath = "%s.typed_extension_protocol_options[%s]" % (path, key)
         typeName = anyMsg.type_url.rsplit("/", 1)[-1]
         if key not in _HTTP_PROTOCOL_OPTIONS_KEYS or typeName != HTTP_PROTOCOL_OPTIONS_TYPE:
-            raise UnsupportedExtension(opath, typeName, key)
+            report(UnsupportedExtension(opath, typeName, key))
+            continue
         msg = unpackAny(anyMsg, opath)
         kw["httpProtocolOptions"] = msg
         common = msg.common_http_protocol_options
@@ -562,7 +549,7 @@ def _compileDns(proto, path):
     if proto.HasField("dns_failure_refresh_rate"):
         fpath = path + ".dns_failure_refresh_rate"
         rr = proto.dns_failure_refresh_rate
-        _checkFields(rr, fpath, ("base_interval", "max_interval"))
+        checkFields(rr, ("base_interval", "max_interval"), fpath)
         base = durationSeconds(rr.base_interval)
         if base <= 0.001:
             raise ConfigError("%s.base_interval: value must be greater than 1ms" % (fpath,))
@@ -577,21 +564,22 @@ def _compileDns(proto, path):
         ext = proto.typed_dns_resolver_config
         typeName = ext.typed_config.type_url.rsplit("/", 1)[-1]
         if typeName != _GETADDRINFO_TYPE:
-            raise UnsupportedExtension(rpath, typeName, ext.name)
+            report(UnsupportedExtension(rpath, typeName, ext.name))
+            return dns
         msg = unpackAny(ext.typed_config, rpath + ".typed_config")
-        _checkFields(msg, rpath + ".typed_config", (), IGNORED_DNS_RESOLVER_FIELDS)
+        checkFields(msg, (), rpath + ".typed_config", IGNORED_DNS_RESOLVER_FIELDS)
     return dns
 
 
 def _compileSocketAddress(sa, path):
-    _checkFields(sa, path, ("address", "port_value", "protocol"), IGNORED_SOCKET_ADDRESS_FIELDS)
+    checkFields(sa, ("address", "port_value", "protocol"), path, IGNORED_SOCKET_ADDRESS_FIELDS)
     if sa.protocol != 0:
-        raise UnsupportedField(path + ".protocol", "UDP")
+        report(UnsupportedField(path + ".protocol", "UDP"))
     return sa.address, sa.port_value
 
 
 def _compileBindConfig(bind, path):
-    _checkFields(bind, path, ("source_address",))
+    checkFields(bind, ("source_address",), path)
     if not bind.HasField("source_address"):
         return None
     ip, port = _compileSocketAddress(bind.source_address, path + ".source_address")
@@ -601,7 +589,7 @@ def _compileBindConfig(bind, path):
 
 
 def _compileConnectionOptions(opts, path):
-    _checkFields(opts, path, ("tcp_keepalive",))
+    checkFields(opts, ("tcp_keepalive",), path)
     if not opts.HasField("tcp_keepalive"):
         return None
     ka = opts.tcp_keepalive
@@ -618,21 +606,21 @@ def _compileLoadAssignment(proto, path, ctype):
         return endpoints
     lapath = path + ".load_assignment"
     la = proto.load_assignment
-    _checkFields(la, lapath, ("endpoints", "policy"), IGNORED_LOAD_ASSIGNMENT_FIELDS)
+    checkFields(la, ("endpoints", "policy"), lapath, IGNORED_LOAD_ASSIGNMENT_FIELDS)
     if la.HasField("policy"):
-        _checkFields(la.policy, lapath + ".policy", ("overprovisioning_factor",),
-                     IGNORED_POLICY_FIELDS)
+        checkFields(la.policy, ("overprovisioning_factor",), lapath + ".policy",
+                    IGNORED_POLICY_FIELDS)
     for i, lle in enumerate(la.endpoints):
         epath = "%s.endpoints[%d]" % (lapath, i)
-        _checkFields(lle, epath, ("locality", "lb_endpoints", "priority"),
-                     IGNORED_LOCALITY_ENDPOINTS_FIELDS)
+        checkFields(lle, ("locality", "lb_endpoints", "priority"), epath,
+                    IGNORED_LOCALITY_ENDPOINTS_FIELDS)
         locality = None
         if lle.HasField("locality"):
             locality = Locality(lle.locality.region, lle.locality.zone, lle.locality.sub_zone)
         for j, lbe in enumerate(lle.lb_endpoints):
             bpath = "%s.lb_endpoints[%d]" % (epath, j)
-            _checkFields(lbe, bpath, ("endpoint", "health_status", "load_balancing_weight"),
-                         IGNORED_LB_ENDPOINT_FIELDS)
+            checkFields(lbe, ("endpoint", "health_status", "load_balancing_weight"), bpath,
+                        IGNORED_LB_ENDPOINT_FIELDS)
             weight = 1
             if lbe.HasField("load_balancing_weight"):
                 weight = lbe.load_balancing_weight.value
@@ -648,8 +636,8 @@ def _compileLoadAssignment(proto, path, ctype):
                 flags = (DEGRADED_EDS_HEALTH,)
             ep = lbe.endpoint
             dpath = bpath + ".endpoint"
-            _checkFields(ep, dpath, ("address", "hostname"), IGNORED_ENDPOINT_FIELDS)
-            _checkFields(ep.address, dpath + ".address", ("socket_address",))
+            checkFields(ep, ("address", "hostname"), dpath, IGNORED_ENDPOINT_FIELDS)
+            checkFields(ep.address, ("socket_address",), dpath + ".address")
             if not ep.address.HasField("socket_address"):
                 raise ConfigError("%s.address: a socket_address is required" % (dpath,))
             apath = dpath + ".address.socket_address"

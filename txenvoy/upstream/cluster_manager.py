@@ -16,7 +16,7 @@ import threading
 from twisted.application.service import Service
 from twisted.internet import defer
 
-from txenvoy.config.errors import ConfigError
+from txenvoy.config.errors import FAILED, ConfigError, attempt, report
 from txenvoy.config.registry import Category, createByName
 from txenvoy.server.logging import componentLogger
 from txenvoy.upstream import connection
@@ -156,15 +156,20 @@ class ClusterManager(Service):
         names = set()
         for i, proto in enumerate(self._protos):
             path = "%s[%d]" % (pathPrefix, i)
-            info, endpoints = compileCluster(proto, path)
+            compiledCluster = attempt(compileCluster, proto, path)
+            if compiledCluster is FAILED:
+                names.add(proto.name)
+                continue
+            info, endpoints = compiledCluster
             if info.name in names:
-                raise ConfigError("%s.name: cluster manager: duplicate cluster '%s'"
-                                  % (path, info.name))
+                report(ConfigError("%s.name: cluster manager: duplicate cluster '%s'"
+                                   % (path, info.name)))
+                continue
             names.add(info.name)
             compiled.append((info, endpoints, path))
         if localClusterName and localClusterName not in names:
-            raise ConfigError("cluster_manager.local_cluster_name: local cluster '%s' must "
-                              "be defined" % (localClusterName,))
+            report(ConfigError("cluster_manager.local_cluster_name: local cluster '%s' must "
+                               "be defined" % (localClusterName,)))
         cm = mainShard.scope("cluster_manager.")
         self._activeClusters = cm.gauge("active_clusters")
         self._clusterAdded = cm.counter("cluster_added")
@@ -174,7 +179,10 @@ class ClusterManager(Service):
             cm.counter(name)
         cm.gauge("warming_clusters")
         for info, endpoints, path in compiled:
-            self.clusters[info.name] = self._makeCluster(info, endpoints, path)
+            cluster = attempt(self._makeCluster, info, endpoints, path)
+            if cluster is FAILED:
+                continue
+            self.clusters[info.name] = cluster
             self._clusterAdded.inc()
             self._activeClusters.inc()
 

@@ -42,6 +42,7 @@ from zope.interface import implementer
 
 from txenvoy.config.datasource import readDataSource
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import IDownstreamTransportSocketFactory
 from txenvoy.network.filter import forwardReadConnectionLost
@@ -103,12 +104,6 @@ def _loadCertificates(ds, path):
     return certificates
 
 
-def _checkFields(message, allowed, path):
-    for field, _ in message.ListFields():
-        if field.name not in allowed:
-            raise UnsupportedField("%s.%s" % (path, field.name))
-
-
 # -- Certificates ---------------------------------------------------------------
 
 
@@ -151,7 +146,7 @@ def loadTlsCertificate(tlsCertificate, path):
     @return: a L{CertificateEntry}.
     @raise ConfigError: with Envoy's wording, naming the file.
     """
-    _checkFields(tlsCertificate, ("certificate_chain", "private_key", "password"), path)
+    checkFields(tlsCertificate, ("certificate_chain", "private_key", "password"), path)
     if not tlsCertificate.HasField("certificate_chain"):
         raise ConfigError("%s: Failed to load incomplete certificate from path: " % (path,))
     chainSource = _source(tlsCertificate.certificate_chain)
@@ -366,7 +361,7 @@ def loadValidationContext(vc, path):
 
     @return: a L{CertificateValidation}.
     """
-    _checkFields(vc, _VALIDATION_FIELDS, path)
+    checkFields(vc, _VALIDATION_FIELDS, path)
     trusted = []
     if vc.HasField("trusted_ca"):
         trusted = _loadCertificates(vc.trusted_ca, path + ".trusted_ca")
@@ -528,7 +523,7 @@ def loadCertificateOptions(commonTlsContext, path):
     @raise ConfigError: for a bad value, with Envoy's wording.
     """
     ctc = commonTlsContext
-    _checkFields(ctc, _COMMON_FIELDS, path)
+    checkFields(ctc, _COMMON_FIELDS, path)
     certificates = tuple(loadTlsCertificate(c, "%s.tls_certificates[%d]" % (path, i))
                          for i, c in enumerate(ctc.tls_certificates))
     validation = None
@@ -538,7 +533,7 @@ def loadCertificateOptions(commonTlsContext, path):
     if ctc.HasField("tls_params"):
         params = ctc.tls_params
         p = path + ".tls_params"
-        _checkFields(params, ("tls_minimum_protocol_version", "tls_maximum_protocol_version",
+        checkFields(params, ("tls_minimum_protocol_version", "tls_maximum_protocol_version",
                               "cipher_suites", "ecdh_curves"), p)
         options["minimumVersion"] = _VERSIONS.get(params.tls_minimum_protocol_version,
                                                   DEFAULT_MINIMUM_VERSION)
@@ -1139,7 +1134,7 @@ _DOWNSTREAM_FIELDS = (
 def createDownstreamTlsSocket(message, context):
     """Build a L{DownstreamTlsSocket} from a C{DownstreamTlsContext}."""
     path = context.path + ".typed_config"
-    _checkFields(message, _DOWNSTREAM_FIELDS, path)
+    checkFields(message, _DOWNSTREAM_FIELDS, path)
     if message.ocsp_staple_policy != 0:
         raise UnsupportedField(path + ".ocsp_staple_policy", "only LENIENT_STAPLING")
     options = loadCertificateOptions(message.common_tls_context, path + ".common_tls_context")

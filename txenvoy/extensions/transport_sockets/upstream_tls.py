@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
 from txenvoy.extensions.transport_sockets.tls import (
     DownstreamTlsProtocol,
@@ -457,9 +458,7 @@ _UPSTREAM_FIELDS = (
 def createUpstreamTlsSocket(message, context):
     """Build an L{UpstreamTlsSocket} from an C{UpstreamTlsContext}."""
     path = context.path + ".typed_config"
-    for field, _ in message.ListFields():
-        if field.name not in _UPSTREAM_FIELDS:
-            raise UnsupportedField("%s.%s" % (path, field.name))
+    checkFields(message, _UPSTREAM_FIELDS, path)
     if message.allow_renegotiation:
         raise UnsupportedField(path + ".allow_renegotiation", "renegotiation")
     if message.HasField("enforce_rsa_key_usage") and message.enforce_rsa_key_usage.value:

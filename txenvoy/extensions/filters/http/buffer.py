@@ -24,6 +24,7 @@ from zope.interface import implementer
 from envoy.extensions.filters.http.buffer.v3 import buffer_pb2  # noqa: F401
 
 from txenvoy.config.errors import ConfigError
+from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.filter import (
     FilterDataStatus,
@@ -32,7 +33,7 @@ from txenvoy.http.filter import (
     PassThroughFilter,
 )
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
-from txenvoy.http.filter_config import RouteSpecificConfigs, checkFields, httpStatPrefix
+from txenvoy.http.filter_config import RouteSpecificConfigs, httpStatPrefix
 
 log = Logger(namespace="http")
 

@@ -34,6 +34,7 @@ from envoy.config.route.v3 import route_components_pb2  # noqa: F401
 from envoy.extensions.filters.http.cors.v3 import cors_pb2  # noqa: F401
 
 from txenvoy.config.registry import Category, extension
+from txenvoy.config.fields import checkFields
 from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
 from txenvoy.http.route_matcher import compileStringMatcher
@@ -43,7 +44,6 @@ from txenvoy.runtime import RuntimeFractionalPercent
 from txenvoy.http.filter_config import (
     RouteSpecificConfigs,
     WorkerStats,
-    checkFields,
     httpStatPrefix,
     snapshotSource,
 )

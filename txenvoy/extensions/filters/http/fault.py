@@ -48,6 +48,7 @@ from zope.interface import implementer
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
 
 from txenvoy.config.errors import ConfigError
+from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.filter import (
     FilterDataStatus,
@@ -63,7 +64,6 @@ from txenvoy.runtime.runtime import FractionalPercent, fractionalPercent
 from txenvoy.http.filter_config import (
     RouteSpecificConfigs,
     WorkerStats,
-    checkFields,
     httpStatPrefix,
     snapshotSource,
 )

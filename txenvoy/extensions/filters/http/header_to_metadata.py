@@ -41,13 +41,14 @@ from zope.interface import implementer
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2
 
 from txenvoy.config.errors import ConfigError
+from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
 from txenvoy.http.route_matcher import HeaderMatcher
 from txenvoy.regex import compileRegexRewrite
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
 
-from txenvoy.http.filter_config import RouteSpecificConfigs, WorkerStats, checkFields
+from txenvoy.http.filter_config import RouteSpecificConfigs, WorkerStats
 
 __all__ = ["HeaderToMetadataConfig", "Rule", "createHeaderToMetadata"]
 

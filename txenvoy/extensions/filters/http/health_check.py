@@ -30,6 +30,7 @@ from zope.interface import implementer
 from envoy.extensions.filters.http.health_check.v3 import health_check_pb2  # noqa: F401
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.filter import (
     FilterDataStatus,
@@ -41,7 +42,7 @@ from txenvoy.http.route_matcher import compileHeaderMatchers
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
 from txenvoy.network.stream_info import ResponseFlag
 
-from txenvoy.http.filter_config import WorkerStats, checkFields, httpStatPrefix
+from txenvoy.http.filter_config import WorkerStats, httpStatPrefix
 
 __all__ = ["HealthCheckConfig", "HealthCheckFilter", "HealthCheckCache", "createHealthCheck"]
 
@@ -219,10 +220,6 @@ def _markDegraded(response):
     response.headers.set(_DEGRADED, b"")
 
 
-def _seconds(duration):
-    return duration.seconds + duration.nanos / 1e9
-
-
 def _clusterName(context):
     server = getattr(context, "server", None)
     node = getattr(server, "node", None)
@@ -247,7 +244,7 @@ def createHealthCheck(message, context):
     # Envoy ignores the percentages in pass-through mode.
     if message.cluster_min_healthy_percentages and not passThrough:
         raise UnsupportedField(path + ".cluster_min_healthy_percentages")
-    cacheTime = _seconds(message.cache_time) if message.HasField("cache_time") else 0.0
+    cacheTime = durationSeconds(message.cache_time) if message.HasField("cache_time") else 0.0
     if int(cacheTime * 1000) and not passThrough:
         raise ConfigError("%s: cache_time_ms must not be set when path_through_mode is "
                           "disabled" % (path,))

@@ -38,6 +38,7 @@ from zope.interface import implementer
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2  # noqa: F401
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.fields import checkFields, wholeMilliseconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
 from txenvoy.http.header_mutation import FormatContext, compileHeaderMutation
@@ -45,12 +46,7 @@ from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
 from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.runtime import RuntimeFractionalPercent
 
-from txenvoy.http.filter_config import (
-    RouteSpecificConfigs,
-    WorkerStats,
-    checkFields,
-    snapshotSource,
-)
+from txenvoy.http.filter_config import RouteSpecificConfigs, WorkerStats, snapshotSource
 
 __all__ = ["AtomicTokenBucket", "LocalRateLimitConfig", "LocalRateLimitFilter",
            "createLocalRateLimit"]
@@ -130,11 +126,6 @@ class _AlwaysAllow:
         return True
 
 
-def _seconds(duration):
-    # Envoy keeps the interval in whole milliseconds.
-    return (duration.seconds * 1000 + duration.nanos // 1000000) / 1000.0
-
-
 @implementer(IHttpFilterFactory)
 class LocalRateLimitConfig:
     """
@@ -165,7 +156,7 @@ class LocalRateLimitConfig:
         self.status = code if code >= 400 else 429
         self.maxTokens = self.fillRate = None
         tb = message.token_bucket
-        interval = _seconds(tb.fill_interval) if message.HasField("token_bucket") else 0.0
+        interval = wholeMilliseconds(tb.fill_interval) if message.HasField("token_bucket") else 0.0
         if perRoute and not message.HasField("token_bucket"):
             raise ConfigError("%s: local rate limit token bucket must be set for per filter "
                               "configs" % (path,))

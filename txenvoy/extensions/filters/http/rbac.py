@@ -33,18 +33,14 @@ from zope.interface import implementer
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
 
 from txenvoy.config.errors import UnsupportedField
+from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
 from txenvoy.rbac import PeerIdentity, RbacInput, createEngine, statPrefixJoin
 from txenvoy.server.logging import componentLogger
 
-from txenvoy.http.filter_config import (
-    RouteSpecificConfigs,
-    WorkerStats,
-    checkFields,
-    httpStatPrefix,
-)
+from txenvoy.http.filter_config import RouteSpecificConfigs, WorkerStats, httpStatPrefix
 
 __all__ = ["RbacConfig", "RbacFilter", "rbacStatNames", "createRbac"]
 

@@ -4,7 +4,7 @@ C{envoy.filters.http.router}: the terminal HTTP filter, compiled into a
 L{txenvoy.http.router.RouterConfig}.
 """
 
-from txenvoy.config.errors import UnsupportedField
+from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.router import RouterConfig
 
@@ -21,9 +21,7 @@ SUPPORTED_FIELDS = frozenset(["dynamic_stats", "start_child_span", "suppress_env
 def createRouter(message, context):
     """Compile a C{Router} message."""
     path = context.path + ".typed_config"
-    for field, _ in message.ListFields():
-        if field.name not in SUPPORTED_FIELDS:
-            raise UnsupportedField("%s.%s" % (path, field.name))
+    checkFields(message, SUPPORTED_FIELDS, path)
     return RouterConfig(getattr(context, "httpStatPrefix", "http.unknown."),
                         suppressEnvoyHeaders=message.suppress_envoy_headers,
                         respectExpectedRqTimeout=message.respect_expected_rq_timeout)

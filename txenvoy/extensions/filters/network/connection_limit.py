@@ -22,6 +22,7 @@ import threading
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError
+from txenvoy.config.fields import durationSeconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.extensions.filters.network.local_ratelimit import runtimeFeatureEnabled
 from txenvoy.interfaces import INetworkFilterFactory
@@ -150,7 +151,7 @@ def createConnectionLimit(message, context):
                           "greater than or equal to 1" % (path,))
     delay = 0.0
     if message.HasField("delay"):
-        delay = message.delay.seconds + message.delay.nanos / 1e9
+        delay = durationSeconds(message.delay)
     config = ConnectionLimitConfig(message.stat_prefix, message.max_connections.value, delay,
                                    runtimeFeatureEnabled(message, "runtime_enabled"))
     mainStats = getattr(context.server, "mainStats", None)

@@ -14,7 +14,15 @@ import ipaddress
 
 from txenvoy.accesslog.filters import createAccessLog
 from txenvoy.config import registry
-from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField
+from txenvoy.config.errors import (
+    FAILED,
+    ConfigError,
+    UnsupportedExtension,
+    UnsupportedField,
+    attempt,
+    report,
+)
+from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.http import conn_manager
 from txenvoy.http.conn_manager import ConnectionManagerConfig
@@ -48,16 +56,6 @@ _UNDERSCORE_ACTIONS = {0: "ALLOW", 1: "REJECT_REQUEST", 2: "DROP_HEADER"}
 _UUID_REQUEST_ID = "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig"
 
 
-def _seconds(duration):
-    return duration.seconds + duration.nanos / 1e9
-
-
-def _checkFields(message, allowed, path):
-    for field, _ in message.ListFields():
-        if field.name not in allowed:
-            raise UnsupportedField("%s.%s" % (path, field.name))
-
-
 def _filterTypeName(entry):
     typeName = registry.typeNameOf(entry.typed_config)
     factory = registry.lookup(Category.HTTP_FILTER, typeName)
@@ -74,15 +72,19 @@ def _compileFilters(message, context, path, statPrefix):
     entries = list(message.http_filters)
     for i, entry in enumerate(entries):
         fpath = "%s.http_filters[%d]" % (path, i)
-        _checkFields(entry, _HTTP_FILTER_FIELDS, fpath)
+        checkFields(entry, _HTTP_FILTER_FIELDS, fpath)
         if entry.disabled:
-            raise UnsupportedField(fpath + ".disabled")
+            report(UnsupportedField(fpath + ".disabled"))
         try:
-            factory = filterContext.createExtension(Category.HTTP_FILTER, entry, fpath)
+            factory = attempt(filterContext.createExtension, Category.HTTP_FILTER, entry, fpath)
         except UnsupportedExtension:
             if entry.is_optional:
                 continue
             raise
+        if factory is FAILED:
+            # Reported; whether the chain ends in a terminal filter is
+            # unknown now.
+            continue
         terminal = bool(getattr(factory, "terminal", False))
         last = i == len(entries) - 1
         if terminal and not last:
@@ -110,7 +112,7 @@ def _knownClusters(context):
 def createHttpConnectionManager(message, context):
     """Compile an C{HttpConnectionManager} into a L{ConnectionManagerConfig}."""
     path = context.path + ".typed_config"
-    _checkFields(message, SUPPORTED_FIELDS, path)
+    checkFields(message, SUPPORTED_FIELDS, path)
     config = ConnectionManagerConfig()
     if not message.stat_prefix:
         raise ConfigError("%s.stat_prefix: value length must be at least 1 characters" % (path,))
@@ -131,13 +133,13 @@ def createHttpConnectionManager(message, context):
 
     common = message.common_http_protocol_options
     cpath = path + ".common_http_protocol_options"
-    _checkFields(common, _COMMON_FIELDS, cpath)
+    checkFields(common, _COMMON_FIELDS, cpath)
     if common.HasField("idle_timeout"):
-        config.idleTimeout = _seconds(common.idle_timeout)
+        config.idleTimeout = durationSeconds(common.idle_timeout)
     if common.HasField("max_connection_duration"):
-        config.maxConnectionDuration = _seconds(common.max_connection_duration)
+        config.maxConnectionDuration = durationSeconds(common.max_connection_duration)
     if common.HasField("max_stream_duration"):
-        config.maxStreamDuration = _seconds(common.max_stream_duration)
+        config.maxStreamDuration = durationSeconds(common.max_stream_duration)
     if common.HasField("max_headers_count"):
         config.maxHeadersCount = common.max_headers_count.value
     if common.HasField("max_requests_per_connection"):
@@ -147,7 +149,7 @@ def createHttpConnectionManager(message, context):
 
     http1 = message.http_protocol_options
     hpath = path + ".http_protocol_options"
-    _checkFields(http1, _HTTP1_FIELDS, hpath)
+    checkFields(http1, _HTTP1_FIELDS, hpath)
     config.acceptHttp10 = http1.accept_http_10
     if http1.default_host_for_http_10:
         config.defaultHostForHttp10 = http1.default_host_for_http_10.encode("utf-8")
@@ -167,13 +169,13 @@ def createHttpConnectionManager(message, context):
                               % (path,))
         config.maxRequestHeadersKb = kb
     if message.HasField("stream_idle_timeout"):
-        config.streamIdleTimeout = _seconds(message.stream_idle_timeout)
+        config.streamIdleTimeout = durationSeconds(message.stream_idle_timeout)
     if message.HasField("request_timeout"):
-        config.requestTimeout = _seconds(message.request_timeout)
+        config.requestTimeout = durationSeconds(message.request_timeout)
     if message.HasField("request_headers_timeout"):
-        config.requestHeadersTimeout = _seconds(message.request_headers_timeout)
+        config.requestHeadersTimeout = durationSeconds(message.request_headers_timeout)
     if message.HasField("delayed_close_timeout"):
-        config.delayedCloseTimeout = _seconds(message.delayed_close_timeout)
+        config.delayedCloseTimeout = durationSeconds(message.delayed_close_timeout)
 
     if message.HasField("use_remote_address"):
         config.useRemoteAddress = message.use_remote_address.value
@@ -214,7 +216,7 @@ def createHttpConnectionManager(message, context):
     upgrades = set()
     for i, upgrade in enumerate(message.upgrade_configs):
         upath = "%s.upgrade_configs[%d]" % (path, i)
-        _checkFields(upgrade, _UPGRADE_FIELDS, upath)
+        checkFields(upgrade, _UPGRADE_FIELDS, upath)
         enabled = upgrade.enabled.value if upgrade.HasField("enabled") else True
         if enabled:
             upgrades.add(upgrade.upgrade_type.lower().encode("utf-8"))

@@ -22,6 +22,7 @@ import weakref
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError
+from txenvoy.config.fields import durationSeconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.filter import NetworkFilter
@@ -115,7 +116,6 @@ class LocalRateLimitFilter(NetworkFilter):
         self.next.makeConnection(self)
 
 
-
 class _LocalRateLimitStats:
     """The per-worker C{local_rate_limit.<stat_prefix>.*} stat objects."""
 
@@ -146,10 +146,6 @@ class LocalRateLimitConfig:
         return LocalRateLimitFilter(self, connection, nextProtocol)
 
 
-def _seconds(duration):
-    return duration.seconds + duration.nanos / 1e9
-
-
 def runtimeFeatureEnabled(message, field):
     """
     The C{default_value} of an optional C{RuntimeFeatureFlag} field;
@@ -173,7 +169,7 @@ def createLocalRateLimit(message, context):
         raise ConfigError("%s: LocalRateLimitValidationError.TokenBucket: value is required"
                           % (path,))
     tb = message.token_bucket
-    interval = _seconds(tb.fill_interval)
+    interval = durationSeconds(tb.fill_interval)
     if interval < MIN_FILL_INTERVAL:
         raise ConfigError("%s.token_bucket.fill_interval: local rate limit token bucket fill "
                           "timer must be >= 50ms" % (path,))

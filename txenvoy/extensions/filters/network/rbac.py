@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError
+from txenvoy.config.fields import durationSeconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.filter import NetworkFilter, forwardReadConnectionLost
@@ -196,7 +197,7 @@ def createRbac(message, context):
     shadow = createEngine(message, "shadow_rules", "shadow_matcher", path, network=True)
     delay = 0.0
     if message.HasField("delay_deny"):
-        delay = message.delay_deny.seconds + message.delay_deny.nanos / 1e9
+        delay = durationSeconds(message.delay_deny)
     config = RbacConfig(message.stat_prefix, engine, shadow, message.shadow_rules_stat_prefix,
                         message.enforcement_type == CONTINUOUS, delay)
     mainStats = getattr(context.server, "mainStats", None)

@@ -22,6 +22,7 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import INetworkFilterFactory, IUpstreamConnectionCallbacks
 from txenvoy.network import splice
@@ -367,10 +368,6 @@ class TcpProxyConfig:
         return TcpProxyFilter(self, connection)
 
 
-def _seconds(duration):
-    return duration.seconds + duration.nanos / 1e9
-
-
 @extension(Category.NETWORK_FILTER,
            "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
            "envoy.filters.network.tcp_proxy")
@@ -378,9 +375,7 @@ def createTcpProxy(message, context):
     from txenvoy.accesslog.filters import createAccessLog
 
     path = context.path + ".typed_config"
-    for field, _ in message.ListFields():
-        if field.name not in _SUPPORTED:
-            raise UnsupportedField("%s.%s" % (path, field.name))
+    checkFields(message, _SUPPORTED, path)
     which = message.WhichOneof("cluster_specifier")
     if which == "cluster":
         clusters = [(message.cluster, 1)]
@@ -395,10 +390,11 @@ def createTcpProxy(message, context):
     else:
         raise ConfigError("%s: TcpProxyValidationError: value is required for cluster_specifier"
                           % (path,))
-    idle = _seconds(message.idle_timeout) if message.HasField("idle_timeout") else DEFAULT_IDLE_TIMEOUT
+    idle = (durationSeconds(message.idle_timeout) if message.HasField("idle_timeout")
+            else DEFAULT_IDLE_TIMEOUT)
     attempts = (message.max_connect_attempts.value
                 if message.HasField("max_connect_attempts") else 1)
-    duration = (_seconds(message.max_downstream_connection_duration)
+    duration = (durationSeconds(message.max_downstream_connection_duration)
                 if message.HasField("max_downstream_connection_duration") else 0.0)
     logs = [createAccessLog(al, context, "%s.access_log[%d]" % (path, i))
             for i, al in enumerate(message.access_log)]

@@ -1,0 +1,53 @@
+"""
+Tests for L{txenvoy.config.fields}, the helpers every config builder shares.
+"""
+
+from google.protobuf import duration_pb2
+from twisted.trial.unittest import SynchronousTestCase
+
+from envoy.config.cluster.v3 import cluster_pb2
+
+from txenvoy.config.errors import ConfigErrors, UnsupportedField, collectErrors
+from txenvoy.config.fields import checkFields, durationSeconds, wholeMilliseconds
+
+
+class CheckFieldsTests(SynchronousTestCase):
+
+    def cluster(self):
+        c = cluster_pb2.Cluster(name="a", alt_stat_name="b")
+        c.connect_timeout.seconds = 1
+        return c
+
+    def test_allowedAndIgnored(self):
+        """Fields allowed or harmless to ignore pass."""
+        checkFields(self.cluster(), ("name", "connect_timeout"), "c", ("alt_stat_name",))
+
+    def test_firstUnsupportedRaises(self):
+        """Outside a collection the first field not allowed raises, with its path."""
+        e = self.assertRaises(UnsupportedField, checkFields, self.cluster(), ("name",), "x[0]")
+        self.assertEqual(e.message, "x[0].connect_timeout: unsupported field: txenvoy does "
+                                    "not implement it yet")
+
+    def test_everyUnsupportedReported(self):
+        """Inside a collection every such field is reported."""
+        def check():
+            with collectErrors():
+                checkFields(self.cluster(), ("name",), "x")
+        e = self.assertRaises(ConfigErrors, check)
+        self.assertEqual([x.path for x in e.errors], ["x.connect_timeout", "x.alt_stat_name"])
+
+    def test_bootstrapPath(self):
+        """The bootstrap itself has the empty path: fields are named bare."""
+        e = self.assertRaises(UnsupportedField, checkFields, self.cluster(), (), "")
+        self.assertEqual(e.path, "name")
+
+
+class DurationTests(SynchronousTestCase):
+
+    def test_durationSeconds(self):
+        self.assertEqual(durationSeconds(duration_pb2.Duration(seconds=2, nanos=500000000)), 2.5)
+
+    def test_wholeMilliseconds(self):
+        """Envoy keeps route timeouts in whole milliseconds."""
+        self.assertEqual(
+            wholeMilliseconds(duration_pb2.Duration(seconds=1, nanos=2999999)), 1.002)

@@ -1,0 +1,33 @@
+# -*- test-case-name: tests.config.test_fields -*-
+"""
+Helpers every config builder shares: the check that no setting is silently
+dropped, and durations in seconds.
+"""
+
+from txenvoy.config.errors import UnsupportedField, report
+
+
+def checkFields(message, allowed, path, ignored=()):
+    """
+    Report, as an L{UnsupportedField} naming its path, every field set in
+    C{message} that is neither in C{allowed} nor harmless to leave out
+    (C{ignored}); C{path} is C{""} for the bootstrap itself. Inside L{txenvoy.config.errors.collectErrors} every such
+    field is reported and the caller goes on; outside, the first one raises.
+    """
+    for field, _ in message.ListFields():
+        name = field.name
+        if name not in allowed and name not in ignored:
+            report(UnsupportedField("%s.%s" % (path, name) if path else name))
+
+
+def durationSeconds(duration):
+    """A C{google.protobuf.Duration} in float seconds."""
+    return duration.seconds + duration.nanos / 1e9
+
+
+def wholeMilliseconds(duration):
+    """
+    A C{google.protobuf.Duration} in float seconds, cut to whole
+    milliseconds, as Envoy reads route timeouts.
+    """
+    return (duration.seconds * 1000 + duration.nanos // 1000000) / 1000.0
