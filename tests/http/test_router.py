@@ -351,6 +351,53 @@ class FailureTests(RouterTestCase):
         self.assertEqual(self.h.stat("cluster.origin.upstream_rq_pending_overflow"), 1)
 
 
+class IdleCloseRaceTests(RouterTestCase):
+    """
+    A host closes a kept-alive connection as idle just as a request is
+    written to it: the host never answers a byte.
+    """
+
+    def reusedThenClosed(self, request):
+        self.down.send(GET)
+        up = self.h.upstream()
+        up.respond(OK)
+        self.assertEqual(self.down.response().status, 200)
+        self.down.send(request)
+        self.assertEqual(len(self.h.upstreams()), 1)
+        up.close()
+        return up
+
+    def test_idempotentSentAgain(self):
+        """
+        A GET is sent again at once on a fresh connection, without spending
+        a retry (there is no retry policy here) or counting one.
+        """
+        self.reusedThenClosed(GET)
+        self.assertEqual(len(self.h.upstreams()), 2)
+        up = self.h.upstream()
+        self.assertEqual(up.request()[0], "GET /o/x HTTP/1.1")
+        up.respond(OK)
+        self.assertEqual(self.down.responses()[-1].status, 200)
+        self.assertEqual(self.h.stat("cluster.origin.upstream_rq_retry"), 0)
+        self.assertEqual(
+            self.h.stat("cluster.origin.upstream_cx_destroy_remote_with_active_rq"), 1)
+
+    def test_nonIdempotentFails(self):
+        """A POST may have been read: it gets Envoy's 503 (UC), never a second send."""
+        self.reusedThenClosed(b"POST /o/x HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\nhi")
+        self.assertEqual(len(self.h.upstreams()), 1)
+        r = self.down.responses()[-1]
+        self.assertEqual((r.status, r.body), (503, RESET + b"connection termination"))
+        self.assertEqual(self.log(1).responseFlags(), "UC")
+
+    def test_firstRequestOnConnectionFails(self):
+        """On a fresh connection a close before any answer is no idle race: 503."""
+        self.down.send(GET)
+        self.h.upstream().close()
+        self.assertEqual(self.down.response().status, 503)
+        self.assertEqual(len(self.h.upstreams()), 1)
+
+
 class RetryTests(RouterTestCase):
 
     def test_retriesExhausted(self):

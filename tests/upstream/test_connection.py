@@ -17,6 +17,7 @@ from txenvoy.stats.store import StatsStore
 from txenvoy.upstream.cluster_manager import ClusterManager
 from txenvoy.upstream.connection import (
     CONNECT_TIMEOUT,
+    PEEK_IDLE,
     REMOTE_CONNECTION_FAILURE,
     UpstreamConnection,
 )
@@ -181,6 +182,41 @@ class MemoryReactorTests(SynchronousTestCase):
         self.assertTrue(conn.closedLocally)
         self.assertEqual((self.s("upstream_cx_destroy_local"),
                           self.s("upstream_cx_destroy_remote")), (1, 0))
+
+    def test_closeAfterHostFinIsRemote(self):
+        """Closing after the host's FIN: Envoy counts the host's close."""
+        conn, transport = self.establish()
+        conn.readConnectionLost()
+        conn.close()
+        conn.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual((self.s("upstream_cx_destroy_local"),
+                          self.s("upstream_cx_destroy_remote")), (0, 1))
+
+    def test_withActiveRequest(self):
+        """
+        Callbacks without C{closingWithIncompleteStream} (a TCP proxy) carry
+        a stream while connected: Envoy's TCP pool counts every close of an
+        assigned connection in upstream_cx_destroy_*_with_active_rq.
+        """
+        conn, transport = self.establish()
+        conn.close()
+        conn.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual((self.s("upstream_cx_destroy_with_active_rq"),
+                          self.s("upstream_cx_destroy_local_with_active_rq"),
+                          self.s("upstream_cx_destroy_remote_with_active_rq")), (1, 1, 0))
+
+    def test_withoutActiveRequest(self):
+        """Callbacks that say no stream is incomplete: not counted as active."""
+        self.recorder.closingWithIncompleteStream = lambda: False
+        conn, transport = self.establish()
+        conn.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual((self.s("upstream_cx_destroy_remote"),
+                          self.s("upstream_cx_destroy_with_active_rq")), (1, 0))
+
+    def test_peekPlainTransportsOnly(self):
+        """L{UpstreamConnection.peek} says idle for transports it cannot look into."""
+        conn, transport = self.establish()
+        self.assertEqual(conn.peek(), PEEK_IDLE)
 
     def test_halfCloseFromHost(self):
         conn, transport = self.establish()
