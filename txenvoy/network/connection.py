@@ -116,6 +116,7 @@ class ServerConnection(Protocol):
             if self._closed or self.transport.disconnecting:
                 return
             # Stopped: decide now on what was already read, else wait for more.
+            seen = len(self._buffer)
             if not (f.maxReadBytes and self._buffer and f.onData(self._buffer)):
                 self._waitingForData = not (self._closed or self.transport.disconnecting)
                 if handlerLog.debugEnabled and self._waitingForData:
@@ -124,8 +125,7 @@ class ServerConnection(Protocol):
                 return
             if handlerLog.debugEnabled:
                 handlerLog.debug("%slistener filter %s: continue after %d bytes",
-                                 connTag(self.streamInfo.connectionId), type(f).__name__,
-                                 len(self._buffer))
+                                 connTag(self.streamInfo.connectionId), type(f).__name__, seen)
         self._endListenerFilters()
         self._newConnection()
 
@@ -239,11 +239,12 @@ class ServerConnection(Protocol):
         self._buffer += data
         if self._waitingForData:
             f = self._filters[self._filterIndex]
+            seen = len(self._buffer)
             if f.onData(self._buffer):
                 if handlerLog.debugEnabled:
                     handlerLog.debug("%slistener filter %s: continue after %d bytes",
                                      connTag(self.streamInfo.connectionId), type(f).__name__,
-                                     len(self._buffer))
+                                     seen)
                 self.continueFilterChain(True)
 
     def readConnectionLost(self):

@@ -15,6 +15,7 @@ from txenvoy.config.registry import Category
 from txenvoy.network.accept import OverflowLog
 from txenvoy.network.address import addressString
 from txenvoy.network.filter_chain import FilterChain, FilterChainManager, FilterChainMatch
+from txenvoy.server.logging import componentLogger
 from txenvoy.server.overload_manager import (
     GLOBAL_DOWNSTREAM_MAX_CONNECTIONS,
     REJECT_INCOMING_CONNECTIONS,
@@ -25,6 +26,15 @@ from txenvoy.server.overload_manager import (
 from txenvoy.stats.per_worker import StatsStruct
 
 DEFAULT_BUFFER_LIMIT = 1024 * 1024
+
+_handlerLog = componentLogger("conn_handler")
+
+
+def _refused(addr, why):
+    # Envoy's "closing connection from 127.0.0.1:5555: listener connection
+    # limit reached".
+    _handlerLog.debug("closing connection from %s:%s: %s", getattr(addr, "host", "?"),
+                      getattr(addr, "port", "?"), why)
 
 
 def listenerStatPrefix(host, port):
@@ -256,14 +266,20 @@ class ActiveListener(ServerFactory):
         if self._global and not self.overload.tryAllocateResource(
                 GLOBAL_DOWNSTREAM_MAX_CONNECTIONS):
             s.downstream_global_cx_overflow.inc()
+            if _handlerLog.debugEnabled:
+                _refused(addr, "global connection limit reached")
             return None
         if self.overload.shouldApply(REJECT_INCOMING_CONNECTIONS):
             s.downstream_cx_overload_reject.inc()
+            if _handlerLog.debugEnabled:
+                _refused(addr, "overload action reject_incoming_connections")
             self._releaseGlobal()
             return None
         limit = self.config.connectionLimit()
         if limit is not None and not self.config.openConnections.tryAllocate(limit):
             s.downstream_cx_overflow.inc()
+            if _handlerLog.debugEnabled:
+                _refused(addr, "listener connection limit reached")
             self._releaseGlobal()
             return None
         connection = self._connectionClass(self, addr)
