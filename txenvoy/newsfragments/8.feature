@@ -1,0 +1,1 @@
+txenvoy.testing: test your own filters in memory, inside a real connection manager, router and pool (HttpProxyHarness), one filter call by call (compileHttpFilter, makeHttpFilter), or a network filter on fake connections (NetworkFilterHarness).
