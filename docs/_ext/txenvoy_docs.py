@@ -15,10 +15,15 @@ class UsageDirective(Directive):
     """The command line's usage text, as C{txenvoy --help} prints it."""
 
     def run(self):
-        from txenvoy.server.options import Options
+        from txenvoy.server.script import ScriptOptions
 
-        text = str(Options()).strip()
-        return [nodes.literal_block(text, text)]
+        options = ScriptOptions()
+        # Not the docs builder's own docstring, which usage.Options would add.
+        options.longdesc = ""
+        text = str(options).strip()
+        block = nodes.literal_block(text, text)
+        block["language"] = "text"
+        return [block]
 
 
 class ExtensionsDirective(Directive):

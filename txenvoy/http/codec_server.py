@@ -1107,7 +1107,7 @@ class ServerCodec:
         Envoy refuses and llhttp would let through (see L{_requestLine}).
         In header lines a CR not followed by LF is dropped (Envoy forwards
         C{ab} for C{a\\rb}), a bare LF gets its CR, and an obs-fold line
-        break is removed (C{a\\r\\n  b} gives C{a  b}). Bytes outside heads are
+        break is removed (C{a\\r\\n} and two spaces before C{b} give C{a}, two spaces and C{b}). Bytes outside heads are
         fed untouched.
         """
         forwarder = self._forwarder

@@ -2,7 +2,7 @@
 """
 Envoy's route table (C{RouteConfiguration}), compiled once when the config
 loads into plain Python objects that route a request without touching a
-protobuf message.
+protobuf message::
 
     table = RouteTable.fromProto(hcm.route_config, path, knownClusters)
     match = table.route(authority, path, headers, method)

@@ -57,7 +57,7 @@ class ShutdownDrain:
     or when cut short (a second signal), whichever comes first. Says what it
     waits for and until when, since a silent wait looks like a hang.
 
-    @ivar done: a L{Deferred} that fires with the number of connections
+    @ivar done: a C{Deferred} that fires with the number of connections
         left open (0 when every one closed by itself).
     """
 

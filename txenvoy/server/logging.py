@@ -191,7 +191,7 @@ class LogLevels:
     def text(self):
         """
         What C{POST /logging} answers: C{active loggers:} and one
-        C{  name: level} line per logger, then an empty line.
+        C{name: level} line per logger (indented by two spaces), then an empty line.
         """
         return "active loggers:\n" + "".join(
             "  %s: %s\n" % (name, self._levels[name]) for name in self.names) + "\n"

@@ -2,15 +2,15 @@
 """
 What the process does on a signal (Envoy's C{RunHelper} signal wiring).
 
-- SIGINT (Ctrl-C): exit at once, as Envoy does.
-- SIGTERM: stop accepting and let open connections finish, up to
-  C{--shutdown-drain-time-s} (txenvoy's addition; Envoy exits at once);
-  the exit comes as soon as the last connection closes.
-- A second SIGTERM or SIGINT while draining: exit at once.
-- SIGUSR1: reopen the log files (access logs and C{--log-path}), for
-  logrotate without C{copytruncate}.
-- SIGHUP: logged and ignored, as Envoy does (hot restart is driven from
-  outside).
+ - SIGINT (Ctrl-C): exit at once, as Envoy does.
+ - SIGTERM: stop accepting and let open connections finish, up to
+   C{--shutdown-drain-time-s} (txenvoy's addition; Envoy exits at once);
+   the exit comes as soon as the last connection closes.
+ - A second SIGTERM or SIGINT while draining: exit at once.
+ - SIGUSR1: reopen the log files (access logs and C{--log-path}), for
+   logrotate without C{copytruncate}.
+ - SIGHUP: logged and ignored, as Envoy does (hot restart is driven from
+   outside).
 
 Handlers only post to the main reactor; the work happens there.
 """

@@ -217,9 +217,9 @@ class _Timer:
 @implementer(IStreamFilterCallbacks)
 class FakeStreamFilterCallbacks:
     """
-    Recording callbacks for one filter of one stream, on a L{Clock}.
+    Recording callbacks for one filter of one stream, on a C{Clock}.
 
-    @ivar clock: the L{Clock} of the filter's timers (C{clock.advance}).
+    @ivar clock: the C{Clock} of the filter's timers (C{clock.advance}).
     @ivar store: the L{StatsStore}; see L{counter} and L{gauge}.
     @ivar localReplies: the L{LocalReply}s sent.
     @ivar encoded: C{(headers, endStream)} given to C{encodeHeaders}.

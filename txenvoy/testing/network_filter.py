@@ -2,7 +2,7 @@
 """
 One network filter on a fake connection: its config compiled through the
 registry, the filter built in front of a recording next filter, bytes
-written to a L{StringTransport}, time on a L{Clock}::
+written to a C{StringTransport}, time on a C{Clock}::
 
     from txenvoy.testing import NetworkFilterHarness
 
@@ -136,10 +136,10 @@ class _Connected:
 class NetworkFilterHarness:
     """
     A network filter's config, built once, and connections through it on
-    worker dispatchers sharing one L{StatsStore} and one L{Clock}.
+    worker dispatchers sharing one L{StatsStore} and one C{Clock}.
 
     @ivar factory: the compiled filter factory.
-    @ivar clock: the L{Clock}; C{clock.advance(seconds)} fires timers.
+    @ivar clock: the C{Clock}; C{clock.advance(seconds)} fires timers.
     @ivar store: the L{StatsStore}.
     """
 

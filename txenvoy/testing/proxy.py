@@ -2,8 +2,8 @@
 """
 A whole HTTP connection manager in memory: a real compiled
 C{HttpConnectionManager} config (your HTTP filters, the router, routes),
-real clusters and connection pools, on a L{MemoryReactorClock}, with
-downstream and upstream connections on L{StringTransport}s. Nothing
+real clusters and connection pools, on a C{MemoryReactorClock}, with
+downstream and upstream connections on C{StringTransport}s. Nothing
 touches a socket or the global reactor; time moves only when the test
 calls L{HttpProxyHarness.advance}.
 
@@ -18,7 +18,7 @@ The short way: one request through the chain, the upstream answering::
     exchange.response.status       # what the client got
     exchange.upstreamRequest       # what reached the upstream, or None
 
-The long way, for streaming, timers and failures: L{connect} a client,
+The long way, for streaming, timers and failures: C{connect()} a client,
 L{Downstream.send} bytes, take the L{upstream} connection the pool opened
 and answer it with L{Upstream.respond}, L{advance} the clock, read
 L{stat}s.
@@ -276,7 +276,7 @@ class Upstream:
 
 class HttpProxyHarness:
     """
-    A compiled connection manager with clusters, on a L{MemoryReactorClock}.
+    A compiled connection manager with clusters, on a C{MemoryReactorClock}.
 
     By default the clusters are C{origin} (127.0.0.1:8080), C{dead}
     (127.0.0.1:8081, for a test to fail) and C{empty} (no hosts), and every
@@ -289,7 +289,7 @@ class HttpProxyHarness:
         defaults (C{stat_prefix: ingress}).
     @param clusters: C{Cluster} messages (see L{txenvoy.testing.clusterProto}).
     @param testCase: if given, the harness stops at the test's cleanup.
-    @ivar reactor: the L{MemoryReactorClock}.
+    @ivar reactor: the C{MemoryReactorClock}.
     @ivar store: the L{StatsStore}.
     @ivar accessLog: a L{RecordingAccessLogger} (unless C{accessLog=False}).
     """

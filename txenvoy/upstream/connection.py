@@ -17,7 +17,7 @@ callbacks object (tcp_proxy's upstream side, an HTTP codec):
  - C{onUpstreamReadClosed()}: the host half-closed (FIN); we may still
    write
  - C{onUpstreamClosed(reason)}: fully closed; C{reason} is the Twisted
-   L{Failure} given to C{connectionLost}
+   C{Failure} given to C{connectionLost}
 
 Reads go straight to C{onUpstreamData} through a small closure that adds
 the byte count, bound once when the connection is made: the per-read cost
@@ -80,23 +80,23 @@ class UpstreamConnection(Protocol):
     """
     A connection to one upstream host, owned by one worker.
 
+    The callbacks may also have C{closingWithIncompleteStream()}: whether
+    closing now interrupts a request (Envoy counts those closes again in
+    C{upstream_cx_destroy_{local,remote}_with_active_rq}). Without it, a
+    connected connection always carries one (a TCP proxy's connection is
+    its stream, as Envoy's TCP pool counts it).
+
     @ivar host: the L{txenvoy.upstream.host.Host}.
     @ivar hostStats: this worker's L{txenvoy.upstream.host.HostStats} for
         that host (the HTTP side counts C{rq_*} there).
     @ivar cluster: the worker's L{ThreadLocalCluster}.
     @ivar transport: the Twisted transport once connected, else C{None}.
     @ivar connected: True between connect and close.
-    @ivar failureReason: the Twisted L{Failure} of a failed connect.
+    @ivar failureReason: the Twisted C{Failure} of a failed connect.
     @ivar timedOut: whether the connect timed out.
     @ivar closedLocally: whether we (not the host) closed it.
     @ivar connectionId: its id, from the same sequence as downstream
         connections' (Envoy's C{[C1]} in C{Attached upstream connection [C1]}).
-
-    The callbacks may also have C{closingWithIncompleteStream()}: whether
-    closing now interrupts a request (Envoy counts those closes again in
-    C{upstream_cx_destroy_{local,remote}_with_active_rq}). Without it, a
-    connected connection always carries one (a TCP proxy's connection is
-    its stream, as Envoy's TCP pool counts it).
     """
 
     transport = None

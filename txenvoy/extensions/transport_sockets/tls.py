@@ -5,7 +5,7 @@ filter chain (Envoy's C{DownstreamTlsContext}).
 
 The OpenSSL contexts are built once, when the config loads; each accepted
 connection only gets an C{OpenSSL.SSL.Connection} from them. The socket is
-a L{twisted.protocols.tls.TLSMemoryBIOProtocol} between the TCP transport
+a C{twisted.protocols.tls.TLSMemoryBIOProtocol} between the TCP transport
 and the network filter chain, always driven by the worker's own reactor,
 and, unlike Twisted's, it carries TCP half-close: the client's
 C{close_notify} (or FIN) reaches the filter chain as C{readConnectionLost},

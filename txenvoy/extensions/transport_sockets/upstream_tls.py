@@ -236,7 +236,7 @@ class UpstreamTlsProtocol(DownstreamTlsProtocol):
     def getHandle(self):
         """
         The socket, for socket options; the TLS connection is
-        L{tlsConnection}.
+        C{tlsConnection}.
         """
         return self.transport.getHandle()
 

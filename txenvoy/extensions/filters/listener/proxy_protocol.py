@@ -10,7 +10,7 @@ where they differ in detail):
  - fewer than 16 bytes and no CRLF yet: wait; 16 bytes that start with
    neither signature: not PROXY protocol;
  - a v1 line is whatever ends at the first CRLF, at most 107 bytes, split
-   on single spaces (C{"PROXY  TCP4"} is an error); C{UNKNOWN} keeps the
+   on single spaces (two spaces between C{PROXY} and C{TCP4} are an error); C{UNKNOWN} keeps the
    real addresses;
  - v2 C{LOCAL} keeps the real addresses; C{PROXY} needs AF_INET or
    AF_INET6 over STREAM or DGRAM; TLVs must be well formed;
