@@ -279,7 +279,8 @@ def makeInput(rng, index):
         names = []
         for _ in range(rng.choice([1, 1, 1, 2, 2, 3])):
             m = rng.choice(MUTATIONS)
-            data = m(rng, data) or data
+            if len(data) > 1:
+                data = m(rng, data) or data
             names.append(m.__name__[1:])
         if tag in data and data != seed:
             return data, names

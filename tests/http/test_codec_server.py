@@ -973,6 +973,19 @@ class RequestLineTests(CodecTestMixin, SynchronousTestCase):
         self.assertRejected(b"POST / HTTP/1.1\r\nTransfer-Encoding:\r\nHost\xff: a\r\n\r\n",
                             BAD_REQUEST, 400, Details.CODEC_ERROR)
 
+    def test_errorInTrailersWaitsForTheirEnd(self):
+        """
+        Envoy judges a chunked request's trailers once their empty line has
+        come: a bad trailer line is answered then (400), not before.
+        """
+        server = self.codec(autoRespond=False)
+        server.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                            b"\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n5;x=\xff\r\n")
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(len(self.callbacks.decoders), 1)
+        server.dataReceived(b"\r\n")
+        self.assertEqual(self.transport.value(), BAD_REQUEST)
+
     def test_absoluteFormAuthority(self):
         """
         Envoy parses an absolute-form target with its URL parser, which

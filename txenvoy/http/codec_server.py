@@ -1074,6 +1074,13 @@ class ServerCodec:
         forwarder = self._forwarder
         if forwarder is not None and (forwarder.inHead or forwarder.idle):
             self._headError(error, data)
+        elif (self._trailers is not None and not self._inHead
+                and "header" in str(exc)):
+            # A fault in the trailers of a chunked request: Envoy, too,
+            # judges them once their empty line has come (looked for after
+            # the last chunk's line, when this read has it).
+            last = data.rfind(b"\n0")
+            self._headError(error, data[last + 1:] if last >= 0 else data)
         else:
             self._protocolError(error)
 
