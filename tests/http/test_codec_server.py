@@ -986,13 +986,46 @@ class RequestLineTests(CodecTestMixin, SynchronousTestCase):
         server.dataReceived(b"\r\n")
         self.assertEqual(self.transport.value(), BAD_REQUEST)
 
+    def test_repeatedExpectIsOneValue(self):
+        """
+        Envoy joins repeated Expect headers into one value: two
+        C{100-continue} are C{100-continue,100-continue}, which asks for no
+        100 (Envoy answers none).
+        """
+        decoder = self.assertServed(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+                                    b"X-A: 1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi")
+        self.assertEqual(decoder.headers.headers.getAll(b"expect"),
+                         [b"100-continue,100-continue"])
+
+    def test_transferEncodingTrailingWhitespace(self):
+        """Envoy trims a value's trailing whitespace: C{chunked\\t} is chunked."""
+        for line in (b"Transfer-Encoding: chunked\t", b"transfer-encoding: chunked \r\t"):
+            decoder = self.assertServed(b"POST / HTTP/1.1\r\nHost: a\r\n" + line +
+                                        b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+            self.assertEqual(b"".join(decoder.body), b"abc")
+
+    def test_http2VersionWithProxyConnection(self):
+        """
+        Envoy: HTTP/2.0 on an HTTP/1 listener is 426 whatever the headers
+        say (llhttp's keep-alive answer reads Proxy-Connection too).
+        """
+        self.assertRejected(b"GET / HTTP/2.0\r\nHost: a\r\nProxy-Connection: keep-alive\r\n\r\n",
+                            UPGRADE_REQUIRED, 426, Details.LOW_VERSION)
+
+    def test_versionNotHttp(self):
+        """Envoy: a version not of the form HTTP/d.d (RTSP/1.0, which llhttp takes) is 400."""
+        for version in (b"RTSP/1.0", b"HTTP/01.1", b"ICE/1.0"):
+            self.assertRejected(b"GET / " + version + b"\r\nHost: a\r\n\r\n",
+                                BAD_REQUEST, 400, Details.CODEC_ERROR)
+
     def test_absoluteFormAuthority(self):
         """
         Envoy parses an absolute-form target with its URL parser, which
         refuses a host with C{%} or other characters outside a reg-name (400,
         http1.invalid_url), while the same in C{Host} is taken.
         """
-        for target in (b"http://b%.test/p", b"http://b%41/p"):
+        for target in (b"http://b%.test/p", b"http://b%41/p", b"http://b.tes;/p",
+                       b"http://b.!test/p"):
             self.assertRejected(b"MOVE " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n",
                                 BAD_REQUEST, 400, Details.INVALID_URL)
 

@@ -181,7 +181,7 @@ for _n in (
     b"cookie", b"content-type", b"authorization", b"cache-control",
     b"referer", b"origin", b"x-forwarded-for", b"x-forwarded-proto",
     b"x-request-id", b"pragma", b"if-none-match", b"if-modified-since",
-    b"expect", b"range", b"dnt", b"x-requested-with", b"date", b"server",
+    b"range", b"dnt", b"x-requested-with", b"date", b"server",
     b"etag", b"last-modified", b"vary", b"location", b"set-cookie",
     b"content-encoding", b"expires", b"age", b"accept-ranges",
 ):

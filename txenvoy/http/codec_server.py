@@ -58,13 +58,14 @@ from txenvoy.http.status import statusLine
 __all__ = ["ServerCodec", "ResponseEncoder"]
 
 # Request headers with a meaning for the codec (see ServerCodec._namedHeader).
-_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _UPGRADE = range(5)
+_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _UPGRADE, _EXPECT = range(6)
 _SPECIAL = {
     b"host": _HOST,
     b"content-length": _CONTENT_LENGTH,
     b"transfer-encoding": _TRANSFER_ENCODING,
     b"connection": _CONNECTION,
     b"upgrade": _UPGRADE,
+    b"expect": _EXPECT,
 }
 # The same, by spelling as received; filled as spellings are seen.
 _SPECIAL_RAW = {}
@@ -81,10 +82,10 @@ _MAX_NOMINATED_HEADERS = 10
 _ABSOLUTE_URL = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)", re.S)
 _AUTHORITY = re.compile(rb"[A-Za-z0-9!$&'()*+,;=\-._~:@%\[\]]*")
 _PORT = re.compile(rb"[^\]]*:([0-9]+)")
-# The authority of an absolute-form target, as Envoy's URL parser (GURL)
-# takes it: reg-name characters or an IPv6 literal, an optional port.
+# The authority of an absolute-form target, as far as Envoy's URL parser
+# takes it: letters, digits, -._~ or an IPv6 literal, an optional port.
 _URL_AUTHORITY = re.compile(
-    rb"(?:[^@/?#]*@)?(?:[A-Za-z0-9\-._~!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
+    rb"(?:[^@/?#]*@)?(?:[A-Za-z0-9\-._~]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 # A CONNECT target: host:port.
 _CONNECT_TARGET = re.compile(rb"[A-Za-z0-9\-._~]+:[0-9]{1,5}")
 
@@ -523,6 +524,7 @@ class ServerCodec:
         self._host = None
         self._contentLength = None
         self._transferEncoding = None
+        self._expectAt = None
         self._connection = None
         self._upgradeValue = None
         self._bodyRemaining = 0
@@ -653,6 +655,7 @@ class ServerCodec:
         self._transferEncoding = None
         self._connection = None
         self._upgradeValue = None
+        self._expectAt = None
         self._trailers = None
 
     def on_url(self, url):
@@ -670,6 +673,7 @@ class ServerCodec:
                 self._namedHeader(name, value)
                 return
             # A header the codec reads, under a spelling seen before.
+            raw = value
             value = value.rstrip(b" \t")
             self._headSize += len(name) + len(value)
             if kind == _HOST:
@@ -684,7 +688,7 @@ class ServerCodec:
                     self._connection + b"," + value)
                 self._headers.append((b"connection", value))
                 return
-            self._special(kind, value)
+            self._special(kind, value, raw)
             return
         value = value.rstrip(b" \t")
         self._headSize += len(name) + len(value)
@@ -694,6 +698,7 @@ class ServerCodec:
         # Every name not in the cache comes here: lower-case it, apply the
         # underscore policy, pick out the headers the codec reads.
         lname = name.lower()
+        raw = value
         value = value.rstrip(b" \t")
         self._headSize += len(name) + len(value)
         if self._trailers is not None:
@@ -717,14 +722,18 @@ class ServerCodec:
                 _PLAIN_NAMES[name] = lname
             self._headers.append((lname, value))
         else:
-            self._special(kind, value)
+            self._special(kind, value, raw)
 
-    def _special(self, kind, value):
+    def _special(self, kind, value, raw=None):
         if kind == _HOST:
             # Envoy joins several Host headers into one authority.
             self._host = value if self._host is None else self._host + b"," + value
             self._extraCount += 1
         elif kind == _TRANSFER_ENCODING:
+            if raw is not None and raw[-1:] in b" \t" and self._forwarder is None:
+                # llhttp takes "chunked\t" for another coding; Envoy trims
+                # it. The rewriting parser trims it before llhttp sees it.
+                raise _Reparse()
             self._transferEncoding = joinTransferEncoding(self._transferEncoding, value)
             self._extraCount += 1
         elif kind == _CONTENT_LENGTH:
@@ -734,9 +743,19 @@ class ServerCodec:
             self._connection = value if self._connection is None else (
                 self._connection + b"," + value)
             self._headers.append((b"connection", value))
-        else:
+        elif kind == _UPGRADE:
             self._upgradeValue = value
             self._headers.append((b"upgrade", value))
+        else:
+            # Envoy joins repeated Expect headers into one value, so that
+            # two 100-continue are no 100-continue.
+            headers = self._headers
+            at = self._expectAt
+            if at is None:
+                self._expectAt = len(headers)
+                headers.append((b"expect", value))
+            else:
+                headers[at] = (b"expect", headers[at][1] + b"," + value)
 
     def on_headers_complete(self):
         # Checks run in the order Envoy's codec and connection manager run
@@ -802,15 +821,9 @@ class ServerCodec:
         else:
             hasClose = _hasToken(connection, b"close")
             hasKeepAlive = _hasToken(connection, b"keep-alive")
-        if self._forwarder is None and hasClose == hasKeepAlive:
-            # The fast parser accepts only 0.9, 1.0, 1.1 and 2.0, and
-            # llhttp's keep-alive answer then tells 1.1 from the others
-            # unless exactly one of the two tokens is present; that is
-            # cheaper than asking for the version string.
-            http11 = parser.should_keep_alive() != hasClose
-        else:
-            http11 = parser.get_http_version() == "1.1"
-        if http11:
+        # (llhttp's keep-alive answer cannot tell 1.1 from 2.0: it reads
+        # Proxy-Connection too.)
+        if parser.get_http_version() == "1.1":
             version = "HTTP/1.1"
             http10 = False
             keepAlive = not hasClose
@@ -820,9 +833,11 @@ class ServerCodec:
             keepAlive = hasKeepAlive
             if authority is None:
                 authority = self._defaultHost
-        elif self._forwarder is None and url.endswith(b"HTTP/1.1"):
-            # Perhaps a request line of two parts that Envoy takes for
-            # HTTP/1.1 (see _requestLine): the rewriting parser decides.
+        elif self._forwarder is None:
+            # The rewriting parser judges the request line as Envoy does
+            # (see _requestLine): a version not of the form HTTP/d.d (llhttp
+            # takes RTSP/1.0) is 400, two parts ending in HTTP/1.1 are
+            # HTTP/1.1; else 426 there.
             self._inHead = True
             raise _Reparse()
         else:
@@ -1596,12 +1611,14 @@ def _checkMethod(line):
 def _headerLine(line):
     """
     A header line (without its line break) with the CRs Envoy drops from
-    a header value removed; a CR before the colon is left for llhttp to
-    refuse.
+    a header value removed and trailing whitespace trimmed; a CR before the
+    colon is left for llhttp to refuse.
     """
-    if b"\r" not in line:
-        return line
-    colon = line.find(b":")
-    if colon < 0 or b"\r" in line[:colon]:
-        return line
-    return line[:colon] + line[colon:].replace(b"\r", b"")
+    if b"\r" in line:
+        colon = line.find(b":")
+        if colon < 0 or b"\r" in line[:colon]:
+            return line
+        line = line[:colon] + line[colon:].replace(b"\r", b"")
+    # Envoy trims a value's trailing whitespace (llhttp would take
+    # "chunked\t" for another coding).
+    return line.rstrip(b" \t")
