@@ -64,6 +64,17 @@ CASES = {
     "badCharPartialHead": b"GET /o/p HTTP/1.1\r\nHost: a\x01\r\n",
     "whitespaceLineIsAFold": b"GET /o/w HTTP/1.1 \r\nHost: a \r\n \r\n",
     "badNameBeforeTe": b"POST /o/c HTTP/1.1\r\nTransfer-Encoding:\r\nHost\xff: a\r\n\r\n",
+    "trailerFaultWaits": b"PUT /o/c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"3\r\nabc\r\n0\r\nX-T: 1\r\n5;x=\xff\r\n",
+    # Values and versions.
+    "expectRepeated": b"POST /o/e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+                      b"Expect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+    "teTrailingTab": b"PUT /o/c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\t\r\n\r\n"
+                     b"3\r\nabc\r\n0\r\n\r\n",
+    "http2WithProxyConnection": b"GET /o/p HTTP/2.0\r\nHost: a\r\n"
+                                b"Proxy-Connection: keep-alive\r\n\r\n",
+    "rtspVersion": b"GET /o/p RTSP/1.0\r\nHost: a\r\n\r\n",
+    "absoluteHostSemicolon": b"GET http://b.tes;/o/p HTTP/1.1\r\nHost: a\r\n\r\n",
 }
 
 

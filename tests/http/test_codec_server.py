@@ -926,11 +926,11 @@ class RequestLineTests(CodecTestMixin, SynchronousTestCase):
 
     def test_unknownMethodAtOnce(self):
         """
-        Envoy refuses a method it does not know, or bytes that cannot be
-        one (a TLS hello), as soon as it reads them: 400 before the head
-        ends.
+        Envoy refuses a method it does not know once the request line
+        ends, and bytes that cannot be one (a TLS hello) as soon as it
+        reads them: 400 before the head ends.
         """
-        for data in (b"FOO / HTTP/1.1\r\nHost: a\r\n", b"FOO /",
+        for data in (b"FOO / HTTP/1.1\r\nHost: a\r\n",
                      b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03"):
             server = self.codec()
             server.dataReceived(data)
@@ -1018,6 +1018,30 @@ class RequestLineTests(CodecTestMixin, SynchronousTestCase):
             self.assertRejected(b"GET / " + version + b"\r\nHost: a\r\n\r\n",
                                 BAD_REQUEST, 400, Details.CODEC_ERROR)
 
+    def test_twoPartLineEndingInHttp11PartialHead(self):
+        """
+        For Envoy such a line is a whole request already: answered (400, no
+        Host) without waiting for the rest of the head.
+        """
+        server = self.codec()
+        server.dataReceived(b"HEAD /x/hHTTP/1.1\r\nHost: a\r\nConnection: keep-a")
+        self.assertEqual(self.transport.value(), EMPTY_400)
+
+    def test_printableMethodWaitsForItsLine(self):
+        """Envoy judges a method of printable bytes once the line ends."""
+        server = self.codec()
+        server.dataReceived(b"P_ST /x")
+        self.assertEqual(self.transport.value(), b"")
+        server.dataReceived(b" HTTP/1.1\r\n")
+        self.assertEqual(self.transport.value(), BAD_REQUEST)
+
+    def test_contentLengthWithAnyTransferEncoding(self):
+        """Envoy: Content-Length with a Transfer-Encoding llhttp refuses is 400, not 501."""
+        for te in (b"chunked, gzip", b""):
+            self.assertRejected(b"POST / HTTP/1.1\r\nTransfer-Encoding: " + te +
+                                b"\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+                                BAD_REQUEST, 400, Details.CONTENT_LENGTH_AND_CHUNKED)
+
     def test_absoluteFormAuthority(self):
         """
         Envoy parses an absolute-form target with its URL parser, which
@@ -1025,7 +1049,7 @@ class RequestLineTests(CodecTestMixin, SynchronousTestCase):
         http1.invalid_url), while the same in C{Host} is taken.
         """
         for target in (b"http://b%.test/p", b"http://b%41/p", b"http://b.tes;/p",
-                       b"http://b.!test/p"):
+                       b"http://b.!test/p", b"http://b_test/p"):
             self.assertRejected(b"MOVE " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n",
                                 BAD_REQUEST, 400, Details.INVALID_URL)
 

@@ -83,9 +83,9 @@ _ABSOLUTE_URL = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)", re.S)
 _AUTHORITY = re.compile(rb"[A-Za-z0-9!$&'()*+,;=\-._~:@%\[\]]*")
 _PORT = re.compile(rb"[^\]]*:([0-9]+)")
 # The authority of an absolute-form target, as far as Envoy's URL parser
-# takes it: letters, digits, -._~ or an IPv6 literal, an optional port.
+# takes it: letters, digits, - and . or an IPv6 literal, an optional port.
 _URL_AUTHORITY = re.compile(
-    rb"(?:[^@/?#]*@)?(?:[A-Za-z0-9\-._~]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
+    rb"(?:[^@/?#]*@)?(?:[A-Za-z0-9\-.]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 # A CONNECT target: host:port.
 _CONNECT_TARGET = re.compile(rb"[A-Za-z0-9\-._~]+:[0-9]{1,5}")
 
@@ -97,11 +97,14 @@ _HEAD_END = re.compile(rb"\n\r?\n")
 # up to SP.
 _METHOD = re.compile(rb"[^\x00-\x20]*")
 _PART = re.compile(rb"[^\x00-\x20]+")
+_BINARY = re.compile(rb"[\x7f-\xff]")
 # Request targets as Envoy's first check takes them (see _urlValid).
 _URL_PATH = re.compile(rb"[\x21-\x7e]*")
 _URL_HOST = rb"([A-Za-z0-9!$%&'()*+,\-.:;=@\[\]_~]*)"
 _URL_ABSOLUTE = re.compile(rb"[A-Za-z]+://" + _URL_HOST + rb"(?:[/?][\x21-\x7e]*)?")
 _URL_CONNECT = re.compile(_URL_HOST + rb"(?:[/?][\x21-\x7e]*)?")
+# A Content-Length header line.
+_CONTENT_LENGTH_LINE = re.compile(rb"\n[Cc][Oo][Nn][Tt][Ee][Nn][Tt]-[Ll][Ee][Nn][Gg][Tt][Hh][ \t]*:")
 # A header name.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # The form of a version Envoy reads further.
@@ -512,6 +515,7 @@ class ServerCodec:
         self._deferred = None
         self._deferredBytes = 0
         self._deferredTail = b""
+        self._deferredHead = None
         self._parsing = True        # False once an error stopped parsing
 
         # The message being parsed.
@@ -787,6 +791,8 @@ class ServerCodec:
         isConnect = method == b"CONNECT"
         if isConnect and cl is not None and cl != b"0":
             raise CodecError(400, Details.BODY_DISALLOWED)
+        if te is not None and cl is not None:
+            raise CodecError(400, Details.CONTENT_LENGTH_AND_CHUNKED)
         if te is not None and (isConnect or te.lower() != b"chunked"):
             raise CodecError(501, Details.INVALID_TRANSFER_ENCODING)
         if connection is not None:
@@ -997,6 +1003,12 @@ class ServerCodec:
             error = e
         else:
             if self._inHead:
+                if (self._url[-8:] == b"HTTP/1.1" and self._savedFirst
+                        and self._parser.get_http_version() == "0.9"):
+                    # A request line of two parts ending in HTTP/1.1: for
+                    # Envoy a whole request already (see _requestLine).
+                    self._replay()
+                    return
                 # A head being read: bound what httptools accumulates for a
                 # header still in progress. A chunk that completed no part
                 # of the head belongs to it entirely.
@@ -1081,11 +1093,7 @@ class ServerCodec:
             # parse the input again from the last message boundary.
             self._replay()
             return
-        error = _mapParserError(str(exc))
-        if error.status == 501 and _headFault(data):
-            # Envoy refuses bad characters in any header line before it
-            # looks at Transfer-Encoding.
-            error = CodecError(400, Details.CODEC_ERROR)
+        error = self._beforeTransferEncoding(_mapParserError(str(exc)), data)
         forwarder = self._forwarder
         if forwarder is not None and (forwarder.inHead or forwarder.idle):
             self._headError(error, data)
@@ -1179,7 +1187,7 @@ class ServerCodec:
                     # at once, as Envoy does.
                     self._carry = data[pos:]
                     if not forwarder.inHead:
-                        _checkMethod(self._carry)
+                        _checkMethod(self._carry, partial=True)
                     break
                 nxt = m.end()
                 line = data[pos:nxt - 1]
@@ -1265,6 +1273,19 @@ class ServerCodec:
             raise CodecError(400, Details.CODEC_ERROR)
         return b" ".join(parts) + b"\r\n"
 
+    def _beforeTransferEncoding(self, error, data):
+        """
+        @return: C{error}, or for a 501 (Transfer-Encoding) what Envoy finds
+            first in the head C{data}: bad characters in any header line
+            (400), or a Content-Length with the Transfer-Encoding (400).
+        """
+        if error.status == 501:
+            if _headFault(data):
+                return CodecError(400, Details.CODEC_ERROR)
+            if self._contentLength is not None or _CONTENT_LENGTH_LINE.search(data):
+                return CodecError(400, Details.CONTENT_LENGTH_AND_CHUNKED)
+        return error
+
     def _headError(self, error, data):
         """
         Answer C{error}, found in a request head, once the head is whole:
@@ -1275,9 +1296,13 @@ class ServerCodec:
         if _HEAD_END.search(data) is not None:
             self._protocolError(error)
             return
+        if len(data) > self._maxHeadBytes:
+            self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
+            return
         self._deferred = error
         self._deferredBytes = len(data)
         self._deferredTail = data[-2:]
+        self._deferredHead = [data] if error.status == 501 else None
         self._parsing = False
         self._parser = None
         self._forwarder = None
@@ -1286,8 +1311,12 @@ class ServerCodec:
 
     def _scanDeferred(self, data):
         text = self._deferredTail + data
+        if self._deferredHead is not None:
+            self._deferredHead.append(data)
         if _HEAD_END.search(text) is not None:
             error, self._deferred = self._deferred, None
+            if self._deferredHead is not None:
+                error = self._beforeTransferEncoding(error, b"".join(self._deferredHead))
             self._protocolError(error)
             return
         self._deferredBytes += len(data)
@@ -1593,18 +1622,21 @@ class _LineError(CodecError):
     """A request line Envoy refuses as soon as it reads it, whole head or not."""
 
 
-def _checkMethod(line):
+def _checkMethod(line, partial=False):
     """
-    Refuse the (possibly partial) request line C{line} if its method is not
-    one of Envoy's, or cannot become one (binary bytes, a TLS hello).
+    Refuse the request line C{line} if its method is not one of Envoy's;
+    with C{partial} (the line has not ended) only if it cannot become one
+    (binary bytes, a TLS hello).
 
     @raise _LineError: 400.
     """
     method = _METHOD.match(line).group()
-    if len(method) < len(line) or len(method) > 11:
-        if method not in _ENVOY_METHODS:
+    if partial:
+        # Envoy reads printable bytes on until the line ends; a line that
+        # starts with other bytes (a TLS hello) it refuses at once.
+        if len(method) < len(line) and not method or _BINARY.search(method):
             raise _LineError(400, Details.CODEC_ERROR)
-    elif method.strip(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"):
+    elif method not in _ENVOY_METHODS:
         raise _LineError(400, Details.CODEC_ERROR)
 
 
