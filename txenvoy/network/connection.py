@@ -3,9 +3,10 @@
 A downstream connection: the Protocol every accepted socket gets.
 
 It follows Envoy's accept path (C{ActiveTcpListener::onAccept}): run the
-listener filters (reading ahead, stopping and continuing, with
-C{listener_filters_timeout}), pick a filter chain, count the connection,
-then hand the socket to the network filter chain. Once the chain is built
+listener filters (Protocol wrappers that read ahead, stop and continue,
+L{txenvoy.network.listener_filter}; one C{listener_filters_timeout}), pick
+a filter chain, count the connection, then hand the socket to the network
+filter chain. Once the chain is built
 the chain's head receives the socket's bytes directly: this object stays
 only to keep the listener's books (active connections, length histogram)
 and to carry half-close.
@@ -19,6 +20,7 @@ from zope.interface import implementer
 from txenvoy.interfaces import IListenerFilterCallbacks
 from txenvoy.network.filter import forwardReadConnectionLost
 from txenvoy.network.filter_chain import ConnectionMatchInfo
+from txenvoy.network.listener_filter import stackListenerFilters
 from txenvoy.network.stream_info import StreamInfo
 from txenvoy.server.logging import componentLogger, connTag
 
@@ -38,6 +40,9 @@ class ServerConnection(Protocol):
     @ivar dispatcher: the worker's L{txenvoy.server.dispatcher.Dispatcher}.
     @ivar streamInfo: the connection's L{StreamInfo}.
     @ivar filterChain: the chosen L{txenvoy.network.filter_chain.FilterChain}.
+    @ivar listenerFilterLayer: the
+        L{txenvoy.network.listener_filter.ListenerFilterProtocol} reading
+        the socket now, or C{None} once the listener filters are done.
     """
 
     filterChain = None
@@ -47,11 +52,10 @@ class ServerConnection(Protocol):
     ssl = None
     negotiatedProtocol = None
     _counted = False
-    _buffer = b""
     _timer = None
     _closed = False
-    _filterIndex = None
-    _waitingForData = False
+    _filtersRunning = False
+    listenerFilterLayer = None
     #: Whether this side closed (set by whoever closes: the HTTP connection
     #: manager, tcp_proxy, a listener filter); Envoy's close type in logs.
     closedLocally = False
@@ -78,60 +82,48 @@ class ServerConnection(Protocol):
             self._newConnection()
             return
         self.listener.stats.downstream_pre_cx_active.inc()
-        self._filters = [f.buildListenerFilter(self) for f in factories]
-        self._filterIndex = -1
-        self._waitingForData = False
+        self._filtersRunning = True
+        filters = [f.buildListenerFilter(self) for f in factories]
         timeout = self.listener.config.listenerFiltersTimeout
         if timeout:
             self._timer = self.dispatcher.reactor.callLater(timeout, self._onListenerFiltersTimeout)
-        self.continueFilterChain(True)
+        stackListenerFilters(filters, self, _NetworkStage(self)).makeConnection(self.transport)
 
     # Listener filter callbacks.
 
+    def readInto(self, layer):
+        """
+        The socket's bytes go to C{layer} from now on (the listener filter
+        that reads ahead now; see L{txenvoy.network.listener_filter}).
+        """
+        self.listenerFilterLayer = layer
+        self.dataReceived = layer.dataReceived
+
+    def closing(self):
+        """Whether the socket is closed or closing (or was rejected)."""
+        return self._closed or self.closedLocally or self.transport.disconnecting
+
     def continueFilterChain(self, success):
         """
-        Run the next listener filters (Envoy's C{continueFilterChain}).
-        Called with C{False}, close the socket.
+        The current listener filter decided (Envoy's C{continueFilterChain}):
+        go on to the next layer, or with C{False} close the socket.
         """
-        if self._closed:
+        if self._closed or self.listenerFilterLayer is None:
             return
         if not success:
             if handlerLog.debugEnabled:
                 handlerLog.debug("%slistener filter %s: closing the socket",
                                  connTag(self.streamInfo.connectionId),
-                                 type(self._filters[self._filterIndex]).__name__)
+                                 type(self.listenerFilterLayer.filter).__name__)
             self._endListenerFilters()
             self.closedLocally = True
             self.transport.abortConnection()
             return
-        self._waitingForData = False
-        while self._filterIndex + 1 < len(self._filters):
-            self._filterIndex += 1
-            f = self._filters[self._filterIndex]
-            if f.onAccept(self):
-                if handlerLog.debugEnabled:
-                    handlerLog.debug("%slistener filter %s: continue",
-                                     connTag(self.streamInfo.connectionId), type(f).__name__)
-                continue
-            if self._closed or self.transport.disconnecting:
-                return
-            # Stopped: decide now on what was already read, else wait for more.
-            seen = len(self._buffer)
-            if not (f.maxReadBytes and self._buffer and f.onData(self._buffer)):
-                self._waitingForData = not (self._closed or self.transport.disconnecting)
-                if handlerLog.debugEnabled and self._waitingForData:
-                    handlerLog.debug("%slistener filter %s: waiting for data",
-                                     connTag(self.streamInfo.connectionId), type(f).__name__)
-                return
-            if handlerLog.debugEnabled:
-                handlerLog.debug("%slistener filter %s: continue after %d bytes",
-                                 connTag(self.streamInfo.connectionId), type(f).__name__, seen)
-        self._endListenerFilters()
-        self._newConnection()
+        self.listenerFilterLayer.continueFilterChain()
 
     def consume(self, n):
         """Drop C{n} bytes already read (a PROXY protocol header)."""
-        self._buffer = self._buffer[n:]
+        self.listenerFilterLayer.consume(n)
 
     def setRequestedServerName(self, name):
         # Envoy's socket keeps the requested server name in lower case.
@@ -169,9 +161,12 @@ class ServerConnection(Protocol):
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
-        if self._filterIndex is not None:
+        self.listenerFilterLayer = None
+        if self._filtersRunning:
             self.listener.stats.downstream_pre_cx_active.dec()
-            self._filterIndex = None
+            self._filtersRunning = False
+            # Until the network chain reads them: a closing socket's bytes.
+            self.dataReceived = self._dropData
 
     def _onListenerFiltersTimeout(self):
         self._timer = None
@@ -180,8 +175,9 @@ class ServerConnection(Protocol):
             handlerLog.debug("listener filter times out after %d ms",
                              self.listener.config.listenerFiltersTimeout * 1000)
         if self.listener.config.continueOnListenerFiltersTimeout:
+            buffered = self.listenerFilterLayer.buffer if self.listenerFilterLayer is not None else b""
             self._endListenerFilters()
-            self._newConnection()
+            self._newConnection(buffered)
         else:
             self._endListenerFilters()
             self.closedLocally = True
@@ -195,7 +191,11 @@ class ServerConnection(Protocol):
             self.localAddress, self.remoteAddress, self.streamInfo.downstreamDirectRemoteAddress,
             self.streamInfo.requestedServerName, self.transportProtocol, self.applicationProtocols)
 
-    def _newConnection(self):
+    def _newConnection(self, buffered=b""):
+        """
+        Pick the filter chain and build it; C{buffered} is what the listener
+        filters read and did not consume.
+        """
         listener = self.listener
         chain = listener.config.filterChainManager.findFilterChain(self.matchInfo)
         if chain is None:
@@ -230,28 +230,19 @@ class ServerConnection(Protocol):
         # From now on the head reads the socket directly.
         self.dataReceived = head.dataReceived
         head.makeConnection(self.transport)
-        buffered, self._buffer = self._buffer, b""
         if buffered and not self._closed:
             head.dataReceived(buffered)
 
-    def dataReceived(self, data):
-        # Only reached while listener filters run.
-        self._buffer += data
-        if self._waitingForData:
-            f = self._filters[self._filterIndex]
-            seen = len(self._buffer)
-            if f.onData(self._buffer):
-                if handlerLog.debugEnabled:
-                    handlerLog.debug("%slistener filter %s: continue after %d bytes",
-                                     connTag(self.streamInfo.connectionId), type(f).__name__,
-                                     seen)
-                self.continueFilterChain(True)
+    def _dropData(self, data):
+        pass
+
+    dataReceived = _dropData
 
     def readConnectionLost(self):
         if self.head is not None:
             forwardReadConnectionLost(self.head, self.transport)
         else:
-            if self._filterIndex is not None:
+            if self._filtersRunning:
                 self.listener.stats.downstream_listener_filter_remote_close.inc()
                 self._endListenerFilters()
             self.transport.loseConnection()
@@ -278,3 +269,23 @@ class ServerConnection(Protocol):
             self.listener.onConnectionDestroyed(self)
         if self.head is not None:
             self.head.connectionLost(reason)
+
+
+class _NetworkStage(Protocol):
+    """
+    The layer after the last listener filter: picks the filter chain and
+    builds it, then hands it what the listener filters read.
+    """
+
+    def __init__(self, connection):
+        self.connection = connection
+
+    def connectionMade(self):
+        connection = self.connection
+        connection._endListenerFilters()
+        connection._newConnection()
+
+    def dataReceived(self, data):
+        head = self.connection.head
+        if head is not None and not self.connection.closing():
+            head.dataReceived(data)
