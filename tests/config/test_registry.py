@@ -67,8 +67,8 @@ class RegistryTests(SynchronousTestCase):
         e = self.assertRaises(ConfigError, registry.createExtension, Category.NETWORK_FILTER,
                               _filter(None, name="envoy.filters.network.echo"), self.context,
                               PATH)
-        self.assertEqual(str(e), "%s: Didn't find a registered implementation for "
-                                 "'envoy.filters.network.echo' with type URL: ''" % (PATH,))
+        self.assertEqual(str(e), "Didn't find a registered implementation for "
+                                 "'envoy.filters.network.echo' with type URL: '' @ %s" % (PATH,))
 
     def test_unsupported(self):
         """A valid Envoy extension txenvoy lacks is refused as unsupported, by field."""

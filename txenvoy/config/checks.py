@@ -25,6 +25,7 @@ Each message ends with C{@ <field path>}.
 
 import ipaddress
 
+from txenvoy.config import messages
 from txenvoy.config.errors import ConfigError
 from txenvoy.network.address import addressString
 
@@ -95,7 +96,7 @@ def check(bootstrap, serviceNode="", serviceCluster=""):
         path = "static_resources.clusters[%d]" % (i,)
         _checkExtensionEntries(cluster, path)
         if cluster.name in clusterNames:
-            raise ConfigError("cluster manager: duplicate cluster '%s' @ %s" % (cluster.name, path))
+            raise messages.duplicateCluster(cluster.name, path)
         clusterNames.add(cluster.name)
         if cluster.WhichOneof("cluster_discovery_type") in (None, "type") \
                 and cluster.type == _STATIC_TYPE:
@@ -139,9 +140,7 @@ def _checkListeners(listeners, clusterNames):
                     "error adding listener '%s': address should not be used when an "
                     "internal listener config is provided @ %s.address" % (listener.name, path))
         elif not listener.HasField("address") and not listener.HasField("api_listener"):
-            raise ConfigError(
-                "error adding listener named '%s': address is necessary @ %s"
-                % (listener.name, path))
+            raise messages.listenerAddressMissing(listener.name, path)
         if listener.HasField("address"):
             _checkIpAddress(listener.address, path + ".address")
         for j, extra in enumerate(listener.additional_addresses):
@@ -179,13 +178,11 @@ def _checkIpAddress(address, path, hint=""):
     socket = address.socket_address
     if socket.resolver_name or _isIp(socket.address):
         return
-    raise ConfigError("malformed IP address: %s%s @ %s.socket_address.address"
-                      % (socket.address, hint, path))
+    raise messages.malformedIpAddress(socket.address, path + ".socket_address.address", hint)
 
 
 def _checkStaticEndpoints(cluster, path):
-    hint = (". Consider setting resolver_name or setting cluster type to 'STRICT_DNS' "
-            "or 'LOGICAL_DNS'")
+    hint = messages.STATIC_ENDPOINT_HINT
     base = path + ".load_assignment"
     for e, locality in enumerate(cluster.load_assignment.endpoints):
         for h, host in enumerate(locality.lb_endpoints):
@@ -217,8 +214,7 @@ def _checkFilterChains(listener, path):
     if not chains and not listener.HasField("default_filter_chain"):
         if isUdp:
             return
-        raise ConfigError("error adding listener '%s': no filter chains specified @ %s"
-                          % (_listenerText(listener), path))
+        raise messages.noFilterChains(_listenerText(listener), path)
     seen = {}
     for i, chain in enumerate(chains):
         key = chain.filter_chain_match.SerializeToString(deterministic=True)
@@ -359,9 +355,8 @@ def _checkExtensionEntries(message, path):
         if entry.DESCRIPTOR.full_name in _PER_FILTER_CONFIG_HOLDERS:
             for key in sorted(entry.typed_per_filter_config):
                 if not entry.typed_per_filter_config[key].type_url:
-                    raise ConfigError(
-                        "Didn't find a registered implementation for '%s' with type URL: '' "
-                        "@ %s.typed_per_filter_config[%s]" % (key, entryPath, key))
+                    raise messages.noImplementation(
+                        key, "%s.typed_per_filter_config[%s]" % (entryPath, key))
             continue
         typedConfig = entry.DESCRIPTOR.fields_by_name["typed_config"]
         oneof = typedConfig.containing_oneof
@@ -374,9 +369,7 @@ def _checkExtensionEntries(message, path):
         if getattr(entry, "is_optional", False):
             # An optional HTTP filter Envoy cannot find is skipped.
             continue
-        raise ConfigError(
-            "Didn't find a registered implementation for '%s' with type URL: '' @ %s"
-            % (entry.name, entryPath))
+        raise messages.noImplementation(entry.name, entryPath)
 
 
 # --- finding messages of some types anywhere, typed_config included ----------

@@ -15,6 +15,7 @@ from twisted.plugin import IPlugin, getPlugins
 from zope.interface import implementer
 
 from txenvoy import interfaces
+from txenvoy.config import messages
 from txenvoy.config.errors import (
     ConfigError,
     UnknownExtension,
@@ -185,10 +186,7 @@ def createExtension(category, typedExtension, context, path):
     """
     name = getattr(typedExtension, "name", "")
     if not typedExtension.HasField("typed_config"):
-        raise ConfigError(
-            "%s: Didn't find a registered implementation for '%s' with type URL: ''"
-            % (path, name)
-        )
+        raise messages.noImplementation(name, path)
     any_ = typedExtension.typed_config
     typeName = typeNameOf(any_)
     if typeName in TYPED_STRUCTS:

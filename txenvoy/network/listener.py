@@ -9,6 +9,7 @@ import uuid
 from twisted.internet.protocol import ServerFactory
 
 from txenvoy.config import registry
+from txenvoy.config import messages, registry
 from txenvoy.config.errors import FAILED, ConfigError, UnsupportedField, attempt
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category
@@ -91,7 +92,7 @@ class ListenerConfig:
         self.proto = proto
         self.name = proto.name or str(uuid.uuid4())
         if not proto.HasField("address"):
-            raise ConfigError("error adding listener named '%s': address is necessary" % (self.name,))
+            raise messages.listenerAddressMissing(self.name, path)
         checkFields(proto, _IGNORED_FIELDS, path)
         self.address = socketAddress(proto.address, path + ".address")
         self.statPrefix = listenerStatPrefix(*self.address)
@@ -121,8 +122,7 @@ class ListenerConfig:
             chains = [c for c in chains if c is not FAILED]
             default = None if default is FAILED else default
         elif not chains and default is None:
-            raise ConfigError("%s: error adding listener '%s': no filter chains specified"
-                              % (path, addressString(*self.address)))
+            raise messages.noFilterChains(addressString(*self.address), path)
         self.filterChainManager = FilterChainManager(chains, default, path)
         from txenvoy.accesslog.filters import createAccessLog
         self.accessLogs = [attempt(createAccessLog, al, context, "%s.access_log[%d]" % (path, i))

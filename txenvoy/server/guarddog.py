@@ -48,6 +48,7 @@ import attr
 from twisted.internet import task
 from twisted.logger import Logger
 
+from txenvoy.config import messages
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.fields import durationSeconds
 from txenvoy.config.registry import typeNameOf
@@ -150,9 +151,7 @@ class WatchdogConfig:
             event = _EVENTS.get(action.event)
             typed = action.config
             if not typed.HasField("typed_config"):
-                raise ConfigError(
-                    "%s.config: Didn't find a registered implementation for '%s' "
-                    "with type URL: ''" % (actionPath, typed.name))
+                raise messages.noImplementation(typed.name, actionPath + ".config")
             typeName = typeNameOf(typed.typed_config)
             if typeName != _ABORT_ACTION:
                 raise UnsupportedField(

@@ -28,7 +28,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
+from txenvoy.config import messages
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category
 
 log = Logger(namespace="main")
@@ -441,9 +443,7 @@ class OverloadManager(Service):
     def __init__(self, reactor, config, stats, context, path="overload_manager"):
         self.reactor = reactor
         self._stats = stats
-        for field, _ in config.ListFields():
-            if field.name not in ("refresh_interval", "resource_monitors", "actions"):
-                raise UnsupportedField("%s.%s" % (path, field.name))
+        checkFields(config, ("refresh_interval", "resource_monitors", "actions"), path)
         self.refreshInterval = (config.refresh_interval.ToTimedelta().total_seconds()
                                 if config.HasField("refresh_interval")
                                 else DEFAULT_REFRESH_INTERVAL)
@@ -492,9 +492,7 @@ class OverloadManager(Service):
         if not wanted.providedBy(monitor):
             from txenvoy.config.registry import typeNameOf
 
-            raise ConfigError(
-                "Didn't find a registered implementation for '%s' with type URL: '%s' @ %s"
-                % (rm.name, typeNameOf(rm.typed_config), path))
+            raise messages.noImplementation(rm.name, path, typeNameOf(rm.typed_config))
         return monitor
 
     def registerWorker(self, dispatcher):

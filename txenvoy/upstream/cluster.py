@@ -19,6 +19,7 @@ from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from zope.interface import implementer
 
+from txenvoy.config import messages
 from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField, report
 from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import unpackAny
@@ -584,7 +585,7 @@ def _compileBindConfig(bind, path):
         return None
     ip, port = _compileSocketAddress(bind.source_address, path + ".source_address")
     if not isIPAddress(ip) and not isIPv6Address(ip):
-        raise ConfigError("%s.source_address.address: malformed IP address: %s" % (path, ip))
+        raise messages.malformedIpAddress(ip, path + ".source_address.address")
     return (ip, port)
 
 
@@ -643,10 +644,8 @@ def _compileLoadAssignment(proto, path, ctype):
             apath = dpath + ".address.socket_address"
             address, port = _compileSocketAddress(ep.address.socket_address, apath)
             if ctype == STATIC and not (isIPAddress(address) or isIPv6Address(address)):
-                raise ConfigError(
-                    "%s.address: malformed IP address: %s. Consider setting resolver_name "
-                    "or setting cluster type to 'STRICT_DNS' or 'LOGICAL_DNS'"
-                    % (apath, address))
+                raise messages.malformedIpAddress(address, apath + ".address",
+                                                  messages.STATIC_ENDPOINT_HINT)
             if not address:
                 raise ConfigError("%s.address: value length must be at least 1 characters"
                                   % (apath,))

@@ -16,6 +16,7 @@ import threading
 from twisted.application.service import Service
 from twisted.internet import defer
 
+from txenvoy.config import messages
 from txenvoy.config.errors import FAILED, ConfigError, attempt, report
 from txenvoy.config.registry import Category, createByName
 from txenvoy.server.logging import componentLogger
@@ -162,8 +163,7 @@ class ClusterManager(Service):
                 continue
             info, endpoints = compiledCluster
             if info.name in names:
-                report(ConfigError("%s.name: cluster manager: duplicate cluster '%s'"
-                                   % (path, info.name)))
+                report(messages.duplicateCluster(info.name, path + ".name"))
                 continue
             names.add(info.name)
             compiled.append((info, endpoints, path))

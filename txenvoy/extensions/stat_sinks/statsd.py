@@ -20,6 +20,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from txenvoy.config import messages
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import IStatsSink
@@ -123,7 +124,6 @@ def createStatsdSink(message, context):
     try:
         ipaddress.ip_address(sa.address)
     except ValueError:
-        raise ConfigError("%s.address.socket_address.address: malformed IP address: %s"
-                          % (path, sa.address))
+        raise messages.malformedIpAddress(sa.address, path + ".address.socket_address.address")
     prefix = message.prefix if message.prefix else DEFAULT_PREFIX
     return StatsdSink(context.reactor, sa.address, sa.port_value, prefix)
