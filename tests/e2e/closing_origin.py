@@ -56,7 +56,18 @@ class ClosingOrigin:
                 if not data:
                     return
                 buf += data
-            _, _, buf = buf.partition(b"\r\n\r\n")
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(buf) < length:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+            buf = buf[length:]
             conn.sendall(RESPONSE)
             served += 1
             with self.lock:

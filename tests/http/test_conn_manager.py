@@ -549,6 +549,22 @@ class TimeoutTests(SynchronousTestCase):
                           h.stat("http.ingress.downstream_cx_destroy_local"),
                           h.stat("http.ingress.downstream_cx_delayed_close_timeout")), (1, 0, 0))
 
+    def test_localReplyOneWrite(self):
+        """
+        A local reply's head and body go out in one write: two small writes
+        would wait on the client's delayed ACK (Nagle), some 40 ms.
+        """
+        h = Harness(self)
+        down = h.connect()
+        writes = []
+        write = down.cm._write
+        down.cm._write = lambda data: (writes.append(data), write(data))
+        down.send(GET)
+        # Sent from a reactor event, not while the request is read.
+        h.upstream(connect=False).fail()
+        self.assertEqual(down.response().status, 503)
+        self.assertEqual(len(writes), 1)
+
     def test_missingHostLogged(self):
         """
         Envoy 1.40 logs the method, path and headers of a request refused
