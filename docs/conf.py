@@ -13,6 +13,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "_ext"))
+# The extension table builds the test suite's configs.
+sys.path.insert(0, REPO)
 
 import txenvoy  # noqa: E402
 

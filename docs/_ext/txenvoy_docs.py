@@ -4,8 +4,14 @@ what the code does:
 
  - C{txenvoy-usage}: C{txenvoy --help}, from the options class;
  - C{txenvoy-extensions}: a table of every registered extension, by
-   category, with its Envoy name(s) and C{@type}.
+   category, with its Envoy name(s), C{@type} and the fields of its config
+   that txenvoy reads (every other field is refused with its path). The
+   fields are those the builders declare while every example config, and
+   one config with what the examples lack, is built in validate mode.
 """
+
+import glob
+import os
 
 from docutils import nodes
 from docutils.parsers.rst import Directive
@@ -31,8 +37,10 @@ class ExtensionsDirective(Directive):
 
     def run(self):
         from txenvoy.config import registry
+        from txenvoy.config.fields import declaredFields
 
         registry.loadPlugins()
+        _buildEveryExtension()
         out = []
         byCategory = {}
         for category, typeName in registry.registered():
@@ -41,22 +49,48 @@ class ExtensionsDirective(Directive):
             section = nodes.section(ids=["category-" + nodes.make_id(category)])
             section += nodes.title(text=category)
             table = nodes.table()
-            group = nodes.tgroup(cols=2)
+            group = nodes.tgroup(cols=3)
             table += group
-            group += nodes.colspec(colwidth=1)
             group += nodes.colspec(colwidth=2)
+            group += nodes.colspec(colwidth=3)
+            group += nodes.colspec(colwidth=3)
             head = nodes.thead()
-            head += _row("name", "@type")
+            head += _row("name", "@type", "fields read")
             group += head
             body = nodes.tbody()
             for typeName in byCategory[category]:
                 factory = registry.lookup(category, typeName)
                 names = ", ".join(getattr(factory, "names", ()) or ()) or "-"
-                body += _row(names, typeName)
+                fields = declaredFields(typeName)
+                body += _row(names, typeName,
+                             ", ".join(fields) if fields is not None else "not declared")
             group += body
             section += table
             out.append(section)
         return out
+
+
+def _buildEveryExtension():
+    """Build every example config and the rest-of-the-extensions one."""
+    from twisted.internet.task import Clock
+
+    from tests.test_interfaces import EVERY_OTHER_EXTENSION
+    from tests.e2e.harness import EXAMPLES
+    from txenvoy.config.errors import ConfigError
+    from txenvoy.config.loader import loadBootstrap
+    from txenvoy.server.server import Server
+
+    cwd = os.getcwd()
+    os.chdir(EXAMPLES)
+    try:
+        for path in sorted(glob.glob("*.yaml")):
+            try:
+                Server(Clock(), loadBootstrap(path), validateOnly=True)
+            except ConfigError:
+                pass
+    finally:
+        os.chdir(cwd)
+    Server(Clock(), loadBootstrap(None, EVERY_OTHER_EXTENSION), validateOnly=True)
 
 
 def _row(*cells):

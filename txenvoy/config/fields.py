@@ -7,6 +7,21 @@ dropped, and durations in seconds.
 from txenvoy.config.errors import UnsupportedField, report
 
 
+#: Message type name -> the fields its builders read or may leave out, as
+#: they declare them to L{checkFields} (for the docs' table of supported
+#: fields; config time only).
+_declared = {}
+
+
+def declaredFields(typeName):
+    """
+    The fields of message C{typeName} that txenvoy's builders declared when
+    a config using it was built, sorted, or C{None} if none was built.
+    """
+    fields = _declared.get(typeName)
+    return None if fields is None else sorted(fields)
+
+
 def checkFields(message, allowed, path, ignored=()):
     """
     Report, as an L{UnsupportedField} naming its path, every field set in
@@ -14,6 +29,11 @@ def checkFields(message, allowed, path, ignored=()):
     (C{ignored}); C{path} is C{""} for the bootstrap itself. Inside L{txenvoy.config.errors.collectErrors} every such
     field is reported and the caller goes on; outside, the first one raises.
     """
+    declared = _declared.get(message.DESCRIPTOR.full_name)
+    if declared is None:
+        declared = _declared[message.DESCRIPTOR.full_name] = set()
+    declared.update(allowed)
+    declared.update(ignored)
     for field, _ in message.ListFields():
         name = field.name
         if name not in allowed and name not in ignored:
