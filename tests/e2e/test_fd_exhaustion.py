@@ -17,37 +17,8 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.harness import Envoy, Upstream, freePort
-from tests.e2e.test_overload import GET, isClosed, originHandler, readResponse
+from tests.e2e.test_overload import GET, isClosed, originHandler, proxyConfig, readResponse
 
-CONFIG = """
-admin: {address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}}
-static_resources:
-  listeners:
-  - name: l1
-    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: hcm
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                route: {cluster: c1}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-  clusters:
-  - name: c1
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: c1
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}}]}]
-"""
 
 ROOM = 8
 CLIENTS = 40
@@ -59,8 +30,8 @@ class DescriptorExhaustionTests(SynchronousTestCase):
         origin = Upstream(originHandler)
         self.addCleanup(origin.stop)
         admin, port = freePort(), freePort()
-        proxy = Envoy(CONFIG % dict(admin=admin, port=port, origin=origin.port),
-                      adminPort=admin, args=("--concurrency", "1"))
+        proxy = Envoy(proxyConfig(admin, port, origin.port), adminPort=admin,
+                      args=("--concurrency", "1"))
         self.addCleanup(proxy.stop)
         proxy.waitReady()
         prefix = "listener.127.0.0.1_%d." % (port,)

@@ -15,45 +15,19 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.harness import Envoy, Upstream, freePort
-from tests.e2e.test_overload import originHandler, readResponse
+from tests.e2e.test_overload import originHandler, proxyConfig, readResponse
+from txenvoy.extensions.resource_monitors.fixed_heap import residentBytes
 
-CONFIG = """
-admin: {address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}}
-static_resources:
-  listeners:
-  - name: l1
-    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: hcm
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - {name: a, domains: ["a.test"], routes: [{match: {prefix: "/"}, route: {cluster: c1}}]}
-            - {name: any, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: c1}}]}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-  clusters:
-  - name: c1
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: c1
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}}]}]
-"""
+# Two virtual hosts, so that the Host cache is used.
+HOSTS = ('[{name: a, domains: ["a.test"], routes: [{match: {prefix: "/"}, route: {cluster: c1}}]},'
+         ' {name: any, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: c1}}]}]')
 
 REQUESTS = 400
 NAME_BYTES = 12 * 1024
 
 
 def rssBytes(pid):
-    with open("/proc/%d/status" % (pid,)) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    return residentBytes("/proc/%d/statm" % (pid,))
 
 
 class RequestDataMemoryTests(SynchronousTestCase):
@@ -67,7 +41,7 @@ class RequestDataMemoryTests(SynchronousTestCase):
         origin = Upstream(originHandler)
         self.addCleanup(origin.stop)
         admin, port = freePort(), freePort()
-        proxy = Envoy(CONFIG % dict(admin=admin, port=port, origin=origin.port),
+        proxy = Envoy(proxyConfig(admin, port, origin.port, virtualHosts=HOSTS),
                       adminPort=admin, args=("--concurrency", "1"))
         self.addCleanup(proxy.stop)
         proxy.waitReady()

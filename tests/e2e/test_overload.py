@@ -52,14 +52,25 @@ def onHeap(action):
             % (action, HEAP))
 
 
-def proxyConfig(admin, port, origin, monitors, actions=(), runtime=""):
+ANY_HOST = '[{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: c1}}]}]'
+
+
+def proxyConfig(admin, port, origin, monitors=(), actions=(), runtime="",
+                virtualHosts=ANY_HOST):
+    """
+    An admin, one HTTP listener C{l1} (stat prefix C{ingress}) routing to
+    cluster C{c1} at C{origin}, and an overload manager if C{monitors}.
+    """
+    overload = """
+overload_manager:
+  refresh_interval: 0.1s
+  resource_monitors: [%s]
+  actions: [%s]
+""" % (", ".join(monitors), ", ".join(actions)) if monitors else ""
     return """
 admin: {address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}}
 %(runtime)s
-overload_manager:
-  refresh_interval: 0.1s
-  resource_monitors: [%(monitors)s]
-  actions: [%(actions)s]
+%(overload)s
 static_resources:
   listeners:
   - name: l1
@@ -71,12 +82,7 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
           route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                route: {cluster: c1}
+            virtual_hosts: %(virtualHosts)s
           http_filters:
           - name: envoy.filters.http.router
             typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
@@ -86,8 +92,8 @@ static_resources:
     load_assignment:
       cluster_name: c1
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}}]}]
-""" % dict(admin=admin, port=port, origin=origin, monitors=", ".join(monitors),
-           actions=", ".join(actions), runtime=runtime)
+""" % dict(admin=admin, port=port, origin=origin, overload=overload, runtime=runtime,
+           virtualHosts=virtualHosts)
 
 
 def adminStats(adminPort):
