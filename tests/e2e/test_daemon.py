@@ -104,8 +104,8 @@ class DaemonTests(SynchronousTestCase):
         self.addCleanup(busy.close)
         rc, out, err = self.launch()
         self.assertEqual((rc, out), (1, ""))
-        self.assertIn("cannot bind '127.0.0.1:%d': [Errno 98] Address already in use\n"
-                      % (self.adminPort,), err)
+        self.assertIn("cannot bind '127.0.0.1:%d'" % (self.adminPort,), err)
+        self.assertTrue(err.endswith("Address already in use\n"), err)
         self.assertFalse(os.path.exists(self.pidfile))
 
     def test_startAndStopLogsToTwistdLog(self):

@@ -118,6 +118,10 @@ class ShutdownTests(SynchronousTestCase):
         self.client.close()
         err = self.assertExitsWithin(3)
         self.assertIn("drain complete: no connection left", err)
+        # Envoy's last lines.
+        last = err.splitlines()[-2:]
+        self.assertTrue(last[0].endswith("[info][main] main dispatch loop exited"), last)
+        self.assertTrue(last[1].endswith("[info][main] exiting"), last)
 
     def test_secondSigtermExitsAtOnce(self):
         self.envoy.proc.send_signal(signal.SIGTERM)

@@ -108,6 +108,8 @@ class _TwistdRoot(MultiService):
         # twistd calls this before reactor.run(), which installs the
         # reactor's own SIGINT/SIGTERM handlers; ours replace them after.
         self.server.reactor.callWhenRunning(self.signals.install)
+        # Envoy's last lines.
+        self.server.reactor.addSystemEventTrigger("after", "shutdown", _logExit)
         MultiService.startService(self)
         path = self.server.options.adminAddressPath
         if path and self.server.admin is not None:
@@ -133,6 +135,11 @@ class _TwistdRoot(MultiService):
             old = self._observer.setOutput(out)
             if old is not None and old not in (sys.stderr, sys.stdout):
                 old.close()
+
+
+def _logExit():
+    log.info("main dispatch loop exited")
+    log.info("exiting")
 
 
 def removeStalePidfile(path):
