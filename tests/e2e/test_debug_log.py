@@ -211,7 +211,8 @@ class DebugStoryTests(SynchronousTestCase):
                     "failure, transport failure reason: delayed connect error: "
                     "Connection refused$", i)
         i, _ = find("http", re.escape(tag) + r"Sending local reply with details "
-                    r"upstream_reset_before_response_started\{remote_connection_failure\}$", i)
+                    r"upstream_reset_before_response_started\{remote_connection_failure\|"
+                    r"delayed_connect_error:_Connection_refused\}$", i)
         i, _ = find("http", re.escape(tag) + r"encoding headers via codec \(end_stream=false\):\n"
                     r"':status', '503'\n", i)
         i, _ = find("http", re.escape(tag) + r"Codec completed encoding stream\.$", i)

@@ -51,7 +51,11 @@ from txenvoy.interfaces import IConnectionPoolCallbacks, IHttpFilterFactory, IRe
 from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.server.logging import componentLogger
 from txenvoy.stats.per_worker import PerWorker
-from txenvoy.upstream.connection import CONNECT_TIMEOUT, LOCAL_CONNECTION_FAILURE
+from txenvoy.upstream.connection import (
+    CONNECT_TIMEOUT,
+    LOCAL_CONNECTION_FAILURE,
+    REMOTE_CONNECTION_FAILURE,
+)
 
 __all__ = ["RouterConfig", "RouterFilter", "UpstreamRequest"]
 
@@ -629,12 +633,14 @@ class RouterFilter:
     def _onUpstreamFailure(self, upstream, reason):
         if upstream is not self._upstream:
             return
-        if log.debugEnabled:
+        transportFailure = ""
+        if reason == REMOTE_CONNECTION_FAILURE:
             failed = upstream.pool.lastFailedConnection
+            if failed is not None:
+                transportFailure = failed.connectFailureDetail()
+        if log.debugEnabled:
             log.debug("%supstream reset: reset reason: %s, transport failure reason: %s",
-                      _tag(self.callbacks), reason,
-                      failed.connectFailureDetail() if reason in _CONNECT_FAILURE_REASONS
-                      and failed is not None else "")
+                      _tag(self.callbacks), reason, transportFailure)
         upstream.done = True
         self._endAttempt(upstream)
         info = self.info
@@ -674,8 +680,10 @@ class RouterFilter:
             self._localReply(code, body, "upstream_reset_before_response_started{overflow}",
                              _addOverloaded)
         else:
-            self._localReply(code, body, "upstream_reset_before_response_started{%s}"
-                             % (reason.replace(" ", "_"),))
+            # Envoy 1.40: {remote_connection_failure|delayed_connect_error:_Connection_refused}
+            self._localReply(code, body, "upstream_reset_before_response_started{%s%s}" % (
+                reason.replace(" ", "_"),
+                "|" + transportFailure.replace(" ", "_") if transportFailure else ""))
 
     def _replay(self, upstream):
         """

@@ -242,6 +242,8 @@ class UpstreamConnection(Protocol):
             return ""
         if self.timedOut:
             return "connect timeout"
+        if self.transportFailureReason:
+            return self.transportFailureReason
         value = reason.value
         code = getattr(value, "osError", None)
         if code is None and isinstance(value, error.ConnectionRefusedError):
