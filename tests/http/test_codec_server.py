@@ -738,6 +738,28 @@ class LimitTests(CodecTestMixin, SynchronousTestCase):
         self.assertEqual(self.transport.value(), TOO_LARGE)
         self.assertTrue(self.transport.disconnecting)
 
+    def test_hugeHeaderInOneRead(self):
+        """
+        Envoy: a header that passes the limit is 431 before its line ends,
+        also when the first read holds the request line and most of it.
+        """
+        server = self.codec()
+        server.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nX-Foo: " + b"a" * 65536)
+        self.assertEqual(self.transport.value(), TOO_LARGE)
+
+    def test_pipelinedReadWithPartialHead(self):
+        """
+        A read of many pipelined requests that ends inside a head is not
+        taken for one large head.
+        """
+        request = b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\n\r\n"
+        data = request * (65536 // len(request) + 1)
+        server = self.codec()
+        server.dataReceived(data[:65536])
+        server.dataReceived(data[65536:])
+        self.assertEqual(self.callbacks.errors, [])
+        self.assertEqual(self.transport.value(), OK * (65536 // len(request) + 1))
+
     def test_headerCount(self):
         """Envoy: 100 headers are served, 101 are 431."""
         def request(n):

@@ -26,7 +26,14 @@ the codec is handling input are gathered and written once at the end.
 Malformed input is answered by the codec itself as Envoy 1.40 answers it
 (each case is pinned by a test), the connection is closed after the reply,
 and C{callbacks.onCodecError(status, details)} is called with Envoy's
-response code details. Only the callbacks' and decoders' own exceptions
+response code details. llhttp parses the common case; where it and Envoy's
+own parser (balsa) part ways, a head is parsed again line by line and read
+as balsa reads it: the request line is cut at whitespace and judged when it
+ends (method, target, version form), a bare LF always ends a line (so
+C{POST /c\\n HTTP/1.1} is never C{POST /c HTTP/1.1}), Transfer-Encoding
+headers are one list, and other faults in a head are answered once its
+empty line has come, as Envoy does. C{bench/differential.py} compares the
+two on mutated requests. Only the callbacks' and decoders' own exceptions
 ever leave L{ServerCodec.dataReceived}.
 """
 
@@ -990,6 +997,7 @@ class ServerCodec:
             wasInHead = self._inHead
         sizeBefore = self._headSize
         headersBefore = self._headers
+        completedBefore = self._completedSinceSaved
         bodyBefore = self._bodyEvents
         # Errors are handled once out of the except clauses: handling may
         # parse again, and an error raised while another one is being
@@ -1015,12 +1023,15 @@ class ServerCodec:
                 if (wasInHead and self._headers is headersBefore
                         and self._headSize == sizeBefore):
                     self._partial += len(data)
-                else:
-                    # What this chunk holds past the parts it completed
-                    # (less their separators and a request line's method
-                    # and version, so never more than is pending).
+                elif self._completedSinceSaved == completedBefore:
+                    # The whole chunk is this head's: what it holds past the
+                    # parts it completed (less their separators and a
+                    # request line's method and version, so never more than
+                    # is pending).
                     done = self._headSize - (sizeBefore if self._headers is headersBefore else 0)
                     self._partial = max(0, len(data) - done - 4 * len(self._headers) - 32)
+                else:
+                    self._partial = 0
                 if self._headSize + self._partial > self._maxHeadBytes:
                     self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
             elif self._trailers is not None:
