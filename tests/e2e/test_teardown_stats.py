@@ -33,7 +33,8 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: teardown
           delayed_close_timeout: 0.5s
-          common_http_protocol_options: {idle_timeout: 1.5s}
+          common_http_protocol_options: {idle_timeout: 1.5s, max_requests_per_connection: 2}
+          request_headers_timeout: 0.3s
           route_config:
             virtual_hosts:
             - name: all
@@ -64,6 +65,15 @@ CLUSTER = """  - name: %(name)s
       - lb_endpoints:
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}"""
 
+OPTIONS = """
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        common_http_protocol_options: {%s}
+        explicit_http_config: {http_protocol_options: {}}"""
+CLUSTER_OPTIONS = {"idle": OPTIONS % ("idle_timeout: 0.3s",),
+                   "keep": OPTIONS % ("max_requests_per_connection: 2",)}
+
 IDLE_OPTIONS = """
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
@@ -77,7 +87,7 @@ def teardownConfig(port, adminPort, originPort, deadPort):
                        if name not in ("stall", "slowbody"))
     clusters = "\n".join(
         CLUSTER % {"name": name, "origin": deadPort if name == "dead" else originPort,
-                   "options": IDLE_OPTIONS if name == "idle" else ""}
+                   "options": CLUSTER_OPTIONS.get(name, "")}
         for name in CLUSTERS)
     return CONFIG % {"admin": adminPort, "port": port, "routes": routes, "clusters": clusters}
 
@@ -89,7 +99,8 @@ UPSTREAM = ("upstream_cx_total", "upstream_cx_destroy", "upstream_cx_destroy_loc
             "upstream_cx_destroy_remote_with_active_rq", "upstream_cx_protocol_error",
             "upstream_cx_idle_timeout", "upstream_cx_close_notify", "upstream_rq_timeout",
             "upstream_rq_total", "upstream_rq_rx_reset", "upstream_rq_tx_reset",
-            "upstream_cx_connect_fail", "upstream_rq_pending_failure_eject")
+            "upstream_cx_connect_fail", "upstream_rq_pending_failure_eject",
+            "upstream_cx_max_requests")
 DOWNSTREAM = ("downstream_cx_total", "downstream_cx_destroy", "downstream_cx_destroy_local",
               "downstream_cx_destroy_remote", "downstream_cx_destroy_active_rq",
               "downstream_cx_destroy_local_active_rq", "downstream_cx_destroy_remote_active_rq",
@@ -97,7 +108,8 @@ DOWNSTREAM = ("downstream_cx_total", "downstream_cx_destroy", "downstream_cx_des
               "downstream_rq_tx_reset", "downstream_rq_total", "downstream_rq_completed",
               "downstream_rq_2xx", "downstream_rq_4xx", "downstream_rq_5xx",
               "downstream_cx_protocol_error", "downstream_cx_idle_timeout",
-              "rq_reset_after_downstream_response_started")
+              "rq_reset_after_downstream_response_started", "downstream_rq_header_timeout",
+              "downstream_cx_max_requests_reached", "downstream_rq_response_before_rq_complete")
 
 
 def waitClosed(sock, timeout=3.0):
@@ -144,6 +156,20 @@ class _Scenarios:
         c.send(b"GET /slowbody/partial HTTP/1.1\r\nhost: a\r\n\r\n")
         head = c.reader.readHead()
         self.seen["slowbody"] = (head.split(b"\r\n")[0].decode(), round(waitClosed(c.sock), 1))
+        c.close()
+        # A request head that never ends: request_headers_timeout.
+        c = Client(port)
+        c.send(b"GET /keep/echo HTTP/1.1\r\nhost: a\r\n")
+        response = c.read()
+        self.seen["headTimeout"] = (response.status, response.header("connection"),
+                                    round(waitClosed(c.sock), 1))
+        c.close()
+        # max_requests_per_connection: the second response closes.
+        c = Client(port)
+        first = c.request("GET", "/keep/echo")
+        second = c.request("GET", "/keep/echo")
+        self.seen["maxRequests"] = (first.header("connection"), second.header("connection"),
+                                    round(waitClosed(c.sock), 1))
         c.close()
         # A connection with no request: closed after the HCM's idle_timeout.
         c = Client(port)

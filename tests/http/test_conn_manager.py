@@ -617,10 +617,14 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual((r.status, r.body), (408, b"stream timeout"))
         self.assertEqual(r.names(), ["content-length", "content-type", "date", "server",
                                      "connection"])
-        self.assertTrue(down.closed)
         info, request, _ = h.logger.entries[0]
         self.assertIsNone(request)
         self.assertEqual(info.responseFlags(), "SI")
+        # Answered before the request was complete; Envoy resets its stream
+        # at the close, after delayed_close_timeout.
+        assertDelayedClose(self, h, down)
+        self.assertEqual((h.stat("http.ingress.downstream_rq_response_before_rq_complete"),
+                          h.stat("http.ingress.downstream_rq_rx_reset")), (1, 1))
 
     def test_requestHeadersTimeout(self):
         """Envoy 1.40: 408 "request header timeout", no flag."""

@@ -881,8 +881,12 @@ class ConnectionManager(Protocol):
         # The codec closes the connection after its reply.
         self._codecFailed = True
         if protocolError:
-            # Envoy resets the stream its codec made for the bad request.
+            # Envoy answers the bad request on a stream its codec made, before
+            # the request is complete, and resets that stream at the close.
             stats.downstream_rq_rx_reset.inc()
+            stream = self._stream
+            if stream is None or stream._complete or not stream._responseStarted:
+                stats.downstream_rq_response_before_rq_complete.inc()
         if self._headTimer is not None:
             self._headTimer.cancel()
             self._headTimer = None
@@ -1062,7 +1066,11 @@ class ConnectionManager(Protocol):
         self.write(statusLine(status) + b"".join(
             [n + b": " + v + b"\r\n" for n, v in entries]) + b"\r\n" + body)
         self._chargeReply(status)
-        self._closeConnection()
+        # Envoy's stream for the partial head: answered before the request
+        # was complete, reset when the connection closes, after the delay.
+        stats.downstream_rq_response_before_rq_complete.inc()
+        stats.downstream_rq_rx_reset.inc()
+        self._closeConnection(delay=True)
         info.onComplete()
         for logger in config.accessLogs:
             logger.log(info, None, headerView(headers))
