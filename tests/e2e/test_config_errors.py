@@ -182,6 +182,85 @@ class AllErrorsAtOnceTests(ConfigErrorsTestMixin, SynchronousTestCase):
         self.assertTrue(errors[2].startswith(
             "unknown enum value 'V5_ONLY' for field dns_lookup_family"), errors[2])
 
+    def test_crossChecksAllAtOnce(self):
+        """
+        Envoy's cross-reference checks (duplicate cluster, a listener with no
+        address, a route to an unknown cluster) are all reported, with
+        Envoy's phrases.
+        """
+        path = self.writeConfig(
+            "static_resources:\n"
+            "  clusters:\n"
+            "  - {name: c1, load_assignment: {cluster_name: c1}}\n"
+            "  - {name: c1, load_assignment: {cluster_name: c1}}\n"
+            "  listeners:\n"
+            "  - name: noaddress\n"
+            "    filter_chains: [{filters: [{name: e, typed_config: {'@type': "
+            "type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo}}]}]\n"
+            "  - name: web\n"
+            "    address: {socket_address: {address: 127.0.0.1, port_value: 0}}\n"
+            "    filter_chains:\n"
+            "    - filters:\n"
+            "      - name: hcm\n"
+            "        typed_config:\n"
+            "          '@type': type.googleapis.com/envoy.extensions.filters.network."
+            "http_connection_manager.v3.HttpConnectionManager\n"
+            "          stat_prefix: web\n"
+            "          route_config:\n"
+            "            virtual_hosts:\n"
+            "            - name: all\n"
+            "              domains: ['*']\n"
+            "              routes:\n"
+            "              - {match: {prefix: /}, route: {cluster: nosuch}}\n"
+            "          http_filters: [{name: r, typed_config: {'@type': type.googleapis.com/"
+            "envoy.extensions.filters.http.router.v3.Router}}]\n")
+        rc, _, err = runTwistd(["--mode", "validate", "-c", path])
+        self.assertEqual(rc, 1, err)
+        errors = self.assertErrorLines(path, err)
+        self.assertEqual(len(errors), 3, err)
+        self.assertTrue(errors[0].startswith(
+            "cluster manager: duplicate cluster 'c1' @ static_resources.clusters[1]"), err)
+        self.assertTrue(errors[1].startswith(
+            "error adding listener named 'noaddress': address is necessary "
+            "@ static_resources.listeners[0]"), err)
+        self.assertTrue(errors[2].startswith("route: unknown cluster 'nosuch' @ "), err)
+
+    def test_routesAllAtOnce(self):
+        """
+        A bad route does not hide the rest of its connection manager: Envoy's
+        regex error (C{missing ): a((}) and an unsupported codec both come.
+        """
+        path = self.writeConfig(
+            "static_resources:\n"
+            "  listeners:\n"
+            "  - name: web\n"
+            "    address: {socket_address: {address: 127.0.0.1, port_value: 0}}\n"
+            "    filter_chains:\n"
+            "    - filters:\n"
+            "      - name: hcm\n"
+            "        typed_config:\n"
+            "          '@type': type.googleapis.com/envoy.extensions.filters.network."
+            "http_connection_manager.v3.HttpConnectionManager\n"
+            "          stat_prefix: web\n"
+            "          codec_type: HTTP3\n"
+            "          route_config:\n"
+            "            virtual_hosts:\n"
+            "            - name: all\n"
+            "              domains: ['*']\n"
+            "              routes:\n"
+            "              - {match: {safe_regex: {regex: 'a(('}}, direct_response: "
+            "{status: 200}}\n"
+            "              - {match: {prefix: /}, direct_response: {status: 200}}\n"
+            "          http_filters: [{name: r, typed_config: {'@type': type.googleapis.com/"
+            "envoy.extensions.filters.http.router.v3.Router}}]\n")
+        rc, _, err = runTwistd(["--mode", "validate", "-c", path])
+        self.assertEqual(rc, 1, err)
+        errors = self.assertErrorLines(path, err)
+        self.assertEqual(len(errors), 2, err)
+        self.assertIn("typed_config.codec_type: unsupported field", errors[0])
+        self.assertTrue(errors[1].startswith("missing ): a(( @ "), err)
+        self.assertTrue(errors[1].endswith("routes[0].match.safe_regex.regex (line 17)"), err)
+
     def test_examples(self):
         """
         Envoy's example configs that txenvoy cannot run yet (05, 07, 08, 12,

@@ -26,7 +26,7 @@ Each message ends with C{@ <field path>}.
 import ipaddress
 
 from txenvoy.config import messages
-from txenvoy.config.errors import ConfigError
+from txenvoy.config.errors import ConfigError, collectErrors, report
 from txenvoy.network.address import addressString
 
 _HCM_TYPE = (
@@ -69,16 +69,23 @@ _EDS_TYPE_URL = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignm
 
 def check(bootstrap, serviceNode="", serviceCluster=""):
     """
-    Run Envoy's cross-reference checks on a parsed, schema-valid bootstrap.
+    Run Envoy's cross-reference checks on a parsed, schema-valid bootstrap;
+    every problem is found before any is raised (one
+    L{txenvoy.config.errors.ConfigErrors} when there are several).
 
     @param bootstrap: an C{envoy.config.bootstrap.v3.Bootstrap}.
     @param serviceNode: C{--service-node}, standing in for an empty
         C{node.id}.
     @param serviceCluster: C{--service-cluster}, standing in for an empty
         C{node.cluster}.
-    @raise ConfigError: the first problem found, in the order Envoy meets
-        them while starting.
+    @raise ConfigError: the problems found, the first one first, in the
+        order Envoy meets them while starting.
     """
+    with collectErrors():
+        _check(bootstrap, serviceNode, serviceCluster)
+
+
+def _check(bootstrap, serviceNode, serviceCluster):
     hasNode = bool((bootstrap.node.id or serviceNode)
                    and (bootstrap.node.cluster or serviceCluster))
     dynamic = bootstrap.dynamic_resources
@@ -89,22 +96,22 @@ def check(bootstrap, serviceNode="", serviceCluster=""):
         if bootstrap.admin.HasField("address"):
             _checkIpAddress(bootstrap.admin.address, "admin.address")
     if not hasNode and bootstrap.HasField("dynamic_resources") and dynamic.HasField("ads_config"):
-        raise ConfigError(_NODE_REQUIRED % ("ads",) + " @ dynamic_resources.ads_config")
+        report(ConfigError(_NODE_REQUIRED % ("ads",) + " @ dynamic_resources.ads_config"))
 
     clusterNames = set()
     for i, cluster in enumerate(static.clusters):
         path = "static_resources.clusters[%d]" % (i,)
         _checkExtensionEntries(cluster, path)
         if cluster.name in clusterNames:
-            raise messages.duplicateCluster(cluster.name, path)
+            report(messages.duplicateCluster(cluster.name, path))
         clusterNames.add(cluster.name)
         if cluster.WhichOneof("cluster_discovery_type") in (None, "type") \
                 and cluster.type == _STATIC_TYPE:
             _checkStaticEndpoints(cluster, path)
         if (not hasNode and cluster.type == _EDS_TYPE
                 and cluster.eds_cluster_config.HasField("eds_config")):
-            raise ConfigError(
-                _NODE_REQUIRED % (_EDS_TYPE_URL,) + " @ %s.eds_cluster_config" % (path,))
+            report(ConfigError(
+                _NODE_REQUIRED % (_EDS_TYPE_URL,) + " @ %s.eds_cluster_config" % (path,)))
 
     if not hasNode and bootstrap.HasField("dynamic_resources"):
         # CDS starts before LDS. Envoy's validate mode never starts LDS, but
@@ -113,7 +120,7 @@ def check(bootstrap, serviceNode="", serviceCluster=""):
                 ("cds_config", "type.googleapis.com/envoy.config.cluster.v3.Cluster"),
                 ("lds_config", "type.googleapis.com/envoy.config.listener.v3.Listener")):
             if dynamic.HasField(field):
-                raise ConfigError(_NODE_REQUIRED % (typeUrl,) + " @ dynamic_resources." + field)
+                report(ConfigError(_NODE_REQUIRED % (typeUrl,) + " @ dynamic_resources." + field))
 
     _checkListeners(static.listeners, clusterNames)
 
@@ -136,11 +143,11 @@ def _checkListeners(listeners, clusterNames):
             names.add(listener.name)
         if listener.HasField("internal_listener"):
             if listener.HasField("address"):
-                raise ConfigError(
+                report(ConfigError(
                     "error adding listener '%s': address should not be used when an "
-                    "internal listener config is provided @ %s.address" % (listener.name, path))
+                    "internal listener config is provided @ %s.address" % (listener.name, path)))
         elif not listener.HasField("address") and not listener.HasField("api_listener"):
-            raise messages.listenerAddressMissing(listener.name, path)
+            report(messages.listenerAddressMissing(listener.name, path))
         if listener.HasField("address"):
             _checkIpAddress(listener.address, path + ".address")
         for j, extra in enumerate(listener.additional_addresses):
@@ -154,9 +161,9 @@ def _checkListeners(listeners, clusterNames):
         keys = {key for key, _ in keyed if key is not None}
         for other in bound:
             if keys & other:
-                raise ConfigError(
+                report(ConfigError(
                     _DUPLICATE_ADDRESS % (listener.name, ",".join(text for _, text in keyed))
-                    + " @ %s.address" % (path,))
+                    + " @ %s.address" % (path,)))
         bound.append(keys)
 
 
@@ -178,7 +185,7 @@ def _checkIpAddress(address, path, hint=""):
     socket = address.socket_address
     if socket.resolver_name or _isIp(socket.address):
         return
-    raise messages.malformedIpAddress(socket.address, path + ".socket_address.address", hint)
+    report(messages.malformedIpAddress(socket.address, path + ".socket_address.address", hint))
 
 
 def _checkStaticEndpoints(cluster, path):
@@ -190,7 +197,7 @@ def _checkStaticEndpoints(cluster, path):
                 continue
             addressPath = "%s.endpoints[%d].lb_endpoints[%d].endpoint.address" % (base, e, h)
             if not host.endpoint.address.WhichOneof("address"):
-                raise ConfigError("Address must be set%s @ %s" % (hint, addressPath))
+                report(ConfigError("Address must be set%s @ %s" % (hint, addressPath)))
             _checkIpAddress(host.endpoint.address, addressPath, hint)
 
 
@@ -214,25 +221,25 @@ def _checkFilterChains(listener, path):
     if not chains and not listener.HasField("default_filter_chain"):
         if isUdp:
             return
-        raise messages.noFilterChains(_listenerText(listener), path)
+        report(messages.noFilterChains(_listenerText(listener), path))
     seen = {}
     for i, chain in enumerate(chains):
         key = chain.filter_chain_match.SerializeToString(deterministic=True)
         if key in seen:
-            raise ConfigError(
+            report(ConfigError(
                 "error adding listener '%s': filter chain '%s' has the same matching rules "
                 "defined as '%s'. duplicate matcher is: %s @ %s.filter_chains[%d]"
                 % (_listenerText(listener), chain.name, seen[key],
-                   _matchText(chain.filter_chain_match), path, i))
+                   _matchText(chain.filter_chain_match), path, i)))
         seen[key] = chain.name
     leaves = set()
     for i, chain in enumerate(chains):
         for leaf in _matchLeaves(chain.filter_chain_match):
             if leaf in leaves:
-                raise ConfigError(
+                report(ConfigError(
                     "error adding listener '%s': multiple filter chains with overlapping "
                     "matching rules are defined @ %s.filter_chains[%d]"
-                    % (_listenerText(listener), path, i))
+                    % (_listenerText(listener), path, i)))
             leaves.add(leaf)
 
 
@@ -320,10 +327,10 @@ def _checkRouteConfig(hcm, path, clusterNames):
         for d, domain in enumerate(vhost.domains):
             # Envoy compares domains case-insensitively.
             if domain.lower() in domains:
-                raise ConfigError(
+                report(ConfigError(
                     "Only unique values for domains are permitted. Duplicate entry of domain "
                     "%s in route %s @ %s.virtual_hosts[%d].domains[%d]"
-                    % (domain.lower(), routeConfig.name, base, v, d))
+                    % (domain.lower(), routeConfig.name, base, v, d)))
             domains.add(domain.lower())
     if routeConfig.HasField("validate_clusters") and not routeConfig.validate_clusters.value:
         return
@@ -335,19 +342,19 @@ def _checkRouteConfig(hcm, path, clusterNames):
             routePath = "%s.virtual_hosts[%d].routes[%d].route" % (base, v, r)
             specifier = action.WhichOneof("cluster_specifier")
             if specifier == "cluster" and action.cluster not in clusterNames:
-                raise ConfigError("route: unknown cluster '%s' @ %s.cluster"
-                                  % (action.cluster, routePath))
+                report(ConfigError("route: unknown cluster '%s' @ %s.cluster"
+                                   % (action.cluster, routePath)))
             if specifier == "weighted_clusters":
                 for w, weighted in enumerate(action.weighted_clusters.clusters):
                     if weighted.name and weighted.name not in clusterNames:
-                        raise ConfigError(
+                        report(ConfigError(
                             "route: unknown weighted cluster '%s' @ %s.weighted_clusters"
-                            ".clusters[%d].name" % (weighted.name, routePath, w))
+                            ".clusters[%d].name" % (weighted.name, routePath, w)))
             for m, mirror in enumerate(action.request_mirror_policies):
                 if mirror.cluster and mirror.cluster not in clusterNames:
-                    raise ConfigError(
+                    report(ConfigError(
                         "route: unknown shadow cluster '%s' @ %s.request_mirror_policies[%d]"
-                        ".cluster" % (mirror.cluster, routePath, m))
+                        ".cluster" % (mirror.cluster, routePath, m)))
 
 
 def _checkExtensionEntries(message, path):
@@ -355,8 +362,8 @@ def _checkExtensionEntries(message, path):
         if entry.DESCRIPTOR.full_name in _PER_FILTER_CONFIG_HOLDERS:
             for key in sorted(entry.typed_per_filter_config):
                 if not entry.typed_per_filter_config[key].type_url:
-                    raise messages.noImplementation(
-                        key, "%s.typed_per_filter_config[%s]" % (entryPath, key))
+                    report(messages.noImplementation(
+                        key, "%s.typed_per_filter_config[%s]" % (entryPath, key)))
             continue
         typedConfig = entry.DESCRIPTOR.fields_by_name["typed_config"]
         oneof = typedConfig.containing_oneof
@@ -369,7 +376,7 @@ def _checkExtensionEntries(message, path):
         if getattr(entry, "is_optional", False):
             # An optional HTTP filter Envoy cannot find is skipped.
             continue
-        raise messages.noImplementation(entry.name, entryPath)
+        report(messages.noImplementation(entry.name, entryPath))
 
 
 # --- finding messages of some types anywhere, typed_config included ----------

@@ -40,7 +40,7 @@ import os
 import random
 
 from txenvoy.config.datasource import readDataSource
-from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.errors import FAILED, ConfigError, UnsupportedField, attempt
 from txenvoy.config.fields import checkFields, wholeMilliseconds
 from txenvoy.http.header_mutation import EMPTY, HeaderMutations, compileHeaderMutation
 from txenvoy.http.route_matcher import (
@@ -991,7 +991,9 @@ class _Compiler:
         prefixes = {}
         for v, vhostConfig in enumerate(config.virtual_hosts):
             vhostPath = "%s.virtual_hosts[%d]" % (path, v)
-            vhost = self.compileVirtualHost(vhostConfig, vhostPath)
+            vhost = attempt(self.compileVirtualHost, vhostConfig, vhostPath)
+            if vhost is FAILED:
+                continue
             vhosts.append(vhost)
             for d, domainName in enumerate(vhostConfig.domains):
                 domain = domainName.encode("utf-8").lower()
@@ -1063,7 +1065,13 @@ class _Compiler:
         entries = []
         table = []
         for r, routeConfig in enumerate(config.routes):
-            entry, row = self.compileRoute(routeConfig, vhost, "%s.routes[%d]" % (path, r))
+            compiled = attempt(self.compileRoute, routeConfig, vhost,
+                               "%s.routes[%d]" % (path, r))
+            if compiled is FAILED:
+                # Reported inside a collection of errors; the next route is
+                # checked.
+                continue
+            entry, row = compiled
             entries.append(entry)
             table.append(row)
         object.__setattr__(vhost, "routes", tuple(entries))

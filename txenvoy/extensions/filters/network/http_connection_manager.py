@@ -119,10 +119,13 @@ def createHttpConnectionManager(message, context):
     config.statPrefix = "http.%s." % (message.stat_prefix,)
 
     if message.codec_type not in (0, 1):
-        raise UnsupportedField(path + ".codec_type", "only AUTO and HTTP1 (HTTP/1.1)")
+        report(UnsupportedField(path + ".codec_type", "only AUTO and HTTP1 (HTTP/1.1)"))
     if message.HasField("route_config"):
-        config.routeTable = RouteTable.fromProto(
-            message.route_config, path + ".route_config", _knownClusters(context))
+        # Reported inside a collection of errors; the filters are checked too.
+        routeTable = attempt(RouteTable.fromProto, message.route_config,
+                             path + ".route_config", _knownClusters(context))
+        if routeTable is not FAILED:
+            config.routeTable = routeTable
     else:
         raise ConfigError("%s: one of route_config, rds or scoped_routes is required" % (path,))
 
@@ -154,9 +157,9 @@ def createHttpConnectionManager(message, context):
     if http1.default_host_for_http_10:
         config.defaultHostForHttp10 = http1.default_host_for_http_10.encode("utf-8")
     if http1.allow_chunked_length:
-        raise UnsupportedField(hpath + ".allow_chunked_length", "only false")
+        report(UnsupportedField(hpath + ".allow_chunked_length", "only false"))
     if http1.HasField("allow_absolute_url") and not http1.allow_absolute_url.value:
-        raise UnsupportedField(hpath + ".allow_absolute_url", "only true")
+        report(UnsupportedField(hpath + ".allow_absolute_url", "only true"))
     config.enableTrailers = http1.enable_trailers
 
     if message.server_name:
@@ -201,17 +204,17 @@ def createHttpConnectionManager(message, context):
     config.preserveExternalRequestId = message.preserve_external_request_id
     config.alwaysSetRequestIdInResponse = message.always_set_request_id_in_response
     if message.forward_client_cert_details != 0:
-        raise UnsupportedField(path + ".forward_client_cert_details", "only SANITIZE")
+        report(UnsupportedField(path + ".forward_client_cert_details", "only SANITIZE"))
     if message.proxy_100_continue:
-        raise UnsupportedField(path + ".proxy_100_continue", "only false")
+        report(UnsupportedField(path + ".proxy_100_continue", "only false"))
     if message.HasField("stream_error_on_invalid_http_message") and \
             message.stream_error_on_invalid_http_message.value:
-        raise UnsupportedField(path + ".stream_error_on_invalid_http_message", "only false")
+        report(UnsupportedField(path + ".stream_error_on_invalid_http_message", "only false"))
     if message.HasField("request_id_extension"):
         ext = message.request_id_extension
         typeName = registry.typeNameOf(ext.typed_config)
         if typeName != _UUID_REQUEST_ID:
-            raise UnsupportedExtension(path + ".request_id_extension.typed_config", typeName)
+            report(UnsupportedExtension(path + ".request_id_extension.typed_config", typeName))
 
     upgrades = set()
     for i, upgrade in enumerate(message.upgrade_configs):
