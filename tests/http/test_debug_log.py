@@ -83,6 +83,11 @@ class DataPathLogTests(SynchronousTestCase):
                      "{remote_connection_failure|delayed_connect_error:_Connection_refused}\n"]:
             self.assertIn(line, text)
         self.assertNotIn("[trace]", text)
+        # What %UPSTREAM_TRANSPORT_FAILURE_REASON% prints (Envoy 1.40:
+        # delayed_connect_error:_Connection_refused).
+        [(info, _, _)] = self.h.accessLog.entries
+        self.assertEqual(info.upstreamTransportFailureReason,
+                         "delayed connect error: Connection refused")
 
     def test_offCostsNoFormatting(self):
         """

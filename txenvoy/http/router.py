@@ -648,7 +648,9 @@ class RouterFilter:
             flag = ResponseFlag.UPSTREAM_OVERFLOW
         elif reason in _CONNECT_FAILURE_REASONS:
             flag = ResponseFlag.UPSTREAM_CONNECTION_FAILURE
-            info.upstreamTransportFailureReason = reason
+            # Envoy 1.40's %UPSTREAM_TRANSPORT_FAILURE_REASON% for a refused
+            # connect: delayed_connect_error:_Connection_refused.
+            info.upstreamTransportFailureReason = transportFailure or reason
         elif reason == PROTOCOL_ERROR:
             flag = "UPE"
         else:
