@@ -66,9 +66,7 @@ class ListenerManager(Service):
 
     def privilegedStartService(self):
         Service.privilegedStartService(self)
-        if not self._bound:
-            # Not bound early by the entry point (twistd's daemon mode).
-            self.bind(self._workerCount)
+        self.bind(self._workerCount)
 
     def startService(self):
         Service.startService(self)

@@ -58,6 +58,7 @@ class _TwistdRoot(MultiService):
         self._observer = observer
         self.logPath = logPath
         self.daemon = daemon
+        self._privilegedStarted = False
         self.signals = SignalHandlers(server.reactor, server, self._reopenLogs)
         server.setServiceParent(self)
 
@@ -71,7 +72,7 @@ class _TwistdRoot(MultiService):
             parent.setComponent(ILogObserver, self._observer)
         MultiService.setServiceParent(self, parent)
 
-    def bindEarly(self):
+    def privilegedStartEarly(self):
         """
         Daemon mode: bind the listeners and the admin now, in the launching
         process, so that a port in use is reported in full on the user's
@@ -85,7 +86,7 @@ class _TwistdRoot(MultiService):
         self._privilegedStarted = True
 
     def privilegedStartService(self):
-        if getattr(self, "_privilegedStarted", False):
+        if self._privilegedStarted:
             return
         try:
             self._privilegedStart()
@@ -278,7 +279,7 @@ def makeService(options):
     logPath = _logDestination(opts, twistdConfig)
     root = _TwistdRoot(server, None, logPath, daemon=daemon)
     if daemon:
-        root.bindEarly()
+        root.privilegedStartEarly()
     try:
         out = openLogOutput(logPath)
     except OSError as e:
