@@ -74,13 +74,6 @@ OPTIONS = """
 CLUSTER_OPTIONS = {"idle": OPTIONS % ("idle_timeout: 0.3s",),
                    "keep": OPTIONS % ("max_requests_per_connection: 2",)}
 
-IDLE_OPTIONS = """
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        common_http_protocol_options: {idle_timeout: 0.3s}
-        explicit_http_config: {http_protocol_options: {}}"""
-
 
 def teardownConfig(port, adminPort, originPort, deadPort):
     routes = "\n".join(ROUTE % {"name": name} for name in CLUSTERS

@@ -291,6 +291,23 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(client.state, CLOSED)
         self.assertEqual(self.pools.connections, 1)
 
+    def test_deadCodecNotHandedOut(self):
+        """
+        An idle client whose codec can take no request is closed, never
+        handed out: encodeRequest would raise into the reactor.
+        """
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, transport = self.establish()
+        s.send()
+        protocol.dataReceived(OK)
+        s.client.codec.connectionLost()
+        t = Stream()
+        self.assertIsNotNone(self.pool.newStream(t))
+        self.assertEqual(t.events, [])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+
     def test_hostCloseCountsRemote(self):
         """Envoy counts an idle connection the host closed as upstream_cx_destroy_remote."""
         s = Stream()

@@ -473,6 +473,11 @@ class ActiveClient:
         self._cancelIdleTimer()
         if self.closed:
             return False
+        if not self.codec.keepAlive:
+            # Its codec cannot take a request (its end was met, or an
+            # error): encodeRequest would raise. Never handed out.
+            self.abort()
+            return False
         seen = self.connection.peek()
         if seen == PEEK_IDLE:
             return True

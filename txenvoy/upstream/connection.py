@@ -26,6 +26,7 @@ is one extra Python call.
 
 import errno
 import os
+import select
 import socket
 
 from twisted.internet import error, tcp
@@ -55,6 +56,7 @@ PEEK_CLOSED = 1     # the host's FIN or reset waits to be read
 PEEK_DATA = 2       # bytes nobody asked for wait to be read
 
 _PEEK_FLAGS = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)
+_HAS_POLL = hasattr(select, "poll")
 
 
 class _UpstreamFactory(ClientFactory):
@@ -101,6 +103,7 @@ class UpstreamConnection(Protocol):
 
     transport = None
     connected = False
+    _poller = None
     #: Why the transport socket failed to connect (Envoy's
     #: C{%UPSTREAM_TRANSPORT_FAILURE_REASON%}, e.g. C{TLS_error:|...}), or C{""}.
     transportFailureReason = ""
@@ -420,6 +423,15 @@ class UpstreamConnection(Protocol):
         transport = self.transport
         if self._state != _CONNECTED or not isinstance(transport, tcp.Connection):
             return PEEK_IDLE
+        # A poll of this one socket costs a third of a failing recv (which
+        # raises); only a readable socket is peeked at.
+        if _HAS_POLL:
+            poller = self._poller
+            if poller is None:
+                poller = self._poller = select.poll()
+                poller.register(transport.socket.fileno(), select.POLLIN)
+            if not poller.poll(0):
+                return PEEK_IDLE
         try:
             data = transport.socket.recv(1, _PEEK_FLAGS)
         except (BlockingIOError, InterruptedError):
