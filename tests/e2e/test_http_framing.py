@@ -8,13 +8,15 @@ L{tests.http.test_codec_server} and L{tests.http.test_codec_client} pin the
 same behaviours byte for byte.
 """
 
+import os
 import socket
+import sys
 import threading
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import SharedFixture, Upstream
+from tests.e2e.harness import REPO, SharedFixture, Upstream
 from tests.e2e.test_http import _Deployment
 
 SMUGGLED = b"GET /o/smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -253,3 +255,27 @@ class CompareUpstreamFramingTests(SharedFixture, SynchronousTestCase):
             expected = self.answer(envoy, name)
             self.assertEqual(expected[0], 502, name)
             self.assertEqual(self.answer(txenvoy, name), expected, name)
+
+
+class DifferentialRegressionTests(SynchronousTestCase):
+    """
+    A small fixed-seed run of C{bench/differential.py}: 300 mutated
+    requests to real Envoy and to C{twistd -n envoy}. No input may reach
+    txenvoy's origin more often than Envoy's, and few may differ at all
+    (0.69% over 20,000 inputs when this was written).
+    """
+
+    def test_noLeniency(self):
+        sys.path.insert(0, os.path.join(REPO, "bench"))
+        try:
+            import differential
+        finally:
+            sys.path.remove(os.path.join(REPO, "bench"))
+        inputs, outcomes, envoyOrigin, txOrigin, _ = differential.run(
+            300, seed=7, workers=8, timeout=1.0)
+        classes = differential.classify(inputs, outcomes, envoyOrigin, txOrigin)
+        lenient = {key: [inputs[i][0] for i in indexes]
+                   for key, indexes in classes.items() if key[3] > key[2]}
+        self.assertEqual(lenient, {})
+        differing = sum(len(indexes) for indexes in classes.values())
+        self.assertLessEqual(differing, 15, sorted(classes))
