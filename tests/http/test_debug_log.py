@@ -141,3 +141,17 @@ class DataPathLogTests(SynchronousTestCase):
                          r'\[debug\]\[rbac\] \[txenvoy/extensions/filters/http/rbac\.py:\d+\] '
                          r'\[Tags: "ConnectionId":"7","StreamId":"\d+"\] enforced denied, '
                          r"matched policy everyone\n")
+
+    def test_dispatchError(self):
+        """
+        A request the codec refuses: Envoy's local reply line, then the
+        connection's C{dispatch error: http/1.1 protocol error: ...}.
+        """
+        self.levels.setAll("debug")
+        down = self.h.connect()
+        down.send(b"GE\x01T / HTTP/1.1\r\nhost: a\r\n\r\n")
+        self.assertEqual(down.response().status, 400)
+        self.assertRegex(self.out.getvalue(),
+                         r'\[Tags: "ConnectionId":"7"\] Sending local reply with details '
+                         r'http1\.[\w.]+\n.*\[Tags: "ConnectionId":"7"\] dispatch error: '
+                         r"http/1\.1 protocol error: http1\.[\w.]+\n")

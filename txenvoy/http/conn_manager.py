@@ -877,7 +877,14 @@ class ConnectionManager(Protocol):
         if details == "http1.unexpected_underscore":
             stats.http1_requests_rejected_with_underscores_in_headers.inc()
         if log.debugEnabled:
-            log.debug("%sdispatch error: %s (%d)", self.logTag(), details, status)
+            # Envoy 1.40: the stream's local reply, then the connection's
+            # "dispatch error: http/1.1 protocol error: ...".
+            stream = self._stream
+            streamTag = (stream.logTag() if stream is not None and not stream._complete
+                         else self.logTag())
+            log.debug("%sSending local reply with details %s", streamTag, details)
+            log.debug("%sdispatch error: %s%s", self.logTag(),
+                      "http/1.1 protocol error: " if protocolError else "", details)
         # The codec closes the connection after its reply.
         self._codecFailed = True
         if protocolError:
