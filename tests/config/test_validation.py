@@ -481,12 +481,27 @@ class EnvoyMessageTests(SynchronousTestCase):
             "static_resources: {listeners: [{name: l, filter_chains: [{filters: [{name: h, "
             "typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network"
             ".http_connection_manager.v3.HttpConnectionManager}}]}]}]}")
-        error = self.assertRaises(ConfigError, validate, bootstrap)
+        error = self.assertRaises(ConfigError, validate, bootstrap).errors[0]
         self.assertIn(
             "HttpConnectionManagerValidationError.StatPrefix: value length must be at least 1 "
             "characters", error.message)
         self.assertTrue(error.message.endswith(
             "@ static_resources.listeners[0].filter_chains[0].filters[0].typed_config.stat_prefix"))
+
+    def test_everyViolation(self):
+        """
+        Envoy stops at the first violation; txenvoy reports the first of
+        every field, the one Envoy gives first.
+        """
+        bootstrap = self.bootstrap(
+            "static_resources: {clusters: [{name: '', connect_timeout: 0s}, {name: b, "
+            "per_connection_buffer_limit_bytes: 0, circuit_breakers: {thresholds: "
+            "[{priority: 7}]}}]}")
+        error = self.assertRaises(ConfigError, validate, bootstrap)
+        self.assertEqual([e.message.rsplit(" @ ", 1)[1] for e in error.errors], [
+            "static_resources.clusters[0].name",
+            "static_resources.clusters[0].connect_timeout",
+            "static_resources.clusters[1].circuit_breakers.thresholds[0].priority"])
 
     def test_healthCheckRequired(self):
         """

@@ -9,8 +9,10 @@ of xds-protos carry the same options but no validators, so this module reads
 the options from the descriptors and checks them generically. The rules of
 each message type are compiled once and cached.
 
-Like Envoy, the first violation stops the check. The message keeps Envoy's
-key phrase, C{<Message>ValidationError.<Field>: <reason>}, and adds the
+Envoy stops at the first violation; here the first violation of each field
+stops that field only, and all are raised together, the first one first
+(L{txenvoy.config.errors.collectErrors}). Each message keeps Envoy's key
+phrase, C{<Message>ValidationError.<Field>: <reason>}, and adds the
 field path::
 
     Proto constraint validation failed (ClusterValidationError.Name: value
@@ -28,7 +30,7 @@ import re
 import time
 import urllib.parse
 
-from txenvoy.config.errors import ConfigError
+from txenvoy.config.errors import ConfigError, collectErrors, report, skipOnError
 from txenvoy.regex import compilePattern
 
 _MAX_DURATION_SECONDS = 315576000000
@@ -63,9 +65,11 @@ def validate(message, path=""):
     @param message: any protobuf message, typically a C{Bootstrap}.
     @param path: the field path of C{message} itself, prefixed to the path
         in error messages.
-    @raise ConfigError: on the first rule that does not hold.
+    @raise ConfigError: the rules that do not hold, the first one first
+        (one violation a field: the first).
     """
-    _validateMessage(message, path)
+    with collectErrors():
+        _validateMessage(message, path)
 
 
 def _camel(name):
@@ -682,26 +686,33 @@ def _validateMessage(message, path):
     if plan is None:
         return
     for fieldPlan in plan.fields:
-        name = fieldPlan.name
-        if fieldPlan.items is not None:
-            if _mapEntry(fieldPlan.fd) is not None:
-                _validateMap(message, plan, fieldPlan, path)
-            else:
-                _validateRepeated(message, plan, fieldPlan, path)
-            continue
-        if fieldPlan.hasPresence and not message.HasField(name):
-            if fieldPlan.value.required and not fieldPlan.inOneof:
-                raise _violation(desc, fieldPlan.label, fieldPlan.value.requiredReason,
-                                 _join(path, name))
-            continue
-        _validateValue(desc, fieldPlan.fd, fieldPlan.value, getattr(message, name),
-                       fieldPlan.label, _join(path, name))
+        # Inside a collection of errors a field's violation is reported and
+        # the next field checked.
+        with skipOnError():
+            _validateField(message, desc, plan, fieldPlan, path)
     for oneofName in plan.requiredOneofs:
         if message.WhichOneof(oneofName) is None:
             # Envoy's wording for a required oneof differs from the fields'.
-            raise ConfigError(
+            report(ConfigError(
                 'Proto constraint validation failed (field: "%s", reason: is required) @ %s'
-                % (oneofName, _join(path, oneofName)))
+                % (oneofName, _join(path, oneofName))))
+
+
+def _validateField(message, desc, plan, fieldPlan, path):
+    name = fieldPlan.name
+    if fieldPlan.items is not None:
+        if _mapEntry(fieldPlan.fd) is not None:
+            _validateMap(message, plan, fieldPlan, path)
+        else:
+            _validateRepeated(message, plan, fieldPlan, path)
+        return
+    if fieldPlan.hasPresence and not message.HasField(name):
+        if fieldPlan.value.required and not fieldPlan.inOneof:
+            raise _violation(desc, fieldPlan.label, fieldPlan.value.requiredReason,
+                             _join(path, name))
+        return
+    _validateValue(desc, fieldPlan.fd, fieldPlan.value, getattr(message, name),
+                   fieldPlan.label, _join(path, name))
 
 
 def _validateValue(desc, fd, rules, value, label, path):
