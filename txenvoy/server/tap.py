@@ -277,6 +277,9 @@ def makeService(options):
     if opts.enableCoreDump:
         enableCoreDump()
     logPath = _logDestination(opts, twistdConfig)
+    if logPath:
+        # Reopened on SIGUSR1 after twistd's --rundir chdir: the same file.
+        logPath = os.path.abspath(logPath)
     root = _TwistdRoot(server, None, logPath, daemon=daemon)
     if daemon:
         root.privilegedStartEarly()
