@@ -352,6 +352,46 @@ class OverloadActionTests(SynchronousTestCase):
             self.assertEqual(overflow, [1], kind)
 
 
+class GlobalLimitAcrossWorkersTests(SynchronousTestCase):
+    """
+    C{global_downstream_max_connections} counts every listener on every
+    worker as one: two listeners, two worker threads, a limit of 3.
+    """
+
+    def test_oneCountForAllListenersAndWorkers(self):
+        origin = Upstream(originHandler)
+        self.addCleanup(origin.stop)
+        admin, port = freePort(), freePort()
+        config = proxyConfig(admin, port, origin.port, [globalMonitor(3)])
+        second = freePort()
+        l2 = config.split("  - name: l1\n", 1)[1].split("  clusters:", 1)[0]
+        config = config.replace("  clusters:", "  - name: l2\n" + l2.replace(
+            "port_value: %d}" % (port,), "port_value: %d}" % (second,)) + "  clusters:", 1)
+        proxy = Envoy(config, adminPort=admin, args=("--concurrency", "2"))
+        self.addCleanup(proxy.stop)
+        proxy.waitReady()
+        held = []
+        for p in (port, second, port, second):
+            s = socket.create_connection(("127.0.0.1", p))
+            self.addCleanup(s.close)
+            held.append(s)
+            time.sleep(0.1)
+        closed = [isClosed(s, 0.5) for s in held]
+        self.assertEqual(closed, [False, False, False, True])
+        stats = proxy.stats()
+        self.assertEqual(sum(v for k, v in stats.items()
+                             if k.endswith(".downstream_global_cx_overflow")), 1)
+        self.assertEqual(stats["listener.127.0.0.1_%d.downstream_global_cx_overflow"
+                               % (second,)], 1)
+        self.assertEqual(stats["overload.envoy.resource_monitors."
+                               "global_downstream_max_connections.failed_updates"], 1)
+        held[0].close()
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", second)) as s:
+            s.sendall(GET)
+            self.assertEqual(readResponse(s).split(b"\r\n")[0], b"HTTP/1.1 200 OK")
+
+
 class Example12Tests(SynchronousTestCase):
     """
     C{12-bootstrap-ops.yaml}, unchanged: it validates, runs, proxies, and

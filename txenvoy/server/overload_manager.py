@@ -22,6 +22,7 @@ Stats, named as Envoy names them:
 
 import random
 import threading
+from types import MappingProxyType
 
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
@@ -31,7 +32,8 @@ from zope.interface import Attribute, Interface, implementer
 from txenvoy.config import messages
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.fields import checkFields
-from txenvoy.config.registry import Category
+from txenvoy.config.registry import Category, typeNameOf, unpackAny
+from txenvoy.server.heap_shrinker import FreeMemoryReleaser, HeapShrinker
 
 log = Logger(namespace="main")
 
@@ -182,8 +184,6 @@ class OverloadAction:
     def _scaledTimers(self, proto, path):
         if not proto.HasField("typed_config"):
             return {}
-        from txenvoy.config.registry import typeNameOf, unpackAny
-
         if typeNameOf(proto.typed_config) != _SCALE_TIMERS_TYPE or self.name != REDUCE_TIMEOUTS:
             raise UnsupportedField(path + ".typed_config", typeNameOf(proto.typed_config))
         config = unpackAny(proto.typed_config, path + ".typed_config")
@@ -308,7 +308,7 @@ class OverloadState:
     __slots__ = ("values",)
 
     def __init__(self, values=None):
-        self.values = dict(values or {})
+        self.values = MappingProxyType(dict(values or {}))
 
     def value(self, action):
         return self.values.get(action, 0.0)
@@ -490,8 +490,6 @@ class OverloadManager(Service):
         wanted = (IProactiveResourceMonitor if rm.name == GLOBAL_DOWNSTREAM_MAX_CONNECTIONS
                   else IResourceMonitor)
         if not wanted.providedBy(monitor):
-            from txenvoy.config.registry import typeNameOf
-
             raise messages.noImplementation(rm.name, path, typeNameOf(rm.typed_config))
         return monitor
 
@@ -521,8 +519,6 @@ class OverloadManager(Service):
         Start the refresh loop on the main reactor (none without monitors),
         and the periodic release of free memory (always).
         """
-        from txenvoy.server.heap_shrinker import FreeMemoryReleaser, HeapShrinker
-
         self._releaser = FreeMemoryReleaser(self.reactor)
         self._releaser.start()
         if SHRINK_HEAP in self.actions:
