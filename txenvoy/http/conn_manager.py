@@ -466,7 +466,8 @@ class ConnectionManagerConfig:
 
     def __init__(self):
         self.statsFor = PerWorker(lambda d: _HcmStats(d.stats, self.statPrefix)).get
-        self._listenerStats = {}
+        # Per worker: {listener prefix: stats}.
+        self._listenerStats = PerWorker(lambda d: {})
 
     def finish(self):
         """Derive the per-request lookup sets once every field is set."""
@@ -493,10 +494,10 @@ class ConnectionManagerConfig:
 
     def listenerStatsFor(self, dispatcher, listenerPrefix):
         """This worker's C{listener.<address>.http.<prefix>.*} stats."""
-        key = (dispatcher.name, listenerPrefix)
-        stats = self._listenerStats.get(key)
+        byListener = self._listenerStats.get(dispatcher)
+        stats = byListener.get(listenerPrefix)
         if stats is None:
-            stats = self._listenerStats[key] = _ListenerHttpStats(
+            stats = byListener[listenerPrefix] = _ListenerHttpStats(
                 dispatcher.stats, listenerPrefix + self.statPrefix)
         return stats
 

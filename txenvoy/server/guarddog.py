@@ -27,6 +27,13 @@ the guard dog, which no other thread writes. (Threads only pause each
 other while one holds the GIL, which a stuck C extension might; then no
 Python-level watchdog can help, Envoy's C++ one can.)
 
+In the server's service tree the guard dog is one child service
+(L{GuardDog.startService} watches the main dispatcher; each worker calls
+L{GuardDog.watch} when it starts and L{GuardDog.unwatch} when it stops), and
+it keeps this shape on purpose: touches stay C{LoopingCall}s on each
+watched reactor, and the checker keeps its own thread, so that a blocked
+main reactor is still seen.
+
 With C{useThread=False} the same checks run from a C{LoopingCall} on the
 main reactor, for tests and for embedding where a thread is unwelcome; the
 main thread's own stalls are then invisible.
