@@ -56,7 +56,7 @@ ANY_HOST = '[{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, route: 
 
 
 def proxyConfig(admin, port, origin, monitors=(), actions=(), runtime="",
-                virtualHosts=ANY_HOST):
+                virtualHosts=ANY_HOST, hcm=""):
     """
     An admin, one HTTP listener C{l1} (stat prefix C{ingress}) routing to
     cluster C{c1} at C{origin}, and an overload manager if C{monitors}.
@@ -81,6 +81,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
+          %(hcm)s
           route_config:
             virtual_hosts: %(virtualHosts)s
           http_filters:
@@ -93,7 +94,7 @@ static_resources:
       cluster_name: c1
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}}]}]
 """ % dict(admin=admin, port=port, origin=origin, overload=overload, runtime=runtime,
-           virtualHosts=virtualHosts)
+           virtualHosts=virtualHosts, hcm=hcm)
 
 
 def adminStats(adminPort):
@@ -151,9 +152,9 @@ class Proxies:
         self.origin = Upstream(originHandler)
         test.addCleanup(self.origin.stop)
 
-    def start(self, kind, monitors, actions=(), runtime="", waitFor=None):
+    def start(self, kind, monitors, actions=(), runtime="", waitFor=None, hcm=""):
         admin, port = freePort(), freePort()
-        config = proxyConfig(admin, port, self.origin.port, monitors, actions, runtime)
+        config = proxyConfig(admin, port, self.origin.port, monitors, actions, runtime, hcm=hcm)
         if kind == "envoy":
             proc = RealEnvoy(config)
             self.test.addCleanup(proc.stop)
@@ -182,11 +183,11 @@ def overloadStats(stats):
 class OverloadActionTests(SynchronousTestCase):
     """Each action, in Envoy and in txenvoy, with the same outcome."""
 
-    def both(self, scenario, monitors, actions=(), runtime="", waitFor=None):
+    def both(self, scenario, monitors, actions=(), runtime="", waitFor=None, hcm=""):
         proxies = Proxies(self)
         results = {}
         for kind in ("envoy", "txenvoy"):
-            admin, port = proxies.start(kind, monitors, actions, runtime, waitFor)
+            admin, port = proxies.start(kind, monitors, actions, runtime, waitFor, hcm)
             results[kind] = scenario(port), adminStats(admin)
         return results
 
@@ -244,6 +245,37 @@ class OverloadActionTests(SynchronousTestCase):
         for stats in (envoyStats, ourStats):
             self.assertEqual(stats["http.ingress.downstream_cx_overload_disable_keepalive"], 1)
         self.assertEqual(overloadStats(ourStats), overloadStats(envoyStats))
+
+    def test_reduceTimeoutsShortensIdleTimeout(self):
+        """
+        C{reduce_timeouts} saturated: an idle HTTP connection is closed
+        after C{min_timeout} (1 s) instead of C{idle_timeout} (5 s), and
+        counted in C{downstream_cx_idle_timeout}.
+        """
+        def scenario(port):
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(GET)
+                readResponse(s)
+                started = time.time()
+                closed = isClosed(s, 4.0)
+                return closed, time.time() - started
+
+        action = ("{name: envoy.overload_actions.reduce_timeouts, triggers: [{name: %s, "
+                  "scaled: {scaling_threshold: 0.5, saturation_threshold: 0.9}}], "
+                  "typed_config: {'@type': type.googleapis.com/envoy.config.overload.v3."
+                  "ScaleTimersOverloadActionConfig, timer_scale_factors: [{timer: "
+                  "HTTP_DOWNSTREAM_CONNECTION_IDLE, min_timeout: 1s}]}}" % (HEAP,))
+        active = "overload.envoy.overload_actions.reduce_timeouts.active"
+        results = self.both(scenario, [heapMonitor()], [action], waitFor=active,
+                            hcm="common_http_protocol_options: {idle_timeout: 5s}\n"
+                                "          drain_timeout: 0.1s")
+        for kind in ("envoy", "txenvoy"):
+            (closed, after), stats = results[kind]
+            self.assertTrue(closed, kind)
+            self.assertTrue(0.7 < after < 2.5, (kind, after))
+            self.assertEqual(stats["http.ingress.downstream_cx_idle_timeout"], 1, kind)
+        self.assertEqual(overloadStats(results["txenvoy"][1]),
+                         overloadStats(results["envoy"][1]))
 
     def test_rejectIncomingConnections(self):
         """

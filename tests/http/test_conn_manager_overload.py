@@ -94,3 +94,14 @@ class OverloadActionTests(SynchronousTestCase):
         h.advance(0.2)
         self.assertTrue(down.closed)
         self.assertEqual(h.stat("http.ingress.downstream_cx_idle_timeout"), 1)
+
+    def test_reduceTimeoutsAlreadySaturatedAtConnect(self):
+        """A connection made while C{reduce_timeouts} is saturated gets the short timeout."""
+        h = Harness(self, hcm={"common_http_protocol_options": {"idle_timeout": "10s"}})
+        overloaded(h, scaledTimers={HTTP_DOWNSTREAM_CONNECTION_IDLE: (2.0, None)},
+                   **{REDUCE_TIMEOUTS: 1.0})
+        down = h.connect()
+        h.advance(1.9)
+        self.assertFalse(down.closed)
+        h.advance(0.2)
+        self.assertTrue(down.closed)

@@ -624,7 +624,8 @@ class ConnectionManager(Protocol):
         self._idleSince = self._startTime
         if config.idleTimeout:
             self._idleTimer = timers.timer(self._onIdleTimer)
-            timers.scheduleAt(self._idleTimer, self._startTime + config.idleTimeout)
+            timers.scheduleAt(self._idleTimer, self._startTime + self.overload.scaledTimeout(
+                HTTP_DOWNSTREAM_CONNECTION_IDLE, config.idleTimeout))
             if HTTP_DOWNSTREAM_CONNECTION_IDLE in self.overload.scaledTimers:
                 self.overload.addCallback(REDUCE_TIMEOUTS, self._onTimeoutsScaled)
         if config.maxConnectionDuration:
