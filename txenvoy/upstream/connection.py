@@ -148,7 +148,7 @@ class UpstreamConnection(Protocol):
             log.debug("%sconnecting to %s", connTag(self.connectionId), self.host.addressString)
         self._timer = reactor.callLater(info.connectTimeout, self._onConnectTimeout)
         factory = _UpstreamFactory(self)
-        transportSocket = getattr(info, "transportSocket", None)
+        transportSocket = info.transportSocket
         if transportSocket is not None:
             factory = transportSocket.wrapProtocolFactory(factory, reactor, self.host,
                                                           self.cluster)

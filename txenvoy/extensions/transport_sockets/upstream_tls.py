@@ -258,7 +258,7 @@ class UpstreamTlsProtocol(DownstreamTlsProtocol):
         group = tls.get_group_name()
         if group:
             stats.counter("curves." + _CURVE_STAT_NAMES.get(group.lower(), group)).inc()
-        self.tlsSocket._keepSession(tls)
+        self.tlsSocket.keepSession(tls)
         self.wrappedProtocol.makeConnection(self)
 
     def verifyPeer(self, certificate, errno, depth, ok):
@@ -292,7 +292,7 @@ class UpstreamTlsProtocol(DownstreamTlsProtocol):
         handshakeDone = self.handshakeDone
         if handshakeDone and self.tlsConnection is not None:
             # TLS 1.3 tickets arrive after the handshake.
-            self.tlsSocket._keepSession(self.tlsConnection)
+            self.tlsSocket.keepSession(self.tlsConnection)
         DownstreamTlsProtocol.connectionLost(self, reason)
         if not handshakeDone and not self._failureReported:
             self._failureReported = True
@@ -401,7 +401,8 @@ class UpstreamTlsSocket:
                 connection.set_session(session)
         return connection
 
-    def _keepSession(self, tlsConnection):
+    def keepSession(self, tlsConnection):
+        """Keep the session of a finished handshake for resumption (C{max_session_keys})."""
         if not self.maxSessionKeys:
             return
         session = tlsConnection.get_session()
