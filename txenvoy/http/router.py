@@ -29,6 +29,10 @@ binary's output):
    and full jitter (C{base_interval} 25 ms, capped at C{max_interval});
    when retries are exhausted on a 5xx the host's last response is passed
    on with flag C{URX};
+ - a request lost to the idle-close race (the host closed a reused
+   connection without a byte of answer) is sent again at once on another
+   connection when that is safe (an idempotent method, its body held),
+   spending no retry; any other gets Envoy's 503 C{connection termination};
  - to the host: C{x-envoy-expected-rq-timeout-ms} (the per-try timeout when
    it is the smaller), C{x-envoy-original-path} on a path rewrite, the
    route's header mutations, host rewrites; to the client:
