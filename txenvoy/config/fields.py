@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.config.test_fields -*-
 """
 Helpers every config builder shares: the check that no setting is silently
-dropped, and durations in seconds.
+dropped, durations in seconds, and which fields are protobuf maps.
 """
 
 from txenvoy.config.errors import UnsupportedField, report
@@ -38,6 +38,26 @@ def checkFields(message, allowed, path, ignored=()):
         name = field.name
         if name not in allowed and name not in ignored:
             report(UnsupportedField("%s.%s" % (path, name) if path else name))
+
+
+_mapEntries = {}
+
+
+def mapEntry(fd):
+    """
+    The map entry type when the field C{fd} is a protobuf map, else
+    C{None}; cached per field.
+    """
+    try:
+        return _mapEntries[fd.full_name]
+    except KeyError:
+        pass
+    entry = None
+    if fd.is_repeated and fd.message_type is not None:
+        if fd.message_type.GetOptions().map_entry:
+            entry = fd.message_type
+    _mapEntries[fd.full_name] = entry
+    return entry
 
 
 def durationSeconds(duration):

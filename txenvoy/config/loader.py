@@ -35,6 +35,7 @@ from txenvoy.config.errors import (
     report,
     setSource,
 )
+from txenvoy.config.fields import mapEntry
 
 
 # --- YAML, read as Envoy's yaml-cpp reads it ---------------------------------
@@ -221,7 +222,6 @@ def _parseJson(text, typeName):
 
 _INT_RANGES = {}
 _fieldMaps = {}
-_mapEntries = {}
 
 _WRAPPERS = frozenset(
     "google.protobuf." + n for n in (
@@ -308,7 +308,7 @@ class _Walk:
         return out
 
     def field(self, fd, value, path):
-        entry = _mapEntry(fd)
+        entry = mapEntry(fd)
         if entry is not None:
             return self.mapField(entry, value, path)
         if fd.is_repeated:
@@ -675,20 +675,6 @@ def _fieldMap(desc):
         fields.setdefault(fd.json_name, fd)
     _fieldMaps[desc.full_name] = fields
     return fields
-
-
-def _mapEntry(fd):
-    """The map entry type when C{fd} is a map field, else C{None}."""
-    try:
-        return _mapEntries[fd.full_name]
-    except KeyError:
-        pass
-    entry = None
-    if fd.is_repeated and fd.message_type is not None:
-        if fd.message_type.GetOptions().map_entry:
-            entry = fd.message_type
-    _mapEntries[fd.full_name] = entry
-    return entry
 
 
 def _keepsNull(fd):

@@ -10,6 +10,8 @@ module under their own C{twisted/plugins/}) and are found by
 L{loadPlugins}.
 """
 
+import functools
+
 from google.protobuf import descriptor_pool, message_factory
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface import implementer
@@ -22,6 +24,7 @@ from txenvoy.config.errors import (
     UnsupportedExtension,
     UnsupportedField,
 )
+from txenvoy.config.fields import checkFields
 from txenvoy.interfaces import IExtensionFactory
 
 
@@ -101,7 +104,7 @@ def unregister(factory):
             del _factories[(factory.category, typeName)]
 
 
-def extension(category, typeName, *names):
+def extension(category, typeName, *names, fields=None):
     """
     Decorator registering C{create(message, context)} for one C{@type}
     (C{None} for an extension found only by name, as Envoy's cluster
@@ -109,16 +112,33 @@ def extension(category, typeName, *names):
 
         @extension(Category.NETWORK_FILTER,
                    "envoy.extensions.filters.network.echo.v3.Echo",
-                   "envoy.filters.network.echo")
+                   "envoy.filters.network.echo", fields=())
         def echo(message, context):
             return EchoFactory()
+
+    @param fields: the message fields C{create} honours; every other one
+        set is reported as an L{UnsupportedField} at
+        C{<path>.typed_config.<field>} before C{create} runs.
     """
 
     def deco(create):
+        if fields is not None:
+            create = _checkingFields(create, frozenset(fields))
         register(FunctionFactory(category, [typeName] if typeName else [], names, create))
         return create
 
     return deco
+
+
+def _checkingFields(create, fields):
+    """C{create}, checking the message's fields against C{fields} first."""
+
+    @functools.wraps(create)
+    def checked(message, context):
+        checkFields(message, fields, context.path + ".typed_config")
+        return create(message, context)
+
+    return checked
 
 
 def lookup(category, typeName):

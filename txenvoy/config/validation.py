@@ -31,6 +31,7 @@ import time
 import urllib.parse
 
 from txenvoy.config.errors import ConfigError, collectErrors, report, skipOnError
+from txenvoy.config.fields import mapEntry
 from txenvoy.regex import compilePattern
 
 _MAX_DURATION_SECONDS = 315576000000
@@ -140,39 +141,24 @@ def _rangeCheck(rules, fmt, key=lambda v: v):
         high = key(rules.lt)
     elif has("lte"):
         high, highIncl = key(rules.lte), True
+    aboveLow = (lambda v: v >= low) if lowIncl else (lambda v: v > low)
+    belowHigh = (lambda v: v <= high) if highIncl else (lambda v: v < high)
     if low is not None and high is not None:
+        # PGV: with lt below gt the range is the outside one.
         if high > low:
             reason = "value must be inside range %s%s, %s%s" % (
                 "[" if lowIncl else "(", fmt(low), fmt(high), "]" if highIncl else ")")
-
-            def inside(v, low=low, high=high, reason=reason):
-                ok = (v >= low if lowIncl else v > low) and (v <= high if highIncl else v < high)
-                return None if ok else reason
-
-            checks.append(inside)
+            checks.append(_check(lambda v: aboveLow(v) and belowHigh(v), reason))
         else:
             reason = "value must be outside range %s%s, %s%s" % (
                 "(" if highIncl else "[", fmt(high), fmt(low), ")" if lowIncl else "]")
-
-            def outside(v, low=low, high=high, reason=reason):
-                ok = (v >= low if lowIncl else v > low) or (v <= high if highIncl else v < high)
-                return None if ok else reason
-
-            checks.append(outside)
+            checks.append(_check(lambda v: aboveLow(v) or belowHigh(v), reason))
     elif low is not None:
-        if lowIncl:
-            reason = "value must be greater than or equal to %s" % fmt(low)
-            checks.append(_check(lambda v, x=low: v >= x, reason))
-        else:
-            reason = "value must be greater than %s" % fmt(low)
-            checks.append(_check(lambda v, x=low: v > x, reason))
+        checks.append(_check(aboveLow, "value must be greater than %s%s" % (
+            "or equal to " if lowIncl else "", fmt(low))))
     elif high is not None:
-        if highIncl:
-            reason = "value must be less than or equal to %s" % fmt(high)
-            checks.append(_check(lambda v, x=high: v <= x, reason))
-        else:
-            reason = "value must be less than %s" % fmt(high)
-            checks.append(_check(lambda v, x=high: v < x, reason))
+        checks.append(_check(belowHigh, "value must be less than %s%s" % (
+            "or equal to " if highIncl else "", fmt(high))))
     inList = [key(v) for v in getattr(rules, "in", ())]
     if inList:
         reason = "value must be in list [%s]" % ", ".join(fmt(v) for v in inList)
@@ -520,19 +506,6 @@ class _MessagePlan:
 
 
 _plans = {}
-_mapEntries = {}
-
-
-def _mapEntry(fd):
-    try:
-        return _mapEntries[fd.full_name]
-    except KeyError:
-        pass
-    entry = None
-    if fd.is_repeated and fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-        entry = fd.message_type
-    _mapEntries[fd.full_name] = entry
-    return entry
 
 
 def _fieldRules(fd):
@@ -601,7 +574,7 @@ def _elementInteresting(fd, rules):
 
 def _planField(fd):
     fieldRules = _fieldRules(fd)
-    entry = _mapEntry(fd)
+    entry = mapEntry(fd)
     if entry is not None:
         keyFd = entry.fields_by_name["key"]
         valueFd = entry.fields_by_name["value"]
@@ -609,14 +582,7 @@ def _planField(fd):
         checks = []
         if fieldRules is not None and fieldRules.WhichOneof("type") == "map":
             mapRules = fieldRules.map
-            if mapRules.HasField("min_pairs"):
-                n = mapRules.min_pairs
-                reason = "value must contain at least %d pair(s)" % n
-                checks.append(_check(lambda v, n=n: len(v) >= n, reason))
-            if mapRules.HasField("max_pairs"):
-                n = mapRules.max_pairs
-                reason = "value must contain no more than %d pair(s)" % n
-                checks.append(_check(lambda v, n=n: len(v) <= n, reason))
+            checks.extend(_countChecks(mapRules, "min_pairs", "max_pairs", "pair(s)"))
             if mapRules.HasField("keys"):
                 keyRules = _ValueRules(mapRules.keys, keyFd)
             if mapRules.HasField("values"):
@@ -639,14 +605,7 @@ def _planField(fd):
         checks = []
         if fieldRules is not None and fieldRules.WhichOneof("type") == "repeated":
             repeated = fieldRules.repeated
-            if repeated.HasField("min_items"):
-                n = repeated.min_items
-                reason = "value must contain at least %d item(s)" % n
-                checks.append(_check(lambda v, n=n: len(v) >= n, reason))
-            if repeated.HasField("max_items"):
-                n = repeated.max_items
-                reason = "value must contain no more than %d item(s)" % n
-                checks.append(_check(lambda v, n=n: len(v) <= n, reason))
+            checks.extend(_countChecks(repeated, "min_items", "max_items", "item(s)"))
             if repeated.unique:
                 checks.append(_uniqueCheck)
             if repeated.HasField("items"):
@@ -663,6 +622,20 @@ def _planField(fd):
     if not _elementInteresting(fd, plan.value):
         return None
     return plan
+
+
+def _countChecks(rules, minField, maxField, noun):
+    """PGV's bounds on how many pairs a map or items a list holds."""
+    checks = []
+    if rules.HasField(minField):
+        n = getattr(rules, minField)
+        checks.append(_check(lambda v, n=n: len(v) >= n,
+                             "value must contain at least %d %s" % (n, noun)))
+    if rules.HasField(maxField):
+        n = getattr(rules, maxField)
+        checks.append(_check(lambda v, n=n: len(v) <= n,
+                             "value must contain no more than %d %s" % (n, noun)))
+    return checks
 
 
 def _uniqueCheck(values):
@@ -701,7 +674,7 @@ def _validateMessage(message, path):
 def _validateField(message, desc, plan, fieldPlan, path):
     name = fieldPlan.name
     if fieldPlan.items is not None:
-        if _mapEntry(fieldPlan.fd) is not None:
+        if mapEntry(fieldPlan.fd) is not None:
             _validateMap(message, plan, fieldPlan, path)
         else:
             _validateRepeated(message, plan, fieldPlan, path)
@@ -734,38 +707,42 @@ def _validateValue(desc, fd, rules, value, label, path):
         _validateMessage(value, path)
 
 
-def _validateRepeated(message, plan, fieldPlan, path):
+def _containerValues(message, plan, fieldPlan, path):
+    """A list or map field's values and path, once its own rules hold."""
     values = getattr(message, fieldPlan.name)
     fieldPath = _join(path, fieldPlan.name)
     if fieldPlan.container is not None:
         reason = fieldPlan.container(values)
         if reason is not None:
             raise _violation(plan.desc, fieldPlan.label, reason, fieldPath)
+    return values, fieldPath
+
+
+def _validateRepeated(message, plan, fieldPlan, path):
+    values, fieldPath = _containerValues(message, plan, fieldPlan, path)
     rules = fieldPlan.items
     if rules.check is None and fieldPlan.messageType is None:
         return
     for i, value in enumerate(values):
-        _validateValue(plan.desc, fieldPlan.fd, rules, value,
-                       "%s[%d]" % (fieldPlan.label, i), "%s[%d]" % (fieldPath, i))
+        # Each item is checked, whatever the one before it held.
+        with skipOnError():
+            _validateValue(plan.desc, fieldPlan.fd, rules, value,
+                           "%s[%d]" % (fieldPlan.label, i), "%s[%d]" % (fieldPath, i))
 
 
 def _validateMap(message, plan, fieldPlan, path):
-    values = getattr(message, fieldPlan.name)
-    fieldPath = _join(path, fieldPlan.name)
-    if fieldPlan.container is not None:
-        reason = fieldPlan.container(values)
-        if reason is not None:
-            raise _violation(plan.desc, fieldPlan.label, reason, fieldPath)
+    values, fieldPath = _containerValues(message, plan, fieldPlan, path)
     keyRules = fieldPlan.keys
     for key in sorted(values):
         label = "%s[%s]" % (fieldPlan.label, key)
         itemPath = "%s[%s]" % (fieldPath, key)
-        if keyRules is not None and keyRules.check is not None:
-            reason = keyRules.check(key)
-            if reason is not None:
-                raise _violation(plan.desc, label, "map key: " + reason, itemPath)
-        _validateValue(plan.desc, fieldPlan.valueFd, fieldPlan.values, values[key],
-                       label, itemPath)
+        with skipOnError():
+            if keyRules is not None and keyRules.check is not None:
+                reason = keyRules.check(key)
+                if reason is not None:
+                    raise _violation(plan.desc, label, "map key: " + reason, itemPath)
+            _validateValue(plan.desc, fieldPlan.valueFd, fieldPlan.values, values[key],
+                           label, itemPath)
 
 
 def _checkDuration(duration, path):

@@ -1130,11 +1130,10 @@ _DOWNSTREAM_FIELDS = (
 
 @extension(Category.TRANSPORT_SOCKET_DOWNSTREAM,
            "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-           "envoy.transport_sockets.tls")
+           "envoy.transport_sockets.tls", fields=_DOWNSTREAM_FIELDS)
 def createDownstreamTlsSocket(message, context):
     """Build a L{DownstreamTlsSocket} from a C{DownstreamTlsContext}."""
     path = context.path + ".typed_config"
-    checkFields(message, _DOWNSTREAM_FIELDS, path)
     if message.ocsp_staple_policy != 0:
         raise UnsupportedField(path + ".ocsp_staple_policy", "only LENIENT_STAPLING")
     options = loadCertificateOptions(message.common_tls_context, path + ".common_tls_context")

@@ -37,7 +37,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
-from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
 from txenvoy.extensions.transport_sockets.tls import (
     DownstreamTlsProtocol,
@@ -455,11 +454,10 @@ _UPSTREAM_FIELDS = (
 
 @extension(Category.TRANSPORT_SOCKET_UPSTREAM,
            "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-           "envoy.transport_sockets.tls")
+           "envoy.transport_sockets.tls", fields=_UPSTREAM_FIELDS)
 def createUpstreamTlsSocket(message, context):
     """Build an L{UpstreamTlsSocket} from an C{UpstreamTlsContext}."""
     path = context.path + ".typed_config"
-    checkFields(message, _UPSTREAM_FIELDS, path)
     if message.allow_renegotiation:
         raise UnsupportedField(path + ".allow_renegotiation", "renegotiation")
     if message.HasField("enforce_rsa_key_usage") and message.enforce_rsa_key_usage.value:

@@ -24,7 +24,6 @@ from zope.interface import implementer
 from envoy.extensions.filters.http.buffer.v3 import buffer_pb2  # noqa: F401
 
 from txenvoy.config.errors import ConfigError
-from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.filter import (
     FilterDataStatus,
@@ -170,10 +169,9 @@ class BufferFilter(PassThroughFilter):
         callbacks.sendLocalReply(413, b"Payload Too Large", None, "request_payload_too_large")
 
 
-@extension(Category.HTTP_FILTER, _BUFFER, _NAME)
+@extension(Category.HTTP_FILTER, _BUFFER, _NAME, fields=("max_request_bytes",))
 def createBuffer(message, context):
     """Compile a C{Buffer} message."""
     path = context.path + ".typed_config"
-    checkFields(message, ("max_request_bytes",), path)
     return BufferConfig(BufferSettings(_maxRequestBytes(message, path)),
                         httpStatPrefix(context))

@@ -30,7 +30,7 @@ from zope.interface import implementer
 from envoy.extensions.filters.http.health_check.v3 import health_check_pb2  # noqa: F401
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
-from txenvoy.config.fields import checkFields, durationSeconds
+from txenvoy.config.fields import durationSeconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.filter import (
     FilterDataStatus,
@@ -231,12 +231,12 @@ def _clusterName(context):
 
 
 @extension(Category.HTTP_FILTER, "envoy.extensions.filters.http.health_check.v3.HealthCheck",
-           "envoy.filters.http.health_check")
+           "envoy.filters.http.health_check",
+           fields=("pass_through_mode", "cache_time", "headers",
+                   "cluster_min_healthy_percentages"))
 def createHealthCheck(message, context):
     """Compile a C{HealthCheck} message."""
     path = context.path + ".typed_config"
-    checkFields(message, ("pass_through_mode", "cache_time", "headers",
-                          "cluster_min_healthy_percentages"), path)
     if not message.HasField("pass_through_mode"):
         raise ConfigError("%s: Proto constraint validation failed (HealthCheckValidationError."
                           "PassThroughMode: value is required)" % (path,))

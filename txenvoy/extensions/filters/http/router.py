@@ -4,7 +4,6 @@ C{envoy.filters.http.router}: the terminal HTTP filter, compiled into a
 L{txenvoy.http.router.RouterConfig}.
 """
 
-from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.router import RouterConfig
 
@@ -17,11 +16,9 @@ SUPPORTED_FIELDS = frozenset(["dynamic_stats", "start_child_span", "suppress_env
 
 
 @extension(Category.HTTP_FILTER, "envoy.extensions.filters.http.router.v3.Router",
-           "envoy.filters.http.router")
+           "envoy.filters.http.router", fields=SUPPORTED_FIELDS)
 def createRouter(message, context):
     """Compile a C{Router} message."""
-    path = context.path + ".typed_config"
-    checkFields(message, SUPPORTED_FIELDS, path)
     return RouterConfig(getattr(context, "httpStatPrefix", "http.unknown."),
                         suppressEnvoyHeaders=message.suppress_envoy_headers,
                         respectExpectedRqTimeout=message.respect_expected_rq_timeout)

@@ -108,11 +108,10 @@ def _knownClusters(context):
 
 @extension(Category.NETWORK_FILTER,
            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-           "envoy.filters.network.http_connection_manager")
+           "envoy.filters.network.http_connection_manager", fields=SUPPORTED_FIELDS)
 def createHttpConnectionManager(message, context):
     """Compile an C{HttpConnectionManager} into a L{ConnectionManagerConfig}."""
     path = context.path + ".typed_config"
-    checkFields(message, SUPPORTED_FIELDS, path)
     config = ConnectionManagerConfig()
     if not message.stat_prefix:
         raise ConfigError("%s.stat_prefix: value length must be at least 1 characters" % (path,))

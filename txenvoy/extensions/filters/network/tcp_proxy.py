@@ -22,7 +22,7 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
-from txenvoy.config.fields import checkFields, durationSeconds
+from txenvoy.config.fields import durationSeconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import INetworkFilterFactory, IUpstreamConnectionCallbacks
 from txenvoy.network import splice
@@ -370,12 +370,11 @@ class TcpProxyConfig:
 
 @extension(Category.NETWORK_FILTER,
            "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-           "envoy.filters.network.tcp_proxy")
+           "envoy.filters.network.tcp_proxy", fields=_SUPPORTED)
 def createTcpProxy(message, context):
     from txenvoy.accesslog.filters import createAccessLog
 
     path = context.path + ".typed_config"
-    checkFields(message, _SUPPORTED, path)
     which = message.WhichOneof("cluster_specifier")
     if which == "cluster":
         clusters = [(message.cluster, 1)]
