@@ -17,7 +17,7 @@ from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
 from tests.e2e.test_http import Client, Origin
 
 CLUSTERS = ("reset", "garbage", "stall", "gone", "idle", "closing", "keep", "partial", "dead",
-            "slowbody")
+            "slowbody", "aged")
 
 CONFIG = """
 admin:
@@ -72,7 +72,8 @@ OPTIONS = """
         common_http_protocol_options: {%s}
         explicit_http_config: {http_protocol_options: {}}"""
 CLUSTER_OPTIONS = {"idle": OPTIONS % ("idle_timeout: 0.3s",),
-                   "keep": OPTIONS % ("max_requests_per_connection: 2",)}
+                   "keep": OPTIONS % ("max_requests_per_connection: 2",),
+                   "aged": OPTIONS % ("max_connection_duration: 0.3s",)}
 
 
 def teardownConfig(port, adminPort, originPort, deadPort):
@@ -93,7 +94,7 @@ UPSTREAM = ("upstream_cx_total", "upstream_cx_destroy", "upstream_cx_destroy_loc
             "upstream_cx_idle_timeout", "upstream_cx_close_notify", "upstream_rq_timeout",
             "upstream_rq_total", "upstream_rq_rx_reset", "upstream_rq_tx_reset",
             "upstream_cx_connect_fail", "upstream_rq_pending_failure_eject",
-            "upstream_cx_max_requests")
+            "upstream_cx_max_requests", "upstream_cx_max_duration_reached")
 DOWNSTREAM = ("downstream_cx_total", "downstream_cx_destroy", "downstream_cx_destroy_local",
               "downstream_cx_destroy_remote", "downstream_cx_destroy_active_rq",
               "downstream_cx_destroy_local_active_rq", "downstream_cx_destroy_remote_active_rq",
@@ -179,6 +180,8 @@ class _Scenarios:
         # A response that closes its connection; one kept alive.
         self.seen["closing"] = _get(port, "/closing/close").status
         self.seen["keep"] = _get(port, "/keep/echo").status
+        # A connection older than the cluster's max_connection_duration.
+        self.seen["aged"] = _get(port, "/aged/echo").status
         # A connection idle in the pool past the cluster's idle_timeout.
         self.seen["idle"] = _get(port, "/idle/echo").status
         time.sleep(0.6)

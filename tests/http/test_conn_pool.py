@@ -423,6 +423,35 @@ class PoolTests(SynchronousTestCase):
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.stat("upstream_cx_destroy_local"), 1)
 
+    def test_maxConnectionDuration(self):
+        """
+        Envoy: past common_http_protocol_options.max_connection_duration an
+        idle connection closes, a busy one after its response, counting
+        upstream_cx_max_duration_reached.
+        """
+        self.setUp(typed_extension_protocol_options={
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                         "HttpProtocolOptions",
+                "common_http_protocol_options": {"max_connection_duration": "2s"},
+                "explicit_http_config": {"http_protocol_options": {}}}})
+        busy, idle = Stream(), Stream()
+        self.pool.newStream(busy)
+        self.pool.newStream(idle)
+        busyProtocol, busyTransport = self.establish()
+        idleProtocol, idleTransport = self.establish()
+        busy.send()
+        idle.send()
+        idleProtocol.dataReceived(OK)
+        self.reactor.advance(2)
+        self.assertTrue(idleTransport.disconnecting)
+        self.assertFalse(busyTransport.disconnecting)
+        busyProtocol.dataReceived(OK)
+        self.assertEqual(busy.events[-1], "complete")
+        self.assertTrue(busyTransport.disconnecting)
+        self.assertEqual(self.pool.ready, [])
+        self.assertEqual(self.stat("upstream_cx_max_duration_reached"), 2)
+
     def test_idleTimeoutDefault(self):
         """Envoy's upstream idle_timeout is one hour unless set."""
         self.assertEqual(self.pools.idleTimeout, 3600.0)

@@ -24,7 +24,9 @@ Behaviour copied from Envoy 1.40:
    C{connection: close} (C{upstream_cx_close_notify}), or that reached
    C{max_requests_per_connection}, is dropped; one idle for the cluster's
    C{common_http_protocol_options.idle_timeout} (1 hour unless set) is
-   closed (C{upstream_cx_idle_timeout});
+   closed (C{upstream_cx_idle_timeout}); one older than
+   C{max_connection_duration} is closed when idle, or after its response
+   (C{upstream_cx_max_duration_reached});
  - a connection the host closes leaves the idle list at its FIN, and an
    idle connection is looked at (L{UpstreamConnection.peek}) before it is
    handed out, so that a request is not written to a connection the host
@@ -135,6 +137,7 @@ class ClusterPools:
         self.maxRetries = thresholds.maxRetries
         self.maxRequestsPerConnection = cluster.info.maxRequestsPerConnection
         self.idleTimeout = cluster.info.upstreamIdleTimeout
+        self.maxConnectionDuration = cluster.info.upstreamMaxConnectionDuration
         self.connections = 0
         self.pendingRequests = 0
         self.retriesActive = 0
@@ -432,6 +435,8 @@ class ActiveClient:
     _incomplete = False         # a request started, its response not complete
     _answered = False           # response bytes came for the current request
     _idleTimer = None
+    _durationTimer = None
+    _expired = False            # past max_connection_duration: no new request
 
     def __init__(self, pool):
         self.pool = pool
@@ -509,6 +514,17 @@ class ActiveClient:
             self.pool.stats.upstream_cx_idle_timeout.inc()
             self.close()
 
+    def _onMaxDuration(self):
+        self._durationTimer = None
+        if self.closed:
+            return
+        self.pool.stats.upstream_cx_max_duration_reached.inc()
+        if self.state == READY:
+            self.close()
+        else:
+            # Draining: it closes once its response is complete.
+            self._expired = True
+
     def closingWithIncompleteStream(self):
         """Whether a response is incomplete (for the connection's stats)."""
         return self._incomplete
@@ -536,6 +552,11 @@ class ActiveClient:
     def _closing(self):
         self.closed = True
         self._cancelIdleTimer()
+        timer = self._durationTimer
+        if timer is not None:
+            self._durationTimer = None
+            if timer.active():
+                timer.cancel()
         self.pool._retire(self)
 
     def close(self):
@@ -569,6 +590,10 @@ class ActiveClient:
         if self.closed:
             connection.abort()
             return
+        duration = self.pool.clusterPools.maxConnectionDuration
+        if duration:
+            self._durationTimer = self.pool.cluster.reactor.callLater(
+                duration, self._onMaxDuration)
         self.pool._onConnected(self)
 
     def onUpstreamConnectFailed(self, connection, reason):
@@ -667,7 +692,7 @@ class ActiveClient:
                 log.debug("%smax requests per connection reached",
                           connTag(self.connection.connectionId))
             self.close()
-        elif self.codec.keepAlive and not self.closed:
+        elif self.codec.keepAlive and not self.closed and not self._expired:
             pool._release(self)
         else:
             if log.debugEnabled:

@@ -230,6 +230,9 @@ class ClusterInfo:
     @ivar upstreamIdleTimeout: seconds an HTTP connection may sit idle in
         its pool before it is closed (C{common_http_protocol_options.
         idle_timeout}; Envoy's default is 1 hour, 0 for never).
+    @ivar upstreamMaxConnectionDuration: seconds an HTTP connection may live
+        (C{common_http_protocol_options.max_connection_duration}), 0 for
+        ever.
     @ivar circuitBreakers: L{CircuitBreakers}.
     @ivar typedExtensionProtocolOptions: C{{key: google.protobuf.Any}} as
         configured.
@@ -257,6 +260,7 @@ class ClusterInfo:
         self.lbPolicy = self.lbConfig.policy
         self.maxRequestsPerConnection = kw.pop("maxRequestsPerConnection", 0)
         self.upstreamIdleTimeout = kw.pop("upstreamIdleTimeout", DEFAULT_UPSTREAM_IDLE_TIMEOUT)
+        self.upstreamMaxConnectionDuration = kw.pop("upstreamMaxConnectionDuration", 0.0)
         self.circuitBreakers = kw.pop("circuitBreakers", None) or CircuitBreakers()
         self.typedExtensionProtocolOptions = kw.pop("typedExtensionProtocolOptions", {})
         self.httpProtocolOptions = kw.pop("httpProtocolOptions", None)
@@ -533,6 +537,8 @@ def _compileProtocolOptions(proto, path, kw):
             kw["maxRequestsPerConnection"] = common.max_requests_per_connection.value
         if common.HasField("idle_timeout"):
             kw["upstreamIdleTimeout"] = durationSeconds(common.idle_timeout)
+        if common.HasField("max_connection_duration"):
+            kw["upstreamMaxConnectionDuration"] = durationSeconds(common.max_connection_duration)
         options[key] = anyMsg
     kw["typedExtensionProtocolOptions"] = options
 
