@@ -81,6 +81,22 @@ class ValuesTests(SynchronousTestCase):
         self.assertEqual(list(info.typedExtensionProtocolOptions), [key])
         self.assertEqual(
             info.httpProtocolOptions.common_http_protocol_options.idle_timeout.seconds, 30)
+        self.assertEqual(info.upstreamIdleTimeout, 30.0)
+
+    def test_httpProtocolOptionsPool(self):
+        """The common options the pool acts on, and Envoy's defaults."""
+        info, _ = compile_()
+        self.assertEqual((info.upstreamIdleTimeout, info.upstreamMaxConnectionDuration,
+                          info.upstreamMaxHeadersCount), (3600.0, 0.0, 100))
+        key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        info, _ = compile_(typed_extension_protocol_options={key: {
+            "@type": "type.googleapis.com/" + key,
+            "common_http_protocol_options": {"max_connection_duration": "9s",
+                                             "max_headers_count": 50, "idle_timeout": "0s"},
+            "explicit_http_config": {"http_protocol_options": {}},
+        }})
+        self.assertEqual((info.upstreamIdleTimeout, info.upstreamMaxConnectionDuration,
+                          info.upstreamMaxHeadersCount), (0.0, 9.0, 50))
 
     def test_leastRequest(self):
         info, _ = compile_(lb_policy="LEAST_REQUEST",
@@ -164,6 +180,22 @@ class RejectionTests(SynchronousTestCase):
     def test_lbPolicies(self):
         for p in ("RING_HASH", "MAGLEV", "CLUSTER_PROVIDED"):
             self.assertRejected(UnsupportedField, PATH + ".lb_policy", lb_policy=p)
+
+    def test_httpProtocolOptions(self):
+        """Common HTTP options the pool does not act on, and HTTP/2 upstreams."""
+        key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        opath = PATH + ".typed_extension_protocol_options[%s]" % (key,)
+        self.assertRejected(
+            UnsupportedField, opath + ".common_http_protocol_options.max_stream_duration",
+            typed_extension_protocol_options={key: {
+                "@type": "type.googleapis.com/" + key,
+                "common_http_protocol_options": {"max_stream_duration": "1s"},
+                "explicit_http_config": {"http_protocol_options": {}}}})
+        self.assertRejected(
+            UnsupportedField, opath + ".explicit_http_config.http2_protocol_options",
+            typed_extension_protocol_options={key: {
+                "@type": "type.googleapis.com/" + key,
+                "explicit_http_config": {"http2_protocol_options": {}}}})
 
     def test_healthChecks(self):
         self.assertRejected(UnsupportedField, PATH + ".health_checks", health_checks=[{

@@ -138,6 +138,7 @@ class ClusterPools:
         self.maxRequestsPerConnection = cluster.info.maxRequestsPerConnection
         self.idleTimeout = cluster.info.upstreamIdleTimeout
         self.maxConnectionDuration = cluster.info.upstreamMaxConnectionDuration
+        self.maxHeadersCount = cluster.info.upstreamMaxHeadersCount
         self.connections = 0
         self.pendingRequests = 0
         self.retriesActive = 0
@@ -585,7 +586,8 @@ class ActiveClient:
         self.connected = True
         self._tx = self.pool.stats.upstream_cx_tx_bytes_total
         self._write = directWriter(connection.transport)
-        self.codec = ClientCodec(self, self)
+        self.codec = ClientCodec(self, self,
+                                 maxHeadersCount=self.pool.clusterPools.maxHeadersCount)
         connection.registerProducer(self._watermark, True)
         if self.closed:
             connection.abort()

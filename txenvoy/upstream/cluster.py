@@ -233,6 +233,8 @@ class ClusterInfo:
     @ivar upstreamMaxConnectionDuration: seconds an HTTP connection may live
         (C{common_http_protocol_options.max_connection_duration}), 0 for
         ever.
+    @ivar upstreamMaxHeadersCount: the most headers a response may have
+        (C{common_http_protocol_options.max_headers_count}, 100).
     @ivar circuitBreakers: L{CircuitBreakers}.
     @ivar typedExtensionProtocolOptions: C{{key: google.protobuf.Any}} as
         configured.
@@ -261,6 +263,7 @@ class ClusterInfo:
         self.maxRequestsPerConnection = kw.pop("maxRequestsPerConnection", 0)
         self.upstreamIdleTimeout = kw.pop("upstreamIdleTimeout", DEFAULT_UPSTREAM_IDLE_TIMEOUT)
         self.upstreamMaxConnectionDuration = kw.pop("upstreamMaxConnectionDuration", 0.0)
+        self.upstreamMaxHeadersCount = kw.pop("upstreamMaxHeadersCount", 100)
         self.circuitBreakers = kw.pop("circuitBreakers", None) or CircuitBreakers()
         self.typedExtensionProtocolOptions = kw.pop("typedExtensionProtocolOptions", {})
         self.httpProtocolOptions = kw.pop("httpProtocolOptions", None)
@@ -521,6 +524,10 @@ def _compileCircuitBreakers(proto, path):
     return CircuitBreakers()
 
 
+_COMMON_HTTP_HANDLED = ("idle_timeout", "max_requests_per_connection", "max_connection_duration",
+                        "max_headers_count")
+
+
 def _compileProtocolOptions(proto, path, kw):
     options = {}
     for key in sorted(proto.typed_extension_protocol_options):
@@ -533,6 +540,16 @@ def _compileProtocolOptions(proto, path, kw):
         msg = unpackAny(anyMsg, opath)
         kw["httpProtocolOptions"] = msg
         common = msg.common_http_protocol_options
+        # What the HTTP/1.1 pool and codec act on; anything else would be
+        # silently dropped.
+        checkFields(common, _COMMON_HTTP_HANDLED, opath + ".common_http_protocol_options")
+        explicit = msg.explicit_http_config
+        for field in ("http2_protocol_options", "http3_protocol_options"):
+            if explicit.HasField(field):
+                report(UnsupportedField("%s.explicit_http_config.%s" % (opath, field),
+                                        "upstream HTTP/1.1 only"))
+        if common.HasField("max_headers_count"):
+            kw["upstreamMaxHeadersCount"] = common.max_headers_count.value
         if common.HasField("max_requests_per_connection"):
             kw["maxRequestsPerConnection"] = common.max_requests_per_connection.value
         if common.HasField("idle_timeout"):
