@@ -1063,6 +1063,9 @@ class RequestLineTests(CodecTestMixin, SynchronousTestCase):
             self.assertRejected(b"POST / HTTP/1.1\r\nTransfer-Encoding: " + te +
                                 b"\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
                                 BAD_REQUEST, 400, Details.CONTENT_LENGTH_AND_CHUNKED)
+        self.assertRejected(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n"
+                            b"Content-Length: 2\t\r\n\r\nhi",
+                            BAD_REQUEST, 400, Details.CONTENT_LENGTH_AND_CHUNKED)
 
     def test_absoluteFormAuthority(self):
         """

@@ -111,7 +111,8 @@ _URL_HOST = rb"([A-Za-z0-9!$%&'()*+,\-.:;=@\[\]_~]*)"
 _URL_ABSOLUTE = re.compile(rb"[A-Za-z]+://" + _URL_HOST + rb"(?:[/?][\x21-\x7e]*)?")
 _URL_CONNECT = re.compile(_URL_HOST + rb"(?:[/?][\x21-\x7e]*)?")
 # A Content-Length header line.
-_CONTENT_LENGTH_LINE = re.compile(rb"\n[Cc][Oo][Nn][Tt][Ee][Nn][Tt]-[Ll][Ee][Nn][Gg][Tt][Hh][ \t]*:")
+_CONTENT_LENGTH_LINE = re.compile(
+    rb"(?:^|\n)[Cc][Oo][Nn][Tt][Ee][Nn][Tt]-[Ll][Ee][Nn][Gg][Tt][Hh][ \t]*:")
 # A header name.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # The form of a version Envoy reads further.
