@@ -152,7 +152,6 @@ class ValuesTests(SynchronousTestCase):
     def test_ignoredFields(self):
         """Fields listed as harmless are accepted."""
         compile_(metadata={"filter_metadata": {"x": {"a": 1}}},
-                 close_connections_on_host_health_failure=True,
                  common_lb_config={"update_merge_window": "1s"})
 
     def test_endpointDetails(self):
@@ -197,10 +196,12 @@ class RejectionTests(SynchronousTestCase):
                 "@type": "type.googleapis.com/" + key,
                 "explicit_http_config": {"http2_protocol_options": {}}}})
 
-    def test_healthChecks(self):
-        self.assertRejected(UnsupportedField, PATH + ".health_checks", health_checks=[{
-            "timeout": "1s", "interval": "1s", "unhealthy_threshold": 1,
-            "healthy_threshold": 1, "tcp_health_check": {}}])
+    def test_grpcHealthCheck(self):
+        """gRPC health checks wait for HTTP/2 upstreams."""
+        self.assertRejected(UnsupportedField, PATH + ".health_checks[0].grpc_health_check",
+                            health_checks=[{
+                                "timeout": "1s", "interval": "1s", "unhealthy_threshold": 1,
+                                "healthy_threshold": 1, "grpc_health_check": {}}])
 
     def test_outlierDetection(self):
         self.assertRejected(UnsupportedField, PATH + ".outlier_detection",

@@ -24,6 +24,7 @@ from txenvoy.config.errors import ConfigError, UnsupportedExtension, Unsupported
 from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import unpackAny
 from txenvoy.interfaces import ICluster
+from txenvoy.upstream.health_checker import compileHealthChecks
 from txenvoy.upstream.host import (
     DEGRADED_EDS_HEALTH,
     FAILED_EDS_HEALTH,
@@ -82,11 +83,6 @@ IGNORED_CLUSTER_FIELDS = (
     "metadata",
     # Only used by ORIGINAL_DST clusters, which are rejected.
     "cleanup_interval",
-    # Both act on a host failing active health checks or outlier detection;
-    # neither is implemented (health_checks and outlier_detection are
-    # rejected), so no host ever fails that way.
-    "close_connections_on_host_health_failure",
-    "ignore_health_on_host_removal",
 )
 
 # common_lb_config fields accepted and not acted on:
@@ -94,8 +90,6 @@ IGNORED_COMMON_LB_FIELDS = (
     # Batches EDS/health updates to save CPU; applying each update at once
     # gives the same membership.
     "update_merge_window",
-    # Only matters with active health checking, which is rejected.
-    "ignore_new_hosts_until_first_hc",
 )
 
 # load_assignment (and nested) fields accepted and not acted on:
@@ -117,10 +111,7 @@ IGNORED_LB_ENDPOINT_FIELDS = (
     # Subset load balancing / metadata_match only (rejected).
     "metadata",
 )
-IGNORED_ENDPOINT_FIELDS = (
-    # Only read by active health checks (rejected).
-    "health_check_config",
-)
+IGNORED_ENDPOINT_FIELDS = ()
 IGNORED_POLICY_FIELDS = (
     # EDS only: static and DNS assignments never go stale.
     "endpoint_stale_after",
@@ -248,6 +239,8 @@ class ClusterInfo:
     @ivar waitForWarmOnInit: whether server init waits for this cluster.
     @ivar addedViaApi: always C{False} for static clusters.
     @ivar proto: the C{Cluster} message as configured.
+    @ivar healthCheck: the compiled C{health_checks[0]}
+        (L{txenvoy.upstream.health_checker.HealthCheckConfig}), or C{None}.
     """
 
     def __init__(self, **kw):
@@ -274,6 +267,7 @@ class ClusterInfo:
         self.waitForWarmOnInit = kw.pop("waitForWarmOnInit", True)
         self.addedViaApi = kw.pop("addedViaApi", False)
         self.proto = kw.pop("proto", None)
+        self.healthCheck = kw.pop("healthCheck", None)
         if kw:
             raise TypeError("unknown ClusterInfo settings: %s" % (sorted(kw),))
 
@@ -340,6 +334,7 @@ _CLUSTER_HANDLED = frozenset((
     "wait_for_warm_on_init", "upstream_bind_config", "least_request_lb_config",
     "round_robin_lb_config", "common_lb_config", "transport_socket",
     "protocol_selection", "upstream_connection_options", "load_balancing_policy",
+    "health_checks",
 ))
 
 
@@ -402,6 +397,7 @@ def compileCluster(proto, path):
     if proto.protocol_selection != 0:
         report(UnsupportedField(path + ".protocol_selection", "USE_DOWNSTREAM_PROTOCOL"))
 
+    kw["healthCheck"] = compileHealthChecks(proto, path)
     endpoints = _compileLoadAssignment(proto, path, ctype)
     info = ClusterInfo(**kw).freeze()
     return info, endpoints
@@ -798,6 +794,10 @@ class PrimaryCluster:
     @ivar initialized: whether the first membership is known.
     """
 
+    #: The L{txenvoy.upstream.health_checker.HealthChecker}, or C{None};
+    #: see L{attachHealthChecker}.
+    healthChecker = None
+
     def __init__(self, reactor, info, endpoints, mainShard):
         self.reactor = reactor
         self.info = info
@@ -809,6 +809,17 @@ class PrimaryCluster:
         self._threadLocals = []
         self._initWaiters = []
         self._stopped = False
+        self._healthCheckStarted = False
+
+    def attachHealthChecker(self, checker):
+        """
+        Check this cluster's hosts with C{checker} (before L{start}): its
+        hosts start failed until their first check, and initialization
+        waits for every first result, as Envoy's does.
+        """
+        self.healthChecker = checker
+        checker.onHosts(self.hosts)
+        self.refreshHealth()
 
     def start(self):
         """Begin discovering membership (main thread)."""
@@ -817,6 +828,8 @@ class PrimaryCluster:
     def stop(self):
         """Cancel timers; later results are dropped."""
         self._stopped = True
+        if self.healthChecker is not None:
+            self.healthChecker.stop()
 
     def whenInitialized(self):
         """@return: a Deferred fired once the first membership is known."""
@@ -828,6 +841,12 @@ class PrimaryCluster:
 
     def _markInitialized(self):
         if self.initialized:
+            return
+        if self.healthChecker is not None and not self._healthCheckStarted:
+            self._healthCheckStarted = True
+            self.healthChecker.start().addCallback(lambda _: self._markInitialized())
+            return
+        if self.healthChecker is not None and self.healthChecker.pendingFirstRound():
             return
         self.initialized = True
         waiters, self._initWaiters = self._initWaiters, []
@@ -856,6 +875,8 @@ class PrimaryCluster:
         stats and post the list to every worker.
         """
         hosts = tuple(hosts)
+        if self.healthChecker is not None and membershipChanged:
+            self.healthChecker.onHosts(hosts)
         s = self.stats
         healthy = degraded = excluded = 0
         for h in hosts:

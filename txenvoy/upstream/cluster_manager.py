@@ -28,6 +28,7 @@ from txenvoy.upstream.cluster import (
     compileCluster,
 )
 from txenvoy.upstream.dns import GetAddrInfoResolver
+from txenvoy.upstream.health_checker import HealthChecker
 from txenvoy.upstream.load_balancer import LoadBalancer
 
 log = componentLogger("upstream")
@@ -189,8 +190,12 @@ class ClusterManager(Service):
     def _makeCluster(self, info, endpoints, path):
         context = ClusterFactoryContext(self.reactor, self.mainShard, endpoints,
                                         self._resolver, self._rng)
-        return createByName(Category.CLUSTER, CLUSTER_FACTORY_NAMES[info.type], info, context,
-                            path + ".type")
+        cluster = createByName(Category.CLUSTER, CLUSTER_FACTORY_NAMES[info.type], info,
+                               context, path + ".type")
+        if info.healthCheck is not None and not self.validateOnly:
+            cluster.attachHealthChecker(HealthChecker(
+                self.reactor, cluster, info.healthCheck, self.mainShard, self._rng))
+        return cluster
 
     def initialize(self):
         """
