@@ -31,7 +31,7 @@ class _Handler(BaseHTTPRequestHandler):
             code = origin.healthStatus
             headers = origin.healthHeaders
         else:
-            code, headers = 200, {}
+            code, headers = 200, origin.dataHeaders
         body = origin.tag
         self.send_response(code)
         for k, v in headers.items():
@@ -51,6 +51,7 @@ class Origin:
         self.tag = tag
         self.healthStatus = healthStatus
         self.healthHeaders = {}
+        self.dataHeaders = {}
         self.checks = []
         self.stopped = False
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -142,6 +143,16 @@ def flags(adminPort):
     return out
 
 
+def jsonHealth(adminPort):
+    """C{{port: health_status}} from JSON C{/clusters}."""
+    out = {}
+    for cs in json.loads(admin(adminPort, "/clusters?format=json"))["cluster_statuses"]:
+        if cs["name"] == "backend":
+            for h in cs["host_statuses"]:
+                out[h["address"]["socket_address"]["port_value"]] = h["health_status"]
+    return out
+
+
 def hcStats(adminPort):
     out = {}
     for line in admin(adminPort, "/stats").splitlines():
@@ -197,6 +208,9 @@ class _Scenario:
         self.assertEqual(self.tags(6), [b"A"] * 6)
         self.assertEqual(flags(self.adminPort),
                          {a.port: "healthy", b.port: "/failed_active_hc"})
+        self.assertEqual(jsonHealth(self.adminPort), {
+            a.port: {"eds_health_status": "HEALTHY"},
+            b.port: {"failed_active_health_check": True, "eds_health_status": "HEALTHY"}})
         stats = hcStats(self.adminPort)
         self.assertEqual(stats["cluster.backend.health_check.healthy"], 1)
         self.assertEqual(stats["cluster.backend.health_check.network_failure"], 0)
@@ -299,6 +313,24 @@ class _Scenario:
                 == "/failed_active_hc/excluded_via_immediate_hc_fail")
         b.healthHeaders = {}
         b.healthStatus = 200
+        waitFor(lambda: flags(self.adminPort)[b.port] == "healthy")
+
+
+    def test_immediateFailFromTheDataPath(self):
+        """
+        A proxied response with C{x-envoy-immediate-health-check-fail}
+        fails and excludes its host at once (a C{passive_failure}); passing
+        checks bring it back after C{healthy_threshold}.
+        """
+        a, b = self.origins(200, 200)
+        self.startProxy([a.port, b.port])
+        b.dataHeaders = {"x-envoy-immediate-health-check-fail": "true"}
+        self.assertIn(b"B", self.tags(2))
+        waitFor(lambda: flags(self.adminPort)[b.port]
+                == "/failed_active_hc/excluded_via_immediate_hc_fail")
+        self.assertEqual(
+            hcStats(self.adminPort)["cluster.backend.health_check.passive_failure"], 1)
+        self.assertEqual(self.tags(4), [b"A"] * 4)
         waitFor(lambda: flags(self.adminPort)[b.port] == "healthy")
 
 

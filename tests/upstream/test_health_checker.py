@@ -93,11 +93,18 @@ class CompileTests(SynchronousTestCase):
         self.assertIn("Multiple health checks not supported", str(e))
 
 
+class _Reactor(MemoryReactorClock):
+    """A fake main reactor whose C{callFromThread} runs at the next turn."""
+
+    def callFromThread(self, f, *args):
+        self.callLater(0, f, *args)
+
+
 class SessionTests(SynchronousTestCase):
     """One host checked on a fake reactor."""
 
     def setUp(self):
-        self.reactor = MemoryReactorClock()
+        self.reactor = _Reactor()
         self.store = StatsStore()
 
     def start(self, hc=CHECK, rng=lambda: 0.0):
@@ -195,6 +202,25 @@ class SessionTests(SynchronousTestCase):
         self.answer(200)
         self.assertEqual(self.host.healthFlags(), "healthy")
 
+    def test_immediateFailureFromAWorker(self):
+        """
+        Envoy's C{setUnhealthyCrossThread}: the main reactor fails and
+        excludes the host at once as a C{passive_failure}, reposts the
+        membership, and leaves the next check where it was.
+        """
+        self.start()
+        self.connect()
+        self.answer(200)
+        before = [c.getTime() for c in self.reactor.getDelayedCalls()]
+        self.host.healthChecker.immediateFailure(self.host)
+        self.assertEqual(self.host.healthFlags(), "healthy")
+        self.reactor.advance(0)
+        self.assertEqual(self.host.healthFlags(),
+                         "/failed_active_hc/excluded_via_immediate_hc_fail")
+        self.assertEqual((self.stat("failure"), self.stat("passive_failure")), (1, 1))
+        self.assertEqual(self.store.gaugeValue("cluster.c1.membership_healthy"), 0)
+        self.assertEqual([c.getTime() for c in self.reactor.getDelayedCalls()], before)
+
     def test_timeoutFlag(self):
         """A timed out check of a failed host sets C{active_hc_timeout}."""
         self.start(check(unhealthy_threshold=1))
@@ -244,7 +270,7 @@ class SessionTests(SynchronousTestCase):
         """
         delays = []
         for r in [i / 50.0 for i in range(50)]:
-            self.reactor = MemoryReactorClock()
+            self.reactor = _Reactor()
             self.start(check(no_traffic_interval="2s", interval_jitter="0.1s",
                              interval_jitter_percent=15), rng=lambda r=r: r)
             self.connect()

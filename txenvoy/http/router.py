@@ -802,6 +802,10 @@ class RouterFilter:
             hostStats.rq_error += 1
         else:
             hostStats.rq_success += 1
+        checker = upstream.host.healthChecker
+        if checker is not None and headers.headers.get(
+                b"x-envoy-immediate-health-check-fail") is not None:
+            checker.immediateFailure(upstream.host)
         self._chargeCode(status)
         self._responseStarted = True
         cb = self.callbacks

@@ -686,6 +686,7 @@ class HealthChecker:
             if host not in self.sessions:
                 if not host.hasHealthFlag(FAILED_ACTIVE_HC):
                     host.setHealthFlag(FAILED_ACTIVE_HC)
+                host.healthChecker = self
                 session = self.sessions[host] = HostSession(self, host)
                 if self._started:
                     session.start()
@@ -706,6 +707,25 @@ class HealthChecker:
         d = self._firstRound
         self._maybeFirstRoundDone()
         return d
+
+    def immediateFailure(self, host):
+        """
+        A response of C{host} carried C{x-envoy-immediate-health-check-fail}
+        (any thread): on the main reactor, the host is excluded and fails
+        as a passive failure, whatever C{unhealthy_threshold} says; the
+        next check is not moved (Envoy's C{setUnhealthyCrossThread}).
+        """
+        self.reactor.callFromThread(self._immediateFailure, host)
+
+    def _immediateFailure(self, host):
+        session = self.sessions.get(host)
+        if session is None or session._stopped:
+            return
+        host.setHealthFlag(EXCLUDED_VIA_IMMEDIATE_HC_FAIL)
+        session.setUnhealthy(PASSIVE, retriable=False)
+        # The exclusion changes what workers may pick even when the host
+        # had already failed.
+        self.cluster.refreshHealth()
 
     def pendingFirstRound(self):
         """Whether L{start}'s Deferred has not fired yet."""

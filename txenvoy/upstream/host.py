@@ -124,7 +124,7 @@ class Host:
     __slots__ = (
         "address", "addressString", "hostname", "weight", "priority",
         "locality", "clusterName", "_flags", "_healthy", "_degraded",
-        "_perWorker", "canary", "_edsStatus",
+        "_perWorker", "canary", "_edsStatus", "healthChecker",
     )
 
     def __init__(self, address, hostname="", weight=1, priority=0,
@@ -138,6 +138,9 @@ class Host:
         self.locality = locality if locality is not None else _NO_LOCALITY
         self.clusterName = clusterName
         self.canary = False
+        # The cluster's active health checker (main thread), or None: a
+        # worker reports x-envoy-immediate-health-check-fail through it.
+        self.healthChecker = None
         self._edsStatus = edsHealthStatus
         self._flags = frozenset(healthFlags)
         self._recompute()
