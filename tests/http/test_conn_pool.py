@@ -150,7 +150,7 @@ class PoolTests(SynchronousTestCase):
         protocol.dataReceived(OK)
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.pool.ready, [])
-        self.assertEqual(self.pools.connections, 0)
+        self.assertEqual(self.pools.connections.current, 0)
         self.assertIsNotNone(self.pool.newStream(Stream()))
         self.assertEqual(len(self.reactor.tcpClients), 2)
 
@@ -205,7 +205,7 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(len(self.pool.ready), 1)
 
     def test_pendingOverflow(self):
-        self.pools.maxPendingRequests = 1
+        self.setUp(circuit_breakers={"thresholds": [{"max_pending_requests": 1}]})
         self.pool.newStream(Stream())
         s = Stream()
         self.assertIsNone(self.pool.newStream(s))
@@ -214,7 +214,7 @@ class PoolTests(SynchronousTestCase):
 
     def test_maxConnections(self):
         """Past max_connections requests wait for a connection to free up."""
-        self.pools.maxConnections = 1
+        self.setUp(circuit_breakers={"thresholds": [{"max_connections": 1}]})
         a, b = Stream(), Stream()
         self.pool.newStream(a)
         self.pool.newStream(b)
@@ -249,7 +249,7 @@ class PoolTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(s.events, ["ready"])
-        self.assertEqual(self.pools.connections, 0)
+        self.assertEqual(self.pools.connections.current, 0)
 
     def test_watermarks(self):
         s = Stream()
@@ -289,7 +289,7 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.tcpClients), 2)
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(client.state, CLOSED)
-        self.assertEqual(self.pools.connections, 1)
+        self.assertEqual(self.pools.connections.current, 1)
 
     def test_deadCodecNotHandedOut(self):
         """

@@ -342,7 +342,7 @@ class FailureTests(RouterTestCase):
     def test_overflow(self):
         """Envoy 1.40: past max_pending_requests, 503 overflow with x-envoy-overloaded."""
         tlc = self.h.dispatcher.clusterManager.getThreadLocalCluster("origin")
-        poolsFor(tlc).maxPendingRequests = 0
+        poolsFor(tlc).pendingRequests.max = 0
         self.down.send(GET)
         r = self.down.response()
         self.assertEqual((r.status, r.body), (503, RESET + b"overflow"))
@@ -484,7 +484,7 @@ class RetryTests(RouterTestCase):
 
     def test_retryOverflow(self):
         tlc = self.h.dispatcher.clusterManager.getThreadLocalCluster("origin")
-        poolsFor(tlc).maxRetries = 0
+        poolsFor(tlc).retries.max = 0
         self.down.send(b"GET /retry/x HTTP/1.1\r\nhost: a\r\n\r\n")
         self.h.upstream().respond(b"HTTP/1.1 503 X\r\ncontent-length: 0\r\n\r\n")
         self.assertEqual(self.down.response().status, 503)

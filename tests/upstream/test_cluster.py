@@ -145,6 +145,30 @@ class ValuesTests(SynchronousTestCase):
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3"
                      ".RawBuffer"}})
 
+    def test_circuitBreakerThresholds(self):
+        info, _ = compile_(circuit_breakers={"thresholds": [
+            {"max_connections": 1, "max_pending_requests": 2, "max_requests": 3,
+             "max_retries": 4, "max_connection_pools": 5, "track_remaining": True},
+            {"priority": "HIGH", "max_requests": 7}]})
+        d, h = info.circuitBreakers.thresholds
+        self.assertEqual(
+            (d.maxConnections, d.maxPendingRequests, d.maxRequests, d.maxRetries,
+             d.maxConnectionPools, d.trackRemaining), (1, 2, 3, 4, 5, True))
+        self.assertEqual((h.priority, h.maxConnections, h.maxRequests, h.trackRemaining),
+                         ("HIGH", 1024, 7, False))
+        self.assertEqual(info.resourceManagers["HIGH"].requests.max, 7)
+        self.assertEqual(info.resourceManagers["DEFAULT"].connectionPools.max, 5)
+
+    def test_circuitBreakerSamePriorityTwice(self):
+        """
+        Envoy 1.40 accepts a priority listed twice and uses the first entry
+        (C{/clusters} shows C{default_priority::max_connections::5}).
+        """
+        info, _ = compile_(circuit_breakers={"thresholds": [
+            {"max_connections": 5}, {"priority": "DEFAULT", "max_connections": 6}]})
+        self.assertEqual(info.circuitBreakers.default.maxConnections, 5)
+        self.assertEqual(info.circuitBreakers.high.maxConnections, 1024)
+
     def test_explicitDefaultCircuitBreakers(self):
         compile_(circuit_breakers={"thresholds": [
             {"priority": "DEFAULT", "max_connections": 1024, "max_retries": 3}]})
@@ -218,10 +242,12 @@ class RejectionTests(SynchronousTestCase):
                 "handshaker_service": "x"}})
         self.assertIn("Alts", str(e))
 
-    def test_circuitBreakerLimits(self):
+    def test_circuitBreakerUnsupported(self):
+        """Retry budgets and per-host thresholds are refused with their path."""
         self.assertRejected(
-            UnsupportedField, PATH + ".circuit_breakers.thresholds[0].max_connections",
-            circuit_breakers={"thresholds": [{"max_connections": 100}]})
+            UnsupportedField, PATH + ".circuit_breakers.thresholds[1].retry_budget",
+            circuit_breakers={"thresholds": [{"max_connections": 100}, {
+                "priority": "HIGH", "retry_budget": {"budget_percent": {"value": 20}}}]})
         self.assertRejected(
             UnsupportedField, PATH + ".circuit_breakers.per_host_thresholds",
             circuit_breakers={"per_host_thresholds": [{"max_connections": 1}]})

@@ -349,6 +349,9 @@ _GAUGES = ("cx_active", "rq_active", "rq_pending_active")
 _TEXT_STATS = ("cx_active", "cx_connect_fail", "cx_total", "rq_active", "rq_error",
                "rq_pending_active", "rq_success", "rq_timeout", "rq_total")
 _THRESHOLDS = ("max_connections", "max_pending_requests", "max_requests", "max_retries")
+_THRESHOLD_ATTRS = {"max_connections": "maxConnections",
+                    "max_pending_requests": "maxPendingRequests",
+                    "max_requests": "maxRequests", "max_retries": "maxRetries"}
 
 _FLAG_FIELDS = {
     "/failed_active_hc": "failed_active_health_check",
@@ -400,7 +403,7 @@ def _thresholds(cluster, priority):
         elif isinstance(t, dict):
             v = t.get(name)
         else:
-            v = getattr(t, name, None)
+            v = getattr(t, _THRESHOLD_ATTRS[name], None)
         if v is None:
             v = 3 if name == "max_retries" else 1024
         values[name] = int(v)

@@ -35,18 +35,26 @@ Behaviour copied from Envoy 1.40:
    when the host closed first, and C{upstream_cx_destroy_with_active_rq}
    (with C{_local_} / C{_remote_}) when a response was incomplete;
  - requests wait in a pending queue while connections are opened, bounded
-   by the cluster's circuit breakers: past C{max_pending_requests} a
-   request fails at once with C{overflow}
-   (C{upstream_rq_pending_overflow}); past C{max_connections} no new
-   connection is opened (C{upstream_cx_overflow}) and requests wait for one
-   to free up;
+   by the cluster's circuit breakers (of the route's priority): past
+   C{max_pending_requests} a request fails at once with C{overflow}
+   (C{upstream_rq_pending_overflow}), and so does one that would pass
+   C{max_requests} when handed a connection (Envoy counts that overflow
+   under the same name); past C{max_connections} no new connection is
+   opened (C{upstream_cx_overflow}) and requests wait for one to free up,
+   except that a host with no connection at all always gets one, so its
+   requests are not stranded; past C{max_connection_pools} no pool is made
+   for a new host (C{upstream_cx_pool_overflow}, and the router answers
+   C{no healthy upstream});
  - a failed connect fails every request pending on that host
    (C{upstream_rq_pending_failure_eject});
  - a request abandoned while its response is in progress closes its
    connection (HTTP/1.1 cannot reuse it).
 
-Circuit breakers count per worker here (Envoy's are shared by all
-workers).
+The circuit breakers count for the whole cluster, across workers (see
+L{txenvoy.upstream.resource_manager}). A connection holds a
+C{max_connections} slot from its connect to its close, a request a
+C{max_requests} slot while it has a connection, a waiting request a
+C{max_pending_requests} slot.
 
 Flow control: each client registers a producer on its connection, so when
 the connection's write buffer passes the cluster's
@@ -120,34 +128,39 @@ def directWriter(transport):
 
 class ClusterPools:
     """
-    One worker's HTTP pools of one cluster, and the cluster-wide counts the
-    circuit breakers need.
+    One worker's HTTP pools of one cluster at one priority, and the
+    cluster-wide circuit breakers of that priority.
 
     @ivar cluster: the L{txenvoy.upstream.cluster_manager.ThreadLocalCluster}.
-    @ivar retriesActive: retries in progress (C{max_retries}).
+    @ivar resources: the cluster's
+        L{txenvoy.upstream.resource_manager.ResourceManager} of the priority.
     """
 
-    def __init__(self, cluster):
+    def __init__(self, cluster, priority="DEFAULT"):
         self.cluster = cluster
         self.stats = cluster.stats
-        thresholds = cluster.info.circuitBreakers.default
-        self.maxConnections = thresholds.maxConnections
-        self.maxPendingRequests = thresholds.maxPendingRequests
-        self.maxRequests = thresholds.maxRequests
-        self.maxRetries = thresholds.maxRetries
+        self.resources = resources = cluster.info.resourceManagers[priority]
+        self.connections = resources.connections
+        self.pendingRequests = resources.pendingRequests
+        self.requests = resources.requests
+        self.retries = resources.retries
         self.maxRequestsPerConnection = cluster.info.maxRequestsPerConnection
         self.idleTimeout = cluster.info.upstreamIdleTimeout
         self.maxConnectionDuration = cluster.info.upstreamMaxConnectionDuration
         self.maxHeadersCount = cluster.info.upstreamMaxHeadersCount
-        self.connections = 0
-        self.pendingRequests = 0
-        self.retriesActive = 0
         self._pools = {}
 
     def poolFor(self, host):
-        """@return: the L{HttpConnPool} of C{host}, made on first use."""
+        """
+        @return: the L{HttpConnPool} of C{host}, made on first use, or
+            C{None} past C{max_connection_pools}
+            (C{upstream_cx_pool_overflow}).
+        """
         pool = self._pools.get(host)
         if pool is None:
+            if not self.resources.connectionPools.tryAcquire():
+                self.stats.upstream_cx_pool_overflow.inc()
+                return None
             pool = self._pools[host] = HttpConnPool(self, host)
         return pool
 
@@ -157,14 +170,20 @@ class ClusterPools:
             pool.closeIdle()
 
 
-def poolsFor(cluster):
+def poolsFor(cluster, priority="DEFAULT"):
     """
-    The L{ClusterPools} of a worker's cluster, made on first use and kept on
-    the cluster object, so that every listener of the worker shares them.
+    The L{ClusterPools} of a worker's cluster at a route priority, made on
+    first use and kept on the cluster object, so that every listener of the
+    worker shares them.
     """
-    pools = cluster.__dict__.get("httpConnPools")
+    if priority == "DEFAULT":
+        pools = cluster.__dict__.get("httpConnPools")
+        if pools is None:
+            pools = cluster.httpConnPools = ClusterPools(cluster)
+        return pools
+    pools = cluster.__dict__.get("httpConnPoolsHigh")
     if pools is None:
-        pools = cluster.httpConnPools = ClusterPools(cluster)
+        pools = cluster.httpConnPoolsHigh = ClusterPools(cluster, priority)
     return pools
 
 
@@ -220,6 +239,11 @@ class HttpConnPool:
         while ready:
             client = ready.pop()
             if client.checkIdle():
+                if not self.clusterPools.requests.tryAcquire():
+                    ready.append(client)
+                    self._requestsOverflow(callbacks)
+                    return None
+                client.hasRequestSlot = True
                 client.state = BUSY
                 self.busy.add(client)
                 if log.debugEnabled:
@@ -230,7 +254,7 @@ class HttpConnPool:
                 return None
         cp = self.clusterPools
         stats = self.stats
-        if cp.pendingRequests >= cp.maxPendingRequests:
+        if not cp.pendingRequests.tryAcquire():
             stats.upstream_rq_pending_overflow.inc()
             if log.debugEnabled:
                 log.debug("max pending streams overflow")
@@ -241,24 +265,43 @@ class HttpConnPool:
                       "connecting=%d)", len(ready), len(self.busy), len(self.connecting))
         pending = _PendingStream(self, callbacks)
         self.pending.append(pending)
-        cp.pendingRequests += 1
         stats.upstream_rq_pending_total.inc()
         stats.upstream_rq_pending_active.inc()
         self.hostStats.rq_pending_active += 1
         if len(self.connecting) < len(self.pending):
-            if cp.connections >= cp.maxConnections:
-                stats.upstream_cx_overflow.inc()
-                if log.debugEnabled:
-                    log.debug("max connections overflow: not creating a new connection")
-            else:
-                self._connect()
+            self._tryConnect()
         return pending
 
+    def _requestsOverflow(self, callbacks):
+        # Envoy's attachStreamToClient: past max_requests the stream fails
+        # as an overflow, counted as upstream_rq_pending_overflow.
+        self.stats.upstream_rq_pending_overflow.inc()
+        if log.debugEnabled:
+            log.debug("max streams overflow")
+        callbacks.onPoolFailure(OVERFLOW)
+
+    def _tryConnect(self):
+        """
+        Open a connection if C{max_connections} allows, or if this host has
+        none at all (Envoy opens one anyway, or its requests would wait
+        for ever); else count C{upstream_cx_overflow}.
+        """
+        connections = self.clusterPools.connections
+        if connections.tryAcquire():
+            self._connect()
+            return
+        self.stats.upstream_cx_overflow.inc()
+        if not (self.ready or self.busy or self.connecting):
+            connections.acquire()
+            self._connect()
+        elif log.debugEnabled:
+            log.debug("max connections overflow: not creating a new connection")
+
     def _connect(self):
+        """Open a connection; its C{max_connections} slot is already taken."""
         if log.debugEnabled:
             log.debug("trying to create new connection")
             log.debug("creating a new connection (connecting=%d)", len(self.connecting))
-        self.clusterPools.connections += 1
         self.stats.upstream_cx_http1_total.inc()
         client = ActiveClient(self)
         self.connecting.append(client)
@@ -270,7 +313,7 @@ class HttpConnPool:
         return pending
 
     def _pendingDone(self):
-        self.clusterPools.pendingRequests -= 1
+        self.clusterPools.pendingRequests.release()
         self.stats.upstream_rq_pending_active.dec()
         self.hostStats.rq_pending_active -= 1
 
@@ -289,8 +332,12 @@ class HttpConnPool:
         self._assignOrIdle(client)
 
     def _assignOrIdle(self, client):
-        if self.pending:
+        while self.pending:
             pending = self._takePending()
+            if not self.clusterPools.requests.tryAcquire():
+                self._requestsOverflow(pending.callbacks)
+                continue
+            client.hasRequestSlot = True
             client.state = BUSY
             self.busy.add(client)
             if log.debugEnabled:
@@ -298,10 +345,10 @@ class HttpConnPool:
                 log.debug("%sattaching to next stream", tag)
                 log.debug("%screating stream", tag)
             pending.callbacks.onPoolReady(client)
-        else:
-            client.state = READY
-            self.ready.append(client)
-            client.startIdleTimer()
+            return
+        client.state = READY
+        self.ready.append(client)
+        client.startIdleTimer()
 
     def _onConnectFailed(self, client, reason):
         #: The last connection that failed to connect, for the router's
@@ -312,7 +359,7 @@ class HttpConnPool:
                       connTag(client.connection.connectionId),
                       client.connection.connectFailureDetail())
         self.connecting.remove(client)
-        self.clusterPools.connections -= 1
+        self.clusterPools.connections.release()
         # Envoy fails every request waiting on this host when a connect
         # fails, rather than leaving them for the next attempt.
         failed = list(self.pending)
@@ -326,6 +373,7 @@ class HttpConnPool:
 
     def _release(self, client):
         """A client finished its request and can be reused."""
+        client.releaseRequestSlot()
         self.busy.discard(client)
         self._assignOrIdle(client)
 
@@ -342,15 +390,14 @@ class HttpConnPool:
         if log.debugEnabled:
             log.debug("%sclient disconnected, failure reason: ",
                       connTag(client.connection.connectionId))
+        client.releaseRequestSlot()
         self.busy.discard(client)
         self._retire(client)
         client.state = CLOSED
-        self.clusterPools.connections -= 1
+        self.clusterPools.connections.release()
         self.stats.upstream_rq_per_cx.recordValue(client.requests)
         if self.pending and len(self.connecting) < len(self.pending):
-            cp = self.clusterPools
-            if cp.connections < cp.maxConnections:
-                self._connect()
+            self._tryConnect()
 
     lastFailedConnection = None
 
@@ -438,6 +485,7 @@ class ActiveClient:
     _idleTimer = None
     _durationTimer = None
     _expired = False            # past max_connection_duration: no new request
+    hasRequestSlot = False      # holds a max_requests slot for its request
 
     def __init__(self, pool):
         self.pool = pool
@@ -460,7 +508,14 @@ class ActiveClient:
         if self.above:
             stream.onAboveWriteBufferHighWatermark()
 
+    def releaseRequestSlot(self):
+        """The request is over: give back its C{max_requests} slot."""
+        if self.hasRequestSlot:
+            self.hasRequestSlot = False
+            self.pool.clusterPools.requests.release()
+
     def _detach(self):
+        self.releaseRequestSlot()
         stream = self.stream
         self.stream = None
         if stream is not None and self.above:

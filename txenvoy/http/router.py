@@ -374,7 +374,7 @@ class RouterFilter:
             return _STOP
         self.cluster = cluster
         self.clusterStats = cluster.stats
-        self.pools = poolsFor(cluster)
+        self.pools = poolsFor(cluster, entry.priority)
         self.route = route
         self.entry = entry
         self.request = headers
@@ -570,9 +570,7 @@ class RouterFilter:
             if log.debugEnabled:
                 log.debug("%sno healthy host for HTTP connection pool", _tag(self.callbacks))
             self.clusterStats.upstream_cx_none_healthy.inc()
-            self.info.setResponseFlag(ResponseFlag.NO_HEALTHY_UPSTREAM)
-            self._chargeCode(503)
-            self._localReply(503, b"no healthy upstream", "no_healthy_upstream")
+            self._noHealthyUpstream()
             return
         self.info.upstreamHost = host.addressString
         if log.debugEnabled:
@@ -580,11 +578,21 @@ class RouterFilter:
                       host.addressString, self.info.upstreamCluster)
         if self.entry.autoHostRewrite and host.hostname:
             self.request.authority = host.hostname.encode("utf-8")
-        self._attempts += 1
         pool = self.pools.poolFor(host)
+        if pool is None:
+            # Past max_connection_pools Envoy has no pool for the host and
+            # answers as if no host were healthy.
+            self._noHealthyUpstream()
+            return
+        self._attempts += 1
         upstream = self._upstream = UpstreamRequest(self, host, pool)
         upstream.startTime = self.reactor.seconds()
         upstream.handle = pool.newStream(upstream)
+
+    def _noHealthyUpstream(self):
+        self.info.setResponseFlag(ResponseFlag.NO_HEALTHY_UPSTREAM)
+        self._chargeCode(503)
+        self._localReply(503, b"no healthy upstream", "no_healthy_upstream")
 
     def _onPoolReady(self, upstream, client):
         if log.debugEnabled:
@@ -727,16 +735,15 @@ class RouterFilter:
             stats.upstream_rq_retry_limit_exceeded.inc()
             self.info.setResponseFlag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
             return False
-        pools = self.pools
-        if not self._retryingActive and pools.retriesActive >= pools.maxRetries:
+        retries = self.pools.retries
+        if not self._retryingActive and not retries.tryAcquire():
             stats.upstream_rq_retry_overflow.inc()
+            self.info.setResponseFlag(ResponseFlag.UPSTREAM_OVERFLOW)
             return False
         self._retriesLeft -= 1
         if log.debugEnabled:
             log.debug("%sperforming retry", _tag(self.callbacks))
-        if not self._retryingActive:
-            self._retryingActive = True
-            pools.retriesActive += 1
+        self._retryingActive = True
         self._retried = True
         stats.upstream_rq_retry.inc()
         stats.upstream_rq_retry_backoff_exponential.inc()
@@ -938,7 +945,7 @@ class RouterFilter:
             self._retryTimer = None
         if self._retryingActive:
             self._retryingActive = False
-            self.pools.retriesActive -= 1
+            self.pools.retries.release()
         while self._paused:
             self._paused -= 1
             self.callbacks.onDecoderFilterBelowWriteBufferLowWatermark()

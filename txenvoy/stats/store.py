@@ -131,6 +131,9 @@ class StatsScope:
     def histogram(self, name, unit="ms"):
         return self._shard.histogram(self.prefix + name, unit)
 
+    def addGauge(self, name, gauge):
+        return self._shard.addGauge(self.prefix + name, gauge)
+
     def scope(self, prefix):
         return StatsScope(self._shard, self.prefix + prefix)
 
@@ -161,6 +164,15 @@ class StatsShard:
             self._store._register(name, GAUGE)
             g = self.gauges[name] = Gauge()
         return g
+
+    def addGauge(self, name, gauge):
+        """
+        Put C{gauge}, any object with C{value} and C{used}, in this shard as
+        C{name}: a gauge computed when read (a circuit breaker's state).
+        """
+        self._store._register(name, GAUGE)
+        self.gauges[name] = gauge
+        return gauge
 
     def histogram(self, name, unit="ms"):
         h = self.histograms.get(name)

@@ -37,6 +37,7 @@ from txenvoy.upstream.load_balancer import (
     ROUND_ROBIN,
     LbConfig,
 )
+from txenvoy.upstream.resource_manager import PRIORITIES, UNLIMITED, ResourceManager
 
 STATIC = "STATIC"
 STRICT_DNS = "STRICT_DNS"
@@ -134,15 +135,18 @@ class Thresholds:
     """
 
     __slots__ = ("priority", "maxConnections", "maxPendingRequests", "maxRequests",
-                 "maxRetries")
+                 "maxRetries", "maxConnectionPools", "trackRemaining")
 
     def __init__(self, priority, maxConnections=1024, maxPendingRequests=1024,
-                 maxRequests=1024, maxRetries=3):
+                 maxRequests=1024, maxRetries=3, maxConnectionPools=UNLIMITED,
+                 trackRemaining=False):
         self.priority = priority
         self.maxConnections = maxConnections
         self.maxPendingRequests = maxPendingRequests
         self.maxRequests = maxRequests
         self.maxRetries = maxRetries
+        self.maxConnectionPools = maxConnectionPools
+        self.trackRemaining = trackRemaining
 
     def __repr__(self):
         return "Thresholds(%s, %d, %d, %d, %d)" % (
@@ -227,6 +231,9 @@ class ClusterInfo:
     @ivar upstreamMaxHeadersCount: the most headers a response may have
         (C{common_http_protocol_options.max_headers_count}, 100).
     @ivar circuitBreakers: L{CircuitBreakers}.
+    @ivar resourceManagers: C{{priority: ResourceManager}}, the cluster's
+        circuit breaker counts, shared by every worker (see
+        L{txenvoy.upstream.resource_manager}).
     @ivar typedExtensionProtocolOptions: C{{key: google.protobuf.Any}} as
         configured.
     @ivar httpProtocolOptions: the unpacked C{HttpProtocolOptions} message,
@@ -258,6 +265,8 @@ class ClusterInfo:
         self.upstreamMaxConnectionDuration = kw.pop("upstreamMaxConnectionDuration", 0.0)
         self.upstreamMaxHeadersCount = kw.pop("upstreamMaxHeadersCount", 100)
         self.circuitBreakers = kw.pop("circuitBreakers", None) or CircuitBreakers()
+        self.resourceManagers = {t.priority: ResourceManager(t)
+                                 for t in self.circuitBreakers.thresholds}
         self.typedExtensionProtocolOptions = kw.pop("typedExtensionProtocolOptions", {})
         self.httpProtocolOptions = kw.pop("httpProtocolOptions", None)
         self.dns = kw.pop("dns", None) or DnsSettings()
@@ -496,28 +505,39 @@ def _applyLeastRequest(cfg, msg, path):
         cfg.activeRequestBias = bias
 
 
+_THRESHOLD_FIELDS = (
+    ("max_connections", "maxConnections"),
+    ("max_pending_requests", "maxPendingRequests"),
+    ("max_requests", "maxRequests"),
+    ("max_retries", "maxRetries"),
+    ("max_connection_pools", "maxConnectionPools"),
+)
+
+
 def _compileCircuitBreakers(proto, path):
+    """
+    C{circuit_breakers.thresholds}: one L{Thresholds} per priority. As in
+    Envoy, the first entry of a priority wins and a later one with the same
+    priority is silently unused; a priority with no entry gets the
+    defaults.
+    """
     if not proto.HasField("circuit_breakers"):
         return CircuitBreakers()
     cbpath = path + ".circuit_breakers"
     cb = proto.circuit_breakers
     checkFields(cb, ("thresholds",), cbpath)
-    defaults = Thresholds("DEFAULT")
+    byPriority = {}
     for i, t in enumerate(cb.thresholds):
         tpath = "%s.thresholds[%d]" % (cbpath, i)
-        checkFields(t, ("priority", "max_connections", "max_pending_requests",
-                                "max_requests", "max_retries"), tpath)
-        # Limits are not enforced yet; the defaults are what Envoy enforces
-        # when nothing is configured, so only they can be accepted as-is.
-        for field, default in (("max_connections", defaults.maxConnections),
-                               ("max_pending_requests", defaults.maxPendingRequests),
-                               ("max_requests", defaults.maxRequests),
-                               ("max_retries", defaults.maxRetries)):
-            if t.HasField(field) and getattr(t, field).value != default:
-                report(UnsupportedField(
-                    "%s.%s" % (tpath, field),
-                    "circuit breaker limits other than the default %d" % (default,)))
-    return CircuitBreakers()
+        checkFields(t, ("priority", "track_remaining") + tuple(
+            f for f, _ in _THRESHOLD_FIELDS), tpath)
+        priority = PRIORITIES[t.priority]
+        if priority in byPriority:
+            continue
+        kw = {attr: getattr(t, field).value
+              for field, attr in _THRESHOLD_FIELDS if t.HasField(field)}
+        byPriority[priority] = Thresholds(priority, trackRemaining=t.track_remaining, **kw)
+    return CircuitBreakers(byPriority.get("DEFAULT"), byPriority.get("HIGH"))
 
 
 _COMMON_HTTP_HANDLED = ("idle_timeout", "max_requests_per_connection", "max_connection_duration",
@@ -728,10 +748,6 @@ MAIN_COUNTERS = (
 MAIN_GAUGES = (
     "membership_total", "membership_healthy", "membership_degraded", "membership_excluded",
     "max_host_weight", "version", "warming_state", "lb_subsets_active",
-) + tuple(
-    "circuit_breakers.%s.%s" % (p, n)
-    for p in ("default", "high")
-    for n in ("cx_open", "cx_pool_open", "rq_open", "rq_pending_open", "rq_retry_open")
 )
 
 
@@ -768,15 +784,20 @@ class ClusterStats:
 
 
 class MainClusterStats:
-    """The main thread's C{cluster.<name>.*} stats (membership, updates)."""
+    """
+    The main thread's C{cluster.<name>.*} stats (membership, updates), and
+    the C{circuit_breakers.*} gauges read from the cluster's resource
+    managers.
+    """
 
-    def __init__(self, scope):
+    def __init__(self, scope, resourceManagers=None):
         for name in MAIN_COUNTERS:
             setattr(self, name, scope.counter(name))
         for name in MAIN_GAUGES:
-            g = scope.gauge(name)
-            if "." not in name:
-                setattr(self, name, g)
+            setattr(self, name, scope.gauge(name))
+        for manager in (resourceManagers or {}).values():
+            for name, gauge in manager.gauges():
+                scope.addGauge(name, gauge)
 
 
 # --- primary clusters ----------------------------------------------------
@@ -804,7 +825,7 @@ class PrimaryCluster:
         self.endpoints = endpoints
         self.hosts = ()
         self.initialized = False
-        self.stats = MainClusterStats(mainShard.scope(info.statPrefix))
+        self.stats = MainClusterStats(mainShard.scope(info.statPrefix), info.resourceManagers)
         self._lock = threading.Lock()
         self._threadLocals = []
         self._initWaiters = []

@@ -11,6 +11,7 @@ from txenvoy.extensions.filters.network.tcp_proxy import TcpProxyConfig
 from txenvoy.network.stream_info import StreamInfo
 from txenvoy.server.dispatcher import Dispatcher
 from txenvoy.stats.store import StatsStore
+from txenvoy.upstream.cluster import CircuitBreakers, ClusterInfo, Thresholds
 
 
 class FakeHost:
@@ -49,13 +50,15 @@ class FakeUpstream:
 
 class FakeStats:
     def __init__(self, shard):
-        for name in ("upstream_cx_none_healthy", "upstream_cx_connect_attempts_exceeded"):
+        for name in ("upstream_cx_none_healthy", "upstream_cx_connect_attempts_exceeded",
+                     "upstream_cx_overflow"):
             setattr(self, name, shard.counter("cluster.c." + name))
 
 
 class FakeCluster:
-    def __init__(self, shard, hosts):
+    def __init__(self, shard, hosts, info=None):
         self.hosts = list(hosts)
+        self.info = info or ClusterInfo(name="c")
         self.stats = FakeStats(shard)
         self.upstreams = []
 
@@ -98,8 +101,8 @@ class TcpProxyTests(SynchronousTestCase):
         self.dispatcher = Dispatcher(self.clock, "worker_0", self.store.shard("worker_0"))
         self.logger = RecordingLogger()
 
-    def start(self, hosts=("h1",), attempts=1, idle=3600.0, clusterName="c"):
-        cluster = FakeCluster(self.dispatcher.stats, [FakeHost(h) for h in hosts])
+    def start(self, hosts=("h1",), attempts=1, idle=3600.0, clusterName="c", info=None):
+        cluster = FakeCluster(self.dispatcher.stats, [FakeHost(h) for h in hosts], info)
         self.dispatcher.clusterManager = FakeClusterManager({"c": cluster})
         config = TcpProxyConfig("p", [(clusterName, 1)], idle, attempts, [self.logger])
         proxy = config.buildFilter(FakeConnection(self.dispatcher), None)
@@ -194,6 +197,39 @@ class TcpProxyTests(SynchronousTestCase):
         cluster, proxy, transport = self.start()
         proxy.connectionLost(None)
         self.assertTrue(cluster.upstreams[0].aborted)
+
+    def test_maxConnections(self):
+        """
+        Envoy 1.40: past the cluster's max_connections tcp_proxy counts
+        C{upstream_cx_overflow} and closes the new downstream connection
+        without connecting (flag UO); a closed upstream frees its slot.
+        """
+        info = ClusterInfo(name="c", circuitBreakers=CircuitBreakers(
+            Thresholds("DEFAULT", maxConnections=1)))
+        slots = info.resourceManagers["DEFAULT"].connections
+        cluster, first, _ = self.start(info=info)
+        first.onUpstreamConnected(cluster.upstreams[0])
+        self.assertEqual(slots.current, 1)
+        other, second, transport = self.start(info=info)
+        self.assertEqual(other.upstreams, [])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.counter("cluster.c.upstream_cx_overflow"), 1)
+        second.connectionLost(None)
+        self.assertEqual(self.logger.infos[0].responseFlags(), "UO")
+        first.onUpstreamClosed(None)
+        first.connectionLost(None)
+        self.assertEqual(slots.current, 0)
+        again, _, transport = self.start(info=info)
+        self.assertEqual(len(again.upstreams), 1)
+        self.assertFalse(transport.disconnecting)
+
+    def test_connectFailureFreesSlot(self):
+        info = ClusterInfo(name="c")
+        cluster, proxy, _ = self.start(hosts=("h1", "h2"), attempts=2, info=info)
+        proxy.onUpstreamConnectFailed(cluster.upstreams[0], "remote connection failure")
+        self.assertEqual(info.resourceManagers["DEFAULT"].connections.current, 1)
+        proxy.connectionLost(None)
+        self.assertEqual(info.resourceManagers["DEFAULT"].connections.current, 0)
 
     def test_weightedClusters(self):
         values = iter([0.1, 0.9])

@@ -87,6 +87,7 @@ class TcpProxyFilter(Protocol):
     _durationTimer = None
     _active = False
     _splice = None
+    _cxSlot = None
 
     def __init__(self, config, connection):
         self.config = config
@@ -133,6 +134,18 @@ class TcpProxyFilter(Protocol):
             self.streamInfo.setResponseFlag(ResponseFlag.NO_HEALTHY_UPSTREAM)
             self._closeDownstream()
             return
+        # Envoy checks the cluster's DEFAULT max_connections (1024 unless
+        # set) before each connect; past it the downstream is closed (UO).
+        connections = self.cluster.info.resourceManagers["DEFAULT"].connections
+        if not connections.tryAcquire():
+            self.cluster.stats.upstream_cx_overflow.inc()
+            self.streamInfo.setResponseFlag(ResponseFlag.UPSTREAM_OVERFLOW)
+            if log.debugEnabled:
+                log.debug("%sTCP:onInitFailure: resource limit exceeded",
+                          connTag(self.streamInfo.connectionId))
+            self._closeDownstream()
+            return
+        self._cxSlot = connections
         self._attempts += 1
         self.streamInfo.upstreamHost = host.addressString
         if log.debugEnabled:
@@ -178,6 +191,7 @@ class TcpProxyFilter(Protocol):
             upstream.loseWriteConnection()
 
     def onUpstreamConnectFailed(self, upstream, reason):
+        self._releaseSlot()
         if self._closed:
             return
         if log.debugEnabled:
@@ -205,6 +219,7 @@ class TcpProxyFilter(Protocol):
             self.transport.loseWriteConnection()
 
     def onUpstreamClosed(self, reason):
+        self._releaseSlot()
         self.upstream = None
         if not self._closed:
             self._closeDownstream()
@@ -283,6 +298,7 @@ class TcpProxyFilter(Protocol):
 
     def connectionLost(self, reason):
         self._closed = True
+        self._releaseSlot()
         self._stopSplice()
         self._cancelTimers()
         upstream = self.upstream
@@ -296,6 +312,13 @@ class TcpProxyFilter(Protocol):
         info.onComplete()
         for logger in self.config.accessLogs:
             logger.log(info, None, None)
+
+    def _releaseSlot(self):
+        """Give back the upstream connection's C{max_connections} slot."""
+        slot = self._cxSlot
+        if slot is not None:
+            self._cxSlot = None
+            slot.release()
 
     def _closeDownstream(self):
         # The pump gives the sockets back before the transports close them.

@@ -1,0 +1,157 @@
+# -*- test-case-name: tests.upstream.test_resource_manager -*-
+"""
+A cluster's circuit breakers (Envoy's C{ResourceManagerImpl}): how many
+connections, pending requests, requests, retries and connection pools the
+whole cluster may have open at once, per route priority.
+
+One L{ResourceManager} per priority lives on the cluster's immutable
+L{txenvoy.upstream.cluster.ClusterInfo}, so every worker counts against the
+same numbers, as Envoy's workers share one set of atomics per cluster.
+
+Why a lock: a worker must check the limit and take a slot as one step, and
+give the slot back exactly once. Under the GIL, C{self.current += 1} is
+several bytecodes and a thread switch between them loses an update for
+good (the count would drift and the breaker stay open or shut forever).
+An uncontended C{threading.Lock} costs well under a microsecond and is
+held only for the check-and-increment or the decrement, never while
+anything else runs, so it cannot deadlock and the data path stays cheap.
+(Envoy's C{canCreate()} then C{inc()} may overshoot by a few under
+contention; the lock here never does.) Reads for the gauges and for
+L{Resource.canCreate} take no lock: reading one int is atomic.
+
+The C{circuit_breakers.<priority>.*_open} and, with C{track_remaining},
+C{remaining_*} gauges are computed when the stats are read, from the
+counts themselves, so the data path writes no gauge.
+"""
+
+import threading
+
+__all__ = ["Resource", "ResourceManager", "ResourceGauge", "PRIORITIES", "UNLIMITED"]
+
+#: Envoy's C{ResourcePriority}s, as the stats and routes spell them.
+PRIORITIES = ("DEFAULT", "HIGH")
+
+#: C{max_connection_pools} when not set: Envoy's C{uint64} max.
+UNLIMITED = 2 ** 64 - 1
+
+#: Envoy's stat names of each resource: (open gauge, remaining gauge).
+_GAUGE_NAMES = (
+    ("connections", "cx_open", "remaining_cx"),
+    ("pendingRequests", "rq_pending_open", "remaining_pending"),
+    ("requests", "rq_open", "remaining_rq"),
+    ("retries", "rq_retry_open", "remaining_retries"),
+    ("connectionPools", "cx_pool_open", "remaining_cx_pools"),
+)
+
+
+class Resource:
+    """
+    One counted resource with a limit, shared by every worker.
+
+    @ivar max: the limit.
+    @ivar current: how many are in use now.
+    """
+
+    __slots__ = ("max", "current", "_lock")
+
+    def __init__(self, max):
+        self.max = max
+        self.current = 0
+        self._lock = threading.Lock()
+
+    def canCreate(self):
+        """@return: whether one more is allowed now (no slot is taken)."""
+        return self.current < self.max
+
+    def tryAcquire(self):
+        """
+        Take a slot if the limit allows.
+
+        @return: whether a slot was taken; if so, L{release} it once.
+        """
+        with self._lock:
+            if self.current >= self.max:
+                return False
+            self.current += 1
+            return True
+
+    def acquire(self):
+        """Take a slot even past the limit (Envoy's unconditional C{inc()})."""
+        with self._lock:
+            self.current += 1
+
+    def release(self):
+        """Give back a slot taken by L{tryAcquire} or L{acquire}."""
+        with self._lock:
+            self.current -= 1
+
+    def remaining(self):
+        """@return: how many more are allowed, never below 0."""
+        return max(self.max - self.current, 0)
+
+    def __repr__(self):
+        return "<Resource %d/%d>" % (self.current, self.max)
+
+
+class ResourceGauge:
+    """
+    A gauge whose value is read from a L{Resource} when the stats are read
+    (C{cx_open} is 1 while no more may be created; C{remaining_cx} is
+    what is left).
+    """
+
+    __slots__ = ("_resource", "_remaining", "used")
+
+    def __init__(self, resource, remaining):
+        self._resource = resource
+        self._remaining = remaining
+        self.used = True
+
+    @property
+    def value(self):
+        r = self._resource
+        if self._remaining:
+            return r.remaining()
+        return 0 if r.current < r.max else 1
+
+
+class ResourceManager:
+    """
+    The circuit breakers of one cluster at one priority.
+
+    @ivar connections: C{max_connections}.
+    @ivar pendingRequests: C{max_pending_requests}.
+    @ivar requests: C{max_requests}.
+    @ivar retries: C{max_retries}.
+    @ivar connectionPools: C{max_connection_pools}.
+    @ivar trackRemaining: C{track_remaining}.
+    """
+
+    __slots__ = ("priority", "connections", "pendingRequests", "requests", "retries",
+                 "connectionPools", "trackRemaining")
+
+    def __init__(self, thresholds):
+        """
+        @param thresholds: a L{txenvoy.upstream.cluster.Thresholds}.
+        """
+        self.priority = thresholds.priority
+        self.connections = Resource(thresholds.maxConnections)
+        self.pendingRequests = Resource(thresholds.maxPendingRequests)
+        self.requests = Resource(thresholds.maxRequests)
+        self.retries = Resource(thresholds.maxRetries)
+        self.connectionPools = Resource(thresholds.maxConnectionPools)
+        self.trackRemaining = thresholds.trackRemaining
+
+    def gauges(self):
+        """
+        @return: C{[(name, gauge)]}: the C{circuit_breakers.<priority>.*}
+            gauges, named as Envoy names them, for the main stats shard.
+        """
+        prefix = "circuit_breakers.%s." % (self.priority.lower(),)
+        out = []
+        for attr, openName, remainingName in _GAUGE_NAMES:
+            resource = getattr(self, attr)
+            out.append((prefix + openName, ResourceGauge(resource, False)))
+            if self.trackRemaining:
+                out.append((prefix + remainingName, ResourceGauge(resource, True)))
+        return out
