@@ -390,13 +390,14 @@ class UpstreamConnection(Protocol):
         elif self._state == _CONNECTING:
             self._pendingWriteClose = True
 
-    def close(self):
+    def close(self, local=None):
         """
         Flush what is buffered, then close (or stop connecting). After the
-        host's FIN the close is the host's (C{upstream_cx_destroy_remote}).
+        host's FIN the close is the host's (C{upstream_cx_destroy_remote}),
+        unless C{local} says whose it is (tcp_proxy's half-closed sessions).
         """
         if self._state == _CONNECTED:
-            self.closedLocally = not self._readClosed
+            self.closedLocally = not self._readClosed if local is None else local
             self.transport.loseConnection()
         elif self._state == _CONNECTING:
             self._cancel()

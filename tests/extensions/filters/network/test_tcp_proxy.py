@@ -14,6 +14,14 @@ from txenvoy.stats.store import StatsStore
 from txenvoy.upstream.cluster import CircuitBreakers, ClusterInfo, Thresholds
 
 
+class HalfCloseTransport(StringTransport):
+    """A StringTransport that can send a FIN."""
+    writeClosed = False
+
+    def loseWriteConnection(self):
+        self.writeClosed = True
+
+
 class FakeHost:
     def __init__(self, name):
         self.addressString = name
@@ -27,6 +35,7 @@ class FakeUpstream:
         self.written = []
         self.writeClosed = False
         self.closed = self.aborted = False
+        self.closedLocally = None
         self.producer = None
 
     def write(self, data):
@@ -38,8 +47,9 @@ class FakeUpstream:
     def loseWriteConnection(self):
         self.writeClosed = True
 
-    def close(self):
+    def close(self, local=None):
         self.closed = True
+        self.closedLocally = local
 
     def abort(self):
         self.aborted = True
@@ -106,7 +116,7 @@ class TcpProxyTests(SynchronousTestCase):
         self.dispatcher.clusterManager = FakeClusterManager({"c": cluster})
         config = TcpProxyConfig("p", [(clusterName, 1)], idle, attempts, [self.logger])
         proxy = config.buildFilter(FakeConnection(self.dispatcher), None)
-        transport = StringTransport()
+        transport = HalfCloseTransport()
         proxy.makeConnection(transport)
         return cluster, proxy, transport
 
@@ -139,6 +149,48 @@ class TcpProxyTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         proxy.onUpstreamReadClosed()
         self.assertTrue(transport.disconnecting)
+
+    def test_upstreamFinLastIsRemote(self):
+        """
+        Envoy: the client's FIN went upstream, the host's FIN ends the
+        session: C{upstream_cx_destroy_remote}.
+        """
+        cluster, proxy, transport = self.start()
+        upstream = cluster.upstreams[0]
+        proxy.onUpstreamConnected(upstream)
+        proxy.readConnectionLost()
+        proxy.onUpstreamReadClosed()
+        proxy.connectionLost(None)
+        self.assertIs(upstream.closedLocally, False)
+
+    def test_downstreamFinLastIsLocal(self):
+        """
+        Envoy: the host's FIN came first, the client's FIN goes upstream
+        and ends the session: C{upstream_cx_destroy_local}.
+        """
+        cluster, proxy, transport = self.start()
+        upstream = cluster.upstreams[0]
+        proxy.onUpstreamConnected(upstream)
+        proxy.onUpstreamReadClosed()
+        self.assertTrue(transport.writeClosed)
+        self.assertFalse(transport.disconnecting)
+        proxy.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
+        proxy.connectionLost(None)
+        self.assertIs(upstream.closedLocally, True)
+
+    def test_spliceFinOrder(self):
+        """The splice pump's FINs decide the same way."""
+        for first, closedLocally in ((True, False), (False, True)):
+            cluster, proxy, transport = self.start()
+            upstream = cluster.upstreams[0]
+            proxy.onUpstreamConnected(upstream)
+            proxy.onSpliceReadClosed(first)
+            self.assertFalse(transport.disconnecting)
+            proxy.onSpliceReadClosed(not first)
+            self.assertTrue(transport.disconnecting)
+            proxy.connectionLost(None)
+            self.assertIs(upstream.closedLocally, closedLocally)
 
     def test_finBeforeConnectIsPassedOnConnect(self):
         cluster, proxy, transport = self.start()
@@ -173,14 +225,20 @@ class TcpProxyTests(SynchronousTestCase):
         self.assertEqual(self.logger.infos[0].upstreamHost, "h2")
 
     def test_idleTimeout(self):
-        """No bytes for idle_timeout: closed and counted; activity re-arms."""
+        """
+        No bytes for idle_timeout: closed and counted. As Envoy's timer,
+        reset by each read or write, it strikes idle_timeout after the
+        last activity.
+        """
         cluster, proxy, transport = self.start(idle=10.0)
         proxy.onUpstreamConnected(cluster.upstreams[0])
         self.clock.advance(6)
         proxy.dataReceived(b"x")
         self.clock.advance(6)
         self.assertFalse(transport.disconnecting)
-        self.clock.advance(10)
+        self.clock.advance(3.9)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.1)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.counter("tcp.p.idle_timeout"), 1)
 

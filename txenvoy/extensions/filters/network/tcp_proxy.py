@@ -85,9 +85,10 @@ class TcpProxyFilter(Protocol):
     _closed = False
     _idleTimer = None
     _durationTimer = None
-    _active = False
+    _lastActive = 0.0
     _splice = None
     _cxSlot = None
+    _upstreamFinLast = False
 
     def __init__(self, config, connection):
         self.config = config
@@ -96,6 +97,7 @@ class TcpProxyFilter(Protocol):
         self.stats = config.statsFor(self.dispatcher)
         self.streamInfo = connection.streamInfo
         self._attempts = 0
+        self._seconds = self.dispatcher.reactor.seconds
         self._pending = []
         # Envoy counts the connection when the filter is created, so one
         # closed by an earlier filter (a rate limiter) still counts.
@@ -206,7 +208,7 @@ class TcpProxyFilter(Protocol):
         self._closeDownstream()
 
     def onUpstreamData(self, data):
-        self._active = True
+        self._lastActive = self._seconds()
         self.streamInfo.bytesSent += len(data)
         self.stats.downstream_cx_tx_bytes_total.inc(len(data))
         self.transport.write(data)
@@ -214,6 +216,7 @@ class TcpProxyFilter(Protocol):
     def onUpstreamReadClosed(self):
         self._upstreamReadClosed = True
         if self._downstreamReadClosed:
+            self._upstreamFinLast = True
             self._closeDownstream()
         else:
             self.transport.loseWriteConnection()
@@ -227,7 +230,7 @@ class TcpProxyFilter(Protocol):
     # Splice callbacks (the fast path's reads, FINs and pauses).
 
     def onSpliceBytes(self, fromDownstream, toDownstream):
-        self._active = True
+        self._lastActive = self._seconds()
         clusterStats = self.cluster.stats
         if fromDownstream:
             self.streamInfo.bytesReceived += fromDownstream
@@ -243,6 +246,7 @@ class TcpProxyFilter(Protocol):
             self._downstreamReadClosed = True
         else:
             self._upstreamReadClosed = True
+            self._upstreamFinLast = self._downstreamReadClosed
         if self._downstreamReadClosed and self._upstreamReadClosed:
             self._closeDownstream()
 
@@ -273,7 +277,7 @@ class TcpProxyFilter(Protocol):
     # Downstream side.
 
     def dataReceived(self, data):
-        self._active = True
+        self._lastActive = self._seconds()
         self.streamInfo.bytesReceived += len(data)
         self.stats.downstream_cx_rx_bytes_total.inc(len(data))
         if self._connected:
@@ -305,7 +309,10 @@ class TcpProxyFilter(Protocol):
         if upstream is not None:
             self.upstream = None
             if self._connected:
-                upstream.close()
+                # Envoy half-closes both sides: the upstream's close is the
+                # host's only when its FIN ended the session; otherwise our
+                # FIN (or close) to a host that had sent its own is local.
+                upstream.close(local=not self._upstreamFinLast)
             else:
                 upstream.abort()
         info = self.streamInfo
@@ -335,12 +342,12 @@ class TcpProxyFilter(Protocol):
         self._idleTimer = self._durationTimer = None
 
     def _onIdleTimeout(self):
-        # Activity only sets a flag; the timer re-arms itself, so the data
-        # path never touches the timer heap.
-        if self._active:
-            self._active = False
-            self._idleTimer = self.dispatcher.reactor.callLater(
-                self.config.idleTimeout, self._onIdleTimeout)
+        # Activity only notes the time; the timer re-arms itself for the
+        # rest of the idle_timeout after the last activity (as Envoy's reset
+        # timer would end), so the data path never touches the timer heap.
+        left = self._lastActive + self.config.idleTimeout - self._seconds()
+        if left > 0:
+            self._idleTimer = self.dispatcher.reactor.callLater(left, self._onIdleTimeout)
             return
         self._idleTimer = None
         self.stats.idle_timeout.inc()
