@@ -120,6 +120,20 @@ class Envoy:
                 time.sleep(0.05)
         raise AssertionError("port %d not open in %ss" % (port, timeout))
 
+    def waitForOutput(self, text, timeout=10.0):
+        """
+        Wait until C{text} is in the process's stderr; return the stderr.
+        A bounded poll, in place of sleeping for as long as it might take.
+        """
+        deadline = time.time() + timeout
+        while True:
+            err = self.output()[1]
+            if text in err:
+                return err
+            if time.time() > deadline:
+                raise AssertionError("%r not logged in %ss:\n%s" % (text, timeout, err))
+            time.sleep(0.02)
+
     def admin(self, path, method="GET"):
         req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.adminPort, path),
                                      method=method)

@@ -53,10 +53,9 @@ class DrainTests(SynchronousTestCase):
         self.addCleanup(envoy.stop)
         envoy.waitReady()
         envoy.proc.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
+        envoy.waitForOutput("caught and eating SIGHUP")
         self.assertIsNone(envoy.proc.poll())
         self.assertEqual(envoy.admin("/ready"), (200, "LIVE\n"))
-        self.assertIn("caught and eating SIGHUP", envoy.output()[1])
 
 
 class ShutdownTests(SynchronousTestCase):
@@ -86,6 +85,10 @@ class ShutdownTests(SynchronousTestCase):
         except ConnectionResetError:
             pass
 
+    def waitDraining(self):
+        """Once SIGTERM has been handled: the drain has begun and says so."""
+        return self.envoy.waitForOutput("draining 1 open connection(s)")
+
     def assertExitsWithin(self, seconds):
         start = time.monotonic()
         self.assertEqual(self.envoy.proc.wait(seconds + 5), 0)
@@ -107,9 +110,8 @@ class ShutdownTests(SynchronousTestCase):
         connection closes.
         """
         self.envoy.proc.send_signal(signal.SIGTERM)
-        time.sleep(1)
+        err = self.waitDraining()
         self.assertIsNone(self.envoy.proc.poll())
-        err = self.envoy.output()[1]
         self.assertIn("caught ENVOY_SIGTERM", err)
         self.assertIn("draining 1 open connection(s) for up to 25 s, until ", err)
         # Still served while draining.
@@ -125,7 +127,7 @@ class ShutdownTests(SynchronousTestCase):
 
     def test_secondSigtermExitsAtOnce(self):
         self.envoy.proc.send_signal(signal.SIGTERM)
-        time.sleep(1)
+        self.waitDraining()
         self.assertIsNone(self.envoy.proc.poll())
         self.envoy.proc.send_signal(signal.SIGTERM)
         err = self.assertExitsWithin(3)
@@ -134,6 +136,6 @@ class ShutdownTests(SynchronousTestCase):
 
     def test_sigintWhileDrainingExitsAtOnce(self):
         self.envoy.proc.send_signal(signal.SIGTERM)
-        time.sleep(1)
+        self.waitDraining()
         self.envoy.proc.send_signal(signal.SIGINT)
         self.assertExitsWithin(3)
