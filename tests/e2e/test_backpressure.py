@@ -35,7 +35,6 @@ class BackPressureTests(SynchronousTestCase):
             stop.wait(30)
         upstream = Upstream(neverRead)
         self.addCleanup(upstream.stop)
-        self.addCleanup(stop.set)
         port = freePort()
         adminPort = freePort()
         listener = tcpProxyListener("p", port, "u")
@@ -43,6 +42,10 @@ class BackPressureTests(SynchronousTestCase):
         envoy = Envoy(l4Config(adminPort, [listener], [staticCluster("u", [upstream.port])]),
                       args=("--concurrency", "1"), adminPort=adminPort)
         self.addCleanup(envoy.stop)
+        # Cleanups run last first: the upstream lets go of its connection
+        # before the proxy is stopped, so that the proxy's drain has
+        # nothing to wait for.
+        self.addCleanup(stop.set)
         envoy.waitReady()
         before = rssKiB(envoy.proc.pid)
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
