@@ -31,7 +31,7 @@ class _Handler(BaseHTTPRequestHandler):
             code = origin.healthStatus
             headers = origin.healthHeaders
         else:
-            code, headers = 200, origin.dataHeaders
+            code, headers = origin.dataStatus, origin.dataHeaders
         body = origin.tag
         self.send_response(code)
         for k, v in headers.items():
@@ -52,6 +52,7 @@ class Origin:
         self.healthStatus = healthStatus
         self.healthHeaders = {}
         self.dataHeaders = {}
+        self.dataStatus = 200
         self.checks = []
         self.stopped = False
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -68,15 +69,18 @@ class Origin:
         self.server.server_close()
 
 
-def config(port, adminPort, ports, healthCheck, panic=None):
+def config(port, adminPort, ports, healthCheck, panic=None, outlier=None):
     cluster = {
         "name": "backend", "type": "STATIC", "connect_timeout": "0.5s",
         "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": [
             {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
                                                           "port_value": p}}}}
             for p in ports]}]},
-        "health_checks": [healthCheck],
     }
+    if healthCheck is not None:
+        cluster["health_checks"] = [healthCheck]
+    if outlier is not None:
+        cluster["outlier_detection"] = outlier
     if panic is not None:
         cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": panic}}
     return json.dumps({
@@ -153,13 +157,20 @@ def jsonHealth(adminPort):
     return out
 
 
-def hcStats(adminPort):
+def hcStats(adminPort, prefix="cluster.backend.health_check."):
     out = {}
     for line in admin(adminPort, "/stats").splitlines():
         name, _, value = line.partition(": ")
-        if name.startswith("cluster.backend.health_check.") or name.endswith("lb_healthy_panic"):
+        if name.startswith(prefix) or name.endswith("lb_healthy_panic"):
             out[name] = int(value)
     return out
+
+
+def outlierStats(adminPort):
+    """The non-zero C{outlier_detection.*} stats, without the prefix."""
+    prefix = "cluster.backend.outlier_detection."
+    return {k[len(prefix):]: v for k, v in hcStats(adminPort, prefix).items()
+            if v and k.startswith(prefix)}
 
 
 def waitFor(predicate, timeout=5.0):
@@ -177,10 +188,10 @@ class _Scenario:
 
     real = None
 
-    def startProxy(self, ports, healthCheck=HTTP_CHECK, panic=None):
+    def startProxy(self, ports, healthCheck=HTTP_CHECK, panic=None, outlier=None):
         self.port, self.adminPort = freePort(), freePort()
         proxy = startProxy(self.real, config(self.port, self.adminPort, ports, healthCheck,
-                                             panic), self.port, self.adminPort)
+                                             panic, outlier), self.port, self.adminPort)
         self.addCleanup(proxy.stop)
         return proxy
 
@@ -332,6 +343,73 @@ class _Scenario:
             hcStats(self.adminPort)["cluster.backend.health_check.passive_failure"], 1)
         self.assertEqual(self.tags(4), [b"A"] * 4)
         waitFor(lambda: flags(self.adminPort)[b.port] == "healthy")
+
+
+    def test_consecutive5xxEjectsThenReturns(self):
+        """
+        C{consecutive_5xx: 3}: the third 500 in a row ejects the host
+        (C{/failed_outlier_check}, Envoy's ejection stats); it returns at
+        the first C{interval} tick after C{base_ejection_time}.
+        """
+        a, b = self.origins(200, 200)
+        b.dataStatus = 500
+        self.startProxy([a.port, b.port], healthCheck=None, outlier={
+            "consecutive_5xx": 3, "interval": "0.3s", "base_ejection_time": "1s",
+            "max_ejection_percent": 50})
+        got = self.tags(6)
+        self.assertEqual(sorted(got), [b"A"] * 3 + [b"B"] * 3)
+        waitFor(lambda: flags(self.adminPort)[b.port] == "/failed_outlier_check")
+        ejected = time.time()
+        self.assertEqual(outlierStats(self.adminPort), {
+            "ejections_active": 1, "ejections_consecutive_5xx": 1,
+            "ejections_detected_consecutive_5xx": 1, "ejections_enforced_consecutive_5xx": 1,
+            "ejections_enforced_total": 1, "ejections_total": 1})
+        self.assertEqual(jsonHealth(self.adminPort)[b.port],
+                         {"failed_outlier_check": True, "eds_health_status": "HEALTHY"})
+        self.assertEqual(self.tags(4), [b"A"] * 4)
+        b.dataStatus = 200
+        waitFor(lambda: flags(self.adminPort)[b.port] == "healthy")
+        self.assertGreaterEqual(time.time() - ejected, 0.9)
+        self.assertEqual(outlierStats(self.adminPort)["ejections_enforced_total"], 1)
+        self.assertNotIn("ejections_active", outlierStats(self.adminPort))
+        waitFor(lambda: set(self.tags(2)) == {b"A", b"B"})
+
+    def test_gatewayFailuresDetectedNotEnforced(self):
+        """
+        C{consecutive_gateway_failure} is detected but, with Envoy's
+        default C{enforcing_consecutive_gateway_failure: 0}, not enforced;
+        the 503s still eject through C{consecutive_5xx}.
+        """
+        a, b = self.origins(200, 200)
+        b.dataStatus = 503
+        self.startProxy([a.port, b.port], healthCheck=None, outlier={
+            "consecutive_5xx": 3, "consecutive_gateway_failure": 2, "interval": "5s",
+            "base_ejection_time": "5s", "max_ejection_percent": 50})
+        self.tags(6)
+        waitFor(lambda: flags(self.adminPort)[b.port] == "/failed_outlier_check")
+        self.assertEqual(outlierStats(self.adminPort), {
+            "ejections_active": 1, "ejections_consecutive_5xx": 1,
+            "ejections_detected_consecutive_5xx": 1,
+            "ejections_detected_consecutive_gateway_failure": 1,
+            "ejections_enforced_consecutive_5xx": 1,
+            "ejections_enforced_total": 1, "ejections_total": 1})
+
+    def test_maxEjectionPercentDefault(self):
+        """
+        Envoy's default C{max_ejection_percent} is 10: ejecting one host of
+        two (50%) would overflow it, so the host stays and
+        C{ejections_overflow} counts.
+        """
+        a, b = self.origins(200, 200)
+        b.dataStatus = 500
+        self.startProxy([a.port, b.port], healthCheck=None, outlier={
+            "consecutive_5xx": 2, "interval": "5s"})
+        self.tags(4)
+        waitFor(lambda: "ejections_overflow" in outlierStats(self.adminPort))
+        self.assertEqual(flags(self.adminPort)[b.port], "healthy")
+        self.assertEqual(outlierStats(self.adminPort), {
+            "ejections_consecutive_5xx": 1, "ejections_detected_consecutive_5xx": 1,
+            "ejections_overflow": 1})
 
 
 class TxEnvoyHealthCheckTests(_Scenario, SynchronousTestCase):

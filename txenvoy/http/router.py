@@ -655,6 +655,11 @@ class RouterFilter:
                       _tag(self.callbacks), reason, transportFailure)
         upstream.done = True
         self._endAttempt(upstream)
+        monitor = upstream.host.outlierMonitor
+        if monitor is not None and reason != OVERFLOW:
+            # Without split local/external errors Envoy counts a failed
+            # connect or a reset as a 503.
+            monitor.putHttpResponseCode(503)
         info = self.info
         if reason == OVERFLOW:
             flag = ResponseFlag.UPSTREAM_OVERFLOW
@@ -809,10 +814,13 @@ class RouterFilter:
             hostStats.rq_error += 1
         else:
             hostStats.rq_success += 1
-        checker = upstream.host.healthChecker
+        host = upstream.host
+        if host.outlierMonitor is not None:
+            host.outlierMonitor.putHttpResponseCode(status)
+        checker = host.healthChecker
         if checker is not None and headers.headers.get(
                 b"x-envoy-immediate-health-check-fail") is not None:
-            checker.immediateFailure(upstream.host)
+            checker.immediateFailure(host)
         self._chargeCode(status)
         self._responseStarted = True
         cb = self.callbacks
@@ -870,6 +878,8 @@ class RouterFilter:
         if log.debugEnabled:
             log.debug("%supstream per try timeout", _tag(self.callbacks))
         upstream.hostStats.rq_timeout += 1
+        if upstream.host.outlierMonitor is not None:
+            upstream.host.outlierMonitor.putHttpResponseCode(504)
         upstream.done = True
         upstream.cancel()
         if self._retryBits & _RESET_RETRY and self._maybeRetry():
@@ -887,6 +897,8 @@ class RouterFilter:
         upstream = self._upstream
         if upstream is not None:
             upstream.hostStats.rq_timeout += 1
+            if upstream.host.outlierMonitor is not None:
+                upstream.host.outlierMonitor.putHttpResponseCode(504)
             upstream.done = True
             upstream.cancel()
         if self._responseStarted:

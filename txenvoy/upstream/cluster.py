@@ -31,6 +31,7 @@ from txenvoy.upstream.host import (
     Host,
     Locality,
 )
+from txenvoy.upstream.outlier_detection import compileOutlierDetection
 from txenvoy.upstream.load_balancer import (
     LEAST_REQUEST,
     RANDOM,
@@ -248,6 +249,8 @@ class ClusterInfo:
     @ivar proto: the C{Cluster} message as configured.
     @ivar healthCheck: the compiled C{health_checks[0]}
         (L{txenvoy.upstream.health_checker.HealthCheckConfig}), or C{None}.
+    @ivar outlierDetection: the compiled C{outlier_detection}
+        (L{txenvoy.upstream.outlier_detection.OutlierConfig}), or C{None}.
     """
 
     def __init__(self, **kw):
@@ -277,6 +280,7 @@ class ClusterInfo:
         self.addedViaApi = kw.pop("addedViaApi", False)
         self.proto = kw.pop("proto", None)
         self.healthCheck = kw.pop("healthCheck", None)
+        self.outlierDetection = kw.pop("outlierDetection", None)
         if kw:
             raise TypeError("unknown ClusterInfo settings: %s" % (sorted(kw),))
 
@@ -343,7 +347,7 @@ _CLUSTER_HANDLED = frozenset((
     "wait_for_warm_on_init", "upstream_bind_config", "least_request_lb_config",
     "round_robin_lb_config", "common_lb_config", "transport_socket",
     "protocol_selection", "upstream_connection_options", "load_balancing_policy",
-    "health_checks",
+    "health_checks", "outlier_detection",
 ))
 
 
@@ -407,6 +411,7 @@ def compileCluster(proto, path):
         report(UnsupportedField(path + ".protocol_selection", "USE_DOWNSTREAM_PROTOCOL"))
 
     kw["healthCheck"] = compileHealthChecks(proto, path)
+    kw["outlierDetection"] = compileOutlierDetection(proto, path)
     endpoints = _compileLoadAssignment(proto, path, ctype)
     info = ClusterInfo(**kw).freeze()
     return info, endpoints
@@ -818,6 +823,8 @@ class PrimaryCluster:
     #: The L{txenvoy.upstream.health_checker.HealthChecker}, or C{None};
     #: see L{attachHealthChecker}.
     healthChecker = None
+    #: The L{txenvoy.upstream.outlier_detection.Detector}, or C{None}.
+    outlierDetector = None
 
     def __init__(self, reactor, info, endpoints, mainShard):
         self.reactor = reactor
@@ -842,8 +849,15 @@ class PrimaryCluster:
         checker.onHosts(self.hosts)
         self.refreshHealth()
 
+    def attachOutlierDetector(self, detector):
+        """Eject this cluster's outliers with C{detector} (before L{start})."""
+        self.outlierDetector = detector
+        detector.onHosts(self.hosts)
+
     def start(self):
         """Begin discovering membership (main thread)."""
+        if self.outlierDetector is not None:
+            self.outlierDetector.start()
         self._markInitialized()
 
     def stop(self):
@@ -851,6 +865,8 @@ class PrimaryCluster:
         self._stopped = True
         if self.healthChecker is not None:
             self.healthChecker.stop()
+        if self.outlierDetector is not None:
+            self.outlierDetector.stop()
 
     def whenInitialized(self):
         """@return: a Deferred fired once the first membership is known."""
@@ -898,6 +914,8 @@ class PrimaryCluster:
         hosts = tuple(hosts)
         if self.healthChecker is not None and membershipChanged:
             self.healthChecker.onHosts(hosts)
+        if self.outlierDetector is not None and membershipChanged:
+            self.outlierDetector.onHosts(hosts)
         s = self.stats
         healthy = degraded = excluded = 0
         for h in hosts:

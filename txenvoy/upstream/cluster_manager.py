@@ -29,6 +29,7 @@ from txenvoy.upstream.cluster import (
 )
 from txenvoy.upstream.dns import GetAddrInfoResolver
 from txenvoy.upstream.health_checker import HealthChecker
+from txenvoy.upstream.outlier_detection import Detector
 from txenvoy.upstream.load_balancer import LoadBalancer
 
 log = componentLogger("upstream")
@@ -192,6 +193,9 @@ class ClusterManager(Service):
                                         self._resolver, self._rng)
         cluster = createByName(Category.CLUSTER, CLUSTER_FACTORY_NAMES[info.type], info,
                                context, path + ".type")
+        if info.outlierDetection is not None and not self.validateOnly:
+            cluster.attachOutlierDetector(Detector(
+                self.reactor, cluster, info.outlierDetection, self.mainShard, self._rng))
         if info.healthCheck is not None and not self.validateOnly:
             cluster.attachHealthChecker(HealthChecker(
                 self.reactor, cluster, info.healthCheck, self.mainShard, self._rng))

@@ -741,6 +741,9 @@ class HealthChecker:
         """A session finished a check: re-post health on a change."""
         if first:
             self._awaitingFirst.discard(session.host)
+        detector = self.cluster.outlierDetector
+        if detector is not None and detector.onHealthCheckPassed(session.host):
+            changed = CHANGED
         if changed == CHANGED:
             self.cluster.refreshHealth()
         self._maybeFirstRoundDone()

@@ -124,7 +124,7 @@ class Host:
     __slots__ = (
         "address", "addressString", "hostname", "weight", "priority",
         "locality", "clusterName", "_flags", "_healthy", "_degraded",
-        "_perWorker", "canary", "_edsStatus", "healthChecker",
+        "_perWorker", "canary", "_edsStatus", "healthChecker", "outlierMonitor",
     )
 
     def __init__(self, address, hostname="", weight=1, priority=0,
@@ -141,6 +141,9 @@ class Host:
         # The cluster's active health checker (main thread), or None: a
         # worker reports x-envoy-immediate-health-check-fail through it.
         self.healthChecker = None
+        # Its outlier detection HostMonitor, or None: workers report each
+        # response to it.
+        self.outlierMonitor = None
         self._edsStatus = edsHealthStatus
         self._flags = frozenset(healthFlags)
         self._recompute()
