@@ -211,15 +211,15 @@ class RealEnvoy:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def startProxy(real, config, port, adminPort):
+def startProxy(real, config, port, adminPort, concurrency=1):
     """
-    Real Envoy (C{real}) or txenvoy (one worker) running C{config}, once
-    C{port} accepts connections.
+    Real Envoy (C{real}, one worker) or txenvoy (C{concurrency} workers)
+    running C{config}, once C{port} accepts connections.
     """
     if real:
         proxy = RealEnvoy(config)
     else:
-        proxy = Envoy(config, args=("--concurrency", "1"), adminPort=adminPort)
+        proxy = Envoy(config, args=("--concurrency", str(concurrency)), adminPort=adminPort)
     try:
         proxy.waitPort(port)
     except BaseException:

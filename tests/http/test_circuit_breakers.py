@@ -92,7 +92,7 @@ class CircuitBreakerTests(SynchronousTestCase):
     def test_maxRequests(self):
         """
         Envoy 1.40: past max_requests a request handed a connection fails
-        as an overflow, counted as C{upstream_rq_pending_overflow}; the
+        as an overflow, counted as C{upstream_rq_active_overflow}; the
         connection it was given stays in the pool.
         """
         h = self.harness({"max_requests": 1})
@@ -102,7 +102,8 @@ class CircuitBreakerTests(SynchronousTestCase):
         b = self.send()
         h.upstream()
         self.assertOverflow(b)
-        self.assertEqual(h.stat("cluster.origin.upstream_rq_pending_overflow"), 1)
+        self.assertEqual(h.stat("cluster.origin.upstream_rq_active_overflow"), 1)
+        self.assertEqual(h.stat("cluster.origin.upstream_rq_pending_overflow"), 0)
         first.respond(OK)
         self.assertEqual(a.response().status, 200)
         self.assertEqual(h.stat(CB + "default.rq_open"), 0)
@@ -154,8 +155,16 @@ class CircuitBreakerTests(SynchronousTestCase):
         self.assertEqual((r.status, r.body), (503, b"no healthy upstream"))
         self.assertEqual(h.stat("cluster.origin.upstream_cx_pool_overflow"), 1)
         self.assertEqual(h.stat(CB + "default.cx_pool_open"), 1)
-        h.upstream().respond(OK)
+        up = h.upstream()
+        up.respond(OK)
         self.assertEqual(a.response().status, 200)
+        self.assertEqual(h.stat(CB + "default.cx_pool_open"), 1)
+        # Envoy drops a pool left with no connection, and its slot with it.
+        up.close()
+        self.assertEqual(h.stat(CB + "default.cx_pool_open"), 0)
+        c = self.send()
+        h.upstream().respond(OK)
+        self.assertEqual(c.response().status, 200)
 
     def test_priorities(self):
         """A HIGH route counts against the HIGH thresholds only."""

@@ -71,3 +71,16 @@ class ResourceManagerTests(SynchronousTestCase):
         self.assertEqual(gauges["circuit_breakers.high.remaining_cx_pools"].value, UNLIMITED)
         plain = ResourceManager(Thresholds("DEFAULT"))
         self.assertEqual(len(plain.gauges()), 5)
+
+    def test_openGaugeOfZeroLimit(self):
+        """
+        Envoy 1.40 sets C{*_open} when the count changes: a limit of 0
+        shows C{rq_pending_open: 0} until something is counted.
+        """
+        m = ResourceManager(Thresholds("DEFAULT", maxConnections=0))
+        gauge = dict(m.gauges())["circuit_breakers.default.cx_open"]
+        self.assertEqual(gauge.value, 0)
+        m.connections.acquire()
+        self.assertEqual(gauge.value, 1)
+        m.connections.release()
+        self.assertEqual(gauge.value, 1)

@@ -38,13 +38,14 @@ Behaviour copied from Envoy 1.40:
    by the cluster's circuit breakers (of the route's priority): past
    C{max_pending_requests} a request fails at once with C{overflow}
    (C{upstream_rq_pending_overflow}), and so does one that would pass
-   C{max_requests} when handed a connection (Envoy counts that overflow
-   under the same name); past C{max_connections} no new connection is
+   C{max_requests} when handed a connection (C{upstream_rq_active_overflow});
+   past C{max_connections} no new connection is
    opened (C{upstream_cx_overflow}) and requests wait for one to free up,
    except that a host with no connection at all always gets one, so its
    requests are not stranded; past C{max_connection_pools} no pool is made
    for a new host (C{upstream_cx_pool_overflow}, and the router answers
-   C{no healthy upstream});
+   C{no healthy upstream}); a pool left with no connection and no waiting
+   request is dropped and gives its slot back, as Envoy drops idle pools;
  - a failed connect fails every request pending on that host
    (C{upstream_rq_pending_failure_eject});
  - a request abandoned while its response is in progress closes its
@@ -164,6 +165,12 @@ class ClusterPools:
             pool = self._pools[host] = HttpConnPool(self, host)
         return pool
 
+    def _onPoolIdle(self, pool):
+        """C{pool} has no connection and no waiting request: drop it."""
+        if self._pools.get(pool.host) is pool:
+            del self._pools[pool.host]
+            self.resources.connectionPools.release()
+
     def drainConnections(self):
         """Close every idle connection (the cluster or host went away)."""
         for pool in list(self._pools.values()):
@@ -274,8 +281,8 @@ class HttpConnPool:
 
     def _requestsOverflow(self, callbacks):
         # Envoy's attachStreamToClient: past max_requests the stream fails
-        # as an overflow, counted as upstream_rq_pending_overflow.
-        self.stats.upstream_rq_pending_overflow.inc()
+        # as an overflow.
+        self.stats.upstream_rq_active_overflow.inc()
         if log.debugEnabled:
             log.debug("max streams overflow")
         callbacks.onPoolFailure(OVERFLOW)
@@ -370,6 +377,11 @@ class HttpConnPool:
             stats.upstream_rq_pending_failure_eject.inc()
         for pending in failed:
             pending.callbacks.onPoolFailure(reason)
+        self._checkIdle()
+
+    def _checkIdle(self):
+        if not (self.ready or self.busy or self.connecting or self.pending):
+            self.clusterPools._onPoolIdle(self)
 
     def _release(self, client):
         """A client finished its request and can be reused."""
@@ -398,6 +410,7 @@ class HttpConnPool:
         self.stats.upstream_rq_per_cx.recordValue(client.requests)
         if self.pending and len(self.connecting) < len(self.pending):
             self._tryConnect()
+        self._checkIdle()
 
     lastFailedConnection = None
 

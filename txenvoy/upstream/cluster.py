@@ -723,6 +723,7 @@ WORKER_COUNTERS = (
     "upstream_flow_control_resumed_reading_total", "upstream_flow_control_backed_up_total",
     "upstream_flow_control_drained_total", "upstream_rq_total", "upstream_rq_pending_total",
     "upstream_rq_pending_overflow", "upstream_rq_pending_failure_eject",
+    "upstream_rq_active_overflow",
     "upstream_rq_completed", "upstream_rq_cancelled", "upstream_rq_timeout",
     "upstream_rq_per_try_timeout", "upstream_rq_per_try_idle_timeout", "upstream_rq_rx_reset",
     "upstream_rq_tx_reset", "upstream_rq_retry", "upstream_rq_retry_success",

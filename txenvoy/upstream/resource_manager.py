@@ -50,13 +50,17 @@ class Resource:
 
     @ivar max: the limit.
     @ivar current: how many are in use now.
+    @ivar changed: whether L{current} ever changed (Envoy sets a
+        C{*_open} gauge only when its count changes, so a limit of 0 shows
+        0 until then).
     """
 
-    __slots__ = ("max", "current", "_lock")
+    __slots__ = ("max", "current", "changed", "_lock")
 
     def __init__(self, max):
         self.max = max
         self.current = 0
+        self.changed = False
         self._lock = threading.Lock()
 
     def canCreate(self):
@@ -73,17 +77,20 @@ class Resource:
             if self.current >= self.max:
                 return False
             self.current += 1
-            return True
+        self.changed = True
+        return True
 
     def acquire(self):
         """Take a slot even past the limit (Envoy's unconditional C{inc()})."""
         with self._lock:
             self.current += 1
+        self.changed = True
 
     def release(self):
         """Give back a slot taken by L{tryAcquire} or L{acquire}."""
         with self._lock:
             self.current -= 1
+        self.changed = True
 
     def remaining(self):
         """@return: how many more are allowed, never below 0."""
@@ -112,7 +119,7 @@ class ResourceGauge:
         r = self._resource
         if self._remaining:
             return r.remaining()
-        return 0 if r.current < r.max else 1
+        return 1 if r.changed and r.current >= r.max else 0
 
 
 class ResourceManager:
