@@ -10,6 +10,7 @@ C{cluster.<name>.*} counters name one scenario each.
 """
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -231,23 +232,28 @@ class CompareTeardownStatsTests(SharedFixture, SynchronousTestCase):
 
     @classmethod
     def startFixture(cls):
-        cls.results = []
-        for real in (True, False):
-            origin = Origin()
-            port, adminPort = freePort(), freePort()
-            config = teardownConfig(port, adminPort, origin.port, freePort())
+        # The scenarios mostly wait for timeouts: both proxies run theirs
+        # at the same time, each with its own origin and ports.
+        with ThreadPoolExecutor(2) as pool:
+            cls.results = list(pool.map(cls.runScenarios, (True, False)))
+
+    @staticmethod
+    def runScenarios(real):
+        origin = Origin()
+        port, adminPort = freePort(), freePort()
+        config = teardownConfig(port, adminPort, origin.port, freePort())
+        try:
+            proxy = startProxy(real, config, port, adminPort)
             try:
-                proxy = startProxy(real, config, port, adminPort)
-                try:
-                    scenarios = _Scenarios(port, adminPort)
-                    scenarios.runAll()
-                    if not real:
-                        scenarios.output = proxy.output()
-                finally:
-                    proxy.stop()
+                scenarios = _Scenarios(port, adminPort)
+                scenarios.runAll()
+                if not real:
+                    scenarios.output = proxy.output()
             finally:
-                origin.stop()
-            cls.results.append(scenarios)
+                proxy.stop()
+        finally:
+            origin.stop()
+        return scenarios
 
     @classmethod
     def stopFixture(cls):
