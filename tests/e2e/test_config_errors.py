@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -268,10 +269,17 @@ class AllErrorsAtOnceTests(ConfigErrorsTestMixin, SynchronousTestCase):
         first is the one txenvoy meets first, as a run that stopped there
         would show it.
         """
-        for name in ("05-dynamic-fs/envoy.yaml", "07-listener-filters.yaml",
-                     "08-health-outlier-circuit-breakers.yaml", "12-bootstrap-ops.yaml",
-                     "13-tls-mtls-upstream-tls.yaml"):
-            rc, out, err = runTwistd(["--mode", "validate", "-c", name], cwd=EXAMPLES)
+        names = ("05-dynamic-fs/envoy.yaml", "07-listener-filters.yaml",
+                 "08-health-outlier-circuit-breakers.yaml", "12-bootstrap-ops.yaml",
+                 "13-tls-mtls-upstream-tls.yaml")
+
+        def validate(name):
+            return runTwistd(["--mode", "validate", "-c", name], cwd=EXAMPLES)
+
+        # A few processes at a time: each is mostly its interpreter starting.
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(validate, names))
+        for name, (rc, out, err) in zip(names, results):
             if rc == 0:
                 self.assertEqual(out, "configuration '%s' OK\n" % (name,))
                 continue
