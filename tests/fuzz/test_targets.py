@@ -8,6 +8,7 @@ runner as the long runs.
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.harness import SharedFixture
 from tests.fuzz import TARGETS, mutate
 from tests.fuzz.run import seedDirectory
 
@@ -85,30 +87,50 @@ class MutatorTests(SynchronousTestCase):
         self.runTarget("tls_client_hello")
 
 
-class AtherisTests(SynchronousTestCase):
+class AtherisTests(SharedFixture, SynchronousTestCase):
     """
     Each target for C{RUNS} inputs under atheris, with the command the
     README gives for long runs (instrumenting only what the target imports,
     to start quickly). The run must end without a crash, having covered
     something.
+
+    The runs are mostly their interpreters starting, so all of them start
+    together, before the first test, and each test reads its own.
     """
 
     RUNS = 300
 
-    def runAtheris(self, target):
-        with tempfile.TemporaryDirectory() as work:
+    @classmethod
+    def startFixture(cls):
+        cls.work = tempfile.mkdtemp(prefix="txenvoy-atheris-")
+        cls.runs = {}
+        for target in TARGETS:
+            work = os.path.join(cls.work, target)
             crashes = os.path.join(work, "crashes") + os.sep
-            os.mkdir(crashes)
+            os.makedirs(crashes)
             command = [sys.executable, "-m", "tests.fuzz.run", target,
-                       "--instrument=target", "-runs=%d" % (self.RUNS,), "-seed=1",
+                       "--instrument=target", "-runs=%d" % (cls.RUNS,), "-seed=1",
                        "-max_total_time=60", "-artifact_prefix=" + crashes,
                        work, seedDirectory(target)]
-            result = subprocess.run(command, cwd=REPO, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    timeout=180)
-            output = result.stdout.decode("utf-8", "replace")
-            self.assertEqual(result.returncode, 0, output[-3000:])
-            self.assertEqual(os.listdir(crashes), [], output[-3000:])
+            process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            cls.runs[target] = (process, crashes)
+
+    @classmethod
+    def stopFixture(cls):
+        for process, _ in cls.runs.values():
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            process.stdout.close()
+        shutil.rmtree(cls.work, ignore_errors=True)
+
+    def runAtheris(self, target):
+        process, crashes = self.runs[target]
+        stdout, _ = process.communicate(timeout=180)
+        output = stdout.decode("utf-8", "replace")
+        self.assertEqual(process.returncode, 0, output[-3000:])
+        self.assertEqual(os.listdir(crashes), [], output[-3000:])
         self.assertIn("Done %d runs" % (self.RUNS,), output)
         coverage = [int(n) for n in re.findall(r"\bcov: (\d+)", output)]
         self.assertTrue(coverage and coverage[-1] > 0, output[-3000:])
