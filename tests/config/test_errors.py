@@ -199,3 +199,25 @@ class FirstErrorIsEnvoysTests(SynchronousTestCase):
                 every = e.errors
             self.assertEqual(every[0].message, first.message, name)
             self.assertNotIn("\n", first.message)
+
+
+class ThreadTests(SynchronousTestCase):
+    """A collection belongs to the thread that runs it."""
+
+    def test_otherThreadRaises(self):
+        import threading
+
+        seen = []
+
+        def elsewhere():
+            try:
+                report(ConfigError("x: other thread"))
+            except ConfigError as e:
+                seen.append(e.message)
+
+        with collectErrors() as collector:
+            thread = threading.Thread(target=elsewhere)
+            thread.start()
+            thread.join()
+        self.assertEqual(seen, ["x: other thread"])
+        self.assertEqual(collector.errors, [])

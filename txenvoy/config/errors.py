@@ -17,6 +17,7 @@ it was raised in. Outside a collection both raise at once, as before.
 
 import contextlib
 import re
+import threading
 
 #: What a user is told when neither C{-c} nor C{--config-yaml} is given.
 NO_CONFIG = (
@@ -207,7 +208,19 @@ class ErrorCollector:
             raise ConfigErrors(self.errors)
 
 
-_active = []
+_state = threading.local()
+
+
+def _collectors():
+    """
+    The collections running in this thread, innermost last: a config is
+    compiled on one thread, and another thread's work is not its own.
+    """
+    try:
+        return _state.collectors
+    except AttributeError:
+        _state.collectors = []
+        return _state.collectors
 
 
 @contextlib.contextmanager
@@ -216,27 +229,28 @@ def collectErrors():
     Collect every error reported in the block; at its end raise them all,
     together with one that escaped the block.
     """
+    active = _collectors()
     collector = ErrorCollector()
-    if _active:
-        collector.source = _active[-1].source
-    _active.append(collector)
+    if active:
+        collector.source = active[-1].source
+    active.append(collector)
     try:
         yield collector
     except ConfigError as e:
         collector.add(e)
     finally:
-        _active.remove(collector)
+        active.remove(collector)
     collector.raiseErrors()
 
 
 def collecting():
     """Whether a L{collectErrors} block is running."""
-    return bool(_active)
+    return bool(_collectors())
 
 
 def setSource(source):
     """Give the L{SourceLines} of the config file to the running collections."""
-    for collector in _active:
+    for collector in _collectors():
         collector.source = source
 
 
@@ -245,9 +259,10 @@ def report(error):
     Record C{error} and return, inside L{collectErrors}; raise it outside.
     The caller goes on as if the offending setting were not there.
     """
-    if not _active:
+    active = _collectors()
+    if not active:
         raise error
-    _active[-1].add(error)
+    active[-1].add(error)
 
 
 @contextlib.contextmanager
@@ -259,9 +274,10 @@ def skipOnError():
     try:
         yield
     except ConfigError as e:
-        if not _active:
+        active = _collectors()
+        if not active:
             raise
-        _active[-1].add(e)
+        active[-1].add(e)
 
 
 #: What L{attempt} returns for an item that failed inside a collection.
@@ -277,7 +293,8 @@ def attempt(build, *args, **kwargs):
     try:
         return build(*args, **kwargs)
     except ConfigError as e:
-        if not _active:
+        active = _collectors()
+        if not active:
             raise
-        _active[-1].add(e)
+        active[-1].add(e)
         return FAILED
