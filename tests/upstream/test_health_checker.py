@@ -296,3 +296,58 @@ class SessionTests(SynchronousTestCase):
         self.answer(200)
         self.assertEqual(self.store.gaugeValue("cluster.c1.membership_healthy"), 1)
         self.assertEqual(self.store.counterValue("cluster.c1.membership_change"), before)
+
+
+class UpdateMergeWindowTests(SynchronousTestCase):
+    """
+    Envoy's C{ClusterManagerImpl::scheduleUpdate}: a health-only change
+    within C{update_merge_window} of the last update reaches workers at the
+    end of the window.
+    """
+
+    def setUp(self):
+        from txenvoy.testing import QueueDispatcher
+
+        self.reactor = _Reactor()
+        self.store = StatsStore()
+        proto = clusterProto("c1", [endpoint("127.0.0.1", 8080)], health_checks=[check(
+            http_health_check=None, tcp_health_check={}, unhealthy_threshold=1,
+            healthy_threshold=1,
+            no_traffic_interval="0.2s")], common_lb_config={"healthy_panic_threshold": {}})
+        self.cm = ClusterManager(self.reactor, self.store, self.store.shard("main_thread"),
+                                 [proto])
+        self.addCleanup(self.cm.stop)
+        self.cluster = self.cm.clusters["c1"]
+        self.host = self.cluster.hosts[0]
+        self.dispatcher = QueueDispatcher(self.reactor, store=self.store)
+        self.tlc = self.cm.createThreadLocal(self.dispatcher).clusters["c1"]
+        self.cm.initialize()
+
+    def workerHealthy(self):
+        """The hosts the worker may pick (no panic: threshold 0)."""
+        self.dispatcher.run()
+        host = self.tlc.chooseHost()
+        return [] if host is None else [host]
+
+    def test_firstChangeAtOnceNextMerged(self):
+        """
+        The state at initialization and the first change after it reach
+        workers at once; the next, 0.2s later, at the end of the window.
+        """
+        _, _, factory, _, _ = self.reactor.tcpClients[-1]
+        factory.buildProtocol(None).makeConnection(StringTransport())
+        self.assertEqual(self.workerHealthy(), [self.host])
+        self.reactor.advance(0.2)
+        factory.clientConnectionFailed(self.reactor.connectors[-1],
+                                       Failure(ConnectionRefusedError()))
+        self.assertEqual(self.workerHealthy(), [])
+        self.reactor.advance(0.2)
+        _, _, factory, _, _ = self.reactor.tcpClients[-1]
+        factory.buildProtocol(None).makeConnection(StringTransport())
+        self.assertEqual(self.host.healthFlags(), "healthy")
+        self.assertEqual(self.store.gaugeValue("cluster.c1.membership_healthy"), 1)
+        self.assertEqual(self.workerHealthy(), [])
+        self.reactor.advance(1)
+        self.assertEqual(self.workerHealthy(), [self.host])
+        self.assertEqual(
+            self.store.counterValue("cluster_manager.cluster_updated_via_merge"), 1)

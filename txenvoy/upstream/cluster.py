@@ -88,11 +88,7 @@ IGNORED_CLUSTER_FIELDS = (
 )
 
 # common_lb_config fields accepted and not acted on:
-IGNORED_COMMON_LB_FIELDS = (
-    # Batches EDS/health updates to save CPU; applying each update at once
-    # gives the same membership.
-    "update_merge_window",
-)
+IGNORED_COMMON_LB_FIELDS = ()
 
 # load_assignment (and nested) fields accepted and not acted on:
 IGNORED_LOAD_ASSIGNMENT_FIELDS = (
@@ -479,7 +475,10 @@ def _compileLb(proto, path):
     if proto.HasField("common_lb_config"):
         cpath = path + ".common_lb_config"
         common = proto.common_lb_config
-        checkFields(common, ("healthy_panic_threshold",), cpath, IGNORED_COMMON_LB_FIELDS)
+        checkFields(common, ("healthy_panic_threshold", "update_merge_window"), cpath,
+                    IGNORED_COMMON_LB_FIELDS)
+        if common.HasField("update_merge_window"):
+            cfg.updateMergeWindow = max(0.0, durationSeconds(common.update_merge_window))
         if common.HasField("healthy_panic_threshold"):
             v = common.healthy_panic_threshold.value
             if not 0 <= v <= 100:
@@ -806,6 +805,15 @@ class MainClusterStats:
                 scope.addGauge(name, gauge)
 
 
+class _MergeStats:
+    """The C{cluster_manager.*} counters of Envoy's update merging."""
+
+    def __init__(self, scope):
+        for name in ("cluster_updated_via_merge", "update_merge_cancelled",
+                     "update_out_of_merge_window"):
+            setattr(self, name, scope.counter(name))
+
+
 # --- primary clusters ----------------------------------------------------
 
 
@@ -839,6 +847,9 @@ class PrimaryCluster:
         self._initWaiters = []
         self._stopped = False
         self._healthCheckStarted = False
+        self._cmStats = _MergeStats(mainShard.scope("cluster_manager."))
+        self._mergeTimer = None
+        self._lastPosted = float("-inf")
 
     def attachHealthChecker(self, checker):
         """
@@ -864,6 +875,9 @@ class PrimaryCluster:
     def stop(self):
         """Cancel timers; later results are dropped."""
         self._stopped = True
+        timer, self._mergeTimer = self._mergeTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         if self.healthChecker is not None:
             self.healthChecker.stop()
         if self.outlierDetector is not None:
@@ -933,6 +947,39 @@ class PrimaryCluster:
         s.membership_excluded.set(excluded)
         if membershipChanged:
             s.membership_change.inc()
+        else:
+            self.hosts = hosts
+            window = self.info.lbConfig.updateMergeWindow
+            now = self.reactor.seconds()
+            # Before initialization workers get the whole state at once,
+            # as Envoy's thread-local clusters are made after it.
+            if window > 0 and self.initialized and now - self._lastPosted <= window:
+                # Envoy's ClusterManagerImpl::scheduleUpdate: a health-only
+                # change within update_merge_window of the last update
+                # reaches workers when the window ends, merged with any
+                # other change meanwhile.
+                if self._mergeTimer is None:
+                    self._mergeTimer = self.reactor.callLater(window, self._applyMerged)
+                return
+            if window > 0 and self.initialized:
+                self._cmStats.update_out_of_merge_window.inc()
+        self._cancelMerge()
+        self._post(hosts)
+
+    def _cancelMerge(self):
+        timer, self._mergeTimer = self._mergeTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+            self._cmStats.update_merge_cancelled.inc()
+
+    def _applyMerged(self):
+        self._mergeTimer = None
+        self._cmStats.cluster_updated_via_merge.inc()
+        self._post(self.hosts)
+
+    def _post(self, hosts):
+        if self.initialized:
+            self._lastPosted = self.reactor.seconds()
         with self._lock:
             self.hosts = hosts
             targets = list(self._threadLocals)
@@ -944,7 +991,8 @@ class PrimaryCluster:
     def refreshHealth(self):
         """
         Re-post the current membership after health flags changed (main
-        thread), so workers rebuild their healthy host lists.
+        thread), so workers rebuild their healthy host lists; within
+        C{update_merge_window} of the last post, at the end of the window.
         """
         self.setHosts(self.hosts, membershipChanged=False)
 

@@ -61,14 +61,19 @@ class LbConfig:
         of C{weight / (rq_active + 1) ** bias} (default 1.0).
     @ivar healthyPanicThreshold: percent, default 50; 0 disables panic.
     @ivar overprovisioningFactor: percent, default 140.
+    @ivar updateMergeWindow: seconds (C{common_lb_config.update_merge_window},
+        default 1): health-only changes within it of the last update reach
+        workers together at its end.
     """
 
     __slots__ = ("policy", "choiceCount", "activeRequestBias",
-                 "healthyPanicThreshold", "overprovisioningFactor")
+                 "healthyPanicThreshold", "overprovisioningFactor", "updateMergeWindow")
 
     def __init__(self, policy=ROUND_ROBIN, choiceCount=2, activeRequestBias=1.0,
                  healthyPanicThreshold=50.0,
-                 overprovisioningFactor=DEFAULT_OVERPROVISIONING_FACTOR):
+                 overprovisioningFactor=DEFAULT_OVERPROVISIONING_FACTOR,
+                 updateMergeWindow=1.0):
+        self.updateMergeWindow = updateMergeWindow
         self.policy = policy
         self.choiceCount = choiceCount
         self.activeRequestBias = activeRequestBias
