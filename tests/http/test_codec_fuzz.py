@@ -6,6 +6,7 @@ the callbacks raise, and the downstream connection always carries
 well-formed responses, or nothing.
 """
 
+import os
 from datetime import timedelta
 
 import httptools
@@ -19,8 +20,12 @@ from txenvoy.http.codec_client import ClientCodec
 from txenvoy.http.codec_server import ServerCodec
 from txenvoy.http.headers import HeaderMap, RequestHeaders, ResponseHeaders
 
+# 100 examples per property in the suite; a longer run of the same
+# properties: TXENVOY_FUZZ_EXAMPLES=5000 python -m pytest tests/http/test_codec_fuzz.py
+EXAMPLES = int(os.environ.get("TXENVOY_FUZZ_EXAMPLES", "100"))
+
 FUZZ = settings(
-    max_examples=300,
+    max_examples=EXAMPLES,
     deadline=timedelta(seconds=2),
     derandomize=True,
     database=None,
