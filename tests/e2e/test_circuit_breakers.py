@@ -25,14 +25,14 @@ SLOW = 1.0
 
 class _Handler(BaseHTTPRequestHandler):
     """
-    C{/pools}, C{/rq} and C{/retry} answer after L{SLOW}: 503 C{busy} when
+    C{/pools}, C{/rq}, C{/retry} and C{/budget} answer after L{SLOW}: 503 C{busy} when
     the path has C{fail}, else 200 C{ok}.
     """
 
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
-        if self.path.startswith(("/pools", "/rq", "/retry")):
+        if self.path.startswith(("/pools", "/rq", "/retry", "/budget")):
             time.sleep(SLOW)
         code, body = (503, b"busy") if "fail" in self.path else (200, b"ok")
         self.send_response(code)
@@ -101,6 +101,7 @@ def config(admin, http, tcp, origins, echo):
         route % ("/rq", "rq", ""),
         route % ("/retry", "retry", ", retry_policy: {retry_on: 5xx, num_retries: 1}"),
         route % ("/pools", "pools", ""),
+        route % ("/budget", "budget", ", retry_policy: {retry_on: 5xx, num_retries: 1}"),
         route % ("/high", "rq", ", priority: HIGH"),
     ])
     return """
@@ -135,6 +136,8 @@ static_resources:
         cluster("rq", origins[:1], "[{max_requests: 2, track_remaining: true}, "
                                    "{priority: HIGH, max_requests: 5, track_remaining: true}]"),
         cluster("retry", origins[:1], "[{max_retries: 1}]"),
+        cluster("budget", origins[:1], "[{retry_budget: {budget_percent: {value: 0}, "
+                                       "min_retry_concurrency: 1}, track_remaining: true}]"),
         cluster("pools", origins, "[{max_connection_pools: 1, track_remaining: true}]"),
         cluster("tcp", [echo], "[{max_connections: 1}]"),
     ]))
@@ -183,9 +186,11 @@ def run(real, origins, echo):
             (gauges, admin, held, 0.6),
             (get, http, "/retry/fail/a", results, "retryA"),
             (get, http, "/retry/fail/b", results, "retryB", 0.5),
+            (get, http, "/budget/fail/a", results, "budgetA"),
+            (get, http, "/budget/fail/b", results, "budgetB", 0.5),
             (get, http, "/pools/1", results, "pools1"),
             (get, http, "/pools/2", results, "pools2", 0.2),
-            (tcpPair, tcp, results),
+            (tcpPair, tcp, admin, results),
         )
         return results, held, before, adminStats(admin)
     finally:
@@ -197,8 +202,19 @@ def gauges(admin, out, delay):
     out.update({k: v for k, v in adminStats(admin).items() if ".circuit_breakers." in k})
 
 
-def tcpPair(port, results):
+def tcpPair(port, admin, results):
     """max_connections 1: a second connection is closed at once."""
+    # The readiness probe's connection must be gone, and its upstream slot
+    # with it.
+    listener = "listener.127.0.0.1_%d." % (port,)
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        stats = adminStats(admin)
+        if (stats.get(listener + "downstream_cx_total", 0) >= 1
+                and stats.get(listener + "downstream_cx_active") == 0
+                and stats.get("cluster.tcp.upstream_cx_active") == 0):
+            break
+        time.sleep(0.05)
     first = socket.create_connection(("127.0.0.1", port), timeout=5)
     first.sendall(b"ping")
     echoed = first.recv(16)
@@ -219,6 +235,8 @@ STATS = [
     "cluster.retry.upstream_rq_retry_overflow",
     "cluster.retry.upstream_rq_retry",
     "cluster.retry.upstream_rq_retry_limit_exceeded",
+    "cluster.budget.upstream_rq_retry_overflow",
+    "cluster.budget.upstream_rq_retry",
     "cluster.pools.upstream_cx_pool_overflow",
     "cluster.tcp.upstream_cx_overflow",
 ]
@@ -260,6 +278,7 @@ class CircuitBreakerComparison(SynchronousTestCase):
         self.assertEqual(envoy["rq3"], overflow)
         self.assertEqual(envoy["high"][0], 200)
         self.assertEqual(envoy["retryB"], (503, None, b"busy"))
+        self.assertEqual(envoy["budgetB"], (503, None, b"busy"))
         self.assertEqual(envoy["pools1"], (200, None, b"ok"))
         self.assertEqual(envoy["pools2"], (503, None, b"no healthy upstream"))
         self.assertEqual(envoy["tcp"], (b"ping", b""))

@@ -159,6 +159,16 @@ class ValuesTests(SynchronousTestCase):
         self.assertEqual(info.resourceManagers["HIGH"].requests.max, 7)
         self.assertEqual(info.resourceManagers["DEFAULT"].connectionPools.max, 5)
 
+    def test_retryBudget(self):
+        """Envoy's defaults: 20% of active requests, at least 3 retries."""
+        info, _ = compile_(circuit_breakers={"thresholds": [
+            {"retry_budget": {}},
+            {"priority": "HIGH", "retry_budget": {"budget_percent": {"value": 50},
+                                                  "min_retry_concurrency": 1}}]})
+        self.assertEqual(info.circuitBreakers.default.retryBudget, (20.0, 3))
+        self.assertEqual(info.circuitBreakers.high.retryBudget, (50.0, 1))
+        self.assertEqual(info.resourceManagers["HIGH"].retries.max, 1)
+
     def test_circuitBreakerSamePriorityTwice(self):
         """
         Envoy 1.40 accepts a priority listed twice and uses the first entry
@@ -245,11 +255,7 @@ class RejectionTests(SynchronousTestCase):
         self.assertIn("Alts", str(e))
 
     def test_circuitBreakerUnsupported(self):
-        """Retry budgets and per-host thresholds are refused with their path."""
-        self.assertRejected(
-            UnsupportedField, PATH + ".circuit_breakers.thresholds[1].retry_budget",
-            circuit_breakers={"thresholds": [{"max_connections": 100}, {
-                "priority": "HIGH", "retry_budget": {"budget_percent": {"value": 20}}}]})
+        """Per-host thresholds are refused with their path."""
         self.assertRejected(
             UnsupportedField, PATH + ".circuit_breakers.per_host_thresholds",
             circuit_breakers={"per_host_thresholds": [{"max_connections": 1}]})

@@ -84,3 +84,40 @@ class ResourceManagerTests(SynchronousTestCase):
         self.assertEqual(gauge.value, 1)
         m.connections.release()
         self.assertEqual(gauge.value, 1)
+
+
+class RetryBudgetTests(SynchronousTestCase):
+
+    def test_followsLoad(self):
+        """
+        Envoy's C{RetryBudgetImpl}: C{budget_percent} of active plus pending
+        requests, never below C{min_retry_concurrency}; it replaces
+        C{max_retries}.
+        """
+        m = ResourceManager(Thresholds("DEFAULT", maxRetries=100, retryBudget=(25.0, 1)))
+        self.assertEqual(m.retries.max, 1)
+        for _ in range(6):
+            m.requests.tryAcquire()
+        for _ in range(2):
+            m.pendingRequests.tryAcquire()
+        self.assertEqual(m.retries.max, 2)
+        self.assertTrue(m.retries.tryAcquire())
+        self.assertTrue(m.retries.tryAcquire())
+        self.assertFalse(m.retries.tryAcquire())
+        m.requests.release()
+        self.assertEqual(m.retries.remaining(), 0)
+
+    def test_gauges(self):
+        """
+        Envoy 1.40: C{remaining_retries} shows C{max_retries} until the
+        budget is consulted, then 0; C{rq_retry_open} compares the count
+        with C{max_retries}.
+        """
+        m = ResourceManager(Thresholds("DEFAULT", maxRetries=1, retryBudget=(0.0, 5),
+                                       trackRemaining=True))
+        gauges = dict(m.gauges())
+        remaining = gauges["circuit_breakers.default.remaining_retries"]
+        retryOpen = gauges["circuit_breakers.default.rq_retry_open"]
+        self.assertEqual((remaining.value, retryOpen.value), (1, 0))
+        self.assertTrue(m.retries.tryAcquire())
+        self.assertEqual((remaining.value, retryOpen.value), (0, 1))

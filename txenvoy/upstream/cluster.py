@@ -132,11 +132,11 @@ class Thresholds:
     """
 
     __slots__ = ("priority", "maxConnections", "maxPendingRequests", "maxRequests",
-                 "maxRetries", "maxConnectionPools", "trackRemaining")
+                 "maxRetries", "maxConnectionPools", "trackRemaining", "retryBudget")
 
     def __init__(self, priority, maxConnections=1024, maxPendingRequests=1024,
                  maxRequests=1024, maxRetries=3, maxConnectionPools=UNLIMITED,
-                 trackRemaining=False):
+                 trackRemaining=False, retryBudget=None):
         self.priority = priority
         self.maxConnections = maxConnections
         self.maxPendingRequests = maxPendingRequests
@@ -144,6 +144,8 @@ class Thresholds:
         self.maxRetries = maxRetries
         self.maxConnectionPools = maxConnectionPools
         self.trackRemaining = trackRemaining
+        #: C{(budget_percent, min_retry_concurrency)} or C{None}.
+        self.retryBudget = retryBudget
 
     def __repr__(self):
         return "Thresholds(%s, %d, %d, %d, %d)" % (
@@ -533,13 +535,22 @@ def _compileCircuitBreakers(proto, path):
     byPriority = {}
     for i, t in enumerate(cb.thresholds):
         tpath = "%s.thresholds[%d]" % (cbpath, i)
-        checkFields(t, ("priority", "track_remaining") + tuple(
+        checkFields(t, ("priority", "track_remaining", "retry_budget") + tuple(
             f for f, _ in _THRESHOLD_FIELDS), tpath)
         priority = PRIORITIES[t.priority]
         if priority in byPriority:
             continue
         kw = {attr: getattr(t, field).value
               for field, attr in _THRESHOLD_FIELDS if t.HasField(field)}
+        if t.HasField("retry_budget"):
+            # Envoy: the budget replaces max_retries; 20% and 3 by default.
+            budget = t.retry_budget
+            checkFields(budget, ("budget_percent", "min_retry_concurrency"),
+                        tpath + ".retry_budget")
+            kw["retryBudget"] = (
+                budget.budget_percent.value if budget.HasField("budget_percent") else 20.0,
+                budget.min_retry_concurrency.value
+                if budget.HasField("min_retry_concurrency") else 3)
         byPriority[priority] = Thresholds(priority, trackRemaining=t.track_remaining, **kw)
     return CircuitBreakers(byPriority.get("DEFAULT"), byPriority.get("HIGH"))
 

@@ -26,7 +26,7 @@ counts themselves, so the data path writes no gauge.
 
 import threading
 
-__all__ = ["Resource", "ResourceManager", "ResourceGauge", "PRIORITIES", "UNLIMITED"]
+__all__ = ["Resource", "RetryBudget", "ResourceManager", "ResourceGauge", "PRIORITIES", "UNLIMITED"]
 
 #: Envoy's C{ResourcePriority}s, as the stats and routes spell them.
 PRIORITIES = ("DEFAULT", "HIGH")
@@ -96,8 +96,60 @@ class Resource:
         """@return: how many more are allowed, never below 0."""
         return max(self.max - self.current, 0)
 
+    def isOpen(self):
+        """@return: the C{*_open} gauge: 1 once counted and at the limit."""
+        return 1 if self.changed and self.current >= self.max else 0
+
     def __repr__(self):
         return "<Resource %d/%d>" % (self.current, self.max)
+
+
+class RetryBudget(Resource):
+    """
+    C{retry_budget} in place of C{max_retries} (Envoy's C{RetryBudgetImpl}):
+    the limit follows the load, C{budget_percent} of the requests active
+    and pending at that priority, never below C{min_retry_concurrency}.
+
+    Its gauges are Envoy's: C{rq_retry_open} still compares the count with
+    C{max_retries}, and C{remaining_retries} shows C{max_retries} until the
+    budget is first consulted, then 0 (a budget's remainder moves with
+    other counts, so Envoy clears it).
+    """
+
+    __slots__ = ("budgetPercent", "minRetryConcurrency", "maxRetries", "_requests",
+                 "_pending", "_consulted")
+
+    def __init__(self, budgetPercent, minRetryConcurrency, maxRetries, requests, pending):
+        self.budgetPercent = budgetPercent
+        self.minRetryConcurrency = minRetryConcurrency
+        self.maxRetries = maxRetries
+        self._requests = requests
+        self._pending = pending
+        self._consulted = False
+        self.current = 0
+        self.changed = False
+        self._lock = threading.Lock()
+
+    def tryAcquire(self):
+        self._consulted = True
+        return Resource.tryAcquire(self)
+
+    def canCreate(self):
+        self._consulted = True
+        return Resource.canCreate(self)
+
+    def remaining(self):
+        if self._consulted or self.changed:
+            return 0
+        return max(self.maxRetries - self.current, 0)
+
+    def isOpen(self):
+        return 1 if self.changed and self.current >= self.maxRetries else 0
+
+    @property
+    def max(self):
+        active = self._requests.current + self._pending.current
+        return max(int(self.budgetPercent / 100.0 * active), self.minRetryConcurrency)
 
 
 class ResourceGauge:
@@ -116,10 +168,9 @@ class ResourceGauge:
 
     @property
     def value(self):
-        r = self._resource
         if self._remaining:
-            return r.remaining()
-        return 1 if r.changed and r.current >= r.max else 0
+            return self._resource.remaining()
+        return self._resource.isOpen()
 
 
 class ResourceManager:
@@ -145,7 +196,12 @@ class ResourceManager:
         self.connections = Resource(thresholds.maxConnections)
         self.pendingRequests = Resource(thresholds.maxPendingRequests)
         self.requests = Resource(thresholds.maxRequests)
-        self.retries = Resource(thresholds.maxRetries)
+        budget = thresholds.retryBudget
+        if budget is None:
+            self.retries = Resource(thresholds.maxRetries)
+        else:
+            self.retries = RetryBudget(budget[0], budget[1], thresholds.maxRetries,
+                                       self.requests, self.pendingRequests)
         self.connectionPools = Resource(thresholds.maxConnectionPools)
         self.trackRemaining = thresholds.trackRemaining
 
