@@ -82,7 +82,18 @@ class RecordingAccessLogger:
         self.entries.append((streamInfo, requestHeaders, responseHeaders))
 
 
-class Response:
+class _Headers:
+    """A message whose C{headers} are C{[(name, value)]} text pairs."""
+
+    def header(self, name):
+        """The first value of header C{name}, or C{None}."""
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+
+class Response(_Headers):
     """
     A parsed HTTP/1.1 response.
 
@@ -97,13 +108,6 @@ class Response:
         self.headers = headers
         self.body = body
         self.raw = raw
-
-    def header(self, name):
-        """The first value of header C{name}, or C{None}."""
-        for n, v in self.headers:
-            if n == name:
-                return v
-        return None
 
     def names(self):
         """The header names, in order."""
@@ -156,7 +160,7 @@ def parseResponses(data):
     return out
 
 
-class UpstreamRequest:
+class UpstreamRequest(_Headers):
     """
     What an upstream received: the request line, the headers (text pairs,
     in order) and the body bytes as they came on the wire.
@@ -169,13 +173,6 @@ class UpstreamRequest:
         self.method, self.path = self.requestLine.split(" ")[:2]
         self.headers = [tuple(x.strip() for x in line.split(":", 1)) for line in lines[1:]]
         self.raw = raw
-
-    def header(self, name):
-        """The first value of header C{name}, or C{None}."""
-        for n, v in self.headers:
-            if n == name:
-                return v
-        return None
 
     def __repr__(self):
         return "<UpstreamRequest %r %r>" % (self.requestLine, self.headers)
