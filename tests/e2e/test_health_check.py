@@ -44,6 +44,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, clientAddress):
+        # Proxies abort their check connections when they stop.
+        pass
+
+
 class Origin:
     """An HTTP/1.1 origin whose C{/healthz} answers L{healthStatus}."""
 
@@ -55,7 +61,7 @@ class Origin:
         self.dataStatus = 200
         self.checks = []
         self.stopped = False
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.origin = self
         self.port = self.server.server_address[1]

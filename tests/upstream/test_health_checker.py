@@ -298,6 +298,42 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(self.store.counterValue("cluster.c1.membership_change"), before)
 
 
+class EndpointHealthCheckConfigTests(SynchronousTestCase):
+    """An endpoint's C{health_check_config}."""
+
+    def start(self, hcc):
+        self.reactor = _Reactor()
+        ep = endpoint("127.0.0.1", 8080)
+        ep["endpoint"]["health_check_config"] = hcc
+        proto = clusterProto("c1", [ep, endpoint("127.0.0.1", 8081)], health_checks=[CHECK])
+        store = StatsStore()
+        self.cm = ClusterManager(self.reactor, store, store.shard("main_thread"), [proto])
+        self.addCleanup(self.cm.stop)
+        self.ready = []
+        self.cm.initialize().addCallback(self.ready.append)
+        return self.cm.clusters["c1"].hosts
+
+    def test_portAndHostname(self):
+        """Checks go to C{port_value} with C{hostname} as the Host header."""
+        self.start({"port_value": 9090, "hostname": "svc.local"})
+        self.assertEqual([(h, p) for h, p, _, _, _ in self.reactor.tcpClients],
+                         [("127.0.0.1", 9090), ("127.0.0.1", 8081)])
+        _, _, factory, _, _ = self.reactor.tcpClients[0]
+        t = StringTransport()
+        factory.buildProtocol(None).makeConnection(t)
+        self.assertEqual(t.value().split(b"\r\n")[1], b"host: svc.local")
+
+    def test_disabled(self):
+        """A host with C{disable_active_health_check} is not checked nor waited for."""
+        a, b = self.start({"disable_active_health_check": True})
+        self.assertEqual((a.healthFlags(), b.healthFlags()), ("healthy", "/failed_active_hc"))
+        self.assertEqual([p for _, p, _, _, _ in self.reactor.tcpClients], [8081])
+        _, _, factory, _, _ = self.reactor.tcpClients[0]
+        factory.clientConnectionFailed(self.reactor.connectors[0],
+                                       Failure(ConnectionRefusedError()))
+        self.assertEqual(self.ready, [None])
+
+
 class UpdateMergeWindowTests(SynchronousTestCase):
     """
     Envoy's C{ClusterManagerImpl::scheduleUpdate}: a health-only change

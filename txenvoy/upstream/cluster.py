@@ -110,6 +110,7 @@ IGNORED_LB_ENDPOINT_FIELDS = (
     "metadata",
 )
 IGNORED_ENDPOINT_FIELDS = ()
+HEALTH_CHECK_CONFIG_FIELDS = ("port_value", "hostname", "disable_active_health_check")
 IGNORED_POLICY_FIELDS = (
     # EDS only: static and DNS assignments never go stale.
     "endpoint_stale_after",
@@ -307,10 +308,10 @@ class EndpointSpec:
     """
 
     __slots__ = ("address", "port", "hostname", "weight", "priority", "locality",
-                 "healthFlags", "edsHealthStatus", "path")
+                 "healthFlags", "edsHealthStatus", "path", "healthCheck")
 
     def __init__(self, address, port, hostname="", weight=1, priority=0, locality=None,
-                 healthFlags=(), edsHealthStatus="HEALTHY", path=""):
+                 healthFlags=(), edsHealthStatus="HEALTHY", path="", healthCheck=(0, "", False)):
         self.address = address
         self.port = port
         self.hostname = hostname
@@ -320,6 +321,8 @@ class EndpointSpec:
         self.healthFlags = healthFlags
         self.edsHealthStatus = edsHealthStatus
         self.path = path
+        # health_check_config: (port_value, hostname, disable_active_health_check).
+        self.healthCheck = healthCheck
 
     def makeHost(self, clusterName, ip=None, hostname=None):
         """A new L{Host} for this endpoint at C{ip} (default: the address)."""
@@ -332,6 +335,9 @@ class EndpointSpec:
             clusterName=clusterName,
             healthFlags=self.healthFlags,
             edsHealthStatus=self.edsHealthStatus,
+            healthCheckPort=self.healthCheck[0],
+            healthCheckHostname=self.healthCheck[1],
+            disableActiveHealthCheck=self.healthCheck[2],
         )
 
 
@@ -691,7 +697,13 @@ def _compileLoadAssignment(proto, path, ctype):
                 flags = (DEGRADED_EDS_HEALTH,)
             ep = lbe.endpoint
             dpath = bpath + ".endpoint"
-            checkFields(ep, ("address", "hostname"), dpath, IGNORED_ENDPOINT_FIELDS)
+            checkFields(ep, ("address", "hostname", "health_check_config"), dpath,
+                        IGNORED_ENDPOINT_FIELDS)
+            hcc = ep.health_check_config
+            checkFields(hcc, HEALTH_CHECK_CONFIG_FIELDS, dpath + ".health_check_config")
+            if hcc.port_value > 65535:
+                raise ConfigError("%s.health_check_config.port_value: value must be less than "
+                                  "or equal to 65535" % (dpath,))
             checkFields(ep.address, ("socket_address",), dpath + ".address")
             if not ep.address.HasField("socket_address"):
                 raise ConfigError("%s.address: a socket_address is required" % (dpath,))
@@ -707,7 +719,8 @@ def _compileLoadAssignment(proto, path, ctype):
                 address, port, hostname=ep.hostname, weight=weight, priority=lle.priority,
                 locality=locality, healthFlags=flags,
                 edsHealthStatus="HEALTHY" if status == "UNKNOWN" else status,
-                path=dpath))
+                path=dpath,
+                healthCheck=(hcc.port_value, hcc.hostname, hcc.disable_active_health_check)))
     if ctype == LOGICAL_DNS and (len(la.endpoints) != 1 or len(endpoints) != 1):
         raise ConfigError(
             "%s: LOGICAL_DNS clusters must have a single locality_lb_endpoint and a "

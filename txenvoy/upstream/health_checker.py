@@ -116,8 +116,21 @@ class HealthCheckConfig:
         self.receive = kw.pop("receive", ())
         self.expected = kw.pop("expected", ((200, 201),))
         self.retriable = kw.pop("retriable", ())
+        self.defaultHost = kw.pop("defaultHost", False)
         if kw:
             raise TypeError("unknown HealthCheckConfig settings: %s" % (sorted(kw),))
+
+    def requestFor(self, host):
+        """
+        The bytes to send to C{host}: an HTTP check without C{host} uses the
+        endpoint's C{health_check_config.hostname} when it has one.
+        """
+        hostname = host.healthCheckHostname
+        if self.kind != HTTP or not hostname or not self.defaultHost:
+            return self.request
+        requestLine, rest = self.request.split(b"\r\n", 1)
+        rest = rest.split(b"\r\n", 1)[1]
+        return requestLine + b"\r\nhost: " + hostname.encode("utf-8") + b"\r\n" + rest
 
     def inRanges(self, ranges, code):
         for start, end in ranges:
@@ -206,6 +219,7 @@ def _compileHttp(http, path, clusterName, kw):
     if method in (b"POST", b"PUT", b"PATCH"):
         lines.append(b"content-length: 0")
     kw["request"] = b"\r\n".join(lines) + b"\r\n\r\n"
+    kw["defaultHost"] = not http.host
     if len(http.expected_statuses):
         kw["expected"] = _ranges(http.expected_statuses, path + ".expected_statuses", 100)
     kw["retriable"] = _ranges(http.retriable_statuses, path + ".retriable_statuses", 100)
@@ -446,6 +460,7 @@ class HostSession:
         self._received = b""
         if self._proto is None:
             host, port = self.host.address
+            port = self.host.healthCheckPort or port
             self._connector = self.reactor.connectTCP(
                 host, port, _ProbeFactory(self), timeout=self.config.timeout + 1)
         else:
@@ -479,7 +494,7 @@ class HostSession:
             self.handleFailure(NETWORK)
 
     def _send(self):
-        req = self.config.request
+        req = self.config.requestFor(self.host)
         if self.config.kind == HTTP:
             self._reader = _HttpResponseReader()
         if req:
@@ -683,7 +698,7 @@ class HealthChecker:
                 self.sessions.pop(host).stop()
                 self._awaitingFirst.discard(host)
         for host in hosts:
-            if host not in self.sessions:
+            if host not in self.sessions and not host.disableActiveHealthCheck:
                 if not host.hasHealthFlag(FAILED_ACTIVE_HC):
                     host.setHealthFlag(FAILED_ACTIVE_HC)
                 host.healthChecker = self

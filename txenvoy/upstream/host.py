@@ -125,11 +125,13 @@ class Host:
         "address", "addressString", "hostname", "weight", "priority",
         "locality", "clusterName", "_flags", "_healthy", "_degraded",
         "_perWorker", "canary", "_edsStatus", "healthChecker", "outlierMonitor",
+        "healthCheckPort", "healthCheckHostname", "disableActiveHealthCheck",
     )
 
     def __init__(self, address, hostname="", weight=1, priority=0,
                  locality=None, clusterName="", healthFlags=(),
-                 edsHealthStatus="HEALTHY"):
+                 edsHealthStatus="HEALTHY", healthCheckPort=0, healthCheckHostname="",
+                 disableActiveHealthCheck=False):
         self.address = (address[0], int(address[1]))
         self.addressString = formatAddress(self.address)
         self.hostname = hostname
@@ -144,6 +146,11 @@ class Host:
         # Its outlier detection HostMonitor, or None: workers report each
         # response to it.
         self.outlierMonitor = None
+        # The endpoint's health_check_config: the port and Host header
+        # active checks use (0 / "" for the host's own), or no checks.
+        self.healthCheckPort = healthCheckPort
+        self.healthCheckHostname = healthCheckHostname
+        self.disableActiveHealthCheck = disableActiveHealthCheck
         self._edsStatus = edsHealthStatus
         self._flags = frozenset(healthFlags)
         self._recompute()
