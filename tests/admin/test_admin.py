@@ -770,3 +770,27 @@ class LifecycleTests(AdminTestCase):
         proto = bootstrap_pb2.Admin(access_log_path="/dev/null")
         self.assertRaises(UnsupportedField, checkAdminConfig, proto)
 
+
+
+class CircuitBreakerLimitsTests(SynchronousTestCase):
+    """C{/clusters} prints the live limits of the cluster's resource managers."""
+
+    def test_retryBudget(self):
+        """
+        Envoy 1.40 prints a retry budget's current limit as C{max_retries}:
+        C{min_retry_concurrency} at rest, in place of the configured
+        C{max_retries}.
+        """
+        from txenvoy.admin._dumps import _thresholds
+        from txenvoy.upstream.cluster import CircuitBreakers, ClusterInfo, Thresholds
+
+        info = ClusterInfo(name="c1", circuitBreakers=CircuitBreakers(
+            Thresholds("DEFAULT", maxConnections=5, maxRetries=7, retryBudget=(20.0, 2)),
+            Thresholds("HIGH", maxPendingRequests=9, maxRequests=11)))
+        cluster = Obj(info=info)
+        self.assertEqual(_thresholds(cluster, "default"), {
+            "max_connections": 5, "max_pending_requests": 1024, "max_requests": 1024,
+            "max_retries": 2})
+        self.assertEqual(_thresholds(cluster, "high"), {
+            "max_connections": 1024, "max_pending_requests": 9, "max_requests": 11,
+            "max_retries": 3})

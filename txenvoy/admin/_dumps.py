@@ -349,9 +349,6 @@ _GAUGES = ("cx_active", "rq_active", "rq_pending_active")
 _TEXT_STATS = ("cx_active", "cx_connect_fail", "cx_total", "rq_active", "rq_error",
                "rq_pending_active", "rq_success", "rq_timeout", "rq_total")
 _THRESHOLDS = ("max_connections", "max_pending_requests", "max_requests", "max_retries")
-_THRESHOLD_ATTRS = {"max_connections": "maxConnections",
-                    "max_pending_requests": "maxPendingRequests",
-                    "max_requests": "maxRequests", "max_retries": "maxRetries"}
 
 _FLAG_FIELDS = {
     "/failed_active_hc": "failed_active_health_check",
@@ -389,6 +386,14 @@ def _locality(host):
 
 
 def _thresholds(cluster, priority):
+    managers = getattr(cluster.info, "resourceManagers", None)
+    if isinstance(managers, dict) and priority.upper() in managers:
+        # The live limits, as Envoy prints them: a retry budget's moves
+        # with the load.
+        m = managers[priority.upper()]
+        return {"max_connections": m.connections.max,
+                "max_pending_requests": m.pendingRequests.max,
+                "max_requests": m.requests.max, "max_retries": m.retries.max}
     breakers = getattr(cluster.info, "circuitBreakers", None)
     t = None
     if breakers is not None:
@@ -403,7 +408,7 @@ def _thresholds(cluster, priority):
         elif isinstance(t, dict):
             v = t.get(name)
         else:
-            v = getattr(t, _THRESHOLD_ATTRS[name], None)
+            v = getattr(t, name, None)
         if v is None:
             v = 3 if name == "max_retries" else 1024
         values[name] = int(v)
