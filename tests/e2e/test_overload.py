@@ -224,11 +224,9 @@ class OverloadActionTests(SynchronousTestCase):
     def test_disableHttpKeepalive(self):
         """
         Envoy adds C{connection: close} and counts
-        C{http.<prefix>.downstream_cx_overload_disable_keepalive}. Envoy
-        then waits for the client to close (it closes itself only after
-        C{drain_timeout} and C{delayed_close_timeout}, 6 s); txenvoy closes
-        once the response is written, as it does for any draining
-        connection.
+        C{http.<prefix>.downstream_cx_overload_disable_keepalive}. Both
+        then wait for the client to close (they close only after
+        C{drain_timeout} and C{delayed_close_timeout}, 6 s).
         """
         def scenario(port):
             with socket.create_connection(("127.0.0.1", port)) as s:
@@ -241,9 +239,10 @@ class OverloadActionTests(SynchronousTestCase):
         (envoyResult, envoyStats), (ourResult, ourStats) = results["envoy"], results["txenvoy"]
         self.assertIn(b"\r\nconnection: close\r\n", envoyResult[0])
         self.assertIn(b"\r\nconnection: close\r\n", ourResult[0])
-        self.assertEqual(ourResult[1], True)
+        self.assertEqual(ourResult[1], envoyResult[1])
         for stats in (envoyStats, ourStats):
             self.assertEqual(stats["http.ingress.downstream_cx_overload_disable_keepalive"], 1)
+            self.assertEqual(stats["http.ingress.downstream_cx_drain_close"], 1)
         self.assertEqual(overloadStats(ourStats), overloadStats(envoyStats))
 
     def test_reduceTimeoutsShortensIdleTimeout(self):

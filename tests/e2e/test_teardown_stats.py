@@ -9,13 +9,17 @@ C{delayed_close_timeout}. Each scenario has its own cluster, so that the
 C{cluster.<name>.*} counters name one scenario each.
 """
 
+import socket
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
+from tests.e2e.harness import SharedFixture, Upstream, adminStats, freePort, startProxy
 from tests.e2e.test_http import Client, Origin
+from tests.e2e.test_overload import (GET, heapMonitor, onHeap, originHandler, proxyConfig,
+                                     readResponse)
 
 CLUSTERS = ("reset", "garbage", "stall", "gone", "idle", "closing", "keep", "partial", "dead",
             "slowbody", "aged")
@@ -274,3 +278,106 @@ class CompareTeardownStatsTests(SharedFixture, SynchronousTestCase):
     def test_noTraceback(self):
         out, err = self.results[1].output
         self.assertNotIn("Traceback", out + err)
+
+
+DRAIN_HCM = ("drain_timeout: 0.5s\n          delayed_close_timeout: 0.3s\n"
+             "          common_http_protocol_options: {idle_timeout: 0.6s}")
+DRAIN_COUNTERS = ("downstream_cx_drain_close", "downstream_cx_idle_timeout",
+                  "downstream_cx_delayed_close_timeout",
+                  "downstream_cx_overload_disable_keepalive", "downstream_cx_destroy",
+                  "downstream_cx_destroy_local", "downstream_cx_destroy_remote",
+                  "downstream_rq_total", "downstream_cx_total")
+
+
+def _drainScenarios(real, overload):
+    """
+    Through one proxy (C{drain_timeout} 0.5 s, C{delayed_close_timeout}
+    0.3 s, C{idle_timeout} 0.6 s): a kept-alive connection left idle; with
+    C{overload}, a response under C{disable_http_keepalive}; else one after
+    C{/healthcheck/fail}, and a connection idle meanwhile. Each client
+    keeps its end open; the seconds each close took are rounded to the
+    window they fall in.
+    """
+    origin = Upstream(originHandler)
+    port, adminPort = freePort(), freePort()
+    monitors = [heapMonitor()] if overload else []
+    actions = [onHeap("disable_http_keepalive")] if overload else []
+    proxy = startProxy(real, proxyConfig(adminPort, port, origin.port, monitors, actions,
+                                         hcm=DRAIN_HCM), port, adminPort)
+    seen = {}
+
+    def request():
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(GET)
+        response = readResponse(s)
+        return s, (response.split(b"\r\n")[0], b"\r\nconnection: close\r\n" in response)
+
+    try:
+        if overload:
+            # Until the monitor has run, keep-alive is still on.
+            deadline = time.time() + 5
+            while (adminStats(adminPort).get(
+                    "overload.envoy.overload_actions.disable_http_keepalive.active") != 1
+                   and time.time() < deadline):
+                time.sleep(0.05)
+        s, seen["first"] = request()
+        # idle_timeout + drain_timeout + delayed close (1.4 s); under
+        # disable_http_keepalive drain_timeout + delayed close (0.8 s).
+        seen["firstClose"] = round(waitClosed(s), 1)
+        s.close()
+        if not overload:
+            idle, _ = request()
+            idleSince = time.time()
+            urllib.request.urlopen(urllib.request.Request(
+                "http://127.0.0.1:%d/healthcheck/fail" % (adminPort,), method="POST")).read()
+            s, seen["failed"] = request()
+            seen["failedClose"] = round(waitClosed(s), 1)
+            s.close()
+            waitClosed(idle)
+            seen["idleClose"] = round(time.time() - idleSince, 1)
+            idle.close()
+        stats = adminStats(adminPort)
+        seen["counters"] = {name: stats.get("http.ingress." + name) for name in DRAIN_COUNTERS}
+    finally:
+        proxy.stop()
+        origin.stop()
+    return seen
+
+
+class CompareDrainTests(SharedFixture, SynchronousTestCase):
+    """
+    Envoy's drain sequence for HTTP/1.1, through real Envoy and txenvoy:
+    after an idle timeout on a connection that has spoken, a drain close
+    (C{/healthcheck/fail}) or C{disable_http_keepalive}, the connection
+    stays open for C{drain_timeout}, then is closed as after a response
+    (C{delayed_close_timeout}).
+    """
+
+    @classmethod
+    def startFixture(cls):
+        # Four proxies at once, each with its own origin and ports.
+        runs = [(real, overload) for real in (True, False) for overload in (False, True)]
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda run: _drainScenarios(*run), runs))
+        cls.envoy, cls.txenvoy = results[:2], results[2:]
+
+    @classmethod
+    def stopFixture(cls):
+        pass
+
+    def assertWithin(self, seconds, low, high):
+        self.assertTrue(low <= seconds <= high, "%s not in [%s, %s]" % (seconds, low, high))
+
+    def test_timings(self):
+        for run in (self.envoy, self.txenvoy):
+            plain, overloaded = run
+            self.assertWithin(plain["firstClose"], 1.3, 1.7)
+            self.assertWithin(plain["failedClose"], 0.7, 1.1)
+            self.assertWithin(plain["idleClose"], 1.3, 1.8)
+            self.assertWithin(overloaded["firstClose"], 0.7, 1.1)
+
+    def test_sameResponses(self):
+        for envoy, txenvoy in zip(self.envoy, self.txenvoy):
+            self.assertEqual(
+                {k: v for k, v in txenvoy.items() if not k.endswith("Close")},
+                {k: v for k, v in envoy.items() if not k.endswith("Close")})

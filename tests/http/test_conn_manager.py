@@ -668,8 +668,13 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual(down.written(), b"")
 
     def test_idleTimeout(self):
-        """common_http_protocol_options.idle_timeout closes an idle connection."""
-        h = Harness(self, hcm={"common_http_protocol_options": {"idle_timeout": "5s"}})
+        """
+        common_http_protocol_options.idle_timeout closes an idle connection
+        that has spoken as Envoy does: it drains for C{drain_timeout}, then
+        waits C{delayed_close_timeout} for the client to close first.
+        """
+        h = Harness(self, hcm={"common_http_protocol_options": {"idle_timeout": "5s"},
+                               "drain_timeout": "0.5s", "delayed_close_timeout": "0.3s"})
         down = h.connect()
         down.send(GET)
         up = h.upstream()
@@ -678,7 +683,13 @@ class TimeoutTests(SynchronousTestCase):
         h.advance(4)
         self.assertFalse(down.closed)
         h.advance(1.1)
+        self.assertEqual(h.stat("http.ingress.downstream_cx_idle_timeout"), 1)
+        self.assertFalse(down.closed)
+        h.advance(0.5)
+        self.assertFalse(down.closed)
+        h.advance(0.3)
         self.assertTrue(down.closed)
+        self.assertEqual(h.stat("http.ingress.downstream_cx_delayed_close_timeout"), 1)
         self.assertEqual(h.stat("http.ingress.downstream_cx_idle_timeout"), 1)
 
     def test_idleTimeoutDefaultHour(self):
@@ -738,8 +749,15 @@ class DrainTests(SynchronousTestCase):
         r = down.response()
         self.assertEqual(r.header("connection"), "close")
         self.assertEqual(r.names()[-1], "connection")
-        self.assertTrue(down.closed)
         self.assertEqual(h.stat("http.ingress.downstream_cx_drain_close"), 1)
+        # Envoy 1.40: open for drain_timeout (5 s), then the delayed close.
+        h.advance(4.9)
+        self.assertFalse(down.closed)
+        h.advance(0.1)
+        self.assertFalse(down.closed)
+        h.advance(1)
+        self.assertTrue(down.closed)
+        self.assertEqual(h.stat("http.ingress.downstream_cx_delayed_close_timeout"), 1)
 
     def test_startDrainIdle(self):
         h = Harness(self)

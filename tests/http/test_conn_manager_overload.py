@@ -54,17 +54,24 @@ class OverloadActionTests(SynchronousTestCase):
     def test_disableKeepalive(self):
         """
         C{disable_http_keepalive}: C{connection: close}, counted once in
-        C{downstream_cx_overload_disable_keepalive}, and the connection
-        closes after the response.
+        C{downstream_cx_overload_disable_keepalive} and (as Envoy 1.40
+        does) in C{downstream_cx_drain_close}; the connection closes after
+        C{drain_timeout} and the delayed close.
         """
-        h = Harness(self)
+        h = Harness(self, hcm={"drain_timeout": "0.5s", "delayed_close_timeout": "0.3s"})
         overloaded(h, **{DISABLE_HTTP_KEEPALIVE: 1.0})
         down = h.connect()
         down.send(GET)
         h.upstream().respond(OK)
         self.assertEqual(down.response().header("connection"), "close")
+        h.advance(0.5)
+        h.advance(0.29)
+        self.assertFalse(down.closed)
+        h.advance(0.02)
         self.assertTrue(down.closed)
         self.assertEqual(h.stat("http.ingress.downstream_cx_overload_disable_keepalive"), 1)
+        self.assertEqual(h.stat("http.ingress.downstream_cx_drain_close"), 1)
+        self.assertEqual(h.stat("http.ingress.downstream_cx_delayed_close_timeout"), 1)
 
     def test_notOverloaded(self):
         h = Harness(self)

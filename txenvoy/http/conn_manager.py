@@ -37,7 +37,11 @@ the tests):
    for the client to close first, and counts
    C{downstream_cx_delayed_close_timeout} when it did not; only a complete
    request that asked to close (C{connection: close}, HTTP/1.0) is closed
-   at once (Envoy's C{FlushWriteAndDelay} and its C{skip_delay_close}).
+   at once (Envoy's C{FlushWriteAndDelay} and its C{skip_delay_close});
+ - a drain close (C{/healthcheck/fail}, a server drain),
+   C{disable_http_keepalive} or the idle timeout of a connection that has
+   spoken starts Envoy's drain sequence: the connection stays open for
+   C{drain_timeout} (5 s), then closes with that delay.
 """
 
 import itertools
@@ -445,6 +449,7 @@ class ConnectionManagerConfig:
     headersWithUnderscoresAction = "ALLOW"
     idleTimeout = 3600.0
     delayedCloseTimeout = 1.0
+    drainTimeout = 5.0
     maxConnectionDuration = 0.0
     maxStreamDuration = 0.0
     maxHeadersCount = 100
@@ -575,6 +580,12 @@ class ConnectionManager(Protocol):
     _codecFailed = False
     _localClose = False
     _draining = False
+    # Envoy's drain sequence (a drain close, disable_http_keepalive, an idle
+    # timeout): the connection stays open for drain_timeout, then closes
+    # as any connection closed after a response (delayed close).
+    _drainSequence = False
+    _drainTimedOut = False
+    _dataSeen = False
     _above = False
     _headTimer = None
     _headStart = None
@@ -641,6 +652,7 @@ class ConnectionManager(Protocol):
     def dataReceived(self, data):
         """Feed the codec; a partial request head starts its timeouts."""
         self.stats.downstream_cx_rx_bytes_total.value += len(data)
+        self._dataSeen = True
         if self._closed or self._codecFailed:
             return
         if log.traceEnabled:
@@ -732,6 +744,9 @@ class ConnectionManager(Protocol):
         the request asked for it and was complete, else after a delay (see
         L{_closeConnection}).
         """
+        if self._drainSequence and not self._localClose and not self._drainTimedOut:
+            # Closed when drain_timeout ends (_onDrainTimeout).
+            return
         if self._localClose or self._upgraded or self._draining:
             # A stream reset, the end of a tunnel, a drain: closed at once.
             self._closeConnection()
@@ -950,6 +965,10 @@ class ConnectionManager(Protocol):
 
     def _onStreamDone(self, now):
         self._idleSince = now
+        if self._drainSequence:
+            if self._drainTimedOut and self._stream is None and not self._closed:
+                self._closeConnection(delay=True)
+            return
         if self._draining and self._stream is None and not self._closed:
             if log.debugEnabled:
                 log.debug("%sdrain closing connection", self.logTag())
@@ -968,6 +987,22 @@ class ConnectionManager(Protocol):
                 log.debug("%sdrain closing connection", self.logTag())
             self._closeConnection()
 
+    def _startDrainSequence(self):
+        """
+        Envoy's C{startDrainSequence} for HTTP/1.1: responses say
+        C{connection: close} and the connection is closed C{drain_timeout}
+        later (or after the response then in flight), with the delayed
+        close of a connection closed after a response.
+        """
+        self._draining = True
+        self._drainSequence = True
+        self.timers.callLater(self.config.drainTimeout, self._onDrainTimeout)
+
+    def _onDrainTimeout(self):
+        self._drainTimedOut = True
+        if self._stream is None and not self._closed:
+            self._closeConnection(delay=True)
+
     # Timers.
 
     def _onIdleTimer(self):
@@ -984,7 +1019,14 @@ class ConnectionManager(Protocol):
         self.stats.downstream_cx_idle_timeout.inc()
         if log.debugEnabled:
             log.debug("%sidle timeout", self.logTag())
+        if self._drainSequence:
+            return
         self.connection.streamInfo.connectionTerminationDetails = "http idle timeout"
+        if self._dataSeen:
+            # Envoy drains a connection whose codec exists (it has read
+            # a byte); one that never spoke is closed at once.
+            self._startDrainSequence()
+            return
         self._closeConnection()
 
     def _onTimeoutsScaled(self, value):
@@ -1160,11 +1202,13 @@ class ConnectionManager(Protocol):
         if not self._draining:
             server = config.server
             if server is not None and server.drainClose():
-                self._draining = True
+                self._startDrainSequence()
                 self.stats.downstream_cx_drain_close.inc()
             elif self.overload.shouldApply(DISABLE_HTTP_KEEPALIVE):
-                self._draining = True
+                # Envoy 1.40 counts this drain as a drain close too.
+                self._startDrainSequence()
                 self.stats.downstream_cx_overload_disable_keepalive.inc()
+                self.stats.downstream_cx_drain_close.inc()
         if (self._draining or close) and not upgrade:
             headers.headers.set(b"connection", b"close")
             return True

@@ -6,7 +6,7 @@ L{txenvoy.http.conn_manager.ConnectionManagerConfig} (route table, HTTP
 filter factories, access logs, timeouts, header policies).
 
 Every field is either honoured, accepted because it changes nothing for
-HTTP/1.1 (C{drain_timeout}, C{stream_flush_timeout}),
+HTTP/1.1 (C{stream_flush_timeout}),
 or rejected with L{UnsupportedField} naming its path.
 """
 
@@ -178,6 +178,8 @@ def createHttpConnectionManager(message, context):
         config.requestHeadersTimeout = durationSeconds(message.request_headers_timeout)
     if message.HasField("delayed_close_timeout"):
         config.delayedCloseTimeout = durationSeconds(message.delayed_close_timeout)
+    if message.HasField("drain_timeout"):
+        config.drainTimeout = durationSeconds(message.drain_timeout)
 
     if message.HasField("use_remote_address"):
         config.useRemoteAddress = message.use_remote_address.value
