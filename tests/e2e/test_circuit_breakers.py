@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import adminStats, freePort, startProxy
+from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
 
 SLOW = 1.5
 
@@ -242,13 +242,13 @@ STATS = [
 ]
 
 
-class CircuitBreakerComparison(SynchronousTestCase):
+class CircuitBreakerComparison(SharedFixture, SynchronousTestCase):
     """The same scenarios through Envoy 1.40 and txenvoy."""
 
     maxDiff = None
 
     @classmethod
-    def setUpClass(cls):
+    def startFixture(cls):
         cls.origins = []
         for _ in range(2):
             origin = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -265,7 +265,7 @@ class CircuitBreakerComparison(SynchronousTestCase):
         concurrently((one, True), (one, False))
 
     @classmethod
-    def tearDownClass(cls):
+    def stopFixture(cls):
         for origin in cls.origins:
             origin.shutdown()
             origin.server_close()
