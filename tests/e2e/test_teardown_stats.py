@@ -289,15 +289,16 @@ DRAIN_COUNTERS = ("downstream_cx_drain_close", "downstream_cx_idle_timeout",
                   "downstream_rq_total", "downstream_cx_total")
 
 
-def _drainScenarios(real, overload):
+def _drainScenarios(real, mode):
     """
     Through one proxy (C{drain_timeout} 0.5 s, C{delayed_close_timeout}
-    0.3 s, C{idle_timeout} 0.6 s): a kept-alive connection left idle; with
-    C{overload}, a response under C{disable_http_keepalive}; else one after
-    C{/healthcheck/fail}, and a connection idle meanwhile. Each client
-    keeps its end open; the seconds each close took are rounded to the
-    window they fall in.
+    0.3 s, C{idle_timeout} 0.6 s): a kept-alive connection left idle; in
+    mode C{overload}, a response under C{disable_http_keepalive}; else one
+    after C{/healthcheck/fail} (mode C{fail}) or C{/drain_listeners?graceful}
+    (mode C{drain}), and a connection idle meanwhile. Each client keeps its
+    end open; the seconds each close took are rounded to 0.1 s.
     """
+    overload = mode == "overload"
     origin = Upstream(originHandler)
     port, adminPort = freePort(), freePort()
     monitors = [heapMonitor()] if overload else []
@@ -328,8 +329,9 @@ def _drainScenarios(real, overload):
         if not overload:
             idle, _ = request()
             idleSince = time.time()
+            path = "/healthcheck/fail" if mode == "fail" else "/drain_listeners?graceful"
             urllib.request.urlopen(urllib.request.Request(
-                "http://127.0.0.1:%d/healthcheck/fail" % (adminPort,), method="POST")).read()
+                "http://127.0.0.1:%d%s" % (adminPort, path), method="POST")).read()
             s, seen["failed"] = request()
             seen["failedClose"] = round(waitClosed(s), 1)
             s.close()
@@ -352,16 +354,18 @@ class CompareDrainTests(SharedFixture, SynchronousTestCase):
     after an idle timeout on a connection that has spoken, a drain close
     (C{/healthcheck/fail}) or C{disable_http_keepalive}, the connection
     stays open for C{drain_timeout}, then is closed as after a response
-    (C{delayed_close_timeout}).
+    (C{delayed_close_timeout}). A graceful listener drain closes nothing
+    early: Envoy's gradual drain (C{--drain-time-s} 600 s) has not yet
+    begun to close connections.
     """
 
     @classmethod
     def startFixture(cls):
-        # Four proxies at once, each with its own origin and ports.
-        runs = [(real, overload) for real in (True, False) for overload in (False, True)]
-        with ThreadPoolExecutor(4) as pool:
+        # Six proxies at once, each with its own origin and ports.
+        runs = [(real, mode) for real in (True, False) for mode in ("fail", "overload", "drain")]
+        with ThreadPoolExecutor(6) as pool:
             results = list(pool.map(lambda run: _drainScenarios(*run), runs))
-        cls.envoy, cls.txenvoy = results[:2], results[2:]
+        cls.envoy, cls.txenvoy = results[:3], results[3:]
 
     @classmethod
     def stopFixture(cls):
@@ -372,11 +376,14 @@ class CompareDrainTests(SharedFixture, SynchronousTestCase):
 
     def test_timings(self):
         for run in (self.envoy, self.txenvoy):
-            plain, overloaded = run
+            plain, overloaded, drained = run
             self.assertWithin(plain["firstClose"], 1.3, 1.7)
             self.assertWithin(plain["failedClose"], 0.7, 1.1)
             self.assertWithin(plain["idleClose"], 1.3, 1.8)
             self.assertWithin(overloaded["firstClose"], 0.7, 1.1)
+            # Kept alive: idle_timeout + drain_timeout + delayed close.
+            self.assertWithin(drained["failedClose"], 1.3, 1.7)
+            self.assertWithin(drained["idleClose"], 1.3, 1.8)
 
     def test_sameResponses(self):
         for envoy, txenvoy in zip(self.envoy, self.txenvoy):
