@@ -63,6 +63,17 @@ def runTwistd(args, cwd=None, timeout=60):
     return p.returncode, p.stdout, p.stderr
 
 
+def runTwistdAll(argLists, cwd=None, timeout=60, workers=4):
+    """
+    L{runTwistd} for each of C{argLists}, a few at a time (each run is
+    mostly its interpreter starting); the results in the same order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda args: runTwistd(args, cwd, timeout), argLists))
+
+
 class Envoy:
     """
     A running C{twistd -n envoy} process.

@@ -6,13 +6,12 @@ and exit codes.
 import json
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import EXAMPLES, REPO, Envoy, freePort, runTwistd
+from tests.e2e.harness import EXAMPLES, REPO, Envoy, freePort, runTwistd, runTwistdAll
 
 
 class CommandLineTests(SynchronousTestCase):
@@ -118,13 +117,8 @@ class CommandLineTests(SynchronousTestCase):
         """Every broken config of Envoy's corpus exits 1 with no traceback."""
         names = [name for name in sorted(os.listdir(os.path.join(EXAMPLES, "invalid")))
                  if name.endswith(".yaml") and not name.startswith("lds-path-missing")]
-
-        def validate(name):
-            return runTwistd(["--mode", "validate", "-c", "invalid/" + name], cwd=EXAMPLES)
-
-        # A few processes at a time: each is mostly its interpreter starting.
-        with ThreadPoolExecutor(4) as pool:
-            results = list(pool.map(validate, names))
+        results = runTwistdAll([["--mode", "validate", "-c", "invalid/" + name]
+                                for name in names], cwd=EXAMPLES)
         self.assertTrue(names)
         for name, (rc, out, err) in zip(names, results):
             self.assertEqual((rc, out), (1, ""), name)

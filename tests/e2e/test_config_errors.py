@@ -14,11 +14,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import EXAMPLES, processEnv, runTwistd, twistdCommand
+from tests.e2e.harness import (EXAMPLES, processEnv, runTwistd, runTwistdAll,
+                               twistdCommand)
 
 _LINE = re.compile(r" \(line (\d+)\)$")
 _PATH = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_@]+|\[[^\]]*\])*)(?::| @)")
@@ -272,13 +272,8 @@ class AllErrorsAtOnceTests(ConfigErrorsTestMixin, SynchronousTestCase):
         names = ("05-dynamic-fs/envoy.yaml", "07-listener-filters.yaml",
                  "08-health-outlier-circuit-breakers.yaml", "12-bootstrap-ops.yaml",
                  "13-tls-mtls-upstream-tls.yaml")
-
-        def validate(name):
-            return runTwistd(["--mode", "validate", "-c", name], cwd=EXAMPLES)
-
-        # A few processes at a time: each is mostly its interpreter starting.
-        with ThreadPoolExecutor(4) as pool:
-            results = list(pool.map(validate, names))
+        results = runTwistdAll([["--mode", "validate", "-c", name] for name in names],
+                               cwd=EXAMPLES)
         for name, (rc, out, err) in zip(names, results):
             if rc == 0:
                 self.assertEqual(out, "configuration '%s' OK\n" % (name,))
