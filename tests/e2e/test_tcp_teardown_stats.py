@@ -1,9 +1,9 @@
 """
 tcp_proxy's connection-teardown counters, from real Envoy 1.40 and from a
 real C{twistd -n envoy} (with and without the splice fast path), for the
-same scenarios: the client closes first, the host closes first, the host
-refuses, and the session is idle past the tcp_proxy's C{idle_timeout}.
-Each scenario has its own listener and cluster, so that each stat prefix
+same scenarios: the client closes first or resets, the host closes first
+or resets, the host refuses, and the session is idle past the tcp_proxy's
+C{idle_timeout}. Each scenario has its own listener and cluster, so that each stat prefix
 names one scenario; the proxies are probed for readiness on a listener of
 their own.
 """
@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.e2e.harness import SharedFixture, Upstream, adminStats, freePort, startProxy
 from tests.e2e.test_teardown_stats import CLUSTER, waitClosed
 
-SCENARIOS = ("downfirst", "downreset", "upfirst", "refused", "idle")
+SCENARIOS = ("downfirst", "downreset", "upfirst", "upreset", "refused", "idle")
 LISTENERS = SCENARIOS + ("probe",)
 
 LISTENER = """  - name: %(name)s
@@ -63,6 +63,15 @@ def echoThenClose(conn):
         conn.sendall(data)
 
 
+def answerThenReset(conn):
+    """Read one chunk, answer it and reset the connection."""
+    conn.recv(65536)
+    conn.sendall(b"bye")
+    # The answer reaches the client before the reset.
+    time.sleep(0.1)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
 def answerThenClose(conn):
     """Read one chunk, answer it and close first."""
     conn.recv(65536)
@@ -96,6 +105,16 @@ class _Scenarios:
         self.seen["upfirst"] = s.recv(100)
         s.settimeout(3)
         self.seen["upfirstEof"] = s.recv(100)
+        s.close()
+        # The host answers and resets.
+        s = self._connect("upreset")
+        s.sendall(b"hello")
+        s.settimeout(3)
+        try:
+            self.seen["upreset"] = s.recv(100)
+        except OSError as e:
+            self.seen["upreset"] = e.__class__.__name__
+        self.seen["upresetEof"] = waitClosed(s) < 0.5
         s.close()
         # Nobody listens at the host's address.
         s = self._connect("refused")
@@ -136,7 +155,8 @@ def _config(ports, adminPort, origins):
 
 def _run(real, splice=True):
     handlers = {"downfirst": echoThenClose, "downreset": echoThenClose,
-                "upfirst": answerThenClose, "idle": echoThenClose}
+                "upfirst": answerThenClose, "upreset": answerThenReset,
+                "idle": echoThenClose}
     upstreams = {n: Upstream(h) for n, h in handlers.items()}
     origins = {n: u.port for n, u in upstreams.items()}
     origins["refused"] = origins["probe"] = freePort()
