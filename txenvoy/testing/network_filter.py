@@ -52,14 +52,18 @@ class RecordingProtocol(Protocol):
     @ivar made: whether the connection reached it.
     @ivar data: the chunks of bytes it received.
     @ivar readClosed: whether it saw the read side close.
+    @ivar writeClosed: whether it saw the write side close.
     @ivar lost: whether it saw the connection end.
+    @ivar lostReason: the reason it was given then, or C{None}.
     """
 
     def __init__(self):
         self.data = []
         self.made = False
         self.readClosed = False
+        self.writeClosed = False
         self.lost = False
+        self.lostReason = None
 
     def connectionMade(self):
         self.made = True
@@ -71,10 +75,11 @@ class RecordingProtocol(Protocol):
         self.readClosed = True
 
     def writeConnectionLost(self):
-        pass
+        self.writeClosed = True
 
     def connectionLost(self, reason):
         self.lost = True
+        self.lostReason = reason
 
 
 class FakeNetworkConnection:

@@ -10,16 +10,14 @@ import struct
 
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from zope.interface import implementer
 
 from txenvoy.network.filter_chain import FilterChain, FilterChainManager
 from txenvoy.network.listener import ActiveListener
 from txenvoy.server.dispatcher import Dispatcher
 from txenvoy.stats.store import StatsStore
+from txenvoy.testing import RecordingProtocol
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))))
@@ -39,31 +37,8 @@ def certPath(name):
     return path
 
 
-@implementer(IHalfCloseableProtocol)
-class Recorder(Protocol):
+class Recorder(RecordingProtocol):
     """A terminal protocol that records what it sees."""
-
-    def __init__(self):
-        self.data = []
-        self.readClosed = False
-        self.writeClosed = False
-        self.lostReason = None
-        self.made = False
-
-    def connectionMade(self):
-        self.made = True
-
-    def dataReceived(self, data):
-        self.data.append(data)
-
-    def readConnectionLost(self):
-        self.readClosed = True
-
-    def writeConnectionLost(self):
-        self.writeClosed = True
-
-    def connectionLost(self, reason):
-        self.lostReason = reason
 
     def received(self):
         return b"".join(self.data)
