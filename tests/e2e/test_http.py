@@ -1020,16 +1020,20 @@ COMPARED = {
 }
 
 
-class _Comparison(SharedFixture):
-    """Runs every request of L{COMPARED} against Envoy and txenvoy, same config."""
+class SideBySide(SharedFixture):
+    """
+    Envoy 1.40 (C{cls.envoy}) and txenvoy (C{cls.txenvoy}) started once per
+    class with the same config: the class's C{hcm} settings and C{routes}.
+    """
 
     hcm = ""
+    routes = ""
 
     @classmethod
     def startFixture(cls):
-        cls.envoy = _Deployment(True, hcm=cls.hcm, routes=COMPARED_ROUTES)
+        cls.envoy = _Deployment(True, hcm=cls.hcm, routes=cls.routes)
         try:
-            cls.txenvoy = _Deployment(False, hcm=cls.hcm, routes=COMPARED_ROUTES)
+            cls.txenvoy = _Deployment(False, hcm=cls.hcm, routes=cls.routes)
         except BaseException:
             cls.envoy.stop()
             raise
@@ -1040,6 +1044,12 @@ class _Comparison(SharedFixture):
             cls.envoy.stop()
         finally:
             cls.txenvoy.stop()
+
+
+class _Comparison(SideBySide):
+    """Runs every request of L{COMPARED} against Envoy and txenvoy, same config."""
+
+    routes = COMPARED_ROUTES
 
     def compare(self, name):
         raw, options = COMPARED[name]

@@ -17,7 +17,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.harness import REPO, SharedFixture, Upstream
-from tests.e2e.test_http import _Deployment
+from tests.e2e.test_http import SideBySide, _Deployment
 
 SMUGGLED = b"GET /o/smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
 
@@ -121,24 +121,8 @@ def outcome(port, raw, wait=2.5, settle=0.3):
         s.close()
 
 
-class CompareHostileInputTests(SharedFixture, SynchronousTestCase):
+class CompareHostileInputTests(SideBySide, SynchronousTestCase):
     """Real Envoy 1.40 and txenvoy answer each case of L{CASES} alike."""
-
-    @classmethod
-    def startFixture(cls):
-        cls.envoy = _Deployment(True)
-        try:
-            cls.txenvoy = _Deployment(False)
-        except BaseException:
-            cls.envoy.stop()
-            raise
-
-    @classmethod
-    def stopFixture(cls):
-        try:
-            cls.envoy.stop()
-        finally:
-            cls.txenvoy.stop()
 
     def run1(self, deployment, raw):
         before = len(deployment.origin.requests)
