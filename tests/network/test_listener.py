@@ -74,3 +74,26 @@ class ListenerConfigTests(SynchronousTestCase):
         e = self.assertRaises(UnsupportedField, compile_,
                               address={"pipe": {"path": "/tmp/x.sock"}})
         self.assertIn(PATH + ".address.pipe", str(e))
+
+    def test_filterChainMatcherRefusedAsUnsupported(self):
+        """
+        A listener whose chains are picked by C{filter_chain_matcher} is
+        refused as unsupported at that field, not as chains with the same
+        matching rules (chains picked by a matcher may share them).
+        """
+        from txenvoy.config.errors import ConfigErrors
+        from txenvoy.config.loader import loadBootstrap
+        from txenvoy.server.server import Server
+
+        config = {"static_resources": {"listeners": [{
+            "name": "l", "address": {"socket_address": {"address": "127.0.0.1",
+                                                        "port_value": 10000}},
+            "filter_chain_matcher": {"on_no_match": {"action": {"name": "a", "typed_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue", "value": "a"}}}},
+            "filter_chains": [{"name": "a", "filters": [ECHO]},
+                              {"name": "b", "filters": [ECHO]}]}]}}
+        import json
+        e = self.assertRaises((ConfigError, ConfigErrors), Server, Clock(),
+                              loadBootstrap(None, json.dumps(config)), validateOnly=True)
+        self.assertIn(PATH + ".filter_chain_matcher: unsupported field", str(e))
+        self.assertNotIn("same matching rules", str(e))

@@ -222,6 +222,10 @@ def _checkFilterChains(listener, path):
         if isUdp:
             return
         report(messages.noFilterChains(_listenerText(listener), path))
+    if listener.HasField("filter_chain_matcher"):
+        # With a matcher, chains are picked by name: Envoy ignores their
+        # filter_chain_match and so their overlaps.
+        return
     seen = {}
     for i, chain in enumerate(chains):
         key = chain.filter_chain_match.SerializeToString(deterministic=True)
@@ -464,7 +468,14 @@ def _find(message, path, targets):
     if name == "google.protobuf.Any":
         inner = _unpack(message)
         if inner is not None:
-            yield from _find(inner, path, targets)
+            from txenvoy.config import typed_struct
+
+            try:
+                inner, innerPath = typed_struct.unwrap(inner, path)
+            except ConfigError:
+                # Validation reports a malformed TypedStruct value.
+                return
+            yield from _find(inner, innerPath, targets)
         return
     for fd in _fieldsToDescend(desc, targets):
         fieldPath = "%s.%s" % (path, fd.name) if path else fd.name

@@ -23,6 +23,8 @@ class FactoryContext:
     @ivar server: the L{txenvoy.server.server.Server}, or C{None} (validate).
     @ivar bootstrap: the whole C{Bootstrap} message.
     @ivar path: the field path of the extension being built, for messages.
+    @ivar configPath: the field path of its config message: C{<path>.typed_config},
+        or C{<path>.typed_config.value} for one written as a C{TypedStruct}.
     @ivar validateOnly: True in C{--mode validate}: build, but open nothing.
     """
 
@@ -36,14 +38,19 @@ class FactoryContext:
         self.server = server
         self.bootstrap = bootstrap
         self.path = path
+        self.configPath = path + ".typed_config"
         self.validateOnly = validateOnly
         self.runtime = runtime
 
-    def child(self, path):
-        """A copy of this context for a nested field path."""
+    def child(self, path, configPath=None):
+        """
+        A copy of this context for a nested field path; its config is at
+        C{configPath}, by default C{<path>.typed_config}.
+        """
         c = object.__new__(FactoryContext)
         c.__dict__.update(self.__dict__)
         c.path = path
+        c.configPath = path + ".typed_config" if configPath is None else configPath
         return c
 
     def createExtension(self, category, typedExtension, path):

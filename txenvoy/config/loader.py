@@ -35,6 +35,7 @@ from txenvoy.config.errors import (
     report,
     setSource,
 )
+from txenvoy.config import typed_struct
 from txenvoy.config.fields import mapEntry
 
 
@@ -493,8 +494,31 @@ class _Walk:
                     "value": _SPECIAL_HANDLERS[inner.full_name](
                         self, inner, value["value"], _join(path, "value"))}
         rest = {k: v for k, v in value.items() if k != "@type"}
+        if typed_struct.isTypedStruct(typeName):
+            return self.typedStruct(inner, url, rest, path)
         out = self.message(inner, rest, path)
         out["@type"] = url
+        return out
+
+    def typedStruct(self, desc, url, value, path):
+        """
+        A TypedStruct whose C{type_url} names a protobuf type: its C{value}
+        is walked as that message (at C{<path>.value}), so it gets the same
+        leniencies and the same errors as the direct form.
+        """
+        out = self.message(desc, value, path)
+        out["@type"] = url
+        cls = typed_struct.messageClassFor(out.get("type_url", ""))
+        if cls is not None:
+            inner = cls.DESCRIPTOR
+            valuePath = _join(path, "value")
+            if inner.full_name in _SPECIAL_JSON:
+                raise self.parseError(
+                    _join(path, "type_url"), "message " + desc.full_name,
+                    "a TypedStruct cannot hold the well-known type %s" % (inner.full_name,))
+            walked = attempt(self.message, inner, value.get("value") or {}, valuePath)
+            if walked is not FAILED:
+                out["value"] = walked
         return out
 
     def duration(self, desc, value, path):

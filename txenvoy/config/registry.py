@@ -17,7 +17,7 @@ from twisted.plugin import IPlugin, getPlugins
 from zope.interface import implementer
 
 from txenvoy import interfaces
-from txenvoy.config import messages
+from txenvoy.config import messages, typed_struct
 from txenvoy.config.errors import (
     ConfigError,
     UnknownExtension,
@@ -135,7 +135,7 @@ def _checkingFields(create, fields):
 
     @functools.wraps(create)
     def checked(message, context):
-        checkFields(message, fields, context.path + ".typed_config")
+        checkFields(message, fields, context.configPath)
         return create(message, context)
 
     return checked
@@ -177,15 +177,24 @@ def registered(category=None):
 
 
 def typeNameOf(any_):
-    """The full message name of a C{google.protobuf.Any}'s type URL."""
+    """
+    The full message name of a C{google.protobuf.Any}'s type URL; for a
+    C{TypedStruct} naming a protobuf type, that type's name (the message
+    L{unpackAny} gives).
+    """
+    typeName = _rawTypeName(any_)
+    if typed_struct.isTypedStruct(typeName):
+        struct = _unpackRaw(any_, "", typeName)
+        if typed_struct.messageClassFor(struct.type_url) is not None:
+            return typed_struct.innerTypeName(struct.type_url)
+    return typeName
+
+
+def _rawTypeName(any_):
     return any_.type_url.rsplit("/", 1)[-1]
 
 
-def unpackAny(any_, path):
-    """
-    Unpack a C{google.protobuf.Any} into its concrete message class.
-    """
-    typeName = typeNameOf(any_)
+def _unpackRaw(any_, path, typeName):
     try:
         desc = descriptor_pool.Default().FindMessageTypeByName(typeName)
     except KeyError:
@@ -193,6 +202,16 @@ def unpackAny(any_, path):
     msg = message_factory.GetMessageClass(desc)()
     any_.Unpack(msg)
     return msg
+
+
+def unpackAny(any_, path):
+    """
+    Unpack a C{google.protobuf.Any} into its concrete message class; a
+    C{TypedStruct} naming a protobuf type is converted to that message, as
+    Envoy's C{translateOpaqueConfig} does.
+    """
+    message = _unpackRaw(any_, path, _rawTypeName(any_))
+    return typed_struct.unwrap(message, path)[0]
 
 
 def createExtension(category, typedExtension, context, path):
@@ -208,8 +227,8 @@ def createExtension(category, typedExtension, context, path):
     if not typedExtension.HasField("typed_config"):
         raise messages.noImplementation(name, path)
     any_ = typedExtension.typed_config
-    typeName = typeNameOf(any_)
-    if typeName in TYPED_STRUCTS:
+    typeName = _rawTypeName(any_)
+    if typed_struct.isTypedStruct(typeName):
         return _createFromTypedStruct(category, name, any_, context, path)
     factory = lookup(category, typeName)
     if factory is None:
@@ -274,27 +293,29 @@ def _factoryName(factory):
     return "%s.%s" % (module, name)
 
 
-#: Envoy's way to configure an extension that has no proto of its own:
-#: C{{"@type": ".../xds.type.v3.TypedStruct", "type_url": ..., "value": {...}}}.
-TYPED_STRUCTS = ("xds.type.v3.TypedStruct", "udpa.type.v1.TypedStruct")
-
-
 def _createFromTypedStruct(category, name, any_, context, path):
     """
-    Dispatch a C{TypedStruct} on its inner C{type_url}; the factory gets
-    the C{value} as a plain dict. This is how filters written in Python,
-    with no protobuf schema, are configured from Envoy YAML.
+    Dispatch a C{TypedStruct} on its inner C{type_url}. When that names a
+    protobuf type the factory gets that message, converted as Envoy
+    converts it, and its errors point into the struct's C{value}; otherwise
+    it gets the C{value} as a plain dict. The latter is how filters written
+    in Python, with no protobuf schema, are configured from Envoy YAML.
     """
     from google.protobuf import json_format
 
-    struct = unpackAny(any_, path + ".typed_config")
-    typeName = struct.type_url.rsplit("/", 1)[-1]
+    configPath = path + ".typed_config"
+    struct = _unpackRaw(any_, configPath, _rawTypeName(any_))
+    typeName = typed_struct.innerTypeName(struct.type_url)
     factory = lookup(category, typeName)
     if factory is None:
-        raise noExtension(path + ".typed_config.type_url", typeName, name)
-    created = _create(factory, json_format.MessageToDict(struct.value), context.child(path),
-                      typeName)
-    return _checkProvides(category, typeName, created, path + ".typed_config")
+        raise noExtension(configPath + ".type_url", typeName, name)
+    if typed_struct.messageClassFor(struct.type_url) is not None:
+        config = typed_struct.toMessage(struct, configPath)
+        configPath += ".value"
+    else:
+        config = json_format.MessageToDict(struct.value)
+    created = _create(factory, config, context.child(path, configPath), typeName)
+    return _checkProvides(category, typeName, created, configPath)
 
 
 def loadPlugins():

@@ -773,5 +773,10 @@ def _validateAny(any_, path):
         raise ConfigError("%s: cannot unpack %s: %s" % (path, typeName, e))
     if inner.DESCRIPTOR.full_name == "google.protobuf.Duration":
         _checkDuration(inner, path)
-    else:
-        _validateMessage(inner, path)
+        return
+    from txenvoy.config import typed_struct
+
+    # A TypedStruct naming a protobuf type is checked as that message, at
+    # its value's path.
+    inner, path = typed_struct.unwrap(inner, path)
+    _validateMessage(inner, path)

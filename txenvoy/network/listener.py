@@ -93,7 +93,11 @@ class ListenerConfig:
         self.name = proto.name or str(uuid.uuid4())
         if not proto.HasField("address"):
             raise messages.listenerAddressMissing(self.name, path)
-        checkFields(proto, _IGNORED_FIELDS, path)
+        checkFields(proto, _IGNORED_FIELDS | {"filter_chain_matcher"}, path)
+        if proto.HasField("filter_chain_matcher"):
+            # Chains picked by a matcher overlap by design: refused as a
+            # whole, before their matches are compared.
+            raise UnsupportedField(path + ".filter_chain_matcher")
         self.address = socketAddress(proto.address, path + ".address")
         self.statPrefix = listenerStatPrefix(*self.address)
         self.perConnectionBufferLimitBytes = (

@@ -84,7 +84,7 @@ def writerFor(context, opener, path):
            "envoy.access_loggers.file")
 def createFileAccessLog(message, context):
     """Build a L{FileAccessLogger} from a C{FileAccessLog}."""
-    path = context.path + ".typed_config"
+    path = context.configPath
     if not message.path:
         raise ConfigError("%s.path: value length must be at least 1 characters" % (path,))
     formatter = _fileFormatter(message, path)

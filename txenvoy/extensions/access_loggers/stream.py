@@ -17,7 +17,7 @@ from txenvoy.extensions.access_loggers.file import (
            "envoy.access_loggers.stdout")
 def createStdoutAccessLog(message, context):
     """Build a logger writing to stdout from a C{StdoutAccessLog}."""
-    path = context.path + ".typed_config"
+    path = context.configPath
     return FileAccessLogger(
         formatterOf(message, path),
         writerFor(context, lambda manager: manager.stdoutWriter(), path),
@@ -29,7 +29,7 @@ def createStdoutAccessLog(message, context):
            "envoy.access_loggers.stderr")
 def createStderrAccessLog(message, context):
     """Build a logger writing to stderr from a C{StderrAccessLog}."""
-    path = context.path + ".typed_config"
+    path = context.configPath
     return FileAccessLogger(
         formatterOf(message, path),
         writerFor(context, lambda manager: manager.stderrWriter(), path),

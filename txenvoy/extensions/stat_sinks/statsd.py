@@ -109,7 +109,7 @@ class StatsdSink:
            "envoy.stat_sinks.statsd")
 def createStatsdSink(message, context):
     """Build a L{StatsdSink} from an C{envoy.config.metrics.v3.StatsdSink}."""
-    path = context.path + ".typed_config"
+    path = context.configPath
     which = message.WhichOneof("statsd_specifier")
     if which == "tcp_cluster_name":
         raise UnsupportedField(path + ".tcp_cluster_name", "statsd over TCP")

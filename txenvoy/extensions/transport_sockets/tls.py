@@ -1133,7 +1133,7 @@ _DOWNSTREAM_FIELDS = (
            "envoy.transport_sockets.tls", fields=_DOWNSTREAM_FIELDS)
 def createDownstreamTlsSocket(message, context):
     """Build a L{DownstreamTlsSocket} from a C{DownstreamTlsContext}."""
-    path = context.path + ".typed_config"
+    path = context.configPath
     if message.ocsp_staple_policy != 0:
         raise UnsupportedField(path + ".ocsp_staple_policy", "only LENIENT_STAPLING")
     options = loadCertificateOptions(message.common_tls_context, path + ".common_tls_context")

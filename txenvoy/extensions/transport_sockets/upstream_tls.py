@@ -457,7 +457,7 @@ _UPSTREAM_FIELDS = (
            "envoy.transport_sockets.tls", fields=_UPSTREAM_FIELDS)
 def createUpstreamTlsSocket(message, context):
     """Build an L{UpstreamTlsSocket} from an C{UpstreamTlsContext}."""
-    path = context.path + ".typed_config"
+    path = context.configPath
     if message.allow_renegotiation:
         raise UnsupportedField(path + ".allow_renegotiation", "renegotiation")
     if message.HasField("enforce_rsa_key_usage") and message.enforce_rsa_key_usage.value:

@@ -172,6 +172,6 @@ class BufferFilter(PassThroughFilter):
 @extension(Category.HTTP_FILTER, _BUFFER, _NAME, fields=("max_request_bytes",))
 def createBuffer(message, context):
     """Compile a C{Buffer} message."""
-    path = context.path + ".typed_config"
+    path = context.configPath
     return BufferConfig(BufferSettings(_maxRequestBytes(message, path)),
                         httpStatPrefix(context))

@@ -455,7 +455,7 @@ class FaultFilter(PassThroughFilter):
 @extension(Category.HTTP_FILTER, _HTTP_FAULT, _NAME)
 def createFault(message, context):
     """Compile an C{HTTPFault} message."""
-    path = context.path + ".typed_config"
+    path = context.configPath
     config = FaultConfig(FaultSettings(message, path), httpStatPrefix(context),
                          snapshotSource(context))
     config.stats.declare(context)

@@ -372,7 +372,7 @@ class _BothFilter(_RequestFilter):
 @extension(Category.HTTP_FILTER, _CONFIG, _NAME)
 def createHeaderToMetadata(message, context):
     """Compile a C{Config} message."""
-    rules = _RuleSet(message, context.path + ".typed_config")
+    rules = _RuleSet(message, context.configPath)
     if rules.stats is not None:
         rules.stats.declare(context)
     return HeaderToMetadataConfig(rules)

@@ -236,7 +236,7 @@ def _clusterName(context):
                    "cluster_min_healthy_percentages"))
 def createHealthCheck(message, context):
     """Compile a C{HealthCheck} message."""
-    path = context.path + ".typed_config"
+    path = context.configPath
     if not message.HasField("pass_through_mode"):
         raise ConfigError("%s: Proto constraint validation failed (HealthCheckValidationError."
                           "PassThroughMode: value is required)" % (path,))

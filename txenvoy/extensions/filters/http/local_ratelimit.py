@@ -263,7 +263,7 @@ def _compilePerRoute(snapshot):
 @extension(Category.HTTP_FILTER, _LOCAL_RATE_LIMIT, _NAME)
 def createLocalRateLimit(message, context):
     """Compile a C{LocalRateLimit} message."""
-    path = context.path + ".typed_config"
+    path = context.configPath
     snapshot = snapshotSource(context)
     config = LocalRateLimitConfig(message, path, snapshot)
     config.routeConfigs = RouteSpecificConfigs(_NAME, (_LOCAL_RATE_LIMIT,),

@@ -194,7 +194,7 @@ def _setMetadata(info, fields):
 @extension(Category.HTTP_FILTER, _RBAC, _NAME)
 def createRbac(message, context):
     """Compile an HTTP C{RBAC} message."""
-    path = context.path + ".typed_config"
+    path = context.configPath
     config = RbacConfig(_Engines(message, path), httpStatPrefix(context),
                         message.rules_stat_prefix, message.shadow_rules_stat_prefix)
     config.stats.declare(context)

@@ -426,7 +426,7 @@ class ProxyProtocolConfig:
            "envoy.filters.listener.proxy_protocol")
 def createProxyProtocol(message, context):
     """Build a L{ProxyProtocolConfig} from a C{ProxyProtocol} message."""
-    path = context.path + ".typed_config"
+    path = context.configPath
     if message.tlv_location != 0:
         raise UnsupportedField(path + ".tlv_location", "only DYNAMIC_METADATA")
     allowV1 = allowV2 = True

@@ -115,7 +115,7 @@ class TlsInspectorConfig:
            "envoy.filters.listener.tls_inspector")
 def createTlsInspector(message, context):
     """Build a L{TlsInspectorConfig} from a C{TlsInspector} message."""
-    path = context.path + ".typed_config"
+    path = context.configPath
     for field in ("enable_ja3_fingerprinting", "enable_ja4_fingerprinting"):
         if message.HasField(field) and getattr(message, field).value:
             raise UnsupportedField("%s.%s" % (path, field))

@@ -140,7 +140,7 @@ class ConnectionLimitConfig:
            "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
            "envoy.filters.network.connection_limit")
 def createConnectionLimit(message, context):
-    path = context.path + ".typed_config"
+    path = context.configPath
     if not message.stat_prefix:
         raise ConfigError("%s: ConnectionLimitValidationError.StatPrefix: value length must be "
                           "at least 1 characters" % (path,))

@@ -40,4 +40,4 @@ class DirectResponseFactory:
            "envoy.filters.network.direct_response")
 def createDirectResponse(message, context):
     return DirectResponseFactory(
-        readDataSource(message.response, context.path + ".typed_config.response"))
+        readDataSource(message.response, context.configPath + ".response"))

@@ -111,7 +111,7 @@ def _knownClusters(context):
            "envoy.filters.network.http_connection_manager", fields=SUPPORTED_FIELDS)
 def createHttpConnectionManager(message, context):
     """Compile an C{HttpConnectionManager} into a L{ConnectionManagerConfig}."""
-    path = context.path + ".typed_config"
+    path = context.configPath
     config = ConnectionManagerConfig()
     if not message.stat_prefix:
         raise ConfigError("%s.stat_prefix: value length must be at least 1 characters" % (path,))

@@ -161,7 +161,7 @@ def runtimeFeatureEnabled(message, field):
            "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
            "envoy.filters.network.local_ratelimit")
 def createLocalRateLimit(message, context):
-    path = context.path + ".typed_config"
+    path = context.configPath
     if not message.stat_prefix:
         raise ConfigError("%s: LocalRateLimitValidationError.StatPrefix: value length must be "
                           "at least 1 characters" % (path,))

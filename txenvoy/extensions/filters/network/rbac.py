@@ -189,7 +189,7 @@ class RbacConfig:
 @extension(Category.NETWORK_FILTER, "envoy.extensions.filters.network.rbac.v3.RBAC",
            "envoy.filters.network.rbac")
 def createRbac(message, context):
-    path = context.path + ".typed_config"
+    path = context.configPath
     if not message.stat_prefix:
         raise ConfigError("%s: RBACValidationError.StatPrefix: value length must be at least "
                           "1 characters" % (path,))

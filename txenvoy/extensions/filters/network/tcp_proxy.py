@@ -404,7 +404,7 @@ class TcpProxyConfig:
 def createTcpProxy(message, context):
     from txenvoy.accesslog.filters import createAccessLog
 
-    path = context.path + ".typed_config"
+    path = context.configPath
     which = message.WhichOneof("cluster_specifier")
     if which == "cluster":
         clusters = [(message.cluster, 1)]
