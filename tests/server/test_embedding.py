@@ -3,6 +3,8 @@ Embedding: a txenvoy server built from a config dict inside another
 Twisted application, on that application's reactor, with no twistd.
 """
 
+import gc
+
 from twisted.application.service import Application, IService
 from twisted.internet import defer, endpoints, protocol, reactor
 from twisted.trial.unittest import TestCase
@@ -93,3 +95,33 @@ class EmbeddedStopTests(TestCase):
         self.assertEqual(data, b"still served while draining\n")
         yield stopped
         self.assertLess(reactor.seconds() - start, 5)
+
+
+class EmbeddedGarbageFreezeTests(TestCase):
+
+    def _config(self):
+        return {"admin": {"address": {"socket_address": {
+            "address": "127.0.0.1", "port_value": freePort()}}}}
+
+    @defer.inlineCallbacks
+    def test_freezeOnceLiveAndGiveBackOnStop(self):
+        """
+        Once live the server schedules a freeze of the long-lived heap; the
+        embedding program gets its heap back unfrozen when it stops.
+        """
+        server = Server.fromConfig(reactor, configDict=self._config(), concurrency=0)
+        server.privilegedStartService()
+        server.startService()
+        yield server.initialized
+        freezer = server.garbageFreezer
+        self.assertEqual(freezer.freezes, 0)
+        freezer.freezeNow()
+        self.assertGreater(gc.get_freeze_count(), 0)
+        yield server.stopService()
+        self.assertEqual(gc.get_freeze_count(), 0)
+
+    def test_optOut(self):
+        """C{freezeGarbage=False} leaves the collector alone."""
+        server = Server.fromConfig(reactor, configDict=self._config(), concurrency=0,
+                                   freezeGarbage=False)
+        self.assertIsNone(server.garbageFreezer)

@@ -38,7 +38,7 @@ class ServerOptions:
                  logFormat=DEFAULT_LOG_FORMAT, logFormatEscaped=False, adminAddressPath="",
                  localAddressIpVersion="v4", allowUnknownStaticFields=False,
                  rejectUnknownDynamicFields=False, ignoreUnknownDynamicFields=False,
-                 cpusetThreads=False, enableCoreDump=False, imports=()):
+                 cpusetThreads=False, enableCoreDump=False, imports=(), freezeGarbage=True):
         self.configPath = configPath
         self.configYaml = configYaml
         self.mode = mode
@@ -66,6 +66,7 @@ class ServerOptions:
         self.cpusetThreads = cpusetThreads
         self.enableCoreDump = enableCoreDump
         self.imports = list(imports)
+        self.freezeGarbage = freezeGarbage
 
     def asServerInfo(self):
         """C{command_line_options} of C{/server_info}, with Envoy's keys."""

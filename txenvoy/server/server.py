@@ -32,6 +32,7 @@ from txenvoy.config.registry import Category, loadPlugins
 from txenvoy.runtime import Runtime
 from txenvoy.server.dispatcher import Dispatcher
 from txenvoy.server.drain import DrainManager, ShutdownDrain
+from txenvoy.server.gc_freeze import GarbageFreezer
 from txenvoy.server.guarddog import GuardDog, watchdogConfigsFromBootstrap
 from txenvoy.server.listener_manager import ListenerManager
 from txenvoy.server.logging import LogLevels
@@ -85,6 +86,7 @@ class Server(MultiService):
         self._shutdownDrain = None
         self._exitNow = False
         self.initializedHook = None
+        self.garbageFreezer = GarbageFreezer(reactor) if options.freezeGarbage else None
         self.stats = StatsStore()
         self.mainStats = self.stats.shard("main_thread")
         # Worker i owns connection id range i; the main thread the one after.
@@ -249,6 +251,8 @@ class Server(MultiService):
     def _onLive(self):
         self._setState(LIVE)
         self._live.set(0 if self.healthCheckFailed else 1)
+        if self.garbageFreezer is not None:
+            self.garbageFreezer.schedule()
         if self.initializedHook is not None:
             self.initializedHook()
 
@@ -272,6 +276,8 @@ class Server(MultiService):
                 yield defer.maybeDeferred(part.stopService)
             except Exception:
                 log.failure("{name} failed to stop", name=part.name)
+        if self.garbageFreezer is not None:
+            self.garbageFreezer.stop()
         # Let what was posted to the main reactor (the main watchdog's
         # stop) run before the server counts as stopped.
         yield deferLater(self.reactor, 0, lambda: None)

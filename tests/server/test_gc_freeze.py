@@ -1,0 +1,99 @@
+"""
+Tests for L{txenvoy.server.gc_freeze}: the long-lived heap is frozen once
+the server has settled, and given back before each new freeze and on stop.
+"""
+
+import gc
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from txenvoy.server.gc_freeze import SETTLE_SECONDS, GarbageFreezer
+
+
+class FakeCollector:
+    """The parts of the C{gc} module the freezer uses, recording each call."""
+
+    def __init__(self):
+        self.calls = []
+        self.frozenCount = 0
+
+    def unfreeze(self):
+        self.calls.append("unfreeze")
+        self.frozenCount = 0
+
+    def collect(self):
+        self.calls.append("collect")
+        return 3
+
+    def freeze(self):
+        self.calls.append("freeze")
+        self.frozenCount = 42
+
+    def get_freeze_count(self):
+        return self.frozenCount
+
+
+class GarbageFreezerTests(TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.gc = FakeCollector()
+        self.freezer = GarbageFreezer(self.clock, gcModule=self.gc)
+
+    def test_freezesAfterSettling(self):
+        """
+        Nothing happens at C{schedule()}; C{settle} seconds later the frozen
+        set is given back, garbage collected, and the survivors frozen.
+        """
+        self.freezer.schedule()
+        self.clock.advance(SETTLE_SECONDS - 0.1)
+        self.assertEqual(self.gc.calls, [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.gc.calls, ["unfreeze", "collect", "freeze"])
+        self.assertEqual((self.freezer.frozen, self.freezer.freezes), (42, 1))
+
+    def test_scheduleCoalesces(self):
+        """
+        Changes close together cost one freeze, C{settle} seconds after the
+        last of them.
+        """
+        self.freezer.schedule()
+        self.clock.advance(SETTLE_SECONDS - 0.5)
+        self.freezer.schedule()
+        self.clock.advance(SETTLE_SECONDS - 0.1)
+        self.assertEqual(self.gc.calls, [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.freezer.freezes, 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_freezeNowCancelsPending(self):
+        """C{freezeNow} freezes at once and leaves no timer behind."""
+        self.freezer.schedule()
+        self.freezer.freezeNow()
+        self.assertEqual(self.gc.calls, ["unfreeze", "collect", "freeze"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stopGivesTheHeapBack(self):
+        """
+        C{stop} cancels a pending freeze and, once something was frozen,
+        unfreezes: an embedding program's heap is left as it was found.
+        """
+        self.freezer.schedule()
+        self.freezer.stop()
+        self.assertEqual((self.gc.calls, self.clock.getDelayedCalls()), ([], []))
+        self.freezer.freezeNow()
+        self.freezer.stop()
+        self.assertEqual(self.gc.calls[-1], "unfreeze")
+
+    def test_realCollector(self):
+        """
+        With the real C{gc} module, what exists at the freeze is frozen and
+        C{stop} leaves nothing frozen.
+        """
+        freezer = GarbageFreezer(self.clock)
+        self.addCleanup(freezer.stop)
+        freezer.freezeNow()
+        self.assertGreater(gc.get_freeze_count(), 0)
+        self.assertEqual(freezer.frozen, gc.get_freeze_count())
+        freezer.stop()
+        self.assertEqual(gc.get_freeze_count(), 0)

@@ -1,0 +1,1 @@
+The long-lived heap (configuration, route tables, loaded modules) is frozen out of the cyclic garbage collector two seconds after the server goes live, which removes the collector's pauses from the latency tail; ServerOptions(freezeGarbage=False) turns it off for embedding programs.

@@ -1,0 +1,83 @@
+# -*- test-case-name: tests.server.test_gc_freeze -*-
+"""
+Keep the cyclic garbage collector off the long-lived objects.
+
+A proxy's heap is mostly configuration: listeners, route tables, cluster
+host sets, compiled protobufs, loaded modules. Every full collection walks
+all of it, and a full collection comes every few thousand requests, so
+the walk shows up as pauses of tens of milliseconds in the latency tail.
+Once the server is live (and again after anything replaces a large part
+of its configuration) L{GarbageFreezer} collects what is garbage and
+moves everything that survives into the collector's permanent generation
+(C{gc.freeze}), which later collections do not visit.
+
+Before freezing again, the previous frozen set is given back to the
+collector (C{gc.unfreeze}) and collected: configuration that was replaced
+since is then freed even when it holds reference cycles.
+"""
+
+import gc
+
+from twisted.logger import Logger
+
+log = Logger(namespace="main")
+
+#: Seconds after a request to freeze before freezing: objects made while
+#: the server comes up (first pools, first connections) settle first, and
+#: several changes close together cost one collection.
+SETTLE_SECONDS = 2.0
+
+
+class GarbageFreezer:
+    """
+    Freezes the long-lived heap some time after each C{schedule()}.
+
+    @ivar frozen: how many objects the last freeze left frozen.
+    @ivar freezes: how many freezes ran.
+    """
+
+    def __init__(self, reactor, settle=SETTLE_SECONDS, gcModule=gc):
+        """
+        @param reactor: the main reactor (an L{IReactorTime}).
+        @param settle: seconds between the last C{schedule()} and the freeze.
+        @param gcModule: the collector (the C{gc} module; a fake in tests).
+        """
+        self._reactor = reactor
+        self._settle = settle
+        self._gc = gcModule
+        self._call = None
+        self.frozen = 0
+        self.freezes = 0
+
+    def schedule(self):
+        """Freeze C{settle} seconds from now; a pending freeze is pushed back."""
+        if self._call is not None and self._call.active():
+            self._call.reset(self._settle)
+            return
+        self._call = self._reactor.callLater(self._settle, self.freezeNow)
+
+    def freezeNow(self):
+        """Give the frozen set back, collect, and freeze what survives."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        collector = self._gc
+        collector.unfreeze()
+        freed = collector.collect()
+        collector.freeze()
+        self.frozen = collector.get_freeze_count()
+        self.freezes += 1
+        log.debug("froze {frozen} long-lived objects ({freed} freed)",
+                  frozen=self.frozen, freed=freed)
+
+    def stop(self):
+        """
+        Cancel a pending freeze and give the frozen set back to the
+        collector: a server embedded in a longer-lived program leaves the
+        heap as it found it.
+        """
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        if self.freezes:
+            self._gc.unfreeze()
