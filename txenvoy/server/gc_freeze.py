@@ -38,7 +38,8 @@ class GarbageFreezer:
 
     def __init__(self, reactor, settle=SETTLE_SECONDS, gcModule=gc):
         """
-        @param reactor: the main reactor (an L{IReactorTime}).
+        @param reactor: the main reactor (an
+            L{twisted.internet.interfaces.IReactorTime}).
         @param settle: seconds between the last C{schedule()} and the freeze.
         @param gcModule: the collector (the C{gc} module; a fake in tests).
         """
