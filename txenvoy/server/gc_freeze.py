@@ -38,8 +38,7 @@ class GarbageFreezer:
 
     def __init__(self, reactor, settle=SETTLE_SECONDS, gcModule=gc):
         """
-        @param reactor: the main reactor (an
-            L{twisted.internet.interfaces.IReactorTime}).
+        @param reactor: the main reactor (an C{IReactorTime}).
         @param settle: seconds between the last C{schedule()} and the freeze.
         @param gcModule: the collector (the C{gc} module; a fake in tests).
         """
