@@ -358,12 +358,16 @@ class IUpstreamTransportSocketFactory(Interface):
     C{UpstreamTransportSocketFactory}), built once per cluster.
     """
 
-    def wrapProtocolFactory(factory, reactor, host, cluster=None):
+    def wrapProtocolFactory(factory, reactor, host, cluster=None, socketOptions=None):
         """
         @param factory: the client factory of the plain connection.
         @param reactor: the worker's reactor.
         @param host: the L{txenvoy.upstream.host.Host} connected to.
         @param cluster: the worker's L{txenvoy.upstream.cluster_manager.ThreadLocalCluster}.
+        @param socketOptions: the request's
+            L{txenvoy.upstream.http_protocol_options.TransportSocketOptions}
+            (Envoy's C{TransportSocketOptions}: a server name and SANs to
+            verify), or C{None}.
         @return: a client factory whose protocols speak through it.
         """
 

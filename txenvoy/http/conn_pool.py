@@ -149,26 +149,34 @@ class ClusterPools:
         self.idleTimeout = cluster.info.upstreamIdleTimeout
         self.maxConnectionDuration = cluster.info.upstreamMaxConnectionDuration
         self.maxHeadersCount = cluster.info.upstreamMaxHeadersCount
+        self.maxResponseHeadersKb = cluster.info.upstreamMaxResponseHeadersKb
+        self.enableTrailers = cluster.info.upstreamEnableTrailers
         self._pools = {}
 
-    def poolFor(self, host):
+    def poolFor(self, host, socketOptions=None):
         """
+        @param socketOptions: the request's
+            L{txenvoy.upstream.http_protocol_options.TransportSocketOptions}
+            (C{auto_sni}, C{auto_san_validation}), or C{None}; as in Envoy,
+            requests with different options never share a connection.
         @return: the L{HttpConnPool} of C{host}, made on first use, or
             C{None} past C{max_connection_pools}
             (C{upstream_cx_pool_overflow}).
         """
-        pool = self._pools.get(host)
+        key = host if socketOptions is None else (host, socketOptions)
+        pool = self._pools.get(key)
         if pool is None:
             if not self.resources.connectionPools.tryAcquire():
                 self.stats.upstream_cx_pool_overflow.inc()
                 return None
-            pool = self._pools[host] = HttpConnPool(self, host)
+            pool = self._pools[key] = HttpConnPool(self, host, socketOptions)
         return pool
 
     def _onPoolIdle(self, pool):
         """C{pool} has no connection and no waiting request: drop it."""
-        if self._pools.get(pool.host) is pool:
-            del self._pools[pool.host]
+        key = pool.host if pool.socketOptions is None else (pool.host, pool.socketOptions)
+        if self._pools.get(key) is pool:
+            del self._pools[key]
             self.resources.connectionPools.release()
 
     def drainConnections(self):
@@ -220,13 +228,16 @@ class HttpConnPool:
     @ivar busy: clients carrying a request.
     @ivar connecting: clients not connected yet.
     @ivar pending: L{_PendingStream}s waiting, oldest first.
+    @ivar socketOptions: the transport socket options its connections are
+        made with, or C{None}.
     """
 
-    def __init__(self, clusterPools, host):
+    def __init__(self, clusterPools, host, socketOptions=None):
         self.clusterPools = clusterPools
         self.cluster = clusterPools.cluster
         self.stats = clusterPools.stats
         self.host = host
+        self.socketOptions = socketOptions
         self.hostStats = host.statsFor(self.cluster.workerName)
         self.ready = []
         self.busy = set()
@@ -511,7 +522,7 @@ class ActiveClient:
     def start(self):
         """Open the connection."""
         pool = self.pool
-        self.connection = pool.cluster.connect(pool.host, self)
+        self.connection = pool.cluster.connect(pool.host, self, pool.socketOptions)
 
     def attach(self, stream):
         """Carry C{stream}'s request (called by the stream on pool ready)."""
@@ -654,8 +665,10 @@ class ActiveClient:
         self.connected = True
         self._tx = self.pool.stats.upstream_cx_tx_bytes_total
         self._write = directWriter(connection.transport)
-        self.codec = ClientCodec(self, self,
-                                 maxHeadersCount=self.pool.clusterPools.maxHeadersCount)
+        cp = self.pool.clusterPools
+        self.codec = ClientCodec(self, self, maxResponseHeadersKb=cp.maxResponseHeadersKb,
+                                 maxHeadersCount=cp.maxHeadersCount,
+                                 enableTrailers=cp.enableTrailers)
         connection.registerProducer(self._watermark, True)
         if self.closed:
             connection.abort()

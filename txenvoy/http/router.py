@@ -309,6 +309,7 @@ class RouterFilter:
     """
 
     _upstream = None
+    _socketOptions = None       # auto_sni / auto_san_validation, per request
     _routeTimer = None
     _retryTimer = None
     _downstreamComplete = False
@@ -433,6 +434,11 @@ class RouterFilter:
             if envoyHeaders:
                 entries.set(b"x-envoy-original-path", path)
             headers.path = newPath
+        httpOptions = cluster.info.upstreamHttpOptions
+        if httpOptions is not None and cluster.info.transportSocket is not None:
+            # auto_sni / auto_san_validation: from the host after the
+            # route's rewrite, as Envoy's getRequestHostValue.
+            self._socketOptions = httpOptions.optionsFor(headers)
 
         if log.debugEnabled:
             log.debug("%srouter decoding headers:\n%s", _tag(cb),
@@ -578,7 +584,7 @@ class RouterFilter:
                       host.addressString, self.info.upstreamCluster)
         if self.entry.autoHostRewrite and host.hostname:
             self.request.authority = host.hostname.encode("utf-8")
-        pool = self.pools.poolFor(host)
+        pool = self.pools.poolFor(host, self._socketOptions)
         if pool is None:
             # Past max_connection_pools Envoy has no pool for the host and
             # answers as if no host were healthy.

@@ -25,6 +25,7 @@ from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import unpackAny
 from txenvoy.interfaces import ICluster
 from txenvoy.upstream.health_checker import compileHealthChecks
+from txenvoy.upstream.http_protocol_options import compileHttpProtocolOptions
 from txenvoy.upstream.host import (
     DEGRADED_EDS_HEALTH,
     FAILED_EDS_HEALTH,
@@ -230,6 +231,13 @@ class ClusterInfo:
         ever.
     @ivar upstreamMaxHeadersCount: the most headers a response may have
         (C{common_http_protocol_options.max_headers_count}, 100).
+    @ivar upstreamMaxResponseHeadersKb: the largest response head, in KiB
+        (C{max_response_headers_kb}, 60).
+    @ivar upstreamEnableTrailers: C{explicit_http_config.http_protocol_options.
+        enable_trailers}: request trailers are sent, response trailers passed on.
+    @ivar upstreamHttpOptions: the compiled C{upstream_http_protocol_options}
+        (L{txenvoy.upstream.http_protocol_options.UpstreamHttpOptions}), or
+        C{None}.
     @ivar circuitBreakers: L{CircuitBreakers}.
     @ivar resourceManagers: C{{priority: ResourceManager}}, the cluster's
         circuit breaker counts, shared by every worker (see
@@ -266,6 +274,9 @@ class ClusterInfo:
         self.upstreamIdleTimeout = kw.pop("upstreamIdleTimeout", DEFAULT_UPSTREAM_IDLE_TIMEOUT)
         self.upstreamMaxConnectionDuration = kw.pop("upstreamMaxConnectionDuration", 0.0)
         self.upstreamMaxHeadersCount = kw.pop("upstreamMaxHeadersCount", 100)
+        self.upstreamMaxResponseHeadersKb = kw.pop("upstreamMaxResponseHeadersKb", 60)
+        self.upstreamEnableTrailers = kw.pop("upstreamEnableTrailers", False)
+        self.upstreamHttpOptions = kw.pop("upstreamHttpOptions", None)
         self.circuitBreakers = kw.pop("circuitBreakers", None) or CircuitBreakers()
         self.resourceManagers = {t.priority: ResourceManager(t)
                                  for t in self.circuitBreakers.thresholds}
@@ -561,10 +572,6 @@ def _compileCircuitBreakers(proto, path):
     return CircuitBreakers(byPriority.get("DEFAULT"), byPriority.get("HIGH"))
 
 
-_COMMON_HTTP_HANDLED = ("idle_timeout", "max_requests_per_connection", "max_connection_duration",
-                        "max_headers_count")
-
-
 def _compileProtocolOptions(proto, path, kw):
     options = {}
     for key in sorted(proto.typed_extension_protocol_options):
@@ -574,25 +581,7 @@ def _compileProtocolOptions(proto, path, kw):
         if key not in _HTTP_PROTOCOL_OPTIONS_KEYS or typeName != HTTP_PROTOCOL_OPTIONS_TYPE:
             report(UnsupportedExtension(opath, typeName, key))
             continue
-        msg = unpackAny(anyMsg, opath)
-        kw["httpProtocolOptions"] = msg
-        common = msg.common_http_protocol_options
-        # What the HTTP/1.1 pool and codec act on; anything else would be
-        # silently dropped.
-        checkFields(common, _COMMON_HTTP_HANDLED, opath + ".common_http_protocol_options")
-        explicit = msg.explicit_http_config
-        for field in ("http2_protocol_options", "http3_protocol_options"):
-            if explicit.HasField(field):
-                report(UnsupportedField("%s.explicit_http_config.%s" % (opath, field),
-                                        "upstream HTTP/1.1 only"))
-        if common.HasField("max_headers_count"):
-            kw["upstreamMaxHeadersCount"] = common.max_headers_count.value
-        if common.HasField("max_requests_per_connection"):
-            kw["maxRequestsPerConnection"] = common.max_requests_per_connection.value
-        if common.HasField("idle_timeout"):
-            kw["upstreamIdleTimeout"] = durationSeconds(common.idle_timeout)
-        if common.HasField("max_connection_duration"):
-            kw["upstreamMaxConnectionDuration"] = durationSeconds(common.max_connection_duration)
+        compileHttpProtocolOptions(anyMsg, opath, kw)
         options[key] = anyMsg
     kw["typedExtensionProtocolOptions"] = options
 

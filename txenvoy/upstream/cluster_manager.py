@@ -79,14 +79,17 @@ class ThreadLocalCluster:
         """
         return self.loadBalancer.chooseHost(context)
 
-    def connect(self, host, callbacks):
+    def connect(self, host, callbacks, socketOptions=None):
         """
         Open a TCP connection to C{host} on this worker's reactor.
 
         @param callbacks: see L{txenvoy.upstream.connection}.
+        @param socketOptions: per-request transport socket options
+            (L{txenvoy.upstream.http_protocol_options.TransportSocketOptions}),
+            or C{None}.
         @return: an L{UpstreamConnection}, connecting.
         """
-        return connection.connectUpstream(self, host, callbacks)
+        return connection.connectUpstream(self, host, callbacks, socketOptions)
 
     def __repr__(self):
         return "<ThreadLocalCluster %s on %s>" % (self.info.name, self.workerName)

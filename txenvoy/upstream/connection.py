@@ -108,10 +108,11 @@ class UpstreamConnection(Protocol):
     #: C{%UPSTREAM_TRANSPORT_FAILURE_REASON%}, e.g. C{TLS_error:|...}), or C{""}.
     transportFailureReason = ""
 
-    def __init__(self, cluster, host, callbacks):
+    def __init__(self, cluster, host, callbacks, socketOptions=None):
         self.cluster = cluster
         self.host = host
         self.callbacks = callbacks
+        self.socketOptions = socketOptions
         self.connectionId = cluster.dispatcher.nextConnectionId()
         self.hostStats = host.statsFor(cluster.workerName)
         self.failureReason = None
@@ -150,8 +151,12 @@ class UpstreamConnection(Protocol):
         factory = _UpstreamFactory(self)
         transportSocket = info.transportSocket
         if transportSocket is not None:
-            factory = transportSocket.wrapProtocolFactory(factory, reactor, self.host,
-                                                          self.cluster)
+            if self.socketOptions is None:
+                factory = transportSocket.wrapProtocolFactory(factory, reactor, self.host,
+                                                              self.cluster)
+            else:
+                factory = transportSocket.wrapProtocolFactory(factory, reactor, self.host,
+                                                              self.cluster, self.socketOptions)
         try:
             self._connector = reactor.connectTCP(
                 ip, port, factory, timeout=info.connectTimeout,
@@ -520,13 +525,14 @@ def _setSocketOptions(transport, keepalive):
                 pass
 
 
-def connectUpstream(cluster, host, callbacks):
+def connectUpstream(cluster, host, callbacks, socketOptions=None):
     """
     Open a connection from a worker to C{host}.
 
     @param cluster: the worker's L{ThreadLocalCluster}.
+    @param socketOptions: the request's transport socket options, or C{None}.
     @return: the L{UpstreamConnection}, connecting.
     """
-    conn = UpstreamConnection(cluster, host, callbacks)
+    conn = UpstreamConnection(cluster, host, callbacks, socketOptions)
     conn._start()
     return conn

@@ -39,6 +39,7 @@ from txenvoy.stats.store import StatsStore
 from txenvoy.upstream.cluster import compileCluster
 from txenvoy.upstream.cluster_manager import ClusterManager
 from txenvoy.upstream.connection import CONNECT_TIMEOUT, REMOTE_CONNECTION_FAILURE
+from txenvoy.upstream.http_protocol_options import TransportSocketOptions
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))))
@@ -435,6 +436,102 @@ class HandshakeTests(UpstreamTlsTestCase):
         recorder, conn, _, _ = self.connect(TlsServer())
         self.assertEqual(recorder.events, [("failed", REMOTE_CONNECTION_FAILURE)])
         self.assertIn(":NO_SUPPORTED_VERSIONS_ENABLED:", conn.transportFailureReason)
+
+
+class AutoSanValidationTests(UpstreamTlsTestCase):
+    """
+    Per-request transport socket options (a cluster's C{auto_sni} and
+    C{auto_san_validation}): the reasons and stats are those Envoy 1.40 gave
+    for the same certificates.
+    """
+
+    def connectWith(self, options, server, **tls):
+        self.cluster(**tls)
+        recorder = Recorder()
+        conn = self.tlc.connect(self.tlc.chooseHost(), recorder, options)
+        factory = self.reactor.tcpClients[-1][2]
+        clientProtocol = factory.buildProtocol(None)
+        serverFactory = TLSMemoryBIOFactory(server, False, Factory.forProtocol(lambda: None),
+                                            clock=self.reactor)
+        serverSide = serverFactory.protocol(serverFactory, ServerProtocol())
+        iosim.connect(serverSide, iosim.makeFakeServer(serverSide), clientProtocol,
+                      iosim.makeFakeClient(clientProtocol), clock=self.reactor)
+        return recorder, conn
+
+    def test_serverNameReplacesSni(self):
+        """The request's server name is sent instead of the configured sni."""
+        server = TlsServer()
+        recorder, _ = self.connectWith(TransportSocketOptions("api.example.com"), server,
+                                       sni="configured.example.com")
+        self.assertEqual(recorder.events, ["connected"])
+        self.assertEqual(server.serverNames, [b"api.example.com"])
+
+    def test_sanListMatches(self):
+        """A wildcard DNS SAN and an IP SAN match the names to verify."""
+        for name in ("api.example.com", "localhost", "127.0.0.1"):
+            recorder, conn = self.connectWith(
+                TransportSocketOptions("", (name,)), TlsServer(),
+                common_tls_context={"validation_context": trustedCa()})
+            self.assertEqual(recorder.events, ["connected"], name)
+            self.assertEqual(self.s("ssl.fail_verify_san"), 0)
+
+    def test_sanListMismatch(self):
+        """
+        Envoy's "verify SAN list" failure: C{ssl.fail_verify_san} and the
+        expected and actual SANs in the transport failure reason.
+        """
+        recorder, conn = self.connectWith(
+            TransportSocketOptions("bad.test", ("bad.test",)), TlsServer(),
+            common_tls_context={"validation_context": trustedCa()})
+        self.assertEqual(recorder.events, [("failed", REMOTE_CONNECTION_FAILURE)])
+        self.assertEqual(
+            conn.transportFailureReason,
+            "TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:"
+            "verify cert failed: verify SAN list, expected SANs: [bad.test], certificate "
+            "SANs: [localhost, *.example.com, 127.0.0.1]:TLS_error_end")
+        self.assertEqual((self.s("ssl.fail_verify_san"), self.s("upstream_cx_connect_fail")),
+                         (1, 1))
+
+    def test_sanListWithoutValidationContext(self):
+        """
+        Without a validation_context, auto_san_validation still verifies
+        the chain, against no trusted CA: Envoy refuses every certificate.
+        """
+        recorder, conn = self.connectWith(
+            TransportSocketOptions("localhost", ("localhost",)), TlsServer())
+        self.assertEqual(recorder.events, [("failed", REMOTE_CONNECTION_FAILURE)])
+        self.assertIn("CERTIFICATE_VERIFY_FAILED:verify cert failed: X509_verify_cert",
+                      conn.transportFailureReason)
+        self.assertEqual(self.s("ssl.fail_verify_error"), 1)
+
+    def test_sessionsKeptPerServerName(self):
+        """
+        A session is resumed only by a connection with the same server
+        name and SAN list: resumption would skip the SAN check.
+        """
+        server = TlsServer()
+        tls = {"common_tls_context": {"validation_context": trustedCa()}}
+        self.cluster(**tls)
+        socket = self.tlc.info.transportSocket
+        for name in ("api.example.com", "localhost", "bad.test"):
+            recorder = Recorder()
+            self.tlc.connect(self.tlc.chooseHost(), recorder,
+                             TransportSocketOptions(name, (name,)))
+            client = self.reactor.tcpClients[-1][2].buildProtocol(None)
+            serverFactory = TLSMemoryBIOFactory(server, False, Factory.forProtocol(lambda: None),
+                                                clock=self.reactor)
+            serverSide = serverFactory.protocol(serverFactory, ServerProtocol())
+            iosim.connect(serverSide, iosim.makeFakeServer(serverSide), client,
+                          iosim.makeFakeClient(client), clock=self.reactor)
+            if name == "bad.test":
+                self.assertEqual(recorder.events, [("failed", REMOTE_CONNECTION_FAILURE)])
+            else:
+                self.assertEqual(recorder.events, ["connected"])
+                self.assertFalse(client.ssl.sessionReused)
+        self.assertEqual(self.s("ssl.fail_verify_san"), 1)
+        self.assertEqual(sorted(socket._sessions),
+                         [("api.example.com", ("api.example.com",)),
+                          ("localhost", ("localhost",))])
 
 
 class ConfigTests(UpstreamTlsTestCase):

@@ -16,7 +16,9 @@ C{TLSMemoryBIOProtocol} driven by the worker's own reactor, which:
  - counts C{cluster.<name>.ssl.*} on the worker's stats;
  - verifies the server as Envoy does: against C{trusted_ca}, SAN matchers
    and pinned hashes when there is a C{validation_context}, and not at all
-   without one (no hostname check either way);
+   without one (no hostname check either way, unless the cluster's
+   C{auto_san_validation} asks for the request's host, checked with
+   C{service_identity});
  - carries TCP half-close both ways.
 
 Envoy's client defaults are kept: TLS 1.2 to TLS 1.2 unless C{tls_params}
@@ -25,10 +27,16 @@ one session kept for resumption (C{max_session_keys}).
 """
 
 import collections
+import ipaddress
 import re
 
 import attr
 from OpenSSL import SSL
+from service_identity import CertificateError, VerificationError
+from service_identity.cryptography import (
+    verify_certificate_hostname,
+    verify_certificate_ip_address,
+)
 from twisted.internet import error
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
@@ -184,6 +192,25 @@ def _sanList(certificate):
     return [str(name.value) for name in san]
 
 
+def certificateMatches(certificate, name):
+    """
+    Whether C{certificate} (C{cryptography}) has a SAN matching C{name}: a
+    DNS SAN by RFC 6125 (one leftmost wildcard label), an IP SAN by its
+    address, as Envoy's C{DefaultCertValidator::verifySubjectAltName}.
+    """
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        verify = verify_certificate_hostname
+    else:
+        verify = verify_certificate_ip_address
+    try:
+        verify(certificate, name)
+    except (VerificationError, CertificateError, ValueError):
+        return False
+    return True
+
+
 def _representsEof(sslError):
     if isinstance(sslError, SSL.SysCallError):
         return True
@@ -192,6 +219,10 @@ def _representsEof(sslError):
         return True
     last = queue[-1]
     return isinstance(last, tuple) and str(last[-1]).casefold().startswith("unexpected eof")
+
+
+#: Server names whose sessions are kept (C{auto_sni} makes one per host).
+_MAX_SESSION_NAMES = 256
 
 
 # -- The transport socket -------------------------------------------------------
@@ -209,11 +240,14 @@ class UpstreamTlsProtocol(DownstreamTlsProtocol):
 
     @ivar ssl: the L{SslConnectionInfo}, complete once connected.
     @ivar sni: the server name sent, or C{""}.
+    @ivar verifySans: names one of which the certificate's SANs must
+        match (C{auto_san_validation}), or C{()}.
     """
 
     _handshakeError = None
     _verifyDetail = ""
     _failureReported = False
+    _sanListChecked = False
 
     def __init__(self, factory, wrappedProtocol, _connectWrapped=True):
         # The wrapped protocol is connected in _onHandshakeDone.
@@ -221,6 +255,10 @@ class UpstreamTlsProtocol(DownstreamTlsProtocol):
         self.tlsSocket = factory.tlsSocket
         self.sslStats = factory.sslStats
         self.sni = factory.sni
+        self.verifySans = factory.verifySans
+        # A session is resumed only for the same server name and SAN list:
+        # resumption skips the certificate check.
+        self.sessionKey = (self.sni, self.verifySans)
         self.ssl = SslConnectionInfo()
 
     @property
@@ -257,7 +295,7 @@ class UpstreamTlsProtocol(DownstreamTlsProtocol):
         group = tls.get_group_name()
         if group:
             stats.counter("curves." + _CURVE_STAT_NAMES.get(group.lower(), group)).inc()
-        self.tlsSocket.keepSession(tls)
+        self.tlsSocket.keepSession(tls, self.sessionKey)
         self.wrappedProtocol.makeConnection(self)
 
     def verifyPeer(self, certificate, errno, depth, ok):
@@ -265,6 +303,10 @@ class UpstreamTlsProtocol(DownstreamTlsProtocol):
         The OpenSSL verify callback: the downstream side's checks, noting
         why a certificate was refused in Envoy's words.
         """
+        if self.verifySans and not self._chainFailed:
+            refused = self._verifySanList(certificate, errno, depth, ok)
+            if refused:
+                return False
         failedBefore = self._chainFailed
         result = DownstreamTlsProtocol.verifyPeer(self, certificate, errno, depth, ok)
         if self._chainFailed and not failedBefore:
@@ -281,6 +323,37 @@ class UpstreamTlsProtocol(DownstreamTlsProtocol):
                     self._verifyDetail = "verify cert failed: cert hash and spki"
         return result
 
+    def _verifySanList(self, certificate, errno, depth, ok):
+        """
+        Envoy's C{verifySubjectAltNameListOverride} check: the chain must
+        verify (even with no C{validation_context}, which then trusts no
+        one) and the leaf's SANs must match one of L{verifySans}.
+
+        @return: whether the certificate is refused.
+        """
+        if not ok:
+            if self.tlsSocket.validation is not None:
+                # The configured validation decides, and words the failure.
+                return False
+            self._chainFailed = True
+            self._verifyFailed("fail_verify_error")
+            self._verifyDetail = (
+                "verify cert failed: X509_verify_cert: certificate verification error at "
+                "depth %d: %s" % (depth, _verifyErrorString(errno)))
+            return True
+        if depth != 0 or self._sanListChecked:
+            return False
+        self._sanListChecked = True
+        leaf = certificate.to_cryptography()
+        if any(certificateMatches(leaf, name) for name in self.verifySans):
+            return False
+        self._chainFailed = True
+        self._verifyFailed("fail_verify_san")
+        self._verifyDetail = (
+            "verify cert failed: verify SAN list, expected SANs: [%s], certificate SANs: [%s]"
+            % (", ".join(self.verifySans), ", ".join(_sanList(leaf))))
+        return True
+
     def _tlsShutdownFinished(self, reason):
         if (reason is not None and not self.handshakeDone and self._handshakeError is None
                 and isinstance(reason.value, SSL.Error)):
@@ -291,7 +364,7 @@ class UpstreamTlsProtocol(DownstreamTlsProtocol):
         handshakeDone = self.handshakeDone
         if handshakeDone and self.tlsConnection is not None:
             # TLS 1.3 tickets arrive after the handshake.
-            self.tlsSocket.keepSession(self.tlsConnection)
+            self.tlsSocket.keepSession(self.tlsConnection, self.sessionKey)
         DownstreamTlsProtocol.connectionLost(self, reason)
         if not handshakeDone and not self._failureReported:
             self._failureReported = True
@@ -325,11 +398,12 @@ class _UpstreamTlsFactory(TLSMemoryBIOFactory):
 
     protocol = UpstreamTlsProtocol
 
-    def __init__(self, tlsSocket, wrappedFactory, reactor, sni, sslStats):
+    def __init__(self, tlsSocket, wrappedFactory, reactor, sni, sslStats, verifySans=()):
         TLSMemoryBIOFactory.__init__(self, tlsSocket, True, wrappedFactory, clock=reactor)
         self.tlsSocket = tlsSocket
         self.sni = sni
         self.sslStats = sslStats
+        self.verifySans = verifySans
 
 
 class _NullCounter:
@@ -380,7 +454,8 @@ class UpstreamTlsSocket:
         if maxSessionKeys:
             context.set_session_cache_mode(SSL.SESS_CACHE_CLIENT)
         self._context = context
-        self._sessions = collections.deque(maxlen=maxSessionKeys or 1)
+        # (server name, SANs to verify) -> the sessions kept for it.
+        self._sessions = {}
         self._stats = {}
 
     # IOpenSSLClientConnectionCreator
@@ -391,22 +466,36 @@ class UpstreamTlsSocket:
         sni = getattr(tlsProtocol, "sni", "") or ""
         if sni:
             connection.set_tlsext_host_name(sni.encode("utf-8"))
+        if getattr(tlsProtocol, "verifySans", ()) and self.validation is None:
+            # auto_san_validation checks the peer even without a
+            # validation_context, as Envoy does.
+            connection.set_verify(SSL.VERIFY_PEER, _verifyCallback)
         if self.maxSessionKeys:
-            try:
-                session = self._sessions[-1]
-            except IndexError:
-                session = None
+            kept = self._sessions.get(getattr(tlsProtocol, "sessionKey", None))
+            session = kept[-1] if kept else None
             if session is not None:
                 connection.set_session(session)
         return connection
 
-    def keepSession(self, tlsConnection):
-        """Keep the session of a finished handshake for resumption (C{max_session_keys})."""
+    def keepSession(self, tlsConnection, key=("", ())):
+        """
+        Keep the session of a finished handshake for resumption
+        (C{max_session_keys}).
+
+        @param key: the connection's C{(server name, SANs to verify)}; only
+            a connection with the same key resumes it.
+        """
         if not self.maxSessionKeys:
             return
         session = tlsConnection.get_session()
-        if session is not None:
-            self._sessions.append(session)
+        if session is None:
+            return
+        kept = self._sessions.get(key)
+        if kept is None:
+            if len(self._sessions) >= _MAX_SESSION_NAMES:
+                self._sessions.pop(next(iter(self._sessions)))
+            kept = self._sessions[key] = collections.deque(maxlen=self.maxSessionKeys)
+        kept.append(session)
 
     def statsFor(self, cluster):
         """
@@ -427,7 +516,7 @@ class UpstreamTlsSocket:
             return host.hostname
         return self.sni
 
-    def wrapProtocolFactory(self, factory, reactor, host, cluster=None):
+    def wrapProtocolFactory(self, factory, reactor, host, cluster=None, socketOptions=None):
         """
         Put TLS under the connections C{factory} makes.
 
@@ -440,10 +529,18 @@ class UpstreamTlsSocket:
         @param host: the L{txenvoy.upstream.host.Host} connected to.
         @param cluster: the worker's cluster, for C{cluster.<name>.ssl.*};
             without it nothing is counted.
+        @param socketOptions: the request's C{TransportSocketOptions}: its
+            server name replaces the configured one, and the certificate
+            must match one of its SANs (C{auto_sni}, C{auto_san_validation}).
         @return: the factory to connect with.
         """
         stats = self.statsFor(cluster) if cluster is not None else SslStats(_NullShard(), "")
-        return _UpstreamTlsFactory(self, factory, reactor, self.sniFor(host), stats)
+        sni = self.sniFor(host)
+        verifySans = ()
+        if socketOptions is not None:
+            sni = socketOptions.serverName or sni
+            verifySans = socketOptions.verifySubjectAltNames
+        return _UpstreamTlsFactory(self, factory, reactor, sni, stats, verifySans)
 
 
 _UPSTREAM_FIELDS = (
