@@ -114,7 +114,7 @@ def parseAuthorityHost(authority):
     Envoy's C{Http::Utility::parseAuthority}: the host part of an
     authority without its port, and whether it is an IP address.
 
-    @type authority: L{str}
+    @param authority: the authority, C{str}.
     @return: C{(host, isIpAddress)}.
     """
     host = authority
