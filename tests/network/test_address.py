@@ -2,7 +2,7 @@
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from txenvoy.network.address import addressString, formatAddress
+from txenvoy.network.address import addressString, formatAddress, parseInternetAddressAndPort
 
 
 class AddressStringTests(SynchronousTestCase):
@@ -17,3 +17,16 @@ class AddressStringTests(SynchronousTestCase):
     def test_tuple(self):
         self.assertEqual(formatAddress(("::1", 80)), "[::1]:80")
         self.assertEqual(formatAddress(("1.2.3.4", 80, "extra")), "1.2.3.4:80")
+
+
+class ParseInternetAddressAndPortTests(SynchronousTestCase):
+    """Envoy's C{parseInternetAddressAndPortNoThrow}."""
+
+    def test_valid(self):
+        self.assertEqual(parseInternetAddressAndPort("10.0.0.1:80"), ("10.0.0.1", 80))
+        self.assertEqual(parseInternetAddressAndPort("[::1]:0"), ("::1", 0))
+
+    def test_invalid(self):
+        for text in ("localhost:80", "10.0.0.1", "10.0.0.1:", "10.0.0.1:65536", "::1:80",
+                     "[::1]", "10.0.0.1:+80", "10.0.0.1: 80", "[10.0.0.1]:80", ""):
+            self.assertIsNone(parseInternetAddressAndPort(text), text)

@@ -60,6 +60,7 @@ from txenvoy.upstream.connection import (
     LOCAL_CONNECTION_FAILURE,
     REMOTE_CONNECTION_FAILURE,
 )
+from txenvoy.upstream.load_balancer_context import LoadBalancerContext
 
 __all__ = ["RouterConfig", "RouterFilter", "UpstreamRequest"]
 
@@ -571,7 +572,7 @@ class RouterFilter:
 
     def _startAttempt(self):
         cluster = self.cluster
-        host = cluster.chooseHost(None)
+        host = cluster.chooseHost(LoadBalancerContext(self.callbacks.connection, self.request))
         if host is None:
             if log.debugEnabled:
                 log.debug("%sno healthy host for HTTP connection pool", _tag(self.callbacks))

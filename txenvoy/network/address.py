@@ -5,6 +5,8 @@ C{1.2.3.4:80}, and C{[::1]:80} for IPv6. One home for what logs, stats,
 the admin and access logs print.
 """
 
+import socket
+
 
 def addressString(host, port):
     """C{127.0.0.1:10000}, or C{[::1]:10000} for IPv6."""
@@ -16,3 +18,31 @@ def addressString(host, port):
 def formatAddress(address):
     """C{("::1", 80)} -> C{"[::1]:80"}, C{("1.2.3.4", 80)} -> C{"1.2.3.4:80"}."""
     return addressString(address[0], address[1])
+
+
+def parseInternetAddressAndPort(text):
+    """
+    Envoy's C{Utility::parseInternetAddressAndPortNoThrow}: C{1.2.3.4:80}
+    or C{[::1]:80} as C{(ip, port)}.
+
+    @param text: C{str}.
+    @return: C{(ip, port)}, or C{None} when C{text} is not an IP address
+        and a decimal port up to 65535 (a name, a missing or bad port).
+    """
+    if text.startswith("["):
+        close = text.find("]:")
+        if close < 0:
+            return None
+        host, port, family = text[1:close], text[close + 2:], socket.AF_INET6
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            return None
+        family = socket.AF_INET
+    if not port.isdigit() or not port.isascii() or int(port) > 65535:
+        return None
+    try:
+        socket.inet_pton(family, host)
+    except (OSError, ValueError):
+        return None
+    return host, int(port)

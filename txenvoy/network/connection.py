@@ -61,6 +61,9 @@ class ServerConnection(Protocol):
     closedLocally = False
     # Whether the listener counted it against its own connection limit.
     limited = False
+    #: Whether a listener filter restored the local address (original_dst,
+    #: proxy_protocol): an ORIGINAL_DST cluster only trusts such an address.
+    localAddressRestored = False
 
     def __init__(self, listener, remoteAddress):
         self.listener = listener
@@ -142,6 +145,7 @@ class ServerConnection(Protocol):
 
     def restoreLocalAddress(self, address):
         self.localAddress = address
+        self.localAddressRestored = True
         self.streamInfo.downstreamLocalAddress = address
 
     def closeSocket(self):

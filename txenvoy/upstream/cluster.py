@@ -38,14 +38,17 @@ from txenvoy.upstream.load_balancer import (
     RANDOM,
     ROUND_ROBIN,
     LbConfig,
+    LoadBalancer,
 )
 from txenvoy.upstream.resource_manager import PRIORITIES, UNLIMITED, ResourceManager
 
 STATIC = "STATIC"
 STRICT_DNS = "STRICT_DNS"
 LOGICAL_DNS = "LOGICAL_DNS"
+ORIGINAL_DST = "ORIGINAL_DST"
+CLUSTER_PROVIDED = "CLUSTER_PROVIDED"
 
-_DISCOVERY_TYPES = {0: STATIC, 1: STRICT_DNS, 2: LOGICAL_DNS, 3: "EDS", 4: "ORIGINAL_DST"}
+_DISCOVERY_TYPES = {0: STATIC, 1: STRICT_DNS, 2: LOGICAL_DNS, 3: "EDS", 4: ORIGINAL_DST}
 
 #: The extension that makes each discovery type (Envoy's
 #: C{ClusterFactoryImplBase::create} maps the C{type} enum to these names).
@@ -53,10 +56,11 @@ CLUSTER_FACTORY_NAMES = {
     STATIC: "envoy.cluster.static",
     STRICT_DNS: "envoy.cluster.strict_dns",
     LOGICAL_DNS: "envoy.cluster.logical_dns",
+    ORIGINAL_DST: "envoy.cluster.original_dst",
 }
 _LB_POLICIES = {
     0: ROUND_ROBIN, 1: LEAST_REQUEST, 2: "RING_HASH", 3: RANDOM, 5: "MAGLEV",
-    6: "CLUSTER_PROVIDED", 7: "LOAD_BALANCING_POLICY_CONFIG",
+    6: CLUSTER_PROVIDED, 7: "LOAD_BALANCING_POLICY_CONFIG",
 }
 DNS_LOOKUP_FAMILIES = {0: "AUTO", 1: "V4_ONLY", 2: "V6_ONLY", 3: "V4_PREFERRED", 4: "ALL"}
 _HEALTH_STATUS = {0: "UNKNOWN", 1: "HEALTHY", 2: "UNHEALTHY", 3: "DRAINING", 4: "TIMEOUT",
@@ -84,8 +88,6 @@ IGNORED_CLUSTER_FIELDS = (
     # Read only by the subset load balancer and metadata_match, which are
     # rejected where they are configured.
     "metadata",
-    # Only used by ORIGINAL_DST clusters, which are rejected.
-    "cleanup_interval",
 )
 
 # common_lb_config fields accepted and not acted on:
@@ -209,6 +211,26 @@ class DnsSettings:
         self.failureMaxInterval = failureMaxInterval
 
 
+class OriginalDstSettings:
+    """
+    The settings of an C{ORIGINAL_DST} cluster.
+
+    @ivar cleanupInterval: seconds between sweeps of unused hosts
+        (C{cleanup_interval}, 5 by default).
+    @ivar httpHeaderName: the lower-case request header naming the
+        destination (C{original_dst_lb_config.use_http_header}; default
+        C{x-envoy-original-dst-host}), or C{None} when headers are not read.
+    @ivar portOverride: C{upstream_port_override}, or C{None}.
+    """
+
+    __slots__ = ("cleanupInterval", "httpHeaderName", "portOverride")
+
+    def __init__(self, cleanupInterval=5.0, httpHeaderName=None, portOverride=None):
+        self.cleanupInterval = cleanupInterval
+        self.httpHeaderName = httpHeaderName
+        self.portOverride = portOverride
+
+
 class ClusterInfo:
     """
     The compiled, immutable settings of one cluster, shared read-only by
@@ -258,6 +280,8 @@ class ClusterInfo:
         (L{txenvoy.upstream.health_checker.HealthCheckConfig}), or C{None}.
     @ivar outlierDetection: the compiled C{outlier_detection}
         (L{txenvoy.upstream.outlier_detection.OutlierConfig}), or C{None}.
+    @ivar originalDst: L{OriginalDstSettings} (read by C{ORIGINAL_DST}
+        clusters only).
     """
 
     def __init__(self, **kw):
@@ -291,6 +315,7 @@ class ClusterInfo:
         self.proto = kw.pop("proto", None)
         self.healthCheck = kw.pop("healthCheck", None)
         self.outlierDetection = kw.pop("outlierDetection", None)
+        self.originalDst = kw.pop("originalDst", None) or OriginalDstSettings()
         if kw:
             raise TypeError("unknown ClusterInfo settings: %s" % (sorted(kw),))
 
@@ -362,7 +387,7 @@ _CLUSTER_HANDLED = frozenset((
     "wait_for_warm_on_init", "upstream_bind_config", "least_request_lb_config",
     "round_robin_lb_config", "common_lb_config", "transport_socket",
     "protocol_selection", "upstream_connection_options", "load_balancing_policy",
-    "health_checks", "outlier_detection",
+    "health_checks", "outlier_detection", "cleanup_interval", "original_dst_lb_config",
 ))
 
 
@@ -386,7 +411,7 @@ def compileCluster(proto, path):
         report(UnsupportedExtension(
             path + ".cluster_type", ct.typed_config.type_url.rsplit("/", 1)[-1], ct.name))
     ctype = _DISCOVERY_TYPES.get(proto.type, str(proto.type))
-    if ctype not in (STATIC, STRICT_DNS, LOGICAL_DNS):
+    if ctype not in (STATIC, STRICT_DNS, LOGICAL_DNS, ORIGINAL_DST):
         report(UnsupportedField(path + ".type", "type %s" % (ctype,)))
         # Reported: the rest of the cluster is checked as a static one.
         ctype = STATIC
@@ -405,6 +430,7 @@ def compileCluster(proto, path):
         kw["maxRequestsPerConnection"] = proto.max_requests_per_connection.value
 
     kw["lbConfig"] = _compileLb(proto, path)
+    kw["originalDst"] = _compileOriginalDst(proto, path, ctype)
     kw["circuitBreakers"] = _compileCircuitBreakers(proto, path)
     _compileProtocolOptions(proto, path, kw)
     kw["dns"] = _compileDns(proto, path)
@@ -481,7 +507,7 @@ def _compileLb(proto, path):
         if policy == "LOAD_BALANCING_POLICY_CONFIG":
             raise ConfigError("%s.lb_policy: LOAD_BALANCING_POLICY_CONFIG needs "
                               "load_balancing_policy" % (path,))
-        if policy not in (ROUND_ROBIN, RANDOM, LEAST_REQUEST):
+        if policy not in (ROUND_ROBIN, RANDOM, LEAST_REQUEST, CLUSTER_PROVIDED):
             report(UnsupportedField(path + ".lb_policy", "lb_policy %s" % (policy,)))
             policy = ROUND_ROBIN
         cfg.policy = policy
@@ -513,6 +539,55 @@ def _compileLb(proto, path):
                                   "must be greater than 0" % (path,))
             cfg.overprovisioningFactor = f
     return cfg
+
+
+def _compileOriginalDst(proto, path, ctype):
+    """
+    C{cleanup_interval} and C{original_dst_lb_config}, with the checks
+    Envoy's C{OriginalDstClusterFactory} and cluster manager make: an
+    C{ORIGINAL_DST} cluster has no endpoints and only C{CLUSTER_PROVIDED}
+    load balancing, which no other type provides.
+    """
+    settings = OriginalDstSettings()
+    if proto.HasField("cleanup_interval"):
+        interval = durationSeconds(proto.cleanup_interval)
+        if interval <= 0:
+            raise ConfigError("%s.cleanup_interval: value must be greater than 0s "
+                              "(ClusterValidationError.CleanupInterval)" % (path,))
+        settings.cleanupInterval = interval
+    lbc = proto.original_dst_lb_config
+    if proto.HasField("original_dst_lb_config"):
+        opath = path + ".original_dst_lb_config"
+        checkFields(lbc, ("use_http_header", "http_header_name", "upstream_port_override"),
+                    opath)
+        if lbc.HasField("upstream_port_override"):
+            port = lbc.upstream_port_override.value
+            if port > 65535:
+                raise ConfigError("%s.upstream_port_override: value must be less than or "
+                                  "equal to 65535" % (opath,))
+            settings.portOverride = port
+        if lbc.use_http_header:
+            settings.httpHeaderName = (lbc.http_header_name or "x-envoy-original-dst-host").lower()
+    lbPolicy = _LB_POLICIES.get(proto.lb_policy, str(proto.lb_policy))
+    if ctype == ORIGINAL_DST:
+        if lbPolicy != CLUSTER_PROVIDED:
+            raise ConfigError(
+                "%s.lb_policy: cluster: LB policy %s is not valid for Cluster type "
+                "ORIGINAL_DST. Only 'CLUSTER_PROVIDED' is allowed with cluster type "
+                "'ORIGINAL_DST'" % (path, lbPolicy))
+        if proto.HasField("load_assignment"):
+            raise ConfigError("%s.load_assignment: ORIGINAL_DST clusters must have no load "
+                              "assignment configured" % (path,))
+        if not lbc.use_http_header and lbc.http_header_name:
+            raise ConfigError(
+                "%s.original_dst_lb_config.http_header_name: ORIGINAL_DST cluster: invalid "
+                "config http_header_name=%s and use_http_header is false. Set use_http_header "
+                "to true if http_header_name is desired." % (path, lbc.http_header_name))
+    elif lbPolicy == CLUSTER_PROVIDED and not proto.HasField("load_balancing_policy"):
+        raise ConfigError("%s.lb_policy: cluster manager: cluster provided LB specified but "
+                          "cluster '%s' did not provide one. Check cluster documentation."
+                          % (path, proto.name))
+    return settings
 
 
 def _applyLeastRequest(cfg, msg, path):
@@ -743,6 +818,7 @@ WORKER_COUNTERS = (
     "upstream_rq_retry_backoff_exponential", "upstream_rq_retry_backoff_ratelimited",
     "upstream_rq_max_duration_reached", "upstream_rq_maintenance_mode",
     "lb_healthy_panic", "bind_errors", "retry_or_shadow_abandoned",
+    "original_dst_host_invalid",
 )
 WORKER_GAUGES = (
     "upstream_cx_active", "upstream_rq_active", "upstream_rq_pending_active",
@@ -761,7 +837,7 @@ MAIN_COUNTERS = (
     "lb_zone_cluster_too_small", "lb_zone_no_capacity_left", "lb_zone_routing_all_directly",
     "lb_zone_routing_cross_zone", "lb_zone_routing_sampled", "lb_subsets_created",
     "lb_subsets_fallback", "lb_subsets_fallback_panic", "lb_subsets_removed",
-    "lb_subsets_selected", "original_dst_host_invalid",
+    "lb_subsets_selected",
 )
 MAIN_GAUGES = (
     "membership_total", "membership_healthy", "membership_degraded", "membership_excluded",
@@ -863,6 +939,19 @@ class PrimaryCluster:
         self._cmStats = _MergeStats(mainShard.scope("cluster_manager."))
         self._mergeTimer = None
         self._lastPosted = float("-inf")
+
+    def createLoadBalancer(self, threadLocal, rng=None):
+        """
+        Build one worker's load balancer (Envoy's thread-aware load
+        balancer factory): the policy of C{lb_policy}. A cluster type that
+        provides its own (C{CLUSTER_PROVIDED}) overrides this.
+
+        @param threadLocal: the worker's
+            L{txenvoy.upstream.cluster_manager.ThreadLocalCluster} (its
+            C{workerName} and C{stats}).
+        """
+        return LoadBalancer(self.info.lbConfig, threadLocal.workerName,
+                            threadLocal.stats.lb_healthy_panic, rng)
 
     def attachHealthChecker(self, checker):
         """
@@ -1022,6 +1111,7 @@ class ClusterFactoryContext:
     @ivar endpoints: the compiled L{EndpointSpec}s of C{load_assignment}.
     @ivar dnsResolver: has C{resolve(name, family)}, for DNS types.
     @ivar rng: a C{random()}-like function (DNS jitter, back-off).
+    @ivar path: the cluster's field path, for messages.
     """
 
     reactor = attr.ib()
@@ -1029,3 +1119,4 @@ class ClusterFactoryContext:
     endpoints = attr.ib()
     dnsResolver = attr.ib(default=None)
     rng = attr.ib(default=None)
+    path = attr.ib(default="")

@@ -49,15 +49,24 @@ class ThreadLocalCluster:
     @ivar loadBalancer: the L{LoadBalancer}.
     """
 
-    def __init__(self, info, dispatcher, rng=None):
+    def __init__(self, info, dispatcher, rng=None, primary=None):
+        """
+        @param primary: the L{PrimaryCluster}; when given, it builds this
+            worker's load balancer (C{createLoadBalancer}), as Envoy's
+            thread-aware load balancer factory does, so that a cluster type
+            may bring its own (C{CLUSTER_PROVIDED}).
+        """
         self.info = info
         self.dispatcher = dispatcher
         self.reactor = dispatcher.reactor
         self.workerName = dispatcher.name
         self.stats = ClusterStats(dispatcher.stats.scope(info.statPrefix))
         self.hosts = ()
-        self.loadBalancer = LoadBalancer(
-            info.lbConfig, self.workerName, self.stats.lb_healthy_panic, rng)
+        if primary is not None:
+            self.loadBalancer = primary.createLoadBalancer(self, rng)
+        else:
+            self.loadBalancer = LoadBalancer(
+                info.lbConfig, self.workerName, self.stats.lb_healthy_panic, rng)
 
     def updateHosts(self, hosts):
         """Take a new membership (runs on this worker, posted by main)."""
@@ -193,7 +202,7 @@ class ClusterManager(Service):
 
     def _makeCluster(self, info, endpoints, path):
         context = ClusterFactoryContext(self.reactor, self.mainShard, endpoints,
-                                        self._resolver, self._rng)
+                                        self._resolver, self._rng, path)
         cluster = createByName(Category.CLUSTER, CLUSTER_FACTORY_NAMES[info.type], info,
                                context, path + ".type")
         if info.outlierDetection is not None and not self.validateOnly:
@@ -244,7 +253,7 @@ class ClusterManager(Service):
         for name, primary in self.clusters.items():
             if log.debugEnabled:
                 log.debug("adding TLS cluster %s", name)
-            tlc = ThreadLocalCluster(primary.info, dispatcher, self._rng)
+            tlc = ThreadLocalCluster(primary.info, dispatcher, self._rng, primary)
             primary._register(tlc)
             tlcm.clusters[name] = tlc
         dispatcher.stats.gauge(

@@ -29,6 +29,7 @@ from txenvoy.network import splice
 from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.server.logging import componentLogger, connTag
 from txenvoy.stats.per_worker import PerWorker, StatsStruct
+from txenvoy.upstream.load_balancer_context import LoadBalancerContext
 
 log = componentLogger("filter")
 
@@ -130,7 +131,7 @@ class TcpProxyFilter(Protocol):
         self._connect()
 
     def _connect(self):
-        host = self.cluster.chooseHost(None)
+        host = self.cluster.chooseHost(LoadBalancerContext(self.connection))
         if host is None:
             self.cluster.stats.upstream_cx_none_healthy.inc()
             self.streamInfo.setResponseFlag(ResponseFlag.NO_HEALTHY_UPSTREAM)
