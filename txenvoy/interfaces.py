@@ -131,6 +131,42 @@ class IHttpFilterFactory(Interface):
         """@return: an L{IStreamDecoderFilter} and/or L{IStreamEncoderFilter}."""
 
 
+class ICompressorFactory(Interface):
+    """
+    A compression library of the compressor filter (Envoy's
+    C{envoy.compression.*.compressor} extensions).
+    """
+
+    contentEncoding = Attribute("The C{content-encoding} it makes, C{bytes} (C{b'gzip'}).")
+    statsPrefix = Attribute("Its part of the filter's stat names (C{'gzip'}).")
+
+    def createCompressor():
+        """
+        @return: a compressor for one body: C{compress(data, finish)}
+            returns the compressed bytes so far (all of them when
+            C{finish}).
+        """
+
+
+class IDecompressorFactory(Interface):
+    """
+    A decompression library of the decompressor filter (Envoy's
+    C{envoy.compression.*.decompressor} extensions).
+    """
+
+    contentEncoding = Attribute("The C{content-encoding} it reads, C{bytes}.")
+    statsPrefix = Attribute("Its part of the filter's stat names (C{'gzip'}).")
+    errorStats = Attribute("The names of its error counters, under "
+                           "C{decompressor_library.}.")
+
+    def createDecompressor():
+        """
+        @return: a decompressor for one body: C{decompress(data)} returns
+            C{(bytes, errorStat)}, C{errorStat} C{None} or the counter to
+            count (the body is corrupt: what follows is dropped).
+        """
+
+
 class IStreamFilterBase(Interface):
     """What every HTTP filter has (Envoy's C{StreamFilterBase})."""
 
@@ -228,6 +264,16 @@ class IStreamFilterCallbacks(Interface):
 
     def encodeTrailers(trailers):
         """End the response with trailers from a decoder filter."""
+
+    def addDecodedData(data):
+        """
+        From C{decodeTrailers}: pass C{data} to the filters after this one,
+        before the trailers (Envoy's C{addDecodedData}; a compressor ends
+        its stream there).
+        """
+
+    def addEncodedData(data):
+        """From C{encodeTrailers}: the same in the response direction."""
 
     def resetStream():
         """Abandon the stream (HTTP/1: the connection is closed)."""

@@ -42,6 +42,8 @@ class Category:
     RESOURCE_MONITOR = "envoy.resource_monitors"
     WATCHDOG_ACTION = "envoy.guarddog_actions"
     UPSTREAM_OPTIONS = "envoy.upstream_options"
+    COMPRESSOR = "envoy.compression.compressor"
+    DECOMPRESSOR = "envoy.compression.decompressor"
     OTHER = "other"
 
 
@@ -57,6 +59,8 @@ CATEGORY_INTERFACES = {
     Category.TRANSPORT_SOCKET_UPSTREAM: interfaces.IUpstreamTransportSocketFactory,
     Category.STATS_SINK: interfaces.IStatsSink,
     Category.CLUSTER: interfaces.ICluster,
+    Category.COMPRESSOR: interfaces.ICompressorFactory,
+    Category.DECOMPRESSOR: interfaces.IDecompressorFactory,
 }
 
 _factories = {}

@@ -55,7 +55,12 @@ Statuses (Envoy's meaning):
    C{StopIterationAndBuffer} (keep this data and what follows for later
    filters until C{continue...()}), C{StopIterationAndWatermark} (the same),
    or C{StopIterationNoBuffer} (the filter took the data; nothing is
-   passed on).
+   passed on). A filter that changes the bytes (a compressor) returns
+   C{(FilterDataStatus.Continue, replacement)}: C{replacement} goes on
+   instead of C{data} (Envoy's filters rewrite the buffer in place; bytes
+   are immutable here). From C{decodeTrailers} / C{encodeTrailers} a
+   filter may pass last bytes on before the trailers with the callbacks'
+   C{addDecodedData} / C{addEncodedData}.
  - C{decodeTrailers}/C{encodeTrailers} return L{FilterTrailersStatus}.
 
 A filter may also have C{onDestroy()}, called once when the stream ends.
@@ -303,6 +308,16 @@ class FilterSlot:
     def resetStream(self):
         self.stream.resetStream()
 
+    def addDecodedData(self, data):
+        it = self.stream._decoding
+        if it is not None and data:
+            it.passData(self.decIndex, data)
+
+    def addEncodedData(self, data):
+        it = self.stream._encoding
+        if it is not None and data:
+            it.passData(self.encIndex, data)
+
     def decodingBuffer(self):
         it = self.stream._decoding
         if it is not None and it.stop == self.decIndex and it.buf:
@@ -446,6 +461,9 @@ class FilterIteration:
                 self._hold(data, endStream)
                 return
             status = getattr(slots[i].filter, method)(data, endStream)
+            if status.__class__ is tuple:
+                # The filter passes other bytes on (see the module docstring).
+                status, data = status
             if _log.traceEnabled:
                 _traceCalled(stream, method, slots[i], status)
             if stream._stopped(self):
@@ -488,6 +506,14 @@ class FilterIteration:
             self.bufEnd = True
         if self.bufSize > self.limit:
             self.overflow()
+
+    def passData(self, index, data):
+        """
+        Body bytes from the filter at C{index}, for the filters after it
+        (its C{addDecodedData} / C{addEncodedData} while it sees the
+        trailers).
+        """
+        self._data(index + 1, data, False)
 
     def runTrailers(self, trailers):
         """Pass trailers through the filters from the first."""

@@ -226,6 +226,8 @@ class FakeStreamFilterCallbacks:
     @ivar continued: how many times C{continueDecoding} was called.
     @ivar resets: how many times C{resetStream} was called.
     @ivar timers: the timers started with C{callLater}.
+    @ivar addedDecoded: the bytes given to C{addDecodedData}, in order.
+    @ivar addedEncoded: the bytes given to C{addEncodedData}, in order.
     """
 
     streamId = 1
@@ -252,6 +254,8 @@ class FakeStreamFilterCallbacks:
         self.continued = 0
         self.resets = 0
         self.timers = []
+        self.addedDecoded = []
+        self.addedEncoded = []
 
     def counter(self, name):
         """A counter's value summed over shards (0 when absent)."""
@@ -293,6 +297,12 @@ class FakeStreamFilterCallbacks:
 
     def encodeTrailers(self, trailers):
         pass
+
+    def addDecodedData(self, data):
+        self.addedDecoded.append(data)
+
+    def addEncodedData(self, data):
+        self.addedEncoded.append(data)
 
     def resetStream(self):
         self.resets += 1
