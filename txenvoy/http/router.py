@@ -28,7 +28,13 @@ binary's output):
    C{retriable-4xx}, C{retriable-status-codes}) with exponential back-off
    and full jitter (C{base_interval} 25 ms, capped at C{max_interval});
    when retries are exhausted on a 5xx the host's last response is passed
-   on with flag C{URX};
+   on with flag C{URX}; a retried response is counted under
+   C{cluster.<c>.retry.upstream_rq_*} only;
+ - every answer is counted as C{upstream_rq_<code>}, its class and
+   C{upstream_rq_completed}, and again under C{external.} or, when the
+   forwarded request says C{x-envoy-internal: true}, C{internal.} (with
+   the C{upstream_rq_time} histogram); a redirect counts as
+   C{rq_direct_response}, as any direct response;
  - a request lost to the idle-close race (the host closed a reused
    connection without a byte of answer) is sent again at once on another
    connection when that is safe (an idempotent method, its body held),
@@ -482,10 +488,9 @@ class RouterFilter:
 
     def _directResponse(self, route, entry, request):
         cb = self.callbacks
-        if entry.isRedirect:
-            self.stats.rq_redirect.inc()
-        else:
-            self.stats.rq_direct_response.inc()
+        # Envoy 1.40 counts a redirect as a direct response too (its
+        # rq_redirect stays 0).
+        self.stats.rq_direct_response.inc()
         location = None
         if entry.addsLocation:
             connection = cb.connection
@@ -813,6 +818,9 @@ class RouterFilter:
         if self._retryBits and self._retriable(status) and not self._responseStarted:
             if self._maybeRetry():
                 hostStats.rq_error += 1
+                # Envoy charges the retried response under retry. only.
+                for counter in stats.prefixedRqCode("retry.", status):
+                    counter.inc()
                 upstream.cancel()
                 return
         elif self._retried:
@@ -856,8 +864,10 @@ class RouterFilter:
     def _onResponseComplete(self, upstream):
         upstream.done = True
         self._finish()
-        self.clusterStats.upstream_rq_time.recordValue(
-            (self.reactor.seconds() - upstream.startTime) * 1000.0)
+        elapsed = (self.reactor.seconds() - upstream.startTime) * 1000.0
+        stats = self.clusterStats
+        stats.upstream_rq_time.recordValue(elapsed)
+        stats.prefixedRqTime(self._origin()).recordValue(elapsed)
         cb = self.callbacks
         headers = upstream.pendingHeaders
         end = upstream.pendingEnd
@@ -870,10 +880,21 @@ class RouterFilter:
             cb.encodeTrailers(end)
 
     def _chargeCode(self, status):
-        code, klass = self.clusterStats.rqCode(status)
+        # Envoy's chargeResponseStat: the code, its class and completed, for
+        # the cluster and again by origin.
+        stats = self.clusterStats
+        code, klass = stats.rqCode(status)
         code.inc()
         klass.inc()
-        self.clusterStats.upstream_rq_completed.inc()
+        stats.upstream_rq_completed.inc()
+        for counter in stats.prefixedRqCode(self._origin(), status):
+            counter.inc()
+
+    def _origin(self):
+        """Envoy's isEnvoyInternalRequest: C{x-envoy-internal: true} as forwarded."""
+        if self.request.headers.get(b"x-envoy-internal") == b"true":
+            return "internal."
+        return "external."
 
     # Timeouts.
 

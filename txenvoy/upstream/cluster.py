@@ -861,6 +861,8 @@ class ClusterStats:
         for name in WORKER_HISTOGRAMS:
             setattr(self, name, scope.histogram(name))
         self._codes = {}
+        self._prefixedCodes = {}
+        self._prefixedTimes = {}
 
     def rqCode(self, code):
         """
@@ -875,6 +877,33 @@ class ClusterStats:
                 scope.counter("upstream_rq_%dxx" % (code // 100,)),
             )
         return pair
+
+    def prefixedRqCode(self, prefix, code):
+        """
+        Envoy's C{chargeBasicResponseStat} under C{prefix} (C{"external."},
+        C{"internal."}, C{"retry."}).
+
+        @return: C{(<prefix>upstream_rq_<code>, <prefix>upstream_rq_<N>xx,
+            <prefix>upstream_rq_completed)} counters, created on first use.
+        """
+        key = (prefix, code)
+        triple = self._prefixedCodes.get(key)
+        if triple is None:
+            scope = self._scope
+            triple = self._prefixedCodes[key] = (
+                scope.counter("%supstream_rq_%d" % (prefix, code)),
+                scope.counter("%supstream_rq_%dxx" % (prefix, code // 100)),
+                scope.counter(prefix + "upstream_rq_completed"),
+            )
+        return triple
+
+    def prefixedRqTime(self, prefix):
+        """The C{<prefix>upstream_rq_time} histogram, created on first use."""
+        histogram = self._prefixedTimes.get(prefix)
+        if histogram is None:
+            histogram = self._prefixedTimes[prefix] = self._scope.histogram(
+                prefix + "upstream_rq_time")
+        return histogram
 
 
 class MainClusterStats:

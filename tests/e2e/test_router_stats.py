@@ -1,0 +1,174 @@
+"""
+End-to-end: the router's cluster stats by origin and for retries
+(C{external.*}, C{internal.*}, C{retry.*}, C{upstream_rq_retry*}) and its
+direct-response counters, compared with Envoy 1.40's C{/stats} after the
+same requests on the same YAML.
+"""
+
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.e2e.harness import SharedFixture, adminStats, freePort, recvAll, startProxy
+
+LISTENER = """
+  - address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: %(prefix)s
+%(extra)s
+          route_config:
+            virtual_hosts:
+            - name: a
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/redir"}
+                redirect: {path_redirect: "/elsewhere"}
+              - match: {prefix: "/direct"}
+                direct_response: {status: 200, body: {inline_string: "hi"}}
+              - match: {prefix: "/"}
+                route:
+                  cluster: o
+                  retry_policy: {retry_on: 5xx, num_retries: 2,
+                                 retry_back_off: {base_interval: 0.001s, max_interval: 0.002s}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+"""
+
+CONFIG = """
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}}
+static_resources:
+  listeners:
+%(external)s
+%(internal)s
+  clusters:
+  - name: o
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: o
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}
+"""
+
+INTERNAL = """          use_remote_address: true
+          internal_address_config: {cidr_ranges: [{address_prefix: 127.0.0.1, prefix_len: 32}]}"""
+
+#: (listener, path, extra header) in order.
+REQUESTS = [
+    ("external", "/redir", ""),
+    ("external", "/direct", ""),
+    ("external", "/flaky-a", ""),
+    ("external", "/always503", ""),
+    ("external", "/404", ""),
+    ("external", "/ok", ""),
+    ("external", "/flaky-b", "x-envoy-internal: true\r\n"),
+    ("internal", "/flaky-c", ""),
+    ("internal", "/404", ""),
+]
+
+
+class _Origin(BaseHTTPRequestHandler):
+    """503 on every other request to /flaky-*, always on /always503, 404 on /404."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        counts = self.server.counts
+        n = counts.get(self.path, 0)
+        counts[self.path] = n + 1
+        status = 200
+        if self.path.startswith("/flaky"):
+            status = 503 if n % 2 == 0 else 200
+        elif self.path == "/always503":
+            status = 503
+        elif self.path == "/404":
+            status = 404
+        self.send_response(status)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+class _OriginServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, clientAddress):
+        # A proxy closing a kept-alive connection is no error here.
+        pass
+
+
+def get(port, path, extra):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(("GET %s HTTP/1.1\r\nhost: a\r\n%sconnection: close\r\n\r\n"
+                   % (path, extra)).encode())
+        return int(recvAll(s, 10).split(b" ", 2)[1])
+
+
+def watched(name):
+    """The stats this comparison is about."""
+    if name.startswith("cluster.o."):
+        rest = name[len("cluster.o."):]
+        return rest.startswith(("external.", "internal.", "retry.", "upstream_rq_"))
+    return name.startswith(("http.ext.rq_", "http.int.rq_"))
+
+
+class RouterStatsComparisonTests(SharedFixture, SynchronousTestCase):
+    """Envoy 1.40 and txenvoy, the same requests, one origin each."""
+
+    @classmethod
+    def startFixture(cls):
+        cls.results = {}
+        for real in (True, False):
+            origin = _OriginServer(("127.0.0.1", 0), _Origin)
+            origin.counts = {}
+            thread = threading.Thread(target=origin.serve_forever, daemon=True)
+            thread.start()
+            ports = {"external": freePort(), "internal": freePort()}
+            admin = freePort()
+            config = CONFIG % {
+                "admin": admin, "origin": origin.server_address[1],
+                "external": LISTENER % {"port": ports["external"], "prefix": "ext",
+                                        "extra": ""},
+                "internal": LISTENER % {"port": ports["internal"], "prefix": "int",
+                                        "extra": INTERNAL}}
+            try:
+                proxy = startProxy(real, config, ports["internal"], admin)
+                try:
+                    statuses = [get(ports[which], path, extra)
+                                for which, path, extra in REQUESTS]
+                    stats = {name: value for name, value in adminStats(admin).items()
+                             if watched(name) and value}
+                finally:
+                    proxy.stop()
+            finally:
+                origin.shutdown()
+                origin.server_close()
+            cls.results[real] = (statuses, stats)
+
+    @classmethod
+    def stopFixture(cls):
+        pass
+
+    def test_statuses(self):
+        self.assertEqual(self.results[False][0], self.results[True][0])
+
+    def test_stats(self):
+        """
+        Every non-zero counter Envoy shows for these requests, and no other:
+        retry.* for each retried response, external.* / internal.* by the
+        forwarded x-envoy-internal (a client's own is not trusted), a
+        redirect counted as rq_direct_response.
+        """
+        self.assertEqual(self.results[False][1], self.results[True][1])
+        self.assertIn("cluster.o.retry.upstream_rq_503", self.results[True][1])
+        self.assertIn("cluster.o.internal.upstream_rq_404", self.results[True][1])
