@@ -222,6 +222,10 @@ class IStreamFilterCallbacks(Interface):
         "C{typed_per_filter_config} entries.")
     requestHeaders = Attribute("The request head, or C{None} before it.")
     responseHeaders = Attribute("The response head, or C{None} before it.")
+    activeSpan = Attribute("The connection manager's L{ISpan} of the request, or C{None} "
+                           "when it is not traced.")
+    tracingConfig = Attribute("The connection manager's "
+                              "L{txenvoy.tracing.http_tracer.TracingConfig}, or C{None}.")
 
     def route():
         """
@@ -498,3 +502,69 @@ class ICluster(Interface):
 
     def setHosts(hosts, membershipChanged=True):
         """Install a new membership and post it to every worker."""
+
+
+# -- Tracing (Envoy's envoy/tracing/) --------------------------------------------
+
+
+class ISpan(Interface):
+    """
+    One span of a trace (Envoy's C{Tracing::Span}). Used on the worker
+    thread that started it; a finished span is handed to its driver's
+    reporter, which sends it off the data path.
+    """
+
+    sampled = Attribute("Whether the span is reported when it finishes.")
+
+    def setOperation(name):
+        """Rename the span (a route's C{decorator})."""
+
+    def setTag(name, value):
+        """Set a tag (C{str} name and value), replacing one of the same name."""
+
+    def log(timestamp, event):
+        """Record an event at a wall-clock time in seconds (C{verbose})."""
+
+    def finishSpan(timestamp):
+        """End the span at a wall-clock time in seconds and report it if sampled."""
+
+    def injectContext(requestHeaders, upstreamHost):
+        """
+        Write this span's context into an upstream request's headers (B3,
+        W3C C{traceparent}, ...).
+
+        @param requestHeaders: a L{txenvoy.http.headers.RequestHeaders}.
+        @param upstreamHost: the chosen upstream host, or C{None}.
+        """
+
+    def spawnChild(operationName, timestamp):
+        """
+        @return: a new L{ISpan}, child of this one, of kind CLIENT (the
+            router's upstream span).
+        """
+
+    def setSampled(sampled):
+        """Override the sampling decision."""
+
+
+class ITracerDriver(Interface):
+    """
+    A tracing provider (Envoy's C{Tracing::Driver}): what an
+    C{envoy.tracers.*} extension's factory makes, once per config.
+    """
+
+    def startSpan(dispatcher, requestHeaders, streamInfo, operationName, traced, egress,
+                  timestamp):
+        """
+        Begin the connection manager's span of one request, continuing the
+        context the request carries, if any.
+
+        @param dispatcher: the worker's dispatcher (its reporter, its reactor).
+        @param requestHeaders: the L{txenvoy.http.headers.RequestHeaders}.
+        @param streamInfo: the request's L{txenvoy.network.stream_info.StreamInfo}.
+        @param operationName: the span's name.
+        @param traced: the sampling decision, C{bool}.
+        @param egress: True for an C{OUTBOUND} listener (a CLIENT span).
+        @param timestamp: wall-clock start in seconds.
+        @return: an L{ISpan}.
+        """

@@ -38,6 +38,7 @@ class Category:
     TRANSPORT_SOCKET_DOWNSTREAM = "envoy.transport_sockets.downstream"
     TRANSPORT_SOCKET_UPSTREAM = "envoy.transport_sockets.upstream"
     STATS_SINK = "envoy.stats_sinks"
+    TRACER = "envoy.tracers"
     CLUSTER = "envoy.clusters"
     RESOURCE_MONITOR = "envoy.resource_monitors"
     WATCHDOG_ACTION = "envoy.guarddog_actions"
@@ -58,6 +59,7 @@ CATEGORY_INTERFACES = {
     Category.TRANSPORT_SOCKET_DOWNSTREAM: interfaces.IDownstreamTransportSocketFactory,
     Category.TRANSPORT_SOCKET_UPSTREAM: interfaces.IUpstreamTransportSocketFactory,
     Category.STATS_SINK: interfaces.IStatsSink,
+    Category.TRACER: interfaces.ITracerDriver,
     Category.CLUSTER: interfaces.ICluster,
     Category.COMPRESSOR: interfaces.ICompressorFactory,
     Category.DECOMPRESSOR: interfaces.IDecompressorFactory,

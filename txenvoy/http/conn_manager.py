@@ -420,6 +420,7 @@ class ConnectionManagerConfig:
     @ivar routeTable: the L{txenvoy.http.route_table.RouteTable}.
     @ivar filterFactories: C{[(name, IHttpFilterFactory)]} in config order.
     @ivar accessLogs: L{txenvoy.interfaces.IAccessLogger}s.
+    @ivar tracing: the L{txenvoy.tracing.http_tracer.TracingConfig}, or C{None}.
     @ivar localReply: the L{txenvoy.http.local_reply.LocalReplyConfig}.
     @ivar server: the L{txenvoy.server.server.Server} (its C{drainClose}),
         or C{None}.
@@ -432,6 +433,7 @@ class ConnectionManagerConfig:
     routeTable = None
     filterFactories = ()
     accessLogs = ()
+    tracing = None
     localReply = DEFAULT_LOCAL_REPLY
     server = None
     serverName = b"envoy"
@@ -600,6 +602,10 @@ class ConnectionManager(Protocol):
         listener = getattr(connection, "listener", None)
         prefix = listener.config.statPrefix if listener is not None else "listener.unknown."
         self.listenerStats = config.listenerStatsFor(dispatcher, prefix)
+        # Envoy's tracing operation: egress on an OUTBOUND listener.
+        self.egress = config.tracing is not None and getattr(
+            getattr(getattr(listener, "config", None), "proto", None),
+            "traffic_direction", 0) == 2
         self.streamsStarted = 0
         self.overload = overloadStateOf(dispatcher)
 
@@ -1249,6 +1255,10 @@ class ActiveStream:
     _endInFlight = False
     _idleTimeout = 0.0
     _logTag = None
+    #: The connection manager's span (L{txenvoy.interfaces.ISpan}) when
+    #: the C{tracing} block is set.
+    activeSpan = None
+    _decoratedOperation = None
 
     def __init__(self, cm, encoder):
         self.cm = cm
@@ -1321,6 +1331,9 @@ class ActiveStream:
             return
         if not self._prepareRequest(request):
             return
+        if config.tracing is not None:
+            self.activeSpan, self._decoratedOperation = config.tracing.startSpan(
+                cm.dispatcher, request, info, self.route(), cm.egress)
         upgrade = request.upgrade
         if upgrade is not None and upgrade != b"connect":
             allowed = upgrade in config.upgradeTypes
@@ -1836,6 +1849,8 @@ class ActiveStream:
         if info.responseCodeDetails is None:
             info.responseCodeDetails = "via_upstream"
         upgrade = status == 101 and self._upgrade
+        if self._decoratedOperation is not None:
+            headers.headers.set(b"x-envoy-decorator-operation", self._decoratedOperation)
         beforeComplete = not self._remoteComplete or self._endInFlight
         cm._finishResponseHeaders(headers, self.requestHeaders, info, upgrade,
                                   self._closeAfter or self._endInFlight)
@@ -1932,6 +1947,10 @@ class ActiveStream:
         if self._upgrade and self._responseStarted and self.responseHeaders.status == 101:
             stats.downstream_cx_upgrades_active.dec()
         stats.downstream_rq_time.recordValue((now - self._startTime) * 1000.0)
+        span = self.activeSpan
+        if span is not None:
+            cm.config.tracing.finishSpan(span, self.requestHeaders, self.responseHeaders, info,
+                                         self._route)
         logs = cm.config.accessLogs
         if logs:
             request = headerView(self.requestHeaders)

@@ -273,6 +273,14 @@ class FilterSlot:
         return self.stream.requestHeaders
 
     @property
+    def activeSpan(self):
+        return self.stream.activeSpan
+
+    @property
+    def tracingConfig(self):
+        return self.stream.cm.config.tracing
+
+    @property
     def responseHeaders(self):
         return self.stream.responseHeaders
 

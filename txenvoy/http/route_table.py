@@ -49,6 +49,7 @@ from txenvoy.http.route_matcher import (
     queryOf,
 )
 from txenvoy.regex import compileRegexMatcher, compileRegexRewrite
+from txenvoy.tracing.http_tracer import compileDecorator, compileRouteTracing
 
 __all__ = [
     "RouteTable",
@@ -454,6 +455,8 @@ class RouteEntry(_Frozen):
     @ivar requestHeadersMutations: L{HeaderMutations} in Envoy's order.
     @ivar responseHeadersMutations: L{HeaderMutations} in Envoy's order.
     @ivar perFilterConfig: C{{filterName: google.protobuf.Any}}, raw.
+    @ivar decorator: a L{txenvoy.tracing.http_tracer.Decorator}, or C{None}.
+    @ivar tracing: a L{txenvoy.tracing.http_tracer.RouteTracing}, or C{None}.
     """
 
     __slots__ = (
@@ -467,7 +470,7 @@ class RouteEntry(_Frozen):
         "responseCode", "addsLocation", "requestHeadersMutations",
         "responseHeadersMutations", "perFilterConfig", "cors", "metadata", "priority",
         "includeVhRateLimits", "perRequestBufferLimitBytes", "requestBodyBufferLimit",
-        "requestHeadersMutation", "responseHeadersMutation",
+        "requestHeadersMutation", "responseHeadersMutation", "decorator", "tracing",
         "_matchedSize", "_routeMatch", "_weightEnds", "_randomHeader", "_rng",
     )
 
@@ -624,7 +627,7 @@ def _entryDefaults(name, vhost):
         responseCode=None, addsLocation=False,
         requestHeadersMutation=None, responseHeadersMutation=None,
         requestHeadersMutations=EMPTY, responseHeadersMutations=EMPTY,
-        perFilterConfig={}, cors=None, metadata=None,
+        perFilterConfig={}, cors=None, metadata=None, decorator=None, tracing=None,
         priority="DEFAULT", includeVhRateLimits=False,
         perRequestBufferLimitBytes=vhost.perRequestBufferLimitBytes,
         requestBodyBufferLimit=vhost.requestBodyBufferLimit,
@@ -1125,6 +1128,10 @@ class _Compiler:
             attributes["perRequestBufferLimitBytes"] = config.per_request_buffer_limit_bytes.value
         if config.HasField("request_body_buffer_limit"):
             attributes["requestBodyBufferLimit"] = config.request_body_buffer_limit.value
+        if config.HasField("decorator"):
+            attributes["decorator"] = compileDecorator(config.decorator, path + ".decorator")
+        if config.HasField("tracing"):
+            attributes["tracing"] = compileRouteTracing(config.tracing, path + ".tracing")
         if action == "route":
             self.compileRouteAction(config.route, attributes, vhost, requestChain,
                                     responseChain, path + ".route")

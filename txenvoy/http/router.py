@@ -450,6 +450,10 @@ class RouterFilter:
         if log.debugEnabled:
             log.debug("%srouter decoding headers:\n%s", _tag(cb),
                       dumpRequestHeaders(headers, _scheme(cb, headers)))
+        tracing = cb.tracingConfig
+        if tracing is not None and cb.activeSpan is not None:
+            self._upstreamSpan = tracing.beginUpstream(
+                cb.activeSpan, headers, clusterName, info.startTime + info.duration())
         cb.addDownstreamWatermarkCallbacks(self)
         self._headersOnly = endStream
         if endStream:
@@ -998,6 +1002,12 @@ class RouterFilter:
         upstream = self._upstream
         self._upstream = None
         self._finish()
+        span = self._upstreamSpan
+        if span is not None:
+            self._upstreamSpan = None
+            info = self.info
+            self.callbacks.tracingConfig.finishUpstreamSpan(
+                span, info, info.responseCode, info.startTime + info.duration())
         if upstream is not None and not upstream.done:
             upstream.done = True
             upstream.cancel()

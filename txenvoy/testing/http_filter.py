@@ -233,6 +233,8 @@ class FakeStreamFilterCallbacks:
     streamId = 1
     requestHeaders = None
     responseHeaders = None
+    activeSpan = None
+    tracingConfig = None
 
     def __init__(self, clock=None, store=None, route=None, filterConfigName="",
                  connection=None, bufferLimit=1024 * 1024):

@@ -28,6 +28,7 @@ from txenvoy.http import conn_manager
 from txenvoy.http.conn_manager import ConnectionManagerConfig
 from txenvoy.http.local_reply import compileLocalReplyConfig
 from txenvoy.http.route_table import RouteTable
+from txenvoy.tracing.http_tracer import compileTracing
 
 #: HttpConnectionManager fields txenvoy compiles (or that change nothing
 #: for HTTP/1.1); any other field that is set is rejected.
@@ -42,7 +43,7 @@ SUPPORTED_FIELDS = frozenset([
     "forward_client_cert_details", "proxy_100_continue", "upgrade_configs", "normalize_path",
     "merge_slashes", "path_with_escaped_slashes_action", "request_id_extension",
     "local_reply_config", "strip_matching_host_port", "strip_any_host_port",
-    "stream_error_on_invalid_http_message",
+    "stream_error_on_invalid_http_message", "tracing",
 ])
 
 _COMMON_FIELDS = frozenset(["idle_timeout", "max_connection_duration", "max_headers_count",
@@ -237,5 +238,10 @@ def createHttpConnectionManager(message, context):
     if message.HasField("local_reply_config"):
         config.localReply = compileLocalReplyConfig(message.local_reply_config,
                                                     path + ".local_reply_config")
+    if message.HasField("tracing"):
+        tracing = attempt(compileTracing, message.tracing, context.child(path + ".tracing"),
+                          path + ".tracing", config.statPrefix)
+        if tracing is not FAILED:
+            config.tracing = tracing
     config.server = context.server
     return config.finish()

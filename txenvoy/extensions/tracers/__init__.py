@@ -1,0 +1,3 @@
+"""
+Tracing providers (Envoy's C{envoy.tracers.*}): Zipkin.
+"""
