@@ -101,3 +101,32 @@ class ConfTests(SynchronousTestCase):
             s.sendall(b"select 1;")
             s.shutdown(socket.SHUT_WR)
             self.assertEqual(recvAll(s, 10), b"select 1;")
+
+    def test_tracingZipkin(self):
+        """The README's tracing setup: a traced request reaches the Zipkin receiver."""
+        from tests.e2e.collectors import RecordingOrigin, ZipkinReceiver
+
+        origin, zipkin = RecordingOrigin(), ZipkinReceiver()
+        self.addCleanup(origin.stop)
+        self.addCleanup(zipkin.stop)
+        config, adminPort, (port,) = onFreePorts("tracing-zipkin.yaml", origin.port)
+        for cluster in config["static_resources"]["clusters"]:
+            if cluster["name"] == "zipkin":
+                for group in cluster["load_assignment"]["endpoints"]:
+                    for ep in group["lb_endpoints"]:
+                        ep["endpoint"]["address"]["socket_address"]["port_value"] = zipkin.port
+        config["layered_runtime"] = {"layers": [{"name": "static", "static_layer": {
+            "tracing.zipkin.flush_interval_ms": 100}}]}
+        envoy = Envoy(config, adminPort=adminPort)
+        self.addCleanup(envoy.stop)
+        envoy.waitReady()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /cart HTTP/1.1\r\nhost: shop\r\nx-customer: c7\r\n"
+                      b"connection: close\r\n\r\n")
+            self.assertTrue(recvAll(s, 10).startswith(b"HTTP/1.1 200 OK\r\n"))
+        [span] = zipkin.waitSpans(1)
+        self.assertEqual((span["name"], span["localEndpoint"]["serviceName"],
+                          span["tags"]["customer"], span["tags"]["http.url"]),
+                         ("app", "front-proxy", "c7", "http://shop/cart"))
+        head = dict((k.lower(), v) for k, v in origin.heads[0])
+        self.assertEqual(head["x-b3-traceid"], span["traceId"])

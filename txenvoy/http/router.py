@@ -339,6 +339,7 @@ class RouterFilter:
     _completeTime = None
     _headersOnly = False
     _replays = 0
+    _upstreamSpan = None
 
     def __init__(self, config, callbacks):
         self.config = config
@@ -1007,7 +1008,7 @@ class RouterFilter:
             self._upstreamSpan = None
             info = self.info
             self.callbacks.tracingConfig.finishUpstreamSpan(
-                span, info, info.responseCode, info.startTime + info.duration())
+                span, self.request, info, info.responseCode, info.startTime + info.duration())
         if upstream is not None and not upstream.done:
             upstream.done = True
             upstream.cancel()

@@ -20,8 +20,10 @@ L{TracingConfig.finishSpan}, which sets Envoy's standard tags and the
 C{custom_tags}.
 """
 
-from txenvoy.config.errors import UnsupportedField
+from zope.interface import implementer
+
 from txenvoy.config.fields import checkFields
+from txenvoy.interfaces import ITracerDriver
 from txenvoy.runtime.runtime import FractionalPercent, fractionalPercent
 from txenvoy.stats.per_worker import PerWorker, StatsStruct
 from txenvoy.tracing import request_id
@@ -98,6 +100,15 @@ def compileDecorator(message, path):
     checkFields(message, frozenset(("operation", "propagate")), path)
     propagate = message.propagate.value if message.HasField("propagate") else True
     return Decorator(message.operation, propagate)
+
+
+@implementer(ITracerDriver)
+class NullDriver:
+    """Envoy's null tracer: a C{tracing} block without a provider."""
+
+    def startSpan(self, dispatcher, requestHeaders, streamInfo, operationName, traced, egress,
+                  timestamp):
+        return None
 
 
 class TracingConfig:
@@ -196,7 +207,8 @@ class TracingConfig:
         else:
             name = (request.authority or b"").decode("latin-1")
         span = self.driver.startSpan(dispatcher, request, streamInfo, name,
-                                     reason != request_id.NO_TRACE, egress,
+                                     reason != request_id.NO_TRACE,
+                                     egress and not self.spawnUpstreamSpan,
                                      streamInfo.startTime)
         responseOperation = decorator.header if decorator is not None else None
         if egress:
@@ -229,8 +241,8 @@ class TracingConfig:
         span.injectContext(request, None)
         return None
 
-    def finishUpstreamSpan(self, child, streamInfo, status, endTime):
-        """End the router's CLIENT span with Envoy's upstream tags."""
+    def finishUpstreamSpan(self, child, request, streamInfo, status, endTime):
+        """End the router's CLIENT span with Envoy's upstream tags and the custom tags."""
         if streamInfo.protocol:
             child.setTag("http.protocol", streamInfo.protocol)
         host = streamInfo.upstreamHost
@@ -245,6 +257,8 @@ class TracingConfig:
         if not status or status >= 500:
             child.setTag("error", "true")
         child.setTag("response_flags", streamInfo.responseFlags())
+        for custom in self.customTags:
+            custom.apply(child, request, streamInfo, None)
         child.finishSpan(endTime)
 
     # The stream ends.
@@ -312,19 +326,17 @@ def compileTracing(message, context, path, statPrefix):
 
     @param message: an C{HttpConnectionManager.Tracing}.
     @param statPrefix: C{http.<stat_prefix>.}.
-    @return: a L{TracingConfig}, or C{None} when no provider is set (Envoy
-        then traces nothing).
+    @return: a L{TracingConfig}; without a provider, Envoy still decides
+        and counts, but makes no spans (L{NullDriver}).
     """
     from txenvoy.config.registry import Category
     from txenvoy.http.filter_config import snapshotSource
 
     checkFields(message, _TRACING_FIELDS, path)
-    if not message.HasField("provider"):
-        if context.bootstrap is not None and context.bootstrap.HasField("tracing"):
-            raise UnsupportedField("tracing", "the provider goes in the connection manager's "
-                                   "tracing.provider")
-        return None
-    driver = context.createExtension(Category.TRACER, message.provider, path + ".provider")
+    if message.HasField("provider"):
+        driver = context.createExtension(Category.TRACER, message.provider, path + ".provider")
+    else:
+        driver = NullDriver()
     nodeId = zone = ""
     if context.bootstrap is not None:
         nodeId = context.bootstrap.node.id

@@ -16,6 +16,7 @@ _POSITION = 14
 _UUID_LENGTH = 36
 _CHARS = {NO_TRACE: 0x34, SAMPLED: 0x39, FORCED: 0x61, CLIENT: 0x62}
 _REASONS = {v: k for k, v in _CHARS.items()}
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 def traceReason(requestId):
@@ -43,9 +44,6 @@ def requestIdInteger(requestId):
     Envoy's C{getInteger}: the first eight hex digits of the id, the number
     random sampling decides with (modulo 10000), or C{None}.
     """
-    if requestId is None or len(requestId) < 8:
+    if requestId is None or len(requestId) < 8 or not _HEX.issuperset(requestId[:8]):
         return None
-    try:
-        return int(requestId[:8], 16)
-    except ValueError:
-        return None
+    return int(requestId[:8], 16)

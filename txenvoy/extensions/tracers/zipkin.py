@@ -168,6 +168,9 @@ class ZipkinDriver:
             return None
         reporter = self.reporters.get(dispatcher)
         sampled = traced if context.sampled is None else context.sampled
+        # With spawn_upstream_span the router's span is the CLIENT one, and
+        # Envoy makes the connection manager's span SERVER in both
+        # directions.
         kind = "CLIENT" if egress else "SERVER"
         if context.traceId is None:
             spanId = _randomId()

@@ -1,0 +1,112 @@
+"""
+Telemetry receivers for the end-to-end tests: a Zipkin-API HTTP receiver
+(C{POST /api/v2/spans}, Zipkin v2 JSON) and an origin that records the
+request heads it receives. Threaded servers on 127.0.0.1, stopped by the
+test.
+"""
+
+import http.server
+import json
+import threading
+import time
+
+
+def _readBody(handler):
+    if handler.headers.get("transfer-encoding", "").lower() == "chunked":
+        chunks = []
+        while True:
+            size = int(handler.rfile.readline().split(b";")[0].strip(), 16)
+            if size == 0:
+                while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            chunks.append(handler.rfile.read(size))
+            handler.rfile.readline()
+    return handler.rfile.read(int(handler.headers.get("content-length", 0)))
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Recorder:
+    """A threaded HTTP server on 127.0.0.1 whose handler calls C{self.record}."""
+
+    def __init__(self):
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                owner.onRequest(self, _readBody(self))
+
+            do_GET = do_POST
+
+            def log_message(self, *args):
+                pass
+
+        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ZipkinReceiver(_Recorder):
+    """
+    Records every report: C{reports} is a list of C{(path, headers, spans)};
+    answers 202 as a Zipkin collector does.
+    """
+
+    def __init__(self, status=202):
+        self.reports = []
+        self.status = status
+        _Recorder.__init__(self)
+
+    def onRequest(self, handler, body):
+        try:
+            spans = json.loads(body)
+        except ValueError:
+            spans = None
+        with self._lock:
+            self.reports.append((handler.path, dict(handler.headers.items()), spans))
+        handler.send_response(self.status)
+        handler.send_header("content-length", "0")
+        handler.end_headers()
+
+    def spans(self):
+        """Every span received so far, in arrival order."""
+        with self._lock:
+            return [s for _, _, spans in self.reports for s in (spans or ())]
+
+    def waitSpans(self, count, timeout=15.0):
+        """The spans once at least C{count} arrived (else what there is)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            spans = self.spans()
+            if len(spans) >= count:
+                return spans
+            time.sleep(0.05)
+        return self.spans()
+
+
+class RecordingOrigin(_Recorder):
+    """Answers C{200 ok}; C{heads} keeps each request's header list."""
+
+    def __init__(self):
+        self.heads = []
+        _Recorder.__init__(self)
+
+    def onRequest(self, handler, body):
+        with self._lock:
+            self.heads.append(handler.headers.items())
+        handler.send_response(200)
+        handler.send_header("content-length", "2")
+        handler.end_headers()
+        handler.wfile.write(b"ok")

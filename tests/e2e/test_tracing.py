@@ -1,0 +1,317 @@
+"""
+Tracing end to end: the same YAML through real Envoy 1.40 and through a
+real C{twistd envoy}, the same requests, each proxy reporting to its own
+Zipkin receiver. What arrives (span count, names, kinds, parent/child
+links, tags) and what the origin receives (B3 headers, the sampling
+decision in C{x-request-id}) must match.
+"""
+
+import socket
+import time
+import urllib.request
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.e2e.collectors import RecordingOrigin, ZipkinReceiver
+from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
+
+_HCM = """\
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: %(prefix)s
+          tracing:
+%(tracing)s            provider:
+              name: envoy.tracers.zipkin
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
+                collector_cluster: %(collector)s
+                collector_endpoint: "/api/v2/spans"
+                collector_endpoint_version: HTTP_JSON
+%(zipkin)s          route_config:
+            virtual_hosts:
+            - name: vh
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/deco"}
+                route: {cluster: origin}
+                decorator: {operation: decorated}
+                metadata: {filter_metadata: {team: {owner: tracing}}}
+              - match: {prefix: "/"}
+                route: {cluster: origin}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"""
+
+_INGRESS_TRACING = """\
+            max_path_tag_length: 20
+            custom_tags:
+            - {tag: case, request_header: {name: x-case}}
+            - {tag: lit, literal: {value: v1}}
+            - {tag: team, metadata: {kind: {route: {}}, metadata_key: {key: team, path: [{key: owner}]}, default_value: none}}
+            - {tag: env, environment: {name: TXENVOY_TRACING_TEST_UNSET, default_value: dflt}}
+            - {tag: missing, request_header: {name: x-missing}}
+"""
+
+_EGRESS_TRACING = """\
+            spawn_upstream_span: true
+            custom_tags:
+            - {tag: case, request_header: {name: x-case}}
+"""
+
+_EGRESS_ZIPKIN = """\
+                shared_span_context: false
+                trace_id_128bit: true
+"""
+
+
+def _cluster(name, port):
+    return """\
+  - name: %s
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: %s
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
+""" % (name, name, port)
+
+
+def _listener(name, port, hcm, direction=""):
+    return """\
+  - name: %s
+    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
+%s    filter_chains:
+    - filters:
+%s""" % (name, port, direction, hcm)
+
+
+def tracingConfig(ports, zipkinPort, originPort, deadPort):
+    """One proxy's YAML: ingress, egress (OUTBOUND) and dead-collector listeners."""
+    ingress = _HCM % dict(prefix="ingress", tracing=_INGRESS_TRACING, collector="zipkin",
+                          zipkin="")
+    egress = _HCM % dict(prefix="egress", tracing=_EGRESS_TRACING, collector="zipkin",
+                         zipkin=_EGRESS_ZIPKIN)
+    dead = _HCM % dict(prefix="dead", tracing="", collector="deadzipkin", zipkin="")
+    return ("node: {id: node1, cluster: svc1, locality: {zone: z1}}\n"
+            "layered_runtime:\n"
+            "  layers:\n"
+            "  - name: static\n"
+            "    static_layer: {tracing.zipkin.min_flush_spans: 1}\n"
+            "admin:\n"
+            "  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n"
+            "static_resources:\n"
+            "  listeners:\n" % (ports["admin"],)
+            + _listener("ingress", ports["ingress"], ingress)
+            + _listener("egress", ports["egress"], egress, "    traffic_direction: OUTBOUND\n")
+            + _listener("dead", ports["dead"], dead)
+            + "  clusters:\n"
+            + _cluster("origin", originPort) + _cluster("zipkin", zipkinPort)
+            + _cluster("deadzipkin", deadPort))
+
+
+IN_TRACE = "463ac35c9f6413ad48485a3953bb6124"
+IN_SPAN = "a2fb4a1d1a96d312"
+IN_PARENT = "0020000000000001"
+SINGLE_TRACE = "80f198ee56343ba864fe8b2a57d3eff7"
+SINGLE_SPAN = "e457b5a2e4d86bd1"
+
+#: (case, listener, path, headers, spans expected)
+CASES = [
+    ("root", "ingress", "/foo?x=1", {"user-agent": "ua1"}, 1),
+    ("multi", "ingress", "/averyveryverylongpath?q=1",
+     {"x-b3-traceid": IN_TRACE, "x-b3-spanid": IN_SPAN, "x-b3-parentspanid": IN_PARENT,
+      "x-b3-sampled": "1"}, 1),
+    ("single", "ingress", "/s", {"b3": "%s-%s-1" % (SINGLE_TRACE, SINGLE_SPAN)}, 1),
+    ("client", "ingress", "/c", {"x-client-trace-id": "abc"}, 1),
+    ("deco", "ingress", "/deco", {}, 1),
+    ("presampled", "ingress", "/p", {"x-request-id": "12345678-aaaa-9bbb-8ccc-123456789012"}, 1),
+    ("unsampled", "ingress", "/u", {"x-b3-sampled": "0"}, 0),
+    ("egress-multi", "egress", "/e",
+     {"x-b3-traceid": IN_TRACE, "x-b3-spanid": IN_SPAN, "x-b3-sampled": "1"}, 2),
+    ("egress-root", "egress", "/deco", {}, 2),
+]
+
+
+class _Proxy:
+    """One proxy (real Envoy or txenvoy), its receiver and its origin."""
+
+    def __init__(self, real):
+        self.zipkin = ZipkinReceiver()
+        self.origin = RecordingOrigin()
+        dead = socket.socket()
+        dead.bind(("127.0.0.1", 0))
+        self.deadPort = dead.getsockname()[1]
+        dead.close()
+        self.ports = {k: freePort() for k in ("admin", "ingress", "egress", "dead")}
+        config = tracingConfig(self.ports, self.zipkin.port, self.origin.port, self.deadPort)
+        try:
+            self.proc = startProxy(real, config, self.ports["dead"], self.ports["admin"])
+            for name in ("ingress", "egress"):
+                self.proc.waitPort(self.ports[name])
+        except BaseException:
+            self.zipkin.stop()
+            self.origin.stop()
+            raise
+
+    def get(self, listener, path, headers):
+        request = urllib.request.Request(
+            "http://127.0.0.1:%d%s" % (self.ports[listener], path), headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers.items()), response.read()
+
+    def stop(self):
+        try:
+            self.proc.stop()
+        finally:
+            self.zipkin.stop()
+            self.origin.stop()
+
+
+def _symbols():
+    return {IN_TRACE: "in-trace", IN_SPAN: "in-span", IN_PARENT: "in-parent",
+            SINGLE_TRACE: "single-trace", SINGLE_SPAN: "single-span"}
+
+
+def _shape(proxy, spans, case):
+    """
+    What Envoy and txenvoy must agree on for one case: its spans and the
+    origin's trace headers, ids replaced by what they are.
+    """
+    port = str(proxy.ports[case[1]])
+    # The router's span carries the custom tags too.
+    mine = sorted((s for s in spans if s["tags"].get("case") == case[0]),
+                  key=lambda s: (s["kind"], s["name"]))
+    names = _symbols()
+    for s in mine:
+        names.setdefault(s["traceId"], "trace-%d" % (len(s["traceId"]),))
+        if len(s["traceId"]) == 32:
+            names.setdefault(s["traceId"][16:], names[s["traceId"]] + "-low")
+    for s in mine:
+        names.setdefault(s["id"], "span-%s-%s" % (s["kind"], s["name"].replace(port, "PORT")))
+
+    def name(value):
+        return names.get(value, "other" if value else value)
+
+    out = []
+    for s in mine:
+        tags = dict(s["tags"])
+        rid = tags.pop("guid:x-request-id", "")
+        tags["trace-reason"] = rid[14:15]
+        for key in ("http.url", "peer.address", "upstream_address"):
+            if key in tags:
+                tags[key] = tags[key].replace(port, "PORT").replace(
+                    str(proxy.origin.port), "ORIGIN")
+        out.append(dict(
+            kind=s["kind"], name=s["name"].replace(port, "PORT"), id=name(s["id"]),
+            traceId=name(s["traceId"]), parentId=name(s.get("parentId")),
+            shared=s.get("shared", False), tags=tags,
+            annotations=[a["value"] for a in s.get("annotations", ())],
+            localEndpoint=sorted(s["localEndpoint"].items())))
+    head = [h for h in proxy.origin.heads if ("x-case", case[0]) in
+            [(k.lower(), v) for k, v in h]][-1]
+    trace = []
+    for key, value in head:
+        key = key.lower()
+        if key.startswith("x-b3-") or key == "b3":
+            if key == "b3":
+                value = "-".join(name(p) if len(p) > 1 else p for p in value.split("-"))
+            elif key != "x-b3-sampled":
+                value = name(value)
+            trace.append((key, value))
+        elif key == "x-request-id":
+            trace.append((key, value[14]))
+        elif key == "x-envoy-decorator-operation":
+            trace.append((key, value))
+    return {"spans": out, "upstream": trace}
+
+
+class TracingComparisonTests(SharedFixture, SynchronousTestCase):
+    """Real Envoy and txenvoy, the same tracing YAML, the same requests."""
+
+    maxDiff = None
+
+    @classmethod
+    def startFixture(cls):
+        cls.envoy = _Proxy(True)
+        try:
+            cls.txenvoy = _Proxy(False)
+        except BaseException:
+            cls.envoy.stop()
+            raise
+        try:
+            cls.responses = {}
+            for proxy in (cls.envoy, cls.txenvoy):
+                for case, listener, path, headers, _ in CASES:
+                    cls.responses[proxy, case] = proxy.get(
+                        listener, path, dict(headers, **{"x-case": case}))
+                for _ in range(3):
+                    cls.responses[proxy, "dead"] = proxy.get("dead", "/", {})
+            total = sum(c[-1] for c in CASES)
+            cls.spans = {proxy: proxy.zipkin.waitSpans(total)
+                         for proxy in (cls.envoy, cls.txenvoy)}
+        except BaseException:
+            cls.stopFixture()
+            raise
+
+    @classmethod
+    def stopFixture(cls):
+        try:
+            cls.envoy.stop()
+        finally:
+            cls.txenvoy.stop()
+
+    def test_spanCount(self):
+        """Both proxies report the same number of spans for the same requests."""
+        total = sum(c[-1] for c in CASES)
+        self.assertEqual(len(self.spans[self.envoy]), total)
+        self.assertEqual(len(self.spans[self.txenvoy]), total)
+
+    def test_reportsAsEnvoySendsThem(self):
+        """
+        Envoy's report: a POST of Zipkin v2 JSON to the collector_endpoint,
+        Host the collector cluster's name.
+        """
+        path, headers, _ = self.txenvoy.zipkin.reports[0]
+        self.assertEqual(path, "/api/v2/spans")
+        headers = {k.lower(): v for k, v in headers.items()}
+        self.assertEqual(headers["content-type"], "application/json")
+        self.assertEqual(headers["host"], "zipkin")
+
+    def test_deadCollectorLosesNoRequest(self):
+        """
+        A collector that refuses connections costs reports, counted in
+        tracing.zipkin.reports_failed, never a request.
+        """
+        self.assertEqual(self.responses[self.txenvoy, "dead"][0], 200)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            stats = adminStats(self.txenvoy.ports["admin"])
+            if stats.get("tracing.zipkin.reports_failed", 0) >= 3:
+                break
+            time.sleep(0.1)
+        self.assertGreaterEqual(stats["tracing.zipkin.reports_failed"], 3)
+
+    def test_samplingStats(self):
+        """http.<prefix>.tracing.* count each reason as Envoy does."""
+        names = ["http.%s.tracing.%s" % (p, s) for p in ("ingress", "egress") for s in (
+            "client_enabled", "health_check", "not_traceable", "random_sampling",
+            "service_forced")]
+        envoy = adminStats(self.envoy.ports["admin"])
+        txenvoy = adminStats(self.txenvoy.ports["admin"])
+        self.assertEqual({n: txenvoy.get(n) for n in names}, {n: envoy.get(n) for n in names})
+
+
+def _addCases(cls):
+    for case in CASES:
+        def test(self, case=case):
+            self.assertEqual(_shape(self.txenvoy, self.spans[self.txenvoy], case),
+                             _shape(self.envoy, self.spans[self.envoy], case))
+        test.__name__ = "test_case_" + case[0].replace("-", "_")
+        test.__doc__ = ("Envoy 1.40 and txenvoy make the same spans and upstream trace "
+                        "headers for the %r request." % (case[0],))
+        setattr(cls, test.__name__, test)
+    return cls
+
+
+_addCases(TracingComparisonTests)

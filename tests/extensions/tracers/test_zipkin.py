@@ -1,0 +1,96 @@
+"""
+Tests for L{txenvoy.extensions.tracers.zipkin}: spans as Envoy's Zipkin
+tracer makes them, and their Zipkin v2 JSON.
+"""
+
+import json
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from txenvoy.extensions.tracers.zipkin import ZipkinDriver
+from txenvoy.http.filter_config import snapshotSource
+from txenvoy.http.headers import HeaderMap, RequestHeaders
+from txenvoy.interfaces import ISpan, ITracerDriver
+from txenvoy.network.stream_info import StreamInfo
+from txenvoy.server.dispatcher import Dispatcher
+from txenvoy.stats.store import StatsStore
+
+
+def request(*pairs):
+    return RequestHeaders(b"GET", b"/", b"h", headers=HeaderMap(
+        [(n.encode(), v.encode()) for n, v in pairs]))
+
+
+class ZipkinDriverTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.clock = Clock()
+        self.dispatcher = Dispatcher(self.clock, "worker_0", StatsStore().shard("worker_0"))
+        self.info = StreamInfo(self.clock)
+
+    def driver(self, **kw):
+        driver = ZipkinDriver("zipkin", "/api/v2/spans", snapshotSource(None),
+                              localAddress="10.0.0.1", serviceName="svc", **kw)
+        verifyObject(ITracerDriver, driver)
+        return driver
+
+    def start(self, driver, headers, egress=False, traced=True):
+        span = driver.startSpan(self.dispatcher, headers, self.info, "op", traced, egress, 10.0)
+        verifyObject(ISpan, span)
+        return span
+
+    def test_rootSpan(self):
+        """A new trace: span id equal to the trace id, SERVER, shared."""
+        span = self.start(self.driver(), request())
+        self.assertEqual((span.traceId, span.parentId, span.kind, span.shared),
+                         (span.spanId, None, "SERVER", True))
+
+    def test_trace128(self):
+        """trace_id_128bit: a 32-digit trace id whose lower half is the span id."""
+        span = self.start(self.driver(traceId128=True), request())
+        span.finishSpan(10.0)
+        out = span.toJson({})
+        self.assertEqual(len(out["traceId"]), 32)
+        self.assertEqual(out["traceId"][16:], out["id"])
+
+    def test_sharedSpanContext(self):
+        """An ingress span keeps the caller's span id, and marks it shared."""
+        span = self.start(self.driver(), request(
+            ("x-b3-traceid", "0000000000000001"), ("x-b3-spanid", "0000000000000002"),
+            ("x-b3-parentspanid", "0000000000000003")))
+        self.assertEqual((span.traceId, span.spanId, span.parentId, span.shared),
+                         (1, 2, 3, True))
+
+    def test_childOfCaller(self):
+        """Without shared_span_context, and for egress, the span is the caller's child."""
+        headers = request(("x-b3-traceid", "0000000000000001"),
+                          ("x-b3-spanid", "0000000000000002"))
+        for driver, egress, kind in ((self.driver(sharedSpanContext=False), False, "SERVER"),
+                                     (self.driver(), True, "CLIENT")):
+            span = self.start(driver, headers, egress=egress)
+            self.assertEqual((span.traceId, span.parentId, span.kind, span.shared),
+                             (1, 2, kind, False))
+            self.assertNotEqual(span.spanId, 2)
+
+    def test_json(self):
+        """Zipkin v2 JSON as Envoy sends it: microseconds, ss annotation, localEndpoint."""
+        driver = self.driver()
+        span = self.start(driver, request(("b3", "0000000000000001-0000000000000002-1")))
+        span.setTag("component", "proxy")
+        span.finishSpan(10.25)
+        [out] = json.loads(driver.encode([span]))
+        self.assertEqual(out, {
+            "traceId": "0000000000000001", "id": "0000000000000002", "name": "op",
+            "kind": "SERVER", "timestamp": 10000000, "duration": 250000, "shared": True,
+            "localEndpoint": {"ipv4": "10.0.0.1", "port": 0, "serviceName": "svc"},
+            "tags": {"component": "proxy"},
+            "annotations": [{"timestamp": 10250000, "value": "ss"}]})
+        self.assertEqual(driver.reporters.get(self.dispatcher).spans, [span])
+
+    def test_unsampledNotReported(self):
+        """An unsampled span finishes without reaching the reporter."""
+        driver = self.driver()
+        self.start(driver, request(), traced=False).finishSpan(11.0)
+        self.assertEqual(driver.reporters.get(self.dispatcher).spans, [])
