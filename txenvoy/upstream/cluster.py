@@ -92,6 +92,11 @@ IGNORED_CLUSTER_FIELDS = (
 
 # common_lb_config fields accepted and not acted on:
 IGNORED_COMMON_LB_FIELDS = ()
+# zone_aware_lb_config fields accepted and not acted on: zone-aware routing
+# needs cluster_manager.local_cluster_name's membership, which txenvoy does
+# not route by; without a local cluster Envoy does not use them either.
+IGNORED_ZONE_AWARE_FIELDS = ("routing_enabled", "min_cluster_size",
+                             "force_locality_direct_routing")
 
 # load_assignment (and nested) fields accepted and not acted on:
 IGNORED_LOAD_ASSIGNMENT_FIELDS = (
@@ -102,9 +107,6 @@ IGNORED_LOAD_ASSIGNMENT_FIELDS = (
 IGNORED_LOCALITY_ENDPOINTS_FIELDS = (
     # Subset load balancing / metadata_match only (rejected).
     "metadata",
-    # Locality weights only apply with locality_weighted_lb_config
-    # (rejected); Envoy ignores them otherwise.
-    "load_balancing_weight",
     # Not used by Envoy's built-in load balancers.
     "proximity",
 )
@@ -520,8 +522,18 @@ def _compileLb(proto, path):
     if proto.HasField("common_lb_config"):
         cpath = path + ".common_lb_config"
         common = proto.common_lb_config
-        checkFields(common, ("healthy_panic_threshold", "update_merge_window"), cpath,
+        checkFields(common, ("healthy_panic_threshold", "update_merge_window",
+                             "locality_weighted_lb_config", "zone_aware_lb_config"), cpath,
                     IGNORED_COMMON_LB_FIELDS)
+        if common.HasField("locality_weighted_lb_config"):
+            checkFields(common.locality_weighted_lb_config, (),
+                        cpath + ".locality_weighted_lb_config")
+            cfg.localityWeights = _localityWeights(proto.load_assignment)
+        if common.HasField("zone_aware_lb_config"):
+            zone = common.zone_aware_lb_config
+            checkFields(zone, ("fail_traffic_on_panic",), cpath + ".zone_aware_lb_config",
+                        IGNORED_ZONE_AWARE_FIELDS)
+            cfg.failTrafficOnPanic = zone.fail_traffic_on_panic
         if common.HasField("update_merge_window"):
             cfg.updateMergeWindow = max(0.0, durationSeconds(common.update_merge_window))
         if common.HasField("healthy_panic_threshold"):
@@ -539,6 +551,21 @@ def _compileLb(proto, path):
                                   "must be greater than 0" % (path,))
             cfg.overprovisioningFactor = f
     return cfg
+
+
+def _localityWeights(la):
+    """
+    C{{priority: {localityKey: load_balancing_weight}}} of a load
+    assignment; a locality listed twice at one priority keeps its last
+    weight, as Envoy's C{PriorityStateManager} does, and one without a
+    weight has 0 (it gets no traffic).
+    """
+    weights = {}
+    for lle in la.endpoints:
+        key = (lle.locality.region, lle.locality.zone, lle.locality.sub_zone)
+        weight = lle.load_balancing_weight.value if lle.HasField("load_balancing_weight") else 0
+        weights.setdefault(lle.priority, {})[key] = weight
+    return weights
 
 
 def _compileOriginalDst(proto, path, ctype):
@@ -737,7 +764,8 @@ def _compileLoadAssignment(proto, path, ctype):
                     IGNORED_POLICY_FIELDS)
     for i, lle in enumerate(la.endpoints):
         epath = "%s.endpoints[%d]" % (lapath, i)
-        checkFields(lle, ("locality", "lb_endpoints", "priority"), epath,
+        checkFields(lle, ("locality", "lb_endpoints", "priority", "load_balancing_weight"),
+                    epath,
                     IGNORED_LOCALITY_ENDPOINTS_FIELDS)
         locality = None
         if lle.HasField("locality"):

@@ -31,6 +31,7 @@ from itertools import accumulate
 from zope.interface import implementer
 
 from txenvoy.interfaces import ILoadBalancer
+from txenvoy.upstream.locality import localityWeightedPicker
 
 ROUND_ROBIN = "ROUND_ROBIN"
 RANDOM = "RANDOM"
@@ -64,10 +65,16 @@ class LbConfig:
     @ivar updateMergeWindow: seconds (C{common_lb_config.update_merge_window},
         default 1): health-only changes within it of the last update reach
         workers together at its end.
+    @ivar localityWeights: with C{locality_weighted_lb_config}, C{{priority:
+        {localityKey: weight}}} (see L{txenvoy.upstream.locality}); else
+        C{None}.
+    @ivar failTrafficOnPanic: C{zone_aware_lb_config.fail_traffic_on_panic}:
+        a level in panic offers no host instead of all of them.
     """
 
     __slots__ = ("policy", "choiceCount", "activeRequestBias",
-                 "healthyPanicThreshold", "overprovisioningFactor", "updateMergeWindow")
+                 "healthyPanicThreshold", "overprovisioningFactor", "updateMergeWindow",
+                 "localityWeights", "failTrafficOnPanic")
 
     def __init__(self, policy=ROUND_ROBIN, choiceCount=2, activeRequestBias=1.0,
                  healthyPanicThreshold=50.0,
@@ -79,6 +86,8 @@ class LbConfig:
         self.activeRequestBias = activeRequestBias
         self.healthyPanicThreshold = healthyPanicThreshold
         self.overprovisioningFactor = overprovisioningFactor
+        self.localityWeights = None
+        self.failTrafficOnPanic = False
 
 
 def computePriorityLoad(levels, overprovisioningFactor=DEFAULT_OVERPROVISIONING_FACTOR):
@@ -411,21 +420,27 @@ class LoadBalancer:
             hosts = level.degraded
         else:
             hosts = level.hosts
+        localityWeights = self.config.localityWeights
         if not hosts:
             picker = _none
+        elif localityWeights is not None and source != _ALL:
+            picker = localityWeightedPicker(
+                level.hosts, hosts, localityWeights.get(priority, {}),
+                self.config.overprovisioningFactor, self._policyPicker)
         else:
-            cfg = self.config
-            policy = cfg.policy
-            if policy == ROUND_ROBIN:
-                picker = _roundRobinPicker(hosts, self._rng)
-            elif policy == RANDOM:
-                picker = _randomPicker(hosts, self._rng)
-            else:
-                picker = _leastRequestPicker(
-                    hosts, self._rng, self._workerName, cfg.choiceCount,
-                    cfg.activeRequestBias)
+            picker = self._policyPicker(hosts)
         self._pickers[key] = picker
         return picker
+
+    def _policyPicker(self, hosts):
+        cfg = self.config
+        policy = cfg.policy
+        if policy == ROUND_ROBIN:
+            return _roundRobinPicker(hosts, self._rng)
+        if policy == RANDOM:
+            return _randomPicker(hosts, self._rng)
+        return _leastRequestPicker(
+            hosts, self._rng, self._workerName, cfg.choiceCount, cfg.activeRequestBias)
 
     def chooseHost(self, context=None):
         """
@@ -451,7 +466,7 @@ class LoadBalancer:
         if self._panic[priority]:
             if self._panicCounter is not None:
                 self._panicCounter.inc()
-            if self._noHosts:
+            if self._noHosts or self.config.failTrafficOnPanic:
                 return None
             source = _ALL
         return self._picker(priority, source)()
