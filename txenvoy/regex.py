@@ -29,6 +29,7 @@ from re2 import _re2
 from twisted.logger import Logger
 
 from txenvoy.config.errors import ConfigError
+from txenvoy.config.fields import checkFields
 
 __all__ = [
     "DEFAULT_MAX_PROGRAM_SIZE",
@@ -158,7 +159,12 @@ def compileRegex(regexMatcher, path):
     @return: a L{Regex}.
     @raise ConfigError: naming C{path}.
     """
-    pattern = regexMatcher if isinstance(regexMatcher, (str, bytes)) else regexMatcher.regex
+    if isinstance(regexMatcher, (str, bytes)):
+        pattern = regexMatcher
+    else:
+        # google_re2 is deprecated and changes nothing: RE2 is the engine.
+        checkFields(regexMatcher, ("regex",), path, ("google_re2",))
+        pattern = regexMatcher.regex
     try:
         return compilePattern(pattern, *_programSizeLimits.get())
     except RegexError as e:

@@ -23,6 +23,7 @@ from zope.interface import implementer
 from txenvoy.admin import _handlers
 from txenvoy.admin._help import ENDPOINTS_BY_PATH
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.fields import checkFields
 from txenvoy.network.stream_info import StreamInfo
 from txenvoy.server.logging import componentLogger, connTag, streamTag
 from txenvoy.stats.tags import defaultTagProducer
@@ -42,6 +43,11 @@ def checkAdminConfig(adminProto, path="admin"):
 
     @raise ConfigError: naming the field.
     """
+    # profile_path is where /cpuprofiler writes, an endpoint txenvoy does
+    # not have; the admin is never counted against the global connection
+    # limit, so ignore_global_conn_limit is what txenvoy does anyway.
+    checkFields(adminProto, ("access_log", "access_log_path", "address", "socket_options"),
+                path, ("profile_path", "ignore_global_conn_limit"))
     if adminProto.access_log_path:
         raise UnsupportedField(path + ".access_log_path",
                                "deprecated in Envoy; use admin.access_log")

@@ -41,6 +41,7 @@ import socket
 import time
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.fields import checkFields
 from txenvoy.network.address import addressString
 
 #: Envoy's format when an access log has no C{log_format}.
@@ -942,6 +943,9 @@ def formatterFromProto(logFormat, path=""):
     @param path: the field path of C{log_format}, for messages.
     @return: a L{Formatter} or L{JsonFormatter}.
     """
+    # content_type is the local reply's; an access log line has none.
+    checkFields(logFormat, ("text_format", "json_format", "text_format_source",
+                            "omit_empty_values", "formatters"), path, ("content_type",))
     if len(logFormat.formatters):
         raise UnsupportedField(path + ".formatters", "formatter extensions")
     omit = logFormat.omit_empty_values

@@ -84,16 +84,40 @@ class RouteSpecificConfigs:
                 cache.pop(key, None)
         self.sweepAt = max(type(self).sweepAt, 2 * len(cache))
 
+    def precompile(self, source, path):
+        """
+        Compile C{source} when the route table loads, as Envoy does, so
+        that a mistake in it fails the config with its C{path} rather than
+        showing on the first request.
+
+        @raise ConfigError: naming C{path}.
+        """
+        try:
+            config = self._compileOrRaise(source, path)
+        except ConfigError as e:
+            if path in str(e):
+                raise
+            raise ConfigError("%s: %s" % (path, e))
+        self._cache[id(source)] = (source, config)
+
+    def _compileOrRaise(self, source, path):
+        if source.DESCRIPTOR.full_name == "google.protobuf.Any":
+            typeName = typeNameOf(source)
+            if typeName not in self.typeNames:
+                raise ConfigError("%s: %s cannot configure %s per route" % (
+                    path, typeName, self.filterName))
+            source = unpackAny(source, path)
+        return self.compile(source, path) if self.takesPath else self.compile(source)
+
+    @property
+    def takesPath(self):
+        """Whether C{compile} takes the entry's field path as well."""
+        return getattr(self.compile, "takesPath", False)
+
     def _compileSource(self, source):
         path = "typed_per_filter_config[%s]" % (self.filterName,)
         try:
-            if source.DESCRIPTOR.full_name == "google.protobuf.Any":
-                typeName = typeNameOf(source)
-                if typeName not in self.typeNames:
-                    raise ConfigError("%s: %s cannot configure %s per route" % (
-                        path, typeName, self.filterName))
-                source = unpackAny(source, path)
-            return self.compile(source)
+            return self._compileOrRaise(source, path)
         except ConfigError as e:
             log.error("ignoring a route's config of {name}: {why}", name=self.filterName,
                       why=str(e))
@@ -206,3 +230,22 @@ def snapshotSource(context):
 def httpStatPrefix(context):
     """The connection manager's C{http.<stat_prefix>.}."""
     return getattr(context, "httpStatPrefix", "http.unknown.")
+
+
+def perFilterConfigSources(routeTable, path):
+    """
+    Yield C{(perFilterConfig, cors, path)} for every level of a compiled
+    route table that may hold route-specific filter configs: the table,
+    each virtual host, route and weighted cluster, with the field path of
+    its C{typed_per_filter_config} holder.
+    """
+    yield routeTable.perFilterConfig, None, path
+    for v, vhost in enumerate(routeTable.virtualHosts):
+        vpath = "%s.virtual_hosts[%d]" % (path, v)
+        yield vhost.perFilterConfig, vhost.cors, vpath
+        for r, entry in enumerate(vhost.routes):
+            rpath = "%s.routes[%d]" % (vpath, r)
+            yield entry.perFilterConfig, getattr(entry, "cors", None), rpath
+            for w, weighted in enumerate(entry.weightedClusters or ()):
+                yield (weighted.perFilterConfig, None,
+                       "%s.route.weighted_clusters.clusters[%d]" % (rpath, w))

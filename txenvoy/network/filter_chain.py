@@ -14,6 +14,7 @@ or no chain at all.
 import ipaddress
 
 from txenvoy.config.errors import ConfigError
+from txenvoy.config.fields import checkFields
 
 
 class FilterChain:
@@ -82,6 +83,10 @@ class FilterChainMatch:
 
     def __init__(self, proto, path):
         m = proto
+        # address_suffix and suffix_len are not implemented in Envoy either.
+        checkFields(m, ("destination_port", "prefix_ranges", "direct_source_prefix_ranges",
+                        "source_type", "source_prefix_ranges", "source_ports", "server_names",
+                        "transport_protocol", "application_protocols"), path)
         self.destinationPort = m.destination_port.value if m.HasField("destination_port") else None
         self.prefixRanges = _cidrs(m.prefix_ranges, path + ".prefix_ranges")
         self.serverNames = [s.lower() for s in m.server_names]

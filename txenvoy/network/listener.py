@@ -54,6 +54,10 @@ def socketAddress(address, path):
     if which != "socket_address":
         raise UnsupportedField(path + "." + (which or "address"), "only socket_address")
     sa = address.socket_address
+    # ipv4_compat (a dual-stack "::" socket), resolver_name and
+    # network_namespace_filepath are not implemented for listeners.
+    checkFields(sa, ("address", "port_value", "named_port", "protocol"),
+                path + ".socket_address")
     if sa.protocol != 0:
         raise UnsupportedField(path + ".socket_address.protocol", "only TCP")
     if sa.WhichOneof("port_specifier") == "named_port":
@@ -147,6 +151,8 @@ class ListenerConfig:
 
     @staticmethod
     def _compileChain(fc, context, path):
+        checkFields(fc, ("filter_chain_match", "filters", "transport_socket", "name"), path,
+                    ("metadata",))
         if fc.HasField("transport_socket"):
             transport = context.createExtension(
                 Category.TRANSPORT_SOCKET_DOWNSTREAM, fc.transport_socket, path + ".transport_socket")

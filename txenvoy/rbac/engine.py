@@ -20,6 +20,7 @@ regexes and C{ignore_case} the same way.
 import ipaddress
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.fields import checkFields
 from txenvoy.http.route_matcher import compileHeaderMatcher, compileStringMatcher
 
 # envoy.config.rbac.v3.RBAC.Action
@@ -319,6 +320,7 @@ def createPolicyEngine(rbac, path, network=False):
     @param network: C{True} for the network filter.
     @return: a L{PolicyEngine}.
     """
+    checkFields(rbac, ("action", "policies", "audit_logging_options"), path)
     if rbac.HasField("audit_logging_options"):
         raise UnsupportedField(path + ".audit_logging_options")
     policies = [compilePolicy(name, rbac.policies[name], "%s.policies[%s]" % (path, name),

@@ -23,6 +23,7 @@ The semantics follow Envoy's C{MatchTree}:
 import ipaddress
 
 from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField
+from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import typeNameOf, unpackAny
 from txenvoy.http.route_matcher import HeaderMatcher, compileStringMatcher
 from txenvoy.rbac.engine import ACTION_NAMES, ALLOW, DENY, LOG, compileCidr
@@ -275,6 +276,7 @@ def _rbacAction(typed, path):
                           "'type.googleapis.com/%s', not '%s'"
                           % (path, _RBAC_ACTION, typed.typed_config.type_url))
     action = unpackAny(typed.typed_config, path + ".typed_config")
+    checkFields(action, ("name", "action"), path + ".typed_config")
     return RbacAction(action.name, action.action)
 
 

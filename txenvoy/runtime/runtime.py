@@ -409,6 +409,8 @@ def fractionalPercent(value):
     """
     if isinstance(value, FractionalPercent):
         return value
+    # Every field is read: declared for the table of supported fields.
+    checkFields(value, ("numerator", "denominator"), "")
     return FractionalPercent(value.numerator, DENOMINATORS.get(value.denominator, 100))
 
 
@@ -423,6 +425,7 @@ class RuntimeFractionalPercent:
     """
 
     def __init__(self, message):
+        checkFields(message, ("default_value", "runtime_key"), "")
         self.default = fractionalPercent(message.default_value)
         self.runtimeKey = message.runtime_key
 
@@ -438,6 +441,7 @@ class RuntimeFeatureFlag:
     """
 
     def __init__(self, message):
+        checkFields(message, ("default_value", "runtime_key"), "")
         self.default = message.default_value.value
         self.runtimeKey = message.runtime_key
 

@@ -57,7 +57,7 @@ from twisted.logger import Logger
 
 from txenvoy.config import messages
 from txenvoy.config.errors import ConfigError, UnsupportedField
-from txenvoy.config.fields import durationSeconds
+from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import typeNameOf
 from txenvoy.lifecycle import StartStopService
 
@@ -133,6 +133,9 @@ class WatchdogConfig:
         """
         if proto is None:
             return cls()
+        checkFields(proto, ("actions", "miss_timeout", "megamiss_timeout", "kill_timeout",
+                            "max_kill_timeout_jitter", "multikill_timeout",
+                            "multikill_threshold"), path)
 
         def duration(name, default):
             if proto.HasField(name):

@@ -76,6 +76,13 @@ class Server(MultiService):
         self.healthCheckFailed = False
         self.node = node = type(bootstrap.node)()
         node.CopyFrom(bootstrap.node)
+        # The node only describes this proxy (/server_info, and an xDS
+        # server's view of it): every field is kept as written.
+        checkFields(node, ("id", "cluster", "locality", "metadata"), "node",
+                    ("dynamic_parameters", "user_agent_name", "user_agent_version",
+                     "user_agent_build_version", "extensions", "client_features",
+                     "listening_addresses"))
+        checkFields(node.locality, ("region", "zone", "sub_zone"), "node.locality")
         # As Envoy fills it in for xDS servers and /server_info.
         node.user_agent_name = "envoy"
         major, minor, patch = (int(p) for p in txenvoy.__version__.split("."))

@@ -81,7 +81,8 @@ def writerFor(context, opener, path):
 
 @extension(Category.ACCESS_LOGGER,
            "envoy.extensions.access_loggers.file.v3.FileAccessLog",
-           "envoy.access_loggers.file")
+           "envoy.access_loggers.file",
+           fields=("path", "format", "json_format", "typed_json_format", "log_format"))
 def createFileAccessLog(message, context):
     """Build a L{FileAccessLogger} from a C{FileAccessLog}."""
     path = context.configPath

@@ -106,7 +106,7 @@ class StatsdSink:
 
 
 @extension(Category.STATS_SINK, "envoy.config.metrics.v3.StatsdSink",
-           "envoy.stat_sinks.statsd")
+           "envoy.stat_sinks.statsd", fields=("address", "tcp_cluster_name", "prefix"))
 def createStatsdSink(message, context):
     """Build a L{StatsdSink} from an C{envoy.config.metrics.v3.StatsdSink}."""
     path = context.configPath

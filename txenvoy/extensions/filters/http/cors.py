@@ -117,9 +117,12 @@ def _optionalBool(message, field):
     return getattr(message, field).value if message.HasField(field) else None
 
 
-def compileCorsPolicy(message):
+def compileCorsPolicy(message, path="cors"):
     """Compile a C{CorsPolicy} message into a L{CorsPolicy}."""
-    return CorsPolicy(message)
+    return CorsPolicy(message, path)
+
+
+compileCorsPolicy.takesPath = True
 
 
 def _first(policies, attribute, default):

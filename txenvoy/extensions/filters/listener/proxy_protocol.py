@@ -423,7 +423,9 @@ class ProxyProtocolConfig:
 
 @extension(Category.LISTENER_FILTER,
            "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol",
-           "envoy.filters.listener.proxy_protocol")
+           "envoy.filters.listener.proxy_protocol",
+           fields=("rules", "allow_requests_without_proxy_protocol", "pass_through_tlvs",
+                   "disallowed_versions", "stat_prefix", "tlv_location"))
 def createProxyProtocol(message, context):
     """Build a L{ProxyProtocolConfig} from a C{ProxyProtocol} message."""
     path = context.configPath

@@ -112,7 +112,10 @@ class TlsInspectorConfig:
 
 @extension(Category.LISTENER_FILTER,
            "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
-           "envoy.filters.listener.tls_inspector")
+           "envoy.filters.listener.tls_inspector",
+           fields=("enable_ja3_fingerprinting", "enable_ja4_fingerprinting",
+                   "initial_read_buffer_size", "close_connection_on_client_hello_parsing_errors",
+                   "max_client_hello_size"))
 def createTlsInspector(message, context):
     """Build a L{TlsInspectorConfig} from a C{TlsInspector} message."""
     path = context.configPath

@@ -26,6 +26,7 @@ from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.http import conn_manager
 from txenvoy.http.conn_manager import ConnectionManagerConfig
+from txenvoy.http.filter_config import perFilterConfigSources
 from txenvoy.http.local_reply import compileLocalReplyConfig
 from txenvoy.http.route_table import RouteTable
 from txenvoy.tracing.http_tracer import compileTracing
@@ -63,6 +64,24 @@ def _filterTypeName(entry):
     if factory is not None and factory.names:
         return factory.names[0]
     return entry.name or typeName
+
+
+def _compileRouteSpecificConfigs(factories, routeTable, path):
+    """
+    Compile every route's C{typed_per_filter_config} for the filters of
+    this chain when the config loads, as Envoy does: a mistake in one fails
+    the config with its path.
+    """
+    for levelConfigs, cors, levelPath in perFilterConfigSources(routeTable, path):
+        for name, factory in factories:
+            routeConfigs = getattr(factory, "routeConfigs", None)
+            source = levelConfigs.get(name)
+            if routeConfigs is not None and source is not None:
+                attempt(routeConfigs.precompile, source,
+                        "%s.typed_per_filter_config[%s]" % (levelPath, name))
+            legacy = getattr(factory, "legacyPolicies", None)
+            if legacy is not None and cors is not None:
+                attempt(legacy.precompile, cors, levelPath + ".cors")
 
 
 def _compileFilters(message, context, path, statPrefix):
@@ -130,6 +149,9 @@ def createHttpConnectionManager(message, context):
         raise ConfigError("%s: one of route_config, rds or scoped_routes is required" % (path,))
 
     config.filterFactories = _compileFilters(message, context, path, config.statPrefix)
+    if config.routeTable is not None:
+        _compileRouteSpecificConfigs(config.filterFactories, config.routeTable,
+                                     path + ".route_config")
     config.accessLogs = tuple(
         createAccessLog(al, context, "%s.access_log[%d]" % (path, i))
         for i, al in enumerate(message.access_log))

@@ -159,7 +159,8 @@ def runtimeFeatureEnabled(message, field):
 
 @extension(Category.NETWORK_FILTER,
            "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
-           "envoy.filters.network.local_ratelimit")
+           "envoy.filters.network.local_ratelimit",
+           fields=("stat_prefix", "token_bucket", "runtime_enabled", "share_key"))
 def createLocalRateLimit(message, context):
     path = context.configPath
     if not message.stat_prefix:

@@ -187,7 +187,9 @@ class RbacConfig:
 
 
 @extension(Category.NETWORK_FILTER, "envoy.extensions.filters.network.rbac.v3.RBAC",
-           "envoy.filters.network.rbac")
+           "envoy.filters.network.rbac",
+           fields=("rules", "matcher", "shadow_rules", "shadow_matcher",
+                   "shadow_rules_stat_prefix", "stat_prefix", "enforcement_type", "delay_deny"))
 def createRbac(message, context):
     path = context.configPath
     if not message.stat_prefix:
