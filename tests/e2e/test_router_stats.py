@@ -7,6 +7,7 @@ same requests on the same YAML.
 
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -31,6 +32,18 @@ LISTENER = """
                 redirect: {path_redirect: "/elsewhere"}
               - match: {prefix: "/direct"}
                 direct_response: {status: 200, body: {inline_string: "hi"}}
+              - match: {prefix: "/r/"}
+                route:
+                  cluster: o
+                  retry_policy:
+                    retry_on: retriable-headers,envoy-ratelimited
+                    num_retries: 2
+                    retry_back_off: {base_interval: 0.001s, max_interval: 0.002s}
+                    retriable_headers: [{name: x-upstream-retry, string_match: {exact: "yes"}}]
+                    retriable_request_headers: [{name: x-can-retry, present_match: true}]
+                    rate_limited_retry_back_off:
+                      reset_headers: [{name: x-reset-after}, {name: retry-after}]
+                      max_interval: 10s
               - match: {prefix: "/"}
                 route:
                   cluster: o
@@ -71,11 +84,19 @@ REQUESTS = [
     ("external", "/flaky-b", "x-envoy-internal: true\r\n"),
     ("internal", "/flaky-c", ""),
     ("internal", "/404", ""),
+    ("external", "/r/hdr-a", "x-can-retry: 1\r\n"),
+    ("external", "/r/hdr-b", ""),
+    ("external", "/r/rl", "x-can-retry: 1\r\n"),
 ]
 
 
 class _Origin(BaseHTTPRequestHandler):
-    """503 on every other request to /flaky-*, always on /always503, 404 on /404."""
+    """
+    503 on every other request to /flaky-*, always on /always503, 404 on
+    /404; every other response to /r/hdr-* asks for a retry by header, and
+    to /r/rl is a 429 rate limit with a reset of 1 s (x-reset-after is over
+    max_interval, so retry-after is the one used).
+    """
 
     protocol_version = "HTTP/1.1"
 
@@ -84,13 +105,22 @@ class _Origin(BaseHTTPRequestHandler):
         n = counts.get(self.path, 0)
         counts[self.path] = n + 1
         status = 200
-        if self.path.startswith("/flaky"):
+        extra = []
+        if self.path.startswith("/r/hdr") and n % 2 == 0:
+            extra = [("x-upstream-retry", "yes")]
+        elif self.path == "/r/rl" and n % 2 == 0:
+            status = 429
+            extra = [("x-envoy-ratelimited", "true"), ("x-reset-after", "60"),
+                     ("retry-after", "1")]
+        elif self.path.startswith("/flaky"):
             status = 503 if n % 2 == 0 else 200
         elif self.path == "/always503":
             status = 503
         elif self.path == "/404":
             status = 404
         self.send_response(status)
+        for name, value in extra:
+            self.send_header(name, value)
         self.send_header("content-length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
@@ -127,8 +157,21 @@ class RouterStatsComparisonTests(SharedFixture, SynchronousTestCase):
 
     @classmethod
     def startFixture(cls):
+        # Both proxies at once (each with its own origin and ports): the
+        # rate-limited retry waits a second in each.
         cls.results = {}
-        for real in (True, False):
+        errors = []
+        threads = [threading.Thread(target=cls._runProxy, args=(real, errors)) for real in (True, False)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        if errors:
+            raise errors[0]
+
+    @classmethod
+    def _runProxy(cls, real, errors):
+        try:
             origin = _OriginServer(("127.0.0.1", 0), _Origin)
             origin.counts = {}
             thread = threading.Thread(target=origin.serve_forever, daemon=True)
@@ -144,8 +187,12 @@ class RouterStatsComparisonTests(SharedFixture, SynchronousTestCase):
             try:
                 proxy = startProxy(real, config, ports["internal"], admin)
                 try:
-                    statuses = [get(ports[which], path, extra)
-                                for which, path, extra in REQUESTS]
+                    statuses = []
+                    for which, path, extra in REQUESTS:
+                        started = time.monotonic()
+                        statuses.append(get(ports[which], path, extra))
+                        if path == "/r/rl":
+                            waited = time.monotonic() - started
                     stats = {name: value for name, value in adminStats(admin).items()
                              if watched(name) and value}
                 finally:
@@ -153,7 +200,9 @@ class RouterStatsComparisonTests(SharedFixture, SynchronousTestCase):
             finally:
                 origin.shutdown()
                 origin.server_close()
-            cls.results[real] = (statuses, stats)
+            cls.results[real] = (statuses, stats, waited)
+        except BaseException as e:
+            errors.append(e)
 
     @classmethod
     def stopFixture(cls):
@@ -161,6 +210,17 @@ class RouterStatsComparisonTests(SharedFixture, SynchronousTestCase):
 
     def test_statuses(self):
         self.assertEqual(self.results[False][0], self.results[True][0])
+
+    def test_rateLimitedBackOff(self):
+        """
+        The rate-limited retry waited the reset header's second (Envoy's
+        lower-bound jitter: [1 s, 1.5 s)) and was counted apart from the
+        exponential back-offs; retriable_request_headers gates retries.
+        """
+        stats = self.results[False][1]
+        self.assertEqual(stats["cluster.o.upstream_rq_retry_backoff_ratelimited"], 1)
+        self.assertGreaterEqual(self.results[False][2], 1.0)
+        self.assertLess(self.results[False][2], 1.6)
 
     def test_stats(self):
         """

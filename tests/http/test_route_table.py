@@ -1280,6 +1280,30 @@ virtual_hosts:
         self.assertIs(table.route(b"bare", b"/", FakeHeaders(), b"GET").entry.retryPolicy,
                       DEFAULT_RETRY_POLICY)
 
+    def test_rateLimitedRetryBackOff(self):
+        """
+        rate_limited_retry_back_off: the reset headers in order with their
+        formats, max_interval (Envoy's default 300 s).
+        """
+        entry = _route(_oneHost("""
+- match: {prefix: "/a"}
+  route:
+    cluster: c
+    retry_policy:
+      rate_limited_retry_back_off:
+        reset_headers: [{name: Retry-After}, {name: x-reset, format: UNIX_TIMESTAMP}]
+        max_interval: 20s
+- match: {prefix: "/"}
+  route: {cluster: c, retry_policy: {rate_limited_retry_back_off: {
+      reset_headers: [{name: retry-after}]}}}
+"""), b"/a").entry
+        policy = entry.retryPolicy
+        self.assertEqual(policy.resetHeaders,
+                         ((b"retry-after", "SECONDS"), (b"x-reset", "UNIX_TIMESTAMP")))
+        self.assertEqual(policy.rateLimitedMaxInterval, 20.0)
+        self.assertEqual(DEFAULT_RETRY_POLICY.resetHeaders, ())
+        self.assertEqual(DEFAULT_RETRY_POLICY.rateLimitedMaxInterval, 300.0)
+
     def test_backOffMaxBelowBase(self):
         """
         C{max_interval} below C{base_interval} is Envoy's error.

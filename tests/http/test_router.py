@@ -482,6 +482,75 @@ class RetryTests(RouterTestCase):
         self.assertEqual(down.response().status, 500)
         self.assertEqual(len(h.upstreams()), 4)
 
+    def test_rateLimitedResetHeaders(self):
+        """
+        Envoy's rate_limited_retry_back_off: the first reset header within
+        max_interval sets this retry's back-off to [interval, 1.5 x
+        interval) (the middle here), counted as
+        upstream_rq_retry_backoff_ratelimited; a response without one
+        backs off exponentially. A UNIX_TIMESTAMP counts from now.
+        """
+        h = self.harness(routes="""
+- match: {prefix: "/"}
+  route:
+    cluster: origin
+    retry_policy:
+      retry_on: "envoy-ratelimited,retriable-headers"
+      num_retries: 3
+      retriable_headers: [{name: x-again, present_match: true}]
+      rate_limited_retry_back_off:
+        reset_headers: [{name: x-too-far}, {name: x-at, format: UNIX_TIMESTAMP},
+                        {name: retry-after}]
+        max_interval: 30s
+""")
+        h.advance(1000)
+        down = h.connect()
+        down.send(GET)
+        h.upstream().respond(b"HTTP/1.1 429 X\r\nx-envoy-ratelimited: true\r\n"
+                             b"x-too-far: 60\r\nretry-after: 2\r\ncontent-length: 0\r\n\r\n")
+        h.advance(2.49)
+        self.assertEqual(len(h.upstreams()), 1)
+        h.advance(0.01)
+        self.assertEqual(len(h.upstreams()), 2)
+        h.upstream().respond(b"HTTP/1.1 200 OK\r\nx-at: 1006\r\nx-again: 1\r\n"
+                             b"content-length: 0\r\n\r\n")
+        # Now 1002.5: 4 s to 1006, jittered to 5 s.
+        h.advance(4.99)
+        self.assertEqual(len(h.upstreams()), 2)
+        h.advance(0.01)
+        h.upstream().respond(b"HTTP/1.1 200 OK\r\nx-again: 1\r\ncontent-length: 0\r\n\r\n")
+        h.advance(1)
+        h.upstream().respond(OK)
+        self.assertEqual(down.response().status, 200)
+        self.assertEqual(len(h.upstreams()), 4)
+        stat = h.stat
+        self.assertEqual((stat("cluster.origin.upstream_rq_retry_backoff_ratelimited"),
+                          stat("cluster.origin.upstream_rq_retry_backoff_exponential"),
+                          stat("cluster.origin.retry.upstream_rq_429"),
+                          stat("cluster.origin.retry.upstream_rq_200"),
+                          stat("cluster.origin.upstream_rq_200"),
+                          stat("cluster.origin.external.upstream_rq_200")), (2, 1, 1, 2, 1, 1))
+
+    def test_retriableRequestHeaders(self):
+        """A request none of retriable_request_headers matches is never retried (Envoy)."""
+        h = self.harness(routes="""
+- match: {prefix: "/"}
+  route:
+    cluster: origin
+    retry_policy: {retry_on: 5xx, num_retries: 1,
+                   retriable_request_headers: [{name: x-retry-me, present_match: true}]}
+""")
+        down = h.connect()
+        down.send(GET)
+        h.upstream().respond(b"HTTP/1.1 503 X\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+        self.assertEqual(down.response().status, 503)
+        down.send(b"GET /o/x HTTP/1.1\r\nhost: example.com\r\nx-retry-me: 1\r\n\r\n")
+        h.upstream().respond(b"HTTP/1.1 503 X\r\ncontent-length: 0\r\n\r\n")
+        h.advance(1)
+        h.upstream().respond(OK)
+        self.assertEqual(down.response().status, 200)
+        self.assertEqual(h.stat("cluster.origin.upstream_rq_retry"), 1)
+
     def test_retryOverflow(self):
         tlc = self.h.dispatcher.clusterManager.getThreadLocalCluster("origin")
         poolsFor(tlc).retries.max = 0

@@ -138,6 +138,7 @@ _RETRY_FIELDS = frozenset((
     "retry_on", "num_retries", "per_try_timeout", "per_try_idle_timeout",
     "retry_host_predicate", "host_selection_retry_max_attempts", "retriable_status_codes",
     "retry_back_off", "retriable_headers", "retriable_request_headers",
+    "rate_limited_retry_back_off",
 ))
 _REDIRECT_FIELDS = frozenset((
     "https_redirect", "scheme_redirect", "host_redirect", "port_redirect", "path_redirect",
@@ -244,19 +245,23 @@ class RetryPolicy(_Frozen):
     @ivar hostSelectionRetryMaxAttempts: default 1.
     @ivar retryHostPredicates: the C{@type} names of C{retry_host_predicate}
         (accepted; the load balancer decides what it honours).
+    @ivar resetHeaders: C{rate_limited_retry_back_off.reset_headers} as
+        C{(lowercase name bytes, "SECONDS" or "UNIX_TIMESTAMP")}, or C{()}.
+    @ivar rateLimitedMaxInterval: its C{max_interval} in seconds (300).
     """
 
     __slots__ = (
         "retryOn", "numRetries", "perTryTimeout", "perTryIdleTimeout", "baseInterval",
         "maxInterval", "retriableStatusCodes", "retriableHeaders", "retriableRequestHeaders",
-        "hostSelectionRetryMaxAttempts", "retryHostPredicates",
+        "hostSelectionRetryMaxAttempts", "retryHostPredicates", "resetHeaders",
+        "rateLimitedMaxInterval",
     )
 
     def __init__(self, retryOn=frozenset(), numRetries=1, perTryTimeout=0.0,
                  perTryIdleTimeout=0.0, baseInterval=DEFAULT_BASE_INTERVAL, maxInterval=None,
                  retriableStatusCodes=frozenset(), retriableHeaders=(),
                  retriableRequestHeaders=(), hostSelectionRetryMaxAttempts=1,
-                 retryHostPredicates=()):
+                 retryHostPredicates=(), resetHeaders=(), rateLimitedMaxInterval=300.0):
         self._init(
             retryOn=frozenset(retryOn), numRetries=numRetries, perTryTimeout=perTryTimeout,
             perTryIdleTimeout=perTryIdleTimeout, baseInterval=baseInterval,
@@ -266,6 +271,8 @@ class RetryPolicy(_Frozen):
             retriableRequestHeaders=tuple(retriableRequestHeaders),
             hostSelectionRetryMaxAttempts=hostSelectionRetryMaxAttempts,
             retryHostPredicates=tuple(retryHostPredicates),
+            resetHeaders=tuple(resetHeaders),
+            rateLimitedMaxInterval=rateLimitedMaxInterval,
         )
 
     def __repr__(self):
@@ -1364,7 +1371,24 @@ class _Compiler:
             hostSelectionRetryMaxAttempts=policy.host_selection_retry_max_attempts or 1,
             retryHostPredicates=tuple(p.typed_config.type_url.rsplit("/", 1)[-1] or p.name
                                       for p in policy.retry_host_predicate),
+            **self._compileRateLimitedBackOff(policy, path)
         )
+
+    def _compileRateLimitedBackOff(self, policy, path):
+        if not policy.HasField("rate_limited_retry_back_off"):
+            return {}
+        rpath = path + ".rate_limited_retry_back_off"
+        backOff = policy.rate_limited_retry_back_off
+        checkFields(backOff, ("reset_headers", "max_interval"), rpath)
+        headers = []
+        for i, header in enumerate(backOff.reset_headers):
+            checkFields(header, ("name", "format"), "%s.reset_headers[%d]" % (rpath, i))
+            headers.append((header.name.lower().encode("latin-1"),
+                            "UNIX_TIMESTAMP" if header.format == 1 else "SECONDS"))
+        kw = {"resetHeaders": headers}
+        if backOff.HasField("max_interval"):
+            kw["rateLimitedMaxInterval"] = wholeMilliseconds(backOff.max_interval)
+        return kw
 
     def compileHashPolicy(self, policy, path):
         checkFields(policy, _HASH_FIELDS, path)

@@ -25,8 +25,12 @@ binary's output):
    C{cluster.<c>.upstream_rq_timeout}; C{per_try_timeout} bounds each
    attempt until its response head (C{upstream_rq_per_try_timeout});
  - retries (C{5xx}, C{gateway-error}, C{connect-failure}, C{reset},
-   C{retriable-4xx}, C{retriable-status-codes}) with exponential back-off
-   and full jitter (C{base_interval} 25 ms, capped at C{max_interval});
+   C{retriable-4xx}, C{retriable-status-codes}, C{retriable-headers},
+   C{envoy-ratelimited}; none for a request that no
+   C{retriable_request_headers} matcher matches) with exponential back-off
+   and full jitter (C{base_interval} 25 ms, capped at C{max_interval}), or
+   the interval a response's C{rate_limited_retry_back_off} reset header
+   gives (C{upstream_rq_retry_backoff_ratelimited});
    when retries are exhausted on a 5xx the host's last response is passed
    on with flag C{URX}; a retried response is counted under
    C{cluster.<c>.retry.upstream_rq_*} only;
@@ -112,11 +116,15 @@ _RETRY_RETRIABLE_4XX = 8
 _RETRY_RESET = 16
 _RETRY_STATUS_CODES = 32
 _RETRY_RESET_BEFORE_REQUEST = 64
+_RETRY_RETRIABLE_HEADERS = 128
+_RETRY_ENVOY_RATELIMITED = 256
 _RETRY_BITS = {
     "5xx": _RETRY_5XX, "gateway-error": _RETRY_GATEWAY_ERROR,
     "connect-failure": _RETRY_CONNECT_FAILURE, "retriable-4xx": _RETRY_RETRIABLE_4XX,
     "reset": _RETRY_RESET, "retriable-status-codes": _RETRY_STATUS_CODES,
     "reset-before-request": _RETRY_RESET_BEFORE_REQUEST,
+    "retriable-headers": _RETRY_RETRIABLE_HEADERS,
+    "envoy-ratelimited": _RETRY_ENVOY_RATELIMITED,
 }
 # Conditions under which a reset (or per-try timeout) is retried.
 _RESET_RETRY = _RETRY_5XX | _RETRY_GATEWAY_ERROR | _RETRY_RESET
@@ -326,6 +334,7 @@ class RouterFilter:
     _retriesLeft = 0
     _retryBits = 0
     _retryCodes = frozenset()
+    _retryPolicy = None
     _body = None
     _bodySize = 0
     _bodyEnd = False
@@ -399,8 +408,15 @@ class RouterFilter:
         if info.filterState.get("envoy.internal_request"):
             timeout, perTry, bits, retries = self._internalOverrides(
                 entries, timeout, perTry, bits, retries)
+        if bits and policy.retriableRequestHeaders and not any(
+                m.matches(entries, headers.authority, headers.path, headers.method)
+                for m in policy.retriableRequestHeaders):
+            # Envoy makes no retry state for a request none of
+            # retriable_request_headers matches.
+            bits = 0
         self._retryBits = bits
         if bits:
+            self._retryPolicy = policy
             self._retriesLeft = retries
             self._retryCodes = policy.retriableStatusCodes
             self._baseInterval = policy.baseInterval
@@ -746,10 +762,12 @@ class RouterFilter:
         self._startAttempt()
         return True
 
-    def _maybeRetry(self):
+    def _maybeRetry(self, rateLimitedInterval=None):
         """
         Retry if a retry is left, else note C{URX}.
 
+        @param rateLimitedInterval: seconds from the response's
+            C{rate_limited_retry_back_off} reset header, or C{None}.
         @return: whether a retry was scheduled.
         """
         stats = self.clusterStats
@@ -768,12 +786,18 @@ class RouterFilter:
         self._retryingActive = True
         self._retried = True
         stats.upstream_rq_retry.inc()
-        stats.upstream_rq_retry_backoff_exponential.inc()
-        # Envoy's JitteredExponentialBackOffStrategy: uniform in
-        # [0, (2^n - 1) * base), capped at max_interval.
-        n = self._attempts
-        ceiling = min(((1 << n) - 1) * self._baseInterval, self._maxInterval)
-        delay = self.config.rng() * ceiling
+        if rateLimitedInterval is not None:
+            # Envoy's JitteredLowerBoundBackOffStrategy, for this retry
+            # only: uniform in [interval, 1.5 x interval).
+            stats.upstream_rq_retry_backoff_ratelimited.inc()
+            delay = rateLimitedInterval * (1.0 + 0.5 * self.config.rng())
+        else:
+            stats.upstream_rq_retry_backoff_exponential.inc()
+            # Envoy's JitteredExponentialBackOffStrategy: uniform in
+            # [0, (2^n - 1) * base), capped at max_interval.
+            n = self._attempts
+            ceiling = min(((1 << n) - 1) * self._baseInterval, self._maxInterval)
+            delay = self.config.rng() * ceiling
         self._upstream = None
         self._retryTimer = self.callbacks.callLater(delay, self._retry)
         return True
@@ -790,8 +814,13 @@ class RouterFilter:
         if upstream.client is not None or upstream.handle is not None:
             upstream.cancel()
 
-    def _retriable(self, status):
+    def _retriable(self, status, headers):
         bits = self._retryBits
+        if bits & _RETRY_ENVOY_RATELIMITED and headers.get(b"x-envoy-ratelimited") is not None:
+            return True
+        if bits & _RETRY_RETRIABLE_HEADERS and any(
+                m.matches(headers) for m in self._retryPolicy.retriableHeaders):
+            return True
         if status >= 500:
             if bits & _RETRY_5XX:
                 return True
@@ -802,6 +831,26 @@ class RouterFilter:
         if bits & _RETRY_STATUS_CODES and status in self._retryCodes:
             return True
         return False
+
+    def _resetInterval(self, headers):
+        """
+        Envoy's C{parseResetInterval}: the first C{reset_headers} value
+        within C{max_interval}, in seconds, or C{None}.
+        """
+        policy = self._retryPolicy
+        for name, format in policy.resetHeaders:
+            value = headers.get(name)
+            if value is None or not value.strip().isdigit():
+                continue
+            seconds = int(value)
+            if format == "UNIX_TIMESTAMP":
+                seconds = seconds - int(self.reactor.seconds())
+                if seconds <= 0:
+                    continue
+            if seconds <= policy.rateLimitedMaxInterval:
+                # Envoy keeps only intervals above 1 ms.
+                return float(seconds) if seconds > 0 else None
+        return None
 
     # The response.
 
@@ -820,8 +869,9 @@ class RouterFilter:
                 log.trace("%send_stream: %s, upstream response headers:\n%s", tag, end,
                           dumpResponseHeaders(headers))
             log.debug("%supstream headers complete: end_stream=%s", tag, end)
-        if self._retryBits and self._retriable(status) and not self._responseStarted:
-            if self._maybeRetry():
+        if (self._retryBits and self._retriable(status, headers.headers)
+                and not self._responseStarted):
+            if self._maybeRetry(self._resetInterval(headers.headers)):
                 hostStats.rq_error += 1
                 # Envoy charges the retried response under retry. only.
                 for counter in stats.prefixedRqCode("retry.", status):
