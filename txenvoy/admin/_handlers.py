@@ -106,11 +106,13 @@ def _hotRestartVersion(server):
 def serverInfo(call):
     server = call.server
     uptime = "%ds" % (max(0, int(call.admin.wallTime() - server.startTime)),)
+    first = getattr(server, "startTimeFirstEpoch", server.startTime)
+    uptimeAll = "%ds" % (max(0, int(call.admin.wallTime() - first)),)
     info = {
         "version": server.versionString,
         "state": _state(server),
         "uptime_current_epoch": uptime,
-        "uptime_all_epochs": uptime,
+        "uptime_all_epochs": uptimeAll,
         "hot_restart_version": _hotRestartVersion(server),
         "command_line_options": _dumps.orderedOptions(server.commandLineOptions()),
         "node": _dumps.protoToOrderedDict(server.node),

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from txenvoy.config.errors import FAILED, attempt
 from txenvoy.network.listener import ListenerConfig
+from txenvoy.server.hot_restart import listenerAddress
 from txenvoy.server.logging import componentLogger
 from txenvoy.server.worker import bindListenSockets
 
@@ -61,6 +62,8 @@ class ListenerManager(Service):
             stats.gauge(name)
         self.totalActive = stats.gauge("total_listeners_active")
         self._sockets = {}
+        self._configuredAddress = {}
+        self._passable = {}
         self._bound = False
         self.stopped = False
 
@@ -83,9 +86,15 @@ class ListenerManager(Service):
         Bind every listener's sockets (one per worker). Raises
         L{txenvoy.server.worker.BindError} for the first that fails.
         """
+        hotRestart = getattr(self.server, "hotRestart", None)
         try:
             for config in self.listeners:
-                self._sockets[config.name] = bindListenSockets(config, workerCount)
+                inherited = None
+                if hotRestart is not None:
+                    address = listenerAddress(*config.address)
+                    inherited = lambda i, a=address: hotRestart.duplicateParentListenSocket(a, i)
+                self._configuredAddress[config.name] = listenerAddress(*config.address)
+                self._sockets[config.name] = bindListenSockets(config, workerCount, inherited)
                 # Port 0 in the config: the kernel's choice, for /listeners.
                 config.address = (config.address[0],
                                   self._sockets[config.name][0].getsockname()[1])
@@ -99,10 +108,28 @@ class ListenerManager(Service):
         self._bound = True
 
     def closeSockets(self):
-        for socks in self._sockets.values():
+        for socks in list(self._sockets.values()) + list(self._passable.values()):
             for s in socks:
                 s.close()
         self._sockets.clear()
+        self._passable.clear()
+
+    def passableSocket(self, address, workerIndex):
+        """
+        Hot restart: the listening socket of the listener at C{address}
+        (as configured, or as bound) for worker C{workerIndex}, to pass to
+        the next epoch; C{None} when there is none (any more).
+        """
+        for config in self.listeners:
+            socks = self._passable.get(config.name)
+            if not socks:
+                continue
+            if address in (self._configuredAddress.get(config.name),
+                           listenerAddress(*config.address)):
+                if len(socks) == 1:
+                    return socks[0]
+                return socks[workerIndex] if workerIndex < len(socks) else None
+        return None
 
     def startWorkers(self, workers):
         """
@@ -110,6 +137,9 @@ class ListenerManager(Service):
         """
         for config in self.listeners:
             socks = self._sockets.pop(config.name)
+            if getattr(self.server, "hotRestart", None) is not None:
+                # Kept for the next epoch: each worker closes its own copy.
+                self._passable[config.name] = [s.dup() for s in socks]
             self.totalActive.inc()
             if debugLog.debugEnabled:
                 debugLog.debug("add active listener: name=%s, address=%s:%d", config.name,
@@ -139,5 +169,7 @@ class ListenerManager(Service):
                                config.address[0], config.address[1])
             for worker in workers:
                 worker.stopListener(config.name)
+            for s in self._passable.pop(config.name, ()):
+                s.close()
             stopped.inc()
         self.stopped = True

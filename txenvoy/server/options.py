@@ -38,7 +38,8 @@ class ServerOptions:
                  logFormat=DEFAULT_LOG_FORMAT, logFormatEscaped=False, adminAddressPath="",
                  localAddressIpVersion="v4", allowUnknownStaticFields=False,
                  rejectUnknownDynamicFields=False, ignoreUnknownDynamicFields=False,
-                 cpusetThreads=False, enableCoreDump=False, imports=(), freezeGarbage=True):
+                 cpusetThreads=False, enableCoreDump=False, imports=(), freezeGarbage=True,
+                 restartEpoch=0, baseIdPath="", disableHotRestart=False, hotRestart=False):
         self.configPath = configPath
         self.configYaml = configYaml
         self.mode = mode
@@ -67,6 +68,13 @@ class ServerOptions:
         self.enableCoreDump = enableCoreDump
         self.imports = list(imports)
         self.freezeGarbage = freezeGarbage
+        self.restartEpoch = restartEpoch
+        self.baseIdPath = baseIdPath
+        self.disableHotRestart = disableHotRestart
+        #: Whether this process takes part in hot restart (see
+        #: L{txenvoy.server.hot_restart}): the command line named an epoch
+        #: or a base id, without C{--disable-hot-restart}.
+        self.hotRestart = hotRestart and not disableHotRestart
 
     def asServerInfo(self):
         """C{command_line_options} of C{/server_info}, with Envoy's keys."""
@@ -91,9 +99,10 @@ class ServerOptions:
             "service_zone": self.serviceZone,
             "drain_strategy": "Gradual" if self.drainStrategy == "gradual" else "Immediate",
             "mode": {"serve": "Serve", "validate": "Validate", "init_only": "InitOnly"}[self.mode],
-            "disable_hot_restart": True,
+            "disable_hot_restart": not self.hotRestart,
             "enable_mutex_tracing": False,
-            "restart_epoch": 0,
+            "restart_epoch": self.restartEpoch,
+            "base_id_path": self.baseIdPath,
             "cpuset_threads": self.cpusetThreads,
             "disabled_extensions": [],
             "enable_fine_grain_logging": False,
@@ -117,6 +126,11 @@ def _nonNegativeInt(name):
             raise usage.UsageError("error: invalid %s '%s'" % (name, value))
         return n
     return parse
+
+
+def _given(argv, flag):
+    """Whether C{flag} is on the command line (as C{--flag V} or C{--flag=V})."""
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
 
 
 class Options(usage.Options):
@@ -155,14 +169,22 @@ class Options(usage.Options):
          "Log line format in spdlog syntax (%Y %m %d %T %e %H %M %S %t %l %L %n %v %%...)."],
         ["admin-address-path", None, "", "Write the admin address (ip:port) to this file."],
         ["local-address-ip-version", None, "v4", "The local IP address version (v4 or v6)."],
-        ["base-id", None, 0, "Not applicable: txenvoy has no hot restart shared memory.",
+        ["restart-epoch", None, 0,
+         "Hot restart epoch: 0 for the first process, then one more for each restart "
+         "(hot-restarter.py passes $RESTART_EPOCH).", _nonNegativeInt("restart-epoch")],
+        ["base-id", None, 0,
+         "Hot restart base id: processes with different base ids never hand sockets over.",
          _nonNegativeInt("base-id")],
+        ["base-id-path", None, "",
+         "With --use-dynamic-base-id: write the base id chosen to this file."],
     ]
 
     optFlags = [
         ["disable-hot-restart", None,
-         "Accepted for Envoy's command lines: txenvoy never hot restarts through shared memory."],
-        ["use-dynamic-base-id", None, "Not applicable: txenvoy has no hot restart base id."],
+         "Disable hot restart (txenvoy hot restarts only when --restart-epoch, --base-id or "
+         "--use-dynamic-base-id is given)."],
+        ["use-dynamic-base-id", None,
+         "Pick a free hot restart base id from --base-id on (epoch 0 only; see --base-id-path)."],
         ["log-format-escaped", None, "Escape C-style escape sequences in the application logs."],
         ["allow-unknown-static-fields", None,
          "Unknown fields in the static config are warnings (server.static_unknown_fields)."],
@@ -189,8 +211,9 @@ class Options(usage.Options):
     def parseOptions(self, options=None):
         # Envoy prints usage errors to stderr (twistd prints them to stdout).
         argv = sys.argv[1:] if options is None else options
-        self._concurrencyGiven = any(a == "--concurrency" or a.startswith("--concurrency=")
-                                     for a in argv)
+        self._concurrencyGiven = _given(argv, "--concurrency")
+        self._hotRestartGiven = any(_given(argv, flag) for flag in (
+            "--restart-epoch", "--base-id", "--use-dynamic-base-id"))
         try:
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
@@ -220,6 +243,9 @@ class Options(usage.Options):
         if self["local-address-ip-version"] not in ("v4", "v6"):
             raise usage.UsageError("error: unknown IP address version '%s'"
                                    % (self["local-address-ip-version"],))
+        if self["use-dynamic-base-id"] and self["restart-epoch"] > 0:
+            raise usage.UsageError("error: cannot use --restart-epoch=%d with "
+                                   "--use-dynamic-base-id" % (self["restart-epoch"],))
         if self["cpuset-threads"] and not self._concurrencyGiven:
             self["concurrency"] = len(os.sched_getaffinity(0))
         parent = getattr(self, "parent", None)
@@ -254,4 +280,7 @@ class Options(usage.Options):
             rejectUnknownDynamicFields=bool(self["reject-unknown-dynamic-fields"]),
             ignoreUnknownDynamicFields=bool(self["ignore-unknown-dynamic-fields"]),
             cpusetThreads=bool(self["cpuset-threads"]),
-            enableCoreDump=bool(self["enable-core-dump"]), imports=self["import"])
+            enableCoreDump=bool(self["enable-core-dump"]), imports=self["import"],
+            restartEpoch=self["restart-epoch"], baseIdPath=self["base-id-path"],
+            disableHotRestart=bool(self["disable-hot-restart"]),
+            hotRestart=getattr(self, "_hotRestartGiven", False))

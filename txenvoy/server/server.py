@@ -72,6 +72,10 @@ class Server(MultiService):
         self.options = options = options or ServerOptions()
         self.versionString = txenvoy.VERSION_STRING
         self.startTime = time.time()
+        #: The start of the first hot restart epoch (C{server.uptime} counts from it).
+        self.startTimeFirstEpoch = self.startTime
+        #: The L{txenvoy.server.hot_restart.HotRestart}, when hot restart is on.
+        self.hotRestart = None
         self._state = PRE_INITIALIZING
         self.healthCheckFailed = False
         self.node = node = type(bootstrap.node)()
@@ -247,6 +251,51 @@ class Server(MultiService):
                 part.setName(name)
                 part.setServiceParent(self)
 
+    # Hot restart (txenvoy.server.hot_restart).
+
+    def useHotRestart(self, hotRestart):
+        """
+        Take part in hot restart through C{hotRestart}: before anything
+        binds, the previous epoch's admin is closed and its listening
+        sockets are taken over; once serving, the previous epoch drains.
+        """
+        self.hotRestart = hotRestart
+        self.hotRestartVersion = hotRestart.version
+        s = self.mainStats.scope("server.")
+        s.gauge("hot_restart_epoch").set(hotRestart.epoch)
+        s.gauge("hot_restart_generation").inc()
+        s.gauge("parent_connections")
+        hotRestart.attach(self)
+
+    def shutdownAdmin(self):
+        """The next epoch starts: close the admin listener (a C{Deferred})."""
+        if self.admin is None:
+            return defer.succeed(None)
+        return self.admin.stop()
+
+    def drainForHotRestart(self):
+        """
+        The next epoch serves: stop accepting and close connections
+        gradually over C{--drain-time-s} (Envoy's C{drainListeners}), then
+        ask those left to close when idle.
+        """
+        self._setState(DRAINING)
+        self.drainManager.startDrainSequence()
+        self.listenerManager.stopListeners(self.workers)
+        self.reactor.callLater(self.options.drainTimeS, self._drainConnections)
+
+    def _drainConnections(self):
+        for worker in self.workers:
+            worker.drainConnections()
+
+    def privilegedStartService(self):
+        if self.hotRestart is not None:
+            # Before the admin binds the address the previous epoch holds.
+            start = self.hotRestart.shutdownParentAdmin()
+            if start is not None:
+                self.startTimeFirstEpoch = start
+        MultiService.privilegedStartService(self)
+
     # Lifecycle (Envoy's RunHelper; the order is L{_addServices}).
 
     def startService(self):
@@ -260,6 +309,8 @@ class Server(MultiService):
         self._live.set(0 if self.healthCheckFailed else 1)
         if self.garbageFreezer is not None:
             self.garbageFreezer.schedule()
+        if self.hotRestart is not None:
+            self.hotRestart.onWorkersStarted()
         if self.initializedHook is not None:
             self.initializedHook()
 
@@ -285,6 +336,8 @@ class Server(MultiService):
                 log.failure("{name} failed to stop", name=part.name)
         if self.garbageFreezer is not None:
             self.garbageFreezer.stop()
+        if self.hotRestart is not None:
+            self.hotRestart.close()
         # Let what was posted to the main reactor (the main watchdog's
         # stop) run before the server counts as stopped.
         yield deferLater(self.reactor, 0, lambda: None)
@@ -313,7 +366,7 @@ class Server(MultiService):
         return sum(w.connectionCount() for w in self.workers)
 
     def _tickUptime(self):
-        self._uptime.set(int(time.time() - self.startTime))
+        self._uptime.set(int(time.time() - self.startTimeFirstEpoch))
 
     # What the admin and signals act on.
 

@@ -97,10 +97,13 @@ class _TwistdRoot(MultiService):
             _fail(str(e))
 
     def _privilegedStart(self):
+        from txenvoy.server.hot_restart_rpc import HotRestartError
         from txenvoy.server.worker import BindError
 
         try:
             MultiService.privilegedStartService(self)
+        except HotRestartError as e:
+            raise StartError("error: hot restart: %s" % (e,))
         except (BindError, ConfigError) as e:
             raise StartError(
                 "error initializing config '%s': %s" % (self.server.options.configPath, e))
@@ -217,6 +220,26 @@ def enableCoreDump():
     resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
 
 
+def startHotRestart(server, opts):
+    """
+    Bind this epoch's hot restart sockets (after the config was read, so a
+    bad config never disturbs the running epoch); exit 1 when the base id
+    is taken.
+    """
+    from txenvoy.server.hot_restart import HotRestart
+    from txenvoy.server.hot_restart_rpc import HotRestartError
+
+    try:
+        restart = HotRestart.create(opts.baseId, opts.restartEpoch, opts.useDynamicBaseId,
+                                    opts.baseIdPath)
+    except HotRestartError as e:
+        _fail("error: %s" % (e,))
+    opts.baseId = restart.baseId
+    server.useHotRestart(restart)
+    log.info("initializing epoch {epoch} (base id={baseId}, hot restart version={version})",
+             epoch=restart.epoch, baseId=restart.baseId, version=restart.version)
+
+
 def _logDestination(opts, twistdConfig):
     """
     Where the application log goes: C{--log-path}; else twistd's
@@ -268,6 +291,8 @@ def makeService(options):
         sys.stdout.write("configuration '%s' OK\n" % (opts.configPath,))
         sys.stdout.flush()
         sys.exit(0)
+    if opts.hotRestart:
+        startHotRestart(server, opts)
     server.logLevels.setAll(opts.logLevel)
     if opts.componentLogLevel:
         for pair in opts.componentLogLevel.split(","):

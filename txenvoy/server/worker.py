@@ -186,19 +186,28 @@ class MainThreadWorker(_WorkerBase):
         self._closeEverything()
 
 
-def bindListenSockets(config, count):
+def bindListenSockets(config, count, inherited=None):
     """
     Bind C{count} listening sockets for one listener on the main thread,
     one per worker, with C{SO_REUSEPORT} (Envoy's C{enable_reuse_port}
     default) so the kernel spreads connections over the workers.
 
+    @param inherited: called with a worker index, returns the listening
+        socket a previous epoch hands over for it (hot restart), or C{None}
+        to bind one.
     @raise BindError: with Envoy's message, naming the address.
     """
     host, port = config.address
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sockets = []
     try:
-        for _ in range(count if config.enableReusePort else 1):
+        for index in range(count if config.enableReusePort else 1):
+            s = inherited(index) if inherited is not None else None
+            if s is not None:
+                s.setblocking(False)
+                sockets.append(s)
+                port = s.getsockname()[1]
+                continue
             s = socket.socket(family, socket.SOCK_STREAM)
             sockets.append(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

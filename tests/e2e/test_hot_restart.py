@@ -1,0 +1,250 @@
+"""
+Hot restart end to end: real C{twistd envoy} epochs driven by a process
+watcher that behaves as Envoy's C{hot-restarter.py} (SIGHUP starts the next
+epoch with C{RESTART_EPOCH}), clients sending requests all along.
+
+Pinned Envoy 1.40 behaviour (observed with C{envoy --restart-epoch N
+--base-id B --parent-shutdown-time-s 6 --drain-time-s 3} and the same
+watcher): the old epoch logs C{shutting down admin due to child startup},
+then C{closing and draining listeners}; a keep-alive client gets one
+C{connection: close} and reconnects to the new epoch without an error; the
+old epoch exits 0 C{--parent-shutdown-time-s} after the drain started; the
+new epoch's counters include the old one's; C{server.hot_restart_epoch} is
+the epoch and C{server.hot_restart_generation} counts the epochs.
+"""
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.e2e.closing_origin import raceConfig
+from tests.e2e.harness import Envoy, adminStats, freePort, processEnv, runTwistd,
+                                runTwistdAll, twistdCommand
+from tests.e2e.test_http_filters import Origin
+
+RESTARTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hot_restarter.py")
+
+DRAIN_TIME_S = 1
+PARENT_SHUTDOWN_TIME_S = 2
+
+
+def baseId():
+    """A base id no other test run on this host uses at the same time."""
+    return 100000 + (os.getpid() * 7 + int(time.time() * 1000)) % 800000
+
+
+class LoadClients:
+    """
+    Clients sending GETs in a loop until stopped (or C{maxSeconds}):
+    C{keepAlive} of them reuse their connection (reconnecting after a
+    C{connection: close}), C{fresh} of them open one per request.
+    """
+
+    def __init__(self, port, keepAlive=2, fresh=1, maxSeconds=40.0):
+        self.port = port
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.closes = 0
+        self.errors = []
+        self.deadline = time.time() + maxSeconds
+        self.threads = [threading.Thread(target=self._run, args=(True,), daemon=True)
+                        for _ in range(keepAlive)]
+        self.threads += [threading.Thread(target=self._run, args=(False,), daemon=True)
+                         for _ in range(fresh)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, keepAlive):
+        conn = None
+        while not self.stopping.is_set() and time.time() < self.deadline:
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                response.read()
+                close = response.getheader("connection") == "close"
+                with self.lock:
+                    if response.status == 200:
+                        self.ok += 1
+                    else:
+                        self.errors.append("status %d" % (response.status,))
+                    self.closes += close
+                if close or not keepAlive:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as e:
+                with self.lock:
+                    self.errors.append("%s: %s" % (type(e).__name__, e))
+                conn.close()
+                conn = None
+            time.sleep(0.002)
+        if conn is not None:
+            conn.close()
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(15)
+
+
+def _timestamp(line):
+    """Seconds since the epoch of a C{[YYYY-mm-dd HH:MM:SS.mmm]...} log line."""
+    m = re.match(r"\[(\d+-\d+-\d+ \d+:\d+:\d+)\.(\d+)\]", line)
+    return time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1e3
+
+
+class HotRestartTests(SynchronousTestCase):
+    """Two hot restarts under load, through the restarter, as Envoy's are run."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="txenvoy-hot-restart-")
+        self.origin = Origin()
+        self.addCleanup(self.origin.stop)
+        self.port, self.adminPort = freePort(), freePort()
+        self.configPath = os.path.join(self.tmp, "envoy.yaml")
+        with open(self.configPath, "w") as f:
+            f.write(raceConfig(self.port, self.adminPort, self.origin.port))
+
+    def _waitFor(self, predicate, timeout, what):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if predicate():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.fail("%s not in %ss:\n%s" % (what, timeout, self._logs()))
+
+    def _logs(self):
+        out = []
+        for name in ("restarter.log", "envoy.log"):
+            path = os.path.join(self.tmp, name)
+            if os.path.exists(path):
+                with open(path) as f:
+                    out.append(f.read())
+        return "\n".join(out)
+
+    def _epoch(self):
+        return adminStats(self.adminPort).get("server.hot_restart_epoch")
+
+    def test_twoRestartsUnderLoad(self):
+        """
+        No request fails and no connection is refused across two restarts;
+        each old epoch exits 0 C{--parent-shutdown-time-s} after its drain
+        began; the last epoch's counters hold every request.
+        """
+        script = os.path.join(self.tmp, "start_envoy.sh")
+        command = " ".join(twistdCommand() + [
+            "-n", "--pidfile=", "envoy", "-c", self.configPath,
+            "--restart-epoch", "$RESTART_EPOCH", "--base-id", str(baseId()),
+            "--drain-time-s", str(DRAIN_TIME_S),
+            "--parent-shutdown-time-s", str(PARENT_SHUTDOWN_TIME_S)])
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\nexec %s >> %s/envoy.log 2>&1\n" % (command, self.tmp))
+        os.chmod(script, 0o755)
+        log = open(os.path.join(self.tmp, "restarter.log"), "w")
+        self.addCleanup(log.close)
+        restarter = subprocess.Popen([sys.executable, RESTARTER, script], stdout=log,
+                                     stderr=subprocess.STDOUT, env=processEnv(), cwd=self.tmp,
+                                     start_new_session=True)
+
+        def cleanup():
+            if restarter.poll() is None:
+                os.killpg(restarter.pid, signal.SIGKILL)
+                restarter.wait(5)
+        self.addCleanup(cleanup)
+
+        self._waitFor(lambda: self._epoch() == 0, 30, "epoch 0 serving")
+        clients = LoadClients(self.port)
+        self.addCleanup(clients.stop)
+        time.sleep(0.5)
+        for epoch in (1, 2):
+            restarter.send_signal(signal.SIGHUP)
+            self._waitFor(lambda: self._epoch() == epoch, 30, "epoch %d serving" % (epoch,))
+            self._waitFor(lambda: self._logs().count("exited with code=0") == epoch,
+                          PARENT_SHUTDOWN_TIME_S + 10, "epoch %d exiting" % (epoch - 1,))
+        time.sleep(0.3)
+        clients.stop()
+        self.assertEqual(clients.errors, [])
+        self.assertGreater(clients.ok, 50)
+        self.assertGreaterEqual(clients.closes, 2)
+
+        logs = self._logs()
+        drains = [_timestamp(l) for l in logs.splitlines() if "closing and draining listeners" in l]
+        exits = [_timestamp(l) for l in logs.splitlines() if "exited with code=0" in l]
+        self.assertEqual(len(drains), 2)
+        for drained, exited in zip(drains, exits):
+            self.assertGreaterEqual(exited - drained, PARENT_SHUTDOWN_TIME_S - 0.1)
+            self.assertLess(exited - drained, PARENT_SHUTDOWN_TIME_S + 2.0)
+        self.assertIn("shutting down admin due to child startup", logs)
+        self.assertIn("shutting down due to child request", logs)
+
+        stats = adminStats(self.adminPort)
+        self.assertEqual(stats["server.hot_restart_epoch"], 2)
+        self.assertEqual(stats["server.hot_restart_generation"], 3)
+        self.assertEqual(stats["http.race.downstream_rq_2xx"], clients.ok)
+        self.assertEqual(stats.get("server.parent_connections", 0), 0)
+
+        restarter.send_signal(signal.SIGTERM)
+        self.assertEqual(restarter.wait(20), 0)
+        self.assertIn("all children exited cleanly", self._logs())
+
+    def test_badConfigLeavesOldEpochServing(self):
+        """
+        A new epoch whose config is bad exits 1 naming the field, before it
+        speaks to the running epoch, which keeps its admin and listeners.
+        """
+        base = str(baseId())
+        envoy = Envoy(configPath=self.configPath, cwd=self.tmp, adminPort=self.adminPort,
+                      args=("--restart-epoch", "0", "--base-id", base))
+        self.addCleanup(envoy.stop)
+        envoy.waitReady()
+        bad = os.path.join(self.tmp, "bad.yaml")
+        with open(self.configPath) as f:
+            text = f.read()
+        with open(bad, "w") as f:
+            f.write(text.replace("connect_timeout: 1s", "connect_timeout: soon"))
+        rc, out, err = runTwistd(["-c", bad, "--restart-epoch", "1", "--base-id", base])
+        self.assertEqual(rc, 1)
+        self.assertIn("connect_timeout", err)
+        self.assertNotIn("Traceback", err)
+        self.assertEqual(envoy.admin("/ready"), (200, "LIVE\n"))
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        c.request("GET", "/")
+        self.assertEqual(c.getresponse().status, 200)
+        c.close()
+        self.assertNotIn("shutting down admin", envoy.output()[1])
+
+    def test_baseIdInUse(self):
+        """
+        A second epoch 0 on a base id in use exits 1 with Envoy's message;
+        with C{--use-dynamic-base-id} it takes the next free one and writes
+        it to C{--base-id-path}.
+        """
+        base = baseId()
+        held = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(held.close)
+        held.bind("\0envoy_domain_socket_parent_%d" % (base * 10,))
+        path = os.path.join(self.tmp, "base-id")
+        (rc, out, err), (rc2, out2, err2) = runTwistdAll([
+            ["-c", self.configPath, "--mode", "init_only", "--restart-epoch", "0",
+             "--base-id", str(base)],
+            ["-c", self.configPath, "--mode", "init_only", "--use-dynamic-base-id",
+             "--base-id", str(base), "--base-id-path", path]])
+        self.assertEqual(rc, 1)
+        self.assertIn("unable to bind domain socket with base_id=%d" % (base * 10,), err)
+        self.assertIn("(see --base-id option)", err)
+        self.assertEqual(rc2, 0, err2)
+        with open(path) as f:
+            self.assertEqual(f.read(), str(base + 1))
