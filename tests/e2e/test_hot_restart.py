@@ -26,8 +26,8 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.closing_origin import raceConfig
-from tests.e2e.harness import Envoy, adminStats, freePort, processEnv, runTwistd,
-                                runTwistdAll, twistdCommand
+from tests.e2e.harness import (Envoy, adminStats, freePort, processEnv, runTwistd,
+                                runTwistdAll, twistdCommand)
 from tests.e2e.test_http_filters import Origin
 
 RESTARTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hot_restarter.py")
