@@ -111,6 +111,11 @@ static_resources:
                 name: zstd
                 typed_config:
                   "@type": type.googleapis.com/envoy.extensions.compression.zstd.decompressor.v3.Zstd
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              http_service:
+                server_uri: {uri: "http://authz", cluster: authz, timeout: 1s}
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router

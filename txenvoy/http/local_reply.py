@@ -140,7 +140,14 @@ def makeLocalReply(config, streamInfo, requestHeaders, code, body, modifyHeaders
         headers.status = code
     if body:
         entries = headers.headers._entries
-        entries.append((b"content-length", b"%d" % (len(body),)))
+        length = b"%d" % (len(body),)
+        # Envoy's setContentLength: one set by modifyHeaders keeps its place.
+        for i, (name, _) in enumerate(entries):
+            if name == b"content-length":
+                entries[i] = (name, length)
+                break
+        else:
+            entries.append((b"content-length", length))
         if contentType is None:
             contentType = TEXT_PLAIN
         for name, _ in entries:
