@@ -9,7 +9,7 @@ C{upstream_rq_*} stats, but no downstream stream is behind them.
 As Envoy's client does, a request carries C{x-envoy-internal: true} and,
 with a timeout, C{x-envoy-expected-rq-timeout-ms}; its response gets
 C{x-envoy-upstream-service-time}; a timeout counts in
-C{upstream_rq_timeout} and as a 504.
+C{upstream_rq_timeout} and as a 504::
 
     client = AsyncHttpClient(dispatcher)
     handle = client.send("authz", request, body, timeout, callbacks)
