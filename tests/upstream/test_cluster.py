@@ -209,9 +209,13 @@ class RejectionTests(SynchronousTestCase):
     def test_types(self):
         self.assertRejected(UnsupportedField, PATH + ".type", type="EDS")
 
-    def test_lbPolicies(self):
-        for p in ("RING_HASH", "MAGLEV"):
-            self.assertRejected(UnsupportedField, PATH + ".lb_policy", lb_policy=p)
+    def test_boundedLoad(self):
+        """Consistent hashing with bounded load is not implemented yet."""
+        self.assertRejected(
+            UnsupportedField,
+            PATH + ".common_lb_config.consistent_hashing_lb_config.hash_balance_factor",
+            lb_policy="RING_HASH",
+            common_lb_config={"consistent_hashing_lb_config": {"hash_balance_factor": 150}})
 
     def test_httpProtocolOptions(self):
         """Common HTTP options the pool does not act on, and HTTP/2 upstreams."""

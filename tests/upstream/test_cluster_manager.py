@@ -50,9 +50,10 @@ class ClusterManagerTests(SynchronousTestCase):
         self.assertIn("cluster manager: duplicate cluster 'c1'", str(e))
 
     def test_errorPathNamesIndex(self):
-        e = self.assertRaises(ConfigError, self.make,
-                              [clusterProto("ok"), clusterProto("bad", lb_policy="MAGLEV")])
-        self.assertIn("static_resources.clusters[1].lb_policy", str(e))
+        e = self.assertRaises(ConfigError, self.make, [clusterProto("ok"), clusterProto(
+            "bad", common_lb_config={"consistent_hashing_lb_config": {
+                "hash_balance_factor": 150}})])
+        self.assertIn("static_resources.clusters[1].common_lb_config", str(e))
 
     def test_localClusterMustExist(self):
         e = self.assertRaises(ConfigError, self.make, [clusterProto("c1")],

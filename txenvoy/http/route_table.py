@@ -146,7 +146,7 @@ _REDIRECT_FIELDS = frozenset((
 ))
 _DIRECT_FIELDS = frozenset(("status", "body"))
 _HASH_FIELDS = frozenset(("header", "cookie", "connection_properties", "query_parameter",
-                          "terminal"))
+                          "filter_state", "terminal"))
 _UPGRADE_FIELDS = frozenset(("upgrade_type", "enabled"))
 
 _QUERY_OR_FRAGMENT = b"?#"
@@ -289,14 +289,16 @@ class HashPolicy(_Frozen):
     One compiled C{RouteAction.HashPolicy}, for a consistent-hash load
     balancer.
 
-    @ivar kind: C{"header"}, C{"cookie"}, C{"source_ip"} or
-        C{"query_parameter"}.
-    @ivar name: header name (lower-case C{bytes}), cookie name (C{bytes}) or
-        query parameter name (C{bytes}); C{None} for C{source_ip}.
+    @ivar kind: C{"header"}, C{"cookie"}, C{"source_ip"},
+        C{"query_parameter"}, C{"filter_state"} or C{"none"} (a
+        C{source_ip: false} that hashes nothing).
+    @ivar name: header name (lower-case C{bytes}), cookie name (C{bytes}),
+        query parameter name (C{bytes}) or filter state key (C{str});
+        C{None} for C{source_ip}.
     @ivar terminal: stop at this policy when it yields a hash.
     @ivar rewrite: for C{header}, C{rewrite(bytes) -> bytes} from its
         C{regex_rewrite}, else C{None}.
-    @ivar cookieTtl: seconds, or C{None} (no cookie is generated).
+    @ivar cookieTtl: whole seconds, or C{None} (no cookie is generated).
     @ivar cookiePath: the generated cookie's path, C{str}.
     @ivar cookieAttributes: C{((name, value), ...)}.
     """
@@ -1403,9 +1405,11 @@ class _Compiler:
                               rewrite)
         if which == "cookie":
             cookie = policy.cookie
+            # Envoy keeps only the ttl's whole seconds.
             return HashPolicy(
                 "cookie", cookie.name.encode("utf-8"), terminal,
-                cookieTtl=_optionalSeconds(cookie, "ttl"), cookiePath=cookie.path,
+                cookieTtl=cookie.ttl.seconds if cookie.HasField("ttl") else None,
+                cookiePath=cookie.path,
                 cookieAttributes=[(a.name, a.value) for a in cookie.attributes])
         if which == "connection_properties":
             if not policy.connection_properties.source_ip:
@@ -1415,6 +1419,8 @@ class _Compiler:
         if which == "query_parameter":
             return HashPolicy("query_parameter", policy.query_parameter.name.encode("utf-8"),
                               terminal)
+        if which == "filter_state":
+            return HashPolicy("filter_state", policy.filter_state.key, terminal)
         raise UnsupportedField("%s.%s" % (path, which or "policy_specifier"))
 
     def compileRedirect(self, redirect, attributes, path):

@@ -59,6 +59,7 @@ from zope.interface import implementer
 
 from txenvoy.http.conn_pool import OVERFLOW, PROTOCOL_ERROR, poolsFor
 from txenvoy.http.filter import FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus
+from txenvoy.http.hash_policy import generateCookie, generateHash
 from txenvoy.http.header_dump import dumpRequestHeaders, dumpResponseHeaders
 from txenvoy.http.header_mutation import FormatContext
 from txenvoy.interfaces import IConnectionPoolCallbacks, IHttpFilterFactory, IResponseDecoder
@@ -349,6 +350,8 @@ class RouterFilter:
     _headersOnly = False
     _replays = 0
     _upstreamSpan = None
+    _hashKey = None
+    _setCookie = None
 
     def __init__(self, config, callbacks):
         self.config = config
@@ -399,6 +402,10 @@ class RouterFilter:
         info.upstreamCluster = clusterName
 
         entries = headers.headers
+        if entry.hashPolicies and cluster.info.lbConfig.hashing is not None:
+            # Envoy hashes the request as it came, before the route's
+            # header mutations and rewrites.
+            self._hashKey = generateHash(entry.hashPolicies, headers, info, self._addCookie)
 
         policy = entry.retryPolicy
         bits = _retryBits(policy)
@@ -479,6 +486,10 @@ class RouterFilter:
             self._startRouteTimer()
         self._startAttempt()
         return _STOP
+
+    def _addCookie(self, policy):
+        value, self._setCookie = generateCookie(policy, self.info)
+        return value
 
     def _internalOverrides(self, entries, timeout, perTry, bits, retries):
         # Envoy honours these only on requests from internal addresses; the
@@ -598,7 +609,8 @@ class RouterFilter:
 
     def _startAttempt(self):
         cluster = self.cluster
-        host = cluster.chooseHost(LoadBalancerContext(self.callbacks.connection, self.request))
+        host = cluster.chooseHost(LoadBalancerContext(self.callbacks.connection, self.request,
+                                                      self._hashKey))
         if host is None:
             if log.debugEnabled:
                 log.debug("%sno healthy host for HTTP connection pool", _tag(self.callbacks))
@@ -904,6 +916,8 @@ class RouterFilter:
                 since = upstream.startTime
             entries.append((b"x-envoy-upstream-service-time",
                             b"%d" % (int((now - since) * 1000),)))
+        if self._setCookie is not None:
+            entries.append((b"set-cookie", self._setCookie))
         mutations = self.route.responseHeadersMutations
         if mutations:
             mutations.apply(headers.headers, FormatContext(self.info, self.request, headers))
@@ -998,6 +1012,8 @@ class RouterFilter:
 
     def _localReply(self, code, body, details, modify=None):
         self._finish()
+        if self._setCookie is not None:
+            modify = _withSetCookie(self._setCookie, modify)
         self.callbacks.sendLocalReply(code, body, modify, details)
 
     # Flow control.
@@ -1062,6 +1078,16 @@ class RouterFilter:
         if upstream is not None and not upstream.done:
             upstream.done = True
             upstream.cancel()
+
+
+def _withSetCookie(value, modify):
+    # A local reply carries the generated cookie too, as Envoy's does.
+    def withCookie(response):
+        response.headers.add(b"set-cookie", value)
+        if modify is not None:
+            modify(response)
+
+    return withCookie
 
 
 def _addOverloaded(response):

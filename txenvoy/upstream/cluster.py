@@ -38,9 +38,14 @@ from txenvoy.upstream.load_balancer import (
     RANDOM,
     ROUND_ROBIN,
     LbConfig,
-    LoadBalancer,
 )
+from txenvoy.upstream.maglev_lb import compileMaglev
 from txenvoy.upstream.resource_manager import PRIORITIES, UNLIMITED, ResourceManager
+from txenvoy.upstream.ring_hash_lb import compileRingHash
+from txenvoy.upstream.thread_aware_lb import TableCache, newLoadBalancer
+
+RING_HASH = "RING_HASH"
+MAGLEV = "MAGLEV"
 
 STATIC = "STATIC"
 STRICT_DNS = "STRICT_DNS"
@@ -59,7 +64,7 @@ CLUSTER_FACTORY_NAMES = {
     ORIGINAL_DST: "envoy.cluster.original_dst",
 }
 _LB_POLICIES = {
-    0: ROUND_ROBIN, 1: LEAST_REQUEST, 2: "RING_HASH", 3: RANDOM, 5: "MAGLEV",
+    0: ROUND_ROBIN, 1: LEAST_REQUEST, 2: RING_HASH, 3: RANDOM, 5: MAGLEV,
     6: CLUSTER_PROVIDED, 7: "LOAD_BALANCING_POLICY_CONFIG",
 }
 DNS_LOOKUP_FAMILIES = {0: "AUTO", 1: "V4_ONLY", 2: "V6_ONLY", 3: "V4_PREFERRED", 4: "ALL"}
@@ -80,6 +85,8 @@ _LB_POLICY_TYPES = {
     "envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin": ROUND_ROBIN,
     "envoy.extensions.load_balancing_policies.random.v3.Random": RANDOM,
     "envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest": LEAST_REQUEST,
+    "envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash": RING_HASH,
+    "envoy.extensions.load_balancing_policies.maglev.v3.Maglev": MAGLEV,
 }
 
 # Cluster fields that are accepted and deliberately not acted on, each
@@ -346,10 +353,11 @@ class EndpointSpec:
     """
 
     __slots__ = ("address", "port", "hostname", "weight", "priority", "locality",
-                 "healthFlags", "edsHealthStatus", "path", "healthCheck")
+                 "healthFlags", "edsHealthStatus", "path", "healthCheck", "hashKey")
 
     def __init__(self, address, port, hostname="", weight=1, priority=0, locality=None,
-                 healthFlags=(), edsHealthStatus="HEALTHY", path="", healthCheck=(0, "", False)):
+                 healthFlags=(), edsHealthStatus="HEALTHY", path="", healthCheck=(0, "", False),
+                 hashKey=""):
         self.address = address
         self.port = port
         self.hostname = hostname
@@ -361,6 +369,7 @@ class EndpointSpec:
         self.path = path
         # health_check_config: (port_value, hostname, disable_active_health_check).
         self.healthCheck = healthCheck
+        self.hashKey = hashKey
 
     def makeHost(self, clusterName, ip=None, hostname=None):
         """A new L{Host} for this endpoint at C{ip} (default: the address)."""
@@ -376,6 +385,7 @@ class EndpointSpec:
             healthCheckPort=self.healthCheck[0],
             healthCheckHostname=self.healthCheck[1],
             disableActiveHealthCheck=self.healthCheck[2],
+            hashKey=self.hashKey,
         )
 
 
@@ -390,6 +400,7 @@ _CLUSTER_HANDLED = frozenset((
     "round_robin_lb_config", "common_lb_config", "transport_socket",
     "protocol_selection", "upstream_connection_options", "load_balancing_policy",
     "health_checks", "outlier_detection", "cleanup_interval", "original_dst_lb_config",
+    "ring_hash_lb_config", "maglev_lb_config",
 ))
 
 
@@ -502,6 +513,17 @@ def _compileLb(proto, path):
             if msg.selection_method != 0:
                 report(UnsupportedField(ppath + ".selection_method", "FULL_SCAN"))
             _applyLeastRequest(cfg, msg, ppath)
+        elif cfg.policy in (RING_HASH, MAGLEV):
+            useHostname = _consistentHashing(msg, ppath)
+            if cfg.policy == RING_HASH:
+                if msg.HasField("hash_balance_factor"):
+                    report(UnsupportedField(ppath + ".hash_balance_factor"))
+                if not msg.HasField("consistent_hashing_lb_config"):
+                    useHostname = msg.use_hostname_for_hashing
+                table = compileRingHash(msg, ppath, useHostname, extension=True)
+            else:
+                table = compileMaglev(msg, ppath, useHostname, extension=True)
+            cfg.hashing = TableCache(table.buildTable)
         else:
             checkFields(msg, (), ppath)
     else:
@@ -509,10 +531,29 @@ def _compileLb(proto, path):
         if policy == "LOAD_BALANCING_POLICY_CONFIG":
             raise ConfigError("%s.lb_policy: LOAD_BALANCING_POLICY_CONFIG needs "
                               "load_balancing_policy" % (path,))
-        if policy not in (ROUND_ROBIN, RANDOM, LEAST_REQUEST, CLUSTER_PROVIDED):
+        if policy not in (ROUND_ROBIN, RANDOM, LEAST_REQUEST, CLUSTER_PROVIDED, RING_HASH,
+                          MAGLEV):
             report(UnsupportedField(path + ".lb_policy", "lb_policy %s" % (policy,)))
             policy = ROUND_ROBIN
         cfg.policy = policy
+        useHostname = False
+        if proto.common_lb_config.HasField("consistent_hashing_lb_config"):
+            useHostname = _consistentHashing(proto.common_lb_config,
+                                             path + ".common_lb_config")
+        # Envoy reads the other policy's settings without complaint.
+        ringPath = path + ".ring_hash_lb_config"
+        ring = proto.ring_hash_lb_config if proto.HasField("ring_hash_lb_config") else None
+        maglevPath = path + ".maglev_lb_config"
+        maglev = proto.maglev_lb_config if proto.HasField("maglev_lb_config") else None
+        if policy == RING_HASH:
+            cfg.hashing = TableCache(compileRingHash(ring, ringPath, useHostname).buildTable)
+        elif ring is not None:
+            checkFields(ring, ("minimum_ring_size", "maximum_ring_size", "hash_function"),
+                        ringPath)
+        if policy == MAGLEV:
+            cfg.hashing = TableCache(compileMaglev(maglev, maglevPath, useHostname).buildTable)
+        elif maglev is not None:
+            checkFields(maglev, ("table_size",), maglevPath)
     if proto.HasField("least_request_lb_config"):
         lpath = path + ".least_request_lb_config"
         checkFields(proto.least_request_lb_config, ("choice_count", "active_request_bias"), lpath)
@@ -523,9 +564,15 @@ def _compileLb(proto, path):
         cpath = path + ".common_lb_config"
         common = proto.common_lb_config
         checkFields(common, ("healthy_panic_threshold", "update_merge_window",
-                             "locality_weighted_lb_config", "zone_aware_lb_config"), cpath,
+                             "locality_weighted_lb_config", "zone_aware_lb_config",
+                             "consistent_hashing_lb_config"), cpath,
                     IGNORED_COMMON_LB_FIELDS)
         if common.HasField("locality_weighted_lb_config"):
+            if cfg.hashing is not None:
+                # Envoy normalizes ring and table weights per locality;
+                # not done here yet.
+                report(UnsupportedField(cpath + ".locality_weighted_lb_config",
+                                        "with lb_policy %s" % (cfg.policy,)))
             checkFields(common.locality_weighted_lb_config, (),
                         cpath + ".locality_weighted_lb_config")
             cfg.localityWeights = _localityWeights(proto.load_assignment)
@@ -615,6 +662,21 @@ def _compileOriginalDst(proto, path, ctype):
                           "cluster '%s' did not provide one. Check cluster documentation."
                           % (path, proto.name))
     return settings
+
+
+def _consistentHashing(msg, path):
+    """
+    C{use_hostname_for_hashing} from C{msg.consistent_hashing_lb_config};
+    a bounded load (C{hash_balance_factor}) is refused.
+    """
+    if not msg.HasField("consistent_hashing_lb_config"):
+        return False
+    chc = msg.consistent_hashing_lb_config
+    cpath = path + ".consistent_hashing_lb_config"
+    checkFields(chc, ("use_hostname_for_hashing", "hash_balance_factor"), cpath)
+    if chc.HasField("hash_balance_factor"):
+        report(UnsupportedField(cpath + ".hash_balance_factor"))
+    return chc.use_hostname_for_hashing
 
 
 def _applyLeastRequest(cfg, msg, path):
@@ -752,6 +814,18 @@ def _compileConnectionOptions(opts, path):
     )
 
 
+def _lbHashKey(lbe):
+    # Envoy's HashingLoadBalancer::hashKey: a string hash_key in the
+    # envoy.lb filter metadata; any other kind is ignored.
+    if not lbe.HasField("metadata"):
+        return ""
+    ns = lbe.metadata.filter_metadata.get("envoy.lb")
+    if ns is None or "hash_key" not in ns.fields:
+        return ""
+    value = ns.fields["hash_key"]
+    return value.string_value if value.WhichOneof("kind") == "string_value" else ""
+
+
 def _compileLoadAssignment(proto, path, ctype):
     endpoints = []
     if not proto.HasField("load_assignment"):
@@ -812,7 +886,8 @@ def _compileLoadAssignment(proto, path, ctype):
                 locality=locality, healthFlags=flags,
                 edsHealthStatus="HEALTHY" if status == "UNKNOWN" else status,
                 path=dpath,
-                healthCheck=(hcc.port_value, hcc.hostname, hcc.disable_active_health_check)))
+                healthCheck=(hcc.port_value, hcc.hostname, hcc.disable_active_health_check),
+                hashKey=_lbHashKey(lbe)))
     if ctype == LOGICAL_DNS and (len(la.endpoints) != 1 or len(endpoints) != 1):
         raise ConfigError(
             "%s: LOGICAL_DNS clusters must have a single locality_lb_endpoint and a "
@@ -1007,8 +1082,8 @@ class PrimaryCluster:
             L{txenvoy.upstream.cluster_manager.ThreadLocalCluster} (its
             C{workerName} and C{stats}).
         """
-        return LoadBalancer(self.info.lbConfig, threadLocal.workerName,
-                            threadLocal.stats.lb_healthy_panic, rng)
+        return newLoadBalancer(self.info.lbConfig, threadLocal.workerName,
+                               threadLocal.stats.lb_healthy_panic, rng)
 
     def attachHealthChecker(self, checker):
         """

@@ -30,7 +30,7 @@ from txenvoy.upstream.cluster import (
 from txenvoy.upstream.dns import GetAddrInfoResolver
 from txenvoy.upstream.health_checker import HealthChecker
 from txenvoy.upstream.outlier_detection import Detector
-from txenvoy.upstream.load_balancer import LoadBalancer
+from txenvoy.upstream.thread_aware_lb import newLoadBalancer
 
 log = componentLogger("upstream")
 
@@ -65,7 +65,7 @@ class ThreadLocalCluster:
         if primary is not None:
             self.loadBalancer = primary.createLoadBalancer(self, rng)
         else:
-            self.loadBalancer = LoadBalancer(
+            self.loadBalancer = newLoadBalancer(
                 info.lbConfig, self.workerName, self.stats.lb_healthy_panic, rng)
 
     def updateHosts(self, hosts):

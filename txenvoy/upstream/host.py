@@ -119,6 +119,9 @@ class Host:
     @ivar priority: the endpoint group's priority (0 is the highest).
     @ivar locality: a L{Locality}.
     @ivar clusterName: the name of the cluster this host belongs to.
+    @ivar hashKey: the endpoint's C{envoy.lb} C{hash_key} metadata, which
+        consistent-hash load balancers hash instead of its address (C{""}
+        when unset).
     """
 
     __slots__ = (
@@ -126,12 +129,13 @@ class Host:
         "locality", "clusterName", "_flags", "_healthy", "_degraded",
         "_perWorker", "canary", "_edsStatus", "healthChecker", "outlierMonitor",
         "healthCheckPort", "healthCheckHostname", "disableActiveHealthCheck",
+        "hashKey",
     )
 
     def __init__(self, address, hostname="", weight=1, priority=0,
                  locality=None, clusterName="", healthFlags=(),
                  edsHealthStatus="HEALTHY", healthCheckPort=0, healthCheckHostname="",
-                 disableActiveHealthCheck=False):
+                 disableActiveHealthCheck=False, hashKey=""):
         self.address = (address[0], int(address[1]))
         self.addressString = formatAddress(self.address)
         self.hostname = hostname
@@ -151,6 +155,7 @@ class Host:
         self.healthCheckPort = healthCheckPort
         self.healthCheckHostname = healthCheckHostname
         self.disableActiveHealthCheck = disableActiveHealthCheck
+        self.hashKey = hashKey
         self._edsStatus = edsHealthStatus
         self._flags = frozenset(healthFlags)
         self._recompute()

@@ -70,17 +70,20 @@ class LbConfig:
         C{None}.
     @ivar failTrafficOnPanic: C{zone_aware_lb_config.fail_traffic_on_panic}:
         a level in panic offers no host instead of all of them.
+    @ivar hashing: RING_HASH and MAGLEV: the cluster's
+        L{txenvoy.upstream.thread_aware_lb.TableCache}; else C{None}.
     """
 
     __slots__ = ("policy", "choiceCount", "activeRequestBias",
                  "healthyPanicThreshold", "overprovisioningFactor", "updateMergeWindow",
-                 "localityWeights", "failTrafficOnPanic")
+                 "localityWeights", "failTrafficOnPanic", "hashing")
 
     def __init__(self, policy=ROUND_ROBIN, choiceCount=2, activeRequestBias=1.0,
                  healthyPanicThreshold=50.0,
                  overprovisioningFactor=DEFAULT_OVERPROVISIONING_FACTOR,
                  updateMergeWindow=1.0):
         self.updateMergeWindow = updateMergeWindow
+        self.hashing = None
         self.policy = policy
         self.choiceCount = choiceCount
         self.activeRequestBias = activeRequestBias
@@ -453,13 +456,21 @@ class LoadBalancer:
         fast = self._fast
         if fast is not None:
             return fast()
+        picker = self._choosePicker(int(self._rng() * 100))
+        return picker() if picker is not None else None
+
+    def _choosePicker(self, draw):
+        """
+        Envoy's C{choosePriority} then panic check: the picker of the level
+        that C{draw} (0..99) falls in, or C{None} when there are no hosts.
+        """
         table = self._cumulative
         if len(table) == 1:
             _, priority, source = table[0]
         else:
-            # Envoy's choosePriority: a number in 1..100 against the
-            # cumulative healthy then degraded loads.
-            draw = int(self._rng() * 100) + 1
+            # A number in 1..100 against the cumulative healthy then
+            # degraded loads.
+            draw += 1
             for bound, priority, source in table:
                 if draw <= bound:
                     break
@@ -469,7 +480,7 @@ class LoadBalancer:
             if self._noHosts or self.config.failTrafficOnPanic:
                 return None
             source = _ALL
-        return self._picker(priority, source)()
+        return self._picker(priority, source)
 
 
 def _none():

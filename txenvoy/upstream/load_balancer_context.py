@@ -16,13 +16,24 @@ class LoadBalancerContext:
         C{localAddressRestored}, C{remoteAddress}), or C{None}.
     @ivar downstreamHeaders: the request's
         L{txenvoy.http.headers.RequestHeaders}, or C{None} for TCP.
+    @ivar hashKey: the request's hash from the route's (or tcp_proxy's)
+        C{hash_policy}, or C{None}.
     """
 
-    __slots__ = ("downstreamConnection", "downstreamHeaders")
+    __slots__ = ("downstreamConnection", "downstreamHeaders", "hashKey")
 
-    def __init__(self, downstreamConnection=None, downstreamHeaders=None):
+    def __init__(self, downstreamConnection=None, downstreamHeaders=None, hashKey=None):
         self.downstreamConnection = downstreamConnection
         self.downstreamHeaders = downstreamHeaders
+        self.hashKey = hashKey
+
+    def computeHashKey(self):
+        """
+        Envoy's C{LoadBalancerContext::computeHashKey}: the hash a
+        consistent-hash load balancer places the request with, or C{None}
+        (it then picks at random).
+        """
+        return self.hashKey
 
     def requestHeader(self, name):
         """

@@ -43,6 +43,7 @@ from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metada
 from txenvoy.config.errors import ConfigError
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
+from txenvoy.http.hash_policy import cookieValue
 from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
 from txenvoy.http.route_matcher import HeaderMatcher
 from txenvoy.regex import compileRegexRewrite
@@ -87,18 +88,6 @@ def _decodeBase64(value):
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         return b""
-
-
-def _cookieValue(headers, name):
-    """Envoy's C{parseCookieValue}: the first cookie of that name."""
-    for header in headers.getAll(b"cookie"):
-        for part in header.split(b";"):
-            key, sep, value = part.strip(b" ").partition(b"=")
-            if sep and key == name:
-                if len(value) >= 2 and value[:1] == b'"' and value[-1:] == b'"':
-                    value = value[1:-1]
-                return value
-    return b""
 
 
 class _KeyValue:
@@ -175,7 +164,7 @@ class Rule:
         """
         entries = head.headers
         if self.cookie is not None:
-            value = _cookieValue(entries, self.cookie)
+            value = cookieValue(entries, self.cookie)
             return value or None
         reader = self._reader
         if reader is None:
