@@ -584,6 +584,8 @@ def _compileLb(proto, path):
         if common.HasField("update_merge_window"):
             cfg.updateMergeWindow = max(0.0, durationSeconds(common.update_merge_window))
         if common.HasField("healthy_panic_threshold"):
+            checkFields(common.healthy_panic_threshold, ("value",),
+                        cpath + ".healthy_panic_threshold")
             v = common.healthy_panic_threshold.value
             if not 0 <= v <= 100:
                 raise ConfigError("%s.healthy_panic_threshold.value: value must be inside "
