@@ -1,6 +1,6 @@
 """
 Micro-benchmark of the downstream HTTP/1.1 codec: 100,000 pipelined small
-GET requests through L{txenvoy.http.codec_server.ServerCodec}, answered by a
+GET requests through L{txenvoy.http.http1.server_codec.ServerCodec}, answered by a
 trivial decoder with a 200 and a 2-byte body. Not a test.
 
     python bench/codec_bench.py [--requests N] [--chunk BYTES]
@@ -14,7 +14,7 @@ import argparse
 import gc
 import time
 
-from txenvoy.http.codec_server import ServerCodec
+from txenvoy.http.http1.server_codec import ServerCodec
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
 
 REQUEST = (

@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from txenvoy.http.headers import HeaderMap  # noqa: E402
-from txenvoy.http.route_table import RouteTable  # noqa: E402
+from txenvoy.router.config import RouteTable  # noqa: E402
 
 CONFIG = "/work/shared/envoy-examples/09-routes-retries-timeouts.yaml"
 

@@ -251,5 +251,8 @@ class DeclaredSeamsTests(SynchronousTestCase):
                      "IUpstreamConnectionCallbacks", "IConnectionPoolCallbacks",
                      "IResponseDecoder", "ICluster", "IDownstreamTransportSocketFactory",
                      "IUpstreamTransportSocketFactory", "IStreamDecoderFilter",
-                     "IStreamEncoderFilter", "IStreamFilterBase", "IDispatcher"):
+                     "IStreamEncoderFilter", "IStreamFilterBase", "IDispatcher",
+                     "IServerCodec", "IClientCodec", "IResponseEncoder", "IRequestDecoder",
+                     "IServerConnectionCallbacks", "IFilterManagerStream",
+                     "IRouterFilterCallbacks", "IHttpConnPool"):
             self.assertIn(seam, checked)

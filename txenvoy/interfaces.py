@@ -229,7 +229,7 @@ class IStreamFilterCallbacks(Interface):
 
     def route():
         """
-        @return: the L{txenvoy.http.route_table.RouteMatch} of the request,
+        @return: the L{txenvoy.router.config.RouteMatch} of the request,
             resolved once and cached, or C{None} when nothing matches.
         """
 
@@ -311,6 +311,227 @@ class IStreamFilterCallbacks(Interface):
 
     def removeDownstreamWatermarkCallbacks(callbacks):
         """Undo L{addDownstreamWatermarkCallbacks}."""
+
+
+class IRouterFilterCallbacks(IStreamFilterCallbacks):
+    """
+    What the router filter reaches beyond L{IStreamFilterCallbacks}, on
+    the same object.
+    """
+
+    def setRouteIdleTimeout(timeout):
+        """
+        Apply the route's C{idle_timeout} in place of C{stream_idle_timeout}
+        for the rest of the stream (0 disables it), as Envoy does.
+        """
+
+    def writeBatcher():
+        """
+        @return: an object with C{cork()} and C{uncork()}: downstream
+            writes made between them leave in one write (the router wraps
+            each upstream read in them).
+        """
+
+
+class IFilterManagerStream(Interface):
+    """
+    The connection manager's stream as its filter chain reaches it (Envoy's
+    C{FilterManager}): the filter callbacks and the chain's iterations call
+    only these.
+    """
+
+    streamInfo = Attribute("The request's L{txenvoy.network.stream_info.StreamInfo}.")
+    requestHeaders = Attribute("The request head, or C{None} before it.")
+    responseHeaders = Attribute("The response head, or C{None} before it.")
+    streamId = Attribute("An integer unique on this worker.")
+    connection = Attribute("The downstream L{txenvoy.network.connection.ServerConnection}.")
+    dispatcher = Attribute("The worker's dispatcher.")
+
+    def route():
+        """See L{IStreamFilterCallbacks.route}."""
+
+    def clearRouteCache():
+        """See L{IStreamFilterCallbacks.clearRouteCache}."""
+
+    def continueDecoding(index):
+        """The decoder filter at C{index} resumes the request direction."""
+
+    def continueEncoding(index):
+        """The encoder filter at C{index} resumes the response direction."""
+
+    def decodingBuffer(index):
+        """The request body held by the decoder filter at C{index}, or C{None}."""
+
+    def iterationStopped(iteration):
+        """
+        Whether a filter iteration must stop now: its direction was stopped
+        (a local reply) or the stream is gone.
+        """
+
+    def sendLocalReply(code, body=b"", modifyHeaders=None, details=""):
+        """See L{IStreamFilterCallbacks.sendLocalReply}."""
+
+    def encodeHeaders(headers, endStream):
+        """A response head from a decoder filter, through the encoder filters."""
+
+    def encodeData(data, endStream):
+        """Response body bytes from a decoder filter."""
+
+    def encodeTrailers(trailers):
+        """Response trailers from a decoder filter."""
+
+    def resetStream():
+        """Abandon the stream."""
+
+    def bufferLimit():
+        """The stream's buffer limit in bytes."""
+
+    def readDisable(disable):
+        """Stop (C{True}) or resume (C{False}) reading the request, counted."""
+
+    def setIdleTimeout(timeout):
+        """Replace the stream's idle timeout from now on (0 disables it)."""
+
+    def callLater(delay, f):
+        """A timer on the stream's connection: @return: an object with C{cancel()}."""
+
+    def addWatermarkCallbacks(callbacks):
+        """See L{IStreamFilterCallbacks.addDownstreamWatermarkCallbacks}."""
+
+    def removeWatermarkCallbacks(callbacks):
+        """See L{IStreamFilterCallbacks.removeDownstreamWatermarkCallbacks}."""
+
+    def writeBatcher():
+        """See L{IRouterFilterCallbacks.writeBatcher}."""
+
+
+class IRequestDecoder(Interface):
+    """
+    Where a server codec delivers one request (Envoy's
+    C{RequestDecoder}): the connection manager's stream.
+    """
+
+    def decodeHeaders(headers, endStream):
+        """A L{txenvoy.http.headers.RequestHeaders}."""
+
+    def decodeData(data, endStream):
+        """Request body bytes (after an upgrade: the raw bytes)."""
+
+    def decodeTrailers(trailers):
+        """The request trailers, a L{txenvoy.http.headers.HeaderMap}; the request ends."""
+
+
+class IResponseEncoder(Interface):
+    """
+    How the connection manager answers one request, whatever the protocol
+    (Envoy's C{ResponseEncoder}): handed to
+    L{IServerConnectionCallbacks.newStream}.
+    """
+
+    responseStarted = Attribute("Whether the response head was written.")
+    responseComplete = Attribute("Whether the response was written in full.")
+
+    def encode100ContinueHeaders():
+        """Write a 100 Continue, unless the response started."""
+
+    def encodeHeaders(headers, endStream):
+        """Write the response head (a L{txenvoy.http.headers.ResponseHeaders})."""
+
+    def encodeData(data, endStream):
+        """Write response body bytes."""
+
+    def encodeTrailers(trailers):
+        """End the response with trailers."""
+
+    def resetStream():
+        """Abandon the stream (HTTP/1: close the connection; HTTP/2: RST_STREAM)."""
+
+
+class IServerConnectionCallbacks(Interface):
+    """
+    What a server codec calls on its owner, the connection manager (Envoy's
+    C{ServerConnectionCallbacks}).
+    """
+
+    def newStream(encoder):
+        """
+        A request starts.
+
+        @param encoder: its L{IResponseEncoder}.
+        @return: its L{IRequestDecoder}.
+        """
+
+    def onCodecError(status, details):
+        """
+        The codec refused input, answered it if it could, and closes (or
+        resets) as Envoy does; C{details} are Envoy's response code details.
+        """
+
+
+class IServerCodec(Interface):
+    """
+    A downstream codec (Envoy's C{ServerConnection}): the bytes of one
+    connection in, requests out through L{IServerConnectionCallbacks}.
+    """
+
+    protocol = Attribute("C{\"HTTP/1.1\"} or C{\"HTTP/2\"}: what the stats and logs say.")
+    dateCache = Attribute("The L{txenvoy.http.http1.codec.DateCache} of the C{date} header.")
+
+    def dataReceived(data):
+        """Bytes from the connection."""
+
+    def connectionLost(reason=None):
+        """The connection is gone: every stream ends."""
+
+    def readDisable(disable):
+        """Stop (C{True}) or resume (C{False}) reading, counted."""
+
+
+class IClientCodec(Interface):
+    """
+    An upstream codec (Envoy's C{ClientConnection}): requests out, responses
+    in through an L{IResponseDecoder}.
+    """
+
+    keepAlive = Attribute("Whether the connection may carry another request.")
+    responseInProgress = Attribute("Whether a response is still due.")
+
+    def encodeRequest(request, endStream):
+        """Write a request head (a L{txenvoy.http.headers.RequestHeaders})."""
+
+    def encodeData(data, endStream):
+        """Write request body bytes."""
+
+    def encodeTrailers(trailers):
+        """End the request with trailers."""
+
+    def dataReceived(data):
+        """Response bytes from the connection."""
+
+    def connectionLost(reason=None):
+        """The connection is gone."""
+
+
+class IHttpConnPool(Interface):
+    """
+    A connection pool to one host (Envoy's C{ConnectionPool::Instance}),
+    whichever protocol its connections speak.
+    """
+
+    def newStream(callbacks):
+        """
+        Ask for a stream: C{callbacks} (an L{IConnectionPoolCallbacks}) are
+        told C{onPoolReady(client)} or C{onPoolFailure(reason)}.
+
+        @return: an object with C{cancel()} while the request waits, else
+            C{None}.
+        """
+
+    def releaseClient(client):
+        """A stream gave its client back without a complete response."""
+
+    def closeIdle():
+        """Close the connections that carry nothing."""
 
 
 class ILoadBalancer(Interface):

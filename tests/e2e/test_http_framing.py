@@ -4,7 +4,7 @@ Envoy 1.40, on the same config and each in front of its own origin: the
 first answer, whether the connection closes, and which requests reach the
 origin must be the same. Each case is a class of difference that
 C{bench/differential.py} found; the codec tests in
-L{tests.http.test_codec_server} and L{tests.http.test_codec_client} pin the
+L{tests.http.http1.test_server_codec} and L{tests.http.http1.test_client_codec} pin the
 same behaviours byte for byte.
 """
 

@@ -1,5 +1,5 @@
 """
-Fuzz target: the upstream HTTP/1.1 codec (L{txenvoy.http.codec_client}).
+Fuzz target: the upstream HTTP/1.1 codec (L{txenvoy.http.http1.client_codec}).
 
 The input's first bytes choose the request written (its method, whether it
 has a body, the codec's limits and trailers setting) and where the rest is
@@ -18,7 +18,7 @@ response in progress.
 from twisted.internet.testing import StringTransport
 
 from tests.fuzz.support import FuzzInput, check
-from txenvoy.http.codec_client import ClientCodec
+from txenvoy.http.http1.client_codec import ClientCodec
 from txenvoy.http.headers import HeaderMap, RequestHeaders, ResponseHeaders
 
 _METHODS = (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"GET", b"CONNECT")

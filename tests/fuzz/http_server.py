@@ -1,5 +1,5 @@
 """
-Fuzz target: the downstream HTTP/1.1 codec (L{txenvoy.http.codec_server}).
+Fuzz target: the downstream HTTP/1.1 codec (L{txenvoy.http.http1.server_codec}).
 
 The input's first bytes choose the codec's settings, how the answering
 side responds and where the bytes are cut into reads; the rest is what a
@@ -20,8 +20,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from tests.fuzz.support import FuzzInput, check
-from tests.http.test_codec_fuzz import ResponseCounter
-from txenvoy.http.codec_server import ServerCodec
+from tests.http.http1.test_codec_fuzz import ResponseCounter
+from txenvoy.http.http1.server_codec import ServerCodec
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
 
 _STATUSES = (400, 426, 431, 501)

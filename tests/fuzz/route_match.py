@@ -1,5 +1,5 @@
 """
-Fuzz target: route matching (L{txenvoy.http.route_table}).
+Fuzz target: route matching (L{txenvoy.router.config}).
 
 Two route configurations using every kind of domain, path, header, query
 parameter and gRPC match, weighted and header-named clusters, redirects,
@@ -23,7 +23,7 @@ from tests.fuzz.support import FuzzInput, check
 from txenvoy.config.loader import parseDict
 from txenvoy.http.header_mutation import FormatContext
 from txenvoy.http.headers import HeaderMap, RequestHeaders, ResponseHeaders
-from txenvoy.http.route_table import RouteMatch, RouteTable
+from txenvoy.router.config import RouteMatch, RouteTable
 from txenvoy.network.stream_info import StreamInfo
 
 _ROUTES = """

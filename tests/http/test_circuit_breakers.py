@@ -1,6 +1,6 @@
 """
 Tests for the cluster circuit breakers as the HTTP pool and router enforce
-them (L{txenvoy.http.conn_pool}, L{txenvoy.http.router},
+them (L{txenvoy.http.conn_pool}, L{txenvoy.router.router},
 L{txenvoy.upstream.resource_manager}), in memory. What the client sees and
 the stat names were checked against Envoy 1.40 (tests.e2e.test_circuit_breakers).
 """

@@ -7,8 +7,8 @@ were checked against the binary (the e2e comparison tests run both).
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from txenvoy.http.conn_manager import (
-    TimerSet,
+from txenvoy.http.conn_manager import TimerSet
+from txenvoy.http.conn_manager_utility import (
     machineAddress,
     mergeSlashes,
     normalizePath,

@@ -11,7 +11,8 @@ import re
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from txenvoy.http import conn_manager, router
+from txenvoy.http import conn_manager
+from txenvoy.router import router
 from txenvoy.server.logging import LogLevels, makeObserver
 
 from tests.http.hcm_harness import Harness

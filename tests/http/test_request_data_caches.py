@@ -5,9 +5,9 @@ entries: header names in the HTTP/1 codecs, Host values in the route table.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.http.test_codec_server import CodecTestMixin
-from tests.http.test_route_table import DOMAINS, _route, _table
-from txenvoy.http import codec, codec_server
+from tests.http.http1.test_server_codec import CodecTestMixin
+from tests.router.test_config import DOMAINS, _route, _table
+from txenvoy.http.http1 import codec, server_codec
 
 
 class HeaderNameCacheTests(CodecTestMixin, SynchronousTestCase):
@@ -22,10 +22,10 @@ class HeaderNameCacheTests(CodecTestMixin, SynchronousTestCase):
         decoder = self.assertServed(b"GET / HTTP/1.1\r\nHost: a\r\n%s: 1\r\n%s: 2\r\n\r\n"
                                     % (long, short))
         self.assertIn((long.lower(), b"1"), list(decoder.headers.headers._entries))
-        self.assertNotIn(long, codec._PLAIN_NAMES)
-        self.assertEqual(codec._PLAIN_NAMES.get(short), short.lower())
+        self.assertNotIn(long, codec.PLAIN_NAMES)
+        self.assertEqual(codec.PLAIN_NAMES.get(short), short.lower())
         self.assertGreater(len(long), codec.PLAIN_NAME_MAX_LENGTH)
-        self.assertIs(codec_server._PLAIN_NAMES, codec._PLAIN_NAMES)
+        self.assertIs(server_codec.PLAIN_NAMES, codec.PLAIN_NAMES)
 
 
 class VirtualHostCacheTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{txenvoy.http.route_table} and L{txenvoy.http.route_matcher}.
+Tests for L{txenvoy.router.config} and L{txenvoy.router.matcher}.
 
 Behaviours marked "Envoy 1.40" were checked against the binary with
 C{direct_response} routes and curl.
@@ -18,11 +18,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
-from txenvoy.http.route_matcher import (
+from txenvoy.router.matcher import (
     compileStringMatcher,
     parseQueryParameters,
 )
-from txenvoy.http.route_table import (
+from txenvoy.router.config import (
     DEFAULT_RETRY_POLICY,
     RouteMatch,
     RouteTable,
@@ -667,7 +667,7 @@ class QueryParameterTests(SynchronousTestCase):
         The matcher's direct lookup in the query finds the same value as a
         full parse.
         """
-        from txenvoy.http.route_matcher import QueryParameterMatcher, queryOf
+        from txenvoy.router.matcher import QueryParameterMatcher, queryOf
         matcher = QueryParameterMatcher(b"id", None)
         for path in [b"/?id=1", b"/?x=1&id=2&id=3", b"/?idx=1", b"/?xid=1", b"/?id",
                      b"/?a=1&id&id=2", b"/?a=id&b=2", b"/", b"/?", b"/?id=1=2"]:

@@ -1,5 +1,5 @@
 """
-Tests for L{txenvoy.http.router}: the router filter driven through the
+Tests for L{txenvoy.router.router}: the router filter driven through the
 connection manager in memory (L{tests.http.hcm_harness}). Bodies and flags
 marked "Envoy 1.40" were checked against the binary.
 """

@@ -46,14 +46,29 @@ the tests):
 
 import itertools
 import random
-import socket
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
-from txenvoy.http.codec import NON_PROTOCOL_ERROR_DETAILS
-from txenvoy.http.codec_server import ServerCodec
+from txenvoy.http.http1.codec import NON_PROTOCOL_ERROR_DETAILS
+from txenvoy.http.http1.server_codec import ServerCodec
+from txenvoy.http.conn_manager_utility import (
+    DETECTED,
+    EDGE_STRIPPED,
+    EXTERNAL_STRIPPED,
+    HOP_BY_HOP,
+    KEEP_UNCHANGED,
+    OVERWRITE,
+    REJECT_REQUEST,
+    UNESCAPE_AND_FORWARD,
+    UNESCAPE_AND_REDIRECT,
+    machineAddress,
+    mergeSlashes,
+    mutateRequestHeaders,
+    mutateResponseHeaders,
+    normalizePath,
+)
 from txenvoy.http.conn_pool import directWriter
 from txenvoy.http.header_dump import dumpRequestHeaders, dumpResponseHeaders
 from txenvoy.http.filter import (
@@ -68,7 +83,12 @@ from txenvoy.http.filter import (
 )
 from txenvoy.http.local_reply import DEFAULT_LOCAL_REPLY, headerView, makeLocalReply
 from txenvoy.http.status import reasonPhrase, statusLine
-from txenvoy.interfaces import INetworkFilterFactory
+from txenvoy.interfaces import (
+    IFilterManagerStream,
+    INetworkFilterFactory,
+    IRequestDecoder,
+    IServerConnectionCallbacks,
+)
 from txenvoy.network.stream_info import ResponseFlag, StreamInfo
 from txenvoy.server.overload_manager import (
     DISABLE_HTTP_KEEPALIVE,
@@ -87,38 +107,6 @@ __all__ = ["ConnectionManager", "ConnectionManagerConfig", "ActiveStream", "Time
 
 _INF = float("inf")
 _ids = itertools.count(1)
-
-OVERWRITE, APPEND_IF_ABSENT, PASS_THROUGH = 0, 1, 2
-KEEP_UNCHANGED, REJECT_REQUEST, UNESCAPE_AND_REDIRECT, UNESCAPE_AND_FORWARD = 1, 2, 3, 4
-
-
-# Request headers that never go upstream (hop-by-hop).
-HOP_BY_HOP = frozenset([b"connection", b"keep-alive", b"proxy-connection", b"upgrade",
-                        b"transfer-encoding"])
-# Envoy's cleanInternalHeaders: removed from external requests.
-EXTERNAL_STRIPPED = frozenset([
-    b"x-envoy-retriable-status-codes", b"x-envoy-retriable-header-names", b"x-envoy-retry-on",
-    b"x-envoy-retry-grpc-on", b"x-envoy-max-retries", b"x-envoy-upstream-alt-stat-name",
-    b"x-envoy-upstream-rq-timeout-ms", b"x-envoy-upstream-rq-per-try-timeout-ms",
-    b"x-envoy-upstream-rq-timeout-alt-response", b"x-envoy-expected-rq-timeout-ms",
-    b"x-envoy-force-trace", b"x-envoy-ip-tags", b"x-envoy-original-url",
-    b"x-envoy-hedge-on-per-try-timeout", b"x-envoy-internal",
-])
-# ... and from edge requests (external, with use_remote_address).
-EDGE_STRIPPED = frozenset([
-    b"x-envoy-decorator-operation", b"x-envoy-downstream-service-cluster",
-    b"x-envoy-downstream-service-node", b"x-envoy-original-path",
-])
-# Request headers the connection manager reads or rewrites.
-_DETECTED = frozenset([b"x-forwarded-for", b"x-forwarded-proto", b"x-request-id", b"via",
-                       b"expect", b"te", b"x-forwarded-client-cert",
-                       b"x-envoy-external-address"])
-# Response headers the connection manager reads or rewrites.
-_RESPONSE_SPECIAL = frozenset([b"date", b"server", b"connection", b"keep-alive",
-                               b"proxy-connection", b"upgrade", b"transfer-encoding", b"via",
-                               b"x-request-id"])
-_RESPONSE_HOP_BY_HOP = frozenset([b"connection", b"keep-alive", b"proxy-connection",
-                                  b"upgrade", b"transfer-encoding"])
 
 _HCM_COUNTERS = (
     "downstream_cx_total", "downstream_cx_destroy", "downstream_cx_destroy_local",
@@ -282,129 +270,6 @@ class TimerSet:
 # -- helpers ---------------------------------------------------------------------
 
 _getrandbits = random.getrandbits
-_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
-_UUID_SET = (0x4000 << 64) | (0x8000 << 48)
-
-
-def requestId():
-    """@return: a random (version 4) UUID as Envoy writes C{x-request-id}, C{bytes}."""
-    h = b"%032x" % ((_getrandbits(128) & _UUID_CLEAR) | _UUID_SET)
-    return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
-
-
-_machineAddresses = {}
-
-
-def machineAddress(family=socket.AF_INET):
-    """
-    Envoy's C{Network::Utility::getLocalAddress}: the first non-loopback
-    address of the machine's interfaces (what Envoy appends to
-    C{x-forwarded-for} for a loopback peer), else the loopback address.
-    """
-    address = _machineAddresses.get(family)
-    if address is not None:
-        return address
-    address = "127.0.0.1" if family == socket.AF_INET else "::1"
-    try:
-        import fcntl
-        import struct
-        for _, name in socket.if_nameindex():
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                packed = fcntl.ioctl(s.fileno(), 0x8915,  # SIOCGIFADDR
-                                     struct.pack("256s", name[:15].encode()))
-            except OSError:
-                continue
-            finally:
-                s.close()
-            candidate = socket.inet_ntoa(packed[20:24])
-            if not candidate.startswith("127."):
-                address = candidate
-                break
-    except (ImportError, OSError):
-        pass
-    _machineAddresses[family] = address
-    return address
-
-
-def _isLoopback(host):
-    return host.startswith("127.") or host == "::1"
-
-
-_HEX = b"0123456789ABCDEFabcdef"
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-
-def _splitQuery(path):
-    q = path.find(b"?")
-    return (path, b"") if q < 0 else (path[:q], path[q:])
-
-
-def normalizePath(path):
-    """
-    Envoy's C{normalize_path} (RFC 3986 normalisation as its URL
-    canonicaliser does it): percent-encoded unreserved characters are
-    decoded, other escapes get upper-case hex, backslashes become slashes,
-    and C{.} and C{..} segments are removed. The query is kept as is.
-
-    @return: the path (C{bytes}), or C{None} when it cannot be normalised.
-    """
-    p, query = _splitQuery(path)
-    if b"%" in p:
-        out = bytearray()
-        i = 0
-        n = len(p)
-        while i < n:
-            c = p[i]
-            if c == 0x25 and i + 2 < n and p[i + 1] in _HEX and p[i + 2] in _HEX:
-                value = int(p[i + 1:i + 3], 16)
-                if value in _UNRESERVED:
-                    out.append(value)
-                else:
-                    out += b"%" + p[i + 1:i + 3].upper()
-                i += 3
-                continue
-            out.append(c)
-            i += 1
-        p = bytes(out)
-    p = p.replace(b"\\", b"/")
-    if not p.startswith(b"/"):
-        return None
-    segments = p.split(b"/")[1:]
-    stack = []
-    for segment in segments:
-        if segment == b".":
-            continue
-        if segment == b"..":
-            if stack:
-                stack.pop()
-            continue
-        stack.append(segment)
-    if segments and segments[-1] in (b".", b".."):
-        stack.append(b"")
-    return b"/" + b"/".join(stack) + query
-
-
-def mergeSlashes(path):
-    """Envoy's C{merge_slashes}: runs of C{/} in the path become one."""
-    p, query = _splitQuery(path)
-    while b"//" in p:
-        p = p.replace(b"//", b"/")
-    return p + query
-
-
-def _hasEscapedSlash(path):
-    p = _splitQuery(path)[0].lower()
-    return b"%2f" in p or b"%5c" in p
-
-
-def _unescapeSlashes(path):
-    p, query = _splitQuery(path)
-    for escaped, plain in ((b"%2F", b"/"), (b"%2f", b"/"), (b"%5C", b"\\"), (b"%5c", b"\\")):
-        p = p.replace(escaped, plain)
-    return p + query
-
-
 # -- the configuration -------------------------------------------------------------
 
 
@@ -417,7 +282,7 @@ class ConnectionManagerConfig:
     attribute is set there, once.
 
     @ivar statPrefix: C{"http.<stat_prefix>."}.
-    @ivar routeTable: the L{txenvoy.http.route_table.RouteTable}.
+    @ivar routeTable: the L{txenvoy.router.config.RouteTable}.
     @ivar filterFactories: C{[(name, IHttpFilterFactory)]} in config order.
     @ivar accessLogs: L{txenvoy.interfaces.IAccessLogger}s.
     @ivar tracing: the L{txenvoy.tracing.http_tracer.TracingConfig}, or C{None}.
@@ -486,8 +351,8 @@ class ConnectionManagerConfig:
         self.stripExternalUpgrade = external - upgrade
         self.stripInternal = internal
         self.stripInternalUpgrade = internal - upgrade
-        self.interestingExternal = external | _DETECTED
-        self.interestingInternal = internal | _DETECTED
+        self.interestingExternal = external | DETECTED
+        self.interestingInternal = internal | DETECTED
         self.needsPathWork = (self.normalizePath or self.mergeSlashes
                               or self.escapedSlashesAction in (REJECT_REQUEST,
                                                                UNESCAPE_AND_REDIRECT,
@@ -565,6 +430,7 @@ class _DownstreamWatermark:
         pass
 
 
+@implementer(IServerConnectionCallbacks)
 class ConnectionManager(Protocol):
     """
     The connection manager of one downstream connection; also the codec's
@@ -609,6 +475,11 @@ class ConnectionManager(Protocol):
         self.streamsStarted = 0
         self.overload = overloadStateOf(dispatcher)
 
+    @property
+    def aboveHighWatermark(self):
+        """Whether the downstream connection is above its write buffer's high watermark."""
+        return self._above
+
     # Protocol.
 
     def connectionMade(self):
@@ -634,6 +505,7 @@ class ConnectionManager(Protocol):
             defaultHostForHttp10=config.defaultHostForHttp10,
             headersWithUnderscoresAction=config.headersWithUnderscoresAction,
             serverName=config.serverName, clock=reactor, enableTrailers=config.enableTrailers)
+        self.dateCache = self.codec.dateCache
         timers = self.timers = TimerSet(reactor)
         self._streamIdleTimer = timers.timer(self._onStreamIdleTimer)
         self._requestTimer = timers.timer(self._onRequestTimer)
@@ -1134,77 +1006,13 @@ class ConnectionManager(Protocol):
 
     def _finishResponseHeaders(self, headers, request, info, upgrade, close=False):
         """
-        What the connection manager does to every response head: C{date},
-        C{server}, hop-by-hop headers, C{via}, C{x-request-id}, drain.
+        What the connection manager does to every response head: the
+        header rules of L{mutateResponseHeaders}, then the drain decision.
 
         @return: whether C{connection: close} was added.
         """
         config = self.config
-        entries = headers.headers._entries
-        hasDate = False
-        serverAt = -1
-        servers = 0
-        strip = False
-        viaAt = -1
-        requestIdAt = -1
-        i = 0
-        for entry in entries:
-            name = entry[0]
-            if name in _RESPONSE_SPECIAL:
-                if name == b"date":
-                    hasDate = True
-                elif name == b"server":
-                    if serverAt < 0:
-                        serverAt = i
-                    servers += 1
-                elif name == b"via":
-                    viaAt = i
-                elif name == b"x-request-id":
-                    requestIdAt = i
-                elif not upgrade or (name != b"connection" and name != b"upgrade"):
-                    strip = True
-            i += 1
-        if strip:
-            keep = frozenset([b"connection", b"upgrade"]) if upgrade else frozenset()
-            kept = [e for e in entries if e[0] not in _RESPONSE_HOP_BY_HOP or e[0] in keep]
-            entries[:] = kept
-            serverAt = -1
-            viaAt = -1
-            requestIdAt = -1
-            for i, entry in enumerate(entries):
-                name = entry[0]
-                if name == b"server" and serverAt < 0:
-                    serverAt = i
-                elif name == b"via":
-                    viaAt = i
-                elif name == b"x-request-id":
-                    requestIdAt = i
-        if not hasDate:
-            entries.append((b"date", self.codec.dateCache.value()))
-        transformation = config.serverHeaderTransformation
-        if transformation == OVERWRITE:
-            if serverAt < 0:
-                entries.append((b"server", config.serverName))
-            else:
-                entries[serverAt] = (b"server", config.serverName)
-                if servers > 1:
-                    tail = [e for e in entries[serverAt + 1:] if e[0] != b"server"]
-                    entries[serverAt + 1:] = tail
-        elif transformation == APPEND_IF_ABSENT and serverAt < 0:
-            entries.append((b"server", config.serverName))
-        via = config.via
-        if via is not None:
-            if viaAt < 0:
-                entries.append((b"via", via))
-            else:
-                entries[viaAt] = (b"via", entries[viaAt][1] + b", " + via)
-        if config.alwaysSetRequestIdInResponse and request is not None:
-            rid = request.headers.get(b"x-request-id")
-            if rid is not None:
-                if requestIdAt < 0:
-                    entries.append((b"x-request-id", rid))
-                else:
-                    entries[requestIdAt] = (b"x-request-id", rid)
+        mutateResponseHeaders(config, headers, request, self.dateCache.value(), upgrade)
         if not self._draining:
             server = config.server
             if server is not None and server.drainClose():
@@ -1221,6 +1029,8 @@ class ConnectionManager(Protocol):
         return False
 
 
+
+@implementer(IFilterManagerStream, IRequestDecoder)
 class ActiveStream:
     """
     One request and its response (Envoy's C{ActiveStream} and its filter
@@ -1247,7 +1057,7 @@ class ActiveStream:
     _watermarkCallbacks = ()
     _startTime = None
     _destroyed = False
-    _closeAfter = False
+    closeAfter = False
     # The body bytes that end the request are being decoded: Envoy's HTTP/1
     # codec hands them over before the end (decodeData(body, false), then
     # decodeData(empty, true)), so a reply its filters send now comes
@@ -1329,7 +1139,7 @@ class ActiveStream:
             info.setResponseFlag(ResponseFlag.OVERLOAD_MANAGER)
             self.sendLocalReply(503, b"envoy overloaded", None, "overload")
             return
-        if not self._prepareRequest(request):
+        if not mutateRequestHeaders(self, request):
             return
         if config.tracing is not None:
             self.activeSpan, self._decoratedOperation = config.tracing.startSpan(
@@ -1377,7 +1187,7 @@ class ActiveStream:
             if isEncoder:
                 encoders.append(slot)
         self._slots = slots
-        limit = self._bufferLimit()
+        limit = self.bufferLimit()
         if len(decoders) == 1 and not encoders:
             if len(slots) == 1:
                 # From now on this chain takes the short way above.
@@ -1405,7 +1215,7 @@ class ActiveStream:
     def _holdAfterSingle(self, slot, request, endStream):
         # The lone filter wants the body held until it continues.
         it = self._decoding = FilterIteration(self, [slot], DECODE_NAMES, DECODE_SINKS,
-                                              self._bufferLimit(), self._onDecodeOverflow)
+                                              self.bufferLimit(), self._onDecodeOverflow)
         it.headers = request
         it.headersPassed = 1
         it.stop = 0
@@ -1455,189 +1265,13 @@ class ActiveStream:
             self.streamInfo.lastDownstreamRxMonotonic = self.cm.reactor.seconds()
             self.cm._requestTimer.cancel()
 
-    def _stopped(self, iteration):
+    def iterationStopped(self, iteration):
+        """See L{IFilterManagerStream.iterationStopped}."""
         if iteration is self._decoding:
             return self._decodeStopped or self._destroyed
         return self._destroyed or iteration is not self._encoding
 
     # Request processing.
-
-    def _prepareRequest(self, request):
-        """
-        Envoy's C{mutateRequestHeaders} and friends.
-
-        @return: False when a local reply was sent instead.
-        """
-        cm = self.cm
-        config = cm.config
-        # Envoy normalises the path before it touches any header, so a
-        # rejected or redirected path gets no x-request-id.
-        if config.needsPathWork and request.path is not None and request.path != b"*":
-            if not self._normalizePath(request):
-                return False
-        headers = request.headers
-        entries = headers._entries
-        upgrade = request.upgrade is not None and request.upgrade != b"connect"
-        internal = False
-        if config.internalNetworks:
-            internal = config.isInternal(self._effectiveRemote(entries))
-            if internal:
-                self.streamInfo.filterState["envoy.internal_request"] = True
-        if internal:
-            strip = config.stripInternalUpgrade if upgrade else config.stripInternal
-            interesting = config.interestingInternal
-        else:
-            strip = config.stripExternalUpgrade if upgrade else config.stripExternal
-            interesting = config.interestingExternal
-        xffAt = xfpAt = ridAt = viaAt = extAt = -1
-        expectContinue = False
-        for entry in entries:
-            if entry[0] in interesting:
-                break
-        else:
-            entry = None
-        if entry is not None:
-            kept = []
-            for entry in entries:
-                name = entry[0]
-                if name in strip:
-                    continue
-                if name in _DETECTED:
-                    if name == b"te":
-                        tokens = [t.strip().lower() for t in entry[1].split(b",")]
-                        if b"trailers" not in tokens:
-                            continue
-                        entry = (b"te", b"trailers")
-                    elif name == b"x-forwarded-for":
-                        xffAt = len(kept)
-                    elif name == b"x-forwarded-proto":
-                        xfpAt = len(kept)
-                    elif name == b"x-request-id":
-                        ridAt = len(kept)
-                    elif name == b"via":
-                        viaAt = len(kept)
-                    elif name == b"x-envoy-external-address":
-                        extAt = len(kept)
-                    elif name == b"expect":
-                        if entry[1].lower() == b"100-continue":
-                            expectContinue = True
-                            continue
-                    elif name == b"x-forwarded-client-cert":
-                        # Envoy's default forward_client_cert_details:
-                        # SANITIZE.
-                        continue
-                kept.append(entry)
-            entries[:] = kept
-        if config.stripAnyHostPort or config.stripMatchingHostPort:
-            self._stripPort(request)
-        append = entries.append
-        edge = config.useRemoteAddress and not internal
-        if config.useRemoteAddress:
-            if not config.skipXffAppend:
-                peer = cm.remoteHost
-                address = (config.localAddressText if _isLoopback(peer)
-                           else peer.encode("ascii"))
-                if xffAt < 0:
-                    append((b"x-forwarded-for", address))
-                else:
-                    entries[xffAt] = (b"x-forwarded-for", entries[xffAt][1] + b"," + address)
-            if xfpAt < 0:
-                append((b"x-forwarded-proto", cm.scheme))
-            elif config.xffNumTrustedHops == 0:
-                entries[xfpAt] = (b"x-forwarded-proto", cm.scheme)
-        elif xfpAt < 0:
-            append((b"x-forwarded-proto", cm.scheme))
-        via = config.via
-        if via is not None:
-            if viaAt < 0:
-                append((b"via", via))
-            else:
-                entries[viaAt] = (b"via", entries[viaAt][1] + b", " + via)
-        if edge:
-            external = self._externalAddress(entries)
-            if extAt < 0:
-                append((b"x-envoy-external-address", external))
-            else:
-                entries[extAt] = (b"x-envoy-external-address", external)
-        elif internal and config.useRemoteAddress:
-            headers.set(b"x-envoy-internal", b"true")
-        if config.generateRequestId:
-            if ridAt < 0:
-                append((b"x-request-id", requestId()))
-            elif not entries[ridAt][1] or (edge and not config.preserveExternalRequestId):
-                entries[ridAt] = (b"x-request-id", requestId())
-        if expectContinue:
-            self.encoder.encode100ContinueHeaders()
-            cm.stats.downstream_rq_1xx.inc()
-            cm.listenerStats.byClass[1].inc()
-        return True
-
-    def _effectiveRemote(self, entries):
-        cm = self.cm
-        if cm.config.useRemoteAddress:
-            return cm.remoteHost
-        for name, value in entries:
-            if name == b"x-forwarded-for":
-                return value.split(b",")[-1].strip().decode("latin-1")
-        return cm.remoteHost
-
-    def _externalAddress(self, entries):
-        cm = self.cm
-        hops = cm.config.xffNumTrustedHops
-        if hops:
-            for name, value in entries:
-                if name == b"x-forwarded-for":
-                    parts = [p.strip() for p in value.split(b",")]
-                    # The appended peer is the last entry.
-                    if len(parts) > hops:
-                        return parts[-1 - hops]
-        return cm.remoteHost.encode("ascii")
-
-    def _stripPort(self, request):
-        authority = request.authority
-        if not authority:
-            return
-        colon = authority.rfind(b":")
-        if colon < 0 or b"]" in authority[colon:]:
-            return
-        if self.cm.config.stripMatchingHostPort:
-            local = self.cm.connection.streamInfo.downstreamLocalAddress
-            if local is None or authority[colon + 1:] != b"%d" % (local[1],):
-                return
-        request.authority = authority[:colon]
-
-    def _normalizePath(self, request):
-        config = self.cm.config
-        path = request.path
-        action = config.escapedSlashesAction
-        redirect = False
-        if action != KEEP_UNCHANGED and _hasEscapedSlash(path):
-            if action == REJECT_REQUEST:
-                # Envoy 1.40 closes the connection after this one.
-                self._closeAfter = True
-                request.path = _unescapeSlashes(path)
-                self.sendLocalReply(400, b"", None, "path_normalization_failed")
-                return False
-            path = _unescapeSlashes(path)
-            redirect = action == UNESCAPE_AND_REDIRECT
-        if config.normalizePath:
-            normalized = normalizePath(path)
-            if normalized is None:
-                self.sendLocalReply(400, b"", None, "path_normalization_failed")
-                return False
-            path = normalized
-        if config.mergeSlashes:
-            path = mergeSlashes(path)
-        request.path = path
-        if redirect:
-            location = path
-
-            def modify(response):
-                response.headers._entries.append((b"location", location))
-
-            self.sendLocalReply(307, b"", modify, "path_normalization_failed")
-            return False
-        return True
 
     def route(self):
         """The request's route, resolved once (see L{IStreamFilterCallbacks.route})."""
@@ -1655,7 +1289,60 @@ class ActiveStream:
             self.streamInfo.routeName = route.entry.name
         return route
 
-    def _setIdleTimeout(self, timeout):
+    def clearRouteCache(self):
+        """See L{IStreamFilterCallbacks.clearRouteCache}."""
+        self._routeCached = False
+        self._route = None
+
+    def continueDecoding(self, index):
+        """See L{IFilterManagerStream.continueDecoding}."""
+        it = self._decoding
+        if it is not None:
+            it.resume(index)
+
+    def continueEncoding(self, index):
+        """See L{IFilterManagerStream.continueEncoding}."""
+        it = self._encoding
+        if it is not None:
+            it.resume(index)
+
+    def decodingBuffer(self, index):
+        """See L{IFilterManagerStream.decodingBuffer}."""
+        it = self._decoding
+        if it is not None and it.stop == index and it.buf:
+            return b"".join(it.buf)
+        return None
+
+    @property
+    def connection(self):
+        """The downstream connection."""
+        return self.cm.connection
+
+    @property
+    def dispatcher(self):
+        """The worker's dispatcher."""
+        return self.cm.dispatcher
+
+    def callLater(self, delay, f):
+        """A timer on the connection's L{TimerSet}."""
+        return self.cm.timers.callLater(delay, f)
+
+    def addWatermarkCallbacks(self, callbacks):
+        """See L{IStreamFilterCallbacks.addDownstreamWatermarkCallbacks}."""
+        self._watermarkCallbacks = self._watermarkCallbacks + (callbacks,)
+        if self.cm.aboveHighWatermark:
+            callbacks.onAboveWriteBufferHighWatermark()
+
+    def removeWatermarkCallbacks(self, callbacks):
+        """See L{IStreamFilterCallbacks.removeDownstreamWatermarkCallbacks}."""
+        self._watermarkCallbacks = tuple(
+            c for c in self._watermarkCallbacks if c is not callbacks)
+
+    def writeBatcher(self):
+        """The connection manager: it corks and uncorks the connection's writes."""
+        return self.cm
+
+    def setIdleTimeout(self, timeout):
         """
         The route's C{idle_timeout}: replaces C{stream_idle_timeout} for
         this stream from now on (0 disables it), as in Envoy.
@@ -1669,13 +1356,15 @@ class ActiveStream:
 
     # Flow control.
 
-    def _bufferLimit(self):
+    def bufferLimit(self):
+        """The listener's C{per_connection_buffer_limit_bytes} (1 MiB without one)."""
         listener = getattr(self.cm.connection, "listener", None)
         if listener is None:
             return 1024 * 1024
         return listener.config.perConnectionBufferLimitBytes
 
-    def _readDisable(self, disable):
+    def readDisable(self, disable):
+        """See L{IFilterManagerStream.readDisable}."""
         if disable:
             self._readDisabled += 1
             self.cm.codec.readDisable(True)
@@ -1853,7 +1542,7 @@ class ActiveStream:
             headers.headers.set(b"x-envoy-decorator-operation", self._decoratedOperation)
         beforeComplete = not self._remoteComplete or self._endInFlight
         cm._finishResponseHeaders(headers, self.requestHeaders, info, upgrade,
-                                  self._closeAfter or self._endInFlight)
+                                  self.closeAfter or self._endInFlight)
         if status == 204 or status == 304:
             self._noBody = True
         stats = cm.stats

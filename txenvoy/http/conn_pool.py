@@ -71,8 +71,8 @@ from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from txenvoy.http.codec_client import ClientCodec
-from txenvoy.interfaces import IUpstreamConnectionCallbacks
+from txenvoy.http.http1.client_codec import ClientCodec
+from txenvoy.interfaces import IHttpConnPool, IUpstreamConnectionCallbacks
 from txenvoy.privates import unsentBytes
 from txenvoy.server.logging import componentLogger, connTag
 from txenvoy.upstream.connection import PEEK_CLOSED, PEEK_IDLE
@@ -219,6 +219,7 @@ class _PendingStream:
             self.pool._cancelPending(self)
 
 
+@implementer(IHttpConnPool)
 class HttpConnPool:
     """
     The connections of one worker to one host of one cluster.
@@ -394,8 +395,8 @@ class HttpConnPool:
         if not (self.ready or self.busy or self.connecting or self.pending):
             self.clusterPools._onPoolIdle(self)
 
-    def _release(self, client):
-        """A client finished its request and can be reused."""
+    def releaseClient(self, client):
+        """A client finished its request (or was given back unused) and can be reused."""
         client.releaseRequestSlot()
         self.busy.discard(client)
         self._assignOrIdle(client)
@@ -776,7 +777,7 @@ class ActiveClient:
                           connTag(self.connection.connectionId))
             self.close()
         elif self.codec.keepAlive and not self.closed and not self._expired:
-            pool._release(self)
+            pool.releaseClient(self)
         else:
             if log.debugEnabled:
                 log.debug("%ssaw upstream close connection", connTag(self.connection.connectionId))

@@ -74,6 +74,7 @@ L{PassThroughFilter}'s (L{filterMethod}).
 from zope.interface import implementer
 
 from txenvoy.interfaces import (
+    IRouterFilterCallbacks,
     IStreamDecoderFilter,
     IStreamEncoderFilter,
     IStreamFilterCallbacks,
@@ -234,12 +235,13 @@ _TRAILERS_CONTINUE = FilterTrailersStatus.Continue
 # -- the filter chain --------------------------------------------------------------
 
 
-@implementer(IStreamFilterCallbacks)
+@implementer(IRouterFilterCallbacks)
 class FilterSlot:
     """
     One HTTP filter of one stream and the callbacks it was given: the
-    connection manager's implementation of L{IStreamFilterCallbacks}, whose
-    documentation its methods follow. C{stream} is the connection manager's
+    connection manager's implementation of L{IStreamFilterCallbacks} (and
+    of L{IRouterFilterCallbacks}), whose documentation its methods follow.
+    C{stream} is an L{IFilterManagerStream}, the connection manager's
     C{ActiveStream}.
     """
 
@@ -258,11 +260,11 @@ class FilterSlot:
 
     @property
     def connection(self):
-        return self.stream.cm.connection
+        return self.stream.connection
 
     @property
     def dispatcher(self):
-        return self.stream.cm.dispatcher
+        return self.stream.dispatcher
 
     @property
     def streamId(self):
@@ -288,18 +290,13 @@ class FilterSlot:
         return self.stream.route()
 
     def clearRouteCache(self):
-        self.stream._routeCached = False
-        self.stream._route = None
+        self.stream.clearRouteCache()
 
     def continueDecoding(self):
-        it = self.stream._decoding
-        if it is not None:
-            it.resume(self.decIndex)
+        self.stream.continueDecoding(self.decIndex)
 
     def continueEncoding(self):
-        it = self.stream._encoding
-        if it is not None:
-            it.resume(self.encIndex)
+        self.stream.continueEncoding(self.encIndex)
 
     def sendLocalReply(self, code, body=b"", modifyHeaders=None, details=""):
         self.stream.sendLocalReply(code, body, modifyHeaders, details)
@@ -327,42 +324,31 @@ class FilterSlot:
             it.passData(self.encIndex, data)
 
     def decodingBuffer(self):
-        it = self.stream._decoding
-        if it is not None and it.stop == self.decIndex and it.buf:
-            return b"".join(it.buf)
-        return None
+        return self.stream.decodingBuffer(self.decIndex)
 
     def bufferLimit(self):
-        return self.stream._bufferLimit()
+        return self.stream.bufferLimit()
 
     def callLater(self, delay, f):
-        return self.stream.cm.timers.callLater(delay, f)
+        return self.stream.callLater(delay, f)
 
     def onDecoderFilterAboveWriteBufferHighWatermark(self):
-        self.stream._readDisable(True)
+        self.stream.readDisable(True)
 
     def onDecoderFilterBelowWriteBufferLowWatermark(self):
-        self.stream._readDisable(False)
+        self.stream.readDisable(False)
 
     def addDownstreamWatermarkCallbacks(self, callbacks):
-        stream = self.stream
-        stream._watermarkCallbacks = stream._watermarkCallbacks + (callbacks,)
-        if stream.cm._above:
-            callbacks.onAboveWriteBufferHighWatermark()
-
-    def _setIdleTimeout(self, timeout):
-        # The router applies a route's idle_timeout through this.
-        self.stream._setIdleTimeout(timeout)
-
-    def _corker(self):
-        # The router batches downstream writes per upstream read through it
-        # (see ConnectionManager.cork).
-        return self.stream.cm
+        self.stream.addWatermarkCallbacks(callbacks)
 
     def removeDownstreamWatermarkCallbacks(self, callbacks):
-        stream = self.stream
-        stream._watermarkCallbacks = tuple(
-            c for c in stream._watermarkCallbacks if c is not callbacks)
+        self.stream.removeWatermarkCallbacks(callbacks)
+
+    def setRouteIdleTimeout(self, timeout):
+        self.stream.setIdleTimeout(timeout)
+
+    def writeBatcher(self):
+        return self.stream.writeBatcher()
 
 
 _NOT_STOPPED = 1 << 30
@@ -441,7 +427,7 @@ class FilterIteration:
             status = getattr(slots[i].filter, method)(self.headers, endStream)
             if _log.traceEnabled:
                 _traceCalled(stream, method, slots[i], status)
-            if stream._stopped(self):
+            if stream.iterationStopped(self):
                 return False
             if status != _CONTINUE:
                 self.stop = i
@@ -474,7 +460,7 @@ class FilterIteration:
                 status, data = status
             if _log.traceEnabled:
                 _traceCalled(stream, method, slots[i], status)
-            if stream._stopped(self):
+            if stream.iterationStopped(self):
                 return
             if status == _DATA_CONTINUE:
                 if i == self.stop:
@@ -488,7 +474,7 @@ class FilterIteration:
                         endStream = endStream or self.bufEnd
                 if not self.headersDone and self.headersPassed == i + 1:
                     self._headers(i + 1, False)
-                    if stream._stopped(self):
+                    if stream.iterationStopped(self):
                         return
                 i += 1
                 continue
@@ -540,7 +526,7 @@ class FilterIteration:
             status = filterMethod(f, method)(f, trailers)
             if _log.traceEnabled:
                 _traceCalled(stream, method, slots[i], status)
-            if stream._stopped(self):
+            if stream.iterationStopped(self):
                 return
             if status != _TRAILERS_CONTINUE:
                 self.stop = i
@@ -561,7 +547,7 @@ class FilterIteration:
         if not self.headersDone and self.headersPassed == index + 1:
             end = self.endSeen and self.buf is None and self.trailers is None
             self._headers(index + 1, end)
-            if stream._stopped(self):
+            if stream.iterationStopped(self):
                 return
             if end:
                 return
@@ -571,7 +557,7 @@ class FilterIteration:
             self.buf = None
             self.bufSize = 0
             self._data(index + 1, data, end)
-            if stream._stopped(self) or self.stop != _NOT_STOPPED:
+            if stream.iterationStopped(self) or self.stop != _NOT_STOPPED:
                 return
         if self.trailers is not None:
             trailers = self.trailers

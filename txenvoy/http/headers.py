@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.http.test_codec_server -*-
+# -*- test-case-name: tests.http.http1.test_server_codec -*-
 """
 Header maps (Envoy's C{HeaderMap}, C{RequestHeaderMap}, C{ResponseHeaderMap}).
 
@@ -39,14 +39,16 @@ class HeaderMap:
             self._entries = [(n.lower(), v) for n, v in entries]
 
     @classmethod
-    def _fromList(cls, entries):
+    def fromList(cls, entries):
         """
         Wrap C{entries}, a list of C{(lower-case name, value)} tuples, without
-        copying or checking it (the codec's path).
+        copying or checking it (the codecs' path).
         """
         m = _new(cls)
         m._entries = entries
         return m
+
+    _fromList = fromList
 
     def get(self, name, default=None):
         """
@@ -141,7 +143,7 @@ class HeaderMap:
 
     def copy(self):
         """@return: an independent L{HeaderMap} with the same entries."""
-        return HeaderMap._fromList(list(self._entries))
+        return HeaderMap.fromList(list(self._entries))
 
     def byteSize(self):
         """

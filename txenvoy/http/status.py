@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.http.test_codec_server -*-
+# -*- test-case-name: tests.http.http1.test_server_codec -*-
 """
 HTTP status codes and reason phrases, as Envoy writes them
 (C{CodeUtility::toString}): codes Envoy does not name get C{Unknown}, even

@@ -13,7 +13,7 @@ their names and the first one that matches is the effective policy; the
 same order is used here.
 
 String and header matching is the router's
-(L{txenvoy.http.route_matcher}), so RBAC and routes read headers, RE2
+(L{txenvoy.router.matcher}), so RBAC and routes read headers, RE2
 regexes and C{ignore_case} the same way.
 """
 
@@ -21,7 +21,7 @@ import ipaddress
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.fields import checkFields
-from txenvoy.http.route_matcher import compileHeaderMatcher, compileStringMatcher
+from txenvoy.router.matcher import compileHeaderMatcher, compileStringMatcher
 
 # envoy.config.rbac.v3.RBAC.Action
 ALLOW = 0

@@ -25,7 +25,7 @@ import ipaddress
 from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import typeNameOf, unpackAny
-from txenvoy.http.route_matcher import HeaderMatcher, compileStringMatcher
+from txenvoy.router.matcher import HeaderMatcher, compileStringMatcher
 from txenvoy.rbac.engine import ACTION_NAMES, ALLOW, DENY, LOG, compileCidr
 
 _NETWORK_INPUTS = "envoy.extensions.matching.common_inputs.network.v3."

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.http.test_route_table -*-
+# -*- test-case-name: tests.router.test_config -*-
 """
 Envoy's route table (C{RouteConfiguration}), compiled once when the config
 loads into plain Python objects that route a request without touching a
@@ -24,7 +24,7 @@ Routes are tried in order and the first match wins. Path matching ignores
 the query string and fragment; C{prefix}, C{path} and
 C{path_separated_prefix} honour C{case_sensitive}; C{safe_regex} must
 match the whole path. Header, query parameter and gRPC conditions must all
-hold (see L{txenvoy.http.route_matcher}).
+hold (see L{txenvoy.router.matcher}).
 
 Header mutations: by default Envoy applies the route's, then the virtual
 host's, then the route configuration's C{*_headers_to_add/remove}, so the
@@ -43,7 +43,7 @@ from txenvoy.config.datasource import readDataSource
 from txenvoy.config.errors import FAILED, ConfigError, UnsupportedField, attempt
 from txenvoy.config.fields import checkFields, wholeMilliseconds
 from txenvoy.http.header_mutation import EMPTY, HeaderMutations, compileHeaderMutation
-from txenvoy.http.route_matcher import (
+from txenvoy.router.matcher import (
     compileHeaderMatchers,
     compileQueryParameterMatcher,
     queryOf,

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.http.test_route_table -*-
+# -*- test-case-name: tests.router.test_config -*-
 """
 Envoy's value matchers, compiled once when the config loads: C{StringMatcher}
 (exact / prefix / suffix / contains / safe_regex, with C{ignore_case}),

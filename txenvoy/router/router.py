@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.http.test_router -*-
+# -*- test-case-name: tests.router.test_router -*-
 """
 The router filter (Envoy's C{Router::Filter}): the terminal HTTP filter
 that answers from the route (direct responses, redirects, 404 when nothing
@@ -229,7 +229,7 @@ class UpstreamRequest:
         self.handle = None
         if self.done:
             # Abandoned while the connection was being set up.
-            self.pool._release(client)
+            self.pool.releaseClient(client)
             return
         self.client = client
         client.attach(self)
@@ -432,7 +432,7 @@ class RouterFilter:
         self.timeout = timeout
         self.perTryTimeout = perTry
         if entry.idleTimeout is not None:
-            cb._setIdleTimeout(entry.idleTimeout)
+            cb.setRouteIdleTimeout(entry.idleTimeout)
         # Envoy 1.40's order: the timeout header, the route's header
         # mutations, then the host and path rewrites with their
         # x-envoy-original-* headers.
@@ -645,7 +645,7 @@ class RouterFilter:
             log.debug("Attached upstream connection [C%d] to downstream connection [C%d]",
                       client.connection.connectionId, self.info.connectionId)
         upstream.counted = True
-        upstream.corker = self.callbacks._corker()
+        upstream.corker = self.callbacks.writeBatcher()
         self.clusterStats.upstream_rq_total.inc()
         self.clusterStats.upstream_rq_active.inc()
         hostStats = upstream.hostStats

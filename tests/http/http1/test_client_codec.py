@@ -1,5 +1,5 @@
 """
-Tests for L{txenvoy.http.codec_client}.
+Tests for L{txenvoy.http.http1.client_codec}.
 
 Request serialisation is pinned to what a real Envoy 1.40 writes upstream;
 response handling to how Envoy answers a misbehaving upstream (reliability
@@ -9,8 +9,8 @@ anchor, section 1.4, "Upstream misbehaviour").
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from txenvoy.http.codec import Details
-from txenvoy.http.codec_client import ClientCodec
+from txenvoy.http.http1.codec import Details
+from txenvoy.http.http1.client_codec import ClientCodec
 from txenvoy.http.headers import HeaderMap, RequestHeaders
 
 

@@ -1,6 +1,6 @@
 """
-Property tests for the HTTP/1.1 codecs (L{txenvoy.http.codec_server},
-L{txenvoy.http.codec_client}): random bytes and mutated valid messages,
+Property tests for the HTTP/1.1 codecs (L{txenvoy.http.http1.server_codec},
+L{txenvoy.http.http1.client_codec}): random bytes and mutated valid messages,
 split at random points over several reads, never raise anything but what
 the callbacks raise, and the downstream connection always carries
 well-formed responses, or nothing.
@@ -16,12 +16,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from txenvoy.http.codec_client import ClientCodec
-from txenvoy.http.codec_server import ServerCodec
+from txenvoy.http.http1.client_codec import ClientCodec
+from txenvoy.http.http1.server_codec import ServerCodec
 from txenvoy.http.headers import HeaderMap, RequestHeaders, ResponseHeaders
 
 # 100 examples per property in the suite; a longer run of the same
-# properties: TXENVOY_FUZZ_EXAMPLES=5000 python -m pytest tests/http/test_codec_fuzz.py
+# properties: TXENVOY_FUZZ_EXAMPLES=5000 python -m pytest tests/http/http1/test_codec_fuzz.py
 EXAMPLES = int(os.environ.get("TXENVOY_FUZZ_EXAMPLES", "100"))
 
 FUZZ = settings(

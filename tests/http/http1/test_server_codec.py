@@ -1,5 +1,5 @@
 """
-Tests for L{txenvoy.http.codec_server}, L{txenvoy.http.codec},
+Tests for L{txenvoy.http.http1.server_codec}, L{txenvoy.http.http1.codec},
 L{txenvoy.http.headers} and L{txenvoy.http.status}.
 
 Each malformed-input case names the Envoy 1.40 behaviour it pins (observed
@@ -11,15 +11,15 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from txenvoy.http import codec
-from txenvoy.http.codec import (
+from txenvoy.http.http1 import codec
+from txenvoy.http.http1.codec import (
     NON_PROTOCOL_ERROR_DETAILS,
     CodecError,
     DateCache,
     Details,
     localReply,
 )
-from txenvoy.http.codec_server import ResponseEncoder, ServerCodec
+from txenvoy.http.http1.server_codec import ResponseEncoder, ServerCodec
 from txenvoy.http.headers import HeaderMap, RequestHeaders, ResponseHeaders
 from txenvoy.http.status import reasonPhrase, statusLine
 
@@ -208,13 +208,16 @@ class LocalReplyTests(CodecTestMixin, SynchronousTestCase):
         self.assertEqual(NON_PROTOCOL_ERROR_DETAILS,
                          {"missing_host_header", "path_normalization_failed"})
 
-    def test_reexports(self):
-        """The codecs are reachable from L{txenvoy.http.codec}."""
-        self.assertIs(codec.ServerCodec, ServerCodec)
-        self.assertIs(codec.ResponseEncoder, ResponseEncoder)
-        from txenvoy.http.codec_client import ClientCodec
-        self.assertIs(codec.ClientCodec, ClientCodec)
-        self.assertRaises(AttributeError, getattr, codec, "Nope")
+    def test_noImportCycle(self):
+        """
+        L{txenvoy.http.http1.codec} holds what both codecs share and imports
+        neither: each codec derives from its L{Http1Connection}.
+        """
+        from txenvoy.http.http1.client_codec import ClientCodec
+        self.assertFalse(hasattr(codec, "ServerCodec"))
+        self.assertFalse(hasattr(codec, "ClientCodec"))
+        self.assertTrue(issubclass(ServerCodec, codec.Http1Connection))
+        self.assertTrue(issubclass(ClientCodec, codec.Http1Connection))
 
 
 class StatusTests(SynchronousTestCase):

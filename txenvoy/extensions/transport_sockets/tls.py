@@ -226,7 +226,7 @@ class SanMatcher:
     """One C{SubjectAltNameMatcher}: a SAN type and a string matcher."""
 
     def __init__(self, sanType, stringMatcher, path):
-        from txenvoy.http.route_matcher import compileStringMatcher
+        from txenvoy.router.matcher import compileStringMatcher
 
         self.sanType = sanType
         self.description = (sanType, stringMatcher.SerializeToString(deterministic=True))

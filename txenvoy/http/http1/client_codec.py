@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.http.test_codec_client -*-
+# -*- test-case-name: tests.http.http1.test_client_codec -*-
 """
 The upstream HTTP/1.1 codec (Envoy's C{Http1::ClientConnectionImpl}): writes
 one request at a time on an upstream connection and parses the response.
@@ -33,17 +33,21 @@ from httptools import (
     HttpParserUpgrade,
     HttpResponseParser,
 )
+from zope.interface import implementer
 
-from txenvoy.http.codec import (
-    _PLAIN_NAMES,
-    _PLAIN_NAMES_MAX,
+from txenvoy.http.http1.codec import (
+    LAST_CHUNK,
     PLAIN_NAME_MAX_LENGTH,
+    PLAIN_NAMES,
+    PLAIN_NAMES_MAX,
     Details,
-    _mapParserError,
-    _StopParsing,
+    Http1Connection,
+    StopParsing,
     joinTransferEncoding,
+    parserError,
 )
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
+from txenvoy.interfaces import IClientCodec
 
 __all__ = ["ClientCodec"]
 
@@ -53,13 +57,13 @@ _NO_BODY_METHODS = frozenset([b"GET", b"HEAD", b"DELETE", b"TRACE", b"CONNECT"])
 
 _REQUEST_SPECIAL = frozenset(
     [b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade"])
-_LAST_CHUNK = b"0\r\n\r\n"
 
 # The empty line that ends a response head.
 _HEAD_END = re.compile(rb"\n\r?\n")
 
 
-class ClientCodec:
+@implementer(IClientCodec)
+class ClientCodec(Http1Connection):
     """
     The upstream HTTP/1.1 codec of one connection.
 
@@ -73,14 +77,11 @@ class ClientCodec:
 
     def __init__(self, callbacks, transport, maxResponseHeadersKb=60,
                  maxHeadersCount=100, enableTrailers=False):
-        self._callbacks = callbacks
+        Http1Connection.__init__(self, callbacks, transport, maxResponseHeadersKb,
+                                 maxHeadersCount, enableTrailers)
         self._onHeaders = callbacks.onResponseHeaders
         self._onData = callbacks.onResponseData
         self._on1xx = getattr(callbacks, "onResponse1xxHeaders", None)
-        self._transport = transport
-        self._maxHeadBytes = maxResponseHeadersKb * 1024
-        self._maxHeadersCount = maxHeadersCount
-        self._enableTrailers = enableTrailers
         self._parser = HttpResponseParser(self)
 
         # The request.
@@ -144,7 +145,7 @@ class ClientCodec:
         upgradeHeader = False
         connectionUpgrade = False
         keepAlive = True
-        for entry in request.headers._entries:
+        for entry in request.headers.items():
             name = entry[0]
             if name in _REQUEST_SPECIAL:
                 if name == b"host":
@@ -194,12 +195,9 @@ class ClientCodec:
         write = self._transport.write
         if self._requestChunked:
             if data:
-                if endStream:
-                    write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
-                else:
-                    write(b"%x\r\n%s\r\n" % (len(data), data))
+                write(self.chunk(data, endStream))
             elif endStream:
-                write(_LAST_CHUNK)
+                write(LAST_CHUNK)
         elif data:
             write(data)
         if endStream:
@@ -213,11 +211,7 @@ class ClientCodec:
         if self._requestComplete or self._dead:
             return
         if self._requestChunked:
-            if self._enableTrailers and len(trailers):
-                self._transport.write(b"0\r\n" + b"".join(
-                    [b": ".join(e) + b"\r\n" for e in trailers._entries]) + b"\r\n")
-            else:
-                self._transport.write(_LAST_CHUNK)
+            self._transport.write(self.lastChunk(trailers))
         self._requestComplete = True
 
     # -- state ----------------------------------------------------------------
@@ -270,7 +264,7 @@ class ClientCodec:
         # Out of the except clause, so that a callback's exception raised
         # again here is not chained to the parser's.
         cause = error.__context__ if isinstance(error, HttpParserCallbackError) else None
-        if isinstance(cause, _StopParsing):
+        if isinstance(cause, StopParsing):
             if not self._dead and self._headBuffer is not None:
                 self._headResponseDone()
         elif isinstance(cause, _ProtocolError):
@@ -279,7 +273,7 @@ class ClientCodec:
             self._dead = True
             raise cause
         else:
-            self._protocolError(_mapParserError(str(error)).details)
+            self._protocolError(parserError(str(error)).details)
 
     def connectionLost(self, reason=None):
         """
@@ -322,7 +316,7 @@ class ClientCodec:
         self._reason += reason
 
     def on_header(self, name, value):
-        lname = _PLAIN_NAMES.get(name)
+        lname = PLAIN_NAMES.get(name)
         value = value.rstrip(b" \t")
         self._headSize += len(name) + len(value) + 4
         if lname is None:
@@ -339,9 +333,9 @@ class ClientCodec:
                     self._transferEncoding, value)
                 self._extraCount += 1
                 return
-            elif b"_" not in lname and len(_PLAIN_NAMES) < _PLAIN_NAMES_MAX and (
+            elif b"_" not in lname and len(PLAIN_NAMES) < PLAIN_NAMES_MAX and (
                     lname not in _REQUEST_SPECIAL and len(name) <= PLAIN_NAME_MAX_LENGTH):
-                _PLAIN_NAMES[name] = lname
+                PLAIN_NAMES[name] = lname
         self._headers.append((lname, value))
         if self._headSize > self._maxHeadBytes:
             raise _ProtocolError(Details.HEADERS_TOO_LARGE)
@@ -360,7 +354,7 @@ class ClientCodec:
             # Envoy 1.40 resets such a response as a protocol error (502).
             raise _ProtocolError(Details.CODEC_ERROR)
         response = ResponseHeaders(
-            status, HeaderMap._fromList(headers), self._reason,
+            status, HeaderMap.fromList(headers), self._reason,
             "HTTP/1.1" if parser.get_http_version() == "1.1" else "HTTP/1.0")
         self._headsSeen += 1
         if 100 <= status < 200 and status != 101:
@@ -395,11 +389,11 @@ class ClientCodec:
         self._onHeaders(response, endStream)
         if self._isHead and not self._dead:
             # llhttp would wait for the body a HEAD response announces.
-            raise _StopParsing()
+            raise StopParsing()
 
     def on_body(self, data):
         if self._dead:
-            raise _StopParsing()
+            raise StopParsing()
         if self._informational:
             # A 1xx has no body (RFC 9110 15.2); llhttp reads one for a 1xx
             # other than 100, 102 and 103 that announces it. It must not
@@ -416,14 +410,14 @@ class ClientCodec:
 
     def on_message_complete(self):
         if self._dead:
-            raise _StopParsing()
+            raise StopParsing()
         if self._informational:
             self._informational = False
             return
         if not self._endDelivered:
             trailers = self._trailers
             if trailers and self._enableTrailers:
-                self._callbacks.onResponseTrailers(HeaderMap._fromList(trailers))
+                self._callbacks.onResponseTrailers(HeaderMap.fromList(trailers))
             else:
                 self._onData(b"", True)
         self._trailers = None

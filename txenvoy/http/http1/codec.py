@@ -1,15 +1,15 @@
-# -*- test-case-name: tests.http.test_codec_server -*-
+# -*- test-case-name: tests.http.http1.test_server_codec -*-
 """
-The HTTP/1.1 codec (Envoy's C{Http1::ConnectionImpl}), on llhttp through
-httptools.
+What the HTTP/1.1 codecs share (Envoy's C{Http1::ConnectionImpl}), on llhttp
+through httptools.
 
-Downstream, L{txenvoy.http.codec_server.ServerCodec} turns a connection's
-bytes into requests for the HTTP connection manager and writes its
-responses; upstream, L{txenvoy.http.codec_client.ClientCodec} writes
-requests and parses responses. Both are importable from here too.
-
-This module holds what they share: the codec's error type, Envoy's response
-code details, local replies and the C{date} cache.
+Downstream, L{txenvoy.http.http1.server_codec.ServerCodec} turns a
+connection's bytes into requests for the HTTP connection manager and writes
+its responses; upstream, L{txenvoy.http.http1.client_codec.ClientCodec}
+writes requests and parses responses. Both derive from L{Http1Connection}
+here, which also holds the codec's error type, Envoy's response code
+details, local replies, chunk framing and the C{date} cache. This module
+imports neither codec.
 """
 
 import time
@@ -19,7 +19,8 @@ from txenvoy.http.status import reasonPhrase, statusLine
 
 __all__ = [
     "CodecError", "Details", "DateCache", "NON_PROTOCOL_ERROR_DETAILS",
-    "localReply", "joinTransferEncoding", "ServerCodec", "ResponseEncoder", "ClientCodec",
+    "localReply", "joinTransferEncoding", "parserError", "StopParsing", "Http1Connection",
+    "PLAIN_NAMES", "PLAIN_NAMES_MAX", "PLAIN_NAME_MAX_LENGTH", "LAST_CHUNK",
 ]
 
 
@@ -153,7 +154,7 @@ _PARSER_ERRORS = [
 ]
 
 
-def _mapParserError(reason):
+def parserError(reason):
     """
     @param reason: the text of an httptools C{HttpParserError}.
     @return: the L{CodecError} Envoy answers that input with.
@@ -164,15 +165,15 @@ def _mapParserError(reason):
     return CodecError(400, Details.CODEC_ERROR)
 
 
-class _StopParsing(Exception):
+class StopParsing(Exception):
     """Raised from a parser callback to abandon the rest of the input."""
 
 
 # Raw header name -> lower-cased name, for names the codecs give no meaning
 # to; filled as names are seen, bounded so junk names cannot grow it. Names
 # with an underscore never enter it, so a hit needs no policy check.
-_PLAIN_NAMES = {}
-_PLAIN_NAMES_MAX = 4096
+PLAIN_NAMES = {}
+PLAIN_NAMES_MAX = 4096
 #: Longer names are lower-cased each time rather than kept: the cache is
 #: bounded in bytes too (at most 4096 x 64), whatever names clients send.
 PLAIN_NAME_MAX_LENGTH = 64
@@ -186,17 +187,57 @@ for _n in (
     b"content-encoding", b"expires", b"age", b"accept-ranges",
 ):
     for _v in (_n, _n.title(), _n.upper()):
-        _PLAIN_NAMES[_v] = _n
+        PLAIN_NAMES[_v] = _n
 del _n, _v
 
 
-def __getattr__(name):
-    # The codecs live in their own modules (each imports this one); they are
-    # reachable from here without an import cycle.
-    if name in ("ServerCodec", "ResponseEncoder"):
-        from txenvoy.http import codec_server
-        return getattr(codec_server, name)
-    if name == "ClientCodec":
-        from txenvoy.http import codec_client
-        return codec_client.ClientCodec
-    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+#: The last chunk of a chunked body with no trailers.
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+class Http1Connection:
+    """
+    The base of both HTTP/1.1 codecs (Envoy's C{Http1::ConnectionImpl}):
+    the connection's transport and callbacks, the limits on a head, the
+    trailers switch, and the body framing both directions write alike.
+
+    @param callbacks: the codec's owner (see each codec).
+    @param transport: the connection's transport (C{write}, ...).
+    @param maxHeadersKb: limit on a head, in KiB.
+    @param maxHeadersCount: limit on the number of headers.
+    @param enableTrailers: write trailers and pass them on (Envoy's
+        C{enable_trailers}); by default both are dropped.
+    """
+
+    def __init__(self, callbacks, transport, maxHeadersKb, maxHeadersCount, enableTrailers):
+        self._callbacks = callbacks
+        self._transport = transport
+        self._maxHeadBytes = maxHeadersKb * 1024
+        self._maxHeadersCount = maxHeadersCount
+        self._enableTrailers = enableTrailers
+
+    @property
+    def trailersEnabled(self):
+        """Whether trailers are written and passed on."""
+        return self._enableTrailers
+
+    @staticmethod
+    def chunk(data, endStream):
+        """
+        @return: C{data} as one chunk of a chunked body, followed by the
+            last chunk when C{endStream}.
+        """
+        if endStream:
+            return b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+        return b"%x\r\n%s\r\n" % (len(data), data)
+
+    def lastChunk(self, trailers):
+        """
+        @param trailers: a L{HeaderMap}, or C{None}.
+        @return: the end of a chunked body: the last chunk with the
+            trailers when they are enabled and there are some.
+        """
+        if trailers is not None and self._enableTrailers and len(trailers):
+            return b"0\r\n" + b"".join(
+                [name + b": " + value + b"\r\n" for name, value in trailers.items()]) + b"\r\n"
+        return LAST_CHUNK

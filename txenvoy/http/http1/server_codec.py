@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.http.test_codec_server -*-
+# -*- test-case-name: tests.http.http1.test_server_codec -*-
 """
 The downstream HTTP/1.1 codec (Envoy's C{Http1::ServerConnectionImpl}).
 
@@ -40,27 +40,33 @@ ever leave L{ServerCodec.dataReceived}.
 import re
 from collections import deque
 
-from httptools import (
-    HttpParserCallbackError,
-    HttpParserError,
-    HttpParserUpgrade,
-    HttpRequestParser,
-)
+from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade
+from zope.interface import implementer
 
-from txenvoy.http.codec import (
-    _PLAIN_NAMES,
-    _PLAIN_NAMES_MAX,
+from txenvoy.http.http1.codec import (
+    LAST_CHUNK,
     PLAIN_NAME_MAX_LENGTH,
+    PLAIN_NAMES,
+    PLAIN_NAMES_MAX,
     CodecError,
     DateCache,
     Details,
-    _mapParserError,
-    _StopParsing,
+    Http1Connection,
+    StopParsing,
     joinTransferEncoding,
     localReply,
+    parserError,
 )
 from txenvoy.http.headers import HeaderMap, RequestHeaders
+from txenvoy.http.http1.lenient import (
+    ENVOY_METHODS,
+    Forwarder,
+    LenientParsing,
+    Reparse,
+    newParser,
+)
 from txenvoy.http.status import statusLine
+from txenvoy.interfaces import IResponseEncoder, IServerCodec
 
 __all__ = ["ServerCodec", "ResponseEncoder"]
 
@@ -96,31 +102,6 @@ _URL_AUTHORITY = re.compile(
 # A CONNECT target: host:port.
 _CONNECT_TARGET = re.compile(rb"[A-Za-z0-9\-._~]+:[0-9]{1,5}")
 
-# A line as the rewriting feeder reads a request head: up to and with its LF.
-_LINE = re.compile(rb"[^\n]*\n")
-# The empty line that ends a head, as Envoy finds it.
-_HEAD_END = re.compile(rb"\n\r?\n")
-# A request line's method and parts as Envoy (balsa) cuts them: at bytes
-# up to SP.
-_METHOD = re.compile(rb"[^\x00-\x20]*")
-_PART = re.compile(rb"[^\x00-\x20]+")
-_BINARY = re.compile(rb"[\x7f-\xff]")
-# Request targets as Envoy's first check takes them (see _urlValid).
-_URL_PATH = re.compile(rb"[\x21-\x7e]*")
-_URL_HOST = rb"([A-Za-z0-9!$%&'()*+,\-.:;=@\[\]_~]*)"
-_URL_ABSOLUTE = re.compile(rb"[A-Za-z]+://" + _URL_HOST + rb"(?:[/?][\x21-\x7e]*)?")
-_URL_CONNECT = re.compile(_URL_HOST + rb"(?:[/?][\x21-\x7e]*)?")
-# A Content-Length header line.
-_CONTENT_LENGTH_LINE = re.compile(
-    rb"(?:^|\n)[Cc][Oo][Nn][Tt][Ee][Nn][Tt]-[Ll][Ee][Nn][Gg][Tt][Hh][ \t]*:")
-# A header name.
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# The form of a version Envoy reads further.
-_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
-# Control characters that make Envoy refuse a head (HTAB and CR are read as
-# spaces in a request line).
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x0c\x0e-\x1f\x7f]")
-
 # Request headers that Envoy 1.40's header map keeps inline (its built-in
 # ones and those its compiled-in extensions register): repeats are joined
 # into one entry, so they count once against max_headers_count. Observed
@@ -147,15 +128,6 @@ _INLINE_HEADERS = frozenset([
     b"x-forwarded-host", b"x-forwarded-port", b"x-forwarded-proto", b"x-request-id",
 ])
 
-# The methods Envoy's HTTP/1 codec (balsa) accepts without
-# allow_custom_methods; llhttp knows more (M-SEARCH, QUERY, RTSP's...).
-_ENVOY_METHODS = frozenset([
-    b"ACL", b"BIND", b"CHECKOUT", b"CONNECT", b"COPY", b"DELETE", b"GET", b"HEAD",
-    b"LINK", b"LOCK", b"MERGE", b"MKACTIVITY", b"MKCALENDAR", b"MKCOL", b"MOVE",
-    b"MSEARCH", b"NOTIFY", b"OPTIONS", b"PATCH", b"POST", b"PROPFIND", b"PROPPATCH",
-    b"PURGE", b"PUT", b"REBIND", b"REPORT", b"SEARCH", b"SOURCE", b"SUBSCRIBE", b"TRACE",
-    b"UNBIND", b"UNLINK", b"UNLOCK", b"UNSUBSCRIBE"])
-
 # Parse events queued for a request that waits for its turn.
 _EV_HEADERS, _EV_DATA, _EV_TRAILERS = range(3)
 
@@ -166,7 +138,6 @@ _STATUS_LINES = {code: statusLine(code)[:-2] for code in range(100, 600)}
 _RESPONSE_SPECIAL = frozenset([b"content-length", b"transfer-encoding", b"connection"])
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
 
 _UNDERSCORE_ACTIONS = ("ALLOW", "REJECT_REQUEST", "DROP_HEADER")
 
@@ -178,19 +149,7 @@ _REPLAY_LIMIT = 64 * 1024
 _REPLAY_BODY = 16 * 1024
 
 
-def _newParser(protocol, anyVersion=False):
-    """
-    A request parser for C{protocol}. Whether a connection stays open is
-    the codec's decision (Envoy's rules), not llhttp's. C{anyVersion} lets
-    request lines such as HTTP/1.2 parse (Envoy answers them 426, or serves
-    them as 1.0); the fast path's parser accepts 0.9, 1.0, 1.1 and 2.0 only
-    and hands the others to a replay.
-    """
-    parser = HttpRequestParser(protocol)
-    parser.set_dangerous_leniencies(lenient_version=anyVersion, lenient_keep_alive=True)
-    return parser
-
-
+@implementer(IResponseEncoder)
 class ResponseEncoder:
     """
     One request's response side (Envoy's C{ResponseEncoder}), handed to
@@ -241,8 +200,8 @@ class ResponseEncoder:
 
     def encode100ContinueHeaders(self):
         """Write C{HTTP/1.1 100 Continue}, unless the response has started."""
-        if not self._started and not self._complete and not self._codec._closed:
-            self._codec._send(_CONTINUE)
+        if not self._started and not self._complete and not self._codec.closed:
+            self._codec.send(_CONTINUE)
 
     def encodeHeaders(self, headers, endStream):
         """
@@ -254,7 +213,7 @@ class ResponseEncoder:
         @param endStream: no body follows.
         """
         codec = self._codec
-        if self._started or self._complete or codec._closed:
+        if self._started or self._complete or codec.closed:
             return
         status = headers.status
         http10 = self._http10
@@ -263,7 +222,7 @@ class ResponseEncoder:
         connection = None
         lines = [_STATUS_LINES.get(status) or statusLine(status)]
         append = lines.append
-        for entry in headers.headers._entries:
+        for entry in headers.headers.items():
             name = entry[0]
             if name in _RESPONSE_SPECIAL:
                 if name == b"transfer-encoding":
@@ -319,20 +278,17 @@ class ResponseEncoder:
         append(b"")
         append(b"")
         head = b"\r\n".join(lines)
-        if codec._batching:
-            codec._out.append(head)
-        else:
-            codec._send(head)
+        codec.send(head)
         if endStream and not self._raw:
             self._complete = True
-            codec._responseComplete(self)
+            codec.onResponseComplete(self)
 
     def _writeHead(self, lines, framing):
         if framing is not None:
             lines.append(framing)
         lines.append(b"")
         lines.append(b"")
-        self._codec._send(b"\r\n".join(lines))
+        self._codec.send(b"\r\n".join(lines))
 
     def encodeData(self, data, endStream):
         """
@@ -342,30 +298,29 @@ class ResponseEncoder:
         @param endStream: this ends the response.
         """
         codec = self._codec
-        if self._complete or codec._closed:
+        if self._complete or codec.closed:
             return
         if not self._started:
             raise ValueError("encodeData before encodeHeaders")
         if data and not self._noBody:
             if self._chunked:
+                codec.send(codec.chunk(data, endStream))
                 if endStream:
-                    codec._send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
                     self._complete = True
-                    codec._responseComplete(self)
+                    codec.onResponseComplete(self)
                     return
-                codec._send(b"%x\r\n%s\r\n" % (len(data), data))
             else:
-                codec._send(data)
+                codec.send(data)
         if endStream:
             if self._raw:
                 # An upgraded stream ends with the connection.
                 self._complete = True
-                codec._loseConnection()
+                codec.closeConnection()
                 return
             if self._chunked:
-                codec._send(_LAST_CHUNK)
+                codec.send(LAST_CHUNK)
             self._complete = True
-            codec._responseComplete(self)
+            codec.onResponseComplete(self)
 
     def encodeTrailers(self, trailers):
         """
@@ -376,16 +331,12 @@ class ResponseEncoder:
         @param trailers: a L{HeaderMap}.
         """
         codec = self._codec
-        if self._complete or codec._closed or not self._started:
+        if self._complete or codec.closed or not self._started:
             return
         if self._chunked:
-            if codec._enableTrailers and len(trailers):
-                codec._send(b"0\r\n" + b"".join(
-                    [b": ".join(e) + b"\r\n" for e in trailers._entries]) + b"\r\n")
-            else:
-                codec._send(_LAST_CHUNK)
+            codec.send(codec.lastChunk(trailers))
         self._complete = True
-        codec._responseComplete(self)
+        codec.onResponseComplete(self)
 
     def resetStream(self):
         """
@@ -394,66 +345,12 @@ class ResponseEncoder:
         """
         self._complete = True
         codec = self._codec
-        if not codec._lost:
-            codec._loseConnection()
+        if not codec.lost:
+            codec.closeConnection()
 
 
-class _Forwarder:
-    """
-    Parser callbacks used while the codec re-parses or rewrites input:
-    tracks whether the parser is inside a request head, drops every event of
-    the first C{skip} messages (handled before a replay) and, with
-    C{skipHead}, the head of the next one (the made-up head that gives an
-    C{h2c} request's body its framing), and forwards the rest to the codec.
-    """
-
-    def __init__(self, codec, skip=0, skipHead=False):
-        self.codec = codec
-        self.skip = skip
-        self.skipHead = skipHead
-        self.inHead = False
-        # Between messages (a request line is due), and the number of head
-        # lines fed since the message began.
-        self.idle = not skipHead
-        self.lines = 0
-
-    def on_message_begin(self):
-        self.inHead = True
-        self.idle = False
-        self.lines = 0
-        if not self.skip and not self.skipHead:
-            self.codec.on_message_begin()
-
-    def on_url(self, url):
-        if not self.skip and not self.skipHead:
-            self.codec.on_url(url)
-
-    def on_header(self, name, value):
-        if not self.skip and not self.skipHead:
-            self.codec.on_header(name, value)
-
-    def on_headers_complete(self):
-        self.inHead = False
-        if self.skip:
-            return
-        if self.skipHead:
-            self.skipHead = False
-            return
-        self.codec.on_headers_complete()
-
-    def on_body(self, data):
-        if not self.skip:
-            self.codec.on_body(data)
-
-    def on_message_complete(self):
-        self.idle = True
-        if self.skip:
-            self.skip -= 1
-        else:
-            self.codec.on_message_complete()
-
-
-class ServerCodec:
+@implementer(IServerCodec)
+class ServerCodec(LenientParsing, Http1Connection):
     """
     The downstream HTTP/1.1 codec of one connection.
 
@@ -487,6 +384,7 @@ class ServerCodec:
     """
 
     rejectedRequest = None
+    protocol = "HTTP/1.1"
 
     def __init__(self, callbacks, transport, maxRequestHeadersKb=60,
                  maxHeadersCount=100, acceptHttp10=False,
@@ -496,13 +394,11 @@ class ServerCodec:
             raise ValueError(
                 "headersWithUnderscoresAction must be one of %s, not %r"
                 % (", ".join(_UNDERSCORE_ACTIONS), headersWithUnderscoresAction))
-        self._callbacks = callbacks
+        Http1Connection.__init__(self, callbacks, transport, maxRequestHeadersKb,
+                                 maxHeadersCount, enableTrailers)
         self._newStream = callbacks.newStream
         self._onDropped = getattr(callbacks, "onDroppedHeaderWithUnderscores", None)
         self._replyHook = getattr(callbacks, "codecLocalReply", None)
-        self._transport = transport
-        self._maxHeadBytes = maxRequestHeadersKb * 1024
-        self._maxHeadersCount = maxHeadersCount
         self._acceptHttp10 = acceptHttp10
         if isinstance(defaultHostForHttp10, str):
             defaultHostForHttp10 = defaultHostForHttp10.encode("ascii")
@@ -511,10 +407,9 @@ class ServerCodec:
         if isinstance(serverName, str):
             serverName = serverName.encode("ascii")
         self._serverName = serverName
-        self._enableTrailers = enableTrailers
         self.dateCache = DateCache(clock)
 
-        self._parser = _newParser(self)
+        self._parser = newParser(self)
         self._forwarder = None      # set while input is re-parsed/rewritten
         self._carry = b""           # a head line held back while rewriting
         self._lineEnd = b""         # a header line's end, held back (obs-fold)
@@ -655,7 +550,7 @@ class ServerCodec:
 
     def on_message_begin(self):
         if self._stopAtNext:
-            raise _StopParsing()
+            raise StopParsing()
         self._inHead = True
         self._idle = False
         self._url = b""
@@ -676,7 +571,7 @@ class ServerCodec:
         if self._headSize > self._maxHeadBytes:
             raise CodecError(431, Details.HEADERS_TOO_LARGE)
 
-    def on_header(self, name, value, _plain=_PLAIN_NAMES.get, _special=_SPECIAL_RAW.get):
+    def on_header(self, name, value, _plain=PLAIN_NAMES.get, _special=_SPECIAL_RAW.get):
         # (The defaults make the two lookups local: this runs per header.)
         lname = _plain(name)
         if lname is None:
@@ -717,7 +612,7 @@ class ServerCodec:
             self._trailers.append((lname, value))
             return
         kind = _SPECIAL.get(lname)
-        if kind is not None and len(_SPECIAL_RAW) < _PLAIN_NAMES_MAX:
+        if kind is not None and len(_SPECIAL_RAW) < PLAIN_NAMES_MAX:
             # Special names are short: a hit here is bounded in bytes.
             _SPECIAL_RAW[name] = kind
         if kind is None:
@@ -730,8 +625,8 @@ class ServerCodec:
                     if self._onDropped is not None:
                         self._onDropped(lname)
                     return
-            elif len(_PLAIN_NAMES) < _PLAIN_NAMES_MAX and len(name) <= PLAIN_NAME_MAX_LENGTH:
-                _PLAIN_NAMES[name] = lname
+            elif len(PLAIN_NAMES) < PLAIN_NAMES_MAX and len(name) <= PLAIN_NAME_MAX_LENGTH:
+                PLAIN_NAMES[name] = lname
             self._headers.append((lname, value))
         else:
             self._special(kind, value, raw)
@@ -745,7 +640,7 @@ class ServerCodec:
             if raw is not None and raw[-1:] in b" \t" and self._forwarder is None:
                 # llhttp takes "chunked\t" for another coding; Envoy trims
                 # it. The rewriting parser trims it before llhttp sees it.
-                raise _Reparse()
+                raise Reparse()
             self._transferEncoding = joinTransferEncoding(self._transferEncoding, value)
             self._extraCount += 1
         elif kind == _CONTENT_LENGTH:
@@ -773,11 +668,11 @@ class ServerCodec:
         # Checks run in the order Envoy's codec and connection manager run
         # them, so that a request with several faults gets Envoy's answer.
         if self._closed:
-            raise _StopParsing()
+            raise StopParsing()
         self._inHead = False
         parser = self._parser
         method = parser.get_method()
-        if method not in _ENVOY_METHODS:
+        if method not in ENVOY_METHODS:
             # Envoy refuses, at the request line, the methods llhttp knows
             # and it does not (M-SEARCH, QUERY, ...).
             raise CodecError(400, Details.CODEC_ERROR)
@@ -853,7 +748,7 @@ class ServerCodec:
             # takes RTSP/1.0) is 400, two parts ending in HTTP/1.1 are
             # HTTP/1.1; else 426 there.
             self._inHead = True
-            raise _Reparse()
+            raise Reparse()
         else:
             raise CodecError(426, Details.LOW_VERSION)
 
@@ -861,7 +756,7 @@ class ServerCodec:
             if not http10:
                 # Envoy's connection manager refuses it: its log shows it.
                 raise CodecError(400, Details.MISSING_HOST, emptyBody=True, request=RequestHeaders(
-                    method, path, None, scheme, version, HeaderMap._fromList(headers)))
+                    method, path, None, scheme, version, HeaderMap.fromList(headers)))
         elif authority != self._lastAuthority:
             if _AUTHORITY.fullmatch(authority) is None:
                 raise CodecError(400, Details.INVALID_AUTHORITY)
@@ -934,7 +829,7 @@ class ServerCodec:
 
     def on_body(self, data):
         if self._closed:
-            raise _StopParsing()
+            raise StopParsing()
         self._bodyEvents += 1
         stream = self._current
         end = False
@@ -969,7 +864,7 @@ class ServerCodec:
             trailers = self._trailers
             self._trailers = None
             if trailers and self._enableTrailers:
-                trailers = HeaderMap._fromList(trailers)
+                trailers = HeaderMap.fromList(trailers)
                 if stream._events is None:
                     stream._decoder.decodeTrailers(trailers)
                 else:
@@ -1078,12 +973,12 @@ class ServerCodec:
         """
         cause = exc.__context__ if isinstance(exc, HttpParserCallbackError) else None
         if cause is not None:
-            if isinstance(cause, _StopParsing):
+            if isinstance(cause, StopParsing):
                 return
             if isinstance(cause, CodecError):
                 self._protocolError(cause)
                 return
-            if isinstance(cause, _Reparse):
+            if isinstance(cause, Reparse):
                 if self._savedFirst and self._savedBytes <= _REPLAY_LIMIT:
                     self._replay()
                 else:
@@ -1105,7 +1000,7 @@ class ServerCodec:
             # parse the input again from the last message boundary.
             self._replay()
             return
-        error = self._beforeTransferEncoding(_mapParserError(str(exc)), data)
+        error = self._beforeTransferEncoding(parserError(str(exc)), data)
         forwarder = self._forwarder
         if forwarder is not None and (forwarder.inHead or forwarder.idle):
             self._headError(error, data)
@@ -1118,224 +1013,6 @@ class ServerCodec:
             self._headError(error, data[last + 1:] if last >= 0 else data)
         else:
             self._protocolError(error)
-
-    def _replay(self):
-        chunks = [self._savedFirst]
-        if self._savedMore:
-            chunks.extend(self._savedMore)
-        self._savedFirst = b""
-        self._savedMore = None
-        self._forwarder = _Forwarder(self, self._completedSinceSaved)
-        self._parser = _newParser(self._forwarder, anyVersion=True)
-        self._carry = b""
-        self._lineEnd = b""
-        self._inHead = False
-        self._idle = True
-        for chunk in chunks:
-            if self._deferred is not None:
-                self._scanDeferred(chunk)
-                continue
-            if not self._parsing or self._closed:
-                break
-            if self._upgraded is not None:
-                self._upgradeData(chunk)
-            else:
-                self._feedRewriting(chunk, replaying=True)
-
-    def _feedRewriting(self, data, replaying=False):
-        """
-        Feed C{data} a head line at a time, rewriting what Envoy (balsa)
-        tolerates in a request head and llhttp does not, and refusing what
-        Envoy refuses and llhttp would let through (see L{_requestLine}).
-        In header lines a CR not followed by LF is dropped (Envoy forwards
-        C{ab} for C{a\\rb}), a bare LF gets its CR, and an obs-fold line
-        break is removed (C{a\\r\\n} and two spaces before C{b} give C{a}, two spaces and C{b}). Bytes outside heads are
-        fed untouched.
-        """
-        forwarder = self._forwarder
-        if (not replaying and not forwarder.inHead and not forwarder.skip
-                and forwarder.idle and self._idle and not self._carry):
-            # Between messages at a chunk boundary: back to the fast path.
-            self._forwarder = None
-            self._parser = _newParser(self)
-            self._feedFast(data)
-            return
-        if self._carry:
-            data = self._carry + data
-            self._carry = b""
-        parserFeed = self._parser.feed_data
-        n = len(data)
-        pos = 0
-        base = None         # where the raw bytes being fed start in data
-        whole = False       # the head's end is being fed
-        upgradeAt = error = None
-        try:
-            while pos < n and self._parsing:
-                if not forwarder.inHead and not forwarder.idle:
-                    # A body: untouched, up to the end of this line (the
-                    # next message may start within it).
-                    # If a request starts within the line, the line's end
-                    # is its request line's: a bare LF there gets its CR.
-                    m = _LINE.match(data, pos)
-                    nxt = m.end() if m is not None else n
-                    cut = nxt - 1 if m is not None else n
-                    if cut > pos and data[cut - 1:cut] == b"\r":
-                        cut -= 1
-                    base = pos
-                    parserFeed(data[pos:cut])
-                    if forwarder.inHead and cut < nxt:
-                        base = None
-                        parserFeed(b"\r\n")
-                        forwarder.lines += 1
-                    elif cut < nxt:
-                        base = cut
-                        parserFeed(data[cut:nxt])
-                    pos = nxt
-                    continue
-                m = _LINE.match(data, pos)
-                if m is None:
-                    # A head line not yet complete waits for its end; a
-                    # request line whose method cannot be one is refused
-                    # at once, as Envoy does.
-                    self._carry = data[pos:]
-                    if not forwarder.inHead:
-                        _checkMethod(self._carry, partial=True)
-                    break
-                nxt = m.end()
-                line = data[pos:nxt - 1]
-                if line[-1:] == b"\r":
-                    line = line[:-1]
-                base = None
-                if not forwarder.inHead:
-                    # Between messages: empty lines are skipped, as both
-                    # parsers do; anything else is a request line.
-                    if not line:
-                        parserFeed(b"\r\n")
-                    else:
-                        parserFeed(self._requestLine(line))
-                        forwarder.lines = 1
-                elif not line:
-                    # The empty line that ends the head.
-                    lineEnd, self._lineEnd = self._lineEnd, b""
-                    whole = True
-                    parserFeed(lineEnd + b"\r\n")
-                    whole = False
-                elif line[:1] in b" \t" and forwarder.lines > 1:
-                    # An obs-fold: the previous header line goes on.
-                    self._lineEnd = b"\r\n"
-                    parserFeed(_headerLine(line))
-                else:
-                    lineEnd, self._lineEnd = self._lineEnd, b"\r\n"
-                    parserFeed(lineEnd + _headerLine(line))
-                    forwarder.lines += 1
-                pos = nxt
-        except HttpParserUpgrade as e:
-            upgradeAt = nxt if base is None else base + e.args[0]
-        except HttpParserError as e:
-            error = e
-        except _LineError as e:
-            self._protocolError(e)
-            return
-        except CodecError as e:
-            self._headError(e, data[pos:])
-            return
-        else:
-            if forwarder.inHead or forwarder.idle:
-                size = len(self._carry) + (self._headSize if forwarder.inHead else 0)
-                if size > self._maxHeadBytes:
-                    self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
-            return
-        if error is not None:
-            self._onParserError(error, b"\n\n" if whole else data[pos:])
-        else:
-            self._onParserUpgrade(data, upgradeAt)
-
-    def _requestLine(self, line):
-        """
-        A request line as Envoy's balsa reads it: its parts are cut at runs
-        of bytes up to SP (HTAB and CR included, so tabs separate and
-        trailing whitespace goes). The method, the version's form and the
-        number of parts are judged at once, as Envoy judges them when the
-        line ends: an unknown method, a version not C{HTTP/d.d}, one part or
-        more than three are 400; two parts are an HTTP/0.9 request (426,
-        but see below). Other control characters in the line are judged
-        with the rest of the head, once it is whole (400).
-
-        @param line: the line without its line break.
-        @return: the line to feed the parser, with CRLF.
-        @raise _LineError: for what is refused at once.
-        @raise CodecError: for what is refused once the head is whole.
-        """
-        _checkMethod(line)
-        parts = _PART.findall(line)
-        if len(parts) == 1 or (len(parts) >= 3 and (
-                len(parts) > 3 or _VERSION.fullmatch(parts[2]) is None)):
-            raise _LineError(400, Details.CODEC_ERROR)
-        if not _urlValid(parts[1], parts[0] == b"CONNECT"):
-            raise _LineError(400, Details.CODEC_ERROR)
-        if len(parts) == 2:
-            if parts[1].endswith(b"HTTP/1.1"):
-                # Envoy: a line of two parts ends the request there (HTTP/0.9,
-                # no headers), and one that ends in HTTP/1.1 is taken for an
-                # HTTP/1.1 request (its isHttp11 reads the line's end).
-                return b"%s %s HTTP/1.1\r\n\r\n" % (parts[0], parts[1])
-            if not self._acceptHttp10:
-                raise _LineError(426, Details.LOW_VERSION)
-        if _CONTROL.search(line) is not None:
-            raise CodecError(400, Details.CODEC_ERROR)
-        return b" ".join(parts) + b"\r\n"
-
-    def _beforeTransferEncoding(self, error, data):
-        """
-        @return: C{error}, or for a 501 (Transfer-Encoding) what Envoy finds
-            first in the head C{data}: bad characters in any header line
-            (400), or a Content-Length with the Transfer-Encoding (400).
-        """
-        if error.status == 501:
-            if _headFault(data):
-                return CodecError(400, Details.CODEC_ERROR)
-            if self._contentLength is not None or _CONTENT_LENGTH_LINE.search(data):
-                return CodecError(400, Details.CONTENT_LENGTH_AND_CHUNKED)
-        return error
-
-    def _headError(self, error, data):
-        """
-        Answer C{error}, found in a request head, once the head is whole:
-        at once if C{data} (the input from the error on) holds the empty
-        line that ends it, else when it comes. Until then what is read is
-        only scanned for it (and counted against the head size limit).
-        """
-        if _HEAD_END.search(data) is not None:
-            self._protocolError(error)
-            return
-        if len(data) > self._maxHeadBytes:
-            self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
-            return
-        self._deferred = error
-        self._deferredBytes = len(data)
-        self._deferredTail = data[-2:]
-        self._deferredHead = [data] if error.status == 501 else None
-        self._parsing = False
-        self._parser = None
-        self._forwarder = None
-        self._inHead = False
-        self._upgraded = None
-
-    def _scanDeferred(self, data):
-        text = self._deferredTail + data
-        if self._deferredHead is not None:
-            self._deferredHead.append(data)
-        if _HEAD_END.search(text) is not None:
-            error, self._deferred = self._deferred, None
-            if self._deferredHead is not None:
-                error = self._beforeTransferEncoding(error, b"".join(self._deferredHead))
-            self._protocolError(error)
-            return
-        self._deferredBytes += len(data)
-        self._deferredTail = text[-2:]
-        if self._deferredBytes > self._maxHeadBytes:
-            self._deferred = None
-            self._protocolError(CodecError(431, Details.HEADERS_TOO_LARGE))
 
     def _onParserUpgrade(self, data, offset):
         rest = data[offset:]
@@ -1353,8 +1030,8 @@ class ServerCodec:
                 return
             # llhttp skipped the body: a fresh parser gets a made-up head
             # with the request's framing, then the real bytes.
-            self._forwarder = _Forwarder(self, skipHead=True)
-            self._parser = _newParser(self._forwarder, anyVersion=True)
+            self._forwarder = Forwarder(self, skipHead=True)
+            self._parser = newParser(self._forwarder, anyVersion=True)
             self._savedFirst = b""
             if self._bodyRemaining >= 0:
                 head = b"POST / HTTP/1.1\r\ncontent-length: %d\r\n\r\n" % (
@@ -1403,9 +1080,13 @@ class ServerCodec:
 
     # -- streams ----------------------------------------------------------
 
-    def _responseComplete(self, stream):
+    def onResponseComplete(self, stream):
+        """
+        A stream's response was written in full: close if it asked to, else
+        hand the next request over.
+        """
         if stream._closeAfter or self._closed:
-            self._loseConnection()
+            self.closeConnection()
             return
         if self._active is stream:
             self._active = None
@@ -1465,7 +1146,7 @@ class ServerCodec:
             elif current is self._active:
                 if current._started:
                     # Too late for a reply.
-                    self._loseConnection()
+                    self.closeConnection()
                     self._callbacks.onCodecError(error.status, error.details)
                 else:
                     self._sendLocalReply(error)
@@ -1484,14 +1165,28 @@ class ServerCodec:
         if reply is None:
             reply = localReply(error.status, self.dateCache.value(),
                                self._serverName, error.emptyBody, error.http10)
-        self._send(reply)
-        self._loseConnection()
+        self.send(reply)
+        self.closeConnection()
         self.rejectedRequest = error.request
         self._callbacks.onCodecError(error.status, error.details)
 
     # -- output -----------------------------------------------------------
 
-    def _send(self, data):
+    @property
+    def closed(self):
+        """Whether the connection is to close: the codec takes no new work."""
+        return self._closed
+
+    @property
+    def lost(self):
+        """Whether the connection was closed or lost: nothing more is written."""
+        return self._lost
+
+    def send(self, data):
+        """
+        Write C{data}; while the codec handles input, writes are gathered
+        and written once at the end.
+        """
         if self._lost:
             return
         if self._batching:
@@ -1499,7 +1194,8 @@ class ServerCodec:
         else:
             self._transport.write(data)
 
-    def _loseConnection(self):
+    def closeConnection(self):
+        """Close the connection after what was written (and gathered)."""
         self._closed = True
         self._stopAtNext = True
         if self._lost:
@@ -1595,74 +1291,3 @@ def _stripH2c(headers):
             e = (name, b",".join(tokens))
         keep.append(e)
     headers[:] = keep
-
-
-def _urlValid(url, isConnect):
-    """
-    Envoy's first check of a request target (its balsa parser's
-    C{isUrlValid}, made to match http-parser): a path of visible ASCII, or
-    a scheme, C{://}, host characters (no C{@@}) and such a path.
-    """
-    if url[:1] in b"/*":
-        return _URL_PATH.fullmatch(url, 1) is not None
-    m = (_URL_CONNECT if isConnect else _URL_ABSOLUTE).fullmatch(url)
-    return m is not None and b"@@" not in m.group(1)
-
-
-def _headFault(data):
-    """
-    Whether the head lines in C{data} (up to the head's end) hold what
-    Envoy refuses before it looks at the framing headers: a control
-    character, or a header name that is not a token.
-    """
-    end = _HEAD_END.search(data)
-    for line in data[:end.start() if end is not None else len(data)].split(b"\n"):
-        line = line.rstrip(b"\r")
-        if _CONTROL.search(line) is not None:
-            return True
-        name, colon, _ = line.partition(b":")
-        if colon and _TOKEN.fullmatch(name) is None:
-            return True
-    return False
-
-
-class _Reparse(Exception):
-    """Raised from a parser callback: the head is to be parsed again."""
-
-
-class _LineError(CodecError):
-    """A request line Envoy refuses as soon as it reads it, whole head or not."""
-
-
-def _checkMethod(line, partial=False):
-    """
-    Refuse the request line C{line} if its method is not one of Envoy's;
-    with C{partial} (the line has not ended) only if it cannot become one
-    (binary bytes, a TLS hello).
-
-    @raise _LineError: 400.
-    """
-    method = _METHOD.match(line).group()
-    if partial:
-        # Envoy reads printable bytes on until the line ends; a line that
-        # starts with other bytes (a TLS hello) it refuses at once.
-        if len(method) < len(line) and not method or _BINARY.search(method):
-            raise _LineError(400, Details.CODEC_ERROR)
-    elif method not in _ENVOY_METHODS:
-        raise _LineError(400, Details.CODEC_ERROR)
-
-
-def _headerLine(line):
-    """
-    A header line (without its line break) with the CRs Envoy drops from
-    a header value removed and trailing whitespace trimmed; a CR before the
-    colon is left for llhttp to refuse.
-    """
-    if b"\r" in line:
-        colon = line.find(b":")
-        if colon < 0 or b"\r" in line[:colon]:
-            return line
-        line = line[:colon] + line[colon:].replace(b"\r", b"")
-    # Envoy trims a value's trailing whitespace (llhttp would take
-    # "chunked\t" for another coding).
-    return line.rstrip(b" \t")

@@ -19,7 +19,7 @@ from txenvoy.config.loader import parseDict
 from txenvoy.config.registry import loadPlugins
 from txenvoy.http.filter import filterRoles
 from txenvoy.http.headers import HeaderMap
-from txenvoy.http.route_table import RouteTable
+from txenvoy.router.config import RouteTable
 from txenvoy.testing.http_filter import (  # noqa: F401 (the tests' names for them)
     FILTER_PATH as PATH,
     FakeDownstreamConnection as FakeConnection,

@@ -17,7 +17,7 @@ from txenvoy.extensions.filters.http.header_to_metadata import HeaderToMetadataC
 from txenvoy.extensions.filters.http.health_check import HealthCheckConfig
 from txenvoy.extensions.filters.http.local_ratelimit import LocalRateLimitConfig
 from txenvoy.extensions.filters.http.rbac import RbacConfig
-from txenvoy.http.router import RouterConfig
+from txenvoy.router.router import RouterConfig
 from txenvoy.server.server import Server
 
 from tests.extensions.filters.http.fakes import EXAMPLES

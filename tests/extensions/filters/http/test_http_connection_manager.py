@@ -21,7 +21,7 @@ from txenvoy.config import registry
 from txenvoy.config.context import FactoryContext
 from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField
 from txenvoy.config.registry import Category, loadPlugins
-from txenvoy.http import conn_manager
+from txenvoy.http import conn_manager_utility
 from txenvoy.http.conn_manager import ConnectionManagerConfig
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.stats.store import StatsStore
@@ -62,7 +62,7 @@ class CompileTests(SynchronousTestCase):
         self.assertTrue(config.terminal)
         self.assertEqual(config.statPrefix, "http.ingress.")
         self.assertEqual(config.serverName, b"envoy")
-        self.assertEqual(config.serverHeaderTransformation, conn_manager.OVERWRITE)
+        self.assertEqual(config.serverHeaderTransformation, conn_manager_utility.OVERWRITE)
         self.assertEqual(config.streamIdleTimeout, 300.0)
         self.assertEqual(config.idleTimeout, 3600.0)
         self.assertEqual((config.requestTimeout, config.requestHeadersTimeout), (0.0, 0.0))
@@ -72,7 +72,7 @@ class CompileTests(SynchronousTestCase):
         self.assertFalse(config.acceptHttp10)
         self.assertEqual(config.headersWithUnderscoresAction, "ALLOW")
         self.assertEqual(config.upgradeTypes, frozenset())
-        self.assertEqual(config.escapedSlashesAction, conn_manager.KEEP_UNCHANGED)
+        self.assertEqual(config.escapedSlashesAction, conn_manager_utility.KEEP_UNCHANGED)
         self.assertEqual([name for name, _ in config.filterFactories],
                          ["envoy.filters.http.router"])
 
@@ -99,7 +99,7 @@ class CompileTests(SynchronousTestCase):
                          "UuidRequestIdConfig"}},
             strip_any_host_port=True)
         self.assertEqual(config.serverName, b"front")
-        self.assertEqual(config.serverHeaderTransformation, conn_manager.PASS_THROUGH)
+        self.assertEqual(config.serverHeaderTransformation, conn_manager_utility.PASS_THROUGH)
         self.assertTrue(config.useRemoteAddress and config.skipXffAppend)
         self.assertEqual(config.xffNumTrustedHops, 1)
         self.assertEqual(config.via, b"v")
@@ -109,7 +109,7 @@ class CompileTests(SynchronousTestCase):
                           config.requestHeadersTimeout), (10.0, 20.0, 5.0))
         self.assertEqual(config.maxRequestHeadersKb, 30)
         self.assertTrue(config.normalizePath and config.mergeSlashes)
-        self.assertEqual(config.escapedSlashesAction, conn_manager.UNESCAPE_AND_FORWARD)
+        self.assertEqual(config.escapedSlashesAction, conn_manager_utility.UNESCAPE_AND_FORWARD)
         self.assertEqual((config.idleTimeout, config.maxHeadersCount, config.maxStreamDuration,
                           config.maxConnectionDuration, config.maxRequestsPerConnection),
                          (60.0, 50, 9.0, 99.0, 7))

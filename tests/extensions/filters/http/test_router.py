@@ -14,7 +14,7 @@ from txenvoy.config import registry
 from txenvoy.config.context import FactoryContext
 from txenvoy.config.errors import UnsupportedField
 from txenvoy.config.registry import Category, loadPlugins
-from txenvoy.http.router import RouterConfig
+from txenvoy.router.router import RouterConfig
 from txenvoy.interfaces import IHttpFilterFactory
 from txenvoy.stats.store import StatsStore
 

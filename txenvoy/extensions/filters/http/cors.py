@@ -37,7 +37,7 @@ from txenvoy.config.registry import Category, extension
 from txenvoy.config.fields import checkFields
 from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
-from txenvoy.http.route_matcher import compileStringMatcher
+from txenvoy.router.matcher import compileStringMatcher
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
 from txenvoy.runtime import RuntimeFractionalPercent
 

@@ -56,7 +56,7 @@ from txenvoy.http.filter import (
     FilterTrailersStatus,
     PassThroughFilter,
 )
-from txenvoy.http.route_matcher import compileHeaderMatchers
+from txenvoy.router.matcher import compileHeaderMatchers
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
 from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.runtime.runtime import FractionalPercent, fractionalPercent

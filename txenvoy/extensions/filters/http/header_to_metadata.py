@@ -45,7 +45,7 @@ from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.hash_policy import cookieValue
 from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
-from txenvoy.http.route_matcher import HeaderMatcher
+from txenvoy.router.matcher import HeaderMatcher
 from txenvoy.regex import compileRegexRewrite
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
 

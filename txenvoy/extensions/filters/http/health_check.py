@@ -38,7 +38,7 @@ from txenvoy.http.filter import (
     FilterTrailersStatus,
     PassThroughFilter,
 )
-from txenvoy.http.route_matcher import compileHeaderMatchers
+from txenvoy.router.matcher import compileHeaderMatchers
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
 from txenvoy.network.stream_info import ResponseFlag
 

@@ -1,11 +1,11 @@
 # -*- test-case-name: tests.extensions.filters.http.test_router -*-
 """
 C{envoy.filters.http.router}: the terminal HTTP filter, compiled into a
-L{txenvoy.http.router.RouterConfig}.
+L{txenvoy.router.router.RouterConfig}.
 """
 
 from txenvoy.config.registry import Category, extension
-from txenvoy.http.router import RouterConfig
+from txenvoy.router.router import RouterConfig
 
 #: Router fields txenvoy honours, or that change nothing without tracing
 #: (C{start_child_span}) or gRPC (C{suppress_grpc_request_failure_code_stats});

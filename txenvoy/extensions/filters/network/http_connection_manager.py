@@ -24,11 +24,11 @@ from txenvoy.config.errors import (
 )
 from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import Category, extension
-from txenvoy.http import conn_manager
+from txenvoy.http import conn_manager_utility
 from txenvoy.http.conn_manager import ConnectionManagerConfig
 from txenvoy.http.filter_config import perFilterConfigSources
 from txenvoy.http.local_reply import compileLocalReplyConfig
-from txenvoy.http.route_table import RouteTable
+from txenvoy.router.config import RouteTable
 from txenvoy.tracing.http_tracer import compileTracing
 
 #: HttpConnectionManager fields txenvoy compiles (or that change nothing
@@ -253,7 +253,7 @@ def createHttpConnectionManager(message, context):
         config.normalizePath = message.normalize_path.value
     config.mergeSlashes = message.merge_slashes
     action = message.path_with_escaped_slashes_action
-    config.escapedSlashesAction = conn_manager.KEEP_UNCHANGED if action == 0 else action
+    config.escapedSlashesAction = conn_manager_utility.KEEP_UNCHANGED if action == 0 else action
     config.stripAnyHostPort = message.strip_any_host_port
     config.stripMatchingHostPort = message.strip_matching_host_port
 
