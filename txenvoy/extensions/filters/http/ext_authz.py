@@ -66,7 +66,7 @@ from txenvoy.http.filter import (
 from txenvoy.http.filter_config import RouteSpecificConfigs, WorkerStats, httpStatPrefix
 from txenvoy.http.header_mutation import compileHeaderMutation
 from txenvoy.http.headers import HeaderMap, RequestHeaders
-from txenvoy.http.route_matcher import compileStringMatcher
+from txenvoy.router.matcher import compileStringMatcher
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
 from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.stats.per_worker import PerWorker
