@@ -13,7 +13,7 @@ from txenvoy.http.hash_policy import (
     makeSetCookieValue,
 )
 from txenvoy.http.headers import HeaderMap, RequestHeaders
-from txenvoy.http.route_table import HashPolicy
+from txenvoy.router.config import HashPolicy
 from txenvoy.network.stream_info import StreamInfo
 from txenvoy.upstream.hashing import rotateCombine, xxHash64
 

@@ -26,7 +26,7 @@ _PSEUDO = {b":authority": "authority", b":path": "path", b":method": "method",
 def generateHash(policies, request, streamInfo, addCookie=None):
     """
     @param policies: the route's compiled
-        L{txenvoy.http.route_table.HashPolicy} tuple.
+        L{txenvoy.router.config.HashPolicy} tuple.
     @param request: the L{txenvoy.http.headers.RequestHeaders}.
     @param streamInfo: the stream's
         L{txenvoy.network.stream_info.StreamInfo} (client address, filter
