@@ -110,3 +110,82 @@ class RecordingOrigin(_Recorder):
         handler.send_header("content-length", "2")
         handler.end_headers()
         handler.wfile.write(b"ok")
+
+
+class OtlpCollector:
+    """
+    An OpenTelemetry collector built on C{opentelemetry-proto}: the OTLP
+    gRPC C{TraceService} (grpcio server, C{grpcPort}) and the OTLP/HTTP
+    endpoint C{POST /v1/traces} (C{httpPort}). C{requests} keeps each
+    C{ExportTraceServiceRequest} with the transport it came by and its
+    metadata or headers.
+    """
+
+    def __init__(self, httpStatus=200):
+        from concurrent import futures
+
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import (
+            trace_service_pb2,
+            trace_service_pb2_grpc,
+        )
+
+        self.requests = []
+        self._lock = threading.Lock()
+        owner = self
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request, context):
+                with owner._lock:
+                    owner.requests.append(("grpc", dict(context.invocation_metadata()),
+                                           request))
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self.grpcServer = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.grpcServer)
+        self.grpcPort = self.grpcServer.add_insecure_port("127.0.0.1:0")
+        self.grpcServer.start()
+
+        class Http(_Recorder):
+            def onRequest(self, handler, body):
+                message = trace_service_pb2.ExportTraceServiceRequest()
+                message.ParseFromString(body)
+                with owner._lock:
+                    owner.requests.append(("http", dict(handler.headers.items()), message))
+                handler.send_response(httpStatus)
+                handler.send_header("content-length", "0")
+                handler.end_headers()
+
+        self.http = Http()
+        self.httpPort = self.http.port
+
+    def spans(self):
+        """C{(resource attributes dict, scope name, span)} for every span so far."""
+        out = []
+        with self._lock:
+            requests = list(self.requests)
+        for _, _, request in requests:
+            for rs in request.resource_spans:
+                resource = {a.key: _anyValue(a.value) for a in rs.resource.attributes}
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        out.append((resource, ss.scope.name, span))
+        return out
+
+    def waitSpans(self, count, timeout=15.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            spans = self.spans()
+            if len(spans) >= count:
+                return spans
+            time.sleep(0.05)
+        return self.spans()
+
+    def stop(self):
+        self.grpcServer.stop(0)
+        self.http.stop()
+
+
+def _anyValue(value):
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None

@@ -201,15 +201,19 @@ class TracingConfig:
         headers = request.headers
         reason = self.decide(headers, route)
         getattr(self._stats.get(dispatcher), _STAT_OF_REASON[reason]).inc()
-        decorator = route.entry.decorator if route is not None else None
-        if decorator is not None:
-            name = decorator.operation
+        # Envoy's operation name; a provider may name its spans otherwise
+        # (Zipkin: the host), until a decorator renames them.
+        if egress:
+            name = "egress " + (request.authority or b"").decode("latin-1")
         else:
-            name = (request.authority or b"").decode("latin-1")
+            name = "ingress"
         span = self.driver.startSpan(dispatcher, request, streamInfo, name,
                                      reason != request_id.NO_TRACE,
                                      egress and not self.spawnUpstreamSpan,
                                      streamInfo.startTime)
+        decorator = route.entry.decorator if route is not None else None
+        if decorator is not None and span is not None:
+            span.setOperation(decorator.operation)
         responseOperation = decorator.header if decorator is not None else None
         if egress:
             if responseOperation is not None:
@@ -235,7 +239,6 @@ class TracingConfig:
         """
         if self.spawnUpstreamSpan:
             child = span.spawnChild("router %s egress" % (clusterName,), startTime)
-            child.setTag("component", "proxy")
             child.injectContext(request, None)
             return child
         span.injectContext(request, None)
@@ -249,14 +252,15 @@ class TracingConfig:
         if host:
             child.setTag("upstream_address", host)
             child.setTag("peer.address", host)
+        child.setTag("component", "proxy")
         cluster = streamInfo.upstreamCluster
         if cluster:
             child.setTag("upstream_cluster", cluster)
             child.setTag("upstream_cluster.name", cluster)
         child.setTag("http.status_code", "%d" % (status or 0,))
+        child.setTag("response_flags", streamInfo.responseFlags())
         if not status or status >= 500:
             child.setTag("error", "true")
-        child.setTag("response_flags", streamInfo.responseFlags())
         for custom in self.customTags:
             custom.apply(child, request, streamInfo, None)
         child.finishSpan(endTime)
@@ -268,12 +272,10 @@ class TracingConfig:
         Envoy's C{finalizeDownstreamSpan}: standard tags, custom tags,
         then finish.
         """
+        # In Envoy's order (OTLP keeps it).
         tag = span.setTag
-        tag("component", "proxy")
-        if self.nodeId:
-            tag("node_id", self.nodeId)
-        if self.zone:
-            tag("zone", self.zone)
+        tag("node_id", self.nodeId)
+        tag("zone", self.zone)
         if request is not None:
             headers = request.headers
             get = headers.get
@@ -302,13 +304,14 @@ class TracingConfig:
             tag("peer.address", remote[0])
         tag("request_size", "%d" % (streamInfo.bytesReceived,))
         tag("response_size", "%d" % (streamInfo.bytesSent,))
-        tag("response_flags", streamInfo.responseFlags())
+        tag("component", "proxy")
         cluster = streamInfo.upstreamCluster
         if cluster:
             tag("upstream_cluster", cluster)
             tag("upstream_cluster.name", cluster)
         status = streamInfo.responseCode
         tag("http.status_code", "%d" % (status or 0,))
+        tag("response_flags", streamInfo.responseFlags())
         if not status or status >= 500:
             tag("error", "true")
         for custom in self.customTags:

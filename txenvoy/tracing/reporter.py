@@ -116,10 +116,12 @@ class BatchReporter:
     One worker's buffer of finished spans and its flushing.
 
     @param encode: C{encode(spans) -> bytes}, the report body.
-    @param stats: a L{txenvoy.stats.per_worker.StatsStruct} with Envoy's
-        C{spans_sent}, C{reports_sent}, C{reports_dropped},
-        C{reports_failed}, C{reports_skipped_no_cluster}, C{timer_flushed}
-        and txenvoy's C{spans_dropped}.
+    @param stats: a L{txenvoy.stats.per_worker.StatsStruct} with
+        C{spans_sent}, C{spans_dropped} and C{timer_flushed}, and, when the
+        provider counts reports as Envoy's Zipkin does, C{reports_sent},
+        C{reports_dropped}, C{reports_failed} and
+        C{reports_skipped_no_cluster}; without those, a lost report counts
+        its spans in C{spans_dropped} (Envoy's OpenTelemetry stats).
     @param okStatus: the status that counts as sent (Zipkin: 202).
     """
 
@@ -166,12 +168,13 @@ class BatchReporter:
             self._timer = None
         address = self.collector.host()
         if address is None:
-            self.stats.reports_skipped_no_cluster.inc()
+            self._lost("reports_skipped_no_cluster", len(spans))
             return
         if self.inFlight >= self.maxInFlight:
             # The collector is slow: this batch goes, the worker does not wait.
-            self.stats.reports_dropped.inc()
-            self.stats.spans_dropped.inc(len(spans))
+            self._lost("reports_dropped", len(spans))
+            if hasattr(self.stats, "reports_dropped"):
+                self.stats.spans_dropped.inc(len(spans))
             return
         try:
             body = self._encode(spans)
@@ -182,18 +185,27 @@ class BatchReporter:
         self.stats.spans_sent.inc(len(spans))
         self.inFlight += 1
         d = self.collector.post(address, body)
-        d.addCallbacks(self._onResponse, self._onFailure)
+        d.addCallbacks(self._onResponse, self._onFailure, (len(spans),), None, (len(spans),))
 
-    def _onResponse(self, code):
+    def _lost(self, name, count):
+        counter = getattr(self.stats, name, None)
+        if counter is not None:
+            counter.inc()
+        else:
+            self.stats.spans_dropped.inc(count)
+
+    def _onResponse(self, code, count):
         self.inFlight -= 1
         if self._ok(code):
-            self.stats.reports_sent.inc()
+            counter = getattr(self.stats, "reports_sent", None)
+            if counter is not None:
+                counter.inc()
         else:
-            self.stats.reports_dropped.inc()
+            self._lost("reports_dropped", count)
 
-    def _onFailure(self, reason):
+    def _onFailure(self, reason, count):
         self.inFlight -= 1
-        self.stats.reports_failed.inc()
+        self._lost("reports_failed", count)
         log.debug("report to {cluster} failed: {reason}", cluster=self.collector.clusterName,
                   reason=reason.getErrorMessage())
 

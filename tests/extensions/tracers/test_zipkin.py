@@ -75,14 +75,17 @@ class ZipkinDriverTests(SynchronousTestCase):
             self.assertNotEqual(span.spanId, 2)
 
     def test_json(self):
-        """Zipkin v2 JSON as Envoy sends it: microseconds, ss annotation, localEndpoint."""
+        """
+        Zipkin v2 JSON as Envoy sends it: named after the host,
+        microseconds, the ss annotation, localEndpoint.
+        """
         driver = self.driver()
         span = self.start(driver, request(("b3", "0000000000000001-0000000000000002-1")))
         span.setTag("component", "proxy")
         span.finishSpan(10.25)
         [out] = json.loads(driver.encode([span]))
         self.assertEqual(out, {
-            "traceId": "0000000000000001", "id": "0000000000000002", "name": "op",
+            "traceId": "0000000000000001", "id": "0000000000000002", "name": "h",
             "kind": "SERVER", "timestamp": 10000000, "duration": 250000, "shared": True,
             "localEndpoint": {"ipv4": "10.0.0.1", "port": 0, "serviceName": "svc"},
             "tags": {"component": "proxy"},

@@ -1,3 +1,3 @@
 """
-Tracing providers (Envoy's C{envoy.tracers.*}): Zipkin.
+Tracing providers (Envoy's C{envoy.tracers.*}): Zipkin and OpenTelemetry.
 """

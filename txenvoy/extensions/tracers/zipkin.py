@@ -75,7 +75,9 @@ class ZipkinSpan:
         self.name = name
 
     def setTag(self, name, value):
-        self.tags[name] = value
+        # Envoy's Zipkin spans leave out empty tags (node_id, zone).
+        if value:
+            self.tags[name] = value
 
     def log(self, timestamp, event):
         self.annotations.append((timestamp, event))
@@ -172,6 +174,9 @@ class ZipkinDriver:
         # Envoy makes the connection manager's span SERVER in both
         # directions.
         kind = "CLIENT" if egress else "SERVER"
+        # Envoy's Zipkin spans are named after the host until a decorator
+        # renames them.
+        operationName = (requestHeaders.authority or b"").decode("latin-1")
         if context.traceId is None:
             spanId = _randomId()
             high = _randomId() if self.traceId128 else 0

@@ -1,0 +1,109 @@
+# -*- test-case-name: tests.tracing.test_grpc_export -*-
+"""
+Unary gRPC calls (OTLP C{Export}) from a worker, with grpcio.
+
+grpcio runs its own I/O threads and completion queue; a call started with
+C{future()} returns at once, so the worker never waits. Its completion
+arrives on a grpcio thread, and is handed back to the worker with
+C{dispatcher.post} (the reactor's C{callFromThread}): only the worker's
+own thread touches the reporter, its counters and its Deferreds. This
+keeps the exporter off the data path without a second HTTP/2 stack in
+txenvoy (the OTLP protocol, not the proxy's codecs, is what matters here),
+and a channel reconnects by itself when the collector comes back.
+"""
+
+from twisted.internet import defer
+
+class GrpcCallError(Exception):
+    """The call ended with a non-OK gRPC status (C{code}, C{details})."""
+
+    def __init__(self, code, details):
+        Exception.__init__(self, "%s: %s" % (code, details))
+        self.code = code
+        self.details = details
+
+
+class GrpcCollector:
+    """
+    Sends serialized request messages to C{method} on a collector cluster's
+    host, one channel per collector address.
+
+    @ivar clusterName: the C{envoy_grpc.cluster_name}.
+    """
+
+    def __init__(self, dispatcher, clusterName, method, timeout, metadata=(), userAgent=None,
+                 authority=None):
+        self._dispatcher = dispatcher
+        self.clusterName = clusterName
+        self._method = method
+        self._timeout = timeout
+        self._metadata = tuple(metadata)
+        options = []
+        if userAgent:
+            options.append(("grpc.primary_user_agent", userAgent))
+        if authority:
+            options.append(("grpc.default_authority", authority))
+        self._options = options
+        self._channels = {}
+
+    def host(self):
+        """@return: a collector C{(ip, port)}, or C{None}."""
+        manager = self._dispatcher.clusterManager
+        cluster = manager.getThreadLocalCluster(self.clusterName) if manager else None
+        if cluster is None:
+            return None
+        host = cluster.chooseHost()
+        return None if host is None else host.address
+
+    def _call(self, address):
+        call = self._channels.get(address)
+        if call is None:
+            import grpc
+
+            ip, port = address
+            target = "[%s]:%d" % (ip, port) if ":" in ip else "%s:%d" % (ip, port)
+            channel = grpc.insecure_channel(target, options=self._options)
+            call = channel.unary_unary(self._method)
+            self._channels[address] = call = (channel, call)
+        return call[1]
+
+    def post(self, address, body):
+        """
+        Start the call (never blocks).
+
+        @return: a Deferred firing on the worker's thread with 200 for an
+            OK status, or failing with L{GrpcCallError}.
+        """
+        future = self._call(address).future(body, timeout=self._timeout,
+                                            metadata=self._metadata or None)
+        d = defer.Deferred(lambda _: future.cancel())
+        post = self._dispatcher.post
+
+        def done(f):
+            # A grpcio thread: read the outcome here, act on the worker.
+            try:
+                f.result()
+            except Exception as e:
+                code = getattr(e, "code", lambda: None)()
+                details = getattr(e, "details", lambda: str(e))()
+                post(_fire, d, GrpcCallError(code, details))
+            else:
+                post(_fire, d, 200)
+
+        future.add_done_callback(done)
+        return d
+
+    def close(self):
+        """Close every channel."""
+        channels, self._channels = self._channels, {}
+        for channel, _ in channels.values():
+            channel.close()
+
+
+def _fire(d, result):
+    if d.called:
+        return
+    if isinstance(result, Exception):
+        d.errback(result)
+    else:
+        d.callback(result)
