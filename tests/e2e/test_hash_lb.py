@@ -1,0 +1,327 @@
+"""
+Consistent-hash load balancing end to end: C{shared/envoy-examples/08}'s
+RING_HASH and MAGLEV clusters, and real Envoy 1.40 beside txenvoy on the
+same rings, tables and keys (every key must land on the same upstream),
+plus the weighted ROUND_ROBIN and LEAST_REQUEST shares.
+"""
+
+import http.client
+import os
+import re
+import socket
+from collections import Counter
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.e2e.harness import EXAMPLES, Envoy, RealEnvoy, SharedFixture, Upstream, freePort
+from txenvoy.network.address import formatAddress
+from txenvoy.upstream.hashing import uint64ToHex, xxHash64
+
+EXAMPLE_08 = os.path.join(EXAMPLES, "08-health-outlier-circuit-breakers.yaml")
+
+
+def taggedHandler(tag):
+    """
+    A keep-alive HTTP/1.1 origin answering every request with C{tag} as its
+    body (requests carry no body in these tests).
+    """
+    body = tag.encode("ascii")
+    response = (b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\ncontent-type: text/plain\r\n\r\n%s"
+                % (len(body), body))
+
+    def handler(conn):
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+            _, _, buf = buf.partition(b"\r\n\r\n")
+            conn.sendall(response)
+
+    return handler
+
+
+class Client:
+    """One keep-alive connection; C{get} returns C{(body, headers)}."""
+
+    def __init__(self, port):
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def get(self, path, headers=None):
+        self.conn.request("GET", path, headers=headers or {})
+        r = self.conn.getresponse()
+        return r.read().decode(), r
+
+    def close(self):
+        self.conn.close()
+
+
+def waitPort(proxy, port):
+    proxy.waitPort(port)
+
+
+class ExampleHashTests(SynchronousTestCase):
+    """
+    C{shared/envoy-examples/08} unchanged: its README line says RING_HASH
+    with a route C{hash_policy} (header C{x-user}) and MAGLEV (source IP).
+    """
+
+    def run08(self, real):
+        origins = [Upstream(taggedHandler(str(p)), port=p) for p in (10080, 10081)]
+        proxy = None
+        try:
+            if real:
+                with open(EXAMPLE_08) as f:
+                    proxy = RealEnvoy(f.read())
+            else:
+                proxy = Envoy(configPath=EXAMPLE_08, args=("--concurrency", "1"))
+            proxy.waitPort(10015)
+            client = Client(10015)
+            users = ["user-%d" % i for i in range(40)]
+            ring = {}
+            for u in users:
+                ring[u] = client.get("/hash", {"x-user": u})[0]
+            again = {u: client.get("/hash/again", {"x-user": u})[0] for u in users}
+            maglev = [client.get("/maglev")[0] for _ in range(10)]
+            client.close()
+            other = Client(10015)
+            maglev += [other.get("/maglev")[0] for _ in range(10)]
+            other.close()
+            return ring, again, maglev
+        finally:
+            if proxy is not None:
+                proxy.stop()
+            for o in origins:
+                o.stop()
+
+    def test_hashClusters(self):
+        """
+        Each x-user sticks to one backend and users spread over both;
+        every request of the one client (127.0.0.1) goes to one Maglev
+        backend, on any connection; and real Envoy 1.40 on the same file
+        makes exactly the same choices.
+        """
+        ring, again, maglev = self.run08(False)
+        self.assertEqual(ring, again)
+        self.assertEqual(set(ring.values()), {"10080", "10081"})
+        self.assertEqual(len(set(maglev)), 1)
+        self.assertEqual(self.run08(True), (ring, again, maglev))
+
+
+HASH_CONFIG = """
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
+static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: h
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/ring"}
+                route: {cluster: ring, hash_policy: [{header: {header_name: x-key}}]}
+              - match: {prefix: "/murmur"}
+                route: {cluster: murmur, hash_policy: [{cookie: {name: k}}]}
+              - match: {prefix: "/maglev"}
+                route: {cluster: maglev, hash_policy: [{header: {header_name: x-key}}]}
+              - match: {prefix: "/typed"}
+                route:
+                  cluster: typed
+                  hash_policy:
+                  - query_parameter: {name: k}
+                  - header: {header_name: x-key}
+                    terminal: true
+                  - header: {header_name: x-other}
+              - match: {prefix: "/sticky"}
+                route:
+                  cluster: ring
+                  hash_policy:
+                  - cookie:
+                      name: sticky
+                      ttl: 3600s
+                      path: /sticky
+                      attributes: [{name: SameSite, value: Lax}, {name: Secure}]
+              - match: {prefix: "/rr"}
+                route: {cluster: rr}
+              - match: {prefix: "/lr"}
+                route: {cluster: lr}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: ring
+    connect_timeout: 1s
+    lb_policy: RING_HASH
+    load_assignment: {cluster_name: ring, endpoints: [{lb_endpoints: %(weighted)s}]}
+  - name: murmur
+    connect_timeout: 1s
+    lb_policy: RING_HASH
+    ring_hash_lb_config: {minimum_ring_size: 64, maximum_ring_size: 100, hash_function: MURMUR_HASH_2}
+    load_assignment: {cluster_name: murmur, endpoints: [{lb_endpoints: %(plain)s}]}
+  - name: maglev
+    connect_timeout: 1s
+    lb_policy: MAGLEV
+    load_assignment: {cluster_name: maglev, endpoints: [{lb_endpoints: %(keyed)s}]}
+  - name: typed
+    connect_timeout: 1s
+    load_balancing_policy:
+      policies:
+      - typed_extension_config:
+          name: envoy.load_balancing_policies.maglev
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev
+            table_size: 1031
+    load_assignment: {cluster_name: typed, endpoints: [{lb_endpoints: %(weighted)s}]}
+  - name: rr
+    connect_timeout: 1s
+    lb_policy: ROUND_ROBIN
+    load_assignment: {cluster_name: rr, endpoints: [{lb_endpoints: %(weighted)s}]}
+  - name: lr
+    connect_timeout: 1s
+    lb_policy: LEAST_REQUEST
+    load_assignment: {cluster_name: lr, endpoints: [{lb_endpoints: %(weighted)s}]}
+"""
+
+WEIGHTS = (1, 2, 3, 1, 5)
+
+
+def _endpoints(ports, weights=None, keyed=False):
+    out = []
+    for i, p in enumerate(ports):
+        ep = "endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}" % (p,)
+        if weights:
+            ep += ", load_balancing_weight: %d" % (weights[i],)
+        if keyed and i % 2 == 0:
+            ep += ", metadata: {filter_metadata: {envoy.lb: {hash_key: key-%d}}}" % (i,)
+        out.append("{" + ep + "}")
+    return "[" + ", ".join(out) + "]"
+
+
+class SideBySideHashTests(SharedFixture, SynchronousTestCase):
+    """
+    Real Envoy 1.40 and txenvoy, started once with the same clusters over
+    the same five origins (weighted 1, 2, 3, 1, 5 where weighted).
+    """
+
+    @classmethod
+    def startFixture(cls):
+        cls.origins = [Upstream(taggedHandler("o%d" % i)) for i in range(len(WEIGHTS))]
+        ports = [o.port for o in cls.origins]
+        cls.tags = {"o%d" % i: i for i in range(len(ports))}
+        cls.proxies = []
+        try:
+            for real in (True, False):
+                port, admin = freePort(), freePort()
+                config = HASH_CONFIG % dict(
+                    port=port, admin=admin, plain=_endpoints(ports),
+                    weighted=_endpoints(ports, WEIGHTS), keyed=_endpoints(ports, keyed=True))
+                proxy = RealEnvoy(config) if real else Envoy(
+                    config, args=("--concurrency", "1"), adminPort=admin)
+                cls.proxies.append((proxy, port))
+                proxy.waitPort(port)
+        except BaseException:
+            cls.stopFixture()
+            raise
+
+    @classmethod
+    def stopFixture(cls):
+        for proxy, _ in cls.proxies:
+            proxy.stop()
+        for o in cls.origins:
+            o.stop()
+
+    def both(self, requests):
+        """Each C{(path, headers)} through Envoy then txenvoy: two lists of tags."""
+        out = []
+        for _, port in self.proxies:
+            client = Client(port)
+            try:
+                out.append([client.get(path, headers)[0] for path, headers in requests])
+            finally:
+                client.close()
+        return out
+
+    def test_everyKeyLandsAlike(self):
+        """
+        Two hundred keys on each consistent-hash cluster (weighted ring,
+        MurmurHash2 ring capped below its minimum with a cookie policy,
+        Maglev with hash_key metadata, the Maglev load_balancing_policy
+        extension with query, terminal header and ignored header policies):
+        Envoy and txenvoy choose the same upstream for every one.
+        """
+        keys = ["k%d-%x" % (i, i * 7919) for i in range(200)]
+        requests = []
+        for k in keys:
+            requests.append(("/ring", {"x-key": k}))
+            requests.append(("/murmur", {"cookie": "a=b; k=%s" % (k,)}))
+            requests.append(("/maglev", {"x-key": k}))
+            requests.append(("/typed?k=%s" % (k,), {"x-key": k[::-1], "x-other": k}))
+        envoy, txenvoy = self.both(requests)
+        self.assertEqual(txenvoy, envoy)
+        for route in range(4):
+            self.assertGreaterEqual(len(set(envoy[route::4])), 4)
+
+    def test_generatedCookie(self):
+        """
+        A cookie policy with a ttl gives a client without the cookie
+        Envoy's set-cookie (value: hex xxHash64 of the client's then the
+        proxy's address; Max-Age, Path, the attributes, HttpOnly), and the
+        request goes where that value hashes; sending it back sticks there,
+        in both proxies alike.
+        """
+        results = []
+        for _, port in self.proxies:
+            sock = socket.create_connection(("127.0.0.1", port))
+            local, peer = sock.getsockname(), sock.getpeername()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.sock = sock
+            conn.request("GET", "/sticky")
+            r = conn.getresponse()
+            first = r.read().decode()
+            cookie = r.getheader("set-cookie")
+            expected = uint64ToHex(xxHash64(formatAddress(local) + formatAddress(peer)))
+            self.assertEqual(cookie, 'sticky="%s"; Max-Age=3600; Path=/sticky; SameSite=Lax; '
+                                     'Secure; HttpOnly' % (expected,))
+            conn.request("GET", "/sticky", headers={"cookie": "sticky=%s" % (expected,)})
+            r = conn.getresponse()
+            self.assertEqual(r.read().decode(), first)
+            self.assertIsNone(r.getheader("set-cookie"))
+            conn.request("GET", "/sticky", headers={"cookie": "sticky=fixed"})
+            r = conn.getresponse()
+            results.append(r.read().decode())
+            conn.close()
+        self.assertEqual(results[0], results[1])
+
+    def test_noHashSpreads(self):
+        """A request the policies give no hash goes to a random host: all get some."""
+        envoy, txenvoy = self.both([("/ring", {})] * 150)
+        self.assertEqual(len(set(envoy)), 5)
+        self.assertEqual(len(set(txenvoy)), 5)
+
+    def test_weightedShares(self):
+        """
+        Weighted ROUND_ROBIN and LEAST_REQUEST (sequential requests, so
+        every host is idle and weights alone decide) give each origin its
+        weight's share in both proxies, within 3 points.
+        """
+        n = 600
+        total = sum(WEIGHTS)
+        for path in ("/rr", "/lr"):
+            for tags in self.both([(path, {})] * n):
+                counts = Counter(tags)
+                for tag, i in self.tags.items():
+                    share = 100.0 * counts[tag] / n
+                    self.assertAlmostEqual(share, 100.0 * WEIGHTS[i] / total, delta=3,
+                                           msg="%s %s: %r" % (path, tag, counts))
