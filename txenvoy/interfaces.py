@@ -420,6 +420,15 @@ class IRequestDecoder(Interface):
     def decodeTrailers(trailers):
         """The request trailers, a L{txenvoy.http.headers.HeaderMap}; the request ends."""
 
+    def onStreamReset():
+        """The client reset the stream, or its connection went (HTTP/2)."""
+
+    def onAboveWriteBufferHighWatermark():
+        """The stream's send buffer is full (HTTP/2): its upstream pauses."""
+
+    def onBelowWriteBufferLowWatermark():
+        """The stream's send buffer drained."""
+
 
 class IResponseEncoder(Interface):
     """
@@ -445,6 +454,12 @@ class IResponseEncoder(Interface):
 
     def resetStream():
         """Abandon the stream (HTTP/1: close the connection; HTTP/2: RST_STREAM)."""
+
+    def readDisable(disable):
+        """
+        Stop (C{True}) or resume (C{False}) reading this stream's request,
+        counted (HTTP/1: the connection; HTTP/2: the stream's window).
+        """
 
 
 class IServerConnectionCallbacks(Interface):

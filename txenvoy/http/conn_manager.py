@@ -53,6 +53,8 @@ from zope.interface import implementer
 
 from txenvoy.http.http1.codec import NON_PROTOCOL_ERROR_DETAILS
 from txenvoy.http.http1.server_codec import ServerCodec
+from txenvoy.http.http2.options import DEFAULT_HTTP2_OPTIONS, http2StatsFor
+from txenvoy.http.http2.server_codec import Http2ServerCodec, isHttp2Preface
 from txenvoy.http.conn_manager_utility import (
     DETECTED,
     EDGE_STRIPPED,
@@ -106,18 +108,22 @@ connLog = componentLogger("connection")
 __all__ = ["ConnectionManager", "ConnectionManagerConfig", "ActiveStream", "TimerSet"]
 
 _INF = float("inf")
+
+#: C{codec_type} values (Envoy's enum).
+AUTO, HTTP1, HTTP2 = 0, 1, 2
 _ids = itertools.count(1)
 
 _HCM_COUNTERS = (
     "downstream_cx_total", "downstream_cx_destroy", "downstream_cx_destroy_local",
     "downstream_cx_destroy_remote", "downstream_cx_destroy_active_rq",
     "downstream_cx_destroy_local_active_rq", "downstream_cx_destroy_remote_active_rq",
-    "downstream_cx_http1_total", "downstream_cx_ssl_total", "downstream_cx_protocol_error",
+    "downstream_cx_http1_total", "downstream_cx_http2_total", "downstream_cx_ssl_total", "downstream_cx_protocol_error",
     "downstream_cx_idle_timeout", "downstream_cx_drain_close",
     "downstream_cx_delayed_close_timeout",
     "downstream_cx_max_duration_reached", "downstream_cx_max_requests_reached",
     "downstream_cx_upgrades_total", "downstream_cx_rx_bytes_total",
     "downstream_cx_tx_bytes_total", "downstream_rq_total", "downstream_rq_http1_total",
+    "downstream_rq_http2_total",
     "downstream_rq_completed", "downstream_rq_1xx", "downstream_rq_2xx", "downstream_rq_3xx",
     "downstream_rq_4xx", "downstream_rq_5xx", "downstream_rq_timeout",
     "downstream_rq_idle_timeout", "downstream_rq_too_large", "downstream_rq_header_timeout",
@@ -128,7 +134,8 @@ _HCM_COUNTERS = (
     "rq_overload_local_reply",
     "http1.requests_rejected_with_underscores_in_headers",
 )
-_HCM_GAUGES = ("downstream_cx_active", "downstream_cx_http1_active", "downstream_cx_ssl_active",
+_HCM_GAUGES = ("downstream_cx_active", "downstream_cx_http1_active", "downstream_cx_http2_active",
+               "downstream_cx_ssl_active",
                "downstream_rq_active", "downstream_cx_upgrades_active")
 
 
@@ -335,6 +342,10 @@ class ConnectionManagerConfig:
     singleDecoder = None
     stripAnyHostPort = False
     stripMatchingHostPort = False
+    #: C{codec_type}: L{AUTO} (HTTP/2 by its preface or ALPN, else
+    #: HTTP/1.1), L{HTTP1} or L{HTTP2}.
+    codecType = 0
+    http2Options = DEFAULT_HTTP2_OPTIONS
 
     def __init__(self):
         self.statsFor = PerWorker(lambda d: _HcmStats(d.stats, self.statPrefix)).get
@@ -411,8 +422,9 @@ class _DownstreamWatermark:
         cm = self.cm
         if not cm._above:
             cm._above = True
-            stream = cm._stream
-            if stream is not None:
+            if cm._http2:
+                cm.codec.outboundPaused(True)
+            for stream in tuple(cm._streams):
                 for cb in stream._watermarkCallbacks:
                     cb.onAboveWriteBufferHighWatermark()
 
@@ -420,8 +432,9 @@ class _DownstreamWatermark:
         cm = self.cm
         if cm._above:
             cm._above = False
-            stream = cm._stream
-            if stream is not None:
+            if cm._http2:
+                cm.codec.outboundPaused(False)
+            for stream in tuple(cm._streams):
                 for cb in stream._watermarkCallbacks:
                     cb.onBelowWriteBufferLowWatermark()
 
@@ -443,6 +456,10 @@ class ConnectionManager(Protocol):
     """
 
     _stream = None
+    _http2 = False
+    _refusedStream = False
+    codec = None
+    _sniffed = None
     _closed = False
     _lost = False
     _codecFailed = False
@@ -474,6 +491,8 @@ class ConnectionManager(Protocol):
             "traffic_direction", 0) == 2
         self.streamsStarted = 0
         self.overload = overloadStateOf(dispatcher)
+        # The streams in flight: one at most on HTTP/1.1.
+        self._streams = set()
 
     @property
     def aboveHighWatermark(self):
@@ -488,8 +507,6 @@ class ConnectionManager(Protocol):
         stats = self.stats
         stats.downstream_cx_total.inc()
         stats.downstream_cx_active.inc()
-        stats.downstream_cx_http1_total.inc()
-        stats.downstream_cx_http1_active.inc()
         reactor = self.reactor
         self.tls = getattr(self.connection, "ssl", None) is not None
         if self.tls:
@@ -499,17 +516,7 @@ class ConnectionManager(Protocol):
         remote = self.connection.streamInfo.downstreamRemoteAddress
         self.remoteHost = remote[0] if remote else "127.0.0.1"
         self._startTime = reactor.seconds()
-        self.codec = ServerCodec(
-            self, self, maxRequestHeadersKb=config.maxRequestHeadersKb,
-            maxHeadersCount=config.maxHeadersCount, acceptHttp10=config.acceptHttp10,
-            defaultHostForHttp10=config.defaultHostForHttp10,
-            headersWithUnderscoresAction=config.headersWithUnderscoresAction,
-            serverName=config.serverName, clock=reactor, enableTrailers=config.enableTrailers)
-        self.dateCache = self.codec.dateCache
         timers = self.timers = TimerSet(reactor)
-        self._streamIdleTimer = timers.timer(self._onStreamIdleTimer)
-        self._requestTimer = timers.timer(self._onRequestTimer)
-        self._maxStreamTimer = timers.timer(self._onMaxStreamDuration)
         self._idleSince = self._startTime
         if config.idleTimeout:
             self._idleTimer = timers.timer(self._onIdleTimer)
@@ -526,6 +533,60 @@ class ConnectionManager(Protocol):
             self._producerRegistered = True
         except RuntimeError:
             self._producerRegistered = False
+        # Envoy's codec_type: HTTP1 and HTTP2 are decided now; AUTO by ALPN
+        # on TLS, else by the first bytes (the HTTP/2 preface or not).
+        codecType = config.codecType
+        if codecType == HTTP1:
+            self._createCodec(False)
+        elif codecType == HTTP2 or (self.tls and self._negotiatedH2()):
+            self._createCodec(True)
+
+    def _negotiatedH2(self):
+        # ALPN on a TLS filter chain (the TLS transport socket sets it once
+        # its handshake is done).
+        negotiated = getattr(self.connection, "negotiatedProtocol", None)
+        return negotiated in ("h2", b"h2")
+
+    def _createCodec(self, http2):
+        """Make the connection's codec (Envoy's C{createCodec}) and count its protocol."""
+        config = self.config
+        stats = self.stats
+        reactor = self.reactor
+        if http2:
+            self._http2 = True
+            stats.downstream_cx_http2_total.inc()
+            stats.downstream_cx_http2_active.inc()
+            self.rqProtocolStat = stats.downstream_rq_http2_total
+            self.codec = Http2ServerCodec(
+                self, self, config.http2Options, http2StatsFor(self.dispatcher),
+                bufferLimit=ActiveStream.bufferLimit(self._probe()),
+                maxRequestHeadersKb=config.maxRequestHeadersKb,
+                maxHeadersCount=config.maxHeadersCount, clock=reactor)
+        else:
+            stats.downstream_cx_http1_total.inc()
+            stats.downstream_cx_http1_active.inc()
+            self.rqProtocolStat = stats.downstream_rq_http1_total
+            self.codec = ServerCodec(
+                self, self, maxRequestHeadersKb=config.maxRequestHeadersKb,
+                maxHeadersCount=config.maxHeadersCount, acceptHttp10=config.acceptHttp10,
+                defaultHostForHttp10=config.defaultHostForHttp10,
+                headersWithUnderscoresAction=config.headersWithUnderscoresAction,
+                serverName=config.serverName, clock=reactor,
+                enableTrailers=config.enableTrailers)
+        self.dateCache = self.codec.dateCache
+
+    def _probe(self):
+        # An unattached stream, to read the buffer limit the streams use.
+        probe = ActiveStream.__new__(ActiveStream)
+        probe.cm = self
+        return probe
+
+    def abortConnection(self):
+        """The HTTP/2 codec aborts the connection (a flood, a keepalive timeout)."""
+        self._closeConnection(abort=True)
+
+    def onCodecIdle(self):
+        """The HTTP/2 codec has no stream left (see L{_onStreamDone})."""
 
     def dataReceived(self, data):
         """Feed the codec; a partial request head starts its timeouts."""
@@ -533,6 +594,16 @@ class ConnectionManager(Protocol):
         self._dataSeen = True
         if self._closed or self._codecFailed:
             return
+        if self.codec is None:
+            sniffed = self._sniffed
+            if sniffed is not None:
+                data = sniffed + data
+            verdict = isHttp2Preface(data) or (self.tls and self._negotiatedH2())
+            if verdict is None:
+                self._sniffed = data
+                return
+            self._sniffed = None
+            self._createCodec(verdict)
         if log.traceEnabled:
             log.trace("%sparsing %d bytes", self.logTag(), len(data))
         started = self.streamsStarted
@@ -544,7 +615,7 @@ class ConnectionManager(Protocol):
             self.transport.pauseProducing()
         if (self._stream is None and self.streamsStarted == started and not self._closed
                 and not self._codecFailed and self._headTimer is None
-                and self.config.minHeadTimeout):
+                and self.config.minHeadTimeout and not self._http2):
             # Part of a request head: its timeouts run from this first byte.
             self._headStart = self.reactor.seconds()
             self._headTimer = self.timers.callLater(self.config.minHeadTimeout,
@@ -556,16 +627,21 @@ class ConnectionManager(Protocol):
             return
         self._lost = True
         self._closed = True
-        self.codec.connectionLost(reason)
         stats = self.stats
-        stream = self._stream
-        if stream is not None:
+        streams = list(self._streams)
+        if streams or self._refusedStream:
             stats.downstream_cx_destroy_active_rq.inc()
             if self._localClose:
                 stats.downstream_cx_destroy_local_active_rq.inc()
             else:
                 stats.downstream_cx_destroy_remote_active_rq.inc()
+        codec = self.codec
+        if codec is not None and not self._http2:
+            codec.connectionLost(reason)
+        for stream in streams:
             stream._onDownstreamReset()
+        if codec is not None and self._http2:
+            codec.connectionLost(reason)
         self.timers.stop()
         self.overload.removeCallback(REDUCE_TIMEOUTS, self._onTimeoutsScaled)
         stats.downstream_cx_destroy.inc()
@@ -574,7 +650,10 @@ class ConnectionManager(Protocol):
         else:
             stats.downstream_cx_destroy_remote.inc()
         stats.downstream_cx_active.dec()
-        stats.downstream_cx_http1_active.dec()
+        if self._http2:
+            stats.downstream_cx_http2_active.dec()
+        elif codec is not None:
+            stats.downstream_cx_http1_active.dec()
         if self.tls:
             stats.downstream_cx_ssl_active.dec()
         stats.downstream_cx_length_ms.recordValue(
@@ -622,6 +701,10 @@ class ConnectionManager(Protocol):
         the request asked for it and was complete, else after a delay (see
         L{_closeConnection}).
         """
+        if self._http2:
+            # The HTTP/2 codec closes after its GOAWAY or its error.
+            self._closeConnection()
+            return
         if self._drainSequence and not self._localClose and not self._drainTimedOut:
             # Closed when drain_timeout ends (_onDrainTimeout).
             return
@@ -722,7 +805,9 @@ class ConnectionManager(Protocol):
             self.stats.downstream_cx_max_requests_reached.inc()
             self._draining = True
         stream = ActiveStream(self, encoder)
-        self._stream = stream
+        self._streams.add(stream)
+        if not self._http2:
+            self._stream = stream
         if self._headTimer is not None:
             stream._startTime = self._headStart
             self._headTimer.cancel()
@@ -764,6 +849,23 @@ class ConnectionManager(Protocol):
     def onCodecError(self, status, details):
         """The codec refused a request and answered it (or closed)."""
         stats = self.stats
+        if self._http2:
+            # A protocol error or a flood: the codec wrote what Envoy writes
+            # (a GOAWAY, or nothing for a forbidden request head) and reset
+            # its streams; the connection closes after the delayed close.
+            stats.downstream_cx_protocol_error.inc()
+            self._codecFailed = True
+            if details == "http2.violation.of.messaging.rule":
+                # Envoy made a stream for the head, reset at the close.
+                stats.downstream_rq_total.inc()
+                stats.downstream_rq_http2_total.inc()
+                stats.downstream_rq_rx_reset.inc()
+                self._refusedStream = True
+            if log.debugEnabled:
+                log.debug("%sdispatch error: %s", self.logTag(), details)
+            if not self._closed:
+                self._closeConnection(delay=not details.startswith("http2.outbound"))
+            return
         reply = self._codecReply
         self._codecReply = None
         protocolError = details not in NON_PROTOCOL_ERROR_DETAILS
@@ -843,6 +945,9 @@ class ConnectionManager(Protocol):
 
     def _onStreamDone(self, now):
         self._idleSince = now
+        if self._http2:
+            # The codec closes after its final GOAWAY once no stream is left.
+            return
         if self._drainSequence:
             if self._drainTimedOut and self._stream is None and not self._closed:
                 self._closeConnection(delay=True)
@@ -859,6 +964,10 @@ class ConnectionManager(Protocol):
         """
         if self._closed:
             return
+        if self._http2:
+            if not self._draining:
+                self._startDrainSequence()
+            return
         self._draining = True
         if self._stream is None and self._headTimer is None:
             if log.debugEnabled:
@@ -874,10 +983,18 @@ class ConnectionManager(Protocol):
         """
         self._draining = True
         self._drainSequence = True
+        if self._http2:
+            # Envoy's shutdownNotice: a GOAWAY naming the largest stream id.
+            self.codec.goAway()
         self.timers.callLater(self.config.drainTimeout, self._onDrainTimeout)
 
     def _onDrainTimeout(self):
         self._drainTimedOut = True
+        if self._http2:
+            # Envoy's goAway: the real last stream id; the codec closes once
+            # the streams in flight are done.
+            self.codec.goAway(final=True)
+            return
         if self._stream is None and not self._closed:
             self._closeConnection(delay=True)
 
@@ -887,7 +1004,7 @@ class ConnectionManager(Protocol):
         # reduce_timeouts shortens the idle timeout while memory is short.
         timeout = self.overload.scaledTimeout(HTTP_DOWNSTREAM_CONNECTION_IDLE,
                                               self.config.idleTimeout)
-        if self._stream is not None or self._headTimer is not None or self._closed:
+        if self._streams or self._headTimer is not None or self._closed:
             self.timers.scheduleAt(self._idleTimer, self.reactor.seconds() + timeout)
             return
         due = self._idleSince + timeout
@@ -921,32 +1038,12 @@ class ConnectionManager(Protocol):
         self.stats.downstream_cx_max_duration_reached.inc()
         if log.debugEnabled:
             log.debug("%smax connection duration reached", self.logTag())
+        if self._http2:
+            self._startDrainSequence()
+            return
         self._draining = True
         if self._stream is None and self._headTimer is None:
             self._closeConnection()
-
-    def _onStreamIdleTimer(self):
-        stream = self._stream
-        if stream is None or stream._complete:
-            return
-        timeout = stream._idleTimeout
-        if not timeout:
-            return
-        due = stream._lastActivity + timeout
-        if self.reactor.seconds() < due:
-            self.timers.scheduleAt(self._streamIdleTimer, due)
-            return
-        stream._onIdleTimeout()
-
-    def _onRequestTimer(self):
-        stream = self._stream
-        if stream is not None and not stream._complete and not stream._remoteComplete:
-            stream._onRequestTimeout()
-
-    def _onMaxStreamDuration(self):
-        stream = self._stream
-        if stream is not None and not stream._complete:
-            stream._onMaxDuration()
 
     def _onHeadTimeout(self):
         self._headTimer = None
@@ -1065,6 +1162,9 @@ class ActiveStream:
     _endInFlight = False
     _idleTimeout = 0.0
     _logTag = None
+    _idleTimer = None
+    _requestTimer = None
+    _maxTimer = None
     #: The connection manager's span (L{txenvoy.interfaces.ISpan}) when
     #: the C{tracing} block is set.
     activeSpan = None
@@ -1107,7 +1207,7 @@ class ActiveStream:
         info.requestedServerName = cinfo.requestedServerName
         info.protocol = request.version
         stats.downstream_rq_total.inc()
-        stats.downstream_rq_http1_total.inc()
+        cm.rqProtocolStat.inc()
         stats.downstream_rq_active.inc()
         self.requestHeaders = request
         cm._lastStream = self
@@ -1126,11 +1226,14 @@ class ActiveStream:
         timers = cm.timers
         idle = self._idleTimeout = config.streamIdleTimeout
         if idle:
-            timers.scheduleAt(cm._streamIdleTimer, now + idle)
+            t = self._idleTimer = timers.timer(self._onIdleTimer)
+            timers.scheduleAt(t, now + idle)
         if config.requestTimeout and not endStream:
-            timers.scheduleAt(cm._requestTimer, start + config.requestTimeout)
+            t = self._requestTimer = timers.timer(self._onRequestTimerFired)
+            timers.scheduleAt(t, start + config.requestTimeout)
         if config.maxStreamDuration:
-            timers.scheduleAt(cm._maxStreamTimer, start + config.maxStreamDuration)
+            t = self._maxTimer = timers.timer(self._onMaxDurationTimer)
+            timers.scheduleAt(t, start + config.maxStreamDuration)
 
         if cm.overload.shouldApply(STOP_ACCEPTING_REQUESTS):
             # Envoy answers before building any filter: under memory
@@ -1263,7 +1366,8 @@ class ActiveStream:
         if not self._remoteComplete:
             self._remoteComplete = True
             self.streamInfo.lastDownstreamRxMonotonic = self.cm.reactor.seconds()
-            self.cm._requestTimer.cancel()
+            if self._requestTimer is not None:
+                self._requestTimer.cancel()
 
     def iterationStopped(self, iteration):
         """See L{IFilterManagerStream.iterationStopped}."""
@@ -1348,11 +1452,13 @@ class ActiveStream:
         this stream from now on (0 disables it), as in Envoy.
         """
         self._idleTimeout = timeout
-        cm = self.cm
+        timer = self._idleTimer
         if timeout:
-            cm.timers.scheduleAt(cm._streamIdleTimer, self._lastActivity + timeout)
-        elif cm._streamIdleTimer.active:
-            cm._streamIdleTimer.cancel()
+            if timer is None:
+                timer = self._idleTimer = self.cm.timers.timer(self._onIdleTimer)
+            self.cm.timers.scheduleAt(timer, self._lastActivity + timeout)
+        elif timer is not None and timer.active:
+            timer.cancel()
 
     # Flow control.
 
@@ -1367,10 +1473,10 @@ class ActiveStream:
         """See L{IFilterManagerStream.readDisable}."""
         if disable:
             self._readDisabled += 1
-            self.cm.codec.readDisable(True)
+            self.encoder.readDisable(True)
         elif self._readDisabled:
             self._readDisabled -= 1
-            self.cm.codec.readDisable(False)
+            self.encoder.readDisable(False)
 
     # Local replies and resets.
 
@@ -1430,13 +1536,35 @@ class ActiveStream:
         self.encoder.resetStream()
         self._destroy()
 
+    def onStreamReset(self):
+        """
+        The client reset the stream (HTTP/2 RST_STREAM), or its connection
+        went: Envoy's C{onResetStream}, flag C{DR}.
+        """
+        if self._destroyed:
+            return
+        if not self._complete and self.streamInfo is not None:
+            self.streamInfo.setResponseFlag(ResponseFlag.DOWNSTREAM_REMOTE_RESET)
+        self._onDownstreamReset()
+
+    def onAboveWriteBufferHighWatermark(self):
+        """The stream's own send buffer (HTTP/2) is full: its upstream pauses."""
+        for cb in self._watermarkCallbacks:
+            cb.onAboveWriteBufferHighWatermark()
+
+    def onBelowWriteBufferLowWatermark(self):
+        """The stream's own send buffer (HTTP/2) drained."""
+        for cb in self._watermarkCallbacks:
+            cb.onBelowWriteBufferLowWatermark()
+
     def _onDownstreamReset(self):
         if self._destroyed:
             return
         self.cm.stats.downstream_rq_rx_reset.inc()
         if log.debugEnabled:
             log.debug("%sstream reset: reset reason: connection termination", self.logTag())
-        if not self._complete:
+        if not self._complete and self.streamInfo is not None and not \
+                self.streamInfo.hasResponseFlag(ResponseFlag.DOWNSTREAM_REMOTE_RESET):
             self.streamInfo.setResponseFlag(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION)
         self._detach()
         self._destroy()
@@ -1455,6 +1583,26 @@ class ActiveStream:
         self._decodeStopped = True
         self._detach()
         self._destroy()
+
+    def _onIdleTimer(self):
+        if self._complete or self._destroyed:
+            return
+        timeout = self._idleTimeout
+        if not timeout:
+            return
+        due = self._lastActivity + timeout
+        if self.cm.reactor.seconds() < due:
+            self.cm.timers.scheduleAt(self._idleTimer, due)
+            return
+        self._onIdleTimeout()
+
+    def _onRequestTimerFired(self):
+        if not self._complete and not self._remoteComplete and not self._destroyed:
+            self._onRequestTimeout()
+
+    def _onMaxDurationTimer(self):
+        if not self._complete and not self._destroyed:
+            self._onMaxDuration()
 
     def _onIdleTimeout(self):
         cm = self.cm
@@ -1601,12 +1749,13 @@ class ActiveStream:
         cm = self.cm
         if cm._stream is self:
             cm._stream = None
-            for timer in (cm._streamIdleTimer, cm._requestTimer, cm._maxStreamTimer):
-                if timer.active:
-                    timer.cancel()
+        cm._streams.discard(self)
+        for timer in (self._idleTimer, self._requestTimer, self._maxTimer):
+            if timer is not None and timer.active:
+                timer.cancel()
         while self._readDisabled:
             self._readDisabled -= 1
-            cm.codec.readDisable(False)
+            self.encoder.readDisable(False)
 
     def _beforeComplete(self):
         # The codec may hand the next pipelined request over while it

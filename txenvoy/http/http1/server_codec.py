@@ -338,6 +338,10 @@ class ResponseEncoder:
         self._complete = True
         codec.onResponseComplete(self)
 
+    def readDisable(self, disable):
+        """HTTP/1.1 reads one stream at a time: the connection stops reading."""
+        self._codec.readDisable(disable)
+
     def resetStream(self):
         """
         Abandon the stream. HTTP/1 has no per-stream reset, so, as in Envoy,

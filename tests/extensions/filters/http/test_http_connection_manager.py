@@ -155,11 +155,11 @@ class RejectTests(SynchronousTestCase):
         self.assertUnsupported("tracing.operation", tracing={"operation": "%REQ(:PATH)%"})
 
     def test_codecTypes(self):
-        self.assertUnsupported("codec_type", codec_type="HTTP2")
         self.assertUnsupported("codec_type", codec_type="HTTP3")
 
     def test_others(self):
-        for field, value in [("http2_protocol_options", {}), ("add_user_agent", True),
+        for field, value in [("http2_protocol_options", {"allow_metadata": True}),
+                             ("add_user_agent", True),
                              ("scoped_routes", {"name": "s"}), ("proxy_status_config", {}),
                              ("forward_client_cert_details", "APPEND_FORWARD"),
                              ("proxy_100_continue", True),

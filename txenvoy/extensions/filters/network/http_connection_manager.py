@@ -27,6 +27,7 @@ from txenvoy.config.registry import Category, extension
 from txenvoy.http import conn_manager_utility
 from txenvoy.http.conn_manager import ConnectionManagerConfig
 from txenvoy.http.filter_config import perFilterConfigSources
+from txenvoy.http.http2.options import http2OptionsFromProto
 from txenvoy.http.local_reply import compileLocalReplyConfig
 from txenvoy.router.config import RouteTable
 from txenvoy.tracing.http_tracer import compileTracing
@@ -44,7 +45,7 @@ SUPPORTED_FIELDS = frozenset([
     "forward_client_cert_details", "proxy_100_continue", "upgrade_configs", "normalize_path",
     "merge_slashes", "path_with_escaped_slashes_action", "request_id_extension",
     "local_reply_config", "strip_matching_host_port", "strip_any_host_port",
-    "stream_error_on_invalid_http_message", "tracing",
+    "stream_error_on_invalid_http_message", "tracing", "http2_protocol_options",
 ])
 
 _COMMON_FIELDS = frozenset(["idle_timeout", "max_connection_duration", "max_headers_count",
@@ -137,8 +138,14 @@ def createHttpConnectionManager(message, context):
         raise ConfigError("%s.stat_prefix: value length must be at least 1 characters" % (path,))
     config.statPrefix = "http.%s." % (message.stat_prefix,)
 
-    if message.codec_type not in (0, 1):
-        report(UnsupportedField(path + ".codec_type", "only AUTO and HTTP1 (HTTP/1.1)"))
+    if message.codec_type not in (0, 1, 2):
+        report(UnsupportedField(path + ".codec_type", "only AUTO, HTTP1 and HTTP2"))
+    config.codecType = message.codec_type
+    if message.HasField("http2_protocol_options"):
+        options = attempt(http2OptionsFromProto, message.http2_protocol_options,
+                          path + ".http2_protocol_options")
+        if options is not FAILED:
+            config.http2Options = options
     if message.HasField("route_config"):
         # Reported inside a collection of errors; the filters are checked too.
         routeTable = attempt(RouteTable.fromProto, message.route_config,
