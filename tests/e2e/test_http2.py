@@ -226,27 +226,28 @@ class Http2ComparisonTests(SideBySide, SynchronousTestCase):
         for _, elapsed in results:
             self.assertGreater(elapsed, 0.9)
 
-    def test_frameErrorGoAway(self):
-        """DATA on stream 0: SETTINGS, then GOAWAY PROTOCOL_ERROR with last stream 0."""
-        bad = b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x"
+    def compareAfterPreface(self, bad):
+        """
+        The frames each proxy answers C{bad} with after a client preface,
+        the same for both: @return: them, as (type, error code, last stream).
+        """
         results = []
         for d in (self.envoy, self.txenvoy):
             frames, _ = self.rawFrames(d, PREFACE + SettingsFrame(0).serialize() + bad)
             results.append([(type(f).__name__, getattr(f, "error_code", None),
                              getattr(f, "last_stream_id", None)) for f in frames])
         self.assertEqual(results[1], results[0])
-        self.assertEqual(results[0][-1], ("GoAwayFrame", 1, 0))
+        return results[0]
+
+    def test_frameErrorGoAway(self):
+        """DATA on stream 0: SETTINGS, then GOAWAY PROTOCOL_ERROR with last stream 0."""
+        frames = self.compareAfterPreface(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")
+        self.assertEqual(frames[-1], ("GoAwayFrame", 1, 0))
 
     def test_badHpackGoAway(self):
         """A header block HPACK cannot decode: GOAWAY COMPRESSION_ERROR (9), stream 1."""
-        bad = b"\x00\x00\x04\x01\x04\x00\x00\x00\x01\xff\xff\xff\xff"
-        results = []
-        for d in (self.envoy, self.txenvoy):
-            frames, _ = self.rawFrames(d, PREFACE + SettingsFrame(0).serialize() + bad)
-            results.append([(type(f).__name__, getattr(f, "error_code", None),
-                             getattr(f, "last_stream_id", None)) for f in frames])
-        self.assertEqual(results[1], results[0])
-        self.assertEqual(results[0][-1], ("GoAwayFrame", 9, 1))
+        frames = self.compareAfterPreface(b"\x00\x00\x04\x01\x04\x00\x00\x00\x01\xff\xff\xff\xff")
+        self.assertEqual(frames[-1], ("GoAwayFrame", 9, 1))
 
     def test_stats(self):
         """downstream_cx_http2_total and downstream_rq_http2_total count as Envoy's."""

@@ -65,6 +65,7 @@ from txenvoy.http.http1.lenient import (
     Reparse,
     newParser,
 )
+from txenvoy.http.read_disable import CountedReadDisable
 from txenvoy.http.status import statusLine
 from txenvoy.interfaces import IResponseEncoder, IServerCodec
 
@@ -354,7 +355,7 @@ class ResponseEncoder:
 
 
 @implementer(IServerCodec)
-class ServerCodec(LenientParsing, Http1Connection):
+class ServerCodec(LenientParsing, CountedReadDisable, Http1Connection):
     """
     The downstream HTTP/1.1 codec of one connection.
 
@@ -513,21 +514,6 @@ class ServerCodec(LenientParsing, Http1Connection):
         self._parsing = False
         self._pending.clear()
         self._out = []
-
-    def readDisable(self, disable):
-        """
-        Stop (C{True}) or resume (C{False}) reading the connection, counted
-        as Envoy's C{readDisable} is: reading resumes once every disable has
-        been matched. The codec itself uses it while a response is awaited.
-        """
-        if disable:
-            self._readDisableCount += 1
-            if self._readDisableCount == 1 and not self._lost:
-                self._transport.pauseProducing()
-        elif self._readDisableCount:
-            self._readDisableCount -= 1
-            if self._readDisableCount == 0 and not self._lost:
-                self._transport.resumeProducing()
 
     def switchToRaw(self, onData):
         """

@@ -59,6 +59,7 @@ from zope.interface import implementer
 from txenvoy.http.headers import HeaderMap, RequestHeaders
 from txenvoy.http.http1.codec import DateCache
 from txenvoy.http.http2.options import DEFAULT_HTTP2_OPTIONS
+from txenvoy.http.read_disable import CountedReadDisable
 from txenvoy.interfaces import IResponseEncoder, IServerCodec
 
 __all__ = ["Http2ServerCodec", "Http2ResponseEncoder", "PREFACE", "isHttp2Preface"]
@@ -237,7 +238,7 @@ class Http2ResponseEncoder:
 
 
 @implementer(IServerCodec)
-class Http2ServerCodec:
+class Http2ServerCodec(CountedReadDisable):
     """
     The downstream HTTP/2 codec of one connection.
 
@@ -345,24 +346,14 @@ class Http2ServerCodec:
         self._lost = True
         self._closed = True
         self._cancelKeepalive()
+        self._resetAll()
+
+    def _resetAll(self):
+        # The connection ends: every open stream hears of it.
         streams = list(self._streams.values())
         self._streams.clear()
         for encoder in streams:
             self._closeStream(encoder, notify=True)
-
-    def readDisable(self, disable):
-        """
-        The connection-wide read switch, counted: while disabled the
-        transport is paused.
-        """
-        if disable:
-            self._readDisableCount += 1
-            if self._readDisableCount == 1 and not self._lost:
-                self._transport.pauseProducing()
-        elif self._readDisableCount:
-            self._readDisableCount -= 1
-            if self._readDisableCount == 0 and not self._lost:
-                self._transport.resumeProducing()
 
     # -- what the connection manager asks -------------------------------------
 
@@ -776,10 +767,7 @@ class Http2ServerCodec:
                 self._transport.write((preface or b"") + goAway)
         self._closed = True
         self._cancelKeepalive()
-        streams = list(self._streams.values())
-        self._streams.clear()
-        for encoder in streams:
-            self._closeStream(encoder, notify=True)
+        self._resetAll()
         self._callbacks.onCodecError(
             None, "http2.violation.of.messaging.rule" if messaging else "http2.codec_error")
 
@@ -799,10 +787,7 @@ class Http2ServerCodec:
             return
         self._closed = True
         self._cancelKeepalive()
-        streams = list(self._streams.values())
-        self._streams.clear()
-        for encoder in streams:
-            self._closeStream(encoder, notify=True)
+        self._resetAll()
         if not self._lost:
             self._lost = True
             if abort and hasattr(self._transport, "abortConnection"):
