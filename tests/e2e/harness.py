@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from http.server import ThreadingHTTPServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -237,6 +238,52 @@ def startProxy(real, config, port, adminPort, concurrency=1):
         proxy.stop()
         raise
     return proxy
+
+
+class _QuietHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, clientAddress):
+        # A proxy closing a kept-alive connection is no error here.
+        pass
+
+
+def httpOrigin(handler):
+    """
+    A threaded C{http.server} origin on 127.0.0.1 running C{handler} (a
+    C{BaseHTTPRequestHandler} class), serving; stop it with C{shutdown()}
+    and C{server_close()}.
+    """
+    server = _QuietHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def forBoth(run, timeout=60):
+    """
+    C{run(real)} for Envoy (C{True}) and txenvoy (C{False}) at once, each
+    in a thread of its own, for comparisons whose traffic takes wall time.
+
+    @return: C{{True: Envoy's result, False: txenvoy's}}.
+    @raise: the first exception either run raised.
+    """
+    results = {}
+    errors = []
+
+    def one(real):
+        try:
+            results[real] = run(real)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(real,)) for real in (True, False)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if errors:
+        raise errors[0]
+    return results
 
 
 def adminStats(adminPort):

@@ -6,13 +6,20 @@ same requests on the same YAML.
 """
 
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import SharedFixture, adminStats, freePort, recvAll, startProxy
+from tests.e2e.harness import (
+    SharedFixture,
+    adminStats,
+    forBoth,
+    httpOrigin,
+    freePort,
+    recvAll,
+    startProxy,
+)
 
 LISTENER = """
   - address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
@@ -129,14 +136,6 @@ class _Origin(BaseHTTPRequestHandler):
         pass
 
 
-class _OriginServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, clientAddress):
-        # A proxy closing a kept-alive connection is no error here.
-        pass
-
-
 def get(port, path, extra):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(("GET %s HTTP/1.1\r\nhost: a\r\n%sconnection: close\r\n\r\n"
@@ -159,50 +158,37 @@ class RouterStatsComparisonTests(SharedFixture, SynchronousTestCase):
     def startFixture(cls):
         # Both proxies at once (each with its own origin and ports): the
         # rate-limited retry waits a second in each.
-        cls.results = {}
-        errors = []
-        threads = [threading.Thread(target=cls._runProxy, args=(real, errors)) for real in (True, False)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        if errors:
-            raise errors[0]
+        cls.results = forBoth(cls._runProxy)
 
     @classmethod
-    def _runProxy(cls, real, errors):
+    def _runProxy(cls, real):
+        origin = httpOrigin(_Origin)
+        origin.counts = {}
+        ports = {"external": freePort(), "internal": freePort()}
+        admin = freePort()
+        config = CONFIG % {
+            "admin": admin, "origin": origin.server_address[1],
+            "external": LISTENER % {"port": ports["external"], "prefix": "ext",
+                                    "extra": ""},
+            "internal": LISTENER % {"port": ports["internal"], "prefix": "int",
+                                    "extra": INTERNAL}}
         try:
-            origin = _OriginServer(("127.0.0.1", 0), _Origin)
-            origin.counts = {}
-            thread = threading.Thread(target=origin.serve_forever, daemon=True)
-            thread.start()
-            ports = {"external": freePort(), "internal": freePort()}
-            admin = freePort()
-            config = CONFIG % {
-                "admin": admin, "origin": origin.server_address[1],
-                "external": LISTENER % {"port": ports["external"], "prefix": "ext",
-                                        "extra": ""},
-                "internal": LISTENER % {"port": ports["internal"], "prefix": "int",
-                                        "extra": INTERNAL}}
+            proxy = startProxy(real, config, ports["internal"], admin)
             try:
-                proxy = startProxy(real, config, ports["internal"], admin)
-                try:
-                    statuses = []
-                    for which, path, extra in REQUESTS:
-                        started = time.monotonic()
-                        statuses.append(get(ports[which], path, extra))
-                        if path == "/r/rl":
-                            waited = time.monotonic() - started
-                    stats = {name: value for name, value in adminStats(admin).items()
-                             if watched(name) and value}
-                finally:
-                    proxy.stop()
+                statuses = []
+                for which, path, extra in REQUESTS:
+                    started = time.monotonic()
+                    statuses.append(get(ports[which], path, extra))
+                    if path == "/r/rl":
+                        waited = time.monotonic() - started
+                stats = {name: value for name, value in adminStats(admin).items()
+                         if watched(name) and value}
             finally:
-                origin.shutdown()
-                origin.server_close()
-            cls.results[real] = (statuses, stats, waited)
-        except BaseException as e:
-            errors.append(e)
+                proxy.stop()
+        finally:
+            origin.shutdown()
+            origin.server_close()
+        return (statuses, stats, waited)
 
     @classmethod
     def stopFixture(cls):

@@ -9,7 +9,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from txenvoy.config.errors import ConfigError, UnsupportedField
+from envoy.extensions.health_check.event_sinks.file.v3 import file_pb2  # noqa: F401
+from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField
 from txenvoy.stats.store import StatsStore
 from txenvoy.upstream.cluster import compileCluster
 from txenvoy.upstream.cluster_manager import ClusterManager
@@ -84,8 +85,26 @@ class CompileTests(SynchronousTestCase):
         self.assertIn(PATH + ".health_checks[0].grpc_health_check", str(e))
 
     def test_unimplementedFieldRefused(self):
-        e = self.assertRaises(UnsupportedField, compileCheck, check(event_log_path="/tmp/x"))
-        self.assertIn(PATH + ".health_checks[0].event_log_path", str(e))
+        e = self.assertRaises(UnsupportedField, compileCheck, check(alt_port=81))
+        self.assertIn(PATH + ".health_checks[0].alt_port", str(e))
+
+    def test_eventLogs(self):
+        """event_log_path and the file sinks of event_logger, in order."""
+        sink = "type.googleapis.com/envoy.extensions.health_check.event_sinks.file.v3." \
+               "HealthCheckEventFileSink"
+        cfg = compileCheck(check(
+            event_log_path="/tmp/a", always_log_health_check_failures=True,
+            event_logger=[{"name": "f", "typed_config": {"@type": sink,
+                                                         "event_log_path": "/tmp/b"}}]))
+        self.assertEqual((cfg.eventLogPaths, cfg.alwaysLogFailures, cfg.alwaysLogSuccess),
+                         (("/tmp/a", "/tmp/b"), True, False))
+
+    def test_eventLoggerOtherTypeRefused(self):
+        """An event sink txenvoy has no extension for is refused with its path."""
+        e = self.assertRaises(UnsupportedExtension, compileCheck, check(event_logger=[{
+            "name": "x", "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.core.v3.Locality"}}]))
+        self.assertIn(PATH + ".health_checks[0].event_logger[0].typed_config", str(e))
 
     def test_multipleRefused(self):
         e = self.assertRaises(ConfigError, compileCluster, clusterProto(

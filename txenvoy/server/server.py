@@ -117,7 +117,7 @@ class Server(MultiService):
         self.clusterManager = ClusterManager(
             reactor, self.stats, self.mainStats, list(bootstrap.static_resources.clusters),
             localClusterName=bootstrap.cluster_manager.local_cluster_name,
-            validateOnly=validateOnly)
+            validateOnly=validateOnly, accessLogManager=self.accessLogManager)
         self.context = FactoryContext(
             reactor, self.stats, clusterManager=self.clusterManager,
             accessLogManager=self.accessLogManager, server=self, bootstrap=bootstrap,

@@ -28,6 +28,7 @@ from txenvoy.upstream.cluster import (
     compileCluster,
 )
 from txenvoy.upstream.dns import GetAddrInfoResolver
+from txenvoy.upstream.health_check_event_logger import HealthCheckEventLogger
 from txenvoy.upstream.health_checker import HealthChecker
 from txenvoy.upstream.outlier_detection import Detector
 from txenvoy.upstream.thread_aware_lb import newLoadBalancer
@@ -139,7 +140,7 @@ class ClusterManager(Service):
 
     def __init__(self, reactor, stats, mainShard, clusterProtos, localClusterName="",
                  validateOnly=False, pathPrefix="static_resources.clusters",
-                 dnsResolver=None, rng=None):
+                 dnsResolver=None, rng=None, accessLogManager=None):
         """
         @param reactor: the main reactor (DNS timers and thread pool).
         @param stats: the L{StatsStore}.
@@ -152,12 +153,16 @@ class ClusterManager(Service):
             a Deferred list of IPs; default L{GetAddrInfoResolver}.
         @param rng: a C{random()}-like function for load balancers and DNS
             jitter; default C{random.random}.
+        @param accessLogManager: the L{txenvoy.accesslog.manager.AccessLogManager}
+            that writes health check event logs (C{event_log_path}); without
+            one they are not written.
         @raise ConfigError: naming the field of the first invalid setting.
         """
         self.reactor = reactor
         self.statsStore = stats
         self.mainShard = mainShard
         self.validateOnly = validateOnly
+        self.accessLogManager = accessLogManager
         self.localClusterName = localClusterName
         self._rng = rng if rng is not None else _random.random
         self._resolver = dnsResolver if dnsResolver is not None else GetAddrInfoResolver(reactor)
@@ -210,8 +215,21 @@ class ClusterManager(Service):
                 self.reactor, cluster, info.outlierDetection, self.mainShard, self._rng))
         if info.healthCheck is not None and not self.validateOnly:
             cluster.attachHealthChecker(HealthChecker(
-                self.reactor, cluster, info.healthCheck, self.mainShard, self._rng))
+                self.reactor, cluster, info.healthCheck, self.mainShard, self._rng,
+                self._eventLogger(info, path)))
         return cluster
+
+    def _eventLogger(self, info, path):
+        config = info.healthCheck
+        if not config.eventLogPaths or self.accessLogManager is None:
+            return None
+        writers = []
+        for logPath in config.eventLogPaths:
+            try:
+                writers.append(self.accessLogManager.fileWriter(logPath))
+            except ConfigError as e:
+                raise ConfigError("%s.health_checks[0]: %s" % (path, e))
+        return HealthCheckEventLogger(self.reactor, writers, config.kind, info.name)
 
     def initialize(self):
         """

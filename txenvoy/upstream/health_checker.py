@@ -26,6 +26,10 @@ Envoy's semantics, copied:
    for a failed host, and the C{*_edge_interval}s while a change of state
    is pending. Jitter is added as C{random % interval_jitter} plus
    C{random % (interval_jitter_percent% of the interval)}.
+ - With C{event_log_path} or C{event_logger} file sinks, transitions (and,
+   with C{always_log_health_check_failures} / C{_success}, every failure or
+   every pass that changes nothing) are written as Envoy's JSON event lines
+   (L{txenvoy.upstream.health_check_event_logger}).
 """
 
 import random as _random
@@ -33,8 +37,9 @@ import random as _random
 from twisted.internet import defer, protocol
 from twisted.internet.error import ConnectionDone
 
-from txenvoy.config.errors import ConfigError, UnsupportedField, report
+from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField, report
 from txenvoy.config.fields import checkFields, durationSeconds
+from txenvoy.config.registry import unpackAny
 from txenvoy.upstream.host import (
     ACTIVE_HC_TIMEOUT,
     DEGRADED_ACTIVE_HC,
@@ -68,12 +73,11 @@ _HC_FIELDS = (
     "unhealthy_threshold", "healthy_threshold", "reuse_connection", "http_health_check",
     "tcp_health_check", "no_traffic_interval", "no_traffic_healthy_interval",
     "unhealthy_interval", "unhealthy_edge_interval", "healthy_edge_interval",
+    "event_log_path", "event_logger", "always_log_health_check_failures",
+    "always_log_health_check_success",
 )
-_HC_IGNORED = (
-    # Only decide whether failures/successes are logged to an event log,
-    # which is refused (event_log_path, event_logger).
-    "always_log_health_check_failures", "always_log_health_check_success",
-)
+_HC_IGNORED = ()
+_EVENT_SINK_TYPE = "envoy.extensions.health_check.event_sinks.file.v3.HealthCheckEventFileSink"
 _HTTP_FIELDS = ("host", "path", "request_headers_to_add", "request_headers_to_remove",
                 "expected_statuses", "retriable_statuses", "codec_client_type", "method")
 _TCP_FIELDS = ("send", "receive")
@@ -106,6 +110,9 @@ class HealthCheckConfig:
         self.intervalJitter = kw.pop("intervalJitter", 0.0)
         self.intervalJitterPercent = kw.pop("intervalJitterPercent", 0)
         self.reuseConnection = kw.pop("reuseConnection", True)
+        self.eventLogPaths = kw.pop("eventLogPaths", ())
+        self.alwaysLogFailures = kw.pop("alwaysLogFailures", False)
+        self.alwaysLogSuccess = kw.pop("alwaysLogSuccess", False)
         self.noTrafficInterval = kw.pop("noTrafficInterval", DEFAULT_NO_TRAFFIC_INTERVAL)
         self.noTrafficHealthyInterval = kw.pop("noTrafficHealthyInterval",
                                                self.noTrafficInterval)
@@ -225,6 +232,26 @@ def _compileHttp(http, path, clusterName, kw):
     kw["retriable"] = _ranges(http.retriable_statuses, path + ".retriable_statuses", 100)
 
 
+def _eventLogPaths(hc, path):
+    """C{event_log_path} and the C{event_logger} file sinks' paths, in order."""
+    paths = [hc.event_log_path] if hc.event_log_path else []
+    for i, sink in enumerate(hc.event_logger):
+        spath = "%s.event_logger[%d]" % (path, i)
+        checkFields(sink, ("name", "typed_config"), spath)
+        typeName = sink.typed_config.type_url.rsplit("/", 1)[-1]
+        if typeName != _EVENT_SINK_TYPE:
+            report(UnsupportedExtension(spath + ".typed_config", typeName, sink.name))
+            continue
+        message = unpackAny(sink.typed_config, spath + ".typed_config")
+        checkFields(message, ("event_log_path",), spath + ".typed_config")
+        if not message.event_log_path:
+            raise ConfigError("%s.typed_config.event_log_path: value length must be at least 1 "
+                              "characters (HealthCheckEventFileSinkValidationError.EventLogPath)"
+                              % (spath,))
+        paths.append(message.event_log_path)
+    return tuple(paths)
+
+
 def compileHealthChecks(proto, path):
     """
     Compile C{Cluster.health_checks}.
@@ -271,6 +298,9 @@ def compileHealthChecks(proto, path):
     kw["intervalJitterPercent"] = hc.interval_jitter_percent
     if hc.HasField("reuse_connection"):
         kw["reuseConnection"] = hc.reuse_connection.value
+    kw["eventLogPaths"] = _eventLogPaths(hc, hpath)
+    kw["alwaysLogFailures"] = hc.always_log_health_check_failures
+    kw["alwaysLogSuccess"] = hc.always_log_health_check_success
     which = hc.WhichOneof("health_checker")
     if which == "http_health_check":
         kw["kind"] = HTTP
@@ -543,7 +573,8 @@ class HostSession:
         if not cfg.inRanges(cfg.expected, r.status):
             if r.header(b"x-envoy-immediate-health-check-fail") is not None:
                 self.host.setHealthFlag(EXCLUDED_VIA_IMMEDIATE_HC_FAIL)
-            self.handleFailure(ACTIVE, retriable=cfg.inRanges(cfg.retriable, r.status))
+            self.handleFailure(ACTIVE, retriable=cfg.inRanges(cfg.retriable, r.status),
+                               statusCode=r.status)
         else:
             self.handleSuccess(degraded=r.header(b"x-envoy-degraded") is not None)
         if not cfg.reuseConnection or not r.keepAlive():
@@ -572,6 +603,7 @@ class HostSession:
         self.numUnhealthy = 0
         host = self.host
         changed = UNCHANGED
+        events = self.checker.eventLogger
         if host.hasHealthFlag(FAILED_ACTIVE_HC):
             self.numHealthy += 1
             if self.firstCheck or self.numHealthy >= self.config.healthyThreshold:
@@ -580,24 +612,38 @@ class HostSession:
                     host.clearHealthFlag(flag)
                 self.checker.stats["healthy"].inc()
                 changed = CHANGED
+                if events is not None:
+                    events.logAddHealthy(host, self.firstCheck)
             else:
                 changed = CHANGE_PENDING
+        if changed != CHANGED and events is not None and self.config.alwaysLogSuccess:
+            events.logSuccessful(host)
         if degraded != host.hasHealthFlag(DEGRADED_ACTIVE_HC):
             if degraded:
                 host.setHealthFlag(DEGRADED_ACTIVE_HC)
                 self.checker.stats["degraded"].inc()
+                if events is not None:
+                    events.logDegraded(host)
             else:
+                if events is not None:
+                    events.logNoLongerDegraded(host)
                 host.clearHealthFlag(DEGRADED_ACTIVE_HC)
                 self.checker.stats["degraded"].dec()
             changed = CHANGED
         self.checker.stats["success"].inc()
         self._finish(changed, healthy=True)
 
-    def setUnhealthy(self, failureType, retriable=True):
-        """Count a failed check; @return: the transition."""
+    def setUnhealthy(self, failureType, retriable=True, statusCode=0):
+        """
+        Count a failed check; @return: the transition.
+
+        @param statusCode: the HTTP status that failed it, for the event
+            log, or 0.
+        """
         self.numHealthy = 0
         host = self.host
         changed = UNCHANGED
+        events = self.checker.eventLogger
         if not host.hasHealthFlag(FAILED_ACTIVE_HC):
             self.numUnhealthy += 1
             if ((not retriable and failureType not in (NETWORK, NETWORK_TIMEOUT))
@@ -605,12 +651,16 @@ class HostSession:
                 host.setHealthFlag(FAILED_ACTIVE_HC)
                 self.checker.stats["healthy"].dec()
                 changed = CHANGED
+                if events is not None:
+                    events.logEjectUnhealthy(host, failureType, statusCode)
             else:
                 changed = CHANGE_PENDING
         if failureType == NETWORK_TIMEOUT and host.hasHealthFlag(FAILED_ACTIVE_HC):
             host.setHealthFlag(ACTIVE_HC_TIMEOUT)
         else:
             host.clearHealthFlag(ACTIVE_HC_TIMEOUT)
+        if events is not None and (self.firstCheck or self.config.alwaysLogFailures):
+            events.logUnhealthy(host, failureType, self.firstCheck, statusCode)
         stats = self.checker.stats
         stats["failure"].inc()
         if failureType in (NETWORK, NETWORK_TIMEOUT):
@@ -619,9 +669,9 @@ class HostSession:
             stats["passive_failure"].inc()
         return changed
 
-    def handleFailure(self, failureType, retriable=True):
+    def handleFailure(self, failureType, retriable=True, statusCode=0):
         """A check failed: C{failureType} is L{ACTIVE}, L{NETWORK}..."""
-        changed = self.setUnhealthy(failureType, retriable)
+        changed = self.setUnhealthy(failureType, retriable, statusCode)
         self._finish(changed, healthy=False)
 
     def _finish(self, changed, healthy):
@@ -642,10 +692,13 @@ class HealthChecker:
     @ivar stats: C{{name: counter or gauge}} of C{cluster.<name>.health_check.*}.
     """
 
-    def __init__(self, reactor, cluster, config, mainShard, rng=None):
+    def __init__(self, reactor, cluster, config, mainShard, rng=None, eventLogger=None):
         self.reactor = reactor
         self.cluster = cluster
         self.config = config
+        #: The L{txenvoy.upstream.health_check_event_logger.HealthCheckEventLogger},
+        #: or C{None} when the check has no event log.
+        self.eventLogger = eventLogger
         self._rng = rng if rng is not None else _random.random
         scope = mainShard.scope(cluster.info.statPrefix + "health_check.")
         self.stats = {n: scope.counter(n) for n in COUNTERS}
