@@ -3,7 +3,7 @@
 Health check event logs (Envoy's C{HealthCheckEventLoggerImpl}): a
 cluster's C{health_checks[].event_log_path} and its C{event_logger} file
 sinks (C{envoy.health_check.event_sinks.file}) get one JSON line per event,
-byte for byte as Envoy 1.40 writes them:
+byte for byte as Envoy 1.40 writes them::
 
     {"health_checker_type":"HTTP","host":{"socket_address":{...}},
      "cluster_name":"c","eject_unhealthy_event":{"failure_type":"ACTIVE",
