@@ -64,6 +64,7 @@ _CLUSTER = """\
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(o4)d}}}
 """
 
+#: One HTTP listener routing to the clusters (also used by test_subset_lb).
 CONFIG = """\
 admin:
   address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}

@@ -50,6 +50,7 @@ from txenvoy.router.matcher import (
 )
 from txenvoy.regex import compileRegexMatcher, compileRegexRewrite
 from txenvoy.tracing.http_tracer import compileDecorator, compileRouteTracing
+from txenvoy.upstream.metadata_match import mergeCriteria, metadataCriteria
 
 __all__ = [
     "RouteTable",
@@ -126,13 +127,13 @@ _ACTION_FIELDS = frozenset((
     "host_rewrite_header", "host_rewrite_path_regex", "append_x_forwarded_host", "timeout",
     "idle_timeout", "flush_timeout", "retry_policy", "priority", "hash_policy", "cors",
     "max_grpc_timeout", "grpc_timeout_offset", "upgrade_configs", "max_stream_duration",
-    "include_vh_rate_limits", "max_internal_redirects",
+    "include_vh_rate_limits", "max_internal_redirects", "metadata_match",
 ))
 _WEIGHTED_FIELDS = frozenset(("clusters", "total_weight", "runtime_key_prefix", "header_name"))
 _CLUSTER_WEIGHT_FIELDS = frozenset((
     "name", "cluster_header", "weight", "request_headers_to_add", "request_headers_to_remove",
     "response_headers_to_add", "response_headers_to_remove", "typed_per_filter_config",
-    "host_rewrite_literal",
+    "host_rewrite_literal", "metadata_match",
 ))
 _RETRY_FIELDS = frozenset((
     "retry_on", "num_retries", "per_try_timeout", "per_try_idle_timeout",
@@ -360,11 +361,13 @@ class WeightedCluster(_Frozen):
         route's chain (L{HeaderMutations}).
     @ivar responseHeadersMutations: likewise for the response.
     @ivar perFilterConfig: C{{filterName: google.protobuf.Any}}.
+    @ivar metadataMatch: the route's C{metadata_match} criteria merged with
+        this cluster's (see L{txenvoy.upstream.metadata_match}), or C{None}.
     """
 
     __slots__ = ("name", "clusterHeader", "weight", "hostRewriteLiteral",
                  "requestHeadersMutations", "responseHeadersMutations", "perFilterConfig",
-                 "_requestLevel", "_responseLevel", "routeMatch")
+                 "_requestLevel", "_responseLevel", "routeMatch", "metadataMatch")
 
     def clusterName(self, headers):
         """
@@ -466,6 +469,8 @@ class RouteEntry(_Frozen):
     @ivar perFilterConfig: C{{filterName: google.protobuf.Any}}, raw.
     @ivar decorator: a L{txenvoy.tracing.http_tracer.Decorator}, or C{None}.
     @ivar tracing: a L{txenvoy.tracing.http_tracer.RouteTracing}, or C{None}.
+    @ivar metadataMatch: the C{metadata_match} criteria for subset load
+        balancing (L{txenvoy.upstream.metadata_match}), or C{None}.
     """
 
     __slots__ = (
@@ -480,7 +485,7 @@ class RouteEntry(_Frozen):
         "responseHeadersMutations", "perFilterConfig", "cors", "metadata", "priority",
         "includeVhRateLimits", "perRequestBufferLimitBytes", "requestBodyBufferLimit",
         "requestHeadersMutation", "responseHeadersMutation", "decorator", "tracing",
-        "_matchedSize", "_routeMatch", "_weightEnds", "_randomHeader", "_rng",
+        "metadataMatch", "_matchedSize", "_routeMatch", "_weightEnds", "_randomHeader", "_rng",
     )
 
     def clusterName(self, headers):
@@ -637,6 +642,7 @@ def _entryDefaults(name, vhost):
         requestHeadersMutation=None, responseHeadersMutation=None,
         requestHeadersMutations=EMPTY, responseHeadersMutations=EMPTY,
         perFilterConfig={}, cors=None, metadata=None, decorator=None, tracing=None,
+        metadataMatch=None,
         priority="DEFAULT", includeVhRateLimits=False,
         perRequestBufferLimitBytes=vhost.perRequestBufferLimitBytes,
         requestBodyBufferLimit=vhost.requestBodyBufferLimit,
@@ -680,6 +686,17 @@ class RouteMatch:
     """
 
     __slots__ = ("entry", "virtualHost", "clusterName", "weightedCluster")
+
+    @property
+    def metadataMatch(self):
+        """
+        The request's C{metadata_match} criteria: the weighted cluster's
+        (merged with the route's) or the route's, or C{None}.
+        """
+        weighted = self.weightedCluster
+        if weighted is not None:
+            return weighted.metadataMatch
+        return self.entry.metadataMatch
 
     def __init__(self, entry, virtualHost, clusterName=None, weightedCluster=None):
         self.entry = entry
@@ -1214,6 +1231,8 @@ class _Compiler:
 
     def compileRouteAction(self, action, attributes, vhost, requestChain, responseChain, path):
         checkFields(action, _ACTION_FIELDS, path)
+        if action.HasField("metadata_match"):
+            attributes["metadataMatch"] = metadataCriteria(action.metadata_match)
         which = action.WhichOneof("cluster_specifier")
         if which == "cluster":
             self.checkCluster(action.cluster, path + ".cluster")
@@ -1328,6 +1347,10 @@ class _Compiler:
                 _requestLevel=requestLevel,
                 _responseLevel=responseLevel,
                 routeMatch=None,
+                metadataMatch=mergeCriteria(
+                    attributes.get("metadataMatch"),
+                    metadataCriteria(clusterConfig.metadata_match)
+                    if clusterConfig.HasField("metadata_match") else None),
             )
             clusters.append(cluster)
         if total == 0:

@@ -609,8 +609,8 @@ class RouterFilter:
 
     def _startAttempt(self):
         cluster = self.cluster
-        host = cluster.chooseHost(LoadBalancerContext(self.callbacks.connection, self.request,
-                                                      self._hashKey))
+        host = cluster.chooseHost(LoadBalancerContext(
+            self.callbacks.connection, self.request, self._hashKey, self.route.metadataMatch))
         if host is None:
             if log.debugEnabled:
                 log.debug("%sno healthy host for HTTP connection pool", _tag(self.callbacks))

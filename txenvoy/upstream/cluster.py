@@ -32,6 +32,7 @@ from txenvoy.upstream.host import (
     Host,
     Locality,
 )
+from txenvoy.upstream.metadata_match import hostValues
 from txenvoy.upstream.outlier_detection import compileOutlierDetection
 from txenvoy.upstream.load_balancer import (
     LEAST_REQUEST,
@@ -46,6 +47,7 @@ from txenvoy.upstream.thread_aware_lb import TableCache, newLoadBalancer
 
 RING_HASH = "RING_HASH"
 MAGLEV = "MAGLEV"
+from txenvoy.upstream.subset_lb import SubsetLoadBalancer, compileSubsetConfig
 
 STATIC = "STATIC"
 STRICT_DNS = "STRICT_DNS"
@@ -117,10 +119,7 @@ IGNORED_LOCALITY_ENDPOINTS_FIELDS = (
     # Not used by Envoy's built-in load balancers.
     "proximity",
 )
-IGNORED_LB_ENDPOINT_FIELDS = (
-    # Subset load balancing / metadata_match only (rejected).
-    "metadata",
-)
+IGNORED_LB_ENDPOINT_FIELDS = ()
 IGNORED_ENDPOINT_FIELDS = ()
 HEALTH_CHECK_CONFIG_FIELDS = ("port_value", "hostname", "disable_active_health_check")
 IGNORED_POLICY_FIELDS = (
@@ -291,6 +290,8 @@ class ClusterInfo:
         (L{txenvoy.upstream.outlier_detection.OutlierConfig}), or C{None}.
     @ivar originalDst: L{OriginalDstSettings} (read by C{ORIGINAL_DST}
         clusters only).
+    @ivar lbSubset: the compiled C{lb_subset_config}
+        (L{txenvoy.upstream.subset_lb.SubsetConfig}), or C{None}.
     """
 
     def __init__(self, **kw):
@@ -325,6 +326,7 @@ class ClusterInfo:
         self.healthCheck = kw.pop("healthCheck", None)
         self.outlierDetection = kw.pop("outlierDetection", None)
         self.originalDst = kw.pop("originalDst", None) or OriginalDstSettings()
+        self.lbSubset = kw.pop("lbSubset", None)
         if kw:
             raise TypeError("unknown ClusterInfo settings: %s" % (sorted(kw),))
 
@@ -353,11 +355,12 @@ class EndpointSpec:
     """
 
     __slots__ = ("address", "port", "hostname", "weight", "priority", "locality",
-                 "healthFlags", "edsHealthStatus", "path", "healthCheck", "hashKey")
+                 "healthFlags", "edsHealthStatus", "path", "healthCheck", "hashKey",
+                 "metadata")
 
     def __init__(self, address, port, hostname="", weight=1, priority=0, locality=None,
                  healthFlags=(), edsHealthStatus="HEALTHY", path="", healthCheck=(0, "", False),
-                 hashKey=""):
+                 hashKey="", metadata=None):
         self.address = address
         self.port = port
         self.hostname = hostname
@@ -370,6 +373,8 @@ class EndpointSpec:
         # health_check_config: (port_value, hostname, disable_active_health_check).
         self.healthCheck = healthCheck
         self.hashKey = hashKey
+        # envoy.lb metadata (metadata_match.hostValues).
+        self.metadata = metadata
 
     def makeHost(self, clusterName, ip=None, hostname=None):
         """A new L{Host} for this endpoint at C{ip} (default: the address)."""
@@ -386,6 +391,7 @@ class EndpointSpec:
             healthCheckHostname=self.healthCheck[1],
             disableActiveHealthCheck=self.healthCheck[2],
             hashKey=self.hashKey,
+            metadata=self.metadata,
         )
 
 
@@ -401,6 +407,7 @@ _CLUSTER_HANDLED = frozenset((
     "protocol_selection", "upstream_connection_options", "load_balancing_policy",
     "health_checks", "outlier_detection", "cleanup_interval", "original_dst_lb_config",
     "ring_hash_lb_config", "maglev_lb_config",
+    "lb_subset_config",
 ))
 
 
@@ -444,6 +451,7 @@ def compileCluster(proto, path):
 
     kw["lbConfig"] = _compileLb(proto, path)
     kw["originalDst"] = _compileOriginalDst(proto, path, ctype)
+    kw["lbSubset"] = compileSubsetConfig(proto, path)
     kw["circuitBreakers"] = _compileCircuitBreakers(proto, path)
     _compileProtocolOptions(proto, path, kw)
     kw["dns"] = _compileDns(proto, path)
@@ -848,8 +856,8 @@ def _compileLoadAssignment(proto, path, ctype):
             locality = Locality(lle.locality.region, lle.locality.zone, lle.locality.sub_zone)
         for j, lbe in enumerate(lle.lb_endpoints):
             bpath = "%s.lb_endpoints[%d]" % (epath, j)
-            checkFields(lbe, ("endpoint", "health_status", "load_balancing_weight"), bpath,
-                        IGNORED_LB_ENDPOINT_FIELDS)
+            checkFields(lbe, ("endpoint", "health_status", "load_balancing_weight", "metadata"),
+                        bpath, IGNORED_LB_ENDPOINT_FIELDS)
             weight = 1
             if lbe.HasField("load_balancing_weight"):
                 weight = lbe.load_balancing_weight.value
@@ -889,7 +897,8 @@ def _compileLoadAssignment(proto, path, ctype):
                 edsHealthStatus="HEALTHY" if status == "UNKNOWN" else status,
                 path=dpath,
                 healthCheck=(hcc.port_value, hcc.hostname, hcc.disable_active_health_check),
-                hashKey=_lbHashKey(lbe)))
+                hashKey=_lbHashKey(lbe),
+                metadata=hostValues(lbe.metadata)))
     if ctype == LOGICAL_DNS and (len(la.endpoints) != 1 or len(endpoints) != 1):
         raise ConfigError(
             "%s: LOGICAL_DNS clusters must have a single locality_lb_endpoint and a "
@@ -923,11 +932,12 @@ WORKER_COUNTERS = (
     "upstream_rq_retry_backoff_exponential", "upstream_rq_retry_backoff_ratelimited",
     "upstream_rq_max_duration_reached", "upstream_rq_maintenance_mode",
     "lb_healthy_panic", "bind_errors", "retry_or_shadow_abandoned",
-    "original_dst_host_invalid",
+    "original_dst_host_invalid", "lb_subsets_created", "lb_subsets_fallback",
+    "lb_subsets_fallback_panic", "lb_subsets_removed", "lb_subsets_selected",
 )
 WORKER_GAUGES = (
     "upstream_cx_active", "upstream_rq_active", "upstream_rq_pending_active",
-    "upstream_cx_rx_bytes_buffered", "upstream_cx_tx_bytes_buffered",
+    "upstream_cx_rx_bytes_buffered", "upstream_cx_tx_bytes_buffered", "lb_subsets_active",
 )
 WORKER_HISTOGRAMS = (
     "upstream_cx_connect_ms", "upstream_cx_length_ms", "upstream_rq_time",
@@ -940,13 +950,11 @@ MAIN_COUNTERS = (
     "update_empty", "update_no_rebuild", "assignment_stale", "assignment_timeout_received",
     "assignment_use_cached", "lb_local_cluster_not_ok", "lb_recalculate_zone_structures",
     "lb_zone_cluster_too_small", "lb_zone_no_capacity_left", "lb_zone_routing_all_directly",
-    "lb_zone_routing_cross_zone", "lb_zone_routing_sampled", "lb_subsets_created",
-    "lb_subsets_fallback", "lb_subsets_fallback_panic", "lb_subsets_removed",
-    "lb_subsets_selected",
+    "lb_zone_routing_cross_zone", "lb_zone_routing_sampled",
 )
 MAIN_GAUGES = (
     "membership_total", "membership_healthy", "membership_degraded", "membership_excluded",
-    "max_host_weight", "version", "warming_state", "lb_subsets_active",
+    "max_host_weight", "version", "warming_state",
 )
 
 
@@ -968,6 +976,10 @@ class ClusterStats:
         self._codes = {}
         self._prefixedCodes = {}
         self._prefixedTimes = {}
+
+    def gauge(self, name):
+        """A gauge of this cluster's scope not among L{WORKER_GAUGES}."""
+        return self._scope.gauge(name)
 
     def rqCode(self, code):
         """
@@ -1084,7 +1096,11 @@ class PrimaryCluster:
             L{txenvoy.upstream.cluster_manager.ThreadLocalCluster} (its
             C{workerName} and C{stats}).
         """
-        return newLoadBalancer(self.info.lbConfig, threadLocal.workerName,
+        info = self.info
+        if info.lbSubset is not None:
+            return SubsetLoadBalancer(info.lbSubset, info.lbConfig, threadLocal.workerName,
+                                      threadLocal.stats, rng)
+        return newLoadBalancer(info.lbConfig, threadLocal.workerName,
                                threadLocal.stats.lb_healthy_panic, rng)
 
     def attachHealthChecker(self, checker):

@@ -122,6 +122,9 @@ class Host:
     @ivar hashKey: the endpoint's C{envoy.lb} C{hash_key} metadata, which
         consistent-hash load balancers hash instead of its address (C{""}
         when unset).
+    @ivar metadata: the endpoint's C{envoy.lb} metadata, as
+        L{txenvoy.upstream.metadata_match.hostValues} gives it (subset load
+        balancing matches it).
     """
 
     __slots__ = (
@@ -129,13 +132,13 @@ class Host:
         "locality", "clusterName", "_flags", "_healthy", "_degraded",
         "_perWorker", "canary", "_edsStatus", "healthChecker", "outlierMonitor",
         "healthCheckPort", "healthCheckHostname", "disableActiveHealthCheck",
-        "hashKey",
+        "hashKey", "metadata",
     )
 
     def __init__(self, address, hostname="", weight=1, priority=0,
                  locality=None, clusterName="", healthFlags=(),
                  edsHealthStatus="HEALTHY", healthCheckPort=0, healthCheckHostname="",
-                 disableActiveHealthCheck=False, hashKey=""):
+                 disableActiveHealthCheck=False, hashKey="", metadata=None):
         self.address = (address[0], int(address[1]))
         self.addressString = formatAddress(self.address)
         self.hostname = hostname
@@ -143,6 +146,7 @@ class Host:
         self.priority = int(priority)
         self.locality = locality if locality is not None else _NO_LOCALITY
         self.clusterName = clusterName
+        self.metadata = metadata if metadata is not None else {}
         self.canary = False
         # The cluster's active health checker (main thread), or None: a
         # worker reports x-envoy-immediate-health-check-fail through it.

@@ -18,14 +18,18 @@ class LoadBalancerContext:
         L{txenvoy.http.headers.RequestHeaders}, or C{None} for TCP.
     @ivar hashKey: the request's hash from the route's (or tcp_proxy's)
         C{hash_policy}, or C{None}.
+    @ivar metadataMatch: the route's C{metadata_match} criteria (see
+        L{txenvoy.upstream.metadata_match}), or C{None}.
     """
 
-    __slots__ = ("downstreamConnection", "downstreamHeaders", "hashKey")
+    __slots__ = ("downstreamConnection", "downstreamHeaders", "hashKey", "metadataMatch")
 
-    def __init__(self, downstreamConnection=None, downstreamHeaders=None, hashKey=None):
+    def __init__(self, downstreamConnection=None, downstreamHeaders=None, hashKey=None,
+                 metadataMatch=None):
         self.downstreamConnection = downstreamConnection
         self.downstreamHeaders = downstreamHeaders
         self.hashKey = hashKey
+        self.metadataMatch = metadataMatch
 
     def computeHashKey(self):
         """
