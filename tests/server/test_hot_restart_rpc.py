@@ -9,7 +9,8 @@ import socket
 from twisted.trial.unittest import SynchronousTestCase
 
 from txenvoy.server.hot_restart_rpc import (MAX_SENDMSG_SIZE, DomainSocketInUse,
-                                            HotRestartError, MessageAssembler, RpcStream,
+                                            HotRestartError, MessageAssembler, PeerClosed,
+                                            RpcStream,
                                             domainSocketAddress, encode)
 
 
@@ -57,9 +58,9 @@ class StreamTests(SynchronousTestCase):
 
     def setUp(self):
         base = _baseId()
-        self.parent = RpcStream(base, 0, "parent")
+        self.parent = RpcStream.bound(base, 0, "parent")
         self.addCleanup(self.parent.close)
-        self.child = RpcStream(base, 1, "child")
+        self.child = RpcStream.bound(base, 1, "child")
         self.addCleanup(self.child.close)
         self.parentAddress = domainSocketAddress(base, 0, "parent")
         self.childAddress = domainSocketAddress(base, 1, "child")
@@ -89,7 +90,7 @@ class StreamTests(SynchronousTestCase):
 
     def test_inUse(self):
         """A second process on the same base id and epoch gets Envoy's message."""
-        e = self.assertRaises(DomainSocketInUse, RpcStream, self.parent.baseId, 0, "parent")
+        e = self.assertRaises(DomainSocketInUse, RpcStream.bound, self.parent.baseId, 0, "parent")
         self.assertIn("unable to bind domain socket with base_id=%d, id=0"
                       % (self.parent.baseId * 10,), str(e))
         self.assertIn("(see --base-id option)", str(e))
@@ -97,7 +98,7 @@ class StreamTests(SynchronousTestCase):
     def test_noPeer(self):
         """Nobody on the other end: retried as Envoy does, then an error that says so."""
         slept = []
-        lonely = RpcStream(self.parent.baseId + 1, 1, "child", sleep=slept.append)
+        lonely = RpcStream.bound(self.parent.baseId + 1, 1, "child", sleep=slept.append)
         self.addCleanup(lonely.close)
         e = self.assertRaises(HotRestartError, lonely.send,
                               domainSocketAddress(self.parent.baseId + 1, 0, "parent"), {})
@@ -106,3 +107,17 @@ class StreamTests(SynchronousTestCase):
 
     def test_receiveTimeout(self):
         self.assertRaises(HotRestartError, self.parent.receive, 0.05)
+
+    def test_connectedPair(self):
+        """
+        One end of a sequenced-packet pair (the worker processes' channel):
+        sends need no address, and the peer's close is seen.
+        """
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        left, right = RpcStream(a), RpcStream(b)
+        self.addCleanup(left.close)
+        left.send(None, {"stats": {"counters": {"x": 1}}})
+        self.assertEqual(right.receive(timeout=5), ({"stats": {"counters": {"x": 1}}}, []))
+        left.close()
+        self.assertRaises(PeerClosed, right.receive, 5)
+        right.close()

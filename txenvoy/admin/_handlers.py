@@ -167,7 +167,7 @@ def statsPrometheus(call):
 
 
 def resetCounters(call):
-    call.server.stats.resetCounters()
+    call.server.resetCounters()
     return _ok()
 
 
@@ -297,6 +297,9 @@ def runtimeModify(call):
         except (NoAdminLayer, RuntimeYamlError) as e:
             # Envoy's bodies: no newline after the error.
             return AdminResponse(503, str(e))
+        notify = getattr(call.server, "runtimeModified", None)
+        if notify is not None:
+            notify(dict(items))
         return _ok()
     if not any(kind == "admin" for _, kind in call.admin.runtimeLayers()):
         return AdminResponse(503, "No admin layer specified\n")

@@ -40,7 +40,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from txenvoy.server.hot_restart_rpc import (DEFAULT_SOCKET_PATH, DomainSocketInUse,
-                                            HotRestartError, RpcStream, domainSocketAddress)
+                                            HotRestartError, PeerClosed, RpcStream,
+                                            domainSocketAddress)
 
 log = Logger(namespace="main")
 
@@ -88,12 +89,13 @@ def listenerAddress(host, port):
 
 
 @implementer(IReadDescriptor)
-class _Reader:
+class MessageReader:
     """Feeds each message arriving on a stream to a callable, on the reactor."""
 
-    def __init__(self, stream, onMessage):
+    def __init__(self, stream, onMessage, onClosed=lambda: None):
         self._stream = stream
         self._onMessage = onMessage
+        self._onClosed = onClosed
 
     def fileno(self):
         return self._stream.fileno()
@@ -102,6 +104,9 @@ class _Reader:
         while True:
             try:
                 got = self._stream.receive()
+            except PeerClosed:
+                self._onClosed()
+                return
             except HotRestartError as e:
                 log.error("hot restart: {error}", error=e)
                 continue
@@ -139,9 +144,9 @@ class HotRestart:
         self.baseId = baseId
         self.epoch = epoch
         self._socketPath = socketPath
-        self._child = RpcStream(baseId, epoch, "child", socketPath, sleep)
+        self._child = RpcStream.bound(baseId, epoch, "child", socketPath, sleep)
         try:
-            self._parent = RpcStream(baseId, epoch, "parent", socketPath, sleep)
+            self._parent = RpcStream.bound(baseId, epoch, "parent", socketPath, sleep)
         except Exception:
             self._child.close()
             raise
@@ -328,7 +333,7 @@ class HotRestart:
         self._merger = ParentStatsMerger(server.stats.shard("hot_restart_parent"))
         for stream, handler in ((self._parent, self._onRequestFromChild),
                                 (self._child, self._onReplyFromParent)):
-            reader = _Reader(stream, handler)
+            reader = MessageReader(stream, handler)
             self._readers.append(reader)
             server.reactor.addReader(reader)
 
@@ -424,6 +429,15 @@ class ParentStatsMerger:
         connections = stats.get("num_connections", 0)
         shard.gauge("server.parent_connections").set(connections)
         self._gauges.add("server.parent_connections")
+
+    def skipCounters(self, stats):
+        """Take C{stats}' counters as the new base, adding nothing (after a reset)."""
+        self._lastCounters.update(stats.get("counters", {}))
+        stats["counters"] = {}
+
+    def forgetCounters(self):
+        """The other side's counters start again from zero."""
+        self._lastCounters.clear()
 
     def parentTerminated(self):
         """

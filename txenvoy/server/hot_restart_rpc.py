@@ -41,6 +41,10 @@ class HotRestartError(Exception):
     """The hot restart channel failed; the message says how, in Envoy's words."""
 
 
+class PeerClosed(HotRestartError):
+    """The other end of a connected channel went away."""
+
+
 class DomainSocketInUse(HotRestartError):
     """Another process holds this base id's socket (Envoy's C{HotRestartDomainSocketInUseException})."""
 
@@ -120,30 +124,42 @@ def _closeFd(fd):
 
 class RpcStream:
     """
-    One bound datagram socket of the channel (non-blocking), with blocking
-    sends and both blocking and non-blocking receives.
+    One datagram (or sequenced-packet) socket of the channel, non-blocking,
+    with blocking sends and both blocking and non-blocking receives.
+    L{bound} gives hot restart's named sockets; a connected socket (one end
+    of a C{socketpair}) sends with no address.
 
-    @ivar socket: the bound C{socket.socket}.
+    @ivar socket: the C{socket.socket}.
     """
 
-    def __init__(self, baseId, epoch, role, socketPath=DEFAULT_SOCKET_PATH,
-                 sleep=time.sleep):
+    def __init__(self, sock, baseId=0, sleep=time.sleep):
+        self.socket = sock
         self.baseId = baseId
         self._sleep = sleep
         self._assembler = MessageAssembler()
-        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.setblocking(False)
+
+    @classmethod
+    def bound(cls, baseId, epoch, role, socketPath=DEFAULT_SOCKET_PATH, sleep=time.sleep):
+        """
+        The socket of C{role} for C{epoch}, bound to its Envoy name.
+
+        @raise DomainSocketInUse: with Envoy's message, when another
+            process holds it.
+        """
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         address = domainSocketAddress(baseId, epoch, role, socketPath)
         try:
-            self.socket.bind(address)
+            sock.bind(address)
         except OSError as e:
-            self.socket.close()
+            sock.close()
             message = ("unable to bind domain socket with base_id=%d, id=%d, errno=%d "
                        "(see --base-id option)"
                        % (baseId * 10, epoch % MAX_CONCURRENT_PROCESSES, e.errno))
             if e.errno == errno.EADDRINUSE:
                 raise DomainSocketInUse(message)
             raise HotRestartError(message)
-        self.socket.setblocking(False)
+        return cls(sock, baseId, sleep)
 
     def fileno(self):
         return self.socket.fileno()
@@ -154,7 +170,8 @@ class RpcStream:
 
     def send(self, address, message, fd=None):
         """
-        Send one message (blocking), retrying while the peer refuses as
+        Send one message (blocking) to C{address} (C{None} on a connected
+        socket), retrying while the peer refuses as
         Envoy does (C{hot restart sendmsg() connection refused, retrying}).
 
         @param fd: a descriptor to pass with it (the message must fit one
@@ -172,7 +189,10 @@ class RpcStream:
             for chunk in chunks:
                 for attempt in range(SENDMSG_MAX_RETRIES):
                     try:
-                        self.socket.sendmsg([chunk], ancillary, 0, address)
+                        if address is None:
+                            self.socket.sendmsg([chunk], ancillary)
+                        else:
+                            self.socket.sendmsg([chunk], ancillary, 0, address)
                         break
                     except (ConnectionRefusedError, FileNotFoundError) as e:
                         if attempt == SENDMSG_MAX_RETRIES - 1:
@@ -210,6 +230,9 @@ class RpcStream:
             finally:
                 if deadline is not None:
                     self.socket.setblocking(False)
+            if not data and not fds:
+                # A sequenced-packet peer closed its end.
+                raise PeerClosed("the other end closed the channel")
             whole = self._assembler.feed(data, fds)
             if whole is not None:
                 return whole

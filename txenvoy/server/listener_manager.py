@@ -86,13 +86,13 @@ class ListenerManager(Service):
         Bind every listener's sockets (one per worker). Raises
         L{txenvoy.server.worker.BindError} for the first that fails.
         """
-        hotRestart = getattr(self.server, "hotRestart", None)
+        source = getattr(self.server, "listenSocketSource", None)
         try:
             for config in self.listeners:
                 inherited = None
-                if hotRestart is not None:
+                if source is not None:
                     address = listenerAddress(*config.address)
-                    inherited = lambda i, a=address: hotRestart.duplicateParentListenSocket(a, i)
+                    inherited = lambda i, a=address: source(a, i)
                 self._configuredAddress[config.name] = listenerAddress(*config.address)
                 self._sockets[config.name] = bindListenSockets(config, workerCount, inherited)
                 # Port 0 in the config: the kernel's choice, for /listeners.
@@ -135,6 +135,19 @@ class ListenerManager(Service):
         """
         Envoy's C{startWorkers}: add each listener to each worker.
         """
+        processes = getattr(self.server, "workerProcesses", None)
+        if processes is not None:
+            # Worker processes serve them; the sockets stay open here for
+            # their replacements and for the next hot restart epoch.
+            shares = []
+            for config in self.listeners:
+                socks = self._sockets.pop(config.name)
+                self._passable[config.name] = socks
+                self.totalActive.inc()
+                shares.append((self._configuredAddress[config.name], socks))
+            processes.startWorkers(shares)
+            self._stats.gauge("workers_started").set(1)
+            return
         for config in self.listeners:
             socks = self._sockets.pop(config.name)
             if getattr(self.server, "hotRestart", None) is not None:

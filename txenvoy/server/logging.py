@@ -102,6 +102,9 @@ class LogLevels:
         self.names = tuple(names)
         level = parseLevel(level)
         self._levels = dict.fromkeys(self.names, level)
+        #: Called with no argument after every change (worker processes
+        #: follow the main process's levels).
+        self.onChange = None
 
     def bindLoggers(self):
         """
@@ -129,7 +132,20 @@ class LogLevels:
                 logger.setLevel("info")
         self._bound = False
 
+    def levels(self):
+        """Every logger's level, as a dict."""
+        return dict(self._levels)
+
+    def setLevels(self, levels):
+        """Set the loggers named in C{levels} (a L{levels} result)."""
+        for name, level in levels.items():
+            if name in self._levels:
+                self._levels[name] = parseLevel(level)
+        self._syncLoggers()
+
     def _syncLoggers(self):
+        if self.onChange is not None:
+            self.onChange()
         if self._bound:
             for name, logger in _componentLoggers.items():
                 logger.setLevel(self._levels.get(name, "off"))

@@ -39,7 +39,8 @@ class ServerOptions:
                  localAddressIpVersion="v4", allowUnknownStaticFields=False,
                  rejectUnknownDynamicFields=False, ignoreUnknownDynamicFields=False,
                  cpusetThreads=False, enableCoreDump=False, imports=(), freezeGarbage=True,
-                 restartEpoch=0, baseIdPath="", disableHotRestart=False, hotRestart=False):
+                 restartEpoch=0, baseIdPath="", disableHotRestart=False, hotRestart=False,
+                 workerProcesses=1, workerIndexBase=0):
         self.configPath = configPath
         self.configYaml = configYaml
         self.mode = mode
@@ -69,6 +70,11 @@ class ServerOptions:
         self.imports = list(imports)
         self.freezeGarbage = freezeGarbage
         self.restartEpoch = restartEpoch
+        #: C{--worker-processes}: above 1, connections are served by that
+        #: many processes (L{txenvoy.server.worker_processes}).
+        self.workerProcesses = workerProcesses
+        #: The first worker thread number of this process (C{worker_N} stats).
+        self.workerIndexBase = workerIndexBase
         self.baseIdPath = baseIdPath
         self.disableHotRestart = disableHotRestart
         #: Whether this process takes part in hot restart (see
@@ -128,6 +134,17 @@ def _nonNegativeInt(name):
     return parse
 
 
+def _positiveInt(name):
+    check = _nonNegativeInt(name)
+
+    def parse(value):
+        n = check(value)
+        if n < 1:
+            raise usage.UsageError("error: invalid %s '%s'" % (name, value))
+        return n
+    return parse
+
+
 def _given(argv, flag):
     """Whether C{flag} is on the command line (as C{--flag V} or C{--flag=V})."""
     return any(a == flag or a.startswith(flag + "=") for a in argv)
@@ -148,6 +165,11 @@ class Options(usage.Options):
         ["concurrency", None, 1,
          "Number of worker threads to run; 0 runs connections on the main reactor.",
          _nonNegativeInt("concurrency")],
+        ["worker-processes", None, 1,
+         "txenvoy: number of worker processes, each running --concurrency worker threads "
+         "with its own SO_REUSEPORT socket per listener; the main process keeps the admin, "
+         "stats and config (default 1: workers are threads of the main process).",
+         _positiveInt("worker-processes")],
         ["log-level", "l", "info", "Log level: trace, debug, info, warning, error, critical, off."],
         ["component-log-level", None, "", "Comma separated list of component:level pairs."],
         ["log-path", None, "", "Path to the application log file (default: stderr)."],
@@ -283,4 +305,5 @@ class Options(usage.Options):
             enableCoreDump=bool(self["enable-core-dump"]), imports=self["import"],
             restartEpoch=self["restart-epoch"], baseIdPath=self["base-id-path"],
             disableHotRestart=bool(self["disable-hot-restart"]),
-            hotRestart=getattr(self, "_hotRestartGiven", False))
+            hotRestart=getattr(self, "_hotRestartGiven", False),
+            workerProcesses=self["worker-processes"])

@@ -76,6 +76,13 @@ class Server(MultiService):
         self.startTimeFirstEpoch = self.startTime
         #: The L{txenvoy.server.hot_restart.HotRestart}, when hot restart is on.
         self.hotRestart = None
+        #: Where listening sockets come from before they are bound:
+        #: C{f(address, workerIndex)} returns one or C{None} (hot restart,
+        #: worker processes).
+        self.listenSocketSource = None
+        #: The L{txenvoy.server.worker_processes.WorkerProcesses}, with
+        #: C{--worker-processes} above 1.
+        self.workerProcesses = None
         self._state = PRE_INITIALIZING
         self.healthCheckFailed = False
         self.node = node = type(bootstrap.node)()
@@ -125,16 +132,26 @@ class Server(MultiService):
         self._checkUnsupported(bootstrap)
         self.overloadManager = OverloadManager(reactor, bootstrap.overload_manager,
                                                self.mainStats, self.context)
-        if options.concurrency == 0:
+        socketsPerListener = None
+        if options.workerProcesses > 1 and not validateOnly:
+            from txenvoy.server.worker_processes import WorkerProcesses
+
+            # The connections are the worker processes'; none runs here.
+            self.workers = [MainThreadWorker(self)]
+            self.workerProcesses = WorkerProcesses(reactor, self, options.workerProcesses)
+            socketsPerListener = options.workerProcesses * (options.concurrency or 1)
+            self.logLevels.onChange = self._forwardLogLevels
+        elif options.concurrency == 0:
             self.workers = [MainThreadWorker(self)]
         else:
-            self.workers = [Worker(self, i) for i in range(options.concurrency)]
+            self.workers = [Worker(self, options.workerIndexBase + i)
+                            for i in range(options.concurrency)]
         for worker in self.workers:
             self.overloadManager.registerWorker(worker.dispatcher)
         self.mainStats.gauge("server.concurrency").set(options.concurrency)
         self.listenerManager = ListenerManager(
             self, bootstrap.static_resources.listeners, self.context,
-            workerCount=len(self.workers))
+            workerCount=socketsPerListener or len(self.workers))
         self.statsFlusher = self.admin = self.guardDog = None
         # Inside a collection of errors each part is checked even when an
         # earlier one failed (txenvoy.config.errors).
@@ -245,6 +262,7 @@ class Server(MultiService):
             ("cluster_manager", self.clusterManager),
             ("listener_manager", self.listenerManager),
             ("workers", self.runHelper),
+            ("worker_processes", self.workerProcesses),
         ]
         for name, part in parts:
             if part is not None:
@@ -260,6 +278,7 @@ class Server(MultiService):
         sockets are taken over; once serving, the previous epoch drains.
         """
         self.hotRestart = hotRestart
+        self.listenSocketSource = hotRestart.duplicateParentListenSocket
         self.hotRestartVersion = hotRestart.version
         s = self.mainStats.scope("server.")
         s.gauge("hot_restart_epoch").set(hotRestart.epoch)
@@ -360,6 +379,8 @@ class Server(MultiService):
         self._exitNow = True
         if self._shutdownDrain is not None:
             self._shutdownDrain.cut()
+        if self.workerProcesses is not None:
+            self.workerProcesses.exitNow()
 
     def connectionCount(self):
         """Downstream connections open on every worker."""
@@ -378,13 +399,34 @@ class Server(MultiService):
         """C{"LIVE"}, C{"DRAINING"}, C{"PRE_INITIALIZING"} or C{"INITIALIZING"}."""
         return _STATE_NAMES[self._state]
 
+    def _forward(self, action, **fields):
+        """Send an admin action on to the worker processes, if any."""
+        if self.workerProcesses is not None:
+            fields["action"] = action
+            self.workerProcesses.broadcast({"admin": fields})
+
+    def _forwardLogLevels(self):
+        self._forward("logging", levels=self.logLevels.levels())
+
+    def runtimeModified(self, items):
+        """C{POST /runtime_modify} applied C{items}: the worker processes follow."""
+        self._forward("runtime_modify", items=items)
+
+    def resetCounters(self):
+        """C{POST /reset_counters}: every counter back to zero, in every process."""
+        self.stats.resetCounters()
+        if self.workerProcesses is not None:
+            self.workerProcesses.resetCounters()
+
     def failHealthcheck(self):
         """C{POST /healthcheck/fail}: /ready answers 503 and server.live is 0."""
+        self._forward("healthcheck_fail")
         self.healthCheckFailed = True
         self._live.set(0)
         self._setState(DRAINING)
 
     def passHealthcheck(self):
+        self._forward("healthcheck_ok")
         self.healthCheckFailed = False
         self._live.set(1)
         self._setState(LIVE)
@@ -401,6 +443,7 @@ class Server(MultiService):
         C{POST /drain_listeners}: stop accepting, at once or after
         C{--drain-time-s} with C{graceful}.
         """
+        self._forward("drain_listeners", graceful=graceful, inboundOnly=inboundOnly)
         if graceful:
             self.drainManager.startDrainSequence()
             self.reactor.callLater(self.options.drainTimeS, self.listenerManager.stopListeners,

@@ -1,0 +1,257 @@
+"""
+Worker processes end to end: C{twistd envoy --worker-processes 2}, real
+clients and a real origin. One main process keeps the admin and the
+merged stats; two worker processes serve the listener.
+"""
+
+import http.client
+import os
+import re
+import signal
+import socket
+import time
+import urllib.request
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.e2e.harness import Envoy, SharedFixture, adminStats, freePort
+from tests.e2e.test_hot_restart import LoadClients
+from tests.e2e.test_http_filters import Origin
+
+
+def config(port, adminPort, originPort):
+    return """
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
+layered_runtime:
+  layers:
+  - name: admin
+    admin_layer: {}
+static_resources:
+  listeners:
+  - name: front
+    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: front
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                route: {cluster: origin}
+          http_filters:
+          - name: envoy.filters.http.fault
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+              abort: {http_status: 503, percentage: {numerator: 0}}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: origin
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: origin
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}
+""" % {"admin": adminPort, "port": port, "origin": originPort}
+
+
+def get(port, path="/"):
+    """One GET on a new connection: (status, connection header, body)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.getheader("connection"), r.read()
+    finally:
+        c.close()
+
+
+def post(adminPort, path):
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (adminPort, path), method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.status
+
+
+def workerPids(log):
+    """The live worker processes' pids by index, from the main process's log."""
+    pids = {}
+    for index, pid in re.findall(r"started worker process (\d+) \(pid (\d+)\)", log):
+        pids[int(index)] = int(pid)
+    return pids
+
+
+def waitUntil(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("%s not within %ss" % (what, timeout))
+
+
+def _startEnvoy(origin):
+    port, adminPort = freePort(), freePort()
+    envoy = Envoy(config(port, adminPort, origin.port), adminPort=adminPort,
+                  args=("--worker-processes", "2", "--shutdown-drain-time-s", "2"))
+    envoy.port = port
+    envoy.waitReady()
+    waitUntil(lambda: len(workerPids(envoy.output()[1])) == 2, 20, "two worker processes")
+    # Each worker process serves once its listeners started.
+    waitUntil(lambda: adminStats(adminPort).get("listener_manager.listener_create_success") == 2,
+              20, "both worker processes listening")
+    return envoy
+
+
+class WorkerProcessTests(SharedFixture, SynchronousTestCase):
+
+    @classmethod
+    def startFixture(cls):
+        cls.origin = Origin()
+        cls.envoy = _startEnvoy(cls.origin)
+
+    @classmethod
+    def stopFixture(cls):
+        cls.envoy.stop()
+        cls.origin.stop()
+
+    def stats(self):
+        return adminStats(self.envoy.adminPort)
+
+    def settled(self, name):
+        """C{name}'s value once every worker process reported what it counted."""
+        value = self.stats().get(name, 0)
+        while True:
+            time.sleep(0.6)
+            again = self.stats().get(name, 0)
+            if again == value:
+                return value
+            value = again
+
+    def test_spreadAndMerged(self):
+        """
+        The kernel spreads connections over both processes (C{worker_0} in
+        one, C{worker_1} in the other), and C{/stats} shows every request,
+        with Envoy's names, within a second.
+        """
+        before = self.settled("http.front.downstream_rq_2xx")
+        for _ in range(40):
+            self.assertEqual(get(self.envoy.port)[0], 200)
+        start = time.time()
+        waitUntil(lambda: self.stats().get("http.front.downstream_rq_2xx", 0) - before == 40,
+                  1.5, "40 requests in /stats")
+        self.assertLess(time.time() - start, 1.2)
+        stats = self.stats()
+        self.assertGreater(stats["listener.127.0.0.1_%d.worker_0.downstream_cx_total"
+                                 % (self.envoy.port,)], 0)
+        self.assertGreater(stats["listener.127.0.0.1_%d.worker_1.downstream_cx_total"
+                                 % (self.envoy.port,)], 0)
+        self.assertEqual(stats["server.worker_processes"], 2)
+
+    def test_adminActionsReachEveryWorker(self):
+        """
+        C{/healthcheck/fail}, C{/runtime_modify}, C{/logging} and
+        C{/reset_counters} act in both worker processes: every connection,
+        whichever process takes it, sees them.
+        """
+        post(self.envoy.adminPort, "/healthcheck/fail")
+        try:
+            time.sleep(0.2)
+            answers = [get(self.envoy.port) for _ in range(12)]
+            self.assertEqual({(s, c) for s, c, _ in answers}, {(200, "close")})
+        finally:
+            post(self.envoy.adminPort, "/healthcheck/ok")
+        time.sleep(0.2)
+        self.assertEqual({get(self.envoy.port)[1] for _ in range(12)}, {None})
+
+        post(self.envoy.adminPort, "/runtime_modify?fault.http.abort.abort_percent=100")
+        try:
+            time.sleep(0.2)
+            self.assertEqual({get(self.envoy.port)[0] for _ in range(12)}, {503})
+        finally:
+            post(self.envoy.adminPort, "/runtime_modify?fault.http.abort.abort_percent=")
+        time.sleep(0.2)
+        self.assertEqual({get(self.envoy.port)[0] for _ in range(12)}, {200})
+
+        post(self.envoy.adminPort, "/logging?level=debug")
+        try:
+            time.sleep(0.2)
+            for _ in range(12):
+                get(self.envoy.port)
+            time.sleep(0.2)
+            # The log's thread ids; each worker process's are in /proc.
+            debugThreads = set(re.findall(r"\]\[(\d+)\]\[debug\]", self.envoy.output()[1]))
+            for pid in workerPids(self.envoy.output()[1]).values():
+                threads = set(os.listdir("/proc/%d/task" % (pid,)))
+                self.assertTrue(threads & debugThreads, (pid, threads, debugThreads))
+        finally:
+            post(self.envoy.adminPort, "/logging?level=info")
+
+        post(self.envoy.adminPort, "/reset_counters")
+        time.sleep(1.0)
+        self.assertEqual(self.stats()["http.front.downstream_rq_2xx"], 0)
+        for _ in range(5):
+            get(self.envoy.port)
+        waitUntil(lambda: self.stats()["http.front.downstream_rq_2xx"] == 5, 1.5,
+                  "5 requests counted after the reset")
+
+    def test_killedWorkerReplaced(self):
+        """
+        A worker process killed with SIGKILL under load is logged, counted
+        and replaced; the listener keeps serving (no connection refused),
+        and at most the requests it had in flight fail.
+        """
+        clients = LoadClients(self.envoy.port, keepAlive=2, fresh=2, maxSeconds=20)
+        self.addCleanup(clients.stop)
+        time.sleep(0.5)
+        pid = workerPids(self.envoy.output()[1])[0]
+        os.kill(pid, signal.SIGKILL)
+        waitUntil(lambda: workerPids(self.envoy.output()[1])[0] != pid, 10, "a new worker 0")
+        time.sleep(1.0)
+        clients.stop()
+        log = self.envoy.output()[1]
+        self.assertIn("worker process 0 (pid %d) killed by signal 9" % (pid,), log)
+        self.assertGreaterEqual(self.stats()["server.worker_process_restarts"], 1)
+        refused = [e for e in clients.errors if "Refused" in e]
+        self.assertEqual(refused, [])
+        # Only the dead process's own in-flight requests: one per client.
+        self.assertLessEqual(len(clients.errors), 4, clients.errors)
+        self.assertGreater(clients.ok, 20)
+        for _ in range(10):
+            self.assertEqual(get(self.envoy.port)[0], 200)
+
+
+class WorkerProcessShutdownTests(SynchronousTestCase):
+
+    def test_drainThenStop(self):
+        """
+        C{/drain_listeners} closes the listener in every worker process
+        (new connections are refused); SIGTERM stops the main process and
+        its worker processes, all exiting 0.
+        """
+        origin = Origin()
+        self.addCleanup(origin.stop)
+        envoy = _startEnvoy(origin)
+        self.addCleanup(envoy.stop)
+        pids = list(workerPids(envoy.output()[1]).values())
+        post(envoy.adminPort, "/drain_listeners")
+
+        def refused():
+            try:
+                socket.create_connection(("127.0.0.1", envoy.port), timeout=1).close()
+                return False
+            except ConnectionRefusedError:
+                return True
+        waitUntil(refused, 3, "the listener closed")
+        self.assertEqual(envoy.stop(), 0)
+        for pid in pids:
+            self.assertFalse(os.path.exists("/proc/%d" % (pid,)) and
+                             "zombie" not in open("/proc/%d/status" % (pid,)).read().lower(),
+                             "worker %d still running" % (pid,))

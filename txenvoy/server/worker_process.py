@@ -1,0 +1,196 @@
+# -*- test-case-name: tests.e2e.test_worker_processes -*-
+"""
+One worker process (C{python -m txenvoy.server.worker_process}), started by
+L{txenvoy.server.worker_processes.WorkerProcesses} with its channel to the
+main process on descriptor 3.
+
+It builds a server from the main process's config snapshot, less the
+admin and the stats sinks (the main process keeps both), serves its share
+of the listening sockets on its own worker threads, sends its stats twice a
+second and applies the admin actions the main process forwards. It exits
+when the main process goes away, and drains on SIGTERM as the main process
+does.
+
+Like C{twistd envoy}'s entry point, this is a process's own module and
+uses the global reactor.
+"""
+
+import base64
+import os
+import socket
+import sys
+
+from twisted.logger import Logger
+
+CHANNEL_FD = 3
+
+log = Logger(namespace="main")
+
+
+def importAnyTypes(message):
+    """
+    Import the message types every C{Any} in C{message} names (nested ones
+    too), as loading the config did in the main process, so that the
+    snapshot's typed configs unpack here.
+    """
+    from google.protobuf.descriptor import FieldDescriptor
+
+    from txenvoy.config.protos import importTypeName, messageClass
+
+    for field, value in message.ListFields():
+        if field.type != FieldDescriptor.TYPE_MESSAGE:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            valueField = field.message_type.fields_by_name["value"]
+            if valueField.type != FieldDescriptor.TYPE_MESSAGE:
+                continue
+            values = list(value.values())
+        elif not hasattr(value, "ListFields"):
+            values = list(value)  # a repeated field
+        else:
+            values = [value]
+        for item in values:
+            if item.DESCRIPTOR.full_name == "google.protobuf.Any":
+                if not importTypeName(item.type_url):
+                    continue
+                inner = messageClass(item.type_url)()
+                item.Unpack(inner)
+                typeUrl = getattr(inner, "type_url", None)
+                if isinstance(typeUrl, str) and typeUrl:
+                    importTypeName(typeUrl)
+                importAnyTypes(inner)
+            else:
+                importAnyTypes(item)
+
+
+def _receiveSnapshot(stream):
+    """The snapshot message and its listening sockets, by (address, worker index)."""
+    snapshot, sockets = None, {}
+    while True:
+        message, fds = stream.receive(timeout=60)
+        if "snapshot" in message:
+            snapshot = message["snapshot"]
+        elif "listen_socket" in message and fds:
+            body = message["listen_socket"]
+            sockets[(body["address"], body["worker_index"])] = socket.socket(fileno=fds[0])
+        elif "snapshot_end" in message:
+            return snapshot, sockets
+
+
+class WorkerProcessAgent:
+    """
+    The worker process's end of the channel: stats out, admin actions in.
+    """
+
+    def __init__(self, reactor, server, stream):
+        self.reactor = reactor
+        self.server = server
+        self.stream = stream
+        #: The main process's C{/reset_counters} count this process applied.
+        self.resets = 0
+
+    def pushStats(self):
+        from txenvoy.server.hot_restart import exportStats
+        from txenvoy.server.hot_restart_rpc import HotRestartError
+
+        try:
+            stats = exportStats(self.server)
+            stats["resets"] = self.resets
+            self.stream.send(None, {"stats": stats})
+        except (HotRestartError, OSError):
+            self.mainGone()
+
+    def mainGone(self):
+        """The main process went away: stop at once."""
+        self.server.exitNow()
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def onMessage(self, message, fds):
+        for fd in fds:
+            os.close(fd)
+        action = message.get("admin")
+        if action is None:
+            return
+        server = self.server
+        kind = action.get("action")
+        if kind == "drain_listeners":
+            server.drainListeners(graceful=action.get("graceful", False),
+                                  inboundOnly=action.get("inboundOnly", False))
+        elif kind == "healthcheck_fail":
+            server.failHealthcheck()
+        elif kind == "healthcheck_ok":
+            server.passHealthcheck()
+        elif kind == "reset_counters":
+            server.stats.resetCounters()
+            self.resets = action.get("resets", self.resets)
+        elif kind == "runtime_modify":
+            try:
+                server.runtime.mergeValues(action.get("items", {}))
+            except ValueError as e:
+                log.error("runtime_modify: {error}", error=e)
+        elif kind == "logging":
+            server.logLevels.setLevels(action.get("levels", {}))
+        elif kind == "exit_now":
+            server.exitNow()
+
+
+def main():
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from twisted.internet import reactor
+    from twisted.internet.task import LoopingCall
+    from twisted.logger import globalLogBeginner
+
+    from envoy.config.bootstrap.v3 import bootstrap_pb2
+
+    from txenvoy.server.hot_restart import MessageReader
+    from txenvoy.server.hot_restart_rpc import RpcStream
+    from txenvoy.server.logging import makeObserver, openLogOutput
+    from txenvoy.server.options import ServerOptions
+    from txenvoy.server.server import Server
+    from txenvoy.server.signals import SignalHandlers
+    from txenvoy.server.tap import importModules
+    from txenvoy.server.worker_processes import STATS_PUSH_INTERVAL_S
+
+    stream = RpcStream(socket.socket(fileno=CHANNEL_FD))
+    snapshot, sockets = _receiveSnapshot(stream)
+    options = ServerOptions(**snapshot["options"])
+    options.workerIndexBase = snapshot["workerIndexBase"]
+    importModules(options.imports)
+    bootstrap = bootstrap_pb2.Bootstrap.FromString(base64.b64decode(snapshot["bootstrap"]))
+    importAnyTypes(bootstrap)
+    bootstrap.ClearField("admin")
+    bootstrap.ClearField("stats_sinks")
+    server = Server(reactor, bootstrap, options)
+    server.listenSocketSource = lambda address, index: sockets.pop((address, index), None)
+    server.logLevels.setLevels(snapshot["logLevels"])
+    server.logLevels.bindLoggers()
+    if snapshot.get("healthCheckFailed"):
+        server.failHealthcheck()
+    out = openLogOutput(options.logPath or None)
+    globalLogBeginner.beginLoggingTo([makeObserver(out, server.logLevels)],
+                                     redirectStandardIO=False)
+    agent = WorkerProcessAgent(reactor, server, stream)
+    agent.resets = snapshot.get("resets", 0)
+    reader = MessageReader(stream, agent.onMessage, agent.mainGone)
+    reactor.addReader(reader)
+    signals = SignalHandlers(reactor, server, server.accessLogManager.reopen)
+    reactor.callWhenRunning(signals.install)
+    pusher = LoopingCall(agent.pushStats)
+    pusher.clock = reactor
+    server.privilegedStartService()
+    server.startService()
+    reactor.callWhenRunning(pusher.start, STATS_PUSH_INTERVAL_S)
+    reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
+    reactor.addSystemEventTrigger("before", "shutdown",
+                                  lambda: pusher.stop() if pusher.running else None)
+    reactor.run(installSignalHandlers=False)
+    # A last push, so what this process counted before it stopped is kept.
+    agent.pushStats()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
