@@ -167,7 +167,9 @@ def statsPrometheus(call):
 
 
 def resetCounters(call):
-    call.server.resetCounters()
+    # The server's own, when it has one, also resets its worker processes.
+    reset = getattr(call.server, "resetCounters", None) or call.server.stats.resetCounters
+    reset()
     return _ok()
 
 
