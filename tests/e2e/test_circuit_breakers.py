@@ -25,14 +25,14 @@ SLOW = 1.5
 
 class _Handler(BaseHTTPRequestHandler):
     """
-    C{/pools}, C{/rq}, C{/retry} and C{/budget} answer after L{SLOW}: 503 C{busy} when
+    C{/pools}, C{/rq}, C{/retry}, C{/budget} and C{/perhost} answer after L{SLOW}: 503 C{busy} when
     the path has C{fail}, else 200 C{ok}.
     """
 
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
-        if self.path.startswith(("/pools", "/rq", "/retry", "/budget")):
+        if self.path.startswith(("/pools", "/rq", "/retry", "/budget", "/perhost")):
             time.sleep(SLOW)
         code, body = (503, b"busy") if "fail" in self.path else (200, b"ok")
         self.send_response(code)
@@ -103,6 +103,7 @@ def config(admin, http, tcp, origins, echo):
         route % ("/pools", "pools", ""),
         route % ("/budget", "budget", ", retry_policy: {retry_on: 5xx, num_retries: 1}"),
         route % ("/high", "rq", ", priority: HIGH"),
+        route % ("/perhost", "perhost", ""),
     ])
     return """
 admin: {address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}}
@@ -140,6 +141,7 @@ static_resources:
                                        "min_retry_concurrency: 1}, track_remaining: true}]"),
         cluster("pools", origins, "[{max_connection_pools: 1, track_remaining: true}]"),
         cluster("tcp", [echo], "[{max_connections: 1}]"),
+        cluster("perhost", origins[:1], "[], per_host_thresholds: [{max_connections: 1}]"),
     ]))
 
 
@@ -191,6 +193,10 @@ def run(real, origins, echo):
             (get, http, "/pools/1", results, "pools1"),
             (get, http, "/pools/2", results, "pools2", 0.5),
             (tcpPair, tcp, admin, results),
+            # per_host_thresholds max_connections 1: the second request
+            # waits for the host's connection (upstream_cx_overflow).
+            (get, http, "/perhost/1", results, "perhost1"),
+            (get, http, "/perhost/2", results, "perhost2", 0.5),
         )
         return results, held, before, adminStats(admin)
     finally:
@@ -239,6 +245,7 @@ STATS = [
     "cluster.budget.upstream_rq_retry",
     "cluster.pools.upstream_cx_pool_overflow",
     "cluster.tcp.upstream_cx_overflow",
+    "cluster.perhost.upstream_cx_overflow",
 ]
 
 
@@ -284,6 +291,7 @@ class CircuitBreakerComparison(SharedFixture, SynchronousTestCase):
         self.assertEqual(envoy["pools1"], (200, None, b"ok"))
         self.assertEqual(envoy["pools2"], (503, None, b"no healthy upstream"))
         self.assertEqual(envoy["tcp"], (b"ping", b""))
+        self.assertEqual((envoy["perhost1"], envoy["perhost2"]), ((200, None, b"ok"),) * 2)
         self.assertEqual(tx, envoy)
 
     def test_stats(self):

@@ -35,10 +35,13 @@ def get(path):
 
 class CircuitBreakerTests(SynchronousTestCase):
 
-    def harness(self, *thresholds, hosts=1):
+    def harness(self, *thresholds, hosts=1, perHost=()):
+        breakers = {"thresholds": list(thresholds)}
+        if perHost:
+            breakers["per_host_thresholds"] = list(perHost)
         cluster = clusterProto(
             "origin", [endpoint("127.0.0.1", 8080 + i) for i in range(hosts)],
-            connect_timeout="1s", circuit_breakers={"thresholds": list(thresholds)})
+            connect_timeout="1s", circuit_breakers=breakers)
         self.h = Harness(self, routes=ROUTES, clusters=[cluster])
         return self.h
 
@@ -71,6 +74,31 @@ class CircuitBreakerTests(SynchronousTestCase):
         up.respond(OK)
         self.assertEqual(b.response().status, 200)
         self.assertEqual(len(h.upstreams()), 1)
+
+    def test_perHostMaxConnections(self):
+        """
+        Envoy's canCreateConnection: past a host's per_host_thresholds
+        max_connections no connection is opened to it
+        (C{upstream_cx_overflow}) while the cluster's limit still allows
+        one; the waiting request is served on the host's connection. The
+        HIGH priority's per-host limit is its own.
+        """
+        h = self.harness(perHost=[{"max_connections": 1},
+                                  {"priority": "HIGH", "max_connections": 2}])
+        a = self.send()
+        up = h.upstream()
+        b = self.send()
+        self.assertEqual(len(h.upstreams()), 1)
+        self.assertEqual(h.stat("cluster.origin.upstream_cx_overflow"), 1)
+        self.assertEqual(h.stat(CB + "default.cx_open"), 0)
+        up.respond(OK)
+        self.assertEqual(a.response().status, 200)
+        up.respond(OK)
+        self.assertEqual(b.response().status, 200)
+        self.send(b"/high/x")
+        self.send(b"/high/y")
+        self.assertEqual(len(h.upstreams()), 2)
+        self.assertEqual(h.stat("cluster.origin.upstream_cx_overflow"), 2)
 
     def test_maxPendingRequests(self):
         """

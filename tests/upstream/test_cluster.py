@@ -257,11 +257,23 @@ class RejectionTests(SynchronousTestCase):
                 "handshaker_service": "x"}})
         self.assertIn("Alts", str(e))
 
-    def test_circuitBreakerUnsupported(self):
-        """Per-host thresholds are refused with their path."""
-        self.assertRejected(
-            UnsupportedField, PATH + ".circuit_breakers.per_host_thresholds",
-            circuit_breakers={"per_host_thresholds": [{"max_connections": 1}]})
+    def test_perHostThresholdsOtherLimits(self):
+        """
+        Envoy 1.40 (--mode validate): a per-host limit other than
+        max_connections is "Unsupported field in per_host_thresholds";
+        track_remaining is accepted.
+        """
+        for field in ("max_requests", "max_pending_requests", "max_retries",
+                      "max_connection_pools"):
+            e = self.assertRejected(
+                ConfigError, PATH + ".circuit_breakers.per_host_thresholds[0]." + field,
+                circuit_breakers={"per_host_thresholds": [{"max_connections": 1, field: 4}]})
+            self.assertIn("Unsupported field in per_host_thresholds", str(e))
+        info, _ = compile_(circuit_breakers={"per_host_thresholds": [
+            {"max_connections": 1, "track_remaining": True},
+            {"max_connections": 5}, {"priority": "HIGH", "max_connections": 2}]})
+        self.assertEqual((info.circuitBreakers.default.maxConnectionsPerHost,
+                          info.circuitBreakers.high.maxConnectionsPerHost), (1, 2))
 
     def test_otherProtocolOptions(self):
         key = "envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions"

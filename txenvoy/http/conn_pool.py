@@ -39,8 +39,8 @@ Behaviour copied from Envoy 1.40:
    C{max_pending_requests} a request fails at once with C{overflow}
    (C{upstream_rq_pending_overflow}), and so does one that would pass
    C{max_requests} when handed a connection (C{upstream_rq_active_overflow});
-   past C{max_connections} no new connection is
-   opened (C{upstream_cx_overflow}) and requests wait for one to free up,
+   past C{max_connections} (or the host's C{per_host_thresholds}
+   C{max_connections}) no new connection is opened (C{upstream_cx_overflow}) and requests wait for one to free up,
    except that a host with no connection at all always gets one, so its
    requests are not stranded; past C{max_connection_pools} no pool is made
    for a new host (C{upstream_cx_pool_overflow}, and the router answers
@@ -76,6 +76,7 @@ from txenvoy.interfaces import IHttpConnPool, IUpstreamConnectionCallbacks
 from txenvoy.privates import unsentBytes
 from txenvoy.server.logging import componentLogger, connTag
 from txenvoy.upstream.connection import PEEK_CLOSED, PEEK_IDLE
+from txenvoy.upstream.resource_manager import UNLIMITED
 
 __all__ = ["HttpConnPool", "ActiveClient", "ClusterPools", "poolsFor", "OVERFLOW",
            "CONNECTION_TERMINATION", "PROTOCOL_ERROR", "directWriter", "CONNECTING",
@@ -306,7 +307,11 @@ class HttpConnPool:
         for ever); else count C{upstream_cx_overflow}.
         """
         connections = self.clusterPools.connections
-        if connections.tryAcquire():
+        # Envoy's canCreateConnection: the host's own limit
+        # (per_host_thresholds), then the cluster's.
+        perHost = self.clusterPools.resources.maxConnectionsPerHost
+        if (perHost >= UNLIMITED or self.host.stats("cx_active") < perHost) \
+                and connections.tryAcquire():
             self._connect()
             return
         self.stats.upstream_cx_overflow.inc()

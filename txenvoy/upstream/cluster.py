@@ -144,12 +144,15 @@ class Thresholds:
     """
 
     __slots__ = ("priority", "maxConnections", "maxPendingRequests", "maxRequests",
-                 "maxRetries", "maxConnectionPools", "trackRemaining", "retryBudget")
+                 "maxRetries", "maxConnectionPools", "trackRemaining", "retryBudget",
+                 "maxConnectionsPerHost")
 
     def __init__(self, priority, maxConnections=1024, maxPendingRequests=1024,
                  maxRequests=1024, maxRetries=3, maxConnectionPools=UNLIMITED,
-                 trackRemaining=False, retryBudget=None):
+                 trackRemaining=False, retryBudget=None, maxConnectionsPerHost=UNLIMITED):
         self.priority = priority
+        #: C{per_host_thresholds} C{max_connections} of this priority.
+        self.maxConnectionsPerHost = maxConnectionsPerHost
         self.maxConnections = maxConnections
         self.maxPendingRequests = maxPendingRequests
         self.maxRequests = maxRequests
@@ -711,6 +714,10 @@ _THRESHOLD_FIELDS = (
 )
 
 
+_PER_HOST_REFUSED = ("max_pending_requests", "max_requests", "max_retries",
+                     "max_connection_pools", "retry_budget")
+
+
 def _compileCircuitBreakers(proto, path):
     """
     C{circuit_breakers.thresholds}: one L{Thresholds} per priority. As in
@@ -722,7 +729,20 @@ def _compileCircuitBreakers(proto, path):
         return CircuitBreakers()
     cbpath = path + ".circuit_breakers"
     cb = proto.circuit_breakers
-    checkFields(cb, ("thresholds",), cbpath)
+    checkFields(cb, ("thresholds", "per_host_thresholds"), cbpath)
+    perHost = {}
+    for i, t in enumerate(cb.per_host_thresholds):
+        # Envoy reads max_connections only, per host; track_remaining is
+        # accepted and has no effect there, the other limits are Envoy's error.
+        hpath = "%s.per_host_thresholds[%d]" % (cbpath, i)
+        for field in _PER_HOST_REFUSED:
+            if t.HasField(field):
+                raise ConfigError("%s.%s: Unsupported field in per_host_thresholds"
+                                  % (hpath, field))
+        checkFields(t, ("priority", "max_connections"), hpath, ("track_remaining",))
+        priority = PRIORITIES[t.priority]
+        if priority not in perHost and t.HasField("max_connections"):
+            perHost[priority] = t.max_connections.value
     byPriority = {}
     for i, t in enumerate(cb.thresholds):
         tpath = "%s.thresholds[%d]" % (cbpath, i)
@@ -743,6 +763,10 @@ def _compileCircuitBreakers(proto, path):
                 budget.min_retry_concurrency.value
                 if budget.HasField("min_retry_concurrency") else 3)
         byPriority[priority] = Thresholds(priority, trackRemaining=t.track_remaining, **kw)
+    for priority, limit in perHost.items():
+        if priority not in byPriority:
+            byPriority[priority] = Thresholds(priority)
+        byPriority[priority].maxConnectionsPerHost = limit
     return CircuitBreakers(byPriority.get("DEFAULT"), byPriority.get("HIGH"))
 
 

@@ -183,10 +183,12 @@ class ResourceManager:
     @ivar retries: C{max_retries}.
     @ivar connectionPools: C{max_connection_pools}.
     @ivar trackRemaining: C{track_remaining}.
+    @ivar maxConnectionsPerHost: C{per_host_thresholds} C{max_connections}
+        (compared with a host's C{cx_active} over every worker).
     """
 
     __slots__ = ("priority", "connections", "pendingRequests", "requests", "retries",
-                 "connectionPools", "trackRemaining")
+                 "connectionPools", "trackRemaining", "maxConnectionsPerHost")
 
     def __init__(self, thresholds):
         """
@@ -204,6 +206,7 @@ class ResourceManager:
                                        self.requests, self.pendingRequests)
         self.connectionPools = Resource(thresholds.maxConnectionPools)
         self.trackRemaining = thresholds.trackRemaining
+        self.maxConnectionsPerHost = thresholds.maxConnectionsPerHost
 
     def gauges(self):
         """
