@@ -325,3 +325,103 @@ class SideBySideHashTests(SharedFixture, SynchronousTestCase):
                     share = 100.0 * counts[tag] / n
                     self.assertAlmostEqual(share, 100.0 * WEIGHTS[i] / total, delta=3,
                                            msg="%s %s: %r" % (path, tag, counts))
+
+
+#: Bad (or surprising) hash load balancing input, as edits of example 08:
+#: (name, old text, new text, the field path txenvoy names or None when
+#: Envoy accepts it, a piece of Envoy's own message).
+VALIDATION_CASES = [
+    ("minAboveMax", "    lb_policy: RING_HASH\n",
+     "    lb_policy: RING_HASH\n"
+     "    ring_hash_lb_config: {minimum_ring_size: 2000, maximum_ring_size: 1000}\n",
+     "static_resources.clusters[2].ring_hash_lb_config",
+     "ring hash: minimum_ring_size (2000) > maximum_ring_size (1000)"),
+    ("ringTooBig", "    lb_policy: RING_HASH\n",
+     "    lb_policy: RING_HASH\n    ring_hash_lb_config: {minimum_ring_size: 9000000}\n",
+     "static_resources.clusters[2].ring_hash_lb_config.minimum_ring_size",
+     "value must be less than or equal to 8388608"),
+    ("tableNotPrime", "    lb_policy: MAGLEV\n",
+     "    lb_policy: MAGLEV\n    maglev_lb_config: {table_size: 65536}\n",
+     "static_resources.clusters[3].maglev_lb_config.table_size",
+     "The table size of maglev must be prime number"),
+    ("unknownField", "    lb_policy: RING_HASH\n",
+     "    lb_policy: RING_HASH\n    ring_hash_lb_config: {minimum_ring_size: 20, bogus: 1}\n",
+     "static_resources.clusters[2].ring_hash_lb_config", "bogus"),
+    ("emptyHashPolicy", "                  - header: { header_name: x-user }\n",
+     "                  - {}\n", "hash_policy[0].policy_specifier",
+     'field: "policy_specifier", reason: is required'),
+    ("hashPolicyOnRoundRobin", "                route: { cluster: rr_http_hc }\n",
+     "                route: { cluster: rr_http_hc, hash_policy: "
+     "[ { header: { header_name: x-user } } ] }\n", None, None),
+    ("otherPolicysConfig", "    lb_policy: RING_HASH\n",
+     "    lb_policy: RING_HASH\n    maglev_lb_config: {table_size: 7}\n", None, None),
+]
+
+
+def validateInProcess(path):
+    """
+    What C{twistd envoy --mode validate} decides, without its process:
+    C{(1, message)} or C{(0, "")}.
+    """
+    from twisted.internet.task import Clock
+
+    from txenvoy.config.errors import ConfigError, collectErrors, describe
+    from txenvoy.config.loader import loadBootstrap
+    from txenvoy.server.server import Server
+
+    try:
+        with collectErrors():
+            Server(Clock(), loadBootstrap(path), validateOnly=True)
+    except ConfigError as e:
+        return 1, describe(e)
+    return 0, ""
+
+
+class ValidationTests(SynchronousTestCase):
+    """Bad input gets Envoy's answer: the same exit code, the field path."""
+
+    def test_likeEnvoy(self):
+        """
+        Each case through C{envoy --mode validate} and txenvoy's: both exit
+        1 (txenvoy naming the field path and Envoy's reason) or both accept:
+        Envoy accepts a hash_policy on a ROUND_ROBIN route, and the other
+        hash policy's settings on a cluster. The first case also goes through a
+        real C{twistd} process.
+        """
+        import subprocess
+        import tempfile
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tests.e2e.harness import envoyBinary, runTwistd
+
+        with open(EXAMPLE_08) as f:
+            base = f.read()
+        tmp = tempfile.mkdtemp(prefix="txenvoy-lbv-")
+        paths = []
+        for name, old, new, _, _ in VALIDATION_CASES:
+            self.assertIn(old, base)
+            path = os.path.join(tmp, name + ".yaml")
+            with open(path, "w") as f:
+                f.write(base.replace(old, new, 1))
+            paths.append(path)
+        processes = [paths[0]]
+        with ThreadPoolExecutor(len(paths) + 2) as pool:
+            envoys = pool.map(lambda p: subprocess.run(
+                [envoyBinary(), "--mode", "validate", "-c", p], capture_output=True, text=True,
+                timeout=60), paths)
+            twistds = pool.map(lambda p: runTwistd(["--mode", "validate", "-c", p]), processes)
+            ours = [validateInProcess(p) for p in paths]
+            for p, (rc, out, err) in zip(processes, twistds):
+                self.assertEqual((rc, err.strip() if rc else ""), ours[paths.index(p)][:1] + (
+                    ("error initializing configuration '%s': %s" % (p, ours[paths.index(p)][1]))
+                    if rc else "",))
+        for (name, _, _, field, reason), (rc, err), envoy in zip(VALIDATION_CASES, ours,
+                                                                  envoys):
+            self.assertEqual(rc, envoy.returncode, (name, err, envoy.stdout + envoy.stderr))
+            if field is None:
+                self.assertEqual(rc, 0, (name, err))
+            else:
+                self.assertEqual(rc, 1, name)
+                self.assertIn(reason, envoy.stdout + envoy.stderr, name)
+                self.assertIn(field, err, name)
+                self.assertIn(reason, err, name)

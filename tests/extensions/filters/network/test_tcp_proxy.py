@@ -11,7 +11,12 @@ from txenvoy.extensions.filters.network.tcp_proxy import TcpProxyConfig
 from txenvoy.network.stream_info import StreamInfo
 from txenvoy.server.dispatcher import Dispatcher
 from txenvoy.stats.store import StatsStore
+from txenvoy.router.config import HashPolicy
 from txenvoy.upstream.cluster import CircuitBreakers, ClusterInfo, Thresholds
+from txenvoy.upstream.hashing import xxHash64
+from txenvoy.upstream.load_balancer import LbConfig
+from txenvoy.upstream.ring_hash_lb import RingHashConfig
+from txenvoy.upstream.thread_aware_lb import TableCache
 
 
 class HalfCloseTransport(StringTransport):
@@ -293,3 +298,45 @@ class TcpProxyTests(SynchronousTestCase):
         values = iter([0.1, 0.9])
         config = TcpProxyConfig("p", [("a", 80), ("b", 20)], 0, 1, [], rng=lambda: next(values))
         self.assertEqual([config.pickCluster(), config.pickCluster()], ["a", "b"])
+
+
+class RecordingCluster(FakeCluster):
+    """Records the hash each pick's load balancer context carries."""
+
+    def chooseHost(self, context):
+        self.hashes = getattr(self, "hashes", []) + [context.computeHashKey()]
+        return FakeCluster.chooseHost(self, context)
+
+
+class HashPolicyTests(SynchronousTestCase):
+    """tcp_proxy's C{hash_policy}, as Envoy's C{Network::HashPolicyImpl}."""
+
+    def pick(self, policies, hashing=True):
+        clock = Clock()
+        store = StatsStore()
+        dispatcher = Dispatcher(clock, "worker_0", store.shard("worker_0"))
+        lbConfig = LbConfig()
+        if hashing:
+            lbConfig.hashing = TableCache(RingHashConfig().buildTable)
+        cluster = RecordingCluster(dispatcher.stats, [FakeHost("h1")],
+                                   ClusterInfo(name="c", lbConfig=lbConfig))
+        dispatcher.clusterManager = FakeClusterManager({"c": cluster})
+        config = TcpProxyConfig("p", [("c", 1)], 0, 1, [])
+        config.hashPolicies = policies
+        connection = FakeConnection(dispatcher)
+        connection.streamInfo.downstreamRemoteAddress = ("10.0.0.9", 1234)
+        connection.streamInfo.filterState["k"] = "v"
+        config.buildFilter(connection, None).makeConnection(HalfCloseTransport())
+        return cluster.hashes
+
+    def test_sourceIp(self):
+        """The client's IP address text (no port) is hashed."""
+        self.assertEqual(self.pick((HashPolicy("source_ip"),)), [xxHash64(b"10.0.0.9")])
+
+    def test_filterState(self):
+        self.assertEqual(self.pick((HashPolicy("filter_state", "k"),)), [xxHash64(b"v")])
+
+    def test_noPolicy(self):
+        """No policy, or a cluster that does not hash: no hash (a random pick)."""
+        self.assertEqual(self.pick(()), [None])
+        self.assertEqual(self.pick((HashPolicy("source_ip"),), hashing=False), [None])

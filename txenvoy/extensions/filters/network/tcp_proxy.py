@@ -22,8 +22,10 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError, UnsupportedField
-from txenvoy.config.fields import durationSeconds
+from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import Category, extension
+from txenvoy.http.hash_policy import generateHash
+from txenvoy.router.config import HashPolicy
 from txenvoy.interfaces import INetworkFilterFactory, IUpstreamConnectionCallbacks
 from txenvoy.network import splice
 from txenvoy.network.stream_info import ResponseFlag
@@ -38,7 +40,8 @@ DEFAULT_IDLE_TIMEOUT = 3600.0
 # TcpProxy fields txenvoy implements; any other set field is rejected.
 _SUPPORTED = {"stat_prefix", "cluster", "weighted_clusters", "idle_timeout",
               "max_connect_attempts", "access_log", "max_downstream_connection_duration",
-              "access_log_options", "downstream_idle_timeout", "upstream_idle_timeout"}
+              "access_log_options", "downstream_idle_timeout", "upstream_idle_timeout",
+              "hash_policy"}
 
 _COUNTERS = ("downstream_cx_total", "downstream_cx_no_route", "downstream_cx_rx_bytes_total",
              "downstream_cx_tx_bytes_total", "downstream_flow_control_paused_reading_total",
@@ -131,7 +134,10 @@ class TcpProxyFilter(Protocol):
         self._connect()
 
     def _connect(self):
-        host = self.cluster.chooseHost(LoadBalancerContext(self.connection))
+        hashKey = None
+        if self.config.hashPolicies and self.cluster.info.lbConfig.hashing is not None:
+            hashKey = generateHash(self.config.hashPolicies, None, self.streamInfo)
+        host = self.cluster.chooseHost(LoadBalancerContext(self.connection, None, hashKey))
         if host is None:
             self.cluster.stats.upstream_cx_none_healthy.inc()
             self.streamInfo.setResponseFlag(ResponseFlag.NO_HEALTHY_UPSTREAM)
@@ -367,9 +373,13 @@ class TcpProxyConfig:
     A compiled C{TcpProxy} config.
 
     @ivar clusters: C{[(name, weight)]}.
+    @ivar hashPolicies: the C{hash_policy} (at most one, C{source_ip} or
+        C{filter_state}) as L{txenvoy.http.route_table.HashPolicy} objects,
+        for a RING_HASH or MAGLEV cluster.
     """
 
     terminal = True
+    hashPolicies = ()
 
     def __init__(self, statPrefix, clusters, idleTimeout, maxConnectAttempts, accessLogs,
                  maxDownstreamConnectionDuration=0.0, rng=random.random):
@@ -428,4 +438,28 @@ def createTcpProxy(message, context):
                 if message.HasField("max_downstream_connection_duration") else 0.0)
     logs = [createAccessLog(al, context, "%s.access_log[%d]" % (path, i))
             for i, al in enumerate(message.access_log)]
-    return TcpProxyConfig(message.stat_prefix, clusters, idle, attempts, logs, duration)
+    config = TcpProxyConfig(message.stat_prefix, clusters, idle, attempts, logs, duration)
+    config.hashPolicies = _compileHashPolicy(message, path)
+    return config
+
+
+def _compileHashPolicy(message, path):
+    # envoy.type.v3.HashPolicy: one source_ip or filter_state policy (the
+    # proto allows at most one), hashed as Envoy's Network::HashPolicyImpl.
+    if len(message.hash_policy) > 1:
+        raise ConfigError("%s.hash_policy: value must contain no more than 1 item(s)" % (path,))
+    out = []
+    for i, policy in enumerate(message.hash_policy):
+        ppath = "%s.hash_policy[%d]" % (path, i)
+        checkFields(policy, ("source_ip", "filter_state"), ppath)
+        which = policy.WhichOneof("policy_specifier")
+        if which == "source_ip":
+            out.append(HashPolicy("source_ip"))
+        elif which == "filter_state":
+            if not policy.filter_state.key:
+                raise ConfigError("%s.filter_state.key: value length must be at least 1 "
+                                  "characters" % (ppath,))
+            out.append(HashPolicy("filter_state", policy.filter_state.key))
+        else:
+            raise ConfigError("%s.policy_specifier: is required" % (ppath,))
+    return tuple(out)
