@@ -218,7 +218,7 @@ class RejectionTests(SynchronousTestCase):
             common_lb_config={"consistent_hashing_lb_config": {"hash_balance_factor": 150}})
 
     def test_httpProtocolOptions(self):
-        """Common HTTP options the pool does not act on, and HTTP/2 upstreams."""
+        """Common HTTP options the pool does not act on, and ALPN-chosen protocols."""
         key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         opath = PATH + ".typed_extension_protocol_options[%s]" % (key,)
         self.assertRejected(
@@ -228,10 +228,9 @@ class RejectionTests(SynchronousTestCase):
                 "common_http_protocol_options": {"max_stream_duration": "1s"},
                 "explicit_http_config": {"http_protocol_options": {}}}})
         self.assertRejected(
-            UnsupportedField, opath + ".explicit_http_config.http2_protocol_options",
+            UnsupportedField, opath + ".auto_config",
             typed_extension_protocol_options={key: {
-                "@type": "type.googleapis.com/" + key,
-                "explicit_http_config": {"http2_protocol_options": {}}}})
+                "@type": "type.googleapis.com/" + key, "auto_config": {}}})
 
     def test_grpcHealthCheck(self):
         """gRPC health checks wait for HTTP/2 upstreams."""

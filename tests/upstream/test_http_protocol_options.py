@@ -68,8 +68,13 @@ class CoverageTests(SynchronousTestCase):
         values = {
             "http_filters": [{"name": "envoy.filters.http.upstream_codec"}],
             "auto_config": {},
-            "use_downstream_protocol_config": {},
-            "explicit_http_config.http2_protocol_options": {},
+            "use_downstream_protocol_config.http3_protocol_options": {},
+            "use_downstream_protocol_config.http_protocol_options.header_key_format": {
+                "proper_case_words": {}},
+            "use_downstream_protocol_config.http_protocol_options.allow_chunked_length": True,
+            "use_downstream_protocol_config.http_protocol_options.send_fully_qualified_url":
+                True,
+            "use_downstream_protocol_config.http_protocol_options.allow_custom_methods": True,
             "explicit_http_config.http3_protocol_options": {},
             "header_validation_config": {"name": "x"},
             "outlier_detection": {},
@@ -197,3 +202,28 @@ class OptionsForTests(SynchronousTestCase):
         self.assertEqual(parseAuthorityHost("10.0.0.1:80"), ("10.0.0.1", True))
         self.assertEqual(parseAuthorityHost("[::1]:80"), ("::1", True))
         self.assertEqual(parseAuthorityHost("a.test:x"), ("a.test:x", False))
+
+
+class Http2UpstreamTests(SynchronousTestCase):
+    """HTTP/2 upstreams: explicit, or the downstream's protocol."""
+
+    def test_explicitHttp2(self):
+        """explicit_http_config.http2_protocol_options: Envoy's upstream defaults."""
+        info = options(explicit_http_config={"http2_protocol_options": {
+            "initial_stream_window_size": 70000}})
+        self.assertEqual(info.upstreamHttp2Options.initialStreamWindowSize, 70000)
+        self.assertEqual(info.upstreamHttp2Options.maxConcurrentStreams, 2147483647)
+        self.assertFalse(info.upstreamUseDownstreamProtocol)
+
+    def test_useDownstreamProtocol(self):
+        """use_downstream_protocol_config: HTTP/2 for HTTP/2 requests only."""
+        info = options(use_downstream_protocol_config={"http2_protocol_options": {}})
+        self.assertIsNotNone(info.upstreamHttp2Options)
+        self.assertTrue(info.upstreamUseDownstreamProtocol)
+
+    def test_unsupportedHttp2Field(self):
+        """An Http2ProtocolOptions field txenvoy does not read is refused with its path."""
+        e = self.assertRaises(UnsupportedField, options, explicit_http_config={
+            "http2_protocol_options": {"allow_metadata": True}})
+        self.assertEqual(e.path,
+                         OPATH + ".explicit_http_config.http2_protocol_options.allow_metadata")

@@ -67,13 +67,13 @@ drained.
 
 from collections import deque
 
-from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from txenvoy.http.http1.client_codec import ClientCodec
+from txenvoy.http.http2.conn_pool import Http2ConnPool
+from txenvoy.http.pool_base import CONNECTION_TERMINATION, OVERFLOW, PROTOCOL_ERROR, directWriter
 from txenvoy.interfaces import IHttpConnPool, IUpstreamConnectionCallbacks
-from txenvoy.privates import unsentBytes
 from txenvoy.server.logging import componentLogger, connTag
 from txenvoy.upstream.connection import PEEK_CLOSED, PEEK_IDLE
 from txenvoy.upstream.resource_manager import UNLIMITED
@@ -89,43 +89,7 @@ BUSY = "BUSY"
 DRAINING = "DRAINING"
 CLOSED = "CLOSED"
 
-#: Envoy's reset reasons, as they appear in local reply bodies.
-OVERFLOW = "overflow"
-CONNECTION_TERMINATION = "connection termination"
-PROTOCOL_ERROR = "protocol error"
-
 log = componentLogger("pool")
-
-
-def _sendNow(transport, data):
-    # Twisted queues every write and sends it once the reactor sees the
-    # socket writable, at the cost of two epoll changes and a dispatch per
-    # write. When nothing is queued, try the socket at once; whatever it
-    # does not take goes the usual way, so ordering and back-pressure hold.
-    if unsentBytes(transport) or not transport.connected or transport.disconnecting:
-        transport.write(data)
-        return
-    try:
-        sent = transport.socket.send(data)
-    except (BlockingIOError, InterruptedError):
-        sent = 0
-    except OSError:
-        # Let Twisted meet the error and close the connection its way.
-        transport.write(data)
-        return
-    if sent < len(data):
-        transport.write(data[sent:])
-
-
-def directWriter(transport):
-    """
-    @return: C{write(data)} for C{transport}: a plain TCP transport gets
-        bytes sent at once when nothing is queued before them; any other
-        transport (TLS, a network filter) its own C{write}.
-    """
-    if isinstance(transport, tcp.Connection):
-        return lambda data: _sendNow(transport, data)
-    return transport.write
 
 
 class ClusterPools:
@@ -152,10 +116,16 @@ class ClusterPools:
         self.maxHeadersCount = cluster.info.upstreamMaxHeadersCount
         self.maxResponseHeadersKb = cluster.info.upstreamMaxResponseHeadersKb
         self.enableTrailers = cluster.info.upstreamEnableTrailers
+        #: C{explicit_http_config.http2_protocol_options} (or
+        #: C{use_downstream_protocol_config}'s): the host speaks HTTP/2.
+        self.http2Options = cluster.info.upstreamHttp2Options
+        self.useDownstreamProtocol = cluster.info.upstreamUseDownstreamProtocol
         self._pools = {}
 
-    def poolFor(self, host, socketOptions=None):
+    def poolFor(self, host, socketOptions=None, downstreamHttp2=False):
         """
+        @param downstreamHttp2: the request came over HTTP/2 (for
+            C{use_downstream_protocol_config}).
         @param socketOptions: the request's
             L{txenvoy.upstream.http_protocol_options.TransportSocketOptions}
             (C{auto_sni}, C{auto_san_validation}), or C{None}; as in Envoy,
@@ -164,18 +134,27 @@ class ClusterPools:
             C{None} past C{max_connection_pools}
             (C{upstream_cx_pool_overflow}).
         """
+        http2 = self.http2Options is not None and (
+            downstreamHttp2 or not self.useDownstreamProtocol)
         key = host if socketOptions is None else (host, socketOptions)
+        if http2:
+            key = (key, "h2")
         pool = self._pools.get(key)
         if pool is None:
             if not self.resources.connectionPools.tryAcquire():
                 self.stats.upstream_cx_pool_overflow.inc()
                 return None
-            pool = self._pools[key] = HttpConnPool(self, host, socketOptions)
+            if http2:
+                pool = Http2ConnPool(self, host, socketOptions, self.http2Options)
+            else:
+                pool = HttpConnPool(self, host, socketOptions)
+            pool.poolKey = key
+            self._pools[key] = pool
         return pool
 
     def _onPoolIdle(self, pool):
         """C{pool} has no connection and no waiting request: drop it."""
-        key = pool.host if pool.socketOptions is None else (pool.host, pool.socketOptions)
+        key = pool.poolKey
         if self._pools.get(key) is pool:
             del self._pools[key]
             self.resources.connectionPools.release()

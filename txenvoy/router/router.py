@@ -623,7 +623,7 @@ class RouterFilter:
                       host.addressString, self.info.upstreamCluster)
         if self.entry.autoHostRewrite and host.hostname:
             self.request.authority = host.hostname.encode("utf-8")
-        pool = self.pools.poolFor(host, self._socketOptions)
+        pool = self.pools.poolFor(host, self._socketOptions, self.info.protocol == "HTTP/2")
         if pool is None:
             # Past max_connection_pools Envoy has no pool for the host and
             # answers as if no host were healthy.

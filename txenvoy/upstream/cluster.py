@@ -271,6 +271,11 @@ class ClusterInfo:
     @ivar upstreamHttpOptions: the compiled C{upstream_http_protocol_options}
         (L{txenvoy.upstream.http_protocol_options.UpstreamHttpOptions}), or
         C{None}.
+    @ivar upstreamHttp2Options: the L{txenvoy.http.http2.options.Http2Options}
+        of an HTTP/2 upstream (C{explicit_http_config.http2_protocol_options},
+        or C{use_downstream_protocol_config}'s), or C{None} for HTTP/1.1.
+    @ivar upstreamUseDownstreamProtocol: C{use_downstream_protocol_config}:
+        HTTP/2 upstream only for requests that came over HTTP/2.
     @ivar circuitBreakers: L{CircuitBreakers}.
     @ivar resourceManagers: C{{priority: ResourceManager}}, the cluster's
         circuit breaker counts, shared by every worker (see
@@ -314,6 +319,8 @@ class ClusterInfo:
         self.upstreamMaxResponseHeadersKb = kw.pop("upstreamMaxResponseHeadersKb", 60)
         self.upstreamEnableTrailers = kw.pop("upstreamEnableTrailers", False)
         self.upstreamHttpOptions = kw.pop("upstreamHttpOptions", None)
+        self.upstreamHttp2Options = kw.pop("upstreamHttp2Options", None)
+        self.upstreamUseDownstreamProtocol = kw.pop("upstreamUseDownstreamProtocol", False)
         self.circuitBreakers = kw.pop("circuitBreakers", None) or CircuitBreakers()
         self.resourceManagers = {t.priority: ResourceManager(t)
                                  for t in self.circuitBreakers.thresholds}

@@ -28,6 +28,7 @@ import ipaddress
 from txenvoy.config.errors import ConfigError, UnsupportedField, report
 from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import unpackAny
+from txenvoy.http.http2.options import http2OptionsFromProto
 
 __all__ = ["IMPLEMENTED", "IGNORED", "REFUSED", "UpstreamHttpOptions",
            "TransportSocketOptions", "compileHttpProtocolOptions", "parseAuthorityHost"]
@@ -36,31 +37,35 @@ __all__ = ["IMPLEMENTED", "IGNORED", "REFUSED", "UpstreamHttpOptions",
 #: implements there.
 IMPLEMENTED = {
     "": ("common_http_protocol_options", "upstream_http_protocol_options",
-         "explicit_http_config"),
+         "explicit_http_config", "use_downstream_protocol_config"),
     "common_http_protocol_options": (
         "idle_timeout", "max_requests_per_connection", "max_connection_duration",
         "max_headers_count", "max_response_headers_kb"),
     "upstream_http_protocol_options": (
         "auto_sni", "auto_san_validation", "override_auto_sni_header"),
-    "explicit_http_config": ("http_protocol_options",),
+    "explicit_http_config": ("http_protocol_options", "http2_protocol_options"),
     "explicit_http_config.http_protocol_options": ("enable_trailers",),
+    "use_downstream_protocol_config": ("http_protocol_options", "http2_protocol_options"),
+    "use_downstream_protocol_config.http_protocol_options": ("enable_trailers",),
 }
+
+# Http1ProtocolOptions fields only a server (downstream) codec reads.
+_HTTP1_SERVER_SIDE = (
+    "allow_absolute_url", "accept_http_10", "default_host_for_http_10",
+    "override_stream_error_on_invalid_http_message", "use_balsa_parser",
+    "ignore_http_11_upgrade")
 
 #: Fields that have no effect on an HTTP/1.1 upstream in Envoy either.
 IGNORED = {
     "common_http_protocol_options": ("headers_with_underscores_action",),
-    "explicit_http_config.http_protocol_options": (
-        "allow_absolute_url", "accept_http_10", "default_host_for_http_10",
-        "override_stream_error_on_invalid_http_message", "use_balsa_parser",
-        "ignore_http_11_upgrade"),
+    "explicit_http_config.http_protocol_options": _HTTP1_SERVER_SIDE,
+    "use_downstream_protocol_config.http_protocol_options": _HTTP1_SERVER_SIDE,
 }
 
 #: Field path -> why it is refused.
 REFUSED = {
     "http_filters": "upstream HTTP filters",
-    "auto_config": "HTTP/2 upstreams",
-    "use_downstream_protocol_config": "HTTP/2 upstreams",
-    "explicit_http_config.http2_protocol_options": "HTTP/2 upstreams",
+    "auto_config": "ALPN-selected upstream protocols",
     "explicit_http_config.http3_protocol_options": "HTTP/3 upstreams",
     "header_validation_config": "upstream header validators",
     "outlier_detection": "HTTP error matchers for outlier detection",
@@ -72,6 +77,12 @@ REFUSED = {
     "explicit_http_config.http_protocol_options.allow_chunked_length": "",
     "explicit_http_config.http_protocol_options.send_fully_qualified_url": "",
     "explicit_http_config.http_protocol_options.allow_custom_methods": "",
+    "use_downstream_protocol_config.http_protocol_options.header_key_format":
+        "upstream header case",
+    "use_downstream_protocol_config.http_protocol_options.allow_chunked_length": "",
+    "use_downstream_protocol_config.http_protocol_options.send_fully_qualified_url": "",
+    "use_downstream_protocol_config.http_protocol_options.allow_custom_methods": "",
+    "use_downstream_protocol_config.http3_protocol_options": "HTTP/3 upstreams",
 }
 
 
@@ -255,3 +266,20 @@ def compileHttpProtocolOptions(anyMsg, path, kw):
            epath + ".http_protocol_options")
     if http1.enable_trailers:
         kw["upstreamEnableTrailers"] = True
+    if explicit.HasField("http2_protocol_options"):
+        kw["upstreamHttp2Options"] = http2OptionsFromProto(
+            explicit.http2_protocol_options, epath + ".http2_protocol_options", upstream=True)
+
+    if msg.HasField("use_downstream_protocol_config"):
+        downstream = msg.use_downstream_protocol_config
+        dpath = path + ".use_downstream_protocol_config"
+        _check(downstream, "use_downstream_protocol_config", dpath)
+        _check(downstream.http_protocol_options,
+               "use_downstream_protocol_config.http_protocol_options",
+               dpath + ".http_protocol_options")
+        if downstream.http_protocol_options.enable_trailers:
+            kw["upstreamEnableTrailers"] = True
+        kw["upstreamUseDownstreamProtocol"] = True
+        kw["upstreamHttp2Options"] = http2OptionsFromProto(
+            downstream.http2_protocol_options, dpath + ".http2_protocol_options",
+            upstream=True)

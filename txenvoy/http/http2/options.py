@@ -62,17 +62,19 @@ def _seconds(duration):
     return duration.seconds + duration.nanos / 1e9
 
 
-def http2OptionsFromProto(message, path):
+def http2OptionsFromProto(message, path, upstream=False):
     """
     Compile an C{Http2ProtocolOptions}.
 
     @param message: the proto message.
     @param path: its field path, for errors.
+    @param upstream: a cluster's options: Envoy's upstream defaults (no
+        stream limit of its own: the host's SETTINGS decide).
     @raise ConfigError: for a value Envoy refuses, or a field txenvoy does
         not support.
     """
     checkFields(message, HTTP2_OPTION_FIELDS, path)
-    values = {}
+    values = {"maxConcurrentStreams": 2147483647} if upstream else {}
 
     def uint(field, name, low=None, high=None):
         if message.HasField(field):

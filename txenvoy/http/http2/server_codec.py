@@ -35,7 +35,7 @@ and decoders' own exceptions leave it.
 """
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -275,6 +275,7 @@ class Http2ServerCodec(CountedReadDisable):
         self._readDisableCount = 0
         self._emptyFrames = 0
         self._dataFramesSent = 0
+        self._openedStreams = 0
         self._windowUpdates = 0
         self._outboundPaused = False
         self._outboundFrames = 0
@@ -385,6 +386,12 @@ class Http2ServerCodec(CountedReadDisable):
         self._goAwaySent = True
         self._lastGoAwayId = conn.highest_inbound_stream_id
         conn.close_connection(ErrorCodes.NO_ERROR, last_stream_id=self._lastGoAwayId)
+        # The streams in flight still get their responses.
+        self._reopenAfterGoAway()
+        if not self._streams:
+            self._flush()
+            self._close()
+            return
         if self._stats is not None:
             self._stats.goaway_sent.inc()
         self._flush()
@@ -463,6 +470,7 @@ class Http2ServerCodec(CountedReadDisable):
             request.upgrade = protocol.lower() if protocol is not None else b"connect"
             if protocol is None:
                 request.path = None
+        self._openedStreams += 1
         encoder = Http2ResponseEncoder(self, streamId)
         encoder.remoteComplete = endStream
         self._streams[streamId] = encoder
@@ -519,8 +527,9 @@ class Http2ServerCodec(CountedReadDisable):
     def _onWindowUpdated(self, event):
         self._windowUpdates += 1
         limit = self._options.maxInboundWindowUpdateFramesPerDataFrameSent
-        # Envoy's rule: at most 5 + limit * (DATA frames sent) of them.
-        if self._windowUpdates > 5 + limit * (self._dataFramesSent + 1):
+        # Envoy's rule (Http2ProtocolOptions): at most
+        # 5 + 2 * (opened streams + limit * DATA frames sent) of them.
+        if self._windowUpdates > 5 + 2 * (self._openedStreams + limit * self._dataFramesSent):
             raise _Flood("inbound_window_update_frames_flood")
         if event.stream_id == 0:
             for encoder in list(self._streams.values()):
@@ -535,18 +544,26 @@ class Http2ServerCodec(CountedReadDisable):
         encoder = self._streams.get(event.stream_id)
         self._priorityFrames = getattr(self, "_priorityFrames", 0) + 1
         limit = self._options.maxInboundPriorityFramesPerStream
-        # Envoy's rule: at most 10 + limit * (streams opened + 1) PRIORITY frames.
-        opened = self._conn.highest_inbound_stream_id // 2 + 1
-        if self._priorityFrames > 10 + limit * opened:
+        # Envoy's rule (Http2ProtocolOptions): at most
+        # limit * (1 + opened streams) PRIORITY frames.
+        if self._priorityFrames > limit * (1 + self._openedStreams):
             raise _Flood("inbound_priority_frames_flood")
         if encoder is not None:
             encoder.priorityFrames += 1
 
     def _onRemoteGoAway(self, event):
         # The client goes: what is in flight finishes, then the connection.
+        # h2 closes its state machine on a GOAWAY; the streams it spares
+        # still run to their end (RFC 9113 section 6.8), so it reopens.
+        self._reopenAfterGoAway()
         self._remoteGoAway = True
         if not self._streams:
             self._close()
+
+    def _reopenAfterGoAway(self):
+        machine = self._conn.state_machine
+        if machine.state == ConnectionState.CLOSED:
+            machine.state = ConnectionState.SERVER_OPEN
 
     def _onPingAck(self):
         call = self._pingTimeoutCall
@@ -785,6 +802,9 @@ class Http2ServerCodec(CountedReadDisable):
     def _close(self, abort=False):
         if self._closed and self._lost:
             return
+        if not self._lost and not abort:
+            # What is queued (a response's end, a GOAWAY) goes out first.
+            self._flush()
         self._closed = True
         self._cancelKeepalive()
         self._resetAll()

@@ -1,0 +1,190 @@
+"""
+gRPC through a real C{twistd -n envoy}, side by side with Envoy 1.40 on
+the same config: a C{grpcio} client and server, the cluster speaking
+HTTP/2 upstream (C{explicit_http_config.http2_protocol_options}); unary
+and streaming calls with their trailers and metadata, error statuses, and
+one upstream connection carrying every stream.
+"""
+
+from concurrent import futures
+
+import grpc
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
+
+_SERVICE = "test.Echo"
+
+# Metadata that differs from one run to the next.
+_VARYING = frozenset(["date", "x-envoy-upstream-service-time"])
+
+
+def _stable(metadata):
+    return [(k, v) for k, v in metadata or () if k not in _VARYING]
+
+
+def _unary(request, context):
+    """Echo the request; metadata x-fail asks for an error status."""
+    metadata = dict(context.invocation_metadata())
+    if "x-fail" in metadata:
+        context.set_trailing_metadata((("x-detail", "failed"),))
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, "asked to fail")
+    context.set_trailing_metadata((("x-trailer", "t1"), ("x-bin", b"\x00\x01")))
+    return b"echo:" + request
+
+
+def _serverStream(request, context):
+    for i in range(int(request or b"3")):
+        yield b"item%d" % (i,)
+
+
+def _clientStream(requests, context):
+    return b"+".join(requests)
+
+
+def _bidi(requests, context):
+    for r in requests:
+        yield r.upper()
+
+
+def _handler():
+    return grpc.method_handlers_generic_handler(_SERVICE, {
+        "Unary": grpc.unary_unary_rpc_method_handler(_unary),
+        "ServerStream": grpc.unary_stream_rpc_method_handler(_serverStream),
+        "ClientStream": grpc.stream_unary_rpc_method_handler(_clientStream),
+        "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
+    })
+
+
+def grpcConfig(port, adminPort, backendPort):
+    return """
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
+static_resources:
+  listeners:
+  - name: grpc
+    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: grpc
+          codec_type: AUTO
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                route: {cluster: backend}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {}
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(backend)d}}}
+""" % {"port": port, "admin": adminPort, "backend": backendPort}
+
+
+class _Side:
+    def __init__(self, real, backendPort):
+        self.port = freePort()
+        self.adminPort = freePort()
+        self.proxy = startProxy(real, grpcConfig(self.port, self.adminPort, backendPort),
+                                self.port, self.adminPort)
+        self.channel = grpc.insecure_channel("127.0.0.1:%d" % (self.port,))
+
+    def stop(self):
+        self.channel.close()
+        self.proxy.stop()
+
+
+class GrpcComparisonTests(SharedFixture, SynchronousTestCase):
+    """grpcio through Envoy 1.40 and txenvoy to one grpcio server."""
+
+    @classmethod
+    def startFixture(cls):
+        cls.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        cls.server.add_generic_rpc_handlers((_handler(),))
+        cls.backendPort = cls.server.add_insecure_port("127.0.0.1:0")
+        cls.server.start()
+        cls.sides = []
+        try:
+            cls.sides.append(_Side(True, cls.backendPort))
+            cls.sides.append(_Side(False, cls.backendPort))
+        except BaseException:
+            cls.stopFixture()
+            raise
+
+    @classmethod
+    def stopFixture(cls):
+        for side in cls.sides:
+            side.stop()
+        cls.server.stop(None)
+
+    def both(self, call):
+        """C{call(channel)} through Envoy, then txenvoy: both results."""
+        return [call(side.channel) for side in self.sides]
+
+    def test_unary(self):
+        """A unary call: the reply and the trailing metadata, binary too."""
+        def call(channel):
+            method = channel.unary_unary("/%s/Unary" % (_SERVICE,))
+            reply, c = method.with_call(b"hi", timeout=10)
+            trailers = _stable(c.trailing_metadata())
+            return reply, c.code(), trailers
+        envoy, tx = self.both(call)
+        self.assertEqual(tx, envoy)
+        self.assertEqual(envoy[0], b"echo:hi")
+        self.assertIn(("x-bin", b"\x00\x01"), envoy[2])
+
+    def test_errorStatus(self):
+        """A call the server fails: status, message and trailers intact."""
+        def call(channel):
+            method = channel.unary_unary("/%s/Unary" % (_SERVICE,))
+            try:
+                method(b"x", metadata=(("x-fail", "1"),), timeout=10)
+            except grpc.RpcError as e:
+                return e.code(), e.details(), _stable(e.trailing_metadata())
+        envoy, tx = self.both(call)
+        self.assertEqual(tx, envoy)
+        self.assertEqual(envoy[0], grpc.StatusCode.FAILED_PRECONDITION)
+
+    def test_streaming(self):
+        """Server, client and bidirectional streaming calls."""
+        def call(channel):
+            server = list(channel.unary_stream("/%s/ServerStream" % (_SERVICE,))(
+                b"4", timeout=10))
+            client = channel.stream_unary("/%s/ClientStream" % (_SERVICE,))(
+                iter([b"a", b"b", b"c"]), timeout=10)
+            bidi = list(channel.stream_stream("/%s/Bidi" % (_SERVICE,))(
+                iter([b"x", b"y"]), timeout=10))
+            return server, client, bidi
+        envoy, tx = self.both(call)
+        self.assertEqual(tx, envoy)
+        self.assertEqual(envoy[0], [b"item0", b"item1", b"item2", b"item3"])
+
+    def test_oneUpstreamConnection(self):
+        """Many calls, one multiplexed upstream connection (upstream_cx_http2_total)."""
+        def call(channel):
+            method = channel.unary_unary("/%s/Unary" % (_SERVICE,))
+            calls = [method.future(b"%d" % (i,), timeout=10) for i in range(20)]
+            return sorted(f.result() for f in calls)
+        envoy, tx = self.both(call)
+        self.assertEqual(tx, envoy)
+        stats = [adminStats(side.adminPort) for side in self.sides]
+        self.assertEqual(stats[1]["cluster.backend.upstream_cx_http2_total"],
+                         stats[0]["cluster.backend.upstream_cx_http2_total"])
+        self.assertEqual(stats[1]["cluster.backend.upstream_cx_http2_total"], 1)

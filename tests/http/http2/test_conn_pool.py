@@ -1,0 +1,163 @@
+"""
+Tests for L{txenvoy.http.http2.conn_pool}: one worker's HTTP/2 connections
+to one host, on a L{MemoryReactorClock}, the host played by an C{h2}
+server connection.
+"""
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import DataReceived, RequestReceived, StreamEnded
+from h2.settings import SettingCodes
+from hyperframe.frame import GoAwayFrame
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from tests.http.test_conn_pool import Stream
+from tests.upstream.test_fakes import FakeDispatcher, clusterProto, endpoint
+from txenvoy.http.conn_pool import poolsFor
+from txenvoy.http.headers import HeaderMap, RequestHeaders
+from txenvoy.http.http2.conn_pool import Http2ConnPool, Http2StreamClient
+from txenvoy.interfaces import IClientCodec, IHttpConnPool
+from txenvoy.stats.store import StatsStore
+from txenvoy.upstream.cluster_manager import ClusterManager
+
+KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+class Host:
+    """The upstream: an h2 server connection over the pool's transport."""
+
+    def __init__(self, protocol, transport, maxStreams=None):
+        self.protocol = protocol
+        self.transport = transport
+        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.h2.initiate_connection()
+        if maxStreams is not None:
+            self.h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: maxStreams})
+        self.requests = {}
+        self.pump()
+
+    def pump(self):
+        for _ in range(10):
+            out = self.transport.value()
+            self.transport.clear()
+            if out:
+                for event in self.h2.receive_data(out):
+                    if isinstance(event, RequestReceived):
+                        self.requests[event.stream_id] = dict(event.headers)
+                    elif isinstance(event, DataReceived):
+                        self.h2.acknowledge_received_data(event.flow_controlled_length,
+                                                          event.stream_id)
+            back = self.h2.data_to_send()
+            if back:
+                self.protocol.dataReceived(back)
+            if not out and not back:
+                return
+
+    def respond(self, streamId, body=b"ok", trailers=None):
+        self.h2.send_headers(streamId, [(b":status", b"200")])
+        self.h2.send_data(streamId, body, end_stream=trailers is None)
+        if trailers is not None:
+            self.h2.send_headers(streamId, trailers, end_stream=True)
+        self.pump()
+
+
+class Http2PoolTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.store = StatsStore()
+        cm = ClusterManager(self.reactor, self.store, self.store.shard("main_thread"), [
+            clusterProto("c1", [endpoint("127.0.0.1", 8080)], connect_timeout="1s",
+                         typed_extension_protocol_options={KEY: {
+                             "@type": "type.googleapis.com/" + KEY,
+                             "explicit_http_config": {"http2_protocol_options": {}}}})])
+        self.addCleanup(cm.stop)
+        dispatcher = FakeDispatcher(self.reactor, "worker_0", self.store)
+        self.cluster = cm.createThreadLocal(dispatcher).getThreadLocalCluster("c1")
+        self.pool = poolsFor(self.cluster).poolFor(self.cluster.chooseHost())
+        self.connected = 0
+
+    def stat(self, name):
+        snapshot = self.store.snapshot()
+        return snapshot.counters.get("cluster.c1." + name,
+                                     snapshot.gauges.get("cluster.c1." + name, 0))
+
+    def establish(self, maxStreams=None):
+        factory = self.reactor.tcpClients[self.connected][2]
+        self.connected += 1
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return Host(protocol, transport, maxStreams)
+
+    def send(self, stream, path=b"/"):
+        stream.client.codec.encodeRequest(
+            RequestHeaders(b"GET", path, b"a", b"http", "HTTP/2", HeaderMap()), True)
+
+    def test_interfaces(self):
+        """The pool and its stream clients sit behind the pool and codec seams."""
+        self.assertIsInstance(self.pool, Http2ConnPool)
+        self.assertTrue(verifyObject(IHttpConnPool, self.pool))
+        stream = Stream()
+        self.pool.newStream(stream)
+        self.establish()
+        self.assertIsInstance(stream.client, Http2StreamClient)
+        self.assertTrue(verifyObject(IClientCodec, stream.client))
+
+    def test_multiplexed(self):
+        """Two requests, one connection, answered out of order; trailers passed on."""
+        a, b = Stream(), Stream()
+        self.pool.newStream(a)
+        self.pool.newStream(b)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        host = self.establish()
+        self.send(a, b"/a")
+        self.send(b, b"/b")
+        host.pump()
+        self.assertEqual(sorted(h[b":path"] for h in host.requests.values()), [b"/a", b"/b"])
+        host.respond(3, b"second", trailers=[(b"grpc-status", b"0")])
+        host.respond(1, b"first")
+        self.assertIn(("data", b"second", False), b.events)
+        self.assertIn("trailers", b.events)
+        self.assertEqual(b.events[-1], "complete")
+        self.assertEqual(a.events[-1], "complete")
+        self.assertEqual(self.stat("upstream_cx_http2_total"), 1)
+
+    def test_peerLimitOpensAnotherConnection(self):
+        """Past the host's SETTINGS_MAX_CONCURRENT_STREAMS a second connection opens."""
+        first = Stream()
+        self.pool.newStream(first)
+        self.establish(maxStreams=1)
+        self.send(first)
+        second = Stream()
+        self.pool.newStream(second)
+        self.assertIsNone(second.client)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        self.establish()
+        self.assertIsNotNone(second.client)
+        self.assertEqual(self.stat("upstream_cx_http2_total"), 2)
+
+    def test_goAwayReplaysUnprocessedStreams(self):
+        """
+        A GOAWAY: streams above its last stream id end as unanswered
+        connection terminations (the router replays them); the others finish.
+        """
+        a, b = Stream(), Stream()
+        self.pool.newStream(a)
+        self.pool.newStream(b)
+        host = self.establish()
+        self.send(a)
+        self.send(b)
+        host.pump()
+        goAway = GoAwayFrame(0)
+        goAway.last_stream_id = 1
+        host.protocol.dataReceived(goAway.serialize())
+        self.assertEqual(b.events[-1], ("reset", "connection termination"))
+        self.assertTrue(b.client.closedUnanswered)
+        host.respond(1)
+        self.assertEqual(a.events[-1], "complete")
+        third = Stream()
+        self.pool.newStream(third)
+        self.assertEqual(len(self.reactor.tcpClients), 2)

@@ -1,0 +1,48 @@
+# -*- test-case-name: tests.http.test_conn_pool -*-
+"""
+What the HTTP/1.1 and HTTP/2 connection pools share: Envoy's reset reasons
+as they appear in local reply bodies, and the direct writer of their
+connections.
+"""
+
+from twisted.internet import tcp
+
+from txenvoy.privates import unsentBytes
+
+__all__ = ["OVERFLOW", "CONNECTION_TERMINATION", "PROTOCOL_ERROR", "directWriter"]
+
+#: Envoy's reset reasons, as they appear in local reply bodies.
+OVERFLOW = "overflow"
+CONNECTION_TERMINATION = "connection termination"
+PROTOCOL_ERROR = "protocol error"
+
+
+def _sendNow(transport, data):
+    # Twisted queues every write and sends it once the reactor sees the
+    # socket writable, at the cost of two epoll changes and a dispatch per
+    # write. When nothing is queued, try the socket at once; whatever it
+    # does not take goes the usual way, so ordering and back-pressure hold.
+    if unsentBytes(transport) or not transport.connected or transport.disconnecting:
+        transport.write(data)
+        return
+    try:
+        sent = transport.socket.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        # Let Twisted meet the error and close the connection its way.
+        transport.write(data)
+        return
+    if sent < len(data):
+        transport.write(data[sent:])
+
+
+def directWriter(transport):
+    """
+    @return: C{write(data)} for C{transport}: a plain TCP transport gets
+        bytes sent at once when nothing is queued before them; any other
+        transport (TLS, a network filter) its own C{write}.
+    """
+    if isinstance(transport, tcp.Connection):
+        return lambda data: _sendNow(transport, data)
+    return transport.write
