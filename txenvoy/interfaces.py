@@ -530,7 +530,8 @@ class IClientCodec(Interface):
 class IHttpConnPool(Interface):
     """
     A connection pool to one host (Envoy's C{ConnectionPool::Instance}),
-    whichever protocol its connections speak.
+    whichever protocol its connections speak: the HTTP/1.1 pool and the
+    multiplexing HTTP/2 pool.
     """
 
     def newStream(callbacks):
@@ -544,6 +545,9 @@ class IHttpConnPool(Interface):
 
     def releaseClient(client):
         """A stream gave its client back without a complete response."""
+
+    def cancelPending(pending):
+        """A stream waiting for a connection gave up (its handle's C{cancel()})."""
 
     def closeIdle():
         """Close the connections that carry nothing."""

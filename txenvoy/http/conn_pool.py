@@ -72,7 +72,13 @@ from zope.interface import implementer
 
 from txenvoy.http.http1.client_codec import ClientCodec
 from txenvoy.http.http2.conn_pool import Http2ConnPool
-from txenvoy.http.pool_base import CONNECTION_TERMINATION, OVERFLOW, PROTOCOL_ERROR, directWriter
+from txenvoy.http.pool_base import (
+    CONNECTION_TERMINATION,
+    OVERFLOW,
+    PROTOCOL_ERROR,
+    PendingStream,
+    directWriter,
+)
 from txenvoy.interfaces import IHttpConnPool, IUpstreamConnectionCallbacks
 from txenvoy.server.logging import componentLogger, connTag
 from txenvoy.upstream.connection import PEEK_CLOSED, PEEK_IDLE
@@ -182,21 +188,6 @@ def poolsFor(cluster, priority="DEFAULT"):
     return pools
 
 
-class _PendingStream:
-    """A stream waiting for a connection; C{cancel()} withdraws it."""
-
-    __slots__ = ("pool", "callbacks", "cancelled")
-
-    def __init__(self, pool, callbacks):
-        self.pool = pool
-        self.callbacks = callbacks
-        self.cancelled = False
-
-    def cancel(self):
-        """Give up waiting (the downstream went away, or a timeout)."""
-        if not self.cancelled:
-            self.cancelled = True
-            self.pool._cancelPending(self)
 
 
 @implementer(IHttpConnPool)
@@ -208,7 +199,7 @@ class HttpConnPool:
     @ivar ready: idle, connected clients; the last is used first.
     @ivar busy: clients carrying a request.
     @ivar connecting: clients not connected yet.
-    @ivar pending: L{_PendingStream}s waiting, oldest first.
+    @ivar pending: L{PendingStream}s waiting, oldest first.
     @ivar socketOptions: the transport socket options its connections are
         made with, or C{None}.
     """
@@ -262,7 +253,7 @@ class HttpConnPool:
         if log.debugEnabled:
             log.debug("queueing stream due to no available connections (ready=%d busy=%d "
                       "connecting=%d)", len(ready), len(self.busy), len(self.connecting))
-        pending = _PendingStream(self, callbacks)
+        pending = PendingStream(self, callbacks)
         self.pending.append(pending)
         stats.upstream_rq_pending_total.inc()
         stats.upstream_rq_pending_active.inc()
@@ -320,7 +311,8 @@ class HttpConnPool:
         self.stats.upstream_rq_pending_active.dec()
         self.hostStats.rq_pending_active -= 1
 
-    def _cancelPending(self, pending):
+    def cancelPending(self, pending):
+        """See L{txenvoy.interfaces.IHttpConnPool.cancelPending}."""
         try:
             self.pending.remove(pending)
         except ValueError:

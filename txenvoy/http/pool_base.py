@@ -1,15 +1,16 @@
 # -*- test-case-name: tests.http.test_conn_pool -*-
 """
 What the HTTP/1.1 and HTTP/2 connection pools share: Envoy's reset reasons
-as they appear in local reply bodies, and the direct writer of their
-connections.
+as they appear in local reply bodies, the direct writer of their
+connections, and the handle of a stream waiting for a connection.
 """
 
 from twisted.internet import tcp
 
 from txenvoy.privates import unsentBytes
 
-__all__ = ["OVERFLOW", "CONNECTION_TERMINATION", "PROTOCOL_ERROR", "directWriter"]
+__all__ = ["OVERFLOW", "CONNECTION_TERMINATION", "PROTOCOL_ERROR", "directWriter",
+           "PendingStream"]
 
 #: Envoy's reset reasons, as they appear in local reply bodies.
 OVERFLOW = "overflow"
@@ -46,3 +47,23 @@ def directWriter(transport):
     if isinstance(transport, tcp.Connection):
         return lambda data: _sendNow(transport, data)
     return transport.write
+
+
+class PendingStream:
+    """
+    A stream waiting for a connection (either pool: its C{cancelPending});
+    C{cancel()} withdraws it.
+    """
+
+    __slots__ = ("pool", "callbacks", "cancelled")
+
+    def __init__(self, pool, callbacks):
+        self.pool = pool
+        self.callbacks = callbacks
+        self.cancelled = False
+
+    def cancel(self):
+        """Give up waiting (the downstream went away, or a timeout)."""
+        if not self.cancelled:
+            self.cancelled = True
+            self.pool.cancelPending(self)

@@ -52,7 +52,13 @@ from zope.interface import implementer
 
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
 from txenvoy.http.http2.options import DEFAULT_HTTP2_OPTIONS
-from txenvoy.http.pool_base import CONNECTION_TERMINATION, OVERFLOW, PROTOCOL_ERROR, directWriter
+from txenvoy.http.pool_base import (
+    CONNECTION_TERMINATION,
+    OVERFLOW,
+    PROTOCOL_ERROR,
+    PendingStream,
+    directWriter,
+)
 from txenvoy.interfaces import IClientCodec, IHttpConnPool, IUpstreamConnectionCallbacks
 from txenvoy.server.logging import componentLogger, connTag
 
@@ -74,20 +80,6 @@ _CONNECTION_SPECIFIC = frozenset([b"connection", b"keep-alive", b"proxy-connecti
 _UPSTREAM_DEFAULT_STREAMS = 2147483647
 
 
-class _PendingStream:
-    """A stream waiting for room on a connection; C{cancel()} withdraws it."""
-
-    __slots__ = ("pool", "callbacks", "cancelled")
-
-    def __init__(self, pool, callbacks):
-        self.pool = pool
-        self.callbacks = callbacks
-        self.cancelled = False
-
-    def cancel(self):
-        if not self.cancelled:
-            self.cancelled = True
-            self.pool._cancelPending(self)
 
 
 @implementer(IClientCodec)
@@ -550,7 +542,7 @@ class Http2ConnPool:
 
     @ivar clients: connected clients taking streams, newest last.
     @ivar connecting: clients not connected yet.
-    @ivar pending: L{_PendingStream}s waiting, oldest first.
+    @ivar pending: L{PendingStream}s waiting, oldest first.
     """
 
     def __init__(self, clusterPools, host, socketOptions=None, options=DEFAULT_HTTP2_OPTIONS):
@@ -580,7 +572,7 @@ class Http2ConnPool:
             self.stats.upstream_rq_pending_overflow.inc()
             callbacks.onPoolFailure(OVERFLOW)
             return None
-        pending = _PendingStream(self, callbacks)
+        pending = PendingStream(self, callbacks)
         self.pending.append(pending)
         self.stats.upstream_rq_pending_total.inc()
         self.stats.upstream_rq_pending_active.inc()
@@ -624,7 +616,8 @@ class Http2ConnPool:
         self.stats.upstream_rq_pending_active.dec()
         self.hostStats.rq_pending_active -= 1
 
-    def _cancelPending(self, pending):
+    def cancelPending(self, pending):
+        """See L{txenvoy.interfaces.IHttpConnPool.cancelPending}."""
         try:
             self.pending.remove(pending)
         except ValueError:
