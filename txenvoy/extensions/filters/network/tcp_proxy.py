@@ -374,7 +374,7 @@ class TcpProxyConfig:
 
     @ivar clusters: C{[(name, weight)]}.
     @ivar hashPolicies: the C{hash_policy} (at most one, C{source_ip} or
-        C{filter_state}) as L{txenvoy.http.route_table.HashPolicy} objects,
+        C{filter_state}) as L{txenvoy.router.config.HashPolicy} objects,
         for a RING_HASH or MAGLEV cluster.
     """
 
