@@ -111,6 +111,14 @@ static_resources:
                 name: zstd
                 typed_config:
                   "@type": type.googleapis.com/envoy.extensions.compression.zstd.decompressor.v3.Zstd
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                p:
+                  remote_jwks:
+                    http_uri: {uri: "http://keys/jwks", cluster: keys, timeout: 1s}
+              rules: [{match: {prefix: /}, requires: {provider_name: p}}]
           - name: envoy.filters.http.ext_authz
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
