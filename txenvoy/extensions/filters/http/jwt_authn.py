@@ -57,9 +57,9 @@ from txenvoy.http.async_client import AsyncHttpClient
 from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
 from txenvoy.http.filter_config import RouteSpecificConfigs, WorkerStats, httpStatPrefix
 from txenvoy.http.headers import HeaderMap, RequestHeaders
-from txenvoy.http.route_matcher import parseQueryParameters
-from txenvoy.http.route_table import RouteTable
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
+from txenvoy.router.config import RouteTable
+from txenvoy.router.matcher import parseQueryParameters
 from txenvoy.stats.per_worker import PerWorker
 
 __all__ = ["JwtAuthnConfig", "JwtAuthnFilter", "createJwtAuthn"]
