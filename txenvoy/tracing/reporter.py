@@ -82,8 +82,9 @@ class HttpCollector:
 
     def post(self, address, body):
         """
-        @return: a Deferred firing with the response status, or failing
-            (connection refused, timed out).
+        @return: a Deferred firing with the response status: 503 when the
+            collector cannot be reached, 504 when it does not answer within
+            the timeout (Envoy's local replies).
         """
         ip, port = address
         hostText = ("[%s]" % (ip,) if ":" in ip else ip).encode("ascii")
@@ -104,7 +105,14 @@ class HttpCollector:
                 timer.cancel()
             return result
 
-        return d.addBoth(done)
+        def localReply(reason):
+            # Envoy's async client answers a collector it cannot reach with
+            # its own 503, and one that does not answer in time with 504.
+            log.debug("report to {cluster} failed: {reason}", cluster=self.clusterName,
+                      reason=reason.getErrorMessage())
+            return 504 if reason.check(defer.CancelledError) else 503
+
+        return d.addBoth(done).addErrback(localReply)
 
     def close(self):
         """Close kept-alive collector connections."""
