@@ -158,6 +158,15 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: otel
+          access_log:
+          - name: envoy.access_loggers.open_telemetry
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig
+              common_config:
+                log_name: otel
+                transport_api_version: V3
+                grpc_service: {envoy_grpc: {cluster_name: zipkin}}
+              body: {string_value: "%RESPONSE_CODE%"}
           tracing:
             provider:
               name: envoy.tracers.opentelemetry

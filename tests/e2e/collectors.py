@@ -115,8 +115,8 @@ class RecordingOrigin(_Recorder):
 class OtlpCollector:
     """
     An OpenTelemetry collector built on C{opentelemetry-proto}: the OTLP
-    gRPC C{TraceService} (grpcio server, C{grpcPort}) and the OTLP/HTTP
-    endpoint C{POST /v1/traces} (C{httpPort}). C{requests} keeps each
+    gRPC C{TraceService} and C{LogsService} (grpcio server, C{grpcPort})
+    and the OTLP/HTTP endpoint C{POST /v1/traces} (C{httpPort}). C{requests} keeps each
     C{ExportTraceServiceRequest} with the transport it came by and its
     metadata or headers.
     """
@@ -125,6 +125,10 @@ class OtlpCollector:
         from concurrent import futures
 
         import grpc
+        from opentelemetry.proto.collector.logs.v1 import (
+            logs_service_pb2,
+            logs_service_pb2_grpc,
+        )
         from opentelemetry.proto.collector.trace.v1 import (
             trace_service_pb2,
             trace_service_pb2_grpc,
@@ -141,8 +145,16 @@ class OtlpCollector:
                                            request))
                 return trace_service_pb2.ExportTraceServiceResponse()
 
+        class Logs(logs_service_pb2_grpc.LogsServiceServicer):
+            def Export(self, request, context):
+                with owner._lock:
+                    owner.logs.append(("grpc", dict(context.invocation_metadata()), request))
+                return logs_service_pb2.ExportLogsServiceResponse()
+
+        self.logs = []
         self.grpcServer = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.grpcServer)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), self.grpcServer)
         self.grpcPort = self.grpcServer.add_insecure_port("127.0.0.1:0")
         self.grpcServer.start()
 
@@ -158,6 +170,14 @@ class OtlpCollector:
 
         self.http = Http()
         self.httpPort = self.http.port
+
+    def logRecords(self):
+        """C{(resource attributes dict, log record)} for every OTLP log record so far."""
+        with self._lock:
+            requests = list(self.logs)
+        return [({a.key: _anyValue(a.value) for a in rl.resource.attributes}, record)
+                for _, _, request in requests for rl in request.resource_logs
+                for sl in rl.scope_logs for record in sl.log_records]
 
     def spans(self):
         """C{(resource attributes dict, scope name, span)} for every span so far."""

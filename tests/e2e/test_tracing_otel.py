@@ -11,6 +11,7 @@ upstreams exist; txenvoy's exporter speaks HTTP/2 through grpcio whatever
 the cluster says.
 """
 
+import time
 import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -23,7 +24,7 @@ _HCM = """\
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: %(prefix)s
-          tracing:
+%(accessLog)s          tracing:
 %(tracing)s            custom_tags:
             - {tag: case, request_header: {name: x-case}}
             provider:
@@ -55,6 +56,25 @@ _HTTP = """\
                   http_uri: {uri: "http://collector.local/v1/traces", cluster: otlp_http, timeout: 2s}
                   request_headers_to_add: [{header: {key: x-api-key, value: k1}}]
 """
+_ACCESS_LOG = """\
+          access_log:
+          - name: envoy.access_loggers.open_telemetry
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig
+              common_config:
+                log_name: edge
+                transport_api_version: V3
+                grpc_service: {envoy_grpc: {cluster_name: otlp_grpc}}
+                buffer_flush_interval: 0.2s
+              resource_attributes:
+                values: [{key: team, value: {string_value: t1}}]
+              body: {string_value: "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE%"}
+              attributes:
+                values:
+                - {key: case, value: {string_value: "%REQ(X-CASE)%"}}
+                - {key: flags, value: {string_value: "%RESPONSE_FLAGS%"}}
+                - {key: missing, value: {string_value: "%REQ(X-NOPE)%"}}
+"""
 _HTTP2 = """\
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
@@ -74,10 +94,12 @@ def _cluster(name, port, extra=""):
 
 
 def otelConfig(real, ports, collector, originPort):
-    grpcListener = _HCM % dict(prefix="grpc", tracing="", service="svc-grpc", export=_GRPC)
+    grpcListener = _HCM % dict(prefix="grpc", tracing="", service="svc-grpc", export=_GRPC,
+                               accessLog=_ACCESS_LOG)
     httpListener = _HCM % dict(prefix="http", tracing="            spawn_upstream_span: true\n",
-                               service="svc-http", export=_HTTP)
-    return ("layered_runtime:\n"
+                               service="svc-http", export=_HTTP, accessLog="")
+    return ("node: {id: node1, cluster: svc1, locality: {zone: z1}}\n"
+            "layered_runtime:\n"
             "  layers:\n"
             "  - name: static\n"
             "    static_layer: {tracing.opentelemetry.min_flush_spans: 1}\n"
@@ -241,6 +263,27 @@ class OpenTelemetryComparisonTests(SharedFixture, SynchronousTestCase):
         self.assertEqual((headers[0]["content-type"], headers[0]["host"],
                           headers[0]["x-api-key"]),
                          ("application/x-protobuf", "collector.local", "k1"))
+
+    def test_accessLogRecords(self):
+        """
+        envoy.access_loggers.open_telemetry: the same resource (built-in
+        labels, then resource_attributes) and the same formatted body and
+        attributes as Envoy's records, one per request.
+        """
+        def records(proxy):
+            deadline = time.time() + 10
+            want = sum(1 for c in CASES if c[1] == "grpc")
+            while time.time() < deadline and len(proxy.collector.logRecords()) < want:
+                time.sleep(0.05)
+            return sorted((sorted(resource.items()), record.body.string_value,
+                           [(a.key, a.value.string_value) for a in record.attributes],
+                           record.time_unix_nano % 1000)
+                          for resource, record in proxy.collector.logRecords())
+
+        self.assertEqual(records(self.txenvoy), records(self.envoy))
+        self.assertEqual(adminStats(self.txenvoy.ports["admin"])[
+            "access_logs.open_telemetry_access_log.logs_written"],
+            sum(1 for c in CASES if c[1] == "grpc"))
 
     def test_stats(self):
         """tracing.opentelemetry.spans_sent counts what was exported, as in Envoy."""

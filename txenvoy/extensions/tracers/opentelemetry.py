@@ -62,7 +62,8 @@ def _version():
 
 
 def _nanos(seconds):
-    return int(round(seconds * 1e9))
+    # Envoy's clock: whole microseconds.
+    return int(round(seconds * 1e6)) * 1000
 
 
 @implementer(ISpan)

@@ -1,0 +1,232 @@
+# -*- test-case-name: tests.extensions.access_loggers.test_open_telemetry -*-
+"""
+C{envoy.access_loggers.open_telemetry}: one OTLP log record per finished
+request or connection, exported to an OpenTelemetry collector over gRPC
+(C{LogsService/Export}, through grpcio as the tracer's export is: see
+L{txenvoy.tracing.grpc_export}).
+
+As Envoy's: the resource carries the built-in labels C{log_name},
+C{zone_name}, C{cluster_name} and C{node_name} (unless
+C{disable_builtin_labels}) then C{resource_attributes}; each record has
+the request's start time, its C{body} and C{attributes} formatted with the
+substitution formatter (a missing value is C{-}). Records are formatted
+on the worker, kept in a buffer shared by the workers (under a lock, as
+the file access logs' buffers are) and sent by the main thread every
+C{buffer_flush_interval} (default 1 s) or once C{buffer_size_bytes}
+(default 16384) are waiting. A collector that is down or slow costs
+bounded memory: past four times C{buffer_size_bytes} waiting, or four
+exports in flight, records are dropped and counted in
+C{access_logs.open_telemetry_access_log.logs_dropped}; every record taken
+counts in C{logs_written}.
+"""
+
+import threading
+
+from twisted.internet.task import LoopingCall
+from zope.interface import implementer
+
+from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.fields import checkFields, durationSeconds
+from txenvoy.config.registry import Category, extension
+from txenvoy.formatter import substitution as _formatter
+from txenvoy.interfaces import IAccessLogger
+from txenvoy.tracing.grpc_export import GrpcCollector
+
+EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+STAT_PREFIX = "access_logs.open_telemetry_access_log."
+MAX_IN_FLIGHT = 4
+
+_FIELDS = ("common_config", "disable_builtin_labels", "resource_attributes", "body",
+           "attributes", "stat_prefix")
+_COMMON_FIELDS = frozenset(("log_name", "grpc_service", "transport_api_version",
+                            "buffer_flush_interval", "buffer_size_bytes"))
+
+
+def _nanos(seconds):
+    # Envoy's clock: whole microseconds.
+    return int(round(seconds * 1e6)) * 1000
+
+
+@implementer(IAccessLogger)
+class OpenTelemetryAccessLogger:
+    """
+    Formats records on the calling thread; the main thread exports them.
+
+    @ivar resource: C{[(key, AnyValue)]} of the records' resource.
+    """
+
+    def __init__(self, reactor, collector, resource, body, attributes, stats,
+                 flushInterval=1.0, bufferSizeBytes=16384):
+        self._reactor = reactor
+        self.collector = collector
+        self.resource = resource
+        self._body = body
+        self._attributes = attributes
+        self._written = stats.counter(STAT_PREFIX + "logs_written")
+        self._dropped = stats.counter(STAT_PREFIX + "logs_dropped")
+        self.flushInterval = flushInterval
+        self.bufferSizeBytes = bufferSizeBytes
+        self._lock = threading.Lock()
+        self._records = []
+        self._size = 0
+        self._flushPending = False
+        self.inFlight = 0
+        self._loop = None
+
+    def start(self):
+        """Start the flush timer on the main reactor."""
+        self._loop = LoopingCall(self.flush)
+        self._loop.clock = self._reactor
+        self._loop.start(self.flushInterval, now=False)
+
+    def stop(self):
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self.collector.close()
+
+    def log(self, streamInfo, requestHeaders=None, responseHeaders=None,
+            responseTrailers=None):
+        """Format one record and buffer it (any worker thread; never blocks)."""
+        from opentelemetry.proto.logs.v1 import logs_pb2
+
+        record = logs_pb2.LogRecord()
+        record.time_unix_nano = _nanos(streamInfo.startTime)
+        if self._body is not None:
+            record.body.string_value = self._body.format(
+                streamInfo, requestHeaders, responseHeaders, responseTrailers)
+        for key, formatter in self._attributes:
+            attribute = record.attributes.add()
+            attribute.key = key
+            attribute.value.string_value = formatter.format(
+                streamInfo, requestHeaders, responseHeaders, responseTrailers)
+        size = record.ByteSize()
+        with self._lock:
+            if self._size + size > 4 * self.bufferSizeBytes:
+                self._dropped.inc()
+                return
+            self._records.append(record)
+            self._size += size
+            self._written.inc()
+            if self._size < self.bufferSizeBytes or self._flushPending:
+                return
+            self._flushPending = True
+        self._reactor.callFromThread(self.flush)
+
+    def flush(self):
+        """Export what is buffered (main thread)."""
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+
+        with self._lock:
+            records, self._records = self._records, []
+            self._size = 0
+            self._flushPending = False
+        if not records:
+            return
+        address = self.collector.host()
+        if address is None or self.inFlight >= MAX_IN_FLIGHT:
+            with self._lock:
+                self._dropped.inc(len(records))
+            return
+        request = logs_service_pb2.ExportLogsServiceRequest()
+        resourceLogs = request.resource_logs.add()
+        for key, value in self.resource:
+            attribute = resourceLogs.resource.attributes.add()
+            attribute.key = key
+            attribute.value.CopyFrom(value)
+        resourceLogs.scope_logs.add().log_records.extend(records)
+        self.inFlight += 1
+        d = self.collector.post(address, request.SerializeToString())
+        d.addBoth(self._done)
+
+    def _done(self, result):
+        self.inFlight -= 1
+
+
+def _hostOf(clusterManager, name):
+    """A host chooser for the main thread: the cluster's hosts in turn."""
+    turn = [0]
+
+    def choose():
+        cluster = clusterManager.get(name) if clusterManager is not None else None
+        hosts = getattr(cluster, "hosts", ()) if cluster is not None else ()
+        if not hosts:
+            return None
+        turn[0] += 1
+        return hosts[turn[0] % len(hosts)].address
+
+    return choose
+
+
+class _MainThread:
+    """The main reactor as the dispatcher grpc completions are posted to."""
+
+    clusterManager = None
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+
+    def post(self, f, *args):
+        self.reactor.callFromThread(f, *args)
+
+
+@extension(Category.ACCESS_LOGGER,
+           "envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig",
+           "envoy.access_loggers.open_telemetry", fields=_FIELDS)
+def createOpenTelemetryAccessLogger(message, context):
+    """Build an L{OpenTelemetryAccessLogger}."""
+    from opentelemetry.proto.common.v1 import common_pb2
+
+    path = context.path + ".typed_config"
+    common = message.common_config
+    cpath = path + ".common_config"
+    checkFields(common, _COMMON_FIELDS, cpath)
+    if not common.log_name:
+        raise ConfigError("%s.log_name: value length must be at least 1 characters" % (cpath,))
+    service = common.grpc_service
+    if not service.HasField("envoy_grpc"):
+        raise UnsupportedField(cpath + ".grpc_service", "only envoy_grpc")
+    cluster = service.envoy_grpc.cluster_name
+    bootstrap = context.bootstrap
+    if bootstrap is not None and cluster not in {c.name for c in
+                                                 bootstrap.static_resources.clusters}:
+        raise ConfigError("%s.grpc_service.envoy_grpc.cluster_name: unknown cluster '%s'"
+                          % (cpath, cluster))
+    timeout = durationSeconds(service.timeout) if service.HasField("timeout") else 5.0
+    node = bootstrap.node if bootstrap is not None else None
+    resource = []
+    if not message.disable_builtin_labels:
+        for key, value in (("log_name", common.log_name),
+                           ("zone_name", node.locality.zone if node else ""),
+                           ("cluster_name", node.cluster if node else ""),
+                           ("node_name", node.id if node else "")):
+            resource.append((key, common_pb2.AnyValue(string_value=value)))
+    for kv in message.resource_attributes.values:
+        value = common_pb2.AnyValue()
+        value.CopyFrom(kv.value)
+        resource.append((kv.key, value))
+    body = None
+    if message.HasField("body"):
+        if message.body.WhichOneof("value") != "string_value":
+            raise UnsupportedField(path + ".body", "only string_value")
+        body = _formatter.compileFormat(message.body.string_value, path=path + ".body")
+    attributes = []
+    for i, kv in enumerate(message.attributes.values):
+        apath = "%s.attributes.values[%d]" % (path, i)
+        if kv.value.WhichOneof("value") != "string_value":
+            raise UnsupportedField(apath + ".value", "only string_value")
+        attributes.append((kv.key, _formatter.compileFormat(kv.value.string_value,
+                                                            path=apath + ".value")))
+    reactor = context.reactor
+    collector = GrpcCollector(_MainThread(reactor), cluster, EXPORT_METHOD, timeout,
+                              userAgent="txenvoy-access-log")
+    collector.host = _hostOf(context.clusterManager, cluster)
+    flush = (durationSeconds(common.buffer_flush_interval)
+             if common.HasField("buffer_flush_interval") else 1.0)
+    size = common.buffer_size_bytes.value if common.HasField("buffer_size_bytes") else 16384
+    logger = OpenTelemetryAccessLogger(reactor, collector, tuple(resource), body,
+                                       tuple(attributes), context.stats.shard("main_thread")
+                                       if hasattr(context.stats, "shard") else context.stats,
+                                       flushInterval=flush, bufferSizeBytes=size)
+    if not context.validateOnly:
+        logger.start()
+    return logger
