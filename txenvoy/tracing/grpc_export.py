@@ -14,6 +14,45 @@ and a channel reconnects by itself when the collector comes back.
 
 from twisted.internet import defer
 
+from txenvoy.config.errors import ConfigError, UnsupportedField
+from txenvoy.config.fields import checkFields, durationSeconds
+
+_GRPC_SERVICE_FIELDS = frozenset(("envoy_grpc", "timeout", "initial_metadata"))
+_ENVOY_GRPC_FIELDS = frozenset(("cluster_name", "authority"))
+
+
+class EnvoyGrpcTarget:
+    """
+    A compiled C{GrpcService} with C{envoy_grpc}: the cluster, the call
+    timeout (5 s when unset), the C{initial_metadata} and the authority
+    (the cluster's name unless set).
+    """
+
+    def __init__(self, clusterName, timeout, metadata, authority):
+        self.clusterName = clusterName
+        self.timeout = timeout
+        self.metadata = metadata
+        self.authority = authority
+
+
+def compileEnvoyGrpc(service, path, bootstrap):
+    """
+    @param service: an C{envoy.config.core.v3.GrpcService}.
+    @param bootstrap: the C{Bootstrap}, to check the cluster, or C{None}.
+    @return: an L{EnvoyGrpcTarget}.
+    """
+    checkFields(service, _GRPC_SERVICE_FIELDS, path)
+    if not service.HasField("envoy_grpc"):
+        raise UnsupportedField(path, "only envoy_grpc")
+    checkFields(service.envoy_grpc, _ENVOY_GRPC_FIELDS, path + ".envoy_grpc")
+    cluster = service.envoy_grpc.cluster_name
+    if bootstrap is not None and cluster not in {c.name for c in
+                                                 bootstrap.static_resources.clusters}:
+        raise ConfigError("%s.envoy_grpc.cluster_name: unknown cluster '%s'" % (path, cluster))
+    timeout = durationSeconds(service.timeout) if service.HasField("timeout") else 5.0
+    metadata = tuple((m.key.lower(), m.value) for m in service.initial_metadata)
+    return EnvoyGrpcTarget(cluster, timeout, metadata, service.envoy_grpc.authority or cluster)
+
 class GrpcCallError(Exception):
     """The call ended with a non-OK gRPC status (C{code}, C{details})."""
 

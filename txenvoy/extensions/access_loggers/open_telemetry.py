@@ -30,7 +30,7 @@ from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.formatter import substitution as _formatter
 from txenvoy.interfaces import IAccessLogger
-from txenvoy.tracing.grpc_export import GrpcCollector
+from txenvoy.tracing.grpc_export import GrpcCollector, compileEnvoyGrpc
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 STAT_PREFIX = "access_logs.open_telemetry_access_log."
@@ -182,16 +182,8 @@ def createOpenTelemetryAccessLogger(message, context):
     checkFields(common, _COMMON_FIELDS, cpath)
     if not common.log_name:
         raise ConfigError("%s.log_name: value length must be at least 1 characters" % (cpath,))
-    service = common.grpc_service
-    if not service.HasField("envoy_grpc"):
-        raise UnsupportedField(cpath + ".grpc_service", "only envoy_grpc")
-    cluster = service.envoy_grpc.cluster_name
+    target = compileEnvoyGrpc(common.grpc_service, cpath + ".grpc_service", context.bootstrap)
     bootstrap = context.bootstrap
-    if bootstrap is not None and cluster not in {c.name for c in
-                                                 bootstrap.static_resources.clusters}:
-        raise ConfigError("%s.grpc_service.envoy_grpc.cluster_name: unknown cluster '%s'"
-                          % (cpath, cluster))
-    timeout = durationSeconds(service.timeout) if service.HasField("timeout") else 5.0
     node = bootstrap.node if bootstrap is not None else None
     resource = []
     if not message.disable_builtin_labels:
@@ -217,9 +209,10 @@ def createOpenTelemetryAccessLogger(message, context):
         attributes.append((kv.key, _formatter.compileFormat(kv.value.string_value,
                                                             path=apath + ".value")))
     reactor = context.reactor
-    collector = GrpcCollector(_MainThread(reactor), cluster, EXPORT_METHOD, timeout,
-                              userAgent="txenvoy-access-log")
-    collector.host = _hostOf(context.clusterManager, cluster)
+    collector = GrpcCollector(_MainThread(reactor), target.clusterName, EXPORT_METHOD,
+                              target.timeout, target.metadata, userAgent="txenvoy-access-log",
+                              authority=target.authority)
+    collector.host = _hostOf(context.clusterManager, target.clusterName)
     flush = (durationSeconds(common.buffer_flush_interval)
              if common.HasField("buffer_flush_interval") else 1.0)
     size = common.buffer_size_bytes.value if common.HasField("buffer_size_bytes") else 16384

@@ -26,14 +26,14 @@ from urllib.parse import urlsplit
 from zope.interface import implementer
 
 from txenvoy.config import registry
-from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField
+from txenvoy.config.errors import ConfigError, UnsupportedExtension
 from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.filter_config import snapshotSource
 from txenvoy.interfaces import ISpan, ITracerDriver
 from txenvoy.stats.per_worker import PerWorker, StatsStruct
 from txenvoy.tracing import w3c
-from txenvoy.tracing.grpc_export import GrpcCollector
+from txenvoy.tracing.grpc_export import GrpcCollector, compileEnvoyGrpc
 from txenvoy.tracing.reporter import BatchReporter, HttpCollector
 
 OTEL_STATS = ("spans_sent", "spans_dropped", "timer_flushed")
@@ -268,22 +268,13 @@ def createOpenTelemetryDriver(message, context):
     if message.HasField("grpc_service") and message.HasField("http_service"):
         raise ConfigError("%s: only one of grpc_service and http_service can be set" % (path,))
     if message.HasField("grpc_service"):
-        service = message.grpc_service
-        gpath = path + ".grpc_service"
-        checkFields(service, frozenset(("envoy_grpc", "timeout", "initial_metadata")), gpath)
-        if not service.HasField("envoy_grpc"):
-            raise UnsupportedField(gpath, "only envoy_grpc")
-        checkFields(service.envoy_grpc, frozenset(("cluster_name", "authority")),
-                    gpath + ".envoy_grpc")
-        cluster = service.envoy_grpc.cluster_name
-        _clusterOf(context, cluster, gpath + ".envoy_grpc.cluster_name")
-        timeout = durationSeconds(service.timeout) if service.HasField("timeout") else 5.0
-        metadata = tuple((m.key.lower(), m.value) for m in service.initial_metadata)
-        authority = service.envoy_grpc.authority or cluster
+        target = compileEnvoyGrpc(message.grpc_service, path + ".grpc_service",
+                                  context.bootstrap)
 
         def makeCollector(dispatcher):
-            return GrpcCollector(dispatcher, cluster, EXPORT_METHOD, timeout, metadata,
-                                 userAgent=userAgent, authority=authority)
+            return GrpcCollector(dispatcher, target.clusterName, EXPORT_METHOD, target.timeout,
+                                 target.metadata, userAgent=userAgent,
+                                 authority=target.authority)
     elif message.HasField("http_service"):
         service = message.http_service
         hpath = path + ".http_service"
