@@ -13,7 +13,15 @@ from collections import Counter
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import EXAMPLES, Envoy, RealEnvoy, SharedFixture, Upstream, freePort
+from tests.e2e.harness import (
+    EXAMPLES,
+    Envoy,
+    RealEnvoy,
+    SharedFixture,
+    Upstream,
+    adminStats,
+    freePort,
+)
 from txenvoy.network.address import formatAddress
 from txenvoy.upstream.hashing import uint64ToHex, xxHash64
 
@@ -221,6 +229,7 @@ class SideBySideHashTests(SharedFixture, SynchronousTestCase):
         ports = [o.port for o in cls.origins]
         cls.tags = {"o%d" % i: i for i in range(len(ports))}
         cls.proxies = []
+        cls.admins = []
         try:
             for real in (True, False):
                 port, admin = freePort(), freePort()
@@ -230,6 +239,7 @@ class SideBySideHashTests(SharedFixture, SynchronousTestCase):
                 proxy = RealEnvoy(config) if real else Envoy(
                     config, args=("--concurrency", "1"), adminPort=admin)
                 cls.proxies.append((proxy, port))
+                cls.admins.append(admin)
                 proxy.waitPort(port)
         except BaseException:
             cls.stopFixture()
@@ -272,6 +282,20 @@ class SideBySideHashTests(SharedFixture, SynchronousTestCase):
         self.assertEqual(txenvoy, envoy)
         for route in range(4):
             self.assertGreaterEqual(len(set(envoy[route::4])), 4)
+
+    def test_tableGauges(self):
+        """
+        Envoy's C{ring_hash_lb.{size,min_hashes_per_host,max_hashes_per_host}}
+        and C{maglev_lb.{min,max}_entries_per_host} gauges, alike.
+        """
+        stats = []
+        for admin in self.admins:
+            stats.append(dict((k, v) for k, v in adminStats(admin).items()
+                              if "_lb." in k and k.startswith("cluster.")))
+        self.assertEqual(stats[1], stats[0])
+        self.assertEqual(stats[0]["cluster.murmur.ring_hash_lb.size"], 65)
+        self.assertEqual(stats[0]["cluster.ring.ring_hash_lb.size"], 1032)
+        self.assertIn("cluster.typed.maglev_lb.max_entries_per_host", stats[0])
 
     def test_generatedCookie(self):
         """

@@ -9,12 +9,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from txenvoy.interfaces import ILoadBalancer
-from txenvoy.stats.store import Counter
+from txenvoy.stats.store import Counter, StatsStore
 from txenvoy.upstream.host import DEGRADED_EDS_HEALTH, FAILED_EDS_HEALTH, Host
 from txenvoy.upstream.load_balancer import LbConfig
 from txenvoy.upstream.maglev_lb import MaglevConfig
 from txenvoy.upstream.ring_hash_lb import RingHashConfig
 from txenvoy.upstream.thread_aware_lb import (
+    MainThreadTables,
     TableCache,
     ThreadAwareLoadBalancer,
     normalizeHostWeights,
@@ -39,7 +40,7 @@ def balancer(hosts, table=None, threshold=50.0):
     panic = Counter()
     table = table or RingHashConfig(minimumRingSize=64)
     lb = ThreadAwareLoadBalancer(LbConfig("RING_HASH", healthyPanicThreshold=threshold),
-                                 TableCache(table.buildTable), "worker_0", panic,
+                                 TableCache(table), "worker_0", panic,
                                  random.Random(5).random)
     lb.setHosts(hosts)
     return lb, panic
@@ -144,7 +145,9 @@ class TableCacheTests(SynchronousTestCase):
             built.append(normalized)
             return object()
 
-        cache = TableCache(build)
+        policy = RingHashConfig()
+        policy.buildTable = build
+        cache = TableCache(policy)
         hosts = [host(1), host(2)]
         self.assertIs(cache.tableFor(hosts), cache.tableFor(list(hosts)))
         self.assertEqual(len(built), 1)
@@ -155,3 +158,36 @@ class TableCacheTests(SynchronousTestCase):
         """Weights over their sum; the bounds Envoy tracks."""
         a, b = host(1, weight=1), host(2, weight=3)
         self.assertEqual(normalizeHostWeights([a, b]), ([(a, 0.25), (b, 0.75)], 0.25, 0.75))
+
+
+class MainThreadTablesTests(SynchronousTestCase):
+    """The tables the main thread builds at each update, for Envoy's gauges."""
+
+    def test_gauges(self):
+        """
+        C{ring_hash_lb.*} follow the last level with hosts; the workers then
+        find the same table in the cache.
+        """
+        store = StatsStore()
+        scope = store.shard("main_thread").scope("cluster.c.")
+        config = LbConfig("RING_HASH")
+        config.hashing = TableCache(RingHashConfig(minimumRingSize=10))
+        tables = MainThreadTables(config, scope)
+        hosts = [host(1), host(2, weight=3)]
+        tables.refresh(hosts)
+        self.assertEqual(store.gaugeValue("cluster.c.ring_hash_lb.size"), 12)
+        self.assertEqual(store.gaugeValue("cluster.c.ring_hash_lb.min_hashes_per_host"), 3)
+        self.assertEqual(store.gaugeValue("cluster.c.ring_hash_lb.max_hashes_per_host"), 9)
+        self.assertIs(config.hashing.tableFor([h for h in hosts]),
+                      config.hashing.tableFor(hosts))
+        tables.refresh([])
+        self.assertEqual(store.gaugeValue("cluster.c.ring_hash_lb.size"), 12)
+
+    def test_maglevGauges(self):
+        store = StatsStore()
+        config = LbConfig("MAGLEV")
+        config.hashing = TableCache(MaglevConfig(tableSize=7))
+        MainThreadTables(config, store.shard("main_thread").scope("cluster.c.")).refresh(
+            [host(1), host(2)])
+        self.assertEqual(store.gaugeValue("cluster.c.maglev_lb.min_entries_per_host"), 3)
+        self.assertEqual(store.gaugeValue("cluster.c.maglev_lb.max_entries_per_host"), 4)

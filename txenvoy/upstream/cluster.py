@@ -43,7 +43,7 @@ from txenvoy.upstream.load_balancer import (
 from txenvoy.upstream.maglev_lb import compileMaglev
 from txenvoy.upstream.resource_manager import PRIORITIES, UNLIMITED, ResourceManager
 from txenvoy.upstream.ring_hash_lb import compileRingHash
-from txenvoy.upstream.thread_aware_lb import TableCache, newLoadBalancer
+from txenvoy.upstream.thread_aware_lb import MainThreadTables, TableCache, newLoadBalancer
 
 RING_HASH = "RING_HASH"
 MAGLEV = "MAGLEV"
@@ -541,7 +541,7 @@ def _compileLb(proto, path):
                 table = compileRingHash(msg, ppath, useHostname, extension=True)
             else:
                 table = compileMaglev(msg, ppath, useHostname, extension=True)
-            cfg.hashing = TableCache(table.buildTable)
+            cfg.hashing = TableCache(table)
         else:
             checkFields(msg, (), ppath)
     else:
@@ -564,12 +564,12 @@ def _compileLb(proto, path):
         maglevPath = path + ".maglev_lb_config"
         maglev = proto.maglev_lb_config if proto.HasField("maglev_lb_config") else None
         if policy == RING_HASH:
-            cfg.hashing = TableCache(compileRingHash(ring, ringPath, useHostname).buildTable)
+            cfg.hashing = TableCache(compileRingHash(ring, ringPath, useHostname))
         elif ring is not None:
             checkFields(ring, ("minimum_ring_size", "maximum_ring_size", "hash_function"),
                         ringPath)
         if policy == MAGLEV:
-            cfg.hashing = TableCache(compileMaglev(maglev, maglevPath, useHostname).buildTable)
+            cfg.hashing = TableCache(compileMaglev(maglev, maglevPath, useHostname))
         elif maglev is not None:
             checkFields(maglev, ("table_size",), maglevPath)
     if proto.HasField("least_request_lb_config"):
@@ -1116,6 +1116,10 @@ class PrimaryCluster:
         self._cmStats = _MergeStats(mainShard.scope("cluster_manager."))
         self._mergeTimer = None
         self._lastPosted = float("-inf")
+        self._hashTables = None
+        if info.lbConfig.hashing is not None:
+            self._hashTables = MainThreadTables(info.lbConfig,
+                                                mainShard.scope(info.statPrefix))
 
     def createLoadBalancer(self, threadLocal, rng=None):
         """
@@ -1261,6 +1265,8 @@ class PrimaryCluster:
         self._post(self.hosts)
 
     def _post(self, hosts):
+        if self._hashTables is not None:
+            self._hashTables.refresh(hosts)
         if self.initialized:
             self._lastPosted = self.reactor.seconds()
         with self._lock:

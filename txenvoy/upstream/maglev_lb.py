@@ -54,6 +54,10 @@ class MaglevConfig:
         self.tableSize = tableSize
         self.useHostnameForHashing = useHostnameForHashing
 
+    #: Envoy's C{maglev_lb.*} gauges.
+    statPrefix = "maglev_lb."
+    statNames = ("min_entries_per_host", "max_entries_per_host")
+
     def buildTable(self, normalized, minWeight, maxWeight):
         """Build the L{MaglevTable} for one level's hosts."""
         return MaglevTable(normalized, maxWeight, self.tableSize, self.useHostnameForHashing)
@@ -121,6 +125,13 @@ class MaglevTable:
         self.slots = slots
         self.minEntriesPerHost = min(counts)
         self.maxEntriesPerHost = max(counts)
+
+    def stats(self):
+        """The gauges Envoy sets for this table, or C{None} when empty."""
+        if not self.hosts:
+            return None
+        return {"min_entries_per_host": self.minEntriesPerHost,
+                "max_entries_per_host": self.maxEntriesPerHost}
 
     def chooseHost(self, h, attempt=0):
         """

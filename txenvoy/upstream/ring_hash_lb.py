@@ -48,6 +48,10 @@ class RingHashConfig:
         self.hashFunction = hashFunction
         self.useHostnameForHashing = useHostnameForHashing
 
+    #: Envoy's C{ring_hash_lb.*} gauges.
+    statPrefix = "ring_hash_lb."
+    statNames = ("size", "min_hashes_per_host", "max_hashes_per_host")
+
     def buildTable(self, normalized, minWeight, maxWeight):
         """Build the L{Ring} for one level's hosts."""
         return Ring(normalized, minWeight, self.minimumRingSize, self.maximumRingSize,
@@ -70,6 +74,7 @@ class Ring:
         self.size = 0
         self.minHashesPerHost = 0
         self.maxHashesPerHost = 0
+        self.built = bool(normalized)
         if not normalized:
             return
         # Scale so that the lightest host gets a whole number of points,
@@ -98,6 +103,13 @@ class Ring:
         self.size = ringSize
         self.minHashesPerHost = fewest
         self.maxHashesPerHost = most
+
+    def stats(self):
+        """The gauges Envoy sets for this ring, or C{None} when empty."""
+        if not self.built:
+            return None
+        return {"size": self.size, "min_hashes_per_host": self.minHashesPerHost,
+                "max_hashes_per_host": self.maxHashesPerHost}
 
     def chooseHost(self, h, attempt=0):
         """

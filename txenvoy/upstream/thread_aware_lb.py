@@ -79,12 +79,15 @@ class TableCache:
 
     _SIZE = 8
 
-    def __init__(self, build):
+    def __init__(self, policy):
         """
-        @param build: C{build(normalized, minWeight, maxWeight)} returning a
-            table with C{chooseHost(hash, attempt)}.
+        @param policy: the policy's settings: C{policy.buildTable(normalized,
+            minWeight, maxWeight)} returns a table with C{chooseHost(hash,
+            attempt)} and C{stats()}; C{policy.statPrefix} and
+            C{policy.statNames} name its gauges.
         """
-        self._build = build
+        self.policy = policy
+        self._build = policy.buildTable
         self._tables = {}
         self._lock = threading.Lock()
 
@@ -156,6 +159,37 @@ class ThreadAwareLoadBalancer(LoadBalancer):
         return table.chooseHost(h, 0) if table is not None else None
 
 
+class MainThreadTables:
+    """
+    The tables built on the main thread at each host update, as Envoy's
+    C{ThreadAwareLoadBalancerBase::refresh} builds them, for the policy's
+    gauges (C{cluster.<name>.ring_hash_lb.size}, C{min_hashes_per_host},
+    ...; C{maglev_lb.min_entries_per_host}, ...). The workers then find the
+    same tables in the cache rather than building them again.
+    """
+
+    def __init__(self, config, scope):
+        """
+        @param config: the cluster's L{LbConfig} (with C{hashing}).
+        @param scope: the cluster's main-thread stats scope.
+        """
+        self._lb = ThreadAwareLoadBalancer(config, config.hashing)
+        policy = config.hashing.policy
+        self._gauges = dict((name, scope.gauge(policy.statPrefix + name))
+                            for name in policy.statNames)
+
+    def refresh(self, hosts):
+        """Build each level's table for C{hosts} and set the gauges."""
+        lb = self._lb
+        lb.setHosts(hosts)
+        for priority, panic in enumerate(lb._panic):
+            stats = lb._picker(priority, _ALL if panic else _HEALTHY).stats()
+            # Envoy leaves the gauges alone for a level with no hosts.
+            if stats:
+                for name, value in stats.items():
+                    self._gauges[name].set(value)
+
+
 def newLoadBalancer(config, workerName="main_thread", panicCounter=None, rng=None):
     """
     One worker's load balancer for a cluster's L{LbConfig}: a
@@ -169,6 +203,9 @@ def newLoadBalancer(config, workerName="main_thread", panicCounter=None, rng=Non
 
 class _EmptyTable:
     def chooseHost(self, h, attempt):
+        return None
+
+    def stats(self):
         return None
 
 

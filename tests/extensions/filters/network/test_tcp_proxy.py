@@ -317,7 +317,7 @@ class HashPolicyTests(SynchronousTestCase):
         dispatcher = Dispatcher(clock, "worker_0", store.shard("worker_0"))
         lbConfig = LbConfig()
         if hashing:
-            lbConfig.hashing = TableCache(RingHashConfig().buildTable)
+            lbConfig.hashing = TableCache(RingHashConfig())
         cluster = RecordingCluster(dispatcher.stats, [FakeHost("h1")],
                                    ClusterInfo(name="c", lbConfig=lbConfig))
         dispatcher.clusterManager = FakeClusterManager({"c": cluster})
