@@ -53,7 +53,10 @@ STATIC = "STATIC"
 STRICT_DNS = "STRICT_DNS"
 LOGICAL_DNS = "LOGICAL_DNS"
 ORIGINAL_DST = "ORIGINAL_DST"
+#: C{cluster_type} C{envoy.clusters.aggregate}.
+AGGREGATE = "AGGREGATE"
 CLUSTER_PROVIDED = "CLUSTER_PROVIDED"
+_AGGREGATE_CONFIG_TYPE = "envoy.extensions.clusters.aggregate.v3.ClusterConfig"
 
 _DISCOVERY_TYPES = {0: STATIC, 1: STRICT_DNS, 2: LOGICAL_DNS, 3: "EDS", 4: ORIGINAL_DST}
 
@@ -64,6 +67,7 @@ CLUSTER_FACTORY_NAMES = {
     STRICT_DNS: "envoy.cluster.strict_dns",
     LOGICAL_DNS: "envoy.cluster.logical_dns",
     ORIGINAL_DST: "envoy.cluster.original_dst",
+    AGGREGATE: "envoy.clusters.aggregate",
 }
 _LB_POLICIES = {
     0: ROUND_ROBIN, 1: LEAST_REQUEST, 2: RING_HASH, 3: RANDOM, 5: MAGLEV,
@@ -300,6 +304,8 @@ class ClusterInfo:
         clusters only).
     @ivar lbSubset: the compiled C{lb_subset_config}
         (L{txenvoy.upstream.subset_lb.SubsetConfig}), or C{None}.
+    @ivar aggregateClusters: an aggregate cluster's C{clusters}, in order
+        (a tuple of names).
     """
 
     def __init__(self, **kw):
@@ -337,6 +343,7 @@ class ClusterInfo:
         self.outlierDetection = kw.pop("outlierDetection", None)
         self.originalDst = kw.pop("originalDst", None) or OriginalDstSettings()
         self.lbSubset = kw.pop("lbSubset", None)
+        self.aggregateClusters = kw.pop("aggregateClusters", ())
         if kw:
             raise TypeError("unknown ClusterInfo settings: %s" % (sorted(kw),))
 
@@ -417,7 +424,7 @@ _CLUSTER_HANDLED = frozenset((
     "protocol_selection", "upstream_connection_options", "load_balancing_policy",
     "health_checks", "outlier_detection", "cleanup_interval", "original_dst_lb_config",
     "ring_hash_lb_config", "maglev_lb_config",
-    "lb_subset_config",
+    "lb_subset_config", "cluster_type",
 ))
 
 
@@ -436,12 +443,16 @@ def compileCluster(proto, path):
             "(ClusterValidationError.Name)" % (path,))
     kw = {"name": proto.name, "observabilityName": proto.alt_stat_name, "proto": proto}
 
+    ctype = _DISCOVERY_TYPES.get(proto.type, str(proto.type))
     if proto.WhichOneof("cluster_discovery_type") == "cluster_type":
         ct = proto.cluster_type
-        report(UnsupportedExtension(
-            path + ".cluster_type", ct.typed_config.type_url.rsplit("/", 1)[-1], ct.name))
-    ctype = _DISCOVERY_TYPES.get(proto.type, str(proto.type))
-    if ctype not in (STATIC, STRICT_DNS, LOGICAL_DNS, ORIGINAL_DST):
+        typeName = ct.typed_config.type_url.rsplit("/", 1)[-1]
+        if typeName == _AGGREGATE_CONFIG_TYPE:
+            ctype = AGGREGATE
+            kw["aggregateClusters"] = _compileAggregate(ct, path + ".cluster_type")
+        else:
+            report(UnsupportedExtension(path + ".cluster_type", typeName, ct.name))
+    if ctype not in (STATIC, STRICT_DNS, LOGICAL_DNS, ORIGINAL_DST, AGGREGATE):
         report(UnsupportedField(path + ".type", "type %s" % (ctype,)))
         # Reported: the rest of the cluster is checked as a static one.
         ctype = STATIC
@@ -635,6 +646,19 @@ def _localityWeights(la):
     return weights
 
 
+def _compileAggregate(clusterType, path):
+    """The C{clusters} of an aggregate cluster's C{ClusterConfig}."""
+    checkFields(clusterType, ("name", "typed_config"), path)
+    cpath = path + ".typed_config"
+    msg = unpackAny(clusterType.typed_config, cpath)
+    checkFields(msg, ("clusters",), cpath)
+    if not msg.clusters:
+        raise ConfigError("%s.clusters: Proto constraint validation failed "
+                          "(ClusterConfigValidationError.Clusters: value must contain at least "
+                          "1 item(s))" % (cpath,))
+    return tuple(msg.clusters)
+
+
 def _compileOriginalDst(proto, path, ctype):
     """
     C{cleanup_interval} and C{original_dst_lb_config}, with the checks
@@ -677,6 +701,11 @@ def _compileOriginalDst(proto, path, ctype):
                 "%s.original_dst_lb_config.http_header_name: ORIGINAL_DST cluster: invalid "
                 "config http_header_name=%s and use_http_header is false. Set use_http_header "
                 "to true if http_header_name is desired." % (path, lbc.http_header_name))
+    elif ctype == AGGREGATE:
+        if lbPolicy != CLUSTER_PROVIDED:
+            raise ConfigError("%s.lb_policy: cluster manager: cluster provided LB not specified "
+                              "but cluster '%s' provided one. Check cluster documentation."
+                              % (path, proto.name))
     elif lbPolicy == CLUSTER_PROVIDED and not proto.HasField("load_balancing_policy"):
         raise ConfigError("%s.lb_policy: cluster manager: cluster provided LB specified but "
                           "cluster '%s' did not provide one. Check cluster documentation."

@@ -99,6 +99,12 @@ class ThreadLocalCluster:
             or C{None}.
         @return: an L{UpstreamConnection}, connecting.
         """
+        if host.clusterName != self.info.name:
+            # An aggregate cluster's host: its own cluster's settings
+            # (timeouts, transport socket, stats) make the connection.
+            owner = self.dispatcher.clusterManager.getThreadLocalCluster(host.clusterName)
+            if owner is not None:
+                return connection.connectUpstream(owner, host, callbacks, socketOptions)
         return connection.connectUpstream(self, host, callbacks, socketOptions)
 
     def __repr__(self):

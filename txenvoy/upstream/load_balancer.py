@@ -98,7 +98,9 @@ def computePriorityLoad(levels, overprovisioningFactor=DEFAULT_OVERPROVISIONING_
     Envoy's C{recalculatePerPriorityState}: spread 100% of the load over
     priority levels by their health.
 
-    @param levels: per priority, C{(total, healthy, degraded)} host counts.
+    @param levels: per priority, C{(total, healthy, degraded)} host counts,
+        optionally with a fourth item: that level's own overprovisioning
+        factor (an aggregate cluster's levels come from several clusters).
     @return: C{(healthyLoad, degradedLoad, normalizedTotalAvailability)}:
         two lists of integer percentages that together sum to 100, and the
         total availability (0..100) used for the panic decision.
@@ -106,10 +108,12 @@ def computePriorityLoad(levels, overprovisioningFactor=DEFAULT_OVERPROVISIONING_
     n = len(levels)
     health = [0] * n
     degraded = [0] * n
-    for i, (total, healthy, deg) in enumerate(levels):
+    for i, level in enumerate(levels):
+        total, healthy, deg = level[:3]
+        factor = level[3] if len(level) > 3 else overprovisioningFactor
         if total > 0:
-            health[i] = min(100, overprovisioningFactor * healthy // total)
-            degraded[i] = min(100, overprovisioningFactor * deg // total)
+            health[i] = min(100, factor * healthy // total)
+            degraded[i] = min(100, factor * deg // total)
     normalized = min(100, sum(health) + sum(degraded))
     healthyLoad = [0] * n
     degradedLoad = [0] * n
@@ -138,6 +142,35 @@ def computePriorityLoad(levels, overprovisioningFactor=DEFAULT_OVERPROVISIONING_
         else:
             degradedLoad[firstDegraded] += remaining
     return healthyLoad, degradedLoad, normalized
+
+
+def priorityState(counts, overprovisioningFactor, healthyPanicThreshold):
+    """
+    Envoy's C{LoadBalancerBase::recalculatePerPriorityState} and
+    C{recalculatePerPriorityPanic}: the load of each level and whether it
+    is in panic; in total panic, load follows the number of hosts per level
+    (C{recalculateLoadInTotalPanic}).
+
+    @param counts: as L{computePriorityLoad}'s C{levels}.
+    @return: C{(healthyLoad, degradedLoad, panic)}, lists per level.
+    """
+    healthyLoad, degradedLoad, normalized = computePriorityLoad(counts, overprovisioningFactor)
+    threshold = min(100.0, healthyPanicThreshold)
+    if threshold == 0 and normalized == 0:
+        panic = [False] * len(counts)
+    else:
+        panic = [
+            False if normalized == 100 else isInPanic(c[0], c[1], c[2], threshold)
+            for c in counts
+        ]
+    if panic and all(panic):
+        totalHosts = sum(c[0] for c in counts)
+        if totalHosts:
+            healthyLoad = [100 * c[0] // totalHosts for c in counts]
+            degradedLoad = [0] * len(counts)
+            firstNonEmpty = next(i for i, c in enumerate(counts) if c[0])
+            healthyLoad[firstNonEmpty] += 100 - sum(healthyLoad)
+    return healthyLoad, degradedLoad, panic
 
 
 def isInPanic(total, healthy, degraded, threshold):
@@ -369,25 +402,8 @@ class LoadBalancer:
         if not levels:
             levels.append(_Level())
         counts = [(len(l.hosts), len(l.healthy), len(l.degraded)) for l in levels]
-        healthyLoad, degradedLoad, normalized = computePriorityLoad(
-            counts, self.config.overprovisioningFactor)
-        threshold = min(100.0, self.config.healthyPanicThreshold)
-        if threshold == 0 and normalized == 0:
-            panic = [False] * len(levels)
-        else:
-            panic = [
-                False if normalized == 100 else isInPanic(t, h, d, threshold)
-                for (t, h, d) in counts
-            ]
-        if all(panic):
-            # Total panic: load follows the number of hosts per level
-            # (Envoy's recalculateLoadInTotalPanic).
-            totalHosts = sum(c[0] for c in counts)
-            if totalHosts:
-                healthyLoad = [100 * c[0] // totalHosts for c in counts]
-                degradedLoad = [0] * len(levels)
-                firstNonEmpty = next(i for i, c in enumerate(counts) if c[0])
-                healthyLoad[firstNonEmpty] += 100 - sum(healthyLoad)
+        healthyLoad, degradedLoad, panic = priorityState(
+            counts, self.config.overprovisioningFactor, self.config.healthyPanicThreshold)
         self._levels = levels
         self._panic = tuple(panic)
         self._pickers = {}
@@ -444,6 +460,25 @@ class LoadBalancer:
             return _randomPicker(hosts, self._rng)
         return _leastRequestPicker(
             hosts, self._rng, self._workerName, cfg.choiceCount, cfg.activeRequestBias)
+
+    def chooseHostInPriority(self, priority, degraded=False):
+        """
+        Pick within one priority level only, as Envoy does under a context
+        whose C{determinePriorityLoad} puts all load there (an aggregate
+        cluster's choice of level): its healthy (or degraded) hosts, or all
+        of them when the level is in panic.
+
+        @return: a host, or C{None}.
+        """
+        if priority >= len(self._levels):
+            return None
+        if self._panic[priority]:
+            if self._panicCounter is not None:
+                self._panicCounter.inc()
+            if self.config.failTrafficOnPanic:
+                return None
+            return self._picker(priority, _ALL)()
+        return self._picker(priority, _DEGRADED if degraded else _HEALTHY)()
 
     def chooseHost(self, context=None):
         """
