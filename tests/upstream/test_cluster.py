@@ -239,12 +239,6 @@ class RejectionTests(SynchronousTestCase):
                                 "timeout": "1s", "interval": "1s", "unhealthy_threshold": 1,
                                 "healthy_threshold": 1, "grpc_health_check": {}}])
 
-    def test_outlierDetectionSplit(self):
-        """Local-origin errors counted apart are not implemented."""
-        self.assertRejected(
-            UnsupportedField, PATH + ".outlier_detection.split_external_local_origin_errors",
-            outlier_detection={"consecutive_5xx": 5, "split_external_local_origin_errors": True})
-
     def test_unknownTransportSocket(self):
         """A transport socket txenvoy lacks (ALTS) is named in the error."""
         from txenvoy.config.protos import importTypeName

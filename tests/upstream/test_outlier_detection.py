@@ -41,12 +41,24 @@ class CompileTests(SynchronousTestCase):
              cfg.successRateStdevFactor, cfg.failurePercentageThreshold),
             (5, 5, 10.0, 30.0, 300.0, 10,
              {"consecutive_5xx": 100, "consecutive_gateway_failure": 0, "success_rate": 100,
-              "failure_percentage": 0}, 5, 100, 1900, 85))
+              "failure_percentage": 0, "consecutive_local_origin_failure": 100,
+              "local_origin_success_rate": 100, "local_origin_failure_percentage": 0},
+             5, 100, 1900, 85))
+        self.assertEqual((cfg.splitExternalLocalOriginErrors, cfg.consecutiveLocalOriginFailure),
+                         (False, 5))
 
-    def test_splitRefused(self):
-        e = self.assertRaises(UnsupportedField, compileOutlier,
-                              split_external_local_origin_errors=True)
-        self.assertIn(PATH + ".outlier_detection.split_external_local_origin_errors", str(e))
+    def test_split(self):
+        cfg = compileOutlier(split_external_local_origin_errors=True,
+                             consecutive_local_origin_failure=2,
+                             enforcing_consecutive_local_origin_failure=50,
+                             enforcing_failure_percentage_local_origin=10)
+        self.assertEqual((cfg.splitExternalLocalOriginErrors, cfg.consecutiveLocalOriginFailure,
+                          cfg.enforcing["consecutive_local_origin_failure"],
+                          cfg.enforcing["local_origin_failure_percentage"]), (True, 2, 50, 10))
+
+    def test_monitorsRefused(self):
+        e = self.assertRaises(UnsupportedField, compileOutlier, monitors=[{"name": "x"}])
+        self.assertIn(PATH + ".outlier_detection.monitors", str(e))
 
     def test_percentRange(self):
         e = self.assertRaises(ConfigError, compileOutlier, max_ejection_percent=101)
@@ -105,6 +117,67 @@ class DetectorTests(SynchronousTestCase):
         self.assertEqual((self.stat("ejections_active"), self.stat("ejections_enforced_total")),
                          (1, 1))
         self.assertEqual(self.store.gaugeValue("cluster.c1.membership_healthy"), 1)
+
+    def test_localOriginUnsplit(self):
+        """
+        Without split_external_local_origin_errors a failed connect counts
+        as a 503 and a timeout as a 504 (Envoy's
+        putResultNoLocalExternalSplit); a connection handed out resets nothing.
+        """
+        from txenvoy.upstream import outlier_detection as od
+
+        a, b = self.start()
+        m = b.outlierMonitor
+        m.putResult(od.LOCAL_ORIGIN_CONNECT_FAILED)
+        m.putResult(od.LOCAL_ORIGIN_CONNECT_SUCCESS)
+        m.putResult(od.LOCAL_ORIGIN_TIMEOUT)
+        self.assertEqual(m.consecutive5xx, 2)
+        m.putResult(od.LOCAL_ORIGIN_CONNECT_FAILED)
+        self.reactor.advance(0)
+        self.assertEqual(b.healthFlags(), "/failed_outlier_check")
+        self.assertEqual(self.stat("ejections_enforced_consecutive_5xx"), 1)
+
+    def test_consecutiveLocalOriginFailure(self):
+        """
+        Split: local-origin errors eject after consecutive_local_origin_failure
+        in a row, a connection handed out resets the run, and 5xx responses
+        are counted apart (Envoy's putResultWithLocalExternalSplit).
+        """
+        from txenvoy.upstream import outlier_detection as od
+
+        a, b = self.start(split_external_local_origin_errors=True,
+                          consecutive_local_origin_failure=2)
+        m = b.outlierMonitor
+        m.putResult(od.LOCAL_ORIGIN_CONNECT_FAILED)
+        m.putResult(od.LOCAL_ORIGIN_CONNECT_SUCCESS)
+        m.putResult(od.LOCAL_ORIGIN_TIMEOUT)
+        self.failResponses(b, 2)
+        self.assertEqual((b.healthFlags(), m.consecutive5xx, m.consecutiveLocalOrigin),
+                         ("healthy", 2, 1))
+        m.putResult(od.LOCAL_ORIGIN_CONNECT_FAILED)
+        self.reactor.advance(0)
+        self.assertEqual(b.healthFlags(), "/failed_outlier_check")
+        self.assertEqual((self.stat("ejections_detected_consecutive_local_origin_failure"),
+                          self.stat("ejections_enforced_consecutive_local_origin_failure"),
+                          self.stat("ejections_total"), m.consecutiveLocalOrigin), (1, 1, 0, 0))
+
+    def test_localOriginSuccessRate(self):
+        """Split: the success rate of local-origin results is judged on its own."""
+        from txenvoy.upstream import outlier_detection as od
+
+        hosts = self.start(nhosts=5, split_external_local_origin_errors=True,
+                           consecutive_local_origin_failure=1000, consecutive_5xx=1000)
+        for i, h in enumerate(hosts):
+            for n in range(100):
+                h.outlierMonitor.putHttpResponseCode(200)
+                h.outlierMonitor.putResult(od.LOCAL_ORIGIN_CONNECT_FAILED if i == 0 and n % 2
+                                           else od.LOCAL_ORIGIN_CONNECT_SUCCESS)
+        self.reactor.advance(1)
+        self.assertEqual([h.healthFlags() for h in hosts],
+                         ["/failed_outlier_check"] + ["healthy"] * 4)
+        self.assertEqual((self.stat("ejections_detected_local_origin_success_rate"),
+                          self.stat("ejections_enforced_local_origin_success_rate"),
+                          self.stat("ejections_detected_success_rate")), (1, 1, 0))
 
     def test_ejectionTimeMultipliedAndCapped(self):
         """

@@ -72,6 +72,11 @@ from txenvoy.upstream.connection import (
     REMOTE_CONNECTION_FAILURE,
 )
 from txenvoy.upstream.load_balancer_context import LoadBalancerContext
+from txenvoy.upstream.outlier_detection import (
+    LOCAL_ORIGIN_CONNECT_FAILED,
+    LOCAL_ORIGIN_CONNECT_SUCCESS,
+    LOCAL_ORIGIN_TIMEOUT,
+)
 
 __all__ = ["RouterConfig", "RouterFilter", "UpstreamRequest"]
 
@@ -645,6 +650,9 @@ class RouterFilter:
             log.debug("Attached upstream connection [C%d] to downstream connection [C%d]",
                       client.connection.connectionId, self.info.connectionId)
         upstream.counted = True
+        monitor = upstream.host.outlierMonitor
+        if monitor is not None:
+            monitor.putResult(LOCAL_ORIGIN_CONNECT_SUCCESS)
         upstream.corker = self.callbacks.writeBatcher()
         self.clusterStats.upstream_rq_total.inc()
         self.clusterStats.upstream_rq_active.inc()
@@ -702,9 +710,9 @@ class RouterFilter:
         self._endAttempt(upstream)
         monitor = upstream.host.outlierMonitor
         if monitor is not None and reason != OVERFLOW:
-            # Without split local/external errors Envoy counts a failed
-            # connect or a reset as a 503.
-            monitor.putHttpResponseCode(503)
+            # A failed connect or a reset: a local-origin error (a 503
+            # unless the cluster splits them).
+            monitor.putResult(LOCAL_ORIGIN_CONNECT_FAILED)
         info = self.info
         if reason == OVERFLOW:
             flag = ResponseFlag.UPSTREAM_OVERFLOW
@@ -976,7 +984,7 @@ class RouterFilter:
             log.debug("%supstream per try timeout", _tag(self.callbacks))
         upstream.hostStats.rq_timeout += 1
         if upstream.host.outlierMonitor is not None:
-            upstream.host.outlierMonitor.putHttpResponseCode(504)
+            upstream.host.outlierMonitor.putResult(LOCAL_ORIGIN_TIMEOUT)
         upstream.done = True
         upstream.cancel()
         if self._retryBits & _RESET_RETRY and self._maybeRetry():
@@ -995,7 +1003,7 @@ class RouterFilter:
         if upstream is not None:
             upstream.hostStats.rq_timeout += 1
             if upstream.host.outlierMonitor is not None:
-                upstream.host.outlierMonitor.putHttpResponseCode(504)
+                upstream.host.outlierMonitor.putResult(LOCAL_ORIGIN_TIMEOUT)
             upstream.done = True
             upstream.cancel()
         if self._responseStarted:

@@ -13,9 +13,15 @@ times the number of recent ejections, capped by C{max_ejection_time}, plus
 jitter) and runs the success-rate and failure-percentage detectors over the
 requests of the interval just ended.
 
-Without C{split_external_local_origin_errors} (the default, and the only
-mode implemented) a failed connect counts as a 503 and a timeout as a 504,
-as Envoy maps them.
+Without C{split_external_local_origin_errors} (the default) a failed
+connect or a reset counts as a 503 and a timeout as a 504, as Envoy maps
+them. With it, those local-origin errors are counted apart (Envoy's
+C{putResultWithLocalExternalSplit}): C{consecutive_local_origin_failure} in
+a row eject the host (C{enforcing_consecutive_local_origin_failure}), a
+connection handed to a request resets the count, and the success-rate and
+failure-percentage detectors run twice, over the hosts' responses and over
+their local-origin results (C{enforcing_local_origin_success_rate},
+C{enforcing_failure_percentage_local_origin}).
 """
 
 import math
@@ -30,6 +36,14 @@ CONSECUTIVE_5XX = "consecutive_5xx"
 CONSECUTIVE_GATEWAY_FAILURE = "consecutive_gateway_failure"
 SUCCESS_RATE = "success_rate"
 FAILURE_PERCENTAGE = "failure_percentage"
+CONSECUTIVE_LOCAL_ORIGIN_FAILURE = "consecutive_local_origin_failure"
+LOCAL_ORIGIN_SUCCESS_RATE = "local_origin_success_rate"
+LOCAL_ORIGIN_FAILURE_PERCENTAGE = "local_origin_failure_percentage"
+
+# Envoy's Outlier::Result, for putResult.
+LOCAL_ORIGIN_CONNECT_SUCCESS = "LocalOriginConnectSuccess"
+LOCAL_ORIGIN_CONNECT_FAILED = "LocalOriginConnectFailed"
+LOCAL_ORIGIN_TIMEOUT = "LocalOriginTimeout"
 
 #: Envoy's C{ALL_OUTLIER_DETECTION_STATS} counters (C{outlier_detection.*}).
 COUNTERS = (
@@ -57,10 +71,6 @@ _FIELDS = (
     "failure_percentage_minimum_hosts", "failure_percentage_request_volume",
     "max_ejection_time", "max_ejection_time_jitter",
     "successful_active_health_check_uneject_host", "always_eject_one_host",
-)
-_IGNORED = (
-    # Only read when split_external_local_origin_errors is true, which is
-    # refused: without it local-origin errors count as 503/504.
     "consecutive_local_origin_failure", "enforcing_consecutive_local_origin_failure",
     "enforcing_local_origin_success_rate", "enforcing_failure_percentage_local_origin",
 )
@@ -85,7 +95,15 @@ class OutlierConfig:
             CONSECUTIVE_GATEWAY_FAILURE: kw.pop("enforcing_consecutive_gateway_failure", 0),
             SUCCESS_RATE: kw.pop("enforcing_success_rate", 100),
             FAILURE_PERCENTAGE: kw.pop("enforcing_failure_percentage", 0),
+            CONSECUTIVE_LOCAL_ORIGIN_FAILURE: kw.pop(
+                "enforcing_consecutive_local_origin_failure", 100),
+            LOCAL_ORIGIN_SUCCESS_RATE: kw.pop("enforcing_local_origin_success_rate", 100),
+            LOCAL_ORIGIN_FAILURE_PERCENTAGE: kw.pop(
+                "enforcing_failure_percentage_local_origin", 0),
         }
+        self.splitExternalLocalOriginErrors = kw.pop("split_external_local_origin_errors",
+                                                     False)
+        self.consecutiveLocalOriginFailure = kw.pop("consecutive_local_origin_failure", 5)
         self.successRateMinimumHosts = kw.pop("success_rate_minimum_hosts", 5)
         self.successRateRequestVolume = kw.pop("success_rate_request_volume", 100)
         self.successRateStdevFactor = kw.pop("success_rate_stdev_factor", 1900)
@@ -109,7 +127,7 @@ def compileOutlierDetection(proto, path):
         return None
     opath = path + ".outlier_detection"
     od = proto.outlier_detection
-    checkFields(od, _FIELDS, opath, _IGNORED)
+    checkFields(od, _FIELDS, opath)
     kw = {}
     for name in ("interval", "base_ejection_time", "max_ejection_time"):
         if od.HasField(name):
@@ -124,7 +142,9 @@ def compileOutlierDetection(proto, path):
         kw["max_ejection_time_jitter"] = max(0.0, durationSeconds(od.max_ejection_time_jitter))
     for name in ("max_ejection_percent", "enforcing_consecutive_5xx", "enforcing_success_rate",
                  "enforcing_consecutive_gateway_failure", "failure_percentage_threshold",
-                 "enforcing_failure_percentage"):
+                 "enforcing_failure_percentage", "enforcing_consecutive_local_origin_failure",
+                 "enforcing_local_origin_success_rate",
+                 "enforcing_failure_percentage_local_origin"):
         if od.HasField(name):
             v = getattr(od, name).value
             if v > 100:
@@ -133,15 +153,14 @@ def compileOutlierDetection(proto, path):
             kw[name] = v
     for name in ("consecutive_5xx", "consecutive_gateway_failure", "success_rate_minimum_hosts",
                  "success_rate_request_volume", "success_rate_stdev_factor",
-                 "failure_percentage_minimum_hosts", "failure_percentage_request_volume"):
+                 "failure_percentage_minimum_hosts", "failure_percentage_request_volume",
+                 "consecutive_local_origin_failure"):
         if od.HasField(name):
             kw[name] = getattr(od, name).value
     for name in ("successful_active_health_check_uneject_host", "always_eject_one_host"):
         if od.HasField(name):
             kw[name] = getattr(od, name).value
-    if od.split_external_local_origin_errors:
-        report(UnsupportedField(opath + ".split_external_local_origin_errors",
-                                "local-origin errors counted apart"))
+    kw["split_external_local_origin_errors"] = od.split_external_local_origin_errors
     if len(od.monitors):
         report(UnsupportedField(opath + ".monitors"))
     config = OutlierConfig(**kw)
@@ -164,6 +183,12 @@ class HostMonitor:
         self._lock = threading.Lock()
         self.consecutive5xx = 0
         self.consecutiveGateway = 0
+        self.consecutiveLocalOrigin = 0
+        self._split = detector.config.splitExternalLocalOriginErrors
+        # Split mode's own counts: [success, total] of the hosts'
+        # responses and of the local-origin results, since the last interval.
+        self._external = [0, 0]
+        self._localOrigin = [0, 0]
         self.numEjections = 0
         self.ejectTimeBackoff = 0
         self.lastEjectionTime = None
@@ -173,16 +198,50 @@ class HostMonitor:
         # requests of each interval from the host's per-worker stats.
         self._lastCounts = (0, 0)
 
+    def putResult(self, result):
+        """
+        A local-origin result (Envoy's C{putResult}, any thread):
+        L{LOCAL_ORIGIN_CONNECT_SUCCESS} when a request gets a connection,
+        L{LOCAL_ORIGIN_CONNECT_FAILED} for a failed connect or a reset,
+        L{LOCAL_ORIGIN_TIMEOUT}.
+        """
+        if not self._split:
+            # Unsplit, a success changes nothing that is read, and an error
+            # is a 503 or 504 response.
+            if result != LOCAL_ORIGIN_CONNECT_SUCCESS:
+                self.putHttpResponseCode(504 if result == LOCAL_ORIGIN_TIMEOUT else 503)
+            return
+        cfg = self.detector.config
+        if result == LOCAL_ORIGIN_CONNECT_SUCCESS:
+            with self._lock:
+                self.consecutiveLocalOrigin = 0
+                self._localOrigin[0] += 1
+                self._localOrigin[1] += 1
+            return
+        with self._lock:
+            self._localOrigin[1] += 1
+            self.consecutiveLocalOrigin += 1
+            reached = self.consecutiveLocalOrigin == cfg.consecutiveLocalOriginFailure
+        if reached:
+            self.detector.notifyConsecutiveError(self.host, CONSECUTIVE_LOCAL_ORIGIN_FAILURE)
+
     def putHttpResponseCode(self, code):
-        """A response (or a failure mapped to 503/504) came back (any thread)."""
+        """A response (or, unsplit, a failure mapped to 503/504) came back (any thread)."""
         if code < 500:
-            if self.consecutive5xx or self.consecutiveGateway:
+            if self._split:
+                with self._lock:
+                    self._external[0] += 1
+                    self._external[1] += 1
+                    self.consecutive5xx = 0
+                    self.consecutiveGateway = 0
+            elif self.consecutive5xx or self.consecutiveGateway:
                 with self._lock:
                     self.consecutive5xx = 0
                     self.consecutiveGateway = 0
             return
         cfg = self.detector.config
         with self._lock:
+            self._external[1] += 1
             if code in _GATEWAY:
                 self.consecutiveGateway += 1
                 gateway = self.consecutiveGateway == cfg.consecutiveGatewayFailure
@@ -202,17 +261,30 @@ class HostMonitor:
                 self.consecutive5xx = 0
             if kind in (None, CONSECUTIVE_GATEWAY_FAILURE):
                 self.consecutiveGateway = 0
+            if kind in (None, CONSECUTIVE_LOCAL_ORIGIN_FAILURE):
+                self.consecutiveLocalOrigin = 0
 
     def intervalCounts(self):
         """
-        @return: C{(success, total)} requests since the last call, from the
-            host's per-worker C{rq_success} / C{rq_error}.
+        @return: C{(success, total)} requests since the last call: from the
+            host's per-worker C{rq_success} / C{rq_error}, or in split mode
+            the responses only.
         """
         success = self.host.stats("rq_success")
         total = success + self.host.stats("rq_error")
         lastSuccess, lastTotal = self._lastCounts
         self._lastCounts = (success, total)
+        with self._lock:
+            external, self._external = self._external, [0, 0]
+        if self.detector.config.splitExternalLocalOriginErrors:
+            return external[0], external[1]
         return success - lastSuccess, total - lastTotal
+
+    def localOriginIntervalCounts(self):
+        """@return: C{(success, total)} local-origin results since the last call."""
+        with self._lock:
+            counts, self._localOrigin = self._localOrigin, [0, 0]
+        return counts[0], counts[1]
 
 
 class Detector:
@@ -359,17 +431,23 @@ class Detector:
         now = self._now()
         changed = False
         counts = []
+        localCounts = []
         for host, monitor in list(self.monitors.items()):
             if self._checkForUneject(host, monitor, now):
                 changed = True
             counts.append((host, monitor.intervalCounts()))
+            localCounts.append((host, monitor.localOriginIntervalCounts()))
         if self._processSuccessRate(counts):
+            changed = True
+        if self.config.splitExternalLocalOriginErrors and self._processSuccessRate(
+                localCounts, LOCAL_ORIGIN_SUCCESS_RATE, LOCAL_ORIGIN_FAILURE_PERCENTAGE):
             changed = True
         if changed:
             self.cluster.refreshHealth()
         self._arm()
 
-    def _processSuccessRate(self, counts):
+    def _processSuccessRate(self, counts, successRate=SUCCESS_RATE,
+                            failurePercentage=FAILURE_PERCENTAGE):
         cfg = self.config
         n = len(self.monitors)
         if n < cfg.successRateMinimumHosts and n < cfg.failurePercentageMinimumHosts:
@@ -390,14 +468,15 @@ class Detector:
             threshold = mean - (cfg.successRateStdevFactor / 1000.0) * stdev
             for host, rate in srHosts:
                 if rate < threshold:
-                    self.stats["ejections_success_rate"].inc()
-                    self.stats["ejections_detected_success_rate"].inc()
-                    changed = self._eject(host, SUCCESS_RATE) or changed
+                    if successRate == SUCCESS_RATE:
+                        self.stats["ejections_success_rate"].inc()
+                    self.stats["ejections_detected_" + successRate].inc()
+                    changed = self._eject(host, successRate) or changed
         if fpHosts and len(fpHosts) >= cfg.failurePercentageMinimumHosts:
             for host, rate in fpHosts:
                 if host.hasHealthFlag(FAILED_OUTLIER_CHECK):
                     continue
                 if 100.0 - rate >= cfg.failurePercentageThreshold:
-                    self.stats["ejections_detected_failure_percentage"].inc()
-                    changed = self._eject(host, FAILURE_PERCENTAGE) or changed
+                    self.stats["ejections_detected_" + failurePercentage].inc()
+                    changed = self._eject(host, failurePercentage) or changed
         return changed
