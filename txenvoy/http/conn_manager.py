@@ -1796,3 +1796,14 @@ class ActiveStream:
             for logger in logs:
                 logger.log(info, request, response)
         cm._onStreamDone(now)
+        # Drop the stream's side of its reference cycles (filters and their
+        # callbacks, timers bound to its methods, the codec's stream) so that
+        # reference counting frees a finished stream at once and the cyclic
+        # collector finds no per-request garbage.
+        for slot in self._slots:
+            slot.filter = None
+        self._slots = ()
+        self._only = None
+        self._watermarkCallbacks = ()
+        self._idleTimer = self._requestTimer = self._maxTimer = None
+        self.encoder = None
