@@ -76,8 +76,12 @@ static_resources:
             - name: all
               domains: ["*"]
               routes:
-              - match: {prefix: "/"}
+              - match: {prefix: "/test."}
                 route: {cluster: backend}
+              - match: {prefix: "/dead."}
+                route: {cluster: dead}
+              - match: {prefix: "/direct."}
+                direct_response: {status: 200, body: {inline_string: "hello"}}
           http_filters:
           - name: envoy.filters.http.router
             typed_config:
@@ -95,7 +99,14 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(backend)d}}}
-""" % {"port": port, "admin": adminPort, "backend": backendPort}
+  - name: dead
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: dead
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(dead)d}}}
+""" % {"port": port, "admin": adminPort, "backend": backendPort, "dead": freePort()}
 
 
 class _Side:
@@ -188,3 +199,25 @@ class GrpcComparisonTests(SharedFixture, SynchronousTestCase):
         self.assertEqual(stats[1]["cluster.backend.upstream_cx_http2_total"],
                          stats[0]["cluster.backend.upstream_cx_http2_total"])
         self.assertEqual(stats[1]["cluster.backend.upstream_cx_http2_total"], 1)
+
+    def test_localReplies(self):
+        """
+        Envoy's local replies to gRPC requests: trailers-only 200 with the
+        HTTP status mapped (no route: UNIMPLEMENTED; a host that refuses:
+        UNAVAILABLE with the reset reason; a direct response: UNKNOWN with
+        its body as the message).
+        """
+        def call(channel):
+            out = []
+            for path in ("/nowhere.Svc/M", "/dead.Svc/M", "/direct.Svc/M"):
+                try:
+                    channel.unary_unary(path)(b"x", timeout=10)
+                    out.append("ok")
+                except grpc.RpcError as e:
+                    out.append((e.code(), e.details(), _stable(e.trailing_metadata())))
+            return out
+        envoy, tx = self.both(call)
+        self.assertEqual(tx, envoy)
+        self.assertEqual([r[0] for r in envoy], [grpc.StatusCode.UNIMPLEMENTED,
+                                                 grpc.StatusCode.UNAVAILABLE,
+                                                 grpc.StatusCode.UNKNOWN])

@@ -73,6 +73,7 @@ from txenvoy.http.conn_manager_utility import (
 )
 from txenvoy.http.conn_pool import directWriter
 from txenvoy.http.header_dump import dumpRequestHeaders, dumpResponseHeaders
+from txenvoy.http.grpc.common import grpcLocalReply, isGrpcRequest
 from txenvoy.http.filter import (
     DECODE_NAMES,
     DECODE_SINKS,
@@ -1497,6 +1498,11 @@ class ActiveStream:
             log.debug("%sSending local reply with details %s", self.logTag(), details)
         headers, body = makeLocalReply(self.cm.config.localReply, info, self.requestHeaders,
                                        code, body, modifyHeaders)
+        if isGrpcRequest(self.requestHeaders):
+            # Envoy answers a gRPC request with a trailers-only 200 whose
+            # grpc-status is the reply's mapped status.
+            headers = grpcLocalReply(headers, body)
+            body = b""
         if self._encoding is not None:
             # A fresh pass through every encoder filter.
             old = self._encoding
