@@ -30,6 +30,10 @@ stats_sinks:
   typed_config:
     "@type": type.googleapis.com/envoy.config.metrics.v3.StatsdSink
     address: {socket_address: {address: 127.0.0.1, port_value: 8125}}
+- name: envoy.stat_sinks.dog_statsd
+  typed_config:
+    "@type": type.googleapis.com/envoy.config.metrics.v3.DogStatsdSink
+    address: {socket_address: {address: 127.0.0.1, port_value: 8125}}
 static_resources:
   listeners:
   - name: rest

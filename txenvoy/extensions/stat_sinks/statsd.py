@@ -70,17 +70,25 @@ class StatsdSink:
             if delta < 0:
                 # /reset_counters: everything since the reset is new.
                 delta = value
-            out.append("%s%s:%d|c" % (prefix, name, delta))
+            out.append(self.formatLine(prefix, name, "%d" % (delta,), "c"))
         self._lastCounters = current
         for name in sorted(snapshot.gauges):
             if name in used:
-                out.append("%s%s:%d|g" % (prefix, name, snapshot.gauges[name]))
+                out.append(self.formatLine(prefix, name, "%d" % (snapshot.gauges[name],), "g"))
         for name in sorted(snapshot.histograms):
             h = snapshot.histograms[name]
             for value, count in sorted(h.intervalBuckets.items()):
-                line = "%s%s:%s|ms" % (prefix, name, formatDouble(value))
+                line = self.formatLine(prefix, name, formatDouble(value), "ms")
                 out.extend([line] * count)
         return out
+
+    def formatLine(self, prefix, name, value, kind):
+        """One statsd line: C{<prefix><name>:<value>|<kind>}."""
+        return "%s%s:%s|%s" % (prefix, name, value, kind)
+
+    def datagrams(self, lines):
+        """The datagrams to send: one line each."""
+        return lines
 
     def flush(self, snapshot):
         """Send this flush's lines, one datagram each."""
@@ -88,7 +96,7 @@ class StatsdSink:
         if not lines:
             return
         port = self._transport()
-        for line in lines:
+        for line in self.datagrams(lines):
             try:
                 port.write(line.encode("utf-8"), self.address)
             except OSError as e:
@@ -115,15 +123,23 @@ def createStatsdSink(message, context):
         raise UnsupportedField(path + ".tcp_cluster_name", "statsd over TCP")
     if which != "address":
         raise ConfigError("%s: statsd sink needs an address" % (path,))
-    address = message.address
+    host, port = statsdAddress(message.address, path + ".address")
+    prefix = message.prefix if message.prefix else DEFAULT_PREFIX
+    return StatsdSink(context.reactor, host, port, prefix)
+
+
+def statsdAddress(address, path):
+    """
+    @param address: an C{envoy.config.core.v3.Address}.
+    @return: C{(ip, port)} of its C{socket_address}.
+    """
     if address.WhichOneof("address") != "socket_address":
-        raise UnsupportedField(path + ".address", "only socket_address is supported")
+        raise UnsupportedField(path, "only socket_address is supported")
     sa = address.socket_address
     if sa.WhichOneof("port_specifier") != "port_value":
-        raise UnsupportedField(path + ".address.socket_address.named_port")
+        raise UnsupportedField(path + ".socket_address.named_port")
     try:
         ipaddress.ip_address(sa.address)
     except ValueError:
-        raise messages.malformedIpAddress(sa.address, path + ".address.socket_address.address")
-    prefix = message.prefix if message.prefix else DEFAULT_PREFIX
-    return StatsdSink(context.reactor, sa.address, sa.port_value, prefix)
+        raise messages.malformedIpAddress(sa.address, path + ".socket_address.address")
+    return sa.address, sa.port_value
