@@ -115,6 +115,18 @@ static_resources:
                 name: zstd
                 typed_config:
                   "@type": type.googleapis.com/envoy.extensions.compression.zstd.decompressor.v3.Zstd
+          - name: envoy.filters.http.csrf
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
+              filter_enabled: {default_value: {numerator: 100}}
+          - name: envoy.filters.http.set_metadata
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config
+              metadata: [{metadata_namespace: a, value: {k: v}}]
+          - name: envoy.filters.http.header_mutation
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+              mutations: {request_mutations: [{remove: x}]}
           - name: envoy.filters.http.jwt_authn
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication

@@ -163,6 +163,19 @@ class TextFormatTests(SynchronousTestCase):
         return compileFormat(text, **kw).format(
             si or tcpStreamInfo(), request, response, trailers)
 
+    def test_dynamicMetadata(self):
+        """
+        C{%DYNAMIC_METADATA(ns:key...)%}: strings bare, numbers without a
+        needless fraction, objects as JSON, C{-} when absent.
+        """
+        si = tcpStreamInfo()
+        si.dynamicMetadata = {"acme": {"team": "blue", "n": 1.0, "o": {"a": [1, 2]}}}
+        self.assertEqual(self.fmt("%DYNAMIC_METADATA(acme:team)%", si), "blue")
+        self.assertEqual(self.fmt("%DYNAMIC_METADATA(acme:n)%", si), "1")
+        self.assertEqual(self.fmt("%DYNAMIC_METADATA(acme:o)%", si), '{"a":[1,2]}')
+        self.assertEqual(self.fmt("%DYNAMIC_METADATA(acme:nope)%", si), "-")
+        self.assertEqual(self.fmt("%DYNAMIC_METADATA(acme:team):2%", si), "bl")
+
     def test_noNewlineAdded(self):
         """Envoy 1.40 writes a text format as is: no newline is added."""
         self.assertEqual(self.fmt("rx=%BYTES_RECEIVED%"), "rx=5")

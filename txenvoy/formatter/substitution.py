@@ -70,7 +70,7 @@ _MAX_LENGTH = 2**64 - 1
 # unsupported rather than as unknown, so the message says which is which.
 _KNOWN_UNSUPPORTED = frozenset(
     """
-    DYNAMIC_METADATA CLUSTER_METADATA UPSTREAM_METADATA FILTER_STATE
+    CLUSTER_METADATA UPSTREAM_METADATA FILTER_STATE
     UPSTREAM_FILTER_STATE FILTER_CHAIN_NAME VIRTUAL_CLUSTER_NAME
     REQ_WITHOUT_QUERY GRPC_STATUS GRPC_STATUS_NUMBER UPSTREAM_WIRE_BYTES_SENT
     UPSTREAM_WIRE_BYTES_RECEIVED UPSTREAM_HEADER_BYTES_SENT
@@ -475,6 +475,37 @@ def _environment():
     return _Command(build, argument="required", length=True)
 
 
+def _metadataText(value):
+    """A metadata value as Envoy prints it in text: strings bare, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
+        return str(int(value))
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _dynamicMetadata():
+    def build(argument, path, command, maxLength):
+        namespace, _, keys = argument.partition(":")
+        if not namespace:
+            raise _error(path, "DYNAMIC_METADATA requires parameters")
+        keys = keys.split(":") if keys else []
+
+        def op(si, rq, rs, tr):
+            value = getattr(si, "dynamicMetadata", {}).get(namespace)
+            for key in keys:
+                if not isinstance(value, dict):
+                    return None
+                value = value.get(key)
+            if value is None:
+                return None
+            return _metadataText(value)
+
+        return _truncated(op, maxLength)
+
+    return _Command(build, argument="required", length=True)
+
+
 def _hostname():
     def build(argument, path):
         name = socket.gethostname() or None
@@ -543,6 +574,7 @@ _COMMANDS = {
     "RESP": _headerCommand("response"),
     "TRAILER": _headerCommand("trailer"),
     "ENVIRONMENT": _environment(),
+    "DYNAMIC_METADATA": _dynamicMetadata(),
 }
 
 
