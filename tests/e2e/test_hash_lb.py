@@ -151,6 +151,8 @@ static_resources:
                   - header: {header_name: x-key}
                     terminal: true
                   - header: {header_name: x-other}
+              - match: {prefix: "/typedring"}
+                route: {cluster: typedring, hash_policy: [{header: {header_name: x-key}}]}
               - match: {prefix: "/sticky"}
                 route:
                   cluster: ring
@@ -192,6 +194,17 @@ static_resources:
             "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev
             table_size: 1031
     load_assignment: {cluster_name: typed, endpoints: [{lb_endpoints: %(weighted)s}]}
+  - name: typedring
+    connect_timeout: 1s
+    load_balancing_policy:
+      policies:
+      - typed_extension_config:
+          name: envoy.load_balancing_policies.ring_hash
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash
+            hash_function: MURMUR_HASH_2
+            minimum_ring_size: 200
+    load_assignment: {cluster_name: typedring, endpoints: [{lb_endpoints: %(weighted)s}]}
   - name: rr
     connect_timeout: 1s
     lb_policy: ROUND_ROBIN
@@ -268,7 +281,8 @@ class SideBySideHashTests(SharedFixture, SynchronousTestCase):
         Two hundred keys on each consistent-hash cluster (weighted ring,
         MurmurHash2 ring capped below its minimum with a cookie policy,
         Maglev with hash_key metadata, the Maglev load_balancing_policy
-        extension with query, terminal header and ignored header policies):
+        extension with query, terminal header and ignored header policies,
+        the RingHash extension with MurmurHash2):
         Envoy and txenvoy choose the same upstream for every one.
         """
         keys = ["k%d-%x" % (i, i * 7919) for i in range(200)]
@@ -278,10 +292,11 @@ class SideBySideHashTests(SharedFixture, SynchronousTestCase):
             requests.append(("/murmur", {"cookie": "a=b; k=%s" % (k,)}))
             requests.append(("/maglev", {"x-key": k}))
             requests.append(("/typed?k=%s" % (k,), {"x-key": k[::-1], "x-other": k}))
+            requests.append(("/typedring", {"x-key": k}))
         envoy, txenvoy = self.both(requests)
         self.assertEqual(txenvoy, envoy)
-        for route in range(4):
-            self.assertGreaterEqual(len(set(envoy[route::4])), 4)
+        for route in range(5):
+            self.assertGreaterEqual(len(set(envoy[route::5])), 4)
 
     def test_tableGauges(self):
         """

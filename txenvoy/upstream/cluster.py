@@ -94,6 +94,10 @@ _LB_POLICY_TYPES = {
     "envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash": RING_HASH,
     "envoy.extensions.load_balancing_policies.maglev.v3.Maglev": MAGLEV,
 }
+_LB_POLICY_PACKAGE = "envoy.extensions.load_balancing_policies."
+_WRR_LOCALITY = "envoy.extensions.load_balancing_policies.wrr_locality.v3.WrrLocality"
+_CLIENT_SIDE_WRR = ("envoy.extensions.load_balancing_policies.client_side_weighted_round_robin."
+                    "v3.ClientSideWeightedRoundRobin")
 
 # Cluster fields that are accepted and deliberately not acted on, each
 # because ignoring it cannot change what a request sees:
@@ -513,48 +517,8 @@ def _compileTransportSocket(ts, path):
 def _compileLb(proto, path):
     cfg = LbConfig()
     if proto.HasField("load_balancing_policy"):
-        lbp = proto.load_balancing_policy
-        checkFields(lbp, ("policies",), path + ".load_balancing_policy")
-        chosen = None
-        for i, policy in enumerate(lbp.policies):
-            ppath = "%s.load_balancing_policy.policies[%d]" % (path, i)
-            checkFields(policy, ("typed_extension_config",), ppath)
-            ext = policy.typed_extension_config
-            typeName = ext.typed_config.type_url.rsplit("/", 1)[-1]
-            if typeName in _LB_POLICY_TYPES:
-                chosen = (ppath + ".typed_extension_config.typed_config", typeName,
-                          ext.typed_config)
-                break
-        if chosen is None:
-            # Envoy uses the first policy it implements; report the first.
-            if not lbp.policies:
-                raise ConfigError("%s.load_balancing_policy.policies: must have at least "
-                                  "one policy" % (path,))
-            ext = lbp.policies[0].typed_extension_config
-            raise UnsupportedExtension(
-                "%s.load_balancing_policy.policies[0]" % (path,),
-                ext.typed_config.type_url.rsplit("/", 1)[-1], ext.name)
-        ppath, typeName, anyMsg = chosen
-        msg = unpackAny(anyMsg, ppath)
-        cfg.policy = _LB_POLICY_TYPES[typeName]
-        if cfg.policy == LEAST_REQUEST:
-            checkFields(msg, ("choice_count", "active_request_bias", "selection_method"), ppath)
-            if msg.selection_method != 0:
-                report(UnsupportedField(ppath + ".selection_method", "FULL_SCAN"))
-            _applyLeastRequest(cfg, msg, ppath)
-        elif cfg.policy in (RING_HASH, MAGLEV):
-            useHostname = _consistentHashing(msg, ppath)
-            if cfg.policy == RING_HASH:
-                if msg.HasField("hash_balance_factor"):
-                    report(UnsupportedField(ppath + ".hash_balance_factor"))
-                if not msg.HasField("consistent_hashing_lb_config"):
-                    useHostname = msg.use_hostname_for_hashing
-                table = compileRingHash(msg, ppath, useHostname, extension=True)
-            else:
-                table = compileMaglev(msg, ppath, useHostname, extension=True)
-            cfg.hashing = TableCache(table)
-        else:
-            checkFields(msg, (), ppath)
+        _compilePolicyList(cfg, proto.load_balancing_policy, path + ".load_balancing_policy",
+                           proto)
     else:
         policy = _LB_POLICIES.get(proto.lb_policy, str(proto.lb_policy))
         if policy == "LOAD_BALANCING_POLICY_CONFIG":
@@ -711,6 +675,78 @@ def _compileOriginalDst(proto, path, ctype):
                           "cluster '%s' did not provide one. Check cluster documentation."
                           % (path, proto.name))
     return settings
+
+
+def _compilePolicyList(cfg, lbp, path, proto):
+    """
+    A C{load_balancing_policy}: Envoy uses the first policy it has a
+    factory for. Every C{envoy.load_balancing_policies.*} policy is one
+    Envoy has, so one txenvoy lacks is refused where it stands rather than
+    skipped for a later one Envoy would never reach.
+    """
+    checkFields(lbp, ("policies",), path)
+    if not lbp.policies:
+        raise ConfigError("%s.policies: must have at least one policy" % (path,))
+    for i, policy in enumerate(lbp.policies):
+        ppath = "%s.policies[%d]" % (path, i)
+        checkFields(policy, ("typed_extension_config",), ppath)
+        ext = policy.typed_extension_config
+        typeName = ext.typed_config.type_url.rsplit("/", 1)[-1]
+        if typeName in _LB_POLICY_TYPES or typeName == _WRR_LOCALITY:
+            _compilePolicy(cfg, typeName, ext.typed_config,
+                           ppath + ".typed_extension_config.typed_config", proto)
+            return
+        if typeName.startswith(_LB_POLICY_PACKAGE):
+            raise UnsupportedExtension(ppath, typeName, ext.name)
+    ext = lbp.policies[0].typed_extension_config
+    raise UnsupportedExtension("%s.policies[0]" % (path,),
+                               ext.typed_config.type_url.rsplit("/", 1)[-1], ext.name)
+
+
+def _compilePolicy(cfg, typeName, anyMsg, ppath, proto):
+    msg = unpackAny(anyMsg, ppath)
+    if typeName == _WRR_LOCALITY:
+        # Envoy 1.40 takes only client_side_weighted_round_robin under it,
+        # which txenvoy does not have.
+        checkFields(msg, ("endpoint_picking_policy",), ppath)
+        epath = ppath + ".endpoint_picking_policy"
+        for i, child in enumerate(msg.endpoint_picking_policy.policies):
+            ext = child.typed_extension_config
+            childType = ext.typed_config.type_url.rsplit("/", 1)[-1]
+            if childType == _CLIENT_SIDE_WRR:
+                raise UnsupportedExtension("%s.policies[%d]" % (epath, i), childType, ext.name)
+        raise ConfigError("%s: Currently WrrLocalityLoadBalancer only supports "
+                          "ClientSideWeightedRoundRobinLoadBalancer as its endpoint picking "
+                          "policy." % (epath,))
+    cfg.policy = _LB_POLICY_TYPES[typeName]
+    if cfg.policy == LEAST_REQUEST:
+        checkFields(msg, ("choice_count", "active_request_bias", "selection_method",
+                          "locality_lb_config"), ppath)
+        if msg.selection_method != 0:
+            report(UnsupportedField(ppath + ".selection_method", "FULL_SCAN"))
+        _applyLeastRequest(cfg, msg, ppath)
+    elif cfg.policy in (RING_HASH, MAGLEV):
+        useHostname = _consistentHashing(msg, ppath)
+        if cfg.policy == RING_HASH:
+            if msg.HasField("hash_balance_factor"):
+                report(UnsupportedField(ppath + ".hash_balance_factor"))
+            if not msg.HasField("consistent_hashing_lb_config"):
+                useHostname = msg.use_hostname_for_hashing
+            table = compileRingHash(msg, ppath, useHostname, extension=True)
+        else:
+            table = compileMaglev(msg, ppath, useHostname, extension=True)
+        cfg.hashing = TableCache(table)
+        return
+    else:
+        checkFields(msg, ("locality_lb_config",), ppath)
+    if msg.HasField("locality_lb_config"):
+        lpath = ppath + ".locality_lb_config"
+        llc = msg.locality_lb_config
+        checkFields(llc, ("locality_weighted_lb_config",), lpath)
+        if llc.HasField("locality_weighted_lb_config"):
+            checkFields(llc.locality_weighted_lb_config, (),
+                        lpath + ".locality_weighted_lb_config")
+            cfg.localityWeights = _localityWeights(proto.load_assignment)
 
 
 def _consistentHashing(msg, path):

@@ -22,6 +22,8 @@ from txenvoy.upstream.thread_aware_lb import hostHashKey
 XX_HASH = "XX_HASH"
 MURMUR_HASH_2 = "MURMUR_HASH_2"
 _HASH_FUNCTIONS = {0: XX_HASH, 1: MURMUR_HASH_2}
+# The RingHash extension's enum puts DEFAULT_HASH (xxHash) first.
+_EXTENSION_HASH_FUNCTIONS = {0: XX_HASH, 1: XX_HASH, 2: MURMUR_HASH_2}
 
 #: Envoy's C{DefaultMinRingSize} and C{DefaultMaxRingSize}.
 DEFAULT_MIN_RING_SIZE = 1024
@@ -156,7 +158,8 @@ def compileRingHash(msg, path, useHostnameForHashing=False, extension=False):
         cfg.minimumRingSize = msg.minimum_ring_size.value
     if msg.HasField("maximum_ring_size"):
         cfg.maximumRingSize = msg.maximum_ring_size.value
-    cfg.hashFunction = _HASH_FUNCTIONS.get(msg.hash_function, XX_HASH)
+    functions = _EXTENSION_HASH_FUNCTIONS if extension else _HASH_FUNCTIONS
+    cfg.hashFunction = functions.get(msg.hash_function, XX_HASH)
     if cfg.minimumRingSize > cfg.maximumRingSize:
         raise ConfigError("%s: ring hash: minimum_ring_size (%d) > maximum_ring_size (%d)"
                           % (path, cfg.minimumRingSize, cfg.maximumRingSize))
