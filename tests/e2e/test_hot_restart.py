@@ -144,12 +144,23 @@ class HotRestartTests(SynchronousTestCase):
         each old epoch exits 0 C{--parent-shutdown-time-s} after its drain
         began; the last epoch's counters hold every request.
         """
+        self.restartUnderLoad(2)
+
+    def test_restartWithWorkerProcesses(self):
+        """
+        The same with C{--worker-processes 2} in every epoch: each epoch's
+        worker processes take over the previous epoch's sockets, the old
+        ones drain, and what they counted carries over.
+        """
+        self.restartUnderLoad(1, "--worker-processes", "2")
+
+    def restartUnderLoad(self, restarts, *extraArgs):
         script = os.path.join(self.tmp, "start_envoy.sh")
         command = " ".join(twistdCommand() + [
             "-n", "--pidfile=", "envoy", "-c", self.configPath,
             "--restart-epoch", "$RESTART_EPOCH", "--base-id", str(baseId()),
             "--drain-time-s", str(DRAIN_TIME_S),
-            "--parent-shutdown-time-s", str(PARENT_SHUTDOWN_TIME_S)])
+            "--parent-shutdown-time-s", str(PARENT_SHUTDOWN_TIME_S)] + list(extraArgs))
         with open(script, "w") as f:
             f.write("#!/bin/sh\nexec %s >> %s/envoy.log 2>&1\n" % (command, self.tmp))
         os.chmod(script, 0o755)
@@ -169,7 +180,7 @@ class HotRestartTests(SynchronousTestCase):
         clients = LoadClients(self.port)
         self.addCleanup(clients.stop)
         time.sleep(0.5)
-        for epoch in (1, 2):
+        for epoch in range(1, restarts + 1):
             restarter.send_signal(signal.SIGHUP)
             self._waitFor(lambda: self._epoch() == epoch, 30, "epoch %d serving" % (epoch,))
             self._waitFor(lambda: self._logs().count("exited with code=0") == epoch,
@@ -178,12 +189,12 @@ class HotRestartTests(SynchronousTestCase):
         clients.stop()
         self.assertEqual(clients.errors, [])
         self.assertGreater(clients.ok, 50)
-        self.assertGreaterEqual(clients.closes, 2)
+        self.assertGreaterEqual(clients.closes, restarts)
 
         logs = self._logs()
         drains = [_timestamp(l) for l in logs.splitlines() if "closing and draining listeners" in l]
         exits = [_timestamp(l) for l in logs.splitlines() if "exited with code=0" in l]
-        self.assertEqual(len(drains), 2)
+        self.assertEqual(len(drains), restarts)
         for drained, exited in zip(drains, exits):
             self.assertGreaterEqual(exited - drained, PARENT_SHUTDOWN_TIME_S - 0.1)
             self.assertLess(exited - drained, PARENT_SHUTDOWN_TIME_S + 2.0)
@@ -191,8 +202,12 @@ class HotRestartTests(SynchronousTestCase):
         self.assertIn("shutting down due to child request", logs)
 
         stats = adminStats(self.adminPort)
-        self.assertEqual(stats["server.hot_restart_epoch"], 2)
-        self.assertEqual(stats["server.hot_restart_generation"], 3)
+        self.assertEqual(stats["server.hot_restart_epoch"], restarts)
+        self.assertEqual(stats["server.hot_restart_generation"], restarts + 1)
+        if extraArgs:
+            # The worker processes' last counts reach /stats within a second.
+            time.sleep(1.0)
+            stats = adminStats(self.adminPort)
         self.assertEqual(stats["http.race.downstream_rq_2xx"], clients.ok)
         self.assertEqual(stats.get("server.parent_connections", 0), 0)
 

@@ -298,6 +298,7 @@ class Server(MultiService):
         gradually over C{--drain-time-s} (Envoy's C{drainListeners}), then
         ask those left to close when idle.
         """
+        self._forward("hot_restart_drain")
         self._setState(DRAINING)
         self.drainManager.startDrainSequence()
         self.listenerManager.stopListeners(self.workers)

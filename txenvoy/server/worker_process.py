@@ -117,6 +117,8 @@ class WorkerProcessAgent:
         if kind == "drain_listeners":
             server.drainListeners(graceful=action.get("graceful", False),
                                   inboundOnly=action.get("inboundOnly", False))
+        elif kind == "hot_restart_drain":
+            server.drainForHotRestart()
         elif kind == "healthcheck_fail":
             server.failHealthcheck()
         elif kind == "healthcheck_ok":
