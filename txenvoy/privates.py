@@ -42,6 +42,11 @@ Twisted, C{twisted.internet.tcp.Port} (L{adoptListeningPort}):
    port with; called on a subclass (L{txenvoy.network.accept.ListenerPort})
    whose accept loop counts the connections dropped when descriptors run
    out. C{adoptStreamPort} always builds Twisted's own class.
+ - C{_preexistingSocket} (L{adoptListeningUnixPort}): the socket such a
+   port starts with. Set directly for a Unix socket: C{tcp.Port}'s
+   constructor cannot read an abstract socket's name, and C{unix.Port}
+   would chmod the path to its own mode and unlink it when one worker
+   stops listening.
 
 Twisted, the reactor:
  - C{_registerAsIOThread} (L{markNotIOThread}): a worker's reactor would
@@ -75,6 +80,7 @@ CLASS_ATTRIBUTES = (
     ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_lostTLSConnection"),
     ("twisted.internet.tcp.Connection", "_writeDisconnecting"),
     ("twisted.internet.tcp.Port", "_fromListeningDescriptor"),
+    ("twisted.internet.tcp.Port", "_preexistingSocket"),
     ("twisted.internet.base.ReactorBase", "_registerAsIOThread"),
     ("twisted.internet.base.ReactorBase", "_exitSignal"),
     ("OpenSSL.SSL._lib", "SSL_session_reused"),
@@ -155,6 +161,18 @@ def adoptListeningPort(portClass, reactor, fileDescriptor, addressFamily, factor
     listening socket's descriptor, as C{reactor.adoptStreamPort} makes.
     """
     return portClass._fromListeningDescriptor(reactor, fileDescriptor, addressFamily, factory)
+
+
+def adoptListeningUnixPort(portClass, reactor, fileDescriptor, factory):
+    """
+    An unstarted C{portClass} (a C{tcp.Port} subclass with Unix transports)
+    on a duplicate of a listening Unix socket's descriptor.
+    """
+    import socket
+
+    port = portClass(None, factory, None, "", reactor)
+    port._preexistingSocket = socket.fromfd(fileDescriptor, socket.AF_UNIX, socket.SOCK_STREAM)
+    return port
 
 
 def markNotIOThread(reactor):

@@ -12,6 +12,7 @@ from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.loader import parseDict
 from txenvoy.config.registry import loadPlugins
 from txenvoy.network.listener import ListenerConfig, listenerStatPrefix
+from txenvoy.network.pipe import PipeAddress
 from txenvoy.stats.store import StatsStore
 
 ECHO = {"name": "echo", "typed_config": {
@@ -70,10 +71,30 @@ class ListenerConfigTests(SynchronousTestCase):
         e = self.assertRaises(UnsupportedField, compile_, udp_listener_config={})
         self.assertIn(PATH + ".udp_listener_config", str(e))
 
-    def test_pipeAddressUnsupported(self):
+    def test_pipeAddress(self):
+        """
+        A pipe listener is named by its path, as Envoy names it
+        (C{listener./tmp/x.sock.}), and shares one socket: no reuse_port.
+        """
+        config = compile_(address={"pipe": {"path": "/tmp/x.sock", "mode": 0o600}})
+        self.assertEqual(config.address, PipeAddress("/tmp/x.sock", 0o600))
+        self.assertEqual(config.statPrefix, "listener./tmp/x.sock.")
+        self.assertFalse(config.enableReusePort)
+
+    def test_abstractPipeAddress(self):
+        config = compile_(address={"pipe": {"path": "@name"}})
+        self.assertEqual(config.statPrefix, "listener.@name.")
+
+    def test_envoyInternalAddressUnsupported(self):
         e = self.assertRaises(UnsupportedField, compile_,
-                              address={"pipe": {"path": "/tmp/x.sock"}})
-        self.assertIn(PATH + ".address.pipe", str(e))
+                              address={"envoy_internal_address": {"server_listener_name": "x"}})
+        self.assertIn(PATH + ".address.envoy_internal_address", str(e))
+
+    def test_socketAddressFieldsRefused(self):
+        """A listener socket_address field txenvoy does not implement is refused."""
+        e = self.assertRaises(UnsupportedField, compile_, address={"socket_address": {
+            "address": "::", "port_value": 1, "ipv4_compat": True}})
+        self.assertIn(PATH + ".address.socket_address.ipv4_compat", str(e))
 
     def test_filterChainMatcherRefusedAsUnsupported(self):
         """

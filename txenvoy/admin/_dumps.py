@@ -474,8 +474,11 @@ def clustersJson(clusterManager, filterRe=None):
         for host in getattr(cluster, "hosts", ()):
             hs = status.host_statuses.add()
             ip, port = host.address[0], host.address[1]
-            hs.address.socket_address.address = ip
-            hs.address.socket_address.port_value = port
+            if isinstance(ip, str):
+                hs.address.socket_address.address = ip
+                hs.address.socket_address.port_value = port
+            else:
+                hs.address.pipe.path = ip.path
             for k in _COUNTERS:
                 m = hs.stats.add()
                 m.name = k
@@ -526,8 +529,11 @@ def listenersJson(listeners):
     for x in listeners:
         status = out.listener_statuses.add()
         status.name = x.name
-        status.local_address.socket_address.address = x.address[0]
-        status.local_address.socket_address.port_value = x.address[1]
+        if isinstance(x.address, tuple):
+            status.local_address.socket_address.address = x.address[0]
+            status.local_address.socket_address.port_value = x.address[1]
+        else:
+            status.local_address.pipe.path = x.address.path
     return toJson(out)
 
 

@@ -9,6 +9,7 @@ given to the admin's access loggers.
 """
 
 import random as _random
+import socket
 import re
 from urllib.parse import unquote
 
@@ -24,6 +25,8 @@ from txenvoy.admin import _handlers
 from txenvoy.admin._help import ENDPOINTS_BY_PATH
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.fields import checkFields
+from txenvoy.network.accept import UnixListenerPort
+from txenvoy.network.pipe import bindPipe, pipeAddress
 from txenvoy.network.stream_info import StreamInfo
 from txenvoy.server.logging import componentLogger, connTag, streamTag
 from txenvoy.stats.tags import defaultTagProducer
@@ -55,9 +58,12 @@ def checkAdminConfig(adminProto, path="admin"):
         raise UnsupportedField(path + ".socket_options")
     if adminProto.HasField("address"):
         which = adminProto.address.WhichOneof("address")
+        if which == "pipe":
+            pipeAddress(adminProto.address.pipe, path + ".address.pipe")
+            return
         if which != "socket_address":
             raise UnsupportedField("%s.address.%s" % (path, which),
-                                   "the admin listens on a TCP socket_address only")
+                                   "the admin listens on a socket_address or a pipe")
         sa = adminProto.address.socket_address
         if sa.WhichOneof("port_specifier") != "port_value":
             raise UnsupportedField(path + ".address.socket_address.named_port")
@@ -127,9 +133,15 @@ class AdminServer(service.Service):
         self.tagProducer = tagProducer or getattr(server, "tagProducer", None) \
             or defaultTagProducer()
         self.log = log
-        sa = adminProto.address.socket_address
-        self.host = sa.address
-        self.configuredPort = sa.port_value
+        #: The L{PipeAddress} of an admin on a Unix socket, else C{None}.
+        self.pipe = None
+        if adminProto.address.HasField("pipe"):
+            self.pipe = pipeAddress(adminProto.address.pipe, "admin.address.pipe")
+            self.host, self.configuredPort = self.pipe.path, None
+        else:
+            sa = adminProto.address.socket_address
+            self.host = sa.address
+            self.configuredPort = sa.port_value
         self.port = None
         self.recentLookupsEnabled = False
         self.runtimeOverrides = {}
@@ -340,6 +352,9 @@ class AdminServer(service.Service):
         @raise ConfigError: when the address cannot be bound, in Envoy's
             words (C{cannot bind '127.0.0.1:9901': Address already in use}).
         """
+        if self.pipe is not None:
+            self._startPipe()
+            return
         try:
             self._listeningPort = self.reactor.listenTCP(
                 self.configuredPort, self.site, interface=self.host)
@@ -349,6 +364,20 @@ class AdminServer(service.Service):
                 self.host, self.configuredPort, reason))
         self.port = self._listeningPort.getHost().port
         log.info("Starting admin HTTP server at {host}:{port}", host=self.host, port=self.port)
+
+    def _startPipe(self):
+        """Listen on a Unix socket, with Envoy's message when it cannot."""
+        try:
+            sock = bindPipe(self.pipe, 128)
+        except OSError as e:
+            raise ConfigError("admin.address: cannot bind '%s': %s" % (
+                self.pipe.path, e.strerror or e))
+        try:
+            self._listeningPort = UnixListenerPort.adopt(
+                self.reactor, sock.fileno(), socket.AF_UNIX, self.site)
+        finally:
+            sock.close()
+        log.info("Starting admin HTTP server at {path}", path=self.pipe.path)
 
     def stop(self):
         """Stop listening and close open admin connections.

@@ -22,8 +22,8 @@ import errno
 import os
 import socket
 
-from twisted.internet import tcp
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet import tcp, unix
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger
 from twisted.python import log as legacyLog
 
@@ -197,3 +197,27 @@ class OverflowLog:
         self._dropped = 0
         self._events = 0
         return True
+
+
+class UnixListenerPort(ListenerPort):
+    """
+    A L{ListenerPort} on a Unix domain socket (Envoy's C{pipe} listener):
+    the same accept loop, with Twisted's Unix server transport and
+    C{UNIXAddress}es.
+    """
+
+    addressFamily = socket.AF_UNIX
+    transport = unix.Server
+
+    @classmethod
+    def adopt(cls, reactor, fileDescriptor, addressFamily, factory):
+        port = privates.adoptListeningUnixPort(cls, reactor, fileDescriptor, factory)
+        port._reserve = ReservedDescriptor()
+        port.startListening()
+        return port
+
+    def _address(self, addr):
+        return UNIXAddress(addr or None)
+
+    def getHost(self):
+        return UNIXAddress(self.socket.getsockname())

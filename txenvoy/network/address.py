@@ -9,14 +9,24 @@ import socket
 
 
 def addressString(host, port):
-    """C{127.0.0.1:10000}, or C{[::1]:10000} for IPv6."""
+    """
+    C{127.0.0.1:10000}, or C{[::1]:10000} for IPv6; a host that is a
+    L{txenvoy.network.pipe.PipeAddress} is its path, as Envoy prints it.
+    """
+    if not isinstance(host, str):
+        return str(host)
     if ":" in host:
         return "[%s]:%d" % (host, port)
     return "%s:%d" % (host, port)
 
 
 def formatAddress(address):
-    """C{("::1", 80)} -> C{"[::1]:80"}, C{("1.2.3.4", 80)} -> C{"1.2.3.4:80"}."""
+    """
+    C{("::1", 80)} -> C{"[::1]:80"}, C{("1.2.3.4", 80)} -> C{"1.2.3.4:80"};
+    a L{txenvoy.network.pipe.PipeAddress} is its path.
+    """
+    if not isinstance(address, tuple):
+        return str(address)
     return addressString(address[0], address[1])
 
 
@@ -46,3 +56,19 @@ def parseInternetAddressAndPort(text):
     except (OSError, ValueError):
         return None
     return host, int(port)
+
+
+def addressTuple(address):
+    """
+    The C{(host, port)} of a Twisted address; a Unix one (Envoy's pipe) is
+    C{(name, 0)}, its name as Envoy prints it (C{""} when unnamed).
+    """
+    name = getattr(address, "name", _NO_NAME)
+    if name is not _NO_NAME:
+        from txenvoy.network.pipe import pipeName
+
+        return (pipeName(name), 0)
+    return (address.host, address.port)
+
+
+_NO_NAME = object()

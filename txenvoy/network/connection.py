@@ -18,6 +18,7 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from txenvoy.interfaces import IListenerFilterCallbacks
+from txenvoy.network.address import addressTuple
 from txenvoy.network.filter import forwardReadConnectionLost
 from txenvoy.network.filter_chain import ConnectionMatchInfo
 from txenvoy.network.listener_filter import stackListenerFilters
@@ -70,14 +71,13 @@ class ServerConnection(Protocol):
         self.dispatcher = listener.dispatcher
         self.streamInfo = info = StreamInfo(self.dispatcher.reactor)
         info.connectionId = self.dispatcher.nextConnectionId()
-        self.remoteAddress = (remoteAddress.host, remoteAddress.port)
+        self.remoteAddress = addressTuple(remoteAddress)
         info.downstreamRemoteAddress = info.downstreamDirectRemoteAddress = self.remoteAddress
         self.transportProtocol = "raw_buffer"
         self.applicationProtocols = ()
 
     def connectionMade(self):
-        host = self.transport.getHost()
-        self.localAddress = (host.host, host.port)
+        self.localAddress = addressTuple(self.transport.getHost())
         self.streamInfo.downstreamLocalAddress = self.localAddress
         self.transport.bufferSize = self.listener.config.perConnectionBufferLimitBytes
         factories = self.listener.config.listenerFilters

@@ -8,13 +8,13 @@ import uuid
 
 from twisted.internet.protocol import ServerFactory
 
-from txenvoy.config import registry
 from txenvoy.config import messages, registry
 from txenvoy.config.errors import FAILED, ConfigError, UnsupportedField, attempt
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category
 from txenvoy.network.accept import OverflowLog
-from txenvoy.network.address import addressString
+from txenvoy.network.address import formatAddress
+from txenvoy.network.pipe import PipeAddress, pipeAddress
 from txenvoy.network.filter_chain import FilterChain, FilterChainManager, FilterChainMatch
 from txenvoy.server.logging import componentLogger
 from txenvoy.server.overload_manager import (
@@ -38,21 +38,28 @@ def _refused(addr, why):
                       getattr(addr, "port", "?"), why)
 
 
-def listenerStatPrefix(host, port):
+def listenerStatPrefix(host, port=None):
     """
     Envoy's stat name for a listener address: C{listener.127.0.0.1_10000.}
-    (dots kept, the last C{:} becomes C{_}).
+    (dots kept, the last C{:} becomes C{_}); for a pipe, its path as
+    written (C{listener./run/envoy.sock.}, C{listener.@name.}).
     """
+    if isinstance(host, PipeAddress):
+        return "listener.%s." % (host.path,)
     return "listener.%s_%d." % (("[%s]" % host) if ":" in host else host, port)
 
 
 def socketAddress(address, path):
     """
-    The C{(host, port)} of an C{envoy.config.core.v3.Address}.
+    The C{(host, port)} of an C{envoy.config.core.v3.Address}, or the
+    L{PipeAddress} of a C{pipe}.
     """
     which = address.WhichOneof("address")
+    if which == "pipe":
+        return pipeAddress(address.pipe, path + ".pipe")
     if which != "socket_address":
-        raise UnsupportedField(path + "." + (which or "address"), "only socket_address")
+        raise UnsupportedField(path + "." + (which or "address"),
+                               "only socket_address and pipe")
     sa = address.socket_address
     # ipv4_compat (a dual-stack "::" socket), resolver_name and
     # network_namespace_filepath are not implemented for listeners.
@@ -103,12 +110,15 @@ class ListenerConfig:
             # whole, before their matches are compared.
             raise UnsupportedField(path + ".filter_chain_matcher")
         self.address = socketAddress(proto.address, path + ".address")
-        self.statPrefix = listenerStatPrefix(*self.address)
+        self.isPipe = isinstance(self.address, PipeAddress)
+        self.statPrefix = (listenerStatPrefix(self.address) if self.isPipe
+                           else listenerStatPrefix(*self.address))
         self.perConnectionBufferLimitBytes = (
             proto.per_connection_buffer_limit_bytes.value
             if proto.HasField("per_connection_buffer_limit_bytes") else DEFAULT_BUFFER_LIMIT)
-        self.enableReusePort = (proto.enable_reuse_port.value
-                                if proto.HasField("enable_reuse_port") else True)
+        # A Unix socket has no SO_REUSEPORT: its one socket is shared.
+        self.enableReusePort = not self.isPipe and (
+            proto.enable_reuse_port.value if proto.HasField("enable_reuse_port") else True)
         self.backlog = proto.tcp_backlog_size.value if proto.HasField("tcp_backlog_size") else 128
         self.listenerFiltersTimeout = (
             proto.listener_filters_timeout.ToTimedelta().total_seconds()
@@ -130,7 +140,7 @@ class ListenerConfig:
             chains = [c for c in chains if c is not FAILED]
             default = None if default is FAILED else default
         elif not chains and default is None:
-            raise messages.noFilterChains(addressString(*self.address), path)
+            raise messages.noFilterChains(formatAddress(self.address), path)
         self.filterChainManager = FilterChainManager(chains, default, path)
         from txenvoy.accesslog.filters import createAccessLog
         self.accessLogs = [attempt(createAccessLog, al, context, "%s.access_log[%d]" % (path, i))

@@ -15,6 +15,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 
 from txenvoy.config.errors import FAILED, attempt
+from txenvoy.network.address import formatAddress
 from txenvoy.network.listener import ListenerConfig
 from txenvoy.server.hot_restart import listenerAddress
 from txenvoy.server.logging import componentLogger
@@ -22,6 +23,16 @@ from txenvoy.server.worker import bindListenSockets
 
 log = Logger(namespace="config")
 debugLog = componentLogger("config")
+
+
+def _passName(address):
+    """
+    How a hot restart names a listener's socket: C{tcp://ip:port}, or a
+    pipe's path, as Envoy's C{asString} gives it.
+    """
+    if isinstance(address, tuple):
+        return listenerAddress(*address)
+    return str(address)
 
 
 class ListenerManager(Service):
@@ -90,17 +101,18 @@ class ListenerManager(Service):
         try:
             for config in self.listeners:
                 inherited = None
+                address = _passName(config.address)
                 if source is not None:
-                    address = listenerAddress(*config.address)
                     inherited = lambda i, a=address: source(a, i)
-                self._configuredAddress[config.name] = listenerAddress(*config.address)
+                self._configuredAddress[config.name] = address
                 self._sockets[config.name] = bindListenSockets(config, workerCount, inherited)
-                # Port 0 in the config: the kernel's choice, for /listeners.
-                config.address = (config.address[0],
-                                  self._sockets[config.name][0].getsockname()[1])
+                if isinstance(config.address, tuple):
+                    # Port 0 in the config: the kernel's choice, for /listeners.
+                    config.address = (config.address[0],
+                                      self._sockets[config.name][0].getsockname()[1])
                 if debugLog.debugEnabled:
-                    debugLog.debug("Create listen socket for listener %s on address %s:%d",
-                                   config.name, config.address[0], config.address[1])
+                    debugLog.debug("Create listen socket for listener %s on address %s",
+                                   config.name, formatAddress(config.address))
                 self._stats.counter("listener_added").inc()
         except Exception:
             self.closeSockets()
@@ -125,7 +137,7 @@ class ListenerManager(Service):
             if not socks:
                 continue
             if address in (self._configuredAddress.get(config.name),
-                           listenerAddress(*config.address)):
+                           _passName(config.address)):
                 if len(socks) == 1:
                     return socks[0]
                 return socks[workerIndex] if workerIndex < len(socks) else None
@@ -155,8 +167,8 @@ class ListenerManager(Service):
                 self._passable[config.name] = [s.dup() for s in socks]
             self.totalActive.inc()
             if debugLog.debugEnabled:
-                debugLog.debug("add active listener: name=%s, address=%s:%d", config.name,
-                               config.address[0], config.address[1])
+                debugLog.debug("add active listener: name=%s, address=%s", config.name,
+                               formatAddress(config.address))
             for worker, sock in zip(workers, socks):
                 worker.addListener(config, sock, self._onListenerCreated(config, worker))
         self._stats.gauge("workers_started").set(1)
@@ -178,8 +190,8 @@ class ListenerManager(Service):
             if inboundOnly and config.proto.traffic_direction == 2:  # OUTBOUND
                 continue
             if debugLog.debugEnabled:
-                debugLog.debug("draining listener: name=%s, address=%s:%d", config.name,
-                               config.address[0], config.address[1])
+                debugLog.debug("draining listener: name=%s, address=%s", config.name,
+                               formatAddress(config.address))
             for worker in workers:
                 worker.stopListener(config.name)
             for s in self._passable.pop(config.name, ()):

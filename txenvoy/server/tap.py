@@ -192,7 +192,10 @@ def writeAdminAddress(path, admin):
     """C{--admin-address-path}: the admin's C{ip:port}, no newline, as Envoy writes it."""
     try:
         with open(path, "w") as f:
-            f.write("%s:%d" % (admin.host, admin.port))
+            if getattr(admin, "pipe", None) is not None:
+                f.write(admin.pipe.path)
+            else:
+                f.write("%s:%d" % (admin.host, admin.port))
     except OSError as e:
         log.critical("cannot write the admin address to {path}: {error}", path=path,
                      error=e.strerror)

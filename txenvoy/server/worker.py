@@ -15,8 +15,9 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from txenvoy.network.accept import ListenerPort
+from txenvoy.network.accept import ListenerPort, UnixListenerPort
 from txenvoy.network.listener import ActiveListener
+from txenvoy.network.pipe import PipeAddress, bindPipe
 from txenvoy.privates import markNotIOThread
 from txenvoy.server.dispatcher import Dispatcher
 from txenvoy.server.logging import componentLogger
@@ -60,8 +61,9 @@ class _WorkerBase(Service):
         try:
             active = ActiveListener(self.dispatcher, config)
             family = sock.family
-            active.port = ListenerPort.adopt(self.dispatcher.reactor, sock.fileno(), family,
-                                             active)
+            portClass = UnixListenerPort if family == socket.AF_UNIX else ListenerPort
+            active.port = portClass.adopt(self.dispatcher.reactor, sock.fileno(), family,
+                                          active)
             self.activeListeners[config.name] = active
             ok = True
         except Exception:
@@ -197,6 +199,8 @@ def bindListenSockets(config, count, inherited=None):
         to bind one.
     @raise BindError: with Envoy's message, naming the address.
     """
+    if isinstance(config.address, PipeAddress):
+        return _bindPipe(config, count, inherited)
     host, port = config.address
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sockets = []
@@ -229,6 +233,25 @@ def bindListenSockets(config, count, inherited=None):
         sockets = [sockets[0]] + [socket.fromfd(sockets[0].fileno(), family, socket.SOCK_STREAM)
                                   for _ in range(count - 1)]
     return sockets
+
+
+def _bindPipe(config, count, inherited=None):
+    """
+    One Unix socket for every worker (each adopts a duplicate): the one a
+    previous epoch hands over, or a new one.
+    """
+    sock = inherited(0) if inherited is not None else None
+    try:
+        if sock is None:
+            sock = bindPipe(config.address, config.backlog)
+        else:
+            sock.setblocking(False)
+    except OSError as e:
+        raise BindError(
+            "listener '%s' failed to bind or apply socket options: cannot bind '%s': %s"
+            % (config.name, config.address.path, e.strerror or e))
+    return [sock] + [socket.fromfd(sock.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)
+                     for _ in range(count - 1)]
 
 
 class BindError(Exception):

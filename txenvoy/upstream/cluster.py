@@ -24,6 +24,7 @@ from txenvoy.config.errors import ConfigError, UnsupportedExtension, Unsupported
 from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import unpackAny
 from txenvoy.interfaces import ICluster
+from txenvoy.network.pipe import pipeAddress
 from txenvoy.upstream.health_checker import compileHealthChecks
 from txenvoy.upstream.http_protocol_options import compileHttpProtocolOptions
 from txenvoy.upstream.host import (
@@ -976,7 +977,16 @@ def _compileLoadAssignment(proto, path, ctype):
             if hcc.port_value > 65535:
                 raise ConfigError("%s.health_check_config.port_value: value must be less than "
                                   "or equal to 65535" % (dpath,))
-            checkFields(ep.address, ("socket_address",), dpath + ".address")
+            checkFields(ep.address, ("socket_address", "pipe"), dpath + ".address")
+            if ep.address.HasField("pipe") and ctype == STATIC:
+                # A Unix socket: the host is (pipe, 0), printed as its path.
+                endpoints.append(EndpointSpec(
+                    pipeAddress(ep.address.pipe, dpath + ".address.pipe"), 0,
+                    hostname=ep.hostname, weight=weight, priority=lle.priority,
+                    locality=locality, healthFlags=flags,
+                    edsHealthStatus="HEALTHY" if status == "UNKNOWN" else status, path=dpath,
+                    healthCheck=(hcc.port_value, hcc.hostname, hcc.disable_active_health_check)))
+                continue
             if not ep.address.HasField("socket_address"):
                 raise ConfigError("%s.address: a socket_address is required" % (dpath,))
             apath = dpath + ".address.socket_address"

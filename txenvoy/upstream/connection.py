@@ -35,6 +35,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from txenvoy.network.pipe import PipeAddress
 from txenvoy.server.logging import componentLogger, connTag
 
 log = componentLogger("connection")
@@ -158,9 +159,13 @@ class UpstreamConnection(Protocol):
                 factory = transportSocket.wrapProtocolFactory(factory, reactor, self.host,
                                                               self.cluster, self.socketOptions)
         try:
-            self._connector = reactor.connectTCP(
-                ip, port, factory, timeout=info.connectTimeout,
-                bindAddress=info.bindAddress)
+            if isinstance(ip, PipeAddress):
+                self._connector = reactor.connectUNIX(ip.sockaddr, factory,
+                                                      timeout=info.connectTimeout)
+            else:
+                self._connector = reactor.connectTCP(
+                    ip, port, factory, timeout=info.connectTimeout,
+                    bindAddress=info.bindAddress)
         except Exception:
             # Report on the next turn, as a refused connect would be, so
             # that callbacks never run before connect() returns.

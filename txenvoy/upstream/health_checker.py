@@ -40,6 +40,7 @@ from twisted.internet.error import ConnectionDone
 from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField, report
 from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import unpackAny
+from txenvoy.network.pipe import PipeAddress
 from txenvoy.upstream.host import (
     ACTIVE_HC_TIMEOUT,
     DEGRADED_ACTIVE_HC,
@@ -491,8 +492,12 @@ class HostSession:
         if self._proto is None:
             host, port = self.host.address
             port = self.host.healthCheckPort or port
-            self._connector = self.reactor.connectTCP(
-                host, port, _ProbeFactory(self), timeout=self.config.timeout + 1)
+            if isinstance(host, PipeAddress):
+                self._connector = self.reactor.connectUNIX(
+                    host.sockaddr, _ProbeFactory(self), timeout=self.config.timeout + 1)
+            else:
+                self._connector = self.reactor.connectTCP(
+                    host, port, _ProbeFactory(self), timeout=self.config.timeout + 1)
         else:
             self._send()
 

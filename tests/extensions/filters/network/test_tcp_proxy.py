@@ -7,6 +7,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from txenvoy.upstream.host import HostStats
 from txenvoy.extensions.filters.network.tcp_proxy import TcpProxyConfig
 from txenvoy.network.stream_info import StreamInfo
 from txenvoy.server.dispatcher import Dispatcher
@@ -30,11 +31,16 @@ class HalfCloseTransport(StringTransport):
 class FakeHost:
     def __init__(self, name):
         self.addressString = name
+        self.stats = HostStats()
+
+    def statsFor(self, workerName):
+        return self.stats
 
 
 class FakeUpstream:
     def __init__(self, host, callbacks):
         self.host = host
+        self.hostStats = host.statsFor("worker_0")
         self.callbacks = callbacks
         self.transport = StringTransport()
         self.written = []
@@ -68,6 +74,8 @@ class FakeStats:
         for name in ("upstream_cx_none_healthy", "upstream_cx_connect_attempts_exceeded",
                      "upstream_cx_overflow"):
             setattr(self, name, shard.counter("cluster.c." + name))
+        self.upstream_rq_total = shard.counter("cluster.c.upstream_rq_total")
+        self.upstream_rq_active = shard.gauge("cluster.c.upstream_rq_active")
 
 
 class FakeCluster:
@@ -143,6 +151,24 @@ class TcpProxyTests(SynchronousTestCase):
         self.assertIs(transport.producer, upstream.transport)
         self.assertEqual(self.counter("tcp.p.downstream_cx_rx_bytes_total"), 9)
         self.assertEqual(self.counter("tcp.p.downstream_cx_tx_bytes_total"), 5)
+
+    def test_sessionCountedAsRequest(self):
+        """
+        Envoy's TCP pool attaches a stream to the upstream connection: the
+        host's C{rq_total}/C{rq_active} and the cluster's
+        C{upstream_rq_total}/C{upstream_rq_active} count the session.
+        """
+        cluster, proxy, transport = self.start()
+        upstream = cluster.upstreams[0]
+        proxy.onUpstreamConnected(upstream)
+        hostStats = upstream.host.stats
+        self.assertEqual((hostStats.rq_total, hostStats.rq_active), (1, 1))
+        self.assertEqual(self.counter("cluster.c.upstream_rq_total"), 1)
+        self.assertEqual(self.store.gaugeValue("cluster.c.upstream_rq_active"), 1)
+        proxy.connectionLost(None)
+        proxy.onUpstreamClosed(None)
+        self.assertEqual((hostStats.rq_total, hostStats.rq_active), (1, 0))
+        self.assertEqual(self.store.gaugeValue("cluster.c.upstream_rq_active"), 0)
 
     def test_halfCloseBothWays(self):
         """A FIN each way is passed on; both done closes the downstream."""

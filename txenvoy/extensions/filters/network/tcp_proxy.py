@@ -92,6 +92,7 @@ class TcpProxyFilter(Protocol):
     _lastActive = 0.0
     _splice = None
     _cxSlot = None
+    _requestStats = None
     _upstreamFinLast = False
 
     def __init__(self, config, connection):
@@ -170,6 +171,13 @@ class TcpProxyFilter(Protocol):
             return
         self._connected = True
         self.upstream = upstream
+        # Envoy's TCP pool attaches a "stream" to the connection: counted
+        # as a request of the host and of the cluster while it lasts.
+        self._requestStats = (upstream.hostStats, self.cluster.stats)
+        upstream.hostStats.rq_total += 1
+        upstream.hostStats.rq_active += 1
+        self.cluster.stats.upstream_rq_total.inc()
+        self.cluster.stats.upstream_rq_active.inc()
         if log.debugEnabled:
             log.debug("%sTCP:onUpstreamEvent(), requestedServerName: %s",
                       connTag(self.streamInfo.connectionId),
@@ -230,6 +238,7 @@ class TcpProxyFilter(Protocol):
 
     def onUpstreamClosed(self, reason):
         self._releaseSlot()
+        self._endRequest()
         self.upstream = None
         if not self._closed:
             self._closeDownstream()
@@ -310,6 +319,7 @@ class TcpProxyFilter(Protocol):
     def connectionLost(self, reason):
         self._closed = True
         self._releaseSlot()
+        self._endRequest()
         self._stopSplice()
         self._cancelTimers()
         upstream = self.upstream
@@ -326,6 +336,14 @@ class TcpProxyFilter(Protocol):
         info.onComplete()
         for logger in self.config.accessLogs:
             logger.log(info, None, None)
+
+    def _endRequest(self):
+        """The upstream session is over: no longer an active request."""
+        stats = self._requestStats
+        if stats is not None:
+            self._requestStats = None
+            stats[0].rq_active -= 1
+            stats[1].upstream_rq_active.dec()
 
     def _releaseSlot(self):
         """Give back the upstream connection's C{max_connections} slot."""
