@@ -764,9 +764,12 @@ class LifecycleTests(AdminTestCase):
 
     def test_unsupported(self):
         proto = bootstrap_pb2.Admin()
-        proto.address.pipe.path = "/tmp/admin.sock"
+        proto.address.envoy_internal_address.server_listener_name = "x"
         e = self.assertRaises(UnsupportedField, checkAdminConfig, proto)
-        self.assertIn("admin.address.pipe", str(e))
+        self.assertIn("admin.address.envoy_internal_address", str(e))
+        proto = bootstrap_pb2.Admin(allow_paths=[{"exact": "/stats"}])
+        e = self.assertRaises(UnsupportedField, checkAdminConfig, proto)
+        self.assertIn("admin.allow_paths", str(e))
         proto = bootstrap_pb2.Admin(access_log_path="/dev/null")
         self.assertRaises(UnsupportedField, checkAdminConfig, proto)
 

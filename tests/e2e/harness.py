@@ -188,7 +188,7 @@ def envoyBinary():
 class RealEnvoy:
     """A running Envoy 1.40 (C{--disable-hot-restart}, one worker)."""
 
-    def __init__(self, config):
+    def __init__(self, config, args=()):
         self.tmp = tempfile.mkdtemp(prefix="envoy-e2e-")
         path = os.path.join(self.tmp, "envoy.yaml")
         with open(path, "w") as f:
@@ -196,7 +196,7 @@ class RealEnvoy:
         self.log = open(os.path.join(self.tmp, "log"), "w+")
         self.proc = subprocess.Popen(
             [envoyBinary(), "--disable-hot-restart", "-c", path, "--concurrency", "1",
-             "-l", "error"],
+             "-l", "error"] + list(args),
             stdout=self.log, stderr=subprocess.STDOUT, cwd=self.tmp)
 
     def waitPort(self, port, timeout=20.0):

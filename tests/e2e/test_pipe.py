@@ -14,6 +14,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import time
 
 from twisted.trial.unittest import TestCase
 
@@ -39,6 +40,30 @@ static_resources:
   - name: abstract
     address: {pipe: {path: "@%(abstract)s"}}
     filter_chains: [{filters: %(echo)s}]
+  - name: http
+    address: {pipe: {path: %(dir)s/h.sock}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: h
+          use_remote_address: true
+          access_log:
+          - name: file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: %(dir)s/access.log
+              log_format:
+                text_format: "%%DOWNSTREAM_REMOTE_ADDRESS%% %%DOWNSTREAM_LOCAL_ADDRESS%% %%REQ(X-FORWARDED-FOR)%% %%RESPONSE_CODE%%\\n"
+          route_config:
+            virtual_hosts:
+            - name: v
+              domains: ["*"]
+              routes: [{match: {prefix: /}, direct_response: {status: 200, body: {inline_string: ok}}}]
+          http_filters:
+          - name: router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
   - name: tcp
     address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
     filter_chains:
@@ -67,20 +92,41 @@ class _Side:
         self.abstract = "txenvoy-e2e-%d-%s" % (os.getpid(), "envoy" if real else "txenvoy")
         config = CONFIG % {"dir": self.dir, "port": self.port, "abstract": self.abstract,
                            "echo": ECHO}
-        self.proxy = RealEnvoy(config) if real else Envoy(config, args=("--concurrency", "1"))
+        flush = ("--file-flush-interval-msec", "100")
+        self.proxy = (RealEnvoy(config, args=flush) if real
+                      else Envoy(config, args=("--concurrency", "1") + flush))
         self.proxy.waitPort(self.port)
 
-    def admin(self, path):
-        """GET C{path} from the admin on its Unix socket."""
+    def get(self, name, path):
+        """GET C{path} over the Unix socket C{name}: C{(status, body)}."""
         sock = socket.socket(socket.AF_UNIX)
         sock.settimeout(5)
-        sock.connect(os.path.join(self.dir, "admin.sock"))
+        sock.connect(os.path.join(self.dir, name))
         conn = http.client.HTTPConnection("localhost")
         conn.sock = sock
         conn.request("GET", path)
-        body = conn.getresponse().read().decode()
+        response = conn.getresponse()
+        body = response.read().decode()
         conn.close()
-        return body.replace(self.dir, "<dir>").replace(self.abstract, "<abstract>")
+        return response.status, body.replace(self.dir, "<dir>").replace(
+            self.abstract, "<abstract>")
+
+    def admin(self, path):
+        """GET C{path} from the admin on its Unix socket."""
+        return self.get("admin.sock", path)[1]
+
+    def accessLog(self):
+        """The HTTP listener's access log lines, once written."""
+        path = os.path.join(self.dir, "access.log")
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if os.path.exists(path):
+                with open(path) as f:
+                    text = f.read()
+                if text.endswith("\n"):
+                    return text.replace(self.dir, "<dir>").splitlines()
+            time.sleep(0.05)
+        raise AssertionError("no access log line at %s (%s)" % (path, self.real))
 
     def stats(self):
         out = {}
@@ -124,6 +170,7 @@ class PipeComparisonTests(SharedFixture, TestCase):
                     _exchange(socket.AF_UNIX, os.path.join(side.dir, "l.sock"), b"path"),
                     _exchange(socket.AF_UNIX, "\0" + side.abstract, b"abstract"),
                     _exchange(socket.AF_INET, ("127.0.0.1", side.port), b"upstream"))
+                side.response = side.get("h.sock", "/")
         except BaseException:
             cls.stopFixture()
             raise
@@ -141,6 +188,17 @@ class PipeComparisonTests(SharedFixture, TestCase):
         """
         for side in self.sides:
             self.assertEqual(side.echoed, (b"path", b"abstract", b"upstream"))
+
+    def test_httpOverPipe(self):
+        """
+        HTTP on a pipe listener: Envoy names the unnamed client by the
+        listener's path and appends no C{x-forwarded-for} for it.
+        """
+        for side in self.sides:
+            self.assertEqual(side.response, (200, "ok"))
+        envoy, txenvoy = (side.accessLog() for side in self.sides)
+        self.assertEqual(txenvoy, envoy)
+        self.assertEqual(envoy, ["<dir>/h.sock <dir>/h.sock - 200"])
 
     def test_socketMode(self):
         """Envoy applies the pipe's C{mode} to the socket file."""

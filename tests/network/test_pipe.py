@@ -50,8 +50,8 @@ class PipeAddressTests(SynchronousTestCase):
         self.assertEqual(pipeName(b"\0abc"), "@abc")
         self.assertEqual(pipeName("/x"), "/x")
         self.assertEqual(pipeName(None), "")
-        self.assertEqual(addressTuple(UNIXAddress(b"/x.sock")), ("/x.sock", 0))
-        self.assertEqual(addressTuple(UNIXAddress(None)), ("", 0))
+        self.assertEqual(addressTuple(UNIXAddress(b"/x.sock")), (PipeAddress("/x.sock"), 0))
+        self.assertEqual(addressTuple(UNIXAddress(None)), (PipeAddress(""), 0))
 
 
 class BindPipeTests(SynchronousTestCase):

@@ -154,6 +154,9 @@ def _addressWithoutPort(address):
     if address is None:
         return None
     host = _hostPort(address)[0]
+    if host is not None and host.__class__ is not str:
+        # A pipe (Unix socket) address: its path.
+        host = str(host)
     return host or None
 
 

@@ -515,7 +515,10 @@ class ConnectionManager(Protocol):
             stats.downstream_cx_ssl_active.inc()
         self.scheme = b"https" if self.tls else b"http"
         remote = self.connection.streamInfo.downstreamRemoteAddress
-        self.remoteHost = remote[0] if remote else "127.0.0.1"
+        host = remote[0] if remote else "127.0.0.1"
+        # A pipe peer (a Unix socket) is named by its path, not an IP.
+        self.remoteIsIp = isinstance(host, str)
+        self.remoteHost = host if self.remoteIsIp else str(host)
         self._startTime = reactor.seconds()
         timers = self.timers = TimerSet(reactor)
         self._idleSince = self._startTime

@@ -250,7 +250,8 @@ def mutateRequestHeaders(stream, request):
     append = entries.append
     edge = config.useRemoteAddress and not internal
     if config.useRemoteAddress:
-        if not config.skipXffAppend:
+        # Envoy appends only an IP peer: a pipe's (a Unix socket's) has none.
+        if not config.skipXffAppend and cm.remoteIsIp:
             peer = cm.remoteHost
             address = (config.localAddressText if _isLoopback(peer)
                        else peer.encode("ascii"))

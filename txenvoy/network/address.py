@@ -61,13 +61,13 @@ def parseInternetAddressAndPort(text):
 def addressTuple(address):
     """
     The C{(host, port)} of a Twisted address; a Unix one (Envoy's pipe) is
-    C{(name, 0)}, its name as Envoy prints it (C{""} when unnamed).
+    C{(PipeAddress, 0)}, printed as its path (C{""} when unnamed).
     """
     name = getattr(address, "name", _NO_NAME)
     if name is not _NO_NAME:
-        from txenvoy.network.pipe import pipeName
+        from txenvoy.network.pipe import PipeAddress, pipeName
 
-        return (pipeName(name), 0)
+        return (PipeAddress(pipeName(name)), 0)
     return (address.host, address.port)
 
 

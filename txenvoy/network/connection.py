@@ -22,11 +22,16 @@ from txenvoy.network.address import addressTuple
 from txenvoy.network.filter import forwardReadConnectionLost
 from txenvoy.network.filter_chain import ConnectionMatchInfo
 from txenvoy.network.listener_filter import stackListenerFilters
+from txenvoy.network.pipe import PipeAddress
 from txenvoy.network.stream_info import StreamInfo
 from txenvoy.server.logging import componentLogger, connTag
 
 log = componentLogger("connection")
 handlerLog = componentLogger("conn_handler")
+
+#: A Unix client's name: the kernel gives it none.
+_UNNAMED_PIPE = PipeAddress("")
+
 
 @implementer(IHalfCloseableProtocol, IListenerFilterCallbacks)
 class ServerConnection(Protocol):
@@ -78,6 +83,12 @@ class ServerConnection(Protocol):
 
     def connectionMade(self):
         self.localAddress = addressTuple(self.transport.getHost())
+        if self.remoteAddress[0] == _UNNAMED_PIPE:
+            # Envoy: the kernel names no Unix client, so the peer is given
+            # the listener's own name.
+            self.remoteAddress = self.localAddress
+            info = self.streamInfo
+            info.downstreamRemoteAddress = info.downstreamDirectRemoteAddress = self.localAddress
         self.streamInfo.downstreamLocalAddress = self.localAddress
         self.transport.bufferSize = self.listener.config.perConnectionBufferLimitBytes
         factories = self.listener.config.listenerFilters
