@@ -259,6 +259,22 @@ def httpOrigin(handler):
     return server
 
 
+def closingGet(port, path="/", host="a", extra=""):
+    """
+    One GET on a connection of its own (C{connection: close}), C{extra}
+    header lines (each ending in CRLF) added: the raw response.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(("GET %s HTTP/1.1\r\nhost: %s\r\n%sconnection: close\r\n\r\n"
+                   % (path, host, extra)).encode())
+        return recvAll(s, 10)
+
+
+def statusOf(response):
+    """The status code of a raw response."""
+    return int(response.split(b" ", 2)[1])
+
+
 def forBoth(run, timeout=60):
     """
     C{run(real)} for Envoy (C{True}) and txenvoy (C{False}) at once, each

@@ -7,7 +7,6 @@ ejected after C{consecutive_local_origin_failure} of them.
 """
 
 import json
-import socket
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler
@@ -17,11 +16,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.e2e.harness import (
     SharedFixture,
     adminStats,
+    closingGet,
     forBoth,
     freePort,
     httpOrigin,
-    recvAll,
     startProxy,
+    statusOf,
 )
 
 CONFIG = """
@@ -94,11 +94,7 @@ class _Bad(_Good):
 
 
 def get(port, path):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(("GET %s HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n"
-                   % (path,)).encode())
-        data = recvAll(s, 10)
-    return int(data.split(b" ", 2)[1])
+    return statusOf(closingGet(port, path))
 
 
 def flagsOf(admin, cluster, port):

@@ -5,7 +5,6 @@ direct-response counters, compared with Envoy 1.40's C{/stats} after the
 same requests on the same YAML.
 """
 
-import socket
 import time
 from http.server import BaseHTTPRequestHandler
 
@@ -14,11 +13,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.e2e.harness import (
     SharedFixture,
     adminStats,
+    closingGet,
     forBoth,
-    httpOrigin,
     freePort,
-    recvAll,
+    httpOrigin,
     startProxy,
+    statusOf,
 )
 
 LISTENER = """
@@ -137,10 +137,7 @@ class _Origin(BaseHTTPRequestHandler):
 
 
 def get(port, path, extra):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(("GET %s HTTP/1.1\r\nhost: a\r\n%sconnection: close\r\n\r\n"
-                   % (path, extra)).encode())
-        return int(recvAll(s, 10).split(b" ", 2)[1])
+    return statusOf(closingGet(port, path, extra=extra))
 
 
 def watched(name):

@@ -6,7 +6,6 @@ records the SNI of each connection.
 """
 
 import os
-import socket
 import ssl
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,9 +15,10 @@ from tests.e2e.harness import (
     SharedFixture,
     Upstream,
     adminStats,
+    closingGet,
     freePort,
-    recvAll,
     startProxy,
+    statusOf,
 )
 
 CERTS = os.path.join(EXAMPLES, "certs")
@@ -110,13 +110,9 @@ class TlsOrigin(Upstream):
 
 def get(port, host, sni):
     """One request on its own connection: (status, has x_under)."""
-    extra = "x-sni: %s\r\n" % (sni,) if sni else ""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(("GET / HTTP/1.1\r\nhost: %s\r\n%sconnection: close\r\n\r\n"
-                   % (host, extra)).encode())
-        data = recvAll(s, 10)
+    data = closingGet(port, host=host, extra="x-sni: %s\r\n" % (sni,) if sni else "")
     head = data.split(b"\r\n\r\n", 1)[0].lower()
-    return int(data.split(b" ", 2)[1]), b"\r\nx_under: 1" in head
+    return statusOf(data), b"\r\nx_under: 1" in head
 
 
 _STATS = ("ssl.fail_verify_san", "ssl.handshake", "upstream_cx_total",
