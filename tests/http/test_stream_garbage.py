@@ -1,0 +1,41 @@
+"""
+A proxied request leaves no reference cycles behind: reference counting
+frees each finished stream, so the cyclic garbage collector has nothing
+to find on the hot path (its collections cost about a tenth of the CPU
+of small requests before this held).
+"""
+
+import gc
+
+from twisted.trial.unittest import TestCase
+
+from txenvoy.testing.proxy import HttpProxyHarness
+
+REQUEST = b"GET /o/x HTTP/1.1\r\nhost: a\r\nuser-agent: t\r\naccept: */*\r\n\r\n"
+RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+class StreamGarbageTests(TestCase):
+
+    def test_keepAliveRequestsLeaveNoCycles(self):
+        """
+        A hundred keep-alive requests through the connection manager, the
+        router and a pooled upstream connection leave no object for the
+        cyclic collector.
+        """
+        h = HttpProxyHarness()
+        down = h.connect()
+        down.send(REQUEST)
+        up = h.upstream()
+        up.respond(RESPONSE)
+        enabled = gc.isenabled()
+        gc.collect()
+        gc.disable()
+        self.addCleanup(lambda: gc.enable() if enabled else None)
+        for _ in range(100):
+            down.transport.clear()
+            up.transport.clear()
+            down.send(REQUEST)
+            up.respond(RESPONSE)
+            self.assertIn(b"200 OK", down.transport.value())
+        self.assertEqual(gc.collect(), 0)
