@@ -34,6 +34,10 @@ stats_sinks:
   typed_config:
     "@type": type.googleapis.com/envoy.config.metrics.v3.DogStatsdSink
     address: {socket_address: {address: 127.0.0.1, port_value: 8125}}
+- name: envoy.stat_sinks.open_telemetry
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig
+    grpc_service: {envoy_grpc: {cluster_name: zipkin}}
 static_resources:
   listeners:
   - name: rest

@@ -115,7 +115,8 @@ class RecordingOrigin(_Recorder):
 class OtlpCollector:
     """
     An OpenTelemetry collector built on C{opentelemetry-proto}: the OTLP
-    gRPC C{TraceService} and C{LogsService} (grpcio server, C{grpcPort})
+    gRPC C{TraceService}, C{LogsService} and C{MetricsService} (grpcio
+    server, C{grpcPort})
     and the OTLP/HTTP endpoint C{POST /v1/traces} (C{httpPort}). C{requests} keeps each
     C{ExportTraceServiceRequest} with the transport it came by and its
     metadata or headers.
@@ -128,6 +129,10 @@ class OtlpCollector:
         from opentelemetry.proto.collector.logs.v1 import (
             logs_service_pb2,
             logs_service_pb2_grpc,
+        )
+        from opentelemetry.proto.collector.metrics.v1 import (
+            metrics_service_pb2,
+            metrics_service_pb2_grpc,
         )
         from opentelemetry.proto.collector.trace.v1 import (
             trace_service_pb2,
@@ -151,8 +156,16 @@ class OtlpCollector:
                     owner.logs.append(("grpc", dict(context.invocation_metadata()), request))
                 return logs_service_pb2.ExportLogsServiceResponse()
 
+        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(self, request, context):
+                with owner._lock:
+                    owner.metrics.append(request)
+                return metrics_service_pb2.ExportMetricsServiceResponse()
+
         self.logs = []
+        self.metrics = []
         self.grpcServer = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), self.grpcServer)
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.grpcServer)
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), self.grpcServer)
         self.grpcPort = self.grpcServer.add_insecure_port("127.0.0.1:0")

@@ -99,6 +99,12 @@ def otelConfig(real, ports, collector, originPort):
     httpListener = _HCM % dict(prefix="http", tracing="            spawn_upstream_span: true\n",
                                service="svc-http", export=_HTTP, accessLog="")
     return ("node: {id: node1, cluster: svc1, locality: {zone: z1}}\n"
+            "stats_flush_interval: 0.5s\n"
+            "stats_sinks:\n"
+            "- name: envoy.stat_sinks.open_telemetry\n"
+            "  typed_config:\n"
+            "    \"@type\": type.googleapis.com/envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig\n"
+            "    grpc_service: {envoy_grpc: {cluster_name: otlp_grpc}}\n"
             "layered_runtime:\n"
             "  layers:\n"
             "  - name: static\n"
@@ -284,6 +290,38 @@ class OpenTelemetryComparisonTests(SharedFixture, SynchronousTestCase):
         self.assertEqual(adminStats(self.txenvoy.ports["admin"])[
             "access_logs.open_telemetry_access_log.logs_written"],
             sum(1 for c in CASES if c[1] == "grpc"))
+
+    def test_metrics(self):
+        """
+        envoy.stat_sinks.open_telemetry: the connection managers' request
+        counters arrive under the same tag-extracted names, attributes,
+        kinds and values as Envoy's.
+        """
+        wanted = ("http.downstream_rq_total", "http.downstream_rq_xx",
+                  "http.downstream_rq_completed")
+
+        def points(proxy):
+            deadline = time.time() + 10
+            while True:
+                out = []
+                requests = list(proxy.collector.metrics)
+                for metric in (m for rm in requests[-1:] for rm in rm.resource_metrics
+                               for sm in rm.scope_metrics for m in sm.metrics):
+                    if metric.name in wanted:
+                        for p in metric.sum.data_points:
+                            if ("envoy.http_conn_manager_prefix", "admin") in [
+                                    (a.key, a.value.string_value) for a in p.attributes]:
+                                continue
+                            out.append((metric.name, metric.sum.is_monotonic,
+                                        metric.sum.aggregation_temporality, p.as_int,
+                                        sorted((a.key, a.value.string_value)
+                                               for a in p.attributes)))
+                total = sum(p[3] for p in out if p[0] == "http.downstream_rq_total")
+                if total >= len(CASES) or time.time() > deadline:
+                    return sorted(out)
+                time.sleep(0.1)
+
+        self.assertEqual(points(self.txenvoy), points(self.envoy))
 
     def test_stats(self):
         """tracing.opentelemetry.spans_sent counts what was exported, as in Envoy."""

@@ -146,3 +146,38 @@ def _fire(d, result):
         d.errback(result)
     else:
         d.callback(result)
+
+
+class MainThreadDispatcher:
+    """
+    The main reactor as the dispatcher of a main-thread exporter (access
+    logs, stats sinks): grpcio completions are posted to it.
+    """
+
+    clusterManager = None
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+
+    def post(self, f, *args):
+        self.reactor.callFromThread(f, *args)
+
+
+def mainThreadHosts(clusterManager, name):
+    """
+    A host chooser for the main thread (which has no thread-local
+    clusters): the primary cluster's hosts in turn.
+
+    @return: C{choose() -> (ip, port)} or C{None}.
+    """
+    turn = [0]
+
+    def choose():
+        cluster = clusterManager.get(name) if clusterManager is not None else None
+        hosts = getattr(cluster, "hosts", ()) if cluster is not None else ()
+        if not hosts:
+            return None
+        turn[0] += 1
+        return hosts[turn[0] % len(hosts)].address
+
+    return choose

@@ -30,7 +30,12 @@ from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.formatter import substitution as _formatter
 from txenvoy.interfaces import IAccessLogger
-from txenvoy.tracing.grpc_export import GrpcCollector, compileEnvoyGrpc
+from txenvoy.tracing.grpc_export import (
+    GrpcCollector,
+    MainThreadDispatcher,
+    compileEnvoyGrpc,
+    mainThreadHosts,
+)
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 STAT_PREFIX = "access_logs.open_telemetry_access_log."
@@ -142,33 +147,6 @@ class OpenTelemetryAccessLogger:
         self.inFlight -= 1
 
 
-def _hostOf(clusterManager, name):
-    """A host chooser for the main thread: the cluster's hosts in turn."""
-    turn = [0]
-
-    def choose():
-        cluster = clusterManager.get(name) if clusterManager is not None else None
-        hosts = getattr(cluster, "hosts", ()) if cluster is not None else ()
-        if not hosts:
-            return None
-        turn[0] += 1
-        return hosts[turn[0] % len(hosts)].address
-
-    return choose
-
-
-class _MainThread:
-    """The main reactor as the dispatcher grpc completions are posted to."""
-
-    clusterManager = None
-
-    def __init__(self, reactor):
-        self.reactor = reactor
-
-    def post(self, f, *args):
-        self.reactor.callFromThread(f, *args)
-
-
 @extension(Category.ACCESS_LOGGER,
            "envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig",
            "envoy.access_loggers.open_telemetry", fields=_FIELDS)
@@ -209,10 +187,10 @@ def createOpenTelemetryAccessLogger(message, context):
         attributes.append((kv.key, _formatter.compileFormat(kv.value.string_value,
                                                             path=apath + ".value")))
     reactor = context.reactor
-    collector = GrpcCollector(_MainThread(reactor), target.clusterName, EXPORT_METHOD,
+    collector = GrpcCollector(MainThreadDispatcher(reactor), target.clusterName, EXPORT_METHOD,
                               target.timeout, target.metadata, userAgent="txenvoy-access-log",
                               authority=target.authority)
-    collector.host = _hostOf(context.clusterManager, target.clusterName)
+    collector.host = mainThreadHosts(context.clusterManager, target.clusterName)
     flush = (durationSeconds(common.buffer_flush_interval)
              if common.HasField("buffer_flush_interval") else 1.0)
     size = common.buffer_size_bytes.value if common.HasField("buffer_size_bytes") else 16384

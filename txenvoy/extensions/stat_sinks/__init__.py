@@ -1,3 +1,3 @@
 """
-Stats sinks (Envoy's C{envoy.stat_sinks.*}): statsd and DogStatsD.
+Stats sinks (Envoy's C{envoy.stat_sinks.*}): statsd, DogStatsD and OpenTelemetry.
 """
