@@ -191,3 +191,16 @@ class MainThreadTablesTests(SynchronousTestCase):
             [host(1), host(2)])
         self.assertEqual(store.gaugeValue("cluster.c.maglev_lb.min_entries_per_host"), 3)
         self.assertEqual(store.gaugeValue("cluster.c.maglev_lb.max_entries_per_host"), 4)
+
+
+class InPriorityTests(SynchronousTestCase):
+    """An aggregate cluster picks the level; the hash still picks the host."""
+
+    def test_chooseHostInPriority(self):
+        hosts = [host(1), host(2), host(3, priority=1), host(4, priority=1)]
+        lb, _ = balancer(hosts)
+        for k in (1, 2 ** 40, 2 ** 63):
+            chosen = lb.chooseHostInPriority(1, False, Key(k))
+            self.assertEqual(chosen.priority, 1)
+            self.assertIs(chosen, lb.chooseHostInPriority(1, False, Key(k)))
+        self.assertIsNone(lb.chooseHostInPriority(5))

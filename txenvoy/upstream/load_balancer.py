@@ -461,12 +461,13 @@ class LoadBalancer:
         return _leastRequestPicker(
             hosts, self._rng, self._workerName, cfg.choiceCount, cfg.activeRequestBias)
 
-    def chooseHostInPriority(self, priority, degraded=False):
+    def chooseHostInPriority(self, priority, degraded=False, context=None):
         """
         Pick within one priority level only, as Envoy does under a context
         whose C{determinePriorityLoad} puts all load there (an aggregate
         cluster's choice of level): its healthy (or degraded) hosts, or all
-        of them when the level is in panic.
+        of them when the level is in panic. C{context} is for the hashing
+        load balancers.
 
         @return: a host, or C{None}.
         """

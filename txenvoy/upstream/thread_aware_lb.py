@@ -150,13 +150,33 @@ class ThreadAwareLoadBalancer(LoadBalancer):
             with no hash, a random one is used (Envoy's fallback).
         @return: a L{txenvoy.upstream.host.Host} or C{None}.
         """
+        h = self._hash(context)
+        table = self._choosePicker(h % 100)
+        return table.chooseHost(h, 0) if table is not None else None
+
+    def chooseHostInPriority(self, priority, degraded=False, context=None):
+        """
+        Pick within one priority level (an aggregate cluster's choice):
+        its table, built over its healthy hosts or, in panic, all of them.
+        """
+        if priority >= len(self._levels):
+            return None
+        source = _HEALTHY
+        if self._panic[priority]:
+            if self._panicCounter is not None:
+                self._panicCounter.inc()
+            if self.config.failTrafficOnPanic:
+                return None
+            source = _ALL
+        return self._picker(priority, source).chooseHost(self._hash(context), 0)
+
+    def _hash(self, context):
         h = None
         if context is not None:
             h = context.computeHashKey()
         if h is None:
             h = int(self._rng() * _MAX_UINT64)
-        table = self._choosePicker(h % 100)
-        return table.chooseHost(h, 0) if table is not None else None
+        return h
 
 
 class MainThreadTables:

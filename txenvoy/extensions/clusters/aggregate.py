@@ -121,7 +121,7 @@ class AggregateLoadBalancer:
         pick = getattr(lb, "chooseHostInPriority", None)
         if pick is None:
             return lb.chooseHost(context)
-        return pick(priority, degraded)
+        return pick(priority, degraded, context)
 
 
 @extension(Category.CLUSTER, None, "envoy.clusters.aggregate")
