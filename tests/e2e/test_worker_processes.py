@@ -154,6 +154,10 @@ class WorkerProcessTests(SharedFixture, SynchronousTestCase):
         self.assertGreater(stats["listener.127.0.0.1_%d.worker_1.downstream_cx_total"
                                  % (self.envoy.port,)], 0)
         self.assertEqual(stats["server.worker_processes"], 2)
+        # Histograms too: the worker processes' request times.
+        _, body = self.envoy.admin("/stats?filter=^http.front.downstream_rq_time$")
+        self.assertIn("P50(", body)
+        self.assertNotIn("No recorded values", body)
 
     def test_adminActionsReachEveryWorker(self):
         """

@@ -95,3 +95,36 @@ class OptionsTests(SynchronousTestCase):
         e = self.assertRaises(SystemExit, self.parse, "--restart-epoch", "1",
                               "--use-dynamic-base-id")
         self.assertEqual(e.code, 1)
+
+
+class HistogramMergeTests(SynchronousTestCase):
+
+    def test_workerHistograms(self):
+        """
+        A worker process's histograms: what it recorded since its last
+        report is added, to the totals and to the flush interval.
+        """
+        from txenvoy.server.hot_restart import exportStats
+
+        class Worker:
+            stats = StatsStore()
+
+            def connectionCount(self):
+                return 0
+
+        worker = Worker()
+        h = worker.stats.shard("worker_0").histogram("http.front.downstream_rq_time")
+        for value in (1, 2, 30):
+            h.recordValue(value)
+        store = StatsStore()
+        merger = ParentStatsMerger(store.shard("worker_process_0"))
+        merger.merge(exportStats(worker, histograms=True))
+        h.recordValue(500)
+        merger.merge(exportStats(worker, histograms=True))
+        merged = store.snapshot().histograms["http.front.downstream_rq_time"]
+        self.assertEqual(merged.count, 4)
+        self.assertEqual(merged.sum, 533)
+        self.assertEqual(sum(merged.intervalBuckets.values()), 4)
+        self.assertEqual(merged.buckets, h.buckets)
+        self.assertEqual(exportStats(worker)["counters"], {})
+        self.assertNotIn("histograms", exportStats(worker))

@@ -385,15 +385,25 @@ def _stop(reactor):
         reactor.stop()
 
 
-def exportStats(server):
-    """The old epoch's side of a stats request: every used stat's value."""
+def exportStats(server, histograms=False):
+    """
+    The old epoch's side of a stats request: every used stat's value;
+    with C{histograms} (a worker process's report) the histograms' buckets
+    too (Envoy does not carry histograms over a hot restart).
+    """
     snapshot = server.stats.snapshot()
     used = snapshot.used
-    return {
+    out = {
         "counters": {n: v for n, v in snapshot.counters.items() if n in used and v},
         "gauges": {n: v for n, v in snapshot.gauges.items() if n in used},
         "num_connections": server.connectionCount(),
     }
+    if histograms:
+        out["histograms"] = {
+            n: {"unit": h.unit, "count": h.count, "sum": h.sum,
+                "buckets": [[k, v] for k, v in h.buckets.items()]}
+            for n, h in snapshot.histograms.items() if h.used}
+    return out
 
 
 class ParentStatsMerger:
@@ -410,6 +420,7 @@ class ParentStatsMerger:
     def __init__(self, shard):
         self._shard = shard
         self._lastCounters = {}
+        self._lastHistograms = {}
         self._gauges = set()
 
     def merge(self, stats):
@@ -426,9 +437,29 @@ class ParentStatsMerger:
             gauge.set(value)
             gauge.used = True
             self._gauges.add(name)
+        for name, h in stats.get("histograms", {}).items():
+            self._mergeHistogram(name, h)
         connections = stats.get("num_connections", 0)
         shard.gauge("server.parent_connections").set(connections)
         self._gauges.add("server.parent_connections")
+
+    def _mergeHistogram(self, name, report):
+        """Add what the other side recorded since its last report."""
+        last = self._lastHistograms.get(name, {"count": 0, "sum": 0.0, "buckets": {}})
+        if report["count"] <= last["count"]:
+            return
+        h = self._shard.histogram(name, report["unit"])
+        buckets = dict((k, v) for k, v in report["buckets"])
+        for k, v in buckets.items():
+            delta = v - last["buckets"].get(k, 0)
+            if delta > 0:
+                h.buckets[k] = h.buckets.get(k, 0) + delta
+                h.intervalBuckets[k] = h.intervalBuckets.get(k, 0) + delta
+        h.count += report["count"] - last["count"]
+        h.sum += report["sum"] - last["sum"]
+        h.used = True
+        self._lastHistograms[name] = {"count": report["count"], "sum": report["sum"],
+                                      "buckets": buckets}
 
     def skipCounters(self, stats):
         """Take C{stats}' counters as the new base, adding nothing (after a reset)."""
@@ -438,6 +469,7 @@ class ParentStatsMerger:
     def forgetCounters(self):
         """The other side's counters start again from zero."""
         self._lastCounters.clear()
+        self._lastHistograms.clear()
 
     def parentTerminated(self):
         """
@@ -450,3 +482,4 @@ class ParentStatsMerger:
                 self._shard.gauge(name).set(0)
         self._gauges.clear()
         self._lastCounters.clear()
+        self._lastHistograms.clear()

@@ -94,7 +94,7 @@ class WorkerProcessAgent:
         from txenvoy.server.hot_restart_rpc import HotRestartError
 
         try:
-            stats = exportStats(self.server)
+            stats = exportStats(self.server, histograms=True)
             stats["resets"] = self.resets
             self.stream.send(None, {"stats": stats})
         except (HotRestartError, OSError):
