@@ -51,6 +51,7 @@ from txenvoy.router.matcher import (
 from txenvoy.regex import compileRegexMatcher, compileRegexRewrite
 from txenvoy.tracing.http_tracer import compileDecorator, compileRouteTracing
 from txenvoy.upstream.metadata_match import mergeCriteria, metadataCriteria
+from txenvoy.upstream.retry_host_selection import compilePredicates
 
 __all__ = [
     "RouteTable",
@@ -244,8 +245,8 @@ class RetryPolicy(_Frozen):
     @ivar retriableHeaders: L{HeaderMatcher}s for response headers.
     @ivar retriableRequestHeaders: L{HeaderMatcher}s for request headers.
     @ivar hostSelectionRetryMaxAttempts: default 1.
-    @ivar retryHostPredicates: the C{@type} names of C{retry_host_predicate}
-        (accepted; the load balancer decides what it honours).
+    @ivar retryHostPredicates: the kinds of C{retry_host_predicate}
+        (L{txenvoy.upstream.retry_host_selection}).
     @ivar resetHeaders: C{rate_limited_retry_back_off.reset_headers} as
         C{(lowercase name bytes, "SECONDS" or "UNIX_TIMESTAMP")}, or C{()}.
     @ivar rateLimitedMaxInterval: its C{max_interval} in seconds (300).
@@ -1394,8 +1395,8 @@ class _Compiler:
             retriableRequestHeaders=compileHeaderMatchers(policy.retriable_request_headers,
                                                           path + ".retriable_request_headers"),
             hostSelectionRetryMaxAttempts=policy.host_selection_retry_max_attempts or 1,
-            retryHostPredicates=tuple(p.typed_config.type_url.rsplit("/", 1)[-1] or p.name
-                                      for p in policy.retry_host_predicate),
+            retryHostPredicates=compilePredicates(policy.retry_host_predicate,
+                                                  path + ".retry_host_predicate"),
             **self._compileRateLimitedBackOff(policy, path)
         )
 

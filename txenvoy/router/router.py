@@ -77,6 +77,7 @@ from txenvoy.upstream.outlier_detection import (
     LOCAL_ORIGIN_CONNECT_SUCCESS,
     LOCAL_ORIGIN_TIMEOUT,
 )
+from txenvoy.upstream.retry_host_selection import RetryHostSelection
 
 __all__ = ["RouterConfig", "RouterFilter", "UpstreamRequest"]
 
@@ -356,6 +357,7 @@ class RouterFilter:
     _replays = 0
     _upstreamSpan = None
     _hashKey = None
+    _hostSelection = None
     _setCookie = None
 
     def __init__(self, config, callbacks):
@@ -429,6 +431,9 @@ class RouterFilter:
         self._retryBits = bits
         if bits:
             self._retryPolicy = policy
+            if policy.retryHostPredicates:
+                self._hostSelection = RetryHostSelection(
+                    policy.retryHostPredicates, policy.hostSelectionRetryMaxAttempts)
             self._retriesLeft = retries
             self._retryCodes = policy.retriableStatusCodes
             self._baseInterval = policy.baseInterval
@@ -614,8 +619,10 @@ class RouterFilter:
 
     def _startAttempt(self):
         cluster = self.cluster
+        selection = self._hostSelection
         host = cluster.chooseHost(LoadBalancerContext(
-            self.callbacks.connection, self.request, self._hashKey, self.route.metadataMatch))
+            self.callbacks.connection, self.request, self._hashKey, self.route.metadataMatch,
+            selection if selection is not None and self._attempts else None))
         if host is None:
             if log.debugEnabled:
                 log.debug("%sno healthy host for HTTP connection pool", _tag(self.callbacks))
@@ -635,6 +642,8 @@ class RouterFilter:
             self._noHealthyUpstream()
             return
         self._attempts += 1
+        if selection is not None:
+            selection.onHostAttempted(host)
         upstream = self._upstream = UpstreamRequest(self, host, pool)
         upstream.startTime = self.reactor.seconds()
         upstream.handle = pool.newStream(upstream)

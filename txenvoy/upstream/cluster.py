@@ -414,6 +414,7 @@ class EndpointSpec:
             disableActiveHealthCheck=self.healthCheck[2],
             hashKey=self.hashKey,
             metadata=self.metadata,
+            canary=bool(self.metadata) and self.metadata.get("canary", ("",))[0] == "true",
         )
 
 

@@ -31,6 +31,7 @@ from txenvoy.upstream.dns import GetAddrInfoResolver
 from txenvoy.upstream.health_check_event_logger import HealthCheckEventLogger
 from txenvoy.upstream.health_checker import HealthChecker
 from txenvoy.upstream.outlier_detection import Detector
+from txenvoy.upstream.retry_host_selection import chooseHostWithRetryPredicates
 from txenvoy.upstream.thread_aware_lb import newLoadBalancer
 
 log = componentLogger("upstream")
@@ -87,6 +88,9 @@ class ThreadLocalCluster:
 
         @return: a L{Host}, or C{None} when there is none to offer.
         """
+        selection = getattr(context, "retryHostSelection", None)
+        if selection is not None:
+            return chooseHostWithRetryPredicates(self.loadBalancer, context, selection)
         return self.loadBalancer.chooseHost(context)
 
     def connect(self, host, callbacks, socketOptions=None):

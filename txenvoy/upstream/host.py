@@ -138,7 +138,7 @@ class Host:
     def __init__(self, address, hostname="", weight=1, priority=0,
                  locality=None, clusterName="", healthFlags=(),
                  edsHealthStatus="HEALTHY", healthCheckPort=0, healthCheckHostname="",
-                 disableActiveHealthCheck=False, hashKey="", metadata=None):
+                 disableActiveHealthCheck=False, hashKey="", metadata=None, canary=False):
         self.address = (address[0], int(address[1]))
         self.addressString = formatAddress(self.address)
         self.hostname = hostname
@@ -147,7 +147,8 @@ class Host:
         self.locality = locality if locality is not None else _NO_LOCALITY
         self.clusterName = clusterName
         self.metadata = metadata if metadata is not None else {}
-        self.canary = False
+        # envoy.lb metadata canary: true (omit_canary_hosts).
+        self.canary = canary
         # The cluster's active health checker (main thread), or None: a
         # worker reports x-envoy-immediate-health-check-fail through it.
         self.healthChecker = None

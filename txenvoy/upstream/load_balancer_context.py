@@ -20,16 +20,21 @@ class LoadBalancerContext:
         C{hash_policy}, or C{None}.
     @ivar metadataMatch: the route's C{metadata_match} criteria (see
         L{txenvoy.upstream.metadata_match}), or C{None}.
+    @ivar retryHostSelection: on a retry, the request's
+        L{txenvoy.upstream.retry_host_selection.RetryHostSelection}; else
+        C{None}.
     """
 
-    __slots__ = ("downstreamConnection", "downstreamHeaders", "hashKey", "metadataMatch")
+    __slots__ = ("downstreamConnection", "downstreamHeaders", "hashKey", "metadataMatch",
+                 "retryHostSelection")
 
     def __init__(self, downstreamConnection=None, downstreamHeaders=None, hashKey=None,
-                 metadataMatch=None):
+                 metadataMatch=None, retryHostSelection=None):
         self.downstreamConnection = downstreamConnection
         self.downstreamHeaders = downstreamHeaders
         self.hashKey = hashKey
         self.metadataMatch = metadataMatch
+        self.retryHostSelection = retryHostSelection
 
     def computeHashKey(self):
         """
