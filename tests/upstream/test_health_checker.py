@@ -206,6 +206,25 @@ class SessionTests(SynchronousTestCase):
         self.answer(503)
         self.assertEqual(self.host.healthFlags(), "/failed_active_hc")
 
+    def test_serviceNameMatcher(self):
+        """
+        Envoy's service_name_matcher: an expected status passes only when
+        x-envoy-upstream-healthchecked-cluster matches (counted in
+        verify_cluster); a mismatch or no header fails at once.
+        """
+        self.start(check(http_health_check={
+            "path": "/healthz", "service_name_matcher": {"prefix": "front"}}))
+        self.connect()
+        self.answer(200, b"x-envoy-upstream-healthchecked-cluster: frontend\r\n")
+        self.assertEqual(self.host.healthFlags(), "healthy")
+        self.reactor.advance(60)
+        self.answer(200)
+        self.assertEqual(self.host.healthFlags(), "/failed_active_hc")
+        self.reactor.advance(60)
+        self.answer(200, b"x-envoy-upstream-healthchecked-cluster: backend\r\n")
+        self.assertEqual((self.stat("verify_cluster"), self.stat("failure"),
+                          self.stat("success")), (3, 2, 1))
+
     def test_immediateFailHeader(self):
         self.start()
         self.connect()

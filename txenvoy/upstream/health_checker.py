@@ -40,6 +40,7 @@ from twisted.internet.error import ConnectionDone
 from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField, report
 from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import unpackAny
+from txenvoy.router.matcher import compileStringMatcher
 from txenvoy.network.pipe import PipeAddress
 from txenvoy.upstream.host import (
     ACTIVE_HC_TIMEOUT,
@@ -80,7 +81,8 @@ _HC_FIELDS = (
 _HC_IGNORED = ()
 _EVENT_SINK_TYPE = "envoy.extensions.health_check.event_sinks.file.v3.HealthCheckEventFileSink"
 _HTTP_FIELDS = ("host", "path", "request_headers_to_add", "request_headers_to_remove",
-                "expected_statuses", "retriable_statuses", "codec_client_type", "method")
+                "expected_statuses", "retriable_statuses", "codec_client_type", "method",
+                "service_name_matcher")
 _TCP_FIELDS = ("send", "receive")
 # RequestMethod enum: METHOD_UNSPECIFIED, GET, HEAD, POST, PUT, DELETE, CONNECT,
 # OPTIONS, TRACE, PATCH.
@@ -125,6 +127,9 @@ class HealthCheckConfig:
         self.expected = kw.pop("expected", ((200, 201),))
         self.retriable = kw.pop("retriable", ())
         self.defaultHost = kw.pop("defaultHost", False)
+        #: C{service_name_matcher}: C{match(bytes)} for the response's
+        #: C{x-envoy-upstream-healthchecked-cluster}, or C{None}.
+        self.serviceNameMatcher = kw.pop("serviceNameMatcher", None)
         if kw:
             raise TypeError("unknown HealthCheckConfig settings: %s" % (sorted(kw),))
 
@@ -231,6 +236,9 @@ def _compileHttp(http, path, clusterName, kw):
     if len(http.expected_statuses):
         kw["expected"] = _ranges(http.expected_statuses, path + ".expected_statuses", 100)
     kw["retriable"] = _ranges(http.retriable_statuses, path + ".retriable_statuses", 100)
+    if http.HasField("service_name_matcher"):
+        kw["serviceNameMatcher"] = compileStringMatcher(http.service_name_matcher,
+                                                        path + ".service_name_matcher")
 
 
 def _eventLogPaths(hc, path):
@@ -580,10 +588,23 @@ class HostSession:
                 self.host.setHealthFlag(EXCLUDED_VIA_IMMEDIATE_HC_FAIL)
             self.handleFailure(ACTIVE, retriable=cfg.inRanges(cfg.retriable, r.status),
                                statusCode=r.status)
+        elif cfg.serviceNameMatcher is not None and not self._verifyCluster(r):
+            self.handleFailure(ACTIVE, retriable=False, statusCode=r.status)
         else:
             self.handleSuccess(degraded=r.header(b"x-envoy-degraded") is not None)
         if not cfg.reuseConnection or not r.keepAlive():
             self._close()
+
+    def _verifyCluster(self, response):
+        """
+        Envoy's C{service_name_matcher} check of an expected status
+        (C{health_check.verify_cluster}): the upstream's
+        C{x-envoy-upstream-healthchecked-cluster} must match, an absent
+        header reading as empty.
+        """
+        self.checker.stats["verify_cluster"].inc()
+        value = response.header(b"x-envoy-upstream-healthchecked-cluster") or b""
+        return self.config.serviceNameMatcher(value)
 
     def _connectionLost(self, proto):
         if proto is not self._proto:
