@@ -96,13 +96,14 @@ class ListenerConfigTests(SynchronousTestCase):
             "address": "::", "port_value": 1, "ipv4_compat": True}})
         self.assertIn(PATH + ".address.socket_address.ipv4_compat", str(e))
 
-    def test_filterChainMatcherRefusedAsUnsupported(self):
+    def test_filterChainMatcherChainsMayShareMatches(self):
         """
-        A listener whose chains are picked by C{filter_chain_matcher} is
-        refused as unsupported at that field, not as chains with the same
-        matching rules (chains picked by a matcher may share them).
+        Chains picked by a C{filter_chain_matcher} may share their
+        C{filter_chain_match}: Envoy ignores it, so it is not reported as
+        chains with the same matching rules.
         """
-        from txenvoy.config.errors import ConfigErrors
+        import json
+
         from txenvoy.config.loader import loadBootstrap
         from txenvoy.server.server import Server
 
@@ -110,11 +111,9 @@ class ListenerConfigTests(SynchronousTestCase):
             "name": "l", "address": {"socket_address": {"address": "127.0.0.1",
                                                         "port_value": 10000}},
             "filter_chain_matcher": {"on_no_match": {"action": {"name": "a", "typed_config": {
-                "@type": "type.googleapis.com/google.protobuf.StringValue", "value": "a"}}}},
+                "@type": "type.googleapis.com/google.protobuf.StringValue", "value": "b"}}}},
             "filter_chains": [{"name": "a", "filters": [ECHO]},
                               {"name": "b", "filters": [ECHO]}]}]}}
-        import json
-        e = self.assertRaises((ConfigError, ConfigErrors), Server, Clock(),
-                              loadBootstrap(None, json.dumps(config)), validateOnly=True)
-        self.assertIn(PATH + ".filter_chain_matcher: unsupported field", str(e))
-        self.assertNotIn("same matching rules", str(e))
+        server = Server(Clock(), loadBootstrap(None, json.dumps(config)), validateOnly=True)
+        manager = server.listenerManager.listeners[0].filterChainManager
+        self.assertEqual(manager.findFilterChain(None).name, "b")

@@ -16,6 +16,7 @@ from txenvoy.network.accept import OverflowLog
 from txenvoy.network.address import formatAddress
 from txenvoy.network.pipe import PipeAddress, pipeAddress
 from txenvoy.network.filter_chain import FilterChain, FilterChainManager, FilterChainMatch
+from txenvoy.network.filter_chain_matcher import FilterChainMatcher, MatcherFilterChainManager
 from txenvoy.server.logging import componentLogger
 from txenvoy.server.overload_manager import (
     GLOBAL_DOWNSTREAM_MAX_CONNECTIONS,
@@ -105,10 +106,6 @@ class ListenerConfig:
         if not proto.HasField("address"):
             raise messages.listenerAddressMissing(self.name, path)
         checkFields(proto, _IGNORED_FIELDS | {"filter_chain_matcher"}, path)
-        if proto.HasField("filter_chain_matcher"):
-            # Chains picked by a matcher overlap by design: refused as a
-            # whole, before their matches are compared.
-            raise UnsupportedField(path + ".filter_chain_matcher")
         self.address = socketAddress(proto.address, path + ".address")
         self.isPipe = isinstance(self.address, PipeAddress)
         self.statPrefix = (listenerStatPrefix(self.address) if self.isPipe
@@ -141,7 +138,13 @@ class ListenerConfig:
             default = None if default is FAILED else default
         elif not chains and default is None:
             raise messages.noFilterChains(formatAddress(self.address), path)
-        self.filterChainManager = FilterChainManager(chains, default, path)
+        if proto.HasField("filter_chain_matcher"):
+            # Chains picked by a matcher may share their (ignored) matches.
+            matcher = FilterChainMatcher(proto.filter_chain_matcher,
+                                         path + ".filter_chain_matcher")
+            self.filterChainManager = MatcherFilterChainManager(chains, default, matcher)
+        else:
+            self.filterChainManager = FilterChainManager(chains, default, path)
         from txenvoy.accesslog.filters import createAccessLog
         self.accessLogs = [attempt(createAccessLog, al, context, "%s.access_log[%d]" % (path, i))
                            for i, al in enumerate(proto.access_log)]

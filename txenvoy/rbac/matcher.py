@@ -326,7 +326,11 @@ _NETWORK_INPUT_GETTERS = {
 }
 
 
-def _networkInputGetter(typeName):
+def networkInputGetter(typeName):
+    """
+    The getter of a network input type (C{DestinationPortInput}...):
+    C{input -> bytes or None}, or C{None} for a type that is not one.
+    """
     if typeName.startswith(_NETWORK_INPUTS):
         return _NETWORK_INPUT_GETTERS.get(typeName[len(_NETWORK_INPUTS):])
     return None
@@ -334,7 +338,7 @@ def _networkInputGetter(typeName):
 
 def _networkInput(typed, path):
     typeName = typeNameOf(typed.typed_config)
-    getter = _networkInputGetter(typeName)
+    getter = networkInputGetter(typeName)
     if getter is not None:
         return getter
     if typeName.startswith(_NETWORK_INPUTS):
@@ -363,7 +367,7 @@ def _httpInput(typed, path):
     # Envoy 1.40's HTTP RBAC takes request headers and the network inputs
     # only; even the query parameter input is refused.
     typeName = typeNameOf(typed.typed_config)
-    getter = _networkInputGetter(typeName)
+    getter = networkInputGetter(typeName)
     if getter is not None:
         return getter
     if typeName == _HTTP_INPUTS + "HttpRequestHeaderMatchInput":

@@ -1,0 +1,204 @@
+"""
+A listener's C{filter_chain_matcher} (Envoy's unified matcher), compared
+with Envoy 1.40 on the same YAML: each connection is answered by the
+chain the matcher names (a C{direct_response} saying the chain's name),
+through a C{matcher_list} with single, or, and and not predicates, a
+nested C{matcher_tree}, and a name no chain has, which falls to the
+C{default_filter_chain}.
+"""
+
+import socket
+import ssl
+
+from twisted.trial.unittest import TestCase
+
+from tests.e2e.harness import Envoy, RealEnvoy, SharedFixture, adminStats, freePort
+
+_NET = "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3."
+
+
+def _input(name):
+    return '{name: %s, typed_config: {"@type": %s%s}}' % (name, _NET, name)
+
+
+def _action(chain):
+    return ('{action: {name: chain, typed_config: {"@type": '
+            'type.googleapis.com/google.protobuf.StringValue, value: %s}}}' % (chain,))
+
+
+def _exact(inputName, value):
+    return ('{single_predicate: {input: %s, value_match: {exact: "%s"}}}'
+            % (_input(inputName), value))
+
+
+def _chain(name):
+    return """
+    - name: %s
+      filters:
+      - name: direct
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.direct_response.v3.Config
+          response: {inline_string: %s}""" % (name, name)
+
+
+CONFIG = """
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
+static_resources:
+  listeners:
+  - name: matched
+    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
+    listener_filters:
+    - name: tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector
+    filter_chain_matcher:
+      matcher_list:
+        matchers:
+        - predicate: %(byPort)s
+          on_match: %(byPortAction)s
+        - predicate: %(alpn)s
+          on_match: %(missingAction)s
+        - predicate: {or_matcher: {predicate: [%(sniA)s, %(sniZ)s]}}
+          on_match: %(sniAction)s
+        - predicate:
+            and_matcher:
+              predicate:
+              - %(tls)s
+              - {not_matcher: %(sniT)s}
+          on_match: %(tlsOtherAction)s
+      on_no_match:
+        matcher:
+          matcher_tree:
+            input: %(transport)s
+            exact_match_map:
+              map:
+                "tls": %(treeAction)s
+    filter_chains: %(chains)s
+    default_filter_chain: %(default)s
+"""
+
+
+def _config(port, admin, sourcePort):
+    chains = "".join(_chain(n) for n in ("by_port", "sni", "tls_other", "tree"))
+    return CONFIG % {
+        "admin": admin, "port": port,
+        "byPort": _exact("SourcePortInput", sourcePort),
+        "byPortAction": _action("by_port"),
+        "alpn": _exact("ApplicationProtocolInput", "'h2'"),
+        "missingAction": _action("no_such_chain"),
+        "sniA": _exact("ServerNameInput", "a.example"),
+        "sniZ": _exact("ServerNameInput", "z.example"),
+        "sniAction": _action("sni"),
+        "tls": _exact("TransportProtocolInput", "tls"),
+        "tlsOtherAction": _action("tls_other"),
+        "sniT": _exact("ServerNameInput", "t.example"),
+        "transport": _input("TransportProtocolInput"),
+        "treeAction": _action("tree"),
+        "chains": chains,
+        "default": ('{name: default, filters: [{name: direct, typed_config: {"@type": '
+                    'type.googleapis.com/envoy.extensions.filters.network.direct_response.v3.'
+                    'Config, response: {inline_string: default}}}]}'),
+    }
+
+
+def _clientHello(serverName, alpn=()):
+    """The first bytes of a TLS handshake naming C{serverName}."""
+    context = ssl.create_default_context()
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=serverName)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def _answer(port, data, sourcePort=None):
+    """The bytes a connection gets back after sending C{data}."""
+    sock = socket.socket()
+    sock.settimeout(10)
+    if sourcePort is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", sourcePort))
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(data)
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(4096)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    sock.close()
+    return b"".join(chunks)
+
+
+class FilterChainMatcherTests(SharedFixture, TestCase):
+
+    @classmethod
+    def startFixture(cls):
+        cls.sides = []
+        try:
+            for real in (True, False):
+                port, admin, sourcePort = freePort(), freePort(), freePort()
+                config = _config(port, admin, sourcePort)
+                proxy = RealEnvoy(config) if real else Envoy(
+                    config, args=("--concurrency", "1"), adminPort=admin)
+                cls.sides.append((proxy, port, admin, sourcePort))
+                proxy.waitPort(port)
+        except BaseException:
+            cls.stopFixture()
+            raise
+
+    @classmethod
+    def stopFixture(cls):
+        for side in cls.sides:
+            side[0].stop()
+        cls.sides = []
+
+    def answers(self, data, bySourcePort=False):
+        """What Envoy and txenvoy answer, in that order."""
+        return [_answer(port, data, sourcePort if bySourcePort else None)
+                for _, port, _, sourcePort in self.sides]
+
+    def test_singlePredicate(self):
+        """C{SourcePortInput} in a single predicate picks C{by_port}."""
+        self.assertEqual(self.answers(b"hello", bySourcePort=True), [b"by_port"] * 2)
+
+    def test_orPredicate(self):
+        """An C{or_matcher} of server names picks C{sni}."""
+        self.assertEqual(self.answers(_clientHello("z.example")), [b"sni"] * 2)
+
+    def test_andNotPredicate(self):
+        """TLS and not C{t.example}: C{tls_other}."""
+        self.assertEqual(self.answers(_clientHello("b.example")), [b"tls_other"] * 2)
+
+    def test_nestedTree(self):
+        """
+        Nothing in the list matches TLS for C{t.example}: C{on_no_match}'s
+        nested C{matcher_tree} on the transport protocol picks C{tree}.
+        """
+        self.assertEqual(self.answers(_clientHello("t.example")), [b"tree"] * 2)
+
+    def test_noMatchDefaultChain(self):
+        """Nothing matches plain text: the C{default_filter_chain} answers."""
+        self.assertEqual(self.answers(b"hello"), [b"default"] * 2)
+
+    def test_unknownChainName(self):
+        """
+        Envoy's C{FilterChainNameAction}: a chain name the listener does
+        not have (here for ALPN C{h2}) is no chain at all, not the default:
+        the connection is closed and counted in C{no_filter_chain_match}.
+        """
+        def unmatched():
+            return [adminStats(admin).get("listener.127.0.0.1_%d.no_filter_chain_match"
+                                          % (port,)) for _, port, admin, _ in self.sides]
+
+        before = unmatched()
+        self.assertEqual(self.answers(_clientHello("a.example", alpn=("h2",))), [b""] * 2)
+        self.assertEqual([n - b for n, b in zip(unmatched(), before)], [1, 1])
