@@ -325,6 +325,13 @@ class IRouterFilterCallbacks(IStreamFilterCallbacks):
         for the rest of the stream (0 disables it), as Envoy does.
         """
 
+    def setMaxStreamDuration(timeout):
+        """
+        The route's stream duration (C{max_stream_duration}, or a gRPC
+        request's C{grpc-timeout} under C{grpc_timeout_header_max}), from
+        the stream's start; 0 disables it.
+        """
+
     def writeBatcher():
         """
         @return: an object with C{cork()} and C{uncork()}: downstream
@@ -391,6 +398,9 @@ class IFilterManagerStream(Interface):
 
     def setIdleTimeout(timeout):
         """Replace the stream's idle timeout from now on (0 disables it)."""
+
+    def setMaxStreamDuration(timeout):
+        """See L{IRouterFilterCallbacks.setMaxStreamDuration}."""
 
     def callLater(delay, f):
         """A timer on the stream's connection: @return: an object with C{cancel()}."""

@@ -6,6 +6,7 @@ and streaming calls with their trailers and metadata, error statuses, and
 one upstream connection carrying every stream.
 """
 
+import time
 from concurrent import futures
 
 import grpc
@@ -47,6 +48,30 @@ def _bidi(requests, context):
         yield r.upper()
 
 
+_attempts = {}
+
+
+def _flaky(request, context):
+    """UNAVAILABLE (trailers-only) for the first two attempts of a key, then OK."""
+    key = dict(context.invocation_metadata()).get("x-key")
+    _attempts[key] = _attempts.get(key, 0) + 1
+    if _attempts[key] <= 2:
+        context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+    return b"attempt %d" % (_attempts[key],)
+
+
+def _sleep(request, context):
+    time.sleep(1.0)
+    return b"late"
+
+
+def _extraHandlers():
+    return (grpc.method_handlers_generic_handler(
+                "retry.Svc", {"Flaky": grpc.unary_unary_rpc_method_handler(_flaky)}),
+            grpc.method_handlers_generic_handler(
+                "slow.Svc", {"Sleep": grpc.unary_unary_rpc_method_handler(_sleep)}))
+
+
 def _handler():
     return grpc.method_handlers_generic_handler(_SERVICE, {
         "Unary": grpc.unary_unary_rpc_method_handler(_unary),
@@ -78,6 +103,14 @@ static_resources:
               routes:
               - match: {prefix: "/test."}
                 route: {cluster: backend}
+              - match: {prefix: "/retry."}
+                route:
+                  cluster: backend
+                  retry_policy: {retry_on: unavailable, num_retries: 2}
+              - match: {prefix: "/slow."}
+                route:
+                  cluster: backend
+                  max_stream_duration: {grpc_timeout_header_max: 0.3s}
               - match: {prefix: "/dead."}
                 route: {cluster: dead}
               - match: {prefix: "/direct."}
@@ -128,7 +161,7 @@ class GrpcComparisonTests(SharedFixture, SynchronousTestCase):
     @classmethod
     def startFixture(cls):
         cls.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        cls.server.add_generic_rpc_handlers((_handler(),))
+        cls.server.add_generic_rpc_handlers((_handler(),) + _extraHandlers())
         cls.backendPort = cls.server.add_insecure_port("127.0.0.1:0")
         cls.server.start()
         cls.sides = []
@@ -221,3 +254,29 @@ class GrpcComparisonTests(SharedFixture, SynchronousTestCase):
         self.assertEqual([r[0] for r in envoy], [grpc.StatusCode.UNIMPLEMENTED,
                                                  grpc.StatusCode.UNAVAILABLE,
                                                  grpc.StatusCode.UNKNOWN])
+
+    def test_retryOnUnavailable(self):
+        """retry_on: unavailable retries a trailers-only UNAVAILABLE (twice here)."""
+        def call(channel):
+            method = channel.unary_unary("/retry.Svc/Flaky")
+            return method(b"x", metadata=(("x-key", "k%d" % (id(channel),)),), timeout=10)
+        envoy, tx = self.both(call)
+        self.assertEqual(tx, envoy)
+        self.assertEqual(envoy, b"attempt 3")
+
+    def test_grpcTimeoutHeaderMax(self):
+        """
+        max_stream_duration.grpc_timeout_header_max caps the client's
+        grpc-timeout (10 s here) at 0.3 s: the stream's duration timeout,
+        answered DEADLINE_EXCEEDED "downstream duration timeout".
+        """
+        def call(channel):
+            start = time.time()
+            try:
+                channel.unary_unary("/slow.Svc/Sleep")(b"x", timeout=10)
+            except grpc.RpcError as e:
+                return e.code(), e.details(), time.time() - start < 0.9
+        envoy, tx = self.both(call)
+        self.assertEqual(tx, envoy)
+        self.assertEqual(envoy, (grpc.StatusCode.DEADLINE_EXCEEDED,
+                                 "downstream duration timeout", True))

@@ -73,7 +73,7 @@ from txenvoy.http.conn_manager_utility import (
 )
 from txenvoy.http.conn_pool import directWriter
 from txenvoy.http.header_dump import dumpRequestHeaders, dumpResponseHeaders
-from txenvoy.http.grpc.common import grpcLocalReply, isGrpcRequest
+from txenvoy.http.grpc.common import GrpcStatus, grpcLocalReply, isGrpcRequest
 from txenvoy.http.filter import (
     DECODE_NAMES,
     DECODE_SINKS,
@@ -1450,6 +1450,21 @@ class ActiveStream:
         """The connection manager: it corks and uncorks the connection's writes."""
         return self.cm
 
+    def setMaxStreamDuration(self, timeout):
+        """
+        The route's stream duration (its C{max_stream_duration}, or a gRPC
+        request's C{grpc-timeout} under C{grpc_timeout_header_max}) replaces
+        the connection manager's, counted from the stream's start; 0
+        disables it.
+        """
+        timer = self._maxTimer
+        if timer is not None and timer.active:
+            timer.cancel()
+        if timeout:
+            if timer is None:
+                timer = self._maxTimer = self.cm.timers.timer(self._onMaxDurationTimer)
+            self.cm.timers.scheduleAt(timer, self._startTime + timeout)
+
     def setIdleTimeout(self, timeout):
         """
         The route's C{idle_timeout}: replaces C{stream_idle_timeout} for
@@ -1484,8 +1499,11 @@ class ActiveStream:
 
     # Local replies and resets.
 
-    def sendLocalReply(self, code, body=b"", modifyHeaders=None, details=""):
-        """See L{IStreamFilterCallbacks.sendLocalReply}."""
+    def sendLocalReply(self, code, body=b"", modifyHeaders=None, details="", grpcStatus=None):
+        """
+        See L{IStreamFilterCallbacks.sendLocalReply}; C{grpcStatus} is the
+        C{grpc-status} a gRPC request gets instead of the mapped one.
+        """
         if self._destroyed or self._complete:
             return
         if self._responseStarted:
@@ -1504,6 +1522,8 @@ class ActiveStream:
         if isGrpcRequest(self.requestHeaders):
             # Envoy answers a gRPC request with a trailers-only 200 whose
             # grpc-status is the reply's mapped status.
+            if grpcStatus is not None:
+                headers.headers.set(b"grpc-status", b"%d" % (grpcStatus,))
             headers = grpcLocalReply(headers, body)
             body = b""
         if self._encoding is not None:
@@ -1639,7 +1659,8 @@ class ActiveStream:
             self.resetStream()
             return
         code = 504 if self._remoteComplete else 408
-        self.sendLocalReply(code, b"downstream duration timeout", None, "max_duration_timeout")
+        self.sendLocalReply(code, b"downstream duration timeout", None, "max_duration_timeout",
+                            GrpcStatus.DEADLINE_EXCEEDED)
 
     def _onDecodeOverflow(self):
         self.cm.stats.downstream_rq_too_large.inc()

@@ -347,6 +347,9 @@ class FilterSlot:
     def setRouteIdleTimeout(self, timeout):
         self.stream.setIdleTimeout(timeout)
 
+    def setMaxStreamDuration(self, timeout):
+        self.stream.setMaxStreamDuration(timeout)
+
     def writeBatcher(self):
         return self.stream.writeBatcher()
 

@@ -58,6 +58,7 @@ import random
 from zope.interface import implementer
 
 from txenvoy.http.conn_pool import OVERFLOW, PROTOCOL_ERROR, poolsFor
+from txenvoy.http.grpc.common import isGrpcRequest, parseGrpcTimeout
 from txenvoy.http.filter import FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus
 from txenvoy.http.hash_policy import generateCookie, generateHash
 from txenvoy.http.header_dump import dumpRequestHeaders, dumpResponseHeaders
@@ -125,6 +126,19 @@ _RETRY_STATUS_CODES = 32
 _RETRY_RESET_BEFORE_REQUEST = 64
 _RETRY_RETRIABLE_HEADERS = 128
 _RETRY_ENVOY_RATELIMITED = 256
+# gRPC conditions (Envoy's RetryPolicy::RETRY_ON_GRPC_*), on the
+# grpc-status of a trailers-only response.
+_RETRY_GRPC_CANCELLED = 512
+_RETRY_GRPC_DEADLINE_EXCEEDED = 1024
+_RETRY_GRPC_RESOURCE_EXHAUSTED = 2048
+_RETRY_GRPC_UNAVAILABLE = 4096
+_RETRY_GRPC_INTERNAL = 8192
+_RETRY_GRPC = (_RETRY_GRPC_CANCELLED | _RETRY_GRPC_DEADLINE_EXCEEDED
+               | _RETRY_GRPC_RESOURCE_EXHAUSTED | _RETRY_GRPC_UNAVAILABLE | _RETRY_GRPC_INTERNAL)
+# grpc-status value -> its retry condition.
+_GRPC_RETRY_BITS = {b"1": _RETRY_GRPC_CANCELLED, b"4": _RETRY_GRPC_DEADLINE_EXCEEDED,
+                    b"8": _RETRY_GRPC_RESOURCE_EXHAUSTED, b"14": _RETRY_GRPC_UNAVAILABLE,
+                    b"13": _RETRY_GRPC_INTERNAL}
 _RETRY_BITS = {
     "5xx": _RETRY_5XX, "gateway-error": _RETRY_GATEWAY_ERROR,
     "connect-failure": _RETRY_CONNECT_FAILURE, "retriable-4xx": _RETRY_RETRIABLE_4XX,
@@ -132,6 +146,9 @@ _RETRY_BITS = {
     "reset-before-request": _RETRY_RESET_BEFORE_REQUEST,
     "retriable-headers": _RETRY_RETRIABLE_HEADERS,
     "envoy-ratelimited": _RETRY_ENVOY_RATELIMITED,
+    "cancelled": _RETRY_GRPC_CANCELLED, "deadline-exceeded": _RETRY_GRPC_DEADLINE_EXCEEDED,
+    "resource-exhausted": _RETRY_GRPC_RESOURCE_EXHAUSTED,
+    "unavailable": _RETRY_GRPC_UNAVAILABLE, "internal": _RETRY_GRPC_INTERNAL,
 }
 # Conditions under which a reset (or per-try timeout) is retried.
 _RESET_RETRY = _RETRY_5XX | _RETRY_GATEWAY_ERROR | _RETRY_RESET
@@ -154,6 +171,49 @@ def _retryBits(policy):
             value |= _RETRY_BITS.get(name, 0)
         bits = _policyBits[id(policy)] = (policy, value)
     return bits[1]
+
+
+def _grpcTimeout(entry, request, timeout):
+    """
+    Envoy's C{FilterUtility::finalTimeout} for a gRPC request on a route
+    with C{max_grpc_timeout}: the request's C{grpc-timeout} less
+    C{grpc_timeout_offset}, capped at that maximum (0 means no cap; no
+    header means the maximum).
+
+    @return: the route timeout in seconds (0 for none).
+    """
+    if not isGrpcRequest(request):
+        return timeout
+    maximum = entry.maxGrpcTimeout
+    offset = entry.grpcTimeoutOffset
+    grpcTimeout = parseGrpcTimeout(request.headers.get(b"grpc-timeout")) or 0.0
+    if offset and offset < grpcTimeout:
+        grpcTimeout -= offset
+    if maximum and (not grpcTimeout or grpcTimeout > maximum):
+        grpcTimeout = maximum
+    return grpcTimeout
+
+
+def _streamDuration(entry, request):
+    """
+    The stream's duration limit from the route (Envoy's
+    C{refreshDurationTimeout}): for a gRPC request with a C{grpc-timeout}
+    on a route with C{max_stream_duration.grpc_timeout_header_max}, that
+    timeout less C{grpc_timeout_header_offset}, capped at the maximum (0:
+    no cap); else the route's C{max_stream_duration}, or C{None} to keep the
+    connection manager's.
+    """
+    maximum = entry.grpcTimeoutHeaderMax
+    if maximum is not None and isGrpcRequest(request):
+        timeout = parseGrpcTimeout(request.headers.get(b"grpc-timeout"))
+        if timeout is not None:
+            offset = entry.grpcTimeoutHeaderOffset
+            if offset and offset < timeout:
+                timeout -= offset
+            if maximum and timeout > maximum:
+                timeout = maximum
+            return timeout
+    return entry.maxStreamDuration
 
 
 def _headerRetryBits(text):
@@ -418,6 +478,11 @@ class RouterFilter:
         bits = _retryBits(policy)
         retries = policy.numRetries
         timeout = entry.timeout
+        if entry.maxGrpcTimeout is not None:
+            timeout = _grpcTimeout(entry, headers, timeout)
+        duration = _streamDuration(entry, headers)
+        if duration is not None:
+            cb.setMaxStreamDuration(duration)
         perTry = policy.perTryTimeout
         if info.filterState.get("envoy.internal_request"):
             timeout, perTry, bits, retries = self._internalOverrides(
@@ -857,6 +922,10 @@ class RouterFilter:
                 return True
         if status == 409 and bits & _RETRY_RETRIABLE_4XX:
             return True
+        if bits & _RETRY_GRPC:
+            grpcStatus = headers.get(b"grpc-status")
+            if grpcStatus is not None and bits & _GRPC_RETRY_BITS.get(grpcStatus, 0):
+                return True
         if bits & _RETRY_STATUS_CODES and status in self._retryCodes:
             return True
         return False
