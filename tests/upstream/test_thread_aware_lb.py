@@ -204,3 +204,27 @@ class InPriorityTests(SynchronousTestCase):
             self.assertEqual(chosen.priority, 1)
             self.assertIs(chosen, lb.chooseHostInPriority(1, False, Key(k)))
         self.assertIsNone(lb.chooseHostInPriority(5))
+
+
+class RetryHostPredicateTests(SynchronousTestCase):
+    """
+    Envoy's ThreadAwareLoadBalancerBase retries host selection as the
+    context allows, moving on in the table, until it accepts a host.
+    """
+
+    def test_movesOn(self):
+        hosts = [host(p) for p in range(3)]
+        lb, _ = balancer(hosts)
+        first = lb.chooseHost(Key(12345))
+
+        class Avoid(Key):
+            def hostSelectionRetryCount(self):
+                return 3
+
+            def shouldSelectAnotherHost(self, h):
+                return h is first
+
+        other = lb.chooseHost(Avoid(12345))
+        self.assertIsNot(other, first)
+        ring = lb._picker(0, 0)
+        self.assertIn(other, [ring.chooseHost(12345, a) for a in range(1, 4)])

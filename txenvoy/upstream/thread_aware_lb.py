@@ -152,7 +152,9 @@ class ThreadAwareLoadBalancer(LoadBalancer):
         """
         h = self._hash(context)
         table = self._choosePicker(h % 100)
-        return table.chooseHost(h, 0) if table is not None else None
+        if table is None:
+            return None
+        return _select(table, h, context)
 
     def chooseHostInPriority(self, priority, degraded=False, context=None):
         """
@@ -168,7 +170,7 @@ class ThreadAwareLoadBalancer(LoadBalancer):
             if self.config.failTrafficOnPanic:
                 return None
             source = _ALL
-        return self._picker(priority, source).chooseHost(self._hash(context), 0)
+        return _select(self._picker(priority, source), self._hash(context), context)
 
     def _hash(self, context):
         h = None
@@ -208,6 +210,20 @@ class MainThreadTables:
             if stats:
                 for name, value in stats.items():
                     self._gauges[name].set(value)
+
+
+def _select(table, h, context):
+    # Envoy's retry host predicates: with a context that counts host
+    # selection retries, each attempt moves on in the table (the ring's
+    # next point, Maglev's altered hash) until the context accepts a host.
+    retries = getattr(context, "hostSelectionRetryCount", None)
+    attempts = retries() + 1 if retries is not None else 1
+    host = None
+    for attempt in range(attempts):
+        host = table.chooseHost(h, attempt)
+        if host is None or attempts == 1 or not context.shouldSelectAnotherHost(host):
+            return host
+    return host
 
 
 def newLoadBalancer(config, workerName="main_thread", panicCounter=None, rng=None):
