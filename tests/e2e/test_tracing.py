@@ -94,6 +94,10 @@ def tracingConfig(ports, zipkinPort, originPort, deadPort):
                          zipkin=_EGRESS_ZIPKIN)
     dead = _HCM % dict(prefix="dead", tracing="", collector="deadzipkin", zipkin="")
     return ("node: {id: node1, cluster: svc1, locality: {zone: z1}}\n"
+            "stats_config:\n"
+            "  stats_matcher:\n"
+            "    exclusion_list:\n"
+            "      patterns: [{prefix: listener_manager.}, {suffix: _active}]\n"
             "layered_runtime:\n"
             "  layers:\n"
             "  - name: static\n"
@@ -296,6 +300,18 @@ class TracingComparisonTests(SharedFixture, SynchronousTestCase):
             counts[proxy] = (stats["tracing.zipkin.reports_dropped"],
                              stats["tracing.zipkin.reports_failed"])
         self.assertEqual(counts[self.txenvoy], counts[self.envoy])
+
+    def test_statsMatcher(self):
+        """
+        stats_config.stats_matcher: an excluded stat is in neither proxy's
+        /stats; the others are.
+        """
+        for proxy in (self.envoy, self.txenvoy):
+            names = set(adminStats(proxy.ports["admin"]))
+            self.assertEqual([n for n in names if n.startswith("listener_manager.")
+                              or n.endswith("_active")], [])
+            self.assertIn("http.ingress.downstream_rq_total", names)
+            self.assertIn("server.live", names)
 
     def test_samplingStats(self):
         """http.<prefix>.tracing.* count each reason as Envoy does."""

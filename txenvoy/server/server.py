@@ -42,6 +42,7 @@ from txenvoy.server.run_helper import RunHelper
 from txenvoy.server.worker import MainThreadWorker, Worker
 from txenvoy.stats.flush import StatsFlusher, flushIntervalOf
 from txenvoy.stats.store import StatsStore
+from txenvoy.stats.matcher import compileStatsMatcher
 from txenvoy.stats.tags import TagProducer
 from txenvoy.upstream.cluster_manager import ClusterManager
 
@@ -214,6 +215,10 @@ class Server(MultiService):
         """Tag extraction, stats sinks and the periodic flush."""
 
         b = self.bootstrap
+        if b.HasField("stats_config"):
+            checkFields(b.stats_config, _STATS_CONFIG_FIELDS, "stats_config")
+            self.stats.matcher = compileStatsMatcher(b.stats_config.stats_matcher,
+                                                     "stats_config.stats_matcher")
         self.tagProducer = TagProducer.fromStatsConfig(
             b.stats_config if b.HasField("stats_config") else None)
         sinks = [self.context.createExtension(Category.STATS_SINK, sink, "stats_sinks[%d]" % (i,))
@@ -460,6 +465,9 @@ class Server(MultiService):
         return self.options.asServerInfo()
 
 
+
+# stats_config fields txenvoy honours (histogram_bucket_settings is refused).
+_STATS_CONFIG_FIELDS = ("stats_tags", "use_all_default_tags", "stats_matcher")
 
 # Bootstrap fields txenvoy honours (or that change nothing it does).
 _BOOTSTRAP_FIELDS = {

@@ -273,6 +273,10 @@ class StatsStore:
     (one per thread) that hold the values.
     """
 
+    #: A L{txenvoy.stats.matcher.StatsMatcher} (C{stats_config.stats_matcher}):
+    #: the stats it rejects are left out of every snapshot.
+    matcher = None
+
     def __init__(self):
         self._lock = threading.Lock()
         self._kinds = {}
@@ -333,6 +337,12 @@ class StatsStore:
                     used.add(name)
                 if resetInterval:
                     h.intervalBuckets = {}
+        matcher = self.matcher
+        if matcher is not None:
+            rejects = matcher.rejects
+            for table in (counters, gauges, histograms):
+                for name in [n for n in table if rejects(n)]:
+                    del table[name]
         return Snapshot(counters, gauges, histograms, used)
 
     def resetCounters(self):
