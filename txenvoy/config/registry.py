@@ -43,6 +43,7 @@ class Category:
     RESOURCE_MONITOR = "envoy.resource_monitors"
     WATCHDOG_ACTION = "envoy.guarddog_actions"
     UPSTREAM_OPTIONS = "envoy.upstream_options"
+    BOOTSTRAP = "envoy.bootstrap"
     COMPRESSOR = "envoy.compression.compressor"
     DECOMPRESSOR = "envoy.compression.decompressor"
     OTHER = "other"

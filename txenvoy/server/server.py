@@ -14,7 +14,7 @@ import json
 import time
 
 from twisted.application.internet import TimerService
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -25,7 +25,7 @@ from txenvoy.accesslog.filters import createAccessLog
 from txenvoy.accesslog.manager import AccessLogManager
 from txenvoy.admin.admin import AdminServer, checkAdminConfig
 from txenvoy.config.context import FactoryContext
-from txenvoy.config.errors import UnsupportedField, report, skipOnError
+from txenvoy.config.errors import FAILED, UnsupportedField, attempt, report, skipOnError
 from txenvoy.config.fields import checkFields
 from txenvoy.config.loader import loadBootstrap
 from txenvoy.config.registry import Category, loadPlugins
@@ -131,6 +131,7 @@ class Server(MultiService):
             accessLogManager=self.accessLogManager, server=self, bootstrap=bootstrap,
             validateOnly=validateOnly, runtime=self.runtime)
         self._checkUnsupported(bootstrap)
+        self.bootstrapExtensions = self._buildBootstrapExtensions(bootstrap)
         self.overloadManager = OverloadManager(reactor, bootstrap.overload_manager,
                                                self.mainStats, self.context)
         socketsPerListener = None
@@ -195,6 +196,21 @@ class Server(MultiService):
                      "static_unknown_fields", "dropped_stat_flushes"):
             s.counter(name)
         self._stateGauge.set(PRE_INITIALIZING)
+
+    def _buildBootstrapExtensions(self, bootstrap):
+        """
+        Envoy's C{bootstrap_extensions}, found by C{@type} in the registry
+        (category C{envoy.bootstrap}); one txenvoy does not have is refused
+        by name with its path. An extension that is an C{IService} runs as
+        a part of the server.
+        """
+        built = []
+        for i, entry in enumerate(bootstrap.bootstrap_extensions):
+            extension = attempt(self.context.createExtension, Category.BOOTSTRAP, entry,
+                                "bootstrap_extensions[%d]" % (i,))
+            if extension is not FAILED:
+                built.append(extension)
+        return built
 
     def _checkUnsupported(self, bootstrap):
         """
@@ -269,6 +285,11 @@ class Server(MultiService):
             ("workers", self.runHelper),
             ("worker_processes", self.workerProcesses),
         ]
+        for i, extension in enumerate(self.bootstrapExtensions):
+            if IService.providedBy(extension):
+                # Before the clusters and listeners, as Envoy's
+                # onServerInitialized callbacks run.
+                parts.insert(-3, ("bootstrap_extension_%d" % (i,), extension))
         for name, part in parts:
             if part is not None:
                 part.setName(name)
@@ -474,5 +495,5 @@ _BOOTSTRAP_FIELDS = {
     "node", "static_resources", "admin", "cluster_manager", "stats_flush_interval",
     "stats_flush_on_admin", "stats_sinks", "stats_config", "watchdogs", "watchdog",
     "layered_runtime", "enable_dispatcher_stats", "stats_server_version_override",
-    "use_tcp_for_dns_lookups", "overload_manager",
+    "use_tcp_for_dns_lookups", "overload_manager", "bootstrap_extensions",
 }
