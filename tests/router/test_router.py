@@ -398,6 +398,61 @@ class IdleCloseRaceTests(RouterTestCase):
         self.assertEqual(len(self.h.upstreams()), 1)
 
 
+class MaxStreamDurationTests(RouterTestCase):
+    """
+    The cluster's common_http_protocol_options.max_stream_duration, as
+    Envoy 1.40 answered the same config (504 "upstream max stream duration
+    reached", flag UMSDR, upstream_rq_max_duration_reached, no code charged).
+    """
+
+    def durationHarness(self, **route):
+        key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        routeYaml = ", ".join("%s: %s" % item for item in route.items())
+        return self.harness(
+            routes='[{match: {prefix: "/"}, route: {cluster: slow%s}}]'
+                   % (", " + routeYaml if routeYaml else ""),
+            clusters=[clusterProto("slow", [endpoint("127.0.0.1", 8080)],
+                                   typed_extension_protocol_options={key: {
+                                       "@type": "type.googleapis.com/" + key,
+                                       "common_http_protocol_options": {
+                                           "max_stream_duration": "0.5s"}}})])
+
+    def test_reached(self):
+        h = self.durationHarness()
+        down = h.connect()
+        down.send(GET)
+        up = h.upstream()
+        h.advance(0.49)
+        self.assertEqual(down.written(), b"")
+        h.advance(0.01)
+        r = down.response()
+        self.assertEqual((r.status, r.body), (504, b"upstream max stream duration reached"))
+        self.assertEqual(h.logger.entries[0][0].responseFlags(), "UMSDR")
+        self.assertTrue(up.transport.disconnecting)
+        self.assertEqual((h.stat("cluster.slow.upstream_rq_max_duration_reached"),
+                          h.stat("cluster.slow.upstream_rq_504"),
+                          h.stat("cluster.slow.upstream_rq_completed")), (1, 0, 0))
+
+    def test_requestStillArriving(self):
+        """Before the whole request arrived Envoy answers 408."""
+        h = self.durationHarness()
+        down = h.connect()
+        down.send(b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 10\r\n\r\nabc")
+        h.upstream()
+        h.advance(0.5)
+        self.assertEqual(down.response().status, 408)
+
+    def test_completeInTime(self):
+        """A response that ends in time stops the timer."""
+        h = self.durationHarness()
+        down = h.connect()
+        down.send(GET)
+        h.upstream().respond(OK)
+        self.assertEqual(down.response().status, 200)
+        h.advance(1)
+        self.assertEqual(h.stat("cluster.slow.upstream_rq_max_duration_reached"), 0)
+
+
 class RetryTests(RouterTestCase):
 
     def test_retriesExhausted(self):

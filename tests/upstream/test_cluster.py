@@ -222,10 +222,10 @@ class RejectionTests(SynchronousTestCase):
         key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         opath = PATH + ".typed_extension_protocol_options[%s]" % (key,)
         self.assertRejected(
-            UnsupportedField, opath + ".common_http_protocol_options.max_stream_duration",
+            UnsupportedField, opath + ".http_filters",
             typed_extension_protocol_options={key: {
                 "@type": "type.googleapis.com/" + key,
-                "common_http_protocol_options": {"max_stream_duration": "1s"},
+                "http_filters": [{"name": "envoy.filters.http.upstream_codec"}],
                 "explicit_http_config": {"http_protocol_options": {}}}})
         self.assertRejected(
             UnsupportedField, opath + ".auto_config",

@@ -81,7 +81,6 @@ class CoverageTests(SynchronousTestCase):
             "request_mirror_policies": [{"cluster": "c1"}],
             "hash_policy": [{"header": {"header_name": "x"}}],
             "retry_policy": {"retry_on": "5xx"},
-            "common_http_protocol_options.max_stream_duration": "1s",
             "explicit_http_config.http_protocol_options.header_key_format": {
                 "proper_case_words": {}},
             "explicit_http_config.http_protocol_options.allow_chunked_length": True,
@@ -106,12 +105,12 @@ class CoverageTests(SynchronousTestCase):
             with collectErrors():
                 options(http_filters=[{"name": "envoy.filters.http.upstream_codec"}],
                         auto_config={},
-                        common_http_protocol_options={"max_stream_duration": "1s",
-                                                      "idle_timeout": "1s"})
+                        common_http_protocol_options={"idle_timeout": "1s"},
+                        hash_policy=[{"header": {"header_name": "x"}}])
         e = self.assertRaises(ConfigErrors, load)
         self.assertEqual(sorted(pathOf(error) for error in e.errors), [
             OPATH + ".auto_config",
-            OPATH + ".common_http_protocol_options.max_stream_duration",
+            OPATH + ".hash_policy",
             OPATH + ".http_filters"])
 
 
@@ -122,10 +121,12 @@ class CompiledTests(SynchronousTestCase):
         info = options(common_http_protocol_options={
             "idle_timeout": "2s", "max_requests_per_connection": 3,
             "max_connection_duration": "4s", "max_headers_count": 20,
-            "max_response_headers_kb": 90, "headers_with_underscores_action": "REJECT_REQUEST"})
+            "max_response_headers_kb": 90, "headers_with_underscores_action": "REJECT_REQUEST",
+            "max_stream_duration": "1.5s"})
         self.assertEqual((info.upstreamIdleTimeout, info.maxRequestsPerConnection,
                           info.upstreamMaxConnectionDuration, info.upstreamMaxHeadersCount,
-                          info.upstreamMaxResponseHeadersKb), (2.0, 3, 4.0, 20, 90))
+                          info.upstreamMaxResponseHeadersKb, info.upstreamMaxStreamDuration),
+                         (2.0, 3, 4.0, 20, 90, 1.5))
 
     def test_defaults(self):
         info = options()

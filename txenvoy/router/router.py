@@ -275,6 +275,7 @@ class UpstreamRequest:
     client = None
     startTime = 0.0
     perTryTimer = None
+    durationTimer = None        # the cluster's max_stream_duration
     awaitingHeaders = True
     done = False
     counted = False
@@ -367,6 +368,13 @@ class UpstreamRequest:
 
     # Giving up.
 
+    def cancelDurationTimer(self):
+        """The attempt ended: its max_stream_duration no longer applies."""
+        timer = self.durationTimer
+        if timer is not None:
+            self.durationTimer = None
+            timer.cancel()
+
     def cancel(self):
         """Abandon the attempt: stop waiting, or close its connection."""
         self.done = True
@@ -374,6 +382,7 @@ class UpstreamRequest:
         if self.perTryTimer is not None:
             self.perTryTimer.cancel()
             self.perTryTimer = None
+        self.cancelDurationTimer()
         handle = self.handle
         if handle is not None:
             self.handle = None
@@ -727,6 +736,10 @@ class RouterFilter:
         monitor = upstream.host.outlierMonitor
         if monitor is not None:
             monitor.putResult(LOCAL_ORIGIN_CONNECT_SUCCESS)
+        maxDuration = self.cluster.info.upstreamMaxStreamDuration
+        if maxDuration:
+            upstream.durationTimer = self.callbacks.callLater(
+                maxDuration, lambda: self._onMaxStreamDuration(upstream))
         upstream.corker = self.callbacks.writeBatcher()
         self.clusterStats.upstream_rq_total.inc()
         self.clusterStats.upstream_rq_active.inc()
@@ -1018,6 +1031,7 @@ class RouterFilter:
 
     def _onResponseComplete(self, upstream):
         upstream.done = True
+        upstream.cancelDurationTimer()
         self._finish()
         elapsed = (self.reactor.seconds() - upstream.startTime) * 1000.0
         stats = self.clusterStats
@@ -1068,6 +1082,34 @@ class RouterFilter:
         if self._retryBits & _RESET_RETRY and self._maybeRetry():
             return
         self._timeoutReply()
+
+    def _onMaxStreamDuration(self, upstream):
+        """
+        Envoy's C{onStreamMaxDurationReached} (the cluster's
+        C{common_http_protocol_options.max_stream_duration}): the attempt is
+        reset, retried as a reset when the policy allows, else answered 504
+        (408 while the request is still arriving) with flag C{UMSDR}, no
+        response code charged.
+        """
+        upstream.durationTimer = None
+        if upstream is not self._upstream or upstream.done or self._finished:
+            return
+        self.clusterStats.upstream_rq_max_duration_reached.inc()
+        if log.debugEnabled:
+            log.debug("%supstream max stream duration reached", _tag(self.callbacks))
+        upstream.done = True
+        upstream.cancel()
+        if (self._retryBits & _RESET_RETRY and not self._responseStarted
+                and self._maybeRetry()):
+            return
+        self.info.setResponseFlag(ResponseFlag.UPSTREAM_MAX_STREAM_DURATION_REACHED)
+        if self._responseStarted:
+            self._finish()
+            self.callbacks.resetStream()
+            return
+        self._localReply(504 if self._downstreamComplete else 408,
+                         b"upstream max stream duration reached",
+                         "upstream_max_stream_duration_reached")
 
     def _onRouteTimeout(self):
         self._routeTimer = None

@@ -271,6 +271,9 @@ class ClusterInfo:
     @ivar upstreamMaxConnectionDuration: seconds an HTTP connection may live
         (C{common_http_protocol_options.max_connection_duration}), 0 for
         ever.
+    @ivar upstreamMaxStreamDuration: seconds an upstream request may last
+        from its connection (C{common_http_protocol_options.
+        max_stream_duration}), 0 for no limit.
     @ivar upstreamMaxHeadersCount: the most headers a response may have
         (C{common_http_protocol_options.max_headers_count}, 100).
     @ivar upstreamMaxResponseHeadersKb: the largest response head, in KiB
@@ -326,6 +329,7 @@ class ClusterInfo:
         self.maxRequestsPerConnection = kw.pop("maxRequestsPerConnection", 0)
         self.upstreamIdleTimeout = kw.pop("upstreamIdleTimeout", DEFAULT_UPSTREAM_IDLE_TIMEOUT)
         self.upstreamMaxConnectionDuration = kw.pop("upstreamMaxConnectionDuration", 0.0)
+        self.upstreamMaxStreamDuration = kw.pop("upstreamMaxStreamDuration", 0.0)
         self.upstreamMaxHeadersCount = kw.pop("upstreamMaxHeadersCount", 100)
         self.upstreamMaxResponseHeadersKb = kw.pop("upstreamMaxResponseHeadersKb", 60)
         self.upstreamEnableTrailers = kw.pop("upstreamEnableTrailers", False)

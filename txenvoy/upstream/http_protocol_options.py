@@ -40,7 +40,7 @@ IMPLEMENTED = {
          "explicit_http_config", "use_downstream_protocol_config"),
     "common_http_protocol_options": (
         "idle_timeout", "max_requests_per_connection", "max_connection_duration",
-        "max_headers_count", "max_response_headers_kb"),
+        "max_headers_count", "max_response_headers_kb", "max_stream_duration"),
     "upstream_http_protocol_options": (
         "auto_sni", "auto_san_validation", "override_auto_sni_header"),
     "explicit_http_config": ("http_protocol_options", "http2_protocol_options"),
@@ -72,7 +72,6 @@ REFUSED = {
     "request_mirror_policies": "cluster request mirroring",
     "hash_policy": "cluster hash policies",
     "retry_policy": "cluster retry policies",
-    "common_http_protocol_options.max_stream_duration": "upstream stream duration",
     "explicit_http_config.http_protocol_options.header_key_format": "upstream header case",
     "explicit_http_config.http_protocol_options.allow_chunked_length": "",
     "explicit_http_config.http_protocol_options.send_fully_qualified_url": "",
@@ -249,6 +248,8 @@ def compileHttpProtocolOptions(anyMsg, path, kw):
         kw["upstreamIdleTimeout"] = durationSeconds(common.idle_timeout)
     if common.HasField("max_connection_duration"):
         kw["upstreamMaxConnectionDuration"] = durationSeconds(common.max_connection_duration)
+    if common.HasField("max_stream_duration"):
+        kw["upstreamMaxStreamDuration"] = durationSeconds(common.max_stream_duration)
 
     upstream = msg.upstream_http_protocol_options
     upath = path + ".upstream_http_protocol_options"
