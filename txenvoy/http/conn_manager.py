@@ -318,6 +318,8 @@ class ConnectionManagerConfig:
     generateRequestId = True
     preserveExternalRequestId = False
     alwaysSetRequestIdInResponse = False
+    forwardClientCert = 0           # SANITIZE; see conn_manager_utility.mutateXfcc
+    clientCertDetails = ()
     normalizePath = False
     mergeSlashes = False
     escapedSlashesAction = KEEP_UNCHANGED

@@ -241,8 +241,9 @@ def mutateRequestHeaders(stream, request):
                         continue
                 elif name == b"x-forwarded-client-cert":
                     # Envoy's default forward_client_cert_details:
-                    # SANITIZE.
-                    continue
+                    # SANITIZE; the other modes are mutateXfcc's.
+                    if config.forwardClientCert == SANITIZE:
+                        continue
             kept.append(entry)
         entries[:] = kept
     if config.stripAnyHostPort or config.stripMatchingHostPort:
@@ -284,11 +285,62 @@ def mutateRequestHeaders(stream, request):
             append((b"x-request-id", requestId()))
         elif not entries[ridAt][1] or (edge and not config.preserveExternalRequestId):
             entries[ridAt] = (b"x-request-id", requestId())
+    if config.forwardClientCert != SANITIZE:
+        mutateXfcc(cm.connection, config, headers)
     if expectContinue:
         stream.encoder.encode100ContinueHeaders()
         cm.stats.downstream_rq_1xx.inc()
         cm.listenerStats.byClass[1].inc()
     return True
+
+
+# forward_client_cert_details values.
+SANITIZE, FORWARD_ONLY, APPEND_FORWARD, SANITIZE_SET, ALWAYS_FORWARD_ONLY = range(5)
+_XFCC = b"x-forwarded-client-cert"
+
+
+def mutateXfcc(connection, config, headers):
+    """
+    Envoy's C{mutateXfccRequestHeader}, after C{x-request-id}: keep, drop,
+    append to or set C{x-forwarded-client-cert} by C{forward_client_cert_details},
+    with C{By} (our URI SANs), C{Hash} (the client certificate's SHA-256)
+    and the C{set_current_client_cert_details} (C{Cert}, C{Chain},
+    C{Subject}, C{URI}, C{DNS}, in that order).
+    """
+    mode = config.forwardClientCert
+    if mode == ALWAYS_FORWARD_ONLY:
+        return
+    ssl = getattr(connection, "ssl", None)
+    if mode == SANITIZE or ssl is None or not getattr(ssl, "peerCertificatePresented", False):
+        headers.remove(_XFCC)
+        return
+    if mode == FORWARD_ONLY:
+        return
+    details = ["By=" + uri for uri in ssl.uriSanLocalCertificate]
+    digest = ssl.sha256PeerCertificateDigest
+    if digest:
+        details.append("Hash=" + digest)
+    for detail in config.clientCertDetails:
+        if detail == "Cert":
+            cert = ssl.urlEncodedPemEncodedPeerCertificate
+            if cert:
+                details.append('Cert="%s"' % (cert,))
+        elif detail == "Chain":
+            chain = ssl.urlEncodedPemEncodedPeerCertificateChain
+            if chain:
+                details.append('Chain="%s"' % (chain,))
+        elif detail == "Subject":
+            details.append('Subject="%s"' % (ssl.subjectPeerCertificate,))
+        elif detail == "URI":
+            details.extend("URI=" + uri for uri in ssl.uriSanPeerCertificate or ("",))
+        else:
+            details.extend("DNS=" + name for name in ssl.dnsSansPeerCertificate)
+    value = ";".join(details).encode("utf-8")
+    if mode == APPEND_FORWARD:
+        current = headers.get(_XFCC)
+        headers.set(_XFCC, value if current is None else current + b"," + value)
+    else:
+        headers.set(_XFCC, value)
 
 
 def _effectiveRemote(cm, entries):

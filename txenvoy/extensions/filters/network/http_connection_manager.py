@@ -42,7 +42,7 @@ SUPPORTED_FIELDS = frozenset([
     "stream_flush_timeout", "use_remote_address", "xff_num_trusted_hops",
     "internal_address_config", "skip_xff_append", "via", "generate_request_id",
     "preserve_external_request_id", "always_set_request_id_in_response",
-    "forward_client_cert_details", "proxy_100_continue", "upgrade_configs", "normalize_path",
+    "forward_client_cert_details", "set_current_client_cert_details", "proxy_100_continue", "upgrade_configs", "normalize_path",
     "merge_slashes", "path_with_escaped_slashes_action", "request_id_extension",
     "local_reply_config", "strip_matching_host_port", "strip_any_host_port",
     "stream_error_on_invalid_http_message", "tracing", "http2_protocol_options",
@@ -234,8 +234,16 @@ def createHttpConnectionManager(message, context):
         config.generateRequestId = message.generate_request_id.value
     config.preserveExternalRequestId = message.preserve_external_request_id
     config.alwaysSetRequestIdInResponse = message.always_set_request_id_in_response
-    if message.forward_client_cert_details != 0:
-        report(UnsupportedField(path + ".forward_client_cert_details", "only SANITIZE"))
+    config.forwardClientCert = message.forward_client_cert_details
+    if message.HasField("set_current_client_cert_details"):
+        details = message.set_current_client_cert_details
+        checkFields(details, ("subject", "cert", "chain", "dns", "uri"),
+                    path + ".set_current_client_cert_details")
+        # Envoy's order: Cert, Chain, Subject, URI, DNS.
+        config.clientCertDetails = tuple(name for name, on in (
+            ("Cert", details.cert), ("Chain", details.chain),
+            ("Subject", details.subject.value), ("URI", details.uri), ("DNS", details.dns))
+            if on)
     if message.proxy_100_continue:
         report(UnsupportedField(path + ".proxy_100_continue", "only false"))
     if message.HasField("stream_error_on_invalid_http_message") and \
