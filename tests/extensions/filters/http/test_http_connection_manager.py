@@ -161,7 +161,6 @@ class RejectTests(SynchronousTestCase):
         for field, value in [("http2_protocol_options", {"allow_metadata": True}),
                              ("add_user_agent", True),
                              ("scoped_routes", {"name": "s"}), ("proxy_status_config", {}),
-                             ("forward_client_cert_details", "APPEND_FORWARD"),
                              ("proxy_100_continue", True),
                              ("stream_error_on_invalid_http_message", True)]:
             self.assertUnsupported(field, route_config=ROUTES if field != "scoped_routes"
