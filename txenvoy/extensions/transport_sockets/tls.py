@@ -371,6 +371,8 @@ def loadValidationContext(vc, path):
     matchers = []
     for i, m in enumerate(vc.match_typed_subject_alt_names):
         p = "%s.match_typed_subject_alt_names[%d]" % (path, i)
+        # oid only names an OTHER_NAME SAN, which is refused below.
+        checkFields(m, ("san_type", "matcher"), p)
         if m.san_type == _SAN_OTHER:
             raise UnsupportedField(p + ".san_type", "OTHER_NAME")
         matchers.append(SanMatcher(m.san_type, m.matcher, p))
