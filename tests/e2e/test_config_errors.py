@@ -34,7 +34,7 @@ static_resources:
   clusters:
   - name: hashed
     connect_timeout: 1s
-    common_lb_config: {consistent_hashing_lb_config: {hash_balance_factor: 150}}
+    common_lb_config: {close_connections_on_host_set_change: true}
     load_assignment: {cluster_name: hashed}
   - name: plain
     type: Static
@@ -140,9 +140,8 @@ class AllErrorsAtOnceTests(ConfigErrorsTestMixin, SynchronousTestCase):
         self.assertEqual((rc, out), (1, ""), err)
         errors = self.assertErrorLines(path, err)
         self.assertEqual(errors, [
-            "static_resources.clusters[0].common_lb_config.consistent_hashing_lb_config."
-            "hash_balance_factor: unsupported field: txenvoy does not implement it yet "
-            "(line 9)",
+            "static_resources.clusters[0].common_lb_config.close_connections_on_host_set_change: "
+            "unsupported field: txenvoy does not implement it yet (line 9)",
             "hds_config: unsupported field: txenvoy does not implement it yet (line 3)",
             "static_resources.listeners[0].filter_chains[0].filters[0].typed_config."
             "http_filters[0].typed_config.type_url: no extension for "

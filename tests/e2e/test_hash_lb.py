@@ -153,6 +153,8 @@ static_resources:
                   - header: {header_name: x-other}
               - match: {prefix: "/typedring"}
                 route: {cluster: typedring, hash_policy: [{header: {header_name: x-key}}]}
+              - match: {prefix: "/bounded"}
+                route: {cluster: bounded, hash_policy: [{header: {header_name: x-key}}]}
               - match: {prefix: "/sticky"}
                 route:
                   cluster: ring
@@ -205,6 +207,11 @@ static_resources:
             hash_function: MURMUR_HASH_2
             minimum_ring_size: 200
     load_assignment: {cluster_name: typedring, endpoints: [{lb_endpoints: %(weighted)s}]}
+  - name: bounded
+    connect_timeout: 1s
+    lb_policy: RING_HASH
+    common_lb_config: {consistent_hashing_lb_config: {hash_balance_factor: 150}}
+    load_assignment: {cluster_name: bounded, endpoints: [{lb_endpoints: %(plain)s}]}
   - name: rr
     connect_timeout: 1s
     lb_policy: ROUND_ROBIN
@@ -282,7 +289,8 @@ class SideBySideHashTests(SharedFixture, SynchronousTestCase):
         MurmurHash2 ring capped below its minimum with a cookie policy,
         Maglev with hash_key metadata, the Maglev load_balancing_policy
         extension with query, terminal header and ignored header policies,
-        the RingHash extension with MurmurHash2):
+        the RingHash extension with MurmurHash2, a ring with bounded loads
+        where every host is idle):
         Envoy and txenvoy choose the same upstream for every one.
         """
         keys = ["k%d-%x" % (i, i * 7919) for i in range(200)]
@@ -293,10 +301,11 @@ class SideBySideHashTests(SharedFixture, SynchronousTestCase):
             requests.append(("/maglev", {"x-key": k}))
             requests.append(("/typed?k=%s" % (k,), {"x-key": k[::-1], "x-other": k}))
             requests.append(("/typedring", {"x-key": k}))
+            requests.append(("/bounded", {"x-key": k}))
         envoy, txenvoy = self.both(requests)
         self.assertEqual(txenvoy, envoy)
-        for route in range(5):
-            self.assertGreaterEqual(len(set(envoy[route::5])), 4)
+        for route in range(6):
+            self.assertGreaterEqual(len(set(envoy[route::6])), 4)
 
     def test_tableGauges(self):
         """

@@ -209,13 +209,11 @@ class RejectionTests(SynchronousTestCase):
     def test_types(self):
         self.assertRejected(UnsupportedField, PATH + ".type", type="EDS")
 
-    def test_boundedLoad(self):
-        """Consistent hashing with bounded load is not implemented yet."""
+    def test_hostSetChangeClose(self):
+        """Closing connections on a host set change is not implemented yet."""
         self.assertRejected(
-            UnsupportedField,
-            PATH + ".common_lb_config.consistent_hashing_lb_config.hash_balance_factor",
-            lb_policy="RING_HASH",
-            common_lb_config={"consistent_hashing_lb_config": {"hash_balance_factor": 150}})
+            UnsupportedField, PATH + ".common_lb_config.close_connections_on_host_set_change",
+            common_lb_config={"close_connections_on_host_set_change": True})
 
     def test_httpProtocolOptions(self):
         """Common HTTP options the pool does not act on, and ALPN-chosen protocols."""

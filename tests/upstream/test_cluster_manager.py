@@ -51,8 +51,7 @@ class ClusterManagerTests(SynchronousTestCase):
 
     def test_errorPathNamesIndex(self):
         e = self.assertRaises(ConfigError, self.make, [clusterProto("ok"), clusterProto(
-            "bad", common_lb_config={"consistent_hashing_lb_config": {
-                "hash_balance_factor": 150}})])
+            "bad", common_lb_config={"close_connections_on_host_set_change": True})])
         self.assertIn("static_resources.clusters[1].common_lb_config", str(e))
 
     def test_localClusterMustExist(self):

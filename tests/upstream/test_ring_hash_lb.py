@@ -173,13 +173,12 @@ class CompileTests(SynchronousTestCase):
             "minimum_ring_size": 2000, "maximum_ring_size": 1000})
         self.assertIsNone(cfg.hashing)
 
-    def test_boundedLoadRefused(self):
-        """C{hash_balance_factor} (bounded load) is refused with its path."""
-        e = self.assertRaises(ConfigError, self.compile, lb_policy="RING_HASH",
-                              common_lb_config={"consistent_hashing_lb_config": {
-                                  "hash_balance_factor": 150}})
-        self.assertIn("clusters[0].common_lb_config.consistent_hashing_lb_config."
-                      "hash_balance_factor", str(e))
+    def test_boundedLoad(self):
+        """C{hash_balance_factor} wraps each ring in a bounded-load table."""
+        cfg = self.compile(lb_policy="RING_HASH", common_lb_config={
+            "consistent_hashing_lb_config": {"hash_balance_factor": 150}})
+        table = cfg.hashing.tableFor([Host(("127.0.0.1", 1))])
+        self.assertEqual(table.factor, 150)
 
     def test_hashKeyFromMetadata(self):
         """

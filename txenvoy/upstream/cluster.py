@@ -535,22 +535,22 @@ def _compileLb(proto, path):
             report(UnsupportedField(path + ".lb_policy", "lb_policy %s" % (policy,)))
             policy = ROUND_ROBIN
         cfg.policy = policy
-        useHostname = False
-        if proto.common_lb_config.HasField("consistent_hashing_lb_config"):
-            useHostname = _consistentHashing(proto.common_lb_config,
-                                             path + ".common_lb_config")
+        useHostname, factor = _consistentHashing(proto.common_lb_config,
+                                                 path + ".common_lb_config")
         # Envoy reads the other policy's settings without complaint.
         ringPath = path + ".ring_hash_lb_config"
         ring = proto.ring_hash_lb_config if proto.HasField("ring_hash_lb_config") else None
         maglevPath = path + ".maglev_lb_config"
         maglev = proto.maglev_lb_config if proto.HasField("maglev_lb_config") else None
         if policy == RING_HASH:
-            cfg.hashing = TableCache(compileRingHash(ring, ringPath, useHostname))
+            cfg.hashing = TableCache(compileRingHash(ring, ringPath, useHostname,
+                                                     hashBalanceFactor=factor))
         elif ring is not None:
             checkFields(ring, ("minimum_ring_size", "maximum_ring_size", "hash_function"),
                         ringPath)
         if policy == MAGLEV:
-            cfg.hashing = TableCache(compileMaglev(maglev, maglevPath, useHostname))
+            cfg.hashing = TableCache(compileMaglev(maglev, maglevPath, useHostname,
+                                                   hashBalanceFactor=factor))
         elif maglev is not None:
             checkFields(maglev, ("table_size",), maglevPath)
     if proto.HasField("least_request_lb_config"):
@@ -732,15 +732,15 @@ def _compilePolicy(cfg, typeName, anyMsg, ppath, proto):
             report(UnsupportedField(ppath + ".selection_method", "FULL_SCAN"))
         _applyLeastRequest(cfg, msg, ppath)
     elif cfg.policy in (RING_HASH, MAGLEV):
-        useHostname = _consistentHashing(msg, ppath)
+        useHostname, factor = _consistentHashing(msg, ppath)
         if cfg.policy == RING_HASH:
-            if msg.HasField("hash_balance_factor"):
-                report(UnsupportedField(ppath + ".hash_balance_factor"))
             if not msg.HasField("consistent_hashing_lb_config"):
+                # The deprecated fields count only without the new message.
                 useHostname = msg.use_hostname_for_hashing
-            table = compileRingHash(msg, ppath, useHostname, extension=True)
+                factor = msg.hash_balance_factor.value
+            table = compileRingHash(msg, ppath, useHostname, True, factor)
         else:
-            table = compileMaglev(msg, ppath, useHostname, extension=True)
+            table = compileMaglev(msg, ppath, useHostname, True, factor)
         cfg.hashing = TableCache(table)
         return
     else:
@@ -757,17 +757,15 @@ def _compilePolicy(cfg, typeName, anyMsg, ppath, proto):
 
 def _consistentHashing(msg, path):
     """
-    C{use_hostname_for_hashing} from C{msg.consistent_hashing_lb_config};
-    a bounded load (C{hash_balance_factor}) is refused.
+    C{(use_hostname_for_hashing, hash_balance_factor)} from
+    C{msg.consistent_hashing_lb_config} (C{(False, 0)} without it).
     """
     if not msg.HasField("consistent_hashing_lb_config"):
-        return False
+        return False, 0
     chc = msg.consistent_hashing_lb_config
     cpath = path + ".consistent_hashing_lb_config"
     checkFields(chc, ("use_hostname_for_hashing", "hash_balance_factor"), cpath)
-    if chc.HasField("hash_balance_factor"):
-        report(UnsupportedField(cpath + ".hash_balance_factor"))
-    return chc.use_hostname_for_hashing
+    return chc.use_hostname_for_hashing, chc.hash_balance_factor.value
 
 
 def _applyLeastRequest(cfg, msg, path):

@@ -15,6 +15,7 @@ the same key pick the same host.
 
 from txenvoy.config.errors import ConfigError
 from txenvoy.config.fields import checkFields
+from txenvoy.upstream.bounded_load import BoundedLoadTable
 from txenvoy.upstream.hashing import xxHash64
 from txenvoy.upstream.thread_aware_lb import hostHashKey
 
@@ -58,9 +59,16 @@ class MaglevConfig:
     statPrefix = "maglev_lb."
     statNames = ("min_entries_per_host", "max_entries_per_host")
 
+    #: C{hash_balance_factor}: 0, or the bound on a host's load in
+    #: percent of the average (see L{txenvoy.upstream.bounded_load}).
+    hashBalanceFactor = 0
+
     def buildTable(self, normalized, minWeight, maxWeight):
         """Build the L{MaglevTable} for one level's hosts."""
-        return MaglevTable(normalized, maxWeight, self.tableSize, self.useHostnameForHashing)
+        table = MaglevTable(normalized, maxWeight, self.tableSize, self.useHostnameForHashing)
+        if self.hashBalanceFactor:
+            return BoundedLoadTable(table, normalized, self.hashBalanceFactor)
+        return table
 
 
 class MaglevTable:
@@ -145,13 +153,14 @@ class MaglevTable:
         return self.hosts[self.slots[h % self.tableSize]]
 
 
-def compileMaglev(msg, path, useHostnameForHashing=False, extension=False):
+def compileMaglev(msg, path, useHostnameForHashing=False, extension=False, hashBalanceFactor=0):
     """
     A L{MaglevConfig} from a cluster's C{maglev_lb_config}
     (C{extension=False}) or an C{envoy.extensions.load_balancing_policies.
     maglev.v3.Maglev}; C{msg} may be C{None} for the defaults.
     """
     cfg = MaglevConfig(useHostnameForHashing=useHostnameForHashing)
+    cfg.hashBalanceFactor = hashBalanceFactor
     if msg is not None:
         fields = ("table_size",)
         if extension:

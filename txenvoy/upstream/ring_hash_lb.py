@@ -16,6 +16,7 @@ from bisect import bisect_left
 
 from txenvoy.config.errors import ConfigError
 from txenvoy.config.fields import checkFields
+from txenvoy.upstream.bounded_load import BoundedLoadTable
 from txenvoy.upstream.hashing import murmurHash2, xxHash64
 from txenvoy.upstream.thread_aware_lb import hostHashKey
 
@@ -54,10 +55,17 @@ class RingHashConfig:
     statPrefix = "ring_hash_lb."
     statNames = ("size", "min_hashes_per_host", "max_hashes_per_host")
 
+    #: C{hash_balance_factor}: 0, or the bound on a host's load in
+    #: percent of the average (see L{txenvoy.upstream.bounded_load}).
+    hashBalanceFactor = 0
+
     def buildTable(self, normalized, minWeight, maxWeight):
         """Build the L{Ring} for one level's hosts."""
-        return Ring(normalized, minWeight, self.minimumRingSize, self.maximumRingSize,
+        ring = Ring(normalized, minWeight, self.minimumRingSize, self.maximumRingSize,
                     self.hashFunction, self.useHostnameForHashing)
+        if self.hashBalanceFactor:
+            return BoundedLoadTable(ring, normalized, self.hashBalanceFactor)
+        return ring
 
 
 class Ring:
@@ -135,18 +143,21 @@ def _pointHash(point):
     return point[0]
 
 
-def compileRingHash(msg, path, useHostnameForHashing=False, extension=False):
+def compileRingHash(msg, path, useHostnameForHashing=False, extension=False,
+                    hashBalanceFactor=0):
     """
     A L{RingHashConfig} from a cluster's C{ring_hash_lb_config}
     (C{extension=False}) or an C{envoy.extensions.load_balancing_policies.
     ring_hash.v3.RingHash}; C{msg} may be C{None} for the defaults.
     """
     cfg = RingHashConfig(useHostnameForHashing=useHostnameForHashing)
+    cfg.hashBalanceFactor = hashBalanceFactor
     if msg is None:
         return cfg
     fields = ("minimum_ring_size", "maximum_ring_size", "hash_function")
     if extension:
-        fields += ("use_hostname_for_hashing", "consistent_hashing_lb_config")
+        fields += ("use_hostname_for_hashing", "hash_balance_factor",
+                   "consistent_hashing_lb_config")
     checkFields(msg, fields, path)
     for name in ("minimum_ring_size", "maximum_ring_size"):
         if msg.HasField(name):
