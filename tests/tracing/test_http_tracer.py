@@ -10,6 +10,7 @@ from tests.http.hcm_harness import Harness
 from txenvoy.config.errors import ConfigError
 from txenvoy.runtime.runtime import OverrideLayer, Snapshot, entryFromText
 from txenvoy.tracing import request_id
+from txenvoy.tracing.http_tracer import VERBOSE_EVENTS
 
 ZIPKIN = {"name": "envoy.tracers.zipkin", "typed_config": {
     "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
@@ -215,6 +216,20 @@ class SpanTests(TracingTestCase):
         self.assertEqual(e.response.status, 200)
         self.assertEqual(self.spans(), [])
         self.assertNotIn("x-b3-sampled", self.upstream(e))
+
+
+class VerboseTests(TracingTestCase):
+
+    tracing = {"verbose": True}
+
+    def test_timingEvents(self):
+        """verbose: Envoy's stream timing events as span annotations, in order, before ss."""
+        self.request("/a")
+        [span] = self.spans()
+        events = [e for _, e in span.annotations]
+        self.assertEqual(events[-1], "ss")
+        self.assertIn("first_upstream_rx_byte_received", events)
+        self.assertLessEqual(set(events), {e for _, e in VERBOSE_EVENTS} | {"ss"})
 
 
 class UpstreamSpanTests(TracingTestCase):

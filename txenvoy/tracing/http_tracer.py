@@ -50,6 +50,17 @@ _STAT_OF_REASON = {
 
 DEFAULT_MAX_PATH_TAG_LENGTH = 256
 
+#: C{verbose}: Envoy's stream timing events, from what the stream info
+#: records (Envoy also logs last_upstream_tx_byte_sent and
+#: first_downstream_tx_byte_sent, which txenvoy does not time yet).
+VERBOSE_EVENTS = (
+    ("lastDownstreamRxMonotonic", "last_downstream_rx_byte_received"),
+    ("firstUpstreamTxMonotonic", "first_upstream_tx_byte_sent"),
+    ("firstUpstreamRxMonotonic", "first_upstream_rx_byte_received"),
+    ("lastUpstreamRxMonotonic", "last_upstream_rx_byte_received"),
+    ("lastDownstreamTxMonotonic", "last_downstream_tx_byte_sent"),
+)
+
 
 def _percent(message, field, scale, default):
     """Envoy's C{PROTOBUF_PERCENT_TO_ROUNDED_INTEGER_OR_DEFAULT}."""
@@ -320,6 +331,12 @@ class TracingConfig:
         if overrides is not None:
             for custom in overrides.customTags:
                 custom.apply(span, request, streamInfo, route)
+        if self.verbose:
+            start = streamInfo.startTime
+            for attribute, event in VERBOSE_EVENTS:
+                at = streamInfo.elapsed(getattr(streamInfo, attribute, None))
+                if at is not None:
+                    span.log(start + at, event)
         span.finishSpan(streamInfo.startTime + streamInfo.duration())
 
 
