@@ -128,3 +128,16 @@ class HistogramMergeTests(SynchronousTestCase):
         self.assertEqual(merged.buckets, h.buckets)
         self.assertEqual(exportStats(worker)["counters"], {})
         self.assertNotIn("histograms", exportStats(worker))
+
+    def test_workerConnections(self):
+        """
+        A worker process's open connections are not a parent's: they count
+        in C{server.total_connections} only (L{ParentStatsMerger.connections}).
+        """
+        store = StatsStore()
+        merger = ParentStatsMerger(store.shard("worker_process_0"), None)
+        merger.merge({"num_connections": 3})
+        self.assertEqual(merger.connections, 3)
+        self.assertEqual(store.gaugeValue("server.parent_connections"), 0)
+        merger.parentTerminated()
+        self.assertEqual(merger.connections, 0)

@@ -417,8 +417,16 @@ class ParentStatsMerger:
     Envoy never imports are skipped.
     """
 
-    def __init__(self, shard):
+    def __init__(self, shard, connectionsGauge="server.parent_connections"):
+        """
+        @param connectionsGauge: the gauge the other side's open
+            connections are shown in, or C{None} (worker processes: see
+            L{connections}).
+        """
         self._shard = shard
+        self._connectionsGauge = connectionsGauge
+        #: The other side's open connections, as last reported.
+        self.connections = 0
         self._lastCounters = {}
         self._lastHistograms = {}
         self._gauges = set()
@@ -439,9 +447,10 @@ class ParentStatsMerger:
             self._gauges.add(name)
         for name, h in stats.get("histograms", {}).items():
             self._mergeHistogram(name, h)
-        connections = stats.get("num_connections", 0)
-        shard.gauge("server.parent_connections").set(connections)
-        self._gauges.add("server.parent_connections")
+        self.connections = stats.get("num_connections", 0)
+        if self._connectionsGauge is not None:
+            shard.gauge(self._connectionsGauge).set(self.connections)
+            self._gauges.add(self._connectionsGauge)
 
     def _mergeHistogram(self, name, report):
         """Add what the other side recorded since its last report."""
@@ -483,3 +492,4 @@ class ParentStatsMerger:
         self._gauges.clear()
         self._lastCounters.clear()
         self._lastHistograms.clear()
+        self.connections = 0

@@ -191,7 +191,7 @@ class Server(MultiService):
         s.gauge("version").set(0)
         s.gauge("hot_restart_epoch").set(0)
         s.gauge("days_until_first_cert_expiring").set(4294967295)
-        s.gauge("total_connections")
+        self._totalConnections = s.gauge("total_connections")
         for name in ("debug_assertion_failures", "envoy_bug_failures", "dynamic_unknown_fields",
                      "static_unknown_fields", "dropped_stat_flushes"):
             s.counter(name)
@@ -415,6 +415,11 @@ class Server(MultiService):
 
     def _tickUptime(self):
         self._uptime.set(int(time.time() - self.startTimeFirstEpoch))
+        # Envoy's: this process's connections and a draining parent's.
+        total = self.connectionCount() + self.stats.gaugeValue("server.parent_connections")
+        if self.workerProcesses is not None:
+            total += self.workerProcesses.connectionCount()
+        self._totalConnections.set(total)
 
     # What the admin and signals act on.
 

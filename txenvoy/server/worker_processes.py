@@ -168,7 +168,7 @@ class WorkerProcesses(Service):
             merger = self._mergers.get(channel.index)
             if merger is None:
                 merger = self._mergers[channel.index] = ParentStatsMerger(
-                    self.server.stats.shard("worker_process_%d" % (channel.index,)))
+                    self.server.stats.shard("worker_process_%d" % (channel.index,)), None)
             resets = stats.get("resets", 0)
             if resets < self._resets:
                 # Counted before the last /reset_counters reached it.
@@ -212,6 +212,10 @@ class WorkerProcesses(Service):
     def _respawn(self, index):
         if not self._stopping and index not in self.channels:
             self._spawn(index)
+
+    def connectionCount(self):
+        """Connections open in every worker process, as last reported."""
+        return sum(m.connections for m in self._mergers.values())
 
     def resetCounters(self):
         """
