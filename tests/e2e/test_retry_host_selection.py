@@ -44,11 +44,40 @@ _CLUSTER = """\
 PREDICATES = {"previous": ("previous_hosts", "PreviousHostsPredicate"),
               "canary": ("omit_canary_hosts", "OmitCanaryHostsPredicate")}
 
+_PRIORITY_ROUTE = """\
+              - match: {prefix: "/priority/"}
+                route:
+                  cluster: priority
+                  retry_policy:
+                    retry_on: connect-failure
+                    num_retries: 1
+                    retry_priority:
+                      name: envoy.retry_priorities.previous_priorities
+                      typed_config:
+                        "@type": type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig
+                        update_frequency: 1
+"""
+
+_PRIORITY_CLUSTER = """\
+  - name: priority
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: priority
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(dead)d}}}
+      - priority: 1
+        lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(live)d}}}
+"""
+
 
 def config(port, admin, origin, dead):
     routes = "".join(_ROUTE % dict(name=n, predicate=p, type=t)
-                     for n, (p, t) in PREDICATES.items())
-    clusters = "".join(_CLUSTER % dict(name=n, dead=dead, live=origin.port) for n in PREDICATES)
+                     for n, (p, t) in PREDICATES.items()) + _PRIORITY_ROUTE
+    clusters = "".join(_CLUSTER % dict(name=n, dead=dead, live=origin.port)
+                       for n in PREDICATES) + _PRIORITY_CLUSTER % dict(dead=dead,
+                                                                       live=origin.port)
     return CONFIG % dict(port=port, admin=admin, routes=routes, clusters=clusters)
 
 
@@ -95,3 +124,12 @@ class RetryHostSelectionTests(SharedFixture, SynchronousTestCase):
     def test_omitCanaryHosts(self):
         """omit_canary_hosts: a retry avoids hosts with canary metadata."""
         self.assertAllSucceed("canary")
+
+    def test_previousPriorities(self):
+        """
+        previous_priorities: P0 (one dead host, never marked unhealthy)
+        takes every first attempt; the retry's load goes to P1.
+        """
+        self.assertAllSucceed("priority")
+        for _, admin, _ in self.proxies:
+            self.assertEqual(adminStats(admin)["cluster.priority.upstream_rq_retry"], N)

@@ -51,7 +51,7 @@ from txenvoy.router.matcher import (
 from txenvoy.regex import compileRegexMatcher, compileRegexRewrite
 from txenvoy.tracing.http_tracer import compileDecorator, compileRouteTracing
 from txenvoy.upstream.metadata_match import mergeCriteria, metadataCriteria
-from txenvoy.upstream.retry_host_selection import compilePredicates
+from txenvoy.upstream.retry_host_selection import compilePredicates, compileRetryPriority
 
 __all__ = [
     "RouteTable",
@@ -140,7 +140,7 @@ _RETRY_FIELDS = frozenset((
     "retry_on", "num_retries", "per_try_timeout", "per_try_idle_timeout",
     "retry_host_predicate", "host_selection_retry_max_attempts", "retriable_status_codes",
     "retry_back_off", "retriable_headers", "retriable_request_headers",
-    "rate_limited_retry_back_off",
+    "rate_limited_retry_back_off", "retry_priority",
 ))
 _REDIRECT_FIELDS = frozenset((
     "https_redirect", "scheme_redirect", "host_redirect", "port_redirect", "path_redirect",
@@ -247,6 +247,8 @@ class RetryPolicy(_Frozen):
     @ivar hostSelectionRetryMaxAttempts: default 1.
     @ivar retryHostPredicates: the kinds of C{retry_host_predicate}
         (L{txenvoy.upstream.retry_host_selection}).
+    @ivar retryPriorityUpdateFrequency: C{retry_priority}
+        C{previous_priorities}' C{update_frequency}, or 0 without one.
     @ivar resetHeaders: C{rate_limited_retry_back_off.reset_headers} as
         C{(lowercase name bytes, "SECONDS" or "UNIX_TIMESTAMP")}, or C{()}.
     @ivar rateLimitedMaxInterval: its C{max_interval} in seconds (300).
@@ -256,14 +258,15 @@ class RetryPolicy(_Frozen):
         "retryOn", "numRetries", "perTryTimeout", "perTryIdleTimeout", "baseInterval",
         "maxInterval", "retriableStatusCodes", "retriableHeaders", "retriableRequestHeaders",
         "hostSelectionRetryMaxAttempts", "retryHostPredicates", "resetHeaders",
-        "rateLimitedMaxInterval",
+        "rateLimitedMaxInterval", "retryPriorityUpdateFrequency",
     )
 
     def __init__(self, retryOn=frozenset(), numRetries=1, perTryTimeout=0.0,
                  perTryIdleTimeout=0.0, baseInterval=DEFAULT_BASE_INTERVAL, maxInterval=None,
                  retriableStatusCodes=frozenset(), retriableHeaders=(),
                  retriableRequestHeaders=(), hostSelectionRetryMaxAttempts=1,
-                 retryHostPredicates=(), resetHeaders=(), rateLimitedMaxInterval=300.0):
+                 retryHostPredicates=(), resetHeaders=(), rateLimitedMaxInterval=300.0,
+                 retryPriorityUpdateFrequency=0):
         self._init(
             retryOn=frozenset(retryOn), numRetries=numRetries, perTryTimeout=perTryTimeout,
             perTryIdleTimeout=perTryIdleTimeout, baseInterval=baseInterval,
@@ -273,6 +276,7 @@ class RetryPolicy(_Frozen):
             retriableRequestHeaders=tuple(retriableRequestHeaders),
             hostSelectionRetryMaxAttempts=hostSelectionRetryMaxAttempts,
             retryHostPredicates=tuple(retryHostPredicates),
+            retryPriorityUpdateFrequency=retryPriorityUpdateFrequency,
             resetHeaders=tuple(resetHeaders),
             rateLimitedMaxInterval=rateLimitedMaxInterval,
         )
@@ -1397,6 +1401,9 @@ class _Compiler:
             hostSelectionRetryMaxAttempts=policy.host_selection_retry_max_attempts or 1,
             retryHostPredicates=compilePredicates(policy.retry_host_predicate,
                                                   path + ".retry_host_predicate"),
+            retryPriorityUpdateFrequency=compileRetryPriority(
+                policy.retry_priority, path + ".retry_priority")
+            if policy.HasField("retry_priority") else 0,
             **self._compileRateLimitedBackOff(policy, path)
         )
 

@@ -78,7 +78,7 @@ from txenvoy.upstream.outlier_detection import (
     LOCAL_ORIGIN_CONNECT_SUCCESS,
     LOCAL_ORIGIN_TIMEOUT,
 )
-from txenvoy.upstream.retry_host_selection import RetryHostSelection
+from txenvoy.upstream.retry_host_selection import PreviousPriorities, RetryHostSelection
 
 __all__ = ["RouterConfig", "RouterFilter", "UpstreamRequest"]
 
@@ -505,9 +505,11 @@ class RouterFilter:
         self._retryBits = bits
         if bits:
             self._retryPolicy = policy
-            if policy.retryHostPredicates:
+            if policy.retryHostPredicates or policy.retryPriorityUpdateFrequency:
                 self._hostSelection = RetryHostSelection(
-                    policy.retryHostPredicates, policy.hostSelectionRetryMaxAttempts)
+                    policy.retryHostPredicates, policy.hostSelectionRetryMaxAttempts,
+                    PreviousPriorities(policy.retryPriorityUpdateFrequency)
+                    if policy.retryPriorityUpdateFrequency else None)
             self._retriesLeft = retries
             self._retryCodes = policy.retriableStatusCodes
             self._baseInterval = policy.baseInterval

@@ -461,6 +461,37 @@ class LoadBalancer:
         return _leastRequestPicker(
             hosts, self._rng, self._workerName, cfg.choiceCount, cfg.activeRequestBias)
 
+    def priorityAvailability(self):
+        """
+        @return: per level, C{(healthy, degraded)} availability in percent
+            (Envoy's C{per_priority_health_} and C{per_priority_degraded_}),
+            for a retry priority to reshape the load.
+        """
+        factor = self.config.overprovisioningFactor
+        out = []
+        for level in self._levels:
+            total = len(level.hosts)
+            if not total:
+                out.append((0, 0))
+                continue
+            out.append((min(100, factor * len(level.healthy) // total),
+                        min(100, factor * len(level.degraded) // total)))
+        return out
+
+    def chooseHostWithPriorityLoad(self, healthyLoad, degradedLoad, context=None):
+        """
+        Pick with a priority load a retry priority computed, in place of
+        the cluster's (Envoy's C{determinePriorityLoad}).
+        """
+        draw = int(self._rng() * 100) + 1
+        acc = 0
+        for degraded, loads in ((False, healthyLoad), (True, degradedLoad)):
+            for priority, load in enumerate(loads):
+                acc += load
+                if load and draw <= acc:
+                    return self.chooseHostInPriority(priority, degraded, context)
+        return None
+
     def chooseHostInPriority(self, priority, degraded=False, context=None):
         """
         Pick within one priority level only, as Envoy does under a context
