@@ -119,6 +119,9 @@ static_resources:
                 name: zstd
                 typed_config:
                   "@type": type.googleapis.com/envoy.extensions.compression.zstd.decompressor.v3.Zstd
+          - name: envoy.filters.http.grpc_web
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb
           - name: envoy.filters.http.csrf
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
