@@ -349,7 +349,11 @@ def _networkInput(typed, path):
         % (path, typed.typed_config.type_url))
 
 
-def _headerInput(name):
+def headerInput(name):
+    """
+    The getter of C{HttpRequestHeaderMatchInput} for header C{name}: the
+    value, several lines joined with C{,}, or C{None} when absent.
+    """
     reader = HeaderMatcher(name, None, present=True)
 
     def readHeader(input):
@@ -372,7 +376,7 @@ def _httpInput(typed, path):
         return getter
     if typeName == _HTTP_INPUTS + "HttpRequestHeaderMatchInput":
         config = unpackAny(typed.typed_config, path + ".typed_config")
-        return _headerInput(config.header_name.lower().encode("utf-8"))
+        return headerInput(config.header_name.lower().encode("utf-8"))
     if typeName.startswith(_NETWORK_INPUTS):
         raise UnsupportedExtension(path + ".typed_config", typeName, typed.name)
     raise ConfigError(

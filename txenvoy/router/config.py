@@ -49,6 +49,7 @@ from txenvoy.router.matcher import (
     queryOf,
 )
 from txenvoy.regex import compileRegexMatcher, compileRegexRewrite
+from txenvoy.router.vhost_matcher import RouteMatcherInput, compileVirtualHostMatcher
 from txenvoy.tracing.http_tracer import compileDecorator, compileRouteTracing
 from txenvoy.upstream.metadata_match import mergeCriteria, metadataCriteria
 from txenvoy.upstream.retry_host_selection import compilePredicates, compileRetryPriority
@@ -110,7 +111,7 @@ _VHOST_FIELDS = frozenset((
     "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
     "cors", "typed_per_filter_config", "include_request_attempt_count",
     "include_attempt_count_in_response", "include_is_timeout_retry_header", "retry_policy",
-    "per_request_buffer_limit_bytes", "request_body_buffer_limit", "metadata",
+    "per_request_buffer_limit_bytes", "request_body_buffer_limit", "metadata", "matcher",
 ))
 _ROUTE_FIELDS = frozenset((
     "name", "match", "route", "redirect", "direct_response", "metadata", "decorator",
@@ -417,7 +418,7 @@ class VirtualHost(_Frozen):
         "requestHeadersMutation", "responseHeadersMutation", "includeRequestAttemptCount",
         "includeAttemptCountInResponse", "includeIsTimeoutRetryHeader",
         "perRequestBufferLimitBytes", "requestBodyBufferLimit", "metadata", "routeTable",
-        "_table", "_sslRedirect",
+        "_table", "_sslRedirect", "_matcher",
     )
 
     def __repr__(self):
@@ -898,7 +899,13 @@ class RouteTable:
                 matchPath = path[:semicolon]
         pathOnly = None
         query = _UNKNOWN
-        for kind, pattern, size, headerMatchers, queryMatchers, grpc, entry in vhost._table:
+        table = vhost._table
+        if vhost._matcher is not None:
+            # Sublinear routing: the matcher picks the routes to try.
+            table = vhost._matcher(RouteMatcherInput(headers, authority, path, method))
+            if table is None:
+                return None
+        for kind, pattern, size, headerMatchers, queryMatchers, grpc, entry in table:
             if kind == _PREFIX:
                 if not matchPath.startswith(pattern):
                     continue
@@ -1097,19 +1104,28 @@ class _Compiler:
         object.__setattr__(vhost, "_sslRedirect", None if requireTls == "NONE" else RouteMatch(
             _SslRedirectEntry(vhost), vhost))
         entries = []
-        table = []
-        for r, routeConfig in enumerate(config.routes):
-            compiled = attempt(self.compileRoute, routeConfig, vhost,
-                               "%s.routes[%d]" % (path, r))
-            if compiled is FAILED:
-                # Reported inside a collection of errors; the next route is
-                # checked.
-                continue
-            entry, row = compiled
-            entries.append(entry)
-            table.append(row)
+
+        def compileRoutes(routes, rpath, single=False):
+            table = []
+            for r, routeConfig in enumerate(routes):
+                compiled = attempt(self.compileRoute, routeConfig, vhost,
+                                   rpath if single else "%s[%d]" % (rpath, r))
+                if compiled is FAILED:
+                    # Reported inside a collection of errors; the next route
+                    # is checked.
+                    continue
+                entry, row = compiled
+                entries.append(entry)
+                table.append(row)
+            return tuple(table)
+
+        object.__setattr__(vhost, "_table", compileRoutes(config.routes, path + ".routes"))
+        matcher = None
+        if config.HasField("matcher"):
+            matcher = compileVirtualHostMatcher(config.matcher, path + ".matcher",
+                                                compileRoutes)
+        object.__setattr__(vhost, "_matcher", matcher)
         object.__setattr__(vhost, "routes", tuple(entries))
-        object.__setattr__(vhost, "_table", tuple(table))
         return vhost
 
     # -- routes ------------------------------------------------------------------
