@@ -14,6 +14,7 @@ from txenvoy.upstream.host import DEGRADED_EDS_HEALTH, FAILED_EDS_HEALTH, Host
 from txenvoy.upstream.load_balancer import LbConfig
 from txenvoy.upstream.maglev_lb import MaglevConfig
 from txenvoy.upstream.ring_hash_lb import RingHashConfig
+from txenvoy.upstream.retry_host_selection import PREVIOUS_HOSTS, RetryHostSelection
 from txenvoy.upstream.thread_aware_lb import (
     MainThreadTables,
     TableCache,
@@ -216,15 +217,11 @@ class RetryHostPredicateTests(SynchronousTestCase):
         hosts = [host(p) for p in range(3)]
         lb, _ = balancer(hosts)
         first = lb.chooseHost(Key(12345))
-
-        class Avoid(Key):
-            def hostSelectionRetryCount(self):
-                return 3
-
-            def shouldSelectAnotherHost(self, h):
-                return h is first
-
-        other = lb.chooseHost(Avoid(12345))
+        selection = RetryHostSelection((PREVIOUS_HOSTS,), maxAttempts=3)
+        selection.onHostAttempted(first)
+        context = Key(12345)
+        context.retryHostSelection = selection
+        other = lb.chooseHost(context)
         self.assertIsNot(other, first)
         ring = lb._picker(0, 0)
         self.assertIn(other, [ring.chooseHost(12345, a) for a in range(1, 4)])

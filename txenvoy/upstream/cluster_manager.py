@@ -89,7 +89,8 @@ class ThreadLocalCluster:
         @return: a L{Host}, or C{None} when there is none to offer.
         """
         selection = getattr(context, "retryHostSelection", None)
-        if selection is not None:
+        if selection is not None and not getattr(self.loadBalancer,
+                                                 "handlesHostSelectionRetries", False):
             return chooseHostWithRetryPredicates(self.loadBalancer, context, selection)
         return self.loadBalancer.chooseHost(context)
 

@@ -119,6 +119,10 @@ class ThreadAwareLoadBalancer(LoadBalancer):
     @ivar tables: the policy's L{TableCache}.
     """
 
+    #: Retry host predicates are applied here, by moving on in the table;
+    #: picking again would only find the same host for the same hash.
+    handlesHostSelectionRetries = True
+
     def __init__(self, config, tables, workerName="main_thread", panicCounter=None, rng=None):
         self.tables = tables
         LoadBalancer.__init__(self, config, workerName, panicCounter, rng)
@@ -213,15 +217,16 @@ class MainThreadTables:
 
 
 def _select(table, h, context):
-    # Envoy's retry host predicates: with a context that counts host
-    # selection retries, each attempt moves on in the table (the ring's
-    # next point, Maglev's altered hash) until the context accepts a host.
-    retries = getattr(context, "hostSelectionRetryCount", None)
-    attempts = retries() + 1 if retries is not None else 1
+    # Envoy's retry host predicates: with the request's retry host
+    # selection in the context, each attempt moves on in the table (the
+    # ring's next point, Maglev's altered hash) until one is accepted.
+    selection = getattr(context, "retryHostSelection", None)
+    if selection is None:
+        return table.chooseHost(h, 0)
     host = None
-    for attempt in range(attempts):
+    for attempt in range(selection.hostSelectionRetryCount + 1):
         host = table.chooseHost(h, attempt)
-        if host is None or attempts == 1 or not context.shouldSelectAnotherHost(host):
+        if host is None or not selection.shouldSelectAnotherHost(host):
             return host
     return host
 
