@@ -1409,12 +1409,13 @@ class UnsupportedTests(SynchronousTestCase):
 
     def test_routeFields(self):
         """
-        Mirroring, rate limits, TLS context matching, filter actions.
+        Mirror policies' unread fields, rate limits, TLS context matching,
+        filter actions.
         """
         self.assertUnsupported("""
 - match: {prefix: "/"}
-  route: {cluster: c, request_mirror_policies: [{cluster: c}]}
-""", "rc.virtual_hosts[0].routes[0].route.request_mirror_policies")
+  route: {cluster: c, request_mirror_policies: [{cluster: c, trace_sampled: true}]}
+""", "rc.virtual_hosts[0].routes[0].route.request_mirror_policies[0].trace_sampled")
         self.assertUnsupported("""
 - match: {prefix: "/", tls_context: {presented: true}}
   route: {cluster: c}

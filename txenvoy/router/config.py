@@ -130,6 +130,7 @@ _ACTION_FIELDS = frozenset((
     "idle_timeout", "flush_timeout", "retry_policy", "priority", "hash_policy", "cors",
     "max_grpc_timeout", "grpc_timeout_offset", "upgrade_configs", "max_stream_duration",
     "include_vh_rate_limits", "max_internal_redirects", "metadata_match",
+    "request_mirror_policies",
 ))
 _WEIGHTED_FIELDS = frozenset(("clusters", "total_weight", "runtime_key_prefix", "header_name"))
 _CLUSTER_WEIGHT_FIELDS = frozenset((
@@ -491,7 +492,8 @@ class RouteEntry(_Frozen):
         "responseHeadersMutations", "perFilterConfig", "cors", "metadata", "priority",
         "includeVhRateLimits", "perRequestBufferLimitBytes", "requestBodyBufferLimit",
         "requestHeadersMutation", "responseHeadersMutation", "decorator", "tracing",
-        "metadataMatch", "_matchedSize", "_routeMatch", "_weightEnds", "_randomHeader", "_rng",
+        "metadataMatch", "mirrorPolicies", "_matchedSize", "_routeMatch", "_weightEnds",
+        "_randomHeader", "_rng",
     )
 
     def clusterName(self, headers):
@@ -648,7 +650,7 @@ def _entryDefaults(name, vhost):
         requestHeadersMutation=None, responseHeadersMutation=None,
         requestHeadersMutations=EMPTY, responseHeadersMutations=EMPTY,
         perFilterConfig={}, cors=None, metadata=None, decorator=None, tracing=None,
-        metadataMatch=None,
+        metadataMatch=None, mirrorPolicies=(),
         priority="DEFAULT", includeVhRateLimits=False,
         perRequestBufferLimitBytes=vhost.perRequestBufferLimitBytes,
         requestBodyBufferLimit=vhost.requestBodyBufferLimit,
@@ -1328,6 +1330,10 @@ class _Compiler:
             attributes["cors"] = action.cors
         if action.HasField("include_vh_rate_limits"):
             attributes["includeVhRateLimits"] = action.include_vh_rate_limits.value
+        if action.request_mirror_policies:
+            from txenvoy.router.shadow import compileMirrorPolicies
+            attributes["mirrorPolicies"] = compileMirrorPolicies(
+                action.request_mirror_policies, path + ".request_mirror_policies")
 
     def compileWeighted(self, weighted, attributes, requestChain, responseChain, path):
         checkFields(weighted, _WEIGHTED_FIELDS, path)

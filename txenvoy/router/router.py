@@ -60,11 +60,13 @@ from zope.interface import implementer
 from txenvoy.http.conn_pool import OVERFLOW, PROTOCOL_ERROR, poolsFor
 from txenvoy.http.grpc.common import isGrpcRequest, parseGrpcTimeout
 from txenvoy.http.filter import FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus
+from txenvoy.http.filter_config import snapshotSource
 from txenvoy.http.hash_policy import generateCookie, generateHash
 from txenvoy.http.header_dump import dumpRequestHeaders, dumpResponseHeaders
 from txenvoy.http.header_mutation import FormatContext
 from txenvoy.interfaces import IConnectionPoolCallbacks, IHttpFilterFactory, IResponseDecoder
 from txenvoy.network.stream_info import ResponseFlag
+from txenvoy.router.shadow import ShadowRequests
 from txenvoy.server.logging import componentLogger
 from txenvoy.stats.per_worker import PerWorker
 from txenvoy.upstream.connection import (
@@ -249,8 +251,13 @@ class RouterConfig:
 
     terminal = True
 
+    #: C{snapshot()} of the runtime, for the mirror policies' fractions.
+    snapshot = staticmethod(snapshotSource(None))
+
     def __init__(self, statPrefix, suppressEnvoyHeaders=False, respectExpectedRqTimeout=False,
-                 rng=random.random):
+                 rng=random.random, snapshot=None):
+        if snapshot is not None:
+            self.snapshot = snapshot
         self.statPrefix = statPrefix
         self.suppressEnvoyHeaders = suppressEnvoyHeaders
         self.respectExpectedRqTimeout = respectExpectedRqTimeout
@@ -400,6 +407,7 @@ class RouterFilter:
     """
 
     _upstream = None
+    _shadow = None              # the mirror policies' copies, until the request ends
     _socketOptions = None       # auto_sni / auto_san_validation, per request
     _routeTimer = None
     _retryTimer = None
@@ -566,6 +574,14 @@ class RouterFilter:
                 cb.activeSpan, headers, clusterName, info.startTime + info.duration())
         cb.addDownstreamWatermarkCallbacks(self)
         self._headersOnly = endStream
+        if entry.mirrorPolicies:
+            shadow = ShadowRequests(cb.dispatcher, entry.mirrorPolicies, self.config.snapshot())
+            if shadow:
+                shadow.onHeaders(headers)
+                if endStream:
+                    shadow.send(self.timeout)
+                else:
+                    self._shadow = shadow
         if endStream:
             self._downstreamComplete = True
             self._completeTime = self.reactor.seconds()
@@ -635,6 +651,12 @@ class RouterFilter:
         """Forward (and, while retries are possible, keep) request body bytes."""
         if self._finished:
             return _NO_BUFFER
+        shadow = self._shadow
+        if shadow is not None:
+            shadow.onData(data)
+            if endStream:
+                self._shadow = None
+                shadow.send(self.timeout)
         if endStream:
             self._downstreamComplete = True
             self._completeTime = self.reactor.seconds()
@@ -675,6 +697,10 @@ class RouterFilter:
         self._downstreamComplete = True
         self._completeTime = self.reactor.seconds()
         self._trailers = trailers
+        shadow = self._shadow
+        if shadow is not None:
+            self._shadow = None
+            shadow.send(self.timeout)
         upstream = self._upstream
         if upstream is not None and upstream.client is not None:
             upstream.client.codec.encodeTrailers(trailers)

@@ -5,6 +5,7 @@ L{txenvoy.router.router.RouterConfig}.
 """
 
 from txenvoy.config.registry import Category, extension
+from txenvoy.http.filter_config import snapshotSource
 from txenvoy.router.router import RouterConfig
 
 #: Router fields txenvoy honours, or that change nothing without tracing
@@ -21,4 +22,5 @@ def createRouter(message, context):
     """Compile a C{Router} message."""
     return RouterConfig(getattr(context, "httpStatPrefix", "http.unknown."),
                         suppressEnvoyHeaders=message.suppress_envoy_headers,
-                        respectExpectedRqTimeout=message.respect_expected_rq_timeout)
+                        respectExpectedRqTimeout=message.respect_expected_rq_timeout,
+                        snapshot=snapshotSource(context))
