@@ -7,6 +7,7 @@ connection, trailers, resets, protocol errors, the stats, and C{curl
 """
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -24,7 +25,7 @@ from h2.events import (
 from hyperframe.frame import Frame, SettingsFrame
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import adminStats
+from tests.e2e.harness import EXAMPLES, adminStats, freePort, startProxy
 from tests.e2e.test_http import SideBySide
 from txenvoy.http.http2.server_codec import PREFACE
 
@@ -288,3 +289,67 @@ class Http2ComparisonTests(SideBySide, SynchronousTestCase):
             finally:
                 s.close()
             self.assertTrue(data.startswith(b"HTTP/1.1 200 OK\r\n"), data)
+
+
+def _tlsConfig(port, adminPort, certs):
+    return """
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
+static_resources:
+  listeners:
+  - name: tls
+    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: tls
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                direct_response: {status: 200, body: {inline_string: "over tls"}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_certificates:
+            - certificate_chain: {filename: %(certs)s/server.crt.pem}
+              private_key: {filename: %(certs)s/server.key.pem}
+""" % {"port": port, "admin": adminPort, "certs": certs}
+
+
+class AlpnTests(SynchronousTestCase):
+    """ALPN h2 on a TLS filter chain (alpn_protocols), through curl --http2."""
+
+    def test_alpnH2(self):
+        """curl negotiates h2 by ALPN with both; HTTP/1.1 when it asks for it."""
+        certs = os.path.join(EXAMPLES, "certs")
+        outs = []
+        for real in (True, False):
+            port, adminPort = freePort(), freePort()
+            proxy = startProxy(real, _tlsConfig(port, adminPort, certs), port, adminPort)
+            try:
+                url = "https://127.0.0.1:%d/" % (port,)
+                h2 = subprocess.run(["curl", "-sk", "--http2", "-o", "/dev/null", "-w",
+                                     "%{http_version} %{http_code}", url],
+                                    capture_output=True, timeout=20).stdout
+                h1 = subprocess.run(["curl", "-sk", "--http1.1", "-o", "/dev/null", "-w",
+                                     "%{http_version} %{http_code}", url],
+                                    capture_output=True, timeout=20).stdout
+                stats = adminStats(adminPort)
+                outs.append((h2, h1, stats.get("http.tls.downstream_cx_http2_total"),
+                             stats.get("http.tls.downstream_cx_http1_total")))
+            finally:
+                proxy.stop()
+        self.assertEqual(outs[1], outs[0])
+        self.assertEqual(outs[0], (b"2 200", b"1.1 200", 1, 1))
