@@ -253,6 +253,8 @@ class VirtualHostMatcherTests(SharedFixture, TestCase):
     still applies) or a C{RouteList}; C{on_no_match} gives the rest.
     """
 
+    CONFIG = VHOST_CONFIG
+
     @classmethod
     def startFixture(cls):
         cls.ports = []
@@ -260,7 +262,7 @@ class VirtualHostMatcherTests(SharedFixture, TestCase):
         try:
             for real in (True, False):
                 port = freePort()
-                config = VHOST_CONFIG % {"port": port}
+                config = cls.CONFIG % {"port": port}
                 proxy = RealEnvoy(config) if real else Envoy(config, args=("--concurrency", "1"))
                 cls.proxies.append(proxy)
                 cls.ports.append(port)
@@ -283,3 +285,50 @@ class VirtualHostMatcherTests(SharedFixture, TestCase):
                 self.assertEqual(txenvoy, envoy, (tenant, path))
         self.assertEqual(_get(self.ports[0], "b", "/x"), (202, b"bx"))
         self.assertEqual(_get(self.ports[0], "a", "/"), (404, b""))
+
+
+SKIP_CONFIG = """
+static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: h
+          route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, direct_response: {status: 200, body: {inline_string: ok}}}]}]}
+          http_filters:
+          - name: envoy.filters.http.fault
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher
+              xds_matcher:
+                matcher_tree:
+                  input: {name: h, typed_config: {"@type": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput, header_name: x-tenant}}
+                  exact_match_map:
+                    map:
+                      "trusted": {action: {name: skip, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter}}}
+              extension_config:
+                name: envoy.filters.http.fault
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+                  abort: {http_status: 418, percentage: {numerator: 100}}
+          - {name: r, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"""
+
+
+class ExtensionWithMatcherTests(VirtualHostMatcherTests):
+    """
+    C{ExtensionWithMatcher} compared with Envoy: the wrapped fault filter
+    aborts every request but those its matcher skips (C{SkipFilter}).
+    """
+
+    CONFIG = SKIP_CONFIG
+
+    def test_routes(self):
+        for tenant in ("trusted", "other", ""):
+            envoy, txenvoy = (_get(port, tenant, "/") for port in self.ports)
+            self.assertEqual(txenvoy, envoy, tenant)
+        self.assertEqual(_get(self.ports[0], "trusted", "/"), (200, b"ok"))
+        self.assertEqual(_get(self.ports[0], "other", "/"), (418, b"fault filter abort"))

@@ -288,7 +288,8 @@ def _ipOf(value):
 
 
 def _text(value):
-    return value.encode("utf-8") if value else None
+    # A pipe (Unix socket) address is its path.
+    return str(value).encode("utf-8") if value else None
 
 
 def _port(value):
