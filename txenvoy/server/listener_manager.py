@@ -14,7 +14,7 @@ C{listener_manager.listener_create_success} / C{listener_create_failure}.
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from txenvoy.config.errors import FAILED, attempt
+from txenvoy.config.errors import FAILED, ConfigError, attempt
 from txenvoy.network.address import formatAddress
 from txenvoy.network.listener import ListenerConfig
 from txenvoy.server.hot_restart import listenerAddress
@@ -77,6 +77,9 @@ class ListenerManager(Service):
         self._passable = {}
         self._bound = False
         self.stopped = False
+        #: The workers, once started (a listener added later goes to them).
+        self._workers = None
+        self._draining = stats.gauge("total_listeners_draining")
 
     def privilegedStartService(self):
         Service.privilegedStartService(self)
@@ -160,6 +163,7 @@ class ListenerManager(Service):
             processes.startWorkers(shares)
             self._stats.gauge("workers_started").set(1)
             return
+        self._workers = list(workers)
         for config in self.listeners:
             socks = self._sockets.pop(config.name)
             if getattr(self.server, "hotRestart", None) is not None:
@@ -198,3 +202,89 @@ class ListenerManager(Service):
                 s.close()
             stopped.inc()
         self.stopped = True
+
+    # Dynamic listeners (LDS: txenvoy.xds.lds_api).
+
+    def get(self, name):
+        """@return: the L{ListenerConfig} named C{name}, or C{None}."""
+        for config in self.listeners:
+            if config.name == name:
+                return config
+        return None
+
+    def applyUpdate(self, added, modified, removed, drainTimeS, inPlace=()):
+        """
+        Apply one LDS update, all or nothing: C{added} listeners are bound
+        first (a failure raises L{ConfigError} and changes nothing), then
+        C{modified} ones replace theirs on every worker, whose old
+        connections drain, and C{removed} names stop accepting and drain.
+
+        @param added: L{ListenerConfig}s with new names.
+        @param modified: L{ListenerConfig}s replacing one of the same name
+            and address.
+        @param removed: names.
+        @param inPlace: the names of the C{modified} listeners whose filter
+            chains alone changed (counted as Envoy's in-place update).
+        """
+        if getattr(self.server, "workerProcesses", None) is not None:
+            raise ConfigError("listener updates are not implemented with --worker-processes")
+        if self._bound:
+            bound = {}
+            try:
+                for config in added:
+                    bound[config.name] = bindListenSockets(config, self._workerCount)
+            except Exception as e:
+                for socks in bound.values():
+                    for sock in socks:
+                        sock.close()
+                raise ConfigError("error adding listener '%s': %s" % (config.name, e))
+            for config in added:
+                if isinstance(config.address, tuple):
+                    config.address = (config.address[0],
+                                      bound[config.name][0].getsockname()[1])
+                self._configuredAddress[config.name] = _passName(config.address)
+                self._sockets[config.name] = bound[config.name]
+        stats = self._stats
+        for config in added:
+            self.listeners.append(config)
+            if self._bound:
+                # Before binding, bind() counts it.
+                stats.counter("listener_added").inc()
+            if self._workers is not None:
+                self._startOnWorkers(config)
+        for config in modified:
+            index = self.listeners.index(self.get(config.name))
+            config.address = self.listeners[index].address
+            self.listeners[index] = config
+            stats.counter("listener_modified").inc()
+            if config.name in inPlace:
+                stats.counter("listener_in_place_updated").inc()
+            if self._workers is not None:
+                for worker in self._workers:
+                    worker.replaceListener(config, drainTimeS)
+                    self.createSuccess.inc()
+                self._drainFor(drainTimeS, stats.gauge("total_filter_chains_draining")
+                               if config.name in inPlace else self._draining)
+        for name in removed:
+            config = self.get(name)
+            self.listeners.remove(config)
+            stats.counter("listener_removed").inc()
+            socks = self._sockets.pop(name, ())
+            for sock in socks:
+                sock.close()
+            if self._workers is not None:
+                self.totalActive.dec()
+                for worker in self._workers:
+                    worker.removeListener(name, drainTimeS)
+                self._drainFor(drainTimeS, self._draining)
+
+    def _startOnWorkers(self, config):
+        socks = self._sockets.pop(config.name)
+        self.totalActive.inc()
+        for worker, sock in zip(self._workers, socks):
+            worker.addListener(config, sock, self._onListenerCreated(config, worker))
+
+    def _drainFor(self, drainTimeS, gauge):
+        """Count one listener version (or its filter chains) draining for C{drainTimeS}."""
+        gauge.inc()
+        self.server.reactor.callLater(drainTimeS, gauge.dec)

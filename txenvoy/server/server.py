@@ -45,6 +45,7 @@ from txenvoy.stats.store import StatsStore
 from txenvoy.stats.matcher import compileStatsMatcher
 from txenvoy.stats.tags import TagProducer
 from txenvoy.upstream.cluster_manager import ClusterManager
+from txenvoy.xds.file_xds import FileXds
 
 log = Logger(namespace="main")
 
@@ -155,6 +156,11 @@ class Server(MultiService):
             self, bootstrap.static_resources.listeners, self.context,
             workerCount=socketsPerListener or len(self.workers))
         self.statsFlusher = self.admin = self.guardDog = None
+        self.xds = None
+        if bootstrap.HasField("dynamic_resources"):
+            self.xds = attempt(FileXds, self, validateOnly)
+            if self.xds is FAILED:
+                self.xds = None
         # Inside a collection of errors each part is checked even when an
         # earlier one failed (txenvoy.config.errors).
         for build in (self._buildStats, self._buildAdmin, self._buildGuardDog):
@@ -284,6 +290,7 @@ class Server(MultiService):
             ("listener_manager", self.listenerManager),
             ("workers", self.runHelper),
             ("worker_processes", self.workerProcesses),
+            ("xds", self.xds),
         ]
         for i, extension in enumerate(self.bootstrapExtensions):
             if IService.providedBy(extension):
@@ -501,4 +508,5 @@ _BOOTSTRAP_FIELDS = {
     "stats_flush_on_admin", "stats_sinks", "stats_config", "watchdogs", "watchdog",
     "layered_runtime", "enable_dispatcher_stats", "stats_server_version_override",
     "use_tcp_for_dns_lookups", "overload_manager", "bootstrap_extensions",
+    "dynamic_resources",
 }

@@ -48,6 +48,8 @@ class _WorkerBase(Service):
         self.server = server
         self.dispatcher = dispatcher
         self.activeListeners = {}
+        #: Listeners replaced or removed by LDS whose connections drain.
+        self.drainingListeners = []
 
     def addListener(self, config, sock, completion):
         """
@@ -84,6 +86,59 @@ class _WorkerBase(Service):
             active.port.stopListening()
             active.port = None
 
+    def replaceListener(self, config, drainTimeS):
+        """
+        Post: new connections on listener C{config.name}'s socket get
+        C{config}; the old version's connections drain for up to
+        C{drainTimeS} seconds, then close (an LDS update).
+        """
+        self.dispatcher.post(self._replaceListener, config, drainTimeS)
+
+    def _replaceListener(self, config, drainTimeS):
+        old = self.activeListeners.get(config.name)
+        if old is None:
+            return
+        new = ActiveListener(self.dispatcher, config)
+        port, old.port = old.port, None
+        if port is not None:
+            port.factory = new
+        new.port = port
+        self.activeListeners[config.name] = new
+        self._drainListener(old, drainTimeS)
+
+    def removeListener(self, name, drainTimeS):
+        """
+        Post: stop accepting on listener C{name}; its connections drain
+        for up to C{drainTimeS} seconds, then close (an LDS removal).
+        """
+        self.dispatcher.post(self._removeListener, name, drainTimeS)
+
+    def _removeListener(self, name, drainTimeS):
+        old = self.activeListeners.pop(name, None)
+        if old is None:
+            return
+        if old.port is not None:
+            old.port.stopListening()
+            old.port = None
+        self._drainListener(old, drainTimeS)
+
+    def _drainListener(self, active, drainTimeS):
+        if not active.connections:
+            return
+        self.drainingListeners.append(active)
+        for conn in list(active.connections):
+            startDrain = _findStartDrain(conn.head)
+            if startDrain is not None:
+                startDrain()
+        self.dispatcher.reactor.callLater(drainTimeS, self._closeDrained, active)
+
+    def _closeDrained(self, active):
+        if active in self.drainingListeners:
+            self.drainingListeners.remove(active)
+        for conn in list(active.connections):
+            conn.closedLocally = True
+            conn.transport.loseConnection()
+
     def drainConnections(self):
         """
         Post: ask every connection's filter chain to close gracefully
@@ -92,17 +147,18 @@ class _WorkerBase(Service):
         self.dispatcher.post(self._drainConnections)
 
     def _drainConnections(self):
-        for active in self.activeListeners.values():
+        for active in list(self.activeListeners.values()) + self.drainingListeners:
             for conn in list(active.connections):
                 startDrain = _findStartDrain(conn.head)
                 if startDrain is not None:
                     startDrain()
 
     def connectionCount(self):
-        return sum(len(a.connections) for a in list(self.activeListeners.values()))
+        return sum(len(a.connections) for a in
+                   list(self.activeListeners.values()) + list(self.drainingListeners))
 
     def _closeEverything(self):
-        for active in self.activeListeners.values():
+        for active in list(self.activeListeners.values()) + self.drainingListeners:
             if active.port is not None:
                 active.port.stopListening()
                 active.port = None

@@ -321,3 +321,54 @@ class ClusterManager(Service):
     def configDump(self):
         """@return: the configured C{Cluster} messages, for C{/config_dump}."""
         return list(self._protos)
+
+    # Dynamic clusters (CDS: txenvoy.xds.cds_api).
+
+    def compileDynamic(self, proto, path):
+        """
+        Compile a cluster from CDS and build its primary, not yet in use.
+
+        @raise ConfigError: naming C{path}.
+        """
+        info, endpoints = compileCluster(proto, path)
+        return self._makeCluster(info, endpoints, path)
+
+    def applyUpdate(self, added, modified, removed):
+        """
+        Apply one CDS update: C{added} and C{modified} primaries (from
+        L{compileDynamic}) start and reach every worker by a post;
+        C{removed} names leave every worker. Requests already sent keep
+        the cluster they chose until they finish.
+        """
+        cm = self.mainShard.scope("cluster_manager.")
+        for cluster in added + modified:
+            name = cluster.info.name
+            old = self.clusters.get(name)
+            self.clusters[name] = cluster
+            if self._started:
+                cluster.start()
+            if old is not None:
+                old.stop()
+                cm.counter("cluster_modified").inc()
+            else:
+                self._clusterAdded.inc()
+                self._activeClusters.inc()
+            for tlcm in self._threadLocalManagers():
+                tlcm.dispatcher.post(self._addThreadLocal, tlcm, cluster)
+        for name in removed:
+            old = self.clusters.pop(name)
+            old.stop()
+            cm.counter("cluster_removed").inc()
+            self._activeClusters.dec()
+            for tlcm in self._threadLocalManagers():
+                tlcm.dispatcher.post(tlcm.clusters.pop, name, None)
+
+    def _threadLocalManagers(self):
+        with self._lock:
+            return list(self._threadLocals)
+
+    def _addThreadLocal(self, tlcm, primary):
+        """On the worker: its own face of a new or changed cluster."""
+        tlc = ThreadLocalCluster(primary.info, tlcm.dispatcher, self._rng, primary)
+        primary._register(tlc)
+        tlcm.clusters[primary.info.name] = tlc

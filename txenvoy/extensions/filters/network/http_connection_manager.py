@@ -124,7 +124,12 @@ def _knownClusters(context):
     bootstrap = context.bootstrap
     if bootstrap is None:
         return None
-    return {c.name for c in bootstrap.static_resources.clusters}
+    known = {c.name for c in bootstrap.static_resources.clusters}
+    manager = getattr(context, "clusterManager", None)
+    if manager is not None:
+        # Those CDS gave too (an LDS listener is checked against them).
+        known.update(manager.clusters)
+    return known
 
 
 @extension(Category.NETWORK_FILTER,

@@ -1,0 +1,196 @@
+"""
+End-to-end: LDS and CDS from files (C{path_config_source}), compared with
+Envoy 1.40 on the same sequence of files moved into place: a changed
+cluster, a changed and an added listener, a file that does not parse
+(C{update_failure}), one that does not validate (C{update_rejected}, the
+previous config keeps serving) and a removed listener; then the stats of
+both proxies.
+"""
+
+import json
+import os
+import tempfile
+import time
+from http.server import BaseHTTPRequestHandler
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.e2e.harness import (
+    Envoy,
+    RealEnvoy,
+    adminStats,
+    closingGet,
+    forBoth,
+    freePort,
+    httpOrigin,
+)
+
+
+def _origin(tag):
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("content-length", str(len(tag)))
+            self.end_headers()
+            self.wfile.write(tag)
+
+        def log_message(self, *args):
+            pass
+
+    return httpOrigin(Handler)
+
+
+def _cluster(name, port):
+    return {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            "name": name, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {
+                    "address": "127.0.0.1", "port_value": port}}}}]}]}}
+
+
+def _listener(name, port, action):
+    return {"@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+            "name": name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                             "http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": name,
+                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router"
+                                 ".v3.Router"}}],
+                    "route_config": {"name": "r", "virtual_hosts": [{
+                        "name": "v", "domains": ["*"],
+                        "routes": [dict({"match": {"prefix": "/"}}, **action)]}]}}}]}]}
+
+
+def _toCluster(name):
+    return {"route": {"cluster": name}}
+
+
+def _direct(body):
+    return {"direct_response": {"status": 200, "body": {"inline_string": body}}}
+
+
+def _moveInto(directory, name, text):
+    """Write C{text} beside C{name} and rename it into place, as a deploy tool does."""
+    tmp = os.path.join(directory, "." + name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, os.path.join(directory, name))
+
+
+def _response(version, resources):
+    return json.dumps({"version_info": version, "resources": resources})
+
+
+def _body(port):
+    try:
+        return closingGet(port).partition(b"\r\n\r\n")[2]
+    except OSError:
+        return None
+
+
+def _waitFor(port, expected, timeout=8.0):
+    deadline = time.time() + timeout
+    while True:
+        got = _body(port)
+        if got == expected or time.time() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+class FileXdsTests(SynchronousTestCase):
+
+    def _sequence(self, real, origins):
+        a, b = origins
+        d = tempfile.mkdtemp(prefix="xds-")
+        p1, p2, adminPort = freePort(), freePort(), freePort()
+        _moveInto(d, "cds.yaml", "version_info: c1\nresources:\n- " + json.dumps(
+            _cluster("c1", a.server_address[1])))
+        # The example's form: filters written as a mapping, not a list.
+        lds = _listener("l1", p1, _toCluster("c1"))
+        lds["filter_chains"][0]["filters"] = lds["filter_chains"][0]["filters"][0]
+        _moveInto(d, "lds.json", _response("l1", [lds]))
+        config = json.dumps({
+            "node": {"id": "n", "cluster": "c"},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                     "port_value": adminPort}}},
+            "dynamic_resources": {
+                "cds_config": {"path_config_source": {"path": os.path.join(d, "cds.yaml")}},
+                "lds_config": {"path_config_source": {
+                    "path": os.path.join(d, "lds.json"),
+                    "watched_directory": {"path": d}}}}})
+        args = ("--drain-time-s", "30")
+        proxy = RealEnvoy(config, args) if real else Envoy(
+            config, args=args + ("--concurrency", "1"), adminPort=adminPort)
+        seen = []
+        try:
+            proxy.waitPort(p1)
+            seen.append(_waitFor(p1, b"a"))
+            # A changed cluster: the same name, another endpoint.
+            _moveInto(d, "cds.yaml", _response("c2", [_cluster("c1", b.server_address[1])]))
+            seen.append(_waitFor(p1, b"b"))
+            # A changed listener and an added one.
+            _moveInto(d, "lds.json", _response("l2", [
+                _listener("l1", p1, _direct("v2")), _listener("l2", p2, _toCluster("c1"))]))
+            seen.append(_waitFor(p1, b"v2"))
+            seen.append(_waitFor(p2, b"b"))
+            # Not a DiscoveryResponse at all, then one naming an unknown cluster:
+            # both refused, the previous listeners keep serving.
+            _moveInto(d, "lds.json", "{not json")
+            _waitAttempts(adminPort, 4)
+            _moveInto(d, "lds.json", _response("l3", [
+                _listener("l1", p1, _toCluster("nosuch")), _listener("l2", p2, _toCluster("c1"))]))
+            _waitAttempts(adminPort, 5)
+            seen.append(_body(p1))
+            # A removed listener.
+            _moveInto(d, "lds.json", _response("l4", [_listener("l2", p2, _toCluster("c1"))]))
+            deadline = time.time() + 8
+            while _body(p1) is not None and time.time() < deadline:
+                time.sleep(0.05)
+            seen.append(_body(p1))
+            seen.append(_body(p2))
+            stats = adminStats(adminPort)
+        finally:
+            proxy.stop()
+        return seen, {k: v for k, v in stats.items() if k in _COMPARED}
+
+    def test_fileUpdatesAsEnvoy(self):
+        """
+        Envoy's filesystem subscriptions: each file moved into place is
+        applied (or refused) as Envoy does, with the same stats.
+        """
+        origins = [_origin(b"a"), _origin(b"b")]
+        for o in origins:
+            self.addCleanup(o.server_close)
+            self.addCleanup(o.shutdown)
+        results = forBoth(lambda real: self._sequence(real, origins), timeout=90)
+        realSeen, realStats = results[True]
+        txSeen, txStats = results[False]
+        self.assertEqual(realSeen, [b"a", b"b", b"v2", b"b", b"v2", None, b"b"])
+        self.maxDiff = None
+        self.assertEqual(txSeen, realSeen)
+        self.assertEqual(txStats, realStats)
+
+
+def _waitAttempts(adminPort, count, timeout=8.0):
+    """Wait until LDS has read its file C{count} times."""
+    deadline = time.time() + timeout
+    while (adminStats(adminPort).get("listener_manager.lds.update_attempt", 0) < count
+           and time.time() < deadline):
+        time.sleep(0.05)
+
+
+_COMPARED = {"listener_manager.lds." + n for n in (
+    "update_attempt", "update_success", "update_rejected", "update_failure", "version")}
+_COMPARED |= {"cluster_manager.cds." + n for n in (
+    "update_attempt", "update_success", "update_rejected", "update_failure", "version")}
+_COMPARED |= {"listener_manager." + n for n in (
+    "listener_added", "listener_modified", "listener_removed", "listener_create_success",
+    "listener_in_place_updated", "total_filter_chains_draining",
+    "total_listeners_active", "total_listeners_warming", "total_listeners_draining")}
+_COMPARED |= {"cluster_manager." + n for n in (
+    "cluster_added", "cluster_modified", "cluster_removed", "active_clusters")}

@@ -1,0 +1,64 @@
+# -*- test-case-name: tests.xds.test_file_xds -*-
+"""
+C{dynamic_resources} from files: the CDS and LDS file subscriptions of a
+server, read once while it is built (clusters first, as Envoy's CDS
+initializes before LDS) and watched while it runs.
+"""
+
+from twisted.application.service import Service
+
+from txenvoy.config.fields import checkFields
+from txenvoy.xds.cds_api import CdsApi
+from txenvoy.xds.config_source import DYNAMIC_FIELDS, checkExists, fileSourceOf
+from txenvoy.xds.discovery_file import CLUSTER_TYPE, LISTENER_TYPE, readDiscoveryResponse
+from txenvoy.xds.lds_api import LdsApi
+from txenvoy.xds.path_subscription import FileSubscription
+
+
+class FileXds(Service):
+    """
+    The file subscriptions of one server.
+
+    @ivar lds: the L{LdsApi}, or C{None}.
+    @ivar cds: the L{CdsApi}, or C{None}.
+    """
+
+    def __init__(self, server, validateOnly=False):
+        self.lds = self.cds = None
+        self.subscriptions = []
+        dynamic = server.bootstrap.dynamic_resources
+        checkFields(dynamic, DYNAMIC_FIELDS, "dynamic_resources")
+        reactor = server.reactor
+        stats = server.mainStats
+        if dynamic.HasField("cds_config"):
+            source = fileSourceOf(dynamic.cds_config, "dynamic_resources.cds_config")
+            if source is not None and not validateOnly:
+                checkExists(source)
+                self.cds = CdsApi(server.clusterManager, reactor)
+                self._subscribe(reactor, source, stats.scope("cluster_manager.cds."),
+                                CLUSTER_TYPE, self.cds.onConfigUpdate)
+        if dynamic.HasField("lds_config"):
+            source = fileSourceOf(dynamic.lds_config, "dynamic_resources.lds_config")
+            if source is not None and not validateOnly:
+                checkExists(source)
+                self.lds = LdsApi(server.listenerManager, server.context,
+                                  server.options.drainTimeS, reactor)
+                self._subscribe(reactor, source, stats.scope("listener_manager.lds."),
+                                LISTENER_TYPE, self.lds.onConfigUpdate)
+
+    def _subscribe(self, reactor, source, scope, typeUrl, onUpdate):
+        subscription = FileSubscription(
+            reactor, source, scope, lambda path: readDiscoveryResponse(path, typeUrl), onUpdate)
+        subscription.refresh()
+        self.subscriptions.append(subscription)
+
+    def startService(self):
+        Service.startService(self)
+        for subscription in self.subscriptions:
+            subscription.start()
+
+    def stopService(self):
+        Service.stopService(self)
+        for subscription in self.subscriptions:
+            subscription.stop()
+

@@ -1,0 +1,81 @@
+# -*- test-case-name: tests.xds.test_file_xds -*-
+"""
+The LDS handler (Envoy's C{LdsApiImpl}, state of the world): an update
+names every dynamic listener; one not named any more is removed, a new
+name is added, a changed one replaces its predecessor (whose connections
+drain), an unchanged one is left alone. An update with any invalid
+listener is rejected whole and nothing changes.
+"""
+
+from txenvoy.config.errors import ConfigError, collectErrors
+from txenvoy.network.listener import ListenerConfig
+
+
+class LdsApi:
+    """
+    @ivar dynamic: C{{name: (proto, versionInfo, lastUpdated)}} of the
+        listeners LDS gave, for C{/config_dump}.
+    """
+
+    def __init__(self, listenerManager, context, drainTimeS, clock):
+        self._manager = listenerManager
+        self._context = context
+        self._drainTimeS = drainTimeS
+        self._clock = clock
+        self.dynamic = {}
+
+    def onConfigUpdate(self, resources, versionInfo):
+        manager = self._manager
+        names = set()
+        added, modified, inPlace = [], [], set()
+        for i, proto in enumerate(resources):
+            if proto.name in names:
+                raise ConfigError("duplicate listener %s found" % (proto.name,))
+            names.add(proto.name)
+            existing = manager.get(proto.name)
+            if existing is not None and proto.name not in self.dynamic:
+                raise ConfigError("error adding listener '%s': a static listener has that name"
+                                  % (proto.name,))
+            known = self.dynamic.get(proto.name)
+            if known is not None and known[0] == proto:
+                continue
+            try:
+                # Every mistake of the listener, raised before anything changes.
+                with collectErrors():
+                    config = ListenerConfig(proto, self._context, "resources[%d]" % (i,))
+            except ConfigError as e:
+                raise ConfigError("Error adding/updating listener(s) %s: %s"
+                                  % (proto.name, e.message))
+            if existing is None:
+                added.append(config)
+            elif existing.address != config.address and not (
+                    isinstance(config.address, tuple) and config.address[1] == 0):
+                raise ConfigError(
+                    "error updating listener '%s': the address cannot be changed (remove the "
+                    "listener and add it under another name)" % (proto.name,))
+            else:
+                modified.append(config)
+                if _onlyFilterChainsDiffer(known[0], proto):
+                    inPlace.add(proto.name)
+        removed = [name for name in self.dynamic if name not in names]
+        manager.applyUpdate(added, modified, removed, self._drainTimeS, inPlace)
+        now = self._clock.seconds()
+        for name in removed:
+            del self.dynamic[name]
+        for config in added + modified:
+            self.dynamic[config.name] = (config.proto, versionInfo, now)
+
+
+def _onlyFilterChainsDiffer(old, new):
+    """
+    Whether Envoy updates the listener in place (C{listener_in_place_updated}):
+    nothing but its filter chains changed.
+    """
+    copies = []
+    for message in (old, new):
+        copy = type(message)()
+        copy.CopyFrom(message)
+        copy.ClearField("filter_chains")
+        copy.ClearField("default_filter_chain")
+        copies.append(copy)
+    return copies[0] == copies[1]
