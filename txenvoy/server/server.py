@@ -85,6 +85,9 @@ class Server(MultiService):
         #: The L{txenvoy.server.worker_processes.WorkerProcesses}, with
         #: C{--worker-processes} above 1.
         self.workerProcesses = None
+        #: Where the application log goes, when the entry point decided
+        #: (C{twistd envoy}); worker processes log there too.
+        self.logDestination = None
         self._state = PRE_INITIALIZING
         self.healthCheckFailed = False
         self.node = node = type(bootstrap.node)()

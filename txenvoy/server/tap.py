@@ -308,6 +308,8 @@ def makeService(options):
     if logPath:
         # Reopened on SIGUSR1 after twistd's --rundir chdir: the same file.
         logPath = os.path.abspath(logPath)
+    # Worker processes log where this process does (twistd.log when daemonized).
+    server.logDestination = logPath or ""
     root = _TwistdRoot(server, None, logPath, daemon=daemon)
     if daemon:
         root.privilegedStartEarly()

@@ -49,12 +49,16 @@ MAX_RESPAWN_DELAY_S = 5.0
 YOUNG_DEATH_S = 2.0
 
 
-def snapshotOptions(options):
-    """The L{ServerOptions} fields a worker process runs with."""
+def snapshotOptions(options, logPath=None):
+    """
+    The L{ServerOptions} fields a worker process runs with; C{logPath}
+    is where the main process logs, when not C{--log-path}.
+    """
     return {
         "configPath": options.configPath, "concurrency": options.concurrency or 1,
         "logLevel": options.logLevel, "componentLogLevel": options.componentLogLevel,
-        "logPath": options.logPath, "drainTimeS": options.drainTimeS,
+        "logPath": options.logPath if logPath is None else logPath,
+        "drainTimeS": options.drainTimeS,
         "drainStrategy": options.drainStrategy,
         "fileFlushIntervalMsec": options.fileFlushIntervalMsec,
         "shutdownDrainTimeS": options.shutdownDrainTimeS, "logFormat": options.logFormat,
@@ -141,7 +145,8 @@ class WorkerProcesses(Service):
         snapshot = {
             "index": index, "workerIndexBase": index * per,
             "bootstrap": base64.b64encode(self.server.bootstrap.SerializeToString()).decode(),
-            "options": snapshotOptions(options), "logLevels": self.server.logLevels.levels(),
+            "options": snapshotOptions(options, getattr(self.server, "logDestination", None)),
+            "logLevels": self.server.logLevels.levels(),
             "healthCheckFailed": self.server.healthCheckFailed, "resets": self._resets,
         }
         try:
