@@ -195,9 +195,12 @@ class HotRestartTests(SynchronousTestCase):
         drains = [_timestamp(l) for l in logs.splitlines() if "closing and draining listeners" in l]
         exits = [_timestamp(l) for l in logs.splitlines() if "exited with code=0" in l]
         self.assertEqual(len(drains), restarts)
+        # Worker processes add their own exit (measured: up to ~4 s on a
+        # loaded 2-core machine) to the main process's.
+        slack = 6.0 if extraArgs else 2.0
         for drained, exited in zip(drains, exits):
             self.assertGreaterEqual(exited - drained, PARENT_SHUTDOWN_TIME_S - 0.1)
-            self.assertLess(exited - drained, PARENT_SHUTDOWN_TIME_S + 2.0)
+            self.assertLess(exited - drained, PARENT_SHUTDOWN_TIME_S + slack)
         self.assertIn("shutting down admin due to child startup", logs)
         self.assertIn("shutting down due to child request", logs)
 

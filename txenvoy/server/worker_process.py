@@ -24,6 +24,10 @@ from twisted.logger import Logger
 
 CHANNEL_FD = 3
 
+#: After an exit-now, how long the connections get to be aborted before
+#: the process goes.
+EXIT_NOW_GRACE_S = 0.2
+
 log = Logger(namespace="main")
 
 
@@ -100,6 +104,19 @@ class WorkerProcessAgent:
         except (HotRestartError, OSError):
             self.mainGone()
 
+    def exitAtOnce(self):
+        """
+        The main process exits at once (a hot restart's terminate, a second
+        signal): write the access logs and the last stats, and go, without
+        the orderly stop of every part.
+        """
+        try:
+            self.server.accessLogManager.stop()
+        except Exception:
+            log.failure("flushing the access logs")
+        self.pushStats()
+        os._exit(0)
+
     def mainGone(self):
         """The main process went away: stop at once."""
         self.server.exitNow()
@@ -135,6 +152,7 @@ class WorkerProcessAgent:
             server.logLevels.setLevels(action.get("levels", {}))
         elif kind == "exit_now":
             server.exitNow()
+            self.reactor.callLater(EXIT_NOW_GRACE_S, self.exitAtOnce)
 
 
 def main():

@@ -48,6 +48,10 @@ RESPAWN_DELAY_S = 0.05
 MAX_RESPAWN_DELAY_S = 5.0
 YOUNG_DEATH_S = 2.0
 
+#: After an exit-now stop (a second signal, a hot restart's terminate),
+#: how long worker processes get before SIGKILL.
+EXIT_NOW_WAIT_S = 5.0
+
 
 def snapshotOptions(options, logPath=None):
     """
@@ -106,6 +110,7 @@ class WorkerProcesses(Service):
         self._delays = {}
         self._stopping = False
         self._resets = 0
+        self._exitNow = False
         self._applied = {}
         self.restarts = server.mainStats.counter("server.worker_process_restarts")
         server.mainStats.gauge("server.worker_processes").set(count)
@@ -255,7 +260,8 @@ class WorkerProcesses(Service):
             except Exception:
                 pass
             waits.append(channel.ended)
-        limit = self.server.options.shutdownDrainTimeS + 2
+        limit = (EXIT_NOW_WAIT_S if self._exitNow
+                 else self.server.options.shutdownDrainTimeS + 2)
         kill = self.reactor.callLater(limit, self._killAll)
         d = defer.DeferredList(waits)
 
@@ -271,6 +277,7 @@ class WorkerProcesses(Service):
 
     def exitNow(self):
         """Ask every worker process to drop its connections and exit at once."""
+        self._exitNow = True
         self.broadcast({"admin": {"action": "exit_now"}})
 
     def _killAll(self):
