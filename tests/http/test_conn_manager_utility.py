@@ -1,12 +1,14 @@
 """
 Tests for L{txenvoy.http.conn_manager_utility}'s C{x-forwarded-client-cert}
-handling (Envoy's C{mutateXfccRequestHeader}), through a real connection
-manager: each C{forward_client_cert_details} mode, with and without a
-client certificate. C{tests/e2e/test_example_mtls.py} compares
+handling (Envoy's C{mutateXfccRequestHeader}) and C{add_user_agent}, through
+a real connection manager: each C{forward_client_cert_details} mode, with
+and without a client certificate. C{tests/e2e/test_example_mtls.py} compares
 C{SANITIZE_SET} with Envoy 1.40 on a real mTLS connection.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
+
+from txenvoy.testing.http_filter import FakeServer
 
 from tests.http.hcm_harness import Harness
 
@@ -71,3 +73,28 @@ class XfccTests(SynchronousTestCase):
         for mode in ("APPEND_FORWARD", "SANITIZE_SET"):
             self.assertEqual(self.xfcc(mode, {"subject": True}, ssl=_ServerOnlyTls()), [])
             self.assertEqual(self.xfcc(mode, {"subject": True}, ssl=None), [])
+
+
+class AddUserAgentTests(SynchronousTestCase):
+    """C{add_user_agent}, as Envoy 1.40 wrote it (same order, values in place)."""
+
+    def headers(self, extra=b""):
+        server = FakeServer(cluster="c1")
+        server.node.id = "n1"
+        h = Harness(self, hcm={"add_user_agent": True}, server=server)
+        down = h.connect()
+        down.send(b"GET /o/ HTTP/1.1\r\nhost: a\r\n" + extra + b"\r\n")
+        return [(n, v) for n, v in h.upstream().request()[1]
+                if n not in ("x-request-id", "x-envoy-expected-rq-timeout-ms")]
+
+    def test_added(self):
+        self.assertEqual(self.headers(), [
+            ("host", "a"), ("x-forwarded-proto", "http"),
+            ("x-envoy-downstream-service-cluster", "c1"), ("user-agent", "c1"),
+            ("x-envoy-downstream-service-node", "n1")])
+
+    def test_clientUserAgentKept(self):
+        self.assertIn(("user-agent", "curl"), self.headers(b"user-agent: curl\r\n"))
+
+    def test_emptyUserAgentSetInPlace(self):
+        self.assertEqual(self.headers(b"user-agent: \r\n")[1], ("user-agent", "c1"))

@@ -319,6 +319,8 @@ class ConnectionManagerConfig:
     preserveExternalRequestId = False
     alwaysSetRequestIdInResponse = False
     forwardClientCert = 0           # SANITIZE; see conn_manager_utility.mutateXfcc
+    userAgent = None                # add_user_agent: the node's cluster
+    nodeName = b""
     clientCertDetails = ()
     normalizePath = False
     mergeSlashes = False

@@ -266,6 +266,15 @@ def mutateRequestHeaders(stream, request):
             entries[xfpAt] = (b"x-forwarded-proto", cm.scheme)
     elif xfpAt < 0:
         append((b"x-forwarded-proto", cm.scheme))
+    userAgent = config.userAgent
+    if userAgent is not None:
+        # add_user_agent (Envoy 1.40's order: the cluster, a missing or
+        # empty user-agent, the node; each set in place when present).
+        headers.set(b"x-envoy-downstream-service-cluster", userAgent)
+        if not headers.get(b"user-agent"):
+            headers.set(b"user-agent", userAgent)
+        if config.nodeName:
+            headers.set(b"x-envoy-downstream-service-node", config.nodeName)
     via = config.via
     if via is not None:
         if viaAt < 0:

@@ -159,7 +159,6 @@ class RejectTests(SynchronousTestCase):
 
     def test_others(self):
         for field, value in [("http2_protocol_options", {"allow_metadata": True}),
-                             ("add_user_agent", True),
                              ("scoped_routes", {"name": "s"}), ("proxy_status_config", {}),
                              ("proxy_100_continue", True),
                              ("stream_error_on_invalid_http_message", True)]:

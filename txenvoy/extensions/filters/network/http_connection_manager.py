@@ -42,7 +42,8 @@ SUPPORTED_FIELDS = frozenset([
     "stream_flush_timeout", "use_remote_address", "xff_num_trusted_hops",
     "internal_address_config", "skip_xff_append", "via", "generate_request_id",
     "preserve_external_request_id", "always_set_request_id_in_response",
-    "forward_client_cert_details", "set_current_client_cert_details", "proxy_100_continue", "upgrade_configs", "normalize_path",
+    "forward_client_cert_details", "set_current_client_cert_details", "add_user_agent",
+    "proxy_100_continue", "upgrade_configs", "normalize_path",
     "merge_slashes", "path_with_escaped_slashes_action", "request_id_extension",
     "local_reply_config", "strip_matching_host_port", "strip_any_host_port",
     "stream_error_on_invalid_http_message", "tracing", "http2_protocol_options",
@@ -239,6 +240,11 @@ def createHttpConnectionManager(message, context):
         config.generateRequestId = message.generate_request_id.value
     config.preserveExternalRequestId = message.preserve_external_request_id
     config.alwaysSetRequestIdInResponse = message.always_set_request_id_in_response
+    if message.add_user_agent.value:
+        # Envoy's userAgent(): the node's cluster (--service-cluster).
+        node = getattr(getattr(context, "server", None), "node", None)
+        config.userAgent = (node.cluster if node is not None else "").encode("utf-8")
+        config.nodeName = (node.id if node is not None else "").encode("utf-8")
     config.forwardClientCert = message.forward_client_cert_details
     if message.HasField("set_current_client_cert_details"):
         details = message.set_current_client_cert_details
