@@ -96,8 +96,8 @@ class TypedStructConfigTests(SynchronousTestCase):
 
     def test_unsupportedFieldInsideValue(self):
         """A field txenvoy refuses is refused with its path inside the struct."""
-        self.assertError(_config(HCM_VALUE + "add_user_agent: true\n"),
-                         FILTER + ".typed_config.value.add_user_agent: unsupported field")
+        self.assertError(_config(HCM_VALUE + "proxy_100_continue: true\n"),
+                         FILTER + ".typed_config.value.proxy_100_continue: unsupported field")
 
     def test_unknownTypeUrl(self):
         """
