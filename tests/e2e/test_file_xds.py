@@ -9,6 +9,7 @@ both proxies.
 
 import json
 import os
+import socket
 import tempfile
 import time
 from http.server import BaseHTTPRequestHandler
@@ -102,6 +103,32 @@ def _waitFor(port, expected, timeout=8.0):
         time.sleep(0.05)
 
 
+def _keepAliveExchange(sock):
+    """
+    One GET on a kept-alive connection: C{(body, whether the response said
+    connection: close)}.
+    """
+    sock.sendall(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None, None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    length = int([l for l in lines if l.startswith(b"content-length:")][0].split(b":")[1])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return body, b"connection: close" in lines
+
+
+def _proxy(real, config, adminPort, args):
+    if real:
+        return RealEnvoy(config, args)
+    return Envoy(config, args=args + ("--concurrency", "1"), adminPort=adminPort)
+
+
 class FileXdsTests(SynchronousTestCase):
 
     def _sequence(self, real, origins):
@@ -124,8 +151,7 @@ class FileXdsTests(SynchronousTestCase):
                     "path": os.path.join(d, "lds.json"),
                     "watched_directory": {"path": d}}}}})
         args = ("--drain-time-s", "30")
-        proxy = RealEnvoy(config, args) if real else Envoy(
-            config, args=args + ("--concurrency", "1"), adminPort=adminPort)
+        proxy = _proxy(real, config, adminPort, args)
         seen = []
         try:
             proxy.waitPort(p1)
@@ -182,6 +208,51 @@ def _waitAttempts(adminPort, count, timeout=8.0):
     while (adminStats(adminPort).get("listener_manager.lds.update_attempt", 0) < count
            and time.time() < deadline):
         time.sleep(0.05)
+
+
+def _quickDrain(listener):
+    """The HCM's drain_timeout (the wait after a drain's connection: close) cut to 0.2 s."""
+    listener["filter_chains"][0]["filters"][0]["typed_config"]["drain_timeout"] = "0.2s"
+    return listener
+
+
+class ListenerDrainTests(SynchronousTestCase):
+
+    def _sequence(self, real):
+        d = tempfile.mkdtemp(prefix="xds-")
+        port, adminPort = freePort(), freePort()
+        lds = os.path.join(d, "lds.yaml")
+        _moveInto(d, "lds.yaml", _response("1", [_quickDrain(_listener("l1", port, _direct("v1")))]))
+        config = json.dumps({
+            "node": {"id": "n", "cluster": "c"},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                     "port_value": adminPort}}},
+            "dynamic_resources": {"lds_config": {"path": lds}}})
+        proxy = _proxy(real, config, adminPort,
+                       ("--drain-time-s", "10", "--drain-strategy", "immediate"))
+        try:
+            proxy.waitPort(port)
+            old = socket.create_connection(("127.0.0.1", port), timeout=10)
+            seen = [_keepAliveExchange(old)]
+            _moveInto(d, "lds.yaml", _response("2", [_quickDrain(_listener("l1", port, _direct("v2")))]))
+            seen.append(_waitFor(port, b"v2"))
+            # The old connection keeps its listener's config and is told to go.
+            seen.append(_keepAliveExchange(old))
+            seen.append(old.recv(10))
+            old.close()
+        finally:
+            proxy.stop()
+        return seen
+
+    def test_oldConnectionsDrainAsEnvoy(self):
+        """
+        Envoy's listener drain on an LDS update: new connections get the new
+        version; a kept-alive connection of the old one is answered by the
+        old config with C{connection: close}, then closed.
+        """
+        results = forBoth(self._sequence, timeout=60)
+        self.assertEqual(results[True], [(b"v1", False), b"v2", (b"v1", True), b""])
+        self.assertEqual(results[False], results[True])
 
 
 _COMPARED = {"listener_manager.lds." + n for n in (

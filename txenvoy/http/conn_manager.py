@@ -470,6 +470,10 @@ class ConnectionManager(Protocol):
     _codecFailed = False
     _localClose = False
     _draining = False
+    #: The L{txenvoy.server.drain.DrainManager} of this connection's
+    #: listener once an LDS update replaced or removed it (Envoy's
+    #: per-listener drain decision), else C{None}.
+    listenerDrain = None
     # Envoy's drain sequence (a drain close, disable_http_keepalive, an idle
     # timeout): the connection stays open for drain_timeout, then closes
     # as any connection closed after a response (delayed close).
@@ -1120,7 +1124,9 @@ class ConnectionManager(Protocol):
         mutateResponseHeaders(config, headers, request, self.dateCache.value(), upgrade)
         if not self._draining:
             server = config.server
-            if server is not None and server.drainClose():
+            listenerDrain = self.listenerDrain
+            if ((server is not None and server.drainClose())
+                    or (listenerDrain is not None and listenerDrain.drainClose())):
                 self._startDrainSequence()
                 self.stats.downstream_cx_drain_close.inc()
             elif self.overload.shouldApply(DISABLE_HTTP_KEEPALIVE):

@@ -20,6 +20,7 @@ from txenvoy.network.listener import ActiveListener
 from txenvoy.network.pipe import PipeAddress, bindPipe
 from txenvoy.privates import markNotIOThread
 from txenvoy.server.dispatcher import Dispatcher
+from txenvoy.server.drain import DrainManager
 from txenvoy.server.logging import componentLogger
 
 log = Logger(namespace="main")
@@ -126,10 +127,18 @@ class _WorkerBase(Service):
         if not active.connections:
             return
         self.drainingListeners.append(active)
+        # As Envoy's per-listener drain: each response from now on may close
+        # its connection (always with --drain-strategy immediate, more and
+        # more likely over the drain time with gradual); what is left open
+        # closes at the end.
+        drain = DrainManager(self.dispatcher.reactor, drainTimeS,
+                             self.server.options.drainStrategy)
+        drain.startDrainSequence()
         for conn in list(active.connections):
             startDrain = _findStartDrain(conn.head)
-            if startDrain is not None:
-                startDrain()
+            manager = getattr(startDrain, "__self__", None)
+            if manager is not None and hasattr(manager, "listenerDrain"):
+                manager.listenerDrain = drain
         self.dispatcher.reactor.callLater(drainTimeS, self._closeDrained, active)
 
     def _closeDrained(self, active):
