@@ -180,9 +180,11 @@ class FileXdsTests(SynchronousTestCase):
             seen.append(_body(p1))
             seen.append(_body(p2))
             stats = adminStats(adminPort)
+            dump = _dynamicDump(adminPort, {p1: "p1", p2: "p2", a.server_address[1]: "a",
+                                            b.server_address[1]: "b"})
         finally:
             proxy.stop()
-        return seen, {k: v for k, v in stats.items() if k in _COMPARED}
+        return seen, {k: v for k, v in stats.items() if k in _COMPARED}, dump
 
     def test_fileUpdatesAsEnvoy(self):
         """
@@ -194,12 +196,13 @@ class FileXdsTests(SynchronousTestCase):
             self.addCleanup(o.server_close)
             self.addCleanup(o.shutdown)
         results = forBoth(lambda real: self._sequence(real, origins), timeout=90)
-        realSeen, realStats = results[True]
-        txSeen, txStats = results[False]
+        realSeen, realStats, realDump = results[True]
+        txSeen, txStats, txDump = results[False]
         self.assertEqual(realSeen, [b"a", b"b", b"v2", b"b", b"v2", None, b"b"])
         self.maxDiff = None
         self.assertEqual(txSeen, realSeen)
         self.assertEqual(txStats, realStats)
+        self.assertEqual(txDump, realDump)
 
 
 def _waitAttempts(adminPort, count, timeout=8.0):
@@ -214,6 +217,42 @@ def _quickDrain(listener):
     """The HCM's drain_timeout (the wait after a drain's connection: close) cut to 0.2 s."""
     listener["filter_chains"][0]["filters"][0]["typed_config"]["drain_timeout"] = "0.2s"
     return listener
+
+
+def _withoutTimes(value, ports):
+    """
+    C{value} with each C{last_updated} replaced by whether it was there,
+    and each port by its name in C{ports}.
+    """
+    if isinstance(value, dict):
+        return {k: (True if k == "last_updated" else
+                    ports.get(v, v) if k == "port_value" else _withoutTimes(v, ports))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_withoutTimes(v, ports) for v in value]
+    return value
+
+
+def _dynamicDump(adminPort, ports):
+    """
+    What C{/config_dump} says of the dynamic listeners and clusters: the
+    versions, and each resource's name, version and config.
+    """
+    import urllib.request
+
+    with urllib.request.urlopen("http://127.0.0.1:%d/config_dump" % (adminPort,),
+                                timeout=5) as r:
+        configs = json.loads(r.read())["configs"]
+    out = {}
+    for c in configs:
+        kind = c["@type"].rsplit(".", 1)[-1]
+        if kind == "ListenersConfigDump":
+            out["lds"] = (c.get("version_info"), c.get("static_listeners"), [
+                _withoutTimes(d, ports) for d in c.get("dynamic_listeners", ())])
+        if kind == "ClustersConfigDump":
+            out["cds"] = (c.get("version_info"), c.get("static_clusters"), [
+                _withoutTimes(d, ports) for d in c.get("dynamic_active_clusters", ())])
+    return out
 
 
 class ListenerDrainTests(SynchronousTestCase):

@@ -182,7 +182,7 @@ def _routeConfigs(listeners):
 
 
 def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=None,
-               mask=None, nameRegex=None, includeEds=False):
+               mask=None, nameRegex=None, includeEds=False, dynamic=None):
     """
     C{/config_dump} for a static configuration.
 
@@ -194,6 +194,12 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
     @param mask: C{?mask=} field mask text.
     @param nameRegex: C{?name_regex=}.
     @param includeEds: C{?include_eds}.
+    @param dynamic: what LDS and CDS gave (L{txenvoy.xds.file_xds.FileXds}
+        C{dumpState()}): C{{"lds"|"cds": (versionInfo, {name: (proto,
+        versionInfo, lastUpdated)})}}; those are dumped as Envoy's
+        C{dynamic_listeners} and C{dynamic_active_clusters}, not static;
+        C{"lds_draining"}: C{{name: (proto, versionInfo, lastUpdated)}}
+        of removed listeners still draining (C{draining_state}).
     @return: the JSON text.
     @raise ConfigDumpError: for a bad parameter.
     """
@@ -201,6 +207,12 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         listeners = list(bootstrap.static_resources.listeners)
     if clusters is None:
         clusters = list(bootstrap.static_resources.clusters)
+    dynamic = dynamic or {}
+    ldsVersion, dynamicListeners = dynamic.get("lds", (None, {}))
+    cdsVersion, dynamicClusters = dynamic.get("cds", (None, {}))
+    drainingListeners = dynamic.get("lds_draining", {})
+    staticListeners = [x for x in listeners if x.name not in dynamicListeners]
+    staticClusters = [x for x in clusters if x.name not in dynamicClusters]
     if nameRegex:
         try:
             nameRe = compilePattern(nameRegex)
@@ -209,6 +221,11 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
                                   % (nameRegex, e))
         listeners = [x for x in listeners if nameRe.search(x.name)]
         clusters = [x for x in clusters if nameRe.search(x.name)]
+        staticListeners = [x for x in staticListeners if nameRe.search(x.name)]
+        staticClusters = [x for x in staticClusters if nameRe.search(x.name)]
+        dynamicListeners = {k: v for k, v in dynamicListeners.items() if nameRe.search(k)}
+        dynamicClusters = {k: v for k, v in dynamicClusters.items() if nameRe.search(k)}
+        drainingListeners = {k: v for k, v in drainingListeners.items() if nameRe.search(k)}
     else:
         nameRe = None
     ts = _timestamp(lastUpdated)
@@ -218,10 +235,18 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
     bootstrapDump.last_updated.CopyFrom(ts)
 
     clustersDump = config_dump_shared_pb2.ClustersConfigDump()
-    for c in clusters:
+    if cdsVersion:
+        clustersDump.version_info = cdsVersion
+    for c in staticClusters:
         entry = clustersDump.static_clusters.add()
         entry.cluster.Pack(c)
         entry.last_updated.CopyFrom(ts)
+    for name, (proto, version, updated) in sorted(dynamicClusters.items()):
+        entry = clustersDump.dynamic_active_clusters.add()
+        if version:
+            entry.version_info = version
+        entry.cluster.Pack(proto)
+        entry.last_updated.CopyFrom(_timestamp(updated))
 
     endpointsDump = config_dump_shared_pb2.EndpointsConfigDump()
     for c in clusters:
@@ -234,10 +259,28 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
             entry.endpoint_config.Pack(cla)
 
     listenersDump = config_dump_shared_pb2.ListenersConfigDump()
-    for x in listeners:
+    if ldsVersion:
+        listenersDump.version_info = ldsVersion
+    for x in staticListeners:
         entry = listenersDump.static_listeners.add()
         entry.listener.Pack(x)
         entry.last_updated.CopyFrom(ts)
+    for name, (proto, version, updated) in sorted(dynamicListeners.items()):
+        entry = listenersDump.dynamic_listeners.add()
+        entry.name = name
+        state = entry.active_state
+        if version:
+            state.version_info = version
+        state.listener.Pack(proto)
+        state.last_updated.CopyFrom(_timestamp(updated))
+    for name, (proto, version, updated) in sorted(drainingListeners.items()):
+        entry = listenersDump.dynamic_listeners.add()
+        entry.name = name
+        state = entry.draining_state
+        if version:
+            state.version_info = version
+        state.listener.Pack(proto)
+        state.last_updated.CopyFrom(_timestamp(updated))
 
     routesDump = config_dump_shared_pb2.RoutesConfigDump()
     for rc in _routeConfigs(listeners):

@@ -234,7 +234,8 @@ def configDump(call):
         body = _dumps.configDump(
             server.bootstrap, server.startTime, listeners=ls, clusters=cs,
             resource=q.get("resource") or None, mask=q.get("mask") or None,
-            nameRegex=q.get("name_regex") or None, includeEds="include_eds" in q)
+            nameRegex=q.get("name_regex") or None, includeEds="include_eds" in q,
+            dynamic=server.xds.dumpState() if getattr(server, "xds", None) else None)
     except _dumps.ConfigDumpError as e:
         # Envoy answers config_dump errors without a charset.
         return AdminResponse(e.code, str(e), "text/plain")

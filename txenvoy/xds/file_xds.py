@@ -26,6 +26,7 @@ class FileXds(Service):
     def __init__(self, server, validateOnly=False):
         self.lds = self.cds = None
         self.subscriptions = []
+        self._apis = []
         dynamic = server.bootstrap.dynamic_resources
         checkFields(dynamic, DYNAMIC_FIELDS, "dynamic_resources")
         reactor = server.reactor
@@ -35,22 +36,38 @@ class FileXds(Service):
             if source is not None and not validateOnly:
                 checkExists(source)
                 self.cds = CdsApi(server.clusterManager, reactor)
-                self._subscribe(reactor, source, stats.scope("cluster_manager.cds."),
-                                CLUSTER_TYPE, self.cds.onConfigUpdate)
+                self._apis.append(("cds", self.cds, self._subscribe(
+                    reactor, source, stats.scope("cluster_manager.cds."), CLUSTER_TYPE,
+                    self.cds.onConfigUpdate)))
         if dynamic.HasField("lds_config"):
             source = fileSourceOf(dynamic.lds_config, "dynamic_resources.lds_config")
             if source is not None and not validateOnly:
                 checkExists(source)
                 self.lds = LdsApi(server.listenerManager, server.context,
                                   server.options.drainTimeS, reactor)
-                self._subscribe(reactor, source, stats.scope("listener_manager.lds."),
-                                LISTENER_TYPE, self.lds.onConfigUpdate)
+                self._apis.append(("lds", self.lds, self._subscribe(
+                    reactor, source, stats.scope("listener_manager.lds."), LISTENER_TYPE,
+                    self.lds.onConfigUpdate)))
 
     def _subscribe(self, reactor, source, scope, typeUrl, onUpdate):
         subscription = FileSubscription(
             reactor, source, scope, lambda path: readDiscoveryResponse(path, typeUrl), onUpdate)
         subscription.refresh()
         self.subscriptions.append(subscription)
+        return subscription
+
+    def dumpState(self):
+        """
+        What C{/config_dump} shows of LDS and CDS: C{{"lds"|"cds":
+        (versionInfo, {name: (proto, versionInfo, lastUpdated)})}}, and
+        under C{"lds_draining"} the removed listeners still draining.
+        """
+        state = {}
+        for key, api, subscription in self._apis:
+            state[key] = (subscription.lastVersion, dict(api.dynamic))
+        if self.lds is not None:
+            state["lds_draining"] = self.lds.drainingNow()
+        return state
 
     def startService(self):
         Service.startService(self)

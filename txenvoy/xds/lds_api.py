@@ -15,6 +15,7 @@ class LdsApi:
     """
     @ivar dynamic: C{{name: (proto, versionInfo, lastUpdated)}} of the
         listeners LDS gave, for C{/config_dump}.
+    @ivar draining: those it removed, while they drain.
     """
 
     def __init__(self, listenerManager, context, drainTimeS, clock):
@@ -23,6 +24,8 @@ class LdsApi:
         self._drainTimeS = drainTimeS
         self._clock = clock
         self.dynamic = {}
+        #: C{{name: (proto, versionInfo, lastUpdated, drainEnd)}}.
+        self.draining = {}
 
     def onConfigUpdate(self, resources, versionInfo):
         manager = self._manager
@@ -61,9 +64,27 @@ class LdsApi:
         manager.applyUpdate(added, modified, removed, self._drainTimeS, inPlace)
         now = self._clock.seconds()
         for name in removed:
-            del self.dynamic[name]
+            proto, version, _ = self.dynamic.pop(name)
+            self.draining[name] = (proto, version, now, now + self._drainTimeS)
         for config in added + modified:
-            self.dynamic[config.name] = (config.proto, versionInfo, now)
+            version = versionInfo
+            if config.name in inPlace:
+                # As Envoy dumps it: an in-place update keeps the version
+                # the listener was added with.
+                version = self.dynamic[config.name][1]
+            self.dynamic[config.name] = (config.proto, version, now)
+
+    def drainingNow(self):
+        """
+        The removed listeners still draining: C{{name: (proto, versionInfo,
+        lastUpdated)}}, for C{/config_dump}'s C{draining_state}.
+        """
+        now = self._clock.seconds()
+        for name, entry in list(self.draining.items()):
+            if entry[3] <= now:
+                del self.draining[name]
+        return {name: entry[:3] for name, entry in self.draining.items()
+                if name not in self.dynamic}
 
 
 def _onlyFilterChainsDiffer(old, new):
