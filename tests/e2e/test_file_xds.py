@@ -11,12 +11,14 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.harness import (
+    EXAMPLES,
     Envoy,
     RealEnvoy,
     adminStats,
@@ -24,12 +26,14 @@ from tests.e2e.harness import (
     forBoth,
     freePort,
     httpOrigin,
+    statusOf,
 )
 
 
-def _origin(tag):
+def _origin(tag, delay=0):
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
+            time.sleep(delay)
             self.send_response(200)
             self.send_header("content-length", str(len(tag)))
             self.end_headers()
@@ -292,6 +296,79 @@ class ListenerDrainTests(SynchronousTestCase):
         results = forBoth(self._sequence, timeout=60)
         self.assertEqual(results[True], [(b"v1", False), b"v2", (b"v1", True), b""])
         self.assertEqual(results[False], results[True])
+
+
+class ClusterRemovalTests(SynchronousTestCase):
+
+    def _sequence(self, real, slow):
+        d = tempfile.mkdtemp(prefix="xds-")
+        port, adminPort = freePort(), freePort()
+        _moveInto(d, "cds.yaml", _response("1", [_cluster("c1", slow.server_address[1])]))
+        _moveInto(d, "lds.yaml", _response("1", [_listener("l1", port, _toCluster("c1"))]))
+        config = json.dumps({
+            "node": {"id": "n", "cluster": "c"},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                     "port_value": adminPort}}},
+            "dynamic_resources": {
+                "cds_config": {"path_config_source": {"path": os.path.join(d, "cds.yaml")}},
+                "lds_config": {"path_config_source": {"path": os.path.join(d, "lds.yaml")}}}})
+        proxy = _proxy(real, config, adminPort, ())
+        inFlight = []
+        try:
+            proxy.waitPort(port)
+            request = threading.Thread(target=lambda: inFlight.append(closingGet(port)))
+            request.start()
+            time.sleep(0.3)
+            _moveInto(d, "cds.yaml", _response("2", [_cluster("c2", slow.server_address[1])]))
+            deadline = time.time() + 8
+            while (adminStats(adminPort).get("cluster_manager.cluster_removed") != 1
+                   and time.time() < deadline):
+                time.sleep(0.05)
+            after = statusOf(closingGet(port))
+            request.join(10)
+        finally:
+            proxy.stop()
+        return statusOf(inFlight[0]), inFlight[0].partition(b"\r\n\r\n")[2], after
+
+    def test_inFlightRequestFinishesAsEnvoy(self):
+        """
+        Envoy's cluster removal by CDS: a request already sent to the
+        cluster gets its response; a new one finds no cluster (503).
+        """
+        slow = _origin(b"slow", delay=1.0)
+        self.addCleanup(slow.server_close)
+        self.addCleanup(slow.shutdown)
+        results = forBoth(lambda real: self._sequence(real, slow), timeout=60)
+        self.assertEqual(results[True], (200, b"slow", 503))
+        self.assertEqual(results[False], results[True])
+
+
+class ExampleTests(SynchronousTestCase):
+
+    def test_example05Unchanged(self):
+        """
+        Envoy's dynamic-config-fs example (05), run unchanged from its
+        folder: the listener and the cluster its files give serve.
+        """
+        from tests.e2e.harness import Upstream
+
+        def origin(conn):
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n05")
+
+        upstream = Upstream(origin, port=10080)
+        self.addCleanup(upstream.stop)
+        proxy = Envoy(configPath="05-dynamic-fs/envoy.yaml", cwd=EXAMPLES, adminPort=10093,
+                      args=("--concurrency", "1"))
+        self.addCleanup(proxy.stop)
+        proxy.waitReady()
+        response = closingGet(10007)
+        self.assertEqual((statusOf(response), response.partition(b"\r\n\r\n")[2]),
+                         (200, b"05"))
+        stats = proxy.stats()
+        self.assertEqual((stats["listener_manager.lds.update_success"],
+                          stats["cluster_manager.cds.update_success"],
+                          stats["listener_manager.total_listeners_active"]), (1, 1, 1))
 
 
 _COMPARED = {"listener_manager.lds." + n for n in (
