@@ -36,9 +36,21 @@ def _write(path, version, resources):
 
 class RefusedSourcesTests(SynchronousTestCase):
 
-    def build(self, dynamic, validateOnly=True):
+    def build(self, dynamic, validateOnly=True, options=None):
         config = json.dumps({"node": _NODE, "dynamic_resources": dynamic})
-        return Server(Clock(), loadBootstrap(configYaml=config), validateOnly=validateOnly)
+        return Server(Clock(), loadBootstrap(configYaml=config), options,
+                      validateOnly=validateOnly)
+
+    def test_workerProcessesRefused(self):
+        """Files are watched by one process: --worker-processes above 1 is refused."""
+        from txenvoy.server.options import ServerOptions
+
+        error = self.assertRaises(
+            ConfigError, self.build,
+            {"lds_config": {"path_config_source": {"path": "/nonexistent/lds.yaml"}}},
+            options=ServerOptions(workerProcesses=2))
+        self.assertIn("dynamic_resources: not implemented with --worker-processes",
+                      error.message)
 
     def test_adsRefusedWithPath(self):
         error = self.assertRaises(ConfigError, self.build, {"ads_config": {

@@ -7,6 +7,7 @@ initializes before LDS) and watched while it runs.
 
 from twisted.application.service import Service
 
+from txenvoy.config.errors import ConfigError
 from txenvoy.config.fields import checkFields
 from txenvoy.xds.cds_api import CdsApi
 from txenvoy.xds.config_source import DYNAMIC_FIELDS, checkExists, fileSourceOf
@@ -29,6 +30,10 @@ class FileXds(Service):
         self._apis = []
         dynamic = server.bootstrap.dynamic_resources
         checkFields(dynamic, DYNAMIC_FIELDS, "dynamic_resources")
+        if server.options.workerProcesses > 1:
+            # Each worker process would watch the files by itself.
+            raise ConfigError("dynamic_resources: not implemented with --worker-processes "
+                              "above 1 (use --concurrency)")
         reactor = server.reactor
         stats = server.mainStats
         if dynamic.HasField("cds_config"):
