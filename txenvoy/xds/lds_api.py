@@ -15,7 +15,8 @@ class LdsApi:
     """
     @ivar dynamic: C{{name: (proto, versionInfo, lastUpdated)}} of the
         listeners LDS gave, for C{/config_dump}.
-    @ivar draining: those it removed, while they drain.
+    @ivar draining: those it removed, while they drain: C{{name: (proto,
+        versionInfo, lastUpdated, drainEnd)}}.
     """
 
     def __init__(self, listenerManager, context, drainTimeS, clock):
@@ -24,7 +25,6 @@ class LdsApi:
         self._drainTimeS = drainTimeS
         self._clock = clock
         self.dynamic = {}
-        #: C{{name: (proto, versionInfo, lastUpdated, drainEnd)}}.
         self.draining = {}
 
     def onConfigUpdate(self, resources, versionInfo):
