@@ -230,9 +230,10 @@ class RejectionTests(SynchronousTestCase):
             typed_extension_protocol_options={key: {
                 "@type": "type.googleapis.com/" + key, "auto_config": {}}})
 
-    def test_grpcHealthCheck(self):
-        """gRPC health checks wait for HTTP/2 upstreams."""
-        self.assertRejected(UnsupportedField, PATH + ".health_checks[0].grpc_health_check",
+    def test_grpcHealthCheckNeedsHttp2(self):
+        """A gRPC health check on a cluster without HTTP/2: Envoy's words."""
+        self.assertRejected(ConfigError, PATH + ".health_checks[0].grpc_health_check: c1 "
+                            "cluster must support HTTP/2 for gRPC healthchecking",
                             health_checks=[{
                                 "timeout": "1s", "interval": "1s", "unhealthy_threshold": 1,
                                 "healthy_threshold": 1, "grpc_health_check": {}}])

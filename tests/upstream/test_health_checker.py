@@ -78,11 +78,12 @@ class CompileTests(SynchronousTestCase):
         e = self.assertRaises(ConfigError, compileCheck, hc)
         self.assertIn(PATH + ".health_checks[0].interval: value is required", str(e))
 
-    def test_grpcRefused(self):
-        """gRPC checks need HTTP/2 upstreams: refused with the field path."""
-        e = self.assertRaises(UnsupportedField, compileCheck,
+    def test_grpcNeedsHttp2(self):
+        """gRPC checks need an HTTP/2 cluster: refused with the field path."""
+        e = self.assertRaises(ConfigError, compileCheck,
                               check(http_health_check=None, grpc_health_check={}))
-        self.assertIn(PATH + ".health_checks[0].grpc_health_check", str(e))
+        self.assertIn(PATH + ".health_checks[0].grpc_health_check: ", str(e))
+        self.assertIn("cluster must support HTTP/2 for gRPC healthchecking", str(e))
 
     def test_unimplementedFieldRefused(self):
         e = self.assertRaises(UnsupportedField, compileCheck, check(alt_port=81))

@@ -503,7 +503,8 @@ def compileCluster(proto, path):
     if proto.protocol_selection != 0:
         report(UnsupportedField(path + ".protocol_selection", "USE_DOWNSTREAM_PROTOCOL"))
 
-    kw["healthCheck"] = compileHealthChecks(proto, path)
+    kw["healthCheck"] = compileHealthChecks(
+        proto, path, http2=kw.get("upstreamHttp2Options") is not None)
     kw["outlierDetection"] = compileOutlierDetection(proto, path)
     endpoints = _compileLoadAssignment(proto, path, ctype)
     info = ClusterInfo(**kw).freeze()

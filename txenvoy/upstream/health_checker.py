@@ -42,6 +42,9 @@ from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import unpackAny
 from txenvoy.router.matcher import compileStringMatcher
 from txenvoy.network.pipe import PipeAddress
+from txenvoy.upstream.grpc_health_probe import FAILURE as GRPC_FAILURE
+from txenvoy.upstream.grpc_health_probe import SUCCESS as GRPC_SUCCESS
+from txenvoy.upstream.grpc_health_probe import GrpcHealthProbe
 from txenvoy.upstream.host import (
     ACTIVE_HC_TIMEOUT,
     DEGRADED_ACTIVE_HC,
@@ -51,6 +54,7 @@ from txenvoy.upstream.host import (
 
 HTTP = "HTTP"
 TCP = "TCP"
+GRPC = "GRPC"
 
 # Envoy's HealthCheckFailureType.
 ACTIVE = "ACTIVE"
@@ -73,7 +77,7 @@ GAUGES = ("healthy", "degraded")
 _HC_FIELDS = (
     "timeout", "interval", "initial_jitter", "interval_jitter", "interval_jitter_percent",
     "unhealthy_threshold", "healthy_threshold", "reuse_connection", "http_health_check",
-    "tcp_health_check", "no_traffic_interval", "no_traffic_healthy_interval",
+    "tcp_health_check", "grpc_health_check", "no_traffic_interval", "no_traffic_healthy_interval",
     "unhealthy_interval", "unhealthy_edge_interval", "healthy_edge_interval",
     "event_log_path", "event_logger", "always_log_health_check_failures",
     "always_log_health_check_success",
@@ -84,6 +88,7 @@ _HTTP_FIELDS = ("host", "path", "request_headers_to_add", "request_headers_to_re
                 "expected_statuses", "retriable_statuses", "codec_client_type", "method",
                 "service_name_matcher")
 _TCP_FIELDS = ("send", "receive")
+_GRPC_FIELDS = ("service_name", "authority", "initial_metadata")
 # RequestMethod enum: METHOD_UNSPECIFIED, GET, HEAD, POST, PUT, DELETE, CONNECT,
 # OPTIONS, TRACE, PATCH.
 _METHODS = {0: b"GET", 1: b"GET", 2: b"HEAD", 3: b"POST", 4: b"PUT", 5: b"DELETE",
@@ -130,6 +135,11 @@ class HealthCheckConfig:
         #: C{service_name_matcher}: C{match(bytes)} for the response's
         #: C{x-envoy-upstream-healthchecked-cluster}, or C{None}.
         self.serviceNameMatcher = kw.pop("serviceNameMatcher", None)
+        #: gRPC: C{service_name}, C{authority} (bytes or C{None}: the
+        #: cluster's name) and C{initial_metadata} as C{[(name, value)]}.
+        self.grpcService = kw.pop("grpcService", "")
+        self.grpcAuthority = kw.pop("grpcAuthority", None)
+        self.grpcMetadata = kw.pop("grpcMetadata", ())
         if kw:
             raise TypeError("unknown HealthCheckConfig settings: %s" % (sorted(kw),))
 
@@ -261,12 +271,34 @@ def _eventLogPaths(hc, path):
     return tuple(paths)
 
 
-def compileHealthChecks(proto, path):
+def _compileGrpc(grpc, path, clusterName, http2, kw):
+    checkFields(grpc, _GRPC_FIELDS, path)
+    if not http2:
+        # Envoy's words; the cluster needs explicit_http_config's
+        # http2_protocol_options (or use_downstream_protocol_config).
+        raise ConfigError("%s: %s cluster must support HTTP/2 for gRPC healthchecking"
+                          % (path, clusterName))
+    kw["kind"] = GRPC
+    kw["grpcService"] = grpc.service_name
+    kw["grpcAuthority"] = (grpc.authority or clusterName).encode("utf-8")
+    metadata = []
+    for i, option in enumerate(grpc.initial_metadata):
+        opath = "%s.initial_metadata[%d]" % (path, i)
+        checkFields(option, ("header",), opath)
+        checkFields(option.header, ("key", "value"), opath + ".header")
+        metadata.append((option.header.key.lower().encode("latin-1"),
+                         option.header.value.encode("latin-1")))
+    kw["grpcMetadata"] = tuple(metadata)
+
+
+def compileHealthChecks(proto, path, http2=False):
     """
     Compile C{Cluster.health_checks}.
 
     @param proto: the C{Cluster} message.
     @param path: its field path.
+    @param http2: whether the cluster speaks HTTP/2 upstream (a gRPC check
+        needs it).
     @return: a L{HealthCheckConfig}, or C{None} when none is configured.
     @raise ConfigError: for an invalid or unsupported setting.
     """
@@ -323,12 +355,14 @@ def compileHealthChecks(proto, path):
             kw["request"] = _payload(tcp.send, tpath + ".send")
         kw["receive"] = tuple(_payload(p, "%s.receive[%d]" % (tpath, i))
                               for i, p in enumerate(tcp.receive))
+    elif which == "grpc_health_check":
+        _compileGrpc(hc.grpc_health_check, hpath + ".grpc_health_check", proto.name, http2, kw)
     elif which is None:
         raise ConfigError("%s: value is required (HealthCheckValidationError.HealthChecker)"
                           % (hpath,))
     else:
-        # grpc_health_check needs HTTP/2 upstreams; custom_health_check an
-        # extension registry for checkers (checkFields reported both).
+        # custom_health_check needs an extension registry for checkers
+        # (checkFields reported it).
         return None
     return HealthCheckConfig(**kw)
 
@@ -461,6 +495,7 @@ class HostSession:
         self._reader = None
         self._received = b""
         self._stopped = False
+        self._grpc = None
 
     # --- timers ---------------------------------------------------------
 
@@ -537,6 +572,9 @@ class HostSession:
             self.handleFailure(NETWORK)
 
     def _send(self):
+        if self.config.kind == GRPC:
+            self._sendGrpc()
+            return
         req = self.config.requestFor(self.host)
         if self.config.kind == HTTP:
             self._reader = _HttpResponseReader()
@@ -549,8 +587,45 @@ class HostSession:
             self._close()
             self.handleSuccess()
 
+    def _sendGrpc(self):
+        cfg = self.config
+        if self._grpc is None:
+            hostname = self.host.healthCheckHostname
+            authority = hostname.encode("utf-8") if hostname else cfg.grpcAuthority
+            self._grpc = GrpcHealthProbe(authority, cfg.grpcService, cfg.grpcMetadata)
+        self._proto.transport.write(self._grpc.check())
+
+    def _grpcReceived(self, data):
+        out, outcome = self._grpc.feed(data)
+        if out:
+            self._proto.transport.write(out)
+        if outcome is None or not self._inFlight:
+            # Between checks, or a late answer to one that timed out: a
+            # connection that can carry no more checks is closed.
+            if self._grpc.broken:
+                self._close()
+            return
+        self._inFlight = False
+        if outcome == GRPC_SUCCESS:
+            self.handleSuccess()
+        elif outcome == GRPC_FAILURE:
+            # Envoy's onRpcComplete: an ACTIVE failure, not retriable.
+            self.handleFailure(ACTIVE, retriable=False)
+        else:
+            self._close()
+            self.handleFailure(NETWORK)
+            return
+        if not self.config.reuseConnection or self._grpc.broken:
+            self._close()
+
     def _dataReceived(self, proto, data):
-        if proto is not self._proto or not self._inFlight:
+        if proto is not self._proto:
+            return
+        if self.config.kind == GRPC:
+            # HTTP/2 frames (SETTINGS, PING) come between checks too.
+            self._grpcReceived(data)
+            return
+        if not self._inFlight:
             return
         if self.config.kind == HTTP:
             try:
@@ -610,6 +685,7 @@ class HostSession:
         if proto is not self._proto:
             return
         self._proto = None
+        self._grpc = None
         if self._inFlight and not self._stopped:
             if self._reader is not None and self._reader.untilClose:
                 self._httpComplete()
@@ -619,6 +695,7 @@ class HostSession:
 
     def _close(self):
         proto, self._proto = self._proto, None
+        self._grpc = None
         if proto is not None and proto.transport is not None:
             proto.transport.abortConnection()
 
