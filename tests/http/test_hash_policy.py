@@ -104,6 +104,11 @@ class GenerateHashTests(SynchronousTestCase):
         onlyB = request(headers=[(b"x-b", b"2")])
         self.assertEqual(generateHash(policies, onlyB, info()), xxHash64(b"2"))
 
+    def test_noRequest(self):
+        """A TCP connection (no request) hashes by source IP and filter state only."""
+        policies = (HashPolicy("header", b"x-a"), HashPolicy("source_ip"))
+        self.assertEqual(generateHash(policies, None, info()), xxHash64(b"10.1.2.3"))
+
     def test_sourceIpFalseNeverTerminates(self):
         """C{source_ip: false} is no policy at all, terminal or not."""
         policies = (HashPolicy("header", b"x-a"), HashPolicy("none", terminal=True),

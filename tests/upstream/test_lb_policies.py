@@ -97,3 +97,18 @@ class LoadBalancingPolicyTests(SynchronousTestCase):
                 "policies": [policy("round_robin", "round_robin.v3.RoundRobin")]}))
         self.assertIn("endpoint_picking_policy: Currently WrrLocalityLoadBalancer only "
                       "supports ClientSideWeightedRoundRobinLoadBalancer", str(e))
+
+    def test_ownHashPolicy(self):
+        """
+        The extension's C{consistent_hashing_lb_config.hash_policy} is
+        compiled as a route's, with its own field path.
+        """
+        cfg = compile(policy("maglev", "maglev.v3.Maglev", consistent_hashing_lb_config={
+            "hash_policy": [{"header": {"header_name": "X-LB"}}]}))
+        self.assertEqual([(p.kind, p.name) for p in cfg.hashing.policy.hashPolicies],
+                         [("header", b"x-lb")])
+        e = self.assertRaises(ConfigError, compile, policy(
+            "ring_hash", "ring_hash.v3.RingHash",
+            consistent_hashing_lb_config={"hash_policy": [{"terminal": True}]}))
+        self.assertIn(PATH + ".load_balancing_policy.policies[0].typed_extension_config."
+                      "typed_config.consistent_hashing_lb_config.hash_policy[0]", str(e))

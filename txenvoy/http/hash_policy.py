@@ -19,6 +19,7 @@ object, so that Envoy and txenvoy send the same request to the same host.
 from txenvoy.network.address import formatAddress
 from txenvoy.upstream.hashing import rotateCombine, uint64ToHex, xxHash64, xxHash64Values
 
+_REQUEST_KINDS = frozenset(("header", "cookie", "query_parameter"))
 _PSEUDO = {b":authority": "authority", b":path": "path", b":method": "method",
            b":scheme": "scheme"}
 
@@ -27,7 +28,9 @@ def generateHash(policies, request, streamInfo, addCookie=None):
     """
     @param policies: the route's compiled
         L{txenvoy.router.config.HashPolicy} tuple.
-    @param request: the L{txenvoy.http.headers.RequestHeaders}.
+    @param request: the L{txenvoy.http.headers.RequestHeaders}, or
+        C{None} (a TCP connection: only C{source_ip} and C{filter_state}
+        can hash).
     @param streamInfo: the stream's
         L{txenvoy.network.stream_info.StreamInfo} (client address, filter
         state).
@@ -39,7 +42,9 @@ def generateHash(policies, request, streamInfo, addCookie=None):
     result = None
     for policy in policies:
         kind = policy.kind
-        if kind == "header":
+        if request is None and kind in _REQUEST_KINDS:
+            new = None
+        elif kind == "header":
             new = _headerHash(policy, request)
         elif kind == "cookie":
             value = cookieValue(request.headers, policy.name)

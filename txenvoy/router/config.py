@@ -996,6 +996,42 @@ def _isGrpc(headers):
 # -- compilation -----------------------------------------------------------------
 
 
+def compileHashPolicy(policy, path):
+    """
+    One C{RouteAction.HashPolicy} (of a route, or of a RingHash or Maglev
+    policy's C{consistent_hashing_lb_config}) as a L{HashPolicy}.
+    """
+    checkFields(policy, _HASH_FIELDS, path)
+    which = policy.WhichOneof("policy_specifier")
+    terminal = policy.terminal
+    if which == "header":
+        header = policy.header
+        rewrite = None
+        if header.HasField("regex_rewrite"):
+            rewrite = compileRegexRewrite(header.regex_rewrite, path + ".header.regex_rewrite")
+        return HashPolicy("header", header.header_name.lower().encode("utf-8"), terminal,
+                          rewrite)
+    if which == "cookie":
+        cookie = policy.cookie
+        # Envoy keeps only the ttl's whole seconds.
+        return HashPolicy(
+            "cookie", cookie.name.encode("utf-8"), terminal,
+            cookieTtl=cookie.ttl.seconds if cookie.HasField("ttl") else None,
+            cookiePath=cookie.path,
+            cookieAttributes=[(a.name, a.value) for a in cookie.attributes])
+    if which == "connection_properties":
+        if not policy.connection_properties.source_ip:
+            # Envoy's source_ip: false hashes nothing.
+            return HashPolicy("none", None, terminal)
+        return HashPolicy("source_ip", None, terminal)
+    if which == "query_parameter":
+        return HashPolicy("query_parameter", policy.query_parameter.name.encode("utf-8"),
+                          terminal)
+    if which == "filter_state":
+        return HashPolicy("filter_state", policy.filter_state.key, terminal)
+    raise UnsupportedField("%s.%s" % (path, which or "policy_specifier"))
+
+
 class _Compiler:
     """Turns one C{RouteConfiguration} into a L{RouteTable}."""
 
@@ -1446,35 +1482,7 @@ class _Compiler:
         return kw
 
     def compileHashPolicy(self, policy, path):
-        checkFields(policy, _HASH_FIELDS, path)
-        which = policy.WhichOneof("policy_specifier")
-        terminal = policy.terminal
-        if which == "header":
-            header = policy.header
-            rewrite = None
-            if header.HasField("regex_rewrite"):
-                rewrite = compileRegexRewrite(header.regex_rewrite, path + ".header.regex_rewrite")
-            return HashPolicy("header", header.header_name.lower().encode("utf-8"), terminal,
-                              rewrite)
-        if which == "cookie":
-            cookie = policy.cookie
-            # Envoy keeps only the ttl's whole seconds.
-            return HashPolicy(
-                "cookie", cookie.name.encode("utf-8"), terminal,
-                cookieTtl=cookie.ttl.seconds if cookie.HasField("ttl") else None,
-                cookiePath=cookie.path,
-                cookieAttributes=[(a.name, a.value) for a in cookie.attributes])
-        if which == "connection_properties":
-            if not policy.connection_properties.source_ip:
-                # Envoy's source_ip: false hashes nothing.
-                return HashPolicy("none", None, terminal)
-            return HashPolicy("source_ip", None, terminal)
-        if which == "query_parameter":
-            return HashPolicy("query_parameter", policy.query_parameter.name.encode("utf-8"),
-                              terminal)
-        if which == "filter_state":
-            return HashPolicy("filter_state", policy.filter_state.key, terminal)
-        raise UnsupportedField("%s.%s" % (path, which or "policy_specifier"))
+        return compileHashPolicy(policy, path)
 
     def compileRedirect(self, redirect, attributes, path):
         checkFields(redirect, _REDIRECT_FIELDS, path)

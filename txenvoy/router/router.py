@@ -486,10 +486,14 @@ class RouterFilter:
         info.upstreamCluster = clusterName
 
         entries = headers.headers
-        if entry.hashPolicies and cluster.info.lbConfig.hashing is not None:
+        hashing = cluster.info.lbConfig.hashing
+        if hashing is not None:
             # Envoy hashes the request as it came, before the route's
-            # header mutations and rewrites.
-            self._hashKey = generateHash(entry.hashPolicies, headers, info, self._addCookie)
+            # header mutations and rewrites, with the load balancer's own
+            # hash policy if it has one.
+            policies = hashing.policy.hashPolicies or entry.hashPolicies
+            if policies:
+                self._hashKey = generateHash(policies, headers, info, self._addCookie)
 
         policy = entry.retryPolicy
         bits = _retryBits(policy)

@@ -733,7 +733,7 @@ def _compilePolicy(cfg, typeName, anyMsg, ppath, proto):
             report(UnsupportedField(ppath + ".selection_method", "FULL_SCAN"))
         _applyLeastRequest(cfg, msg, ppath)
     elif cfg.policy in (RING_HASH, MAGLEV):
-        useHostname, factor = _consistentHashing(msg, ppath)
+        useHostname, factor = _consistentHashing(msg, ppath, ("hash_policy",))
         if cfg.policy == RING_HASH:
             if not msg.HasField("consistent_hashing_lb_config"):
                 # The deprecated fields count only without the new message.
@@ -742,6 +742,7 @@ def _compilePolicy(cfg, typeName, anyMsg, ppath, proto):
             table = compileRingHash(msg, ppath, useHostname, True, factor)
         else:
             table = compileMaglev(msg, ppath, useHostname, True, factor)
+        table.hashPolicies = _lbHashPolicies(msg, ppath)
         cfg.hashing = TableCache(table)
         return
     else:
@@ -756,7 +757,7 @@ def _compilePolicy(cfg, typeName, anyMsg, ppath, proto):
             cfg.localityWeights = _localityWeights(proto.load_assignment)
 
 
-def _consistentHashing(msg, path):
+def _consistentHashing(msg, path, more=()):
     """
     C{(use_hostname_for_hashing, hash_balance_factor)} from
     C{msg.consistent_hashing_lb_config} (C{(False, 0)} without it).
@@ -765,8 +766,21 @@ def _consistentHashing(msg, path):
         return False, 0
     chc = msg.consistent_hashing_lb_config
     cpath = path + ".consistent_hashing_lb_config"
-    checkFields(chc, ("use_hostname_for_hashing", "hash_balance_factor"), cpath)
+    checkFields(chc, ("use_hostname_for_hashing", "hash_balance_factor") + more, cpath)
     return chc.use_hostname_for_hashing, chc.hash_balance_factor.value
+
+
+def _lbHashPolicies(msg, path):
+    """
+    The policy's own C{consistent_hashing_lb_config.hash_policy}, which
+    Envoy uses instead of the route's.
+    """
+    # Imported here: the router's config imports the upstream modules.
+    from txenvoy.router.config import compileHashPolicy
+
+    cpath = path + ".consistent_hashing_lb_config.hash_policy[%d]"
+    return tuple(compileHashPolicy(p, cpath % (i,))
+                 for i, p in enumerate(msg.consistent_hashing_lb_config.hash_policy))
 
 
 def _applyLeastRequest(cfg, msg, path):

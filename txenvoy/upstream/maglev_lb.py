@@ -62,6 +62,10 @@ class MaglevConfig:
     #: C{hash_balance_factor}: 0, or the bound on a host's load in
     #: percent of the average (see L{txenvoy.upstream.bounded_load}).
     hashBalanceFactor = 0
+    #: The policy's own hash policies (the RingHash and Maglev extensions'
+    #: C{consistent_hashing_lb_config.hash_policy}), used instead of the
+    #: route's when set.
+    hashPolicies = ()
 
     def buildTable(self, normalized, minWeight, maxWeight):
         """Build the L{MaglevTable} for one level's hosts."""

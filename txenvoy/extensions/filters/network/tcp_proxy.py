@@ -136,8 +136,11 @@ class TcpProxyFilter(Protocol):
 
     def _connect(self):
         hashKey = None
-        if self.config.hashPolicies and self.cluster.info.lbConfig.hashing is not None:
-            hashKey = generateHash(self.config.hashPolicies, None, self.streamInfo)
+        hashing = self.cluster.info.lbConfig.hashing
+        if hashing is not None:
+            policies = hashing.policy.hashPolicies or self.config.hashPolicies
+            if policies:
+                hashKey = generateHash(policies, None, self.streamInfo)
         host = self.cluster.chooseHost(LoadBalancerContext(self.connection, None, hashKey))
         if host is None:
             self.cluster.stats.upstream_cx_none_healthy.inc()
