@@ -36,6 +36,7 @@ from txenvoy.tracing.grpc_export import (
     compileEnvoyGrpc,
     mainThreadHosts,
 )
+from txenvoy.tracing.otlp_protos import requireCurrentOtlpProtos
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 STAT_PREFIX = "access_logs.open_telemetry_access_log."
@@ -155,6 +156,7 @@ def createOpenTelemetryAccessLogger(message, context):
     from opentelemetry.proto.common.v1 import common_pb2
 
     path = context.path + ".typed_config"
+    requireCurrentOtlpProtos(path)
     common = message.common_config
     cpath = path + ".common_config"
     checkFields(common, _COMMON_FIELDS, cpath)

@@ -31,6 +31,7 @@ from txenvoy.tracing.grpc_export import (
     compileEnvoyGrpc,
     mainThreadHosts,
 )
+from txenvoy.tracing.otlp_protos import requireCurrentOtlpProtos
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 _FIELDS = ("grpc_service", "report_counters_as_deltas", "report_histograms_as_deltas",
@@ -171,6 +172,7 @@ def _bool(message, field, default):
 def createOpenTelemetryStatsSink(message, context):
     """Build an L{OpenTelemetryStatsSink} from a C{SinkConfig}."""
     path = context.configPath
+    requireCurrentOtlpProtos(path)
     target = compileEnvoyGrpc(message.grpc_service, path + ".grpc_service", context.bootstrap)
     collector = GrpcCollector(MainThreadDispatcher(context.reactor), target.clusterName,
                               EXPORT_METHOD, target.timeout, target.metadata,

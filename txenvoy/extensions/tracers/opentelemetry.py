@@ -34,6 +34,7 @@ from txenvoy.interfaces import ISpan, ITracerDriver
 from txenvoy.stats.per_worker import PerWorker, StatsStruct
 from txenvoy.tracing import w3c
 from txenvoy.tracing.grpc_export import GrpcCollector, compileEnvoyGrpc
+from txenvoy.tracing.otlp_protos import requireCurrentOtlpProtos
 from txenvoy.tracing.reporter import BatchReporter, HttpCollector
 
 OTEL_STATS = ("spans_sent", "spans_dropped", "timer_flushed")
@@ -264,6 +265,7 @@ def _clusterOf(context, name, path):
 def createOpenTelemetryDriver(message, context):
     """Build an L{OpenTelemetryDriver} from an C{envoy.config.trace.v3.OpenTelemetryConfig}."""
     path = context.path + ".typed_config"
+    requireCurrentOtlpProtos(path)
     userAgent = "OTel-OTLP-Exporter-Envoy/txenvoy-%s" % (_version(),)
     if message.HasField("grpc_service") and message.HasField("http_service"):
         raise ConfigError("%s: only one of grpc_service and http_service can be set" % (path,))
