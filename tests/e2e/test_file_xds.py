@@ -281,6 +281,9 @@ class ListenerDrainTests(SynchronousTestCase):
             seen.append(_waitFor(port, b"v2"))
             # The old connection keeps its listener's config and is told to go.
             seen.append(_keepAliveExchange(old))
+            # Closed after that answer, or at the latest when the drain
+            # ends (--drain-time-s) plus the delayed close: wait past both.
+            old.settimeout(15)
             seen.append(old.recv(10))
             old.close()
         finally:
