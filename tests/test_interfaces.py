@@ -335,7 +335,8 @@ class DeclaredSeamsTests(SynchronousTestCase):
                      "IResponseDecoder", "ICluster", "IDownstreamTransportSocketFactory",
                      "IUpstreamTransportSocketFactory", "IStreamDecoderFilter",
                      "IStreamEncoderFilter", "IStreamFilterBase", "IDispatcher",
-                     "IServerCodec", "IClientCodec", "IResponseEncoder", "IRequestDecoder",
+                     "IServerCodec", "IClientCodec", "IClientConnectionCodec",
+                     "IResponseEncoder", "IRequestDecoder",
                      "IServerConnectionCallbacks", "IFilterManagerStream",
                      "IRouterFilterCallbacks", "IHttpConnPool"):
             self.assertIn(seam, checked)

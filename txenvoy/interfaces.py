@@ -530,6 +530,14 @@ class IClientCodec(Interface):
     def encodeTrailers(trailers):
         """End the request with trailers."""
 
+
+class IClientConnectionCodec(IClientCodec):
+    """
+    An upstream codec that is its connection's reader too (HTTP/1.1: one
+    request at a time on the connection). An HTTP/2 stream's codec is not:
+    its connection reads for all of its streams.
+    """
+
     def dataReceived(data):
         """Response bytes from the connection."""
 

@@ -16,7 +16,7 @@ from txenvoy.http.conn_pool import poolsFor
 from txenvoy.http.http1.client_codec import ClientCodec
 from txenvoy.http.http1.server_codec import ServerCodec
 from txenvoy.interfaces import (
-    IClientCodec,
+    IClientConnectionCodec,
     IFilterManagerStream,
     IHttpConnPool,
     IRequestDecoder,
@@ -81,7 +81,7 @@ class CodecSeamTests(SynchronousTestCase):
 
     def test_clientCodec(self):
         """The HTTP/1.1 client codec."""
-        self.assertTrue(verifyObject(IClientCodec, ClientCodec(_Decoder(), StringTransport())))
+        self.assertTrue(verifyObject(IClientConnectionCodec, ClientCodec(_Decoder(), StringTransport())))
 
 
 class ConnectionManagerSeamTests(SynchronousTestCase):

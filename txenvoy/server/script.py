@@ -51,3 +51,19 @@ def main(argv=None):
 def run():
     """The console script."""
     sys.exit(main())
+
+
+def runWorkerProcess():
+    """
+    A worker process's entry point (what
+    L{txenvoy.server.worker_processes.WORKER_PROCESS_CODE} runs):
+    the epoll reactor, then L{txenvoy.server.worker_process.main} on it.
+    """
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from twisted.internet import reactor  # entry point
+
+    from txenvoy.server.worker_process import main as workerMain
+
+    workerMain(reactor)

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.e2e.test_worker_processes -*-
 """
-One worker process (C{python -m txenvoy.server.worker_process}), started by
+One worker process (L{txenvoy.server.script.runWorkerProcess}), started by
 L{txenvoy.server.worker_processes.WorkerProcesses} with its channel to the
 main process on descriptor 3.
 
@@ -9,10 +9,7 @@ admin and the stats sinks (the main process keeps both), serves its share
 of the listening sockets on its own worker threads, sends its stats twice a
 second and applies the admin actions the main process forwards. It exits
 when the main process goes away, and drains on SIGTERM as the main process
-does.
-
-Like C{twistd envoy}'s entry point, this is a process's own module and
-uses the global reactor.
+does. Its entry point gives it its reactor.
 """
 
 import base64
@@ -155,11 +152,14 @@ class WorkerProcessAgent:
             self.reactor.callLater(EXIT_NOW_GRACE_S, self.exitAtOnce)
 
 
-def main():
-    from twisted.internet import epollreactor
+def main(reactor):
+    """
+    Serve as a worker process on C{reactor} until the main process goes
+    away or a signal stops it, then exit.
 
-    epollreactor.install()
-    from twisted.internet import reactor
+    @param reactor: the process's reactor, not yet running (the entry
+        point, L{txenvoy.server.script.runWorkerProcess}, installs it).
+    """
     from twisted.internet.task import LoopingCall
     from twisted.logger import globalLogBeginner
 
@@ -211,6 +211,3 @@ def main():
     agent.pushStats()
     sys.exit(0)
 
-
-if __name__ == "__main__":
-    main()

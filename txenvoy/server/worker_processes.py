@@ -52,6 +52,10 @@ YOUNG_DEATH_S = 2.0
 #: how long worker processes get before SIGKILL.
 EXIT_NOW_WAIT_S = 5.0
 
+#: What a worker process runs (C{python -c}): its entry point, which owns
+#: the process's reactor, L{txenvoy.server.script.runWorkerProcess}.
+WORKER_PROCESS_CODE = "from txenvoy.server.script import runWorkerProcess; runWorkerProcess()"
+
 
 def snapshotOptions(options, logPath=None):
     """
@@ -136,7 +140,7 @@ class WorkerProcesses(Service):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         channel = _Channel(self, index)
         channel.startedAt = self.reactor.seconds()
-        args = [self.executable, "-m", "txenvoy.server.worker_process"]
+        args = [self.executable, "-c", WORKER_PROCESS_CODE]
         try:
             self.reactor.spawnProcess(channel, self.executable, args, env=dict(os.environ),
                                       childFDs={0: 0, 1: 1, 2: 2, 3: theirs.fileno()})

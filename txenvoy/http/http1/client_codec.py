@@ -47,7 +47,7 @@ from txenvoy.http.http1.codec import (
     parserError,
 )
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
-from txenvoy.interfaces import IClientCodec
+from txenvoy.interfaces import IClientConnectionCodec
 
 __all__ = ["ClientCodec"]
 
@@ -62,7 +62,7 @@ _REQUEST_SPECIAL = frozenset(
 _HEAD_END = re.compile(rb"\n\r?\n")
 
 
-@implementer(IClientCodec)
+@implementer(IClientConnectionCodec)
 class ClientCodec(Http1Connection):
     """
     The upstream HTTP/1.1 codec of one connection.

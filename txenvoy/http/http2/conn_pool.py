@@ -162,13 +162,6 @@ class Http2StreamClient:
             self._pendingEnd = True
         self.client.flushStream(self)
 
-    def dataReceived(self, data):
-        """The connection reads for its streams (see L{Http2ActiveClient})."""
-        raise NotImplementedError("the connection's client reads for its streams")
-
-    def connectionLost(self, reason=None):
-        """The connection's client ends its streams (see L{Http2ActiveClient})."""
-
     # What the router calls on its client.
 
     def resetStream(self):
