@@ -76,6 +76,7 @@ from txenvoy.http.pool_base import (
     CONNECTION_TERMINATION,
     OVERFLOW,
     PROTOCOL_ERROR,
+    PendingAccounting,
     PendingStream,
     directWriter,
 )
@@ -191,7 +192,7 @@ def poolsFor(cluster, priority="DEFAULT"):
 
 
 @implementer(IHttpConnPool)
-class HttpConnPool:
+class HttpConnPool(PendingAccounting):
     """
     The connections of one worker to one host of one cluster.
 
@@ -305,20 +306,6 @@ class HttpConnPool:
         pending = self.pending.popleft()
         self._pendingDone()
         return pending
-
-    def _pendingDone(self):
-        self.clusterPools.pendingRequests.release()
-        self.stats.upstream_rq_pending_active.dec()
-        self.hostStats.rq_pending_active -= 1
-
-    def cancelPending(self, pending):
-        """See L{txenvoy.interfaces.IHttpConnPool.cancelPending}."""
-        try:
-            self.pending.remove(pending)
-        except ValueError:
-            return
-        self._pendingDone()
-        self.stats.upstream_rq_cancelled.inc()
 
     # Client life cycle.
 

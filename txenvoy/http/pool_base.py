@@ -2,7 +2,8 @@
 """
 What the HTTP/1.1 and HTTP/2 connection pools share: Envoy's reset reasons
 as they appear in local reply bodies, the direct writer of their
-connections, and the handle of a stream waiting for a connection.
+connections, the handle of a stream waiting for a connection and the
+accounting of those waits.
 """
 
 from twisted.internet import tcp
@@ -10,7 +11,7 @@ from twisted.internet import tcp
 from txenvoy.privates import unsentBytes
 
 __all__ = ["OVERFLOW", "CONNECTION_TERMINATION", "PROTOCOL_ERROR", "directWriter",
-           "PendingStream"]
+           "PendingStream", "PendingAccounting"]
 
 #: Envoy's reset reasons, as they appear in local reply bodies.
 OVERFLOW = "overflow"
@@ -67,3 +68,26 @@ class PendingStream:
         if not self.cancelled:
             self.cancelled = True
             self.pool.cancelPending(self)
+
+
+class PendingAccounting:
+    """
+    A pool's waiting streams: a base of both pools, which have C{pending}
+    (a deque of L{PendingStream}), C{clusterPools}, C{stats} and
+    C{hostStats}.
+    """
+
+    def _pendingDone(self):
+        # A stream stopped waiting: given a connection, or withdrawn.
+        self.clusterPools.pendingRequests.release()
+        self.stats.upstream_rq_pending_active.dec()
+        self.hostStats.rq_pending_active -= 1
+
+    def cancelPending(self, pending):
+        """See L{txenvoy.interfaces.IHttpConnPool.cancelPending}."""
+        try:
+            self.pending.remove(pending)
+        except ValueError:
+            return
+        self._pendingDone()
+        self.stats.upstream_rq_cancelled.inc()

@@ -56,6 +56,7 @@ from txenvoy.http.pool_base import (
     CONNECTION_TERMINATION,
     OVERFLOW,
     PROTOCOL_ERROR,
+    PendingAccounting,
     PendingStream,
     directWriter,
 )
@@ -529,7 +530,7 @@ class Http2ActiveClient:
 
 
 @implementer(IHttpConnPool)
-class Http2ConnPool:
+class Http2ConnPool(PendingAccounting):
     """
     The HTTP/2 connections of one worker to one host of one cluster.
 
@@ -603,20 +604,6 @@ class Http2ConnPool:
             pending = self.pending.popleft()
             self._pendingDone()
             self._attach(client, pending.callbacks)
-
-    def _pendingDone(self):
-        self.clusterPools.pendingRequests.release()
-        self.stats.upstream_rq_pending_active.dec()
-        self.hostStats.rq_pending_active -= 1
-
-    def cancelPending(self, pending):
-        """See L{txenvoy.interfaces.IHttpConnPool.cancelPending}."""
-        try:
-            self.pending.remove(pending)
-        except ValueError:
-            return
-        self._pendingDone()
-        self.stats.upstream_rq_cancelled.inc()
 
     def _tryConnect(self):
         connections = self.clusterPools.connections
