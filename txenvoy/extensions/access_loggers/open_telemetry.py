@@ -3,7 +3,7 @@
 C{envoy.access_loggers.open_telemetry}: one OTLP log record per finished
 request or connection, exported to an OpenTelemetry collector over gRPC
 (C{LogsService/Export}, through grpcio as the tracer's export is: see
-L{txenvoy.tracing.grpc_export}).
+L{txenvoy.grpc.async_client}).
 
 As Envoy's: the resource carries the built-in labels C{log_name},
 C{zone_name}, C{cluster_name} and C{node_name} (unless
@@ -30,7 +30,7 @@ from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.formatter import substitution as _formatter
 from txenvoy.interfaces import IAccessLogger
-from txenvoy.tracing.grpc_export import (
+from txenvoy.grpc.async_client import (
     GrpcCollector,
     MainThreadDispatcher,
     compileEnvoyGrpc,

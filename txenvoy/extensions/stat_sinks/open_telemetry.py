@@ -2,7 +2,7 @@
 """
 C{envoy.stat_sinks.open_telemetry}: every stats flush exported as an OTLP
 C{ExportMetricsServiceRequest} over gRPC (through grpcio: see
-L{txenvoy.tracing.grpc_export}), as Envoy's sink builds it.
+L{txenvoy.grpc.async_client}), as Envoy's sink builds it.
 
 Each stat that was ever written is one metric, named after its
 tag-extracted name (C{use_tag_extracted_name}, default true) with its tags
@@ -25,7 +25,7 @@ from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import IStatsSink
 from txenvoy.stats.format import DEFAULT_BUCKETS, cumulativeCounts
 from txenvoy.stats.tags import defaultTagProducer
-from txenvoy.tracing.grpc_export import (
+from txenvoy.grpc.async_client import (
     GrpcCollector,
     MainThreadDispatcher,
     compileEnvoyGrpc,

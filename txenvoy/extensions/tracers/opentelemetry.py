@@ -3,7 +3,7 @@
 C{envoy.tracers.opentelemetry}: spans as Envoy's OpenTelemetry tracer
 makes them, exported as OTLP (C{ExportTraceServiceRequest} from the
 C{opentelemetry-proto} package) over gRPC (C{grpc_service.envoy_grpc},
-with grpcio: see L{txenvoy.tracing.grpc_export}) or over HTTP
+with grpcio: see L{txenvoy.grpc.async_client}) or over HTTP
 (C{http_service}, C{application/x-protobuf}).
 
 W3C C{traceparent}/C{tracestate} are continued and injected; the span is
@@ -33,7 +33,7 @@ from txenvoy.http.filter_config import snapshotSource
 from txenvoy.interfaces import ISpan, ITracerDriver
 from txenvoy.stats.per_worker import PerWorker, StatsStruct
 from txenvoy.tracing import w3c
-from txenvoy.tracing.grpc_export import GrpcCollector, compileEnvoyGrpc
+from txenvoy.grpc.async_client import GrpcCollector, compileEnvoyGrpc
 from txenvoy.tracing.otlp_protos import requireCurrentOtlpProtos
 from txenvoy.tracing.reporter import BatchReporter, HttpCollector
 

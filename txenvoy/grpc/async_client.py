@@ -1,13 +1,14 @@
-# -*- test-case-name: tests.tracing.test_grpc_export -*-
+# -*- test-case-name: tests.grpc.test_async_client -*-
 """
-Unary gRPC calls (OTLP C{Export}) from a worker, with grpcio.
+Unary gRPC calls from a worker or the main thread, with grpcio: OTLP
+C{Export} today, and every other Envoy service a C{GrpcService} names.
 
 grpcio runs its own I/O threads and completion queue; a call started with
 C{future()} returns at once, so the worker never waits. Its completion
 arrives on a grpcio thread, and is handed back to the worker with
 C{dispatcher.post} (the reactor's C{callFromThread}): only the worker's
 own thread touches the reporter, its counters and its Deferreds. This
-keeps the exporter off the data path without a second HTTP/2 stack in
+keeps the calls off the data path without a second HTTP/2 stack in
 txenvoy (the OTLP protocol, not the proxy's codecs, is what matters here),
 and a channel reconnects by itself when the collector comes back.
 """

@@ -1,5 +1,5 @@
 """
-Tests for L{txenvoy.tracing.grpc_export}: a unary OTLP call to a real gRPC
+Tests for L{txenvoy.grpc.async_client}: a unary OTLP call to a real gRPC
 collector on 127.0.0.1, its completion handed back through the
 dispatcher's C{post} (never run on grpcio's thread).
 """
@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.collectors import OtlpCollector
-from txenvoy.tracing.grpc_export import GrpcCallError, GrpcCollector
+from txenvoy.grpc.async_client import GrpcCallError, GrpcCollector
 
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
