@@ -6,6 +6,7 @@ and streaming calls with their trailers and metadata, error statuses, and
 one upstream connection carrying every stream.
 """
 
+import base64
 import re
 import socket
 import time
@@ -14,7 +15,7 @@ from concurrent import futures
 import grpc
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
+from tests.e2e.harness import SharedFixture, adminStats, freePort, recvAll, startProxy
 
 _SERVICE = "test.Echo"
 
@@ -289,6 +290,80 @@ class GrpcComparisonTests(SharedFixture, SynchronousTestCase):
         self.assertEqual((envoy[0], envoy[2]), (grpc.StatusCode.DEADLINE_EXCEEDED, True))
         self.assertEqual(tx[1], "downstream duration timeout")
 
+    def grpcWebBoth(self, path, body, contentType, accept=None):
+        """One HTTP/1.1 gRPC-Web request through Envoy, then txenvoy: both raw replies."""
+        head = (b"POST %s HTTP/1.1\r\nhost: a\r\ncontent-type: %s\r\nx-grpc-web: 1\r\n"
+                % (path, contentType))
+        if accept is not None:
+            head += b"accept: %s\r\n" % (accept,)
+        raw = head + b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        results = []
+        for side in self.sides:
+            with socket.create_connection(("127.0.0.1", side.port), timeout=10) as s:
+                s.sendall(raw)
+                data = recvAll(s, 10)
+            results.append(re.sub(rb"(date|x-envoy-upstream-service-time): [^\r]*\r\n", b"",
+                                  data))
+        return results
+
+    def test_grpcWebText(self):
+        """
+        application/grpc-web-text with accept: application/grpc-web-text:
+        the base64 request decoded; each reply frame and the trailers frame
+        base64-encoded on its own (Envoy's GrpcWebFilter::encodeData), the
+        reply typed application/grpc-web-text+proto.
+        """
+        message = base64.b64encode(b"\x00" + (2).to_bytes(4, "big") + b"hi")
+        envoy, tx = self.grpcWebBoth(b"/test.Echo/Unary", message,
+                                     b"application/grpc-web-text",
+                                     b"application/grpc-web-text")
+        self.assertEqual(tx, envoy)
+        self.assertIn(b"content-type: application/grpc-web-text+proto", envoy)
+        body = envoy.split(b"\r\n\r\n", 1)[1]
+        self.assertIn(base64.b64encode(b"\x00\x00\x00\x00\x07echo:hi"), body)
+
+    def test_grpcWebTextStream(self):
+        """A server stream over grpc-web-text: one base64 run per frame."""
+        message = base64.b64encode(b"\x00" + (1).to_bytes(4, "big") + b"3")
+        envoy, tx = self.grpcWebBoth(b"/test.Echo/ServerStream", message,
+                                     b"application/grpc-web-text+proto",
+                                     b"application/grpc-web-text+proto")
+        self.assertEqual(tx, envoy)
+        for i in range(3):
+            self.assertIn(base64.b64encode(b"\x00\x00\x00\x00\x05item%d" % (i,)), envoy)
+
+    def test_grpcWebTextBinaryReply(self):
+        """A text request without a text accept gets a binary grpc-web+proto reply."""
+        message = base64.b64encode(b"\x00" + (2).to_bytes(4, "big") + b"yo")
+        envoy, tx = self.grpcWebBoth(b"/test.Echo/Unary", message, b"application/grpc-web-text")
+        self.assertEqual(tx, envoy)
+        self.assertIn(b"content-type: application/grpc-web+proto", envoy)
+        self.assertIn(b"echo:yo", envoy)
+
+    def test_grpcWebTextBadBase64(self):
+        """
+        Base64 that ends off a multiple of four, or is not base64: Envoy's
+        400 "Bad gRPC-web request, invalid base64 data." (then made gRPC-Web).
+        """
+        for body in (b"AAAAAAJoaQ", b"AA*AAAJo"):
+            envoy, tx = self.grpcWebBoth(b"/test.Echo/Unary", body,
+                                         b"application/grpc-web-text")
+            self.assertEqual(tx, envoy)
+            self.assertTrue(envoy.startswith(b"HTTP/1.1 400 "), envoy)
+            self.assertIn(b"grpc-message: Bad gRPC-web request, invalid base64 data.", envoy)
+
+    def test_grpcWebLocalReply(self):
+        """
+        A gRPC-Web request answered by txenvoy itself (a refused upstream):
+        not a gRPC request to the connection manager, so the HTTP reply is
+        made gRPC-Web by the filter, its body moved to grpc-message.
+        """
+        message = b"\x00" + (2).to_bytes(4, "big") + b"hi"
+        envoy, tx = self.grpcWebBoth(b"/dead.Svc/M", message, b"application/grpc-web")
+        self.assertEqual(tx, envoy)
+        self.assertIn(b"grpc-status: 14", envoy)
+        self.assertIn(b"content-type: application/grpc-web+proto", envoy)
+
     def test_grpcWebOverHttp1(self):
         """
         A gRPC-Web call over HTTP/1.1 (envoy.filters.http.grpc_web): the
@@ -296,24 +371,7 @@ class GrpcComparisonTests(SharedFixture, SynchronousTestCase):
         trailers as a 0x80 frame, as Envoy sends them.
         """
         message = b"\x00" + (2).to_bytes(4, "big") + b"hi"
-        raw = (b"POST /test.Echo/Unary HTTP/1.1\r\nhost: a\r\n"
-               b"content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n"
-               b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(message), message))
-        results = []
-        for side in self.sides:
-            s = socket.create_connection(("127.0.0.1", side.port), timeout=10)
-            try:
-                s.sendall(raw)
-                data = b""
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-            finally:
-                s.close()
-            results.append(re.sub(rb"(date|x-envoy-upstream-service-time): [^\r]*\r\n", b"",
-                                  data))
+        results = self.grpcWebBoth(b"/test.Echo/Unary", message, b"application/grpc-web+proto")
         self.assertEqual(results[1], results[0])
         self.assertIn(b"content-type: application/grpc-web+proto", results[0])
         self.assertIn(b"\x80\x00\x00\x00", results[0])

@@ -1183,6 +1183,7 @@ class ActiveStream:
     #: the C{tracing} block is set.
     activeSpan = None
     _decoratedOperation = None
+    _grpcRequest = False
 
     def __init__(self, cm, encoder):
         self.cm = cm
@@ -1224,6 +1225,9 @@ class ActiveStream:
         cm.rqProtocolStat.inc()
         stats.downstream_rq_active.inc()
         self.requestHeaders = request
+        # Envoy's is_grpc_request_: decided on the request as the client
+        # sent it, before a filter (grpc_web) makes it gRPC.
+        self._grpcRequest = isGrpcRequest(request)
         cm._lastStream = self
         if log.debugEnabled:
             log.debug("%srequest headers complete (end_stream=%s):\n%s", self.logTag(),
@@ -1529,7 +1533,7 @@ class ActiveStream:
             log.debug("%sSending local reply with details %s", self.logTag(), details)
         headers, body = makeLocalReply(self.cm.config.localReply, info, self.requestHeaders,
                                        code, body, modifyHeaders)
-        if isGrpcRequest(self.requestHeaders):
+        if self._grpcRequest:
             # Envoy answers a gRPC request with a trailers-only 200 whose
             # grpc-status is the reply's mapped status.
             if grpcStatus is not None:

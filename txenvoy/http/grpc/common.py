@@ -10,7 +10,7 @@ import re
 
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
 
-__all__ = ["isGrpcRequest", "httpToGrpcStatus", "grpcLocalReply", "encodeGrpcMessage",
+__all__ = ["isGrpcRequest", "isGrpcContentType", "httpToGrpcStatus", "grpcLocalReply", "encodeGrpcMessage",
            "parseGrpcTimeout", "GrpcStatus"]
 
 
@@ -56,7 +56,11 @@ def isGrpcRequest(request):
     """
     if request is None:
         return False
-    value = request.headers.get(b"content-type")
+    return isGrpcContentType(request.headers.get(b"content-type"))
+
+
+def isGrpcContentType(value):
+    """Envoy's C{hasGrpcContentType}: C{application/grpc}, C{+<codec>} or C{;...}."""
     if value is None or not value.startswith(_CONTENT_TYPE):
         return False
     return len(value) == len(_CONTENT_TYPE) or value[len(_CONTENT_TYPE):][:1] in (b"+", b";")
