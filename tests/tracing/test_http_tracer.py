@@ -188,7 +188,7 @@ class SpanTests(TracingTestCase):
             "upstream_cluster.name": "origin", "http.status_code": "200", "lit": "v",
             "hdr": "bar", "team": "payments"})
         self.assertEqual(span.name, "checkout")
-        self.assertEqual(span.annotations[-1][1], "ss")
+        self.assertEqual(span.events[-1][1], "ss")
 
     def test_decorator(self):
         """
@@ -226,7 +226,7 @@ class VerboseTests(TracingTestCase):
         """verbose: Envoy's stream timing events as span annotations, in order, before ss."""
         self.request("/a")
         [span] = self.spans()
-        events = [e for _, e in span.annotations]
+        events = [e for _, e in span.events]
         self.assertEqual(events[-1], "ss")
         self.assertIn("first_upstream_rx_byte_received", events)
         self.assertLessEqual(set(events), {e for _, e in VERBOSE_EVENTS} | {"ss"})
@@ -249,7 +249,7 @@ class UpstreamSpanTests(TracingTestCase):
         self.assertEqual(up["x-b3-spanid"], "%016x" % (child.spanId,))
         self.assertEqual(up["x-b3-parentspanid"], "%016x" % (parent.spanId,))
         self.assertEqual(child.tags["upstream_address"], "127.0.0.1:8080")
-        self.assertEqual(child.annotations[-1][1], "cr")
+        self.assertEqual(child.events[-1][1], "cr")
 
 
 class ConfigTests(SynchronousTestCase):

@@ -29,13 +29,14 @@ from txenvoy.config import registry
 from txenvoy.config.errors import ConfigError, UnsupportedExtension
 from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import Category, extension
+from txenvoy.grpc.async_client import GrpcCollector, compileEnvoyGrpc
 from txenvoy.http.filter_config import snapshotSource
 from txenvoy.interfaces import ISpan, ITracerDriver
 from txenvoy.stats.per_worker import PerWorker, StatsStruct
 from txenvoy.tracing import w3c
-from txenvoy.grpc.async_client import GrpcCollector, compileEnvoyGrpc
 from txenvoy.tracing.otlp_protos import requireCurrentOtlpProtos
 from txenvoy.tracing.reporter import BatchReporter, HttpCollector
+from txenvoy.tracing.span import ReportedSpan
 
 OTEL_STATS = ("spans_sent", "spans_dropped", "timer_flushed")
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -68,43 +69,17 @@ def _nanos(seconds):
 
 
 @implementer(ISpan)
-class OtelSpan:
+class OtelSpan(ReportedSpan):
     """One OpenTelemetry span; reported to its worker's reporter when finished."""
 
     def __init__(self, reporter, name, traceId, spanId, parentId, kind, sampled, timestamp,
                  traceState="", remoteParent=False):
-        self._reporter = reporter
-        self.name = name
+        ReportedSpan.__init__(self, reporter, name, kind, sampled, timestamp)
         self.traceId = traceId
         self.spanId = spanId
         self.parentId = parentId
-        self.kind = kind
-        self.sampled = sampled
-        self.timestamp = timestamp
         self.traceState = traceState
         self.remoteParent = remoteParent
-        self.tags = {}
-        self.events = []
-        self.end = None
-
-    def setOperation(self, name):
-        self.name = name
-
-    def setTag(self, name, value):
-        self.tags[name] = value
-
-    def log(self, timestamp, event):
-        self.events.append((timestamp, event))
-
-    def setSampled(self, sampled):
-        self.sampled = sampled
-
-    def finishSpan(self, timestamp):
-        if self.end is not None:
-            return
-        self.end = timestamp
-        if self.sampled:
-            self._reporter.report(self)
 
     def injectContext(self, requestHeaders, upstreamHost):
         w3c.inject(requestHeaders.headers, self.traceId, self.spanId, self.sampled,

@@ -27,6 +27,7 @@ from txenvoy.interfaces import ISpan, ITracerDriver
 from txenvoy.stats.per_worker import PerWorker, StatsStruct
 from txenvoy.tracing import b3
 from txenvoy.tracing.reporter import BatchReporter, HttpCollector
+from txenvoy.tracing.span import ReportedSpan
 
 #: Envoy's C{tracing.zipkin.*} counters, and txenvoy's C{spans_dropped}
 #: (spans a full buffer or a slow collector cost).
@@ -50,48 +51,27 @@ def _micros(seconds):
 
 
 @implementer(ISpan)
-class ZipkinSpan:
+class ZipkinSpan(ReportedSpan):
     """One Zipkin span; reported to its worker's reporter when finished."""
 
     def __init__(self, driver, reporter, name, traceIdHigh, traceId, spanId, parentId, kind,
                  sampled, timestamp, shared=False, single=False):
+        ReportedSpan.__init__(self, reporter, name, kind, sampled, timestamp)
         self._driver = driver
-        self._reporter = reporter
-        self.name = name
         self.traceIdHigh = traceIdHigh
         self.traceId = traceId
         self.spanId = spanId
         self.parentId = parentId
-        self.kind = kind
-        self.sampled = sampled
-        self.timestamp = timestamp
         self.shared = shared
         self.single = single
-        self.tags = {}
-        self.annotations = []
-        self.duration = None
-
-    def setOperation(self, name):
-        self.name = name
 
     def setTag(self, name, value):
         # Envoy's Zipkin spans leave out empty tags (node_id, zone).
         if value:
             self.tags[name] = value
 
-    def log(self, timestamp, event):
-        self.annotations.append((timestamp, event))
-
-    def setSampled(self, sampled):
-        self.sampled = sampled
-
-    def finishSpan(self, timestamp):
-        if self.duration is not None:
-            return
-        self.duration = max(0.0, timestamp - self.timestamp)
-        self.annotations.append((timestamp, "ss" if self.kind == "SERVER" else "cr"))
-        if self.sampled:
-            self._reporter.report(self)
+    def finished(self, timestamp):
+        self.events.append((timestamp, "ss" if self.kind == "SERVER" else "cr"))
 
     def injectContext(self, requestHeaders, upstreamHost):
         b3.inject(requestHeaders.headers, self.traceIdHigh, self.traceId, self.spanId,
@@ -110,11 +90,11 @@ class ZipkinSpan:
             "id": "%016x" % (self.spanId,),
             "kind": self.kind,
             "timestamp": _micros(self.timestamp),
-            "duration": _micros(self.duration),
+            "duration": _micros(max(0.0, self.end - self.timestamp)),
             "localEndpoint": localEndpoint,
             "tags": self.tags,
             "annotations": [{"timestamp": _micros(t), "value": v}
-                            for t, v in sorted(self.annotations, key=lambda a: a[0])],
+                            for t, v in sorted(self.events, key=lambda a: a[0])],
         }
         if self.parentId is not None:
             out["parentId"] = "%016x" % (self.parentId,)
