@@ -15,11 +15,12 @@ import urllib.request
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.harness import Envoy, SharedFixture, adminStats, freePort
+from tests.e2e.test_health_check import Origin as HealthCheckedOrigin
 from tests.e2e.test_hot_restart import LoadClients
 from tests.e2e.test_http_filters import Origin
 
 
-def config(port, adminPort, originPort):
+def config(port, adminPort, originPort, checkedPorts):
     return """
 admin:
   address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
@@ -42,6 +43,8 @@ static_resources:
             - name: all
               domains: ["*"]
               routes:
+              - match: {prefix: "/checked"}
+                route: {cluster: checked}
               - match: {prefix: "/"}
                 route: {cluster: origin}
           http_filters:
@@ -60,7 +63,24 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}
-""" % {"admin": adminPort, "port": port, "origin": originPort}
+  - name: checked
+    connect_timeout: 1s
+    common_lb_config: {healthy_panic_threshold: {}}
+    health_checks:
+    - timeout: 1s
+      interval: 0.1s
+      no_traffic_interval: 0.1s
+      unhealthy_threshold: 1
+      healthy_threshold: 1
+      http_health_check: {path: /healthz}
+    load_assignment:
+      cluster_name: checked
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(a)d}}}
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(b)d}}}
+""" % {"admin": adminPort, "port": port, "origin": originPort, "a": checkedPorts[0],
+       "b": checkedPorts[1]}
 
 
 def get(port, path="/"):
@@ -97,9 +117,47 @@ def waitUntil(predicate, timeout, what):
     raise AssertionError("%s not within %ss" % (what, timeout))
 
 
-def _startEnvoy(origin):
+class CheckedOrigin(HealthCheckedOrigin):
+    """A health checked origin that notes each check's client port."""
+
+    def __init__(self, tag):
+        HealthCheckedOrigin.__init__(self, tag)
+        self.checkPorts = []
+        handler = self.server.RequestHandlerClass
+        origin = self
+
+        class Handler(handler):
+            def do_GET(self):
+                if self.path == "/healthz":
+                    origin.checkPorts.append(self.client_address[1])
+                handler.do_GET(self)
+        self.server.RequestHandlerClass = Handler
+
+
+def socketOwner(clientPort, pids):
+    """Which of C{pids} holds the 127.0.0.1 TCP socket bound to C{clientPort}."""
+    inode = None
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == "0100007F:%04X" % (clientPort,):
+                inode = fields[9]
+    if inode is None:
+        return None
+    for pid in pids:
+        try:
+            for fd in os.listdir("/proc/%d/fd" % (pid,)):
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == "socket:[%s]" % (inode,):
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+def _startEnvoy(origin, checked=(None, None)):
     port, adminPort = freePort(), freePort()
-    envoy = Envoy(config(port, adminPort, origin.port), adminPort=adminPort,
+    checkedPorts = [o.port if o is not None else freePort() for o in checked]
+    envoy = Envoy(config(port, adminPort, origin.port, checkedPorts), adminPort=adminPort,
                   args=("--worker-processes", "2", "--shutdown-drain-time-s", "2"))
     envoy.port = port
     envoy.waitReady()
@@ -115,12 +173,15 @@ class WorkerProcessTests(SharedFixture, SynchronousTestCase):
     @classmethod
     def startFixture(cls):
         cls.origin = Origin()
-        cls.envoy = _startEnvoy(cls.origin)
+        cls.checked = [CheckedOrigin(b"a"), CheckedOrigin(b"b")]
+        cls.envoy = _startEnvoy(cls.origin, cls.checked)
 
     @classmethod
     def stopFixture(cls):
         cls.envoy.stop()
         cls.origin.stop()
+        for origin in cls.checked:
+            origin.stop()
 
     def stats(self):
         return adminStats(self.envoy.adminPort)
@@ -205,6 +266,40 @@ class WorkerProcessTests(SharedFixture, SynchronousTestCase):
             get(self.envoy.port)
         waitUntil(lambda: self.stats()["http.front.downstream_rq_2xx"] == 5, 1.5,
                   "5 requests counted after the reset")
+
+    def test_healthChecksFromMainOnly(self):
+        """
+        As Envoy's main thread, the main process alone checks the hosts:
+        each origin sees one check connection, the main process's, however
+        many worker processes serve.
+        """
+        origin = self.checked[0]
+        del origin.checkPorts[:]
+        waitUntil(lambda: len(origin.checkPorts) >= 8, 5, "eight checks")
+        ports = set(origin.checkPorts)
+        self.assertEqual(len(ports), 1, origin.checkPorts)
+        candidates = [self.envoy.proc.pid] + list(workerPids(self.envoy.output()[1]).values())
+        self.assertEqual(socketOwner(ports.pop(), candidates), self.envoy.proc.pid)
+
+    def test_failingHostLeavesEveryWorker(self):
+        """
+        A host failing its checks leaves the rotation of every worker
+        process at once, and comes back in each when it passes again.
+        """
+
+        def served(n=24):
+            # A new connection each: the kernel spreads them over both.
+            return {get(self.envoy.port, "/checked")[2] for _ in range(n)}
+        waitUntil(lambda: served() == {b"a", b"b"}, 5, "both hosts serving")
+        self.checked[1].healthStatus = 503
+        try:
+            waitUntil(lambda: "/failed_active_hc" in self.envoy.admin("/clusters")[1], 5,
+                      "the host marked failed")
+            time.sleep(0.2)
+            self.assertEqual(served(), {b"a"})
+        finally:
+            self.checked[1].healthStatus = 200
+        waitUntil(lambda: served() == {b"a", b"b"}, 5, "the host back in every worker")
 
     def test_killedWorkerReplaced(self):
         """

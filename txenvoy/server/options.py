@@ -40,7 +40,7 @@ class ServerOptions:
                  rejectUnknownDynamicFields=False, ignoreUnknownDynamicFields=False,
                  cpusetThreads=False, enableCoreDump=False, imports=(), freezeGarbage=True,
                  restartEpoch=0, baseIdPath="", disableHotRestart=False, hotRestart=False,
-                 workerProcesses=1, workerIndexBase=0):
+                 workerProcesses=1, workerIndexBase=0, membershipFromMain=False):
         self.configPath = configPath
         self.configYaml = configYaml
         self.mode = mode
@@ -75,6 +75,9 @@ class ServerOptions:
         self.workerProcesses = workerProcesses
         #: The first worker thread number of this process (C{worker_N} stats).
         self.workerIndexBase = workerIndexBase
+        #: A worker process: host sets and their health come from the main
+        #: process (L{txenvoy.upstream.host_set_mirror}).
+        self.membershipFromMain = membershipFromMain
         self.baseIdPath = baseIdPath
         self.disableHotRestart = disableHotRestart
         #: Whether this process takes part in hot restart (see

@@ -129,7 +129,8 @@ class Server(MultiService):
         self.clusterManager = ClusterManager(
             reactor, self.stats, self.mainStats, list(bootstrap.static_resources.clusters),
             localClusterName=bootstrap.cluster_manager.local_cluster_name,
-            validateOnly=validateOnly, accessLogManager=self.accessLogManager)
+            validateOnly=validateOnly, accessLogManager=self.accessLogManager,
+            membershipFromMain=options.membershipFromMain)
         self.context = FactoryContext(
             reactor, self.stats, clusterManager=self.clusterManager,
             accessLogManager=self.accessLogManager, server=self, bootstrap=bootstrap,

@@ -7,7 +7,9 @@ main process on descriptor 3.
 It builds a server from the main process's config snapshot, less the
 admin and the stats sinks (the main process keeps both), serves its share
 of the listening sockets on its own worker threads, sends its stats twice a
-second and applies the admin actions the main process forwards. It exits
+second and applies the admin actions and the host sets (with their
+health: the main process runs DNS and health checks) the main process
+forwards. It exits
 when the main process goes away, and drains on SIGTERM as the main process
 does. Its entry point gives it its reactor.
 """
@@ -120,9 +122,21 @@ class WorkerProcessAgent:
         if self.reactor.running:
             self.reactor.stop()
 
+    def applyHostSet(self, name, hosts):
+        """A cluster's new host set with its health, from the main process."""
+        from txenvoy.upstream.host_set_mirror import applyHostSet
+
+        cluster = self.server.clusterManager.get(name)
+        if cluster is not None and cluster.sharedMembership:
+            applyHostSet(cluster, hosts)
+
     def onMessage(self, message, fds):
         for fd in fds:
             os.close(fd)
+        hostSet = message.get("host_set")
+        if hostSet is not None:
+            self.applyHostSet(hostSet["cluster"], hostSet["hosts"])
+            return
         action = message.get("admin")
         if action is None:
             return
@@ -178,13 +192,17 @@ def main(reactor):
     snapshot, sockets = _receiveSnapshot(stream)
     options = ServerOptions(**snapshot["options"])
     options.workerIndexBase = snapshot["workerIndexBase"]
+    options.membershipFromMain = True
     importModules(options.imports)
     bootstrap = bootstrap_pb2.Bootstrap.FromString(base64.b64decode(snapshot["bootstrap"]))
     importAnyTypes(bootstrap)
     bootstrap.ClearField("admin")
     bootstrap.ClearField("stats_sinks")
     server = Server(reactor, bootstrap, options)
+    agent = WorkerProcessAgent(reactor, server, stream)
     server.listenSocketSource = lambda address, index: sockets.pop((address, index), None)
+    for name, hosts in snapshot.get("hostSets", {}).items():
+        agent.applyHostSet(name, hosts)
     server.logLevels.setLevels(snapshot["logLevels"])
     server.logLevels.bindLoggers()
     if snapshot.get("healthCheckFailed"):
@@ -192,7 +210,6 @@ def main(reactor):
     out = openLogOutput(options.logPath or None)
     globalLogBeginner.beginLoggingTo([makeObserver(out, server.logLevels)],
                                      redirectStandardIO=False)
-    agent = WorkerProcessAgent(reactor, server, stream)
     agent.resets = snapshot.get("resets", 0)
     reader = MessageReader(stream, agent.onMessage, agent.mainGone)
     reactor.addReader(reader)

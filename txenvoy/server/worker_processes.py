@@ -4,7 +4,9 @@ Worker processes (C{--worker-processes M}): past one core, as the GIL
 lets worker threads overlap I/O but not Python work.
 
 The main process keeps what Envoy's main thread owns: the bootstrap, the
-admin, stats flushing and the listening sockets, bound here with
+admin, stats flushing, DNS and active health checks (each host set with its
+health goes to the worker processes as it changes:
+L{txenvoy.upstream.host_set_mirror}) and the listening sockets, bound here with
 C{SO_REUSEPORT}, one per worker thread of each process, so the kernel
 spreads connections over every worker. Each worker process
 (L{txenvoy.server.worker_process}) gets, over a Unix sequenced-packet
@@ -35,6 +37,7 @@ from twisted.logger import Logger
 
 from txenvoy.server.hot_restart import MessageReader, ParentStatsMerger
 from txenvoy.server.hot_restart_rpc import HotRestartError, RpcStream
+from txenvoy.upstream.host_set_mirror import HostSetRelay
 
 log = Logger(namespace="main")
 
@@ -116,6 +119,8 @@ class WorkerProcesses(Service):
         self._resets = 0
         self._exitNow = False
         self._applied = {}
+        #: The L{HostSetRelay} sending host sets on, once workers start.
+        self.hostSets = None
         self.restarts = server.mainStats.counter("server.worker_process_restarts")
         server.mainStats.gauge("server.worker_processes").set(count)
 
@@ -126,6 +131,9 @@ class WorkerProcesses(Service):
         each, or one shared socket); the sockets stay open here.
         """
         self._sockets = listenerSockets
+        if self.hostSets is None:
+            self.hostSets = HostSetRelay(self.server.clusterManager,
+                                         self.server.mainDispatcher, self.broadcast)
         for index in range(self.count):
             self._spawn(index)
 
@@ -157,6 +165,7 @@ class WorkerProcesses(Service):
             "options": snapshotOptions(options, getattr(self.server, "logDestination", None)),
             "logLevels": self.server.logLevels.levels(),
             "healthCheckFailed": self.server.healthCheckFailed, "resets": self._resets,
+            "hostSets": dict(self.hostSets.current) if self.hostSets is not None else {},
         }
         try:
             channel.stream.send(None, {"snapshot": snapshot})
@@ -257,6 +266,8 @@ class WorkerProcesses(Service):
         """
         Service.stopService(self)
         self._stopping = True
+        if self.hostSets is not None:
+            self.hostSets.close()
         waits = []
         for channel in list(self.channels.values()):
             try:

@@ -1246,8 +1246,23 @@ class PrimaryCluster:
         self.outlierDetector = detector
         detector.onHosts(self.hosts)
 
+    #: Whether a worker process takes this cluster's membership and
+    #: health from the main process (L{startMirrored}, L{mirrorHosts})
+    #: instead of discovering and checking it itself. Not for a cluster
+    #: whose workers make its hosts (C{ORIGINAL_DST}) or that has none of
+    #: its own (aggregate).
+    sharedMembership = True
+
     def start(self):
         """Begin discovering membership (main thread)."""
+        self.startMirrored()
+
+    def startMirrored(self):
+        """
+        Start without discovering membership: in a worker process, whose
+        hosts and their health come from the main process (L{mirrorHosts}).
+        Outlier detection stays, fed by this process's own responses.
+        """
         if self.outlierDetector is not None:
             self.outlierDetector.start()
         self._markInitialized()
@@ -1309,6 +1324,39 @@ class PrimaryCluster:
         hosts = tuple(hosts)
         if self.healthChecker is not None and membershipChanged:
             self.healthChecker.onHosts(hosts)
+        self._countMembership(hosts, membershipChanged)
+        if not membershipChanged:
+            self.hosts = hosts
+            window = self.info.lbConfig.updateMergeWindow
+            now = self.reactor.seconds()
+            # Before initialization workers get the whole state at once,
+            # as Envoy's thread-local clusters are made after it.
+            if window > 0 and self.initialized and now - self._lastPosted <= window:
+                # Envoy's ClusterManagerImpl::scheduleUpdate: a health-only
+                # change within update_merge_window of the last update
+                # reaches workers when the window ends, merged with any
+                # other change meanwhile.
+                if self._mergeTimer is None:
+                    self._mergeTimer = self.reactor.callLater(window, self._applyMerged)
+                return
+            if window > 0 and self.initialized:
+                self._cmStats.update_out_of_merge_window.inc()
+        self._cancelMerge()
+        self._post(hosts)
+
+    def mirrorHosts(self, hosts, membershipChanged):
+        """
+        Install the membership the main process sent (a worker process):
+        posted to this process's workers at once, as the main process
+        already applied C{update_merge_window}.
+        """
+        hosts = tuple(hosts)
+        self._countMembership(hosts, membershipChanged)
+        self._cancelMerge()
+        self._post(hosts)
+
+    def _countMembership(self, hosts, membershipChanged):
+        """The membership gauges (and the outlier detector's hosts) for C{hosts}."""
         if self.outlierDetector is not None and membershipChanged:
             self.outlierDetector.onHosts(hosts)
         s = self.stats
@@ -1327,24 +1375,6 @@ class PrimaryCluster:
         s.membership_excluded.set(excluded)
         if membershipChanged:
             s.membership_change.inc()
-        else:
-            self.hosts = hosts
-            window = self.info.lbConfig.updateMergeWindow
-            now = self.reactor.seconds()
-            # Before initialization workers get the whole state at once,
-            # as Envoy's thread-local clusters are made after it.
-            if window > 0 and self.initialized and now - self._lastPosted <= window:
-                # Envoy's ClusterManagerImpl::scheduleUpdate: a health-only
-                # change within update_merge_window of the last update
-                # reaches workers when the window ends, merged with any
-                # other change meanwhile.
-                if self._mergeTimer is None:
-                    self._mergeTimer = self.reactor.callLater(window, self._applyMerged)
-                return
-            if window > 0 and self.initialized:
-                self._cmStats.update_out_of_merge_window.inc()
-        self._cancelMerge()
-        self._post(hosts)
 
     def _cancelMerge(self):
         timer, self._mergeTimer = self._mergeTimer, None

@@ -151,7 +151,7 @@ class ClusterManager(Service):
 
     def __init__(self, reactor, stats, mainShard, clusterProtos, localClusterName="",
                  validateOnly=False, pathPrefix="static_resources.clusters",
-                 dnsResolver=None, rng=None, accessLogManager=None):
+                 dnsResolver=None, rng=None, accessLogManager=None, membershipFromMain=False):
         """
         @param reactor: the main reactor (DNS timers and thread pool).
         @param stats: the L{StatsStore}.
@@ -167,6 +167,10 @@ class ClusterManager(Service):
         @param accessLogManager: the L{txenvoy.accesslog.manager.AccessLogManager}
             that writes health check event logs (C{event_log_path}); without
             one they are not written.
+        @param membershipFromMain: in a worker process: the clusters whose
+            membership is the main thread's neither resolve nor check their
+            hosts; the main process sends them
+            (L{txenvoy.upstream.host_set_mirror}).
         @raise ConfigError: naming the field of the first invalid setting.
         """
         self.reactor = reactor
@@ -175,6 +179,7 @@ class ClusterManager(Service):
         self.validateOnly = validateOnly
         self.accessLogManager = accessLogManager
         self.localClusterName = localClusterName
+        self.membershipFromMain = membershipFromMain
         self._rng = rng if rng is not None else _random.random
         self._resolver = dnsResolver if dnsResolver is not None else GetAddrInfoResolver(reactor)
         self._protos = list(clusterProtos)
@@ -224,7 +229,8 @@ class ClusterManager(Service):
         if info.outlierDetection is not None and not self.validateOnly:
             cluster.attachOutlierDetector(Detector(
                 self.reactor, cluster, info.outlierDetection, self.mainShard, self._rng))
-        if info.healthCheck is not None and not self.validateOnly:
+        mirrored = self.membershipFromMain and cluster.sharedMembership
+        if info.healthCheck is not None and not self.validateOnly and not mirrored:
             cluster.attachHealthChecker(HealthChecker(
                 self.reactor, cluster, info.healthCheck, self.mainShard, self._rng,
                 self._eventLogger(info, path)))
@@ -259,7 +265,10 @@ class ClusterManager(Service):
             for cluster in self.clusters.values():
                 if log.debugEnabled:
                     log.debug("cm init: adding: cluster=%s", cluster.info.name)
-                cluster.start()
+                if self.membershipFromMain and cluster.sharedMembership:
+                    cluster.startMirrored()
+                else:
+                    cluster.start()
         waits = [c.whenInitialized() for c in self.clusters.values()
                  if c.info.waitForWarmOnInit]
         if not waits:

@@ -48,6 +48,9 @@ _EXCLUDED_FLAGS = frozenset(
     (PENDING_DYNAMIC_REMOVAL, PENDING_ACTIVE_HC, EXCLUDED_VIA_IMMEDIATE_HC_FAIL)
 )
 
+# Flags a worker process sets itself, from the responses it sees.
+_LOCAL_FLAGS = frozenset((FAILED_OUTLIER_CHECK,))
+
 #: The per-host stats of Envoy's C{/clusters}, in the order it prints them.
 HOST_STAT_NAMES = (
     "cx_active",
@@ -211,6 +214,20 @@ class Host:
     def clearHealthFlag(self, flag):
         """Clear a health flag (main thread)."""
         self._flags = self._flags - {flag}
+        self._recompute()
+
+    def healthFlagSet(self):
+        """@return: the set health flags, a frozenset of their names."""
+        return self._flags
+
+    def replaceHealthFlags(self, flags):
+        """
+        Take the main process's health flags (a worker process): all of
+        them but C{failed_outlier_check}, which this process's own outlier
+        detection keeps.
+        """
+        own = self._flags & _LOCAL_FLAGS
+        self._flags = frozenset(flags).difference(_LOCAL_FLAGS) | own
         self._recompute()
 
     def healthFlags(self):

@@ -26,6 +26,9 @@ from txenvoy.upstream.load_balancer import priorityState
 class AggregateCluster(PrimaryCluster):
     """The main thread's side: it has no hosts of its own."""
 
+    # No hosts of its own to take from a main process.
+    sharedMembership = False
+
     def __init__(self, reactor, info, mainShard):
         PrimaryCluster.__init__(self, reactor, info, (), mainShard)
 

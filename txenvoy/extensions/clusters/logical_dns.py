@@ -30,6 +30,9 @@ class LogicalDnsCluster(DnsClusterBase):
             host = target.hosts[0]
             if host.address[0] != ips[0]:
                 host.setAddress((ips[0], ep.port))
+                # Worker threads read the new address from the host; worker
+                # processes need the host set again.
+                self._post(self.hosts)
 
 
 @extension(Category.CLUSTER, None, "envoy.cluster.logical_dns")

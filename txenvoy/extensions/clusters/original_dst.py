@@ -39,6 +39,9 @@ class OriginalDstCluster(PrimaryCluster):
     shrinks at each cleanup.
     """
 
+    # Each worker process makes its own hosts, from its own connections.
+    sharedMembership = False
+
     _cleanupTimer = None
 
     def __init__(self, reactor, info, mainShard):
