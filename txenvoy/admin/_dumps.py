@@ -199,7 +199,9 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         versionInfo, lastUpdated)})}}; those are dumped as Envoy's
         C{dynamic_listeners} and C{dynamic_active_clusters}, not static;
         C{"lds_draining"}: C{{name: (proto, versionInfo, lastUpdated)}}
-        of removed listeners still draining (C{draining_state}).
+        of removed listeners still draining (C{draining_state});
+        C{"rds"}: C{[(proto, versionInfo, lastUpdated)]} of the route
+        configurations RDS gave (C{dynamic_route_configs}).
     @return: the JSON text.
     @raise ConfigDumpError: for a bad parameter.
     """
@@ -289,6 +291,14 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         entry = routesDump.static_route_configs.add()
         entry.route_config.Pack(rc)
         entry.last_updated.CopyFrom(ts)
+    for proto, version, updated in sorted(dynamic.get("rds", ()), key=lambda e: e[0].name):
+        if nameRe is not None and not nameRe.search(proto.name):
+            continue
+        entry = routesDump.dynamic_route_configs.add()
+        if version:
+            entry.version_info = version
+        entry.route_config.Pack(proto)
+        entry.last_updated.CopyFrom(_timestamp(updated))
 
     dumps = [bootstrapDump, clustersDump]
     if includeEds:

@@ -230,12 +230,16 @@ def configDump(call):
     if cm is not None and getattr(cm, "clusters", None):
         values = cm.clusters.values() if isinstance(cm.clusters, dict) else cm.clusters
         cs = [c.proto for c in values if getattr(c, "proto", None) is not None] or None
+    dynamic = dict(server.xds.dumpState()) if getattr(server, "xds", None) else {}
+    providers = getattr(server, "routeConfigProviders", None)
+    if providers is not None:
+        dynamic["rds"] = providers.dumpState()
     try:
         body = _dumps.configDump(
             server.bootstrap, server.startTime, listeners=ls, clusters=cs,
             resource=q.get("resource") or None, mask=q.get("mask") or None,
             nameRegex=q.get("name_regex") or None, includeEds="include_eds" in q,
-            dynamic=server.xds.dumpState() if getattr(server, "xds", None) else None)
+            dynamic=dynamic)
     except _dumps.ConfigDumpError as e:
         # Envoy answers config_dump errors without a charset.
         return AdminResponse(e.code, str(e), "text/plain")

@@ -591,6 +591,7 @@ class ConnectionManager(Protocol):
         # An unattached stream, to read the buffer limit the streams use.
         probe = ActiveStream.__new__(ActiveStream)
         probe.cm = self
+        probe._routeTable = self.config.routeTable
         return probe
 
     def abortConnection(self):
@@ -1188,6 +1189,8 @@ class ActiveStream:
     def __init__(self, cm, encoder):
         self.cm = cm
         self.encoder = encoder
+        # Envoy's snapped route config: an RDS update reaches new streams only.
+        self._routeTable = cm.config.routeTable
         self.streamId = next(_ids)
         self.requestHeaders = None
         self.responseHeaders = None
@@ -1400,7 +1403,7 @@ class ActiveStream:
         if self._routeCached:
             return self._route
         request = self.requestHeaders
-        table = self.cm.config.routeTable
+        table = self._routeTable
         route = None
         if table is not None and request is not None:
             route = table.route(request.authority, request.path, request.headers,

@@ -46,6 +46,8 @@ from txenvoy.stats.matcher import compileStatsMatcher
 from txenvoy.stats.tags import TagProducer
 from txenvoy.upstream.cluster_manager import ClusterManager
 from txenvoy.xds.file_xds import FileXds
+from txenvoy.xds.discovery_file import UnknownDynamicFields
+from txenvoy.xds.rds_api import RouteConfigProviderManager
 
 log = Logger(namespace="main")
 
@@ -156,6 +158,8 @@ class Server(MultiService):
         for worker in self.workers:
             self.overloadManager.registerWorker(worker.dispatcher)
         self.mainStats.gauge("server.concurrency").set(options.concurrency)
+        self.routeConfigProviders = RouteConfigProviderManager(
+            reactor, self.mainStats, validateOnly, UnknownDynamicFields.ofServer(self))
         self.listenerManager = ListenerManager(
             self, bootstrap.static_resources.listeners, self.context,
             workerCount=socketsPerListener or len(self.workers))
@@ -291,6 +295,7 @@ class Server(MultiService):
             ("admin", self.admin),
             ("guard_dog", self.guardDog),
             ("cluster_manager", self.clusterManager),
+            ("rds", self.routeConfigProviders),
             ("listener_manager", self.listenerManager),
             ("workers", self.runHelper),
             ("worker_processes", self.workerProcesses),

@@ -11,7 +11,12 @@ from txenvoy.config.errors import ConfigError
 from txenvoy.config.fields import checkFields
 from txenvoy.xds.cds_api import CdsApi
 from txenvoy.xds.config_source import DYNAMIC_FIELDS, checkExists, fileSourceOf
-from txenvoy.xds.discovery_file import CLUSTER_TYPE, LISTENER_TYPE, readDiscoveryResponse
+from txenvoy.xds.discovery_file import (
+    CLUSTER_TYPE,
+    LISTENER_TYPE,
+    UnknownDynamicFields,
+    readDiscoveryResponse,
+)
 from txenvoy.xds.lds_api import LdsApi
 from txenvoy.xds.path_subscription import FileSubscription
 
@@ -36,6 +41,7 @@ class FileXds(Service):
                               "above 1 (use --concurrency)")
         reactor = server.reactor
         stats = server.mainStats
+        self._unknownFields = UnknownDynamicFields.ofServer(server)
         if dynamic.HasField("cds_config"):
             source = fileSourceOf(dynamic.cds_config, "dynamic_resources.cds_config")
             if source is not None and not validateOnly:
@@ -55,8 +61,10 @@ class FileXds(Service):
                     self.lds.onConfigUpdate)))
 
     def _subscribe(self, reactor, source, scope, typeUrl, onUpdate):
+        unknownFields = self._unknownFields
         subscription = FileSubscription(
-            reactor, source, scope, lambda path: readDiscoveryResponse(path, typeUrl), onUpdate)
+            reactor, source, scope,
+            lambda path: readDiscoveryResponse(path, typeUrl, unknownFields), onUpdate)
         subscription.refresh()
         self.subscriptions.append(subscription)
         return subscription

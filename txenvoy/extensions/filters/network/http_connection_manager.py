@@ -35,7 +35,7 @@ from txenvoy.tracing.http_tracer import compileTracing
 #: HttpConnectionManager fields txenvoy compiles (or that change nothing
 #: for HTTP/1.1); any other field that is set is rejected.
 SUPPORTED_FIELDS = frozenset([
-    "codec_type", "stat_prefix", "route_config", "http_filters", "access_log",
+    "codec_type", "stat_prefix", "route_config", "rds", "http_filters", "access_log",
     "common_http_protocol_options", "http_protocol_options", "server_name",
     "server_header_transformation", "max_request_headers_kb", "stream_idle_timeout",
     "request_timeout", "request_headers_timeout", "drain_timeout", "delayed_close_timeout",
@@ -158,13 +158,24 @@ def createHttpConnectionManager(message, context):
                              path + ".route_config", _knownClusters(context))
         if routeTable is not FAILED:
             config.routeTable = routeTable
+    elif message.HasField("rds"):
+        providers = getattr(context.server, "routeConfigProviders", None)
+        rds = None
+        if providers is None:
+            report(UnsupportedField(path + ".rds", "only in a server"))
+        else:
+            rds = attempt(providers.subscribe, message.rds, config.statPrefix, path + ".rds")
     else:
         raise ConfigError("%s: one of route_config, rds or scoped_routes is required" % (path,))
 
     config.filterFactories = _compileFilters(message, context, path, config.statPrefix)
-    if config.routeTable is not None:
+    if message.HasField("route_config") and config.routeTable is not None:
         _compileRouteSpecificConfigs(config.filterFactories, config.routeTable,
                                      path + ".route_config")
+    elif message.HasField("rds") and rds not in (None, FAILED):
+        factories = config.filterFactories
+        attempt(rds.attach, config, lambda table: _compileRouteSpecificConfigs(
+            factories, table, "resources[0]"))
     config.accessLogs = tuple(
         createAccessLog(al, context, "%s.access_log[%d]" % (path, i))
         for i, al in enumerate(message.access_log))
