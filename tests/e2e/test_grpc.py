@@ -63,6 +63,12 @@ def _flaky(request, context):
     return b"attempt %d" % (_attempts[key],)
 
 
+def _failLate(request, context):
+    """One message, then an error status in the trailers."""
+    yield b"partial"
+    context.abort(grpc.StatusCode.FAILED_PRECONDITION, "failed late")
+
+
 def _sleep(request, context):
     time.sleep(1.0)
     return b"late"
@@ -72,7 +78,8 @@ def _extraHandlers():
     return (grpc.method_handlers_generic_handler(
                 "retry.Svc", {"Flaky": grpc.unary_unary_rpc_method_handler(_flaky)}),
             grpc.method_handlers_generic_handler(
-                "slow.Svc", {"Sleep": grpc.unary_unary_rpc_method_handler(_sleep)}))
+                "slow.Svc", {"Sleep": grpc.unary_unary_rpc_method_handler(_sleep),
+                             "FailLate": grpc.unary_stream_rpc_method_handler(_failLate)}))
 
 
 def _handler():
@@ -119,6 +126,11 @@ static_resources:
               - match: {prefix: "/direct."}
                 direct_response: {status: 200, body: {inline_string: "hello"}}
           http_filters:
+          - name: envoy.filters.http.grpc_http1_bridge
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.grpc_http1_bridge.v3.Config
+              upgrade_protobuf_to_grpc: true
+              ignore_query_parameters: true
           - name: envoy.filters.http.grpc_web
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb
@@ -290,10 +302,10 @@ class GrpcComparisonTests(SharedFixture, SynchronousTestCase):
         self.assertEqual((envoy[0], envoy[2]), (grpc.StatusCode.DEADLINE_EXCEEDED, True))
         self.assertEqual(tx[1], "downstream duration timeout")
 
-    def grpcWebBoth(self, path, body, contentType, accept=None):
-        """One HTTP/1.1 gRPC-Web request through Envoy, then txenvoy: both raw replies."""
-        head = (b"POST %s HTTP/1.1\r\nhost: a\r\ncontent-type: %s\r\nx-grpc-web: 1\r\n"
-                % (path, contentType))
+    def grpcWebBoth(self, path, body, contentType, accept=None, extra=b"x-grpc-web: 1\r\n"):
+        """One HTTP/1.1 request through Envoy, then txenvoy: both raw replies."""
+        head = (b"POST %s HTTP/1.1\r\nhost: a\r\ncontent-type: %s\r\n%s"
+                % (path, contentType, extra))
         if accept is not None:
             head += b"accept: %s\r\n" % (accept,)
         raw = head + b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
@@ -376,3 +388,39 @@ class GrpcComparisonTests(SharedFixture, SynchronousTestCase):
         self.assertIn(b"content-type: application/grpc-web+proto", results[0])
         self.assertIn(b"\x80\x00\x00\x00", results[0])
         self.assertIn(b"grpc-status:0\r\n", results[0])
+
+    def test_http1BridgeUnary(self):
+        """
+        envoy.filters.http.grpc_http1_bridge: gRPC over HTTP/1.1, the reply
+        held for its trailers, grpc-status copied into the headers with a
+        content-length; the query (ignore_query_parameters) dropped.
+        """
+        message = b"\x00" + (2).to_bytes(4, "big") + b"hi"
+        envoy, tx = self.grpcWebBoth(b"/test.Echo/Unary?a=b", message, b"application/grpc",
+                                     extra=b"te: trailers\r\n")
+        self.assertEqual(tx, envoy)
+        self.assertTrue(envoy.startswith(b"HTTP/1.1 200 OK\r\n"), envoy)
+        self.assertIn(b"grpc-status: 0\r\n", envoy)
+        self.assertIn(b"content-length: 12\r\n", envoy)
+        self.assertTrue(envoy.endswith(b"\r\n\r\n\x00\x00\x00\x00\x07echo:hi"), envoy)
+
+    def test_http1BridgeError(self):
+        """A non-zero grpc-status: Envoy's 503 with grpc-status and grpc-message."""
+        message = b"\x00" + (1).to_bytes(4, "big") + b"x"
+        envoy, tx = self.grpcWebBoth(b"/slow.Svc/FailLate", message, b"application/grpc",
+                                     extra=b"te: trailers\r\n")
+        self.assertEqual(tx, envoy)
+        self.assertTrue(envoy.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), envoy)
+        self.assertIn(b"grpc-status: 9\r\n", envoy)
+        self.assertIn(b"grpc-message: failed late\r\n", envoy)
+
+    def test_http1BridgeProtobuf(self):
+        """
+        upgrade_protobuf_to_grpc: an application/x-protobuf body goes up in
+        one gRPC frame; the reply comes back without its frame header.
+        """
+        envoy, tx = self.grpcWebBoth(b"/test.Echo/Unary", b"pb", b"application/x-protobuf",
+                                     extra=b"te: trailers\r\n")
+        self.assertEqual(tx, envoy)
+        self.assertIn(b"grpc-status: 0\r\n", envoy)
+        self.assertTrue(envoy.endswith(b"\r\n\r\necho:pb"), envoy)

@@ -15,11 +15,16 @@ from txenvoy.http.conn_manager_utility import (
     requestId,
 )
 from txenvoy.http.filter import (
+    DECODE_NAMES,
     FilterDataStatus,
     FilterHeadersStatus,
+    FilterIteration,
+    FilterSlot,
+    FilterTrailersStatus,
     IStreamFilterCallbacks,
     PassThroughFilter,
 )
+from txenvoy.http.headers import RequestHeaders
 
 from tests.http.hcm_harness import Harness
 
@@ -1133,3 +1138,49 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual(fired, ["b", "a"])
         self.assertEqual(clock.getDelayedCalls(), [])
 
+
+
+class _IterationStream:
+    """Just the stream L{FilterIteration} asks whether it was stopped."""
+
+    def iterationStopped(self, iteration):
+        return False
+
+
+class FilterIterationTests(SynchronousTestCase):
+    """L{FilterIteration} alone, with recording sinks."""
+
+    def test_trailersReachStoppedFilter(self):
+        """
+        A filter that stopped its headers (StopIteration) still sees the
+        trailers, and a Continue from them sends on the headers, the held
+        body and the trailers (Envoy's commonHandleAfterTrailersCallback).
+        """
+        log = []
+
+        class Trailers(Recording):
+            def decodeTrailers(self, trailers):
+                self.log.append((self.name, "decodeTrailers", trailers))
+                return FilterTrailersStatus.Continue
+
+        stream = _IterationStream()
+        slots = []
+        for name, statuses in (("a", {"decodeHeaders": FilterHeadersStatus.StopIteration,
+                                      "decodeData": FilterDataStatus.StopIterationAndBuffer}),
+                               ("b", {})):
+            slot = FilterSlot(stream, name)
+            slot.filter = Trailers(slot, name, log, statuses)
+            slots.append(slot)
+        sunk = []
+        it = FilterIteration(stream, slots, DECODE_NAMES,
+                             (lambda h, e: sunk.append(("headers", e)),
+                              lambda d, e: sunk.append(("data", d, e)),
+                              lambda t: sunk.append(("trailers", t))), 1 << 20, None)
+        it.runHeaders(RequestHeaders(b"POST", b"/"), False)
+        it.runData(b"hi", False)
+        it.runTrailers("T")
+        self.assertEqual(log, [("a", "decodeHeaders", False), ("a", "decodeData", b"hi", False),
+                               ("a", "decodeTrailers", "T"),
+                               ("b", "decodeHeaders", False), ("b", "decodeData", b"hi", False),
+                               ("b", "decodeTrailers", "T")])
+        self.assertEqual(sunk, [("headers", False), ("data", b"hi", False), ("trailers", "T")])

@@ -522,7 +522,8 @@ class FilterIteration:
         method = self.names[2]
         stream = self.stream
         for i in range(start, self.n):
-            if i == self.stop:
+            stopped = i == self.stop
+            if stopped and self.stopAll:
                 self.trailers = trailers
                 return
             f = slots[i].filter
@@ -530,6 +531,14 @@ class FilterIteration:
             if _log.traceEnabled:
                 _traceCalled(stream, method, slots[i], status)
             if stream.iterationStopped(self):
+                return
+            if stopped:
+                # A filter that stopped its headers (StopIteration) still
+                # sees the trailers; continuing from them sends on what it
+                # held, as Envoy's commonHandleAfterTrailersCallback.
+                self.trailers = trailers
+                if status == _TRAILERS_CONTINUE:
+                    self.resume(i)
                 return
             if status != _TRAILERS_CONTINUE:
                 self.stop = i
