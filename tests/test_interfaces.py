@@ -144,6 +144,9 @@ static_resources:
           - name: envoy.filters.http.grpc_web
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb
+          - name: envoy.filters.http.grpc_http1_bridge
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.grpc_http1_bridge.v3.Config
           - name: envoy.filters.http.csrf
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
