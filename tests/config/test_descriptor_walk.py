@@ -252,7 +252,7 @@ class DescriptorWalkTests(SynchronousTestCase):
         """
         from txenvoy.extensions.filters.network.echo import createEcho
 
-        typeName = "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz"
+        typeName = "envoy.extensions.filters.network.mongo_proxy.v3.MongoProxy"
         registry.extension(Category.NETWORK_FILTER, typeName)(createEcho)
         self.addCleanup(registry.unregister, registry.lookup(Category.NETWORK_FILTER, typeName))
         config = """
@@ -268,7 +268,7 @@ static_resources:
 """ % (typeName,)
         silent = silentFields([("lax", config)])
         self.assertEqual(
-            silent[typeName + ".failure_mode_allow"],
+            silent[typeName + ".emit_dynamic_metadata"],
             "lax: static_resources.listeners[0].filter_chains[0].filters[0]"
-            ".typed_config.failure_mode_allow")
+            ".typed_config.emit_dynamic_metadata")
         self.assertNotIn(typeName + ".stat_prefix", silent)

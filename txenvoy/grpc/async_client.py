@@ -114,21 +114,33 @@ class GrpcCollector:
         @return: a Deferred firing on the worker's thread with 200 for an
             OK status, or failing with L{GrpcCallError}.
         """
+        return self.call(address, body).addCallback(lambda _: 200)
+
+    def call(self, address, body, metadata=()):
+        """
+        Start the call (never blocks); C{metadata} is sent after the
+        configured C{initial_metadata}.
+
+        @return: a Deferred firing on the worker's thread with the
+            serialized response message for an OK status, or failing with
+            L{GrpcCallError}.
+        """
+        metadata = self._metadata + tuple(metadata)
         future = self._call(address).future(body, timeout=self._timeout,
-                                            metadata=self._metadata or None)
+                                            metadata=metadata or None)
         d = defer.Deferred(lambda _: future.cancel())
         post = self._dispatcher.post
 
         def done(f):
             # A grpcio thread: read the outcome here, act on the worker.
             try:
-                f.result()
+                answer = f.result()
             except Exception as e:
                 code = getattr(e, "code", lambda: None)()
                 details = getattr(e, "details", lambda: str(e))()
                 post(_fire, d, GrpcCallError(code, details))
             else:
-                post(_fire, d, 200)
+                post(_fire, d, answer)
 
         future.add_done_callback(done)
         return d

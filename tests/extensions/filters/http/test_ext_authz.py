@@ -72,10 +72,19 @@ class ConfigTests(SynchronousTestCase):
         verifyObject(IHttpFilterFactory, compileFilter(EXT_AUTHZ, "http_service: %s" % (
             SERVICE,)))
 
-    def test_grpcServiceRefused(self):
-        """The gRPC service is not implemented: refused with its path."""
+    def test_grpcService(self):
+        """An C{envoy_grpc} service compiles, with its cluster and timeout."""
+        config = compileFilter(EXT_AUTHZ, "grpc_service: {envoy_grpc: {cluster_name: authz}, "
+                                          "timeout: 0.25s}")
+        verifyObject(IHttpFilterFactory, config)
+        self.assertEqual((config.grpcService.target.clusterName,
+                          config.grpcService.target.timeout), ("authz", 0.25))
+
+    def test_googleGrpcRefused(self):
+        """A C{google_grpc} service is refused with its path."""
         e = self.assertRaises(ConfigError, compileFilter, EXT_AUTHZ,
-                              "grpc_service: {envoy_grpc: {cluster_name: authz}}")
+                              "grpc_service: {google_grpc: {target_uri: 'a:1', "
+                              "stat_prefix: a}}")
         self.assertIn("typed_config.grpc_service", str(e))
 
     def test_serviceRequired(self):

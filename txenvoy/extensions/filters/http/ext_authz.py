@@ -43,11 +43,16 @@ Stats: C{http.<prefix>.ext_authz.[<stat_prefix>.]} C{ok}, C{denied},
 C{error}, C{failure_mode_allowed} and Envoy's other counters (at zero),
 and C{cluster.<route's cluster>.ext_authz.*}.
 
-The gRPC service (C{grpc_service}, C{envoy.service.auth.v3.Authorization})
-needs HTTP/2 upstreams and is refused with its path, as are the fields
-listed as unread in the table of supported extensions.
+With C{grpc_service} the check is C{envoy.service.auth.v3.Authorization/Check}
+(L{txenvoy.extensions.filters.common.ext_authz_grpc}): the C{CheckRequest}
+carries every request header, the route's C{context_extensions} and the
+body; an OK answer's header mutations apply to the request and the
+response, a denial is answered with its status (403 when unset), body and
+headers, and a failed call is an error as above. The fields listed as
+unread in the table of supported extensions are refused with their path.
 """
 
+from twisted.internet.defer import CancelledError
 from zope.interface import implementer
 
 from envoy.config.core.v3 import base_pb2
@@ -56,6 +61,11 @@ from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2  # noqa: F4
 from txenvoy.config.errors import ConfigError
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
+from txenvoy.extensions.filters.common.ext_authz_grpc import (
+    GrpcAuthorizationService,
+    checkRequest,
+)
+from txenvoy.grpc.async_client import compileEnvoyGrpc
 from txenvoy.http.async_client import AsyncHttpClient
 from txenvoy.http.filter import (
     FilterDataStatus,
@@ -134,12 +144,13 @@ class _BodySettings:
 class _PerRoute:
     """A compiled C{ExtAuthzPerRoute}."""
 
-    __slots__ = ("disabled", "noBuffering", "body")
+    __slots__ = ("disabled", "noBuffering", "body", "contextExtensions")
 
-    def __init__(self, disabled=False, noBuffering=False, body=None):
+    def __init__(self, disabled=False, noBuffering=False, body=None, contextExtensions=None):
         self.disabled = disabled
         self.noBuffering = noBuffering
         self.body = body
+        self.contextExtensions = contextExtensions
 
 
 def compilePerRoute(message):
@@ -160,7 +171,8 @@ def compilePerRoute(message):
         if settings.HasField("with_request_body"):
             body = _BodySettings(settings.with_request_body,
                                  path + ".check_settings.with_request_body")
-        return _PerRoute(noBuffering=settings.disable_request_body_buffering, body=body)
+        return _PerRoute(noBuffering=settings.disable_request_body_buffering, body=body,
+                         contextExtensions=dict(settings.context_extensions))
     raise ConfigError("%s: Proto constraint validation failed (ExtAuthzPerRouteValidationError."
                       "Override: value is required)" % (path,))
 
@@ -177,6 +189,9 @@ class ExtAuthzConfig:
 
     terminal = False
     chargeCluster = True
+    #: The L{GrpcAuthorizationService} of a C{grpc_service}, else C{None}.
+    grpcService = None
+    packAsBytes = False
 
     def __init__(self, cluster, timeout, pathPrefix, requestMatchers, headersToAdd,
                  upstreamMatchers, appendMatchers, clientMatchers, successMatchers, body,
@@ -227,6 +242,8 @@ class ExtAuthzFilter(PassThroughFilter):
     _inCall = False         # the check is being started (an answer may come at once)
     _answered = None        # what to return when it did
     _clientHeaders = ()
+    _okAnswer = None        # a gRPC OkAnswer with response mutations
+    _perRoute = None
 
     def __init__(self, config, callbacks):
         self.callbacks = callbacks
@@ -236,7 +253,7 @@ class ExtAuthzFilter(PassThroughFilter):
 
     def decodeHeaders(self, headers, endStream):
         config = self.config
-        perRoute = config.routeConfigs.mostSpecific(self.callbacks)
+        perRoute = self._perRoute = config.routeConfigs.mostSpecific(self.callbacks)
         if perRoute is not None and perRoute.disabled:
             return FilterHeadersStatus.Continue
         self._headers = headers
@@ -283,6 +300,8 @@ class ExtAuthzFilter(PassThroughFilter):
     def encodeHeaders(self, headers, endStream):
         for name, value in self._clientHeaders:
             headers.headers.add(name, value)
+        if self._okAnswer is not None:
+            self._okAnswer.applyToResponse(headers.headers)
         return FilterHeadersStatus.Continue
 
     def onDestroy(self):
@@ -307,6 +326,8 @@ class ExtAuthzFilter(PassThroughFilter):
         request through.
         """
         config = self.config
+        if config.grpcService is not None:
+            return self._checkGrpc(body, partial, stopped, done)
         callbacks = self.callbacks
         head = self._headers
         entries = HeaderMap()
@@ -329,6 +350,73 @@ class ExtAuthzFilter(PassThroughFilter):
             return stopped
         self._pending = None
         return done if answered else stopped
+
+    def _checkGrpc(self, body, partial, stopped, done):
+        config = self.config
+        callbacks = self.callbacks
+        head = self._headers
+        perRoute = self._perRoute
+
+        def fillHttp(http):
+            http.id = "%d" % (callbacks.streamId,)
+            http.method = head.method.decode("latin-1")
+            headers = http.headers
+            for name, value in head.headers.items():
+                name = name.decode("latin-1")
+                value = value.decode("latin-1")
+                headers[name] = headers[name] + "," + value if name in headers else value
+            if body is not None:
+                headers[_PARTIAL_BODY.decode()] = "true" if partial else "false"
+            scheme = (head.scheme or head.headers.get(b"x-forwarded-proto") or b"http")
+            scheme = scheme.decode("latin-1")
+            headers[":scheme"] = http.scheme = scheme
+            if head.path is not None:
+                headers[":path"] = http.path = head.path.decode("latin-1")
+            headers[":method"] = http.method
+            if head.authority is not None:
+                headers[":authority"] = http.host = head.authority.decode("latin-1")
+            http.protocol = head.version
+            if body:
+                # Envoy: the size of the body buffered, not the header's.
+                http.size = len(body)
+            if body:
+                if config.packAsBytes:
+                    http.raw_body = body
+                else:
+                    http.body = body.decode("utf-8", "replace")
+
+        request = checkRequest(callbacks.streamInfo, callbacks.dispatcher.reactor.seconds(),
+                               perRoute.contextExtensions if perRoute is not None else None,
+                               fillHttp)
+        self._inCall = True
+        self._answered = None
+        d = self._pending = config.grpcService.check(callbacks.dispatcher, request)
+        d.addCallbacks(self._onGrpcAnswer, self._onGrpcFailure)
+        self._inCall = False
+        answered = self._answered
+        if answered is None:
+            return stopped
+        self._pending = None
+        return done if answered else stopped
+
+    def _onGrpcAnswer(self, answer):
+        self._pending = None
+        if not answer.allowed:
+            self._deny(answer.status, answer.body, answer.applyToReply)
+            return
+        self._count("ok")
+        answer.applyToRequest(self._headers.headers)
+        if answer.mutatesResponse():
+            self._okAnswer = answer
+        if self.config.clearRouteCache and answer.mutatesRequest():
+            self.callbacks.clearRouteCache()
+        self._proceed()
+
+    def _onGrpcFailure(self, reason):
+        if reason.check(CancelledError):
+            return
+        self._pending = None
+        self._onError()
 
     # IAsyncRequestCallbacks.
 
@@ -405,23 +493,28 @@ class ExtAuthzFilter(PassThroughFilter):
 
     def _onDenied(self, response, body):
         config = self.config
-        self._count("denied")
-        if config.chargeCluster:
-            self._chargeRouteCluster(response.status)
         passed = [(name, value) for name, value in response.headers.items()
                   if config.toClient(name)]
 
-        def addHeaders(head):
+        def addHeaders(headers):
             # Envoy: the local reply sets content-length where the service
             # put it, or (no body) leaves it to the codec, at the end.
             for name, value in passed:
                 if body or name != b"content-length":
-                    head.headers.add(name, value)
+                    headers.add(name, value)
 
+        self._deny(response.status, body, addHeaders)
+
+    def _deny(self, status, body, addHeaders):
+        """Answer with the denial: C{addHeaders(HeaderMap)} adds its headers."""
+        self._count("denied")
+        if self.config.chargeCluster:
+            self._chargeRouteCluster(status)
         self._stopped()
         callbacks = self.callbacks
         callbacks.streamInfo.setResponseFlag(ResponseFlag.UNAUTHORIZED_EXTERNAL_SERVICE)
-        callbacks.sendLocalReply(response.status, body, addHeaders, "ext_authz_denied")
+        callbacks.sendLocalReply(status, body, lambda head: addHeaders(head.headers),
+                                 "ext_authz_denied")
 
     def _onError(self):
         config = self.config
@@ -438,7 +531,7 @@ class ExtAuthzFilter(PassThroughFilter):
         callbacks.sendLocalReply(config.statusOnError, b"", None, "ext_authz_error")
 
 
-_FIELDS = ("http_service", "transport_api_version", "failure_mode_allow",
+_FIELDS = ("http_service", "grpc_service", "transport_api_version", "failure_mode_allow",
            "failure_mode_allow_header_add", "with_request_body", "clear_route_cache",
            "status_on_error", "stat_prefix", "include_peer_certificate",
            "charge_cluster_response_stats")
@@ -456,9 +549,10 @@ def _timeout(serverUri, path):
 def createExtAuthz(message, context):
     """Compile an C{ExtAuthz} message (HTTP service)."""
     path = context.path + ".typed_config"
+    if message.HasField("grpc_service"):
+        return _createGrpc(message, context, path)
     if not message.HasField("http_service"):
-        raise ConfigError("%s: one of http_service or grpc_service is required; txenvoy "
-                          "implements http_service" % (path,))
+        raise ConfigError("%s: one of http_service or grpc_service is required" % (path,))
     service = message.http_service
     servicePath = path + ".http_service"
     checkFields(service, ("server_uri", "path_prefix", "authorization_request",
@@ -511,7 +605,39 @@ def createExtAuthz(message, context):
         failureModeHeader=message.failure_mode_allow_header_add,
         statusOnError=statusOnError, clearRouteCache=message.clear_route_cache,
         statPrefix=prefix, tooLargeStat=httpStatPrefix(context) + "downstream_rq_too_large")
+    return _finish(config, message, context)
+
+
+def _finish(config, message, context):
     config.chargeCluster = (message.charge_cluster_response_stats.value
                             if message.HasField("charge_cluster_response_stats") else True)
     config.stats.declare(context)
     return config
+
+
+def _createGrpc(message, context, path):
+    """Compile an C{ExtAuthz} with a C{grpc_service}."""
+    target = compileEnvoyGrpc(message.grpc_service, path + ".grpc_service", context.bootstrap)
+    body = None
+    if message.HasField("with_request_body"):
+        checkFields(message.with_request_body,
+                    ("max_request_bytes", "allow_partial_message", "pack_as_bytes"),
+                    path + ".with_request_body")
+        copy = type(message.with_request_body)()
+        copy.CopyFrom(message.with_request_body)
+        copy.ClearField("pack_as_bytes")
+        body = _BodySettings(copy, path + ".with_request_body")
+    prefix = httpStatPrefix(context) + "ext_authz."
+    if message.stat_prefix:
+        prefix += message.stat_prefix + "."
+    config = ExtAuthzConfig(
+        cluster=target.clusterName, timeout=target.timeout, pathPrefix=b"", requestMatchers=(),
+        headersToAdd=None, upstreamMatchers=(), appendMatchers=(), clientMatchers=None,
+        successMatchers=(), body=body, failureModeAllow=message.failure_mode_allow,
+        failureModeHeader=message.failure_mode_allow_header_add,
+        statusOnError=message.status_on_error.code or 403,
+        clearRouteCache=message.clear_route_cache, statPrefix=prefix,
+        tooLargeStat=httpStatPrefix(context) + "downstream_rq_too_large")
+    config.grpcService = GrpcAuthorizationService(target)
+    config.packAsBytes = message.with_request_body.pack_as_bytes
+    return _finish(config, message, context)
