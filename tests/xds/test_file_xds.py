@@ -123,3 +123,23 @@ class PollTests(SynchronousTestCase):
              s["cds.update_rejected"], s["cluster_added"], s["cluster_modified"],
              s["cluster_removed"]),
             (5, 3, 1, 1, 2, 1, 1))
+
+
+class StartRaceTests(SynchronousTestCase):
+
+    def test_fileMovedBeforeWatchIsRead(self):
+        """
+        A file moved into place after the first read but before the watch
+        began (the listeners already serve by then) is read when the watch
+        begins, not missed until the next move.
+        """
+        d = tempfile.mkdtemp()
+        path = os.path.join(d, "cds.json")
+        _write(path, "1", [_cluster("a", 1)])
+        config = json.dumps({"node": _NODE, "dynamic_resources": {
+            "cds_config": {"path_config_source": {"path": path}}}})
+        server = Server(Clock(), loadBootstrap(configYaml=config))
+        _write(path, "2", [_cluster("b", 2)])
+        server.xds.startService()
+        self.addCleanup(server.xds.stopService)
+        self.assertEqual(sorted(server.clusterManager.clusters), ["b"])

@@ -70,6 +70,7 @@ class FileSubscription:
         """Read the file and hand its resources on; count what happened."""
         self.attempt.inc()
         path = self.source.path
+        self._stamp = self._statStamp()
         try:
             with _ownErrors():
                 versionInfo, resources = self._read(path)
@@ -101,8 +102,14 @@ class FileSubscription:
     # Watching.
 
     def start(self):
-        """Begin watching (the first read is the caller's L{refresh})."""
-        self._stamp = self._statStamp()
+        """
+        Begin watching (the first read is the caller's L{refresh}). A file
+        moved into place between that read and the watch is read now.
+        """
+        self._watch()
+        self._check()
+
+    def _watch(self):
         try:
             from twisted.internet import inotify
         except ImportError:
