@@ -25,6 +25,10 @@ from txenvoy.server.server import Server
 # What Envoy's example corpus does not use, in one config (the docs' table of
 # supported fields builds it too).
 EVERY_OTHER_EXTENSION = """
+bootstrap_extensions:
+- name: envoy.bootstrap.internal_listener
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener
 stats_sinks:
 - name: envoy.stat_sinks.statsd
   typed_config:
@@ -245,6 +249,17 @@ static_resources:
     load_assignment:
       cluster_name: zipkin
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 9411}}}}]}]
+  - name: internal
+    transport_socket:
+      name: envoy.transport_sockets.internal_upstream
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport
+        transport_socket:
+          name: raw
+          typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer}
+    load_assignment:
+      cluster_name: internal
+      endpoints: [{lb_endpoints: [{endpoint: {address: {envoy_internal_address: {server_listener_name: internal}}}}]}]
 """
 
 

@@ -31,6 +31,9 @@ class IDispatcher(Interface):
     name = Attribute("C{'main_thread'} or C{'worker_N'}.")
     reactor = Attribute("The reactor this dispatcher runs.")
     stats = Attribute("The L{txenvoy.stats.store.StatsShard} owned by this thread.")
+    internalListeners = Attribute(
+        "This thread's internal listeners by name (Envoy's internal listener registry): "
+        "the C{ActiveListener}s that C{envoy_internal_address} endpoints reach.")
 
     def post(f, *args, **kwargs):
         """

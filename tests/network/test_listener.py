@@ -117,3 +117,64 @@ class ListenerConfigTests(SynchronousTestCase):
         server = Server(Clock(), loadBootstrap(None, json.dumps(config)), validateOnly=True)
         manager = server.listenerManager.listeners[0].filterChainManager
         self.assertEqual(manager.findFilterChain(None).name, "b")
+
+
+INTERNAL_LISTENER = {
+    "name": "envoy.bootstrap.internal_listener",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.bootstrap."
+                              "internal_listener.v3.InternalListener",
+                     "buffer_size_kb": 8}}
+
+
+def compileInternal(extensions=(INTERNAL_LISTENER,), **fields):
+    """Compile listener C{b} as an internal listener under a bootstrap."""
+    from envoy.config.bootstrap.v3 import bootstrap_pb2
+
+    loadPlugins()
+    bootstrap = parseDict({"bootstrap_extensions": list(extensions)},
+                          bootstrap_pb2.Bootstrap())
+    listener = {"name": "b", "internal_listener": {}, "filter_chains": [{"filters": [ECHO]}]}
+    listener.update(fields)
+    return ListenerConfig(parseDict(listener, listener_pb2.Listener()),
+                          FactoryContext(Clock(), StatsStore(), path=PATH, bootstrap=bootstrap),
+                          PATH)
+
+
+class InternalListenerConfigTests(SynchronousTestCase):
+    """C{internal_listener}: a listener with no socket, named by its name."""
+
+    def test_addressAndStats(self):
+        """
+        Envoy names an internal listener C{envoy://b/} and its stats
+        C{listener.envoy_internal_b.*}; its buffer is the bootstrap
+        extension's C{buffer_size_kb}.
+        """
+        config = compileInternal()
+        self.assertEqual(str(config.address), "envoy://b/")
+        self.assertEqual(config.statPrefix, "listener.envoy_internal_b.")
+        self.assertEqual(config.internalBufferSize, 8 * 1024)
+        self.assertTrue(config.isInternal)
+        self.assertFalse(config.enableReusePort)
+
+    def test_defaultBufferSize(self):
+        """Without C{buffer_size_kb}, Envoy's 64 KiB."""
+        extension = {"name": "il", "typed_config": {"@type": INTERNAL_LISTENER["typed_config"][
+            "@type"]}}
+        self.assertEqual(compileInternal([extension]).internalBufferSize, 64 * 1024)
+
+    def test_bootstrapExtensionMandatory(self):
+        """Envoy 1.40: C{InternalListener bootstrap extension is mandatory}."""
+        e = self.assertRaises(ConfigError, compileInternal, [])
+        self.assertIn("error adding listener named 'b': InternalListener bootstrap extension "
+                      "is mandatory", str(e))
+        self.assertIn(PATH + ".internal_listener", str(e))
+
+    def test_noAddress(self):
+        """
+        Envoy 1.40: C{address should not be used when an internal listener
+        config is provided}.
+        """
+        e = self.assertRaises(ConfigError, compileInternal, address={
+            "socket_address": {"address": "127.0.0.1", "port_value": 1}})
+        self.assertIn("error adding listener 'b': address should not be used when an internal "
+                      "listener config is provided", str(e))

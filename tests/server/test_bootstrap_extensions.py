@@ -16,7 +16,7 @@ from txenvoy.config.loader import loadBootstrap
 from txenvoy.config.registry import Category
 from txenvoy.server.server import Server
 
-INTERNAL = "envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
+WASM = "envoy.extensions.wasm.v3.WasmService"
 
 
 def _server(*extensions):
@@ -29,11 +29,11 @@ class BootstrapExtensionTests(SynchronousTestCase):
     def test_unknownRefusedByName(self):
         """An extension txenvoy does not have is refused by name and path."""
         e = self.assertRaises(ConfigError, _server, {
-            "name": "envoy.bootstrap.internal_listener",
-            "typed_config": {"@type": "type.googleapis.com/" + INTERNAL}})
+            "name": "envoy.bootstrap.wasm",
+            "typed_config": {"@type": "type.googleapis.com/" + WASM}})
         self.assertIn("bootstrap_extensions[0].typed_config: unsupported extension "
-                      "'envoy.bootstrap.internal_listener' (@type type.googleapis.com/%s)"
-                      % (INTERNAL,), str(e))
+                      "'envoy.bootstrap.wasm' (@type type.googleapis.com/%s)"
+                      % (WASM,), str(e))
 
     def test_registeredServiceRuns(self):
         """A registered extension that is a service becomes part of the server."""

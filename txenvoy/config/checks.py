@@ -143,9 +143,7 @@ def _checkListeners(listeners, clusterNames):
             names.add(listener.name)
         if listener.HasField("internal_listener"):
             if listener.HasField("address"):
-                report(ConfigError(
-                    "error adding listener '%s': address should not be used when an "
-                    "internal listener config is provided @ %s.address" % (listener.name, path)))
+                report(messages.internalListenerWithAddress(listener.name, path + ".address"))
         elif not listener.HasField("address") and not listener.HasField("api_listener"):
             report(messages.listenerAddressMissing(listener.name, path))
         if listener.HasField("address"):

@@ -24,6 +24,24 @@ def listenerAddressMissing(name, path):
     return _at("error adding listener named '%s': address is necessary" % (name,), path)
 
 
+def internalListenerWithAddress(name, path):
+    """
+    Envoy: C{error adding listener 'b': address should not be used when an
+    internal listener config is provided}.
+    """
+    return _at("error adding listener '%s': address should not be used when an internal "
+               "listener config is provided" % (name,), path)
+
+
+def internalListenerNeedsBootstrap(name, path):
+    """
+    Envoy: C{error adding listener named 'b': InternalListener bootstrap
+    extension is mandatory}.
+    """
+    return _at("error adding listener named '%s': InternalListener bootstrap extension is "
+               "mandatory" % (name,), path)
+
+
 def noFilterChains(listener, path):
     """
     Envoy: C{error adding listener '127.0.0.1:10040': no filter chains

@@ -61,8 +61,13 @@ def parseInternetAddressAndPort(text):
 def addressTuple(address):
     """
     The C{(host, port)} of a Twisted address; a Unix one (Envoy's pipe) is
-    C{(PipeAddress, 0)}, printed as its path (C{""} when unnamed).
+    C{(PipeAddress, 0)}, printed as its path (C{""} when unnamed); an
+    internal connection's end is C{(InternalAddress, 0)}.
     """
+    from txenvoy.network.user_space import InternalAddress
+
+    if isinstance(address, InternalAddress):
+        return (address, 0)
     name = getattr(address, "name", _NO_NAME)
     if name is not _NO_NAME:
         from txenvoy.network.pipe import PipeAddress, pipeName

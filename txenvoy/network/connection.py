@@ -90,6 +90,12 @@ class ServerConnection(Protocol):
             info = self.streamInfo
             info.downstreamRemoteAddress = info.downstreamDirectRemoteAddress = self.localAddress
         self.streamInfo.downstreamLocalAddress = self.localAddress
+        passthrough = getattr(self.transport, "passthrough", None)
+        if passthrough:
+            # An internal connection: what the client's internal_upstream
+            # transport socket passed through (txenvoy.network.user_space).
+            self.streamInfo.dynamicMetadata.update(passthrough.get("metadata", {}))
+            self.streamInfo.filterState.update(passthrough.get("filterState", {}))
         self.transport.bufferSize = self.listener.config.perConnectionBufferLimitBytes
         factories = self.listener.config.listenerFilters
         if not factories:

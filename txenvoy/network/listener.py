@@ -15,6 +15,7 @@ from txenvoy.config.registry import Category
 from txenvoy.network.accept import OverflowLog
 from txenvoy.network.address import formatAddress
 from txenvoy.network.pipe import PipeAddress, pipeAddress
+from txenvoy.network.user_space import InternalAddress, internalBufferSize
 from txenvoy.network.filter_chain import FilterChain, FilterChainManager, FilterChainMatch
 from txenvoy.network.filter_chain_matcher import FilterChainMatcher, MatcherFilterChainManager
 from txenvoy.server.logging import componentLogger
@@ -47,6 +48,8 @@ def listenerStatPrefix(host, port=None):
     """
     if isinstance(host, PipeAddress):
         return "listener.%s." % (host.path,)
+    if isinstance(host, InternalAddress):
+        return "listener.envoy_internal_%s." % (host.listenerName,)
     return "listener.%s_%d." % (("[%s]" % host) if ":" in host else host, port)
 
 
@@ -92,7 +95,10 @@ class ListenerConfig:
     One compiled listener.
 
     @ivar name: its name (a UUID when the config gives none, as Envoy does).
-    @ivar address: C{(host, port)}.
+    @ivar address: C{(host, port)}, a L{PipeAddress}, or for an internal
+        listener (C{internal_listener}) its L{InternalAddress}.
+    @ivar internalBufferSize: an internal listener's buffer size in bytes
+        (the bootstrap extension's C{buffer_size_kb}), else C{None}.
     @ivar statPrefix: C{listener.<address>.}.
     @ivar filterChainManager: the L{FilterChainManager}.
     @ivar listenerFilters: L{txenvoy.interfaces.IListenerFilterFactory}s.
@@ -103,18 +109,32 @@ class ListenerConfig:
     def __init__(self, proto, context, path):
         self.proto = proto
         self.name = proto.name or str(uuid.uuid4())
-        if not proto.HasField("address"):
+        self.internalBufferSize = None
+        if proto.HasField("internal_listener"):
+            # Reached only through cluster endpoints' envoy_internal_address
+            # (txenvoy.network.user_space); no socket.
+            if proto.HasField("address"):
+                raise messages.internalListenerWithAddress(self.name, path + ".address")
+            checkFields(proto.internal_listener, (), path + ".internal_listener")
+            self.internalBufferSize = internalBufferSize(getattr(context, "bootstrap", None))
+            if self.internalBufferSize is None:
+                raise messages.internalListenerNeedsBootstrap(self.name,
+                                                              path + ".internal_listener")
+            self.address = InternalAddress(self.name)
+        elif not proto.HasField("address"):
             raise messages.listenerAddressMissing(self.name, path)
-        checkFields(proto, _IGNORED_FIELDS | {"filter_chain_matcher"}, path)
-        self.address = socketAddress(proto.address, path + ".address")
+        else:
+            self.address = socketAddress(proto.address, path + ".address")
+        checkFields(proto, _IGNORED_FIELDS | {"filter_chain_matcher", "internal_listener"}, path)
         self.isPipe = isinstance(self.address, PipeAddress)
-        self.statPrefix = (listenerStatPrefix(self.address) if self.isPipe
+        self.isInternal = self.internalBufferSize is not None
+        self.statPrefix = (listenerStatPrefix(self.address) if self.isPipe or self.isInternal
                            else listenerStatPrefix(*self.address))
         self.perConnectionBufferLimitBytes = (
             proto.per_connection_buffer_limit_bytes.value
             if proto.HasField("per_connection_buffer_limit_bytes") else DEFAULT_BUFFER_LIMIT)
         # A Unix socket has no SO_REUSEPORT: its one socket is shared.
-        self.enableReusePort = not self.isPipe and (
+        self.enableReusePort = not (self.isPipe or self.isInternal) and (
             proto.enable_reuse_port.value if proto.HasField("enable_reuse_port") else True)
         self.backlog = proto.tcp_backlog_size.value if proto.HasField("tcp_backlog_size") else 128
         self.listenerFiltersTimeout = (

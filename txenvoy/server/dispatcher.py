@@ -38,6 +38,10 @@ class Dispatcher:
         self.name = name
         self.stats = stats
         self.clusterManager = None
+        #: This worker's internal listeners by name (Envoy's per-thread
+        #: internal listener registry): C{ActiveListener}s that
+        #: C{envoy_internal_address} endpoints connect to.
+        self.internalListeners = {}
         self._lastConnectionId = idRange * CONNECTION_ID_RANGE
 
     def nextConnectionId(self):

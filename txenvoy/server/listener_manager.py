@@ -103,6 +103,11 @@ class ListenerManager(Service):
         source = getattr(self.server, "listenSocketSource", None)
         try:
             for config in self.listeners:
+                if config.isInternal:
+                    # No socket: reached inside the process.
+                    self._sockets[config.name] = [None] * self._workerCount
+                    self._stats.counter("listener_added").inc()
+                    continue
                 inherited = None
                 address = _passName(config.address)
                 if source is not None:
@@ -125,7 +130,8 @@ class ListenerManager(Service):
     def closeSockets(self):
         for socks in list(self._sockets.values()) + list(self._passable.values()):
             for s in socks:
-                s.close()
+                if s is not None:
+                    s.close()
         self._sockets.clear()
         self._passable.clear()
 
@@ -157,6 +163,9 @@ class ListenerManager(Service):
             shares = []
             for config in self.listeners:
                 socks = self._sockets.pop(config.name)
+                if config.isInternal:
+                    # Each worker process serves its own internal listeners.
+                    continue
                 self._passable[config.name] = socks
                 self.totalActive.inc()
                 shares.append((self._configuredAddress[config.name], socks))
@@ -166,7 +175,7 @@ class ListenerManager(Service):
         self._workers = list(workers)
         for config in self.listeners:
             socks = self._sockets.pop(config.name)
-            if getattr(self.server, "hotRestart", None) is not None:
+            if getattr(self.server, "hotRestart", None) is not None and not config.isInternal:
                 # Kept for the next epoch: each worker closes its own copy.
                 self._passable[config.name] = [s.dup() for s in socks]
             self.totalActive.inc()
@@ -232,14 +241,16 @@ class ListenerManager(Service):
             bound = {}
             try:
                 for config in added:
-                    bound[config.name] = bindListenSockets(config, self._workerCount)
+                    bound[config.name] = ([None] * self._workerCount if config.isInternal
+                                          else bindListenSockets(config, self._workerCount))
             except Exception as e:
                 for socks in bound.values():
                     for sock in socks:
-                        sock.close()
+                        if sock is not None:
+                            sock.close()
                 raise ConfigError("error adding listener '%s': %s" % (config.name, e))
             for config in added:
-                if isinstance(config.address, tuple):
+                if isinstance(config.address, tuple) and not config.isInternal:
                     config.address = (config.address[0],
                                       bound[config.name][0].getsockname()[1])
                 self._configuredAddress[config.name] = _passName(config.address)
@@ -271,7 +282,8 @@ class ListenerManager(Service):
             stats.counter("listener_removed").inc()
             socks = self._sockets.pop(name, ())
             for sock in socks:
-                sock.close()
+                if sock is not None:
+                    sock.close()
             if self._workers is not None:
                 self.totalActive.dec()
                 for worker in self._workers:

@@ -61,6 +61,13 @@ class _WorkerBase(Service):
         self.dispatcher.post(self._addListener, config, sock, completion)
 
     def _addListener(self, config, sock, completion):
+        if sock is None:
+            # An internal listener: connections come from this worker's own
+            # clusters (txenvoy.network.user_space), never from a socket.
+            self.activeListeners[config.name] = active = ActiveListener(self.dispatcher, config)
+            self.dispatcher.internalListeners[config.name] = active
+            self.server.mainDispatcher.post(completion, True)
+            return
         try:
             active = ActiveListener(self.dispatcher, config)
             family = sock.family
@@ -82,6 +89,7 @@ class _WorkerBase(Service):
         self.dispatcher.post(self._stopListener, name)
 
     def _stopListener(self, name):
+        self.dispatcher.internalListeners.pop(name, None)
         active = self.activeListeners.get(name)
         if active is not None and active.port is not None:
             active.port.stopListening()
@@ -105,6 +113,8 @@ class _WorkerBase(Service):
             port.factory = new
         new.port = port
         self.activeListeners[config.name] = new
+        if config.isInternal:
+            self.dispatcher.internalListeners[config.name] = new
         self._drainListener(old, drainTimeS)
 
     def removeListener(self, name, drainTimeS):
@@ -116,6 +126,7 @@ class _WorkerBase(Service):
 
     def _removeListener(self, name, drainTimeS):
         old = self.activeListeners.pop(name, None)
+        self.dispatcher.internalListeners.pop(name, None)
         if old is None:
             return
         if old.port is not None:
@@ -167,6 +178,7 @@ class _WorkerBase(Service):
                    list(self.activeListeners.values()) + list(self.drainingListeners))
 
     def _closeEverything(self):
+        self.dispatcher.internalListeners.clear()
         for active in list(self.activeListeners.values()) + self.drainingListeners:
             if active.port is not None:
                 active.port.stopListening()

@@ -28,6 +28,7 @@ class FakeDispatcher:
         self.store = store if store is not None else StatsStore()
         self.stats = self.store.shard(name)
         self._lastConnectionId = 0
+        self.internalListeners = {}
 
     def post(self, f, *args, **kwargs):
         f(*args, **kwargs)

@@ -14,7 +14,7 @@ L{txenvoy.config.errors.UnsupportedField} naming its path.
 import threading
 
 import attr
-
+from google.protobuf import json_format
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from zope.interface import implementer
@@ -25,6 +25,7 @@ from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import unpackAny
 from txenvoy.interfaces import ICluster
 from txenvoy.network.pipe import pipeAddress
+from txenvoy.network.user_space import InternalAddress
 from txenvoy.upstream.health_checker import compileHealthChecks
 from txenvoy.upstream.http_protocol_options import compileHttpProtocolOptions
 from txenvoy.upstream.host import (
@@ -382,11 +383,11 @@ class EndpointSpec:
 
     __slots__ = ("address", "port", "hostname", "weight", "priority", "locality",
                  "healthFlags", "edsHealthStatus", "path", "healthCheck", "hashKey",
-                 "metadata")
+                 "metadata", "filterMetadata")
 
     def __init__(self, address, port, hostname="", weight=1, priority=0, locality=None,
                  healthFlags=(), edsHealthStatus="HEALTHY", path="", healthCheck=(0, "", False),
-                 hashKey="", metadata=None):
+                 hashKey="", metadata=None, filterMetadata=None):
         self.address = address
         self.port = port
         self.hostname = hostname
@@ -401,6 +402,9 @@ class EndpointSpec:
         self.hashKey = hashKey
         # envoy.lb metadata (metadata_match.hostValues).
         self.metadata = metadata
+        # Every namespace of the endpoint's filter_metadata, as dicts
+        # (what an internal_upstream transport socket passes through).
+        self.filterMetadata = filterMetadata
 
     def makeHost(self, clusterName, ip=None, hostname=None):
         """A new L{Host} for this endpoint at C{ip} (default: the address)."""
@@ -418,6 +422,7 @@ class EndpointSpec:
             disableActiveHealthCheck=self.healthCheck[2],
             hashKey=self.hashKey,
             metadata=self.metadata,
+            filterMetadata=self.filterMetadata,
             canary=bool(self.metadata) and self.metadata.get("canary", ("",))[0] == "true",
         )
 
@@ -951,6 +956,14 @@ def _lbHashKey(lbe):
     return value.string_value if value.WhichOneof("kind") == "string_value" else ""
 
 
+def _filterMetadata(lbe):
+    """An endpoint's C{filter_metadata} as C{{namespace: dict}}, or C{None}."""
+    if not lbe.HasField("metadata") or not lbe.metadata.filter_metadata:
+        return None
+    return {ns: json_format.MessageToDict(value)
+            for ns, value in lbe.metadata.filter_metadata.items()}
+
+
 def _compileLoadAssignment(proto, path, ctype):
     endpoints = []
     if not proto.HasField("load_assignment"):
@@ -995,7 +1008,22 @@ def _compileLoadAssignment(proto, path, ctype):
             if hcc.port_value > 65535:
                 raise ConfigError("%s.health_check_config.port_value: value must be less than "
                                   "or equal to 65535" % (dpath,))
-            checkFields(ep.address, ("socket_address", "pipe"), dpath + ".address")
+            checkFields(ep.address, ("socket_address", "pipe", "envoy_internal_address"),
+                        dpath + ".address")
+            if ep.address.HasField("envoy_internal_address") and ctype == STATIC:
+                # An internal listener of this process (txenvoy.network.user_space).
+                internal = ep.address.envoy_internal_address
+                checkFields(internal, ("server_listener_name", "endpoint_id"),
+                            dpath + ".address.envoy_internal_address")
+                endpoints.append(EndpointSpec(
+                    InternalAddress(internal.server_listener_name, internal.endpoint_id), 0,
+                    hostname=ep.hostname, weight=weight, priority=lle.priority,
+                    locality=locality, healthFlags=flags,
+                    edsHealthStatus="HEALTHY" if status == "UNKNOWN" else status, path=dpath,
+                    healthCheck=(hcc.port_value, hcc.hostname, hcc.disable_active_health_check),
+                    metadata=hostValues(lbe.metadata),
+                    filterMetadata=_filterMetadata(lbe)))
+                continue
             if ep.address.HasField("pipe") and ctype == STATIC:
                 # A Unix socket: the host is (pipe, 0), printed as its path.
                 endpoints.append(EndpointSpec(

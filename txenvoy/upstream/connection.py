@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txenvoy.network.pipe import PipeAddress
+from txenvoy.network.user_space import InternalAddress, connectPair
 from txenvoy.server.logging import componentLogger, connTag
 
 log = componentLogger("connection")
@@ -159,7 +160,10 @@ class UpstreamConnection(Protocol):
                 factory = transportSocket.wrapProtocolFactory(factory, reactor, self.host,
                                                               self.cluster, self.socketOptions)
         try:
-            if isinstance(ip, PipeAddress):
+            if isinstance(ip, InternalAddress):
+                self._connector = _InternalConnector(self.cluster, ip, factory, transportSocket,
+                                                     self.host)
+            elif isinstance(ip, PipeAddress):
                 self._connector = reactor.connectUNIX(ip.sockaddr, factory,
                                                       timeout=info.connectTimeout)
             else:
@@ -503,6 +507,52 @@ class UpstreamConnection(Protocol):
         return "<UpstreamConnection %s %s>" % (self.host.addressString,
                                                ("connecting", "connected", "failed",
                                                 "closed")[self._state])
+
+
+class _InternalConnector:
+    """
+    A connect to an internal listener of this worker (Envoy's
+    C{envoy_internal_address}), made on the next reactor turn as a socket's
+    would be: with no such listener the connect is refused (Envoy's
+    C{remote connection failure}).
+    """
+
+    def __init__(self, cluster, address, factory, transportSocket, host):
+        self._dispatcher = cluster.dispatcher
+        self._address = address
+        self._factory = factory
+        passthrough = getattr(transportSocket, "passthroughFor", None)
+        self._passthrough = passthrough(host, cluster.info) if passthrough is not None else None
+        self._call = cluster.reactor.callLater(0, self._connect)
+        self.transport = None
+
+    def _connect(self):
+        self._call = None
+        factory = self._factory
+        active = self._dispatcher.internalListeners.get(self._address.listenerName)
+        if active is None:
+            factory.clientConnectionFailed(self, Failure(error.ConnectionRefusedError(
+                "no internal listener named '%s'" % (self._address.listenerName,))))
+            return
+        protocol = factory.buildProtocol(self._address)
+        if protocol is None:
+            return
+        pair = connectPair(self._dispatcher.reactor, protocol, active, self._address,
+                           active.config.internalBufferSize, self._passthrough)
+        if pair is None:
+            # The listener's limits refused it: reset at once.
+            factory.clientConnectionFailed(self, Failure(error.ConnectionRefusedError(
+                "internal listener '%s' refused the connection"
+                % (self._address.listenerName,))))
+            return
+        self.transport = pair[0]
+
+    def stopConnecting(self):
+        if self._call is None:
+            raise error.NotConnectingError()
+        self._call.cancel()
+        self._call = None
+        self._factory.clientConnectionFailed(self, Failure(error.UserError()))
 
 
 def _setSocketOptions(transport, keepalive):

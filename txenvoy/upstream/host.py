@@ -125,6 +125,8 @@ class Host:
     @ivar hashKey: the endpoint's C{envoy.lb} C{hash_key} metadata, which
         consistent-hash load balancers hash instead of its address (C{""}
         when unset).
+    @ivar filterMetadata: the endpoint's C{filter_metadata}, C{{namespace:
+        dict}}, or C{None}.
     @ivar metadata: the endpoint's C{envoy.lb} metadata, as
         L{txenvoy.upstream.metadata_match.hostValues} gives it (subset load
         balancing matches it).
@@ -135,13 +137,14 @@ class Host:
         "locality", "clusterName", "_flags", "_healthy", "_degraded",
         "_perWorker", "canary", "_edsStatus", "healthChecker", "outlierMonitor",
         "healthCheckPort", "healthCheckHostname", "disableActiveHealthCheck",
-        "hashKey", "metadata",
+        "hashKey", "metadata", "filterMetadata",
     )
 
     def __init__(self, address, hostname="", weight=1, priority=0,
                  locality=None, clusterName="", healthFlags=(),
                  edsHealthStatus="HEALTHY", healthCheckPort=0, healthCheckHostname="",
-                 disableActiveHealthCheck=False, hashKey="", metadata=None, canary=False):
+                 disableActiveHealthCheck=False, hashKey="", metadata=None, canary=False,
+                 filterMetadata=None):
         self.address = (address[0], int(address[1]))
         self.addressString = formatAddress(self.address)
         self.hostname = hostname
@@ -150,6 +153,7 @@ class Host:
         self.locality = locality if locality is not None else _NO_LOCALITY
         self.clusterName = clusterName
         self.metadata = metadata if metadata is not None else {}
+        self.filterMetadata = filterMetadata
         # envoy.lb metadata canary: true (omit_canary_hosts).
         self.canary = canary
         # The cluster's active health checker (main thread), or None: a

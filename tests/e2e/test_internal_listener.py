@@ -1,0 +1,344 @@
+"""
+Internal listeners, compared with Envoy 1.40 on the same YAML: listener A
+hands each connection to a cluster whose endpoint is an
+C{envoy_internal_address}, the internal listener B receives it inside the
+process (no socket) and serves it, for HTTP and for tcp_proxy to a real
+upstream; the host's and cluster's metadata are passed through by the
+C{internal_upstream} transport socket; an endpoint naming no internal
+listener fails as a refused connect. The stats, C{/listeners},
+C{/clusters} and B's access logs are Envoy's.
+"""
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+import urllib.request
+
+from twisted.trial.unittest import TestCase
+
+from tests.e2e.harness import (
+    Envoy,
+    RealEnvoy,
+    SharedFixture,
+    Upstream,
+    echoHandler,
+    freePort,
+    recvAll,
+)
+
+ROUTER = ('[{name: router, typed_config: {"@type": '
+          'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]')
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3" \
+      ".HttpConnectionManager"
+TCP = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+INTERNAL_UPSTREAM = ("type.googleapis.com/envoy.extensions.transport_sockets.internal_upstream"
+                     ".v3.InternalUpstreamTransport")
+RAW = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+
+CONFIG = """
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
+bootstrap_extensions:
+- name: envoy.bootstrap.internal_listener
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener
+    buffer_size_kb: 64
+static_resources:
+  listeners:
+  - name: a_tcp
+    address: {socket_address: {address: 127.0.0.1, port_value: %(tcp)d}}
+    filter_chains:
+    - filters:
+      - {name: tcp, typed_config: {"@type": "%(TCP)s", stat_prefix: a_tcp, cluster: to_b_tcp}}
+  - name: b_tcp
+    internal_listener: {}
+    filter_chains:
+    - filters:
+      - name: tcp
+        typed_config:
+          "@type": "%(TCP)s"
+          stat_prefix: b_tcp
+          cluster: echo
+          access_log:
+          - name: f
+            typed_config:
+              "@type": "%(LOG)s"
+              path: %(dir)s/b_tcp.log
+              log_format:
+                text_format: "%%DOWNSTREAM_REMOTE_ADDRESS%% %%DOWNSTREAM_LOCAL_ADDRESS%% %%DYNAMIC_METADATA(hns)%% %%DYNAMIC_METADATA(cns)%% %%BYTES_RECEIVED%% %%BYTES_SENT%%\\n"
+  - name: a_http
+    address: {socket_address: {address: 127.0.0.1, port_value: %(http)d}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": "%(HCM)s"
+          stat_prefix: a_http
+          route_config:
+            virtual_hosts:
+            - name: v
+              domains: ["*"]
+              routes:
+              - {match: {prefix: /missing}, route: {cluster: to_missing}}
+              - {match: {prefix: /}, route: {cluster: to_b_http}}
+          http_filters: %(ROUTER)s
+  - name: b_http
+    internal_listener: {}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": "%(HCM)s"
+          stat_prefix: b_http
+          access_log:
+          - name: f
+            typed_config:
+              "@type": "%(LOG)s"
+              path: %(dir)s/b_http.log
+              log_format:
+                text_format: "%%DOWNSTREAM_REMOTE_ADDRESS%% %%DOWNSTREAM_LOCAL_ADDRESS%% %%REQ(X-FORWARDED-FOR)%% %%RESPONSE_CODE%%\\n"
+          route_config:
+            virtual_hosts:
+            - name: v
+              domains: ["*"]
+              routes: [{match: {prefix: /}, direct_response: {status: 200, body: {inline_string: "from b"}}}]
+          http_filters: %(ROUTER)s
+  clusters:
+  - name: to_b_tcp
+    metadata: {filter_metadata: {cns: {k: cv}}}
+    transport_socket:
+      name: envoy.transport_sockets.internal_upstream
+      typed_config:
+        "@type": "%(IU)s"
+        passthrough_metadata:
+        - {kind: {host: {}}, name: hns}
+        - {kind: {cluster: {}}, name: cns}
+        transport_socket: {name: raw, typed_config: {"@type": "%(RAW)s"}}
+    load_assignment:
+      cluster_name: to_b_tcp
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {envoy_internal_address: {server_listener_name: b_tcp}}}
+          metadata: {filter_metadata: {hns: {k: hv}}}
+  - name: to_b_http
+    load_assignment:
+      cluster_name: to_b_http
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address: {envoy_internal_address: {server_listener_name: b_http, endpoint_id: e1}}
+  - name: to_missing
+    load_assignment:
+      cluster_name: to_missing
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {envoy_internal_address: {server_listener_name: nope}}}
+  - name: echo
+    load_assignment:
+      cluster_name: echo
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(echo)d}}}
+"""
+
+#: Stats both proxies must agree on after the traffic below.
+STATS = [
+    "listener.envoy_internal_b_tcp.downstream_cx_total",
+    "listener.envoy_internal_b_tcp.downstream_cx_destroy",
+    "listener.envoy_internal_b_tcp.worker_0.downstream_cx_total",
+    "listener.envoy_internal_b_http.downstream_cx_total",
+    "listener.envoy_internal_b_http.downstream_cx_active",
+    "listener.envoy_internal_b_http.http.b_http.downstream_rq_2xx",
+    "tcp.a_tcp.downstream_cx_total",
+    "tcp.a_tcp.downstream_cx_rx_bytes_total",
+    "tcp.a_tcp.downstream_cx_tx_bytes_total",
+    "tcp.b_tcp.downstream_cx_total",
+    "tcp.b_tcp.downstream_cx_rx_bytes_total",
+    "tcp.b_tcp.downstream_cx_tx_bytes_total",
+    "cluster.to_b_tcp.upstream_cx_total",
+    "cluster.to_b_tcp.upstream_cx_rx_bytes_total",
+    "cluster.to_b_tcp.upstream_cx_tx_bytes_total",
+    "cluster.to_b_tcp.upstream_cx_destroy_remote",
+    "cluster.echo.upstream_cx_total",
+    "cluster.to_b_http.upstream_cx_total",
+    "cluster.to_b_http.upstream_cx_active",
+    "cluster.to_b_http.upstream_rq_200",
+    "cluster.to_b_http.upstream_cx_rx_bytes_total",
+    "cluster.to_b_http.upstream_cx_tx_bytes_total",
+    "http.b_http.downstream_cx_total",
+    "http.b_http.downstream_cx_rx_bytes_total",
+    "http.b_http.downstream_cx_tx_bytes_total",
+    "http.b_http.rq_direct_response",
+    "cluster.to_missing.upstream_cx_total",
+    "cluster.to_missing.upstream_cx_connect_fail",
+    "cluster.to_missing.upstream_cx_destroy_remote",
+    "cluster.to_missing.upstream_rq_503",
+    "cluster.to_missing.upstream_rq_pending_failure_eject",
+    "listener_manager.listener_create_success",
+    "listener_manager.total_listeners_active",
+]
+
+#: Bytes sent through A -> B -> echo (larger than B's 64 KiB buffer, so
+#: the in-memory connection's back-pressure is crossed).
+PAYLOAD = bytes(range(256)) * 1024
+
+
+def _get(port, path):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(("GET %s HTTP/1.1\r\nhost: a\r\n\r\n" % (path,)).encode())
+        s.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int([line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")][0])
+        while len(body) < length:
+            body += s.recv(65536)
+        return int(head.split(b" ")[1]), body
+
+
+class _Side:
+    def __init__(self, real, echoPort):
+        self.real = real
+        self.dir = tempfile.mkdtemp(prefix="txenvoy-internal-")
+        self.ports = {"tcp": freePort(), "http": freePort(), "admin": freePort()}
+        config = CONFIG % dict(self.ports, dir=self.dir, echo=echoPort, TCP=TCP, HCM=HCM,
+                               LOG=FILE_LOG, ROUTER=ROUTER, IU=INTERNAL_UPSTREAM, RAW=RAW)
+        flush = ("--file-flush-interval-msec", "100")
+        self.proxy = (RealEnvoy(config, args=flush) if real
+                      else Envoy(config, args=("--concurrency", "1") + flush,
+                                 adminPort=self.ports["admin"]))
+        self.proxy.waitPort(self.ports["http"])
+
+    def exercise(self):
+        self.ok = _get(self.ports["http"], "/x")
+        self.missing = _get(self.ports["http"], "/missing")
+        with socket.create_connection(("127.0.0.1", self.ports["tcp"]), timeout=10) as s:
+            s.sendall(PAYLOAD)
+            # Half-close: the FIN crosses B to the echo upstream, whose FIN
+            # comes back after the echoed bytes.
+            s.shutdown(socket.SHUT_WR)
+            self.echoed = recvAll(s, 20)
+
+    def admin(self, path):
+        url = "http://127.0.0.1:%d%s" % (self.ports["admin"], path)
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.read().decode()
+
+    def stats(self):
+        deadline = time.time() + 10
+        while True:
+            out = {}
+            for line in self.admin("/stats").splitlines():
+                name, _, value = line.partition(": ")
+                if value.isdigit():
+                    out[name] = int(value)
+            # The tcp_proxy sessions are counted once both ends closed.
+            if out.get("listener.envoy_internal_b_tcp.downstream_cx_destroy") or \
+                    time.time() > deadline:
+                return out
+            time.sleep(0.05)
+
+    def log(self, name):
+        path = os.path.join(self.dir, name)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if os.path.exists(path):
+                with open(path) as f:
+                    text = f.read()
+                if text.endswith("\n"):
+                    return text.splitlines()
+            time.sleep(0.05)
+        raise AssertionError("no access log at %s" % (path,))
+
+    def stop(self):
+        self.proxy.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class InternalListenerComparisonTests(SharedFixture, TestCase):
+
+    @classmethod
+    def startFixture(cls):
+        cls.sides = []
+        cls.echo = Upstream(echoHandler)
+        try:
+            for real in (True, False):
+                cls.sides.append(_Side(real, cls.echo.port))
+            for side in cls.sides:
+                side.exercise()
+        except BaseException:
+            cls.stopFixture()
+            raise
+
+    @classmethod
+    def stopFixture(cls):
+        for side in cls.sides:
+            side.stop()
+        cls.sides = []
+        cls.echo.stop()
+
+    def test_http(self):
+        """
+        HTTP from listener A reaches internal listener B through the
+        cluster's C{envoy_internal_address}; B sees Envoy's addresses:
+        C{envoy://internal_client_address/} for its peer and
+        C{envoy://b_http/e1} (listener and endpoint id) for itself.
+        """
+        for side in self.sides:
+            self.assertEqual(side.ok, (200, b"from b"))
+        envoy, txenvoy = (side.log("b_http.log") for side in self.sides)
+        self.assertEqual(envoy, ["envoy://internal_client_address/ envoy://b_http/e1 - 200"])
+        self.assertEqual(txenvoy, envoy)
+
+    def test_unknownInternalListener(self):
+        """
+        An endpoint naming no internal listener: Envoy's refused connect,
+        a 503 with C{reset reason: remote connection failure}.
+        """
+        for side in self.sides:
+            self.assertEqual(side.missing, (503, b"upstream connect error or disconnect/reset "
+                                                 b"before headers. reset reason: remote "
+                                                 b"connection failure"))
+
+    def test_tcpProxy(self):
+        """
+        tcp_proxy A -> internal listener B -> tcp_proxy to a real echo
+        upstream: every byte comes back, the half-close crosses both hops,
+        and B's connection carries the host's and the cluster's metadata
+        that C{passthrough_metadata} names.
+        """
+        for side in self.sides:
+            self.assertEqual(side.echoed, PAYLOAD)
+        envoy, txenvoy = (side.log("b_tcp.log") for side in self.sides)
+        self.assertEqual(envoy, ['envoy://internal_client_address/ envoy://b_tcp/ {"k":"hv"} '
+                                 '{"k":"cv"} %d %d' % (len(PAYLOAD), len(PAYLOAD))])
+        self.assertEqual(txenvoy, envoy)
+
+    def test_stats(self):
+        """An internal listener's stats are C{listener.envoy_internal_<name>.*}."""
+        envoy, txenvoy = (side.stats() for side in self.sides)
+        self.assertEqual({n: txenvoy.get(n) for n in STATS}, {n: envoy.get(n) for n in STATS})
+
+    def test_admin(self):
+        """C{/listeners} and C{/clusters} print internal addresses as Envoy does."""
+        envoy, txenvoy = self.sides
+
+        def listeners(side):
+            return [line for line in side.admin("/listeners").splitlines()
+                    if line.startswith("b_")]
+
+        self.assertEqual(listeners(txenvoy), listeners(envoy))
+        self.assertEqual(listeners(envoy), ["b_tcp::envoy://b_tcp/", "b_http::envoy://b_http/"])
+
+        def hosts(side):
+            return sorted(line for line in side.admin("/clusters").splitlines()
+                          if line.startswith(("to_b_http::", "to_missing::"))
+                          and "::cx_total::" in line)
+
+        self.assertEqual(hosts(txenvoy), hosts(envoy))
+        self.assertIn("to_missing::envoy://nope/::cx_total::1", hosts(envoy))
