@@ -288,6 +288,18 @@ class IStreamFilterCallbacks(Interface):
     def decodingBuffer():
         """The request body this filter holds buffered, C{bytes} or C{None}."""
 
+    def encodingBuffer():
+        """The response body this filter holds buffered, C{bytes} or C{None}."""
+
+    def modifyDecodingBuffer(data):
+        """
+        Replace the request body this filter holds buffered (it stopped
+        iteration) with C{data} (Envoy's C{modifyDecodingBuffer}).
+        """
+
+    def modifyEncodingBuffer(data):
+        """The same for the response body."""
+
     def bufferLimit():
         """The stream's buffer limit in bytes (the listener's
         C{per_connection_buffer_limit_bytes})."""

@@ -270,6 +270,35 @@ def closingGet(port, path="/", host="a", extra=""):
         return recvAll(s, 10)
 
 
+def exchangeOne(port, data):
+    """
+    One request on a connection of its own; the reply read by its
+    content-length (Envoy holds the close of a local reply for its
+    delayed_close_timeout, so reading to the close would wait for it).
+    """
+    import re
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(data)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            piece = sock.recv(65536)
+            if not piece:
+                return buf
+            buf += piece
+        head = buf.split(b"\r\n\r\n", 1)[0]
+        length = int(re.search(rb"content-length: (\d+)", head).group(1))
+        while len(buf) < len(head) + 4 + length:
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            buf += piece
+        return buf
+    finally:
+        sock.close()
+
+
 def statusOf(response):
     """The status code of a raw response."""
     return int(response.split(b" ", 2)[1])

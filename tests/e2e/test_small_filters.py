@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
+from tests.e2e.harness import exchangeOne as _exchange
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -161,27 +162,6 @@ CASES = [
 ]
 
 
-def _exchange(port, data):
-    """One request; the reply read by its content-length."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        sock.sendall(data)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            piece = sock.recv(65536)
-            if not piece:
-                return buf
-            buf += piece
-        head = buf.split(b"\r\n\r\n", 1)[0]
-        length = int(re.search(rb"content-length: (\d+)", head).group(1))
-        while len(buf) < len(head) + 4 + length:
-            piece = sock.recv(65536)
-            if not piece:
-                break
-            buf += piece
-        return buf
-    finally:
-        sock.close()
 
 
 def _masked(raw):

@@ -326,6 +326,20 @@ class FilterSlot:
     def decodingBuffer(self):
         return self.stream.decodingBuffer(self.decIndex)
 
+    def encodingBuffer(self):
+        it = self.stream._encoding
+        return it.held(self.encIndex) if it is not None else None
+
+    def modifyDecodingBuffer(self, data):
+        it = self.stream._decoding
+        if it is not None:
+            it.replaceHeld(self.decIndex, data)
+
+    def modifyEncodingBuffer(self, data):
+        it = self.stream._encoding
+        if it is not None:
+            it.replaceHeld(self.encIndex, data)
+
     def bufferLimit(self):
         return self.stream.bufferLimit()
 
@@ -511,6 +525,23 @@ class FilterIteration:
         trailers).
         """
         self._data(index + 1, data, False)
+
+    def held(self, index):
+        """The body bytes the filter at C{index} holds buffered, or C{None}."""
+        if index == self.stop and self.buf:
+            return b"".join(self.buf)
+        return None
+
+    def replaceHeld(self, index, data):
+        """
+        Make C{data} the body held by the filter at C{index}, which stopped
+        iteration (Envoy's C{modifyDecodingBuffer}: a filter rewrites the
+        body it buffered).
+        """
+        if index != self.stop:
+            return
+        self.buf = [data]
+        self.bufSize = len(data)
 
     def runTrailers(self, trailers):
         """Pass trailers through the filters from the first."""

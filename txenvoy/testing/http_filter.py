@@ -231,6 +231,8 @@ class FakeStreamFilterCallbacks:
     """
 
     streamId = 1
+    decodingBuffered = None
+    encodingBuffered = None
     requestHeaders = None
     responseHeaders = None
     activeSpan = None
@@ -310,7 +312,16 @@ class FakeStreamFilterCallbacks:
         self.resets += 1
 
     def decodingBuffer(self):
-        return None
+        return self.decodingBuffered
+
+    def encodingBuffer(self):
+        return self.encodingBuffered
+
+    def modifyDecodingBuffer(self, data):
+        self.decodingBuffered = data
+
+    def modifyEncodingBuffer(self, data):
+        self.encodingBuffered = data
 
     def bufferLimit(self):
         return self._bufferLimit
