@@ -17,7 +17,6 @@ what the origin received) and the C{jwt_authn} stats must be the same.
 import base64
 import json
 import re
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -11,7 +11,6 @@ body, what the origin received) and the filters' stats must be the same.
 
 import json
 import re
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
