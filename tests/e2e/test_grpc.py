@@ -88,6 +88,7 @@ def _handler():
         "ServerStream": grpc.unary_stream_rpc_method_handler(_serverStream),
         "ClientStream": grpc.stream_unary_rpc_method_handler(_clientStream),
         "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
+        "Flaky": grpc.unary_unary_rpc_method_handler(_flaky),
     })
 
 
@@ -106,6 +107,8 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: grpc
           codec_type: AUTO
+          internal_address_config:
+            cidr_ranges: [{address_prefix: 10.0.0.0, prefix_len: 8}]
           route_config:
             virtual_hosts:
             - name: all
@@ -424,3 +427,27 @@ class GrpcComparisonTests(SharedFixture, SynchronousTestCase):
         self.assertEqual(tx, envoy)
         self.assertIn(b"grpc-status: 0\r\n", envoy)
         self.assertTrue(envoy.endswith(b"\r\n\r\necho:pb"), envoy)
+
+    def test_retryGrpcOnHeader(self):
+        """
+        x-envoy-retry-grpc-on (with x-envoy-max-retries) on a route with no
+        retry policy retries a trailers-only UNAVAILABLE; gRPC names in
+        x-envoy-retry-on are not conditions there (Envoy's parseRetryOn).
+        The request is an internal one (x-forwarded-for in
+        internal_address_config), else Envoy strips both headers.
+        """
+        def call(channel):
+            method = channel.unary_unary("/%s/Flaky" % (_SERVICE,))
+            out = []
+            for header in ("x-envoy-retry-grpc-on", "x-envoy-retry-on"):
+                key = "h%s-%d" % (header, id(channel))
+                try:
+                    out.append(method(b"x", timeout=10, metadata=(
+                        ("x-key", key), (header, "cancelled,unavailable"),
+                        ("x-envoy-max-retries", "2"), ("x-forwarded-for", "10.0.0.1"))))
+                except grpc.RpcError as e:
+                    out.append((e.code(), e.details()))
+            return out
+        envoy, tx = self.both(call)
+        self.assertEqual(tx, envoy)
+        self.assertEqual(envoy, [b"attempt 3", (grpc.StatusCode.UNAVAILABLE, "try again")])

@@ -141,17 +141,23 @@ _RETRY_GRPC = (_RETRY_GRPC_CANCELLED | _RETRY_GRPC_DEADLINE_EXCEEDED
 _GRPC_RETRY_BITS = {b"1": _RETRY_GRPC_CANCELLED, b"4": _RETRY_GRPC_DEADLINE_EXCEEDED,
                     b"8": _RETRY_GRPC_RESOURCE_EXHAUSTED, b"14": _RETRY_GRPC_UNAVAILABLE,
                     b"13": _RETRY_GRPC_INTERNAL}
-_RETRY_BITS = {
+# The conditions x-envoy-retry-on may name (Envoy's parseRetryOn) and
+# those of x-envoy-retry-grpc-on (parseRetryGrpcOn); a route's retry_on
+# takes both.
+_HTTP_RETRY_BITS = {
     "5xx": _RETRY_5XX, "gateway-error": _RETRY_GATEWAY_ERROR,
     "connect-failure": _RETRY_CONNECT_FAILURE, "retriable-4xx": _RETRY_RETRIABLE_4XX,
     "reset": _RETRY_RESET, "retriable-status-codes": _RETRY_STATUS_CODES,
     "reset-before-request": _RETRY_RESET_BEFORE_REQUEST,
     "retriable-headers": _RETRY_RETRIABLE_HEADERS,
     "envoy-ratelimited": _RETRY_ENVOY_RATELIMITED,
+}
+_GRPC_NAMED_RETRY_BITS = {
     "cancelled": _RETRY_GRPC_CANCELLED, "deadline-exceeded": _RETRY_GRPC_DEADLINE_EXCEEDED,
     "resource-exhausted": _RETRY_GRPC_RESOURCE_EXHAUSTED,
     "unavailable": _RETRY_GRPC_UNAVAILABLE, "internal": _RETRY_GRPC_INTERNAL,
 }
+_RETRY_BITS = dict(_HTTP_RETRY_BITS, **_GRPC_NAMED_RETRY_BITS)
 # Conditions under which a reset (or per-try timeout) is retried.
 _RESET_RETRY = _RETRY_5XX | _RETRY_GATEWAY_ERROR | _RETRY_RESET
 _CONNECT_FAILURE_REASONS = frozenset(["remote connection failure", CONNECT_TIMEOUT,
@@ -218,10 +224,11 @@ def _streamDuration(entry, request):
     return entry.maxStreamDuration
 
 
-def _headerRetryBits(text):
+def _headerRetryBits(text, table):
+    """The conditions a retry header lists, those of C{table} only."""
     value = 0
     for name in text.split(b","):
-        value |= _RETRY_BITS.get(name.strip().decode("latin-1"), 0)
+        value |= table.get(name.strip().decode("latin-1"), 0)
     return value
 
 
@@ -616,7 +623,10 @@ class RouterFilter:
                 timeout = int(value) / 1000.0
         value = entries.get(b"x-envoy-retry-on")
         if value is not None:
-            bits |= _headerRetryBits(value)
+            bits |= _headerRetryBits(value, _HTTP_RETRY_BITS)
+        value = entries.get(b"x-envoy-retry-grpc-on")
+        if value is not None:
+            bits |= _headerRetryBits(value, _GRPC_NAMED_RETRY_BITS)
         value = entries.get(b"x-envoy-max-retries")
         if value is not None and value.isdigit():
             retries = int(value)
