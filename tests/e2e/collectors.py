@@ -1,7 +1,8 @@
 """
 Telemetry receivers for the end-to-end tests: a Zipkin-API HTTP receiver
-(C{POST /api/v2/spans}, Zipkin v2 JSON) and an origin that records the
-request heads it receives. Threaded servers on 127.0.0.1, stopped by the
+(C{POST /api/v2/spans}, Zipkin v2 JSON), a Datadog agent's trace API
+(C{/v0.4/traces}, msgpack) and an origin that records the request heads it
+receives. Threaded servers on 127.0.0.1, stopped by the
 test.
 """
 
@@ -23,6 +24,17 @@ def _readBody(handler):
             chunks.append(handler.rfile.read(size))
             handler.rfile.readline()
     return handler.rfile.read(int(handler.headers.get("content-length", 0)))
+
+
+def waitSpans(receiver, count, timeout=15.0):
+    """A receiver's spans once at least C{count} arrived (else what there is)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        spans = receiver.spans()
+        if len(spans) >= count:
+            return spans
+        time.sleep(0.05)
+    return receiver.spans()
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -85,15 +97,44 @@ class ZipkinReceiver(_Recorder):
         with self._lock:
             return [s for _, _, spans in self.reports for s in (spans or ())]
 
-    def waitSpans(self, count, timeout=15.0):
-        """The spans once at least C{count} arrived (else what there is)."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            spans = self.spans()
-            if len(spans) >= count:
-                return spans
-            time.sleep(0.05)
-        return self.spans()
+    waitSpans = waitSpans
+
+
+class DatadogAgent(_Recorder):
+    """
+    A Datadog agent's trace intake: C{reports} keeps C{(path, headers,
+    traces)} for each C{POST /v0.4/traces} (a msgpack list of traces, each
+    a list of span maps); answers 200 with C{rate_by_service} as the agent
+    does.
+    """
+
+    def __init__(self, rates=None):
+        self.reports = []
+        self.rates = rates if rates is not None else {"service:,env:": 1.0}
+        _Recorder.__init__(self)
+
+    def onRequest(self, handler, body):
+        import msgpack
+
+        try:
+            traces = msgpack.unpackb(body)
+        except ValueError:
+            traces = None
+        with self._lock:
+            self.reports.append((handler.path, dict(handler.headers.items()), traces))
+        answer = json.dumps({"rate_by_service": self.rates}).encode()
+        handler.send_response(200)
+        handler.send_header("content-type", "application/json")
+        handler.send_header("content-length", str(len(answer)))
+        handler.end_headers()
+        handler.wfile.write(answer)
+
+    def spans(self):
+        """Every span received so far, in arrival order."""
+        with self._lock:
+            return [s for _, _, traces in self.reports for t in (traces or ()) for s in t]
+
+    waitSpans = waitSpans
 
 
 class RecordingOrigin(_Recorder):
@@ -205,14 +246,7 @@ class OtlpCollector:
                         out.append((resource, ss.scope.name, span))
         return out
 
-    def waitSpans(self, count, timeout=15.0):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            spans = self.spans()
-            if len(spans) >= count:
-                return spans
-            time.sleep(0.05)
-        return self.spans()
+    waitSpans = waitSpans
 
     def stop(self):
         self.grpcServer.stop(0)

@@ -6,14 +6,19 @@ links, tags) and what the origin receives (B3 headers, the sampling
 decision in C{x-request-id}) must match.
 """
 
-import socket
 import time
-import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.collectors import RecordingOrigin, ZipkinReceiver
-from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
+from tests.e2e.collectors import ZipkinReceiver
+from tests.e2e.harness import SharedFixture, adminStats
+from tests.e2e.tracing_compare import (
+    ComparisonFixture,
+    TracingProxy,
+    addCaseTests,
+    clusterYaml,
+    listenerYaml,
+)
 
 _HCM = """\
       - name: envoy.filters.network.http_connection_manager
@@ -67,25 +72,6 @@ _EGRESS_ZIPKIN = """\
 """
 
 
-def _cluster(name, port):
-    return """\
-  - name: %s
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: %s
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
-""" % (name, name, port)
-
-
-def _listener(name, port, hcm, direction=""):
-    return """\
-  - name: %s
-    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
-%s    filter_chains:
-    - filters:
-%s""" % (name, port, direction, hcm)
-
-
 def tracingConfig(ports, zipkinPort, originPort, deadPort):
     """One proxy's YAML: ingress, egress (OUTBOUND) and dead-collector listeners."""
     ingress = _HCM % dict(prefix="ingress", tracing=_INGRESS_TRACING, collector="zipkin",
@@ -106,12 +92,12 @@ def tracingConfig(ports, zipkinPort, originPort, deadPort):
             "  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n"
             "static_resources:\n"
             "  listeners:\n" % (ports["admin"],)
-            + _listener("ingress", ports["ingress"], ingress)
-            + _listener("egress", ports["egress"], egress, "    traffic_direction: OUTBOUND\n")
-            + _listener("dead", ports["dead"], dead)
+            + listenerYaml("ingress", ports["ingress"], ingress)
+            + listenerYaml("egress", ports["egress"], egress, "    traffic_direction: OUTBOUND\n")
+            + listenerYaml("dead", ports["dead"], dead)
             + "  clusters:\n"
-            + _cluster("origin", originPort) + _cluster("zipkin", zipkinPort)
-            + _cluster("deadzipkin", deadPort))
+            + clusterYaml("origin", originPort) + clusterYaml("zipkin", zipkinPort)
+            + clusterYaml("deadzipkin", deadPort))
 
 
 IN_TRACE = "463ac35c9f6413ad48485a3953bb6124"
@@ -135,41 +121,6 @@ CASES = [
      {"x-b3-traceid": IN_TRACE, "x-b3-spanid": IN_SPAN, "x-b3-sampled": "1"}, 2),
     ("egress-root", "egress", "/deco", {}, 2),
 ]
-
-
-class _Proxy:
-    """One proxy (real Envoy or txenvoy), its receiver and its origin."""
-
-    def __init__(self, real):
-        self.zipkin = ZipkinReceiver()
-        self.origin = RecordingOrigin()
-        dead = socket.socket()
-        dead.bind(("127.0.0.1", 0))
-        self.deadPort = dead.getsockname()[1]
-        dead.close()
-        self.ports = {k: freePort() for k in ("admin", "ingress", "egress", "dead")}
-        config = tracingConfig(self.ports, self.zipkin.port, self.origin.port, self.deadPort)
-        try:
-            self.proc = startProxy(real, config, self.ports["dead"], self.ports["admin"])
-            for name in ("ingress", "egress"):
-                self.proc.waitPort(self.ports[name])
-        except BaseException:
-            self.zipkin.stop()
-            self.origin.stop()
-            raise
-
-    def get(self, listener, path, headers):
-        request = urllib.request.Request(
-            "http://127.0.0.1:%d%s" % (self.ports[listener], path), headers=headers)
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers.items()), response.read()
-
-    def stop(self):
-        try:
-            self.proc.stop()
-        finally:
-            self.zipkin.stop()
-            self.origin.stop()
 
 
 def _symbols():
@@ -230,53 +181,22 @@ def _shape(proxy, spans, case):
     return {"spans": out, "upstream": trace}
 
 
-class TracingComparisonTests(SharedFixture, SynchronousTestCase):
+class TracingComparisonTests(ComparisonFixture, SharedFixture, SynchronousTestCase):
     """Real Envoy and txenvoy, the same tracing YAML, the same requests."""
 
     maxDiff = None
+    CASES = CASES
 
     @classmethod
-    def startFixture(cls):
-        cls.envoy = _Proxy(True)
-        try:
-            cls.txenvoy = _Proxy(False)
-        except BaseException:
-            cls.envoy.stop()
-            raise
-        try:
-            cls.responses = {}
-            for proxy in (cls.envoy, cls.txenvoy):
-                for case, listener, path, headers, _ in CASES:
-                    cls.responses[proxy, case] = proxy.get(
-                        listener, path, dict(headers, **{"x-case": case}))
-                for _ in range(3):
-                    cls.responses[proxy, "dead"] = proxy.get("dead", "/", {})
-            total = sum(c[-1] for c in CASES)
-            cls.spans = {proxy: proxy.zipkin.waitSpans(total)
-                         for proxy in (cls.envoy, cls.txenvoy)}
-        except BaseException:
-            cls.stopFixture()
-            raise
-
-    @classmethod
-    def stopFixture(cls):
-        try:
-            cls.envoy.stop()
-        finally:
-            cls.txenvoy.stop()
-
-    def test_spanCount(self):
-        """Both proxies report the same number of spans for the same requests."""
-        total = sum(c[-1] for c in CASES)
-        self.assertEqual(len(self.spans[self.envoy]), total)
-        self.assertEqual(len(self.spans[self.txenvoy]), total)
+    def makeProxy(cls, real):
+        return TracingProxy(real, ZipkinReceiver(), tracingConfig)
 
     def test_reportsAsEnvoySendsThem(self):
         """
         Envoy's report: a POST of Zipkin v2 JSON to the collector_endpoint,
         Host the collector cluster's name.
         """
-        path, headers, _ = self.txenvoy.zipkin.reports[0]
+        path, headers, _ = self.txenvoy.receiver.reports[0]
         self.assertEqual(path, "/api/v2/spans")
         headers = {k.lower(): v for k, v in headers.items()}
         self.assertEqual(headers["content-type"], "application/json")
@@ -323,16 +243,4 @@ class TracingComparisonTests(SharedFixture, SynchronousTestCase):
         self.assertEqual({n: txenvoy.get(n) for n in names}, {n: envoy.get(n) for n in names})
 
 
-def _addCases(cls):
-    for case in CASES:
-        def test(self, case=case):
-            self.assertEqual(_shape(self.txenvoy, self.spans[self.txenvoy], case),
-                             _shape(self.envoy, self.spans[self.envoy], case))
-        test.__name__ = "test_case_" + case[0].replace("-", "_")
-        test.__doc__ = ("Envoy 1.40 and txenvoy make the same spans and upstream trace "
-                        "headers for the %r request." % (case[0],))
-        setattr(cls, test.__name__, test)
-    return cls
-
-
-_addCases(TracingComparisonTests)
+addCaseTests(TracingComparisonTests, _shape)

@@ -440,6 +440,8 @@ class RouterFilter:
     _headersOnly = False
     _replays = 0
     _upstreamSpan = None
+    #: Why the upstream request failed before its response (the span's error.reason).
+    _upstreamResetReason = None
     _hashKey = None
     _hostSelection = None
     _setCookie = None
@@ -837,6 +839,8 @@ class RouterFilter:
                       _tag(self.callbacks), reason, transportFailure)
         upstream.done = True
         self._endAttempt(upstream)
+        if self._upstreamSpan is not None and not self._responseStarted:
+            self._upstreamResetReason = reason
         monitor = upstream.host.outlierMonitor
         if monitor is not None and reason != OVERFLOW:
             # A failed connect or a reset: a local-origin error (a 503
@@ -1244,7 +1248,8 @@ class RouterFilter:
             self._upstreamSpan = None
             info = self.info
             self.callbacks.tracingConfig.finishUpstreamSpan(
-                span, self.request, info, info.responseCode, info.startTime + info.duration())
+                span, self.request, info, info.responseCode, info.startTime + info.duration(),
+                self._upstreamResetReason)
         if upstream is not None and not upstream.done:
             upstream.done = True
             upstream.cancel()

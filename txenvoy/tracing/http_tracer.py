@@ -255,9 +255,23 @@ class TracingConfig:
         span.injectContext(request, None)
         return None
 
-    def finishUpstreamSpan(self, child, request, streamInfo, status, endTime):
-        """End the router's CLIENT span with Envoy's upstream tags and the custom tags."""
-        if streamInfo.protocol:
+    def finishUpstreamSpan(self, child, request, streamInfo, status, endTime,
+                           resetReason=None):
+        """
+        End the router's CLIENT span with Envoy's upstream tags and the
+        custom tags.
+
+        @param resetReason: why the upstream request failed before any
+            response (Envoy's reset reason, e.g. C{remote connection
+            failure}), or C{None}: then, as Envoy's upstream request, the
+            span has no protocol nor status, and says why in C{error.reason}.
+        """
+        if resetReason is not None:
+            status = 0
+            child.setTag("error", "true")
+            child.setTag("error.reason", resetReason)
+            child.setTag("http.protocol", "-")
+        elif streamInfo.protocol:
             child.setTag("http.protocol", streamInfo.protocol)
         host = streamInfo.upstreamHost
         if host:

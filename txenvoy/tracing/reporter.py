@@ -19,7 +19,22 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
+from txenvoy.config.errors import ConfigError
+
 log = Logger(namespace="tracing")
+
+def checkCollectorCluster(context, name, path):
+    """
+    Refuse a collector cluster the bootstrap's static clusters do not have.
+
+    @param path: the field's path, named in the error.
+    @raise ConfigError: naming C{path} and the cluster.
+    """
+    bootstrap = context.bootstrap
+    if bootstrap is not None and name not in {c.name for c in
+                                              bootstrap.static_resources.clusters}:
+        raise ConfigError("%s: unknown cluster '%s'" % (path, name))
+
 
 #: Envoy's timeout for a report (its C{x-envoy-expected-rq-timeout-ms}).
 REPORT_TIMEOUT = 5.0
@@ -57,7 +72,8 @@ class HttpCollector:
     """
 
     def __init__(self, dispatcher, clusterName, path, contentType, hostHeader=None,
-                 extraHeaders=(), timeout=REPORT_TIMEOUT):
+                 extraHeaders=(), timeout=REPORT_TIMEOUT, onResponseBody=None):
+        self._onResponseBody = onResponseBody
         self._dispatcher = dispatcher
         self._reactor = dispatcher.reactor
         self.clusterName = clusterName
@@ -80,8 +96,10 @@ class HttpCollector:
         host = cluster.chooseHost()
         return None if host is None else host.address
 
-    def post(self, address, body):
+    def post(self, address, body, headers=()):
         """
+        @param headers: this report's own C{[(name, value)]}, after the
+            collector's.
         @return: a Deferred firing with the response status: 503 when the
             collector cannot be reached, 504 when it does not answer within
             the timeout (Envoy's local replies).
@@ -89,13 +107,20 @@ class HttpCollector:
         ip, port = address
         hostText = ("[%s]" % (ip,) if ":" in ip else ip).encode("ascii")
         url = b"http://%s:%d%s" % (hostText, port, self.path)
-        headers = Headers({b"host": [self.hostHeader]})
+        sent = Headers({b"host": [self.hostHeader]})
         for name, value in self._headers:
-            headers.addRawHeader(name, value)
-        d = self._agent.request(b"POST", url, headers, BytesProducer(body))
+            sent.addRawHeader(name, value)
+        for name, value in headers:
+            sent.addRawHeader(name, value)
+        d = self._agent.request(b"POST", url, sent, BytesProducer(body))
+        onBody = self._onResponseBody
 
         def read(response):
-            return readBody(response).addCallback(lambda _: response.code)
+            def got(data):
+                if onBody is not None:
+                    onBody(response.code, data)
+                return response.code
+            return readBody(response).addCallback(got)
 
         d.addCallback(read)
         timer = self._reactor.callLater(self._timeout, d.cancel)
@@ -131,10 +156,14 @@ class BatchReporter:
         C{reports_skipped_no_cluster}; without those, a lost report counts
         its spans in C{spans_dropped} (Envoy's OpenTelemetry stats).
     @param okStatus: the status that counts as sent (Zipkin: 202).
+    @param reportHeaders: C{reportHeaders(spans) -> [(name, value)]}, a
+        report's own headers (Datadog's C{x-datadog-trace-count}).
     """
 
     def __init__(self, reactor, collector, encode, stats, flushInterval=5.0, minFlushSpans=5,
-                 maxBufferedSpans=1000, maxInFlight=4, okStatus=lambda code: code == 202):
+                 maxBufferedSpans=1000, maxInFlight=4, okStatus=lambda code: code == 202,
+                 reportHeaders=None):
+        self._reportHeaders = reportHeaders
         self._reactor = reactor
         self.collector = collector
         self._encode = encode
@@ -162,7 +191,7 @@ class BatchReporter:
 
     def _onTimer(self):
         self._timer = None
-        self.stats.timer_flushed.inc()
+        self._count("timer_flushed")
         self.flush()
 
     def flush(self):
@@ -190,10 +219,19 @@ class BatchReporter:
             log.failure("encoding {count} spans", count=len(spans))
             self.stats.spans_dropped.inc(len(spans))
             return
-        self.stats.spans_sent.inc(len(spans))
+        self._count("spans_sent", len(spans))
         self.inFlight += 1
-        d = self.collector.post(address, body)
+        if self._reportHeaders is None:
+            d = self.collector.post(address, body)
+        else:
+            d = self.collector.post(address, body, self._reportHeaders(spans))
         d.addCallbacks(self._onResponse, self._onFailure, (len(spans),), None, (len(spans),))
+
+    def _count(self, name, count=1):
+        # Not every provider has every counter (Datadog: no spans_sent).
+        counter = getattr(self.stats, name, None)
+        if counter is not None:
+            counter.inc(count)
 
     def _lost(self, name, count):
         counter = getattr(self.stats, name, None)

@@ -35,7 +35,7 @@ from txenvoy.interfaces import ISpan, ITracerDriver
 from txenvoy.stats.per_worker import PerWorker, StatsStruct
 from txenvoy.tracing import w3c
 from txenvoy.tracing.otlp_protos import requireCurrentOtlpProtos
-from txenvoy.tracing.reporter import BatchReporter, HttpCollector
+from txenvoy.tracing.reporter import BatchReporter, HttpCollector, checkCollectorCluster
 from txenvoy.tracing.span import ReportedSpan
 
 OTEL_STATS = ("spans_sent", "spans_dropped", "timer_flushed")
@@ -228,13 +228,6 @@ def _resource(message, path):
     return tuple(resource)
 
 
-def _clusterOf(context, name, path):
-    bootstrap = context.bootstrap
-    if bootstrap is not None and name not in {c.name for c in
-                                              bootstrap.static_resources.clusters}:
-        raise ConfigError("%s: unknown cluster '%s'" % (path, name))
-
-
 @extension(Category.TRACER, "envoy.config.trace.v3.OpenTelemetryConfig",
            "envoy.tracers.opentelemetry", fields=_FIELDS)
 def createOpenTelemetryDriver(message, context):
@@ -258,7 +251,7 @@ def createOpenTelemetryDriver(message, context):
         checkFields(service, frozenset(("http_uri", "request_headers_to_add")), hpath)
         uri = service.http_uri
         checkFields(uri, frozenset(("uri", "cluster", "timeout")), hpath + ".http_uri")
-        _clusterOf(context, uri.cluster, hpath + ".http_uri.cluster")
+        checkCollectorCluster(context, uri.cluster, hpath + ".http_uri.cluster")
         parts = urlsplit(uri.uri)
         if not parts.netloc:
             raise ConfigError("%s.http_uri.uri: not an absolute URI: '%s'" % (hpath, uri.uri))

@@ -26,7 +26,7 @@ from txenvoy.http.filter_config import snapshotSource
 from txenvoy.interfaces import ISpan, ITracerDriver
 from txenvoy.stats.per_worker import PerWorker, StatsStruct
 from txenvoy.tracing import b3
-from txenvoy.tracing.reporter import BatchReporter, HttpCollector
+from txenvoy.tracing.reporter import BatchReporter, HttpCollector, checkCollectorCluster
 from txenvoy.tracing.span import ReportedSpan
 
 #: Envoy's C{tracing.zipkin.*} counters, and txenvoy's C{spans_dropped}
@@ -172,13 +172,6 @@ class ZipkinDriver:
                           single=context.single)
 
 
-def _knownClusters(context):
-    bootstrap = context.bootstrap
-    if bootstrap is None:
-        return None
-    return {c.name for c in bootstrap.static_resources.clusters}
-
-
 @extension(Category.TRACER, "envoy.config.trace.v3.ZipkinConfig", "envoy.tracers.zipkin",
            fields=_FIELDS)
 def createZipkinDriver(message, context):
@@ -194,10 +187,7 @@ def createZipkinDriver(message, context):
     if not message.collector_endpoint:
         raise ConfigError("%s.collector_endpoint: value length must be at least 1 characters"
                           % (path,))
-    known = _knownClusters(context)
-    if known is not None and message.collector_cluster not in known:
-        raise ConfigError("%s.collector_cluster: unknown cluster '%s'"
-                          % (path, message.collector_cluster))
+    checkCollectorCluster(context, message.collector_cluster, path + ".collector_cluster")
     shared = (message.shared_span_context.value if message.HasField("shared_span_context")
               else True)
     serviceName = context.bootstrap.node.cluster if context.bootstrap is not None else ""
