@@ -115,6 +115,33 @@ static_resources:
                 typed_config:
                   "@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer
                   max_request_bytes: 1024
+          - name: composite
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher
+              xds_matcher:
+                matcher_tree:
+                  input:
+                    name: h
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput
+                      header_name: x-delegate
+                  exact_match_map:
+                    map:
+                      "buffer":
+                        action:
+                          name: execute
+                          typed_config:
+                            "@type": type.googleapis.com/envoy.extensions.filters.http.composite.v3.ExecuteFilterAction
+                            sample_percent: {default_value: {numerator: 50}, runtime_key: composite.sample}
+                            typed_config:
+                              name: envoy.filters.http.buffer
+                              typed_config:
+                                "@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer
+                                max_request_bytes: 1024
+              extension_config:
+                name: envoy.filters.http.composite
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.composite.v3.Composite
           - name: gzip_compressor
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor

@@ -235,13 +235,16 @@ static_resources:
 """
 
 
-def _get(port, tenant, path):
+def _get(port, tenant, path, responseHeader=None):
+    """C{(status, body)}, and the value of C{responseHeader} if named."""
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", path, headers={"x-tenant": tenant})
     response = conn.getresponse()
     result = (response.status, response.read())
+    if responseHeader is not None:
+        result += (response.getheader(responseHeader),)
     conn.close()
     return result
 
@@ -259,13 +262,17 @@ class VirtualHostMatcherTests(SharedFixture, TestCase):
     def startFixture(cls):
         cls.ports = []
         cls.proxies = []
+        cls.admins = []
+        cls.ports2 = []
         try:
             for real in (True, False):
-                port = freePort()
-                config = cls.CONFIG % {"port": port}
+                port, admin, port2 = freePort(), freePort(), freePort()
+                config = cls.CONFIG % {"port": port, "admin": admin, "port2": port2}
                 proxy = RealEnvoy(config) if real else Envoy(config, args=("--concurrency", "1"))
                 cls.proxies.append(proxy)
                 cls.ports.append(port)
+                cls.admins.append(admin)
+                cls.ports2.append(port2)
                 proxy.waitPort(port)
         except BaseException:
             cls.stopFixture()
@@ -288,6 +295,8 @@ class VirtualHostMatcherTests(SharedFixture, TestCase):
 
 
 SKIP_CONFIG = """
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
 static_resources:
   listeners:
   - name: l
@@ -315,6 +324,63 @@ static_resources:
                   "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
                   abort: {http_status: 418, percentage: {numerator: 100}}
           - {name: r, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  - name: composite
+    address: {socket_address: {address: 127.0.0.1, port_value: %(port2)d}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: c
+          route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, direct_response: {status: 200, body: {inline_string: ok}}}]}]}
+          http_filters:
+          - name: composite
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher
+              extension_config:
+                name: composite
+                typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.composite.v3.Composite}
+              xds_matcher:
+                matcher_tree:
+                  input: {name: h, typed_config: {"@type": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput, header_name: x-tenant}}
+                  exact_match_map:
+                    map:
+                      fault:
+                        action:
+                          name: f
+                          typed_config:
+                            "@type": type.googleapis.com/envoy.extensions.filters.http.composite.v3.ExecuteFilterAction
+                            typed_config:
+                              name: fault
+                              typed_config:
+                                "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+                                abort: {http_status: 418, percentage: {numerator: 100}}
+                      sampled_out:
+                        action:
+                          name: f
+                          typed_config:
+                            "@type": type.googleapis.com/envoy.extensions.filters.http.composite.v3.ExecuteFilterAction
+                            sample_percent: {default_value: {numerator: 0}}
+                            typed_config:
+                              name: fault
+                              typed_config:
+                                "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+                                abort: {http_status: 418, percentage: {numerator: 100}}
+                      mutate:
+                        action:
+                          name: m
+                          typed_config:
+                            "@type": type.googleapis.com/envoy.extensions.filters.http.composite.v3.ExecuteFilterAction
+                            typed_config:
+                              name: hm
+                              typed_config:
+                                "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+                                mutations:
+                                  response_mutations:
+                                  - append: {header: {key: x-composite, value: mutated}}
+                      skip:
+                        action: {name: s, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter}}
+          - {name: r, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
 """
 
 
@@ -332,3 +398,27 @@ class ExtensionWithMatcherTests(VirtualHostMatcherTests):
             self.assertEqual(txenvoy, envoy, tenant)
         self.assertEqual(_get(self.ports[0], "trusted", "/"), (200, b"ok"))
         self.assertEqual(_get(self.ports[0], "other", "/"), (418, b"fault filter abort"))
+
+    def test_composite(self):
+        """
+        The C{composite} filter, compared with Envoy: the matcher's
+        C{ExecuteFilterAction} runs the fault filter (an abort) or the
+        header mutation filter (a response header) in its place; a request
+        left out by C{sample_percent}, skipped or unmatched passes; each
+        delegation counts C{composite.filter_delegation_success}.
+        """
+        responses = {}
+        for tenant in ("fault", "sampled_out", "mutate", "skip", "none"):
+            envoy, txenvoy = (_get(port, tenant, "/", "x-composite") for port in self.ports2)
+            self.assertEqual(txenvoy, envoy, tenant)
+            responses[tenant] = envoy
+        self.assertEqual(responses["fault"][:2], (418, b"fault filter abort"))
+        self.assertEqual(responses["mutate"], (200, b"ok", "mutated"))
+        self.assertEqual(responses["sampled_out"], (200, b"ok", None))
+        names = ["http.c.composite.filter_delegation_success",
+                 "http.c.composite.filter_delegation_error", "http.c.fault.aborts_injected",
+                 "http.c.downstream_rq_2xx", "http.c.downstream_rq_4xx"]
+        envoy, txenvoy = (adminStats(admin) for admin in self.admins)
+        self.assertEqual([txenvoy.get(n) for n in names], [envoy.get(n) for n in names])
+        self.assertEqual(envoy["http.c.composite.filter_delegation_success"], 2)
+

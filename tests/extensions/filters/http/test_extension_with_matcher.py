@@ -17,16 +17,23 @@ FILTER = ("static_resources.listeners[0].filter_chains[0].filters[0].typed_confi
           ".http_filters[0].typed_config")
 
 
-def _build(inputConfig, actionConfig):
+BUFFER = {"name": "buffer", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+    "max_request_bytes": 10}}
+COMPOSITE = {"name": "composite", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.composite.v3.Composite"}}
+EXECUTE = "type.googleapis.com/envoy.extensions.filters.http.composite.v3.ExecuteFilterAction"
+ACTION = FILTER + ".xds_matcher.matcher_tree.exact_match_map.map[a].action.typed_config"
+
+
+def _build(inputConfig, actionConfig, wrapped=BUFFER):
     wrapper = {
         "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
         "xds_matcher": {"matcher_tree": {
             "input": {"name": "i", "typed_config": inputConfig},
             "exact_match_map": {"map": {"a": {"action": {"name": "act",
                                                           "typed_config": actionConfig}}}}}},
-        "extension_config": {"name": "buffer", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-            "max_request_bytes": 10}}}
+        "extension_config": wrapped}
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network."
                  "http_connection_manager.v3.HttpConnectionManager",
@@ -54,16 +61,36 @@ class ExtensionWithMatcherConfigTests(SynchronousTestCase):
     def test_builds(self):
         _build(HEADER, SKIP)
 
-    def test_compositeActionRefused(self):
-        """The composite filter's C{ExecuteFilterAction} is refused with its path."""
+    def test_executeFilterActionOutsideComposite(self):
+        """C{ExecuteFilterAction} around a filter other than C{composite} is refused."""
         e = self.assertRaises(ConfigError, _build, HEADER, {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.composite.v3."
-                     "ExecuteFilterAction",
-            "typed_config": {"name": "b", "typed_config": {
+            "@type": EXECUTE, "typed_config": BUFFER})
+        self.assertIn(ACTION + ": unsupported field (ExecuteFilterAction outside "
+                      "envoy.filters.http.composite)", str(e))
+
+    def test_compositeDelegates(self):
+        """Around C{composite}, the action's filter is compiled when the config loads."""
+        _build(HEADER, {"@type": EXECUTE, "typed_config": BUFFER,
+                        "sample_percent": {"default_value": {"numerator": 50}}}, COMPOSITE)
+
+    def test_compositeDelegateErrorsNamed(self):
+        """An error in the delegated filter's config names its path."""
+        e = self.assertRaises(ConfigError, _build, HEADER, {
+            "@type": EXECUTE, "typed_config": {"name": "b", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-                "max_request_bytes": 10}}})
-        self.assertIn(FILTER + ".xds_matcher.matcher_tree.exact_match_map.map[a].action"
-                      ".typed_config: unsupported extension", str(e))
+                "max_request_bytes": 10, "nope": 1}}}, COMPOSITE)
+        self.assertIn("nope", str(e))
+
+    def test_compositeDynamicConfigRefused(self):
+        """C{dynamic_config} (ECDS) and C{filter_chain} are refused with their path."""
+        e = self.assertRaises(ConfigError, _build, HEADER, {
+            "@type": EXECUTE, "dynamic_config": {"name": "d", "config_discovery": {
+                "config_source": {"ads": {}}, "type_urls": ["type.googleapis.com/x"]}}},
+            COMPOSITE)
+        self.assertIn(ACTION + ".dynamic_config: unsupported field", str(e))
+        e = self.assertRaises(ConfigError, _build, HEADER, {
+            "@type": EXECUTE, "filter_chain": {"typed_config": [BUFFER]}}, COMPOSITE)
+        self.assertIn(ACTION + ".filter_chain: unsupported field", str(e))
 
     def test_unsupportedInputRefused(self):
         """A response header input is refused with its path."""

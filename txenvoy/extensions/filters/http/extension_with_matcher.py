@@ -9,16 +9,24 @@ RBAC filters use (L{txenvoy.rbac.matcher.compileMatcher}), and evaluated on
 the request headers: the request's headers
 (C{HttpRequestHeaderMatchInput}) and the connection's network inputs. When
 it yields C{SkipFilter} the wrapped filter is not run for that request, in
-either direction; otherwise it runs as if configured directly. Any other
-action (the C{composite} filter's C{ExecuteFilterAction}) or input is
-refused with its path.
+either direction; otherwise it runs as if configured directly. Around the
+C{composite} filter (L{txenvoy.extensions.filters.http.composite}) the
+C{ExecuteFilterAction} names the filter that runs in its place; that
+action around any other filter, and any other action or input, is refused
+with its path.
 """
 
 from zope.interface import implementer
 
-from txenvoy.config.errors import UnsupportedExtension
+from txenvoy.config.errors import UnsupportedExtension, UnsupportedField
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension, typeNameOf, unpackAny
+from txenvoy.extensions.filters.http.composite import (
+    EXECUTE_FILTER_ACTION,
+    CompositeConfig,
+    CompositeFilter,
+    compileExecuteFilterAction,
+)
 from txenvoy.http.filter import PassThroughFilter, filterMethod, filterRoles
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
 from txenvoy.rbac import RbacInput
@@ -40,11 +48,33 @@ def _input(typed, path):
     raise UnsupportedExtension(path + ".typed_config", typeName, typed.name)
 
 
-def _action(typed, path):
-    typeName = typeNameOf(typed.typed_config)
-    if typeName != _SKIP:
+def _actionCompiler(context, composite):
+    """
+    The matcher's action compiler: C{SkipFilter}, and around the
+    composite filter its C{ExecuteFilterAction}.
+    """
+
+    def action(typed, path):
+        typeName = typeNameOf(typed.typed_config)
+        if typeName == _SKIP:
+            return _SKIP_FILTER
+        if typeName == EXECUTE_FILTER_ACTION:
+            if not composite:
+                raise UnsupportedField(path + ".typed_config",
+                                       "ExecuteFilterAction outside envoy.filters.http.composite")
+            return compileExecuteFilterAction(
+                unpackAny(typed.typed_config, path + ".typed_config"), context,
+                path + ".typed_config")
         raise UnsupportedExtension(path + ".typed_config", typeName, typed.name)
-    return _SKIP_FILTER
+
+    return action
+
+
+def _evaluate(tree, callbacks, headers):
+    """The matcher's action for a request, from its headers and connection."""
+    remote = callbacks.streamInfo.downstreamRemoteAddress
+    return tree(RbacInput.fromConnection(callbacks.connection, None, headers,
+                                         remoteIp=remote[0] if remote else None))
 
 
 @implementer(IHttpFilterFactory)
@@ -59,6 +89,10 @@ class ExtensionWithMatcherConfig:
         self.terminal = bool(getattr(inner, "terminal", False))
 
     def createFilter(self, callbacks):
+        if isinstance(self.inner, CompositeConfig):
+            tree = self.tree
+            return CompositeFilter(self.inner, callbacks,
+                                   lambda headers: _evaluate(tree, callbacks, headers))
         inner = self.inner.createFilter(callbacks)
         decoder, encoder = filterRoles(inner)
         if decoder and encoder:
@@ -83,11 +117,7 @@ class _MatchingDecoderFilter(PassThroughFilter):
         self._skip = False
 
     def decodeHeaders(self, headers, endStream):
-        callbacks = self.callbacks
-        remote = callbacks.streamInfo.downstreamRemoteAddress
-        input = RbacInput.fromConnection(callbacks.connection, None, headers,
-                                         remoteIp=remote[0] if remote else None)
-        if self._config.tree(input) is _SKIP_FILTER:
+        if _evaluate(self._config.tree, self.callbacks, headers) is _SKIP_FILTER:
             self._skip = True
             return PassThroughFilter.decodeHeaders(self, headers, endStream)
         return filterMethod(self._inner, "decodeHeaders")(self._inner, headers, endStream)
@@ -136,7 +166,8 @@ def createExtensionWithMatcher(message, context):
     path = context.configPath
     # The deprecated "matcher" (envoy.config.common.matcher.v3) is refused.
     checkFields(message, ("xds_matcher", "extension_config"), path)
-    tree = compileMatcher(message.xds_matcher, path + ".xds_matcher", _input, _action)
     inner = context.createExtension(Category.HTTP_FILTER, message.extension_config,
                                     path + ".extension_config")
+    tree = compileMatcher(message.xds_matcher, path + ".xds_matcher", _input,
+                          _actionCompiler(context, isinstance(inner, CompositeConfig)))
     return ExtensionWithMatcherConfig(inner, tree)
