@@ -60,7 +60,7 @@ class RegistryTests(SynchronousTestCase):
     def test_byName(self):
         """Cluster types are found by Envoy's name."""
         self.assertIsNotNone(registry.lookupName(Category.CLUSTER, "envoy.cluster.static"))
-        self.assertIsNone(registry.lookupName(Category.CLUSTER, "envoy.cluster.eds"))
+        self.assertIsNone(registry.lookupName(Category.CLUSTER, "envoy.cluster.redis"))
 
     def test_noTypedConfig(self):
         """Envoy 1.40's message for an entry without C{typed_config}."""

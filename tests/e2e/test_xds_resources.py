@@ -7,6 +7,7 @@ C{/config_dump}.
 
 import json
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -14,7 +15,7 @@ import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import adminStats, closingGet, forBoth, freePort, statusOf
+from tests.e2e.harness import adminStats, forBoth, freePort, statusOf
 from tests.e2e.test_file_xds import _moveInto, _origin, _proxy, _response, _withoutTimes
 
 _ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -39,11 +40,32 @@ def _toCluster(prefix, cluster):
 
 
 def _get(port, path="/"):
+    """
+    C{(status, body)} of one GET on a connection of its own, read up to
+    its content-length (not to the close, which Envoy delays a second).
+    """
     try:
-        response = closingGet(port, path)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(("GET %s HTTP/1.1\r\nhost: a\r\n\r\n" % (path,)).encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return None
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.lower().split(b"\r\n")[1:]:
+                if line.startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            while len(body) < length:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+            return statusOf(head), body
     except OSError:
         return None
-    return statusOf(response), response.partition(b"\r\n\r\n")[2]
 
 
 def _waitStat(adminPort, name, value, timeout=8.0):
@@ -170,6 +192,119 @@ class RdsTests(SynchronousTestCase):
         self.assertEqual(realSeen, [
             (200, b"v1"), v2, (200, b"no longer slow"), [(200, b"slow")], v2, v2, v2, v2,
             (200, b"v7"), (503, b""), (503, b"")])
+        self.assertEqual(results[False][0], realSeen)
+        self.assertEqual(results[False][1], realStats)
+        self.assertEqual(results[False][2], realDump)
+
+
+_CLA_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+
+
+def _assignment(name, localities, **extra):
+    """
+    A C{ClusterLoadAssignment}: C{localities} are C{(priority, zone,
+    [(port, health_status)])}.
+    """
+    return dict({"@type": _CLA_TYPE, "cluster_name": name, "endpoints": [
+        {"priority": priority, "locality": {"zone": zone}, "lb_endpoints": [
+            {"health_status": status, "endpoint": {"address": {"socket_address": {
+                "address": "127.0.0.1", "port_value": port}}}}
+            for port, status in endpoints]}
+        for priority, zone, endpoints in localities]}, **extra)
+
+
+def _directListener(port, cluster):
+    return {"name": "l", "address": {"socket_address": {"address": "127.0.0.1",
+                                                        "port_value": port}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {"@type": _HCM_TYPE, "stat_prefix": "ingress",
+                                 "http_filters": [_ROUTER],
+                                 "route_config": {"name": "r", "virtual_hosts": [{
+                                     "name": "v", "domains": ["*"],
+                                     "routes": [_toCluster("/", cluster)]}]}}}]}]}
+
+
+_EDS_STATS = ("update_attempt", "update_success", "update_rejected", "update_failure",
+              "update_empty", "update_no_rebuild", "version", "membership_change",
+              "membership_total", "membership_healthy")
+
+
+class EdsTests(SynchronousTestCase):
+
+    def _sequence(self, real, origins):
+        a, b = (o.server_address[1] for o in origins)
+        d = tempfile.mkdtemp(prefix="eds-")
+        port, adminPort = freePort(), freePort()
+        path = os.path.join(d, "eds.yaml")
+
+        def move(version, resources):
+            _moveInto(d, "eds.yaml", _response(version, resources))
+
+        move("1", [_assignment("svc", [(0, "z0", [(a, "HEALTHY")]),
+                                       (1, "z1", [(b, "HEALTHY")])])])
+        config = _bootstrap(adminPort, [_directListener(port, "c")], [{
+            "name": "c", "type": "EDS", "connect_timeout": "1s",
+            # A health-only change is applied at once, not merged.
+            "common_lb_config": {"update_merge_window": "0s"},
+            "eds_cluster_config": {"service_name": "svc", "eds_config": {
+                "path_config_source": {"path": path}, "resource_api_version": "V3"}}}])
+        proxy = _proxy(real, config, adminPort, ())
+        seen = []
+        attempts = [1]
+
+        def moveAndWait(version, resources):
+            move(version, resources)
+            attempts[0] += 1
+            _waitStat(adminPort, "cluster.c.update_attempt", attempts[0])
+            seen.append(_get(port))
+
+        try:
+            proxy.waitPort(port)
+            seen.append(_get(port))
+            # Priority 0 unhealthy: priority 1 takes the traffic.
+            moveAndWait("2", [_assignment("svc", [(0, "z0", [(a, "UNHEALTHY")]),
+                                                  (1, "z1", [(b, "HEALTHY")])])])
+            # Refused whole: another cluster, two assignments, a bad address.
+            moveAndWait("3", [_assignment("other", [(0, "z0", [(a, "HEALTHY")])])])
+            moveAndWait("4", [_assignment("svc", [(0, "z0", [(a, "HEALTHY")])]),
+                              _assignment("svc", [(0, "z0", [(a, "HEALTHY")])])])
+            bad = _assignment("svc", [(0, "z0", [(a, "HEALTHY")])])
+            bad["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+                "socket_address"]["address"] = "not-an-ip"
+            moveAndWait("5", [bad])
+            moveAndWait("6", [])
+            # The same hosts again: no rebuild.
+            moveAndWait("7", [_assignment("svc", [(0, "z0", [(a, "UNHEALTHY")]),
+                                                  (1, "z1", [(b, "HEALTHY")])])])
+            # Back to priority 0, with a field this version does not know.
+            moveAndWait("8", [_assignment("svc", [(0, "z0", [(a, "HEALTHY")]),
+                                                  (1, "z1", [(b, "HEALTHY")])],
+                                          field_from_the_future=1)])
+            stats = adminStats(adminPort)
+            dump = _configDump(adminPort, "include_eds&resource=static_endpoint_configs")
+        finally:
+            proxy.stop()
+        stats = {n: stats.get("cluster.c." + n) for n in _EDS_STATS}
+        return seen, stats, _withoutTimes(dump, {a: "a", b: "b"})
+
+    def test_edsUpdatesAsEnvoy(self):
+        """
+        Envoy's EDS cluster from a file: priorities and health status from
+        the assignment choose the host; an assignment for another cluster,
+        more than one or an invalid one is rejected whole and the hosts stay;
+        unchanged hosts are C{update_no_rebuild}; the same
+        C{cluster.<name>.update_*} stats and C{?include_eds} dump as Envoy.
+        """
+        origins = [_origin(b"a"), _origin(b"b")]
+        for o in origins:
+            self.addCleanup(o.server_close)
+            self.addCleanup(o.shutdown)
+        results = forBoth(lambda real: self._sequence(real, origins), timeout=90)
+        self.maxDiff = None
+        realSeen, realStats, realDump = results[True]
+        a, b = (200, b"a"), (200, b"b")
+        self.assertEqual(realSeen, [a, b, b, b, b, b, b, a])
         self.assertEqual(results[False][0], realSeen)
         self.assertEqual(results[False][1], realStats)
         self.assertEqual(results[False][2], realDump)

@@ -206,8 +206,13 @@ class RejectionTests(SynchronousTestCase):
         self.assertIn(path, str(e))
         return e
 
-    def test_types(self):
-        self.assertRejected(UnsupportedField, PATH + ".type", type="EDS")
+    def test_edsWithoutConfig(self):
+        """An EDS cluster needs its eds_cluster_config.eds_config."""
+        self.assertRejected(ConfigError, PATH + ".eds_cluster_config.eds_config", type="EDS")
+
+    def test_edsConfigOnOtherType(self):
+        self.assertRejected(ConfigError, PATH + ".eds_cluster_config",
+                            eds_cluster_config={"service_name": "x"})
 
     def test_hostSetChangeClose(self):
         """Closing connections on a host set change is not implemented yet."""

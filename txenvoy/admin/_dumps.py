@@ -201,7 +201,9 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         C{"lds_draining"}: C{{name: (proto, versionInfo, lastUpdated)}}
         of removed listeners still draining (C{draining_state});
         C{"rds"}: C{[(proto, versionInfo, lastUpdated)]} of the route
-        configurations RDS gave (C{dynamic_route_configs}).
+        configurations RDS gave (C{dynamic_route_configs}); C{"eds"}:
+        C{[(clusterName, ClusterLoadAssignment, addedViaApi)]} of the
+        C{EDS} clusters (L{hostsAssignment}), for C{?include_eds}.
     @return: the JSON text.
     @raise ConfigDumpError: for a bad parameter.
     """
@@ -251,8 +253,18 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         entry.last_updated.CopyFrom(_timestamp(updated))
 
     endpointsDump = config_dump_shared_pb2.EndpointsConfigDump()
+    edsNames = set()
+    for name, assignment, viaApi in dynamic.get("eds", ()):
+        edsNames.add(name)
+        if nameRe is not None and not nameRe.search(name):
+            continue
+        if viaApi:
+            entry = endpointsDump.dynamic_endpoint_configs.add()
+        else:
+            entry = endpointsDump.static_endpoint_configs.add()
+        entry.endpoint_config.Pack(assignment)
     for c in clusters:
-        if c.HasField("load_assignment"):
+        if c.HasField("load_assignment") and c.name not in edsNames:
             entry = endpointsDump.static_endpoint_configs.add()
             cla = type(c.load_assignment)()
             cla.CopyFrom(c.load_assignment)
@@ -438,6 +450,57 @@ def _locality(host):
             getattr(locality, "sub_zone", ""))
 
 
+_EDS_STATUS = {"UNKNOWN": 0, "HEALTHY": 1, "UNHEALTHY": 2, "DRAINING": 3, "TIMEOUT": 4,
+               "DEGRADED": 5}
+
+
+def hostsAssignment(cluster):
+    """
+    An C{EDS} cluster's C{ClusterLoadAssignment} as Envoy dumps it: made
+    from its hosts (its priority set), each endpoint with its weight and
+    health status, each locality with its weight, and the policy's
+    C{overprovisioning_factor}.
+    """
+    from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+
+    cla = ClusterLoadAssignment()
+    cla.cluster_name = cluster.serviceName
+    weights = {}
+    assignment = getattr(cluster, "assignment", None)
+    for lle in assignment.endpoints if assignment is not None else ():
+        key = (lle.priority, lle.locality.region, lle.locality.zone, lle.locality.sub_zone)
+        weights[key] = lle.load_balancing_weight.value
+    groups = {}
+    for host in sorted(cluster.hosts, key=lambda h: h.priority):
+        loc = host.locality
+        key = (host.priority, loc.region, loc.zone, loc.subZone)
+        lle = groups.get(key)
+        if lle is None:
+            lle = groups[key] = cla.endpoints.add()
+            if any(key[1:]):
+                lle.locality.region, lle.locality.zone, lle.locality.sub_zone = key[1:]
+            lle.load_balancing_weight.value = weights.get(key, 0)
+            lle.priority = host.priority
+        lbe = lle.lb_endpoints.add()
+        ip, port = host.address
+        if isinstance(ip, str):
+            lbe.endpoint.address.socket_address.address = ip
+            lbe.endpoint.address.socket_address.port_value = port
+        else:
+            lbe.endpoint.address.pipe.path = ip.path
+        if host.hostname:
+            lbe.endpoint.hostname = host.hostname
+        hcc = lbe.endpoint.health_check_config
+        hcc.SetInParent()
+        hcc.port_value = host.healthCheckPort
+        hcc.hostname = host.healthCheckHostname
+        hcc.disable_active_health_check = host.disableActiveHealthCheck
+        lbe.health_status = _EDS_STATUS.get(host.edsHealthStatus(), 0)
+        lbe.load_balancing_weight.value = host.weight
+    cla.policy.overprovisioning_factor.value = cluster.info.lbConfig.overprovisioningFactor
+    return cla
+
+
 def _thresholds(cluster, priority):
     managers = getattr(cluster.info, "resourceManagers", None)
     if isinstance(managers, dict) and priority.upper() in managers:
@@ -498,6 +561,8 @@ def clustersText(clusterManager, filterRe=None):
                 lines.append("%s::%s::%s::%d" % (name, label, k, v))
         lines.append("%s::added_via_api::%s" % (
             name, "true" if getattr(cluster.info, "addedViaApi", False) else "false"))
+        if getattr(cluster, "serviceName", None):
+            lines.append("%s::eds_service_name::%s" % (name, cluster.serviceName))
         for host in getattr(cluster, "hosts", ()):
             prefix = "%s::%s::" % (name, host.addressString)
             for k in _TEXT_STATS:
@@ -524,6 +589,8 @@ def clustersJson(clusterManager, filterRe=None):
         status = out.cluster_statuses.add()
         status.name = name
         status.added_via_api = bool(getattr(cluster.info, "addedViaApi", False))
+        if getattr(cluster, "serviceName", None):
+            status.eds_service_name = cluster.serviceName
         for host in getattr(cluster, "hosts", ()):
             hs = status.host_statuses.add()
             ip, port = host.address[0], host.address[1]

@@ -234,6 +234,11 @@ def configDump(call):
     providers = getattr(server, "routeConfigProviders", None)
     if providers is not None:
         dynamic["rds"] = providers.dumpState()
+    if cm is not None and "include_eds" in q:
+        dynamic["eds"] = [
+            (name, _dumps.hostsAssignment(c), bool(c.info.addedViaApi))
+            for name, c in getattr(cm, "clusters", {}).items()
+            if getattr(c, "serviceName", None) is not None]
     try:
         body = _dumps.configDump(
             server.bootstrap, server.startTime, listeners=ls, clusters=cs,

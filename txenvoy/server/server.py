@@ -47,6 +47,7 @@ from txenvoy.stats.tags import TagProducer
 from txenvoy.upstream.cluster_manager import ClusterManager
 from txenvoy.xds.file_xds import FileXds
 from txenvoy.xds.discovery_file import UnknownDynamicFields
+from txenvoy.xds.eds_api import EdsSubscriptionFactory
 from txenvoy.xds.rds_api import RouteConfigProviderManager
 
 log = Logger(namespace="main")
@@ -132,7 +133,9 @@ class Server(MultiService):
             reactor, self.stats, self.mainStats, list(bootstrap.static_resources.clusters),
             localClusterName=bootstrap.cluster_manager.local_cluster_name,
             validateOnly=validateOnly, accessLogManager=self.accessLogManager,
-            membershipFromMain=options.membershipFromMain)
+            membershipFromMain=options.membershipFromMain,
+            edsSubscriptions=EdsSubscriptionFactory(
+                reactor, UnknownDynamicFields.ofServer(self), validateOnly))
         self.context = FactoryContext(
             reactor, self.stats, clusterManager=self.clusterManager,
             accessLogManager=self.accessLogManager, server=self, bootstrap=bootstrap,

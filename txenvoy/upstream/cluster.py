@@ -57,10 +57,11 @@ LOGICAL_DNS = "LOGICAL_DNS"
 ORIGINAL_DST = "ORIGINAL_DST"
 #: C{cluster_type} C{envoy.clusters.aggregate}.
 AGGREGATE = "AGGREGATE"
+EDS = "EDS"
 CLUSTER_PROVIDED = "CLUSTER_PROVIDED"
 _AGGREGATE_CONFIG_TYPE = "envoy.extensions.clusters.aggregate.v3.ClusterConfig"
 
-_DISCOVERY_TYPES = {0: STATIC, 1: STRICT_DNS, 2: LOGICAL_DNS, 3: "EDS", 4: ORIGINAL_DST}
+_DISCOVERY_TYPES = {0: STATIC, 1: STRICT_DNS, 2: LOGICAL_DNS, 3: EDS, 4: ORIGINAL_DST}
 
 #: The extension that makes each discovery type (Envoy's
 #: C{ClusterFactoryImplBase::create} maps the C{type} enum to these names).
@@ -70,6 +71,7 @@ CLUSTER_FACTORY_NAMES = {
     LOGICAL_DNS: "envoy.cluster.logical_dns",
     ORIGINAL_DST: "envoy.cluster.original_dst",
     AGGREGATE: "envoy.clusters.aggregate",
+    EDS: "envoy.cluster.eds",
 }
 _LB_POLICIES = {
     0: ROUND_ROBIN, 1: LEAST_REQUEST, 2: RING_HASH, 3: RANDOM, 5: MAGLEV,
@@ -303,7 +305,7 @@ class ClusterInfo:
     @ivar transportSocket: the compiled upstream transport socket (an object
         with C{wrapProtocolFactory}), or C{None} for plain TCP.
     @ivar waitForWarmOnInit: whether server init waits for this cluster.
-    @ivar addedViaApi: always C{False} for static clusters.
+    @ivar addedViaApi: whether CDS gave it (C{False} for static clusters).
     @ivar proto: the C{Cluster} message as configured.
     @ivar healthCheck: the compiled C{health_checks[0]}
         (L{txenvoy.upstream.health_checker.HealthCheckConfig}), or C{None}.
@@ -315,6 +317,7 @@ class ClusterInfo:
         (L{txenvoy.upstream.subset_lb.SubsetConfig}), or C{None}.
     @ivar aggregateClusters: an aggregate cluster's C{clusters}, in order
         (a tuple of names).
+    @ivar edsConfig: an C{EDS} cluster's C{(ConfigSource, serviceName)}.
     """
 
     def __init__(self, **kw):
@@ -354,6 +357,7 @@ class ClusterInfo:
         self.originalDst = kw.pop("originalDst", None) or OriginalDstSettings()
         self.lbSubset = kw.pop("lbSubset", None)
         self.aggregateClusters = kw.pop("aggregateClusters", ())
+        self.edsConfig = kw.pop("edsConfig", None)
         if kw:
             raise TypeError("unknown ClusterInfo settings: %s" % (sorted(kw),))
 
@@ -439,15 +443,16 @@ _CLUSTER_HANDLED = frozenset((
     "protocol_selection", "upstream_connection_options", "load_balancing_policy",
     "health_checks", "outlier_detection", "cleanup_interval", "original_dst_lb_config",
     "ring_hash_lb_config", "maglev_lb_config",
-    "lb_subset_config", "cluster_type",
+    "lb_subset_config", "cluster_type", "eds_cluster_config",
 ))
 
 
-def compileCluster(proto, path):
+def compileCluster(proto, path, addedViaApi=False):
     """
     Compile one C{Cluster} message.
 
     @param path: its field path, e.g. C{static_resources.clusters[0]}.
+    @param addedViaApi: whether CDS gave it.
     @return: C{(ClusterInfo, [EndpointSpec])}.
     @raise ConfigError: for an invalid or unsupported setting.
     """
@@ -456,7 +461,8 @@ def compileCluster(proto, path):
         raise ConfigError(
             "%s.name: value length must be at least 1 characters "
             "(ClusterValidationError.Name)" % (path,))
-    kw = {"name": proto.name, "observabilityName": proto.alt_stat_name, "proto": proto}
+    kw = {"name": proto.name, "observabilityName": proto.alt_stat_name, "proto": proto,
+          "addedViaApi": addedViaApi}
 
     ctype = _DISCOVERY_TYPES.get(proto.type, str(proto.type))
     if proto.WhichOneof("cluster_discovery_type") == "cluster_type":
@@ -467,7 +473,11 @@ def compileCluster(proto, path):
             kw["aggregateClusters"] = _compileAggregate(ct, path + ".cluster_type")
         else:
             report(UnsupportedExtension(path + ".cluster_type", typeName, ct.name))
-    if ctype not in (STATIC, STRICT_DNS, LOGICAL_DNS, ORIGINAL_DST, AGGREGATE):
+    if ctype == EDS:
+        kw["edsConfig"] = _compileEdsClusterConfig(proto, path)
+    elif proto.HasField("eds_cluster_config"):
+        raise ConfigError("%s.eds_cluster_config: only for a cluster of type EDS" % (path,))
+    if ctype not in (STATIC, STRICT_DNS, LOGICAL_DNS, ORIGINAL_DST, AGGREGATE, EDS):
         report(UnsupportedField(path + ".type", "type %s" % (ctype,)))
         # Reported: the rest of the cluster is checked as a static one.
         ctype = STATIC
@@ -514,6 +524,21 @@ def compileCluster(proto, path):
     endpoints = _compileLoadAssignment(proto, path, ctype)
     info = ClusterInfo(**kw).freeze()
     return info, endpoints
+
+
+def _compileEdsClusterConfig(proto, path):
+    """
+    C{(edsConfig, serviceName)} of an C{EDS} cluster: the C{ConfigSource}
+    message (its source is checked when the cluster subscribes) and the
+    name its C{ClusterLoadAssignment} has (C{service_name}, or the
+    cluster's name).
+    """
+    epath = path + ".eds_cluster_config"
+    eds = proto.eds_cluster_config
+    checkFields(eds, ("eds_config", "service_name"), epath)
+    if not eds.HasField("eds_config"):
+        raise ConfigError("%s.eds_config: value is required" % (epath,))
+    return eds.eds_config, eds.service_name or proto.name
 
 
 def _compileTransportSocket(ts, path):
@@ -965,11 +990,20 @@ def _filterMetadata(lbe):
 
 
 def _compileLoadAssignment(proto, path, ctype):
-    endpoints = []
     if not proto.HasField("load_assignment"):
-        return endpoints
-    lapath = path + ".load_assignment"
-    la = proto.load_assignment
+        return []
+    return compileLoadAssignment(proto.load_assignment, path + ".load_assignment", ctype)
+
+
+def compileLoadAssignment(la, lapath, ctype=STATIC):
+    """
+    The L{EndpointSpec}s of a C{ClusterLoadAssignment} (a cluster's
+    C{load_assignment}, or one EDS gave).
+
+    @param lapath: its field path, for messages.
+    @raise ConfigError: naming the field of an invalid endpoint.
+    """
+    endpoints = []
     checkFields(la, ("endpoints", "policy"), lapath, IGNORED_LOAD_ASSIGNMENT_FIELDS)
     if la.HasField("policy"):
         checkFields(la.policy, ("overprovisioning_factor",), lapath + ".policy",
@@ -1010,7 +1044,7 @@ def _compileLoadAssignment(proto, path, ctype):
                                   "or equal to 65535" % (dpath,))
             checkFields(ep.address, ("socket_address", "pipe", "envoy_internal_address"),
                         dpath + ".address")
-            if ep.address.HasField("envoy_internal_address") and ctype == STATIC:
+            if ep.address.HasField("envoy_internal_address") and ctype in (STATIC, EDS):
                 # An internal listener of this process (txenvoy.network.user_space).
                 internal = ep.address.envoy_internal_address
                 checkFields(internal, ("server_listener_name", "endpoint_id"),
@@ -1024,7 +1058,7 @@ def _compileLoadAssignment(proto, path, ctype):
                     metadata=hostValues(lbe.metadata),
                     filterMetadata=_filterMetadata(lbe)))
                 continue
-            if ep.address.HasField("pipe") and ctype == STATIC:
+            if ep.address.HasField("pipe") and ctype in (STATIC, EDS):
                 # A Unix socket: the host is (pipe, 0), printed as its path.
                 endpoints.append(EndpointSpec(
                     pipeAddress(ep.address.pipe, dpath + ".address.pipe"), 0,
@@ -1037,7 +1071,7 @@ def _compileLoadAssignment(proto, path, ctype):
                 raise ConfigError("%s.address: a socket_address is required" % (dpath,))
             apath = dpath + ".address.socket_address"
             address, port = _compileSocketAddress(ep.address.socket_address, apath)
-            if ctype == STATIC and not (isIPAddress(address) or isIPv6Address(address)):
+            if ctype in (STATIC, EDS) and not (isIPAddress(address) or isIPv6Address(address)):
                 raise messages.malformedIpAddress(address, apath + ".address",
                                                   messages.STATIC_ENDPOINT_HINT)
             if not address:
@@ -1450,6 +1484,8 @@ class ClusterFactoryContext:
     @ivar dnsResolver: has C{resolve(name, family)}, for DNS types.
     @ivar rng: a C{random()}-like function (DNS jitter, back-off).
     @ivar path: the cluster's field path, for messages.
+    @ivar edsSubscriptions: makes an C{EDS} cluster's subscription
+        (L{txenvoy.xds.eds_api.EdsSubscriptionFactory}), or C{None}.
     """
 
     reactor = attr.ib()
@@ -1458,3 +1494,4 @@ class ClusterFactoryContext:
     dnsResolver = attr.ib(default=None)
     rng = attr.ib(default=None)
     path = attr.ib(default="")
+    edsSubscriptions = attr.ib(default=None)

@@ -151,7 +151,8 @@ class ClusterManager(Service):
 
     def __init__(self, reactor, stats, mainShard, clusterProtos, localClusterName="",
                  validateOnly=False, pathPrefix="static_resources.clusters",
-                 dnsResolver=None, rng=None, accessLogManager=None, membershipFromMain=False):
+                 dnsResolver=None, rng=None, accessLogManager=None, membershipFromMain=False,
+                 edsSubscriptions=None):
         """
         @param reactor: the main reactor (DNS timers and thread pool).
         @param stats: the L{StatsStore}.
@@ -171,6 +172,8 @@ class ClusterManager(Service):
             membership is the main thread's neither resolve nor check their
             hosts; the main process sends them
             (L{txenvoy.upstream.host_set_mirror}).
+        @param edsSubscriptions: the
+            L{txenvoy.xds.eds_api.EdsSubscriptionFactory} of C{EDS} clusters.
         @raise ConfigError: naming the field of the first invalid setting.
         """
         self.reactor = reactor
@@ -180,6 +183,7 @@ class ClusterManager(Service):
         self.accessLogManager = accessLogManager
         self.localClusterName = localClusterName
         self.membershipFromMain = membershipFromMain
+        self.edsSubscriptions = edsSubscriptions
         self._rng = rng if rng is not None else _random.random
         self._resolver = dnsResolver if dnsResolver is not None else GetAddrInfoResolver(reactor)
         self._protos = list(clusterProtos)
@@ -223,7 +227,8 @@ class ClusterManager(Service):
 
     def _makeCluster(self, info, endpoints, path):
         context = ClusterFactoryContext(self.reactor, self.mainShard, endpoints,
-                                        self._resolver, self._rng, path)
+                                        self._resolver, self._rng, path,
+                                        self.edsSubscriptions)
         cluster = createByName(Category.CLUSTER, CLUSTER_FACTORY_NAMES[info.type], info,
                                context, path + ".type")
         if info.outlierDetection is not None and not self.validateOnly:
@@ -339,7 +344,7 @@ class ClusterManager(Service):
 
         @raise ConfigError: naming C{path}.
         """
-        info, endpoints = compileCluster(proto, path)
+        info, endpoints = compileCluster(proto, path, addedViaApi=True)
         return self._makeCluster(info, endpoints, path)
 
     def applyUpdate(self, added, modified, removed):

@@ -220,6 +220,16 @@ class Host:
         self._flags = self._flags - {flag}
         self._recompute()
 
+    def setEdsHealthStatus(self, status, flags):
+        """
+        Take the health status an EDS update gives a kept host (main
+        thread): C{status} as L{edsHealthStatus} reports it, C{flags} its
+        C{FAILED_EDS_HEALTH} or C{DEGRADED_EDS_HEALTH} flag, if any.
+        """
+        self._edsStatus = status
+        self._flags = (self._flags - {FAILED_EDS_HEALTH, DEGRADED_EDS_HEALTH}) | frozenset(flags)
+        self._recompute()
+
     def healthFlagSet(self):
         """@return: the set health flags, a frozenset of their names."""
         return self._flags

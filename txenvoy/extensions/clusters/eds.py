@@ -1,0 +1,149 @@
+# -*- test-case-name: tests.extensions.clusters.test_eds -*-
+"""
+Envoy's C{EDS} cluster (C{envoy.cluster.eds}): its hosts are the
+C{ClusterLoadAssignment} its subscription gives (priorities, localities
+and their weights, endpoint weights and health status), replaced whole on
+each update. A host whose endpoint is unchanged is kept, with its health
+check state and stats. An update for another cluster, with more than one
+assignment or an invalid endpoint is rejected whole and the hosts stay.
+"""
+
+import time
+
+from txenvoy.config.errors import ConfigError, collectErrors
+from txenvoy.config.registry import Category, extension
+from txenvoy.upstream.cluster import EDS, PrimaryCluster, _localityWeights, compileLoadAssignment
+from txenvoy.upstream.host import DEGRADED_EDS_HEALTH, FAILED_EDS_HEALTH
+
+_EDS_FLAGS = frozenset([FAILED_EDS_HEALTH, DEGRADED_EDS_HEALTH])
+
+
+def _endpointKey(spec):
+    """
+    What makes a host the same one across updates: its address and
+    priority, and what it is (locality, names, metadata); its weight and
+    health status may change in place.
+    """
+    return (spec.address, spec.port, spec.priority, spec.hostname, spec.locality,
+            spec.healthCheck, spec.hashKey, repr(spec.metadata), repr(spec.filterMetadata))
+
+
+class EdsCluster(PrimaryCluster):
+    """
+    An C{EDS} cluster.
+
+    @ivar assignment: the C{ClusterLoadAssignment} in use, or C{None}.
+    @ivar versionInfo: the C{version_info} it came with.
+    @ivar lastUpdated: its wall-clock time.
+    """
+
+    def __init__(self, reactor, info, mainShard, subscriptions, path):
+        PrimaryCluster.__init__(self, reactor, info, [], mainShard)
+        configSource, self.serviceName = info.edsConfig
+        scope = mainShard.scope(info.statPrefix)
+        self._updateEmpty = scope.counter("update_empty")
+        self._noRebuild = scope.counter("update_no_rebuild")
+        self.assignment = None
+        self.versionInfo = None
+        self.lastUpdated = None
+        self._byEndpoint = {}
+        self.subscription = None
+        if subscriptions is not None:
+            self.subscription = subscriptions.subscribe(
+                configSource, path + ".eds_cluster_config.eds_config", scope,
+                self.onConfigUpdate)
+
+    def start(self):
+        """Read the assignment, then watch it; initialized after the first read."""
+        if self.subscription is not None:
+            # A first read that fails leaves the cluster empty, yet
+            # initialized, as Envoy lets the server start.
+            self.subscription.refresh()
+            self.subscription.start()
+        PrimaryCluster.start(self)
+
+    def stop(self):
+        if self.subscription is not None:
+            self.subscription.stop()
+        PrimaryCluster.stop(self)
+
+    def onConfigUpdate(self, resources, versionInfo):
+        """
+        Apply a state-of-the-world update.
+
+        @raise ConfigError: the update is rejected; the hosts stay.
+        """
+        if not resources:
+            self._updateEmpty.inc()
+            return
+        if len(resources) != 1:
+            raise ConfigError("Unexpected EDS resource length: %d" % (len(resources),))
+        assignment = resources[0]
+        if assignment.cluster_name != self.serviceName:
+            raise ConfigError("Unexpected EDS cluster (expecting %s): %s"
+                              % (self.serviceName, assignment.cluster_name))
+        with collectErrors():
+            specs = compileLoadAssignment(assignment, "resources[0]", EDS)
+        lbConfig = self.info.lbConfig
+        factor = lbConfig.overprovisioningFactor
+        policy = assignment.policy
+        if policy.HasField("overprovisioning_factor"):
+            factor = policy.overprovisioning_factor.value
+            if factor < 1:
+                raise ConfigError("resources[0].policy.overprovisioning_factor: value must be "
+                                  "greater than 0")
+        name = self.info.name
+        hosts, byEndpoint = [], {}
+        inPlace = False
+        for spec in specs:
+            key = _endpointKey(spec)
+            host = self._byEndpoint.get(key)
+            if host is None or key in byEndpoint:
+                host = spec.makeHost(name)
+            elif (host.weight, host.edsHealthStatus(), host.healthFlagSet() & _EDS_FLAGS) != (
+                    spec.weight, spec.edsHealthStatus, frozenset(spec.healthFlags)):
+                # As Envoy: the host stays (its active health state and
+                # stats too); its weight and EDS health change.
+                host.weight = spec.weight
+                host.setEdsHealthStatus(spec.edsHealthStatus, spec.healthFlags)
+                inPlace = True
+            byEndpoint[key] = host
+            hosts.append(host)
+        now = time.time()
+        self.assignment = assignment
+        self.versionInfo = versionInfo
+        self.lastUpdated = now
+        weights = _localityWeights(assignment) if lbConfig.localityWeights is not None else None
+        # Envoy counts a membership change per priority whose hosts were
+        # added or removed.
+        old, new = _byPriority(self.hosts), _byPriority(hosts)
+        changedPriorities = sum(
+            1 for p in set(old) | set(new)
+            if {id(h) for h in old.get(p, ())} != {id(h) for h in new.get(p, ())})
+        if (not changedPriorities and not inPlace and factor == lbConfig.overprovisioningFactor
+                and weights == lbConfig.localityWeights):
+            self._noRebuild.inc()
+            return
+        # Read by each worker's load balancer when the new hosts reach it.
+        lbConfig.overprovisioningFactor = factor
+        if weights is not None:
+            lbConfig.localityWeights = weights
+        self._byEndpoint = byEndpoint
+        self.stats.max_host_weight.set(max((h.weight for h in hosts), default=0))
+        self.setHosts(hosts, membershipChanged=bool(changedPriorities))
+        for ignored in range(changedPriorities - 1):
+            self.stats.membership_change.inc()
+
+
+def _byPriority(hosts):
+    out = {}
+    for h in hosts:
+        out.setdefault(h.priority, []).append(h)
+    return out
+
+
+@extension(Category.CLUSTER, None, "envoy.cluster.eds")
+def createEdsCluster(info, context):
+    """Build an L{EdsCluster} subscribed through the cluster manager's factory."""
+    return EdsCluster(context.reactor, info, context.mainShard, context.edsSubscriptions,
+                      context.path)
