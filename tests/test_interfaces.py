@@ -74,9 +74,48 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.ext_authz.v3.ExtAuthz
           stat_prefix: authz
           grpc_service: {envoy_grpc: {cluster_name: zipkin}}
+      - name: envoy.filters.network.ratelimit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.ratelimit.v3.RateLimit
+          stat_prefix: rl
+          domain: d
+          descriptors: [{entries: [{key: k, value: v}]}]
+          rate_limit_service: {grpc_service: {envoy_grpc: {cluster_name: zipkin}}}
       - name: envoy.filters.network.echo
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo
+  - name: http_services
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: services
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              rate_limits: [{actions: [{generic_key: {descriptor_value: v}}]}]
+              routes:
+              - match: {prefix: "/"}
+                route:
+                  cluster: zipkin
+                  rate_limits:
+                  - actions:
+                    - request_headers: {header_name: x-user, descriptor_key: user}
+                    - remote_address: {}
+                    - header_value_match: {descriptor_value: m, headers: [{name: a, present_match: true}]}
+                    - destination_cluster: {}
+          http_filters:
+          - name: envoy.filters.http.ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+              domain: d
+              rate_limit_service: {grpc_service: {envoy_grpc: {cluster_name: zipkin}}}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   - name: compression
     address: {socket_address: {address: 127.0.0.1, port_value: 0}}
     filter_chains:

@@ -68,3 +68,103 @@ def rateLimitService(answer):
     service = GrpcService(rls_pb2_grpc.add_RateLimitServiceServicer_to_server, Servicer())
     holder.append(service)
     return service
+
+
+class Deployment:
+    """
+    One proxy, real Envoy or txenvoy, running C{makeConfig(ports)} on free
+    ports named C{portNames} (the first is the admin's).
+    """
+
+    def __init__(self, real, portNames, makeConfig, statsFilter):
+        from tests.e2e.harness import freePort, startProxy
+
+        self.ports = {name: freePort() for name in portNames}
+        self._statsFilter = statsFilter
+        self.proxy = startProxy(real, makeConfig(self.ports), self.ports[portNames[-1]],
+                                self.ports[portNames[0]])
+        for name in portNames[1:]:
+            self.proxy.waitPort(self.ports[name])
+
+    def stats(self):
+        from tests.e2e.harness import adminStats
+
+        return {name: value for name, value in adminStats(self.ports["admin"]).items()
+                if self._statsFilter(name)}
+
+    def stop(self):
+        self.proxy.stop()
+
+
+class ServiceSideBySide:
+    """
+    The shared fixture of a side-by-side test of a filter that calls a
+    gRPC service: an HTTP origin, an echo server, the service, and Envoy
+    and txenvoy with the same config. Subclasses (with
+    L{tests.e2e.harness.SharedFixture}) set C{portNames}, C{makeService},
+    C{makeConfig(ports, origin, echo, service, dead)}, C{originHandler},
+    C{statsFilter} and C{summarize(records, ports)}.
+    """
+
+    maxDiff = None
+
+    @classmethod
+    def startFixture(cls):
+        import threading
+        import time
+
+        from tests.e2e.harness import Upstream, echoHandler, freePort
+        from tests.e2e.test_ext_authz import _QuietServer
+
+        cls.originSeen = _Recorder()
+        cls.origin = _QuietServer(("127.0.0.1", 0), cls.originHandler(cls.originSeen))
+        threading.Thread(target=cls.origin.serve_forever, kwargs={"poll_interval": 0.1},
+                         daemon=True).start()
+        cls.echo = Upstream(echoHandler)
+        cls.service = cls.makeService()
+        cls.envoy = cls.txenvoy = None
+        try:
+            args = (cls.origin.server_address[1], cls.echo.port, cls.service.port, freePort())
+
+            def makeConfig(ports):
+                return cls.makeConfig(ports, *args)
+
+            cls.envoy = Deployment(True, cls.portNames, makeConfig, cls.statsFilter)
+            cls.txenvoy = Deployment(False, cls.portNames, makeConfig, cls.statsFilter)
+            # The calls of the port probes (a FIN is checked too).
+            time.sleep(0.2)
+            cls.service.recording.take()
+        except BaseException:
+            cls.stopFixture()
+            raise
+
+    @classmethod
+    def stopFixture(cls):
+        for deployment in (cls.envoy, cls.txenvoy):
+            if deployment is not None:
+                deployment.stop()
+        cls.service.stop()
+        cls.echo.stop()
+        cls.origin.shutdown()
+        cls.origin.server_close()
+
+    def serviceSeen(self, deployment):
+        """What the service received since the last call, summarized."""
+        return self.summarize(self.service.recording.take(), deployment.ports)
+
+    def assertSameTcp(self, listeners, exchange):
+        """Each listener: the same C{exchange(port)} and the same calls."""
+        for listener in listeners:
+            expected = (exchange(self.envoy.ports[listener]), self.serviceSeen(self.envoy))
+            got = (exchange(self.txenvoy.ports[listener]), self.serviceSeen(self.txenvoy))
+            self.assertEqual(got, expected, listener)
+
+    def assertSameStats(self):
+        """The same stats, once txenvoy's have caught up (5 s at most)."""
+        import time
+
+        self.service.recording.take()
+        deadline = time.time() + 5
+        while self.txenvoy.stats() != self.envoy.stats() and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.txenvoy.stats(), self.envoy.stats())

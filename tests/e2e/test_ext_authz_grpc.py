@@ -16,19 +16,15 @@ C{status_on_error}).
 """
 
 import json
-import re
 import socket
-import threading
 import time
 
 from google.protobuf.json_format import MessageToDict
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.grpc_services import authorizationService
-from tests.e2e.harness import SharedFixture, Upstream, adminStats, echoHandler, freePort, \
-    startProxy
-from tests.e2e.test_ext_authz import _exchange, _masked, _originHandler, _QuietServer, \
-    _Recorder, _request, _seen
+from tests.e2e.grpc_services import ServiceSideBySide, authorizationService
+from tests.e2e.harness import SharedFixture
+from tests.e2e.test_ext_authz import _exchange, _masked, _originHandler, _request, _seen
 
 _HTTP2 = """
     typed_extension_protocol_options:
@@ -122,9 +118,17 @@ def _config(ports, origin, echo, authz, dead):
         + _tcp("tcpopen", ports["tcpopen"], _grpc("dead", 10) + """
           failure_mode_allow: true""")
         + _tcp("tcpclosed", ports["tcpclosed"], _grpc("dead", 10)))
+    return bootstrap(ports["admin"], listeners, origin, echo, "authz", authz, dead)
+
+
+def bootstrap(admin, listeners, origin, echo, serviceName, service, dead, head=""):
+    """
+    The bootstrap around C{listeners}: the admin, and the clusters origin,
+    echo, the service (HTTP/2) and dead (HTTP/2, nothing listening).
+    """
     clusters = ""
     for name, port, extra in (("origin", origin, ""), ("echo", echo, ""),
-                              ("authz", authz, _HTTP2), ("dead", dead, _HTTP2)):
+                              (serviceName, service, _HTTP2), ("dead", dead, _HTTP2)):
         clusters += """
   - name: %(name)s
     connect_timeout: 1s%(extra)s
@@ -134,13 +138,13 @@ def _config(ports, origin, echo, authz, dead):
       - lb_endpoints:
         - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(port)d } } }
 """ % dict(name=name, port=port, extra=extra)
-    return """
+    return """%s
 admin:
   address:
     socket_address: { address: 127.0.0.1, port_value: %d }
 static_resources:
   listeners:%s
-  clusters:%s""" % (ports["admin"], listeners, clusters)
+  clusters:%s""" % (head, admin, listeners, clusters)
 
 
 def _option(options, key, value, append=None, action=None):
@@ -260,29 +264,16 @@ HTTP_CASES = (
 TCP_CASES = ("tcpok", "tcpdeny", "tcpopen", "tcpclosed")
 
 
-class _Deployment:
-    def __init__(self, real, origin, echo, authz, dead):
-        self.ports = {name: freePort() for name in _PORTS}
-        _DENIED_PORTS.add(self.ports["tcpdeny"])
-        config = _config(self.ports, origin, echo, authz, dead)
-        self.proxy = startProxy(real, config, self.ports["tcpclosed"], self.ports["admin"])
-        for name in _PORTS[1:]:
-            self.proxy.waitPort(self.ports[name])
-
-    def stats(self):
-        return {name: value for name, value in adminStats(self.ports["admin"]).items()
-                if "ext_authz." in name}
-
-    def stop(self):
-        self.proxy.stop()
-
-
 def _tcpExchange(port):
     """Send a line, half-close, read what comes back until the close."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
-        sock.sendall(b"ping\n")
-        sock.shutdown(socket.SHUT_WR)
+        try:
+            sock.sendall(b"ping\n")
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            # The proxy reset the connection first.
+            return b"<reset>"
         chunks = []
         while True:
             try:
@@ -298,48 +289,27 @@ def _tcpExchange(port):
         sock.close()
 
 
-class ExtAuthzGrpcSideBySideTests(SharedFixture, SynchronousTestCase):
+def _configDenying(ports, *args):
+    _DENIED_PORTS.add(ports["tcpdeny"])
+    return _config(ports, *args)
 
-    maxDiff = None
+
+class ExtAuthzGrpcSideBySideTests(ServiceSideBySide, SharedFixture, SynchronousTestCase):
     """Envoy 1.40 and txenvoy, the same gRPC ext_authz config, the same requests."""
 
-    @classmethod
-    def startFixture(cls):
-        cls.originSeen = _Recorder()
-        cls.origin = _QuietServer(("127.0.0.1", 0), _originWithHeaders(cls.originSeen))
-        threading.Thread(target=cls.origin.serve_forever, kwargs={"poll_interval": 0.1},
-                         daemon=True).start()
-        cls.echo = Upstream(echoHandler)
-        cls.authz = authorizationService(_answer)
-        cls.envoy = cls.txenvoy = None
-        try:
-            args = (cls.origin.server_address[1], cls.echo.port, cls.authz.port, freePort())
-            cls.envoy = _Deployment(True, *args)
-            cls.txenvoy = _Deployment(False, *args)
-            # The checks of the port probes (a FIN is checked too).
-            time.sleep(0.2)
-            cls.authz.recording.take()
-        except BaseException:
-            cls.stopFixture()
-            raise
-
-    @classmethod
-    def stopFixture(cls):
-        for deployment in (cls.envoy, cls.txenvoy):
-            if deployment is not None:
-                deployment.stop()
-        cls.authz.stop()
-        cls.echo.stop()
-        cls.origin.shutdown()
-        cls.origin.server_close()
+    portNames = _PORTS
+    makeService = staticmethod(lambda: authorizationService(_answer))
+    makeConfig = staticmethod(_configDenying)
+    originHandler = staticmethod(_originWithHeaders)
+    summarize = staticmethod(_checkSeen)
+    statsFilter = staticmethod(lambda name: "ext_authz." in name)
 
     def run_(self, deployment, listener, raw):
         reply = _masked(_exchange(deployment.ports[listener], raw))
         if b"/slow/" in raw:
             # The service answers after the proxy gave up.
             time.sleep(0.15)
-        return (reply, _checkSeen(self.authz.recording.take(), deployment.ports),
-                _seen(self.originSeen.take()))
+        return (reply, self.serviceSeen(deployment), _seen(self.originSeen.take()))
 
     def test_http(self):
         """
@@ -356,12 +326,7 @@ class ExtAuthzGrpcSideBySideTests(SharedFixture, SynchronousTestCase):
         Every TCP listener: the same bytes back (echoed when allowed,
         nothing when the connection is closed) and the same check request.
         """
-        for listener in TCP_CASES:
-            expected = (_tcpExchange(self.envoy.ports[listener]),
-                        _checkSeen(self.authz.recording.take(), self.envoy.ports))
-            got = (_tcpExchange(self.txenvoy.ports[listener]),
-                   _checkSeen(self.authz.recording.take(), self.txenvoy.ports))
-            self.assertEqual(got, expected, listener)
+        self.assertSameTcp(TCP_CASES, _tcpExchange)
 
     def test_stats(self):
         """After the same traffic, the same C{ext_authz} stats."""
@@ -371,8 +336,4 @@ class ExtAuthzGrpcSideBySideTests(SharedFixture, SynchronousTestCase):
         for listener in TCP_CASES:
             for deployment in (self.envoy, self.txenvoy):
                 _tcpExchange(deployment.ports[listener])
-        self.authz.recording.take()
-        deadline = time.time() + 5
-        while self.txenvoy.stats() != self.envoy.stats() and time.time() < deadline:
-            time.sleep(0.05)
-        self.assertEqual(self.txenvoy.stats(), self.envoy.stats())
+        self.assertSameStats()

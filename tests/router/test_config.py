@@ -1451,9 +1451,12 @@ class UnsupportedTests(SynchronousTestCase):
                                "rc.vhds", "vhds: {config_source: {ads: {}}}")
         error = self.assertRaises(UnsupportedField, _table, """
 virtual_hosts:
-- {name: v, domains: ["*"], rate_limits: [{actions: [{generic_key: {descriptor_value: x}}]}]}
+- name: v
+  domains: ["*"]
+  rate_limits: [{actions: [{query_parameters: {query_parameter_name: q, descriptor_key: q}}]}]
 """)
-        self.assertTrue(str(error).startswith("rc.virtual_hosts[0].rate_limits: "))
+        self.assertTrue(str(error).startswith(
+            "rc.virtual_hosts[0].rate_limits[0].actions[0].query_parameters"), str(error))
 
 
 class ExampleConfigTests(SynchronousTestCase):

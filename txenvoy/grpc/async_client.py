@@ -161,6 +161,44 @@ def _fire(d, result):
         d.callback(result)
 
 
+class GrpcServiceClient:
+    """
+    A compiled C{GrpcService} calling one unary C{method} of an Envoy
+    service from the workers (ext_authz's C{Check}, rate limit's
+    C{ShouldRateLimit}): one L{GrpcCollector} per worker, a host of the
+    cluster per call, and Envoy's C{x-envoy-internal} and
+    C{x-envoy-expected-rq-timeout-ms} metadata.
+    """
+
+    def __init__(self, target, method, responseType, timeout=None):
+        from txenvoy.stats.per_worker import PerWorker
+
+        self.target = target
+        self._responseType = responseType
+        timeout = target.timeout if timeout is None else timeout
+        self.timeout = timeout
+        self._metadata = (("x-envoy-internal", "true"),
+                          ("x-envoy-expected-rq-timeout-ms", "%d" % (round(timeout * 1000),)))
+        self._clients = PerWorker(lambda dispatcher: GrpcCollector(
+            dispatcher, target.clusterName, method, timeout, target.metadata,
+            authority=target.authority))
+
+    def call(self, dispatcher, message):
+        """
+        Start the call on C{dispatcher}'s worker (never blocks).
+
+        @return: a Deferred firing there with the response message, or
+            failing with L{GrpcCallError} (no host, a non-OK status, the
+            timeout); cancelling it abandons the call.
+        """
+        client = self._clients.get(dispatcher)
+        address = client.host()
+        if address is None:
+            return defer.fail(GrpcCallError(None, "no healthy upstream"))
+        d = client.call(address, message.SerializeToString(), self._metadata)
+        return d.addCallback(self._responseType.FromString)
+
+
 class MainThreadDispatcher:
     """
     The main reactor as the dispatcher of a main-thread exporter (access

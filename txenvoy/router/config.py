@@ -49,6 +49,7 @@ from txenvoy.router.matcher import (
     queryOf,
 )
 from txenvoy.regex import compileRegexMatcher, compileRegexRewrite
+from txenvoy.router.rate_limit_policy import compileRateLimits
 from txenvoy.router.vhost_matcher import RouteMatcherInput, compileVirtualHostMatcher
 from txenvoy.tracing.http_tracer import compileDecorator, compileRouteTracing
 from txenvoy.upstream.metadata_match import mergeCriteria, metadataCriteria
@@ -112,6 +113,7 @@ _VHOST_FIELDS = frozenset((
     "cors", "typed_per_filter_config", "include_request_attempt_count",
     "include_attempt_count_in_response", "include_is_timeout_retry_header", "retry_policy",
     "per_request_buffer_limit_bytes", "request_body_buffer_limit", "metadata", "matcher",
+    "rate_limits",
 ))
 _ROUTE_FIELDS = frozenset((
     "name", "match", "route", "redirect", "direct_response", "metadata", "decorator",
@@ -130,7 +132,7 @@ _ACTION_FIELDS = frozenset((
     "idle_timeout", "flush_timeout", "retry_policy", "priority", "hash_policy", "cors",
     "max_grpc_timeout", "grpc_timeout_offset", "upgrade_configs", "max_stream_duration",
     "include_vh_rate_limits", "max_internal_redirects", "metadata_match",
-    "request_mirror_policies",
+    "request_mirror_policies", "rate_limits",
 ))
 _WEIGHTED_FIELDS = frozenset(("clusters", "total_weight", "runtime_key_prefix", "header_name"))
 _CLUSTER_WEIGHT_FIELDS = frozenset((
@@ -412,6 +414,7 @@ class VirtualHost(_Frozen):
     @ivar requestHeadersMutation: this level's L{HeaderMutation}.
     @ivar responseHeadersMutation: this level's L{HeaderMutation}.
     @ivar routeTable: the L{RouteTable} it belongs to.
+    @ivar rateLimits: the C{rate_limits}, L{RateLimitPolicyEntry}s.
     """
 
     __slots__ = (
@@ -419,7 +422,7 @@ class VirtualHost(_Frozen):
         "requestHeadersMutation", "responseHeadersMutation", "includeRequestAttemptCount",
         "includeAttemptCountInResponse", "includeIsTimeoutRetryHeader",
         "perRequestBufferLimitBytes", "requestBodyBufferLimit", "metadata", "routeTable",
-        "_table", "_sslRedirect", "_matcher",
+        "rateLimits", "_table", "_sslRedirect", "_matcher",
     )
 
     def __repr__(self):
@@ -492,7 +495,7 @@ class RouteEntry(_Frozen):
         "responseHeadersMutations", "perFilterConfig", "cors", "metadata", "priority",
         "includeVhRateLimits", "perRequestBufferLimitBytes", "requestBodyBufferLimit",
         "requestHeadersMutation", "responseHeadersMutation", "decorator", "tracing",
-        "metadataMatch", "mirrorPolicies", "_matchedSize", "_routeMatch", "_weightEnds",
+        "metadataMatch", "mirrorPolicies", "rateLimits", "_matchedSize", "_routeMatch", "_weightEnds",
         "_randomHeader", "_rng",
     )
 
@@ -651,7 +654,7 @@ def _entryDefaults(name, vhost):
         requestHeadersMutations=EMPTY, responseHeadersMutations=EMPTY,
         perFilterConfig={}, cors=None, metadata=None, decorator=None, tracing=None,
         metadataMatch=None, mirrorPolicies=(),
-        priority="DEFAULT", includeVhRateLimits=False,
+        priority="DEFAULT", includeVhRateLimits=False, rateLimits=(),
         perRequestBufferLimitBytes=vhost.perRequestBufferLimitBytes,
         requestBodyBufferLimit=vhost.requestBodyBufferLimit,
         _matchedSize=None, _routeMatch=None, _weightEnds=None,
@@ -1138,6 +1141,7 @@ class _Compiler:
                                     if config.HasField("request_body_buffer_limit") else None),
             metadata=config.metadata if config.HasField("metadata") else None,
             routeTable=self.table,
+            rateLimits=compileRateLimits(config.rate_limits, path + ".rate_limits"),
         )
         object.__setattr__(vhost, "_sslRedirect", None if requireTls == "NONE" else RouteMatch(
             _SslRedirectEntry(vhost), vhost))
@@ -1366,6 +1370,9 @@ class _Compiler:
             attributes["cors"] = action.cors
         if action.HasField("include_vh_rate_limits"):
             attributes["includeVhRateLimits"] = action.include_vh_rate_limits.value
+        if action.rate_limits:
+            attributes["rateLimits"] = compileRateLimits(action.rate_limits,
+                                                         path + ".rate_limits")
         if action.request_mirror_policies:
             from txenvoy.router.shadow import compileMirrorPolicies
             attributes["mirrorPolicies"] = compileMirrorPolicies(

@@ -35,12 +35,9 @@ C{tests/e2e/test_ext_authz_grpc.py}):
  - a failed call (unreachable service, timeout, no host) is an error.
 """
 
-from twisted.internet import defer
-
 from envoy.service.auth.v3 import external_auth_pb2
 
-from txenvoy.grpc.async_client import GrpcCallError, GrpcCollector
-from txenvoy.stats.per_worker import PerWorker
+from txenvoy.grpc.async_client import GrpcServiceClient
 
 __all__ = ["CHECK_METHOD", "DeniedAnswer", "GrpcAuthorizationService", "OkAnswer",
            "checkRequest", "readCheckResponse"]
@@ -207,19 +204,13 @@ def checkRequest(streamInfo, now, contextExtensions=None, http=None):
     return request
 
 
-class GrpcAuthorizationService:
+class GrpcAuthorizationService(GrpcServiceClient):
     """
-    A compiled C{grpc_service} of an C{ext_authz} filter: one
-    L{GrpcCollector} per worker calling C{Check} on a host of the cluster.
+    A compiled C{grpc_service} of an C{ext_authz} filter, calling C{Check}.
     """
 
     def __init__(self, target):
-        self.target = target
-        self._metadata = (("x-envoy-internal", "true"),
-                          ("x-envoy-expected-rq-timeout-ms", "%d" % (target.timeout * 1000,)))
-        self._clients = PerWorker(lambda dispatcher: GrpcCollector(
-            dispatcher, target.clusterName, CHECK_METHOD, target.timeout, target.metadata,
-            authority=target.authority))
+        GrpcServiceClient.__init__(self, target, CHECK_METHOD, external_auth_pb2.CheckResponse)
 
     def check(self, dispatcher, request):
         """
@@ -229,10 +220,4 @@ class GrpcAuthorizationService:
             L{DeniedAnswer}, or failing (L{GrpcCallError}) when the service
             could not answer; cancelling it abandons the call.
         """
-        client = self._clients.get(dispatcher)
-        address = client.host()
-        if address is None:
-            return defer.fail(GrpcCallError(None, "no healthy upstream"))
-        d = client.call(address, request.SerializeToString(), self._metadata)
-        return d.addCallback(
-            lambda raw: readCheckResponse(external_auth_pb2.CheckResponse.FromString(raw)))
+        return self.call(dispatcher, request).addCallback(readCheckResponse)

@@ -1,0 +1,239 @@
+"""
+End-to-end comparison of C{envoy.filters.http.ratelimit} and
+C{envoy.filters.network.ratelimit} with the gRPC rate limit service
+(C{envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit}): a real
+C{twistd -n envoy} and a real Envoy 1.40 with the same config, in front of
+the same origin, echo server and grpcio rate limit service.
+
+Compared for every request: the client's reply, the descriptors the
+service received (route and virtual host C{rate_limits}: generic_key,
+request_headers with and without skip_if_absent, remote_address,
+header_value_match, destination and source cluster), what the origin
+received; then the C{ratelimit} stats and the 429s charged to the
+cluster. The service allows (with headers both ways and statuses for
+C{x-ratelimit-*}), limits, fails, and is down (C{failure_mode_deny} or
+not).
+"""
+
+import re
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.e2e.grpc_services import ServiceSideBySide, rateLimitService
+from tests.e2e.harness import SharedFixture
+from tests.e2e.test_ext_authz import _exchange, _masked, _originHandler, _request, _seen
+from tests.e2e.test_ext_authz_grpc import _tcpExchange, bootstrap
+
+
+def _hcm(name, port, cluster, extra=""):
+    return """
+  - name: %(name)s
+    address:
+      socket_address: { address: 127.0.0.1, port_value: %(port)d }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: %(name)s
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              rate_limits:
+              - actions: [{ generic_key: { descriptor_value: vh } }]
+              routes:
+              - match: { prefix: "/over" }
+                route:
+                  cluster: origin
+                  rate_limits:
+                  - actions: [{ generic_key: { descriptor_value: over, descriptor_key: k } }]
+              - match: { prefix: "/err" }
+                route:
+                  cluster: origin
+                  rate_limits:
+                  - actions: [{ generic_key: { descriptor_value: err } }]
+              - match: { prefix: "/hdr" }
+                route:
+                  cluster: origin
+                  rate_limits:
+                  - actions:
+                    - request_headers: { header_name: x-user, descriptor_key: user }
+                    - remote_address: {}
+                  - actions:
+                    - request_headers: { header_name: x-absent, descriptor_key: a, skip_if_absent: true }
+                    - header_value_match:
+                        descriptor_value: bob
+                        headers: [{ name: x-user, string_match: { exact: bob } }]
+                  - actions:
+                    - header_value_match:
+                        descriptor_key: not-bob
+                        descriptor_value: "yes"
+                        expect_match: false
+                        headers: [{ name: x-user, string_match: { exact: bob } }]
+                  - actions:
+                    - request_headers: { header_name: x-absent, descriptor_key: a }
+                  - actions: [{ destination_cluster: {} }, { source_cluster: {} }]
+                  - stage: 1
+                    actions: [{ generic_key: { descriptor_value: stage1 } }]
+              - match: { prefix: "/incl" }
+                route:
+                  cluster: origin
+                  include_vh_rate_limits: true
+                  rate_limits:
+                  - actions: [{ generic_key: { descriptor_value: route } }]
+              - match: { prefix: "/" }
+                route: { cluster: origin }
+          http_filters:
+          - name: envoy.filters.http.ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+              domain: web
+              timeout: 1s%(extra)s
+              rate_limit_service:
+                transport_api_version: V3
+                grpc_service: { envoy_grpc: { cluster_name: %(cluster)s } }
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+""" % dict(name=name, port=port, cluster=cluster, extra=extra)
+
+
+def _tcp(name, port, cluster, value, extra=""):
+    return """
+  - name: %(name)s
+    address:
+      socket_address: { address: 127.0.0.1, port_value: %(port)d }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.ratelimit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.ratelimit.v3.RateLimit
+          stat_prefix: %(name)s
+          domain: tcp
+          timeout: 1s%(extra)s
+          descriptors:
+          - entries: [{ key: conn, value: %(value)s }, { key: b, value: c }]
+          rate_limit_service:
+            transport_api_version: V3
+            grpc_service: { envoy_grpc: { cluster_name: %(cluster)s } }
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: %(name)s
+          cluster: echo
+""" % dict(name=name, port=port, cluster=cluster, value=value, extra=extra)
+
+
+_PORTS = ("admin", "main", "deny", "allow", "tcpok", "tcpover", "tcpdeny", "tcpopen")
+
+
+def _config(ports, origin, echo, rls, dead):
+    listeners = (
+        _hcm("main", ports["main"], "rls", """
+              enable_x_ratelimit_headers: DRAFT_VERSION_03""")
+        + _hcm("deny", ports["deny"], "dead", """
+              failure_mode_deny: true""")
+        + _hcm("allow", ports["allow"], "dead")
+        + _tcp("tcpok", ports["tcpok"], "rls", "ok")
+        + _tcp("tcpover", ports["tcpover"], "rls", "over")
+        + _tcp("tcpdeny", ports["tcpdeny"], "dead", "x", """
+          failure_mode_deny: true""")
+        + _tcp("tcpopen", ports["tcpopen"], "dead", "x"))
+    return bootstrap(ports["admin"], listeners, origin, echo, "rls", rls, dead,
+                     "node: { id: n1, cluster: frontend }")
+
+
+def _answer(request, context):
+    from envoy.service.ratelimit.v3 import rls_pb2
+    import grpc
+
+    values = {entry.value for d in request.descriptors for entry in d.entries}
+    if "err" in values:
+        context.abort(grpc.StatusCode.UNAVAILABLE, "rls down")
+    response = rls_pb2.RateLimitResponse()
+    over = "over" in values
+    response.overall_code = (rls_pb2.RateLimitResponse.OVER_LIMIT if over
+                             else rls_pb2.RateLimitResponse.OK)
+    for i, descriptor in enumerate(request.descriptors):
+        status = response.statuses.add()
+        status.code = response.overall_code
+        if i < 2:
+            status.current_limit.requests_per_unit = 10 * (i + 1)
+            status.current_limit.unit = (rls_pb2.RateLimitResponse.RateLimit.MINUTE if i
+                                         else rls_pb2.RateLimitResponse.RateLimit.SECOND)
+            if i:
+                status.current_limit.name = "second-rule"
+            status.limit_remaining = 7 - i
+            status.duration_until_reset.seconds = 30 + i
+    header = response.response_headers_to_add.add()
+    header.key, header.value = "x-rls", "over" if over else "ok"
+    header = response.request_headers_to_add.add()
+    header.key, header.value = "x-rls-request", "1"
+    return response
+
+
+def _descriptors(records):
+    out = []
+    for request, metadata in records:
+        out.append((request.domain, [
+            ([(e.key, "IP" if e.key == "remote_address" else e.value) for e in d.entries],
+             d.hits_addend.value) for d in request.descriptors],
+            sorted((k, v) for k, v in metadata.items() if k.startswith("x-envoy"))))
+    return out
+
+
+HTTP_CASES = [("main", _request(path, "x-user: bob")) for path in (
+    "/plain", "/over", "/err", "/hdr", "/incl")] + [
+    ("main", _request("/hdr", "x-user: eve")),
+    ("main", _request("/hdr")),
+    ("deny", _request("/plain")),
+    ("allow", _request("/plain"))]
+
+TCP_CASES = ("tcpok", "tcpover", "tcpdeny", "tcpopen")
+
+
+class RateLimitSideBySideTests(ServiceSideBySide, SharedFixture, SynchronousTestCase):
+    """Envoy 1.40 and txenvoy, the same ratelimit config, the same requests."""
+
+    portNames = _PORTS
+    makeService = staticmethod(lambda: rateLimitService(_answer))
+    makeConfig = staticmethod(_config)
+    originHandler = staticmethod(_originHandler)
+    summarize = staticmethod(lambda records, ports: _descriptors(records))
+
+    @staticmethod
+    def statsFilter(name):
+        return "ratelimit." in name or re.match(
+            r"cluster\.origin\.upstream_rq_([0-9]+|[0-9]xx|completed)$", name)
+
+    def run_(self, deployment, listener, raw):
+        reply = _masked(_exchange(deployment.ports[listener], raw))
+        return (reply, self.serviceSeen(deployment), _seen(self.originSeen.take()))
+
+    def test_http(self):
+        """
+        Every HTTP request: the same reply, the same descriptors, the same
+        request at the origin.
+        """
+        for listener, raw in HTTP_CASES:
+            expected = self.run_(self.envoy, listener, raw)
+            got = self.run_(self.txenvoy, listener, raw)
+            self.assertEqual(got, expected, raw)
+
+    def test_network(self):
+        """
+        Every TCP listener: the same bytes back (echoed when allowed, a
+        reset when limited) and the same descriptors.
+        """
+        self.assertSameTcp(TCP_CASES, _tcpExchange)
+
+    def test_stats(self):
+        """After the same traffic, the same C{ratelimit} stats."""
+        for listener, raw in HTTP_CASES:
+            for deployment in (self.envoy, self.txenvoy):
+                self.run_(deployment, listener, raw)
+        for listener in TCP_CASES:
+            for deployment in (self.envoy, self.txenvoy):
+                _tcpExchange(deployment.ports[listener])
+        self.assertSameStats()
