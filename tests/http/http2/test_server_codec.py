@@ -90,12 +90,14 @@ class CodecTestMixin:
         self.store, self.stats = stats()
         self.clock = Clock()
 
-    def codec(self, **options):
+    def codec(self, clientValidates=True, **options):
         self.server = Http2ServerCodec(self.owner, self.transport, Http2Options(**options),
                                        self.stats, clock=self.clock,
                                        bufferLimit=options.pop("bufferLimit", 1 << 20)
                                        if "bufferLimit" in options else 1 << 20)
-        self.client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        self.client = H2Connection(H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=clientValidates,
+            normalize_outbound_headers=clientValidates))
         self.client.initiate_connection()
         self.events = []
         self.pump()
@@ -313,7 +315,26 @@ class Http2ServerCodecTests(CodecTestMixin, SynchronousTestCase):
         self.client.send_data(sid, b"")
         self.pump()
         self.assertEqual(self.stat("inbound_empty_frames_flood"), 1)
-        self.assertTrue(self.transport.disconnecting)
+        # Envoy 1.40: no GOAWAY; its connection manager closes after the
+        # delayed close timeout (tests.e2e.test_http2_limits).
+        self.assertFalse(any(isinstance(e, ConnectionTerminated) for e in self.events))
+        self.assertEqual(self.owner.errors, ["http2.inbound_empty_frames_flood"])
+
+    def test_invalidHeadStreamError(self):
+        """
+        override_stream_error_on_invalid_http_message: a forbidden request
+        head resets its stream (PROTOCOL_ERROR); the connection serves on.
+        """
+        self.codec(clientValidates=False, streamErrorOnInvalidHttpMessage=True)
+        bad = self.request(extra=[(b"connection", b"close")])
+        self.assertEqual(self.owner.decoders, [])
+        resets = [e for e in self.events if isinstance(e, StreamReset)]
+        self.assertEqual([(e.stream_id, e.error_code) for e in resets],
+                         [(bad, ErrorCodes.PROTOCOL_ERROR)])
+        self.assertEqual(self.stat("rx_messaging_error"), 1)
+        self.request()
+        self.assertEqual(len(self.owner.decoders), 1)
+        self.assertEqual(self.owner.errors, [])
 
     def test_drainGoAway(self):
         """Drain: GOAWAY with the last stream id at its maximum, then the real one."""

@@ -22,6 +22,7 @@ HTTP2_OPTION_FIELDS = (
     "max_consecutive_inbound_frames_with_empty_payload",
     "max_inbound_priority_frames_per_stream",
     "max_inbound_window_update_frames_per_data_frame_sent",
+    "override_stream_error_on_invalid_http_message",
 )
 
 # Envoy's own bounds (its proto validation rules).
@@ -39,6 +40,9 @@ class Http2Options:
     @ivar keepaliveInterval: seconds between PINGs (C{connection_keepalive.interval}),
         or C{None}.
     @ivar keepaliveTimeout: seconds to wait for a PING's ACK before closing.
+    @ivar streamErrorOnInvalidHttpMessage: a request head HTTP/2 forbids
+        resets only its stream (C{override_stream_error_on_invalid_http_message});
+        by default it ends the connection.
     """
 
     maxConcurrentStreams = attr.ib(default=1024)
@@ -53,6 +57,7 @@ class Http2Options:
     maxConsecutiveInboundFramesWithEmptyPayload = attr.ib(default=1)
     maxInboundPriorityFramesPerStream = attr.ib(default=100)
     maxInboundWindowUpdateFramesPerDataFrameSent = attr.ib(default=10)
+    streamErrorOnInvalidHttpMessage = attr.ib(default=False)
 
 
 DEFAULT_HTTP2_OPTIONS = Http2Options()
@@ -98,6 +103,9 @@ def http2OptionsFromProto(message, path, upstream=False):
          "maxInboundWindowUpdateFramesPerDataFrameSent", 1)
     if message.allow_connect:
         values["allowConnect"] = True
+    if message.HasField("override_stream_error_on_invalid_http_message"):
+        values["streamErrorOnInvalidHttpMessage"] = \
+            message.override_stream_error_on_invalid_http_message.value
     if message.HasField("connection_keepalive"):
         keepalive = message.connection_keepalive
         kpath = path + ".connection_keepalive"

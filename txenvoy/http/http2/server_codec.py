@@ -22,8 +22,13 @@ What Envoy does and this codec copies:
  - a protocol error (including headers HTTP/2 forbids, such as
    C{connection} or upper-case names) ends the connection with a GOAWAY
    carrying Envoy's error code; a stream reset either way counts
-   C{http2.rx_reset} / C{http2.tx_reset};
- - the flood protections with their counters (C{http2.outbound_flood},
+   C{http2.rx_reset} / C{http2.tx_reset}; with
+   C{override_stream_error_on_invalid_http_message} a forbidden request
+   head (or trailers) resets only its stream (RST_STREAM PROTOCOL_ERROR,
+   C{http2.rx_messaging_error}) and the connection goes on;
+ - the flood protections with their counters (an inbound flood closes
+   the connection without a word, after the delayed close, as Envoy 1.40;
+   an outbound one at once, with GOAWAY ENHANCE_YOUR_CALM: C{http2.outbound_flood},
    C{http2.outbound_control_flood}, C{http2.inbound_empty_frames_flood},
    C{http2.inbound_priority_frames_flood},
    C{http2.inbound_window_update_frames_flood});
@@ -52,6 +57,7 @@ from h2.events import (
 )
 from h2.exceptions import H2Error, ProtocolError
 from h2.settings import SettingCodes
+from h2.utilities import HeaderValidationFlags, validate_headers
 from hpack import HPACKError
 from hyperframe.frame import GoAwayFrame, SettingsFrame
 from zope.interface import implementer
@@ -73,6 +79,11 @@ _CONNECTION_SPECIFIC = frozenset([b"connection", b"keep-alive", b"proxy-connecti
                                   b"transfer-encoding", b"upgrade"])
 
 _MAX_STREAM_ID = 2147483647
+
+_REQUEST_HEAD = HeaderValidationFlags(is_client=False, is_trailer=False,
+                                      is_response_header=False, is_push_promise=False)
+_TRAILERS = HeaderValidationFlags(is_client=False, is_trailer=True,
+                                  is_response_header=False, is_push_promise=False)
 
 
 def isHttp2Preface(data):
@@ -284,8 +295,11 @@ class Http2ServerCodec(CountedReadDisable):
         self._lastGoAwayId = None
         self._pingCall = None
         self._pingTimeoutCall = None
+        # Stream errors: the heads are checked here, stream by stream, as
+        # h2's own check would end the whole connection.
+        self._streamErrors = options.streamErrorOnInvalidHttpMessage
         config = H2Configuration(client_side=False, header_encoding=None,
-                                 validate_inbound_headers=True,
+                                 validate_inbound_headers=not self._streamErrors,
                                  normalize_inbound_headers=False,
                                  validate_outbound_headers=False,
                                  normalize_outbound_headers=False)
@@ -431,6 +445,9 @@ class Http2ServerCodec(CountedReadDisable):
             # Past the final GOAWAY: refused, never seen.
             self._conn.reset_stream(streamId, ErrorCodes.REFUSED_STREAM)
             return
+        if self._streamErrors and not self._validHead(event.headers, _REQUEST_HEAD):
+            self._messagingStreamError(streamId)
+            return
         headers = []
         method = path = authority = scheme = protocol = None
         size = 0
@@ -456,10 +473,11 @@ class Http2ServerCodec(CountedReadDisable):
                 continue
             headers.append((name, value))
         if count > self._maxHeadersCount or size > self._maxHeaderBytes:
-            # Envoy: the stream is reset, counted as a header overflow.
+            # Envoy: the stream is reset (INTERNAL_ERROR, its codec's
+            # answer to a failed header callback), counted as a header overflow.
             if self._stats is not None:
                 self._stats.header_overflow.inc()
-            self._conn.reset_stream(streamId, ErrorCodes.PROTOCOL_ERROR)
+            self._conn.reset_stream(streamId, ErrorCodes.INTERNAL_ERROR)
             if self._stats is not None:
                 self._stats.tx_reset.inc()
             return
@@ -509,6 +527,11 @@ class Http2ServerCodec(CountedReadDisable):
         encoder = self._streams.get(event.stream_id)
         if encoder is None or encoder.closed:
             return
+        if self._streamErrors and not self._validHead(event.headers, _TRAILERS):
+            self._messagingStreamError(event.stream_id)
+            self._streams.pop(event.stream_id, None)
+            self._closeStream(encoder, notify=True)
+            return
         if self._stats is not None:
             self._stats.trailers.inc()
         encoder.remoteComplete = True
@@ -516,6 +539,26 @@ class Http2ServerCodec(CountedReadDisable):
             [(n, v) for n, v in event.headers if n[:1] != b":"])
         encoder.decoder.decodeTrailers(trailers)
         self._maybeDone(encoder)
+
+    def _validHead(self, headers, flags):
+        """Whether h2's rules for a received head accept C{headers}."""
+        try:
+            for _ in validate_headers(headers, flags):
+                pass
+        except ProtocolError:
+            return False
+        return True
+
+    def _messagingStreamError(self, streamId):
+        """Envoy's stream error for a forbidden head: RST_STREAM PROTOCOL_ERROR."""
+        if self._stats is not None:
+            self._stats.rx_messaging_error.inc()
+            self._stats.tx_reset.inc()
+        try:
+            self._conn.reset_stream(streamId, ErrorCodes.PROTOCOL_ERROR)
+        except H2Error:
+            pass
+        self._countControlFrame()
 
     def _onRemoteReset(self, event):
         if self._stats is not None:
@@ -791,6 +834,16 @@ class Http2ServerCodec(CountedReadDisable):
     def _floodError(self, stat):
         if self._stats is not None:
             getattr(self._stats, stat).inc()
+        if stat.startswith("inbound"):
+            # Envoy 1.40 answers an inbound flood as a forbidden head:
+            # nothing more is written (no GOAWAY), and the connection
+            # closes after the delayed close timeout.
+            self._conn.data_to_send()
+            self._closed = True
+            self._cancelKeepalive()
+            self._resetAll()
+            self._callbacks.onCodecError(None, "http2.%s" % (stat,))
+            return
         try:
             self._conn.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
         except H2Error:

@@ -1,0 +1,205 @@
+"""
+HTTP/2 limits and stream errors side by side with Envoy 1.40 (one
+txenvoy and one Envoy for the module): a forbidden request head with
+C{override_stream_error_on_invalid_http_message} resets only its stream,
+too many request headers (C{http2.header_overflow}), and the flood
+protections (C{http2.inbound_empty_frames_flood},
+C{http2.inbound_priority_frames_flood}), compared frame by frame and
+counter by counter.
+"""
+
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from hyperframe.frame import DataFrame, Frame, PriorityFrame, SettingsFrame
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.e2e.harness import adminStats
+from tests.e2e.test_http import SideBySide
+from txenvoy.http.http2.server_codec import PREFACE
+
+_HEAD = [(b":method", b"GET"), (b":path", b"/direct"), (b":scheme", b"http"),
+         (b":authority", b"a")]
+
+
+def _client():
+    conn = H2Connection(H2Configuration(
+        client_side=True, header_encoding=None, validate_outbound_headers=False,
+        normalize_outbound_headers=False))
+    conn.initiate_connection()
+    return conn
+
+
+def _describe(frame):
+    return (type(frame).__name__, frame.stream_id, getattr(frame, "error_code", None),
+            sorted(frame.flags))
+
+
+def _readFrames(sock, frames, done):
+    """Read frames into C{frames} until C{done(frames)} or a close: whether it closed."""
+    buf = b""
+    try:
+        while not done(frames):
+            chunk = sock.recv(65536)
+            if not chunk:
+                return True
+            buf += chunk
+            while len(buf) >= 9:
+                frame, length = Frame.parse_frame_header(memoryview(buf[:9]))
+                if len(buf) < 9 + length:
+                    break
+                frame.parse_body(memoryview(buf[9:9 + length]))
+                frames.append(_describe(frame))
+                buf = buf[9 + length:]
+    except OSError:
+        return True
+    return False
+
+
+def exchangeFrames(port, data, done, later=None, timeout=5.0):
+    """
+    Send C{data}; read frames until C{done(frames)} holds or the proxy
+    closes; then, with C{later}, send it and read until the close.
+
+    @return: the frames as (type, stream, error code, flags), those after
+        C{later}, and how long the proxy took to close after C{later}.
+    """
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    frames = []
+    after = []
+    elapsed = None
+    try:
+        s.sendall(data)
+        _readFrames(s, frames, done)
+        if later is not None:
+            start = time.monotonic()
+            s.sendall(later)
+            _readFrames(s, after, lambda frames: False)
+            elapsed = time.monotonic() - start
+    finally:
+        s.close()
+    return frames, after, elapsed
+
+
+def _ended(streamId):
+    return lambda frames: any(f[1] == streamId and "END_STREAM" in f[3] for f in frames)
+
+
+def _windowOpened(frames):
+    return any(f[0] == "WindowUpdateFrame" for f in frames)
+
+
+class Http2LimitsTests(SideBySide, SynchronousTestCase):
+    """Envoy 1.40 and txenvoy with the same HTTP/2 limits."""
+
+    hcm = """\
+          common_http_protocol_options: {max_headers_count: 20}
+          http2_protocol_options:
+            override_stream_error_on_invalid_http_message: true
+            max_consecutive_inbound_frames_with_empty_payload: 2
+            max_inbound_priority_frames_per_stream: 3"""
+
+    def both(self, data, done, counters, later=None):
+        """
+        C{data} (then C{later}) to Envoy and txenvoy at once: the same
+        frames, the same changes of C{counters}.
+
+        @return: Envoy's frames, its frames after C{later}, how long it took
+            to close after C{later}, and the counters' changes.
+        """
+        deployments = (self.envoy, self.txenvoy)
+        before = [adminStats(d.adminPort) for d in deployments]
+        with ThreadPoolExecutor(2) as pool:
+            runs = list(pool.map(lambda d: exchangeFrames(d.port, data, done, later),
+                                 deployments))
+        results = []
+        for d, b, (frames, after, elapsed) in zip(deployments, before, runs):
+            stats = adminStats(d.adminPort)
+            results.append((frames, after, elapsed,
+                            {name: stats.get(name, 0) - b.get(name, 0) for name in counters}))
+        self.assertEqual([r[:2] + r[3:] for r in results[1:]],
+                         [r[:2] + r[3:] for r in results[:1]])
+        if later is not None:
+            # Both close after the delayed close timeout (1 s), or both at once.
+            self.assertEqual(results[1][2] > 0.9, results[0][2] > 0.9)
+        return results[0]
+
+    def test_invalidHeadResetsItsStream(self):
+        """
+        override_stream_error_on_invalid_http_message: a request head with
+        a connection-specific header, an upper-case name or a te other than
+        trailers gets RST_STREAM PROTOCOL_ERROR; the next stream on the
+        connection is answered (Envoy's stream error, http2.rx_messaging_error).
+        """
+        for bad in ((b"connection", b"keep-alive"), (b"X-Up", b"1"), (b"te", b"gzip")):
+            client = _client()
+            client.send_headers(1, _HEAD + [bad], end_stream=True)
+            client.send_headers(3, _HEAD, end_stream=True)
+            frames, _, _, deltas = self.both(client.data_to_send(), _ended(3),
+                                             ("http2.rx_messaging_error", "http2.tx_reset"))
+            self.assertIn(("RstStreamFrame", 1, 1, []), frames)
+            self.assertEqual(deltas, {"http2.rx_messaging_error": 1, "http2.tx_reset": 1})
+
+    def test_invalidTrailersResetTheirStream(self):
+        """Trailers with a pseudo-header: that stream reset, the next one served."""
+        client = _client()
+        client.send_headers(1, [(b":method", b"POST"), (b":path", b"/o/echo")] + _HEAD[2:])
+        client.send_data(1, b"x")
+        client.send_headers(1, [(b":path", b"/x")], end_stream=True)
+        client.send_headers(3, _HEAD, end_stream=True)
+        frames, _, _, deltas = self.both(client.data_to_send(), _ended(3),
+                                         ("http2.rx_messaging_error",))
+        self.assertIn(("RstStreamFrame", 1, 1, []), frames)
+
+    def test_headerOverflow(self):
+        """
+        More request headers than max_headers_count: the stream is reset
+        (PROTOCOL_ERROR), counted as http2.header_overflow; the connection stays.
+        """
+        client = _client()
+        client.send_headers(1, _HEAD + [(b"x-h%d" % i, b"v") for i in range(30)],
+                            end_stream=True)
+        client.send_headers(3, _HEAD, end_stream=True)
+        frames, _, _, deltas = self.both(client.data_to_send(), _ended(3),
+                                         ("http2.header_overflow", "http2.tx_reset"))
+        self.assertIn(("RstStreamFrame", 1, 2, []), frames)
+        self.assertEqual(deltas["http2.header_overflow"], 1)
+
+    def test_emptyDataFlood(self):
+        """
+        Empty DATA frames past max_consecutive_inbound_frames_with_empty_payload:
+        Envoy 1.40 writes nothing more (no GOAWAY) and closes after the
+        delayed close timeout (http2.inbound_empty_frames_flood).
+        """
+        client = _client()
+        client.send_headers(1, [(b":method", b"POST"), (b":path", b"/o/echo")] + _HEAD[2:])
+        # Exactly the frame that floods last: a proxy that stops reading
+        # with bytes unread would reset the connection.
+        later = b"".join(DataFrame(1).serialize() for _ in range(3))
+        frames, after, elapsed, deltas = self.both(
+            client.data_to_send(), _windowOpened, ("http2.inbound_empty_frames_flood",), later)
+        self.assertEqual((after, elapsed > 0.9), ([], True))
+        self.assertEqual(deltas["http2.inbound_empty_frames_flood"], 1)
+
+    def test_priorityFlood(self):
+        """
+        PRIORITY frames past max_inbound_priority_frames_per_stream (per
+        stream opened, plus one): nothing more written, a close after the
+        delayed close timeout (http2.inbound_priority_frames_flood).
+        """
+        client = _client()
+        client.send_headers(1, _HEAD, end_stream=True)
+        # The limit is 3 per stream opened, plus one stream: the 7th floods.
+        later = b""
+        for _ in range(7):
+            frame = PriorityFrame(5)
+            frame.depends_on = 0
+            frame.stream_weight = 15
+            later += frame.serialize()
+        frames, after, elapsed, deltas = self.both(
+            client.data_to_send(), _ended(1), ("http2.inbound_priority_frames_flood",), later)
+        self.assertEqual((after, elapsed > 0.9), ([], True))
+        self.assertEqual(deltas["http2.inbound_priority_frames_flood"], 1)
