@@ -70,6 +70,44 @@ class _Recorder:
         self.server.server_close()
 
 
+def protoSpansAsJson(body):
+    """
+    A C{zipkin.proto3.ListOfSpans} body as the Zipkin v2 JSON spans it
+    stands for (ids in hex, kind by name, the endpoint's address dotted),
+    so that both formats compare alike; C{None} when it does not parse.
+    """
+    import socket
+
+    from google.protobuf.message import DecodeError
+
+    from txenvoy.tracing import zipkin_proto
+
+    message = zipkin_proto.ListOfSpans()
+    try:
+        message.ParseFromString(body)
+    except DecodeError:
+        return None
+    kinds = {v: k for k, v in zipkin_proto.KINDS.items()}
+    out = []
+    for span in message.spans:
+        endpoint = {"serviceName": span.local_endpoint.service_name}
+        if span.local_endpoint.ipv4:
+            endpoint["ipv4"] = socket.inet_ntoa(span.local_endpoint.ipv4)
+        if span.local_endpoint.port:
+            endpoint["port"] = span.local_endpoint.port
+        item = {"traceId": span.trace_id.hex(), "id": span.id.hex(), "name": span.name,
+                "kind": kinds.get(span.kind, span.kind), "timestamp": span.timestamp,
+                "duration": span.duration, "localEndpoint": endpoint, "tags": dict(span.tags),
+                "annotations": [{"timestamp": a.timestamp, "value": a.value}
+                                for a in span.annotations]}
+        if span.parent_id:
+            item["parentId"] = span.parent_id.hex()
+        if span.shared:
+            item["shared"] = True
+        out.append(item)
+    return out
+
+
 class ZipkinReceiver(_Recorder):
     """
     Records every report: C{reports} is a list of C{(path, headers, spans)};
@@ -82,10 +120,13 @@ class ZipkinReceiver(_Recorder):
         _Recorder.__init__(self)
 
     def onRequest(self, handler, body):
-        try:
-            spans = json.loads(body)
-        except ValueError:
-            spans = None
+        if handler.headers.get("content-type") == "application/x-protobuf":
+            spans = protoSpansAsJson(body)
+        else:
+            try:
+                spans = json.loads(body)
+            except ValueError:
+                spans = None
         with self._lock:
             self.reports.append((handler.path, dict(handler.headers.items()), spans))
         handler.send_response(self.status)

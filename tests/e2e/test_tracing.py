@@ -32,7 +32,7 @@ _HCM = """\
                 "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
                 collector_cluster: %(collector)s
                 collector_endpoint: "/api/v2/spans"
-                collector_endpoint_version: HTTP_JSON
+                collector_endpoint_version: %(version)s
 %(zipkin)s          route_config:
             virtual_hosts:
             - name: vh
@@ -73,12 +73,19 @@ _EGRESS_ZIPKIN = """\
 
 
 def tracingConfig(ports, zipkinPort, originPort, deadPort):
-    """One proxy's YAML: ingress, egress (OUTBOUND) and dead-collector listeners."""
+    """
+    One proxy's YAML: ingress, egress (OUTBOUND), HTTP_PROTO and
+    dead-collector listeners.
+    """
+    json = "HTTP_JSON"
     ingress = _HCM % dict(prefix="ingress", tracing=_INGRESS_TRACING, collector="zipkin",
-                          zipkin="")
+                          zipkin="", version=json)
     egress = _HCM % dict(prefix="egress", tracing=_EGRESS_TRACING, collector="zipkin",
-                         zipkin=_EGRESS_ZIPKIN)
-    dead = _HCM % dict(prefix="dead", tracing="", collector="deadzipkin", zipkin="")
+                         zipkin=_EGRESS_ZIPKIN, version=json)
+    dead = _HCM % dict(prefix="dead", tracing="", collector="deadzipkin", zipkin="",
+                       version=json)
+    proto = _HCM % dict(prefix="proto", tracing=_EGRESS_TRACING, collector="zipkin",
+                        zipkin=_EGRESS_ZIPKIN, version="HTTP_PROTO")
     return ("node: {id: node1, cluster: svc1, locality: {zone: z1}}\n"
             "stats_config:\n"
             "  stats_matcher:\n"
@@ -95,6 +102,7 @@ def tracingConfig(ports, zipkinPort, originPort, deadPort):
             + listenerYaml("ingress", ports["ingress"], ingress)
             + listenerYaml("egress", ports["egress"], egress, "    traffic_direction: OUTBOUND\n")
             + listenerYaml("dead", ports["dead"], dead)
+            + listenerYaml("proto", ports["proto"], proto)
             + "  clusters:\n"
             + clusterYaml("origin", originPort) + clusterYaml("zipkin", zipkinPort)
             + clusterYaml("deadzipkin", deadPort))
@@ -120,6 +128,9 @@ CASES = [
     ("egress-multi", "egress", "/e",
      {"x-b3-traceid": IN_TRACE, "x-b3-spanid": IN_SPAN, "x-b3-sampled": "1"}, 2),
     ("egress-root", "egress", "/deco", {}, 2),
+    ("proto-root", "proto", "/pr", {}, 2),
+    ("proto-multi", "proto", "/deco",
+     {"x-b3-traceid": IN_TRACE, "x-b3-spanid": IN_SPAN, "x-b3-sampled": "1"}, 2),
 ]
 
 
@@ -189,7 +200,8 @@ class TracingComparisonTests(ComparisonFixture, SharedFixture, SynchronousTestCa
 
     @classmethod
     def makeProxy(cls, real):
-        return TracingProxy(real, ZipkinReceiver(), tracingConfig)
+        return TracingProxy(real, ZipkinReceiver(), tracingConfig,
+                            listeners=("ingress", "egress", "proto"))
 
     def test_reportsAsEnvoySendsThem(self):
         """

@@ -48,19 +48,19 @@ class TracingProxy:
     One proxy (real Envoy or txenvoy), its receiver and its origin.
 
     @param makeConfig: C{makeConfig(ports, receiverPort, originPort,
-        deadPort)}, the YAML; C{ports} has C{admin}, C{ingress}, C{egress}
-        and C{dead}.
+        deadPort)}, the YAML; C{ports} has C{admin}, C{dead} and each of
+        C{listeners}.
     """
 
-    def __init__(self, real, receiver, makeConfig):
+    def __init__(self, real, receiver, makeConfig, listeners=("ingress", "egress")):
         self.receiver = receiver
         self.origin = RecordingOrigin()
         self.deadPort = closedPort()
-        self.ports = {k: freePort() for k in ("admin", "ingress", "egress", "dead")}
+        self.ports = {k: freePort() for k in ("admin", "dead") + tuple(listeners)}
         config = makeConfig(self.ports, receiver.port, self.origin.port, self.deadPort)
         try:
             self.proc = startProxy(real, config, self.ports["dead"], self.ports["admin"])
-            for name in ("ingress", "egress"):
+            for name in listeners:
                 self.proc.waitPort(self.ports[name])
         except BaseException:
             self.receiver.stop()

@@ -264,9 +264,9 @@ class ConfigTests(SynchronousTestCase):
         self.assertIn("SkyWalkingConfig", str(e))
 
     def test_unsupportedZipkinField(self):
-        """HTTP_PROTO is refused naming the field."""
+        """The GRPC collector endpoint is refused naming the field."""
         provider = {"name": "envoy.tracers.zipkin", "typed_config": dict(
-            ZIPKIN["typed_config"], collector_endpoint_version="HTTP_PROTO")}
+            ZIPKIN["typed_config"], collector_endpoint_version="GRPC")}
         e = self.assertRaises(ConfigError, Harness, self,
                               hcm={"tracing": {"provider": provider}})
         self.assertIn("tracing.provider.typed_config.collector_endpoint_version", str(e))

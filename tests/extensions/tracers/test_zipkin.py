@@ -92,6 +92,32 @@ class ZipkinDriverTests(SynchronousTestCase):
             "annotations": [{"timestamp": 10250000, "value": "ss"}]})
         self.assertEqual(driver.reporters.get(self.dispatcher).spans, [span])
 
+    def test_proto(self):
+        """
+        HTTP_PROTO: a zipkin.proto3.ListOfSpans as Envoy 1.40 writes it, the
+        trace id big-endian and the span and parent ids in host
+        (little-endian) byte order.
+        """
+        from txenvoy.tracing import zipkin_proto
+
+        driver = self.driver(proto=True)
+        span = self.start(driver, request(
+            ("x-b3-traceid", "0000000000000001"), ("x-b3-spanid", "0000000000000002")),
+            egress=True)
+        span.setTag("component", "proxy")
+        span.finishSpan(10.25)
+        message = zipkin_proto.ListOfSpans()
+        message.ParseFromString(driver.encodeProto([span]))
+        [out] = message.spans
+        self.assertEqual((out.trace_id.hex(), out.parent_id.hex(), out.id,
+                          out.kind, out.name, out.timestamp, out.duration, out.shared),
+                         ("0000000000000001", "0200000000000000",
+                          span.spanId.to_bytes(8, "little"), 1, "h", 10000000, 250000, False))
+        self.assertEqual((out.local_endpoint.service_name, out.local_endpoint.ipv4),
+                         ("svc", bytes([10, 0, 0, 1])))
+        self.assertEqual((dict(out.tags), [(a.timestamp, a.value) for a in out.annotations]),
+                         ({"component": "proxy"}, [(10250000, "cr")]))
+
     def test_unsampledNotReported(self):
         """An unsampled span finishes without reaching the reporter."""
         driver = self.driver()

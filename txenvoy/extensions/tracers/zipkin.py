@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.extensions.tracers.test_zipkin -*-
 """
 C{envoy.tracers.zipkin}: spans as Envoy's Zipkin tracer makes them, sent
-as Zipkin v2 JSON (C{HTTP_JSON}) to C{collector_endpoint} on
-C{collector_cluster}.
+as Zipkin v2 JSON (C{HTTP_JSON}) or as protobuf C{zipkin.proto3.ListOfSpans}
+(C{HTTP_PROTO}) to C{collector_endpoint} on C{collector_cluster}.
 
 The connection manager's span is SERVER (CLIENT on an C{OUTBOUND}
 listener). With C{shared_span_context} (the default) a SERVER span keeps
@@ -16,6 +16,7 @@ counts Envoy's C{tracing.zipkin.*} stats.
 
 import json
 import random
+import socket
 
 from zope.interface import implementer
 
@@ -25,7 +26,7 @@ from txenvoy.http.conn_manager import machineAddress
 from txenvoy.http.filter_config import snapshotSource
 from txenvoy.interfaces import ISpan, ITracerDriver
 from txenvoy.stats.per_worker import PerWorker, StatsStruct
-from txenvoy.tracing import b3
+from txenvoy.tracing import b3, zipkin_proto
 from txenvoy.tracing.reporter import BatchReporter, HttpCollector, checkCollectorCluster
 from txenvoy.tracing.span import ReportedSpan
 
@@ -37,7 +38,7 @@ ZIPKIN_STATS = ("spans_sent", "reports_sent", "reports_dropped", "reports_failed
 _FIELDS = ("collector_cluster", "collector_endpoint", "trace_id_128bit", "shared_span_context",
            "collector_endpoint_version", "collector_hostname", "split_spans_for_request",
            "trace_context_option")
-_HTTP_JSON = 1
+_HTTP_JSON, _HTTP_PROTO = 1, 2
 
 _rng = random.SystemRandom()
 
@@ -102,6 +103,33 @@ class ZipkinSpan(ReportedSpan):
             out["shared"] = True
         return out
 
+    def fill(self, message, localEndpoint):
+        """
+        Write this span into a C{zipkin.proto3.Span} as Envoy 1.40 does:
+        the trace id big-endian, but the span and parent ids in the host's
+        byte order (little-endian), so that a collector shows them
+        byte-reversed against the B3 headers; txenvoy's reports join with
+        Envoy's that way.
+        """
+        message.trace_id = (self.traceIdHigh.to_bytes(8, "big") if self.traceIdHigh else b""
+                            ) + self.traceId.to_bytes(8, "big")
+        if self.parentId is not None:
+            message.parent_id = self.parentId.to_bytes(8, "little")
+        message.id = self.spanId.to_bytes(8, "little")
+        message.kind = zipkin_proto.KINDS[self.kind]
+        message.name = self.name
+        message.timestamp = _micros(self.timestamp)
+        message.duration = _micros(max(0.0, self.end - self.timestamp))
+        message.local_endpoint.CopyFrom(localEndpoint)
+        for timestamp, value in sorted(self.events, key=lambda a: a[0]):
+            annotation = message.annotations.add()
+            annotation.timestamp = _micros(timestamp)
+            annotation.value = value
+        for name, value in self.tags.items():
+            message.tags[name] = value
+        if self.shared:
+            message.shared = True
+
 
 @implementer(ITracerDriver)
 class ZipkinDriver:
@@ -112,26 +140,36 @@ class ZipkinDriver:
 
     def __init__(self, collectorCluster, collectorEndpoint, snapshot, traceId128=False,
                  sharedSpanContext=True, collectorHostname="", serviceName="",
-                 localAddress=None):
+                 localAddress=None, proto=False):
         self.collectorCluster = collectorCluster
         self.collectorEndpoint = collectorEndpoint
         self.traceId128 = traceId128
         self.sharedSpanContext = sharedSpanContext
         self.collectorHostname = collectorHostname
         self._snapshot = snapshot
-        endpoint = {"ipv4": localAddress or machineAddress(), "port": 0}
+        address = localAddress or machineAddress()
+        endpoint = {"ipv4": address, "port": 0}
         if serviceName:
             endpoint["serviceName"] = serviceName
         self.localEndpoint = endpoint
+        self.proto = proto
+        if proto:
+            self.protoEndpoint = zipkin_proto.Endpoint(service_name=serviceName)
+            if ":" in address:
+                self.protoEndpoint.ipv6 = socket.inet_pton(socket.AF_INET6, address)
+            else:
+                self.protoEndpoint.ipv4 = socket.inet_aton(address)
         self.reporters = PerWorker(self._makeReporter)
 
     def _makeReporter(self, dispatcher):
         snapshot = self._snapshot()
         stats = StatsStruct(dispatcher.stats, "tracing.zipkin.", ZIPKIN_STATS)
-        collector = HttpCollector(dispatcher, self.collectorCluster, self.collectorEndpoint,
-                                  b"application/json", self.collectorHostname)
+        collector = HttpCollector(
+            dispatcher, self.collectorCluster, self.collectorEndpoint,
+            b"application/x-protobuf" if self.proto else b"application/json",
+            self.collectorHostname)
         return BatchReporter(
-            dispatcher.reactor, collector, self.encode, stats,
+            dispatcher.reactor, collector, self.encodeProto if self.proto else self.encode, stats,
             flushInterval=snapshot.getInteger("tracing.zipkin.flush_interval_ms", 5000) / 1000.0,
             minFlushSpans=max(1, snapshot.getInteger("tracing.zipkin.min_flush_spans", 5)))
 
@@ -140,6 +178,14 @@ class ZipkinDriver:
         endpoint = self.localEndpoint
         return json.dumps([s.toJson(endpoint) for s in spans],
                           separators=(",", ":")).encode("utf-8")
+
+    def encodeProto(self, spans):
+        """A report body: a serialized C{zipkin.proto3.ListOfSpans}."""
+        endpoint = self.protoEndpoint
+        message = zipkin_proto.ListOfSpans()
+        for span in spans:
+            span.fill(message.spans.add(), endpoint)
+        return message.SerializeToString()
 
     def startSpan(self, dispatcher, requestHeaders, streamInfo, operationName, traced, egress,
                   timestamp):
@@ -177,8 +223,9 @@ class ZipkinDriver:
 def createZipkinDriver(message, context):
     """Build a L{ZipkinDriver} from an C{envoy.config.trace.v3.ZipkinConfig}."""
     path = context.path + ".typed_config"
-    if message.collector_endpoint_version not in (0, _HTTP_JSON):
-        raise UnsupportedField(path + ".collector_endpoint_version", "only HTTP_JSON")
+    if message.collector_endpoint_version not in (0, _HTTP_JSON, _HTTP_PROTO):
+        raise UnsupportedField(path + ".collector_endpoint_version",
+                               "only HTTP_JSON and HTTP_PROTO")
     if message.trace_context_option != 0:
         raise UnsupportedField(path + ".trace_context_option", "only USE_B3")
     if not message.collector_cluster:
@@ -194,4 +241,5 @@ def createZipkinDriver(message, context):
     return ZipkinDriver(message.collector_cluster, message.collector_endpoint,
                         snapshotSource(context), traceId128=message.trace_id_128bit,
                         sharedSpanContext=shared, collectorHostname=message.collector_hostname,
-                        serviceName=serviceName)
+                        serviceName=serviceName,
+                        proto=message.collector_endpoint_version == _HTTP_PROTO)
