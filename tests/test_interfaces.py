@@ -129,6 +129,15 @@ static_resources:
             - name: all
               domains: ["*"]
               routes:
+              - match: {prefix: "/lua"}
+                route:
+                  inline_cluster_specifier_plugin:
+                    extension:
+                      name: envoy.router.cluster_specifier_plugin.lua
+                      typed_config:
+                        "@type": type.googleapis.com/envoy.extensions.router.cluster_specifiers.lua.v3.LuaConfig
+                        source_code: {inline_string: "function envoy_on_route(h) return 'x' end"}
+                        default_cluster: x
               - match: {prefix: "/"}
                 direct_response: {status: 200}
           http_filters:

@@ -170,6 +170,22 @@ class IDecompressorFactory(Interface):
         """
 
 
+class IClusterSpecifierPlugin(Interface):
+    """
+    What picks a route's cluster per request (Envoy's
+    C{Router::ClusterSpecifierPlugin}, the C{envoy.router.cluster_specifier_plugin.*}
+    extensions of C{inline_cluster_specifier_plugin} and
+    C{cluster_specifier_plugins}).
+    """
+
+    def clusterName(headers):
+        """
+        @param headers: the request's headers, a
+            L{txenvoy.http.headers.HeaderMap} (without the pseudo-headers).
+        @return: the cluster name (C{str}), or C{None} for none.
+        """
+
+
 class IStreamFilterBase(Interface):
     """What every HTTP filter has (Envoy's C{StreamFilterBase})."""
 

@@ -166,6 +166,15 @@ function envoy_on_response(h)
 end
 """
 
+ROUTE = r"""
+function envoy_on_route(route_handle)
+  local want = route_handle:headers():get("x-cs")
+  if want == "err" then error("no route") end
+  if want == "number" then return 7 end
+  return want
+end
+"""
+
 OTHER = r"""
 function envoy_on_request(h) h:headers():add("x-other", "yes") end
 """
@@ -226,8 +235,26 @@ static_resources:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute
                     name: main
                     filter_context: { who: ctx }
+              - match: { prefix: "/cs" }
+                route:
+                  inline_cluster_specifier_plugin:
+                    extension:
+                      name: envoy.router.cluster_specifier_plugin.lua
+                      typed_config:
+                        "@type": type.googleapis.com/envoy.extensions.router.cluster_specifiers.lua.v3.LuaConfig
+                        source_code: { inline_string: %(route)s }
+                        default_cluster: origin
+              - match: { prefix: "/named-cs" }
+                route: { cluster_specifier_plugin: by-header }
               - match: { prefix: "/" }
                 route: { cluster: origin }
+            cluster_specifier_plugins:
+            - extension:
+                name: by-header
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.router.cluster_specifiers.lua.v3.LuaConfig
+                  source_code: { inline_string: %(route)s }
+                  default_cluster: side
           http_filters:
           - name: envoy.filters.http.lua
             typed_config:
@@ -330,6 +357,13 @@ CASES = [
     _request("/plain", "x-reply-x-rewrite: 1"),
     _request("/plain", "x-reply-x-respond: 1"),
     _request("/plain", "x-reply-x-trailers: 1"),
+    _request("/cs"),
+    _request("/cs", "x-cs: side"),
+    _request("/cs", "x-cs: err"),
+    _request("/cs", "x-cs: number"),
+    _request("/cs", "x-cs: nosuch"),
+    _request("/named-cs"),
+    _request("/named-cs", "x-cs: origin"),
 ]
 
 
@@ -364,7 +398,7 @@ class _Deployment:
         self.admin, self.port = freePort(), freePort()
         config = CONFIG % dict(admin=self.admin, main=self.port, origin=origin, down=down,
                                side=self.side.server_address[1], script=json.dumps(SCRIPT),
-                               other=json.dumps(OTHER))
+                               other=json.dumps(OTHER), route=json.dumps(ROUTE))
         try:
             self.proxy = startProxy(real, config, self.port, self.admin)
         except BaseException:

@@ -46,6 +46,7 @@ class Category:
     BOOTSTRAP = "envoy.bootstrap"
     COMPRESSOR = "envoy.compression.compressor"
     DECOMPRESSOR = "envoy.compression.decompressor"
+    CLUSTER_SPECIFIER = "envoy.router.cluster_specifier_plugin"
     OTHER = "other"
 
 
@@ -64,6 +65,7 @@ CATEGORY_INTERFACES = {
     Category.CLUSTER: interfaces.ICluster,
     Category.COMPRESSOR: interfaces.ICompressorFactory,
     Category.DECOMPRESSOR: interfaces.IDecompressorFactory,
+    Category.CLUSTER_SPECIFIER: interfaces.IClusterSpecifierPlugin,
 }
 
 _factories = {}

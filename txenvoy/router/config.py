@@ -39,6 +39,8 @@ import bisect
 import os
 import random
 
+from txenvoy.config import registry
+from txenvoy.config.context import FactoryContext
 from txenvoy.config.datasource import readDataSource
 from txenvoy.config.errors import FAILED, ConfigError, UnsupportedField, attempt
 from txenvoy.config.fields import checkFields, wholeMilliseconds
@@ -101,7 +103,7 @@ _DENOMINATORS = {0: 100, 1: 10000, 2: 1000000}
 # be irrelevant without the feature that reads them, such as tracing). Any
 # other field that is set is rejected as unsupported rather than ignored.
 _ROUTE_CONFIG_FIELDS = frozenset((
-    "name", "virtual_hosts", "internal_only_headers", "response_headers_to_add",
+    "name", "virtual_hosts", "cluster_specifier_plugins", "internal_only_headers", "response_headers_to_add",
     "response_headers_to_remove", "request_headers_to_add", "request_headers_to_remove",
     "most_specific_header_mutations_wins", "validate_clusters",
     "max_direct_response_body_size_bytes", "ignore_port_in_host_matching",
@@ -132,7 +134,8 @@ _ACTION_FIELDS = frozenset((
     "idle_timeout", "flush_timeout", "retry_policy", "priority", "hash_policy", "cors",
     "max_grpc_timeout", "grpc_timeout_offset", "upgrade_configs", "max_stream_duration",
     "include_vh_rate_limits", "max_internal_redirects", "metadata_match",
-    "request_mirror_policies", "rate_limits",
+    "request_mirror_policies", "rate_limits", "cluster_specifier_plugin",
+    "inline_cluster_specifier_plugin",
 ))
 _WEIGHTED_FIELDS = frozenset(("clusters", "total_weight", "runtime_key_prefix", "header_name"))
 _CLUSTER_WEIGHT_FIELDS = frozenset((
@@ -451,6 +454,9 @@ class RouteEntry(_Frozen):
     @ivar clusterHeader: lower-case header name for C{cluster_header}, or
         C{None}.
     @ivar weightedClusters: a tuple of L{WeightedCluster}, or C{None}.
+    @ivar clusterSpecifier: the L{txenvoy.interfaces.IClusterSpecifierPlugin}
+        of C{inline_cluster_specifier_plugin} / C{cluster_specifier_plugin},
+        or C{None}.
     @ivar totalWeight: the sum of the weights (C{total_weight} is ignored,
         as in Envoy 1.40).
     @ivar clusterNotFoundResponseCode: 503 (default), 404 or 500.
@@ -485,6 +491,7 @@ class RouteEntry(_Frozen):
 
     __slots__ = (
         "name", "virtualHost", "pathSpecifier", "caseSensitive", "cluster", "clusterHeader",
+        "clusterSpecifier",
         "weightedClusters", "totalWeight", "clusterNotFoundResponseCode", "timeout",
         "idleTimeout", "flushTimeout", "maxStreamDuration", "grpcTimeoutHeaderMax",
         "grpcTimeoutHeaderOffset", "maxGrpcTimeout", "grpcTimeoutOffset", "retryPolicy",
@@ -513,6 +520,8 @@ class RouteEntry(_Frozen):
             return self.cluster
         if self.clusterHeader is not None:
             return _headerClusterName(headers, self.clusterHeader)
+        if self.clusterSpecifier is not None:
+            return self.clusterSpecifier.clusterName(headers)
         if self.weightedClusters is not None:
             return self._pickWeighted(headers).clusterName(headers)
         return None
@@ -640,7 +649,7 @@ def _entryDefaults(name, vhost):
         pathSpecifier=("prefix", ""),
         caseSensitive=True,
         cluster=None, clusterHeader=None, weightedClusters=None, totalWeight=0,
-        clusterNotFoundResponseCode=503,
+        clusterSpecifier=None, clusterNotFoundResponseCode=503,
         timeout=0.0, idleTimeout=None, flushTimeout=None, maxStreamDuration=None,
         grpcTimeoutHeaderMax=None, grpcTimeoutHeaderOffset=None, maxGrpcTimeout=None,
         grpcTimeoutOffset=None,
@@ -984,6 +993,8 @@ def _dynamicMatch(entry, vhost, headers):
         if weighted.routeMatch is not None:
             return weighted.routeMatch
         return RouteMatch(entry, vhost, weighted.clusterName(headers), weighted)
+    if entry.clusterSpecifier is not None:
+        return RouteMatch(entry, vhost, entry.clusterSpecifier.clusterName(headers))
     return RouteMatch(entry, vhost, _headerClusterName(headers, entry.clusterHeader))
 
 
@@ -1066,6 +1077,11 @@ class _Compiler:
         table.ignorePortInHostMatching = config.ignore_port_in_host_matching
         table.ignorePathParametersInPathMatching = config.ignore_path_parameters_in_path_matching
         table.perFilterConfig = dict(config.typed_per_filter_config)
+        self.clusterSpecifiers = {}
+        for i, plugin in enumerate(config.cluster_specifier_plugins):
+            where = "%s.cluster_specifier_plugins[%d]" % (path, i)
+            self.clusterSpecifiers[plugin.extension.name] = self.compileClusterSpecifier(
+                plugin, where)
         self.table = table
         vhosts = []
         exact = {}
@@ -1288,6 +1304,16 @@ class _Compiler:
                match.HasField("grpc"))
         return row, matchedSize, specifier, caseSensitive
 
+    def compileClusterSpecifier(self, plugin, path):
+        """
+        Build a C{ClusterSpecifierPlugin}'s extension (an
+        L{IClusterSpecifierPlugin}).
+        """
+        checkFields(plugin, ("extension",), path)
+        return registry.createExtension(registry.Category.CLUSTER_SPECIFIER, plugin.extension,
+                                        FactoryContext(None, None, path=path),
+                                        path + ".extension")
+
     def checkCluster(self, name, path, label="cluster"):
         if self.knownClusters is not None and name not in self.knownClusters:
             raise ConfigError("route: unknown %s '%s' @ %s" % (label, name, path))
@@ -1305,6 +1331,15 @@ class _Compiler:
         elif which == "weighted_clusters":
             self.compileWeighted(action.weighted_clusters, attributes, requestChain,
                                  responseChain, path + ".weighted_clusters")
+        elif which == "inline_cluster_specifier_plugin":
+            attributes["clusterSpecifier"] = self.compileClusterSpecifier(
+                action.inline_cluster_specifier_plugin, path + ".inline_cluster_specifier_plugin")
+        elif which == "cluster_specifier_plugin":
+            plugin = self.clusterSpecifiers.get(action.cluster_specifier_plugin)
+            if plugin is None:
+                raise ConfigError("Unknown cluster specifier plugin name: %s is used in the "
+                                  "route @ %s" % (action.cluster_specifier_plugin, path))
+            attributes["clusterSpecifier"] = plugin
         elif which is None:
             raise ConfigError("Invalid route config: one of cluster, cluster_header or "
                               "weighted_clusters is required @ %s" % (path,))

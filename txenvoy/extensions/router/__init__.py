@@ -1,0 +1,1 @@
+"""Router extensions (Envoy's C{extensions/router})."""

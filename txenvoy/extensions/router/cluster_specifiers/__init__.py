@@ -1,0 +1,1 @@
+"""Cluster specifier plugins: what picks a route's cluster per request."""
