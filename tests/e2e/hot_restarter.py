@@ -10,6 +10,13 @@ SIGINT sends SIGTERM to every child, waits up to 30 s for them, kills those
 left and exits; SIGUSR1 is passed to every child. A child that exits 0 is
 forgotten; one that exits otherwise or is killed by a signal makes it kill
 every child and exit 1. It exits when it has no child left.
+
+Compared line by line with Envoy's script (envoyproxy/envoy
+C{restarter/hot-restarter.py}, commit 0d2acde2e8d7): the same signals,
+environment, exec of the start script, waits and exit codes, and the same
+log messages the tests read. Envoy's own script, run in place of this one,
+drives C{test_hot_restart.HotRestartTests.test_twoRestartsUnderLoad}
+unchanged.
 """
 
 import logging

@@ -117,8 +117,9 @@ class _SpliceEnd:
     @ivar inbound: the L{_Direction} writing to this socket.
     """
 
-    reading = False
-    writing = False
+    # One per socket of every spliced connection, idle ones included.
+    __slots__ = ("pump", "transport", "socket", "fd", "outbound", "inbound", "reading",
+                 "writing")
 
     def __init__(self, pump, transport):
         self.pump = pump
@@ -126,6 +127,7 @@ class _SpliceEnd:
         self.socket = transport.getHandle()
         self.fd = self.socket.fileno()
         self.outbound = self.inbound = None
+        self.reading = self.writing = False
 
     def fileno(self):
         # Live, so that a socket closed behind our back reads as -1 and the
@@ -194,8 +196,8 @@ class SplicePump:
     @ivar running: whether the pump owns the sockets.
     """
 
-    running = False
-    stopped = False
+    __slots__ = ("reactor", "callbacks", "_pipeSize", "_down", "_up", "_toUpstream",
+                 "_toDownstream", "_waiters", "_capacity", "running", "stopped")
 
     def __init__(self, reactor, downstream, upstream, callbacks, bufferLimit=None):
         """
@@ -206,6 +208,7 @@ class SplicePump:
         """
         self.reactor = reactor
         self.callbacks = callbacks
+        self.running = self.stopped = False
         self._pipeSize = min(PIPE_SIZE, bufferLimit) if bufferLimit else PIPE_SIZE
         self._down = _SpliceEnd(self, downstream)
         self._up = _SpliceEnd(self, upstream)

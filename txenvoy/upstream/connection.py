@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txenvoy.network.pipe import PipeAddress
+from txenvoy.network.read_loop import readUntilDrained
 from txenvoy.network.user_space import InternalAddress, connectPair
 from txenvoy.server.logging import componentLogger, connTag
 
@@ -308,6 +309,7 @@ class UpstreamConnection(Protocol):
         # high watermark; Twisted resumes it once the buffer drains).
         transport.bufferSize = info.perConnectionBufferLimitBytes
         _setSocketOptions(transport, info.tcpKeepalive)
+        readUntilDrained(transport)
 
         rx = stats.upstream_cx_rx_bytes_total
         rx.used = True
@@ -469,6 +471,10 @@ class UpstreamConnection(Protocol):
         self._pendingWrites = []
         self._stopConnecting(self._connector)
         self._destroyed(True, False)
+
+    def readingWanted(self):
+        """Whether bytes from the host are wanted now (L{txenvoy.network.read_loop})."""
+        return not self._readPaused and self._state == _CONNECTED
 
     def pauseReading(self):
         """Stop reading from the host (downstream is backed up)."""

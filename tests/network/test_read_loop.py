@@ -1,0 +1,105 @@
+"""
+Tests for L{txenvoy.network.read_loop}: a read that fills the buffer is
+followed by another in the same readiness event, as Envoy's raw buffer
+socket reads until drained.
+"""
+
+import socket
+
+from twisted.internet import main, tcp
+from twisted.trial.unittest import SynchronousTestCase
+
+from txenvoy.network import read_loop
+from txenvoy.network.read_loop import MAX_READS_PER_EVENT, readUntilDrained
+
+
+class _Protocol:
+    def __init__(self, wantAfter=None):
+        self.received = []
+        self.wantAfter = wantAfter
+
+    def dataReceived(self, data):
+        self.received.append(data)
+
+    def readingWanted(self):
+        return self.wantAfter is None or len(self.received) < self.wantAfter
+
+
+class _Transport(read_loop._DrainingRead):
+    """What C{doRead} uses of a TCP transport, on one end of a socket pair."""
+
+    disconnecting = False
+    connected = True
+
+    def __init__(self, sock, protocol, bufferSize):
+        self.socket = sock
+        self.protocol = protocol
+        self.bufferSize = bufferSize
+
+
+class DrainingReadTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.ours, self.theirs = socket.socketpair()
+        self.ours.setblocking(False)
+        self.addCleanup(self.ours.close)
+        self.addCleanup(self.theirs.close)
+
+    def test_tailInSameEvent(self):
+        """
+        A response a little longer than the buffer is read whole in one
+        event (Twisted's own read would leave the tail for the next turn).
+        """
+        self.theirs.sendall(b"x" * 8 + b"tail")
+        protocol = _Protocol()
+        self.assertIsNone(_Transport(self.ours, protocol, 8).doRead())
+        self.assertEqual(protocol.received, [b"x" * 8, b"tail"])
+
+    def test_shortReadStops(self):
+        """A read that does not fill the buffer ends the event's reads."""
+        self.theirs.sendall(b"abc")
+        protocol = _Protocol()
+        transport = _Transport(self.ours, protocol, 8)
+        self.assertIsNone(transport.doRead())
+        self.assertEqual(protocol.received, [b"abc"])
+        # Nothing more was asked of the socket: the next read would block.
+        self.assertIsNone(transport.doRead())
+        self.assertEqual(protocol.received, [b"abc"])
+
+    def test_boundedPerEvent(self):
+        """At most L{MAX_READS_PER_EVENT} reads, so other sockets get their turn."""
+        self.theirs.sendall(b"y" * 4 * (MAX_READS_PER_EVENT + 2))
+        protocol = _Protocol()
+        transport = _Transport(self.ours, protocol, 4)
+        transport.doRead()
+        self.assertEqual(len(protocol.received), MAX_READS_PER_EVENT)
+        transport.doRead()
+        self.assertEqual(b"".join(protocol.received), b"y" * 4 * (MAX_READS_PER_EVENT + 2))
+
+    def test_pausedStops(self):
+        """A protocol that paused reading from C{dataReceived} is not read again."""
+        self.theirs.sendall(b"z" * 16)
+        protocol = _Protocol(wantAfter=1)
+        _Transport(self.ours, protocol, 4).doRead()
+        self.assertEqual(protocol.received, [b"zzzz"])
+
+    def test_endOfStream(self):
+        """The peer's close after the data is Twisted's C{CONNECTION_DONE}."""
+        self.theirs.sendall(b"q" * 4)
+        self.theirs.shutdown(socket.SHUT_WR)
+        protocol = _Protocol()
+        self.assertIs(_Transport(self.ours, protocol, 4).doRead(), main.CONNECTION_DONE)
+        self.assertEqual(protocol.received, [b"qqqq"])
+
+    def test_onlyPlainClients(self):
+        """
+        A plain TCP client connection reads this way, keeping its class's
+        behaviour otherwise; any other transport is left alone.
+        """
+        client = tcp.Client.__new__(tcp.Client)
+        readUntilDrained(client)
+        self.assertIsInstance(client, tcp.Client)
+        self.assertIs(type(client).doRead, read_loop._DrainingRead.doRead)
+        other = object.__new__(tcp.Server)
+        readUntilDrained(other)
+        self.assertIs(type(other), tcp.Server)

@@ -1,0 +1,67 @@
+# -*- test-case-name: tests.network.test_read_loop -*-
+"""
+Reading a socket again within one readiness event when a read filled the
+buffer, as Envoy's C{RawBufferSocket::doRead} reads until the socket is
+drained (or the connection's buffer limit is reached).
+
+Twisted reads once per event, at most the transport's C{bufferSize}
+(which txenvoy sets to C{per_connection_buffer_limit_bytes}). A response
+a few bytes longer than that is read in two events: its tail waits a whole
+turn of the reactor behind every other ready socket, which is what limited
+1 MiB responses when several connections are busy.
+"""
+
+from errno import EWOULDBLOCK
+
+from twisted.internet import main, tcp
+
+#: At most this many reads per readiness event, so that one busy socket
+#: cannot keep the others waiting.
+MAX_READS_PER_EVENT = 4
+
+
+class _DrainingRead:
+    """
+    C{doRead} of a TCP transport that reads again while each read fills
+    the buffer and its protocol still wants bytes (its C{readingWanted()}:
+    it may pause reading from C{dataReceived}).
+    """
+
+    def doRead(self):
+        size = self.bufferSize
+        for _ in range(MAX_READS_PER_EVENT):
+            try:
+                data = self.socket.recv(size)
+            except OSError as e:
+                if e.args[0] == EWOULDBLOCK:
+                    return None
+                return main.CONNECTION_LOST
+            if not data:
+                return main.CONNECTION_DONE
+            protocol = self.protocol
+            protocol.dataReceived(data)
+            if (len(data) < size or self.disconnecting or not self.connected
+                    or not protocol.readingWanted()):
+                return None
+        return None
+
+
+class _DrainingClient(_DrainingRead, tcp.Client):
+    """A client connection that reads as L{_DrainingRead}."""
+
+
+_DRAINING = {tcp.Client: _DrainingClient}
+
+
+def readUntilDrained(transport):
+    """
+    Make C{transport} (a plain TCP client connection; any other is left
+    as it is: TLS and other wrappers read their own way) read as
+    L{_DrainingRead}. Its protocol must have C{readingWanted()}.
+
+    The transport's class is swapped for a subclass that only changes
+    C{doRead}: nothing is added per connection, and no cycle is made.
+    """
+    draining = _DRAINING.get(type(transport))
+    if draining is not None:
+        transport.__class__ = draining
