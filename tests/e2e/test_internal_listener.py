@@ -24,8 +24,10 @@ from tests.e2e.harness import (
     SharedFixture,
     Upstream,
     echoHandler,
+    exchangeOne,
     freePort,
     recvAll,
+    statusOf,
 )
 
 ROUTER = ('[{name: router, typed_config: {"@type": '
@@ -187,18 +189,8 @@ PAYLOAD = bytes(range(256)) * 1024
 
 
 def _get(port, path):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(("GET %s HTTP/1.1\r\nhost: a\r\n\r\n" % (path,)).encode())
-        s.settimeout(10)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += s.recv(65536)
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = int([line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length")][0])
-        while len(body) < length:
-            body += s.recv(65536)
-        return int(head.split(b" ")[1]), body
+    response = exchangeOne(port, ("GET %s HTTP/1.1\r\nhost: a\r\n\r\n" % (path,)).encode())
+    return statusOf(response), response.partition(b"\r\n\r\n")[2]
 
 
 class _Side:
@@ -212,6 +204,8 @@ class _Side:
         self.proxy = (RealEnvoy(config, args=flush) if real
                       else Envoy(config, args=("--concurrency", "1") + flush,
                                  adminPort=self.ports["admin"]))
+
+    def waitReady(self):
         self.proxy.waitPort(self.ports["http"])
 
     def exercise(self):
@@ -267,9 +261,11 @@ class InternalListenerComparisonTests(SharedFixture, TestCase):
         cls.sides = []
         cls.echo = Upstream(echoHandler)
         try:
+            # Both start at once; then each is asked the same.
             for real in (True, False):
                 cls.sides.append(_Side(real, cls.echo.port))
             for side in cls.sides:
+                side.waitReady()
                 side.exercise()
         except BaseException:
             cls.stopFixture()

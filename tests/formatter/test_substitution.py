@@ -176,6 +176,18 @@ class TextFormatTests(SynchronousTestCase):
         self.assertEqual(self.fmt("%DYNAMIC_METADATA(acme:nope)%", si), "-")
         self.assertEqual(self.fmt("%DYNAMIC_METADATA(acme:team):2%", si), "bl")
 
+    def test_dynamicMetadataKeyOrder(self):
+        """
+        A struct prints with its keys in order, whatever order the filters
+        wrote them in, as Envoy prints the RBAC filter's
+        C{enforced_*} before C{shadow_*} (tests/e2e/test_rbac_matcher.py).
+        """
+        si = tcpStreamInfo()
+        si.dynamicMetadata = {"r": {"shadow_engine_result": "allowed",
+                                    "enforced_engine_result": "denied"}}
+        self.assertEqual(self.fmt("%DYNAMIC_METADATA(r)%", si),
+                         '{"enforced_engine_result":"denied","shadow_engine_result":"allowed"}')
+
     def test_noNewlineAdded(self):
         """Envoy 1.40 writes a text format as is: no newline is added."""
         self.assertEqual(self.fmt("rx=%BYTES_RECEIVED%"), "rx=5")

@@ -479,12 +479,15 @@ def _environment():
 
 
 def _metadataText(value):
-    """A metadata value as Envoy prints it in text: strings bare, the rest as JSON."""
+    """
+    A metadata value as Envoy prints it in text: strings bare, the rest as
+    JSON, a struct's keys in order (as protobuf prints a C{Struct}'s map).
+    """
     if isinstance(value, str):
         return value
     if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
         return str(int(value))
-    return json.dumps(value, separators=(",", ":"))
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def _dynamicMetadata():
