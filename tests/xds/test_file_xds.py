@@ -52,17 +52,19 @@ class RefusedSourcesTests(SynchronousTestCase):
         self.assertIn("dynamic_resources: not implemented with --worker-processes",
                       error.message)
 
-    def test_adsRefusedWithPath(self):
+    def test_adsUnknownClusterWithPath(self):
+        """Envoy's C{Unknown gRPC client cluster}, with the field path."""
         error = self.assertRaises(ConfigError, self.build, {"ads_config": {
             "api_type": "GRPC", "transport_api_version": "V3",
             "grpc_services": [{"envoy_grpc": {"cluster_name": "x"}}]}})
-        self.assertIn("dynamic_resources.ads_config: unsupported field", error.message)
+        self.assertIn("dynamic_resources.ads_config: Unknown gRPC client cluster 'x'",
+                      error.message)
 
-    def test_apiConfigSourceRefusedWithPath(self):
+    def test_apiConfigSourceUnknownClusterWithPath(self):
         error = self.assertRaises(ConfigError, self.build, {"cds_config": {
             "api_config_source": {"api_type": "REST", "cluster_names": ["x"],
                                   "refresh_delay": "1s"}}})
-        self.assertIn("dynamic_resources.cds_config.api_config_source: unsupported field",
+        self.assertIn("dynamic_resources.cds_config.api_config_source: Unknown REST cluster 'x'",
                       error.message)
 
     def test_missingFileRefusedWhenServing(self):

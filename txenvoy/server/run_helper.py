@@ -24,18 +24,24 @@ class RunHelper(MultiService):
 
     name = "workers"
 
-    def __init__(self, clusterManager, listenerManager, workers, onLive=lambda: None):
+    def __init__(self, clusterManager, listenerManager, workers, onLive=lambda: None,
+                 initTargets=()):
         """
         @param clusterManager: a started service with an C{initialized}
             Deferred.
         @param listenerManager: has C{startWorkers(workers)}.
         @param workers: the worker services.
         @param onLive: called once the workers run.
+        @param initTargets: what else the workers wait for once the
+            clusters are initialized (Envoy's init manager targets: the
+            first LDS and CDS updates from a control plane), each with an
+            C{initialized} Deferred.
         """
         MultiService.__init__(self)
         self._clusterManager = clusterManager
         self._listenerManager = listenerManager
         self._onLive = onLive
+        self._initTargets = [t for t in initTargets if t is not None]
         self.workers = list(workers)
         for worker in self.workers:
             self.addService(worker)
@@ -47,6 +53,8 @@ class RunHelper(MultiService):
         initialized = self._clusterManager.initialized
         if initialized is None:
             initialized = defer.succeed(None)
+        for target in self._initTargets:
+            initialized.addCallback(lambda _, t=target: t.initialized)
         self.initialized = initialized.addCallback(self._startWorkers)
         self.initialized.addErrback(lambda f: log.failure("initialization failed", f))
 

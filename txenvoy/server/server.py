@@ -178,7 +178,7 @@ class Server(MultiService):
             with skipOnError():
                 build(validateOnly)
         self.runHelper = RunHelper(self.clusterManager, self.listenerManager, self.workers,
-                                   onLive=self._onLive)
+                                   onLive=self._onLive, initTargets=[self.xds])
         self.initialized = None
         self._addServices()
 

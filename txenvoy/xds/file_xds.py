@@ -1,16 +1,21 @@
 # -*- test-case-name: tests.xds.test_file_xds -*-
 """
-C{dynamic_resources} from files: the CDS and LDS file subscriptions of a
-server, read once while it is built (clusters first, as Envoy's CDS
-initializes before LDS) and watched while it runs.
+C{dynamic_resources}: the CDS and LDS subscriptions of a server, to files
+(read once while the server is built, clusters first, as Envoy's CDS
+initializes before LDS, and watched while it runs) or to a control plane
+(L{txenvoy.xds.control_plane}: CDS starts with the server, LDS once CDS
+has its first update, and the workers wait for both, as Envoy's init
+manager waits, or for their C{initial_fetch_timeout}).
 """
 
 from twisted.application.service import Service
+from twisted.internet import defer
 
 from txenvoy.config.errors import ConfigError
 from txenvoy.config.fields import checkFields
 from txenvoy.xds.cds_api import CdsApi
 from txenvoy.xds.config_source import DYNAMIC_FIELDS, checkExists, fileSourceOf
+from txenvoy.xds.control_plane import ControlPlanes, isControlPlane
 from txenvoy.xds.discovery_file import (
     CLUSTER_TYPE,
     LISTENER_TYPE,
@@ -27,14 +32,20 @@ class FileXds(Service):
 
     @ivar lds: the L{LdsApi}, or C{None}.
     @ivar cds: the L{CdsApi}, or C{None}.
+    @ivar initialized: a Deferred firing once the control-plane
+        subscriptions had their first update (or gave up waiting); at once
+        for files.
     """
 
     def __init__(self, server, validateOnly=False):
         self.lds = self.cds = None
         self.subscriptions = []
         self._apis = []
+        self._remote = []
+        self.initialized = defer.Deferred()
         dynamic = server.bootstrap.dynamic_resources
-        checkFields(dynamic, DYNAMIC_FIELDS, "dynamic_resources")
+        checkFields(dynamic, DYNAMIC_FIELDS + ("ads_config",), "dynamic_resources")
+        self.controlPlanes = ControlPlanes(server)
         if server.options.workerProcesses > 1:
             # Each worker process would watch the files by itself.
             raise ConfigError("dynamic_resources: not implemented with --worker-processes "
@@ -42,7 +53,12 @@ class FileXds(Service):
         reactor = server.reactor
         stats = server.mainStats
         self._unknownFields = UnknownDynamicFields.ofServer(server)
-        if dynamic.HasField("cds_config"):
+        if dynamic.HasField("cds_config") and isControlPlane(dynamic.cds_config):
+            self.cds = CdsApi(server.clusterManager, reactor)
+            self._remoteSubscribe("cds", self.cds, dynamic.cds_config,
+                                  "dynamic_resources.cds_config",
+                                  stats.scope("cluster_manager.cds."), CLUSTER_TYPE)
+        elif dynamic.HasField("cds_config"):
             source = fileSourceOf(dynamic.cds_config, "dynamic_resources.cds_config")
             if source is not None and not validateOnly:
                 checkExists(source)
@@ -50,7 +66,13 @@ class FileXds(Service):
                 self._apis.append(("cds", self.cds, self._subscribe(
                     reactor, source, stats.scope("cluster_manager.cds."), CLUSTER_TYPE,
                     self.cds.onConfigUpdate)))
-        if dynamic.HasField("lds_config"):
+        if dynamic.HasField("lds_config") and isControlPlane(dynamic.lds_config):
+            self.lds = LdsApi(server.listenerManager, server.context,
+                              server.options.drainTimeS, reactor)
+            self._remoteSubscribe("lds", self.lds, dynamic.lds_config,
+                                  "dynamic_resources.lds_config",
+                                  stats.scope("listener_manager.lds."), LISTENER_TYPE)
+        elif dynamic.HasField("lds_config"):
             source = fileSourceOf(dynamic.lds_config, "dynamic_resources.lds_config")
             if source is not None and not validateOnly:
                 checkExists(source)
@@ -59,6 +81,12 @@ class FileXds(Service):
                 self._apis.append(("lds", self.lds, self._subscribe(
                     reactor, source, stats.scope("listener_manager.lds."), LISTENER_TYPE,
                     self.lds.onConfigUpdate)))
+
+    def _remoteSubscribe(self, key, api, source, path, scope, typeUrl):
+        subscription, transport = self.controlPlanes.subscription(
+            source, path, scope, typeUrl, api.onConfigUpdate)
+        self._remote.append((subscription, transport))
+        self._apis.append((key, api, subscription))
 
     def _subscribe(self, reactor, source, scope, typeUrl, onUpdate):
         unknownFields = self._unknownFields
@@ -86,9 +114,28 @@ class FileXds(Service):
         Service.startService(self)
         for subscription in self.subscriptions:
             subscription.start()
+        self._startRemote(list(self._remote))
+
+    def _startRemote(self, remaining):
+        """
+        Start each control-plane subscription once the one before it
+        (CDS before LDS) had its first update, then fire L{initialized}.
+        """
+        if not self.running:
+            return
+        if not remaining:
+            if not self.initialized.called:
+                self.initialized.callback(None)
+            return
+        subscription, transport = remaining.pop(0)
+        subscription.start(transport)
+        subscription.initialized.addCallback(lambda _: self._startRemote(remaining))
 
     def stopService(self):
         Service.stopService(self)
         for subscription in self.subscriptions:
             subscription.stop()
+        for subscription, _ in self._remote:
+            subscription.stop()
+        self.controlPlanes.stop()
 

@@ -1,0 +1,302 @@
+"""
+End-to-end: LDS and CDS over gRPC ADS (state of the world and delta) from
+the test control plane (L{tests.xds.control_plane}), one per proxy, driving
+a real C{twistd envoy} and Envoy 1.40 through the same updates. Both must
+send the same requests (node, versions, nonces, ACK or NACK), serve the
+same listener afterwards, and count the same stats: a listener appears
+and serves, a changed one serves its new route, a bad update is NACKed and
+the old config keeps serving, garbage and a closed stream change nothing,
+and a control plane that is down at startup stops nothing.
+"""
+
+import threading
+import urllib.request
+
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401 (for the Any)
+from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
+    http_connection_manager_pb2,
+)
+from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.e2e.harness import Envoy, RealEnvoy, adminStats, freePort
+from tests.e2e.test_file_xds import _direct
+from tests.e2e.test_file_xds import _listener as fileListener
+from tests.xds.control_plane import CLUSTER, LISTENER, ControlPlane, packed
+
+_BOOTSTRAP = """
+node: {id: node-1, cluster: fleet, locality: {region: r1}}
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}}
+dynamic_resources:
+  ads_config:
+    api_type: %(api)s
+    transport_api_version: V3
+    set_node_on_first_message_only: true
+    grpc_services:
+    - envoy_grpc:
+        cluster_name: xds_cluster
+        retry_policy: {retry_back_off: {base_interval: 0.1s, max_interval: 0.2s}}
+  cds_config: {ads: {}, resource_api_version: V3, initial_fetch_timeout: %(timeout)s}
+  lds_config: {ads: {}, resource_api_version: V3, initial_fetch_timeout: %(timeout)s}
+static_resources:
+  listeners:
+  - name: static
+    address: {socket_address: {address: 127.0.0.1, port_value: %(static)d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: static
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+          route_config:
+            virtual_hosts:
+            - name: v
+              domains: ["*"]
+              routes: [{match: {prefix: /}, direct_response: {status: 200, body: {inline_string: static}}}]
+  clusters:
+  - name: xds_cluster
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    load_assignment:
+      cluster_name: xds_cluster
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(xds)d}}}}]}]
+"""
+
+
+def _cluster(name):
+    return json_format.ParseDict({"name": name, "type": "STATIC", "connect_timeout": "1s",
+                                  "load_assignment": {"cluster_name": name}}, Cluster())
+
+
+def _listener(name, port, body):
+    proto = dict(fileListener(name, port, _direct(body)))
+    del proto["@type"]
+    return json_format.ParseDict(proto, Listener())
+
+
+def _get(port):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/" % (port,), timeout=5) as r:
+            return r.read().decode()
+    except Exception as e:
+        return "error: %s" % (e,)
+
+
+def _summary(request):
+    """What is compared of a request: all but the node's details and error message."""
+    if isinstance(request, discovery_pb2.DeltaDiscoveryRequest):
+        return (request.HasField("node"), request.type_url, request.response_nonce,
+                sorted(request.resource_names_subscribe),
+                sorted(request.resource_names_unsubscribe),
+                sorted(request.initial_resource_versions.items()),
+                request.error_detail.code)
+    return (request.HasField("node"), request.type_url, request.version_info,
+            request.response_nonce, list(request.resource_names), request.error_detail.code)
+
+
+class Side:
+    """One proxy (real Envoy or txenvoy) and its own control plane."""
+
+    def __init__(self, real, api, timeout="5s", controlPlaneUp=True):
+        self.real = real
+        self.admin, self.static, self.port = freePort(), freePort(), freePort()
+        self.xdsPort = freePort()
+        self.cp = ControlPlane(self.xdsPort) if controlPlaneUp else None
+        self.config = _BOOTSTRAP % {"admin": self.admin, "static": self.static,
+                                    "xds": self.xdsPort, "api": api, "timeout": timeout}
+
+    def start(self):
+        if self.real:
+            self.proxy = RealEnvoy(self.config)
+        else:
+            self.proxy = Envoy(self.config, args=("--concurrency", "1"), adminPort=self.admin)
+
+    def startControlPlane(self):
+        self.cp = ControlPlane(self.xdsPort)
+
+    def waitBody(self, port, body, timeout=15.0):
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = _get(port)
+            if got == body:
+                return
+            time.sleep(0.05)
+        raise AssertionError("%s: port %d serves %r, not %r" % (self.name(), port, got, body))
+
+    def name(self):
+        return "envoy" if self.real else "txenvoy"
+
+    def requests(self):
+        return [[_summary(r) for r in s.requests] for s in self.cp.streams]
+
+    def errors(self):
+        return [r.error_detail.message for s in self.cp.streams for r in s.requests
+                if r.error_detail.code]
+
+    def stats(self, *names):
+        stats = adminStats(self.admin)
+        return {name: stats.get(name) for name in names}
+
+    def stop(self):
+        self.proxy.stop()
+        if self.cp is not None:
+            self.cp.stop()
+
+
+def _both(f, sides):
+    """Run C{f(side)} for both sides at once; raise the first failure."""
+    errors = []
+
+    def run(side):
+        try:
+            f(side)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(side,)) for side in sides]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    if errors:
+        raise errors[0]
+
+
+_STATS = ("control_plane.connected_state", "listener_manager.lds.update_success",
+          "listener_manager.lds.update_rejected", "cluster_manager.cds.update_success",
+          "cluster_manager.cds.update_rejected", "listener_manager.lds.version",
+          "cluster_manager.cds.version")
+
+
+class AdsTests(SynchronousTestCase):
+
+    maxDiff = None
+
+    def sides(self, api, **kw):
+        sides = [Side(True, api, **kw), Side(False, api, **kw)]
+        for side in sides:
+            self.addCleanup(side.stop)
+        return sides
+
+    def sequence(self, api):
+        """
+        The whole sequence on one pair of proxies: the first config, a
+        changed listener, a rejected update, garbage, a closed stream.
+        """
+        sides = self.sides(api)
+
+        def first(side):
+            side.cp.setResources(CLUSTER, "c1", [_cluster("a")])
+            side.cp.setResources(LISTENER, "l1", [_listener("l1", side.port, "one")])
+            side.start()
+            side.waitBody(side.port, "one")
+            side.waitBody(side.static, "static")
+
+        _both(first, sides)
+
+        def acked(version, nonceCount):
+            def wait(side):
+                side.cp.waitFor(lambda cp: len(cp.requestsOf(LISTENER)) >= nonceCount)
+            return wait
+
+        def changed(side):
+            side.cp.setResources(LISTENER, "l2", [_listener("l1", side.port, "two")])
+            side.cp.waitFor(lambda cp: len(cp.requestsOf(LISTENER)) >= 3)
+            side.waitBody(side.port, "two")
+            # Rejected whole: a bad value. The old listener keeps serving.
+            bad = _listener("l1", side.port, "three")
+            bad.filter_chains[0].filters[0].typed_config.Pack(Duration(seconds=1))
+            side.cp.setResources(LISTENER, "l3", [bad])
+            side.cp.waitFor(lambda cp: len(cp.requestsOf(LISTENER)) >= 4)
+            side.waitBody(side.port, "two")
+            # Garbage: a cluster where listeners are expected.
+            side.cp.sendRaw(self.garbage(api))
+            side.cp.waitFor(lambda cp: len(cp.requestsOf(LISTENER)) >= 5)
+            side.waitBody(side.port, "two")
+            # The stream closes; the proxy comes back with what it has.
+            side.cp.closeStreams()
+            # The new stream's first requests, then the NACK of the bad
+            # snapshot the control plane sends again.
+            side.cp.waitFor(lambda cp: len(cp.streams) >= 2
+                            and len(cp.requestsOf(LISTENER, 1)) >= 2)
+            side.waitBody(side.port, "two")
+            side.waitBody(side.static, "static")
+
+        _both(changed, sides)
+        real, tx = sides
+        self.assertEqual(tx.requests(), real.requests())
+        self.assertEqual(tx.stats(*_STATS), real.stats(*_STATS))
+        for side in sides:
+            errors = side.errors()
+            self.assertEqual(len(errors), 3, errors)
+            self.assertIn("l1", errors[0])
+            self.assertIn("does not match the message-wide type URL", errors[1])
+        return sides
+
+    def garbage(self, api):
+        if api == "DELTA_GRPC":
+            response = discovery_pb2.DeltaDiscoveryResponse(
+                type_url=LISTENER, nonce="garbage", system_version_info="g")
+            response.resources.add(name="c", version="g", resource=packed(_cluster("c")))
+            return response
+        return discovery_pb2.DiscoveryResponse(
+            version_info="g", type_url=LISTENER, nonce="garbage",
+            resources=[packed(_cluster("c"))])
+
+    def test_stateOfTheWorld(self):
+        """
+        SotW ADS: CDS first (with the node), LDS once CDS has its first
+        update and before CDS's ACK (as Envoy's init manager orders them),
+        ACKs with the version and nonce, NACKs with the previous version and
+        code 13, and after the stream closes a new stream whose requests
+        carry the versions held and no nonce.
+        """
+        real, tx = self.sequence("GRPC")
+        self.assertEqual(real.requests()[1][0], (True, CLUSTER, "c1", "", [], 0))
+
+    def test_controlPlaneDownAtStart(self):
+        """
+        With the control plane down at startup, the initial fetches time
+        out (C{init_fetch_timeout}), the static listener serves, and once
+        the control plane is up (reconnect with backoff) its listener
+        serves too.
+        """
+        sides = self.sides("GRPC", timeout="0.5s", controlPlaneUp=False)
+
+        def run(side):
+            side.start()
+            side.waitBody(side.static, "static")
+            side.startControlPlane()
+            side.cp.setResources(CLUSTER, "c1", [_cluster("a")])
+            side.cp.setResources(LISTENER, "l1", [_listener("l1", side.port, "one")])
+            side.waitBody(side.port, "one")
+
+        _both(run, sides)
+        names = ("listener_manager.lds.init_fetch_timeout", "cluster_manager.cds.init_fetch_timeout",
+                 "control_plane.connected_state", "listener_manager.lds.update_success")
+        real, tx = sides
+        self.assertEqual(tx.stats(*names), real.stats(*names))
+        self.assertEqual(tx.requests(), real.requests())
+
+    def test_delta(self):
+        """
+        Delta ADS: the same sequence; the first request of each stream
+        lists the versions held (C{initial_resource_versions}), an ACK
+        carries only the nonce, a NACK the nonce and code 13.
+        """
+        real, tx = self.sequence("DELTA_GRPC")
+        self.assertEqual(real.requests()[1][1][5], [("l1", "l2:l1")])
