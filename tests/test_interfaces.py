@@ -81,6 +81,9 @@ static_resources:
           domain: d
           descriptors: [{entries: [{key: k, value: v}]}]
           rate_limit_service: {grpc_service: {envoy_grpc: {cluster_name: zipkin}}}
+      - name: envoy.filters.network.sni_cluster
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.sni_cluster.v3.SniCluster
       - name: envoy.filters.network.echo
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo

@@ -111,7 +111,10 @@ class TcpProxyFilter(Protocol):
     def connectionMade(self):
         if log.debugEnabled:
             log.debug("%snew tcp proxy session", connTag(self.streamInfo.connectionId))
-        clusterName = self.config.pickCluster()
+        # A filter before (sni_cluster) may name the cluster, as Envoy's
+        # PerConnectionCluster filter state does.
+        clusterName = (self.streamInfo.filterState.get("envoy.tcp_proxy.cluster")
+                       or self.config.pickCluster())
         cluster = self.dispatcher.clusterManager.getThreadLocalCluster(clusterName)
         if cluster is None:
             self.stats.downstream_cx_no_route.inc()
