@@ -126,6 +126,8 @@ static_resources:
                   max_stream_duration: {grpc_timeout_header_max: 0.3s}
               - match: {prefix: "/dead."}
                 route: {cluster: dead}
+              - match: {prefix: "/limited."}
+                route: {cluster: limited, prefix_rewrite: "/test."}
               - match: {prefix: "/direct."}
                 direct_response: {status: 200, body: {inline_string: "hello"}}
           http_filters:
@@ -150,6 +152,20 @@ static_resources:
           http2_protocol_options: {}
     load_assignment:
       cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(backend)d}}}
+  - name: limited
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        common_http_protocol_options: {max_requests_per_connection: 2}
+        explicit_http_config:
+          http2_protocol_options:
+            connection_keepalive: {interval: 30s, timeout: 5s}
+    load_assignment:
+      cluster_name: limited
       endpoints:
       - lb_endpoints:
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(backend)d}}}
@@ -451,3 +467,19 @@ class GrpcComparisonTests(SharedFixture, SynchronousTestCase):
         envoy, tx = self.both(call)
         self.assertEqual(tx, envoy)
         self.assertEqual(envoy, [b"attempt 3", (grpc.StatusCode.UNAVAILABLE, "try again")])
+
+    def test_maxRequestsPerConnection(self):
+        """
+        max_requests_per_connection: 2 on an HTTP/2 cluster: five calls in
+        turn take three connections (upstream_cx_max_requests), as Envoy.
+        """
+        def call(channel):
+            method = channel.unary_unary("/limited.Echo/Unary")
+            return [method(b"%d" % (i,), timeout=10) for i in range(5)]
+        envoy, tx = self.both(call)
+        self.assertEqual(tx, envoy)
+        stats = [adminStats(side.adminPort) for side in self.sides]
+        names = ("cluster.limited.upstream_cx_http2_total",
+                 "cluster.limited.upstream_cx_max_requests")
+        self.assertEqual([stats[1][n] for n in names], [stats[0][n] for n in names])
+        self.assertEqual(stats[0]["cluster.limited.upstream_cx_http2_total"], 3)

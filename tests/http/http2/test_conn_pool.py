@@ -66,13 +66,19 @@ class Host:
 class Http2PoolTests(SynchronousTestCase):
 
     def setUp(self):
+        self.makePool()
+
+    def makePool(self, common=None, http2=None):
+        """The pool of cluster c1 (HTTP/2), with C{common_http_protocol_options}."""
         self.reactor = MemoryReactorClock()
         self.store = StatsStore()
+        options = {"@type": "type.googleapis.com/" + KEY,
+                   "explicit_http_config": {"http2_protocol_options": http2 or {}}}
+        if common is not None:
+            options["common_http_protocol_options"] = common
         cm = ClusterManager(self.reactor, self.store, self.store.shard("main_thread"), [
             clusterProto("c1", [endpoint("127.0.0.1", 8080)], connect_timeout="1s",
-                         typed_extension_protocol_options={KEY: {
-                             "@type": "type.googleapis.com/" + KEY,
-                             "explicit_http_config": {"http2_protocol_options": {}}}})])
+                         typed_extension_protocol_options={KEY: options})])
         self.addCleanup(cm.stop)
         dispatcher = FakeDispatcher(self.reactor, "worker_0", self.store)
         self.cluster = cm.createThreadLocal(dispatcher).getThreadLocalCluster("c1")
@@ -161,3 +167,68 @@ class Http2PoolTests(SynchronousTestCase):
         third = Stream()
         self.pool.newStream(third)
         self.assertEqual(len(self.reactor.tcpClients), 2)
+
+    def test_maxRequestsPerConnection(self):
+        """
+        max_requests_per_connection: the connection that handed out that
+        many streams drains (upstream_cx_max_requests), closes when they
+        are done, and the next stream opens a new connection.
+        """
+        self.makePool(common={"max_requests_per_connection": 2})
+        a, b = Stream(), Stream()
+        self.pool.newStream(a)
+        self.pool.newStream(b)
+        host = self.establish()
+        self.send(a)
+        self.send(b)
+        host.pump()
+        self.assertEqual(self.stat("upstream_cx_max_requests"), 1)
+        c = Stream()
+        self.pool.newStream(c)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        host.respond(1)
+        self.assertFalse(host.transport.disconnecting)
+        host.respond(3)
+        self.assertTrue(host.transport.disconnecting)
+
+    def test_maxConnectionDuration(self):
+        """
+        max_connection_duration: past it the connection takes no new stream
+        (upstream_cx_max_duration_reached) and closes once its streams end.
+        """
+        self.makePool(common={"max_connection_duration": "5s"})
+        a = Stream()
+        self.pool.newStream(a)
+        host = self.establish()
+        self.send(a)
+        host.pump()
+        self.reactor.advance(5)
+        self.assertEqual(self.stat("upstream_cx_max_duration_reached"), 1)
+        self.assertFalse(host.transport.disconnecting)
+        b = Stream()
+        self.pool.newStream(b)
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        host.respond(1)
+        self.assertTrue(host.transport.disconnecting)
+
+    def test_keepalive(self):
+        """
+        connection_keepalive: a PING every interval while ACKed; one left
+        unanswered past the timeout closes the connection, its streams reset
+        (http2.keepalive_timeout of the cluster).
+        """
+        self.makePool(http2={"connection_keepalive": {"interval": "10s", "timeout": "2s"}})
+        a = Stream()
+        self.pool.newStream(a)
+        host = self.establish()
+        self.send(a)
+        host.pump()
+        self.reactor.advance(10)
+        host.pump()             # the host ACKs the PING
+        self.reactor.advance(2)
+        self.assertFalse(host.transport.disconnecting)
+        self.reactor.advance(8)
+        self.assertIn(b"\x00\x00\x08\x06\x00", host.transport.value())  # a PING, unanswered
+        self.reactor.advance(2)
+        self.assertEqual(self.stat("http2.keepalive_timeout"), 1)
+        self.assertEqual(a.events[-1], ("reset", "connection termination"))

@@ -25,6 +25,15 @@ Behaviour copied from Envoy:
    complete request), as Envoy retries them;
  - C{upstream_cx_http2_total} counts the connections, C{upstream_rq_total}
    (the router) every stream;
+ - C{common_http_protocol_options}: a connection that has carried
+   C{max_requests_per_connection} streams takes no more
+   (C{upstream_cx_max_requests}), one older than C{max_connection_duration}
+   neither (C{upstream_cx_max_duration_reached}); both close once their
+   streams are done; C{idle_timeout} closes one without streams
+   (C{upstream_cx_idle_timeout});
+ - C{connection_keepalive}: a PING every C{interval}; no ACK within
+   C{timeout} closes the connection (C{http2.keepalive_timeout} of the
+   cluster), failing its streams;
  - flow control: response bytes are acknowledged as the stream takes them,
    except while the downstream is backed up; request bytes wait for the
    host's window.
@@ -38,6 +47,7 @@ from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    PingAckReceived,
     RemoteSettingsChanged,
     ResponseReceived,
     StreamEnded,
@@ -62,6 +72,7 @@ from txenvoy.http.pool_base import (
 )
 from txenvoy.interfaces import IClientCodec, IHttpConnPool, IUpstreamConnectionCallbacks
 from txenvoy.server.logging import componentLogger, connTag
+from txenvoy.stats.per_worker import StatsStruct
 
 __all__ = ["Http2ConnPool", "Http2ActiveClient", "Http2StreamClient", "REMOTE_RESET",
            "REMOTE_REFUSED_STREAM_RESET"]
@@ -202,6 +213,9 @@ class Http2ActiveClient:
     connected = False
     draining = False
     _idleTimer = None
+    _durationTimer = None
+    _pingTimer = None
+    _pingTimeout = None
 
     def __init__(self, pool):
         self.pool = pool
@@ -209,6 +223,7 @@ class Http2ActiveClient:
         self.streams = {}
         self.reserved = 0           # streams handed out, HEADERS not sent yet
         self.requests = 0
+        self.opened = 0             # streams handed out, for max_requests_per_connection
         self.tls = pool.cluster.info.transportSocket is not None
         options = pool.options
         self._h2 = H2Connection(H2Configuration(
@@ -235,8 +250,19 @@ class Http2ActiveClient:
     def newStream(self):
         """Reserve room for one stream; its HEADERS follow (L{openStream})."""
         self.reserved += 1
+        self.opened += 1
         self._cancelIdleTimer()
+        maxRequests = self.pool.clusterPools.maxRequestsPerConnection
+        if maxRequests and self.opened >= maxRequests and not self.draining:
+            # Envoy's remaining_streams_ reached 0: the connection drains.
+            self.pool.stats.upstream_cx_max_requests.inc()
+            self._drain()
         return Http2StreamClient(self)
+
+    def _drain(self):
+        """No new stream here; closed once the streams in flight are done."""
+        self.draining = True
+        self.pool.onDraining(self)
 
     def openStream(self, stream, block, endStream):
         h2 = self._h2
@@ -341,7 +367,64 @@ class Http2ActiveClient:
         if self.closed:
             connection.abort()
             return
+        reactor = self.pool.cluster.reactor
+        duration = self.pool.clusterPools.maxConnectionDuration
+        if duration:
+            self._durationTimer = reactor.callLater(duration, self._onMaxDuration)
+        if self.pool.options.keepaliveInterval:
+            self._pingTimer = reactor.callLater(self.pool.options.keepaliveInterval,
+                                                self._sendPing)
         self.pool.onConnected(self)
+
+    def _onMaxDuration(self):
+        self._durationTimer = None
+        if self.closed:
+            return
+        self.pool.stats.upstream_cx_max_duration_reached.inc()
+        if not self.draining:
+            self._drain()
+        if not self.streams and not self.reserved:
+            self.close()
+
+    # Keepalive (connection_keepalive).
+
+    def _sendPing(self):
+        self._pingTimer = None
+        if self.closed:
+            return
+        try:
+            self._h2.ping(b"\x00" * 8)
+        except H2Error:
+            return
+        self._flush()
+        self._pingTimeout = self.pool.cluster.reactor.callLater(
+            self.pool.options.keepaliveTimeout, self._onPingTimeout)
+
+    def _onPingAck(self):
+        timer, self._pingTimeout = self._pingTimeout, None
+        if timer is None:
+            return
+        if timer.active():
+            timer.cancel()
+        interval = self.pool.options.keepaliveInterval
+        if interval and not self.closed:
+            self._pingTimer = self.pool.cluster.reactor.callLater(interval, self._sendPing)
+
+    def _onPingTimeout(self):
+        self._pingTimeout = None
+        if self.closed:
+            return
+        self.pool.http2Stats().keepalive_timeout.inc()
+        self._fail(CONNECTION_TERMINATION)
+        self.abort()
+
+    def _cancelTimers(self):
+        self._cancelIdleTimer()
+        for name in ("_durationTimer", "_pingTimer", "_pingTimeout"):
+            timer = getattr(self, name)
+            setattr(self, name, None)
+            if timer is not None and timer.active():
+                timer.cancel()
 
     def onUpstreamConnectFailed(self, connection, reason):
         self.closed = True
@@ -368,7 +451,7 @@ class Http2ActiveClient:
 
     def onUpstreamClosed(self, reason):
         self.closed = True
-        self._cancelIdleTimer()
+        self._cancelTimers()
         self._fail(CONNECTION_TERMINATION)
         self.pool.onClosed(self)
 
@@ -448,6 +531,8 @@ class Http2ActiveClient:
                     self.flushStream(s)
         elif kind is ConnectionTerminated:
             self._onGoAway(event)
+        elif kind is PingAckReceived:
+            self._onPingAck()
 
     def _reopenAfterGoAway(self):
         machine = self._h2.state_machine
@@ -498,7 +583,7 @@ class Http2ActiveClient:
         if self.closed:
             return
         self.closed = True
-        self._cancelIdleTimer()
+        self._cancelTimers()
         conn = self.connection
         if conn is not None and self.connected:
             try:
@@ -512,7 +597,7 @@ class Http2ActiveClient:
         if self.closed and self.connection is None:
             return
         self.closed = True
-        self._cancelIdleTimer()
+        self._cancelTimers()
         if self.connection is not None:
             self.connection.abort()
 
@@ -552,6 +637,12 @@ class Http2ConnPool(PendingAccounting):
         self.connecting = []
         self.pending = deque()
         self.lastFailedConnection = None
+
+    def http2Stats(self):
+        """The cluster's C{http2.*} codec counters (Envoy's per-cluster codec stats)."""
+        cluster = self.cluster
+        return StatsStruct(cluster.dispatcher.stats, cluster.info.statPrefix + "http2.",
+                           ("keepalive_timeout",))
 
     # IHttpConnPool
 
@@ -644,7 +735,7 @@ class Http2ConnPool(PendingAccounting):
             self._serve(client)
             if not client.streams and not client.reserved:
                 client.startIdleTimer()
-        elif client in self.draining and not client.streams:
+        elif client in self.draining and not client.streams and not client.reserved:
             client.close()
 
     def onDraining(self, client):

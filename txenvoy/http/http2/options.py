@@ -104,6 +104,9 @@ def http2OptionsFromProto(message, path, upstream=False):
     if message.allow_connect:
         values["allowConnect"] = True
     if message.HasField("override_stream_error_on_invalid_http_message"):
+        if upstream:
+            raise ConfigError("%s.override_stream_error_on_invalid_http_message: not supported "
+                              "by txenvoy on upstream connections" % (path,))
         values["streamErrorOnInvalidHttpMessage"] = \
             message.override_stream_error_on_invalid_http_message.value
     if message.HasField("connection_keepalive"):
