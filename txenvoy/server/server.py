@@ -298,17 +298,23 @@ class Server(MultiService):
             ("admin", self.admin),
             ("guard_dog", self.guardDog),
             ("cluster_manager", self.clusterManager),
+            # The subscriptions watch their files before any listener
+            # serves, as Envoy's start in the cluster and listener
+            # managers' initialization: a file moved into place once a
+            # listener answers is never missed.
+            ("xds", self.xds),
             ("rds", self.routeConfigProviders),
             ("listener_manager", self.listenerManager),
             ("workers", self.runHelper),
             ("worker_processes", self.workerProcesses),
-            ("xds", self.xds),
         ]
+        workers = [name for name, _ in parts].index("workers")
         for i, extension in enumerate(self.bootstrapExtensions):
             if IService.providedBy(extension):
-                # Before the clusters and listeners, as Envoy's
-                # onServerInitialized callbacks run.
-                parts.insert(-3, ("bootstrap_extension_%d" % (i,), extension))
+                # Before the workers start, as Envoy's onServerInitialized
+                # callbacks run.
+                parts.insert(workers, ("bootstrap_extension_%d" % (i,), extension))
+                workers += 1
         for name, part in parts:
             if part is not None:
                 part.setName(name)
