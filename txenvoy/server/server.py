@@ -42,6 +42,7 @@ from txenvoy.server.run_helper import RunHelper
 from txenvoy.server.worker import MainThreadWorker, Worker
 from txenvoy.stats.flush import StatsFlusher, flushIntervalOf
 from txenvoy.stats.store import StatsStore
+from txenvoy.stats.histogram_settings import compileHistogramSettings
 from txenvoy.stats.matcher import compileStatsMatcher
 from txenvoy.stats.tags import TagProducer
 from txenvoy.upstream.cluster_manager import ClusterManager
@@ -252,6 +253,9 @@ class Server(MultiService):
             checkFields(b.stats_config, _STATS_CONFIG_FIELDS, "stats_config")
             self.stats.matcher = compileStatsMatcher(b.stats_config.stats_matcher,
                                                      "stats_config.stats_matcher")
+            self.stats.histogramSettings = compileHistogramSettings(
+                b.stats_config.histogram_bucket_settings,
+                "stats_config.histogram_bucket_settings")
         self.tagProducer = TagProducer.fromStatsConfig(
             b.stats_config if b.HasField("stats_config") else None)
         sinks = [self.context.createExtension(Category.STATS_SINK, sink, "stats_sinks[%d]" % (i,))
@@ -517,8 +521,9 @@ class Server(MultiService):
 
 
 
-# stats_config fields txenvoy honours (histogram_bucket_settings is refused).
-_STATS_CONFIG_FIELDS = ("stats_tags", "use_all_default_tags", "stats_matcher")
+# stats_config fields txenvoy honours.
+_STATS_CONFIG_FIELDS = ("stats_tags", "use_all_default_tags", "stats_matcher",
+                        "histogram_bucket_settings")
 
 # Bootstrap fields txenvoy honours (or that change nothing it does).
 _BOOTSTRAP_FIELDS = {

@@ -22,15 +22,13 @@ import math
 import re
 
 from txenvoy.regex import RegexError, compilePattern
+from txenvoy.stats.histogram_settings import DEFAULT_BUCKETS
 from txenvoy.stats.store import cumulativeCounts as _cumulativeCounts
 from txenvoy.stats.tags import defaultTagProducer
 
 #: Envoy's supported quantiles, as fractions.
 SUPPORTED_QUANTILES = (0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 1)
 
-#: Envoy's default histogram bucket bounds (stats_config.histogram_bucket_settings unset).
-DEFAULT_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
-                   60000, 300000, 600000, 1800000, 3600000)
 
 STAT_TYPES = ("All", "Counters", "Histograms", "Gauges", "TextReadouts")
 FORMATS = ("html", "active-html", "text", "json", "prometheus")
@@ -195,7 +193,7 @@ def quantiles(buckets, qs=SUPPORTED_QUANTILES):
 
 
 def cumulativeCounts(buckets, bounds=DEFAULT_BUCKETS):
-    """Cumulative counts at Envoy's default Prometheus bucket bounds."""
+    """Cumulative counts at C{bounds} (Envoy's default bucket bounds)."""
     return _cumulativeCounts(buckets, bounds)
 
 
@@ -238,14 +236,17 @@ def _summary(h, intervalBuckets):
         for q, i, c in zip(SUPPORTED_QUANTILES, interval, cumulative))
 
 
-def _bucketLine(h, intervalBuckets, disjoint):
-    cumulative = cumulativeCounts(h.buckets)
-    interval = cumulativeCounts(intervalBuckets or {})
+def _bucketLine(h, intervalBuckets, disjoint, bounds):
+    if not h.count:
+        # As Envoy's text output of a histogram without values, whatever the mode.
+        return "No recorded values"
+    cumulative = cumulativeCounts(h.buckets, bounds)
+    interval = cumulativeCounts(intervalBuckets or {}, bounds)
     if disjoint:
         cumulative = _disjoint(cumulative)
         interval = _disjoint(interval)
     return " ".join("B%s(%d,%d)" % (format(b, "g"), i, c)
-                    for b, i, c in zip(DEFAULT_BUCKETS, interval, cumulative))
+                    for b, i, c in zip(bounds, interval, cumulative))
 
 
 def _disjoint(counts):
@@ -273,7 +274,8 @@ def textStats(snapshot, params=None, intervals=None):
     for name, h in histograms:
         ib = _intervalBuckets(intervals, name)
         if params.histogramBuckets in ("cumulative", "disjoint"):
-            body = _bucketLine(h, ib, params.histogramBuckets == "disjoint")
+            body = _bucketLine(h, ib, params.histogramBuckets == "disjoint",
+                               snapshot.bucketsFor(name))
         elif params.histogramBuckets == "detailed":
             lines.append(_detailed(name, h, ib))
             continue
@@ -313,7 +315,7 @@ def jsonStats(snapshot, params=None, intervals=None):
         if params.histogramBuckets in ("cumulative", "disjoint"):
             items.append('{"histograms":[%s]}' % ",".join(
                 _jsonBuckets(n, h, _intervalBuckets(intervals, n),
-                             params.histogramBuckets == "disjoint")
+                             params.histogramBuckets == "disjoint", snapshot.bucketsFor(n))
                 for n, h in histograms))
         else:
             computed = []
@@ -331,15 +333,15 @@ def jsonStats(snapshot, params=None, intervals=None):
     return '{"stats":[%s]}' % ",".join(items)
 
 
-def _jsonBuckets(name, h, intervalBuckets, disjoint):
-    cumulative = cumulativeCounts(h.buckets)
-    interval = cumulativeCounts(intervalBuckets or {})
+def _jsonBuckets(name, h, intervalBuckets, disjoint, bounds):
+    cumulative = cumulativeCounts(h.buckets, bounds)
+    interval = cumulativeCounts(intervalBuckets or {}, bounds)
     if disjoint:
         cumulative = _disjoint(cumulative)
         interval = _disjoint(interval)
     return '{"name":%s,"buckets":[%s]}' % (json.dumps(name), ",".join(
         '{"upper_bound":%s,"interval":%d,"cumulative":%d}' % (jsonNumber(b), i, c)
-        for b, i, c in zip(DEFAULT_BUCKETS, interval, cumulative)))
+        for b, i, c in zip(bounds, interval, cumulative)))
 
 
 # /stats/prometheus.
@@ -391,7 +393,7 @@ def _families(items, tagProducer):
 def prometheusStats(snapshot, params=None, tagProducer=None):
     """
     C{/stats/prometheus}: one C{# TYPE} family per tag-extracted name,
-    counters, then gauges, then histograms (Envoy's bucket bounds,
+    counters, then gauges, then histograms (their bucket bounds,
     C{_sum} and C{_count}); a stat without tags prints C{{}}.
     """
     params = params or StatsParams()
@@ -408,7 +410,8 @@ def prometheusStats(snapshot, params=None, tagProducer=None):
         for _, tags, h in members:
             labels = formatLabels(tags)
             prefix = labels + "," if labels else ""
-            for bound, count in zip(DEFAULT_BUCKETS, cumulativeCounts(h.buckets)):
+            bounds = snapshot.bucketsFor(h.name)
+            for bound, count in zip(bounds, cumulativeCounts(h.buckets, bounds)):
                 out.append('%s_bucket{%sle="%s"} %d\n'
                            % (metric, prefix, _promNumber(bound), count))
             out.append('%s_bucket{%sle="+Inf"} %d\n' % (metric, prefix, h.count))

@@ -12,6 +12,8 @@ path never looks a name up.
 
 import threading
 
+from txenvoy.stats.histogram_settings import defaultBuckets
+
 COUNTER = "counter"
 GAUGE = "gauge"
 HISTOGRAM = "histogram"
@@ -258,13 +260,16 @@ class Snapshot:
     @ivar gauges: C{{name: value}}.
     @ivar histograms: C{{name: MergedHistogram}}.
     @ivar used: the set of names ever written.
+    @ivar bucketsFor: C{bucketsFor(name)}, a histogram's bucket bounds
+        (C{stats_config.histogram_bucket_settings}).
     """
 
-    def __init__(self, counters, gauges, histograms, used):
+    def __init__(self, counters, gauges, histograms, used, bucketsFor=defaultBuckets):
         self.counters = counters
         self.gauges = gauges
         self.histograms = histograms
         self.used = used
+        self.bucketsFor = bucketsFor
 
 
 class StatsStore:
@@ -276,6 +281,10 @@ class StatsStore:
     #: A L{txenvoy.stats.matcher.StatsMatcher} (C{stats_config.stats_matcher}):
     #: the stats it rejects are left out of every snapshot.
     matcher = None
+    #: A L{txenvoy.stats.histogram_settings.HistogramSettings}
+    #: (C{stats_config.histogram_bucket_settings}), or C{None}: Envoy's
+    #: default bounds.
+    histogramSettings = None
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -343,7 +352,9 @@ class StatsStore:
             for table in (counters, gauges, histograms):
                 for name in [n for n in table if rejects(n)]:
                     del table[name]
-        return Snapshot(counters, gauges, histograms, used)
+        settings = self.histogramSettings
+        return Snapshot(counters, gauges, histograms, used,
+                        settings.bucketsFor if settings is not None else defaultBuckets)
 
     def resetCounters(self):
         """C{POST /reset_counters}: every counter back to zero."""

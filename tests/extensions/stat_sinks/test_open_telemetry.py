@@ -53,6 +53,22 @@ class OpenTelemetryStatsSinkTests(SynchronousTestCase):
         self.assertEqual((h.count, len(h.explicit_bounds), list(h.bucket_counts)[:4]),
                          (1, 19, [0, 0, 0, 1]))
 
+    def test_histogramBucketSettings(self):
+        """stats_config.histogram_bucket_settings: the histogram's own bounds are sent."""
+        from google.protobuf import json_format
+
+        from envoy.config.metrics.v3 import stats_pb2
+        from txenvoy.stats.histogram_settings import compileHistogramSettings
+
+        config = json_format.ParseDict({"histogram_bucket_settings": [
+            {"match": {"prefix": "http."}, "buckets": [5, 50]}]}, stats_pb2.StatsConfig())
+        self.store.histogramSettings = compileHistogramSettings(
+            config.histogram_bucket_settings, "stats_config.histogram_bucket_settings")
+        sink = self.sink()
+        self.shard.histogram("http.ingress.downstream_rq_time").recordValue(7)
+        [h] = self.metrics(sink)["http.downstream_rq_time"].histogram.data_points
+        self.assertEqual((list(h.explicit_bounds), list(h.bucket_counts)), ([5.0, 50.0], [0, 1, 0]))
+
     def test_deltasAndNames(self):
         """report_counters_as_deltas, use_tag_extracted_name false, prefix."""
         sink = self.sink(countersAsDeltas=True, tagExtractedName=False, prefix="p")

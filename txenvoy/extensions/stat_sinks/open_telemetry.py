@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import IStatsSink
-from txenvoy.stats.format import DEFAULT_BUCKETS, cumulativeCounts
+from txenvoy.stats.format import cumulativeCounts
 from txenvoy.stats.tags import defaultTagProducer
 from txenvoy.grpc.async_client import (
     GrpcCollector,
@@ -135,9 +135,10 @@ class OpenTelemetryStatsSink:
             count = sum(buckets.values())
             point.count = count
             point.sum = sum(v * c for v, c in buckets.items())
-            point.explicit_bounds.extend(float(b) for b in DEFAULT_BUCKETS)
+            bounds = snapshot.bucketsFor(name)
+            point.explicit_bounds.extend(float(b) for b in bounds)
             below = 0
-            for cumulative in cumulativeCounts(buckets):
+            for cumulative in cumulativeCounts(buckets, bounds):
                 point.bucket_counts.append(cumulative - below)
                 below = cumulative
             point.bucket_counts.append(count - below)
