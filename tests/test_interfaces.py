@@ -249,6 +249,9 @@ static_resources:
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config
               metadata: [{metadata_namespace: a, value: {k: v}}]
+          - name: envoy.filters.http.custom_response
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.custom_response.v3.CustomResponse
           - name: envoy.filters.http.lua
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua

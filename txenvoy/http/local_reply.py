@@ -158,7 +158,12 @@ def makeLocalReply(config, streamInfo, requestHeaders, code, body, modifyHeaders
     return headers, body
 
 
-def _compileBodyFormat(message, path):
+def compileBodyFormat(message, path):
+    """
+    Compile a C{SubstitutionFormatString} used as a reply's body format:
+    its formatter and content type (C{text/plain} for text, or
+    C{application/json}, unless C{content_type} says otherwise).
+    """
     checkFields(message, _FORMAT_FIELDS, path)
     formatter = formatterFromProto(message, path)
     if message.content_type:
@@ -195,7 +200,7 @@ def compileLocalReplyConfig(message, path):
         body = readDataSource(m.body, mpath + ".body") if m.HasField("body") else None
         bodyFormat = None
         if m.HasField("body_format_override"):
-            bodyFormat = _compileBodyFormat(m.body_format_override,
+            bodyFormat = compileBodyFormat(m.body_format_override,
                                             mpath + ".body_format_override")
         headers = None
         if len(m.headers_to_add):
@@ -203,7 +208,7 @@ def compileLocalReplyConfig(message, path):
         mappers.append(_Mapper(predicate, status, body, bodyFormat, headers))
     bodyFormat = None
     if message.HasField("body_format"):
-        bodyFormat = _compileBodyFormat(message.body_format, path + ".body_format")
+        bodyFormat = compileBodyFormat(message.body_format, path + ".body_format")
     return LocalReplyConfig(mappers, bodyFormat)
 
 
