@@ -758,6 +758,19 @@ class LifecycleTests(AdminTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertIsNone(self.successResultOf(self.admin.stop()))
 
+    def test_unbindablePipe(self):
+        """
+        Envoy 1.40: C{cannot bind '/nonexistent-dir/admin.sock': No such
+        file or directory}, an error naming the admin's address, no
+        traceback.
+        """
+        proto = bootstrap_pb2.Admin()
+        proto.address.pipe.path = "/nonexistent-txenvoy-dir/admin.sock"
+        admin = AdminServer(self.reactor, self.server, proto)
+        e = self.assertRaises(ConfigError, admin.start)
+        self.assertEqual(str(e), "admin.address: cannot bind "
+                                 "'/nonexistent-txenvoy-dir/admin.sock': No such file or directory")
+
     def test_noAddress(self):
         proto = bootstrap_pb2.Admin()
         self.assertRaises(ConfigError, AdminServer, self.reactor, self.server, proto)

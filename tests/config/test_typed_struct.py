@@ -84,6 +84,17 @@ class TypedStructConfigTests(SynchronousTestCase):
         self.assertError(_config(HCM_VALUE.replace("codec_type: auto", "codec_type: [1]")),
                          FILTER + ".typed_config.value.codec_type")
 
+    def test_valueNotAStruct(self):
+        """
+        A C{value} that is not a struct at all (Envoy: C{message
+        google.protobuf.Struct ... unexpected character}) is one error at
+        C{<path>.value}, not one more for the message it would have been.
+        """
+        text = _config("").replace("          value:\n", "          value: 5\n")
+        error = self.assertError(text, FILTER + ".typed_config.value",
+                                 "google.protobuf.Struct")
+        self.assertEqual(error.message.count("unexpected character"), 1)
+
     def test_validationInsideValue(self):
         """
         The message's PGV rules hold inside the struct, with Envoy's phrase

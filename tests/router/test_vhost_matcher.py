@@ -77,9 +77,17 @@ class VirtualHostMatcherTests(SynchronousTestCase):
         self.assertEqual(self.status(None, b"/"), 204)
 
     def test_unsupportedInput(self):
-        """Only request header inputs route; another is refused with its path."""
+        """
+        Only request header inputs route; another is refused with Envoy
+        1.40's message (C{Route table can only match on request headers})
+        and its path.
+        """
         text = TABLE.replace("envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
                              "envoy.extensions.matching.common_inputs.network.v3."
                              "DestinationPortInput").replace("header_name: X-Tenant", "")
         e = self.assertRaises(ConfigError, _table, text)
+        self.assertIn("requirement violation while creating route match tree: "
+                      "INVALID_ARGUMENT: Route table can only match on request headers, saw "
+                      "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3."
+                      "DestinationPortInput @ ", str(e))
         self.assertIn("rc.virtual_hosts[0].matcher.matcher_tree.input.typed_config", str(e))

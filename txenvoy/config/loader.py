@@ -516,7 +516,11 @@ class _Walk:
                 raise self.parseError(
                     _join(path, "type_url"), "message " + desc.full_name,
                     "a TypedStruct cannot hold the well-known type %s" % (inner.full_name,))
-            walked = attempt(self.message, inner, value.get("value") or {}, valuePath)
+            given = value.get("value")
+            if given is not None and not isinstance(given, dict):
+                # Not a struct: the walk of the TypedStruct itself said so.
+                return out
+            walked = attempt(self.message, inner, given or {}, valuePath)
             if walked is not FAILED:
                 out["value"] = walked
         return out

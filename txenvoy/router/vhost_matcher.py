@@ -14,7 +14,7 @@ compiler the RBAC filters use (L{txenvoy.rbac.matcher.compileMatcher});
 its inputs are the request's headers (C{HttpRequestHeaderMatchInput}).
 """
 
-from txenvoy.config.errors import UnsupportedExtension
+from txenvoy.config.errors import ConfigError, UnsupportedExtension
 from txenvoy.config.registry import typeNameOf, unpackAny
 from txenvoy.rbac.matcher import compileMatcher, headerInput
 
@@ -38,7 +38,11 @@ class RouteMatcherInput:
 def _input(typed, path):
     typeName = typeNameOf(typed.typed_config)
     if typeName != _HEADER_INPUT:
-        raise UnsupportedExtension(path + ".typed_config", typeName, typed.name)
+        # Envoy refuses every other input here, the query parameter too.
+        raise ConfigError(
+            "requirement violation while creating route match tree: INVALID_ARGUMENT: Route "
+            "table can only match on request headers, saw %s @ %s.typed_config"
+            % (typed.typed_config.type_url, path))
     config = unpackAny(typed.typed_config, path + ".typed_config")
     return headerInput(config.header_name.lower().encode("utf-8"))
 
