@@ -31,6 +31,7 @@ from twisted.logger import Logger
 
 from txenvoy.grpc.streaming import StreamingCall, openChannel
 from txenvoy.xds.resources import decodeResources
+from txenvoy.xds.subscription import deliverAll, refuseAll
 
 log = Logger(namespace="config")
 
@@ -302,29 +303,10 @@ class MuxStream:
         return state
 
     def _refuse(self, state, detail):
-        """A response the stream could not decode: every subscription counts it."""
-        for subscription in state.subscriptions:
-            subscription.onRejectedBeforeUpdate(detail)
-        return detail
+        return refuseAll(state.subscriptions, detail)
 
     def _deliver(self, state, named, version):
-        """
-        Hand C{[(name, message)]} to each subscription (those by name get
-        theirs).
-
-        @return: C{None}, or the first error detail.
-        """
-        detail = None
-        for subscription in list(state.subscriptions):
-            if subscription.names:
-                wanted = set(subscription.names)
-                mine = [m for name, m in named if name in wanted]
-            else:
-                mine = [m for _, m in named]
-            error = subscription.onResponse(mine, version)
-            if error is not None and detail is None:
-                detail = error
-        return detail
+        return deliverAll(state.subscriptions, named, version)
 
     def _queueRequest(self, typeUrl):
         if self._call is None:

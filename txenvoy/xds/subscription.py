@@ -149,3 +149,30 @@ class Subscription:
         """The stream failed or could not be opened; the old config stays."""
         self.attempt.inc()
         self.failure.inc()
+
+
+def refuseAll(subscriptions, detail):
+    """A response the transport could not decode: each subscription counts it."""
+    for subscription in subscriptions:
+        subscription.onRejectedBeforeUpdate(detail)
+    return detail
+
+
+def deliverAll(subscriptions, named, version):
+    """
+    Hand C{[(name, message)]} to each subscription (one by name gets only
+    its own resources).
+
+    @return: C{None} to ACK, or the first error detail to NACK with.
+    """
+    detail = None
+    for subscription in list(subscriptions):
+        if subscription.names:
+            wanted = set(subscription.names)
+            mine = [m for name, m in named if name in wanted]
+        else:
+            mine = [m for _, m in named]
+        error = subscription.onResponse(mine, version)
+        if error is not None and detail is None:
+            detail = error
+    return detail
