@@ -125,11 +125,13 @@ def waitClosed(sock, timeout=3.0):
 
 def closedAfter(sock):
     """
-    The seconds the proxy took to close, to the nearest 0.25 s: the timers
-    compared here are 0 or 0.5 s apart, and a loaded machine adds tens of
-    milliseconds to either proxy.
+    When the proxy closed: C{"at once"}, C{"after 0.5 s"} (the delayed
+    close configured here) or C{"later"}. The timers compared are 0.5 s
+    apart, and a loaded machine makes either proxy up to a few hundred
+    milliseconds late.
     """
-    return round(waitClosed(sock) * 4) / 4
+    seconds = waitClosed(sock)
+    return "at once" if seconds < 0.25 else "after 0.5 s" if seconds < 0.9 else "later"
 
 
 def _get(port, path, headers=()):
@@ -384,15 +386,17 @@ class CompareDrainTests(SharedFixture, SynchronousTestCase):
         self.assertTrue(low <= seconds <= high, "%s not in [%s, %s]" % (seconds, low, high))
 
     def test_timings(self):
+        # A timer never fires early; a loaded machine (the suite runs four
+        # files at a time) may run it a few hundred milliseconds late.
         for run in (self.envoy, self.txenvoy):
             plain, overloaded, drained = run
-            self.assertWithin(plain["firstClose"], 1.3, 1.7)
-            self.assertWithin(plain["failedClose"], 0.7, 1.1)
-            self.assertWithin(plain["idleClose"], 1.3, 1.8)
-            self.assertWithin(overloaded["firstClose"], 0.7, 1.1)
+            self.assertWithin(plain["firstClose"], 1.3, 2.0)
+            self.assertWithin(plain["failedClose"], 0.7, 1.4)
+            self.assertWithin(plain["idleClose"], 1.3, 2.1)
+            self.assertWithin(overloaded["firstClose"], 0.7, 1.4)
             # Kept alive: idle_timeout + drain_timeout + delayed close.
-            self.assertWithin(drained["failedClose"], 1.3, 1.7)
-            self.assertWithin(drained["idleClose"], 1.3, 1.8)
+            self.assertWithin(drained["failedClose"], 1.3, 2.0)
+            self.assertWithin(drained["idleClose"], 1.3, 2.1)
 
     def test_sameResponses(self):
         for envoy, txenvoy in zip(self.envoy, self.txenvoy):
