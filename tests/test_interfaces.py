@@ -111,6 +111,10 @@ static_resources:
                     - header_value_match: {descriptor_value: m, headers: [{name: a, present_match: true}]}
                     - destination_cluster: {}
           http_filters:
+          - name: envoy.filters.http.dynamic_forward_proxy
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig
+              dns_cache_config: {name: dfp, dns_lookup_family: V4_ONLY}
           - name: envoy.filters.http.ratelimit
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
@@ -356,6 +360,13 @@ static_resources:
     load_assignment:
       cluster_name: zipkin
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 9411}}}}]}]
+  - name: dynamic_forward_proxy
+    lb_policy: CLUSTER_PROVIDED
+    cluster_type:
+      name: envoy.clusters.dynamic_forward_proxy
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig
+        dns_cache_config: {name: dfp, dns_lookup_family: V4_ONLY}
   - name: internal
     transport_socket:
       name: envoy.transport_sockets.internal_upstream

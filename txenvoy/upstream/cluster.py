@@ -58,6 +58,9 @@ ORIGINAL_DST = "ORIGINAL_DST"
 #: C{cluster_type} C{envoy.clusters.aggregate}.
 AGGREGATE = "AGGREGATE"
 EDS = "EDS"
+#: C{cluster_type} C{envoy.clusters.dynamic_forward_proxy}.
+DYNAMIC_FORWARD_PROXY = "DYNAMIC_FORWARD_PROXY"
+_DFP_CONFIG_TYPE = "envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig"
 CLUSTER_PROVIDED = "CLUSTER_PROVIDED"
 _AGGREGATE_CONFIG_TYPE = "envoy.extensions.clusters.aggregate.v3.ClusterConfig"
 
@@ -72,6 +75,7 @@ CLUSTER_FACTORY_NAMES = {
     ORIGINAL_DST: "envoy.cluster.original_dst",
     AGGREGATE: "envoy.clusters.aggregate",
     EDS: "envoy.cluster.eds",
+    DYNAMIC_FORWARD_PROXY: "envoy.clusters.dynamic_forward_proxy",
 }
 _LB_POLICIES = {
     0: ROUND_ROBIN, 1: LEAST_REQUEST, 2: RING_HASH, 3: RANDOM, 5: MAGLEV,
@@ -358,6 +362,7 @@ class ClusterInfo:
         self.lbSubset = kw.pop("lbSubset", None)
         self.aggregateClusters = kw.pop("aggregateClusters", ())
         self.edsConfig = kw.pop("edsConfig", None)
+        self.dnsCacheConfig = kw.pop("dnsCacheConfig", None)
         if kw:
             raise TypeError("unknown ClusterInfo settings: %s" % (sorted(kw),))
 
@@ -471,13 +476,17 @@ def compileCluster(proto, path, addedViaApi=False):
         if typeName == _AGGREGATE_CONFIG_TYPE:
             ctype = AGGREGATE
             kw["aggregateClusters"] = _compileAggregate(ct, path + ".cluster_type")
+        elif typeName == _DFP_CONFIG_TYPE:
+            ctype = DYNAMIC_FORWARD_PROXY
+            kw["dnsCacheConfig"] = _compileDynamicForwardProxy(ct, path + ".cluster_type")
         else:
             report(UnsupportedExtension(path + ".cluster_type", typeName, ct.name))
     if ctype == EDS:
         kw["edsConfig"] = _compileEdsClusterConfig(proto, path)
     elif proto.HasField("eds_cluster_config"):
         raise ConfigError("%s.eds_cluster_config: only for a cluster of type EDS" % (path,))
-    if ctype not in (STATIC, STRICT_DNS, LOGICAL_DNS, ORIGINAL_DST, AGGREGATE, EDS):
+    if ctype not in (STATIC, STRICT_DNS, LOGICAL_DNS, ORIGINAL_DST, AGGREGATE, EDS,
+                     DYNAMIC_FORWARD_PROXY):
         report(UnsupportedField(path + ".type", "type %s" % (ctype,)))
         # Reported: the rest of the cluster is checked as a static one.
         ctype = STATIC
@@ -660,6 +669,21 @@ def _compileAggregate(clusterType, path):
     return tuple(msg.clusters)
 
 
+def _compileDynamicForwardProxy(clusterType, path):
+    """The C{dns_cache_config} of a dynamic forward proxy C{ClusterConfig}."""
+    from txenvoy.extensions.common.dns_cache import compileDnsCacheConfig
+
+    checkFields(clusterType, ("name", "typed_config"), path)
+    cpath = path + ".typed_config"
+    msg = unpackAny(clusterType.typed_config, cpath)
+    checkFields(msg, ("dns_cache_config", "allow_insecure_cluster_options",
+                      "allow_coalesced_connections"), cpath)
+    if not msg.HasField("dns_cache_config"):
+        raise ConfigError("%s.dns_cache_config: txenvoy implements the DNS cache "
+                          "(sub_clusters_config is not implemented)" % (cpath,))
+    return compileDnsCacheConfig(msg.dns_cache_config, cpath + ".dns_cache_config")
+
+
 def _compileOriginalDst(proto, path, ctype):
     """
     C{cleanup_interval} and C{original_dst_lb_config}, with the checks
@@ -702,7 +726,7 @@ def _compileOriginalDst(proto, path, ctype):
                 "%s.original_dst_lb_config.http_header_name: ORIGINAL_DST cluster: invalid "
                 "config http_header_name=%s and use_http_header is false. Set use_http_header "
                 "to true if http_header_name is desired." % (path, lbc.http_header_name))
-    elif ctype == AGGREGATE:
+    elif ctype in (AGGREGATE, DYNAMIC_FORWARD_PROXY):
         if lbPolicy != CLUSTER_PROVIDED:
             raise ConfigError("%s.lb_policy: cluster manager: cluster provided LB not specified "
                               "but cluster '%s' provided one. Check cluster documentation."

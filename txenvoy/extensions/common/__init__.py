@@ -1,0 +1,1 @@
+"""Code shared by several extensions (Envoy's C{extensions/common})."""
