@@ -11,6 +11,7 @@ import socket
 
 from twisted.internet import reactor as globalReactor
 from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.task import Clock
@@ -72,6 +73,72 @@ class PrivatesPresentTests(SynchronousTestCase):
         reactor._exitSignal = 15
         privates.forgetExitSignal(reactor)
         self.assertIsNone(reactor._exitSignal)
+
+
+class _Reader:
+    """A readable descriptor whose C{doRead} reports what it was asked."""
+
+    def __init__(self, sock, fail=False):
+        self.sock = sock
+        self.reads = 0
+        self.fail = fail
+        self.lost = []
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def doRead(self):
+        self.reads += 1
+        self.sock.recv(100)
+        return ConnectionDone() if self.fail else None
+
+    def connectionLost(self, reason):
+        self.lost.append(reason)
+        raise RuntimeError("a connectionLost that raises")
+
+    def logPrefix(self):
+        return "reader"
+
+
+class EPollReactorTests(SynchronousTestCase):
+    """L{privates.EPollReactor}: Twisted's epoll reactor, lighter per event."""
+
+    def setUp(self):
+        self.reactor = privates.EPollReactor()
+        self.addCleanup(self.reactor._poller.close)
+
+    def reader(self, fail=False):
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        reader = _Reader(a, fail)
+        self.reactor.addReader(reader)
+        b.send(b"x")
+        return reader
+
+    def test_instanceAttributes(self):
+        missing = [n for n in privates.EPOLL_INSTANCE_ATTRIBUTES
+                   if not hasattr(self.reactor, n)]
+        self.assertEqual(missing, [])
+
+    def test_readyDescriptorsRead(self):
+        """Each ready descriptor's C{doRead} runs once per poll."""
+        one, two = self.reader(), self.reader()
+        self.reactor.doPoll(0)
+        self.assertEqual((one.reads, two.reads), (1, 1))
+        self.reactor.doPoll(0)
+        self.assertEqual((one.reads, two.reads), (1, 1))
+
+    def test_raisingDisconnectLogged(self):
+        """
+        A descriptor whose C{connectionLost} raises is logged, and the
+        other ready descriptors still get their event.
+        """
+        bad, good = self.reader(fail=True), self.reader()
+        self.reactor.doPoll(0)
+        self.assertEqual(len(bad.lost), 1)
+        self.assertEqual(good.reads, 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
 class OnlyHereTests(SynchronousTestCase):

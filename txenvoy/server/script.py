@@ -57,11 +57,14 @@ def runWorkerProcess():
     """
     A worker process's entry point (what
     L{txenvoy.server.worker_processes.WORKER_PROCESS_CODE} runs):
-    the epoll reactor, then L{txenvoy.server.worker_process.main} on it.
+    the epoll reactor (L{txenvoy.privates.EPollReactor}), then
+    L{txenvoy.server.worker_process.main} on it.
     """
-    from twisted.internet import epollreactor
+    from twisted.internet.main import installReactor
 
-    epollreactor.install()
+    from txenvoy.privates import EPollReactor
+
+    installReactor(EPollReactor())
     from twisted.internet import reactor  # entry point
 
     from txenvoy.server.worker_process import main as workerMain

@@ -32,10 +32,11 @@ def newReactor():
     A fresh, uninstalled reactor for a worker thread. Never the global one:
     nothing of a worker may be scheduled on the main reactor by accident.
     """
-    try:
-        from twisted.internet.epollreactor import EPollReactor
+    from txenvoy.privates import EPollReactor
+
+    if EPollReactor is not None:
         reactor = EPollReactor()
-    except ImportError:  # not Linux
+    else:  # not Linux
         from twisted.internet.pollreactor import PollReactor
         reactor = PollReactor()
     markNotIOThread(reactor)
