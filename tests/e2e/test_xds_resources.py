@@ -15,7 +15,7 @@ import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import adminStats, forBoth, freePort, statusOf
+from tests.e2e.harness import EXAMPLES, adminStats, forBoth, freePort, statusOf
 from tests.e2e.test_file_xds import _moveInto, _origin, _proxy, _response, _withoutTimes
 
 _ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -308,3 +308,123 @@ class EdsTests(SynchronousTestCase):
         self.assertEqual(results[False][0], realSeen)
         self.assertEqual(results[False][1], realStats)
         self.assertEqual(results[False][2], realDump)
+
+
+EXAMPLES_CERTS = os.path.join(EXAMPLES, "certs")
+_SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+_SDS_STATS = ["sds.server_cert." + n for n in (
+    "update_attempt", "update_success", "update_rejected", "update_failure", "version")]
+
+
+def _secret(name, domain):
+    certs = os.path.abspath(EXAMPLES_CERTS)
+    return {"@type": _SECRET_TYPE, "name": name, "tls_certificate": {
+        "certificate_chain": {"filename": os.path.join(certs, domain + ".crt.pem")},
+        "private_key": {"filename": os.path.join(certs, domain + ".key.pem")}}}
+
+
+def _tlsListener(port, sdsPath):
+    listener = _directListener(port, "unused")
+    listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"] = {
+        "name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"],
+                                        "routes": [_direct("/", "tls")]}]}
+    listener["filter_chains"][0]["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                     "DownstreamTlsContext",
+            "common_tls_context": {"tls_certificate_sds_secret_configs": [{
+                "name": "server_cert", "sds_config": {
+                    "path_config_source": {"path": sdsPath},
+                    "resource_api_version": "V3"}}]}}}
+    return listener
+
+
+def _tlsConnect(port):
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return context.wrap_socket(raw)
+
+
+def _commonName(tlsSocket):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cert = x509.load_der_x509_certificate(tlsSocket.getpeercert(binary_form=True))
+    return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+
+def _tlsExchange(tlsSocket):
+    """One request on a kept-alive TLS connection: its response body."""
+    tlsSocket.sendall(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+    data = b""
+    while not data.endswith(b"tls"):
+        chunk = tlsSocket.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.partition(b"\r\n\r\n")[2]
+
+
+class SdsTests(SynchronousTestCase):
+
+    def _sequence(self, real):
+        d = tempfile.mkdtemp(prefix="sds-")
+        port, adminPort = freePort(), freePort()
+        path = os.path.join(d, "sds.yaml")
+
+        def move(version, resources):
+            _moveInto(d, "sds.yaml", _response(version, resources))
+
+        move("1", [_secret("server_cert", "domain1")])
+        config = _bootstrap(adminPort, [_tlsListener(port, path)])
+        proxy = _proxy(real, config, adminPort, ())
+        seen = []
+        attempts = [1]
+
+        def moveAndWait(version, resources):
+            move(version, resources)
+            attempts[0] += 1
+            _waitStat(adminPort, "sds.server_cert.update_attempt", attempts[0])
+            with _tlsConnect(port) as s:
+                seen.append(_commonName(s))
+
+        try:
+            proxy.waitPort(port)
+            old = _tlsConnect(port)
+            seen.append((_commonName(old), _tlsExchange(old)))
+            # A rotation reaches new handshakes; the old connection goes on.
+            moveAndWait("2", [_secret("server_cert", "domain2")])
+            seen.append((_commonName(old), _tlsExchange(old)))
+            old.close()
+            # Refused whole, the rotated certificate serving on.
+            missing = _secret("server_cert", "domain2")
+            missing["tls_certificate"]["certificate_chain"]["filename"] = "/nonexistent.pem"
+            moveAndWait("3", [missing])
+            moveAndWait("4", [_secret("other", "domain1")])
+            moveAndWait("5", [])
+            stats = adminStats(adminPort)
+        finally:
+            proxy.stop()
+        prefix = "listener.127.0.0.1_%d.server_ssl_socket_factory." % (port,)
+        compared = {n: stats.get(n) for n in _SDS_STATS}
+        compared["ssl_context_update_by_sds"] = stats.get(prefix + "ssl_context_update_by_sds")
+        return seen, compared
+
+    def test_sdsRotationAsEnvoy(self):
+        """
+        Envoy's SDS certificate rotation from a file: new handshakes get
+        the new certificate, a connection made before keeps serving; a
+        secret that cannot be loaded, another secret or none is rejected
+        and the current one serves on; the same C{sds.<name>.*} and
+        C{ssl_context_update_by_sds} stats.
+        """
+        results = forBoth(self._sequence, timeout=90)
+        self.maxDiff = None
+        one, two = "domain1.example.com", "domain2.example.com"
+        self.assertEqual(results[True][0], [
+            (one, b"tls"), two, (one, b"tls"), two, two, two])
+        self.assertEqual(results[False], results[True])

@@ -50,14 +50,14 @@ class ServiceTreeTests(TestCase):
         server = Server.fromConfig(reactor, configDict=_config())
         self.assertEqual([s.name for s in server], [
             "access_log", "runtime", "overload_manager", "stats_flush", "uptime", "admin",
-            "guard_dog", "cluster_manager", "rds", "listener_manager", "workers"])
+            "guard_dog", "cluster_manager", "sds", "rds", "listener_manager", "workers"])
 
     def test_validateBuildsNoTimersNorPorts(self):
         bootstrap = loadBootstrap(None, json.dumps(_config()))
         server = Server(reactor, bootstrap, validateOnly=True)
         self.assertEqual([s.name for s in server], [
-            "access_log", "runtime", "overload_manager", "uptime", "cluster_manager", "rds",
-            "listener_manager", "workers"])
+            "access_log", "runtime", "overload_manager", "uptime", "cluster_manager", "sds",
+            "rds", "listener_manager", "workers"])
 
     @defer.inlineCallbacks
     def test_privilegedStartBinds(self):

@@ -203,7 +203,9 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         C{"rds"}: C{[(proto, versionInfo, lastUpdated)]} of the route
         configurations RDS gave (C{dynamic_route_configs}); C{"eds"}:
         C{[(clusterName, ClusterLoadAssignment, addedViaApi)]} of the
-        C{EDS} clusters (L{hostsAssignment}), for C{?include_eds}.
+        C{EDS} clusters (L{hostsAssignment}), for C{?include_eds};
+        C{"sds"}: C{[(name, Secret, versionInfo, lastUpdated)]}
+        (C{dynamic_active_secrets}, private keys redacted).
     @return: the JSON text.
     @raise ConfigDumpError: for a bad parameter.
     """
@@ -315,8 +317,19 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
     dumps = [bootstrapDump, clustersDump]
     if includeEds:
         dumps.append(endpointsDump)
+    secretsDump = config_dump_pb2.SecretsConfigDump()
+    for name, secret, version, updated in sorted(dynamic.get("sds", ()),
+                                                 key=lambda e: e[0]):
+        if nameRe is not None and not nameRe.search(name):
+            continue
+        entry = secretsDump.dynamic_active_secrets.add()
+        entry.name = name
+        if version:
+            entry.version_info = version
+        entry.last_updated.CopyFrom(_timestamp(updated))
+        entry.secret.Pack(secret)
     dumps += [listenersDump, config_dump_shared_pb2.ScopedRoutesConfigDump(), routesDump,
-              config_dump_pb2.SecretsConfigDump()]
+              secretsDump]
 
     if resource:
         items = None

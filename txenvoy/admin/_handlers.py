@@ -234,6 +234,9 @@ def configDump(call):
     providers = getattr(server, "routeConfigProviders", None)
     if providers is not None:
         dynamic["rds"] = providers.dumpState()
+    secrets = getattr(server, "secretManager", None)
+    if secrets is not None:
+        dynamic["sds"] = secrets.dumpState()
     if cm is not None and "include_eds" in q:
         dynamic["eds"] = [
             (name, _dumps.hostsAssignment(c), bool(c.info.addedViaApi))

@@ -143,6 +143,9 @@ class ListenerConfig:
         self.continueOnListenerFiltersTimeout = proto.continue_on_listener_filters_timeout
         # Inside a collection of errors (txenvoy.config.errors) a failing
         # filter or chain is reported and left out, and the others checked.
+        # Transport sockets name their stats after the listener.
+        context = context.child(context.path, context.configPath)
+        context.listenerStatPrefix = self.statPrefix
         self.listenerFilters = [
             attempt(context.createExtension, Category.LISTENER_FILTER, lf,
                     "%s.listener_filters[%d]" % (path, i))

@@ -50,6 +50,7 @@ from txenvoy.xds.file_xds import FileXds
 from txenvoy.xds.discovery_file import UnknownDynamicFields
 from txenvoy.xds.eds_api import EdsSubscriptionFactory
 from txenvoy.xds.rds_api import RouteConfigProviderManager
+from txenvoy.xds.sds_api import SecretManager
 
 log = Logger(namespace="main")
 
@@ -162,6 +163,8 @@ class Server(MultiService):
         for worker in self.workers:
             self.overloadManager.registerWorker(worker.dispatcher)
         self.mainStats.gauge("server.concurrency").set(options.concurrency)
+        self.secretManager = SecretManager(
+            reactor, self.mainStats, validateOnly, UnknownDynamicFields.ofServer(self))
         self.routeConfigProviders = RouteConfigProviderManager(
             reactor, self.mainStats, validateOnly, UnknownDynamicFields.ofServer(self))
         self.listenerManager = ListenerManager(
@@ -307,6 +310,7 @@ class Server(MultiService):
             # managers' initialization: a file moved into place once a
             # listener answers is never missed.
             ("xds", self.xds),
+            ("sds", self.secretManager),
             ("rds", self.routeConfigProviders),
             ("listener_manager", self.listenerManager),
             ("workers", self.runHelper),

@@ -44,6 +44,12 @@ from txenvoy.config.datasource import readDataSource
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
+from txenvoy.extensions.transport_sockets.tls_sds import (
+    SdsDownstreamTlsSocket,
+    SdsTlsContext,
+    sdsSocket,
+    usesSds,
+)
 from txenvoy.interfaces import IDownstreamTransportSocketFactory
 from txenvoy.network.filter import forwardReadConnectionLost
 from txenvoy.privates import TLSTransport, sessionReused
@@ -1134,23 +1140,37 @@ _DOWNSTREAM_FIELDS = (
            "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
            "envoy.transport_sockets.tls", fields=_DOWNSTREAM_FIELDS)
 def createDownstreamTlsSocket(message, context):
-    """Build a L{DownstreamTlsSocket} from a C{DownstreamTlsContext}."""
+    """
+    Build a L{DownstreamTlsSocket} from a C{DownstreamTlsContext}; with SDS
+    secrets, an L{SdsDownstreamTlsSocket} that rebuilds it when they change.
+    """
     path = context.configPath
     if message.ocsp_staple_policy != 0:
         raise UnsupportedField(path + ".ocsp_staple_policy", "only LENIENT_STAPLING")
-    options = loadCertificateOptions(message.common_tls_context, path + ".common_tls_context")
-    if not options.certificates:
-        raise ConfigError("%s: No TLS certificates found for server context" % (path,))
     timeout = None
     if message.HasField("session_timeout"):
         timeout = max(1, int(message.session_timeout.ToTimedelta().total_seconds()))
-    return DownstreamTlsSocket(
-        options,
-        requireClientCertificate=(message.HasField("require_client_certificate")
-                                  and message.require_client_certificate.value),
-        requireSni=message.HasField("require_sni") and message.require_sni.value,
-        sessionTimeout=timeout,
-        disableStatelessResumption=message.disable_stateless_session_resumption,
-        disableStatefulResumption=message.disable_stateful_session_resumption,
-        preferClientCiphers=message.prefer_client_ciphers,
-    )
+
+    def build(commonTlsContext, ctcPath):
+        options = loadCertificateOptions(commonTlsContext, ctcPath)
+        if not options.certificates:
+            raise ConfigError("%s: No TLS certificates found for server context" % (path,))
+        return DownstreamTlsSocket(
+            options,
+            requireClientCertificate=(message.HasField("require_client_certificate")
+                                      and message.require_client_certificate.value),
+            requireSni=message.HasField("require_sni") and message.require_sni.value,
+            sessionTimeout=timeout,
+            disableStatelessResumption=message.disable_stateless_session_resumption,
+            disableStatefulResumption=message.disable_stateful_session_resumption,
+            preferClientCiphers=message.prefer_client_ciphers,
+        )
+
+    ctc = message.common_tls_context
+    if not usesSds(ctc):
+        return build(ctc, path + ".common_tls_context")
+    statPrefix = getattr(context, "listenerStatPrefix", "listener.") + \
+        "server_ssl_socket_factory."
+    sds = SdsTlsContext(ctc, context, path + ".common_tls_context",
+                        lambda composed: build(composed, "resources[0]"), statPrefix)
+    return sdsSocket(sds, SdsDownstreamTlsSocket, context, path)

@@ -1,0 +1,153 @@
+# -*- test-case-name: tests.xds.test_sds_api -*-
+"""
+SDS (Envoy's C{SdsApi} and C{SecretManagerImpl}): a TLS context names a
+secret (C{tls_certificate_sds_secret_configs},
+C{validation_context_sds_secret_config}) and its C{sds_config}; every
+context naming the same secret from the same source shares one
+subscription, and each is told when the secret changes, to build new
+OpenSSL contexts for new handshakes while the connections already made
+keep theirs.
+
+An update that names another secret, holds none or more than one, or that
+a context cannot use (a file that is not there, a key that does not match)
+is rejected whole, and every context keeps the secret it had.
+"""
+
+import time
+
+from twisted.application.service import Service
+
+from txenvoy.config.errors import ConfigError, collectErrors
+from txenvoy.config.fields import checkFields
+from txenvoy.xds.config_source import checkExists, fileSourceOf
+from txenvoy.xds.discovery_file import SECRET_TYPE, readDiscoveryResponse
+from txenvoy.xds.path_subscription import FileSubscription
+
+
+class SdsSecretProvider:
+    """
+    One secret, by name, from one config source.
+
+    @ivar secret: the C{Secret} in use, or C{None} before the first update.
+    @ivar versionInfo: the C{version_info} it came with.
+    @ivar lastUpdated: its wall-clock time.
+    """
+
+    def __init__(self, name, scope):
+        self.name = name
+        self.secret = None
+        self.versionInfo = None
+        self.lastUpdated = None
+        self.subscription = None
+        self._consumers = []
+        scope.counter("key_rotation_failed")
+
+    def addUpdateCallback(self, onSecret):
+        """
+        Call C{onSecret(secret)} on each new secret; it raises
+        L{ConfigError} if it cannot use it, which rejects the update for
+        every consumer.
+        """
+        self._consumers.append(onSecret)
+
+    def onConfigUpdate(self, resources, versionInfo):
+        """
+        Apply a state-of-the-world update.
+
+        @raise ConfigError: the update is rejected; nothing changed.
+        """
+        if not resources:
+            raise ConfigError("Missing SDS resources for %s in onConfigUpdate()" % (self.name,))
+        if len(resources) != 1:
+            raise ConfigError("Unexpected SDS secrets length: %d" % (len(resources),))
+        secret = resources[0]
+        if secret.name != self.name:
+            raise ConfigError("Unexpected SDS secret (expecting %s): %s"
+                              % (self.name, secret.name))
+        if secret == self.secret:
+            return
+        # Every consumer builds what it would use before any switches.
+        with collectErrors():
+            ready = [consumer(secret) for consumer in self._consumers]
+        for apply in ready:
+            if apply is not None:
+                apply()
+        self.secret = secret
+        self.versionInfo = versionInfo
+        self.lastUpdated = time.time()
+
+
+class SecretManager(Service):
+    """
+    The SDS subscriptions of one server, one per secret name and config
+    source, read once when first named and watched while the server runs.
+    """
+
+    def __init__(self, reactor, stats, validateOnly=False, unknownFields=None):
+        """
+        @param stats: the main stats shard; a secret's stats are
+            C{sds.<name>.*}.
+        @param unknownFields: the
+            L{txenvoy.xds.discovery_file.UnknownDynamicFields} policy.
+        """
+        self.reactor = reactor
+        self._stats = stats
+        self.validateOnly = validateOnly
+        self._unknownFields = unknownFields
+        self._providers = {}
+
+    def findOrCreate(self, sdsSecretConfig, path):
+        """
+        The provider of an C{SdsSecretConfig}.
+
+        @param path: its field path, for messages.
+        @return: an L{SdsSecretProvider} (read once, so holding the secret
+            if the file had a good one), or C{None} in validate mode.
+        @raise ConfigError: a secret without a source (a static secret),
+            or a source txenvoy cannot read.
+        """
+        checkFields(sdsSecretConfig, ("name", "sds_config"), path)
+        if not sdsSecretConfig.name:
+            raise ConfigError("%s.name: value length must be at least 1 characters" % (path,))
+        if not sdsSecretConfig.HasField("sds_config"):
+            raise ConfigError("%s.sds_config: static secrets (static_resources.secrets) are "
+                              "not implemented; name a file sds_config" % (path,))
+        source = fileSourceOf(sdsSecretConfig.sds_config, path + ".sds_config")
+        if source is None or self.validateOnly:
+            return None
+        key = sdsSecretConfig.SerializeToString(deterministic=True)
+        provider = self._providers.get(key)
+        if provider is not None:
+            return provider
+        checkExists(source)
+        name = sdsSecretConfig.name
+        scope = self._stats.scope("sds.%s." % (name,))
+        provider = SdsSecretProvider(name, scope)
+        unknownFields = self._unknownFields
+        provider.subscription = FileSubscription(
+            self.reactor, source, scope,
+            lambda p: readDiscoveryResponse(p, SECRET_TYPE, unknownFields),
+            provider.onConfigUpdate)
+        self._providers[key] = provider
+        provider.subscription.refresh()
+        if self.running:
+            provider.subscription.start()
+        return provider
+
+    def dumpState(self):
+        """
+        What C{/config_dump} shows as C{dynamic_active_secrets}: C{[(name,
+        secret, versionInfo, lastUpdated)]}.
+        """
+        return [(p.name, p.secret, p.versionInfo, p.lastUpdated)
+                for p in self._providers.values() if p.secret is not None]
+
+    def startService(self):
+        Service.startService(self)
+        for p in self._providers.values():
+            p.subscription.start()
+
+    def stopService(self):
+        Service.stopService(self)
+        for p in self._providers.values():
+            p.subscription.stop()
