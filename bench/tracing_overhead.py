@@ -5,7 +5,7 @@ C{--concurrency 1}), with tracing off and with tracing at 100% sampling to
 a collector cluster whose port refuses connections. Not a test.
 
     python bench/tracing_overhead.py [--duration 10] [--connections 50] [--rounds 3]
-                                     [--provider zipkin|opentelemetry]
+                                     [--provider zipkin|opentelemetry|datadog]
 
 Prints each proxy's req/s with tracing off and on and the on/off ratio,
 and the tracing stats after the traced run (spans sent and lost), which
@@ -46,6 +46,19 @@ OTEL = """
                 http_service: {http_uri: {uri: "http://collector/v1/traces", cluster: collector, timeout: 1s}}
 """
 
+DATADOG = """
+          tracing:
+            random_sampling: {value: 100}
+            provider:
+              name: envoy.tracers.datadog
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.DatadogConfig
+                collector_cluster: collector
+                service_name: bench
+"""
+
+PROVIDERS = {"zipkin": ZIPKIN, "opentelemetry": OTEL, "datadog": DATADOG}
+
 COLLECTOR = """
   - name: collector
     connect_timeout: 1s
@@ -63,7 +76,7 @@ def proxyConfig(traced, provider, port, origin, dead, admin):
     if traced:
         text = text.replace("          stat_prefix: proxy\n",
                             "          stat_prefix: proxy\n" + (
-                                ZIPKIN if provider == "zipkin" else OTEL))
+                                PROVIDERS[provider]))
         text += COLLECTOR % {"dead": dead}
     return text + "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n" % (
         admin,)
@@ -83,7 +96,7 @@ def main():
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--provider", choices=("zipkin", "opentelemetry"), default="zipkin")
+    parser.add_argument("--provider", choices=sorted(PROVIDERS), default="zipkin")
     options = parser.parse_args()
     originPort = http_small.freePort()
     origin = http_small.startEnvoy(http_small.ORIGIN % {"port": originPort})

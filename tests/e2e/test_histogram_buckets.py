@@ -1,8 +1,10 @@
 """
-C{stats_config.histogram_bucket_settings} through real Envoy 1.40 and a
-real C{twistd envoy}: the same YAML, the same requests; the bucket bounds
-(and counts) each histogram shows in C{/stats?histogram_buckets=...},
-C{/stats?format=json} and C{/stats/prometheus} must match.
+C{stats_config.histogram_bucket_settings} and the admin pages a person
+looks at, through real Envoy 1.40 and a real C{twistd envoy}: the same
+YAML, the same requests; the bucket bounds (and counts) each histogram
+shows in C{/stats?histogram_buckets=...}, C{/stats?format=json} and
+C{/stats/prometheus}, the home page and C{/stats?format=active-html} with
+the JSON it polls must match.
 """
 
 import json
@@ -71,10 +73,8 @@ def _boundsAndTotal(line, mode):
     return [b for b, _ in pairs], (counts[-1] if mode == "cumulative" else sum(counts))
 
 
-class HistogramBucketSettingsTests(SharedFixture, SynchronousTestCase):
+class _HistogramBucketChecks:
     """Real Envoy and txenvoy, the same histogram_bucket_settings."""
-
-    maxDiff = None
 
     @classmethod
     def startFixture(cls):
@@ -150,3 +150,61 @@ class HistogramBucketSettingsTests(SharedFixture, SynchronousTestCase):
         self.assertEqual(envoy["envoy_cluster_upstream_rq_time"],
                          ["0.5", "1000", "60000", "+Inf"])
         self.assertEqual(txenvoy, envoy)
+
+
+_HOME_SHAPE = re.compile(r"<form action='[^']*' method='[a-z]*' id='[^']*'|<a href='[^']*'"
+                         r"|name='[^']*' id='[^']*'|form='[^']*'|<tr[^>]*>")
+
+
+class _AdminPagesChecks:
+    """
+    The pages a person looks at, from real Envoy and txenvoy: the home
+    page, the active-html page and the JSON that page polls.
+    """
+
+    def test_homePage(self):
+        """
+        /: the same commands, links, forms and parameter fields (ids,
+        form bindings), rows shaded alike, as Envoy's home page.
+        """
+        envoy, txenvoy = [_HOME_SHAPE.findall(page) for page in self.both("/")]
+        self.assertEqual(txenvoy, envoy)
+
+    def test_activeHtml(self):
+        """
+        /stats?format=active-html: an HTML page with the fields Envoy's
+        page reads and the URL it polls.
+        """
+        for page in self.both("/stats?format=active-html"):
+            self.assertTrue(page.startswith("<!DOCTYPE html>"))
+            for elementId in ("param-1-stats-filter", "param-1-stats-type",
+                              "active-max-display-count", "active-update-interval"):
+                self.assertIn("id='%s'" % (elementId,), page)
+            self.assertIn("/stats?format=json&usedonly&histogram_buckets=detailed&", page)
+
+    def test_polledJson(self):
+        """
+        What the active page polls: the same scalars and, for each
+        histogram, the same keys, percentiles and number of values.
+        """
+        shown = []
+        for text in self.both("/stats?format=json&usedonly&histogram_buckets=detailed"
+                              "&filter=upstream_rq_time|downstream_rq_total&type=All"):
+            stats = json.loads(text)["stats"]
+            scalars = {s["name"]: s["value"] for s in stats if "value" in s}
+            [histograms] = [s["histograms"] for s in stats if "histograms" in s]
+            details = {d["name"]: (sorted(d), len(d["percentiles"]),
+                                   sum(b["count"] for b in d["totals"]))
+                       for d in histograms["details"]}
+            shown.append((scalars, histograms["supported_percentiles"], details))
+        envoy, txenvoy = shown
+        self.assertEqual(envoy[2]["cluster.origin.upstream_rq_time"],
+                         (["intervals", "name", "percentiles", "totals"], 10, 3))
+        self.assertEqual(txenvoy, envoy)
+
+
+class AdminStatsComparisonTests(_HistogramBucketChecks, _AdminPagesChecks, SharedFixture,
+                                SynchronousTestCase):
+    """One real Envoy and one txenvoy, the same YAML and requests, for every check above."""
+
+    maxDiff = None

@@ -10,6 +10,7 @@ import sys
 import time
 
 from txenvoy.admin import _dumps
+from txenvoy.admin.active_stats import activeStatsPage
 from txenvoy.admin._help import helpText, homePage
 from txenvoy.server.logging import LEVELS, UnknownLogger, UnknownLogLevel
 from txenvoy.stats import format as statsformat
@@ -135,6 +136,9 @@ def stats(call):
         params = statsformat.StatsParams.fromQuery(call.query)
     except statsformat.StatsParamsError as e:
         return AdminResponse(400, str(e))
+    if params.format == "active-html":
+        return AdminResponse(200, activeStatsPage(call.query.get("filter", ""), params.type),
+                             HTML)
     snapshot = call.server.stats.snapshot()
     if params.format == "json":
         return AdminResponse(200, statsformat.jsonStats(snapshot, params, _intervals(call)), JSON)
@@ -142,7 +146,7 @@ def stats(call):
         return AdminResponse(200, statsformat.prometheusStats(
             snapshot, params, call.admin.tagProducer))
     text = statsformat.textStats(snapshot, params, _intervals(call))
-    if params.format in ("html", "active-html"):
+    if params.format == "html":
         from html import escape
         return AdminResponse(200, "<!DOCTYPE html>\n<html lang='en'>\n<head>\n"
                                   "  <title>Envoy Admin</title>\n</head>\n<body>\n<pre>\n"

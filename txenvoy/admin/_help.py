@@ -146,25 +146,33 @@ def helpText():
 
 
 def homePage():
-    """C{/}: an HTML index of the admin paths, each a link or a form."""
+    """
+    C{/}: an HTML index of the admin paths, each a link or a form, laid
+    out as Envoy's: a spacer row before each command, every other command
+    shaded, each parameter on its own row bound to the command's form
+    (C{param-<index>-<path>-<name>}, the index counting C{/} as 1).
+    """
     rows = []
     for i, e in enumerate(ENDPOINTS):
         if e.path == "/":
             continue
         name = escape(e.path[1:], quote=True)
-        formId = escape(e.path[1:].replace("/", "-"), quote=True)
+        formId = name
+        paramPrefix = "param-%d-%s-" % (i + 1, escape(e.path[1:].replace("/", "-"), quote=True))
+        shade = " class='gray'" if i % 2 == 0 else ""
         if e.mutatesState or e.params:
             method = "post" if e.mutatesState else "get"
             button = "<button>%s</button>" % (name,) if e.mutatesState else \
                 "<button class='button-as-link'>%s</button>" % (name,)
-            cell = ("<form action='%s' method='%s' id='%s' class='home-form'>%s</form>"
-                    % (name, method, formId, button))
+            cell = ("<form action='%s' method='%s' id='%s' class='home-form'>\n    %s\n"
+                    "  </form>" % (name, method, formId, button))
         else:
             cell = "<a href='%s'>%s</a>" % (name, name)
-        rows.append("<tr>\n  <td class='home-data'>%s</td>\n  <td class='home-data'>%s</td>\n"
-                    "</tr>\n" % (cell, escape(e.help)))
+        rows.append("<tr class='vert-space'><td></td><td></td></tr>\n")
+        rows.append("<tr%s>\n  <td class='home-data'>%s</td>\n  <td class='home-data'>%s</td>\n"
+                    "</tr>\n" % (shade, cell, escape(e.help)))
         for pname, phelp, kind, choices in e.params:
-            inputId = "param-%d-%s-%s" % (i, formId, escape(pname, quote=True))
+            inputId = paramPrefix + escape(pname, quote=True)
             if kind == "choice":
                 field = "<select name='%s' id='%s' form='%s'>%s</select>" % (
                     escape(pname, quote=True), inputId, formId, "".join(
@@ -176,9 +184,9 @@ def homePage():
             else:
                 field = "<input type='text' name='%s' id='%s' form='%s' />" % (
                     escape(pname, quote=True), inputId, formId)
-            rows.append("<tr>\n  <td class='option'>%s</td>\n  <td class='home-data'>"
-                        "<label for='%s'>%s</label></td>\n</tr>\n" % (field, inputId,
-                                                                     escape(phelp)))
+            rows.append("<tr%s>\n  <td class='option'>%s</td>\n  <td class='home-data'>"
+                        "<label for='%s'>%s</label></td>\n</tr>\n" % (
+                            shade, field, inputId, escape(phelp)))
     return (
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n  <title>Envoy Admin</title>\n"
         "<style>\n.home-table { font-family: sans-serif; border-collapse: collapse; }\n"
@@ -187,6 +195,8 @@ def homePage():
         ".button-as-link { background: none!important; border: none; padding: 0!important; "
         "font-family: sans-serif; font-size: medium; color: #069; text-decoration: underline; "
         "cursor: pointer; }\n"
+        ".gray { background-color: #dddddd; }\n"
+        ".vert-space { height: 4px; }\n"
         ".option { padding: 4px 4px 4px 20px; text-align: right; }\n</style>\n</head>\n"
         "<body>\n  <table class='home-table'>\n    <thead>\n      <tr>\n"
         "        <th class='home-data'>Command</th>\n"

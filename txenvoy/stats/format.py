@@ -317,6 +317,11 @@ def jsonStats(snapshot, params=None, intervals=None):
                 _jsonBuckets(n, h, _intervalBuckets(intervals, n),
                              params.histogramBuckets == "disjoint", snapshot.bucketsFor(n))
                 for n, h in histograms))
+        elif params.histogramBuckets == "detailed":
+            items.append(
+                '{"histograms":{"supported_percentiles":[%s],"details":[%s]}}'
+                % (",".join(jsonNumber(100 * q) for q in SUPPORTED_QUANTILES), ",".join(
+                    _jsonDetailed(n, h, _intervalBuckets(intervals, n)) for n, h in histograms)))
         else:
             computed = []
             for name, h in histograms:
@@ -331,6 +336,23 @@ def jsonStats(snapshot, params=None, intervals=None):
                 % (",".join(jsonNumber(100 * q) for q in SUPPORTED_QUANTILES),
                    ",".join(computed)))
     return '{"stats":[%s]}' % ",".join(items)
+
+
+def _jsonSpans(buckets):
+    return ",".join('{"lower_bound":%s,"width":%s,"count":%d}' % (
+        jsonNumber(k), jsonNumber(bucketWidth(k)), c) for k, c in sorted(buckets.items()) if c)
+
+
+def _jsonDetailed(name, h, intervalBuckets):
+    # Envoy's histogram_buckets=detailed (what /stats?format=active-html
+    # draws): every bucket of the totals and of the last interval, then the
+    # percentiles.
+    cumulative = quantiles(h.buckets)
+    interval = quantiles(intervalBuckets) if intervalBuckets else [None] * len(cumulative)
+    return ('{"name":%s,"totals":[%s],"intervals":[%s],"percentiles":[%s]}' % (
+        json.dumps(name), _jsonSpans(h.buckets), _jsonSpans(intervalBuckets or {}),
+        ",".join('{"cumulative":%s,"interval":%s}' % (jsonNumber(c), jsonNumber(i))
+                 for i, c in zip(interval, cumulative))))
 
 
 def _jsonBuckets(name, h, intervalBuckets, disjoint, bounds):
