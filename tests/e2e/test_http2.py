@@ -48,9 +48,11 @@ class H2Client:
         self.closed = False
 
     def send(self, path, method=b"GET", headers=(), body=None, trailers=None,
-             authority=b"example.com"):
+             authority=b"example.com", end=None):
+        """Open a stream; C{end=False} leaves it open with neither body nor trailers."""
         sid = self.conn.get_next_available_stream_id()
-        end = body is None and trailers is None
+        if end is None:
+            end = body is None and trailers is None
         self.conn.send_headers(sid, [(b":method", method), (b":path", path),
                                      (b":scheme", b"http"), (b":authority", authority)]
                                + list(headers), end_stream=end)

@@ -1,6 +1,7 @@
 """
-HTTP/2 limits and stream errors side by side with Envoy 1.40 (one
-txenvoy and one Envoy for the module): a forbidden request head with
+HTTP/2 limits, stream errors and extended CONNECT side by side with Envoy
+1.40 (one txenvoy and one Envoy for the module): WebSocket over HTTP/2
+(RFC 8441) to an HTTP/1.1 host, a forbidden request head with
 C{override_stream_error_on_invalid_http_message} resets only its stream,
 too many request headers (C{http2.header_overflow}), and the flood
 protections (C{http2.inbound_empty_frames_flood},
@@ -19,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.harness import adminStats
 from tests.e2e.test_http import SideBySide
+from tests.e2e.test_http2 import H2Client, comparable
 from txenvoy.http.http2.server_codec import PREFACE
 
 _HEAD = [(b":method", b"GET"), (b":path", b"/direct"), (b":scheme", b"http"),
@@ -97,7 +99,9 @@ class Http2LimitsTests(SideBySide, SynchronousTestCase):
 
     hcm = """\
           common_http_protocol_options: {max_headers_count: 20}
+          upgrade_configs: [{upgrade_type: websocket}]
           http2_protocol_options:
+            allow_connect: true
             override_stream_error_on_invalid_http_message: true
             max_consecutive_inbound_frames_with_empty_payload: 2
             max_inbound_priority_frames_per_stream: 3"""
@@ -203,3 +207,40 @@ class Http2LimitsTests(SideBySide, SynchronousTestCase):
             client.data_to_send(), _ended(1), ("http2.inbound_priority_frames_flood",), later)
         self.assertEqual((after, elapsed > 0.9), ([], True))
         self.assertEqual(deltas["http2.inbound_priority_frames_flood"], 1)
+
+    def test_websocketOverHttp2(self):
+        """
+        Extended CONNECT (:protocol websocket, allow_connect, upgrade_configs)
+        to an HTTP/1.1 host: it gets GET with upgrade: websocket, its 101
+        comes back as a 200 (Envoy's transformUpgradeResponseFromH1toH2),
+        and DATA frames carry the raw bytes both ways.
+        """
+        counters = ("http.front_http.downstream_cx_upgrades_total",)
+        results = []
+        for d in (self.envoy, self.txenvoy):
+            before = adminStats(d.adminPort)
+            client = H2Client(d.port, validate=False)
+            try:
+                sid = client.send(b"/o/ws", method=b"CONNECT",
+                                  headers=[(b":protocol", b"websocket"),
+                                           (b"sec-websocket-version", b"13")],
+                                  body=None, trailers=None, end=False)
+                echoed = []
+                for piece in (b"hello", b" again"):
+                    client.conn.send_data(sid, piece)
+                    client.sock.sendall(client.conn.data_to_send())
+                    response = client.responses[sid]
+                    while len(response["body"]) < sum(map(len, echoed)) + len(piece):
+                        if not client.readOnce():
+                            break
+                    echoed.append(piece)
+                response = comparable(client.responses[sid])
+            finally:
+                client.close()
+            after = adminStats(d.adminPort)
+            results.append((response, {n: after.get(n, 0) - before.get(n, 0) for n in counters}))
+        self.assertEqual(results[1], results[0])
+        response = results[0][0]
+        self.assertEqual(response["headers"][0], (b":status", b"200"))
+        self.assertEqual(response["body"], b"hello again")
+        self.assertEqual(results[0][1], {"http.front_http.downstream_cx_upgrades_total": 1})

@@ -1185,6 +1185,7 @@ class ActiveStream:
     activeSpan = None
     _decoratedOperation = None
     _grpcRequest = False
+    _upgradeAccepted = False
 
     def __init__(self, cm, encoder):
         self.cm = cm
@@ -1732,7 +1733,11 @@ class ActiveStream:
         info.responseCode = status
         if info.responseCodeDetails is None:
             info.responseCodeDetails = "via_upstream"
-        upgrade = status == 101 and self._upgrade
+        # Envoy's isUpgrade or isConnectResponse: a 101, or the 2xx that
+        # accepts an HTTP/2 extended CONNECT (WebSocket over HTTP/2).
+        upgrade = self._upgrade and (status == 101 or (
+            200 <= status < 300 and self.requestHeaders.method == b"CONNECT"))
+        self._upgradeAccepted = upgrade
         if self._decoratedOperation is not None:
             headers.headers.set(b"x-envoy-decorator-operation", self._decoratedOperation)
         beforeComplete = not self._remoteComplete or self._endInFlight
@@ -1764,8 +1769,11 @@ class ActiveStream:
         if upgrade:
             stats.downstream_cx_upgrades_total.inc()
             stats.downstream_cx_upgrades_active.inc()
-            cm._upgraded = True
-            cm.codec.switchToRaw(self._onRawData)
+            if not cm._http2:
+                # HTTP/2 carries the upgraded stream in DATA frames; HTTP/1
+                # gives the connection over to raw bytes.
+                cm._upgraded = True
+                cm.codec.switchToRaw(self._onRawData)
 
     def _onRawData(self, data):
         if not self._destroyed:
@@ -1829,7 +1837,7 @@ class ActiveStream:
         info.onComplete()
         now = info.endMonotonic
         stats.downstream_rq_active.dec()
-        if self._upgrade and self._responseStarted and self.responseHeaders.status == 101:
+        if self._upgradeAccepted:
             stats.downstream_cx_upgrades_active.dec()
         stats.downstream_rq_time.recordValue((now - self._startTime) * 1000.0)
         span = self.activeSpan

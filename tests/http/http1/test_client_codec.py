@@ -294,6 +294,27 @@ class ResponseTests(ClientTestMixin, SynchronousTestCase):
                                   ("data", b"more", False), ("data", b"", True), ("complete",)])
         self.assertFalse(self.codec.keepAlive)
 
+    def test_extendedConnect(self):
+        """
+        An HTTP/2 extended CONNECT (:protocol websocket) goes out as a GET
+        with upgrade and connection: upgrade, and its 101 comes back as a
+        200 without them (Envoy's transformUpgradeRequestFromH2toH1 and
+        transformUpgradeResponseFromH1toH2); then bytes flow raw.
+        """
+        request = get(method=b"CONNECT", path=b"/ws", headers=[(b"x-a", b"b")])
+        request.upgrade = b"websocket"
+        codec = self.client()
+        codec.encodeRequest(request, False)
+        codec.encodeData(b"ping", False)
+        self.assertEqual(self.transport.value(),
+                         b"GET /ws HTTP/1.1\r\nhost: a.test\r\nx-a: b\r\nupgrade: websocket\r\n"
+                         b"connection: upgrade\r\n\r\nping")
+        codec.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                           b"Connection: Upgrade\r\nx-b: c\r\n\r\npong")
+        headers = self.callbacks.headers
+        self.assertEqual((headers.status, list(headers.headers.items())), (200, [(b"x-b", b"c")]))
+        self.assertEqual(self.callbacks.events[1:], [("data", b"pong", False)])
+
     def test_connectionClose(self):
         """Connection: close or HTTP/1.0 without keep-alive: not reusable."""
         for response in (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",

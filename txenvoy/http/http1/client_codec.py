@@ -104,6 +104,7 @@ class ClientCodec(Http1Connection):
         self._bodyRemaining = 0
         self._endDelivered = False
         self._informational = False
+        self._extendedConnect = False
         self._closeDelimited = False
         self._responseKeepAlive = True
         self._headBuffer = None         # raw bytes of a HEAD response's heads
@@ -136,6 +137,13 @@ class ClientCodec(Http1Connection):
         method = request.method
         authority = request.authority
         isConnect = method == b"CONNECT"
+        extendedConnect = isConnect and request.upgrade not in (None, b"connect")
+        if extendedConnect:
+            # Envoy's transformUpgradeRequestFromH2toH1: an HTTP/2 extended
+            # CONNECT (RFC 8441, :protocol websocket) goes to an HTTP/1.1
+            # host as the upgrade it stands for.
+            method = b"GET"
+            isConnect = False
         target = authority if isConnect else request.path
         lines = []
         append = lines.append
@@ -164,6 +172,10 @@ class ClientCodec(Http1Connection):
                 else:
                     upgradeHeader = True
             append(b": ".join(entry))
+        if extendedConnect:
+            append(b"upgrade: " + request.upgrade)
+            append(b"connection: upgrade")
+            upgradeHeader = connectionUpgrade = True
         raw = isConnect or (upgradeHeader and connectionUpgrade)
         chunked = False
         if cl is not None or raw:
@@ -179,6 +191,7 @@ class ClientCodec(Http1Connection):
             b"%s %s HTTP/1.1\r\n%s" % (method, target, b"\r\n".join(lines)))
 
         self._inFlight = True
+        self._extendedConnect = extendedConnect
         self._requestComplete = endStream
         self._requestChunked = chunked
         self._requestKeepAlive = keepAlive
@@ -370,6 +383,13 @@ class ClientCodec(Http1Connection):
             # llhttp completes the message at the head and then reports
             # the upgrade; the stream goes on as raw data.
             self._informational = True
+            if self._extendedConnect:
+                # Envoy's transformUpgradeResponseFromH1toH2: the 101 that
+                # accepts an HTTP/2 extended CONNECT goes back as a 200.
+                response.status = 200
+                response.reason = None
+                response.headers.remove(b"upgrade")
+                response.headers.remove(b"connection")
             self._onHeaders(response, False)
             return
         if self._isHead or status == 204 or status == 304:
