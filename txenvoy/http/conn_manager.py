@@ -347,6 +347,9 @@ class ConnectionManagerConfig:
     singleDecoder = None
     stripAnyHostPort = False
     stripMatchingHostPort = False
+    #: C{scheme_header_transformation.scheme_to_overwrite}: every request's
+    #: C{:scheme}, or C{None}.
+    schemeToOverwrite = None
     #: C{codec_type}: L{AUTO} (HTTP/2 by its preface or ALPN, else
     #: HTTP/1.1), L{HTTP1} or L{HTTP2}.
     codecType = 0

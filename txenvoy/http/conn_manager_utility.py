@@ -266,6 +266,10 @@ def mutateRequestHeaders(stream, request):
             entries[xfpAt] = (b"x-forwarded-proto", cm.scheme)
     elif xfpAt < 0:
         append((b"x-forwarded-proto", cm.scheme))
+    if config.schemeToOverwrite is not None:
+        # Envoy sets both :scheme and x-forwarded-proto to it.
+        request.scheme = config.schemeToOverwrite
+        headers.set(b"x-forwarded-proto", config.schemeToOverwrite)
     userAgent = config.userAgent
     if userAgent is not None:
         # add_user_agent (Envoy 1.40's order: the cluster, a missing or

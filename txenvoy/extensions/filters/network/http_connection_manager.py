@@ -47,6 +47,7 @@ SUPPORTED_FIELDS = frozenset([
     "merge_slashes", "path_with_escaped_slashes_action", "request_id_extension",
     "local_reply_config", "strip_matching_host_port", "strip_any_host_port",
     "stream_error_on_invalid_http_message", "tracing", "http2_protocol_options",
+    "scheme_header_transformation",
 ])
 
 _COMMON_FIELDS = frozenset(["idle_timeout", "max_connection_duration", "max_headers_count",
@@ -293,6 +294,17 @@ def createHttpConnectionManager(message, context):
     config.escapedSlashesAction = conn_manager_utility.KEEP_UNCHANGED if action == 0 else action
     config.stripAnyHostPort = message.strip_any_host_port
     config.stripMatchingHostPort = message.strip_matching_host_port
+    if message.HasField("scheme_header_transformation"):
+        transformation = message.scheme_header_transformation
+        tpath = path + ".scheme_header_transformation"
+        checkFields(transformation, ("scheme_to_overwrite",), tpath)
+        scheme = transformation.scheme_to_overwrite
+        if scheme and scheme not in ("http", "https"):
+            raise ConfigError("%s.scheme_to_overwrite: Proto constraint validation failed "
+                              "(SchemeHeaderTransformationValidationError.SchemeToOverwrite: "
+                              "value must be in list [http https])" % (tpath,))
+        if scheme:
+            config.schemeToOverwrite = scheme.encode("ascii")
 
     if message.HasField("local_reply_config"):
         config.localReply = compileLocalReplyConfig(message.local_reply_config,
