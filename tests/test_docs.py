@@ -35,7 +35,11 @@ class DocsBuildTests(SynchronousTestCase):
             with open(os.path.join(out, name), encoding="utf-8") as f:
                 return f.read()
 
-        self.assertIn("envoy.extensions.filters.http.router.v3.Router", page("extensions.html"))
+        extensions = page("extensions.html")
+        self.assertIn("envoy.extensions.filters.http.router.v3.Router", extensions)
+        # The refused fields of each extension's own message.
+        self.assertIn("fields refused", extensions)
+        self.assertIn("envoy.extensions.filters.http.composite.v3.Composite", extensions)
         self.assertIn("--config-path", page("cli.html"))
         self.assertIn("HttpProxyHarness", page("api/txenvoy.testing.html"))
         self.assertIn("ApiKeyFilter", page("tutorial/python-filter.html"))

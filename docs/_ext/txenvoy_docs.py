@@ -4,10 +4,10 @@ what the code does:
 
  - C{txenvoy-usage}: C{txenvoy --help}, from the options class;
  - C{txenvoy-extensions}: a table of every registered extension, by
-   category, with its Envoy name(s), C{@type} and the fields of its config
-   that txenvoy reads (every other field is refused with its path). The
-   fields are those the builders declare while every example config, and
-   one config with what the examples lack, is built in validate mode.
+   category, with its Envoy name(s), C{@type}, the fields of its config
+   that txenvoy reads and those it refuses with their path. The fields are
+   those the builders declare while every example config, and one config
+   with what the examples lack, is built in validate mode.
 """
 
 import glob
@@ -37,7 +37,7 @@ class ExtensionsDirective(Directive):
 
     def run(self):
         from txenvoy.config import registry
-        from txenvoy.config.fields import declaredFields
+        from txenvoy.config.fields import declaredFields, refusedFields
 
         registry.loadPlugins()
         _buildEveryExtension()
@@ -49,21 +49,25 @@ class ExtensionsDirective(Directive):
             section = nodes.section(ids=["category-" + nodes.make_id(category)])
             section += nodes.title(text=category)
             table = nodes.table()
-            group = nodes.tgroup(cols=3)
+            group = nodes.tgroup(cols=4)
             table += group
             group += nodes.colspec(colwidth=2)
             group += nodes.colspec(colwidth=3)
             group += nodes.colspec(colwidth=3)
+            group += nodes.colspec(colwidth=3)
             head = nodes.thead()
-            head += _row("name", "@type", "fields read")
+            head += _row("name", "@type", "fields read", "fields refused")
             group += head
             body = nodes.tbody()
             for typeName in byCategory[category]:
                 factory = registry.lookup(category, typeName)
                 names = ", ".join(getattr(factory, "names", ()) or ()) or "-"
                 fields = declaredFields(typeName)
+                refused = refusedFields(typeName)
                 body += _row(names, typeName,
-                             ", ".join(fields) if fields is not None else "not declared")
+                             ", ".join(fields) if fields is not None else "not declared",
+                             ", ".join(refused) if refused else
+                             ("-" if refused is not None else "not declared"))
             group += body
             section += table
             out.append(section)

@@ -8,7 +8,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from envoy.config.cluster.v3 import cluster_pb2
 
 from txenvoy.config.errors import ConfigErrors, UnsupportedField, collectErrors
-from txenvoy.config.fields import checkFields, durationSeconds, wholeMilliseconds
+from txenvoy.config import fields
+from txenvoy.config.fields import (
+    checkFields,
+    durationSeconds,
+    refusedFields,
+    wholeMilliseconds,
+)
 
 
 class CheckFieldsTests(SynchronousTestCase):
@@ -51,3 +57,21 @@ class DurationTests(SynchronousTestCase):
         """Envoy keeps route timeouts in whole milliseconds."""
         self.assertEqual(
             wholeMilliseconds(duration_pb2.Duration(seconds=1, nanos=2999999)), 1.002)
+
+
+class RefusedFieldsTests(SynchronousTestCase):
+    """L{refusedFields}: what the docs' table lists as refused."""
+
+    def test_refused(self):
+        """The message's fields its builders did not declare, sorted."""
+        from envoy.config.core.v3 import address_pb2
+
+        self.patch(fields, "_declared", {})
+        checkFields(address_pb2.SocketAddress(address="a"), ("address", "port_value"), "p")
+        self.assertEqual(refusedFields("envoy.config.core.v3.SocketAddress"),
+                         ["ipv4_compat", "named_port", "network_namespace_filepath",
+                          "protocol", "resolver_name"])
+
+    def test_neverBuilt(self):
+        """A type no builder declared, or an unknown one, has no answer."""
+        self.assertIsNone(refusedFields("no.such.Type"))

@@ -22,6 +22,24 @@ def declaredFields(typeName):
     return None if fields is None else sorted(fields)
 
 
+def refusedFields(typeName):
+    """
+    The fields of message C{typeName} a config may set that its builders
+    did not declare, so that setting one is refused with its path: sorted,
+    or C{None} if no config using it was built (or the type is unknown).
+    """
+    from google.protobuf import descriptor_pool
+
+    declared = _declared.get(typeName)
+    if declared is None:
+        return None
+    try:
+        descriptor = descriptor_pool.Default().FindMessageTypeByName(typeName)
+    except KeyError:
+        return None
+    return sorted(f.name for f in descriptor.fields if f.name not in declared)
+
+
 def checkFields(message, allowed, path, ignored=()):
     """
     Report, as an L{UnsupportedField} naming its path, every field set in
