@@ -87,6 +87,21 @@ static_resources:
       - name: envoy.filters.network.echo
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo
+  - name: udp_proxy
+    address: {socket_address: {protocol: UDP, address: 127.0.0.1, port_value: 0}}
+    listener_filters:
+    - name: envoy.filters.udp_listener.udp_proxy
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.UdpProxyConfig
+        stat_prefix: udp
+        hash_policies: [{key: k}]
+        matcher:
+          on_no_match:
+            action:
+              name: route
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.Route
+                cluster: zipkin
   - name: http_services
     address: {socket_address: {address: 127.0.0.1, port_value: 0}}
     filter_chains:

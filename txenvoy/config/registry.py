@@ -47,6 +47,7 @@ class Category:
     COMPRESSOR = "envoy.compression.compressor"
     DECOMPRESSOR = "envoy.compression.decompressor"
     CLUSTER_SPECIFIER = "envoy.router.cluster_specifier_plugin"
+    UDP_LISTENER_FILTER = "envoy.filters.udp_listener"
     OTHER = "other"
 
 

@@ -53,7 +53,11 @@ def listenerStatPrefix(host, port=None):
     return "listener.%s_%d." % (("[%s]" % host) if ":" in host else host, port)
 
 
-def socketAddress(address, path):
+#: envoy.config.core.v3.SocketAddress.Protocol.UDP
+UDP = 1
+
+
+def socketAddress(address, path, allowUdp=False):
     """
     The C{(host, port)} of an C{envoy.config.core.v3.Address}, or the
     L{PipeAddress} of a C{pipe}.
@@ -69,7 +73,7 @@ def socketAddress(address, path):
     # network_namespace_filepath are not implemented for listeners.
     checkFields(sa, ("address", "port_value", "named_port", "protocol"),
                 path + ".socket_address")
-    if sa.protocol != 0:
+    if sa.protocol != 0 and not (allowUdp and sa.protocol == UDP):
         raise UnsupportedField(path + ".socket_address.protocol", "only TCP")
     if sa.WhichOneof("port_specifier") == "named_port":
         raise UnsupportedField(path + ".socket_address.named_port")
@@ -124,8 +128,21 @@ class ListenerConfig:
         elif not proto.HasField("address"):
             raise messages.listenerAddressMissing(self.name, path)
         else:
-            self.address = socketAddress(proto.address, path + ".address")
-        checkFields(proto, _IGNORED_FIELDS | {"filter_chain_matcher", "internal_listener"}, path)
+            self.address = socketAddress(proto.address, path + ".address", allowUdp=True)
+        checkFields(proto, _IGNORED_FIELDS | {"filter_chain_matcher", "internal_listener",
+                                              "udp_listener_config"}, path)
+        #: A UDP listener: its C{listener_filters} are UDP listener filters
+        #: (C{udp_proxy}), it has no filter chains.
+        self.isUdp = (proto.HasField("address")
+                      and proto.address.WhichOneof("address") == "socket_address"
+                      and proto.address.socket_address.protocol == UDP)
+        self.udpListenerFilters = []
+        if proto.HasField("udp_listener_config"):
+            upath = path + ".udp_listener_config"
+            if not self.isUdp:
+                raise UnsupportedField(upath, "only on a UDP listener")
+            # Socket and QUIC tuning is not implemented.
+            checkFields(proto.udp_listener_config, (), upath)
         self.isPipe = isinstance(self.address, PipeAddress)
         self.isInternal = self.internalBufferSize is not None
         self.statPrefix = (listenerStatPrefix(self.address) if self.isPipe or self.isInternal
@@ -141,6 +158,9 @@ class ListenerConfig:
             proto.listener_filters_timeout.ToTimedelta().total_seconds()
             if proto.HasField("listener_filters_timeout") else 15.0)
         self.continueOnListenerFiltersTimeout = proto.continue_on_listener_filters_timeout
+        if self.isUdp:
+            self._compileUdp(proto, context, path)
+            return
         # Inside a collection of errors (txenvoy.config.errors) a failing
         # filter or chain is reported and left out, and the others checked.
         # Transport sockets name their stats after the listener.
@@ -176,6 +196,23 @@ class ListenerConfig:
         self.connectionLimitKey = "envoy.resource_limits.listener.%s.connection_limit" % (
             self.name,)
         self.runtime = getattr(context, "runtime", None)
+        self.openConnections = SharedCount()
+
+    def _compileUdp(self, proto, context, path):
+        """A UDP listener: its UDP listener filters, no filter chains."""
+        self.listenerFilters = []
+        self.udpListenerFilters = [
+            attempt(context.createExtension, Category.UDP_LISTENER_FILTER, lf,
+                    "%s.listener_filters[%d]" % (path, i))
+            for i, lf in enumerate(proto.listener_filters)]
+        if proto.filter_chains:
+            raise UnsupportedField(path + ".filter_chains", "a UDP listener's filter chains "
+                                   "(QUIC)")
+        self.filterChainManager = FilterChainManager([], None, path)
+        self.accessLogs = []
+        self.ignoreGlobalConnLimit = True
+        self.connectionLimitKey = None
+        self.runtime = None
         self.openConnections = SharedCount()
 
     def connectionLimit(self):

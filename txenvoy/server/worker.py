@@ -69,12 +69,35 @@ class _WorkerBase(Service):
             self.dispatcher.internalListeners[config.name] = active
             self.server.mainDispatcher.post(completion, True)
             return
+        if getattr(config, "isUdp", False):
+            self._addUdpListener(config, sock, completion)
+            return
         try:
             active = ActiveListener(self.dispatcher, config)
             family = sock.family
             portClass = UnixListenerPort if family == socket.AF_UNIX else ListenerPort
             active.port = portClass.adopt(self.dispatcher.reactor, sock.fileno(), family,
                                           active)
+            self.activeListeners[config.name] = active
+            ok = True
+        except Exception:
+            log.failure("worker {name} failed to add listener {listener}",
+                        name=self.dispatcher.name, listener=config.name)
+            ok = False
+        finally:
+            sock.close()
+        self.server.mainDispatcher.post(completion, ok)
+
+    def _addUdpListener(self, config, sock, completion):
+        # Each UDP listener filter gets the datagrams of this worker's
+        # socket (Envoy's ActiveUdpListener; one filter, udp_proxy, in
+        # practice).
+        from txenvoy.network.udp_listener import ActiveUdpListener
+
+        try:
+            active = ActiveUdpListener(self.dispatcher, config)
+            active.port = self.dispatcher.reactor.adoptDatagramPort(
+                sock.fileno(), sock.family, active.protocol)
             self.activeListeners[config.name] = active
             ok = True
         except Exception:
@@ -290,7 +313,8 @@ def bindListenSockets(config, count, inherited=None):
                 sockets.append(s)
                 port = s.getsockname()[1]
                 continue
-            s = socket.socket(family, socket.SOCK_STREAM)
+            udp = getattr(config, "isUdp", False)
+            s = socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
             sockets.append(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if config.enableReusePort and hasattr(socket, "SO_REUSEPORT"):
@@ -298,7 +322,8 @@ def bindListenSockets(config, count, inherited=None):
             s.bind((host, port))
             # Port 0: every worker's socket shares the first one's port.
             port = s.getsockname()[1]
-            s.listen(config.backlog)
+            if not udp:
+                s.listen(config.backlog)
             s.setblocking(False)
     except OSError as e:
         for s in sockets:

@@ -1,0 +1,1 @@
+"""UDP listener filters (Envoy's C{envoy.filters.udp_listener})."""
