@@ -44,11 +44,16 @@ class _Stream:
 class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """
     @ivar streams: every stream opened, in order.
+    @ivar sentAt: C{{nonce: time.monotonic()}} of each response queued.
+    @ivar answeredAt: C{{nonce: time.monotonic()}} of the first request
+        answering it (ACK or NACK).
     """
 
     def __init__(self, port=0):
         self.snapshots = {}   # type URL: (version, {name: message})
         self.streams = []
+        self.sentAt = {}
+        self.answeredAt = {}
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._nonces = itertools.count(1)
@@ -126,6 +131,7 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             try:
                 for request in requests:
                     with self._lock:
+                        self.answeredAt.setdefault(request.response_nonce, time.monotonic())
                         stream.requests.append(request)
                         self._onRequest(stream, request)
                         self._changed.notify_all()
@@ -166,9 +172,11 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         version, messages = snapshot
         nonce = str(next(self._nonces))
         if not stream.delta:
-            stream.out.put(discovery_pb2.DiscoveryResponse(
+            response = discovery_pb2.DiscoveryResponse(
                 version_info=version, type_url=typeUrl, nonce=nonce,
-                resources=[packed(m) for m in messages.values()]))
+                resources=[packed(m) for m in messages.values()])
+            self.sentAt[nonce] = time.monotonic()
+            stream.out.put(response)
             return
         sent = stream.sent.setdefault(typeUrl, {})
         response = discovery_pb2.DeltaDiscoveryResponse(
@@ -183,4 +191,5 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             if name not in messages:
                 response.removed_resources.append(name)
                 del sent[name]
+        self.sentAt[nonce] = time.monotonic()
         stream.out.put(response)

@@ -10,8 +10,10 @@ the worker's load balancer state and stat objects. New memberships reach
 workers through C{dispatcher.post}.
 """
 
+import collections
 import random as _random
 import threading
+import time
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -124,10 +126,38 @@ class ThreadLocalClusterManager:
     @ivar clusters: C{{name: ThreadLocalCluster}}.
     """
 
+    #: The longest a worker spends on one slice of a CDS update before it
+    #: serves its connections again (seconds).
+    UPDATE_SLICE = 0.005
+
     def __init__(self, clusterManager, dispatcher):
         self.dispatcher = dispatcher
         self.clusters = {}
         self._clusterManager = clusterManager
+        self._updates = collections.deque()
+        self._updating = False
+
+    def runUpdate(self, ops):
+        """
+        On the worker: apply one CDS update's C{ops} (C{(f, args)}, in
+        order) in slices of at most L{UPDATE_SLICE}, serving connections
+        between them, so a thousand clusters never stall the worker.
+        """
+        self._updates.extend(ops)
+        if not self._updating:
+            self._updating = True
+            self._runSlice()
+
+    def _runSlice(self):
+        deadline = time.monotonic() + self.UPDATE_SLICE
+        updates = self._updates
+        while updates:
+            f, args = updates.popleft()
+            f(*args)
+            if updates and time.monotonic() >= deadline:
+                self.dispatcher.reactor.callLater(0, self._runSlice)
+                return
+        self._updating = False
 
     def getThreadLocalCluster(self, name):
         """@return: the L{ThreadLocalCluster} named C{name}, or C{None}."""
@@ -355,6 +385,8 @@ class ClusterManager(Service):
         the cluster they chose until they finish.
         """
         cm = self.mainShard.scope("cluster_manager.")
+        managers = self._threadLocalManagers()
+        ops = []
         for cluster in added + modified:
             name = cluster.info.name
             old = self.clusters.get(name)
@@ -367,15 +399,19 @@ class ClusterManager(Service):
             else:
                 self._clusterAdded.inc()
                 self._activeClusters.inc()
-            for tlcm in self._threadLocalManagers():
-                tlcm.dispatcher.post(self._addThreadLocal, tlcm, cluster)
+            ops.append((self._addThreadLocal, cluster))
         for name in removed:
             old = self.clusters.pop(name)
             old.stop()
             cm.counter("cluster_removed").inc()
             self._activeClusters.dec()
-            for tlcm in self._threadLocalManagers():
-                tlcm.dispatcher.post(tlcm.clusters.pop, name, None)
+            ops.append((self._removeThreadLocal, name))
+        for tlcm in managers:
+            tlcm.dispatcher.post(tlcm.runUpdate, [(f, (tlcm, arg)) for f, arg in ops])
+
+    @staticmethod
+    def _removeThreadLocal(tlcm, name):
+        tlcm.clusters.pop(name, None)
 
     def _threadLocalManagers(self):
         with self._lock:

@@ -17,6 +17,8 @@ failed), C{init_fetch_timeout}, C{version}, C{update_time},
 C{update_duration}.
 """
 
+import contextlib
+import gc
 import time
 
 from twisted.internet import defer
@@ -30,6 +32,26 @@ log = Logger(namespace="config")
 
 #: Envoy's default C{initial_fetch_timeout}.
 DEFAULT_INITIAL_FETCH_TIMEOUT = 15.0
+
+
+@contextlib.contextmanager
+def withoutCollection():
+    """
+    Apply an update with the cyclic collector paused, then freeze what it
+    made (C{gc.freeze}): the thousands of objects a large update makes
+    would otherwise start full collections, each walking the whole heap
+    while every thread, the workers' included, waits (70 to 140 ms for a
+    thousand clusters). Configuration replaced since the last freeze is
+    reclaimed by the server's L{txenvoy.server.gc_freeze.GarbageFreezer}.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 class Subscription:
@@ -112,7 +134,7 @@ class Subscription:
         """
         started = time.monotonic()
         try:
-            with _ownErrors():
+            with _ownErrors(), withoutCollection():
                 self._onUpdate(resources, versionInfo)
         except ConfigError as e:
             detail = e.message
