@@ -428,3 +428,89 @@ class SdsTests(SynchronousTestCase):
         self.assertEqual(results[True][0], [
             (one, b"tls"), two, (one, b"tls"), two, two, two])
         self.assertEqual(results[False], results[True])
+
+
+_ADS_BOOTSTRAP = {
+    "node": {"id": "node-1", "cluster": "fleet"},
+    "dynamic_resources": {"ads_config": {
+        "api_type": "GRPC", "transport_api_version": "V3",
+        "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]}},
+}
+
+
+class AdsTests(SynchronousTestCase):
+
+    def _sequence(self, real, origins):
+        from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+        from envoy.config.route.v3.route_pb2 import RouteConfiguration
+        from google.protobuf import json_format
+
+        from tests.xds.control_plane import ControlPlane
+        from txenvoy.xds.resources import ENDPOINT_TYPE, ROUTE_TYPE
+
+        def parse(data, cls):
+            data = dict(data)
+            del data["@type"]
+            return json_format.ParseDict(data, cls())
+
+        a, b = (o.server_address[1] for o in origins)
+        port, adminPort, xdsPort = freePort(), freePort(), freePort()
+        cp = ControlPlane(xdsPort)
+        ads = {"ads": {}, "resource_api_version": "V3"}
+        xdsCluster = _staticCluster("xds_cluster", xdsPort)
+        xdsCluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                         "HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}
+        config = json.loads(_bootstrap(adminPort, [_rdsListener(port, {
+            "route_config_name": "local_route", "config_source": ads})], [
+            xdsCluster, {"name": "c", "type": "EDS", "connect_timeout": "1s",
+                         "eds_cluster_config": {"service_name": "svc", "eds_config": ads}}]))
+        config.update(_ADS_BOOTSTRAP)
+        cp.setResources(ROUTE_TYPE, "1", [parse(_routeConfig(
+            "local_route", [_toCluster("/", "c")]), RouteConfiguration)])
+        cp.setResources(ENDPOINT_TYPE, "1", [parse(_assignment(
+            "svc", [(0, "z0", [(a, "HEALTHY")])]), ClusterLoadAssignment)])
+        proxy = _proxy(real, json.dumps(config), adminPort, ())
+        seen = []
+
+        def waitFor(expected):
+            deadline = time.time() + 10
+            got = _get(port)
+            while got != expected and time.time() < deadline:
+                time.sleep(0.05)
+                got = _get(port)
+            seen.append(got)
+
+        try:
+            proxy.waitPort(port)
+            waitFor((200, b"a"))
+            cp.setResources(ENDPOINT_TYPE, "2", [parse(_assignment(
+                "svc", [(0, "z0", [(b, "HEALTHY")])]), ClusterLoadAssignment)])
+            waitFor((200, b"b"))
+            cp.setResources(ROUTE_TYPE, "2", [parse(_routeConfig(
+                "local_route", [_direct("/", "v2")]), RouteConfiguration)])
+            waitFor((200, b"v2"))
+            stats = adminStats(adminPort)
+        finally:
+            proxy.stop()
+            cp.stop()
+        names = ("http.ingress.rds.local_route.update_success",
+                 "http.ingress.rds.local_route.config_reload", "cluster.c.update_success",
+                 "cluster.c.membership_total")
+        return seen, {n: stats.get(n) for n in names}
+
+    def test_rdsAndEdsOverAdsAsEnvoy(self):
+        """
+        RDS and EDS by name over the ADS stream of a control plane, as
+        Envoy: the route table and the hosts it sends are served, and each
+        new version replaces them.
+        """
+        origins = [_origin(b"a"), _origin(b"b")]
+        for o in origins:
+            self.addCleanup(o.server_close)
+            self.addCleanup(o.shutdown)
+        results = forBoth(lambda real: self._sequence(real, origins), timeout=90)
+        self.assertEqual(results[True][0], [(200, b"a"), (200, b"b"), (200, b"v2")])
+        self.assertEqual(results[False], results[True])

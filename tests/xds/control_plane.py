@@ -73,7 +73,9 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         """Replace the snapshot of a type and push it to its streams."""
         with self._lock:
             old = self.snapshots.get(typeUrl, (None, {}))[1]
-            self.snapshots[typeUrl] = (version, {m.name: m for m in messages})
+            # A ClusterLoadAssignment is named by its cluster_name.
+            self.snapshots[typeUrl] = (version, {getattr(m, "name", None) or m.cluster_name: m
+                                                 for m in messages})
             for stream in self.streams:
                 if stream.open and typeUrl in stream.types:
                     self._push(stream, typeUrl, old)

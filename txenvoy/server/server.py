@@ -47,8 +47,9 @@ from txenvoy.stats.matcher import compileStatsMatcher
 from txenvoy.stats.tags import TagProducer
 from txenvoy.upstream.cluster_manager import ClusterManager
 from txenvoy.xds.file_xds import FileXds
+from txenvoy.xds.control_plane import ControlPlanes
 from txenvoy.xds.discovery_file import UnknownDynamicFields
-from txenvoy.xds.eds_api import EdsSubscriptionFactory
+from txenvoy.xds.subscription_factory import SubscriptionFactory
 from txenvoy.xds.rds_api import RouteConfigProviderManager
 from txenvoy.xds.sds_api import SecretManager
 
@@ -131,13 +132,17 @@ class Server(MultiService):
         self.accessLogManager = AccessLogManager(
             reactor, self.stats.shard("access_log"),
             flushInterval=options.fileFlushIntervalMsec / 1000.0)
+        # The control planes (ADS, api_config_source) that RDS, EDS and SDS
+        # may name, shared with LDS and CDS (txenvoy.xds.file_xds).
+        self.controlPlanes = ControlPlanes(self)
+        self.subscriptions = SubscriptionFactory(
+            reactor, self.controlPlanes, UnknownDynamicFields.ofServer(self), validateOnly)
         self.clusterManager = ClusterManager(
             reactor, self.stats, self.mainStats, list(bootstrap.static_resources.clusters),
             localClusterName=bootstrap.cluster_manager.local_cluster_name,
             validateOnly=validateOnly, accessLogManager=self.accessLogManager,
             membershipFromMain=options.membershipFromMain,
-            edsSubscriptions=EdsSubscriptionFactory(
-                reactor, UnknownDynamicFields.ofServer(self), validateOnly))
+            edsSubscriptions=self.subscriptions)
         self.context = FactoryContext(
             reactor, self.stats, clusterManager=self.clusterManager,
             accessLogManager=self.accessLogManager, server=self, bootstrap=bootstrap,
@@ -163,10 +168,9 @@ class Server(MultiService):
         for worker in self.workers:
             self.overloadManager.registerWorker(worker.dispatcher)
         self.mainStats.gauge("server.concurrency").set(options.concurrency)
-        self.secretManager = SecretManager(
-            reactor, self.mainStats, validateOnly, UnknownDynamicFields.ofServer(self))
-        self.routeConfigProviders = RouteConfigProviderManager(
-            reactor, self.mainStats, validateOnly, UnknownDynamicFields.ofServer(self))
+        self.secretManager = SecretManager(self.subscriptions, self.mainStats)
+        self.routeConfigProviders = RouteConfigProviderManager(self.subscriptions,
+                                                               self.mainStats)
         self.listenerManager = ListenerManager(
             self, bootstrap.static_resources.listeners, self.context,
             workerCount=socketsPerListener or len(self.workers))

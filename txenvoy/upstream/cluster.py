@@ -1509,7 +1509,7 @@ class ClusterFactoryContext:
     @ivar rng: a C{random()}-like function (DNS jitter, back-off).
     @ivar path: the cluster's field path, for messages.
     @ivar edsSubscriptions: makes an C{EDS} cluster's subscription
-        (L{txenvoy.xds.eds_api.EdsSubscriptionFactory}), or C{None}.
+        (L{txenvoy.xds.subscription_factory.SubscriptionFactory}), or C{None}.
     """
 
     reactor = attr.ib()

@@ -203,7 +203,8 @@ class ClusterManager(Service):
             hosts; the main process sends them
             (L{txenvoy.upstream.host_set_mirror}).
         @param edsSubscriptions: the
-            L{txenvoy.xds.eds_api.EdsSubscriptionFactory} of C{EDS} clusters.
+            L{txenvoy.xds.subscription_factory.SubscriptionFactory} of C{EDS}
+            clusters.
         @raise ConfigError: naming the field of the first invalid setting.
         """
         self.reactor = reactor

@@ -45,7 +45,8 @@ class FileXds(Service):
         self.initialized = defer.Deferred()
         dynamic = server.bootstrap.dynamic_resources
         checkFields(dynamic, DYNAMIC_FIELDS + ("ads_config",), "dynamic_resources")
-        self.controlPlanes = ControlPlanes(server)
+        # The server's, shared with RDS, EDS and SDS; one of its own otherwise.
+        self.controlPlanes = getattr(server, "controlPlanes", None) or ControlPlanes(server)
         if server.options.workerProcesses > 1:
             # Each worker process would watch the files by itself.
             raise ConfigError("dynamic_resources: not implemented with --worker-processes "

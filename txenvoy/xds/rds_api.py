@@ -24,9 +24,7 @@ from twisted.application.service import Service
 from txenvoy.config.errors import ConfigError, collectErrors
 from txenvoy.config.fields import checkFields
 from txenvoy.router.config import RouteTable
-from txenvoy.xds.config_source import checkExists, fileSourceOf
-from txenvoy.xds.discovery_file import ROUTE_TYPE, readDiscoveryResponse
-from txenvoy.xds.path_subscription import FileSubscription
+from txenvoy.xds.resources import ROUTE_TYPE
 
 
 class RdsRouteConfigSubscription:
@@ -114,14 +112,13 @@ class RouteConfigProviderManager(Service):
     (config source and route configuration name), as Envoy shares them.
     """
 
-    def __init__(self, reactor, stats, validateOnly=False, unknownFields=None):
+    def __init__(self, subscriptions, stats):
         """
-        @param unknownFields: the L{UnknownDynamicFields} policy.
+        @param subscriptions: the server's
+            L{txenvoy.xds.subscription_factory.SubscriptionFactory}.
         """
-        self.reactor = reactor
+        self._factory = subscriptions
         self._stats = stats
-        self._unknownFields = unknownFields
-        self._validateOnly = validateOnly
         self._subscriptions = {}
 
     def subscribe(self, rds, statPrefix, path):
@@ -140,20 +137,18 @@ class RouteConfigProviderManager(Service):
         checkFields(rds, ("config_source", "route_config_name"), path)
         if not rds.HasField("config_source"):
             raise ConfigError("%s.config_source: value is required" % (path,))
-        source = fileSourceOf(rds.config_source, path + ".config_source")
-        if source is None or self._validateOnly:
-            return None
         key = rds.SerializeToString(deterministic=True)
         rdsSubscription = self._subscriptions.get(key)
         if rdsSubscription is not None:
             return rdsSubscription
-        checkExists(source)
         name = rds.route_config_name
         scope = self._stats.scope("%srds.%s." % (statPrefix, name))
         rdsSubscription = RdsRouteConfigSubscription(name, scope)
-        subscription = FileSubscription(
-            self.reactor, source, scope, lambda p: readDiscoveryResponse(p, ROUTE_TYPE, self._unknownFields),
-            rdsSubscription.onConfigUpdate)
+        subscription = self._factory.subscribe(
+            rds.config_source, path + ".config_source", scope, ROUTE_TYPE,
+            rdsSubscription.onConfigUpdate, name)
+        if subscription is None:
+            return None
         rdsSubscription.subscription = subscription
         self._subscriptions[key] = rdsSubscription
         subscription.refresh()

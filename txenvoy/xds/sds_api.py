@@ -19,9 +19,7 @@ from twisted.application.service import Service
 
 from txenvoy.config.errors import ConfigError, collectErrors
 from txenvoy.config.fields import checkFields
-from txenvoy.xds.config_source import checkExists, fileSourceOf
-from txenvoy.xds.discovery_file import SECRET_TYPE, readDiscoveryResponse
-from txenvoy.xds.path_subscription import FileSubscription
+from txenvoy.xds.resources import SECRET_TYPE
 
 
 class SdsSecretProvider:
@@ -83,17 +81,15 @@ class SecretManager(Service):
     source, read once when first named and watched while the server runs.
     """
 
-    def __init__(self, reactor, stats, validateOnly=False, unknownFields=None):
+    def __init__(self, subscriptions, stats):
         """
+        @param subscriptions: the server's
+            L{txenvoy.xds.subscription_factory.SubscriptionFactory}.
         @param stats: the main stats shard; a secret's stats are
             C{sds.<name>.*}.
-        @param unknownFields: the
-            L{txenvoy.xds.discovery_file.UnknownDynamicFields} policy.
         """
-        self.reactor = reactor
+        self._factory = subscriptions
         self._stats = stats
-        self.validateOnly = validateOnly
-        self._unknownFields = unknownFields
         self._providers = {}
 
     def findOrCreate(self, sdsSecretConfig, path):
@@ -112,22 +108,18 @@ class SecretManager(Service):
         if not sdsSecretConfig.HasField("sds_config"):
             raise ConfigError("%s.sds_config: static secrets (static_resources.secrets) are "
                               "not implemented; name a file sds_config" % (path,))
-        source = fileSourceOf(sdsSecretConfig.sds_config, path + ".sds_config")
-        if source is None or self.validateOnly:
-            return None
         key = sdsSecretConfig.SerializeToString(deterministic=True)
         provider = self._providers.get(key)
         if provider is not None:
             return provider
-        checkExists(source)
         name = sdsSecretConfig.name
         scope = self._stats.scope("sds.%s." % (name,))
         provider = SdsSecretProvider(name, scope)
-        unknownFields = self._unknownFields
-        provider.subscription = FileSubscription(
-            self.reactor, source, scope,
-            lambda p: readDiscoveryResponse(p, SECRET_TYPE, unknownFields),
-            provider.onConfigUpdate)
+        provider.subscription = self._factory.subscribe(
+            sdsSecretConfig.sds_config, path + ".sds_config", scope, SECRET_TYPE,
+            provider.onConfigUpdate, name)
+        if provider.subscription is None:
+            return None
         self._providers[key] = provider
         provider.subscription.refresh()
         if self.running:

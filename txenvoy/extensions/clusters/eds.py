@@ -14,6 +14,7 @@ from txenvoy.config.errors import ConfigError, collectErrors
 from txenvoy.config.registry import Category, extension
 from txenvoy.upstream.cluster import EDS, PrimaryCluster, _localityWeights, compileLoadAssignment
 from txenvoy.upstream.host import DEGRADED_EDS_HEALTH, FAILED_EDS_HEALTH
+from txenvoy.xds.resources import ENDPOINT_TYPE
 
 _EDS_FLAGS = frozenset([FAILED_EDS_HEALTH, DEGRADED_EDS_HEALTH])
 
@@ -50,11 +51,14 @@ class EdsCluster(PrimaryCluster):
         self.subscription = None
         if subscriptions is not None:
             self.subscription = subscriptions.subscribe(
-                configSource, path + ".eds_cluster_config.eds_config", scope,
-                self.onConfigUpdate)
+                configSource, path + ".eds_cluster_config.eds_config", scope, ENDPOINT_TYPE,
+                self.onConfigUpdate, self.serviceName)
 
     def start(self):
-        """Read the assignment, then watch it; initialized after the first read."""
+        """
+        Read the assignment (from a file), then watch it; initialized after
+        that first read. From a control plane the hosts arrive later.
+        """
         if self.subscription is not None:
             # A first read that fails leaves the cluster empty, yet
             # initialized, as Envoy lets the server start.

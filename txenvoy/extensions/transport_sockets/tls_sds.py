@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.extensions.transport_sockets.test_tls_sds -*-
+# -*- test-case-name: tests.xds.test_sds_api -*-
 """
 TLS contexts whose certificates or trust come from SDS
 (C{tls_certificate_sds_secret_configs},
@@ -8,10 +8,12 @@ the socket factory swaps to the new one. A connection keeps the OpenSSL
 context it shook hands with, so a rotation reaches new handshakes only.
 """
 
+from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError
-from txenvoy.interfaces import IDownstreamTransportSocketFactory, IUpstreamTransportSocketFactory
+from txenvoy.interfaces import IDownstreamTransportSocketFactory
+from txenvoy.xds.subscription_factory import RemoteSubscription
 
 #: The SDS fields of a C{CommonTlsContext} that are read.
 SDS_FIELDS = ("tls_certificate_sds_secret_configs", "validation_context_sds_secret_config")
@@ -59,6 +61,9 @@ class SdsTlsContext:
                 commonTlsContext.validation_context_sds_secret_config,
                 path + ".validation_context_sds_secret_config")))
         self.current = None
+        # From a control plane a secret arrives after the listener is up.
+        self.remote = any(isinstance(getattr(p, "subscription", None), RemoteSubscription)
+                          for ignored, p in self._slots)
         self._updated = None
         self._notReady = None
         stats = getattr(context.server, "mainStats", None)
@@ -107,6 +112,13 @@ class SdsTlsContext:
         return apply
 
 
+class _Refused(Protocol):
+    """What a connection gets while its TLS secrets have not arrived."""
+
+    def connectionMade(self):
+        self.transport.abortConnection()
+
+
 @implementer(IDownstreamTransportSocketFactory)
 class SdsDownstreamTlsSocket:
     """
@@ -120,25 +132,9 @@ class SdsDownstreamTlsSocket:
     def wrap(self, connection, headProtocol):
         current = self.sds.current
         if current is None:
-            raise ConfigError("TLS secrets not ready")
+            # No certificate yet: the connection is closed, as Envoy's.
+            return _Refused()
         return current.wrap(connection, headProtocol)
-
-
-@implementer(IUpstreamTransportSocketFactory)
-class SdsUpstreamTlsSocket:
-    """
-    An upstream TLS socket factory whose context comes from SDS: each new
-    connection uses the one current when it starts.
-    """
-
-    def __init__(self, sdsContext):
-        self.sds = sdsContext
-
-    def wrapProtocolFactory(self, factory, reactor, host, cluster=None, socketOptions=None):
-        current = self.sds.current
-        if current is None:
-            raise ConfigError("TLS secrets not ready")
-        return current.wrapProtocolFactory(factory, reactor, host, cluster, socketOptions)
 
 
 def sdsSocket(sdsContext, socketClass, context, path):
@@ -146,7 +142,7 @@ def sdsSocket(sdsContext, socketClass, context, path):
     The socket factory of an L{SdsTlsContext}: refused when serving
     without its secrets (the file held none Envoy would take).
     """
-    if sdsContext.current is None and not context.validateOnly:
+    if sdsContext.current is None and not context.validateOnly and not sdsContext.remote:
         raise ConfigError("%s: the TLS secrets could not be read (see the SDS update "
                           "rejected above)" % (path,))
     return socketClass(sdsContext)

@@ -1,0 +1,92 @@
+# -*- test-case-name: tests.xds.test_subscription_factory -*-
+"""
+From a C{ConfigSource} to a subscription (Envoy's
+C{SubscriptionFactoryImpl}), for the resources a listener or a cluster
+asks for by name (RDS, EDS, SDS): a file (C{path_config_source}, C{path})
+or a control plane (C{ads}, C{api_config_source}) through the server's
+L{txenvoy.xds.control_plane.ControlPlanes}. Either is driven the same way
+(C{refresh}, C{start}, C{stop}) and hands its handler the same
+C{onConfigUpdate(resources, versionInfo)}.
+"""
+
+from txenvoy.config.errors import ConfigError
+from txenvoy.xds.config_source import checkExists, fileSourceOf
+from txenvoy.xds.control_plane import isControlPlane
+from txenvoy.xds.discovery_file import readDiscoveryResponse
+from txenvoy.xds.path_subscription import FileSubscription
+
+
+class RemoteSubscription:
+    """
+    A subscription by name to a control plane, made when it starts (the
+    transport reaches the control plane through the cluster manager, which
+    may not exist yet when the subscription is asked for).
+    """
+
+    def __init__(self, controlPlanes, source, path, scope, typeUrl, onUpdate, name):
+        self._controlPlanes = controlPlanes
+        self._args = (source, path, scope, typeUrl, onUpdate, (name,))
+        self.subscription = None
+
+    def refresh(self):
+        """Nothing to read now: the control plane sends."""
+        return False
+
+    def start(self):
+        if self.subscription is None:
+            self.subscription, transport = self._controlPlanes.subscription(*self._args)
+            self.subscription.start(transport)
+
+    def stop(self):
+        subscription, self.subscription = self.subscription, None
+        if subscription is not None:
+            subscription.stop()
+
+
+class SubscriptionFactory:
+    """
+    Makes the subscriptions of one server.
+
+    @ivar controlPlanes: the server's
+        L{txenvoy.xds.control_plane.ControlPlanes}, or C{None}.
+    """
+
+    def __init__(self, reactor, controlPlanes=None, unknownFields=None, validateOnly=False):
+        """
+        @param unknownFields: the
+            L{txenvoy.xds.discovery_file.UnknownDynamicFields} policy of files.
+        """
+        self.reactor = reactor
+        self.controlPlanes = controlPlanes
+        self._unknownFields = unknownFields
+        self.validateOnly = validateOnly
+
+    def subscribe(self, source, path, scope, typeUrl, onUpdate, name):
+        """
+        A subscription to the resource C{name} of C{typeUrl}, not read
+        yet (C{refresh} reads a file, C{start} watches it or asks the
+        control plane).
+
+        @param path: the C{ConfigSource}'s field path, for messages.
+        @param scope: the stats scope (C{update_attempt}, ...).
+        @return: a L{FileSubscription} or a L{RemoteSubscription}, or
+            C{None} in validate mode.
+        @raise ConfigError: a source txenvoy cannot use, or (serving) a
+            file that is not there.
+        """
+        if isControlPlane(source):
+            if self.controlPlanes is None:
+                raise ConfigError("%s: a control plane needs a valid dynamic_resources" % (path,))
+            self.controlPlanes.check(source, path)
+            if self.validateOnly:
+                return None
+            return RemoteSubscription(self.controlPlanes, source, path, scope, typeUrl,
+                                      onUpdate, name)
+        fileSource = fileSourceOf(source, path)
+        if fileSource is None or self.validateOnly:
+            return None
+        checkExists(fileSource)
+        unknownFields = self._unknownFields
+        return FileSubscription(
+            self.reactor, fileSource, scope,
+            lambda p: readDiscoveryResponse(p, typeUrl, unknownFields), onUpdate)
