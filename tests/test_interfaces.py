@@ -356,6 +356,14 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: datadog
+          access_log:
+          - name: envoy.access_loggers.fluentd
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.fluentd.v3.FluentdAccessLogConfig
+              cluster: zipkin
+              tag: t
+              stat_prefix: f
+              record: {code: "%RESPONSE_CODE%"}
           tracing:
             provider:
               name: envoy.tracers.datadog

@@ -297,3 +297,68 @@ class OtlpCollector:
 def _anyValue(value):
     kind = value.WhichOneof("value")
     return getattr(value, kind) if kind else None
+
+
+class FluentdReceiver:
+    """
+    A Fluentd forward input on 127.0.0.1 (TCP, msgpack): C{messages} keeps
+    every decoded message, C{connections} counts the connections taken.
+    """
+
+    def __init__(self):
+        import socket
+
+        self.messages = []
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(8)
+        self.port = self._socket.getsockname()[1]
+        self._stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._stopped:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._read, args=(connection,), daemon=True).start()
+
+    def _read(self, connection):
+        import msgpack
+
+        unpacker = msgpack.Unpacker(raw=False)
+        with connection:
+            while True:
+                try:
+                    data = connection.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                unpacker.feed(data)
+                for message in unpacker:
+                    with self._lock:
+                        self.messages.append(message)
+
+    def entries(self):
+        """C{(tag, time, record)} for every entry so far."""
+        with self._lock:
+            return [(m[0], t, r) for m in self.messages for t, r in m[1]]
+
+    def waitEntries(self, count, timeout=15.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            entries = self.entries()
+            if len(entries) >= count:
+                return entries
+            time.sleep(0.05)
+        return self.entries()
+
+    def stop(self):
+        self._stopped = True
+        self._socket.close()
