@@ -263,6 +263,33 @@ class Http2ComparisonTests(SideBySide, SynchronousTestCase):
             deltas = [a.get(name, 0) - b.get(name, 0) for a, b in zip(after, before)]
             self.assertEqual(deltas[1], deltas[0], name)
 
+    def test_responseBeforeRequestEnds(self):
+        """
+        A response sent while the request body still comes: Envoy resets
+        the stream with NO_ERROR once the response is out (http2.tx_reset,
+        downstream_rq_rx_reset); the connection serves on.
+        """
+        counters = ("http2.tx_reset", "http.front_http.downstream_rq_rx_reset",
+                    "http.front_http.downstream_rq_response_before_rq_complete")
+        results = []
+        for d in (self.envoy, self.txenvoy):
+            before = adminStats(d.adminPort)
+            client = H2Client(d.port, validate=False)
+            try:
+                sid = client.send(b"/direct", method=b"POST", end=False)
+                client.conn.send_data(sid, b"part")
+                client.sock.sendall(client.conn.data_to_send())
+                first = comparable(client.wait([sid])[0])
+                second = comparable(client.wait([client.send(b"/direct")])[0])
+            finally:
+                client.close()
+            after = adminStats(d.adminPort)
+            results.append((first, second,
+                            {n: after.get(n, 0) - before.get(n, 0) for n in counters}))
+        self.assertEqual(results[1], results[0])
+        self.assertEqual(results[0][0]["reset"], 0)
+        self.assertEqual(results[0][2], dict.fromkeys(counters, 1))
+
     def test_curlPriorKnowledge(self):
         """C{curl --http2-prior-knowledge}: same status line and body."""
         outs = []

@@ -1824,6 +1824,10 @@ class ActiveStream:
     def _afterComplete(self):
         if log.debugEnabled:
             log.debug("%sCodec completed encoding stream.", self.logTag())
+        if self.cm._http2 and not self._remoteComplete:
+            # The HTTP/2 codec resets the stream whose request goes on
+            # (RST_STREAM NO_ERROR); Envoy counts that reset here.
+            self.cm.stats.downstream_rq_rx_reset.inc()
         self._destroy()
 
     def _destroy(self):

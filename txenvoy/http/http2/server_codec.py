@@ -748,9 +748,19 @@ class Http2ServerCodec(CountedReadDisable):
         self._closeStream(encoder, notify=True)
 
     def _maybeDone(self, encoder):
-        if (encoder.responseComplete and encoder.remoteComplete and not encoder._pending
+        if (encoder.responseComplete and not encoder._pending
                 and not encoder._pendingEnd and encoder._pendingTrailers is None
                 and not encoder.closed):
+            if not encoder.remoteComplete:
+                # Envoy resets a stream whose response is sent before its
+                # request ended (RST_STREAM NO_ERROR, RFC 9113 section 8.1).
+                try:
+                    self._conn.reset_stream(encoder.streamId, ErrorCodes.NO_ERROR)
+                except H2Error:
+                    return
+                if self._stats is not None:
+                    self._stats.tx_reset.inc()
+                self._countControlFrame()
             self._streams.pop(encoder.streamId, None)
             self._closeStream(encoder, notify=False)
 
