@@ -362,17 +362,82 @@ def adminStats(adminPort):
         return out
 
 
+class _FixedPorts:
+    """
+    The examples' fixed ports (their origins on 10080-10083, their
+    listeners and admins), held by one test process at a time: the suite
+    runs several test files at once, and each example runs unchanged.
+    Taken when a test starts an origin on a fixed port (before its
+    proxies) and given back when that origin stops (after them), or held
+    with C{with FIXED_PORTS:} by a test that runs an example without an
+    origin; re-entrant within a process.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._file = None
+
+    def acquire(self, timeout=300.0):
+        """
+        Wait for the other test processes' turn to end; after C{timeout}
+        (an origin some test never stopped), go on and let the bind say so.
+        """
+        import fcntl
+
+        with self._lock:
+            if self._holders == 0:
+                self._file = open(os.path.join(tempfile.gettempdir(),
+                                               "txenvoy-tests-fixed-ports.lock"), "a")
+                deadline = time.time() + timeout
+                while True:
+                    try:
+                        fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.time() > deadline:
+                            break
+                        time.sleep(0.1)
+            self._holders += 1
+
+    def release(self):
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0:
+                self._file.close()
+                self._file = None
+
+    def __enter__(self):
+        self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+FIXED_PORTS = _FixedPorts()
+
+
 class Upstream:
     """
     A threaded TCP server on 127.0.0.1 running C{handler(sock)} per
-    connection; stopped by L{stop}.
+    connection; stopped by L{stop}. On a fixed C{port}, it holds
+    L{FIXED_PORTS} while it runs.
     """
 
     def __init__(self, handler, port=0):
         self.handler = handler
+        self._fixed = port != 0
+        if self._fixed:
+            FIXED_PORTS.acquire()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
+        try:
+            self.sock.bind(("127.0.0.1", port))
+        except OSError:
+            self.sock.close()
+            if self._fixed:
+                FIXED_PORTS.release()
+            raise
         self.sock.listen(128)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
@@ -405,6 +470,9 @@ class Upstream:
         self._running = False
         self._thread.join(2)
         self.sock.close()
+        if self._fixed:
+            self._fixed = False
+            FIXED_PORTS.release()
 
 
 def echoHandler(conn):

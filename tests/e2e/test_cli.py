@@ -108,11 +108,11 @@ class CommandLineTests(SynchronousTestCase):
 
     def test_unsupportedFieldNamed(self):
         """A valid Envoy field txenvoy lacks: exit 1 naming its path."""
-        config = ("node: {id: node1, cluster: c1}\ndynamic_resources: {ads_config: {api_type: GRPC, "
-                  "transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: x}}]}}")
+        config = ("node: {id: node1, cluster: c1}\nhds_config: {api_type: GRPC, "
+                  "transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: x}}]}")
         rc, _, err = runTwistd(["--mode", "validate", "--config-yaml", config])
         self.assertEqual(rc, 1)
-        self.assertIn("dynamic_resources.ads_config: unsupported field", err)
+        self.assertIn("hds_config: unsupported field", err)
 
     def test_invalidCorpus(self):
         """Every broken config of Envoy's corpus exits 1 with no traceback."""

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.harness import (
     EXAMPLES,
+    FIXED_PORTS,
     Envoy,
     RealEnvoy,
     SharedFixture,
@@ -267,8 +268,9 @@ class ListenerFiltersExampleTests(SynchronousTestCase):
         path = os.path.join(EXAMPLES, "07-listener-filters.yaml")
         with open(path) as f:
             config = f.read()
-        envoy = self.run07(RealEnvoy(config))
-        txenvoy = self.run07(Envoy(configPath=path, cwd=EXAMPLES,
-                                   args=("--concurrency", "1"), adminPort=10095))
+        with FIXED_PORTS:
+            envoy = self.run07(RealEnvoy(config))
+            txenvoy = self.run07(Envoy(configPath=path, cwd=EXAMPLES,
+                                       args=("--concurrency", "1"), adminPort=10095))
         self.assertEqual(txenvoy, envoy)
         self.assertEqual(envoy, ("closed", [2, 0, 2]))
