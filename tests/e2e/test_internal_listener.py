@@ -9,6 +9,7 @@ listener fails as a refused connect. The stats, C{/listeners},
 C{/clusters} and B's access logs are Envoy's.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -338,3 +339,21 @@ class InternalListenerComparisonTests(SharedFixture, TestCase):
 
         self.assertEqual(hosts(txenvoy), hosts(envoy))
         self.assertIn("to_missing::envoy://nope/::cx_total::1", hosts(envoy))
+
+    def test_adminJson(self):
+        """
+        The JSON forms name an internal address as Envoy's
+        C{envoy_internal_address} (C{server_listener_name}, C{endpoint_id}).
+        """
+        def addresses(side):
+            listeners = json.loads(side.admin("/listeners?format=json"))["listener_statuses"]
+            clusters = json.loads(side.admin("/clusters?format=json"))["cluster_statuses"]
+            return ([(x["name"], x["local_address"]) for x in listeners
+                     if x["name"].startswith("b_")],
+                    sorted((c["name"], c["host_statuses"][0]["address"]) for c in clusters
+                           if c["name"].startswith("to_")))
+
+        envoy, txenvoy = (addresses(side) for side in self.sides)
+        self.assertEqual(txenvoy, envoy)
+        self.assertIn(("to_b_http", {"envoy_internal_address": {
+            "server_listener_name": "b_http", "endpoint_id": "e1"}}), envoy[1])

@@ -5,7 +5,7 @@ adopted by a worker running its own reactor in a thread.
 
 import socket
 
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from txenvoy.server.server import Server
@@ -90,3 +90,37 @@ class WorkerThreadTests(TestCase):
         self.assertFalse(worker._thread.is_alive())
         prefix = server.listenerManager.listeners[0].statPrefix
         self.assertEqual(server.stats.counterValue(prefix + "worker_0.downstream_cx_total"), 1)
+
+
+class InternalListenerWorkerTests(TestCase):
+
+    @defer.inlineCallbacks
+    def test_registeredPerWorker(self):
+        """
+        An internal listener binds no socket: each worker registers it by
+        name in its dispatcher's internal listeners (Envoy's per-thread
+        registry), counted as created, and forgets it when it stops
+        accepting.
+        """
+        server = Server.fromConfig(reactor, concurrency=0, configDict={
+            "bootstrap_extensions": [{"name": "il", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3"
+                         ".InternalListener"}}],
+            "static_resources": {"listeners": [{
+                "name": "b", "internal_listener": {},
+                "filter_chains": [{"filters": [{"name": "echo", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.echo.v3"
+                             ".Echo"}}]}]}]}})
+        server.startService()
+        yield server.initialized
+        # The worker adds its listeners by a post.
+        yield task.deferLater(reactor, 0.01, lambda: None)
+        [worker] = server.workers
+        active = worker.dispatcher.internalListeners["b"]
+        self.assertIs(active.config, server.listenerManager.listeners[0])
+        self.assertIsNone(active.port)
+        self.assertEqual(server.stats.counterValue("listener_manager.listener_create_success"), 1)
+        server.listenerManager.stopListeners(server.workers)
+        yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(worker.dispatcher.internalListeners, {})
+        yield server.stopService()

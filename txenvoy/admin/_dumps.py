@@ -21,6 +21,7 @@ from envoy.config.core.v3 import base_pb2, health_check_pb2
 from udpa.annotations import sensitive_pb2
 
 from txenvoy.network.address import formatAddress
+from txenvoy.network.user_space import InternalAddress
 from txenvoy.regex import RegexError, compilePattern
 
 REDACTED = "[redacted]"
@@ -495,12 +496,7 @@ def hostsAssignment(cluster):
             lle.load_balancing_weight.value = weights.get(key, 0)
             lle.priority = host.priority
         lbe = lle.lb_endpoints.add()
-        ip, port = host.address
-        if isinstance(ip, str):
-            lbe.endpoint.address.socket_address.address = ip
-            lbe.endpoint.address.socket_address.port_value = port
-        else:
-            lbe.endpoint.address.pipe.path = ip.path
+        setAddress(lbe.endpoint.address, *host.address)
         if host.hostname:
             lbe.endpoint.hostname = host.hostname
         hcc = lbe.endpoint.health_check_config
@@ -606,12 +602,7 @@ def clustersJson(clusterManager, filterRe=None):
             status.eds_service_name = cluster.serviceName
         for host in getattr(cluster, "hosts", ()):
             hs = status.host_statuses.add()
-            ip, port = host.address[0], host.address[1]
-            if isinstance(ip, str):
-                hs.address.socket_address.address = ip
-                hs.address.socket_address.port_value = port
-            else:
-                hs.address.pipe.path = ip.path
+            setAddress(hs.address, host.address[0], host.address[1])
             for k in _COUNTERS:
                 m = hs.stats.add()
                 m.name = k
@@ -663,11 +654,28 @@ def listenersJson(listeners):
         status = out.listener_statuses.add()
         status.name = x.name
         if isinstance(x.address, tuple):
-            status.local_address.socket_address.address = x.address[0]
-            status.local_address.socket_address.port_value = x.address[1]
+            setAddress(status.local_address, *x.address)
         else:
-            status.local_address.pipe.path = x.address.path
+            setAddress(status.local_address, x.address, 0)
     return toJson(out)
+
+
+def setAddress(message, host, port):
+    """
+    Fill an C{envoy.config.core.v3.Address} as Envoy's admin prints one: a
+    C{socket_address}, a C{pipe} (a L{txenvoy.network.pipe.PipeAddress}) or
+    an C{envoy_internal_address}.
+    """
+    if isinstance(host, str):
+        message.socket_address.address = host
+        message.socket_address.port_value = port
+    elif isinstance(host, InternalAddress):
+        internal = message.envoy_internal_address
+        internal.server_listener_name = host.listenerName
+        if host.endpointId:
+            internal.endpoint_id = host.endpointId
+    else:
+        message.pipe.path = host.path
 
 
 # /server_info.

@@ -531,6 +531,9 @@ def compileCluster(proto, path, addedViaApi=False):
         proto, path, http2=kw.get("upstreamHttp2Options") is not None)
     kw["outlierDetection"] = compileOutlierDetection(proto, path)
     endpoints = _compileLoadAssignment(proto, path, ctype)
+    if proto.health_checks and any(isinstance(e.address, InternalAddress) for e in endpoints):
+        # Health checks run on the main thread, which has no internal listeners.
+        report(UnsupportedField(path + ".health_checks", "of envoy_internal_address endpoints"))
     info = ClusterInfo(**kw).freeze()
     return info, endpoints
 

@@ -16,6 +16,7 @@ from envoy.extensions.transport_sockets.internal_upstream.v3 import (  # noqa: F
 )
 from tests.upstream.test_fakes import FakeDispatcher, Recorder, clusterProto, stat
 from txenvoy.config.errors import UnsupportedField
+from txenvoy.upstream.cluster import compileCluster
 from txenvoy.interfaces import IUpstreamTransportSocketFactory
 from txenvoy.stats.store import StatsStore
 from txenvoy.upstream.cluster_manager import ClusterManager
@@ -134,3 +135,12 @@ class InternalUpstreamTests(SynchronousTestCase):
         e = self.assertRaises(UnsupportedField, setUpCluster, self, self.clock, "b",
                               passthrough=[{"kind": {"request": {}}, "name": "x"}])
         self.assertIn("passthrough_metadata[0].kind.request", str(e))
+
+    def test_healthChecksRefused(self):
+        """Health checks of internal endpoints are refused with their path."""
+        proto = clusterProto("c1", [internalEndpoint("b")], health_checks=[{
+            "timeout": "1s", "interval": "1s", "unhealthy_threshold": 1,
+            "healthy_threshold": 1, "tcp_health_check": {}}])
+        e = self.assertRaises(UnsupportedField, compileCluster, proto, "c")
+        self.assertIn("c.health_checks: unsupported field (of envoy_internal_address endpoints)",
+                      str(e))
