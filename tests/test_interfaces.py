@@ -268,6 +268,11 @@ static_resources:
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config
               metadata: [{metadata_namespace: a, value: {k: v}}]
+          - name: envoy.filters.http.cache
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.cache.v3.CacheConfig
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.http.cache.simple_http_cache.v3.SimpleHttpCacheConfig
           - name: envoy.filters.http.custom_response
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.custom_response.v3.CustomResponse
