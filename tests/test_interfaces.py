@@ -84,6 +84,11 @@ static_resources:
       - name: envoy.filters.network.sni_cluster
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.sni_cluster.v3.SniCluster
+      - name: envoy.filters.network.sni_dynamic_forward_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.sni_dynamic_forward_proxy.v3.FilterConfig
+          port_value: 443
+          dns_cache_config: {name: dfp, dns_lookup_family: V4_ONLY}
       - name: envoy.filters.network.echo
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo

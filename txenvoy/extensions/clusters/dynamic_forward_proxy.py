@@ -4,8 +4,9 @@ Envoy's dynamic forward proxy cluster (C{cluster_type}
 C{envoy.clusters.dynamic_forward_proxy}) and its C{CLUSTER_PROVIDED} load
 balancer: a request goes to the address the DNS cache
 (L{txenvoy.extensions.common.dns_cache}) holds for its C{:authority}
-(port 80 by default, 443 for a TLS cluster); a host not resolved yet has
-no upstream (the C{dynamic_forward_proxy} HTTP filter resolves it first).
+(port 80 by default, 443 for a TLS cluster), a TCP connection to the one
+it holds for its SNI and the C{sni_dynamic_forward_proxy}'s port; a host
+not resolved yet has no upstream (the filters resolve it first).
 
 A worker makes the host it needs at once and posts it to the main thread,
 which adds it to the membership, as the original destination cluster
@@ -65,11 +66,23 @@ class DynamicForwardProxyLoadBalancer:
         @return: the L{Host} of the request's authority, or C{None} when
             the DNS cache has no address for it.
         """
-        authority = context.requestHeader(b":authority") if context is not None else None
-        if not authority:
+        if context is None:
             return None
         cluster = self._cluster
-        host, port = splitHost(authority.decode("latin-1"), cluster.defaultPort)
+        if context.downstreamHeaders is not None:
+            authority = context.requestHeader(b":authority")
+            if not authority:
+                return None
+            host, port = splitHost(authority.decode("latin-1"), cluster.defaultPort)
+        else:
+            # TCP (sni_dynamic_forward_proxy): the SNI, and the port the
+            # filter put in the filter state.
+            connection = context.downstreamConnection
+            info = connection.streamInfo if connection is not None else None
+            host = info.requestedServerName if info is not None else ""
+            if not host:
+                return None
+            port = info.filterState.get("envoy.upstream.dynamic_port", cluster.defaultPort)
         entry = cluster.dnsCache.lookup(host, port)
         if entry is None or entry.address is None:
             return None
