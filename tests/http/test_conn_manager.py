@@ -564,8 +564,10 @@ class TimeoutTests(SynchronousTestCase):
         h = Harness(self)
         down = h.connect()
         writes = []
-        write = down.cm._write
+        write, writeSequence = down.cm._write, down.cm._writeSequence
         down.cm._write = lambda data: (writes.append(data), write(data))
+        down.cm._writeSequence = lambda buffers: (writes.append(buffers),
+                                                  writeSequence(buffers))
         down.send(GET)
         # Sent from a reactor event, not while the request is read.
         h.upstream(connect=False).fail()

@@ -8,7 +8,9 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from txenvoy.http import pool_base
 from txenvoy.http.conn_pool import CLOSED, DRAINING, OVERFLOW, directWriter, poolsFor
+from txenvoy.http.pool_base import directSequenceWriter
 from txenvoy.http.headers import RequestHeaders
 from txenvoy.stats.store import StatsStore
 from txenvoy.upstream.cluster_manager import ClusterManager
@@ -484,6 +486,62 @@ class DirectWriterTests(SynchronousTestCase):
         write(b"hello")
         self.assertEqual(b.recv(10), b"hello")
         self.assertEqual(conn._tempDataLen, 0)
+
+
+class DirectSequenceWriterTests(SynchronousTestCase):
+    """
+    L{pool_base.directSequenceWriter}: a large head and body go to the
+    socket in one C{sendmsg}, without being joined first.
+    """
+
+    def connection(self):
+        import socket
+
+        from twisted.internet import tcp
+
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        conn = tcp.Connection(a, None, MemoryReactorClock())
+        conn.connected = True
+        return conn, b
+
+    def received(self, sock, n):
+        out = b""
+        while len(out) < n:
+            out += sock.recv(n - len(out))
+        return out
+
+    def test_otherTransports(self):
+        t = StringTransport()
+        directSequenceWriter(t)([b"a", b"b"])
+        self.assertEqual(t.value(), b"ab")
+
+    def test_smallJoined(self):
+        conn, peer = self.connection()
+        directSequenceWriter(conn)([b"head ", b"body"])
+        self.assertEqual(self.received(peer, 9), b"head body")
+
+    def test_largeInOrderWhateverTheKernelTakes(self):
+        """
+        What the socket does not take at once is queued in order behind
+        what it took, and arrives whole once the transport writes it.
+        """
+        import socket
+
+        conn, peer = self.connection()
+        conn.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        buffers = [b"H" * 100, b"x" * 300000, b"y" * 5000]
+        directSequenceWriter(conn)(buffers)
+        self.assertGreater(pool_base.unsentBytes(conn), 0)
+        expected = b"".join(buffers)
+        got = b""
+        while len(got) < len(expected):
+            conn.doWrite()
+            got += peer.recv(65536)
+        self.assertEqual(got, expected)
 
 
 class PeekTests(SynchronousTestCase):

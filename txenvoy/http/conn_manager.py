@@ -71,7 +71,7 @@ from txenvoy.http.conn_manager_utility import (
     mutateResponseHeaders,
     normalizePath,
 )
-from txenvoy.http.conn_pool import directWriter
+from txenvoy.http.pool_base import directSequenceWriter, directWriter
 from txenvoy.http.header_dump import dumpRequestHeaders, dumpResponseHeaders
 from txenvoy.http.grpc.common import GrpcStatus, grpcLocalReply, isGrpcRequest
 from txenvoy.http.filter import (
@@ -542,6 +542,7 @@ class ConnectionManager(Protocol):
         if config.maxConnectionDuration:
             timers.callLater(config.maxConnectionDuration, self._onMaxConnectionDuration)
         self._write = directWriter(self.transport)
+        self._writeSequence = directSequenceWriter(self.transport)
         self._watermark = _DownstreamWatermark(self)
         try:
             self.transport.registerProducer(self._watermark, True)
@@ -706,7 +707,10 @@ class ConnectionManager(Protocol):
         corked = self._corked
         self._corked = None
         if corked and not self._lost:
-            self._write(corked[0] if len(corked) == 1 else b"".join(corked))
+            if len(corked) == 1:
+                self._write(corked[0])
+            else:
+                self._writeSequence(corked)
 
     _lastStream = None
     _upgraded = False

@@ -11,6 +11,7 @@ from twisted.internet import tcp
 from txenvoy.privates import unsentBytes
 
 __all__ = ["OVERFLOW", "CONNECTION_TERMINATION", "PROTOCOL_ERROR", "directWriter",
+           "directSequenceWriter",
            "PendingStream", "PendingAccounting"]
 
 #: Envoy's reset reasons, as they appear in local reply bodies.
@@ -37,6 +38,50 @@ def _sendNow(transport, data):
         return
     if sent < len(data):
         transport.write(data[sent:])
+
+
+#: Below this many bytes in all, a sequence is joined and sent as one
+#: buffer; above, it is handed to the kernel as it is (C{sendmsg}), so that
+#: a large body is not copied once more to put a head in front of it.
+GATHER_MIN_BYTES = 64 * 1024
+
+#: At most this many buffers in one C{sendmsg} (well under Linux's
+#: C{IOV_MAX} of 1024); a longer sequence is joined.
+GATHER_MAX_BUFFERS = 64
+
+
+def _sendSequenceNow(transport, buffers):
+    if len(buffers) > GATHER_MAX_BUFFERS or sum(map(len, buffers)) < GATHER_MIN_BYTES:
+        _sendNow(transport, b"".join(buffers))
+        return
+    if unsentBytes(transport) or not transport.connected or transport.disconnecting:
+        transport.writeSequence([bytes(b) for b in buffers])
+        return
+    try:
+        sent = transport.socket.sendmsg(buffers)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        transport.writeSequence([bytes(b) for b in buffers])
+        return
+    for i, piece in enumerate(buffers):
+        if sent >= len(piece):
+            sent -= len(piece)
+            continue
+        # What the kernel did not take, in order, the usual way.
+        transport.writeSequence([bytes(piece[sent:])] + [bytes(b) for b in buffers[i + 1:]])
+        return
+
+
+def directSequenceWriter(transport):
+    """
+    @return: C{writeSequence(buffers)} for C{transport}, as L{directWriter}
+        but for several buffers: a large sequence (a response head and its
+        body) goes to a plain TCP socket in one C{sendmsg}, without joining.
+    """
+    if isinstance(transport, tcp.Connection):
+        return lambda buffers: _sendSequenceNow(transport, buffers)
+    return lambda buffers: transport.write(b"".join(buffers))
 
 
 def directWriter(transport):
