@@ -514,3 +514,77 @@ class AdsTests(SynchronousTestCase):
         results = forBoth(lambda real: self._sequence(real, origins), timeout=90)
         self.assertEqual(results[True][0], [(200, b"a"), (200, b"b"), (200, b"v2")])
         self.assertEqual(results[False], results[True])
+
+
+def _chainListener(port, sourceBody, defaultBody):
+    """A listener with a chain for 127.0.0.1 and a default chain."""
+    def chain(body):
+        hcm = _directListener(port, "unused")["filter_chains"][0]
+        hcm["filters"][0]["typed_config"]["route_config"] = {
+            "name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"],
+                                            "routes": [_direct("/", body)]}]}
+        return hcm
+
+    listener = {"@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+                "name": "l", "address": {"socket_address": {"address": "127.0.0.1",
+                                                            "port_value": port}},
+                "filter_chains": [chain(sourceBody)],
+                "default_filter_chain": chain(defaultBody)}
+    listener["filter_chains"][0]["filter_chain_match"] = {
+        "source_prefix_ranges": [{"address_prefix": "127.0.0.1", "prefix_len": 32}]}
+    return listener
+
+
+class InPlaceUpdateTests(SynchronousTestCase):
+
+    def _sequence(self, real):
+        from tests.e2e.test_file_xds import _keepAliveExchange
+
+        d = tempfile.mkdtemp(prefix="lds-")
+        port, adminPort = freePort(), freePort()
+        path = os.path.join(d, "lds.yaml")
+
+        def move(version, listener):
+            _moveInto(d, "lds.yaml", _response(version, [listener]))
+
+        move("1", _chainListener(port, "A1", "D1"))
+        config = json.dumps({
+            "node": {"id": "n", "cluster": "c"},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                     "port_value": adminPort}}},
+            "dynamic_resources": {"lds_config": {"path": path}}})
+        proxy = _proxy(real, config, adminPort,
+                       ("--drain-time-s", "10", "--drain-strategy", "immediate"))
+        seen = []
+        try:
+            proxy.waitPort(port)
+            old = socket.create_connection(("127.0.0.1", port), timeout=10)
+            seen.append(_keepAliveExchange(old))
+            # Only the default chain changes: the connection on the other
+            # chain is not drained.
+            move("2", _chainListener(port, "A1", "D2"))
+            _waitStat(adminPort, "listener_manager.lds.update_attempt", 2)
+            seen.append(_keepAliveExchange(old))
+            # Its own chain changes: it drains, new connections get the new one.
+            move("3", _chainListener(port, "A3", "D2"))
+            _waitStat(adminPort, "listener_manager.lds.update_attempt", 3)
+            seen.append(_get(port))
+            seen.append(_keepAliveExchange(old))
+            old.close()
+            stats = adminStats(adminPort)
+        finally:
+            proxy.stop()
+        return seen, {n: stats.get("listener_manager." + n) for n in (
+            "listener_in_place_updated", "listener_modified", "total_listeners_active")}
+
+    def test_filterChainOnlyUpdateAsEnvoy(self):
+        """
+        Envoy's in-place listener update (C{listener_in_place_updated}):
+        when only filter chains change, connections on the unchanged chains
+        are kept, without C{connection: close}; those on a changed chain
+        drain.
+        """
+        results = forBoth(self._sequence, timeout=60)
+        self.assertEqual(results[True][0], [
+            (b"A1", False), (b"A1", False), (200, b"A3"), (b"A1", True)])
+        self.assertEqual(results[False], results[True])

@@ -233,7 +233,10 @@ class ListenerManager(Service):
             and address.
         @param removed: names.
         @param inPlace: the names of the C{modified} listeners whose filter
-            chains alone changed (counted as Envoy's in-place update).
+            chains alone changed (counted as Envoy's in-place update); a
+            mapping of them to the keys of their unchanged chains
+            (L{txenvoy.xds.lds_api.unchangedChains}), whose connections
+            are kept rather than drained.
         """
         if getattr(self.server, "workerProcesses", None) is not None:
             raise ConfigError("listener updates are not implemented with --worker-processes")
@@ -271,8 +274,9 @@ class ListenerManager(Service):
             if config.name in inPlace:
                 stats.counter("listener_in_place_updated").inc()
             if self._workers is not None:
+                kept = inPlace.get(config.name) if isinstance(inPlace, dict) else None
                 for worker in self._workers:
-                    worker.replaceListener(config, drainTimeS)
+                    worker.replaceListener(config, drainTimeS, kept)
                     self.createSuccess.inc()
                 self._drainFor(drainTimeS, stats.gauge("total_filter_chains_draining")
                                if config.name in inPlace else self._draining)

@@ -119,15 +119,19 @@ class _WorkerBase(Service):
             active.port.stopListening()
             active.port = None
 
-    def replaceListener(self, config, drainTimeS):
+    def replaceListener(self, config, drainTimeS, keptChains=None):
         """
         Post: new connections on listener C{config.name}'s socket get
         C{config}; the old version's connections drain for up to
         C{drainTimeS} seconds, then close (an LDS update).
-        """
-        self.dispatcher.post(self._replaceListener, config, drainTimeS)
 
-    def _replaceListener(self, config, drainTimeS):
+        @param keptChains: for Envoy's filter-chain-only (in-place)
+            update, the keys of the chains left unchanged: connections on
+            them stay, on the new version, and are not drained.
+        """
+        self.dispatcher.post(self._replaceListener, config, drainTimeS, keptChains)
+
+    def _replaceListener(self, config, drainTimeS, keptChains=None):
         old = self.activeListeners.get(config.name)
         if old is None:
             return
@@ -139,6 +143,8 @@ class _WorkerBase(Service):
         self.activeListeners[config.name] = new
         if config.isInternal:
             self.dispatcher.internalListeners[config.name] = new
+        if keptChains:
+            _keepConnections(old, new, keptChains)
         self._drainListener(old, drainTimeS)
 
     def removeListener(self, name, drainTimeS):
@@ -359,3 +365,37 @@ def _bindPipe(config, count, inherited=None):
 
 class BindError(Exception):
     """A listener's address could not be bound; fatal at start-up."""
+
+
+def _chainKeys(config):
+    """C{{id(chain): key}} of a listener version's compiled filter chains."""
+    from txenvoy.xds.lds_api import chainKey
+
+    proto = getattr(config, "proto", None)
+    manager = getattr(config, "filterChainManager", None)
+    if proto is None or manager is None:
+        return {}
+    keys = {}
+    chains = list(manager.chains)
+    if len(chains) == len(proto.filter_chains):
+        for chain, chainProto in zip(chains, proto.filter_chains):
+            keys[id(chain)] = chainKey(chainProto)
+    if manager.defaultChain is not None and proto.HasField("default_filter_chain"):
+        keys[id(manager.defaultChain)] = chainKey(proto.default_filter_chain)
+    return keys
+
+
+def _keepConnections(old, new, keptChains):
+    """
+    Move the connections of C{old} whose filter chain is unchanged to
+    C{new} (Envoy's in-place update drains only the changed chains). A
+    connection counted against the old version's connection limit stays
+    and drains.
+    """
+    keys = _chainKeys(old.config)
+    for conn in list(old.connections):
+        if conn.limited or keys.get(id(conn.filterChain)) not in keptChains:
+            continue
+        old.connections.discard(conn)
+        new.connections.add(conn)
+        conn.listener = new

@@ -30,7 +30,7 @@ class LdsApi:
     def onConfigUpdate(self, resources, versionInfo):
         manager = self._manager
         names = set()
-        added, modified, inPlace = [], [], set()
+        added, modified, inPlace = [], [], {}
         for i, proto in enumerate(resources):
             if proto.name in names:
                 raise ConfigError("duplicate listener %s found" % (proto.name,))
@@ -59,7 +59,7 @@ class LdsApi:
             else:
                 modified.append(config)
                 if _onlyFilterChainsDiffer(known[0], proto):
-                    inPlace.add(proto.name)
+                    inPlace[proto.name] = unchangedChains(known[0], proto)
         removed = [name for name in self.dynamic if name not in names]
         manager.applyUpdate(added, modified, removed, self._drainTimeS, inPlace)
         now = self._clock.seconds()
@@ -85,6 +85,25 @@ class LdsApi:
                 del self.draining[name]
         return {name: entry[:3] for name, entry in self.draining.items()
                 if name not in self.dynamic}
+
+
+def chainKey(chain):
+    """What identifies a filter chain across versions: its whole config."""
+    return chain.SerializeToString(deterministic=True)
+
+
+def unchangedChains(old, new):
+    """
+    The keys (L{chainKey}) of the filter chains C{new} keeps as they were
+    in C{old}: their connections are not drained by an in-place update.
+    """
+    def keys(listener):
+        chains = list(listener.filter_chains)
+        if listener.HasField("default_filter_chain"):
+            chains.append(listener.default_filter_chain)
+        return {chainKey(c) for c in chains}
+
+    return frozenset(keys(old) & keys(new))
 
 
 def _onlyFilterChainsDiffer(old, new):
