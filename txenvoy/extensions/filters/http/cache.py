@@ -126,12 +126,15 @@ class _Entry:
         self.vary = vary
 
     def age(self, now):
-        """Envoy's C{calculateAge}."""
+        """
+        Envoy's C{calculateAge}: whole seconds, truncated once from the
+        exact sum (the response's apparent age has its time's precision).
+        """
         headers = self.headers
         date = _httpDate(headers.get(b"date"))
-        apparent = max(0, int(self.responseTime - date)) if date is not None else 0
+        apparent = max(0.0, self.responseTime - date) if date is not None else 0.0
         stated = _seconds(headers.get(b"age") or b"0") or 0
-        return max(apparent, stated) + int(now - self.responseTime)
+        return int(max(apparent, stated) + (now - self.responseTime))
 
     def freshness(self):
         """Seconds this response stays fresh."""
