@@ -26,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.e2e.harness import Envoy, RealEnvoy, adminStats, freePort
 from tests.e2e.test_file_xds import _direct
 from tests.e2e.test_file_xds import _listener as fileListener
-from tests.xds.control_plane import CLUSTER, LISTENER, ControlPlane, packed
+from tests.xds.control_plane import CLUSTER, LISTENER, ROUTE, ControlPlane, packed
 
 _BOOTSTRAP = """
 node: {id: node-1, cluster: fleet, locality: {region: r1}}
@@ -300,3 +300,61 @@ class AdsTests(SynchronousTestCase):
         """
         real, tx = self.sequence("DELTA_GRPC")
         self.assertEqual(real.requests()[1][1][5], [("l1", "l2:l1")])
+
+    def test_routesFromTheirOwnStream(self):
+        """
+        go-control-plane's example layout: clusters and listeners over
+        ADS, the listener's route table by RDS on a stream of its own
+        (C{api_config_source} GRPC, C{set_node_on_first_message_only}),
+        subscribed by name; the listener serves through the cluster.
+        """
+        from envoy.config.route.v3.route_pb2 import RouteConfiguration
+
+        from tests.e2e.harness import Upstream
+
+        def origin(conn):
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\n"
+                         b"upstream")
+
+        upstream = Upstream(origin)
+        self.addCleanup(upstream.stop)
+        sides = self.sides("GRPC")
+        source = {"resource_api_version": "V3", "api_config_source": {
+            "api_type": "GRPC", "transport_api_version": "V3",
+            "set_node_on_first_message_only": True,
+            "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]}}
+
+        def run(side):
+            cluster = json_format.ParseDict({
+                "name": "example_proxy_cluster", "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "example_proxy_cluster", "endpoints": [
+                    {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                        "address": "127.0.0.1", "port_value": upstream.port}}}}]}]}},
+                Cluster())
+            listener = _listener("listener_0", side.port, "unused")
+            hcm = http_connection_manager_pb2.HttpConnectionManager()
+            listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+            hcm.ClearField("route_config")
+            json_format.ParseDict({"route_config_name": "local_route", "config_source": source},
+                                  hcm.rds)
+            listener.filter_chains[0].filters[0].typed_config.Pack(hcm)
+            routes = json_format.ParseDict({"name": "local_route", "virtual_hosts": [{
+                "name": "local_service", "domains": ["*"], "routes": [{
+                    "match": {"prefix": "/"},
+                    "route": {"cluster": "example_proxy_cluster"}}]}]}, RouteConfiguration())
+            side.cp.setResources(CLUSTER, "1", [cluster])
+            side.cp.setResources(ROUTE, "1", [routes])
+            side.cp.setResources(LISTENER, "1", [listener])
+            side.start()
+            side.waitBody(side.port, "upstream")
+            side.cp.waitFor(lambda cp: len(cp.requestsOf(ROUTE)) >= 2)
+
+        _both(run, sides)
+        real, tx = sides
+        self.assertEqual(real.requests()[1], [(True, ROUTE, "", "", ["local_route"], 0),
+                                              (False, ROUTE, "1", "3", ["local_route"], 0)])
+        self.assertEqual(tx.requests(), real.requests())
+        names = ("http.listener_0.rds.local_route.update_success",
+                 "http.listener_0.rds.local_route.version")
+        self.assertEqual(tx.stats(*names), real.stats(*names))

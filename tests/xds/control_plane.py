@@ -17,10 +17,14 @@ import time
 from concurrent import futures
 
 import grpc
+from envoy.service.cluster.v3 import cds_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.listener.v3 import lds_pb2_grpc
+from envoy.service.route.v3 import rds_pb2_grpc
 from google.protobuf import any_pb2
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 
 
@@ -60,6 +64,10 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._systemVersion = itertools.count(1)
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, self.server)
+        # The per-type services, for api_config_source streams.
+        cds_pb2_grpc.add_ClusterDiscoveryServiceServicer_to_server(self, self.server)
+        lds_pb2_grpc.add_ListenerDiscoveryServiceServicer_to_server(self, self.server)
+        rds_pb2_grpc.add_RouteDiscoveryServiceServicer_to_server(self, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:%d" % (port,))
         self.server.start()
 
@@ -76,6 +84,7 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             # A ClusterLoadAssignment is named by its cluster_name.
             self.snapshots[typeUrl] = (version, {getattr(m, "name", None) or m.cluster_name: m
                                                  for m in messages})
+            self._changed.notify_all()
             for stream in self.streams:
                 if stream.open and typeUrl in stream.types:
                     self._push(stream, typeUrl, old)
@@ -122,6 +131,14 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
     def DeltaAggregatedResources(self, requests, context):
         return self._serve(requests, context, delta=True)
+
+    StreamClusters = StreamListeners = StreamRoutes = StreamAggregatedResources
+    DeltaClusters = DeltaListeners = DeltaRoutes = DeltaAggregatedResources
+
+    def FetchClusters(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "REST is served elsewhere")
+
+    FetchListeners = FetchRoutes = FetchClusters
 
     def _serve(self, requests, context, delta):
         with self._lock:

@@ -205,10 +205,20 @@ def _rawTypeName(any_):
 
 
 def _unpackRaw(any_, path, typeName):
+    pool = descriptor_pool.Default()
     try:
-        desc = descriptor_pool.Default().FindMessageTypeByName(typeName)
+        desc = pool.FindMessageTypeByName(typeName)
     except KeyError:
-        raise ConfigError("%s: could not find @type '%s'" % (path, any_.type_url))
+        # A config that came as bytes (an xDS response, a .pb file) never
+        # went through the JSON parser that imports each @type's module.
+        from txenvoy.config import protos
+
+        try:
+            if not protos.importTypeName(typeName):
+                raise KeyError(typeName)
+            desc = pool.FindMessageTypeByName(typeName)
+        except KeyError:
+            raise ConfigError("%s: could not find @type '%s'" % (path, any_.type_url))
     msg = message_factory.GetMessageClass(desc)()
     any_.Unpack(msg)
     return msg

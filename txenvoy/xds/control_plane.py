@@ -151,7 +151,7 @@ class ControlPlanes:
         else:
             transport = self._transport(api, typeUrl)
         subscription = Subscription(self._server.reactor, scope, typeUrl, onUpdate, names,
-                                    initialFetchTimeout(source))
+                                    initialFetchTimeout(source), transport)
         return subscription, transport
 
     def _transport(self, api, typeUrl):

@@ -212,6 +212,10 @@ class MuxStream:
             return
         state.subscriptions.remove(subscription)
         self._watchChanged(state, subscription, added=False)
+        if not any(s.subscriptions for s in self.types.values()):
+            # Nothing is watched any more: the stream closes.
+            self.stop()
+            return
         self._queueRequest(subscription.typeUrl)
 
     def _newState(self, typeUrl):

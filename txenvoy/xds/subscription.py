@@ -66,12 +66,13 @@ class Subscription:
     """
 
     def __init__(self, reactor, scope, typeUrl, onUpdate, names=(),
-                 initialFetchTimeout=DEFAULT_INITIAL_FETCH_TIMEOUT):
+                 initialFetchTimeout=DEFAULT_INITIAL_FETCH_TIMEOUT, transport=None):
         """
         @param scope: the stats scope, e.g. C{listener_manager.lds.}.
         @param onUpdate: C{f(resources, versionInfo)}; raises
             L{ConfigError} to reject the update.
         @param initialFetchTimeout: seconds, or 0 for none.
+        @param transport: what L{start} watches through when given none.
         """
         self.reactor = reactor
         self.typeUrl = typeUrl
@@ -91,11 +92,12 @@ class Subscription:
         self.lastUpdated = None
         self.initialized = defer.Deferred()
         self._timer = None
+        self._transport = transport
         self.transport = None
 
-    def start(self, transport):
+    def start(self, transport=None):
         """Watch through C{transport} (its C{watch(subscription)})."""
-        self.transport = transport
+        self.transport = transport = transport or self._transport
         self.attempt.inc()
         if self._initialFetchTimeout > 0:
             self._timer = self.reactor.callLater(self._initialFetchTimeout, self._timedOut)
