@@ -504,3 +504,20 @@ class GrpcComparisonTests(SharedFixture, SynchronousTestCase):
                  "cluster.limited.upstream_cx_max_requests")
         self.assertEqual([stats[1][n] for n in names], [stats[0][n] for n in names])
         self.assertEqual(stats[0]["cluster.limited.upstream_cx_http2_total"], 3)
+
+    def test_grpcWebStats(self):
+        """
+        gRPC-Web calls counted in their cluster as Envoy's gRPC context
+        counts them: grpc-web.<service>.<method>.<status>, success/failure, total.
+        """
+        prefix = "cluster.backend.grpc-web.test.Echo.Unary."
+        names = [prefix + n for n in ("0", "9", "success", "failure", "total")]
+        before = [adminStats(side.adminPort) for side in self.sides]
+        message = b"\x00" + (2).to_bytes(4, "big") + b"hi"
+        self.grpcWebBoth(b"/test.Echo/Unary", message, b"application/grpc-web")
+        self.grpcWebBoth(b"/test.Echo/Unary", message, b"application/grpc-web",
+                         extra=b"x-fail: 1\r\n")
+        after = [adminStats(side.adminPort) for side in self.sides]
+        deltas = [[a.get(n, 0) - b.get(n, 0) for n in names] for a, b in zip(after, before)]
+        self.assertEqual(deltas[1], deltas[0])
+        self.assertEqual(deltas[0], [1, 1, 1, 1, 2])

@@ -21,6 +21,10 @@ padding, as Envoy writes them. A response that is not gRPC (an upstream's
 503, a local reply) is turned into one: its body becomes the
 C{grpc-message}, its status the mapped C{grpc-status}, and the body goes.
 Other requests pass untouched.
+
+Each call on a C{/<service>/<method>} path is counted in its cluster as
+Envoy's gRPC context counts it: C{grpc-web.<service>.<method>.<status>},
+C{.success} or C{.failure}, and C{.total}.
 """
 
 import base64
@@ -98,6 +102,7 @@ class GrpcWebFilter(PassThroughFilter):
     _textResponse = False
     _transform = False
     _responseHeaders = None
+    _statScope = None
 
     def __init__(self, callbacks):
         PassThroughFilter.__init__(self, callbacks)
@@ -114,6 +119,7 @@ class GrpcWebFilter(PassThroughFilter):
         if contentType is None or contentType not in _WEB_TYPES:
             return FilterHeadersStatus.Continue
         self._active = True
+        self._statScope = self._callStats(headers.path)
         entries.remove(b"content-length")
         self._textRequest = contentType in _TEXT_TYPES
         entries.set(b"content-type", b"application/grpc")
@@ -122,6 +128,36 @@ class GrpcWebFilter(PassThroughFilter):
         if entries.get(b"grpc-accept-encoding") is None:
             entries.set(b"grpc-accept-encoding", b"identity")
         return FilterHeadersStatus.Continue
+
+    def _callStats(self, path):
+        """
+        The cluster scope C{grpc-web.<service>.<method>.} of this call
+        (Envoy's resolveDynamicServiceAndMethod), or C{None}.
+        """
+        if path is None:
+            return None
+        parts = [p for p in path.split(b"?", 1)[0].split(b"/") if p]
+        if len(parts) != 2:
+            return None
+        route = self.callbacks.route()
+        name = getattr(route, "clusterName", None)
+        if not name:
+            return None
+        dispatcher = self.callbacks.dispatcher
+        cluster = dispatcher.clusterManager.getThreadLocalCluster(name)
+        if cluster is None:
+            return None
+        return dispatcher.stats.scope("%sgrpc-web.%s.%s." % (
+            cluster.info.statPrefix, parts[0].decode("latin-1"), parts[1].decode("latin-1")))
+
+    def _chargeStat(self, status):
+        """Envoy's Grpc::Context::chargeStat for a C{grpc-status}."""
+        scope = self._statScope
+        if scope is None or status is None:
+            return
+        scope.counter(status.decode("latin-1")).inc()
+        scope.counter("success" if status == b"0" else "failure").inc()
+        scope.counter("total").inc()
 
     def decodeData(self, data, endStream):
         if not self._textRequest:
@@ -152,6 +188,7 @@ class GrpcWebFilter(PassThroughFilter):
         if not self._active:
             return FilterHeadersStatus.Continue
         entries = headers.headers
+        self._chargeStat(entries.get(b"grpc-status"))
         self._transform = not (_isGrpcResponse(headers, endStream)
                                or _isProtoGrpcWebResponse(headers))
         entries.remove(b"content-length")
@@ -202,6 +239,7 @@ class GrpcWebFilter(PassThroughFilter):
     def encodeTrailers(self, trailers):
         if not self._active:
             return FilterTrailersStatus.Continue
+        self._chargeStat(trailers.get(b"grpc-status"))
         if self._transform:
             self._transform = False
             self._setStatusFromBody()
