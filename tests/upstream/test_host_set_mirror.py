@@ -163,3 +163,20 @@ class HostSetMirrorTests(SynchronousTestCase):
         again = hostFromDescription("c", d)
         self.assertEqual(describeHost(again), describeHost(host))
         self.assertEqual(again.metadata, host.metadata)
+
+    def test_describePipeAndInternalAddresses(self):
+        """
+        A Unix socket and an internal listener endpoint cross the channel
+        too, with the endpoint's filter metadata (internal_upstream's
+        passthrough).
+        """
+        from txenvoy.network.pipe import PipeAddress
+        from txenvoy.network.user_space import InternalAddress
+        from txenvoy.upstream.host import Host
+        from txenvoy.upstream.host_set_mirror import hostFromDescription
+
+        for address in (PipeAddress("/run/up.sock", 0o600), InternalAddress("b", "e1")):
+            host = Host((address, 0), clusterName="c", filterMetadata={"ns": {"k": "v"}})
+            again = hostFromDescription("c", json.loads(json.dumps(describeHost(host))))
+            self.assertEqual(again.address, (address, 0))
+            self.assertEqual(again.filterMetadata, {"ns": {"k": "v"}})

@@ -16,7 +16,29 @@ Outlier detection stays in each worker process, fed by its own responses.
 
 import json
 
+from txenvoy.network.pipe import PipeAddress
+from txenvoy.network.user_space import InternalAddress
 from txenvoy.upstream.host import Host, Locality
+
+
+def _encodeAddress(address):
+    """A host's C{(host, port)} as JSON: a pipe and an internal address by their parts."""
+    host, port = address
+    if isinstance(host, PipeAddress):
+        return [{"pipe": [host.path, host.mode]}, port]
+    if isinstance(host, InternalAddress):
+        return [{"internal": [host.listenerName, host.endpointId]}, port]
+    return [host, port]
+
+
+def _decodeAddress(value):
+    host, port = value
+    if isinstance(host, dict):
+        if "pipe" in host:
+            host = PipeAddress(*host["pipe"])
+        else:
+            host = InternalAddress(*host["internal"])
+    return host, port
 
 
 def describeHost(host):
@@ -25,7 +47,8 @@ def describeHost(host):
     everything it was made with, and its current health flags.
     """
     return {
-        "address": list(host.address), "hostname": host.hostname, "weight": host.weight,
+        "address": _encodeAddress(host.address), "hostname": host.hostname,
+        "weight": host.weight, "filter_metadata": host.filterMetadata,
         "priority": host.priority,
         "locality": [host.locality.region, host.locality.zone, host.locality.subZone],
         "eds_health_status": host.edsHealthStatus(),
@@ -48,14 +71,15 @@ def hostFromDescription(clusterName, d):
     """A new L{Host} of C{clusterName} from L{describeHost}'s dict."""
     hcPort, hcHostname, hcDisabled = d["health_check"]
     return Host(
-        tuple(d["address"]), hostname=d["hostname"], weight=d["weight"],
+        _decodeAddress(d["address"]), hostname=d["hostname"], weight=d["weight"],
         priority=d["priority"], locality=Locality(*d["locality"]),
         clusterName=clusterName, healthFlags=d["flags"],
         edsHealthStatus=d["eds_health_status"], healthCheckPort=hcPort,
         healthCheckHostname=hcHostname, disableActiveHealthCheck=hcDisabled,
         hashKey=d["hash_key"], canary=d["canary"],
         metadata={k: (v, None if e is None else tuple(e))
-                  for k, (v, e) in d["metadata"].items()})
+                  for k, (v, e) in d["metadata"].items()},
+        filterMetadata=d.get("filter_metadata"))
 
 
 def applyHostSet(cluster, descriptions):
