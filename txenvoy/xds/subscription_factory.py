@@ -37,6 +37,15 @@ class RemoteSubscription:
             self.subscription, transport = self._controlPlanes.subscription(*self._args)
             self.subscription.start(transport)
 
+    @property
+    def initialized(self):
+        """
+        Once started, a Deferred firing when the first update was applied
+        or rejected, or C{initial_fetch_timeout} passed (Envoy's init
+        target of the subscription).
+        """
+        return self.subscription.initialized
+
     def stop(self):
         subscription, self.subscription = self.subscription, None
         if subscription is not None:

@@ -137,3 +137,78 @@ class ConfigTests(SynchronousTestCase):
         self.build(cluster)
         e = self.assertRaises(ConfigError, self.build, cluster, validateOnly=False)
         self.assertIn("'/nonexistent/eds.yaml' does not exist", e.message)
+
+
+class _Transport:
+    def __init__(self):
+        self.watching = []
+
+    def watch(self, subscription):
+        self.watching.append(subscription)
+
+    def unwatch(self, subscription):
+        self.watching.remove(subscription)
+
+
+class _ControlPlanes:
+    """One transport for every subscription, the real L{Subscription} on it."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.transport = _Transport()
+
+    def check(self, source, path):
+        return None
+
+    def subscription(self, source, path, scope, typeUrl, onUpdate, names=()):
+        from txenvoy.xds.subscription import Subscription
+
+        return Subscription(self.clock, scope, typeUrl, onUpdate, names, 1.0), self.transport
+
+
+class WarmingTests(SynchronousTestCase):
+    """
+    Envoy's EDS cluster from a control plane: it initializes once its first
+    assignment is applied or rejected, or its initial_fetch_timeout passes.
+    """
+
+    def setUp(self):
+        from txenvoy.stats.store import StatsStore
+        from txenvoy.upstream.cluster_manager import ClusterManager
+        from txenvoy.xds.subscription_factory import SubscriptionFactory
+
+        self.clock = Clock()
+        self.planes = _ControlPlanes(self.clock)
+        store = StatsStore()
+        from google.protobuf import json_format
+
+        from envoy.config.cluster.v3.cluster_pb2 import Cluster
+
+        proto = json_format.ParseDict({"name": "c", "type": "EDS", "eds_cluster_config": {
+            "eds_config": {"ads": {}}}}, Cluster())
+        self.cm = ClusterManager(self.clock, store, store.shard("main_thread"), [proto],
+                                 edsSubscriptions=SubscriptionFactory(self.clock, self.planes))
+        self.cluster = self.cm.clusters["c"]
+        self.initialized = self.cm.initialize()
+
+    def test_warmsUntilFirstAssignment(self):
+        self.assertNoResult(self.initialized)
+        [subscription] = self.planes.transport.watching
+        self.assertEqual(subscription.names, ("c",))
+        self.assertIsNone(subscription.onResponse([self._assignment()], "1"))
+        self.successResultOf(self.initialized)
+        self.assertEqual(len(self.cluster.hosts), 1)
+
+    def test_initialFetchTimeout(self):
+        self.clock.advance(1.0)
+        self.successResultOf(self.initialized)
+        self.assertEqual(self.cluster.hosts, ())
+
+    def _assignment(self):
+        from google.protobuf import json_format
+
+        from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+
+        return json_format.ParseDict({"cluster_name": "c", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {
+                "address": "127.0.0.1", "port_value": 1}}}}]}]}, ClusterLoadAssignment())

@@ -57,14 +57,24 @@ class EdsCluster(PrimaryCluster):
     def start(self):
         """
         Read the assignment (from a file), then watch it; initialized after
-        that first read. From a control plane the hosts arrive later.
+        that first read. From a control plane, the cluster warms until the
+        first assignment arrives (or is rejected, or C{initial_fetch_timeout}
+        passes), as Envoy's EDS cluster initializes.
         """
         if self.subscription is not None:
             # A first read that fails leaves the cluster empty, yet
             # initialized, as Envoy lets the server start.
             self.subscription.refresh()
             self.subscription.start()
+            warming = getattr(self.subscription, "initialized", None)
+            if warming is not None:
+                warming.addCallback(self._warmed)
+                return
         PrimaryCluster.start(self)
+
+    def _warmed(self, ignored):
+        if not self._stopped:
+            PrimaryCluster.start(self)
 
     def stop(self):
         if self.subscription is not None:
