@@ -53,6 +53,7 @@ unread in the table of supported extensions are refused with their path.
 """
 
 from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from envoy.config.core.v3 import base_pb2
@@ -82,6 +83,8 @@ from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.stats.per_worker import PerWorker
 
 __all__ = ["ExtAuthzConfig", "ExtAuthzFilter", "createExtAuthz"]
+
+log = Logger(namespace="ext_authz")
 
 _NAME = "envoy.filters.http.ext_authz"
 _EXT_AUTHZ = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
@@ -391,7 +394,7 @@ class ExtAuthzFilter(PassThroughFilter):
         self._inCall = True
         self._answered = None
         d = self._pending = config.grpcService.check(callbacks.dispatcher, request)
-        d.addCallbacks(self._onGrpcAnswer, self._onGrpcFailure)
+        d.addCallbacks(self._onGrpcAnswer, self._onGrpcFailure).addErrback(self._onBug)
         self._inCall = False
         answered = self._answered
         if answered is None:
@@ -411,6 +414,11 @@ class ExtAuthzFilter(PassThroughFilter):
         if self.config.clearRouteCache and answer.mutatesRequest():
             self.callbacks.clearRouteCache()
         self._proceed()
+
+    def _onBug(self, reason):
+        # A bug while applying the answer: the request must not hang.
+        log.failure("applying an authorization answer", reason)
+        self.callbacks.resetStream()
 
     def _onGrpcFailure(self, reason):
         if reason.check(CancelledError):

@@ -29,6 +29,7 @@ Behaviour copied from Envoy 1.40 (pinned in C{tests/e2e/test_ratelimit.py}):
 """
 
 from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2  # noqa: F401
@@ -48,6 +49,8 @@ from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.router.rate_limit_policy import DescriptorInput
 
 __all__ = ["RateLimitConfig", "RateLimitFilter", "createRateLimit"]
+
+log = Logger(namespace="ratelimit")
 
 _RATELIMITED = b"x-envoy-ratelimited"
 
@@ -127,7 +130,7 @@ class RateLimitFilter(PassThroughFilter):
         self._headers = headers
         self._inCall = True
         d = self._pending = self.config.client.limit(callbacks.dispatcher, descriptors)
-        d.addCallbacks(self._onAnswer, self._onFailure)
+        d.addCallbacks(self._onAnswer, self._onFailure).addErrback(self._onBug)
         self._inCall = False
         answered = self._answered
         if answered is None:
@@ -195,6 +198,11 @@ class RateLimitFilter(PassThroughFilter):
             self._headers.headers.add(name, value)
         self._responseHeaders = extra + limits
         self._proceed()
+
+    def _onBug(self, reason):
+        # A bug while applying the answer: the request must not hang.
+        log.failure("applying a rate limit answer", reason)
+        self.callbacks.resetStream()
 
     def _onFailure(self, reason):
         if reason.check(CancelledError):
