@@ -306,7 +306,7 @@ class _Side(BaseHTTPRequestHandler):
         self.server.seen.append({
             "method": self.command, "path": self.path, "body": body.decode("latin-1"),
             "headers": sorted([k.lower(), v] for k, v in self.headers.items()
-                              if k.lower() not in ("x-request-id", "x-forwarded-for"))})
+                              if k.lower() != "x-request-id")})
         status, out = (401, b"denied") if self.path == "/deny" else (200, b"pong")
         self.send_response(status)
         self.send_header("content-type", "text/x-side")

@@ -25,7 +25,9 @@ C{tests/extensions/filters/http/test_lua.py} and C{tests/e2e/test_lua.py}):
  - C{httpCall(cluster, headers, body, timeout_ms[, asynchronous])} (or
    an options table for the fourth argument) sends a request through the
    cluster; its answer is a table of headers (with C{:status}) and the
-   body (C{nil} when empty); a failure is the router's local reply
+   body (C{nil} when empty); the request carries C{x-forwarded-for} with
+   the server's address unless the options say C{send_xff = false}; a
+   failure is the router's local reply
    (C{503 upstream connect error ...}, C{504 upstream request timeout});
  - objects a script got (headers, buffers, stream info) die when its
    coroutine yields: using one after C{body()} or C{httpCall()} is the
@@ -53,6 +55,7 @@ from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
 from txenvoy.extensions.filters.common.lua import LuaState, LuaScriptError, fromLua, toLua
 from txenvoy.http.async_client import NO_HEALTHY_UPSTREAM, TIMEOUT, AsyncHttpClient
+from txenvoy.http.conn_manager_utility import machineAddress
 from txenvoy.http.filter import (
     FilterDataStatus,
     FilterHeadersStatus,
@@ -557,10 +560,12 @@ class _Stream:
     # httpCall and respond.
 
     def opHttpCall(self, cluster, headers, body, timeout, asynchronous):
+        sendXff = True
         if _lupa.lua_type(timeout) == "table":
             options = timeout
             timeout = options[b"timeout_ms"] or 0
             asynchronous = options[b"asynchronous"]
+            sendXff = options[b"send_xff"] is not False
         if asynchronous is not None and not isinstance(asynchronous, bool):
             raise _ApiError("http call asynchronous flag must be 'true', 'false', or empty")
         cluster = _text(_str(cluster, 2))
@@ -582,6 +587,9 @@ class _Stream:
         request = _requestFromTable(headers)
         if request is None:
             raise _ApiError("http call headers must include ':path', ':method', and ':authority'")
+        if sendXff:
+            # Envoy's async client appends the server's own address.
+            _appendXff(request.headers, _localAddress())
         client = self.filter.config.clients.get(dispatcher)
         seconds = timeout / 1000.0 if timeout else None
         if asynchronous:
@@ -677,6 +685,20 @@ _OPS = {
     b"clearRouteCache": _Stream.opClearRouteCache,
     b"httpCall": _Stream.opHttpCall, b"respond": _Stream.opRespond,
 }
+
+
+_LOCAL_ADDRESS = []
+
+
+def _localAddress():
+    if not _LOCAL_ADDRESS:
+        _LOCAL_ADDRESS.append(machineAddress().encode("ascii"))
+    return _LOCAL_ADDRESS[0]
+
+
+def _appendXff(entries, address):
+    existing = entries.get(b"x-forwarded-for")
+    entries.set(b"x-forwarded-for", existing + b"," + address if existing else address)
 
 
 class _ApiError(Exception):
