@@ -16,6 +16,7 @@ import socket
 import tempfile
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler
 
 from twisted.trial.unittest import TestCase
 
@@ -27,6 +28,7 @@ from tests.e2e.harness import (
     echoHandler,
     exchangeOne,
     freePort,
+    httpOrigin,
     recvAll,
     statusOf,
 )
@@ -80,6 +82,7 @@ static_resources:
         typed_config:
           "@type": "%(HCM)s"
           stat_prefix: a_http
+          use_remote_address: true
           route_config:
             virtual_hosts:
             - name: v
@@ -96,6 +99,7 @@ static_resources:
         typed_config:
           "@type": "%(HCM)s"
           stat_prefix: b_http
+          use_remote_address: true
           access_log:
           - name: f
             typed_config:
@@ -107,7 +111,9 @@ static_resources:
             virtual_hosts:
             - name: v
               domains: ["*"]
-              routes: [{match: {prefix: /}, direct_response: {status: 200, body: {inline_string: "from b"}}}]
+              routes:
+              - {match: {prefix: /echo}, route: {cluster: origin}}
+              - {match: {prefix: /}, direct_response: {status: 200, body: {inline_string: "from b"}}}
           http_filters: %(ROUTER)s
   clusters:
   - name: to_b_tcp
@@ -139,6 +145,12 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: {address: {envoy_internal_address: {server_listener_name: nope}}}
+  - name: origin
+    load_assignment:
+      cluster_name: origin
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}
   - name: echo
     load_assignment:
       cluster_name: echo
@@ -194,12 +206,29 @@ def _get(port, path):
     return statusOf(response), response.partition(b"\r\n\r\n")[2]
 
 
+class _HeaderEcho(BaseHTTPRequestHandler):
+    """Answers with the forwarding headers it was sent, one a line."""
+
+    def do_GET(self):
+        body = "".join("%s: %s\n" % (name.lower(), value) for name, value in self.headers.items()
+                       if name.lower() in ("x-forwarded-for", "x-envoy-external-address",
+                                           "x-envoy-internal")).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
 class _Side:
-    def __init__(self, real, echoPort):
+    def __init__(self, real, echoPort, originPort):
         self.real = real
         self.dir = tempfile.mkdtemp(prefix="txenvoy-internal-")
         self.ports = {"tcp": freePort(), "http": freePort(), "admin": freePort()}
-        config = CONFIG % dict(self.ports, dir=self.dir, echo=echoPort, TCP=TCP, HCM=HCM,
+        config = CONFIG % dict(self.ports, dir=self.dir, echo=echoPort, origin=originPort,
+                               TCP=TCP, HCM=HCM,
                                LOG=FILE_LOG, ROUTER=ROUTER, IU=INTERNAL_UPSTREAM, RAW=RAW)
         flush = ("--file-flush-interval-msec", "100")
         self.proxy = (RealEnvoy(config, args=flush) if real
@@ -212,6 +241,7 @@ class _Side:
     def exercise(self):
         self.ok = _get(self.ports["http"], "/x")
         self.missing = _get(self.ports["http"], "/missing")
+        self.forwarded = _get(self.ports["http"], "/echo")[1]
         with socket.create_connection(("127.0.0.1", self.ports["tcp"]), timeout=10) as s:
             s.sendall(PAYLOAD)
             # Half-close: the FIN crosses B to the echo upstream, whose FIN
@@ -238,14 +268,14 @@ class _Side:
                 return out
             time.sleep(0.05)
 
-    def log(self, name):
+    def log(self, name, count=1):
         path = os.path.join(self.dir, name)
         deadline = time.time() + 10
         while time.time() < deadline:
             if os.path.exists(path):
                 with open(path) as f:
                     text = f.read()
-                if text.endswith("\n"):
+                if text.endswith("\n") and text.count("\n") >= count:
                     return text.splitlines()
             time.sleep(0.05)
         raise AssertionError("no access log at %s" % (path,))
@@ -261,10 +291,11 @@ class InternalListenerComparisonTests(SharedFixture, TestCase):
     def startFixture(cls):
         cls.sides = []
         cls.echo = Upstream(echoHandler)
+        cls.origin = httpOrigin(_HeaderEcho)
         try:
             # Both start at once; then each is asked the same.
             for real in (True, False):
-                cls.sides.append(_Side(real, cls.echo.port))
+                cls.sides.append(_Side(real, cls.echo.port, cls.origin.server_address[1]))
             for side in cls.sides:
                 side.waitReady()
                 side.exercise()
@@ -278,6 +309,8 @@ class InternalListenerComparisonTests(SharedFixture, TestCase):
             side.stop()
         cls.sides = []
         cls.echo.stop()
+        cls.origin.shutdown()
+        cls.origin.server_close()
 
     def test_http(self):
         """
@@ -288,8 +321,21 @@ class InternalListenerComparisonTests(SharedFixture, TestCase):
         """
         for side in self.sides:
             self.assertEqual(side.ok, (200, b"from b"))
-        envoy, txenvoy = (side.log("b_http.log") for side in self.sides)
-        self.assertEqual(envoy, ["envoy://internal_client_address/ envoy://b_http/e1 - 200"])
+        envoy, txenvoy = (side.log("b_http.log", 2) for side in self.sides)
+        self.assertEqual(len(envoy), 2)
+        # The x-forwarded-for A appended: this machine's address.
+        self.assertTrue(envoy[0].startswith(
+            "envoy://internal_client_address/ envoy://b_http/e1 "), envoy)
+        self.assertEqual(txenvoy, envoy)
+
+    def test_forwardingHeaders(self):
+        """
+        With C{use_remote_address} on both listeners, B's peer has no IP:
+        Envoy appends nothing to C{x-forwarded-for} there and leaves A's
+        C{x-envoy-external-address} as it was.
+        """
+        envoy, txenvoy = (side.forwarded for side in self.sides)
+        self.assertIn(b"x-envoy-external-address: 127.0.0.1\n", envoy)
         self.assertEqual(txenvoy, envoy)
 
     def test_unknownInternalListener(self):

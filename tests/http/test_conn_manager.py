@@ -476,6 +476,21 @@ class RemoteAddressTests(SynchronousTestCase):
         self.assertEqual(d["x-forwarded-for"], machineAddress())
         self.assertEqual(d["x-envoy-external-address"], "127.0.0.1")
 
+    def test_internalListenerPeer(self):
+        """
+        A peer with no IP (an internal listener's, a pipe's): Envoy 1.40
+        appends nothing to x-forwarded-for and leaves the
+        x-envoy-external-address the hop before set (compared with Envoy
+        through listener A -> internal listener B).
+        """
+        from txenvoy.network.user_space import CLIENT_ADDRESS
+
+        d = headerDict(self.forward(
+            b"GET /o/x HTTP/1.1\r\nhost: a\r\nx-forwarded-for: 192.0.2.2\r\n"
+            b"x-envoy-external-address: 127.0.0.1\r\n\r\n", peer=(CLIENT_ADDRESS, 0)))
+        self.assertEqual(d["x-forwarded-for"], "192.0.2.2")
+        self.assertEqual(d["x-envoy-external-address"], "127.0.0.1")
+
     def test_skipXffAppend(self):
         d = headerDict(self.forward(GET, hcm={"skip_xff_append": True}))
         self.assertNotIn("x-forwarded-for", d)

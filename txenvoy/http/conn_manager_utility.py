@@ -285,7 +285,9 @@ def mutateRequestHeaders(stream, request):
             append((b"via", via))
         else:
             entries[viaAt] = (b"via", entries[viaAt][1] + b", " + via)
-    if edge:
+    if edge and cm.remoteIsIp:
+        # Envoy sets it from an IP peer only: a pipe's or an internal
+        # listener's peer leaves the one a hop before set as it was.
         external = _externalAddress(cm, entries)
         if extAt < 0:
             append((b"x-envoy-external-address", external))
