@@ -252,3 +252,26 @@ class ControlPlaneConfigTests(SynchronousTestCase):
                 "rate_limit_settings": {"max_tokens": 5},
                 "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}]}}})
         self.assertIsNotNone(server.xds.cds)
+
+
+class CollectionTests(SynchronousTestCase):
+
+    def test_updateAppliedWithoutCollection(self):
+        """
+        The handler runs with the collector paused; afterwards what it made
+        is frozen, the collector is on again and C{afterUpdate} (the
+        server's garbage freezer) is called.
+        """
+        import gc
+
+        seen, after = [], []
+        clock = ThreadlessClock()
+        scope = StatsStore().shard("main_thread").scope("x.")
+        subscription = Subscription(clock, scope, CLUSTER_TYPE,
+                                    lambda r, v: seen.append(gc.isenabled()),
+                                    afterUpdate=lambda: after.append(True))
+        self.addCleanup(gc.unfreeze)
+        frozen = gc.get_freeze_count()
+        self.assertIsNone(subscription.onResponse([], "v1"))
+        self.assertEqual((seen, after, gc.isenabled()), ([False], [True], True))
+        self.assertGreaterEqual(gc.get_freeze_count(), frozen)

@@ -150,8 +150,10 @@ class ControlPlanes:
             transport = self._ads
         else:
             transport = self._transport(api, typeUrl)
+        freezer = getattr(self._server, "garbageFreezer", None)
         subscription = Subscription(self._server.reactor, scope, typeUrl, onUpdate, names,
-                                    initialFetchTimeout(source), transport)
+                                    initialFetchTimeout(source), transport,
+                                    afterUpdate=freezer.schedule if freezer else None)
         return subscription, transport
 
     def _transport(self, api, typeUrl):

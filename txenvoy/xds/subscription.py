@@ -42,7 +42,10 @@ def withoutCollection():
     would otherwise start full collections, each walking the whole heap
     while every thread, the workers' included, waits (70 to 140 ms for a
     thousand clusters). Configuration replaced since the last freeze is
-    reclaimed by the server's L{txenvoy.server.gc_freeze.GarbageFreezer}.
+    reclaimed by the server's L{txenvoy.server.gc_freeze.GarbageFreezer},
+    which each accepted update schedules (its one full collection, 2 s
+    later, still pauses every thread: 140 to 300 ms after a thousand
+    clusters, C{bench/xds_ack.py}).
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -66,13 +69,16 @@ class Subscription:
     """
 
     def __init__(self, reactor, scope, typeUrl, onUpdate, names=(),
-                 initialFetchTimeout=DEFAULT_INITIAL_FETCH_TIMEOUT, transport=None):
+                 initialFetchTimeout=DEFAULT_INITIAL_FETCH_TIMEOUT, transport=None,
+                 afterUpdate=None):
         """
         @param scope: the stats scope, e.g. C{listener_manager.lds.}.
         @param onUpdate: C{f(resources, versionInfo)}; raises
             L{ConfigError} to reject the update.
         @param initialFetchTimeout: seconds, or 0 for none.
         @param transport: what L{start} watches through when given none.
+        @param afterUpdate: called after each accepted update (the server's
+            garbage freezer, to reclaim the configuration it replaced).
         """
         self.reactor = reactor
         self.typeUrl = typeUrl
@@ -93,6 +99,7 @@ class Subscription:
         self.initialized = defer.Deferred()
         self._timer = None
         self._transport = transport
+        self._afterUpdate = afterUpdate
         self.transport = None
 
     def start(self, transport=None):
@@ -159,6 +166,8 @@ class Subscription:
         self.duration.recordValue(int((time.monotonic() - started) * 1000))
         self.lastVersion = versionInfo
         self.lastUpdated = now
+        if self._afterUpdate is not None:
+            self._afterUpdate()
         self._ready()
         return None
 
