@@ -60,6 +60,10 @@ static_resources:
     - name: envoy.access_loggers.stderr
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog
+    - name: envoy.access_loggers.tcp_grpc
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig
+        common_config: {log_name: l, transport_api_version: V3, grpc_service: {envoy_grpc: {cluster_name: zipkin}}}
     filter_chains:
     - filters:
       - name: envoy.filters.network.echo
@@ -374,6 +378,10 @@ static_resources:
               tag: t
               stat_prefix: f
               record: {code: "%RESPONSE_CODE%"}
+          - name: envoy.access_loggers.http_grpc
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig
+              common_config: {log_name: h, transport_api_version: V3, grpc_service: {envoy_grpc: {cluster_name: zipkin}}}
           tracing:
             provider:
               name: envoy.tracers.datadog

@@ -362,3 +362,58 @@ class FluentdReceiver:
     def stop(self):
         self._stopped = True
         self._socket.close()
+
+
+class AccessLogServiceReceiver:
+    """
+    Envoy's gRPC access log service (C{envoy.service.accesslog.v3},
+    C{StreamAccessLogs}) on a grpcio server: C{streams} keeps, per stream,
+    its C{StreamAccessLogsMessage}s and metadata.
+    """
+
+    def __init__(self):
+        from concurrent import futures
+
+        import grpc
+        from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+
+        self.streams = []
+        self._lock = threading.Lock()
+        owner = self
+
+        class Service(als_pb2_grpc.AccessLogServiceServicer):
+            def StreamAccessLogs(self, request_iterator, context):
+                messages = []
+                with owner._lock:
+                    owner.streams.append((dict(context.invocation_metadata()), messages))
+                for message in request_iterator:
+                    with owner._lock:
+                        messages.append(message)
+                return als_pb2.StreamAccessLogsResponse()
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        als_pb2_grpc.add_AccessLogServiceServicer_to_server(Service(), self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def messages(self):
+        with self._lock:
+            return [m for _, messages in self.streams for m in messages]
+
+    def httpEntries(self):
+        return [e for m in self.messages() for e in m.http_logs.log_entry]
+
+    def tcpEntries(self):
+        return [e for m in self.messages() for e in m.tcp_logs.log_entry]
+
+    def waitFor(self, entries, count, timeout=15.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = entries()
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        return entries()
+
+    def stop(self):
+        self.server.stop(0)

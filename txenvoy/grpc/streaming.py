@@ -60,6 +60,9 @@ class _Requests:
         if not self.closed:
             self._queue.put(message)
 
+    def queued(self):
+        return self._queue.qsize()
+
     def close(self):
         if not self.closed:
             self.closed = True
@@ -92,6 +95,10 @@ class _QueuedCall:
         """Queue a request (never blocks)."""
         if self.active:
             self._requests.put(message)
+
+    def queued(self):
+        """How many requests wait for grpcio to take them (a slow peer's backlog)."""
+        return self._requests.queued() if self._requests is not None else 0
 
     def finish(self):
         """End the request side; the response(s) may still arrive."""

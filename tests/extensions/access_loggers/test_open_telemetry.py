@@ -106,7 +106,7 @@ class OpenTelemetryAccessLoggerTests(SynchronousTestCase):
             logger.log(streamInfo(code=200), None, None)
         self.assertEqual(len(self.collector.posts), 2)
         self.assertGreater(self.stat("logs_dropped"), 0)
-        self.assertLessEqual(logger._size, 4 * 200)
+        self.assertLessEqual(logger.buffer.bufferedBytes, 4 * 200)
 
     def test_unknownCluster(self):
         e = self.assertRaises(ConfigError, self.build, common_config={

@@ -7,8 +7,8 @@ protocol), C{time} the emission second, C{record} the C{record} struct
 formatted as the JSON access log format does (keys sorted, a lone command
 keeps its type).
 
-Records are formatted on the worker, buffered under a lock (as the
-OpenTelemetry access logger's) and written by the main thread every
+Records are formatted on the worker, kept in a
+L{txenvoy.accesslog.buffered.RecordBuffer} and written by the main thread every
 C{buffer_flush_interval} (default 1 s) or once C{buffer_size_bytes}
 (default 16384) wait. A receiver that is down, slow or gone costs bounded
 memory and never a request: the connection is Twisted's, written only
@@ -20,14 +20,13 @@ and C{connections_closed}, as Envoy counts them.
 """
 
 import json
-import threading
 
 import msgpack
 from twisted.internet.protocol import ClientFactory, Protocol
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from txenvoy.accesslog.buffered import RecordBuffer
 from txenvoy.config.errors import ConfigError
 from txenvoy.config.fields import durationSeconds
 from txenvoy.config.registry import Category, extension
@@ -101,28 +100,20 @@ class FluentdAccessLogger:
         prefix = "access_logs.fluentd.%s." % (statPrefix,)
         for name in STATS:
             setattr(self, "_" + name, stats.counter(prefix + name))
-        self.flushInterval = flushInterval
-        self.bufferSizeBytes = bufferSizeBytes
         self._connectTimeout = connectTimeout
-        self._lock = threading.Lock()
-        self._entries = []
-        self._size = 0
-        self._flushPending = False
+        self.buffer = RecordBuffer(reactor, self.flush, self._entries_buffered,
+                                   self._entries_lost, flushInterval, bufferSizeBytes)
         self._protocol = None
         self._connecting = False
         self._everConnected = False
         self.writable = True
-        self._loop = None
 
     def start(self):
         """Start the flush timer on the main reactor."""
-        self._loop = LoopingCall(self.flush)
-        self._loop.clock = self._reactor
-        self._loop.start(self.flushInterval, now=False)
+        self.buffer.start()
 
     def stop(self):
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        self.buffer.stop()
         if self._protocol is not None:
             self._protocol.transport.loseConnection()
 
@@ -133,33 +124,19 @@ class FluentdAccessLogger:
                                    responseTrailers)
         entry = msgpack.packb([int(streamInfo.startTime + streamInfo.duration()),
                                json.loads(text)])
-        with self._lock:
-            if self._size + len(entry) > 2 * self.bufferSizeBytes:
-                self._entries_lost.inc()
-                return
-            self._entries.append(entry)
-            self._size += len(entry)
-            self._entries_buffered.inc()
-            if self._size < self.bufferSizeBytes or self._flushPending:
-                return
-            self._flushPending = True
-        self._reactor.callFromThread(self.flush)
+        self.buffer.add(entry, len(entry))
 
     def flush(self):
         """Write what is buffered as one forward message (main thread)."""
-        with self._lock:
-            self._flushPending = False
-            if not self._entries:
-                return
+        if not self.buffer.waiting():
+            return
         protocol = self._protocol
         if protocol is None:
             self._connect()
             return
         if not self.writable:
             return
-        with self._lock:
-            entries, self._entries = self._entries, []
-            self._size = 0
+        entries = self.buffer.take()
         packer = msgpack.Packer()
         protocol.transport.write(b"".join([packer.pack_array_header(2), self._tag,
                                            packer.pack_array_header(len(entries))] + entries))
@@ -179,10 +156,7 @@ class FluentdAccessLogger:
                                  timeout=self._connectTimeout)
 
     def _drop(self):
-        with self._lock:
-            lost, self._entries = len(self._entries), []
-            self._size = 0
-            self._entries_lost.inc(lost)
+        self.buffer.drop(len(self.buffer.take()))
 
     def connected(self, protocol):
         self._connecting = False

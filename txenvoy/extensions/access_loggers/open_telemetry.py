@@ -20,11 +20,9 @@ C{access_logs.open_telemetry_access_log.logs_dropped}; every record taken
 counts in C{logs_written}.
 """
 
-import threading
-
-from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
+from txenvoy.accesslog.buffered import RecordBuffer
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import Category, extension
@@ -63,31 +61,22 @@ class OpenTelemetryAccessLogger:
 
     def __init__(self, reactor, collector, resource, body, attributes, stats,
                  flushInterval=1.0, bufferSizeBytes=16384):
-        self._reactor = reactor
         self.collector = collector
         self.resource = resource
         self._body = body
         self._attributes = attributes
-        self._written = stats.counter(STAT_PREFIX + "logs_written")
-        self._dropped = stats.counter(STAT_PREFIX + "logs_dropped")
-        self.flushInterval = flushInterval
-        self.bufferSizeBytes = bufferSizeBytes
-        self._lock = threading.Lock()
-        self._records = []
-        self._size = 0
-        self._flushPending = False
+        self.buffer = RecordBuffer(
+            reactor, self.flush, stats.counter(STAT_PREFIX + "logs_written"),
+            stats.counter(STAT_PREFIX + "logs_dropped"), flushInterval, bufferSizeBytes,
+            4 * bufferSizeBytes)
         self.inFlight = 0
-        self._loop = None
 
     def start(self):
         """Start the flush timer on the main reactor."""
-        self._loop = LoopingCall(self.flush)
-        self._loop.clock = self._reactor
-        self._loop.start(self.flushInterval, now=False)
+        self.buffer.start()
 
     def stop(self):
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        self.buffer.stop()
         self.collector.close()
 
     def log(self, streamInfo, requestHeaders=None, responseHeaders=None,
@@ -105,33 +94,18 @@ class OpenTelemetryAccessLogger:
             attribute.key = key
             attribute.value.string_value = formatter.format(
                 streamInfo, requestHeaders, responseHeaders, responseTrailers)
-        size = record.ByteSize()
-        with self._lock:
-            if self._size + size > 4 * self.bufferSizeBytes:
-                self._dropped.inc()
-                return
-            self._records.append(record)
-            self._size += size
-            self._written.inc()
-            if self._size < self.bufferSizeBytes or self._flushPending:
-                return
-            self._flushPending = True
-        self._reactor.callFromThread(self.flush)
+        self.buffer.add(record, record.ByteSize())
 
     def flush(self):
         """Export what is buffered (main thread)."""
         from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
-        with self._lock:
-            records, self._records = self._records, []
-            self._size = 0
-            self._flushPending = False
+        records = self.buffer.take()
         if not records:
             return
         address = self.collector.host()
         if address is None or self.inFlight >= MAX_IN_FLIGHT:
-            with self._lock:
-                self._dropped.inc(len(records))
+            self.buffer.drop(len(records))
             return
         request = logs_service_pb2.ExportLogsServiceRequest()
         resourceLogs = request.resource_logs.add()
