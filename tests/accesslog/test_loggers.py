@@ -435,8 +435,8 @@ class LoggerTests(SynchronousTestCase):
     def test_unknownType(self):
         e = self.assertRaises(UnsupportedExtension, self.build, {
             "name": "g", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3."
-                         "HttpGrpcAccessLogConfig"}})
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.wasm.v3."
+                         "WasmAccessLog"}})
         self.assertIn("tcp.access_log[0].typed_config", e.message)
 
     def test_createAccessLogs(self):
