@@ -433,10 +433,12 @@ class LoggerTests(SynchronousTestCase):
         self.assertIn("unable to open file '/nonexistent/dir/x.log'", e.message)
 
     def test_unknownType(self):
+        from envoy.extensions.access_loggers.stats.v3 import stats_pb2  # noqa: F401
+
         e = self.assertRaises(UnsupportedExtension, self.build, {
             "name": "g", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.access_loggers.wasm.v3."
-                         "WasmAccessLog"}})
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.stats.v3."
+                         "Config"}})
         self.assertIn("tcp.access_log[0].typed_config", e.message)
 
     def test_createAccessLogs(self):
