@@ -209,3 +209,39 @@ class LuaStreamTests(SynchronousTestCase):
         self.assertEqual(callbacks.streamInfo.dynamicMetadata,
                          {"acme": {"n": 3, "t": {"a": "b"}}})
         self.assertEqual(head.headers.get(b"x-n"), b"3")
+
+
+class LuaSslTests(SynchronousTestCase):
+    """C{connection():ssl()} on plain and TLS connections."""
+
+    SCRIPT = (
+        "function envoy_on_request(h)\n"
+        "  local ssl = h:connection():ssl()\n"
+        "  if ssl == nil then h:headers():add('x-ssl', 'none') return end\n"
+        "  h:headers():add('x-subject', ssl:subjectPeerCertificate())\n"
+        "  h:headers():add('x-dns', table.concat(ssl:dnsSansPeerCertificate(), ','))\n"
+        "end")
+
+    def run_(self, ssl):
+        from txenvoy.testing.http_filter import FakeStreamFilterCallbacks
+
+        config = compileScript(self.SCRIPT)
+        callbacks = FakeStreamFilterCallbacks(filterConfigName="envoy.filters.http.lua")
+        if ssl is not None:
+            callbacks.connection.ssl = ssl
+        f = config.createFilter(callbacks)
+        head = request()
+        f.decodeHeaders(head, True)
+        return head.headers
+
+    def test_plain(self):
+        """No TLS: C{ssl()} is nil."""
+        self.assertEqual(self.run_(None).get(b"x-ssl"), b"none")
+
+    def test_tls(self):
+        """A TLS peer's certificate details, as the connection's SslConnectionInfo has them."""
+        from txenvoy.testing import FakeSsl
+
+        headers = self.run_(FakeSsl(dnsSans=["a.example", "b.example"], subject="CN=client"))
+        self.assertEqual(headers.get(b"x-subject"), b"CN=client")
+        self.assertEqual(headers.get(b"x-dns"), b"a.example,b.example")

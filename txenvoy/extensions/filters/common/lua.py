@@ -129,15 +129,20 @@ local function newDynamicMetadata(call, scope)
   end})
 end
 
+local SSL_METHODS = {
+  "peerCertificatePresented", "peerCertificateValidated", "sha256PeerCertificateDigest",
+  "serialNumberPeerCertificate", "issuerPeerCertificate", "subjectPeerCertificate",
+  "uriSanPeerCertificate", "uriSanLocalCertificate", "subjectLocalCertificate",
+  "dnsSansPeerCertificate", "dnsSansLocalCertificate", "validFromPeerCertificate",
+  "expirationPeerCertificate", "ciphersuiteString", "tlsVersion",
+  "urlEncodedPemEncodedPeerCertificate", "urlEncodedPemEncodedPeerCertificateChain",
+}
+
 local function newSsl(call, scope)
   local s, e, check = {}, scope.epoch, scope.check
-  local function op(name) return function(self) check(e) return finish(call("ssl", name)) end end
-  s.peerCertificatePresented = op("peerCertificatePresented")
-  s.peerCertificateValidated = op("peerCertificateValidated")
-  s.sha256PeerCertificateDigest = op("sha256PeerCertificateDigest")
-  s.subjectPeerCertificate = op("subjectPeerCertificate")
-  s.tlsVersion = op("tlsVersion")
-  s.sni = op("sni")
+  for _, name in ipairs(SSL_METHODS) do
+    s[name] = function(self) check(e) return finish(call("ssl", name)) end
+  end
   return s
 end
 

@@ -42,6 +42,7 @@ Stats: C{http.<prefix>.lua.[<stat_prefix>.]errors} and C{executions}.
 """
 
 import base64
+import datetime
 
 from google.protobuf import json_format
 from twisted.logger import Logger
@@ -514,12 +515,18 @@ class _Stream:
         raise _ApiError("unknown stream info")
 
     def opSsl(self, what):
-        tls = _tlsOf(self.callbacks.connection)
-        if what == b"sni":
-            return _RETURN, (self.callbacks.streamInfo.requestedServerName or "").encode("utf-8")
-        if what in (b"peerCertificatePresented", b"peerCertificateValidated"):
-            return _RETURN, bool(tls is not None and getattr(tls, "peerCertificate", None))
-        return _RETURN, b""
+        ssl = _tlsOf(self.callbacks.connection)
+        name = _text(what)
+        if ssl is None or name not in _SSL_METHODS:
+            return _RETURN,
+        value = getattr(ssl, name, None)
+        if isinstance(value, datetime.datetime):
+            value = int(value.timestamp())
+        elif isinstance(value, str):
+            value = value.encode("utf-8")
+        elif isinstance(value, (list, tuple)):
+            value = self.luaState.table([_toBytes(v) for v in value])
+        return _RETURN, value
 
     def opDynamicGet(self, namespace):
         value = self.callbacks.streamInfo.dynamicMetadata.get(_text(_str(namespace, 1)))
@@ -741,8 +748,25 @@ def _setPseudo(head, name, value):
     return False
 
 
+#: What a script may ask of a TLS connection (Envoy's SslConnectionWrapper),
+#: read from the connection's L{txenvoy.extensions.transport_sockets.tls.SslConnectionInfo}.
+_SSL_METHODS = frozenset([
+    "peerCertificatePresented", "peerCertificateValidated", "sha256PeerCertificateDigest",
+    "serialNumberPeerCertificate", "issuerPeerCertificate", "subjectPeerCertificate",
+    "uriSanPeerCertificate", "uriSanLocalCertificate", "subjectLocalCertificate",
+    "dnsSansPeerCertificate", "dnsSansLocalCertificate", "validFromPeerCertificate",
+    "expirationPeerCertificate", "ciphersuiteString", "tlsVersion",
+    "urlEncodedPemEncodedPeerCertificate", "urlEncodedPemEncodedPeerCertificateChain",
+])
+
+
 def _tlsOf(connection):
-    return getattr(connection, "tlsInfo", None) if connection is not None else None
+    """The connection's C{ssl} (an C{SslConnectionInfo}), or C{None} in plain text."""
+    return getattr(connection, "ssl", None) if connection is not None else None
+
+
+def _toBytes(value):
+    return value.encode("utf-8") if isinstance(value, str) else value
 
 
 def _luaTypeName(value):
