@@ -42,6 +42,25 @@ def freePort():
     return port
 
 
+class DeadPort:
+    """
+    A port that refuses connections (a dead origin or collector) and that
+    no other test process is handed while it is held: bound, never
+    listening, until L{close}. A port from L{freePort} may be taken by a
+    test running beside this one and start answering.
+    """
+
+    def __init__(self):
+        self._sock = socket.socket()
+        # A test may still start its own server on it (SO_REUSEADDR both sides).
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+
+    def close(self):
+        self._sock.close()
+
+
 def twistdCommand():
     exe = os.path.join(os.path.dirname(sys.executable), "twistd")
     if os.path.exists(exe):

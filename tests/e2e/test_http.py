@@ -16,7 +16,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import Envoy, RealEnvoy, SharedFixture, Upstream, freePort
+from tests.e2e.harness import DeadPort, Envoy, RealEnvoy, SharedFixture, Upstream, freePort
 
 # -- the origin --------------------------------------------------------------
 
@@ -464,7 +464,8 @@ class _Deployment:
         self.origin = Origin()
         self.port = freePort()
         self.adminPort = freePort()
-        self.deadPort = freePort()
+        self._dead = DeadPort()
+        self.deadPort = self._dead.port
         self.accessLogPath = None
         if accessLog:
             self.accessLogPath = os.path.join(tempfile.mkdtemp(prefix="txenvoy-log-"),
@@ -481,6 +482,7 @@ class _Deployment:
             self.proxy.waitPort(self.port)
         except BaseException:
             self.origin.stop()
+            self._dead.close()
             raise
 
     def client(self):
@@ -498,6 +500,7 @@ class _Deployment:
             self.proxy.stop()
         finally:
             self.origin.stop()
+            self._dead.close()
 
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
