@@ -9,6 +9,7 @@ the old config keeps serving, garbage and a closed stream change nothing,
 and a control plane that is down at startup stops nothing.
 """
 
+import os
 import threading
 import urllib.request
 
@@ -23,7 +24,7 @@ from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import Envoy, RealEnvoy, adminStats, freePort
+from tests.e2e.harness import REPO, Envoy, RealEnvoy, adminStats, freePort
 from tests.e2e.test_file_xds import _direct
 from tests.e2e.test_file_xds import _listener as fileListener
 from tests.xds.control_plane import CLUSTER, LISTENER, ROUTE, ControlPlane, packed
@@ -65,6 +66,7 @@ static_resources:
   - name: xds_cluster
     type: STATIC
     connect_timeout: 1s
+%(tls)s
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
@@ -73,6 +75,23 @@ static_resources:
       cluster_name: xds_cluster
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(xds)d}}}}]}]
 """
+
+
+_TLS_SOCKET = """    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: localhost
+        common_tls_context:
+          validation_context: {trusted_ca: {filename: %s}}""" % (
+    os.path.join(REPO, "conf", "demo-cert.pem"),)
+
+
+def _demoCertificate():
+    """The demo certificate (localhost, self-signed) and key, as PEM bytes."""
+    with open(os.path.join(REPO, "conf", "demo-cert.pem"), "rb") as c, \
+            open(os.path.join(REPO, "conf", "demo-key.pem"), "rb") as k:
+        return c.read(), k.read()
 
 
 def _cluster(name):
@@ -109,13 +128,15 @@ def _summary(request):
 class Side:
     """One proxy (real Envoy or txenvoy) and its own control plane."""
 
-    def __init__(self, real, api, timeout="5s", controlPlaneUp=True):
+    def __init__(self, real, api, timeout="5s", controlPlaneUp=True, tls=False):
         self.real = real
         self.admin, self.static, self.port = freePort(), freePort(), freePort()
         self.xdsPort = freePort()
-        self.cp = ControlPlane(self.xdsPort) if controlPlaneUp else None
+        self.tls = _demoCertificate() if tls else None
+        self.cp = ControlPlane(self.xdsPort, self.tls) if controlPlaneUp else None
         self.config = _BOOTSTRAP % {"admin": self.admin, "static": self.static,
-                                    "xds": self.xdsPort, "api": api, "timeout": timeout}
+                                    "xds": self.xdsPort, "api": api, "timeout": timeout,
+                                    "tls": _TLS_SOCKET if tls else ""}
 
     def start(self):
         if self.real:
@@ -267,6 +288,25 @@ class AdsTests(SynchronousTestCase):
         """
         real, tx = self.sequence("GRPC")
         self.assertEqual(real.requests()[1][0], (True, CLUSTER, "c1", "", [], 0))
+
+    def test_tlsControlPlane(self):
+        """
+        The control plane's cluster has a TLS transport socket (trusted CA
+        and SNI): the stream is encrypted and the server verified; the
+        listener it gives serves.
+        """
+        sides = self.sides("GRPC", tls=True)
+
+        def run(side):
+            side.cp.setResources(CLUSTER, "c1", [_cluster("a")])
+            side.cp.setResources(LISTENER, "l1", [_listener("l1", side.port, "one")])
+            side.start()
+            side.waitBody(side.port, "one")
+            side.cp.waitFor(lambda cp: len(cp.requestsOf(LISTENER)) >= 2)
+
+        _both(run, sides)
+        real, tx = sides
+        self.assertEqual(tx.requests(), real.requests())
 
     def test_controlPlaneDownAtStart(self):
         """

@@ -53,7 +53,10 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         answering it (ACK or NACK).
     """
 
-    def __init__(self, port=0):
+    def __init__(self, port=0, tls=None):
+        """
+        @param tls: C{(certificatePem, keyPem)} to serve over TLS.
+        """
         self.snapshots = {}   # type URL: (version, {name: message})
         self.streams = []
         self.sentAt = {}
@@ -68,7 +71,11 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         cds_pb2_grpc.add_ClusterDiscoveryServiceServicer_to_server(self, self.server)
         lds_pb2_grpc.add_ListenerDiscoveryServiceServicer_to_server(self, self.server)
         rds_pb2_grpc.add_RouteDiscoveryServiceServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:%d" % (port,))
+        if tls is None:
+            self.port = self.server.add_insecure_port("127.0.0.1:%d" % (port,))
+        else:
+            credentials = grpc.ssl_server_credentials([(tls[1], tls[0])])
+            self.port = self.server.add_secure_port("127.0.0.1:%d" % (port,), credentials)
         self.server.start()
 
     def stop(self):

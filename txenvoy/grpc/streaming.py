@@ -28,10 +28,11 @@ def channelTarget(address):
     return "[%s]:%d" % (ip, port) if ":" in ip else "%s:%d" % (ip, port)
 
 
-def openChannel(address, userAgent=None, authority=None, credentials=None):
+def openChannel(address, userAgent=None, authority=None, credentials=None, tlsName=None):
     """
     A grpcio channel to C{address} (C{(ip, port)}), plaintext unless
-    C{credentials} (C{grpc.ssl_channel_credentials}) are given.
+    C{credentials} (C{grpc.ssl_channel_credentials}) are given; then the
+    server's certificate is checked against C{tlsName} (the SNI) when set.
     """
     import grpc
 
@@ -41,6 +42,8 @@ def openChannel(address, userAgent=None, authority=None, credentials=None):
     if authority:
         options.append(("grpc.default_authority", authority))
     target = channelTarget(address)
+    if credentials is not None and tlsName:
+        options.append(("grpc.ssl_target_name_override", tlsName))
     if credentials is not None:
         return grpc.secure_channel(target, credentials, options=options)
     return grpc.insecure_channel(target, options=options)

@@ -104,6 +104,14 @@ class ApiSource:
         if self.clusterName not in clusters:
             kind = "REST" if self.apiType == REST else "gRPC client"
             raise ConfigError("%s: Unknown %s cluster '%s'" % (path, kind, self.clusterName))
+        self.credentials = self.tlsName = None
+        if self.grpc is not None:
+            from txenvoy.xds.grpc_credentials import channelCredentials
+
+            [(i, cluster)] = [(i, c) for i, c in enumerate(bootstrap.static_resources.clusters)
+                              if c.name == self.clusterName][:1]
+            self.credentials, self.tlsName = channelCredentials(
+                cluster, "static_resources.clusters[%d]" % (i,))
         self.delta = self.apiType in (DELTA_GRPC, AGGREGATED_DELTA_GRPC)
 
 
@@ -166,7 +174,8 @@ class ControlPlanes:
                                    server.node, typeUrl, api.refreshDelay, api.requestTimeout)
         else:
             target = ControlPlaneTarget(server.clusterManager, api.clusterName,
-                                        authority=api.authority, metadata=api.metadata)
+                                        authority=api.authority, metadata=api.metadata,
+                                        credentials=api.credentials, tlsName=api.tlsName)
             rate = TokenBucket(server.reactor, *api.rateLimit) if api.rateLimit else None
             if typeUrl is None:
                 method = DELTA_ADS_METHOD if api.delta else ADS_METHOD

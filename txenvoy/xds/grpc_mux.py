@@ -106,7 +106,7 @@ class ControlPlaneTarget:
     """
 
     def __init__(self, clusterManager, clusterName, authority=None, userAgent=None,
-                 metadata=(), credentials=None):
+                 metadata=(), credentials=None, tlsName=None):
         from txenvoy.grpc.async_client import mainThreadHosts
 
         self.clusterName = clusterName
@@ -115,6 +115,7 @@ class ControlPlaneTarget:
         self._userAgent = userAgent
         self.metadata = tuple(metadata)
         self._credentials = credentials
+        self._tlsName = tlsName
         self._channels = {}
 
     def channel(self):
@@ -126,7 +127,7 @@ class ControlPlaneTarget:
         if channel is None:
             channel = self._channels[address] = openChannel(
                 address, userAgent=self._userAgent, authority=self._authority,
-                credentials=self._credentials)
+                credentials=self._credentials, tlsName=self._tlsName)
         return channel
 
     def close(self):
