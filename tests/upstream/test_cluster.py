@@ -221,7 +221,10 @@ class RejectionTests(SynchronousTestCase):
             common_lb_config={"close_connections_on_host_set_change": True})
 
     def test_httpProtocolOptions(self):
-        """Common HTTP options the pool does not act on, and ALPN-chosen protocols."""
+        """
+        Upstream HTTP filters; auto_config without a transport socket
+        that does ALPN (Envoy's words).
+        """
         key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         opath = PATH + ".typed_extension_protocol_options[%s]" % (key,)
         self.assertRejected(
@@ -231,7 +234,8 @@ class RejectionTests(SynchronousTestCase):
                 "http_filters": [{"name": "envoy.filters.http.upstream_codec"}],
                 "explicit_http_config": {"http_protocol_options": {}}}})
         self.assertRejected(
-            UnsupportedField, opath + ".auto_config",
+            ConfigError, opath + ".auto_config: ALPN configured for cluster c1 which has a "
+            "non-ALPN transport socket",
             typed_extension_protocol_options={key: {
                 "@type": "type.googleapis.com/" + key, "auto_config": {}}})
 

@@ -28,6 +28,10 @@ from tests.upstream.test_cluster import PATH, compile_
 KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 OPATH = PATH + ".typed_extension_protocol_options[%s]" % (KEY,)
 
+TLS_SOCKET = {"name": "envoy.transport_sockets.tls", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"}}
+
+
 def options(**fields):
     """A cluster with these HttpProtocolOptions fields, compiled."""
     info, _ = compile_(typed_extension_protocol_options={
@@ -67,7 +71,12 @@ class CoverageTests(SynchronousTestCase):
         """Each refused field, set, is reported at its own path with its reason."""
         values = {
             "http_filters": [{"name": "envoy.filters.http.upstream_codec"}],
-            "auto_config": {},
+            "auto_config.http3_protocol_options": {},
+            "auto_config.alternate_protocols_cache_options": {"name": "x"},
+            "auto_config.http_protocol_options.header_key_format": {"proper_case_words": {}},
+            "auto_config.http_protocol_options.allow_chunked_length": True,
+            "auto_config.http_protocol_options.send_fully_qualified_url": True,
+            "auto_config.http_protocol_options.allow_custom_methods": True,
             "use_downstream_protocol_config.http3_protocol_options": {},
             "use_downstream_protocol_config.http_protocol_options.header_key_format": {
                 "proper_case_words": {}},
@@ -104,14 +113,14 @@ class CoverageTests(SynchronousTestCase):
         def load():
             with collectErrors():
                 options(http_filters=[{"name": "envoy.filters.http.upstream_codec"}],
-                        auto_config={},
+                        retry_policy={"retry_on": "5xx"},
                         common_http_protocol_options={"idle_timeout": "1s"},
                         hash_policy=[{"header": {"header_name": "x"}}])
         e = self.assertRaises(ConfigErrors, load)
         self.assertEqual(sorted(pathOf(error) for error in e.errors), [
-            OPATH + ".auto_config",
             OPATH + ".hash_policy",
-            OPATH + ".http_filters"])
+            OPATH + ".http_filters",
+            OPATH + ".retry_policy"])
 
 
 class CompiledTests(SynchronousTestCase):
@@ -221,6 +230,30 @@ class Http2UpstreamTests(SynchronousTestCase):
         info = options(use_downstream_protocol_config={"http2_protocol_options": {}})
         self.assertIsNotNone(info.upstreamHttp2Options)
         self.assertTrue(info.upstreamUseDownstreamProtocol)
+
+    def test_autoConfig(self):
+        """
+        auto_config on a TLS cluster: HTTP/2 options for the connections
+        whose handshake chooses h2, trailers for the HTTP/1.1 ones.
+        """
+        info, _ = compile_(transport_socket=TLS_SOCKET, typed_extension_protocol_options={
+            KEY: {"@type": "type.googleapis.com/" + KEY, "auto_config": {
+                "http_protocol_options": {"enable_trailers": True},
+                "http2_protocol_options": {"initial_stream_window_size": 70000}}}})
+        self.assertTrue(info.upstreamAutoConfig)
+        self.assertTrue(info.upstreamEnableTrailers)
+        self.assertEqual(info.upstreamHttp2Options.initialStreamWindowSize, 70000)
+        self.assertFalse(options().upstreamAutoConfig)
+
+    def test_autoConfigNeedsTls(self):
+        """
+        auto_config without a transport socket that does ALPN: Envoy 1.40's
+        error, "ALPN configured for cluster ... which has a non-ALPN
+        transport socket".
+        """
+        e = self.assertRaises(ConfigError, options, auto_config={})
+        self.assertEqual(str(e), "%s.auto_config: ALPN configured for cluster %s which has "
+                         "a non-ALPN transport socket" % (OPATH, compile_()[0].name))
 
     def test_unsupportedHttp2Field(self):
         """An Http2ProtocolOptions field txenvoy does not read is refused with its path."""

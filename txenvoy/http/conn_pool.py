@@ -72,6 +72,7 @@ from zope.interface import implementer
 
 from txenvoy.http.http1.client_codec import ClientCodec
 from txenvoy.http.http2.conn_pool import Http2ConnPool
+from txenvoy.http.mixed_conn_pool import ALPN_PROTOCOLS, MixedConnPool
 from txenvoy.http.pool_base import (
     CONNECTION_TERMINATION,
     OVERFLOW,
@@ -83,6 +84,7 @@ from txenvoy.http.pool_base import (
 from txenvoy.interfaces import IHttpConnPool, IUpstreamConnectionCallbacks
 from txenvoy.server.logging import componentLogger, connTag
 from txenvoy.upstream.connection import PEEK_CLOSED, PEEK_IDLE
+from txenvoy.upstream.http_protocol_options import TransportSocketOptions
 from txenvoy.upstream.resource_manager import UNLIMITED
 
 __all__ = ["HttpConnPool", "ActiveClient", "ClusterPools", "poolsFor", "OVERFLOW",
@@ -127,6 +129,7 @@ class ClusterPools:
         #: C{use_downstream_protocol_config}'s): the host speaks HTTP/2.
         self.http2Options = cluster.info.upstreamHttp2Options
         self.useDownstreamProtocol = cluster.info.upstreamUseDownstreamProtocol
+        self.autoConfig = cluster.info.upstreamAutoConfig
         self._pools = {}
 
     def poolFor(self, host, socketOptions=None, downstreamHttp2=False):
@@ -144,20 +147,33 @@ class ClusterPools:
         http2 = self.http2Options is not None and (
             downstreamHttp2 or not self.useDownstreamProtocol)
         key = host if socketOptions is None else (host, socketOptions)
-        if http2:
+        if self.autoConfig:
+            key = (key, "alpn")
+        elif http2:
             key = (key, "h2")
         pool = self._pools.get(key)
         if pool is None:
             if not self.resources.connectionPools.tryAcquire():
                 self.stats.upstream_cx_pool_overflow.inc()
                 return None
-            if http2:
+            if self.autoConfig:
+                pool = self._mixedPool(host, socketOptions)
+            elif http2:
                 pool = Http2ConnPool(self, host, socketOptions, self.http2Options)
             else:
                 pool = HttpConnPool(self, host, socketOptions)
             pool.poolKey = key
             self._pools[key] = pool
         return pool
+
+    def _mixedPool(self, host, socketOptions):
+        # auto_config: a connection offers h2 and http/1.1 by ALPN and joins
+        # the pool of what the host chose.
+        options = (socketOptions if socketOptions is not None
+                   else TransportSocketOptions()).withAlpnFallback(ALPN_PROTOCOLS)
+        http1 = HttpConnPool(self, host, options)
+        http2 = Http2ConnPool(self, host, options, self.http2Options)
+        return MixedConnPool(self, host, options, http1, http2)
 
     def _onPoolIdle(self, pool):
         """C{pool} has no connection and no waiting request: drop it."""
@@ -204,6 +220,10 @@ class HttpConnPool(PendingAccounting):
     @ivar socketOptions: the transport socket options its connections are
         made with, or C{None}.
     """
+
+    #: Part of an C{auto_config} pool: its connections offer ALPN (see
+    #: L{txenvoy.http.mixed_conn_pool}).
+    alpnSelected = False
 
     def __init__(self, clusterPools, host, socketOptions=None):
         self.clusterPools = clusterPools
@@ -301,6 +321,22 @@ class HttpConnPool(PendingAccounting):
         client = ActiveClient(self)
         self.connecting.append(client)
         client.start()
+
+    def adopt(self, connection, waiting):
+        """
+        Take C{connection}, connected by another (C{auto_config}'s first
+        connection, whose handshake chose HTTP/1.1), as one of this pool's,
+        with the streams that waited for it.
+
+        @param waiting: L{PendingStream}s, oldest first; they wait here now.
+        @return: its L{ActiveClient}.
+        """
+        self.stats.upstream_cx_http1_total.inc()
+        client = self._adopt(ActiveClient(self), connection, waiting)
+        # One connection each for the others, as newStream would open.
+        for _ in range(len(self.pending) - len(self.connecting)):
+            self._tryConnect()
+        return client
 
     def _takePending(self):
         pending = self.pending.popleft()
@@ -627,6 +663,10 @@ class ActiveClient:
         """Connected: start the codec and serve a waiting request."""
         self.connection = connection
         self.connected = True
+        if self.pool.alpnSelected:
+            # Envoy's mixed pool replaces each connection's ALPN client with
+            # one of the protocol chosen, which counts the connection again.
+            self.pool.stats.upstream_cx_total.inc()
         self._tx = self.pool.stats.upstream_cx_tx_bytes_total
         self._write = directWriter(connection.transport)
         cp = self.pool.clusterPools

@@ -122,6 +122,55 @@ class PendingAccounting:
     C{hostStats}.
     """
 
+    def _queue(self, callbacks):
+        """
+        Let a stream wait for a connection, within C{max_pending_requests}.
+
+        @return: its L{PendingStream}, or C{None} when it failed at once as
+            an overflow (C{upstream_rq_pending_overflow}).
+        """
+        if not self.clusterPools.pendingRequests.tryAcquire():
+            self.stats.upstream_rq_pending_overflow.inc()
+            callbacks.onPoolFailure(OVERFLOW)
+            return None
+        pending = PendingStream(self, callbacks)
+        self.pending.append(pending)
+        stats = self.stats
+        stats.upstream_rq_pending_total.inc()
+        stats.upstream_rq_pending_active.inc()
+        self.hostStats.rq_pending_active += 1
+        return pending
+
+    def _adopt(self, client, connection, waiting):
+        """
+        Make C{client} the owner of C{connection}, connected by another
+        (C{auto_config}'s first connection), and let the streams that
+        waited for that connection, L{PendingStream}s oldest first, wait
+        here now.
+        """
+        for pending in waiting:
+            pending.pool = self
+        self.pending.extend(waiting)
+        client.connection = connection
+        connection.callbacks = client
+        self.connecting.append(client)
+        client.onUpstreamConnected(connection)
+        return client
+
+    def _ejectPending(self, reason):
+        """
+        A connect failed: as Envoy, every stream waiting on the host fails
+        with C{reason} (C{upstream_rq_pending_failure_eject}), rather than
+        waiting for the next attempt.
+        """
+        failed = list(self.pending)
+        self.pending.clear()
+        for pending in failed:
+            self._pendingDone()
+            self.stats.upstream_rq_pending_failure_eject.inc()
+        for pending in failed:
+            pending.callbacks.onPoolFailure(reason)
+
     def _pendingDone(self):
         # A stream stopped waiting: given a connection, or withdrawn.
         self.clusterPools.pendingRequests.release()

@@ -295,6 +295,8 @@ class ClusterInfo:
         or C{use_downstream_protocol_config}'s), or C{None} for HTTP/1.1.
     @ivar upstreamUseDownstreamProtocol: C{use_downstream_protocol_config}:
         HTTP/2 upstream only for requests that came over HTTP/2.
+    @ivar upstreamAutoConfig: C{auto_config}: each TLS connection offers
+        ALPN C{h2,http/1.1} and speaks what the handshake chose.
     @ivar circuitBreakers: L{CircuitBreakers}.
     @ivar resourceManagers: C{{priority: ResourceManager}}, the cluster's
         circuit breaker counts, shared by every worker (see
@@ -344,6 +346,7 @@ class ClusterInfo:
         self.upstreamHttpOptions = kw.pop("upstreamHttpOptions", None)
         self.upstreamHttp2Options = kw.pop("upstreamHttp2Options", None)
         self.upstreamUseDownstreamProtocol = kw.pop("upstreamUseDownstreamProtocol", False)
+        self.upstreamAutoConfig = bool(kw.pop("upstreamAutoConfig", False))
         self.circuitBreakers = kw.pop("circuitBreakers", None) or CircuitBreakers()
         self.resourceManagers = {t.priority: ResourceManager(t)
                                  for t in self.circuitBreakers.thresholds}
@@ -526,6 +529,11 @@ def compileCluster(proto, path, addedViaApi=False):
             kw["transportSocket"] = _compileTransportSocket(ts, path + ".transport_socket")
     if proto.protocol_selection != 0:
         report(UnsupportedField(path + ".protocol_selection", "USE_DOWNSTREAM_PROTOCOL"))
+    autoPath = kw.get("upstreamAutoConfig")
+    if autoPath and not getattr(kw.get("transportSocket"), "supportsAlpn", False):
+        # Envoy's ClusterInfoImpl: auto_config needs a socket that does ALPN.
+        raise ConfigError("%s: ALPN configured for cluster %s which has a non-ALPN "
+                          "transport socket" % (autoPath, proto.name))
 
     kw["healthCheck"] = compileHealthChecks(
         proto, path, http2=kw.get("upstreamHttp2Options") is not None)

@@ -13,7 +13,7 @@ in a config is dropped without a word:
    C{headers_with_underscores_action} that Envoy's HTTP/1 client codec never
    reads), accepted as Envoy accepts them;
  - L{REFUSED}: refused with their field path and the reason, until
-   txenvoy implements them (upstream C{http_filters}, HTTP/2 and HTTP/3
+   txenvoy implements them (upstream C{http_filters}, HTTP/3
    upstreams, ...).
 
 C{upstream_http_protocol_options} (Envoy's C{auto_sni} and
@@ -37,7 +37,7 @@ __all__ = ["IMPLEMENTED", "IGNORED", "REFUSED", "UpstreamHttpOptions",
 #: implements there.
 IMPLEMENTED = {
     "": ("common_http_protocol_options", "upstream_http_protocol_options",
-         "explicit_http_config", "use_downstream_protocol_config"),
+         "explicit_http_config", "use_downstream_protocol_config", "auto_config"),
     "common_http_protocol_options": (
         "idle_timeout", "max_requests_per_connection", "max_connection_duration",
         "max_headers_count", "max_response_headers_kb", "max_stream_duration"),
@@ -47,6 +47,8 @@ IMPLEMENTED = {
     "explicit_http_config.http_protocol_options": ("enable_trailers",),
     "use_downstream_protocol_config": ("http_protocol_options", "http2_protocol_options"),
     "use_downstream_protocol_config.http_protocol_options": ("enable_trailers",),
+    "auto_config": ("http_protocol_options", "http2_protocol_options"),
+    "auto_config.http_protocol_options": ("enable_trailers",),
 }
 
 # Http1ProtocolOptions fields only a server (downstream) codec reads.
@@ -60,12 +62,12 @@ IGNORED = {
     "common_http_protocol_options": ("headers_with_underscores_action",),
     "explicit_http_config.http_protocol_options": _HTTP1_SERVER_SIDE,
     "use_downstream_protocol_config.http_protocol_options": _HTTP1_SERVER_SIDE,
+    "auto_config.http_protocol_options": _HTTP1_SERVER_SIDE,
 }
 
 #: Field path -> why it is refused.
 REFUSED = {
     "http_filters": "upstream HTTP filters",
-    "auto_config": "ALPN-selected upstream protocols",
     "explicit_http_config.http3_protocol_options": "HTTP/3 upstreams",
     "header_validation_config": "upstream header validators",
     "outlier_detection": "HTTP error matchers for outlier detection",
@@ -82,6 +84,12 @@ REFUSED = {
     "use_downstream_protocol_config.http_protocol_options.send_fully_qualified_url": "",
     "use_downstream_protocol_config.http_protocol_options.allow_custom_methods": "",
     "use_downstream_protocol_config.http3_protocol_options": "HTTP/3 upstreams",
+    "auto_config.http3_protocol_options": "HTTP/3 upstreams",
+    "auto_config.alternate_protocols_cache_options": "HTTP/3 upstreams",
+    "auto_config.http_protocol_options.header_key_format": "upstream header case",
+    "auto_config.http_protocol_options.allow_chunked_length": "",
+    "auto_config.http_protocol_options.send_fully_qualified_url": "",
+    "auto_config.http_protocol_options.allow_custom_methods": "",
 }
 
 
@@ -94,14 +102,18 @@ class TransportSocketOptions:
     @ivar serverName: the SNI, or C{""} to leave the socket's own.
     @ivar verifySubjectAltNames: names one of which the certificate's SANs
         must match (C{auto_san_validation}), or C{()}.
+    @ivar alpnFallback: ALPN names (C{bytes}) to offer when the TLS context
+        configures none (Envoy's C{applicationProtocolFallback}: C{h2} and
+        C{http/1.1} for C{auto_config}), or C{()}.
     """
 
-    __slots__ = ("serverName", "verifySubjectAltNames", "_key")
+    __slots__ = ("serverName", "verifySubjectAltNames", "alpnFallback", "_key")
 
-    def __init__(self, serverName="", verifySubjectAltNames=()):
+    def __init__(self, serverName="", verifySubjectAltNames=(), alpnFallback=()):
         self.serverName = serverName
         self.verifySubjectAltNames = tuple(verifySubjectAltNames)
-        self._key = (serverName, self.verifySubjectAltNames)
+        self.alpnFallback = tuple(alpnFallback)
+        self._key = (serverName, self.verifySubjectAltNames, self.alpnFallback)
 
     def __eq__(self, other):
         if not isinstance(other, TransportSocketOptions):
@@ -116,7 +128,11 @@ class TransportSocketOptions:
         return hash(self._key)
 
     def __repr__(self):
-        return "<TransportSocketOptions sni=%r sans=%r>" % self._key
+        return "<TransportSocketOptions sni=%r sans=%r alpn=%r>" % self._key
+
+    def withAlpnFallback(self, protocols):
+        """These options, offering C{protocols} by ALPN when nothing else is."""
+        return TransportSocketOptions(self.serverName, self.verifySubjectAltNames, protocols)
 
 
 def parseAuthorityHost(authority):
@@ -284,3 +300,15 @@ def compileHttpProtocolOptions(anyMsg, path, kw):
         kw["upstreamHttp2Options"] = http2OptionsFromProto(
             downstream.http2_protocol_options, dpath + ".http2_protocol_options",
             upstream=True)
+
+    if msg.HasField("auto_config"):
+        auto = msg.auto_config
+        apath = path + ".auto_config"
+        _check(auto, "auto_config", apath)
+        _check(auto.http_protocol_options, "auto_config.http_protocol_options",
+               apath + ".http_protocol_options")
+        if auto.http_protocol_options.enable_trailers:
+            kw["upstreamEnableTrailers"] = True
+        kw["upstreamAutoConfig"] = apath
+        kw["upstreamHttp2Options"] = http2OptionsFromProto(
+            auto.http2_protocol_options, apath + ".http2_protocol_options", upstream=True)

@@ -242,6 +242,7 @@ class UpstreamTlsProtocol(DownstreamTlsProtocol):
     @ivar sni: the server name sent, or C{""}.
     @ivar verifySans: names one of which the certificate's SANs must
         match (C{auto_san_validation}), or C{()}.
+    @ivar alpnFallback: the ALPN names to offer when the context has none.
     """
 
     _handshakeError = None
@@ -256,6 +257,7 @@ class UpstreamTlsProtocol(DownstreamTlsProtocol):
         self.sslStats = factory.sslStats
         self.sni = factory.sni
         self.verifySans = factory.verifySans
+        self.alpnFallback = factory.alpnFallback
         # A session is resumed only for the same server name and SAN list:
         # resumption skips the certificate check.
         self.sessionKey = (self.sni, self.verifySans)
@@ -398,12 +400,14 @@ class _UpstreamTlsFactory(TLSMemoryBIOFactory):
 
     protocol = UpstreamTlsProtocol
 
-    def __init__(self, tlsSocket, wrappedFactory, reactor, sni, sslStats, verifySans=()):
+    def __init__(self, tlsSocket, wrappedFactory, reactor, sni, sslStats, verifySans=(),
+                 alpnFallback=()):
         TLSMemoryBIOFactory.__init__(self, tlsSocket, True, wrappedFactory, clock=reactor)
         self.tlsSocket = tlsSocket
         self.sni = sni
         self.sslStats = sslStats
         self.verifySans = verifySans
+        self.alpnFallback = alpnFallback
 
 
 class _NullCounter:
@@ -432,7 +436,10 @@ class UpstreamTlsSocket:
     @ivar sni: the server name to send, or C{""} for none.
     @ivar autoHostSni: send the host's name instead, when it has one.
     @ivar maxSessionKeys: sessions kept for resumption (0: none).
+    @ivar supportsAlpn: it can offer ALPN (what C{auto_config} needs).
     """
+
+    supportsAlpn = True
 
     def __init__(self, options, sni="", autoHostSni=False, maxSessionKeys=1):
         if len(options.certificates) > 1:
@@ -466,6 +473,11 @@ class UpstreamTlsSocket:
         sni = getattr(tlsProtocol, "sni", "") or ""
         if sni:
             connection.set_tlsext_host_name(sni.encode("utf-8"))
+        alpnFallback = getattr(tlsProtocol, "alpnFallback", ())
+        if alpnFallback and not self.options.alpnProtocols:
+            # Envoy offers the cluster's fallback (auto_config's h2 and
+            # http/1.1) only when the context configures no alpn_protocols.
+            connection.set_alpn_protos(list(alpnFallback))
         if getattr(tlsProtocol, "verifySans", ()) and self.validation is None:
             # auto_san_validation checks the peer even without a
             # validation_context, as Envoy does.
@@ -537,10 +549,13 @@ class UpstreamTlsSocket:
         stats = self.statsFor(cluster) if cluster is not None else SslStats(_NullShard(), "")
         sni = self.sniFor(host)
         verifySans = ()
+        alpnFallback = ()
         if socketOptions is not None:
             sni = socketOptions.serverName or sni
             verifySans = socketOptions.verifySubjectAltNames
-        return _UpstreamTlsFactory(self, factory, reactor, sni, stats, verifySans)
+            alpnFallback = socketOptions.alpnFallback
+        return _UpstreamTlsFactory(self, factory, reactor, sni, stats, verifySans,
+                                   alpnFallback)
 
 
 _UPSTREAM_FIELDS = (

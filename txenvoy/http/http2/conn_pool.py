@@ -67,7 +67,6 @@ from txenvoy.http.pool_base import (
     OVERFLOW,
     PROTOCOL_ERROR,
     PendingAccounting,
-    PendingStream,
     directWriter,
 )
 from txenvoy.interfaces import IClientCodec, IHttpConnPool, IUpstreamConnectionCallbacks
@@ -356,6 +355,9 @@ class Http2ActiveClient:
     def onUpstreamConnected(self, connection):
         self.connection = connection
         self.connected = True
+        if self.pool.alpnSelected:
+            # As Envoy's mixed pool counts it (see the HTTP/1.1 client).
+            self.pool.stats.upstream_cx_total.inc()
         self._tx = self.pool.stats.upstream_cx_tx_bytes_total
         self._write = directWriter(connection.transport)
         h2 = self._h2
@@ -624,6 +626,10 @@ class Http2ConnPool(PendingAccounting):
     @ivar pending: L{PendingStream}s waiting, oldest first.
     """
 
+    #: Part of an C{auto_config} pool: its connections offer ALPN (see
+    #: L{txenvoy.http.mixed_conn_pool}).
+    alpnSelected = False
+
     def __init__(self, clusterPools, host, socketOptions=None, options=DEFAULT_HTTP2_OPTIONS):
         self.clusterPools = clusterPools
         self.cluster = clusterPools.cluster
@@ -652,16 +658,9 @@ class Http2ConnPool(PendingAccounting):
             if client.capacity > 0:
                 self._attach(client, callbacks)
                 return None
-        cp = self.clusterPools
-        if not cp.pendingRequests.tryAcquire():
-            self.stats.upstream_rq_pending_overflow.inc()
-            callbacks.onPoolFailure(OVERFLOW)
+        pending = self._queue(callbacks)
+        if pending is None:
             return None
-        pending = PendingStream(self, callbacks)
-        self.pending.append(pending)
-        self.stats.upstream_rq_pending_total.inc()
-        self.stats.upstream_rq_pending_active.inc()
-        self.hostStats.rq_pending_active += 1
         room = sum(c.capacity for c in self.connecting)
         if room < len(self.pending):
             self._tryConnect()
@@ -706,6 +705,18 @@ class Http2ConnPool(PendingAccounting):
             connections.acquire()
             self._connect()
 
+    def adopt(self, connection, waiting):
+        """
+        Take C{connection}, connected by another (C{auto_config}'s first
+        connection, whose handshake chose C{h2}), as one of this pool's,
+        with the streams that waited for it.
+
+        @param waiting: L{PendingStream}s, oldest first; they wait here now.
+        @return: its L{Http2ActiveClient}.
+        """
+        self.stats.upstream_cx_http2_total.inc()
+        return self._adopt(Http2ActiveClient(self), connection, waiting)
+
     def _connect(self):
         self.stats.upstream_cx_http2_total.inc()
         client = Http2ActiveClient(self)
@@ -749,13 +760,7 @@ class Http2ConnPool(PendingAccounting):
         self.lastFailedConnection = client.connection
         self.connecting.remove(client)
         self.clusterPools.connections.release()
-        failed = list(self.pending)
-        self.pending.clear()
-        for pending in failed:
-            self._pendingDone()
-            self.stats.upstream_rq_pending_failure_eject.inc()
-        for pending in failed:
-            pending.callbacks.onPoolFailure(reason)
+        self._ejectPending(reason)
         self._checkIdle()
 
     def onClosed(self, client):
