@@ -70,7 +70,13 @@ def _get(port, path="/"):
 
 def _waitStat(adminPort, name, value, timeout=8.0):
     deadline = time.time() + timeout
-    while adminStats(adminPort).get(name, 0) < value and time.time() < deadline:
+    while time.time() < deadline:
+        try:
+            if adminStats(adminPort).get(name, 0) >= value:
+                return
+        except OSError:
+            # The admin listener is not up yet.
+            pass
         time.sleep(0.05)
 
 
@@ -454,8 +460,11 @@ class AdsTests(SynchronousTestCase):
             return json_format.ParseDict(data, cls())
 
         a, b = (o.server_address[1] for o in origins)
-        port, adminPort, xdsPort = freePort(), freePort(), freePort()
-        cp = ControlPlane(xdsPort)
+        port, adminPort = freePort(), freePort()
+        # Its own port, chosen when bound: two free ports picked apart may
+        # be the same one, and grpcio binds with SO_REUSEPORT.
+        cp = ControlPlane(0)
+        xdsPort = cp.port
         ads = {"ads": {}, "resource_api_version": "V3"}
         xdsCluster = _staticCluster("xds_cluster", xdsPort)
         xdsCluster["typed_extension_protocol_options"] = {
@@ -587,4 +596,86 @@ class InPlaceUpdateTests(SynchronousTestCase):
         results = forBoth(self._sequence, timeout=60)
         self.assertEqual(results[True][0], [
             (b"A1", False), (b"A1", False), (200, b"A3"), (b"A1", True)])
+        self.assertEqual(results[False], results[True])
+
+
+class ListenerWarmingTests(SynchronousTestCase):
+
+    def _sequence(self, real):
+        from envoy.config.listener.v3.listener_pb2 import Listener
+        from envoy.config.route.v3.route_pb2 import RouteConfiguration
+        from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+        from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
+            http_connection_manager_pb2,
+        )
+        from google.protobuf import json_format
+
+        from tests.xds.control_plane import LISTENER, ControlPlane
+        from txenvoy.xds.resources import ROUTE_TYPE
+
+        def parse(data, cls):
+            data = dict(data)
+            data.pop("@type", None)
+            return json_format.ParseDict(data, cls())
+
+        port, adminPort = freePort(), freePort()
+        # Its own port, chosen when bound: two free ports picked apart may
+        # be the same one, and grpcio binds with SO_REUSEPORT.
+        cp = ControlPlane(0)
+        xdsPort = cp.port
+        ads = {"ads": {}, "resource_api_version": "V3"}
+        xdsCluster = _staticCluster("xds_cluster", xdsPort)
+        xdsCluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                         "HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}
+        config = json.loads(_bootstrap(adminPort, [], [xdsCluster]))
+        config.update(_ADS_BOOTSTRAP)
+        config["dynamic_resources"] = dict(config["dynamic_resources"], lds_config=ads)
+        listener = _rdsListener(port, {"route_config_name": "late", "config_source": ads})
+        # No listener at first: the workers start, then one is added.
+        cp.setResources(LISTENER, "1", [])
+        proxy = _proxy(real, json.dumps(config), adminPort, ())
+        names = ("listener_manager.total_listeners_warming",
+                 "listener_manager.total_listeners_active")
+        seen = []
+        try:
+            _waitStat(adminPort, "listener_manager.workers_started", 1, timeout=10)
+            cp.setResources(LISTENER, "2", [parse(listener, Listener)])
+            deadline = time.time() + 10
+            stats = {}
+            while stats.get(names[0]) != 1 and time.time() < deadline:
+                time.sleep(0.05)
+                try:
+                    stats = adminStats(adminPort)
+                except OSError:
+                    pass
+            seen.append([stats.get(n) for n in names])
+            cp.setResources(ROUTE_TYPE, "1", [parse(_routeConfig(
+                "late", [_direct("/", "warm")]), RouteConfiguration)])
+            proxy.waitPort(port)
+            deadline = time.time() + 10
+            got = _get(port)
+            while got != (200, b"warm") and time.time() < deadline:
+                time.sleep(0.05)
+                got = _get(port)
+            seen.append(got)
+            stats = adminStats(adminPort)
+            seen.append([stats.get(n) for n in names])
+        finally:
+            proxy.stop()
+            cp.stop()
+        return seen
+
+    def test_listenerWarmsOnRdsAsEnvoy(self):
+        """
+        Envoy's listener warming: a listener from LDS whose route table
+        comes by RDS from the control plane counts in
+        C{total_listeners_warming}, not active, until the table arrives.
+        (A listener of the first LDS update counts as active while the
+        server's initialization waits for it, in Envoy as here.)
+        """
+        results = forBoth(self._sequence, timeout=60)
+        self.assertEqual(results[True], [[1, 0], (200, b"warm"), [0, 1]])
         self.assertEqual(results[False], results[True])

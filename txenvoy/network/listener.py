@@ -166,6 +166,9 @@ class ListenerConfig:
         # Transport sockets name their stats after the listener.
         context = context.child(context.path, context.configPath)
         context.listenerStatPrefix = self.statPrefix
+        # What the listener warms on (an RDS subscription to a control
+        # plane): each has whenReady(), a Deferred.
+        context.initTargets = self.initTargets = []
         self.listenerFilters = [
             attempt(context.createExtension, Category.LISTENER_FILTER, lf,
                     "%s.listener_filters[%d]" % (path, i))

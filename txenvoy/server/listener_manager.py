@@ -12,6 +12,7 @@ C{listener_manager.listener_create_success} / C{listener_create_failure}.
 """
 
 from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from txenvoy.config.errors import FAILED, ConfigError, attempt
@@ -72,6 +73,8 @@ class ListenerManager(Service):
                      "total_filter_chains_draining", "workers_started"):
             stats.gauge(name)
         self.totalActive = stats.gauge("total_listeners_active")
+        #: Names of the added listeners still warming (not on the workers).
+        self._warming = {}
         self._sockets = {}
         self._configuredAddress = {}
         self._passable = {}
@@ -174,16 +177,16 @@ class ListenerManager(Service):
             return
         self._workers = list(workers)
         for config in self.listeners:
-            socks = self._sockets.pop(config.name)
+            socks = self._sockets[config.name]
             if getattr(self.server, "hotRestart", None) is not None and not config.isInternal:
                 # Kept for the next epoch: each worker closes its own copy.
                 self._passable[config.name] = [s.dup() for s in socks]
+            # A listener LDS gave before the workers started may still wait
+            # for its RDS: as Envoy's initial listeners it counts as active
+            # (the server's init waits for it), and serves once it arrived.
             self.totalActive.inc()
-            if debugLog.debugEnabled:
-                debugLog.debug("add active listener: name=%s, address=%s", config.name,
-                               formatAddress(config.address))
-            for worker, sock in zip(workers, socks):
-                worker.addListener(config, sock, self._onListenerCreated(config, worker))
+            self._whenWarm(config, lambda config: self._startOnWorkers(config, counted=True),
+                           initial=True)
         self._stats.gauge("workers_started").set(1)
 
     def _onListenerCreated(self, config, worker):
@@ -265,7 +268,7 @@ class ListenerManager(Service):
                 # Before binding, bind() counts it.
                 stats.counter("listener_added").inc()
             if self._workers is not None:
-                self._startOnWorkers(config)
+                self._whenWarm(config, self._startOnWorkers, added=True)
         for config in modified:
             index = self.listeners.index(self.get(config.name))
             config.address = self.listeners[index].address
@@ -275,11 +278,10 @@ class ListenerManager(Service):
                 stats.counter("listener_in_place_updated").inc()
             if self._workers is not None:
                 kept = inPlace.get(config.name) if isinstance(inPlace, dict) else None
-                for worker in self._workers:
-                    worker.replaceListener(config, drainTimeS, kept)
-                    self.createSuccess.inc()
-                self._drainFor(drainTimeS, stats.gauge("total_filter_chains_draining")
-                               if config.name in inPlace else self._draining)
+                gauge = (stats.gauge("total_filter_chains_draining")
+                         if config.name in inPlace else self._draining)
+                self._whenWarm(config, lambda config, kept=kept, gauge=gauge:
+                               self._replaceOnWorkers(config, drainTimeS, kept, gauge))
         for name in removed:
             config = self.get(name)
             self.listeners.remove(config)
@@ -288,15 +290,51 @@ class ListenerManager(Service):
             for sock in socks:
                 if sock is not None:
                     sock.close()
-            if self._workers is not None:
+            if self._workers is not None and self._warming.pop(name, None) is None:
                 self.totalActive.dec()
                 for worker in self._workers:
                     worker.removeListener(name, drainTimeS)
                 self._drainFor(drainTimeS, self._draining)
 
-    def _startOnWorkers(self, config):
+    def _whenWarm(self, config, action, added=False, initial=False):
+        """
+        Envoy's listener warming: C{action(config)} once what the listener
+        waits on (its RDS from a control plane) arrived; at once when it
+        waits on nothing. Meanwhile it counts in C{total_listeners_warming}.
+        """
+        pending = [target.whenReady() for target in getattr(config, "initTargets", ())]
+        ready = defer.gatherResults(pending) if pending else defer.succeed(None)
+        if ready.called:
+            action(config)
+            return
+        warming = self._stats.gauge("total_listeners_warming")
+        if not initial:
+            warming.inc()
+        if added:
+            self._warming[config.name] = config
+
+        def warmed(ignored):
+            if not initial:
+                warming.dec()
+            if self._warming.get(config.name) is config:
+                del self._warming[config.name]
+            if self.get(config.name) is config and self._workers is not None:
+                action(config)
+        ready.addCallback(warmed)
+
+    def _replaceOnWorkers(self, config, drainTimeS, kept, gauge):
+        for worker in self._workers:
+            worker.replaceListener(config, drainTimeS, kept)
+            self.createSuccess.inc()
+        self._drainFor(drainTimeS, gauge)
+
+    def _startOnWorkers(self, config, counted=False):
         socks = self._sockets.pop(config.name)
-        self.totalActive.inc()
+        if not counted:
+            self.totalActive.inc()
+        if debugLog.debugEnabled:
+            debugLog.debug("add active listener: name=%s, address=%s", config.name,
+                           formatAddress(config.address))
         for worker, sock in zip(self._workers, socks):
             worker.addListener(config, sock, self._onListenerCreated(config, worker))
 

@@ -20,6 +20,7 @@ import time
 import weakref
 
 from twisted.application.service import Service
+from twisted.internet import defer
 
 from txenvoy.config.errors import ConfigError, collectErrors
 from txenvoy.config.fields import checkFields
@@ -63,6 +64,24 @@ class RdsRouteConfigSubscription:
         if self.routeTable is not None:
             precompile(self.routeTable)
         managerConfig.routeTable = self.routeTable
+
+    def whenReady(self):
+        """
+        A Deferred firing once the first update was applied or rejected,
+        or C{initial_fetch_timeout} passed (at once for a file, read when
+        the subscription was made): what a listener warms on.
+        """
+        initialized = getattr(self.subscription, "initialized", None)
+        if initialized is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+
+        def fire(result):
+            if not d.called:
+                d.callback(None)
+            return result
+        initialized.addBoth(fire)
+        return d
 
     def managers(self):
         """The connection manager configs fed now."""

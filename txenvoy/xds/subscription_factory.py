@@ -42,8 +42,10 @@ class RemoteSubscription:
         """
         Once started, a Deferred firing when the first update was applied
         or rejected, or C{initial_fetch_timeout} passed (Envoy's init
-        target of the subscription).
+        target of the subscription); C{None} before.
         """
+        if self.subscription is None:
+            return None
         return self.subscription.initialized
 
     def stop(self):

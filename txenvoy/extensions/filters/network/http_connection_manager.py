@@ -177,6 +177,10 @@ def createHttpConnectionManager(message, context):
         factories = config.filterFactories
         attempt(rds.attach, config, lambda table: _compileRouteSpecificConfigs(
             factories, table, "resources[0]"))
+        targets = getattr(context, "initTargets", None)
+        if targets is not None:
+            # The listener warms until its route table arrived.
+            targets.append(rds)
     config.accessLogs = tuple(
         createAccessLog(al, context, "%s.access_log[%d]" % (path, i))
         for i, al in enumerate(message.access_log))
