@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.xds.test_delta_subscription -*-
+# -*- test-case-name: tests.xds.test_delta_subscription,tests.e2e.test_grpc_xds -*-
 """
 The incremental gRPC xDS stream (C{DELTA_GRPC}; Envoy's C{NewGrpcMuxImpl}
 and C{DeltaSubscriptionState}).
