@@ -42,6 +42,11 @@ stats_sinks:
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig
     grpc_service: {envoy_grpc: {cluster_name: zipkin}}
+- name: envoy.stat_sinks.metrics_service
+  typed_config:
+    "@type": type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig
+    transport_api_version: V3
+    grpc_service: {envoy_grpc: {cluster_name: zipkin}}
 static_resources:
   listeners:
   - name: rest

@@ -417,3 +417,51 @@ class AccessLogServiceReceiver:
 
     def stop(self):
         self.server.stop(0)
+
+
+class MetricsServiceReceiver:
+    """
+    Envoy's gRPC metrics service (C{envoy.service.metrics.v3},
+    C{StreamMetrics}) on a grpcio server: C{messages} keeps every
+    C{StreamMetricsMessage} in arrival order.
+    """
+
+    def __init__(self):
+        from concurrent import futures
+
+        import grpc
+
+        from txenvoy.stats import metrics_service_protos as protos
+
+        self.messages = []
+        self._lock = threading.Lock()
+        owner = self
+
+        def streamMetrics(requests, context):
+            for message in requests:
+                with owner._lock:
+                    owner.messages.append(message)
+            return protos.StreamMetricsResponse()
+
+        handler = grpc.method_handlers_generic_handler(
+            "envoy.service.metrics.v3.MetricsService",
+            {"StreamMetrics": grpc.stream_unary_rpc_method_handler(
+                streamMetrics, request_deserializer=protos.StreamMetricsMessage.FromString,
+                response_serializer=lambda response: response.SerializeToString())})
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def waitMessages(self, count, timeout=15.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self._lock:
+                if len(self.messages) >= count:
+                    return list(self.messages)
+            time.sleep(0.05)
+        with self._lock:
+            return list(self.messages)
+
+    def stop(self):
+        self.server.stop(0)

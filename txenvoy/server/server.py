@@ -28,6 +28,7 @@ from txenvoy.config.context import FactoryContext
 from txenvoy.config.errors import FAILED, UnsupportedField, attempt, report, skipOnError
 from txenvoy.config.fields import checkFields
 from txenvoy.config.loader import loadBootstrap
+from txenvoy.config.node import describeNode
 from txenvoy.config.registry import Category, loadPlugins
 from txenvoy.runtime import Runtime
 from txenvoy.server.dispatcher import Dispatcher
@@ -96,20 +97,15 @@ class Server(MultiService):
         self.logDestination = None
         self._state = PRE_INITIALIZING
         self.healthCheckFailed = False
-        self.node = node = type(bootstrap.node)()
-        node.CopyFrom(bootstrap.node)
         # The node only describes this proxy (/server_info, and an xDS
         # server's view of it): every field is kept as written.
-        checkFields(node, ("id", "cluster", "locality", "metadata"), "node",
+        checkFields(bootstrap.node, ("id", "cluster", "locality", "metadata"), "node",
                     ("dynamic_parameters", "user_agent_name", "user_agent_version",
                      "user_agent_build_version", "extensions", "client_features",
                      "listening_addresses"))
-        checkFields(node.locality, ("region", "zone", "sub_zone"), "node.locality")
+        checkFields(bootstrap.node.locality, ("region", "zone", "sub_zone"), "node.locality")
         # As Envoy fills it in for xDS servers and /server_info.
-        node.user_agent_name = "envoy"
-        major, minor, patch = (int(p) for p in txenvoy.__version__.split("."))
-        v = node.user_agent_build_version.version
-        v.major_number, v.minor_number, v.patch = major, minor, patch
+        self.node = node = describeNode(bootstrap.node)
 
         self.drainManager = DrainManager(reactor, options.drainTimeS, options.drainStrategy)
         self._shutdownDrain = None

@@ -24,6 +24,7 @@ from zope.interface import implementer
 from txenvoy.accesslog.buffered import RecordBuffer
 from txenvoy.config.errors import ConfigError
 from txenvoy.config.fields import checkFields, durationSeconds
+from txenvoy.config.node import describeNode
 from txenvoy.config.registry import Category, extension
 from txenvoy.grpc.async_client import compileEnvoyGrpc, mainThreadHosts
 from txenvoy.grpc.streaming import ClientStreamingCall, openChannel
@@ -287,15 +288,9 @@ def buildTcpEntry(streamInfo, request=None, response=None):
 def _identifier(bootstrap, logName):
     from envoy.service.accesslog.v3 import als_pb2
 
-    import txenvoy
-
     identifier = als_pb2.StreamAccessLogsMessage.Identifier(log_name=logName)
     if bootstrap is not None:
-        identifier.node.CopyFrom(bootstrap.node)
-    identifier.node.user_agent_name = "envoy"
-    version = identifier.node.user_agent_build_version.version
-    version.major_number, version.minor_number, version.patch = (
-        int(p) for p in txenvoy.__version__.split("."))
+        identifier.node.CopyFrom(describeNode(bootstrap.node))
     return identifier
 
 
