@@ -444,42 +444,56 @@ _ADS_BOOTSTRAP = {
 }
 
 
+_ADS = {"ads": {}, "resource_api_version": "V3"}
+
+
+def _parse(data, cls):
+    """A message of C{cls} from a resource written as JSON (its C{@type} dropped)."""
+    from google.protobuf import json_format
+
+    data = dict(data)
+    data.pop("@type", None)
+    return json_format.ParseDict(data, cls())
+
+
+def _adsSide(adminPort, listeners, clusters):
+    """
+    A test control plane and a bootstrap using it for ADS, with
+    C{listeners} and C{clusters} (and the control plane's) static.
+    """
+    from tests.xds.control_plane import ControlPlane
+
+    # Its own port, chosen when bound: two free ports picked apart may be
+    # the same one, and grpcio binds with SO_REUSEPORT.
+    cp = ControlPlane(0)
+    xdsCluster = _staticCluster("xds_cluster", cp.port)
+    xdsCluster["typed_extension_protocol_options"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                     "HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}}
+    config = json.loads(_bootstrap(adminPort, listeners, [xdsCluster] + list(clusters)))
+    config.update(_ADS_BOOTSTRAP)
+    return cp, config
+
+
 class AdsTests(SynchronousTestCase):
 
     def _sequence(self, real, origins):
         from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
         from envoy.config.route.v3.route_pb2 import RouteConfiguration
-        from google.protobuf import json_format
 
-        from tests.xds.control_plane import ControlPlane
         from txenvoy.xds.resources import ENDPOINT_TYPE, ROUTE_TYPE
-
-        def parse(data, cls):
-            data = dict(data)
-            del data["@type"]
-            return json_format.ParseDict(data, cls())
 
         a, b = (o.server_address[1] for o in origins)
         port, adminPort = freePort(), freePort()
-        # Its own port, chosen when bound: two free ports picked apart may
-        # be the same one, and grpcio binds with SO_REUSEPORT.
-        cp = ControlPlane(0)
-        xdsPort = cp.port
-        ads = {"ads": {}, "resource_api_version": "V3"}
-        xdsCluster = _staticCluster("xds_cluster", xdsPort)
-        xdsCluster["typed_extension_protocol_options"] = {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
-                         "HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}}}}
-        config = json.loads(_bootstrap(adminPort, [_rdsListener(port, {
-            "route_config_name": "local_route", "config_source": ads})], [
-            xdsCluster, {"name": "c", "type": "EDS", "connect_timeout": "1s",
-                         "eds_cluster_config": {"service_name": "svc", "eds_config": ads}}]))
-        config.update(_ADS_BOOTSTRAP)
-        cp.setResources(ROUTE_TYPE, "1", [parse(_routeConfig(
+        cp, config = _adsSide(adminPort, [_rdsListener(port, {
+            "route_config_name": "local_route", "config_source": _ADS})], [
+            {"name": "c", "type": "EDS", "connect_timeout": "1s",
+             "eds_cluster_config": {"service_name": "svc", "eds_config": _ADS}}])
+        cp.setResources(ROUTE_TYPE, "1", [_parse(_routeConfig(
             "local_route", [_toCluster("/", "c")]), RouteConfiguration)])
-        cp.setResources(ENDPOINT_TYPE, "1", [parse(_assignment(
+        cp.setResources(ENDPOINT_TYPE, "1", [_parse(_assignment(
             "svc", [(0, "z0", [(a, "HEALTHY")])]), ClusterLoadAssignment)])
         proxy = _proxy(real, json.dumps(config), adminPort, ())
         seen = []
@@ -495,10 +509,10 @@ class AdsTests(SynchronousTestCase):
         try:
             proxy.waitPort(port)
             waitFor((200, b"a"))
-            cp.setResources(ENDPOINT_TYPE, "2", [parse(_assignment(
+            cp.setResources(ENDPOINT_TYPE, "2", [_parse(_assignment(
                 "svc", [(0, "z0", [(b, "HEALTHY")])]), ClusterLoadAssignment)])
             waitFor((200, b"b"))
-            cp.setResources(ROUTE_TYPE, "2", [parse(_routeConfig(
+            cp.setResources(ROUTE_TYPE, "2", [_parse(_routeConfig(
                 "local_route", [_direct("/", "v2")]), RouteConfiguration)])
             waitFor((200, b"v2"))
             stats = adminStats(adminPort)
@@ -608,32 +622,14 @@ class ListenerWarmingTests(SynchronousTestCase):
         from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
             http_connection_manager_pb2,
         )
-        from google.protobuf import json_format
 
-        from tests.xds.control_plane import LISTENER, ControlPlane
+        from tests.xds.control_plane import LISTENER
         from txenvoy.xds.resources import ROUTE_TYPE
 
-        def parse(data, cls):
-            data = dict(data)
-            data.pop("@type", None)
-            return json_format.ParseDict(data, cls())
-
         port, adminPort = freePort(), freePort()
-        # Its own port, chosen when bound: two free ports picked apart may
-        # be the same one, and grpcio binds with SO_REUSEPORT.
-        cp = ControlPlane(0)
-        xdsPort = cp.port
-        ads = {"ads": {}, "resource_api_version": "V3"}
-        xdsCluster = _staticCluster("xds_cluster", xdsPort)
-        xdsCluster["typed_extension_protocol_options"] = {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
-                         "HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}}}}
-        config = json.loads(_bootstrap(adminPort, [], [xdsCluster]))
-        config.update(_ADS_BOOTSTRAP)
-        config["dynamic_resources"] = dict(config["dynamic_resources"], lds_config=ads)
-        listener = _rdsListener(port, {"route_config_name": "late", "config_source": ads})
+        cp, config = _adsSide(adminPort, [], [])
+        config["dynamic_resources"] = dict(config["dynamic_resources"], lds_config=_ADS)
+        listener = _rdsListener(port, {"route_config_name": "late", "config_source": _ADS})
         # No listener at first: the workers start, then one is added.
         cp.setResources(LISTENER, "1", [])
         proxy = _proxy(real, json.dumps(config), adminPort, ())
@@ -642,7 +638,7 @@ class ListenerWarmingTests(SynchronousTestCase):
         seen = []
         try:
             _waitStat(adminPort, "listener_manager.workers_started", 1, timeout=10)
-            cp.setResources(LISTENER, "2", [parse(listener, Listener)])
+            cp.setResources(LISTENER, "2", [_parse(listener, Listener)])
             deadline = time.time() + 10
             stats = {}
             while stats.get(names[0]) != 1 and time.time() < deadline:
@@ -652,7 +648,7 @@ class ListenerWarmingTests(SynchronousTestCase):
                 except OSError:
                     pass
             seen.append([stats.get(n) for n in names])
-            cp.setResources(ROUTE_TYPE, "1", [parse(_routeConfig(
+            cp.setResources(ROUTE_TYPE, "1", [_parse(_routeConfig(
                 "late", [_direct("/", "warm")]), RouteConfiguration)])
             proxy.waitPort(port)
             deadline = time.time() + 10
