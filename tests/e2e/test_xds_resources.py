@@ -648,6 +648,8 @@ class ListenerWarmingTests(SynchronousTestCase):
                 except OSError:
                     pass
             seen.append([stats.get(n) for n in names])
+            dump = _configDump(adminPort, "resource=dynamic_listeners")["configs"]
+            seen.append([sorted(k for k in d if k.endswith("_state")) for d in dump])
             cp.setResources(ROUTE_TYPE, "1", [_parse(_routeConfig(
                 "late", [_direct("/", "warm")]), RouteConfiguration)])
             proxy.waitPort(port)
@@ -668,10 +670,11 @@ class ListenerWarmingTests(SynchronousTestCase):
         """
         Envoy's listener warming: a listener from LDS whose route table
         comes by RDS from the control plane counts in
-        C{total_listeners_warming}, not active, until the table arrives.
-        (A listener of the first LDS update counts as active while the
-        server's initialization waits for it, in Envoy as here.)
+        C{total_listeners_warming} and as C{warming_state} in
+        C{/config_dump}, not active, until the table arrives. (A listener
+        of the first LDS update counts as active while the server's
+        initialization waits for it, in Envoy as here.)
         """
         results = forBoth(self._sequence, timeout=60)
-        self.assertEqual(results[True], [[1, 0], (200, b"warm"), [0, 1]])
+        self.assertEqual(results[True], [[1, 0], [["warming_state"]], (200, b"warm"), [0, 1]])
         self.assertEqual(results[False], results[True])

@@ -199,6 +199,7 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         C{dumpState()}): C{{"lds"|"cds": (versionInfo, {name: (proto,
         versionInfo, lastUpdated)})}}; those are dumped as Envoy's
         C{dynamic_listeners} and C{dynamic_active_clusters}, not static;
+        C{"lds_warming"}: the names of the added listeners still warming;
         C{"lds_draining"}: C{{name: (proto, versionInfo, lastUpdated)}}
         of removed listeners still draining (C{draining_state});
         C{"rds"}: C{[(proto, versionInfo, lastUpdated)]} of the route
@@ -282,10 +283,12 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         entry = listenersDump.static_listeners.add()
         entry.listener.Pack(x)
         entry.last_updated.CopyFrom(ts)
+    warming = dynamic.get("lds_warming", ())
     for name, (proto, version, updated) in sorted(dynamicListeners.items()):
         entry = listenersDump.dynamic_listeners.add()
         entry.name = name
-        state = entry.active_state
+        # A new listener waiting for its RDS is warming, not active.
+        state = entry.warming_state if name in warming else entry.active_state
         if version:
             state.version_info = version
         state.listener.Pack(proto)

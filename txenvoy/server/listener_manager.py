@@ -296,6 +296,10 @@ class ListenerManager(Service):
                     worker.removeListener(name, drainTimeS)
                 self._drainFor(drainTimeS, self._draining)
 
+    def warmingNames(self):
+        """The names of the added listeners still warming (C{/config_dump}'s C{warming_state})."""
+        return frozenset(self._warming)
+
     def _whenWarm(self, config, action, added=False, initial=False):
         """
         Envoy's listener warming: C{action(config)} once what the listener

@@ -38,6 +38,7 @@ class FileXds(Service):
     """
 
     def __init__(self, server, validateOnly=False):
+        self._server = server
         self.lds = self.cds = None
         self.subscriptions = []
         self._apis = []
@@ -109,6 +110,7 @@ class FileXds(Service):
             state[key] = (subscription.lastVersion, dict(api.dynamic))
         if self.lds is not None:
             state["lds_draining"] = self.lds.drainingNow()
+            state["lds_warming"] = self._server.listenerManager.warmingNames()
         return state
 
     def startService(self):
