@@ -523,6 +523,14 @@ class IServerConnectionCallbacks(Interface):
         resets) as Envoy does; C{details} are Envoy's response code details.
         """
 
+    def onStreamError(details):
+        """
+        The codec reset one stream whose request head it refused, the
+        connection going on (HTTP/2 with C{stream_error_on_invalid_http_message});
+        no decoder was made for it. C{details} are Envoy's response code
+        details.
+        """
+
 
 class IServerCodec(Interface):
     """

@@ -3,7 +3,9 @@ HTTP/2 limits, stream errors and extended CONNECT side by side with Envoy
 1.40 (one txenvoy and one Envoy for the module): WebSocket over HTTP/2
 (RFC 8441) to an HTTP/1.1 host, a forbidden request head with
 C{override_stream_error_on_invalid_http_message} resets only its stream,
-too many request headers (C{http2.header_overflow}), and the flood
+the connection manager's C{stream_error_on_invalid_http_message} (the same
+for HTTP/2, nothing changed for HTTP/1), too many request headers
+(C{http2.header_overflow}), and the flood
 protections (C{http2.inbound_empty_frames_flood},
 C{http2.inbound_priority_frames_flood}), compared frame by frame and
 counter by counter.
@@ -19,7 +21,7 @@ from hyperframe.frame import DataFrame, Frame, PriorityFrame, SettingsFrame
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.harness import adminStats
-from tests.e2e.test_http import SideBySide
+from tests.e2e.test_http import SideBySide, exchange
 from tests.e2e.test_http2 import H2Client, comparable
 from txenvoy.http.http2.server_codec import PREFACE
 
@@ -244,3 +246,51 @@ class Http2LimitsTests(SideBySide, SynchronousTestCase):
         self.assertEqual(response["headers"][0], (b":status", b"200"))
         self.assertEqual(response["body"], b"hello again")
         self.assertEqual(results[0][1], {"http.front_http.downstream_cx_upgrades_total": 1})
+
+
+_REQUEST_COUNTERS = tuple("http.front_http." + name for name in (
+    "downstream_rq_total", "downstream_rq_http2_total", "downstream_rq_rx_reset",
+    "downstream_rq_completed", "downstream_rq_2xx", "downstream_rq_4xx"))
+
+
+class StreamErrorOnInvalidMessageTests(SideBySide, SynchronousTestCase):
+    """
+    The connection manager's C{stream_error_on_invalid_http_message}, with
+    no C{override_stream_error_on_invalid_http_message} in
+    C{http2_protocol_options}: Envoy's HTTP/2 codec takes it.
+    """
+
+    hcm = """\
+          stream_error_on_invalid_http_message: true"""
+
+    both = Http2LimitsTests.both
+    maxDiff = None
+
+    def test_invalidHeadResetsItsStream(self):
+        """
+        A request head with a connection-specific header gets RST_STREAM
+        PROTOCOL_ERROR and the next stream is answered, as with the HTTP/2
+        override; the reset stream counts in downstream_rq_total and
+        downstream_rq_http2_total as Envoy counts it.
+        """
+        client = _client()
+        client.send_headers(1, _HEAD + [(b"connection", b"keep-alive")], end_stream=True)
+        client.send_headers(3, _HEAD, end_stream=True)
+        frames, _, _, deltas = self.both(
+            client.data_to_send(), _ended(3),
+            ("http2.rx_messaging_error", "http2.tx_reset") + _REQUEST_COUNTERS)
+        self.assertIn(("RstStreamFrame", 1, 1, []), frames)
+        self.assertEqual(deltas["http2.rx_messaging_error"], 1)
+
+    def test_http1Unchanged(self):
+        """
+        Envoy 1.40's HTTP/1 codec answers a malformed request 400 with
+        connection: close and closes, with or without the setting.
+        """
+        raw = b"GET / HTTP/1.1\r\nhost: a\r\nbad header: x\r\n\r\n"
+        with ThreadPoolExecutor(2) as pool:
+            expected, got = pool.map(lambda d: exchange(d.port, raw, expectClose=True),
+                                     (self.envoy, self.txenvoy))
+        self.assertEqual(got, expected)
+        self.assertIn(("connection", "close"), expected[0]["headers"])
+        self.assertEqual(expected[-1], {"closed": True})

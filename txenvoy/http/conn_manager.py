@@ -866,6 +866,19 @@ class ConnectionManager(Protocol):
 
     _codecReply = None
 
+    def onStreamError(self, details):
+        """
+        The HTTP/2 codec reset a stream for its request head: Envoy made a
+        stream for it, reset by its codec, and counts it as a request
+        received and reset.
+        """
+        stats = self.stats
+        stats.downstream_rq_total.inc()
+        stats.downstream_rq_http2_total.inc()
+        stats.downstream_rq_rx_reset.inc()
+        if log.debugEnabled:
+            log.debug("%sstream error: %s", self.logTag(), details)
+
     def onCodecError(self, status, details):
         """The codec refused a request and answered it (or closed)."""
         stats = self.stats

@@ -66,6 +66,7 @@ class Owner:
     def __init__(self):
         self.decoders = []
         self.errors = []
+        self.streamErrors = []
 
     def newStream(self, encoder):
         decoder = Decoder(self, encoder)
@@ -74,6 +75,9 @@ class Owner:
 
     def onCodecError(self, status, details):
         self.errors.append(details)
+
+    def onStreamError(self, details):
+        self.streamErrors.append(details)
 
 
 def stats():
@@ -332,6 +336,7 @@ class Http2ServerCodecTests(CodecTestMixin, SynchronousTestCase):
         self.assertEqual([(e.stream_id, e.error_code) for e in resets],
                          [(bad, ErrorCodes.PROTOCOL_ERROR)])
         self.assertEqual(self.stat("rx_messaging_error"), 1)
+        self.assertEqual(self.owner.streamErrors, ["http2.violation.of.messaging.rule"])
         self.request()
         self.assertEqual(len(self.owner.decoders), 1)
         self.assertEqual(self.owner.errors, [])

@@ -41,7 +41,8 @@ class Http2Options:
         or C{None}.
     @ivar keepaliveTimeout: seconds to wait for a PING's ACK before closing.
     @ivar streamErrorOnInvalidHttpMessage: a request head HTTP/2 forbids
-        resets only its stream (C{override_stream_error_on_invalid_http_message});
+        resets only its stream (C{override_stream_error_on_invalid_http_message},
+        else the connection manager's C{stream_error_on_invalid_http_message});
         by default it ends the connection.
     """
 

@@ -254,7 +254,8 @@ class Http2ServerCodec(CountedReadDisable):
     The downstream HTTP/2 codec of one connection.
 
     @param callbacks: the connection manager: C{newStream(encoder)},
-        C{onCodecError(status, details)}, C{onGoAwayComplete()} optional.
+        C{onCodecError(status, details)}, C{onStreamError(details)},
+        C{onGoAwayComplete()} optional.
     @param transport: C{write}, C{loseConnection}, C{pauseProducing},
         C{resumeProducing}.
     @param options: the L{Http2Options}.
@@ -447,6 +448,7 @@ class Http2ServerCodec(CountedReadDisable):
             return
         if self._streamErrors and not self._validHead(event.headers, _REQUEST_HEAD):
             self._messagingStreamError(streamId)
+            self._callbacks.onStreamError("http2.violation.of.messaging.rule")
             return
         headers = []
         method = path = authority = scheme = protocol = None

@@ -160,10 +160,28 @@ class RejectTests(SynchronousTestCase):
     def test_others(self):
         for field, value in [("http2_protocol_options", {"allow_metadata": True}),
                              ("scoped_routes", {"name": "s"}), ("proxy_status_config", {}),
-                             ("proxy_100_continue", True),
-                             ("stream_error_on_invalid_http_message", True)]:
+                             ("proxy_100_continue", True)]:
             self.assertUnsupported(field, route_config=ROUTES if field != "scoped_routes"
                                    else None, **{field: value})
+
+    def test_streamErrorOnInvalidHttpMessage(self):
+        """
+        Envoy's HTTP/2 codec takes the connection manager's setting unless
+        http2_protocol_options.override_stream_error_on_invalid_http_message
+        is set.
+        """
+        self.assertFalse(build().http2Options.streamErrorOnInvalidHttpMessage)
+        self.assertTrue(build(stream_error_on_invalid_http_message=True)
+                        .http2Options.streamErrorOnInvalidHttpMessage)
+        config = build(stream_error_on_invalid_http_message=True, http2_protocol_options={
+            "override_stream_error_on_invalid_http_message": False,
+            "max_concurrent_streams": 7})
+        self.assertEqual((config.http2Options.streamErrorOnInvalidHttpMessage,
+                          config.http2Options.maxConcurrentStreams), (False, 7))
+        config = build(stream_error_on_invalid_http_message=True,
+                       http2_protocol_options={"max_concurrent_streams": 7})
+        self.assertEqual((config.http2Options.streamErrorOnInvalidHttpMessage,
+                          config.http2Options.maxConcurrentStreams), (True, 7))
 
     def test_protocolOptions(self):
         self.assertUnsupported("common_http_protocol_options.max_response_headers_kb",

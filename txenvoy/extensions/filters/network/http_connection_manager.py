@@ -12,6 +12,8 @@ or rejected with L{UnsupportedField} naming its path.
 
 import ipaddress
 
+import attr
+
 from txenvoy.accesslog.filters import createAccessLog
 from txenvoy.config import registry
 from txenvoy.config.errors import (
@@ -273,9 +275,14 @@ def createHttpConnectionManager(message, context):
             if on)
     if message.proxy_100_continue:
         report(UnsupportedField(path + ".proxy_100_continue", "only false"))
-    if message.HasField("stream_error_on_invalid_http_message") and \
-            message.stream_error_on_invalid_http_message.value:
-        report(UnsupportedField(path + ".stream_error_on_invalid_http_message", "only false"))
+    if message.stream_error_on_invalid_http_message.value and not \
+            message.http2_protocol_options.HasField(
+                "override_stream_error_on_invalid_http_message"):
+        # Envoy: the HTTP/2 codec's setting unless its own override is set
+        # (a forbidden request head resets only its stream). Envoy 1.40's
+        # HTTP/1 codec answers 400 and closes the connection either way.
+        config.http2Options = attr.evolve(config.http2Options,
+                                          streamErrorOnInvalidHttpMessage=True)
     if message.HasField("request_id_extension"):
         ext = message.request_id_extension
         typeName = registry.typeNameOf(ext.typed_config)
