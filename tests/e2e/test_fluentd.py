@@ -14,8 +14,8 @@ import urllib.request
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.collectors import FluentdReceiver, RecordingOrigin
-from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
-from tests.e2e.tracing_compare import closedPort, clusterYaml, listenerYaml
+from tests.e2e.harness import DeadPort, SharedFixture, adminStats, freePort, startProxy
+from tests.e2e.tracing_compare import clusterYaml, listenerYaml
 
 _HCM = """\
       - name: envoy.filters.network.http_connection_manager
@@ -88,9 +88,10 @@ class FluentdComparisonTests(SharedFixture, SynchronousTestCase):
     @classmethod
     def startFixture(cls):
         cls.origin = RecordingOrigin()
+        cls.dead = DeadPort()
         cls.proxies = []
         try:
-            dead = closedPort()
+            dead = cls.dead.port
             for real in (True, False):
                 receiver = FluentdReceiver()
                 ports = {k: freePort() for k in ("admin", "ingress", "dead")}
@@ -123,6 +124,7 @@ class FluentdComparisonTests(SharedFixture, SynchronousTestCase):
                     receiver.stop()
         finally:
             cls.origin.stop()
+            cls.dead.close()
 
     def test_records(self):
         """

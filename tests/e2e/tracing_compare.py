@@ -5,12 +5,11 @@ and a fixture that sends both proxies the same requests and waits for
 their spans.
 """
 
-import socket
 import urllib.error
 import urllib.request
 
 from tests.e2e.collectors import RecordingOrigin
-from tests.e2e.harness import freePort, startProxy
+from tests.e2e.harness import DeadPort, freePort, startProxy
 
 
 def clusterYaml(name, port):
@@ -34,15 +33,6 @@ def listenerYaml(name, port, hcm, direction=""):
 %s""" % (name, port, direction, hcm)
 
 
-def closedPort():
-    """A port nothing listens on (a dead collector or origin)."""
-    dead = socket.socket()
-    dead.bind(("127.0.0.1", 0))
-    port = dead.getsockname()[1]
-    dead.close()
-    return port
-
-
 class TracingProxy:
     """
     One proxy (real Envoy or txenvoy), its receiver and its origin.
@@ -55,7 +45,8 @@ class TracingProxy:
     def __init__(self, real, receiver, makeConfig, listeners=("ingress", "egress")):
         self.receiver = receiver
         self.origin = RecordingOrigin()
-        self.deadPort = closedPort()
+        self._dead = DeadPort()
+        self.deadPort = self._dead.port
         self.ports = {k: freePort() for k in ("admin", "dead") + tuple(listeners)}
         config = makeConfig(self.ports, receiver.port, self.origin.port, self.deadPort)
         try:
@@ -65,6 +56,7 @@ class TracingProxy:
         except BaseException:
             self.receiver.stop()
             self.origin.stop()
+            self._dead.close()
             raise
 
     def get(self, listener, path, headers):
@@ -83,6 +75,7 @@ class TracingProxy:
         finally:
             self.receiver.stop()
             self.origin.stop()
+            self._dead.close()
 
 
 class ComparisonFixture:
