@@ -4,7 +4,7 @@ L{MemoryReactorClock}, the handshake's ALPN result set on the fake
 transport (the end-to-end test negotiates it for real, over TLS).
 """
 
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -24,7 +24,7 @@ class MixedPoolTests(SynchronousTestCase):
     stat = test_conn_pool.PoolTests.stat
 
     def mixedPool(self):
-        pools = ClusterPools(self.cluster)
+        pools = self.mixedPools = ClusterPools(self.cluster)
         pools.autoConfig = True
         pools.http2Options = DEFAULT_HTTP2_OPTIONS
         pool = pools.poolFor(self.host)
@@ -128,3 +128,28 @@ class MixedPoolTests(SynchronousTestCase):
         self.establish(0, HTTP11)
         self.assertEqual((a.events, b.events), ([], ["ready"]))
         self.assertEqual(len(self.reactor.tcpClients), 1)
+
+    def test_droppedWhenIdle(self):
+        """
+        Once its connections are gone and no stream waits, the pool is
+        dropped, as Envoy drops idle pools; the next stream negotiates again.
+        """
+        pool = self.mixedPool()
+        s = Stream()
+        pool.newStream(s)
+        protocol, _ = self.establish(0, HTTP11)
+        s.send()
+        protocol.dataReceived(OK)
+        self.assertIs(self.mixedPools.poolFor(self.host), pool)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        again = self.mixedPools.poolFor(self.host)
+        self.assertIsNot(again, pool)
+        self.assertIsNone(again.protocol)
+
+    def test_droppedAfterFailedConnect(self):
+        """A first connection that failed leaves nothing behind."""
+        pool = self.mixedPool()
+        pool.newStream(Stream())
+        self.reactor.tcpClients[0][2].clientConnectionFailed(
+            None, Failure(ConnectionRefusedError()))
+        self.assertIsNot(self.mixedPools.poolFor(self.host), pool)

@@ -176,7 +176,15 @@ class ClusterPools:
         return MixedConnPool(self, host, options, http1, http2)
 
     def _onPoolIdle(self, pool):
-        """C{pool} has no connection and no waiting request: drop it."""
+        """
+        C{pool} has no connection and no waiting request: drop it (the part
+        of an C{auto_config} pool: that pool, once all of it is idle).
+        """
+        owner = pool.mixedPool
+        if owner is not None:
+            if not owner.isIdle():
+                return
+            pool = owner
         key = pool.poolKey
         if self._pools.get(key) is pool:
             del self._pools[key]
@@ -221,9 +229,9 @@ class HttpConnPool(PendingAccounting):
         made with, or C{None}.
     """
 
-    #: Part of an C{auto_config} pool: its connections offer ALPN (see
-    #: L{txenvoy.http.mixed_conn_pool}).
-    alpnSelected = False
+    #: The L{txenvoy.http.mixed_conn_pool.MixedConnPool} it is part of
+    #: (C{auto_config}: its connections offer ALPN), or C{None}.
+    mixedPool = None
 
     def __init__(self, clusterPools, host, socketOptions=None):
         self.clusterPools = clusterPools
@@ -390,8 +398,12 @@ class HttpConnPool(PendingAccounting):
             pending.callbacks.onPoolFailure(reason)
         self._checkIdle()
 
+    def isIdle(self):
+        """Whether it has no connection and no waiting stream."""
+        return not (self.ready or self.busy or self.connecting or self.pending)
+
     def _checkIdle(self):
-        if not (self.ready or self.busy or self.connecting or self.pending):
+        if self.isIdle():
             self.clusterPools._onPoolIdle(self)
 
     def releaseClient(self, client):
@@ -663,7 +675,7 @@ class ActiveClient:
         """Connected: start the codec and serve a waiting request."""
         self.connection = connection
         self.connected = True
-        if self.pool.alpnSelected:
+        if self.pool.mixedPool is not None:
             # Envoy's mixed pool replaces each connection's ALPN client with
             # one of the protocol chosen, which counts the connection again.
             self.pool.stats.upstream_cx_total.inc()

@@ -104,10 +104,8 @@ class MixedConnPool(PendingAccounting):
         self.probe = None
         self.http1 = http1
         self.http2 = http2
-        # The pools are the mixed pool's parts: dropping them when idle is
-        # the mixed pool's business, never ClusterPools'.
-        self.http1.poolKey = self.http2.poolKey = object()
-        self.http1.alpnSelected = self.http2.alpnSelected = True
+        # Its parts: dropped with it, once all of it is idle.
+        http1.mixedPool = http2.mixedPool = self
         self._lastFailed = None
 
     @property
@@ -115,6 +113,13 @@ class MixedConnPool(PendingAccounting):
         """The last connection that failed to connect, for the router's log line."""
         return (self._lastFailed or self.http1.lastFailedConnection
                 or self.http2.lastFailedConnection)
+
+    mixedPool = None
+
+    def isIdle(self):
+        """Whether it has no connection and no waiting stream, nor its parts."""
+        return (self.probe is None and not self.pending and self.http1.isIdle()
+                and self.http2.isIdle())
 
     def _poolOf(self, protocol):
         return self.http2 if protocol == HTTP2 else self.http1
@@ -175,3 +180,5 @@ class MixedConnPool(PendingAccounting):
         self._lastFailed = probe.connection
         self.clusterPools.connections.release()
         self._ejectPending(reason)
+        if self.isIdle():
+            self.clusterPools._onPoolIdle(self)

@@ -355,7 +355,7 @@ class Http2ActiveClient:
     def onUpstreamConnected(self, connection):
         self.connection = connection
         self.connected = True
-        if self.pool.alpnSelected:
+        if self.pool.mixedPool is not None:
             # As Envoy's mixed pool counts it (see the HTTP/1.1 client).
             self.pool.stats.upstream_cx_total.inc()
         self._tx = self.pool.stats.upstream_cx_tx_bytes_total
@@ -626,9 +626,9 @@ class Http2ConnPool(PendingAccounting):
     @ivar pending: L{PendingStream}s waiting, oldest first.
     """
 
-    #: Part of an C{auto_config} pool: its connections offer ALPN (see
-    #: L{txenvoy.http.mixed_conn_pool}).
-    alpnSelected = False
+    #: The L{txenvoy.http.mixed_conn_pool.MixedConnPool} it is part of, or
+    #: C{None}.
+    mixedPool = None
 
     def __init__(self, clusterPools, host, socketOptions=None, options=DEFAULT_HTTP2_OPTIONS):
         self.clusterPools = clusterPools
@@ -775,6 +775,10 @@ class Http2ConnPool(PendingAccounting):
                 self._tryConnect()
         self._checkIdle()
 
+    def isIdle(self):
+        """Whether it has no connection and no waiting stream."""
+        return not (self.clients or self.draining or self.connecting or self.pending)
+
     def _checkIdle(self):
-        if not (self.clients or self.draining or self.connecting or self.pending):
+        if self.isIdle():
             self.clusterPools._onPoolIdle(self)
