@@ -810,3 +810,19 @@ class CircuitBreakerLimitsTests(SynchronousTestCase):
         self.assertEqual(_thresholds(cluster, "high"), {
             "max_connections": 1024, "max_pending_requests": 9, "max_requests": 11,
             "max_retries": 3})
+
+
+class LocalityDumpTests(SynchronousTestCase):
+
+    def test_subZoneShown(self):
+        """
+        A host's sub-zone appears in C{/clusters} as Envoy prints
+        C{sub_zone::}, read from the host's L{Locality}.
+        """
+        from txenvoy.admin._dumps import _locality
+        from txenvoy.upstream.host import Locality
+
+        class HostLike:
+            locality = Locality("r", "z", "s")
+
+        self.assertEqual(_locality(HostLike()), ("r", "z", "s"))

@@ -464,7 +464,7 @@ def _locality(host):
     if isinstance(locality, tuple):
         return tuple(locality) + ("",) * (3 - len(locality))
     return (getattr(locality, "region", ""), getattr(locality, "zone", ""),
-            getattr(locality, "sub_zone", ""))
+            getattr(locality, "subZone", ""))
 
 
 _EDS_STATUS = {"UNKNOWN": 0, "HEALTHY": 1, "UNHEALTHY": 2, "DRAINING": 3, "TIMEOUT": 4,
