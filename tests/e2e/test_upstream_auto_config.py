@@ -10,6 +10,7 @@ import os
 import ssl
 import threading
 import time
+import urllib.request
 
 import h2.config
 import h2.connection
@@ -167,6 +168,19 @@ _STATS = ("upstream_cx_http1_total", "upstream_cx_http2_total", "upstream_cx_tot
           "upstream_rq_200", "upstream_rq_total", "upstream_rq_pending_total")
 
 
+def _hostCounters(adminPort):
+    """The hosts' C{cx_total} and C{rq_total} from C{/clusters}, by cluster."""
+    url = "http://127.0.0.1:%d/clusters" % (adminPort,)
+    with urllib.request.urlopen(url, timeout=5) as r:
+        lines = r.read().decode().splitlines()
+    out = {}
+    for line in lines:
+        parts = line.split("::")
+        if len(parts) == 4 and parts[2] in ("cx_total", "rq_total"):
+            out["host.%s.%s" % (parts[0], parts[2])] = int(parts[3])
+    return out
+
+
 def _get(port, path):
     data = closingGet(port, path)
     return statusOf(data), data.split(b"\r\n\r\n", 1)[1]
@@ -201,6 +215,7 @@ class AutoConfigComparisonTests(SharedFixture, SynchronousTestCase):
                     answers = _atOnce(port, AT_ONCE)
                     answers += [_get(port, path) for path in PATHS]
                     stats = adminStats(admin)
+                    stats.update(_hostCounters(admin))
                 finally:
                     proxy.stop()
             finally:
@@ -236,10 +251,14 @@ class AutoConfigComparisonTests(SharedFixture, SynchronousTestCase):
         HTTP/1.1 origin gets one connection each, the HTTP/2 origin
         carries them all on one. Envoy counts each connection twice in
         C{upstream_cx_total} (once for its ALPN client, once for the client
-        of the protocol chosen), and so does txenvoy.
+        of the protocol chosen), and the host's C{cx_total} too; so does
+        txenvoy.
         """
         for cluster in ("h2only", "h1only"):
             names = ["cluster.%s.%s" % (cluster, name) for name in _STATS]
+            names += ["host.%s.cx_total" % (cluster,), "host.%s.rq_total" % (cluster,)]
             envoy = {name: self.results[True][3].get(name) for name in names}
             txenvoy = {name: self.results[False][3].get(name) for name in names}
             self.assertEqual(txenvoy, envoy)
+            self.assertEqual(envoy["host.%s.cx_total" % (cluster,)],
+                             envoy["cluster.%s.upstream_cx_total" % (cluster,)])

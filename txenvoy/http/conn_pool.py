@@ -79,6 +79,7 @@ from txenvoy.http.pool_base import (
     PROTOCOL_ERROR,
     PendingAccounting,
     PendingStream,
+    countAlpnConnection,
     directWriter,
 )
 from txenvoy.interfaces import IHttpConnPool, IUpstreamConnectionCallbacks
@@ -676,9 +677,7 @@ class ActiveClient:
         self.connection = connection
         self.connected = True
         if self.pool.mixedPool is not None:
-            # Envoy's mixed pool replaces each connection's ALPN client with
-            # one of the protocol chosen, which counts the connection again.
-            self.pool.stats.upstream_cx_total.inc()
+            countAlpnConnection(self.pool)
         self._tx = self.pool.stats.upstream_cx_tx_bytes_total
         self._write = directWriter(connection.transport)
         cp = self.pool.clusterPools

@@ -12,7 +12,7 @@ from txenvoy.privates import unsentBytes
 
 __all__ = ["OVERFLOW", "CONNECTION_TERMINATION", "PROTOCOL_ERROR", "directWriter",
            "directSequenceWriter",
-           "PendingStream", "PendingAccounting"]
+           "PendingStream", "PendingAccounting", "countAlpnConnection"]
 
 #: Envoy's reset reasons, as they appear in local reply bodies.
 OVERFLOW = "overflow"
@@ -93,6 +93,17 @@ def directWriter(transport):
     if isinstance(transport, tcp.Connection):
         return lambda data: _sendNow(transport, data)
     return transport.write
+
+
+def countAlpnConnection(pool):
+    """
+    A connection of an C{auto_config} pool came up: Envoy's mixed pool
+    replaces its ALPN client with one of the protocol chosen, which counts
+    the connection again in the cluster's C{upstream_cx_total} and the
+    host's C{cx_total}; so does txenvoy.
+    """
+    pool.stats.upstream_cx_total.inc()
+    pool.hostStats.cx_total += 1
 
 
 class PendingStream:

@@ -67,6 +67,7 @@ from txenvoy.http.pool_base import (
     OVERFLOW,
     PROTOCOL_ERROR,
     PendingAccounting,
+    countAlpnConnection,
     directWriter,
 )
 from txenvoy.interfaces import IClientCodec, IHttpConnPool, IUpstreamConnectionCallbacks
@@ -356,8 +357,7 @@ class Http2ActiveClient:
         self.connection = connection
         self.connected = True
         if self.pool.mixedPool is not None:
-            # As Envoy's mixed pool counts it (see the HTTP/1.1 client).
-            self.pool.stats.upstream_cx_total.inc()
+            countAlpnConnection(self.pool)
         self._tx = self.pool.stats.upstream_cx_tx_bytes_total
         self._write = directWriter(connection.transport)
         h2 = self._h2
