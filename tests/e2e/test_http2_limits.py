@@ -282,6 +282,21 @@ class StreamErrorOnInvalidMessageTests(SideBySide, SynchronousTestCase):
         self.assertIn(("RstStreamFrame", 1, 1, []), frames)
         self.assertEqual(deltas["http2.rx_messaging_error"], 1)
 
+    def test_invalidTrailersResetTheirStream(self):
+        """
+        Trailers with a pseudo-header reset their stream; the request
+        counters move as Envoy's.
+        """
+        client = _client()
+        client.send_headers(1, [(b":method", b"POST"), (b":path", b"/o/echo")] + _HEAD[2:])
+        client.send_data(1, b"x")
+        client.send_headers(1, [(b":path", b"/x")], end_stream=True)
+        client.send_headers(3, _HEAD, end_stream=True)
+        frames, _, _, deltas = self.both(client.data_to_send(), _ended(3),
+                                         ("http2.rx_messaging_error",) + _REQUEST_COUNTERS)
+        self.assertIn(("RstStreamFrame", 1, 1, []), frames)
+        self.assertEqual(deltas["http2.rx_messaging_error"], 1)
+
     def test_http1Unchanged(self):
         """
         Envoy 1.40's HTTP/1 codec answers a malformed request 400 with

@@ -11,6 +11,7 @@ import ssl
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import h2.config
 import h2.connection
@@ -197,31 +198,39 @@ def _atOnce(port, paths):
     return [answers.get(p) for p in paths]
 
 
+def _run(real):
+    """
+    The requests through Envoy (C{real}) or txenvoy: the answers, what each
+    origin saw, the stats.
+    """
+    h2Origin, h1Origin = H2Origin(), H1Origin()
+    port, admin = freePort(), freePort()
+    clusters = (_CLUSTER % {"name": "h2only", "origin": h2Origin.port}
+                + _CLUSTER % {"name": "h1only", "origin": h1Origin.port})
+    config = CONFIG % {"admin": admin, "port": port, "clusters": clusters}
+    try:
+        proxy = startProxy(real, config, port, admin)
+        try:
+            answers = _atOnce(port, AT_ONCE)
+            answers += [_get(port, path) for path in PATHS]
+            stats = adminStats(admin)
+            stats.update(_hostCounters(admin))
+        finally:
+            proxy.stop()
+    finally:
+        h2Origin.stop()
+        h1Origin.stop()
+    return answers, h2Origin.seen, h1Origin.seen, stats
+
+
 class AutoConfigComparisonTests(SharedFixture, SynchronousTestCase):
     """Envoy 1.40 and txenvoy, the same requests, one pair of origins each."""
 
     @classmethod
     def startFixture(cls):
-        cls.results = {}
-        for real in (True, False):
-            h2Origin, h1Origin = H2Origin(), H1Origin()
-            port, admin = freePort(), freePort()
-            clusters = (_CLUSTER % {"name": "h2only", "origin": h2Origin.port}
-                        + _CLUSTER % {"name": "h1only", "origin": h1Origin.port})
-            config = CONFIG % {"admin": admin, "port": port, "clusters": clusters}
-            try:
-                proxy = startProxy(real, config, port, admin)
-                try:
-                    answers = _atOnce(port, AT_ONCE)
-                    answers += [_get(port, path) for path in PATHS]
-                    stats = adminStats(admin)
-                    stats.update(_hostCounters(admin))
-                finally:
-                    proxy.stop()
-            finally:
-                h2Origin.stop()
-                h1Origin.stop()
-            cls.results[real] = (answers, h2Origin.seen, h1Origin.seen, stats)
+        # Both proxies at once, each with its own pair of origins.
+        with ThreadPoolExecutor(2) as pool:
+            cls.results = dict(zip((True, False), pool.map(_run, (True, False))))
 
     @classmethod
     def stopFixture(cls):
