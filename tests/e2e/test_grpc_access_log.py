@@ -4,9 +4,9 @@ YAML through real Envoy 1.40 and a real C{twistd envoy}, the same
 requests and connection, each proxy streaming to its own gRPC access log
 service (C{envoy.service.accesslog.v3}, grpcio). The streams' first
 message names the node and log, and the entries must match field for
-field, except what differs by nature (ports, times, ids) and the fields
-txenvoy does not fill yet (header and wire byte counts, the upstream
-local address, the per-phase times beyond the first upstream byte).
+field, except what differs by nature (ports, ids, times: the per-phase
+times are compared by presence and order) and the fields txenvoy does not
+fill yet (header and wire byte counts).
 
 Envoy's gRPC cluster says C{http2_protocol_options}; txenvoy's exporter
 speaks HTTP/2 through grpcio whatever the cluster says.
@@ -76,13 +76,17 @@ _HTTP2 = """\
 
 PATHS = ("/a", "/b?x=1", "/none")
 
-#: What differs by nature or is not filled by txenvoy yet.
-_COMMON_CLEARED = ("start_time", "time_to_last_rx_byte", "time_to_first_upstream_tx_byte",
-                   "time_to_last_upstream_tx_byte", "time_to_first_upstream_rx_byte",
-                   "time_to_last_upstream_rx_byte", "time_to_first_downstream_tx_byte",
-                   "time_to_last_downstream_tx_byte", "duration", "upstream_local_address",
-                   "stream_id", "downstream_wire_bytes_sent", "downstream_wire_bytes_received",
-                   "upstream_wire_bytes_sent", "upstream_wire_bytes_received")
+#: The per-phase times, in the order a proxied request passes them.
+TIMINGS = ("time_to_last_rx_byte", "time_to_first_upstream_tx_byte",
+           "time_to_last_upstream_tx_byte", "time_to_first_upstream_rx_byte",
+           "time_to_last_upstream_rx_byte", "time_to_first_downstream_tx_byte",
+           "time_to_last_downstream_tx_byte")
+
+#: What differs by nature or is not filled by txenvoy yet. The timings
+#: are replaced by which of them are present and in what order.
+_COMMON_CLEARED = ("start_time", "duration", "stream_id", "downstream_wire_bytes_sent",
+                   "downstream_wire_bytes_received", "upstream_wire_bytes_sent",
+                   "upstream_wire_bytes_received") + TIMINGS
 _REQUEST_CLEARED = ("request_id", "request_headers_bytes", "upstream_header_bytes_sent",
                     "downstream_header_bytes_received")
 _RESPONSE_CLEARED = ("response_headers_bytes", "upstream_header_bytes_received",
@@ -112,6 +116,7 @@ def _normalized(entry, ports):
     for field in ("downstream_remote_address", "downstream_direct_remote_address"):
         getattr(common, field).socket_address.ClearField("port_value")
     common.upstream_remote_address.socket_address.ClearField("port_value")
+    common.upstream_local_address.socket_address.ClearField("port_value")
     common.downstream_local_address.socket_address.ClearField("port_value")
     if entry.HasField("request") if hasattr(entry, "request") else False:
         for field in _REQUEST_CLEARED:
@@ -122,6 +127,19 @@ def _normalized(entry, ports):
         for field in _RESPONSE_CLEARED:
             entry.response.ClearField(field)
     return entry
+
+
+def timingOrder(entry):
+    """
+    The timings an entry has, earliest first (equal times keep the order
+    of L{TIMINGS}), and whether each is within the entry's duration.
+    """
+    common = entry.common_properties
+    present = [(getattr(common, name).ToNanoseconds(), i, name)
+               for i, name in enumerate(TIMINGS) if common.HasField(name)]
+    duration = common.duration.ToNanoseconds()
+    return [name for _, _, name in sorted(present)], all(
+        0 <= at <= duration for at, _, _ in present)
 
 
 class GrpcAccessLogComparisonTests(SharedFixture, SynchronousTestCase):
@@ -200,6 +218,19 @@ class GrpcAccessLogComparisonTests(SharedFixture, SynchronousTestCase):
         self.assertEqual([p for p, _ in envoy], sorted(PATHS))
         for (path, mine), (_, theirs) in zip(txenvoy, envoy):
             self.assertEqual(mine, theirs, path)
+
+    def test_httpTimings(self):
+        """
+        Envoy's per-phase times: the same ones present as Envoy's, in the
+        same order, none past the request's duration (values differ).
+        """
+        shown = []
+        for _, receiver, _ in self.proxies:
+            shown.append(sorted((e.request.path, timingOrder(e))
+                                for e in receiver.httpEntries()))
+        envoy, txenvoy = shown
+        self.assertEqual(txenvoy, envoy)
+        self.assertEqual(sorted(dict(envoy)["/a"][0]), sorted(TIMINGS))
 
     def test_tcpEntry(self):
         """TCPAccessLogEntry: bytes each way, cluster, addresses, log type."""

@@ -1263,6 +1263,7 @@ class ActiveStream:
         self._lastActivity = now
         if endStream:
             self._remoteComplete = True
+            self.streamInfo.lastDownstreamRxMonotonic = now
         if request.method == b"HEAD":
             self._noBody = True
         timers = cm.timers
@@ -1779,12 +1780,15 @@ class ActiveStream:
         if log.debugEnabled:
             log.debug("%sencoding headers via codec (end_stream=%s):\n%s", self.logTag(),
                       "true" if endStream else "false", dumpResponseHeaders(headers))
+        now = cm.reactor.seconds()
+        info.firstDownstreamTxMonotonic = now
         if endStream:
+            info.lastDownstreamTxMonotonic = now
             self._beforeComplete()
             self.encoder.encodeHeaders(headers, True)
             self._afterComplete()
             return
-        self._lastActivity = cm.reactor.seconds()
+        self._lastActivity = now
         self.encoder.encodeHeaders(headers, False)
         if upgrade:
             stats.downstream_cx_upgrades_total.inc()
@@ -1806,6 +1810,7 @@ class ActiveStream:
         if data and not self._noBody:
             self.streamInfo.bytesSent += len(data)
         if endStream:
+            self.streamInfo.lastDownstreamTxMonotonic = self.cm.reactor.seconds()
             self._beforeComplete()
             self.encoder.encodeData(data, True)
             self._afterComplete()
@@ -1814,6 +1819,7 @@ class ActiveStream:
         self.encoder.encodeData(data, False)
 
     def _finalEncodeTrailers(self, trailers):
+        self.streamInfo.lastDownstreamTxMonotonic = self.cm.reactor.seconds()
         self._beforeComplete()
         self.encoder.encodeTrailers(trailers)
         self._afterComplete()

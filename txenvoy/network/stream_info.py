@@ -76,8 +76,12 @@ class StreamInfo:
         self.startTime = wallTime()
         self._startMonotonic = clock.seconds()
         self.endMonotonic = None
+        self.lastDownstreamRxMonotonic = None
         self.firstUpstreamTxMonotonic = None
+        self.lastUpstreamTxMonotonic = None
+        self.firstUpstreamRxMonotonic = None
         self.lastUpstreamRxMonotonic = None
+        self.firstDownstreamTxMonotonic = None
         self.lastDownstreamTxMonotonic = None
         self.downstreamRemoteAddress = None
         self.downstreamDirectRemoteAddress = None

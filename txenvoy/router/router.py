@@ -791,6 +791,13 @@ class RouterFilter:
         hostStats.rq_total += 1
         hostStats.rq_active += 1
         codec = client.codec
+        info = self.info
+        # Envoy's upstream timing and address belong to the attempt that
+        # got a connection: a retry's replace the first's.
+        info.upstreamLocalAddress = client.connection.localAddress()
+        info.firstUpstreamTxMonotonic = self.reactor.seconds()
+        info.lastUpstreamTxMonotonic = info.firstUpstreamRxMonotonic = None
+        info.lastUpstreamRxMonotonic = None
         body = self._body
         trailers = self._trailers
         if body is None:
@@ -815,6 +822,7 @@ class RouterFilter:
             client.pauseReading()
 
     def _onRequestSent(self, upstream):
+        self.info.lastUpstreamTxMonotonic = self.reactor.seconds()
         perTry = self.perTryTimeout
         if perTry and upstream.perTryTimer is None and upstream.awaitingHeaders:
             upstream.perTryTimer = self.callbacks.callLater(
@@ -1077,6 +1085,7 @@ class RouterFilter:
 
     def _onResponseComplete(self, upstream):
         upstream.done = True
+        self.info.lastUpstreamRxMonotonic = self.reactor.seconds()
         upstream.cancelDurationTimer()
         self._finish()
         elapsed = (self.reactor.seconds() - upstream.startTime) * 1000.0

@@ -35,6 +35,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from txenvoy.network.address import addressTuple
 from txenvoy.network.pipe import PipeAddress
 from txenvoy.network.read_loop import readUntilDrained
 from txenvoy.network.user_space import InternalAddress, connectPair
@@ -287,6 +288,16 @@ class UpstreamConnection(Protocol):
         self.hostStats.cx_active -= 1
         stats.upstream_cx_length_ms.recordValue(
             (self._reactor.seconds() - self._startTime) * 1000.0)
+
+    def localAddress(self):
+        """
+        C{(host, port)} of our end once connected, else C{None} (Envoy's
+        C{%UPSTREAM_LOCAL_ADDRESS%}).
+        """
+        transport = self.transport
+        if transport is None:
+            return None
+        return addressTuple(transport.getHost())
 
     def _buildProtocol(self):
         if self._state != _CONNECTING:

@@ -84,8 +84,10 @@ def fillCommon(common, streamInfo, logType):
     _timestamp(common.start_time, si.startTime)
     for attribute, field in (("lastDownstreamRxMonotonic", "time_to_last_rx_byte"),
                              ("firstUpstreamTxMonotonic", "time_to_first_upstream_tx_byte"),
+                             ("lastUpstreamTxMonotonic", "time_to_last_upstream_tx_byte"),
                              ("firstUpstreamRxMonotonic", "time_to_first_upstream_rx_byte"),
                              ("lastUpstreamRxMonotonic", "time_to_last_upstream_rx_byte"),
+                             ("firstDownstreamTxMonotonic", "time_to_first_downstream_tx_byte"),
                              ("lastDownstreamTxMonotonic", "time_to_last_downstream_tx_byte")):
         at = si.elapsed(getattr(si, attribute, None))
         if at is not None:

@@ -49,6 +49,10 @@ class FakeUpstream:
         self.closedLocally = None
         self.producer = None
 
+    def localAddress(self):
+        address = self.transport.getHost()
+        return (address.host, address.port)
+
     def write(self, data):
         self.written.append(data)
 

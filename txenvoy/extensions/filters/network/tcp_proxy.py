@@ -177,6 +177,7 @@ class TcpProxyFilter(Protocol):
             return
         self._connected = True
         self.upstream = upstream
+        self.streamInfo.upstreamLocalAddress = upstream.localAddress()
         # Envoy's TCP pool attaches a "stream" to the connection: counted
         # as a request of the host and of the cluster while it lasts.
         self._requestStats = (upstream.hostStats, self.cluster.stats)
