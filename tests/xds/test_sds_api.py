@@ -116,3 +116,114 @@ class SdsServerTests(SynchronousTestCase):
         self.assertIn("transport_socket.typed_config: the TLS secrets could not be read",
                       e.message)
         self.server(validateOnly=True)
+
+
+_UPSTREAM_TLS = ("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                 "UpstreamTlsContext")
+
+
+class UpstreamSdsTests(SynchronousTestCase):
+    """SDS secrets in a cluster's C{UpstreamTlsContext}, and static secrets."""
+
+    def setUp(self):
+        self.certPath = os.path.join(tempfile.mkdtemp(), "cert.json")
+        self.write([_certificate("cert", "domain1")], "1")
+
+    def write(self, resources, version):
+        with open(self.certPath, "w") as f:
+            json.dump({"version_info": version, "resources": resources}, f)
+
+    def server(self, secrets, caName="ca", validateOnly=False):
+        ca = _validation("ca")
+        del ca["@type"]
+        cluster = {
+            "name": "up", "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "up", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {
+                    "address": "127.0.0.1", "port_value": 1}}}}]}]},
+            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": _UPSTREAM_TLS, "common_tls_context": {
+                    "tls_certificate_sds_secret_configs": [
+                        {"name": "cert", "sds_config": {"path": self.certPath}}],
+                    "validation_context_sds_secret_config": {"name": caName}}}}}
+        return Server(Clock(), loadBootstrap(configYaml=json.dumps({
+            "node": {"id": "n", "cluster": "c"},
+            "static_resources": {"clusters": [cluster],
+                                 "secrets": [ca] * secrets}})), validateOnly=validateOnly)
+
+    def test_rotationRebuildsTheClientContext(self):
+        """
+        The client certificate comes from the file, the trust from the
+        static secret; a new certificate builds a new context, counted in
+        C{cluster.<name>.client_ssl_socket_factory.ssl_context_update_by_sds}.
+        """
+        server = self.server(1)
+        socket = server.clusterManager.clusters["up"].info.transportSocket
+        self.assertEqual(socket.sds.current.options.certificates[0].dnsNames,
+                         ("domain1.example.com",))
+        self.assertEqual(len(socket.sds.current.validation.trustedCa), 1)
+        [cert] = [p for p in server.secretManager._providers.values() if p.name == "cert"]
+        self.write([_certificate("cert", "domain2")], "2")
+        self.assertTrue(cert.subscription.refresh())
+        self.assertEqual(socket.sds.current.options.certificates[0].dnsNames,
+                         ("domain2.example.com",))
+        counter = "cluster.up.client_ssl_socket_factory.ssl_context_update_by_sds"
+        self.assertEqual(server.mainStats.counter(counter).value, 2)
+        self.assertEqual([s.name for s in server.secretManager.staticSecrets()], ["ca"])
+        # The file's certificate is read in, as Envoy's SdsApi::resolveSecret.
+        [(name, secret, version, ignored)] = server.secretManager.dumpState()
+        self.assertEqual((name, version), ("cert", "2"))
+        self.assertEqual(
+            secret.tls_certificate.certificate_chain.WhichOneof("specifier"), "inline_bytes")
+
+    def test_staticSecretErrors(self):
+        """Envoy's words for an unknown static secret, or two of one name."""
+        e = self.assertRaises(ConfigError, self.server, 1, caName="other")
+        self.assertIn("validation_context_sds_secret_config: Unknown static secret: other",
+                      e.message)
+        e = self.assertRaises(ConfigError, self.server, 2)
+        self.assertEqual(e.message, "static_resources.secrets[1]: Duplicate static "
+                                    "TlsCertificate secret name ca")
+
+    def test_validateMode(self):
+        """In validate mode the file is not read, and no secret is needed."""
+        os.remove(self.certPath)
+        self.server(1, validateOnly=True)
+
+
+class SecretsNotReadyTests(SynchronousTestCase):
+    """An upstream connection started before its secrets arrived."""
+
+    def test_connectionRefused(self):
+        """
+        It is closed and fails as a connect, counting
+        C{upstream_context_secrets_not_ready}, as Envoy's.
+        """
+        from twisted.internet.protocol import ClientFactory
+        from twisted.internet.testing import StringTransport
+
+        from txenvoy.extensions.transport_sockets.tls_sds import SdsUpstreamTlsSocket
+        from txenvoy.extensions.transport_sockets.upstream_tls import UpstreamTlsError
+        from txenvoy.stats.store import StatsStore
+
+        counter = StatsStore().shard("main_thread").counter(
+            "cluster.up.client_ssl_socket_factory.upstream_context_secrets_not_ready")
+
+        class NotReady:
+            current = None
+            notReady = counter
+
+        failures = []
+
+        class Wrapped(ClientFactory):
+            def clientConnectionFailed(self, connector, reason):
+                failures.append(reason)
+
+        factory = SdsUpstreamTlsSocket(NotReady()).wrapProtocolFactory(
+            Wrapped(), Clock(), None)
+        transport = StringTransport()
+        factory.buildProtocol(None).makeConnection(transport)
+        self.assertTrue(transport.disconnecting)
+        [failure] = failures
+        self.assertIsInstance(failure.value, UpstreamTlsError)
+        self.assertEqual(counter.value, 1)

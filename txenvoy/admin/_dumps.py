@@ -207,7 +207,9 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         C{[(clusterName, ClusterLoadAssignment, addedViaApi)]} of the
         C{EDS} clusters (L{hostsAssignment}), for C{?include_eds};
         C{"sds"}: C{[(name, Secret, versionInfo, lastUpdated)]}
-        (C{dynamic_active_secrets}, private keys redacted).
+        (C{dynamic_active_secrets}, private keys redacted);
+        C{"sds_static"}: the C{Secret}s of C{static_resources.secrets}
+        (C{static_secrets}).
     @return: the JSON text.
     @raise ConfigDumpError: for a bad parameter.
     """
@@ -322,6 +324,13 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
     if includeEds:
         dumps.append(endpointsDump)
     secretsDump = config_dump_pb2.SecretsConfigDump()
+    for secret in dynamic.get("sds_static", ()):
+        if nameRe is not None and not nameRe.search(secret.name):
+            continue
+        # Envoy gives a static secret no last_updated.
+        entry = secretsDump.static_secrets.add()
+        entry.name = secret.name
+        entry.secret.Pack(secret)
     for name, secret, version, updated in sorted(dynamic.get("sds", ()),
                                                  key=lambda e: e[0]):
         if nameRe is not None and not nameRe.search(name):

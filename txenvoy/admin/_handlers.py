@@ -241,6 +241,7 @@ def configDump(call):
     secrets = getattr(server, "secretManager", None)
     if secrets is not None:
         dynamic["sds"] = secrets.dumpState()
+        dynamic["sds_static"] = secrets.staticSecrets()
     if cm is not None and "include_eds" in q:
         dynamic["eds"] = [
             (name, _dumps.hostsAssignment(c), bool(c.info.addedViaApi))

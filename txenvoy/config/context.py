@@ -30,7 +30,7 @@ class FactoryContext:
 
     def __init__(self, reactor, stats, clusterManager=None, accessLogManager=None,
                  server=None, bootstrap=None, path="", validateOnly=False,
-                 runtime=None):
+                 runtime=None, secretManager=None):
         self.reactor = reactor
         self.stats = stats
         self.clusterManager = clusterManager
@@ -41,6 +41,17 @@ class FactoryContext:
         self.configPath = path + ".typed_config"
         self.validateOnly = validateOnly
         self.runtime = runtime
+        self._secretManager = secretManager
+
+    @property
+    def secretManager(self):
+        """
+        The L{txenvoy.xds.sds_api.SecretManager} SDS secrets come from
+        (the server's, unless given), or C{None}.
+        """
+        if self._secretManager is not None:
+            return self._secretManager
+        return getattr(self.server, "secretManager", None)
 
     def child(self, path, configPath=None):
         """

@@ -133,12 +133,15 @@ class Server(MultiService):
         self.controlPlanes = ControlPlanes(self)
         self.subscriptions = SubscriptionFactory(
             reactor, self.controlPlanes, UnknownDynamicFields.ofServer(self), validateOnly)
+        # Upstream TLS contexts name secrets too, so it comes before clusters.
+        self.secretManager = SecretManager(self.subscriptions, self.mainStats,
+                                           bootstrap.static_resources.secrets)
         self.clusterManager = ClusterManager(
             reactor, self.stats, self.mainStats, list(bootstrap.static_resources.clusters),
             localClusterName=bootstrap.cluster_manager.local_cluster_name,
             validateOnly=validateOnly, accessLogManager=self.accessLogManager,
             membershipFromMain=options.membershipFromMain,
-            edsSubscriptions=self.subscriptions)
+            edsSubscriptions=self.subscriptions, secretManager=self.secretManager)
         self.context = FactoryContext(
             reactor, self.stats, clusterManager=self.clusterManager,
             accessLogManager=self.accessLogManager, server=self, bootstrap=bootstrap,
@@ -164,7 +167,6 @@ class Server(MultiService):
         for worker in self.workers:
             self.overloadManager.registerWorker(worker.dispatcher)
         self.mainStats.gauge("server.concurrency").set(options.concurrency)
-        self.secretManager = SecretManager(self.subscriptions, self.mainStats)
         self.routeConfigProviders = RouteConfigProviderManager(self.subscriptions,
                                                                self.mainStats)
         self.listenerManager = ListenerManager(
@@ -240,7 +242,8 @@ class Server(MultiService):
         """
 
         checkFields(bootstrap, _BOOTSTRAP_FIELDS, "")
-        checkFields(bootstrap.static_resources, ("listeners", "clusters"), "static_resources")
+        checkFields(bootstrap.static_resources, ("listeners", "clusters", "secrets"),
+                    "static_resources")
         checkFields(bootstrap.cluster_manager, ("local_cluster_name",), "cluster_manager")
         for i, layer in enumerate(bootstrap.layered_runtime.layers):
             if layer.WhichOneof("layer_specifier") not in ("static_layer", "admin_layer",

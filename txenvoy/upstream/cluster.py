@@ -455,12 +455,14 @@ _CLUSTER_HANDLED = frozenset((
 ))
 
 
-def compileCluster(proto, path, addedViaApi=False):
+def compileCluster(proto, path, addedViaApi=False, secretManager=None):
     """
     Compile one C{Cluster} message.
 
     @param path: its field path, e.g. C{static_resources.clusters[0]}.
     @param addedViaApi: whether CDS gave it.
+    @param secretManager: the L{txenvoy.xds.sds_api.SecretManager} of the
+        SDS secrets its TLS context names, or C{None}.
     @return: C{(ClusterInfo, [EndpointSpec])}.
     @raise ConfigError: for an invalid or unsupported setting.
     """
@@ -526,7 +528,9 @@ def compileCluster(proto, path, addedViaApi=False):
         checkFields(ts, ("name", "typed_config"), path + ".transport_socket")
         typeName = ts.typed_config.type_url.rsplit("/", 1)[-1]
         if typeName != _RAW_BUFFER_TYPE:
-            kw["transportSocket"] = _compileTransportSocket(ts, path + ".transport_socket")
+            kw["transportSocket"] = _compileTransportSocket(
+                ts, path + ".transport_socket", secretManager,
+                "cluster.%s." % (proto.alt_stat_name or proto.name,))
     if proto.protocol_selection != 0:
         report(UnsupportedField(path + ".protocol_selection", "USE_DOWNSTREAM_PROTOCOL"))
     autoPath = kw.get("upstreamAutoConfig")
@@ -561,14 +565,16 @@ def _compileEdsClusterConfig(proto, path):
     return eds.eds_config, eds.service_name or proto.name
 
 
-def _compileTransportSocket(ts, path):
+def _compileTransportSocket(ts, path, secretManager, statPrefix):
     # Imported here: extensions import this module.
     import txenvoy.extensions  # noqa: F401  (registers the built-in transport sockets)
     from txenvoy.config.context import FactoryContext
     from txenvoy.config.registry import Category, createExtension
 
-    return createExtension(Category.TRANSPORT_SOCKET_UPSTREAM, ts, FactoryContext(None, None),
-                           path)
+    context = FactoryContext(None, None, secretManager=secretManager)
+    # Where the socket factory counts (client_ssl_socket_factory.*).
+    context.clusterStatPrefix = statPrefix
+    return createExtension(Category.TRANSPORT_SOCKET_UPSTREAM, ts, context, path)
 
 
 def _compileLb(proto, path):

@@ -182,7 +182,7 @@ class ClusterManager(Service):
     def __init__(self, reactor, stats, mainShard, clusterProtos, localClusterName="",
                  validateOnly=False, pathPrefix="static_resources.clusters",
                  dnsResolver=None, rng=None, accessLogManager=None, membershipFromMain=False,
-                 edsSubscriptions=None):
+                 edsSubscriptions=None, secretManager=None):
         """
         @param reactor: the main reactor (DNS timers and thread pool).
         @param stats: the L{StatsStore}.
@@ -205,6 +205,8 @@ class ClusterManager(Service):
         @param edsSubscriptions: the
             L{txenvoy.xds.subscription_factory.SubscriptionFactory} of C{EDS}
             clusters.
+        @param secretManager: the L{txenvoy.xds.sds_api.SecretManager} of
+            the SDS secrets upstream TLS contexts name.
         @raise ConfigError: naming the field of the first invalid setting.
         """
         self.reactor = reactor
@@ -215,6 +217,7 @@ class ClusterManager(Service):
         self.localClusterName = localClusterName
         self.membershipFromMain = membershipFromMain
         self.edsSubscriptions = edsSubscriptions
+        self.secretManager = secretManager
         self._rng = rng if rng is not None else _random.random
         self._resolver = dnsResolver if dnsResolver is not None else GetAddrInfoResolver(reactor)
         self._protos = list(clusterProtos)
@@ -227,7 +230,8 @@ class ClusterManager(Service):
         names = set()
         for i, proto in enumerate(self._protos):
             path = "%s[%d]" % (pathPrefix, i)
-            compiledCluster = attempt(compileCluster, proto, path)
+            compiledCluster = attempt(compileCluster, proto, path,
+                                      secretManager=secretManager)
             if compiledCluster is FAILED:
                 names.add(proto.name)
                 continue
@@ -375,7 +379,8 @@ class ClusterManager(Service):
 
         @raise ConfigError: naming C{path}.
         """
-        info, endpoints = compileCluster(proto, path, addedViaApi=True)
+        info, endpoints = compileCluster(proto, path, addedViaApi=True,
+                                         secretManager=self.secretManager)
         return self._makeCluster(info, endpoints, path)
 
     def applyUpdate(self, added, modified, removed):

@@ -17,9 +17,51 @@ import time
 
 from twisted.application.service import Service
 
+from txenvoy.config.datasource import readDataSource
 from txenvoy.config.errors import ConfigError, collectErrors
 from txenvoy.config.fields import checkFields
 from txenvoy.xds.resources import SECRET_TYPE
+
+
+#: The C{DataSource}s of each kind of secret that are read when it arrives.
+_FILE_FIELDS = {
+    "tls_certificate": ("certificate_chain", "private_key", "password", "ocsp_staple"),
+    "validation_context": ("trusted_ca", "crl"),
+}
+
+
+def inlineFiles(secret):
+    """
+    C{secret} with the files it names read in as C{inline_bytes}, as
+    Envoy's C{SdsApi::resolveSecret} does: what is used, and shown in
+    C{/config_dump}, is what the files held when the secret arrived.
+
+    @raise ConfigError: a file cannot be read.
+    """
+    kind = secret.WhichOneof("type")
+    fields = _FILE_FIELDS.get(kind, ())
+    body = getattr(secret, kind) if kind else None
+    if not any(body.HasField(f) and getattr(body, f).WhichOneof("specifier") == "filename"
+               for f in fields):
+        return secret
+    resolved = type(secret)()
+    resolved.CopyFrom(secret)
+    body = getattr(resolved, kind)
+    for field in fields:
+        if body.HasField(field) and getattr(body, field).WhichOneof("specifier") == "filename":
+            source = getattr(body, field)
+            source.inline_bytes = readDataSource(source, "%s.%s.%s" % (secret.name, kind, field))
+    return resolved
+
+
+class _NoStats:
+    """The scope of a static secret: it counts nothing."""
+
+    def counter(self, name):
+        return None
+
+
+_NO_STATS = _NoStats()
 
 
 class SdsSecretProvider:
@@ -62,6 +104,7 @@ class SdsSecretProvider:
         if secret.name != self.name:
             raise ConfigError("Unexpected SDS secret (expecting %s): %s"
                               % (self.name, secret.name))
+        secret = inlineFiles(secret)
         if secret == self.secret:
             return
         # Every consumer builds what it would use before any switches.
@@ -81,16 +124,31 @@ class SecretManager(Service):
     source, read once when first named and watched while the server runs.
     """
 
-    def __init__(self, subscriptions, stats):
+    def __init__(self, subscriptions, stats, staticSecrets=(),
+                 path="static_resources.secrets"):
         """
         @param subscriptions: the server's
             L{txenvoy.xds.subscription_factory.SubscriptionFactory}.
         @param stats: the main stats shard; a secret's stats are
             C{sds.<name>.*}.
+        @param staticSecrets: the C{Secret}s of C{static_resources.secrets},
+            named by an C{SdsSecretConfig} without C{sds_config}.
+        @raise ConfigError: a static secret without a name, or two of one name.
         """
         self._factory = subscriptions
-        self._stats = stats
+        self.stats = stats
         self._providers = {}
+        self._static = {}
+        for i, secret in enumerate(staticSecrets):
+            if not secret.name:
+                raise ConfigError("%s[%d].name: static secret must have a name"
+                                  % (path, i))
+            if secret.name in self._static:
+                raise ConfigError("%s[%d]: Duplicate static TlsCertificate secret name %s"
+                                  % (path, i, secret.name))
+            provider = SdsSecretProvider(secret.name, _NO_STATS)
+            provider.secret = secret
+            self._static[secret.name] = provider
 
     def findOrCreate(self, sdsSecretConfig, path):
         """
@@ -106,14 +164,17 @@ class SecretManager(Service):
         if not sdsSecretConfig.name:
             raise ConfigError("%s.name: value length must be at least 1 characters" % (path,))
         if not sdsSecretConfig.HasField("sds_config"):
-            raise ConfigError("%s.sds_config: static secrets (static_resources.secrets) are "
-                              "not implemented; name a file sds_config" % (path,))
+            provider = self._static.get(sdsSecretConfig.name)
+            if provider is None:
+                raise ConfigError("%s: Unknown static secret: %s"
+                                  % (path, sdsSecretConfig.name))
+            return provider
         key = sdsSecretConfig.SerializeToString(deterministic=True)
         provider = self._providers.get(key)
         if provider is not None:
             return provider
         name = sdsSecretConfig.name
-        scope = self._stats.scope("sds.%s." % (name,))
+        scope = self.stats.scope("sds.%s." % (name,))
         provider = SdsSecretProvider(name, scope)
         provider.subscription = self._factory.subscribe(
             sdsSecretConfig.sds_config, path + ".sds_config", scope, SECRET_TYPE,
@@ -133,6 +194,10 @@ class SecretManager(Service):
         """
         return [(p.name, p.secret, p.versionInfo, p.lastUpdated)
                 for p in self._providers.values() if p.secret is not None]
+
+    def staticSecrets(self):
+        """What C{/config_dump} shows as C{static_secrets}: C{[Secret]}."""
+        return [p.secret for p in self._static.values()]
 
     def startService(self):
         Service.startService(self)

@@ -44,12 +44,7 @@ from txenvoy.config.datasource import readDataSource
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
-from txenvoy.extensions.transport_sockets.tls_sds import (
-    SdsDownstreamTlsSocket,
-    SdsTlsContext,
-    sdsSocket,
-    usesSds,
-)
+from txenvoy.extensions.transport_sockets.tls_sds import SdsDownstreamTlsSocket, buildTlsSocket
 from txenvoy.interfaces import IDownstreamTransportSocketFactory
 from txenvoy.network.filter import forwardReadConnectionLost
 from txenvoy.privates import TLSTransport, sessionReused
@@ -1166,11 +1161,7 @@ def createDownstreamTlsSocket(message, context):
             preferClientCiphers=message.prefer_client_ciphers,
         )
 
-    ctc = message.common_tls_context
-    if not usesSds(ctc):
-        return build(ctc, path + ".common_tls_context")
     statPrefix = getattr(context, "listenerStatPrefix", "listener.") + \
         "server_ssl_socket_factory."
-    sds = SdsTlsContext(ctc, context, path + ".common_tls_context",
-                        lambda composed: build(composed, "resources[0]"), statPrefix)
-    return sdsSocket(sds, SdsDownstreamTlsSocket, context, path)
+    return buildTlsSocket(message.common_tls_context, context, path, build, statPrefix,
+                          SdsDownstreamTlsSocket)

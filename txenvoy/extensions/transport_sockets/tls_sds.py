@@ -8,11 +8,14 @@ the socket factory swaps to the new one. A connection keeps the OpenSSL
 context it shook hands with, so a rotation reaches new handshakes only.
 """
 
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import implementer
 
 from txenvoy.config.errors import ConfigError
-from txenvoy.interfaces import IDownstreamTransportSocketFactory
+from txenvoy.interfaces import (
+    IDownstreamTransportSocketFactory,
+    IUpstreamTransportSocketFactory,
+)
 from txenvoy.xds.subscription_factory import RemoteSubscription
 
 #: The SDS fields of a C{CommonTlsContext} that are read.
@@ -38,13 +41,13 @@ class SdsTlsContext:
     def __init__(self, commonTlsContext, context, path, build, statPrefix):
         """
         @param context: the L{txenvoy.config.context.FactoryContext}; its
-            server's C{secretManager} provides the secrets.
+            C{secretManager} provides the secrets.
         @param path: the field path of C{commonTlsContext}.
         @param build: C{f(commonTlsContext)} compiling a context with the
             secrets in place into a socket factory; raises L{ConfigError}.
         @param statPrefix: e.g. C{listener.<address>.server_ssl_socket_factory.}.
         """
-        manager = getattr(context.server, "secretManager", None)
+        manager = context.secretManager
         if manager is None:
             raise ConfigError("%s: SDS secrets need a server" % (path,))
         self._template = type(commonTlsContext)()
@@ -65,14 +68,16 @@ class SdsTlsContext:
         self.remote = any(isinstance(getattr(p, "subscription", None), RemoteSubscription)
                           for ignored, p in self._slots)
         self._updated = None
-        self._notReady = None
-        stats = getattr(context.server, "mainStats", None)
+        #: C{upstream_context_secrets_not_ready}, counted by the upstream socket.
+        self.notReady = None
+        stats = manager.stats
         if stats is not None:
             self._updated = stats.counter(statPrefix + "ssl_context_update_by_sds")
             stats.counter(statPrefix + "downstream_context_secrets_not_ready")
-            stats.counter(statPrefix + "upstream_context_secrets_not_ready")
-        if any(provider is None for ignored, provider in self._slots):
-            # Validate mode: the secrets are not read.
+            self.notReady = stats.counter(statPrefix + "upstream_context_secrets_not_ready")
+        #: Validate mode: the secrets are not read.
+        self.validating = any(provider is None for ignored, provider in self._slots)
+        if self.validating:
             return
         for i, (kind, provider) in enumerate(self._slots):
             provider.addUpdateCallback(lambda secret, i=i: self._onSecret(i, secret))
@@ -137,12 +142,81 @@ class SdsDownstreamTlsSocket:
         return current.wrap(connection, headProtocol)
 
 
+class _RefusedUpstream(Protocol):
+    """
+    What an upstream connection gets while its TLS secrets have not
+    arrived: closed, and a failed connect to the caller.
+    """
+
+    def __init__(self, factory):
+        self.factory = factory
+
+    def connectionMade(self):
+        from twisted.python.failure import Failure
+
+        from txenvoy.extensions.transport_sockets.upstream_tls import UpstreamTlsError
+
+        self.transport.abortConnection()
+        self.factory.wrappedFactory.clientConnectionFailed(None, Failure(UpstreamTlsError("")))
+
+
+class _RefusedUpstreamFactory(ClientFactory):
+    def __init__(self, wrappedFactory):
+        self.wrappedFactory = wrappedFactory
+
+    def buildProtocol(self, addr):
+        return _RefusedUpstream(self)
+
+    def clientConnectionFailed(self, connector, reason):
+        self.wrappedFactory.clientConnectionFailed(connector, reason)
+
+
+@implementer(IUpstreamTransportSocketFactory)
+class SdsUpstreamTlsSocket:
+    """
+    An upstream TLS socket factory whose context comes from SDS: each new
+    connection takes the one current when it starts, so a rotated client
+    certificate or trust reaches new connections, not those made.
+    """
+
+    supportsAlpn = True
+
+    def __init__(self, sdsContext):
+        self.sds = sdsContext
+
+    def wrapProtocolFactory(self, factory, reactor, host, cluster=None, socketOptions=None):
+        """See L{UpstreamTlsSocket.wrapProtocolFactory}."""
+        current = self.sds.current
+        if current is None:
+            if self.sds.notReady is not None:
+                self.sds.notReady.inc()
+            return _RefusedUpstreamFactory(factory)
+        return current.wrapProtocolFactory(factory, reactor, host, cluster, socketOptions)
+
+
 def sdsSocket(sdsContext, socketClass, context, path):
     """
     The socket factory of an L{SdsTlsContext}: refused when serving
     without its secrets (the file held none Envoy would take).
     """
-    if sdsContext.current is None and not context.validateOnly and not sdsContext.remote:
+    if sdsContext.current is None and not sdsContext.validating and not sdsContext.remote:
         raise ConfigError("%s: the TLS secrets could not be read (see the SDS update "
                           "rejected above)" % (path,))
     return socketClass(sdsContext)
+
+
+def buildTlsSocket(commonTlsContext, context, path, build, statPrefix, sdsSocketClass):
+    """
+    The socket factory of a TLS context: C{build}'s for a
+    C{CommonTlsContext} that holds its secrets, or an C{sdsSocketClass}
+    over an L{SdsTlsContext} for one that names SDS secrets.
+
+    @param path: the field path of the C{DownstreamTlsContext} or
+        C{UpstreamTlsContext}.
+    @param build: C{f(commonTlsContext, path)} compiling a context.
+    """
+    if not usesSds(commonTlsContext):
+        return build(commonTlsContext, path + ".common_tls_context")
+    sds = SdsTlsContext(commonTlsContext, context, path + ".common_tls_context",
+                        lambda composed: build(composed, "resources[0]"), statPrefix)
+    return sdsSocket(sds, sdsSocketClass, context, path)

@@ -5,7 +5,10 @@ cluster's connections (Envoy's C{UpstreamTlsContext}).
 
 The OpenSSL client context is built once, when the config loads, from the
 C{CommonTlsContext} compiled by
-L{txenvoy.extensions.transport_sockets.tls.loadCertificateOptions}. Each
+L{txenvoy.extensions.transport_sockets.tls.loadCertificateOptions}; with
+SDS secrets (C{tls_certificate_sds_secret_configs},
+C{validation_context_sds_secret_config}) it is rebuilt each time one
+changes, and each new connection takes the current one. Each
 upstream connection is wrapped in a L{UpstreamTlsProtocol}, a
 C{TLSMemoryBIOProtocol} driven by the worker's own reactor, which:
 
@@ -52,6 +55,7 @@ from txenvoy.extensions.transport_sockets.tls import (
     SslStats,
     loadCertificateOptions,
 )
+from txenvoy.extensions.transport_sockets.tls_sds import SdsUpstreamTlsSocket, buildTlsSocket
 from txenvoy.interfaces import IUpstreamTransportSocketFactory
 from txenvoy.privates import verifyErrorString
 
@@ -574,15 +578,21 @@ def createUpstreamTlsSocket(message, context):
         raise UnsupportedField(path + ".allow_renegotiation", "renegotiation")
     if message.HasField("enforce_rsa_key_usage") and message.enforce_rsa_key_usage.value:
         raise UnsupportedField(path + ".enforce_rsa_key_usage")
-    ctc = message.common_tls_context
-    options = loadCertificateOptions(ctc, path + ".common_tls_context")
-    if not ctc.tls_params.tls_maximum_protocol_version:
-        options = attr.evolve(options, maximumVersion=DEFAULT_CLIENT_MAXIMUM_VERSION)
-    if len(options.certificates) > 1:
-        raise ConfigError("%s.common_tls_context.tls_certificates: Multiple TLS certificates "
-                          "are not supported for client contexts" % (path,))
     maxSessionKeys = 1
     if message.HasField("max_session_keys"):
         maxSessionKeys = message.max_session_keys.value
-    return UpstreamTlsSocket(options, sni=message.sni, autoHostSni=message.auto_host_sni,
-                             maxSessionKeys=maxSessionKeys)
+
+    def build(ctc, ctcPath):
+        options = loadCertificateOptions(ctc, ctcPath)
+        if not ctc.tls_params.tls_maximum_protocol_version:
+            options = attr.evolve(options, maximumVersion=DEFAULT_CLIENT_MAXIMUM_VERSION)
+        if len(options.certificates) > 1:
+            raise ConfigError("%s.common_tls_context.tls_certificates: Multiple TLS "
+                              "certificates are not supported for client contexts" % (path,))
+        return UpstreamTlsSocket(options, sni=message.sni, autoHostSni=message.auto_host_sni,
+                                 maxSessionKeys=maxSessionKeys)
+
+    statPrefix = getattr(context, "clusterStatPrefix", "cluster.") + \
+        "client_ssl_socket_factory."
+    return buildTlsSocket(message.common_tls_context, context, path, build, statPrefix,
+                          SdsUpstreamTlsSocket)
