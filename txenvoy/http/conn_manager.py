@@ -1155,6 +1155,10 @@ class ConnectionManager(Protocol):
                 self._startDrainSequence()
                 self.stats.downstream_cx_overload_disable_keepalive.inc()
                 self.stats.downstream_cx_drain_close.inc()
+        if request is not None and not request.keepAlive and not self._http2:
+            # Envoy's saw_connection_close: the HTTP/1 client asked to
+            # close, so the response map itself says so (logs see it).
+            close = True
         if (self._draining or close) and not upgrade:
             headers.headers.set(b"connection", b"close")
             return True

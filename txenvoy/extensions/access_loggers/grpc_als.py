@@ -220,6 +220,29 @@ def _headerValue(headers, name):
     return value.decode("latin-1") if value is not None else None
 
 
+def _mapBytes(headers):
+    # Envoy's HeaderMap::byteSize(): names and values, nothing between.
+    return sum(len(n) + len(v) for n, v in headers.headers.items())
+
+
+def requestHeadersBytes(request, scheme):
+    """
+    Envoy's C{request_headers_bytes}: the request map's C{byteSize()} as
+    it is when logged (the pseudo-headers and what the router added).
+    """
+    size = _mapBytes(request) + 7 + len(request.method) + 7 + len(scheme)
+    if request.authority is not None:
+        size += 10 + len(request.authority)
+    if request.path is not None:
+        size += 5 + len(request.path)
+    return size
+
+
+def responseHeadersBytes(response):
+    """Envoy's C{response_headers_bytes}: C{:status} and the map's bytes."""
+    return 7 + len(b"%d" % (response.status,)) + _mapBytes(response)
+
+
 def httpEntryBuilder(requestHeadersToLog, responseHeadersToLog):
     """@return: C{build(streamInfo, request, response) -> HTTPAccessLogEntry}."""
     from envoy.data.accesslog.v3 import accesslog_pb2
@@ -254,6 +277,7 @@ def httpEntryBuilder(requestHeadersToLog, responseHeadersToLog):
             if r.request_id:
                 entry.common_properties.stream_id = r.request_id
             r.request_body_bytes = streamInfo.bytesReceived
+            r.request_headers_bytes = requestHeadersBytes(request, scheme)
             for name in requestNames:
                 value = _headerValue(headers, name)
                 if value is not None:
@@ -263,6 +287,8 @@ def httpEntryBuilder(requestHeadersToLog, responseHeadersToLog):
             rs.response_code.value = streamInfo.responseCode
         rs.response_body_bytes = streamInfo.bytesSent
         if response is not None:
+            if hasattr(response, "status"):
+                rs.response_headers_bytes = responseHeadersBytes(response)
             headers = getattr(response, "headers", response)
             for name in responseNames:
                 value = _headerValue(headers, name)
@@ -284,6 +310,14 @@ def buildTcpEntry(streamInfo, request=None, response=None):
                accesslog_pb2.AccessLogType.Value("TcpConnectionEnd"))
     entry.connection_properties.received_bytes = streamInfo.bytesReceived
     entry.connection_properties.sent_bytes = streamInfo.bytesSent
+    common = entry.common_properties
+    # A TCP proxy's bytes are its wire bytes, each way; what it read from
+    # downstream it wrote upstream once connected, and back.
+    common.downstream_wire_bytes_received = streamInfo.bytesReceived
+    common.downstream_wire_bytes_sent = streamInfo.bytesSent
+    if streamInfo.upstreamLocalAddress:
+        common.upstream_wire_bytes_sent = streamInfo.bytesReceived
+        common.upstream_wire_bytes_received = streamInfo.bytesSent
     return entry
 
 
