@@ -177,3 +177,71 @@ class ClusterManagerTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
         cm.stop()
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class ClusterWarmingTests(SynchronousTestCase):
+    """
+    CDS clusters warm before they serve, as Envoy's
+    C{ClusterManagerImpl::addOrUpdateCluster}: a cluster whose first
+    membership is not known yet is warming, and the one it replaces
+    serves meanwhile.
+    """
+
+    def setUp(self):
+        self.reactor = Clock()
+        self.store = StatsStore()
+        self.resolver = FakeResolver()
+        self.cm = ClusterManager(self.reactor, self.store, self.store.shard("main_thread"), [],
+                                 dnsResolver=self.resolver)
+        self.addCleanup(self.cm.stop)
+        self.successResultOf(self.cm.initialize())
+        self.dispatcher = QueueDispatcher(self.reactor, "worker_0", self.store)
+        self.tlcm = self.cm.createThreadLocal(self.dispatcher)
+
+    def dnsCluster(self, name, host="a.example"):
+        return self.cm.compileDynamic(
+            clusterProto(name, [endpoint(host, 80)], type="STRICT_DNS"), "resources[0]")
+
+    def gauges(self):
+        return (stat(self.store, "cluster_manager.warming_clusters"),
+                stat(self.store, "cluster_manager.active_clusters"))
+
+    def test_warmsUntilFirstMembership(self):
+        """A new cluster waits for its first resolution before it is active."""
+        self.cm.applyUpdate([self.dnsCluster("c")], [], [])
+        self.assertEqual(self.cm.warmingNames(), {"c"})
+        self.assertIsNone(self.cm.get("c"))
+        self.assertEqual(self.gauges(), (1, 0))
+        self.assertEqual(stat(self.store, "cluster_manager.cluster_added"), 1)
+        self.resolver.answer(["10.0.0.1"])
+        self.assertEqual(self.cm.warmingNames(), set())
+        self.assertEqual(self.gauges(), (0, 1))
+        self.dispatcher.run()
+        self.assertEqual(self.tlcm.getThreadLocalCluster("c").chooseHost().addressString,
+                         "10.0.0.1:80")
+
+    def test_replacedServesWhileWarming(self):
+        """
+        A modified cluster serves its old version until the new one warms;
+        one replaced or removed while warming never becomes active.
+        """
+        self.cm.applyUpdate([self.dnsCluster("c")], [], [])
+        self.resolver.answer(["10.0.0.1"])
+        old = self.cm.get("c")
+        self.cm.applyUpdate([], [self.dnsCluster("c", "b.example")], [])
+        self.assertIs(self.cm.get("c"), old)
+        self.assertEqual(self.gauges(), (1, 1))
+        newer = self.dnsCluster("c", "d.example")
+        self.cm.applyUpdate([], [newer], [])
+        self.assertEqual(stat(self.store, "cluster_manager.cluster_modified"), 2)
+        # The superseded one resolves: nothing changes.
+        self.resolver.answer(["10.0.0.2"])
+        self.assertIs(self.cm.get("c"), old)
+        self.resolver.answer(["10.0.0.3"])
+        self.assertIs(self.cm.get("c"), newer)
+        self.assertEqual(self.gauges(), (0, 1))
+        self.cm.applyUpdate([self.dnsCluster("w", "e.example")], [], [])
+        self.cm.applyUpdate([], [], ["w"])
+        self.assertEqual(self.gauges(), (0, 1))
+        self.resolver.answer(["10.0.0.4"])
+        self.assertIsNone(self.cm.get("w"))

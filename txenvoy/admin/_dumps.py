@@ -200,6 +200,8 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         versionInfo, lastUpdated)})}}; those are dumped as Envoy's
         C{dynamic_listeners} and C{dynamic_active_clusters}, not static;
         C{"lds_warming"}: the names of the added listeners still warming;
+        C{"cds_warming"}: those of the CDS clusters still warming
+        (C{dynamic_warming_clusters});
         C{"lds_draining"}: C{{name: (proto, versionInfo, lastUpdated)}}
         of removed listeners still draining (C{draining_state});
         C{"rds"}: C{[(proto, versionInfo, lastUpdated)]} of the route
@@ -251,8 +253,12 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         entry = clustersDump.static_clusters.add()
         entry.cluster.Pack(c)
         entry.last_updated.CopyFrom(ts)
+    warmingClusters = dynamic.get("cds_warming", ())
     for name, (proto, version, updated) in sorted(dynamicClusters.items()):
-        entry = clustersDump.dynamic_active_clusters.add()
+        if name in warmingClusters:
+            entry = clustersDump.dynamic_warming_clusters.add()
+        else:
+            entry = clustersDump.dynamic_active_clusters.add()
         if version:
             entry.version_info = version
         entry.cluster.Pack(proto)

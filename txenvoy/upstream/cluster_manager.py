@@ -226,6 +226,8 @@ class ClusterManager(Service):
         self._started = False
         self.initialized = None
         self.clusters = {}
+        #: C{{name: PrimaryCluster}} of the CDS clusters not yet warm.
+        self.warming = {}
         compiled = []
         names = set()
         for i, proto in enumerate(self._protos):
@@ -251,7 +253,7 @@ class ClusterManager(Service):
                      "cluster_updated_via_merge", "update_merge_cancelled",
                      "update_out_of_merge_window"):
             cm.counter(name)
-        cm.gauge("warming_clusters")
+        self._warmingClusters = cm.gauge("warming_clusters")
         for info, endpoints, path in compiled:
             cluster = attempt(self._makeCluster, info, endpoints, path)
             if cluster is FAILED:
@@ -356,7 +358,7 @@ class ClusterManager(Service):
 
     def stop(self):
         """Cancel every DNS timer (main thread)."""
-        for cluster in self.clusters.values():
+        for cluster in list(self.clusters.values()) + list(self.warming.values()):
             cluster.stop()
 
     def startService(self):
@@ -386,34 +388,81 @@ class ClusterManager(Service):
     def applyUpdate(self, added, modified, removed):
         """
         Apply one CDS update: C{added} and C{modified} primaries (from
-        L{compileDynamic}) start and reach every worker by a post;
-        C{removed} names leave every worker. Requests already sent keep
-        the cluster they chose until they finish.
+        L{compileDynamic}) start and warm, as Envoy's: each stays in
+        L{warming} (C{cluster_manager.warming_clusters}) until its first
+        membership is known (an C{EDS} cluster's first assignment, or its
+        C{initial_fetch_timeout}), the cluster it replaces serving on
+        meanwhile; then it reaches every worker by a post. C{removed} names
+        leave every worker. Requests already sent keep the cluster they
+        chose until they finish.
         """
         cm = self.mainShard.scope("cluster_manager.")
-        managers = self._threadLocalManagers()
         ops = []
         for cluster in added + modified:
             name = cluster.info.name
-            old = self.clusters.get(name)
-            self.clusters[name] = cluster
-            if self._started:
-                cluster.start()
-            if old is not None:
-                old.stop()
+            superseded = self.warming.pop(name, None)
+            if superseded is not None:
+                superseded.stop()
+            if name in self.clusters or superseded is not None:
                 cm.counter("cluster_modified").inc()
             else:
                 self._clusterAdded.inc()
-                self._activeClusters.inc()
-            ops.append((self._addThreadLocal, cluster))
+            if not self._started:
+                ops.append(self._activate(cluster))
+                continue
+            cluster.start()
+            self.warming[name] = cluster
+            warmed = cluster.whenInitialized()
+            if warmed.called:
+                ops.append(self._activate(cluster))
+            else:
+                warmed.addCallback(self._onWarmed, cluster)
         for name in removed:
-            old = self.clusters.pop(name)
-            old.stop()
+            warming = self.warming.pop(name, None)
+            if warming is not None:
+                warming.stop()
+            old = self.clusters.pop(name, None)
+            if old is not None:
+                old.stop()
+                self._activeClusters.dec()
+                ops.append((self._removeThreadLocal, name))
             cm.counter("cluster_removed").inc()
-            self._activeClusters.dec()
-            ops.append((self._removeThreadLocal, name))
-        for tlcm in managers:
+        self._warmingClusters.set(len(self.warming))
+        self._post(ops)
+
+    def _onWarmed(self, ignored, cluster):
+        if self.warming.get(cluster.info.name) is not cluster:
+            # Replaced or removed while it warmed.
+            return
+        self._post([self._activate(cluster)])
+        self._warmingClusters.set(len(self.warming))
+
+    def _activate(self, cluster):
+        """
+        Make a warmed (or not yet started) cluster the active one of its
+        name, stopping the one it replaces.
+
+        @return: the worker operation that installs it.
+        """
+        name = cluster.info.name
+        self.warming.pop(name, None)
+        old = self.clusters.get(name)
+        self.clusters[name] = cluster
+        if old is not None:
+            old.stop()
+        else:
+            self._activeClusters.inc()
+        return (self._addThreadLocal, cluster)
+
+    def _post(self, ops):
+        if not ops:
+            return
+        for tlcm in self._threadLocalManagers():
             tlcm.dispatcher.post(tlcm.runUpdate, [(f, (tlcm, arg)) for f, arg in ops])
+
+    def warmingNames(self):
+        """The names of the CDS clusters still warming (C{dynamic_warming_clusters})."""
+        return set(self.warming)
 
     @staticmethod
     def _removeThreadLocal(tlcm, name):

@@ -103,7 +103,8 @@ class FileXds(Service):
         """
         What C{/config_dump} shows of LDS and CDS: C{{"lds"|"cds":
         (versionInfo, {name: (proto, versionInfo, lastUpdated)})}}, and
-        under C{"lds_draining"} the removed listeners still draining.
+        under C{"lds_draining"} the removed listeners still draining,
+        under C{"lds_warming"} and C{"cds_warming"} the names still warming.
         """
         state = {}
         for key, api, subscription in self._apis:
@@ -111,6 +112,8 @@ class FileXds(Service):
         if self.lds is not None:
             state["lds_draining"] = self.lds.drainingNow()
             state["lds_warming"] = self._server.listenerManager.warmingNames()
+        if self.cds is not None:
+            state["cds_warming"] = self._server.clusterManager.warmingNames()
         return state
 
     def startService(self):
