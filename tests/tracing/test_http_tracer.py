@@ -231,6 +231,16 @@ class VerboseTests(TracingTestCase):
         self.assertIn("first_upstream_rx_byte_received", events)
         self.assertLessEqual(set(events), {e for _, e in VERBOSE_EVENTS} | {"ss"})
 
+    def test_everyTimingEvent(self):
+        """
+        A proxied request passes every phase Envoy times: all seven events,
+        in Envoy's order (its annotateVerbose), before ss.
+        """
+        self.request("/a")
+        [span] = self.spans()
+        events = [e for _, e in span.events if e != "ss"]
+        self.assertEqual(events, [e for _, e in VERBOSE_EVENTS])
+
 
 class UpstreamSpanTests(TracingTestCase):
 

@@ -50,14 +50,15 @@ _STAT_OF_REASON = {
 
 DEFAULT_MAX_PATH_TAG_LENGTH = 256
 
-#: C{verbose}: Envoy's stream timing events, from what the stream info
-#: records (Envoy also logs last_upstream_tx_byte_sent and
-#: first_downstream_tx_byte_sent, which txenvoy does not time yet).
+#: C{verbose}: Envoy's stream timing events (its C{annotateVerbose}), in
+#: its order, each logged when the stream info recorded that time.
 VERBOSE_EVENTS = (
     ("lastDownstreamRxMonotonic", "last_downstream_rx_byte_received"),
     ("firstUpstreamTxMonotonic", "first_upstream_tx_byte_sent"),
+    ("lastUpstreamTxMonotonic", "last_upstream_tx_byte_sent"),
     ("firstUpstreamRxMonotonic", "first_upstream_rx_byte_received"),
     ("lastUpstreamRxMonotonic", "last_upstream_rx_byte_received"),
+    ("firstDownstreamTxMonotonic", "first_downstream_tx_byte_sent"),
     ("lastDownstreamTxMonotonic", "last_downstream_tx_byte_sent"),
 )
 
