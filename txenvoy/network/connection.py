@@ -51,27 +51,42 @@ class ServerConnection(Protocol):
         the socket now, or C{None} once the listener filters are done.
     """
 
-    filterChain = None
-    head = None
-    # Set by a TLS transport socket: its SslConnectionInfo, and the
-    # negotiated ALPN protocol (str) once the handshake is done.
-    ssl = None
-    negotiatedProtocol = None
-    _counted = False
-    _timer = None
-    _closed = False
-    _filtersRunning = False
-    listenerFilterLayer = None
-    #: Whether this side closed (set by whoever closes: the HTTP connection
-    #: manager, tcp_proxy, a listener filter); Envoy's close type in logs.
-    closedLocally = False
-    # Whether the listener counted it against its own connection limit.
-    limited = False
-    #: Whether a listener filter restored the local address (original_dst,
-    #: proxy_protocol): an ORIGINAL_DST cluster only trusts such an address.
-    localAddressRestored = False
+    # One per accepted connection, idle ones included: slots keep it free
+    # of a per-instance dict (an idle tcp_proxy connection's memory).
+    # Attributes a filter adds of its own still go to a __dict__.
+    __slots__ = ("factory", "transport", "connected", "dataReceived", "listener", "dispatcher",
+                 "streamInfo", "remoteAddress", "localAddress", "transportProtocol",
+                 "applicationProtocols", "filterChain", "head", "ssl", "negotiatedProtocol",
+                 "_counted", "_timer", "_closed", "_filtersRunning", "listenerFilterLayer",
+                 "closedLocally", "limited", "localAddressRestored")
 
     def __init__(self, listener, remoteAddress):
+        self.factory = None
+        self.transport = None
+        self.connected = 0
+        self.dataReceived = self._dropData
+        self.filterChain = None
+        self.head = None
+        # Set by a TLS transport socket: its SslConnectionInfo, and the
+        # negotiated ALPN protocol (str) once the handshake is done.
+        self.ssl = None
+        self.negotiatedProtocol = None
+        self._counted = False
+        self._timer = None
+        self._closed = False
+        self._filtersRunning = False
+        self.listenerFilterLayer = None
+        #: Whether this side closed (set by whoever closes: the HTTP
+        #: connection manager, tcp_proxy, a listener filter); Envoy's close
+        #: type in logs.
+        self.closedLocally = False
+        # Whether the listener counted it against its own connection limit.
+        self.limited = False
+        #: Whether a listener filter restored the local address
+        #: (original_dst, proxy_protocol): an ORIGINAL_DST cluster only
+        #: trusts such an address.
+        self.localAddressRestored = False
+        self.localAddress = None
         self.listener = listener
         self.dispatcher = listener.dispatcher
         self.streamInfo = info = StreamInfo(self.dispatcher.reactor)
@@ -256,8 +271,6 @@ class ServerConnection(Protocol):
 
     def _dropData(self, data):
         pass
-
-    dataReceived = _dropData
 
     def readConnectionLost(self):
         if self.head is not None:

@@ -71,6 +71,18 @@ class StreamInfo:
     @ivar filterState: free-form data set by filters.
     """
 
+    # One per connection and per request: the fields every stream has are
+    # slots; what a few filters add of their own goes to a __dict__.
+    __slots__ = ("_clock", "startTime", "_startMonotonic", "endMonotonic",
+                 "firstUpstreamTxMonotonic", "lastUpstreamRxMonotonic",
+                 "lastDownstreamTxMonotonic", "downstreamRemoteAddress",
+                 "downstreamDirectRemoteAddress", "downstreamLocalAddress", "upstreamHost",
+                 "upstreamCluster", "upstreamLocalAddress", "upstreamTransportFailureReason",
+                 "bytesReceived", "bytesSent", "responseCode", "responseCodeDetails", "protocol",
+                 "requestedServerName", "routeName", "connectionId",
+                 "connectionTerminationDetails", "_flags", "filterState", "dynamicMetadata",
+                 "__dict__", "__weakref__")
+
     def __init__(self, clock, wallTime=time.time):
         self._clock = clock
         self.startTime = wallTime()

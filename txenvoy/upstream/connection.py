@@ -105,14 +105,26 @@ class UpstreamConnection(Protocol):
         connections' (Envoy's C{[C1]} in C{Attached upstream connection [C1]}).
     """
 
-    transport = None
-    connected = False
-    _poller = None
-    #: Why the transport socket failed to connect (Envoy's
-    #: C{%UPSTREAM_TRANSPORT_FAILURE_REASON%}, e.g. C{TLS_error:|...}), or C{""}.
-    transportFailureReason = ""
+    # One per upstream connection, idle ones included: slots keep it free
+    # of a per-instance dict (an idle tcp_proxy connection's memory).
+    __slots__ = ("factory", "transport", "connected", "dataReceived", "_poller",
+                 "transportFailureReason", "cluster", "host", "callbacks", "socketOptions",
+                 "connectionId", "hostStats", "failureReason", "timedOut", "closedLocally",
+                 "_state", "_reactor", "_stats", "_connector", "_timer", "_startTime",
+                 "_pendingWrites", "_pendingWriteClose", "_pendingProducer", "_readPaused",
+                 "_readClosed", "_writeClosed")
 
     def __init__(self, cluster, host, callbacks, socketOptions=None):
+        self.factory = None
+        self.transport = None
+        self.connected = False
+        # Replaced in connectionMade by one that counts with no lookups.
+        self.dataReceived = self._dataReceived
+        self._poller = None
+        #: Why the transport socket failed to connect (Envoy's
+        #: C{%UPSTREAM_TRANSPORT_FAILURE_REASON%}, e.g. C{TLS_error:|...}),
+        #: or C{""}.
+        self.transportFailureReason = ""
         self.cluster = cluster
         self.host = host
         self.callbacks = callbacks
@@ -348,7 +360,7 @@ class UpstreamConnection(Protocol):
         if self._pendingWriteClose:
             self.loseWriteConnection()
 
-    def dataReceived(self, data):
+    def _dataReceived(self, data):
         # Replaced per instance in connectionMade; kept for the interface.
         self._stats.upstream_cx_rx_bytes_total.inc(len(data))
         self.callbacks.onUpstreamData(data)
