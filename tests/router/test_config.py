@@ -1354,6 +1354,49 @@ virtual_hosts:
 """)
         self.assertTrue(str(error).startswith("Duplicate upgrade WebSocket"))
 
+    def test_connectMatcher(self):
+        """
+        Envoy's C{connect_matcher}: a CONNECT, which has no path, matches
+        only such a route (Envoy's C{supportsPathlessHeaders}); other
+        methods never match it. Its C{connect_config} makes the route
+        terminate CONNECT.
+        """
+        table = _oneHost("""
+- name: tunnel
+  match: {connect_matcher: {}}
+  route: {cluster: c, upgrade_configs: [{upgrade_type: CONNECT, connect_config: {}}]}
+- name: all
+  match: {prefix: ""}
+  route: {cluster: c}
+""")
+        match = _route(table, None, b"example.com:443", method=b"CONNECT")
+        self.assertEqual(_name(match), "tunnel")
+        self.assertTrue(match.entry.connectConfig)
+        self.assertEqual(_name(_route(table, b"/", method=b"GET")), "all")
+        self.assertFalse(_route(table, b"/").entry.connectConfig)
+        self.assertIsNone(_route(table, None, method=b"GET"))
+        only = _oneHost("""
+- match: {prefix: ""}
+  route: {cluster: c}
+""")
+        self.assertIsNone(_route(only, None, b"example.com:443", method=b"CONNECT"))
+
+    def test_connectConfigRefused(self):
+        """
+        C{connect_config} settings txenvoy does not implement are refused
+        by path; a C{connect_config} on another upgrade type is an error.
+        """
+        error = self.assertRaises(UnsupportedField, _oneHost, """
+- match: {connect_matcher: {}}
+  route: {cluster: c, upgrade_configs: [{upgrade_type: CONNECT, connect_config: {allow_post: true}}]}
+""")
+        self.assertIn("upgrade_configs[0].connect_config.allow_post", str(error))
+        error = self.assertRaises(ConfigError, _oneHost, """
+- match: {prefix: "/"}
+  route: {cluster: c, upgrade_configs: [{upgrade_type: websocket, connect_config: {}}]}
+""")
+        self.assertIn("upgrade_configs[0].connect_config", str(error))
+
     def test_perFilterConfig(self):
         """
         C{typed_per_filter_config} is kept raw at every level and listed
@@ -1424,10 +1467,6 @@ class UnsupportedTests(SynchronousTestCase):
 - match: {prefix: "/"}
   non_forwarding_action: {}
 """, "rc.virtual_hosts[0].routes[0].non_forwarding_action")
-        self.assertUnsupported("""
-- match: {connect_matcher: {}}
-  route: {cluster: c}
-""", "rc.virtual_hosts[0].routes[0].match.connect_matcher")
 
     def test_runtimeFraction(self):
         """

@@ -1210,6 +1210,7 @@ class ActiveStream:
     _decoratedOperation = None
     _grpcRequest = False
     _upgradeAccepted = False
+    _upgradeCounted = False     # a CONNECT, counted as an upgrade when decoded
 
     def __init__(self, cm, encoder):
         self.cm = cm
@@ -1295,7 +1296,7 @@ class ActiveStream:
             self.activeSpan, self._decoratedOperation = config.tracing.startSpan(
                 cm.dispatcher, request, info, self.route(), cm.egress)
         upgrade = request.upgrade
-        if upgrade is not None and upgrade != b"connect":
+        if upgrade is not None:
             allowed = upgrade in config.upgradeTypes
             route = self.route()
             if route is not None:
@@ -1303,10 +1304,18 @@ class ActiveStream:
                     route.entry, "upgradeMap") else None
                 if enabled is not None:
                     allowed = enabled
-            if not allowed:
+            if allowed:
+                self._upgrade = True
+                if upgrade == b"connect":
+                    # Envoy counts a CONNECT it accepts as an upgrade when
+                    # it makes the stream's upgrade filter chain, whatever
+                    # the answer; its tunnel's end closes at once.
+                    self._upgradeCounted = True
+                    stats.downstream_cx_upgrades_total.inc()
+                    stats.downstream_cx_upgrades_active.inc()
+            elif upgrade != b"connect":
                 self.sendLocalReply(403, b"", None, "upgrade_failed")
                 return
-            self._upgrade = True
 
         single = config.singleDecoder
         if single is not None:
@@ -1795,8 +1804,9 @@ class ActiveStream:
         self._lastActivity = now
         self.encoder.encodeHeaders(headers, False)
         if upgrade:
-            stats.downstream_cx_upgrades_total.inc()
-            stats.downstream_cx_upgrades_active.inc()
+            if not self._upgradeCounted:
+                stats.downstream_cx_upgrades_total.inc()
+                stats.downstream_cx_upgrades_active.inc()
             if not cm._http2:
                 # HTTP/2 carries the upgraded stream in DATA frames; HTTP/1
                 # gives the connection over to raw bytes.
@@ -1851,9 +1861,11 @@ class ActiveStream:
     def _afterComplete(self):
         if log.debugEnabled:
             log.debug("%sCodec completed encoding stream.", self.logTag())
-        if self.cm._http2 and not self._remoteComplete:
+        if not self._remoteComplete:
             # The HTTP/2 codec resets the stream whose request goes on
-            # (RST_STREAM NO_ERROR); Envoy counts that reset here.
+            # (RST_STREAM NO_ERROR); the HTTP/1 codec resets it when it
+            # closes the connection (a response before the request's end, a
+            # CONNECT tunnel's end). Envoy counts that reset here.
             self.cm.stats.downstream_rq_rx_reset.inc()
         self._destroy()
 
@@ -1871,7 +1883,7 @@ class ActiveStream:
         info.onComplete()
         now = info.endMonotonic
         stats.downstream_rq_active.dec()
-        if self._upgradeAccepted:
+        if self._upgradeAccepted or self._upgradeCounted:
             stats.downstream_cx_upgrades_active.dec()
         stats.downstream_rq_time.recordValue((now - self._startTime) * 1000.0)
         span = self.activeSpan

@@ -79,6 +79,7 @@ from txenvoy.http.pool_base import (
     PROTOCOL_ERROR,
     PendingAccounting,
     PendingStream,
+    ReadPausing,
     countAlpnConnection,
     directWriter,
 )
@@ -456,7 +457,7 @@ def _closesConnection(response):
 
 
 @implementer(IPushProducer)
-class _UpstreamWatermark:
+class UpstreamWatermark:
     """
     Registered as the producer of a client's connection: Twisted pauses it
     when the connection's write buffer passes the limit, and resumes it
@@ -493,7 +494,7 @@ class _UpstreamWatermark:
 
 
 @implementer(IUpstreamConnectionCallbacks)
-class ActiveClient:
+class ActiveClient(ReadPausing):
     """
     One upstream HTTP/1.1 connection of a pool: an
     L{txenvoy.upstream.connection.UpstreamConnection} (whose callbacks it
@@ -516,7 +517,6 @@ class ActiveClient:
     connected = False
     closed = False
     closedUnanswered = False
-    _readPaused = False
     _incomplete = False         # a request started, its response not complete
     _answered = False           # response bytes came for the current request
     _idleTimer = None
@@ -530,7 +530,7 @@ class ActiveClient:
         self.requests = 0
         self.connection = None
         self.codec = None
-        self._watermark = _UpstreamWatermark(self)
+        self._watermark = UpstreamWatermark(self)
 
     def start(self):
         """Open the connection."""
@@ -621,18 +621,6 @@ class ActiveClient:
     def closingWithIncompleteStream(self):
         """Whether a response is incomplete (for the connection's stats)."""
         return self._incomplete
-
-    def pauseReading(self):
-        """Stop reading the response (the downstream is backed up)."""
-        if not self._readPaused:
-            self._readPaused = True
-            self.connection.pauseReading()
-
-    def resumeReading(self):
-        """Read the response again."""
-        if self._readPaused:
-            self._readPaused = False
-            self.connection.resumeReading()
 
     def resetStream(self):
         """

@@ -106,6 +106,27 @@ def countAlpnConnection(pool):
     pool.hostStats.cx_total += 1
 
 
+class ReadPausing:
+    """
+    A pool client's C{pauseReading} / C{resumeReading} of its
+    C{connection} (the downstream is backed up), each done once.
+    """
+
+    _readPaused = False
+
+    def pauseReading(self):
+        """Stop reading from the host (the downstream is backed up)."""
+        if not self._readPaused:
+            self._readPaused = True
+            self.connection.pauseReading()
+
+    def resumeReading(self):
+        """Read from the host again."""
+        if self._readPaused:
+            self._readPaused = False
+            self.connection.resumeReading()
+
+
 class PendingStream:
     """
     A stream waiting for a connection (either pool: its C{cancelPending});

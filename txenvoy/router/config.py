@@ -125,7 +125,7 @@ _ROUTE_FIELDS = frozenset((
 ))
 _MATCH_FIELDS = frozenset((
     "prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive",
-    "runtime_fraction", "headers", "query_parameters", "grpc",
+    "runtime_fraction", "headers", "query_parameters", "grpc", "connect_matcher",
 ))
 _ACTION_FIELDS = frozenset((
     "cluster", "cluster_header", "weighted_clusters", "cluster_not_found_response_code",
@@ -156,7 +156,7 @@ _REDIRECT_FIELDS = frozenset((
 _DIRECT_FIELDS = frozenset(("status", "body"))
 _HASH_FIELDS = frozenset(("header", "cookie", "connection_properties", "query_parameter",
                           "filter_state", "terminal"))
-_UPGRADE_FIELDS = frozenset(("upgrade_type", "enabled"))
+_UPGRADE_FIELDS = frozenset(("upgrade_type", "enabled", "connect_config"))
 
 _QUERY_OR_FRAGMENT = b"?#"
 _SEPARATOR = b"/?#"
@@ -436,7 +436,8 @@ class VirtualHost(_Frozen):
 _UNKNOWN = object()
 
 # Path match kinds, tested inline in RouteTable.route.
-_PREFIX, _EXACT, _PREFIX_CI, _EXACT_CI, _SEPARATED, _SEPARATED_CI, _REGEX, _NEVER = range(8)
+_PREFIX, _EXACT, _PREFIX_CI, _EXACT_CI, _SEPARATED, _SEPARATED_CI, _REGEX, _NEVER, _CONNECT = \
+    range(9)
 
 
 class RouteEntry(_Frozen):
@@ -497,7 +498,7 @@ class RouteEntry(_Frozen):
         "grpcTimeoutHeaderOffset", "maxGrpcTimeout", "grpcTimeoutOffset", "retryPolicy",
         "prefixRewrite", "regexRewrite", "hostRewriteLiteral", "autoHostRewrite",
         "hostRewriteHeader", "hostRewritePathRegex", "appendXForwardedHost", "hashPolicies",
-        "upgradeMap", "isRedirect", "redirect", "directResponse", "isDirectResponse",
+        "upgradeMap", "connectConfig", "isRedirect", "redirect", "directResponse", "isDirectResponse",
         "responseCode", "addsLocation", "requestHeadersMutations",
         "responseHeadersMutations", "perFilterConfig", "cors", "metadata", "priority",
         "includeVhRateLimits", "perRequestBufferLimitBytes", "requestBodyBufferLimit",
@@ -656,7 +657,7 @@ def _entryDefaults(name, vhost):
         retryPolicy=DEFAULT_RETRY_POLICY,
         prefixRewrite=None, regexRewrite=None, hostRewriteLiteral=None,
         autoHostRewrite=False, hostRewriteHeader=None, hostRewritePathRegex=None,
-        appendXForwardedHost=False, hashPolicies=(), upgradeMap={},
+        appendXForwardedHost=False, hashPolicies=(), upgradeMap={}, connectConfig=False,
         isRedirect=False, redirect=None, directResponse=None, isDirectResponse=False,
         responseCode=None, addsLocation=False,
         requestHeadersMutation=None, responseHeadersMutation=None,
@@ -900,8 +901,16 @@ class RouteTable:
             vhost = self._vhostCache.get(authority, _UNKNOWN)
             if vhost is _UNKNOWN:
                 vhost = self.virtualHostFor(authority)
-        if vhost is None or path is None:
+        if vhost is None:
             return None
+        table = vhost._table
+        if path is None:
+            # Envoy's supportsPathlessHeaders: only a CONNECT route matches
+            # a request without a path.
+            if method != b"CONNECT":
+                return None
+            table = [row for row in table if row[0] == _CONNECT]
+            path = b""
         if vhost._sslRedirect is not None:
             redirect = self._sslRedirectFor(vhost, headers)
             if redirect is not None:
@@ -913,7 +922,6 @@ class RouteTable:
                 matchPath = path[:semicolon]
         pathOnly = None
         query = _UNKNOWN
-        table = vhost._table
         if vhost._matcher is not None:
             # Sublinear routing: the matcher picks the routes to try.
             table = vhost._matcher(RouteMatcherInput(headers, authority, path, method))
@@ -946,6 +954,9 @@ class RouteTable:
             elif kind == _SEPARATED_CI:
                 if matchPath[:size].lower() != pattern or (
                         len(matchPath) != size and matchPath[size] not in _SEPARATOR):
+                    continue
+            elif kind == _CONNECT:
+                if method != b"CONNECT":
                     continue
             else:
                 continue
@@ -1271,7 +1282,13 @@ class _Compiler:
             raise ConfigError("Invalid route config: one of prefix, path, safe_regex or "
                               "path_separated_prefix is required @ %s" % (path,))
         matchedSize = None
-        if which == "safe_regex":
+        if which == "connect_matcher":
+            # Envoy's ConnectRouteEntryImpl: any CONNECT (not an extended
+            # CONNECT), the only kind of route a request without a path
+            # can match.
+            kind, pattern, size = _CONNECT, None, 0
+            specifier = ("connect_matcher", "")
+        elif which == "safe_regex":
             kind, size = _REGEX, 0
             pattern = compileRegexMatcher(match.safe_regex, path + ".safe_regex")
             specifier = ("safe_regex", match.safe_regex.regex)
@@ -1400,6 +1417,14 @@ class _Compiler:
                 raise ConfigError("Duplicate upgrade %s @ %s.upgrade_type"
                                   % (upgrade.upgrade_type, upgradePath))
             upgrades[key] = upgrade.enabled.value if upgrade.HasField("enabled") else True
+            if upgrade.HasField("connect_config"):
+                connect = upgrade.connect_config
+                checkFields(connect, (), upgradePath + ".connect_config")
+                if key != b"connect":
+                    raise ConfigError("connect_config is only for upgrade_type CONNECT @ %s"
+                                      % (upgradePath + ".connect_config",))
+                # Envoy terminates CONNECT here: a TCP connection to the host.
+                attributes["connectConfig"] = upgrades[key]
         attributes["upgradeMap"] = upgrades
         if action.HasField("cors"):
             attributes["cors"] = action.cors

@@ -67,6 +67,7 @@ from txenvoy.http.header_mutation import FormatContext
 from txenvoy.interfaces import IConnectionPoolCallbacks, IHttpFilterFactory, IResponseDecoder
 from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.router.shadow import ShadowRequests
+from txenvoy.router.tcp_upstream import tcpPoolFor
 from txenvoy.server.logging import componentLogger
 from txenvoy.stats.per_worker import PerWorker
 from txenvoy.upstream.connection import (
@@ -753,7 +754,11 @@ class RouterFilter:
                       host.addressString, self.info.upstreamCluster)
         if self.entry.autoHostRewrite and host.hostname:
             self.request.authority = host.hostname.encode("utf-8")
-        pool = self.pools.poolFor(host, self._socketOptions, self.info.protocol == "HTTP/2")
+        if self.entry.connectConfig and self.request.method == b"CONNECT":
+            # CONNECT terminated here: a TCP tunnel to the host.
+            pool = tcpPoolFor(self.pools, host)
+        else:
+            pool = self.pools.poolFor(host, self._socketOptions, self.info.protocol == "HTTP/2")
         if pool is None:
             # Past max_connection_pools Envoy has no pool for the host and
             # answers as if no host were healthy.
@@ -1061,7 +1066,8 @@ class RouterFilter:
         cb = self.callbacks
         now = self.reactor.seconds()
         entries = headers.headers._entries
-        if not self.config.suppressEnvoyHeaders and status != 101:
+        if not self.config.suppressEnvoyHeaders and status != 101 and not getattr(
+                upstream.pool, "terminatesConnect", False):
             # Envoy times from the end of the downstream request (so retries
             # and back-off count), and does not time an upgrade's 101.
             since = self._completeTime
