@@ -28,12 +28,13 @@ def _edsCluster(name):
                 "api_config_source": {
                     "api_type": "GRPC", "transport_api_version": "V3",
                     "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]},
-                "initial_fetch_timeout": "1s", "resource_api_version": "V3"}}}
+                "initial_fetch_timeout": "0.8s", "resource_api_version": "V3"}}}
 
 
 def _clusterNames(adminPort, resource):
     dump = _configDump(adminPort, "resource=" + resource)
-    return sorted(c["cluster"]["name"] for c in dump.get("configs", ()))
+    return sorted((c["cluster"]["name"], c.get("version_info"))
+                  for c in dump.get("configs", ()))
 
 
 class ClusterWarmingTests(SynchronousTestCase):
@@ -65,15 +66,25 @@ class ClusterWarmingTests(SynchronousTestCase):
                     _clusterNames(adminPort, "dynamic_warming_clusters"),
                     _clusterNames(adminPort, "dynamic_active_clusters"))
 
+        def waitWarm():
+            deadline = time.time() + 5
+            while (time.time() < deadline
+                   and adminStats(adminPort).get("cluster_manager.warming_clusters")):
+                time.sleep(0.05)
+
         try:
             _waitStat(adminPort, "cluster_manager.cds.update_success", 1, timeout=20)
             _moveInto(d, "cds.yaml", _response("2", [_edsCluster("late")]))
             _waitStat(adminPort, "cluster_manager.cds.update_success", 2)
             seen.append(observe())
-            deadline = time.time() + 5
-            while (time.time() < deadline
-                   and adminStats(adminPort).get("cluster_manager.warming_clusters")):
-                time.sleep(0.05)
+            waitWarm()
+            seen.append(observe())
+            # A changed version warms too; the one it replaces serves on.
+            changed = dict(_edsCluster("late"), connect_timeout="2s")
+            _moveInto(d, "cds.yaml", _response("3", [changed]))
+            _waitStat(adminPort, "cluster_manager.cds.update_success", 3)
+            seen.append(observe())
+            waitWarm()
             seen.append(observe())
         finally:
             proxy.stop()
@@ -85,10 +96,12 @@ class ClusterWarmingTests(SynchronousTestCase):
         Envoy's cluster warming: a CDS cluster whose EDS control plane
         never answers is warming (C{dynamic_warming_clusters},
         C{cluster_manager.warming_clusters} 1, not yet counted in
-        C{active_clusters}) until its C{initial_fetch_timeout}, then active.
+        C{active_clusters}) until its C{initial_fetch_timeout}, then active;
+        a changed version warms likewise, the old one active meanwhile.
         """
         results = forBoth(self._sequence, timeout=60)
         self.maxDiff = None
         self.assertEqual(results[True], [
-            ([1, 1], ["late"], []), ([0, 2], [], ["late"])])
+            ([1, 1], [("late", "2")], []), ([0, 2], [], [("late", "2")]),
+            ([1, 2], [("late", "3")], [("late", "2")]), ([0, 2], [], [("late", "3")])])
         self.assertEqual(results[False], results[True])

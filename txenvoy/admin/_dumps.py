@@ -201,7 +201,8 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         C{dynamic_listeners} and C{dynamic_active_clusters}, not static;
         C{"lds_warming"}: the names of the added listeners still warming;
         C{"cds_warming"}: those of the CDS clusters still warming
-        (C{dynamic_warming_clusters});
+        (C{dynamic_warming_clusters}); C{"cds_replaced"}: C{{name: (proto,
+        versionInfo, lastUpdated)}} of the versions serving while those warm;
         C{"lds_draining"}: C{{name: (proto, versionInfo, lastUpdated)}}
         of removed listeners still draining (C{draining_state});
         C{"rds"}: C{[(proto, versionInfo, lastUpdated)]} of the route
@@ -254,8 +255,12 @@ def configDump(bootstrap, lastUpdated, listeners=None, clusters=None, resource=N
         entry.cluster.Pack(c)
         entry.last_updated.CopyFrom(ts)
     warmingClusters = dynamic.get("cds_warming", ())
-    for name, (proto, version, updated) in sorted(dynamicClusters.items()):
-        if name in warmingClusters:
+    replaced = dynamic.get("cds_replaced", {})
+    entries = [(name, entry, False) for name, entry in dynamicClusters.items()]
+    entries += [(name, entry, True) for name, entry in replaced.items()
+                if nameRe is None or nameRe.search(name)]
+    for name, (proto, version, updated), serving in sorted(entries, key=lambda e: e[0]):
+        if name in warmingClusters and not serving:
             entry = clustersDump.dynamic_warming_clusters.add()
         else:
             entry = clustersDump.dynamic_active_clusters.add()

@@ -13,12 +13,16 @@ class CdsApi:
     """
     @ivar dynamic: C{{name: (proto, versionInfo, lastUpdated)}} of the
         clusters CDS gave, for C{/config_dump}.
+    @ivar replaced: the same of the clusters that serve on while the
+        version replacing them warms (C{dynamic_active_clusters} beside the
+        new one's C{dynamic_warming_clusters}).
     """
 
     def __init__(self, clusterManager, clock):
         self._manager = clusterManager
         self._clock = clock
         self.dynamic = {}
+        self.replaced = {}
 
     def onConfigUpdate(self, resources, versionInfo):
         manager = self._manager
@@ -45,6 +49,12 @@ class CdsApi:
             changed[proto.name] = proto
         removed = [name for name in self.dynamic if name not in names]
         manager.applyUpdate(added, modified, removed)
+        warming = manager.warmingNames()
+        self.replaced = {n: e for n, e in self.replaced.items() if n in warming}
+        for cluster in modified:
+            name = cluster.info.name
+            if name in warming:
+                self.replaced.setdefault(name, self.dynamic[name])
         now = self._clock.seconds()
         for name in removed:
             del self.dynamic[name]

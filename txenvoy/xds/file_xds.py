@@ -113,7 +113,10 @@ class FileXds(Service):
             state["lds_draining"] = self.lds.drainingNow()
             state["lds_warming"] = self._server.listenerManager.warmingNames()
         if self.cds is not None:
-            state["cds_warming"] = self._server.clusterManager.warmingNames()
+            warming = self._server.clusterManager.warmingNames()
+            state["cds_warming"] = warming
+            state["cds_replaced"] = {n: e for n, e in self.cds.replaced.items()
+                                     if n in warming}
         return state
 
     def startService(self):
