@@ -1880,6 +1880,9 @@ class ActiveStream:
             f = slot.filter
             if f is not None:
                 filterMethod(f, "onDestroy")(f)
+        encoder = self.encoder
+        info.downstreamWireBytesSent = getattr(encoder, "wireBytesSent", 0)
+        info.downstreamHeaderBytesSent = getattr(encoder, "headerBytesSent", 0)
         info.onComplete()
         now = info.endMonotonic
         stats.downstream_rq_active.dec()

@@ -62,6 +62,9 @@ class StreamInfo:
     @ivar upstreamLocalAddress: C{(host, port)} of our side upstream.
     @ivar bytesReceived: bytes read from downstream (body bytes for HTTP).
     @ivar bytesSent: bytes written to downstream (body bytes for HTTP).
+    @ivar downstreamWireBytesSent: an HTTP response's bytes as written by
+        the codec (head, framing and body).
+    @ivar downstreamHeaderBytesSent: the bytes of its head.
     @ivar responseCode: the HTTP status sent, or C{None}.
     @ivar responseCodeDetails: Envoy's C{%RESPONSE_CODE_DETAILS%}.
     @ivar protocol: C{"HTTP/1.1"} etc., or C{None} at L4.
@@ -104,6 +107,8 @@ class StreamInfo:
         self.upstreamTransportFailureReason = None
         self.bytesReceived = 0
         self.bytesSent = 0
+        self.downstreamWireBytesSent = 0
+        self.downstreamHeaderBytesSent = 0
         self.responseCode = None
         self.responseCodeDetails = None
         self.protocol = None

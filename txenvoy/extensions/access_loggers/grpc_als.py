@@ -294,6 +294,11 @@ def httpEntryBuilder(requestHeadersToLog, responseHeadersToLog):
                 value = _headerValue(headers, name)
                 if value is not None:
                     rs.response_headers[name.decode("latin-1")] = value
+        if streamInfo.downstreamHeaderBytesSent:
+            rs.downstream_header_bytes_sent = streamInfo.downstreamHeaderBytesSent
+        if streamInfo.downstreamWireBytesSent:
+            entry.common_properties.downstream_wire_bytes_sent = \
+                streamInfo.downstreamWireBytesSent
         if streamInfo.responseCodeDetails:
             rs.response_code_details = streamInfo.responseCodeDetails
         return entry

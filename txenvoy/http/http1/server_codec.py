@@ -186,8 +186,17 @@ class ResponseEncoder:
     _raw = False
     _closeAfter = False
 
+    #: Bytes of this response written to the connection (Envoy's
+    #: downstream wire bytes sent), and of its head (header bytes sent).
+    wireBytesSent = 0
+    headerBytesSent = 0
+
     def __init__(self, codec):
         self._codec = codec
+
+    def _send(self, data):
+        self.wireBytesSent += len(data)
+        self._codec.send(data)
 
     @property
     def responseStarted(self):
@@ -202,7 +211,7 @@ class ResponseEncoder:
     def encode100ContinueHeaders(self):
         """Write C{HTTP/1.1 100 Continue}, unless the response has started."""
         if not self._started and not self._complete and not self._codec.closed:
-            self._codec.send(_CONTINUE)
+            self._send(_CONTINUE)
 
     def encodeHeaders(self, headers, endStream):
         """
@@ -279,7 +288,10 @@ class ResponseEncoder:
         append(b"")
         append(b"")
         head = b"\r\n".join(lines)
-        codec.send(head)
+        # Envoy's header bytes are the header lines only: not the status
+        # line, nor the blank line that ends the head.
+        self.headerBytesSent = len(head) - len(lines[0]) - 4
+        self._send(head)
         if endStream and not self._raw:
             self._complete = True
             codec.onResponseComplete(self)
@@ -289,7 +301,7 @@ class ResponseEncoder:
             lines.append(framing)
         lines.append(b"")
         lines.append(b"")
-        self._codec.send(b"\r\n".join(lines))
+        self._send(b"\r\n".join(lines))
 
     def encodeData(self, data, endStream):
         """
@@ -305,13 +317,13 @@ class ResponseEncoder:
             raise ValueError("encodeData before encodeHeaders")
         if data and not self._noBody:
             if self._chunked:
-                codec.send(codec.chunk(data, endStream))
+                self._send(codec.chunk(data, endStream))
                 if endStream:
                     self._complete = True
                     codec.onResponseComplete(self)
                     return
             else:
-                codec.send(data)
+                self._send(data)
         if endStream:
             if self._raw:
                 # An upgraded stream ends with the connection.
@@ -319,7 +331,7 @@ class ResponseEncoder:
                 codec.closeConnection()
                 return
             if self._chunked:
-                codec.send(LAST_CHUNK)
+                self._send(LAST_CHUNK)
             self._complete = True
             codec.onResponseComplete(self)
 
@@ -335,7 +347,7 @@ class ResponseEncoder:
         if self._complete or codec.closed or not self._started:
             return
         if self._chunked:
-            codec.send(codec.lastChunk(trailers))
+            self._send(codec.lastChunk(trailers))
         self._complete = True
         codec.onResponseComplete(self)
 
