@@ -82,20 +82,22 @@ class TcpProxyFilter(Protocol):
     the callbacks object of its upstream connection.
     """
 
-    upstream = None
-    _connected = False
-    _downstreamReadClosed = False
-    _upstreamReadClosed = False
-    _closed = False
-    _idleTimer = None
-    _durationTimer = None
-    _lastActive = 0.0
-    _splice = None
-    _cxSlot = None
-    _requestStats = None
-    _upstreamFinLast = False
+    # One per connection, idle ones included: slots keep it free of a
+    # per-instance dict.
+    __slots__ = ("factory", "transport", "connected", "config", "connection", "dispatcher",
+                 "stats", "streamInfo", "cluster", "upstream", "_attempts", "_seconds",
+                 "_pending", "_connected", "_downstreamReadClosed", "_upstreamReadClosed",
+                 "_closed", "_idleTimer", "_durationTimer", "_lastActive", "_splice",
+                 "_cxSlot", "_requestStats", "_upstreamFinLast")
 
     def __init__(self, config, connection):
+        self.factory = self.transport = self.cluster = self.upstream = None
+        self.connected = 0
+        self._connected = self._closed = self._upstreamFinLast = False
+        self._downstreamReadClosed = self._upstreamReadClosed = False
+        self._idleTimer = self._durationTimer = self._splice = None
+        self._cxSlot = self._requestStats = None
+        self._lastActive = 0.0
         self.config = config
         self.connection = connection
         self.dispatcher = connection.dispatcher
