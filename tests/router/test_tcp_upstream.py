@@ -88,3 +88,23 @@ class ConnectTerminationTests(SynchronousTestCase):
         """A request with a path is proxied as HTTP by the other route."""
         self.down.send(b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n")
         self.assertTrue(self.h.upstream().received().startswith(b"GET /x HTTP/1.1\r\n"))
+
+
+class ConnectRefusedTests(SynchronousTestCase):
+
+    def test_notEnabled(self):
+        """
+        Envoy 1.40: a CONNECT that neither the connection manager's nor the
+        route's C{upgrade_configs} enable gets 403 and the connection closes;
+        nothing is sent to the host.
+        """
+        h = Harness(self, routes="""
+- match: {connect_matcher: {}}
+  route: {cluster: origin}
+""")
+        down = h.connect()
+        down.send(CONNECT)
+        r = down.response()
+        self.assertEqual((r.status, r.body), (403, b""))
+        self.assertEqual(h.upstreams(), [])
+        self.assertEqual(h.stat("http.ingress.downstream_cx_upgrades_total"), 0)

@@ -1313,7 +1313,9 @@ class ActiveStream:
                     self._upgradeCounted = True
                     stats.downstream_cx_upgrades_total.inc()
                     stats.downstream_cx_upgrades_active.inc()
-            elif upgrade != b"connect":
+            else:
+                # Envoy 1.40 refuses a CONNECT neither the connection
+                # manager nor the route enables as it refuses an upgrade.
                 self.sendLocalReply(403, b"", None, "upgrade_failed")
                 return
 
