@@ -6,8 +6,8 @@ service (C{envoy.service.accesslog.v3}, grpcio). The streams' first
 message names the node and log, and the entries must match field for
 field, except what differs by nature (ports, ids, times: the per-phase
 times are compared by presence and order) and the fields txenvoy does not
-fill yet (the HTTP codecs' byte counts but those of the response sent
-downstream over HTTP/1).
+fill yet (the bytes received downstream, the header bytes received
+upstream).
 
 Envoy's gRPC cluster says C{http2_protocol_options}; txenvoy's exporter
 speaks HTTP/2 through grpcio whatever the cluster says.
@@ -86,10 +86,8 @@ TIMINGS = ("time_to_last_rx_byte", "time_to_first_upstream_tx_byte",
 #: What differs by nature or is not filled by txenvoy yet. The timings
 #: are replaced by which of them are present and in what order.
 _COMMON_CLEARED = ("start_time", "duration", "stream_id") + TIMINGS
-_HTTP_WIRE_CLEARED = ("downstream_wire_bytes_received", "upstream_wire_bytes_sent",
-                      "upstream_wire_bytes_received")
-_REQUEST_CLEARED = ("request_id", "upstream_header_bytes_sent",
-                    "downstream_header_bytes_received")
+_HTTP_WIRE_CLEARED = ("downstream_wire_bytes_received",)
+_REQUEST_CLEARED = ("request_id", "downstream_header_bytes_received")
 _RESPONSE_CLEARED = ("upstream_header_bytes_received",)
 
 

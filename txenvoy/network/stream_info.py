@@ -64,7 +64,10 @@ class StreamInfo:
     @ivar bytesSent: bytes written to downstream (body bytes for HTTP).
     @ivar downstreamWireBytesSent: an HTTP response's bytes as written by
         the codec (head, framing and body).
-    @ivar downstreamHeaderBytesSent: the bytes of its head.
+    @ivar downstreamHeaderBytesSent: the bytes of its header lines.
+    @ivar upstreamWireBytesSent: the HTTP/1 request's bytes written upstream,
+        and C{upstreamWireBytesReceived} its response's bytes read;
+        C{upstreamHeaderBytesSent} the bytes of its header lines.
     @ivar responseCode: the HTTP status sent, or C{None}.
     @ivar responseCodeDetails: Envoy's C{%RESPONSE_CODE_DETAILS%}.
     @ivar protocol: C{"HTTP/1.1"} etc., or C{None} at L4.
@@ -109,6 +112,9 @@ class StreamInfo:
         self.bytesSent = 0
         self.downstreamWireBytesSent = 0
         self.downstreamHeaderBytesSent = 0
+        self.upstreamWireBytesSent = 0
+        self.upstreamWireBytesReceived = 0
+        self.upstreamHeaderBytesSent = 0
         self.responseCode = None
         self.responseCodeDetails = None
         self.protocol = None

@@ -349,6 +349,14 @@ class UpstreamRequest:
 
     def onResponseComplete(self):
         """The response ended; the connection is back in the pool."""
+        client = self.client
+        if client is not None and not self.done:
+            # What the codec counted for this request (HTTP/1's codec does).
+            codec = client.codec
+            info = self.router.info
+            info.upstreamWireBytesSent = getattr(codec, "wireBytesSent", 0)
+            info.upstreamWireBytesReceived = getattr(codec, "wireBytesReceived", 0)
+            info.upstreamHeaderBytesSent = getattr(codec, "headerBytesSent", 0)
         self.client = None
         self.uncount()
         if not self.done:

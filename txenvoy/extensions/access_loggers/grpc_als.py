@@ -278,6 +278,7 @@ def httpEntryBuilder(requestHeadersToLog, responseHeadersToLog):
                 entry.common_properties.stream_id = r.request_id
             r.request_body_bytes = streamInfo.bytesReceived
             r.request_headers_bytes = requestHeadersBytes(request, scheme)
+            r.upstream_header_bytes_sent = streamInfo.upstreamHeaderBytesSent
             for name in requestNames:
                 value = _headerValue(headers, name)
                 if value is not None:
@@ -296,9 +297,10 @@ def httpEntryBuilder(requestHeadersToLog, responseHeadersToLog):
                     rs.response_headers[name.decode("latin-1")] = value
         if streamInfo.downstreamHeaderBytesSent:
             rs.downstream_header_bytes_sent = streamInfo.downstreamHeaderBytesSent
-        if streamInfo.downstreamWireBytesSent:
-            entry.common_properties.downstream_wire_bytes_sent = \
-                streamInfo.downstreamWireBytesSent
+        common = entry.common_properties
+        common.downstream_wire_bytes_sent = streamInfo.downstreamWireBytesSent
+        common.upstream_wire_bytes_sent = streamInfo.upstreamWireBytesSent
+        common.upstream_wire_bytes_received = streamInfo.upstreamWireBytesReceived
         if streamInfo.responseCodeDetails:
             rs.response_code_details = streamInfo.responseCodeDetails
         return entry

@@ -116,6 +116,13 @@ class ClientCodec(Http1Connection):
 
     # -- requests -----------------------------------------------------------
 
+    #: The current request's bytes written (head, framing, body), its
+    #: header lines' bytes, and the bytes of its response read so far
+    #: (Envoy's upstream wire and header bytes).
+    wireBytesSent = 0
+    headerBytesSent = 0
+    wireBytesReceived = 0
+
     def encodeRequest(self, request, endStream):
         """
         Write a request head.
@@ -187,8 +194,14 @@ class ClientCodec(Http1Connection):
             append(b"transfer-encoding: chunked")
             chunked = True
         lines.append(b"\r\n")
-        self._transport.write(
-            b"%s %s HTTP/1.1\r\n%s" % (method, target, b"\r\n".join(lines)))
+        headerLines = b"\r\n".join(lines)
+        head = b"%s %s HTTP/1.1\r\n%s" % (method, target, headerLines)
+        # Envoy's upstream header bytes: the header lines only, not the
+        # request line nor the blank line that ends the head.
+        self.headerBytesSent = len(headerLines) - 2
+        self.wireBytesSent = len(head)
+        self.wireBytesReceived = 0
+        self._transport.write(head)
 
         self._inFlight = True
         self._extendedConnect = extendedConnect
@@ -205,7 +218,7 @@ class ClientCodec(Http1Connection):
         """
         if self._requestComplete or self._dead:
             return
-        write = self._transport.write
+        write = self._write
         if self._requestChunked:
             if data:
                 write(self.chunk(data, endStream))
@@ -224,8 +237,12 @@ class ClientCodec(Http1Connection):
         if self._requestComplete or self._dead:
             return
         if self._requestChunked:
-            self._transport.write(self.lastChunk(trailers))
+            self._write(self.lastChunk(trailers))
         self._requestComplete = True
+
+    def _write(self, data):
+        self.wireBytesSent += len(data)
+        self._transport.write(data)
 
     # -- state ----------------------------------------------------------------
 
@@ -258,6 +275,7 @@ class ClientCodec(Http1Connection):
         if not self._inFlight:
             self._protocolError(Details.CODEC_ERROR)
             return
+        self.wireBytesReceived += len(data)
         if self._headBuffer is not None:
             self._headBuffer.append(data)
         error = None
