@@ -29,6 +29,7 @@ from txenvoy.router.config import HashPolicy
 from txenvoy.interfaces import INetworkFilterFactory, IUpstreamConnectionCallbacks
 from txenvoy.network import splice
 from txenvoy.network.stream_info import ResponseFlag
+from txenvoy.network.timer_heap import TimerHeap
 from txenvoy.server.logging import componentLogger, connTag
 from txenvoy.stats.per_worker import PerWorker, StatsStruct
 from txenvoy.upstream.load_balancer_context import LoadBalancerContext
@@ -136,7 +137,9 @@ class TcpProxyFilter(Protocol):
             self._durationTimer = reactor.callLater(
                 self.config.maxDownstreamConnectionDuration, self._onMaxDuration)
         if self.config.idleTimeout:
-            self._idleTimer = reactor.callLater(self.config.idleTimeout, self._onIdleTimeout)
+            # One reactor call per worker for every connection's timeout.
+            self._idleTimer = self.config.idleTimersFor(self.dispatcher).callLater(
+                self.config.idleTimeout, self._onIdleTimeout)
         self._connect()
 
     def _connect(self):
@@ -370,9 +373,11 @@ class TcpProxyFilter(Protocol):
     # Timers.
 
     def _cancelTimers(self):
-        for t in (self._idleTimer, self._durationTimer):
-            if t is not None and t.active():
-                t.cancel()
+        if self._idleTimer is not None:
+            self.config.idleTimersFor(self.dispatcher).cancel(self._idleTimer)
+        t = self._durationTimer
+        if t is not None and t.active():
+            t.cancel()
         self._idleTimer = self._durationTimer = None
 
     def _onIdleTimeout(self):
@@ -381,7 +386,8 @@ class TcpProxyFilter(Protocol):
         # timer would end), so the data path never touches the timer heap.
         left = self._lastActive + self.config.idleTimeout - self._seconds()
         if left > 0:
-            self._idleTimer = self.dispatcher.reactor.callLater(left, self._onIdleTimeout)
+            self._idleTimer = self.config.idleTimersFor(self.dispatcher).callLater(
+                left, self._onIdleTimeout)
             return
         self._idleTimer = None
         self.stats.idle_timeout.inc()
@@ -421,6 +427,8 @@ class TcpProxyConfig:
         #: This worker's C{tcp.<stat_prefix>.*} stat objects.
         self.statsFor = PerWorker(lambda d: StatsStruct(
             d.stats, self.statPrefix, counters=_COUNTERS, gauges=_GAUGES)).get
+        #: This worker's L{TimerHeap} of idle timeouts.
+        self.idleTimersFor = PerWorker(lambda d: TimerHeap(d.reactor)).get
 
     def pickCluster(self):
         if len(self.clusters) == 1:
