@@ -6,8 +6,7 @@ service (C{envoy.service.accesslog.v3}, grpcio). The streams' first
 message names the node and log, and the entries must match field for
 field, except what differs by nature (ports, ids, times: the per-phase
 times are compared by presence and order) and the fields txenvoy does not
-fill yet (the bytes received downstream, the header bytes received
-upstream).
+fill yet (the bytes received downstream).
 
 Envoy's gRPC cluster says C{http2_protocol_options}; txenvoy's exporter
 speaks HTTP/2 through grpcio whatever the cluster says.
@@ -88,7 +87,7 @@ TIMINGS = ("time_to_last_rx_byte", "time_to_first_upstream_tx_byte",
 _COMMON_CLEARED = ("start_time", "duration", "stream_id") + TIMINGS
 _HTTP_WIRE_CLEARED = ("downstream_wire_bytes_received",)
 _REQUEST_CLEARED = ("request_id", "downstream_header_bytes_received")
-_RESPONSE_CLEARED = ("upstream_header_bytes_received",)
+_RESPONSE_CLEARED = ()
 
 
 def alsConfig(real, ports, alsPort, originPort):

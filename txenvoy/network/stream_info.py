@@ -67,7 +67,8 @@ class StreamInfo:
     @ivar downstreamHeaderBytesSent: the bytes of its header lines.
     @ivar upstreamWireBytesSent: the HTTP/1 request's bytes written upstream,
         and C{upstreamWireBytesReceived} its response's bytes read;
-        C{upstreamHeaderBytesSent} the bytes of its header lines.
+        C{upstreamHeaderBytesSent} and C{upstreamHeaderBytesReceived} the
+        bytes of each head's header lines.
     @ivar responseCode: the HTTP status sent, or C{None}.
     @ivar responseCodeDetails: Envoy's C{%RESPONSE_CODE_DETAILS%}.
     @ivar protocol: C{"HTTP/1.1"} etc., or C{None} at L4.
@@ -115,6 +116,7 @@ class StreamInfo:
         self.upstreamWireBytesSent = 0
         self.upstreamWireBytesReceived = 0
         self.upstreamHeaderBytesSent = 0
+        self.upstreamHeaderBytesReceived = 0
         self.responseCode = None
         self.responseCodeDetails = None
         self.protocol = None

@@ -357,6 +357,7 @@ class UpstreamRequest:
             info.upstreamWireBytesSent = getattr(codec, "wireBytesSent", 0)
             info.upstreamWireBytesReceived = getattr(codec, "wireBytesReceived", 0)
             info.upstreamHeaderBytesSent = getattr(codec, "headerBytesSent", 0)
+            info.upstreamHeaderBytesReceived = getattr(codec, "headerBytesReceived", 0)
         self.client = None
         self.uncount()
         if not self.done:

@@ -287,6 +287,7 @@ def httpEntryBuilder(requestHeadersToLog, responseHeadersToLog):
         if streamInfo.responseCode:
             rs.response_code.value = streamInfo.responseCode
         rs.response_body_bytes = streamInfo.bytesSent
+        rs.upstream_header_bytes_received = streamInfo.upstreamHeaderBytesReceived
         if response is not None:
             if hasattr(response, "status"):
                 rs.response_headers_bytes = responseHeadersBytes(response)

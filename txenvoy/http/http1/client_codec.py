@@ -122,6 +122,7 @@ class ClientCodec(Http1Connection):
     wireBytesSent = 0
     headerBytesSent = 0
     wireBytesReceived = 0
+    headerBytesReceived = 0
 
     def encodeRequest(self, request, endStream):
         """
@@ -334,6 +335,7 @@ class ClientCodec(Http1Connection):
         self._reason = b""
         self._headers = []
         self._headSize = 0
+        self.headerBytesReceived = 0
         self._headRaw = 0
         self._extraCount = 0
         self._contentLength = None
@@ -350,6 +352,10 @@ class ClientCodec(Http1Connection):
         lname = PLAIN_NAMES.get(name)
         value = value.rstrip(b" \t")
         self._headSize += len(name) + len(value) + 4
+        if self._trailers is None:
+            # Envoy's header bytes received: each name and value, with
+            # the colon and the line's CRLF (not the space between).
+            self.headerBytesReceived += len(name) + len(value) + 3
         if lname is None:
             lname = name.lower()
             if self._trailers is not None:
