@@ -1,6 +1,7 @@
 """
 Tests for L{txenvoy.extensions.common.dns_cache} with a fake resolver and
-clock: loading, waiting workers, failures, the family filter, overflow
+clock: loading, waiting workers, failures, the family filter, overflow,
+refresh and expiry
 (the side-by-side run is C{tests/e2e/test_dynamic_forward_proxy.py}).
 """
 
@@ -12,6 +13,7 @@ from txenvoy.config.errors import ConfigError
 from txenvoy.extensions.common.dns_cache import (
     DnsCache,
     DnsCacheSettings,
+    compileDnsCacheConfig,
     getDnsCache,
     splitHost,
 )
@@ -106,6 +108,62 @@ class DnsCacheTests(SynchronousTestCase):
                       first)
         self.assertRaises(ConfigError, getDnsCache, reactor, self.shard,
                           DnsCacheSettings("x", "V4_ONLY", 1024))
+
+
+class RefreshTests(SynchronousTestCase):
+    """Envoy's re-resolution every C{dns_refresh_rate} and expiry after C{host_ttl}."""
+
+    def setUp(self):
+        self.shard = StatsStore().shard("main_thread")
+        self.resolver = _Resolver()
+        self.clock = _Reactor()
+        self.cache = DnsCache(self.clock, self.shard,
+                              DnsCacheSettings("c", "V4_ONLY", 2, refreshRate=10.0, hostTtl=25.0),
+                              self.resolver)
+        self.dispatcher = _Dispatcher()
+
+    def stat(self, name):
+        return getattr(self.cache.stats, name).value
+
+    def test_refreshedWhileUsedThenDropped(self):
+        """
+        A host in use is resolved again each refresh (a new address counts
+        C{host_address_changed}); the first refresh that finds it unused
+        for C{host_ttl} drops it (C{host_removed}, C{num_hosts} 0).
+        """
+        self.cache.load("h", 80, self.dispatcher, lambda entry: None)
+        self.resolver.asked.pop()[2].callback(["10.0.0.1"])
+        self.clock.advance(5)
+        self.assertEqual(self.cache.lookup("h", 80).address, ("10.0.0.1", 80))
+        self.clock.advance(5)
+        self.assertEqual(self.stat("dns_query_attempt"), 2)
+        self.resolver.asked.pop()[2].callback(["10.0.0.2"])
+        self.assertEqual(self.cache.lookup("h", 80).address, ("10.0.0.2", 80))
+        self.assertEqual(self.stat("host_address_changed"), 2)
+        # Unused since t=10: still kept at the refresh of t=20 and t=30
+        # (a failed answer keeps the address), dropped at t=40.
+        self.clock.advance(10)
+        self.resolver.asked.pop()[2].errback(Exception("SERVFAIL"))
+        self.clock.advance(10)
+        self.resolver.asked.pop()[2].callback(["10.0.0.2"])
+        self.assertEqual(self.stat("host_removed"), 0)
+        self.clock.advance(10)
+        self.assertEqual((self.stat("host_removed"), self.stat("num_hosts")), (1, 0))
+        self.assertIsNone(self.cache.lookup("h", 80))
+        self.assertEqual(self.resolver.asked, [])
+
+    def test_settingsFromConfig(self):
+        """C{dns_refresh_rate} and C{host_ttl} are read; bad values named by path."""
+        from envoy.extensions.common.dynamic_forward_proxy.v3 import dns_cache_pb2
+
+        message = dns_cache_pb2.DnsCacheConfig(name="c")
+        message.dns_refresh_rate.FromSeconds(5)
+        message.host_ttl.FromSeconds(30)
+        settings = compileDnsCacheConfig(message, "p")
+        self.assertEqual((settings.refreshRate, settings.hostTtl), (5.0, 30.0))
+        message.host_ttl.FromSeconds(0)
+        e = self.assertRaises(ConfigError, compileDnsCacheConfig, message, "p")
+        self.assertIn("p.host_ttl: value must be greater than 0s", str(e))
 
 
 class SplitHostTests(SynchronousTestCase):

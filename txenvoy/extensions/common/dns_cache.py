@@ -20,6 +20,10 @@ C{circuit_breakers.rq_pending_open} / C{rq_pending_remaining}. As in
 Envoy, the first address a host gets counts as a change, and an answer
 with no address of the C{dns_lookup_family} is a success without an
 address (the filter then answers C{DNS resolution failure}).
+
+Each host is resolved again every C{dns_refresh_rate} (60 s unless set)
+and dropped (C{host_removed}) at the first refresh that finds it unused
+for C{host_ttl} (5 minutes unless set), as Envoy's C{onReResolve}.
 """
 
 import weakref
@@ -27,7 +31,7 @@ import weakref
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 
 from txenvoy.config.errors import ConfigError
-from txenvoy.config.fields import checkFields
+from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.stats.per_worker import StatsStruct
 from txenvoy.upstream.cluster import DNS_LOOKUP_FAMILIES
 from txenvoy.upstream.dns import GetAddrInfoResolver
@@ -44,15 +48,20 @@ _FIELDS = ("name", "dns_lookup_family", "max_hosts", "dns_refresh_rate", "host_t
 
 
 class DnsCacheSettings:
-    """A compiled C{DnsCacheConfig}: C{name}, C{family}, C{maxHosts}."""
+    """
+    A compiled C{DnsCacheConfig}: C{name}, C{family}, C{maxHosts}, and
+    C{refreshRate} and C{hostTtl} in seconds.
+    """
 
-    def __init__(self, name, family, maxHosts):
+    def __init__(self, name, family, maxHosts, refreshRate=60.0, hostTtl=300.0):
         self.name = name
         self.family = family
         self.maxHosts = maxHosts
+        self.refreshRate = refreshRate
+        self.hostTtl = hostTtl
 
     def key(self):
-        return (self.name, self.family, self.maxHosts)
+        return (self.name, self.family, self.maxHosts, self.refreshRate, self.hostTtl)
 
 
 def compileDnsCacheConfig(message, path):
@@ -65,7 +74,16 @@ def compileDnsCacheConfig(message, path):
         raise ConfigError("%s.name: value length must be at least 1 characters" % (path,))
     family = DNS_LOOKUP_FAMILIES.get(message.dns_lookup_family, "AUTO")
     maxHosts = message.max_hosts.value if message.HasField("max_hosts") else 1024
-    return DnsCacheSettings(message.name, family, maxHosts)
+    refreshRate, hostTtl = 60.0, 300.0
+    if message.HasField("dns_refresh_rate"):
+        refreshRate = durationSeconds(message.dns_refresh_rate)
+        if refreshRate <= 0.001:
+            raise ConfigError("%s.dns_refresh_rate: value must be greater than 1ms" % (path,))
+    if message.HasField("host_ttl"):
+        hostTtl = durationSeconds(message.host_ttl)
+        if hostTtl <= 0:
+            raise ConfigError("%s.host_ttl: value must be greater than 0s" % (path,))
+    return DnsCacheSettings(message.name, family, maxHosts, refreshRate, hostTtl)
 
 
 def splitHost(authority, defaultPort):
@@ -88,14 +106,16 @@ def splitHost(authority, defaultPort):
 class HostEntry:
     """
     One host of the cache: C{address} C{(ip, port)} once resolved to one,
-    else C{None}; C{resolved} once the first answer (or failure) came.
+    else C{None}; C{resolved} once the first answer (or failure) came;
+    C{lastUsed}, when a worker last asked for it.
     """
 
-    def __init__(self, host, port):
+    def __init__(self, host, port, now):
         self.host = host
         self.port = port
         self.address = None
         self.resolved = False
+        self.lastUsed = now
 
 
 class DnsCache:
@@ -118,7 +138,10 @@ class DnsCache:
         A resolved L{HostEntry}, or C{None} (any thread: a dict read).
         """
         entry = self._hosts.get((host, port))
-        return entry if entry is not None and entry.resolved else None
+        if entry is None or not entry.resolved:
+            return None
+        entry.lastUsed = self._reactor.seconds()
+        return entry
 
     def load(self, host, port, dispatcher, callback):
         """
@@ -149,14 +172,29 @@ class DnsCache:
             stats.host_overflow.inc()
             dispatcher.post(callback, None)
             return
-        entry = self._hosts[key] = HostEntry(host, port)
+        entry = self._hosts[key] = HostEntry(host, port, self._reactor.seconds())
         stats.host_added.inc()
         stats.num_hosts.set(len(self._hosts))
         self._waiting[key] = [(dispatcher, callback)]
-        stats.dns_query_attempt.inc()
-        d = self._resolver.resolve(host, self.settings.family)
+        self._query(entry)
+
+    def _query(self, entry):
+        self.stats.dns_query_attempt.inc()
+        d = self._resolver.resolve(entry.host, self.settings.family)
         d.addCallbacks(self._resolved, self._failed, callbackArgs=(entry,),
                        errbackArgs=(entry,))
+
+    def _refresh(self, entry):
+        """Envoy's C{onReResolve}: drop a host unused for C{host_ttl}, else resolve it again."""
+        key = (entry.host, entry.port)
+        if self._hosts.get(key) is not entry:
+            return
+        if self._reactor.seconds() - entry.lastUsed >= self.settings.hostTtl:
+            del self._hosts[key]
+            self.stats.host_removed.inc()
+            self.stats.num_hosts.set(len(self._hosts))
+            return
+        self._query(entry)
 
     def _family(self, ips):
         family = self.settings.family
@@ -184,6 +222,7 @@ class DnsCache:
         entry.resolved = True
         for dispatcher, callback in self._waiting.pop((entry.host, entry.port), ()):
             dispatcher.post(callback, entry)
+        self._reactor.callLater(self.settings.refreshRate, self._refresh, entry)
 
 
 # the server's main stats shard -> {name: DnsCache}
