@@ -112,7 +112,7 @@ class UpstreamConnection(Protocol):
                  "connectionId", "hostStats", "failureReason", "timedOut", "closedLocally",
                  "_state", "_reactor", "_stats", "_connector", "_timer", "_startTime",
                  "_pendingWrites", "_pendingWriteClose", "_pendingProducer", "_readPaused",
-                 "_readClosed", "_writeClosed")
+                 "_readClosed", "_writeClosed", "_localAddress")
 
     def __init__(self, cluster, host, callbacks, socketOptions=None):
         self.factory = None
@@ -145,6 +145,7 @@ class UpstreamConnection(Protocol):
         self._pendingProducer = None
         self._readPaused = False
         self._readClosed = False
+        self._localAddress = None
         self._writeClosed = False
 
     # --- connecting ----------------------------------------------------
@@ -304,12 +305,18 @@ class UpstreamConnection(Protocol):
     def localAddress(self):
         """
         C{(host, port)} of our end once connected, else C{None} (Envoy's
-        C{%UPSTREAM_LOCAL_ADDRESS%}).
+        C{%UPSTREAM_LOCAL_ADDRESS%}). Asked once per connection, not per
+        request: it does not change.
         """
-        transport = self.transport
-        if transport is None:
-            return None
-        return addressTuple(transport.getHost())
+        local = self._localAddress
+        if local is None:
+            transport = self.transport
+            if transport is None:
+                return None
+            local = addressTuple(transport.getHost())
+            if self.connected:
+                self._localAddress = local
+        return local
 
     def _buildProtocol(self):
         if self._state != _CONNECTING:
