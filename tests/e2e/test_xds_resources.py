@@ -591,7 +591,13 @@ class InPlaceUpdateTests(SynchronousTestCase):
             # Its own chain changes: it drains, new connections get the new one.
             move("3", _chainListener(port, "A3", "D2"))
             _waitStat(adminPort, "listener_manager.lds.update_attempt", 3)
-            seen.append(_get(port))
+            # The workers take the new listener a moment after the update counts.
+            deadline = time.time() + 8
+            got = _get(port)
+            while got[1] != b"A3" and time.time() < deadline:
+                time.sleep(0.05)
+                got = _get(port)
+            seen.append(got)
             seen.append(_keepAliveExchange(old))
             old.close()
             stats = adminStats(adminPort)
