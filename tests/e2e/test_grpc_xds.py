@@ -144,6 +144,14 @@ class Side:
         else:
             self.proxy = Envoy(self.config, args=("--concurrency", "1"), adminPort=self.admin)
 
+    def startServing(self):
+        """Start with one cluster and listener l1 serving "one", ACKed."""
+        self.cp.setResources(CLUSTER, "c1", [_cluster("a")])
+        self.cp.setResources(LISTENER, "l1", [_listener("l1", self.port, "one")])
+        self.start()
+        self.waitBody(self.port, "one")
+        self.cp.waitFor(lambda cp: len(cp.requestsOf(LISTENER)) >= 2)
+
     def startControlPlane(self):
         self.cp = ControlPlane(self.xdsPort)
 
@@ -298,11 +306,7 @@ class AdsTests(SynchronousTestCase):
         sides = self.sides("GRPC", tls=True)
 
         def run(side):
-            side.cp.setResources(CLUSTER, "c1", [_cluster("a")])
-            side.cp.setResources(LISTENER, "l1", [_listener("l1", side.port, "one")])
-            side.start()
-            side.waitBody(side.port, "one")
-            side.cp.waitFor(lambda cp: len(cp.requestsOf(LISTENER)) >= 2)
+            side.startServing()
 
         _both(run, sides)
         real, tx = sides
@@ -398,3 +402,65 @@ class AdsTests(SynchronousTestCase):
         names = ("http.listener_0.rds.local_route.update_success",
                  "http.listener_0.rds.local_route.version")
         self.assertEqual(tx.stats(*names), real.stats(*names))
+
+    def test_deltaAliasesAndRemovals(self):
+        """
+        Envoy's C{DeltaSubscriptionState} on a delta LDS stream: an entry
+        with aliases and no resource (an unresolved alias, which only VHDS
+        answers) is NACKed as the listener handler's rejection (counted
+        twice in C{update_attempt}, as Envoy's delta subscription counts
+        it); an entry without a resource at the version held is a
+        heartbeat, ACKed; one at another version, a name twice among the
+        resources, or among the resources and the removals are NACKed with
+        Envoy's words; aliases beside a resource change nothing; removing
+        an unknown name is ACKed, removing the listener removes it, and
+        the next stream claims no version for it.
+        """
+        sides = self.sides("DELTA_GRPC")
+
+        def delta(nonce, removed=(), **entries):
+            response = discovery_pb2.DeltaDiscoveryResponse(
+                type_url=LISTENER, nonce=nonce, system_version_info="s-" + nonce)
+            for name, entry in entries.items():
+                response.resources.add(name=name.split("_")[0], **entry)
+            response.removed_resources.extend(removed)
+            return response
+
+        def run(side):
+            side.startServing()
+            changed = packed(_listener("l1", side.port, "aliased"))
+            for response in [
+                    delta("alias", l9={"aliases": ["l9.example"], "version": "v9"}),
+                    delta("heartbeat", l1={"version": "l1:l1"}),
+                    delta("empty", l1={"version": "v2"}),
+                    delta("dup", l1_a={"version": "v3", "resource": changed},
+                          l1_b={"version": "v3", "resource": changed}),
+                    delta("union", ["l1"], l1={"version": "v4", "resource": changed}),
+                    delta("aliased", l1={"version": "v5", "aliases": ["x"], "resource": changed}),
+                    delta("unknown", ["nosuch"]),
+                    delta("removed", ["l1"])]:
+                count = len(side.cp.requestsOf(LISTENER))
+                side.cp.sendRaw(response)
+                side.cp.waitFor(lambda cp: len(cp.requestsOf(LISTENER)) > count)
+                if response.nonce == "aliased":
+                    side.waitBody(side.port, "aliased")
+            side.cp.closeStreams()
+            # The new stream claims no listener; the control plane sends l1 again.
+            side.cp.waitFor(lambda cp: len(cp.streams) >= 2
+                            and len(cp.requestsOf(LISTENER, 1)) >= 2)
+            side.waitBody(side.port, "one")
+
+        _both(run, sides)
+        real, tx = sides
+        self.assertEqual(tx.requests(), real.requests())
+        self.assertEqual([r[5] for r in real.requests()[1] if r[1] == LISTENER][0], [])
+        names = ("listener_manager.lds.update_attempt", "listener_manager.lds.update_success",
+                 "listener_manager.lds.update_rejected", "listener_manager.lds.update_failure",
+                 "listener_manager.listener_removed")
+        self.assertEqual(tx.stats(*names), real.stats(*names))
+        envoyErrors, errors = real.errors(), tx.errors()
+        self.assertEqual(len(errors), 4)
+        self.assertIn("aliases without a resource", errors[0])
+        for mine, envoys in zip(errors[1:], envoyErrors[1:]):
+            self.assertEqual(mine.split(" in DeltaDiscoveryResponse")[0],
+                             envoys.split(" in DeltaDiscoveryResponse")[0])

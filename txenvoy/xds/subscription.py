@@ -135,12 +135,18 @@ class Subscription:
 
     # What the transport calls.
 
-    def onResponse(self, resources, versionInfo):
+    def onResponse(self, resources, versionInfo, delta=False):
         """
         Apply one update.
 
+        @param delta: whether a delta stream delivers it: Envoy's delta
+            subscription counts C{update_attempt} before the handler runs,
+            and again when the handler rejects the update; the state of
+            the world counts it once, after.
         @return: C{None} (ACK) or the error detail (NACK).
         """
+        if delta:
+            self.attempt.inc()
         started = time.monotonic()
         try:
             with _ownErrors(), withoutCollection():
@@ -152,7 +158,8 @@ class Subscription:
             detail = "%s: %s" % (type(e).__name__, e)
         else:
             detail = None
-        self.attempt.inc()
+        if detail is not None or not delta:
+            self.attempt.inc()
         if detail is not None:
             log.warn("gRPC config for {type} rejected: {reason}", type=self.typeUrl,
                      reason=detail)
@@ -171,9 +178,12 @@ class Subscription:
         self._ready()
         return None
 
-    def onRejectedBeforeUpdate(self, detail):
-        """The transport refused a response itself (a resource it could not decode)."""
-        self.attempt.inc()
+    def onRejectedBeforeUpdate(self, detail, attempts=1):
+        """
+        The transport refused a response itself (a resource it could not
+        decode); C{attempts} counts as a handler's rejection would.
+        """
+        self.attempt.inc(attempts)
         self.rejected.inc()
         log.warn("gRPC config for {type} rejected: {reason}", type=self.typeUrl, reason=detail)
         self._ready()
@@ -184,10 +194,10 @@ class Subscription:
         self.failure.inc()
 
 
-def refuseAll(subscriptions, detail):
+def refuseAll(subscriptions, detail, attempts=1):
     """A response the transport could not decode: each subscription counts it."""
     for subscription in subscriptions:
-        subscription.onRejectedBeforeUpdate(detail)
+        subscription.onRejectedBeforeUpdate(detail, attempts)
     return detail
 
 
