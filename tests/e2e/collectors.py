@@ -11,19 +11,7 @@ import json
 import threading
 import time
 
-
-def _readBody(handler):
-    if handler.headers.get("transfer-encoding", "").lower() == "chunked":
-        chunks = []
-        while True:
-            size = int(handler.rfile.readline().split(b";")[0].strip(), 16)
-            if size == 0:
-                while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(chunks)
-            chunks.append(handler.rfile.read(size))
-            handler.rfile.readline()
-    return handler.rfile.read(int(handler.headers.get("content-length", 0)))
+from tests.e2e.harness import readBody
 
 
 def waitSpans(receiver, count, timeout=15.0):
@@ -52,7 +40,7 @@ class _Recorder:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self):
-                owner.onRequest(self, _readBody(self))
+                owner.onRequest(self, readBody(self))
 
             do_GET = do_POST
 

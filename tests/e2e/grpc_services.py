@@ -8,7 +8,7 @@ function the test gives and recording what it received.
 
 from concurrent import futures
 
-from tests.e2e.test_ext_authz import _Recorder
+from tests.e2e.harness import Recorder
 
 
 class GrpcService:
@@ -22,7 +22,7 @@ class GrpcService:
     def __init__(self, addServicer, servicer):
         import grpc
 
-        self.recording = _Recorder()
+        self.recording = Recorder()
         self.server = grpc.server(futures.ThreadPoolExecutor(8))
         addServicer(servicer, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
@@ -110,16 +110,12 @@ class ServiceSideBySide:
 
     @classmethod
     def startFixture(cls):
-        import threading
         import time
 
-        from tests.e2e.harness import Upstream, echoHandler, freePort
-        from tests.e2e.test_ext_authz import _QuietServer
+        from tests.e2e.harness import Upstream, echoHandler, freePort, httpOrigin
 
-        cls.originSeen = _Recorder()
-        cls.origin = _QuietServer(("127.0.0.1", 0), cls.originHandler(cls.originSeen))
-        threading.Thread(target=cls.origin.serve_forever, kwargs={"poll_interval": 0.1},
-                         daemon=True).start()
+        cls.originSeen = Recorder()
+        cls.origin = httpOrigin(cls.originHandler(cls.originSeen))
         cls.echo = Upstream(echoHandler)
         cls.service = cls.makeService()
         cls.envoy = cls.txenvoy = None

@@ -294,8 +294,67 @@ def httpOrigin(handler):
     and C{server_close()}.
     """
     server = _QuietHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                     daemon=True).start()
     return server
+
+
+def readBody(handler):
+    """
+    The body of the request a C{BaseHTTPRequestHandler} is handling:
+    chunked (trailers read and dropped) or by its content-length.
+    """
+    if handler.headers.get("transfer-encoding", "").lower() == "chunked":
+        chunks = []
+        while True:
+            size = int(handler.rfile.readline().split(b";")[0].strip(), 16)
+            if size == 0:
+                while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            chunks.append(handler.rfile.read(size))
+            handler.rfile.readline()
+    length = int(handler.headers.get("content-length") or 0)
+    return handler.rfile.read(length) if length else b""
+
+
+class Recorder:
+    """What a server received, in order, across its threads."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.seen = []
+
+    def add(self, record):
+        with self.lock:
+            self.seen.append(record)
+
+    def take(self):
+        """What was received since the last C{take}."""
+        with self.lock:
+            seen, self.seen = self.seen, []
+        return seen
+
+
+def rawRequest(path, *headers, method="GET", body=None, host="example.com", close=True):
+    """
+    An HTTP/1.1 request as bytes: C{headers} (C{"name: value"} strings)
+    after C{host} and C{connection: close}, a content-length for C{body}.
+    """
+    lines = ["%s %s HTTP/1.1" % (method, path), "host: " + host]
+    if close:
+        lines.append("connection: close")
+    lines.extend(headers)
+    if body is not None:
+        lines.append("content-length: %d" % (len(body),))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+def exchangeToClose(port, data):
+    """C{data} sent on a connection of its own; all that comes back until the close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        return recvAll(sock, 10)
 
 
 def closingGet(port, path="/", host="a", extra=""):

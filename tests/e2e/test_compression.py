@@ -14,19 +14,26 @@ every stat but the compressed byte counts (zlib builds flush differently)
 must be the same.
 """
 
+import functools
 import gzip
 import json
 import re
-import socket
-import threading
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import brotli
 import zstandard
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
+from tests.e2e.configs import bootstrap, cluster, httpListener
+from tests.e2e.harness import (
+    SharedFixture,
+    adminStats,
+    freePort,
+    httpOrigin,
+    rawRequest,
+    startProxy,
+)
+from tests.e2e.harness import exchangeToClose as _exchange
 
 TEXT = b"hello compression " * 20
 
@@ -102,144 +109,78 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_HEAD = _answer
 
 
-CONFIG = """
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: %(admin)d }
-static_resources:
-  listeners:
-  - name: compress
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(compress)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: comp
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/off/" }
-                route: { cluster: origin }
-                typed_per_filter_config:
-                  gzip:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute
-                    disabled: true
-              - match: { prefix: "/keep/" }
-                route: { cluster: origin }
-                typed_per_filter_config:
-                  gzip:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute
-                    overrides:
-                      response_direction_config:
-                        remove_accept_encoding_header: false
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-          http_filters:
-          - name: gzip
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
-              response_direction_config:
-                common_config:
-                  min_content_length: 100
-                remove_accept_encoding_header: true
-                uncompressible_response_codes: [404]
-              request_direction_config:
-                common_config:
-                  enabled: { default_value: true, runtime_key: gzip.request.enabled }
-                  content_type: [application/octet-stream]
-              compressor_library:
-                name: text_optimized
-                typed_config:
-                  "@type": type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip
-                  memory_level: 3
-                  window_bits: 10
-                  compression_level: BEST_COMPRESSION
-          - name: brotli
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
-              disable_on_etag_header: true
-              compressor_library:
-                name: br
-                typed_config:
-                  "@type": type.googleapis.com/envoy.extensions.compression.brotli.compressor.v3.Brotli
-                  quality: 5
-          - name: zstd
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
-              choose_first: true
-              compressor_library:
-                name: zstd
-                typed_config:
-                  "@type": type.googleapis.com/envoy.extensions.compression.zstd.compressor.v3.Zstd
-                  compression_level: 5
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  - name: decompress
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(decompress)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: decomp
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-          http_filters:
-          - name: envoy.filters.http.decompressor
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.decompressor.v3.Decompressor
-              decompressor_library:
-                name: upstream_gzip
-                typed_config:
-                  "@type": type.googleapis.com/envoy.extensions.compression.gzip.decompressor.v3.Gzip
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: origin
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: { address: 127.0.0.1, port_value: %(origin)d }
-"""
+CONFIG = bootstrap(
+    listeners=[
+        httpListener("compress", "%(compress)d", statPrefix="comp", routes="""
+            - match: { prefix: "/off/" }
+              route: { cluster: origin }
+              typed_per_filter_config:
+                gzip:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute
+                  disabled: true
+            - match: { prefix: "/keep/" }
+              route: { cluster: origin }
+              typed_per_filter_config:
+                gzip:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute
+                  overrides:
+                    response_direction_config:
+                      remove_accept_encoding_header: false
+            - match: { prefix: "/" }
+              route: { cluster: origin }
+            """, httpFilters="""
+            - name: gzip
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
+                response_direction_config:
+                  common_config:
+                    min_content_length: 100
+                  remove_accept_encoding_header: true
+                  uncompressible_response_codes: [404]
+                request_direction_config:
+                  common_config:
+                    enabled: { default_value: true, runtime_key: gzip.request.enabled }
+                    content_type: [application/octet-stream]
+                compressor_library:
+                  name: text_optimized
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip
+                    memory_level: 3
+                    window_bits: 10
+                    compression_level: BEST_COMPRESSION
+            - name: brotli
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
+                disable_on_etag_header: true
+                compressor_library:
+                  name: br
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.compression.brotli.compressor.v3.Brotli
+                    quality: 5
+            - name: zstd
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
+                choose_first: true
+                compressor_library:
+                  name: zstd
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.compression.zstd.compressor.v3.Zstd
+                    compression_level: 5
+            """),
+        httpListener("decompress", "%(decompress)d", statPrefix="decomp", httpFilters="""
+            - name: envoy.filters.http.decompressor
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.decompressor.v3.Decompressor
+                decompressor_library:
+                  name: upstream_gzip
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.compression.gzip.decompressor.v3.Gzip
+            """),
+    ],
+    clusters=[cluster("origin")])
 
 
-def _request(path, *headers, method="GET", body=None):
-    lines = ["%s %s HTTP/1.1" % (method, path), "host: a", "connection: close"]
-    lines.extend(headers)
-    if body is not None:
-        lines.append("content-length: %d" % (len(body),))
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-
-
-def _exchange(port, data):
-    """One request on its own connection; everything read until the close."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        sock.sendall(data)
-        chunks = []
-        while True:
-            piece = sock.recv(65536)
-            if not piece:
-                return b"".join(chunks)
-            chunks.append(piece)
-    finally:
-        sock.close()
+_request = functools.partial(rawRequest, host="a")
 
 
 _DECODERS = {
@@ -354,10 +295,7 @@ class CompressionSideBySideTests(SharedFixture, SynchronousTestCase):
 
     @classmethod
     def startFixture(cls):
-        cls.origin = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        cls.origin.daemon_threads = True
-        threading.Thread(target=cls.origin.serve_forever, kwargs={"poll_interval": 0.1},
-                         daemon=True).start()
+        cls.origin = httpOrigin(_Handler)
         port = cls.origin.server_address[1]
         cls.envoy = cls.txenvoy = None
         try:

@@ -15,138 +15,95 @@ into TCP tunnels to the hosts the same kind of cluster resolves.
 
 import re
 import socket
-import threading
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpFilter, httpListener
 from tests.e2e.harness import (
     DeadPort,
+    Recorder,
     SharedFixture,
     Upstream,
     adminStats,
     echoHandler,
+    exchangeToClose,
     freePort,
+    httpOrigin,
     startProxy,
 )
+from tests.e2e.test_ext_authz import _masked, _originHandler, _seen
 from tests.e2e.test_sni_cluster import _ask, _tagAfterHello
-from tests.e2e.test_ext_authz import _exchange, _masked, _originHandler, _QuietServer, \
-    _Recorder, _seen
 
-CONFIG = """
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: %(admin)d }
-static_resources:
-  listeners:
-  - name: proxy
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(port)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: dfp
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/static" }
-                route: { cluster: origin }
-              - match: { prefix: "/" }
-                route: { cluster: dynamic }
-          http_filters:
-          - name: envoy.filters.http.dynamic_forward_proxy
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig
-              dns_cache_config:
-                name: cache
-                dns_lookup_family: V4_ONLY
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  - name: sni
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(sni)d }
-    listener_filters:
-    - name: envoy.filters.listener.tls_inspector
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.sni_dynamic_forward_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.sni_dynamic_forward_proxy.v3.FilterConfig
-          port_value: %(tagged)d
-          dns_cache_config:
-            name: cache
-            dns_lookup_family: V4_ONLY
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: sni
-          cluster: dynamic
-  - name: connect
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(connect)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: connect
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { connect_matcher: {} }
-                route:
-                  cluster: tunnel
-                  upgrade_configs:
-                  - upgrade_type: CONNECT
-                    connect_config: {}
-              - match: { prefix: "/" }
-                route: { cluster: tunnel }
-          http_filters:
-          - name: envoy.filters.http.dynamic_forward_proxy
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig
-              dns_cache_config:
-                name: tunnels
-                dns_lookup_family: V4_ONLY
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-          upgrade_configs:
-          - upgrade_type: CONNECT
-  clusters:
-  - name: tunnel
-    lb_policy: CLUSTER_PROVIDED
-    cluster_type:
-      name: envoy.clusters.dynamic_forward_proxy
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig
+def _dfpFilter(cache):
+    return httpFilter("envoy.filters.http.dynamic_forward_proxy",
+                      "envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig", """
         dns_cache_config:
-          name: tunnels
+          name: %s
           dns_lookup_family: V4_ONLY
-  - name: dynamic
-    lb_policy: CLUSTER_PROVIDED
-    cluster_type:
-      name: envoy.clusters.dynamic_forward_proxy
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig
-        dns_cache_config:
-          name: cache
-          dns_lookup_family: V4_ONLY
-  - name: origin
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(origin)d } } }
-"""
+        """ % (cache,))
+
+
+def _dfpCluster(name, cache):
+    return """
+        - name: %s
+          lb_policy: CLUSTER_PROVIDED
+          cluster_type:
+            name: envoy.clusters.dynamic_forward_proxy
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig
+              dns_cache_config:
+                name: %s
+                dns_lookup_family: V4_ONLY
+        """ % (name, cache)
+
+
+CONFIG = bootstrap(
+    listeners=[
+        httpListener("proxy", "%(port)d", statPrefix="dfp", routes="""
+            - match: { prefix: "/static" }
+              route: { cluster: origin }
+            - match: { prefix: "/" }
+              route: { cluster: dynamic }
+            """, httpFilters=_dfpFilter("cache")),
+        """
+        - name: sni
+          address:
+            socket_address: { address: 127.0.0.1, port_value: %(sni)d }
+          listener_filters:
+          - name: envoy.filters.listener.tls_inspector
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector
+          filter_chains:
+          - filters:
+            - name: envoy.filters.network.sni_dynamic_forward_proxy
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.sni_dynamic_forward_proxy.v3.FilterConfig
+                port_value: %(tagged)d
+                dns_cache_config:
+                  name: cache
+                  dns_lookup_family: V4_ONLY
+            - name: envoy.filters.network.tcp_proxy
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+                stat_prefix: sni
+                cluster: dynamic
+        """,
+        httpListener("connect", "%(connect)d", routes="""
+            - match: { connect_matcher: {} }
+              route:
+                cluster: tunnel
+                upgrade_configs:
+                - upgrade_type: CONNECT
+                  connect_config: {}
+            - match: { prefix: "/" }
+              route: { cluster: tunnel }
+            """, httpFilters=_dfpFilter("tunnels"), hcm="""
+            upgrade_configs:
+            - upgrade_type: CONNECT
+            """),
+    ],
+    clusters=[_dfpCluster("tunnel", "tunnels"), _dfpCluster("dynamic", "cache"),
+              cluster("origin", connectTimeout=None)])
 
 
 def _get(path, host):
@@ -160,10 +117,8 @@ class DynamicForwardProxySideBySideTests(SharedFixture, SynchronousTestCase):
 
     @classmethod
     def startFixture(cls):
-        cls.originSeen = _Recorder()
-        cls.origin = _QuietServer(("127.0.0.1", 0), _originHandler(cls.originSeen))
-        threading.Thread(target=cls.origin.serve_forever, kwargs={"poll_interval": 0.1},
-                         daemon=True).start()
+        cls.originSeen = Recorder()
+        cls.origin = httpOrigin(_originHandler(cls.originSeen))
         cls.tagged = Upstream(_tagAfterHello(b"tagged"))
         cls.echo = Upstream(echoHandler)
         cls.dead = DeadPort()
@@ -202,7 +157,7 @@ class DynamicForwardProxySideBySideTests(SharedFixture, SynchronousTestCase):
         for proxy, ports in self.proxies:
             seen = []
             for path, host in cases:
-                reply = _masked(_exchange(ports["port"], _get(path, host)))
+                reply = _masked(exchangeToClose(ports["port"], _get(path, host)))
                 reply = re.sub(rb":%d\b" % (origin,), b":ORIGIN", reply)
                 seen.append((reply, _seen(self.originSeen.take())))
             # sni_dynamic_forward_proxy: the SNI and port_value pick the host.

@@ -16,55 +16,23 @@ the clusters. The service allows, denies (403 with a body, 302), fails
 
 import json
 import re
-import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
-
-
-class _QuietServer(ThreadingHTTPServer):
-    """A threaded server that does not print the clients that went away."""
-
-    daemon_threads = True
-
-    def handle_error(self, request, clientAddress):
-        pass
-
-
-class _Recorder:
-    """What a server received, in order, across its threads."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.seen = []
-
-    def add(self, record):
-        with self.lock:
-            self.seen.append(record)
-
-    def take(self):
-        with self.lock:
-            seen, self.seen = self.seen, []
-        return seen
-
-
-def _readBody(handler):
-    if handler.headers.get("transfer-encoding", "").lower() == "chunked":
-        body = b""
-        while True:
-            size = int(handler.rfile.readline().split(b";")[0], 16)
-            if not size:
-                while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
-                    pass
-                return body
-            body += handler.rfile.read(size)
-            handler.rfile.readline()
-    length = int(handler.headers.get("content-length") or 0)
-    return handler.rfile.read(length) if length else b""
+from tests.e2e.configs import bootstrap, cluster, httpFilter, httpListener
+from tests.e2e.harness import (
+    Recorder,
+    SharedFixture,
+    adminStats,
+    exchangeToClose,
+    freePort,
+    httpOrigin,
+    rawRequest,
+    readBody,
+    startProxy,
+)
 
 
 def _record(handler, body):
@@ -92,7 +60,7 @@ def _authzHandler(recorder):
             pass
 
         def _answer(self):
-            recorder.add(_record(self, _readBody(self)))
+            recorder.add(_record(self, readBody(self)))
             if "slow" in self.path:
                 time.sleep(1.0)
             for part, status, headers, body in _ANSWERS:
@@ -118,7 +86,7 @@ def _originHandler(recorder):
             pass
 
         def _answer(self):
-            record = _record(self, _readBody(self))
+            record = _record(self, readBody(self))
             recorder.add(record)
             out = json.dumps(record).encode()
             self.send_response(200)
@@ -132,186 +100,63 @@ def _originHandler(recorder):
     return Handler
 
 
-CONFIG = """
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: %(admin)d }
-static_resources:
-  listeners:
-  - name: authz
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(main)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: authz
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/public/" }
-                route: { cluster: origin }
-                typed_per_filter_config:
-                  envoy.filters.http.ext_authz:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-                    disabled: true
-              - match: { prefix: "/ctx/" }
-                route: { cluster: origin }
-                typed_per_filter_config:
-                  envoy.filters.http.ext_authz:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-                    check_settings:
-                      context_extensions: { k: v }
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-          http_filters:
-          - name: envoy.filters.http.ext_authz
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-              http_service:
-                server_uri: { uri: "http://authz.local", cluster: authz, timeout: 0.5s }
-                path_prefix: /check
-                authorization_request:
-                  allowed_headers:
-                    patterns: [{ exact: x-user }, { prefix: x-auth }]
-                  headers_to_add:
-                  - { key: x-authz-added, value: "yes" }
-                authorization_response:
-                  allowed_upstream_headers:
-                    patterns: [{ exact: x-auth-user }, { exact: x-user }]
-                  allowed_client_headers:
-                    patterns: [{ exact: x-reason }]
-                  allowed_client_headers_on_success:
-                    patterns: [{ exact: x-extra }]
-              with_request_body: { max_request_bytes: 100, allow_partial_message: false }
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  - name: failopen
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(failopen)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: failopen
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-          http_filters:
-          - name: envoy.filters.http.ext_authz
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-              failure_mode_allow: true
-              http_service:
-                server_uri: { uri: "http://dead", cluster: dead, timeout: 0.5s }
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  - name: failclosed
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(failclosed)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: failclosed
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-          http_filters:
-          - name: envoy.filters.http.ext_authz
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-              status_on_error: { code: ServiceUnavailable }
-              http_service:
-                server_uri: { uri: "http://dead", cluster: dead, timeout: 0.5s }
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  - name: defaults
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(defaults)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: defaults
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-          http_filters:
-          - name: envoy.filters.http.ext_authz
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-              http_service:
-                server_uri: { uri: "http://authz.local", cluster: authz, timeout: 0.5s }
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: origin
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(origin)d } } }
-  - name: authz
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: authz
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(authz)d } } }
-  - name: dead
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: dead
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(dead)d } } }
-"""
+def _extAuthz(config):
+    return httpFilter("envoy.filters.http.ext_authz",
+                      "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz", config)
 
 
-def _request(path, *headers, method="GET", body=None):
-    lines = ["%s %s HTTP/1.1" % (method, path), "host: example.com", "connection: close"]
-    lines.extend(headers)
-    if body is not None:
-        lines.append("content-length: %d" % (len(body),))
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-
-
-def _exchange(port, data):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        sock.sendall(data)
-        chunks = []
-        while True:
-            piece = sock.recv(65536)
-            if not piece:
-                return b"".join(chunks)
-            chunks.append(piece)
-    finally:
-        sock.close()
+CONFIG = bootstrap(
+    listeners=[
+        httpListener("authz", "%(main)d", routes="""
+            - match: { prefix: "/public/" }
+              route: { cluster: origin }
+              typed_per_filter_config:
+                envoy.filters.http.ext_authz:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                  disabled: true
+            - match: { prefix: "/ctx/" }
+              route: { cluster: origin }
+              typed_per_filter_config:
+                envoy.filters.http.ext_authz:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                  check_settings:
+                    context_extensions: { k: v }
+            - match: { prefix: "/" }
+              route: { cluster: origin }
+            """, httpFilters=_extAuthz("""
+            http_service:
+              server_uri: { uri: "http://authz.local", cluster: authz, timeout: 0.5s }
+              path_prefix: /check
+              authorization_request:
+                allowed_headers:
+                  patterns: [{ exact: x-user }, { prefix: x-auth }]
+                headers_to_add:
+                - { key: x-authz-added, value: "yes" }
+              authorization_response:
+                allowed_upstream_headers:
+                  patterns: [{ exact: x-auth-user }, { exact: x-user }]
+                allowed_client_headers:
+                  patterns: [{ exact: x-reason }]
+                allowed_client_headers_on_success:
+                  patterns: [{ exact: x-extra }]
+            with_request_body: { max_request_bytes: 100, allow_partial_message: false }
+            """)),
+        httpListener("failopen", "%(failopen)d", httpFilters=_extAuthz("""
+            failure_mode_allow: true
+            http_service:
+              server_uri: { uri: "http://dead", cluster: dead, timeout: 0.5s }
+            """)),
+        httpListener("failclosed", "%(failclosed)d", httpFilters=_extAuthz("""
+            status_on_error: { code: ServiceUnavailable }
+            http_service:
+              server_uri: { uri: "http://dead", cluster: dead, timeout: 0.5s }
+            """)),
+        httpListener("defaults", "%(defaults)d", httpFilters=_extAuthz("""
+            http_service:
+              server_uri: { uri: "http://authz.local", cluster: authz, timeout: 0.5s }
+            """)),
+    ],
+    clusters=[cluster("origin"), cluster("authz"), cluster("dead")])
 
 
 def _masked(raw):
@@ -337,19 +182,19 @@ _USER = ["x-user: bob", "x-auth-token: t1", "X-Other: no", "authorization: Beare
          "cookie: c=1"]
 
 CASES = (
-    [("main", _request(path, *_USER)) for path in (
+    [("main", rawRequest(path, *_USER)) for path in (
         "/allow/echo", "/deny/x", "/err/x", "/redirect/x", "/public/deny/echo",
         "/ctx/allow/echo", "/allow/echo?q=1")]
-    + [("main", _request("/allow/echo", method="POST", body=b"hello body")),
-       ("main", _request("/allow/echo", method="POST", body=b"a" * 200)),
-       ("main", _request("/allow/echo", method="POST", body=b"a" * 100)),
+    + [("main", rawRequest("/allow/echo", method="POST", body=b"hello body")),
+       ("main", rawRequest("/allow/echo", method="POST", body=b"a" * 200)),
+       ("main", rawRequest("/allow/echo", method="POST", body=b"a" * 100)),
        ("main", b"POST /allow/echo HTTP/1.1\r\nhost: e\r\nconnection: close\r\n"
                 b"transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n"),
-       ("main", _request("/slow/echo")),
-       ("failopen", _request("/x/echo")),
-       ("failclosed", _request("/x/echo")),
-       ("defaults", _request("/deny/x", *_USER)),
-       ("defaults", _request("/allow/echo", *_USER))])
+       ("main", rawRequest("/slow/echo")),
+       ("failopen", rawRequest("/x/echo")),
+       ("failclosed", rawRequest("/x/echo")),
+       ("defaults", rawRequest("/deny/x", *_USER)),
+       ("defaults", rawRequest("/allow/echo", *_USER))])
 
 _PORTS = ("admin", "main", "failopen", "failclosed", "defaults")
 
@@ -377,12 +222,9 @@ class ExtAuthzSideBySideTests(SharedFixture, SynchronousTestCase):
     @classmethod
     def startFixture(cls):
         cls.servers = []
-        cls.authzSeen, cls.originSeen = _Recorder(), _Recorder()
+        cls.authzSeen, cls.originSeen = Recorder(), Recorder()
         for handler in (_authzHandler(cls.authzSeen), _originHandler(cls.originSeen)):
-            server = _QuietServer(("127.0.0.1", 0), handler)
-            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                             daemon=True).start()
-            cls.servers.append(server)
+            cls.servers.append(httpOrigin(handler))
         authz, origin = (s.server_address[1] for s in cls.servers)
         cls.envoy = cls.txenvoy = None
         try:
@@ -402,7 +244,7 @@ class ExtAuthzSideBySideTests(SharedFixture, SynchronousTestCase):
             server.server_close()
 
     def run_(self, deployment, listener, raw):
-        reply = _masked(_exchange(deployment.ports[listener], raw))
+        reply = _masked(exchangeToClose(deployment.ports[listener], raw))
         # The slow check's service thread answers after the proxy gave up.
         time.sleep(0.05)
         return reply, _seen(self.authzSeen.take()), _seen(self.originSeen.take())

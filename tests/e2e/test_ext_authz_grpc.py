@@ -23,8 +23,9 @@ from google.protobuf.json_format import MessageToDict
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.grpc_services import ServiceSideBySide, authorizationService
-from tests.e2e.harness import SharedFixture
-from tests.e2e.test_ext_authz import _exchange, _masked, _originHandler, _request, _seen
+from tests.e2e.configs import TO_ORIGIN, bootstrap, cluster, httpFilter, httpListener
+from tests.e2e.harness import SharedFixture, exchangeToClose, rawRequest
+from tests.e2e.test_ext_authz import _masked, _originHandler, _seen
 
 _HTTP2 = """
     typed_extension_protocol_options:
@@ -34,32 +35,9 @@ _HTTP2 = """
 
 
 def _hcm(name, port, authz, perRoute=""):
-    return """
-  - name: %(name)s
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(port)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: %(name)s
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:%(perRoute)s
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-          http_filters:
-          - name: envoy.filters.http.ext_authz
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-%(authz)s
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-""" % dict(name=name, port=port, authz=authz, perRoute=perRoute)
+    return httpListener(name, port, routes=[perRoute, TO_ORIGIN], httpFilters=httpFilter(
+        "envoy.filters.http.ext_authz", "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        authz))
 
 
 def _tcp(name, port, authz):
@@ -105,46 +83,30 @@ def _grpc(cluster, indent=14):
 
 
 def _config(ports, origin, echo, authz, dead):
-    listeners = (
+    listeners = [
         _hcm("main", ports["main"], _grpc("authz") + """
-              with_request_body: { max_request_bytes: 100 }""", _PER_ROUTE)
-        + _hcm("plain", ports["plain"], _grpc("authz"))
-        + _hcm("failopen", ports["failopen"], _grpc("dead") + """
-              failure_mode_allow: true""")
-        + _hcm("failclosed", ports["failclosed"], _grpc("dead") + """
-              status_on_error: { code: ServiceUnavailable }""")
-        + _tcp("tcpok", ports["tcpok"], _grpc("authz", 10))
-        + _tcp("tcpdeny", ports["tcpdeny"], _grpc("authz", 10))
-        + _tcp("tcpopen", ports["tcpopen"], _grpc("dead", 10) + """
-          failure_mode_allow: true""")
-        + _tcp("tcpclosed", ports["tcpclosed"], _grpc("dead", 10)))
-    return bootstrap(ports["admin"], listeners, origin, echo, "authz", authz, dead)
+              with_request_body: { max_request_bytes: 100 }""", _PER_ROUTE),
+        _hcm("plain", ports["plain"], _grpc("authz")),
+        _hcm("failopen", ports["failopen"], _grpc("dead") + """
+              failure_mode_allow: true"""),
+        _hcm("failclosed", ports["failclosed"], _grpc("dead") + """
+              status_on_error: { code: ServiceUnavailable }"""),
+        _tcp("tcpok", ports["tcpok"], _grpc("authz", 10)),
+        _tcp("tcpdeny", ports["tcpdeny"], _grpc("authz", 10)),
+        _tcp("tcpopen", ports["tcpopen"], _grpc("dead", 10) + """
+          failure_mode_allow: true"""),
+        _tcp("tcpclosed", ports["tcpclosed"], _grpc("dead", 10))]
+    return serviceConfig(ports["admin"], listeners, origin, echo, "authz", authz, dead)
 
 
-def bootstrap(admin, listeners, origin, echo, serviceName, service, dead, head=""):
+def serviceConfig(admin, listeners, origin, echo, serviceName, service, dead, head=""):
     """
     The bootstrap around C{listeners}: the admin, and the clusters origin,
     echo, the service (HTTP/2) and dead (HTTP/2, nothing listening).
     """
-    clusters = ""
-    for name, port, extra in (("origin", origin, ""), ("echo", echo, ""),
-                              (serviceName, service, _HTTP2), ("dead", dead, _HTTP2)):
-        clusters += """
-  - name: %(name)s
-    connect_timeout: 1s%(extra)s
-    load_assignment:
-      cluster_name: %(name)s
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(port)d } } }
-""" % dict(name=name, port=port, extra=extra)
-    return """%s
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: %d }
-static_resources:
-  listeners:%s
-  clusters:%s""" % (head, admin, listeners, clusters)
+    return bootstrap(listeners, [cluster("origin", origin), cluster("echo", echo),
+                                 cluster(serviceName, service, _HTTP2),
+                                 cluster("dead", dead, _HTTP2)], admin=admin, extra=head)
 
 
 def _option(options, key, value, append=None, action=None):
@@ -249,17 +211,17 @@ _USER = ["x-user: bob", "x-set: a", "x-app: a", "x-act: a", "x-setf: a", "Cookie
          "x-multi: 1", "x-multi: 2"]
 
 HTTP_CASES = (
-    [("main", _request(path, *_USER)) for path in (
+    [("main", rawRequest(path, *_USER)) for path in (
         "/allow/a?x=1", "/deny/x", "/deny-default/x", "/err/x", "/public/deny/x",
         "/ctx/allow/x")]
-    + [("main", _request("/allow/echo", method="POST", body=b"hello body")),
-       ("main", _request("/deny/echo", method="POST", body=b"a" * 200)),
+    + [("main", rawRequest("/allow/echo", method="POST", body=b"hello body")),
+       ("main", rawRequest("/deny/echo", method="POST", body=b"a" * 200)),
        ("main", b"POST /allow/echo HTTP/1.1\r\nhost: e\r\nconnection: close\r\n"
                 b"transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n"),
-       ("plain", _request("/allow/echo", method="POST", body=b"not sent")),
-       ("plain", _request("/slow/x")),
-       ("failopen", _request("/x/echo")),
-       ("failclosed", _request("/x/echo"))])
+       ("plain", rawRequest("/allow/echo", method="POST", body=b"not sent")),
+       ("plain", rawRequest("/slow/x")),
+       ("failopen", rawRequest("/x/echo")),
+       ("failclosed", rawRequest("/x/echo"))])
 
 TCP_CASES = ("tcpok", "tcpdeny", "tcpopen", "tcpclosed")
 
@@ -305,7 +267,7 @@ class ExtAuthzGrpcSideBySideTests(ServiceSideBySide, SharedFixture, SynchronousT
     statsFilter = staticmethod(lambda name: "ext_authz." in name)
 
     def run_(self, deployment, listener, raw):
-        reply = _masked(_exchange(deployment.ports[listener], raw))
+        reply = _masked(exchangeToClose(deployment.ports[listener], raw))
         if b"/slow/" in raw:
             # The service answers after the proxy gave up.
             time.sleep(0.15)

@@ -20,83 +20,67 @@ import re
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.grpc_services import ServiceSideBySide, rateLimitService
-from tests.e2e.harness import SharedFixture
-from tests.e2e.test_ext_authz import _exchange, _masked, _originHandler, _request, _seen
-from tests.e2e.test_ext_authz_grpc import _tcpExchange, bootstrap
+from tests.e2e.configs import httpFilter, httpListener
+from tests.e2e.harness import SharedFixture, exchangeToClose, rawRequest
+from tests.e2e.test_ext_authz import _masked, _originHandler, _seen
+from tests.e2e.test_ext_authz_grpc import _tcpExchange, serviceConfig
 
 
 def _hcm(name, port, cluster, extra=""):
-    return """
-  - name: %(name)s
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(port)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: %(name)s
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              rate_limits:
-              - actions: [{ generic_key: { descriptor_value: vh } }]
-              routes:
-              - match: { prefix: "/over" }
-                route:
-                  cluster: origin
-                  rate_limits:
-                  - actions: [{ generic_key: { descriptor_value: over, descriptor_key: k } }]
-              - match: { prefix: "/err" }
-                route:
-                  cluster: origin
-                  rate_limits:
-                  - actions: [{ generic_key: { descriptor_value: err } }]
-              - match: { prefix: "/hdr" }
-                route:
-                  cluster: origin
-                  rate_limits:
-                  - actions:
-                    - request_headers: { header_name: x-user, descriptor_key: user }
-                    - remote_address: {}
-                  - actions:
-                    - request_headers: { header_name: x-absent, descriptor_key: a, skip_if_absent: true }
-                    - header_value_match:
-                        descriptor_value: bob
-                        headers: [{ name: x-user, string_match: { exact: bob } }]
-                  - actions:
-                    - header_value_match:
-                        descriptor_key: not-bob
-                        descriptor_value: "yes"
-                        expect_match: false
-                        headers: [{ name: x-user, string_match: { exact: bob } }]
-                  - actions:
-                    - request_headers: { header_name: x-absent, descriptor_key: a }
-                  - actions: [{ destination_cluster: {} }, { source_cluster: {} }]
-                  - stage: 1
-                    actions: [{ generic_key: { descriptor_value: stage1 } }]
-              - match: { prefix: "/incl" }
-                route:
-                  cluster: origin
-                  include_vh_rate_limits: true
-                  rate_limits:
-                  - actions: [{ generic_key: { descriptor_value: route } }]
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-          http_filters:
-          - name: envoy.filters.http.ratelimit
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
-              domain: web
-              timeout: 1s%(extra)s
-              rate_limit_service:
-                transport_api_version: V3
-                grpc_service: { envoy_grpc: { cluster_name: %(cluster)s } }
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-""" % dict(name=name, port=port, cluster=cluster, extra=extra)
+    return httpListener(name, port, virtualHost="""
+            rate_limits:
+            - actions: [{ generic_key: { descriptor_value: vh } }]
+            """, routes="""
+            - match: { prefix: "/over" }
+              route:
+                cluster: origin
+                rate_limits:
+                - actions: [{ generic_key: { descriptor_value: over, descriptor_key: k } }]
+            - match: { prefix: "/err" }
+              route:
+                cluster: origin
+                rate_limits:
+                - actions: [{ generic_key: { descriptor_value: err } }]
+            - match: { prefix: "/hdr" }
+              route:
+                cluster: origin
+                rate_limits:
+                - actions:
+                  - request_headers: { header_name: x-user, descriptor_key: user }
+                  - remote_address: {}
+                - actions:
+                  - request_headers: { header_name: x-absent, descriptor_key: a, skip_if_absent: true }
+                  - header_value_match:
+                      descriptor_value: bob
+                      headers: [{ name: x-user, string_match: { exact: bob } }]
+                - actions:
+                  - header_value_match:
+                      descriptor_key: not-bob
+                      descriptor_value: "yes"
+                      expect_match: false
+                      headers: [{ name: x-user, string_match: { exact: bob } }]
+                - actions:
+                  - request_headers: { header_name: x-absent, descriptor_key: a }
+                - actions: [{ destination_cluster: {} }, { source_cluster: {} }]
+                - stage: 1
+                  actions: [{ generic_key: { descriptor_value: stage1 } }]
+            - match: { prefix: "/incl" }
+              route:
+                cluster: origin
+                include_vh_rate_limits: true
+                rate_limits:
+                - actions: [{ generic_key: { descriptor_value: route } }]
+            - match: { prefix: "/" }
+              route: { cluster: origin }
+            """, httpFilters=httpFilter(
+        "envoy.filters.http.ratelimit", "envoy.extensions.filters.http.ratelimit.v3.RateLimit", """
+            domain: web
+            timeout: 1s
+            %s
+            rate_limit_service:
+              transport_api_version: V3
+              grpc_service: { envoy_grpc: { cluster_name: %s } }
+            """ % (extra, cluster)))
 
 
 def _tcp(name, port, cluster, value, extra=""):
@@ -129,19 +113,17 @@ _PORTS = ("admin", "main", "deny", "allow", "tcpok", "tcpover", "tcpdeny", "tcpo
 
 
 def _config(ports, origin, echo, rls, dead):
-    listeners = (
-        _hcm("main", ports["main"], "rls", """
-              enable_x_ratelimit_headers: DRAFT_VERSION_03""")
-        + _hcm("deny", ports["deny"], "dead", """
-              failure_mode_deny: true""")
-        + _hcm("allow", ports["allow"], "dead")
-        + _tcp("tcpok", ports["tcpok"], "rls", "ok")
-        + _tcp("tcpover", ports["tcpover"], "rls", "over")
-        + _tcp("tcpdeny", ports["tcpdeny"], "dead", "x", """
-          failure_mode_deny: true""")
-        + _tcp("tcpopen", ports["tcpopen"], "dead", "x"))
-    return bootstrap(ports["admin"], listeners, origin, echo, "rls", rls, dead,
-                     "node: { id: n1, cluster: frontend }")
+    listeners = [
+        _hcm("main", ports["main"], "rls", "enable_x_ratelimit_headers: DRAFT_VERSION_03"),
+        _hcm("deny", ports["deny"], "dead", "failure_mode_deny: true"),
+        _hcm("allow", ports["allow"], "dead"),
+        _tcp("tcpok", ports["tcpok"], "rls", "ok"),
+        _tcp("tcpover", ports["tcpover"], "rls", "over"),
+        _tcp("tcpdeny", ports["tcpdeny"], "dead", "x", """
+          failure_mode_deny: true"""),
+        _tcp("tcpopen", ports["tcpopen"], "dead", "x")]
+    return serviceConfig(ports["admin"], listeners, origin, echo, "rls", rls, dead,
+                         "node: { id: n1, cluster: frontend }")
 
 
 def _answer(request, context):
@@ -183,12 +165,12 @@ def _descriptors(records):
     return out
 
 
-HTTP_CASES = [("main", _request(path, "x-user: bob")) for path in (
+HTTP_CASES = [("main", rawRequest(path, "x-user: bob")) for path in (
     "/plain", "/over", "/err", "/hdr", "/incl")] + [
-    ("main", _request("/hdr", "x-user: eve")),
-    ("main", _request("/hdr")),
-    ("deny", _request("/plain")),
-    ("allow", _request("/plain"))]
+    ("main", rawRequest("/hdr", "x-user: eve")),
+    ("main", rawRequest("/hdr")),
+    ("deny", rawRequest("/plain")),
+    ("allow", rawRequest("/plain"))]
 
 TCP_CASES = ("tcpok", "tcpover", "tcpdeny", "tcpopen")
 
@@ -208,7 +190,7 @@ class RateLimitSideBySideTests(ServiceSideBySide, SharedFixture, SynchronousTest
             r"cluster\.origin\.upstream_rq_([0-9]+|[0-9]xx|completed)$", name)
 
     def run_(self, deployment, listener, raw):
-        reply = _masked(_exchange(deployment.ports[listener], raw))
+        reply = _masked(exchangeToClose(deployment.ports[listener], raw))
         return (reply, self.serviceSeen(deployment), _seen(self.originSeen.take()))
 
     def test_http(self):
