@@ -25,6 +25,18 @@ from txenvoy.server.server import Server
 # What Envoy's example corpus does not use, in one config (the docs' table of
 # supported fields builds it too).
 EVERY_OTHER_EXTENSION = """
+node: {id: node1, cluster: cluster1}
+dynamic_resources:
+  cds_config:
+    api_config_source:
+      api_type: GRPC
+      transport_api_version: V3
+      grpc_services: [{envoy_grpc: {cluster_name: zipkin}}]
+      config_validators:
+      - name: envoy.config.validators.minimum_clusters_validator
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.config.validators.minimum_clusters.v3.MinimumClustersValidator
+          min_clusters_num: 1
 bootstrap_extensions:
 - name: envoy.bootstrap.internal_listener
   typed_config:

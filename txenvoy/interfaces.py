@@ -186,6 +186,24 @@ class IClusterSpecifierPlugin(Interface):
         """
 
 
+class IConfigValidator(Interface):
+    """
+    A check of an xDS update before it applies (Envoy's
+    C{Config::ConfigValidator}, the C{envoy.config.validators.*}
+    extensions of an C{ApiConfigSource}'s C{config_validators}).
+    """
+
+    typeUrl = Attribute("The resource type URL it checks.")
+
+    def validate(names):
+        """
+        @param names: the names of every resource of its type the update
+            would leave (the whole set, for a delta update once folded).
+        @raise ValueError: the update is refused; the message is the
+            NACK's error detail.
+        """
+
+
 class IStreamFilterBase(Interface):
     """What every HTTP filter has (Envoy's C{StreamFilterBase})."""
 

@@ -37,6 +37,7 @@ dynamic_resources:
     api_type: %(api)s
     transport_api_version: V3
     set_node_on_first_message_only: true
+%(validators)s
     grpc_services:
     - envoy_grpc:
         cluster_name: xds_cluster
@@ -87,6 +88,13 @@ _TLS_SOCKET = """    transport_socket:
     os.path.join(REPO, "conf", "demo-cert.pem"),)
 
 
+_VALIDATORS = """    config_validators:
+    - name: envoy.config.validators.minimum_clusters_validator
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.config.validators.minimum_clusters.v3.MinimumClustersValidator
+        min_clusters_num: %d"""
+
+
 def _demoCertificate():
     """The demo certificate (localhost, self-signed) and key, as PEM bytes."""
     with open(os.path.join(REPO, "conf", "demo-cert.pem"), "rb") as c, \
@@ -128,7 +136,7 @@ def _summary(request):
 class Side:
     """One proxy (real Envoy or txenvoy) and its own control plane."""
 
-    def __init__(self, real, api, timeout="5s", controlPlaneUp=True, tls=False):
+    def __init__(self, real, api, timeout="5s", controlPlaneUp=True, tls=False, minClusters=0):
         self.real = real
         self.admin, self.static, self.port = freePort(), freePort(), freePort()
         self.xdsPort = freePort()
@@ -136,7 +144,9 @@ class Side:
         self.cp = ControlPlane(self.xdsPort, self.tls) if controlPlaneUp else None
         self.config = _BOOTSTRAP % {"admin": self.admin, "static": self.static,
                                     "xds": self.xdsPort, "api": api, "timeout": timeout,
-                                    "tls": _TLS_SOCKET if tls else ""}
+                                    "tls": _TLS_SOCKET if tls else "",
+                                    "validators": _VALIDATORS % (minClusters,)
+                                    if minClusters else ""}
 
     def start(self):
         if self.real:
@@ -296,6 +306,32 @@ class AdsTests(SynchronousTestCase):
         """
         real, tx = self.sequence("GRPC")
         self.assertEqual(real.requests()[1][0], (True, CLUSTER, "c1", "", [], 0))
+        self.assertNodeAsEnvoys(real.cp.streams[0].requests[0].node,
+                                tx.cp.streams[0].requests[0].node)
+
+    def assertNodeAsEnvoys(self, envoys, mine):
+        """
+        The node of the first request: C{user_agent_name}, the build's
+        metadata keys, and C{extensions} as Envoy lists its own: every
+        extension txenvoy registers by Envoy's category and name, with
+        config types Envoy lists for it (Envoy adds per-route types).
+        """
+        self.assertEqual(mine.user_agent_name, envoys.user_agent_name)
+        self.assertTrue(mine.user_agent_build_version.HasField("version"))
+        self.assertLessEqual(set(mine.user_agent_build_version.metadata.keys()),
+                             set(envoys.user_agent_build_version.metadata.keys()))
+        known = {(e.category, e.name): set(e.type_urls) for e in envoys.extensions}
+        unknown = []
+        self.assertGreater(len(mine.extensions), 50)
+        for extension in mine.extensions:
+            key = (extension.category, extension.name)
+            if key not in known:
+                unknown.append(key)
+                continue
+            self.assertLessEqual(set(extension.type_urls), known[key], key)
+        # The one txenvoy names that Envoy 1.40 does not build in.
+        self.assertEqual(unknown, [("envoy.resource_monitors",
+                                    "envoy.resource_monitors.global_downstream_max_connections")])
 
     def test_tlsControlPlane(self):
         """
@@ -464,3 +500,32 @@ class AdsTests(SynchronousTestCase):
         for mine, envoys in zip(errors[1:], envoyErrors[1:]):
             self.assertEqual(mine.split(" in DeltaDiscoveryResponse")[0],
                              envoys.split(" in DeltaDiscoveryResponse")[0])
+
+    def test_minimumClustersValidator(self):
+        """
+        Envoy's C{envoy.config.validators.minimum_clusters_validator} on
+        the ADS source: a CDS update leaving fewer clusters than
+        C{min_clusters_num} is NACKed with Envoy's words and the clusters
+        stay; one leaving enough is ACKed.
+        """
+        sides = self.sides("GRPC", minClusters=2)
+
+        def run(side):
+            side.cp.setResources(CLUSTER, "c1", [_cluster("a"), _cluster("b")])
+            side.cp.setResources(LISTENER, "l1", [_listener("l1", side.port, "one")])
+            side.start()
+            side.waitBody(side.port, "one")
+            side.cp.waitFor(lambda cp: len(cp.requestsOf(CLUSTER)) >= 2)
+            for version, names, count in (("c2", "a", 3), ("c3", "bcd", 4)):
+                side.cp.setResources(CLUSTER, version, [_cluster(n) for n in names])
+                side.cp.waitFor(lambda cp: len(cp.requestsOf(CLUSTER)) >= count)
+
+        _both(run, sides)
+        real, tx = sides
+        self.assertEqual(tx.requests(), real.requests())
+        self.assertEqual(tx.errors(), real.errors())
+        self.assertEqual(real.errors(),
+                         ["CDS update attempts to reduce clusters below configured minimum."])
+        names = ("cluster_manager.cds.update_attempt", "cluster_manager.cds.update_success",
+                 "cluster_manager.cds.update_rejected", "cluster_manager.active_clusters")
+        self.assertEqual(tx.stats(*names), real.stats(*names))

@@ -48,6 +48,7 @@ class Category:
     DECOMPRESSOR = "envoy.compression.decompressor"
     CLUSTER_SPECIFIER = "envoy.router.cluster_specifier_plugin"
     UDP_LISTENER_FILTER = "envoy.filters.udp_listener"
+    CONFIG_VALIDATOR = "envoy.config.validators"
     OTHER = "other"
 
 
@@ -67,6 +68,7 @@ CATEGORY_INTERFACES = {
     Category.COMPRESSOR: interfaces.ICompressorFactory,
     Category.DECOMPRESSOR: interfaces.IDecompressorFactory,
     Category.CLUSTER_SPECIFIER: interfaces.IClusterSpecifierPlugin,
+    Category.CONFIG_VALIDATOR: interfaces.IConfigValidator,
 }
 
 _factories = {}
@@ -184,6 +186,22 @@ def createByName(category, name, message, context, path):
 def registered(category=None):
     """@return: sorted C{(category, typeName)} pairs, for docs and /server_info."""
     return sorted(k for k in _factories if category is None or k[0] == category)
+
+
+def nodeExtensions():
+    """
+    Every extension registered, plugins included, as the node's
+    C{extensions} list names them to a control plane (Envoy's
+    C{Node.extensions}): C{[(category, name, typeUrls)]}, sorted, one
+    entry per name.
+    """
+    if not _pluginsLoaded:
+        loadPlugins()
+    seen = {}
+    for factory in list(_factories.values()) + list(_byName.values()):
+        for name in factory.names:
+            seen[(factory.category, name)] = tuple(factory.typeNames)
+    return [(category, name, typeUrls) for (category, name), typeUrls in sorted(seen.items())]
 
 
 def typeNameOf(any_):

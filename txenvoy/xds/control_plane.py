@@ -21,7 +21,7 @@ from txenvoy.xds.subscription import DEFAULT_INITIAL_FETCH_TIMEOUT, Subscription
 
 _API_FIELDS = ("api_type", "transport_api_version", "cluster_names", "grpc_services",
                "refresh_delay", "request_timeout", "rate_limit_settings",
-               "set_node_on_first_message_only")
+               "set_node_on_first_message_only", "config_validators")
 _SOURCE_FIELDS = ("path", "path_config_source", "api_config_source", "ads",
                   "initial_fetch_timeout", "resource_api_version")
 
@@ -73,6 +73,9 @@ class ApiSource:
                 raise ConfigError("%s: grpc_services must not be set for REST" % (path,))
             if self.refreshDelay is None:
                 raise ConfigError("%s.refresh_delay: required for REST" % (path,))
+            if api.config_validators:
+                # Envoy runs them in its gRPC muxes only.
+                raise UnsupportedField(path + ".config_validators", "only for GRPC and DELTA_GRPC")
             self.clusterName = api.cluster_names[0]
             self.grpc = None
         elif self.apiType in (GRPC, DELTA_GRPC, AGGREGATED_GRPC, AGGREGATED_DELTA_GRPC):
@@ -113,6 +116,24 @@ class ApiSource:
             self.credentials, self.tlsName = channelCredentials(
                 cluster, "static_resources.clusters[%d]" % (i,))
         self.delta = self.apiType in (DELTA_GRPC, AGGREGATED_DELTA_GRPC)
+        self.validators = configValidators(api.config_validators, path + ".config_validators",
+                                           bootstrap)
+
+
+def configValidators(entries, path, bootstrap):
+    """
+    The L{txenvoy.interfaces.IConfigValidator}s of an C{ApiConfigSource}'s
+    C{config_validators}, from the extension registry.
+
+    @raise ConfigError: an unknown validator, or a bad config of one.
+    """
+    from txenvoy.config.context import FactoryContext
+    from txenvoy.config.registry import Category, createExtension
+
+    context = FactoryContext(None, None, bootstrap=bootstrap)
+    return tuple(createExtension(Category.CONFIG_VALIDATOR, entry, context,
+                                 "%s[%d]" % (path, i))
+                 for i, entry in enumerate(entries))
 
 
 class ControlPlanes:
@@ -187,7 +208,7 @@ class ControlPlanes:
             transport = cls(server.reactor, target, server.node, scope,
                             setNodeOnFirstMessageOnly=api.setNodeOnFirstMessageOnly,
                             rateLimit=rate, backoff=JitteredBackoff(*api.backoff),
-                            method=method)
+                            method=method, validators=api.validators)
         self.transports.append(transport)
         return transport
 

@@ -122,6 +122,7 @@ class DeltaGrpcMux(MuxStream):
         try:
             added, removed = self._check(state, response)
             held = self._fold(state, added, removed)
+            self._validate(state.typeUrl, list(held))
         except _UnresolvedAlias as e:
             detail = refuseAll(state.subscriptions, str(e), attempts=2)
         except ValueError as e:

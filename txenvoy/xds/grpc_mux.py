@@ -166,13 +166,17 @@ class MuxStream:
     method = ADS_METHOD
 
     def __init__(self, reactor, target, node, scope, setNodeOnFirstMessageOnly=False,
-                 rateLimit=None, backoff=None, method=None, callFactory=StreamingCall):
+                 rateLimit=None, backoff=None, method=None, callFactory=StreamingCall,
+                 validators=()):
         """
         @param target: a L{ControlPlaneTarget}.
         @param node: the C{envoy.config.core.v3.Node} to send.
         @param scope: the C{control_plane.} stats scope.
         @param rateLimit: a L{TokenBucket}, or C{None}.
         @param callFactory: makes the call (L{StreamingCall}'s signature).
+        @param validators: the L{txenvoy.interfaces.IConfigValidator}s of
+            C{config_validators}, run on each update of their type before
+            it applies (Envoy's C{CustomConfigValidators}).
         """
         self.reactor = reactor
         self._callFactory = callFactory
@@ -183,6 +187,7 @@ class MuxStream:
         self._nodeFirstOnly = setNodeOnFirstMessageOnly
         self._rateLimit = rateLimit
         self._backoff = backoff or JitteredBackoff()
+        self._validators = tuple(validators)
         self.connected = scope.gauge("connected_state")
         self.rateLimitEnforced = scope.counter("rate_limit_enforced")
         self.pending = scope.gauge("pending_requests")
@@ -307,6 +312,12 @@ class MuxStream:
         state.errorDetail = None
         return state
 
+    def _validate(self, typeUrl, names):
+        """Run the config validators of C{typeUrl} (C{ValueError} refuses the update)."""
+        for validator in self._validators:
+            if validator.typeUrl == typeUrl:
+                validator.validate(names)
+
     def _refuse(self, state, detail):
         return refuseAll(state.subscriptions, detail)
 
@@ -371,6 +382,7 @@ class GrpcMux(MuxStream):
             return
         try:
             resources = decodeResources(response.resources, state.typeUrl)
+            self._validate(state.typeUrl, [_nameOf(r) for r in resources])
         except ValueError as e:
             detail = self._refuse(state, str(e))
         else:
