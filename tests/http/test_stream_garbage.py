@@ -39,3 +39,39 @@ class StreamGarbageTests(TestCase):
             up.respond(RESPONSE)
             self.assertIn(b"200 OK", down.transport.value())
         self.assertEqual(gc.collect(), 0)
+
+    def test_closedConnectionsLeaveNoCycles(self):
+        """
+        Connections that each carry one request with C{connection: close}
+        and are then closed leave no object for the cyclic collector: the
+        connection manager, its codec, timers and last stream are freed by
+        reference counting when the connection goes.
+        """
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        h = HttpProxyHarness()
+        closing = REQUEST.replace(b"accept: */*\r\n", b"accept: */*\r\nconnection: close\r\n")
+
+        upstream = []
+
+        def once():
+            down = h.connect()
+            down.send(closing)
+            if not upstream:
+                # The pool keeps this one connection to the upstream alive.
+                upstream.append(h.upstream())
+            upstream[0].transport.clear()
+            upstream[0].respond(RESPONSE)
+            self.assertIn(b"200 OK", down.transport.value())
+            self.assertTrue(down.transport.disconnecting)
+            down.cm.connectionLost(Failure(ConnectionDone()))
+
+        once()
+        enabled = gc.isenabled()
+        gc.collect()
+        gc.disable()
+        self.addCleanup(lambda: gc.enable() if enabled else None)
+        for _ in range(20):
+            once()
+        self.assertEqual(gc.collect(), 0)

@@ -86,6 +86,62 @@ class ListenerPortTests(TestCase):
             return deferLater(reactor, 0.01, check)
         return check()
 
+    def _acceptOne(self, bindHost):
+        """
+        Adopt a socket bound to C{bindHost} and connect to it.
+
+        @return: a Deferred firing with C{(port, transport, client)}.
+        """
+        from twisted.internet.task import deferLater
+
+        sock = socket.socket()
+        sock.bind((bindHost, 0))
+        sock.listen(8)
+        sock.setblocking(False)
+        made = []
+
+        class Keep(Protocol):
+            def connectionMade(self):
+                made.append(self.transport)
+
+        factory = ServerFactory.forProtocol(Keep)
+        port = ListenerPort.adopt(reactor, sock.fileno(), socket.AF_INET, factory)
+        sock.close()
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(client.close)
+
+        def wait(_=None, tries=[0]):
+            if made or tries[0] > 200:
+                self.addCleanup(made[0].abortConnection)
+                return port, made[0], client
+            tries[0] += 1
+            return deferLater(reactor, 0.01, wait)
+        return wait()
+
+    def test_localAddressOfSpecificListener(self):
+        """
+        Envoy hands a connection accepted on a listener bound to one
+        address that address as its local address (no C{getsockname}).
+        """
+        def check(result):
+            port, transport, client = result
+            self.assertEqual((port.boundHost.host, port.boundHost.port),
+                             client.getpeername())
+            self.assertIs(transport.getHost(), port.boundHost)
+            self.assertIn("#", repr(transport))
+            self.assertIn("Keep", transport.logstr)
+        return self._acceptOne("127.0.0.1").addCallback(check)
+
+    def test_localAddressOfWildcardListener(self):
+        """On a wildcard listener each connection's own local address is read."""
+        def check(result):
+            port, transport, client = result
+            self.assertIsNone(port.boundHost)
+            host = transport.getHost()
+            self.assertEqual((host.host, host.port), client.getpeername())
+        return self._acceptOne("0.0.0.0").addCallback(check)
+
     def test_exhaustedDropsWaitingConnections(self):
         """
         On C{EMFILE} the reserve makes room: each waiting connection is

@@ -150,6 +150,33 @@ class ConnectionTests(SynchronousTestCase):
         self.assertEqual(self.stat("listener.127.0.0.1_10000.downstream_cx_active"), 0)
         self.assertEqual(self.stat("listener.127.0.0.1_10000.downstream_cx_destroy"), 1)
 
+    def test_connectionLostLeavesNoCycle(self):
+        """
+        A closed connection no longer holds its chain's head, which holds
+        it: reference counting frees both, not the cyclic collector.
+        """
+        import gc
+        import weakref
+
+        class Holder(Recorder):
+            def __init__(self, connection):
+                Recorder.__init__(self)
+                self.connection = connection
+
+        seen = []
+        _, conn, _ = self.connect(FakeListenerConfig([Factory(lambda c, n: Holder(c))]))
+        head = weakref.ref(conn.head, seen.append)
+        conn.dataReceived(b"x")
+        enabled = gc.isenabled()
+        gc.disable()
+        self.addCleanup(lambda: gc.enable() if enabled else None)
+        conn.connectionLost(None)
+        self.assertIsNone(conn.head)
+        conn.dataReceived(b"late")
+        del conn
+        # Freed by reference counting: the collector is off.
+        self.assertEqual(seen, [head])
+
     def test_emptyChainCloses(self):
         """C{filters: []}: counted, then closed (Envoy: no filters)."""
         _, conn, transport = self.connect(FakeListenerConfig([]))

@@ -208,6 +208,7 @@ class TimerSet:
         self._timers = []
         self._call = None
         self._at = _INF
+        self._stopped = False
 
     def timer(self, callback):
         """@return: a new, inactive L{Timer} calling C{callback}."""
@@ -225,6 +226,8 @@ class TimerSet:
 
     def scheduleAt(self, t, when):
         """(Re)schedule C{t} at the reactor time C{when}."""
+        if self._stopped:
+            return
         t.when = when
         if not t.active:
             t.active = True
@@ -264,7 +267,8 @@ class TimerSet:
             t.callback()
 
     def stop(self):
-        """Cancel everything (the connection is gone)."""
+        """Cancel everything (the connection is gone); nothing runs after."""
+        self._stopped = True
         for t in self._timers:
             t.active = False
         del self._timers[:]
@@ -675,6 +679,15 @@ class ConnectionManager(Protocol):
             stats.downstream_cx_ssl_active.dec()
         stats.downstream_cx_length_ms.recordValue(
             (self.reactor.seconds() - self._startTime) * 1000.0)
+        # Nothing runs on this connection any more: drop what ties it into
+        # reference cycles (its codec, its timers' callbacks, its producer,
+        # its last stream), so that reference counting frees it at once
+        # rather than leaving it to the cyclic collector.
+        self._lastStream = None
+        self._watermark = None
+        self._idleTimer = self._headTimer = None
+        if not self._http2:
+            self.codec = None
 
     # What the codec sees as its transport.
 
@@ -1813,7 +1826,8 @@ class ActiveStream:
                 # HTTP/2 carries the upgraded stream in DATA frames; HTTP/1
                 # gives the connection over to raw bytes.
                 cm._upgraded = True
-                cm.codec.switchToRaw(self._onRawData)
+                if cm.codec is not None:
+                    cm.codec.switchToRaw(self._onRawData)
 
     def _onRawData(self, data):
         if not self._destroyed:

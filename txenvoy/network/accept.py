@@ -70,13 +70,66 @@ class ReservedDescriptor:
         self.release()
 
 
+#: The addresses that name no one interface: a socket accepted on a
+#: listener bound to one of these is asked for its own local address.
+_ANY_HOSTS = frozenset(["0.0.0.0", "::"])
+
+
+class AcceptedConnection(tcp.Server):
+    """
+    Twisted's server transport, made cheaper for a proxy that accepts a
+    connection per request.
+
+     - Its local address is the listener's when the listener is bound to
+       one address (not a wildcard), as Envoy's listener hands out its own
+       address then: no C{getsockname} per connection.
+     - Its log prefix and C{repr} are built when first asked for, not
+       formatted for every connection.
+    """
+
+    def __init__(self, sock, protocol, client, server, sessionno, reactor):
+        # tcp.Server.__init__, minus the eager log strings.
+        tcp.Connection.__init__(self, sock, protocol, reactor)
+        if len(client) != 2:
+            self._addressType = IPv6Address
+        self.server = server
+        self.client = client
+        self.sessionno = sessionno
+        self.hostname = client[0]
+        self.startReading()
+        self.connected = 1
+
+    @property
+    def logstr(self):
+        protocol = getattr(self, "protocol", None)
+        prefix = self._getLogPrefix(protocol) if protocol is not None else "-"
+        return "%s,%s,%s" % (prefix, self.sessionno, self.hostname)
+
+    @property
+    def repstr(self):
+        protocol = getattr(self, "protocol", None)
+        return "<%s #%s on %s>" % (type(protocol).__name__, self.sessionno,
+                                   self.server._realPortNumber)
+
+    def getHost(self):
+        known = self.server.boundHost
+        if known is not None:
+            return known
+        return tcp.Server.getHost(self)
+
+
 class ListenerPort(tcp.Port):
     """
     A C{tcp.Port} adopting an already bound socket, whose accept loop
     reports the connections it had to drop (see the module docstring).
+
+    @ivar boundHost: the listening address when it names one interface
+        (every accepted socket's local address then), else C{None}.
     """
 
     _reserve = None
+    boundHost = None
+    transport = AcceptedConnection
 
     @classmethod
     def adopt(cls, reactor, fileDescriptor, addressFamily, factory):
@@ -88,6 +141,9 @@ class ListenerPort(tcp.Port):
                                            factory)
         port._reserve = ReservedDescriptor()
         port.startListening()
+        host = port.getHost()
+        if host.host not in _ANY_HOSTS:
+            port.boundHost = host
         return port
 
     def connectionLost(self, reason):

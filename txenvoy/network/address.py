@@ -7,6 +7,8 @@ the admin and access logs print.
 
 import socket
 
+from twisted.internet.address import IPv4Address, IPv6Address
+
 
 def addressString(host, port):
     """
@@ -64,6 +66,8 @@ def addressTuple(address):
     C{(PipeAddress, 0)}, printed as its path (C{""} when unnamed); an
     internal connection's end is C{(InternalAddress, 0)}.
     """
+    if type(address) in _IP_ADDRESSES:
+        return (address.host, address.port)
     from txenvoy.network.user_space import InternalAddress
 
     if isinstance(address, InternalAddress):
@@ -77,3 +81,5 @@ def addressTuple(address):
 
 
 _NO_NAME = object()
+#: Twisted's TCP addresses: every accepted connection has two.
+_IP_ADDRESSES = frozenset([IPv4Address, IPv6Address])

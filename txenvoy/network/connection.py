@@ -33,6 +33,10 @@ handlerLog = componentLogger("conn_handler")
 _UNNAMED_PIPE = PipeAddress("")
 
 
+def _dropData(data):
+    """Bytes nobody reads (a plain function: no cycle through the connection)."""
+
+
 @implementer(IHalfCloseableProtocol, IListenerFilterCallbacks)
 class ServerConnection(Protocol):
     """
@@ -64,7 +68,7 @@ class ServerConnection(Protocol):
         self.factory = None
         self.transport = None
         self.connected = 0
-        self.dataReceived = self._dropData
+        self.dataReceived = _dropData
         self.filterChain = None
         self.head = None
         # Set by a TLS transport socket: its SslConnectionInfo, and the
@@ -202,7 +206,7 @@ class ServerConnection(Protocol):
             self.listener.stats.downstream_pre_cx_active.dec()
             self._filtersRunning = False
             # Until the network chain reads them: a closing socket's bytes.
-            self.dataReceived = self._dropData
+            self.dataReceived = _dropData
 
     def _onListenerFiltersTimeout(self):
         self._timer = None
@@ -269,9 +273,6 @@ class ServerConnection(Protocol):
         if buffered and not self._closed:
             head.dataReceived(buffered)
 
-    def _dropData(self, data):
-        pass
-
     def readConnectionLost(self):
         if self.head is not None:
             forwardReadConnectionLost(self.head, self.transport)
@@ -301,8 +302,13 @@ class ServerConnection(Protocol):
         self._endListenerFilters()
         if self._counted:
             self.listener.onConnectionDestroyed(self)
-        if self.head is not None:
-            self.head.connectionLost(reason)
+        head = self.head
+        if head is not None:
+            # The chain's head holds this connection: dropping it here
+            # leaves no cycle, so reference counting frees the connection.
+            self.head = None
+            self.dataReceived = _dropData
+            head.connectionLost(reason)
 
 
 class _NetworkStage(Protocol):

@@ -13,6 +13,7 @@ imports neither codec.
 """
 
 import time
+import weakref
 from email.utils import formatdate
 
 from txenvoy.http.status import reasonPhrase, statusLine
@@ -98,6 +99,26 @@ class DateCache:
             self._second = now
             self._value = formatdate(now, usegmt=True).encode("ascii")
         return self._value
+
+
+_sharedDateCaches = weakref.WeakKeyDictionary()
+_wallClockDateCache = None
+
+
+def sharedDateCache(clock=None):
+    """
+    The one L{DateCache} of C{clock} (a worker's reactor): every connection
+    of a worker reads the same, instead of building and filling its own.
+    """
+    global _wallClockDateCache
+    if clock is None:
+        if _wallClockDateCache is None:
+            _wallClockDateCache = DateCache()
+        return _wallClockDateCache
+    cache = _sharedDateCaches.get(clock)
+    if cache is None:
+        cache = _sharedDateCaches[clock] = DateCache(clock)
+    return cache
 
 
 def localReply(status, date, serverName, emptyBody=False, http10=False):

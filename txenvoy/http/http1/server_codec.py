@@ -49,13 +49,13 @@ from txenvoy.http.http1.codec import (
     PLAIN_NAMES,
     PLAIN_NAMES_MAX,
     CodecError,
-    DateCache,
     Details,
     Http1Connection,
     StopParsing,
     joinTransferEncoding,
     localReply,
     parserError,
+    sharedDateCache,
 )
 from txenvoy.http.headers import HeaderMap, RequestHeaders
 from txenvoy.http.http1.lenient import (
@@ -424,7 +424,7 @@ class ServerCodec(LenientParsing, CountedReadDisable, Http1Connection):
         if isinstance(serverName, str):
             serverName = serverName.encode("ascii")
         self._serverName = serverName
-        self.dateCache = DateCache(clock)
+        self.dateCache = sharedDateCache(clock)
 
         self._parser = newParser(self)
         self._forwarder = None      # set while input is re-parsed/rewritten
@@ -526,6 +526,11 @@ class ServerCodec(LenientParsing, CountedReadDisable, Http1Connection):
         self._parsing = False
         self._pending.clear()
         self._out = []
+        # The parser calls back into this codec, and this codec's streams
+        # into it: both ties dropped, nothing is left for the cyclic
+        # collector once the connection is gone.
+        self._parser = None
+        self._current = self._active = None
 
     def switchToRaw(self, onData):
         """

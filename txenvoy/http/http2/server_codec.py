@@ -63,7 +63,7 @@ from hyperframe.frame import GoAwayFrame, SettingsFrame
 from zope.interface import implementer
 
 from txenvoy.http.headers import HeaderMap, RequestHeaders
-from txenvoy.http.http1.codec import DateCache
+from txenvoy.http.http1.codec import sharedDateCache
 from txenvoy.http.http2.options import DEFAULT_HTTP2_OPTIONS
 from txenvoy.http.read_disable import CountedReadDisable
 from txenvoy.interfaces import IResponseEncoder, IServerCodec
@@ -280,7 +280,7 @@ class Http2ServerCodec(CountedReadDisable):
         self._maxHeaderBytes = maxRequestHeadersKb * 1024
         self._maxHeadersCount = maxHeadersCount
         self._clock = clock
-        self.dateCache = DateCache(clock)
+        self.dateCache = sharedDateCache(clock)
         self._streams = {}
         self._closed = False
         self._lost = False
