@@ -71,8 +71,9 @@ def httpListener(name, port, routes=TO_ORIGIN, httpFilters="", statPrefix=None,
                  hcm="", virtualHost="", virtualHosts=None, routeConfig="", router="",
                  filterChain="", listener=""):
     """
-    A listener C{name} on 127.0.0.1:C{port} whose one filter chain is an
-    C{http_connection_manager} (C{stat_prefix} C{statPrefix}, else C{name}):
+    A listener C{name} (none if C{None}) on 127.0.0.1:C{port} whose one
+    filter chain is an C{http_connection_manager} (C{stat_prefix}
+    C{statPrefix}, else C{name}):
     its C{route_config} has one virtual host C{all} for every domain with
     C{routes}; its C{http_filters} are C{httpFilters}, then the router.
     C{routes} and C{httpFilters} are YAML list items, as one text or a list
@@ -90,10 +91,10 @@ def httpListener(name, port, routes=TO_ORIGIN, httpFilters="", statPrefix=None,
     if virtualHosts is None:
         virtualHosts = ("- name: all\n  domains: [\"*\"]\n" + block(virtualHost, 2)
                         + "  routes:\n" + block(routes, 2))
+    head = "- " if name is None else "- name: %s\n  " % (name,)
     return (
-        "- name: %s\n"
-        "  address:\n"
-        "    socket_address: { address: 127.0.0.1, port_value: %s }\n" % (name, port)
+        head + "address:\n"
+        "    socket_address: { address: 127.0.0.1, port_value: %s }\n" % (port,)
         + block(listener, 2)
         + "  filter_chains:\n"
         "  - filters:\n"
@@ -126,11 +127,13 @@ def httpFilter(name, typeName, config=""):
 def cluster(name, port=None, extra="", connectTimeout="1s"):
     """
     A static cluster C{name} of one endpoint, 127.0.0.1:C{port} (by default
-    the placeholder C{%(name)d}), with C{extra} more cluster fields; no
+    the placeholder C{%(name)d}; a list of ports for one endpoint each),
+    with C{extra} more cluster fields; no
     C{connect_timeout} if C{connectTimeout} is C{None}.
     """
     if port is None:
         port = "%%(%s)d" % (name,)
+    ports = port if isinstance(port, (list, tuple)) else [port]
     out = "- name: %s\n" % (name,)
     if connectTimeout is not None:
         out += "  connect_timeout: %s\n" % (connectTimeout,)
@@ -140,6 +143,6 @@ def cluster(name, port=None, extra="", connectTimeout="1s"):
         + "  load_assignment:\n"
         "    cluster_name: %s\n"
         "    endpoints:\n"
-        "    - lb_endpoints:\n"
-        "      - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %s } } }\n"
-        % (name, port))
+        "    - lb_endpoints:\n" % (name,)
+        + "".join("      - endpoint: { address: { socket_address:"
+                  " { address: 127.0.0.1, port_value: %s } } }\n" % (p,) for p in ports))

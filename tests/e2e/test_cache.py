@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import SharedFixture, freePort, httpOrigin, startProxy
 from tests.e2e.harness import exchangeOne as _exchange
 
@@ -90,48 +91,19 @@ class _Origin(BaseHTTPRequestHandler):
     do_GET = do_POST = do_HEAD = _answer
 
 
-CONFIG = """
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: %(admin)d }
-static_resources:
-  listeners:
-  - name: cache
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(main)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: cache
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-          http_filters:
-          - name: envoy.filters.http.cache
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.cache.v3.CacheConfig
+CONFIG = bootstrap(
+    listeners=[
+        httpListener("cache", "%(main)d", httpFilters="""
+            - name: envoy.filters.http.cache
               typed_config:
-                "@type": type.googleapis.com/envoy.extensions.http.cache.simple_http_cache.v3.SimpleHttpCacheConfig
-              allowed_vary_headers:
-              - exact: accept-language
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: origin
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(origin)d } } }
-"""
+                "@type": type.googleapis.com/envoy.extensions.filters.http.cache.v3.CacheConfig
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.http.cache.simple_http_cache.v3.SimpleHttpCacheConfig
+                allowed_vary_headers:
+                - exact: accept-language
+            """),
+    ],
+    clusters=[cluster("origin")])
 
 
 def _req(path, *headers, method="GET"):

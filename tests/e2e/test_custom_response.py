@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import SharedFixture, freePort, httpOrigin, startProxy
 from tests.e2e.harness import exchangeOne as _exchange
 
@@ -39,145 +40,119 @@ class _Origin(BaseHTTPRequestHandler):
 
 _LOCAL = "type.googleapis.com/envoy.extensions.http.custom_response.local_response_policy.v3.LocalResponsePolicy"
 
-CONFIG = """
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: %(admin)d }
-static_resources:
-  listeners:
-  - name: cr
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(main)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: cr
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/other/" }
-                route: { cluster: origin, prefix_rewrite: "/" }
-                typed_per_filter_config:
-                  envoy.filters.http.custom_response:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.custom_response.v3.CustomResponse
-                    custom_response_matcher:
-                      matcher_list:
-                        matchers:
-                        - predicate:
-                            single_predicate:
-                              input:
-                                name: status
-                                typed_config:
-                                  "@type": type.googleapis.com/envoy.type.matcher.v3.HttpResponseStatusCodeMatchInput
-                              value_match: { exact: "404" }
-                          on_match:
-                            action:
-                              name: route-404
+CONFIG = bootstrap(
+    listeners=[
+        httpListener("cr", "%(main)d", routes="""
+            - match: { prefix: "/other/" }
+              route: { cluster: origin, prefix_rewrite: "/" }
+              typed_per_filter_config:
+                envoy.filters.http.custom_response:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.custom_response.v3.CustomResponse
+                  custom_response_matcher:
+                    matcher_list:
+                      matchers:
+                      - predicate:
+                          single_predicate:
+                            input:
+                              name: status
                               typed_config:
-                                "@type": %(local)s
-                                body: { inline_string: "route says not found" }
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-          http_filters:
-          - name: envoy.filters.http.custom_response
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.custom_response.v3.CustomResponse
-              custom_response_matcher:
-                matcher_list:
-                  matchers:
-                  - predicate:
-                      single_predicate:
-                        input:
-                          name: status
+                                "@type": type.googleapis.com/envoy.type.matcher.v3.HttpResponseStatusCodeMatchInput
+                            value_match: { exact: "404" }
+                        on_match:
+                          action:
+                            name: route-404
+                            typed_config:
+                              "@type": %(local)s
+                              body: { inline_string: "route says not found" }
+            - match: { prefix: "/" }
+              route: { cluster: origin }
+            """, httpFilters="""
+            - name: envoy.filters.http.custom_response
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.custom_response.v3.CustomResponse
+                custom_response_matcher:
+                  matcher_list:
+                    matchers:
+                    - predicate:
+                        single_predicate:
+                          input:
+                            name: status
+                            typed_config:
+                              "@type": type.googleapis.com/envoy.type.matcher.v3.HttpResponseStatusCodeMatchInput
+                          value_match: { exact: "404" }
+                      on_match:
+                        action:
+                          name: not-found
                           typed_config:
-                            "@type": type.googleapis.com/envoy.type.matcher.v3.HttpResponseStatusCodeMatchInput
-                        value_match: { exact: "404" }
-                    on_match:
-                      action:
-                        name: not-found
-                        typed_config:
-                          "@type": %(local)s
-                          body: { inline_string: "custom not found" }
-                          status_code: 499
-                          response_headers_to_add:
-                          - header: { key: x-custom, value: "yes" }
-                  - predicate:
-                      single_predicate:
-                        input:
-                          name: status
+                            "@type": %(local)s
+                            body: { inline_string: "custom not found" }
+                            status_code: 499
+                            response_headers_to_add:
+                            - header: { key: x-custom, value: "yes" }
+                    - predicate:
+                        single_predicate:
+                          input:
+                            name: status
+                            typed_config:
+                              "@type": type.googleapis.com/envoy.type.matcher.v3.HttpResponseStatusCodeMatchInput
+                          value_match: { exact: "401" }
+                      on_match:
+                        action:
+                          name: status-only
                           typed_config:
-                            "@type": type.googleapis.com/envoy.type.matcher.v3.HttpResponseStatusCodeMatchInput
-                        value_match: { exact: "401" }
-                    on_match:
-                      action:
-                        name: status-only
-                        typed_config:
-                          "@type": %(local)s
-                          status_code: 403
-                          response_headers_to_add:
-                          - header: { key: x-was, value: "%%RESPONSE_CODE%%" }
-                  - predicate:
-                      single_predicate:
-                        input:
-                          name: class
+                            "@type": %(local)s
+                            status_code: 403
+                            response_headers_to_add:
+                            - header: { key: x-was, value: "%%RESPONSE_CODE%%" }
+                    - predicate:
+                        single_predicate:
+                          input:
+                            name: class
+                            typed_config:
+                              "@type": type.googleapis.com/envoy.type.matcher.v3.HttpResponseStatusCodeClassMatchInput
+                          value_match: { exact: "5xx" }
+                      on_match:
+                        action:
+                          name: server-error
                           typed_config:
-                            "@type": type.googleapis.com/envoy.type.matcher.v3.HttpResponseStatusCodeClassMatchInput
-                        value_match: { exact: "5xx" }
-                    on_match:
-                      action:
-                        name: server-error
-                        typed_config:
-                          "@type": %(local)s
-                          body: { inline_string: "sorry" }
-                          body_format:
-                            text_format: "oops: %%LOCAL_REPLY_BODY%% (%%RESPONSE_CODE%%) %%REQ(:PATH)%%"
-                  - predicate:
-                      single_predicate:
-                        input:
-                          name: header
+                            "@type": %(local)s
+                            body: { inline_string: "sorry" }
+                            body_format:
+                              text_format: "oops: %%LOCAL_REPLY_BODY%% (%%RESPONSE_CODE%%) %%REQ(:PATH)%%"
+                    - predicate:
+                        single_predicate:
+                          input:
+                            name: header
+                            typed_config:
+                              "@type": type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput
+                              header_name: x-replace
+                          value_match: { exact: "json" }
+                      on_match:
+                        action:
+                          name: json
                           typed_config:
-                            "@type": type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput
-                            header_name: x-replace
-                        value_match: { exact: "json" }
-                    on_match:
-                      action:
-                        name: json
-                        typed_config:
-                          "@type": %(local)s
-                          body: { inline_string: "replaced" }
-                          body_format:
-                            json_format: { message: "%%LOCAL_REPLY_BODY%%", code: "%%RESPONSE_CODE%%" }
-                  - predicate:
-                      single_predicate:
-                        input:
-                          name: request
+                            "@type": %(local)s
+                            body: { inline_string: "replaced" }
+                            body_format:
+                              json_format: { message: "%%LOCAL_REPLY_BODY%%", code: "%%RESPONSE_CODE%%" }
+                    - predicate:
+                        single_predicate:
+                          input:
+                            name: request
+                            typed_config:
+                              "@type": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput
+                              header_name: x-want
+                          value_match: { exact: "teapot" }
+                      on_match:
+                        action:
+                          name: teapot
                           typed_config:
-                            "@type": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput
-                            header_name: x-want
-                        value_match: { exact: "teapot" }
-                    on_match:
-                      action:
-                        name: teapot
-                        typed_config:
-                          "@type": %(local)s
-                          body: { inline_string: "short and stout" }
-                          status_code: 418
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: origin
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(origin)d } } }
-"""
+                            "@type": %(local)s
+                            body: { inline_string: "short and stout" }
+                            status_code: 418
+            """),
+    ],
+    clusters=[cluster("origin")])
 
 
 def _get(path, *headers):

@@ -28,60 +28,33 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import Envoy, Upstream, freePort
 from tests.e2e.test_ops import waitFor
 
-_CONFIG = """
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
-static_resources:
-  listeners:
-  - name: front
-    address: {socket_address: {address: 127.0.0.1, port_value: %(http)d}}
-    filter_chains:
-    - name: http_chain
-      filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: front
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/ok"}
-                route: {cluster: good}
-              - match: {prefix: "/bad"}
-                route: {cluster: refused}
-  - name: tcp
-    address: {socket_address: {address: 127.0.0.1, port_value: %(tcp)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: tcp
-          cluster: refused
-  clusters:
-  - name: good
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: good
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(good)d}}}
-  - name: refused
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: refused
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(refused)d}}}
-"""
+_CONFIG = bootstrap(
+    listeners=[
+        httpListener("front", "%(http)d", routes="""
+            - match: {prefix: "/ok"}
+              route: {cluster: good}
+            - match: {prefix: "/bad"}
+              route: {cluster: refused}
+            """, filterChain="""
+            name: http_chain
+            """),
+        """
+        - name: tcp
+          address: {socket_address: {address: 127.0.0.1, port_value: %(tcp)d}}
+          filter_chains:
+          - filters:
+            - name: envoy.filters.network.tcp_proxy
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+                stat_prefix: tcp
+                cluster: refused
+        """,
+    ],
+    clusters=[cluster("good"), cluster("refused")])
 
 # [time][pid][level][logger] [file.py:line] message (a header dump spans
 # several lines, up to the next line's time stamp).

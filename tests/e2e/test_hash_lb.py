@@ -13,6 +13,7 @@ from collections import Counter
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, httpListener
 from tests.e2e.harness import (
     EXAMPLES,
     Envoy,
@@ -119,110 +120,109 @@ class ExampleHashTests(SynchronousTestCase):
         self.assertEqual(self.run08(True), (ring, again, maglev))
 
 
-HASH_CONFIG = """
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
-static_resources:
-  listeners:
-  - name: l
-    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: h
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/ring"}
-                route: {cluster: ring, hash_policy: [{header: {header_name: x-key}}]}
-              - match: {prefix: "/murmur"}
-                route: {cluster: murmur, hash_policy: [{cookie: {name: k}}]}
-              - match: {prefix: "/maglev"}
-                route: {cluster: maglev, hash_policy: [{header: {header_name: x-key}}]}
-              - match: {prefix: "/typedring"}
-                route: {cluster: typedring, hash_policy: [{header: {header_name: x-key}}]}
-              - match: {prefix: "/typed"}
-                route:
-                  cluster: typed
-                  hash_policy:
-                  - query_parameter: {name: k}
-                  - header: {header_name: x-key}
-                    terminal: true
-                  - header: {header_name: x-other}
-              - match: {prefix: "/bounded"}
-                route: {cluster: bounded, hash_policy: [{header: {header_name: x-key}}]}
-              - match: {prefix: "/sticky"}
-                route:
-                  cluster: ring
-                  hash_policy:
-                  - cookie:
-                      name: sticky
-                      ttl: 3600s
-                      path: /sticky
-                      attributes: [{name: SameSite, value: Lax}, {name: Secure}]
-              - match: {prefix: "/rr"}
-                route: {cluster: rr}
-              - match: {prefix: "/lr"}
-                route: {cluster: lr}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: ring
-    connect_timeout: 1s
-    lb_policy: RING_HASH
-    load_assignment: {cluster_name: ring, endpoints: [{lb_endpoints: %(weighted)s}]}
-  - name: murmur
-    connect_timeout: 1s
-    lb_policy: RING_HASH
-    ring_hash_lb_config: {minimum_ring_size: 64, maximum_ring_size: 100, hash_function: MURMUR_HASH_2}
-    load_assignment: {cluster_name: murmur, endpoints: [{lb_endpoints: %(plain)s}]}
-  - name: maglev
-    connect_timeout: 1s
-    lb_policy: MAGLEV
-    load_assignment: {cluster_name: maglev, endpoints: [{lb_endpoints: %(keyed)s}]}
-  - name: typed
-    connect_timeout: 1s
-    load_balancing_policy:
-      policies:
-      - typed_extension_config:
-          name: envoy.load_balancing_policies.maglev
-          typed_config:
-            "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev
-            table_size: 1031
-            consistent_hashing_lb_config:
-              hash_policy: [{header: {header_name: x-lb}}]
-    load_assignment: {cluster_name: typed, endpoints: [{lb_endpoints: %(weighted)s}]}
-  - name: typedring
-    connect_timeout: 1s
-    load_balancing_policy:
-      policies:
-      - typed_extension_config:
-          name: envoy.load_balancing_policies.ring_hash
-          typed_config:
-            "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash
-            hash_function: MURMUR_HASH_2
-            minimum_ring_size: 200
-    load_assignment: {cluster_name: typedring, endpoints: [{lb_endpoints: %(weighted)s}]}
-  - name: bounded
-    connect_timeout: 1s
-    lb_policy: RING_HASH
-    common_lb_config: {consistent_hashing_lb_config: {hash_balance_factor: 150}}
-    load_assignment: {cluster_name: bounded, endpoints: [{lb_endpoints: %(plain)s}]}
-  - name: rr
-    connect_timeout: 1s
-    lb_policy: ROUND_ROBIN
-    load_assignment: {cluster_name: rr, endpoints: [{lb_endpoints: %(weighted)s}]}
-  - name: lr
-    connect_timeout: 1s
-    lb_policy: LEAST_REQUEST
-    load_assignment: {cluster_name: lr, endpoints: [{lb_endpoints: %(weighted)s}]}
-"""
+HASH_CONFIG = bootstrap(
+    listeners=[
+        httpListener("l", "%(port)d", statPrefix="h", routes="""
+            - match: {prefix: "/ring"}
+              route: {cluster: ring, hash_policy: [{header: {header_name: x-key}}]}
+            - match: {prefix: "/murmur"}
+              route: {cluster: murmur, hash_policy: [{cookie: {name: k}}]}
+            - match: {prefix: "/maglev"}
+              route: {cluster: maglev, hash_policy: [{header: {header_name: x-key}}]}
+            - match: {prefix: "/typedring"}
+              route: {cluster: typedring, hash_policy: [{header: {header_name: x-key}}]}
+            - match: {prefix: "/typed"}
+              route:
+                cluster: typed
+                hash_policy:
+                - query_parameter: {name: k}
+                - header: {header_name: x-key}
+                  terminal: true
+                - header: {header_name: x-other}
+            - match: {prefix: "/bounded"}
+              route: {cluster: bounded, hash_policy: [{header: {header_name: x-key}}]}
+            - match: {prefix: "/sticky"}
+              route:
+                cluster: ring
+                hash_policy:
+                - cookie:
+                    name: sticky
+                    ttl: 3600s
+                    path: /sticky
+                    attributes: [{name: SameSite, value: Lax}, {name: Secure}]
+            - match: {prefix: "/rr"}
+              route: {cluster: rr}
+            - match: {prefix: "/lr"}
+              route: {cluster: lr}
+            """),
+    ],
+    clusters=[
+        """
+        - name: ring
+          connect_timeout: 1s
+          lb_policy: RING_HASH
+          load_assignment: {cluster_name: ring, endpoints: [{lb_endpoints: %(weighted)s}]}
+        """,
+        """
+        - name: murmur
+          connect_timeout: 1s
+          lb_policy: RING_HASH
+          ring_hash_lb_config: {minimum_ring_size: 64, maximum_ring_size: 100, hash_function: MURMUR_HASH_2}
+          load_assignment: {cluster_name: murmur, endpoints: [{lb_endpoints: %(plain)s}]}
+        """,
+        """
+        - name: maglev
+          connect_timeout: 1s
+          lb_policy: MAGLEV
+          load_assignment: {cluster_name: maglev, endpoints: [{lb_endpoints: %(keyed)s}]}
+        """,
+        """
+        - name: typed
+          connect_timeout: 1s
+          load_balancing_policy:
+            policies:
+            - typed_extension_config:
+                name: envoy.load_balancing_policies.maglev
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev
+                  table_size: 1031
+                  consistent_hashing_lb_config:
+                    hash_policy: [{header: {header_name: x-lb}}]
+          load_assignment: {cluster_name: typed, endpoints: [{lb_endpoints: %(weighted)s}]}
+        """,
+        """
+        - name: typedring
+          connect_timeout: 1s
+          load_balancing_policy:
+            policies:
+            - typed_extension_config:
+                name: envoy.load_balancing_policies.ring_hash
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash
+                  hash_function: MURMUR_HASH_2
+                  minimum_ring_size: 200
+          load_assignment: {cluster_name: typedring, endpoints: [{lb_endpoints: %(weighted)s}]}
+        """,
+        """
+        - name: bounded
+          connect_timeout: 1s
+          lb_policy: RING_HASH
+          common_lb_config: {consistent_hashing_lb_config: {hash_balance_factor: 150}}
+          load_assignment: {cluster_name: bounded, endpoints: [{lb_endpoints: %(plain)s}]}
+        """,
+        """
+        - name: rr
+          connect_timeout: 1s
+          lb_policy: ROUND_ROBIN
+          load_assignment: {cluster_name: rr, endpoints: [{lb_endpoints: %(weighted)s}]}
+        """,
+        """
+        - name: lr
+          connect_timeout: 1s
+          lb_policy: LEAST_REQUEST
+          load_assignment: {cluster_name: lr, endpoints: [{lb_endpoints: %(weighted)s}]}
+        """,
+    ])
 
 WEIGHTS = (1, 2, 3, 1, 5)
 

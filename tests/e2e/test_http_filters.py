@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import Envoy, RealEnvoy, SharedFixture, freePort
 
 # -- the origin ----------------------------------------------------------------
@@ -170,226 +171,174 @@ def get(path, *headers, method="GET", host="example.com", body=None):
 
 # -- the deployment ---------------------------------------------------------------
 
-CONFIG = """
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: %(admin)d }
-layered_runtime:
-  layers:
-  - name: disk_layer_0
-    disk_layer: { symlink_root: %(runtimeRoot)s, subdirectory: envoy }
-static_resources:
-  listeners:
-  - name: chain
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(chain)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: filtered
-          route_config:
-            name: filtered_routes
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
+CONFIG = bootstrap(
+    listeners=[
+        httpListener("chain", "%(chain)d", statPrefix="filtered", routes="""
+            - match: { prefix: "/limited" }
+              route: { cluster: backend }
               typed_per_filter_config:
-                envoy.filters.http.cors:
-                  "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy
-                  allow_origin_string_match:
-                  - safe_regex: { regex: "https://.*\\\\.example\\\\.com" }
-                  allow_methods: "GET, POST, OPTIONS"
-                  allow_headers: "content-type, x-requested-with"
-                  max_age: "600"
-              routes:
-              - match: { prefix: "/limited" }
-                route: { cluster: backend }
-                typed_per_filter_config:
-                  envoy.filters.http.local_ratelimit:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
-                    stat_prefix: route_rl
-                    token_bucket: { max_tokens: 10, tokens_per_fill: 10, fill_interval: 1s }
-                    filter_enabled:
-                      default_value: { numerator: 100, denominator: HUNDRED }
-                    filter_enforced:
-                      default_value: { numerator: 100, denominator: HUNDRED }
-                    response_headers_to_add:
-                    - header: { key: x-local-rate-limit, value: "true" }
-                      append_action: OVERWRITE_IF_EXISTS_OR_ADD
-              - match: { prefix: "/" }
-                route: { cluster: backend }
-          http_filters:
-          - name: envoy.filters.http.health_check
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck
-              pass_through_mode: false
-              headers:
-              - name: ":path"
-                string_match: { exact: "/healthz" }
-          - name: envoy.filters.http.cors
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors
-          - name: envoy.filters.http.fault
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
-              abort:
-                header_abort: {}
-                percentage: { numerator: 100, denominator: HUNDRED }
-              delay:
-                header_delay: {}
-                percentage: { numerator: 100, denominator: HUNDRED }
-              max_active_faults: 100
-          - name: envoy.filters.http.local_ratelimit
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
-              stat_prefix: http_local_rate_limiter
-          - name: envoy.filters.http.buffer
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer
-              max_request_bytes: 10
-          - name: envoy.filters.http.header_to_metadata
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config
-              request_rules:
-              - header: x-tenant
-                on_header_present:
-                  metadata_namespace: envoy.lb
-                  key: tenant
-                  type: STRING
-                remove: true
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  - name: fault
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(fault)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          route_config:
-            name: local_route
-            virtual_hosts:
+                envoy.filters.http.local_ratelimit:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+                  stat_prefix: route_rl
+                  token_bucket: { max_tokens: 10, tokens_per_fill: 10, fill_interval: 1s }
+                  filter_enabled:
+                    default_value: { numerator: 100, denominator: HUNDRED }
+                  filter_enforced:
+                    default_value: { numerator: 100, denominator: HUNDRED }
+                  response_headers_to_add:
+                  - header: { key: x-local-rate-limit, value: "true" }
+                    append_action: OVERWRITE_IF_EXISTS_OR_ADD
+            - match: { prefix: "/" }
+              route: { cluster: backend }
+            """, virtualHost="""
+            typed_per_filter_config:
+              envoy.filters.http.cors:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy
+                allow_origin_string_match:
+                - safe_regex: { regex: "https://.*\\\\.example\\\\.com" }
+                allow_methods: "GET, POST, OPTIONS"
+                allow_headers: "content-type, x-requested-with"
+                max_age: "600"
+            """, routeConfig="""
+            name: filtered_routes
+            """, httpFilters="""
+            - name: envoy.filters.http.health_check
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck
+                pass_through_mode: false
+                headers:
+                - name: ":path"
+                  string_match: { exact: "/healthz" }
+            - name: envoy.filters.http.cors
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors
+            - name: envoy.filters.http.fault
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+                abort:
+                  header_abort: {}
+                  percentage: { numerator: 100, denominator: HUNDRED }
+                delay:
+                  header_delay: {}
+                  percentage: { numerator: 100, denominator: HUNDRED }
+                max_active_faults: 100
+            - name: envoy.filters.http.local_ratelimit
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+                stat_prefix: http_local_rate_limiter
+            - name: envoy.filters.http.buffer
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer
+                max_request_bytes: 10
+            - name: envoy.filters.http.header_to_metadata
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config
+                request_rules:
+                - header: x-tenant
+                  on_header_present:
+                    metadata_namespace: envoy.lb
+                    key: tenant
+                    type: STRING
+                  remove: true
+            """),
+        httpListener("fault", "%(fault)d", statPrefix="ingress_http", virtualHosts="""
             - name: service
               domains: ["*"]
               routes:
               - match: { prefix: / }
                 route: { cluster: backend }
-          http_filters:
-          - name: envoy.filters.http.fault
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
-              abort:
-                http_status: 503
-                percentage: { numerator: 0, denominator: HUNDRED }
-              delay:
-                fixed_delay: 3s
-                percentage: { numerator: 0, denominator: HUNDRED }
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  - name: rbac
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(rbac)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: rbac_http
-          route_config:
+            """, routeConfig="""
             name: local_route
-            virtual_hosts:
+            """, httpFilters="""
+            - name: envoy.filters.http.fault
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+                abort:
+                  http_status: 503
+                  percentage: { numerator: 0, denominator: HUNDRED }
+                delay:
+                  fixed_delay: 3s
+                  percentage: { numerator: 0, denominator: HUNDRED }
+            """),
+        httpListener("rbac", "%(rbac)d", statPrefix="rbac_http", virtualHosts="""
             - name: service
               domains: ["*"]
               routes:
               - match: { prefix: "/" }
                 route: { cluster: backend }
-          http_filters:
-          - name: envoy.filters.http.rbac
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
-              matcher:
-                matcher_list:
-                  matchers:
-                  - predicate:
-                      not_matcher:
-                        single_predicate:
-                          input:
-                            name: envoy.matching.inputs.request_headers
-                            typed_config:
-                              "@type": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput
-                              header_name: referer
-                          value_match:
-                            safe_regex:
-                              google_re2: {}
-                              regex: https?://(www.)?envoyproxy.io/docs/envoy.*
-                    on_match:
-                      action:
-                        name: action
-                        typed_config:
-                          "@type": type.googleapis.com/envoy.config.rbac.v3.Action
-                          name: illegal-referer
-                          action: DENY
-                on_no_match:
-                  action:
-                    name: action
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.config.rbac.v3.Action
-                      name: all-pass
-                      action: ALLOW
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  - name: ratelimit
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(ratelimit)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: rl_http
-          route_config:
+            """, routeConfig="""
             name: local_route
-            virtual_hosts:
+            """, httpFilters="""
+            - name: envoy.filters.http.rbac
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+                matcher:
+                  matcher_list:
+                    matchers:
+                    - predicate:
+                        not_matcher:
+                          single_predicate:
+                            input:
+                              name: envoy.matching.inputs.request_headers
+                              typed_config:
+                                "@type": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput
+                                header_name: referer
+                            value_match:
+                              safe_regex:
+                                google_re2: {}
+                                regex: https?://(www.)?envoyproxy.io/docs/envoy.*
+                      on_match:
+                        action:
+                          name: action
+                          typed_config:
+                            "@type": type.googleapis.com/envoy.config.rbac.v3.Action
+                            name: illegal-referer
+                            action: DENY
+                  on_no_match:
+                    action:
+                      name: action
+                      typed_config:
+                        "@type": type.googleapis.com/envoy.config.rbac.v3.Action
+                        name: all-pass
+                        action: ALLOW
+            """),
+        httpListener("ratelimit", "%(ratelimit)d", statPrefix="rl_http", virtualHosts="""
             - name: backend
               domains: ["*"]
               routes:
               - match: { prefix: "/" }
                 route: { cluster: backend }
-          http_filters:
-          - name: envoy.filters.http.local_ratelimit
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
-              stat_prefix: rl04
-              token_bucket: { max_tokens: 2, tokens_per_fill: 2, fill_interval: 60s }
-              filter_enabled:
-                runtime_key: local_rate_limit_enabled
-                default_value: { numerator: 100, denominator: HUNDRED }
-              filter_enforced:
-                runtime_key: local_rate_limit_enforced
-                default_value: { numerator: 100, denominator: HUNDRED }
-              response_headers_to_add:
-              - append_action: OVERWRITE_IF_EXISTS_OR_ADD
-                header: { key: x-local-rate-limit, value: 'true' }
-              local_rate_limit_per_downstream_connection: false
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(origin)d } } }
-"""
+            """, routeConfig="""
+            name: local_route
+            """, httpFilters="""
+            - name: envoy.filters.http.local_ratelimit
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+                stat_prefix: rl04
+                token_bucket: { max_tokens: 2, tokens_per_fill: 2, fill_interval: 60s }
+                filter_enabled:
+                  runtime_key: local_rate_limit_enabled
+                  default_value: { numerator: 100, denominator: HUNDRED }
+                filter_enforced:
+                  runtime_key: local_rate_limit_enforced
+                  default_value: { numerator: 100, denominator: HUNDRED }
+                response_headers_to_add:
+                - append_action: OVERWRITE_IF_EXISTS_OR_ADD
+                  header: { key: x-local-rate-limit, value: 'true' }
+                local_rate_limit_per_downstream_connection: false
+            """),
+    ],
+    clusters=[
+        cluster("backend", "%(origin)d", extra="""
+            type: STATIC
+            """),
+    ],
+    extra="""
+    layered_runtime:
+      layers:
+      - name: disk_layer_0
+        disk_layer: { symlink_root: %(runtimeRoot)s, subdirectory: envoy }
+    """)
 
 LISTENERS = ("chain", "fault", "rbac", "ratelimit")
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
 from tests.e2e.harness import exchangeOne as _exchange
 
@@ -110,100 +111,67 @@ class _EchoHandler(BaseHTTPRequestHandler):
         self.wfile.write(out)
 
 
-CONFIG = """
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: %(admin)d }
-static_resources:
-  listeners:
-  - name: jwt
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(main)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: jwt
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/skip/" }
-                route: { cluster: origin }
-                typed_per_filter_config:
-                  envoy.filters.http.jwt_authn:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig
-                    disabled: true
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-          http_filters:
-          - name: envoy.filters.http.jwt_authn
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
-              providers:
-                local:
-                  issuer: https://local.example
-                  audiences: [api]
-                  local_jwks: { inline_string: '%(jwks)s' }
-                  forward: true
-                  forward_payload_header: x-jwt-payload
-                  claim_to_headers:
-                  - { header_name: x-sub, claim_name: sub }
-                  - { header_name: x-nested, claim_name: nested.key }
-                  - { header_name: x-n, claim_name: "n" }
-                remote:
-                  issuer: https://remote.example
-                  remote_jwks:
-                    http_uri: { uri: "http://jwks.local/keys", cluster: jwks, timeout: 1s }
-                    cache_duration: 300s
-                  from_params: [token]
-                  from_cookies: [jwt]
-                custom:
-                  issuer: https://custom.example
-                  local_jwks: { inline_string: '%(jwks)s' }
-                  from_headers: [{ name: x-token, value_prefix: "Token " }]
-                  forward: true
-              rules:
-              - match: { prefix: /public }
-              - match: { prefix: /any }
-                requires: { requires_any: { requirements: [{ provider_name: local }, { provider_name: remote }] } }
-              - match: { prefix: /all }
-                requires: { requires_all: { requirements: [{ provider_name: local }, { provider_name: custom }] } }
-              - match: { prefix: /optional }
-                requires: { requires_any: { requirements: [{ provider_name: local }, { allow_missing: {} }] } }
-              - match: { prefix: /failed }
-                requires: { requires_any: { requirements: [{ provider_name: local }, { allow_missing_or_failed: {} }] } }
-              - match: { prefix: /named }
-                requirement_name: named
-              - match: { prefix: /remote }
-                requires: { provider_name: remote }
-              - match: { prefix: /aud }
-                requires: { provider_and_audiences: { provider_name: local, audiences: [other] } }
-              - match: { prefix: / }
-                requires: { provider_name: local }
-              requirement_map:
-                named: { provider_name: custom }
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: origin
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(origin)d } } }
-  - name: jwks
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: jwks
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(jwksport)d } } }
-"""
+CONFIG = bootstrap(
+    listeners=[
+        httpListener("jwt", "%(main)d", routes="""
+            - match: { prefix: "/skip/" }
+              route: { cluster: origin }
+              typed_per_filter_config:
+                envoy.filters.http.jwt_authn:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig
+                  disabled: true
+            - match: { prefix: "/" }
+              route: { cluster: origin }
+            """, httpFilters="""
+            - name: envoy.filters.http.jwt_authn
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+                providers:
+                  local:
+                    issuer: https://local.example
+                    audiences: [api]
+                    local_jwks: { inline_string: '%(jwks)s' }
+                    forward: true
+                    forward_payload_header: x-jwt-payload
+                    claim_to_headers:
+                    - { header_name: x-sub, claim_name: sub }
+                    - { header_name: x-nested, claim_name: nested.key }
+                    - { header_name: x-n, claim_name: "n" }
+                  remote:
+                    issuer: https://remote.example
+                    remote_jwks:
+                      http_uri: { uri: "http://jwks.local/keys", cluster: jwks, timeout: 1s }
+                      cache_duration: 300s
+                    from_params: [token]
+                    from_cookies: [jwt]
+                  custom:
+                    issuer: https://custom.example
+                    local_jwks: { inline_string: '%(jwks)s' }
+                    from_headers: [{ name: x-token, value_prefix: "Token " }]
+                    forward: true
+                rules:
+                - match: { prefix: /public }
+                - match: { prefix: /any }
+                  requires: { requires_any: { requirements: [{ provider_name: local }, { provider_name: remote }] } }
+                - match: { prefix: /all }
+                  requires: { requires_all: { requirements: [{ provider_name: local }, { provider_name: custom }] } }
+                - match: { prefix: /optional }
+                  requires: { requires_any: { requirements: [{ provider_name: local }, { allow_missing: {} }] } }
+                - match: { prefix: /failed }
+                  requires: { requires_any: { requirements: [{ provider_name: local }, { allow_missing_or_failed: {} }] } }
+                - match: { prefix: /named }
+                  requirement_name: named
+                - match: { prefix: /remote }
+                  requires: { provider_name: remote }
+                - match: { prefix: /aud }
+                  requires: { provider_and_audiences: { provider_name: local, audiences: [other] } }
+                - match: { prefix: / }
+                  requires: { provider_name: local }
+                requirement_map:
+                  named: { provider_name: custom }
+            """),
+    ],
+    clusters=[cluster("origin"), cluster("jwks", "%(jwksport)d")])
 
 
 def _request(path, *headers):

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import (
     exchangeOne as _exchange,
     SharedFixture,
@@ -179,75 +180,59 @@ OTHER = r"""
 function envoy_on_request(h) h:headers():add("x-other", "yes") end
 """
 
-CONFIG = """
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: %(admin)d }
-static_resources:
-  listeners:
-  - name: lua
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(main)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/off" }
-                route: { cluster: origin }
-                typed_per_filter_config:
-                  envoy.filters.http.lua:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute
-                    disabled: true
-              - match: { prefix: "/named" }
-                route: { cluster: origin }
-                typed_per_filter_config:
-                  envoy.filters.http.lua:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute
-                    name: other
-              - match: { prefix: "/unnamed" }
-                route: { cluster: origin }
-                typed_per_filter_config:
-                  envoy.filters.http.lua:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute
-                    name: missing
-              - match: { prefix: "/inline" }
-                route: { cluster: origin }
-                typed_per_filter_config:
-                  envoy.filters.http.lua:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute
-                    source_code:
-                      inline_string: |
-                        function envoy_on_response(h) h:headers():add("x-inline", "r") end
-              - match: { prefix: "/meta" }
-                route: { cluster: origin }
-                metadata:
-                  filter_metadata:
-                    envoy.filters.http.lua: { team: blue }
-                typed_per_filter_config:
-                  envoy.filters.http.lua:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute
-                    name: main
-                    filter_context: { who: ctx }
-              - match: { prefix: "/cs" }
-                route:
-                  inline_cluster_specifier_plugin:
-                    extension:
-                      name: envoy.router.cluster_specifier_plugin.lua
-                      typed_config:
-                        "@type": type.googleapis.com/envoy.extensions.router.cluster_specifiers.lua.v3.LuaConfig
-                        source_code: { inline_string: %(route)s }
-                        default_cluster: origin
-              - match: { prefix: "/named-cs" }
-                route: { cluster_specifier_plugin: by-header }
-              - match: { prefix: "/" }
-                route: { cluster: origin }
+CONFIG = bootstrap(
+    listeners=[
+        httpListener("lua", "%(main)d", statPrefix="ingress", routes="""
+            - match: { prefix: "/off" }
+              route: { cluster: origin }
+              typed_per_filter_config:
+                envoy.filters.http.lua:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute
+                  disabled: true
+            - match: { prefix: "/named" }
+              route: { cluster: origin }
+              typed_per_filter_config:
+                envoy.filters.http.lua:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute
+                  name: other
+            - match: { prefix: "/unnamed" }
+              route: { cluster: origin }
+              typed_per_filter_config:
+                envoy.filters.http.lua:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute
+                  name: missing
+            - match: { prefix: "/inline" }
+              route: { cluster: origin }
+              typed_per_filter_config:
+                envoy.filters.http.lua:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute
+                  source_code:
+                    inline_string: |
+                      function envoy_on_response(h) h:headers():add("x-inline", "r") end
+            - match: { prefix: "/meta" }
+              route: { cluster: origin }
+              metadata:
+                filter_metadata:
+                  envoy.filters.http.lua: { team: blue }
+              typed_per_filter_config:
+                envoy.filters.http.lua:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute
+                  name: main
+                  filter_context: { who: ctx }
+            - match: { prefix: "/cs" }
+              route:
+                inline_cluster_specifier_plugin:
+                  extension:
+                    name: envoy.router.cluster_specifier_plugin.lua
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.router.cluster_specifiers.lua.v3.LuaConfig
+                      source_code: { inline_string: %(route)s }
+                      default_cluster: origin
+            - match: { prefix: "/named-cs" }
+              route: { cluster_specifier_plugin: by-header }
+            - match: { prefix: "/" }
+              route: { cluster: origin }
+            """, routeConfig="""
             cluster_specifier_plugins:
             - extension:
                 name: by-header
@@ -255,41 +240,18 @@ static_resources:
                   "@type": type.googleapis.com/envoy.extensions.router.cluster_specifiers.lua.v3.LuaConfig
                   source_code: { inline_string: %(route)s }
                   default_cluster: side
-          http_filters:
-          - name: envoy.filters.http.lua
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
-              default_source_code:
-                inline_string: %(script)s
-              source_codes:
-                other: { inline_string: %(other)s }
-                main: { inline_string: %(script)s }
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: origin
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(origin)d } } }
-  - name: side
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: side
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(side)d } } }
-  - name: down
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: down
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(down)d } } }
-"""
+            """, httpFilters="""
+            - name: envoy.filters.http.lua
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
+                default_source_code:
+                  inline_string: %(script)s
+                source_codes:
+                  other: { inline_string: %(other)s }
+                  main: { inline_string: %(script)s }
+            """),
+    ],
+    clusters=[cluster("origin"), cluster("side"), cluster("down")])
 
 
 class _Side(BaseHTTPRequestHandler):

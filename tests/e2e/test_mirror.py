@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import SharedFixture, freePort, startProxy
 
 
@@ -56,63 +57,29 @@ def _recordingHandler(seen, stall=False):
     return Handler
 
 
-CONFIG = """
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: %(admin)d }
-static_resources:
-  listeners:
-  - name: mirror
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(main)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: mirror
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/never/" }
-                route:
-                  cluster: origin
-                  request_mirror_policies:
-                  - cluster: shadow
-                    runtime_fraction: { default_value: { numerator: 0 } }
-              - match: { prefix: "/plain/" }
-                route:
-                  cluster: origin
-                  request_mirror_policies:
-                  - { cluster: shadow, disable_shadow_host_suffix_append: true }
-              - match: { prefix: "/" }
-                route:
-                  cluster: origin
-                  request_mirror_policies:
-                  - cluster: shadow
-                    runtime_fraction: { default_value: { numerator: 100 } }
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: origin
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(origin)d } } }
-  - name: shadow
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: shadow
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(shadow)d } } }
-"""
+CONFIG = bootstrap(
+    listeners=[
+        httpListener("mirror", "%(main)d", routes="""
+            - match: { prefix: "/never/" }
+              route:
+                cluster: origin
+                request_mirror_policies:
+                - cluster: shadow
+                  runtime_fraction: { default_value: { numerator: 0 } }
+            - match: { prefix: "/plain/" }
+              route:
+                cluster: origin
+                request_mirror_policies:
+                - { cluster: shadow, disable_shadow_host_suffix_append: true }
+            - match: { prefix: "/" }
+              route:
+                cluster: origin
+                request_mirror_policies:
+                - cluster: shadow
+                  runtime_fraction: { default_value: { numerator: 100 } }
+            """),
+    ],
+    clusters=[cluster("origin"), cluster("shadow")])
 
 
 def _request(path, *headers, method="GET", body=None, host="app.example:8080"):

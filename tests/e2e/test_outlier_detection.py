@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import (
     SharedFixture,
     adminStats,
@@ -24,19 +25,9 @@ from tests.e2e.harness import (
     statusOf,
 )
 
-CONFIG = """
-admin: {address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}}
-static_resources:
-  listeners:
-  - address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ing
-          route_config:
-            virtual_hosts:
+CONFIG = bootstrap(
+    listeners=[
+        httpListener(None, "%(port)d", statPrefix="ing", virtualHosts="""
             - name: a
               domains: ["*"]
               routes:
@@ -44,32 +35,19 @@ static_resources:
                 route: {cluster: split}
               - match: {prefix: "/"}
                 route: {cluster: fivexx}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-  clusters:
-  - name: fivexx
-    connect_timeout: 1s
-    outlier_detection: {consecutive_5xx: 3, interval: 0.25s, base_ejection_time: 1s,
-                        max_ejection_percent: 50}
-    load_assignment:
-      cluster_name: fivexx
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(good)d}}}
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(bad)d}}}
-  - name: split
-    connect_timeout: 1s
-    outlier_detection: {split_external_local_origin_errors: true,
-                        consecutive_local_origin_failure: 2, consecutive_5xx: 100,
-                        interval: 0.25s, base_ejection_time: 30s, max_ejection_percent: 50}
-    load_assignment:
-      cluster_name: split
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(good)d}}}
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(dead)d}}}
-"""
+            """),
+    ],
+    clusters=[
+        cluster("fivexx", ["%(good)d", "%(bad)d"], extra="""
+            outlier_detection: {consecutive_5xx: 3, interval: 0.25s, base_ejection_time: 1s,
+                                max_ejection_percent: 50}
+            """),
+        cluster("split", ["%(good)d", "%(dead)d"], extra="""
+            outlier_detection: {split_external_local_origin_errors: true,
+                                consecutive_local_origin_failure: 2, consecutive_5xx: 100,
+                                interval: 0.25s, base_ejection_time: 30s, max_ejection_percent: 50}
+            """),
+    ])
 
 
 class _Good(BaseHTTPRequestHandler):

@@ -10,24 +10,12 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, httpListener
 from tests.e2e.harness import Envoy, RealEnvoy, SharedFixture, freePort, runTwistd
 
-CONFIG = """
-static_resources:
-  listeners:
-  - name: l
-    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: rx
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-          route_config:
-            virtual_hosts:
+CONFIG = bootstrap(
+    listeners=[
+        httpListener("l", "%(port)d", statPrefix="rx", virtualHosts="""
             - name: v
               domains: ["*"]
               routes:
@@ -39,7 +27,9 @@ static_resources:
                 direct_response: {status: 200, body: {inline_string: posix}}
               - match: {prefix: "/"}
                 direct_response: {status: 404, body: {inline_string: none}}
-"""
+            """),
+    ],
+    admin=None)
 
 
 def request(port, path, *headers):

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
 from tests.e2e.harness import exchangeOne as _exchange
 
@@ -47,89 +48,63 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _answer
 
 
-CONFIG = """
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: %(admin)d }
-static_resources:
-  listeners:
-  - name: small
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(main)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: small
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/shadow/" }
-                route: { cluster: origin }
-                typed_per_filter_config:
-                  envoy.filters.http.csrf:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
-                    filter_enabled: { default_value: { numerator: 0 } }
-                    shadow_enabled: { default_value: { numerator: 100 } }
-              - match: { prefix: "/mut/" }
-                route: { cluster: origin }
-                request_headers_to_add:
-                - header: { key: x-meta, value: "%%DYNAMIC_METADATA(acme:team)%%" }
-                typed_per_filter_config:
-                  envoy.filters.http.header_mutation:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute
-                    mutations:
-                      request_mutations:
-                      - append: { header: { key: x-route, value: "r" }, append_action: APPEND_IF_EXISTS_OR_ADD }
-                      - remove: x-filter
-                      response_mutations:
-                      - append: { header: { key: x-resp-route, value: "rr" } }
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-                request_headers_to_add:
-                - header: { key: x-meta, value: "%%DYNAMIC_METADATA(acme:team)%%" }
-          http_filters:
-          - name: envoy.filters.http.csrf
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
-              filter_enabled: { default_value: { numerator: 100 } }
-              additional_origins:
-              - exact: trusted.example
-              - suffix: .partner.example
-          - name: envoy.filters.http.set_metadata
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config
-              metadata:
-              - metadata_namespace: acme
-                value: { team: blue, n: 1 }
-              - metadata_namespace: acme
-                value: { team: red }
-          - name: envoy.filters.http.header_mutation
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
-              mutations:
-                request_mutations:
-                - remove: x-drop
-                - append: { header: { key: x-filter, value: "f" }, append_action: OVERWRITE_IF_EXISTS_OR_ADD }
-                - append: { header: { key: x-path, value: "%%REQ(:PATH)%%" } }
-                response_mutations:
-                - append: { header: { key: x-resp, value: "%%RESPONSE_CODE%%" } }
-                - remove: x-envoy-upstream-service-time
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: origin
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(origin)d } } }
-"""
+CONFIG = bootstrap(
+    listeners=[
+        httpListener("small", "%(main)d", routes="""
+            - match: { prefix: "/shadow/" }
+              route: { cluster: origin }
+              typed_per_filter_config:
+                envoy.filters.http.csrf:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
+                  filter_enabled: { default_value: { numerator: 0 } }
+                  shadow_enabled: { default_value: { numerator: 100 } }
+            - match: { prefix: "/mut/" }
+              route: { cluster: origin }
+              request_headers_to_add:
+              - header: { key: x-meta, value: "%%DYNAMIC_METADATA(acme:team)%%" }
+              typed_per_filter_config:
+                envoy.filters.http.header_mutation:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute
+                  mutations:
+                    request_mutations:
+                    - append: { header: { key: x-route, value: "r" }, append_action: APPEND_IF_EXISTS_OR_ADD }
+                    - remove: x-filter
+                    response_mutations:
+                    - append: { header: { key: x-resp-route, value: "rr" } }
+            - match: { prefix: "/" }
+              route: { cluster: origin }
+              request_headers_to_add:
+              - header: { key: x-meta, value: "%%DYNAMIC_METADATA(acme:team)%%" }
+            """, httpFilters="""
+            - name: envoy.filters.http.csrf
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
+                filter_enabled: { default_value: { numerator: 100 } }
+                additional_origins:
+                - exact: trusted.example
+                - suffix: .partner.example
+            - name: envoy.filters.http.set_metadata
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config
+                metadata:
+                - metadata_namespace: acme
+                  value: { team: blue, n: 1 }
+                - metadata_namespace: acme
+                  value: { team: red }
+            - name: envoy.filters.http.header_mutation
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+                mutations:
+                  request_mutations:
+                  - remove: x-drop
+                  - append: { header: { key: x-filter, value: "f" }, append_action: OVERWRITE_IF_EXISTS_OR_ADD }
+                  - append: { header: { key: x-path, value: "%%REQ(:PATH)%%" } }
+                  response_mutations:
+                  - append: { header: { key: x-resp, value: "%%RESPONSE_CODE%%" } }
+                  - remove: x-envoy-upstream-service-time
+            """),
+    ],
+    clusters=[cluster("origin")])
 
 
 def _request(path, *headers, method="GET", host="example.com"):

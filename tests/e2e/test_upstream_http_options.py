@@ -10,6 +10,7 @@ import ssl
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import (
     EXAMPLES,
     SharedFixture,
@@ -23,50 +24,34 @@ from tests.e2e.harness import (
 
 CERTS = os.path.join(EXAMPLES, "certs")
 
-CONFIG = """
-admin: {address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}}
-static_resources:
-  listeners:
-  - address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ing
-          route_config:
-            virtual_hosts:
+CONFIG = bootstrap(
+    listeners=[
+        httpListener(None, "%(port)d", statPrefix="ing", virtualHosts="""
             - name: a
               domains: ["*"]
               routes:
               - match: {prefix: "/"}
                 route: {cluster: tls}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-  clusters:
-  - name: tls
-    connect_timeout: 2s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        upstream_http_protocol_options: {auto_sni: true, auto_san_validation: true,
-                                         override_auto_sni_header: x-sni}
-        common_http_protocol_options: {max_requests_per_connection: 2,
-                                       headers_with_underscores_action: REJECT_REQUEST}
-        explicit_http_config: {http_protocol_options: {}}
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        common_tls_context:
-          validation_context: {trusted_ca: {filename: %(ca)s}}
-    load_assignment:
-      cluster_name: tls
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}
-"""
+            """),
+    ],
+    clusters=[
+        cluster("tls", "%(origin)d", extra="""
+            typed_extension_protocol_options:
+              envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+                "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+                upstream_http_protocol_options: {auto_sni: true, auto_san_validation: true,
+                                                 override_auto_sni_header: x-sni}
+                common_http_protocol_options: {max_requests_per_connection: 2,
+                                               headers_with_underscores_action: REJECT_REQUEST}
+                explicit_http_config: {http_protocol_options: {}}
+            transport_socket:
+              name: envoy.transport_sockets.tls
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+                common_tls_context:
+                  validation_context: {trusted_ca: {filename: %(ca)s}}
+            """, connectTimeout="2s"),
+    ])
 
 #: (Host, x-sni) in order; the same sequence goes through both proxies.
 REQUESTS = [
