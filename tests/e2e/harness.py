@@ -169,7 +169,7 @@ class Envoy:
                 return
             except OSError:
                 time.sleep(0.05)
-        raise AssertionError("port %d not open in %ss" % (port, timeout))
+        raise AssertionError("port %d not open in %ss:\n%s" % (port, timeout, self.output()[1]))
 
     def waitForOutput(self, text, timeout=10.0):
         """
