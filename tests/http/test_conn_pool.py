@@ -425,6 +425,33 @@ class PoolTests(SynchronousTestCase):
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.stat("upstream_cx_destroy_local"), 1)
 
+    def test_idleTimerOneReactorCall(self):
+        """
+        Requests on a kept-alive connection leave its one reactor timer
+        running rather than starting and cancelling one each; the timer
+        still closes the connection idle_timeout after the last response,
+        as Envoy's.
+        """
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, transport = self.establish()
+        s.send()
+        protocol.dataReceived(OK)
+        calls = self.reactor.getDelayedCalls()
+        for _ in range(5):
+            self.reactor.advance(1000)
+            t = Stream()
+            self.pool.newStream(t)
+            self.assertEqual(self.reactor.getDelayedCalls(), calls)
+            t.send()
+            protocol.dataReceived(OK)
+            self.assertEqual(self.reactor.getDelayedCalls(), calls)
+        self.reactor.advance(3599.9)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(0.2)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.stat("upstream_cx_idle_timeout"), 1)
+
     def test_maxConnectionDuration(self):
         """
         Envoy: past common_http_protocol_options.max_connection_duration an

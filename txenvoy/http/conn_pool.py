@@ -78,6 +78,7 @@ from txenvoy.http.pool_base import (
     OVERFLOW,
     PROTOCOL_ERROR,
     PendingAccounting,
+    IdleTimer,
     PendingStream,
     ReadPausing,
     countAlpnConnection,
@@ -494,7 +495,7 @@ class UpstreamWatermark:
 
 
 @implementer(IUpstreamConnectionCallbacks)
-class ActiveClient(ReadPausing):
+class ActiveClient(ReadPausing, IdleTimer):
     """
     One upstream HTTP/1.1 connection of a pool: an
     L{txenvoy.upstream.connection.UpstreamConnection} (whose callbacks it
@@ -519,7 +520,6 @@ class ActiveClient(ReadPausing):
     closedUnanswered = False
     _incomplete = False         # a request started, its response not complete
     _answered = False           # response bytes came for the current request
-    _idleTimer = None
     _durationTimer = None
     _expired = False            # past max_connection_duration: no new request
     hasRequestSlot = False      # holds a max_requests slot for its request
@@ -568,7 +568,7 @@ class ActiveClient(ReadPausing):
         have closed it a moment ago, its FIN not read yet: then it is
         closed here (as the host's close) and never handed out.
         """
-        self._cancelIdleTimer()
+        self._idleSince = None      # stopIdleTimer(), inline: once per request
         if self.closed:
             return False
         if not self.codec.keepAlive:
@@ -587,22 +587,7 @@ class ActiveClient(ReadPausing):
             self.pool._retire(self)
         return False
 
-    def startIdleTimer(self):
-        """Idle in the pool: close after the cluster's C{idle_timeout}."""
-        timeout = self.pool.clusterPools.idleTimeout
-        if timeout:
-            self._cancelIdleTimer()
-            self._idleTimer = self.pool.cluster.reactor.callLater(timeout, self._onIdleTimeout)
-
-    def _cancelIdleTimer(self):
-        timer = self._idleTimer
-        if timer is not None:
-            self._idleTimer = None
-            if timer.active():
-                timer.cancel()
-
     def _onIdleTimeout(self):
-        self._idleTimer = None
         if self.state == READY:
             self.pool.stats.upstream_cx_idle_timeout.inc()
             self.close()

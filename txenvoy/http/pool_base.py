@@ -11,7 +11,7 @@ from twisted.internet import tcp
 from txenvoy.privates import unsentBytes
 
 __all__ = ["OVERFLOW", "CONNECTION_TERMINATION", "PROTOCOL_ERROR", "directWriter",
-           "directSequenceWriter",
+           "directSequenceWriter", "IdleTimer",
            "PendingStream", "PendingAccounting", "countAlpnConnection"]
 
 #: Envoy's reset reasons, as they appear in local reply bodies.
@@ -125,6 +125,65 @@ class ReadPausing:
         if self._readPaused:
             self._readPaused = False
             self.connection.resumeReading()
+
+
+class IdleTimer:
+    """
+    A pool client's upstream C{idle_timeout}: the connection closes once it
+    has been idle in the pool that long (Envoy's idle timer, enabled when
+    its last stream ends and disabled when one starts).
+
+    A keep-alive connection goes idle and busy again for every request. A
+    reactor timer started and cancelled each time costs more than the rest
+    of the pool's work for the request, so the reactor timer, once started,
+    is left running: going busy only forgets when the idleness began, and a
+    timer that fires early is started again for what is left.
+
+    Clients using this have C{pool} (its C{clusterPools.idleTimeout} and
+    C{cluster.reactor}) and define C{_onIdleTimeout}, called once idle for
+    the whole timeout.
+    """
+
+    _idleTimer = None
+    _idleSince = None       # reactor time it went idle, while it is
+
+    def startIdleTimer(self):
+        """Idle in the pool: close after the cluster's C{idle_timeout}."""
+        pool = self.pool
+        timeout = pool.clusterPools.idleTimeout
+        if timeout:
+            reactor = pool.cluster.reactor
+            self._idleSince = reactor.seconds()
+            if self._idleTimer is None:
+                self._idleTimer = reactor.callLater(timeout, self._onIdleTimer)
+
+    def stopIdleTimer(self):
+        """Busy again: idleness no longer counts (the reactor timer may run on)."""
+        self._idleSince = None
+
+    def _cancelIdleTimer(self):
+        # Closing: nothing is to fire any more.
+        self._idleSince = None
+        timer = self._idleTimer
+        if timer is not None:
+            self._idleTimer = None
+            if timer.active():
+                timer.cancel()
+
+    def _onIdleTimer(self):
+        self._idleTimer = None
+        since = self._idleSince
+        if since is None:
+            # Busy now; going idle again starts the timer again.
+            return
+        pool = self.pool
+        reactor = pool.cluster.reactor
+        left = since + pool.clusterPools.idleTimeout - reactor.seconds()
+        if left > 0:
+            self._idleTimer = reactor.callLater(left, self._onIdleTimer)
+            return
+        self._idleSince = None
+        self._onIdleTimeout()
 
 
 class PendingStream:

@@ -66,6 +66,7 @@ from txenvoy.http.pool_base import (
     CONNECTION_TERMINATION,
     OVERFLOW,
     PROTOCOL_ERROR,
+    IdleTimer,
     PendingAccounting,
     countAlpnConnection,
     directWriter,
@@ -200,7 +201,7 @@ class Http2StreamClient:
 
 
 @implementer(IUpstreamConnectionCallbacks)
-class Http2ActiveClient:
+class Http2ActiveClient(IdleTimer):
     """
     One upstream HTTP/2 connection of a pool and its C{h2} connection.
 
@@ -212,7 +213,6 @@ class Http2ActiveClient:
     closed = False
     connected = False
     draining = False
-    _idleTimer = None
     _durationTimer = None
     _pingTimer = None
     _pingTimeout = None
@@ -251,7 +251,7 @@ class Http2ActiveClient:
         """Reserve room for one stream; its HEADERS follow (L{openStream})."""
         self.reserved += 1
         self.opened += 1
-        self._cancelIdleTimer()
+        self.stopIdleTimer()
         maxRequests = self.pool.clusterPools.maxRequestsPerConnection
         if maxRequests and self.opened >= maxRequests and not self.draining:
             # Envoy's remaining_streams_ reached 0: the connection drains.
@@ -564,18 +564,10 @@ class Http2ActiveClient:
     # Closing.
 
     def startIdleTimer(self):
-        timeout = self.pool.clusterPools.idleTimeout
-        if timeout and not self.closed:
-            self._cancelIdleTimer()
-            self._idleTimer = self.pool.cluster.reactor.callLater(timeout, self._onIdleTimeout)
-
-    def _cancelIdleTimer(self):
-        timer, self._idleTimer = self._idleTimer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        if not self.closed:
+            IdleTimer.startIdleTimer(self)
 
     def _onIdleTimeout(self):
-        self._idleTimer = None
         if not self.streams and not self.reserved:
             self.pool.stats.upstream_cx_idle_timeout.inc()
             self.close()
