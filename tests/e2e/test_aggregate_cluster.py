@@ -13,12 +13,8 @@ level of the aggregate.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import SharedFixture, freePort, startProxy
-from tests.e2e.test_http import Client, Origin
-from tests.e2e.test_priority_locality import CONFIG
+from tests.e2e.test_priority_locality import OriginShares, routingConfig
 
-#: Requests per proxy and aggregate cluster.
-N = 300
 TOLERANCE = 0.08
 
 _HEALTH = """\
@@ -78,46 +74,14 @@ def config(port, admin, origins, dead):
         + static("secondary", [(0, [o2, o3])], health=False)
         + static("tiered", [(0, [dead, dead + 1]), (1, [o4])]))
     routes = "".join(_ROUTE % dict(name=n) for n in ("agg", "agg2"))
-    return CONFIG % dict(port=port, admin=admin, routes=routes, clusters=clusters)
+    return routingConfig(port, admin, routes, clusters)
 
 
-class AggregateClusterTests(SharedFixture, SynchronousTestCase):
+class AggregateClusterTests(OriginShares, SynchronousTestCase):
     """Envoy 1.40 and txenvoy: which cluster and host gets each request."""
 
-    @classmethod
-    def startFixture(cls):
-        cls.origins = [Origin() for _ in range(4)]
-        cls.proxies = []
-        dead = freePort()
-        try:
-            for real in (True, False):
-                port, admin = freePort(), freePort()
-                cls.proxies.append((port, startProxy(
-                    real, config(port, admin, cls.origins, dead), port, admin)))
-        except BaseException:
-            cls.stopFixture()
-            raise
-
-    @classmethod
-    def stopFixture(cls):
-        for _, proxy in cls.proxies:
-            proxy.stop()
-        for o in cls.origins:
-            o.stop()
-
-    def shares(self, port, name):
-        tag = "/%s/%d" % (name, port)
-        c = Client(port)
-        try:
-            for _ in range(N):
-                self.assertEqual(c.request(path=tag).status, 200)
-        finally:
-            c.close()
-        counts = []
-        for o in self.origins:
-            with o.lock:
-                counts.append(sum(1 for _, _, target in o.requests if target == tag))
-        return [n / N for n in counts]
+    originCount = 4
+    config = staticmethod(config)
 
     def assertShares(self, name):
         expected = EXPECTED[name]

@@ -18,6 +18,7 @@ import socket
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, httpListener
 from tests.e2e.harness import SharedFixture, freePort, startProxy
 from tests.e2e.test_http import Client, Origin
 
@@ -64,33 +65,13 @@ _CLUSTER = """\
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(o4)d}}}
 """
 
-#: One HTTP listener routing to the clusters (also used by test_subset_lb).
-CONFIG = """\
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
-static_resources:
-  listeners:
-  - name: l
-    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: l
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-%(routes)s
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-%(clusters)s
-"""
+def routingConfig(port, admin, routes, clusters):
+    """
+    One HTTP listener routing to C{clusters} by C{routes} (both YAML list
+    items); also used by test_aggregate_cluster and test_subset_lb.
+    """
+    return bootstrap([httpListener("l", port, routes=routes)], [clusters], admin=admin)
+
 
 CLUSTERS = {"weighted": "locality_weighted_lb_config: {}", "plain": ""}
 
@@ -104,25 +85,30 @@ EXPECTED = {
 def config(port, admin, origins, dead):
     ports = dict(("o%d" % (i + 1,), o.port) for i, o in enumerate(origins))
     ports["dead"] = dead
-    return CONFIG % dict(
-        port=port, admin=admin,
-        routes="".join(_ROUTE % dict(name=n) for n in CLUSTERS),
-        clusters="".join(_CLUSTER % dict(ports, name=n, common=c) for n, c in CLUSTERS.items()))
+    return routingConfig(
+        port, admin, "".join(_ROUTE % dict(name=n) for n in CLUSTERS),
+        "".join(_CLUSTER % dict(ports, name=n, common=c) for n, c in CLUSTERS.items()))
 
 
-class PriorityLocalityTests(SharedFixture, SynchronousTestCase):
-    """Envoy 1.40 and txenvoy: who gets each request."""
+class OriginShares(SharedFixture):
+    """
+    Envoy 1.40 and txenvoy running C{config(port, admin, origins, dead)}
+    before the same C{originCount} origins: the share of requests each
+    origin gets.
+    """
+
+    originCount = 5
 
     @classmethod
     def startFixture(cls):
-        cls.origins = [Origin() for _ in range(5)]
+        cls.origins = [Origin() for _ in range(cls.originCount)]
         cls.proxies = []
         dead = freePort()
         try:
             for real in (True, False):
                 port, admin = freePort(), freePort()
                 cls.proxies.append((port, startProxy(
-                    real, config(port, admin, cls.origins, dead), port, admin)))
+                    real, cls.config(port, admin, cls.origins, dead), port, admin)))
         except BaseException:
             cls.stopFixture()
             raise
@@ -148,13 +134,19 @@ class PriorityLocalityTests(SharedFixture, SynchronousTestCase):
         for o in self.origins:
             with o.lock:
                 counts.append(sum(1 for _, _, target in o.requests if target == tag))
-        self.assertEqual(sum(counts), N)
-        return [c / N for c in counts]
+        return [n / N for n in counts]
+
+
+class PriorityLocalityTests(OriginShares, SynchronousTestCase):
+    """Envoy 1.40 and txenvoy: who gets each request."""
+
+    config = staticmethod(config)
 
     def assertShares(self, name):
         expected = EXPECTED[name]
         for (port, proxy), who in zip(self.proxies, ("Envoy", "txenvoy")):
             got = self.shares(port, name)
+            self.assertEqual(round(sum(got) * N), N)
             for i, (g, e) in enumerate(zip(got, expected)):
                 self.assertLess(abs(g - e), TOLERANCE, "%s o%d: %r, expected %r" % (
                     who, i + 1, got, expected))

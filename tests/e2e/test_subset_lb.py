@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
 from tests.e2e.test_http import Client, Origin
-from tests.e2e.test_priority_locality import CONFIG
+from tests.e2e.test_priority_locality import routingConfig
 
 _ENDPOINT = """\
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}
@@ -106,7 +106,7 @@ def config(port, admin, origins):
         for prefix, (cluster, match, _) in ROUTES.items()) + _WEIGHTED_ROUTE
     clusters = "".join(_CLUSTER % dict(name=n, subsets=s, endpoints=endpoints)
                        for n, s in CLUSTERS.items())
-    return CONFIG % dict(port=port, admin=admin, routes=routes, clusters=clusters)
+    return routingConfig(port, admin, routes, clusters)
 
 
 class SubsetComparisonTests(SharedFixture, SynchronousTestCase):
