@@ -6,6 +6,7 @@ C{direct_response} routes and curl.
 """
 
 import os
+import weakref
 
 import yaml
 from google.protobuf import json_format
@@ -742,14 +743,15 @@ class WeightedClusterTests(SynchronousTestCase):
         self.assertEqual(self.pick(0.95, table, FakeHeaders((b"x-rand", b"5"))), "main")
         self.assertEqual(self.pick(0.95, table, FakeHeaders((b"x-rand", b"x"))), "canary")
 
-    def test_sharedMatchObjects(self):
+    def test_weightedMatch(self):
         """
-        A weighted pick returns a prebuilt match, with the cluster's header
+        A weighted pick's match names the cluster, with the cluster's header
         mutations before the route's chain.
         """
         table = _table(WEIGHTED, rng=lambda: 0.1)
         match = table.route(b"h", b"/", FakeHeaders(), b"GET")
-        self.assertIs(match, table.route(b"h", b"/", FakeHeaders(), b"GET"))
+        self.assertIs(match.weightedCluster, table.route(b"h", b"/", FakeHeaders(),
+                                                         b"GET").weightedCluster)
         self.assertEqual(match.weightedCluster.name, "main")
         headers = FakeHeaders()
         match.requestHeadersMutations.apply(headers)
@@ -837,16 +839,26 @@ virtual_hosts:
         self.assertEqual(match.clusterName, "c2")
         self.assertIsNone(_route(table, b"/").clusterName)
 
-    def test_staticMatchIsShared(self):
+    def test_matchKeepsItsTable(self):
         """
-        A route with a static cluster answers with one prebuilt match.
+        A match keeps its whole route configuration alive: the entries and
+        virtual hosts point up to it weakly, so that a replaced route
+        configuration holds no reference cycle, and is freed by reference
+        counting alone once no request uses it.
         """
         table = _oneHost('- {name: r, match: {prefix: "/"}, route: {cluster: c1}}')
         match = _route(table, b"/a")
         self.assertIsInstance(match, RouteMatch)
-        self.assertIs(match, _route(table, b"/b"))
+        self.assertIs(match.routeTable, table)
+        self.assertIs(match.entry, _route(table, b"/b").entry)
         self.assertEqual(match.clusterName, "c1")
         self.assertEqual(match.entry.clusterName(FakeHeaders()), "c1")
+        tableRef = weakref.ref(table)
+        del table
+        self.assertIs(match.virtualHost.routeTable, tableRef())
+        self.assertIs(match.entry.virtualHost, match.virtualHost)
+        del match
+        self.assertIsNone(tableRef())
 
 
 class RewriteTests(SynchronousTestCase):

@@ -1,6 +1,7 @@
 """
 Tests for L{txenvoy.server.gc_freeze}: the long-lived heap is frozen once
-the server has settled, and given back before each new freeze and on stop.
+the server has settled; only the first freeze collects the whole heap, and
+stop gives the frozen set back.
 """
 
 import gc
@@ -65,6 +66,19 @@ class GarbageFreezerTests(TestCase):
         self.clock.advance(0.1)
         self.assertEqual(self.freezer.freezes, 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_laterFreezesLeaveTheFrozenHeap(self):
+        """
+        After the first, a freeze collects only what is not frozen: the
+        frozen heap (the configuration) is never walked again, and what an
+        update replaced is freed by reference counting.
+        """
+        self.freezer.freezeNow()
+        del self.gc.calls[:]
+        self.freezer.schedule()
+        self.clock.advance(SETTLE_SECONDS)
+        self.assertEqual(self.gc.calls, ["collect", "freeze"])
+        self.assertEqual(self.freezer.freezes, 2)
 
     def test_freezeNowCancelsPending(self):
         """C{freezeNow} freezes at once and leaves no timer behind."""

@@ -84,7 +84,9 @@ class SubscriptionTests(SynchronousTestCase):
         def refuse(table):
             raise ConfigError("no")
 
-        self.rds.attach(ConnectionManagerConfig(), refuse)
+        # Kept: the subscription holds the connection managers it feeds weakly.
+        refused = ConnectionManagerConfig()
+        self.rds.attach(refused, refuse)
         self.assertRaises(ConfigError, self.rds.onConfigUpdate, [_routes("r", "v1")], "1")
         self.assertIsNone(self.config.routeTable)
 

@@ -101,7 +101,7 @@ from txenvoy.server.overload_manager import (
     overloadStateOf,
 )
 from txenvoy.server.logging import componentLogger, connTag, streamTag
-from txenvoy.stats.per_worker import PerWorker
+from txenvoy.stats.per_worker import PerWorker, perWorkerMethod
 
 log = componentLogger("http")
 connLog = componentLogger("connection")
@@ -359,8 +359,9 @@ class ConnectionManagerConfig:
     codecType = 0
     http2Options = DEFAULT_HTTP2_OPTIONS
 
+    statsFor = perWorkerMethod(lambda self, d: _HcmStats(d.stats, self.statPrefix))
+
     def __init__(self):
-        self.statsFor = PerWorker(lambda d: _HcmStats(d.stats, self.statPrefix)).get
         # Per worker: {listener prefix: stats}.
         self._listenerStats = PerWorker(lambda d: {})
 

@@ -15,7 +15,7 @@ from txenvoy.config.errors import ConfigError
 
 from txenvoy.config.registry import typeNameOf, unpackAny
 from txenvoy.runtime import Snapshot
-from txenvoy.stats.per_worker import PerWorker
+from txenvoy.stats.per_worker import perWorkerMethod
 
 log = Logger(namespace="http")
 
@@ -143,10 +143,9 @@ class RouteSpecificConfigs:
         if source is None:
             source = route.entry.perFilterConfig.get(name)
             if source is None:
-                vhost = route.virtualHost
-                source = vhost.perFilterConfig.get(name)
+                source = route.virtualHost.perFilterConfig.get(name)
                 if source is None:
-                    source = vhost.routeTable.perFilterConfig.get(name)
+                    source = route.routeTable.perFilterConfig.get(name)
                     if source is None:
                         return None
         entry = self._cache.get(id(source))
@@ -184,14 +183,12 @@ class WorkerStats:
     @ivar gaugeNames: the same for the gauges.
     """
 
+    #: This worker's stat objects, made on first use on that worker.
+    forDispatcher = perWorkerMethod(lambda self, d: self._build(d.stats))
+
     def __init__(self, counters=None, gauges=None):
         self.names = dict(counters or {})
         self.gaugeNames = dict(gauges or {})
-        self._byWorker = PerWorker(lambda d: self._build(d.stats))
-
-    def forDispatcher(self, dispatcher):
-        """This worker's stat objects, made on first use on that worker."""
-        return self._byWorker.get(dispatcher)
 
     def _build(self, shard):
         stats = _StatSet()

@@ -38,6 +38,7 @@ configuration's value.)
 import bisect
 import os
 import random
+import weakref
 
 from txenvoy.config import registry
 from txenvoy.config.context import FactoryContext
@@ -379,7 +380,7 @@ class WeightedCluster(_Frozen):
 
     __slots__ = ("name", "clusterHeader", "weight", "hostRewriteLiteral",
                  "requestHeadersMutations", "responseHeadersMutations", "perFilterConfig",
-                 "_requestLevel", "_responseLevel", "routeMatch", "metadataMatch")
+                 "_requestLevel", "_responseLevel", "metadataMatch")
 
     def clusterName(self, headers):
         """
@@ -424,9 +425,17 @@ class VirtualHost(_Frozen):
         "name", "domains", "routes", "requireTls", "perFilterConfig", "cors", "retryPolicy",
         "requestHeadersMutation", "responseHeadersMutation", "includeRequestAttemptCount",
         "includeAttemptCountInResponse", "includeIsTimeoutRetryHeader",
-        "perRequestBufferLimitBytes", "requestBodyBufferLimit", "metadata", "routeTable",
-        "rateLimits", "_table", "_sslRedirect", "_matcher",
+        "perRequestBufferLimitBytes", "requestBodyBufferLimit", "metadata", "_tableRef",
+        "rateLimits", "_table", "_sslRedirect", "_matcher", "__weakref__",
     )
+
+    @property
+    def routeTable(self):
+        # A weak reference up: a strong one would make a reference cycle
+        # with the table's own, and a replaced route configuration would
+        # wait for a collection of the whole heap to be freed
+        # (txenvoy.server.gc_freeze). A RouteMatch holds the table.
+        return self._tableRef()
 
     def __repr__(self):
         return "<VirtualHost %r>" % (self.name,)
@@ -491,7 +500,7 @@ class RouteEntry(_Frozen):
     """
 
     __slots__ = (
-        "name", "virtualHost", "pathSpecifier", "caseSensitive", "cluster", "clusterHeader",
+        "name", "_vhostRef", "pathSpecifier", "caseSensitive", "cluster", "clusterHeader",
         "clusterSpecifier",
         "weightedClusters", "totalWeight", "clusterNotFoundResponseCode", "timeout",
         "idleTimeout", "flushTimeout", "maxStreamDuration", "grpcTimeoutHeaderMax",
@@ -503,9 +512,14 @@ class RouteEntry(_Frozen):
         "responseHeadersMutations", "perFilterConfig", "cors", "metadata", "priority",
         "includeVhRateLimits", "perRequestBufferLimitBytes", "requestBodyBufferLimit",
         "requestHeadersMutation", "responseHeadersMutation", "decorator", "tracing",
-        "metadataMatch", "mirrorPolicies", "rateLimits", "_matchedSize", "_routeMatch", "_weightEnds",
+        "metadataMatch", "mirrorPolicies", "rateLimits", "_matchedSize", "_weightEnds",
         "_randomHeader", "_rng",
     )
+
+    @property
+    def virtualHost(self):
+        # Weak, as VirtualHost.routeTable; a RouteMatch holds the table.
+        return self._vhostRef()
 
     def clusterName(self, headers):
         """
@@ -646,7 +660,7 @@ def _entryDefaults(name, vhost):
     """The attributes of a L{RouteEntry} before its action is compiled."""
     return dict(
         name=name,
-        virtualHost=vhost,
+        _vhostRef=weakref.ref(vhost),
         pathSpecifier=("prefix", ""),
         caseSensitive=True,
         cluster=None, clusterHeader=None, weightedClusters=None, totalWeight=0,
@@ -667,7 +681,7 @@ def _entryDefaults(name, vhost):
         priority="DEFAULT", includeVhRateLimits=False, rateLimits=(),
         perRequestBufferLimitBytes=vhost.perRequestBufferLimitBytes,
         requestBodyBufferLimit=vhost.requestBodyBufferLimit,
-        _matchedSize=None, _routeMatch=None, _weightEnds=None,
+        _matchedSize=None, _weightEnds=None,
         _randomHeader=None, _rng=None,
     )
 
@@ -704,9 +718,11 @@ class RouteMatch:
     @ivar clusterName: the cluster picked for this request (C{str}), or
         C{None} (direct response, or a missing C{cluster_header}).
     @ivar weightedCluster: the picked L{WeightedCluster}, or C{None}.
+    @ivar routeTable: the L{RouteTable}: a match keeps its whole route
+        configuration alive (its parts point up to it weakly).
     """
 
-    __slots__ = ("entry", "virtualHost", "clusterName", "weightedCluster")
+    __slots__ = ("entry", "virtualHost", "clusterName", "weightedCluster", "routeTable")
 
     @property
     def metadataMatch(self):
@@ -719,11 +735,13 @@ class RouteMatch:
             return weighted.metadataMatch
         return self.entry.metadataMatch
 
-    def __init__(self, entry, virtualHost, clusterName=None, weightedCluster=None):
+    def __init__(self, entry, virtualHost, clusterName=None, weightedCluster=None,
+                 routeTable=None):
         self.entry = entry
         self.virtualHost = virtualHost
         self.clusterName = clusterName
         self.weightedCluster = weightedCluster
+        self.routeTable = routeTable if routeTable is not None else virtualHost.routeTable
 
     def rewritePath(self, path):
         """See L{RouteEntry.rewritePath}."""
@@ -766,7 +784,7 @@ class RouteMatch:
         cluster), as Envoy's C{perFilterConfigs} lists them.
         """
         found = []
-        table = self.virtualHost.routeTable
+        table = self.routeTable
         for holder in (table, self.virtualHost, self.entry, self.weightedCluster):
             if holder is not None:
                 config = holder.perFilterConfig.get(filterName)
@@ -912,9 +930,8 @@ class RouteTable:
             table = [row for row in table if row[0] == _CONNECT]
             path = b""
         if vhost._sslRedirect is not None:
-            redirect = self._sslRedirectFor(vhost, headers)
-            if redirect is not None:
-                return redirect
+            if self._needsSslRedirect(vhost, headers):
+                return RouteMatch(vhost._sslRedirect, vhost, None, None, self)
         matchPath = path
         if self.ignorePathParametersInPathMatching:
             semicolon = path.find(b";")
@@ -980,33 +997,30 @@ class RouteTable:
                     queryMatchers = None
                 if queryMatchers is not None:
                     continue
-            match = entry._routeMatch
-            if match is not None:
-                return match
-            return _dynamicMatch(entry, vhost, headers)
+            if entry.cluster is not None or entry.isDirectResponse:
+                return RouteMatch(entry, vhost, entry.cluster, None, self)
+            return _dynamicMatch(entry, vhost, headers, self)
         return None
 
-    def _sslRedirectFor(self, vhost, headers):
+    def _needsSslRedirect(self, vhost, headers):
         scheme = headers.get(b"x-forwarded-proto") or b"http"
         if scheme == b"https":
-            return None
-        if vhost.requireTls == "EXTERNAL_ONLY" and headers.get(b"x-envoy-internal") == b"true":
-            return None
-        return vhost._sslRedirect
+            return False
+        return not (vhost.requireTls == "EXTERNAL_ONLY"
+                    and headers.get(b"x-envoy-internal") == b"true")
 
     def __repr__(self):
         return "<RouteTable %r vhosts=%d>" % (self.name, len(self.virtualHosts))
 
 
-def _dynamicMatch(entry, vhost, headers):
+def _dynamicMatch(entry, vhost, headers, table):
     if entry.weightedClusters is not None:
         weighted = entry._pickWeighted(headers)
-        if weighted.routeMatch is not None:
-            return weighted.routeMatch
-        return RouteMatch(entry, vhost, weighted.clusterName(headers), weighted)
+        return RouteMatch(entry, vhost, weighted.clusterName(headers), weighted, table)
     if entry.clusterSpecifier is not None:
-        return RouteMatch(entry, vhost, entry.clusterSpecifier.clusterName(headers))
-    return RouteMatch(entry, vhost, _headerClusterName(headers, entry.clusterHeader))
+        return RouteMatch(entry, vhost, entry.clusterSpecifier.clusterName(headers), None, table)
+    return RouteMatch(entry, vhost, _headerClusterName(headers, entry.clusterHeader), None,
+                      table)
 
 
 def _isGrpc(headers):
@@ -1167,11 +1181,12 @@ class _Compiler:
             requestBodyBufferLimit=(config.request_body_buffer_limit.value
                                     if config.HasField("request_body_buffer_limit") else None),
             metadata=config.metadata if config.HasField("metadata") else None,
-            routeTable=self.table,
+            _tableRef=weakref.ref(self.table),
             rateLimits=compileRateLimits(config.rate_limits, path + ".rate_limits"),
         )
-        object.__setattr__(vhost, "_sslRedirect", None if requireTls == "NONE" else RouteMatch(
-            _SslRedirectEntry(vhost), vhost))
+        # The redirect route's entry (its match is made per request).
+        object.__setattr__(vhost, "_sslRedirect",
+                           None if requireTls == "NONE" else _SslRedirectEntry(vhost))
         entries = []
 
         def compileRoutes(routes, rpath, single=False):
@@ -1259,14 +1274,6 @@ class _Compiler:
         else:
             raise UnsupportedField("%s.%s" % (path, action))
         entry._init(**attributes)
-        if entry.cluster is not None or entry.isDirectResponse:
-            # The same answer for every request: build it once.
-            object.__setattr__(entry, "_routeMatch", RouteMatch(entry, vhost, entry.cluster))
-        if entry.weightedClusters is not None:
-            for weighted in entry.weightedClusters:
-                if weighted.clusterHeader is None:
-                    object.__setattr__(weighted, "routeMatch",
-                                       RouteMatch(entry, vhost, weighted.name, weighted))
         return entry, row + (entry,)
 
     def compileMatch(self, match, entry, path):
@@ -1476,7 +1483,6 @@ class _Compiler:
                 perFilterConfig=dict(clusterConfig.typed_per_filter_config),
                 _requestLevel=requestLevel,
                 _responseLevel=responseLevel,
-                routeMatch=None,
                 metadataMatch=mergeCriteria(
                     attributes.get("metadataMatch"),
                     metadataCriteria(clusterConfig.metadata_match)

@@ -69,7 +69,7 @@ from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.router.shadow import ShadowRequests
 from txenvoy.router.tcp_upstream import tcpPoolFor
 from txenvoy.server.logging import componentLogger
-from txenvoy.stats.per_worker import PerWorker
+from txenvoy.stats.per_worker import perWorkerMethod
 from txenvoy.upstream.connection import (
     CONNECT_TIMEOUT,
     LOCAL_CONNECTION_FAILURE,
@@ -262,6 +262,8 @@ class RouterConfig:
     #: C{snapshot()} of the runtime, for the mirror policies' fractions.
     snapshot = staticmethod(snapshotSource(None))
 
+    statsFor = perWorkerMethod(lambda self, d: _RouterStats(d.stats, self.statPrefix))
+
     def __init__(self, statPrefix, suppressEnvoyHeaders=False, respectExpectedRqTimeout=False,
                  rng=random.random, snapshot=None):
         if snapshot is not None:
@@ -270,7 +272,6 @@ class RouterConfig:
         self.suppressEnvoyHeaders = suppressEnvoyHeaders
         self.respectExpectedRqTimeout = respectExpectedRqTimeout
         self.rng = rng
-        self.statsFor = PerWorker(lambda d: _RouterStats(d.stats, self.statPrefix)).get
 
     def createFilter(self, callbacks):
         """@return: a L{RouterFilter} for one stream."""

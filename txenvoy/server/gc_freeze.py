@@ -11,9 +11,16 @@ of its configuration) L{GarbageFreezer} collects what is garbage and
 moves everything that survives into the collector's permanent generation
 (C{gc.freeze}), which later collections do not visit.
 
-Before freezing again, the previous frozen set is given back to the
-collector (C{gc.unfreeze}) and collected: configuration that was replaced
-since is then freed even when it holds reference cycles.
+The first freeze, when the server goes live, collects the whole heap. The
+later ones (each accepted xDS update schedules one) collect only what is
+not frozen and freeze the survivors: giving the frozen set back to the
+collector (C{gc.unfreeze}) and collecting it would walk the whole
+configuration, a pause of 130 to 230 ms for every worker thread after a
+thousand clusters. Configuration an update replaced is freed without it,
+by reference counting alone: listeners, route tables, clusters, host sets
+and filter factories hold no reference cycles (back-pointers are weak,
+C{tests/xds/test_replaced_config.py} pins it), so no collection is needed
+to reclaim them.
 """
 
 import gc
@@ -57,12 +64,16 @@ class GarbageFreezer:
         self._call = self._reactor.callLater(self._settle, self.freezeNow)
 
     def freezeNow(self):
-        """Give the frozen set back, collect, and freeze what survives."""
+        """
+        Collect and freeze what survives; the first time, the frozen set
+        is given back first, so that the whole heap is collected once.
+        """
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
         collector = self._gc
-        collector.unfreeze()
+        if not self.freezes:
+            collector.unfreeze()
         freed = collector.collect()
         collector.freeze()
         self.frozen = collector.get_freeze_count()

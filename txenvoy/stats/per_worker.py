@@ -9,6 +9,8 @@ of names under one prefix into attributes, so the data path does
 C{stats.downstream_cx_total.inc()} and never looks a name up.
 """
 
+from types import MethodType
+
 
 class StatsStruct:
     """
@@ -41,4 +43,40 @@ class PerWorker:
         value = self._byWorker.get(dispatcher.name)
         if value is None:
             value = self._byWorker[dispatcher.name] = self._make(dispatcher)
+        return value
+
+
+class perWorkerMethod:
+    """
+    A method C{obj.name(dispatcher)} returning C{make(obj, dispatcher)},
+    made once per worker and kept in C{obj}: the class-level form of
+    C{self.name = PerWorker(lambda d: make(self, d)).get}, which the object
+    would hold and which would hold the object. A configuration object
+    must hold no such cycle: when an update replaces it, reference counting
+    alone frees it (the collector's walk of the whole heap that a cycle
+    needs pauses every worker; L{txenvoy.server.gc_freeze}).
+
+        class Config:
+            statsFor = perWorkerMethod(lambda self, d: Stats(d.stats, self.statPrefix))
+    """
+
+    def __init__(self, make):
+        self._make = make
+        self._key = "_perWorker_%x" % (id(self),)
+
+    def __set_name__(self, owner, name):
+        self._key = "_perWorker_" + name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        return MethodType(self._get, obj)
+
+    def _get(self, obj, dispatcher):
+        byWorker = obj.__dict__.get(self._key)
+        if byWorker is None:
+            byWorker = obj.__dict__[self._key] = {}
+        value = byWorker.get(dispatcher.name)
+        if value is None:
+            value = byWorker[dispatcher.name] = self._make(obj, dispatcher)
         return value

@@ -26,6 +26,7 @@ from txenvoy.config.errors import ConfigError, collectErrors
 from txenvoy.config.fields import checkFields
 from txenvoy.router.config import RouteTable
 from txenvoy.xds.resources import ROUTE_TYPE
+from txenvoy.xds.subscription_factory import weakHandler
 
 
 class RdsRouteConfigSubscription:
@@ -165,7 +166,7 @@ class RouteConfigProviderManager(Service):
         rdsSubscription = RdsRouteConfigSubscription(name, scope)
         subscription = self._factory.subscribe(
             rds.config_source, path + ".config_source", scope, ROUTE_TYPE,
-            rdsSubscription.onConfigUpdate, name)
+            weakHandler(rdsSubscription.onConfigUpdate), name)
         if subscription is None:
             return None
         rdsSubscription.subscription = subscription

@@ -21,6 +21,7 @@ from txenvoy.config.datasource import readDataSource
 from txenvoy.config.errors import ConfigError, collectErrors
 from txenvoy.config.fields import checkFields
 from txenvoy.xds.resources import SECRET_TYPE
+from txenvoy.xds.subscription_factory import weakHandler
 
 
 #: The C{DataSource}s of each kind of secret that are read when it arrives.
@@ -178,7 +179,7 @@ class SecretManager(Service):
         provider = SdsSecretProvider(name, scope)
         provider.subscription = self._factory.subscribe(
             sdsSecretConfig.sds_config, path + ".sds_config", scope, SECRET_TYPE,
-            provider.onConfigUpdate, name)
+            weakHandler(provider.onConfigUpdate), name)
         if provider.subscription is None:
             return None
         self._providers[key] = provider

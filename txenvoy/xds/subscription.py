@@ -41,13 +41,15 @@ def withoutCollection():
     made (C{gc.freeze}): the thousands of objects a large update makes
     would otherwise start full collections, each walking the whole heap
     while every thread, the workers' included, waits (70 to 140 ms for a
-    thousand clusters). Configuration replaced since the last freeze is
-    reclaimed by the server's L{txenvoy.server.gc_freeze.GarbageFreezer},
-    which each accepted update schedules (its one full collection, 2 s
-    later, still pauses every thread: 140 to 300 ms after a thousand
-    clusters, C{bench/xds_ack.py}).
+    thousand clusters). What is not frozen yet is collected first (a walk
+    of that part only), so that garbage made before the update is not
+    frozen with it. The configuration the update replaced holds no
+    reference cycles and is freed as its last user lets it go
+    (L{txenvoy.server.gc_freeze}).
     """
     enabled = gc.isenabled()
+    if enabled:
+        gc.collect()
     gc.disable()
     try:
         yield
@@ -78,7 +80,7 @@ class Subscription:
         @param initialFetchTimeout: seconds, or 0 for none.
         @param transport: what L{start} watches through when given none.
         @param afterUpdate: called after each accepted update (the server's
-            garbage freezer, to reclaim the configuration it replaced).
+            garbage freezer, which freezes what settles after it).
         """
         self.reactor = reactor
         self.typeUrl = typeUrl

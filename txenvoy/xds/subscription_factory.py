@@ -9,11 +9,33 @@ L{txenvoy.xds.control_plane.ControlPlanes}. Either is driven the same way
 C{onConfigUpdate(resources, versionInfo)}.
 """
 
+import weakref
+
 from txenvoy.config.errors import ConfigError
 from txenvoy.xds.config_source import checkExists, fileSourceOf
 from txenvoy.xds.control_plane import isControlPlane
 from txenvoy.xds.discovery_file import readDiscoveryResponse
 from txenvoy.xds.path_subscription import FileSubscription
+
+
+def weakHandler(method):
+    """
+    A bound method as a subscription's C{onUpdate} that does not keep its
+    object alive. The object (an EDS cluster) holds its subscription: one
+    holding it back would be a reference cycle, and a replaced cluster
+    would then wait for a collection of the whole heap to be freed
+    (L{txenvoy.server.gc_freeze}). An update reaching an object that is
+    gone is rejected.
+    """
+    ref = weakref.WeakMethod(method)
+
+    def onUpdate(resources, versionInfo):
+        handler = ref()
+        if handler is None:
+            raise ConfigError("the subscriber of this resource was removed")
+        return handler(resources, versionInfo)
+
+    return onUpdate
 
 
 class RemoteSubscription:

@@ -15,6 +15,7 @@ from txenvoy.config.registry import Category, extension
 from txenvoy.upstream.cluster import EDS, PrimaryCluster, _localityWeights, compileLoadAssignment
 from txenvoy.upstream.host import DEGRADED_EDS_HEALTH, FAILED_EDS_HEALTH
 from txenvoy.xds.resources import ENDPOINT_TYPE
+from txenvoy.xds.subscription_factory import weakHandler
 
 _EDS_FLAGS = frozenset([FAILED_EDS_HEALTH, DEGRADED_EDS_HEALTH])
 
@@ -52,7 +53,7 @@ class EdsCluster(PrimaryCluster):
         if subscriptions is not None:
             self.subscription = subscriptions.subscribe(
                 configSource, path + ".eds_cluster_config.eds_config", scope, ENDPOINT_TYPE,
-                self.onConfigUpdate, self.serviceName)
+                weakHandler(self.onConfigUpdate), self.serviceName)
 
     def start(self):
         """

@@ -27,7 +27,7 @@ from zope.interface import implementer
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import IListenerFilter, IListenerFilterFactory
-from txenvoy.stats.per_worker import PerWorker
+from txenvoy.stats.per_worker import perWorkerMethod
 
 V1_SIGNATURE = b"PROXY "
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -402,6 +402,8 @@ class ProxyProtocolConfig:
     @ivar passThroughTypes: the TLV types passed on otherwise.
     """
 
+    statsFor = perWorkerMethod(lambda self, d: ProxyProtocolStats(d.stats, self.statPrefix))
+
     def __init__(self, allowRequestsWithoutProxyProtocol=False, allowV1=True, allowV2=True,
                  statPrefix="", rules=None, passThroughAll=False, passThroughTypes=()):
         self.allowRequestsWithoutProxyProtocol = allowRequestsWithoutProxyProtocol
@@ -411,7 +413,6 @@ class ProxyProtocolConfig:
         self.rules = dict(rules or {})
         self.passThroughAll = passThroughAll
         self.passThroughTypes = frozenset(passThroughTypes)
-        self.statsFor = PerWorker(lambda d: ProxyProtocolStats(d.stats, self.statPrefix)).get
 
     def passThrough(self, tlvType):
         """Whether a TLV of this type is kept in the filter state."""

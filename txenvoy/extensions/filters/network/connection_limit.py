@@ -27,7 +27,7 @@ from txenvoy.config.registry import Category, extension
 from txenvoy.extensions.filters.network.local_ratelimit import runtimeFeatureEnabled
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.filter import NetworkFilter
-from txenvoy.stats.per_worker import PerWorker
+from txenvoy.stats.per_worker import perWorkerMethod
 
 
 class ConnectionCounter:
@@ -124,13 +124,14 @@ class ConnectionLimitConfig:
 
     terminal = False
 
+    #: This worker's stat objects, made on first use on that worker.
+    statsFor = perWorkerMethod(lambda self, d: _ConnectionLimitStats(d.stats, self.statPrefix))
+
     def __init__(self, statPrefix, maxConnections, delay=0.0, enabled=True):
         self.statPrefix = "connection_limit.%s." % (statPrefix,)
         self.counter = ConnectionCounter(maxConnections)
         self.delay = delay
         self.enabled = enabled
-        #: This worker's stat objects, made on first use on that worker.
-        self.statsFor = PerWorker(lambda d: _ConnectionLimitStats(d.stats, self.statPrefix)).get
 
     def buildFilter(self, connection, nextProtocol):
         return ConnectionLimitFilter(self, connection, nextProtocol)

@@ -29,7 +29,7 @@ from txenvoy.extensions.filters.common.ext_authz_grpc import (
 from txenvoy.grpc.async_client import compileEnvoyGrpc
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.filter import NetworkFilter, forwardReadConnectionLost
-from txenvoy.stats.per_worker import PerWorker, StatsStruct
+from txenvoy.stats.per_worker import StatsStruct, perWorkerMethod
 
 __all__ = ["NetworkExtAuthzConfig", "NetworkExtAuthzFilter", "createNetworkExtAuthz"]
 
@@ -138,13 +138,14 @@ class NetworkExtAuthzConfig:
 
     terminal = False
 
+    #: This worker's stat objects, made on first use on that worker.
+    statsFor = perWorkerMethod(lambda self, d: StatsStruct(
+        d.stats, self.statPrefix, counters=_COUNTERS, gauges=_GAUGES))
+
     def __init__(self, statPrefix, service, failureModeAllow):
         self.statPrefix = "ext_authz.%s." % (statPrefix,)
         self.service = service
         self.failureModeAllow = failureModeAllow
-        #: This worker's stat objects, made on first use on that worker.
-        self.statsFor = PerWorker(lambda d: StatsStruct(
-            d.stats, self.statPrefix, counters=_COUNTERS, gauges=_GAUGES)).get
 
     def buildFilter(self, connection, nextProtocol):
         return NetworkExtAuthzFilter(self, connection, nextProtocol)

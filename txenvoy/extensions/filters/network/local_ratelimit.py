@@ -26,7 +26,7 @@ from txenvoy.config.fields import durationSeconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.filter import NetworkFilter
-from txenvoy.stats.per_worker import PerWorker
+from txenvoy.stats.per_worker import perWorkerMethod
 
 # Envoy refuses faster fill timers.
 MIN_FILL_INTERVAL = 0.05
@@ -135,12 +135,13 @@ class LocalRateLimitConfig:
 
     terminal = False
 
+    #: This worker's stat objects, made on first use on that worker.
+    statsFor = perWorkerMethod(lambda self, d: _LocalRateLimitStats(d.stats, self.statPrefix))
+
     def __init__(self, statPrefix, bucket, enabled=True):
         self.statPrefix = "local_rate_limit.%s." % (statPrefix,)
         self.bucket = bucket
         self.enabled = enabled
-        #: This worker's stat objects, made on first use on that worker.
-        self.statsFor = PerWorker(lambda d: _LocalRateLimitStats(d.stats, self.statPrefix)).get
 
     def buildFilter(self, connection, nextProtocol):
         return LocalRateLimitFilter(self, connection, nextProtocol)

@@ -27,7 +27,7 @@ from txenvoy.extensions.filters.common.ratelimit_grpc import (
 )
 from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.filter import NetworkFilter, forwardReadConnectionLost
-from txenvoy.stats.per_worker import PerWorker, StatsStruct
+from txenvoy.stats.per_worker import StatsStruct, perWorkerMethod
 
 __all__ = ["NetworkRateLimitConfig", "NetworkRateLimitFilter", "createNetworkRateLimit"]
 
@@ -131,14 +131,15 @@ class NetworkRateLimitConfig:
 
     terminal = False
 
+    #: This worker's stat objects, made on first use on that worker.
+    statsFor = perWorkerMethod(lambda self, d: StatsStruct(
+        d.stats, self.statPrefix, counters=_COUNTERS, gauges=_GAUGES))
+
     def __init__(self, statPrefix, client, descriptors, failureModeDeny):
         self.statPrefix = "ratelimit.%s." % (statPrefix,)
         self.client = client
         self.descriptors = descriptors
         self.failureModeDeny = failureModeDeny
-        #: This worker's stat objects, made on first use on that worker.
-        self.statsFor = PerWorker(lambda d: StatsStruct(
-            d.stats, self.statPrefix, counters=_COUNTERS, gauges=_GAUGES)).get
 
     def buildFilter(self, connection, nextProtocol):
         return NetworkRateLimitFilter(self, connection, nextProtocol)

@@ -30,7 +30,7 @@ from txenvoy.interfaces import INetworkFilterFactory
 from txenvoy.network.filter import NetworkFilter, forwardReadConnectionLost
 from txenvoy.rbac import RbacInput, createEngine, statPrefixJoin
 from txenvoy.server.logging import componentLogger, connTag
-from txenvoy.stats.per_worker import PerWorker
+from txenvoy.stats.per_worker import perWorkerMethod
 
 log = componentLogger("rbac")
 
@@ -172,6 +172,9 @@ class RbacConfig:
 
     terminal = False
 
+    #: This worker's stat objects, made on first use on that worker.
+    statsFor = perWorkerMethod(lambda self, d: _RbacStats(d.stats, self.statNames))
+
     def __init__(self, statPrefix, engine, shadowEngine=None, shadowStatPrefix="",
                  continuous=False, delayDeny=0.0):
         self.statNames = rbacStatNames(statPrefix, shadowStatPrefix)
@@ -179,8 +182,6 @@ class RbacConfig:
         self.shadowEngine = shadowEngine
         self.continuous = continuous
         self.delayDeny = delayDeny
-        #: This worker's stat objects, made on first use on that worker.
-        self.statsFor = PerWorker(lambda d: _RbacStats(d.stats, self.statNames)).get
 
     def buildFilter(self, connection, nextProtocol):
         return RbacFilter(self, connection, nextProtocol)

@@ -31,7 +31,7 @@ from txenvoy.network import splice
 from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.network.timer_heap import TimerHeap
 from txenvoy.server.logging import componentLogger, connTag
-from txenvoy.stats.per_worker import PerWorker, StatsStruct
+from txenvoy.stats.per_worker import PerWorker, StatsStruct, perWorkerMethod
 from txenvoy.upstream.load_balancer_context import LoadBalancerContext
 
 log = componentLogger("filter")
@@ -414,6 +414,10 @@ class TcpProxyConfig:
     terminal = True
     hashPolicies = ()
 
+    #: This worker's C{tcp.<stat_prefix>.*} stat objects.
+    statsFor = perWorkerMethod(lambda self, d: StatsStruct(
+        d.stats, self.statPrefix, counters=_COUNTERS, gauges=_GAUGES))
+
     def __init__(self, statPrefix, clusters, idleTimeout, maxConnectAttempts, accessLogs,
                  maxDownstreamConnectionDuration=0.0, rng=random.random):
         self.statPrefix = "tcp.%s." % (statPrefix,)
@@ -424,9 +428,6 @@ class TcpProxyConfig:
         self.maxDownstreamConnectionDuration = maxDownstreamConnectionDuration
         self._totalWeight = sum(w for _, w in clusters)
         self._rng = rng
-        #: This worker's C{tcp.<stat_prefix>.*} stat objects.
-        self.statsFor = PerWorker(lambda d: StatsStruct(
-            d.stats, self.statPrefix, counters=_COUNTERS, gauges=_GAUGES)).get
         #: This worker's L{TimerHeap} of idle timeouts.
         self.idleTimersFor = PerWorker(lambda d: TimerHeap(d.reactor)).get
 

@@ -32,7 +32,7 @@ from envoy.extensions.filters.udp.udp_proxy.v3 import route_pb2, udp_proxy_pb2  
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.fields import checkFields, durationSeconds
 from txenvoy.config.registry import Category, extension, unpackAny
-from txenvoy.stats.per_worker import PerWorker, StatsStruct
+from txenvoy.stats.per_worker import StatsStruct, perWorkerMethod
 from txenvoy.upstream.hashing import xxHash64
 from txenvoy.upstream.load_balancer_context import LoadBalancerContext
 
@@ -177,13 +177,14 @@ class UdpProxyFilter:
 class UdpProxyConfig:
     """A compiled C{UdpProxyConfig}; makes one filter per worker."""
 
+    statsFor = perWorkerMethod(lambda self, d: StatsStruct(
+        d.stats, self.statPrefix, counters=_COUNTERS, gauges=_GAUGES))
+
     def __init__(self, statPrefix, cluster, idleTimeout, hashPolicy):
         self.statPrefix = "udp.%s." % (statPrefix,)
         self.cluster = cluster
         self.idleTimeout = idleTimeout
         self._hashPolicy = hashPolicy
-        self.statsFor = PerWorker(lambda d: StatsStruct(
-            d.stats, self.statPrefix, counters=_COUNTERS, gauges=_GAUGES)).get
         self._clusterUdp = {}
 
     def hashOf(self, peer):
