@@ -109,7 +109,7 @@ def run(real, args):
     cp = ControlPlane()
     admin, static, port = freePort(), freePort(), freePort()
     config = _BOOTSTRAP % {"admin": admin, "static": static, "xds": cp.port, "api": "GRPC",
-                           "timeout": "5s", "tls": ""}
+                           "timeout": "5s", "tls": "", "validators": ""}
     cp.setResources(CLUSTER, "0", clusters(1, 1000, prefix="seed"))
     cp.setResources(LISTENER, "l1", [_listener("l1", port, "one")])
     proxy = RealEnvoy(config) if real else Envoy(config, args=("--concurrency", "1"),

@@ -188,7 +188,7 @@ class ReplacedConfigTests(TestCase):
         self.port = freePort()
         config = _BOOTSTRAP % {"admin": freePort(), "static": freePort(),
                                "xds": self.controlPlane.port, "api": "GRPC",
-                               "timeout": "5s", "tls": ""}
+                               "timeout": "5s", "tls": "", "validators": ""}
         self.configure(0, wait=False)
         self.server = Server.fromConfig(reactor, configYaml=config, concurrency=0,
                                         freezeGarbage=False, drainTimeS=0)
