@@ -1155,6 +1155,41 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual(fired, ["b", "a"])
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_timerSetsShareAHeap(self):
+        """
+        The timer sets of a worker's connections share one L{TimerHeap}:
+        one reactor call for all of them, each set firing its own timers
+        in time, and none left once every set stopped.
+        """
+        from twisted.internet.task import Clock
+
+        from txenvoy.network.timer_heap import sharedTimerHeap
+        clock = Clock()
+        heap = sharedTimerHeap(clock)
+        self.assertIs(sharedTimerHeap(clock), heap)
+        fired = []
+        one, two = TimerSet(clock, heap), TimerSet(clock, heap)
+        a = one.callLater(3600, lambda: fired.append("idle"))
+        one.callLater(15, lambda: fired.append("route"))
+        two.callLater(5, lambda: fired.append("two"))
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(5)
+        self.assertEqual(fired, ["two"])
+        a.schedule(1)
+        clock.advance(1)
+        self.assertEqual(fired, ["two", "idle"])
+        clock.advance(9)
+        self.assertEqual(fired, ["two", "idle", "route"])
+        one.callLater(1, lambda: fired.append("late"))
+        two.callLater(2, lambda: fired.append("never"))
+        one.stop()
+        two.stop()
+        self.assertEqual(len(heap), 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        two.callLater(1, lambda: fired.append("after stop"))
+        clock.advance(5)
+        self.assertEqual(fired, ["two", "idle", "route"])
+
 
 
 class _IterationStream:

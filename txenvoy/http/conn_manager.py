@@ -93,6 +93,7 @@ from txenvoy.interfaces import (
     IServerConnectionCallbacks,
 )
 from txenvoy.network.stream_info import ResponseFlag, StreamInfo
+from txenvoy.network.timer_heap import sharedTimerHeap
 from txenvoy.server.overload_manager import (
     DISABLE_HTTP_KEEPALIVE,
     HTTP_DOWNSTREAM_CONNECTION_IDLE,
@@ -203,8 +204,14 @@ class TimerSet:
     timer fired, never once per request.
     """
 
-    def __init__(self, reactor):
+    def __init__(self, reactor, heap=None):
+        """
+        @param heap: a L{TimerHeap} shared with other connections of the
+            worker, which then wakes this set up instead of a reactor call
+            of its own; C{None} for a reactor call.
+        """
         self._reactor = reactor
+        self._heap = heap
         self._timers = []
         self._call = None
         self._at = _INF
@@ -241,6 +248,13 @@ class TimerSet:
 
     def _arm(self, when):
         self._at = when
+        heap = self._heap
+        if heap is not None:
+            call = self._call
+            if call is not None:
+                heap.cancel(call)
+            self._call = heap.callAt(when, self._fire)
+            return
         delay = when - self._reactor.seconds()
         if delay < 0:
             delay = 0
@@ -275,7 +289,11 @@ class TimerSet:
         call = self._call
         self._call = None
         self._at = _INF
-        if call is not None and call.active():
+        if call is None:
+            return
+        if self._heap is not None:
+            self._heap.cancel(call)
+        elif call.active():
             call.cancel()
 
 
@@ -536,7 +554,7 @@ class ConnectionManager(Protocol):
         self.remoteIsIp = isinstance(host, str)
         self.remoteHost = host if self.remoteIsIp else str(host)
         self._startTime = reactor.seconds()
-        timers = self.timers = TimerSet(reactor)
+        timers = self.timers = TimerSet(reactor, sharedTimerHeap(reactor))
         self._idleSince = self._startTime
         if config.idleTimeout:
             self._idleTimer = timers.timer(self._onIdleTimer)

@@ -7,6 +7,7 @@ and one C{DelayedCall} for the earliest.
 """
 
 import heapq
+import weakref
 
 
 class TimerHeap:
@@ -36,8 +37,16 @@ class TimerHeap:
 
         @return: a handle for L{cancel}.
         """
+        return self.callAt(self._reactor.seconds() + delay, callback)
+
+    def callAt(self, when, callback):
+        """
+        Call C{callback()} at the reactor time C{when}.
+
+        @return: a handle for L{cancel}.
+        """
         self._seq += 1
-        entry = [self._reactor.seconds() + delay, self._seq, callback]
+        entry = [when, self._seq, callback]
         heapq.heappush(self._heap, entry)
         if self._heap[0] is entry:
             self._schedule()
@@ -80,3 +89,18 @@ class TimerHeap:
             callback()
         if self._call is None:
             self._schedule()
+
+
+_shared = weakref.WeakKeyDictionary()
+
+
+def sharedTimerHeap(reactor):
+    """
+    The one L{TimerHeap} of C{reactor} (a worker's): connections of every
+    listener of that worker share it, so accepting a connection adds an
+    entry to a heap instead of a reactor call.
+    """
+    heap = _shared.get(reactor)
+    if heap is None:
+        heap = _shared[reactor] = TimerHeap(reactor)
+    return heap
