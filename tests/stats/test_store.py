@@ -34,6 +34,21 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual(snap.counters["never"], 0)
         self.assertNotIn("never", snap.used)
 
+    def test_counterAddedToDirectly(self):
+        """
+        A counter the data path adds to directly (C{value += 1}) is used,
+        and stays used after /reset_counters, as one incremented with inc().
+        """
+        store = StatsStore()
+        shard = store.shard("worker_0")
+        shard.counter("direct").value += 1
+        shard.counter("called").inc()
+        self.assertEqual(store.snapshot().used, {"direct", "called"})
+        store.resetCounters()
+        snap = store.snapshot()
+        self.assertEqual((snap.counters["direct"], snap.counters["called"]), (0, 0))
+        self.assertEqual(snap.used, {"direct", "called"})
+
     def test_histogramQuantiles(self):
         store = StatsStore()
         a, b = store.shard("a"), store.shard("b")

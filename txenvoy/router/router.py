@@ -456,6 +456,7 @@ class RouterFilter:
     _hashKey = None
     _hostSelection = None
     _setCookie = None
+    _originPrefix = None        # _origin(), once known
 
     def __init__(self, config, callbacks):
         self.config = config
@@ -470,7 +471,7 @@ class RouterFilter:
         dispatcher = self.dispatcher = cb.dispatcher
         self.reactor = dispatcher.reactor
         stats = self.stats = config.statsFor(dispatcher)
-        stats.rq_total.inc()
+        stats.rq_total.value += 1
         info = self.info = cb.streamInfo
         route = cb.route()
         if route is None:
@@ -567,7 +568,7 @@ class RouterFilter:
                         _timeoutHeaders[expected] = header
                 entries._entries.append(header)
         mutations = route.requestHeadersMutations
-        if mutations:
+        if mutations.levels:
             mutations.apply(entries, FormatContext(info, headers, None))
         path = headers.path
         host = route.rewriteHost(entries, path)
@@ -592,10 +593,12 @@ class RouterFilter:
         if log.debugEnabled:
             log.debug("%srouter decoding headers:\n%s", _tag(cb),
                       dumpRequestHeaders(headers, _scheme(cb, headers)))
-        tracing = cb.tracingConfig
-        if tracing is not None and cb.activeSpan is not None:
-            self._upstreamSpan = tracing.beginUpstream(
-                cb.activeSpan, headers, clusterName, info.startTime + info.duration())
+        span = cb.activeSpan
+        if span is not None:
+            tracing = cb.tracingConfig
+            if tracing is not None:
+                self._upstreamSpan = tracing.beginUpstream(
+                    span, headers, clusterName, info.startTime + info.duration())
         cb.addDownstreamWatermarkCallbacks(self)
         self._headersOnly = endStream
         if entry.mirrorPolicies:
@@ -800,8 +803,9 @@ class RouterFilter:
             upstream.durationTimer = self.callbacks.callLater(
                 maxDuration, lambda: self._onMaxStreamDuration(upstream))
         upstream.corker = self.callbacks.writeBatcher()
-        self.clusterStats.upstream_rq_total.inc()
-        self.clusterStats.upstream_rq_active.inc()
+        clusterStats = self.clusterStats
+        clusterStats.upstream_rq_total.value += 1
+        clusterStats.upstream_rq_active.inc()
         hostStats = upstream.hostStats
         hostStats.rq_total += 1
         hostStats.rq_active += 1
@@ -1088,7 +1092,7 @@ class RouterFilter:
         if self._setCookie is not None:
             entries.append((b"set-cookie", self._setCookie))
         mutations = self.route.responseHeadersMutations
-        if mutations:
+        if mutations.levels:
             mutations.apply(headers.headers, FormatContext(self.info, self.request, headers))
         self.info.firstUpstreamRxMonotonic = now
         if endStream:
@@ -1124,17 +1128,27 @@ class RouterFilter:
         # the cluster and again by origin.
         stats = self.clusterStats
         code, klass = stats.rqCode(status)
-        code.inc()
-        klass.inc()
-        stats.upstream_rq_completed.inc()
-        for counter in stats.prefixedRqCode(self._origin(), status):
-            counter.inc()
+        code.value += 1
+        klass.value += 1
+        stats.upstream_rq_completed.value += 1
+        code, klass, completed = stats.prefixedRqCode(self._origin(), status)
+        code.value += 1
+        klass.value += 1
+        completed.value += 1
 
     def _origin(self):
-        """Envoy's isEnvoyInternalRequest: C{x-envoy-internal: true} as forwarded."""
-        if self.request.headers.get(b"x-envoy-internal") == b"true":
-            return "internal."
-        return "external."
+        """
+        Envoy's isEnvoyInternalRequest: C{x-envoy-internal: true} as
+        forwarded, read once per request (the head was sent already).
+        """
+        origin = self._originPrefix
+        if origin is None:
+            if self.request.headers.get(b"x-envoy-internal") == b"true":
+                origin = "internal."
+            else:
+                origin = "external."
+            self._originPrefix = origin
+        return origin
 
     # Timeouts.
 

@@ -23,19 +23,31 @@ class Counter:
     """
     A monotonically increasing count owned by one shard.
 
+    The data path may add to C{value} directly (C{counter.value += 1}, no
+    call): a count above zero is C{used} by itself, and a reset keeps what
+    was used.
+
     @ivar value: the count in this shard since the last reset.
-    @ivar used: whether it was ever incremented (for C{?usedonly}).
     """
 
-    __slots__ = ("value", "used")
+    __slots__ = ("value", "_used")
 
     def __init__(self):
         self.value = 0
-        self.used = False
+        self._used = False
+
+    @property
+    def used(self):
+        """Whether it was ever incremented (for C{?usedonly})."""
+        return self._used or self.value != 0
+
+    @used.setter
+    def used(self, used):
+        self._used = used
 
     def inc(self, amount=1):
         self.value += amount
-        self.used = True
+        self._used = True
 
 
 class Gauge:
@@ -360,4 +372,5 @@ class StatsStore:
         """C{POST /reset_counters}: every counter back to zero."""
         for shard in self._shardsCopy():
             for c in shard.counters.copy().values():
+                c.used = c.used
                 c.value = 0
