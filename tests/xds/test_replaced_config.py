@@ -248,7 +248,9 @@ class ReplacedConfigTests(TestCase):
         """
         After traffic through every cluster, an update replacing every
         listener, route table, cluster and assignment leaves no txenvoy
-        object in cyclic garbage.
+        object in cyclic garbage; nor do keep-alive requests through a
+        chain of several HTTP filters and the router, on the new
+        configuration, and their connection once closed.
         """
         yield threads.deferToThread(_get, self.port, [b"/", b"/eds", b"/rh"])
         yield self.connectionsClosed()
@@ -258,5 +260,7 @@ class ReplacedConfigTests(TestCase):
         yield self.until(lambda: self.server.stats.gaugeValue(
             "listener_manager.total_listeners_draining") == 0)
         self.assertEqual(cyclicGarbage(), {})
-        yield threads.deferToThread(_get, self.port, [b"/", b"/eds", b"/rh"])
-        self.assertEqual(self.server.stats.counterValue("cluster.eds.upstream_rq_200"), 2)
+        yield threads.deferToThread(_get, self.port, [b"/", b"/eds", b"/rh"] * 3)
+        yield self.connectionsClosed()
+        self.assertEqual(self.server.stats.counterValue("cluster.eds.upstream_rq_200"), 4)
+        self.assertEqual(cyclicGarbage(), {})

@@ -1945,6 +1945,8 @@ class ActiveStream:
             slot.filter = None
         self._slots = ()
         self._only = None
+        # The filter chain's iterations point back at the stream.
+        self._decoding = self._encoding = None
         self._watermarkCallbacks = ()
         self._idleTimer = self._requestTimer = self._maxTimer = None
         self.encoder = None
