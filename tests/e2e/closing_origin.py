@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import Upstream
 
 RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n"
@@ -96,45 +97,14 @@ def raceConfig(port, adminPort, originPort, idleTimeout=None):
     options = ""
     if idleTimeout is not None:
         options = """
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        common_http_protocol_options: {idle_timeout: %s}
-        explicit_http_config: {http_protocol_options: {}}""" % (idleTimeout,)
-    return """
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
-static_resources:
-  listeners:
-  - name: front
-    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: race
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                route: {cluster: origin}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: origin
-    connect_timeout: 1s
-    type: STATIC%(options)s
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}
-""" % {"admin": adminPort, "port": port, "origin": originPort, "options": options}
+            typed_extension_protocol_options:
+              envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+                "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+                common_http_protocol_options: {idle_timeout: %s}
+                explicit_http_config: {http_protocol_options: {}}
+            """ % (idleTimeout,)
+    return bootstrap([httpListener("front", port, statPrefix="race")],
+                     [cluster("origin", originPort, ["type: STATIC", options])], admin=adminPort)
 
 
 class RaceResult:

@@ -76,19 +76,29 @@ def httpListener(name, port, routes=TO_ORIGIN, httpFilters="", statPrefix=None,
     C{statPrefix}, else C{name}):
     its C{route_config} has one virtual host C{all} for every domain with
     C{routes}; its C{http_filters} are C{httpFilters}, then the router.
-    C{routes} and C{httpFilters} are YAML list items, as one text or a list
-    of texts (such as L{httpFilter} writes).
+    C{routes} and C{httpFilters} are YAML list items, the other parts YAML
+    fields; each is one text or a list of texts (such as L{httpFilter}
+    writes).
 
     @param hcm: more fields of the connection manager.
     @param virtualHost: more fields of the virtual host C{all}.
     @param virtualHosts: the whole list of virtual hosts, in place of C{all}.
     @param routeConfig: more fields of the C{route_config}.
-    @param router: fields of the router's C{typed_config}, beside its type.
+    @param router: fields of the router's C{typed_config}, beside its type;
+        C{False} for no router.
     @param filterChain: more fields of the filter chain.
     @param listener: more fields of the listener.
     """
     httpFilters, routes = _joined(httpFilters), _joined(routes)
-    if virtualHosts is None:
+    hcm, virtualHost, routeConfig = _joined(hcm), _joined(virtualHost), _joined(routeConfig)
+    filterChain, listener = _joined(filterChain), _joined(listener)
+    if router is False:
+        filters = block(httpFilters, 8) or "          []\n"
+    else:
+        filters = block(httpFilters, 8) + block(ROUTER, 8) + block(_joined(router), 12)
+    if virtualHosts is not None:
+        virtualHosts = _joined(virtualHosts)
+    else:
         virtualHosts = ("- name: all\n  domains: [\"*\"]\n" + block(virtualHost, 2)
                         + "  routes:\n" + block(routes, 2))
     head = "- " if name is None else "- name: %s\n  " % (name,)
@@ -109,9 +119,7 @@ def httpListener(name, port, routes=TO_ORIGIN, httpFilters="", statPrefix=None,
         + "          virtual_hosts:\n"
         + block(virtualHosts, 10)
         + "        http_filters:\n"
-        + block(httpFilters, 8)
-        + block(ROUTER, 8)
-        + block(router, 12)
+        + filters
         + block(filterChain, 4))
 
 
@@ -139,7 +147,7 @@ def cluster(name, port=None, extra="", connectTimeout="1s"):
         out += "  connect_timeout: %s\n" % (connectTimeout,)
     return (
         out
-        + block(extra, 2)
+        + block(_joined(extra), 2)
         + "  load_assignment:\n"
         "    cluster_name: %s\n"
         "    endpoints:\n"

@@ -15,6 +15,7 @@ from concurrent import futures
 import grpc
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
 
 _SERVICE = "test.Echo"
@@ -93,90 +94,59 @@ def _handler():
 
 
 def grpcConfig(port, adminPort, backendPort):
-    return """
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
-static_resources:
-  listeners:
-  - name: grpc
-    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: grpc
-          codec_type: AUTO
-          internal_address_config:
-            cidr_ranges: [{address_prefix: 10.0.0.0, prefix_len: 8}]
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/test."}
-                route: {cluster: backend}
-              - match: {prefix: "/retry."}
-                route:
-                  cluster: backend
-                  retry_policy: {retry_on: unavailable, num_retries: 2}
-              - match: {prefix: "/slow."}
-                route:
-                  cluster: backend
-                  max_stream_duration: {grpc_timeout_header_max: 0.3s}
-              - match: {prefix: "/dead."}
-                route: {cluster: dead}
-              - match: {prefix: "/limited."}
-                route: {cluster: limited, prefix_rewrite: "/test."}
-              - match: {prefix: "/direct."}
-                direct_response: {status: 200, body: {inline_string: "hello"}}
-          http_filters:
-          - name: envoy.filters.http.grpc_http1_bridge
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.grpc_http1_bridge.v3.Config
-              upgrade_protobuf_to_grpc: true
-              ignore_query_parameters: true
-          - name: envoy.filters.http.grpc_web
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config:
-          http2_protocol_options: {}
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(backend)d}}}
-  - name: limited
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        common_http_protocol_options: {max_requests_per_connection: 2}
-        explicit_http_config:
-          http2_protocol_options:
-            connection_keepalive: {interval: 30s, timeout: 5s}
-    load_assignment:
-      cluster_name: limited
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(backend)d}}}
-  - name: dead
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: dead
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(dead)d}}}
-""" % {"port": port, "admin": adminPort, "backend": backendPort, "dead": freePort()}
+    return bootstrap(
+        listeners=[
+            httpListener("grpc", "%(port)d", routes="""
+                - match: {prefix: "/test."}
+                  route: {cluster: backend}
+                - match: {prefix: "/retry."}
+                  route:
+                    cluster: backend
+                    retry_policy: {retry_on: unavailable, num_retries: 2}
+                - match: {prefix: "/slow."}
+                  route:
+                    cluster: backend
+                    max_stream_duration: {grpc_timeout_header_max: 0.3s}
+                - match: {prefix: "/dead."}
+                  route: {cluster: dead}
+                - match: {prefix: "/limited."}
+                  route: {cluster: limited, prefix_rewrite: "/test."}
+                - match: {prefix: "/direct."}
+                  direct_response: {status: 200, body: {inline_string: "hello"}}
+                """, httpFilters="""
+                - name: envoy.filters.http.grpc_http1_bridge
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.grpc_http1_bridge.v3.Config
+                    upgrade_protobuf_to_grpc: true
+                    ignore_query_parameters: true
+                - name: envoy.filters.http.grpc_web
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb
+                """, hcm="""
+                codec_type: AUTO
+                internal_address_config:
+                  cidr_ranges: [{address_prefix: 10.0.0.0, prefix_len: 8}]
+                """),
+        ],
+        clusters=[
+            cluster("backend", extra="""
+                typed_extension_protocol_options:
+                  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+                    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+                    explicit_http_config:
+                      http2_protocol_options: {}
+                """),
+            cluster("limited", "%(backend)d", extra="""
+                typed_extension_protocol_options:
+                  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+                    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+                    common_http_protocol_options: {max_requests_per_connection: 2}
+                    explicit_http_config:
+                      http2_protocol_options:
+                        connection_keepalive: {interval: 30s, timeout: 5s}
+                """),
+            cluster("dead"),
+        ]) % {"port": port, "admin": adminPort, "backend": backendPort, "dead": freePort()}
 
 
 def _recvResponse(sock):

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import SharedFixture, freePort, httpOrigin, startProxy
 from tests.e2e.harness import exchangeOne as _exchange
 
@@ -42,31 +43,12 @@ class _Origin(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-LISTENER = """
-  - name: %(name)s
-    address:
-      socket_address: { address: 127.0.0.1, port_value: %(port)d }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: %(name)s
-%(options)s
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: origin }
-                request_headers_to_add:
-                - header: { key: x-host, value: "%%REQ(:AUTHORITY)%%" }
-%(routeHeaders)s
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+#: Each listener's one route; ROUTE_HEADERS adds to its request headers.
+ROUTE = """
+- match: { prefix: "/" }
+  route: { cluster: origin }
+  request_headers_to_add:
+  - header: { key: x-host, value: "%%REQ(:AUTHORITY)%%" }
 """
 
 OPTIONS = {
@@ -86,26 +68,8 @@ OPTIONS = {
 # txenvoy leaves an HTTP/1 request's :scheme unset where Envoy sets it from
 # the connection; %REQ(:SCHEME)% is compared where it is overwritten.
 ROUTE_HEADERS = {
-    "passthrough": '                - header: { key: x-scheme, value: "%REQ(:SCHEME)%" }',
+    "passthrough": '  - header: { key: x-scheme, value: "%%REQ(:SCHEME)%%" }\n',
 }
-
-CONFIG = """
-admin:
-  address:
-    socket_address: { address: 127.0.0.1, port_value: %(admin)d }
-static_resources:
-  listeners:
-%(listeners)s
-  clusters:
-  - name: origin
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: %(origin)d } } }
-"""
-
 
 def _get(port, *headers, host=None):
     lines = ["GET /echo HTTP/1.1", "host: " + (host or "example.com:%d" % (port,))]
@@ -141,11 +105,11 @@ class _Deployment:
     def __init__(self, real, origin):
         self.admin = freePort()
         self.ports = {name: freePort() for name in OPTIONS}
-        listeners = "".join(LISTENER % dict(name=name, port=self.ports[name],
-                                            options=OPTIONS[name],
-                                            routeHeaders=ROUTE_HEADERS.get(name, ""))
-                            for name in sorted(OPTIONS))
-        config = CONFIG % dict(admin=self.admin, origin=origin, listeners=listeners)
+        config = bootstrap(
+            [httpListener(name, self.ports[name], hcm=OPTIONS[name],
+                          routes=ROUTE + ROUTE_HEADERS.get(name, ""))
+             for name in sorted(OPTIONS)],
+            [cluster("origin", origin)], admin=self.admin) % {}
         self.proxy = startProxy(real, config, self.ports["passthrough"], self.admin)
         for port in self.ports.values():
             self.proxy.waitPort(port)

@@ -16,6 +16,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import block, bootstrap, cluster, httpListener
 from tests.e2e.harness import DeadPort, Envoy, RealEnvoy, SharedFixture, Upstream, freePort
 
 # -- the origin --------------------------------------------------------------
@@ -347,110 +348,78 @@ class Client:
 
 # -- configs -------------------------------------------------------------------
 
-ROUTER = """
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"""
+_API_HOST = """
+- name: api
+  domains: ["api.example.com", "api.example.com:*"]
+  routes:
+  - match: {prefix: "/"}
+    route: {cluster: origin, prefix_rewrite: "/echo/api/", host_rewrite_literal: api.internal}
+"""
+
+#: The catch-all virtual host's routes after the ones a test adds.
+_ROUTES = """
+- match: {prefix: "/direct"}
+  direct_response: {status: 200, body: {inline_string: "hello\\n"}}
+- match: {path: "/old"}
+  redirect: {path_redirect: "/new"}
+- match: {prefix: "/secure"}
+  redirect: {https_redirect: true, response_code: FOUND}
+- match: {prefix: "/dead/"}
+  route: {cluster: dead}
+- match: {prefix: "/deadretry/"}
+  route: {cluster: dead, retry_policy: {retry_on: connect-failure, num_retries: 2}}
+- match: {prefix: "/empty/"}
+  route: {cluster: empty}
+- match: {prefix: "/byheader/"}
+  route: {cluster_header: x-cluster}
+- match: {prefix: "/timeout/"}
+  route: {cluster: origin, timeout: 1s}
+- match: {prefix: "/retry/"}
+  route:
+    cluster: origin
+    retry_policy: {retry_on: 5xx, num_retries: 2, retry_back_off: {base_interval: 0.01s}}
+- match: {prefix: "/notimeout/"}
+  route: {cluster: origin, timeout: 0s}
+- match: {prefix: "/pertry/"}
+  route:
+    cluster: origin
+    timeout: 5s
+    retry_policy: {retry_on: 5xx, num_retries: 1, per_try_timeout: 0.5s}
+- match: {prefix: "/o/"}
+  route: {cluster: origin}
+"""
 
 
-def httpConfig(port, adminPort, originPort, deadPort, hcm="", routes="", filters=None,
+def httpConfig(port, adminPort, originPort, deadPort, hcm="", routes="", router=True,
                accessLogPath=None):
     """
     A bootstrap in the style of C{09-routes-retries-timeouts.yaml}: one HTTP
     listener, an origin cluster, a cluster nothing listens on, and one with
-    no hosts. C{hcm} and C{routes} are YAML fragments indented for their
-    place; C{routes} come before the built-in routes.
+    no hosts. C{hcm} (connection manager fields) and C{routes} are YAML
+    fragments; C{routes} come before the built-in routes. No router if
+    C{router} is false (C{http_filters: []}).
     """
-    if filters is None:
-        filters = "          http_filters:" + ROUTER
-    accessLog = ""
+    hcmFields = ["codec_type: AUTO", hcm]
     if accessLogPath is not None:
-        accessLog = """
-          access_log:
-          - name: envoy.access_loggers.file
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              path: %s""" % (accessLogPath,)
-    return """
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
-static_resources:
-  listeners:
-  - name: front
-    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: front_http
-          codec_type: AUTO%(accessLog)s
-%(hcm)s
-          route_config:
-            name: front_routes
-            virtual_hosts:
-            - name: api
-              domains: ["api.example.com", "api.example.com:*"]
-              routes:
-              - match: {prefix: "/"}
-                route: {cluster: origin, prefix_rewrite: "/echo/api/", host_rewrite_literal: api.internal}
-            - name: catch_all
-              domains: ["*"]
-              routes:
-%(routes)s
-              - match: {prefix: "/direct"}
-                direct_response: {status: 200, body: {inline_string: "hello\\n"}}
-              - match: {path: "/old"}
-                redirect: {path_redirect: "/new"}
-              - match: {prefix: "/secure"}
-                redirect: {https_redirect: true, response_code: FOUND}
-              - match: {prefix: "/dead/"}
-                route: {cluster: dead}
-              - match: {prefix: "/deadretry/"}
-                route: {cluster: dead, retry_policy: {retry_on: connect-failure, num_retries: 2}}
-              - match: {prefix: "/empty/"}
-                route: {cluster: empty}
-              - match: {prefix: "/byheader/"}
-                route: {cluster_header: x-cluster}
-              - match: {prefix: "/timeout/"}
-                route: {cluster: origin, timeout: 1s}
-              - match: {prefix: "/retry/"}
-                route:
-                  cluster: origin
-                  retry_policy: {retry_on: 5xx, num_retries: 2, retry_back_off: {base_interval: 0.01s}}
-              - match: {prefix: "/notimeout/"}
-                route: {cluster: origin, timeout: 0s}
-              - match: {prefix: "/pertry/"}
-                route:
-                  cluster: origin
-                  timeout: 5s
-                  retry_policy: {retry_on: 5xx, num_retries: 1, per_try_timeout: 0.5s}
-              - match: {prefix: "/o/"}
-                route: {cluster: origin}
-%(filters)s
-  clusters:
-  - name: origin
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}
-  - name: dead
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: dead
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(dead)d}}}
-  - name: empty
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment: {cluster_name: empty}
-""" % {"admin": adminPort, "port": port, "origin": originPort, "dead": deadPort, "hcm": hcm,
-       "routes": routes, "filters": filters, "accessLog": accessLog}
+        hcmFields.append("""
+            access_log:
+            - name: envoy.access_loggers.file
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+                path: %s
+            """ % (accessLogPath,))
+    catchAll = '- name: catch_all\n  domains: ["*"]\n  routes:\n' + block(
+        _ROUTES if not routes else block(routes, 0) + block(_ROUTES, 0), 2)
+    return bootstrap(
+        listeners=[httpListener("front", port, statPrefix="front_http", hcm=hcmFields,
+                                routeConfig="name: front_routes",
+                                virtualHosts=[_API_HOST, catchAll],
+                                router="" if router else False)],
+        clusters=[cluster("origin", originPort, "type: STATIC"),
+                  cluster("dead", deadPort, "type: STATIC"),
+                  "- name: empty\n  connect_timeout: 1s\n  type: STATIC\n"
+                  "  load_assignment: {cluster_name: empty}\n"],
+        admin=adminPort)
 
 
 def _waitPortTx(envoy, port):
@@ -460,7 +429,7 @@ def _waitPortTx(envoy, port):
 class _Deployment:
     """An origin, a dead port, and a proxy (txenvoy or Envoy) in front."""
 
-    def __init__(self, real, hcm="", routes="", filters=None, args=(), accessLog=False):
+    def __init__(self, real, hcm="", routes="", router=True, args=(), accessLog=False):
         self.origin = Origin()
         self.port = freePort()
         self.adminPort = freePort()
@@ -471,7 +440,7 @@ class _Deployment:
             self.accessLogPath = os.path.join(tempfile.mkdtemp(prefix="txenvoy-log-"),
                                               "access.log")
         config = httpConfig(self.port, self.adminPort, self.origin.port, self.deadPort,
-                            hcm=hcm, routes=routes, filters=filters,
+                            hcm=hcm, routes=routes, router=router,
                             accessLogPath=self.accessLogPath)
         try:
             if real:
@@ -870,8 +839,7 @@ class EmptyFilterChainTests(SynchronousTestCase):
     """Envoy 1.40 accepts http_filters: []; requests then wait for stream_idle_timeout."""
 
     def test_streamTimeout(self):
-        d = _Deployment(False, hcm="          stream_idle_timeout: 1s",
-                        filters="          http_filters: []")
+        d = _Deployment(False, hcm="stream_idle_timeout: 1s", router=False)
         self.addCleanup(d.stop)
         started = time.time()
         r = d.request("GET", "/o/x")

@@ -25,6 +25,7 @@ from h2.events import (
 from hyperframe.frame import Frame, SettingsFrame
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, httpListener
 from tests.e2e.harness import EXAMPLES, adminStats, freePort, startProxy
 from tests.e2e.test_http import SideBySide
 from txenvoy.http.http2.server_codec import PREFACE
@@ -321,40 +322,23 @@ class Http2ComparisonTests(SideBySide, SynchronousTestCase):
 
 
 def _tlsConfig(port, adminPort, certs):
-    return """
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
-static_resources:
-  listeners:
-  - name: tls
-    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: tls
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                direct_response: {status: 200, body: {inline_string: "over tls"}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          common_tls_context:
-            alpn_protocols: [h2, http/1.1]
-            tls_certificates:
-            - certificate_chain: {filename: %(certs)s/server.crt.pem}
-              private_key: {filename: %(certs)s/server.key.pem}
-""" % {"port": port, "admin": adminPort, "certs": certs}
+    return bootstrap(
+        listeners=[
+            httpListener("tls", "%(port)d", routes="""
+                - match: {prefix: "/"}
+                  direct_response: {status: 200, body: {inline_string: "over tls"}}
+                """, filterChain="""
+                transport_socket:
+                  name: envoy.transport_sockets.tls
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+                    common_tls_context:
+                      alpn_protocols: [h2, http/1.1]
+                      tls_certificates:
+                      - certificate_chain: {filename: %(certs)s/server.crt.pem}
+                        private_key: {filename: %(certs)s/server.key.pem}
+                """),
+        ]) % {"port": port, "admin": adminPort, "certs": certs}
 
 
 class AlpnTests(SynchronousTestCase):

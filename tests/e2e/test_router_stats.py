@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import block, bootstrap, cluster, httpListener
 from tests.e2e.harness import (
     SharedFixture,
     adminStats,
@@ -21,61 +22,40 @@ from tests.e2e.harness import (
     statusOf,
 )
 
-LISTENER = """
-  - address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: %(prefix)s
-%(extra)s
-          route_config:
-            virtual_hosts:
-            - name: a
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/redir"}
-                redirect: {path_redirect: "/elsewhere"}
-              - match: {prefix: "/direct"}
-                direct_response: {status: 200, body: {inline_string: "hi"}}
-              - match: {prefix: "/r/"}
-                route:
-                  cluster: o
-                  retry_policy:
-                    retry_on: retriable-headers,envoy-ratelimited
-                    num_retries: 2
-                    retry_back_off: {base_interval: 0.001s, max_interval: 0.002s}
-                    retriable_headers: [{name: x-upstream-retry, string_match: {exact: "yes"}}]
-                    retriable_request_headers: [{name: x-can-retry, present_match: true}]
-                    rate_limited_retry_back_off:
-                      reset_headers: [{name: x-reset-after}, {name: retry-after}]
-                      max_interval: 10s
-              - match: {prefix: "/"}
-                route:
-                  cluster: o
-                  retry_policy: {retry_on: 5xx, num_retries: 2,
-                                 retry_back_off: {base_interval: 0.001s, max_interval: 0.002s}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-"""
+#: The routes of both listeners' virtual host.
+ROUTES = """
+    - match: {prefix: "/redir"}
+      redirect: {path_redirect: "/elsewhere"}
+    - match: {prefix: "/direct"}
+      direct_response: {status: 200, body: {inline_string: "hi"}}
+    - match: {prefix: "/r/"}
+      route:
+        cluster: o
+        retry_policy:
+          retry_on: retriable-headers,envoy-ratelimited
+          num_retries: 2
+          retry_back_off: {base_interval: 0.001s, max_interval: 0.002s}
+          retriable_headers: [{name: x-upstream-retry, string_match: {exact: "yes"}}]
+          retriable_request_headers: [{name: x-can-retry, present_match: true}]
+          rate_limited_retry_back_off:
+            reset_headers: [{name: x-reset-after}, {name: retry-after}]
+            max_interval: 10s
+    - match: {prefix: "/"}
+      route:
+        cluster: o
+        retry_policy: {retry_on: 5xx, num_retries: 2,
+                       retry_back_off: {base_interval: 0.001s, max_interval: 0.002s}}
+    """
 
-CONFIG = """
-admin: {address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}}
-static_resources:
-  listeners:
-%(external)s
-%(internal)s
-  clusters:
-  - name: o
-    connect_timeout: 2s
-    load_assignment:
-      cluster_name: o
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}
-"""
+
+def routerConfig(admin, origin, external, internal):
+    """Listeners C{external} and C{internal} (with INTERNAL) before the origin."""
+    return bootstrap(
+        [httpListener(None, port, statPrefix=prefix, hcm=extra, virtualHosts=[
+            '- name: a\n  domains: ["*"]\n  routes:\n' + block(ROUTES, 2)])
+         for port, prefix, extra in ((external, "ext", ""), (internal, "int", INTERNAL))],
+        [cluster("o", origin, connectTimeout="2s")], admin=admin)
+
 
 INTERNAL = """          use_remote_address: true
           internal_address_config: {cidr_ranges: [{address_prefix: 127.0.0.1, prefix_len: 32}]}"""
@@ -163,12 +143,7 @@ class RouterStatsComparisonTests(SharedFixture, SynchronousTestCase):
         origin.counts = {}
         ports = {"external": freePort(), "internal": freePort()}
         admin = freePort()
-        config = CONFIG % {
-            "admin": admin, "origin": origin.server_address[1],
-            "external": LISTENER % {"port": ports["external"], "prefix": "ext",
-                                    "extra": ""},
-            "internal": LISTENER % {"port": ports["internal"], "prefix": "int",
-                                    "extra": INTERNAL}}
+        config = routerConfig(admin, origin.server_address[1], ports["external"], ports["internal"])
         try:
             proxy = startProxy(real, config, ports["internal"], admin)
             try:

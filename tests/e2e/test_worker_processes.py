@@ -14,6 +14,7 @@ import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import Envoy, SharedFixture, adminStats, freePort
 from tests.e2e.test_health_check import Origin as HealthCheckedOrigin
 from tests.e2e.test_hot_restart import LoadClients
@@ -21,74 +22,42 @@ from tests.e2e.test_http_filters import Origin
 
 
 def config(port, adminPort, originPort, checkedPorts):
-    return """
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
-layered_runtime:
-  layers:
-  - name: admin
-    admin_layer: {}
-static_resources:
-  listeners:
-  - name: front
-    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: front
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/checked"}
-                route: {cluster: checked}
-              - match: {prefix: "/spread"}
-                route: {cluster: spread}
-              - match: {prefix: "/"}
-                route: {cluster: origin}
-          http_filters:
-          - name: envoy.filters.http.fault
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
-              abort: {http_status: 503, percentage: {numerator: 0}}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: origin
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: origin
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}
-  - name: spread
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: spread
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}
-  - name: checked
-    connect_timeout: 1s
-    common_lb_config: {healthy_panic_threshold: {}}
-    health_checks:
-    - timeout: 1s
-      interval: 0.1s
-      no_traffic_interval: 0.1s
-      unhealthy_threshold: 1
-      healthy_threshold: 1
-      http_health_check: {path: /healthz}
-    load_assignment:
-      cluster_name: checked
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(a)d}}}
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(b)d}}}
-""" % {"admin": adminPort, "port": port, "origin": originPort, "a": checkedPorts[0],
+    return bootstrap(
+        listeners=[
+            httpListener("front", "%(port)d", routes="""
+                - match: {prefix: "/checked"}
+                  route: {cluster: checked}
+                - match: {prefix: "/spread"}
+                  route: {cluster: spread}
+                - match: {prefix: "/"}
+                  route: {cluster: origin}
+                """, httpFilters="""
+                - name: envoy.filters.http.fault
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+                    abort: {http_status: 503, percentage: {numerator: 0}}
+                """),
+        ],
+        clusters=[
+            cluster("origin"),
+            cluster("spread", "%(origin)d"),
+            cluster("checked", ["%(a)d", "%(b)d"], extra="""
+                common_lb_config: {healthy_panic_threshold: {}}
+                health_checks:
+                - timeout: 1s
+                  interval: 0.1s
+                  no_traffic_interval: 0.1s
+                  unhealthy_threshold: 1
+                  healthy_threshold: 1
+                  http_health_check: {path: /healthz}
+                """),
+        ],
+        extra="""
+        layered_runtime:
+          layers:
+          - name: admin
+            admin_layer: {}
+        """) % {"admin": adminPort, "port": port, "origin": originPort, "a": checkedPorts[0],
        "b": checkedPorts[1]}
 
 
