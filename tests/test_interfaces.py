@@ -177,6 +177,21 @@ static_resources:
             - name: all
               domains: ["*"]
               routes:
+              - match: {prefix: "/redirects"}
+                route:
+                  cluster: zipkin
+                  internal_redirect_policy:
+                    predicates:
+                    - name: envoy.internal_redirect_predicates.previous_routes
+                      typed_config:
+                        "@type": type.googleapis.com/envoy.extensions.internal_redirect.previous_routes.v3.PreviousRoutesConfig
+                    - name: envoy.internal_redirect_predicates.allow_listed_routes
+                      typed_config:
+                        "@type": type.googleapis.com/envoy.extensions.internal_redirect.allow_listed_routes.v3.AllowListedRoutesConfig
+                        allowed_route_names: [a]
+                    - name: envoy.internal_redirect_predicates.safe_cross_scheme
+                      typed_config:
+                        "@type": type.googleapis.com/envoy.extensions.internal_redirect.safe_cross_scheme.v3.SafeCrossSchemeConfig
               - match: {prefix: "/lua"}
                 route:
                   inline_cluster_specifier_plugin:

@@ -204,6 +204,28 @@ class IConfigValidator(Interface):
         """
 
 
+class IInternalRedirectPredicate(Interface):
+    """
+    What may refuse an internal redirect's target route (Envoy's
+    C{Router::InternalRedirectPredicate}, the
+    C{envoy.internal_redirect_predicates} extensions of a route's
+    C{internal_redirect_policy.predicates}).
+    """
+
+    name = Attribute("The predicate's extension name, for log lines.")
+
+    def acceptTargetRoute(filterState, currentRouteName, targetRouteName, downstreamIsHttps,
+                          targetIsHttps):
+        """
+        @param filterState: the request's C{filterState} dict, kept across
+            its internal redirects.
+        @param currentRouteName: the name of the route whose policy this
+            predicate belongs to.
+        @param targetRouteName: the name of the route the redirect would take.
+        @return: whether the redirect may go on.
+        """
+
+
 class IStreamFilterBase(Interface):
     """What every HTTP filter has (Envoy's C{StreamFilterBase})."""
 
@@ -272,6 +294,18 @@ class IStreamFilterCallbacks(Interface):
 
     def clearRouteCache():
         """Forget the cached route (after changing what routing reads)."""
+
+    def recreateStream(responseHeaders, body=b""):
+        """
+        Envoy's C{recreateStream}, for an internal redirect: end this
+        stream (its access log shows C{responseHeaders} with the details
+        C{internal_redirect}) and start a new one on the same downstream
+        stream with the request headers as they are now, followed by
+        C{body}; the new one runs route selection and the whole filter
+        chain again. Every filter of this stream is destroyed.
+
+        @return: False (nothing done) unless the request was read in full.
+        """
 
     def continueDecoding():
         """Resume the request direction after this filter stopped it."""
@@ -463,6 +497,9 @@ class IFilterManagerStream(Interface):
     def writeBatcher():
         """See L{IRouterFilterCallbacks.writeBatcher}."""
 
+    def recreateStream(responseHeaders, body=b""):
+        """See L{IStreamFilterCallbacks.recreateStream}."""
+
 
 class IRequestDecoder(Interface):
     """
@@ -501,6 +538,12 @@ class IResponseEncoder(Interface):
 
     def encode100ContinueHeaders():
         """Write a 100 Continue, unless the response started."""
+
+    def setDecoder(decoder):
+        """
+        Deliver what is left of this stream (resets, watermarks) to
+        C{decoder} from now on: the stream an internal redirect made.
+        """
 
     def encodeHeaders(headers, endStream):
         """Write the response head (a L{txenvoy.http.headers.ResponseHeaders})."""

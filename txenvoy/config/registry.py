@@ -49,6 +49,7 @@ class Category:
     CLUSTER_SPECIFIER = "envoy.router.cluster_specifier_plugin"
     UDP_LISTENER_FILTER = "envoy.filters.udp_listener"
     CONFIG_VALIDATOR = "envoy.config.validators"
+    INTERNAL_REDIRECT_PREDICATE = "envoy.internal_redirect_predicates"
     OTHER = "other"
 
 
@@ -69,6 +70,7 @@ CATEGORY_INTERFACES = {
     Category.DECOMPRESSOR: interfaces.IDecompressorFactory,
     Category.CLUSTER_SPECIFIER: interfaces.IClusterSpecifierPlugin,
     Category.CONFIG_VALIDATOR: interfaces.IConfigValidator,
+    Category.INTERNAL_REDIRECT_PREDICATE: interfaces.IInternalRedirectPredicate,
 }
 
 _factories = {}

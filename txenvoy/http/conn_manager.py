@@ -1243,6 +1243,9 @@ class ActiveStream:
     _grpcRequest = False
     _upgradeAccepted = False
     _upgradeCounted = False     # a CONNECT, counted as an upgrade when decoded
+    #: Made by an internal redirect (Envoy's is_internally_created): the
+    #: request headers were prepared by the first pass.
+    internallyCreated = False
 
     def __init__(self, cm, encoder):
         self.cm = cm
@@ -1274,7 +1277,12 @@ class ActiveStream:
         config = cm.config
         stats = cm.stats
         reactor = cm.reactor
+        previous = self.streamInfo
         info = self.streamInfo = StreamInfo(reactor)
+        if previous is not None:
+            # An internal redirect's stream: the request's filter state
+            # (the redirect count, the predicates' memory) carries over.
+            info.filterState = previous.filterState
         cinfo = cm.connection.streamInfo
         info.downstreamRemoteAddress = cinfo.downstreamRemoteAddress
         info.downstreamDirectRemoteAddress = cinfo.downstreamDirectRemoteAddress
@@ -1323,7 +1331,7 @@ class ActiveStream:
             info.setResponseFlag(ResponseFlag.OVERLOAD_MANAGER)
             self.sendLocalReply(503, b"envoy overloaded", None, "overload")
             return
-        if not mutateRequestHeaders(self, request):
+        if not self.internallyCreated and not mutateRequestHeaders(self, request):
             return
         if config.tracing is not None:
             self.activeSpan, self._decoratedOperation = config.tracing.startSpan(
@@ -1482,6 +1490,9 @@ class ActiveStream:
         self._routeCached = True
         if route is not None:
             self.streamInfo.routeName = route.entry.name
+        elif self.streamInfo is not None:
+            # Envoy's stream info forgets a route the request no longer has.
+            self.streamInfo.routeName = ""
         return route
 
     def clearRouteCache(self):
@@ -1632,6 +1643,34 @@ class ActiveStream:
                 cm.uncork()
         else:
             self.encodeHeaders(headers, True)
+
+    def recreateStream(self, responseHeaders, body=b""):
+        """
+        See L{IStreamFilterCallbacks.recreateStream} (Envoy's
+        C{recreateStream}): this stream ends as a request answered with
+        C{responseHeaders} (not counted as a response, as Envoy 1.40), and a
+        new one takes its encoder and decodes the request again.
+        """
+        if not self._remoteComplete or self._responseStarted or self._destroyed:
+            return False
+        info = self.streamInfo
+        info.responseCodeDetails = "internal_redirect"
+        info.responseCode = responseHeaders.status
+        self.responseHeaders = responseHeaders
+        encoder = self.encoder
+        request = self.requestHeaders
+        cm = self.cm
+        self._detach()
+        self._destroy(recreating=True)
+        stream = cm.newStream(encoder)
+        stream.internallyCreated = True
+        stream.streamInfo = info        # read once for its filter state
+        stream.closeAfter = self.closeAfter
+        encoder.setDecoder(stream)
+        stream.decodeHeaders(request, not body)
+        if body and not stream._destroyed:
+            stream.decodeData(body, True)
+        return True
 
     def resetStream(self):
         """
@@ -1906,7 +1945,7 @@ class ActiveStream:
             self.cm.stats.downstream_rq_rx_reset.inc()
         self._destroy()
 
-    def _destroy(self):
+    def _destroy(self, recreating=False):
         if self._destroyed:
             return
         self._destroyed = True
@@ -1936,7 +1975,9 @@ class ActiveStream:
             response = headerView(self.responseHeaders)
             for logger in logs:
                 logger.log(info, request, response)
-        cm._onStreamDone(now)
+        if not recreating:
+            # A redirect's new stream follows at once: nothing to close.
+            cm._onStreamDone(now)
         # Drop the stream's side of its reference cycles (filters and their
         # callbacks, timers bound to its methods, the codec's stream) so that
         # reference counting frees a finished stream at once and the cyclic

@@ -519,6 +519,7 @@ class ActiveClient(ReadPausing, IdleTimer):
     closed = False
     closedUnanswered = False
     _incomplete = False         # a request started, its response not complete
+    _reset = False              # abandoned by its stream before the response ended
     _answered = False           # response bytes came for the current request
     _durationTimer = None
     _expired = False            # past max_connection_duration: no new request
@@ -605,13 +606,15 @@ class ActiveClient(ReadPausing, IdleTimer):
 
     def closingWithIncompleteStream(self):
         """Whether a response is incomplete (for the connection's stats)."""
-        return self._incomplete
+        return self._incomplete or self._reset
 
     def resetStream(self):
         """
         Abandon the current request: HTTP/1.1 cannot reuse a connection in
-        the middle of an exchange, so it is closed.
+        the middle of an exchange, so it is closed (with its request active,
+        for the stats, even if the rest of the response was already read).
         """
+        self._reset = self._incomplete
         self._detach()
         self.abort()
 

@@ -292,6 +292,9 @@ class FilterSlot:
     def clearRouteCache(self):
         self.stream.clearRouteCache()
 
+    def recreateStream(self, responseHeaders, body=b""):
+        return self.stream.recreateStream(responseHeaders, body)
+
     def continueDecoding(self):
         self.stream.continueDecoding(self.decIndex)
 

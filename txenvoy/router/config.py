@@ -52,6 +52,7 @@ from txenvoy.router.matcher import (
     queryOf,
 )
 from txenvoy.regex import compileRegexMatcher, compileRegexRewrite
+from txenvoy.router.internal_redirect import compileInternalRedirectPolicy
 from txenvoy.router.rate_limit_policy import compileRateLimits
 from txenvoy.router.vhost_matcher import RouteMatcherInput, compileVirtualHostMatcher
 from txenvoy.tracing.http_tracer import compileDecorator, compileRouteTracing
@@ -136,7 +137,7 @@ _ACTION_FIELDS = frozenset((
     "max_grpc_timeout", "grpc_timeout_offset", "upgrade_configs", "max_stream_duration",
     "include_vh_rate_limits", "max_internal_redirects", "metadata_match",
     "request_mirror_policies", "rate_limits", "cluster_specifier_plugin",
-    "inline_cluster_specifier_plugin",
+    "inline_cluster_specifier_plugin", "internal_redirect_policy", "internal_redirect_action",
 ))
 _WEIGHTED_FIELDS = frozenset(("clusters", "total_weight", "runtime_key_prefix", "header_name"))
 _CLUSTER_WEIGHT_FIELDS = frozenset((
@@ -361,6 +362,84 @@ class _Redirect(_Frozen):
                    stripQuery=stripQuery, responseCode=responseCode)
 
 
+def newUri(redirect, scheme, authority, path, forwardedProto=None, matchedSize=None):
+    """
+    Envoy's C{Http::Utility::newUri}: the URL a C{RedirectAction} (a
+    compiled L{_Redirect}, or C{None} for none) makes of a request.
+
+    @param scheme: the request's scheme (C{:scheme}), C{bytes}.
+    @param authority: the request's Host, C{bytes}.
+    @param path: the request's path with its query, C{bytes}.
+    @param forwardedProto: C{x-forwarded-proto}, which decides whether a
+        default port is dropped; C{scheme} when not given.
+    @param matchedSize: how much of the path the route's match consumed
+        (for C{prefix_rewrite}); the whole path when not given.
+    @return: C{bytes}.
+    """
+    if forwardedProto is None:
+        forwardedProto = scheme
+    if redirect is None:
+        host = _processRequestHost(authority or b"", scheme, b"", forwardedProto)
+        if path[:1] != b"/":
+            path = b"/" + path
+        return b"%s://%s%s" % (scheme, host, path)
+    if redirect.prefixRewrite is not None:
+        size = matchedSize
+        if size is None:
+            size = _pathEnd(path)
+        path = redirect.prefixRewrite + path[size:]
+    elif redirect.regexRewrite is not None:
+        end = _pathEnd(path)
+        path = redirect.regexRewrite(path[:end]) + path[end:]
+    finalScheme = redirect.scheme if redirect.scheme is not None else scheme
+    port = redirect.port
+    if redirect.host is not None:
+        host = redirect.host
+    else:
+        host = _processRequestHost(authority or b"", finalScheme, port, forwardedProto)
+    if redirect.path is not None:
+        if redirect.pathHasQuery:
+            path = redirect.path
+        else:
+            query = path.find(b"?")
+            path = redirect.path if query < 0 else redirect.path + path[query:]
+    if path[:1] != b"/":
+        path = b"/" + path
+    if redirect.stripQuery and not redirect.pathHasQuery:
+        query = path.find(b"?")
+        if query >= 0:
+            path = path[:query]
+    return b"%s://%s%s%s" % (finalScheme, host, port, path)
+
+
+def compileRedirectAction(redirect, path):
+    """Compile a C{RedirectAction} (a route's C{redirect}) into a L{_Redirect}."""
+    checkFields(redirect, _REDIRECT_FIELDS, path)
+    scheme = None
+    which = redirect.WhichOneof("scheme_rewrite_specifier")
+    if which == "https_redirect" and redirect.https_redirect:
+        scheme = b"https"
+    elif which == "scheme_redirect" and redirect.scheme_redirect:
+        scheme = redirect.scheme_redirect.encode("utf-8")
+    pathRewrite = redirect.WhichOneof("path_rewrite_specifier")
+    regexRewrite = None
+    if pathRewrite == "regex_rewrite":
+        regexRewrite = compileRegexRewrite(redirect.regex_rewrite, path + ".regex_rewrite")
+    return _Redirect(
+        scheme=scheme,
+        host=redirect.host_redirect.encode("utf-8") or None,
+        port=b":%d" % (redirect.port_redirect,) if redirect.port_redirect else b"",
+        path=(redirect.path_redirect.encode("utf-8")
+              if pathRewrite == "path_redirect" and redirect.path_redirect else None),
+        prefixRewrite=(redirect.prefix_rewrite.encode("utf-8")
+                       if pathRewrite == "prefix_rewrite" and redirect.prefix_rewrite
+                       else None),
+        regexRewrite=regexRewrite,
+        stripQuery=redirect.strip_query,
+        responseCode=_REDIRECT_CODES[redirect.response_code],
+    )
+
+
 class WeightedCluster(_Frozen):
     """
     One cluster of C{weighted_clusters}.
@@ -497,6 +576,9 @@ class RouteEntry(_Frozen):
     @ivar tracing: a L{txenvoy.tracing.http_tracer.RouteTracing}, or C{None}.
     @ivar metadataMatch: the C{metadata_match} criteria for subset load
         balancing (L{txenvoy.upstream.metadata_match}), or C{None}.
+    @ivar internalRedirectPolicy: a
+        L{txenvoy.router.internal_redirect.InternalRedirectPolicy}, or
+        C{None} (upstream redirects go to the client).
     """
 
     __slots__ = (
@@ -512,7 +594,8 @@ class RouteEntry(_Frozen):
         "responseHeadersMutations", "perFilterConfig", "cors", "metadata", "priority",
         "includeVhRateLimits", "perRequestBufferLimitBytes", "requestBodyBufferLimit",
         "requestHeadersMutation", "responseHeadersMutation", "decorator", "tracing",
-        "metadataMatch", "mirrorPolicies", "rateLimits", "_matchedSize", "_weightEnds",
+        "metadataMatch", "mirrorPolicies", "rateLimits", "internalRedirectPolicy",
+        "_matchedSize", "_weightEnds",
         "_randomHeader", "_rng",
     )
 
@@ -615,41 +698,8 @@ class RouteEntry(_Frozen):
             default port is dropped; C{scheme} when not given.
         @return: C{bytes}.
         """
-        if forwardedProto is None:
-            forwardedProto = scheme
-        redirect = self.redirect
-        if redirect is None:
-            host = _processRequestHost(authority or b"", scheme, b"", forwardedProto)
-            if path[:1] != b"/":
-                path = b"/" + path
-            return b"%s://%s%s" % (scheme, host, path)
-        if redirect.prefixRewrite is not None:
-            size = self._matchedSize
-            if size is None:
-                size = _pathEnd(path)
-            path = redirect.prefixRewrite + path[size:]
-        elif redirect.regexRewrite is not None:
-            end = _pathEnd(path)
-            path = redirect.regexRewrite(path[:end]) + path[end:]
-        finalScheme = redirect.scheme if redirect.scheme is not None else scheme
-        port = redirect.port
-        if redirect.host is not None:
-            host = redirect.host
-        else:
-            host = _processRequestHost(authority or b"", finalScheme, port, forwardedProto)
-        if redirect.path is not None:
-            if redirect.pathHasQuery:
-                path = redirect.path
-            else:
-                query = path.find(b"?")
-                path = redirect.path if query < 0 else redirect.path + path[query:]
-        if path[:1] != b"/":
-            path = b"/" + path
-        if redirect.stripQuery and not redirect.pathHasQuery:
-            query = path.find(b"?")
-            if query >= 0:
-                path = path[:query]
-        return b"%s://%s%s%s" % (finalScheme, host, port, path)
+        return newUri(self.redirect, scheme, authority, path, forwardedProto,
+                      self._matchedSize)
 
     def __repr__(self):
         kind, value = self.pathSpecifier
@@ -677,7 +727,7 @@ def _entryDefaults(name, vhost):
         requestHeadersMutation=None, responseHeadersMutation=None,
         requestHeadersMutations=EMPTY, responseHeadersMutations=EMPTY,
         perFilterConfig={}, cors=None, metadata=None, decorator=None, tracing=None,
-        metadataMatch=None, mirrorPolicies=(),
+        metadataMatch=None, mirrorPolicies=(), internalRedirectPolicy=None,
         priority="DEFAULT", includeVhRateLimits=False, rateLimits=(),
         perRequestBufferLimitBytes=vhost.perRequestBufferLimitBytes,
         requestBodyBufferLimit=vhost.requestBodyBufferLimit,
@@ -1440,6 +1490,8 @@ class _Compiler:
         if action.rate_limits:
             attributes["rateLimits"] = compileRateLimits(action.rate_limits,
                                                          path + ".rate_limits")
+        attributes["internalRedirectPolicy"] = compileInternalRedirectPolicy(
+            action, attributes["name"], path)
         if action.request_mirror_policies:
             from txenvoy.router.shadow import compileMirrorPolicies
             attributes["mirrorPolicies"] = compileMirrorPolicies(
@@ -1558,33 +1610,10 @@ class _Compiler:
         return compileHashPolicy(policy, path)
 
     def compileRedirect(self, redirect, attributes, path):
-        checkFields(redirect, _REDIRECT_FIELDS, path)
-        scheme = None
-        which = redirect.WhichOneof("scheme_rewrite_specifier")
-        if which == "https_redirect" and redirect.https_redirect:
-            scheme = b"https"
-        elif which == "scheme_redirect" and redirect.scheme_redirect:
-            scheme = redirect.scheme_redirect.encode("utf-8")
-        pathRewrite = redirect.WhichOneof("path_rewrite_specifier")
-        regexRewrite = None
-        if pathRewrite == "regex_rewrite":
-            regexRewrite = compileRegexRewrite(redirect.regex_rewrite, path + ".regex_rewrite")
-        code = _REDIRECT_CODES[redirect.response_code]
-        attributes["redirect"] = _Redirect(
-            scheme=scheme,
-            host=redirect.host_redirect.encode("utf-8") or None,
-            port=b":%d" % (redirect.port_redirect,) if redirect.port_redirect else b"",
-            path=(redirect.path_redirect.encode("utf-8")
-                  if pathRewrite == "path_redirect" and redirect.path_redirect else None),
-            prefixRewrite=(redirect.prefix_rewrite.encode("utf-8")
-                           if pathRewrite == "prefix_rewrite" and redirect.prefix_rewrite
-                           else None),
-            regexRewrite=regexRewrite,
-            stripQuery=redirect.strip_query,
-            responseCode=code,
-        )
-        attributes.update(isRedirect=True, isDirectResponse=True, responseCode=code,
-                          addsLocation=True, timeout=0.0)
+        compiled = compileRedirectAction(redirect, path)
+        attributes["redirect"] = compiled
+        attributes.update(isRedirect=True, isDirectResponse=True,
+                          responseCode=compiled.responseCode, addsLocation=True, timeout=0.0)
 
     def compileDirectResponse(self, direct, attributes, path):
         checkFields(direct, _DIRECT_FIELDS, path)

@@ -66,6 +66,7 @@ from txenvoy.http.header_dump import dumpRequestHeaders, dumpResponseHeaders
 from txenvoy.http.header_mutation import FormatContext
 from txenvoy.interfaces import IConnectionPoolCallbacks, IHttpFilterFactory, IResponseDecoder
 from txenvoy.network.stream_info import ResponseFlag
+from txenvoy.router.internal_redirect import NUM_INTERNAL_REDIRECTS, parseAbsoluteUrl
 from txenvoy.router.shadow import ShadowRequests
 from txenvoy.router.tcp_upstream import tcpPoolFor
 from txenvoy.server.logging import componentLogger
@@ -237,7 +238,12 @@ class _RouterStats:
     """The router's per-worker counters under C{http.<stat_prefix>.}."""
 
     __slots__ = ("rq_total", "no_route", "no_cluster", "rq_direct_response", "rq_redirect",
-                 "rq_reset_after_downstream_response_started")
+                 "rq_reset_after_downstream_response_started",
+                 "passthrough_internal_redirect_bad_location",
+                 "passthrough_internal_redirect_unsafe_scheme",
+                 "passthrough_internal_redirect_too_many_redirects",
+                 "passthrough_internal_redirect_no_route",
+                 "passthrough_internal_redirect_predicate")
 
     def __init__(self, shard, prefix):
         scope = shard.scope(prefix)
@@ -457,6 +463,8 @@ class RouterFilter:
     _hostSelection = None
     _setCookie = None
     _originPrefix = None        # _origin(), once known
+    _redirectPolicy = None      # the route's internal_redirect_policy
+    _bodyOverflowed = False     # the body outgrew the buffer: no redirect
 
     def __init__(self, config, callbacks):
         self.config = config
@@ -548,6 +556,11 @@ class RouterFilter:
             self._baseInterval = policy.baseInterval
             self._maxInterval = policy.maxInterval
             self._buffering = not endStream
+        redirects = entry.internalRedirectPolicy
+        if redirects is not None:
+            # The body is kept for the redirected request.
+            self._redirectPolicy = redirects
+            self._buffering = not endStream
         self.timeout = timeout
         self.perTryTimeout = perTry
         if entry.idleTimeout is not None:
@@ -566,7 +579,11 @@ class RouterFilter:
                     # A timeout can come from a request header: keep few.
                     if len(_timeoutHeaders) < _TIMEOUT_HEADERS_MAX:
                         _timeoutHeaders[expected] = header
-                entries._entries.append(header)
+                if info.filterState.get(NUM_INTERNAL_REDIRECTS):
+                    # A redirected request has the first pass's header.
+                    entries.set(*header)
+                else:
+                    entries._entries.append(header)
         mutations = route.requestHeadersMutations
         if mutations.levels:
             mutations.apply(entries, FormatContext(info, headers, None))
@@ -740,6 +757,7 @@ class RouterFilter:
 
     def _abandonRetries(self, sent):
         self._buffering = False
+        self._bodyOverflowed = True
         self._retriesLeft = 0
         self._retryBits = 0
         self.clusterStats.retry_or_shadow_abandoned.inc()
@@ -1064,10 +1082,6 @@ class RouterFilter:
                 return
         elif self._retried:
             stats.upstream_rq_retry_success.inc()
-        if status >= 500:
-            hostStats.rq_error += 1
-        else:
-            hostStats.rq_success += 1
         host = upstream.host
         if host.outlierMonitor is not None:
             host.outlierMonitor.putHttpResponseCode(status)
@@ -1075,6 +1089,14 @@ class RouterFilter:
         if checker is not None and headers.headers.get(
                 b"x-envoy-immediate-health-check-fail") is not None:
             checker.immediateFailure(host)
+        policy = self._redirectPolicy
+        if (policy is not None and status in policy.redirectResponseCodes
+                and self._setupRedirect(policy, headers)):
+            return
+        if status >= 500:
+            hostStats.rq_error += 1
+        else:
+            hostStats.rq_success += 1
         self._chargeCode(status)
         self._responseStarted = True
         cb = self.callbacks
@@ -1099,6 +1121,91 @@ class RouterFilter:
             upstream.pendingHeaders = headers
             return
         cb.encodeHeaders(headers, False)
+
+    def _setupRedirect(self, policy, headers):
+        """
+        Envoy's C{setupRedirect}: follow the upstream's redirect with a new
+        stream when the request and the C{location} allow it.
+
+        @return: whether the redirect was followed (this filter is gone).
+        """
+        cb = self.callbacks
+        location = headers.headers.get(b"location")
+        body = b"".join(self._body) if self._body else b""
+        if (self._downstreamComplete and not self._bodyOverflowed and location is not None
+                and self._convertRequestForRedirect(policy, headers, location)):
+            if self._body is None:
+                body = b""      # a 303 dropped it
+            if cb.recreateStream(headers, body):
+                if log.debugEnabled:
+                    log.debug("%sInternal redirect succeeded", _tag(cb))
+                self.clusterStats.upstream_internal_redirect_succeeded_total.inc()
+                return True
+        self.clusterStats.upstream_internal_redirect_failed_total.inc()
+        return False
+
+    def _convertRequestForRedirect(self, policy, response, location):
+        # Envoy's convertRequestHeadersForInternalRedirect.
+        request = self.request
+        stats = self.stats
+        if request.path is None:
+            return False
+        url = parseAbsoluteUrl(location) if location else None
+        if url is None:
+            stats.passthrough_internal_redirect_bad_location.inc()
+            return False
+        scheme, hostAndPort, pathAndQuery = url
+        cb = self.callbacks
+        schemeIsHttp = (request.scheme == b"http"
+                        or getattr(cb.connection, "ssl", None) is None)
+        targetIsHttp = scheme == b"http"
+        if not policy.allowCrossSchemeRedirect and schemeIsHttp != targetIsHttp:
+            stats.passthrough_internal_redirect_unsafe_scheme.inc()
+            return False
+        filterState = self.info.filterState
+        count = filterState.get(NUM_INTERNAL_REDIRECTS, 0)
+        if count >= policy.maxInternalRedirects:
+            stats.passthrough_internal_redirect_too_many_redirects.inc()
+            return False
+        entries = request.headers
+        saved = (request.scheme, request.authority, request.path, list(entries._entries))
+        for name in policy.responseHeadersToCopy:
+            values = response.headers.getAll(name)
+            entries.remove(name)
+            for value in values:
+                entries.add(name, value)
+        request.scheme = scheme
+        request.authority = hostAndPort
+        fragment = pathAndQuery.find(b"#")
+        request.path = pathAndQuery if fragment < 0 else pathAndQuery[:fragment]
+        cb.clearRouteCache()
+        route = cb.route()
+        refused = None
+        if route is None:
+            refused = stats.passthrough_internal_redirect_no_route
+        else:
+            for predicate in policy.predicates:
+                if not predicate.acceptTargetRoute(filterState, policy.routeName,
+                                                   route.entry.name, not schemeIsHttp,
+                                                   not targetIsHttp):
+                    refused = stats.passthrough_internal_redirect_predicate
+                    break
+        if refused is not None:
+            refused.inc()
+            request.scheme, request.authority, request.path, entries._entries = saved
+            return False
+        if response.status == 303 and request.method not in (b"GET", b"HEAD"):
+            # RFC 7231 6.4.4: the next request is a GET without the body.
+            request.method = b"GET"
+            request.contentLength = None
+            request.chunked = False
+            entries.remove(b"content-length")
+            self._body = None
+            self._bodySize = 0
+        filterState[NUM_INTERNAL_REDIRECTS] = count + 1
+        entries.set(b"x-envoy-original-url", b"%s://%s%s" % (
+            b"http" if schemeIsHttp else b"https", saved[1] or b"", saved[2]))
+        return True
 
     def _onResponseData(self, data):
         self.callbacks.encodeData(data, False)

@@ -228,6 +228,8 @@ class FakeStreamFilterCallbacks:
     @ivar timers: the timers started with C{callLater}.
     @ivar addedDecoded: the bytes given to C{addDecodedData}, in order.
     @ivar addedEncoded: the bytes given to C{addEncodedData}, in order.
+    @ivar recreated: C{(requestHeaders, responseHeaders, body)} for each
+        C{recreateStream}.
     """
 
     streamId = 1
@@ -260,6 +262,7 @@ class FakeStreamFilterCallbacks:
         self.timers = []
         self.addedDecoded = []
         self.addedEncoded = []
+        self.recreated = []
 
     def counter(self, name):
         """A counter's value summed over shards (0 when absent)."""
@@ -276,6 +279,10 @@ class FakeStreamFilterCallbacks:
 
     def clearRouteCache(self):
         pass
+
+    def recreateStream(self, responseHeaders, body=b""):
+        self.recreated.append((self.requestHeaders, responseHeaders, body))
+        return True
 
     def continueDecoding(self):
         self.continued += 1

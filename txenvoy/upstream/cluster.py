@@ -1159,6 +1159,7 @@ WORKER_COUNTERS = (
     "upstream_rq_retry_backoff_exponential", "upstream_rq_retry_backoff_ratelimited",
     "upstream_rq_max_duration_reached", "upstream_rq_maintenance_mode",
     "lb_healthy_panic", "bind_errors", "retry_or_shadow_abandoned",
+    "upstream_internal_redirect_succeeded_total", "upstream_internal_redirect_failed_total",
     "original_dst_host_invalid", "lb_subsets_created", "lb_subsets_fallback",
     "lb_subsets_fallback_panic", "lb_subsets_removed", "lb_subsets_selected",
 )

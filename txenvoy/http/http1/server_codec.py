@@ -208,6 +208,10 @@ class ResponseEncoder:
         """Whether the response has been written in full."""
         return self._complete
 
+    def setDecoder(self, decoder):
+        """See L{IResponseEncoder.setDecoder}."""
+        self._decoder = decoder
+
     def encode100ContinueHeaders(self):
         """Write C{HTTP/1.1 100 Continue}, unless the response has started."""
         if not self._started and not self._complete and not self._codec.closed:

@@ -182,6 +182,10 @@ class Http2ResponseEncoder:
 
     # IResponseEncoder
 
+    def setDecoder(self, decoder):
+        """See L{IResponseEncoder.setDecoder}."""
+        self.decoder = decoder
+
     def encode100ContinueHeaders(self):
         """Write a 100 Continue head."""
         if not self.responseStarted and not self.closed:
