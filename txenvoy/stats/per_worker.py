@@ -54,7 +54,7 @@ class perWorkerMethod:
     would hold and which would hold the object. A configuration object
     must hold no such cycle: when an update replaces it, reference counting
     alone frees it (the collector's walk of the whole heap that a cycle
-    needs pauses every worker; L{txenvoy.server.gc_freeze}).
+    needs pauses every worker; L{txenvoy.server.gc_freeze}). For example::
 
         class Config:
             statsFor = perWorkerMethod(lambda self, d: Stats(d.stats, self.statPrefix))
