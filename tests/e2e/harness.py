@@ -33,6 +33,11 @@ def _findExamples(start):
 EXAMPLES = _findExamples(REPO)
 
 
+#: Seconds a proxy may take to start. A start is about 0.7 s of CPU, but on
+#: a loaded 2-core machine (load average 15) importing alone took 15 s.
+STARTUP_TIMEOUT = 60.0
+
+
 def freePort():
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     s = socket.socket()
@@ -142,7 +147,7 @@ class Envoy:
         with open(self.stdout.name) as o, open(self.stderr.name) as e:
             return o.read(), e.read()
 
-    def waitReady(self, timeout=20.0):
+    def waitReady(self, timeout=STARTUP_TIMEOUT):
         """Wait for admin /ready to say LIVE (or the process to die)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -158,7 +163,7 @@ class Envoy:
             time.sleep(0.05)
         raise AssertionError("txenvoy not ready in %ss:\n%s" % (timeout, self.output()[1]))
 
-    def waitPort(self, port, timeout=20.0):
+    def waitPort(self, port, timeout=STARTUP_TIMEOUT):
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -238,7 +243,7 @@ class RealEnvoy:
              "-l", "error"] + list(args),
             stdout=self.log, stderr=subprocess.STDOUT, cwd=self.tmp)
 
-    def waitPort(self, port, timeout=20.0):
+    def waitPort(self, port, timeout=STARTUP_TIMEOUT):
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -438,6 +443,20 @@ def adminStats(adminPort):
             if value.isdigit():
                 out[name] = int(value)
         return out
+
+
+def statsWhen(adminPort, condition, timeout=10.0):
+    """
+    C{/stats} (as L{adminStats}) once C{condition(stats)} holds, or as they
+    are after C{timeout}: a proxy counts a connection's end after the
+    client saw it, when its own reactor gets to it.
+    """
+    deadline = time.time() + timeout
+    while True:
+        stats = adminStats(adminPort)
+        if condition(stats) or time.time() > deadline:
+            return stats
+        time.sleep(0.05)
 
 
 class _FixedPorts:

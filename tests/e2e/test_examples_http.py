@@ -14,7 +14,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import EXAMPLES, Envoy, Upstream, envoyBinary
+from tests.e2e.harness import EXAMPLES, STARTUP_TIMEOUT, Envoy, Upstream, envoyBinary
 from tests.e2e.test_http import Origin, exchange
 
 CERTS = os.path.join(EXAMPLES, "certs")
@@ -42,7 +42,7 @@ class FixedOrigin(Origin):
         self.port = port
 
 
-def waitPort(proc, port, timeout=20.0):
+def waitPort(proc, port, timeout=STARTUP_TIMEOUT):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:

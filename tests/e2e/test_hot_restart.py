@@ -26,8 +26,8 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.closing_origin import raceConfig
-from tests.e2e.harness import (Envoy, adminStats, freePort, processEnv, runTwistd,
-                                runTwistdAll, twistdCommand)
+from tests.e2e.harness import (STARTUP_TIMEOUT, Envoy, adminStats, freePort, processEnv,
+                                runTwistd, runTwistdAll, twistdCommand)
 from tests.e2e.test_http_filters import Origin
 from txenvoy.server.hot_restart import FINAL_STATS_WAIT_S
 
@@ -177,13 +177,14 @@ class HotRestartTests(SynchronousTestCase):
                 restarter.wait(5)
         self.addCleanup(cleanup)
 
-        self._waitFor(lambda: self._epoch() == 0, 30, "epoch 0 serving")
+        self._waitFor(lambda: self._epoch() == 0, STARTUP_TIMEOUT, "epoch 0 serving")
         clients = LoadClients(self.port)
         self.addCleanup(clients.stop)
         time.sleep(0.5)
         for epoch in range(1, restarts + 1):
             restarter.send_signal(signal.SIGHUP)
-            self._waitFor(lambda: self._epoch() == epoch, 30, "epoch %d serving" % (epoch,))
+            self._waitFor(lambda: self._epoch() == epoch, STARTUP_TIMEOUT,
+                          "epoch %d serving" % (epoch,))
             self._waitFor(lambda: self._logs().count("exited with code=0") == epoch,
                           PARENT_SHUTDOWN_TIME_S + 10, "epoch %d exiting" % (epoch - 1,))
         time.sleep(0.3)

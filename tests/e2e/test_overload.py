@@ -14,7 +14,8 @@ import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import EXAMPLES, Envoy, RealEnvoy, Upstream, freePort, runTwistd
+from tests.e2e.harness import (EXAMPLES, Envoy, RealEnvoy, Upstream, freePort, runTwistd,
+                                statsWhen)
 
 MIB = 1 << 20
 HEAP = "envoy.resource_monitors.fixed_heap"
@@ -144,6 +145,23 @@ def isClosed(sock, timeout=3.0):
 GET = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
 
 
+def waitForStat(adminPort, name, value):
+    """Poll C{/stats} until C{name} is C{value}."""
+    got = statsWhen(adminPort, lambda stats: stats.get(name) == value).get(name)
+    if got != value:
+        raise AssertionError("%s is %s, not %s" % (name, got, value))
+
+
+def waitForSum(adminPort, suffixes, value):
+    """Poll C{/stats} until the listeners' stats ending in C{suffixes} add up to C{value}."""
+    def total(stats):
+        return sum(v for k, v in stats.items() if k.startswith("listener.127.")
+                   and ".worker_" not in k and k.endswith(suffixes))
+    got = total(statsWhen(adminPort, lambda stats: total(stats) == value))
+    if got != value:
+        raise AssertionError("%s add up to %s, not %s" % (suffixes, got, value))
+
+
 class Proxies:
     """Start one config in real Envoy or in txenvoy and wait until it listens."""
 
@@ -160,8 +178,8 @@ class Proxies:
             self.test.addCleanup(proc.stop)
             proc.waitPort(admin)
             proc.waitPort(port)
-            # Let Envoy see the probe connection close before counting.
-            time.sleep(0.3)
+            # Envoy saw the probe connection close before anything counts.
+            waitForStat(admin, "listener.127.0.0.1_%d.downstream_cx_active" % (port,), 0)
         else:
             proc = Envoy(config, adminPort=admin, args=("--concurrency", "1"))
             self.test.addCleanup(proc.stop)
@@ -188,6 +206,7 @@ class OverloadActionTests(SynchronousTestCase):
         results = {}
         for kind in ("envoy", "txenvoy"):
             admin, port = proxies.start(kind, monitors, actions, runtime, waitFor, hcm)
+            self.admin = admin
             results[kind] = scenario(port), adminStats(admin)
         return results
 
@@ -336,7 +355,8 @@ class OverloadActionTests(SynchronousTestCase):
             refused = [isClosed(s) for s in extra]
             for s in extra + held[:1]:
                 s.close()
-            time.sleep(0.3)
+            # A place is free once the proxy saw the close.
+            waitForStat(self.admin, "listener.127.0.0.1_%d.downstream_cx_active" % (port,), 1)
             with socket.create_connection(("127.0.0.1", port)) as s:
                 s.sendall(GET)
                 again = readResponse(s).split(b"\r\n")[0]
@@ -402,12 +422,14 @@ class GlobalLimitAcrossWorkersTests(SynchronousTestCase):
         self.addCleanup(proxy.stop)
         proxy.waitReady()
         held = []
-        for p in (port, second, port, second):
+        for count, p in enumerate((port, second, port, second)):
             s = socket.create_connection(("127.0.0.1", p))
             self.addCleanup(s.close)
             held.append(s)
-            time.sleep(0.1)
-        closed = [isClosed(s, 0.5) for s in held]
+            # In this order: the proxy took (or refused) it before the next.
+            waitForSum(admin, ("downstream_cx_total", "downstream_global_cx_overflow"),
+                       count + 1)
+        closed = [isClosed(s, 0.5) for s in held[:3]] + [isClosed(held[3])]
         self.assertEqual(closed, [False, False, False, True])
         stats = proxy.stats()
         self.assertEqual(sum(v for k, v in stats.items()
@@ -417,7 +439,7 @@ class GlobalLimitAcrossWorkersTests(SynchronousTestCase):
         self.assertEqual(stats["overload.envoy.resource_monitors."
                                "global_downstream_max_connections.failed_updates"], 1)
         held[0].close()
-        time.sleep(0.3)
+        waitForStat(admin, "listener.127.0.0.1_%d.downstream_cx_active" % (port,), 1)
         with socket.create_connection(("127.0.0.1", second)) as s:
             s.sendall(GET)
             self.assertEqual(readResponse(s).split(b"\r\n")[0], b"HTTP/1.1 200 OK")

@@ -17,7 +17,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import REPO, freePort, processEnv, twistdCommand
+from tests.e2e.harness import REPO, STARTUP_TIMEOUT, freePort, processEnv, twistdCommand
 from tests.e2e.test_daemon import echoListener
 from tests.e2e.test_l4 import l4Config
 from tests.e2e.test_ops import fileContents, waitFor
@@ -128,7 +128,7 @@ class _Process(SynchronousTestCase):
                 return True
             except OSError:
                 return False
-        self.assertTrue(waitFor(up, 20), self.stderr())
+        self.assertTrue(waitFor(up, STARTUP_TIMEOUT), self.stderr())
 
     def stderr(self):
         return fileContents(os.path.join(self.dir, "stderr"))

@@ -15,7 +15,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import SharedFixture, Upstream, adminStats, freePort, startProxy
+from tests.e2e.harness import DeadPort, SharedFixture, Upstream, freePort, startProxy, statsWhen
 from tests.e2e.test_teardown_stats import CLUSTER, waitClosed
 
 SCENARIOS = ("downfirst", "downreset", "upfirst", "upreset", "refused", "idle")
@@ -114,20 +114,31 @@ class _Scenarios:
             self.seen["upreset"] = s.recv(100)
         except OSError as e:
             self.seen["upreset"] = e.__class__.__name__
-        self.seen["upresetEof"] = waitClosed(s) < 0.5
+        # Closed by the proxy, not by the 3 s wait (a loaded machine makes
+        # either proxy a few hundred milliseconds late).
+        self.seen["upresetEof"] = waitClosed(s) < 1.5
         s.close()
         # Nobody listens at the host's address.
         s = self._connect("refused")
-        self.seen["refused"] = round(waitClosed(s), 1) < 0.5
+        self.seen["refused"] = waitClosed(s) < 1.5
         s.close()
         # Nothing moves for the idle_timeout.
         s = self._connect("idle")
         s.sendall(b"x")
         s.recv(100)
-        self.seen["idle"] = 0.3 < waitClosed(s) < 0.8
+        self.seen["idle"] = 0.45 < waitClosed(s) < 1.5
         s.close()
-        time.sleep(0.5)
-        self.stats = adminStats(self.adminPort)
+        self.stats = statsWhen(self.adminPort, self.settled)
+
+    def settled(self, stats):
+        """Every session counted as ended, on both sides of the proxy."""
+        for name in SCENARIOS:
+            listener = "listener.127.0.0.1_%d." % (self.ports[name],)
+            if stats.get(listener + "downstream_cx_destroy") != 1:
+                return False
+            if name != "refused" and stats.get("cluster.%s.upstream_cx_destroy" % (name,)) != 1:
+                return False
+        return True
 
     def counters(self):
         out = {}
@@ -159,7 +170,8 @@ def _run(real, splice=True):
                 "idle": echoThenClose}
     upstreams = {n: Upstream(h) for n, h in handlers.items()}
     origins = {n: u.port for n, u in upstreams.items()}
-    origins["refused"] = origins["probe"] = freePort()
+    dead = DeadPort()
+    origins["refused"] = origins["probe"] = dead.port
     ports = {n: freePort() for n in LISTENERS}
     adminPort = freePort()
     saved = os.environ.get("TXENVOY_SPLICE")
@@ -181,6 +193,7 @@ def _run(real, splice=True):
             os.environ["TXENVOY_SPLICE"] = saved
         for u in upstreams.values():
             u.stop()
+        dead.close()
     return scenarios
 
 
