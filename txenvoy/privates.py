@@ -205,6 +205,21 @@ def unsentBytes(transport):
     return len(transport.dataBuffer) - transport.offset + getattr(transport, "_tempDataLen", 0)
 
 
+def writeDisconnected(transport):
+    """Whether a TCP transport's write side is already shut down."""
+    return getattr(transport, "_writeDisconnected", False)
+
+
+def disconnectNow(transport):
+    """
+    Close a transport the way the reactor does once it flushed a closing
+    one: out of the reactor's sets, then C{connectionLost(ConnectionDone)}.
+    """
+    from twisted.internet import main
+
+    transport.reactor._disconnectSelectable(transport, main.CONNECTION_DONE, False)
+
+
 def writeDisconnecting(transport):
     """Whether a TCP transport is half-closing its write side."""
     return getattr(transport, "_writeDisconnecting", False)

@@ -86,7 +86,7 @@ class ListenerPortTests(TestCase):
             return deferLater(reactor, 0.01, check)
         return check()
 
-    def _acceptOne(self, bindHost):
+    def _acceptOne(self, bindHost, protocol=None):
         """
         Adopt a socket bound to C{bindHost} and connect to it.
 
@@ -100,7 +100,7 @@ class ListenerPortTests(TestCase):
         sock.setblocking(False)
         made = []
 
-        class Keep(Protocol):
+        class Keep(protocol or Protocol):
             def connectionMade(self):
                 made.append(self.transport)
 
@@ -141,6 +141,78 @@ class ListenerPortTests(TestCase):
             host = transport.getHost()
             self.assertEqual((host.host, host.port), client.getpeername())
         return self._acceptOne("0.0.0.0").addCallback(check)
+
+    def _closedWith(self, writeBefore, writeAfter):
+        """
+        Accept a connection, write C{writeBefore}, close it, write
+        C{writeAfter}; wait until the client has read to EOF.
+
+        @return: a Deferred firing with C{(protocol, transport, wasWriting,
+            what the client read)}.
+        """
+        from twisted.internet.threads import deferToThread
+
+        class Recording(Protocol):
+            lost = None
+            data = b""
+
+            def dataReceived(self, data):
+                self.data += data
+
+            def connectionLost(self, reason):
+                self.lost = reason
+
+        def close(result):
+            port, transport, client = result
+            if writeBefore:
+                transport.write(writeBefore)
+            transport.loseConnection()
+            wasWriting = transport in reactor.getWriters()
+            transport.write(writeAfter)
+            protocol = transport.protocol
+
+            def readAll():
+                client.settimeout(10)
+                out = b""
+                while True:
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        return out
+                    out += chunk
+            return deferToThread(readAll).addCallback(
+                lambda read: (protocol, transport, wasWriting, read))
+        return self._acceptOne("127.0.0.1", Recording).addCallback(close)
+
+    def test_closeWithNothingToWrite(self):
+        """
+        A connection closed with nothing left to write is not switched to
+        writing: it is closed on the reactor's next turn (the client reads
+        its FIN) and its protocol hears C{ConnectionDone}.
+        """
+        from twisted.internet.error import ConnectionDone
+
+        def check(result):
+            protocol, transport, wasWriting, read = result
+            self.assertFalse(wasWriting)
+            self.assertEqual(read, b"")
+            self.assertTrue(protocol.lost.check(ConnectionDone))
+            self.assertFalse(transport.connected)
+        return self._closedWith(b"", b"").addCallback(check)
+
+    def test_closeWithWritesAfter(self):
+        """What is written after loseConnection, before the close, still goes out."""
+        def check(result):
+            protocol, _, wasWriting, read = result
+            self.assertFalse(wasWriting)
+            self.assertEqual(read, b"late" * 10000)
+        return self._closedWith(b"", b"late" * 10000).addCallback(check)
+
+    def test_closeWithBufferedBytes(self):
+        """Bytes still buffered: Twisted's close, after they are flushed."""
+        def check(result):
+            protocol, _, wasWriting, read = result
+            self.assertEqual(read, b"x" * (8 << 20) + b"y")
+        return self._closedWith(b"x" * (8 << 20), b"y").addCallback(check)
 
     def test_exhaustedDropsWaitingConnections(self):
         """
