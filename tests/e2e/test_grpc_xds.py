@@ -95,6 +95,13 @@ _VALIDATORS = """    config_validators:
         min_clusters_num: %d"""
 
 
+#: TLS without a validation context: Envoy does not verify the server.
+_TLS_UNVERIFIED = """    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"""
+
+
 def _demoCertificate():
     """The demo certificate (localhost, self-signed) and key, as PEM bytes."""
     with open(os.path.join(REPO, "conf", "demo-cert.pem"), "rb") as c, \
@@ -144,7 +151,8 @@ class Side:
         self.cp = ControlPlane(self.xdsPort, self.tls) if controlPlaneUp else None
         self.config = _BOOTSTRAP % {"admin": self.admin, "static": self.static,
                                     "xds": self.xdsPort, "api": api, "timeout": timeout,
-                                    "tls": _TLS_SOCKET if tls else "",
+                                    "tls": {False: "", True: _TLS_SOCKET,
+                                            "unverified": _TLS_UNVERIFIED}[tls],
                                     "validators": _VALIDATORS % (minClusters,)
                                     if minClusters else ""}
 
@@ -345,6 +353,19 @@ class AdsTests(SynchronousTestCase):
             side.startServing()
 
         _both(run, sides)
+        real, tx = sides
+        self.assertEqual(tx.requests(), real.requests())
+
+    def test_tlsControlPlaneWithoutValidationContext(self):
+        """
+        The control plane's cluster has a TLS transport socket without a
+        validation context, and the control plane a self-signed
+        certificate: Envoy does not verify it, and neither does txenvoy
+        (grpcio would refuse it), so the listener it gives serves; the
+        same requests on both.
+        """
+        sides = self.sides("GRPC", tls="unverified")
+        _both(lambda side: side.startServing(), sides)
         real, tx = sides
         self.assertEqual(tx.requests(), real.requests())
 

@@ -221,14 +221,30 @@ def mainThreadHosts(clusterManager, name):
 
     @return: C{choose() -> (ip, port)} or C{None}.
     """
+    chooseHost = mainThreadHostChooser(clusterManager, name)
+
+    def choose():
+        host = chooseHost()[1]
+        return host.address if host is not None else None
+
+    return choose
+
+
+def mainThreadHostChooser(clusterManager, name):
+    """
+    As L{mainThreadHosts}, with the cluster and the host themselves.
+
+    @return: C{choose() -> (PrimaryCluster, Host)}, or C{(None, None)}
+        when the cluster is unknown or has no host.
+    """
     turn = [0]
 
     def choose():
         cluster = clusterManager.get(name) if clusterManager is not None else None
         hosts = getattr(cluster, "hosts", ()) if cluster is not None else ()
         if not hosts:
-            return None
+            return None, None
         turn[0] += 1
-        return hosts[turn[0] % len(hosts)].address
+        return cluster, hosts[turn[0] % len(hosts)]
 
     return choose

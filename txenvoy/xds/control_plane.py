@@ -194,9 +194,14 @@ class ControlPlanes:
             transport = RestPoller(server.reactor, server.clusterManager, api.clusterName,
                                    server.node, typeUrl, api.refreshDelay, api.requestTimeout)
         else:
+            from txenvoy.xds.grpc_credentials import TUNNEL
+
+            tunnel = api.credentials is TUNNEL
             target = ControlPlaneTarget(server.clusterManager, api.clusterName,
                                         authority=api.authority, metadata=api.metadata,
-                                        credentials=api.credentials, tlsName=api.tlsName)
+                                        credentials=None if tunnel else api.credentials,
+                                        tlsName=api.tlsName, reactor=server.reactor,
+                                        tunnel=tunnel)
             rate = TokenBucket(server.reactor, *api.rateLimit) if api.rateLimit else None
             if typeUrl is None:
                 method = DELTA_ADS_METHOD if api.delta else ADS_METHOD

@@ -5,9 +5,12 @@ TLS to a control plane: the C{envoy_grpc} cluster's C{transport_socket}
 stream is encrypted, and mutually authenticated when the context holds a
 client certificate, exactly where Envoy's would be.
 
-grpcio always verifies the server: the context's
-C{validation_context.trusted_ca} (the system's roots when unset) against
-its C{sni} (the host's address when unset).
+With a validation context grpcio verifies the server itself: the
+context's C{validation_context.trusted_ca} against its C{sni} (the host's
+address when unset). Without one Envoy verifies nothing, and grpcio
+cannot be told not to: the stream then goes through a
+L{txenvoy.xds.tls_tunnel.TlsTunnel}, the cluster's own TLS as Envoy would
+use it.
 """
 
 from txenvoy.config.datasource import readDataSource
@@ -15,13 +18,24 @@ from txenvoy.config.errors import UnsupportedField
 
 _TLS_TYPE = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
+#: The C{CommonTlsContext} fields that make Envoy verify the server.
+_VALIDATION_FIELDS = ("validation_context", "validation_context_sds_secret_config",
+                      "combined_validation_context",
+                      "validation_context_certificate_provider",
+                      "validation_context_certificate_provider_instance")
+
+#: What L{channelCredentials} returns for a context that verifies nothing.
+TUNNEL = object()
+
 
 def channelCredentials(cluster, path):
     """
     @param cluster: the control plane's C{Cluster}.
     @param path: its field path, for messages.
-    @return: C{(credentials, targetName)}, or C{(None, None)} for
-        plaintext.
+    @return: C{(credentials, targetName)}, C{(None, None)} for
+        plaintext, or C{(TUNNEL, None)} for TLS that verifies nothing
+        (no validation context): grpcio then speaks plaintext to a
+        L{txenvoy.xds.tls_tunnel.TlsTunnel}.
     """
     if not cluster.HasField("transport_socket"):
         return None, None
@@ -35,6 +49,8 @@ def channelCredentials(cluster, path):
     context = UpstreamTlsContext()
     typed.Unpack(context)
     common = context.common_tls_context
+    if not any(common.HasField(f) for f in _VALIDATION_FIELDS):
+        return TUNNEL, None
     cpath = tpath + ".typed_config.common_tls_context"
     roots = readDataSource(common.validation_context.trusted_ca,
                            cpath + ".validation_context.trusted_ca") or None

@@ -102,38 +102,56 @@ class TokenBucket:
 class ControlPlaneTarget:
     """
     Where a stream goes: an C{envoy_grpc} cluster's hosts in turn (the
-    cluster manager's main-thread view), one grpcio channel per address.
+    cluster manager's main-thread view), one grpcio channel per address;
+    with C{tunnel}, each through a L{txenvoy.xds.tls_tunnel.TlsTunnel} on
+    C{reactor} (TLS that verifies nothing, as Envoy's without a
+    validation context).
     """
 
     def __init__(self, clusterManager, clusterName, authority=None, userAgent=None,
-                 metadata=(), credentials=None, tlsName=None):
-        from txenvoy.grpc.async_client import mainThreadHosts
+                 metadata=(), credentials=None, tlsName=None, reactor=None, tunnel=False):
+        from txenvoy.grpc.async_client import mainThreadHostChooser
 
         self.clusterName = clusterName
-        self._choose = mainThreadHosts(clusterManager, clusterName)
+        self._nextHost = mainThreadHostChooser(clusterManager, clusterName)
         self._authority = authority
         self._userAgent = userAgent
         self.metadata = tuple(metadata)
         self._credentials = credentials
         self._tlsName = tlsName
+        self._reactor = reactor
+        self._tunnel = tunnel
         self._channels = {}
+        self._tunnels = {}
 
     def channel(self):
         """A channel to the next host, or C{None} when the cluster has none."""
-        address = self._choose()
-        if address is None:
+        cluster, host = self._nextHost()
+        if host is None:
             return None
+        address = host.address
         channel = self._channels.get(address)
         if channel is None:
+            target, credentials = address, self._credentials
+            if self._tunnel:
+                from txenvoy.xds.tls_tunnel import TlsTunnel
+
+                tunnel = self._tunnels[address] = TlsTunnel(
+                    self._reactor, cluster.info.transportSocket, host,
+                    connectTimeout=cluster.info.connectTimeout)
+                target, credentials = tunnel.listen(), None
             channel = self._channels[address] = openChannel(
-                address, userAgent=self._userAgent, authority=self._authority,
-                credentials=self._credentials, tlsName=self._tlsName)
+                target, userAgent=self._userAgent, authority=self._authority,
+                credentials=credentials, tlsName=self._tlsName)
         return channel
 
     def close(self):
         channels, self._channels = self._channels, {}
         for channel in channels.values():
             channel.close()
+        tunnels, self._tunnels = self._tunnels, {}
+        for tunnel in tunnels.values():
+            tunnel.close()
 
 
 class _TypeState:
