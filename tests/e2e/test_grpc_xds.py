@@ -167,7 +167,8 @@ class Side:
         self.cp.setResources(CLUSTER, "c1", [_cluster("a")])
         self.cp.setResources(LISTENER, "l1", [_listener("l1", self.port, "one")])
         self.start()
-        self.waitBody(self.port, "one")
+        # The first answer waits for the process to start, slow under load.
+        self.waitBody(self.port, "one", timeout=40.0)
         self.cp.waitFor(lambda cp: len(cp.requestsOf(LISTENER)) >= 2)
 
     def startControlPlane(self):
