@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.http.test_conn_manager -*-
+# -*- test-case-name: tests.http.test_filter,tests.http.test_conn_manager -*-
 """
 The HTTP filter API (Envoy's C{Http::StreamDecoderFilter},
 C{StreamEncoderFilter} and their callbacks).
@@ -85,7 +85,8 @@ _log = componentLogger("http")
 
 __all__ = [
     "FilterHeadersStatus", "FilterDataStatus", "FilterTrailersStatus",
-    "IStreamFilterCallbacks", "PassThroughFilter", "LocalReplyDetails", "filterRoles",
+    "IStreamFilterCallbacks", "PassThroughFilter", "ConfiguredFilter", "LocalReplyDetails",
+    "filterRoles",
     "filterMethod",
     "FilterSlot", "FilterIteration",
 ]
@@ -178,6 +179,19 @@ class PassThroughFilter:
     def onDestroy(self):
         """Nothing to release."""
         pass
+
+
+class ConfiguredFilter(PassThroughFilter):
+    """
+    A L{PassThroughFilter} that its filter config makes for each request,
+    as C{cls(config, callbacks)}.
+
+    @ivar config: the filter's config, shared by every request.
+    """
+
+    def __init__(self, config, callbacks):
+        self.callbacks = callbacks
+        self.config = config
 
 
 _roles = {}

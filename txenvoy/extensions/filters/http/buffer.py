@@ -26,10 +26,10 @@ from envoy.extensions.filters.http.buffer.v3 import buffer_pb2  # noqa: F401
 from txenvoy.config.errors import ConfigError
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.filter import (
+    ConfiguredFilter,
     FilterDataStatus,
     FilterHeadersStatus,
     FilterTrailersStatus,
-    PassThroughFilter,
 )
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
 from txenvoy.http.filter_config import RouteSpecificConfigs, httpStatPrefix
@@ -109,16 +109,12 @@ class BufferConfig:
 
 
 @implementer(IStreamDecoderFilter)
-class BufferFilter(PassThroughFilter):
+class BufferFilter(ConfiguredFilter):
     """The buffer filter of one request (request direction only)."""
 
     _headers = None
     _size = 0
     _limit = 0
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def decodeHeaders(self, headers, endStream):
         if endStream:

@@ -40,7 +40,12 @@ from envoy.extensions.http.cache.simple_http_cache.v3 import config_pb2  # noqa:
 from txenvoy.config.errors import ConfigError, UnsupportedExtension
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension, typeNameOf
-from txenvoy.http.filter import FilterDataStatus, FilterHeadersStatus, PassThroughFilter
+from txenvoy.http.filter import (
+    ConfiguredFilter,
+    FilterDataStatus,
+    FilterHeadersStatus,
+    PassThroughFilter,
+)
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
 from txenvoy.router.matcher import compileStringMatcher
@@ -219,7 +224,7 @@ def _varyNames(headers):
 
 
 @implementer(IStreamDecoderFilter, IStreamEncoderFilter)
-class CacheFilter(PassThroughFilter):
+class CacheFilter(ConfiguredFilter):
     """The cache filter of one stream."""
 
     _key = None          # the request's cache key, when it was looked up
@@ -227,10 +232,6 @@ class CacheFilter(PassThroughFilter):
     _validating = None   # the stale entry being validated
     _serving = False     # our own response is on its way out
     _recording = None    # [ResponseHeaders, chunks, size, responseTime] of a response to keep
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def _now(self):
         return self.callbacks.dispatcher.reactor.seconds()

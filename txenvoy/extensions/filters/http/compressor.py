@@ -49,7 +49,7 @@ from envoy.extensions.filters.http.compressor.v3 import compressor_pb2  # noqa: 
 from txenvoy.config.errors import ConfigError
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, createExtension, extension
-from txenvoy.http.filter import FilterDataStatus, FilterHeadersStatus, PassThroughFilter
+from txenvoy.http.filter import ConfiguredFilter, FilterDataStatus, FilterHeadersStatus
 from txenvoy.http.filter_config import (
     RouteSpecificConfigs,
     WorkerStats,
@@ -273,16 +273,12 @@ def _parseQ(text):
 
 
 @implementer(IStreamDecoderFilter, IStreamEncoderFilter)
-class CompressorFilter(PassThroughFilter):
+class CompressorFilter(ConfiguredFilter):
     """The compressor filter of one request."""
 
     _acceptEncoding = None
     _requestCompressor = None
     _responseCompressor = None
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     # The request.
 

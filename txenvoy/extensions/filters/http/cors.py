@@ -35,7 +35,7 @@ from envoy.extensions.filters.http.cors.v3 import cors_pb2  # noqa: F401
 
 from txenvoy.config.registry import Category, extension
 from txenvoy.config.fields import checkFields
-from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
+from txenvoy.http.filter import ConfiguredFilter, FilterHeadersStatus
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
 from txenvoy.router.matcher import compileStringMatcher
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
@@ -183,16 +183,12 @@ class CorsConfig:
 
 
 @implementer(IStreamDecoderFilter, IStreamEncoderFilter)
-class CorsFilter(PassThroughFilter):
+class CorsFilter(ConfiguredFilter):
     """The CORS filter of one request (both directions)."""
 
     _policies = ()
     _origin = None
     _corsRequest = False
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def decodeHeaders(self, headers, endStream):
         entries = headers.headers

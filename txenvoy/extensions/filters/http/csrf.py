@@ -28,7 +28,7 @@ from envoy.extensions.filters.http.csrf.v3 import csrf_pb2  # noqa: F401
 from txenvoy.config.errors import ConfigError
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
-from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
+from txenvoy.http.filter import ConfiguredFilter, FilterHeadersStatus
 from txenvoy.http.filter_config import (
     RouteSpecificConfigs,
     WorkerStats,
@@ -90,12 +90,8 @@ class CsrfConfig:
 
 
 @implementer(IStreamDecoderFilter)
-class CsrfFilter(PassThroughFilter):
+class CsrfFilter(ConfiguredFilter):
     """The CSRF check of one request."""
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def decodeHeaders(self, headers, endStream):
         if headers.method not in _MODIFYING:

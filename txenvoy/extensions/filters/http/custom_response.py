@@ -33,7 +33,7 @@ from txenvoy.config.datasource import readDataSource
 from txenvoy.config.errors import ConfigError, UnsupportedExtension
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension, typeNameOf, unpackAny
-from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
+from txenvoy.http.filter import ConfiguredFilter, FilterHeadersStatus
 from txenvoy.http.filter_config import RouteSpecificConfigs
 from txenvoy.http.header_mutation import FormatContext, compileHeaderMutation
 from txenvoy.http.headers import HeaderMap
@@ -199,15 +199,11 @@ class CustomResponseConfig:
 
 
 @implementer(IStreamDecoderFilter, IStreamEncoderFilter)
-class CustomResponseFilter(PassThroughFilter):
+class CustomResponseFilter(ConfiguredFilter):
     """The custom response filter of one stream."""
 
     requestHeaders = None
     replied = False
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def decodeHeaders(self, headers, endStream):
         self.requestHeaders = headers

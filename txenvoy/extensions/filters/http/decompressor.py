@@ -35,7 +35,7 @@ from txenvoy.config.errors import ConfigError
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, createExtension, extension
 from txenvoy.extensions.filters.http.compressor import RuntimeFlag, hasNoTransform
-from txenvoy.http.filter import FilterDataStatus, FilterHeadersStatus, PassThroughFilter
+from txenvoy.http.filter import ConfiguredFilter, FilterDataStatus, FilterHeadersStatus
 from txenvoy.http.filter_config import WorkerStats, httpStatPrefix, snapshotSource
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
 
@@ -82,15 +82,11 @@ class DecompressorConfig:
 
 
 @implementer(IStreamDecoderFilter, IStreamEncoderFilter)
-class DecompressorFilter(PassThroughFilter):
+class DecompressorFilter(ConfiguredFilter):
     """The decompressor filter of one request."""
 
     _requestDecompressor = None
     _responseDecompressor = None
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def decodeHeaders(self, headers, endStream):
         config = self.config

@@ -21,7 +21,7 @@ from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import (  # noqa: F4
 from txenvoy.config.errors import ConfigError
 from txenvoy.config.registry import Category, extension
 from txenvoy.extensions.common.dns_cache import compileDnsCacheConfig, getDnsCache, splitHost
-from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
+from txenvoy.http.filter import ConfiguredFilter, FilterHeadersStatus
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
 from txenvoy.upstream.cluster import DYNAMIC_FORWARD_PROXY
 
@@ -42,15 +42,11 @@ class DynamicForwardProxyConfig:
 
 
 @implementer(IStreamDecoderFilter)
-class DynamicForwardProxyFilter(PassThroughFilter):
+class DynamicForwardProxyFilter(ConfiguredFilter):
     """The filter of one request."""
 
     _waiting = False
     _destroyed = False
-
-    def __init__(self, config, callbacks):
-        self.config = config
-        self.callbacks = callbacks
 
     def decodeHeaders(self, headers, endStream):
         callbacks = self.callbacks

@@ -69,10 +69,10 @@ from txenvoy.extensions.filters.common.ext_authz_grpc import (
 from txenvoy.grpc.async_client import compileEnvoyGrpc
 from txenvoy.http.async_client import AsyncHttpClient
 from txenvoy.http.filter import (
+    ConfiguredFilter,
     FilterDataStatus,
     FilterHeadersStatus,
     FilterTrailersStatus,
-    PassThroughFilter,
 )
 from txenvoy.http.filter_config import RouteSpecificConfigs, WorkerStats, httpStatPrefix
 from txenvoy.http.header_mutation import compileHeaderMutation
@@ -235,7 +235,7 @@ class ExtAuthzConfig:
 
 
 @implementer(IStreamDecoderFilter, IStreamEncoderFilter)
-class ExtAuthzFilter(PassThroughFilter):
+class ExtAuthzFilter(ConfiguredFilter):
     """The ext_authz filter of one request."""
 
     _headers = None
@@ -247,10 +247,6 @@ class ExtAuthzFilter(PassThroughFilter):
     _clientHeaders = ()
     _okAnswer = None        # a gRPC OkAnswer with response mutations
     _perRoute = None
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     # The request.
 

@@ -51,10 +51,10 @@ from txenvoy.config.errors import ConfigError
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.filter import (
+    ConfiguredFilter,
     FilterDataStatus,
     FilterHeadersStatus,
     FilterTrailersStatus,
-    PassThroughFilter,
 )
 from txenvoy.router.matcher import compileHeaderMatchers
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
@@ -278,7 +278,7 @@ class FaultConfig:
 
 
 @implementer(IStreamDecoderFilter)
-class FaultFilter(PassThroughFilter):
+class FaultFilter(ConfiguredFilter):
     """The fault filter of one request (request direction only)."""
 
     _settings = None
@@ -287,10 +287,6 @@ class FaultFilter(PassThroughFilter):
     _timer = None
     _active = False
     _downstreamCluster = None
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def decodeHeaders(self, headers, endStream):
         config = self.config

@@ -27,7 +27,7 @@ from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
-from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
+from txenvoy.http.filter import ConfiguredFilter, FilterHeadersStatus
 from txenvoy.http.filter_config import RouteSpecificConfigs
 from txenvoy.http.header_mutation import (
     APPEND_IF_EXISTS_OR_ADD,
@@ -143,14 +143,10 @@ class HeaderMutationConfig:
 
 
 @implementer(IStreamDecoderFilter, IStreamEncoderFilter)
-class HeaderMutationFilter(PassThroughFilter):
+class HeaderMutationFilter(ConfiguredFilter):
     """The header mutations of one request."""
 
     _levels = None
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def decodeHeaders(self, headers, endStream):
         levels = self._levels = self.config.levels(self.callbacks)

@@ -44,7 +44,7 @@ from txenvoy.config.errors import ConfigError
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.hash_policy import cookieValue
-from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
+from txenvoy.http.filter import ConfiguredFilter, FilterHeadersStatus
 from txenvoy.router.matcher import HeaderMatcher
 from txenvoy.regex import compileRegexRewrite
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
@@ -318,12 +318,8 @@ class HeaderToMetadataConfig:
 
 
 @implementer(IStreamDecoderFilter)
-class _RequestFilter(PassThroughFilter):
+class _RequestFilter(ConfiguredFilter):
     """Request rules only."""
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def decodeHeaders(self, headers, endStream):
         callbacks = self.callbacks
@@ -335,12 +331,8 @@ class _RequestFilter(PassThroughFilter):
 
 
 @implementer(IStreamEncoderFilter)
-class _ResponseFilter(PassThroughFilter):
+class _ResponseFilter(ConfiguredFilter):
     """Response rules only."""
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def encodeHeaders(self, headers, endStream):
         callbacks = self.callbacks

@@ -33,10 +33,10 @@ from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.fields import durationSeconds
 from txenvoy.config.registry import Category, extension
 from txenvoy.http.filter import (
+    ConfiguredFilter,
     FilterDataStatus,
     FilterHeadersStatus,
     FilterTrailersStatus,
-    PassThroughFilter,
 )
 from txenvoy.router.matcher import compileHeaderMatchers
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
@@ -125,7 +125,7 @@ class HealthCheckConfig:
 
 
 @implementer(IStreamDecoderFilter, IStreamEncoderFilter)
-class HealthCheckFilter(PassThroughFilter):
+class HealthCheckFilter(ConfiguredFilter):
     """
     The health check filter of one request. Both directions: it marks
     responses while the server fails its health check, whatever the
@@ -134,10 +134,6 @@ class HealthCheckFilter(PassThroughFilter):
 
     _healthCheck = False
     _handling = False
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def decodeHeaders(self, headers, endStream):
         config = self.config

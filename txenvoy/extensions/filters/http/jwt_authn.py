@@ -54,7 +54,7 @@ from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
 from txenvoy.extensions.filters.http._jwt import Jwt, JwtError, Status, parseJwks
 from txenvoy.http.async_client import AsyncHttpClient
-from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
+from txenvoy.http.filter import ConfiguredFilter, FilterHeadersStatus
 from txenvoy.http.filter_config import RouteSpecificConfigs, WorkerStats, httpStatPrefix
 from txenvoy.http.headers import HeaderMap, RequestHeaders
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
@@ -433,7 +433,7 @@ class JwtAuthnConfig:
 
 
 @implementer(IStreamDecoderFilter)
-class JwtAuthnFilter(PassThroughFilter):
+class JwtAuthnFilter(ConfiguredFilter):
     """The jwt_authn filter of one request (request direction only)."""
 
     _check = None
@@ -441,10 +441,6 @@ class JwtAuthnFilter(PassThroughFilter):
     _waiting = 0
     _inCall = False
     _done = False
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def decodeHeaders(self, headers, endStream):
         config = self.config

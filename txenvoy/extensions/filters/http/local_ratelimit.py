@@ -40,7 +40,7 @@ from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb
 from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.fields import checkFields, wholeMilliseconds
 from txenvoy.config.registry import Category, extension
-from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
+from txenvoy.http.filter import ConfiguredFilter, FilterHeadersStatus
 from txenvoy.http.header_mutation import FormatContext, compileHeaderMutation
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
 from txenvoy.network.stream_info import ResponseFlag
@@ -212,12 +212,8 @@ class LocalRateLimitConfig:
 
 
 @implementer(IStreamDecoderFilter)
-class LocalRateLimitFilter(PassThroughFilter):
+class LocalRateLimitFilter(ConfiguredFilter):
     """The local rate limit filter of one request (request direction only)."""
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def decodeHeaders(self, headers, endStream):
         config = self.config

@@ -58,10 +58,10 @@ from txenvoy.extensions.filters.common.lua import LuaState, LuaScriptError, from
 from txenvoy.http.async_client import NO_HEALTHY_UPSTREAM, TIMEOUT, AsyncHttpClient
 from txenvoy.http.conn_manager_utility import machineAddress
 from txenvoy.http.filter import (
+    ConfiguredFilter,
     FilterDataStatus,
     FilterHeadersStatus,
     FilterTrailersStatus,
-    PassThroughFilter,
 )
 from txenvoy.http.filter_config import RouteSpecificConfigs, WorkerStats, httpStatPrefix
 from txenvoy.http.headers import HeaderMap, RequestHeaders, ResponseHeaders
@@ -828,7 +828,7 @@ def _requestFromTable(table):
 
 
 @implementer(IStreamDecoderFilter, IStreamEncoderFilter)
-class LuaFilter(PassThroughFilter):
+class LuaFilter(ConfiguredFilter):
     """The Lua filter of one stream."""
 
     _request = None
@@ -836,10 +836,6 @@ class LuaFilter(PassThroughFilter):
     _resolved = False
     _code = None
     _perRoute = None
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def _resolve(self):
         if self._resolved:

@@ -43,7 +43,7 @@ from txenvoy.extensions.filters.common.ratelimit_grpc import (
     compileRateLimitService,
     xRateLimitHeaders,
 )
-from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
+from txenvoy.http.filter import ConfiguredFilter, FilterHeadersStatus
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
 from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.router.rate_limit_policy import DescriptorInput
@@ -100,7 +100,7 @@ class RateLimitConfig:
 
 
 @implementer(IStreamDecoderFilter, IStreamEncoderFilter)
-class RateLimitFilter(PassThroughFilter):
+class RateLimitFilter(ConfiguredFilter):
     """The ratelimit filter of one request."""
 
     _pending = None
@@ -108,10 +108,6 @@ class RateLimitFilter(PassThroughFilter):
     _answered = None
     _responseHeaders = ()
     _cluster = None
-
-    def __init__(self, config, callbacks):
-        self.config = config
-        self.callbacks = callbacks
 
     def decodeHeaders(self, headers, endStream):
         callbacks = self.callbacks

@@ -35,7 +35,7 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
 from txenvoy.config.errors import UnsupportedField
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
-from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
+from txenvoy.http.filter import ConfiguredFilter, FilterHeadersStatus
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
 from txenvoy.rbac import PeerIdentity, RbacInput, createEngine, statPrefixJoin
 from txenvoy.server.logging import componentLogger
@@ -127,12 +127,8 @@ def rbacInput(callbacks, request):
 
 
 @implementer(IStreamDecoderFilter)
-class RbacFilter(PassThroughFilter):
+class RbacFilter(ConfiguredFilter):
     """The RBAC filter of one request (request direction only)."""
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def decodeHeaders(self, headers, endStream):
         config = self.config

@@ -20,7 +20,7 @@ from envoy.extensions.filters.http.set_metadata.v3 import set_metadata_pb2  # no
 
 from txenvoy.config.fields import checkFields
 from txenvoy.config.registry import Category, extension
-from txenvoy.http.filter import FilterHeadersStatus, PassThroughFilter
+from txenvoy.http.filter import ConfiguredFilter, FilterHeadersStatus
 from txenvoy.http.filter_config import WorkerStats, httpStatPrefix
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter
 
@@ -61,12 +61,8 @@ class SetMetadataConfig:
 
 
 @implementer(IStreamDecoderFilter)
-class SetMetadataFilter(PassThroughFilter):
+class SetMetadataFilter(ConfiguredFilter):
     """Sets the metadata of one request."""
-
-    def __init__(self, config, callbacks):
-        self.callbacks = callbacks
-        self.config = config
 
     def decodeHeaders(self, headers, endStream):
         config = self.config
