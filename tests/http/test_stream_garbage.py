@@ -75,3 +75,23 @@ class StreamGarbageTests(TestCase):
         for _ in range(20):
             once()
         self.assertEqual(gc.collect(), 0)
+
+    def test_directResponsesLeaveNoCycles(self):
+        """
+        A request the router answers at once (a direct response, so the
+        stream ends inside its own C{decodeHeaders}) leaves no object for
+        the cyclic collector either.
+        """
+        h = HttpProxyHarness(routes=[{"match": {"prefix": "/"}, "direct_response": {
+            "status": 200, "body": {"inline_string": "one"}}}])
+        down = h.connect()
+        down.send(REQUEST)
+        enabled = gc.isenabled()
+        gc.collect()
+        gc.disable()
+        self.addCleanup(lambda: gc.enable() if enabled else None)
+        for _ in range(20):
+            down.transport.clear()
+            down.send(REQUEST)
+            self.assertIn(b"200 OK", down.transport.value())
+        self.assertEqual(gc.collect(), 0)

@@ -1372,7 +1372,8 @@ class ActiveStream:
             if status >= FilterHeadersStatus.StopAllIterationAndBuffer and not (
                     self._decodeStopped or self._destroyed):
                 self._holdAfterSingle(slot, request, endStream)
-            else:
+            elif not self._destroyed:
+                # (A stream answered at once, a direct response, is gone.)
                 self._only = only
             return
         slots = []
@@ -1399,7 +1400,7 @@ class ActiveStream:
             if status >= FilterHeadersStatus.StopAllIterationAndBuffer and not (
                     self._decodeStopped or self._destroyed):
                 self._holdAfterSingle(decoders[0], request, endStream)
-            else:
+            elif not self._destroyed:
                 self._only = only
             return
         self._decoding = FilterIteration(self, decoders, DECODE_NAMES, DECODE_SINKS, limit,
