@@ -69,16 +69,9 @@ class _WorkerBase(Service):
             self.dispatcher.internalListeners[config.name] = active
             self.server.mainDispatcher.post(completion, True)
             return
-        if getattr(config, "isUdp", False):
-            self._addUdpListener(config, sock, completion)
-            return
+        adopt = self._adoptUdp if getattr(config, "isUdp", False) else self._adoptStream
         try:
-            active = ActiveListener(self.dispatcher, config)
-            family = sock.family
-            portClass = UnixListenerPort if family == socket.AF_UNIX else ListenerPort
-            active.port = portClass.adopt(self.dispatcher.reactor, sock.fileno(), family,
-                                          active)
-            self.activeListeners[config.name] = active
+            self.activeListeners[config.name] = adopt(config, sock)
             ok = True
         except Exception:
             log.failure("worker {name} failed to add listener {listener}",
@@ -88,25 +81,27 @@ class _WorkerBase(Service):
             sock.close()
         self.server.mainDispatcher.post(completion, ok)
 
-    def _addUdpListener(self, config, sock, completion):
-        # Each UDP listener filter gets the datagrams of this worker's
-        # socket (Envoy's ActiveUdpListener; one filter, udp_proxy, in
-        # practice).
+    def _adoptStream(self, config, sock):
+        """@return: the L{ActiveListener} accepting on (a duplicate of) C{sock}."""
+        active = ActiveListener(self.dispatcher, config)
+        family = sock.family
+        portClass = UnixListenerPort if family == socket.AF_UNIX else ListenerPort
+        active.port = portClass.adopt(self.dispatcher.reactor, sock.fileno(), family, active)
+        return active
+
+    def _adoptUdp(self, config, sock):
+        """
+        @return: the C{ActiveUdpListener} reading (a duplicate of) C{sock}:
+            each UDP listener filter gets the datagrams of this worker's
+            socket (Envoy's ActiveUdpListener; one filter, udp_proxy, in
+            practice).
+        """
         from txenvoy.network.udp_listener import ActiveUdpListener
 
-        try:
-            active = ActiveUdpListener(self.dispatcher, config)
-            active.port = self.dispatcher.reactor.adoptDatagramPort(
-                sock.fileno(), sock.family, active.protocol)
-            self.activeListeners[config.name] = active
-            ok = True
-        except Exception:
-            log.failure("worker {name} failed to add listener {listener}",
-                        name=self.dispatcher.name, listener=config.name)
-            ok = False
-        finally:
-            sock.close()
-        self.server.mainDispatcher.post(completion, ok)
+        active = ActiveUdpListener(self.dispatcher, config)
+        active.port = self.dispatcher.reactor.adoptDatagramPort(
+            sock.fileno(), sock.family, active.protocol)
+        return active
 
     def stopListener(self, name):
         """Post: stop accepting on one listener (connections stay)."""
