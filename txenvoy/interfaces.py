@@ -298,8 +298,8 @@ class IStreamFilterCallbacks(Interface):
     def recreateStream(responseHeaders, body=b""):
         """
         Envoy's C{recreateStream}, for an internal redirect: end this
-        stream (its access log shows C{responseHeaders} with the details
-        C{internal_redirect}) and start a new one on the same downstream
+        stream (its access log shows C{responseHeaders}, when given, with
+        the details C{internal_redirect}) and start a new one on the same downstream
         stream with the request headers as they are now, followed by
         C{body}; the new one runs route selection and the whole filter
         chain again. Every filter of this stream is destroyed.

@@ -1656,8 +1656,9 @@ class ActiveStream:
             return False
         info = self.streamInfo
         info.responseCodeDetails = "internal_redirect"
-        info.responseCode = responseHeaders.status
-        self.responseHeaders = responseHeaders
+        if responseHeaders is not None:
+            info.responseCode = responseHeaders.status
+            self.responseHeaders = responseHeaders
         encoder = self.encoder
         request = self.requestHeaders
         cm = self.cm

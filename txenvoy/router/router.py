@@ -579,8 +579,9 @@ class RouterFilter:
                     # A timeout can come from a request header: keep few.
                     if len(_timeoutHeaders) < _TIMEOUT_HEADERS_MAX:
                         _timeoutHeaders[expected] = header
-                if info.filterState.get(NUM_INTERNAL_REDIRECTS):
-                    # A redirected request has the first pass's header.
+                if info.filterState:
+                    # A request sent again (an internal redirect) has the
+                    # first pass's header.
                     entries.set(*header)
                 else:
                     entries._entries.append(header)
