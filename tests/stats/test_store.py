@@ -49,6 +49,23 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual((snap.counters["direct"], snap.counters["called"]), (0, 0))
         self.assertEqual(snap.used, {"direct", "called"})
 
+    def test_recordValueBucketsAsRounded(self):
+        """
+        recordValue's unrolled rounding puts every value, at the edges of
+        each magnitude too, in the bucket roundToTwoDigits names.
+        """
+        values = [0.0, -1.0, 5e-5, 1e9]
+        for edge in (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0):
+            values += [edge, edge * (1 - 1e-12), edge * (1 + 1e-12)]
+        values += [i / 997.0 for i in range(1, 3000)]
+        values += [i * 0.37 for i in range(1, 3000)]
+        for value in values:
+            h = StatsStore().shard("w").histogram("h")
+            h.recordValue(value)
+            bucket = roundToTwoDigits(value)
+            self.assertEqual(list(h.buckets.items()), [(bucket, 1)], value)
+            self.assertIs(type(next(iter(h.buckets))), type(bucket), value)
+
     def test_histogramQuantiles(self):
         store = StatsStore()
         a, b = store.shard("a"), store.shard("b")

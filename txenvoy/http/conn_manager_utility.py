@@ -446,7 +446,7 @@ def mutateResponseHeaders(config, headers, request, date, upgrade):
     @param date: the current C{date} value.
     @param upgrade: the response accepts an upgrade.
     """
-    entries = headers.headers.items()
+    entries = headers.headers._entries
     hasDate = False
     serverAt = -1
     servers = 0

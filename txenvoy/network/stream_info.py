@@ -81,11 +81,16 @@ class StreamInfo:
     # One per connection and per request: the fields every stream has are
     # slots; what a few filters add of their own goes to a __dict__.
     __slots__ = ("_clock", "startTime", "_startMonotonic", "endMonotonic",
-                 "firstUpstreamTxMonotonic", "lastUpstreamRxMonotonic",
+                 "lastDownstreamRxMonotonic", "firstUpstreamTxMonotonic",
+                 "lastUpstreamTxMonotonic", "firstUpstreamRxMonotonic",
+                 "lastUpstreamRxMonotonic", "firstDownstreamTxMonotonic",
                  "lastDownstreamTxMonotonic", "downstreamRemoteAddress",
                  "downstreamDirectRemoteAddress", "downstreamLocalAddress", "upstreamHost",
                  "upstreamCluster", "upstreamLocalAddress", "upstreamTransportFailureReason",
-                 "bytesReceived", "bytesSent", "responseCode", "responseCodeDetails", "protocol",
+                 "bytesReceived", "bytesSent", "downstreamWireBytesSent",
+                 "downstreamHeaderBytesSent", "upstreamWireBytesSent", "upstreamWireBytesReceived",
+                 "upstreamHeaderBytesSent", "upstreamHeaderBytesReceived",
+                 "responseCode", "responseCodeDetails", "protocol",
                  "requestedServerName", "routeName", "connectionId",
                  "connectionTerminationDetails", "_flags", "filterState", "dynamicMetadata",
                  "__dict__", "__weakref__")

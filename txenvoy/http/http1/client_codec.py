@@ -161,7 +161,7 @@ class ClientCodec(Http1Connection):
         upgradeHeader = False
         connectionUpgrade = False
         keepAlive = True
-        for entry in request.headers.items():
+        for entry in request.headers._entries:
             name = entry[0]
             if name in _REQUEST_SPECIAL:
                 if name == b"host":

@@ -193,6 +193,24 @@ class ResponseEncoder:
 
     def __init__(self, codec):
         self._codec = codec
+        # The flags every response reads, as attributes of the instance:
+        # Python reads a class-level default several times slower.
+        self._decoder = None
+        self._events = None
+        self._requestComplete = False
+        self._isHead = False
+        self._isConnect = False
+        self._upgrade = False
+        self._http10 = False
+        self._keepAlive = True
+        self._started = False
+        self._complete = False
+        self._chunked = False
+        self._noBody = False
+        self._raw = False
+        self._closeAfter = False
+        self.wireBytesSent = 0
+        self.headerBytesSent = 0
 
     def _send(self, data):
         self.wireBytesSent += len(data)
@@ -227,7 +245,7 @@ class ResponseEncoder:
         @param endStream: no body follows.
         """
         codec = self._codec
-        if self._started or self._complete or codec.closed:
+        if self._started or self._complete or codec._closed:
             return
         status = headers.status
         http10 = self._http10
@@ -236,7 +254,7 @@ class ResponseEncoder:
         connection = None
         lines = [_STATUS_LINES.get(status) or statusLine(status)]
         append = lines.append
-        for entry in headers.headers.items():
+        for entry in headers.headers._entries:
             name = entry[0]
             if name in _RESPONSE_SPECIAL:
                 if name == b"transfer-encoding":
@@ -294,8 +312,10 @@ class ResponseEncoder:
         head = b"\r\n".join(lines)
         # Envoy's header bytes are the header lines only: not the status
         # line, nor the blank line that ends the head.
-        self.headerBytesSent = len(head) - len(lines[0]) - 4
-        self._send(head)
+        size = len(head)
+        self.headerBytesSent = size - len(lines[0]) - 4
+        self.wireBytesSent += size      # _send, inline
+        codec.send(head)
         if endStream and not self._raw:
             self._complete = True
             codec.onResponseComplete(self)
@@ -315,7 +335,7 @@ class ResponseEncoder:
         @param endStream: this ends the response.
         """
         codec = self._codec
-        if self._complete or codec.closed:
+        if self._complete or codec._closed:
             return
         if not self._started:
             raise ValueError("encodeData before encodeHeaders")
@@ -327,7 +347,9 @@ class ResponseEncoder:
                     codec.onResponseComplete(self)
                     return
             else:
-                self._send(data)
+                # _send, inline: the body of every small response.
+                self.wireBytesSent += len(data)
+                codec.send(data)
         if endStream:
             if self._raw:
                 # An upgraded stream ends with the connection.
@@ -779,8 +801,7 @@ class ServerCodec(LenientParsing, CountedReadDisable, Http1Connection):
         headerMap = _newObject(HeaderMap)
         headerMap._entries = headers
         request = RequestHeaders(method, path, authority, scheme, version, headerMap)
-        stream = _newObject(ResponseEncoder)
-        stream._codec = self
+        stream = ResponseEncoder(self)
         if http10:
             stream._http10 = True
         if not keepAlive:

@@ -602,9 +602,8 @@ class Http2ActiveClient(IdleTimer):
     def _flush(self):
         data = self._h2.data_to_send()
         if data and self.connected and not (self.closed and self.connection is None):
-            tx = self._tx
-            tx.value += len(data)
-            tx.used = True
+            # (Bytes added make the counter used.)
+            self._tx.value += len(data)
             self._write(data)
 
 
