@@ -36,6 +36,20 @@ class BindListenSocketsTests(SynchronousTestCase):
         self.assertEqual(len({s.getsockname()[1] for s in socks}), 1)
         self.assertEqual(len({s.fileno() for s in socks}), 3)
 
+    def test_acceptedSocketsHaveNoDelay(self):
+        """
+        Envoy sets TCP_NODELAY on every downstream connection: the listening
+        socket has it, and an accepted socket inherits it.
+        """
+        [listening] = self._bind(_Config(), 1)
+        self.assertTrue(listening.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        listening.setblocking(True)
+        client = socket.create_connection(listening.getsockname())
+        self.addCleanup(client.close)
+        accepted, _ = listening.accept()
+        self.addCleanup(accepted.close)
+        self.assertTrue(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
     def test_sharedWithoutReusePort(self):
         """Without reuse_port every worker adopts a copy of one socket."""
         socks = self._bind(_Config(enableReusePort=False), 2)

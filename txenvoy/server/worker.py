@@ -324,6 +324,10 @@ def bindListenSockets(config, count, inherited=None):
             # Port 0: every worker's socket shares the first one's port.
             port = s.getsockname()[1]
             if not udp:
+                # Envoy sets TCP_NODELAY on every connection; set on the
+                # listening socket, Linux gives it to each accepted one
+                # with no call per connection.
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 s.listen(config.backlog)
             s.setblocking(False)
     except OSError as e:
