@@ -64,6 +64,12 @@ class DrainTests(SynchronousTestCase):
         self.assertEqual(envoy.admin("/ready"), (200, "LIVE\n"))
 
 
+#: Seconds within which an exit "at once" ends the process: the exit itself
+#: takes milliseconds, but tearing an interpreter down took over 4 s on a
+#: loaded 2-core machine; well short of the 25 s drain it must not wait.
+AT_ONCE = 10
+
+
 class ShutdownTests(SynchronousTestCase):
     """
     One idle TCP connection open through a tcp_proxy, then signals: nothing
@@ -95,7 +101,7 @@ class ShutdownTests(SynchronousTestCase):
         """Once SIGTERM has been handled: the drain has begun and says so."""
         return self.envoy.waitForOutput("draining 1 open connection(s)")
 
-    def assertExitsWithin(self, seconds):
+    def assertExitsWithin(self, seconds=AT_ONCE):
         start = time.monotonic()
         self.assertEqual(self.envoy.proc.wait(seconds + 5), 0)
         elapsed = time.monotonic() - start
@@ -105,7 +111,7 @@ class ShutdownTests(SynchronousTestCase):
     def test_sigintExitsAtOnce(self):
         """Envoy: Ctrl-C (SIGINT) exits at once, open connections or not."""
         self.envoy.proc.send_signal(signal.SIGINT)
-        err = self.assertExitsWithin(3)
+        err = self.assertExitsWithin()
         self.assertIn("[main] caught SIGINT", err)
         self.assertClosed()
 
@@ -124,7 +130,7 @@ class ShutdownTests(SynchronousTestCase):
         self.client.sendall(b"more")
         self.assertEqual(self.client.recv(4), b"more")
         self.client.close()
-        err = self.assertExitsWithin(3)
+        err = self.assertExitsWithin()
         self.assertIn("drain complete: no connection left", err)
         # Envoy's last lines.
         last = err.splitlines()[-2:]
@@ -136,7 +142,7 @@ class ShutdownTests(SynchronousTestCase):
         self.waitDraining()
         self.assertIsNone(self.envoy.proc.poll())
         self.envoy.proc.send_signal(signal.SIGTERM)
-        err = self.assertExitsWithin(3)
+        err = self.assertExitsWithin()
         self.assertIn("drain cut short: closing 1 connection(s)", err)
         self.assertClosed()
 
@@ -144,4 +150,4 @@ class ShutdownTests(SynchronousTestCase):
         self.envoy.proc.send_signal(signal.SIGTERM)
         self.waitDraining()
         self.envoy.proc.send_signal(signal.SIGINT)
-        self.assertExitsWithin(3)
+        self.assertExitsWithin()

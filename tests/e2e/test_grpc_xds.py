@@ -24,7 +24,7 @@ from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import REPO, Envoy, RealEnvoy, adminStats, freePort
+from tests.e2e.harness import REPO, STARTUP_TIMEOUT, Envoy, RealEnvoy, adminStats, freePort
 from tests.e2e.test_file_xds import _direct
 from tests.e2e.test_file_xds import _listener as fileListener
 from tests.xds.control_plane import CLUSTER, LISTENER, ROUTE, ControlPlane, packed
@@ -168,7 +168,7 @@ class Side:
         self.cp.setResources(LISTENER, "l1", [_listener("l1", self.port, "one")])
         self.start()
         # The first answer waits for the process to start, slow under load.
-        self.waitBody(self.port, "one", timeout=40.0)
+        self.waitBody(self.port, "one", timeout=STARTUP_TIMEOUT)
         self.cp.waitFor(lambda cp: len(cp.requestsOf(LISTENER)) >= 2)
 
     def startControlPlane(self):
@@ -219,7 +219,7 @@ def _both(f, sides):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(STARTUP_TIMEOUT + 60)
     if errors:
         raise errors[0]
 
@@ -251,7 +251,8 @@ class AdsTests(SynchronousTestCase):
             side.cp.setResources(CLUSTER, "c1", [_cluster("a")])
             side.cp.setResources(LISTENER, "l1", [_listener("l1", side.port, "one")])
             side.start()
-            side.waitBody(side.port, "one")
+            # The first answer waits for the process to start, slow under load.
+            side.waitBody(side.port, "one", timeout=STARTUP_TIMEOUT)
             side.waitBody(side.static, "static")
 
         _both(first, sides)

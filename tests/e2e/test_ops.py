@@ -11,11 +11,12 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import Envoy, Upstream, freePort, recvAll, tagHandler
+from tests.e2e.harness import STARTUP_TIMEOUT, Envoy, Upstream, freePort, recvAll, tagHandler
 from tests.e2e.test_l4 import l4Config, staticCluster, tcpProxyListener
 
 
-def waitFor(predicate, timeout=10.0):
+def waitFor(predicate, timeout=STARTUP_TIMEOUT):
+    """Whether C{predicate()} came true; most wait for a process's start."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
