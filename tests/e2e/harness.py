@@ -647,3 +647,34 @@ class SharedFixture:
         if cls.__dict__.get("_fixtureRunner") == "trial":
             cls._fixtureRunner = None
             cls.stopFixture()
+
+
+class OriginSideBySide(SharedFixture):
+    """
+    Envoy 1.40 (C{cls.envoy}) and txenvoy (C{cls.txenvoy}) before one HTTP
+    origin (C{cls.origin}, an L{httpOrigin} running C{originHandler}),
+    started once per class: each proxy is C{deployment(real, originPort)},
+    which has a C{stop()}.
+    """
+
+    originHandler = None
+    deployment = None
+
+    @classmethod
+    def startFixture(cls):
+        cls.origin = httpOrigin(cls.originHandler)
+        cls.envoy = cls.txenvoy = None
+        try:
+            cls.envoy = cls.deployment(True, cls.origin.server_address[1])
+            cls.txenvoy = cls.deployment(False, cls.origin.server_address[1])
+        except BaseException:
+            cls.stopFixture()
+            raise
+
+    @classmethod
+    def stopFixture(cls):
+        for deployment in (cls.envoy, cls.txenvoy):
+            if deployment is not None:
+                deployment.stop()
+        cls.origin.shutdown()
+        cls.origin.server_close()

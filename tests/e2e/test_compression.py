@@ -25,14 +25,7 @@ import zstandard
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.configs import bootstrap, cluster, httpListener
-from tests.e2e.harness import (
-    SharedFixture,
-    adminStats,
-    freePort,
-    httpOrigin,
-    rawRequest,
-    startProxy,
-)
+from tests.e2e.harness import OriginSideBySide, adminStats, freePort, rawRequest, startProxy
 from tests.e2e.harness import exchangeToClose as _exchange
 
 TEXT = b"hello compression " * 20
@@ -290,28 +283,11 @@ class _Deployment:
         self.proxy.stop()
 
 
-class CompressionSideBySideTests(SharedFixture, SynchronousTestCase):
+class CompressionSideBySideTests(OriginSideBySide, SynchronousTestCase):
     """Envoy 1.40 and txenvoy, the same compression config, the same requests."""
 
-    @classmethod
-    def startFixture(cls):
-        cls.origin = httpOrigin(_Handler)
-        port = cls.origin.server_address[1]
-        cls.envoy = cls.txenvoy = None
-        try:
-            cls.envoy = _Deployment(True, port)
-            cls.txenvoy = _Deployment(False, port)
-        except BaseException:
-            cls.stopFixture()
-            raise
-
-    @classmethod
-    def stopFixture(cls):
-        for deployment in (cls.envoy, cls.txenvoy):
-            if deployment is not None:
-                deployment.stop()
-        cls.origin.shutdown()
-        cls.origin.server_close()
+    originHandler = _Handler
+    deployment = _Deployment
 
     def compare(self, port, cases):
         for raw in cases:

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.configs import bootstrap, cluster, httpListener
-from tests.e2e.harness import SharedFixture, freePort, httpOrigin, startProxy
+from tests.e2e.harness import OriginSideBySide, freePort, startProxy
 from tests.e2e.harness import exchangeOne as _exchange
 
 
@@ -190,27 +190,11 @@ class _Deployment:
         self.proxy.stop()
 
 
-class CustomResponseSideBySideTests(SharedFixture, SynchronousTestCase):
+class CustomResponseSideBySideTests(OriginSideBySide, SynchronousTestCase):
     """Envoy 1.40 and txenvoy with the same custom_response config."""
 
-    @classmethod
-    def startFixture(cls):
-        cls.origin = httpOrigin(_Origin)
-        cls.envoy = cls.txenvoy = None
-        try:
-            cls.envoy = _Deployment(True, cls.origin.server_address[1])
-            cls.txenvoy = _Deployment(False, cls.origin.server_address[1])
-        except BaseException:
-            cls.stopFixture()
-            raise
-
-    @classmethod
-    def stopFixture(cls):
-        for deployment in (cls.envoy, cls.txenvoy):
-            if deployment is not None:
-                deployment.stop()
-        cls.origin.shutdown()
-        cls.origin.server_close()
+    originHandler = _Origin
+    deployment = _Deployment
 
     def test_sideBySide(self):
         """

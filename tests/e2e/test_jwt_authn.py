@@ -17,9 +17,8 @@ what the origin received) and the C{jwt_authn} stats must be the same.
 import base64
 import json
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -27,7 +26,7 @@ from jwt.algorithms import RSAAlgorithm
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.configs import bootstrap, cluster, httpListener
-from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
+from tests.e2e.harness import SharedFixture, adminStats, freePort, httpOrigin, rawRequest, startProxy
 from tests.e2e.harness import exchangeOne as _exchange
 
 
@@ -61,20 +60,6 @@ def makeTokens():
         "malformed": "abc", "garbage": "a.b.c", "badjson": badJson,
     }
     return {"keys": [jwk]}, tokens
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, clientAddress):
-        pass
-
-
-def _serve(handler):
-    server = _QuietServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                     daemon=True).start()
-    return server
 
 
 def _jwksHandler(body, fetches):
@@ -174,38 +159,33 @@ CONFIG = bootstrap(
     clusters=[cluster("origin"), cluster("jwks", "%(jwksport)d")])
 
 
-def _request(path, *headers):
-    lines = ["GET %s HTTP/1.1" % (path,), "host: example.com", "connection: close"]
-    lines.extend(headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
 def cases(tokens):
     """The requests compared, raw."""
     bearer = lambda name: "authorization: Bearer " + tokens[name]  # noqa: E731
-    out = [_request("/x/echo", bearer(name)) for name in sorted(tokens)]
+    out = [rawRequest("/x/echo", bearer(name)) for name in sorted(tokens)]
     out += [
-        _request("/x/echo"), _request("/x/echo?a=b"), _request("/x/echo", "authorization: Basic abc"),
-        _request("/x/echo", "authorization: bearer " + tokens["good"]),
-        _request("/public/echo"), _request("/skip/echo"),
-        _request("/any/echo", bearer("remote")), _request("/any/echo"),
-        _request("/any/echo", bearer("expired")),
-        _request("/remote/echo?token=" + tokens["remote"] + "&x=1"),
-        _request("/remote/echo?a=1&token=" + tokens["remote"] + "&x=1"),
-        _request("/remote/echo?a=1&token=" + tokens["remote"]),
-        _request("/remote/echo?token=" + tokens["remote"] + "&token=zz"),
-        _request("/remote/echo?a=1&token=" + tokens["remote"] + "&b"),
-        _request("/remote/echo", "cookie: a=b; jwt=" + tokens["remote"]),
-        _request("/remote/echo", bearer("remote")),
-        _request("/all/echo", bearer("good"), "x-token: Token " + tokens["custom"]),
-        _request("/all/echo", bearer("good")),
-        _request("/optional/echo"), _request("/optional/echo", bearer("expired")),
-        _request("/failed/echo", bearer("expired")),
-        _request("/named/echo", "x-token: Token " + tokens["custom"]),
-        _request("/named/echo", "x-token: " + tokens["custom"]),
-        _request("/aud/echo", bearer("good")),
-        _request("/x/echo", bearer("good"), bearer("expired")),
-        _request("/x/echo", bearer("good"), "x-jwt-payload: spoofed", "x-sub: spoofed"),
+        rawRequest("/x/echo"), rawRequest("/x/echo?a=b"),
+        rawRequest("/x/echo", "authorization: Basic abc"),
+        rawRequest("/x/echo", "authorization: bearer " + tokens["good"]),
+        rawRequest("/public/echo"), rawRequest("/skip/echo"),
+        rawRequest("/any/echo", bearer("remote")), rawRequest("/any/echo"),
+        rawRequest("/any/echo", bearer("expired")),
+        rawRequest("/remote/echo?token=" + tokens["remote"] + "&x=1"),
+        rawRequest("/remote/echo?a=1&token=" + tokens["remote"] + "&x=1"),
+        rawRequest("/remote/echo?a=1&token=" + tokens["remote"]),
+        rawRequest("/remote/echo?token=" + tokens["remote"] + "&token=zz"),
+        rawRequest("/remote/echo?a=1&token=" + tokens["remote"] + "&b"),
+        rawRequest("/remote/echo", "cookie: a=b; jwt=" + tokens["remote"]),
+        rawRequest("/remote/echo", bearer("remote")),
+        rawRequest("/all/echo", bearer("good"), "x-token: Token " + tokens["custom"]),
+        rawRequest("/all/echo", bearer("good")),
+        rawRequest("/optional/echo"), rawRequest("/optional/echo", bearer("expired")),
+        rawRequest("/failed/echo", bearer("expired")),
+        rawRequest("/named/echo", "x-token: Token " + tokens["custom"]),
+        rawRequest("/named/echo", "x-token: " + tokens["custom"]),
+        rawRequest("/aud/echo", bearer("good")),
+        rawRequest("/x/echo", bearer("good"), bearer("expired")),
+        rawRequest("/x/echo", bearer("good"), "x-jwt-payload: spoofed", "x-sub: spoofed"),
     ]
     return out
 
@@ -241,8 +221,8 @@ class JwtAuthnSideBySideTests(SharedFixture, SynchronousTestCase):
     def startFixture(cls):
         jwks, cls.tokens = makeTokens()
         cls.fetches = []
-        cls.servers = [_serve(_EchoHandler),
-                       _serve(_jwksHandler(json.dumps(jwks).encode(), cls.fetches))]
+        cls.servers = [httpOrigin(_EchoHandler),
+                       httpOrigin(_jwksHandler(json.dumps(jwks).encode(), cls.fetches))]
         origin, jwksPort = (s.server_address[1] for s in cls.servers)
         # A single-quoted YAML string: only its quotes are doubled.
         inline = json.dumps(jwks).replace("'", "''")

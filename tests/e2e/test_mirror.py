@@ -8,24 +8,23 @@ C{runtime_fraction} of 0 sends no copy, and the client is answered even
 when the shadow never answers.
 """
 
+import functools
 import json
 import re
-import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.configs import bootstrap, cluster, httpListener
-from tests.e2e.harness import SharedFixture, freePort, startProxy
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, clientAddress):
-        pass
+from tests.e2e.harness import (
+    SharedFixture,
+    exchangeToClose,
+    freePort,
+    httpOrigin,
+    rawRequest,
+    startProxy,
+)
 
 
 def _recordingHandler(seen, stall=False):
@@ -82,12 +81,7 @@ CONFIG = bootstrap(
     clusters=[cluster("origin"), cluster("shadow")])
 
 
-def _request(path, *headers, method="GET", body=None, host="app.example:8080"):
-    lines = ["%s %s HTTP/1.1" % (method, path), "host: " + host, "connection: close"]
-    lines.extend(headers)
-    if body is not None:
-        lines.append("content-length: %d" % (len(body),))
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+_request = functools.partial(rawRequest, host="app.example:8080")
 
 
 CASES = [
@@ -97,20 +91,6 @@ CASES = [
     _request("/plain/x"),
     _request("/never/x"),
 ]
-
-
-def _exchange(port, data):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        sock.sendall(data)
-        chunks = []
-        while True:
-            piece = sock.recv(65536)
-            if not piece:
-                return b"".join(chunks)
-            chunks.append(piece)
-    finally:
-        sock.close()
 
 
 def _masked(raw):
@@ -127,10 +107,7 @@ class MirrorSideBySideTests(SharedFixture, SynchronousTestCase):
         cls.servers = []
         for handler in (_recordingHandler(cls.originSeen),
                         _recordingHandler(cls.shadowSeen, stall=True)):
-            server = _QuietServer(("127.0.0.1", 0), handler)
-            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                             daemon=True).start()
-            cls.servers.append(server)
+            cls.servers.append(httpOrigin(handler))
         origin, shadow = (s.server_address[1] for s in cls.servers)
         cls.proxies = []
         try:
@@ -153,7 +130,7 @@ class MirrorSideBySideTests(SharedFixture, SynchronousTestCase):
     def run_(self, port, raw):
         del self.originSeen[:]
         del self.shadowSeen[:]
-        reply = _masked(_exchange(port, raw))
+        reply = _masked(exchangeToClose(port, raw))
         deadline = time.time() + 2
         while time.time() < deadline and len(self.shadowSeen) < (0 if b"/never/" in raw else 1):
             time.sleep(0.01)
@@ -172,6 +149,6 @@ class MirrorSideBySideTests(SharedFixture, SynchronousTestCase):
         """The shadow stalls for 2 s; the client has its answer at once."""
         for _, port in self.proxies:
             start = time.time()
-            reply = _exchange(port, _request("/a/stall"))
+            reply = exchangeToClose(port, _request("/a/stall"))
             self.assertTrue(reply.startswith(b"HTTP/1.1 200 OK"))
             self.assertLess(time.time() - start, 1.0)

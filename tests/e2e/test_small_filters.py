@@ -11,13 +11,12 @@ body, what the origin received) and the filters' stats must be the same.
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.configs import bootstrap, cluster, httpListener
-from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
+from tests.e2e.harness import OriginSideBySide, adminStats, freePort, startProxy
 from tests.e2e.harness import exchangeOne as _exchange
 
 
@@ -158,30 +157,11 @@ class _Deployment:
         self.proxy.stop()
 
 
-class SmallFiltersSideBySideTests(SharedFixture, SynchronousTestCase):
+class SmallFiltersSideBySideTests(OriginSideBySide, SynchronousTestCase):
     """Envoy 1.40 and txenvoy: csrf, set_metadata and header_mutation."""
 
-    @classmethod
-    def startFixture(cls):
-        cls.origin = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        cls.origin.daemon_threads = True
-        threading.Thread(target=cls.origin.serve_forever, kwargs={"poll_interval": 0.1},
-                         daemon=True).start()
-        cls.envoy = cls.txenvoy = None
-        try:
-            cls.envoy = _Deployment(True, cls.origin.server_address[1])
-            cls.txenvoy = _Deployment(False, cls.origin.server_address[1])
-        except BaseException:
-            cls.stopFixture()
-            raise
-
-    @classmethod
-    def stopFixture(cls):
-        for deployment in (cls.envoy, cls.txenvoy):
-            if deployment is not None:
-                deployment.stop()
-        cls.origin.shutdown()
-        cls.origin.server_close()
+    originHandler = _Handler
+    deployment = _Deployment
 
     def test_sideBySide(self):
         """Every reply alike (Envoy's 403 "Invalid origin"), then the same stats."""
