@@ -170,8 +170,10 @@ def pauseCollector(testCase):
     """
     Collect what is garbage now, then pause the collector until the test
     ends: what becomes garbage after is either freed by reference
-    counting or found by L{cyclicGarbage}.
+    counting or found by L{cyclicGarbage}. (Garbage an update froze,
+    left by earlier tests, is collected too.)
     """
+    gc.unfreeze()
     gc.collect()
     if gc.isenabled():
         gc.disable()

@@ -25,6 +25,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from txenvoy.config.errors import ConfigError
+from txenvoy.server.gc_freeze import YOUNG_GENERATIONS
 from txenvoy.upstream.hashing import xxHash64
 from txenvoy.xds.path_subscription import _ownErrors
 
@@ -41,15 +42,15 @@ def withoutCollection():
     made (C{gc.freeze}): the thousands of objects a large update makes
     would otherwise start full collections, each walking the whole heap
     while every thread, the workers' included, waits (70 to 140 ms for a
-    thousand clusters). What is not frozen yet is collected first (a walk
-    of that part only), so that garbage made before the update is not
+    thousand clusters). The young generations are collected first (a
+    short walk), so that the garbage of the requests just served is not
     frozen with it. The configuration the update replaced holds no
     reference cycles and is freed as its last user lets it go
     (L{txenvoy.server.gc_freeze}).
     """
     enabled = gc.isenabled()
     if enabled:
-        gc.collect()
+        gc.collect(YOUNG_GENERATIONS)
     gc.disable()
     try:
         yield
