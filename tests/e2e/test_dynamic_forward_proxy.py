@@ -15,6 +15,11 @@ into TCP tunnels to the hosts the same kind of cluster resolves.
 
 import re
 import socket
+import time
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import DataReceived, ResponseReceived, StreamEnded, StreamReset
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -101,9 +106,27 @@ CONFIG = bootstrap(
             upgrade_configs:
             - upgrade_type: CONNECT
             """),
+        httpListener("connect2", "%(connect2)d", routes="""
+            - match: { connect_matcher: {} }
+              route:
+                cluster: tunnel2
+                upgrade_configs:
+                - upgrade_type: CONNECT
+                  connect_config: {}
+            - match: { prefix: "/post" }
+              route:
+                cluster: tunnel2
+                upgrade_configs:
+                - upgrade_type: CONNECT
+                  connect_config: { allow_post: true }
+            - match: { prefix: "/" }
+              route: { cluster: tunnel2 }
+            """, httpFilters=_dfpFilter("tunnels2"), hcm="""
+            http2_protocol_options: { allow_connect: true }
+            """),
     ],
     clusters=[_dfpCluster("tunnel", "tunnels"), _dfpCluster("dynamic", "cache"),
-              cluster("origin", connectTimeout=None)])
+              _dfpCluster("tunnel2", "tunnels2"), cluster("origin", connectTimeout=None)])
 
 
 def _get(path, host):
@@ -126,7 +149,7 @@ class DynamicForwardProxySideBySideTests(SharedFixture, SynchronousTestCase):
         try:
             for real in (True, False):
                 ports = {"admin": freePort(), "port": freePort(), "sni": freePort(),
-                         "connect": freePort(),
+                         "connect": freePort(), "connect2": freePort(),
                          "origin": cls.origin.server_address[1], "tagged": cls.tagged.port}
                 cls.proxies.append((startProxy(real, CONFIG % ports, ports["port"],
                                                ports["admin"]), ports))
@@ -210,6 +233,116 @@ class DynamicForwardProxySideBySideTests(SharedFixture, SynchronousTestCase):
                           stats["cluster.tunnel.upstream_cx_connect_fail"],
                           stats["cluster.tunnel.upstream_cx_tx_bytes_total"],
                           stats["http.connect.downstream_rq_rx_reset"]), (2, 1, 1, 7, 4))
+
+
+    def test_connectOverHttp2(self):
+        """
+        CONNECT from an HTTP/2 client (Envoy 1.40 with C{allow_connect}):
+        C{200} once the tunnel is up; the client's C{END_STREAM} half-closes
+        the tunnel and the host's FIN ends the response (the host's close,
+        no request active); a host that closes first ends the response and
+        the stream is reset; a refused host and a name that does not
+        resolve get Envoy's 503. A POST on a route whose C{connect_config}
+        has C{allow_post} is relayed the same way (HTTP/1.1 and HTTP/2).
+        The same frames, replies and C{cluster.tunnel2} / C{http.connect2}
+        counters from both proxies.
+        """
+        echo, tagged, dead = self.echo.port, self.tagged.port, self.dead.port
+        results = []
+        for proxy, ports in self.proxies:
+            port = ports["connect2"]
+            seen = [_h2Tunnel(port, "127.0.0.1:%d" % (echo,), b"hello"),
+                    _h2Tunnel(port, "127.0.0.1:%d" % (tagged,), b"hi", end=False),
+                    _h2Tunnel(port, "127.0.0.1:%d" % (dead,), b""),
+                    _h2Tunnel(port, "nonexistent.invalid:80", b""),
+                    _h2Tunnel(port, "127.0.0.1:%d" % (echo,), b"posted", post=True),
+                    _masked(exchangeToClose(port, (
+                        "POST /post HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-length: 5\r\n"
+                        "connection: close\r\n\r\nhello" % (echo,)).encode()))]
+            # The last tunnel's close may still be on its way.
+            stats = _waitStats(ports["admin"], ("cluster.tunnel2.upstream_", "http.connect2."),
+                               "cluster.tunnel2.upstream_cx_destroy", 5)
+            results.append((seen, stats))
+        self.assertEqual(results[1], results[0])
+        seen, stats = results[1]
+        self.assertEqual(seen[0], [("headers", [(b":status", b"200"), (b"server", b"envoy")]),
+                                   ("data", b"hello"), "end"])
+        self.assertEqual(seen[2][-1], ("reset", 10))     # CONNECT_ERROR
+        self.assertEqual((stats["cluster.tunnel2.upstream_cx_destroy_remote"],
+                          stats["cluster.tunnel2.upstream_cx_destroy_with_active_rq"]), (4, 1))
+
+
+def _waitStats(admin, prefixes, name, value, timeout=10.0):
+    """The non-zero stats under C{prefixes}, once C{name} reaches C{value}."""
+    deadline = time.time() + timeout
+    while True:
+        stats = {k: v for k, v in adminStats(admin).items()
+                 if v and k.startswith(prefixes) and "_bytes_" not in k and "_ms" not in k}
+        if stats.get(name, 0) >= value or time.time() > deadline:
+            return stats
+        time.sleep(0.02)
+
+
+def _h2Tunnel(port, authority, send, end=True, post=False):
+    """
+    C{CONNECT authority} (or a C{POST /post} to it) from an HTTP/2 client:
+    once answered, send C{send} and read until some data comes back, then
+    (with C{end}) end the stream; read until the stream ends. The frames
+    seen: C{("headers", [...])} without C{date}, C{("data", bytes)},
+    C{"end"}, C{("reset", code)}.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    conn.initiate_connection()
+    if post:
+        head = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/post"),
+                (b":authority", authority.encode())]
+    else:
+        head = [(b":method", b"CONNECT"), (b":authority", authority.encode())]
+    conn.send_headers(1, head)
+    sock.sendall(conn.data_to_send())
+    seen = []
+
+    def pump(done):
+        while not done():
+            data = sock.recv(65536)
+            if not data:
+                seen.append("eof")
+                return
+            for event in conn.receive_data(data):
+                if isinstance(event, ResponseReceived):
+                    seen.append(("headers", sorted(
+                        (k, v) for k, v in event.headers if k != b"date")))
+                elif isinstance(event, DataReceived):
+                    seen.append(("data", event.data))
+                    conn.acknowledge_received_data(event.flow_controlled_length, 1)
+                elif isinstance(event, StreamEnded):
+                    seen.append("end")
+                elif isinstance(event, StreamReset):
+                    seen.append(("reset", int(event.error_code)))
+            sock.sendall(conn.data_to_send())
+
+    def finished():
+        return seen and (seen[-1] in ("end", "eof") or seen[-1][0] == "reset")
+
+    try:
+        pump(lambda: seen)
+        if seen[0] == ("headers", [(b":status", b"200"), (b"server", b"envoy")]) and send:
+            conn.send_data(1, send)
+            sock.sendall(conn.data_to_send())
+            pump(lambda: any(item[0] == "data" for item in seen) or finished())
+            if end and not finished():
+                conn.end_stream(1)
+                sock.sendall(conn.data_to_send())
+        pump(finished)
+    finally:
+        sock.close()
+    # Whether the host's last bytes and its FIN leave in one DATA frame
+    # depends on whether one read finds both, for Envoy as for txenvoy.
+    for i in range(len(seen) - 1, 0, -1):
+        if seen[i] == ("data", b"") and i + 1 < len(seen) and seen[i + 1] == "end":
+            del seen[i]
+    return seen
 
 
 _TUNNEL_CX_STATS = frozenset("cluster.tunnel.upstream_cx_" + name for name in (

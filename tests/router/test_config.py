@@ -1400,9 +1400,17 @@ virtual_hosts:
         """
         error = self.assertRaises(UnsupportedField, _oneHost, """
 - match: {connect_matcher: {}}
+  route:
+    cluster: c
+    upgrade_configs:
+    - {upgrade_type: CONNECT, connect_config: {proxy_protocol_config: {version: V2}}}
+""")
+        self.assertIn("upgrade_configs[0].connect_config.proxy_protocol_config", str(error))
+        table = _oneHost("""
+- match: {prefix: "/"}
   route: {cluster: c, upgrade_configs: [{upgrade_type: CONNECT, connect_config: {allow_post: true}}]}
 """)
-        self.assertIn("upgrade_configs[0].connect_config.allow_post", str(error))
+        self.assertTrue(_route(table, b"/", method=b"POST").entry.connectAllowPost)
         error = self.assertRaises(ConfigError, _oneHost, """
 - match: {prefix: "/"}
   route: {cluster: c, upgrade_configs: [{upgrade_type: websocket, connect_config: {}}]}

@@ -1977,6 +1977,15 @@ class ActiveStream:
         # The codec may hand the next pipelined request over while it
         # writes this response's end: the connection must be ready for it.
         self._complete = True
+        if self._upgradeCounted and not self._remoteComplete:
+            info = self.streamInfo
+            failed = getattr(self.encoder, "connectFailed", None)
+            if failed is not None and (
+                    info.hasResponseFlag(ResponseFlag.UPSTREAM_CONNECTION_FAILURE)
+                    or info.hasResponseFlag(ResponseFlag.UPSTREAM_CONNECTION_TERMINATION)):
+                # Envoy's doEndStream: a CONNECT whose TCP connection
+                # failed ends with CONNECT_ERROR (HTTP/2).
+                failed()
         self._detach()
 
     def _afterComplete(self):

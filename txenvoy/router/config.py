@@ -560,6 +560,8 @@ class RouteEntry(_Frozen):
     @ivar hostRewriteHeader: lower-case header name, or C{None}.
     @ivar hashPolicies: a tuple of L{HashPolicy}.
     @ivar upgradeMap: C{{upgradeType (lower-case bytes): enabled}}.
+    @ivar connectConfig: a CONNECT is terminated here (a TCP tunnel).
+    @ivar connectAllowPost: so is a POST (C{connect_config.allow_post}).
     @ivar isRedirect: this is a C{redirect} route.
     @ivar directResponse: a L{DirectResponse} for C{direct_response}, else
         C{None}.
@@ -589,7 +591,8 @@ class RouteEntry(_Frozen):
         "grpcTimeoutHeaderOffset", "maxGrpcTimeout", "grpcTimeoutOffset", "retryPolicy",
         "prefixRewrite", "regexRewrite", "hostRewriteLiteral", "autoHostRewrite",
         "hostRewriteHeader", "hostRewritePathRegex", "appendXForwardedHost", "hashPolicies",
-        "upgradeMap", "connectConfig", "isRedirect", "redirect", "directResponse", "isDirectResponse",
+        "upgradeMap", "connectConfig", "connectAllowPost", "isRedirect", "redirect",
+        "directResponse", "isDirectResponse",
         "responseCode", "addsLocation", "requestHeadersMutations",
         "responseHeadersMutations", "perFilterConfig", "cors", "metadata", "priority",
         "includeVhRateLimits", "perRequestBufferLimitBytes", "requestBodyBufferLimit",
@@ -722,6 +725,7 @@ def _entryDefaults(name, vhost):
         prefixRewrite=None, regexRewrite=None, hostRewriteLiteral=None,
         autoHostRewrite=False, hostRewriteHeader=None, hostRewritePathRegex=None,
         appendXForwardedHost=False, hashPolicies=(), upgradeMap={}, connectConfig=False,
+        connectAllowPost=False,
         isRedirect=False, redirect=None, directResponse=None, isDirectResponse=False,
         responseCode=None, addsLocation=False,
         requestHeadersMutation=None, responseHeadersMutation=None,
@@ -1476,12 +1480,14 @@ class _Compiler:
             upgrades[key] = upgrade.enabled.value if upgrade.HasField("enabled") else True
             if upgrade.HasField("connect_config"):
                 connect = upgrade.connect_config
-                checkFields(connect, (), upgradePath + ".connect_config")
+                checkFields(connect, ("allow_post",), upgradePath + ".connect_config")
                 if key != b"connect":
                     raise ConfigError("connect_config is only for upgrade_type CONNECT @ %s"
                                       % (upgradePath + ".connect_config",))
-                # Envoy terminates CONNECT here: a TCP connection to the host.
+                # Envoy terminates CONNECT here: a TCP connection to the host
+                # (and, with allow_post, a POST's body relayed the same way).
                 attributes["connectConfig"] = upgrades[key]
+                attributes["connectAllowPost"] = upgrades[key] and connect.allow_post
         attributes["upgradeMap"] = upgrades
         if action.HasField("cors"):
             attributes["cors"] = action.cors

@@ -812,8 +812,11 @@ class RouterFilter:
                       host.addressString, self.info.upstreamCluster)
         if self.entry.autoHostRewrite and host.hostname:
             self.request.authority = host.hostname.encode("utf-8")
-        if self.entry.connectConfig and self.request.method == b"CONNECT":
-            # CONNECT terminated here: a TCP tunnel to the host.
+        entry = self.entry
+        if entry.connectConfig and (self.request.method == b"CONNECT" or (
+                entry.connectAllowPost and self.request.method == b"POST")):
+            # CONNECT (or, with allow_post, a POST) terminated here: a TCP
+            # tunnel to the host.
             pool = tcpPoolFor(self.pools, host)
         else:
             pool = self.pools.poolFor(host, self._socketOptions, self.info.protocol == "HTTP/2")
@@ -1129,10 +1132,12 @@ class RouterFilter:
         cb = self.callbacks
         now = self.reactor.seconds()
         entries = headers.headers._entries
-        if not self.config.suppressEnvoyHeaders and status != 101 and not getattr(
-                upstream.pool, "terminatesConnect", False):
+        if not self.config.suppressEnvoyHeaders and status != 101 and not (
+                self._completeTime is None
+                and getattr(upstream.pool, "terminatesConnect", False)):
             # Envoy times from the end of the downstream request (so retries
-            # and back-off count), and does not time an upgrade's 101.
+            # and back-off count), and does not time an upgrade's 101 nor a
+            # tunnel whose request is not complete.
             since = self._completeTime
             if since is None:
                 since = upstream.startTime

@@ -14,6 +14,11 @@ ends the response.
 A L{TcpPool} gives each stream its own connection (nothing is reused); the
 L{TcpClient} is both the pool's client and its own codec, so the router's
 L{txenvoy.router.router.UpstreamRequest} drives it as it drives an HTTP one.
+
+An HTTP/1.1 client cannot half-close: its FIN resets the stream, and the
+tunnel closes as Envoy's does, locally with its request active. An HTTP/2
+client ends its stream (C{END_STREAM}) and the tunnel stays open the other
+way until the host's FIN, which closes it as the host's.
 """
 
 from collections import deque
@@ -129,9 +134,7 @@ class TcpClient(ReadPausing):
     """
     One tunnel's upstream connection, and the codec the router writes the
     CONNECT stream to: C{encodeRequest} answers C{200} (the connection is
-    up), C{encodeData} relays, and its end half-closes. It has no
-    C{closingWithIncompleteStream}: as in Envoy's TCP pool its connection
-    always closes with its stream active.
+    up), C{encodeData} relays, and its end half-closes.
     """
 
     stream = None
@@ -140,6 +143,8 @@ class TcpClient(ReadPausing):
     connected = False
     closed = False
     closedUnanswered = False
+    clientEnded = False         # the client's stream ended: FIN sent on
+    finished = False            # both directions ended, the client's first
 
     def __init__(self, pool, pending):
         self.pool = pool
@@ -165,7 +170,7 @@ class TcpClient(ReadPausing):
         if stream is not None:
             stream.onResponseHeaders(ResponseHeaders(200), False)
         if endStream:
-            self.connection.loseWriteConnection()
+            self._halfClose()
 
     def encodeData(self, data, endStream):
         """Relay client bytes; their end is a half-close towards the host."""
@@ -174,12 +179,24 @@ class TcpClient(ReadPausing):
         if data:
             self.connection.write(data)
         if endStream:
-            self.connection.loseWriteConnection()
+            self._halfClose()
 
     def encodeTrailers(self, trailers):
         """Trailers end the client's stream: a half-close."""
         if not self.closed:
-            self.connection.loseWriteConnection()
+            self._halfClose()
+
+    def _halfClose(self):
+        self.clientEnded = True
+        self.connection.loseWriteConnection()
+
+    def closingWithIncompleteStream(self):
+        """
+        Whether the connection closes with its stream active: always, as
+        in Envoy's TCP pool, unless the client (an HTTP/2 stream, which can
+        half-close) ended first and the host's FIN ended the response.
+        """
+        return not self.finished
 
     # Flow control and giving up.
 
@@ -234,13 +251,18 @@ class TcpClient(ReadPausing):
     def onUpstreamReadClosed(self):
         """The host's FIN ends the response."""
         stream = self.stream
+        if self.clientEnded:
+            # Both directions are done: the connection closes as the
+            # host's, with no request active (Envoy, HTTP/2 clients).
+            self.finished = True
         if stream is not None:
             self.stream = None
             stream.onResponseData(b"", True)
             stream.onResponseComplete()
-        # Envoy's downstream stream is reset as the client's connection
-        # closes, and the router's reset closes the tunnel: a local close.
-        if not self.closed:
+        # Else Envoy's downstream stream is reset as the client's connection
+        # closes (HTTP/1) or its stream is reset (HTTP/2, its request not
+        # ended), and the router's reset closes the tunnel: a local close.
+        if not self.closed and not self.finished:
             self.closed = True
             self.connection.close(local=True)
 

@@ -165,6 +165,9 @@ class Http2ResponseEncoder:
     responseStarted = False
     responseComplete = False
     decoder = None
+    #: The RST_STREAM code of a stream answered before its request ended:
+    #: Envoy's CONNECT_ERROR for a CONNECT whose tunnel failed.
+    earlyResetCode = ErrorCodes.NO_ERROR
 
     def __init__(self, codec, streamId):
         self._codec = codec
@@ -185,6 +188,14 @@ class Http2ResponseEncoder:
     def setDecoder(self, decoder):
         """See L{IResponseEncoder.setDecoder}."""
         self.decoder = decoder
+
+    def connectFailed(self):
+        """
+        The CONNECT tunnel of this stream failed (RFC 9113 section 8.5):
+        a stream answered before its request ended is reset with
+        CONNECT_ERROR, as Envoy resets it.
+        """
+        self.earlyResetCode = ErrorCodes.CONNECT_ERROR
 
     def encode100ContinueHeaders(self):
         """Write a 100 Continue head."""
@@ -437,6 +448,14 @@ class Http2ServerCodec(CountedReadDisable):
             self._onPingAck()
         elif kind is RemoteSettingsChanged:
             self._countControlFrame()
+            size = event.changed_settings.get(SettingCodes.HEADER_TABLE_SIZE)
+            if size is not None and size.new_value == size.original_value:
+                # nghttp2 (Envoy's codec) announces its table size in the
+                # next header block whenever the client names one, even
+                # unchanged; h2 only when it changes.
+                encoder = self._conn.encoder
+                encoder.table_size_changes.append(size.new_value)
+                encoder.header_table.resized = True
         elif kind is PriorityUpdated:
             self._onPriority(event)
         elif kind is ConnectionTerminated:
@@ -761,7 +780,7 @@ class Http2ServerCodec(CountedReadDisable):
                 # Envoy resets a stream whose response is sent before its
                 # request ended (RST_STREAM NO_ERROR, RFC 9113 section 8.1).
                 try:
-                    self._conn.reset_stream(encoder.streamId, ErrorCodes.NO_ERROR)
+                    self._conn.reset_stream(encoder.streamId, encoder.earlyResetCode)
                 except H2Error:
                     return
                 if self._stats is not None:
