@@ -27,7 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.e2e.harness import REPO, STARTUP_TIMEOUT, Envoy, RealEnvoy, adminStats, freePort
 from tests.e2e.test_file_xds import _direct
 from tests.e2e.test_file_xds import _listener as fileListener
-from tests.xds.control_plane import CLUSTER, LISTENER, ROUTE, ControlPlane, packed
+from tests.xds.control_plane import CLUSTER, LISTENER, ROUTE, SECRET, ControlPlane, packed
 
 _BOOTSTRAP = """
 node: {id: node-1, cluster: fleet, locality: {region: r1}}
@@ -187,6 +187,20 @@ class Side:
 
     def name(self):
         return "envoy" if self.real else "txenvoy"
+
+    def waitStat(self, name, value, timeout=20.0):
+        """Poll the admin stats until C{name} is C{value}."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if adminStats(self.admin).get(name) == value:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("%s: %s never became %r" % (self.name(), name, value))
 
     def requests(self):
         return [[_summary(r) for r in s.requests] for s in self.cp.streams]
@@ -551,4 +565,50 @@ class AdsTests(SynchronousTestCase):
                          ["CDS update attempts to reduce clusters below configured minimum."])
         names = ("cluster_manager.cds.update_attempt", "cluster_manager.cds.update_success",
                  "cluster_manager.cds.update_rejected", "cluster_manager.active_clusters")
+        self.assertEqual(tx.stats(*names), real.stats(*names))
+
+    def test_clusterWarmsOnItsSdsSecret(self):
+        """
+        A CDS cluster whose upstream TLS context takes its client
+        certificate from SDS over ADS warms until the secret arrives, as
+        Envoy's cluster init manager holds it: C{warming_clusters} is 1 and
+        LDS is not asked for (the clusters of CDS's first update warm
+        before LDS starts); once the secret is pushed the cluster is
+        active and the listener serves. The same requests on both.
+        """
+        from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
+
+        sides = self.sides("GRPC")
+        certificate, key = _demoCertificate()
+        context = json_format.ParseDict({"common_tls_context": {
+            "tls_certificate_sds_secret_configs": [{
+                "name": "client", "sds_config": {"ads": {}, "resource_api_version": "V3"}}]}},
+            tls_pb2.UpstreamTlsContext())
+        cluster = _cluster("tls_c")
+        cluster.transport_socket.name = "envoy.transport_sockets.tls"
+        cluster.transport_socket.typed_config.Pack(context)
+        secret = secret_pb2.Secret(name="client")
+        secret.tls_certificate.certificate_chain.inline_bytes = certificate
+        secret.tls_certificate.private_key.inline_bytes = key
+        names = ("cluster_manager.warming_clusters", "cluster_manager.active_clusters",
+                 "listener_manager.total_listeners_active")
+        warming = {}
+
+        def run(side):
+            side.cp.setResources(CLUSTER, "c1", [cluster])
+            side.cp.setResources(LISTENER, "l1", [_listener("l1", side.port, "one")])
+            side.start()
+            side.cp.waitFor(lambda cp: len(cp.requestsOf(SECRET)) >= 1, timeout=40)
+            side.waitStat("cluster_manager.warming_clusters", 1)
+            warming[side.name()] = (side.stats(*names[:2]), len(side.cp.requestsOf(LISTENER)))
+            side.cp.setResources(SECRET, "s1", [secret])
+            side.waitBody(side.port, "one", timeout=30)
+            side.cp.waitFor(lambda cp: len(cp.requestsOf(LISTENER)) >= 2)
+
+        _both(run, sides)
+        real, tx = sides
+        self.assertEqual(warming["txenvoy"], warming["envoy"])
+        self.assertEqual(warming["envoy"], ({"cluster_manager.warming_clusters": 1,
+                                             "cluster_manager.active_clusters": 1}, 0))
+        self.assertEqual(tx.requests(), real.requests())
         self.assertEqual(tx.stats(*names), real.stats(*names))

@@ -227,3 +227,62 @@ class SecretsNotReadyTests(SynchronousTestCase):
         [failure] = failures
         self.assertIsInstance(failure.value, UpstreamTlsError)
         self.assertEqual(counter.value, 1)
+
+
+class ClusterWarmsOnSecretsTests(SynchronousTestCase):
+    """
+    A cluster whose TLS secrets come from a control plane initializes once
+    they arrived, were rejected or timed out, as Envoy's cluster init
+    manager holds its C{SdsApi} targets. (Against Envoy, by CDS over ADS:
+    L{tests.e2e.test_grpc_xds}.)
+    """
+
+    def test_clusterWaitsForItsSecrets(self):
+        from twisted.internet import defer
+
+        tests = UpstreamSdsTests("test_validateMode")
+        tests.setUp()
+        server = tests.server(1)
+        cluster = server.clusterManager.clusters["up"]
+        secrets = defer.Deferred()
+
+        class Pending:
+            def whenReady(self):
+                return secrets
+
+        cluster.info.transportSocket.sds = Pending()
+        cluster.start()
+        initialized = cluster.whenInitialized()
+        self.assertNoResult(initialized)
+        secrets.callback(None)
+        self.successResultOf(initialized)
+
+    def test_remoteSubscriptionInitializedBeforeOrAfterStart(self):
+        """
+        L{RemoteSubscription.whenInitialized} asked before the subscription
+        starts fires with its first update, as one asked after.
+        """
+        from twisted.internet import defer
+
+        from txenvoy.xds.subscription_factory import RemoteSubscription
+
+        class Subscription:
+            initialized = defer.Deferred()
+
+            def start(self, transport):
+                pass
+
+        subscription = Subscription()
+
+        class ControlPlanes:
+            def subscription(self, *args):
+                return subscription, None
+
+        remote = RemoteSubscription(ControlPlanes(), None, "p", None, _SECRET, None, "cert")
+        before = remote.whenInitialized()
+        remote.start()
+        after = remote.whenInitialized()
+        self.assertNoResult(before)
+        subscription.initialized.callback(None)
+        self.successResultOf(before)
+        self.successResultOf(after)

@@ -1310,6 +1310,7 @@ class PrimaryCluster:
         self._initWaiters = []
         self._stopped = False
         self._healthCheckStarted = False
+        self._secretsWaited = False
         self._cmStats = _MergeStats(mainShard.scope("cluster_manager."))
         self._mergeTimer = None
         self._lastPosted = float("-inf")
@@ -1393,6 +1394,16 @@ class PrimaryCluster:
     def _markInitialized(self):
         if self.initialized:
             return
+        if not self._secretsWaited:
+            # As Envoy's cluster init manager: the TLS secrets its transport
+            # socket takes from a control plane (SDS) come first (or their
+            # initial_fetch_timeout), then the first health check round.
+            self._secretsWaited = True
+            whenReady = getattr(self.info.transportSocket, "whenSecretsReady", None)
+            ready = whenReady() if whenReady is not None else None
+            if ready is not None and not ready.called:
+                ready.addCallback(lambda _: self._markInitialized())
+                return
         if self.healthChecker is not None and not self._healthCheckStarted:
             self._healthCheckStarted = True
             self.healthChecker.start().addCallback(lambda _: self._markInitialized())

@@ -460,6 +460,16 @@ class ClusterManager(Service):
         for tlcm in self._threadLocalManagers():
             tlcm.dispatcher.post(tlcm.runUpdate, [(f, (tlcm, arg)) for f, arg in ops])
 
+    def whenWarmed(self):
+        """
+        A Deferred firing once every cluster warming now is warm (or was
+        replaced or removed meanwhile).
+        """
+        waits = [cluster.whenInitialized() for cluster in self.warming.values()]
+        d = defer.gatherResults(waits, consumeErrors=True)
+        d.addBoth(lambda _: None)
+        return d
+
     def warmingNames(self):
         """The names of the CDS clusters still warming (C{dynamic_warming_clusters})."""
         return set(self.warming)

@@ -138,7 +138,12 @@ class FileXds(Service):
             return
         subscription, transport = remaining.pop(0)
         subscription.start(transport)
-        subscription.initialized.addCallback(lambda _: self._startRemote(remaining))
+        d = subscription.initialized
+        if subscription.typeUrl == CLUSTER_TYPE:
+            # As Envoy's cluster manager init: the clusters of CDS's first
+            # update warm (EDS, TLS secrets) before LDS is asked for.
+            d.addCallback(lambda _: self._server.clusterManager.whenWarmed())
+        d.addCallback(lambda _: self._startRemote(remaining))
 
     def stopService(self):
         Service.stopService(self)

@@ -16,6 +16,7 @@ is rejected whole, and every context keeps the secret it had.
 import time
 
 from twisted.application.service import Service
+from twisted.internet import defer
 
 from txenvoy.config.datasource import readDataSource
 from txenvoy.config.errors import ConfigError, collectErrors
@@ -82,6 +83,17 @@ class SdsSecretProvider:
         self.subscription = None
         self._consumers = []
         scope.counter("key_rotation_failed")
+
+    def whenInitialized(self):
+        """
+        A Deferred firing once the secret is there, or its subscription to
+        a control plane had its first update (applied or rejected) or
+        timed out: what Envoy's C{SdsApi} init target waits for.
+        """
+        waitFor = getattr(self.subscription, "whenInitialized", None)
+        if self.secret is not None or waitFor is None:
+            return defer.succeed(None)
+        return waitFor()
 
     def addUpdateCallback(self, onSecret):
         """

@@ -11,6 +11,8 @@ C{onConfigUpdate(resources, versionInfo)}.
 
 import weakref
 
+from twisted.internet import defer
+
 from txenvoy.config.errors import ConfigError
 from txenvoy.xds.config_source import checkExists, fileSourceOf
 from txenvoy.xds.control_plane import isControlPlane
@@ -49,6 +51,7 @@ class RemoteSubscription:
         self._controlPlanes = controlPlanes
         self._args = (source, path, scope, typeUrl, onUpdate, (name,))
         self.subscription = None
+        self._waiting = []
 
     def refresh(self):
         """Nothing to read now: the control plane sends."""
@@ -58,6 +61,22 @@ class RemoteSubscription:
         if self.subscription is None:
             self.subscription, transport = self._controlPlanes.subscription(*self._args)
             self.subscription.start(transport)
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                self.subscription.initialized.addBoth(_fire, d)
+
+    def whenInitialized(self):
+        """
+        A Deferred firing as L{initialized} does, asked for before or
+        after the subscription starts (what a cluster warms on: its TLS
+        secrets).
+        """
+        d = defer.Deferred()
+        if self.subscription is None:
+            self._waiting.append(d)
+        else:
+            self.subscription.initialized.addBoth(_fire, d)
+        return d
 
     @property
     def initialized(self):
@@ -74,6 +93,12 @@ class RemoteSubscription:
         subscription, self.subscription = self.subscription, None
         if subscription is not None:
             subscription.stop()
+
+
+def _fire(result, d):
+    if not d.called:
+        d.callback(None)
+    return result
 
 
 class SubscriptionFactory:

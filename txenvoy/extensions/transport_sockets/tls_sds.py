@@ -88,6 +88,19 @@ class SdsTlsContext:
                 # Envoy counts the first context made from SDS too.
                 self._updated.inc()
 
+    def whenReady(self):
+        """
+        A Deferred firing once every secret from a control plane arrived,
+        was rejected, or timed out (at once for files and static secrets).
+        """
+        from twisted.internet import defer
+
+        if self.validating:
+            return defer.succeed(None)
+        d = defer.gatherResults([provider.whenInitialized() for ignored, provider in self._slots])
+        d.addCallback(lambda _: None)
+        return d
+
     def _compose(self, override):
         """The C{CommonTlsContext} with every secret in place, or C{None}."""
         ctc = type(self._template)()
@@ -183,6 +196,13 @@ class SdsUpstreamTlsSocket:
 
     def __init__(self, sdsContext):
         self.sds = sdsContext
+
+    def whenSecretsReady(self):
+        """
+        What the cluster warms on (Envoy's cluster init manager holding
+        the C{SdsApi} init targets): its secrets from a control plane.
+        """
+        return self.sds.whenReady()
 
     def wrapProtocolFactory(self, factory, reactor, host, cluster=None, socketOptions=None):
         """See L{UpstreamTlsSocket.wrapProtocolFactory}."""
