@@ -174,7 +174,7 @@ class Side:
     def startControlPlane(self):
         self.cp = ControlPlane(self.xdsPort)
 
-    def waitBody(self, port, body, timeout=15.0):
+    def waitBody(self, port, body, timeout=STARTUP_TIMEOUT):
         import time
 
         deadline = time.monotonic() + timeout
