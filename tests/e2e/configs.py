@@ -25,6 +25,14 @@ ROUTER = """
     "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
 """
 
+#: Cluster fields: HTTP/2 to its hosts (a gRPC service).
+HTTP2 = """
+typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    explicit_http_config: {http2_protocol_options: {}}
+"""
+
 TO_ORIGIN = """
 - match: { prefix: "/" }
   route: { cluster: origin }

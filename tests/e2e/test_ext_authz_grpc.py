@@ -23,16 +23,9 @@ from google.protobuf.json_format import MessageToDict
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.grpc_services import ServiceSideBySide, authorizationService
-from tests.e2e.configs import TO_ORIGIN, bootstrap, cluster, httpFilter, httpListener
+from tests.e2e.configs import HTTP2, TO_ORIGIN, bootstrap, cluster, httpFilter, httpListener
 from tests.e2e.harness import SharedFixture, exchangeToClose, rawRequest
 from tests.e2e.test_ext_authz import _masked, _originHandler, _seen
-
-_HTTP2 = """
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: { http2_protocol_options: {} }"""
-
 
 def _hcm(name, port, authz, perRoute=""):
     return httpListener(name, port, routes=[perRoute, TO_ORIGIN], httpFilters=httpFilter(
@@ -105,8 +98,8 @@ def serviceConfig(admin, listeners, origin, echo, serviceName, service, dead, he
     echo, the service (HTTP/2) and dead (HTTP/2, nothing listening).
     """
     return bootstrap(listeners, [cluster("origin", origin), cluster("echo", echo),
-                                 cluster(serviceName, service, _HTTP2),
-                                 cluster("dead", dead, _HTTP2)], admin=admin, extra=head)
+                                 cluster(serviceName, service, HTTP2),
+                                 cluster("dead", dead, HTTP2)], admin=admin, extra=head)
 
 
 def _option(options, key, value, append=None, action=None):

@@ -14,60 +14,54 @@ import urllib.request
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.collectors import FluentdReceiver, RecordingOrigin
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import DeadPort, SharedFixture, adminStats, freePort, startProxy
-from tests.e2e.tracing_compare import clusterYaml, listenerYaml
 
-_HCM = """\
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: %(prefix)s
-          access_log:
-          - name: envoy.access_loggers.fluentd
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.fluentd.v3.FluentdAccessLogConfig
-              cluster: %(cluster)s
-              tag: envoy.%(prefix)s
-              stat_prefix: %(prefix)s
-              buffer_flush_interval: 0.2s
-              record:
-                method: "%%REQ(:METHOD)%%"
-                path: "%%REQ(:PATH)%%"
-                code: "%%RESPONSE_CODE%%"
-                flags: "%%RESPONSE_FLAGS%%"
-                mixed: "%%REQ(:METHOD)%% %%RESPONSE_CODE%%"
-                missing: "%%REQ(X-NOPE)%%"
-                nested: {protocol: "%%PROTOCOL%%", constant: 7, list: ["%%RESPONSE_CODE%%", x]}
-          route_config:
-            virtual_hosts:
-            - name: vh
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/dead"}
-                route: {cluster: deadorigin}
-              - match: {prefix: "/"}
-                route: {cluster: origin}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+_ACCESS_LOG = """
+access_log:
+- name: envoy.access_loggers.fluentd
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.access_loggers.fluentd.v3.FluentdAccessLogConfig
+    cluster: %(cluster)s
+    tag: envoy.%(prefix)s
+    stat_prefix: %(prefix)s
+    buffer_flush_interval: 0.2s
+    record:
+      method: "%%REQ(:METHOD)%%"
+      path: "%%REQ(:PATH)%%"
+      code: "%%RESPONSE_CODE%%"
+      flags: "%%RESPONSE_FLAGS%%"
+      mixed: "%%REQ(:METHOD)%% %%RESPONSE_CODE%%"
+      missing: "%%REQ(X-NOPE)%%"
+      nested: {protocol: "%%PROTOCOL%%", constant: 7, list: ["%%RESPONSE_CODE%%", x]}
 """
+
+_VIRTUAL_HOST = """
+- name: vh
+  domains: ["*"]
+  routes:
+  - match: {prefix: "/dead"}
+    route: {cluster: deadorigin}
+  - match: {prefix: "/"}
+    route: {cluster: origin}
+"""
+
+
+def _listener(prefix, port, cluster):
+    return httpListener(prefix, port, hcm=_ACCESS_LOG % dict(prefix=prefix, cluster=cluster),
+                        virtualHosts=_VIRTUAL_HOST)
+
 
 PATHS = ("/a", "/b?x=1", "/dead")
 
 
 def fluentdConfig(ports, receiverPort, originPort, deadPort):
-    return ("admin:\n"
-            "  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n"
-            "static_resources:\n"
-            "  listeners:\n" % (ports["admin"],)
-            + listenerYaml("ingress", ports["ingress"], _HCM % dict(prefix="ingress",
-                                                                    cluster="fluentd"))
-            + listenerYaml("dead", ports["dead"], _HCM % dict(prefix="dead",
-                                                              cluster="deadfluentd"))
-            + "  clusters:\n"
-            + clusterYaml("origin", originPort) + clusterYaml("fluentd", receiverPort)
-            + clusterYaml("deadfluentd", deadPort) + clusterYaml("deadorigin", deadPort))
+    return bootstrap(
+        [_listener("ingress", ports["ingress"], "fluentd"),
+         _listener("dead", ports["dead"], "deadfluentd")],
+        [cluster("origin", originPort), cluster("fluentd", receiverPort),
+         cluster("deadfluentd", deadPort), cluster("deadorigin", deadPort)],
+        admin=ports["admin"])
 
 
 def _get(port, path):

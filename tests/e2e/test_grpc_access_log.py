@@ -18,39 +18,22 @@ import urllib.request
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.collectors import AccessLogServiceReceiver, RecordingOrigin
+from tests.e2e.configs import HTTP2, bootstrap, cluster, httpListener
 from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
-from tests.e2e.tracing_compare import clusterYaml, listenerYaml
+from tests.e2e.tracing_compare import listenerYaml
 
-_HCM = """\
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          access_log:
-          - name: envoy.access_loggers.http_grpc
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig
-              common_config:
-                log_name: edge
-                transport_api_version: V3
-                grpc_service: {envoy_grpc: {cluster_name: als}}
-                buffer_flush_interval: 0.2s
-              additional_request_headers_to_log: [x-case, x-missing]
-              additional_response_headers_to_log: [content-length]
-          route_config:
-            virtual_hosts:
-            - name: vh
-              domains: ["*"]
-              routes:
-              - {match: {prefix: "/none"}, direct_response: {status: 404}}
-              - {match: {prefix: "/"}, route: {cluster: origin}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-              # No x-envoy-upstream-service-time: its digits (more on a loaded
-              # machine) would make the byte counts compared differ.
-              suppress_envoy_headers: true
+_ACCESS_LOG = """
+access_log:
+- name: envoy.access_loggers.http_grpc
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig
+    common_config:
+      log_name: edge
+      transport_api_version: V3
+      grpc_service: {envoy_grpc: {cluster_name: als}}
+      buffer_flush_interval: 0.2s
+    additional_request_headers_to_log: [x-case, x-missing]
+    additional_response_headers_to_log: [content-length]
 """
 
 _TCP = """\
@@ -70,13 +53,6 @@ _TCP = """\
                 buffer_flush_interval: 0.2s
 """
 
-_HTTP2 = """\
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}
-"""
-
 PATHS = ("/a", "/b?x=1", "/none")
 
 #: The per-phase times, in the order a proxied request passes them.
@@ -94,18 +70,21 @@ _RESPONSE_CLEARED = ()
 
 
 def alsConfig(real, ports, alsPort, originPort):
-    cluster = clusterYaml("als", alsPort)
-    if real:
-        cluster = cluster.replace("    connect_timeout: 1s\n", "    connect_timeout: 1s\n"
-                                  + _HTTP2)
-    return ("node: {id: n1, cluster: c1}\n"
-            "admin:\n"
-            "  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n"
-            "static_resources:\n"
-            "  listeners:\n" % (ports["admin"],)
-            + listenerYaml("ingress", ports["ingress"], _HCM)
-            + listenerYaml("tcp", ports["tcp"], _TCP)
-            + "  clusters:\n" + clusterYaml("origin", originPort) + cluster)
+    return bootstrap(
+        [httpListener("ingress", ports["ingress"], hcm=_ACCESS_LOG, virtualHosts="""
+            - name: vh
+              domains: ["*"]
+              routes:
+              - {match: {prefix: "/none"}, direct_response: {status: 404}}
+              - {match: {prefix: "/"}, route: {cluster: origin}}
+            """, router="""
+            # No x-envoy-upstream-service-time: its digits (more on a loaded
+            # machine) would make the byte counts compared differ.
+            suppress_envoy_headers: true
+            """),
+         listenerYaml("tcp", ports["tcp"], _TCP)],
+        [cluster("origin", originPort), cluster("als", alsPort, HTTP2 if real else "")],
+        admin=ports["admin"], extra="node: {id: n1, cluster: c1}")
 
 
 def _normalized(entry, ports):

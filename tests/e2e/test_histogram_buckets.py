@@ -14,43 +14,25 @@ import urllib.request
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.collectors import RecordingOrigin
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import SharedFixture, freePort, startProxy
-from tests.e2e.tracing_compare import clusterYaml, listenerYaml
-
-_HCM = """\
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: edge
-          route_config:
-            virtual_hosts:
-            - name: vh
-              domains: ["*"]
-              routes: [{match: {prefix: "/"}, route: {cluster: origin}}]
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"""
-
+from tests.e2e.tracing_compare import ORIGIN_HOST
 
 def bucketConfig(adminPort, port, originPort):
     """Two settings: the first match wins, bounds given out of order."""
-    return ("stats_flush_on_admin: true\n"
-            "stats_config:\n"
-            "  histogram_bucket_settings:\n"
-            "  - match: {prefix: cluster.origin.upstream_rq_time}\n"
-            "    buckets: [1000, 0.5, 60000]\n"
-            "  - match: {safe_regex: {regex: '^(cluster|http)\\..*_ms$'}}\n"
-            "    buckets: [1, 2, 3, 100000]\n"
-            "  - match: {prefix: cluster.}\n"
-            "    buckets: [7]\n"
-            "admin:\n"
-            "  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n"
-            "static_resources:\n"
-            "  listeners:\n" % (adminPort,)
-            + listenerYaml("edge", port, _HCM)
-            + "  clusters:\n" + clusterYaml("origin", originPort))
+    return bootstrap(
+        [httpListener("edge", port, virtualHosts=ORIGIN_HOST)], [cluster("origin", originPort)],
+        admin=adminPort, extra="""
+        stats_flush_on_admin: true
+        stats_config:
+          histogram_bucket_settings:
+          - match: {prefix: cluster.origin.upstream_rq_time}
+            buckets: [1000, 0.5, 60000]
+          - match: {safe_regex: {regex: '^(cluster|http)\\..*_ms$'}}
+            buckets: [1, 2, 3, 100000]
+          - match: {prefix: cluster.}
+            buckets: [7]
+        """)
 
 
 #: The histograms compared (they exist in both once requests went through).

@@ -16,31 +16,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from envoy.config.core.v3 import base_pb2
 from tests.e2e.collectors import MetricsServiceReceiver, RecordingOrigin
+from tests.e2e.configs import HTTP2, bootstrap, cluster, httpListener
 from tests.e2e.harness import SharedFixture, freePort, startProxy
-from tests.e2e.tracing_compare import clusterYaml, listenerYaml
-
-_HCM = """\
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - name: vh
-              domains: ["*"]
-              routes: [{match: {prefix: "/"}, route: {cluster: origin}}]
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"""
-
-_HTTP2 = """\
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}
-"""
+from tests.e2e.tracing_compare import ORIGIN_HOST
 
 #: Stats both proxies have, and the kinds of family each makes.
 COMPARED = ("http.ingress.downstream_rq_total", "http.ingress.downstream_rq_2xx",
@@ -50,24 +28,19 @@ REQUESTS = 3
 
 
 def metricsConfig(real, ports, servicePort, originPort):
-    cluster = clusterYaml("ms", servicePort)
-    if real:
-        cluster = cluster.replace("    connect_timeout: 1s\n", "    connect_timeout: 1s\n"
-                                  + _HTTP2)
-    return ("node: {id: n1, cluster: c1}\n"
-            "stats_flush_interval: 0.5s\n"
-            "stats_sinks:\n"
-            "- name: envoy.stat_sinks.metrics_service\n"
-            "  typed_config:\n"
-            "    \"@type\": type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig\n"
-            "    transport_api_version: V3\n"
-            "    grpc_service: {envoy_grpc: {cluster_name: ms}}\n"
-            "admin:\n"
-            "  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n"
-            "static_resources:\n"
-            "  listeners:\n" % (ports["admin"],)
-            + listenerYaml("ingress", ports["ingress"], _HCM)
-            + "  clusters:\n" + clusterYaml("origin", originPort) + cluster)
+    return bootstrap(
+        [httpListener("ingress", ports["ingress"], virtualHosts=ORIGIN_HOST)],
+        [cluster("origin", originPort), cluster("ms", servicePort, HTTP2 if real else "")],
+        admin=ports["admin"], extra="""
+        node: {id: n1, cluster: c1}
+        stats_flush_interval: 0.5s
+        stats_sinks:
+        - name: envoy.stat_sinks.metrics_service
+          typed_config:
+            "@type": type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig
+            transport_api_version: V3
+            grpc_service: {envoy_grpc: {cluster_name: ms}}
+        """)
 
 
 def _family(family):

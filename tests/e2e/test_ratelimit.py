@@ -19,8 +19,8 @@ import re
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.grpc_services import ServiceSideBySide, rateLimitService
 from tests.e2e.configs import httpFilter, httpListener
+from tests.e2e.grpc_services import ServiceSideBySide, rateLimitService
 from tests.e2e.harness import SharedFixture, exchangeToClose, rawRequest
 from tests.e2e.test_ext_authz import _masked, _originHandler, _seen
 from tests.e2e.test_ext_authz_grpc import _tcpExchange, serviceConfig

@@ -23,6 +23,10 @@ def clusterYaml(name, port):
 """ % (name, name, port)
 
 
+#: The one virtual host of the telemetry tests' simplest listeners.
+ORIGIN_HOST = '- name: vh\n  domains: ["*"]\n  routes: [{match: {prefix: "/"}, route: {cluster: origin}}]\n'
+
+
 def listenerYaml(name, port, hcm, direction=""):
     """A listener on 127.0.0.1 whose one filter chain is C{hcm}."""
     return """\
