@@ -49,8 +49,9 @@ class LoadClients:
     C{connection: close}), C{fresh} of them open one per request.
     """
 
-    def __init__(self, port, keepAlive=2, fresh=1, maxSeconds=40.0):
+    def __init__(self, port, keepAlive=2, fresh=1, maxSeconds=40.0, timeout=10.0):
         self.port = port
+        self.timeout = timeout
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.ok = 0
@@ -68,7 +69,7 @@ class LoadClients:
         conn = None
         while not self.stopping.is_set() and time.time() < self.deadline:
             if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
             try:
                 conn.request("GET", "/")
                 response = conn.getresponse()
@@ -95,7 +96,7 @@ class LoadClients:
     def stop(self):
         self.stopping.set()
         for t in self.threads:
-            t.join(15)
+            t.join(self.timeout + 5)
 
 
 def _timestamp(line):

@@ -15,7 +15,7 @@ import urllib.request
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.configs import bootstrap, cluster, httpListener
-from tests.e2e.harness import Envoy, SharedFixture, adminStats, freePort
+from tests.e2e.harness import STARTUP_TIMEOUT, Envoy, SharedFixture, adminStats, freePort
 from tests.e2e.test_health_check import Origin as HealthCheckedOrigin
 from tests.e2e.test_hot_restart import LoadClients
 from tests.e2e.test_http_filters import Origin
@@ -273,7 +273,10 @@ class WorkerProcessTests(SharedFixture, SynchronousTestCase):
         and replaced; the listener keeps serving (no connection refused),
         and at most the requests it had in flight fail.
         """
-        clients = LoadClients(self.envoy.port, keepAlive=2, fresh=2, maxSeconds=20)
+        # A connection the kernel queued at the killed process's socket
+        # waits for the new process, whose start is slow under load.
+        clients = LoadClients(self.envoy.port, keepAlive=2, fresh=2, maxSeconds=20,
+                              timeout=STARTUP_TIMEOUT)
         self.addCleanup(clients.stop)
         time.sleep(0.5)
         pid = workerPids(self.envoy.output()[1])[0]
