@@ -20,6 +20,13 @@ class FakeCollector:
 
     def __init__(self):
         self.calls = []
+        self.threshold = (700, 10, 10)
+
+    def get_threshold(self):
+        return self.threshold
+
+    def set_threshold(self, *threshold):
+        self.threshold = threshold
 
     def unfreeze(self):
         self.calls.append("unfreeze")
@@ -96,6 +103,28 @@ class GarbageFreezerTests(TestCase):
         self.freezer.stop()
         self.assertEqual(self.gc.calls[-1], "unfreeze")
 
+    def test_youngThresholdRaisedWhileLive(self):
+        """
+        Once live, the youngest generation is collected every
+        L{YOUNG_THRESHOLD} allocations instead of Python's 700 (what a
+        worker has in flight is not garbage); C{stop} puts back the
+        thresholds it found, and a higher one is left as it is.
+        """
+        from txenvoy.server.gc_freeze import YOUNG_THRESHOLD
+        self.freezer.freezeNow()
+        self.assertEqual(self.gc.threshold, (YOUNG_THRESHOLD, 10, 10))
+        self.freezer.freezeNow()
+        self.assertEqual(self.gc.threshold, (YOUNG_THRESHOLD, 10, 10))
+        self.freezer.stop()
+        self.assertEqual(self.gc.threshold, (700, 10, 10))
+        higher = FakeCollector()
+        higher.threshold = (50000, 20, 20)
+        freezer = GarbageFreezer(self.clock, gcModule=higher)
+        freezer.freezeNow()
+        self.assertEqual(higher.threshold, (50000, 20, 20))
+        freezer.stop()
+        self.assertEqual(higher.threshold, (50000, 20, 20))
+
     def test_realCollector(self):
         """
         With the real C{gc} module, what exists at the freeze is frozen and
@@ -103,7 +132,9 @@ class GarbageFreezerTests(TestCase):
         """
         freezer = GarbageFreezer(self.clock)
         self.addCleanup(freezer.stop)
+        before = gc.get_threshold()
         freezer.freezeNow()
         self.assertGreater(gc.get_freeze_count(), 0)
         freezer.stop()
         self.assertEqual(gc.get_freeze_count(), 0)
+        self.assertEqual(gc.get_threshold(), before)
