@@ -40,6 +40,11 @@ def refusedFields(typeName):
     return sorted(f.name for f in descriptor.fields if f.name not in declared)
 
 
+#: C{{type name: the allowed (and ignored) fields last noted in _declared}}.
+_noted = {}
+_notedIgnored = {}
+
+
 def checkFields(message, allowed, path, ignored=()):
     """
     Report, as an L{UnsupportedField} naming its path, every field set in
@@ -47,11 +52,17 @@ def checkFields(message, allowed, path, ignored=()):
     (C{ignored}); C{path} is C{""} for the bootstrap itself. Inside L{txenvoy.config.errors.collectErrors} every such
     field is reported and the caller goes on; outside, the first one raises.
     """
-    declared = _declared.get(message.DESCRIPTOR.full_name)
-    if declared is None:
-        declared = _declared[message.DESCRIPTOR.full_name] = set()
-    declared.update(allowed)
-    declared.update(ignored)
+    typeName = message.DESCRIPTOR.full_name
+    # What each call site declares is noted once (a config of ten
+    # thousand endpoints makes fifty thousand calls).
+    if _noted.get(typeName) is not allowed or _notedIgnored.get(typeName) is not ignored:
+        declared = _declared.get(typeName)
+        if declared is None:
+            declared = _declared[typeName] = set()
+        declared.update(allowed)
+        declared.update(ignored)
+        _noted[typeName] = allowed
+        _notedIgnored[typeName] = ignored
     for field, _ in message.ListFields():
         name = field.name
         if name not in allowed and name not in ignored:

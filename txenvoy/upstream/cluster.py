@@ -1036,6 +1036,11 @@ def _compileLoadAssignment(proto, path, ctype):
     return compileLoadAssignment(proto.load_assignment, path + ".load_assignment", ctype)
 
 
+#: An endpoint's C{health_check_config} when it has none: (port_value,
+#: hostname, disable_active_health_check).
+_NO_HEALTH_CHECK_CONFIG = (0, "", False)
+
+
 def compileLoadAssignment(la, lapath, ctype=STATIC):
     """
     The L{EndpointSpec}s of a C{ClusterLoadAssignment} (a cluster's
@@ -1078,11 +1083,15 @@ def compileLoadAssignment(la, lapath, ctype=STATIC):
             dpath = bpath + ".endpoint"
             checkFields(ep, ("address", "hostname", "health_check_config"), dpath,
                         IGNORED_ENDPOINT_FIELDS)
-            hcc = ep.health_check_config
-            checkFields(hcc, HEALTH_CHECK_CONFIG_FIELDS, dpath + ".health_check_config")
-            if hcc.port_value > 65535:
-                raise ConfigError("%s.health_check_config.port_value: value must be less than "
-                                  "or equal to 65535" % (dpath,))
+            if ep.HasField("health_check_config"):
+                hcc = ep.health_check_config
+                checkFields(hcc, HEALTH_CHECK_CONFIG_FIELDS, dpath + ".health_check_config")
+                if hcc.port_value > 65535:
+                    raise ConfigError("%s.health_check_config.port_value: value must be less "
+                                      "than or equal to 65535" % (dpath,))
+                healthCheck = (hcc.port_value, hcc.hostname, hcc.disable_active_health_check)
+            else:
+                healthCheck = _NO_HEALTH_CHECK_CONFIG
             checkFields(ep.address, ("socket_address", "pipe", "envoy_internal_address"),
                         dpath + ".address")
             if ep.address.HasField("envoy_internal_address") and ctype in (STATIC, EDS):
@@ -1095,7 +1104,7 @@ def compileLoadAssignment(la, lapath, ctype=STATIC):
                     hostname=ep.hostname, weight=weight, priority=lle.priority,
                     locality=locality, healthFlags=flags,
                     edsHealthStatus="HEALTHY" if status == "UNKNOWN" else status, path=dpath,
-                    healthCheck=(hcc.port_value, hcc.hostname, hcc.disable_active_health_check),
+                    healthCheck=healthCheck,
                     metadata=hostValues(lbe.metadata),
                     filterMetadata=_filterMetadata(lbe)))
                 continue
@@ -1106,7 +1115,7 @@ def compileLoadAssignment(la, lapath, ctype=STATIC):
                     hostname=ep.hostname, weight=weight, priority=lle.priority,
                     locality=locality, healthFlags=flags,
                     edsHealthStatus="HEALTHY" if status == "UNKNOWN" else status, path=dpath,
-                    healthCheck=(hcc.port_value, hcc.hostname, hcc.disable_active_health_check)))
+                    healthCheck=healthCheck))
                 continue
             if not ep.address.HasField("socket_address"):
                 raise ConfigError("%s.address: a socket_address is required" % (dpath,))
@@ -1123,7 +1132,7 @@ def compileLoadAssignment(la, lapath, ctype=STATIC):
                 locality=locality, healthFlags=flags,
                 edsHealthStatus="HEALTHY" if status == "UNKNOWN" else status,
                 path=dpath,
-                healthCheck=(hcc.port_value, hcc.hostname, hcc.disable_active_health_check),
+                healthCheck=healthCheck,
                 hashKey=_lbHashKey(lbe),
                 metadata=hostValues(lbe.metadata)))
     if ctype == LOGICAL_DNS and (len(la.endpoints) != 1 or len(endpoints) != 1):
