@@ -11,12 +11,12 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.collectors import ZipkinReceiver
+from tests.e2e.configs import bootstrap, cluster
 from tests.e2e.harness import SharedFixture, adminStats
 from tests.e2e.tracing_compare import (
     ComparisonFixture,
     TracingProxy,
     addCaseTests,
-    clusterYaml,
     listenerYaml,
 )
 
@@ -86,26 +86,24 @@ def tracingConfig(ports, zipkinPort, originPort, deadPort):
                        version=json)
     proto = _HCM % dict(prefix="proto", tracing=_EGRESS_TRACING, collector="zipkin",
                         zipkin=_EGRESS_ZIPKIN, version="HTTP_PROTO")
-    return ("node: {id: node1, cluster: svc1, locality: {zone: z1}}\n"
-            "stats_config:\n"
-            "  stats_matcher:\n"
-            "    exclusion_list:\n"
-            "      patterns: [{prefix: listener_manager.}, {suffix: _active}]\n"
-            "layered_runtime:\n"
-            "  layers:\n"
-            "  - name: static\n"
-            "    static_layer: {tracing.zipkin.min_flush_spans: 1}\n"
-            "admin:\n"
-            "  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n"
-            "static_resources:\n"
-            "  listeners:\n" % (ports["admin"],)
-            + listenerYaml("ingress", ports["ingress"], ingress)
-            + listenerYaml("egress", ports["egress"], egress, "    traffic_direction: OUTBOUND\n")
-            + listenerYaml("dead", ports["dead"], dead)
-            + listenerYaml("proto", ports["proto"], proto)
-            + "  clusters:\n"
-            + clusterYaml("origin", originPort) + clusterYaml("zipkin", zipkinPort)
-            + clusterYaml("deadzipkin", deadPort))
+    return bootstrap(
+        [listenerYaml("ingress", ports["ingress"], ingress),
+         listenerYaml("egress", ports["egress"], egress, "    traffic_direction: OUTBOUND\n"),
+         listenerYaml("dead", ports["dead"], dead),
+         listenerYaml("proto", ports["proto"], proto)],
+        [cluster("origin", originPort), cluster("zipkin", zipkinPort),
+         cluster("deadzipkin", deadPort)],
+        admin=ports["admin"], extra="""
+        node: {id: node1, cluster: svc1, locality: {zone: z1}}
+        stats_config:
+          stats_matcher:
+            exclusion_list:
+              patterns: [{prefix: listener_manager.}, {suffix: _active}]
+        layered_runtime:
+          layers:
+          - name: static
+            static_layer: {tracing.zipkin.min_flush_spans: 1}
+        """)
 
 
 IN_TRACE = "463ac35c9f6413ad48485a3953bb6124"

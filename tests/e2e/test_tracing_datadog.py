@@ -14,12 +14,12 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.collectors import DatadogAgent
+from tests.e2e.configs import bootstrap, cluster
 from tests.e2e.harness import SharedFixture, adminStats
 from tests.e2e.tracing_compare import (
     ComparisonFixture,
     TracingProxy,
     addCaseTests,
-    clusterYaml,
     listenerYaml,
 )
 
@@ -67,17 +67,13 @@ def datadogConfig(ports, agentPort, originPort, deadPort):
     egress = _HCM % dict(prefix="egress", tracing=_EGRESS_TRACING, collector="datadog",
                          service="envoy")
     dead = _HCM % dict(prefix="dead", tracing="", collector="deadagent", service="edge")
-    return ("node: {id: node1, cluster: svc1, locality: {zone: z1}}\n"
-            "admin:\n"
-            "  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n"
-            "static_resources:\n"
-            "  listeners:\n" % (ports["admin"],)
-            + listenerYaml("ingress", ports["ingress"], ingress)
-            + listenerYaml("egress", ports["egress"], egress, "    traffic_direction: OUTBOUND\n")
-            + listenerYaml("dead", ports["dead"], dead)
-            + "  clusters:\n"
-            + clusterYaml("origin", originPort) + clusterYaml("datadog", agentPort)
-            + clusterYaml("deadagent", deadPort) + clusterYaml("deadorigin", deadPort))
+    return bootstrap(
+        [listenerYaml("ingress", ports["ingress"], ingress),
+         listenerYaml("egress", ports["egress"], egress, "    traffic_direction: OUTBOUND\n"),
+         listenerYaml("dead", ports["dead"], dead)],
+        [cluster("origin", originPort), cluster("datadog", agentPort),
+         cluster("deadagent", deadPort), cluster("deadorigin", deadPort)],
+        admin=ports["admin"], extra="node: {id: node1, cluster: svc1, locality: {zone: z1}}")
 
 
 W3C_TRACE = "463ac35c9f6413ad48485a3953bb6124"

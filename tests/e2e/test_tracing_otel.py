@@ -17,7 +17,9 @@ import urllib.request
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.collectors import OtlpCollector, RecordingOrigin
+from tests.e2e.configs import HTTP2, bootstrap, cluster
 from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
+from tests.e2e.tracing_compare import listenerYaml
 
 _HCM = """\
       - name: envoy.filters.network.http_connection_manager
@@ -75,58 +77,30 @@ _ACCESS_LOG = """\
                 - {key: flags, value: {string_value: "%RESPONSE_FLAGS%"}}
                 - {key: missing, value: {string_value: "%REQ(X-NOPE)%"}}
 """
-_HTTP2 = """\
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}
-"""
-
-
-def _cluster(name, port, extra=""):
-    return """\
-  - name: %s
-    connect_timeout: 1s
-%s    load_assignment:
-      cluster_name: %s
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
-""" % (name, extra, name, port)
-
-
 def otelConfig(real, ports, collector, originPort):
     grpcListener = _HCM % dict(prefix="grpc", tracing="", service="svc-grpc", export=_GRPC,
                                accessLog=_ACCESS_LOG)
     httpListener = _HCM % dict(prefix="http", tracing="            spawn_upstream_span: true\n",
                                service="svc-http", export=_HTTP, accessLog="")
-    return ("node: {id: node1, cluster: svc1, locality: {zone: z1}}\n"
-            "stats_flush_interval: 0.5s\n"
-            "stats_sinks:\n"
-            "- name: envoy.stat_sinks.open_telemetry\n"
-            "  typed_config:\n"
-            "    \"@type\": type.googleapis.com/envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig\n"
-            "    grpc_service: {envoy_grpc: {cluster_name: otlp_grpc}}\n"
-            "layered_runtime:\n"
-            "  layers:\n"
-            "  - name: static\n"
-            "    static_layer: {tracing.opentelemetry.min_flush_spans: 1}\n"
-            "admin:\n"
-            "  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n"
-            "static_resources:\n"
-            "  listeners:\n"
-            "  - name: grpc\n"
-            "    address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n"
-            "    filter_chains:\n"
-            "    - filters:\n%s"
-            "  - name: http\n"
-            "    address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n"
-            "    traffic_direction: OUTBOUND\n"
-            "    filter_chains:\n"
-            "    - filters:\n%s"
-            "  clusters:\n" % (ports["admin"], ports["grpc"], grpcListener, ports["http"],
-                               httpListener)
-            + _cluster("origin", originPort)
-            + _cluster("otlp_grpc", collector.grpcPort, _HTTP2 if real else "")
-            + _cluster("otlp_http", collector.httpPort))
+    return bootstrap(
+        [listenerYaml("grpc", ports["grpc"], grpcListener),
+         listenerYaml("http", ports["http"], httpListener, "    traffic_direction: OUTBOUND\n")],
+        [cluster("origin", originPort),
+         cluster("otlp_grpc", collector.grpcPort, HTTP2 if real else ""),
+         cluster("otlp_http", collector.httpPort)],
+        admin=ports["admin"], extra="""
+        node: {id: node1, cluster: svc1, locality: {zone: z1}}
+        stats_flush_interval: 0.5s
+        stats_sinks:
+        - name: envoy.stat_sinks.open_telemetry
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig
+            grpc_service: {envoy_grpc: {cluster_name: otlp_grpc}}
+        layered_runtime:
+          layers:
+          - name: static
+            static_layer: {tracing.opentelemetry.min_flush_spans: 1}
+        """)
 
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"

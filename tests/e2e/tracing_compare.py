@@ -12,17 +12,6 @@ from tests.e2e.collectors import RecordingOrigin
 from tests.e2e.harness import DeadPort, freePort, startProxy
 
 
-def clusterYaml(name, port):
-    """A STATIC cluster of one 127.0.0.1 endpoint."""
-    return """\
-  - name: %s
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: %s
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
-""" % (name, name, port)
-
-
 #: The one virtual host of the telemetry tests' simplest listeners.
 ORIGIN_HOST = '- name: vh\n  domains: ["*"]\n  routes: [{match: {prefix: "/"}, route: {cluster: origin}}]\n'
 
