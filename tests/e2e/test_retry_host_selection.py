@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
 from tests.e2e.test_http import Client, Origin
-from tests.e2e.test_priority_locality import CONFIG
+from tests.e2e.test_priority_locality import routingConfig
 
 N = 40
 
@@ -78,7 +78,7 @@ def config(port, admin, origin, dead):
     clusters = "".join(_CLUSTER % dict(name=n, dead=dead, live=origin.port)
                        for n in PREDICATES) + _PRIORITY_CLUSTER % dict(dead=dead,
                                                                        live=origin.port)
-    return CONFIG % dict(port=port, admin=admin, routes=routes, clusters=clusters)
+    return routingConfig(port, admin, routes, clusters)
 
 
 class RetryHostSelectionTests(SharedFixture, SynchronousTestCase):
