@@ -156,11 +156,12 @@ class Side:
                                     "validators": _VALIDATORS % (minClusters,)
                                     if minClusters else ""}
 
-    def start(self):
+    def start(self, args=()):
         if self.real:
-            self.proxy = RealEnvoy(self.config)
+            self.proxy = RealEnvoy(self.config, args=args)
         else:
-            self.proxy = Envoy(self.config, args=("--concurrency", "1"), adminPort=self.admin)
+            self.proxy = Envoy(self.config, args=("--concurrency", "1") + tuple(args),
+                               adminPort=self.admin)
 
     def startServing(self):
         """Start with one cluster and listener l1 serving "one", ACKed."""
@@ -612,3 +613,57 @@ class AdsTests(SynchronousTestCase):
                                              "cluster_manager.active_clusters": 1}, 0))
         self.assertEqual(tx.requests(), real.requests())
         self.assertEqual(tx.stats(*names), real.stats(*names))
+
+    def test_rdsUnsubscribedWithItsLastListener(self):
+        """
+        Two listeners take their routes by RDS over ADS; when LDS removes
+        one, once it has drained its route configuration is no longer asked
+        for (the request names only the other), and when both are gone the
+        RDS request names none, as Envoy's shared route config providers
+        are destroyed with their last listener.
+        """
+        from envoy.config.route.v3.route_pb2 import RouteConfiguration
+
+        sides = self.sides("GRPC")
+
+        def rdsListener(name, port, route):
+            listener = _listener(name, port, "unused")
+            hcm = http_connection_manager_pb2.HttpConnectionManager()
+            listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+            hcm.ClearField("route_config")
+            json_format.ParseDict({"route_config_name": route, "config_source": {
+                "ads": {}, "resource_api_version": "V3"}}, hcm.rds)
+            listener.filter_chains[0].filters[0].typed_config.Pack(hcm)
+            return listener
+
+        def routes(name, body):
+            return json_format.ParseDict({"name": name, "virtual_hosts": [{
+                "name": "v", "domains": ["*"], "routes": [{
+                    "match": {"prefix": "/"},
+                    "direct_response": {"status": 200, "body": {"inline_string": body}}}]}]},
+                RouteConfiguration())
+
+        later = {}
+
+        def run(side):
+            other = freePort()
+            side.cp.setResources(CLUSTER, "c1", [_cluster("a")])
+            side.cp.setResources(ROUTE, "1", [routes("r1", "one"), routes("r2", "two")])
+            side.cp.setResources(LISTENER, "1", [rdsListener("l1", side.port, "r1"),
+                                                 rdsListener("l2", other, "r2")])
+            side.start(("--drain-time-s", "1"))
+            side.waitBody(side.port, "one")
+            side.waitBody(other, "two")
+            side.cp.waitFor(lambda cp: len(cp.requestsOf(ROUTE)) >= 2
+                            and cp.requestsOf(ROUTE)[-1].response_nonce)
+            first = len(side.cp.requestsOf(ROUTE))
+            for count, listeners in ((1, [rdsListener("l2", other, "r2")]), (2, [])):
+                side.cp.setResources(LISTENER, str(count + 1), listeners)
+                side.cp.waitFor(lambda cp: len(cp.requestsOf(ROUTE)) >= first + count)
+            later[side.name()] = [
+                (r.version_info, sorted(r.resource_names), r.error_detail.code)
+                for r in side.cp.requestsOf(ROUTE)[first:]]
+
+        _both(run, sides)
+        self.assertEqual(later["txenvoy"], later["envoy"])
+        self.assertEqual(later["envoy"], [("1", ["r2"], 0), ("1", [], 0)])

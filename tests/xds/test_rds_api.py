@@ -139,3 +139,48 @@ class ServerTests(SynchronousTestCase):
         routes = dump["configs"][-2]
         self.assertEqual([(c["version_info"], c["route_config"]["name"])
                           for c in routes["dynamic_route_configs"]], [("7", "r")])
+
+
+class ReleaseTests(SynchronousTestCase):
+    """
+    A route configuration no connection manager uses any more is
+    unsubscribed, as Envoy's shared provider is destroyed with its last
+    listener. (Against Envoy over ADS: L{tests.e2e.test_grpc_xds}.)
+    """
+
+    def test_lastManagerGone(self):
+        from tests.xds.test_grpc_mux import ThreadlessClock
+        from txenvoy.xds.rds_api import RouteConfigProviderManager
+
+        stopped = []
+
+        class Subscription:
+            def refresh(self):
+                pass
+
+            def stop(self):
+                stopped.append(True)
+
+        class Factory:
+            reactor = ThreadlessClock()
+
+            def subscribe(self, *args):
+                return Subscription()
+
+        from envoy.extensions.filters.network.http_connection_manager.v3 import (
+            http_connection_manager_pb2,
+        )
+
+        rds = http_connection_manager_pb2.Rds(route_config_name="r")
+        rds.config_source.path = "/nonexistent"
+        manager = RouteConfigProviderManager(Factory(), StatsStore().shard("main_thread"))
+        subscription = manager.subscribe(rds, "http.x.", "rds")
+        first, second = ConnectionManagerConfig(), ConnectionManagerConfig()
+        subscription.attach(first, lambda table: None)
+        subscription.attach(second, lambda table: None)
+        del first
+        self.assertEqual(stopped, [])
+        del second
+        self.assertEqual(stopped, [True])
+        # Named again, it is a new subscription.
+        self.assertIsNot(manager.subscribe(rds, "http.x.", "rds"), subscription)

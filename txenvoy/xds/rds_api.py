@@ -13,7 +13,10 @@ another route configuration or holds more than one is rejected whole and
 the previous table keeps serving.
 
 The subscription is handed C{onConfigUpdate(resources, versionInfo)} by
-whichever transport carries it (a file today), so it is the same for any.
+whichever transport carries it, so it is the same for any. It lives as
+long as a connection manager it feeds: once the last listener using it is
+gone (drained, or never used because its update was rejected) it stops,
+and a control plane is no longer asked for its route configuration.
 """
 
 import time
@@ -41,7 +44,13 @@ class RdsRouteConfigSubscription:
     @ivar lastUpdated: its wall-clock time.
     """
 
-    def __init__(self, name, scope):
+    def __init__(self, name, scope, onUnused=None):
+        """
+        @param onUnused: called with this subscription, from whatever
+            thread drops the last reference to a connection manager it
+            fed, when none is left (Envoy's provider, shared by reference
+            count, destroyed with the last listener using it).
+        """
         self.name = name
         self.routeTable = None
         self.proto = None
@@ -50,6 +59,8 @@ class RdsRouteConfigSubscription:
         self.subscription = None
         # The connection managers fed; those whose listener is gone drop out.
         self._managers = weakref.WeakKeyDictionary()
+        self._onUnused = onUnused
+        self._refs = set()
         self._updateEmpty = scope.counter("update_empty")
         self._configReload = scope.counter("config_reload")
         self._configReloadTime = scope.gauge("config_reload_time_ms")
@@ -62,6 +73,7 @@ class RdsRouteConfigSubscription:
             manager's filters keep per route; raises L{ConfigError}.
         """
         self._managers[managerConfig] = precompile
+        self._refs.add(weakref.ref(managerConfig, self._managerGone))
         if self.routeTable is not None:
             precompile(self.routeTable)
         managerConfig.routeTable = self.routeTable
@@ -83,6 +95,11 @@ class RdsRouteConfigSubscription:
             return result
         initialized.addBoth(fire)
         return d
+
+    def _managerGone(self, ref):
+        self._refs.discard(ref)
+        if not self._refs and self._onUnused is not None:
+            self._onUnused(self)
 
     def managers(self):
         """The connection manager configs fed now."""
@@ -163,7 +180,9 @@ class RouteConfigProviderManager(Service):
             return rdsSubscription
         name = rds.route_config_name
         scope = self._stats.scope("%srds.%s." % (statPrefix, name))
-        rdsSubscription = RdsRouteConfigSubscription(name, scope)
+        rdsSubscription = RdsRouteConfigSubscription(
+            name, scope, lambda unused: self._factory.reactor.callFromThread(
+                self._release, key, unused))
         subscription = self._factory.subscribe(
             rds.config_source, path + ".config_source", scope, ROUTE_TYPE,
             weakHandler(rdsSubscription.onConfigUpdate), name)
@@ -175,6 +194,17 @@ class RouteConfigProviderManager(Service):
         if self.running:
             subscription.start()
         return rdsSubscription
+
+    def _release(self, key, rdsSubscription):
+        """
+        Stop a subscription no listener uses any more (its last one was
+        removed and drained, or a rejected update compiled it): RDS then
+        asks the control plane for the names still used, as Envoy does.
+        """
+        if self._subscriptions.get(key) is not rdsSubscription or rdsSubscription.managers():
+            return
+        del self._subscriptions[key]
+        rdsSubscription.subscription.stop()
 
     def dumpState(self):
         """
