@@ -8,11 +8,14 @@ the same origin, echo server and grpcio rate limit service.
 Compared for every request: the client's reply, the descriptors the
 service received (route and virtual host C{rate_limits}: generic_key,
 request_headers with and without skip_if_absent, remote_address,
-header_value_match, destination and source cluster), what the origin
+header_value_match, destination and source cluster, masked_remote_address,
+query_parameters, query_parameter_value_match, metadata from the route and
+from dynamic metadata, disable_key read in the runtime), what the origin
 received; then the C{ratelimit} stats and the 429s charged to the
 cluster. The service allows (with headers both ways and statuses for
 C{x-ratelimit-*}), limits, fails, and is down (C{failure_mode_deny} or
-not).
+not); C{filter_enforced} at 0% lets a limited request through, C{filter_enabled}
+at 0% makes no call.
 """
 
 import re
@@ -64,6 +67,59 @@ def _hcm(name, port, cluster, extra=""):
                 - actions: [{ destination_cluster: {} }, { source_cluster: {} }]
                 - stage: 1
                   actions: [{ generic_key: { descriptor_value: stage1 } }]
+            - match: { prefix: "/more" }
+              metadata:
+                filter_metadata:
+                  rl: { tier: gold, nested: { level: "2" } }
+              route:
+                cluster: origin
+                rate_limits:
+                - actions:
+                  - masked_remote_address: {}
+                  - masked_remote_address: { v4_prefix_mask_len: 24 }
+                - actions:
+                  - query_parameters: { query_parameter_name: user, descriptor_key: qu }
+                  - query_parameters: { query_parameter_name: absent, descriptor_key: qa, skip_if_absent: true }
+                - actions:
+                  - query_parameters: { query_parameter_name: absent, descriptor_key: qa }
+                - actions:
+                  - query_parameter_value_match:
+                      descriptor_value: is-bob
+                      query_parameters: [{ name: user, string_match: { exact: bob } }]
+                - actions:
+                  - query_parameter_value_match:
+                      descriptor_key: not-bob
+                      descriptor_value: "yes"
+                      expect_match: false
+                      query_parameters: [{ name: user, string_match: { exact: bob } }]
+                - actions:
+                  - metadata:
+                      descriptor_key: tier
+                      source: ROUTE_ENTRY
+                      metadata_key: { key: rl, path: [{ key: tier }] }
+                  - metadata:
+                      descriptor_key: level
+                      source: ROUTE_ENTRY
+                      metadata_key: { key: rl, path: [{ key: nested }, { key: level }] }
+                  - metadata:
+                      descriptor_key: dyn
+                      metadata_key: { key: set, path: [{ key: plan }] }
+                  - metadata:
+                      descriptor_key: missing
+                      default_value: fallback
+                      metadata_key: { key: set, path: [{ key: nothing }] }
+                  - metadata:
+                      descriptor_key: skipped
+                      skip_if_absent: true
+                      metadata_key: { key: set, path: [{ key: nothing }] }
+                - actions:
+                  - metadata:
+                      descriptor_key: dropped
+                      metadata_key: { key: set, path: [{ key: nothing }] }
+                - disable_key: "off"
+                  actions: [{ generic_key: { descriptor_value: disabled-by-runtime } }]
+                - disable_key: "on"
+                  actions: [{ generic_key: { descriptor_value: enabled-by-runtime } }]
             - match: { prefix: "/incl" }
               route:
                 cluster: origin
@@ -72,7 +128,11 @@ def _hcm(name, port, cluster, extra=""):
                 - actions: [{ generic_key: { descriptor_value: route } }]
             - match: { prefix: "/" }
               route: { cluster: origin }
-            """, httpFilters=httpFilter(
+            """, httpFilters=[httpFilter(
+        "envoy.filters.http.set_metadata", "envoy.extensions.filters.http.set_metadata.v3.Config",
+        """
+            metadata: [{ metadata_namespace: set, value: { plan: pro } }]
+            """), httpFilter(
         "envoy.filters.http.ratelimit", "envoy.extensions.filters.http.ratelimit.v3.RateLimit", """
             domain: web
             timeout: 1s
@@ -80,7 +140,7 @@ def _hcm(name, port, cluster, extra=""):
             rate_limit_service:
               transport_api_version: V3
               grpc_service: { envoy_grpc: { cluster_name: %s } }
-            """ % (extra, cluster)))
+            """ % (extra, cluster))])
 
 
 def _tcp(name, port, cluster, value, extra=""):
@@ -109,7 +169,8 @@ def _tcp(name, port, cluster, value, extra=""):
 """ % dict(name=name, port=port, cluster=cluster, value=value, extra=extra)
 
 
-_PORTS = ("admin", "main", "deny", "allow", "tcpok", "tcpover", "tcpdeny", "tcpopen")
+_PORTS = ("admin", "main", "deny", "allow", "tcpok", "tcpover", "tcpdeny", "tcpopen",
+          "notenforced", "disabled")
 
 
 def _config(ports, origin, echo, rls, dead):
@@ -117,13 +178,27 @@ def _config(ports, origin, echo, rls, dead):
         _hcm("main", ports["main"], "rls", "enable_x_ratelimit_headers: DRAFT_VERSION_03"),
         _hcm("deny", ports["deny"], "dead", "failure_mode_deny: true"),
         _hcm("allow", ports["allow"], "dead"),
+        _hcm("notenforced", ports["notenforced"], "rls", """
+            enable_x_ratelimit_headers: DRAFT_VERSION_03
+            filter_enforced:
+              runtime_key: rl.enforced
+              default_value: { numerator: 0 }"""),
+        _hcm("disabled", ports["disabled"], "rls", """
+            filter_enabled:
+              runtime_key: rl.enabled
+              default_value: { numerator: 0 }"""),
         _tcp("tcpok", ports["tcpok"], "rls", "ok"),
         _tcp("tcpover", ports["tcpover"], "rls", "over"),
         _tcp("tcpdeny", ports["tcpdeny"], "dead", "x", """
           failure_mode_deny: true"""),
         _tcp("tcpopen", ports["tcpopen"], "dead", "x")]
-    return serviceConfig(ports["admin"], listeners, origin, echo, "rls", rls, dead,
-                         "node: { id: n1, cluster: frontend }")
+    return serviceConfig(ports["admin"], listeners, origin, echo, "rls", rls, dead, """
+        node: { id: n1, cluster: frontend }
+        layered_runtime:
+          layers:
+          - name: static
+            static_layer: { ratelimit.off.http_filter_enabled: 0 }
+        """)
 
 
 def _answer(request, context):
@@ -170,7 +245,13 @@ HTTP_CASES = [("main", rawRequest(path, "x-user: bob")) for path in (
     ("main", rawRequest("/hdr", "x-user: eve")),
     ("main", rawRequest("/hdr")),
     ("deny", rawRequest("/plain")),
-    ("allow", rawRequest("/plain"))]
+    ("allow", rawRequest("/plain")),
+    ("main", rawRequest("/more?user=bob&x=1")),
+    ("main", rawRequest("/more?user=eve")),
+    ("main", rawRequest("/more")),
+    ("notenforced", rawRequest("/over")),
+    ("notenforced", rawRequest("/plain")),
+    ("disabled", rawRequest("/over"))]
 
 TCP_CASES = ("tcpok", "tcpover", "tcpdeny", "tcpopen")
 

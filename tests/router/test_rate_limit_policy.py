@@ -71,7 +71,54 @@ class DescriptorTests(SynchronousTestCase):
     def test_refused(self):
         """Unimplemented actions are refused with their path; empty actions too."""
         e = self.assertRaises(UnsupportedField, _compile,
-                              "[{actions: [{masked_remote_address: {}}]}]")
-        self.assertIn("rl[0].actions[0].masked_remote_address", str(e))
+                              "[{actions: [{dynamic_metadata: {descriptor_key: k, "
+                              "metadata_key: {key: a, path: [{key: b}]}}}]}]")
+        self.assertIn("rl[0].actions[0].dynamic_metadata", str(e))
         e = self.assertRaises(ConfigError, _compile, "[{stage: 1}]")
         self.assertIn("rl[0].actions", str(e))
+
+
+class MoreActionsTests(SynchronousTestCase):
+    """masked_remote_address, query_parameters, query_parameter_value_match, metadata."""
+
+    def test_maskedRemoteAddress(self):
+        """Envoy's masked network, /32 (IPv4) or /128 (IPv6) by default."""
+        [policy] = _compile("[{actions: [{masked_remote_address: {}}, "
+                            "{masked_remote_address: {v4_prefix_mask_len: 8}}]}]")
+        self.assertEqual(policy.descriptor(_input()),
+                         [("masked_remote_address", "10.0.0.1/32"),
+                          ("masked_remote_address", "10.0.0.0/8")])
+        v6 = DescriptorInput(None, ("2001:db8::1", 5), "origin", "front")
+        self.assertEqual(policy.descriptor(v6),
+                         [("masked_remote_address", "2001:db8::1/128"),
+                          ("masked_remote_address", "2001:db8::1/128")])
+
+    def test_queryParameters(self):
+        [policy, skipping] = _compile("""
+- actions: [{query_parameters: {query_parameter_name: u, descriptor_key: user}}]
+- actions:
+  - query_parameters: {query_parameter_name: v, descriptor_key: v, skip_if_absent: true}
+  - query_parameter_value_match:
+      descriptor_value: bob
+      query_parameters: [{name: u, string_match: {exact: bob}}]
+""")
+        head = RequestHeaders(b"GET", b"/p?u=bob&z", b"host", headers=HeaderMap())
+        request = DescriptorInput(head, ("10.0.0.1", 5), "origin", "front")
+        self.assertEqual(policy.descriptor(request), [("user", "bob")])
+        self.assertEqual(skipping.descriptor(request), [("query_match", "bob")])
+        self.assertIsNone(policy.descriptor(_input()))
+
+    def test_metadata(self):
+        """Dynamic metadata's string, else default_value, else dropped or skipped."""
+        [policy, dropped] = _compile("""
+- actions:
+  - metadata: {descriptor_key: d, metadata_key: {key: ns, path: [{key: a}, {key: b}]}}
+  - metadata: {descriptor_key: e, default_value: dv, metadata_key: {key: ns, path: [{key: x}]}}
+  - metadata: {descriptor_key: f, skip_if_absent: true, metadata_key: {key: ns, path: [{key: x}]}}
+- actions:
+  - metadata: {descriptor_key: g, metadata_key: {key: ns, path: [{key: x}]}}
+""")
+        request = DescriptorInput(None, None, "origin", "front",
+                                  dynamicMetadata={"ns": {"a": {"b": "deep"}}})
+        self.assertEqual(policy.descriptor(request), [("d", "deep"), ("e", "dv")])
+        self.assertIsNone(dropped.descriptor(request))

@@ -25,7 +25,14 @@ Behaviour copied from Envoy 1.40 (pinned in C{tests/e2e/test_ratelimit.py}):
    C{rate_limiter_error}, flag C{RLSE}, else the request goes on
    (C{ratelimit.failure_mode_allowed});
  - C{enable_x_ratelimit_headers: DRAFT_VERSION_03} adds
-   C{x-ratelimit-limit}, C{-remaining} and C{-reset} to the response.
+   C{x-ratelimit-limit}, C{-remaining} and C{-reset} to the response;
+ - C{filter_enabled} (a runtime fraction, 100% when unset) leaves the
+   requests it does not take alone (no call); C{filter_enforced} (100%
+   when unset) decides whether C{OVER_LIMIT} is answered: when not, it is
+   counted as usual and the request goes on, its response getting the
+   answer's headers and C{x-envoy-ratelimited};
+ - a C{rate_limits} entry's C{disable_key} is read in the runtime as
+   C{ratelimit.<disable_key>.http_filter_enabled} (100 when unset).
 """
 
 from twisted.internet.defer import CancelledError
@@ -44,9 +51,11 @@ from txenvoy.extensions.filters.common.ratelimit_grpc import (
     xRateLimitHeaders,
 )
 from txenvoy.http.filter import ConfiguredFilter, FilterHeadersStatus
+from txenvoy.http.filter_config import snapshotSource
 from txenvoy.interfaces import IHttpFilterFactory, IStreamDecoderFilter, IStreamEncoderFilter
 from txenvoy.network.stream_info import ResponseFlag
 from txenvoy.router.rate_limit_policy import DescriptorInput
+from txenvoy.runtime import RuntimeFractionalPercent
 
 __all__ = ["RateLimitConfig", "RateLimitFilter", "createRateLimit"]
 
@@ -67,6 +76,11 @@ class RateLimitConfig:
 
     terminal = False
 
+    #: C{snapshot()} of the runtime.
+    snapshot = staticmethod(snapshotSource(None))
+    filterEnabled = None        # a RuntimeFractionalPercent; None: always
+    filterEnforced = None
+
     def __init__(self, client, stage, failureModeDeny, rateLimitedStatus, statusOnError,
                  xRateLimitHeaders, ratelimitedHeader, localServiceCluster):
         self.client = client
@@ -85,14 +99,22 @@ class RateLimitConfig:
         """The request's C{[(entries, hitsAddend)]}."""
         entry = routeMatch.entry
         request = DescriptorInput(head, streamInfo.downstreamRemoteAddress,
-                                  routeMatch.clusterName, self.localServiceCluster)
+                                  routeMatch.clusterName, self.localServiceCluster,
+                                  streamInfo.dynamicMetadata, entry.metadata)
         out = []
         policies = list(entry.rateLimits)
         if entry.includeVhRateLimits or not policies:
             policies.extend(routeMatch.virtualHost.rateLimits)
+        snapshot = None
         for policy in policies:
             if policy.stage != self.stage:
                 continue
+            if policy.disableKey:
+                if snapshot is None:
+                    snapshot = self.snapshot()
+                if not snapshot.featureEnabled(
+                        "ratelimit.%s.http_filter_enabled" % (policy.disableKey,), 100):
+                    continue
             entries = policy.descriptor(request)
             if entries is not None:
                 out.append((entries, policy.hitsAddend))
@@ -110,6 +132,10 @@ class RateLimitFilter(ConfiguredFilter):
     _cluster = None
 
     def decodeHeaders(self, headers, endStream):
+        config = self.config
+        if config.filterEnabled is not None and not config.filterEnabled.enabled(
+                config.snapshot()):
+            return FilterHeadersStatus.Continue
         callbacks = self.callbacks
         route = callbacks.route()
         if route is None or getattr(route.entry, "rateLimits", None) is None:
@@ -173,6 +199,16 @@ class RateLimitFilter(ConfiguredFilter):
             code.inc()
             klass.inc()
             stats.upstream_rq_completed.inc()
+            if config.filterEnforced is not None and not config.filterEnforced.enabled(
+                    config.snapshot()):
+                # Counted, not enforced: the request goes on and its
+                # response carries what a 429 would have.
+                for name, value in _pairs(response.request_headers_to_add):
+                    self._headers.headers.add(name, value)
+                self._responseHeaders = extra + (
+                    [(_RATELIMITED, b"true")] if config.ratelimitedHeader else []) + limits
+                self._proceed()
+                return
 
             def modify(head):
                 # Envoy's order: the service's headers, x-envoy-ratelimited,
@@ -229,7 +265,8 @@ def _localServiceCluster(context):
            "envoy.filters.http.ratelimit",
            fields=("domain", "stage", "timeout", "failure_mode_deny", "rate_limit_service",
                    "enable_x_ratelimit_headers", "disable_x_envoy_ratelimited_header",
-                   "rate_limited_status", "status_on_error", "request_type"))
+                   "rate_limited_status", "status_on_error", "request_type",
+                   "filter_enabled", "filter_enforced"))
 def createRateLimit(message, context):
     """Compile an HTTP C{RateLimit}."""
     path = context.configPath
@@ -243,8 +280,14 @@ def createRateLimit(message, context):
     client = compileRateLimitService(message.rate_limit_service, path + ".rate_limit_service",
                                      context.bootstrap, message.domain, timeout)
     limited = message.rate_limited_status.code
-    return RateLimitConfig(
+    config = RateLimitConfig(
         client, message.stage, message.failure_mode_deny,
         limited if limited >= 400 else 429, message.status_on_error.code or 500,
         message.enable_x_ratelimit_headers == 1, not message.disable_x_envoy_ratelimited_header,
         _localServiceCluster(context))
+    config.snapshot = snapshotSource(context)
+    if message.HasField("filter_enabled"):
+        config.filterEnabled = RuntimeFractionalPercent(message.filter_enabled)
+    if message.HasField("filter_enforced"):
+        config.filterEnforced = RuntimeFractionalPercent(message.filter_enforced)
+    return config
