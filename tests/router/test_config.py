@@ -1512,10 +1512,10 @@ class UnsupportedTests(SynchronousTestCase):
 virtual_hosts:
 - name: v
   domains: ["*"]
-  rate_limits: [{actions: [{query_parameters: {query_parameter_name: q, descriptor_key: q}}]}]
+  rate_limits: [{actions: [{extension: {name: e, typed_config: {"@type": type.googleapis.com/google.protobuf.Empty}}}]}]
 """)
         self.assertTrue(str(error).startswith(
-            "rc.virtual_hosts[0].rate_limits[0].actions[0].query_parameters"), str(error))
+            "rc.virtual_hosts[0].rate_limits[0].actions[0].extension"), str(error))
 
 
 class ExampleConfigTests(SynchronousTestCase):
