@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import SharedFixture, Upstream, adminStats, freePort, startProxy
 from tests.e2e.test_http import Client, Origin
 from tests.e2e.test_overload import (GET, heapMonitor, onHeap, originHandler, proxyConfig,
@@ -24,51 +25,8 @@ from tests.e2e.test_overload import (GET, heapMonitor, onHeap, originHandler, pr
 CLUSTERS = ("reset", "garbage", "stall", "gone", "idle", "closing", "keep", "partial", "dead",
             "slowbody", "aged")
 
-CONFIG = """
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
-static_resources:
-  listeners:
-  - name: front
-    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: teardown
-          delayed_close_timeout: 0.5s
-          common_http_protocol_options: {idle_timeout: 1.5s, max_requests_per_connection: 2}
-          request_headers_timeout: 0.3s
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/stall/"}
-                route: {cluster: stall, timeout: 0.3s}
-              - match: {prefix: "/slowbody/"}
-                route: {cluster: slowbody, timeout: 0.1s}
-%(routes)s
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-%(clusters)s
-"""
-
 ROUTE = """              - match: {prefix: "/%(name)s/"}
                 route: {cluster: %(name)s}"""
-
-CLUSTER = """  - name: %(name)s
-    connect_timeout: 1s
-    type: STATIC%(options)s
-    load_assignment:
-      cluster_name: %(name)s
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}"""
 
 OPTIONS = """
     typed_extension_protocol_options:
@@ -82,13 +40,21 @@ CLUSTER_OPTIONS = {"idle": OPTIONS % ("idle_timeout: 0.3s",),
 
 
 def teardownConfig(port, adminPort, originPort, deadPort):
-    routes = "\n".join(ROUTE % {"name": name} for name in CLUSTERS
-                       if name not in ("stall", "slowbody"))
-    clusters = "\n".join(
-        CLUSTER % {"name": name, "origin": deadPort if name == "dead" else originPort,
-                   "options": CLUSTER_OPTIONS.get(name, "")}
-        for name in CLUSTERS)
-    return CONFIG % {"admin": adminPort, "port": port, "routes": routes, "clusters": clusters}
+    routes = [ROUTE % {"name": name} for name in CLUSTERS if name not in ("stall", "slowbody")]
+    return bootstrap(
+        [httpListener("front", port, statPrefix="teardown", hcm="""
+            delayed_close_timeout: 0.5s
+            common_http_protocol_options: {idle_timeout: 1.5s, max_requests_per_connection: 2}
+            request_headers_timeout: 0.3s
+            """, routes=["""
+            - match: {prefix: "/stall/"}
+              route: {cluster: stall, timeout: 0.3s}
+            - match: {prefix: "/slowbody/"}
+              route: {cluster: slowbody, timeout: 0.1s}
+            """] + routes)],
+        [cluster(name, deadPort if name == "dead" else originPort,
+                 ["type: STATIC", CLUSTER_OPTIONS.get(name, "")]) for name in CLUSTERS],
+        admin=adminPort)
 
 
 # Counters compared, per cluster and for the connection manager.

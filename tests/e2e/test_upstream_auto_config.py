@@ -18,6 +18,7 @@ import h2.connection
 import h2.events
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import (
     EXAMPLES,
     SharedFixture,
@@ -31,38 +32,23 @@ from tests.e2e.harness import (
 
 CERTS = os.path.join(EXAMPLES, "certs")
 
-_CLUSTER = """
-  - name: %(name)s
-    connect_timeout: 2s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        auto_config: {http_protocol_options: {}, http2_protocol_options: {}}
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: foo.example.com
-    load_assignment:
-      cluster_name: %(name)s
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(origin)d}}}
+#: Cluster fields: TLS with SNI, the protocol chosen by ALPN.
+_AUTO = """
+typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    auto_config: {http_protocol_options: {}, http2_protocol_options: {}}
+transport_socket:
+  name: envoy.transport_sockets.tls
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+    sni: foo.example.com
 """
 
-CONFIG = """
-admin: {address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}}
-static_resources:
-  listeners:
-  - address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ing
-          route_config:
-            virtual_hosts:
+
+def _config(admin, port, h2Port, h1Port):
+    return bootstrap(
+        [httpListener(None, port, statPrefix="ing", virtualHosts="""
             - name: a
               domains: ["*"]
               routes:
@@ -70,11 +56,10 @@ static_resources:
                 route: {cluster: h2only}
               - match: {prefix: "/"}
                 route: {cluster: h1only}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-  clusters:
-%(clusters)s"""
+            """)],
+        [cluster("h2only", h2Port, _AUTO, connectTimeout="2s"),
+         cluster("h1only", h1Port, _AUTO, connectTimeout="2s")],
+        admin=admin)
 
 
 def _serverContext(alpn):
@@ -205,9 +190,7 @@ def _run(real):
     """
     h2Origin, h1Origin = H2Origin(), H1Origin()
     port, admin = freePort(), freePort()
-    clusters = (_CLUSTER % {"name": "h2only", "origin": h2Origin.port}
-                + _CLUSTER % {"name": "h1only", "origin": h1Origin.port})
-    config = CONFIG % {"admin": admin, "port": port, "clusters": clusters}
+    config = _config(admin, port, h2Origin.port, h1Origin.port)
     try:
         proxy = startProxy(real, config, port, admin)
         try:
