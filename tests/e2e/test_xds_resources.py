@@ -436,6 +436,81 @@ class SdsTests(SynchronousTestCase):
         self.assertEqual(results[False], results[True])
 
 
+class SdsFileRotationTests(SynchronousTestCase):
+    """
+    An SDS secret naming certificate files: files moved into its
+    C{watched_directory}, or (without one) into the directory of the
+    files, are read again and reach new handshakes without a restart, as
+    Envoy's C{SdsApi::onWatchUpdate}.
+    """
+
+    def _sequence(self, real):
+        import shutil
+
+        d = tempfile.mkdtemp(prefix="sds-files-")
+        directories = [os.path.join(d, "watched"), os.path.join(d, "plain")]
+
+        def place(directory, domain):
+            for ext in ("crt", "key"):
+                tmp = os.path.join(d, "tmp." + ext)
+                shutil.copy(os.path.join(EXAMPLES_CERTS, "%s.%s.pem" % (domain, ext)), tmp)
+                os.rename(tmp, os.path.join(directory, "cert.%s.pem" % (ext,)))
+
+        for name, directory in zip(("server_cert", "plain_cert"), directories):
+            os.mkdir(directory)
+            place(directory, "domain1")
+            certificate = {
+                "certificate_chain": {"filename": os.path.join(directory, "cert.crt.pem")},
+                "private_key": {"filename": os.path.join(directory, "cert.key.pem")}}
+            if name == "server_cert":
+                certificate["watched_directory"] = {"path": directory}
+            _moveInto(d, name + ".yaml", _response("1", [{
+                "@type": _SECRET_TYPE, "name": name, "tls_certificate": certificate}]))
+        ports, adminPort = [freePort(), freePort()], freePort()
+        listeners = []
+        for i, (port, name) in enumerate(zip(ports, ("server_cert", "plain_cert"))):
+            listener = _tlsListener(port, os.path.join(d, name + ".yaml"))
+            listener["name"] = "l%d" % (i,)
+            context = listener["filter_chains"][0]["transport_socket"]["typed_config"]
+            context["common_tls_context"]["tls_certificate_sds_secret_configs"][0]["name"] = name
+            listeners.append(listener)
+        proxy = _proxy(real, _bootstrap(adminPort, listeners), adminPort, ())
+        seen = []
+        try:
+            for port in ports:
+                proxy.waitPort(port)
+            old = _tlsConnect(ports[0])
+            for port in ports:
+                with _tlsConnect(port) as s:
+                    seen.append(_commonName(s))
+            for directory, port in zip(directories, ports):
+                place(directory, "domain2")
+                deadline = time.monotonic() + 20
+                while True:
+                    with _tlsConnect(port) as s:
+                        name = _commonName(s)
+                    if name.startswith("domain2") or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                seen.append(name)
+            # The connection made before keeps its certificate and serves.
+            seen.append((_commonName(old), _tlsExchange(old)))
+            old.close()
+            stats = adminStats(adminPort)
+        finally:
+            proxy.stop()
+        updates = [stats.get("listener.127.0.0.1_%d.server_ssl_socket_factory."
+                             "ssl_context_update_by_sds" % (port,)) for port in ports]
+        return seen, updates, [stats.get("sds.%s.update_success" % (n,))
+                               for n in ("server_cert", "plain_cert")]
+
+    def test_rotatedFilesAsEnvoy(self):
+        results = forBoth(self._sequence, timeout=90)
+        one, two = "domain1.example.com", "domain2.example.com"
+        self.assertEqual(results[True], ([one, one, two, two, (one, b"tls")], [2, 2], [1, 1]))
+        self.assertEqual(results[False], results[True])
+
+
 _ADS_BOOTSTRAP = {
     "node": {"id": "node-1", "cluster": "fleet"},
     "dynamic_resources": {"ads_config": {

@@ -286,3 +286,52 @@ class ClusterWarmsOnSecretsTests(SynchronousTestCase):
         subscription.initialized.callback(None)
         self.successResultOf(before)
         self.successResultOf(after)
+
+
+class SecretFilesRotationTests(SynchronousTestCase):
+    """
+    A secret's files moved again are read anew (here by the stat poll on a
+    fake clock), as Envoy's C{SdsApi::onWatchUpdate}; files that do not
+    load count C{key_rotation_failed} and the secret in use stays. (With
+    inotify, against Envoy: L{tests.e2e.test_xds_resources}.)
+    """
+
+    def test_rotation(self):
+        import shutil
+
+        d = tempfile.mkdtemp()
+
+        def place(domain, key=None):
+            for ext, source in (("crt", domain), ("key", key or domain)):
+                tmp = os.path.join(d, "tmp")
+                shutil.copy(os.path.join(_CERTS, "%s.%s.pem" % (source, ext)), tmp)
+                os.rename(tmp, os.path.join(d, "cert.%s.pem" % (ext,)))
+
+        place("domain1")
+        tests = UpstreamSdsTests("test_validateMode")
+        tests.setUp()
+        tests.write([{"@type": _SECRET, "name": "cert", "tls_certificate": {
+            "certificate_chain": {"filename": os.path.join(d, "cert.crt.pem")},
+            "private_key": {"filename": os.path.join(d, "cert.key.pem")},
+            "watched_directory": {"path": d}}}], "1")
+        server = tests.server(1)
+        socket = server.clusterManager.clusters["up"].info.transportSocket
+        [provider] = [p for p in server.secretManager._providers.values() if p.name == "cert"]
+        clock = Clock()
+        provider.watchFiles(clock)
+        self.addCleanup(provider.stopWatching)
+
+        def names():
+            return socket.sds.current.options.certificates[0].dnsNames
+
+        self.assertEqual(names(), ("domain1.example.com",))
+        place("domain2", key="domain1")
+        clock.advance(1)
+        self.assertEqual(names(), ("domain1.example.com",))
+        failed = server.mainStats.counter("sds.cert.key_rotation_failed")
+        self.assertEqual(failed.value, 1)
+        place("domain2")
+        clock.advance(1)
+        self.assertEqual(names(), ("domain2.example.com",))
+        self.assertEqual(failed.value, 1)
+        self.assertEqual(provider.versionInfo, "1")

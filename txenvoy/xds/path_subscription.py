@@ -19,18 +19,13 @@ import contextlib
 import os
 import time
 
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.filepath import FilePath
 
 from txenvoy.config.errors import ConfigError, _collectors, collectErrors
 from txenvoy.upstream.hashing import xxHash64
+from txenvoy.xds.directory_watch import POLL_INTERVAL  # noqa: F401 (the tests' poll)
 
 log = Logger(namespace="config")
-
-#: How often the stat poll looks, where there is no inotify.
-POLL_INTERVAL = 1.0
-
 
 class FileSubscription:
     """
@@ -62,8 +57,7 @@ class FileSubscription:
         self.updateTime = scope.gauge("update_time")
         self.lastVersion = None
         self.lastUpdated = None
-        self._notifier = None
-        self._poll = None
+        self._watch = None
         self._stamp = None
 
     def refresh(self):
@@ -71,6 +65,8 @@ class FileSubscription:
         self.attempt.inc()
         path = self.source.path
         self._stamp = self._statStamp()
+        if self._watch is not None:
+            self._watch.seen(self._stamp)
         try:
             with _ownErrors():
                 versionInfo, resources = self._read(path)
@@ -106,48 +102,27 @@ class FileSubscription:
         Begin watching (the first read is the caller's L{refresh}). A file
         moved into place between that read and the watch is read now.
         """
-        self._watch()
-        self._check()
+        from txenvoy.xds.directory_watch import MovedIntoWatch
 
-    def _watch(self):
-        try:
-            from twisted.internet import inotify
-        except ImportError:
-            inotify = None
-        if inotify is not None and hasattr(self.reactor, "addReader"):
-            try:
-                self._notifier = inotify.INotify(reactor=self.reactor)
-                self._notifier.startReading()
-                self._notifier.watch(FilePath(self._directory()), mask=inotify.IN_MOVED_TO,
-                                     callbacks=[self._moved])
-                return
-            except Exception as e:
-                log.info("inotify unavailable for {path} ({e}); polling", path=self._directory(),
-                         e=e)
-                self._stopNotifier()
-        self._poll = LoopingCall(self._check)
-        self._poll.clock = self.reactor
-        self._poll.start(POLL_INTERVAL, now=False)
+        self._watch = MovedIntoWatch(self.reactor, self._directory(), self._moved,
+                                     self._statStamp)
+        self._watch.seen(self._stamp)
+        self._watch.start()
+        self._watch.check()
 
     def stop(self):
-        self._stopNotifier()
-        if self._poll is not None and self._poll.running:
-            self._poll.stop()
-        self._poll = None
-
-    def _stopNotifier(self):
-        notifier, self._notifier = self._notifier, None
-        if notifier is not None:
-            notifier.loseConnection()
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
 
     def _directory(self):
         if self.source.watchedDirectory is not None:
             return self.source.watchedDirectory
         return os.path.dirname(os.path.abspath(self.source.path)) or "."
 
-    def _moved(self, ignored, filepath, mask):
-        if (self.source.watchedDirectory is None
-                and os.fsdecode(filepath.basename()) != os.path.basename(self.source.path)):
+    def _moved(self, name):
+        if (name is not None and self.source.watchedDirectory is None
+                and name != os.path.basename(self.source.path)):
             return
         self.refresh()
 
@@ -157,13 +132,6 @@ class FileSubscription:
         except OSError:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-    def _check(self):
-        stamp = self._statStamp()
-        if stamp != self._stamp:
-            self._stamp = stamp
-            if stamp is not None:
-                self.refresh()
 
 
 @contextlib.contextmanager

@@ -13,15 +13,33 @@ a context cannot use (a file that is not there, a key that does not match)
 is rejected whole, and every context keeps the secret it had.
 """
 
+import os
 import time
 
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from txenvoy.config.datasource import readDataSource
 from txenvoy.config.errors import ConfigError, collectErrors
 from txenvoy.config.fields import checkFields
+from txenvoy.xds.path_subscription import _ownErrors
 from txenvoy.xds.resources import SECRET_TYPE
+
+log = Logger(namespace="config")
+
+
+def _stamps(files):
+    """What the poll compares: each file's inode, time and size."""
+    stamps = []
+    for path in files:
+        try:
+            st = os.stat(path)
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
+    return stamps
 from txenvoy.xds.subscription_factory import weakHandler
 
 
@@ -43,17 +61,45 @@ def inlineFiles(secret):
     kind = secret.WhichOneof("type")
     fields = _FILE_FIELDS.get(kind, ())
     body = getattr(secret, kind) if kind else None
-    if not any(body.HasField(f) and getattr(body, f).WhichOneof("specifier") == "filename"
-               for f in fields):
+    if not secretFiles(secret) and not (body is not None and _watches(body)):
         return secret
     resolved = type(secret)()
     resolved.CopyFrom(secret)
     body = getattr(resolved, kind)
+    if _watches(body):
+        # Used here, to re-read the files; not part of the TLS context.
+        body.ClearField("watched_directory")
     for field in fields:
         if body.HasField(field) and getattr(body, field).WhichOneof("specifier") == "filename":
             source = getattr(body, field)
             source.inline_bytes = readDataSource(source, "%s.%s.%s" % (secret.name, kind, field))
     return resolved
+
+
+def _watches(body):
+    return ("watched_directory" in body.DESCRIPTOR.fields_by_name
+            and body.HasField("watched_directory"))
+
+
+def secretFiles(secret):
+    """The files a secret's C{DataSource}s name (those L{inlineFiles} reads)."""
+    kind = secret.WhichOneof("type")
+    body = getattr(secret, kind) if kind else None
+    return [getattr(body, f).filename for f in _FILE_FIELDS.get(kind, ())
+            if body.HasField(f) and getattr(body, f).WhichOneof("specifier") == "filename"]
+
+
+def watchedDirectories(secret):
+    """
+    Where a file moved in means the secret's files changed, as Envoy's
+    C{SdsApi} watches: the secret's C{watched_directory}, or else the
+    directory of each of its files.
+    """
+    kind = secret.WhichOneof("type")
+    body = getattr(secret, kind) if kind else None
+    if body is not None and _watches(body):
+        return [body.watched_directory.path]
+    return sorted({os.path.dirname(os.path.abspath(f)) for f in secretFiles(secret)})
 
 
 class _NoStats:
@@ -82,7 +128,11 @@ class SdsSecretProvider:
         self.lastUpdated = None
         self.subscription = None
         self._consumers = []
-        scope.counter("key_rotation_failed")
+        self._keyRotationFailed = scope.counter("key_rotation_failed")
+        # The secret as it came, its files unread, and the watches of them.
+        self._raw = None
+        self._watches = []
+        self._reactor = None
 
     def whenInitialized(self):
         """
@@ -117,9 +167,17 @@ class SdsSecretProvider:
         if secret.name != self.name:
             raise ConfigError("Unexpected SDS secret (expecting %s): %s"
                               % (self.name, secret.name))
-        secret = inlineFiles(secret)
-        if secret == self.secret:
-            return
+        raw, secret = secret, inlineFiles(secret)
+        if secret != self.secret:
+            self._switchTo(secret)
+            self.versionInfo = versionInfo
+            self.lastUpdated = time.time()
+        if raw != self._raw:
+            self._raw = raw
+            if self._reactor is not None:
+                self._watchFiles()
+
+    def _switchTo(self, secret):
         # Every consumer builds what it would use before any switches.
         with collectErrors():
             ready = [consumer(secret) for consumer in self._consumers]
@@ -127,8 +185,45 @@ class SdsSecretProvider:
             if apply is not None:
                 apply()
         self.secret = secret
-        self.versionInfo = versionInfo
-        self.lastUpdated = time.time()
+
+    # The secret's files, re-read when one is moved in (Envoy's SdsApi::onWatchUpdate).
+
+    def watchFiles(self, reactor):
+        """Watch the files the secret names from now on, on C{reactor}."""
+        self._reactor = reactor
+        self._watchFiles()
+
+    def stopWatching(self):
+        self._reactor = None
+        watches, self._watches = self._watches, []
+        for watch in watches:
+            watch.stop()
+
+    def _watchFiles(self):
+        from txenvoy.xds.directory_watch import MovedIntoWatch
+
+        for watch in self._watches:
+            watch.stop()
+        self._watches = []
+        if self._raw is None:
+            return
+        files = secretFiles(self._raw)
+        for directory in watchedDirectories(self._raw):
+            watch = MovedIntoWatch(self._reactor, directory, self._filesMoved,
+                                   lambda files=files: _stamps(files))
+            watch.start()
+            self._watches.append(watch)
+
+    def _filesMoved(self, name):
+        """Read the files again; a new certificate reaches new handshakes."""
+        try:
+            with _ownErrors():
+                secret = inlineFiles(self._raw)
+                if secret != self.secret:
+                    self._switchTo(secret)
+        except ConfigError as e:
+            self._keyRotationFailed.inc()
+            log.warn("Failed to reload certificates: {reason}", reason=e.message)
 
 
 class SecretManager(Service):
@@ -198,6 +293,7 @@ class SecretManager(Service):
         provider.subscription.refresh()
         if self.running:
             provider.subscription.start()
+            provider.watchFiles(self._factory.reactor)
         return provider
 
     def dumpState(self):
@@ -216,8 +312,10 @@ class SecretManager(Service):
         Service.startService(self)
         for p in self._providers.values():
             p.subscription.start()
+            p.watchFiles(self._factory.reactor)
 
     def stopService(self):
         Service.stopService(self)
         for p in self._providers.values():
             p.subscription.stop()
+            p.stopWatching()
