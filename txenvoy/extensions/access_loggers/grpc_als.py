@@ -338,18 +338,29 @@ def _identifier(bootstrap, logName):
     return identifier
 
 
-def _create(message, context, kind, build):
-    path = context.path + ".typed_config"
-    common = message.common_config
-    cpath = path + ".common_config"
-    checkFields(common, _COMMON_FIELDS, cpath)
+def compileCommonConfig(common, path, context):
+    """
+    Check Envoy's C{CommonGrpcAccessLogConfig} (at C{path}), shared by the
+    gRPC and OpenTelemetry access loggers.
+
+    @return: C{(target, flushInterval, bufferSizeBytes)}, C{target} the
+        compiled C{grpc_service}.
+    """
+    checkFields(common, _COMMON_FIELDS, path)
     if not common.log_name:
-        raise ConfigError("%s.log_name: value length must be at least 1 characters" % (cpath,))
-    target = compileEnvoyGrpc(common.grpc_service, cpath + ".grpc_service", context.bootstrap)
-    reactor = context.reactor
+        raise ConfigError("%s.log_name: value length must be at least 1 characters" % (path,))
+    target = compileEnvoyGrpc(common.grpc_service, path + ".grpc_service", context.bootstrap)
     flush = (durationSeconds(common.buffer_flush_interval)
              if common.HasField("buffer_flush_interval") else 1.0)
     size = common.buffer_size_bytes.value if common.HasField("buffer_size_bytes") else 16384
+    return target, flush, size
+
+
+def _create(message, context, kind, build):
+    common = message.common_config
+    target, flush, size = compileCommonConfig(
+        common, context.path + ".typed_config.common_config", context)
+    reactor = context.reactor
 
     def openCall(address):
         channel = openChannel(address, userAgent="txenvoy-access-log",

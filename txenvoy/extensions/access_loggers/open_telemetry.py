@@ -23,15 +23,14 @@ counts in C{logs_written}.
 from zope.interface import implementer
 
 from txenvoy.accesslog.buffered import RecordBuffer
-from txenvoy.config.errors import ConfigError, UnsupportedField
-from txenvoy.config.fields import checkFields, durationSeconds
+from txenvoy.config.errors import UnsupportedField
 from txenvoy.config.registry import Category, extension
+from txenvoy.extensions.access_loggers.grpc_als import compileCommonConfig
 from txenvoy.formatter import substitution as _formatter
 from txenvoy.interfaces import IAccessLogger
 from txenvoy.grpc.async_client import (
     GrpcCollector,
     MainThreadDispatcher,
-    compileEnvoyGrpc,
     mainThreadHosts,
 )
 from txenvoy.tracing.otlp_protos import requireCurrentOtlpProtos
@@ -42,10 +41,6 @@ MAX_IN_FLIGHT = 4
 
 _FIELDS = ("common_config", "disable_builtin_labels", "resource_attributes", "body",
            "attributes", "stat_prefix")
-_COMMON_FIELDS = frozenset(("log_name", "grpc_service", "transport_api_version",
-                            "buffer_flush_interval", "buffer_size_bytes"))
-
-
 def _nanos(seconds):
     # Envoy's clock: whole microseconds.
     return int(round(seconds * 1e6)) * 1000
@@ -132,11 +127,7 @@ def createOpenTelemetryAccessLogger(message, context):
     path = context.path + ".typed_config"
     requireCurrentOtlpProtos(path)
     common = message.common_config
-    cpath = path + ".common_config"
-    checkFields(common, _COMMON_FIELDS, cpath)
-    if not common.log_name:
-        raise ConfigError("%s.log_name: value length must be at least 1 characters" % (cpath,))
-    target = compileEnvoyGrpc(common.grpc_service, cpath + ".grpc_service", context.bootstrap)
+    target, flush, size = compileCommonConfig(common, path + ".common_config", context)
     bootstrap = context.bootstrap
     node = bootstrap.node if bootstrap is not None else None
     resource = []
@@ -167,9 +158,6 @@ def createOpenTelemetryAccessLogger(message, context):
                               target.timeout, target.metadata, userAgent="txenvoy-access-log",
                               authority=target.authority)
     collector.host = mainThreadHosts(context.clusterManager, target.clusterName)
-    flush = (durationSeconds(common.buffer_flush_interval)
-             if common.HasField("buffer_flush_interval") else 1.0)
-    size = common.buffer_size_bytes.value if common.HasField("buffer_size_bytes") else 16384
     logger = OpenTelemetryAccessLogger(reactor, collector, tuple(resource), body,
                                        tuple(attributes), context.stats.shard("main_thread")
                                        if hasattr(context.stats, "shard") else context.stats,
