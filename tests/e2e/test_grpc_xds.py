@@ -539,92 +539,40 @@ class AdsTests(SynchronousTestCase):
             self.assertEqual(mine.split(" in DeltaDiscoveryResponse")[0],
                              envoys.split(" in DeltaDiscoveryResponse")[0])
 
-    def test_minimumClustersValidator(self):
+    def test_clusterAndRouteLifecycle(self):
         """
-        Envoy's C{envoy.config.validators.minimum_clusters_validator} on
-        the ADS source: a CDS update leaving fewer clusters than
-        C{min_clusters_num} is NACKed with Envoy's words and the clusters
-        stay; one leaving enough is ACKed.
-        """
-        sides = self.sides("GRPC", minClusters=2)
+        One pair of proxies (ADS, C{config_validators} with
+        C{minimum_clusters_validator} at 2, C{--drain-time-s 1}) through
+        what Envoy's init managers, validators and route config providers
+        do:
 
-        def run(side):
-            side.cp.setResources(CLUSTER, "c1", [_cluster("a"), _cluster("b")])
-            side.cp.setResources(LISTENER, "l1", [_listener("l1", side.port, "one")])
-            side.start()
-            side.waitBody(side.port, "one")
-            side.cp.waitFor(lambda cp: len(cp.requestsOf(CLUSTER)) >= 2)
-            for version, names, count in (("c2", "a", 3), ("c3", "bcd", 4)):
-                side.cp.setResources(CLUSTER, version, [_cluster(n) for n in names])
-                side.cp.waitFor(lambda cp: len(cp.requestsOf(CLUSTER)) >= count)
-
-        _both(run, sides)
-        real, tx = sides
-        self.assertEqual(tx.requests(), real.requests())
-        self.assertEqual(tx.errors(), real.errors())
-        self.assertEqual(real.errors(),
-                         ["CDS update attempts to reduce clusters below configured minimum."])
-        names = ("cluster_manager.cds.update_attempt", "cluster_manager.cds.update_success",
-                 "cluster_manager.cds.update_rejected", "cluster_manager.active_clusters")
-        self.assertEqual(tx.stats(*names), real.stats(*names))
-
-    def test_clusterWarmsOnItsSdsSecret(self):
+         - a CDS cluster whose upstream TLS context takes its client
+           certificate from SDS over ADS warms until the secret arrives
+           (C{warming_clusters} 1), and LDS is not asked for meanwhile (the
+           clusters of CDS's first update warm before LDS starts); once the
+           secret is pushed the listeners serve;
+         - a CDS update leaving fewer clusters than C{min_clusters_num} is
+           NACKed with Envoy's words and the clusters stay;
+         - two listeners take their routes by RDS; when LDS removes one,
+           once it drained its route configuration is no longer asked for,
+           and when both are gone the RDS request names none, as Envoy's
+           shared route config providers die with their last listener.
         """
-        A CDS cluster whose upstream TLS context takes its client
-        certificate from SDS over ADS warms until the secret arrives, as
-        Envoy's cluster init manager holds it: C{warming_clusters} is 1 and
-        LDS is not asked for (the clusters of CDS's first update warm
-        before LDS starts); once the secret is pushed the cluster is
-        active and the listener serves. The same requests on both.
-        """
+        from envoy.config.route.v3.route_pb2 import RouteConfiguration
         from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 
-        sides = self.sides("GRPC")
+        sides = self.sides("GRPC", minClusters=2)
         certificate, key = _demoCertificate()
         context = json_format.ParseDict({"common_tls_context": {
             "tls_certificate_sds_secret_configs": [{
                 "name": "client", "sds_config": {"ads": {}, "resource_api_version": "V3"}}]}},
             tls_pb2.UpstreamTlsContext())
-        cluster = _cluster("tls_c")
-        cluster.transport_socket.name = "envoy.transport_sockets.tls"
-        cluster.transport_socket.typed_config.Pack(context)
+        tlsCluster = _cluster("tls_c")
+        tlsCluster.transport_socket.name = "envoy.transport_sockets.tls"
+        tlsCluster.transport_socket.typed_config.Pack(context)
         secret = secret_pb2.Secret(name="client")
         secret.tls_certificate.certificate_chain.inline_bytes = certificate
         secret.tls_certificate.private_key.inline_bytes = key
-        names = ("cluster_manager.warming_clusters", "cluster_manager.active_clusters",
-                 "listener_manager.total_listeners_active")
-        warming = {}
-
-        def run(side):
-            side.cp.setResources(CLUSTER, "c1", [cluster])
-            side.cp.setResources(LISTENER, "l1", [_listener("l1", side.port, "one")])
-            side.start()
-            side.cp.waitFor(lambda cp: len(cp.requestsOf(SECRET)) >= 1, timeout=40)
-            side.waitStat("cluster_manager.warming_clusters", 1)
-            warming[side.name()] = (side.stats(*names[:2]), len(side.cp.requestsOf(LISTENER)))
-            side.cp.setResources(SECRET, "s1", [secret])
-            side.waitBody(side.port, "one", timeout=30)
-            side.cp.waitFor(lambda cp: len(cp.requestsOf(LISTENER)) >= 2)
-
-        _both(run, sides)
-        real, tx = sides
-        self.assertEqual(warming["txenvoy"], warming["envoy"])
-        self.assertEqual(warming["envoy"], ({"cluster_manager.warming_clusters": 1,
-                                             "cluster_manager.active_clusters": 1}, 0))
-        self.assertEqual(tx.requests(), real.requests())
-        self.assertEqual(tx.stats(*names), real.stats(*names))
-
-    def test_rdsUnsubscribedWithItsLastListener(self):
-        """
-        Two listeners take their routes by RDS over ADS; when LDS removes
-        one, once it has drained its route configuration is no longer asked
-        for (the request names only the other), and when both are gone the
-        RDS request names none, as Envoy's shared route config providers
-        are destroyed with their last listener.
-        """
-        from envoy.config.route.v3.route_pb2 import RouteConfiguration
-
-        sides = self.sides("GRPC")
 
         def rdsListener(name, port, route):
             listener = _listener(name, port, "unused")
@@ -643,27 +591,51 @@ class AdsTests(SynchronousTestCase):
                     "direct_response": {"status": 200, "body": {"inline_string": body}}}]}]},
                 RouteConfiguration())
 
-        later = {}
+        names = ("cluster_manager.warming_clusters", "cluster_manager.active_clusters")
+        seen = {}
 
         def run(side):
+            mine = seen[side.name()] = {}
             other = freePort()
-            side.cp.setResources(CLUSTER, "c1", [_cluster("a")])
+            side.cp.setResources(CLUSTER, "c1", [_cluster("a"), tlsCluster])
             side.cp.setResources(ROUTE, "1", [routes("r1", "one"), routes("r2", "two")])
             side.cp.setResources(LISTENER, "1", [rdsListener("l1", side.port, "r1"),
                                                  rdsListener("l2", other, "r2")])
             side.start(("--drain-time-s", "1"))
+            side.cp.waitFor(lambda cp: len(cp.requestsOf(SECRET)) >= 1, timeout=STARTUP_TIMEOUT)
+            side.waitStat("cluster_manager.warming_clusters", 1)
+            mine["warming"] = (side.stats(*names), len(side.cp.requestsOf(LISTENER)))
+            side.cp.setResources(SECRET, "s1", [secret])
             side.waitBody(side.port, "one")
             side.waitBody(other, "two")
             side.cp.waitFor(lambda cp: len(cp.requestsOf(ROUTE)) >= 2
                             and cp.requestsOf(ROUTE)[-1].response_nonce)
+            mine["warm"] = side.stats(*names)
+            # Below the minimum: NACKed, the clusters stay.
+            count = len(side.cp.requestsOf(CLUSTER))
+            side.cp.setResources(CLUSTER, "c2", [_cluster("a")])
+            side.cp.waitFor(lambda cp: len(cp.requestsOf(CLUSTER)) > count)
+            mine["nack"] = [(r.version_info, r.error_detail.code, r.error_detail.message)
+                            for r in side.cp.requestsOf(CLUSTER)[count:]]
             first = len(side.cp.requestsOf(ROUTE))
             for count, listeners in ((1, [rdsListener("l2", other, "r2")]), (2, [])):
                 side.cp.setResources(LISTENER, str(count + 1), listeners)
                 side.cp.waitFor(lambda cp: len(cp.requestsOf(ROUTE)) >= first + count)
-            later[side.name()] = [
-                (r.version_info, sorted(r.resource_names), r.error_detail.code)
-                for r in side.cp.requestsOf(ROUTE)[first:]]
+            mine["routes"] = [(r.version_info, sorted(r.resource_names), r.error_detail.code)
+                              for r in side.cp.requestsOf(ROUTE)[first:]]
+            mine["stats"] = side.stats(
+                "cluster_manager.cds.update_attempt", "cluster_manager.cds.update_success",
+                "cluster_manager.cds.update_rejected", "cluster_manager.active_clusters",
+                "sds.client.update_success")
 
         _both(run, sides)
-        self.assertEqual(later["txenvoy"], later["envoy"])
-        self.assertEqual(later["envoy"], [("1", ["r2"], 0), ("1", [], 0)])
+        self.maxDiff = None
+        self.assertEqual(seen["txenvoy"], seen["envoy"])
+        envoy = seen["envoy"]
+        self.assertEqual(envoy["warming"], ({"cluster_manager.warming_clusters": 1,
+                                             "cluster_manager.active_clusters": 2}, 0))
+        self.assertEqual(envoy["warm"], {"cluster_manager.warming_clusters": 0,
+                                         "cluster_manager.active_clusters": 3})
+        self.assertEqual(envoy["nack"], [("c1", 13, "CDS update attempts to reduce clusters "
+                                                    "below configured minimum.")])
+        self.assertEqual(envoy["routes"], [("1", ["r2"], 0), ("1", [], 0)])
