@@ -128,7 +128,7 @@ class Origin:
      - C{/close}: answers with C{connection: close} and closes;
      - C{/ws}: an upgrade: 101, then echoes raw bytes;
      - C{/partial}: 200 with content-length 100000, 1000 bytes, then
-       closes;
+       closes 0.2 s later (C{/partial/hold}: 3 s later);
      - C{/bare}: 200 with no C{date} or C{server}, body C{bare};
      - C{/eof}: 200 with a body delimited by the end of the connection.
 
@@ -231,7 +231,7 @@ class Origin:
         if path.startswith("/partial"):
             conn.sendall(b"HTTP/1.1 200 OK\r\n%scontent-length: 100000\r\n\r\n%s"
                          % (base, b"p" * 1000))
-            time.sleep(0.2)
+            time.sleep(3.0 if path == "/partial/hold" else 0.2)
             return False
         if path.startswith("/bare"):
             conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nbare")
