@@ -310,7 +310,9 @@ class OverloadActionTests(SynchronousTestCase):
         for kind in ("envoy", "txenvoy"):
             (closed, after), stats = results[kind]
             self.assertTrue(closed, kind)
-            self.assertTrue(0.7 < after < 2.5, (kind, after))
+            # Well before the 5 s idle_timeout, however late a loaded machine
+            # runs the 1 s timer.
+            self.assertTrue(0.7 < after < 4.0, (kind, after))
             self.assertEqual(stats["http.ingress.downstream_cx_idle_timeout"], 1, kind)
         self.assertEqual(overloadStats(results["txenvoy"][1]),
                          overloadStats(results["envoy"][1]))
