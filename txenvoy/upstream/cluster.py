@@ -1062,6 +1062,7 @@ def compileLoadAssignment(la, lapath, ctype=STATIC):
         locality = None
         if lle.HasField("locality"):
             locality = Locality(lle.locality.region, lle.locality.zone, lle.locality.sub_zone)
+        priority = lle.priority
         for j, lbe in enumerate(lle.lb_endpoints):
             bpath = "%s.lb_endpoints[%d]" % (epath, j)
             checkFields(lbe, ("endpoint", "health_status", "load_balancing_weight", "metadata"),
@@ -1092,35 +1093,36 @@ def compileLoadAssignment(la, lapath, ctype=STATIC):
                 healthCheck = (hcc.port_value, hcc.hostname, hcc.disable_active_health_check)
             else:
                 healthCheck = _NO_HEALTH_CHECK_CONFIG
-            checkFields(ep.address, ("socket_address", "pipe", "envoy_internal_address"),
+            epAddress = ep.address
+            checkFields(epAddress, ("socket_address", "pipe", "envoy_internal_address"),
                         dpath + ".address")
-            if ep.address.HasField("envoy_internal_address") and ctype in (STATIC, EDS):
+            if epAddress.HasField("envoy_internal_address") and ctype in (STATIC, EDS):
                 # An internal listener of this process (txenvoy.network.user_space).
-                internal = ep.address.envoy_internal_address
+                internal = epAddress.envoy_internal_address
                 checkFields(internal, ("server_listener_name", "endpoint_id"),
                             dpath + ".address.envoy_internal_address")
                 endpoints.append(EndpointSpec(
                     InternalAddress(internal.server_listener_name, internal.endpoint_id), 0,
-                    hostname=ep.hostname, weight=weight, priority=lle.priority,
+                    hostname=ep.hostname, weight=weight, priority=priority,
                     locality=locality, healthFlags=flags,
                     edsHealthStatus="HEALTHY" if status == "UNKNOWN" else status, path=dpath,
                     healthCheck=healthCheck,
                     metadata=hostValues(lbe.metadata),
                     filterMetadata=_filterMetadata(lbe)))
                 continue
-            if ep.address.HasField("pipe") and ctype in (STATIC, EDS):
+            if epAddress.HasField("pipe") and ctype in (STATIC, EDS):
                 # A Unix socket: the host is (pipe, 0), printed as its path.
                 endpoints.append(EndpointSpec(
-                    pipeAddress(ep.address.pipe, dpath + ".address.pipe"), 0,
-                    hostname=ep.hostname, weight=weight, priority=lle.priority,
+                    pipeAddress(epAddress.pipe, dpath + ".address.pipe"), 0,
+                    hostname=ep.hostname, weight=weight, priority=priority,
                     locality=locality, healthFlags=flags,
                     edsHealthStatus="HEALTHY" if status == "UNKNOWN" else status, path=dpath,
                     healthCheck=healthCheck))
                 continue
-            if not ep.address.HasField("socket_address"):
+            if not epAddress.HasField("socket_address"):
                 raise ConfigError("%s.address: a socket_address is required" % (dpath,))
             apath = dpath + ".address.socket_address"
-            address, port = _compileSocketAddress(ep.address.socket_address, apath)
+            address, port = _compileSocketAddress(epAddress.socket_address, apath)
             if ctype in (STATIC, EDS) and not (isIPAddress(address) or isIPv6Address(address)):
                 raise messages.malformedIpAddress(address, apath + ".address",
                                                   messages.STATIC_ENDPOINT_HINT)
@@ -1128,13 +1130,13 @@ def compileLoadAssignment(la, lapath, ctype=STATIC):
                 raise ConfigError("%s.address: value length must be at least 1 characters"
                                   % (apath,))
             endpoints.append(EndpointSpec(
-                address, port, hostname=ep.hostname, weight=weight, priority=lle.priority,
+                address, port, hostname=ep.hostname, weight=weight, priority=priority,
                 locality=locality, healthFlags=flags,
                 edsHealthStatus="HEALTHY" if status == "UNKNOWN" else status,
                 path=dpath,
                 healthCheck=healthCheck,
                 hashKey=_lbHashKey(lbe),
-                metadata=hostValues(lbe.metadata)))
+                metadata=hostValues(lbe.metadata) if lbe.HasField("metadata") else {}))
     if ctype == LOGICAL_DNS and (len(la.endpoints) != 1 or len(endpoints) != 1):
         raise ConfigError(
             "%s: LOGICAL_DNS clusters must have a single locality_lb_endpoint and a "
