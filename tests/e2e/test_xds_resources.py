@@ -441,14 +441,17 @@ class SdsFileRotationTests(SynchronousTestCase):
     An SDS secret naming certificate files: files moved into its
     C{watched_directory}, or (without one) into the directory of the
     files, are read again and reach new handshakes without a restart, as
-    Envoy's C{SdsApi::onWatchUpdate}.
+    Envoy's C{SdsApi::onWatchUpdate}; a static secret's files are read
+    once (its C{watched_directory} accepted and not watched), as Envoy
+    1.40's.
     """
 
     def _sequence(self, real):
         import shutil
 
         d = tempfile.mkdtemp(prefix="sds-files-")
-        directories = [os.path.join(d, "watched"), os.path.join(d, "plain")]
+        names = ("server_cert", "plain_cert", "static_cert")
+        directories = [os.path.join(d, n) for n in names]
 
         def place(directory, domain):
             for ext in ("crt", "key"):
@@ -456,25 +459,34 @@ class SdsFileRotationTests(SynchronousTestCase):
                 shutil.copy(os.path.join(EXAMPLES_CERTS, "%s.%s.pem" % (domain, ext)), tmp)
                 os.rename(tmp, os.path.join(directory, "cert.%s.pem" % (ext,)))
 
-        for name, directory in zip(("server_cert", "plain_cert"), directories):
+        certificates = {}
+        for name, directory in zip(names, directories):
             os.mkdir(directory)
             place(directory, "domain1")
-            certificate = {
+            certificates[name] = {
                 "certificate_chain": {"filename": os.path.join(directory, "cert.crt.pem")},
                 "private_key": {"filename": os.path.join(directory, "cert.key.pem")}}
-            if name == "server_cert":
-                certificate["watched_directory"] = {"path": directory}
-            _moveInto(d, name + ".yaml", _response("1", [{
-                "@type": _SECRET_TYPE, "name": name, "tls_certificate": certificate}]))
-        ports, adminPort = [freePort(), freePort()], freePort()
+            if name != "plain_cert":
+                certificates[name]["watched_directory"] = {"path": directory}
+            if name != "static_cert":
+                _moveInto(d, name + ".yaml", _response("1", [{
+                    "@type": _SECRET_TYPE, "name": name,
+                    "tls_certificate": certificates[name]}]))
+        ports, adminPort = [freePort() for _ in names], freePort()
         listeners = []
-        for i, (port, name) in enumerate(zip(ports, ("server_cert", "plain_cert"))):
+        for i, (port, name) in enumerate(zip(ports, names)):
             listener = _tlsListener(port, os.path.join(d, name + ".yaml"))
             listener["name"] = "l%d" % (i,)
             context = listener["filter_chains"][0]["transport_socket"]["typed_config"]
-            context["common_tls_context"]["tls_certificate_sds_secret_configs"][0]["name"] = name
+            config = context["common_tls_context"]["tls_certificate_sds_secret_configs"][0]
+            config["name"] = name
+            if name == "static_cert":
+                del config["sds_config"]
             listeners.append(listener)
-        proxy = _proxy(real, _bootstrap(adminPort, listeners), adminPort, ())
+        bootstrap = json.loads(_bootstrap(adminPort, listeners))
+        bootstrap["static_resources"]["secrets"] = [
+            {"name": "static_cert", "tls_certificate": certificates["static_cert"]}]
+        proxy = _proxy(real, json.dumps(bootstrap), adminPort, ())
         seen = []
         try:
             for port in ports:
@@ -483,7 +495,8 @@ class SdsFileRotationTests(SynchronousTestCase):
             for port in ports:
                 with _tlsConnect(port) as s:
                     seen.append(_commonName(s))
-            for directory, port in zip(directories, ports):
+            place(directories[2], "domain2")
+            for directory, port in zip(directories[:2], ports):
                 place(directory, "domain2")
                 deadline = time.monotonic() + 20
                 while True:
@@ -493,6 +506,9 @@ class SdsFileRotationTests(SynchronousTestCase):
                         break
                     time.sleep(0.05)
                 seen.append(name)
+            # The static secret's files were moved first: still not read.
+            with _tlsConnect(ports[2]) as s:
+                seen.append(_commonName(s))
             # The connection made before keeps its certificate and serves.
             seen.append((_commonName(old), _tlsExchange(old)))
             old.close()
@@ -501,13 +517,13 @@ class SdsFileRotationTests(SynchronousTestCase):
             proxy.stop()
         updates = [stats.get("listener.127.0.0.1_%d.server_ssl_socket_factory."
                              "ssl_context_update_by_sds" % (port,)) for port in ports]
-        return seen, updates, [stats.get("sds.%s.update_success" % (n,))
-                               for n in ("server_cert", "plain_cert")]
+        return seen, updates, [stats.get("sds.%s.update_success" % (n,)) for n in names[:2]]
 
     def test_rotatedFilesAsEnvoy(self):
         results = forBoth(self._sequence, timeout=90)
         one, two = "domain1.example.com", "domain2.example.com"
-        self.assertEqual(results[True], ([one, one, two, two, (one, b"tls")], [2, 2], [1, 1]))
+        self.assertEqual(results[True], ([one, one, one, two, two, one, (one, b"tls")],
+                                         [2, 2, 0], [1, 1]))
         self.assertEqual(results[False], results[True])
 
 

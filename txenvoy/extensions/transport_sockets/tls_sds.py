@@ -84,8 +84,9 @@ class SdsTlsContext:
         composed = self._compose({})
         if composed is not None:
             self.current = build(composed)
-            if self._updated is not None:
-                # Envoy counts the first context made from SDS too.
+            if self._updated is not None and self._fromSds():
+                # Envoy counts the first context made from SDS too (not
+                # one made from static secrets only).
                 self._updated.inc()
 
     def whenReady(self):
@@ -101,6 +102,9 @@ class SdsTlsContext:
         d.addCallback(lambda _: None)
         return d
 
+    def _fromSds(self):
+        return any(provider.subscription is not None for ignored, provider in self._slots)
+
     def _compose(self, override):
         """The C{CommonTlsContext} with every secret in place, or C{None}."""
         ctc = type(self._template)()
@@ -112,9 +116,13 @@ class SdsTlsContext:
             if secret.WhichOneof("type") != kind:
                 raise ConfigError("secret '%s' is not a %s" % (secret.name, kind))
             if kind == _CERTIFICATE:
-                ctc.tls_certificates.add().CopyFrom(secret.tls_certificate)
+                body = ctc.tls_certificates.add()
+                body.CopyFrom(secret.tls_certificate)
             else:
-                ctc.validation_context.CopyFrom(secret.validation_context)
+                body = ctc.validation_context
+                body.CopyFrom(secret.validation_context)
+            # A static secret's: accepted and not watched, as Envoy's.
+            body.ClearField("watched_directory")
         return ctc
 
     def _onSecret(self, index, secret):
