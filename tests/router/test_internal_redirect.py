@@ -179,3 +179,31 @@ class RouterRedirectTests(SynchronousTestCase):
         self.assertEqual(down.response().status, 307)
         self.assertEqual(self.h.stat("cluster.origin.retry_or_shadow_abandoned"), 1)
         self.assertEqual(self.h.stat("cluster.origin.upstream_internal_redirect_failed_total"), 1)
+
+
+class Http2RedirectTests(SynchronousTestCase):
+    """An internal redirect on an HTTP/2 stream: the same stream answers."""
+
+    def test_followedOnTheSameStream(self):
+        from h2.config import H2Configuration
+        from h2.connection import H2Connection
+        from h2.events import DataReceived, ResponseReceived, StreamEnded
+
+        h = Harness(self, routes=ROUTES)
+        down = h.connect()
+        client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        client.send_headers(1, [(b":method", b"GET"), (b":scheme", b"http"),
+                                (b":path", b"/f/a"), (b":authority", b"front")],
+                            end_stream=True)
+        down.send(client.data_to_send())
+        h.upstream().respond(FOUND % (302, b"http://back/o/b"))
+        up = h.upstream()
+        self.assertEqual(up.request()[0], "GET /o/b HTTP/1.1")
+        up.respond(OK)
+        events = client.receive_data(down.written())
+        [head] = [e for e in events if isinstance(e, ResponseReceived)]
+        self.assertEqual((head.stream_id, dict(head.headers)[b":status"]), (1, b"200"))
+        self.assertEqual(b"".join(e.data for e in events if isinstance(e, DataReceived)), b"ok")
+        self.assertTrue([e for e in events if isinstance(e, StreamEnded)])
+        self.assertEqual(h.stat("http.ingress.downstream_rq_http2_total"), 2)
