@@ -8,7 +8,7 @@ function the test gives and recording what it received.
 
 from concurrent import futures
 
-from tests.e2e.harness import Recorder
+from tests.e2e.harness import Recorder, stopAll
 
 
 class GrpcService:
@@ -133,13 +133,7 @@ class ServiceSideBySide:
 
     @classmethod
     def stopFixture(cls):
-        for deployment in (cls.envoy, cls.txenvoy):
-            if deployment is not None:
-                deployment.stop()
-        cls.service.stop()
-        cls.echo.stop()
-        cls.origin.shutdown()
-        cls.origin.server_close()
+        stopAll(cls.envoy, cls.txenvoy, cls.service, cls.echo, cls.origin)
 
     def serviceSeen(self, deployment):
         """What the service received since the last call, summarized."""

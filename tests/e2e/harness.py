@@ -304,6 +304,23 @@ def httpOrigin(handler):
     return server
 
 
+def stopAll(*started):
+    """
+    Stop what a fixture started, in order, passing over what it never got
+    to start (C{None}): HTTP servers (L{httpOrigin}) by C{shutdown} and
+    C{server_close}, anything else (proxies, deployments, upstreams) by
+    C{stop}.
+    """
+    for thing in started:
+        if thing is None:
+            continue
+        if hasattr(thing, "server_close"):
+            thing.shutdown()
+            thing.server_close()
+        else:
+            thing.stop()
+
+
 def readBody(handler):
     """
     The body of the request a C{BaseHTTPRequestHandler} is handling:
@@ -673,8 +690,4 @@ class OriginSideBySide(SharedFixture):
 
     @classmethod
     def stopFixture(cls):
-        for deployment in (cls.envoy, cls.txenvoy):
-            if deployment is not None:
-                deployment.stop()
-        cls.origin.shutdown()
-        cls.origin.server_close()
+        stopAll(cls.envoy, cls.txenvoy, cls.origin)

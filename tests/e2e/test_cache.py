@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.configs import bootstrap, cluster, httpListener
-from tests.e2e.harness import SharedFixture, freePort, httpOrigin, startProxy
+from tests.e2e.harness import SharedFixture, freePort, httpOrigin, startProxy, stopAll
 from tests.e2e.harness import exchangeOne as _exchange
 
 _LAST_MODIFIED = "Mon, 07 Dec 2026 10:00:00 GMT"
@@ -209,9 +209,7 @@ class CacheSideBySideTests(SharedFixture, SynchronousTestCase):
 
     @classmethod
     def stopFixture(cls):
-        for deployment in (cls.envoy, cls.txenvoy):
-            if deployment is not None:
-                deployment.stop()
+        stopAll(cls.envoy, cls.txenvoy)
 
     def test_sideBySide(self):
         """

@@ -32,6 +32,7 @@ from tests.e2e.harness import (
     rawRequest,
     readBody,
     startProxy,
+    stopAll,
 )
 
 
@@ -236,12 +237,7 @@ class ExtAuthzSideBySideTests(SharedFixture, SynchronousTestCase):
 
     @classmethod
     def stopFixture(cls):
-        for deployment in (cls.envoy, cls.txenvoy):
-            if deployment is not None:
-                deployment.stop()
-        for server in cls.servers:
-            server.shutdown()
-            server.server_close()
+        stopAll(cls.envoy, cls.txenvoy, *cls.servers)
 
     def run_(self, deployment, listener, raw):
         reply = _masked(exchangeToClose(deployment.ports[listener], raw))

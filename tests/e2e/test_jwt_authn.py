@@ -26,7 +26,15 @@ from jwt.algorithms import RSAAlgorithm
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.configs import bootstrap, cluster, httpListener
-from tests.e2e.harness import SharedFixture, adminStats, freePort, httpOrigin, rawRequest, startProxy
+from tests.e2e.harness import (
+    SharedFixture,
+    adminStats,
+    freePort,
+    httpOrigin,
+    rawRequest,
+    startProxy,
+    stopAll,
+)
 from tests.e2e.harness import exchangeOne as _exchange
 
 
@@ -236,12 +244,7 @@ class JwtAuthnSideBySideTests(SharedFixture, SynchronousTestCase):
 
     @classmethod
     def stopFixture(cls):
-        for deployment in (cls.envoy, cls.txenvoy):
-            if deployment is not None:
-                deployment.stop()
-        for server in cls.servers:
-            server.shutdown()
-            server.server_close()
+        stopAll(cls.envoy, cls.txenvoy, *cls.servers)
 
     def test_sideBySide(self):
         """

@@ -18,13 +18,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.configs import bootstrap, cluster, httpListener
 from tests.e2e.harness import (
-    exchangeOne as _exchange,
     SharedFixture,
     adminStats,
+    exchangeOne as _exchange,
     freePort,
     httpOrigin,
     runTwistd,
     startProxy,
+    stopAll,
 )
 
 
@@ -401,11 +402,7 @@ class LuaSideBySideTests(SharedFixture, SynchronousTestCase):
 
     @classmethod
     def stopFixture(cls):
-        for deployment in (cls.envoy, cls.txenvoy):
-            if deployment is not None:
-                deployment.stop()
-        cls.origin.shutdown()
-        cls.origin.server_close()
+        stopAll(cls.envoy, cls.txenvoy, cls.origin)
 
     def _side(self, deployment, count):
         deadline = time.time() + 5

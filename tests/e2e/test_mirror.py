@@ -24,6 +24,7 @@ from tests.e2e.harness import (
     httpOrigin,
     rawRequest,
     startProxy,
+    stopAll,
 )
 
 
@@ -121,11 +122,7 @@ class MirrorSideBySideTests(SharedFixture, SynchronousTestCase):
 
     @classmethod
     def stopFixture(cls):
-        for proxy, _ in cls.proxies:
-            proxy.stop()
-        for server in cls.servers:
-            server.shutdown()
-            server.server_close()
+        stopAll(*[proxy for proxy, _ in cls.proxies], *cls.servers)
 
     def run_(self, port, raw):
         del self.originSeen[:]
