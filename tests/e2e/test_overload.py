@@ -145,6 +145,16 @@ def isClosed(sock, timeout=3.0):
 GET = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
 
 
+def untilApplied(applied, timeout=10.0):
+    """
+    Call C{applied()} until it says the workers apply an overload action
+    (they take it from the main thread a moment after its stat changed).
+    """
+    deadline = time.time() + timeout
+    while not applied() and time.time() < deadline:
+        pass
+
+
 def waitLive(adminPort):
     """Poll the admin's C{/ready} until it says C{LIVE}."""
     deadline = time.time() + STARTUP_TIMEOUT
@@ -237,9 +247,20 @@ class OverloadActionTests(SynchronousTestCase):
         connection, and counts C{http.<prefix>.downstream_rq_overload_close}.
         """
         def scenario(port):
-            with socket.create_connection(("127.0.0.1", port)) as s:
+            replies = []
+
+            def overloaded():
+                s = socket.create_connection(("127.0.0.1", port))
                 s.sendall(GET)
-                first = readResponse(s)
+                replies.append((s, readResponse(s)))
+                return b" 503 " in replies[-1][1].split(b"\r\n")[0]
+            # The workers apply the action a moment after its stat says
+            # active, and serve until then.
+            untilApplied(overloaded)
+            for s, _ in replies[:-1]:
+                s.close()
+            s, first = replies[-1]
+            with s:
                 s.sendall(GET)
                 return masked(first), masked(readResponse(s))
 
@@ -323,6 +344,12 @@ class OverloadActionTests(SynchronousTestCase):
         listener's C{downstream_cx_overload_reject}.
         """
         def scenario(port):
+            # The first closed one: the workers apply the action a moment
+            # after its stat says active, and serve until then.
+            def closedAtOnce():
+                with socket.create_connection(("127.0.0.1", port)) as s:
+                    return isClosed(s)
+            untilApplied(closedAtOnce)
             closed = []
             for _ in range(2):
                 with socket.create_connection(("127.0.0.1", port)) as s:
@@ -337,7 +364,7 @@ class OverloadActionTests(SynchronousTestCase):
             self.assertEqual(closed, [True, True], kind)
             listener = [k for k in stats if k.endswith("downstream_cx_overload_reject")
                         and k.startswith("listener.127.")]
-            self.assertEqual([stats[k] for k in listener], [2], kind)
+            self.assertEqual([stats[k] for k in listener], [3], kind)
 
     def test_stopAcceptingConnections(self):
         """
@@ -345,13 +372,21 @@ class OverloadActionTests(SynchronousTestCase):
         but nothing answers it.
         """
         def scenario(port):
-            with socket.create_connection(("127.0.0.1", port)) as s:
-                s.sendall(GET)
-                s.settimeout(1.0)
-                try:
-                    return s.recv(100)
-                except socket.timeout:
-                    return "no answer"
+            answers = []
+
+            def answered():
+                with socket.create_connection(("127.0.0.1", port)) as s:
+                    s.sendall(GET)
+                    s.settimeout(1.0)
+                    try:
+                        answers.append(s.recv(100))
+                    except socket.timeout:
+                        answers.append("no answer")
+                return answers[-1] == "no answer"
+            # The workers apply the action a moment after its stat says
+            # active, and answer until then.
+            untilApplied(answered)
+            return answers[-1]
 
         active = "overload.envoy.overload_actions.stop_accepting_connections.active"
         results = self.both(scenario, [heapMonitor()], [onHeap("stop_accepting_connections")],
