@@ -7,7 +7,6 @@ and one C{DelayedCall} for the earliest.
 """
 
 import heapq
-import weakref
 
 
 class TimerHeap:
@@ -91,16 +90,19 @@ class TimerHeap:
             self._schedule()
 
 
-_shared = weakref.WeakKeyDictionary()
-
-
 def sharedTimerHeap(reactor):
     """
     The one L{TimerHeap} of C{reactor} (a worker's): connections of every
     listener of that worker share it, so accepting a connection adds an
-    entry to a heap instead of a reactor call.
+    entry to a heap instead of a reactor call. It is kept on the reactor
+    itself, so it lives exactly as long (a reactor that takes no attribute
+    gets a heap of its own each time).
     """
-    heap = _shared.get(reactor)
+    heap = getattr(reactor, "_txenvoyTimerHeap", None)
     if heap is None:
-        heap = _shared[reactor] = TimerHeap(reactor)
+        heap = TimerHeap(reactor)
+        try:
+            reactor._txenvoyTimerHeap = heap
+        except AttributeError:
+            pass
     return heap

@@ -13,7 +13,6 @@ imports neither codec.
 """
 
 import time
-import weakref
 from email.utils import formatdate
 
 from txenvoy.http.status import reasonPhrase, statusLine
@@ -101,7 +100,6 @@ class DateCache:
         return self._value
 
 
-_sharedDateCaches = weakref.WeakKeyDictionary()
 _wallClockDateCache = None
 
 
@@ -109,15 +107,21 @@ def sharedDateCache(clock=None):
     """
     The one L{DateCache} of C{clock} (a worker's reactor): every connection
     of a worker reads the same, instead of building and filling its own.
+    It is kept on the clock itself, so it lives exactly as long (a clock
+    that takes no attribute gets a cache of its own each time).
     """
     global _wallClockDateCache
     if clock is None:
         if _wallClockDateCache is None:
             _wallClockDateCache = DateCache()
         return _wallClockDateCache
-    cache = _sharedDateCaches.get(clock)
+    cache = getattr(clock, "_txenvoyDateCache", None)
     if cache is None:
-        cache = _sharedDateCaches[clock] = DateCache(clock)
+        cache = DateCache(clock)
+        try:
+            clock._txenvoyDateCache = cache
+        except AttributeError:
+            pass
     return cache
 
 
