@@ -128,7 +128,7 @@ class MirrorSideBySideTests(SharedFixture, SynchronousTestCase):
         del self.originSeen[:]
         del self.shadowSeen[:]
         reply = _masked(exchangeToClose(port, raw))
-        deadline = time.time() + 2
+        deadline = time.time() + 10
         while time.time() < deadline and len(self.shadowSeen) < (0 if b"/never/" in raw else 1):
             time.sleep(0.01)
         time.sleep(0.05)
@@ -144,8 +144,14 @@ class MirrorSideBySideTests(SharedFixture, SynchronousTestCase):
 
     def test_clientDoesNotWait(self):
         """The shadow stalls for 2 s; the client has its answer at once."""
+        del self.shadowSeen[:]
         for _, port in self.proxies:
             start = time.time()
             reply = exchangeToClose(port, _request("/a/stall"))
             self.assertTrue(reply.startswith(b"HTTP/1.1 200 OK"))
-            self.assertLess(time.time() - start, 1.0)
+            self.assertLess(time.time() - start, 1.5)
+        # Both copies reach the shadow before the next test counts its own.
+        deadline = time.time() + 10
+        while time.time() < deadline and len(self.shadowSeen) < len(self.proxies):
+            time.sleep(0.01)
+        self.assertEqual([r["path"] for r in self.shadowSeen], ["/a/stall"] * len(self.proxies))
