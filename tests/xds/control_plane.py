@@ -52,6 +52,8 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     @ivar sentAt: C{{nonce: time.monotonic()}} of each response queued.
     @ivar answeredAt: C{{nonce: time.monotonic()}} of the first request
         answering it (ACK or NACK).
+    @ivar pushed: C{{nonce: (type URL, version)}} of each response queued
+        (state of the world), on whichever stream.
     """
 
     def __init__(self, port=0, tls=None):
@@ -62,6 +64,7 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.streams = []
         self.sentAt = {}
         self.answeredAt = {}
+        self.pushed = {}
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._nonces = itertools.count(1)
@@ -117,6 +120,24 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         with self._lock:
             streams = self.streams if stream is None else [self.streams[stream]]
             return [r for s in streams for r in s.requests if r.type_url == typeUrl]
+
+    def acked(self, typeUrl, version):
+        """
+        Whether a stream ACKed the snapshot C{version} of a type (a request
+        naming the nonce of a response that carried it, with that version);
+        fails on a NACK of it. Any other request (a stream reconnecting, a
+        subscription changing, a request naming an older nonce) is no answer.
+        """
+        with self._lock:
+            nonces = {n for n, pushed in self.pushed.items() if pushed == (typeUrl, version)}
+            found = False
+            for request in self.requestsOf(typeUrl):
+                if request.response_nonce in nonces:
+                    if request.error_detail.code:
+                        raise AssertionError("%s version %s rejected: %s" % (
+                            typeUrl, version, request.error_detail.message))
+                    found = found or request.version_info == version
+            return found
 
     def waitFor(self, predicate, timeout=20.0):
         """Wait until C{predicate(self)} holds; return its value."""
@@ -203,6 +224,7 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 version_info=version, type_url=typeUrl, nonce=nonce,
                 resources=[packed(m) for m in messages.values()])
             self.sentAt[nonce] = time.monotonic()
+            self.pushed[nonce] = (typeUrl, version)
             stream.out.put(response)
             return
         sent = stream.sent.setdefault(typeUrl, {})
