@@ -5,6 +5,7 @@ upstream servers and clients on 127.0.0.1, all bounded in time.
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -38,13 +39,51 @@ EXAMPLES = _findExamples(REPO)
 STARTUP_TIMEOUT = 60.0
 
 
+#: Ports L{freePort} hands out: below the kernel's ephemeral range (32768
+#: and up on Linux), so no connection's local port or port-0 server can take
+#: one between the test choosing it and a proxy binding it.
+FREE_PORTS = range(20000, 32000)
+
+
+def _freePortSlot():
+    """
+    The slice of L{FREE_PORTS} this test process owns: each pytest-xdist
+    worker its own, so processes running side by side never pick the same
+    port; a process on its own starts anywhere.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    slots = 8
+    if worker.startswith("gw") and worker[2:].isdigit():
+        size = len(FREE_PORTS) // slots
+        start = FREE_PORTS.start + (int(worker[2:]) % slots) * size
+        return range(start, start + size)
+    return FREE_PORTS
+
+
+_freePortCursor = []
+
+
 def freePort():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """
+    A TCP port on 127.0.0.1 that nothing is bound to right now, from this
+    process's slice of L{FREE_PORTS}, in turn so a port is not handed out
+    again soon.
+    """
+    slot = _freePortSlot()
+    if not _freePortCursor:
+        _freePortCursor.append(random.randrange(len(slot)))
+    for _ in range(len(slot)):
+        port = slot[_freePortCursor[0] % len(slot)]
+        _freePortCursor[0] += 1
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        return port
+    raise RuntimeError("no free port in %r" % (slot,))
 
 
 class DeadPort:

@@ -15,8 +15,9 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.e2e.configs import block, cluster
 from tests.e2e.harness import DeadPort, SharedFixture, Upstream, freePort, startProxy, statsWhen
-from tests.e2e.test_teardown_stats import CLUSTER, waitClosed
+from tests.e2e.test_teardown_stats import waitClosed
 
 SCENARIOS = ("downfirst", "downreset", "upfirst", "upreset", "refused", "idle")
 LISTENERS = SCENARIOS + ("probe",)
@@ -160,7 +161,7 @@ def _config(ports, adminPort, origins):
         LISTENER % {"name": n, "port": ports[n],
                     "options": "\n          idle_timeout: 0.5s" if n == "idle" else ""}
         for n in LISTENERS)
-    clusters = "\n".join(CLUSTER % {"name": n, "origin": origins[n], "options": ""} for n in LISTENERS)
+    clusters = "".join(block(cluster(n, origins[n]), 2) for n in LISTENERS).rstrip("\n")
     return CONFIG % {"admin": adminPort, "listeners": listeners, "clusters": clusters}
 
 
