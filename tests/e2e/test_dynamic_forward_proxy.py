@@ -259,9 +259,10 @@ class DynamicForwardProxySideBySideTests(SharedFixture, SynchronousTestCase):
                     _masked(exchangeToClose(port, (
                         "POST /post HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-length: 5\r\n"
                         "connection: close\r\n\r\nhello" % (echo,)).encode()))]
-            # The last tunnel's close may still be on its way.
+            # The last tunnel's close, and the last client's, may still be
+            # on their way.
             stats = _waitStats(ports["admin"], ("cluster.tunnel2.upstream_", "http.connect2."),
-                               "cluster.tunnel2.upstream_cx_destroy", 5)
+                               "cluster.tunnel2.upstream_cx_destroy", 5, "http.connect2.")
             results.append((seen, stats))
         self.assertEqual(results[1], results[0])
         seen, stats = results[1]
@@ -272,13 +273,19 @@ class DynamicForwardProxySideBySideTests(SharedFixture, SynchronousTestCase):
                           stats["cluster.tunnel2.upstream_cx_destroy_with_active_rq"]), (4, 1))
 
 
-def _waitStats(admin, prefixes, name, value, timeout=10.0):
-    """The non-zero stats under C{prefixes}, once C{name} reaches C{value}."""
+def _waitStats(admin, prefixes, name, value, closed=None, timeout=10.0):
+    """
+    The non-zero stats under C{prefixes}, once C{name} reaches C{value}
+    (and, with C{closed}, every downstream connection of the connection
+    manager with that prefix ended).
+    """
     deadline = time.time() + timeout
     while True:
         stats = {k: v for k, v in adminStats(admin).items()
                  if v and k.startswith(prefixes) and "_bytes_" not in k and "_ms" not in k}
-        if stats.get(name, 0) >= value or time.time() > deadline:
+        ended = closed is None or (stats.get(closed + "downstream_cx_destroy")
+                                   == stats.get(closed + "downstream_cx_total"))
+        if (stats.get(name, 0) >= value and ended) or time.time() > deadline:
             return stats
         time.sleep(0.02)
 
