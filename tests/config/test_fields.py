@@ -13,6 +13,7 @@ from txenvoy.config.fields import (
     checkFields,
     durationSeconds,
     refusedFields,
+    setsOtherFields,
     wholeMilliseconds,
 )
 
@@ -46,6 +47,39 @@ class CheckFieldsTests(SynchronousTestCase):
         """The bootstrap itself has the empty path: fields are named bare."""
         e = self.assertRaises(UnsupportedField, checkFields, self.cluster(), (), "")
         self.assertEqual(e.path, "name")
+
+
+class SetsOtherFieldsTests(SynchronousTestCase):
+    """L{setsOtherFields}: the fast test agrees with L{checkFields}."""
+
+    def test_agreesWithCheckFields(self):
+        """
+        A field outside the allowed and ignored ones is found whatever its
+        kind (repeated, with presence, plain scalar), and only then.
+        """
+        from envoy.config.core.v3 import address_pb2
+
+        allowed, ignored = ("address", "port_value"), ("ipv4_compat",)
+        test = setsOtherFields(address_pb2.SocketAddress.DESCRIPTOR, allowed, ignored)
+        for extra, other in (({}, False), ({"ipv4_compat": True}, False),
+                             ({"named_port": ""}, True), ({"resolver_name": "r"}, True),
+                             ({"protocol": 1}, True)):
+            message = address_pb2.SocketAddress(address="a", port_value=1, **extra)
+            self.assertEqual(test(message), other, extra)
+            reported = []
+            self.patch(fields, "report", reported.append)
+            checkFields(message, allowed, "p", ignored)
+            self.assertEqual(bool(reported), other, extra)
+        repeated = setsOtherFields(cluster_pb2.Cluster.DESCRIPTOR, ("name",))
+        self.assertFalse(repeated(cluster_pb2.Cluster(name="a")))
+        self.assertTrue(repeated(cluster_pb2.Cluster(name="a", health_checks=[{}])))
+
+    def test_nothingElse(self):
+        """With every field allowed, no message sets another."""
+        from envoy.config.core.v3 import address_pb2
+
+        test = setsOtherFields(address_pb2.Pipe.DESCRIPTOR, ("path", "mode"))
+        self.assertFalse(test(address_pb2.Pipe(path="/p", mode=1)))
 
 
 class DurationTests(SynchronousTestCase):

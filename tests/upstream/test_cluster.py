@@ -316,6 +316,32 @@ class RejectionTests(SynchronousTestCase):
                                 "additional_addresses": [{"address": {"socket_address": {
                                     "address": "10.0.0.2", "port_value": 1}}}]}}])
 
+    def test_laterEndpointsChecked(self):
+        """
+        Every endpoint's fields are checked, not only the first one's: each
+        unsupported field of a later endpoint is reported with its path.
+        """
+        from txenvoy.config.errors import ConfigErrors, collectErrors
+
+        def address(**extra):
+            return {"socket_address": dict(address="10.0.0.1", port_value=1, **extra)}
+
+        def check():
+            with collectErrors():
+                compile_(endpoints=[
+                    endpoint("10.0.0.1", 1),
+                    {"endpoint": {"address": address(),
+                                  "additional_addresses": [{"address": address()}]}},
+                    {"endpoint": {"address": address(ipv4_compat=True)}},
+                    {"endpoint": {"address": address(resolver_name="r")}},
+                    {"endpoint": {"address": address(protocol="UDP")}}])
+        e = self.assertRaises(ConfigErrors, check)
+        where = PATH + ".load_assignment.endpoints[0].lb_endpoints"
+        self.assertEqual([x.path for x in e.errors], [
+            where + "[1].endpoint.additional_addresses",
+            where + "[3].endpoint.address.socket_address.resolver_name",
+            where + "[4].endpoint.address.socket_address.protocol"])
+
     def test_noFieldSilentlyIgnored(self):
         """
         Setting any Cluster field that is neither implemented nor listed as

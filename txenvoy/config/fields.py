@@ -69,6 +69,44 @@ def checkFields(message, allowed, path, ignored=()):
             report(UnsupportedField("%s.%s" % (path, name) if path else name))
 
 
+def setsOtherFields(descriptor, allowed, ignored=()):
+    """
+    A fast test for hot loops (the endpoints of an assignment): a function
+    telling whether a message of C{descriptor} sets a field that
+    L{checkFields} would report with these C{allowed} and C{ignored} fields,
+    reading only the fields outside them instead of listing every field
+    set. Where it says so, call L{checkFields} for the report; it also
+    notes the declared fields, so call it at least once per config.
+    """
+    tests = []
+    for fd in descriptor.fields:
+        if fd.name in allowed or fd.name in ignored:
+            continue
+        if fd.is_repeated:
+            tests.append((0, fd.name, None))
+        elif fd.has_presence:
+            tests.append((1, fd.name, None))
+        else:
+            tests.append((2, fd.name, fd.default_value))
+    if not tests:
+        return lambda message: False
+    tests = tuple(tests)
+
+    def setsOther(message):
+        for kind, name, default in tests:
+            if kind == 0:
+                if len(getattr(message, name)):
+                    return True
+            elif kind == 1:
+                if message.HasField(name):
+                    return True
+            elif getattr(message, name) != default:
+                return True
+        return False
+
+    return setsOther
+
+
 _mapEntries = {}
 
 

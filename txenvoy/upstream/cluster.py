@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from txenvoy.config import messages
 from txenvoy.config.errors import ConfigError, UnsupportedExtension, UnsupportedField, report
-from txenvoy.config.fields import checkFields, durationSeconds
+from txenvoy.config.fields import checkFields, durationSeconds, setsOtherFields
 from txenvoy.config.registry import unpackAny
 from txenvoy.interfaces import ICluster
 from txenvoy.network.pipe import pipeAddress
@@ -394,7 +394,7 @@ class EndpointSpec:
     """
 
     __slots__ = ("address", "port", "hostname", "weight", "priority", "locality",
-                 "healthFlags", "edsHealthStatus", "path", "healthCheck", "hashKey",
+                 "healthFlags", "edsHealthStatus", "_path", "healthCheck", "hashKey",
                  "metadata", "filterMetadata")
 
     def __init__(self, address, port, hostname="", weight=1, priority=0, locality=None,
@@ -408,7 +408,8 @@ class EndpointSpec:
         self.locality = locality
         self.healthFlags = healthFlags
         self.edsHealthStatus = edsHealthStatus
-        self.path = path
+        # Its field path, or (locality path, index) to make it from.
+        self._path = path
         # health_check_config: (port_value, hostname, disable_active_health_check).
         self.healthCheck = healthCheck
         self.hashKey = hashKey
@@ -417,6 +418,14 @@ class EndpointSpec:
         # Every namespace of the endpoint's filter_metadata, as dicts
         # (what an internal_upstream transport socket passes through).
         self.filterMetadata = filterMetadata
+
+    @property
+    def path(self):
+        """The field path of its C{endpoint}."""
+        path = self._path
+        if isinstance(path, tuple):
+            path = self._path = _lbEndpointPath(*path) + ".endpoint"
+        return path
 
     def makeHost(self, clusterName, ip=None, hostname=None):
         """A new L{Host} for this endpoint at C{ip} (default: the address)."""
@@ -1041,19 +1050,54 @@ def _compileLoadAssignment(proto, path, ctype):
 _NO_HEALTH_CHECK_CONFIG = (0, "", False)
 
 
+_LB_ENDPOINT_FIELDS = ("endpoint", "health_status", "load_balancing_weight", "metadata")
+_ENDPOINT_FIELDS = ("address", "hostname", "health_check_config")
+_ADDRESS_FIELDS = ("socket_address", "pipe", "envoy_internal_address")
+_SOCKET_ADDRESS_FIELDS = ("address", "port_value", "protocol")
+#: The fast tests of L{setsOtherFields} for the messages of each endpoint,
+#: made on first use: (LbEndpoint, Endpoint, Address, SocketAddress).
+_endpointFieldTests = []
+
+
+def _endpointTests(lbe):
+    if not _endpointFieldTests:
+        endpoint = lbe.DESCRIPTOR.fields_by_name["endpoint"].message_type
+        address = endpoint.fields_by_name["address"].message_type
+        socketAddress = address.fields_by_name["socket_address"].message_type
+        _endpointFieldTests.extend((
+            setsOtherFields(lbe.DESCRIPTOR, _LB_ENDPOINT_FIELDS, IGNORED_LB_ENDPOINT_FIELDS),
+            setsOtherFields(endpoint, _ENDPOINT_FIELDS, IGNORED_ENDPOINT_FIELDS),
+            setsOtherFields(address, _ADDRESS_FIELDS),
+            setsOtherFields(socketAddress, _SOCKET_ADDRESS_FIELDS,
+                            IGNORED_SOCKET_ADDRESS_FIELDS)))
+    return _endpointFieldTests
+
+
+def _lbEndpointPath(epath, j):
+    return "%s.lb_endpoints[%d]" % (epath, j)
+
+
 def compileLoadAssignment(la, lapath, ctype=STATIC):
     """
     The L{EndpointSpec}s of a C{ClusterLoadAssignment} (a cluster's
     C{load_assignment}, or one EDS gave).
 
+    Ten thousand endpoints make one pass, field paths built only for an
+    error: each endpoint's messages get L{checkFields} the first time
+    (which notes their declared fields) and then only when the fast test
+    of L{setsOtherFields} finds a field it would report.
+
     @param lapath: its field path, for messages.
     @raise ConfigError: naming the field of an invalid endpoint.
     """
     endpoints = []
+    append = endpoints.append
     checkFields(la, ("endpoints", "policy"), lapath, IGNORED_LOAD_ASSIGNMENT_FIELDS)
     if la.HasField("policy"):
         checkFields(la.policy, ("overprovisioning_factor",), lapath + ".policy",
                     IGNORED_POLICY_FIELDS)
+    staticOrEds = ctype in (STATIC, EDS)
+    otherLbe = otherEp = otherAddress = otherSa = None
     for i, lle in enumerate(la.endpoints):
         epath = "%s.endpoints[%d]" % (lapath, i)
         checkFields(lle, ("locality", "lb_endpoints", "priority", "load_balancing_weight"),
@@ -1064,27 +1108,36 @@ def compileLoadAssignment(la, lapath, ctype=STATIC):
             locality = Locality(lle.locality.region, lle.locality.zone, lle.locality.sub_zone)
         priority = lle.priority
         for j, lbe in enumerate(lle.lb_endpoints):
-            bpath = "%s.lb_endpoints[%d]" % (epath, j)
-            checkFields(lbe, ("endpoint", "health_status", "load_balancing_weight", "metadata"),
-                        bpath, IGNORED_LB_ENDPOINT_FIELDS)
+            if otherLbe is None:
+                checkFields(lbe, _LB_ENDPOINT_FIELDS, _lbEndpointPath(epath, j),
+                            IGNORED_LB_ENDPOINT_FIELDS)
+                otherLbe, otherEp, otherAddress, otherSa = _endpointTests(lbe)
+                firstEp = firstAddress = firstSa = True
+            elif otherLbe(lbe):
+                checkFields(lbe, _LB_ENDPOINT_FIELDS, _lbEndpointPath(epath, j),
+                            IGNORED_LB_ENDPOINT_FIELDS)
             weight = 1
             if lbe.HasField("load_balancing_weight"):
                 weight = lbe.load_balancing_weight.value
                 if weight < 1:
                     raise ConfigError(
                         "%s.load_balancing_weight: value must be greater than or equal to 1 "
-                        "(LbEndpointValidationError.LoadBalancingWeight)" % (bpath,))
+                        "(LbEndpointValidationError.LoadBalancingWeight)"
+                        % (_lbEndpointPath(epath, j),))
             status = _HEALTH_STATUS.get(lbe.health_status, "UNKNOWN")
             flags = ()
             if status in ("UNHEALTHY", "DRAINING", "TIMEOUT"):
                 flags = (FAILED_EDS_HEALTH,)
             elif status == "DEGRADED":
                 flags = (DEGRADED_EDS_HEALTH,)
+            edsHealthStatus = "HEALTHY" if status == "UNKNOWN" else status
             ep = lbe.endpoint
-            dpath = bpath + ".endpoint"
-            checkFields(ep, ("address", "hostname", "health_check_config"), dpath,
-                        IGNORED_ENDPOINT_FIELDS)
+            if firstEp or otherEp(ep):
+                firstEp = False
+                checkFields(ep, _ENDPOINT_FIELDS, _lbEndpointPath(epath, j) + ".endpoint",
+                            IGNORED_ENDPOINT_FIELDS)
             if ep.HasField("health_check_config"):
+                dpath = _lbEndpointPath(epath, j) + ".endpoint"
                 hcc = ep.health_check_config
                 checkFields(hcc, HEALTH_CHECK_CONFIG_FIELDS, dpath + ".health_check_config")
                 if hcc.port_value > 65535:
@@ -1094,49 +1147,65 @@ def compileLoadAssignment(la, lapath, ctype=STATIC):
             else:
                 healthCheck = _NO_HEALTH_CHECK_CONFIG
             epAddress = ep.address
-            checkFields(epAddress, ("socket_address", "pipe", "envoy_internal_address"),
-                        dpath + ".address")
-            if epAddress.HasField("envoy_internal_address") and ctype in (STATIC, EDS):
+            if firstAddress or otherAddress(epAddress):
+                firstAddress = False
+                checkFields(epAddress, _ADDRESS_FIELDS,
+                            _lbEndpointPath(epath, j) + ".endpoint.address")
+            kind = epAddress.WhichOneof("address")
+            if kind == "envoy_internal_address" and staticOrEds:
                 # An internal listener of this process (txenvoy.network.user_space).
+                dpath = _lbEndpointPath(epath, j) + ".endpoint"
                 internal = epAddress.envoy_internal_address
                 checkFields(internal, ("server_listener_name", "endpoint_id"),
                             dpath + ".address.envoy_internal_address")
-                endpoints.append(EndpointSpec(
+                append(EndpointSpec(
                     InternalAddress(internal.server_listener_name, internal.endpoint_id), 0,
                     hostname=ep.hostname, weight=weight, priority=priority,
                     locality=locality, healthFlags=flags,
-                    edsHealthStatus="HEALTHY" if status == "UNKNOWN" else status, path=dpath,
+                    edsHealthStatus=edsHealthStatus, path=dpath,
                     healthCheck=healthCheck,
                     metadata=hostValues(lbe.metadata),
                     filterMetadata=_filterMetadata(lbe)))
                 continue
-            if epAddress.HasField("pipe") and ctype in (STATIC, EDS):
+            if kind == "pipe" and staticOrEds:
                 # A Unix socket: the host is (pipe, 0), printed as its path.
-                endpoints.append(EndpointSpec(
+                dpath = _lbEndpointPath(epath, j) + ".endpoint"
+                append(EndpointSpec(
                     pipeAddress(epAddress.pipe, dpath + ".address.pipe"), 0,
                     hostname=ep.hostname, weight=weight, priority=priority,
                     locality=locality, healthFlags=flags,
-                    edsHealthStatus="HEALTHY" if status == "UNKNOWN" else status, path=dpath,
+                    edsHealthStatus=edsHealthStatus, path=dpath,
                     healthCheck=healthCheck))
                 continue
-            if not epAddress.HasField("socket_address"):
-                raise ConfigError("%s.address: a socket_address is required" % (dpath,))
-            apath = dpath + ".address.socket_address"
-            address, port = _compileSocketAddress(epAddress.socket_address, apath)
-            if ctype in (STATIC, EDS) and not (isIPAddress(address) or isIPv6Address(address)):
-                raise messages.malformedIpAddress(address, apath + ".address",
-                                                  messages.STATIC_ENDPOINT_HINT)
+            if kind != "socket_address":
+                raise ConfigError("%s.endpoint.address: a socket_address is required"
+                                  % (_lbEndpointPath(epath, j),))
+            sa = epAddress.socket_address
+            if firstSa or otherSa(sa):
+                firstSa = False
+                checkFields(sa, _SOCKET_ADDRESS_FIELDS,
+                            _lbEndpointPath(epath, j) + ".endpoint.address.socket_address",
+                            IGNORED_SOCKET_ADDRESS_FIELDS)
+            address, port = sa.address, sa.port_value
+            if sa.protocol != 0:
+                report(UnsupportedField(
+                    _lbEndpointPath(epath, j) + ".endpoint.address.socket_address.protocol",
+                    "UDP"))
+            if staticOrEds and not (isIPAddress(address) or isIPv6Address(address)):
+                raise messages.malformedIpAddress(
+                    address, _lbEndpointPath(epath, j) + ".endpoint.address.socket_address"
+                    ".address", messages.STATIC_ENDPOINT_HINT)
             if not address:
-                raise ConfigError("%s.address: value length must be at least 1 characters"
-                                  % (apath,))
-            endpoints.append(EndpointSpec(
+                raise ConfigError("%s.endpoint.address.socket_address.address: value length "
+                                  "must be at least 1 characters" % (_lbEndpointPath(epath, j),))
+            if lbe.HasField("metadata"):
+                hashKey, metadata = _lbHashKey(lbe), hostValues(lbe.metadata)
+            else:
+                hashKey, metadata = "", {}
+            append(EndpointSpec(
                 address, port, hostname=ep.hostname, weight=weight, priority=priority,
-                locality=locality, healthFlags=flags,
-                edsHealthStatus="HEALTHY" if status == "UNKNOWN" else status,
-                path=dpath,
-                healthCheck=healthCheck,
-                hashKey=_lbHashKey(lbe),
-                metadata=hostValues(lbe.metadata) if lbe.HasField("metadata") else {}))
+                locality=locality, healthFlags=flags, edsHealthStatus=edsHealthStatus,
+                path=(epath, j), healthCheck=healthCheck, hashKey=hashKey, metadata=metadata))
     if ctype == LOGICAL_DNS and (len(la.endpoints) != 1 or len(endpoints) != 1):
         raise ConfigError(
             "%s: LOGICAL_DNS clusters must have a single locality_lb_endpoint and a "
