@@ -366,17 +366,18 @@ class CompareDrainTests(SharedFixture, SynchronousTestCase):
         self.assertTrue(low <= seconds <= high, "%s not in [%s, %s]" % (seconds, low, high))
 
     def test_timings(self):
-        # A timer never fires early; a loaded machine (the suite runs four
-        # files at a time) may run it a few hundred milliseconds late.
+        # A timer never fires early: the lower bounds tell each missing
+        # step apart. A loaded machine (the suite runs four files at a time,
+        # this fixture six proxies at once) may run one up to a second late.
         for run in (self.envoy, self.txenvoy):
             plain, overloaded, drained = run
-            self.assertWithin(plain["firstClose"], 1.3, 2.0)
-            self.assertWithin(plain["failedClose"], 0.7, 1.4)
-            self.assertWithin(plain["idleClose"], 1.3, 2.1)
-            self.assertWithin(overloaded["firstClose"], 0.7, 1.4)
+            self.assertWithin(plain["firstClose"], 1.3, 2.5)
+            self.assertWithin(plain["failedClose"], 0.7, 1.9)
+            self.assertWithin(plain["idleClose"], 1.3, 2.6)
+            self.assertWithin(overloaded["firstClose"], 0.7, 1.9)
             # Kept alive: idle_timeout + drain_timeout + delayed close.
-            self.assertWithin(drained["failedClose"], 1.3, 2.0)
-            self.assertWithin(drained["idleClose"], 1.3, 2.1)
+            self.assertWithin(drained["failedClose"], 1.3, 2.5)
+            self.assertWithin(drained["idleClose"], 1.3, 2.6)
 
     def test_sameResponses(self):
         for envoy, txenvoy in zip(self.envoy, self.txenvoy):
