@@ -16,7 +16,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import Envoy, freePort
+from tests.e2e.harness import Envoy, freePort, statsWhen
 
 PLUGIN = textwrap.dedent('''
     import time
@@ -100,8 +100,8 @@ class WatchdogTests(SynchronousTestCase):
         s.sendall(b"x")
         self.assertEqual(s.recv(1), b"x")
         s.close()
-        time.sleep(0.3)
-        stats = envoy.stats()
+        stats = statsWhen(adminPort, lambda stats: stats.get("workers.watchdog_miss", 0) >= 1
+                          and stats.get("server.worker_0.watchdog_miss", 0) >= 1)
         self.assertGreaterEqual(stats["workers.watchdog_miss"], 1)
         self.assertGreaterEqual(stats["server.worker_0.watchdog_miss"], 1)
         self.assertEqual(stats["main_thread.watchdog_miss"], 0)
