@@ -90,6 +90,13 @@ def setsOtherFields(descriptor, allowed, ignored=()):
             tests.append((2, fd.name, fd.default_value))
     if not tests:
         return lambda message: False
+    if len(tests) == 1:
+        kind, name, default = tests[0]
+        if kind == 0:
+            return lambda message: len(getattr(message, name)) != 0
+        if kind == 1:
+            return lambda message: message.HasField(name)
+        return lambda message: getattr(message, name) != default
     tests = tuple(tests)
 
     def setsOther(message):

@@ -1073,6 +1073,21 @@ def _endpointTests(lbe):
     return _endpointFieldTests
 
 
+def _edsHealth(status):
+    """A C{health_status}'s name as a host keeps it, and the health flags it sets."""
+    flags = ()
+    if status in ("UNHEALTHY", "DRAINING", "TIMEOUT"):
+        flags = (FAILED_EDS_HEALTH,)
+    elif status == "DEGRADED":
+        flags = (DEGRADED_EDS_HEALTH,)
+    return ("HEALTHY" if status == "UNKNOWN" else status), flags
+
+
+#: C{health_status} value: (its name as a host keeps it, the flags it sets).
+_EDS_HEALTH = {value: _edsHealth(name) for value, name in _HEALTH_STATUS.items()}
+_EDS_UNKNOWN = _edsHealth("UNKNOWN")
+
+
 def _lbEndpointPath(epath, j):
     return "%s.lb_endpoints[%d]" % (epath, j)
 
@@ -1124,13 +1139,7 @@ def compileLoadAssignment(la, lapath, ctype=STATIC):
                         "%s.load_balancing_weight: value must be greater than or equal to 1 "
                         "(LbEndpointValidationError.LoadBalancingWeight)"
                         % (_lbEndpointPath(epath, j),))
-            status = _HEALTH_STATUS.get(lbe.health_status, "UNKNOWN")
-            flags = ()
-            if status in ("UNHEALTHY", "DRAINING", "TIMEOUT"):
-                flags = (FAILED_EDS_HEALTH,)
-            elif status == "DEGRADED":
-                flags = (DEGRADED_EDS_HEALTH,)
-            edsHealthStatus = "HEALTHY" if status == "UNKNOWN" else status
+            edsHealthStatus, flags = _EDS_HEALTH.get(lbe.health_status, _EDS_UNKNOWN)
             ep = lbe.endpoint
             if firstEp or otherEp(ep):
                 firstEp = False

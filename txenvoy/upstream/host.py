@@ -44,6 +44,7 @@ _UNHEALTHY_FLAGS = frozenset(
      EDS_STATUS_DRAINING)
 )
 _DEGRADED_FLAGS = frozenset((DEGRADED_ACTIVE_HC, DEGRADED_EDS_HEALTH))
+_NO_FLAGS = frozenset()
 _EXCLUDED_FLAGS = frozenset(
     (PENDING_DYNAMIC_REMOVAL, PENDING_ACTIVE_HC, EXCLUDED_VIA_IMMEDIATE_HC_FAIL)
 )
@@ -145,8 +146,15 @@ class Host:
                  edsHealthStatus="HEALTHY", healthCheckPort=0, healthCheckHostname="",
                  disableActiveHealthCheck=False, hashKey="", metadata=None, canary=False,
                  filterMetadata=None):
-        self.address = (address[0], int(address[1]))
-        self.addressString = formatAddress(self.address)
+        ip, port = address[0], int(address[1])
+        self.address = (ip, port)
+        # formatAddress, without its calls: an EDS update makes thousands.
+        if not isinstance(ip, str):
+            self.addressString = str(ip)
+        elif ":" in ip:
+            self.addressString = "[%s]:%d" % (ip, port)
+        else:
+            self.addressString = "%s:%d" % (ip, port)
         self.hostname = hostname
         self.weight = int(weight)
         self.priority = int(priority)
@@ -169,8 +177,13 @@ class Host:
         self.disableActiveHealthCheck = disableActiveHealthCheck
         self.hashKey = hashKey
         self._edsStatus = edsHealthStatus
-        self._flags = frozenset(healthFlags)
-        self._recompute()
+        if healthFlags:
+            self._flags = frozenset(healthFlags)
+            self._recompute()
+        else:
+            self._flags = _NO_FLAGS
+            self._healthy = True
+            self._degraded = False
         # worker name -> HostStats. Each worker inserts its own slot once;
         # dict.setdefault is atomic under the GIL.
         self._perWorker = {}

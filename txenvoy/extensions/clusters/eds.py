@@ -110,9 +110,10 @@ class EdsCluster(PrimaryCluster):
         name = self.info.name
         hosts, byEndpoint = [], {}
         inPlace = False
+        known = self._byEndpoint.get
         for spec in specs:
             key = _endpointKey(spec)
-            host = self._byEndpoint.get(key)
+            host = known(key)
             if host is None or key in byEndpoint:
                 host = spec.makeHost(name)
             elif (host.weight, host.edsHealthStatus(), host.healthFlagSet() & _EDS_FLAGS) != (
