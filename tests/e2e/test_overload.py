@@ -228,14 +228,20 @@ def overloadStats(stats):
 class OverloadActionTests(SynchronousTestCase):
     """Each action, in Envoy and in txenvoy, with the same outcome."""
 
-    def both(self, scenario, monitors, actions=(), runtime="", waitFor=None, hcm=""):
+    def both(self, scenario, monitors, actions=(), runtime="", waitFor=None, hcm="",
+             counted=lambda stats: True):
+        """
+        C{scenario(port)} through Envoy, then txenvoy: for each, its result
+        and the stats once C{counted(stats)} holds (a proxy counts a close
+        a moment after the client saw it).
+        """
         proxies = Proxies(self)
         results = {}
         for kind in ("envoy", "txenvoy"):
             admin, port = proxies.start(kind, monitors, actions, runtime, waitFor, hcm)
             self.admin = admin
             try:
-                results[kind] = scenario(port), adminStats(admin)
+                results[kind] = scenario(port), statsWhen(admin, counted)
             except Exception as e:
                 raise AssertionError("%s: %r" % (kind, e)) from e
         return results
@@ -295,7 +301,8 @@ class OverloadActionTests(SynchronousTestCase):
 
         active = "overload.envoy.overload_actions.disable_http_keepalive.active"
         results = self.both(scenario, [heapMonitor()], [onHeap("disable_http_keepalive")],
-                            waitFor=active)
+                            waitFor=active, counted=lambda stats: stats.get(
+                                "http.ingress.downstream_cx_drain_close", 0) >= 1)
         (envoyResult, envoyStats), (ourResult, ourStats) = results["envoy"], results["txenvoy"]
         self.assertIn(b"\r\nconnection: close\r\n", envoyResult[0])
         self.assertIn(b"\r\nconnection: close\r\n", ourResult[0])
@@ -358,7 +365,10 @@ class OverloadActionTests(SynchronousTestCase):
 
         active = "overload.envoy.overload_actions.reject_incoming_connections.active"
         results = self.both(scenario, [heapMonitor()], [onHeap("reject_incoming_connections")],
-                            waitFor=active)
+                            waitFor=active, counted=lambda stats: sum(
+                                v for k, v in stats.items()
+                                if k.endswith("downstream_cx_overload_reject")
+                                and k.startswith("listener.127.")) >= 3)
         for kind in ("envoy", "txenvoy"):
             closed, stats = results[kind]
             self.assertEqual(closed, [True, True], kind)
@@ -420,7 +430,9 @@ class OverloadActionTests(SynchronousTestCase):
             held[1].close()
             return refused, again
 
-        results = self.both(scenario, [globalMonitor(2)])
+        results = self.both(scenario, [globalMonitor(2)], counted=lambda stats: sum(
+            v for k, v in stats.items() if k.startswith("listener.127.")
+            and k.endswith(".downstream_global_cx_overflow")) >= 2)
         for kind in ("envoy", "txenvoy"):
             (refused, again), stats = results[kind]
             self.assertEqual(refused, [True, True], kind)
@@ -451,12 +463,16 @@ class OverloadActionTests(SynchronousTestCase):
                     refused = isClosed(extra)
             return first, refused
 
-        results = self.both(scenario, [heapMonitor(1 << 40)], runtime=runtime)
+        def overflows(stats):
+            return [v for k, v in stats.items() if k.startswith("listener.127.")
+                    and k.endswith(".downstream_cx_overflow")]
+
+        results = self.both(scenario, [heapMonitor(1 << 40)], runtime=runtime,
+                            counted=lambda stats: sum(overflows(stats)) >= 1)
         for kind in ("envoy", "txenvoy"):
             (first, refused), stats = results[kind]
             self.assertEqual((first, refused), (b"HTTP/1.1 200 OK", True), kind)
-            overflow = [v for k, v in stats.items() if k.startswith("listener.127.")
-                        and k.endswith(".downstream_cx_overflow")]
+            overflow = overflows(stats)
             self.assertEqual(overflow, [1], kind)
 
 
