@@ -106,17 +106,19 @@ class EmbeddedGarbageFreezeTests(TestCase):
     @defer.inlineCallbacks
     def test_freezeOnceLiveAndGiveBackOnStop(self):
         """
-        Once live the server schedules a freeze of the long-lived heap; the
-        embedding program gets its heap back unfrozen when it stops.
+        The server freezes the long-lived heap before its workers start,
+        and schedules another freeze once live; the embedding program gets
+        its heap back unfrozen when it stops.
         """
         server = Server.fromConfig(reactor, configDict=self._config(), concurrency=0)
         server.privilegedStartService()
         server.startService()
         yield server.initialized
         freezer = server.garbageFreezer
-        self.assertEqual(freezer.freezes, 0)
-        freezer.freezeNow()
+        self.assertEqual(freezer.freezes, 1)
         self.assertGreater(gc.get_freeze_count(), 0)
+        freezer.freezeNow()
+        self.assertEqual(freezer.freezes, 2)
         yield server.stopService()
         self.assertEqual(gc.get_freeze_count(), 0)
 

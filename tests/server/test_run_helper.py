@@ -41,7 +41,8 @@ class RunHelperTests(SynchronousTestCase):
         self.cm = _ClusterManager()
         self.workers = [_Worker("worker_0", self.events), _Worker("worker_1", self.events)]
         self.helper = RunHelper(self.cm, _ListenerManager(self.events), self.workers,
-                                onLive=lambda: self.events.append(("live",)))
+                                onLive=lambda: self.events.append(("live",)),
+                                beforeWorkers=lambda: self.events.append(("before",)))
 
     def test_workersWaitForInitialization(self):
         """
@@ -53,7 +54,7 @@ class RunHelperTests(SynchronousTestCase):
         self.assertNoResult(self.helper.initialized)
         self.cm.initialized.callback(None)
         self.assertEqual(self.events, [
-            ("start", "worker_0"), ("start", "worker_1"),
+            ("before",), ("start", "worker_0"), ("start", "worker_1"),
             ("listeners", ("worker_0", "worker_1")), ("live",)])
         self.successResultOf(self.helper.initialized)
 

@@ -25,13 +25,15 @@ class RunHelper(MultiService):
     name = "workers"
 
     def __init__(self, clusterManager, listenerManager, workers, onLive=lambda: None,
-                 initTargets=()):
+                 initTargets=(), beforeWorkers=lambda: None):
         """
         @param clusterManager: a started service with an C{initialized}
             Deferred.
         @param listenerManager: has C{startWorkers(workers)}.
         @param workers: the worker services.
         @param onLive: called once the workers run.
+        @param beforeWorkers: called once initialized, before the first
+            worker starts: the last moment no connection is served.
         @param initTargets: what else the workers wait for once the
             clusters are initialized (Envoy's init manager targets: the
             first LDS and CDS updates from a control plane), each with an
@@ -41,6 +43,7 @@ class RunHelper(MultiService):
         self._clusterManager = clusterManager
         self._listenerManager = listenerManager
         self._onLive = onLive
+        self._beforeWorkers = beforeWorkers
         self._initTargets = [t for t in initTargets if t is not None]
         self.workers = list(workers)
         for worker in self.workers:
@@ -62,6 +65,7 @@ class RunHelper(MultiService):
         if not self.running:
             return
         log.info("all clusters initialized. initializing init manager")
+        self._beforeWorkers()
         for worker in self.workers:
             worker.startService()
         self._listenerManager.startWorkers(self.workers)
