@@ -24,7 +24,8 @@ import txenvoy
 from txenvoy import privates
 
 PATTERN = re.compile(r"_tlsConnection|_tempDataLen|dataBuffer|_exitSignal|_registerAsIOThread"
-                     r"|_appSendBuffer|_handshakeDone|SSL\._(lib|ffi)")
+                     r"|_appSendBuffer|_handshakeDone|SSL\._(lib|ffi)|_writeDisconnect"
+                     r"|_disconnectSelectable|_fromListeningDescriptor|_preexistingSocket")
 
 
 class PrivatesPresentTests(SynchronousTestCase):
@@ -46,6 +47,9 @@ class PrivatesPresentTests(SynchronousTestCase):
         self.assertFalse(tls.handshakeDone)
         self.assertFalse(tls.appDataPending)
         self.assertIsNotNone(tls.tlsConnection)
+        missing = [n for n in privates.OPENSSL_CONNECTION_ATTRIBUTES
+                   if not hasattr(tls.tlsConnection, n)]
+        self.assertEqual(missing, [])
         self.assertFalse(privates.sessionReused(tls.tlsConnection))
         tls.write(b"early")
         tls.flushSmallWrites()
@@ -61,6 +65,28 @@ class PrivatesPresentTests(SynchronousTestCase):
         self.assertEqual(missing, [])
         self.assertEqual(privates.unsentBytes(conn), 0)
         self.assertFalse(privates.writeDisconnecting(conn))
+        self.assertFalse(privates.writeDisconnected(conn))
+
+    def test_disconnectNow(self):
+        """
+        L{privates.disconnectNow} takes a TCP transport out of its
+        reactor's sets and tells its protocol the connection is done.
+        """
+        reactor = privates.EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        a, b = socket.socketpair()
+        self.addCleanup(b.close)
+        lost = []
+        protocol = Protocol()
+        protocol.connectionLost = lost.append
+        conn = tcp.Connection(a, protocol, reactor)
+        protocol.makeConnection(conn)
+        reactor.addReader(conn)
+        privates.disconnectNow(conn)
+        self.assertNotIn(conn, reactor.getReaders())
+        self.assertEqual(len(lost), 1)
+        lost[0].trap(ConnectionDone)
+        self.assertEqual(a.fileno(), -1)
 
     def test_verifyErrorString(self):
         """OpenSSL's own text for X509_V_ERR_CERT_HAS_EXPIRED (10)."""

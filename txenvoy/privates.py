@@ -36,6 +36,13 @@ Twisted, C{twisted.internet.abstract.FileDescriptor} (L{unsentBytes}):
    directly when it is empty, or the kernel would reorder bytes.
  - C{tcp.Connection._writeDisconnecting}: a write half-close in progress
    (L{writeDisconnecting}); splice must not take such a socket over.
+ - C{tcp.Connection._writeDisconnected}: the write half already shut down
+   (L{writeDisconnected}); a connection closed after its response may be
+   closed at once only when nothing is pending on its write side.
+ - C{PosixReactorBase._disconnectSelectable} (L{disconnectNow}): what the
+   reactor calls once a closing transport is flushed; calling it directly
+   closes a connection with nothing left to write with C{close(2)} alone,
+   without the switch to writing C{loseConnection} makes first.
 
 Twisted, C{twisted.internet.tcp.Port} (L{adoptListeningPort}):
  - C{_fromListeningDescriptor}: what C{reactor.adoptStreamPort} builds a
@@ -61,7 +68,8 @@ Twisted, the reactor:
  - C{_exitSignal} (L{forgetExitSignal}): twistd re-raises SIGTERM/SIGINT
    after the reactor stops (exit status 143); Envoy exits 0.
 
-pyOpenSSL, C{OpenSSL.SSL._lib} / C{_ffi} and C{Connection._ssl}:
+pyOpenSSL, C{OpenSSL.SSL._lib} / C{_ffi} and C{Connection._ssl} (the
+C{SSL*} those calls take):
  - C{SSL_session_reused} (L{sessionReused}): no public call says whether
    a session was resumed (C{ssl.session_reused}).
  - C{X509_verify_cert_error_string} (L{verifyErrorString}): OpenSSL's
@@ -89,6 +97,8 @@ CLASS_ATTRIBUTES = (
     ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_aborted"),
     ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_lostTLSConnection"),
     ("twisted.internet.tcp.Connection", "_writeDisconnecting"),
+    ("twisted.internet.tcp.Connection", "_writeDisconnected"),
+    ("twisted.internet.posixbase.PosixReactorBase", "_disconnectSelectable"),
     ("twisted.internet.tcp.Port", "_fromListeningDescriptor"),
     ("twisted.internet.tcp.Port", "_preexistingSocket"),
     ("twisted.internet.epollreactor.EPollReactor", "_doReadOrWrite"),
@@ -101,6 +111,9 @@ CLASS_ATTRIBUTES = (
 
 #: Attributes set on a connected L{TLSTransport} instance.
 TLS_INSTANCE_ATTRIBUTES = ("_tlsConnection", "_handshakeDone", "_appSendBuffer", "_aggregator")
+
+#: Attributes set on an C{OpenSSL.SSL.Connection} instance.
+OPENSSL_CONNECTION_ATTRIBUTES = ("_ssl",)
 
 #: Attributes set on a connected C{tcp.Connection} instance.
 TCP_INSTANCE_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataLen")
