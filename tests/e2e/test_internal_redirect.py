@@ -16,14 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import (
-    Envoy,
-    RealEnvoy,
-    SharedFixture,
-    adminStats,
-    freePort,
-    httpOrigin,
-)
+from tests.e2e.harness import Envoy, OriginSideBySide, RealEnvoy, adminStats, freePort
 from tests.e2e.harness import exchangeOne as _exchange
 
 
@@ -263,27 +256,11 @@ class _Deployment:
         self.proxy.stop()
 
 
-class InternalRedirectSideBySideTests(SharedFixture, SynchronousTestCase):
+class InternalRedirectSideBySideTests(OriginSideBySide, SynchronousTestCase):
     """Envoy 1.40 and txenvoy with the same internal_redirect_policy routes."""
 
-    @classmethod
-    def startFixture(cls):
-        cls.origin = httpOrigin(_Origin)
-        cls.envoy = cls.txenvoy = None
-        try:
-            cls.envoy = _Deployment(True, cls.origin.server_address[1])
-            cls.txenvoy = _Deployment(False, cls.origin.server_address[1])
-        except BaseException:
-            cls.stopFixture()
-            raise
-
-    @classmethod
-    def stopFixture(cls):
-        for deployment in (cls.envoy, cls.txenvoy):
-            if deployment is not None:
-                deployment.stop()
-        cls.origin.shutdown()
-        cls.origin.server_close()
+    originHandler = _Origin
+    deployment = _Deployment
 
     def test_sideBySide(self):
         """
