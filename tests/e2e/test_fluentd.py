@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.collectors import FluentdReceiver, RecordingOrigin
 from tests.e2e.configs import bootstrap, cluster, httpListener
-from tests.e2e.harness import DeadPort, SharedFixture, adminStats, freePort, startProxy
+from tests.e2e.harness import DeadPort, SharedFixture, adminStats, freePort, startProxy, stopAll
 
 _ACCESS_LOG = """
 access_log:
@@ -110,15 +110,9 @@ class FluentdComparisonTests(SharedFixture, SynchronousTestCase):
 
     @classmethod
     def stopFixture(cls):
-        try:
-            for proc, receiver, _ in cls.proxies:
-                try:
-                    proc.stop()
-                finally:
-                    receiver.stop()
-        finally:
-            cls.origin.stop()
-            cls.dead.close()
+        stopAll(*[each for proc, receiver, _ in cls.proxies for each in (proc, receiver)],
+                cls.origin)
+        cls.dead.close()
 
     def test_records(self):
         """

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.collectors import AccessLogServiceReceiver, RecordingOrigin
 from tests.e2e.configs import HTTP2, bootstrap, cluster, httpListener
-from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy
+from tests.e2e.harness import SharedFixture, adminStats, freePort, startProxy, stopAll
 from tests.e2e.tracing_compare import listenerYaml
 
 _ACCESS_LOG = """
@@ -167,14 +167,8 @@ class GrpcAccessLogComparisonTests(SharedFixture, SynchronousTestCase):
 
     @classmethod
     def stopFixture(cls):
-        try:
-            for proc, receiver, _ in cls.proxies:
-                try:
-                    proc.stop()
-                finally:
-                    receiver.stop()
-        finally:
-            cls.origin.stop()
+        stopAll(*[each for proc, receiver, _ in cls.proxies for each in (proc, receiver)],
+                cls.origin)
 
     def test_identifier(self):
         """Each stream's first message names the node (id, cluster) and the log."""

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from envoy.config.core.v3 import base_pb2
 from tests.e2e.collectors import MetricsServiceReceiver, RecordingOrigin
 from tests.e2e.configs import HTTP2, bootstrap, cluster, httpListener
-from tests.e2e.harness import SharedFixture, freePort, startProxy
+from tests.e2e.harness import SharedFixture, freePort, startProxy, stopAll
 from tests.e2e.tracing_compare import ORIGIN_HOST
 
 #: Stats both proxies have, and the kinds of family each makes.
@@ -93,14 +93,8 @@ class MetricsServiceComparisonTests(SharedFixture, SynchronousTestCase):
 
     @classmethod
     def stopFixture(cls):
-        try:
-            for proc, receiver, _ in cls.proxies:
-                try:
-                    proc.stop()
-                finally:
-                    receiver.stop()
-        finally:
-            cls.origin.stop()
+        stopAll(*[each for proc, receiver, _ in cls.proxies for each in (proc, receiver)],
+                cls.origin)
 
     def test_stream(self):
         """One stream: the first message names the node, the later ones do not."""
