@@ -178,6 +178,11 @@ def waitForStat(adminPort, name, value):
         raise AssertionError("%s is %s, not %s" % (name, got, value))
 
 
+def listenerValues(stats, suffix):
+    """The values of the listeners' stats (C{listener.127.*}) ending in C{suffix}."""
+    return [v for k, v in stats.items() if k.startswith("listener.127.") and k.endswith(suffix)]
+
+
 def waitForSum(adminPort, suffixes, value):
     """Poll C{/stats} until the listeners' stats ending in C{suffixes} add up to C{value}."""
     def total(stats):
@@ -366,15 +371,11 @@ class OverloadActionTests(SynchronousTestCase):
         active = "overload.envoy.overload_actions.reject_incoming_connections.active"
         results = self.both(scenario, [heapMonitor()], [onHeap("reject_incoming_connections")],
                             waitFor=active, counted=lambda stats: sum(
-                                v for k, v in stats.items()
-                                if k.endswith("downstream_cx_overload_reject")
-                                and k.startswith("listener.127.")) >= 3)
+                                listenerValues(stats, "downstream_cx_overload_reject")) >= 3)
         for kind in ("envoy", "txenvoy"):
             closed, stats = results[kind]
             self.assertEqual(closed, [True, True], kind)
-            listener = [k for k in stats if k.endswith("downstream_cx_overload_reject")
-                        and k.startswith("listener.127.")]
-            self.assertEqual([stats[k] for k in listener], [3], kind)
+            self.assertEqual(listenerValues(stats, "downstream_cx_overload_reject"), [3], kind)
 
     def test_stopAcceptingConnections(self):
         """
@@ -431,15 +432,12 @@ class OverloadActionTests(SynchronousTestCase):
             return refused, again
 
         results = self.both(scenario, [globalMonitor(2)], counted=lambda stats: sum(
-            v for k, v in stats.items() if k.startswith("listener.127.")
-            and k.endswith(".downstream_global_cx_overflow")) >= 2)
+            listenerValues(stats, ".downstream_global_cx_overflow")) >= 2)
         for kind in ("envoy", "txenvoy"):
             (refused, again), stats = results[kind]
             self.assertEqual(refused, [True, True], kind)
             self.assertEqual(again, b"HTTP/1.1 200 OK", kind)
-            overflow = [v for k, v in stats.items() if k.startswith("listener.127.")
-                        and k.endswith(".downstream_global_cx_overflow")]
-            self.assertEqual(overflow, [2], kind)
+            self.assertEqual(listenerValues(stats, ".downstream_global_cx_overflow"), [2], kind)
             self.assertEqual(stats["overload.envoy.resource_monitors."
                                    "global_downstream_max_connections.failed_updates"], 2, kind)
         self.assertEqual(overloadStats(results["txenvoy"][1]),
@@ -463,17 +461,13 @@ class OverloadActionTests(SynchronousTestCase):
                     refused = isClosed(extra)
             return first, refused
 
-        def overflows(stats):
-            return [v for k, v in stats.items() if k.startswith("listener.127.")
-                    and k.endswith(".downstream_cx_overflow")]
-
         results = self.both(scenario, [heapMonitor(1 << 40)], runtime=runtime,
-                            counted=lambda stats: sum(overflows(stats)) >= 1)
+                            counted=lambda stats: sum(
+                                listenerValues(stats, ".downstream_cx_overflow")) >= 1)
         for kind in ("envoy", "txenvoy"):
             (first, refused), stats = results[kind]
             self.assertEqual((first, refused), (b"HTTP/1.1 200 OK", True), kind)
-            overflow = overflows(stats)
-            self.assertEqual(overflow, [1], kind)
+            self.assertEqual(listenerValues(stats, ".downstream_cx_overflow"), [1], kind)
 
 
 class GlobalLimitAcrossWorkersTests(SynchronousTestCase):
