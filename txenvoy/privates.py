@@ -81,6 +81,7 @@ import errno
 from OpenSSL import SSL
 from OpenSSL.SSL import Error, WantReadError
 from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.main import CONNECTION_DONE
 from twisted.protocols.tls import BufferingTLSTransport
 from twisted.python import log as legacyLog
 from twisted.python.failure import Failure
@@ -228,9 +229,7 @@ def disconnectNow(transport):
     Close a transport the way the reactor does once it flushed a closing
     one: out of the reactor's sets, then C{connectionLost(ConnectionDone)}.
     """
-    from twisted.internet import main
-
-    transport.reactor._disconnectSelectable(transport, main.CONNECTION_DONE, False)
+    transport.reactor._disconnectSelectable(transport, CONNECTION_DONE, False)
 
 
 def writeDisconnecting(transport):
