@@ -5,6 +5,9 @@ Load generators for the benchmark suite.
  - L{PyHttpLoad}: a small epoll HTTP/1.1 client for machines without wrk
    (keep-alive or a new connection per request, fixed duration or fixed
    count). It is much slower than wrk, so its results say so.
+ - L{discardLoad}: keep-alive GETs of large bodies that the client's
+   kernel discards (C{MSG_TRUNC}) instead of copying them out, so that the
+   load core has room to spare and the proxy's core is the bottleneck.
  - L{bulkTransfer}: push N bytes through a TCP proxy to the sink origin and
    wait for the sink's byte count (the half-close carries the end).
  - L{openIdle}: open many idle TCP connections.
@@ -204,6 +207,121 @@ class PyHttpLoad:
         return {"requests": done, "duration": elapsed, "rps": done / elapsed if elapsed else 0.0,
                 "latency": {"p50": pct(0.50), "p99": pct(0.99)}, "errors": errors,
                 "non2xx": 0, "loader": "python"}
+
+
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.I)
+
+
+def discardLoad(host, port, path="/", connections=8, duration=5.0, readSize=1 << 20,
+                timeout=30.0):
+    """
+    Keep-alive GETs of C{path} on C{connections} connections, one in
+    flight on each, for C{duration} seconds. Each response head is read
+    and checked (status, C{content-length}); its body is counted and
+    dropped by the kernel (C{recv(MSG_TRUNC)} on TCP copies nothing out),
+    up to C{readSize} bytes a call.
+
+    Why not wrk: wrk reads 8 KiB at a time and copies every byte, and on
+    loopback a reader also pays for part of its sender's TCP work (the
+    window updates it sends clock the sender's queued segments out in its
+    own context). With a proxy in between, wrk's core then ran out before
+    the proxy's did (bench (c), issue 14). This reader costs a few system
+    calls per MiB and no copy, so the load core keeps spare time.
+
+    @return: a dict like L{parseWrk}'s: C{requests}, C{rps} (responses per
+        second), C{bodyBytes}, C{duration}, C{errors}, C{non2xx}, with
+        C{loader} naming this reader.
+    """
+    request = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (path, host, port)).encode()
+    sink = bytearray(readSize)
+    ep = select.epoll()
+    # fd -> [socket, head bytes so far, body bytes left (None: in a head)]
+    conns = {}
+    errors = non2xx = done = bodyBytes = 0
+
+    def openOne():
+        s = socket.create_connection((host, port), timeout=timeout)
+        s.setblocking(False)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conns[s.fileno()] = [s, b"", None]
+        ep.register(s.fileno(), select.EPOLLIN)
+        s.send(request)
+
+    def drop(fd):
+        ep.unregister(fd)
+        conns.pop(fd)[0].close()
+
+    trunc = socket.MSG_TRUNC
+    start = time.perf_counter()
+    deadline = start + duration
+    try:
+        for _ in range(connections):
+            openOne()
+        while True:
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+            for fd, _ in ep.poll(deadline - now):
+                st = conns.get(fd)
+                if st is None:
+                    continue
+                s = st[0]
+                # Bounded: a socket is read until it would block, at most
+                # this many times per event.
+                for _ in range(64):
+                    left = st[2]
+                    try:
+                        if left is None:
+                            data = s.recv(4096)
+                            if not data:
+                                raise ConnectionError("closed in a response head")
+                            head = st[1] + data
+                            end = head.find(b"\r\n\r\n")
+                            if end < 0:
+                                if len(head) > 65536:
+                                    raise ConnectionError("response head too long")
+                                st[1] = head
+                                continue
+                            m = _CONTENT_LENGTH.search(head, 0, end + 2)
+                            if m is None:
+                                raise ConnectionError("response without content-length")
+                            if not head.startswith((b"HTTP/1.1 2", b"HTTP/1.0 2")):
+                                non2xx += 1
+                            st[1] = b""
+                            already = len(head) - end - 4
+                            left = int(m.group(1)) - already
+                            bodyBytes += already
+                            if left < 0:
+                                raise ConnectionError("more bytes than the response has")
+                        else:
+                            n = s.recv_into(sink, min(left, readSize), trunc)
+                            if not n:
+                                raise ConnectionError("closed in a response body")
+                            left -= n
+                            bodyBytes += n
+                    except BlockingIOError:
+                        st[2] = left
+                        break
+                    except OSError:
+                        errors += 1
+                        drop(fd)
+                        if time.perf_counter() < deadline:
+                            openOne()
+                        break
+                    if left == 0:
+                        done += 1
+                        st[2] = None
+                        s.send(request)
+                    else:
+                        st[2] = left
+        elapsed = time.perf_counter() - start
+    finally:
+        for fd in list(conns):
+            drop(fd)
+        ep.close()
+    return {"requests": done, "duration": elapsed, "rps": done / elapsed if elapsed else 0.0,
+            "bodyBytes": bodyBytes, "latency": {}, "errors": errors, "non2xx": non2xx,
+            "loader": "discard"}
 
 
 def _responseLength(buf):

@@ -185,6 +185,8 @@ def table(rows):
         ratio = "%.2f" % r["ratio"] if r.get("ratio") is not None else "-"
         if r["better"] == "lower" and r.get("ratio") is not None:
             ratio += " (lower is better)"
+        if r.get("valid") is False:
+            ratio += " NOT VALID"
         share = "-"
         if r.get("baseCpuShare") is not None or r.get("candidateCpuShare") is not None:
             share = "/".join("%.2f" % v if v is not None else "-"
@@ -202,6 +204,11 @@ def table(rows):
     notes = [(r["label"] or r["workload"], r["note"]) for r in rows if r.get("note")]
     for label, note in notes:
         out.append("note: %s: %s" % (label, note))
+    for r in rows:
+        if r.get("valid") is False:
+            out.append("NOT VALID: %s: %s (a result counts only where each proxy's core was"
+                       " saturated or the no-proxy ceiling was reached)"
+                       % (r["label"] or r["workload"], r["invalid"]))
     if any(line[-1] != "-" for line in lines):
         out.append("core use: CPU-seconds per second of each proxy during its runs"
                    " (baseline/candidate); a saturated proxy well under 1.00 was starved"

@@ -201,6 +201,8 @@ class Context:
         self.bulkBytes = bulkBytes
         self.origins = {}
         self.useWrk = loadgen.wrkPath() is not None
+        # The last no-proxy ceiling measured, by metric (noProxyCeiling).
+        self.ceilings = {}
 
     def httpOrigin(self):
         from bench.origin import startHttpOrigin
@@ -404,6 +406,7 @@ def noProxyCeiling(ctx, origin, once, key, unit, warmup=None):
     if warmup is not None:
         warmup(direct)
     values = [once(direct)[key] for _ in range(ctx.reps)]
+    ctx.ceilings[key] = statistics.median(values)
     note = "no proxy: %s %s" % (_fmt(statistics.median(values)), unit)
     ctx.log("  %-22s %s" % ("direct", note))
     return note
@@ -416,7 +419,8 @@ def httpSmall(ctx):
     res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port, once, warmup)
     note = noProxyCeiling(ctx, origin, once, "rps", "req/s", warmup)
     w = "a. small HTTP/1.1 keep-alive"
-    return res, [row(w, w, "req/s", "req/s", "higher", res, "Envoy", "txenvoy", "rps", note),
+    return res, [judge(row(w, w, "req/s", "req/s", "higher", res, "Envoy", "txenvoy", "rps",
+                           note), res, ctx.ceilings.get("rps")),
                  row(w, "", "p50 latency", "ms", "lower", res, "Envoy", "txenvoy", "p50_ms"),
                  row(w, "", "p99 latency", "ms", "lower", res, "Envoy", "txenvoy", "p99_ms")]
 
@@ -439,25 +443,130 @@ def httpClose(ctx):
     res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port, once, warmup)
     note = noProxyCeiling(ctx, origin, once, "rps", "conn/s", warmup)
     w = "b. new connection per request"
-    return res, [row(w, w, "connections/s", "conn/s", "higher", res, "Envoy", "txenvoy",
-                     "rps", note)]
+    return res, [judge(row(w, w, "connections/s", "conn/s", "higher", res, "Envoy", "txenvoy",
+                           "rps", note), res, ctx.ceilings.get("rps"))]
+
+
+def cpuTimes():
+    """{cpu number: (busy, total)} in clock ticks, from C{/proc/stat}."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *ticks = line.split()
+                ticks = [int(t) for t in ticks[:8]]
+                # idle and iowait are the idle ones.
+                out[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4], sum(ticks))
+    return out
+
+
+def busyShare(before, after, cpus):
+    """How busy C{cpus} ("0" or "0,1") were between two L{cpuTimes}."""
+    if not cpus:
+        return None
+    busy = total = 0
+    for c in (int(x) for x in str(cpus).split(",")):
+        if c in before and c in after:
+            busy += after[c][0] - before[c][0]
+            total += after[c][1] - before[c][1]
+    return busy / total if total else None
+
+
+#: Bench (c): connections, seconds per run, bytes read per recv.
+LARGE_CONNECTIONS = 8
+LARGE_SECONDS = 5
 
 
 def http1MiB(ctx):
-    """(c) 1 MiB responses: wrk -t1 -c8 -d5s on /1m; MiB/s of bodies."""
+    """
+    (c) 1 MiB responses: 8 keep-alive connections for 5 s on /1m; MiB/s of
+    bodies. The loader is L{loadgen.discardLoad}, not wrk: wrk's 8 KiB
+    copying reads, plus the share of the proxy's TCP work a loopback reader
+    pays, used up the load core first, so neither proxy's core was
+    saturated. Each run also records the proxy's CPU-seconds per GiB and
+    how busy the proxy's core and the load core were.
+    """
     origin = ctx.httpOrigin()
 
+    def load(port, duration):
+        r = loadgen.discardLoad("127.0.0.1", port, "/1m", LARGE_CONNECTIONS, duration)
+        bad = r["errors"] + r["non2xx"]
+        if not r["requests"]:
+            raise RuntimeError("no responses")
+        if bad > 0.01 * r["requests"]:
+            raise RuntimeError("%d errors / non-2xx of %d requests" % (bad, r["requests"]))
+        return r
+
     def once(proxy):
-        cpu, wall = proxy.cpuSeconds(), time.time()
-        r = ctx.httpLoad(proxy.listenPort, "/1m", 8, 5)
-        return {"mibps": r["rps"], "requests": r["requests"],
-                "proxy_cpu_share": (proxy.cpuSeconds() - cpu) / (time.time() - wall)}
-    warmup = _wrkWarmup(ctx, "/1m", 8)
+        cores, cpu, wall = cpuTimes(), proxy.cpuSeconds(), time.time()
+        r = load(proxy.listenPort, LARGE_SECONDS)
+        used, wall, cores2 = proxy.cpuSeconds() - cpu, time.time() - wall, cpuTimes()
+        mib = r["bodyBytes"] / float(1 << 20)
+        out = {"mibps": mib / r["duration"], "requests": r["requests"],
+               "proxy_cpu_share": used / wall,
+               "proxy_core_busy": busyShare(cores, cores2, ctx.proxyCpus),
+               "load_core_busy": busyShare(cores, cores2, ctx.loadCpus)}
+        if used:
+            out["cpu_per_gib"] = used / (mib / 1024.0)
+        return out
+
+    def warmup(proxy):
+        load(proxy.listenPort, 1)
     res = ctx.measure([ENVOY, TXENVOY], "http.yaml", origin.port, once, warmup)
     note = noProxyCeiling(ctx, origin, once, "mibps", "MiB/s", warmup)
     w = "c. 1 MiB responses"
-    return res, [row(w, w, "MiB/s", "MiB/s", "higher", res, "Envoy", "txenvoy", "mibps",
-                     note)]
+    return res, [judge(row(w, w, "MiB/s", "MiB/s", "higher", res, "Envoy", "txenvoy", "mibps",
+                           note), res, ctx.ceilings.get("mibps")),
+                 row(w, "", "proxy CPU per GiB", "s", "lower", res, "Envoy", "txenvoy",
+                     "cpu_per_gib")]
+
+
+#: A proxy counts as saturated when it used at least this share of its
+#: core during its runs (the median of them).
+SATURATED = 0.90
+#: ... or when it reached this share of the no-proxy ceiling.
+CEILING_REACHED = 0.90
+
+
+def judge(out, results, ceiling):
+    """
+    Whether a throughput row counts (issue 14): each proxy was saturated
+    (used at least L{SATURATED} of its core) or reached the rig's no-proxy
+    C{ceiling}; otherwise the rig or outside load held it back and the
+    ratio says nothing about the proxies. Sets C{valid} and, when not,
+    C{invalid} with the reason for each proxy that fell short.
+    """
+    reasons = []
+    for side, name in (("base", out["base"]), ("candidate", out["candidate"])):
+        share = out.get(side + "CpuShare")
+        value = out.get(side + "Value") or {}
+        if share is None or "median" not in value:
+            reasons.append("%s: no core use measured" % (name,))
+            continue
+        if share >= SATURATED:
+            continue
+        if ceiling and value["median"] >= CEILING_REACHED * ceiling:
+            continue
+        busy = [run.get("proxy_core_busy") for run in results.get(name, {}).get("runs", [])
+                if run.get("proxy_core_busy") is not None]
+        loadBusy = [run.get("load_core_busy") for run in results.get(name, {}).get("runs", [])
+                    if run.get("load_core_busy") is not None]
+        why = "%s used %.2f of its core" % (name, share)
+        if busy:
+            core = statistics.median(busy)
+            if core >= 0.95:
+                why += (" while its core was %.0f%% busy: starved by other processes"
+                        % (core * 100,))
+            else:
+                why += ", its core was %.0f%% idle" % ((1 - core) * 100,)
+                if loadBusy:
+                    why += ", the load core %.0f%% busy" % (statistics.median(loadBusy) * 100,)
+                why += ": the rig held it back"
+        reasons.append(why)
+    out["valid"] = not reasons
+    if reasons:
+        out["invalid"] = "; ".join(reasons)
+    return out
 
 
 def tcpBulk(ctx):
@@ -705,7 +814,8 @@ class Workload:
 WORKLOADS = [
     Workload("http_small", "a", "small HTTP/1.1 keep-alive requests (wrk -c32)", httpSmall),
     Workload("http_close", "b", "a new connection per request (Connection: close)", httpClose),
-    Workload("http_1mib", "c", "1 MiB responses (wrk -c8)", http1MiB),
+    Workload("http_1mib", "c", "1 MiB responses (8 connections, body discarded by the client)",
+             http1MiB),
     Workload("tcp_bulk", "d", "bulk TCP through tcp_proxy, splice on and off", tcpBulk),
     Workload("tcp_idle", "e", "memory per idle tcp_proxy connection", tcpIdle),
     Workload("http_cpu", "f", "CPU-seconds per 10,000 small requests", httpCpu),
