@@ -1,7 +1,9 @@
 """
-Hot restart end to end: real C{twistd envoy} epochs driven by a process
-watcher that behaves as Envoy's C{hot-restarter.py} (SIGHUP starts the next
-epoch with C{RESTART_EPOCH}), clients sending requests all along.
+Hot restart end to end: real C{twistd envoy} epochs driven by Envoy's own
+C{restarter/hot-restarter.py}, unchanged (C{tests/e2e/restarter/}), running
+the start script users run (C{conf/start_envoy.sh}): SIGHUP starts the next
+epoch with C{RESTART_EPOCH}, SIGTERM stops them all, clients sending
+requests all along.
 
 Pinned Envoy 1.40 behaviour (observed with C{envoy --restart-epoch N
 --base-id B --parent-shutdown-time-s 6 --drain-time-s 3} and the same
@@ -13,9 +15,11 @@ new epoch's counters include the old one's; C{server.hot_restart_epoch} is
 the epoch and C{server.hot_restart_generation} counts the epochs.
 """
 
+import hashlib
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,12 +30,17 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.closing_origin import raceConfig
-from tests.e2e.harness import (STARTUP_TIMEOUT, Envoy, adminStats, freePort, processEnv,
+from tests.e2e.harness import (REPO, STARTUP_TIMEOUT, Envoy, adminStats, freePort, processEnv,
                                 runTwistd, runTwistdAll, twistdCommand)
 from tests.e2e.test_http_filters import Origin
 from txenvoy.server.hot_restart import FINAL_STATS_WAIT_S
 
-RESTARTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hot_restarter.py")
+#: Envoy's restarter, and the SHA-256 of Envoy's file (its README says where from).
+RESTARTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "restarter",
+                         "hot-restarter.py")
+RESTARTER_SHA256 = "688cc4219c84b08a2dd5e8a200d270d4ba4e1a00a1c63a3efb6064cb6e60e321"
+#: The start script the docs show, run as they say.
+START_SCRIPT = os.path.join(REPO, "conf", "start_envoy.sh")
 
 DRAIN_TIME_S = 1
 PARENT_SHUTDOWN_TIME_S = 2
@@ -110,6 +119,7 @@ class HotRestartTests(SynchronousTestCase):
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="txenvoy-hot-restart-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
         self.origin = Origin()
         self.addCleanup(self.origin.stop)
         self.port, self.adminPort = freePort(), freePort()
@@ -129,13 +139,36 @@ class HotRestartTests(SynchronousTestCase):
         self.fail("%s not in %ss:\n%s" % (what, timeout, self._logs()))
 
     def _logs(self):
-        out = []
-        for name in ("restarter.log", "envoy.log"):
-            path = os.path.join(self.tmp, name)
-            if os.path.exists(path):
-                with open(path) as f:
-                    out.append(f.read())
-        return "\n".join(out)
+        """The restarter's log, which holds the epochs' logs too."""
+        path = os.path.join(self.tmp, "restarter.log")
+        if not os.path.exists(path):
+            return ""
+        with open(path) as f:
+            return f.read()
+
+    def _twistd(self):
+        """
+        The one word C{conf/start_envoy.sh} runs as C{$TWISTD}: this
+        interpreter's C{twistd}, or a script that runs it.
+        """
+        command = twistdCommand()
+        if len(command) == 1:
+            return command[0]
+        path = os.path.join(self.tmp, "twistd")
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\nexec %s \"$@\"\n" % (" ".join(
+                "'%s'" % (word,) for word in command),))
+        os.chmod(path, 0o755)
+        return path
+
+    def test_restarterIsEnvoys(self):
+        """
+        The restarter the tests run is Envoy's file, byte for byte, and the
+        start script is one it can run.
+        """
+        with open(RESTARTER, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), RESTARTER_SHA256)
+        self.assertTrue(os.access(START_SCRIPT, os.X_OK))
 
     def _epoch(self):
         return adminStats(self.adminPort).get("server.hot_restart_epoch")
@@ -157,19 +190,17 @@ class HotRestartTests(SynchronousTestCase):
         self.restartUnderLoad(1, "--worker-processes", "2")
 
     def restartUnderLoad(self, restarts, *extraArgs):
-        script = os.path.join(self.tmp, "start_envoy.sh")
-        command = " ".join(twistdCommand() + [
-            "-n", "--pidfile=", "envoy", "-c", self.configPath,
-            "--restart-epoch", "$RESTART_EPOCH", "--base-id", str(baseId()),
-            "--drain-time-s", str(DRAIN_TIME_S),
-            "--parent-shutdown-time-s", str(PARENT_SHUTDOWN_TIME_S)] + list(extraArgs))
-        with open(script, "w") as f:
-            f.write("#!/bin/sh\nexec %s >> %s/envoy.log 2>&1\n" % (command, self.tmp))
-        os.chmod(script, 0o755)
+        env = processEnv()
+        env.update(ENVOY_CONFIG=self.configPath, BASE_ID=str(baseId()),
+                   DRAIN_TIME_S=str(DRAIN_TIME_S),
+                   PARENT_SHUTDOWN_TIME_S=str(PARENT_SHUTDOWN_TIME_S),
+                   TWISTD=self._twistd(), TXENVOY_ARGS=" ".join(extraArgs))
+        # Envoy's restarter logs to stdout; the start script leaves the
+        # epochs' logs on the same file.
         log = open(os.path.join(self.tmp, "restarter.log"), "w")
         self.addCleanup(log.close)
-        restarter = subprocess.Popen([sys.executable, RESTARTER, script], stdout=log,
-                                     stderr=subprocess.STDOUT, env=processEnv(), cwd=self.tmp,
+        restarter = subprocess.Popen([sys.executable, RESTARTER, START_SCRIPT], stdout=log,
+                                     stderr=subprocess.STDOUT, env=env, cwd=self.tmp,
                                      start_new_session=True)
 
         def cleanup():
