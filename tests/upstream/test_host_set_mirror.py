@@ -180,3 +180,28 @@ class HostSetMirrorTests(SynchronousTestCase):
             again = hostFromDescription("c", json.loads(json.dumps(describeHost(host))))
             self.assertEqual(again.address, (address, 0))
             self.assertEqual(again.filterMetadata, {"ns": {"k": "v"}})
+
+    def test_cdsClusterFollowedAndWaitsForHosts(self):
+        """
+        A cluster CDS adds: the main process sends its host set once it is
+        active there; a worker process's copy warms (is not used) until
+        that host set came, as the main process's warms on its first
+        membership. One CDS removes stops being followed.
+        """
+        proto = clusterProto("added", [endpoint("127.0.0.1", 8003)])
+        self.mainDispatcher.run()
+        del self.sent[:]
+        self.main.applyUpdate([self.main.compileDynamic(proto, "resources[0]")], [], [])
+        self.mainDispatcher.run()
+        self.assertEqual([m["host_set"]["cluster"] for m in self.sent], ["added"])
+        self.worker.applyUpdate([self.worker.compileDynamic(proto, "resources[0]")], [], [])
+        self.assertIn("added", self.worker.warming)
+        self.assertIsNone(self.worker.get("added"))
+        waiting = self.worker.warming["added"]
+        applyHostSet(waiting, self.sent.pop()["host_set"]["hosts"])
+        self.workerDispatcher.run()
+        self.assertEqual(self.workerHosts("added"), ["127.0.0.1:8003"])
+        self.assertEqual(self.worker.warming, {})
+
+        self.main.applyUpdate([], [], ["added"])
+        self.assertNotIn("added", self.relay.current)

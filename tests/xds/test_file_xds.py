@@ -41,17 +41,6 @@ class RefusedSourcesTests(SynchronousTestCase):
         return Server(Clock(), loadBootstrap(configYaml=config), options,
                       validateOnly=validateOnly)
 
-    def test_workerProcessesRefused(self):
-        """Files are watched by one process: --worker-processes above 1 is refused."""
-        from txenvoy.server.options import ServerOptions
-
-        error = self.assertRaises(
-            ConfigError, self.build,
-            {"lds_config": {"path_config_source": {"path": "/nonexistent/lds.yaml"}}},
-            options=ServerOptions(workerProcesses=2))
-        self.assertIn("dynamic_resources: not implemented with --worker-processes",
-                      error.message)
-
     def test_adsUnknownClusterWithPath(self):
         """Envoy's C{Unknown gRPC client cluster}, with the field path."""
         error = self.assertRaises(ConfigError, self.build, {"ads_config": {

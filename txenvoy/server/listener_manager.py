@@ -82,6 +82,8 @@ class ListenerManager(Service):
         self.stopped = False
         #: The workers, once started (a listener added later goes to them).
         self._workers = None
+        #: The L{txenvoy.server.worker_processes.WorkerProcesses}, once started.
+        self._processes = None
         self._draining = stats.gauge("total_listeners_draining")
 
     def privilegedStartService(self):
@@ -173,6 +175,7 @@ class ListenerManager(Service):
                 self.totalActive.inc()
                 shares.append((self._configuredAddress[config.name], socks))
             processes.startWorkers(shares)
+            self._processes = processes
             self._stats.gauge("workers_started").set(1)
             return
         self._workers = list(workers)
@@ -241,14 +244,19 @@ class ListenerManager(Service):
             (L{txenvoy.xds.lds_api.unchangedChains}), whose connections
             are kept rather than drained.
         """
-        if getattr(self.server, "workerProcesses", None) is not None:
-            raise ConfigError("listener updates are not implemented with --worker-processes")
         if self._bound:
             bound = {}
+            # A worker process's are the main process's (bound there).
+            source = getattr(self.server, "listenSocketSource", None)
+            configured = {}
             try:
                 for config in added:
+                    address = configured[config.name] = _passName(config.address)
+                    inherited = (None if source is None
+                                 else lambda i, a=address: source(a, i))
                     bound[config.name] = ([None] * self._workerCount if config.isInternal
-                                          else bindListenSockets(config, self._workerCount))
+                                          else bindListenSockets(config, self._workerCount,
+                                                                 inherited))
             except Exception as e:
                 for socks in bound.values():
                     for sock in socks:
@@ -259,8 +267,11 @@ class ListenerManager(Service):
                 if isinstance(config.address, tuple) and not config.isInternal:
                     config.address = (config.address[0],
                                       bound[config.name][0].getsockname()[1])
-                self._configuredAddress[config.name] = _passName(config.address)
+                self._configuredAddress[config.name] = configured[config.name]
                 self._sockets[config.name] = bound[config.name]
+        if self._processes is not None:
+            self._applyForProcesses(added, modified, removed, drainTimeS, inPlace)
+            return
         stats = self._stats
         for config in added:
             self.listeners.append(config)
@@ -270,16 +281,9 @@ class ListenerManager(Service):
             if self._workers is not None:
                 self._whenWarm(config, self._startOnWorkers, added=True)
         for config in modified:
-            index = self.listeners.index(self.get(config.name))
-            config.address = self.listeners[index].address
-            self.listeners[index] = config
-            stats.counter("listener_modified").inc()
-            if config.name in inPlace:
-                stats.counter("listener_in_place_updated").inc()
+            gauge = self._replaceConfig(config, inPlace)
             if self._workers is not None:
                 kept = inPlace.get(config.name) if isinstance(inPlace, dict) else None
-                gauge = (stats.gauge("total_filter_chains_draining")
-                         if config.name in inPlace else self._draining)
                 self._whenWarm(config, lambda config, kept=kept, gauge=gauge:
                                self._replaceOnWorkers(config, drainTimeS, kept, gauge))
         for name in removed:
@@ -294,6 +298,57 @@ class ListenerManager(Service):
                 self.totalActive.dec()
                 for worker in self._workers:
                     worker.removeListener(name, drainTimeS)
+                self._drainFor(drainTimeS, self._draining)
+
+    def _replaceConfig(self, config, inPlace):
+        """
+        A modified listener takes its predecessor's place (and address),
+        counted as Envoy counts it.
+
+        @return: the gauge its draining counts in: filter chains for an
+            in-place update, whole listeners otherwise.
+        """
+        stats = self._stats
+        index = self.listeners.index(self.get(config.name))
+        config.address = self.listeners[index].address
+        self.listeners[index] = config
+        stats.counter("listener_modified").inc()
+        if config.name in inPlace:
+            stats.counter("listener_in_place_updated").inc()
+            return stats.gauge("total_filter_chains_draining")
+        return self._draining
+
+    def _applyForProcesses(self, added, modified, removed, drainTimeS, inPlace):
+        """
+        L{applyUpdate} in the main process of worker processes: each
+        process applies the same update (L{txenvoy.xds.process_mirror}) and
+        serves; here the new listeners' sockets go to them first, and the
+        listener gauges are kept as the main thread keeps them.
+        """
+        stats = self._stats
+        processes = self._processes
+        for config in added:
+            self.listeners.append(config)
+            stats.counter("listener_added").inc()
+            socks = self._sockets.pop(config.name)
+            if not config.isInternal:
+                self._passable[config.name] = socks
+                processes.addListenerSockets(self._configuredAddress[config.name], socks)
+            self._whenWarm(config, lambda config: self.totalActive.inc(), added=True)
+        for config in modified:
+            gauge = self._replaceConfig(config, inPlace)
+            self._whenWarm(config, lambda config, gauge=gauge:
+                           self._drainFor(drainTimeS, gauge))
+        for name in removed:
+            config = self.get(name)
+            self.listeners.remove(config)
+            stats.counter("listener_removed").inc()
+            for sock in self._passable.pop(name, ()):
+                if sock is not None:
+                    sock.close()
+            processes.removeListenerSockets(self._configuredAddress.pop(name, None))
+            if self._warming.pop(name, None) is None:
+                self.totalActive.dec()
                 self._drainFor(drainTimeS, self._draining)
 
     def warmingNames(self):
@@ -322,7 +377,8 @@ class ListenerManager(Service):
                 warming.dec()
             if self._warming.get(config.name) is config:
                 del self._warming[config.name]
-            if self.get(config.name) is config and self._workers is not None:
+            if self.get(config.name) is config and (self._workers is not None
+                                                    or self._processes is not None):
                 action(config)
         ready.addCallback(warmed)
 

@@ -40,7 +40,8 @@ class ServerOptions:
                  rejectUnknownDynamicFields=False, ignoreUnknownDynamicFields=False,
                  cpusetThreads=False, enableCoreDump=False, imports=(), freezeGarbage=True,
                  restartEpoch=0, baseIdPath="", disableHotRestart=False, hotRestart=False,
-                 workerProcesses=1, workerIndexBase=0, membershipFromMain=False):
+                 workerProcesses=1, workerIndexBase=0, membershipFromMain=False,
+                 xdsMirror=None):
         self.configPath = configPath
         self.configYaml = configYaml
         self.mode = mode
@@ -78,6 +79,9 @@ class ServerOptions:
         #: A worker process: host sets and their health come from the main
         #: process (L{txenvoy.upstream.host_set_mirror}).
         self.membershipFromMain = membershipFromMain
+        #: In a worker process, the L{txenvoy.xds.process_mirror.UpdateMirror}
+        #: of the main process's dynamic resources.
+        self.xdsMirror = xdsMirror
         self.baseIdPath = baseIdPath
         self.disableHotRestart = disableHotRestart
         #: Whether this process takes part in hot restart (see

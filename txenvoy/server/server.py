@@ -48,6 +48,7 @@ from txenvoy.stats.matcher import compileStatsMatcher
 from txenvoy.stats.tags import TagProducer
 from txenvoy.upstream.cluster_manager import ClusterManager
 from txenvoy.xds.file_xds import FileXds
+from txenvoy.xds.process_mirror import UpdateRelay
 from txenvoy.xds.control_plane import ControlPlanes
 from txenvoy.xds.discovery_file import UnknownDynamicFields
 from txenvoy.xds.subscription_factory import SubscriptionFactory
@@ -131,8 +132,13 @@ class Server(MultiService):
         # The control planes (ADS, api_config_source) that RDS, EDS and SDS
         # may name, shared with LDS and CDS (txenvoy.xds.file_xds).
         self.controlPlanes = ControlPlanes(self)
+        # With worker processes the main process subscribes and sends each
+        # accepted update to them (txenvoy.xds.process_mirror).
+        self.xdsRelay = (UpdateRelay() if options.workerProcesses > 1 and not validateOnly
+                         else None)
         self.subscriptions = SubscriptionFactory(
-            reactor, self.controlPlanes, UnknownDynamicFields.ofServer(self), validateOnly)
+            reactor, self.controlPlanes, UnknownDynamicFields.ofServer(self), validateOnly,
+            relay=self.xdsRelay, mirror=options.xdsMirror)
         # Upstream TLS contexts name secrets too, so it comes before clusters.
         self.secretManager = SecretManager(self.subscriptions, self.mainStats,
                                            bootstrap.static_resources.secrets)

@@ -85,19 +85,35 @@ class WorkerProcessAgent:
     The worker process's end of the channel: stats out, admin actions in.
     """
 
-    def __init__(self, reactor, server, stream):
+    def __init__(self, reactor, server, stream, sockets=None):
+        """
+        @param sockets: the listening sockets the main process passed and
+            no listener took yet, by C{(address, worker index)}; those of
+            listeners LDS adds later join them.
+        """
         self.reactor = reactor
         self.server = server
         self.stream = stream
+        self.sockets = {} if sockets is None else sockets
         #: The main process's C{/reset_counters} count this process applied.
         self.resets = 0
+        #: Each cluster's last host set from the main process, for a
+        #: cluster CDS adds after it (the main process sends its hosts as
+        #: it activates it, before the update that adds it here).
+        self.hostSets = {}
+        server.clusterManager.onMirroredStart = self._onMirroredStart
 
     def pushStats(self):
         from txenvoy.server.hot_restart import exportStats
         from txenvoy.server.hot_restart_rpc import HotRestartError
+        from txenvoy.xds.process_mirror import mainOwnedStat
 
         try:
             stats = exportStats(self.server, histograms=True)
+            for kind in ("counters", "gauges", "histograms"):
+                values = stats.get(kind, {})
+                for name in [n for n in values if mainOwnedStat(n)]:
+                    del values[name]
             stats["resets"] = self.resets
             self.stream.send(None, {"stats": stats})
         except (HotRestartError, OSError):
@@ -126,16 +142,35 @@ class WorkerProcessAgent:
         """A cluster's new host set with its health, from the main process."""
         from txenvoy.upstream.host_set_mirror import applyHostSet
 
-        cluster = self.server.clusterManager.get(name)
-        if cluster is not None and cluster.sharedMembership:
+        self.hostSets[name] = hosts
+        manager = self.server.clusterManager
+        for cluster in (manager.get(name), manager.warming.get(name)):
+            if cluster is not None and cluster.sharedMembership:
+                applyHostSet(cluster, hosts)
+
+    def _onMirroredStart(self, cluster):
+        """A cluster CDS added here: the hosts the main process sent for it."""
+        from txenvoy.upstream.host_set_mirror import applyHostSet
+
+        hosts = self.hostSets.get(cluster.info.name)
+        if hosts is not None:
             applyHostSet(cluster, hosts)
 
     def onMessage(self, message, fds):
+        listen = message.get("listen_socket")
+        if listen is not None and fds:
+            self.sockets[(listen["address"], listen["worker_index"])] = socket.socket(
+                fileno=fds[0])
+            fds = fds[1:]
         for fd in fds:
             os.close(fd)
         hostSet = message.get("host_set")
         if hostSet is not None:
             self.applyHostSet(hostSet["cluster"], hostSet["hosts"])
+            return
+        update = message.get("xds_update")
+        if update is not None:
+            self.server.options.xdsMirror.onUpdate(update)
             return
         action = message.get("admin")
         if action is None:
@@ -187,19 +222,21 @@ def main(reactor):
     from txenvoy.server.signals import SignalHandlers
     from txenvoy.server.tap import importModules
     from txenvoy.server.worker_processes import STATS_PUSH_INTERVAL_S
+    from txenvoy.xds.process_mirror import UpdateMirror
 
     stream = RpcStream(socket.socket(fileno=CHANNEL_FD))
     snapshot, sockets = _receiveSnapshot(stream)
     options = ServerOptions(**snapshot["options"])
     options.workerIndexBase = snapshot["workerIndexBase"]
     options.membershipFromMain = True
+    options.xdsMirror = UpdateMirror(reactor, snapshot.get("xds", ()))
     importModules(options.imports)
     bootstrap = bootstrap_pb2.Bootstrap.FromString(base64.b64decode(snapshot["bootstrap"]))
     importAnyTypes(bootstrap)
     bootstrap.ClearField("admin")
     bootstrap.ClearField("stats_sinks")
     server = Server(reactor, bootstrap, options)
-    agent = WorkerProcessAgent(reactor, server, stream)
+    agent = WorkerProcessAgent(reactor, server, stream, sockets)
     server.listenSocketSource = lambda address, index: sockets.pop((address, index), None)
     for name, hosts in snapshot.get("hostSets", {}).items():
         agent.applyHostSet(name, hosts)

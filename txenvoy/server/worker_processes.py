@@ -11,7 +11,9 @@ C{SO_REUSEPORT}, one per worker thread of each process, so the kernel
 spreads connections over every worker. Each worker process
 (L{txenvoy.server.worker_process}) gets, over a Unix sequenced-packet
 socket: the config snapshot (the bootstrap as read, less the admin and
-stats sinks), its listening sockets (C{SCM_RIGHTS}), and later the admin's
+stats sinks), its listening sockets (C{SCM_RIGHTS}), the dynamic
+resources the main process accepted (L{txenvoy.xds.process_mirror}: then
+each new update, with the sockets of the listeners it adds), and the admin's
 actions (C{/drain_listeners}, C{/healthcheck/fail} and C{/ok},
 C{/runtime_modify}, C{/reset_counters}, C{/logging}). It sends its stats
 back twice a second; the main process merges them into one view (as hot
@@ -130,10 +132,13 @@ class WorkerProcesses(Service):
         (C{[(address, sockets)]}, M times the threads per process sockets
         each, or one shared socket); the sockets stay open here.
         """
-        self._sockets = listenerSockets
+        self._sockets = list(listenerSockets)
         if self.hostSets is None:
             self.hostSets = HostSetRelay(self.server.clusterManager,
                                          self.server.mainDispatcher, self.broadcast)
+        relay = getattr(self.server, "xdsRelay", None)
+        if relay is not None:
+            relay.send = self.broadcast
         for index in range(self.count):
             self._spawn(index)
 
@@ -159,6 +164,7 @@ class WorkerProcesses(Service):
         self.channels[index] = channel
         options = self.server.options
         per = options.concurrency or 1
+        relay = getattr(self.server, "xdsRelay", None)
         snapshot = {
             "index": index, "workerIndexBase": index * per,
             "bootstrap": base64.b64encode(self.server.bootstrap.SerializeToString()).decode(),
@@ -166,6 +172,7 @@ class WorkerProcesses(Service):
             "logLevels": self.server.logLevels.levels(),
             "healthCheckFailed": self.server.healthCheckFailed, "resets": self._resets,
             "hostSets": dict(self.hostSets.current) if self.hostSets is not None else {},
+            "xds": relay.snapshot() if relay is not None else [],
         }
         try:
             channel.stream.send(None, {"snapshot": snapshot})
@@ -182,6 +189,27 @@ class WorkerProcesses(Service):
         self.reactor.addReader(channel.reader)
         log.info("started worker process {index} (pid {pid})", index=index,
                  pid=channel.pid)
+
+    def addListenerSockets(self, address, socks):
+        """
+        A listener LDS added: each worker process gets its share of
+        C{socks} (before the update that names it); they stay open here.
+        """
+        self._sockets.append((address, socks))
+        for index, channel in list(self.channels.items()):
+            if channel.stream is None:
+                continue
+            try:
+                for shareAddress, thread, sock in self._share(index):
+                    if shareAddress == address:
+                        channel.stream.send(None, {"listen_socket": {
+                            "address": address, "worker_index": thread}}, sock.fileno())
+            except (HotRestartError, OSError) as e:
+                log.error("worker process {index}: {error}", index=channel.index, error=e)
+
+    def removeListenerSockets(self, address):
+        """A listener LDS removed: its sockets are not given to new worker processes."""
+        self._sockets = [(a, socks) for a, socks in self._sockets if a != address]
 
     def _received(self, channel, message, fds):
         for fd in fds:

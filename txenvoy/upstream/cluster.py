@@ -1451,15 +1451,19 @@ class PrimaryCluster:
         """Begin discovering membership (main thread)."""
         self.startMirrored()
 
-    def startMirrored(self):
+    def startMirrored(self, waitForHosts=False):
         """
         Start without discovering membership: in a worker process, whose
         hosts and their health come from the main process (L{mirrorHosts}).
         Outlier detection stays, fed by this process's own responses.
+
+        @param waitForHosts: initialized only once the first hosts came
+            (a cluster CDS added, which the main process warms).
         """
         if self.outlierDetector is not None:
             self.outlierDetector.start()
-        self._markInitialized()
+        if not waitForHosts:
+            self._markInitialized()
 
     def stop(self):
         """Cancel timers; later results are dropped."""
@@ -1558,6 +1562,8 @@ class PrimaryCluster:
         self._countMembership(hosts, membershipChanged)
         self._cancelMerge()
         self._post(hosts)
+        if not self.initialized:
+            self._markInitialized()
 
     def _countMembership(self, hosts, membershipChanged):
         """The membership gauges (and the outlier detector's hosts) for C{hosts}."""

@@ -228,6 +228,13 @@ class ClusterManager(Service):
         self.clusters = {}
         #: C{{name: PrimaryCluster}} of the CDS clusters not yet warm.
         self.warming = {}
+        #: Called with C{(name, cluster)} each time a cluster becomes the
+        #: active one of its name, and with C{(name, None)} when CDS
+        #: removes it (the main process's host set relay follows them).
+        self.activationListeners = []
+        #: In a worker process: called with each cluster CDS added that
+        #: waits for its hosts from the main process.
+        self.onMirroredStart = None
         compiled = []
         names = set()
         for i, proto in enumerate(self._protos):
@@ -410,8 +417,14 @@ class ClusterManager(Service):
             if not self._started:
                 ops.append(self._activate(cluster))
                 continue
-            cluster.start()
             self.warming[name] = cluster
+            if self.membershipFromMain and cluster.sharedMembership:
+                # Warm once the main process sent its first hosts.
+                cluster.startMirrored(waitForHosts=True)
+                if self.onMirroredStart is not None:
+                    self.onMirroredStart(cluster)
+            else:
+                cluster.start()
             warmed = cluster.whenInitialized()
             if warmed.called:
                 ops.append(self._activate(cluster))
@@ -426,6 +439,8 @@ class ClusterManager(Service):
                 old.stop()
                 self._activeClusters.dec()
                 ops.append((self._removeThreadLocal, name))
+                for listener in self.activationListeners:
+                    listener(name, None)
             cm.counter("cluster_removed").inc()
         self._warmingClusters.set(len(self.warming))
         self._post(ops)
@@ -452,6 +467,8 @@ class ClusterManager(Service):
             old.stop()
         else:
             self._activeClusters.inc()
+        for listener in self.activationListeners:
+            listener(name, cluster)
         return (self._addThreadLocal, cluster)
 
     def _post(self, ops):

@@ -143,12 +143,27 @@ class HostSetRelay:
         self.dispatcher = dispatcher
         self.current = {}
         self._send = send
-        self._relays = []
+        self._relays = {}
+        self._clusterManager = clusterManager
         for name, cluster in clusterManager.clusters.items():
-            if cluster.sharedMembership:
-                relay = _ClusterRelay(self, name)
-                self._relays.append((cluster, relay))
-                cluster._register(relay)
+            self._follow(name, cluster)
+        clusterManager.activationListeners.append(self._follow)
+
+    def _follow(self, name, cluster):
+        """
+        Follow C{cluster}, now the active one of C{name} (CDS added or
+        replaced it), instead of the one before; C{None}: CDS removed it.
+        """
+        old = self._relays.pop(name, None)
+        if old is not None:
+            old[0]._unregister(old[1])
+        if cluster is None:
+            self.current.pop(name, None)
+            return
+        if cluster.sharedMembership:
+            relay = _ClusterRelay(self, name)
+            self._relays[name] = (cluster, relay)
+            cluster._register(relay)
 
     def publish(self, name, descriptions):
         self.current[name] = descriptions
@@ -156,6 +171,8 @@ class HostSetRelay:
 
     def close(self):
         """Stop following the clusters."""
-        for cluster, relay in self._relays:
+        for cluster, relay in self._relays.values():
             cluster._unregister(relay)
-        self._relays = []
+        self._relays = {}
+        if self._follow in self._clusterManager.activationListeners:
+            self._clusterManager.activationListeners.remove(self._follow)

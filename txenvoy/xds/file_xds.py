@@ -5,13 +5,14 @@ C{dynamic_resources}: the CDS and LDS subscriptions of a server, to files
 initializes before LDS, and watched while it runs) or to a control plane
 (L{txenvoy.xds.control_plane}: CDS starts with the server, LDS once CDS
 has its first update, and the workers wait for both, as Envoy's init
-manager waits, or for their C{initial_fetch_timeout}).
+manager waits, or for their C{initial_fetch_timeout}). With worker
+processes, the main process alone subscribes and each worker process
+applies what it accepted (L{txenvoy.xds.process_mirror}).
 """
 
 from twisted.application.service import Service
 from twisted.internet import defer
 
-from txenvoy.config.errors import ConfigError
 from txenvoy.config.fields import checkFields
 from txenvoy.xds.cds_api import CdsApi
 from txenvoy.xds.config_source import DYNAMIC_FIELDS, checkExists, fileSourceOf
@@ -24,6 +25,7 @@ from txenvoy.xds.discovery_file import (
 )
 from txenvoy.xds.lds_api import LdsApi
 from txenvoy.xds.path_subscription import FileSubscription
+from txenvoy.xds.process_mirror import CDS_KEY, LDS_KEY
 
 
 class FileXds(Service):
@@ -48,13 +50,15 @@ class FileXds(Service):
         checkFields(dynamic, DYNAMIC_FIELDS + ("ads_config",), "dynamic_resources")
         # The server's, shared with RDS, EDS and SDS; one of its own otherwise.
         self.controlPlanes = getattr(server, "controlPlanes", None) or ControlPlanes(server)
-        if server.options.workerProcesses > 1:
-            # Each worker process would watch the files by itself.
-            raise ConfigError("dynamic_resources: not implemented with --worker-processes "
-                              "above 1 (use --concurrency)")
         reactor = server.reactor
         stats = server.mainStats
         self._unknownFields = UnknownDynamicFields.ofServer(server)
+        factory = server.subscriptions
+        self._relay, mirror = factory.relay, factory.mirror
+        if mirror is not None and not validateOnly:
+            # A worker process: the main process subscribes, and sends.
+            self._mirrored(mirror, dynamic)
+            return
         if dynamic.HasField("cds_config") and isControlPlane(dynamic.cds_config):
             self.cds = CdsApi(server.clusterManager, reactor)
             self._remoteSubscribe("cds", self.cds, dynamic.cds_config,
@@ -67,7 +71,7 @@ class FileXds(Service):
                 self.cds = CdsApi(server.clusterManager, reactor)
                 self._apis.append(("cds", self.cds, self._subscribe(
                     reactor, source, stats.scope("cluster_manager.cds."), CLUSTER_TYPE,
-                    self.cds.onConfigUpdate)))
+                    self._handler(CDS_KEY, self.cds))))
         if dynamic.HasField("lds_config") and isControlPlane(dynamic.lds_config):
             self.lds = LdsApi(server.listenerManager, server.context,
                               server.options.drainTimeS, reactor)
@@ -82,11 +86,37 @@ class FileXds(Service):
                                   server.options.drainTimeS, reactor)
                 self._apis.append(("lds", self.lds, self._subscribe(
                     reactor, source, stats.scope("listener_manager.lds."), LISTENER_TYPE,
-                    self.lds.onConfigUpdate)))
+                    self._handler(LDS_KEY, self.lds))))
+
+    def _mirrored(self, mirror, dynamic):
+        """
+        A worker process's LDS and CDS: the main process's updates, applied
+        here as they come (the first while the server is built).
+        """
+        server = self._server
+        if dynamic.HasField("cds_config"):
+            self.cds = CdsApi(server.clusterManager, server.reactor)
+            self._apis.append(("cds", self.cds, self._mirror(mirror, CDS_KEY, self.cds)))
+        if dynamic.HasField("lds_config"):
+            self.lds = LdsApi(server.listenerManager, server.context,
+                              server.options.drainTimeS, server.reactor)
+            self._apis.append(("lds", self.lds, self._mirror(mirror, LDS_KEY, self.lds)))
+
+    def _mirror(self, mirror, key, api):
+        subscription = mirror.subscribe(key, api.onConfigUpdate)
+        subscription.refresh()
+        self.subscriptions.append(subscription)
+        return subscription
+
+    def _handler(self, key, api):
+        """C{api}'s handler, sent on to the worker processes when there are."""
+        if self._relay is None:
+            return api.onConfigUpdate
+        return self._relay.wrap(key, api.onConfigUpdate)
 
     def _remoteSubscribe(self, key, api, source, path, scope, typeUrl):
         subscription, transport = self.controlPlanes.subscription(
-            source, path, scope, typeUrl, api.onConfigUpdate)
+            source, path, scope, typeUrl, self._handler(key, api))
         self._remote.append((subscription, transport))
         self._apis.append((key, api, subscription))
 

@@ -16,8 +16,9 @@ from twisted.internet import defer
 from txenvoy.config.errors import ConfigError
 from txenvoy.xds.config_source import checkExists, fileSourceOf
 from txenvoy.xds.control_plane import isControlPlane
-from txenvoy.xds.discovery_file import readDiscoveryResponse
+from txenvoy.xds.discovery_file import ENDPOINT_TYPE, readDiscoveryResponse
 from txenvoy.xds.path_subscription import FileSubscription
+from txenvoy.xds.process_mirror import subscriptionKey
 
 
 def weakHandler(method):
@@ -109,15 +110,24 @@ class SubscriptionFactory:
         L{txenvoy.xds.control_plane.ControlPlanes}, or C{None}.
     """
 
-    def __init__(self, reactor, controlPlanes=None, unknownFields=None, validateOnly=False):
+    def __init__(self, reactor, controlPlanes=None, unknownFields=None, validateOnly=False,
+                 relay=None, mirror=None):
         """
         @param unknownFields: the
             L{txenvoy.xds.discovery_file.UnknownDynamicFields} policy of files.
+        @param relay: in the main process of worker processes, the
+            L{txenvoy.xds.process_mirror.UpdateRelay} every accepted update
+            (but EDS, whose host sets travel by themselves) is sent on by.
+        @param mirror: in a worker process, the
+            L{txenvoy.xds.process_mirror.UpdateMirror} that feeds every
+            subscription instead of a file or a control plane.
         """
         self.reactor = reactor
         self.controlPlanes = controlPlanes
         self._unknownFields = unknownFields
         self.validateOnly = validateOnly
+        self.relay = relay
+        self.mirror = mirror
 
     def subscribe(self, source, path, scope, typeUrl, onUpdate, name):
         """
@@ -132,6 +142,14 @@ class SubscriptionFactory:
         @raise ConfigError: a source txenvoy cannot use, or (serving) a
             file that is not there.
         """
+        if not self.validateOnly and (self.relay is not None or self.mirror is not None):
+            key = subscriptionKey(typeUrl, name, source)
+            if self.mirror is not None:
+                if isControlPlane(source):
+                    self.controlPlanes.check(source, path)
+                return self.mirror.subscribe(key, onUpdate)
+            if typeUrl != ENDPOINT_TYPE:
+                onUpdate = self.relay.wrap(key, onUpdate)
         if isControlPlane(source):
             if self.controlPlanes is None:
                 raise ConfigError("%s: a control plane needs a valid dynamic_resources" % (path,))
