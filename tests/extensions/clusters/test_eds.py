@@ -96,6 +96,36 @@ class EdsClusterTests(SynchronousTestCase):
         self.assertEqual(self.cluster.hosts, hosts)
         self.assertEqual(self.stat("update_rejected"), 1)
 
+    def test_rejectedKeepsWeightAndHealth(self):
+        """
+        An update that changes a kept host's weight and health, then is
+        rejected for a later endpoint, leaves that host as it was: the hosts
+        are made in the pass that checks the endpoints, and only an update
+        found valid changes them.
+        """
+        first = self.cluster.hosts[0]
+        self.assertFalse(self.update([_assignment([(0, 1, "UNHEALTHY", 7),
+                                                   (1, 2, "HEALTHY", 0)])]))
+        self.assertEqual((first.weight, first.healthy, first.edsHealthStatus()),
+                         (1, True, "HEALTHY"))
+        self.assertIs(self.cluster.hosts[0], first)
+        self.assertEqual((self.stat("update_rejected"), self.stat("membership_change")), (1, 2))
+
+    def test_duplicateEndpoints(self):
+        """
+        Two endpoints alike are two hosts; the second one is new each time
+        (the first keeps the host in use), so the update changes membership.
+        """
+        self.assertTrue(self.update([_assignment([(0, 1, "HEALTHY", 1), (0, 1, "HEALTHY", 1)])]))
+        first, second = self.cluster.hosts
+        self.assertIsNot(first, second)
+        changes = self.stat("membership_change")
+        self.assertTrue(self.update([_assignment([(0, 1, "HEALTHY", 1),
+                                                  (0, 1, "HEALTHY", 1)])]))
+        self.assertIs(self.cluster.hosts[0], second)
+        self.assertIsNot(self.cluster.hosts[1], second)
+        self.assertEqual(self.stat("membership_change"), changes + 1)
+
     def test_empty(self):
         self.assertTrue(self.update([]))
         self.assertEqual((self.stat("update_empty"), len(self.cluster.hosts)), (1, 2))

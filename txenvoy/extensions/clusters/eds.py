@@ -13,21 +13,52 @@ import time
 from txenvoy.config.errors import ConfigError, collectErrors
 from txenvoy.config.registry import Category, extension
 from txenvoy.upstream.cluster import EDS, PrimaryCluster, _localityWeights, compileLoadAssignment
-from txenvoy.upstream.host import DEGRADED_EDS_HEALTH, FAILED_EDS_HEALTH
+from txenvoy.upstream.host import DEGRADED_EDS_HEALTH, FAILED_EDS_HEALTH, Host
 from txenvoy.xds.resources import ENDPOINT_TYPE
 from txenvoy.xds.subscription_factory import weakHandler
 
 _EDS_FLAGS = frozenset([FAILED_EDS_HEALTH, DEGRADED_EDS_HEALTH])
 
 
-def _endpointKey(spec):
+def _membership(clusterName, known):
     """
-    What makes a host the same one across updates: its address and
+    What L{compileLoadAssignment} makes of each endpoint of an update, in
+    its one pass over them: the host, kept from C{known} (C{{key: Host}} of
+    the hosts in use) when its endpoint is unchanged, else a new one.
+
+    What makes a host the same one across updates is its address and
     priority, and what it is (locality, names, metadata); its weight and
-    health status may change in place.
+    health status may change in place, which is only noted: the update
+    may still be rejected.
+
+    @return: C{(make, byEndpoint, created, inPlace)}: C{make} takes
+        L{EndpointSpec}'s arguments; C{byEndpoint} the C{{key: Host}} of
+        the update; C{created} the priorities that new hosts joined;
+        C{inPlace} C{[(host, weight, health status, flags)]}.
     """
-    return (spec.address, spec.port, spec.priority, spec.hostname, spec.locality,
-            spec.healthCheck, spec.hashKey, repr(spec.metadata), repr(spec.filterMetadata))
+    byEndpoint, created, inPlace = {}, set(), []
+    find = known.get
+    newPriority = created.add
+    changed = inPlace.append
+
+    def make(address, port, hostname, weight, priority, locality, flags, status, path,
+             healthCheck, hashKey, metadata, filterMetadata):
+        key = (address, port, priority, hostname, locality, healthCheck, hashKey,
+               repr(metadata) if metadata else "", repr(filterMetadata) if filterMetadata else "")
+        host = find(key)
+        if host is None or key in byEndpoint:
+            host = Host((address, port), hostname, weight, priority, locality, clusterName, flags,
+                        status, healthCheck[0], healthCheck[1], healthCheck[2], hashKey, metadata,
+                        bool(metadata) and metadata.get("canary", ("",))[0] == "true",
+                        filterMetadata)
+            newPriority(priority)
+        elif (host.weight != weight or host.edsHealthStatus() != status
+              or host.healthFlagSet() & _EDS_FLAGS != frozenset(flags)):
+            changed((host, weight, status, flags))
+        byEndpoint[key] = host
+        return host
+
+    return make, byEndpoint, created, inPlace
 
 
 class EdsCluster(PrimaryCluster):
@@ -97,8 +128,9 @@ class EdsCluster(PrimaryCluster):
         if assignment.cluster_name != self.serviceName:
             raise ConfigError("Unexpected EDS cluster (expecting %s): %s"
                               % (self.serviceName, assignment.cluster_name))
+        make, byEndpoint, created, inPlace = _membership(self.info.name, self._byEndpoint)
         with collectErrors():
-            specs = compileLoadAssignment(assignment, "resources[0]", EDS)
+            hosts = compileLoadAssignment(assignment, "resources[0]", EDS, make)
         lbConfig = self.info.lbConfig
         factor = lbConfig.overprovisioningFactor
         policy = assignment.policy
@@ -107,35 +139,22 @@ class EdsCluster(PrimaryCluster):
             if factor < 1:
                 raise ConfigError("resources[0].policy.overprovisioning_factor: value must be "
                                   "greater than 0")
-        name = self.info.name
-        hosts, byEndpoint = [], {}
-        inPlace = False
-        known = self._byEndpoint.get
-        for spec in specs:
-            key = _endpointKey(spec)
-            host = known(key)
-            if host is None or key in byEndpoint:
-                host = spec.makeHost(name)
-            elif (host.weight, host.edsHealthStatus(), host.healthFlagSet() & _EDS_FLAGS) != (
-                    spec.weight, spec.edsHealthStatus, frozenset(spec.healthFlags)):
-                # As Envoy: the host stays (its active health state and
-                # stats too); its weight and EDS health change.
-                host.weight = spec.weight
-                host.setEdsHealthStatus(spec.edsHealthStatus, spec.healthFlags)
-                inPlace = True
-            byEndpoint[key] = host
-            hosts.append(host)
+        for host, weight, status, flags in inPlace:
+            # As Envoy: the host stays (its active health state and
+            # stats too); its weight and EDS health change.
+            host.weight = weight
+            host.setEdsHealthStatus(status, flags)
         now = time.time()
         self.assignment = assignment
         self.versionInfo = versionInfo
         self.lastUpdated = now
         weights = _localityWeights(assignment) if lbConfig.localityWeights is not None else None
         # Envoy counts a membership change per priority whose hosts were
-        # added or removed.
-        old, new = _byPriority(self.hosts), _byPriority(hosts)
-        changedPriorities = sum(
-            1 for p in set(old) | set(new)
-            if {id(h) for h in old.get(p, ())} != {id(h) for h in new.get(p, ())})
+        # added or removed: the priorities new hosts joined, and those of
+        # the hosts not kept.
+        kept = {id(h) for h in hosts}
+        changedPriorities = len(created.union(
+            h.priority for h in self.hosts if id(h) not in kept))
         if (not changedPriorities and not inPlace and factor == lbConfig.overprovisioningFactor
                 and weights == lbConfig.localityWeights):
             self._noRebuild.inc()
@@ -149,13 +168,6 @@ class EdsCluster(PrimaryCluster):
         self.setHosts(hosts, membershipChanged=bool(changedPriorities))
         for ignored in range(changedPriorities - 1):
             self.stats.membership_change.inc()
-
-
-def _byPriority(hosts):
-    out = {}
-    for h in hosts:
-        out.setdefault(h.priority, []).append(h)
-    return out
 
 
 @extension(Category.CLUSTER, None, "envoy.cluster.eds")
