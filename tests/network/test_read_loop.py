@@ -14,6 +14,8 @@ from txenvoy.network.read_loop import MAX_READS_PER_EVENT, readUntilDrained
 
 
 class _Protocol:
+    readLimit = 0
+
     def __init__(self, wantAfter=None):
         self.received = []
         self.wantAfter = wantAfter
@@ -54,6 +56,22 @@ class DrainingReadTests(SynchronousTestCase):
         protocol = _Protocol()
         self.assertIsNone(_Transport(self.ours, protocol, 8).doRead())
         self.assertEqual(protocol.received, [b"x" * 8, b"tail"])
+
+    def test_readLimit(self):
+        """
+        A read takes at most the protocol's C{readLimit} bytes when it has
+        one, and the protocol may change it between reads of one event.
+        """
+        self.theirs.sendall(b"h" * 4 + b"b" * 10)
+        protocol = _Protocol()
+        protocol.readLimit = 4
+
+        def dataReceived(data):
+            protocol.received.append(data)
+            protocol.readLimit = 0
+        protocol.dataReceived = dataReceived
+        self.assertIsNone(_Transport(self.ours, protocol, 64).doRead())
+        self.assertEqual(protocol.received, [b"h" * 4, b"b" * 10])
 
     def test_shortReadStops(self):
         """A read that does not fill the buffer ends the event's reads."""

@@ -665,7 +665,7 @@ class ActiveClient(ReadPausing, IdleTimer):
         cp = self.pool.clusterPools
         self.codec = ClientCodec(self, self, maxResponseHeadersKb=cp.maxResponseHeadersKb,
                                  maxHeadersCount=cp.maxHeadersCount,
-                                 enableTrailers=cp.enableTrailers)
+                                 enableTrailers=cp.enableTrailers, reader=connection)
         connection.registerProducer(self._watermark, True)
         if self.closed:
             connection.abort()

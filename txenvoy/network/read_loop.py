@@ -24,12 +24,15 @@ class _DrainingRead:
     """
     C{doRead} of a TCP transport that reads again while each read fills
     the buffer and its protocol still wants bytes (its C{readingWanted()}:
-    it may pause reading from C{dataReceived}).
+    it may pause reading from C{dataReceived}). Each read takes at most
+    the protocol's C{readLimit} bytes, or the transport's C{bufferSize}
+    when that is 0; the protocol may change it from C{dataReceived}.
     """
 
     def doRead(self):
-        size = self.bufferSize
+        protocol = self.protocol
         for _ in range(MAX_READS_PER_EVENT):
+            size = protocol.readLimit or self.bufferSize
             try:
                 data = self.socket.recv(size)
             except OSError as e:
@@ -38,7 +41,6 @@ class _DrainingRead:
                 return main.CONNECTION_LOST
             if not data:
                 return main.CONNECTION_DONE
-            protocol = self.protocol
             protocol.dataReceived(data)
             if (len(data) < size or self.disconnecting or not self.connected
                     or not protocol.readingWanted()):
@@ -57,7 +59,8 @@ def readUntilDrained(transport):
     """
     Make C{transport} (a plain TCP client connection; any other is left
     as it is: TLS and other wrappers read their own way) read as
-    L{_DrainingRead}. Its protocol must have C{readingWanted()}.
+    L{_DrainingRead}. Its protocol must have C{readingWanted()} and
+    C{readLimit}.
 
     The transport's class is swapped for a subclass that only changes
     C{doRead}: nothing is added per connection, and no cycle is made.

@@ -112,7 +112,7 @@ class UpstreamConnection(Protocol):
                  "connectionId", "hostStats", "failureReason", "timedOut", "closedLocally",
                  "_state", "_reactor", "_stats", "_connector", "_timer", "_startTime",
                  "_pendingWrites", "_pendingWriteClose", "_pendingProducer", "_readPaused",
-                 "_readClosed", "_writeClosed", "_localAddress")
+                 "_readClosed", "_writeClosed", "_localAddress", "readLimit")
 
     def __init__(self, cluster, host, callbacks, socketOptions=None):
         self.factory = None
@@ -147,6 +147,9 @@ class UpstreamConnection(Protocol):
         self._readClosed = False
         self._localAddress = None
         self._writeClosed = False
+        #: The most bytes the next read takes (0: the buffer limit); the
+        #: HTTP/1.1 codec reads heads in small reads, bodies in large ones.
+        self.readLimit = 0
 
     # --- connecting ----------------------------------------------------
 

@@ -485,3 +485,116 @@ class UpstreamProtocolErrorTests(ClientTestMixin, SynchronousTestCase):
         self.assertRaises(ZeroDivisionError, codec.dataReceived,
                           b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertFalse(codec.keepAlive)
+
+
+class _Reader:
+    """The connection's side of the read size the codec asks for."""
+
+    readLimit = None
+
+
+class LengthBodyTests(ClientTestMixin, SynchronousTestCase):
+    """
+    A C{content-length} body's reads past its head skip the parser: passed
+    on as read, with the same ends and errors as through the parser.
+    """
+
+    HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+
+    def test_readsPassedOnAsRead(self):
+        """
+        The reads after the head are handed on as the very objects read
+        (no copy); the last one ends the stream and the response.
+        """
+        codec = self.client()
+        codec.encodeRequest(get(), True)
+        codec.dataReceived(self.HEAD + b"ab")
+        middle, last = b"cdefg", b"hij"
+        codec.dataReceived(middle)
+        codec.dataReceived(last)
+        events = self.callbacks.events
+        self.assertEqual(events, [("headers", 200, False), ("data", b"ab", False),
+                                  ("data", b"cdefg", False), ("data", b"hij", True),
+                                  ("complete",)])
+        self.assertIs(events[2][1], middle)
+        self.assertIs(events[3][1], last)
+        self.assertTrue(codec.keepAlive)
+        self.assertEqual(codec.wireBytesReceived, len(self.HEAD) + 10)
+
+    def test_nextResponseParsed(self):
+        """The next response on the connection is parsed afresh."""
+        codec = self.client()
+        for body in (b"0123456789", b"abcdefghij"):
+            codec.encodeRequest(get(), True)
+            codec.dataReceived(self.HEAD)
+            codec.dataReceived(body[:4])
+            codec.dataReceived(body[4:])
+        codec.encodeRequest(get(), True)
+        codec.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(self.callbacks.body(), b"0123456789abcdefghij")
+        self.assertEqual([e for e in self.callbacks.events if e[0] != "data"],
+                         [("headers", 200, False), ("complete",)] * 2
+                         + [("headers", 204, True), ("complete",)])
+        self.assertTrue(codec.keepAlive)
+
+    def test_bytesAfterTheBody(self):
+        """
+        Bytes after the body's end in the same read: the response stands,
+        then a protocol error, as through the parser.
+        """
+        codec = self.client()
+        codec.encodeRequest(get(), True)
+        codec.dataReceived(self.HEAD + b"abc")
+        codec.dataReceived(b"defghij" + b"HTTP/1.1 200 OK\r\n\r\n")
+        self.assertEqual(self.callbacks.events,
+                         [("headers", 200, False), ("data", b"abc", False),
+                          ("data", b"defghij", True), ("complete",),
+                          ("error", Details.CODEC_ERROR)])
+        self.assertFalse(codec.keepAlive)
+
+    def test_closedInTheBody(self):
+        """The connection lost in the body leaves the response incomplete."""
+        codec = self.client()
+        codec.encodeRequest(get(), True)
+        codec.dataReceived(self.HEAD)
+        codec.dataReceived(b"abc")
+        codec.connectionLost()
+        self.assertTrue(codec.responseInProgress)
+        self.assertEqual(self.callbacks.events[-1], ("data", b"abc", False))
+
+    def test_resetFromTheCallback(self):
+        """
+        A callback that ends the connection on the body's last bytes: no
+        completion follows, as the parser's path stops there too.
+        """
+        codec = self.client()
+        codec.encodeRequest(get(), True)
+        codec.dataReceived(self.HEAD + b"abc")
+
+        def onData(data, endStream):
+            self.callbacks.events.append(("data", data, endStream))
+            codec.connectionLost()
+        codec._onData = onData
+        codec.dataReceived(b"defghij")
+        self.assertEqual(self.callbacks.events[-1], ("data", b"defghij", True))
+
+    def test_readSizes(self):
+        """
+        The codec asks its reader for small reads while a head is due and
+        for the connection's buffer limit (0) while a body is read.
+        """
+        from txenvoy.http.http1.client_codec import HEAD_READ_BYTES
+        reader = _Reader()
+        codec = self.client(reader=reader)
+        self.assertEqual(reader.readLimit, HEAD_READ_BYTES)
+        codec.encodeRequest(get(), True)
+        codec.dataReceived(self.HEAD + b"ab")
+        self.assertEqual(reader.readLimit, 0)
+        codec.dataReceived(b"cdefghij")
+        self.assertEqual(reader.readLimit, HEAD_READ_BYTES)
+        codec.encodeRequest(get(), True)
+        codec.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.assertEqual(reader.readLimit, 0)
+        codec.dataReceived(b"2\r\nok\r\n0\r\n\r\n")
+        self.assertEqual(reader.readLimit, HEAD_READ_BYTES)
+        self.assertEqual(self.callbacks.body(), b"abcdefghijok")

@@ -16,7 +16,13 @@ connection goes. The codec calls, on its callbacks::
 
 1xx responses other than 101 are swallowed, as Envoy does, unless the
 callbacks have C{onResponse1xxHeaders}. After a 101, everything read is
-passed on raw through C{onResponseData}. A response delimited by the end of
+passed on raw through C{onResponseData}. Past the head of a response whose
+body has a C{content-length}, the reads that do not end the body go to
+C{onResponseData} as they are, without the parser (which would copy every
+byte into a new string to hand it over); the codec tells its reader to read
+a response head in small reads (L{HEAD_READ_BYTES}) and a body in reads as
+large as the connection's buffer limit, so that a large body arrives mostly
+in reads of its own. A response delimited by the end of
 the connection ends in L{ClientCodec.connectionLost}. Upstream protocol
 errors (a garbage status line, C{Content-Length} with C{Transfer-Encoding},
 oversized or invalid headers, a bad chunk) reach C{onProtocolError}, once,
@@ -61,6 +67,17 @@ _REQUEST_SPECIAL = frozenset(
 # The empty line that ends a response head.
 _HEAD_END = re.compile(rb"\n\r?\n")
 
+#: At most this many bytes per read while a response head is due (and on
+#: an idle connection): a head and the start of its body, which the parser
+#: reads. Envoy reads a socket into slices of this size.
+HEAD_READ_BYTES = 16384
+
+
+class _NoReader:
+    """Where a codec built without a reader sets its read size."""
+
+    readLimit = 0
+
 
 @implementer(IClientConnectionCodec)
 class ClientCodec(Http1Connection):
@@ -73,12 +90,17 @@ class ClientCodec(Http1Connection):
     @param maxHeadersCount: limit on the number of response headers.
     @param enableTrailers: write request trailers and pass response trailers
         on (Envoy's C{enable_trailers}); by default both are dropped.
+    @param reader: the connection's reader, whose C{readLimit} the codec
+        sets: the most bytes the next read should take, 0 for the
+        connection's buffer limit (L{txenvoy.network.read_loop}).
     """
 
     def __init__(self, callbacks, transport, maxResponseHeadersKb=60,
-                 maxHeadersCount=100, enableTrailers=False):
+                 maxHeadersCount=100, enableTrailers=False, reader=None):
         Http1Connection.__init__(self, callbacks, transport, maxResponseHeadersKb,
                                  maxHeadersCount, enableTrailers)
+        self._reader = reader = reader if reader is not None else _NoReader()
+        reader.readLimit = HEAD_READ_BYTES
         self._onHeaders = callbacks.onResponseHeaders
         self._onData = callbacks.onResponseData
         self._on1xx = getattr(callbacks, "onResponse1xxHeaders", None)
@@ -102,6 +124,9 @@ class ClientCodec(Http1Connection):
         self._transferEncoding = None
         self._trailers = None
         self._bodyRemaining = 0
+        # In a content-length body; its reads skip the parser (_bypass).
+        self._inLengthBody = False
+        self._bypass = False
         self._endDelivered = False
         self._informational = False
         self._extendedConnect = False
@@ -273,6 +298,9 @@ class ClientCodec(Http1Connection):
             return
         if self._dead:
             return
+        if self._bypass:
+            self._lengthBodyReceived(data)
+            return
         if not self._inFlight:
             self._protocolError(Details.CODEC_ERROR)
             return
@@ -292,6 +320,10 @@ class ClientCodec(Http1Connection):
                 self._headRaw += len(data)
                 if self._headRaw > self._maxHeadBytes:
                     self._protocolError(Details.HEADERS_TOO_LARGE)
+            elif self._inLengthBody and not self._dead:
+                # The rest of this body skips the parser, left where it
+                # stands; the next response gets a new one.
+                self._bypass = True
             return
         # Out of the except clause, so that a callback's exception raised
         # again here is not chained to the parser's.
@@ -306,6 +338,36 @@ class ClientCodec(Http1Connection):
             raise cause
         else:
             self._protocolError(parserError(str(error)).details)
+
+    def _lengthBodyReceived(self, data):
+        """
+        Bytes of a C{content-length} body past the parser: passed on as
+        read (as L{on_body} and L{on_message_complete} would); what follows
+        the body's end is read as the start of the next response.
+        """
+        remaining = self._bodyRemaining
+        n = len(data)
+        if n < remaining:
+            self.wireBytesReceived += n
+            self._bodyRemaining = remaining - n
+            self._onData(data, False)
+            return
+        self.wireBytesReceived += remaining
+        rest = None
+        if n > remaining:
+            rest = data[remaining:]
+            data = data[:remaining]
+        self._bodyRemaining = 0
+        self._inLengthBody = self._bypass = False
+        self._endDelivered = True
+        self._parser = HttpResponseParser(self)
+        self._onData(data, True)
+        if self._dead:
+            return
+        self._trailers = None
+        self._responseDone()
+        if rest and not self._dead:
+            self.dataReceived(rest)
 
     def connectionLost(self, reason=None):
         """
@@ -332,6 +394,7 @@ class ClientCodec(Http1Connection):
             # A second response to one request.
             raise _ProtocolError(Details.CODEC_ERROR)
         self._inHead = True
+        self._inLengthBody = False
         self._reason = b""
         self._headers = []
         self._headSize = 0
@@ -425,11 +488,15 @@ class ClientCodec(Http1Connection):
         elif cl is not None:
             self._bodyRemaining = response.contentLength
             endStream = self._bodyRemaining == 0
+            self._inLengthBody = not endStream
         else:
             endStream = False
             self._bodyRemaining = -1
             self._closeDelimited = True
         self._endDelivered = endStream
+        if not endStream:
+            # A body follows: read it in large reads.
+            self._reader.readLimit = 0
         self._onHeaders(response, endStream)
         if self._isHead and not self._dead:
             # llhttp would wait for the body a HEAD response announces.
@@ -450,6 +517,8 @@ class ClientCodec(Http1Connection):
             self._bodyRemaining = remaining
             end = remaining <= 0
             self._endDelivered = end
+            if end:
+                self._inLengthBody = False
         self._onData(data, end)
 
     def on_message_complete(self):
@@ -471,6 +540,7 @@ class ClientCodec(Http1Connection):
 
     def _responseDone(self):
         self._inFlight = False
+        self._reader.readLimit = HEAD_READ_BYTES
         if not (self._responseKeepAlive and self._requestKeepAlive
                 and self._requestComplete and not self._closeDelimited):
             self._reusable = False
@@ -496,6 +566,7 @@ class ClientCodec(Http1Connection):
     def _upgrade(self, rest):
         self._upgraded = True
         self._reusable = False
+        self._reader.readLimit = 0
         if rest:
             self._onData(rest, False)
 
