@@ -17,6 +17,8 @@ import socket
 import tempfile
 import time
 
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from google.protobuf import json_format
 from twisted.trial.unittest import SynchronousTestCase
@@ -36,6 +38,8 @@ from tests.e2e.test_file_xds import _direct, _listener, _moveInto, _response, _t
 from tests.e2e.test_grpc_xds import _BOOTSTRAP, _cluster
 from tests.e2e.test_worker_processes import waitUntil, workerPids
 from tests.xds.control_plane import CLUSTER, LISTENER, ROUTE, ControlPlane
+
+ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 
 ARGS = ("--worker-processes", "2", "--concurrency", "1", "--shutdown-drain-time-s", "1",
         "--drain-time-s", "1")
@@ -211,10 +215,24 @@ def _parsedListener(proto):
     return json_format.ParseDict(proto, Listener())
 
 
-def _route(name, body):
+def _route(name, action):
     return json_format.ParseDict({"name": name, "virtual_hosts": [{
         "name": "v", "domains": ["*"],
-        "routes": [dict({"match": {"prefix": "/"}}, **_direct(body))]}]}, RouteConfiguration())
+        "routes": [dict({"match": {"prefix": "/"}}, **action)]}]}, RouteConfiguration())
+
+
+def _edsCluster(name):
+    return json_format.ParseDict({
+        "name": name, "type": "EDS", "connect_timeout": "1s",
+        "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}}},
+        Cluster())
+
+
+def _assignment(name, port):
+    return json_format.ParseDict({"cluster_name": name, "endpoints": [{"lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                     "port_value": port}}}}]}]},
+        ClusterLoadAssignment())
 
 
 def _refused(port):
@@ -232,6 +250,7 @@ class AdsTests(SharedFixture, SynchronousTestCase):
     def startFixture(cls):
         cls.admin, cls.static, cls.port = freePort(), freePort(), freePort()
         cls.routedPort = freePort()
+        cls.origin = Upstream(_origin(b"E"))
         cls.cp = ControlPlane()
         cls.cp.setResources(CLUSTER, "c1", [_cluster("a")])
         cls.cp.setResources(LISTENER, "l1", [
@@ -243,41 +262,46 @@ class AdsTests(SharedFixture, SynchronousTestCase):
 
     @classmethod
     def stopFixture(cls):
-        stopAll(cls.envoy, cls.cp)
+        stopAll(cls.envoy, cls.cp, cls.origin)
 
     def test_updatesReachBothProcesses(self):
         """
-        A changed listener and a new one whose routes come by RDS: the new
-        one warms until its routes arrived, then both worker processes
-        serve both; only the main process holds a stream to the control
-        plane, and its stats count each update once. A removed listener
-        stops accepting in every process. A worker process killed then
-        comes back with the current listeners and routes.
+        A changed listener, and a new one whose routes (RDS) lead to a new
+        cluster whose endpoints come by EDS: the new listener warms until
+        its routes arrived, then both worker processes serve both, the
+        new cluster's hosts once its assignment came. Only the main process
+        holds a stream to the control plane, and its stats count each
+        update once. A worker process killed comes back with the current
+        listeners, routes and hosts; a removed listener stops accepting in
+        every process.
         """
         cp = self.cp
         spread(self.admin, self.port, b"one")
+        cp.setResources(CLUSTER, "c2", [_cluster("a"), _edsCluster("e")])
         cp.setResources(LISTENER, "l2", [
             _parsedListener(_listener("l1", self.port, _direct("two"))),
             _parsedListener(_rdsListener("routed", self.routedPort, "r1"))])
         waitUntil(lambda: self.envoy.stats().get("listener_manager.total_listeners_warming") == 1,
                   20, "the routed listener warming")
         spread(self.admin, self.port, b"two")
-        cp.setResources(ROUTE, "r1", [_route("r1", "routed")])
-        spread(self.admin, self.routedPort, b"routed")
+        cp.setResources(ROUTE, "r1", [_route("r1", _toCluster("e"))])
+        cp.setResources(ENDPOINT, "e1", [_assignment("e", self.origin.port)])
+        spread(self.admin, self.routedPort, b"E")
         stats = self.envoy.stats()
         self.assertEqual(
             {name: stats.get(name) for name in (
                 "listener_manager.lds.update_success", "cluster_manager.cds.update_success",
-                "http.routed.rds.r1.update_success", "listener_manager.total_listeners_warming",
+                "http.routed.rds.r1.update_success", "cluster.e.update_success",
+                "listener_manager.total_listeners_warming",
                 "listener_manager.total_listeners_active", "control_plane.connected_state")},
-            {"listener_manager.lds.update_success": 2, "cluster_manager.cds.update_success": 1,
-             "http.routed.rds.r1.update_success": 1,
+            {"listener_manager.lds.update_success": 2, "cluster_manager.cds.update_success": 2,
+             "http.routed.rds.r1.update_success": 1, "cluster.e.update_success": 1,
              "listener_manager.total_listeners_warming": 0,
              "listener_manager.total_listeners_active": 3, "control_plane.connected_state": 1})
         self.assertEqual(len(cp.streams), 1)
 
         killWorkerProcess(self.envoy, 1)
-        spread(self.admin, self.routedPort, b"routed")
+        spread(self.admin, self.routedPort, b"E")
         spread(self.admin, self.port, b"two")
         self.assertEqual(len(cp.streams), 1)
 

@@ -15,6 +15,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from envoy.config.core.v3.config_source_pb2 import ConfigSource
 from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401 (the Any)
+    http_connection_manager_pb2,
+)
 from txenvoy.config.errors import ConfigError
 from txenvoy.stats.store import StatsStore
 from txenvoy.xds.process_mirror import (
@@ -175,6 +178,42 @@ class MirrorTests(SynchronousTestCase):
         subscription = worker.subscribe(source, "p", scope, ROUTE_TYPE, handler, "routes")
         self.assertTrue(subscription.refresh())
         self.assertEqual(handler.updates, mainHandler.updates)
+
+    def test_readyWithoutUpdate(self):
+        """
+        A main process subscription initialized without an update (its
+        first rejected, or its C{initial_fetch_timeout} passed) lets what
+        waits on the worker processes' copies go on, as in the main
+        process; an update after it is applied as usual.
+        """
+        mirror = UpdateMirror(self.clock)
+        handler = _Handler()
+        subscription = mirror.subscribe("k", handler)
+        subscription.refresh()
+        subscription.start()
+        self.relay.ready("k")
+        self.deliver(mirror)
+        self.assertTrue(subscription.initialized.called)
+        self.assertEqual(handler.updates, [])
+        late = UpdateMirror(self.clock, _channel(self.relay.snapshot())).subscribe("k", handler)
+        late.refresh()
+        self.assertTrue(late.initialized.called)
+        self.relay.wrap("k", _Handler())([_listener("l", "a")], "v1")
+        self.relay.ready("k")
+        self.deliver(mirror)
+        self.assertEqual([v for _, v in handler.updates], ["v1"])
+
+    def test_fileReadyAtOnce(self):
+        """
+        A worker process's copy of a file subscription is initialized when
+        made, update or not: the main process read the file first.
+        """
+        source = json_format.ParseDict({"path": "/nonexistent/r.yaml"}, ConfigSource())
+        scope = StatsStore().shard("main_thread").scope("x.")
+        worker = SubscriptionFactory(self.clock, mirror=UpdateMirror(self.clock))
+        subscription = worker.subscribe(source, "p", scope, ROUTE_TYPE, _Handler(), "routes")
+        self.assertFalse(subscription.refresh())
+        self.assertTrue(subscription.initialized.called)
 
     def test_mainOwnedStats(self):
         """The subscriptions' stats are the main process's alone; traffic stats are not."""

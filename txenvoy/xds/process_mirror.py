@@ -112,6 +112,18 @@ class UpdateRelay:
         if self.send is not None:
             self.send({"xds_update": body})
 
+    def ready(self, key):
+        """
+        The main process's subscription C{key} is initialized without an
+        update (its first was rejected, or its C{initial_fetch_timeout}
+        passed): the worker processes' stop waiting for one.
+        """
+        if key in self.current:
+            return
+        body = self.current[key] = {"key": key}
+        if self.send is not None:
+            self.send({"xds_update": body})
+
     def snapshot(self):
         """Every key's last update, in the order they first came (CDS before LDS)."""
         return list(self.current.values())
@@ -126,10 +138,16 @@ class MirroredSubscription:
     @ivar initialized: fires once the first update was applied.
     """
 
-    def __init__(self, mirror, key, onUpdate):
+    def __init__(self, mirror, key, onUpdate, readyAtOnce=False):
+        """
+        @param readyAtOnce: initialized when first refreshed, with or
+            without an update (a file, which the main process read before
+            anything here asked for it).
+        """
         self._mirror = mirror
         self.key = key
         self._onUpdate = onUpdate
+        self._readyAtOnce = readyAtOnce
         self.initialized = defer.Deferred()
         self.lastVersion = None
         self.lastUpdated = None
@@ -140,29 +158,43 @@ class MirroredSubscription:
         """Apply the main process's last update of this key, if any."""
         body = self._mirror.current.get(self.key)
         if body is None:
+            if self._readyAtOnce:
+                self._ready()
             return False
         return self.apply(body)
 
+    def _ready(self):
+        if not self.initialized.called:
+            self.initialized.callback(None)
+
     def apply(self, body):
         from txenvoy.xds.path_subscription import _ownErrors
+        from txenvoy.xds.subscription import withoutCollection
 
         self.applied = body
+        if "resources" not in body:
+            # Initialized in the main process without an update.
+            self._ready()
+            return False
         try:
-            with _ownErrors():
+            # As the main process applied it: no collection walks the
+            # heap meanwhile, and what it made is frozen after.
+            with _ownErrors(), withoutCollection():
                 self._onUpdate(decodeResources(body["resources"]), body["version"])
         except ConfigError as e:
             # The main process accepted it: only a worker's own state
             # (a port in use) can refuse it here.
             log.error("worker process: update {key} not applied: {reason}",
                       key=self.key, reason=e.message)
+            self._ready()
             return False
         except Exception:
             log.failure("worker process: update {key} not applied", key=self.key)
+            self._ready()
             return False
         self.lastVersion = body["version"]
         self.lastUpdated = self._mirror.clock.seconds()
-        if not self.initialized.called:
-            self.initialized.callback(None)
+        self._ready()
         return True
 
     def whenInitialized(self):
@@ -200,9 +232,9 @@ class UpdateMirror:
         self.current = {body["key"]: body for body in bodies}
         self._watching = {}
 
-    def subscribe(self, key, onUpdate):
+    def subscribe(self, key, onUpdate, readyAtOnce=False):
         """A L{MirroredSubscription} to C{key}, not applied yet (its C{refresh} does)."""
-        return MirroredSubscription(self, key, onUpdate)
+        return MirroredSubscription(self, key, onUpdate, readyAtOnce)
 
     def watch(self, subscription):
         self._watching.setdefault(subscription.key, []).append(subscription)

@@ -145,9 +145,12 @@ class SubscriptionFactory:
         if not self.validateOnly and (self.relay is not None or self.mirror is not None):
             key = subscriptionKey(typeUrl, name, source)
             if self.mirror is not None:
-                if isControlPlane(source):
+                remote = isControlPlane(source)
+                if remote:
                     self.controlPlanes.check(source, path)
-                return self.mirror.subscribe(key, onUpdate)
+                # A file is read at once in the main process: what it
+                # gave, if anything, came before the resource naming it.
+                return self.mirror.subscribe(key, onUpdate, readyAtOnce=not remote)
             if typeUrl != ENDPOINT_TYPE:
                 onUpdate = self.relay.wrap(key, onUpdate)
         if isControlPlane(source):
@@ -156,8 +159,15 @@ class SubscriptionFactory:
             self.controlPlanes.check(source, path)
             if self.validateOnly:
                 return None
-            return RemoteSubscription(self.controlPlanes, source, path, scope, typeUrl,
-                                      onUpdate, name)
+            subscription = RemoteSubscription(self.controlPlanes, source, path, scope,
+                                              typeUrl, onUpdate, name)
+            if self.relay is not None and typeUrl != ENDPOINT_TYPE:
+                # Initialized with no update (rejected, or its
+                # initial_fetch_timeout): what waits on it in the worker
+                # processes waits no more either.
+                subscription.whenInitialized().addCallback(
+                    lambda _, key=subscriptionKey(typeUrl, name, source): self.relay.ready(key))
+            return subscription
         fileSource = fileSourceOf(source, path)
         if fileSource is None or self.validateOnly:
             return None
