@@ -111,6 +111,19 @@ class EdsClusterTests(SynchronousTestCase):
         self.assertIs(self.cluster.hosts[0], first)
         self.assertEqual((self.stat("update_rejected"), self.stat("membership_change")), (1, 2))
 
+    def test_sameAssignmentAgain(self):
+        """
+        The same assignment again keeps every host and rebuilds nothing
+        (Envoy's update_no_rebuild); its version is the one in use.
+        """
+        hosts = self.cluster.hosts
+        assignment = [_assignment([(0, 1, "HEALTHY", 1), (1, 2, "HEALTHY", 1)])]
+        self.write(assignment, version="7")
+        self.assertTrue(self.cluster.subscription.refresh())
+        self.assertIs(self.cluster.hosts, hosts)
+        self.assertEqual(self.cluster.versionInfo, "7")
+        self.assertEqual((self.stat("update_no_rebuild"), self.stat("membership_change")), (1, 2))
+
     def test_duplicateEndpoints(self):
         """
         Two endpoints alike are two hosts; the second one is new each time

@@ -80,6 +80,9 @@ class EdsCluster(PrimaryCluster):
         self.versionInfo = None
         self.lastUpdated = None
         self._byEndpoint = {}
+        # Whether the hosts in use came from endpoints all different, so
+        # that the same assignment again changes nothing.
+        self._distinct = False
         self.subscription = None
         if subscriptions is not None:
             self.subscription = subscriptions.subscribe(
@@ -128,6 +131,13 @@ class EdsCluster(PrimaryCluster):
         if assignment.cluster_name != self.serviceName:
             raise ConfigError("Unexpected EDS cluster (expecting %s): %s"
                               % (self.serviceName, assignment.cluster_name))
+        if self._distinct and assignment == self.assignment:
+            # What the update would find: every host kept as it is.
+            # (Duplicate endpoints would make new hosts again.)
+            self.versionInfo = versionInfo
+            self.lastUpdated = time.time()
+            self._noRebuild.inc()
+            return
         make, byEndpoint, created, inPlace = _membership(self.info.name, self._byEndpoint)
         with collectErrors():
             hosts = compileLoadAssignment(assignment, "resources[0]", EDS, make)
@@ -164,6 +174,7 @@ class EdsCluster(PrimaryCluster):
         if weights is not None:
             lbConfig.localityWeights = weights
         self._byEndpoint = byEndpoint
+        self._distinct = len(byEndpoint) == len(hosts)
         self.stats.max_host_weight.set(max((h.weight for h in hosts), default=0))
         self.setHosts(hosts, membershipChanged=bool(changedPriorities))
         for ignored in range(changedPriorities - 1):
