@@ -219,8 +219,10 @@ class MirrorTests(SynchronousTestCase):
         """The subscriptions' stats are the main process's alone; traffic stats are not."""
         for name in ("listener_manager.lds.update_success", "cluster_manager.cds.version",
                      "http.ingress.rds.local_route.update_attempt", "control_plane.connected_state",
-                     "listener_manager.listener_added", "cluster_manager.active_clusters"):
+                     "listener_manager.listener_added", "cluster_manager.active_clusters",
+                     "cluster.e.update_success", "cluster.e.membership_change",
+                     "listener.127.0.0.1_1.server_ssl_socket_factory.ssl_context_update_by_sds"):
             self.assertTrue(mainOwnedStat(name), name)
         for name in ("http.ingress.downstream_rq_2xx", "listener_manager.listener_create_success",
-                     "cluster.a.upstream_rq_total"):
+                     "cluster.a.upstream_rq_total", "cluster.a.membership_total"):
             self.assertFalse(mainOwnedStat(name), name)

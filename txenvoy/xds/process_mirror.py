@@ -41,14 +41,25 @@ _MAIN_OWNED_PREFIXES = ("listener_manager.lds.", "cluster_manager.", "control_pl
                         "listener_manager.listener_in_place_updated")
 
 
+#: A cluster's stats of its membership and its EDS updates (the main
+#: process's, which discovers and checks the hosts and sends them on).
+_CLUSTER_MAIN_OWNED = frozenset((
+    "membership_change", "update_attempt", "update_success", "update_failure",
+    "update_rejected", "update_empty", "update_no_rebuild", "init_fetch_timeout", "version",
+    "update_time", "update_duration", "assignment_stale", "assignment_timeout_received"))
+
+
 def mainOwnedStat(name):
     """
-    Whether the stat C{name} is one of the subscriptions' (LDS, CDS, RDS,
-    SDS, the control plane's) or of the listener and cluster managers'
-    updates, which the main process alone counts.
+    Whether the stat C{name} is one the main process alone counts for the
+    whole server: the subscriptions' (LDS, CDS, RDS, SDS, EDS, the control
+    plane's), the listener and cluster managers' updates, a cluster's
+    membership changes, a TLS context's SDS updates.
     """
-    if name.startswith(_MAIN_OWNED_PREFIXES):
+    if name.startswith(_MAIN_OWNED_PREFIXES) or name.endswith(".ssl_context_update_by_sds"):
         return True
+    if name.startswith("cluster."):
+        return name.rpartition(".")[2] in _CLUSTER_MAIN_OWNED
     return name.startswith("http.") and ".rds." in name
 
 
