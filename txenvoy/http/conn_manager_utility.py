@@ -6,6 +6,7 @@ gets before its filters see it and every response head before it is
 encoded, whatever the protocol on the wire.
 """
 
+import os
 import random
 import socket
 
@@ -52,13 +53,46 @@ _getrandbits = random.getrandbits
 _UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
 _UUID_SET = (0x4000 << 64) | (0x8000 << 48)
 
+# Ids are made in batches: one random draw, one hex conversion and 32
+# strided copies (the hex digits into their places between the dashes)
+# for _ID_BATCH ids, then one list pop per request. Formatting each id on
+# its own cost a few percent of a small proxied request.
+_ID_BATCH = 256
+_BATCH_CLEAR = sum(_UUID_CLEAR << (128 * i) for i in range(_ID_BATCH))
+_BATCH_SET = sum(_UUID_SET << (128 * i) for i in range(_ID_BATCH))
+# Where hex digit i of an id goes in its 36 characters (8-4-4-4-12).
+_DIGIT_AT = [i + (i >= 8) + (i >= 12) + (i >= 16) + (i >= 20) for i in range(32)]
+_DASHES = b"-" * (36 * _ID_BATCH)
+_ids = []
+_popId = _ids.pop
+
+
+def _makeIds():
+    n = (_getrandbits(128 * _ID_BATCH) & _BATCH_CLEAR) | _BATCH_SET
+    digits = n.to_bytes(16 * _ID_BATCH, "big").hex().encode()
+    text = bytearray(_DASHES)
+    for i, at in enumerate(_DIGIT_AT):
+        text[at::36] = digits[i::32]
+    text = bytes(text)
+    _ids[:] = [text[i:i + 36] for i in range(0, len(text), 36)]
+
+
+def _forgetIds():
+    # A forked worker process draws its own (random reseeds there too).
+    del _ids[:]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forgetIds)
+
 
 def requestId():
     """@return: a random (version 4) UUID as Envoy writes C{x-request-id}, C{bytes}."""
-    # Formatting text and encoding it once is twice as fast as slicing and
-    # formatting bytes; the id is the same.
-    h = ((_getrandbits(128) & _UUID_CLEAR) | _UUID_SET).to_bytes(16, "big").hex()
-    return ("%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])).encode()
+    try:
+        return _popId()
+    except IndexError:
+        _makeIds()
+        return _popId()
 
 
 _machineAddresses = {}
