@@ -120,3 +120,66 @@ class ListenerManagerTests(SynchronousTestCase):
         self.assertEqual(worker.stopped, ["in"])
         self.assertTrue(lm.stopped)
         self.assertEqual(self.counter("listener_stopped"), 1)
+
+
+class _WorkerProcesses:
+    """Records the listening sockets the main process shares with its worker processes."""
+
+    def __init__(self):
+        self.started = []
+        self.added = []
+        self.removed = []
+
+    def startWorkers(self, shares):
+        self.started = [address for address, _ in shares]
+
+    def addListenerSockets(self, address, socks):
+        self.added.append((address, len(socks)))
+
+    def removeListenerSockets(self, address):
+        self.removed.append(address)
+
+
+class WorkerProcessUpdateTests(SynchronousTestCase):
+    """LDS in the main process of worker processes (each applies the update itself)."""
+
+    def setUp(self):
+        loadPlugins()
+        self.server = _Server()
+        self.server.reactor = self.clock = Clock()
+        self.server.workerProcesses = self.processes = _WorkerProcesses()
+        self.context = FactoryContext(self.clock, self.server.stats)
+        self.lm = ListenerManager(self.server, [_listener("static")], self.context,
+                                  workerCount=4)
+        self.addCleanup(self.lm.closeSockets)
+        self.lm.privilegedStartService()
+        self.lm.startWorkers([])
+
+    def gauge(self, name):
+        return self.server.stats.gaugeValue("listener_manager." + name)
+
+    def test_addedListenerSocketsShared(self):
+        """
+        An added listener is bound here, one socket per worker thread of
+        every process, passed on before the update reaches them, and
+        counted active; removed, its sockets close here, no new worker
+        process gets them, and it counts as draining for the drain time.
+        """
+        from txenvoy.network.listener import ListenerConfig
+
+        self.assertEqual(self.processes.started, ["tcp://127.0.0.1:0"])
+        added = ListenerConfig(_listener("added"), self.context, "resources[0]")
+        self.lm.applyUpdate([added], [], [], 1.0)
+        self.assertEqual(self.processes.added, [("tcp://127.0.0.1:0", 4)])
+        port = added.address[1]
+        socket.create_connection(("127.0.0.1", port)).close()
+        self.assertEqual((self.gauge("total_listeners_active"),
+                          self.server.stats.counterValue("listener_manager.listener_added")),
+                         (2, 2))
+        self.lm.applyUpdate([], [], ["added"], 1.0)
+        self.assertEqual(self.processes.removed, ["tcp://127.0.0.1:0"])
+        self.assertRaises(OSError, socket.create_connection, ("127.0.0.1", port))
+        self.assertEqual((self.gauge("total_listeners_active"),
+                          self.gauge("total_listeners_draining")), (1, 1))
+        self.clock.advance(1.0)
+        self.assertEqual(self.gauge("total_listeners_draining"), 0)
