@@ -63,6 +63,24 @@ class Origin:
         self.proc = proc
         self.pid = proc.pid
 
+    def cpuSeconds(self):
+        """
+        utime + stime of the origin and its children (nginx's worker), or
+        C{None} when C{/proc} cannot tell.
+        """
+        total = 0.0
+        pids = [self.pid]
+        try:
+            with open("/proc/%d/task/%d/children" % (self.pid, self.pid)) as f:
+                pids += [int(p) for p in f.read().split()]
+            for pid in pids:
+                with open("/proc/%d/stat" % (pid,)) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+        return total
+
     def stop(self):
         """Stop it (by its pid) and wait for it."""
         if self.proc.poll() is None:

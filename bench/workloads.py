@@ -11,6 +11,7 @@ times and returns table rows: a metric's values for a baseline variant
 import math
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -497,10 +498,19 @@ def http1MiB(ctx):
             raise RuntimeError("%d errors / non-2xx of %d requests" % (bad, r["requests"]))
         return r
 
+    def rigSeconds():
+        # The loader runs in this process; the origin is nginx (or ours).
+        origin_ = origin.cpuSeconds()
+        if origin_ is None:
+            return None
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return origin_ + usage.ru_utime + usage.ru_stime
+
     def once(proxy):
-        cores, cpu, wall = cpuTimes(), proxy.cpuSeconds(), time.time()
+        cores, cpu, rig, wall = cpuTimes(), proxy.cpuSeconds(), rigSeconds(), time.time()
         r = load(proxy.listenPort, LARGE_SECONDS)
         used, wall, cores2 = proxy.cpuSeconds() - cpu, time.time() - wall, cpuTimes()
+        rig2 = rigSeconds()
         mib = r["bodyBytes"] / float(1 << 20)
         out = {"mibps": mib / r["duration"], "requests": r["requests"],
                "proxy_cpu_share": used / wall,
@@ -508,6 +518,11 @@ def http1MiB(ctx):
                "load_core_busy": busyShare(cores, cores2, ctx.loadCpus)}
         if used:
             out["cpu_per_gib"] = used / (mib / 1024.0)
+        if rig is not None and rig2 is not None and mib:
+            # What the origin and the loader spent per GiB on the load
+            # core: well under the proxy's figure leaves the proxy's core
+            # the bottleneck.
+            out["rig_cpu_per_gib"] = (rig2 - rig) / (mib / 1024.0)
         return out
 
     def warmup(proxy):
@@ -518,7 +533,9 @@ def http1MiB(ctx):
     return res, [judge(row(w, w, "MiB/s", "MiB/s", "higher", res, "Envoy", "txenvoy", "mibps",
                            note), res, ctx.ceilings.get("mibps")),
                  row(w, "", "proxy CPU per GiB", "s", "lower", res, "Envoy", "txenvoy",
-                     "cpu_per_gib")]
+                     "cpu_per_gib"),
+                 row(w, "", "origin+loader CPU per GiB", "s", "lower", res, "Envoy", "txenvoy",
+                     "rig_cpu_per_gib")]
 
 
 #: A proxy counts as saturated when it used at least this share of its
