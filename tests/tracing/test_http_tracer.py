@@ -53,7 +53,7 @@ class TracingTestCase(SynchronousTestCase):
 
     def spans(self):
         """Finished, sampled spans waiting in the worker's reporter."""
-        return self.config.driver.reporters.get(self.h.dispatcher).spans
+        return self.config.driver.reporterFor(self.h.dispatcher).spans
 
     def upstream(self, exchange):
         return dict(exchange.upstreamRequest.headers)

@@ -27,7 +27,7 @@ from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
-from tests.e2e.harness import freePort, httpOrigin
+from tests.e2e.harness import DeadPort, freePort, httpOrigin
 from tests.e2e.test_grpc_xds import _BOOTSTRAP
 from tests.xds.control_plane import CLUSTER, LISTENER, ROUTE, ControlPlane
 from txenvoy.config.protos import importTypeName
@@ -60,8 +60,26 @@ class _Origin(BaseHTTPRequestHandler):
         pass
 
 
+#: The tracer's collector, a static cluster as Envoy requires: a port that
+#: refuses connections, so that no report leaves a connection behind; each
+#: span is reported at once, so that none waits on a timer.
+_COLLECTOR = """\
+  - name: zipkin
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: zipkin
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}}}]}]
+layered_runtime:
+  layers:
+  - name: static
+    static_layer: {tracing.zipkin.min_flush_spans: 1}
+"""
+
+
 def _listener(port, generation):
-    for name in _FILTERS + (_HCM, "envoy.extensions.access_loggers.file.v3.FileAccessLog"):
+    for name in _FILTERS + (_HCM, "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                            "envoy.config.trace.v3.ZipkinConfig"):
         importTypeName(name)
     filters = [{"name": name.split(".v3.")[0].replace("extensions.", ""),
                 "typed_config": {"@type": "type.googleapis.com/" + name}} for name in _FILTERS]
@@ -75,6 +93,10 @@ def _listener(port, generation):
             "rds": {"route_config_name": "r1",
                     "config_source": {"ads": {}, "resource_api_version": "V3"}},
             "http_filters": filters,
+            "tracing": {"provider": {"name": "envoy.tracers.zipkin", "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+                "collector_cluster": "zipkin", "collector_endpoint": "/api/v2/spans",
+                "collector_endpoint_version": "HTTP_JSON"}}},
             "access_log": [{"name": "a", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3."
                          "FileAccessLog", "path": "/dev/null"}}]}}]}]}, Listener())
@@ -208,6 +230,9 @@ class ReplacedConfigTests(TestCase):
         config = _BOOTSTRAP % {"admin": freePort(), "static": freePort(),
                                "xds": self.controlPlane.port, "api": "GRPC",
                                "timeout": "5s", "tls": "", "validators": ""}
+        collector = DeadPort()
+        self.addCleanup(collector.close)
+        config += _COLLECTOR % {"port": collector.port}
         self.configure(0, wait=False)
         self.server = Server.fromConfig(reactor, configYaml=config, concurrency=0,
                                         freezeGarbage=False, drainTimeS=0)
@@ -257,6 +282,15 @@ class ReplacedConfigTests(TestCase):
             yield task.deferLater(reactor, 0.02, lambda: None)
         self.fail("condition not met")
 
+    def reportsSettled(self):
+        """
+        How many spans were reported and came to an end: sent, failed, or
+        dropped (by the collector, or unsent while four reports were in
+        flight). Each span is reported alone.
+        """
+        return sum(self.server.stats.counterValue("tracing.zipkin.reports_" + outcome)
+                   for outcome in ("sent", "dropped", "failed"))
+
     def connectionsClosed(self):
         """Until the proxy closed every downstream connection."""
         return self.until(lambda: self.server.stats.gaugeValue(
@@ -266,10 +300,11 @@ class ReplacedConfigTests(TestCase):
     def test_replacedConfigHasNoCycles(self):
         """
         After traffic through every cluster, an update replacing every
-        listener, route table, cluster and assignment leaves no txenvoy
-        object in cyclic garbage; nor do keep-alive requests through a
-        chain of several HTTP filters and the router, on the new
-        configuration, and their connection once closed.
+        listener (with its tracer, whose reporter made reports), route
+        table, cluster and assignment leaves no txenvoy object in cyclic
+        garbage; nor do keep-alive requests through a chain of several HTTP
+        filters and the router, on the new configuration, and their
+        connection once closed.
         """
         yield threads.deferToThread(_get, self.port, [b"/", b"/eds", b"/rh"])
         yield self.connectionsClosed()
@@ -284,4 +319,6 @@ class ReplacedConfigTests(TestCase):
         yield threads.deferToThread(_get, self.port, [b"/", b"/eds", b"/rh"] * 3)
         yield self.connectionsClosed()
         self.assertEqual(self.server.stats.counterValue("cluster.eds.upstream_rq_200"), 4)
+        # Every report has come to an end: none is left in flight.
+        yield self.until(lambda: self.reportsSettled() == 12)
         self.assertEqual(cyclicGarbage(), {})

@@ -3,11 +3,14 @@ Tests for L{txenvoy.extensions.tracers.datadog}: spans, sampling and the
 agent's msgpack payload as Envoy's Datadog tracer makes them.
 """
 
+import weakref
+
 import msgpack
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from tests.extensions.tracers.freeing import withoutCollector
 from tests.http.hcm_harness import Harness
 from txenvoy.config.errors import ConfigError
 from txenvoy.extensions.tracers.datadog import (
@@ -37,8 +40,21 @@ class DatadogDriverTests(SynchronousTestCase):
         self.driver = DatadogDriver("datadog", "edge")
         verifyObject(ITracerDriver, self.driver)
         self.reported = []
-        tracer = self.driver.tracers.get(self.dispatcher)
+        tracer = self.driver.tracerFor(self.dispatcher)
         tracer.reporter.report = self.reported.append
+
+    def test_freedByReferenceCounting(self):
+        """
+        A driver and the tracer it made for a worker (and its reporter) are
+        freed by reference counting alone once a new config lets them go:
+        the agent's answers reach the tracer without holding it.
+        """
+        driver = DatadogDriver("datadog", "edge")
+        tracer = driver.tracerFor(self.dispatcher)
+        refs = [weakref.ref(driver), weakref.ref(tracer), weakref.ref(tracer.reporter)]
+        withoutCollector(self)
+        del driver, tracer
+        self.assertEqual([ref() for ref in refs], [None, None, None])
 
     def start(self, *pairs, traced=True, name="ingress"):
         span = self.driver.startSpan(self.dispatcher, request(*pairs), self.info, name,
@@ -89,7 +105,7 @@ class DatadogDriverTests(SynchronousTestCase):
         its default rate, decides new traces (mechanism -1, AGENT_RATE); a
         rate of 0 drops them (AUTO_DROP).
         """
-        tracer = self.driver.tracers.get(self.dispatcher)
+        tracer = self.driver.tracerFor(self.dispatcher)
         self.assertEqual(tracer.sampleRate(), (1.0, "-0"))
         tracer.onAgentResponse(200, b'{"rate_by_service": {"service:,env:": 0.5}}')
         self.assertEqual(tracer.sampleRate(), (0.5, "-1"))

@@ -3,18 +3,24 @@ Tests for L{txenvoy.extensions.tracers.opentelemetry}: spans as Envoy's
 OpenTelemetry tracer makes them, their OTLP encoding and the config.
 """
 
+import weakref
+
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from tests.extensions.tracers.freeing import withoutCollector
 from tests.http.hcm_harness import Harness
 from txenvoy.config.errors import ConfigError
+from txenvoy.extensions.tracers.opentelemetry import OpenTelemetryDriver
+from txenvoy.http.filter_config import snapshotSource
 from txenvoy.http.headers import HeaderMap, RequestHeaders
 from txenvoy.interfaces import ISpan, ITracerDriver
 from txenvoy.network.stream_info import StreamInfo
 from txenvoy.server.dispatcher import Dispatcher
 from txenvoy.stats.store import StatsStore
+from txenvoy.tracing.reporter import HttpCollector
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SPAN = "b7ad6b7169203331"
@@ -52,6 +58,21 @@ class DriverTests(SynchronousTestCase):
         if span is not None:
             verifyObject(ISpan, span)
         return span
+
+    def test_freedByReferenceCounting(self):
+        """
+        A driver and the reporter it made for a worker are freed by
+        reference counting alone once a new config lets them go: the
+        reporter encodes without holding the driver.
+        """
+        driver = OpenTelemetryDriver(
+            lambda dispatcher: HttpCollector(dispatcher, "otel", "/v1/traces",
+                                             b"application/x-protobuf"),
+            snapshotSource(None), [("service.name", "svc")])
+        refs = [weakref.ref(driver), weakref.ref(driver.reporterFor(self.dispatcher))]
+        withoutCollector(self)
+        del driver
+        self.assertEqual([ref() for ref in refs], [None, None])
 
     def test_continuesTraceParent(self):
         """A caller's trace id, its span as parent, its tracestate and sampled flag."""

@@ -4,11 +4,13 @@ tracer makes them, and their Zipkin v2 JSON.
 """
 
 import json
+import weakref
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from tests.extensions.tracers.freeing import withoutCollector
 from txenvoy.extensions.tracers.zipkin import ZipkinDriver
 from txenvoy.http.filter_config import snapshotSource
 from txenvoy.http.headers import HeaderMap, RequestHeaders
@@ -40,6 +42,20 @@ class ZipkinDriverTests(SynchronousTestCase):
         span = driver.startSpan(self.dispatcher, headers, self.info, "op", traced, egress, 10.0)
         verifyObject(ISpan, span)
         return span
+
+    def test_freedByReferenceCounting(self):
+        """
+        A driver and the reporter it made for a worker are freed by
+        reference counting alone once a new config lets them go: the
+        reporter encodes without holding the driver (no reference cycle,
+        which only a collection of the whole heap would free).
+        """
+        for proto in (False, True):
+            driver = self.driver(proto=proto)
+            refs = [weakref.ref(driver), weakref.ref(driver.reporterFor(self.dispatcher))]
+            withoutCollector(self)
+            del driver
+            self.assertEqual([ref() for ref in refs], [None, None])
 
     def test_rootSpan(self):
         """A new trace: span id equal to the trace id, SERVER, shared."""
@@ -90,7 +106,7 @@ class ZipkinDriverTests(SynchronousTestCase):
             "localEndpoint": {"ipv4": "10.0.0.1", "port": 0, "serviceName": "svc"},
             "tags": {"component": "proxy"},
             "annotations": [{"timestamp": 10250000, "value": "ss"}]})
-        self.assertEqual(driver.reporters.get(self.dispatcher).spans, [span])
+        self.assertEqual(driver.reporterFor(self.dispatcher).spans, [span])
 
     def test_proto(self):
         """
@@ -122,4 +138,4 @@ class ZipkinDriverTests(SynchronousTestCase):
         """An unsampled span finishes without reaching the reporter."""
         driver = self.driver()
         self.start(driver, request(), traced=False).finishSpan(11.0)
-        self.assertEqual(driver.reporters.get(self.dispatcher).spans, [])
+        self.assertEqual(driver.reporterFor(self.dispatcher).spans, [])

@@ -30,6 +30,7 @@ import os
 import random
 import sys
 import uuid
+import weakref
 
 import msgpack
 from zope.interface import implementer
@@ -38,7 +39,7 @@ from txenvoy import VERSION_STRING, __version__
 from txenvoy.config.errors import ConfigError
 from txenvoy.config.registry import Category, extension
 from txenvoy.interfaces import ISpan, ITracerDriver
-from txenvoy.stats.per_worker import PerWorker, StatsStruct
+from txenvoy.stats.per_worker import StatsStruct, perWorkerMethod
 from txenvoy.tracing import datadog_context
 from txenvoy.tracing.datadog_context import AUTO_DROP, AUTO_KEEP, USER_DROP, USER_KEEP
 from txenvoy.tracing.reporter import BatchReporter, HttpCollector, checkCollectorCluster
@@ -271,6 +272,23 @@ class DatadogTracer:
             self.defaultRate = self.rates.get(_DEFAULT_RATE_KEY, self.defaultRate)
 
 
+def _agentResponses(tracer):
+    """
+    The agent's answers for C{tracer}, which does not stay alive for them:
+    the tracer holds its reporter, which holds this; a reference back would
+    be a cycle, freed only by a collection of the whole heap once a config
+    replaced the tracer.
+    """
+    onAgentResponse = weakref.WeakMethod(tracer.onAgentResponse)
+
+    def onResponseBody(code, body):
+        method = onAgentResponse()
+        if method is not None:
+            method(code, body)
+
+    return onResponseBody
+
+
 def encodeTraces(segments):
     """A report body: the msgpack list of traces."""
     return msgpack.packb([s.toMsgpack() for s in segments])
@@ -298,14 +316,13 @@ class DatadogDriver:
         self.serviceName = serviceName
         self.collectorHostname = collectorHostname
         self.flushInterval = flushInterval
-        self.tracers = PerWorker(self._makeTracer)
 
     def _makeTracer(self, dispatcher):
         def reporter(tracer):
             collector = HttpCollector(
                 dispatcher, self.collectorCluster, TRACES_PATH, b"application/msgpack",
                 self.collectorHostname, extraHeaders=_LANG_HEADERS, timeout=REPORT_TIMEOUT,
-                onResponseBody=tracer.onAgentResponse)
+                onResponseBody=_agentResponses(tracer))
             stats = StatsStruct(dispatcher.stats, "tracing.datadog.", DATADOG_STATS)
             return BatchReporter(
                 dispatcher.reactor, collector, encodeTraces, stats,
@@ -314,9 +331,12 @@ class DatadogDriver:
                 reportHeaders=traceCountHeader)
         return DatadogTracer(self.serviceName, reporter)
 
+    #: C{tracerFor(dispatcher)}: that worker's L{DatadogTracer}.
+    tracerFor = perWorkerMethod(_makeTracer)
+
     def startSpan(self, dispatcher, requestHeaders, streamInfo, operationName, traced, egress,
                   timestamp):
-        tracer = self.tracers.get(dispatcher)
+        tracer = self.tracerFor(dispatcher)
         context = datadog_context.extract(requestHeaders.headers)
         if context is None:
             spanId = _randomId()

@@ -19,6 +19,7 @@ C{tracing.opentelemetry.spans_sent}, C{spans_dropped} and
 C{timer_flushed} as Envoy names them.
 """
 
+import functools
 import os
 import random
 from urllib.parse import urlsplit
@@ -32,7 +33,7 @@ from txenvoy.config.registry import Category, extension
 from txenvoy.grpc.async_client import GrpcCollector, compileEnvoyGrpc
 from txenvoy.http.filter_config import snapshotSource
 from txenvoy.interfaces import ISpan, ITracerDriver
-from txenvoy.stats.per_worker import PerWorker, StatsStruct
+from txenvoy.stats.per_worker import StatsStruct, perWorkerMethod
 from txenvoy.tracing import w3c
 from txenvoy.tracing.otlp_protos import requireCurrentOtlpProtos
 from txenvoy.tracing.reporter import BatchReporter, HttpCollector, checkCollectorCluster
@@ -113,6 +114,27 @@ class OtelSpan(ReportedSpan):
             event.name = name
 
 
+def _ok2xx(code):
+    return 200 <= code < 300
+
+
+def _encode(resource, spans):
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    resourceSpans = request.resource_spans.add()
+    for key, value in resource:
+        attribute = resourceSpans.resource.attributes.add()
+        attribute.key = key
+        attribute.value.string_value = value
+    scope = resourceSpans.scope_spans.add()
+    scope.scope.name = "envoy"
+    scope.scope.version = _version()
+    for span in spans:
+        span.fill(scope.spans.add())
+    return request.SerializeToString()
+
+
 @implementer(ITracerDriver)
 class OpenTelemetryDriver:
     """The compiled C{OpenTelemetryConfig}: spans, and a reporter per worker."""
@@ -125,36 +147,28 @@ class OpenTelemetryDriver:
         self.sampler = sampler
         self.maxCacheSize = maxCacheSize
         self._http = http
-        self.reporters = PerWorker(self._makeReporter)
 
     def _makeReporter(self, dispatcher):
         snapshot = self._snapshot()
         stats = StatsStruct(dispatcher.stats, "tracing.opentelemetry.", OTEL_STATS)
         interval = snapshot.getInteger("tracing.opentelemetry.flush_interval_ms", 5000)
+        # The reporter encodes with the resource, not through this driver,
+        # which holds it: no reference cycle outlives a replaced config.
         return BatchReporter(
-            dispatcher.reactor, self._makeCollector(dispatcher), self.encode, stats,
+            dispatcher.reactor, self._makeCollector(dispatcher),
+            functools.partial(_encode, self.resource), stats,
             flushInterval=interval / 1000.0,
             minFlushSpans=max(1, snapshot.getInteger("tracing.opentelemetry.min_flush_spans",
                                                      5)),
             maxBufferedSpans=self.maxCacheSize,
-            okStatus=lambda code: 200 <= code < 300)
+            okStatus=_ok2xx)
+
+    #: C{reporterFor(dispatcher)}: that worker's L{BatchReporter}.
+    reporterFor = perWorkerMethod(_makeReporter)
 
     def encode(self, spans):
         """One C{ExportTraceServiceRequest}, serialized."""
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-
-        request = trace_service_pb2.ExportTraceServiceRequest()
-        resourceSpans = request.resource_spans.add()
-        for key, value in self.resource:
-            attribute = resourceSpans.resource.attributes.add()
-            attribute.key = key
-            attribute.value.string_value = value
-        scope = resourceSpans.scope_spans.add()
-        scope.scope.name = "envoy"
-        scope.scope.version = _version()
-        for span in spans:
-            span.fill(scope.spans.add())
-        return request.SerializeToString()
+        return _encode(self.resource, spans)
 
     def startSpan(self, dispatcher, requestHeaders, streamInfo, operationName, traced, egress,
                   timestamp):
@@ -163,7 +177,7 @@ class OpenTelemetryDriver:
         except w3c.TraceParentError:
             # As Envoy: no span, the request goes on untraced.
             return None
-        reporter = self.reporters.get(dispatcher)
+        reporter = self.reporterFor(dispatcher)
         kind = _CLIENT if egress else _SERVER
         if parent is None:
             sampled = traced if self.sampler is None else self.sampler(None)

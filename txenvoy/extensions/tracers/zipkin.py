@@ -14,6 +14,7 @@ default 5, and C{tracing.zipkin.flush_interval_ms}, default 5000), which
 counts Envoy's C{tracing.zipkin.*} stats.
 """
 
+import functools
 import json
 import random
 import socket
@@ -25,7 +26,7 @@ from txenvoy.config.registry import Category, extension
 from txenvoy.http.conn_manager import machineAddress
 from txenvoy.http.filter_config import snapshotSource
 from txenvoy.interfaces import ISpan, ITracerDriver
-from txenvoy.stats.per_worker import PerWorker, StatsStruct
+from txenvoy.stats.per_worker import StatsStruct, perWorkerMethod
 from txenvoy.tracing import b3, zipkin_proto
 from txenvoy.tracing.reporter import BatchReporter, HttpCollector, checkCollectorCluster
 from txenvoy.tracing.span import ReportedSpan
@@ -131,6 +132,17 @@ class ZipkinSpan(ReportedSpan):
             message.shared = True
 
 
+def _encodeJson(endpoint, spans):
+    return json.dumps([s.toJson(endpoint) for s in spans], separators=(",", ":")).encode("utf-8")
+
+
+def _encodeProto(endpoint, spans):
+    message = zipkin_proto.ListOfSpans()
+    for span in spans:
+        span.fill(message.spans.add(), endpoint)
+    return message.SerializeToString()
+
+
 @implementer(ITracerDriver)
 class ZipkinDriver:
     """
@@ -159,7 +171,6 @@ class ZipkinDriver:
                 self.protoEndpoint.ipv6 = socket.inet_pton(socket.AF_INET6, address)
             else:
                 self.protoEndpoint.ipv4 = socket.inet_aton(address)
-        self.reporters = PerWorker(self._makeReporter)
 
     def _makeReporter(self, dispatcher):
         snapshot = self._snapshot()
@@ -168,24 +179,25 @@ class ZipkinDriver:
             dispatcher, self.collectorCluster, self.collectorEndpoint,
             b"application/x-protobuf" if self.proto else b"application/json",
             self.collectorHostname)
+        # The reporter encodes with the endpoint, not through this driver,
+        # which holds it: no reference cycle outlives a replaced config.
+        encode = (functools.partial(_encodeProto, self.protoEndpoint) if self.proto
+                  else functools.partial(_encodeJson, self.localEndpoint))
         return BatchReporter(
-            dispatcher.reactor, collector, self.encodeProto if self.proto else self.encode, stats,
+            dispatcher.reactor, collector, encode, stats,
             flushInterval=snapshot.getInteger("tracing.zipkin.flush_interval_ms", 5000) / 1000.0,
             minFlushSpans=max(1, snapshot.getInteger("tracing.zipkin.min_flush_spans", 5)))
 
+    #: C{reporterFor(dispatcher)}: that worker's L{BatchReporter}.
+    reporterFor = perWorkerMethod(_makeReporter)
+
     def encode(self, spans):
         """A report body: Zipkin v2 JSON, a list of spans."""
-        endpoint = self.localEndpoint
-        return json.dumps([s.toJson(endpoint) for s in spans],
-                          separators=(",", ":")).encode("utf-8")
+        return _encodeJson(self.localEndpoint, spans)
 
     def encodeProto(self, spans):
         """A report body: a serialized C{zipkin.proto3.ListOfSpans}."""
-        endpoint = self.protoEndpoint
-        message = zipkin_proto.ListOfSpans()
-        for span in spans:
-            span.fill(message.spans.add(), endpoint)
-        return message.SerializeToString()
+        return _encodeProto(self.protoEndpoint, spans)
 
     def startSpan(self, dispatcher, requestHeaders, streamInfo, operationName, traced, egress,
                   timestamp):
@@ -194,7 +206,7 @@ class ZipkinDriver:
         except b3.B3Error:
             # Envoy's tracer gives up on a malformed context: no span.
             return None
-        reporter = self.reporters.get(dispatcher)
+        reporter = self.reporterFor(dispatcher)
         sampled = traced if context.sampled is None else context.sampled
         # With spawn_upstream_span the router's span is the CLIENT one, and
         # Envoy makes the connection manager's span SERVER in both
