@@ -1110,7 +1110,7 @@ def _otherEndpoint(lbe, ep, epAddress, kind, staticOrEds, epath, j, weight, prio
 
 def _isIP(address, inet_pton=socket.inet_pton, AF_INET=socket.AF_INET):
     """
-    L{isIPAddress} or L{isIPv6Address}, the dotted IPv4 form tested
+    Twisted's C{isIPAddress} or C{isIPv6Address}, the dotted IPv4 form tested
     without their calls (ten thousand endpoints test theirs).
     """
     if address.count(".") == 3:
