@@ -77,7 +77,8 @@ def parseArgs(argv):
                    help="run only these workloads (names or letters, comma-separated)")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     p.add_argument("--idle-connections", type=int, default=5000,
-                   help="idle connections for workload e (default 5000)")
+                   help="idle connections for workload e, opened in %d batches (default 5000)"
+                        % (workloads.IDLE_BATCHES,))
     p.add_argument("--bulk-mib", type=int, default=1024,
                    help="MiB per bulk TCP transfer (default 1024)")
     p.add_argument("--install", action="store_true",

@@ -304,10 +304,12 @@ def _lastLine(text):
 
 def _brief(run):
     return ", ".join("%s=%s" % (k, _fmt(v)) for k, v in sorted(run.items())
-                     if isinstance(v, (int, float)))
+                     if isinstance(v, (int, float, list)))
 
 
 def _fmt(v):
+    if isinstance(v, list):
+        return "[%s]" % (" ".join(_fmt(x) for x in v),)
     if isinstance(v, float):
         return "%.4g" % (v,)
     return str(v)
@@ -624,44 +626,77 @@ def tcpBulk(ctx):
     ]
 
 
+#: Workload (e) opens its connections in this many equal batches: the first
+#: one fills what the proxy's heap has free (its size depends on how the
+#: process started: bytecode read from .pyc files or compiled, what
+#: start-up freed), the others each cost what one more batch of idle
+#: connections costs; their median is the figure.
+IDLE_BATCHES = 5
+
+
+def _settledRss(proxy, timeout=10.0):
+    """The proxy's RSS once it stops changing (two readings 0.3 s apart)."""
+    last = proxy.rssKiB()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.3)
+        now = proxy.rssKiB()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def _openIdleBatch(proxy, count, socks):
+    """
+    Open C{count} more idle connections, spread over the proxy's listeners
+    (each cluster stays under Envoy's default circuit breaker of 1024, see
+    configs/tcp_idle.yaml), and wait until each has its upstream socket.
+    """
+    ports = proxy.listenPorts
+    fds = proxy.fdCount()
+    for i, port in enumerate(ports):
+        socks += loadgen.openIdle(port, count // len(ports) + (1 if i < count % len(ports) else 0))
+    deadline = time.time() + 60
+    # Each connection is one downstream and one upstream socket.
+    while proxy.fdCount() < fds + 2 * count and time.time() < deadline:
+        time.sleep(0.1)
+    opened = (proxy.fdCount() - fds) // 2
+    if opened < count * 0.99:
+        raise RuntimeError("only %d of %d connections reached the origin" % (opened, count))
+
+
 def tcpIdle(ctx):
-    """(e) memory per idle connection through tcp_proxy."""
+    """
+    (e) memory per idle connection through tcp_proxy: the median RSS
+    growth per connection over batches 2..N of L{IDLE_BATCHES}, all kept
+    open, measured the same way for both proxies (see L{IDLE_BATCHES}).
+    """
     origin = ctx.tcpOrigin()
-    n = ctx.idleConnections
+    batch = max(ctx.idleConnections // IDLE_BATCHES, 1)
 
     def once(proxy):
-        # Warm up the allocator and the lazy parts of the accept path.
-        for port in proxy.listenPorts:
-            loadgen.closeAll(loadgen.openIdle(port, 50))
-        time.sleep(1.0)
-        fds = proxy.fdCount()
-        before = proxy.rssKiB()
         socks = []
         try:
-            # Spread over the listeners: each cluster stays under the
-            # default circuit breaker (see configs/tcp_idle.yaml).
-            ports = proxy.listenPorts
-            for i, port in enumerate(ports):
-                share = n // len(ports) + (1 if i < n % len(ports) else 0)
-                socks += loadgen.openIdle(port, share)
-            deadline = time.time() + 60
-            # Each connection is one downstream and one upstream socket.
-            while proxy.fdCount() < fds + 2 * n and time.time() < deadline:
-                time.sleep(0.1)
-            opened = (proxy.fdCount() - fds) // 2
-            if opened < n * 0.99:
-                raise RuntimeError("only %d of %d connections reached the origin" % (opened, n))
-            time.sleep(1.0)
-            after = proxy.rssKiB()
+            before = _settledRss(proxy)
+            _openIdleBatch(proxy, batch, socks)
+            rss = [before, _settledRss(proxy)]
+            for _ in range(IDLE_BATCHES - 1):
+                _openIdleBatch(proxy, batch, socks)
+                rss.append(_settledRss(proxy))
         finally:
             loadgen.closeAll(socks)
-        return {"kib_per_conn": (after - before) / n, "rss_before_kib": before,
-                "rss_after_kib": after}
+        perConn = [(b - a) / batch for a, b in zip(rss, rss[1:])]
+        return {"kib_per_conn": statistics.median(perConn[1:]),
+                "kib_per_conn_first_batch": perConn[0],
+                "kib_per_conn_batches": [round(x, 3) for x in perConn[1:]],
+                "rss_before_kib": rss[0], "rss_after_kib": rss[-1]}
     res = ctx.measure([ENVOY, TXENVOY], "tcp_idle.yaml", origin.port, once, fresh=True,
                       nofile=nofileTarget(65536))
     w = "e. idle connection memory"
-    return res, [row(w, w + " (%d conns)" % (n,), "RSS per connection", "KiB", "lower", res,
-                     "Envoy", "txenvoy", "kib_per_conn")]
+    return res, [row(w, w + " (%d conns, median of batches 2-%d)"
+                     % (batch * IDLE_BATCHES, IDLE_BATCHES), "RSS per connection", "KiB",
+                     "lower", res, "Envoy", "txenvoy", "kib_per_conn")]
 
 
 def _cpuOnce(ctx, count=10000):
