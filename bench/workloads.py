@@ -85,7 +85,11 @@ class Proxy:
                  "ORIGIN_PORT": originPort}
         # Templates with several listeners name the others LISTEN_PORT_1...
         for name in sorted(set(re.findall(r"\$\{(LISTEN_PORT_\d+)\}", text))):
-            ports[name] = freePort()
+            # freePort can give the same port twice: each listener its own.
+            port = freePort()
+            while port in ports.values():
+                port = freePort()
+            ports[name] = port
         self.listenPorts = [self.listenPort] + [ports[n] for n in sorted(ports)
                                                 if n.startswith("LISTEN_PORT_")]
         text = string.Template(text).substitute(ports)
@@ -626,12 +630,22 @@ def tcpBulk(ctx):
     ]
 
 
-#: Workload (e) opens its connections in this many equal batches: the first
-#: one fills what the proxy's heap has free (its size depends on how the
-#: process started: bytecode read from .pyc files or compiled, what
-#: start-up freed), the others each cost what one more batch of idle
-#: connections costs; their median is the figure.
-IDLE_BATCHES = 5
+#: Workload (e) opens its connections in this many equal batches, all kept
+#: open. The first L{IDLE_WARMUP_BATCHES} fill what the proxy's heap has
+#: free at start (how much depends on how the process started: bytecode
+#: read from .pyc files or compiled, what start-up freed); the figure is
+#: the slope of RSS over the connections of the batches after them (least
+#: squares), so one step of the allocator (a new arena, a table doubling)
+#: counts for its share, not for a whole batch.
+IDLE_BATCHES = 10
+IDLE_WARMUP_BATCHES = 2
+
+
+def _slope(xs, ys):
+    """The least-squares slope of C{ys} over C{xs}."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return (sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+            / sum((x - mx) ** 2 for x in xs))
 
 
 def _settledRss(proxy, timeout=10.0):
@@ -668,35 +682,35 @@ def _openIdleBatch(proxy, count, socks):
 
 def tcpIdle(ctx):
     """
-    (e) memory per idle connection through tcp_proxy: the median RSS
-    growth per connection over batches 2..N of L{IDLE_BATCHES}, all kept
-    open, measured the same way for both proxies (see L{IDLE_BATCHES}).
+    (e) memory per idle connection through tcp_proxy: the growth of RSS
+    per connection once the heap's free memory is used up, measured the
+    same way for both proxies (see L{IDLE_BATCHES}).
     """
     origin = ctx.tcpOrigin()
     batch = max(ctx.idleConnections // IDLE_BATCHES, 1)
 
     def once(proxy):
         socks = []
+        rss = [_settledRss(proxy)]
         try:
-            before = _settledRss(proxy)
-            _openIdleBatch(proxy, batch, socks)
-            rss = [before, _settledRss(proxy)]
-            for _ in range(IDLE_BATCHES - 1):
+            for _ in range(IDLE_BATCHES):
                 _openIdleBatch(proxy, batch, socks)
                 rss.append(_settledRss(proxy))
         finally:
             loadgen.closeAll(socks)
-        perConn = [(b - a) / batch for a, b in zip(rss, rss[1:])]
-        return {"kib_per_conn": statistics.median(perConn[1:]),
-                "kib_per_conn_first_batch": perConn[0],
-                "kib_per_conn_batches": [round(x, 3) for x in perConn[1:]],
+        measured = rss[IDLE_WARMUP_BATCHES:]
+        perBatch = [(b - a) / batch for a, b in zip(measured, measured[1:])]
+        return {"kib_per_conn": _slope([i * batch for i in range(len(measured))], measured),
+                "kib_per_conn_warmup": (measured[0] - rss[0]) / (batch * IDLE_WARMUP_BATCHES),
+                "kib_per_conn_batches": [round(x, 2) for x in perBatch],
                 "rss_before_kib": rss[0], "rss_after_kib": rss[-1]}
     res = ctx.measure([ENVOY, TXENVOY], "tcp_idle.yaml", origin.port, once, fresh=True,
                       nofile=nofileTarget(65536))
     w = "e. idle connection memory"
-    return res, [row(w, w + " (%d conns, median of batches 2-%d)"
-                     % (batch * IDLE_BATCHES, IDLE_BATCHES), "RSS per connection", "KiB",
-                     "lower", res, "Envoy", "txenvoy", "kib_per_conn")]
+    return res, [row(w, w + " (%d conns, RSS slope after the first %d)"
+                     % (batch * IDLE_BATCHES, batch * IDLE_WARMUP_BATCHES),
+                     "RSS per connection", "KiB", "lower", res, "Envoy", "txenvoy",
+                     "kib_per_conn")]
 
 
 def _cpuOnce(ctx, count=10000):
