@@ -635,9 +635,10 @@ def tcpBulk(ctx):
 #: open. The first L{IDLE_WARMUP_BATCHES} fill what the proxy's heap has
 #: free at start (how much depends on how the process started: bytecode
 #: read from .pyc files or compiled, what start-up freed); the figure is
-#: the slope of RSS over the connections of the batches after them (least
-#: squares), so one step of the allocator (a new arena, a table doubling)
-#: counts for its share, not for a whole batch.
+#: the median of the RSS growth per connection of the batches after them,
+#: so that neither a batch that reused memory something freed meanwhile
+#: nor one that met a step of the allocator (a new arena, a table
+#: doubling) sets it.
 IDLE_BATCHES = 10
 IDLE_WARMUP_BATCHES = 2
 
@@ -647,13 +648,6 @@ IDLE_WARMUP_BATCHES = 2
 #: release, of what start-up freed, must come before the first reading,
 #: not in the middle of a batch (where it made the batch look free).
 IDLE_SETTLE_SECONDS = 8.0
-
-
-def _slope(xs, ys):
-    """The least-squares slope of C{ys} over C{xs}."""
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    return (sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-            / sum((x - mx) ** 2 for x in xs))
 
 
 def _settledRss(proxy, timeout=10.0):
@@ -709,15 +703,16 @@ def tcpIdle(ctx):
             loadgen.closeAll(socks)
         measured = rss[IDLE_WARMUP_BATCHES:]
         perBatch = [(b - a) / batch for a, b in zip(measured, measured[1:])]
-        return {"kib_per_conn": _slope([i * batch for i in range(len(measured))], measured),
+        return {"kib_per_conn": statistics.median(perBatch),
                 "kib_per_conn_warmup": (measured[0] - rss[0]) / (batch * IDLE_WARMUP_BATCHES),
                 "kib_per_conn_batches": [round(x, 2) for x in perBatch],
                 "rss_before_kib": rss[0], "rss_after_kib": rss[-1]}
     res = ctx.measure([ENVOY, TXENVOY], "tcp_idle.yaml", origin.port, once, fresh=True,
                       nofile=nofileTarget(65536))
     w = "e. idle connection memory"
-    return res, [row(w, w + " (%d conns, RSS slope after the first %d)"
-                     % (batch * IDLE_BATCHES, batch * IDLE_WARMUP_BATCHES),
+    return res, [row(w, w + " (%d conns, median of %d batches after %d)"
+                     % (batch * IDLE_BATCHES, IDLE_BATCHES - IDLE_WARMUP_BATCHES,
+                        batch * IDLE_WARMUP_BATCHES),
                      "RSS per connection", "KiB", "lower", res, "Envoy", "txenvoy",
                      "kib_per_conn")]
 
