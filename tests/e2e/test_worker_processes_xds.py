@@ -55,10 +55,11 @@ def _origin(body):
 
 
 def _body(port):
+    """The body of one GET on a new connection, or C{None} when none came."""
     try:
         return closingGet(port).partition(b"\r\n\r\n")[2]
-    except OSError as e:
-        return "error: %s" % (e,)
+    except OSError:
+        return None
 
 
 def _served(adminPort, port):
@@ -68,29 +69,48 @@ def _served(adminPort, port):
             for index in range(2)]
 
 
+def _counted(adminPort, port, total, timeout=2.0):
+    """
+    The per-process counts once they include C{total} connections (each
+    worker process pushes its stats twice a second), or after C{timeout}
+    (a process killed before it pushed its last ones).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        served = _served(adminPort, port)
+        if sum(served) >= total or time.monotonic() > deadline:
+            return served
+        time.sleep(0.05)
+
+
 def spread(adminPort, port, expected, timeout=STARTUP_TIMEOUT):
     """
-    Connect to C{port} until both worker processes served at least one of
-    the connections (their stats, pushed twice a second, say so); every
-    answer, once the first is C{expected}, must be C{expected}.
+    Connect to C{port} until both worker processes answered C{expected}.
+    They apply an update one after the other: from the last other answer
+    on, every connection must be answered C{expected} and each worker
+    process must have served at least one (its stats say so).
     """
-    before = _served(adminPort, port)
     deadline = time.monotonic() + timeout
-    seen = False
+    answered = sum(_served(adminPort, port))
+    before = None
     sent = 0
     while time.monotonic() < deadline and sent < 2000:
+        if before is None:
+            # Counted from here on: every connection answered so far is in.
+            before = _counted(adminPort, port, answered)
         for _ in range(8):
             body = _body(port)
             sent += 1
-            if body == expected:
-                seen = True
-            elif seen:
-                raise AssertionError("port %d answered %r after %r" % (port, body, expected))
-        if seen and all(a > b for a, b in zip(_served(adminPort, port), before)):
+            if body is not None:
+                answered += 1
+            if body != expected:
+                before = None
+                break
+        if before is not None and all(a > b for a, b in zip(_served(adminPort, port), before)):
             return
         time.sleep(0.02)
-    raise AssertionError("port %d: not %r from both worker processes (%r, then %r)"
-                         % (port, expected, before, _served(adminPort, port)))
+    raise AssertionError("port %d: not %r from both worker processes (%r last)"
+                         % (port, expected, _body(port)))
 
 
 def killWorkerProcess(envoy, index):
