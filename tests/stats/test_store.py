@@ -59,6 +59,7 @@ class StoreTests(SynchronousTestCase):
             values += [edge, edge * (1 - 1e-12), edge * (1 + 1e-12)]
         values += [i / 997.0 for i in range(1, 3000)]
         values += [i * 0.37 for i in range(1, 3000)]
+        values += list(range(-3, 2000, 7))
         for value in values:
             h = StatsStore().shard("w").histogram("h")
             h.recordValue(value)

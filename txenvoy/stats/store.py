@@ -97,17 +97,25 @@ class Histogram:
 
     def recordValue(self, value):
         # roundToTwoDigits, its operations unrolled for the magnitudes of
-        # request times: several are recorded per proxied request.
-        if 1 <= value < 10:
-            bucket = int(value * 10) / 10.0
-        elif 0.1 <= value < 1:
-            bucket = int(value * 100.0) / 100.0
-        elif 10 <= value < 100:
-            bucket = int(value)
-        elif 0.01 <= value < 0.1:
-            bucket = int(value * 1000.0) / 1000.0
-        elif 100 <= value < 1000:
-            bucket = int(value / 10.0) * 10
+        # request times: several are recorded per proxied request. Float
+        # constants keep the comparisons float-to-float, and floor division
+        # is int() without a call (the same bucket for positive values).
+        if value.__class__ is float:
+            if value < 1.0:
+                if value >= 0.1:
+                    bucket = value * 100.0 // 1.0 / 100.0
+                elif value >= 0.01:
+                    bucket = value * 1000.0 // 1.0 / 1000.0
+                else:
+                    bucket = roundToTwoDigits(value)
+            elif value < 10.0:
+                bucket = value * 10.0 // 1.0 / 10.0
+            elif value < 100.0:
+                bucket = int(value)
+            elif value < 1000.0:
+                bucket = int(value / 10.0) * 10
+            else:
+                bucket = roundToTwoDigits(value)
         else:
             bucket = roundToTwoDigits(value)
         b = self.buckets
