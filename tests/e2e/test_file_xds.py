@@ -26,6 +26,7 @@ from tests.e2e.harness import (
     forBoth,
     freePort,
     httpOrigin,
+    statsWhen,
     statusOf,
 )
 
@@ -321,12 +322,12 @@ class ClusterRemovalTests(SynchronousTestCase):
             proxy.waitPort(port)
             request = threading.Thread(target=lambda: inFlight.append(closingGet(port)))
             request.start()
-            time.sleep(0.3)
+            # The request is in flight once the proxy sent it to c1's origin.
+            statsWhen(adminPort, lambda s: s.get("cluster.c1.upstream_rq_total", 0) >= 1,
+                      timeout=30)
             _moveInto(d, "cds.yaml", _response("2", [_cluster("c2", slow.server_address[1])]))
-            deadline = time.time() + 8
-            while (adminStats(adminPort).get("cluster_manager.cluster_removed") != 1
-                   and time.time() < deadline):
-                time.sleep(0.05)
+            statsWhen(adminPort, lambda s: s.get("cluster_manager.cluster_removed") == 1,
+                      timeout=30)
             after = statusOf(closingGet(port))
             request.join(10)
         finally:

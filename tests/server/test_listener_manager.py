@@ -68,19 +68,46 @@ class ListenerManagerTests(SynchronousTestCase):
     def test_privilegedStartBinds(self):
         """
         The service binds in C{privilegedStartService}: port 0 becomes the
-        kernel's choice, and a client can connect before any worker runs.
+        kernel's choice and no other socket can take the port; stopped,
+        it gives the port back.
         """
         lm = self.manager([_listener("a")])
         lm.privilegedStartService()
         port = lm.listeners[0].address[1]
         self.assertNotEqual(port, 0)
         self.assertEqual(self.counter("listener_added"), 1)
-        socket.create_connection(("127.0.0.1", port)).close()
+        other = socket.socket()
+        self.addCleanup(other.close)
+        self.assertRaises(OSError, other.bind, ("127.0.0.1", port))
         lm.startService()
         lm.stopService()
-        s = socket.socket()
-        self.addCleanup(s.close)
-        self.assertRaises(ConnectionRefusedError, s.connect, ("127.0.0.1", port))
+        again = socket.socket()
+        self.addCleanup(again.close)
+        again.bind(("127.0.0.1", port))
+
+    def test_listensWhenWorkersStart(self):
+        """
+        As Envoy's (C{doFinalPreWorkerInit}), a listener's port refuses
+        connections until the workers start, once the server initialized;
+        then it accepts them.
+        """
+        kept = []
+
+        class Keeping(_Worker):
+            def addListener(self, config, sock, completion):
+                kept.append(sock)
+                completion(True)
+
+        lm = self.manager([_listener("a")])
+        lm.privilegedStartService()
+        port = lm.listeners[0].address[1]
+        early = socket.socket()
+        self.addCleanup(early.close)
+        self.assertRaises(ConnectionRefusedError, early.connect, ("127.0.0.1", port))
+        lm.startWorkers([Keeping("worker_0")])
+        for sock in kept:
+            self.addCleanup(sock.close)
+        socket.create_connection(("127.0.0.1", port)).close()
 
     def test_portInUse(self):
         """A port in use is a BindError naming the listener and the address."""

@@ -20,7 +20,7 @@ from txenvoy.network.address import formatAddress
 from txenvoy.network.listener import ListenerConfig
 from txenvoy.server.hot_restart import listenerAddress
 from txenvoy.server.logging import componentLogger
-from txenvoy.server.worker import bindListenSockets
+from txenvoy.server.worker import bindListenSockets, listenOn
 
 log = Logger(namespace="config")
 debugLog = componentLogger("config")
@@ -118,7 +118,9 @@ class ListenerManager(Service):
                 if source is not None:
                     inherited = lambda i, a=address: source(a, i)
                 self._configuredAddress[config.name] = address
-                self._sockets[config.name] = bindListenSockets(config, workerCount, inherited)
+                # Listening starts with the workers (startWorkers).
+                self._sockets[config.name] = bindListenSockets(config, workerCount, inherited,
+                                                               listen=False)
                 if isinstance(config.address, tuple):
                     # Port 0 in the config: the kernel's choice, for /listeners.
                     config.address = (config.address[0],
@@ -159,8 +161,12 @@ class ListenerManager(Service):
 
     def startWorkers(self, workers):
         """
-        Envoy's C{startWorkers}: add each listener to each worker.
+        Envoy's C{startWorkers}: add each listener to each worker, its
+        sockets listening from now on.
         """
+        for config in self.listeners:
+            if not config.isInternal:
+                listenOn(config, self._sockets.get(config.name, ()))
         processes = getattr(self.server, "workerProcesses", None)
         if processes is not None:
             # Worker processes serve them; the sockets stay open here for
@@ -246,6 +252,7 @@ class ListenerManager(Service):
         """
         if self._bound:
             bound = {}
+            started = self._workers is not None or self._processes is not None
             # A worker process's are the main process's (bound there).
             source = getattr(self.server, "listenSocketSource", None)
             configured = {}
@@ -254,9 +261,10 @@ class ListenerManager(Service):
                     address = configured[config.name] = _passName(config.address)
                     inherited = (None if source is None
                                  else lambda i, a=address: source(a, i))
+                    # Before the workers start, startWorkers listens.
                     bound[config.name] = ([None] * self._workerCount if config.isInternal
                                           else bindListenSockets(config, self._workerCount,
-                                                                 inherited))
+                                                                 inherited, listen=started))
             except Exception as e:
                 for socks in bound.values():
                     for sock in socks:

@@ -290,11 +290,15 @@ class MainThreadWorker(_WorkerBase):
         self._closeEverything()
 
 
-def bindListenSockets(config, count, inherited=None):
+def bindListenSockets(config, count, inherited=None, listen=True):
     """
     Bind C{count} listening sockets for one listener on the main thread,
     one per worker, with C{SO_REUSEPORT} (Envoy's C{enable_reuse_port}
     default) so the kernel spreads connections over the workers.
+
+    @param listen: whether to listen at once; with C{False} the TCP
+        sockets are only bound, and L{listenOn} listens when the workers
+        start.
 
     @param inherited: called with a worker index, returns the listening
         socket a previous epoch hands over for it (hot restart), or C{None}
@@ -328,7 +332,8 @@ def bindListenSockets(config, count, inherited=None):
                 # listening socket, Linux gives it to each accepted one
                 # with no call per connection.
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                s.listen(config.backlog)
+                if listen:
+                    s.listen(config.backlog)
             s.setblocking(False)
     except OSError as e:
         for s in sockets:
@@ -341,6 +346,30 @@ def bindListenSockets(config, count, inherited=None):
         sockets = [sockets[0]] + [socket.fromfd(sockets[0].fileno(), family, socket.SOCK_STREAM)
                                   for _ in range(count - 1)]
     return sockets
+
+
+def listenOn(config, sockets):
+    """
+    Listen on a TCP listener's sockets bound by L{bindListenSockets} with
+    C{listen=False} (Envoy's C{doFinalPreWorkerInit}, as the workers
+    start): until the server has initialized, a connection to the port is
+    refused rather than accepted by the kernel and left waiting. Sockets
+    a previous epoch handed over already listen; listening again changes
+    nothing.
+
+    @raise BindError: with the address, when another socket listens on it.
+    """
+    if getattr(config, "isUdp", False) or not isinstance(config.address, tuple):
+        return
+    for s in sockets:
+        if s is None:
+            continue
+        try:
+            s.listen(config.backlog)
+        except OSError as e:
+            raise BindError("listener '%s' failed to listen on '%s:%d': %s"
+                            % (config.name, config.address[0], config.address[1],
+                               e.strerror or e))
 
 
 def _bindPipe(config, count, inherited=None):
