@@ -667,8 +667,10 @@ class InPlaceUpdateTests(SynchronousTestCase):
             "admin": {"address": {"socket_address": {"address": "127.0.0.1",
                                                      "port_value": adminPort}}},
             "dynamic_resources": {"lds_config": {"path": path}}})
+        # The drain must outlast the steps below on a loaded machine: when
+        # it ends, the old connection is closed before its last exchange.
         proxy = _proxy(real, config, adminPort,
-                       ("--drain-time-s", "10", "--drain-strategy", "immediate"))
+                       ("--drain-time-s", "60", "--drain-strategy", "immediate"))
         seen = []
         try:
             proxy.waitPort(port)
