@@ -232,6 +232,20 @@ class ProxiedRequestTests(SynchronousTestCase):
         self.assertEqual(self.h.stat("http.ingress.downstream_cx_destroy_remote"), 1)
         self.assertEqual(self.store_histogram("http.ingress.downstream_cx_length_ms"), 1)
 
+    def test_largeChunkCounted(self):
+        """
+        A chunked response with a chunk of 64 KiB or more, written between
+        its framing without a copy: the client gets the same bytes, and
+        downstream_cx_tx_bytes_total counts every one of them.
+        """
+        body = b"z" * (80 * 1024)
+        self.forward(response=b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                     b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        sent = self.down.transport.value()
+        self.assertIn(b"\r\ntransfer-encoding: chunked\r\n", sent)
+        self.assertTrue(sent.endswith(b"\r\n\r\n14000\r\n" + body + b"\r\n0\r\n\r\n"))
+        self.assertEqual(self.h.stat("http.ingress.downstream_cx_tx_bytes_total"), len(sent))
+
     def store_histogram(self, name):
         return self.h.store.snapshot().histograms[name].count
 

@@ -750,6 +750,23 @@ class ConnectionManager(Protocol):
         else:
             self._write(data)
 
+    def writeSequence(self, buffers):
+        """
+        The codec's write of several buffers (a large chunk between its
+        framing): counted, held while corked, else written in one call.
+        """
+        size = 0
+        for data in buffers:
+            size += len(data)
+        self.stats.downstream_cx_tx_bytes_total.value += size
+        if connLog.traceEnabled:
+            connLog.trace("%swriting %d bytes, end_stream false", self.logTag(), size)
+        corked = self._corked
+        if corked is not None:
+            corked.extend(buffers)
+        else:
+            self._writeSequence(list(buffers))
+
     def cork(self):
         """Hold writes until L{uncork}, then write them at once."""
         if self._corked is None:

@@ -1395,6 +1395,35 @@ class ResponseEncodingTests(CodecTestMixin, SynchronousTestCase):
         self.assertTrue(encoder.responseComplete)
         self.assertFalse(self.transport.disconnecting)
 
+    def test_largeChunkNotCopied(self):
+        """
+        A chunk of 64 KiB or more goes to the transport between its
+        framing, as the same object, in one C{writeSequence}; the bytes on
+        the wire and the wire byte count are those of the joined form.
+        """
+        from txenvoy.http.pool_base import GATHER_MIN_BYTES
+        encoder = self.stream()
+        sequences = []
+        writeSequence = self.transport.writeSequence
+
+        def recording(buffers):
+            sequences.append(list(buffers))
+            writeSequence(buffers)
+        self.transport.writeSequence = recording
+        encoder.encodeHeaders(ResponseHeaders(200), False)
+        self.transport.clear()
+        headBytes = encoder.wireBytesSent
+        first, last = b"a" * GATHER_MIN_BYTES, b"b" * (GATHER_MIN_BYTES + 1)
+        encoder.encodeData(first, False)
+        encoder.encodeData(last, True)
+        self.assertEqual(self.transport.value(),
+                         b"10000\r\n" + first + b"\r\n10001\r\n" + last + b"\r\n0\r\n\r\n")
+        self.assertEqual(len(sequences), 2)
+        self.assertIs(sequences[0][1], first)
+        self.assertIs(sequences[1][1], last)
+        self.assertTrue(encoder.responseComplete)
+        self.assertEqual(encoder.wireBytesSent - headBytes, len(self.transport.value()))
+
     def test_chunkedEmptyEnd(self):
         encoder = self.stream()
         encoder.encodeHeaders(ResponseHeaders(200), False)

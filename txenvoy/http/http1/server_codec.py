@@ -65,6 +65,7 @@ from txenvoy.http.http1.lenient import (
     Reparse,
     newParser,
 )
+from txenvoy.http.pool_base import GATHER_MIN_BYTES
 from txenvoy.http.read_disable import CountedReadDisable
 from txenvoy.http.status import statusLine
 from txenvoy.interfaces import IResponseEncoder, IServerCodec
@@ -341,7 +342,15 @@ class ResponseEncoder:
             raise ValueError("encodeData before encodeHeaders")
         if data and not self._noBody:
             if self._chunked:
-                self._send(codec.chunk(data, endStream))
+                if len(data) < GATHER_MIN_BYTES:
+                    self._send(codec.chunk(data, endStream))
+                else:
+                    # A large chunk is written between its framing, not
+                    # copied into one string with it.
+                    pieces = (b"%x\r\n" % (len(data),), data,
+                              b"\r\n0\r\n\r\n" if endStream else b"\r\n")
+                    self.wireBytesSent += len(pieces[0]) + len(data) + len(pieces[2])
+                    codec.sendSequence(pieces)
                 if endStream:
                     self._complete = True
                     codec.onResponseComplete(self)
@@ -1225,6 +1234,18 @@ class ServerCodec(LenientParsing, CountedReadDisable, Http1Connection):
             self._out.append(data)
         else:
             self._transport.write(data)
+
+    def sendSequence(self, buffers):
+        """
+        Write C{buffers} (a sequence of bytes) in order, as L{send} does,
+        without joining them first.
+        """
+        if self._lost:
+            return
+        if self._batching:
+            self._out.extend(buffers)
+        else:
+            self._transport.writeSequence(buffers)
 
     def closeConnection(self):
         """Close the connection after what was written (and gathered)."""
