@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.e2e.test_worker_processes -*-
+# -*- test-case-name: tests.e2e.test_worker_processes,tests.server.test_worker_process -*-
 """
 One worker process (L{txenvoy.server.script.runWorkerProcess}), started by
 L{txenvoy.server.worker_processes.WorkerProcesses} with its channel to the
@@ -66,8 +66,30 @@ def importAnyTypes(message):
                 importAnyTypes(item)
 
 
+def _keep(sockets, body, fd):
+    """
+    Keep a listening socket the main process passed, until a listener
+    takes it: in order, by address and worker index (listeners on port 0
+    share their configured address, and take theirs in the order the main
+    process bound them, which is the config's).
+    """
+    key = (body["address"], body["worker_index"])
+    sockets.setdefault(key, []).append(socket.socket(fileno=fd))
+
+
+def _take(sockets, address, index):
+    """The first socket L{_keep} kept for C{address} and worker C{index}, or C{None}."""
+    waiting = sockets.get((address, index))
+    if not waiting:
+        return None
+    sock = waiting.pop(0)
+    if not waiting:
+        del sockets[(address, index)]
+    return sock
+
+
 def _receiveSnapshot(stream):
-    """The snapshot message and its listening sockets, by (address, worker index)."""
+    """The snapshot message and its listening sockets (L{_keep})."""
     snapshot, sockets = None, {}
     while True:
         message, fds = stream.receive(timeout=60)
@@ -75,7 +97,7 @@ def _receiveSnapshot(stream):
             snapshot = message["snapshot"]
         elif "listen_socket" in message and fds:
             body = message["listen_socket"]
-            sockets[(body["address"], body["worker_index"])] = socket.socket(fileno=fds[0])
+            _keep(sockets, body, fds[0])
         elif "snapshot_end" in message:
             return snapshot, sockets
 
@@ -88,8 +110,8 @@ class WorkerProcessAgent:
     def __init__(self, reactor, server, stream, sockets=None):
         """
         @param sockets: the listening sockets the main process passed and
-            no listener took yet, by C{(address, worker index)}; those of
-            listeners LDS adds later join them.
+            no listener took yet (L{_keep}); those of listeners LDS adds
+            later join them.
         """
         self.reactor = reactor
         self.server = server
@@ -102,6 +124,7 @@ class WorkerProcessAgent:
         #: it activates it, before the update that adds it here).
         self.hostSets = {}
         server.clusterManager.onMirroredStart = self._onMirroredStart
+        server.clusterManager.activationListeners.append(self._onClusterChange)
 
     def pushStats(self):
         from txenvoy.server.hot_restart import exportStats
@@ -156,11 +179,16 @@ class WorkerProcessAgent:
         if hosts is not None:
             applyHostSet(cluster, hosts)
 
+    def _onClusterChange(self, name, cluster):
+        if cluster is None:
+            # CDS removed it: a cluster of that name added later gets the
+            # host set the main process sends for it then.
+            self.hostSets.pop(name, None)
+
     def onMessage(self, message, fds):
         listen = message.get("listen_socket")
         if listen is not None and fds:
-            self.sockets[(listen["address"], listen["worker_index"])] = socket.socket(
-                fileno=fds[0])
+            _keep(self.sockets, listen, fds[0])
             fds = fds[1:]
         for fd in fds:
             os.close(fd)
@@ -237,7 +265,7 @@ def main(reactor):
     bootstrap.ClearField("stats_sinks")
     server = Server(reactor, bootstrap, options)
     agent = WorkerProcessAgent(reactor, server, stream, sockets)
-    server.listenSocketSource = lambda address, index: sockets.pop((address, index), None)
+    server.listenSocketSource = lambda address, index: _take(sockets, address, index)
     for name, hosts in snapshot.get("hostSets", {}).items():
         agent.applyHostSet(name, hosts)
     server.logLevels.setLevels(snapshot["logLevels"])
