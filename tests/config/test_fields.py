@@ -74,6 +74,24 @@ class SetsOtherFieldsTests(SynchronousTestCase):
         self.assertFalse(repeated(cluster_pb2.Cluster(name="a")))
         self.assertTrue(repeated(cluster_pb2.Cluster(name="a", health_checks=[{}])))
 
+    def test_keywordNames(self):
+        """A field named like a Python keyword is tested too."""
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        field = descriptor_pb2.FieldDescriptorProto
+        proto = descriptor_pb2.FileDescriptorProto(name="kw.proto", package="kw", syntax="proto3")
+        message = proto.message_type.add(name="M")
+        message.field.add(name="from", number=1, type=field.TYPE_STRING,
+                          label=field.LABEL_OPTIONAL)
+        message.field.add(name="in", number=2, type=field.TYPE_INT32, label=field.LABEL_REPEATED)
+        pool = descriptor_pool.DescriptorPool()
+        pool.Add(proto)
+        cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("kw.M"))
+        test = setsOtherFields(cls.DESCRIPTOR, ())
+        self.assertFalse(test(cls()))
+        self.assertTrue(test(cls(**{"from": "a"})))
+        self.assertTrue(test(cls(**{"in": [1]})))
+
     def test_nothingElse(self):
         """With every field allowed, no message sets another."""
         from envoy.config.core.v3 import address_pb2

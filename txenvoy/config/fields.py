@@ -4,6 +4,8 @@ Helpers every config builder shares: the check that no setting is silently
 dropped, durations in seconds, and which fields are protobuf maps.
 """
 
+import keyword
+
 from txenvoy.config.errors import UnsupportedField, report
 
 
@@ -86,12 +88,14 @@ def setsOtherFields(descriptor, allowed, ignored=()):
     for fd in descriptor.fields:
         if fd.name in allowed or fd.name in ignored:
             continue
+        # A field named like a Python keyword is read with getattr.
+        value = ("getattr(m, %r)" if keyword.iskeyword(fd.name) else "m.%s") % (fd.name,)
         if fd.is_repeated:
-            tests.append("len(m.%s) != 0" % (fd.name,))
+            tests.append("len(%s) != 0" % (value,))
         elif fd.has_presence:
             tests.append("m.HasField(%r)" % (fd.name,))
         else:
-            tests.append("m.%s != %r" % (fd.name, fd.default_value))
+            tests.append("%s != %r" % (value, fd.default_value))
     # Field names are identifiers and defaults are literals (numbers,
     # strings, bytes, booleans), all from the message's descriptor.
     return eval("lambda m: " + (" or ".join(tests) or "False"), {})
