@@ -507,6 +507,15 @@ class ConnectionManager(Protocol):
     @ivar timers: the connection's L{TimerSet}.
     """
 
+    # The attributes every connection sets as slots, the rest (class-level
+    # defaults until set) in its __dict__, which then stays under the 30
+    # keys that keep it compact.
+    __slots__ = ("config", "connection", "dispatcher", "reactor", "stats",
+                 "listenerStats", "egress", "streamsStarted", "overload", "_streams",
+                 "tls", "scheme", "remoteIsIp", "remoteHost", "_startTime", "timers",
+                 "_idleTimer", "_write", "_writeSequence", "_watermark",
+                 "_producerRegistered", "rqProtocolStat", "dateCache", "_corkDepth")
+
     _stream = None
     _http2 = False
     _refusedStream = False
@@ -1253,6 +1262,12 @@ class ActiveStream:
     @ivar requestHeaders: the L{txenvoy.http.headers.RequestHeaders}.
     @ivar responseHeaders: the response head once sent.
     """
+
+    # As ConnectionManager's: per request, more than 30 attributes in its
+    # __dict__ would turn it into a plain dict once a request is under way.
+    __slots__ = ("cm", "encoder", "_routeTable", "streamId", "requestHeaders",
+                 "responseHeaders", "streamInfo", "_slots", "_lastActivity", "__dict__",
+                 "__weakref__")
 
     _decoding = None
     _encoding = None

@@ -95,6 +95,17 @@ class ClientCodec(Http1Connection):
         connection's buffer limit (L{txenvoy.network.read_loop}).
     """
 
+    # Its state as slots (see ServerCodec).
+    __slots__ = ("_callbacks", "_transport", "_maxHeadBytes", "_maxHeadersCount",
+                 "_enableTrailers", "_reader", "_onHeaders", "_onData", "_on1xx",
+                 "_parser", "_inFlight", "_requestComplete", "_requestChunked",
+                 "_requestKeepAlive", "_isHead", "_inHead", "_reason", "_headers",
+                 "_headSize", "_headRaw", "_extraCount", "_contentLength",
+                 "_transferEncoding", "_trailers", "_bodyRemaining", "_inLengthBody",
+                 "_bypass", "_endDelivered", "_informational", "_extendedConnect",
+                 "_closeDelimited", "_responseKeepAlive", "_headBuffer", "_headsSeen",
+                 "_upgraded", "_dead", "_reusable")
+
     def __init__(self, callbacks, transport, maxResponseHeadersKb=60,
                  maxHeadersCount=100, enableTrailers=False, reader=None):
         Http1Connection.__init__(self, callbacks, transport, maxResponseHeadersKb,

@@ -435,6 +435,23 @@ class ServerCodec(LenientParsing, CountedReadDisable, Http1Connection):
         codec refused, if it read it (L{CodecError.request}), else C{None}.
     """
 
+    # Its state as slots: more than 30 attributes would make its __dict__
+    # a plain dict, read and written more slowly on every request.
+    __slots__ = ("_callbacks", "_transport", "_maxHeadBytes", "_maxHeadersCount",
+                 "_enableTrailers", "_newStream", "_onDropped", "_replyHook",
+                 "_acceptHttp10", "_defaultHost", "_underscoreAction", "_serverName",
+                 "dateCache", "_parser", "_forwarder", "_carry", "_lineEnd",
+                 "_deferred", "_deferredBytes", "_deferredTail", "_deferredHead",
+                 "_parsing", "_inHead", "_idle", "_url", "_headers", "_headSize",
+                 "_extraCount", "_host", "_contentLength", "_transferEncoding",
+                 "_expectAt", "_connection", "_upgradeValue", "_bodyRemaining",
+                 "_trailers", "_partial", "_bodyEvents", "_h2cBody", "_lastAuthority",
+                 "_current", "_active", "_pending", "_dispatching", "_upgraded",
+                 "_rawOnData", "_savedFirst", "_savedMore", "_savedBytes",
+                 "_completedSinceSaved", "_batching", "_out", "_loseAfterFlush",
+                 "_closed", "_stopAtNext", "_lost", "_readDisableCount",
+                 "_waitingForResponse")
+
     rejectedRequest = None
     protocol = "HTTP/1.1"
 
