@@ -107,7 +107,7 @@ class UpstreamConnection(Protocol):
 
     # One per upstream connection, idle ones included: slots keep it free
     # of a per-instance dict (an idle tcp_proxy connection's memory).
-    __slots__ = ("factory", "transport", "connected", "dataReceived", "_poller",
+    __slots__ = ("factory", "transport", "connected", "_rx", "_poller",
                  "transportFailureReason", "cluster", "host", "callbacks", "socketOptions",
                  "connectionId", "hostStats", "failureReason", "timedOut", "closedLocally",
                  "_state", "_reactor", "_stats", "_connector", "_timer", "_startTime",
@@ -118,8 +118,6 @@ class UpstreamConnection(Protocol):
         self.factory = None
         self.transport = None
         self.connected = False
-        # Replaced in connectionMade by one that counts with no lookups.
-        self.dataReceived = self._dataReceived
         self._poller = None
         #: Why the transport socket failed to connect (Envoy's
         #: C{%UPSTREAM_TRANSPORT_FAILURE_REASON%}, e.g. C{TLS_error:|...}),
@@ -137,10 +135,12 @@ class UpstreamConnection(Protocol):
         self._state = _CONNECTING
         self._reactor = cluster.reactor
         self._stats = cluster.stats
+        self._rx = cluster.stats.upstream_cx_rx_bytes_total
         self._connector = None
         self._timer = None
         self._startTime = 0.0
-        self._pendingWrites = []
+        # What is written before the connection is up; a list only then.
+        self._pendingWrites = None
         self._pendingWriteClose = False
         self._pendingProducer = None
         self._readPaused = False
@@ -264,7 +264,7 @@ class UpstreamConnection(Protocol):
         # Envoy destroys the failed connection like any other: it shows in
         # upstream_cx_destroy{,_local,_remote} and upstream_cx_length_ms.
         self._destroyed(local, False)
-        self._pendingWrites = []
+        self._pendingWrites = None
         self.callbacks.onUpstreamConnectFailed(self, text)
 
     def connectFailureDetail(self):
@@ -344,16 +344,8 @@ class UpstreamConnection(Protocol):
         _setSocketOptions(transport, info.tcpKeepalive)
         readUntilDrained(transport)
 
-        rx = stats.upstream_cx_rx_bytes_total
-        rx.used = True
+        self._rx.used = True
         stats.upstream_cx_tx_bytes_total.used = True
-        onData = self.callbacks.onUpstreamData
-
-        def dataReceived(data):
-            rx.value += len(data)
-            onData(data)
-
-        self.dataReceived = dataReceived
 
         if self._pendingProducer is not None:
             producer, streaming = self._pendingProducer
@@ -364,15 +356,16 @@ class UpstreamConnection(Protocol):
         self.callbacks.onUpstreamConnected(self)
         if self._state != _CONNECTED:
             return
-        pending, self._pendingWrites = self._pendingWrites, []
+        pending, self._pendingWrites = self._pendingWrites, None
         if pending:
             self.writeSequence(pending)
         if self._pendingWriteClose:
             self.loseWriteConnection()
 
-    def _dataReceived(self, data):
-        # Replaced per instance in connectionMade; kept for the interface.
-        self._stats.upstream_cx_rx_bytes_total.inc(len(data))
+    def dataReceived(self, data):
+        # A method, not a closure made per connection: an idle connection
+        # (a tcp_proxy one, spliced) holds nothing for it.
+        self._rx.value += len(data)
         self.callbacks.onUpstreamData(data)
 
     # --- closing -------------------------------------------------------
@@ -418,6 +411,8 @@ class UpstreamConnection(Protocol):
             tx.value += len(data)
             self.transport.write(data)
         elif self._state == _CONNECTING:
+            if self._pendingWrites is None:
+                self._pendingWrites = []
             self._pendingWrites.append(data)
 
     def writeSequence(self, seq):
@@ -429,6 +424,8 @@ class UpstreamConnection(Protocol):
             tx.value += sum(map(len, seq))
             self.transport.writeSequence(seq)
         elif self._state == _CONNECTING:
+            if self._pendingWrites is None:
+                self._pendingWrites = []
             self._pendingWrites.extend(seq)
 
     def loseWriteConnection(self):
@@ -501,7 +498,7 @@ class UpstreamConnection(Protocol):
         self._state = _CLOSED
         self.closedLocally = True
         self._cancelTimer()
-        self._pendingWrites = []
+        self._pendingWrites = None
         self._stopConnecting(self._connector)
         self._destroyed(True, False)
 

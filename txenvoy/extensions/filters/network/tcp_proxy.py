@@ -185,7 +185,9 @@ class TcpProxyFilter(Protocol):
         self.streamInfo.upstreamLocalAddress = upstream.localAddress()
         # Envoy's TCP pool attaches a "stream" to the connection: counted
         # as a request of the host and of the cluster while it lasts.
-        self._requestStats = (upstream.hostStats, self.cluster.stats)
+        # The host's stats (the cluster's are self.cluster's): no tuple
+        # held by every connection.
+        self._requestStats = upstream.hostStats
         upstream.hostStats.rq_total += 1
         upstream.hostStats.rq_active += 1
         self.cluster.stats.upstream_rq_total.inc()
@@ -351,11 +353,11 @@ class TcpProxyFilter(Protocol):
 
     def _endRequest(self):
         """The upstream session is over: no longer an active request."""
-        stats = self._requestStats
-        if stats is not None:
+        hostStats = self._requestStats
+        if hostStats is not None:
             self._requestStats = None
-            stats[0].rq_active -= 1
-            stats[1].upstream_rq_active.dec()
+            hostStats.rq_active -= 1
+            self.cluster.stats.upstream_rq_active.dec()
 
     def _releaseSlot(self):
         """Give back the upstream connection's C{max_connections} slot."""
