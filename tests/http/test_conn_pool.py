@@ -492,6 +492,22 @@ class PoolTests(SynchronousTestCase):
         s.send()
         self.assertEqual(self.stat("upstream_cx_tx_bytes_total"), len(transport.value()))
 
+    def test_largeChunkCounted(self):
+        """
+        A chunked request's large chunk, written between its framing in one
+        gathered write, is counted in upstream_cx_tx_bytes_total as sent.
+        """
+        s = Stream()
+        self.pool.newStream(s)
+        _, transport = self.establish()
+        codec = s.client.codec
+        codec.encodeRequest(RequestHeaders(b"POST", b"/", b"a"), False)
+        body = b"q" * (100 * 1024)
+        codec.encodeData(body, True)
+        self.assertTrue(transport.value().endswith(b"\r\n\r\n19000\r\n" + body
+                                                   + b"\r\n0\r\n\r\n"))
+        self.assertEqual(self.stat("upstream_cx_tx_bytes_total"), len(transport.value()))
+
 
 class DirectWriterTests(SynchronousTestCase):
 

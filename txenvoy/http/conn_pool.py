@@ -82,6 +82,7 @@ from txenvoy.http.pool_base import (
     PendingStream,
     ReadPausing,
     countAlpnConnection,
+    directSequenceWriter,
     directWriter,
 )
 from txenvoy.interfaces import IHttpConnPool, IUpstreamConnectionCallbacks
@@ -662,6 +663,7 @@ class ActiveClient(ReadPausing, IdleTimer):
             countAlpnConnection(self.pool)
         self._tx = self.pool.stats.upstream_cx_tx_bytes_total
         self._write = directWriter(connection.transport)
+        self._writeSequence = directSequenceWriter(connection.transport)
         cp = self.pool.clusterPools
         self.codec = ClientCodec(self, self, maxResponseHeadersKb=cp.maxResponseHeadersKb,
                                  maxHeadersCount=cp.maxHeadersCount,
@@ -688,6 +690,13 @@ class ActiveClient(ReadPausing, IdleTimer):
             # (Bytes added make the counter used.)
             self._tx.value += len(data)
             self._write(data)
+
+    def writeSequence(self, buffers):
+        """The codec's transport: count and send several buffers at once."""
+        if not self.closed:
+            for data in buffers:
+                self._tx.value += len(data)
+            self._writeSequence(list(buffers))
 
     def onUpstreamData(self, data):
         """Response bytes, parsed with downstream writes held until done."""

@@ -107,6 +107,33 @@ class RequestEncodingTests(ClientTestMixin, SynchronousTestCase):
         self.assertEqual(self.transport.value(),
                          b"POST /p HTTP/1.1\r\nhost: a.test\r\ncontent-length: 5\r\n\r\nhello")
 
+    def test_largeChunkNotCopied(self):
+        """
+        A request chunk of 64 KiB or more goes to the transport between
+        its framing, as the same object, in one C{writeSequence}; the
+        bytes written and counted are those of the joined form.
+        """
+        from txenvoy.http.pool_base import GATHER_MIN_BYTES
+        codec = self.client()
+        sequences = []
+        writeSequence = self.transport.writeSequence
+
+        def recording(buffers):
+            sequences.append(list(buffers))
+            writeSequence(buffers)
+        self.transport.writeSequence = recording
+        codec.encodeRequest(get(method=b"POST"), False)
+        self.transport.clear()
+        headBytes = codec.wireBytesSent
+        first, last = b"a" * GATHER_MIN_BYTES, b"b" * (GATHER_MIN_BYTES + 1)
+        codec.encodeData(first, False)
+        codec.encodeData(last, True)
+        self.assertEqual(self.transport.value(),
+                         b"10000\r\n" + first + b"\r\n10001\r\n" + last + b"\r\n0\r\n\r\n")
+        self.assertIs(sequences[0][1], first)
+        self.assertIs(sequences[1][1], last)
+        self.assertEqual(codec.wireBytesSent - headBytes, len(self.transport.value()))
+
     def test_chunked(self):
         """
         Envoy: a body without content-length goes chunked, transfer-encoding

@@ -53,6 +53,7 @@ from txenvoy.http.http1.codec import (
     parserError,
 )
 from txenvoy.http.headers import HeaderMap, ResponseHeaders
+from txenvoy.http.pool_base import GATHER_MIN_BYTES
 from txenvoy.interfaces import IClientConnectionCodec
 
 __all__ = ["ClientCodec"]
@@ -257,7 +258,12 @@ class ClientCodec(Http1Connection):
             return
         write = self._write
         if self._requestChunked:
-            if data:
+            if len(data) >= GATHER_MIN_BYTES:
+                # A large chunk is written between its framing, not copied
+                # into one string with it.
+                self._writeSequence((b"%x\r\n" % (len(data),), data,
+                                     b"\r\n0\r\n\r\n" if endStream else b"\r\n"))
+            elif data:
                 write(self.chunk(data, endStream))
             elif endStream:
                 write(LAST_CHUNK)
@@ -280,6 +286,11 @@ class ClientCodec(Http1Connection):
     def _write(self, data):
         self.wireBytesSent += len(data)
         self._transport.write(data)
+
+    def _writeSequence(self, buffers):
+        for data in buffers:
+            self.wireBytesSent += len(data)
+        self._transport.writeSequence(buffers)
 
     # -- state ----------------------------------------------------------------
 
