@@ -10,8 +10,11 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from txenvoy.http.http1.codec import Details
-from txenvoy.http.http1.client_codec import ClientCodec
+from txenvoy.http.http1.client_codec import HEAD_READ_BYTES, ClientCodec
 from txenvoy.http.headers import HeaderMap, RequestHeaders
+from txenvoy.http.pool_base import GATHER_MIN_BYTES
+
+from tests.http.http1.sequences import recordSequences
 
 
 class Callbacks:
@@ -113,15 +116,8 @@ class RequestEncodingTests(ClientTestMixin, SynchronousTestCase):
         its framing, as the same object, in one C{writeSequence}; the
         bytes written and counted are those of the joined form.
         """
-        from txenvoy.http.pool_base import GATHER_MIN_BYTES
         codec = self.client()
-        sequences = []
-        writeSequence = self.transport.writeSequence
-
-        def recording(buffers):
-            sequences.append(list(buffers))
-            writeSequence(buffers)
-        self.transport.writeSequence = recording
+        sequences = recordSequences(self.transport)
         codec.encodeRequest(get(method=b"POST"), False)
         self.transport.clear()
         headBytes = codec.wireBytesSent
@@ -610,7 +606,6 @@ class LengthBodyTests(ClientTestMixin, SynchronousTestCase):
         The codec asks its reader for small reads while a head is due and
         for the connection's buffer limit (0) while a body is read.
         """
-        from txenvoy.http.http1.client_codec import HEAD_READ_BYTES
         reader = _Reader()
         codec = self.client(reader=reader)
         self.assertEqual(reader.readLimit, HEAD_READ_BYTES)

@@ -21,7 +21,10 @@ from txenvoy.http.http1.codec import (
 )
 from txenvoy.http.http1.server_codec import ResponseEncoder, ServerCodec
 from txenvoy.http.headers import HeaderMap, RequestHeaders, ResponseHeaders
+from txenvoy.http.pool_base import GATHER_MIN_BYTES
 from txenvoy.http.status import reasonPhrase, statusLine
+
+from tests.http.http1.sequences import recordSequences
 
 DATE = b"Sun, 09 Sep 2001 01:46:40 GMT"
 
@@ -1401,15 +1404,8 @@ class ResponseEncodingTests(CodecTestMixin, SynchronousTestCase):
         framing, as the same object, in one C{writeSequence}; the bytes on
         the wire and the wire byte count are those of the joined form.
         """
-        from txenvoy.http.pool_base import GATHER_MIN_BYTES
         encoder = self.stream()
-        sequences = []
-        writeSequence = self.transport.writeSequence
-
-        def recording(buffers):
-            sequences.append(list(buffers))
-            writeSequence(buffers)
-        self.transport.writeSequence = recording
+        sequences = recordSequences(self.transport)
         encoder.encodeHeaders(ResponseHeaders(200), False)
         self.transport.clear()
         headBytes = encoder.wireBytesSent
