@@ -73,6 +73,14 @@ class DrainingReadTests(SynchronousTestCase):
         self.assertIsNone(_Transport(self.ours, protocol, 64).doRead())
         self.assertEqual(protocol.received, [b"h" * 4, b"b" * 10])
 
+    def test_bufferLimitFirst(self):
+        """A C{readLimit} above the buffer limit does not raise it."""
+        self.theirs.sendall(b"x" * 10)
+        protocol = _Protocol()
+        protocol.readLimit = 64
+        self.assertIsNone(_Transport(self.ours, protocol, 4).doRead())
+        self.assertEqual(protocol.received, [b"xxxx", b"xxxx", b"xx"])
+
     def test_shortReadStops(self):
         """A read that does not fill the buffer ends the event's reads."""
         self.theirs.sendall(b"abc")

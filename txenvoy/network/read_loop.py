@@ -25,14 +25,18 @@ class _DrainingRead:
     C{doRead} of a TCP transport that reads again while each read fills
     the buffer and its protocol still wants bytes (its C{readingWanted()}:
     it may pause reading from C{dataReceived}). Each read takes at most
-    the protocol's C{readLimit} bytes, or the transport's C{bufferSize}
-    when that is 0; the protocol may change it from C{dataReceived}.
+    the transport's C{bufferSize} (the connection's buffer limit) and at
+    most the protocol's C{readLimit} when that is not 0; the protocol may
+    change it from C{dataReceived}.
     """
 
     def doRead(self):
         protocol = self.protocol
         for _ in range(MAX_READS_PER_EVENT):
-            size = protocol.readLimit or self.bufferSize
+            size = self.bufferSize
+            limit = protocol.readLimit
+            if limit and limit < size:
+                size = limit
             try:
                 data = self.socket.recv(size)
             except OSError as e:

@@ -147,8 +147,9 @@ class UpstreamConnection(Protocol):
         self._readClosed = False
         self._localAddress = None
         self._writeClosed = False
-        #: The most bytes the next read takes (0: the buffer limit); the
-        #: HTTP/1.1 codec reads heads in small reads, bodies in large ones.
+        #: The most bytes the next read takes (0: the buffer limit, which
+        #: no read exceeds); the HTTP/1.1 codec reads heads in small reads,
+        #: bodies in large ones.
         self.readLimit = 0
 
     # --- connecting ----------------------------------------------------
