@@ -3,6 +3,7 @@ Helpers for end-to-end tests: a real C{twistd -n envoy} process, real
 upstream servers and clients on 127.0.0.1, all bounded in time.
 """
 
+import errno
 import json
 import os
 import random
@@ -584,13 +585,23 @@ class Upstream:
             FIXED_PORTS.acquire()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.sock.bind(("127.0.0.1", port))
-        except OSError:
-            self.sock.close()
-            if self._fixed:
-                FIXED_PORTS.release()
-            raise
+        # A fixed port may still be held a moment by what the previous
+        # holder of FIXED_PORTS stopped, or by a process outside the suite:
+        # wait for it to be given back rather than fail at once.
+        deadline = time.time() + STARTUP_TIMEOUT
+        while True:
+            try:
+                self.sock.bind(("127.0.0.1", port))
+                break
+            except OSError as e:
+                if (self._fixed and e.errno == errno.EADDRINUSE
+                        and time.time() < deadline):
+                    time.sleep(0.1)
+                    continue
+                self.sock.close()
+                if self._fixed:
+                    FIXED_PORTS.release()
+                raise
         self.sock.listen(128)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]

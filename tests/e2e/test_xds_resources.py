@@ -15,7 +15,15 @@ import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.e2e.harness import EXAMPLES, adminStats, forBoth, freePort, statusOf
+from tests.e2e.harness import (
+    EXAMPLES,
+    STARTUP_TIMEOUT,
+    adminStats,
+    forBoth,
+    freePort,
+    statsWhen,
+    statusOf,
+)
 from tests.e2e.test_file_xds import _moveInto, _origin, _proxy, _response, _withoutTimes
 
 _ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -68,7 +76,7 @@ def _get(port, path="/"):
         return None
 
 
-def _waitStat(adminPort, name, value, timeout=8.0):
+def _waitStat(adminPort, name, value, timeout=30.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -149,7 +157,9 @@ class RdsTests(SynchronousTestCase):
             inFlight = []
             request = threading.Thread(target=lambda: inFlight.append(_get(port, "/slow")))
             request.start()
-            time.sleep(0.3)
+            # In flight once the proxy sent it to the slow origin.
+            statsWhen(adminPort, lambda s: s.get("cluster.slow.upstream_rq_total", 0) >= 1,
+                      timeout=30)
             moveAndWait("2", [_routeConfig("local_route", [
                 _direct("/slow", "no longer slow"), _direct("/", "v2")])])
             seen.append(_get(port, "/slow"))
@@ -736,7 +746,8 @@ class ListenerWarmingTests(SynchronousTestCase):
                  "listener_manager.total_listeners_active")
         seen = []
         try:
-            _waitStat(adminPort, "listener_manager.workers_started", 1, timeout=10)
+            _waitStat(adminPort, "listener_manager.workers_started", 1,
+                      timeout=STARTUP_TIMEOUT)
             cp.setResources(LISTENER, "2", [_parse(listener, Listener)])
             deadline = time.time() + 10
             stats = {}
