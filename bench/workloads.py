@@ -379,13 +379,17 @@ def _wrkWarmup(ctx, path="/", connections=32, headers=()):
 
 def _smallOnce(ctx, headers=(), path="/", connections=32):
     def once(proxy):
-        cpu, wall = proxy.cpuSeconds(), time.time()
+        cores, cpu, wall = cpuTimes(), proxy.cpuSeconds(), time.time()
         r = ctx.httpLoad(proxy.listenPort, path, connections, 5, headers)
         lat = r["latency"]
+        cores2 = cpuTimes()
         return {"rps": r["rps"], "requests": r["requests"],
                 # Well under 1.0 for a saturated proxy means it was starved
                 # (another process on its core), not that it was idle.
                 "proxy_cpu_share": (proxy.cpuSeconds() - cpu) / (time.time() - wall),
+                # What judge() tells a starved proxy from a rig-bound one by.
+                "proxy_core_busy": busyShare(cores, cores2, ctx.proxyCpus),
+                "load_core_busy": busyShare(cores, cores2, ctx.loadCpus),
                 "p50_ms": lat["p50"] * 1e3 if lat.get("p50") is not None else None,
                 "p99_ms": lat["p99"] * 1e3 if lat.get("p99") is not None else None}
     return once
