@@ -1293,6 +1293,10 @@ class ClusterStats:
     the worker sets the cluster up.
     """
 
+    # Slots: read on every request, and too many for a compact __dict__.
+    __slots__ = WORKER_COUNTERS + WORKER_GAUGES + WORKER_HISTOGRAMS + (
+        "_scope", "_codes", "_prefixedCodes", "_prefixedTimes", "__dict__")
+
     def __init__(self, scope):
         self._scope = scope
         for name in WORKER_COUNTERS:
