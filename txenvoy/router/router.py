@@ -437,6 +437,13 @@ class RouterFilter:
     the request; the body follows through C{decodeData}.
     """
 
+    # What decodeHeaders sets as slots, the rest (class-level defaults until
+    # set) in its __dict__: more than 30 keys there would turn it into a
+    # plain dict during every request.
+    __slots__ = ("callbacks", "cluster", "clusterStats", "config", "dispatcher", "entry",
+                 "info", "perTryTimeout", "pools", "reactor", "request", "route", "stats",
+                 "timeout", "__dict__", "__weakref__")
+
     _upstream = None
     _shadow = None              # the mirror policies' copies, until the request ends
     _socketOptions = None       # auto_sni / auto_san_validation, per request
