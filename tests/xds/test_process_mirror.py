@@ -28,6 +28,7 @@ from txenvoy.xds.process_mirror import (
     decodeResources,
     encodeResources,
     mainOwnedStat,
+    subscriptionKey,
 )
 from txenvoy.xds.resources import ENDPOINT_TYPE, ROUTE_TYPE
 from txenvoy.xds.subscription_factory import SubscriptionFactory
@@ -44,6 +45,21 @@ def _listener(name, body):
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {"@type": _HCM, "stat_prefix": body, "route_config": {}}}]}]},
         Listener())
+
+
+def _routesFile():
+    """An RDS file of route configuration C{routes}: its path, C{ConfigSource} and a scope."""
+    path = os.path.join(tempfile.mkdtemp(), "rds.yaml")
+    with open(path, "w") as f:
+        json.dump({"version_info": "r1", "resources": [{"@type": ROUTE_TYPE, "name": "routes"}]},
+                  f)
+    source = json_format.ParseDict({"path_config_source": {"path": path}}, ConfigSource())
+    return path, source, StatsStore().shard("main_thread").scope("x.")
+
+
+def subscriptionKeyOf(source):
+    """The key of the route configuration C{routes} from C{source}."""
+    return subscriptionKey(ROUTE_TYPE, "routes", source)
 
 
 def _channel(message):
@@ -159,12 +175,7 @@ class MirrorTests(SynchronousTestCase):
         subscription fed by the main process that reads no file. EDS is not
         sent (host sets travel by themselves).
         """
-        path = os.path.join(tempfile.mkdtemp(), "rds.yaml")
-        with open(path, "w") as f:
-            json.dump({"version_info": "r1", "resources": [{
-                "@type": ROUTE_TYPE, "name": "routes"}]}, f)
-        source = json_format.ParseDict({"path_config_source": {"path": path}}, ConfigSource())
-        scope = StatsStore().shard("main_thread").scope("x.")
+        path, source, scope = _routesFile()
         main = SubscriptionFactory(self.clock, relay=self.relay)
         mainHandler = _Handler()
         main.subscribe(source, "p", scope, ROUTE_TYPE, mainHandler, "routes").refresh()
@@ -202,6 +213,28 @@ class MirrorTests(SynchronousTestCase):
         self.relay.ready("k")
         self.deliver(mirror)
         self.assertEqual([v for _, v in handler.updates], ["v1"])
+
+    def test_stoppedSubscriptionForgotten(self):
+        """
+        Routes no listener uses any more: the main process stops their
+        subscription, and a worker process that asks for them again waits
+        for a new update, as the main process does, instead of serving the
+        old one.
+        """
+        path, source, scope = _routesFile()
+        main = SubscriptionFactory(self.clock, relay=self.relay)
+        subscription = main.subscribe(source, "p", scope, ROUTE_TYPE, _Handler(), "routes")
+        self.assertTrue(subscription.refresh())
+        mirror = UpdateMirror(self.clock)
+        self.deliver(mirror)
+        self.assertEqual(len(mirror.current), 1)
+        subscription.stop()
+        self.deliver(mirror)
+        self.assertEqual((self.relay.current, mirror.current), ({}, {}))
+        handler = _Handler()
+        again = mirror.subscribe(subscriptionKeyOf(source), handler)
+        self.assertFalse(again.refresh())
+        self.assertEqual(handler.updates, [])
 
     def test_fileReadyAtOnce(self):
         """

@@ -35,6 +35,9 @@ class FileSubscription:
     @ivar lastUpdated: its wall-clock time.
     """
 
+    #: Called once stopped (the worker processes' relay forgets it).
+    afterStop = None
+
     def __init__(self, reactor, source, scope, readResponse, onUpdate):
         """
         @param scope: the stats scope, e.g. C{listener_manager.lds.}.
@@ -114,6 +117,8 @@ class FileSubscription:
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.stop()
+        if self.afterStop is not None:
+            self.afterStop()
 
     def _directory(self):
         if self.source.watchedDirectory is not None:

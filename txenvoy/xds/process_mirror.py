@@ -135,6 +135,16 @@ class UpdateRelay:
         if self.send is not None:
             self.send({"xds_update": body})
 
+    def forget(self, key):
+        """
+        The main process stopped its subscription C{key} (no listener uses
+        those routes any more): a worker process that subscribes to it
+        again waits for a new update, as the main process does, rather
+        than starting from this one.
+        """
+        if self.current.pop(key, None) is not None and self.send is not None:
+            self.send({"xds_update": {"key": key, "forgotten": True}})
+
     def snapshot(self):
         """Every key's last update, in the order they first came (CDS before LDS)."""
         return list(self.current.values())
@@ -260,6 +270,9 @@ class UpdateMirror:
 
     def onUpdate(self, body):
         """One update from the main process."""
+        if body.get("forgotten"):
+            self.current.pop(body["key"], None)
+            return
         self.current[body["key"]] = body
         for subscription in list(self._watching.get(body["key"], ())):
             subscription.apply(body)

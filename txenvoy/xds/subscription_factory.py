@@ -9,6 +9,7 @@ L{txenvoy.xds.control_plane.ControlPlanes}. Either is driven the same way
 C{onConfigUpdate(resources, versionInfo)}.
 """
 
+import functools
 import weakref
 
 from twisted.internet import defer
@@ -47,6 +48,9 @@ class RemoteSubscription:
     transport reaches the control plane through the cluster manager, which
     may not exist yet when the subscription is asked for).
     """
+
+    #: Called once stopped (the worker processes' relay forgets it).
+    afterStop = None
 
     def __init__(self, controlPlanes, source, path, scope, typeUrl, onUpdate, name):
         self._controlPlanes = controlPlanes
@@ -94,6 +98,8 @@ class RemoteSubscription:
         subscription, self.subscription = self.subscription, None
         if subscription is not None:
             subscription.stop()
+        if self.afterStop is not None:
+            self.afterStop()
 
 
 def _fire(result, d):
@@ -152,7 +158,14 @@ class SubscriptionFactory:
                 # gave, if anything, came before the resource naming it.
                 return self.mirror.subscribe(key, onUpdate, readyAtOnce=not remote)
             if typeUrl != ENDPOINT_TYPE:
-                onUpdate = self.relay.wrap(key, onUpdate)
+                subscription = self._subscribe(source, path, scope, typeUrl,
+                                               self.relay.wrap(key, onUpdate), name)
+                if subscription is not None:
+                    subscription.afterStop = functools.partial(self.relay.forget, key)
+                return subscription
+        return self._subscribe(source, path, scope, typeUrl, onUpdate, name)
+
+    def _subscribe(self, source, path, scope, typeUrl, onUpdate, name):
         if isControlPlane(source):
             if self.controlPlanes is None:
                 raise ConfigError("%s: a control plane needs a valid dynamic_resources" % (path,))
