@@ -8,11 +8,12 @@ raising the caps in C{pyproject.toml}.
 import os
 import re
 import socket
+import time
 
 from twisted.internet import reactor as globalReactor
 from twisted.internet import tcp
-from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -87,6 +88,68 @@ class PrivatesPresentTests(SynchronousTestCase):
         self.assertEqual(len(lost), 1)
         lost[0].trap(ConnectionDone)
         self.assertEqual(a.fileno(), -1)
+
+    def _iterate(self, reactor, until, what):
+        deadline = time.time() + 10
+        while not until():
+            if time.time() > deadline:
+                self.fail("%s did not happen in 10 s" % (what,))
+            reactor.iterate(0.01)
+
+    def test_slottedTCPClient(self):
+        """
+        A L{privates.SlottedTCPClient} connects, writes, reads and closes as
+        Twisted's client does, keeping every attribute Twisted sets on it
+        in its slots (its instance dict stays empty); a refused one fails
+        as Twisted's does.
+        """
+        reactor = privates.EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        server = socket.socket()
+        self.addCleanup(server.close)
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        events = []
+
+        class Recorder(Protocol):
+            def connectionMade(self):
+                events.append("made")
+
+            def dataReceived(self, data):
+                events.append(data)
+
+            def connectionLost(self, reason):
+                events.append("lost")
+
+        factory = ClientFactory.forProtocol(Recorder)
+        factory.clientConnectionFailed = lambda connector, reason: events.append(reason)
+        connector = privates.SlottedTCPConnector("127.0.0.1", server.getsockname()[1], factory,
+                                                 5, None, reactor)
+        connector.connect()
+        self._iterate(reactor, lambda: "made" in events, "the connection")
+        transport = connector.transport
+        self.assertIsInstance(transport, privates.SlottedTCPClient)
+        self.assertEqual(transport.doRead.__func__, tcp.Client.doRead)
+        self.assertEqual(transport.fileno(), transport.socket.fileno())
+        peer, _ = server.accept()
+        self.addCleanup(peer.close)
+        transport.write(b"ping")
+        self._iterate(reactor, lambda: not privates.unsentBytes(transport), "the write")
+        self.assertEqual(peer.recv(10), b"ping")
+        peer.sendall(b"pong")
+        self._iterate(reactor, lambda: b"pong" in events, "the read")
+        self.assertEqual(vars(transport), {})
+        transport.loseConnection()
+        self._iterate(reactor, lambda: "lost" in events, "the close")
+        self.assertEqual(transport.fileno(), -1)
+        self.assertEqual(vars(transport), {})
+
+        port = server.getsockname()[1]
+        server.close()
+        refused = privates.SlottedTCPConnector("127.0.0.1", port, factory, 5, None, reactor)
+        refused.connect()
+        self._iterate(reactor, lambda: len(events) == 4, "the refusal")
+        events[-1].trap(ConnectionRefusedError)
 
     def test_verifyErrorString(self):
         """OpenSSL's own text for X509_V_ERR_CERT_HAS_EXPIRED (10)."""

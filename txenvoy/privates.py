@@ -68,6 +68,23 @@ Twisted, the reactor:
  - C{_exitSignal} (L{forgetExitSignal}): twistd re-raises SIGTERM/SIGINT
    after the reactor stops (exit status 143); Envoy exits 0.
 
+Twisted, C{twisted.internet.tcp.Client} and C{Connector} (L{SlottedTCPClient},
+L{SlottedTCPConnector}):
+ - C{connector}, C{addr}, C{_requiresResolution}, C{reactor},
+   C{_tempDataBuffer}, C{_tempDataLen}, C{socket}, C{fileno}, C{protocol},
+   C{realAddress}, C{connected}, C{disconnected}, C{disconnecting},
+   C{logstr}, C{bufferSize}, the write buffer and producer state
+   (C{dataBuffer}, C{offset}, C{producer}, ...), C{_writeDisconnecting},
+   C{_writeDisconnected}, C{_aborting}, and the C{doRead} / C{doWrite} that
+   C{doConnect} sets on the instance while connecting: every attribute a
+   client connection sets on itself, kept in slots. Twisted's client sets
+   them in an instance dict that CPython 3.11 makes a full dict (some
+   450 bytes) once the class's shared keys run out, which a burst of
+   connections does: the largest part of an idle upstream connection.
+ - C{Connector._makeTransport}: builds the client transport; overridden so
+   the connector builds the slotted one (C{reactor.connectTCP} always
+   builds Twisted's own).
+
 pyOpenSSL, C{OpenSSL.SSL._lib} / C{_ffi} and C{Connection._ssl} (the
 C{SSL*} those calls take):
  - C{SSL_session_reused} (L{sessionReused}): no public call says whether
@@ -80,6 +97,7 @@ import errno
 
 from OpenSSL import SSL
 from OpenSSL.SSL import Error, WantReadError
+from twisted.internet import tcp
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.main import CONNECTION_DONE
 from twisted.protocols.tls import BufferingTLSTransport
@@ -105,6 +123,7 @@ CLASS_ATTRIBUTES = (
     ("twisted.internet.epollreactor.EPollReactor", "_doReadOrWrite"),
     ("twisted.internet.base.ReactorBase", "_registerAsIOThread"),
     ("twisted.internet.base.ReactorBase", "_exitSignal"),
+    ("twisted.internet.tcp.Connector", "_makeTransport"),
     ("OpenSSL.SSL._lib", "SSL_session_reused"),
     ("OpenSSL.SSL._lib", "X509_verify_cert_error_string"),
     ("OpenSSL.SSL._ffi", "string"),
@@ -118,6 +137,15 @@ OPENSSL_CONNECTION_ATTRIBUTES = ("_ssl",)
 
 #: Attributes set on a connected C{tcp.Connection} instance.
 TCP_INSTANCE_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataLen")
+
+#: Attributes a connected C{tcp.Client} sets on itself (L{SlottedTCPClient}
+#: keeps them in slots; C{fileno}, C{doRead} and C{doWrite} fall back to
+#: the class's methods when unset, as they do on Twisted's instance).
+CLIENT_INSTANCE_ATTRIBUTES = (
+    "connector", "addr", "_requiresResolution", "reactor", "_tempDataBuffer", "_tempDataLen",
+    "socket", "protocol", "realAddress", "connected", "disconnected", "disconnecting", "logstr",
+    "bufferSize", "dataBuffer", "offset", "producer", "streamingProducer", "producerPaused",
+    "_writeDisconnecting", "_writeDisconnected", "_aborting")
 
 #: Attributes set on an C{EPollReactor} instance.
 EPOLL_INSTANCE_ATTRIBUTES = ("_poller", "_selectables")
@@ -279,3 +307,70 @@ def sessionReused(tlsConnection):
 def verifyErrorString(errno):
     """OpenSSL's text for an X509 verify error number."""
     return SSL._ffi.string(SSL._lib.X509_verify_cert_error_string(errno)).decode()
+
+
+
+class SlotOrMethod:
+    """
+    An attribute kept in a slot (C{member}, the slot's descriptor) that,
+    unset, is C{method} bound to the instance: what a method is once the
+    instance attribute shadowing it is deleted.
+    """
+
+    __slots__ = ("member", "method")
+
+    def __init__(self, member, method):
+        self.member = member
+        self.method = method
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        try:
+            return self.member.__get__(instance, owner)
+        except AttributeError:
+            return self.method.__get__(instance, owner)
+
+    def __set__(self, instance, value):
+        self.member.__set__(instance, value)
+
+    def __delete__(self, instance):
+        try:
+            self.member.__delete__(instance)
+        except AttributeError:
+            pass
+
+
+# The class defaults the slots of SlottedTCPClient hide, set per instance.
+_CLIENT_DEFAULTS = tuple((name, getattr(tcp.Client, name)) for name in CLIENT_INSTANCE_ATTRIBUTES
+                         if hasattr(tcp.Client, name))
+
+
+class SlottedTCPClient(tcp.Client):
+    """
+    Twisted's TCP client connection with every attribute it sets on itself
+    in a slot, so that it has no instance dict (see the module docstring).
+    A subclass reading its own way gives C{doRead} as
+    C{SlotOrMethod(SlottedTCPClient._doRead, itsDoRead)}.
+    """
+
+    __slots__ = CLIENT_INSTANCE_ATTRIBUTES + ("_fileno", "_doRead", "_doWrite")
+
+    def __init__(self, host, port, bindAddress, connector, reactor=None):
+        for name, value in _CLIENT_DEFAULTS:
+            setattr(self, name, value)
+        tcp.Client.__init__(self, host, port, bindAddress, connector, reactor)
+
+
+SlottedTCPClient.fileno = SlotOrMethod(SlottedTCPClient._fileno, tcp.Client.fileno)
+SlottedTCPClient.doRead = SlotOrMethod(SlottedTCPClient._doRead, tcp.Client.doRead)
+SlottedTCPClient.doWrite = SlotOrMethod(SlottedTCPClient._doWrite, tcp.Client.doWrite)
+
+
+class SlottedTCPConnector(tcp.Connector):
+    """A TCP connector whose connections are C{transportClass}."""
+
+    transportClass = SlottedTCPClient
+
+    def _makeTransport(self):
+        return self.transportClass(self.host, self.port, self.bindAddress, self, self.reactor)

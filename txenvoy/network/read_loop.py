@@ -14,6 +14,9 @@ turn of the reactor behind every other ready socket, which is what limited
 from errno import EWOULDBLOCK
 
 from twisted.internet import main, tcp
+from twisted.internet.posixbase import PosixReactorBase
+
+from txenvoy.privates import SlotOrMethod, SlottedTCPClient, SlottedTCPConnector
 
 #: At most this many reads per readiness event, so that one busy socket
 #: cannot keep the others waiting.
@@ -54,6 +57,36 @@ class _DrainingRead:
 
 class _DrainingClient(_DrainingRead, tcp.Client):
     """A client connection that reads as L{_DrainingRead}."""
+
+
+class UpstreamTCPClient(SlottedTCPClient):
+    """
+    The client connection of upstream TCP connections: reads as
+    L{_DrainingRead} from the start, and holds no instance dict (an idle
+    connection's memory; see L{txenvoy.privates.SlottedTCPClient}).
+    """
+
+    __slots__ = ()
+
+    doRead = SlotOrMethod(SlottedTCPClient._doRead, _DrainingRead.doRead)
+
+
+class UpstreamTCPConnector(SlottedTCPConnector):
+    """Connects an L{UpstreamTCPClient}."""
+
+    transportClass = UpstreamTCPClient
+
+
+def connectTCP(reactor, host, port, factory, timeout=30, bindAddress=None):
+    """
+    C{reactor.connectTCP}, with an L{UpstreamTCPClient} when C{reactor} is
+    one of Twisted's real reactors (a fake one keeps its own bookkeeping).
+    """
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor.connectTCP(host, port, factory, timeout=timeout, bindAddress=bindAddress)
+    connector = UpstreamTCPConnector(host, port, factory, timeout, bindAddress, reactor)
+    connector.connect()
+    return connector
 
 
 _DRAINING = {tcp.Client: _DrainingClient}

@@ -37,7 +37,7 @@ from zope.interface import implementer
 
 from txenvoy.network.address import addressTuple
 from txenvoy.network.pipe import PipeAddress
-from txenvoy.network.read_loop import readUntilDrained
+from txenvoy.network.read_loop import connectTCP, readUntilDrained
 from txenvoy.network.user_space import InternalAddress, connectPair
 from txenvoy.server.logging import componentLogger, connTag
 
@@ -186,8 +186,8 @@ class UpstreamConnection(Protocol):
                 self._connector = reactor.connectUNIX(ip.sockaddr, factory,
                                                       timeout=info.connectTimeout)
             else:
-                self._connector = reactor.connectTCP(
-                    ip, port, factory, timeout=info.connectTimeout,
+                self._connector = connectTCP(
+                    reactor, ip, port, factory, timeout=info.connectTimeout,
                     bindAddress=info.bindAddress)
         except Exception:
             # Report on the next turn, as a refused connect would be, so
