@@ -92,7 +92,7 @@ class StreamInfo:
                  "upstreamHeaderBytesSent", "upstreamHeaderBytesReceived",
                  "responseCode", "responseCodeDetails", "protocol",
                  "requestedServerName", "routeName", "connectionId",
-                 "connectionTerminationDetails", "_flags", "filterState", "dynamicMetadata",
+                 "connectionTerminationDetails", "_flags", "_filterState", "_dynamicMetadata",
                  "__dict__", "__weakref__")
 
     def __init__(self, clock, wallTime=time.time):
@@ -130,8 +130,38 @@ class StreamInfo:
         self.connectionId = 0
         self.connectionTerminationDetails = None
         self._flags = None
-        self.filterState = {}
-        self.dynamicMetadata = {}
+        # Created when first asked for: most connections never use them.
+        self._filterState = None
+        self._dynamicMetadata = None
+
+    @property
+    def filterState(self):
+        """Free-form data set by filters, by name."""
+        state = self._filterState
+        if state is None:
+            state = self._filterState = {}
+        return state
+
+    @filterState.setter
+    def filterState(self, state):
+        self._filterState = state
+
+    def filterStateValue(self, name, default=None):
+        """C{filterState.get(name, default)}, creating no state."""
+        state = self._filterState
+        return default if state is None else state.get(name, default)
+
+    @property
+    def dynamicMetadata(self):
+        """Dynamic metadata by filter name (Envoy's C{dynamicMetadata()})."""
+        metadata = self._dynamicMetadata
+        if metadata is None:
+            metadata = self._dynamicMetadata = {}
+        return metadata
+
+    @dynamicMetadata.setter
+    def dynamicMetadata(self, metadata):
+        self._dynamicMetadata = metadata
 
     def setResponseFlag(self, flag):
         # Envoy 1.40 keeps flags in the order they were set (a vector), and

@@ -116,7 +116,7 @@ class TcpProxyFilter(Protocol):
             log.debug("%snew tcp proxy session", connTag(self.streamInfo.connectionId))
         # A filter before (sni_cluster) may name the cluster, as Envoy's
         # PerConnectionCluster filter state does.
-        clusterName = (self.streamInfo.filterState.get("envoy.tcp_proxy.cluster")
+        clusterName = (self.streamInfo.filterStateValue("envoy.tcp_proxy.cluster")
                        or self.config.pickCluster())
         cluster = self.dispatcher.clusterManager.getThreadLocalCluster(clusterName)
         if cluster is None:
