@@ -28,7 +28,9 @@ class DocsBuildTests(SynchronousTestCase):
         out = tempfile.mkdtemp(prefix="txenvoy-docs-")
         result = subprocess.run(
             [sys.executable, "-m", "sphinx", "-W", "-n", "-q", "-b", "html", DOCS, out],
-            capture_output=True, text=True, timeout=600)
+            # A hang guard: the build is some 50 s of CPU, many times that
+            # on a loaded machine.
+            capture_output=True, text=True, timeout=1800)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
 
         def page(name):

@@ -179,7 +179,7 @@ def outlierStats(adminPort):
             if v and k.startswith(prefix)}
 
 
-def waitFor(predicate, timeout=5.0):
+def waitFor(predicate, timeout=30.0):
     """Poll until C{predicate()} is true; @return: seconds it took."""
     start = time.time()
     while time.time() - start < timeout:

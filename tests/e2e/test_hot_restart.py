@@ -66,6 +66,9 @@ class LoadClients:
         self.ok = 0
         self.closes = 0
         self.errors = []
+        #: How many of the clients have had a response (and, kept alive,
+        #: hold a connection).
+        self.served = 0
         self.deadline = time.time() + maxSeconds
         self.threads = [threading.Thread(target=self._run, args=(True,), daemon=True)
                         for _ in range(keepAlive)]
@@ -76,6 +79,7 @@ class LoadClients:
 
     def _run(self, keepAlive):
         conn = None
+        served = False
         while not self.stopping.is_set() and time.time() < self.deadline:
             if conn is None:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
@@ -90,6 +94,9 @@ class LoadClients:
                     else:
                         self.errors.append("status %d" % (response.status,))
                     self.closes += close
+                    if not served:
+                        served = True
+                        self.served += 1
                 if close or not keepAlive:
                     conn.close()
                     conn = None
@@ -212,7 +219,9 @@ class HotRestartTests(SynchronousTestCase):
         self._waitFor(lambda: self._epoch() == 0, STARTUP_TIMEOUT, "epoch 0 serving")
         clients = LoadClients(self.port)
         self.addCleanup(clients.stop)
-        time.sleep(0.5)
+        # The kept-alive clients must hold a connection to the old epoch.
+        self._waitFor(lambda: clients.served == len(clients.threads), STARTUP_TIMEOUT,
+                      "every client served")
         for epoch in range(1, restarts + 1):
             restarter.send_signal(signal.SIGHUP)
             self._waitFor(lambda: self._epoch() == epoch, STARTUP_TIMEOUT,

@@ -10,7 +10,8 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.e2e.harness import (
-    EXAMPLES, Envoy, Upstream, echoHandler, freePort, recvAll, runTwistd, tagHandler)
+    EXAMPLES, STARTUP_TIMEOUT, Envoy, Upstream, echoHandler, freePort, recvAll, runTwistd,
+    tagHandler)
 
 
 def l4Config(adminPort, listeners, clusters):
@@ -192,7 +193,7 @@ class L4ProxyTests(SynchronousTestCase):
         envoy = Envoy(l4Config(freePort(), [tcpProxyListener("p", port, "u")],
                                [staticCluster("u", [freePort()])]))
         try:
-            rc = envoy.proc.wait(30)
+            rc = envoy.proc.wait(STARTUP_TIMEOUT)
         finally:
             envoy.stop()
         self.assertEqual(rc, 1)

@@ -171,6 +171,13 @@ class PipeComparisonTests(SharedFixture, TestCase):
                     _exchange(socket.AF_UNIX, "\0" + side.abstract, b"abstract"),
                     _exchange(socket.AF_INET, ("127.0.0.1", side.port), b"upstream"))
                 side.response = side.get("h.sock", "/")
+            for side in cls.sides:
+                # Each proxy counts the upstream connection's end when it
+                # gets to it, after the client saw the echo.
+                deadline = time.time() + 30
+                while (side.stats().get("cluster.up.upstream_cx_active")
+                       and time.time() < deadline):
+                    time.sleep(0.05)
         except BaseException:
             cls.stopFixture()
             raise
