@@ -193,11 +193,40 @@ class HotRestartTests(SynchronousTestCase):
         The same with C{--worker-processes 2} in every epoch: each epoch's
         worker processes take over the previous epoch's sockets, the old
         ones drain, and what they counted carries over.
-        """
-        self.restartUnderLoad(1, "--worker-processes", "2")
 
-    def restartUnderLoad(self, restarts, *extraArgs):
+        The new epoch's worker processes are held back before they serve
+        (L{tests.e2e.held_worker_start}) for longer than
+        C{--parent-shutdown-time-s}: the old epoch is not told to drain and
+        serves every request meanwhile (Envoy's child drains its parent
+        only once its workers started); once they serve, it drains and
+        exits on time.
+        """
+        self.restartUnderLoad(1, "--worker-processes", "2",
+                              "--import", "tests.e2e.held_worker_start",
+                              gate=os.path.join(self.tmp, "gate"))
+
+    def _holdNewWorkers(self, gate, clients):
+        """
+        The new epoch's two worker processes wait at C{gate}: past
+        C{--parent-shutdown-time-s}, the old epoch still serves and was not
+        asked to drain. Then let them go.
+        """
+        held = lambda: [n for n in os.listdir(self.tmp) if n.startswith("gate.held.")]
+        self._waitFor(lambda: len(held()) == 2, STARTUP_TIMEOUT,
+                      "the new epoch's worker processes held")
+        before = clients.ok
+        time.sleep(PARENT_SHUTDOWN_TIME_S + 0.5)
+        logs = self._logs()
+        self.assertNotIn("closing and draining listeners", logs)
+        self.assertNotIn("exited with code", logs)
+        self.assertEqual(clients.errors, [])
+        self.assertGreater(clients.ok, before)
+        os.remove(gate)
+
+    def restartUnderLoad(self, restarts, *extraArgs, gate=None):
         env = processEnv()
+        if gate is not None:
+            env["TXENVOY_TEST_WORKER_GATE"] = gate
         env.update(ENVOY_CONFIG=self.configPath, BASE_ID=str(baseId()),
                    DRAIN_TIME_S=str(DRAIN_TIME_S),
                    PARENT_SHUTDOWN_TIME_S=str(PARENT_SHUTDOWN_TIME_S),
@@ -223,7 +252,16 @@ class HotRestartTests(SynchronousTestCase):
         self._waitFor(lambda: clients.served == len(clients.threads), STARTUP_TIMEOUT,
                       "every client served")
         for epoch in range(1, restarts + 1):
+            if gate is not None:
+                # Only the next epoch's worker processes are held.
+                self._waitFor(lambda: len(re.findall(r"worker process \d .* serving",
+                                                     self._logs())) == 2,
+                              STARTUP_TIMEOUT, "epoch 0's worker processes serving")
+                with open(gate, "w"):
+                    pass
             restarter.send_signal(signal.SIGHUP)
+            if gate is not None:
+                self._holdNewWorkers(gate, clients)
             self._waitFor(lambda: self._epoch() == epoch, STARTUP_TIMEOUT,
                           "epoch %d serving" % (epoch,))
             self._waitFor(lambda: self._logs().count("exited with code=0") == epoch,
@@ -240,6 +278,12 @@ class HotRestartTests(SynchronousTestCase):
         stops = [_timestamp(l) for l in lines if "shutting down parent after drain" in l]
         exits = [_timestamp(l) for l in lines if "exited with code=0" in l]
         self.assertEqual(len(drains), restarts)
+        if gate is not None:
+            # Told to drain after the new epoch's worker processes serve.
+            served = [i for i, l in enumerate(lines) if re.search(r"worker process \d .* serving", l)]
+            drained = [i for i, l in enumerate(lines) if "closing and draining listeners" in l]
+            self.assertEqual(len(served), 4)
+            self.assertGreater(drained[0], served[-1])
         self.assertEqual(len(stops), restarts)
         for drained, stopped, exited in zip(drains, stops, exits):
             self.assertGreaterEqual(exited - drained, PARENT_SHUTDOWN_TIME_S - 0.1)

@@ -14,7 +14,9 @@ The order is Envoy's:
     the old epoch's listening socket (C{pass_listen_socket}), which comes
     over C{SCM_RIGHTS}; an address the old epoch does not listen on is
     bound afresh;
- 4. once its workers run, it tells the old epoch to drain
+ 4. once its workers run (with C{--worker-processes}, once every worker
+    process says it serves; until then, however long, the old epoch
+    serves on), it tells the old epoch to drain
     (C{drain_listeners}: stop accepting; HTTP responses say
     C{connection: close} over C{--drain-time-s}, per C{--drain-strategy});
  5. C{--parent-shutdown-time-s} later it tells the old epoch to exit

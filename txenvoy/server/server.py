@@ -405,7 +405,13 @@ class Server(MultiService):
         if self.garbageFreezer is not None:
             self.garbageFreezer.schedule()
         if self.hotRestart is not None:
-            self.hotRestart.onWorkersStarted()
+            if self.workerProcesses is not None:
+                # The previous epoch drains once this one's worker
+                # processes serve, not once they are spawned.
+                self.workerProcesses.whenServing().addCallback(
+                    lambda _: self.hotRestart.onWorkersStarted() if self.running else None)
+            else:
+                self.hotRestart.onWorkersStarted()
         if self.initializedHook is not None:
             self.initializedHook()
 

@@ -7,7 +7,8 @@ main process on descriptor 3.
 It builds a server from the main process's config snapshot, less the
 admin and the stats sinks (the main process keeps both), serves its share
 of the listening sockets on its own worker threads, sends its stats twice a
-second and applies the admin actions and the host sets (with their
+second (and once, when its workers run, that it serves) and applies the
+admin actions and the host sets (with their
 health: the main process runs DNS and health checks) the main process
 forwards. It exits
 when the main process goes away, and drains on SIGTERM as the main process
@@ -125,6 +126,33 @@ class WorkerProcessAgent:
         self.hostSets = {}
         server.clusterManager.onMirroredStart = self._onMirroredStart
         server.clusterManager.activationListeners.append(self._onClusterChange)
+
+    def onLive(self):
+        """
+        The server is live (its listeners took their sockets): once every
+        worker thread ran, tell the main process this process serves.
+        """
+        workers = list(self.server.workers)
+        pending = [len(workers)]
+        mainPost = self.server.mainDispatcher.post
+
+        def ran():
+            pending[0] -= 1
+            if pending[0] == 0:
+                self.sendServing()
+        for worker in workers:
+            worker.dispatcher.post(mainPost, ran)
+        if not workers:
+            self.sendServing()
+
+    def sendServing(self):
+        """Say this process serves (the main process's hot restart waits for it)."""
+        from txenvoy.server.hot_restart_rpc import HotRestartError
+
+        try:
+            self.stream.send(None, {"serving": {}})
+        except (HotRestartError, OSError):
+            self.mainGone()
 
     def pushStats(self):
         from txenvoy.server.hot_restart import exportStats
@@ -265,6 +293,7 @@ def main(reactor):
     bootstrap.ClearField("stats_sinks")
     server = Server(reactor, bootstrap, options)
     agent = WorkerProcessAgent(reactor, server, stream, sockets)
+    server.initializedHook = agent.onLive
     server.listenSocketSource = lambda address, index: _take(sockets, address, index)
     for name, hosts in snapshot.get("hostSets", {}).items():
         agent.applyHostSet(name, hosts)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.e2e.test_worker_processes -*-
+# -*- test-case-name: tests.e2e.test_worker_processes,tests.server.test_worker_processes -*-
 """
 Worker processes (C{--worker-processes M}): past one core, as the GIL
 lets worker threads overlap I/O but not Python work.
@@ -18,6 +18,11 @@ actions (C{/drain_listeners}, C{/healthcheck/fail} and C{/ok},
 C{/runtime_modify}, C{/reset_counters}, C{/logging}). It sends its stats
 back twice a second; the main process merges them into one view (as hot
 restart merges the old epoch's).
+
+Each worker process says once it serves (C{serving}: it adopted its
+listening sockets and its worker threads run); L{WorkerProcesses.whenServing}
+fires once every one of them does, which is when a hot restart's new epoch
+lets the old one drain (L{txenvoy.server.hot_restart}).
 
 A worker process that dies is logged, counted
 (C{server.worker_process_restarts}) and replaced at once; its listening
@@ -92,6 +97,8 @@ class _Channel(protocol.ProcessProtocol):
         self.ended = defer.Deferred()
         self.startedAt = 0.0
         self.pid = None
+        #: Whether it said it serves.
+        self.serving = False
 
     def processEnded(self, reason):
         self.owner._ended(self, reason.value)
@@ -121,6 +128,7 @@ class WorkerProcesses(Service):
         self._resets = 0
         self._exitNow = False
         self._applied = {}
+        self._servingWaiters = []
         #: The L{HostSetRelay} sending host sets on, once workers start.
         self.hostSets = None
         self.restarts = server.mainStats.counter("server.worker_process_restarts")
@@ -211,9 +219,41 @@ class WorkerProcesses(Service):
         """A listener LDS removed: its sockets are not given to new worker processes."""
         self._sockets = [(a, socks) for a, socks in self._sockets if a != address]
 
+    def allServing(self):
+        """Whether every one of the M worker processes said it serves."""
+        return all(index in self.channels and self.channels[index].serving
+                   for index in range(self.count))
+
+    def whenServing(self):
+        """
+        A Deferred that fires once every worker process serves (at once if
+        they do). One that dies before it serves holds it back until its
+        replacement serves; meanwhile nothing changes, as Envoy's child
+        that never starts its workers leaves its parent serving.
+        """
+        if self.allServing():
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._servingWaiters.append(d)
+        return d
+
+    def _served(self, channel):
+        if self.channels.get(channel.index) is not channel or channel.serving:
+            return
+        channel.serving = True
+        log.info("worker process {index} (pid {pid}) serving", index=channel.index,
+                 pid=channel.pid)
+        if self.allServing():
+            waiters, self._servingWaiters = self._servingWaiters, []
+            for d in waiters:
+                d.callback(None)
+
     def _received(self, channel, message, fds):
         for fd in fds:
             os.close(fd)
+        if "serving" in message:
+            self._served(channel)
+            return
         stats = message.get("stats")
         if stats is not None:
             merger = self._mergers.get(channel.index)
