@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python import log as legacyLog
 
 from txenvoy import privates
+from txenvoy.network.address import addressTuple
 from txenvoy.privates import disconnectNow, unsentBytes, writeDisconnected
 
 log = Logger(namespace="conn_handler")
@@ -159,6 +160,16 @@ class AcceptedConnection(tcp.Server):
             return known
         return tcp.Server.getHost(self)
 
+    def hostTuple(self):
+        """
+        C{addressTuple(self.getHost())}: the listener's own tuple when it
+        is bound to one address, shared by all its connections.
+        """
+        known = self.server.boundHostTuple
+        if known is not None:
+            return known
+        return addressTuple(self.getHost())
+
 
 class ListenerPort(tcp.Port):
     """
@@ -167,10 +178,12 @@ class ListenerPort(tcp.Port):
 
     @ivar boundHost: the listening address when it names one interface
         (every accepted socket's local address then), else C{None}.
+    @ivar boundHostTuple: C{addressTuple(boundHost)}, or C{None}.
     """
 
     _reserve = None
     boundHost = None
+    boundHostTuple = None
     transport = AcceptedConnection
     _closing = None
 
@@ -208,6 +221,7 @@ class ListenerPort(tcp.Port):
         host = port.getHost()
         if host.host not in _ANY_HOSTS:
             port.boundHost = host
+            port.boundHostTuple = addressTuple(host)
         return port
 
     def connectionLost(self, reason):

@@ -101,7 +101,10 @@ class ServerConnection(Protocol):
         self.applicationProtocols = ()
 
     def connectionMade(self):
-        self.localAddress = addressTuple(self.transport.getHost())
+        # An accepted TCP connection shares its listener's tuple.
+        hostTuple = getattr(self.transport, "hostTuple", None)
+        self.localAddress = (hostTuple() if hostTuple is not None
+                             else addressTuple(self.transport.getHost()))
         if self.remoteAddress[0] == _UNNAMED_PIPE:
             # Envoy: the kernel names no Unix client, so the peer is given
             # the listener's own name.
