@@ -49,3 +49,19 @@ class TimingTests(SynchronousTestCase):
         clock.advance(2)
         self.assertEqual(info.elapsed(clock.seconds()), 2)
         self.assertIsNone(info.elapsed(None))
+
+
+class FilterStateTests(SynchronousTestCase):
+
+    def test_readWithoutCreating(self):
+        """
+        C{filterStateValue} and C{hasFilterState} (read on every proxied
+        request) answer without creating the state; C{filterState} makes it.
+        """
+        info = StreamInfo(Clock())
+        self.assertIsNone(info.filterStateValue("envoy.internal_request"))
+        self.assertFalse(info.hasFilterState())
+        self.assertIsNone(info._filterState)
+        info.filterState["envoy.internal_request"] = True
+        self.assertTrue(info.hasFilterState())
+        self.assertIs(info.filterStateValue("envoy.internal_request"), True)

@@ -151,6 +151,10 @@ class StreamInfo:
         state = self._filterState
         return default if state is None else state.get(name, default)
 
+    def hasFilterState(self):
+        """Whether C{filterState} has anything in it, creating no state."""
+        return bool(self._filterState)
+
     @property
     def dynamicMetadata(self):
         """Dynamic metadata by filter name (Envoy's C{dynamicMetadata()})."""

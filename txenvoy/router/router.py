@@ -567,7 +567,7 @@ class RouterFilter:
         if duration is not None:
             cb.setMaxStreamDuration(duration)
         perTry = policy.perTryTimeout
-        if info.filterState.get("envoy.internal_request"):
+        if info.filterStateValue("envoy.internal_request"):
             timeout, perTry, bits, retries = self._internalOverrides(
                 entries, timeout, perTry, bits, retries)
         if bits and policy.retriableRequestHeaders and not any(
@@ -612,7 +612,7 @@ class RouterFilter:
                     # A timeout can come from a request header: keep few.
                     if len(_timeoutHeaders) < _TIMEOUT_HEADERS_MAX:
                         _timeoutHeaders[expected] = header
-                if info.filterState:
+                if info.hasFilterState():
                     # A request sent again (an internal redirect) has the
                     # first pass's header.
                     entries.set(*header)
