@@ -199,7 +199,8 @@ class HotRestartTests(SynchronousTestCase):
         C{--parent-shutdown-time-s}: the old epoch is not told to drain and
         serves every request meanwhile (Envoy's child drains its parent
         only once its workers started); once they serve, it drains and
-        exits on time.
+        exits on time. Meanwhile the new epoch's C{/stats} holds the old
+        epoch's counts.
         """
         self.restartUnderLoad(1, "--worker-processes", "2",
                               "--import", "tests.e2e.held_worker_start",
@@ -221,6 +222,9 @@ class HotRestartTests(SynchronousTestCase):
         self.assertNotIn("exited with code", logs)
         self.assertEqual(clients.errors, [])
         self.assertGreater(clients.ok, before)
+        # The old epoch's admin is closed: its counts show in the new one's.
+        self._waitFor(lambda: adminStats(self.adminPort).get("http.race.downstream_rq_2xx", 0)
+                      >= before, 10, "the old epoch's counts in the new epoch's /stats")
         os.remove(gate)
 
     def restartUnderLoad(self, restarts, *extraArgs, gate=None):

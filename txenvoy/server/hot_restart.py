@@ -161,6 +161,7 @@ class HotRestart:
         self._merger = None
         self._statsCall = self._terminateCall = None
         self._terminateAfterStats = False
+        self._merging = False
 
     @classmethod
     def create(cls, baseId, epoch, dynamicBaseId=False, baseIdPath="", **kw):
@@ -250,6 +251,17 @@ class HotRestart:
 
     # As a child, once serving (on the main reactor).
 
+    def mergeParentStats(self):
+        """
+        Merge the old epoch's stats every second from now on (its admin is
+        closed: this epoch's C{/stats} is the one view of both), while it
+        still serves alone too.
+        """
+        if self._merging or self.parentTerminated:
+            return
+        self._merging = True
+        self._requestParentStats()
+
     def onWorkersStarted(self):
         """
         This epoch serves: drain the old one now, stop it after
@@ -260,7 +272,7 @@ class HotRestart:
         log.info("hot restart: draining epoch {parent}; it exits in {t:g} s",
                  parent=self.epoch - 1, t=self._server.options.parentShutdownTimeS)
         self._sendToParent({"request": {"drain_listeners": {}}})
-        self._requestParentStats()
+        self.mergeParentStats()
         self._terminateCall = self._server.reactor.callLater(
             self._server.options.parentShutdownTimeS, self._lastStatsThenTerminate)
 

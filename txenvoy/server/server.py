@@ -407,7 +407,9 @@ class Server(MultiService):
         if self.hotRestart is not None:
             if self.workerProcesses is not None:
                 # The previous epoch drains once this one's worker
-                # processes serve, not once they are spawned.
+                # processes serve, not once they are spawned; it serves
+                # alone until then, and its counts show here meanwhile.
+                self.hotRestart.mergeParentStats()
                 self.workerProcesses.whenServing().addCallback(
                     lambda _: self.hotRestart.onWorkersStarted() if self.running else None)
             else:
