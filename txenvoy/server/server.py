@@ -410,6 +410,8 @@ class Server(MultiService):
                 # processes serve, not once they are spawned; it serves
                 # alone until then, and its counts show here meanwhile.
                 self.hotRestart.mergeParentStats()
+                log.info("hot restart: epoch {parent} drains once the worker processes serve",
+                         parent=self.hotRestart.epoch - 1)
                 self.workerProcesses.whenServing().addCallback(
                     lambda _: self.hotRestart.onWorkersStarted() if self.running else None)
             else:
