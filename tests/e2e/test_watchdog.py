@@ -58,7 +58,11 @@ def blockerConfig(adminPort, port, seconds, watchdog):
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1",
                                                  "port_value": adminPort}}},
-        "watchdogs": {"worker_watchdog": watchdog},
+        # The main thread's miss_timeout is Envoy's 0.2 s by default, which
+        # a loaded machine's scheduling alone can exceed: only the worker's
+        # block may count here.
+        "watchdogs": {"worker_watchdog": watchdog,
+                      "main_thread_watchdog": {"miss_timeout": "60s"}},
         "static_resources": {"listeners": [{
             "name": "blocker",
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},

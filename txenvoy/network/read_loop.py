@@ -61,10 +61,18 @@ class _DrainingClient(_DrainingRead, tcp.Client):
 
 class UpstreamTCPClient(SlottedTCPClient):
     """
-    The client connection of upstream TCP connections: reads as
-    L{_DrainingRead} from the start, and holds no instance dict (an idle
-    connection's memory; see L{txenvoy.privates.SlottedTCPClient}).
+    The client connection of upstream TCP connections, with no instance
+    dict (an idle connection's memory; see
+    L{txenvoy.privates.SlottedTCPClient}). It reads as Twisted's until
+    L{readUntilDrained} makes it read as L{_DrainingRead}: a TLS
+    connection's protocol, the TLS layer, reads its own way.
     """
+
+    __slots__ = ()
+
+
+class _DrainingUpstreamClient(UpstreamTCPClient):
+    """An L{UpstreamTCPClient} that reads as L{_DrainingRead}."""
 
     __slots__ = ()
 
@@ -89,7 +97,7 @@ def connectTCP(reactor, host, port, factory, timeout=30, bindAddress=None):
     return connector
 
 
-_DRAINING = {tcp.Client: _DrainingClient}
+_DRAINING = {tcp.Client: _DrainingClient, UpstreamTCPClient: _DrainingUpstreamClient}
 
 
 def readUntilDrained(transport):
