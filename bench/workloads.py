@@ -554,6 +554,9 @@ def http1MiB(ctx):
 SATURATED = 0.90
 #: ... or when it reached this share of the no-proxy ceiling.
 CEILING_REACHED = 0.90
+#: A proxy short of saturation whose core was at least this busy was
+#: starved by other processes; with more idle time, the rig held it back.
+STARVED_BUSY = 0.90
 
 
 def judge(out, results, ceiling):
@@ -582,11 +585,14 @@ def judge(out, results, ceiling):
         why = "%s used %.2f of its core" % (name, share)
         if busy:
             core = statistics.median(busy)
-            if core >= 0.95:
-                why += (" while its core was %.0f%% busy: starved by other processes"
-                        % (core * 100,))
+            others = max(0.0, core - share)
+            if core >= STARVED_BUSY:
+                why += (" while its core was %.0f%% busy (other processes took %.0f%%):"
+                        " starved" % (core * 100, others * 100))
             else:
                 why += ", its core was %.0f%% idle" % ((1 - core) * 100,)
+                if others >= 0.05:
+                    why += " (other processes took %.0f%%)" % (others * 100,)
                 if loadBusy:
                     why += ", the load core %.0f%% busy" % (statistics.median(loadBusy) * 100,)
                 why += ": the rig held it back"
