@@ -267,6 +267,38 @@ class WorkerProcessTests(SharedFixture, SynchronousTestCase):
             self.checked[1].healthStatus = 200
         waitUntil(lambda: served() == {b"a", b"b"}, 10, "the host back in every worker")
 
+    def test_stoppedWorkerDoesNotBlockMain(self):
+        """
+        A worker process that reads nothing (stopped here; stuck, or still
+        starting, alike) does not stop the main process: admin actions
+        for it queue while its channel is full and the admin answers; once
+        it reads again it gets them all, in order, and is not replaced.
+        """
+        pid = workerPids(self.envoy.output()[1])[1]
+        pad = "x" * 4000
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # Far more than a channel holds: a blocking send would hang
+            # the admin (each POST has 5 s).
+            for i in range(120):
+                post(self.envoy.adminPort, "/runtime_modify?txenvoy.test.pad=%d%s" % (i, pad))
+            # (A new connection may be the stopped process's to accept.)
+            self.assertEqual(self.stats()["server.worker_processes"], 2)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        post(self.envoy.adminPort, "/runtime_modify?txenvoy.test.pad=")
+
+        def answers():
+            return {get(self.envoy.port)[0] for _ in range(12)}
+        post(self.envoy.adminPort, "/runtime_modify?fault.http.abort.abort_percent=100")
+        try:
+            waitUntil(lambda: answers() == {503}, 30, "the abort in both")
+        finally:
+            post(self.envoy.adminPort, "/runtime_modify?fault.http.abort.abort_percent=")
+        waitUntil(lambda: answers() == {200}, 30, "no abort in both")
+        self.assertEqual(workerPids(self.envoy.output()[1])[1], pid)
+        self.assertNotIn("took no message", self.envoy.output()[1])
+
     def test_killedWorkerReplaced(self):
         """
         A worker process killed with SIGKILL under load is logged, counted

@@ -17,7 +17,9 @@ each new update, with the sockets of the listeners it adds), and the admin's
 actions (C{/drain_listeners}, C{/healthcheck/fail} and C{/ok},
 C{/runtime_modify}, C{/reset_counters}, C{/logging}). It sends its stats
 back twice a second; the main process merges them into one view (as hot
-restart merges the old epoch's).
+restart merges the old epoch's). What the main process sends is queued
+per worker process, so that one which reads nothing never stops the main
+process (L{txenvoy.server.channel_outbox}).
 
 Each worker process says once it serves (C{serving}: it adopted its
 listening sockets and its worker threads run); L{WorkerProcesses.whenServing}
@@ -42,8 +44,9 @@ from twisted.internet import defer, protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from txenvoy.server.channel_outbox import STALL_KILL_S, ChannelOutbox
 from txenvoy.server.hot_restart import MessageReader, ParentStatsMerger
-from txenvoy.server.hot_restart_rpc import HotRestartError, RpcStream
+from txenvoy.server.hot_restart_rpc import RpcStream
 from txenvoy.upstream.host_set_mirror import HostSetRelay
 
 log = Logger(namespace="main")
@@ -93,6 +96,7 @@ class _Channel(protocol.ProcessProtocol):
         self.owner = owner
         self.index = index
         self.stream = None
+        self.outbox = None
         self.reader = None
         self.ended = defer.Deferred()
         self.startedAt = 0.0
@@ -168,6 +172,8 @@ class WorkerProcesses(Service):
         finally:
             theirs.close()
         channel.stream = RpcStream(ours)
+        channel.outbox = ChannelOutbox(self.reactor, ours,
+                                       lambda waiting: self._stalled(channel, waiting))
         channel.pid = channel.transport.pid
         self.channels[index] = channel
         options = self.server.options
@@ -182,16 +188,12 @@ class WorkerProcesses(Service):
             "hostSets": dict(self.hostSets.current) if self.hostSets is not None else {},
             "xds": relay.snapshot() if relay is not None else [],
         }
-        try:
-            channel.stream.send(None, {"snapshot": snapshot})
-            for address, thread, sock in self._share(index):
-                channel.stream.send(None, {"listen_socket": {"address": address,
-                                                             "worker_index": thread}},
-                                    sock.fileno())
-            channel.stream.send(None, {"snapshot_end": {}})
-        except (HotRestartError, OSError) as e:
-            log.error("worker process {index}: cannot send its config: {error}",
-                      index=index, error=e)
+        send = channel.outbox.send
+        send({"snapshot": snapshot})
+        for address, thread, sock in self._share(index):
+            send({"listen_socket": {"address": address, "worker_index": thread}},
+                 sock.fileno())
+        send({"snapshot_end": {}})
         channel.reader = MessageReader(channel.stream, lambda m, fds: self._received(channel, m, fds),
                                        lambda: None)
         self.reactor.addReader(channel.reader)
@@ -205,15 +207,12 @@ class WorkerProcesses(Service):
         """
         self._sockets.append((address, socks))
         for index, channel in list(self.channels.items()):
-            if channel.stream is None:
+            if channel.outbox is None:
                 continue
-            try:
-                for shareAddress, thread, sock in self._share(index):
-                    if shareAddress == address:
-                        channel.stream.send(None, {"listen_socket": {
-                            "address": address, "worker_index": thread}}, sock.fileno())
-            except (HotRestartError, OSError) as e:
-                log.error("worker process {index}: {error}", index=channel.index, error=e)
+            for shareAddress, thread, sock in self._share(index):
+                if shareAddress == address:
+                    channel.outbox.send({"listen_socket": {
+                        "address": address, "worker_index": thread}}, sock.fileno())
 
     def removeListenerSockets(self, address):
         """A listener LDS removed: its sockets are not given to new worker processes."""
@@ -271,6 +270,9 @@ class WorkerProcesses(Service):
             merger.merge(stats)
 
     def _closeChannel(self, channel):
+        if channel.outbox is not None:
+            channel.outbox.close()
+            channel.outbox = None
         if channel.reader is not None:
             self.reactor.removeReader(channel.reader)
             channel.reader = None
@@ -319,12 +321,24 @@ class WorkerProcesses(Service):
     def broadcast(self, message):
         """Send an admin action to every worker process."""
         for channel in list(self.channels.values()):
-            if channel.stream is None:
-                continue
-            try:
-                channel.stream.send(None, message)
-            except (HotRestartError, OSError) as e:
-                log.error("worker process {index}: {error}", index=channel.index, error=e)
+            if channel.outbox is not None:
+                channel.outbox.send(message)
+
+    def _stalled(self, channel, waiting):
+        """
+        C{channel}'s worker process has taken nothing for
+        L{txenvoy.server.channel_outbox.STALL_KILL_S} while messages wait:
+        it is stopped or stuck. Killed, it is replaced as any that died.
+        """
+        if self.channels.get(channel.index) is not channel or self._stopping:
+            return
+        log.error("worker process {index} (pid {pid}) took no message for {seconds:g} s "
+                  "({waiting} waiting): killing it", index=channel.index, pid=channel.pid,
+                  seconds=STALL_KILL_S, waiting=waiting)
+        try:
+            channel.transport.signalProcess("KILL")
+        except Exception:
+            pass
 
     def stopService(self):
         """
