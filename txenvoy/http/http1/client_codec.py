@@ -259,10 +259,7 @@ class ClientCodec(Http1Connection):
         write = self._write
         if self._requestChunked:
             if len(data) >= GATHER_MIN_BYTES:
-                # A large chunk is written between its framing, not copied
-                # into one string with it.
-                self._writeSequence((b"%x\r\n" % (len(data),), data,
-                                     b"\r\n0\r\n\r\n" if endStream else b"\r\n"))
+                self._writeSequence(self.chunkPieces(data, endStream))
             elif data:
                 write(self.chunk(data, endStream))
             elif endStream:

@@ -256,6 +256,15 @@ class Http1Connection:
             return b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
         return b"%x\r\n%s\r\n" % (len(data), data)
 
+    @staticmethod
+    def chunkPieces(data, endStream):
+        """
+        @return: what L{chunk} returns, as three pieces with C{data} itself
+            in the middle: a large chunk is written between its framing
+            (C{writeSequence}), not copied into one string with it.
+        """
+        return (b"%x\r\n" % (len(data),), data, b"\r\n0\r\n\r\n" if endStream else b"\r\n")
+
     def lastChunk(self, trailers):
         """
         @param trailers: a L{HeaderMap}, or C{None}.

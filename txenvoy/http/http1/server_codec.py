@@ -345,10 +345,7 @@ class ResponseEncoder:
                 if len(data) < GATHER_MIN_BYTES:
                     self._send(codec.chunk(data, endStream))
                 else:
-                    # A large chunk is written between its framing, not
-                    # copied into one string with it.
-                    pieces = (b"%x\r\n" % (len(data),), data,
-                              b"\r\n0\r\n\r\n" if endStream else b"\r\n")
+                    pieces = codec.chunkPieces(data, endStream)
                     self.wireBytesSent += len(pieces[0]) + len(data) + len(pieces[2])
                     codec.sendSequence(pieces)
                 if endStream:
