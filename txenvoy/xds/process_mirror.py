@@ -20,6 +20,7 @@ with its health (L{txenvoy.upstream.host_set_mirror}).
 """
 
 import base64
+import functools
 import hashlib
 
 from twisted.internet import defer
@@ -49,6 +50,8 @@ _CLUSTER_MAIN_OWNED = frozenset((
     "update_time", "update_duration", "assignment_stale", "assignment_timeout_received"))
 
 
+# Asked for every stat of every push (twice a second): the names repeat.
+@functools.lru_cache(maxsize=1 << 16)
 def mainOwnedStat(name):
     """
     Whether the stat C{name} is one the main process alone counts for the
