@@ -21,7 +21,7 @@ _ROUTE = """\
                   retry_policy:
                     retry_on: connect-failure
                     num_retries: 1
-                    host_selection_retry_max_attempts: 12
+                    host_selection_retry_max_attempts: 40
                     retry_host_predicate:
                     - name: envoy.retry_host_predicates.%(predicate)s
                       typed_config:
@@ -104,13 +104,15 @@ class RetryHostSelectionTests(SharedFixture, SynchronousTestCase):
         cls.origin.stop()
 
     def assertAllSucceed(self, name):
-        for port, admin, _ in self.proxies:
+        for port, admin, proxy in self.proxies:
             c = Client(port)
             try:
-                statuses = [c.request(path="/%s/x" % (name,)).status for _ in range(N)]
+                responses = [c.request(path="/%s/x" % (name,)) for _ in range(N)]
             finally:
                 c.close()
-            self.assertEqual(statuses, [200] * N)
+            failures = [(i, r.status, r.body) for i, r in enumerate(responses)
+                        if r.status != 200]
+            self.assertEqual(failures, [], "%s: %r" % (type(proxy).__name__, failures))
             stats = adminStats(admin)
             # Some first attempts hit the dead host; each was retried once.
             failed = stats["cluster.%s.upstream_cx_connect_fail" % (name,)]
