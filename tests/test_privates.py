@@ -18,6 +18,7 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.python.reflect import namedAny
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -228,6 +229,160 @@ class EPollReactorTests(SynchronousTestCase):
         self.assertEqual(len(bad.lost), 1)
         self.assertEqual(good.reads, 1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class _Trigger:
+    """A readable descriptor whose C{doRead} calls C{action} once."""
+
+    def __init__(self, test, reactor, action):
+        self.a, self.b = socket.socketpair()
+        test.addCleanup(self.a.close)
+        test.addCleanup(self.b.close)
+        self.action = action
+        reactor.addReader(self)
+        self.b.send(b"x")
+
+    def fileno(self):
+        return self.a.fileno()
+
+    def doRead(self):
+        self.a.recv(10)
+        self.action()
+
+    def connectionLost(self, reason):
+        pass
+
+    def logPrefix(self):
+        return "trigger"
+
+
+class TurnEndWriteTests(SynchronousTestCase):
+    """
+    L{privates.EPollReactor.writeAtTurnEnd}: small writes made while the
+    loop dispatches are sent together when the dispatch ends, through the
+    transport's own buffer, so ordering and closes hold.
+    """
+
+    def setUp(self):
+        self.reactor = privates.EPollReactor()
+        self.addCleanup(self.reactor._poller.close)
+        self.a, self.peer = socket.socketpair()
+        self.addCleanup(self.peer.close)
+        self.peer.setblocking(False)
+        self.lost = []
+        protocol = Protocol()
+        protocol.connectionLost = self.lost.append
+        self.conn = tcp.Connection(self.a, protocol, self.reactor)
+        self.conn.connected = True  # as tcp.Server and tcp.Client set it
+        protocol.makeConnection(self.conn)
+        self.reactor.addReader(self.conn)
+        self.addCleanup(self._close)
+
+    def _close(self):
+        if self.conn.connected:
+            self.conn.connectionLost(Failure(ConnectionDone()))
+
+    def received(self):
+        try:
+            return self.peer.recv(1 << 20)
+        except BlockingIOError:
+            return None
+
+    def during(self, action):
+        _Trigger(self, self.reactor, action)
+        self.reactor.doPoll(0)
+
+    def test_attributes(self):
+        missing = [n for n in privates.TCP_QUEUE_ATTRIBUTES if not hasattr(self.conn, n)]
+        self.assertEqual(missing, [])
+
+    def test_outsideDispatchRefused(self):
+        """Outside a dispatch the caller writes its own way."""
+        self.assertFalse(self.reactor.writeAtTurnEnd(self.conn, b"x"))
+        self.assertEqual(privates.unsentBytes(self.conn), 0)
+
+    def test_sentAtTurnEnd(self):
+        """
+        Writes of one turn wait for its end, in the transport's buffer,
+        then go out together in order, with no writability watch left.
+        """
+        seen = []
+
+        def action():
+            self.assertTrue(self.reactor.writeAtTurnEnd(self.conn, b"one "))
+            self.assertTrue(self.reactor.writeAtTurnEnd(self.conn, b"two"))
+            seen.append((self.received(), privates.unsentBytes(self.conn)))
+
+        self.during(action)
+        self.assertEqual(seen, [(None, 7)])
+        self.assertEqual(self.received(), b"one two")
+        self.assertEqual(privates.unsentBytes(self.conn), 0)
+        self.assertNotIn(self.conn, self.reactor.getWriters())
+
+    def test_twistedWriteAfter(self):
+        """A plain C{write} after a turn write is sent after it."""
+        def action():
+            self.reactor.writeAtTurnEnd(self.conn, b"first ")
+            self.conn.write(b"second")
+            self.assertFalse(self.reactor.writeAtTurnEnd(self.conn, b" third"))
+            self.conn.write(b" third")
+
+        self.during(action)
+        self.reactor.doPoll(0)
+        self.assertEqual(self.received(), b"first second third")
+
+    def test_loseConnectionAfter(self):
+        """C{loseConnection} after a turn write sends it, then closes."""
+        def action():
+            self.reactor.writeAtTurnEnd(self.conn, b"last words")
+            self.conn.loseConnection()
+
+        self.during(action)
+        self.reactor.doPoll(0)
+        self.assertEqual(self.received(), b"last words")
+        self.assertEqual(self.received(), b"")
+        self.lost[0].trap(ConnectionDone)
+
+    def test_abortDrops(self):
+        """C{abortConnection} after a turn write drops it, as Twisted does."""
+        def action():
+            self.reactor.writeAtTurnEnd(self.conn, b"dropped")
+            self.conn.abortConnection()
+
+        self.during(action)
+        self.reactor.runUntilCurrent()
+        self.assertEqual(len(self.lost), 1)
+        self.assertEqual(self.received(), b"")
+
+    def test_largeRefused(self):
+        """A write over the limit, or one that would pass it, goes out at once."""
+        limit = self.reactor.TURN_WRITE_LIMIT
+        answers = []
+
+        def action():
+            answers.append(self.reactor.writeAtTurnEnd(self.conn, b"x" * (limit + 1)))
+            answers.append(self.reactor.writeAtTurnEnd(self.conn, b"x" * limit))
+            answers.append(self.reactor.writeAtTurnEnd(self.conn, b"x"))
+
+        self.during(action)
+        self.assertEqual(answers, [False, True, False])
+
+    def test_partialSend(self):
+        """What the socket does not take is sent by Twisted once it can."""
+        self.a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        self.peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        data = bytes(range(256)) * 200
+
+        self.during(lambda: self.reactor.writeAtTurnEnd(self.conn, data))
+        self.assertGreater(privates.unsentBytes(self.conn), 0)
+        self.assertIn(self.conn, self.reactor.getWriters())
+        got = b""
+        deadline = time.time() + 10
+        while len(got) < len(data) and time.time() < deadline:
+            got += self.received() or b""
+            self.reactor.doPoll(0.01)
+        self.assertEqual(got, data)
+        self.assertNotIn(self.conn, self.reactor.getWriters())
 
 
 class OnlyHereTests(SynchronousTestCase):

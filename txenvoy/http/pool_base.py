@@ -23,8 +23,13 @@ PROTOCOL_ERROR = "protocol error"
 def _sendNow(transport, data):
     # Twisted queues every write and sends it once the reactor sees the
     # socket writable, at the cost of two epoll changes and a dispatch per
-    # write. When nothing is queued, try the socket at once; whatever it
-    # does not take goes the usual way, so ordering and back-pressure hold.
+    # write. txenvoy's reactor sends the small writes of a loop turn
+    # together at its end; otherwise, when nothing is queued, the socket is
+    # tried at once. Whatever it does not take goes the usual way, so
+    # ordering and back-pressure hold.
+    atTurnEnd = getattr(transport.reactor, "writeAtTurnEnd", None)
+    if atTurnEnd is not None and atTurnEnd(transport, data):
+        return
     if unsentBytes(transport) or not transport.connected or transport.disconnecting:
         transport.write(data)
         return
