@@ -17,7 +17,9 @@ from txenvoy.config.errors import ConfigError, UnsupportedField
 from txenvoy.config.loader import loadBootstrap
 from txenvoy.config.registry import Category, extension, loadPlugins
 from txenvoy.server.dispatcher import Dispatcher
-from txenvoy.server.heap_shrinker import FreeMemoryReleaser, HeapShrinker, releaseFreeMemory
+from txenvoy.server import heap_shrinker
+from txenvoy.server.heap_shrinker import (FreeMemoryReleaser, HeapShrinker, holdFreedMemory,
+                                          releaseFreeMemory)
 from txenvoy.server.overload_manager import (
     DISABLE_HTTP_KEEPALIVE,
     GLOBAL_DOWNSTREAM_MAX_CONNECTIONS,
@@ -402,13 +404,48 @@ class HeapShrinkerTests(SynchronousTestCase):
         """
         clock = Clock()
         calls = []
-        releaser = FreeMemoryReleaser(clock, release=lambda: calls.append(clock.seconds()))
+        releaser = FreeMemoryReleaser(clock, release=lambda: calls.append(clock.seconds()),
+                                      hold=lambda: None)
         releaser.start()
         clock.advance(5)
         clock.advance(5)
         releaser.stop()
         clock.advance(10)
         self.assertEqual(calls, [5, 10])
+
+    def test_startHoldsFreedMemory(self):
+        """
+        Once the releaser runs, glibc is told to keep what is freed (it
+        no longer trims an arena on every free), once.
+        """
+        clock = Clock()
+        holds = []
+        releaser = FreeMemoryReleaser(clock, release=lambda: None,
+                                      hold=lambda: holds.append(clock.seconds()))
+        releaser.start()
+        releaser.start()
+        self.assertEqual(holds, [0])
+        releaser.stop()
+
+    def test_holdFreedMemorySetsBothThresholds(self):
+        """
+        The trim threshold is set with the mmap threshold, which glibc
+        otherwise leaves at 128 KiB once a trim threshold is set: every
+        1 MiB body buffer would get its own mapping.
+        """
+        calls = []
+        self.assertTrue(holdFreedMemory(lambda p, v: calls.append((p, v)) or 1))
+        self.assertEqual(calls, [(heap_shrinker.M_MMAP_THRESHOLD, heap_shrinker.MMAP_THRESHOLD),
+                                 (heap_shrinker.M_TRIM_THRESHOLD, heap_shrinker.TRIM_THRESHOLD)])
+        self.assertGreater(heap_shrinker.MMAP_THRESHOLD, 1024 * 1024)
+        self.assertFalse(holdFreedMemory(None))
+
+    def test_holdFreedMemoryWithGlibc(self):
+        """glibc's mallopt takes both values."""
+        if heap_shrinker._mallopt is None:
+            self.assertFalse(holdFreedMemory())
+        else:
+            self.assertTrue(holdFreedMemory())
 
     def test_releaseFreeMemory(self):
         """glibc's malloc_trim runs and says whether it released anything."""

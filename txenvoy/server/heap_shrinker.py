@@ -9,6 +9,13 @@ glibc's malloc (its own small-object arenas are returned as soon as they
 are empty), so the equivalent is glibc's C{malloc_trim(0)}, which gives
 back the free tops and free pages of every malloc arena. Where there is no
 glibc the shrink is counted and does nothing.
+
+Since free memory is given back on that schedule, glibc is told not to do
+it on every C{free} (L{holdFreedMemory}), as tcmalloc does not: a worker
+thread's arena otherwise gave its top back (C{madvise}) each time a few
+MiB of body buffers were freed, and the next reads took page faults and
+zeroed pages to get it again, a fifth of the proxy's CPU on 1 MiB
+responses (bench (c)).
 """
 
 import ctypes
@@ -20,18 +27,50 @@ SHRINK_INTERVAL = 10.0
 RELEASE_INTERVAL = 5.0
 
 
-def _loadMallocTrim():
+def _libcFunction(name, *argtypes):
+    # glibc's function, returning an int; None where there is none.
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        function = getattr(libc, name)
     except (OSError, AttributeError):
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    function.argtypes = list(argtypes)
+    function.restype = ctypes.c_int
+    return function
 
 
-_mallocTrim = _loadMallocTrim()
+_mallocTrim = _libcFunction("malloc_trim", ctypes.c_size_t)
+
+#: glibc's C{mallopt} parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+#: A free arena top larger than this is given back at once; below, it
+#: waits for L{FreeMemoryReleaser}.
+TRIM_THRESHOLD = 64 * 1024 * 1024
+
+#: Blocks this large or larger get their own mapping, given back when
+#: freed; smaller ones (every body buffer) come from the arenas. Setting a
+#: trim threshold fixes this one too (glibc stops adapting it), so it is
+#: set with it, above C{per_connection_buffer_limit_bytes}'s default.
+MMAP_THRESHOLD = 4 * 1024 * 1024
+
+
+_mallopt = _libcFunction("mallopt", ctypes.c_int, ctypes.c_int)
+
+
+def holdFreedMemory(mallopt=_mallopt):
+    """
+    Keep freed memory in glibc's arenas up to L{TRIM_THRESHOLD} instead of
+    giving each free top back to the system at once, and serve blocks
+    under L{MMAP_THRESHOLD} from the arenas. Process-wide.
+
+    @return: whether both were set (C{False} without glibc).
+    """
+    if mallopt is None:
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) & bool(
+        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def releaseFreeMemory():
@@ -55,16 +94,22 @@ class FreeMemoryReleaser:
     ever trimmed by itself), so after 20,000 mutated requests a process
     kept about 8 MB it no longer used (C{bench/fuzz_memory.py}). A
     C{malloc_trim} costs well under a millisecond at this size.
+
+    Once started, it is what gives memory back: glibc no longer trims on
+    every C{free} (L{holdFreedMemory}, through C{hold}).
     """
 
-    def __init__(self, reactor, interval=RELEASE_INTERVAL, release=releaseFreeMemory):
+    def __init__(self, reactor, interval=RELEASE_INTERVAL, release=releaseFreeMemory,
+                 hold=holdFreedMemory):
         self._loop = LoopingCall(release)
         self._loop.clock = reactor
         self.interval = interval
         self.enabled = _mallocTrim is not None or release is not releaseFreeMemory
+        self._hold = hold
 
     def start(self):
         if self.enabled and not self._loop.running:
+            self._hold()
             self._loop.start(self.interval, now=False)
 
     def stop(self):
