@@ -407,8 +407,10 @@ def verifyErrorString(errno):
 class SlotOrMethod:
     """
     An attribute kept in a slot (C{member}, the slot's descriptor) that,
-    unset, is C{method} bound to the instance: what a method is once the
-    instance attribute shadowing it is deleted.
+    holding C{None}, is C{method} bound to the instance: what a method is
+    once the instance attribute shadowing it is deleted. (C{None} rather
+    than an empty slot: the reactor reads C{doRead} on every event, and an
+    empty slot would raise and catch an C{AttributeError} each time.)
     """
 
     __slots__ = ("member", "method")
@@ -420,19 +422,16 @@ class SlotOrMethod:
     def __get__(self, instance, owner=None):
         if instance is None:
             return self
-        try:
-            return self.member.__get__(instance, owner)
-        except AttributeError:
+        value = self.member.__get__(instance, owner)
+        if value is None:
             return self.method.__get__(instance, owner)
+        return value
 
     def __set__(self, instance, value):
         self.member.__set__(instance, value)
 
     def __delete__(self, instance):
-        try:
-            self.member.__delete__(instance)
-        except AttributeError:
-            pass
+        self.member.__set__(instance, None)
 
 
 # The class defaults the slots of SlottedTCPClient hide, set per instance.
@@ -453,6 +452,7 @@ class SlottedTCPClient(tcp.Client):
     def __init__(self, host, port, bindAddress, connector, reactor=None):
         for name, value in _CLIENT_DEFAULTS:
             setattr(self, name, value)
+        self._fileno = self._doRead = self._doWrite = None
         tcp.Client.__init__(self, host, port, bindAddress, connector, reactor)
 
 
