@@ -231,7 +231,7 @@ class EPollReactorTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
-class _Trigger:
+class DispatchTrigger:
     """A readable descriptor whose C{doRead} calls C{action} once."""
 
     def __init__(self, test, reactor, action):
@@ -289,7 +289,7 @@ class TurnEndWriteTests(SynchronousTestCase):
             return None
 
     def during(self, action):
-        _Trigger(self, self.reactor, action)
+        DispatchTrigger(self, self.reactor, action)
         self.reactor.doPoll(0)
 
     def test_attributes(self):
@@ -366,6 +366,28 @@ class TurnEndWriteTests(SynchronousTestCase):
 
         self.during(action)
         self.assertEqual(answers, [False, True, False])
+
+    def test_pullProducerAskedAgain(self):
+        """
+        A transport feeding a pull producer is left to Twisted's write
+        path, which asks the producer for more once the bytes are out.
+        """
+        resumed = []
+
+        class Pull:
+            def resumeProducing(self):
+                resumed.append(True)
+
+            def stopProducing(self):
+                pass
+
+        self.conn.registerProducer(Pull(), False)
+        del resumed[:]
+        self.during(lambda: self.reactor.writeAtTurnEnd(self.conn, b"pulled"))
+        self.assertEqual(resumed, [])
+        self.reactor.doPoll(0)
+        self.assertEqual(self.received(), b"pulled")
+        self.assertEqual(resumed, [True])
 
     def test_partialSend(self):
         """What the socket does not take is sent by Twisted once it can."""

@@ -62,11 +62,13 @@ Twisted, C{twisted.internet.epollreactor.EPollReactor} (L{EPollReactor}):
    two more calls), a measurable share of a small request's CPU, for a
    context txenvoy's logging never reads.
  - C{tcp.Connection._tempDataBuffer}, C{_tempDataLen}, C{dataBuffer},
-   C{offset}, C{_aborting} (L{EPollReactor.writeAtTurnEnd}): small writes
-   made while the loop dispatches ready descriptors are put in the
+   C{offset}, C{_aborting} and C{EPollReactor._writes} (the descriptors
+   watched for writability) (L{EPollReactor.writeAtTurnEnd}): small
+   writes made while the loop dispatches ready descriptors are put in the
    transport's own write buffer, where C{loseConnection} and every other
    writer see them in order, and sent once all ready descriptors had their
-   turn. Twisted's C{write} would also ask epoll for writability (two
+   turn, unless Twisted's own write path took the transport over
+   meanwhile. Twisted's C{write} would also ask epoll for writability (two
    C{epoll_ctl} and one more event per write).
 
 Twisted, the reactor:
@@ -159,7 +161,7 @@ TCP_QUEUE_ATTRIBUTES = ("_tempDataBuffer", "_tempDataLen", "dataBuffer", "offset
                         "_writeDisconnecting", "_writeDisconnected")
 
 #: Attributes set on an C{EPollReactor} instance.
-EPOLL_INSTANCE_ATTRIBUTES = ("_poller", "_selectables")
+EPOLL_INSTANCE_ATTRIBUTES = ("_poller", "_selectables", "_writes")
 
 try:
     from twisted.internet.epollreactor import EPollReactor as _TwistedEPollReactor
@@ -217,28 +219,40 @@ if _TwistedEPollReactor is not None:
                         or transport._writeDisconnecting or transport._writeDisconnected):
                     return False
                 taken = 0
-            elif taken + size > self.TURN_WRITE_LIMIT or taken != transport._tempDataLen:
+            elif taken + size > self.TURN_WRITE_LIMIT or not self.onlyTurnWrites(transport):
                 return False
             queued[transport] = taken + size
             transport._tempDataBuffer.append(data)
             transport._tempDataLen += size
             return True
 
+        def onlyTurnWrites(self, transport):
+            """
+            Whether all that C{transport} has left to write was given to
+            L{writeAtTurnEnd} this turn (nothing else wrote to it since,
+            which would have put it under Twisted's own write path).
+            """
+            queued = self._turnWrites
+            return (queued is not None and transport in queued
+                    and transport.fileno() not in self._writes)
+
         def _sendTurnWrites(self):
             """
             Send what L{writeAtTurnEnd} buffered this turn. A transport
-            something else wrote to or closed meanwhile, or whose socket
-            does not take it all, is left to Twisted's own write path
-            (which sends when the socket is writable, then closes it if
-            asked to).
+            that Twisted's own write path took over meanwhile (something
+            wrote to it or closed it the Twisted way) is left to that path,
+            which sends it all in order when the socket is writable; so is
+            what the socket does not take now, and a transport feeding a
+            pull producer (which Twisted's path asks for more once drained).
             """
             queued = self._turnWrites
             self._turnWrites = None
-            for transport, taken in queued.items():
-                if not transport.connected or transport._aborting:
+            writes = self._writes
+            for transport in queued:
+                if (not transport.connected or transport._aborting
+                        or transport.fileno() in writes):
                     continue
-                if (transport._tempDataLen != taken or transport.dataBuffer
-                        or transport.disconnecting or transport._writeDisconnecting):
+                if transport.producer is not None and not transport.streamingProducer:
                     transport.startWriting()
                     continue
                 pieces = transport._tempDataBuffer
@@ -250,7 +264,7 @@ if _TwistedEPollReactor is not None:
                 except OSError:
                     # Twisted's doWrite meets the error again and closes.
                     sent = 0
-                if sent < taken:
+                if sent < len(data):
                     transport.dataBuffer = data
                     transport.offset = sent
                     transport.startWriting()
@@ -339,6 +353,15 @@ class TLSTransport(BufferingTLSTransport):
 def unsentBytes(transport):
     """How many bytes a Twisted C{FileDescriptor} transport still holds."""
     return len(transport.dataBuffer) - transport.offset + getattr(transport, "_tempDataLen", 0)
+
+
+def onlyTurnWrites(transport):
+    """
+    Whether all a TCP transport has left to write goes out at the end of
+    its reactor's current turn (L{EPollReactor.writeAtTurnEnd}).
+    """
+    check = getattr(transport.reactor, "onlyTurnWrites", None)
+    return check is not None and check(transport)
 
 
 def writeDisconnected(transport):

@@ -10,9 +10,12 @@ from twisted.internet import reactor
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from txenvoy.network.accept import ListenerPort, OverflowLog, ReservedDescriptor
+from tests.test_privates import DispatchTrigger
+from txenvoy import privates
+from txenvoy.network.accept import (
+    AcceptedConnection, ListenerPort, OverflowLog, ReservedDescriptor)
 
 
 class OverflowLogTests(TestCase):
@@ -242,3 +245,72 @@ class ListenerPortTests(TestCase):
             c.settimeout(2)
             self.assertEqual(c.recv(1), b"")
         self.assertTrue(port._reserve.release())
+
+
+class _ClosingServer:
+    """The listening port as an accepted connection sees it."""
+
+    boundHost = None
+
+    def __init__(self):
+        self.closing = []
+
+    def closeSoon(self, connection):
+        self.closing.append(connection)
+
+
+class CloseAfterTurnWriteTests(SynchronousTestCase):
+    """
+    An accepted connection closed right after a write that waits for the
+    end of the reactor's turn (L{privates.EPollReactor.writeAtTurnEnd}).
+    """
+
+    def setUp(self):
+        self.reactor = privates.EPollReactor()
+        self.addCleanup(self.reactor._poller.close)
+        sock, self.peer = socket.socketpair()
+        self.addCleanup(self.peer.close)
+        self.server = _ClosingServer()
+        self.conn = AcceptedConnection(sock, Protocol(), ("127.0.0.1", 1), self.server, 1,
+                                       self.reactor)
+        self.conn.protocol.makeConnection(self.conn)
+        self.addCleanup(lambda: self.conn.connected and privates.disconnectNow(self.conn))
+
+    def test_sentThenClosedWithoutWriteEvent(self):
+        """
+        The close takes the short way (no switch to writing): the turn's
+        end sends the bytes, the next turn closes, the peer reads them and
+        its FIN.
+        """
+        def action():
+            self.assertTrue(self.reactor.writeAtTurnEnd(self.conn, b"the response"))
+            self.conn.loseConnection()
+            self.assertNotIn(self.conn, self.reactor.getWriters())
+
+        DispatchTrigger(self, self.reactor, action)
+        self.reactor.doPoll(0)
+        self.assertEqual(self.server.closing, [self.conn])
+        self.conn._closeNow()
+        self.assertFalse(self.conn.connected)
+        self.peer.settimeout(5)
+        self.assertEqual(self.peer.recv(100), b"the response")
+        self.assertEqual(self.peer.recv(100), b"")
+
+    def test_otherWriteFirst(self):
+        """
+        Bytes written the Twisted way after the turn write: Twisted's
+        close, after everything is flushed in order.
+        """
+        def action():
+            self.reactor.writeAtTurnEnd(self.conn, b"one ")
+            self.conn.write(b"two")
+            self.conn.loseConnection()
+
+        DispatchTrigger(self, self.reactor, action)
+        self.reactor.doPoll(0)
+        self.assertEqual(self.server.closing, [])
+        self.reactor.doPoll(0)
+        self.assertFalse(self.conn.connected)
+        self.peer.settimeout(5)
+        self.assertEqual(self.peer.recv(100), b"one two")
+        self.assertEqual(self.peer.recv(100), b"")

@@ -29,7 +29,7 @@ from twisted.python import log as legacyLog
 
 from txenvoy import privates
 from txenvoy.network.address import addressTuple
-from txenvoy.privates import disconnectNow, unsentBytes, writeDisconnected
+from txenvoy.privates import disconnectNow, onlyTurnWrites, unsentBytes, writeDisconnected
 
 log = Logger(namespace="conn_handler")
 
@@ -126,11 +126,13 @@ class AcceptedConnection(tcp.Server):
 
     def loseConnection(self):
         if (self.TLS or self.producer is not None or not self.connected or self.disconnecting
-                or writeDisconnected(self) or unsentBytes(self)):
+                or writeDisconnected(self)
+                or (unsentBytes(self) and not onlyTurnWrites(self))):
             tcp.Server.loseConnection(self)
             return
         # Twisted's state for a transport that is closing, minus the write
-        # event: reads are ignored from now on (see doRead).
+        # event: reads are ignored from now on (see doRead). What waits for
+        # the end of this turn is sent before the next turn closes it.
         self.disconnecting = 1
         self._closingSoon = True
         self.server.closeSoon(self)
