@@ -23,6 +23,7 @@ from twisted.python.reflect import namedAny
 from twisted.trial.unittest import SynchronousTestCase
 
 import txenvoy
+from tests.network.test_user_space import Producer
 from txenvoy import privates
 
 PATTERN = re.compile(r"_tlsConnection|_tempDataLen|dataBuffer|_exitSignal|_registerAsIOThread"
@@ -256,12 +257,13 @@ class DispatchTrigger:
         return "trigger"
 
 
-class TurnEndWriteTests(SynchronousTestCase):
+class _ConnectedPair:
     """
-    L{privates.EPollReactor.writeAtTurnEnd}: small writes made while the
-    loop dispatches are sent together when the dispatch ends, through the
-    transport's own buffer, so ordering and closes hold.
+    A C{transportClass} transport (C{self.conn}) on one end of a socket
+    pair, on an L{privates.EPollReactor}; C{self.peer} is the other end.
     """
+
+    transportClass = tcp.Connection
 
     def setUp(self):
         self.reactor = privates.EPollReactor()
@@ -272,7 +274,7 @@ class TurnEndWriteTests(SynchronousTestCase):
         self.lost = []
         protocol = Protocol()
         protocol.connectionLost = self.lost.append
-        self.conn = tcp.Connection(self.a, protocol, self.reactor)
+        self.conn = self.transportClass(self.a, protocol, self.reactor)
         self.conn.connected = True  # as tcp.Server and tcp.Client set it
         protocol.makeConnection(self.conn)
         self.reactor.addReader(self.conn)
@@ -281,6 +283,18 @@ class TurnEndWriteTests(SynchronousTestCase):
     def _close(self):
         if self.conn.connected:
             self.conn.connectionLost(Failure(ConnectionDone()))
+
+    def test_attributes(self):
+        missing = [n for n in privates.TCP_QUEUE_ATTRIBUTES if not hasattr(self.conn, n)]
+        self.assertEqual(missing, [])
+
+
+class TurnEndWriteTests(_ConnectedPair, SynchronousTestCase):
+    """
+    L{privates.EPollReactor.writeAtTurnEnd}: small writes made while the
+    loop dispatches are sent together when the dispatch ends, through the
+    transport's own buffer, so ordering and closes hold.
+    """
 
     def received(self):
         try:
@@ -291,10 +305,6 @@ class TurnEndWriteTests(SynchronousTestCase):
     def during(self, action):
         DispatchTrigger(self, self.reactor, action)
         self.reactor.doPoll(0)
-
-    def test_attributes(self):
-        missing = [n for n in privates.TCP_QUEUE_ATTRIBUTES if not hasattr(self.conn, n)]
-        self.assertEqual(missing, [])
 
     def test_outsideDispatchRefused(self):
         """Outside a dispatch the caller writes its own way."""
@@ -405,6 +415,128 @@ class TurnEndWriteTests(SynchronousTestCase):
             self.reactor.doPoll(0.01)
         self.assertEqual(got, data)
         self.assertNotIn(self.conn, self.reactor.getWriters())
+
+
+class _GatheringConnection(privates.GatheringWrite, tcp.Connection):
+    """A TCP transport writing as L{privates.GatheringWrite}."""
+
+
+class GatheringWriteTests(_ConnectedPair, SynchronousTestCase):
+    """
+    L{privates.GatheringWrite}: what is queued goes out through C{sendmsg}
+    as the strings were queued, without joining them, and what the socket
+    does not take stays queued as it stands.
+    """
+
+    transportClass = _GatheringConnection
+
+    def receivedAll(self):
+        got = []
+        while True:
+            try:
+                data = self.peer.recv(1 << 20)
+            except BlockingIOError:
+                return b"".join(got)
+            if not data:
+                return b"".join(got)
+            got.append(data)
+
+    def smallBuffers(self):
+        self.a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        self.peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+    def test_queuedStringsSentTogether(self):
+        """
+        Strings queued by C{write} and C{writeSequence} go out in order in
+        one writable event; the transport then stops watching for it and
+        resumes its paused producer, as Twisted's does.
+        """
+        producer = Producer()
+        self.conn.registerProducer(producer, True)
+        self.conn.write(b"one ")
+        self.conn.writeSequence([b"two ", b"", b"three"])
+        self.conn.producerPaused = True
+        self.assertIn(self.conn, self.reactor.getWriters())
+        self.assertIsNone(self.conn.doWrite())
+        self.assertEqual(self.receivedAll(), b"one two three")
+        self.assertEqual(privates.unsentBytes(self.conn), 0)
+        self.assertNotIn(self.conn, self.reactor.getWriters())
+        self.assertEqual(producer.calls, ["resume"])
+
+    def test_partialSendKeepsStrings(self):
+        """
+        What a full socket does not take stays queued as the same string
+        objects (no copy), and goes out whole and in order as the peer
+        reads.
+        """
+        self.smallBuffers()
+        pieces = [bytes([i]) * 50000 for i in range(1, 6)]
+        self.conn.writeSequence(pieces)
+        self.conn.doWrite()
+        unsent = privates.unsentBytes(self.conn)
+        self.assertGreater(unsent, 0)
+        self.assertLess(unsent, 250000)
+        held = [self.conn.dataBuffer] + self.conn._tempDataBuffer
+        self.assertTrue(all(any(h is p for p in pieces) for h in held))
+        got = []
+        deadline = time.time() + 10
+        while privates.unsentBytes(self.conn) and time.time() < deadline:
+            got.append(self.receivedAll())
+            self.conn.doWrite()
+        got.append(self.receivedAll())
+        self.assertEqual(b"".join(got), b"".join(pieces))
+        self.assertNotIn(self.conn, self.reactor.getWriters())
+
+    def test_closeAfterFlush(self):
+        """C{loseConnection} with bytes queued: they go out, then the close."""
+        self.conn.write(b"last words")
+        self.conn.loseConnection()
+        self.assertIsInstance(self.conn.doWrite(), ConnectionDone)
+        self.assertEqual(self.receivedAll(), b"last words")
+
+    def test_halfCloseAfterFlush(self):
+        """C{loseWriteConnection} with bytes queued: they go out, then the FIN."""
+        self.conn.write(b"request")
+        self.conn.loseWriteConnection()
+        self.conn.doWrite()
+        self.assertTrue(privates.writeDisconnected(self.conn))
+        self.assertEqual(self.receivedAll(), b"request")
+
+    def test_peerGone(self):
+        """A send to a closed peer is a lost connection, as Twisted reports it."""
+        self.conn.write(b"x")
+        self.peer.close()
+        from twisted.internet.main import CONNECTION_LOST
+        self.assertIs(self.conn.doWrite(), CONNECTION_LOST)
+
+    def test_highWatermarkCountsUnsent(self):
+        """
+        The producer is paused once the bytes not yet sent pass
+        C{bufferSize} (Envoy's high watermark); the sent part of a string
+        queued in place does not count.
+        """
+        self.smallBuffers()
+        producer = Producer()
+        self.conn.bufferSize = 1000
+        self.conn.registerProducer(producer, True)
+        data = b"x" * 5000
+        privates.queueUnsent(self.conn, data, 4500)
+        self.assertIs(self.conn.dataBuffer, data)
+        self.assertEqual(privates.unsentBytes(self.conn), 500)
+        self.assertEqual(producer.calls, [])
+        self.assertIn(self.conn, self.reactor.getWriters())
+        self.conn.write(b"y" * 501)
+        self.assertEqual(producer.calls, ["pause"])
+
+    def test_queueUnsentWithRest(self):
+        """
+        L{privates.queueUnsent} queues the rest of a string sent in part,
+        then the strings after it, in order.
+        """
+        privates.queueUnsent(self.conn, memoryview(b"abcdef"), 2, [memoryview(b"gh"), b"ij"])
+        self.assertEqual(privates.unsentBytes(self.conn), 8)
+        self.conn.doWrite()
+        self.assertEqual(self.receivedAll(), b"cdefghij")
 
 
 class OnlyHereTests(SynchronousTestCase):

@@ -44,6 +44,22 @@ Twisted, C{twisted.internet.abstract.FileDescriptor} (L{unsentBytes}):
    closes a connection with nothing left to write with C{close(2)} alone,
    without the switch to writing C{loseConnection} makes first.
 
+Twisted, C{twisted.internet.abstract.FileDescriptor} (L{GatheringWrite},
+L{queueUnsent}):
+ - C{dataBuffer}, C{offset}, C{_tempDataBuffer}, C{_tempDataLen},
+   C{producer}, C{streamingProducer}, C{producerPaused},
+   C{_postLoseConnection}, C{_closeWriteConnection}, C{_maybePauseProducer}:
+   the write buffer and what Twisted's C{doWrite} does once it is empty.
+   Its C{doWrite} joins what is queued behind the unsent part into one new
+   string whenever less than 128 KiB is left of it (a copy of every queued
+   body byte) and sends 128 KiB per writable event;
+   L{GatheringWrite.doWrite} hands the queued strings to one C{sendmsg} as
+   they are, and again while the socket takes all. L{queueUnsent} leaves
+   the unsent part of a string sent directly in place (C{dataBuffer} and
+   C{offset}) instead of copying it into a new one for C{write}.
+ - C{_isSendBufferFull}: overridden by L{GatheringWrite} to count only the
+   bytes not yet sent against the buffer limit, as Envoy's high watermark.
+
 Twisted, C{twisted.internet.tcp.Port} (L{adoptListeningPort}):
  - C{_fromListeningDescriptor}: what C{reactor.adoptStreamPort} builds a
    port with; called on a subclass (L{txenvoy.network.accept.ListenerPort})
@@ -106,7 +122,7 @@ import errno
 
 from OpenSSL import SSL
 from OpenSSL.SSL import Error, WantReadError
-from twisted.internet import tcp
+from twisted.internet import main, tcp
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.main import CONNECTION_DONE
 from twisted.protocols.tls import BufferingTLSTransport
@@ -125,6 +141,10 @@ CLASS_ATTRIBUTES = (
     ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_aborted"),
     ("twisted.protocols.tls.TLSMemoryBIOProtocol", "_lostTLSConnection"),
     ("twisted.internet.tcp.Connection", "_writeDisconnecting"),
+    ("twisted.internet.tcp.Connection", "_postLoseConnection"),
+    ("twisted.internet.tcp.Connection", "_closeWriteConnection"),
+    ("twisted.internet.tcp.Connection", "_isSendBufferFull"),
+    ("twisted.internet.tcp.Connection", "_maybePauseProducer"),
     ("twisted.internet.tcp.Connection", "_writeDisconnected"),
     ("twisted.internet.posixbase.PosixReactorBase", "_disconnectSelectable"),
     ("twisted.internet.tcp.Port", "_fromListeningDescriptor"),
@@ -362,6 +382,113 @@ def onlyTurnWrites(transport):
     """
     check = getattr(transport.reactor, "onlyTurnWrites", None)
     return check is not None and check(transport)
+
+
+#: At most this many strings in one C{sendmsg} (Linux's C{IOV_MAX} is 1024).
+GATHER_MAX_BUFFERS = 64
+
+
+class GatheringWrite:
+    """
+    C{doWrite} for a C{tcp.Connection} subclass: what is queued goes to
+    the socket with C{sendmsg}, each string as it is (no join, no copy),
+    again as long as the socket takes everything offered; what it does not
+    take stays queued where it was. Once the buffer is empty it does what
+    Twisted's C{doWrite} does: resumes the producer, or finishes a close
+    or a write half-close.
+    """
+
+    def doWrite(self):
+        send = self.socket.sendmsg
+        while True:
+            pieces = self._tempDataBuffer
+            data = self.dataBuffer
+            offset = self.offset
+            head = len(data) - offset
+            if head:
+                iov = [memoryview(data)[offset:] if offset else data]
+                iov += pieces[:GATHER_MAX_BUFFERS - 1]
+            elif pieces:
+                iov = pieces[:GATHER_MAX_BUFFERS]
+            else:
+                break
+            try:
+                sent = send(iov)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    return None
+                return main.CONNECTION_LOST
+            if head:
+                if sent < head:
+                    self.offset = offset + sent
+                    return None
+                sent -= head
+                self.dataBuffer = b""
+                self.offset = 0
+            # Whole strings sent leave the list; a string sent in part
+            # becomes the unsent head, as it stands.
+            offered = len(iov) - 1 if head else len(iov)
+            done = taken = 0
+            while done < offered:
+                size = len(pieces[done])
+                if sent < size:
+                    break
+                sent -= size
+                taken += size
+                done += 1
+            full = done < offered
+            if sent:
+                piece = pieces[done]
+                taken += len(piece)
+                self.dataBuffer = piece
+                self.offset = sent
+                done += 1
+            if done:
+                del pieces[:done]
+                self._tempDataLen -= taken
+            if full:
+                return None
+        self.dataBuffer = b""
+        self.offset = 0
+        self.stopWriting()
+        if self.producer is not None and (not self.streamingProducer or self.producerPaused):
+            self.producerPaused = False
+            self.producer.resumeProducing()
+        elif self.disconnecting:
+            return self._postLoseConnection()
+        elif self._writeDisconnecting:
+            self._writeDisconnected = True
+            return self._closeWriteConnection()
+        return None
+
+
+    def _isSendBufferFull(self):
+        # Envoy's high watermark: the bytes not yet sent, past the
+        # connection's buffer limit (Twisted counts the sent part of the
+        # head string too).
+        return len(self.dataBuffer) - self.offset + self._tempDataLen > self.bufferSize
+
+
+def queueUnsent(transport, data, sent, rest=()):
+    """
+    Queue what the socket did not take of C{data} (a string sent directly
+    while C{transport}'s buffer was empty), after its first C{sent} bytes,
+    then the strings C{rest}, to be sent when the socket is writable. A
+    C{bytes} C{data} stays as it is (no copy of its unsent part).
+    """
+    if type(data) is bytes:
+        transport.dataBuffer = data
+        transport.offset = sent
+    else:
+        transport.dataBuffer = bytes(data[sent:])
+        transport.offset = 0
+    if rest:
+        transport.writeSequence([bytes(b) for b in rest])
+    else:
+        transport._maybePauseProducer()
+        transport.startWriting()
 
 
 def writeDisconnected(transport):

@@ -8,7 +8,7 @@ accounting of those waits.
 
 from twisted.internet import tcp
 
-from txenvoy.privates import unsentBytes
+from txenvoy.privates import queueUnsent, unsentBytes
 
 __all__ = ["OVERFLOW", "CONNECTION_TERMINATION", "PROTOCOL_ERROR", "directWriter",
            "directSequenceWriter", "IdleTimer",
@@ -42,7 +42,7 @@ def _sendNow(transport, data):
         transport.write(data)
         return
     if sent < len(data):
-        transport.write(data[sent:])
+        queueUnsent(transport, data, sent)
 
 
 #: Below this many bytes in all, a sequence is joined and sent as one
@@ -74,7 +74,7 @@ def _sendSequenceNow(transport, buffers):
             sent -= len(piece)
             continue
         # What the kernel did not take, in order, the usual way.
-        transport.writeSequence([bytes(piece[sent:])] + [bytes(b) for b in buffers[i + 1:]])
+        queueUnsent(transport, piece, sent, buffers[i + 1:])
         return
 
 
