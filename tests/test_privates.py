@@ -220,6 +220,24 @@ class EPollReactorTests(SynchronousTestCase):
         self.reactor.doPoll(0)
         self.assertEqual((one.reads, two.reads), (1, 1))
 
+    def test_raisingReadDisconnects(self):
+        """
+        A C{doRead} that raises is logged and its descriptor disconnected,
+        as Twisted's C{_doReadOrWrite} does; the others still read.
+        """
+        bad, good = self.reader(), self.reader()
+
+        def doRead():
+            raise ValueError("a doRead that raises")
+
+        bad.doRead = doRead
+        self.reactor.doPoll(0)
+        self.assertEqual(len(bad.lost), 1)
+        bad.lost[0].trap(ValueError)
+        self.assertEqual(good.reads, 1)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_raisingDisconnectLogged(self):
         """
         A descriptor whose C{connectionLost} raises is logged, and the

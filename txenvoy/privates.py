@@ -119,6 +119,8 @@ C{SSL*} those calls take):
 """
 
 import errno
+import select
+import sys
 
 from OpenSSL import SSL
 from OpenSSL.SSL import Error, WantReadError
@@ -190,6 +192,8 @@ except ImportError:  # not Linux
 
 
 if _TwistedEPollReactor is not None:
+
+    _EPOLLIN = select.EPOLLIN
 
     class EPollReactor(_TwistedEPollReactor):
         """
@@ -285,9 +289,7 @@ if _TwistedEPollReactor is not None:
                     # Twisted's doWrite meets the error again and closes.
                     sent = 0
                 if sent < len(data):
-                    transport.dataBuffer = data
-                    transport.offset = sent
-                    transport.startWriting()
+                    queueUnsent(transport, data, sent)
 
         def doPoll(self, timeout):
             if timeout is None:
@@ -304,11 +306,26 @@ if _TwistedEPollReactor is not None:
             try:
                 for fd, event in events:
                     selectable = selectables.get(fd)
-                    if selectable is not None:
-                        try:
+                    if selectable is None:
+                        continue
+                    try:
+                        if event == _EPOLLIN:
+                            # Readable and nothing else, most events:
+                            # C{_doReadOrWrite}'s read, without its flag
+                            # tests and C{fileno()} check (a descriptor
+                            # closed in this turn is no longer in
+                            # C{_selectables}).
+                            try:
+                                why = selectable.doRead()
+                            except BaseException:
+                                why = sys.exc_info()[1]
+                                legacyLog.err()
+                            if why:
+                                self._disconnectSelectable(selectable, why, True)
+                        else:
                             dispatch(selectable, fd, event)
-                        except Exception:
-                            legacyLog.err(None, "dispatching an event of %r" % (selectable,))
+                    except Exception:
+                        legacyLog.err(None, "dispatching an event of %r" % (selectable,))
             finally:
                 self._dispatching = False
                 if self._turnWrites:

@@ -22,7 +22,7 @@ import errno
 import os
 import socket
 
-from twisted.internet import tcp, unix
+from twisted.internet import main, tcp, unix
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger
 from twisted.python import log as legacyLog
@@ -144,10 +144,20 @@ class AcceptedConnection(GatheringWrite, tcp.Server):
         self.server.closeSoon(self)
 
     def doRead(self):
+        # Twisted's doRead and _dataReceived in one call.
         if self._closingSoon:
             # Closed at the start of the next turn, before the next poll.
             return None
-        return tcp.Server.doRead(self)
+        try:
+            data = self.socket.recv(self.bufferSize)
+        except OSError as e:
+            if e.args[0] == errno.EWOULDBLOCK:
+                return None
+            return main.CONNECTION_LOST
+        if not data:
+            return main.CONNECTION_DONE
+        self.protocol.dataReceived(data)
+        return None
 
     def _closeNow(self):
         """The turn after L{loseConnection}: close, or flush first."""
