@@ -430,14 +430,16 @@ class ClientCodec(Http1Connection):
     def on_status(self, reason):
         self._reason += reason
 
-    def on_header(self, name, value):
-        lname = PLAIN_NAMES.get(name)
+    def on_header(self, name, value, _plain=PLAIN_NAMES.get):
+        # (The default makes the lookup local: this runs per header.)
+        lname = _plain(name)
         value = value.rstrip(b" \t")
-        self._headSize += len(name) + len(value) + 4
+        size = len(name) + len(value)
+        self._headSize += size + 4
         if self._trailers is None:
             # Envoy's header bytes received: each name and value, with
             # the colon and the line's CRLF (not the space between).
-            self.headerBytesReceived += len(name) + len(value) + 3
+            self.headerBytesReceived += size + 3
         if lname is None:
             lname = name.lower()
             if self._trailers is not None:
