@@ -546,6 +546,37 @@ class GatheringWriteTests(_ConnectedPair, SynchronousTestCase):
         self.conn.write(b"y" * 501)
         self.assertEqual(producer.calls, ["pause"])
 
+    def test_lowWatermarkResumes(self):
+        """
+        A producer paused at the high watermark resumes once no more than
+        half of C{bufferSize} waits to be sent (Envoy's low watermark),
+        not only once all is sent; above half it stays paused.
+        """
+        self.smallBuffers()
+        producer = Producer()
+        self.conn.bufferSize = 60000
+        self.conn.registerProducer(producer, True)
+        self.conn.write(b"a" * 40000)
+        self.conn.write(b"b" * 30000)
+        self.assertEqual(producer.calls, ["pause"])
+        deadline = time.time() + 10
+        got = []
+        while producer.calls == ["pause"] and time.time() < deadline:
+            self.conn.doWrite()
+            unsent = privates.unsentBytes(self.conn)
+            if producer.calls == ["pause"]:
+                self.assertGreater(unsent, 30000)
+            got.append(self.receivedAll())
+        self.assertEqual(producer.calls, ["pause", "resume"])
+        self.assertLessEqual(unsent, 30000)
+        self.assertGreater(unsent, 0)
+        while privates.unsentBytes(self.conn) and time.time() < deadline:
+            self.conn.doWrite()
+            got.append(self.receivedAll())
+        got.append(self.receivedAll())
+        self.assertEqual(b"".join(got), b"a" * 40000 + b"b" * 30000)
+        self.assertEqual(producer.calls, ["pause", "resume"])
+
     def test_queueUnsentWithRest(self):
         """
         L{privates.queueUnsent} queues the rest of a string sent in part,

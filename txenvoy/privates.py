@@ -413,6 +413,11 @@ class GatheringWrite:
     take stays queued where it was. Once the buffer is empty it does what
     Twisted's C{doWrite} does: resumes the producer, or finishes a close
     or a write half-close.
+
+    Its streaming producer is paused and resumed at Envoy's watermarks:
+    paused once more than C{bufferSize} bytes wait to be sent (the high
+    watermark, C{per_connection_buffer_limit_bytes}), resumed once no more
+    than half of that wait (the low one).
     """
 
     def doWrite(self):
@@ -440,6 +445,8 @@ class GatheringWrite:
             if head:
                 if sent < head:
                     self.offset = offset + sent
+                    if self.producerPaused and self.streamingProducer:
+                        self._belowLowWatermark()
                     return None
                 sent -= head
                 self.dataBuffer = b""
@@ -466,6 +473,8 @@ class GatheringWrite:
                 del pieces[:done]
                 self._tempDataLen -= taken
             if full:
+                if self.producerPaused and self.streamingProducer:
+                    self._belowLowWatermark()
                 return None
         self.dataBuffer = b""
         self.offset = 0
@@ -480,6 +489,15 @@ class GatheringWrite:
             return self._closeWriteConnection()
         return None
 
+
+    def _belowLowWatermark(self):
+        # Envoy's low watermark, half the high one: a paused producer
+        # resumes once the bytes not yet sent are down to it, rather than
+        # once all are sent, so that it refills the buffer meanwhile.
+        if (self.producer is not None and len(self.dataBuffer) - self.offset
+                + self._tempDataLen <= self.bufferSize // 2):
+            self.producerPaused = False
+            self.producer.resumeProducing()
 
     def _isSendBufferFull(self):
         # Envoy's high watermark: the bytes not yet sent, past the
