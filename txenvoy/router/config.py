@@ -581,6 +581,11 @@ class RouteEntry(_Frozen):
     @ivar internalRedirectPolicy: a
         L{txenvoy.router.internal_redirect.InternalRedirectPolicy}, or
         C{None} (upstream redirects go to the client).
+    @ivar routerOptions: the route has retries, a per-try timeout, gRPC or
+        stream duration timeouts, an idle timeout, an internal redirect
+        policy, mirrors, request header mutations, rewrites, CONNECT
+        termination or weighted clusters: computed once, so the router
+        tests them only for such routes.
     """
 
     __slots__ = (
@@ -599,8 +604,23 @@ class RouteEntry(_Frozen):
         "requestHeadersMutation", "responseHeadersMutation", "decorator", "tracing",
         "metadataMatch", "mirrorPolicies", "rateLimits", "internalRedirectPolicy",
         "_matchedSize", "_weightEnds",
-        "_randomHeader", "_rng",
+        "_randomHeader", "_rng", "routerOptions",
     )
+
+    def _init(self, **attributes):
+        _Frozen._init(self, **attributes)
+        policy = self.retryPolicy
+        # Whether the router has more to do for this route than send it
+        # with its timeout: one test per request for the common route.
+        object.__setattr__(self, "routerOptions", bool(
+            self.weightedClusters is not None or policy.retryOn or policy.perTryTimeout
+            or self.maxGrpcTimeout is not None or self.grpcTimeoutHeaderMax is not None
+            or self.maxStreamDuration is not None or self.idleTimeout is not None
+            or self.internalRedirectPolicy is not None or self.mirrorPolicies
+            or self.requestHeadersMutations or self.prefixRewrite is not None
+            or self.regexRewrite is not None or self.hostRewriteLiteral is not None
+            or self.hostRewriteHeader is not None or self.hostRewritePathRegex is not None
+            or self.autoHostRewrite or self.connectConfig))
 
     @property
     def virtualHost(self):

@@ -183,6 +183,17 @@ def _retryBits(policy):
     return bits[1]
 
 
+def _timeoutHeader(expected):
+    """The x-envoy-expected-rq-timeout-ms entry for C{expected} seconds."""
+    header = _timeoutHeaders.get(expected)
+    if header is None:
+        header = (b"x-envoy-expected-rq-timeout-ms", b"%d" % (int(expected * 1000 + 0.5),))
+        # A timeout can come from a request header: keep few.
+        if len(_timeoutHeaders) < _TIMEOUT_HEADERS_MAX:
+            _timeoutHeaders[expected] = header
+    return header
+
+
 def _grpcTimeout(entry, request, timeout):
     """
     Envoy's C{FilterUtility::finalTimeout} for a gRPC request on a route
@@ -547,7 +558,6 @@ class RouterFilter:
         self.request = headers
         info.upstreamCluster = clusterName
 
-        entries = headers.headers
         hashing = cluster.info.lbConfig.hashing
         if hashing is not None:
             # Envoy hashes the request as it came, before the route's
@@ -557,6 +567,57 @@ class RouterFilter:
             if policies:
                 self._hashKey = generateHash(policies, headers, info, self._addCookie)
 
+        if entry.routerOptions or info.hasFilterState():
+            self._routeOptions(route, entry, headers, endStream)
+        else:
+            # Only the route's timeout applies; no filter state means no
+            # internal request's overrides and no first pass's header.
+            timeout = self.timeout = entry.timeout
+            self.perTryTimeout = 0.0
+            if timeout and not config.suppressEnvoyHeaders:
+                headers.headers._entries.append(_timeoutHeader(timeout))
+        httpOptions = cluster.info.upstreamHttpOptions
+        if httpOptions is not None and cluster.info.transportSocket is not None:
+            # auto_sni / auto_san_validation: from the host after the
+            # route's rewrite, as Envoy's getRequestHostValue.
+            self._socketOptions = httpOptions.optionsFor(headers)
+
+        if log.debugEnabled:
+            log.debug("%srouter decoding headers:\n%s", _tag(cb),
+                      dumpRequestHeaders(headers, _scheme(cb, headers)))
+        span = cb.activeSpan
+        if span is not None:
+            tracing = cb.tracingConfig
+            if tracing is not None:
+                self._upstreamSpan = tracing.beginUpstream(
+                    span, headers, clusterName, info.startTime + info.duration())
+        cb.addDownstreamWatermarkCallbacks(self)
+        self._headersOnly = endStream
+        if entry.mirrorPolicies:
+            shadow = ShadowRequests(cb.dispatcher, entry.mirrorPolicies, self.config.snapshot())
+            if shadow:
+                shadow.onHeaders(headers)
+                if endStream:
+                    shadow.send(self.timeout)
+                else:
+                    self._shadow = shadow
+        if endStream:
+            self._downstreamComplete = True
+            self._completeTime = self.reactor.seconds()
+            self._startRouteTimer()
+        self._startAttempt()
+        return _STOP
+
+    def _routeOptions(self, route, entry, headers, endStream):
+        """
+        The timeouts, retries, redirects, header mutations and rewrites of a
+        route with L{RouteEntry.routerOptions}, or of a request with filter
+        state (an internal request's overrides, a redirected request).
+        """
+        cb = self.callbacks
+        config = self.config
+        info = self.info
+        entries = headers.headers
         policy = entry.retryPolicy
         bits = _retryBits(policy)
         retries = policy.numRetries
@@ -605,13 +666,7 @@ class RouterFilter:
         if envoyHeaders:
             expected = perTry if perTry and (not timeout or perTry < timeout) else timeout
             if expected:
-                header = _timeoutHeaders.get(expected)
-                if header is None:
-                    header = (b"x-envoy-expected-rq-timeout-ms",
-                              b"%d" % (int(expected * 1000 + 0.5),))
-                    # A timeout can come from a request header: keep few.
-                    if len(_timeoutHeaders) < _TIMEOUT_HEADERS_MAX:
-                        _timeoutHeaders[expected] = header
+                header = _timeoutHeader(expected)
                 if info.hasFilterState():
                     # A request sent again (an internal redirect) has the
                     # first pass's header.
@@ -635,37 +690,6 @@ class RouterFilter:
             if envoyHeaders:
                 entries.set(b"x-envoy-original-path", path)
             headers.path = newPath
-        httpOptions = cluster.info.upstreamHttpOptions
-        if httpOptions is not None and cluster.info.transportSocket is not None:
-            # auto_sni / auto_san_validation: from the host after the
-            # route's rewrite, as Envoy's getRequestHostValue.
-            self._socketOptions = httpOptions.optionsFor(headers)
-
-        if log.debugEnabled:
-            log.debug("%srouter decoding headers:\n%s", _tag(cb),
-                      dumpRequestHeaders(headers, _scheme(cb, headers)))
-        span = cb.activeSpan
-        if span is not None:
-            tracing = cb.tracingConfig
-            if tracing is not None:
-                self._upstreamSpan = tracing.beginUpstream(
-                    span, headers, clusterName, info.startTime + info.duration())
-        cb.addDownstreamWatermarkCallbacks(self)
-        self._headersOnly = endStream
-        if entry.mirrorPolicies:
-            shadow = ShadowRequests(cb.dispatcher, entry.mirrorPolicies, self.config.snapshot())
-            if shadow:
-                shadow.onHeaders(headers)
-                if endStream:
-                    shadow.send(self.timeout)
-                else:
-                    self._shadow = shadow
-        if endStream:
-            self._downstreamComplete = True
-            self._completeTime = self.reactor.seconds()
-            self._startRouteTimer()
-        self._startAttempt()
-        return _STOP
 
     def _addCookie(self, policy):
         value, self._setCookie = generateCookie(policy, self.info)
