@@ -348,12 +348,15 @@ class TurnEndWriteTests(_ConnectedPair, SynchronousTestCase):
         self.assertNotIn(self.conn, self.reactor.getWriters())
 
     def test_twistedWriteAfter(self):
-        """A plain C{write} after a turn write is sent after it."""
+        """
+        A plain C{write} after a turn write is sent after it, and a turn
+        write after that after both, all by Twisted's path.
+        """
         def action():
             self.reactor.writeAtTurnEnd(self.conn, b"first ")
             self.conn.write(b"second")
-            self.assertFalse(self.reactor.writeAtTurnEnd(self.conn, b" third"))
-            self.conn.write(b" third")
+            self.assertTrue(self.reactor.writeAtTurnEnd(self.conn, b" third"))
+            self.assertFalse(self.reactor.onlyTurnWrites(self.conn))
 
         self.during(action)
         self.reactor.doPoll(0)

@@ -217,7 +217,10 @@ if _TwistedEPollReactor is not None:
         TURN_WRITE_LIMIT = 64 * 1024
 
         _dispatching = False
-        _turnWrites = None
+
+        def __init__(self):
+            _TwistedEPollReactor.__init__(self)
+            self._turnWrites = {}
 
         def writeAtTurnEnd(self, transport, data):
             """
@@ -226,26 +229,20 @@ if _TwistedEPollReactor is not None:
             current dispatch ends, along with the turn's other writes.
 
             @return: whether it was taken; if not (no dispatch running,
-                too large, or the transport already has bytes of its own
-                to send or is closing), the caller writes it its own way.
+                too large, or the transport is gone or its write side
+                shut), the caller writes it its own way.
             """
             if not self._dispatching:
                 return False
             queued = self._turnWrites
-            if queued is None:
-                queued = self._turnWrites = {}
             size = len(data)
-            taken = queued.get(transport)
-            if taken is None:
-                if (size > self.TURN_WRITE_LIMIT or transport.dataBuffer
-                        or transport._tempDataLen or not transport.connected
-                        or transport.disconnecting or transport._aborting
-                        or transport._writeDisconnecting or transport._writeDisconnected):
-                    return False
-                taken = 0
-            elif taken + size > self.TURN_WRITE_LIMIT or not self.onlyTurnWrites(transport):
+            taken = queued.get(transport, 0) + size
+            if (taken > self.TURN_WRITE_LIMIT or not transport.connected
+                    or transport._writeDisconnected):
                 return False
-            queued[transport] = taken + size
+            queued[transport] = taken
+            # Behind whatever Twisted's own path still has to send, if
+            # anything: that path then sends it all, in order.
             transport._tempDataBuffer.append(data)
             transport._tempDataLen += size
             return True
@@ -253,30 +250,30 @@ if _TwistedEPollReactor is not None:
         def onlyTurnWrites(self, transport):
             """
             Whether all that C{transport} has left to write was given to
-            L{writeAtTurnEnd} this turn (nothing else wrote to it since,
-            which would have put it under Twisted's own write path).
+            L{writeAtTurnEnd} this turn (nothing put it under Twisted's
+            own write path, which watches it for writability).
             """
-            queued = self._turnWrites
-            return (queued is not None and transport in queued
-                    and transport.fileno() not in self._writes)
+            return transport in self._turnWrites and transport.fileno() not in self._writes
 
         def _sendTurnWrites(self):
             """
             Send what L{writeAtTurnEnd} buffered this turn. A transport
-            that Twisted's own write path took over meanwhile (something
-            wrote to it or closed it the Twisted way) is left to that path,
-            which sends it all in order when the socket is writable; so is
-            what the socket does not take now, and a transport feeding a
-            pull producer (which Twisted's path asks for more once drained).
+            under Twisted's own write path (something else wrote to it, it
+            is closing the Twisted way, or it had bytes left from before)
+            is left to that path, which sends it all in order when the
+            socket is writable; so is what the socket does not take now,
+            and a transport feeding a pull producer (which that path asks
+            for more once drained).
             """
             queued = self._turnWrites
-            self._turnWrites = None
+            self._turnWrites = {}
             writes = self._writes
             for transport in queued:
                 if (not transport.connected or transport._aborting
                         or transport.fileno() in writes):
                     continue
-                if transport.producer is not None and not transport.streamingProducer:
+                if transport.dataBuffer or (transport.producer is not None
+                                            and not transport.streamingProducer):
                     transport.startWriting()
                     continue
                 pieces = transport._tempDataBuffer

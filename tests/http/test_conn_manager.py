@@ -160,6 +160,20 @@ class ProxiedRequestTests(SynchronousTestCase):
         self.assertEqual(r.header("server"), "envoy")
         self.assertEqual(r.header("date"), "Mon, 01 Jan 2001 00:00:00 GMT")
 
+    def test_responseHopByHopFirst(self):
+        """
+        Hop-by-hop headers before server: server is still overwritten in
+        its own place (after them, once they are gone) and a second one
+        dropped.
+        """
+        self.forward(response=b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nkeep-alive: 5\r\n"
+                              b"server: origin\r\ndate: Mon, 01 Jan 2001 00:00:00 GMT\r\n"
+                              b"server: again\r\ncontent-length: 2\r\n\r\nok")
+        r = self.down.response()
+        self.assertEqual(r.names(), ["server", "date", "content-length",
+                                     "x-envoy-upstream-service-time"])
+        self.assertEqual(r.header("server"), "envoy")
+
     def test_dateAndServerAdded(self):
         """Envoy 1.40: without them, date and server come after the router's header."""
         self.forward()

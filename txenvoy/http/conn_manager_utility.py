@@ -43,11 +43,10 @@ DETECTED = frozenset([b"x-forwarded-for", b"x-forwarded-proto", b"x-request-id",
                        b"expect", b"te", b"x-forwarded-client-cert",
                        b"x-envoy-external-address"])
 # Response headers the connection manager reads or rewrites.
-_RESPONSE_SPECIAL = frozenset([b"date", b"server", b"connection", b"keep-alive",
-                               b"proxy-connection", b"upgrade", b"transfer-encoding", b"via",
-                               b"x-request-id"])
 _RESPONSE_HOP_BY_HOP = frozenset([b"connection", b"keep-alive", b"proxy-connection",
                                   b"upgrade", b"transfer-encoding"])
+_RESPONSE_SPECIAL = _RESPONSE_HOP_BY_HOP | frozenset([b"date", b"server", b"via",
+                                                      b"x-request-id"])
 
 _getrandbits = random.getrandbits
 _UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
@@ -466,6 +465,17 @@ def _normalizePath(stream, request):
 # -- responses ---------------------------------------------------------------------
 
 
+def _movedUp(at, removed):
+    """Where entry C{at} (or -1) is once the entries at C{removed} are gone."""
+    if at < 0:
+        return at
+    before = 0
+    for i in removed:
+        if i < at:
+            before += 1
+    return at - before
+
+
 def mutateResponseHeaders(config, headers, request, date, upgrade):
     """
     Envoy's C{mutateResponseHeaders}: what the connection manager does to
@@ -484,7 +494,7 @@ def mutateResponseHeaders(config, headers, request, date, upgrade):
     hasDate = False
     serverAt = -1
     servers = 0
-    strip = False
+    stripped = None
     viaAt = -1
     requestIdAt = -1
     i = 0
@@ -502,23 +512,20 @@ def mutateResponseHeaders(config, headers, request, date, upgrade):
             elif name == b"x-request-id":
                 requestIdAt = i
             elif not upgrade or (name != b"connection" and name != b"upgrade"):
-                strip = True
+                # Hop-by-hop (an upstream's connection: keep-alive, most
+                # often): removed below, without a second pass.
+                if stripped is None:
+                    stripped = [i]
+                else:
+                    stripped.append(i)
         i += 1
-    if strip:
-        keep = frozenset([b"connection", b"upgrade"]) if upgrade else frozenset()
-        kept = [e for e in entries if e[0] not in _RESPONSE_HOP_BY_HOP or e[0] in keep]
-        entries[:] = kept
-        serverAt = -1
-        viaAt = -1
-        requestIdAt = -1
-        for i, entry in enumerate(entries):
-            name = entry[0]
-            if name == b"server" and serverAt < 0:
-                serverAt = i
-            elif name == b"via":
-                viaAt = i
-            elif name == b"x-request-id":
-                requestIdAt = i
+    if stripped is not None:
+        for i in reversed(stripped):
+            del entries[i]
+        # What followed a removed entry moved up.
+        serverAt = _movedUp(serverAt, stripped)
+        viaAt = _movedUp(viaAt, stripped)
+        requestIdAt = _movedUp(requestIdAt, stripped)
     if not hasDate:
         entries.append((b"date", date))
     transformation = config.serverHeaderTransformation
