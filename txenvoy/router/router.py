@@ -828,9 +828,12 @@ class RouterFilter:
     def _startAttempt(self):
         cluster = self.cluster
         selection = self._hostSelection
-        host = cluster.chooseHost(LoadBalancerContext(
-            self.callbacks.connection, self.request, self._hashKey, self.route.metadataMatch,
-            selection if selection is not None and self._attempts else None))
+        if cluster.contextFree and (selection is None or not self._attempts):
+            host = cluster.chooseHost()
+        else:
+            host = cluster.chooseHost(LoadBalancerContext(
+                self.callbacks.connection, self.request, self._hashKey, self.route.metadataMatch,
+                selection if selection is not None and self._attempts else None))
         if host is None:
             if log.debugEnabled:
                 log.debug("%sno healthy host for HTTP connection pool", _tag(self.callbacks))
@@ -1275,10 +1278,10 @@ class RouterFilter:
 
     def _onResponseComplete(self, upstream):
         upstream.done = True
-        self.info.lastUpstreamRxMonotonic = self.reactor.seconds()
+        now = self.info.lastUpstreamRxMonotonic = self.reactor.seconds()
         upstream.cancelDurationTimer()
         self._finish()
-        elapsed = (self.reactor.seconds() - upstream.startTime) * 1000.0
+        elapsed = (now - upstream.startTime) * 1000.0
         stats = self.clusterStats
         stats.upstream_rq_time.recordValue(elapsed)
         stats.prefixedRqTime(self._origin()).recordValue(elapsed)

@@ -34,6 +34,7 @@ from txenvoy.upstream.health_check_event_logger import HealthCheckEventLogger
 from txenvoy.upstream.health_checker import HealthChecker
 from txenvoy.upstream.outlier_detection import Detector
 from txenvoy.upstream.retry_host_selection import chooseHostWithRetryPredicates
+from txenvoy.upstream.load_balancer import LoadBalancer
 from txenvoy.upstream.thread_aware_lb import newLoadBalancer
 
 log = componentLogger("upstream")
@@ -51,6 +52,11 @@ class ThreadLocalCluster:
     @ivar reactor: its reactor.
     @ivar workerName: its name (C{"worker_0"}, C{"main_thread"}).
     @ivar loadBalancer: the L{LoadBalancer}.
+    @ivar contextFree: its policy picks without reading a request's
+        L{txenvoy.upstream.load_balancer_context.LoadBalancerContext} (the
+        policies of L{LoadBalancer} itself: round robin, least request,
+        random), so a caller with no retry host selection need not build
+        one.
     """
 
     def __init__(self, info, dispatcher, rng=None, primary=None):
@@ -71,6 +77,7 @@ class ThreadLocalCluster:
         else:
             self.loadBalancer = newLoadBalancer(
                 info.lbConfig, self.workerName, self.stats.lb_healthy_panic, rng)
+        self.contextFree = type(self.loadBalancer).chooseHost is LoadBalancer.chooseHost
 
     def updateHosts(self, hosts):
         """Take a new membership (runs on this worker, posted by main)."""
