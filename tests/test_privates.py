@@ -31,6 +31,20 @@ PATTERN = re.compile(r"_tlsConnection|_tempDataLen|dataBuffer|_exitSignal|_regis
                      r"|_disconnectSelectable|_fromListeningDescriptor|_preexistingSocket")
 
 
+def reactorAndServer(test):
+    """
+    An L{privates.EPollReactor} and a listening socket on 127.0.0.1, both
+    closed when C{test} ends.
+    """
+    reactor = privates.EPollReactor()
+    test.addCleanup(reactor._poller.close)
+    server = socket.socket()
+    test.addCleanup(server.close)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    return reactor, server
+
+
 class PrivatesPresentTests(SynchronousTestCase):
 
     def test_classAttributes(self):
@@ -105,12 +119,7 @@ class PrivatesPresentTests(SynchronousTestCase):
         in its slots (its instance dict stays empty); a refused one fails
         as Twisted's does.
         """
-        reactor = privates.EPollReactor()
-        self.addCleanup(reactor._poller.close)
-        server = socket.socket()
-        self.addCleanup(server.close)
-        server.bind(("127.0.0.1", 0))
-        server.listen(1)
+        reactor, server = reactorAndServer(self)
         events = []
 
         class Recorder(Protocol):

@@ -409,13 +409,16 @@ class GatheringWrite:
     again as long as the socket takes everything offered; what it does not
     take stays queued where it was. Once the buffer is empty it does what
     Twisted's C{doWrite} does: resumes the producer, or finishes a close
-    or a write half-close.
+    or a write half-close. It adds no attribute of its own (slotted
+    transports keep having no instance dict).
 
     Its streaming producer is paused and resumed at Envoy's watermarks:
     paused once more than C{bufferSize} bytes wait to be sent (the high
     watermark, C{per_connection_buffer_limit_bytes}), resumed once no more
     than half of that wait (the low one).
     """
+
+    __slots__ = ()
 
     def doWrite(self):
         send = self.socket.sendmsg

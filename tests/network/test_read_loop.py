@@ -5,10 +5,13 @@ socket reads until drained.
 """
 
 import socket
+import time
 
 from twisted.internet import main, tcp
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.test_privates import reactorAndServer
+from txenvoy import privates
 from txenvoy.network import read_loop
 from txenvoy.network.read_loop import MAX_READS_PER_EVENT, readUntilDrained
 
@@ -129,3 +132,49 @@ class DrainingReadTests(SynchronousTestCase):
         other = object.__new__(tcp.Server)
         readUntilDrained(other)
         self.assertIs(type(other), tcp.Server)
+
+
+class UpstreamClientWriteTests(SynchronousTestCase):
+    """
+    L{read_loop.UpstreamTCPClient} writes as L{privates.GatheringWrite}
+    once connected, and stays without an instance dict.
+    """
+
+    def test_largeWriteGathered(self):
+        """
+        Strings queued while the socket is full go out in order, through
+        C{GatheringWrite.doWrite}, with no instance dict made on the way.
+        """
+        from twisted.internet.protocol import ClientFactory, Protocol
+
+        reactor, server = reactorAndServer(self)
+        made = []
+        factory = ClientFactory.forProtocol(Protocol)
+        factory.clientConnectionFailed = lambda connector, reason: made.append(reason)
+        connector = read_loop.connectTCP(reactor, "127.0.0.1", server.getsockname()[1],
+                                         factory, timeout=5)
+        deadline = time.time() + 10
+        transport = connector.transport
+        while not transport.connected and not made and time.time() < deadline:
+            reactor.iterate(0.01)
+        self.assertTrue(transport.connected)
+        self.assertIsInstance(transport, read_loop.UpstreamTCPClient)
+        self.assertIs(transport.doWrite.__func__, privates.GatheringWrite.doWrite)
+        peer, _ = server.accept()
+        self.addCleanup(peer.close)
+        peer.setblocking(False)
+        pieces = [bytes([i]) * 300000 for i in range(1, 5)]
+        transport.writeSequence(pieces)
+        got = []
+        while sum(map(len, got)) < 1200000 and time.time() < deadline:
+            reactor.iterate(0.01)
+            try:
+                got.append(peer.recv(1 << 20))
+            except BlockingIOError:
+                pass
+        self.assertEqual(b"".join(got), b"".join(pieces))
+        self.assertEqual(privates.unsentBytes(transport), 0)
+        self.assertNotIn(transport, reactor.getWriters())
+        self.assertEqual(vars(transport), {})
+        transport.abortConnection()
+        reactor.iterate(0)

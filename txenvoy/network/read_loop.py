@@ -16,7 +16,7 @@ from errno import EWOULDBLOCK
 from twisted.internet import main, tcp
 from twisted.internet.posixbase import PosixReactorBase
 
-from txenvoy.privates import SlotOrMethod, SlottedTCPClient, SlottedTCPConnector
+from txenvoy.privates import GatheringWrite, SlotOrMethod, SlottedTCPClient, SlottedTCPConnector
 
 #: At most this many reads per readiness event, so that one busy socket
 #: cannot keep the others waiting.
@@ -59,16 +59,21 @@ class _DrainingClient(_DrainingRead, tcp.Client):
     """A client connection that reads as L{_DrainingRead}."""
 
 
-class UpstreamTCPClient(SlottedTCPClient):
+class UpstreamTCPClient(GatheringWrite, SlottedTCPClient):
     """
     The client connection of upstream TCP connections, with no instance
     dict (an idle connection's memory; see
     L{txenvoy.privates.SlottedTCPClient}). It reads as Twisted's until
     L{readUntilDrained} makes it read as L{_DrainingRead}: a TLS
-    connection's protocol, the TLS layer, reads its own way.
+    connection's protocol, the TLS layer, reads its own way. It writes as
+    L{GatheringWrite} once connected: a large request body is not joined
+    into new strings, and the downstream it pauses resumes at Envoy's low
+    watermark.
     """
 
     __slots__ = ()
+
+    doWrite = SlotOrMethod(SlottedTCPClient._doWrite, GatheringWrite.doWrite)
 
 
 class _DrainingUpstreamClient(UpstreamTCPClient):
