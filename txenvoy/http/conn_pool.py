@@ -412,7 +412,8 @@ class HttpConnPool(PendingAccounting):
 
     def releaseClient(self, client):
         """A client finished its request (or was given back unused) and can be reused."""
-        client.releaseRequestSlot()
+        if client.hasRequestSlot:
+            client.releaseRequestSlot()
         self.busy.discard(client)
         self._assignOrIdle(client)
 

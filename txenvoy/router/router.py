@@ -1179,9 +1179,11 @@ class RouterFilter:
                             b"%d" % (int((now - since) * 1000),)))
         if self._setCookie is not None:
             entries.append((b"set-cookie", self._setCookie))
-        mutations = self.route.responseHeadersMutations
-        if mutations.levels:
-            mutations.apply(headers.headers, FormatContext(self.info, self.request, headers))
+        entry = self.entry
+        if entry.responseHeadersMutations or entry.weightedClusters is not None:
+            mutations = self.route.responseHeadersMutations
+            if mutations.levels:
+                mutations.apply(headers.headers, FormatContext(self.info, self.request, headers))
         self.info.firstUpstreamRxMonotonic = now
         if endStream:
             upstream.pendingHeaders = headers

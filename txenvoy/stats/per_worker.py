@@ -73,10 +73,12 @@ class perWorkerMethod:
         return MethodType(self._get, obj)
 
     def _get(self, obj, dispatcher):
+        try:
+            return obj.__dict__[self._key][dispatcher.name]
+        except KeyError:
+            pass
         byWorker = obj.__dict__.get(self._key)
         if byWorker is None:
             byWorker = obj.__dict__[self._key] = {}
-        value = byWorker.get(dispatcher.name)
-        if value is None:
-            value = byWorker[dispatcher.name] = self._make(obj, dispatcher)
+        value = byWorker[dispatcher.name] = self._make(obj, dispatcher)
         return value
