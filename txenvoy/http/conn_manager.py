@@ -73,7 +73,7 @@ from txenvoy.http.conn_manager_utility import (
 )
 from txenvoy.http.pool_base import directSequenceWriter, directWriter
 from txenvoy.http.header_dump import dumpRequestHeaders, dumpResponseHeaders
-from txenvoy.http.grpc.common import GrpcStatus, grpcLocalReply, isGrpcRequest
+from txenvoy.http.grpc.common import GrpcStatus, grpcLocalReply, isGrpcContentType
 from txenvoy.http.filter import (
     DECODE_NAMES,
     DECODE_SINKS,
@@ -1373,7 +1373,7 @@ class ActiveStream:
         self.requestHeaders = request
         # Envoy's is_grpc_request_: decided on the request as the client
         # sent it, before a filter (grpc_web) makes it gRPC.
-        self._grpcRequest = isGrpcRequest(request)
+        self._grpcRequest = isGrpcContentType(request.headers.get(b"content-type"))
         cm._lastStream = self
         if log.debugEnabled:
             log.debug("%srequest headers complete (end_stream=%s):\n%s", self.logTag(),

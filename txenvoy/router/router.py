@@ -501,7 +501,6 @@ class RouterFilter:
         self._retryTimer = None
         self._retryingActive = False
         self._hostSelection = None
-        self._hashKey = None
         self._socketOptions = None
         self._attempts = 0
         self._body = None
@@ -575,7 +574,8 @@ class RouterFilter:
             timeout = self.timeout = entry.timeout
             self.perTryTimeout = 0.0
             if timeout and not config.suppressEnvoyHeaders:
-                headers.headers._entries.append(_timeoutHeader(timeout))
+                headers.headers._entries.append(
+                    _timeoutHeaders.get(timeout) or _timeoutHeader(timeout))
         httpOptions = cluster.info.upstreamHttpOptions
         if httpOptions is not None and cluster.info.transportSocket is not None:
             # auto_sni / auto_san_validation: from the host after the
