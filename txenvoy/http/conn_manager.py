@@ -177,11 +177,11 @@ class Timer:
 
     __slots__ = ("when", "callback", "active", "_set")
 
-    def __init__(self, timerSet, callback):
+    def __init__(self, timerSet, callback, when=_INF, active=False):
         self._set = timerSet
         self.callback = callback
-        self.when = _INF
-        self.active = False
+        self.when = when
+        self.active = active
 
     def cancel(self):
         """Stop the timer (harmless when it is not running)."""
@@ -237,11 +237,9 @@ class TimerSet:
 
         @return: the L{Timer}.
         """
-        t = Timer(self, callback)
         if self._stopped:
-            return t
-        t.when = when
-        t.active = True
+            return Timer(self, callback)
+        t = Timer(self, callback, when, True)
         self._timers.append(t)
         if when < self._at:
             self._arm(when)
