@@ -170,6 +170,8 @@ _policyBits = {}
 # handful per config), built once.
 _timeoutHeaders = {}
 _TIMEOUT_HEADERS_MAX = 64
+# The x-envoy-upstream-service-time entries of the first second, made once.
+_SERVICE_TIMES = tuple((b"x-envoy-upstream-service-time", b"%d" % (ms,)) for ms in range(1000))
 
 
 def _retryBits(policy):
@@ -1175,8 +1177,9 @@ class RouterFilter:
             since = self._completeTime
             if since is None:
                 since = upstream.startTime
-            entries.append((b"x-envoy-upstream-service-time",
-                            b"%d" % (int((now - since) * 1000),)))
+            ms = int((now - since) * 1000)
+            entries.append(_SERVICE_TIMES[ms] if 0 <= ms < 1000 else (
+                b"x-envoy-upstream-service-time", b"%d" % (ms,)))
         if self._setCookie is not None:
             entries.append((b"set-cookie", self._setCookie))
         entry = self.entry
