@@ -1233,7 +1233,8 @@ class ConnectionManager(Protocol):
                     or (listenerDrain is not None and listenerDrain.drainClose())):
                 self._startDrainSequence()
                 self.stats.downstream_cx_drain_close.inc()
-            elif self.overload.shouldApply(DISABLE_HTTP_KEEPALIVE):
+            elif self.overload.state.values and self.overload.shouldApply(
+                    DISABLE_HTTP_KEEPALIVE):
                 # Envoy 1.40 counts this drain as a drain close too.
                 self._startDrainSequence()
                 self.stats.downstream_cx_overload_disable_keepalive.inc()
@@ -1397,7 +1398,8 @@ class ActiveStream:
             self._maxTimer = timers.startAt(start + config.maxStreamDuration,
                                             self._onMaxDurationTimer)
 
-        if cm.overload.shouldApply(STOP_ACCEPTING_REQUESTS):
+        overload = cm.overload
+        if overload.state.values and overload.shouldApply(STOP_ACCEPTING_REQUESTS):
             # Envoy answers before building any filter: under memory
             # pressure nothing more is allocated for the request.
             stats.downstream_rq_overload_close.inc()
@@ -1996,9 +1998,13 @@ class ActiveStream:
         if cm._stream is self:
             cm._stream = None
         cm._streams.discard(self)
-        for timer in (self._idleTimer, self._requestTimer, self._maxTimer):
-            if timer is not None and timer.active:
-                timer.cancel()
+        # Timer.cancel() leaves an inactive timer alone.
+        if self._idleTimer is not None:
+            self._idleTimer.cancel()
+        if self._requestTimer is not None:
+            self._requestTimer.cancel()
+        if self._maxTimer is not None:
+            self._maxTimer.cancel()
         while self._readDisabled:
             self._readDisabled -= 1
             self.encoder.readDisable(False)
