@@ -299,6 +299,31 @@ class WorkerProcessTests(SharedFixture, SynchronousTestCase):
         self.assertEqual(workerPids(self.envoy.output()[1])[1], pid)
         self.assertNotIn("took no message", self.envoy.output()[1])
 
+    def test_replacementKeepsRuntimeOverrides(self):
+        """
+        A worker process replacing a killed one starts with what
+        C{/runtime_modify} set before: the admin layer is every worker's,
+        so requests it serves are aborted as the other process's are.
+        """
+        def answers():
+            return {get(self.envoy.port)[0] for _ in range(16)}
+        post(self.envoy.adminPort, "/runtime_modify?fault.http.abort.abort_percent=100")
+        try:
+            waitUntil(lambda: answers() == {503}, 30, "the abort in both")
+            pid = workerPids(self.envoy.output()[1])[1]
+            os.kill(pid, signal.SIGKILL)
+
+            def replacementServes():
+                new = workerPids(self.envoy.output()[1])[1]
+                return new != pid and (
+                    "worker process 1 (pid %d) serving" % (new,)) in self.envoy.output()[1]
+            waitUntil(replacementServes, STARTUP_TIMEOUT, "a new worker 1 serving")
+            # The kernel spreads new connections over both processes.
+            self.assertEqual(answers(), {503})
+        finally:
+            post(self.envoy.adminPort, "/runtime_modify?fault.http.abort.abort_percent=")
+        waitUntil(lambda: answers() == {200}, 30, "no abort in both")
+
     def test_killedWorkerReplaced(self):
         """
         A worker process killed with SIGKILL under load is logged, counted

@@ -301,6 +301,9 @@ def main(reactor):
     server.logLevels.bindLoggers()
     if snapshot.get("healthCheckFailed"):
         server.failHealthcheck()
+    overrides = snapshot.get("runtimeOverrides")
+    if overrides:
+        server.runtime.mergeValues(overrides)
     out = openLogOutput(options.logPath or None)
     globalLogBeginner.beginLoggingTo([makeObserver(out, server.logLevels)],
                                      redirectStandardIO=False)

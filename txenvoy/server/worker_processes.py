@@ -70,6 +70,18 @@ EXIT_NOW_WAIT_S = 5.0
 WORKER_PROCESS_CODE = "from txenvoy.server.script import runWorkerProcess; runWorkerProcess()"
 
 
+def adminOverrides(runtime):
+    """
+    C{{key: text}} of what C{/runtime_modify} set in C{runtime}'s admin
+    layer: a worker process started later (a replacement) applies them, as
+    the others did when they were made.
+    """
+    layer = runtime.adminLayer if runtime is not None else None
+    if layer is None:
+        return {}
+    return {key: entry.raw for key, entry in layer.values.items()}
+
+
 def snapshotOptions(options, logPath=None):
     """
     The L{ServerOptions} fields a worker process runs with; C{logPath}
@@ -185,6 +197,7 @@ class WorkerProcesses(Service):
             "options": snapshotOptions(options, getattr(self.server, "logDestination", None)),
             "logLevels": self.server.logLevels.levels(),
             "healthCheckFailed": self.server.healthCheckFailed, "resets": self._resets,
+            "runtimeOverrides": adminOverrides(self.server.runtime),
             "hostSets": dict(self.hostSets.current) if self.hostSets is not None else {},
             "xds": relay.snapshot() if relay is not None else [],
         }
