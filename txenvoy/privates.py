@@ -178,9 +178,10 @@ CLIENT_INSTANCE_ATTRIBUTES = (
     "bufferSize", "dataBuffer", "offset", "producer", "streamingProducer", "producerPaused",
     "_writeDisconnecting", "_writeDisconnected", "_aborting")
 
-#: Attributes L{EPollReactor.writeAtTurnEnd} reads on a C{tcp.Connection}.
+#: Attributes L{EPollReactor.writeAtTurnEnd} and its flush use on a
+#: C{tcp.Connection}.
 TCP_QUEUE_ATTRIBUTES = ("_tempDataBuffer", "_tempDataLen", "dataBuffer", "offset", "_aborting",
-                        "_writeDisconnecting", "_writeDisconnected")
+                        "_writeDisconnected", "producer", "streamingProducer")
 
 #: Attributes set on an C{EPollReactor} instance.
 EPOLL_INSTANCE_ATTRIBUTES = ("_poller", "_selectables", "_writes")
@@ -489,13 +490,11 @@ class GatheringWrite:
             return self._closeWriteConnection()
         return None
 
-
     def _belowLowWatermark(self):
         # Envoy's low watermark, half the high one: a paused producer
         # resumes once the bytes not yet sent are down to it, rather than
         # once all are sent, so that it refills the buffer meanwhile.
-        if (self.producer is not None and len(self.dataBuffer) - self.offset
-                + self._tempDataLen <= self.bufferSize // 2):
+        if self.producer is not None and unsentBytes(self) <= self.bufferSize // 2:
             self.producerPaused = False
             self.producer.resumeProducing()
 
@@ -503,7 +502,7 @@ class GatheringWrite:
         # Envoy's high watermark: the bytes not yet sent, past the
         # connection's buffer limit (Twisted counts the sent part of the
         # head string too).
-        return len(self.dataBuffer) - self.offset + self._tempDataLen > self.bufferSize
+        return unsentBytes(self) > self.bufferSize
 
 
 def queueUnsent(transport, data, sent, rest=()):
@@ -586,7 +585,6 @@ def sessionReused(tlsConnection):
 def verifyErrorString(errno):
     """OpenSSL's text for an X509 verify error number."""
     return SSL._ffi.string(SSL._lib.X509_verify_cert_error_string(errno)).decode()
-
 
 
 class SlotOrMethod:

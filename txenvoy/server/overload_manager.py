@@ -347,7 +347,12 @@ class ThreadLocalOverloadState:
 
     def shouldApply(self, action):
         """Whether a scaled action applies this time (Envoy's bernoulli(value))."""
-        value = self.state.values.get(action)
+        values = self.state.values
+        if not values:
+            # No action active, nearly always: no lookup (a read through
+            # the mapping proxy costs more than the rest of this call).
+            return False
+        value = values.get(action)
         return value is not None and _bernoulli(value)
 
     def tryAllocateResource(self, name, amount=1):
