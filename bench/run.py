@@ -37,6 +37,8 @@ proxies) through real Envoy (envoy --concurrency 1 --disable-hot-restart)
 and through txenvoy (twistd -n --pidfile= envoy -c X --concurrency 1 -l
 error), one after the other, against a local origin. The proxy is pinned to
 core 0 (taskset -c 0); wrk, the origin and the Python loaders run on core 1.
+In bulk TCP each proxy also gets only half of core 0 (a cgroup CPU quota,
+--bulk-cpu-share; needs root), or the load core runs out first.
 Each workload is warmed up, then repeated (3 times, 1 with --quick); the
 table shows the median with the spread [min-max] and the ratio
 txenvoy/Envoy. A workload a proxy cannot run shows "n/a: <its error line>".
@@ -81,6 +83,10 @@ def parseArgs(argv):
                         % (workloads.IDLE_BATCHES,))
     p.add_argument("--bulk-mib", type=int, default=1024,
                    help="MiB per bulk TCP transfer (default 1024)")
+    p.add_argument("--bulk-cpu-share", type=float, default=0.5,
+                   help="share of its core each proxy gets in bulk TCP, by a cgroup CPU"
+                        " quota, so that the proxy and not the load core runs out"
+                        " (default 0.5; 0 for the whole core)")
     p.add_argument("--install", action="store_true",
                    help="apt-get install the missing wrk, nginx-light and nghttp2-client first")
     p.add_argument("--python-origin", action="store_true",
@@ -240,7 +246,7 @@ def main(argv=None):
     runDir = tempfile.mkdtemp(prefix="run-%s-" % (stamp,), dir=RESULTS)
     ctx = workloads.Context(reps, args.quick, runDir, proxyCpus, loadCpus, allCpus, log,
                             idleConnections=args.idle_connections,
-                            bulkBytes=args.bulk_mib << 20)
+                            bulkBytes=args.bulk_mib << 20, bulkCpuShare=args.bulk_cpu_share)
     meta = {
         "timestamp": stamp, "reps": reps, "quick": args.quick,
         "host": platform.node(), "kernel": platform.release(),

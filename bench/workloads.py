@@ -22,6 +22,7 @@ import time
 import urllib.request
 
 from bench import loadgen
+from bench.cpu_slice import CpuSlice, CpuSliceUnavailable
 from bench.origin import freePort
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -75,7 +76,8 @@ class Variant:
 class Proxy:
     """One running proxy process, on free ports, stopped by its pid."""
 
-    def __init__(self, variant, template, originPort, runDir, cpus, nofile=None):
+    def __init__(self, variant, template, originPort, runDir, cpus, nofile=None,
+                 cpuSlice=None):
         self.variant = variant
         self.listenPort = freePort()
         self.adminPort = freePort()
@@ -125,6 +127,8 @@ class Proxy:
                                      stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
         self.startedAt = time.time()
+        if cpuSlice is not None:
+            cpuSlice.add(self.pid)
 
     def waitReady(self, timeout=30.0):
         """Wait for admin C{/ready} to say LIVE; L{ProxyFailed} if it exits."""
@@ -195,7 +199,7 @@ class Context:
     """What every workload needs: settings, origins, the run directory."""
 
     def __init__(self, reps, quick, runDir, proxyCpus, loadCpus, allCpus, log,
-                 idleConnections=5000, bulkBytes=1 << 30):
+                 idleConnections=5000, bulkBytes=1 << 30, bulkCpuShare=0.5):
         self.reps = reps
         self.quick = quick
         self.runDir = runDir
@@ -205,6 +209,7 @@ class Context:
         self.log = log
         self.idleConnections = idleConnections
         self.bulkBytes = bulkBytes
+        self.bulkCpuShare = bulkCpuShare
         self.origins = {}
         self.useWrk = loadgen.wrkPath() is not None
         # The last no-proxy ceiling measured, by metric (noProxyCeiling).
@@ -232,10 +237,11 @@ class Context:
     # --- running variants ------------------------------------------------
 
     def measure(self, variants, template, originPort, once, warmup=None, fresh=False,
-                nofile=None):
+                nofile=None, cpuSlice=None):
         """
         Start each variant, C{warmup(proxy)} it, then C{reps} times
-        C{once(proxy)} (a dict of metric -> value). Repetitions are
+        C{once(proxy)} (a dict of metric -> value). With C{cpuSlice}, each
+        proxy runs inside that L{bench.cpu_slice.CpuSlice}. Repetitions are
         interleaved (A B, B A, A B...) so that outside load hits every
         variant alike; between its runs a proxy sits idle on its core. With
         C{fresh}, every repetition gets a new process. Returns {label:
@@ -252,7 +258,8 @@ class Context:
                     try:
                         if st["proxy"] is None:
                             st["proxy"] = Proxy(variant, template, originPort, self.runDir,
-                                                variant.cpus or self.proxyCpus, nofile=nofile)
+                                                variant.cpus or self.proxyCpus, nofile=nofile,
+                                                cpuSlice=cpuSlice)
                             st["proxy"].waitReady()
                             if warmup is not None:
                                 warmup(st["proxy"])
@@ -608,19 +615,38 @@ def judge(out, results, ceiling):
     return out
 
 
+def _bulkSlice(ctx):
+    """
+    The L{CpuSlice} workload (d) runs each proxy in, and the words for its
+    note; C{(None, why)} when the proxies get their whole core.
+    """
+    if not ctx.bulkCpuShare:
+        return None, "each proxy had its whole core"
+    try:
+        cpuSlice = CpuSlice.create(ctx.bulkCpuShare)
+    except CpuSliceUnavailable as e:
+        ctx.log("d: each proxy gets its whole core (%s)" % (e,))
+        return None, "each proxy had its whole core (%s)" % (e,)
+    return cpuSlice, ("each proxy had %.2f of its core (a cgroup CPU quota), so that its"
+                      " core, not the load core, ran out" % (cpuSlice.share,))
+
+
 def tcpBulk(ctx):
     """
     (d) bulk TCP through tcp_proxy, txenvoy with and without splice. The
-    sink drops what it reads without copying (C{MSG_TRUNC}): with a
-    copying sink, the load core (sender and sink) ran out first and
-    neither proxy's core was saturated, so the ratio measured how each
-    proxy's wakeups cost the load core. Each run records the proxy's
-    CPU-seconds per GiB, what the sender and sink spent per GiB, and how
-    busy both cores were; the throughput rows are judged against the
-    no-proxy ceiling as (a)-(c) are.
+    sink drops what it reads without copying (C{MSG_TRUNC}). Even so, a
+    proxy that splices costs about what the sender and sink cost per GiB,
+    so with a whole core each the load core ran out first and the ratio
+    measured the rig. Each proxy therefore runs with the same share of its
+    core (C{--bulk-cpu-share}, L{bench.cpu_slice}): its throughput is bytes
+    per CPU-second, and it counts only where the proxy used all of its
+    share. Each run also records the proxy's CPU-seconds per GiB, what the
+    sender and sink spent per GiB, and how busy both cores were.
     """
     origin = ctx.tcpOrigin()
     total = ctx.bulkBytes
+    cpuSlice, sliceNote = _bulkSlice(ctx)
+    share = cpuSlice.share if cpuSlice else 1.0
 
     def warmup(proxy):
         loadgen.bulkTransfer(proxy.listenPort, 64 << 20)
@@ -634,15 +660,24 @@ def tcpBulk(ctx):
         cores2, rig2 = cpuTimes(), rigSeconds(origin)
         gib = total / (1 << 30)
         # The proxy's own cost, steadier than throughput on a shared box.
-        out = {"gbps": gbps, "cpu_per_gib": cpu / gib, "proxy_cpu_share": cpu / wall,
+        out = {"gbps": gbps, "cpu_per_gib": cpu / gib,
+               # Of the CPU it was given: 1.0 is saturated, sliced or not.
+               "proxy_cpu_share": cpu / wall / share,
                "proxy_core_busy": busyShare(cores, cores2, ctx.proxyCpus),
                "load_core_busy": busyShare(cores, cores2, ctx.loadCpus)}
         if rig is not None and rig2 is not None:
             out["rig_cpu_per_gib"] = (rig2 - rig) / gib
         return out
-    res = ctx.measure([ENVOY, TXENVOY, TXENVOY_NOSPLICE], "tcp.yaml", origin.port, once, warmup)
+    try:
+        res = ctx.measure([ENVOY, TXENVOY, TXENVOY_NOSPLICE], "tcp.yaml", origin.port, once,
+                          warmup, cpuSlice=cpuSlice)
+    finally:
+        if cpuSlice is not None:
+            cpuSlice.remove()
     note = noProxyCeiling(ctx, origin, once, "gbps", "Gbit/s", warmup)
-    ceiling = ctx.ceilings.get("gbps")
+    note = "%s; %s" % (sliceNote, note)
+    # A proxy held to part of its core cannot reach the whole rig's ceiling.
+    ceiling = None if cpuSlice else ctx.ceilings.get("gbps")
     w = "d. bulk TCP (tcp_proxy)"
     return res, [
         judge(row(w, w + ", splice on", "throughput", "Gbit/s", "higher", res, "Envoy", "txenvoy",
