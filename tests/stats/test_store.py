@@ -1,8 +1,10 @@
 """Tests for L{txenvoy.stats.store}."""
 
+import threading
+
 from twisted.trial.unittest import SynchronousTestCase
 
-from txenvoy.stats.store import StatsStore, roundToTwoDigits
+from txenvoy.stats.store import FOLD_AT, StatsStore, roundToTwoDigits
 
 
 class StoreTests(SynchronousTestCase):
@@ -66,6 +68,77 @@ class StoreTests(SynchronousTestCase):
             bucket = roundToTwoDigits(value)
             self.assertEqual(list(h.buckets.items()), [(bucket, 1)], value)
             self.assertIs(type(next(iter(h.buckets))), type(bucket), value)
+
+    def test_recordedValuesAreReadAtOnce(self):
+        """
+        Values recorded but not yet sorted into buckets are in every
+        reading: buckets, interval buckets, count, sum, used, a snapshot.
+        """
+        store = StatsStore()
+        h = store.shard("w").histogram("h")
+        self.assertFalse(h.used)
+        h.recordValue(0.5)
+        self.assertTrue(h.used)
+        h.recordValue(0.5)
+        h.recordValue(12.0)
+        self.assertEqual(h.count, 3)
+        self.assertEqual(h.sum, 13.0)
+        self.assertEqual(h.buckets, {0.5: 2, 12: 1})
+        self.assertEqual(h.intervalBuckets, {0.5: 2, 12: 1})
+        h.recordValue(7)
+        merged = store.snapshot().histograms["h"]
+        self.assertEqual((merged.count, merged.sum), (4, 20.0))
+        self.assertEqual(merged.buckets, {0.5: 2, 12: 1, 7: 1})
+
+    def test_histogramSortsItsOwnValuesWhenUnread(self):
+        """
+        A histogram nobody reads holds fewer than C{FOLD_AT} values
+        unsorted: its owner sorts them itself, and they count once.
+        """
+        h = StatsStore().shard("w").histogram("h")
+        for _ in range(FOLD_AT * 3 + 1):
+            h.recordValue(2.5)
+        self.assertLess(len(h._pending), FOLD_AT)
+        self.assertEqual(h.count, FOLD_AT * 3 + 1)
+        self.assertEqual(h.buckets, {2.5: FOLD_AT * 3 + 1})
+
+    def test_intervalResetKeepsTotals(self):
+        """
+        The stats flush's new interval (setting C{intervalBuckets}) takes
+        the pending values into the interval that ends and into the totals.
+        """
+        store = StatsStore()
+        h = store.shard("w").histogram("h")
+        h.recordValue(3.0)
+        store.snapshot(resetInterval=True)
+        h.recordValue(4.0)
+        self.assertEqual(h.intervalBuckets, {4.0: 1})
+        self.assertEqual(h.buckets, {3.0: 1, 4.0: 1})
+        self.assertEqual(h.count, 2)
+
+    def test_readerAndWriterThreadsLoseNothing(self):
+        """
+        A worker thread recording while the main thread reads: every value
+        is counted exactly once.
+        """
+        store = StatsStore()
+        h = store.shard("worker_0").histogram("h")
+        n = FOLD_AT * 20
+        done = threading.Event()
+
+        def record():
+            for i in range(n):
+                h.recordValue(float(i % 50))
+            done.set()
+
+        t = threading.Thread(target=record)
+        t.start()
+        while not done.is_set():
+            store.snapshot(resetInterval=True)
+        t.join()
+        self.assertEqual(store.snapshot().histograms["h"].count, n)
+        self.assertEqual(sum(h.buckets.values()), n)
+        self.assertEqual(h.sum, float(sum(i % 50 for i in range(n))))
 
     def test_histogramQuantiles(self):
         store = StatsStore()
