@@ -1082,6 +1082,41 @@ class FilterChainTests(SynchronousTestCase):
         a.filters[0].callbacks.continueDecoding()
         self.assertEqual(len(h.upstreams()), 1)
 
+    def test_localReplyGrpcAsSent(self):
+        """
+        Envoy's is_grpc_request_ is decided on the request as the client sent
+        it: a filter that changes the content-type before a local reply
+        changes nothing. A gRPC request is answered trailers-only (200 and
+        grpc-status), a plain one with its status, whatever the filter set.
+        """
+
+        class Swap(PassThroughFilter):
+            def decodeHeaders(self, headers, endStream):
+                sent = headers.headers.get(b"content-type")
+                headers.headers.set(b"content-type", b"text/plain" if sent == b"application/grpc"
+                                    else b"application/grpc")
+                self.callbacks.sendLocalReply(403, b"denied", None, "denied")
+                return FilterHeadersStatus.StopIteration
+
+        class SwapFactory:
+            terminal = False
+
+            def createFilter(self, callbacks):
+                return Swap(callbacks)
+
+        for contentType, grpc in ((b"application/grpc", True), (b"text/plain", False)):
+            h = self.harness(SwapFactory())
+            down = h.connect()
+            down.send(b"POST /o/x HTTP/1.1\r\nhost: x\r\ncontent-type: " + contentType
+                      + b"\r\ncontent-length: 0\r\n\r\n")
+            r = down.response()
+            if grpc:
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.header("grpc-status"), "7")  # 403: PERMISSION_DENIED
+            else:
+                self.assertEqual((r.status, r.body), (403, b"denied"))
+                self.assertIsNone(r.header("grpc-status"))
+
     def test_localReplyFromFilter(self):
         """A filter's sendLocalReply stops decoding and goes through every encoder filter."""
 

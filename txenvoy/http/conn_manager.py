@@ -73,6 +73,7 @@ from txenvoy.http.conn_manager_utility import (
 )
 from txenvoy.http.pool_base import directSequenceWriter, directWriter
 from txenvoy.http.header_dump import dumpRequestHeaders, dumpResponseHeaders
+from txenvoy.http.headers import HeaderMap
 from txenvoy.http.grpc.common import GrpcStatus, grpcLocalReply, isGrpcContentType
 from txenvoy.http.filter import (
     DECODE_NAMES,
@@ -1297,7 +1298,18 @@ class ActiveStream:
     #: the C{tracing} block is set.
     activeSpan = None
     _decoratedOperation = None
-    _grpcRequest = False
+    #: The request's header entries as the codec gave them (a copy).
+    _sentEntries = None
+
+    @property
+    def _grpcRequest(self):
+        # Envoy's is_grpc_request_: decided on the request as the client
+        # sent it, before a filter (grpc_web) makes it gRPC.
+        entries = self._sentEntries
+        if entries is None:
+            return False
+        return isGrpcContentType(HeaderMap.fromList(entries).get(b"content-type"))
+
     _upgradeAccepted = False
     _upgradeCounted = False     # a CONNECT, counted as an upgrade when decoded
     #: Made by an internal redirect (Envoy's is_internally_created): the
@@ -1367,16 +1379,18 @@ class ActiveStream:
         # Counters are added to directly on the per-request path (no call).
         stats.downstream_rq_total.value += 1
         cm.rqProtocolStat.value += 1
-        stats.downstream_rq_active.inc()
+        active = stats.downstream_rq_active
+        active.value += 1       # Gauge.inc, inline
+        active.used = True
         self.requestHeaders = request
-        # Envoy's is_grpc_request_: decided on the request as the client
-        # sent it, before a filter (grpc_web) makes it gRPC.
-        self._grpcRequest = isGrpcContentType(request.headers.get(b"content-type"))
+        # (A copy of the list is cheaper than looking the header up, which
+        # only a local reply needs: see _grpcRequest.)
+        self._sentEntries = request.headers._entries[:]
         cm._lastStream = self
         if log.debugEnabled:
             log.debug("%srequest headers complete (end_stream=%s):\n%s", self.logTag(),
                       "true" if endStream else "false", dumpRequestHeaders(request))
-        now = reactor.seconds()
+        now = info._startMonotonic       # the reactor's time, as just read
         start = self._startTime
         if start is None:
             start = self._startTime = now
@@ -1946,7 +1960,7 @@ class ActiveStream:
         now = cm.reactor.seconds()
         info.firstDownstreamTxMonotonic = now
         if endStream:
-            info.lastDownstreamTxMonotonic = now
+            info.lastDownstreamTxMonotonic = info.endMonotonic = now
             self._beforeComplete()
             self.encoder.encodeHeaders(headers, True)
             self._afterComplete()
@@ -1975,7 +1989,9 @@ class ActiveStream:
         if data and not self._noBody:
             self.streamInfo.bytesSent += len(data)
         if endStream:
-            self.streamInfo.lastDownstreamTxMonotonic = self.cm.reactor.seconds()
+            # The stream ends with this write: its end time is this one.
+            info = self.streamInfo
+            info.lastDownstreamTxMonotonic = info.endMonotonic = self.cm.reactor.seconds()
             self._beforeComplete()
             self.encoder.encodeData(data, True)
             self._afterComplete()
@@ -2047,9 +2063,12 @@ class ActiveStream:
         encoder = self.encoder
         info.downstreamWireBytesSent = getattr(encoder, "wireBytesSent", 0)
         info.downstreamHeaderBytesSent = getattr(encoder, "headerBytesSent", 0)
-        info.onComplete()
         now = info.endMonotonic
-        stats.downstream_rq_active.dec()
+        if now is None:
+            now = info.endMonotonic = cm.reactor.seconds()     # info.onComplete(), inline
+        active = stats.downstream_rq_active
+        active.value -= 1       # Gauge.dec, inline
+        active.used = True
         if self._upgradeAccepted or self._upgradeCounted:
             stats.downstream_cx_upgrades_active.dec()
         stats.downstream_rq_time.recordValue((now - self._startTime) * 1000.0)

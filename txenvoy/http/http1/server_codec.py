@@ -502,6 +502,8 @@ class ServerCodec(LenientParsing, CountedReadDisable, Http1Connection):
         self._upgradeValue = None
         self._bodyRemaining = 0
         self._trailers = None
+        # Whether one of the six above was set (see on_message_begin).
+        self._framingSeen = False
         self._partial = 0
         self._bodyEvents = 0
         self._h2cBody = None
@@ -614,12 +616,16 @@ class ServerCodec(LenientParsing, CountedReadDisable, Http1Connection):
         self._headSize = 0
         self._extraCount = 0
         self._host = None
-        self._contentLength = None
-        self._transferEncoding = None
-        self._connection = None
-        self._upgradeValue = None
-        self._expectAt = None
-        self._trailers = None
+        if self._framingSeen:
+            # Most requests carry none of these headers: they are set
+            # back only after a request that did.
+            self._framingSeen = False
+            self._contentLength = None
+            self._transferEncoding = None
+            self._connection = None
+            self._upgradeValue = None
+            self._expectAt = None
+            self._trailers = None
 
     def on_url(self, url):
         self._url += url
@@ -647,6 +653,7 @@ class ServerCodec(LenientParsing, CountedReadDisable, Http1Connection):
                 self._extraCount += 1
                 return
             if kind == _CONNECTION:
+                self._framingSeen = True
                 self._connection = value if self._connection is None else (
                     self._connection + b"," + value)
                 self._headers.append((b"connection", value))
@@ -692,7 +699,9 @@ class ServerCodec(LenientParsing, CountedReadDisable, Http1Connection):
             # Envoy joins several Host headers into one authority.
             self._host = value if self._host is None else self._host + b"," + value
             self._extraCount += 1
-        elif kind == _TRANSFER_ENCODING:
+            return
+        self._framingSeen = True
+        if kind == _TRANSFER_ENCODING:
             if raw is not None and raw[-1:] in b" \t" and self._forwarder is None:
                 # llhttp takes "chunked\t" for another coding; Envoy trims
                 # it. The rewriting parser trims it before llhttp sees it.
