@@ -393,6 +393,40 @@ class PoolTests(SynchronousTestCase):
             protocol.dataReceived(response)
         self.assertEqual(self.stat("upstream_cx_close_notify"), 2)
 
+    def test_closeNotifyAnySpelling(self):
+        """
+        Envoy's shouldCloseConnection reads the first connection header
+        whatever the case of its name or value; a keep-alive response on the
+        same connection after one that did not close counts nothing.
+        """
+        responses = (b"HTTP/1.1 200 OK\r\nConnection: Close\r\ncontent-length: 0\r\n\r\n",
+                     b"HTTP/1.1 200 OK\r\nCONNECTION: x, CLOSE\r\ncontent-length: 0\r\n\r\n",
+                     b"HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 0\r\n\r\n",
+                     b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nconnection: close\r\n"
+                     b"content-length: 0\r\n\r\n")
+        counted = []
+        for response in responses:
+            s = Stream()
+            self.pool.newStream(s)
+            protocol, _ = self.establish()
+            s.send()
+            protocol.dataReceived(response)
+            counted.append(self.stat("upstream_cx_close_notify"))
+            s.client.close()
+        self.assertEqual(counted, [1, 2, 2, 2])
+        s = Stream()
+        self.pool.newStream(s)
+        protocol, _ = self.establish()
+        s.send()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\n"
+                              b"content-length: 0\r\n\r\n")
+        t = Stream()
+        self.pool.newStream(t)
+        self.assertIs(t.client, s.client)
+        t.send()
+        protocol.dataReceived(OK)
+        self.assertEqual(self.stat("upstream_cx_close_notify"), 2)
+
     def test_idleTimeout(self):
         """
         common_http_protocol_options.idle_timeout closes a connection idle

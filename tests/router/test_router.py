@@ -4,9 +4,14 @@ connection manager in memory (L{tests.http.hcm_harness}). Bodies and flags
 marked "Envoy 1.40" were checked against the binary.
 """
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from txenvoy.http.conn_pool import poolsFor
+from txenvoy.http.headers import RequestHeaders
+from txenvoy.router.router import RouterConfig
+from txenvoy.server.dispatcher import Dispatcher
+from txenvoy.stats.store import StatsStore
 
 from tests.http.hcm_harness import Harness
 from tests.upstream.test_fakes import clusterProto, endpoint
@@ -714,3 +719,54 @@ class RouteIdleTimeoutTests(RouterTestCase):
         h.upstream()
         h.advance(100)
         self.assertEqual(down.written(), b"")
+
+
+class _NoRoute:
+    """Filter callbacks of a stream with no route, on one worker."""
+
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+        self.streamInfo = self
+        self.replies = []
+
+    def route(self):
+        return None
+
+    def setResponseFlag(self, flag):
+        pass
+
+    def sendLocalReply(self, code, body, modify, details):
+        self.replies.append(code)
+
+
+class WorkerStatsTests(SynchronousTestCase):
+    """
+    One router configuration serves every worker; each request counts in
+    its own worker's stats, whichever worker served the request before.
+    """
+
+    def test_alternatingWorkers(self):
+        store = StatsStore()
+        workers = [Dispatcher(Clock(), "worker_%d" % (i,), store.shard("worker_%d" % (i,)))
+                   for i in range(2)]
+        config = RouterConfig("ingress.")
+        request = RequestHeaders(b"GET", b"/", b"a")
+        for i in (0, 1, 0, 0, 1, 0):
+            callbacks = _NoRoute(workers[i])
+            config.createFilter(callbacks).decodeHeaders(request, True)
+            self.assertEqual(callbacks.replies, [404])
+        self.assertEqual([config.statsFor(w).no_route.value for w in workers], [4, 2])
+        self.assertEqual([config.statsFor(w).rq_total.value for w in workers], [4, 2])
+        self.assertIsNot(config.statsFor(workers[0]), config.statsFor(workers[1]))
+
+    def test_newConfiguration(self):
+        """A replaced configuration (a listener update) counts in fresh stats of its own."""
+        store = StatsStore()
+        worker = Dispatcher(Clock(), "worker_0", store.shard("worker_0"))
+        request = RequestHeaders(b"GET", b"/", b"a")
+        old, new = RouterConfig("ingress."), RouterConfig("other.")
+        for config in (old, new, new):
+            config.createFilter(_NoRoute(worker)).decodeHeaders(request, True)
+        self.assertEqual((old.statsFor(worker).no_route.value, new.statsFor(worker).no_route.value),
+                         (1, 2))
+        self.assertEqual(new.lastStats, ("worker_0", new.statsFor(worker)))

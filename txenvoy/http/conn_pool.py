@@ -750,7 +750,10 @@ class ActiveClient(ReadPausing, IdleTimer):
 
     def onResponseHeaders(self, headers, endStream):
         """Passed to the stream."""
-        if _closesConnection(headers):
+        # Only a response with a connection header, or an HTTP/1.0 one,
+        # can ask for the close.
+        if (self.codec.responseConnection is not None
+                or headers.version != "HTTP/1.1") and _closesConnection(headers):
             self.pool.stats.upstream_cx_close_notify.inc()
         self.stream.onResponseHeaders(headers, endStream)
 

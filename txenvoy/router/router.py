@@ -283,6 +283,11 @@ class RouterConfig:
 
     statsFor = perWorkerMethod(lambda self, d: _RouterStats(d.stats, self.statPrefix))
 
+    #: The last worker's name and its L{statsFor}, which the filters of that
+    #: worker read without the per-worker lookup (a name, not the
+    #: dispatcher: the configuration holds no reference to a worker).
+    lastStats = (None, None)
+
     def __init__(self, statPrefix, suppressEnvoyHeaders=False, respectExpectedRqTimeout=False,
                  rng=random.random, snapshot=None):
         if snapshot is not None:
@@ -386,7 +391,11 @@ class UpstreamRequest:
             info.upstreamHeaderBytesSent = getattr(codec, "headerBytesSent", 0)
             info.upstreamHeaderBytesReceived = getattr(codec, "headerBytesReceived", 0)
         self.client = None
-        self.uncount()
+        if self.counted:
+            # uncount(), inline: once per request.
+            self.counted = False
+            self.router.clusterStats.upstream_rq_active.dec()
+            self.hostStats.rq_active -= 1
         if not self.done:
             self.router._onResponseComplete(self)
 
@@ -523,7 +532,15 @@ class RouterFilter:
         config = self.config
         dispatcher = self.dispatcher = cb.dispatcher
         self.reactor = dispatcher.reactor
-        stats = self.stats = config.statsFor(dispatcher)
+        # The worker's stats, kept beside the worker's name: the same worker
+        # asks again and again, and the per-worker lookup is two calls.
+        name = dispatcher.name
+        last = config.lastStats
+        if last[0] == name:
+            stats = self.stats = last[1]
+        else:
+            stats = self.stats = config.statsFor(dispatcher)
+            config.lastStats = (name, stats)
         stats.rq_total.value += 1
         info = self.info = cb.streamInfo
         route = cb.route()
@@ -543,7 +560,7 @@ class RouterFilter:
             log.debug("%scluster '%s' match for URL '%s'", _tag(cb), clusterName, _path(headers))
         cluster = None
         if clusterName is not None:
-            cluster = dispatcher.clusterManager.getThreadLocalCluster(clusterName)
+            cluster = dispatcher.clusterManager.clusters.get(clusterName)
         if cluster is None:
             stats.no_cluster.inc()
             if log.debugEnabled:
@@ -553,7 +570,8 @@ class RouterFilter:
             return _STOP
         self.cluster = cluster
         self.clusterStats = cluster.stats
-        self.pools = poolsFor(cluster, entry.priority)
+        pools = cluster.__dict__.get("httpConnPools") if entry.priority == "DEFAULT" else None
+        self.pools = pools if pools is not None else poolsFor(cluster, entry.priority)
         self.route = route
         self.entry = entry
         self.request = headers
@@ -606,7 +624,11 @@ class RouterFilter:
         if endStream:
             self._downstreamComplete = True
             self._completeTime = self.reactor.seconds()
-            self._startRouteTimer()
+            # _startRouteTimer(), for a stream that has neither timer nor
+            # answer yet.
+            timeout = self.timeout
+            if timeout:
+                self._routeTimer = cb.callLater(timeout, self._onRouteTimeout)
         self._startAttempt()
         return _STOP
 
@@ -831,7 +853,8 @@ class RouterFilter:
         cluster = self.cluster
         selection = self._hostSelection
         if cluster.contextFree and (selection is None or not self._attempts):
-            host = cluster.chooseHost()
+            # What cluster.chooseHost() does without a context.
+            host = cluster.loadBalancer.chooseHost()
         else:
             host = cluster.chooseHost(LoadBalancerContext(
                 self.callbacks.connection, self.request, self._hashKey, self.route.metadataMatch,
@@ -920,7 +943,12 @@ class RouterFilter:
         if trailers is not None:
             codec.encodeTrailers(trailers)
         if self._downstreamComplete:
-            self._onRequestSent(upstream)
+            # _onRequestSent(upstream), inline: once per request.
+            info.lastUpstreamTxMonotonic = self.reactor.seconds()
+            perTry = self.perTryTimeout
+            if perTry and upstream.perTryTimer is None and upstream.awaitingHeaders:
+                upstream.perTryTimer = self.callbacks.callLater(
+                    perTry, lambda: self._onPerTryTimeout(upstream))
         if self._downstreamAbove:
             client.pauseReading()
 
@@ -1183,7 +1211,7 @@ class RouterFilter:
         if self._setCookie is not None:
             entries.append((b"set-cookie", self._setCookie))
         entry = self.entry
-        if entry.responseHeadersMutations or entry.weightedClusters is not None:
+        if entry.responseHeadersMutations.levels or entry.weightedClusters is not None:
             mutations = self.route.responseHeadersMutations
             if mutations.levels:
                 mutations.apply(headers.headers, FormatContext(self.info, self.request, headers))
@@ -1284,12 +1312,13 @@ class RouterFilter:
     def _onResponseComplete(self, upstream):
         upstream.done = True
         now = self.info.lastUpstreamRxMonotonic = self.reactor.seconds()
-        upstream.cancelDurationTimer()
+        if upstream.durationTimer is not None:
+            upstream.cancelDurationTimer()
         self._finish()
         elapsed = (now - upstream.startTime) * 1000.0
         stats = self.clusterStats
         stats.upstream_rq_time.recordValue(elapsed)
-        stats.prefixedRqTime(self._origin()).recordValue(elapsed)
+        stats.prefixedRqTime(self._originPrefix or self._origin()).recordValue(elapsed)
         cb = self.callbacks
         headers = upstream.pendingHeaders
         end = upstream.pendingEnd
@@ -1309,7 +1338,7 @@ class RouterFilter:
         code.value += 1
         klass.value += 1
         stats.upstream_rq_completed.value += 1
-        code, klass, completed = stats.prefixedRqCode(self._origin(), status)
+        code, klass, completed = stats.prefixedRqCode(self._originPrefix or self._origin(), status)
         code.value += 1
         klass.value += 1
         completed.value += 1
@@ -1459,7 +1488,8 @@ class RouterFilter:
         """The stream ended: abandon whatever is still in flight."""
         upstream = self._upstream
         self._upstream = None
-        self._finish()
+        if not self._finished:
+            self._finish()
         span = self._upstreamSpan
         if span is not None:
             self._upstreamSpan = None

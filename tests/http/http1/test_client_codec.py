@@ -189,6 +189,20 @@ class RequestEncodingTests(ClientTestMixin, SynchronousTestCase):
         codec.encodeData(b"\x81\x00", False)
         self.assertTrue(self.transport.value().endswith(b"connection: Upgrade\r\n\r\n\x81\x00"))
 
+    def test_plainHeadersInOrder(self):
+        """
+        Entries with no framing meaning (the common request) are written in
+        order, repeated names included, after the authority.
+        """
+        codec = self.client()
+        codec.encodeRequest(get(headers=[(b"x-a", b"1"), (b"accept", b"*/*"), (b"x-a", b"2")]),
+                            True)
+        self.assertEqual(self.transport.value(),
+                         b"GET /p HTTP/1.1\r\nhost: a.test\r\nx-a: 1\r\naccept: */*\r\n"
+                         b"x-a: 2\r\n\r\n")
+        self.assertEqual(codec.headerBytesSent, len(self.transport.value()) - len(
+            b"GET /p HTTP/1.1\r\n") - 2)
+
     def test_oneAtATime(self):
         """A second request before the response is a programming error."""
         codec = self.client()
@@ -369,6 +383,32 @@ class ResponseTests(ClientTestMixin, SynchronousTestCase):
             codec.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % i)
             self.assertTrue(codec.keepAlive)
         self.assertEqual(self.callbacks.body(), b"012")
+
+
+class ResponseConnectionTests(ClientTestMixin, SynchronousTestCase):
+    """
+    C{responseConnection}: the first C{connection} value of the response
+    being read, whatever the spelling of its name, for its pool's
+    C{upstream_cx_close_notify}.
+    """
+
+    def test_none(self):
+        self.exchange(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        self.assertIsNone(self.codec.responseConnection)
+
+    def test_firstValue(self):
+        self.exchange(b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nCONNECTION: close\r\n"
+                      b"content-length: 0\r\n\r\n")
+        self.assertEqual(self.codec.responseConnection, b"Keep-Alive")
+        self.assertEqual(self.callbacks.headers.headers.getAll(b"connection"),
+                         [b"Keep-Alive", b"close"])
+
+    def test_perResponse(self):
+        """The next response on the connection starts without one."""
+        self.exchange(b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n")
+        self.codec.encodeRequest(get(), True)
+        self.codec.dataReceived(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        self.assertIsNone(self.codec.responseConnection)
 
 
 class UpstreamProtocolErrorTests(ClientTestMixin, SynchronousTestCase):

@@ -65,6 +65,11 @@ _NO_BODY_METHODS = frozenset([b"GET", b"HEAD", b"DELETE", b"TRACE", b"CONNECT"])
 _REQUEST_SPECIAL = frozenset(
     [b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade"])
 
+# A header entry as its line (without the CRLF).
+_joinEntry = b": ".join
+
+_new = object.__new__
+
 # The empty line that ends a response head.
 _HEAD_END = re.compile(rb"\n\r?\n")
 
@@ -161,6 +166,10 @@ class ClientCodec(Http1Connection):
     wireBytesReceived = 0
     headerBytesReceived = 0
 
+    #: The value of the current response's first C{connection} header, or
+    #: C{None}: its pool need not look for one in a response without it.
+    responseConnection = None
+
     def encodeRequest(self, request, endStream):
         """
         Write a request head.
@@ -190,15 +199,19 @@ class ClientCodec(Http1Connection):
             method = b"GET"
             isConnect = False
         target = authority if isConnect else request.path
-        lines = []
+        lines = [b"host: " + authority] if authority is not None else []
         append = lines.append
-        if authority is not None:
-            append(b"host: " + authority)
         cl = None
         upgradeHeader = False
         connectionUpgrade = False
         keepAlive = True
-        for entry in request.headers._entries:
+        entries = request.headers._entries
+        if _REQUEST_SPECIAL.isdisjoint(dict(entries)):
+            # No header that frames or routes the request (most requests):
+            # every entry is written as it is, joined in C.
+            lines += map(_joinEntry, entries)
+            entries = ()
+        for entry in entries:
             name = entry[0]
             if name in _REQUEST_SPECIAL:
                 if name == b"host":
@@ -383,8 +396,8 @@ class ClientCodec(Http1Connection):
         self._onData(data, True)
         if self._dead:
             return
-        self._trailers = None
-        self._responseDone()
+        # The end was delivered: what the parser's end would do.
+        self.on_message_complete()
         if rest and not self._dead:
             self.dataReceived(rest)
 
@@ -416,6 +429,7 @@ class ClientCodec(Http1Connection):
         self._inLengthBody = False
         self._reason = b""
         self._headers = []
+        self.responseConnection = None
         self._headSize = 0
         self.headerBytesReceived = 0
         self._headRaw = 0
@@ -447,6 +461,9 @@ class ClientCodec(Http1Connection):
                 return
             if lname == b"content-length":
                 self._contentLength = value
+            elif lname == b"connection":
+                if self.responseConnection is None:
+                    self.responseConnection = value
             elif lname == b"transfer-encoding":
                 # Framing is the codec's business: the body is delivered
                 # de-chunked and the header is not passed on.
@@ -474,9 +491,15 @@ class ClientCodec(Http1Connection):
         if status < 100:
             # Envoy 1.40 resets such a response as a protocol error (502).
             raise _ProtocolError(Details.CODEC_ERROR)
-        response = ResponseHeaders(
-            status, HeaderMap.fromList(headers), self._reason,
-            "HTTP/1.1" if parser.get_http_version() == "1.1" else "HTTP/1.0")
+        # ResponseHeaders(status, HeaderMap.fromList(headers), ...), without
+        # the two calls: once per response.
+        response = _new(ResponseHeaders)
+        response.status = status
+        response.reason = self._reason
+        response.headers = headerMap = _new(HeaderMap)
+        headerMap._entries = headers
+        response.version = "HTTP/1.1" if parser.get_http_version() == "1.1" else "HTTP/1.0"
+        response.contentLength = None
         self._headsSeen += 1
         if 100 <= status < 200 and status != 101:
             self._informational = True
@@ -555,17 +578,16 @@ class ClientCodec(Http1Connection):
             else:
                 self._onData(b"", True)
         self._trailers = None
-        self._responseDone()
-
-    # -- internals --------------------------------------------------------
-
-    def _responseDone(self):
+        # The response is done (the end of every response, also one the
+        # parser did not see to its end).
         self._inFlight = False
         self._reader.readLimit = HEAD_READ_BYTES
         if not (self._responseKeepAlive and self._requestKeepAlive
                 and self._requestComplete and not self._closeDelimited):
             self._reusable = False
         self._callbacks.onResponseComplete()
+
+    # -- internals --------------------------------------------------------
 
     def _headResponseDone(self):
         # The final head of a HEAD response was parsed; the parser was
@@ -582,7 +604,8 @@ class ClientCodec(Http1Connection):
         if end < len(buffered):
             self._reusable = False
         self._parser = HttpResponseParser(self)
-        self._responseDone()
+        # Its end was delivered with the head.
+        self.on_message_complete()
 
     def _upgrade(self, rest):
         self._upgraded = True
