@@ -566,6 +566,49 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual(h.stat("http.ingress.downstream_rq_idle_timeout"), 1)
         self.assertTrue(up.transport.disconnecting)
 
+    def test_streamIdleTimeoutSharedByKeepAliveStreams(self):
+        """
+        HTTP/1.1 streams share one stream idle timer: a finished stream's
+        timer, left running, neither times out the idle connection nor the
+        next stream early; the next stream still times out after its own
+        stream_idle_timeout, and a shorter route idle_timeout on the next
+        stream is honoured.
+        """
+        h = Harness(self, hcm={"stream_idle_timeout": "5s"}, routes=(
+            '[{match: {prefix: "/short"}, route: {cluster: origin, timeout: 0s,'
+            ' idle_timeout: 1s}},'
+            ' {match: {prefix: "/"}, route: {cluster: origin, timeout: 0s}}]'))
+        down = h.connect()
+        down.send(GET)
+        up = h.upstream()
+        h.advance(3)
+        up.respond(OK)
+        self.assertEqual(down.response().status, 200)
+        # The first stream's timer would have fired at 5 s.
+        h.advance(3)
+        self.assertEqual(h.stat("http.ingress.downstream_rq_idle_timeout"), 0)
+        self.assertFalse(down.closed)
+        down.send(GET)
+        h.advance(4.9)
+        self.assertEqual(len(down.responses()), 1)
+        h.advance(0.2)
+        r = down.response()
+        self.assertEqual((r.status, r.body), (504, b"stream timeout"))
+        self.assertEqual(h.stat("http.ingress.downstream_rq_idle_timeout"), 1)
+
+        h = Harness(self, hcm={"stream_idle_timeout": "5s"}, routes=(
+            '[{match: {prefix: "/short"}, route: {cluster: origin, timeout: 0s,'
+            ' idle_timeout: 1s}},'
+            ' {match: {prefix: "/"}, route: {cluster: origin, timeout: 0s}}]'))
+        down = h.connect()
+        down.send(GET)
+        h.upstream().respond(OK)
+        self.assertEqual(down.response().status, 200)
+        down.send(b"GET /short HTTP/1.1\r\nhost: a\r\n\r\n")
+        h.advance(1.1)
+        r = down.response()
+        self.assertEqual((r.status, r.body), (504, b"stream timeout"))
+
     def test_streamIdleTimeoutDuringBody(self):
         """Envoy 1.40: 408 while the request is incomplete, and the connection closes."""
         h = Harness(self, hcm={"stream_idle_timeout": "2s"})

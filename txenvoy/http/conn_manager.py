@@ -516,6 +516,9 @@ class ConnectionManager(Protocol):
                  "_producerRegistered", "rqProtocolStat", "dateCache", "_corkDepth")
 
     _stream = None
+    #: The stream idle timer HTTP/1.1 streams share (see
+    #: ActiveStream.decodeHeaders).
+    _streamIdleTimer = None
     _http2 = False
     _refusedStream = False
     codec = None
@@ -739,7 +742,7 @@ class ConnectionManager(Protocol):
         # rather than leaving it to the cyclic collector.
         self._lastStream = None
         self._watermark = None
-        self._idleTimer = self._headTimer = None
+        self._idleTimer = self._headTimer = self._streamIdleTimer = None
         if not self._http2:
             self.codec = None
 
@@ -1059,6 +1062,13 @@ class ConnectionManager(Protocol):
         self.listenerStats.downstream_rq_completed.inc()
 
     # Stream bookkeeping.
+
+    def _onStreamIdleTimer(self):
+        # The shared timer of HTTP/1.1 streams: it belongs to the stream in
+        # flight, if any (a finished stream left it running).
+        stream = self._stream
+        if stream is not None:
+            stream._onIdleTimer()
 
     def _onStreamDone(self, now):
         self._idleSince = now
@@ -1403,7 +1413,18 @@ class ActiveStream:
         timers = cm.timers
         idle = self._idleTimeout = config.streamIdleTimeout
         if idle:
-            self._idleTimer = timers.startAt(now + idle, self._onIdleTimer)
+            if cm._http2:
+                self._idleTimer = timers.startAt(now + idle, self._onIdleTimer)
+            else:
+                # HTTP/1.1 runs one stream at a time: its streams share one
+                # timer, left running when a stream ends (see
+                # ConnectionManager._onStreamIdleTimer), instead of a timer
+                # made, started and cancelled per request.
+                t = cm._streamIdleTimer
+                if t is None:
+                    t = cm._streamIdleTimer = timers.timer(cm._onStreamIdleTimer)
+                self._idleTimer = t
+                timers.scheduleAt(t, now + idle)
         if config.requestTimeout and not endStream:
             self._requestTimer = timers.startAt(start + config.requestTimeout,
                                                 self._onRequestTimerFired)
@@ -2013,8 +2034,9 @@ class ActiveStream:
             cm._stream = None
         cm._streams.discard(self)
         # Timer.cancel() leaves an inactive timer alone.
-        if self._idleTimer is not None:
-            self._idleTimer.cancel()
+        timer = self._idleTimer
+        if timer is not None and timer is not cm._streamIdleTimer:
+            timer.cancel()
         if self._requestTimer is not None:
             self._requestTimer.cancel()
         if self._maxTimer is not None:
