@@ -381,6 +381,45 @@ class _SpliceE2EMixin:
         self.waitClosed()
         self.assertEqual(self.accessLogLines(1), ["rx=10 tx=0"])
 
+    def test_idleConnections(self):
+        """
+        Connections that idle once connected (the fast path builds no pump
+        for them until a socket is readable): one closed by the client
+        without a byte is logged with none; one becomes active after
+        idling and moves bytes both ways; one whose upstream closes while
+        idle gives the client EOF.
+        """
+        closeThird = threading.Event()
+
+        def handler(conn):
+            if closeThird.is_set():
+                return
+            echoHandler(conn)
+        self.startProxy(handler)
+
+        def waitConnected(n):
+            waitFor(lambda: self.envoy.stats().get("cluster.u.upstream_rq_active") == n,
+                    message="%d upstream sessions" % (n,))
+        active = self.connect()
+        waitConnected(1)
+        silent = self.connect()
+        waitConnected(2)
+        silent.close()
+        self.assertEqual(self.accessLogLines(1), ["rx=0 tx=0"])
+        waitConnected(1)
+        active.sendall(b"ping")
+        self.assertEqual(recvExactly(active, 4), b"ping")
+        self.assertPathUsed()
+        closeThird.set()
+        closed = self.connect()
+        self.assertEqual(recvAll(closed, 10), b"")
+        closed.close()
+        active.shutdown(socket.SHUT_WR)
+        self.assertEqual(recvAll(active, 10), b"")
+        active.close()
+        self.waitClosed()
+        self.assertEqual(sorted(self.accessLogLines(3)), ["rx=0 tx=0", "rx=0 tx=0", "rx=4 tx=4"])
+
 
 def recvExactly(sock, n, timeout=10.0):
     """Read exactly C{n} bytes."""

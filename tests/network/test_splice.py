@@ -6,6 +6,7 @@ fast path with a fake pump.
 """
 
 import errno
+import inspect
 import os
 import select
 import socket
@@ -482,6 +483,145 @@ class PumpTests(SynchronousTestCase):
                          else b"", b"")
 
 
+class SpliceOwner(Protocol):
+    """
+    The protocol of an armed transport: builds and starts a real pump the
+    first time it is asked (tcp_proxy's C{splicePump}), or gives none.
+    """
+
+    def __init__(self, test, give=True):
+        self.test = test
+        self.give = give
+        self.asked = 0
+        self.received = []
+
+    def splicePump(self):
+        self.asked += 1
+        if not self.give:
+            return None
+        test = self.test
+        test.pump = splice.SplicePump(test.reactor, test.down, test.up, test.callbacks)
+        test.addCleanup(test.pump.stop)
+        test.pump.start()
+        return test.pump
+
+    def dataReceived(self, data):
+        self.received.append(data)
+
+
+class ArmTests(SynchronousTestCase):
+    """
+    An armed pair: both sockets stay in the reactor's read set as their
+    transports, and the pump is built on the first readiness event.
+    """
+
+    def setUp(self):
+        if not splice.AVAILABLE:
+            raise SkipTest("os.splice is not available here")
+        self.client, proxyDown = tcpPair()
+        proxyUp, self.server = tcpPair()
+        for s in (self.client, proxyDown, proxyUp, self.server):
+            self.addCleanup(s.close)
+        self.reactor = MemoryReactor()
+        self.callbacks = Callbacks()
+        self.pump = None
+        self.owner = SpliceOwner(self)
+        self.down = tcp.Connection(proxyDown, self.owner, self.reactor)
+        self.up = tcp.Connection(proxyUp, self.owner, self.reactor)
+        for t in (self.down, self.up):
+            t.connected = True
+            t.startReading()
+
+    def test_idleHoldsNoPump(self):
+        """Armed, both transports keep reading as themselves; no pump."""
+        self.assertTrue(splice.arm(self.down, self.up))
+        for t in (self.down, self.up):
+            self.assertIsInstance(t, tcp.Connection)
+            self.assertIsNot(type(t), tcp.Connection)
+            self.assertIn(t, self.reactor.readers)
+        self.assertEqual(self.owner.asked, 0)
+
+    def test_firstBytesStartPump(self):
+        """
+        The first readable event builds and starts the pump, which takes
+        both sockets, disarms the transports and moves the bytes at once.
+        """
+        splice.arm(self.down, self.up)
+        self.client.sendall(b"hello")
+        select.select([self.down.socket], [], [], 5)
+        self.down.doRead()
+        self.assertEqual(self.owner.asked, 1)
+        self.assertTrue(self.pump.running)
+        self.assertIs(type(self.down), tcp.Connection)
+        self.assertIs(type(self.up), tcp.Connection)
+        self.assertNotIn(self.down, self.reactor.readers)
+        self.assertEqual(self.owner.received, [])
+        self.assertEqual(self.callbacks.fromDownstream, 5)
+        self.server.settimeout(5)
+        self.assertEqual(self.server.recv(10), b"hello")
+
+    def test_upstreamFinWhileIdle(self):
+        """A FIN from the upstream of an idle pair reaches the client."""
+        splice.arm(self.down, self.up)
+        self.server.shutdown(socket.SHUT_WR)
+        select.select([self.up.socket], [], [], 5)
+        self.up.doRead()
+        self.assertEqual(self.callbacks.readClosed, [False])
+        self.client.settimeout(5)
+        self.assertEqual(self.client.recv(10), b"")
+
+    def test_noPumpReadsAsBefore(self):
+        """A protocol with no pump to give: the transport reads as it would unarmed."""
+        self.owner.give = False
+        splice.arm(self.down, self.up)
+        self.client.sendall(b"plain")
+        select.select([self.down.socket], [], [], 5)
+        self.down.doRead()
+        self.assertIs(type(self.down), tcp.Connection)
+        self.assertEqual(self.owner.received, [b"plain"])
+
+    def test_closingReadsAsBefore(self):
+        """A transport closing meanwhile is not handed to a pump."""
+        splice.arm(self.down, self.up)
+        self.down.disconnecting = True
+        self.client.sendall(b"late")
+        select.select([self.down.socket], [], [], 5)
+        self.down.doRead()
+        self.assertEqual(self.owner.asked, 0)
+        self.assertIs(type(self.down), tcp.Connection)
+
+    def test_disarm(self):
+        splice.arm(self.down, self.up)
+        splice.disarm(self.down)
+        splice.disarm(self.down)
+        self.assertIs(type(self.down), tcp.Connection)
+        self.assertIsNot(type(self.up), tcp.Connection)
+
+    def test_unsentBytesNotArmed(self):
+        """Bytes still to be written: the pump must start now, to wait for them."""
+        self.up.dataBuffer = b"pending"
+        self.assertFalse(splice.arm(self.down, self.up))
+        self.assertIs(type(self.down), tcp.Connection)
+        self.assertIs(type(self.up), tcp.Connection)
+
+    def test_notTcpNotArmed(self):
+        self.assertFalse(splice.arm(self.down, StringTransport()))
+        self.assertIs(type(self.down), tcp.Connection)
+
+    def test_slottedClientKeepsItsSlot(self):
+        """
+        The upstream client's doRead lives in a slot while connecting; its
+        armed class falls back through the same slot.
+        """
+        from txenvoy.network.read_loop import UpstreamTCPClient
+        from txenvoy.privates import SlotOrMethod
+        armed = splice._armedClass(UpstreamTCPClient)
+        descriptor = inspect.getattr_static(armed, "doRead")
+        self.assertIsInstance(descriptor, SlotOrMethod)
+        self.assertIs(descriptor.member, inspect.getattr_static(UpstreamTCPClient, "doRead").member)
+        self.assertEqual(armed.__slots__, ())
+
+
 class FakeChain:
     def __init__(self, factories=1, transportSocket=None):
         self.filterFactories = [object()] * factories
@@ -660,6 +800,66 @@ class TcpProxySpliceTests(SynchronousTestCase):
         self.assertEqual(upstream.transport.producerState, "producing")
         proxy.dataReceived(b"slow")
         self.assertEqual(upstream.written, [b"slow"])
+
+    def armed(self):
+        """A connected proxy whose pair L{splice.arm} armed."""
+        self.armedPairs = []
+        self.disarmed = []
+        self.patch(splice, "arm", lambda down, up: self.armedPairs.append((down, up)) or True)
+        self.patch(splice, "disarm", self.disarmed.append)
+        cluster, proxy, transport = self.start()
+        upstream = cluster.upstreams[0]
+        proxy.dataReceived(b"early")
+        proxy.onUpstreamConnected(upstream)
+        return cluster, proxy, transport, upstream
+
+    def test_armedUntilReadable(self):
+        """
+        Armed, an idle connection holds no pump and its downstream reads
+        again (for the first readiness event); the first event gets the
+        started pump, once.
+        """
+        cluster, proxy, transport, upstream = self.armed()
+        self.assertEqual(self.armedPairs, [(transport, upstream.transport)])
+        self.assertEqual(FakePump.instances, [])
+        self.assertEqual(upstream.written, [b"early"])
+        self.assertEqual(transport.producerState, "producing")
+        pump = proxy.splicePump()
+        self.assertTrue(pump.started)
+        self.assertEqual(pump.args[1:4], (transport, upstream.transport, proxy))
+        self.assertIsNone(proxy.splicePump())
+        proxy.connectionLost(Failure(error.ConnectionDone()))
+        self.assertTrue(pump.stopped)
+        self.assertEqual(self.disarmed, [])
+
+    def test_closedWhileArmed(self):
+        """
+        The client closes an idle connection: both transports are disarmed,
+        the upstream closed, and the access log has a connection that
+        moved no byte after the read-ahead.
+        """
+        cluster, proxy, transport, upstream = self.armed()
+        proxy.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(self.disarmed, [transport, upstream.transport])
+        self.assertTrue(upstream.closed)
+        self.assertIsNone(proxy.splicePump())
+        self.assertEqual(FakePump.instances, [])
+        [info] = proxy.config.accessLogs[0].infos
+        self.assertEqual((info.bytesReceived, info.bytesSent), (5, 0))
+
+    def test_idleTimeoutWhileArmed(self):
+        cluster, proxy, transport, upstream = self.armed()
+        self.clock.advance(3600)
+        self.assertEqual(self.disarmed, [transport, upstream.transport])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.counter("tcp.p.idle_timeout"), 1)
+
+    def test_upstreamClosedWhileArmed(self):
+        cluster, proxy, transport, upstream = self.armed()
+        proxy.onUpstreamClosed(Failure(error.ConnectionDone()))
+        self.assertEqual(self.disarmed, [upstream.transport, transport])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(FakePump.instances, [])
 
     def test_downstreamFinBeforeConnect(self):
         """A FIN before the upstream connected keeps the ordinary path."""

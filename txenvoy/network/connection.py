@@ -276,6 +276,14 @@ class ServerConnection(Protocol):
         if buffered and not self._closed:
             head.dataReceived(buffered)
 
+    def splicePump(self):
+        """
+        The started splice pump of the chain's head, asked for by an armed
+        transport (L{txenvoy.network.splice.arm}); C{None} if none.
+        """
+        head = self.head
+        return head.splicePump() if head is not None else None
+
     def readConnectionLost(self):
         if self.head is not None:
             forwardReadConnectionLost(self.head, self.transport)

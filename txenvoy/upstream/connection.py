@@ -369,6 +369,13 @@ class UpstreamConnection(Protocol):
         self._rx.value += len(data)
         self.callbacks.onUpstreamData(data)
 
+    def splicePump(self):
+        """
+        The callbacks' started splice pump, asked for by an armed transport
+        (L{txenvoy.network.splice.arm}).
+        """
+        return self.callbacks.splicePump()
+
     # --- closing -------------------------------------------------------
 
     def readConnectionLost(self):

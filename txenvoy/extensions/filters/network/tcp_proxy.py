@@ -199,16 +199,18 @@ class TcpProxyFilter(Protocol):
         transport = self.transport
         if (not self._downstreamReadClosed
                 and splice.eligible(self.connection, transport, upstream.transport)):
-            # The accept path set the transport's bufferSize to the
-            # listener's per_connection_buffer_limit_bytes.
-            self._splice = splice.SplicePump(self.dispatcher.reactor, transport,
-                                             upstream.transport, self,
-                                             getattr(transport, "bufferSize", None))
             # Read-ahead goes out through the transport; the pump waits
             # for it to be written before it takes the sockets.
             if self._pending:
                 upstream.writeSequence(self._pending)
             self._pending = None
+            if splice.arm(transport, upstream.transport):
+                # No pump until the first byte either way (splicePump):
+                # an idle connection holds none.
+                self._splice = splice.ARMED
+                transport.resumeProducing()
+                return
+            self._splice = self._newPump()
             self._splice.start()
             return
         # Each side produces for the other: back-pressure both ways.
@@ -251,6 +253,8 @@ class TcpProxyFilter(Protocol):
             self.transport.loseWriteConnection()
 
     def onUpstreamClosed(self, reason):
+        if self._splice is splice.ARMED:
+            splice.disarm(self.upstream.transport)
         self._releaseSlot()
         self._endRequest()
         self.upstream = None
@@ -299,9 +303,31 @@ class TcpProxyFilter(Protocol):
         transport.resumeProducing()
         upstream.transport.resumeProducing()
 
+    def _newPump(self):
+        # The accept path set the transport's bufferSize to the listener's
+        # per_connection_buffer_limit_bytes.
+        return splice.SplicePump(self.dispatcher.reactor, self.transport,
+                                 self.upstream.transport, self,
+                                 getattr(self.transport, "bufferSize", None))
+
+    def splicePump(self):
+        """
+        The pump of an armed pair, started: one of its sockets is readable
+        (L{txenvoy.network.splice.arm}). C{None} once not armed.
+        """
+        if self._splice is not splice.ARMED:
+            return None
+        pump = self._splice = self._newPump()
+        pump.start()
+        return pump
+
     def _stopSplice(self):
         pump, self._splice = self._splice, None
-        if pump is not None:
+        if pump is splice.ARMED:
+            splice.disarm(self.transport)
+            if self.upstream is not None:
+                splice.disarm(self.upstream.transport)
+        elif pump is not None:
             pump.stop()
 
     # Downstream side.
