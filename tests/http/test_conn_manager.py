@@ -574,10 +574,10 @@ class TimeoutTests(SynchronousTestCase):
         stream_idle_timeout, and a shorter route idle_timeout on the next
         stream is honoured.
         """
-        h = Harness(self, hcm={"stream_idle_timeout": "5s"}, routes=(
-            '[{match: {prefix: "/short"}, route: {cluster: origin, timeout: 0s,'
-            ' idle_timeout: 1s}},'
-            ' {match: {prefix: "/"}, route: {cluster: origin, timeout: 0s}}]'))
+        routes = ('[{match: {prefix: "/short"}, route: {cluster: origin, timeout: 0s,'
+                  ' idle_timeout: 1s}},'
+                  ' {match: {prefix: "/"}, route: {cluster: origin, timeout: 0s}}]')
+        h = Harness(self, hcm={"stream_idle_timeout": "5s"}, routes=routes)
         down = h.connect()
         down.send(GET)
         up = h.upstream()
@@ -596,10 +596,7 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual((r.status, r.body), (504, b"stream timeout"))
         self.assertEqual(h.stat("http.ingress.downstream_rq_idle_timeout"), 1)
 
-        h = Harness(self, hcm={"stream_idle_timeout": "5s"}, routes=(
-            '[{match: {prefix: "/short"}, route: {cluster: origin, timeout: 0s,'
-            ' idle_timeout: 1s}},'
-            ' {match: {prefix: "/"}, route: {cluster: origin, timeout: 0s}}]'))
+        h = Harness(self, hcm={"stream_idle_timeout": "5s"}, routes=routes)
         down = h.connect()
         down.send(GET)
         h.upstream().respond(OK)

@@ -65,3 +65,32 @@ class FilterStateTests(SynchronousTestCase):
         info.filterState["envoy.internal_request"] = True
         self.assertTrue(info.hasFilterState())
         self.assertIs(info.filterStateValue("envoy.internal_request"), True)
+
+
+class ConnectionTests(SynchronousTestCase):
+
+    def test_requestTakesItsConnectionsFacts(self):
+        """
+        A request's stream info made with its connection's has the
+        connection's addresses, id and SNI, and nothing else of it.
+        """
+        clock = Clock()
+        connection = StreamInfo(clock)
+        connection.downstreamRemoteAddress = ("10.0.0.1", 4000)
+        connection.downstreamDirectRemoteAddress = ("10.0.0.2", 4001)
+        connection.downstreamLocalAddress = ("127.0.0.1", 10000)
+        connection.connectionId = 7
+        connection.requestedServerName = "a.example"
+        connection.bytesReceived = 99
+        connection.protocol = "HTTP/1.1"
+        request = StreamInfo(clock, connection=connection)
+        self.assertEqual(
+            (request.downstreamRemoteAddress, request.downstreamDirectRemoteAddress,
+             request.downstreamLocalAddress, request.connectionId, request.requestedServerName),
+            (("10.0.0.1", 4000), ("10.0.0.2", 4001), ("127.0.0.1", 10000), 7, "a.example"))
+        self.assertEqual((request.bytesReceived, request.protocol), (0, None))
+        plain = StreamInfo(clock)
+        self.assertEqual(
+            (plain.downstreamRemoteAddress, plain.downstreamDirectRemoteAddress,
+             plain.downstreamLocalAddress, plain.connectionId, plain.requestedServerName),
+            (None, None, None, 0, ""))

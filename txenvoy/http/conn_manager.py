@@ -1042,13 +1042,7 @@ class ConnectionManager(Protocol):
         self.stats.http1_dropped_headers_with_underscores.inc()
 
     def _newStreamInfo(self):
-        info = StreamInfo(self.reactor)
-        cinfo = self.connection.streamInfo
-        info.downstreamRemoteAddress = cinfo.downstreamRemoteAddress
-        info.downstreamDirectRemoteAddress = cinfo.downstreamDirectRemoteAddress
-        info.downstreamLocalAddress = cinfo.downstreamLocalAddress
-        info.connectionId = cinfo.connectionId
-        info.requestedServerName = cinfo.requestedServerName
+        info = StreamInfo(self.reactor, connection=self.connection.streamInfo)
         info.protocol = "HTTP/1.1"
         return info
 
@@ -1244,7 +1238,8 @@ class ConnectionManager(Protocol):
                     or (listenerDrain is not None and listenerDrain.drainClose())):
                 self._startDrainSequence()
                 self.stats.downstream_cx_drain_close.inc()
-            elif self.overload.shouldApply(DISABLE_HTTP_KEEPALIVE):
+            elif self.overload.state.values and self.overload.shouldApply(
+                    DISABLE_HTTP_KEEPALIVE):
                 # Envoy 1.40 counts this drain as a drain close too.
                 self._startDrainSequence()
                 self.stats.downstream_cx_overload_disable_keepalive.inc()
@@ -1374,17 +1369,11 @@ class ActiveStream:
         stats = cm.stats
         reactor = cm.reactor
         previous = self.streamInfo
-        info = self.streamInfo = StreamInfo(reactor)
+        info = self.streamInfo = StreamInfo(reactor, connection=cm.connection.streamInfo)
         if previous is not None:
             # An internal redirect's stream: the request's filter state
             # (the redirect count, the predicates' memory) carries over.
             info.filterState = previous.filterState
-        cinfo = cm.connection.streamInfo
-        info.downstreamRemoteAddress = cinfo.downstreamRemoteAddress
-        info.downstreamDirectRemoteAddress = cinfo.downstreamDirectRemoteAddress
-        info.downstreamLocalAddress = cinfo.downstreamLocalAddress
-        info.connectionId = cinfo.connectionId
-        info.requestedServerName = cinfo.requestedServerName
         info.protocol = request.version
         # Counters are added to directly on the per-request path (no call).
         stats.downstream_rq_total.value += 1
@@ -1432,7 +1421,9 @@ class ActiveStream:
             self._maxTimer = timers.startAt(start + config.maxStreamDuration,
                                             self._onMaxDurationTimer)
 
-        if cm.overload.shouldApply(STOP_ACCEPTING_REQUESTS):
+        overload = cm.overload
+        # (shouldApply is asked only while some action is active.)
+        if overload.state.values and overload.shouldApply(STOP_ACCEPTING_REQUESTS):
             # Envoy answers before building any filter: under memory
             # pressure nothing more is allocated for the request.
             stats.downstream_rq_overload_close.inc()

@@ -95,7 +95,12 @@ class StreamInfo:
                  "connectionTerminationDetails", "_flags", "_filterState", "_dynamicMetadata",
                  "__dict__", "__weakref__")
 
-    def __init__(self, clock, wallTime=time.time):
+    def __init__(self, clock, wallTime=time.time, connection=None):
+        """
+        @param connection: the L{StreamInfo} of the downstream connection
+            an HTTP request came on: its addresses, id and SNI are the
+            request's.
+        """
         self._clock = clock
         self.startTime = wallTime()
         self._startMonotonic = clock.seconds()
@@ -107,9 +112,18 @@ class StreamInfo:
         self.lastUpstreamRxMonotonic = None
         self.firstDownstreamTxMonotonic = None
         self.lastDownstreamTxMonotonic = None
-        self.downstreamRemoteAddress = None
-        self.downstreamDirectRemoteAddress = None
-        self.downstreamLocalAddress = None
+        if connection is None:
+            self.downstreamRemoteAddress = None
+            self.downstreamDirectRemoteAddress = None
+            self.downstreamLocalAddress = None
+            self.connectionId = 0
+            self.requestedServerName = ""
+        else:
+            self.downstreamRemoteAddress = connection.downstreamRemoteAddress
+            self.downstreamDirectRemoteAddress = connection.downstreamDirectRemoteAddress
+            self.downstreamLocalAddress = connection.downstreamLocalAddress
+            self.connectionId = connection.connectionId
+            self.requestedServerName = connection.requestedServerName
         self.upstreamHost = None
         self.upstreamCluster = None
         self.upstreamLocalAddress = None
@@ -125,9 +139,7 @@ class StreamInfo:
         self.responseCode = None
         self.responseCodeDetails = None
         self.protocol = None
-        self.requestedServerName = ""
         self.routeName = ""
-        self.connectionId = 0
         self.connectionTerminationDetails = None
         self._flags = None
         # Created when first asked for: most connections never use them.

@@ -941,7 +941,10 @@ class ServerCodec(LenientParsing, CountedReadDisable, Http1Connection):
             # A complete request waits for its response with reading
             # paused, as in Envoy; requests already read wait in the queue.
             self._waitingForResponse = True
-            self.readDisable(True)
+            # readDisable(True), inline: once per request.
+            count = self._readDisableCount = self._readDisableCount + 1
+            if count == 1 and not self._lost:
+                self._transport.pauseProducing()
 
     # -- feeding ----------------------------------------------------------
 
@@ -1158,7 +1161,12 @@ class ServerCodec(LenientParsing, CountedReadDisable, Http1Connection):
             self._dispatchPending()
         if self._active is None and self._waitingForResponse and not self._pending:
             self._waitingForResponse = False
-            self.readDisable(False)
+            # readDisable(False), inline: once per request.
+            count = self._readDisableCount
+            if count:
+                count = self._readDisableCount = count - 1
+                if count == 0 and not self._lost:
+                    self._transport.resumeProducing()
 
     def _dispatchPending(self):
         # A loop rather than recursion: a queued request answered at once
