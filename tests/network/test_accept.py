@@ -5,6 +5,7 @@ reserved descriptor, and a L{ListenerPort} accepting on a real socket.
 
 import errno
 import socket
+import sys
 
 from twisted.internet import reactor
 from twisted.internet.protocol import Protocol, ServerFactory
@@ -134,6 +135,17 @@ class ListenerPortTests(TestCase):
             self.assertIs(transport.getHost(), port.boundHost)
             self.assertIn("#", repr(transport))
             self.assertIn("Keep", transport.logstr)
+        return self._acceptOne("127.0.0.1").addCallback(check)
+
+    def test_clientHostShared(self):
+        """
+        An IPv4 client's tuple holds the one shared copy of its host's
+        text: idle connections from one client do not each hold one.
+        """
+        def check(result):
+            port, transport, client = result
+            self.assertEqual(transport.client, client.getsockname())
+            self.assertIs(transport.client[0], sys.intern("127.0.0.1"))
         return self._acceptOne("127.0.0.1").addCallback(check)
 
     def test_localAddressOfWildcardListener(self):

@@ -123,6 +123,33 @@ class ConnectionTests(SynchronousTestCase):
         self.assertEqual(self.stat("listener.127.0.0.1_10000.downstream_cx_active"), 1)
         self.assertEqual(self.stat("listener.127.0.0.1_10000.worker_0.downstream_cx_total"), 1)
 
+    def test_acceptedTupleShared(self):
+        """
+        The connection's remote address is the accepted socket's own tuple
+        (the transport's C{client}), not a second one of the same value.
+        """
+        listener = ActiveListener(self.dispatcher, FakeListenerConfig([Factory(
+            lambda c, n: Recorder())]))
+        conn = listener.buildProtocol(IPv4Address("TCP", "10.0.0.1", 5555))
+        transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 10000),
+                                    peerAddress=IPv4Address("TCP", "10.0.0.1", 5555))
+        transport.client = ("10.0.0.1", 5555)
+        conn.makeConnection(transport)
+        self.assertIs(conn.remoteAddress, transport.client)
+        self.assertIs(conn.streamInfo.downstreamRemoteAddress, transport.client)
+        self.assertIs(conn.streamInfo.downstreamDirectRemoteAddress, transport.client)
+
+    def test_otherTupleKept(self):
+        """A transport naming another client keeps the address it was built with."""
+        listener = ActiveListener(self.dispatcher, FakeListenerConfig([Factory(
+            lambda c, n: Recorder())]))
+        conn = listener.buildProtocol(IPv4Address("TCP", "10.0.0.1", 5555))
+        transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 10000))
+        transport.client = ("10.0.0.2", 5555)
+        conn.makeConnection(transport)
+        self.assertEqual(conn.remoteAddress, ("10.0.0.1", 5555))
+        self.assertEqual(conn.streamInfo.downstreamRemoteAddress, ("10.0.0.1", 5555))
+
     def test_halfCloseThroughFilters(self):
         """A FIN reaches the terminal filter through a NetworkFilter."""
         recorder = Recorder()

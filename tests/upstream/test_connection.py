@@ -3,6 +3,8 @@ Tests for L{txenvoy.upstream.connection}.
 """
 
 import socket
+import sys
+import time
 
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -22,6 +24,7 @@ from txenvoy.upstream.connection import (
     UpstreamConnection,
 )
 
+from tests.test_privates import reactorAndServer
 from tests.upstream.test_fakes import FakeDispatcher, Recorder, clusterProto, endpoint, stat
 
 
@@ -33,6 +36,41 @@ def setUpCluster(testCase, reactor, port=8080, **fields):
     tlc = cm.createThreadLocal(FakeDispatcher(reactor, "worker_0", store)) \
         .getThreadLocalCluster("c1")
     return store, tlc
+
+
+class RealSocketTests(SynchronousTestCase):
+    """A connection over a real socket, on the epoll reactor."""
+
+    def test_connectedHoldsLittle(self):
+        """
+        Connected, the transport keeps no connector or factory, shares its
+        log prefix and the text of its local host; the host's close still
+        reaches the callbacks and the stats through the connector's
+        stand-in.
+        """
+        reactor, server = reactorAndServer(self)
+        store, tlc = setUpCluster(self, reactor, port=server.getsockname()[1])
+        recorder = Recorder()
+        conn = tlc.connect(tlc.chooseHost(), recorder)
+        deadline = time.time() + 10
+        while not conn.connected and time.time() < deadline:
+            reactor.iterate(0.01)
+        self.assertTrue(conn.connected)
+        transport = conn.transport
+        self.assertFalse(hasattr(transport.connector, "factory"))
+        self.assertIs(transport.logstr, sys.intern("UpstreamConnection,client"))
+        local = conn.localAddress()
+        self.assertEqual(local, transport.socket.getsockname())
+        self.assertIs(local[0], sys.intern("127.0.0.1"))
+        self.assertIs(conn.localAddress(), local)
+        peer, _ = server.accept()
+        peer.close()
+        while len(recorder.events) < 2 and time.time() < deadline:
+            reactor.iterate(0.01)
+        self.assertEqual(recorder.events[0], "connected")
+        self.assertEqual(recorder.events[1][0], "closed")
+        self.assertEqual((stat(store, "cluster.c1.upstream_cx_destroy_remote"),
+                          stat(store, "cluster.c1.upstream_cx_active")), (1, 0))
 
 
 class MemoryReactorTests(SynchronousTestCase):

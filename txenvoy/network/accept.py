@@ -21,6 +21,7 @@ the port are Twisted's.
 import errno
 import os
 import socket
+from sys import intern
 
 from twisted.internet import main, tcp, unix
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -270,6 +271,11 @@ class ListenerPort(tcp.Port):
                         break
                     raise
                 accepted += 1
+                if type(addr) is tuple and len(addr) == 2:
+                    # IPv4: the transport's tuple is the connection's
+                    # remote address too (ServerConnection), with its host
+                    # text shared by the connections from one client.
+                    addr = (intern(addr[0]), addr[1])
                 protocol = self.factory.buildProtocol(self._address(addr))
                 if protocol is None:
                     skt.close()

@@ -105,6 +105,12 @@ class ServerConnection(Protocol):
         hostTuple = getattr(self.transport, "hostTuple", None)
         self.localAddress = (hostTuple() if hostTuple is not None
                              else addressTuple(self.transport.getHost()))
+        client = getattr(self.transport, "client", None)
+        if client == self.remoteAddress and type(client) is tuple:
+            # The accepted socket's own tuple: one per connection, not two.
+            info = self.streamInfo
+            self.remoteAddress = info.downstreamRemoteAddress = client
+            info.downstreamDirectRemoteAddress = client
         if self.remoteAddress[0] == _UNNAMED_PIPE:
             # Envoy: the kernel names no Unix client, so the peer is given
             # the listener's own name.

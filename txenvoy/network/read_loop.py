@@ -90,6 +90,31 @@ class UpstreamTCPConnector(SlottedTCPConnector):
     transportClass = UpstreamTCPClient
 
 
+class _LossOnly:
+    """
+    What a connected client's connector is reduced to by L{keepLossOnly}:
+    once connected, Twisted only tells it of the loss.
+    """
+
+    __slots__ = ()
+
+    def connectionLost(self, reason):
+        pass
+
+
+_LOSS_ONLY = _LossOnly()
+
+
+def keepLossOnly(transport):
+    """
+    Drop a connected client transport's connector (and with it the
+    factory) for a shared stand-in, when its factory does nothing on loss:
+    every idle upstream connection would otherwise hold both, and a cycle
+    between connector and transport. The caller knows its factory.
+    """
+    transport.connector = _LOSS_ONLY
+
+
 def connectTCP(reactor, host, port, factory, timeout=30, bindAddress=None):
     """
     C{reactor.connectTCP}, with an L{UpstreamTCPClient} when C{reactor} is

@@ -28,6 +28,7 @@ import errno
 import os
 import select
 import socket
+from sys import intern
 
 from twisted.internet import error, tcp
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -37,7 +38,7 @@ from zope.interface import implementer
 
 from txenvoy.network.address import addressTuple
 from txenvoy.network.pipe import PipeAddress
-from txenvoy.network.read_loop import connectTCP, readUntilDrained
+from txenvoy.network.read_loop import connectTCP, keepLossOnly, readUntilDrained
 from txenvoy.network.user_space import InternalAddress, connectPair
 from txenvoy.server.logging import componentLogger, connTag
 
@@ -317,7 +318,16 @@ class UpstreamConnection(Protocol):
             transport = self.transport
             if transport is None:
                 return None
-            local = addressTuple(transport.getHost())
+            local = None
+            sock = getattr(transport, "socket", None)
+            if isinstance(sock, socket.socket):
+                name = sock.getsockname()
+                if type(name) is tuple and len(name) == 2:
+                    # IPv4: held by every connection, with its host text
+                    # shared (a worker has few local addresses).
+                    local = (intern(name[0]), name[1])
+            if local is None:
+                local = addressTuple(transport.getHost())
             if self.connected:
                 self._localAddress = local
         return local
@@ -344,6 +354,14 @@ class UpstreamConnection(Protocol):
         transport.bufferSize = info.perConnectionBufferLimitBytes
         _setSocketOptions(transport, info.tcpKeepalive)
         readUntilDrained(transport)
+        connector = getattr(transport, "connector", None)
+        if connector is not None and type(getattr(connector, "factory", None)) is _UpstreamFactory:
+            # Ours does nothing on loss, and nothing else asks for it.
+            keepLossOnly(transport)
+        logstr = getattr(transport, "logstr", None)
+        if type(logstr) is str:
+            # The same text for every connection ("UpstreamConnection,client").
+            transport.logstr = intern(logstr)
 
         self._rx.used = True
         stats.upstream_cx_tx_bytes_total.used = True
