@@ -1,5 +1,6 @@
 """
-Tests for L{txenvoy.http.conn_manager_utility}'s C{x-forwarded-client-cert}
+Tests for L{txenvoy.http.conn_manager_utility}'s response head rules
+(Envoy's C{mutateResponseHeaders}), and its C{x-forwarded-client-cert}
 handling (Envoy's C{mutateXfccRequestHeader}) and C{add_user_agent}, through
 a real connection manager: each C{forward_client_cert_details} mode, with
 and without a client certificate. C{tests/e2e/test_example_mtls.py} compares
@@ -8,6 +9,13 @@ C{SANITIZE_SET} with Envoy 1.40 on a real mTLS connection.
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from txenvoy.http.conn_manager_utility import (
+    APPEND_IF_ABSENT,
+    OVERWRITE,
+    PASS_THROUGH,
+    mutateResponseHeaders,
+)
+from txenvoy.http.headers import HeaderMap, RequestHeaders, ResponseHeaders
 from txenvoy.testing.http_filter import FakeServer
 
 from tests.http.hcm_harness import Harness
@@ -98,3 +106,81 @@ class AddUserAgentTests(SynchronousTestCase):
 
     def test_emptyUserAgentSetInPlace(self):
         self.assertEqual(self.headers(b"user-agent: \r\n")[1], ("user-agent", "c1"))
+
+
+class _ResponseConfig:
+    """The connection manager settings C{mutateResponseHeaders} reads."""
+
+    def __init__(self, transformation=OVERWRITE, via=None, alwaysSetRequestId=False):
+        self.serverHeaderTransformation = transformation
+        self.serverName = b"envoy"
+        self.via = via
+        self.alwaysSetRequestIdInResponse = alwaysSetRequestId
+
+
+class MutateResponseHeadersTests(SynchronousTestCase):
+    """
+    Envoy's C{mutateResponseHeaders} on heads with several of the names it
+    rewrites, in any order.
+    """
+
+    def mutate(self, entries, config=None, upgrade=False, request=None):
+        response = ResponseHeaders(200, HeaderMap(entries))
+        mutateResponseHeaders(config or _ResponseConfig(), response, request, b"D", upgrade)
+        return response.headers.items()
+
+    def test_plain(self):
+        self.assertEqual(self.mutate([(b"content-length", b"2")]),
+                         [(b"content-length", b"2"), (b"date", b"D"), (b"server", b"envoy")])
+
+    def test_origin(self):
+        """An origin's server keeps its place; its date stays; connection goes."""
+        self.assertEqual(
+            self.mutate([(b"server", b"nginx"), (b"date", b"X"), (b"connection", b"keep-alive"),
+                         (b"content-length", b"2")]),
+            [(b"server", b"envoy"), (b"date", b"X"), (b"content-length", b"2")])
+
+    def test_severalServers(self):
+        """The first server entry is overwritten in place, the later ones dropped."""
+        self.assertEqual(
+            self.mutate([(b"keep-alive", b"5"), (b"x-a", b"1"), (b"server", b"a"),
+                         (b"x-b", b"2"), (b"server", b"b"), (b"x-c", b"3")]),
+            [(b"x-a", b"1"), (b"server", b"envoy"), (b"x-b", b"2"), (b"x-c", b"3"),
+             (b"date", b"D")])
+
+    def test_upgradeKeepsConnection(self):
+        self.assertEqual(
+            self.mutate([(b"upgrade", b"websocket"), (b"connection", b"upgrade"),
+                         (b"keep-alive", b"5"), (b"proxy-connection", b"x")], upgrade=True),
+            [(b"upgrade", b"websocket"), (b"connection", b"upgrade"), (b"date", b"D"),
+             (b"server", b"envoy")])
+
+    def test_passThroughAndAppend(self):
+        self.assertEqual(self.mutate([(b"server", b"a")], _ResponseConfig(PASS_THROUGH)),
+                         [(b"server", b"a"), (b"date", b"D")])
+        self.assertEqual(self.mutate([], _ResponseConfig(PASS_THROUGH)), [(b"date", b"D")])
+        self.assertEqual(self.mutate([(b"server", b"a")], _ResponseConfig(APPEND_IF_ABSENT)),
+                         [(b"server", b"a"), (b"date", b"D")])
+        self.assertEqual(self.mutate([], _ResponseConfig(APPEND_IF_ABSENT)),
+                         [(b"date", b"D"), (b"server", b"envoy")])
+
+    def test_via(self):
+        """The last via entry gets the proxy's; without one, it is added."""
+        config = _ResponseConfig(via=b"edge")
+        self.assertEqual(
+            self.mutate([(b"via", b"1"), (b"connection", b"close"), (b"via", b"2")], config),
+            [(b"via", b"1"), (b"via", b"2, edge"), (b"date", b"D"), (b"server", b"envoy")])
+        self.assertEqual(self.mutate([], config),
+                         [(b"date", b"D"), (b"server", b"envoy"), (b"via", b"edge")])
+
+    def test_requestId(self):
+        config = _ResponseConfig(alwaysSetRequestId=True)
+        request = RequestHeaders(b"GET", b"/", headers=HeaderMap([(b"x-request-id", b"r")]))
+        self.assertEqual(
+            self.mutate([(b"x-request-id", b"up"), (b"date", b"X"), (b"x-request-id", b"up2")],
+                        config, request=request),
+            [(b"x-request-id", b"up"), (b"date", b"X"), (b"x-request-id", b"r"),
+             (b"server", b"envoy")])
+        self.assertEqual(self.mutate([], config, request=request),
+                         [(b"date", b"D"), (b"server", b"envoy"), (b"x-request-id", b"r")])
+        self.assertEqual(self.mutate([], config), [(b"date", b"D"), (b"server", b"envoy")])

@@ -522,10 +522,15 @@ def mutateResponseHeaders(config, headers, request, date, upgrade):
     if stripped is not None:
         for i in reversed(stripped):
             del entries[i]
-        # What followed a removed entry moved up.
-        serverAt = _movedUp(serverAt, stripped)
-        viaAt = _movedUp(viaAt, stripped)
-        requestIdAt = _movedUp(requestIdAt, stripped)
+        # What followed a removed entry moved up (an origin's server comes
+        # before its connection header, most often: nothing to do).
+        first = stripped[0]
+        if serverAt > first:
+            serverAt = _movedUp(serverAt, stripped)
+        if viaAt > first:
+            viaAt = _movedUp(viaAt, stripped)
+        if requestIdAt > first:
+            requestIdAt = _movedUp(requestIdAt, stripped)
     if not hasDate:
         entries.append((b"date", date))
     transformation = config.serverHeaderTransformation

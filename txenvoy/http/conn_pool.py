@@ -448,15 +448,15 @@ class HttpConnPool(PendingAccounting):
             client.close()
 
 
-def _closesConnection(response):
+def _closesConnection(value, version):
     # Envoy's HeaderUtility::shouldCloseConnection: "connection: close", or
-    # HTTP/1.0 without "connection: keep-alive".
-    value = response.headers.get(b"connection")
+    # HTTP/1.0 without "connection: keep-alive". (C{value}: the response's
+    # first connection header, as its codec read it.)
     if value is not None:
         value = value.lower()
         if b"close" in value:
             return True
-    return response.version == "HTTP/1.0" and (value is None or b"keep-alive" not in value)
+    return version == "HTTP/1.0" and (value is None or b"keep-alive" not in value)
 
 
 @implementer(IPushProducer)
@@ -752,8 +752,9 @@ class ActiveClient(ReadPausing, IdleTimer):
         """Passed to the stream."""
         # Only a response with a connection header, or an HTTP/1.0 one,
         # can ask for the close.
-        if (self.codec.responseConnection is not None
-                or headers.version != "HTTP/1.1") and _closesConnection(headers):
+        connection = self.codec.responseConnection
+        if (connection is not None or headers.version != "HTTP/1.1") and _closesConnection(
+                connection, headers.version):
             self.pool.stats.upstream_cx_close_notify.inc()
         self.stream.onResponseHeaders(headers, endStream)
 

@@ -386,10 +386,17 @@ class UpstreamRequest:
             # What the codec counted for this request (HTTP/1's codec does).
             codec = client.codec
             info = self.router.info
-            info.upstreamWireBytesSent = getattr(codec, "wireBytesSent", 0)
-            info.upstreamWireBytesReceived = getattr(codec, "wireBytesReceived", 0)
-            info.upstreamHeaderBytesSent = getattr(codec, "headerBytesSent", 0)
-            info.upstreamHeaderBytesReceived = getattr(codec, "headerBytesReceived", 0)
+            try:
+                info.upstreamWireBytesSent = codec.wireBytesSent
+                info.upstreamWireBytesReceived = codec.wireBytesReceived
+                info.upstreamHeaderBytesSent = codec.headerBytesSent
+                info.upstreamHeaderBytesReceived = codec.headerBytesReceived
+            except AttributeError:
+                # A codec that does not count them.
+                info.upstreamWireBytesSent = getattr(codec, "wireBytesSent", 0)
+                info.upstreamWireBytesReceived = getattr(codec, "wireBytesReceived", 0)
+                info.upstreamHeaderBytesSent = getattr(codec, "headerBytesSent", 0)
+                info.upstreamHeaderBytesReceived = getattr(codec, "headerBytesReceived", 0)
         self.client = None
         if self.counted:
             # uncount(), inline: once per request.

@@ -385,6 +385,39 @@ class ResponseTests(ClientTestMixin, SynchronousTestCase):
         self.assertEqual(self.callbacks.body(), b"012")
 
 
+class HeaderBytesTests(ClientTestMixin, SynchronousTestCase):
+    """
+    C{headerBytesReceived}, Envoy's upstream header bytes of a response:
+    each header's name and value with its colon and CRLF, not the space
+    between, the status line, the blank line, nor the trailers.
+    """
+
+    def test_headers(self):
+        self.exchange(b"HTTP/1.1 200 OK\r\nServer: nginx  \r\ncontent-length: 2\r\n"
+                      b"Connection: keep-alive\r\n\r\nok")
+        self.assertEqual(self.codec.headerBytesReceived,
+                         (6 + 5 + 3) + (14 + 1 + 3) + (10 + 10 + 3))
+
+    def test_chunkedWithTrailers(self):
+        """transfer-encoding counts although it is not passed on; trailers do not."""
+        self.exchange(b"HTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+                      b"2\r\nok\r\n0\r\nx-t: 2\r\nX-Other: 3\r\n\r\n", enableTrailers=True)
+        self.assertEqual(self.callbacks.events[-2][0], "trailers")
+        self.assertEqual(self.codec.headerBytesReceived, (3 + 1 + 3) + (17 + 7 + 3))
+
+    def test_finalHeadOnly(self):
+        """After a 100 Continue, the final head's bytes."""
+        self.exchange(b"HTTP/1.1 100 Continue\r\nx-long-name: 1\r\n\r\n"
+                      b"HTTP/1.1 204 No Content\r\nx-b: 22\r\n\r\n")
+        self.assertEqual(self.codec.headerBytesReceived, 3 + 2 + 3)
+
+    def test_perResponse(self):
+        self.exchange(b"HTTP/1.1 200 OK\r\nx-aaaa: 1\r\ncontent-length: 0\r\n\r\n")
+        self.codec.encodeRequest(get(), True)
+        self.codec.dataReceived(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        self.assertEqual(self.codec.headerBytesReceived, 14 + 1 + 3)
+
+
 class ResponseConnectionTests(ClientTestMixin, SynchronousTestCase):
     """
     C{responseConnection}: the first C{connection} value of the response

@@ -65,9 +65,6 @@ _NO_BODY_METHODS = frozenset([b"GET", b"HEAD", b"DELETE", b"TRACE", b"CONNECT"])
 _REQUEST_SPECIAL = frozenset(
     [b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade"])
 
-# A header entry as its line (without the CRLF).
-_joinEntry = b": ".join
-
 _new = object.__new__
 
 # The empty line that ends a response head.
@@ -199,21 +196,17 @@ class ClientCodec(Http1Connection):
             method = b"GET"
             isConnect = False
         target = authority if isConnect else request.path
-        lines = [b"host: " + authority] if authority is not None else []
+        lines = []
         append = lines.append
+        if authority is not None:
+            append(b"host: " + authority)
         cl = None
         upgradeHeader = False
         connectionUpgrade = False
         keepAlive = True
-        entries = request.headers._entries
-        if _REQUEST_SPECIAL.isdisjoint(dict(entries)):
-            # No header that frames or routes the request (most requests):
-            # every entry is written as it is, joined in C.
-            lines += map(_joinEntry, entries)
-            entries = ()
-        for entry in entries:
-            name = entry[0]
-            if name in _REQUEST_SPECIAL:
+        for entry in request.headers._entries:
+            if entry[0] in _REQUEST_SPECIAL:
+                name = entry[0]
                 if name == b"host":
                     if authority is not None:
                         continue
@@ -448,12 +441,7 @@ class ClientCodec(Http1Connection):
         # (The default makes the lookup local: this runs per header.)
         lname = _plain(name)
         value = value.rstrip(b" \t")
-        size = len(name) + len(value)
-        self._headSize += size + 4
-        if self._trailers is None:
-            # Envoy's header bytes received: each name and value, with
-            # the colon and the line's CRLF (not the space between).
-            self.headerBytesReceived += size + 3
+        self._headSize += len(name) + len(value) + 4
         if lname is None:
             lname = name.lower()
             if self._trailers is not None:
@@ -483,8 +471,13 @@ class ClientCodec(Http1Connection):
         parser = self._parser
         status = parser.get_status_code()
         headers = self._headers
-        if len(headers) + self._extraCount > self._maxHeadersCount:
+        lines = len(headers) + self._extraCount
+        if lines > self._maxHeadersCount:
             raise _ProtocolError(Details.TOO_MANY_HEADERS)
+        # Envoy's header bytes received: each name and value, with the colon
+        # and the line's CRLF (not the space between), so one byte less per
+        # line than the head's size counts.
+        self.headerBytesReceived = self._headSize - lines
         te = self._transferEncoding
         if te is not None and te.lower() != b"chunked":
             raise _ProtocolError(Details.INVALID_TRANSFER_ENCODING)
