@@ -3,7 +3,7 @@
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from txenvoy.network.stream_info import ResponseFlag, StreamInfo
+from txenvoy.network.stream_info import ResponseFlag, StreamInfo, requestStreamInfo
 
 
 class ResponseFlagTests(SynchronousTestCase):
@@ -94,3 +94,21 @@ class ConnectionTests(SynchronousTestCase):
             (plain.downstreamRemoteAddress, plain.downstreamDirectRemoteAddress,
              plain.downstreamLocalAddress, plain.connectionId, plain.requestedServerName),
             (None, None, None, 0, ""))
+
+    def test_requestStreamInfoIsTheClassCall(self):
+        """
+        requestStreamInfo, made without the class call, is what
+        C{StreamInfo(clock, connection=...)} makes: every field alike.
+        """
+        clock = Clock()
+        clock.advance(5)
+        connection = StreamInfo(clock)
+        connection.connectionId = 3
+        connection.downstreamRemoteAddress = ("10.0.0.1", 4000)
+        made = requestStreamInfo(clock, connection)
+        called = StreamInfo(clock, connection=connection)
+        self.assertIs(type(made), StreamInfo)
+        for name in StreamInfo.__slots__:
+            if name in ("__dict__", "__weakref__", "startTime"):
+                continue
+            self.assertEqual(getattr(made, name), getattr(called, name), name)

@@ -93,7 +93,7 @@ from txenvoy.interfaces import (
     IRequestDecoder,
     IServerConnectionCallbacks,
 )
-from txenvoy.network.stream_info import ResponseFlag, StreamInfo
+from txenvoy.network.stream_info import ResponseFlag, StreamInfo, requestStreamInfo
 from txenvoy.network.timer_heap import sharedTimerHeap
 from txenvoy.server.overload_manager import (
     DISABLE_HTTP_KEEPALIVE,
@@ -115,6 +115,7 @@ _INF = float("inf")
 #: C{codec_type} values (Envoy's enum).
 AUTO, HTTP1, HTTP2 = 0, 1, 2
 _ids = itertools.count(1)
+_newObject = object.__new__
 
 _HCM_COUNTERS = (
     "downstream_cx_total", "downstream_cx_destroy", "downstream_cx_destroy_local",
@@ -911,7 +912,7 @@ class ConnectionManager(Protocol):
             # response says connection: close.
             self.stats.downstream_cx_max_requests_reached.inc()
             self._draining = True
-        stream = ActiveStream(self, encoder)
+        stream = _startStream(_newObject(ActiveStream), self, encoder)
         self._streams.add(stream)
         if not self._http2:
             self._stream = stream
@@ -1322,32 +1323,7 @@ class ActiveStream:
     internallyCreated = False
 
     def __init__(self, cm, encoder):
-        self.cm = cm
-        self.encoder = encoder
-        # Envoy's snapped route config: an RDS update reaches new streams only.
-        self._routeTable = cm.config.routeTable
-        self.streamId = next(_ids)
-        self.requestHeaders = None
-        self.responseHeaders = None
-        self.streamInfo = None
-        self._slots = ()
-        # What every request reads, as attributes of the instance: Python
-        # reads a class-level default several times slower.
-        self._startTime = None
-        self._destroyed = False
-        self._complete = False
-        self._encoding = None
-        self._endInFlight = False
-        self._routeCached = False
-        self._watermarkCallbacks = ()
-        self._upgrade = False
-        self._upgradeCounted = False
-        self.activeSpan = None
-        self._decoratedOperation = None
-        self.closeAfter = False
-        self._noBody = False
-        self._idleTimer = self._requestTimer = self._maxTimer = None
-        self._readDisabled = 0
+        _startStream(self, cm, encoder)
 
     def logTag(self):
         """
@@ -1369,7 +1345,7 @@ class ActiveStream:
         stats = cm.stats
         reactor = cm.reactor
         previous = self.streamInfo
-        info = self.streamInfo = StreamInfo(reactor, connection=cm.connection.streamInfo)
+        info = self.streamInfo = requestStreamInfo(reactor, cm.connection.streamInfo)
         if previous is not None:
             # An internal redirect's stream: the request's filter state
             # (the redirect count, the predicates' memory) carries over.
@@ -2111,3 +2087,37 @@ class ActiveStream:
         self._watermarkCallbacks = ()
         self._idleTimer = self._requestTimer = self._maxTimer = None
         self.encoder = None
+
+
+def _startStream(self, cm, encoder):
+    # ActiveStream.__init__'s body: ConnectionManager.newStream fills a new
+    # instance with it directly, without Python's class call (whose path
+    # through __init__ costs about as much as filling the fields), once
+    # per request.
+    self.cm = cm
+    self.encoder = encoder
+    # Envoy's snapped route config: an RDS update reaches new streams only.
+    self._routeTable = cm.config.routeTable
+    self.streamId = next(_ids)
+    self.requestHeaders = None
+    self.responseHeaders = None
+    self.streamInfo = None
+    self._slots = ()
+    # What every request reads, as attributes of the instance: Python
+    # reads a class-level default several times slower.
+    self._startTime = None
+    self._destroyed = False
+    self._complete = False
+    self._encoding = None
+    self._endInFlight = False
+    self._routeCached = False
+    self._watermarkCallbacks = ()
+    self._upgrade = False
+    self._upgradeCounted = False
+    self.activeSpan = None
+    self._decoratedOperation = None
+    self.closeAfter = False
+    self._noBody = False
+    self._idleTimer = self._requestTimer = self._maxTimer = None
+    self._readDisabled = 0
+    return self

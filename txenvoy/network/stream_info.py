@@ -101,50 +101,7 @@ class StreamInfo:
             an HTTP request came on: its addresses, id and SNI are the
             request's.
         """
-        self._clock = clock
-        self.startTime = wallTime()
-        self._startMonotonic = clock.seconds()
-        self.endMonotonic = None
-        self.lastDownstreamRxMonotonic = None
-        self.firstUpstreamTxMonotonic = None
-        self.lastUpstreamTxMonotonic = None
-        self.firstUpstreamRxMonotonic = None
-        self.lastUpstreamRxMonotonic = None
-        self.firstDownstreamTxMonotonic = None
-        self.lastDownstreamTxMonotonic = None
-        if connection is None:
-            self.downstreamRemoteAddress = None
-            self.downstreamDirectRemoteAddress = None
-            self.downstreamLocalAddress = None
-            self.connectionId = 0
-            self.requestedServerName = ""
-        else:
-            self.downstreamRemoteAddress = connection.downstreamRemoteAddress
-            self.downstreamDirectRemoteAddress = connection.downstreamDirectRemoteAddress
-            self.downstreamLocalAddress = connection.downstreamLocalAddress
-            self.connectionId = connection.connectionId
-            self.requestedServerName = connection.requestedServerName
-        self.upstreamHost = None
-        self.upstreamCluster = None
-        self.upstreamLocalAddress = None
-        self.upstreamTransportFailureReason = None
-        self.bytesReceived = 0
-        self.bytesSent = 0
-        self.downstreamWireBytesSent = 0
-        self.downstreamHeaderBytesSent = 0
-        self.upstreamWireBytesSent = 0
-        self.upstreamWireBytesReceived = 0
-        self.upstreamHeaderBytesSent = 0
-        self.upstreamHeaderBytesReceived = 0
-        self.responseCode = None
-        self.responseCodeDetails = None
-        self.protocol = None
-        self.routeName = ""
-        self.connectionTerminationDetails = None
-        self._flags = None
-        # Created when first asked for: most connections never use them.
-        self._filterState = None
-        self._dynamicMetadata = None
+        _start(self, clock, wallTime, connection)
 
     @property
     def filterState(self):
@@ -214,3 +171,65 @@ class StreamInfo:
         """Seconds from start to completion (or to now while running)."""
         end = self.endMonotonic if self.endMonotonic is not None else self._clock.seconds()
         return end - self._startMonotonic
+
+
+_new = object.__new__
+
+
+def _start(self, clock, wallTime, connection):
+    # StreamInfo.__init__'s body, so that requestStreamInfo can fill an
+    # instance without Python's class call.
+    self._clock = clock
+    self.startTime = wallTime()
+    self._startMonotonic = clock.seconds()
+    self.endMonotonic = None
+    self.lastDownstreamRxMonotonic = None
+    self.firstUpstreamTxMonotonic = None
+    self.lastUpstreamTxMonotonic = None
+    self.firstUpstreamRxMonotonic = None
+    self.lastUpstreamRxMonotonic = None
+    self.firstDownstreamTxMonotonic = None
+    self.lastDownstreamTxMonotonic = None
+    if connection is None:
+        self.downstreamRemoteAddress = None
+        self.downstreamDirectRemoteAddress = None
+        self.downstreamLocalAddress = None
+        self.connectionId = 0
+        self.requestedServerName = ""
+    else:
+        self.downstreamRemoteAddress = connection.downstreamRemoteAddress
+        self.downstreamDirectRemoteAddress = connection.downstreamDirectRemoteAddress
+        self.downstreamLocalAddress = connection.downstreamLocalAddress
+        self.connectionId = connection.connectionId
+        self.requestedServerName = connection.requestedServerName
+    self.upstreamHost = None
+    self.upstreamCluster = None
+    self.upstreamLocalAddress = None
+    self.upstreamTransportFailureReason = None
+    self.bytesReceived = 0
+    self.bytesSent = 0
+    self.downstreamWireBytesSent = 0
+    self.downstreamHeaderBytesSent = 0
+    self.upstreamWireBytesSent = 0
+    self.upstreamWireBytesReceived = 0
+    self.upstreamHeaderBytesSent = 0
+    self.upstreamHeaderBytesReceived = 0
+    self.responseCode = None
+    self.responseCodeDetails = None
+    self.protocol = None
+    self.routeName = ""
+    self.connectionTerminationDetails = None
+    self._flags = None
+    # Created when first asked for: most connections never use them.
+    self._filterState = None
+    self._dynamicMetadata = None
+    return self
+
+
+def requestStreamInfo(clock, connection):
+    """
+    C{StreamInfo(clock, connection=connection)}, made once per HTTP
+    request: without the class call, whose path through C{__init__} costs
+    about as much as filling the fields.
+    """
+    return _start(_new(StreamInfo), clock, time.time, connection)

@@ -20,7 +20,7 @@ from txenvoy.http.http1.codec import (
     localReply,
 )
 from txenvoy.http.http1.server_codec import ResponseEncoder, ServerCodec
-from txenvoy.http.headers import HeaderMap, RequestHeaders, ResponseHeaders
+from txenvoy.http.headers import HeaderMap, RequestHeaders, ResponseHeaders, startRequest
 from txenvoy.http.pool_base import GATHER_MIN_BYTES
 from txenvoy.http.status import reasonPhrase, statusLine
 
@@ -245,6 +245,19 @@ class StatusTests(SynchronousTestCase):
 
 class HeaderMapTests(SynchronousTestCase):
     """L{HeaderMap} keeps order and lower-cases names."""
+
+    def test_startRequestIsTheClassCall(self):
+        """
+        startRequest on a bare instance (the codec's way, without the class
+        call) makes what C{RequestHeaders(...)} makes.
+        """
+        headers = HeaderMap([(b"a", b"1")])
+        made = startRequest(object.__new__(RequestHeaders), b"GET", b"/p", b"h", b"http",
+                            "HTTP/1.0", headers)
+        called = RequestHeaders(b"GET", b"/p", b"h", b"http", "HTTP/1.0", headers)
+        for name in RequestHeaders.__slots__:
+            self.assertEqual(getattr(made, name), getattr(called, name), name)
+        self.assertIsInstance(RequestHeaders(b"GET", b"/").headers, HeaderMap)
 
     def test_getAddSet(self):
         m = HeaderMap([(b"A", b"1"), (b"b", b"2"), (b"a", b"3")])

@@ -57,7 +57,7 @@ from txenvoy.http.http1.codec import (
     parserError,
     sharedDateCache,
 )
-from txenvoy.http.headers import HeaderMap, RequestHeaders
+from txenvoy.http.headers import HeaderMap, RequestHeaders, startRequest
 from txenvoy.http.http1.lenient import (
     ENVOY_METHODS,
     Forwarder,
@@ -193,25 +193,7 @@ class ResponseEncoder:
     headerBytesSent = 0
 
     def __init__(self, codec):
-        self._codec = codec
-        # The flags every response reads, as attributes of the instance:
-        # Python reads a class-level default several times slower.
-        self._decoder = None
-        self._events = None
-        self._requestComplete = False
-        self._isHead = False
-        self._isConnect = False
-        self._upgrade = False
-        self._http10 = False
-        self._keepAlive = True
-        self._started = False
-        self._complete = False
-        self._chunked = False
-        self._noBody = False
-        self._raw = False
-        self._closeAfter = False
-        self.wireBytesSent = 0
-        self.headerBytesSent = 0
+        _startResponse(self, codec)
 
     def _send(self, data):
         self.wireBytesSent += len(data)
@@ -396,6 +378,32 @@ class ResponseEncoder:
         codec = self._codec
         if not codec.lost:
             codec.closeConnection()
+
+
+def _startResponse(self, codec):
+    # ResponseEncoder.__init__'s body: the codec fills a new instance with
+    # it directly, without Python's class call (whose path through
+    # __init__ costs about as much as filling the fields), once per request.
+    self._codec = codec
+    # The flags every response reads, as attributes of the instance:
+    # Python reads a class-level default several times slower.
+    self._decoder = None
+    self._events = None
+    self._requestComplete = False
+    self._isHead = False
+    self._isConnect = False
+    self._upgrade = False
+    self._http10 = False
+    self._keepAlive = True
+    self._started = False
+    self._complete = False
+    self._chunked = False
+    self._noBody = False
+    self._raw = False
+    self._closeAfter = False
+    self.wireBytesSent = 0
+    self.headerBytesSent = 0
+    return self
 
 
 @implementer(IServerCodec)
@@ -832,8 +840,9 @@ class ServerCodec(LenientParsing, CountedReadDisable, Http1Connection):
 
         headerMap = _newObject(HeaderMap)
         headerMap._entries = headers
-        request = RequestHeaders(method, path, authority, scheme, version, headerMap)
-        stream = ResponseEncoder(self)
+        request = startRequest(_newObject(RequestHeaders), method, path, authority, scheme,
+                               version, headerMap)
+        stream = _startResponse(_newObject(ResponseEncoder), self)
         if http10:
             stream._http10 = True
         if not keepAlive:
