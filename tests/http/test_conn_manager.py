@@ -7,7 +7,7 @@ were checked against the binary (the e2e comparison tests run both).
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from txenvoy.http.conn_manager import TimerSet
+from txenvoy.http.conn_manager import Timer, TimerSet
 from txenvoy.http.conn_manager_utility import (
     machineAddress,
     mergeSlashes,
@@ -1245,6 +1245,7 @@ class HelperTests(SynchronousTestCase):
         a = timers.callLater(5, lambda: fired.append("a"))
         timers.callLater(2, lambda: fired.append("b"))
         c = timers.callLater(3, lambda: fired.append("c"))
+        self.assertEqual((type(c), c.when, c.active), (Timer, 3, True))
         self.assertEqual(len(clock.getDelayedCalls()), 1)
         c.cancel()
         clock.advance(2)

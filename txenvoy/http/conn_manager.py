@@ -84,6 +84,7 @@ from txenvoy.http.filter import (
     FilterSlot,
     filterMethod,
     filterRoles,
+    startSlot,
 )
 from txenvoy.http.local_reply import DEFAULT_LOCAL_REPLY, headerView, makeLocalReply
 from txenvoy.http.status import reasonPhrase, statusLine
@@ -241,7 +242,13 @@ class TimerSet:
         """
         if self._stopped:
             return Timer(self, callback)
-        t = Timer(self, callback, when, True)
+        # Timer(self, callback, when, True) without the class call: a
+        # stream's timers start so once per request.
+        t = _newObject(Timer)
+        t._set = self
+        t.callback = callback
+        t.when = when
+        t.active = True
         self._timers.append(t)
         if when < self._at:
             self._arm(when)
@@ -1439,7 +1446,7 @@ class ActiveStream:
         if single is not None:
             # The common chain, the router alone: nothing follows it, so
             # there is nothing to stop or resume and events go straight to it.
-            slot = FilterSlot(self, single[0])
+            slot = startSlot(_newObject(FilterSlot), self, single[0])
             only = slot.filter = single[1].createFilter(slot)
             self._slots = (slot,)
             slot.decIndex = 0
