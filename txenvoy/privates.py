@@ -121,6 +121,7 @@ C{SSL*} those calls take):
 import errno
 import select
 import sys
+from types import FunctionType
 
 from OpenSSL import SSL
 from OpenSSL.SSL import Error, WantReadError
@@ -593,7 +594,10 @@ class SlotOrMethod:
     holding C{None}, is C{method} bound to the instance: what a method is
     once the instance attribute shadowing it is deleted. (C{None} rather
     than an empty slot: the reactor reads C{doRead} on every event, and an
-    empty slot would raise and catch an C{AttributeError} each time.)
+    empty slot would raise and catch an C{AttributeError} each time.) A
+    plain function in the slot is bound to the instance as a method would
+    be: a method for one instance, with no bound method held by it
+    (L{txenvoy.network.splice.arm}).
     """
 
     __slots__ = ("member", "method")
@@ -608,6 +612,8 @@ class SlotOrMethod:
         value = self.member.__get__(instance, owner)
         if value is None:
             return self.method.__get__(instance, owner)
+        if type(value) is FunctionType:
+            return value.__get__(instance, owner)
         return value
 
     def __set__(self, instance, value):

@@ -608,18 +608,74 @@ class ArmTests(SynchronousTestCase):
         self.assertFalse(splice.arm(self.down, StringTransport()))
         self.assertIs(type(self.down), tcp.Connection)
 
-    def test_slottedClientKeepsItsSlot(self):
+    def test_acceptedConnectionArmedInItsHook(self):
         """
-        The upstream client's doRead lives in a slot while connecting; its
-        armed class falls back through the same slot.
+        An accepted connection is armed through its C{readHook}, keeping
+        its class (no instance dict is made for it), and reads as before
+        once disarmed.
         """
-        from txenvoy.network.read_loop import UpstreamTCPClient
-        from txenvoy.privates import SlotOrMethod
-        armed = splice._armedClass(UpstreamTCPClient)
-        descriptor = inspect.getattr_static(armed, "doRead")
-        self.assertIsInstance(descriptor, SlotOrMethod)
-        self.assertIs(descriptor.member, inspect.getattr_static(UpstreamTCPClient, "doRead").member)
-        self.assertEqual(armed.__slots__, ())
+        from txenvoy.network.accept import AcceptedConnection
+
+        class Server:
+            boundHost = boundHostTuple = None
+
+        sock = self.down.socket
+        self.down = AcceptedConnection(sock, self.owner, ("127.0.0.1", 1), Server(), 0,
+                                       self.reactor)
+        self.assertTrue(splice.arm(self.down, self.up))
+        self.assertIs(type(self.down), AcceptedConnection)
+        self.assertIs(self.down.readHook, splice._armedDoRead)
+        self.client.sendall(b"hello")
+        select.select([sock], [], [], 5)
+        self.down.doRead()
+        self.assertIsNone(self.down.readHook)
+        self.assertEqual(self.callbacks.fromDownstream, 5)
+
+    def test_closingAcceptedConnectionNotArmed(self):
+        """One closing at the next turn keeps ignoring reads: not armed."""
+        from txenvoy.network.accept import AcceptedConnection
+
+        class Server:
+            boundHost = boundHostTuple = None
+            closed = []
+
+            def closeSoon(self, connection):
+                self.closed.append(connection)
+
+        self.down = AcceptedConnection(self.down.socket, self.owner, ("127.0.0.1", 1), Server(),
+                                       0, self.reactor)
+        self.down.loseConnection()
+        hook = self.down.readHook
+        self.assertFalse(splice.arm(self.down, self.up))
+        self.assertIs(self.down.readHook, hook)
+        self.assertIs(type(self.up), tcp.Connection)
+
+    def test_upstreamClientArmedInItsSlot(self):
+        """
+        The upstream client reads until drained from birth, and is armed
+        through its C{doRead} slot, keeping its class; disarmed, it reads
+        until drained again.
+        """
+        from tests.test_privates import reactorAndServer
+        from twisted.internet.protocol import ClientFactory
+        from txenvoy.network import read_loop
+
+        reactor, server = reactorAndServer(self)
+        factory = ClientFactory.forProtocol(Protocol)
+        connector = read_loop.connectTCP(reactor, "127.0.0.1", server.getsockname()[1],
+                                         factory, timeout=5, draining=True)
+        transport = connector.transport
+        deadline = time.time() + 10
+        while not transport.connected and time.time() < deadline:
+            reactor.iterate(0.01)
+        self.addCleanup(transport.abortConnection)
+        cls = type(transport)
+        self.assertIs(transport.doRead.__func__, read_loop._DrainingRead.doRead)
+        self.assertTrue(splice.arm(self.down, transport))
+        self.assertIs(type(transport), cls)
+        self.assertIs(transport.doRead.__func__, splice._armedDoRead)
+        splice.disarm(transport)
+        self.assertIs(transport.doRead.__func__, read_loop._DrainingRead.doRead)
 
 
 class FakeChain:

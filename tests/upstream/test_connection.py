@@ -25,6 +25,7 @@ from txenvoy.upstream.connection import (
 )
 
 from tests.test_privates import reactorAndServer
+from txenvoy.network.read_loop import _DrainingUpstreamClient
 from tests.upstream.test_fakes import FakeDispatcher, Recorder, clusterProto, endpoint, stat
 
 
@@ -57,6 +58,7 @@ class RealSocketTests(SynchronousTestCase):
             reactor.iterate(0.01)
         self.assertTrue(conn.connected)
         transport = conn.transport
+        self.assertIs(type(transport), _DrainingUpstreamClient)
         self.assertFalse(hasattr(transport.connector, "factory"))
         self.assertIs(transport.logstr, sys.intern("UpstreamConnection,client"))
         local = conn.localAddress()

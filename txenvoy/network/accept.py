@@ -79,6 +79,14 @@ class ReservedDescriptor:
 _ANY_HOSTS = frozenset(["0.0.0.0", "::"])
 
 
+def _ignoreRead(transport):
+    """
+    The read of a connection closed at the start of the next turn, before
+    the next poll: none.
+    """
+    return None
+
+
 class AcceptedConnection(GatheringWrite, tcp.Server):
     """
     Twisted's server transport, made cheaper for a proxy that accepts a
@@ -102,7 +110,11 @@ class AcceptedConnection(GatheringWrite, tcp.Server):
        128 KiB per event.
     """
 
-    _closingSoon = False
+    #: Called as C{readHook(transport)} in place of a read, when set: a
+    #: connection closing at the start of the next turn ignores reads, an
+    #: armed splice builds its pump (L{txenvoy.network.splice.arm}). One
+    #: attribute, read on every event in place of a flag.
+    readHook = None
     # Envoy closes a socket with close(2) alone (its FIN, or its reset
     # when unread bytes are left, is the kernel's), not shutdown(2) first.
     _shouldShutdown = False
@@ -141,14 +153,14 @@ class AcceptedConnection(GatheringWrite, tcp.Server):
         # event: reads are ignored from now on (see doRead). What waits for
         # the end of this turn is sent before the next turn closes it.
         self.disconnecting = 1
-        self._closingSoon = True
+        self.readHook = _ignoreRead
         self.server.closeSoon(self)
 
     def doRead(self):
         # Twisted's doRead and _dataReceived in one call.
-        if self._closingSoon:
-            # Closed at the start of the next turn, before the next poll.
-            return None
+        hook = self.readHook
+        if hook is not None:
+            return hook(self)
         try:
             data = self.socket.recv(self.bufferSize)
         except OSError as e:
@@ -162,7 +174,7 @@ class AcceptedConnection(GatheringWrite, tcp.Server):
 
     def _closeNow(self):
         """The turn after L{loseConnection}: close, or flush first."""
-        self._closingSoon = False
+        self.readHook = None
         if not self.connected:
             return
         if unsentBytes(self) or self.producer is not None:

@@ -90,6 +90,16 @@ class UpstreamTCPConnector(SlottedTCPConnector):
     transportClass = UpstreamTCPClient
 
 
+class _DrainingUpstreamConnector(SlottedTCPConnector):
+    """
+    Connects a client that reads as L{_DrainingRead} from the start: its
+    class is not swapped once connected (which would give the instance a
+    dict of its own).
+    """
+
+    transportClass = _DrainingUpstreamClient
+
+
 class _LossOnly:
     """
     What a connected client's connector is reduced to by L{keepLossOnly}:
@@ -115,14 +125,20 @@ def keepLossOnly(transport):
     transport.connector = _LOSS_ONLY
 
 
-def connectTCP(reactor, host, port, factory, timeout=30, bindAddress=None):
+def connectTCP(reactor, host, port, factory, timeout=30, bindAddress=None, draining=False):
     """
     C{reactor.connectTCP}, with an L{UpstreamTCPClient} when C{reactor} is
     one of Twisted's real reactors (a fake one keeps its own bookkeeping).
+
+    @param draining: whether the client reads as L{_DrainingRead} once
+        connected (the factory's protocol is the socket's own, with
+        C{readingWanted()} and C{readLimit}), as L{readUntilDrained} would
+        make it.
     """
     if not isinstance(reactor, PosixReactorBase):
         return reactor.connectTCP(host, port, factory, timeout=timeout, bindAddress=bindAddress)
-    connector = UpstreamTCPConnector(host, port, factory, timeout, bindAddress, reactor)
+    connectorClass = _DrainingUpstreamConnector if draining else UpstreamTCPConnector
+    connector = connectorClass(host, port, factory, timeout, bindAddress, reactor)
     connector.connect()
     return connector
 

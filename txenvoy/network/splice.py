@@ -125,23 +125,86 @@ class _Armed:
 #: What a caller may keep in place of its pump while the pair is armed.
 ARMED = _Armed()
 
-#: Armed subclasses by the class they were made from.
-_ARMED = {}
+class _InSlot:
+    """
+    Arms a transport whose C{doRead} lives in a slot (a
+    L{txenvoy.privates.SlotOrMethod}, the upstream client): the slot holds
+    L{_armedDoRead}, bound when read.
+    """
+
+    def __init__(self, member):
+        self.member = member
+
+    def armable(self, transport):
+        # Empty once connected; a connecting client's holds doConnect.
+        return self.member.__get__(transport) is None
+
+    def arm(self, transport):
+        self.member.__set__(transport, _armedDoRead)
+
+    def disarm(self, transport):
+        if self.member.__get__(transport) is _armedDoRead:
+            self.member.__set__(transport, None)
 
 
-def _armedClass(cls):
-    armed = _ARMED.get(cls)
-    if armed is None:
-        # A transport whose doRead lives in a slot (txenvoy.privates'
-        # slotted client) keeps the slot, so that a method falls back the
-        # same way.
-        current = inspect.getattr_static(cls, "doRead")
-        doRead = (SlotOrMethod(current.member, _armedDoRead)
-                  if isinstance(current, SlotOrMethod) else _armedDoRead)
-        armed = _ARMED[cls] = type(cls.__name__, (cls,), {
-            "__slots__": (), "doRead": doRead, "_spliceDisarmed": cls,
-            "__module__": cls.__module__})
-    return armed
+class _InHook:
+    """
+    Arms a transport that reads through its C{readHook} when set (the
+    accepted connection, L{txenvoy.network.accept.AcceptedConnection}).
+    """
+
+    def armable(self, transport):
+        # A connection closing at the next turn has its own.
+        return transport.readHook is None
+
+    def arm(self, transport):
+        transport.readHook = _armedDoRead
+
+    def disarm(self, transport):
+        if transport.readHook is _armedDoRead:
+            transport.readHook = None
+
+
+class _BySubclass:
+    """
+    Arms any other TCP transport by swapping its class for a subclass
+    reading through L{_armedDoRead}. (CPython gives the instance a dict of
+    its own then: the two ways above hold nothing more per connection.)
+    """
+
+    def __init__(self, cls):
+        self.cls = cls
+        self.armed = type(cls.__name__, (cls,), {
+            "__slots__": (), "doRead": _armedDoRead, "__module__": cls.__module__})
+
+    def armable(self, transport):
+        return True
+
+    def arm(self, transport):
+        transport.__class__ = self.armed
+
+    def disarm(self, transport):
+        if type(transport) is self.armed:
+            transport.__class__ = self.cls
+
+
+#: How each transport class is armed, and each armed subclass disarmed.
+_ARMING = {}
+
+
+def _armingFor(cls):
+    arming = _ARMING.get(cls)
+    if arming is None:
+        doRead = inspect.getattr_static(cls, "doRead")
+        if isinstance(doRead, SlotOrMethod):
+            arming = _InSlot(doRead.member)
+        elif hasattr(cls, "readHook"):
+            arming = _InHook()
+        else:
+            arming = _BySubclass(cls)
+            _ARMING[arming.armed] = arming
+        _ARMING[cls] = arming
+    return arming
 
 
 def arm(downstream, upstream):
@@ -153,23 +216,23 @@ def arm(downstream, upstream):
     more.
 
     @return: whether both are armed. Not when a transport still has bytes
-        to write (the pump must wait for them from the start) or is not a
-        TCP transport; then neither is, and the caller starts the pump.
+        to write (the pump must wait for them from the start), reads its
+        own way for now, or is not a TCP transport; then neither is, and
+        the caller starts the pump.
     """
     for transport in (downstream, upstream):
         if (not isinstance(transport, tcp.Connection) or unsentBytes(transport)
-                or getattr(type(transport), "_spliceDisarmed", None)):
+                or not _armingFor(type(transport)).armable(transport)):
             return False
     for transport in (downstream, upstream):
-        transport.__class__ = _armedClass(type(transport))
+        _armingFor(type(transport)).arm(transport)
     return True
 
 
 def disarm(transport):
-    """Give an armed transport its own class back (nothing if not armed)."""
-    disarmed = getattr(type(transport), "_spliceDisarmed", None)
-    if disarmed is not None:
-        transport.__class__ = disarmed
+    """Let an armed transport read as before (nothing if not armed)."""
+    if isinstance(transport, tcp.Connection):
+        _armingFor(type(transport)).disarm(transport)
 
 
 class _Direction:

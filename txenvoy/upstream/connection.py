@@ -187,9 +187,11 @@ class UpstreamConnection(Protocol):
                 self._connector = reactor.connectUNIX(ip.sockaddr, factory,
                                                       timeout=info.connectTimeout)
             else:
+                # With no transport socket this is the socket's protocol,
+                # which reads until drained (see connectionMade).
                 self._connector = connectTCP(
                     reactor, ip, port, factory, timeout=info.connectTimeout,
-                    bindAddress=info.bindAddress)
+                    bindAddress=info.bindAddress, draining=transportSocket is None)
         except Exception:
             # Report on the next turn, as a refused connect would be, so
             # that callbacks never run before connect() returns.
