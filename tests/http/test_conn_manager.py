@@ -23,6 +23,7 @@ from txenvoy.http.filter import (
     FilterTrailersStatus,
     IStreamFilterCallbacks,
     PassThroughFilter,
+    SingleFilterSlot,
 )
 from txenvoy.http.headers import RequestHeaders
 
@@ -1121,6 +1122,30 @@ class FilterChainTests(SynchronousTestCase):
         self.assertEqual(h.upstreams(), [])
         a.filters[0].callbacks.continueDecoding()
         self.assertEqual(len(h.upstreams()), 1)
+
+    def test_routerAloneGetsASingleFilterSlot(self):
+        """
+        The router alone in the chain gets a L{SingleFilterSlot}: the
+        stream's info, dispatcher and span as they are for the request's
+        life, the same objects the stream has (from the second request on:
+        the first finds the chain is the router alone).
+        """
+        h = Harness(self)
+        down = h.connect()
+        down.send(GET)
+        up = h.upstream()
+        up.respond(OK)
+        self.assertEqual(down.response().status, 200)
+        down.send(GET)
+        stream = down.cm._stream
+        slot = stream._slots[0]
+        self.assertIsInstance(slot, SingleFilterSlot)
+        self.assertIs(slot.streamInfo, stream.streamInfo)
+        self.assertIs(slot.dispatcher, stream.dispatcher)
+        self.assertIs(slot.activeSpan, stream.activeSpan)
+        self.assertIs(slot.stream, stream)
+        up.respond(OK)
+        self.assertEqual(down.response().status, 200)
 
     def test_localReplyGrpcAsSent(self):
         """

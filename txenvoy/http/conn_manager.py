@@ -82,6 +82,7 @@ from txenvoy.http.filter import (
     FilterHeadersStatus,
     FilterIteration,
     FilterSlot,
+    SingleFilterSlot,
     filterMethod,
     filterRoles,
     startSlot,
@@ -1446,7 +1447,10 @@ class ActiveStream:
         if single is not None:
             # The common chain, the router alone: nothing follows it, so
             # there is nothing to stop or resume and events go straight to it.
-            slot = startSlot(_newObject(FilterSlot), self, single[0])
+            slot = startSlot(_newObject(SingleFilterSlot), self, single[0])
+            slot.streamInfo = info
+            slot.dispatcher = cm.dispatcher
+            slot.activeSpan = self.activeSpan
             only = slot.filter = single[1].createFilter(slot)
             self._slots = (slot,)
             slot.decIndex = 0

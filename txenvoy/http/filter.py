@@ -88,7 +88,7 @@ __all__ = [
     "IStreamFilterCallbacks", "PassThroughFilter", "ConfiguredFilter", "LocalReplyDetails",
     "filterRoles",
     "filterMethod",
-    "FilterSlot", "FilterIteration", "startSlot",
+    "FilterSlot", "SingleFilterSlot", "FilterIteration", "startSlot",
 ]
 
 
@@ -379,6 +379,18 @@ class FilterSlot:
 
     def writeBatcher(self):
         return self.stream.writeBatcher()
+
+
+class SingleFilterSlot(FilterSlot):
+    """
+    The slot of a chain's only filter (the router alone), made once the
+    request's stream info and span exist: those and the dispatcher cannot
+    change for the slot's life, so they are plain attributes, set by the
+    connection manager, rather than properties asking the stream on every
+    read.
+    """
+
+    __slots__ = ("streamInfo", "dispatcher", "activeSpan")
 
 
 def startSlot(self, stream, name):
