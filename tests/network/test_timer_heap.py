@@ -30,6 +30,19 @@ class TimerHeapTests(SynchronousTestCase):
         self.assertEqual(self.fired, ["a", "b", "c"])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_argument(self):
+        """
+        A timer given an argument calls its callback with it, in order with
+        timers given none; cancelled, it does not.
+        """
+        self.timers.callLater(2, self.fired.append, "a")
+        self.timers.callLater(3, lambda: self.fired.append("b"))
+        cancelled = self.timers.callLater(1, self.fired.append, "x")
+        self.timers.callAt(4, self.fired.append, "c")
+        self.timers.cancel(cancelled)
+        self.clock.advance(5)
+        self.assertEqual(self.fired, ["a", "b", "c"])
+
     def test_cancel(self):
         """A cancelled timer never fires; with none left, no reactor call."""
         a = self.timers.callLater(2, lambda: self.fired.append("a"))

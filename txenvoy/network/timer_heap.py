@@ -30,22 +30,26 @@ class TimerHeap:
     def __len__(self):
         return len(self._heap) - self._dead
 
-    def callLater(self, delay, callback):
+    def callLater(self, delay, callback, *arg):
         """
-        Call C{callback()} in C{delay} seconds.
+        Call C{callback()} in C{delay} seconds, or C{callback(arg)} given
+        one argument.
 
         @return: a handle for L{cancel}.
         """
-        return self.callAt(self._reactor.seconds() + delay, callback)
+        return self.callAt(self._reactor.seconds() + delay, callback, *arg)
 
-    def callAt(self, when, callback):
+    def callAt(self, when, callback, *arg):
         """
-        Call C{callback()} at the reactor time C{when}.
+        Call C{callback()} at the reactor time C{when}, or C{callback(arg)}
+        given one argument: a class's function and its instance instead of
+        a bound method held by every timer of an idle connection.
 
         @return: a handle for L{cancel}.
         """
         self._seq += 1
-        entry = [when, self._seq, callback]
+        # Built whole: extending a list would leave it room to grow.
+        entry = [when, self._seq, callback, arg[0]] if arg else [when, self._seq, callback]
         heapq.heappush(self._heap, entry)
         if self._heap[0] is entry:
             self._schedule()
@@ -85,7 +89,10 @@ class TimerHeap:
                 self._dead -= 1
                 continue
             entry[2] = None
-            callback()
+            if len(entry) == 3:
+                callback()
+            else:
+                callback(entry[3])
         if self._call is None:
             self._schedule()
 

@@ -139,7 +139,7 @@ class TcpProxyFilter(Protocol):
         if self.config.idleTimeout:
             # One reactor call per worker for every connection's timeout.
             self._idleTimer = self.config.idleTimersFor(self.dispatcher).callLater(
-                self.config.idleTimeout, self._onIdleTimeout)
+                self.config.idleTimeout, TcpProxyFilter._onIdleTimeout, self)
         self._connect()
 
     def _connect(self):
@@ -415,7 +415,7 @@ class TcpProxyFilter(Protocol):
         left = self._lastActive + self.config.idleTimeout - self._seconds()
         if left > 0:
             self._idleTimer = self.config.idleTimersFor(self.dispatcher).callLater(
-                left, self._onIdleTimeout)
+                left, TcpProxyFilter._onIdleTimeout, self)
             return
         self._idleTimer = None
         self.stats.idle_timeout.inc()
