@@ -1147,6 +1147,39 @@ class FilterChainTests(SynchronousTestCase):
         up.respond(OK)
         self.assertEqual(down.response().status, 200)
 
+    def test_watermarkCallbacksAddedAboveHighWatermark(self):
+        """
+        Envoy: watermark callbacks a filter adds while the downstream
+        connection is above its high watermark hear of it at once, and of
+        the low watermark later.
+        """
+        heard = []
+
+        class Listen(PassThroughFilter):
+            def decodeHeaders(self, headers, endStream):
+                self.callbacks.addDownstreamWatermarkCallbacks(self)
+                return FilterHeadersStatus.Continue
+
+            def onAboveWriteBufferHighWatermark(self):
+                heard.append("above")
+
+            def onBelowWriteBufferLowWatermark(self):
+                heard.append("below")
+
+        class ListenFactory:
+            terminal = False
+
+            def createFilter(self, callbacks):
+                return Listen(callbacks)
+
+        h = self.harness(ListenFactory())
+        down = h.connect()
+        down.transport.producer.pauseProducing()
+        down.send(GET)
+        self.assertEqual(heard, ["above"])
+        down.transport.producer.resumeProducing()
+        self.assertEqual(heard, ["above", "below"])
+
     def test_localReplyGrpcAsSent(self):
         """
         Envoy's is_grpc_request_ is decided on the request as the client sent

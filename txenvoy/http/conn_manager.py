@@ -1623,7 +1623,7 @@ class ActiveStream:
     def addWatermarkCallbacks(self, callbacks):
         """See L{IStreamFilterCallbacks.addDownstreamWatermarkCallbacks}."""
         self._watermarkCallbacks = self._watermarkCallbacks + (callbacks,)
-        if self.cm.aboveHighWatermark:
+        if self.cm._above:     # aboveHighWatermark, without the property call
             callbacks.onAboveWriteBufferHighWatermark()
 
     def removeWatermarkCallbacks(self, callbacks):
