@@ -59,7 +59,13 @@ from zope.interface import implementer
 
 from txenvoy.http.conn_pool import OVERFLOW, PROTOCOL_ERROR, poolsFor
 from txenvoy.http.grpc.common import isGrpcRequest, parseGrpcTimeout
-from txenvoy.http.filter import FilterDataStatus, FilterHeadersStatus, FilterTrailersStatus
+from txenvoy.http.filter import (
+    FilterDataStatus,
+    FilterHeadersStatus,
+    FilterSlot,
+    FilterTrailersStatus,
+    SingleFilterSlot,
+)
 from txenvoy.http.filter_config import snapshotSource
 from txenvoy.http.hash_policy import generateCookie, generateHash
 from txenvoy.http.header_dump import dumpRequestHeaders, dumpResponseHeaders
@@ -460,6 +466,11 @@ class UpstreamRequest:
             client.resetStream()
 
 
+#: The connection manager's filter callbacks, whose other methods are its
+#: stream's, passed on.
+_SLOTS = frozenset([FilterSlot, SingleFilterSlot])
+
+
 class RouterFilter:
     """
     The router for one stream. Its C{decodeHeaders} decides what to do with
@@ -469,7 +480,8 @@ class RouterFilter:
     # What decodeHeaders sets as slots, the rest (class-level defaults until
     # set) in its __dict__: more than 30 keys there would turn it into a
     # plain dict during every request.
-    __slots__ = ("callbacks", "cluster", "clusterStats", "config", "dispatcher", "entry",
+    __slots__ = ("callbacks", "_stream", "cluster", "clusterStats", "config", "dispatcher",
+                 "entry",
                  "info", "perTryTimeout", "pools", "reactor", "request", "route", "stats",
                  "timeout", "__dict__", "__weakref__")
 
@@ -512,6 +524,10 @@ class RouterFilter:
     def __init__(self, config, callbacks):
         self.config = config
         self.callbacks = callbacks
+        # What the connection manager's callbacks pass on as they are
+        # (route, timers, write batching and the response), asked of its
+        # stream without the call in between.
+        self._stream = callbacks.stream if callbacks.__class__ in _SLOTS else callbacks
         # What every request reads, as attributes of the instance: Python
         # reads a class-level default several times slower.
         self._finished = False
@@ -536,6 +552,7 @@ class RouterFilter:
     def decodeHeaders(self, headers, endStream):
         """Answer from the route, or start forwarding the request."""
         cb = self.callbacks
+        stream = self._stream
         config = self.config
         dispatcher = self.dispatcher = cb.dispatcher
         self.reactor = dispatcher.reactor
@@ -550,7 +567,7 @@ class RouterFilter:
             config.lastStats = (name, stats)
         stats.rq_total.value += 1
         info = self.info = cb.streamInfo
-        route = cb.route()
+        route = stream.route()
         if route is None:
             stats.no_route.inc()
             if log.debugEnabled:
@@ -635,7 +652,7 @@ class RouterFilter:
             # answer yet.
             timeout = self.timeout
             if timeout:
-                self._routeTimer = cb.callLater(timeout, self._onRouteTimeout)
+                self._routeTimer = stream.callLater(timeout, self._onRouteTimeout)
         self._startAttempt()
         return _STOP
 
@@ -916,7 +933,7 @@ class RouterFilter:
         if maxDuration:
             upstream.durationTimer = self.callbacks.callLater(
                 maxDuration, lambda: self._onMaxStreamDuration(upstream))
-        upstream.corker = self.callbacks.writeBatcher()
+        upstream.corker = self._stream.writeBatcher()
         clusterStats = self.clusterStats
         clusterStats.upstream_rq_total.value += 1
         clusterStats.upstream_rq_active.inc()
@@ -1200,7 +1217,6 @@ class RouterFilter:
             hostStats.rq_success += 1
         self._chargeCode(status)
         self._responseStarted = True
-        cb = self.callbacks
         now = self.reactor.seconds()
         entries = headers.headers._entries
         if not self.config.suppressEnvoyHeaders and status != 101 and not (
@@ -1226,7 +1242,7 @@ class RouterFilter:
         if endStream:
             upstream.pendingHeaders = headers
             return
-        cb.encodeHeaders(headers, False)
+        self._stream.encodeHeaders(headers, False)
 
     def _setupRedirect(self, policy, headers):
         """
@@ -1314,7 +1330,7 @@ class RouterFilter:
         return True
 
     def _onResponseData(self, data):
-        self.callbacks.encodeData(data, False)
+        self._stream.encodeData(data, False)
 
     def _onResponseComplete(self, upstream):
         upstream.done = True
@@ -1326,16 +1342,15 @@ class RouterFilter:
         stats = self.clusterStats
         stats.upstream_rq_time.recordValue(elapsed)
         stats.prefixedRqTime(self._originPrefix or self._origin()).recordValue(elapsed)
-        cb = self.callbacks
         headers = upstream.pendingHeaders
         end = upstream.pendingEnd
         if headers is not None:
             upstream.pendingHeaders = None
-            cb.encodeHeaders(headers, True)
+            self._stream.encodeHeaders(headers, True)
         elif end is None or end.__class__ is bytes:
-            cb.encodeData(end or b"", True)
+            self._stream.encodeData(end or b"", True)
         else:
-            cb.encodeTrailers(end)
+            self._stream.encodeTrailers(end)
 
     def _chargeCode(self, status):
         # Envoy's chargeResponseStat: the code, its class and completed, for
