@@ -620,6 +620,12 @@ class IClientCodec(Interface):
 
     keepAlive = Attribute("Whether the connection may carry another request.")
     responseInProgress = Attribute("Whether a response is still due.")
+    wireBytesSent = Attribute(
+        "Bytes of the current request on the wire (Envoy's upstream_wire_bytes_sent);"
+        " 0 for a codec that does not count them.")
+    wireBytesReceived = Attribute("Bytes of the current response on the wire, or 0.")
+    headerBytesSent = Attribute("Bytes of the current request's head, or 0.")
+    headerBytesReceived = Attribute("Bytes of the current response's head, or 0.")
 
     def encodeRequest(request, endStream):
         """Write a request head (a L{txenvoy.http.headers.RequestHeaders})."""

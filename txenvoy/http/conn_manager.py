@@ -1247,8 +1247,7 @@ class ConnectionManager(Protocol):
                     or (listenerDrain is not None and listenerDrain.drainClose())):
                 self._startDrainSequence()
                 self.stats.downstream_cx_drain_close.inc()
-            elif self.overload.state.values and self.overload.shouldApply(
-                    DISABLE_HTTP_KEEPALIVE):
+            elif self.overload.shouldApply(DISABLE_HTTP_KEEPALIVE):
                 # Envoy 1.40 counts this drain as a drain close too.
                 self._startDrainSequence()
                 self.stats.downstream_cx_overload_disable_keepalive.inc()
@@ -1405,9 +1404,7 @@ class ActiveStream:
             self._maxTimer = timers.startAt(start + config.maxStreamDuration,
                                             self._onMaxDurationTimer)
 
-        overload = cm.overload
-        # (shouldApply is asked only while some action is active.)
-        if overload.state.values and overload.shouldApply(STOP_ACCEPTING_REQUESTS):
+        if cm.overload.shouldApply(STOP_ACCEPTING_REQUESTS):
             # Envoy answers before building any filter: under memory
             # pressure nothing more is allocated for the request.
             stats.downstream_rq_overload_close.inc()

@@ -125,6 +125,7 @@ class _Armed:
 #: What a caller may keep in place of its pump while the pair is armed.
 ARMED = _Armed()
 
+
 class _InSlot:
     """
     Arms a transport whose C{doRead} lives in a slot (a

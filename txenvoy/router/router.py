@@ -389,20 +389,13 @@ class UpstreamRequest:
         """The response ended; the connection is back in the pool."""
         client = self.client
         if client is not None and not self.done:
-            # What the codec counted for this request (HTTP/1's codec does).
+            # What the codec counted for this request (0 where it counts none).
             codec = client.codec
             info = self.router.info
-            try:
-                info.upstreamWireBytesSent = codec.wireBytesSent
-                info.upstreamWireBytesReceived = codec.wireBytesReceived
-                info.upstreamHeaderBytesSent = codec.headerBytesSent
-                info.upstreamHeaderBytesReceived = codec.headerBytesReceived
-            except AttributeError:
-                # A codec that does not count them.
-                info.upstreamWireBytesSent = getattr(codec, "wireBytesSent", 0)
-                info.upstreamWireBytesReceived = getattr(codec, "wireBytesReceived", 0)
-                info.upstreamHeaderBytesSent = getattr(codec, "headerBytesSent", 0)
-                info.upstreamHeaderBytesReceived = getattr(codec, "headerBytesReceived", 0)
+            info.upstreamWireBytesSent = codec.wireBytesSent
+            info.upstreamWireBytesReceived = codec.wireBytesReceived
+            info.upstreamHeaderBytesSent = codec.headerBytesSent
+            info.upstreamHeaderBytesReceived = codec.headerBytesReceived
         self.client = None
         if self.counted:
             # uncount(), inline: once per request.
@@ -1234,10 +1227,12 @@ class RouterFilter:
         if self._setCookie is not None:
             entries.append((b"set-cookie", self._setCookie))
         entry = self.entry
-        if entry.responseHeadersMutations.levels or entry.weightedClusters is not None:
-            mutations = self.route.responseHeadersMutations
-            if mutations.levels:
-                mutations.apply(headers.headers, FormatContext(self.info, self.request, headers))
+        # The route's responseHeadersMutations, without the property call
+        # when no weighted cluster can come first.
+        mutations = (entry.responseHeadersMutations if entry.weightedClusters is None
+                     else self.route.responseHeadersMutations)
+        if mutations.levels:
+            mutations.apply(headers.headers, FormatContext(self.info, self.request, headers))
         self.info.firstUpstreamRxMonotonic = now
         if endStream:
             upstream.pendingHeaders = headers
@@ -1335,13 +1330,12 @@ class RouterFilter:
     def _onResponseComplete(self, upstream):
         upstream.done = True
         now = self.info.lastUpstreamRxMonotonic = self.reactor.seconds()
-        if upstream.durationTimer is not None:
-            upstream.cancelDurationTimer()
+        upstream.cancelDurationTimer()
         self._finish()
         elapsed = (now - upstream.startTime) * 1000.0
         stats = self.clusterStats
         stats.upstream_rq_time.recordValue(elapsed)
-        stats.prefixedRqTime(self._originPrefix or self._origin()).recordValue(elapsed)
+        stats.prefixedRqTime(self._origin()).recordValue(elapsed)
         headers = upstream.pendingHeaders
         end = upstream.pendingEnd
         if headers is not None:
@@ -1360,7 +1354,7 @@ class RouterFilter:
         code.value += 1
         klass.value += 1
         stats.upstream_rq_completed.value += 1
-        code, klass, completed = stats.prefixedRqCode(self._originPrefix or self._origin(), status)
+        code, klass, completed = stats.prefixedRqCode(self._origin(), status)
         code.value += 1
         klass.value += 1
         completed.value += 1
@@ -1510,8 +1504,7 @@ class RouterFilter:
         """The stream ended: abandon whatever is still in flight."""
         upstream = self._upstream
         self._upstream = None
-        if not self._finished:
-            self._finish()
+        self._finish()
         span = self._upstreamSpan
         if span is not None:
             self._upstreamSpan = None

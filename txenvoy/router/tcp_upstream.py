@@ -145,6 +145,8 @@ class TcpClient(ReadPausing):
     closedUnanswered = False
     clientEnded = False         # the client's stream ended: FIN sent on
     finished = False            # both directions ended, the client's first
+    # Its wire and header bytes are not counted (IClientCodec).
+    wireBytesSent = wireBytesReceived = headerBytesSent = headerBytesReceived = 0
 
     def __init__(self, pool, pending):
         self.pool = pool

@@ -110,6 +110,8 @@ class Http2StreamClient:
     hasRequestSlot = False
     stream = None
     streamId = None
+    # A stream's wire and header bytes are not counted (IClientCodec).
+    wireBytesSent = wireBytesReceived = headerBytesSent = headerBytesReceived = 0
 
     def __init__(self, client):
         self.client = client
