@@ -180,6 +180,22 @@ class ComponentLoggerTests(SynchronousTestCase):
             '"StreamId":"18446744073709551615"] encoding data via codec (size=5 end_stream=true)'
             % (line + 3,)), second)
 
+    def test_sourcePathOfPackageAndOtherFiles(self):
+        """
+        A file of the package is named from C{txenvoy/} on, as Envoy names
+        C{source/common/...}; any other file by its name alone, even in a
+        checkout that is itself a directory named C{txenvoy}.
+        """
+        from txenvoy.http import conn_manager
+        from txenvoy.server import logging as logging_
+        self.assertEqual(logging_._sourcePath(conn_manager.__file__),
+                         "txenvoy/http/conn_manager.py")
+        self.assertEqual(
+            logging_._sourcePath("/srv/txenvoy/tests/server/test_logging.py"),
+            "test_logging.py")
+        self.assertEqual(logging_._sourcePath("/opt/filters/txenvoy/my_filter.py"),
+                         "my_filter.py")
+
     def test_noArguments(self):
         """A message without arguments is printed as it is (a % stays)."""
         self.levels.set("pool", "debug")

@@ -31,6 +31,7 @@ one, and Envoy 1.40's tags for the connection and stream ids::
 [Tags: "ConnectionId":"2","StreamId":"14270386874937559073"] request headers complete (end_stream=true):
 """
 
+import os
 import sys
 import threading
 import time
@@ -267,14 +268,23 @@ class ComponentLogger:
 
 _sourcePaths = {}
 
+# Where this package's files are: what precedes "txenvoy/..." in their names.
+# A checkout may itself be a directory named txenvoy, so the prefix is the
+# package's own place, not the last "/txenvoy/" in a path.
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))).replace("\\", "/") + "/"
+
 
 def _sourcePath(filename):
-    # txenvoy/http/conn_manager.py, as Envoy prints source/common/...
+    # txenvoy/http/conn_manager.py, as Envoy prints source/common/...; a
+    # file outside the package (a user's filter, a test) by its name alone.
     path = _sourcePaths.get(filename)
     if path is None:
         normal = filename.replace("\\", "/")
-        index = normal.rfind("/txenvoy/")
-        path = normal[index + 1:] if index >= 0 else normal.rsplit("/", 1)[-1]
+        if normal.startswith(_PACKAGE_PARENT + "txenvoy/"):
+            path = normal[len(_PACKAGE_PARENT):]
+        else:
+            path = normal.rsplit("/", 1)[-1]
         _sourcePaths[filename] = path
     return path
 
