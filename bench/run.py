@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 
@@ -251,6 +252,10 @@ def main(argv=None):
         "timestamp": stamp, "reps": reps, "quick": args.quick,
         "host": platform.node(), "kernel": platform.release(),
         "cpus": os.cpu_count(), "python": platform.python_version(),
+        # txenvoy runs on this interpreter (the twistd beside it), and its
+        # build moves every txenvoy figure (see "Benchmarks" in README.rst).
+        "pythonExecutable": sys.executable,
+        "pythonConfigure": sysconfig.get_config_var("CONFIG_ARGS"),
         "pinning": {"proxy": proxyCpus, "load": loadCpus, "all": allCpus},
         "nofile": nofile, "proxyNofile": workloads.nofileTarget(65536),
         "envoy": workloads.versionOf([workloads.envoyBinary(), "--version"]),
@@ -263,6 +268,7 @@ def main(argv=None):
     }
     log("txenvoy bench: %d workload(s), %d repetition(s); proxy on cpu %s, load on cpu %s"
         % (len(selected), reps, proxyCpus, loadCpus))
+    log("txenvoy runs on Python %s: %s" % (meta["python"], sys.executable))
     log("machine: a system call costs %(syscall_us).2f us, a loopback TCP round trip"
         " %(loopback_round_trip_us).1f us (from Python)" % meta["probe"])
     meta["loadavgStart"] = os.getloadavg()
