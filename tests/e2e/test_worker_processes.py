@@ -288,11 +288,20 @@ class WorkerProcessTests(SharedFixture, SynchronousTestCase):
             os.kill(pid, signal.SIGCONT)
         post(self.envoy.adminPort, "/runtime_modify?txenvoy.test.pad=")
 
+        seen = []
+
         def answers():
-            return {get(self.envoy.port)[0] for _ in range(12)}
+            seen.append(sorted(get(self.envoy.port)[0] for _ in range(12)))
+            return set(seen[-1])
         post(self.envoy.adminPort, "/runtime_modify?fault.http.abort.abort_percent=100")
         try:
-            waitUntil(lambda: answers() == {503}, 30, "the abort in both")
+            try:
+                waitUntil(lambda: answers() == {503}, 30, "the abort in both")
+            except AssertionError as e:
+                raise AssertionError("%s: answers %s (of %d rounds); stats %s; log:\n%s" % (
+                    e, seen[-3:], len(seen), {k: v for k, v in self.stats().items()
+                                             if "worker" in k or "runtime" in k},
+                    self.envoy.output()[1][-6000:]))
         finally:
             post(self.envoy.adminPort, "/runtime_modify?fault.http.abort.abort_percent=")
         waitUntil(lambda: answers() == {200}, 30, "no abort in both")

@@ -109,3 +109,51 @@ class ChannelOutboxTests(SynchronousTestCase):
         self.assertEqual(self.reactor.getWriters(), [])
         self.outbox.send({"admin": {"action": "ok"}})
         self.assertEqual(len(self.outbox), 0)
+
+
+class ChannelOutboxOnARealReactorTests(SynchronousTestCase):
+    """
+    The outbox waits to write on a real epoll reactor while the channel's
+    reader (the main process's L{MessageReader}) stays registered for the
+    same socket.
+    """
+
+    def test_waitingToWriteKeepsTheReader(self):
+        """
+        A message arriving while the outbox waits for room reaches the
+        reader, and the outbox keeps everything it holds: a reactor keeps
+        one selectable per descriptor number, and the outbox once took the
+        reader's, so the message went to the outbox, which closed and
+        dropped its queue (a worker process that had been stopped never got
+        the admin actions sent meanwhile).
+        """
+        from twisted.internet.epollreactor import EPollReactor
+
+        from txenvoy.server.hot_restart import MessageReader
+        from txenvoy.server.hot_restart_rpc import RpcStream
+
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        theirs.setblocking(False)
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        received = []
+        reader = MessageReader(RpcStream(ours), lambda m, fds: received.append(m))
+        reactor.addReader(reader)
+        self.addCleanup(reactor.removeAll)
+        outbox = channel_outbox.ChannelOutbox(reactor, ours, [].append)
+        self.addCleanup(outbox.close)
+        sent = 0
+        while not len(outbox):
+            outbox.send({"n": sent, "pad": "x" * 4000})
+            sent += 1
+        waiting = len(outbox)
+        RpcStream(theirs).send(None, {"stats": 1})
+        theirs.setblocking(False)
+        reactor.doIteration(0)
+        self.assertEqual(received, [{"stats": 1}])
+        self.assertEqual(len(outbox), waiting)
+        self.assertIn(outbox, reactor.getWriters())
+        self.assertIn(reader, reactor.getReaders())

@@ -33,13 +33,19 @@ class ChannelOutbox:
     """
     The sending side of one worker process's sequenced-packet channel.
 
+    It writes through a descriptor of its own (a C{dup} of C{sock}): a
+    reactor keeps one selectable per descriptor number, so waiting to write
+    on the number the channel's reader is registered with would replace
+    that reader, and the channel's next incoming message would go to
+    C{doRead} here, fail, and close the outbox with all it held.
+
     @param onStalled: called once when the queue has not moved for
         L{STALL_KILL_S}.
     """
 
     def __init__(self, reactor, sock, onStalled):
         self.reactor = reactor
-        self.socket = sock
+        self.socket = sock.dup()
         self._onStalled = onStalled
         self._queue = collections.deque()
         self._writing = False
@@ -108,7 +114,7 @@ class ChannelOutbox:
         self._onStalled(len(self._queue))
 
     def close(self):
-        """Drop what is queued; stop writing."""
+        """Drop what is queued; stop writing; close this side's descriptor."""
         if self._writing:
             self._writing = False
             self.reactor.removeWriter(self)
@@ -116,6 +122,7 @@ class ChannelOutbox:
             self._stallTimer.cancel()
             self._stallTimer = None
         self._queue.clear()
+        self.socket.close()
 
     def connectionLost(self, reason):
         # The reactor dropped the descriptor (the worker process's end
