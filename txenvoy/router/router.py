@@ -474,9 +474,8 @@ class RouterFilter:
     # set) in its __dict__: more than 30 keys there would turn it into a
     # plain dict during every request.
     __slots__ = ("callbacks", "_stream", "cluster", "clusterStats", "config", "dispatcher",
-                 "entry",
-                 "info", "perTryTimeout", "pools", "reactor", "request", "route", "stats",
-                 "timeout", "__dict__", "__weakref__")
+                 "entry", "info", "perTryTimeout", "pools", "reactor", "request", "route",
+                 "stats", "timeout", "__dict__", "__weakref__")
 
     _upstream = None
     _shadow = None              # the mirror policies' copies, until the request ends
